@@ -1,0 +1,102 @@
+# Headroom developer entry points. `make run` and `make test` do all set-up on
+# a fresh machine; every other target is listed by `make help`.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+HEADROOM_CACHE ?= $(HOME)/.cache/headroom
+CLUSTER_DIR    ?= $(HEADROOM_CACHE)/cluster
+VENV           ?= .venv
+PY             := $(VENV)/bin/python
+export HEADROOM_CACHE CLUSTER_DIR
+
+# When the user exported KUBECONFIG, every target uses that cluster and the
+# local control plane is not started. Otherwise we start (or reuse) our own.
+ifeq ($(origin KUBECONFIG),environment)
+USER_CLUSTER := 1
+CLUSTER_KUBECONFIG := $(KUBECONFIG)
+else
+USER_CLUSTER :=
+CLUSTER_KUBECONFIG := $(CLUSTER_DIR)/kubeconfig
+endif
+
+.PHONY: help
+help: ## list targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -e '.[dev]'
+	touch $@
+
+.PHONY: venv
+venv: $(VENV)/.installed ## create the Python venv with Headroom and dev tools
+
+.PHONY: binaries
+binaries: ## build the control-plane binaries into $(HEADROOM_CACHE) (cached)
+	hack/build-binaries.sh >/dev/null
+
+.PHONY: cluster
+cluster: ## start (or reuse) the local control plane: etcd, apiserver, controller-manager, scheduler, kwok
+ifeq ($(USER_CLUSTER),1)
+	@echo "KUBECONFIG is set ($(KUBECONFIG)): using that cluster, not starting one"
+else
+	hack/cluster.sh up
+endif
+
+.PHONY: cluster-down
+cluster-down: ## stop the local control plane and delete its state
+	hack/cluster.sh down
+
+.PHONY: kubeconfig
+kubeconfig: ## print the path of the kubeconfig that targets use
+	@echo $(CLUSTER_KUBECONFIG)
+
+.PHONY: cluster-kind
+cluster-kind: ## (needs Docker) create a kind cluster instead; then export KUBECONFIG
+	kind create cluster --name headroom --kubeconfig $(HEADROOM_CACHE)/kind-kubeconfig
+	@echo "export KUBECONFIG=$(HEADROOM_CACHE)/kind-kubeconfig"
+
+.PHONY: crds
+crds: venv ## regenerate crds/ from the pydantic models
+	$(PY) -m headroom.cli crd > crds/headroom.dev_scalingprofiles.yaml
+
+.PHONY: golden
+golden: venv ## regenerate golden YAML under tests/golden (review the diff!)
+	HEADROOM_UPDATE_GOLDEN=1 $(PY) -m pytest -q tests/unit -k golden
+
+.PHONY: lint
+lint: venv ## ruff, mypy --strict and the import-layer contracts
+	$(VENV)/bin/ruff check operator tests
+	$(VENV)/bin/ruff format --check operator tests
+	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
+
+.PHONY: unit
+unit: venv ## unit tests: planning, builders (golden YAML), CRD drift, CLI
+	$(PY) -m pytest -q tests/unit
+
+.PHONY: conformance
+conformance: venv ## rendered configs in real pgbouncer/postgres/redis on 127.0.0.1
+	$(PY) -m pytest -q tests/conformance
+
+.PHONY: e2e
+e2e: venv cluster ## end-to-end tests against the control plane
+	KUBECONFIG=$(CLUSTER_KUBECONFIG) $(PY) -m pytest -q tests/e2e
+
+.PHONY: test
+test: venv cluster ## everything: lint, unit, conformance, e2e
+	$(MAKE) lint
+	KUBECONFIG=$(CLUSTER_KUBECONFIG) $(PY) -m pytest tests
+
+.PHONY: bench
+bench: venv ## benchmarks (pgbench through the pooler vs direct); results in bench/results/
+	$(PY) bench/pooler_bench.py --out bench/results/pooler.md
+
+.PHONY: run
+run: venv cluster ## local control plane + CRDs + operator + example profile, then print its status
+	KUBECONFIG=$(CLUSTER_KUBECONFIG) hack/run.sh
+
+.PHONY: render
+render: venv ## render every example's child objects as YAML (no cluster needed)
+	@for f in examples/*.yaml; do echo "# --- $$f"; $(PY) -m headroom.cli render $$f; done

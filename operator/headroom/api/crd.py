@@ -1,0 +1,150 @@
+"""Generate the ScalingProfile CustomResourceDefinition from the pydantic models.
+
+Called by ``headroom crd`` (``make crds``) and by the drift test that fails when
+the committed ``crds/`` file differs. Pydantic's JSON schema needs a few fixes
+to be a Kubernetes structural schema: ``$ref`` inlined, ``anyOf [X, null]``
+collapsed to ``X``, no ``title``/``additionalProperties: false``.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from headroom.api import status as status_models
+from headroom.api import v1alpha1
+
+_DROP_KEYS = {"title"}
+
+
+def _resolve(node: Any, defs: dict[str, Any]) -> Any:
+    if isinstance(node, list):
+        return [_resolve(item, defs) for item in node]
+    if not isinstance(node, dict):
+        return node
+    if "$ref" in node:
+        target = copy.deepcopy(defs[node["$ref"].split("/")[-1]])
+        extra = {k: v for k, v in node.items() if k != "$ref"}
+        target.update(extra)
+        return _resolve(target, defs)
+    if "anyOf" in node:
+        options = [opt for opt in node["anyOf"] if opt.get("type") != "null"]
+        if len(options) == 1:
+            merged = {k: v for k, v in node.items() if k not in ("anyOf", "default")}
+            merged.update(options[0])
+            if node.get("default") is not None:
+                merged["default"] = node["default"]
+            return _resolve(merged, defs)
+    out: dict[str, Any] = {}
+    for key, value in node.items():
+        if key in _DROP_KEYS:
+            continue
+        if key == "additionalProperties" and value is False:
+            continue
+        if key == "properties":
+            out[key] = {name: _resolve(sub, defs) for name, sub in value.items()}
+        elif key == "default" and value is None:
+            continue
+        else:
+            out[key] = _resolve(value, defs)
+    if out.get("type") == "object" and "properties" in out:
+        out.pop("additionalProperties", None)
+    return out
+
+
+def openapi_schema(model: type[Any]) -> dict[str, Any]:
+    """Structural OpenAPI v3 schema of a pydantic model, by alias (camelCase)."""
+    raw = model.model_json_schema(by_alias=True, mode="validation")
+    defs = raw.pop("$defs", {})
+    schema: dict[str, Any] = _resolve(raw, defs)
+    return schema
+
+
+def _strip_defaults(node: Any) -> Any:
+    # Status is written by us; defaults there would only make the API server
+    # invent values we did not compute.
+    if isinstance(node, dict):
+        return {k: _strip_defaults(v) for k, v in node.items() if k != "default"}
+    if isinstance(node, list):
+        return [_strip_defaults(v) for v in node]
+    return node
+
+
+def build_crd() -> dict[str, Any]:
+    """The CRD manifest for ScalingProfile, as a plain dict."""
+    spec_schema = openapi_schema(v1alpha1.ScalingProfileSpec)
+    status_schema = _strip_defaults(openapi_schema(status_models.ScalingProfileStatus))
+    conditions = status_schema["properties"]["conditions"]
+    conditions["x-kubernetes-list-type"] = "map"
+    conditions["x-kubernetes-list-map-keys"] = ["type"]
+    spec_schema["description"] = (
+        "What the app needs to scale: its Deployment and replica ceiling, its Postgres "
+        "primary, and the pooler Headroom runs in front of it."
+    )
+    status_schema["description"] = "Observed state, written by Headroom."
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {
+            "name": f"{v1alpha1.PLURAL}.{v1alpha1.GROUP}",
+            "labels": {"app.kubernetes.io/part-of": "headroom"},
+        },
+        "spec": {
+            "group": v1alpha1.GROUP,
+            "scope": "Namespaced",
+            "names": {
+                "kind": v1alpha1.KIND,
+                "listKind": f"{v1alpha1.KIND}List",
+                "plural": v1alpha1.PLURAL,
+                "singular": v1alpha1.SINGULAR,
+                "shortNames": list(v1alpha1.SHORT_NAMES),
+                "categories": ["headroom"],
+            },
+            "versions": [
+                {
+                    "name": v1alpha1.VERSION,
+                    "served": True,
+                    "storage": True,
+                    "subresources": {"status": {}},
+                    "additionalPrinterColumns": [
+                        {
+                            "name": "Ready",
+                            "type": "string",
+                            "jsonPath": '.status.conditions[?(@.type=="Ready")].status',
+                        },
+                        {
+                            "name": "Pooler",
+                            "type": "string",
+                            "jsonPath": ".status.pooler.endpoint",
+                        },
+                        {
+                            "name": "Budget",
+                            "type": "string",
+                            "description": "server connections / available on the primary",
+                            "jsonPath": ".status.budget.summary",
+                        },
+                        {
+                            "name": "Age",
+                            "type": "date",
+                            "jsonPath": ".metadata.creationTimestamp",
+                        },
+                    ],
+                    "schema": {
+                        "openAPIV3Schema": {
+                            "type": "object",
+                            "description": "ScalingProfile declares how an app scales: "
+                            "pooling, budget, and the pieces Headroom runs for it.",
+                            "required": ["spec"],
+                            "properties": {
+                                "apiVersion": {"type": "string"},
+                                "kind": {"type": "string"},
+                                "metadata": {"type": "object"},
+                                "spec": spec_schema,
+                                "status": status_schema,
+                            },
+                        }
+                    },
+                }
+            ],
+        },
+    }

@@ -1,0 +1,64 @@
+"""ScalingProfile ``status``: written by the reconcile pass, shown by kubectl.
+
+Kept as pydantic models so the CRD's status schema is generated like the spec's.
+Nothing secret ever lands here: only sizes, names and conditions.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+
+class _Status(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, frozen=True)
+
+
+class Condition(_Status):
+    """Kubernetes-style condition (metav1.Condition)."""
+
+    type: str = Field(description="Ready, PoolerReady, ConnectionBudget, ...")
+    status: Literal["True", "False", "Unknown"]
+    reason: str = Field(description="One CamelCase word.")
+    message: str = Field(default="", description="For humans.")
+    observed_generation: int = Field(default=0)
+    last_transition_time: str = Field(description="RFC 3339 time the status last changed.")
+
+
+class BudgetStatus(_Status):
+    """The connection budget the planner computed (see docs/api.md)."""
+
+    summary: str = Field(description="'<server connections>/<available>' for kubectl get.")
+    max_connections: int
+    reserved: int = Field(description="superuser + other reserved connections.")
+    available: int = Field(description="maxConnections minus every reservation.")
+    app_pods_max: int
+    client_connections_per_pod: int
+    client_demand: int = Field(description="Connections every client could open at peak.")
+    pooler_pods_at_peak: int = Field(description="Pooler pods during a rolling update.")
+    default_pool_size: int
+    reserve_pool_size: int
+    max_db_connections: int = Field(description="Server connections per pooler pod.")
+    max_client_conn: int = Field(description="Client connections per pooler pod.")
+    server_connections: int = Field(description="Most server connections all pooler pods open.")
+    margin: int = Field(description="available - serverConnections.")
+
+
+class PoolerStatus(_Status):
+    endpoint: str = Field(default="", description="host:port of the read/write pooler Service.")
+    instances: int = 0
+    ready_instances: int = 0
+
+
+class BindingStatus(_Status):
+    name: str = Field(description="Secret with the app's connection settings (servicebinding.io).")
+
+
+class ScalingProfileStatus(_Status):
+    observed_generation: int = 0
+    conditions: list[Condition] = Field(default_factory=list)
+    budget: BudgetStatus | None = None
+    pooler: PoolerStatus | None = None
+    binding: BindingStatus | None = None

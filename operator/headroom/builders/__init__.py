@@ -1,0 +1,1 @@
+"""Pure builders: Plan -> desired child objects as plain dicts."""

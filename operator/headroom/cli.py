@@ -1,0 +1,136 @@
+"""The ``headroom`` command.
+
+- ``headroom plan FILE``: the plan as a table; exit 1 with the admission
+  message when the profile is impossible.
+- ``headroom render FILE``: every child object as YAML (no cluster needed).
+  Secret values the operator reads from the cluster are placeholders.
+- ``headroom crd``: the generated CRD (``make crds``).
+- ``headroom run``: start the operator (kopf), see :mod:`headroom.handlers`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from headroom import yamlfmt
+from headroom.api import crd, v1alpha1
+from headroom.builders import common, desired
+from headroom.planning import plan as plan_mod
+
+
+def _load(path: str) -> list[dict[str, Any]]:
+    text = sys.stdin.read() if path == "-" else Path(path).read_text()
+    docs = [doc for doc in yaml.safe_load_all(text) if isinstance(doc, dict)]
+    return [doc for doc in docs if doc.get("kind") == v1alpha1.KIND]
+
+
+def _placeholder_credentials(profile: v1alpha1.ScalingProfile) -> common.Credentials:
+    ref = profile.spec.database.credentials_secret
+    return common.Credentials(
+        username=f"<{ref.name}/{ref.username_key}>",
+        password=f"<{ref.name}/{ref.password_key}>",
+        stats_password="<generated>",  # noqa: S106 - a placeholder
+        revision="render",
+    )
+
+
+def format_plan(plan: plan_mod.Plan) -> str:
+    b = plan.budget
+    rows = [
+        ("profile", f"{plan.namespace}/{plan.name}"),
+        ("app deployment", plan.app.deployment),
+        ("app replicas", f"{plan.app.min_replicas}..{plan.app.max_replicas}"),
+    ]
+    rows += [
+        (f"clients: {c.label}", f"{c.max_pods} pods x {c.connections_per_pod} = {c.connections}")
+        for c in b.clients
+    ]
+    rows += [
+        ("client demand", str(b.client_demand)),
+        ("max_connections", str(b.max_connections)),
+        ("reserved", str(b.reserved)),
+        ("available", str(b.available)),
+        ("pool mode", plan.pooler.pool_mode),
+        ("pooler instances", f"{plan.pooler.instances} ({b.pooler_pods_at_peak} at peak)"),
+        ("default_pool_size", str(b.default_pool_size)),
+        ("reserve_pool_size", str(b.reserve_pool_size)),
+        ("max_db_connections", f"{b.max_db_connections} per pooler pod"),
+        ("max_client_conn", f"{b.max_client_conn} per pooler pod"),
+        ("server connections", f"{b.server_connections} of {b.available}"),
+        ("margin", str(b.margin)),
+    ]
+    width = max(len(label) for label, _ in rows)
+    return "\n".join(f"{label:<{width}}  {value}" for label, value in rows)
+
+
+def _cmd_plan(args: argparse.Namespace) -> int:
+    status = 0
+    for body in _load(args.file):
+        try:
+            profile = v1alpha1.parse_profile(body)
+        except v1alpha1.ProfileError as err:
+            print(f"error: {err}", file=sys.stderr)
+            status = 1
+            continue
+        plan = plan_mod.plan(profile)
+        print(format_plan(plan))
+        if not plan.ok:
+            print(f"error: {plan.problem_text()}", file=sys.stderr)
+            status = 1
+    return status
+
+
+def _cmd_render(args: argparse.Namespace) -> int:
+    out: list[dict[str, Any]] = []
+    for body in _load(args.file):
+        try:
+            profile = v1alpha1.parse_profile(body)
+        except v1alpha1.ProfileError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 1
+        plan = plan_mod.plan(profile)
+        if not plan.ok:
+            print(f"error: {plan.problem_text()}", file=sys.stderr)
+            return 1
+        out.extend(desired.build(plan, _placeholder_credentials(profile)).values())
+    sys.stdout.write(yamlfmt.dump_all(out))
+    return 0
+
+
+def _cmd_crd(_: argparse.Namespace) -> int:
+    sys.stdout.write(yamlfmt.dump(crd.build_crd()))
+    return 0
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from headroom.handlers import operator  # noqa: PLC0415 - kopf only when running
+
+    return operator.run(namespace=args.namespace)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="headroom", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("plan", help="print the plan of the profile(s) in FILE")
+    p.add_argument("file", help="YAML file with ScalingProfile(s), or - for stdin")
+    p.set_defaults(func=_cmd_plan)
+    r = sub.add_parser("render", help="print every child object of FILE's profile(s) as YAML")
+    r.add_argument("file")
+    r.set_defaults(func=_cmd_render)
+    c = sub.add_parser("crd", help="print the generated ScalingProfile CRD")
+    c.set_defaults(func=_cmd_crd)
+    o = sub.add_parser("run", help="run the operator")
+    o.add_argument("--namespace", action="append", default=None, help="watch only these")
+    o.set_defaults(func=_cmd_run)
+    args = parser.parse_args(argv)
+    result: int = args.func(args)
+    return result
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Thin kopf glue: decorators that parse the body once and call the engine."""

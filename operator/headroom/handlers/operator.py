@@ -1,0 +1,124 @@
+"""kopf handlers: parse nothing, decide nothing, call the engine.
+
+Every trigger (create, update, resume, the resync timer, and any event on a
+child we own) runs the same :meth:`Engine.reconcile`. Errors from the kube layer
+are mapped to kopf's retry semantics here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, TypeAlias, cast
+
+import kopf
+from prometheus_client import start_http_server
+
+from headroom import settings as settings_mod
+from headroom.api import v1alpha1
+from headroom.builders import common
+from headroom.handlers import webhook
+from headroom.kube import client as kube_client
+from headroom.kube import errors
+from headroom.reconcile import engine as engine_mod
+from headroom.reconcile import metrics as metrics_mod
+
+Logger: TypeAlias = logging.Logger | logging.LoggerAdapter[Any]
+PROFILE = (v1alpha1.GROUP, v1alpha1.VERSION, v1alpha1.PLURAL)
+_OWNED_LABELS = {"app.kubernetes.io/managed-by": common.MANAGED_BY}
+_CFG = settings_mod.Settings()
+
+
+@kopf.on.startup()
+def configure(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="headroom.dev")
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix="headroom.dev", key="last-handled-configuration"
+    )
+    settings.persistence.finalizer = "headroom.dev/finalizer"
+    settings.posting.level = logging.INFO
+    settings.watching.server_timeout = 300
+    settings.networking.request_timeout = 60
+    if _CFG.webhook_enabled:
+        settings.admission.server = webhook.server(_CFG)
+        settings.admission.managed = "headroom.dev"
+    metrics = metrics_mod.Metrics()
+    if _CFG.metrics_port:
+        start_http_server(_CFG.metrics_port, addr=_CFG.metrics_addr, registry=metrics.registry)
+    memo.engine = engine_mod.Engine(kube_client.Kube.from_environment(), metrics)
+
+
+def _run(memo: Any, body: kopf.Body | dict[str, Any], logger: Logger) -> None:
+    raw = dict(body)
+    engine: engine_mod.Engine = memo.engine
+    try:
+        outcome = engine.reconcile(raw)
+    except errors.NotServedError as err:
+        raise kopf.TemporaryError(str(err), delay=15) from err
+    except errors.ApiError as err:
+        if err.retriable:
+            raise kopf.TemporaryError(str(err), delay=5) from err
+        raise kopf.PermanentError(str(err)) from err
+    for event in outcome.events:
+        kopf.event(
+            kopf.Body(cast(kopf.RawBody, raw)),
+            type=event.type,
+            reason=event.reason,
+            message=event.message,
+        )
+    logger.debug("reconciled, ready=%s", outcome.ready)
+
+
+@kopf.on.resume(*PROFILE)
+@kopf.on.create(*PROFILE)
+@kopf.on.update(*PROFILE)
+def reconcile_profile(body: kopf.Body, memo: Any, logger: Logger, **_: Any) -> None:
+    _run(memo, body, logger)
+
+
+@kopf.timer(*PROFILE, interval=_CFG.resync_seconds, initial_delay=_CFG.resync_seconds)
+def resync_profile(body: kopf.Body, memo: Any, logger: Logger, **_: Any) -> None:
+    _run(memo, body, logger)
+
+
+def _on_child(body: kopf.Body, memo: Any, logger: Logger) -> None:
+    """A child changed or vanished: reconcile its owner so drift is repaired now."""
+    owners = [
+        ref
+        for ref in body.get("metadata", {}).get("ownerReferences") or []
+        if ref.get("kind") == v1alpha1.KIND and ref.get("apiVersion") == v1alpha1.API_VERSION
+    ]
+    if not owners:
+        return
+    engine: engine_mod.Engine = memo.engine
+    namespace = body["metadata"]["namespace"]
+    profile = engine.kube.get(
+        v1alpha1.API_VERSION, v1alpha1.KIND, namespace=namespace, name=owners[0]["name"]
+    )
+    if profile is None or profile["metadata"].get("deletionTimestamp"):
+        return
+    if profile["metadata"].get("uid") != owners[0].get("uid"):
+        return  # a new profile with the old name; not this child's owner
+    _run(memo, profile, logger)
+
+
+@kopf.on.event("apps", "v1", "deployments", labels=_OWNED_LABELS)
+@kopf.on.event("", "v1", "services", labels=_OWNED_LABELS)
+@kopf.on.event("", "v1", "configmaps", labels=_OWNED_LABELS)
+@kopf.on.event("", "v1", "secrets", labels=_OWNED_LABELS)
+@kopf.on.event("policy", "v1", "poddisruptionbudgets", labels=_OWNED_LABELS)
+def child_event(body: kopf.Body, memo: Any, logger: Logger, type: str, **_: Any) -> None:
+    if not type:
+        return  # the initial listing: resume handlers cover it
+    _on_child(body, memo, logger)
+
+
+def run(*, namespace: list[str] | None = None) -> int:
+    """Run the operator until interrupted (``headroom run``)."""
+    kopf.configure(verbose=False)
+    kopf.run(
+        clusterwide=not namespace,
+        namespaces=namespace or (),
+        standalone=True,
+        liveness_endpoint=f"http://{_CFG.health_addr}:{_CFG.health_port}/healthz",
+    )
+    return 0

@@ -1,0 +1,1 @@
+"""Pure planning: ScalingProfile (+ facts observed in the cluster) -> Plan."""

@@ -1,0 +1,206 @@
+"""The connection budget: how many Postgres connections every piece may open.
+
+This is the seeds' first wall: every app pod opens its own pool, autoscaling
+multiplies them, and ``max_connections`` runs out (10 instances x 10 = 100
+against a ~100 limit). The rules, in order:
+
+1. ``available = max_connections - superuser_reserved - other reserved``.
+2. The server side must fit: every pooler pod that can exist at once (during a
+   rolling update too) opens at most ``max_db_connections``, and their sum is
+   at most ``available``.
+3. The client side is sized to the demand: ``max_client_conn`` takes every
+   app pod at its ceiling times its client pool (plus workers that use the
+   database, and a few admin/stats slots).
+4. In session mode a client holds a server connection for its whole life, so
+   the client demand itself must fit the server side.
+5. Values the user pinned in ``spec.pooler.parameters`` are honoured, and are
+   errors when they break rules 2-4.
+
+Pure: called by the planner, which the webhook, the reconcile pass and the CLI
+share.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# Client slots on each pooler pod kept for the exporter and an admin console.
+ADMIN_CLIENT_SLOTS = 5
+# With one pooler pod a rolling update surges a second one (no downtime);
+# with two or more, pods are replaced one at a time without surge.
+SINGLE_INSTANCE_SURGE = 1
+
+
+@dataclass(frozen=True)
+class ClientGroup:
+    """Something that opens database connections through the pooler."""
+
+    label: str  # e.g. "app" or "worker emails"
+    field: str  # the spec field that sets its ceiling, for messages
+    max_pods: int
+    connections_per_pod: int
+
+    @property
+    def connections(self) -> int:
+        return self.max_pods * self.connections_per_pod
+
+
+@dataclass(frozen=True)
+class BudgetInput:
+    max_connections: int
+    superuser_reserved: int
+    other_reserved: int
+    pooler_instances: int
+    session_mode: bool
+    clients: tuple[ClientGroup, ...]
+    pinned: dict[str, int]  # sizing keys pinned in spec.pooler.parameters
+
+
+@dataclass(frozen=True)
+class ConnectionBudget:
+    max_connections: int
+    reserved: int
+    available: int
+    client_demand: int
+    pooler_pods_at_peak: int
+    default_pool_size: int
+    reserve_pool_size: int
+    max_db_connections: int
+    max_client_conn: int
+    server_connections: int
+    margin: int
+    clients: tuple[ClientGroup, ...]
+
+    @property
+    def summary(self) -> str:
+        return f"{self.server_connections}/{self.available}"
+
+
+@dataclass(frozen=True)
+class Problem:
+    field: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.field}: {self.message}"
+
+
+def _available_text(given: BudgetInput, available: int) -> str:
+    parts = f"max_connections {given.max_connections} - {given.superuser_reserved} reserved"
+    if given.other_reserved:
+        parts += f" - {given.other_reserved} reserved for other clients"
+    return f"{available} available on the primary ({parts})"
+
+
+def _demand_text(clients: tuple[ClientGroup, ...]) -> str:
+    return " + ".join(
+        f"{c.label} ceiling {c.max_pods} pods x {c.connections_per_pod} connections per pod"
+        for c in clients
+    )
+
+
+def compute(given: BudgetInput) -> tuple[ConnectionBudget, list[Problem]]:
+    """Size the pooler for ``given``; problems explain why a profile cannot work."""
+    problems: list[Problem] = []
+    reserved = given.superuser_reserved + given.other_reserved
+    available = given.max_connections - reserved
+    demand = sum(c.connections for c in given.clients)
+    instances = given.pooler_instances
+    pods_at_peak = instances + (SINGLE_INSTANCE_SURGE if instances == 1 else 0)
+    per_pod = max(available, 0) // pods_at_peak
+    pinned = given.pinned
+
+    if per_pod < 1:
+        problems.append(
+            Problem(
+                "spec.pooler.instances",
+                f"{pods_at_peak} pooler pods need at least 1 server connection each, but "
+                f"only {_available_text(given, available)}",
+            )
+        )
+        per_pod = 1
+
+    # Rule 2: server side. Reserve ~10% (at most 5) for bursts in transaction
+    # mode; in session mode a reserve only delays the same shortage.
+    default_reserve = 0 if given.session_mode else min(5, per_pod // 10)
+    reserve = pinned.get("reserve_pool_size", default_reserve)
+    max_db = pinned.get("max_db_connections", per_pod)
+    if "default_pool_size" in pinned:
+        pool = pinned["default_pool_size"]
+    else:
+        # No more server connections than clients could ever ask for.
+        pool = max(1, min(max_db - reserve, demand))
+    if "max_db_connections" not in pinned:
+        max_db = min(max_db, pool + reserve)
+
+    if "max_db_connections" in pinned:
+        if max_db > per_pod:
+            problems.append(
+                Problem(
+                    "spec.pooler.parameters.max_db_connections",
+                    f"{max_db} per pooler pod x {pods_at_peak} pods = "
+                    f"{max_db * pods_at_peak} server connections > "
+                    f"{_available_text(given, available)}",
+                )
+            )
+    elif pool + reserve > per_pod:
+        fields = [k for k in ("default_pool_size", "reserve_pool_size") if k in pinned]
+        problems.append(
+            Problem(
+                "spec.pooler.parameters." + (fields[0] if fields else "default_pool_size"),
+                f"default_pool_size {pool} + reserve_pool_size {reserve} = {pool + reserve} "
+                f"server connections per pooler pod x {pods_at_peak} pods = "
+                f"{(pool + reserve) * pods_at_peak} > {_available_text(given, available)}",
+            )
+        )
+    server_connections = max_db * pods_at_peak
+
+    # Rule 3: client side.
+    needed_clients = demand + ADMIN_CLIENT_SLOTS
+    max_client = pinned.get("max_client_conn", needed_clients)
+    if max_client < needed_clients:
+        problems.append(
+            Problem(
+                "spec.pooler.parameters.max_client_conn",
+                f"{max_client} < {needed_clients} client connections a pooler pod must accept "
+                f"({_demand_text(given.clients)} = {demand}, + {ADMIN_CLIENT_SLOTS} admin)",
+            )
+        )
+
+    # Rule 4: session mode, the seeds' outage.
+    if given.session_mode and demand > available:
+        first = given.clients[0] if given.clients else None
+        problems.append(
+            Problem(
+                first.field if first else "spec.app",
+                f"{_demand_text(given.clients)} = {demand} session connections > "
+                f"{_available_text(given, available)}; use spec.pooler.poolMode transaction, "
+                "lower the ceiling or the per-pod pool",
+            )
+        )
+    elif given.session_mode and demand > instances * pool:
+        problems.append(
+            Problem(
+                "spec.pooler.instances",
+                f"in session mode {instances} pooler pods x {pool} server connections = "
+                f"{instances * pool} < {demand} session connections "
+                f"({_demand_text(given.clients)}); with {pods_at_peak} pods during a rolling "
+                f"update each pod gets {per_pod} of the {available} available",
+            )
+        )
+
+    budget = ConnectionBudget(
+        max_connections=given.max_connections,
+        reserved=reserved,
+        available=available,
+        client_demand=demand,
+        pooler_pods_at_peak=pods_at_peak,
+        default_pool_size=pool,
+        reserve_pool_size=reserve,
+        max_db_connections=max_db,
+        max_client_conn=max_client,
+        server_connections=server_connections,
+        margin=available - server_connections,
+        clients=given.clients,
+    )
+    return budget, problems

@@ -1,0 +1,119 @@
+"""The pgbouncer.ini settings a profile may override, with their types and the
+PgBouncer version that introduced them.
+
+Used by the planner to validate ``spec.pooler.parameters`` (so a bad value is an
+admission error naming the key) and to compute the final [pgbouncer] section.
+Nothing outside this allowlist reaches the file: keys that would change where
+PgBouncer listens, how it authenticates or which files it reads are Headroom's.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+# Values are rendered unquoted after "key = ", so only characters that cannot
+# end the line or start a new directive are allowed in free-text values.
+_SAFE_TEXT = re.compile(r"^[A-Za-z0-9_ ,.:;()=*'-]{0,200}$")
+_IDENT_LIST = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(,\s*[A-Za-z_][A-Za-z0-9_]*)*$")
+
+# Sizing keys are not free overrides: they pin the planner (see planning.budget).
+SIZING_KEYS = ("default_pool_size", "reserve_pool_size", "max_db_connections", "max_client_conn")
+
+
+@dataclass(frozen=True)
+class Param:
+    kind: str  # "int", "bool", "enum", "text", "idents"
+    min_version: tuple[int, int] = (1, 18)
+    low: int = 0
+    high: int = 2_147_483_647
+    choices: tuple[str, ...] = ()
+
+
+ALLOWED: dict[str, Param] = {
+    # sizing (pinned values, checked against the budget)
+    "default_pool_size": Param("int", low=1, high=100_000),
+    "reserve_pool_size": Param("int", low=0, high=100_000),
+    "max_db_connections": Param("int", low=1, high=100_000),
+    "max_client_conn": Param("int", low=1, high=1_000_000),
+    # pool behaviour
+    "min_pool_size": Param("int", low=0, high=100_000),
+    "reserve_pool_timeout": Param("int", low=0, high=3600),
+    "server_round_robin": Param("bool"),
+    "max_prepared_statements": Param("int", min_version=(1, 21), low=0, high=100_000),
+    # timeouts (seconds)
+    "server_lifetime": Param("int", low=0, high=86_400 * 7),
+    "server_idle_timeout": Param("int", low=0, high=86_400 * 7),
+    "server_connect_timeout": Param("int", low=1, high=3600),
+    "server_login_retry": Param("int", low=0, high=3600),
+    "query_timeout": Param("int", low=0, high=86_400),
+    "query_wait_timeout": Param("int", low=0, high=86_400),
+    "client_idle_timeout": Param("int", low=0, high=86_400 * 7),
+    "client_login_timeout": Param("int", low=0, high=3600),
+    "idle_transaction_timeout": Param("int", low=0, high=86_400),
+    "cancel_wait_timeout": Param("int", min_version=(1, 19), low=0, high=3600),
+    # health checks and resets
+    "server_check_delay": Param("int", low=0, high=3600),
+    "server_check_query": Param("text"),
+    "server_reset_query": Param("text"),
+    "server_reset_query_always": Param("bool"),
+    "ignore_startup_parameters": Param("idents"),
+    "application_name_add_host": Param("bool"),
+    # logging and stats
+    "log_connections": Param("bool"),
+    "log_disconnections": Param("bool"),
+    "log_pooler_errors": Param("bool"),
+    "log_stats": Param("bool"),
+    "stats_period": Param("int", low=1, high=86_400),
+    "verbose": Param("int", low=0, high=3),
+    # network
+    "tcp_keepalive": Param("bool"),
+    "tcp_keepidle": Param("int", low=0, high=86_400),
+    "tcp_keepintvl": Param("int", low=0, high=86_400),
+    "tcp_keepcnt": Param("int", low=0, high=1000),
+    "pkt_buf": Param("int", low=512, high=1_048_576),
+    "sbuf_loopcnt": Param("int", low=0, high=1_000_000),
+    "server_tls_sslmode": Param(
+        "enum", choices=("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
+    ),
+}
+
+
+def parse_version(text: str) -> tuple[int, int]:
+    major, minor = text.split(".")[:2]
+    return int(major), int(minor)
+
+
+def check(key: str, value: str, *, version: tuple[int, int]) -> str | None:
+    """Return a problem (without the field prefix) or None when key=value is valid."""
+    param = ALLOWED.get(key)
+    if param is None:
+        return (
+            "is not an allowed PgBouncer setting (allowed: "
+            + ", ".join(sorted(ALLOWED))
+            + "); listen, auth and file settings are managed by Headroom"
+        )
+    if version < param.min_version:
+        need = ".".join(str(part) for part in param.min_version)
+        have = ".".join(str(part) for part in version)
+        return f"needs PgBouncer >= {need} (spec.pooler.version is {have})"
+    if "\n" in value or "\r" in value or "\x00" in value:
+        return "must be a single line"
+    if param.kind == "int":
+        if not re.fullmatch(r"-?[0-9]{1,10}", value.strip()):
+            return f"must be an integer, got {value!r}"
+        number = int(value)
+        if not param.low <= number <= param.high:
+            return f"must be between {param.low} and {param.high}, got {number}"
+    elif param.kind == "bool":
+        if value not in ("0", "1"):
+            return f"must be 0 or 1, got {value!r}"
+    elif param.kind == "enum":
+        if value not in param.choices:
+            return f"must be one of {', '.join(param.choices)}, got {value!r}"
+    elif param.kind == "idents":
+        if not _IDENT_LIST.fullmatch(value):
+            return f"must be a comma-separated list of parameter names, got {value!r}"
+    elif not _SAFE_TEXT.fullmatch(value):
+        return "may only contain letters, digits, spaces and _ , . : ; ( ) = * ' -"
+    return None

@@ -1,0 +1,1 @@
+"""One idempotent reconcile pass: apply desired, prune leftovers, observe, conditions."""

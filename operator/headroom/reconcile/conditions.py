@@ -1,0 +1,53 @@
+"""Pure condition bookkeeping (metav1.Condition semantics).
+
+``merge`` keeps ``lastTransitionTime`` when a condition's status did not change,
+so a status rewrite on every pass does not look like a flapping component.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+READY = "Ready"
+POOLER_READY = "PoolerReady"
+CONNECTION_BUDGET = "ConnectionBudget"
+
+
+@dataclass(frozen=True)
+class Cond:
+    type: str
+    status: str  # "True" | "False" | "Unknown"
+    reason: str
+    message: str = ""
+
+
+def merge(
+    previous: list[dict[str, Any]], current: list[Cond], *, now: str, generation: int
+) -> list[dict[str, Any]]:
+    before = {c.get("type"): c for c in previous or []}
+    merged = []
+    for cond in current:
+        old = before.get(cond.type)
+        keep = old is not None and old.get("status") == cond.status
+        since = old.get("lastTransitionTime") if keep and old is not None else None
+        merged.append(
+            {
+                "type": cond.type,
+                "status": cond.status,
+                "reason": cond.reason,
+                "message": cond.message,
+                "observedGeneration": generation,
+                "lastTransitionTime": since or now,
+            }
+        )
+    return merged
+
+
+def ready(components: list[Cond]) -> Cond:
+    """Top-level Ready: True only when every component condition is True."""
+    failing = [c for c in components if c.status != "True"]
+    if not failing:
+        return Cond(READY, "True", "AllComponentsReady", "every component is ready")
+    first = failing[0]
+    return Cond(READY, "False", first.reason, f"{first.type}: {first.message}")

@@ -1,0 +1,361 @@
+"""One idempotent reconcile pass of a ScalingProfile.
+
+Called by every kopf handler (create, update, resume, timer, child events):
+parse -> plan -> read inputs -> build desired -> server-side apply -> prune our
+own leftovers -> observe -> conditions -> status. There is no create path and
+no update path; the pass computes the whole desired state every time.
+
+Guarantees: an impossible profile changes nothing (no half-applied state); an
+object with one of our names that we did not create is never taken over; only
+objects with our labels *and* our owner reference are ever deleted.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import logging
+import secrets
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from headroom.api import status as status_models
+from headroom.api import v1alpha1
+from headroom.builders import binding, common, desired, pgbouncer
+from headroom.kube import client as kube_client
+from headroom.kube import errors
+from headroom.planning import plan as plan_mod
+from headroom.reconcile import conditions as cond
+from headroom.reconcile import metrics as metrics_mod
+
+log = logging.getLogger(__name__)
+
+# Every kind a profile may own, in apply order (config before the pods using it).
+OWNED_KINDS: tuple[tuple[str, str], ...] = (
+    ("v1", "ConfigMap"),
+    ("v1", "Secret"),
+    ("apps/v1", "Deployment"),
+    ("v1", "Service"),
+    ("policy/v1", "PodDisruptionBudget"),
+)
+_ORDER = {kind: index for index, (_, kind) in enumerate(OWNED_KINDS)}
+
+
+@dataclass(frozen=True)
+class Event:
+    type: str  # Normal | Warning
+    reason: str
+    message: str
+
+
+@dataclass
+class Outcome:
+    status: dict[str, Any]
+    events: list[Event] = field(default_factory=list)
+    ready: bool = False
+
+
+class InputError(Exception):
+    """A referenced input (credentials Secret) is missing or unusable."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _decode(secret: dict[str, Any], key: str) -> str | None:
+    raw = (secret.get("data") or {}).get(key)
+    if raw is None:
+        return None
+    return base64.b64decode(raw).decode("utf-8", errors="strict")
+
+
+def _owned_by(obj: dict[str, Any], uid: str) -> bool:
+    return any(ref.get("uid") == uid for ref in obj["metadata"].get("ownerReferences") or [])
+
+
+class Engine:
+    """Holds the cluster connection and per-profile locks (created once at start-up)."""
+
+    def __init__(self, kube: kube_client.Kube, metrics: metrics_mod.Metrics) -> None:
+        self.kube = kube
+        self.metrics = metrics
+        self._locks: dict[str, threading.Lock] = {}
+        self._locks_guard = threading.Lock()
+
+    def _lock(self, key: str) -> threading.Lock:
+        with self._locks_guard:
+            return self._locks.setdefault(key, threading.Lock())
+
+    # -- entry point ---------------------------------------------------------
+
+    def reconcile(self, body: dict[str, Any]) -> Outcome:
+        meta = body.get("metadata", {})
+        key = f"{meta.get('namespace')}/{meta.get('name')}"
+        started = time.monotonic()
+        with self._lock(key):
+            try:
+                outcome = self._pass(body)
+            except Exception as err:
+                reason = type(err).__name__
+                self.metrics.reconcile_errors.labels(reason=reason).inc()
+                raise
+            finally:
+                self.metrics.reconcile_seconds.observe(time.monotonic() - started)
+        return outcome
+
+    # -- the pass --------------------------------------------------------------
+
+    def _pass(self, body: dict[str, Any]) -> Outcome:
+        meta = body["metadata"]
+        generation = int(meta.get("generation", 0))
+        previous = (body.get("status") or {}).get("conditions") or []
+        events: list[Event] = []
+
+        def finish(components: list[cond.Cond], **extra: Any) -> Outcome:
+            top = cond.ready(components)
+            status = {
+                "observedGeneration": generation,
+                "conditions": cond.merge(
+                    previous, [top, *components], now=_now(), generation=generation
+                ),
+                **extra,
+            }
+            self._write_status(meta, status)
+            return Outcome(status=status, events=events, ready=top.status == "True")
+
+        try:
+            profile = v1alpha1.parse_profile(body)
+        except v1alpha1.ProfileError as err:
+            events.append(Event("Warning", "InvalidSpec", str(err)))
+            return finish([cond.Cond(cond.CONNECTION_BUDGET, "False", "InvalidSpec", str(err))])
+
+        planned = plan_mod.plan(profile)
+        budget = _budget_status(planned)
+        if not planned.ok:
+            message = planned.problem_text()
+            events.append(Event("Warning", "BudgetExceeded", message))
+            # Nothing is applied: the children keep their last good state.
+            return finish(
+                [cond.Cond(cond.CONNECTION_BUDGET, "False", "BudgetExceeded", message)],
+                budget=budget,
+            )
+        budget_cond = cond.Cond(
+            cond.CONNECTION_BUDGET,
+            "True",
+            "WithinBudget",
+            f"{planned.budget.server_connections} server connections of "
+            f"{planned.budget.available} available, margin {planned.budget.margin}; "
+            f"client demand {planned.budget.client_demand}",
+        )
+
+        try:
+            creds = self._credentials(planned)
+            wanted = desired.build(planned, creds)
+        except InputError as err:
+            events.append(Event("Warning", err.reason, err.message))
+            return finish(
+                [budget_cond, cond.Cond(cond.POOLER_READY, "False", err.reason, err.message)],
+                budget=budget,
+            )
+        except ValueError as err:  # builders refuse unsafe credentials
+            events.append(Event("Warning", "CredentialsInvalid", str(err)))
+            return finish(
+                [
+                    budget_cond,
+                    cond.Cond(cond.POOLER_READY, "False", "CredentialsInvalid", str(err)),
+                ],
+                budget=budget,
+            )
+
+        applied, conflicts = self._apply(planned, wanted, events)
+        if conflicts:
+            message = "objects exist that Headroom did not create: " + ", ".join(conflicts)
+            events.append(Event("Warning", "NameConflict", message))
+        pooler_cond, pooler_status = _observe_pooler(
+            planned, applied.get(f"Deployment/{pgbouncer.deployment_name(planned)}")
+        )
+        if conflicts:
+            pooler_cond = cond.Cond(cond.POOLER_READY, "False", "NameConflict", message)
+        components = [budget_cond, pooler_cond]
+        if (
+            self.kube.get(
+                "apps/v1", "Deployment", namespace=planned.namespace, name=planned.app.deployment
+            )
+            is None
+        ):
+            components.append(
+                cond.Cond(
+                    "AppFound",
+                    "False",
+                    "AppDeploymentNotFound",
+                    f"Deployment {planned.app.deployment} (spec.app.deployment) does not exist",
+                )
+            )
+        return finish(
+            components,
+            budget=budget,
+            pooler=pooler_status,
+            binding={"name": binding.secret_name(planned)},
+        )
+
+    # -- inputs ---------------------------------------------------------------
+
+    def _credentials(self, planned: plan_mod.Plan) -> common.Credentials:
+        ref = planned.database.credentials_secret
+        source = self.kube.get("v1", "Secret", namespace=planned.namespace, name=ref.name)
+        if source is None:
+            raise InputError(
+                "CredentialsNotFound",
+                f"Secret {ref.name} (spec.database.credentialsSecret.name) does not exist",
+            )
+        try:
+            username = _decode(source, ref.username_key)
+            password = _decode(source, ref.password_key)
+        except (UnicodeDecodeError, ValueError):
+            raise InputError(
+                "CredentialsInvalid", f"Secret {ref.name} holds values that are not UTF-8"
+            ) from None
+        for key, value in ((ref.username_key, username), (ref.password_key, password)):
+            if not value:
+                raise InputError(
+                    "CredentialsInvalid",
+                    f"Secret {ref.name} has no key {key!r} "
+                    "(spec.database.credentialsSecret.usernameKey/passwordKey)",
+                )
+        assert username is not None and password is not None
+        auth = self.kube.get(
+            "v1", "Secret", namespace=planned.namespace, name=pgbouncer.auth_secret_name(planned)
+        )
+        stats_password = None
+        if auth is not None and _owned_by(auth, planned.uid):
+            stats_password = _decode(auth, pgbouncer.STATS_PASSWORD_KEY)
+        return common.Credentials(
+            username=username,
+            password=password,
+            stats_password=stats_password or secrets.token_urlsafe(24),
+            revision=str(source["metadata"].get("resourceVersion", "")),
+        )
+
+    # -- apply and prune --------------------------------------------------------
+
+    def _apply(
+        self, planned: plan_mod.Plan, wanted: dict[str, common.Obj], events: list[Event]
+    ) -> tuple[dict[str, common.Obj], list[str]]:
+        selector = (
+            f"{common.PROFILE_LABEL}={planned.name},"
+            f"app.kubernetes.io/managed-by={common.MANAGED_BY}"
+        )
+        existing: dict[str, common.Obj] = {}
+        for api_version, kind in OWNED_KINDS:
+            for obj in self.kube.list(
+                api_version, kind, namespace=planned.namespace, label_selector=selector
+            ):
+                if _owned_by(obj, planned.uid):
+                    existing[common.key_of(obj)] = obj
+
+        applied: dict[str, common.Obj] = {}
+        conflicts: list[str] = []
+        changed: list[str] = []
+        for key in sorted(wanted, key=lambda k: _ORDER.get(k.split("/")[0], 99)):
+            obj = wanted[key]
+            before = existing.get(key)
+            if before is None:
+                found = self.kube.get(
+                    obj["apiVersion"],
+                    obj["kind"],
+                    namespace=planned.namespace,
+                    name=obj["metadata"]["name"],
+                )
+                if found is not None and not _owned_by(found, planned.uid):
+                    conflicts.append(key)
+                    continue
+                before = found
+            result = self.kube.apply(obj)
+            applied[key] = result
+            old_version = (before or {}).get("metadata", {}).get("resourceVersion")
+            if old_version != result["metadata"].get("resourceVersion"):
+                changed.append(key)
+                self.metrics.applied_objects.labels(kind=obj["kind"]).inc()
+        if changed:
+            events.append(Event("Normal", "Applied", "created or updated " + ", ".join(changed)))
+
+        for key, obj in existing.items():
+            if key in wanted:
+                continue
+            meta = obj["metadata"]
+            if self.kube.delete(
+                obj["apiVersion"],
+                obj["kind"],
+                namespace=meta["namespace"],
+                name=meta["name"],
+                uid=meta["uid"],
+            ):
+                self.metrics.pruned_objects.labels(kind=obj["kind"]).inc()
+                events.append(Event("Normal", "Pruned", f"deleted {key}, no longer wanted"))
+        return applied, conflicts
+
+    def _write_status(self, meta: dict[str, Any], status: dict[str, Any]) -> None:
+        patch = {
+            "apiVersion": v1alpha1.API_VERSION,
+            "kind": v1alpha1.KIND,
+            "metadata": {"name": meta["name"], "namespace": meta["namespace"]},
+            "status": status,
+        }
+        try:
+            self.kube.apply(patch, subresource="status")
+        except errors.ApiError as err:
+            if err.status != 404:  # deleted meanwhile: nothing to report on
+                raise
+
+
+def _budget_status(planned: plan_mod.Plan) -> dict[str, Any]:
+    b = planned.budget
+    model = status_models.BudgetStatus(
+        summary=b.summary,
+        max_connections=b.max_connections,
+        reserved=b.reserved,
+        available=b.available,
+        app_pods_max=planned.app.max_replicas,
+        client_connections_per_pod=planned.app.pool_size_per_pod,
+        client_demand=b.client_demand,
+        pooler_pods_at_peak=b.pooler_pods_at_peak,
+        default_pool_size=b.default_pool_size,
+        reserve_pool_size=b.reserve_pool_size,
+        max_db_connections=b.max_db_connections,
+        max_client_conn=b.max_client_conn,
+        server_connections=b.server_connections,
+        margin=b.margin,
+    )
+    return model.model_dump(by_alias=True)
+
+
+def _observe_pooler(
+    planned: plan_mod.Plan, deployment: common.Obj | None
+) -> tuple[cond.Cond, dict[str, Any]]:
+    endpoint = f"{pgbouncer.service_host(planned)}:{pgbouncer.SERVICE_PORT}"
+    want = planned.pooler.instances
+    if deployment is None:
+        return (
+            cond.Cond(cond.POOLER_READY, "False", "NotCreated", "pooler Deployment not applied"),
+            {"endpoint": endpoint, "instances": want, "readyInstances": 0},
+        )
+    st = deployment.get("status") or {}
+    ready = int(st.get("readyReplicas") or 0)
+    updated = int(st.get("updatedReplicas") or 0)
+    total = int(st.get("replicas") or 0)
+    observed = int(st.get("observedGeneration") or 0)
+    generation = int(deployment["metadata"].get("generation") or 0)
+    status = {"endpoint": endpoint, "instances": want, "readyInstances": ready}
+    if observed >= generation and ready == want and updated == want and total == want:
+        message = f"{ready}/{want} PgBouncer pods ready at {endpoint}"
+        return cond.Cond(cond.POOLER_READY, "True", "PodsReady", message), status
+    message = f"{ready}/{want} ready, {updated}/{want} updated, {total} running"
+    return cond.Cond(cond.POOLER_READY, "False", "RollingOut", message), status

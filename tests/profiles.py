@@ -1,0 +1,109 @@
+"""Profiles shared by unit and e2e tests: a valid base and a table of bad ones.
+
+Each bad profile names the field its rejection message must mention, so both
+the planner (unit) and the API server + webhook (e2e) are held to the same
+messages.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+
+def base(name: str = "shop", namespace: str = "default", **spec_overrides: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "apiVersion": "headroom.dev/v1alpha1",
+        "kind": "ScalingProfile",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {
+            "app": {"deployment": "web", "replicas": {"min": 2, "max": 10}, "poolSizePerPod": 5},
+            "database": {
+                "host": "db.example.internal",
+                "name": "shop",
+                "credentialsSecret": {"name": "db-credentials"},
+                "maxConnections": 100,
+                "superuserReservedConnections": 3,
+            },
+            "pooler": {"instances": 2, "poolMode": "transaction"},
+        },
+    }
+    for path, value in spec_overrides.items():
+        set_path(body["spec"], path, value)
+    return body
+
+
+def set_path(root: dict[str, Any], dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    node = root
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+    if value is _DELETE:
+        node.pop(parts[-1], None)
+    else:
+        node[parts[-1]] = value
+
+
+_DELETE = object()
+
+# (id, spec overrides, text the rejection must contain)
+BAD: list[tuple[str, dict[str, Any], str]] = [
+    (
+        "session-ceiling-over-budget",
+        {"app.replicas.max": 40, "app.poolSizePerPod": 10, "pooler.poolMode": "session"},
+        "app ceiling 40 pods x 10 connections per pod = 400 session connections > 97 "
+        "available on the primary (max_connections 100 - 3 reserved)",
+    ),
+    ("min-over-max", {"app.replicas.min": 8, "app.replicas.max": 4}, "spec.app.replicas.min"),
+    ("negative-pool", {"app.poolSizePerPod": -1}, "poolSizePerPod"),
+    ("zero-instances", {"pooler.instances": 0}, "instances"),
+    ("unknown-pool-mode", {"pooler.poolMode": "statement"}, "poolMode"),
+    ("bad-host", {"database.host": "db;host=evil"}, "host"),
+    (
+        "reserved-exceeds-max",
+        {"database.maxConnections": 10, "database.reservedConnections": 8},
+        "spec.database.",
+    ),
+    (
+        "unknown-parameter",
+        {"pooler.parameters": {"auth_type": "trust"}},
+        "spec.pooler.parameters.auth_type",
+    ),
+    (
+        "newline-injection",
+        {"pooler.parameters": {"server_idle_timeout": "600\nauth_type = trust"}},
+        "spec.pooler.parameters.server_idle_timeout",
+    ),
+    (
+        "pinned-pool-over-budget",
+        {"pooler.parameters": {"default_pool_size": "90"}},
+        "spec.pooler.parameters.default_pool_size",
+    ),
+    (
+        "pinned-max-client-too-small",
+        {"pooler.parameters": {"max_client_conn": "20"}},
+        "spec.pooler.parameters.max_client_conn",
+    ),
+    (
+        "version-too-old-for-setting",
+        {"pooler.version": "1.18", "pooler.parameters": {"max_prepared_statements": "100"}},
+        "spec.pooler.parameters.max_prepared_statements",
+    ),
+    (
+        "both-replicas-and-capacity",
+        {"app.capacity": {"targetConcurrentUsers": 1000, "usersPerPod": 100}},
+        "spec.app",
+    ),
+    (
+        "too-many-pooler-pods",
+        {"database.maxConnections": 6, "pooler.instances": 4},
+        "spec.pooler.instances",
+    ),
+]
+
+
+def bad(case_id: str) -> dict[str, Any]:
+    for cid, overrides, _ in BAD:
+        if cid == case_id:
+            return base(name=cid, **copy.deepcopy(overrides))
+    raise KeyError(case_id)

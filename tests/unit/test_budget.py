@@ -1,0 +1,186 @@
+"""Connection budget, table-driven with the seeds' numbers."""
+
+from __future__ import annotations
+
+import pytest
+
+from headroom.api import v1alpha1
+from headroom.planning import admission, budget
+from headroom.planning import plan as plan_mod
+from tests import profiles
+
+
+def _plan(**overrides: object) -> plan_mod.Plan:
+    return plan_mod.plan(v1alpha1.parse_profile(profiles.base(**overrides)))
+
+
+@pytest.mark.parametrize(
+    ("case", "overrides", "expect"),
+    [
+        (
+            # seed 002: 10 Cloud Run instances x 10 pooled connections = 100 vs ~100.
+            "seed-002-transaction",
+            {"app.replicas.max": 10, "app.poolSizePerPod": 10},
+            {
+                "client_demand": 100,
+                "available": 97,
+                "max_db_connections": 48,
+                "server_connections": 96,
+                "max_client_conn": 105,
+                "margin": 1,
+            },
+        ),
+        (
+            # seed 002's fix: pool max 5 per instance.
+            "seed-002-pool-5",
+            {"app.replicas.max": 10, "app.poolSizePerPod": 5},
+            {"client_demand": 50, "default_pool_size": 44, "reserve_pool_size": 4},
+        ),
+        (
+            # seed 003: 2,560-7,100 connections against 100-200 Postgres.
+            "seed-003-7100-through-pooler",
+            {"app.replicas.max": 710, "app.poolSizePerPod": 10, "database.maxConnections": 200},
+            {
+                "client_demand": 7100,
+                "available": 197,
+                "max_db_connections": 98,
+                "server_connections": 196,
+                "max_client_conn": 7105,
+            },
+        ),
+        (
+            # seed 004: small tiers with 20-50 connections.
+            "seed-004-small-tier",
+            {"database.maxConnections": 25, "app.replicas.max": 4, "app.poolSizePerPod": 5},
+            {
+                "available": 22,
+                "max_db_connections": 11,
+                "reserve_pool_size": 1,
+                "default_pool_size": 10,
+                "server_connections": 22,
+                "margin": 0,
+            },
+        ),
+        (
+            # one pooler pod surges a second during a rollout: both must fit.
+            "single-instance-counts-surge",
+            {"pooler.instances": 1},
+            {"pooler_pods_at_peak": 2, "max_db_connections": 48, "server_connections": 96},
+        ),
+        (
+            # other clients (migrations, admin) keep their share.
+            "other-reserved",
+            {"database.reservedConnections": 17},
+            {"reserved": 20, "available": 80, "max_db_connections": 40},
+        ),
+        (
+            # tiny demand: no more server connections than clients can use.
+            "demand-caps-pool",
+            {"app.replicas.max": 2, "app.poolSizePerPod": 3},
+            {"client_demand": 6, "default_pool_size": 6, "max_db_connections": 10},
+        ),
+        (
+            "session-mode-fits",
+            {"pooler.poolMode": "session", "app.replicas.max": 9, "app.poolSizePerPod": 10},
+            {"client_demand": 90, "reserve_pool_size": 0, "default_pool_size": 48},
+        ),
+        (
+            "pinned-values-honoured",
+            {
+                "pooler.parameters": {
+                    "default_pool_size": "20",
+                    "reserve_pool_size": "2",
+                    "max_client_conn": "500",
+                }
+            },
+            {
+                "default_pool_size": 20,
+                "reserve_pool_size": 2,
+                "max_db_connections": 22,
+                "max_client_conn": 500,
+            },
+        ),
+    ],
+)
+def test_budget_table(case: str, overrides: dict[str, object], expect: dict[str, int]) -> None:
+    planned = _plan(**overrides)
+    assert planned.ok, f"{case}: {planned.problem_text()}"
+    for key, value in expect.items():
+        assert getattr(planned.budget, key) == value, f"{case}: {key}"
+    b = planned.budget
+    assert b.server_connections <= b.available
+    assert b.max_client_conn >= b.client_demand
+
+
+def test_seed_002_session_mode_is_the_outage() -> None:
+    planned = _plan(
+        **{"app.replicas.max": 10, "app.poolSizePerPod": 10, "pooler.poolMode": "session"}
+    )
+    assert not planned.ok
+    assert "100 session connections > 97 available" in planned.problem_text()
+
+
+def test_seed_003_session_mode_rejected_with_numbers() -> None:
+    planned = _plan(
+        **{
+            "app.replicas.max": 710,
+            "app.poolSizePerPod": 10,
+            "database.maxConnections": 200,
+            "pooler.poolMode": "session",
+        }
+    )
+    assert [p.field for p in planned.problems] == ["spec.app.replicas.max"]
+    assert "7100 session connections > 197 available" in planned.problem_text()
+
+
+def test_session_mode_single_pooler_cannot_hold_demand() -> None:
+    planned = _plan(
+        **{
+            "pooler.poolMode": "session",
+            "pooler.instances": 1,
+            "app.replicas.max": 9,
+            "app.poolSizePerPod": 10,
+        }
+    )
+    assert [p.field for p in planned.problems] == ["spec.pooler.instances"]
+    assert "1 pooler pods x 48 server connections = 48 < 90" in planned.problem_text()
+
+
+def test_capacity_derives_the_ceiling() -> None:
+    body = profiles.base()
+    del body["spec"]["app"]["replicas"]
+    body["spec"]["app"]["capacity"] = {"targetConcurrentUsers": 2001, "usersPerPod": 100}
+    planned = plan_mod.plan(v1alpha1.parse_profile(body))
+    assert (planned.app.min_replicas, planned.app.max_replicas) == (2, 21)
+    assert planned.budget.client_demand == 21 * 5
+
+
+def test_plan_settings_reflect_the_budget() -> None:
+    planned = _plan()
+    s = planned.pooler.settings
+    assert s["default_pool_size"] == str(planned.budget.default_pool_size)
+    assert s["max_db_connections"] == str(planned.budget.max_db_connections)
+    assert s["max_client_conn"] == str(planned.budget.max_client_conn)
+    assert s["pool_mode"] == "transaction"
+    assert s["max_prepared_statements"] == "200"  # 1.24 default version, transaction mode
+    old = _plan(**{"pooler.version": "1.18"})
+    assert "max_prepared_statements" not in old.pooler.settings
+
+
+@pytest.mark.parametrize(
+    ("case_id", "overrides", "needle"), profiles.BAD, ids=[c[0] for c in profiles.BAD]
+)
+def test_bad_profiles_are_rejected_naming_the_field(
+    case_id: str, overrides: dict[str, object], needle: str
+) -> None:
+    message = admission.review(profiles.bad(case_id))
+    assert message is not None, case_id
+    assert needle in message
+
+
+def test_good_profile_passes_admission() -> None:
+    assert admission.review(profiles.base()) is None
+
+
+def test_problem_str_names_field() -> None:
+    assert str(budget.Problem("spec.x", "too big")) == "spec.x: too big"

@@ -1,0 +1,82 @@
+"""Builder properties a user relies on, beyond the golden files."""
+
+from __future__ import annotations
+
+import pytest
+
+from headroom.api import v1alpha1
+from headroom.builders import binding, common, desired, pgbouncer
+from headroom.planning import plan as plan_mod
+from tests import profiles
+
+CREDS = common.Credentials(username="app", password="s3cr:t/@", stats_password="x", revision="7")
+
+
+def _objects(**overrides: object) -> dict[str, common.Obj]:
+    body = profiles.base(**overrides)
+    body["metadata"]["uid"] = "uid-1"
+    return desired.build(plan_mod.plan(v1alpha1.parse_profile(body)), CREDS)
+
+
+def test_every_child_has_labels_and_owner() -> None:
+    for key, obj in _objects().items():
+        meta = obj["metadata"]
+        assert meta["labels"]["app.kubernetes.io/managed-by"] == "headroom", key
+        assert meta["labels"]["headroom.dev/profile"] == "shop", key
+        assert meta["ownerReferences"][0]["uid"] == "uid-1", key
+        assert meta["ownerReferences"][0]["controller"] is True, key
+
+
+def test_pooler_pods_are_restricted() -> None:
+    dep = _objects()["Deployment/shop-pooler"]
+    pod = dep["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
+    for container in pod["containers"]:
+        sc = container["securityContext"]
+        assert sc["allowPrivilegeEscalation"] is False
+        assert sc["capabilities"]["drop"] == ["ALL"]
+
+
+def test_config_change_changes_pod_template_hash() -> None:
+    def template_hash(**o: object) -> str:
+        dep = _objects(**o)["Deployment/shop-pooler"]
+        return str(dep["spec"]["template"]["metadata"]["annotations"]["headroom.dev/config-hash"])
+
+    assert template_hash() == template_hash()
+    assert template_hash() != template_hash(**{"pooler.parameters": {"server_idle_timeout": "30"}})
+
+
+def test_no_password_outside_secrets() -> None:
+    for key, obj in _objects().items():
+        if obj["kind"] != "Secret":
+            assert CREDS.password not in str(obj), key
+
+
+def test_binding_secret_follows_servicebinding() -> None:
+    secret = _objects()["Secret/shop-binding"]
+    data = secret["stringData"]
+    assert secret["type"] == binding.SECRET_TYPE
+    assert data["type"] == "postgresql"
+    assert data["host"] == "shop-pooler-rw.default.svc"
+    assert data["port"] == "5432"
+    # the password's reserved characters are percent-encoded in the URI
+    assert data["uri"] == "postgresql://app:s3cr%3At%2F%40@shop-pooler-rw.default.svc:5432/shop"
+    assert data["DATABASE_URL_POOLED"] == data["uri"]
+
+
+def test_single_instance_rolls_with_surge_many_without() -> None:
+    one = _objects(**{"pooler.instances": 1})["Deployment/shop-pooler"]["spec"]["strategy"]
+    two = _objects()["Deployment/shop-pooler"]["spec"]["strategy"]
+    assert one["rollingUpdate"] == {"maxSurge": 1, "maxUnavailable": 0}
+    assert two["rollingUpdate"] == {"maxSurge": 0, "maxUnavailable": 1}
+
+
+@pytest.mark.parametrize("bad", ["a\nb", "x\x00y", ""])
+def test_userlist_refuses_control_characters(bad: str) -> None:
+    with pytest.raises(ValueError, match="control characters"):
+        pgbouncer.render_userlist({"app": bad})
+
+
+def test_userlist_doubles_quotes() -> None:
+    assert pgbouncer.render_userlist({"app": 'a"b'}) == '"app" "a""b"\n'

@@ -1,0 +1,46 @@
+"""``headroom plan`` and ``headroom render`` on the examples."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from headroom import cli
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+
+def test_plan_prints_table(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["plan", str(EXAMPLES / "shop.yaml")]) == 0
+    out = capsys.readouterr().out
+    assert "client demand       100" in out
+    assert "server connections  96 of 97" in out
+
+
+def test_plan_exits_1_with_admission_message(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["plan", str(EXAMPLES / "gym-session.yaml")]) == 1
+    err = capsys.readouterr().err
+    assert "spec.app.capacity: app ceiling 20 pods x 5 connections per pod" in err
+    assert "100 session connections > 97 available" in err
+
+
+def test_render_outputs_every_child(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["render", str(EXAMPLES / "shop.yaml")]) == 0
+    docs = list(yaml.safe_load_all(capsys.readouterr().out))
+    kinds = sorted(f"{d['kind']}/{d['metadata']['name']}" for d in docs)
+    assert kinds == [
+        "ConfigMap/shop-pooler-config",
+        "Deployment/shop-pooler",
+        "PodDisruptionBudget/shop-pooler",
+        "Secret/shop-binding",
+        "Secret/shop-pooler-auth",
+        "Service/shop-pooler-rw",
+    ]
+    assert all("ownerReferences" not in d["metadata"] for d in docs)
+
+
+def test_render_refuses_impossible_profile(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["render", str(EXAMPLES / "gym-session.yaml")]) == 1
+    assert "session connections" in capsys.readouterr().err

@@ -1,0 +1,46 @@
+"""Golden YAML for every builder: the examples rendered with fixed inputs.
+
+Regenerate with ``make golden`` and review the diff.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+
+from headroom import yamlfmt
+from headroom.api import v1alpha1
+from headroom.builders import common, desired
+from headroom.planning import plan as plan_mod
+
+ROOT = Path(__file__).resolve().parents[2]
+GOLDEN = ROOT / "tests" / "golden"
+EXAMPLES = sorted(p for p in (ROOT / "examples").glob("*.yaml"))
+CREDS = common.Credentials(
+    username="app", password='p@ss w"rd', stats_password="stats-pw", revision="42"
+)
+
+
+def _render(example: Path) -> str:
+    docs = []
+    for body in yaml.safe_load_all(example.read_text()):
+        body.setdefault("metadata", {})["uid"] = "11111111-2222-3333-4444-555555555555"
+        planned = plan_mod.plan(v1alpha1.parse_profile(body))
+        if not planned.ok:
+            docs.append({"problems": [str(p) for p in planned.problems]})
+            continue
+        docs.extend(desired.build(planned, CREDS).values())
+    return yamlfmt.dump_all(docs)
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=[p.stem for p in EXAMPLES])
+def test_golden(example: Path) -> None:
+    golden = GOLDEN / f"{example.stem}.yaml"
+    rendered = _render(example)
+    if os.environ.get("HEADROOM_UPDATE_GOLDEN"):
+        golden.write_text(rendered)
+    assert golden.exists(), f"missing {golden}; run make golden"
+    assert rendered == golden.read_text(), f"{example.name} differs from {golden}; make golden"
