@@ -68,9 +68,9 @@ ALLOWED: dict[str, Param] = {
     "verbose": Param("int", low=0, high=3),
     # network
     "tcp_keepalive": Param("bool"),
-    "tcp_keepidle": Param("int", low=0, high=86_400),
-    "tcp_keepintvl": Param("int", low=0, high=86_400),
-    "tcp_keepcnt": Param("int", low=0, high=1000),
+    "tcp_keepidle": Param("int", low=0, high=32_767),
+    "tcp_keepintvl": Param("int", low=0, high=32_767),
+    "tcp_keepcnt": Param("int", low=0, high=127),
     "pkt_buf": Param("int", low=512, high=1_048_576),
     "sbuf_loopcnt": Param("int", low=0, high=1_000_000),
     "server_tls_sslmode": Param(

@@ -1,0 +1,122 @@
+"""Fixtures for the conformance suite: Headroom's rendered configs run in the
+real programs (Postgres 15, PgBouncer) on 127.0.0.1.
+
+* ``database`` (session): a throwaway Postgres 15 (SCRAM auth, max_connections
+  100, superuser_reserved_connections 3) with role and database ``app``,
+  initialised by ``pgbench -i -s 1``; stopped (``-m immediate``) and removed at
+  the end of the session.
+* ``start_pgbouncer`` (per test): ``start_pgbouncer(ini, userlist)`` runs
+  pgbouncer in a private dir, returns once it accepts connections and stops it
+  at teardown. ``ini`` may be a function of (listen_port, auth_file).
+
+The servers run as the ``postgres`` user when the tests run as root. Without
+the binaries the tests are skipped, unless $CI is set: then they fail. Every
+test here is marked ``conformance``. When a test fails, the logs of the servers
+it used are attached to the report.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable, Generator, Iterator
+from pathlib import Path
+
+import pytest
+
+CONF_DIR = Path(__file__).resolve().parent
+# Tests do `import servers`; bench/pooler_bench.py imports it the same way.
+if str(CONF_DIR) not in sys.path:
+    sys.path.insert(0, str(CONF_DIR))
+
+import servers  # noqa: E402
+
+APP_USER = "app"
+APP_PASSWORD = "app-secret-1"
+APP_DB = "app"
+# Enough descriptors for thousands of clients in pgbouncer and pgbench.
+NOFILE = 10_000
+LOG_TAIL = 4000
+
+_BOUNCERS = pytest.StashKey[list[servers.PgBouncer]]()
+_POSTGRES = pytest.StashKey[servers.Postgres]()
+
+
+def _in_conformance(item: pytest.Item) -> bool:
+    return CONF_DIR in Path(str(item.path)).resolve().parents
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # tryfirst: the mark must be present before `-m` deselection runs.
+    for item in items:
+        if _in_conformance(item):
+            item.add_marker(pytest.mark.conformance)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    report = yield
+    if report.failed and report.when == "call" and _in_conformance(item):
+        for bouncer in item.stash.get(_BOUNCERS, []):
+            report.sections.append(
+                (f"pgbouncer log (port {bouncer.port})", bouncer.log_text()[-LOG_TAIL:])
+            )
+            report.sections.append((f"pgbouncer.ini (port {bouncer.port})", bouncer.ini_text))
+        postgres = item.config.stash.get(_POSTGRES, None)
+        if postgres is not None and postgres.dir is not None:
+            text = postgres.log.read_text(errors="replace") if postgres.log.exists() else ""
+            report.sections.append((f"postgres log (port {postgres.port})", text[-LOG_TAIL:]))
+    return report
+
+
+@pytest.fixture(scope="session")
+def tools() -> servers.Tools:
+    """The Postgres 15 and PgBouncer binaries; skip (fail on CI) without them."""
+    try:
+        return servers.find_tools()
+    except servers.ToolsMissingError as err:
+        if os.environ.get("CI"):
+            pytest.fail(f"conformance tests cannot run on CI: {err}", pytrace=False)
+        pytest.skip(f"conformance tests need Postgres 15 and PgBouncer: {err}")
+
+
+@pytest.fixture(scope="session")
+def database(tools: servers.Tools, request: pytest.FixtureRequest) -> Iterator[servers.AppDatabase]:
+    """Postgres 15 on 127.0.0.1 with role/database ``app`` and pgbench tables (scale 1)."""
+    servers.raise_nofile(NOFILE)
+    server = servers.Postgres(tools, max_connections=100, superuser_reserved_connections=3)
+    request.config.stash[_POSTGRES] = server
+    try:
+        server.start()
+        server.create_app(APP_USER, APP_PASSWORD, APP_DB, scale=1)
+        yield servers.AppDatabase(server, APP_USER, APP_PASSWORD, APP_DB)
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def start_pgbouncer(
+    tools: servers.Tools, request: pytest.FixtureRequest
+) -> Iterator[servers.StartPgBouncer]:
+    """``start_pgbouncer(ini, userlist) -> PgBouncer``, accepting connections.
+
+    Raises servers.ServerError (with pgbouncer's log) when it does not start.
+    Every PgBouncer started is stopped at teardown.
+    """
+    servers.raise_nofile(NOFILE)
+    started: list[servers.PgBouncer] = []
+    request.node.stash[_BOUNCERS] = started
+
+    def start(ini: str | Callable[[int, str], str], userlist: str) -> servers.PgBouncer:
+        bouncer = servers.PgBouncer(tools, ini, userlist)
+        started.append(bouncer)
+        return bouncer.start()
+
+    try:
+        yield start
+    finally:
+        for bouncer in reversed(started):
+            bouncer.stop()

@@ -1,0 +1,902 @@
+"""Throwaway Postgres 15 and PgBouncer on 127.0.0.1, driven through their CLIs
+(psql, pg_isready, pgbench), plus a tiny SCRAM-only client that opens many
+connections at once and counts the refused ones.
+
+Shared by the conformance tests (tests/conformance/conftest.py) and
+bench/pooler_bench.py, so it must not import pytest. Every server listens on
+127.0.0.1 only, on a free port, with its data, config, socket and log in a
+private temp dir. Started as root, the servers run as the ``postgres`` system
+user (Postgres refuses to run as root); otherwise as the current user.
+
+Binaries: ``$HEADROOM_PG_BINDIR`` (default /usr/lib/postgresql/15/bin) for
+initdb, pg_ctl, postgres, psql, pg_isready and pgbench; ``$HEADROOM_PGBOUNCER``
+(default: ``pgbouncer`` on PATH, then /usr/sbin/pgbouncer) for PgBouncer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import hashlib
+import hmac
+import os
+import pwd
+import re
+import resource
+import secrets
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+HOST = "127.0.0.1"
+DEFAULT_PG_BINDIR = "/usr/lib/postgresql/15/bin"
+SERVICE_USER = "postgres"
+PG_TOOLS = ("initdb", "pg_ctl", "postgres", "psql", "pg_isready", "pgbench")
+# psql output separators that cannot occur in the values we read.
+_FIELD_SEP = "\x1f"
+_RECORD_SEP = "\x1e"
+# Messages Postgres sends when it refuses a connection for lack of slots.
+SLOT_ERRORS = (
+    "sorry, too many clients already",
+    "remaining connection slots are reserved",
+)
+
+
+class ToolsMissingError(RuntimeError):
+    """The binaries (or the user to run them as) are not on this machine."""
+
+
+class ServerError(RuntimeError):
+    """A server failed to start or a command against it failed; carries its log."""
+
+
+@dataclass(frozen=True)
+class Tools:
+    bindir: Path
+    pgbouncer: Path
+    # Keyword arguments for subprocess that run a server as the service user.
+    run_as: Mapping[str, Any] = field(default_factory=dict)
+    owner: tuple[int, int] | None = None  # uid, gid that must own server dirs
+
+    def pg(self, name: str) -> str:
+        return str(self.bindir / name)
+
+    def versions(self) -> dict[str, str]:
+        """First line of ``--version`` of postgres, pgbench and pgbouncer."""
+        out = {}
+        for name, binary in (
+            ("postgres", self.pg("postgres")),
+            ("pgbench", self.pg("pgbench")),
+            ("pgbouncer", str(self.pgbouncer)),
+        ):
+            proc = subprocess.run(
+                [binary, "--version"], capture_output=True, text=True, check=False, timeout=30
+            )
+            out[name] = (proc.stdout or proc.stderr).strip().splitlines()[0]
+        return out
+
+
+def find_tools() -> Tools:
+    """Locate the binaries; raise ToolsMissingError naming what is missing."""
+    bindir = Path(os.environ.get("HEADROOM_PG_BINDIR", DEFAULT_PG_BINDIR))
+    missing = [name for name in PG_TOOLS if not os.access(bindir / name, os.X_OK)]
+    bouncer = os.environ.get("HEADROOM_PGBOUNCER") or shutil.which("pgbouncer")
+    if not bouncer and os.access("/usr/sbin/pgbouncer", os.X_OK):
+        bouncer = "/usr/sbin/pgbouncer"
+    if not bouncer or not os.access(bouncer, os.X_OK):
+        missing.append("pgbouncer")
+    if missing:
+        raise ToolsMissingError(
+            f"missing {', '.join(missing)} (Postgres 15 tools looked up in {bindir}, "
+            "set $HEADROOM_PG_BINDIR; pgbouncer on PATH or $HEADROOM_PGBOUNCER; "
+            "on Debian: apt-get install postgresql-15 pgbouncer)"
+        )
+    run_as: dict[str, Any] = {}
+    owner = None
+    if os.geteuid() == 0:
+        try:
+            entry = pwd.getpwnam(SERVICE_USER)
+        except KeyError:
+            raise ToolsMissingError(
+                f"running as root but there is no {SERVICE_USER!r} user to run the servers as"
+            ) from None
+        run_as = {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": []}
+        owner = (entry.pw_uid, entry.pw_gid)
+    return Tools(bindir=bindir, pgbouncer=Path(bouncer), run_as=run_as, owner=owner)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((HOST, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def raise_nofile(wanted: int) -> int:
+    """Raise this process's RLIMIT_NOFILE (children inherit it); return the soft limit.
+
+    PgBouncer and pgbench need one descriptor per client. As root the hard
+    limit is raised too when needed.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft >= wanted or soft == resource.RLIM_INFINITY:
+        return soft
+    if hard != resource.RLIM_INFINITY and hard < wanted and os.geteuid() == 0:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, wanted))
+            return wanted
+    new_soft = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (new_soft, hard))
+    return new_soft
+
+
+def wait_until(
+    check: Callable[[], bool], *, timeout: float, what: str, interval: float = 0.05
+) -> None:
+    """Poll ``check`` until it returns true; TimeoutError naming ``what`` after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if check():
+            return
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"timed out after {timeout:g}s waiting for {what}")
+        time.sleep(interval)
+
+
+def libpq_env(*, user: str, password: str, port: int, dbname: str) -> dict[str, str]:
+    """The environment for a libpq client: ours, with no PG* settings leaking in."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+    env.update(
+        PGHOST=HOST,
+        PGPORT=str(port),
+        PGUSER=user,
+        PGPASSWORD=password,
+        PGDATABASE=dbname,
+        PGSSLMODE="disable",
+        PGCONNECT_TIMEOUT="10",
+    )
+    return env
+
+
+def _tail(path: Path, lines: int = 40) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return f"(no log at {path})"
+
+
+def private_dir(tools: Tools, prefix: str) -> Path:
+    """A fresh temp dir owned by the user the servers run as."""
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    if tools.owner is not None:
+        os.chown(path, *tools.owner)
+    return path
+
+
+def _owned_file(tools: Tools, path: Path, text: str, mode: int = 0o600) -> Path:
+    path.write_text(text)
+    path.chmod(mode)
+    if tools.owner is not None:
+        os.chown(path, *tools.owner)
+    return path
+
+
+@dataclass
+class Psql:
+    """psql against one server as one user."""
+
+    tools: Tools
+    port: int
+    user: str
+    password: str
+    dbname: str
+
+    def run(
+        self, sql: str, *, timeout: float = 60, headers: bool = False
+    ) -> subprocess.CompletedProcess[str]:
+        """Run ``sql`` (never raises on a failed query: check returncode/stderr)."""
+        return subprocess.run(
+            [
+                self.tools.pg("psql"),
+                "-X",
+                "-q",
+                "-A",
+                "-P",
+                "footer=off",
+                *([] if headers else ["-t"]),
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-F",
+                _FIELD_SEP,
+                "-R",
+                _RECORD_SEP,
+                "-c",
+                sql,
+            ],
+            env=libpq_env(
+                user=self.user, password=self.password, port=self.port, dbname=self.dbname
+            ),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+
+    def rows(self, sql: str, *, timeout: float = 60, headers: bool = False) -> list[list[str]]:
+        """Rows of ``sql`` as lists of strings (first the column names when
+        ``headers``); ServerError when psql fails."""
+        proc = self.run(sql, timeout=timeout, headers=headers)
+        if proc.returncode != 0:
+            raise ServerError(
+                f"psql as {self.user} on port {self.port}/{self.dbname} failed "
+                f"({proc.returncode}): {sql!r}\n{proc.stderr.strip()}"
+            )
+        text = proc.stdout.rstrip("\n")
+        if not text:
+            return []
+        return [record.split(_FIELD_SEP) for record in text.split(_RECORD_SEP)]
+
+    def value(self, sql: str) -> str:
+        return self.rows(sql)[0][0]
+
+    def table(self, sql: str) -> list[dict[str, str]]:
+        """Rows of ``sql`` as dicts by column name."""
+        columns, *rows = self.rows(sql, headers=True)
+        return [dict(zip(columns, row, strict=True)) for row in rows]
+
+
+def quote_literal(text: str) -> str:
+    """A SQL string literal (standard_conforming_strings is on)."""
+    return "'" + text.replace("'", "''") + "'"
+
+
+def quote_ident(text: str) -> str:
+    return '"' + text.replace('"', '""') + '"'
+
+
+class Postgres:
+    """A throwaway Postgres cluster: initdb (SCRAM for every connection), postgres -D."""
+
+    superuser = "postgres"
+
+    def __init__(
+        self,
+        tools: Tools,
+        *,
+        max_connections: int = 100,
+        superuser_reserved_connections: int = 3,
+        start_timeout: float = 60,
+    ) -> None:
+        self.tools = tools
+        self.max_connections = max_connections
+        self.superuser_reserved_connections = superuser_reserved_connections
+        self.start_timeout = start_timeout
+        self.superuser_password = secrets.token_urlsafe(16)
+        self.dir: Path | None = None
+        self.port = 0
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def data(self) -> Path:
+        assert self.dir is not None
+        return self.dir / "data"
+
+    @property
+    def log(self) -> Path:
+        assert self.dir is not None
+        return self.dir / "postgres.log"
+
+    def _run(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        assert self.dir is not None
+        proc = subprocess.run(
+            list(args),
+            cwd=self.dir,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+            **self.tools.run_as,
+        )
+        if proc.returncode != 0:
+            raise ServerError(
+                f"{' '.join(args)} exited {proc.returncode}:\n{proc.stdout}{proc.stderr}\n"
+                f"--- {self.log} ---\n{_tail(self.log)}"
+            )
+        return proc
+
+    def start(self) -> Postgres:
+        self.dir = private_dir(self.tools, "headroom-pg-")
+        pwfile = _owned_file(self.tools, self.dir / "pwfile", self.superuser_password + "\n")
+        self._run(
+            self.tools.pg("initdb"),
+            "-D",
+            str(self.data),
+            "-U",
+            self.superuser,
+            "--auth=scram-sha-256",
+            f"--pwfile={pwfile}",
+            "--encoding=UTF8",
+            "--locale=C",
+            "--no-sync",
+        )
+        pwfile.unlink()
+        for attempt in range(3):
+            self.port = free_port()
+            conf = (
+                "\n# headroom conformance\n"
+                f"listen_addresses = '{HOST}'\n"
+                f"port = {self.port}\n"
+                f"unix_socket_directories = '{self.dir}'\n"
+                f"max_connections = {self.max_connections}\n"
+                f"superuser_reserved_connections = {self.superuser_reserved_connections}\n"
+                "password_encryption = 'scram-sha-256'\n"
+                # Throwaway data: durability only costs time.
+                "fsync = off\n"
+                "synchronous_commit = off\n"
+                "full_page_writes = off\n"
+            )
+            (self.data / "postgresql.auto.conf").write_text(conf)
+            # The postmaster is our child (not pg_ctl's), so we reap it at stop.
+            with self.log.open("ab") as log:
+                self.proc = subprocess.Popen(
+                    [self.tools.pg("postgres"), "-D", str(self.data)],
+                    cwd=self.dir,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                    **self.tools.run_as,
+                )
+            try:
+                wait_until(
+                    self._ready, timeout=self.start_timeout, what=f"Postgres on port {self.port}"
+                )
+            except (ServerError, TimeoutError) as err:
+                self._halt()
+                if attempt < 2 and "Address already in use" in _tail(self.log):
+                    continue  # lost the race for the port: take another one
+                raise ServerError(f"{err}\n--- {self.log} ---\n{_tail(self.log)}") from None
+            return self
+        raise AssertionError("unreachable")
+
+    def _ready(self) -> bool:
+        assert self.proc is not None
+        code = self.proc.poll()
+        if code is not None:
+            raise ServerError(f"postgres exited with {code} before accepting connections")
+        proc = subprocess.run(
+            [self.tools.pg("pg_isready"), "-h", HOST, "-p", str(self.port), "-t", "2"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        )
+        return proc.returncode == 0
+
+    def _halt(self) -> None:
+        """pg_ctl stop -m immediate; SIGKILL if that fails; reap the postmaster."""
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            with contextlib.suppress(ServerError, subprocess.TimeoutExpired):
+                self._run(
+                    self.tools.pg("pg_ctl"),
+                    "stop",
+                    "-D",
+                    str(self.data),
+                    "-m",
+                    "immediate",
+                    "-w",
+                    "-t",
+                    "60",
+                )
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=30)
+        self.proc = None
+
+    def stop(self) -> None:
+        """Stop the server (immediate shutdown) and remove its dir."""
+        if self.dir is None:
+            return
+        self._halt()
+        shutil.rmtree(self.dir, ignore_errors=True)
+        self.dir = None
+
+    def __enter__(self) -> Postgres:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def admin(self, dbname: str = "postgres") -> Psql:
+        return Psql(self.tools, self.port, self.superuser, self.superuser_password, dbname)
+
+    def create_role(self, name: str, password: str) -> None:
+        self.admin().rows(
+            f"DROP ROLE IF EXISTS {quote_ident(name)}; "
+            f"CREATE ROLE {quote_ident(name)} LOGIN PASSWORD {quote_literal(password)}"
+        )
+
+    def create_app(self, user: str, password: str, dbname: str, *, scale: int = 1) -> None:
+        """Role ``user`` owning database ``dbname``, filled by ``pgbench -i -s scale``."""
+        self.create_role(user, password)
+        self.admin().rows(f"CREATE DATABASE {quote_ident(dbname)} OWNER {quote_ident(user)}")
+        proc = subprocess.run(
+            [self.tools.pg("pgbench"), "-i", "-q", "-s", str(scale)],
+            env=libpq_env(user=user, password=password, port=self.port, dbname=dbname),
+            capture_output=True,
+            text=True,
+            timeout=600,
+            check=False,
+        )
+        if proc.returncode != 0:
+            raise ServerError(f"pgbench -i failed ({proc.returncode}):\n{proc.stderr}")
+
+    def backends(self, user: str) -> int:
+        """Client backends of ``user`` right now (pg_stat_activity)."""
+        return int(
+            self.admin().value(
+                "SELECT count(*) FROM pg_stat_activity "  # noqa: S608 - quoted literal
+                f"WHERE usename = {quote_literal(user)} AND backend_type = 'client backend'"
+            )
+        )
+
+
+@dataclass(frozen=True)
+class AppDatabase:
+    """A Postgres with the app's role and database (the conformance ``database`` fixture)."""
+
+    server: Postgres
+    user: str
+    password: str
+    name: str
+
+    @property
+    def port(self) -> int:
+        return self.server.port
+
+    def wait_for_no_app_backends(self, timeout: float = 60) -> None:
+        """Until every app backend left over from an earlier test has exited."""
+        wait_until(
+            lambda: self.server.backends(self.user) == 0,
+            timeout=timeout,
+            what=f"no {self.user} backends on Postgres",
+        )
+
+
+class PgBouncer:
+    """One pgbouncer process (foreground, run as the service user) in a private dir.
+
+    ``ini`` is the pgbouncer.ini text, or a function of (listen_port, auth_file)
+    returning it; with a function a port lost to another process is retried.
+    """
+
+    def __init__(
+        self,
+        tools: Tools,
+        ini: str | Callable[[int, str], str],
+        userlist: str,
+        *,
+        start_timeout: float = 30,
+    ) -> None:
+        self.tools = tools
+        self._ini = ini
+        self.userlist = userlist
+        self.start_timeout = start_timeout
+        self.dir: Path | None = None
+        self.port = 0
+        self.ini_text = ""
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def log(self) -> Path:
+        assert self.dir is not None
+        return self.dir / "pgbouncer.log"
+
+    @property
+    def auth_file(self) -> Path:
+        assert self.dir is not None
+        return self.dir / "userlist.txt"
+
+    def log_text(self) -> str:
+        try:
+            return self.log.read_text(errors="replace")
+        except (OSError, AssertionError):
+            return ""
+
+    def start(self) -> PgBouncer:
+        self.dir = private_dir(self.tools, "headroom-pgbouncer-")
+        _owned_file(self.tools, self.auth_file, self.userlist)
+        attempts = 3 if callable(self._ini) else 1
+        for attempt in range(attempts):
+            if callable(self._ini):
+                self.port = free_port()
+                self.ini_text = self._ini(self.port, str(self.auth_file))
+            else:
+                self.ini_text = self._ini
+                found = re.search(r"^\s*listen_port\s*=\s*(\d+)", self.ini_text, re.M)
+                self.port = int(found.group(1)) if found else 6432
+            ini_path = _owned_file(self.tools, self.dir / "pgbouncer.ini", self.ini_text)
+            with self.log.open("ab") as log:
+                self.proc = subprocess.Popen(
+                    [str(self.tools.pgbouncer), str(ini_path)],
+                    cwd=self.dir,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                    **self.tools.run_as,
+                )
+            try:
+                wait_until(
+                    self._ready, timeout=self.start_timeout, what=f"pgbouncer on port {self.port}"
+                )
+            except (ServerError, TimeoutError) as err:
+                self._terminate()
+                if attempt + 1 < attempts and "Address already in use" in self.log_text():
+                    continue
+                self.stop()
+                raise ServerError(f"{err}\n--- pgbouncer.ini ---\n{self.ini_text}") from None
+            return self
+        raise AssertionError("unreachable")
+
+    def _ready(self) -> bool:
+        assert self.proc is not None
+        code = self.proc.poll()
+        if code is not None:
+            raise ServerError(
+                f"pgbouncer exited with {code} before accepting connections\n"
+                f"--- log ---\n{self.log_text()[-6000:]}"
+            )
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.settimeout(1)
+            if sock.connect_ex((HOST, self.port)) != 0:
+                return False
+        # A startup packet answered (here: with an auth request) = accepting.
+        proc = subprocess.run(
+            [self.tools.pg("pg_isready"), "-h", HOST, "-p", str(self.port), "-t", "2"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        )
+        return proc.returncode == 0
+
+    def _terminate(self) -> None:
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            # SIGTERM: immediate shutdown (SIGINT would wait for clients).
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=15)
+        self.proc = None
+
+    def stop(self) -> None:
+        self._terminate()
+        if self.dir is not None:
+            shutil.rmtree(self.dir, ignore_errors=True)
+            self.dir = None
+
+    def __enter__(self) -> PgBouncer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def psql(self, user: str, password: str, dbname: str) -> Psql:
+        return Psql(self.tools, self.port, user, password, dbname)
+
+    def show(self, what: str, *, user: str, password: str) -> list[dict[str, str]]:
+        """``SHOW <what>`` on the admin console, as dicts by column name."""
+        return self.psql(user, password, "pgbouncer").table(f"SHOW {what}")
+
+
+# The conformance ``start_pgbouncer`` fixture: (ini or ini(port, auth_file), userlist).
+StartPgBouncer = Callable[[str | Callable[[int, str], str], str], PgBouncer]
+
+
+def startup_auth_request(port: int, user: str, dbname: str) -> tuple[int, list[str]]:
+    """Send a StartupMessage; return the server's auth request code and SASL mechanisms.
+
+    Code 10 is AuthenticationSASL (mechanisms listed), 5 MD5, 3 cleartext, 0 OK.
+    """
+    params = f"user\0{user}\0database\0{dbname}\0\0".encode()
+    packet = struct.pack("!ii", 8 + len(params), 196608) + params
+    with socket.create_connection((HOST, port), timeout=10) as sock:
+        sock.sendall(packet)
+        head = _recv_exact(sock, 5)
+        kind, length = head[:1], struct.unpack("!i", head[1:])[0]
+        body = _recv_exact(sock, length - 4)
+    if kind == b"E":
+        raise ServerError(f"server refused the startup: {body!r}")
+    if kind != b"R":
+        raise ServerError(f"expected an authentication request, got {kind!r}")
+    code = struct.unpack("!i", body[:4])[0]
+    mechanisms = [m.decode() for m in body[4:].split(b"\0") if m] if code == 10 else []
+    return code, mechanisms
+
+
+def _recv_exact(sock: socket.socket, size: int) -> bytes:
+    data = b""
+    while len(data) < size:
+        chunk = sock.recv(size - len(data))
+        if not chunk:
+            raise ServerError("connection closed by the server")
+        data += chunk
+    return data
+
+
+@dataclass
+class ProbeResult:
+    """How many of ``attempted`` simultaneous logins got to ReadyForQuery."""
+
+    attempted: int
+    accepted: int
+    refused: dict[str, int]  # error message -> count
+
+    @property
+    def failed(self) -> int:
+        return self.attempted - self.accepted
+
+
+def probe_connections(
+    port: int, *, user: str, password: str, dbname: str, count: int, timeout: float = 120
+) -> ProbeResult:
+    """Open ``count`` connections at once (SCRAM-SHA-256 login), hold them all until
+    every attempt has finished, then close them; report who got in.
+
+    pgbench stops at the first connection it cannot open, so it cannot say how
+    many of N clients a server would refuse; this can.
+    """
+    raise_nofile(count + 256)
+    return asyncio.run(
+        _probe(port, user=user, password=password, dbname=dbname, count=count, timeout=timeout)
+    )
+
+
+async def _probe(
+    port: int, *, user: str, password: str, dbname: str, count: int, timeout: float
+) -> ProbeResult:
+    writers: list[asyncio.StreamWriter] = []
+    refused: dict[str, int] = {}
+
+    async def one() -> None:
+        writer = None
+        try:
+            reader, writer = await asyncio.open_connection(HOST, port)
+            error = await asyncio.wait_for(_login(reader, writer, user, password, dbname), timeout)
+        except (OSError, TimeoutError, asyncio.IncompleteReadError) as err:
+            error = f"{type(err).__name__}: {err}"
+        if error is None and writer is not None:
+            writers.append(writer)
+            return
+        refused[error] = refused.get(error, 0) + 1
+        if writer is not None:
+            writer.close()
+
+    await asyncio.gather(*(one() for _ in range(count)))
+    accepted = len(writers)
+    for writer in writers:
+        with contextlib.suppress(OSError):
+            writer.write(b"X\0\0\0\4")  # Terminate
+            writer.close()
+    for writer in writers:
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+    return ProbeResult(attempted=count, accepted=accepted, refused=refused)
+
+
+async def _read_message(reader: asyncio.StreamReader) -> tuple[bytes, bytes]:
+    head = await reader.readexactly(5)
+    length = struct.unpack("!i", head[1:])[0]
+    return head[:1], await reader.readexactly(length - 4)
+
+
+def _error_text(body: bytes) -> str:
+    fields = {part[:1]: part[1:].decode(errors="replace") for part in body.split(b"\0") if part}
+    return f"{fields.get(b'S', 'ERROR')}: {fields.get(b'M', '?')}"
+
+
+async def _login(
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    user: str,
+    password: str,
+    dbname: str,
+) -> str | None:
+    """Log in with SCRAM-SHA-256 (nothing else is accepted); None when ready for queries."""
+    params = f"user\0{user}\0database\0{dbname}\0\0".encode()
+    writer.write(struct.pack("!ii", 8 + len(params), 196608) + params)
+    client_nonce = base64.b64encode(secrets.token_bytes(18)).decode()
+    first_bare = f"n=,r={client_nonce}"
+    auth_message = ""
+    salted = b""
+    while True:
+        kind, body = await _read_message(reader)
+        if kind == b"E":
+            return _error_text(body)
+        if kind == b"Z":
+            return None
+        if kind != b"R":
+            continue  # ParameterStatus, BackendKeyData, NoticeResponse
+        code = struct.unpack("!i", body[:4])[0]
+        if code == 0:
+            continue
+        if code == 10:  # AuthenticationSASL
+            if b"SCRAM-SHA-256" not in body[4:].split(b"\0"):
+                return f"no SCRAM-SHA-256 offered: {body[4:]!r}"
+            first = ("n,," + first_bare).encode()
+            payload = b"SCRAM-SHA-256\0" + struct.pack("!i", len(first)) + first
+            writer.write(b"p" + struct.pack("!i", 4 + len(payload)) + payload)
+        elif code == 11:  # AuthenticationSASLContinue
+            server_first = body[4:].decode()
+            attrs = dict(item.split("=", 1) for item in server_first.split(","))
+            if not attrs["r"].startswith(client_nonce):
+                return "server nonce does not extend ours"
+            salted = hashlib.pbkdf2_hmac(
+                "sha256", password.encode(), base64.b64decode(attrs["s"]), int(attrs["i"])
+            )
+            final_bare = f"c=biws,r={attrs['r']}"
+            auth_message = f"{first_bare},{server_first},{final_bare}"
+            client_key = hmac.digest(salted, b"Client Key", "sha256")
+            stored_key = hashlib.sha256(client_key).digest()
+            signature = hmac.digest(stored_key, auth_message.encode(), "sha256")
+            proof = bytes(a ^ b for a, b in zip(client_key, signature, strict=True))
+            final = f"{final_bare},p={base64.b64encode(proof).decode()}".encode()
+            writer.write(b"p" + struct.pack("!i", 4 + len(final)) + final)
+        elif code == 12:  # AuthenticationSASLFinal: check the server knew the secret too
+            server_key = hmac.digest(salted, b"Server Key", "sha256")
+            expected = hmac.digest(server_key, auth_message.encode(), "sha256")
+            if body[4:].decode() != f"v={base64.b64encode(expected).decode()}":
+                return "server signature mismatch"
+        else:
+            return f"unexpected authentication request {code}"
+        await writer.drain()
+
+
+@dataclass
+class PgbenchResult:
+    """What one pgbench run printed, parsed."""
+
+    args: list[str]
+    returncode: int
+    stdout: str
+    stderr: str
+    clients: int | None = None
+    processed: int | None = None
+    expected: int | None = None  # with -t: clients x transactions
+    failed_transactions: int | None = None
+    latency_avg_ms: float | None = None
+    initial_connection_ms: float | None = None
+    tps: float | None = None
+    connection_errors: list[str] = field(default_factory=list)
+    slot_errors: int = 0  # connection errors that are "no connection slot left"
+    aborted: bool = False
+    seconds: float = 0.0
+
+    @property
+    def output(self) -> str:
+        return self.stdout + self.stderr
+
+
+def _number(pattern: str, text: str) -> str | None:
+    found = re.search(pattern, text, re.M)
+    return found.group(1) if found else None
+
+
+def parse_pgbench(
+    args: list[str], returncode: int, stdout: str, stderr: str, seconds: float = 0.0
+) -> PgbenchResult:
+    result = PgbenchResult(args, returncode, stdout, stderr, seconds=seconds)
+    text = stdout + stderr
+    if (value := _number(r"^number of clients: (\d+)", text)) is not None:
+        result.clients = int(value)
+    found = re.search(r"^number of transactions actually processed: (\d+)(?:/(\d+))?", text, re.M)
+    if found:
+        result.processed = int(found.group(1))
+        result.expected = int(found.group(2)) if found.group(2) else None
+    if (value := _number(r"^number of failed transactions: (\d+)", text)) is not None:
+        result.failed_transactions = int(value)
+    if (value := _number(r"^latency average = ([0-9.]+) ms", text)) is not None:
+        result.latency_avg_ms = float(value)
+    if (value := _number(r"^initial connection time = ([0-9.]+) ms", text)) is not None:
+        result.initial_connection_ms = float(value)
+    if (value := _number(r"^tps = ([0-9.]+)", text)) is not None:
+        result.tps = float(value)
+    result.connection_errors = [
+        line
+        for line in stderr.splitlines()
+        if "connection to server" in line
+        or "could not create connection" in line
+        or "aborted while establishing connection" in line
+    ]
+    result.slot_errors = sum(
+        1 for line in stderr.splitlines() if any(msg in line for msg in SLOT_ERRORS)
+    )
+    result.aborted = "Run was aborted" in stderr or "aborted in command" in stderr
+    return result
+
+
+def run_pgbench(
+    tools: Tools,
+    *,
+    port: int,
+    user: str,
+    password: str,
+    dbname: str,
+    clients: int,
+    jobs: int,
+    duration: int | None = None,
+    transactions: int | None = None,
+    extra: tuple[str, ...] = ("-S",),
+    timeout: float = 600,
+) -> PgbenchResult:
+    """Run pgbench (select-only by default); never raises for a failed run."""
+    raise_nofile(clients + 256)
+    args = [tools.pg("pgbench"), "-n", "-c", str(clients), "-j", str(jobs), *extra]
+    if duration is not None:
+        args += ["-T", str(duration)]
+    if transactions is not None:
+        args += ["-t", str(transactions)]
+    started = time.monotonic()
+    proc = subprocess.run(
+        args,
+        env=libpq_env(user=user, password=password, port=port, dbname=dbname),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    return parse_pgbench(
+        args, proc.returncode, proc.stdout, proc.stderr, time.monotonic() - started
+    )
+
+
+class Sampler:
+    """Calls ``sample()`` every ``interval`` seconds on a thread until stopped."""
+
+    def __init__(self, sample: Callable[[], int], *, interval: float = 0.1) -> None:
+        self._sample = sample
+        self._interval = interval
+        self._stop = threading.Event()
+        self.values: list[int] = []
+        self.errors: list[str] = []
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.values.append(self._sample())
+            except (ServerError, subprocess.SubprocessError, ValueError) as err:
+                self.errors.append(str(err))
+            self._stop.wait(self._interval)
+
+    def __enter__(self) -> Sampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=120)
+
+    @property
+    def peak(self) -> int:
+        return max(self.values, default=0)

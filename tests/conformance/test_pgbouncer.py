@@ -1,0 +1,412 @@
+"""The pgbouncer.ini and auth file Headroom renders, run in Debian's PgBouncer 1.18
+in front of a real Postgres 15 (max_connections 100, 3 reserved).
+
+These prove what the unit tests can only assume: that the rendered keys exist
+in PgBouncer 1.18 and mean what the planner thinks, that SCRAM logins work
+with the rendered auth file, and that the connection budget holds under 500
+concurrent clients, which the same Postgres refuses when they connect directly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+import pytest
+import servers
+
+from headroom.api import v1alpha1
+from headroom.builders import pgbouncer
+from headroom.planning import budget as budget_mod
+from headroom.planning import pgbouncer_params
+from headroom.planning import plan as plan_mod
+
+pytestmark = pytest.mark.conformance
+
+VERSION = "1.18"
+STATS_PASSWORD = "stats-secret-1"
+# replicas.max 50 x poolSizePerPod 10 = 500 client connections at peak.
+MAX_REPLICAS = 50
+POOL_PER_POD = 10
+CLIENTS = MAX_REPLICAS * POOL_PER_POD
+PGBENCH_JOBS = 8
+PGBENCH_TRANSACTIONS = 100  # per client: 50,000 in all
+
+
+def make_plan(
+    database: servers.AppDatabase | None,
+    *,
+    parameters: dict[str, str] | None = None,
+    version: str = VERSION,
+) -> plan_mod.Plan:
+    profile = v1alpha1.parse_profile(
+        {
+            "apiVersion": "headroom.dev/v1alpha1",
+            "kind": "ScalingProfile",
+            "metadata": {"name": "conf", "namespace": "default", "uid": "conformance"},
+            "spec": {
+                "app": {
+                    "deployment": "web",
+                    "replicas": {"min": 1, "max": MAX_REPLICAS},
+                    "poolSizePerPod": POOL_PER_POD,
+                },
+                "database": {
+                    "host": servers.HOST,
+                    # None: a plan that is never run (planner-only tests).
+                    "port": database.port if database else 5432,
+                    "name": database.name if database else "app",
+                    "credentialsSecret": {"name": "db"},
+                    "maxConnections": 100,
+                    "superuserReservedConnections": 3,
+                },
+                "pooler": {
+                    "instances": 1,
+                    "poolMode": "transaction",
+                    "version": version,
+                    "parameters": parameters or {},
+                },
+            },
+        }
+    )
+    return plan_mod.plan(profile)
+
+
+def ini_for(plan: plan_mod.Plan, extra: str = "") -> Callable[[int, str], str]:
+    """render_ini for the port and auth file the fixture picks (plus raw ``extra`` lines)."""
+
+    def render(port: int, auth_file: str) -> str:
+        ini = pgbouncer.render_ini(
+            plan, listen_addr=servers.HOST, listen_port=port, auth_file=auth_file
+        )
+        return ini + extra
+
+    return render
+
+
+def userlist_for(database: servers.AppDatabase, **more: str) -> str:
+    return pgbouncer.render_userlist(
+        {database.user: database.password, plan_mod.STATS_USER: STATS_PASSWORD, **more}
+    )
+
+
+def show_config(bouncer: servers.PgBouncer) -> dict[str, str]:
+    rows = bouncer.show("CONFIG", user=plan_mod.STATS_USER, password=STATS_PASSWORD)
+    return {row["key"]: row["value"] for row in rows}
+
+
+def assert_serves(bouncer: servers.PgBouncer, database: servers.AppDatabase) -> None:
+    app = bouncer.psql(database.user, database.password, database.name)
+    assert app.rows("SELECT current_user, count(*) FROM pgbench_branches") == [[database.user, "1"]]
+
+
+def unknown_parameter_lines(bouncer: servers.PgBouncer) -> list[str]:
+    return [line for line in bouncer.log_text().splitlines() if "unknown parameter" in line]
+
+
+# --- the rendered config ----------------------------------------------------------------
+
+
+def test_rendered_config_runs_with_scram_auth_and_budget_sizes(
+    database: servers.AppDatabase, start_pgbouncer: servers.StartPgBouncer
+) -> None:
+    plan = make_plan(database)
+    assert plan.ok, plan.problem_text()
+    budget = plan.budget
+    assert budget.client_demand == CLIENTS
+    bouncer = start_pgbouncer(ini_for(plan), userlist_for(database))
+
+    # PgBouncer asks for SCRAM-SHA-256 (AuthenticationSASL), not md5 or a clear password.
+    assert servers.startup_auth_request(bouncer.port, database.user, database.name) == (
+        10,
+        ["SCRAM-SHA-256"],
+    )
+    assert_serves(bouncer, database)
+    # A client that can only do SCRAM-SHA-256 gets in with the right password ...
+    probe = servers.probe_connections(
+        bouncer.port,
+        user=database.user,
+        password=database.password,
+        dbname=database.name,
+        count=1,
+    )
+    assert (probe.accepted, probe.refused) == (1, {})
+    # ... and neither it nor psql does with a wrong one.
+    probe = servers.probe_connections(
+        bouncer.port, user=database.user, password="wrong", dbname=database.name, count=1
+    )
+    assert probe.accepted == 0
+    assert list(probe.refused) == ["FATAL: SASL authentication failed"]
+    wrong = bouncer.psql(database.user, "wrong", database.name).run("SELECT 1")
+    assert wrong.returncode != 0
+    assert "SASL authentication failed" in wrong.stderr
+    assert "password authentication failed" in bouncer.log_text()
+
+    # The admin console, as the stats user, shows the planner's sizes.
+    config = show_config(bouncer)
+    assert config["max_client_conn"] == str(budget.max_client_conn)
+    assert config["default_pool_size"] == str(budget.default_pool_size)
+    assert config["reserve_pool_size"] == str(budget.reserve_pool_size)
+    assert config["max_db_connections"] == str(budget.max_db_connections)
+    assert config["pool_mode"] == "transaction"
+    assert config["auth_type"] == "scram-sha-256"
+    assert config["listen_addr"] == servers.HOST
+    # Every rendered setting was read as written, none ignored.
+    assert {key: config.get(key) for key in plan.pooler.settings} == plan.pooler.settings
+    assert unknown_parameter_lines(bouncer) == []
+    assert int(config["max_client_conn"]) >= CLIENTS
+
+    # stats_users may read but not administer.
+    stats = bouncer.psql(plan_mod.STATS_USER, STATS_PASSWORD, "pgbouncer")
+    assert stats.rows("SHOW POOLS")
+    pause = stats.run("PAUSE")
+    assert pause.returncode != 0
+    assert "admin access needed" in pause.stderr
+
+
+# --- 500 clients: pooled vs direct ------------------------------------------------------
+
+
+def test_500_clients_through_the_pooler_stay_within_the_budget(
+    database: servers.AppDatabase, start_pgbouncer: servers.StartPgBouncer
+) -> None:
+    plan = make_plan(database)
+    assert plan.ok, plan.problem_text()
+    limit = plan.budget.max_db_connections
+    bouncer = start_pgbouncer(ini_for(plan), userlist_for(database))
+    database.wait_for_no_app_backends()
+
+    with servers.Sampler(lambda: database.server.backends(database.user), interval=0.1) as seen:
+        result = servers.run_pgbench(
+            database.server.tools,
+            port=bouncer.port,
+            user=database.user,
+            password=database.password,
+            dbname=database.name,
+            clients=CLIENTS,
+            jobs=PGBENCH_JOBS,
+            transactions=PGBENCH_TRANSACTIONS,
+        )
+
+    report = f"{result.args}\n{result.output}"
+    assert result.returncode == 0, report
+    assert result.clients == CLIENTS, report
+    assert result.processed == result.expected == CLIENTS * PGBENCH_TRANSACTIONS, report
+    assert result.failed_transactions == 0, report
+    assert result.connection_errors == [], report
+    assert not result.aborted, report
+    assert result.tps is not None and result.tps > 0, report
+    # Server side: sampled every 0.1 s during the run, never above the budget.
+    assert seen.errors == []
+    assert len(seen.values) >= 5, seen.values
+    # More than one server connection was used (the samples cover the busy
+    # phase), yet never more than the budget: 500 clients shared them.
+    assert 1 < seen.peak <= limit, f"peak {seen.peak} app backends, budget {limit}"
+    pools = bouncer.show("POOLS", user=plan_mod.STATS_USER, password=STATS_PASSWORD)
+    app_pool = next(row for row in pools if row["database"] == database.name)
+    servers_now = sum(int(app_pool[col]) for col in app_pool if col.startswith("sv_"))
+    assert servers_now <= limit
+
+
+def test_the_same_500_clients_directly_run_out_of_connection_slots(
+    database: servers.AppDatabase,
+) -> None:
+    database.wait_for_no_app_backends()
+    result = servers.run_pgbench(
+        database.server.tools,
+        port=database.port,
+        user=database.user,
+        password=database.password,
+        dbname=database.name,
+        clients=CLIENTS,
+        jobs=PGBENCH_JOBS,
+        transactions=PGBENCH_TRANSACTIONS,
+    )
+    report = f"{result.args}\n{result.output}"
+    assert result.returncode != 0, report
+    assert result.slot_errors >= 1, report
+    assert any("could not create connection for client" in e for e in result.connection_errors)
+    assert result.tps is None, report  # pgbench gave up before running any transaction
+
+    # How many of the 500 get in when they all connect at once: at most the
+    # non-reserved slots, the rest are refused for lack of a slot.
+    database.wait_for_no_app_backends()
+    probe = servers.probe_connections(
+        database.port,
+        user=database.user,
+        password=database.password,
+        dbname=database.name,
+        count=CLIENTS,
+    )
+    available = database.server.max_connections - database.server.superuser_reserved_connections
+    assert 1 <= probe.accepted <= available, probe
+    assert probe.failed >= CLIENTS - available, probe
+    for message in probe.refused:
+        assert any(slot_error in message for slot_error in servers.SLOT_ERRORS), probe
+
+
+# --- the parameter allowlist against PgBouncer 1.18 -------------------------------------
+
+
+def sample_value(key: str, param: pgbouncer_params.Param) -> str:
+    """A valid value for ``param``; sizing keys get values that fit the test budget."""
+    if key == "max_client_conn":
+        return str(CLIENTS + budget_mod.ADMIN_CLIENT_SLOTS + 95)  # must cover the demand
+    if param.kind == "int":
+        return str(min(max(param.low, 10), param.high))
+    if param.kind == "bool":
+        return "1"
+    if param.kind == "enum":
+        return param.choices[0]
+    if param.kind == "idents":
+        return "extra_float_digits"
+    if param.kind == "text":
+        return "SELECT 1"
+    raise AssertionError(f"no sample for {key}: kind {param.kind!r}")
+
+
+HAVE = pgbouncer_params.parse_version(VERSION)
+KNOWN_TO_1_18 = sorted(k for k, p in pgbouncer_params.ALLOWED.items() if p.min_version <= HAVE)
+NEWER_THAN_1_18 = sorted(k for k, p in pgbouncer_params.ALLOWED.items() if p.min_version > HAVE)
+
+
+def test_allowlist_splits_by_version() -> None:
+    assert len(KNOWN_TO_1_18) > 30
+    assert NEWER_THAN_1_18  # otherwise the rejection test below tests nothing
+
+
+@pytest.mark.parametrize("key", KNOWN_TO_1_18)
+def test_allowlisted_parameter_is_accepted_by_pgbouncer_1_18(
+    key: str, database: servers.AppDatabase, start_pgbouncer: servers.StartPgBouncer
+) -> None:
+    value = sample_value(key, pgbouncer_params.ALLOWED[key])
+    plan = make_plan(database, parameters={key: value})
+    assert plan.ok, plan.problem_text()
+    bouncer = start_pgbouncer(ini_for(plan), userlist_for(database))
+    assert f"\n{key} = {value}\n" in bouncer.ini_text
+    assert_serves(bouncer, database)
+    # 1.18 refuses to start on an unknown key; SHOW CONFIG also proves it read the value.
+    assert unknown_parameter_lines(bouncer) == []
+    assert show_config(bouncer).get(key) == value
+
+
+def test_all_allowlisted_parameters_together(
+    database: servers.AppDatabase, start_pgbouncer: servers.StartPgBouncer
+) -> None:
+    parameters = {key: sample_value(key, pgbouncer_params.ALLOWED[key]) for key in KNOWN_TO_1_18}
+    plan = make_plan(database, parameters=parameters)
+    assert plan.ok, plan.problem_text()
+    bouncer = start_pgbouncer(ini_for(plan), userlist_for(database))
+    assert_serves(bouncer, database)
+    assert unknown_parameter_lines(bouncer) == []
+    config = show_config(bouncer)
+    assert {key: config.get(key) for key in parameters} == parameters
+
+
+# Every int setting's lowest and highest allowed value must start PgBouncer:
+# the kernel caps some socket options (TCP_KEEPCNT <= 127, TCP_KEEPIDLE and
+# TCP_KEEPINTVL <= 32767 s) and PgBouncer exits when it refuses one.
+INT_BOUNDS = [
+    pytest.param(key, end, id=f"{key}-{end}")
+    for key in KNOWN_TO_1_18
+    if pgbouncer_params.ALLOWED[key].kind == "int" and key not in pgbouncer_params.SIZING_KEYS
+    for end in ("low", "high")
+]
+
+
+@pytest.mark.parametrize(("key", "end"), INT_BOUNDS)
+def test_int_parameter_bounds_are_accepted_by_pgbouncer_1_18(
+    key: str, end: str, database: servers.AppDatabase, start_pgbouncer: servers.StartPgBouncer
+) -> None:
+    """The planner's low and high bound of every integer setting (sizing keys are
+    bounded by the budget instead) start PgBouncer and are read as written."""
+    param = pgbouncer_params.ALLOWED[key]
+    value = str(param.low if end == "low" else param.high)
+    plan = make_plan(database, parameters={key: value})
+    assert plan.ok, plan.problem_text()
+    bouncer = start_pgbouncer(ini_for(plan), userlist_for(database))
+    assert_serves(bouncer, database)
+    assert show_config(bouncer).get(key) == value
+
+
+@pytest.mark.parametrize("key", NEWER_THAN_1_18)
+def test_newer_parameter_is_rejected_for_1_18(
+    key: str, database: servers.AppDatabase, start_pgbouncer: servers.StartPgBouncer
+) -> None:
+    param = pgbouncer_params.ALLOWED[key]
+    value = sample_value(key, param)
+    plan = make_plan(database, parameters={key: value})
+    assert not plan.ok
+    fields = [problem.field for problem in plan.problems]
+    assert fields == [f"spec.pooler.parameters.{key}"], plan.problem_text()
+    assert "needs PgBouncer >=" in plan.problems[0].message
+    assert key not in plan.pooler.settings
+    # The value itself is fine: the version it was introduced in accepts it.
+    newer = make_plan(
+        database, parameters={key: value}, version=".".join(map(str, param.min_version))
+    )
+    assert newer.ok, newer.problem_text()
+
+    # And 1.18 really does not know the key: written in by hand, it stops PgBouncer.
+    with pytest.raises(servers.ServerError, match=f"unknown parameter: pgbouncer/{key}"):
+        start_pgbouncer(ini_for(plan, extra=f"{key} = {value}\n"), userlist_for(database))
+
+
+# --- injection --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("server_lifetime", "300\nauth_type = trust"),
+        ("server_check_query", "SELECT 1\nauth_type = trust"),
+        ("ignore_startup_parameters", "extra_float_digits\r\nauth_type = trust"),
+        ("server_reset_query", "DISCARD ALL\x00"),
+    ],
+)
+def test_multiline_parameter_is_a_planner_problem(key: str, value: str) -> None:
+    plan = make_plan(None, parameters={key: value})
+    assert not plan.ok
+    assert [p.field for p in plan.problems] == [f"spec.pooler.parameters.{key}"]
+    assert "single line" in plan.problems[0].message
+    assert "trust" not in "".join(plan.pooler.settings.values())
+    # And were the planner bypassed, the renderer itself refuses the line.
+    good = make_plan(None)
+    bypass = dataclasses.replace(
+        good,
+        pooler=dataclasses.replace(good.pooler, settings={**good.pooler.settings, key: value}),
+    )
+    with pytest.raises(ValueError, match="unsafe"):
+        pgbouncer.render_ini(bypass)
+
+
+QUOTED_USER = "quoted_user"
+# A double quote (the auth file's quote character), a doubled one, spaces,
+# a single quote, a backslash and comment characters.
+QUOTED_PASSWORD = 'pa"ss "" wo\'rd \\ ;# end'
+
+
+def test_userlist_password_with_quotes_round_trips(
+    database: servers.AppDatabase, start_pgbouncer: servers.StartPgBouncer
+) -> None:
+    database.server.create_role(QUOTED_USER, QUOTED_PASSWORD)
+    userlist = userlist_for(database, **{QUOTED_USER: QUOTED_PASSWORD})
+    assert f'"{QUOTED_USER}" "pa""ss """" wo\'rd \\ ;# end"\n' in userlist
+    plan = make_plan(database)
+    bouncer = start_pgbouncer(ini_for(plan), userlist)
+
+    # The client logs in to PgBouncer, and PgBouncer to Postgres, with that password.
+    quoted = bouncer.psql(QUOTED_USER, QUOTED_PASSWORD, database.name)
+    assert quoted.rows("SELECT current_user") == [[QUOTED_USER]]
+    probe = servers.probe_connections(
+        bouncer.port,
+        user=QUOTED_USER,
+        password=QUOTED_PASSWORD,
+        dbname=database.name,
+        count=1,
+    )
+    assert probe.accepted == 1, probe
+    # The password was not cut at a quote: its prefixes do not work.
+    for prefix in ("pa", 'pa"ss ', QUOTED_PASSWORD[:-1]):
+        refused = bouncer.psql(QUOTED_USER, prefix, database.name).run("SELECT 1")
+        assert refused.returncode != 0
+        assert "SASL authentication failed" in refused.stderr
