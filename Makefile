@@ -45,7 +45,8 @@ else
 endif
 
 .PHONY: cluster-down
-cluster-down: ## stop the local control plane and delete its state
+cluster-down: ## stop the local control plane (and a `make run` operator) and delete its state
+	@pid=$(HEADROOM_CACHE)/run/operator.pid; if [ -f $$pid ]; then kill $$(cat $$pid) 2>/dev/null || true; rm -f $$pid; fi
 	hack/cluster.sh down
 
 .PHONY: kubeconfig

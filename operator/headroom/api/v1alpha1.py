@@ -217,6 +217,177 @@ class Pooler(_Model):
     )
 
 
+QUANTITY = r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|K|M|G|T|m)?$"
+REDIS_KEY = r"^[A-Za-z0-9_:.{}-]{1,128}$"
+ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
+SHORT_NAME = r"^[a-z]([-a-z0-9]{0,18}[a-z0-9])?$"
+
+
+class Persistence(_Model):
+    """Keep Redis data on a PersistentVolumeClaim (AOF + RDB)."""
+
+    size: Annotated[str, Field(pattern=QUANTITY)] = Field(
+        default="1Gi", description="PVC size per Redis pod."
+    )
+    storage_class_name: str | None = Field(
+        default=None, description="StorageClass; the cluster default when unset."
+    )
+    delete_with_profile: bool = Field(
+        default=False,
+        description="Delete the PVCs when the profile is deleted. By default they are "
+        "retained: data outlives the profile unless this says otherwise.",
+    )
+
+
+class Sentinel(_Model):
+    """Redis Sentinel HA: 3 sentinels watch 1 master and ``replicas`` replicas."""
+
+    replicas: int = Field(default=2, ge=1, le=5, description="Redis replicas beside the master.")
+
+
+class CacheInstance(_Model):
+    """One Redis instance, declared by what it is used for."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                _cel(
+                    "self.use != 'queue' || !has(self.evictionPolicy) || "
+                    "self.evictionPolicy == 'noeviction'",
+                    "spec.cache.instances[].evictionPolicy must be noeviction when use is "
+                    "queue: an evicting queue silently loses jobs",
+                )
+            ]
+        }
+    )
+
+    name: Annotated[str, Field(pattern=SHORT_NAME)] = Field(
+        description="Instance name (DNS label, at most 20 characters)."
+    )
+    use: Literal["cache", "queue"] = Field(
+        description="cache: evicts least-recently-used keys when full. queue: never "
+        "evicts (writes fail when full, no job is lost)."
+    )
+    eviction_policy: (
+        Literal[
+            "allkeys-lru",
+            "allkeys-lfu",
+            "allkeys-random",
+            "volatile-lru",
+            "volatile-lfu",
+            "volatile-random",
+            "volatile-ttl",
+            "noeviction",
+        ]
+        | None
+    ) = Field(default=None, description="maxmemory-policy; allkeys-lru for cache by default.")
+    memory: Annotated[str, Field(pattern=QUANTITY)] = Field(
+        default="256Mi",
+        description="Container memory limit; maxmemory is 75% of it (room for "
+        "fragmentation, replication buffers and fork copy-on-write).",
+    )
+    persistence: Persistence | None = Field(
+        default=None, description="Persist data on a PVC; unset keeps data in memory only."
+    )
+    sentinel: Sentinel | None = Field(default=None, description="Sentinel HA when set.")
+    image: Annotated[str, Field(pattern=IMAGE, max_length=512)] = Field(
+        default="docker.io/library/redis:7.2.5", description="Redis image (7.x)."
+    )
+    config: dict[str, str] = Field(
+        default_factory=dict,
+        description="Allowlisted redis.conf overrides (timeout, tcp-keepalive, hz, "
+        "maxmemory-samples, appendfsync, slowlog-log-slower-than, ...).",
+    )
+
+
+class Cache(_Model):
+    """Redis for cache, rate limits and queues."""
+
+    instances: list[CacheInstance] = Field(
+        min_length=1,
+        max_length=8,
+        description="Redis instances; names must be unique.",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
+    )
+    exporter_image: Annotated[str, Field(pattern=IMAGE, max_length=512)] = Field(
+        default="docker.io/oliver006/redis_exporter:v1.62.0",
+        description="redis_exporter sidecar image (metrics on port 9121).",
+    )
+
+
+class Resources(_Model):
+    """Container resources (Kubernetes quantities)."""
+
+    requests: dict[str, Annotated[str, Field(pattern=QUANTITY)]] = Field(default_factory=dict)
+    limits: dict[str, Annotated[str, Field(pattern=QUANTITY)]] = Field(default_factory=dict)
+
+
+class WorkerReplicas(_Model):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                _cel("self.min <= self.max", "spec.queues[].replicas.min must be <= max")
+            ]
+        }
+    )
+
+    min: int = Field(default=0, ge=0, le=1000, description="0 scales to zero (KEDA only).")
+    max: int = Field(default=10, ge=1, le=1000, description="Most worker pods.")
+
+
+class Queue(_Model):
+    """A Redis list drained by worker pods that scale on its backlog."""
+
+    name: Annotated[str, Field(pattern=SHORT_NAME)] = Field(description="Queue name.")
+    redis: Annotated[str, Field(pattern=SHORT_NAME)] = Field(
+        description="Name of a spec.cache.instances entry with use: queue."
+    )
+    list_name: Annotated[str, Field(pattern=REDIS_KEY)] = Field(
+        description="Redis list key holding the backlog (e.g. bull:emails:wait)."
+    )
+    image: Annotated[str, Field(pattern=IMAGE, max_length=512)] = Field(description="Worker image.")
+    command: list[str] = Field(default_factory=list, max_length=32)
+    args: list[str] = Field(default_factory=list, max_length=64)
+    resources: Resources = Field(default_factory=Resources)
+    replicas: WorkerReplicas = Field(default_factory=WorkerReplicas)
+    backlog_per_worker: int = Field(
+        default=10, ge=1, le=1_000_000, description="Target list length per worker pod."
+    )
+    activation_backlog: int = Field(
+        default=0, ge=0, le=1_000_000, description="Backlog above which workers wake from zero."
+    )
+    termination_grace_period_seconds: int = Field(
+        default=300,
+        ge=1,
+        le=86_400,
+        description="Time a worker gets to finish in-flight jobs when scaled down.",
+    )
+    database_pool_size: int = Field(
+        default=0,
+        ge=0,
+        le=1000,
+        description="Connections one worker pod opens through the pooler (0: no database); "
+        "counted in the connection budget.",
+    )
+    cpu_utilization: int = Field(
+        default=70, ge=1, le=100, description="CPU target of the HPA fallback (no KEDA)."
+    )
+
+
+class Autoscaling(_Model):
+    """HPA (autoscaling/v2) and PDB for the app's own Deployment."""
+
+    enabled: bool = Field(default=True, description="Create the HPA and the PDB.")
+    cpu_utilization: int = Field(
+        default=50, ge=1, le=100, description="Average CPU target (seed 000: under 50%)."
+    )
+    scale_down_stabilization_seconds: int = Field(
+        default=300, ge=0, le=3600, description="Wait this long before scaling down."
+    )
+    scale_up_stabilization_seconds: int = Field(default=0, ge=0, le=3600)
+    max_unavailable: int = Field(default=1, ge=1, le=100, description="PDB maxUnavailable.")
+
+
 class ScalingProfileSpec(_Model):
     """What the app needs to scale."""
 
@@ -224,6 +395,16 @@ class ScalingProfileSpec(_Model):
     database: Database = Field(description="The app's Postgres primary.")
     pooler: Pooler = Field(
         default_factory=Pooler, description="PgBouncer connection pooling in front of it."
+    )
+    cache: Cache | None = Field(default=None, description="Redis instances by use.")
+    queues: list[Queue] = Field(
+        default_factory=list,
+        max_length=16,
+        description="Queues and their workers, scaled on backlog.",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
+    )
+    autoscaling: Autoscaling = Field(
+        default_factory=Autoscaling, description="HPA and PDB for the app's Deployment."
     )
 
 

@@ -13,11 +13,18 @@ from dataclasses import dataclass, field
 
 from headroom.api import v1alpha1
 from headroom.planning import budget as budget_mod
-from headroom.planning import pgbouncer_params
+from headroom.planning import pgbouncer_params, redis_params
 
 POOLER_PORT = 6432
 EXPORTER_PORT = 9127
 STATS_USER = "headroom_stats"
+REDIS_PORT = 6379
+SENTINEL_PORT = 26379
+REDIS_EXPORTER_PORT = 9121
+# maxmemory is this share of the container limit: the rest absorbs allocator
+# fragmentation, client and replication buffers, and fork copy-on-write.
+MAXMEMORY_PERCENT = 75
+MIN_REDIS_MEMORY = 32 * 1024**2
 
 # Defaults Headroom renders unless the profile overrides them. query_wait_timeout
 # bounds how long a client queues for a server connection before it gets an
@@ -58,6 +65,59 @@ class AppPlan:
 
 
 @dataclass(frozen=True)
+class Facts:
+    """What the planner needs to know about the cluster (observed, not declared)."""
+
+    keda: bool = False  # KEDA's ScaledObject/TriggerAuthentication CRDs are served
+
+
+@dataclass(frozen=True)
+class RedisPlan:
+    name: str
+    use: str
+    eviction_policy: str
+    memory: str
+    maxmemory_bytes: int
+    image: str
+    exporter_image: str
+    persistence: v1alpha1.Persistence | None
+    sentinel_replicas: int  # 0: standalone
+    settings: dict[str, str]
+    queue_lists: tuple[str, ...]  # exported as queue-length metrics
+
+
+@dataclass(frozen=True)
+class QueuePlan:
+    name: str
+    redis: str
+    list_name: str
+    image: str
+    command: tuple[str, ...]
+    args: tuple[str, ...]
+    requests: dict[str, str]
+    limits: dict[str, str]
+    min_replicas: int
+    max_replicas: int
+    backlog_per_worker: int
+    activation_backlog: int
+    grace_seconds: int
+    database_pool_size: int
+    cpu_utilization: int
+    scaler: str  # "keda" | "hpa"
+
+
+@dataclass(frozen=True)
+class AutoscalingPlan:
+    enabled: bool
+    min_replicas: int
+    max_replicas: int
+    cpu_utilization: int
+    scale_down_stabilization_seconds: int
+    scale_up_stabilization_seconds: int
+    max_unavailable: int
+
+
+@dataclass(frozen=True)
 class Plan:
     name: str
     namespace: str
@@ -67,7 +127,14 @@ class Plan:
     database: v1alpha1.Database
     pooler: PoolerPlan
     budget: budget_mod.ConnectionBudget
+    autoscaling: AutoscalingPlan
+    redis: tuple[RedisPlan, ...] = ()
+    queues: tuple[QueuePlan, ...] = ()
+    facts: Facts = field(default_factory=Facts)
     problems: tuple[budget_mod.Problem, ...] = field(default=())
+
+    def redis_named(self, name: str) -> RedisPlan:
+        return next(r for r in self.redis if r.name == name)
 
     @property
     def ok(self) -> bool:
@@ -138,10 +205,132 @@ def _pooler_settings(
     return settings, pinned, problems
 
 
-def plan(profile: v1alpha1.ScalingProfile) -> Plan:
+def _redis_plans(
+    spec: v1alpha1.ScalingProfileSpec,
+) -> tuple[tuple[RedisPlan, ...], list[budget_mod.Problem]]:
+    problems: list[budget_mod.Problem] = []
+    if spec.cache is None:
+        return (), problems
+    plans = []
+    seen: set[str] = set()
+    for index, inst in enumerate(spec.cache.instances):
+        where = f"spec.cache.instances[{index}]"
+        if inst.name in seen:
+            problems.append(budget_mod.Problem(f"{where}.name", f"{inst.name!r} is used twice"))
+        seen.add(inst.name)
+        default_policy = "noeviction" if inst.use == "queue" else "allkeys-lru"
+        policy = inst.eviction_policy or default_policy
+        if inst.use == "queue" and policy != "noeviction":
+            problems.append(
+                budget_mod.Problem(
+                    f"{where}.evictionPolicy",
+                    f"{policy} on a queue instance ({inst.name}) would silently drop jobs "
+                    "when memory is full; queues need noeviction",
+                )
+            )
+        limit = redis_params.quantity_bytes(inst.memory)
+        if limit is None or limit < MIN_REDIS_MEMORY:
+            problems.append(
+                budget_mod.Problem(
+                    f"{where}.memory", f"{inst.memory!r} must be a whole quantity of at least 32Mi"
+                )
+            )
+            limit = MIN_REDIS_MEMORY
+        settings: dict[str, str] = {}
+        for key, value in sorted(inst.config.items()):
+            problem = redis_params.check(key, value)
+            if problem:
+                problems.append(budget_mod.Problem(f"{where}.config.{key}", problem))
+            else:
+                settings[key] = value
+        lists = tuple(sorted({q.list_name for q in spec.queues if q.redis == inst.name}))
+        plans.append(
+            RedisPlan(
+                name=inst.name,
+                use=inst.use,
+                eviction_policy=policy,
+                memory=inst.memory,
+                maxmemory_bytes=limit * MAXMEMORY_PERCENT // 100,
+                image=inst.image,
+                exporter_image=spec.cache.exporter_image,
+                persistence=inst.persistence,
+                sentinel_replicas=inst.sentinel.replicas if inst.sentinel else 0,
+                settings=settings,
+                queue_lists=lists,
+            )
+        )
+    return tuple(plans), problems
+
+
+def _queue_plans(
+    spec: v1alpha1.ScalingProfileSpec, *, redis: tuple[RedisPlan, ...], facts: Facts
+) -> tuple[tuple[QueuePlan, ...], list[budget_mod.Problem]]:
+    problems: list[budget_mod.Problem] = []
+    by_name = {r.name: r for r in redis}
+    plans = []
+    seen: set[str] = set()
+    for index, queue in enumerate(spec.queues):
+        where = f"spec.queues[{index}]"
+        if queue.name in seen:
+            problems.append(budget_mod.Problem(f"{where}.name", f"{queue.name!r} is used twice"))
+        seen.add(queue.name)
+        target = by_name.get(queue.redis)
+        if target is None:
+            known = ", ".join(sorted(by_name)) or "none declared"
+            problems.append(
+                budget_mod.Problem(
+                    f"{where}.redis",
+                    f"{queue.redis!r} is not a spec.cache.instances name ({known})",
+                )
+            )
+        elif target.use != "queue":
+            problems.append(
+                budget_mod.Problem(
+                    f"{where}.redis",
+                    f"{queue.redis!r} has use: cache and evicts keys under memory pressure "
+                    "(jobs would be lost); point the queue at an instance with use: queue",
+                )
+            )
+        if queue.replicas.min > queue.replicas.max:
+            problems.append(
+                budget_mod.Problem(
+                    f"{where}.replicas.min",
+                    f"{queue.replicas.min} must be <= {where}.replicas.max {queue.replicas.max}",
+                )
+            )
+        scaler = "keda" if facts.keda else "hpa"
+        plans.append(
+            QueuePlan(
+                name=queue.name,
+                redis=queue.redis,
+                list_name=queue.list_name,
+                image=queue.image,
+                command=tuple(queue.command),
+                args=tuple(queue.args),
+                requests=dict(queue.resources.requests),
+                limits=dict(queue.resources.limits),
+                # An HPA cannot scale to zero; only KEDA can.
+                min_replicas=queue.replicas.min if scaler == "keda" else max(1, queue.replicas.min),
+                max_replicas=queue.replicas.max,
+                backlog_per_worker=queue.backlog_per_worker,
+                activation_backlog=queue.activation_backlog,
+                grace_seconds=queue.termination_grace_period_seconds,
+                database_pool_size=queue.database_pool_size,
+                cpu_utilization=queue.cpu_utilization,
+                scaler=scaler,
+            )
+        )
+    return tuple(plans), problems
+
+
+def plan(profile: v1alpha1.ScalingProfile, *, facts: Facts | None = None) -> Plan:
     """Compute the whole plan for ``profile``; never raises for a parsed profile."""
+    facts = facts or Facts()
     spec = profile.spec
     app, problems = _app_plan(spec.app)
+    redis, redis_problems = _redis_plans(spec)
+    queues, queue_problems = _queue_plans(spec, redis=redis, facts=facts)
+    problems += redis_problems + queue_problems
     version = pgbouncer_params.parse_version(spec.pooler.version)
     settings, pinned, setting_problems = _pooler_settings(spec.pooler, version=version)
     problems += setting_problems
@@ -162,6 +351,16 @@ def plan(profile: v1alpha1.ScalingProfile) -> Plan:
             field="spec.app.replicas.max" if spec.app.replicas else "spec.app.capacity",
             max_pods=app.max_replicas,
             connections_per_pod=app.pool_size_per_pod,
+        ),
+        *(
+            budget_mod.ClientGroup(
+                label=f"worker {q.name}",
+                field=f"spec.queues[{index}].replicas.max",
+                max_pods=q.max_replicas,
+                connections_per_pod=q.database_pool_size,
+            )
+            for index, q in enumerate(queues)
+            if q.database_pool_size
         ),
     )
     budget, budget_problems = budget_mod.compute(
@@ -206,5 +405,17 @@ def plan(profile: v1alpha1.ScalingProfile) -> Plan:
         database=db,
         pooler=pooler,
         budget=budget,
+        autoscaling=AutoscalingPlan(
+            enabled=spec.autoscaling.enabled,
+            min_replicas=app.min_replicas,
+            max_replicas=app.max_replicas,
+            cpu_utilization=spec.autoscaling.cpu_utilization,
+            scale_down_stabilization_seconds=spec.autoscaling.scale_down_stabilization_seconds,
+            scale_up_stabilization_seconds=spec.autoscaling.scale_up_stabilization_seconds,
+            max_unavailable=spec.autoscaling.max_unavailable,
+        ),
+        redis=redis,
+        queues=queues,
+        facts=facts,
         problems=tuple(problems),
     )

@@ -51,3 +51,14 @@ def ready(components: list[Cond]) -> Cond:
         return Cond(READY, "True", "AllComponentsReady", "every component is ready")
     first = failing[0]
     return Cond(READY, "False", first.reason, f"{first.type}: {first.message}")
+
+
+def transitions(previous: list[dict[str, Any]], current: list[Cond]) -> list[Cond]:
+    """Conditions whose status or reason differs from ``previous`` (new ones included)."""
+    before = {c.get("type"): c for c in previous or []}
+    return [
+        c
+        for c in current
+        if (before.get(c.type) or {}).get("status") != c.status
+        or (before.get(c.type) or {}).get("reason") != c.reason
+    ]

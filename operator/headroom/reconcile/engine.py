@@ -121,6 +121,16 @@ class Engine:
 
         def finish(components: list[cond.Cond], **extra: Any) -> Outcome:
             top = cond.ready(components)
+            # One event per condition change, not per pass: a standing problem is
+            # in status, and repeating it on every resync would flood the namespace.
+            events.extend(
+                Event(
+                    "Normal" if c.status == "True" else "Warning",
+                    c.reason,
+                    f"{c.type}: {c.message}",
+                )
+                for c in cond.transitions(previous, [top, *components])
+            )
             status = {
                 "observedGeneration": generation,
                 "conditions": cond.merge(
@@ -134,14 +144,12 @@ class Engine:
         try:
             profile = v1alpha1.parse_profile(body)
         except v1alpha1.ProfileError as err:
-            events.append(Event("Warning", "InvalidSpec", str(err)))
             return finish([cond.Cond(cond.CONNECTION_BUDGET, "False", "InvalidSpec", str(err))])
 
         planned = plan_mod.plan(profile)
         budget = _budget_status(planned)
         if not planned.ok:
             message = planned.problem_text()
-            events.append(Event("Warning", "BudgetExceeded", message))
             # Nothing is applied: the children keep their last good state.
             return finish(
                 [cond.Cond(cond.CONNECTION_BUDGET, "False", "BudgetExceeded", message)],
@@ -160,13 +168,11 @@ class Engine:
             creds = self._credentials(planned)
             wanted = desired.build(planned, creds)
         except InputError as err:
-            events.append(Event("Warning", err.reason, err.message))
             return finish(
                 [budget_cond, cond.Cond(cond.POOLER_READY, "False", err.reason, err.message)],
                 budget=budget,
             )
         except ValueError as err:  # builders refuse unsafe credentials
-            events.append(Event("Warning", "CredentialsInvalid", str(err)))
             return finish(
                 [
                     budget_cond,
@@ -176,9 +182,7 @@ class Engine:
             )
 
         applied, conflicts = self._apply(planned, wanted, events)
-        if conflicts:
-            message = "objects exist that Headroom did not create: " + ", ".join(conflicts)
-            events.append(Event("Warning", "NameConflict", message))
+        message = "objects exist that Headroom did not create: " + ", ".join(conflicts)
         pooler_cond, pooler_status = _observe_pooler(
             planned, applied.get(f"Deployment/{pgbouncer.deployment_name(planned)}")
         )

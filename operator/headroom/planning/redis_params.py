@@ -1,0 +1,86 @@
+"""The redis.conf settings a profile may override, and Kubernetes quantities.
+
+Used by the planner to validate ``spec.cache.instances[].config`` and to size
+``maxmemory``. Settings that decide memory, eviction, persistence, auth,
+networking or files are Headroom's and never come from a profile.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+_UNITS = {
+    "": 1,
+    "K": 1000,
+    "M": 1000**2,
+    "G": 1000**3,
+    "T": 1000**4,
+    "Ki": 1024,
+    "Mi": 1024**2,
+    "Gi": 1024**3,
+    "Ti": 1024**4,
+}
+_QUANTITY = re.compile(r"^([0-9]+)(Ki|Mi|Gi|Ti|K|M|G|T)?$")
+
+
+def quantity_bytes(text: str) -> int | None:
+    """Bytes of a whole-number Kubernetes memory quantity, or None when unusable."""
+    match = _QUANTITY.match(text)
+    if not match:
+        return None
+    return int(match.group(1)) * _UNITS[match.group(2) or ""]
+
+
+@dataclass(frozen=True)
+class Setting:
+    kind: str  # int | yesno | enum | flags
+    low: int = 0
+    high: int = 2_147_483_647
+    choices: tuple[str, ...] = ()
+
+
+ALLOWED: dict[str, Setting] = {
+    "timeout": Setting("int", 0, 86_400),
+    "tcp-keepalive": Setting("int", 0, 32_767),
+    "hz": Setting("int", 1, 500),
+    "maxclients": Setting("int", 1, 100_000),
+    "maxmemory-samples": Setting("int", 1, 64),
+    "appendfsync": Setting("enum", choices=("always", "everysec", "no")),
+    "slowlog-log-slower-than": Setting("int", -1, 100_000_000),
+    "slowlog-max-len": Setting("int", 0, 100_000),
+    "latency-monitor-threshold": Setting("int", 0, 100_000),
+    "lazyfree-lazy-eviction": Setting("yesno"),
+    "lazyfree-lazy-expire": Setting("yesno"),
+    "lazyfree-lazy-user-del": Setting("yesno"),
+    "activedefrag": Setting("yesno"),
+    "notify-keyspace-events": Setting("flags"),
+}
+_FLAGS = re.compile(r"^[KEg$lshzxetmdnA]*$")
+
+
+def check(key: str, value: str) -> str | None:
+    """A problem (without field prefix) or None when ``key value`` is valid."""
+    setting = ALLOWED.get(key)
+    if setting is None:
+        return (
+            "is not an allowed redis.conf setting (allowed: "
+            + ", ".join(sorted(ALLOWED))
+            + "); memory, eviction, persistence, auth and network are managed by Headroom"
+        )
+    if "\n" in value or "\r" in value or "\x00" in value:
+        return "must be a single line"
+    if setting.kind == "int":
+        if not re.fullmatch(r"-?[0-9]{1,10}", value):
+            return f"must be an integer, got {value!r}"
+        if not setting.low <= int(value) <= setting.high:
+            return f"must be between {setting.low} and {setting.high}, got {value}"
+    elif setting.kind == "yesno":
+        if value not in ("yes", "no"):
+            return f"must be yes or no, got {value!r}"
+    elif setting.kind == "enum":
+        if value not in setting.choices:
+            return f"must be one of {', '.join(setting.choices)}, got {value!r}"
+    elif not _FLAGS.fullmatch(value):
+        return f"must be keyspace event flags (KEg$lshzxetmdnA), got {value!r}"
+    return None

@@ -1,0 +1,119 @@
+"""Run the real Headroom operator (``headroom run``) as a subprocess for e2e tests.
+
+The operator talks to the same API server as the tests; its admission webhook
+listens on 127.0.0.1 (the API server dials it there). On exit the managed
+ValidatingWebhookConfiguration is removed, so a stopped operator never blocks
+later writes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import kube
+
+REPO = Path(__file__).resolve().parents[2]
+WEBHOOK_CONFIG = "headroom.dev"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass
+class OperatorProcess:
+    proc: subprocess.Popen[bytes]
+    log_path: Path
+    metrics_url: str
+    health_url: str
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def log_tail(self, lines: int = 60) -> str:
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+    def metrics(self) -> str:
+        with urllib.request.urlopen(self.metrics_url, timeout=5) as resp:  # noqa: S310 - 127.0.0.1
+            text: str = resp.read().decode()
+            return text
+
+
+@contextlib.contextmanager
+def running(kubectl: kube.Kubectl, *, kubeconfig: str, workdir: Path) -> Iterator[OperatorProcess]:
+    kubectl(
+        "apply",
+        "--server-side",
+        "--force-conflicts",
+        "--field-manager=e2e",
+        "-f",
+        str(REPO / "crds"),
+    )
+    kube.wait_for(
+        lambda: kubectl("get", "scalingprofiles", "-A", check=False).returncode == 0,
+        what="ScalingProfile CRD served",
+    )
+    metrics_port, health_port, webhook_port = free_port(), free_port(), free_port()
+    env = {
+        **os.environ,
+        "KUBECONFIG": kubeconfig,
+        "HEADROOM_WEBHOOK_ADDR": "127.0.0.1",
+        "HEADROOM_WEBHOOK_PORT": str(webhook_port),
+        "HEADROOM_WEBHOOK_CERT_DIR": str(workdir / "certs"),
+        "HEADROOM_METRICS_ADDR": "127.0.0.1",
+        "HEADROOM_METRICS_PORT": str(metrics_port),
+        "HEADROOM_HEALTH_ADDR": "127.0.0.1",
+        "HEADROOM_HEALTH_PORT": str(health_port),
+        "HEADROOM_RESYNC_SECONDS": "30",
+    }
+    log_path = workdir / "operator.log"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "headroom.cli", "run"],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=REPO,
+        )
+    op = OperatorProcess(
+        proc=proc,
+        log_path=log_path,
+        metrics_url=f"http://127.0.0.1:{metrics_port}/metrics",
+        health_url=f"http://127.0.0.1:{health_port}/healthz",
+    )
+
+    def webhook_ready() -> bool:
+        if not op.alive():
+            raise AssertionError("operator exited:\n" + op.log_tail())
+        cfg = kube.get_json(kubectl, "validatingwebhookconfiguration", WEBHOOK_CONFIG)
+        url = cfg["webhooks"][0]["clientConfig"].get("url", "")
+        return f":{webhook_port}/" in url
+
+    try:
+        kube.wait_for(webhook_ready, timeout=60, what="the operator's webhook registration")
+        kube.wait_for(
+            lambda: urllib.request.urlopen(op.health_url, timeout=2).status == 200,  # noqa: S310
+            timeout=30,
+            what="operator liveness endpoint",
+        )
+        yield op
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        for kind in ("validatingwebhookconfiguration", "mutatingwebhookconfiguration"):
+            kubectl("delete", kind, WEBHOOK_CONFIG, "--ignore-not-found", check=False)

@@ -1,0 +1,295 @@
+"""The walking skeleton end to end: a ScalingProfile on a real API server gets a
+correctly sized PgBouncer, a binding Secret and conditions; drift is repaired;
+deleting the profile garbage-collects everything but the app's Deployment;
+impossible profiles are rejected at admission with the field and numbers.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import kube
+import operator_process
+import pytest
+from tests import profiles
+
+NAME = "shop"
+
+
+def app_deployment(namespace: str) -> dict[str, Any]:
+    labels = {"app": "web"}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "web", "namespace": namespace, "labels": labels},
+        "spec": {
+            "replicas": 2,
+            "selector": {"matchLabels": labels},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {
+                    "securityContext": {
+                        "runAsNonRoot": True,
+                        "runAsUser": 1000,
+                        "seccompProfile": {"type": "RuntimeDefault"},
+                    },
+                    "containers": [
+                        {
+                            "name": "web",
+                            "image": "registry.example/web:1",
+                            "securityContext": {
+                                "allowPrivilegeEscalation": False,
+                                "capabilities": {"drop": ["ALL"]},
+                            },
+                        }
+                    ],
+                },
+            },
+        },
+    }
+
+
+def credentials(namespace: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": "db-credentials", "namespace": namespace},
+        "stringData": {"username": "shop_app", "password": "p@ss:w/rd"},
+    }
+
+
+@pytest.fixture(scope="module")
+def operator(
+    kubectl: kube.Kubectl, kubeconfig: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[operator_process.OperatorProcess]:
+    workdir = tmp_path_factory.mktemp("operator")
+    with operator_process.running(kubectl, kubeconfig=kubeconfig, workdir=workdir) as op:
+        yield op
+        assert op.alive(), "the operator crashed:\n" + op.log_tail()
+
+
+def _profile(namespace: str, **overrides: Any) -> dict[str, Any]:
+    body = profiles.base(name=NAME, namespace=namespace, **overrides)
+    return body
+
+
+def _sp(kubectl: kube.Kubectl, namespace: str) -> dict[str, Any]:
+    return kube.get_json(kubectl, "scalingprofile", NAME, "-n", namespace)
+
+
+def _pooler_pods(kubectl: kube.Kubectl, namespace: str) -> list[dict[str, Any]]:
+    pods = kube.get_json(
+        kubectl,
+        "pods",
+        "-n",
+        namespace,
+        "-l",
+        f"app.kubernetes.io/instance={NAME},app.kubernetes.io/component=pooler",
+    )["items"]
+    return [p for p in pods if not p["metadata"].get("deletionTimestamp")]
+
+
+def _ready(pod: dict[str, Any]) -> bool:
+    return kube.condition(pod, "Ready") == "True"
+
+
+def test_profile_lifecycle(
+    operator: operator_process.OperatorProcess, kubectl: kube.Kubectl, namespace: str
+) -> None:
+    kube.apply(kubectl, app_deployment(namespace), credentials(namespace))
+    app_before = kube.get_json(kubectl, "deployment", "web", "-n", namespace)
+    kube.apply(kubectl, _profile(namespace), namespace=namespace)
+
+    # Ready, the way a user checks it.
+    kubectl(
+        "wait", "--for=condition=Ready", f"scalingprofile/{NAME}", "-n", namespace, "--timeout=120s"
+    )
+    sp = _sp(kubectl, namespace)
+    assert sp["status"]["observedGeneration"] == sp["metadata"]["generation"]
+    assert kube.condition(sp, "PoolerReady") == "True"
+    assert kube.condition(sp, "ConnectionBudget") == "True"
+    budget = sp["status"]["budget"]
+    assert budget["summary"] == "96/97"
+    assert budget["clientDemand"] == 50  # 10 pods x 5
+    assert sp["status"]["pooler"]["endpoint"] == f"{NAME}-pooler-rw.{namespace}.svc:5432"
+
+    # Children: pods Ready on kwok nodes, passing restricted Pod Security.
+    pods = _pooler_pods(kubectl, namespace)
+    assert len(pods) == 2 and all(_ready(p) for p in pods)
+    assert all(p["spec"]["nodeName"].startswith("kwok-node") for p in pods)
+    ini = kube.get_json(kubectl, "configmap", f"{NAME}-pooler-config", "-n", namespace)
+    assert "max_db_connections = 48" in ini["data"]["pgbouncer.ini"]
+    assert kube.exists(kubectl, "pdb", f"{NAME}-pooler", "-n", namespace)
+
+    binding = kube.get_json(kubectl, "secret", sp["status"]["binding"]["name"], "-n", namespace)
+    assert binding["type"] == "servicebinding.io/postgresql"
+    url = base64.b64decode(binding["data"]["DATABASE_URL_POOLED"]).decode()
+    assert (
+        url == f"postgresql://shop_app:p%40ss%3Aw%2Frd@{NAME}-pooler-rw.{namespace}.svc:5432/shop"
+    )
+    # Nothing secret in status or events.
+    events = kubectl("get", "events", "-n", namespace, "-o", "json").stdout
+    assert "p@ss:w/rd" not in json.dumps(sp) and "p@ss:w/rd" not in events
+
+    # Change a pooler parameter: the config changes and the pods roll.
+    old_pods = {p["metadata"]["name"] for p in pods}
+    kube.apply(
+        kubectl,
+        _profile(namespace, **{"pooler.parameters": {"server_idle_timeout": "120"}}),
+        namespace=namespace,
+    )
+
+    def rolled() -> bool:
+        current = _pooler_pods(kubectl, namespace)
+        names = {p["metadata"]["name"] for p in current}
+        return len(current) == 2 and not names & old_pods and all(_ready(p) for p in current)
+
+    kube.wait_for(rolled, timeout=120, what="pooler pods to roll after a parameter change")
+    ini = kube.get_json(kubectl, "configmap", f"{NAME}-pooler-config", "-n", namespace)
+    assert "server_idle_timeout = 120" in ini["data"]["pgbouncer.ini"]
+    kubectl(
+        "wait", "--for=condition=Ready", f"scalingprofile/{NAME}", "-n", namespace, "--timeout=60s"
+    )
+
+    # Drift: a deleted child comes back, an edited one is put back.
+    service_uid = kube.get_json(kubectl, "service", f"{NAME}-pooler-rw", "-n", namespace)[
+        "metadata"
+    ]["uid"]
+    kubectl("delete", "service", f"{NAME}-pooler-rw", "-n", namespace)
+    kube.wait_for(
+        lambda: (
+            kube.get_json(kubectl, "service", f"{NAME}-pooler-rw", "-n", namespace)["metadata"][
+                "uid"
+            ]
+            != service_uid
+        ),
+        timeout=30,
+        what="deleted Service to be recreated",
+    )
+    kubectl(
+        "patch",
+        "configmap",
+        f"{NAME}-pooler-config",
+        "-n",
+        namespace,
+        "--type=merge",
+        "-p",
+        json.dumps({"data": {"pgbouncer.ini": "[pgbouncer]\nauth_type = trust\n"}}),
+    )
+    kube.wait_for(
+        lambda: (
+            "auth_type = scram-sha-256"
+            in kube.get_json(kubectl, "configmap", f"{NAME}-pooler-config", "-n", namespace)[
+                "data"
+            ]["pgbouncer.ini"]
+        ),
+        timeout=30,
+        what="edited ConfigMap to be restored",
+    )
+
+    # Metrics exist and count our passes.
+    metrics = operator.metrics()
+    assert "headroom_reconcile_duration_seconds_count" in metrics
+    count_line = next(
+        line
+        for line in metrics.splitlines()
+        if line.startswith("headroom_reconcile_duration_seconds_count")
+    )
+    assert float(count_line.split()[-1]) >= 3
+
+    # Delete the profile: children are garbage-collected, the app is untouched.
+    kubectl("delete", "scalingprofile", NAME, "-n", namespace)
+    for kind, name in [
+        ("deployment", f"{NAME}-pooler"),
+        ("service", f"{NAME}-pooler-rw"),
+        ("configmap", f"{NAME}-pooler-config"),
+        ("secret", f"{NAME}-binding"),
+        ("secret", f"{NAME}-pooler-auth"),
+        ("pdb", f"{NAME}-pooler"),
+    ]:
+        kube.wait_for(
+            lambda kind=kind, name=name: not kube.exists(kubectl, kind, name, "-n", namespace),
+            timeout=60,
+            what=f"{kind}/{name} to be garbage-collected",
+        )
+    app_after = kube.get_json(kubectl, "deployment", "web", "-n", namespace)
+    assert app_after["metadata"]["uid"] == app_before["metadata"]["uid"]
+    assert app_after["metadata"]["generation"] == app_before["metadata"]["generation"]
+    assert app_after["spec"]["replicas"] == 2
+    assert kube.exists(kubectl, "secret", "db-credentials", "-n", namespace)
+
+
+def test_foreign_object_is_never_taken_over(
+    operator: operator_process.OperatorProcess, kubectl: kube.Kubectl, namespace: str
+) -> None:
+    foreign = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            "name": f"{NAME}-pooler-rw",
+            "namespace": namespace,
+            "labels": {"owner": "someone-else"},
+        },
+        "spec": {"ports": [{"port": 80}], "selector": {"app": "other"}},
+    }
+    kube.apply(kubectl, app_deployment(namespace), credentials(namespace), foreign)
+    kube.apply(kubectl, _profile(namespace), namespace=namespace)
+
+    def conflict_reported() -> bool:
+        sp = _sp(kubectl, namespace)
+        return any(
+            c["type"] == "PoolerReady" and c["reason"] == "NameConflict"
+            for c in sp.get("status", {}).get("conditions", [])
+        )
+
+    kube.wait_for(conflict_reported, timeout=60, what="NameConflict condition")
+    svc = kube.get_json(kubectl, "service", f"{NAME}-pooler-rw", "-n", namespace)
+    assert svc["spec"]["selector"] == {"app": "other"}
+    assert not svc["metadata"].get("ownerReferences")
+    # The rest is still reconciled.
+    assert kube.exists(kubectl, "deployment", f"{NAME}-pooler", "-n", namespace)
+
+
+def test_missing_credentials_reported(
+    operator: operator_process.OperatorProcess, kubectl: kube.Kubectl, namespace: str
+) -> None:
+    kube.apply(kubectl, app_deployment(namespace))
+    kube.apply(kubectl, _profile(namespace), namespace=namespace)
+
+    def reason() -> str | None:
+        sp = _sp(kubectl, namespace)
+        for c in sp.get("status", {}).get("conditions", []):
+            if c["type"] == "Ready" and c["status"] == "False":
+                return str(c["reason"])
+        return None
+
+    assert kube.wait_for(reason, timeout=60, what="Ready=False") == "CredentialsNotFound"
+    assert not kube.exists(kubectl, "deployment", f"{NAME}-pooler", "-n", namespace)
+    # Creating the Secret later heals it without touching the profile (resync).
+    kube.apply(kubectl, credentials(namespace))
+    kubectl(
+        "wait", "--for=condition=Ready", f"scalingprofile/{NAME}", "-n", namespace, "--timeout=90s"
+    )
+
+
+@pytest.mark.parametrize(
+    ("case_id", "overrides", "needle"), profiles.BAD, ids=[c[0] for c in profiles.BAD]
+)
+def test_bad_profile_rejected_at_admission(
+    operator: operator_process.OperatorProcess,
+    kubectl: kube.Kubectl,
+    case_id: str,
+    overrides: dict[str, Any],
+    needle: str,
+    tmp_path: Path,
+) -> None:
+    body = profiles.bad(case_id)
+    proc = kubectl("apply", "-f", "-", input=json.dumps(body), check=False)
+    assert proc.returncode != 0, f"{case_id} was accepted"
+    assert needle in proc.stderr, proc.stderr
+    assert not kube.exists(kubectl, "scalingprofile", case_id, "-n", "default")
+    assert operator.alive()
