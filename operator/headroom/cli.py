@@ -36,6 +36,10 @@ def _placeholder_credentials(profile: v1alpha1.ScalingProfile) -> common.Credent
         password=f"<{ref.name}/{ref.password_key}>",
         stats_password="<generated>",  # noqa: S106 - a placeholder
         revision="render",
+        redis_passwords={
+            r.name: "REPLACE-generated-by-headroom"
+            for r in (profile.spec.cache.instances if profile.spec.cache else [])
+        },
     )
 
 
@@ -93,7 +97,7 @@ def _cmd_render(args: argparse.Namespace) -> int:
         except v1alpha1.ProfileError as err:
             print(f"error: {err}", file=sys.stderr)
             return 1
-        plan = plan_mod.plan(profile)
+        plan = plan_mod.plan(profile, facts=plan_mod.Facts(keda=args.keda))
         if not plan.ok:
             print(f"error: {plan.problem_text()}", file=sys.stderr)
             return 1
@@ -121,6 +125,11 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(func=_cmd_plan)
     r = sub.add_parser("render", help="print every child object of FILE's profile(s) as YAML")
     r.add_argument("file")
+    r.add_argument(
+        "--keda",
+        action="store_true",
+        help="render KEDA ScaledObjects for queues (default: the CPU HPA fallback)",
+    )
     r.set_defaults(func=_cmd_render)
     c = sub.add_parser("crd", help="print the generated ScalingProfile CRD")
     c.set_defaults(func=_cmd_crd)

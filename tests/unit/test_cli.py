@@ -33,6 +33,7 @@ def test_render_outputs_every_child(capsys: pytest.CaptureFixture[str]) -> None:
     assert kinds == [
         "ConfigMap/shop-pooler-config",
         "Deployment/shop-pooler",
+        "HorizontalPodAutoscaler/shop-app",
         "PodDisruptionBudget/shop-pooler",
         "Secret/shop-binding",
         "Secret/shop-pooler-auth",

@@ -20,26 +20,39 @@ ROOT = Path(__file__).resolve().parents[2]
 GOLDEN = ROOT / "tests" / "golden"
 EXAMPLES = sorted(p for p in (ROOT / "examples").glob("*.yaml"))
 CREDS = common.Credentials(
-    username="app", password='p@ss w"rd', stats_password="stats-pw", revision="42"
+    username="app",
+    password='p@ss w"rd',
+    stats_password="stats-pw",
+    revision="42",
+    redis_passwords={
+        "cache": "0123456789abcdef0123",
+        "jobs": "fedcba9876543210fedc",
+        "sessions": "00112233445566778899",
+    },
 )
+APP_LABELS = {"app": "web"}
+CASES = [(p, False) for p in EXAMPLES] + [(p, True) for p in EXAMPLES if "queues:" in p.read_text()]
 
 
-def _render(example: Path) -> str:
+def _render(example: Path, *, keda: bool) -> str:
     docs = []
     for body in yaml.safe_load_all(example.read_text()):
         body.setdefault("metadata", {})["uid"] = "11111111-2222-3333-4444-555555555555"
-        planned = plan_mod.plan(v1alpha1.parse_profile(body))
+        profile = v1alpha1.parse_profile(body)
+        planned = plan_mod.plan(profile, facts=plan_mod.Facts(keda=keda))
         if not planned.ok:
             docs.append({"problems": [str(p) for p in planned.problems]})
             continue
-        docs.extend(desired.build(planned, CREDS).values())
+        docs.extend(desired.build(planned, CREDS, app_pod_labels=APP_LABELS).values())
     return yamlfmt.dump_all(docs)
 
 
-@pytest.mark.parametrize("example", EXAMPLES, ids=[p.stem for p in EXAMPLES])
-def test_golden(example: Path) -> None:
-    golden = GOLDEN / f"{example.stem}.yaml"
-    rendered = _render(example)
+@pytest.mark.parametrize(
+    ("example", "keda"), CASES, ids=[p.stem + ("-keda" if k else "") for p, k in CASES]
+)
+def test_golden(example: Path, keda: bool) -> None:
+    golden = GOLDEN / f"{example.stem}{'.keda' if keda else ''}.yaml"
+    rendered = _render(example, keda=keda)
     if os.environ.get("HEADROOM_UPDATE_GOLDEN"):
         golden.write_text(rendered)
     assert golden.exists(), f"missing {golden}; run make golden"

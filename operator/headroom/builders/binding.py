@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from urllib.parse import quote
 
-from headroom.builders import common, pgbouncer
+from headroom.builders import common, pgbouncer, redis
 from headroom.planning import plan as plan_mod
 
 COMPONENT = "binding"
@@ -47,6 +47,7 @@ def build(plan: plan_mod.Plan, creds: common.Credentials) -> list[common.Obj]:
         "uri": uri,
         "DATABASE_URL_POOLED": uri,
     }
+    data |= _redis_entries(plan, creds)
     secret = {
         "apiVersion": "v1",
         "kind": "Secret",
@@ -61,3 +62,33 @@ def build(plan: plan_mod.Plan, creds: common.Credentials) -> list[common.Obj]:
         "stringData": data,
     }
     return [secret]
+
+
+def redis_url(plan: plan_mod.Plan, instance: plan_mod.RedisPlan, password: str) -> str:
+    host = redis.service_host(plan, instance)
+    if instance.sentinel_replicas:
+        return (
+            f"redis+sentinel://:{quote(password, safe='')}@{host}:{plan_mod.SENTINEL_PORT}"
+            f"/{redis.MASTER_SET}/0"
+        )
+    return f"redis://:{quote(password, safe='')}@{host}:{plan_mod.REDIS_PORT}/0"
+
+
+def _redis_entries(plan: plan_mod.Plan, creds: common.Credentials) -> dict[str, str]:
+    """REDIS_URL (the first cache instance, else the first queue instance);
+    REDIS_CACHE_URL / REDIS_QUEUE_URL for the first of each use; and
+    REDIS_<NAME>_URL for every instance. Sentinel instances also get
+    REDIS_<NAME>_SENTINELS and _MASTER for clients that speak Sentinel."""
+    entries: dict[str, str] = {}
+    for instance in plan.redis:
+        url = redis_url(plan, instance, creds.redis_passwords[instance.name])
+        key = instance.name.upper().replace("-", "_")
+        entries[f"REDIS_{key}_URL"] = url
+        entries.setdefault(f"REDIS_{instance.use.upper()}_URL", url)
+        if instance.sentinel_replicas:
+            host = redis.service_host(plan, instance)
+            entries[f"REDIS_{key}_SENTINELS"] = f"{host}:{plan_mod.SENTINEL_PORT}"
+            entries[f"REDIS_{key}_MASTER"] = redis.MASTER_SET
+    if plan.redis:
+        entries["REDIS_URL"] = entries.get("REDIS_CACHE_URL") or entries["REDIS_QUEUE_URL"]
+    return entries

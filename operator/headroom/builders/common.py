@@ -7,7 +7,7 @@ Pure; used by every builder module.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from headroom.api import v1alpha1
@@ -34,6 +34,8 @@ class Credentials:
     password: str
     stats_password: str
     revision: str
+    # generated password of each Redis instance, by instance name
+    redis_passwords: dict[str, str] = field(default_factory=dict)
 
 
 def selector_labels(plan: plan_mod.Plan, *, component: str, name: str) -> dict[str, str]:

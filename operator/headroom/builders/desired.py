@@ -6,12 +6,29 @@ that carries our labels and owner reference.
 
 from __future__ import annotations
 
-from headroom.builders import binding, common, pgbouncer
+from headroom.builders import autoscaling, binding, common, pgbouncer, redis, workers
 from headroom.planning import plan as plan_mod
 
 
-def build(plan: plan_mod.Plan, creds: common.Credentials) -> dict[str, common.Obj]:
+def build(
+    plan: plan_mod.Plan,
+    creds: common.Credentials,
+    *,
+    app_pod_labels: dict[str, str] | None = None,
+) -> dict[str, common.Obj]:
+    """``app_pod_labels``: the app Deployment's selector (None when it is not found)."""
+    labels = app_pod_labels or {}
     objects = [*pgbouncer.build(plan, creds), *binding.build(plan, creds)]
+    for instance in plan.redis:
+        objects += redis.build(
+            plan,
+            instance,
+            password=creds.redis_passwords[instance.name],
+            app_pod_labels=labels,
+        )
+    for queue in plan.queues:
+        objects += workers.build(plan, queue)
+    objects += autoscaling.build(plan, app_pod_labels=labels)
     desired: dict[str, common.Obj] = {}
     for obj in objects:
         key = common.key_of(obj)

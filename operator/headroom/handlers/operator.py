@@ -24,6 +24,7 @@ from headroom.reconcile import metrics as metrics_mod
 
 Logger: TypeAlias = logging.Logger | logging.LoggerAdapter[Any]
 PROFILE = (v1alpha1.GROUP, v1alpha1.VERSION, v1alpha1.PLURAL)
+_COMPOSED_CRDS = frozenset({"scaledobjects.keda.sh", "triggerauthentications.keda.sh"})
 _OWNED_LABELS = {"app.kubernetes.io/managed-by": common.MANAGED_BY}
 _CFG = settings_mod.Settings()
 
@@ -106,10 +107,34 @@ def _on_child(body: kopf.Body, memo: Any, logger: Logger) -> None:
 @kopf.on.event("", "v1", "configmaps", labels=_OWNED_LABELS)
 @kopf.on.event("", "v1", "secrets", labels=_OWNED_LABELS)
 @kopf.on.event("policy", "v1", "poddisruptionbudgets", labels=_OWNED_LABELS)
+@kopf.on.event("apps", "v1", "statefulsets", labels=_OWNED_LABELS)
+@kopf.on.event("networking.k8s.io", "v1", "networkpolicies", labels=_OWNED_LABELS)
+@kopf.on.event("autoscaling", "v2", "horizontalpodautoscalers", labels=_OWNED_LABELS)
+@kopf.on.event("keda.sh", "v1alpha1", "scaledobjects", labels=_OWNED_LABELS)
+@kopf.on.event("keda.sh", "v1alpha1", "triggerauthentications", labels=_OWNED_LABELS)
 def child_event(body: kopf.Body, memo: Any, logger: Logger, type: str, **_: Any) -> None:
     if not type:
         return  # the initial listing: resume handlers cover it
     _on_child(body, memo, logger)
+
+
+@kopf.on.event(
+    "apiextensions.k8s.io",
+    "v1",
+    "customresourcedefinitions",
+    when=lambda name, **_: name in _COMPOSED_CRDS,
+)
+def composed_crd_changed(memo: Any, logger: Logger, type: str, name: str, **_: Any) -> None:
+    """KEDA (or another composed engine) was installed or removed: re-plan every
+    profile now instead of at the next resync, so the switch converges quickly."""
+    if not type:
+        return
+    engine: engine_mod.Engine = memo.engine
+    engine.kube.forget_discovery()
+    logger.info("CRD %s changed (%s); reconciling every profile", name, type)
+    for profile in engine.kube.list(v1alpha1.API_VERSION, v1alpha1.KIND, namespace=None):
+        if not profile["metadata"].get("deletionTimestamp"):
+            _run(memo, profile, logger)
 
 
 def run(*, namespace: list[str] | None = None) -> int:

@@ -44,9 +44,10 @@ def merge(
     return merged
 
 
-def ready(components: list[Cond]) -> Cond:
-    """Top-level Ready: True only when every component condition is True."""
-    failing = [c for c in components if c.status != "True"]
+def ready(components: list[Cond], *, informational: frozenset[str] = frozenset()) -> Cond:
+    """Top-level Ready: True only when every component condition is True
+    (``informational`` ones, such as an optional engine being absent, excepted)."""
+    failing = [c for c in components if c.status != "True" and c.type not in informational]
     if not failing:
         return Cond(READY, "True", "AllComponentsReady", "every component is ready")
     first = failing[0]

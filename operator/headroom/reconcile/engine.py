@@ -23,12 +23,13 @@ from typing import Any
 
 from headroom.api import status as status_models
 from headroom.api import v1alpha1
-from headroom.builders import binding, common, desired, pgbouncer
+from headroom.builders import binding, common, desired, pgbouncer, redis
 from headroom.kube import client as kube_client
 from headroom.kube import errors
 from headroom.planning import plan as plan_mod
 from headroom.reconcile import conditions as cond
 from headroom.reconcile import metrics as metrics_mod
+from headroom.reconcile import observe
 
 log = logging.getLogger(__name__)
 
@@ -36,10 +37,16 @@ log = logging.getLogger(__name__)
 OWNED_KINDS: tuple[tuple[str, str], ...] = (
     ("v1", "ConfigMap"),
     ("v1", "Secret"),
+    ("apps/v1", "StatefulSet"),
     ("apps/v1", "Deployment"),
     ("v1", "Service"),
     ("policy/v1", "PodDisruptionBudget"),
+    ("networking.k8s.io/v1", "NetworkPolicy"),
+    ("keda.sh/v1alpha1", "TriggerAuthentication"),
+    ("keda.sh/v1alpha1", "ScaledObject"),
+    ("autoscaling/v2", "HorizontalPodAutoscaler"),
 )
+KEDA = "keda.sh/v1alpha1"
 _ORDER = {kind: index for index, (_, kind) in enumerate(OWNED_KINDS)}
 
 
@@ -120,7 +127,7 @@ class Engine:
         events: list[Event] = []
 
         def finish(components: list[cond.Cond], **extra: Any) -> Outcome:
-            top = cond.ready(components)
+            top = cond.ready(components, informational=observe.INFORMATIONAL)
             # One event per condition change, not per pass: a standing problem is
             # in status, and repeating it on every resync would flood the namespace.
             events.extend(
@@ -146,7 +153,11 @@ class Engine:
         except v1alpha1.ProfileError as err:
             return finish([cond.Cond(cond.CONNECTION_BUDGET, "False", "InvalidSpec", str(err))])
 
-        planned = plan_mod.plan(profile)
+        facts = plan_mod.Facts(
+            keda=self.kube.served(KEDA, "ScaledObject")
+            and self.kube.served(KEDA, "TriggerAuthentication")
+        )
+        planned = plan_mod.plan(profile, facts=facts)
         budget = _budget_status(planned)
         if not planned.ok:
             message = planned.problem_text()
@@ -164,9 +175,13 @@ class Engine:
             f"client demand {planned.budget.client_demand}",
         )
 
+        app = self.kube.get(
+            "apps/v1", "Deployment", namespace=planned.namespace, name=planned.app.deployment
+        )
+        app_labels = ((app or {}).get("spec", {}).get("selector") or {}).get("matchLabels")
         try:
             creds = self._credentials(planned)
-            wanted = desired.build(planned, creds)
+            wanted = desired.build(planned, creds, app_pod_labels=app_labels)
         except InputError as err:
             return finish(
                 [budget_cond, cond.Cond(cond.POOLER_READY, "False", err.reason, err.message)],
@@ -186,15 +201,14 @@ class Engine:
         pooler_cond, pooler_status = _observe_pooler(
             planned, applied.get(f"Deployment/{pgbouncer.deployment_name(planned)}")
         )
-        if conflicts:
+        pooler_keys = {common.key_of(o) for o in pgbouncer.build(planned, creds)}
+        if pooler_keys & set(conflicts):
             pooler_cond = cond.Cond(cond.POOLER_READY, "False", "NameConflict", message)
         components = [budget_cond, pooler_cond]
-        if (
-            self.kube.get(
-                "apps/v1", "Deployment", namespace=planned.namespace, name=planned.app.deployment
-            )
-            is None
-        ):
+        components += observe.components(planned, applied, app_found=app is not None)
+        if set(conflicts) - pooler_keys:
+            components.append(cond.Cond("ChildrenOwned", "False", "NameConflict", message))
+        if app is None:
             components.append(
                 cond.Cond(
                     "AppFound",
@@ -246,7 +260,18 @@ class Engine:
             password=password,
             stats_password=stats_password or secrets.token_urlsafe(24),
             revision=str(source["metadata"].get("resourceVersion", "")),
+            redis_passwords={r.name: self._redis_password(planned, r) for r in planned.redis},
         )
+
+    def _redis_password(self, planned: plan_mod.Plan, instance: plan_mod.RedisPlan) -> str:
+        """The instance's generated password: kept once made, new only for a new instance."""
+        name = redis.auth_secret_name(planned, instance)
+        found = self.kube.get("v1", "Secret", namespace=planned.namespace, name=name)
+        if found is not None and _owned_by(found, planned.uid):
+            kept = _decode(found, "password")
+            if kept:
+                return kept
+        return secrets.token_hex(24)
 
     # -- apply and prune --------------------------------------------------------
 
@@ -259,6 +284,8 @@ class Engine:
         )
         existing: dict[str, common.Obj] = {}
         for api_version, kind in OWNED_KINDS:
+            if not self.kube.served(api_version, kind):
+                continue  # e.g. KEDA removed: its objects went with its CRDs
             for obj in self.kube.list(
                 api_version, kind, namespace=planned.namespace, label_selector=selector
             ):

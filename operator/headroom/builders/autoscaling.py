@@ -1,0 +1,80 @@
+"""HPA (autoscaling/v2) and PDB for the app's own Deployment.
+
+Pure. Headroom owns these two objects, never the app's Deployment: the HPA
+points at it by name and the PDB selects its pods by the Deployment's own
+selector, read from the cluster.
+"""
+
+from __future__ import annotations
+
+from headroom.builders import common
+from headroom.planning import plan as plan_mod
+
+COMPONENT = "autoscaling"
+
+
+def name(plan: plan_mod.Plan) -> str:
+    return f"{plan.name}-app"
+
+
+def build(plan: plan_mod.Plan, *, app_pod_labels: dict[str, str]) -> list[common.Obj]:
+    auto = plan.autoscaling
+    if not auto.enabled:
+        return []
+    meta = common.metadata(plan, name=name(plan), component=COMPONENT, app_name="app")
+    hpa = {
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": meta,
+        "spec": {
+            "scaleTargetRef": {
+                "apiVersion": "apps/v1",
+                "kind": "Deployment",
+                "name": plan.app.deployment,
+            },
+            "minReplicas": auto.min_replicas,
+            "maxReplicas": auto.max_replicas,
+            "metrics": [
+                {
+                    "type": "Resource",
+                    "resource": {
+                        "name": "cpu",
+                        "target": {
+                            "type": "Utilization",
+                            "averageUtilization": auto.cpu_utilization,
+                        },
+                    },
+                }
+            ],
+            "behavior": {
+                "scaleDown": {
+                    "stabilizationWindowSeconds": auto.scale_down_stabilization_seconds,
+                    "policies": [{"type": "Percent", "value": 50, "periodSeconds": 60}],
+                },
+                "scaleUp": {
+                    "stabilizationWindowSeconds": auto.scale_up_stabilization_seconds,
+                    "selectPolicy": "Max",
+                    "policies": [
+                        {"type": "Percent", "value": 100, "periodSeconds": 30},
+                        {"type": "Pods", "value": 4, "periodSeconds": 30},
+                    ],
+                },
+            },
+        },
+    }
+    objects = [hpa]
+    if app_pod_labels:
+        objects.append(
+            {
+                "apiVersion": "policy/v1",
+                "kind": "PodDisruptionBudget",
+                "metadata": common.metadata(
+                    plan, name=name(plan), component=COMPONENT, app_name="app"
+                ),
+                "spec": {
+                    "maxUnavailable": auto.max_unavailable,
+                    "selector": {"matchLabels": dict(app_pod_labels)},
+                },
+            }
+        )
+    return objects

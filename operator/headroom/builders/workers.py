@@ -1,0 +1,170 @@
+"""Queue workers: a Deployment per queue, scaled on the queue's backlog by a KEDA
+ScaledObject when KEDA is installed, or on CPU by an HPA when it is not.
+
+Pure. The worker Deployment never carries ``spec.replicas``: KEDA or the HPA
+owns that field, and writing it would fight them on every pass.
+"""
+
+from __future__ import annotations
+
+from headroom.builders import binding, common, redis
+from headroom.planning import plan as plan_mod
+
+COMPONENT = "worker"
+RUN_AS = 65532
+DEFAULT_REQUESTS = {"cpu": "100m", "memory": "128Mi"}  # an HPA needs a CPU request
+
+
+def deployment_name(plan: plan_mod.Plan, queue: plan_mod.QueuePlan) -> str:
+    return f"{plan.name}-worker-{queue.name}"
+
+
+def trigger_auth_name(plan: plan_mod.Plan, queue: plan_mod.QueuePlan) -> str:
+    return f"{plan.name}-worker-{queue.name}-redis"
+
+
+def pod_selector(plan: plan_mod.Plan, queue: plan_mod.QueuePlan) -> dict[str, str]:
+    return {
+        **common.selector_labels(plan, component=COMPONENT, name="worker"),
+        "headroom.dev/queue": queue.name,
+    }
+
+
+def _meta(plan: plan_mod.Plan, queue: plan_mod.QueuePlan, name: str) -> common.Obj:
+    meta = common.metadata(plan, name=name, component=COMPONENT, app_name="worker")
+    meta["labels"]["headroom.dev/queue"] = queue.name
+    return meta
+
+
+def _deployment(plan: plan_mod.Plan, queue: plan_mod.QueuePlan) -> common.Obj:
+    selector = pod_selector(plan, queue)
+    container: common.Obj = {
+        "name": "worker",
+        "image": queue.image,
+        "envFrom": [{"secretRef": {"name": binding.secret_name(plan)}}],
+        "env": [{"name": "QUEUE_NAME", "value": queue.list_name}],
+        "resources": {
+            "requests": {**DEFAULT_REQUESTS, **queue.requests},
+            **({"limits": dict(queue.limits)} if queue.limits else {}),
+        },
+        "securityContext": common.container_security_context(),
+        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],  # noqa: S108 - pod-local
+    }
+    if queue.command:
+        container["command"] = list(queue.command)
+    if queue.args:
+        container["args"] = list(queue.args)
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": _meta(plan, queue, deployment_name(plan, queue)),
+        "spec": {
+            # no replicas: the autoscaler owns them
+            "selector": {"matchLabels": selector},
+            "template": {
+                "metadata": {
+                    "labels": {
+                        **common.labels(plan, component=COMPONENT, name="worker"),
+                        **selector,
+                    }
+                },
+                "spec": {
+                    "automountServiceAccountToken": False,
+                    "enableServiceLinks": False,
+                    # scale-down must not kill jobs in flight
+                    "terminationGracePeriodSeconds": queue.grace_seconds,
+                    "securityContext": common.pod_security_context(RUN_AS),
+                    "topologySpreadConstraints": common.spread_constraints(selector),
+                    "containers": [container],
+                    "volumes": [{"name": "tmp", "emptyDir": {}}],
+                },
+            },
+        },
+    }
+
+
+def _keda(plan: plan_mod.Plan, queue: plan_mod.QueuePlan) -> list[common.Obj]:
+    target = plan.redis_named(queue.redis)
+    secret = redis.auth_secret_name(plan, target)
+    metadata = {
+        "listName": queue.list_name,
+        "listLength": str(queue.backlog_per_worker),
+        "activationListLength": str(queue.activation_backlog),
+        "databaseIndex": "0",
+    }
+    auth_refs = [{"parameter": "password", "name": secret, "key": "password"}]
+    if target.sentinel_replicas:
+        trigger_type = "redis-sentinel"
+        metadata |= {
+            "addresses": f"{redis.service_host(plan, target)}:{plan_mod.SENTINEL_PORT}",
+            "sentinelMaster": redis.MASTER_SET,
+        }
+        auth_refs.append({"parameter": "sentinelPassword", "name": secret, "key": "password"})
+    else:
+        trigger_type = "redis"
+        metadata["address"] = f"{redis.service_host(plan, target)}:{plan_mod.REDIS_PORT}"
+    trigger_auth = {
+        "apiVersion": "keda.sh/v1alpha1",
+        "kind": "TriggerAuthentication",
+        "metadata": _meta(plan, queue, trigger_auth_name(plan, queue)),
+        "spec": {"secretTargetRef": auth_refs},
+    }
+    scaled_object = {
+        "apiVersion": "keda.sh/v1alpha1",
+        "kind": "ScaledObject",
+        "metadata": _meta(plan, queue, deployment_name(plan, queue)),
+        "spec": {
+            "scaleTargetRef": {
+                "apiVersion": "apps/v1",
+                "kind": "Deployment",
+                "name": deployment_name(plan, queue),
+            },
+            "minReplicaCount": queue.min_replicas,
+            "maxReplicaCount": queue.max_replicas,
+            "pollingInterval": 15,
+            "cooldownPeriod": 300,
+            "triggers": [
+                {
+                    "type": trigger_type,
+                    "metadata": metadata,
+                    "authenticationRef": {"name": trigger_auth_name(plan, queue)},
+                }
+            ],
+        },
+    }
+    return [trigger_auth, scaled_object]
+
+
+def _hpa(plan: plan_mod.Plan, queue: plan_mod.QueuePlan) -> common.Obj:
+    return {
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": _meta(plan, queue, deployment_name(plan, queue)),
+        "spec": {
+            "scaleTargetRef": {
+                "apiVersion": "apps/v1",
+                "kind": "Deployment",
+                "name": deployment_name(plan, queue),
+            },
+            "minReplicas": queue.min_replicas,
+            "maxReplicas": queue.max_replicas,
+            "metrics": [
+                {
+                    "type": "Resource",
+                    "resource": {
+                        "name": "cpu",
+                        "target": {
+                            "type": "Utilization",
+                            "averageUtilization": queue.cpu_utilization,
+                        },
+                    },
+                }
+            ],
+            "behavior": {"scaleDown": {"stabilizationWindowSeconds": 300}},
+        },
+    }
+
+
+def build(plan: plan_mod.Plan, queue: plan_mod.QueuePlan) -> list[common.Obj]:
+    scaler = _keda(plan, queue) if queue.scaler == "keda" else [_hpa(plan, queue)]
+    return [_deployment(plan, queue), *scaler]

@@ -1,0 +1,116 @@
+"""Pure observation of applied children -> component conditions (CacheReady,
+WorkersReady, BacklogScaling, AutoscalingReady). Called by the engine with the
+objects server-side apply returned (their status is current as of the apply;
+status changes arrive as child events and trigger another pass)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from headroom.builders import autoscaling, redis, workers
+from headroom.planning import plan as plan_mod
+from headroom.reconcile import conditions as cond
+
+CACHE_READY = "CacheReady"
+WORKERS_READY = "WorkersReady"
+BACKLOG_SCALING = "BacklogScaling"  # informational: not part of Ready
+AUTOSCALING_READY = "AutoscalingReady"
+INFORMATIONAL = frozenset({BACKLOG_SCALING})
+
+
+def _rolled_out(obj: dict[str, Any] | None, *, want: int | None = None) -> tuple[bool, str]:
+    if obj is None:
+        return False, "not applied"
+    st = obj.get("status") or {}
+    ready = int(st.get("readyReplicas") or 0)
+    total = int(st.get("replicas") or 0)
+    desired = want if want is not None else int((obj.get("spec") or {}).get("replicas") or 0)
+    current = int(st.get("observedGeneration") or 0) >= int(obj["metadata"].get("generation") or 0)
+    return current and ready == desired and total == desired, f"{ready}/{desired} ready"
+
+
+def _cache(plan: plan_mod.Plan, applied: dict[str, Any]) -> cond.Cond:
+    waiting = []
+    for instance in plan.redis:
+        sets = [redis.base_name(plan, instance)]
+        if instance.sentinel_replicas:
+            sets.append(redis.sentinel_name(plan, instance))
+        for name in sets:
+            done, text = _rolled_out(applied.get(f"StatefulSet/{name}"))
+            if not done:
+                waiting.append(f"{name} {text}")
+    if waiting:
+        return cond.Cond(CACHE_READY, "False", "PodsNotReady", "; ".join(waiting))
+    names = ", ".join(f"{r.name} ({r.use}, {r.eviction_policy})" for r in plan.redis)
+    return cond.Cond(CACHE_READY, "True", "PodsReady", f"Redis ready: {names}")
+
+
+def _workers(plan: plan_mod.Plan, applied: dict[str, Any]) -> list[cond.Cond]:
+    waiting = []
+    for queue in plan.queues:
+        dep = applied.get(f"Deployment/{workers.deployment_name(plan, queue)}")
+        # the autoscaler decides how many: ready means every pod it asked for is ready
+        want = int(((dep or {}).get("status") or {}).get("replicas") or 0)
+        done, text = _rolled_out(dep, want=want)
+        if not done:
+            waiting.append(f"{workers.deployment_name(plan, queue)} {text}")
+    keda = plan.facts.keda
+    scaling = (
+        cond.Cond(BACKLOG_SCALING, "True", "KEDAInstalled", "workers scale on queue backlog")
+        if keda
+        else cond.Cond(
+            BACKLOG_SCALING,
+            "False",
+            "KEDANotInstalled",
+            "KEDA's ScaledObject CRD is not served: workers scale on CPU through an HPA "
+            "(and cannot scale to zero); install KEDA to scale on backlog",
+        )
+    )
+    if waiting:
+        ready = cond.Cond(WORKERS_READY, "False", "PodsNotReady", "; ".join(waiting))
+    else:
+        how = "KEDA ScaledObject (backlog)" if keda else "HPA (CPU fallback)"
+        ready = cond.Cond(
+            WORKERS_READY,
+            "True",
+            "ScaledByKEDA" if keda else "ScaledByHPA",
+            f"workers ready, {how}",
+        )
+    return [ready, scaling]
+
+
+def _autoscaling(plan: plan_mod.Plan, applied: dict[str, Any], *, app_found: bool) -> cond.Cond:
+    if not plan.autoscaling.enabled:
+        return cond.Cond(AUTOSCALING_READY, "True", "Disabled", "spec.autoscaling.enabled is false")
+    if not app_found:
+        return cond.Cond(
+            AUTOSCALING_READY,
+            "False",
+            "AppDeploymentNotFound",
+            f"Deployment {plan.app.deployment} does not exist; the HPA waits for it",
+        )
+    name = autoscaling.name(plan)
+    missing = [
+        k
+        for k in (f"HorizontalPodAutoscaler/{name}", f"PodDisruptionBudget/{name}")
+        if k not in applied
+    ]
+    if missing:
+        return cond.Cond(AUTOSCALING_READY, "False", "NotApplied", ", ".join(missing))
+    return cond.Cond(
+        AUTOSCALING_READY,
+        "True",
+        "HPAReady",
+        f"{plan.app.deployment} scales {plan.autoscaling.min_replicas}.."
+        f"{plan.autoscaling.max_replicas} at {plan.autoscaling.cpu_utilization}% CPU",
+    )
+
+
+def components(plan: plan_mod.Plan, applied: dict[str, Any], *, app_found: bool) -> list[cond.Cond]:
+    found: list[cond.Cond] = []
+    if plan.redis:
+        found.append(_cache(plan, applied))
+    if plan.queues:
+        found += _workers(plan, applied)
+    found.append(_autoscaling(plan, applied, app_found=app_found))
+    return found
