@@ -95,6 +95,73 @@ BAD: list[tuple[str, dict[str, Any], str]] = [
         "spec.app",
     ),
     (
+        "queue-on-evicting-instance",
+        {
+            "cache": {
+                "instances": [{"name": "jobs", "use": "queue", "evictionPolicy": "allkeys-lru"}]
+            }
+        },
+        "evictionPolicy",
+    ),
+    (
+        "queue-on-cache-instance",
+        {
+            "cache": {"instances": [{"name": "hot", "use": "cache"}]},
+            "queues": [{"name": "mail", "redis": "hot", "listName": "mail", "image": "w:1"}],
+        },
+        "spec.queues[0].redis",
+    ),
+    (
+        "worker-min-over-max",
+        {
+            "cache": {"instances": [{"name": "jobs", "use": "queue"}]},
+            "queues": [
+                {
+                    "name": "mail",
+                    "redis": "jobs",
+                    "listName": "mail",
+                    "image": "w:1",
+                    "replicas": {"min": 5, "max": 2},
+                }
+            ],
+        },
+        "replicas.min",
+    ),
+    (
+        "negative-redis-memory",
+        {"cache": {"instances": [{"name": "hot", "use": "cache", "memory": "-1Gi"}]}},
+        "memory",
+    ),
+    (
+        "redis-config-newline",
+        {
+            "cache": {
+                "instances": [
+                    {"name": "hot", "use": "cache", "config": {"timeout": "0\nrequirepass x"}}
+                ]
+            }
+        },
+        "spec.cache.instances[0].config.timeout",
+    ),
+    (
+        "workers-break-session-budget",
+        {
+            "pooler.poolMode": "session",
+            "cache": {"instances": [{"name": "jobs", "use": "queue"}]},
+            "queues": [
+                {
+                    "name": "mail",
+                    "redis": "jobs",
+                    "listName": "mail",
+                    "image": "w:1",
+                    "replicas": {"min": 0, "max": 30},
+                    "databasePoolSize": 2,
+                }
+            ],
+        },
+        "worker mail ceiling 30 pods x 2 connections per pod = 110 session connections > 97",
+    ),
+    (
         "too-many-pooler-pods",
         {"database.maxConnections": 6, "pooler.instances": 4},
         "spec.pooler.instances",

@@ -1,0 +1,166 @@
+"""Redis, workers and app autoscaling: what the planner decides and the builders emit."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from headroom.api import v1alpha1
+from headroom.builders import binding, common, desired, redis
+from headroom.planning import plan as plan_mod
+from tests import profiles
+
+QUEUE = {
+    "name": "emails",
+    "redis": "jobs",
+    "listName": "bull:emails:wait",
+    "image": "registry.example/worker:1",
+    "replicas": {"min": 0, "max": 20},
+    "databasePoolSize": 2,
+}
+CACHE = {
+    "instances": [
+        {"name": "cache", "use": "cache", "memory": "256Mi"},
+        {"name": "jobs", "use": "queue", "memory": "128Mi", "persistence": {"size": "2Gi"}},
+    ]
+}
+CREDS = common.Credentials(
+    username="app",
+    password="pw",
+    stats_password="stats",
+    revision="1",
+    redis_passwords={"cache": "a" * 32, "jobs": "b" * 32, "ha": "c" * 32},
+)
+
+
+def _plan(*, keda: bool = False, **overrides: object) -> plan_mod.Plan:
+    body = profiles.base(**{"cache": CACHE, "queues": [QUEUE], **overrides})
+    body["metadata"]["uid"] = "uid-1"
+    planned = plan_mod.plan(v1alpha1.parse_profile(body), facts=plan_mod.Facts(keda=keda))
+    assert planned.ok, planned.problem_text()
+    return planned
+
+
+def _objects(planned: plan_mod.Plan) -> dict[str, common.Obj]:
+    return desired.build(planned, CREDS, app_pod_labels={"app": "web"})
+
+
+def test_maxmemory_and_policy_by_use() -> None:
+    planned = _plan()
+    cache, jobs = planned.redis_named("cache"), planned.redis_named("jobs")
+    assert cache.maxmemory_bytes == 256 * 1024**2 * 3 // 4
+    assert (cache.eviction_policy, jobs.eviction_policy) == ("allkeys-lru", "noeviction")
+    conf = redis.render_conf(jobs)
+    assert "maxmemory-policy noeviction" in conf
+    assert "appendonly yes" in conf  # persistence asked for
+    assert "requirepass" not in conf  # the password lives in the auth Secret only
+
+
+def test_workers_count_in_the_budget() -> None:
+    planned = _plan()
+    assert planned.budget.client_demand == 10 * 5 + 20 * 2
+
+
+def test_keda_when_served_hpa_otherwise() -> None:
+    with_keda = _objects(_plan(keda=True))
+    without = _objects(_plan(keda=False))
+    assert "ScaledObject/shop-worker-emails" in with_keda
+    assert "TriggerAuthentication/shop-worker-emails-redis" in with_keda
+    assert "HorizontalPodAutoscaler/shop-worker-emails" not in with_keda
+    assert "HorizontalPodAutoscaler/shop-worker-emails" in without
+    assert not any(k.startswith(("ScaledObject/", "TriggerAuthentication/")) for k in without)
+    # An HPA cannot scale to zero: the fallback keeps at least one worker.
+    assert without["HorizontalPodAutoscaler/shop-worker-emails"]["spec"]["minReplicas"] == 1
+    assert with_keda["ScaledObject/shop-worker-emails"]["spec"]["minReplicaCount"] == 0
+
+
+def test_trigger_points_at_the_queue_and_its_password() -> None:
+    objs = _objects(_plan(keda=True))
+    trigger = objs["ScaledObject/shop-worker-emails"]["spec"]["triggers"][0]
+    assert trigger["type"] == "redis"
+    assert trigger["metadata"]["listName"] == "bull:emails:wait"
+    assert trigger["metadata"]["address"] == "shop-redis-jobs.default.svc:6379"
+    auth = objs["TriggerAuthentication/shop-worker-emails-redis"]["spec"]["secretTargetRef"]
+    assert auth == [{"parameter": "password", "name": "shop-redis-jobs-auth", "key": "password"}]
+
+
+def test_worker_deployment_leaves_replicas_to_the_autoscaler() -> None:
+    dep = _objects(_plan())["Deployment/shop-worker-emails"]
+    assert "replicas" not in dep["spec"]
+    pod = dep["spec"]["template"]["spec"]
+    assert pod["terminationGracePeriodSeconds"] == 300
+    assert pod["containers"][0]["envFrom"] == [{"secretRef": {"name": "shop-binding"}}]
+
+
+def test_binding_has_redis_urls() -> None:
+    data = _objects(_plan())["Secret/shop-binding"]["stringData"]
+    assert data["REDIS_CACHE_URL"] == f"redis://:{'a' * 32}@shop-redis-cache.default.svc:6379/0"
+    assert data["REDIS_QUEUE_URL"] == f"redis://:{'b' * 32}@shop-redis-jobs.default.svc:6379/0"
+    assert data["REDIS_URL"] == data["REDIS_CACHE_URL"]
+    assert data["REDIS_JOBS_URL"] == data["REDIS_QUEUE_URL"]
+
+
+def test_pvcs_retained_unless_the_profile_says_so() -> None:
+    sts = _objects(_plan())["StatefulSet/shop-redis-jobs"]["spec"]
+    assert sts["persistentVolumeClaimRetentionPolicy"]["whenDeleted"] == "Retain"
+    cache = {
+        "instances": [
+            {"name": "jobs", "use": "queue", "persistence": {"deleteWithProfile": True}},
+            {"name": "cache", "use": "cache"},
+        ]
+    }
+    sts = _objects(_plan(cache=cache))["StatefulSet/shop-redis-jobs"]["spec"]
+    assert sts["persistentVolumeClaimRetentionPolicy"]["whenDeleted"] == "Delete"
+
+
+def test_network_policy_admits_app_and_workers_only() -> None:
+    policy = _objects(_plan())["NetworkPolicy/shop-redis-jobs"]["spec"]
+    sources = policy["ingress"][0]["from"]
+    selectors = [s["podSelector"]["matchLabels"] for s in sources]
+    assert {"app": "web"} in selectors
+    assert any(s.get("app.kubernetes.io/component") == "worker" for s in selectors)
+
+
+def test_sentinel_ha_objects() -> None:
+    cache = {"instances": [{"name": "ha", "use": "cache", "sentinel": {"replicas": 2}}]}
+    objs = _objects(_plan(cache=cache, queues=[]))
+    assert objs["StatefulSet/shop-redis-ha"]["spec"]["replicas"] == 3
+    assert objs["StatefulSet/shop-redis-ha-sentinel"]["spec"]["replicas"] == 3
+    service = objs["Service/shop-redis-ha"]["spec"]
+    assert service["ports"][0]["port"] == 26379
+    auth = objs["Secret/shop-redis-ha-auth"]["stringData"]
+    assert "sentinel monitor headroom" in auth["sentinel.conf"]
+    assert "c" * 32 not in str(objs["ConfigMap/shop-redis-ha-config"])
+    url = objs["Secret/shop-binding"]["stringData"]["REDIS_URL"]
+    assert url.startswith("redis+sentinel://")
+
+
+def test_app_hpa_and_pdb() -> None:
+    objs = _objects(_plan())
+    hpa = objs["HorizontalPodAutoscaler/shop-app"]["spec"]
+    assert hpa["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"}
+    assert (hpa["minReplicas"], hpa["maxReplicas"]) == (2, 10)
+    assert hpa["metrics"][0]["resource"]["target"]["averageUtilization"] == 50
+    assert hpa["behavior"]["scaleDown"]["stabilizationWindowSeconds"] == 300
+    pdb = objs["PodDisruptionBudget/shop-app"]["spec"]
+    assert pdb == {"maxUnavailable": 1, "selector": {"matchLabels": {"app": "web"}}}
+    off = _objects(_plan(**{"autoscaling": {"enabled": False}}))
+    assert "HorizontalPodAutoscaler/shop-app" not in off
+
+
+def test_render_conf_refuses_unsafe_settings() -> None:
+    inst = dataclasses.replace(_plan().redis_named("cache"), settings={"timeout": "0\nsave x"})
+    with pytest.raises(ValueError, match="unsafe"):
+        redis.render_conf(inst)
+
+
+def test_generated_passwords_are_checked() -> None:
+    with pytest.raises(ValueError):
+        redis.render_auth('bad"password-with-quote')
+
+
+def test_binding_url_quotes_nothing_unsafe() -> None:
+    planned = _plan()
+    url = binding.redis_url(planned, planned.redis_named("cache"), "x" * 20)
+    assert url == f"redis://:{'x' * 20}@shop-redis-cache.default.svc:6379/0"
