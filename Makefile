@@ -59,8 +59,9 @@ cluster-kind: ## (needs Docker) create a kind cluster instead; then export KUBEC
 	@echo "export KUBECONFIG=$(HEADROOM_CACHE)/kind-kubeconfig"
 
 .PHONY: crds
-crds: venv ## regenerate crds/ from the pydantic models
+crds: venv ## regenerate crds/ (and the chart's copy) from the pydantic models
 	$(PY) -m headroom.cli crd > crds/headroom.dev_scalingprofiles.yaml
+	$(PY) hack/sync_chart.py
 
 .PHONY: golden
 golden: venv ## regenerate golden YAML under tests/golden (review the diff!)
@@ -68,8 +69,8 @@ golden: venv ## regenerate golden YAML under tests/golden (review the diff!)
 
 .PHONY: lint
 lint: venv ## ruff, mypy --strict and the import-layer contracts
-	$(VENV)/bin/ruff check operator tests
-	$(VENV)/bin/ruff format --check operator tests
+	$(VENV)/bin/ruff check operator tests hack bench
+	$(VENV)/bin/ruff format --check operator tests hack bench
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
 
@@ -97,6 +98,11 @@ bench: venv ## benchmarks (pgbench through the pooler vs direct); results in ben
 .PHONY: run
 run: venv cluster ## local control plane + CRDs + operator + example profile, then print its status
 	KUBECONFIG=$(CLUSTER_KUBECONFIG) hack/run.sh
+
+.PHONY: deploy
+deploy: ## install CRD + operator manifests into $$KUBECONFIG's cluster (needs the image)
+	kubectl apply --server-side -f crds/
+	kubectl apply -k manifests/
 
 .PHONY: render
 render: venv ## render every example's child objects as YAML (no cluster needed)

@@ -26,3 +26,16 @@ def test_cross_field_rules_name_fields() -> None:
     assert any("spec.app.replicas" in r["message"] for r in rules)
     replica_rules = spec["properties"]["app"]["properties"]["replicas"]["x-kubernetes-validations"]
     assert replica_rules[0]["message"].startswith("spec.app.replicas.min")
+
+
+def test_chart_copies_match() -> None:
+    root = CRD_FILE.parents[1]
+    chart = root / "charts" / "headroom"
+    assert (chart / "crds" / CRD_FILE.name).read_text() == CRD_FILE.read_text(), "make crds"
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("sync_chart", root / "hack" / "sync_chart.py")
+    assert spec is not None and spec.loader is not None
+    sync = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(sync)
+    assert (chart / "files" / "rules.yaml").read_text() == sync.rules_text(), "make crds"

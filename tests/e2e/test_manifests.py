@@ -1,0 +1,64 @@
+"""The install manifests are valid for a real API server: the operator's pod
+passes the restricted Pod Security Standard and its RBAC grants what the
+operator does and nothing it does not."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import kube
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+SA = "system:serviceaccount:headroom-system:headroom"
+
+
+@pytest.fixture(scope="module")
+def installed(kubectl: kube.Kubectl) -> Iterator[None]:
+    kubectl("apply", "--server-side", "--force-conflicts", "-f", str(REPO / "crds"))
+    kubectl("apply", "--server-side", "--force-conflicts", "-k", str(REPO / "manifests"))
+    yield
+    kubectl(
+        "delete", "-k", str(REPO / "manifests"), "--ignore-not-found", "--wait=false", check=False
+    )
+
+
+def test_operator_pod_runs_under_restricted_pod_security(
+    installed: None, kubectl: kube.Kubectl
+) -> None:
+    ns = kube.get_json(kubectl, "namespace", "headroom-system")
+    assert ns["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+    kubectl("rollout", "status", "deployment/headroom", "-n", "headroom-system", "--timeout=90s")
+    pods = kube.get_json(
+        kubectl, "pods", "-n", "headroom-system", "-l", "app.kubernetes.io/name=headroom"
+    )["items"]
+    assert len(pods) == 1 and kube.condition(pods[0], "Ready") == "True"
+
+
+@pytest.mark.parametrize(
+    ("verb", "resource", "allowed"),
+    [
+        ("patch", "scalingprofiles.headroom.dev/status", True),
+        ("create", "deployments.apps", True),
+        ("delete", "statefulsets.apps", True),
+        ("get", "secrets", True),
+        ("create", "scaledobjects.keda.sh", True),
+        ("create", "horizontalpodautoscalers.autoscaling", True),
+        ("create", "events", True),
+        ("watch", "customresourcedefinitions.apiextensions.k8s.io", True),
+        # what it never needs
+        ("delete", "scalingprofiles.headroom.dev", False),
+        ("delete", "customresourcedefinitions.apiextensions.k8s.io", False),
+        ("delete", "persistentvolumeclaims", False),
+        ("create", "pods", False),
+        ("delete", "namespaces", False),
+        ("create", "clusterrolebindings.rbac.authorization.k8s.io", False),
+        ("update", "nodes", False),
+    ],
+)
+def test_rbac_is_least_privilege(
+    installed: None, kubectl: kube.Kubectl, verb: str, resource: str, allowed: bool
+) -> None:
+    proc = kubectl("auth", "can-i", verb, resource, f"--as={SA}", "-n", "default", check=False)
+    assert proc.stdout.strip() == ("yes" if allowed else "no"), proc.stderr
