@@ -22,46 +22,27 @@ def build(plan: plan_mod.Plan, *, app_pod_labels: dict[str, str]) -> list[common
     if not auto.enabled:
         return []
     meta = common.metadata(plan, name=name(plan), component=COMPONENT, app_name="app")
-    hpa = {
-        "apiVersion": "autoscaling/v2",
-        "kind": "HorizontalPodAutoscaler",
-        "metadata": meta,
-        "spec": {
-            "scaleTargetRef": {
-                "apiVersion": "apps/v1",
-                "kind": "Deployment",
-                "name": plan.app.deployment,
+    hpa = common.cpu_hpa(
+        metadata=meta,
+        deployment=plan.app.deployment,
+        min_replicas=auto.min_replicas,
+        max_replicas=auto.max_replicas,
+        cpu_utilization=auto.cpu_utilization,
+        behavior={
+            "scaleDown": {
+                "stabilizationWindowSeconds": auto.scale_down_stabilization_seconds,
+                "policies": [{"type": "Percent", "value": 50, "periodSeconds": 60}],
             },
-            "minReplicas": auto.min_replicas,
-            "maxReplicas": auto.max_replicas,
-            "metrics": [
-                {
-                    "type": "Resource",
-                    "resource": {
-                        "name": "cpu",
-                        "target": {
-                            "type": "Utilization",
-                            "averageUtilization": auto.cpu_utilization,
-                        },
-                    },
-                }
-            ],
-            "behavior": {
-                "scaleDown": {
-                    "stabilizationWindowSeconds": auto.scale_down_stabilization_seconds,
-                    "policies": [{"type": "Percent", "value": 50, "periodSeconds": 60}],
-                },
-                "scaleUp": {
-                    "stabilizationWindowSeconds": auto.scale_up_stabilization_seconds,
-                    "selectPolicy": "Max",
-                    "policies": [
-                        {"type": "Percent", "value": 100, "periodSeconds": 30},
-                        {"type": "Pods", "value": 4, "periodSeconds": 30},
-                    ],
-                },
+            "scaleUp": {
+                "stabilizationWindowSeconds": auto.scale_up_stabilization_seconds,
+                "selectPolicy": "Max",
+                "policies": [
+                    {"type": "Percent", "value": 100, "periodSeconds": 30},
+                    {"type": "Pods", "value": 4, "periodSeconds": 30},
+                ],
             },
         },
-    }
+    )
     objects = [hpa]
     if app_pod_labels:
         objects.append(

@@ -134,3 +134,61 @@ def spread_constraints(selector: dict[str, str]) -> list[Obj]:
 def key_of(obj: Obj) -> str:
     """Stable key of a desired object: ``Kind/name``."""
     return f"{obj['kind']}/{obj['metadata']['name']}"
+
+
+def pod_spec(
+    *,
+    uid: int,
+    selector: dict[str, str],
+    containers: list[Obj],
+    volumes: list[Obj],
+    init_containers: list[Obj] | None = None,
+    grace_seconds: int | None = None,
+) -> Obj:
+    """A restricted pod spec: no API token, no service links, spread over nodes."""
+    spec: Obj = {"automountServiceAccountToken": False, "enableServiceLinks": False}
+    if grace_seconds is not None:
+        spec["terminationGracePeriodSeconds"] = grace_seconds
+    spec["securityContext"] = pod_security_context(uid)
+    spec["topologySpreadConstraints"] = spread_constraints(selector)
+    if init_containers:
+        spec["initContainers"] = init_containers
+    spec["containers"] = containers
+    spec["volumes"] = volumes
+    return spec
+
+
+def deployment_ref(name: str) -> Obj:
+    return {"apiVersion": "apps/v1", "kind": "Deployment", "name": name}
+
+
+def cpu_hpa(
+    *,
+    metadata: Obj,
+    deployment: str,
+    min_replicas: int,
+    max_replicas: int,
+    cpu_utilization: int,
+    behavior: Obj,
+) -> Obj:
+    """autoscaling/v2 HPA of a Deployment on average CPU utilization."""
+    return {
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": metadata,
+        "spec": {
+            "scaleTargetRef": deployment_ref(deployment),
+            "minReplicas": min_replicas,
+            "maxReplicas": max_replicas,
+            "metrics": [
+                {
+                    "type": "Resource",
+                    "resource": {
+                        "name": "cpu",
+                        "target": {"type": "Utilization", "averageUtilization": cpu_utilization},
+                    },
+                }
+            ],
+            "behavior": behavior,
+        },
+    }

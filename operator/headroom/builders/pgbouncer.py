@@ -211,14 +211,12 @@ def build(plan: plan_mod.Plan, creds: common.Credentials) -> list[common.Obj]:
                     "labels": common.labels(plan, component=COMPONENT, name=APP_NAME),
                     "annotations": pod_annotations,
                 },
-                "spec": {
-                    "automountServiceAccountToken": False,
-                    "enableServiceLinks": False,
-                    "terminationGracePeriodSeconds": 60,
-                    "securityContext": common.pod_security_context(RUN_AS),
-                    "topologySpreadConstraints": common.spread_constraints(selector),
-                    "containers": [pgbouncer_container, exporter_container],
-                    "volumes": [
+                "spec": common.pod_spec(
+                    uid=RUN_AS,
+                    selector=selector,
+                    grace_seconds=60,
+                    containers=[pgbouncer_container, exporter_container],
+                    volumes=[
                         {"name": "config", "configMap": {"name": config_name(plan)}},
                         {
                             "name": "auth",
@@ -228,7 +226,7 @@ def build(plan: plan_mod.Plan, creds: common.Credentials) -> list[common.Obj]:
                             },
                         },
                     ],
-                },
+                ),
             },
         },
     }

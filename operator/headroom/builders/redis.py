@@ -310,16 +310,14 @@ def build(
                         "prometheus.io/port": str(plan_mod.REDIS_EXPORTER_PORT),
                     },
                 },
-                "spec": {
-                    "automountServiceAccountToken": False,
-                    "enableServiceLinks": False,
-                    "terminationGracePeriodSeconds": 30,
-                    "securityContext": common.pod_security_context(RUN_AS),
-                    "topologySpreadConstraints": common.spread_constraints(selector),
-                    "initContainers": init_containers,
-                    "containers": [redis_container, _exporter(plan, redis)],
-                    "volumes": volumes,
-                },
+                "spec": common.pod_spec(
+                    uid=RUN_AS,
+                    selector=selector,
+                    grace_seconds=30,
+                    init_containers=init_containers,
+                    containers=[redis_container, _exporter(plan, redis)],
+                    volumes=volumes,
+                ),
             },
         },
     }
@@ -444,12 +442,10 @@ def _sentinel_objects(
                         **selector,
                     }
                 },
-                "spec": {
-                    "automountServiceAccountToken": False,
-                    "enableServiceLinks": False,
-                    "securityContext": common.pod_security_context(RUN_AS),
-                    "topologySpreadConstraints": common.spread_constraints(selector),
-                    "initContainers": [
+                "spec": common.pod_spec(
+                    uid=RUN_AS,
+                    selector=selector,
+                    init_containers=[
                         {
                             "name": "config",
                             "image": redis.image,
@@ -460,7 +456,7 @@ def _sentinel_objects(
                             "securityContext": common.container_security_context(),
                         }
                     ],
-                    "containers": [
+                    containers=[
                         {
                             "name": "sentinel",
                             "image": redis.image,
@@ -477,12 +473,12 @@ def _sentinel_objects(
                             "volumeMounts": mounts,
                         }
                     ],
-                    "volumes": [
+                    volumes=[
                         {"name": "config", "configMap": {"name": config_name}},
                         {"name": "auth", "secret": {"secretName": auth_secret_name(plan, redis)}},
                         {"name": "work", "emptyDir": {}},
                     ],
-                },
+                ),
             },
         },
     }

@@ -68,16 +68,14 @@ def _deployment(plan: plan_mod.Plan, queue: plan_mod.QueuePlan) -> common.Obj:
                         **selector,
                     }
                 },
-                "spec": {
-                    "automountServiceAccountToken": False,
-                    "enableServiceLinks": False,
+                "spec": common.pod_spec(
+                    uid=RUN_AS,
+                    selector=selector,
                     # scale-down must not kill jobs in flight
-                    "terminationGracePeriodSeconds": queue.grace_seconds,
-                    "securityContext": common.pod_security_context(RUN_AS),
-                    "topologySpreadConstraints": common.spread_constraints(selector),
-                    "containers": [container],
-                    "volumes": [{"name": "tmp", "emptyDir": {}}],
-                },
+                    grace_seconds=queue.grace_seconds,
+                    containers=[container],
+                    volumes=[{"name": "tmp", "emptyDir": {}}],
+                ),
             },
         },
     }
@@ -114,11 +112,7 @@ def _keda(plan: plan_mod.Plan, queue: plan_mod.QueuePlan) -> list[common.Obj]:
         "kind": "ScaledObject",
         "metadata": _meta(plan, queue, deployment_name(plan, queue)),
         "spec": {
-            "scaleTargetRef": {
-                "apiVersion": "apps/v1",
-                "kind": "Deployment",
-                "name": deployment_name(plan, queue),
-            },
+            "scaleTargetRef": common.deployment_ref(deployment_name(plan, queue)),
             "minReplicaCount": queue.min_replicas,
             "maxReplicaCount": queue.max_replicas,
             "pollingInterval": 15,
@@ -136,33 +130,14 @@ def _keda(plan: plan_mod.Plan, queue: plan_mod.QueuePlan) -> list[common.Obj]:
 
 
 def _hpa(plan: plan_mod.Plan, queue: plan_mod.QueuePlan) -> common.Obj:
-    return {
-        "apiVersion": "autoscaling/v2",
-        "kind": "HorizontalPodAutoscaler",
-        "metadata": _meta(plan, queue, deployment_name(plan, queue)),
-        "spec": {
-            "scaleTargetRef": {
-                "apiVersion": "apps/v1",
-                "kind": "Deployment",
-                "name": deployment_name(plan, queue),
-            },
-            "minReplicas": queue.min_replicas,
-            "maxReplicas": queue.max_replicas,
-            "metrics": [
-                {
-                    "type": "Resource",
-                    "resource": {
-                        "name": "cpu",
-                        "target": {
-                            "type": "Utilization",
-                            "averageUtilization": queue.cpu_utilization,
-                        },
-                    },
-                }
-            ],
-            "behavior": {"scaleDown": {"stabilizationWindowSeconds": 300}},
-        },
-    }
+    return common.cpu_hpa(
+        metadata=_meta(plan, queue, deployment_name(plan, queue)),
+        deployment=deployment_name(plan, queue),
+        min_replicas=queue.min_replicas,
+        max_replicas=queue.max_replicas,
+        cpu_utilization=queue.cpu_utilization,
+        behavior={"scaleDown": {"stabilizationWindowSeconds": 300}},
+    )
 
 
 def build(plan: plan_mod.Plan, queue: plan_mod.QueuePlan) -> list[common.Obj]:

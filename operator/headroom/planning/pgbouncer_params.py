@@ -12,6 +12,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from headroom.planning import values
+
 # Values are rendered unquoted after "key = ", so only characters that cannot
 # end the line or start a new directive are allowed in free-text values.
 _SAFE_TEXT = re.compile(r"^[A-Za-z0-9_ ,.:;()=*'-]{0,200}$")
@@ -97,21 +99,16 @@ def check(key: str, value: str, *, version: tuple[int, int]) -> str | None:
         need = ".".join(str(part) for part in param.min_version)
         have = ".".join(str(part) for part in version)
         return f"needs PgBouncer >= {need} (spec.pooler.version is {have})"
-    if "\n" in value or "\r" in value or "\x00" in value:
-        return "must be a single line"
+    problem = values.multi_line(value)
+    if problem:
+        return problem
     if param.kind == "int":
-        if not re.fullmatch(r"-?[0-9]{1,10}", value.strip()):
-            return f"must be an integer, got {value!r}"
-        number = int(value)
-        if not param.low <= number <= param.high:
-            return f"must be between {param.low} and {param.high}, got {number}"
-    elif param.kind == "bool":
-        if value not in ("0", "1"):
-            return f"must be 0 or 1, got {value!r}"
-    elif param.kind == "enum":
-        if value not in param.choices:
-            return f"must be one of {', '.join(param.choices)}, got {value!r}"
-    elif param.kind == "idents":
+        return values.integer(value, low=param.low, high=param.high)
+    if param.kind == "bool":
+        return values.choice(value, ("0", "1"))
+    if param.kind == "enum":
+        return values.choice(value, param.choices)
+    if param.kind == "idents":
         if not _IDENT_LIST.fullmatch(value):
             return f"must be a comma-separated list of parameter names, got {value!r}"
     elif not _SAFE_TEXT.fullmatch(value):

@@ -10,6 +10,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from headroom.planning import values
+
 _UNITS = {
     "": 1,
     "K": 1000,
@@ -68,19 +70,15 @@ def check(key: str, value: str) -> str | None:
             + ", ".join(sorted(ALLOWED))
             + "); memory, eviction, persistence, auth and network are managed by Headroom"
         )
-    if "\n" in value or "\r" in value or "\x00" in value:
-        return "must be a single line"
+    problem = values.multi_line(value)
+    if problem:
+        return problem
     if setting.kind == "int":
-        if not re.fullmatch(r"-?[0-9]{1,10}", value):
-            return f"must be an integer, got {value!r}"
-        if not setting.low <= int(value) <= setting.high:
-            return f"must be between {setting.low} and {setting.high}, got {value}"
-    elif setting.kind == "yesno":
-        if value not in ("yes", "no"):
-            return f"must be yes or no, got {value!r}"
-    elif setting.kind == "enum":
-        if value not in setting.choices:
-            return f"must be one of {', '.join(setting.choices)}, got {value!r}"
-    elif not _FLAGS.fullmatch(value):
+        return values.integer(value, low=setting.low, high=setting.high)
+    if setting.kind == "yesno":
+        return values.choice(value, ("yes", "no"))
+    if setting.kind == "enum":
+        return values.choice(value, setting.choices)
+    if not _FLAGS.fullmatch(value):
         return f"must be keyspace event flags (KEg$lshzxetmdnA), got {value!r}"
     return None
