@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Installs what `make run` and `make test` need on a fresh Debian machine:
 # the data-plane programs the conformance tests run (pgbouncer, postgres,
-# redis-server), openssl for the control plane's certificates, then the
+# redis-server, redis-sentinel), openssl for the control plane's certificates, then the
 # Python venv and the Go-built control plane (both cached, so a re-run is quick).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(pgbouncer postgresql-15 postgresql-client-15 redis-server openssl curl)
+packages=(pgbouncer postgresql-15 postgresql-client-15 redis-server redis-sentinel openssl curl)
 missing=()
 for pkg in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
@@ -17,7 +17,7 @@ if ((${#missing[@]})); then
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
   # Debian starts the packaged services; the tests run their own on free ports.
-  for svc in postgresql redis-server pgbouncer; do
+  for svc in postgresql redis-server redis-sentinel pgbouncer; do
     $sudo service "$svc" stop >/dev/null 2>&1 || true
   done
 fi

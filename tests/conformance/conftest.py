@@ -1,5 +1,6 @@
 """Fixtures for the conformance suite: Headroom's rendered configs run in the
-real programs (Postgres 15, PgBouncer) on 127.0.0.1.
+real programs (Postgres 15, PgBouncer, redis-server and redis-sentinel 7.0) on
+127.0.0.1.
 
 * ``database`` (session): a throwaway Postgres 15 (SCRAM auth, max_connections
   100, superuser_reserved_connections 3) with role and database ``app``,
@@ -8,8 +9,13 @@ real programs (Postgres 15, PgBouncer) on 127.0.0.1.
 * ``start_pgbouncer`` (per test): ``start_pgbouncer(ini, userlist)`` runs
   pgbouncer in a private dir, returns once it accepts connections and stops it
   at teardown. ``ini`` may be a function of (listen_port, auth_file).
+* ``start_redis`` (per test): ``start_redis(conf, files=..., password=...,
+  sentinel=False)`` runs redis-server (or redis-sentinel) on a free port in a
+  private dir, returns once it answers PING and stops it at teardown. ``conf``
+  may be a function of (port, private dir).
 
-The servers run as the ``postgres`` user when the tests run as root. Without
+Postgres and PgBouncer run as the ``postgres`` user when the tests run as root
+(Redis runs as whoever runs the tests). Without
 the binaries the tests are skipped, unless $CI is set: then they fail. Every
 test here is marked ``conformance``. When a test fails, the logs of the servers
 it used are attached to the report.
@@ -29,6 +35,7 @@ CONF_DIR = Path(__file__).resolve().parent
 if str(CONF_DIR) not in sys.path:
     sys.path.insert(0, str(CONF_DIR))
 
+import redis_servers  # noqa: E402
 import servers  # noqa: E402
 
 APP_USER = "app"
@@ -40,6 +47,7 @@ LOG_TAIL = 4000
 
 _BOUNCERS = pytest.StashKey[list[servers.PgBouncer]]()
 _POSTGRES = pytest.StashKey[servers.Postgres]()
+_REDIS = pytest.StashKey[list[redis_servers.RedisProcess]]()
 
 
 def _in_conformance(item: pytest.Item) -> bool:
@@ -69,6 +77,10 @@ def pytest_runtest_makereport(
         if postgres is not None and postgres.dir is not None:
             text = postgres.log.read_text(errors="replace") if postgres.log.exists() else ""
             report.sections.append((f"postgres log (port {postgres.port})", text[-LOG_TAIL:]))
+        for process in item.stash.get(_REDIS, []):
+            name = f"{process.kind} (port {process.port})"
+            report.sections.append((f"{name} log", process.log_text()[-LOG_TAIL:]))
+            report.sections.append((f"{name} config", process.current_config()))
     return report
 
 
@@ -120,3 +132,77 @@ def start_pgbouncer(
     finally:
         for bouncer in reversed(started):
             bouncer.stop()
+
+
+def _missing(err: Exception, what: str) -> None:
+    if os.environ.get("CI"):
+        pytest.fail(f"conformance tests cannot run on CI: {err}", pytrace=False)
+    pytest.skip(f"conformance tests need {what}: {err}")
+
+
+@pytest.fixture(scope="session")
+def redis_tools() -> redis_servers.RedisTools:
+    """redis-server (and redis-sentinel when installed); skip (fail on CI) without it."""
+    try:
+        return redis_servers.find_redis()
+    except redis_servers.ToolsMissingError as err:
+        _missing(err, "redis-server")
+        raise
+
+
+@pytest.fixture
+def need_sentinel(redis_tools: redis_servers.RedisTools) -> None:
+    """Skip (fail on CI) up front when redis-sentinel is not installed."""
+    if redis_tools.sentinel is None:
+        _missing(_NO_SENTINEL, "redis-sentinel")
+
+
+_NO_SENTINEL = redis_servers.ToolsMissingError(
+    "missing redis-sentinel (on PATH or $HEADROOM_REDIS_SENTINEL; "
+    "on Debian: apt-get install redis-sentinel)"
+)
+
+
+@pytest.fixture
+def start_redis(
+    redis_tools: redis_servers.RedisTools, request: pytest.FixtureRequest
+) -> Iterator[Callable[..., redis_servers.RedisProcess]]:
+    """``start_redis(conf, *, files=None, password=None, sentinel=False) -> RedisProcess``.
+
+    ``files`` (name -> text) are written beside the config; ``password`` is what
+    ``.client()`` authenticates with. With ``sentinel`` it runs redis-sentinel
+    (skipped, or failed on CI, when that is not installed). Raises ServerError
+    (with the log) when the process does not start; every process started is
+    stopped and its dir removed at teardown.
+    """
+    started: list[redis_servers.RedisProcess] = []
+    request.node.stash[_REDIS] = started
+
+    def start(
+        conf: redis_servers.Config,
+        *,
+        files: dict[str, str] | None = None,
+        password: str | None = None,
+        sentinel: bool = False,
+    ) -> redis_servers.RedisProcess:
+        binary = redis_tools.server
+        if sentinel:
+            if redis_tools.sentinel is None:
+                _missing(_NO_SENTINEL, "redis-sentinel")
+            assert redis_tools.sentinel is not None
+            binary = redis_tools.sentinel
+        process = redis_servers.RedisProcess(
+            binary,
+            conf,
+            files=files,
+            password=password,
+            kind="sentinel" if sentinel else "redis",
+        )
+        started.append(process)
+        return process.start()
+
+    try:
+        yield start
+    finally:
+        for process in reversed(started):
+            process.stop()

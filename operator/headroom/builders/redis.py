@@ -93,7 +93,7 @@ def render_conf(
         _line("tcp-keepalive", "60"),
         _line("timeout", "0"),
     ]
-    lines += [_line(key, value) for key, value in redis.settings.items()]
+    lines += [_line(key, value or '""') for key, value in redis.settings.items()]
     lines.append(_line("include", auth_file))
     return "\n".join(lines) + "\n"
 
