@@ -15,8 +15,8 @@ Runs, each for --duration seconds (pgbench -S, scale 1):
 Writes a Markdown table (TPS, average latency, failed connections, peak server
 connections) and the machine it ran on to --out, and prints it. Servers listen
 on 127.0.0.1 only, on free ports, and are removed afterwards; as root they run
-as the ``postgres`` user. Uses the same server helpers as the conformance tests
-(tests/conformance/servers.py).
+as the ``postgres`` user. Uses the same server helpers, plan and pgbouncer.ini
+rendering as the conformance tests (tests/conformance/servers.py).
 
     .venv/bin/python bench/pooler_bench.py [--out bench/results/pooler.md] [--duration 15]
 """
@@ -40,8 +40,6 @@ for path in (REPO / "operator", REPO / "tests" / "conformance"):
 
 import servers  # noqa: E402
 
-from headroom.api import v1alpha1  # noqa: E402
-from headroom.builders import pgbouncer  # noqa: E402
 from headroom.planning import plan as plan_mod  # noqa: E402
 
 DEFAULT_OUT = REPO / "bench" / "results" / "pooler.md"
@@ -65,30 +63,17 @@ class Row:
 
 
 def make_plan(port: int) -> plan_mod.Plan:
-    profile = v1alpha1.parse_profile(
-        {
-            "apiVersion": "headroom.dev/v1alpha1",
-            "kind": "ScalingProfile",
-            "metadata": {"name": "bench", "namespace": "default", "uid": "bench"},
-            "spec": {
-                "app": {
-                    "deployment": "web",
-                    "replicas": {"min": 1, "max": MAX_REPLICAS},
-                    "poolSizePerPod": POOL_PER_POD,
-                },
-                "database": {
-                    "host": servers.HOST,
-                    "port": port,
-                    "name": "app",
-                    "credentialsSecret": {"name": "db"},
-                    "maxConnections": MAX_CONNECTIONS,
-                    "superuserReservedConnections": SUPERUSER_RESERVED,
-                },
-                "pooler": {"instances": 1, "poolMode": "transaction", "version": "1.18"},
-            },
-        }
+    plan = servers.pooler_plan(
+        name="bench",
+        uid="bench",
+        port=port,
+        dbname="app",
+        max_replicas=MAX_REPLICAS,
+        pool_per_pod=POOL_PER_POD,
+        max_connections=MAX_CONNECTIONS,
+        superuser_reserved_connections=SUPERUSER_RESERVED,
+        version="1.18",
     )
-    plan = plan_mod.plan(profile)
     if not plan.ok:
         raise SystemExit(f"profile does not plan: {plan.problem_text()}")
     if plan.budget.max_client_conn < LARGE:
@@ -123,12 +108,9 @@ def fmt(value: float | None, digits: int) -> str:
 
 
 def run(
-    tools: servers.Tools,
-    db: servers.Postgres,
+    app: servers.AppDatabase,
     *,
     port: int,
-    user: str,
-    password: str,
     clients: int,
     jobs: int,
     duration: int,
@@ -140,19 +122,15 @@ def run(
     when a running PgBouncer keeps its idle server connections).
     """
     if settle:
-        servers.wait_until(lambda: db.backends(user) == 0, timeout=60, what="idle Postgres")
+        app.wait_for_no_app_backends()
     # pgbench's -T clock includes the initial connections (a SCRAM login each,
     # seconds for thousands of clients): when they ate the run, run again with
     # -T stretched by the measured connection time.
     stretch = 0
-    with servers.Sampler(lambda: db.backends(user), interval=0.2) as seen:
+    with servers.Sampler(app.backends, interval=0.2) as seen:
         for _ in range(2):
-            result = servers.run_pgbench(
-                tools,
-                port=port,
-                user=user,
-                password=password,
-                dbname="app",
+            result = app.pgbench(
+                port,
                 clients=clients,
                 jobs=min(jobs, clients),
                 duration=duration + stretch,
@@ -263,24 +241,19 @@ def main(argv: list[str] | None = None) -> int:
         print("starting Postgres and loading pgbench -i -s 1 ...", file=sys.stderr)
         db.start()
         db.create_app(user, password, "app", scale=1)
+        app = servers.AppDatabase(db, user, password, "app")
         plan = make_plan(db.port)
-        userlist = pgbouncer.render_userlist({user: password, plan_mod.STATS_USER: stats_password})
-
-        def ini(port: int, auth_file: str) -> str:
-            return pgbouncer.render_ini(
-                plan, listen_addr=servers.HOST, listen_port=port, auth_file=auth_file
-            )
-
-        common = {"user": user, "password": password, "jobs": args.jobs, "duration": args.duration}
-        with servers.PgBouncer(tools, ini, userlist) as bouncer:
+        userlist = app.userlist(stats_password)
+        common = {"jobs": args.jobs, "duration": args.duration}
+        with servers.PgBouncer(tools, servers.ini_for(plan), userlist) as bouncer:
             print(f"(a) {SMALL} clients direct", file=sys.stderr)
-            result, peak = run(tools, db, port=db.port, clients=SMALL, **common)
+            result, peak = run(app, port=db.port, clients=SMALL, **common)
             rows.append(Row("a", SMALL, "direct", result, peak, len(result.connection_errors)))
             print(f"(b) {SMALL} clients through PgBouncer", file=sys.stderr)
-            result, peak = run(tools, db, port=bouncer.port, clients=SMALL, **common)
+            result, peak = run(app, port=bouncer.port, clients=SMALL, **common)
             rows.append(Row("b", SMALL, "PgBouncer", result, peak, len(result.connection_errors)))
             print(f"(c) {LARGE} clients through PgBouncer", file=sys.stderr)
-            result, peak = run(tools, db, port=bouncer.port, clients=LARGE, settle=False, **common)
+            result, peak = run(app, port=bouncer.port, clients=LARGE, settle=False, **common)
             rows.append(
                 Row(
                     "c",
@@ -294,11 +267,9 @@ def main(argv: list[str] | None = None) -> int:
                 )
             )
         print(f"(d) {LARGE} clients direct", file=sys.stderr)
-        result, peak = run(tools, db, port=db.port, clients=LARGE, **common)
-        servers.wait_until(lambda: db.backends(user) == 0, timeout=60, what="idle Postgres")
-        probe = servers.probe_connections(
-            db.port, user=user, password=password, dbname="app", count=LARGE
-        )
+        result, peak = run(app, port=db.port, clients=LARGE, **common)
+        app.wait_for_no_app_backends()
+        probe = app.probe(db.port, count=LARGE)
         first = next((e for e in result.stderr.splitlines() if "FATAL" in e), "no FATAL seen")
         refused = "; ".join(f"{count:,} `{message}`" for message, count in probe.refused.items())
         rows.append(

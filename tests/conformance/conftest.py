@@ -23,10 +23,12 @@ it used are attached to the report.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
@@ -48,6 +50,8 @@ LOG_TAIL = 4000
 _BOUNCERS = pytest.StashKey[list[servers.PgBouncer]]()
 _POSTGRES = pytest.StashKey[servers.Postgres]()
 _REDIS = pytest.StashKey[list[redis_servers.RedisProcess]]()
+Process = TypeVar("Process", bound=servers.ServerProcess)
+Found = TypeVar("Found")
 
 
 def _in_conformance(item: pytest.Item) -> bool:
@@ -75,8 +79,9 @@ def pytest_runtest_makereport(
             report.sections.append((f"pgbouncer.ini (port {bouncer.port})", bouncer.ini_text))
         postgres = item.config.stash.get(_POSTGRES, None)
         if postgres is not None and postgres.dir is not None:
-            text = postgres.log.read_text(errors="replace") if postgres.log.exists() else ""
-            report.sections.append((f"postgres log (port {postgres.port})", text[-LOG_TAIL:]))
+            report.sections.append(
+                (f"postgres log (port {postgres.port})", postgres.log_text()[-LOG_TAIL:])
+            )
         for process in item.stash.get(_REDIS, []):
             name = f"{process.kind} (port {process.port})"
             report.sections.append((f"{name} log", process.log_text()[-LOG_TAIL:]))
@@ -84,15 +89,40 @@ def pytest_runtest_makereport(
     return report
 
 
+def _missing(err: Exception, what: str) -> None:
+    if os.environ.get("CI"):
+        pytest.fail(f"conformance tests cannot run on CI: {err}", pytrace=False)
+    pytest.skip(f"conformance tests need {what}: {err}")
+
+
+def _found(find: Callable[[], Found], what: str) -> Found:
+    """``find()``; skip (fail on CI) when it raises ToolsMissingError."""
+    try:
+        return find()
+    except servers.ToolsMissingError as err:
+        _missing(err, what)
+        raise
+
+
+@contextlib.contextmanager
+def _stopped_at_teardown(
+    request: pytest.FixtureRequest, key: pytest.StashKey[list[Process]]
+) -> Iterator[list[Process]]:
+    """A list for the processes a fixture starts, stashed on the test under ``key``
+    (for the failure report); every one is stopped, last started first, on exit."""
+    started: list[Process] = []
+    request.node.stash[key] = started
+    try:
+        yield started
+    finally:
+        for process in reversed(started):
+            process.stop()
+
+
 @pytest.fixture(scope="session")
 def tools() -> servers.Tools:
     """The Postgres 15 and PgBouncer binaries; skip (fail on CI) without them."""
-    try:
-        return servers.find_tools()
-    except servers.ToolsMissingError as err:
-        if os.environ.get("CI"):
-            pytest.fail(f"conformance tests cannot run on CI: {err}", pytrace=False)
-        pytest.skip(f"conformance tests need Postgres 15 and PgBouncer: {err}")
+    return _found(servers.find_tools, "Postgres 15 and PgBouncer")
 
 
 @pytest.fixture(scope="session")
@@ -119,35 +149,20 @@ def start_pgbouncer(
     Every PgBouncer started is stopped at teardown.
     """
     servers.raise_nofile(NOFILE)
-    started: list[servers.PgBouncer] = []
-    request.node.stash[_BOUNCERS] = started
+    with _stopped_at_teardown(request, _BOUNCERS) as started:
 
-    def start(ini: str | Callable[[int, str], str], userlist: str) -> servers.PgBouncer:
-        bouncer = servers.PgBouncer(tools, ini, userlist)
-        started.append(bouncer)
-        return bouncer.start()
+        def start(ini: str | Callable[[int, str], str], userlist: str) -> servers.PgBouncer:
+            bouncer = servers.PgBouncer(tools, ini, userlist)
+            started.append(bouncer)
+            return bouncer.start()
 
-    try:
         yield start
-    finally:
-        for bouncer in reversed(started):
-            bouncer.stop()
-
-
-def _missing(err: Exception, what: str) -> None:
-    if os.environ.get("CI"):
-        pytest.fail(f"conformance tests cannot run on CI: {err}", pytrace=False)
-    pytest.skip(f"conformance tests need {what}: {err}")
 
 
 @pytest.fixture(scope="session")
 def redis_tools() -> redis_servers.RedisTools:
     """redis-server (and redis-sentinel when installed); skip (fail on CI) without it."""
-    try:
-        return redis_servers.find_redis()
-    except redis_servers.ToolsMissingError as err:
-        _missing(err, "redis-server")
-        raise
+    return _found(redis_servers.find_redis, "redis-server")
 
 
 @pytest.fixture
@@ -175,34 +190,29 @@ def start_redis(
     (with the log) when the process does not start; every process started is
     stopped and its dir removed at teardown.
     """
-    started: list[redis_servers.RedisProcess] = []
-    request.node.stash[_REDIS] = started
+    with _stopped_at_teardown(request, _REDIS) as started:
 
-    def start(
-        conf: redis_servers.Config,
-        *,
-        files: dict[str, str] | None = None,
-        password: str | None = None,
-        sentinel: bool = False,
-    ) -> redis_servers.RedisProcess:
-        binary = redis_tools.server
-        if sentinel:
-            if redis_tools.sentinel is None:
-                _missing(_NO_SENTINEL, "redis-sentinel")
-            assert redis_tools.sentinel is not None
-            binary = redis_tools.sentinel
-        process = redis_servers.RedisProcess(
-            binary,
-            conf,
-            files=files,
-            password=password,
-            kind="sentinel" if sentinel else "redis",
-        )
-        started.append(process)
-        return process.start()
+        def start(
+            conf: redis_servers.Config,
+            *,
+            files: dict[str, str] | None = None,
+            password: str | None = None,
+            sentinel: bool = False,
+        ) -> redis_servers.RedisProcess:
+            binary = redis_tools.server
+            if sentinel:
+                if redis_tools.sentinel is None:
+                    _missing(_NO_SENTINEL, "redis-sentinel")
+                assert redis_tools.sentinel is not None
+                binary = redis_tools.sentinel
+            process = redis_servers.RedisProcess(
+                binary,
+                conf,
+                files=files,
+                password=password,
+                kind="sentinel" if sentinel else "redis",
+            )
+            started.append(process)
+            return process.start()
 
-    try:
         yield start
-    finally:
-        for process in reversed(started):
-            process.stop()

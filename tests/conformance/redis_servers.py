@@ -3,8 +3,9 @@ RESP2 client (no redis-py), for the conformance tests.
 
 Like servers.py it must not import pytest. Every process listens on 127.0.0.1
 only, on a free port, with its config, data and log in a private temp dir,
-and is stopped (SIGTERM, then SIGKILL) and its dir removed by ``stop()``.
-Redis runs fine as root, so there is no user switch here.
+and is stopped (SIGTERM, then SIGKILL) and its dir removed by ``stop()``: the
+start/stop machinery is servers.ServerProcess, shared with Postgres and
+PgBouncer. Redis runs fine as root, so there is no user switch here.
 
 Binaries: ``$HEADROOM_REDIS_SERVER`` / ``$HEADROOM_REDIS_SENTINEL`` (default:
 ``redis-server`` / ``redis-sentinel`` on PATH, then /usr/bin).
@@ -13,18 +14,24 @@ Binaries: ``$HEADROOM_REDIS_SERVER`` / ``$HEADROOM_REDIS_SENTINEL`` (default:
 from __future__ import annotations
 
 import contextlib
-import os
-import shutil
-import signal
 import socket
 import subprocess
-import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
-from servers import HOST, ServerError, ToolsMissingError, free_port, wait_until
+from servers import (
+    HOST,
+    ServerError,
+    ServerProcess,
+    ToolsMissingError,
+    find_binary,
+    free_port,
+    private_dir,
+    wait_until,
+    write_private,
+)
 
 __all__ = [
     "HOST",
@@ -56,22 +63,16 @@ class RedisTools:
         return proc.stdout.strip()
 
 
-def _binary(env: str, name: str) -> Path | None:
-    found = os.environ.get(env) or shutil.which(name)
-    if not found and os.access(f"/usr/bin/{name}", os.X_OK):
-        found = f"/usr/bin/{name}"
-    return Path(found) if found and os.access(found, os.X_OK) else None
-
-
 def find_redis() -> RedisTools:
     """Locate redis-server (required) and redis-sentinel (optional)."""
-    server = _binary("HEADROOM_REDIS_SERVER", "redis-server")
+    server = find_binary("HEADROOM_REDIS_SERVER", "redis-server", "/usr/bin")
     if server is None:
         raise ToolsMissingError(
             "missing redis-server (on PATH or $HEADROOM_REDIS_SERVER; "
             "on Debian: apt-get install redis-server)"
         )
-    return RedisTools(server=server, sentinel=_binary("HEADROOM_REDIS_SENTINEL", "redis-sentinel"))
+    sentinel = find_binary("HEADROOM_REDIS_SENTINEL", "redis-sentinel", "/usr/bin")
+    return RedisTools(server=server, sentinel=sentinel)
 
 
 class ReplyError(Exception):
@@ -174,7 +175,7 @@ class Redis:
         return str(values[name])
 
 
-class RedisProcess:
+class RedisProcess(ServerProcess):
     """redis-server (or redis-sentinel) running a config in a private dir.
 
     The config file is ``<dir>/redis.conf`` (Sentinel rewrites it in place),
@@ -192,31 +193,17 @@ class RedisProcess:
         kind: str = "redis",
         start_timeout: float = 30,
     ) -> None:
+        super().__init__(program=kind, log_name=LOG_FILE, start_timeout=start_timeout)
         self.binary = binary
         self.config = config
         self.files = dict(files or {})
         self.password = password
         self.kind = kind
-        self.start_timeout = start_timeout
-        self.dir: Path | None = None
-        self.port = 0
-        self.proc: subprocess.Popen[bytes] | None = None
         self.config_text = ""
 
     @property
     def conf_path(self) -> Path:
-        assert self.dir is not None
-        return self.dir / "redis.conf"
-
-    @property
-    def log(self) -> Path:
-        assert self.dir is not None
-        return self.dir / LOG_FILE
-
-    def log_text(self) -> str:
-        if self.dir is None or not self.log.exists():
-            return ""
-        return self.log.read_text(errors="replace")
+        return self.in_dir("redis.conf")
 
     def current_config(self) -> str:
         """The config file as it is now (Sentinel and CONFIG REWRITE change it)."""
@@ -224,63 +211,44 @@ class RedisProcess:
             return self.conf_path.read_text(errors="replace")
         return self.config_text
 
-    def start(self) -> RedisProcess:
+    def start(self) -> Self:
         if self.dir is None:
-            self.dir = Path(tempfile.mkdtemp(prefix=f"headroom-{self.kind}-"))
+            self.dir = private_dir(f"headroom-{self.kind}-")
         for name, text in self.files.items():
-            path = self.dir / name
-            path.write_text(text)
-            path.chmod(0o600)
-        for attempt in range(3):
-            self.port = free_port()
-            text = self.config(self.port, self.dir) if callable(self.config) else self.config
-            self.config_text = text
-            self.conf_path.write_text(text)
-            self.conf_path.chmod(0o600)
-            self._launch()
-            try:
-                wait_until(
-                    self._ready,
-                    timeout=self.start_timeout,
-                    what=f"{self.kind} on port {self.port}",
-                )
-            except (ServerError, TimeoutError) as err:
-                self._terminate()
-                if attempt < 2 and "Address already in use" in self.log_text():
-                    continue  # lost the race for the port: take another one
-                raise ServerError(f"{err}\n--- {self.log} ---\n{self.log_text()[-4000:]}") from None
-            return self
-        raise AssertionError("unreachable")
-
-    def restart(self) -> RedisProcess:
-        """Stop (SIGTERM: a clean shutdown) and start again on the same port, dir and
-        config file (as the server may have rewritten it)."""
-        self._terminate()
-        self._launch()
+            write_private(self.in_dir(name), text)
         try:
-            wait_until(self._ready, timeout=self.start_timeout, what=f"{self.kind} restart")
+            self._launch_until_ready(
+                self._launch_on_free_port, what=f"{self.kind} on port {{port}}", attempts=3
+            )
         except (ServerError, TimeoutError) as err:
-            self._terminate()
-            raise ServerError(f"{err}\n--- {self.log} ---\n{self.log_text()[-4000:]}") from None
+            raise self._start_failed(err) from None
         return self
 
-    def _launch(self) -> None:
-        assert self.dir is not None
-        with self.log.open("ab") as log:
-            self.proc = subprocess.Popen(
-                [str(self.binary), str(self.conf_path)],
-                cwd=self.dir,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+    def restart(self) -> Self:
+        """Stop (SIGTERM: a clean shutdown) and start again on the same port, dir and
+        config file (as the server may have rewritten it)."""
+        self._halt()
+        try:
+            self._launch_until_ready(self._launch, what=f"{self.kind} restart", attempts=1)
+        except (ServerError, TimeoutError) as err:
+            raise self._start_failed(err) from None
+        return self
 
-    def _ready(self) -> bool:
-        assert self.proc is not None
-        code = self.proc.poll()
-        if code is not None:
-            raise ServerError(f"{self.kind} exited with {code} before accepting connections")
+    def _start_failed(self, err: Exception) -> ServerError:
+        return ServerError(f"{err}\n--- {self.log} ---\n{self.log_text()[-4000:]}")
+
+    def _launch_on_free_port(self) -> None:
+        assert self.dir is not None
+        self.port = free_port()
+        text = self.config(self.port, self.dir) if callable(self.config) else self.config
+        self.config_text = text
+        write_private(self.conf_path, text)
+        self._launch()
+
+    def _launch(self) -> None:
+        self._spawn([str(self.binary), str(self.conf_path)])
+
+    def _accepting(self) -> bool:
         try:
             with Redis(self.port, timeout=2) as conn:
                 reply = conn.try_call("PING")
@@ -304,27 +272,3 @@ class RedisProcess:
             if self.proc.poll() is None:
                 self.proc.kill()
             self.proc.wait(timeout=30)
-
-    def _terminate(self) -> None:
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=15)
-        self.proc = None
-
-    def stop(self) -> None:
-        self._terminate()
-        if self.dir is not None:
-            shutil.rmtree(self.dir, ignore_errors=True)
-            self.dir = None
-
-    def __enter__(self) -> RedisProcess:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()

@@ -1,12 +1,15 @@
 """Throwaway Postgres 15 and PgBouncer on 127.0.0.1, driven through their CLIs
 (psql, pg_isready, pgbench), plus a tiny SCRAM-only client that opens many
-connections at once and counts the refused ones.
+connections at once and counts the refused ones, and the Headroom plan and
+pgbouncer.ini that the pooler tests and the benchmark run.
 
 Shared by the conformance tests (tests/conformance/conftest.py) and
 bench/pooler_bench.py, so it must not import pytest. Every server listens on
 127.0.0.1 only, on a free port, with its data, config, socket and log in a
 private temp dir. Started as root, the servers run as the ``postgres`` system
 user (Postgres refuses to run as root); otherwise as the current user.
+``ServerProcess``, the start/stop machinery of Postgres and PgBouncer, is also
+the base of redis_servers.RedisProcess.
 
 Binaries: ``$HEADROOM_PG_BINDIR`` (default /usr/lib/postgresql/15/bin) for
 initdb, pg_ctl, postgres, psql, pg_isready and pgbench; ``$HEADROOM_PGBOUNCER``
@@ -36,7 +39,11 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
+
+from headroom.api import v1alpha1
+from headroom.builders import pgbouncer
+from headroom.planning import plan as plan_mod
 
 HOST = "127.0.0.1"
 DEFAULT_PG_BINDIR = "/usr/lib/postgresql/15/bin"
@@ -86,14 +93,20 @@ class Tools:
         return out
 
 
+def find_binary(env: str, name: str, fallback_dir: str) -> Path | None:
+    """``$env``, else ``name`` on PATH, else ``fallback_dir/name``; None unless executable."""
+    found = os.environ.get(env) or shutil.which(name)
+    if not found and os.access(f"{fallback_dir}/{name}", os.X_OK):
+        found = f"{fallback_dir}/{name}"
+    return Path(found) if found and os.access(found, os.X_OK) else None
+
+
 def find_tools() -> Tools:
     """Locate the binaries; raise ToolsMissingError naming what is missing."""
     bindir = Path(os.environ.get("HEADROOM_PG_BINDIR", DEFAULT_PG_BINDIR))
     missing = [name for name in PG_TOOLS if not os.access(bindir / name, os.X_OK)]
-    bouncer = os.environ.get("HEADROOM_PGBOUNCER") or shutil.which("pgbouncer")
-    if not bouncer and os.access("/usr/sbin/pgbouncer", os.X_OK):
-        bouncer = "/usr/sbin/pgbouncer"
-    if not bouncer or not os.access(bouncer, os.X_OK):
+    bouncer = find_binary("HEADROOM_PGBOUNCER", "pgbouncer", "/usr/sbin")
+    if bouncer is None:
         missing.append("pgbouncer")
     if missing:
         raise ToolsMissingError(
@@ -112,7 +125,8 @@ def find_tools() -> Tools:
             ) from None
         run_as = {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": []}
         owner = (entry.pw_uid, entry.pw_gid)
-    return Tools(bindir=bindir, pgbouncer=Path(bouncer), run_as=run_as, owner=owner)
+    assert bouncer is not None
+    return Tools(bindir=bindir, pgbouncer=bouncer, run_as=run_as, owner=owner)
 
 
 def free_port() -> int:
@@ -176,20 +190,159 @@ def _tail(path: Path, lines: int = 40) -> str:
         return f"(no log at {path})"
 
 
-def private_dir(tools: Tools, prefix: str) -> Path:
-    """A fresh temp dir owned by the user the servers run as."""
+def private_dir(prefix: str, owner: tuple[int, int] | None = None) -> Path:
+    """A fresh temp dir, owned by ``owner`` (uid, gid: the user the servers run as)."""
     path = Path(tempfile.mkdtemp(prefix=prefix))
-    if tools.owner is not None:
-        os.chown(path, *tools.owner)
+    if owner is not None:
+        os.chown(path, *owner)
     return path
 
 
-def _owned_file(tools: Tools, path: Path, text: str, mode: int = 0o600) -> Path:
+def write_private(path: Path, text: str, owner: tuple[int, int] | None = None) -> Path:
+    """Write ``text`` to ``path`` with mode 0600, owned by ``owner`` when given."""
     path.write_text(text)
-    path.chmod(mode)
-    if tools.owner is not None:
-        os.chown(path, *tools.owner)
+    path.chmod(0o600)
+    if owner is not None:
+        os.chown(path, *owner)
     return path
+
+
+def pg_isready(tools: Tools, port: int) -> bool:
+    """Whether the server on ``port`` answers a startup packet (pg_isready)."""
+    proc = subprocess.run(
+        [tools.pg("pg_isready"), "-h", HOST, "-p", str(port), "-t", "2"],
+        capture_output=True,
+        text=True,
+        timeout=10,
+        check=False,
+    )
+    return proc.returncode == 0
+
+
+class ServerProcess:
+    """One server process in a private dir (``self.dir``): our child, in its own
+    session, its output appended to ``self.log``; stopped, and its dir removed,
+    by ``stop()``.
+
+    Base of Postgres, PgBouncer and redis_servers.RedisProcess. A subclass makes
+    the dir in ``start()``, launches with ``_launch_until_ready`` and says in
+    ``_accepting()`` when the server takes connections. ``_halt()`` sends
+    ``_ask_to_stop()`` (SIGTERM unless overridden), SIGKILLs after
+    ``halt_timeout`` seconds and reaps the process.
+    """
+
+    halt_timeout: float = 15
+
+    def __init__(self, *, program: str, log_name: str, start_timeout: float) -> None:
+        self.program = program  # in "<program> exited with <code> ..."
+        self.log_name = log_name
+        self.start_timeout = start_timeout
+        self.dir: Path | None = None
+        self.port = 0
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def in_dir(self, name: str) -> Path:
+        """``name`` in the private dir (which exists from ``start()`` to ``stop()``)."""
+        assert self.dir is not None
+        return self.dir / name
+
+    @property
+    def log(self) -> Path:
+        return self.in_dir(self.log_name)
+
+    def log_text(self) -> str:
+        """Everything the process wrote so far ("" when there is no log)."""
+        if self.dir is None:
+            return ""
+        try:
+            return self.log.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def start(self) -> Self:
+        raise NotImplementedError
+
+    def _spawn(self, argv: list[str], **popen: Any) -> None:
+        """Start ``argv`` in the dir, in a new session, output appended to the log."""
+        assert self.dir is not None
+        with self.log.open("ab") as log:
+            self.proc = subprocess.Popen(
+                argv,
+                cwd=self.dir,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                **popen,
+            )
+
+    def _launch_until_ready(self, launch: Callable[[], None], *, what: str, attempts: int) -> None:
+        """Call ``launch`` (which spawns the process) and wait up to ``start_timeout``
+        for ``_ready``, TimeoutError naming ``what`` (``{port}`` filled in).
+
+        On a failure the process is halted; when it lost its port to another
+        process (``_port_taken``) and ``attempts`` are left, ``launch`` runs
+        again (to pick another port), else the error is raised.
+        """
+        for attempt in range(attempts):
+            launch()
+            try:
+                wait_until(
+                    self._ready, timeout=self.start_timeout, what=what.format(port=self.port)
+                )
+            except (ServerError, TimeoutError):
+                self._halt()
+                if attempt + 1 < attempts and self._port_taken():
+                    continue  # lost the race for the port: take another one
+                raise
+            return
+        raise AssertionError("unreachable")
+
+    def _port_taken(self) -> bool:
+        return "Address already in use" in self.log_text()
+
+    def _ready(self) -> bool:
+        assert self.proc is not None
+        code = self.proc.poll()
+        if code is not None:
+            raise ServerError(self._exited_message(code))
+        return self._accepting()
+
+    def _exited_message(self, code: int) -> str:
+        return f"{self.program} exited with {code} before accepting connections"
+
+    def _accepting(self) -> bool:
+        raise NotImplementedError
+
+    def _ask_to_stop(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+
+    def _halt(self) -> None:
+        """``_ask_to_stop``; SIGKILL after ``halt_timeout`` seconds; reap the process."""
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self._ask_to_stop()
+            try:
+                self.proc.wait(timeout=self.halt_timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=self.halt_timeout)
+        self.proc = None
+
+    def stop(self) -> None:
+        """Stop the process (``_halt``) and remove its dir."""
+        self._halt()
+        if self.dir is not None:
+            shutil.rmtree(self.dir, ignore_errors=True)
+            self.dir = None
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
 
 
 @dataclass
@@ -265,10 +418,11 @@ def quote_ident(text: str) -> str:
     return '"' + text.replace('"', '""') + '"'
 
 
-class Postgres:
+class Postgres(ServerProcess):
     """A throwaway Postgres cluster: initdb (SCRAM for every connection), postgres -D."""
 
     superuser = "postgres"
+    halt_timeout = 30
 
     def __init__(
         self,
@@ -278,24 +432,15 @@ class Postgres:
         superuser_reserved_connections: int = 3,
         start_timeout: float = 60,
     ) -> None:
+        super().__init__(program="postgres", log_name="postgres.log", start_timeout=start_timeout)
         self.tools = tools
         self.max_connections = max_connections
         self.superuser_reserved_connections = superuser_reserved_connections
-        self.start_timeout = start_timeout
         self.superuser_password = secrets.token_urlsafe(16)
-        self.dir: Path | None = None
-        self.port = 0
-        self.proc: subprocess.Popen[bytes] | None = None
 
     @property
     def data(self) -> Path:
-        assert self.dir is not None
-        return self.dir / "data"
-
-    @property
-    def log(self) -> Path:
-        assert self.dir is not None
-        return self.dir / "postgres.log"
+        return self.in_dir("data")
 
     def _run(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
         assert self.dir is not None
@@ -315,9 +460,11 @@ class Postgres:
             )
         return proc
 
-    def start(self) -> Postgres:
-        self.dir = private_dir(self.tools, "headroom-pg-")
-        pwfile = _owned_file(self.tools, self.dir / "pwfile", self.superuser_password + "\n")
+    def start(self) -> Self:
+        self.dir = private_dir("headroom-pg-", self.tools.owner)
+        pwfile = write_private(
+            self.in_dir("pwfile"), self.superuser_password + "\n", self.tools.owner
+        )
         self._run(
             self.tools.pg("initdb"),
             "-D",
@@ -331,96 +478,51 @@ class Postgres:
             "--no-sync",
         )
         pwfile.unlink()
-        for attempt in range(3):
-            self.port = free_port()
-            conf = (
-                "\n# headroom conformance\n"
-                f"listen_addresses = '{HOST}'\n"
-                f"port = {self.port}\n"
-                f"unix_socket_directories = '{self.dir}'\n"
-                f"max_connections = {self.max_connections}\n"
-                f"superuser_reserved_connections = {self.superuser_reserved_connections}\n"
-                "password_encryption = 'scram-sha-256'\n"
-                # Throwaway data: durability only costs time.
-                "fsync = off\n"
-                "synchronous_commit = off\n"
-                "full_page_writes = off\n"
-            )
-            (self.data / "postgresql.auto.conf").write_text(conf)
-            # The postmaster is our child (not pg_ctl's), so we reap it at stop.
-            with self.log.open("ab") as log:
-                self.proc = subprocess.Popen(
-                    [self.tools.pg("postgres"), "-D", str(self.data)],
-                    cwd=self.dir,
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                    **self.tools.run_as,
-                )
-            try:
-                wait_until(
-                    self._ready, timeout=self.start_timeout, what=f"Postgres on port {self.port}"
-                )
-            except (ServerError, TimeoutError) as err:
-                self._halt()
-                if attempt < 2 and "Address already in use" in _tail(self.log):
-                    continue  # lost the race for the port: take another one
-                raise ServerError(f"{err}\n--- {self.log} ---\n{_tail(self.log)}") from None
-            return self
-        raise AssertionError("unreachable")
+        try:
+            self._launch_until_ready(self._launch, what="Postgres on port {port}", attempts=3)
+        except (ServerError, TimeoutError) as err:
+            raise ServerError(f"{err}\n--- {self.log} ---\n{_tail(self.log)}") from None
+        return self
 
-    def _ready(self) -> bool:
-        assert self.proc is not None
-        code = self.proc.poll()
-        if code is not None:
-            raise ServerError(f"postgres exited with {code} before accepting connections")
-        proc = subprocess.run(
-            [self.tools.pg("pg_isready"), "-h", HOST, "-p", str(self.port), "-t", "2"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=False,
+    def _launch(self) -> None:
+        self.port = free_port()
+        conf = (
+            "\n# headroom conformance\n"
+            f"listen_addresses = '{HOST}'\n"
+            f"port = {self.port}\n"
+            f"unix_socket_directories = '{self.dir}'\n"
+            f"max_connections = {self.max_connections}\n"
+            f"superuser_reserved_connections = {self.superuser_reserved_connections}\n"
+            "password_encryption = 'scram-sha-256'\n"
+            # Throwaway data: durability only costs time.
+            "fsync = off\n"
+            "synchronous_commit = off\n"
+            "full_page_writes = off\n"
         )
-        return proc.returncode == 0
+        (self.data / "postgresql.auto.conf").write_text(conf)
+        # The postmaster is our child (not pg_ctl's), so we reap it at stop.
+        self._spawn([self.tools.pg("postgres"), "-D", str(self.data)], **self.tools.run_as)
 
-    def _halt(self) -> None:
-        """pg_ctl stop -m immediate; SIGKILL if that fails; reap the postmaster."""
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            with contextlib.suppress(ServerError, subprocess.TimeoutExpired):
-                self._run(
-                    self.tools.pg("pg_ctl"),
-                    "stop",
-                    "-D",
-                    str(self.data),
-                    "-m",
-                    "immediate",
-                    "-w",
-                    "-t",
-                    "60",
-                )
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=30)
-        self.proc = None
+    def _port_taken(self) -> bool:
+        return "Address already in use" in _tail(self.log)
 
-    def stop(self) -> None:
-        """Stop the server (immediate shutdown) and remove its dir."""
-        if self.dir is None:
-            return
-        self._halt()
-        shutil.rmtree(self.dir, ignore_errors=True)
-        self.dir = None
+    def _accepting(self) -> bool:
+        return pg_isready(self.tools, self.port)
 
-    def __enter__(self) -> Postgres:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+    def _ask_to_stop(self) -> None:
+        """pg_ctl stop -m immediate (``_halt`` SIGKILLs the postmaster if that fails)."""
+        with contextlib.suppress(ServerError, subprocess.TimeoutExpired):
+            self._run(
+                self.tools.pg("pg_ctl"),
+                "stop",
+                "-D",
+                str(self.data),
+                "-m",
+                "immediate",
+                "-w",
+                "-t",
+                "60",
+            )
 
     def admin(self, dbname: str = "postgres") -> Psql:
         return Psql(self.tools, self.port, self.superuser, self.superuser_password, dbname)
@@ -458,7 +560,8 @@ class Postgres:
 
 @dataclass(frozen=True)
 class AppDatabase:
-    """A Postgres with the app's role and database (the conformance ``database`` fixture)."""
+    """A Postgres with the app's role and database (the conformance ``database``
+    fixture; the benchmark's database)."""
 
     server: Postgres
     user: str
@@ -469,20 +572,70 @@ class AppDatabase:
     def port(self) -> int:
         return self.server.port
 
+    def backends(self) -> int:
+        """Client backends of the app user on Postgres right now."""
+        return self.server.backends(self.user)
+
     def wait_for_no_app_backends(self, timeout: float = 60) -> None:
         """Until every app backend left over from an earlier test has exited."""
         wait_until(
-            lambda: self.server.backends(self.user) == 0,
+            lambda: self.backends() == 0,
             timeout=timeout,
             what=f"no {self.user} backends on Postgres",
         )
 
+    def userlist(self, stats_password: str, **more: str) -> str:
+        """The PgBouncer auth file Headroom renders: the app user, the stats user
+        (``stats_password``) and ``more`` users (name=password)."""
+        return pgbouncer.render_userlist(
+            {self.user: self.password, plan_mod.STATS_USER: stats_password, **more}
+        )
 
-class PgBouncer:
+    def pgbench(
+        self,
+        port: int,
+        *,
+        clients: int,
+        jobs: int,
+        duration: int | None = None,
+        transactions: int | None = None,
+        timeout: float = 600,
+    ) -> PgbenchResult:
+        """run_pgbench (select-only) as the app user on its database, at ``port``:
+        Postgres itself or a PgBouncer in front of it."""
+        return run_pgbench(
+            self.server.tools,
+            port=port,
+            user=self.user,
+            password=self.password,
+            dbname=self.name,
+            clients=clients,
+            jobs=jobs,
+            duration=duration,
+            transactions=transactions,
+            timeout=timeout,
+        )
+
+    def probe(
+        self, port: int, *, count: int, user: str | None = None, password: str | None = None
+    ) -> ProbeResult:
+        """probe_connections to the app database at ``port``, as the app user unless
+        ``user``, with its password unless ``password``."""
+        return probe_connections(
+            port,
+            user=self.user if user is None else user,
+            password=self.password if password is None else password,
+            dbname=self.name,
+            count=count,
+        )
+
+
+class PgBouncer(ServerProcess):
     """One pgbouncer process (foreground, run as the service user) in a private dir.
 
     ``ini`` is the pgbouncer.ini text, or a function of (listen_port, auth_file)
     returning it; with a function a port lost to another process is retried.
+    SIGTERM stops it at once (SIGINT would wait for clients).
     """
 
     def __init__(
@@ -493,113 +646,51 @@ class PgBouncer:
         *,
         start_timeout: float = 30,
     ) -> None:
+        super().__init__(program="pgbouncer", log_name="pgbouncer.log", start_timeout=start_timeout)
         self.tools = tools
         self._ini = ini
         self.userlist = userlist
-        self.start_timeout = start_timeout
-        self.dir: Path | None = None
-        self.port = 0
         self.ini_text = ""
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def log(self) -> Path:
-        assert self.dir is not None
-        return self.dir / "pgbouncer.log"
 
     @property
     def auth_file(self) -> Path:
-        assert self.dir is not None
-        return self.dir / "userlist.txt"
+        return self.in_dir("userlist.txt")
 
-    def log_text(self) -> str:
+    def start(self) -> Self:
+        self.dir = private_dir("headroom-pgbouncer-", self.tools.owner)
+        write_private(self.auth_file, self.userlist, self.tools.owner)
         try:
-            return self.log.read_text(errors="replace")
-        except (OSError, AssertionError):
-            return ""
-
-    def start(self) -> PgBouncer:
-        self.dir = private_dir(self.tools, "headroom-pgbouncer-")
-        _owned_file(self.tools, self.auth_file, self.userlist)
-        attempts = 3 if callable(self._ini) else 1
-        for attempt in range(attempts):
-            if callable(self._ini):
-                self.port = free_port()
-                self.ini_text = self._ini(self.port, str(self.auth_file))
-            else:
-                self.ini_text = self._ini
-                found = re.search(r"^\s*listen_port\s*=\s*(\d+)", self.ini_text, re.M)
-                self.port = int(found.group(1)) if found else 6432
-            ini_path = _owned_file(self.tools, self.dir / "pgbouncer.ini", self.ini_text)
-            with self.log.open("ab") as log:
-                self.proc = subprocess.Popen(
-                    [str(self.tools.pgbouncer), str(ini_path)],
-                    cwd=self.dir,
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                    **self.tools.run_as,
-                )
-            try:
-                wait_until(
-                    self._ready, timeout=self.start_timeout, what=f"pgbouncer on port {self.port}"
-                )
-            except (ServerError, TimeoutError) as err:
-                self._terminate()
-                if attempt + 1 < attempts and "Address already in use" in self.log_text():
-                    continue
-                self.stop()
-                raise ServerError(f"{err}\n--- pgbouncer.ini ---\n{self.ini_text}") from None
-            return self
-        raise AssertionError("unreachable")
-
-    def _ready(self) -> bool:
-        assert self.proc is not None
-        code = self.proc.poll()
-        if code is not None:
-            raise ServerError(
-                f"pgbouncer exited with {code} before accepting connections\n"
-                f"--- log ---\n{self.log_text()[-6000:]}"
+            self._launch_until_ready(
+                self._launch,
+                what="pgbouncer on port {port}",
+                attempts=3 if callable(self._ini) else 1,
             )
+        except (ServerError, TimeoutError) as err:
+            self.stop()
+            raise ServerError(f"{err}\n--- pgbouncer.ini ---\n{self.ini_text}") from None
+        return self
+
+    def _launch(self) -> None:
+        if callable(self._ini):
+            self.port = free_port()
+            self.ini_text = self._ini(self.port, str(self.auth_file))
+        else:
+            self.ini_text = self._ini
+            found = re.search(r"^\s*listen_port\s*=\s*(\d+)", self.ini_text, re.M)
+            self.port = int(found.group(1)) if found else 6432
+        ini_path = write_private(self.in_dir("pgbouncer.ini"), self.ini_text, self.tools.owner)
+        self._spawn([str(self.tools.pgbouncer), str(ini_path)], **self.tools.run_as)
+
+    def _exited_message(self, code: int) -> str:
+        return f"{super()._exited_message(code)}\n--- log ---\n{self.log_text()[-6000:]}"
+
+    def _accepting(self) -> bool:
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
             sock.settimeout(1)
             if sock.connect_ex((HOST, self.port)) != 0:
                 return False
         # A startup packet answered (here: with an auth request) = accepting.
-        proc = subprocess.run(
-            [self.tools.pg("pg_isready"), "-h", HOST, "-p", str(self.port), "-t", "2"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=False,
-        )
-        return proc.returncode == 0
-
-    def _terminate(self) -> None:
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            # SIGTERM: immediate shutdown (SIGINT would wait for clients).
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=15)
-        self.proc = None
-
-    def stop(self) -> None:
-        self._terminate()
-        if self.dir is not None:
-            shutil.rmtree(self.dir, ignore_errors=True)
-            self.dir = None
-
-    def __enter__(self) -> PgBouncer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+        return pg_isready(self.tools, self.port)
 
     def psql(self, user: str, password: str, dbname: str) -> Psql:
         return Psql(self.tools, self.port, user, password, dbname)
@@ -611,6 +702,65 @@ class PgBouncer:
 
 # The conformance ``start_pgbouncer`` fixture: (ini or ini(port, auth_file), userlist).
 StartPgBouncer = Callable[[str | Callable[[int, str], str], str], PgBouncer]
+
+
+def pooler_plan(
+    *,
+    name: str,
+    uid: str,
+    port: int,
+    dbname: str,
+    max_replicas: int,
+    pool_per_pod: int,
+    max_connections: int,
+    superuser_reserved_connections: int,
+    version: str,
+    parameters: Mapping[str, str] | None = None,
+) -> plan_mod.Plan:
+    """Headroom's plan for a ScalingProfile ``name``: an app of up to ``max_replicas``
+    pods with ``pool_per_pod`` connections each, through one transaction-mode
+    PgBouncer ``version`` (with ``parameters``), to database ``dbname`` on
+    HOST:``port`` (``max_connections``, ``superuser_reserved_connections``)."""
+    profile = v1alpha1.parse_profile(
+        {
+            "apiVersion": "headroom.dev/v1alpha1",
+            "kind": "ScalingProfile",
+            "metadata": {"name": name, "namespace": "default", "uid": uid},
+            "spec": {
+                "app": {
+                    "deployment": "web",
+                    "replicas": {"min": 1, "max": max_replicas},
+                    "poolSizePerPod": pool_per_pod,
+                },
+                "database": {
+                    "host": HOST,
+                    "port": port,
+                    "name": dbname,
+                    "credentialsSecret": {"name": "db"},
+                    "maxConnections": max_connections,
+                    "superuserReservedConnections": superuser_reserved_connections,
+                },
+                "pooler": {
+                    "instances": 1,
+                    "poolMode": "transaction",
+                    "version": version,
+                    "parameters": dict(parameters or {}),
+                },
+            },
+        }
+    )
+    return plan_mod.plan(profile)
+
+
+def ini_for(plan: plan_mod.Plan, extra: str = "") -> Callable[[int, str], str]:
+    """render_ini on HOST for the port and auth file PgBouncer.start picks (plus raw
+    ``extra`` lines): the ``ini`` for PgBouncer and ``start_pgbouncer``."""
+
+    def render(port: int, auth_file: str) -> str:
+        ini = pgbouncer.render_ini(plan, listen_addr=HOST, listen_port=port, auth_file=auth_file)
+        return ini + extra
+
+    return render
 
 
 def startup_auth_request(port: int, user: str, dbname: str) -> tuple[int, list[str]]:

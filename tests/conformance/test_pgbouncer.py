@@ -10,12 +10,10 @@ concurrent clients, which the same Postgres refuses when they connect directly.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
 
 import pytest
 import servers
 
-from headroom.api import v1alpha1
 from headroom.builders import pgbouncer
 from headroom.planning import budget as budget_mod
 from headroom.planning import pgbouncer_params
@@ -39,53 +37,29 @@ def make_plan(
     parameters: dict[str, str] | None = None,
     version: str = VERSION,
 ) -> plan_mod.Plan:
-    profile = v1alpha1.parse_profile(
-        {
-            "apiVersion": "headroom.dev/v1alpha1",
-            "kind": "ScalingProfile",
-            "metadata": {"name": "conf", "namespace": "default", "uid": "conformance"},
-            "spec": {
-                "app": {
-                    "deployment": "web",
-                    "replicas": {"min": 1, "max": MAX_REPLICAS},
-                    "poolSizePerPod": POOL_PER_POD,
-                },
-                "database": {
-                    "host": servers.HOST,
-                    # None: a plan that is never run (planner-only tests).
-                    "port": database.port if database else 5432,
-                    "name": database.name if database else "app",
-                    "credentialsSecret": {"name": "db"},
-                    "maxConnections": 100,
-                    "superuserReservedConnections": 3,
-                },
-                "pooler": {
-                    "instances": 1,
-                    "poolMode": "transaction",
-                    "version": version,
-                    "parameters": parameters or {},
-                },
-            },
-        }
+    return servers.pooler_plan(
+        name="conf",
+        uid="conformance",
+        # None: a plan that is never run (planner-only tests).
+        port=database.port if database else 5432,
+        dbname=database.name if database else "app",
+        max_replicas=MAX_REPLICAS,
+        pool_per_pod=POOL_PER_POD,
+        max_connections=100,
+        superuser_reserved_connections=3,
+        version=version,
+        parameters=parameters,
     )
-    return plan_mod.plan(profile)
-
-
-def ini_for(plan: plan_mod.Plan, extra: str = "") -> Callable[[int, str], str]:
-    """render_ini for the port and auth file the fixture picks (plus raw ``extra`` lines)."""
-
-    def render(port: int, auth_file: str) -> str:
-        ini = pgbouncer.render_ini(
-            plan, listen_addr=servers.HOST, listen_port=port, auth_file=auth_file
-        )
-        return ini + extra
-
-    return render
 
 
 def userlist_for(database: servers.AppDatabase, **more: str) -> str:
-    return pgbouncer.render_userlist(
-        {database.user: database.password, plan_mod.STATS_USER: STATS_PASSWORD, **more}
+    return database.userlist(STATS_PASSWORD, **more)
+
+
+def pgbench_500_clients(database: servers.AppDatabase, port: int) -> servers.PgbenchResult:
+    """The 500 clients of the profile's peak, PGBENCH_TRANSACTIONS each, at ``port``."""
+    return database.pgbench(
+        port, clients=CLIENTS, jobs=PGBENCH_JOBS, transactions=PGBENCH_TRANSACTIONS
     )
 
 
@@ -113,7 +87,7 @@ def test_rendered_config_runs_with_scram_auth_and_budget_sizes(
     assert plan.ok, plan.problem_text()
     budget = plan.budget
     assert budget.client_demand == CLIENTS
-    bouncer = start_pgbouncer(ini_for(plan), userlist_for(database))
+    bouncer = start_pgbouncer(servers.ini_for(plan), userlist_for(database))
 
     # PgBouncer asks for SCRAM-SHA-256 (AuthenticationSASL), not md5 or a clear password.
     assert servers.startup_auth_request(bouncer.port, database.user, database.name) == (
@@ -122,18 +96,10 @@ def test_rendered_config_runs_with_scram_auth_and_budget_sizes(
     )
     assert_serves(bouncer, database)
     # A client that can only do SCRAM-SHA-256 gets in with the right password ...
-    probe = servers.probe_connections(
-        bouncer.port,
-        user=database.user,
-        password=database.password,
-        dbname=database.name,
-        count=1,
-    )
+    probe = database.probe(bouncer.port, count=1)
     assert (probe.accepted, probe.refused) == (1, {})
     # ... and neither it nor psql does with a wrong one.
-    probe = servers.probe_connections(
-        bouncer.port, user=database.user, password="wrong", dbname=database.name, count=1
-    )
+    probe = database.probe(bouncer.port, count=1, password="wrong")
     assert probe.accepted == 0
     assert list(probe.refused) == ["FATAL: SASL authentication failed"]
     wrong = bouncer.psql(database.user, "wrong", database.name).run("SELECT 1")
@@ -172,20 +138,11 @@ def test_500_clients_through_the_pooler_stay_within_the_budget(
     plan = make_plan(database)
     assert plan.ok, plan.problem_text()
     limit = plan.budget.max_db_connections
-    bouncer = start_pgbouncer(ini_for(plan), userlist_for(database))
+    bouncer = start_pgbouncer(servers.ini_for(plan), userlist_for(database))
     database.wait_for_no_app_backends()
 
-    with servers.Sampler(lambda: database.server.backends(database.user), interval=0.1) as seen:
-        result = servers.run_pgbench(
-            database.server.tools,
-            port=bouncer.port,
-            user=database.user,
-            password=database.password,
-            dbname=database.name,
-            clients=CLIENTS,
-            jobs=PGBENCH_JOBS,
-            transactions=PGBENCH_TRANSACTIONS,
-        )
+    with servers.Sampler(database.backends, interval=0.1) as seen:
+        result = pgbench_500_clients(database, bouncer.port)
 
     report = f"{result.args}\n{result.output}"
     assert result.returncode == 0, report
@@ -211,16 +168,7 @@ def test_the_same_500_clients_directly_run_out_of_connection_slots(
     database: servers.AppDatabase,
 ) -> None:
     database.wait_for_no_app_backends()
-    result = servers.run_pgbench(
-        database.server.tools,
-        port=database.port,
-        user=database.user,
-        password=database.password,
-        dbname=database.name,
-        clients=CLIENTS,
-        jobs=PGBENCH_JOBS,
-        transactions=PGBENCH_TRANSACTIONS,
-    )
+    result = pgbench_500_clients(database, database.port)
     report = f"{result.args}\n{result.output}"
     assert result.returncode != 0, report
     assert result.slot_errors >= 1, report
@@ -230,13 +178,7 @@ def test_the_same_500_clients_directly_run_out_of_connection_slots(
     # How many of the 500 get in when they all connect at once: at most the
     # non-reserved slots, the rest are refused for lack of a slot.
     database.wait_for_no_app_backends()
-    probe = servers.probe_connections(
-        database.port,
-        user=database.user,
-        password=database.password,
-        dbname=database.name,
-        count=CLIENTS,
-    )
+    probe = database.probe(database.port, count=CLIENTS)
     available = database.server.max_connections - database.server.superuser_reserved_connections
     assert 1 <= probe.accepted <= available, probe
     assert probe.failed >= CLIENTS - available, probe
@@ -281,7 +223,7 @@ def test_allowlisted_parameter_is_accepted_by_pgbouncer_1_18(
     value = sample_value(key, pgbouncer_params.ALLOWED[key])
     plan = make_plan(database, parameters={key: value})
     assert plan.ok, plan.problem_text()
-    bouncer = start_pgbouncer(ini_for(plan), userlist_for(database))
+    bouncer = start_pgbouncer(servers.ini_for(plan), userlist_for(database))
     assert f"\n{key} = {value}\n" in bouncer.ini_text
     assert_serves(bouncer, database)
     # 1.18 refuses to start on an unknown key; SHOW CONFIG also proves it read the value.
@@ -295,7 +237,7 @@ def test_all_allowlisted_parameters_together(
     parameters = {key: sample_value(key, pgbouncer_params.ALLOWED[key]) for key in KNOWN_TO_1_18}
     plan = make_plan(database, parameters=parameters)
     assert plan.ok, plan.problem_text()
-    bouncer = start_pgbouncer(ini_for(plan), userlist_for(database))
+    bouncer = start_pgbouncer(servers.ini_for(plan), userlist_for(database))
     assert_serves(bouncer, database)
     assert unknown_parameter_lines(bouncer) == []
     config = show_config(bouncer)
@@ -323,7 +265,7 @@ def test_int_parameter_bounds_are_accepted_by_pgbouncer_1_18(
     value = str(param.low if end == "low" else param.high)
     plan = make_plan(database, parameters={key: value})
     assert plan.ok, plan.problem_text()
-    bouncer = start_pgbouncer(ini_for(plan), userlist_for(database))
+    bouncer = start_pgbouncer(servers.ini_for(plan), userlist_for(database))
     assert_serves(bouncer, database)
     assert show_config(bouncer).get(key) == value
 
@@ -348,7 +290,7 @@ def test_newer_parameter_is_rejected_for_1_18(
 
     # And 1.18 really does not know the key: written in by hand, it stops PgBouncer.
     with pytest.raises(servers.ServerError, match=f"unknown parameter: pgbouncer/{key}"):
-        start_pgbouncer(ini_for(plan, extra=f"{key} = {value}\n"), userlist_for(database))
+        start_pgbouncer(servers.ini_for(plan, extra=f"{key} = {value}\n"), userlist_for(database))
 
 
 # --- injection --------------------------------------------------------------------------
@@ -392,18 +334,12 @@ def test_userlist_password_with_quotes_round_trips(
     userlist = userlist_for(database, **{QUOTED_USER: QUOTED_PASSWORD})
     assert f'"{QUOTED_USER}" "pa""ss """" wo\'rd \\ ;# end"\n' in userlist
     plan = make_plan(database)
-    bouncer = start_pgbouncer(ini_for(plan), userlist)
+    bouncer = start_pgbouncer(servers.ini_for(plan), userlist)
 
     # The client logs in to PgBouncer, and PgBouncer to Postgres, with that password.
     quoted = bouncer.psql(QUOTED_USER, QUOTED_PASSWORD, database.name)
     assert quoted.rows("SELECT current_user") == [[QUOTED_USER]]
-    probe = servers.probe_connections(
-        bouncer.port,
-        user=QUOTED_USER,
-        password=QUOTED_PASSWORD,
-        dbname=database.name,
-        count=1,
-    )
+    probe = database.probe(bouncer.port, count=1, user=QUOTED_USER, password=QUOTED_PASSWORD)
     assert probe.accepted == 1, probe
     # The password was not cut at a quote: its prefixes do not work.
     for prefix in ("pa", 'pa"ss ', QUOTED_PASSWORD[:-1]):
