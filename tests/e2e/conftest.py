@@ -8,17 +8,16 @@
 
 Every test under tests/e2e is marked ``e2e`` (``-m 'not e2e'`` skips them).
 When a test fails against the local cluster, the tail of every component log
-is attached to the failure report.
+is attached to the failure report, and so is the operator's log when the test
+used the session's one ``operator`` process.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
 import sys
-import uuid
 from collections.abc import Generator, Iterator
 from pathlib import Path
 from typing import Any
@@ -32,12 +31,14 @@ if str(E2E_DIR) not in sys.path:
     sys.path.insert(0, str(E2E_DIR))
 
 import kube  # noqa: E402
+import operator_process  # noqa: E402
 
 REPO = E2E_DIR.parents[1]
 CLUSTER_SH = REPO / "hack" / "cluster.sh"
 BUILD_SH = REPO / "hack" / "build-binaries.sh"
 COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
 LOG_TAIL_LINES = 30
+OPERATOR_LOG_LINES = 80
 
 # Set once this session starts (or reuses) the local cluster: its state dir.
 LOCAL_CLUSTER_DIR = pytest.StashKey[Path]()
@@ -60,6 +61,11 @@ def pytest_runtest_makereport(
     item: pytest.Item, call: pytest.CallInfo[None]
 ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     report = yield
+    op = getattr(item, "funcargs", {}).get("operator")
+    if report.failed and isinstance(op, operator_process.OperatorProcess):
+        report.sections.append(
+            (f"operator log, last {OPERATOR_LOG_LINES} lines", op.log_tail(OPERATOR_LOG_LINES))
+        )
     cluster_dir = item.config.stash.get(LOCAL_CLUSTER_DIR, None)
     if report.failed and cluster_dir is not None and _in_e2e(item):
         for component in COMPONENTS:
@@ -149,35 +155,23 @@ def kubectl(_cluster: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) 
 
 @pytest.fixture
 def namespace(kubectl: kube.Kubectl) -> Iterator[str]:
-    """A fresh namespace enforcing the restricted Pod Security Standard.
-
-    Yields once its ``default`` ServiceAccount exists (pods are rejected
-    before that); deleted without waiting at teardown.
-    """
-    name = f"e2e-{uuid.uuid4().hex[:10]}"
-    manifest = {
-        "apiVersion": "v1",
-        "kind": "Namespace",
-        "metadata": {
-            "name": name,
-            "labels": {
-                "pod-security.kubernetes.io/enforce": "restricted",
-                "pod-security.kubernetes.io/enforce-version": "latest",
-                "headroom.test/e2e": "true",
-            },
-        },
-    }
-    kubectl("create", "-f", "-", input=json.dumps(manifest))
-    try:
-        kube.wait_for(
-            lambda: kube.exists(kubectl, "serviceaccount", "default", "-n", name),
-            timeout=60,
-            interval=0.2,
-            what=f"ServiceAccount {name}/default",
-        )
+    """A fresh namespace (restricted Pod Security) for one test."""
+    with kube.fresh_namespace(kubectl) as name:
         yield name
-    finally:
-        kubectl("delete", "namespace", name, "--wait=false", "--ignore-not-found", check=False)
+
+
+@pytest.fixture(scope="session")
+def operator(
+    kubectl: kube.Kubectl, kubeconfig: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[operator_process.OperatorProcess]:
+    """The real operator (``headroom run``), one process for the whole session.
+
+    Its webhook listens on 127.0.0.1; its log is attached to failing tests.
+    """
+    workdir = tmp_path_factory.mktemp("operator")
+    with operator_process.running(kubectl, kubeconfig=kubeconfig, workdir=workdir) as op:
+        yield op
+        assert op.alive(), "the operator crashed:\n" + op.log_tail()
 
 
 @pytest.fixture(scope="session")

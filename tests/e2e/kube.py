@@ -7,10 +7,12 @@ carries ``--kubeconfig``. Tests never sleep: they poll with :func:`wait_for`.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import time
-from collections.abc import Callable, Iterable, Sequence
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
@@ -160,3 +162,36 @@ def uninstall_crds(kubectl: Kubectl, names: Iterable[str], *, timeout: float = 1
             return not exists(kubectl, "crd", name)
 
         wait_for(gone, timeout=timeout, what=f"CRD {name} to be deleted")
+
+
+@contextlib.contextmanager
+def fresh_namespace(kubectl: Kubectl) -> Iterator[str]:
+    """Create a namespace enforcing the restricted Pod Security Standard.
+
+    Yields once its ``default`` ServiceAccount exists (pods are rejected
+    before that); deleted without waiting afterwards.
+    """
+    name = f"e2e-{uuid.uuid4().hex[:10]}"
+    manifest = {
+        "apiVersion": "v1",
+        "kind": "Namespace",
+        "metadata": {
+            "name": name,
+            "labels": {
+                "pod-security.kubernetes.io/enforce": "restricted",
+                "pod-security.kubernetes.io/enforce-version": "latest",
+                "headroom.test/e2e": "true",
+            },
+        },
+    }
+    kubectl("create", "-f", "-", input=json.dumps(manifest))
+    try:
+        wait_for(
+            lambda: exists(kubectl, "serviceaccount", "default", "-n", name),
+            timeout=60,
+            interval=0.2,
+            what=f"ServiceAccount {name}/default",
+        )
+        yield name
+    finally:
+        kubectl("delete", "namespace", name, "--wait=false", "--ignore-not-found", check=False)

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import kube
+import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 WEBHOOK_CONFIG = "headroom.dev"
@@ -50,8 +51,46 @@ class OperatorProcess:
             return text
 
 
+def service_account_kubeconfig(kubectl: kube.Kubectl, *, admin: str, workdir: Path) -> str:
+    """A kubeconfig that authenticates as the operator's ServiceAccount from
+    manifests/rbac.yaml, so every e2e test also proves that RBAC is enough."""
+    kubectl(
+        "apply",
+        "--server-side",
+        "--force-conflicts",
+        "--field-manager=e2e",
+        "-f",
+        str(REPO / "manifests" / "namespace.yaml"),
+        "-f",
+        str(REPO / "manifests" / "rbac.yaml"),
+    )
+    token = kubectl(
+        "create", "token", "headroom", "-n", "headroom-system", "--duration=6h"
+    ).stdout.strip()
+    config = yaml.safe_load(Path(admin).read_text())
+    current = config.get("current-context") or config["contexts"][0]["name"]
+    context = next(c for c in config["contexts"] if c["name"] == current)["context"]
+    cluster = next(c for c in config["clusters"] if c["name"] == context["cluster"])
+    sa_config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [cluster],
+        "users": [{"name": "headroom", "user": {"token": token}}],
+        "contexts": [
+            {"name": "headroom", "context": {"cluster": cluster["name"], "user": "headroom"}}
+        ],
+        "current-context": "headroom",
+    }
+    path = workdir / "headroom-sa.kubeconfig"
+    path.write_text(yaml.safe_dump(sa_config))
+    path.chmod(0o600)
+    return str(path)
+
+
 @contextlib.contextmanager
 def running(kubectl: kube.Kubectl, *, kubeconfig: str, workdir: Path) -> Iterator[OperatorProcess]:
+    """Run the operator as its ServiceAccount (RBAC from manifests/) against the
+    cluster of ``kubeconfig``."""
     kubectl(
         "apply",
         "--server-side",
@@ -67,7 +106,7 @@ def running(kubectl: kube.Kubectl, *, kubeconfig: str, workdir: Path) -> Iterato
     metrics_port, health_port, webhook_port = free_port(), free_port(), free_port()
     env = {
         **os.environ,
-        "KUBECONFIG": kubeconfig,
+        "KUBECONFIG": service_account_kubeconfig(kubectl, admin=kubeconfig, workdir=workdir),
         "HEADROOM_WEBHOOK_ADDR": "127.0.0.1",
         "HEADROOM_WEBHOOK_PORT": str(webhook_port),
         "HEADROOM_WEBHOOK_CERT_DIR": str(workdir / "certs"),

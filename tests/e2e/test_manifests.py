@@ -19,8 +19,16 @@ def installed(kubectl: kube.Kubectl) -> Iterator[None]:
     kubectl("apply", "--server-side", "--force-conflicts", "-f", str(REPO / "crds"))
     kubectl("apply", "--server-side", "--force-conflicts", "-k", str(REPO / "manifests"))
     yield
+    # Wait until headroom-system is gone: the session's operator process runs
+    # as the ServiceAccount in it and re-creates it (operator_process.py).
     kubectl(
-        "delete", "-k", str(REPO / "manifests"), "--ignore-not-found", "--wait=false", check=False
+        "delete",
+        "-k",
+        str(REPO / "manifests"),
+        "--ignore-not-found",
+        "--wait=true",
+        "--timeout=120s",
+        check=False,
     )
 
 

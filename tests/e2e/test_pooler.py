@@ -8,68 +8,16 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import kube
 import operator_process
 import pytest
+from apps import app_deployment, credentials
 from tests import profiles
 
 NAME = "shop"
-
-
-def app_deployment(namespace: str) -> dict[str, Any]:
-    labels = {"app": "web"}
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": "web", "namespace": namespace, "labels": labels},
-        "spec": {
-            "replicas": 2,
-            "selector": {"matchLabels": labels},
-            "template": {
-                "metadata": {"labels": labels},
-                "spec": {
-                    "securityContext": {
-                        "runAsNonRoot": True,
-                        "runAsUser": 1000,
-                        "seccompProfile": {"type": "RuntimeDefault"},
-                    },
-                    "containers": [
-                        {
-                            "name": "web",
-                            "image": "registry.example/web:1",
-                            "securityContext": {
-                                "allowPrivilegeEscalation": False,
-                                "capabilities": {"drop": ["ALL"]},
-                            },
-                        }
-                    ],
-                },
-            },
-        },
-    }
-
-
-def credentials(namespace: str) -> dict[str, Any]:
-    return {
-        "apiVersion": "v1",
-        "kind": "Secret",
-        "metadata": {"name": "db-credentials", "namespace": namespace},
-        "stringData": {"username": "shop_app", "password": "p@ss:w/rd"},
-    }
-
-
-@pytest.fixture(scope="module")
-def operator(
-    kubectl: kube.Kubectl, kubeconfig: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[operator_process.OperatorProcess]:
-    workdir = tmp_path_factory.mktemp("operator")
-    with operator_process.running(kubectl, kubeconfig=kubeconfig, workdir=workdir) as op:
-        yield op
-        assert op.alive(), "the operator crashed:\n" + op.log_tail()
 
 
 def _profile(namespace: str, **overrides: Any) -> dict[str, Any]:

@@ -84,7 +84,15 @@ class Kube:
         response = self._api.call_api(method, url, header_params=headers, body=payload)
         response.read()
         data = response.data or b"{}"
-        parsed = json.loads(data) if data else {}
+        try:
+            parsed = json.loads(data)
+        except ValueError:
+            if response.status < 400:
+                raise
+            # Not every error is a Status object: an API group that is not
+            # served (KEDA not installed) answers "404 page not found" as text.
+            text = data.decode("utf-8", errors="replace").strip()
+            raise errors.ApiError(status=response.status, reason="", message=text[:500]) from None
         if response.status >= 400:
             message = parsed.get("message", "") if isinstance(parsed, dict) else str(parsed)
             reason = parsed.get("reason", "") if isinstance(parsed, dict) else ""
@@ -126,6 +134,20 @@ class Kube:
         resources = self._group_resources(api_version)
         return bool(resources and kind in resources)
 
+    def being_removed(self, api_version: str, kind: str) -> bool:
+        """Whether ``kind`` is a custom resource whose CRD is being deleted: still
+        served (and listed by discovery) while its objects are removed, but the
+        API server refuses to create any."""
+        res = self.resource(api_version, kind)
+        group = api_version.rpartition("/")[0]
+        crd = self.get(
+            "apiextensions.k8s.io/v1",
+            "CustomResourceDefinition",
+            namespace=None,
+            name=f"{res.plural}.{group}",
+        )
+        return bool(crd and crd["metadata"].get("deletionTimestamp"))
+
     def resource(self, api_version: str, kind: str) -> Resource:
         resources = self._group_resources(api_version)
         if not resources or kind not in resources:
@@ -138,6 +160,24 @@ class Kube:
 
     # -- objects -----------------------------------------------------------
 
+    def _call(self, res: Resource, method: str, path: str, **kwargs: Any) -> Any:
+        """``request`` on a resource's path. A 404 that is not a Status object
+        means the resource itself is gone (its CRD was deleted since discovery),
+        not the object; a CRD being deleted refuses creates. Either way: forget
+        the stale discovery and say the kind is not served."""
+        try:
+            return self.request(method, path, **kwargs)
+        except errors.ApiError as err:
+            gone = err.status == 404 and not err.reason
+            if not gone and not err.crd_terminating:
+                raise
+            with self._lock:
+                self._discovery.pop(res.api_version, None)
+            state = "no longer served" if gone else "being removed"
+            raise errors.NotServedError(
+                f"{res.kind}.{res.api_version} is {state} by the API server"
+            ) from None
+
     def apply(self, obj: Obj, *, subresource: str | None = None) -> Obj:
         """Server-side apply ``obj`` as Headroom (force: we own these fields)."""
         res = self.resource(obj["apiVersion"], obj["kind"])
@@ -145,7 +185,8 @@ class Kube:
         path = res.path(namespace=meta.get("namespace"), name=meta["name"])
         if subresource:
             path += f"/{subresource}"
-        result: Obj = self.request(
+        result: Obj = self._call(
+            res,
             "PATCH",
             path,
             body=obj,
@@ -157,7 +198,7 @@ class Kube:
     def get(self, api_version: str, kind: str, *, namespace: str | None, name: str) -> Obj | None:
         res = self.resource(api_version, kind)
         try:
-            found: Obj = self.request("GET", res.path(namespace=namespace, name=name))
+            found: Obj = self._call(res, "GET", res.path(namespace=namespace, name=name))
         except errors.ApiError as err:
             if err.status == 404:
                 return None
@@ -169,7 +210,7 @@ class Kube:
     ) -> list[Obj]:
         res = self.resource(api_version, kind)
         query = [("labelSelector", label_selector)] if label_selector else []
-        listing = self.request("GET", res.path(namespace=namespace), query=query)
+        listing = self._call(res, "GET", res.path(namespace=namespace), query=query)
         items: list[Obj] = listing.get("items", [])
         for item in items:  # list items carry no apiVersion/kind
             item.setdefault("apiVersion", api_version)
@@ -188,7 +229,7 @@ class Kube:
             "preconditions": {"uid": uid},
         }
         try:
-            self.request("DELETE", res.path(namespace=namespace, name=name), body=body)
+            self._call(res, "DELETE", res.path(namespace=namespace, name=name), body=body)
         except errors.ApiError as err:
             if err.status in (404, 409):
                 return False

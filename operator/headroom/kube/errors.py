@@ -23,3 +23,15 @@ class ApiError(KubeError):
     def retriable(self) -> bool:
         """Conflicts, throttling and server trouble pass; invalid objects do not."""
         return self.status in (409, 429) or self.status >= 500
+
+    @property
+    def namespace_terminating(self) -> bool:
+        """A create in a namespace being deleted: its profiles go with it."""
+        return self.status == 403 and "because it is being terminated" in self.message
+
+    @property
+    def crd_terminating(self) -> bool:
+        """A create of a custom resource whose CRD is being deleted."""
+        return self.status in (403, 405) and (
+            "while custom resource definition is terminating" in self.message
+        )

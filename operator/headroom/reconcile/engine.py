@@ -109,7 +109,13 @@ class Engine:
         started = time.monotonic()
         with self._lock(key):
             try:
-                outcome = self._pass(body)
+                try:
+                    outcome = self._pass(body)
+                except errors.NotServedError:
+                    # A composed CRD (KEDA) went away during the pass, after discovery
+                    # said it was served: plan again at once on fresh discovery.
+                    self.kube.forget_discovery()
+                    outcome = self._pass(body)
             except Exception as err:
                 reason = type(err).__name__
                 self.metrics.reconcile_errors.labels(reason=reason).inc()
@@ -153,10 +159,7 @@ class Engine:
         except v1alpha1.ProfileError as err:
             return finish([cond.Cond(cond.CONNECTION_BUDGET, "False", "InvalidSpec", str(err))])
 
-        facts = plan_mod.Facts(
-            keda=self.kube.served(KEDA, "ScaledObject")
-            and self.kube.served(KEDA, "TriggerAuthentication")
-        )
+        facts = plan_mod.Facts(keda=self._keda_installed())
         planned = plan_mod.plan(profile, facts=facts)
         budget = _budget_status(planned)
         if not planned.ok:
@@ -225,6 +228,14 @@ class Engine:
         )
 
     # -- inputs ---------------------------------------------------------------
+
+    def _keda_installed(self) -> bool:
+        """KEDA's kinds are served and their CRDs are not being deleted (while they
+        are, the API server refuses new ScaledObjects: plan the HPA fallback)."""
+        kinds = ("ScaledObject", "TriggerAuthentication")
+        return all(self.kube.served(KEDA, kind) for kind in kinds) and not any(
+            self.kube.being_removed(KEDA, kind) for kind in kinds
+        )
 
     def _credentials(self, planned: plan_mod.Plan) -> common.Credentials:
         ref = planned.database.credentials_secret
