@@ -58,8 +58,18 @@ alive() {
   kill -0 "$pid" 2>/dev/null || return 1
   if [[ -r /proc/$pid/cmdline ]]; then
     exe=$(tr '\0' '\n' <"/proc/$pid/cmdline" 2>/dev/null | head -n1) || return 1
-    [[ "${exe##*/}" == "$name" ]] || return 1
+    # setsid and nohup: caught between start() and the component's exec.
+    case "${exe##*/}" in "$name" | setsid | nohup) ;; *) return 1 ;; esac
   fi
+}
+
+# running PID: the process exists and has not exited (a zombie waiting to be
+# reaped counts as exited).
+running() {
+  local state
+  kill -0 "$1" 2>/dev/null || return 1
+  state=$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null) || return 0
+  [[ "$state" != Z ]]
 }
 
 kubectl_bin() {
@@ -248,8 +258,11 @@ wait_until() {
   shift 2
   local deadline=$((SECONDS + timeout))
   while ! "$@" >/dev/null 2>&1; do
+    # Only "still running" here, not alive()'s name check: right after
+    # start the pid is still setsid or nohup on its way to exec'ing the
+    # component, and a slow machine can be caught in that window.
     for c in "${STARTED[@]}"; do
-      alive "$c" || fail "$c exited while waiting for $what (log: $LOG_DIR/$c.log)"
+      running "$(pid_of "$c")" || fail "$c exited while waiting for $what (log: $LOG_DIR/$c.log)"
     done
     ((SECONDS < deadline)) || fail "timed out after ${timeout}s waiting for $what"
     sleep 0.25
