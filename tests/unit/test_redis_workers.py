@@ -164,3 +164,69 @@ def test_binding_url_quotes_nothing_unsafe() -> None:
     planned = _plan()
     url = binding.redis_url(planned, planned.redis_named("cache"), "x" * 20)
     assert url == f"redis://:{'x' * 20}@shop-redis-cache.default.svc:6379/0"
+
+
+def _label_values(obj: common.Obj) -> list[str]:
+    meta_labels = obj["metadata"].get("labels", {})
+    template = obj.get("spec", {}).get("template", {}).get("metadata", {}).get("labels", {})
+    return [*meta_labels.values(), *template.values()]
+
+
+def _longest_accepted(*, profile_name: str, sentinel: bool) -> tuple[plan_mod.Plan, int]:
+    """The plan with the longest instance/queue name the planner accepts."""
+    accepted = None
+    for length in range(1, 21):
+        short = "q" * length
+        instance: dict[str, object] = {"name": short, "use": "queue"}
+        if sentinel:
+            instance["sentinel"] = {"replicas": 1}
+        body = profiles.base(
+            name=profile_name,
+            cache={"instances": [instance]},
+            queues=[{**QUEUE, "name": short, "redis": short}],
+        )
+        planned = plan_mod.plan(v1alpha1.parse_profile(body), facts=plan_mod.Facts(keda=True))
+        if not planned.ok:
+            assert {p.field for p in planned.problems} <= {
+                "spec.cache.instances[0].name",
+                "spec.queues[0].name",
+            }, planned.problem_text()
+            if accepted is not None:  # one character past the longest accepted name
+                assert "shorten metadata.name or this name by 1" in planned.problem_text()
+            break
+        accepted = (planned, length)
+    assert accepted is not None
+    return accepted
+
+
+@pytest.mark.parametrize(
+    ("profile_name", "sentinel"),
+    [("shop", False), ("shop", True), ("a" * 30, True), ("b" * 40, False)],
+)
+def test_every_accepted_name_builds_valid_kubernetes_names(
+    profile_name: str, sentinel: bool
+) -> None:
+    planned, _ = _longest_accepted(profile_name=profile_name, sentinel=sentinel)
+    creds = dataclasses.replace(CREDS, redis_passwords={r.name: "d" * 32 for r in planned.redis})
+    for key, obj in desired.build(planned, creds, app_pod_labels={"app": "web"}).items():
+        limit = 52 if obj["kind"] == "StatefulSet" else 63 if obj["kind"] != "Secret" else 253
+        assert len(obj["metadata"]["name"]) <= limit, key
+        assert all(len(value) <= 63 for value in _label_values(obj)), key
+
+
+def test_names_too_long_are_rejected_naming_the_field() -> None:
+    body = profiles.base(
+        name="a" * 40,
+        cache={"instances": [{"name": "sessions-cache", "use": "cache", "sentinel": {}}]},
+    )
+    planned = plan_mod.plan(v1alpha1.parse_profile(body))
+    assert [p.field for p in planned.problems] == ["spec.cache.instances[0].name"]
+    text = planned.problem_text()
+    assert "StatefulSet name" in text and "70 characters (limit 52)" in text
+    assert "shorten metadata.name or this name by 18" in text
+
+
+def test_a_long_app_deployment_name_is_not_put_in_a_label() -> None:
+    planned = _plan(app={"deployment": "d" * 100, "replicas": {"min": 1, "max": 2}})
+    for obj in _objects(planned).values():
+        assert "app.kubernetes.io/part-of" not in obj["metadata"]["labels"]

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from headroom.api import v1alpha1
+from headroom.planning import names
 from headroom.planning import plan as plan_mod
 
 MANAGED_BY = "headroom"
@@ -48,12 +49,16 @@ def selector_labels(plan: plan_mod.Plan, *, component: str, name: str) -> dict[s
 
 
 def labels(plan: plan_mod.Plan, *, component: str, name: str) -> dict[str, str]:
-    return {
+    result = {
         **selector_labels(plan, component=component, name=name),
         "app.kubernetes.io/managed-by": MANAGED_BY,
         "app.kubernetes.io/part-of": plan.app.deployment,
         PROFILE_LABEL: plan.name,
     }
+    if len(plan.app.deployment) > names.DNS_LABEL_MAX:
+        # a Deployment name may be longer than a label value can be
+        del result["app.kubernetes.io/part-of"]
+    return result
 
 
 def owner_reference(plan: plan_mod.Plan) -> Obj:

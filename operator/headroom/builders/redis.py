@@ -13,6 +13,7 @@ import re
 from collections.abc import Callable
 
 from headroom.builders import common
+from headroom.planning import names
 from headroom.planning import plan as plan_mod
 
 COMPONENT = "redis"
@@ -29,7 +30,7 @@ _PASSWORD = re.compile(r"^[A-Za-z0-9_-]{16,128}$")
 
 
 def base_name(plan: plan_mod.Plan, redis: plan_mod.RedisPlan) -> str:
-    return f"{plan.name}-redis-{redis.name}"
+    return names.redis_base(plan.name, redis.name)
 
 
 def service_name(plan: plan_mod.Plan, redis: plan_mod.RedisPlan) -> str:
@@ -37,11 +38,11 @@ def service_name(plan: plan_mod.Plan, redis: plan_mod.RedisPlan) -> str:
 
 
 def headless_name(plan: plan_mod.Plan, redis: plan_mod.RedisPlan) -> str:
-    return f"{base_name(plan, redis)}-headless"
+    return names.redis_headless(plan.name, redis.name)
 
 
 def sentinel_name(plan: plan_mod.Plan, redis: plan_mod.RedisPlan) -> str:
-    return f"{base_name(plan, redis)}-sentinel"
+    return names.redis_sentinel(plan.name, redis.name)
 
 
 def auth_secret_name(plan: plan_mod.Plan, redis: plan_mod.RedisPlan) -> str:
@@ -417,6 +418,7 @@ def _sentinel_objects(
     config_name: str,
 ) -> list[common.Obj]:
     name = sentinel_name(plan, redis)
+    headless_service = names.sentinel_headless(plan.name, redis.name)
     mounts = [
         {"name": "config", "mountPath": CONFIG_DIR, "readOnly": True},
         {"name": "auth", "mountPath": AUTH_DIR, "readOnly": True},
@@ -424,14 +426,14 @@ def _sentinel_objects(
     ]
     env = [
         {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
-        {"name": "POD_FQDN", "value": f"$(POD_NAME).{name}-headless.{plan.namespace}.svc"},
+        {"name": "POD_FQDN", "value": f"$(POD_NAME).{headless_service}.{plan.namespace}.svc"},
     ]
     statefulset = {
         "apiVersion": "apps/v1",
         "kind": "StatefulSet",
         "metadata": meta(name, "sentinel"),
         "spec": {
-            "serviceName": f"{name}-headless",
+            "serviceName": headless_service,
             "replicas": SENTINELS,
             "podManagementPolicy": "Parallel",
             "selector": {"matchLabels": selector},
@@ -485,7 +487,7 @@ def _sentinel_objects(
     headless = {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": meta(f"{name}-headless", "sentinel"),
+        "metadata": meta(headless_service, "sentinel"),
         "spec": {
             "clusterIP": "None",
             "publishNotReadyAddresses": True,

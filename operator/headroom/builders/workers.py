@@ -8,6 +8,7 @@ owns that field, and writing it would fight them on every pass.
 from __future__ import annotations
 
 from headroom.builders import binding, common, redis
+from headroom.planning import names
 from headroom.planning import plan as plan_mod
 
 COMPONENT = "worker"
@@ -16,11 +17,11 @@ DEFAULT_REQUESTS = {"cpu": "100m", "memory": "128Mi"}  # an HPA needs a CPU requ
 
 
 def deployment_name(plan: plan_mod.Plan, queue: plan_mod.QueuePlan) -> str:
-    return f"{plan.name}-worker-{queue.name}"
+    return names.worker(plan.name, queue.name)
 
 
 def trigger_auth_name(plan: plan_mod.Plan, queue: plan_mod.QueuePlan) -> str:
-    return f"{plan.name}-worker-{queue.name}-redis"
+    return f"{deployment_name(plan, queue)}-redis"
 
 
 def pod_selector(plan: plan_mod.Plan, queue: plan_mod.QueuePlan) -> dict[str, str]:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from headroom.api import v1alpha1
 from headroom.planning import budget as budget_mod
-from headroom.planning import pgbouncer_params, redis_params
+from headroom.planning import names, pgbouncer_params, redis_params
 
 POOLER_PORT = 6432
 EXPORTER_PORT = 9127
@@ -323,6 +323,36 @@ def _queue_plans(
     return tuple(plans), problems
 
 
+def _name_problems(profile: v1alpha1.ScalingProfile) -> list[budget_mod.Problem]:
+    """Child names built from the profile's and the instances' names must be
+    valid Kubernetes names; say which field to shorten, and by how much."""
+    spec = profile.spec
+    candidates: list[tuple[str, list[names.LongName]]] = [
+        (
+            f"spec.cache.instances[{index}].name",
+            names.redis_names(profile.name, inst.name, sentinel=inst.sentinel is not None),
+        )
+        for index, inst in enumerate(spec.cache.instances if spec.cache else [])
+    ]
+    candidates += [
+        (f"spec.queues[{index}].name", names.worker_names(profile.name, queue.name))
+        for index, queue in enumerate(spec.queues)
+    ]
+    problems = []
+    for field_path, derived in candidates:
+        worst = max(derived, key=lambda n: len(n.name) - n.limit)
+        if worst.too_long:
+            problems.append(
+                budget_mod.Problem(
+                    field_path,
+                    f"the {worst.what} name {worst.name!r} would be {len(worst.name)} "
+                    f"characters (limit {worst.limit}); shorten metadata.name or this name "
+                    f"by {len(worst.name) - worst.limit}",
+                )
+            )
+    return problems
+
+
 def plan(profile: v1alpha1.ScalingProfile, *, facts: Facts | None = None) -> Plan:
     """Compute the whole plan for ``profile``; never raises for a parsed profile."""
     facts = facts or Facts()
@@ -330,7 +360,7 @@ def plan(profile: v1alpha1.ScalingProfile, *, facts: Facts | None = None) -> Pla
     app, problems = _app_plan(spec.app)
     redis, redis_problems = _redis_plans(spec)
     queues, queue_problems = _queue_plans(spec, redis=redis, facts=facts)
-    problems += redis_problems + queue_problems
+    problems += redis_problems + queue_problems + _name_problems(profile)
     version = pgbouncer_params.parse_version(spec.pooler.version)
     settings, pinned, setting_problems = _pooler_settings(spec.pooler, version=version)
     problems += setting_problems
