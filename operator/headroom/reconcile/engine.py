@@ -47,6 +47,7 @@ OWNED_KINDS: tuple[tuple[str, str], ...] = (
     ("autoscaling/v2", "HorizontalPodAutoscaler"),
 )
 KEDA = "keda.sh/v1alpha1"
+AUTOSCALER_KINDS = frozenset({"HorizontalPodAutoscaler", "ScaledObject"})
 _ORDER = {kind: index for index, (_, kind) in enumerate(OWNED_KINDS)}
 
 
@@ -303,6 +304,12 @@ class Engine:
                 if _owned_by(obj, planned.uid):
                     existing[common.key_of(obj)] = obj
 
+        # Two autoscalers on one Deployment fight, and KEDA's admission webhook
+        # refuses a ScaledObject while another HPA targets its workload: a
+        # leftover autoscaler goes before the new one is applied, everything
+        # else after (a Service or Secret is never missing in between).
+        prune_first, prune_after = prune_order(wanted=wanted, existing=existing)
+        self._prune(prune_first, existing, events)
         applied: dict[str, common.Obj] = {}
         conflicts: list[str] = []
         changed: list[str] = []
@@ -328,10 +335,12 @@ class Engine:
                 self.metrics.applied_objects.labels(kind=obj["kind"]).inc()
         if changed:
             events.append(Event("Normal", "Applied", "created or updated " + ", ".join(changed)))
+        self._prune(prune_after, existing, events)
+        return applied, conflicts
 
-        for key, obj in existing.items():
-            if key in wanted:
-                continue
+    def _prune(self, keys: list[str], existing: dict[str, common.Obj], events: list[Event]) -> None:
+        for key in keys:
+            obj = existing[key]
             meta = obj["metadata"]
             if self.kube.delete(
                 obj["apiVersion"],
@@ -342,7 +351,6 @@ class Engine:
             ):
                 self.metrics.pruned_objects.labels(kind=obj["kind"]).inc()
                 events.append(Event("Normal", "Pruned", f"deleted {key}, no longer wanted"))
-        return applied, conflicts
 
     def _write_status(self, meta: dict[str, Any], status: dict[str, Any]) -> None:
         patch = {
@@ -356,6 +364,16 @@ class Engine:
         except errors.ApiError as err:
             if err.status != 404:  # deleted meanwhile: nothing to report on
                 raise
+
+
+def prune_order(
+    *, wanted: dict[str, common.Obj], existing: dict[str, common.Obj]
+) -> tuple[list[str], list[str]]:
+    """Split our leftovers (existing, not wanted) into those deleted before the
+    apply (autoscalers) and those deleted after it (everything else)."""
+    leftovers = sorted(key for key in existing if key not in wanted)
+    first = [key for key in leftovers if key.split("/")[0] in AUTOSCALER_KINDS]
+    return first, [key for key in leftovers if key not in first]
 
 
 def _budget_status(planned: plan_mod.Plan) -> dict[str, Any]:
