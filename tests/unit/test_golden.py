@@ -28,6 +28,7 @@ CREDS = common.Credentials(
         "cache": "0123456789abcdef0123",
         "jobs": "fedcba9876543210fedc",
         "sessions": "00112233445566778899",
+        "push": "99887766554433221100",
     },
 )
 APP_LABELS = {"app": "web"}

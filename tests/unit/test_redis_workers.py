@@ -120,6 +120,18 @@ def test_network_policy_admits_app_and_workers_only() -> None:
     selectors = [s["podSelector"]["matchLabels"] for s in sources]
     assert {"app": "web"} in selectors
     assert any(s.get("app.kubernetes.io/component") == "worker" for s in selectors)
+    # no other namespace: the HPA fallback needs no outside reader
+    assert not any("namespaceSelector" in s for s in sources)
+
+
+def test_network_policy_admits_the_keda_operator_when_keda_scales_the_queue() -> None:
+    objs = _objects(_plan(keda=True))
+    queue_sources = objs["NetworkPolicy/shop-redis-jobs"]["spec"]["ingress"][0]["from"]
+    keda = {"namespaceSelector": {}, "podSelector": {"matchLabels": {"app": "keda-operator"}}}
+    assert keda in queue_sources
+    # the cache instance has no queue on it: KEDA has no business there
+    cache_sources = objs["NetworkPolicy/shop-redis-cache"]["spec"]["ingress"][0]["from"]
+    assert keda not in cache_sources
 
 
 def test_sentinel_ha_objects() -> None:

@@ -24,6 +24,8 @@ DATA_DIR = "/data"
 MASTER_SET = "headroom"
 SENTINELS = 3
 SENTINEL_QUORUM = 2
+# The label KEDA's operator pods carry in its Helm chart and release manifests.
+KEDA_OPERATOR_POD = {"app": "keda-operator"}
 
 _SAFE = re.compile(r"^[A-Za-z0-9_ .:/$*\"-]*$")
 _PASSWORD = re.compile(r"^[A-Za-z0-9_-]{16,128}$")
@@ -373,6 +375,11 @@ def build(
     clients = [{"podSelector": {"matchLabels": worker_pods}}]
     if app_pod_labels:
         clients.append({"podSelector": {"matchLabels": dict(app_pod_labels)}})
+    if any(q.redis == redis.name and q.scaler == "keda" for q in plan.queues):
+        # KEDA's operator reads the queue length itself, from its own namespace.
+        clients.append(
+            {"namespaceSelector": {}, "podSelector": {"matchLabels": dict(KEDA_OPERATOR_POD)}}
+        )
     peers = [{"podSelector": {"matchLabels": selector}}]
     if ha:
         peers.append({"podSelector": {"matchLabels": sentinel_selector}})
