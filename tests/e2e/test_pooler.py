@@ -79,6 +79,18 @@ def test_profile_lifecycle(
     assert (
         url == f"postgresql://shop_app:p%40ss%3Aw%2Frd@{NAME}-pooler-rw.{namespace}.svc:5432/shop"
     )
+    # No finalizer: deleting the profile never waits for the operator.
+    assert not sp["metadata"].get("finalizers")
+    # Decisions are recorded as Events on the profile.
+    recorded = kube.get_json(
+        kubectl,
+        "events",
+        "-n",
+        namespace,
+        "--field-selector",
+        f"involvedObject.kind=ScalingProfile,involvedObject.name={NAME}",
+    )["items"]
+    assert any(e["reason"] == "Applied" and e["type"] == "Normal" for e in recorded), recorded
     # Nothing secret in status or events.
     events = kubectl("get", "events", "-n", namespace, "-o", "json").stdout
     assert "p@ss:w/rd" not in json.dumps(sp) and "p@ss:w/rd" not in events

@@ -1,14 +1,15 @@
 """kopf handlers: parse nothing, decide nothing, call the engine.
 
-Every trigger (create, update, resume, the resync timer, and any event on a
+Every trigger (create, update, resume, the resync loop, and any event on a
 child we own) runs the same :meth:`Engine.reconcile`. Errors from the kube layer
 are mapped to kopf's retry semantics here and nowhere else.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from typing import Any, TypeAlias, cast
+from typing import Any, TypeAlias
 
 import kopf
 from prometheus_client import start_http_server
@@ -35,6 +36,8 @@ def configure(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix="headroom.dev", key="last-handled-configuration"
     )
+    # No handler needs one; kopf removes this finalizer from profiles that
+    # still carry it from earlier versions.
     settings.persistence.finalizer = "headroom.dev/finalizer"
     settings.posting.level = logging.INFO
     settings.watching.server_timeout = 300
@@ -64,24 +67,65 @@ def _run(memo: Any, body: kopf.Body | dict[str, Any], logger: Logger) -> None:
             raise kopf.TemporaryError(str(err), delay=5) from err
         raise kopf.PermanentError(str(err)) from err
     for event in outcome.events:
-        kopf.event(
-            kopf.Body(cast(kopf.RawBody, raw)),
-            type=event.type,
-            reason=event.reason,
-            message=event.message,
-        )
+        try:
+            engine.kube.post_event(raw, type=event.type, reason=event.reason, message=event.message)
+        except errors.ApiError as err:  # an Event is a courtesy; never fail the pass for it
+            if not err.namespace_terminating:
+                logger.warning("could not record event %s: %s", event.reason, err.message)
     logger.debug("reconciled, ready=%s", outcome.ready)
+
+
+def _profiles(memo: Any) -> list[dict[str, Any]]:
+    """Every live profile this operator watches (all namespaces, or its own)."""
+    engine: engine_mod.Engine = memo.engine
+    scopes: tuple[str | None, ...] = tuple(memo.get("namespaces") or ()) or (None,)
+    found = []
+    for namespace in scopes:
+        found += engine.kube.list(v1alpha1.API_VERSION, v1alpha1.KIND, namespace=namespace)
+    return [p for p in found if not p["metadata"].get("deletionTimestamp")]
+
+
+def _reconcile_all(memo: Any, logger: Logger) -> None:
+    """One pass over every profile; one failing profile does not stop the rest."""
+    for profile in _profiles(memo):
+        meta = profile["metadata"]
+        try:
+            _run(memo, profile, logger)
+        except Exception as err:  # logged; the next resync tries again
+            logger.warning("resync of %s/%s failed: %s", meta["namespace"], meta["name"], err)
+
+
+async def _resync_forever(memo: Any, logger: Logger) -> None:
+    while True:
+        await asyncio.sleep(_CFG.resync_seconds)
+        try:
+            await asyncio.to_thread(_reconcile_all, memo, logger)
+        except errors.ApiError as err:  # listing failed: the next round tries again
+            logger.warning("resync could not list profiles: %s", err.message)
+
+
+@kopf.on.startup()
+async def start_resync(memo: Any, logger: Logger, **_: Any) -> None:
+    """Repair drift every resync interval, also on kinds we do not watch (KEDA's).
+
+    A kopf timer would do the same but makes kopf put a finalizer on every
+    profile, and then deleting a profile (or its namespace) hangs whenever the
+    operator is not running. Owner references already clean up the children.
+    """
+    memo.resync_task = asyncio.create_task(_resync_forever(memo, logger))
+
+
+@kopf.on.cleanup()
+async def stop_resync(memo: Any, **_: Any) -> None:
+    task = memo.get("resync_task")
+    if task is not None:
+        task.cancel()
 
 
 @kopf.on.resume(*PROFILE)
 @kopf.on.create(*PROFILE)
 @kopf.on.update(*PROFILE)
 def reconcile_profile(body: kopf.Body, memo: Any, logger: Logger, **_: Any) -> None:
-    _run(memo, body, logger)
-
-
-@kopf.timer(*PROFILE, interval=_CFG.resync_seconds, initial_delay=_CFG.resync_seconds)
-def resync_profile(body: kopf.Body, memo: Any, logger: Logger, **_: Any) -> None:
     _run(memo, body, logger)
 
 
@@ -138,9 +182,7 @@ def composed_crd_changed(memo: Any, logger: Logger, type: str, name: str, **_: A
     engine: engine_mod.Engine = memo.engine
     engine.kube.forget_discovery()
     logger.info("CRD %s changed (%s); reconciling every profile", name, type)
-    for profile in engine.kube.list(v1alpha1.API_VERSION, v1alpha1.KIND, namespace=None):
-        if not profile["metadata"].get("deletionTimestamp"):
-            _run(memo, profile, logger)
+    _reconcile_all(memo, logger)
 
 
 def run(*, namespace: list[str] | None = None) -> int:
@@ -149,6 +191,7 @@ def run(*, namespace: list[str] | None = None) -> int:
     kopf.run(
         clusterwide=not namespace,
         namespaces=namespace or (),
+        memo=kopf.Memo(namespaces=tuple(namespace or ())),
         standalone=True,
         liveness_endpoint=f"http://{_CFG.health_addr}:{_CFG.health_port}/healthz",
     )

@@ -8,7 +8,9 @@ or disappear (KEDA, prometheus-operator) are seen without a restart.
 
 from __future__ import annotations
 
+import datetime
 import json
+import socket
 import threading
 import time
 from dataclasses import dataclass
@@ -22,6 +24,7 @@ from headroom.kube import errors
 
 FIELD_MANAGER = "headroom"
 _DISCOVERY_TTL = 10.0
+_EVENT_MESSAGE_MAX = 1024
 
 Obj = dict[str, Any]
 
@@ -235,3 +238,33 @@ class Kube:
                 return False
             raise
         return True
+
+    # -- events --------------------------------------------------------------
+
+    def post_event(self, involved: Obj, *, type: str, reason: str, message: str) -> None:
+        """Record a core/v1 Event on ``involved`` (what ``kubectl describe`` shows)."""
+        meta = involved["metadata"]
+        now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        event = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
+            "involvedObject": {
+                "apiVersion": involved["apiVersion"],
+                "kind": involved["kind"],
+                "name": meta["name"],
+                "namespace": meta["namespace"],
+                "uid": meta.get("uid", ""),
+                "resourceVersion": meta.get("resourceVersion", ""),
+            },
+            "type": type,
+            "reason": reason,
+            "message": message[:_EVENT_MESSAGE_MAX],
+            "source": {"component": FIELD_MANAGER},
+            "reportingComponent": FIELD_MANAGER,
+            "reportingInstance": socket.gethostname()[:128],
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+        }
+        self.request("POST", f"/api/v1/namespaces/{quote(meta['namespace'])}/events", body=event)
