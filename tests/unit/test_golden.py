@@ -31,7 +31,7 @@ CREDS = common.Credentials(
         "push": "99887766554433221100",
     },
 )
-APP_LABELS = {"app": "web"}
+APP_SELECTOR = {"matchLabels": {"app": "web"}}
 CASES = [(p, False) for p in EXAMPLES] + [(p, True) for p in EXAMPLES if "queues:" in p.read_text()]
 
 
@@ -44,7 +44,7 @@ def _render(example: Path, *, keda: bool) -> str:
         if not planned.ok:
             docs.append({"problems": [str(p) for p in planned.problems]})
             continue
-        docs.extend(desired.build(planned, CREDS, app_pod_labels=APP_LABELS).values())
+        docs.extend(desired.build(planned, CREDS, app_pod_selector=APP_SELECTOR).values())
     return yamlfmt.dump_all(docs)
 
 

@@ -43,7 +43,7 @@ def _plan(*, keda: bool = False, **overrides: object) -> plan_mod.Plan:
 
 
 def _objects(planned: plan_mod.Plan) -> dict[str, common.Obj]:
-    return desired.build(planned, CREDS, app_pod_labels={"app": "web"})
+    return desired.build(planned, CREDS, app_pod_selector={"matchLabels": {"app": "web"}})
 
 
 def test_maxmemory_and_policy_by_use() -> None:
@@ -220,7 +220,9 @@ def test_every_accepted_name_builds_valid_kubernetes_names(
 ) -> None:
     planned, _ = _longest_accepted(profile_name=profile_name, sentinel=sentinel)
     creds = dataclasses.replace(CREDS, redis_passwords={r.name: "d" * 32 for r in planned.redis})
-    for key, obj in desired.build(planned, creds, app_pod_labels={"app": "web"}).items():
+    for key, obj in desired.build(
+        planned, creds, app_pod_selector={"matchLabels": {"app": "web"}}
+    ).items():
         limit = 52 if obj["kind"] == "StatefulSet" else 63 if obj["kind"] != "Secret" else 253
         assert len(obj["metadata"]["name"]) <= limit, key
         assert all(len(value) <= 63 for value in _label_values(obj)), key
@@ -242,3 +244,19 @@ def test_a_long_app_deployment_name_is_not_put_in_a_label() -> None:
     planned = _plan(app={"deployment": "d" * 100, "replicas": {"min": 1, "max": 2}})
     for obj in _objects(planned).values():
         assert "app.kubernetes.io/part-of" not in obj["metadata"]["labels"]
+
+
+def test_an_app_selected_by_expressions_gets_its_pdb_and_redis_access() -> None:
+    selector = {"matchExpressions": [{"key": "app", "operator": "In", "values": ["web"]}]}
+    objs = desired.build(_plan(), CREDS, app_pod_selector=selector)
+    assert objs["PodDisruptionBudget/shop-app"]["spec"]["selector"] == selector
+    sources = objs["NetworkPolicy/shop-redis-cache"]["spec"]["ingress"][0]["from"]
+    assert {"podSelector": selector} in sources
+
+
+def test_no_app_selector_means_no_app_pdb_and_no_open_policy() -> None:
+    for selector in (None, {}, {"matchLabels": {}}):
+        objs = desired.build(_plan(), CREDS, app_pod_selector=selector)
+        assert "PodDisruptionBudget/shop-app" not in objs
+        sources = objs["NetworkPolicy/shop-redis-cache"]["spec"]["ingress"][0]["from"]
+        assert all(s["podSelector"] for s in sources)  # none matches every pod

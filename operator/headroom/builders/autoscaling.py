@@ -7,6 +7,8 @@ selector, read from the cluster.
 
 from __future__ import annotations
 
+import copy
+
 from headroom.builders import common
 from headroom.planning import plan as plan_mod
 
@@ -17,7 +19,7 @@ def name(plan: plan_mod.Plan) -> str:
     return f"{plan.name}-app"
 
 
-def build(plan: plan_mod.Plan, *, app_pod_labels: dict[str, str]) -> list[common.Obj]:
+def build(plan: plan_mod.Plan, *, app_pod_selector: common.Obj) -> list[common.Obj]:
     auto = plan.autoscaling
     if not auto.enabled:
         return []
@@ -44,7 +46,7 @@ def build(plan: plan_mod.Plan, *, app_pod_labels: dict[str, str]) -> list[common
         },
     )
     objects = [hpa]
-    if app_pod_labels:
+    if app_pod_selector:
         objects.append(
             {
                 "apiVersion": "policy/v1",
@@ -54,7 +56,7 @@ def build(plan: plan_mod.Plan, *, app_pod_labels: dict[str, str]) -> list[common
                 ),
                 "spec": {
                     "maxUnavailable": auto.max_unavailable,
-                    "selector": {"matchLabels": dict(app_pod_labels)},
+                    "selector": copy.deepcopy(app_pod_selector),
                 },
             }
         )

@@ -136,6 +136,17 @@ def spread_constraints(selector: dict[str, str]) -> list[Obj]:
     ]
 
 
+def usable_selector(selector: Obj | None) -> Obj:
+    """A Deployment's label selector as the PDB and NetworkPolicy take it; empty
+    when it selects nothing specific (an empty selector would match every pod)."""
+    if not selector:
+        return {}
+    usable = {
+        key: selector[key] for key in ("matchLabels", "matchExpressions") if selector.get(key)
+    }
+    return usable
+
+
 def key_of(obj: Obj) -> str:
     """Stable key of a desired object: ``Kind/name``."""
     return f"{obj['kind']}/{obj['metadata']['name']}"

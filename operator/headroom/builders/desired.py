@@ -14,21 +14,23 @@ def build(
     plan: plan_mod.Plan,
     creds: common.Credentials,
     *,
-    app_pod_labels: dict[str, str] | None = None,
+    app_pod_selector: common.Obj | None = None,
 ) -> dict[str, common.Obj]:
-    """``app_pod_labels``: the app Deployment's selector (None when it is not found)."""
-    labels = app_pod_labels or {}
+    """``app_pod_selector``: the app Deployment's label selector (matchLabels and/or
+    matchExpressions; None when the Deployment is not found). Without it there is
+    no app PDB and the NetworkPolicies admit only Headroom's own pods."""
+    selector = common.usable_selector(app_pod_selector)
     objects = [*pgbouncer.build(plan, creds), *binding.build(plan, creds)]
     for instance in plan.redis:
         objects += redis.build(
             plan,
             instance,
             password=creds.redis_passwords[instance.name],
-            app_pod_labels=labels,
+            app_pod_selector=selector,
         )
     for queue in plan.queues:
         objects += workers.build(plan, queue)
-    objects += autoscaling.build(plan, app_pod_labels=labels)
+    objects += autoscaling.build(plan, app_pod_selector=selector)
     desired: dict[str, common.Obj] = {}
     for obj in objects:
         key = common.key_of(obj)

@@ -182,10 +182,10 @@ class Engine:
         app = self.kube.get(
             "apps/v1", "Deployment", namespace=planned.namespace, name=planned.app.deployment
         )
-        app_labels = ((app or {}).get("spec", {}).get("selector") or {}).get("matchLabels")
+        app_selector = (app or {}).get("spec", {}).get("selector")
         try:
             creds = self._credentials(planned)
-            wanted = desired.build(planned, creds, app_pod_labels=app_labels)
+            wanted = desired.build(planned, creds, app_pod_selector=app_selector)
         except InputError as err:
             return finish(
                 [budget_cond, cond.Cond(cond.POOLER_READY, "False", err.reason, err.message)],
