@@ -22,6 +22,8 @@ from headroom.api import crd, v1alpha1
 from headroom.builders import common, desired
 from headroom.planning import plan as plan_mod
 
+KEDA_HELP = "plan queues for a cluster with KEDA (default: the CPU HPA fallback)"
+
 
 def _load(path: str) -> list[dict[str, Any]]:
     text = sys.stdin.read() if path == "-" else Path(path).read_text()
@@ -68,8 +70,59 @@ def format_plan(plan: plan_mod.Plan) -> str:
         ("server connections", f"{b.server_connections} of {b.available}"),
         ("margin", str(b.margin)),
     ]
+    rows += _scaling_rows(plan)
     width = max(len(label) for label, _ in rows)
     return "\n".join(f"{label:<{width}}  {value}" for label, value in rows)
+
+
+def _mebibytes(size: int) -> str:
+    return f"{size / 1024**2:.0f}Mi"
+
+
+def _scaling_rows(plan: plan_mod.Plan) -> list[tuple[str, str]]:
+    """Redis instances, queue workers and the app's autoscaling, one row each."""
+    rows = []
+    for r in plan.redis:
+        topology = (
+            f"sentinel: 1 master + {r.sentinel_replicas} "
+            f"replica{'s' if r.sentinel_replicas > 1 else ''}, 3 sentinels"
+            if r.sentinel_replicas
+            else "standalone"
+        )
+        persistence = f"PVC {r.persistence.size}" if r.persistence else "in memory"
+        rows.append(
+            (
+                f"redis {r.name}",
+                f"{r.use}, {r.eviction_policy}, maxmemory {_mebibytes(r.maxmemory_bytes)} of "
+                f"{r.memory}, {topology}, {persistence}",
+            )
+        )
+    for q in plan.queues:
+        scaler = (
+            f"KEDA on backlog, {q.backlog_per_worker} per worker"
+            if q.scaler == "keda"
+            else f"HPA on {q.cpu_utilization}% CPU (KEDA absent)"
+        )
+        database = f", {q.database_pool_size} db connections each" if q.database_pool_size else ""
+        rows.append(
+            (
+                f"queue {q.name}",
+                f"{q.list_name} on redis {q.redis}; workers {q.min_replicas}..{q.max_replicas}, "
+                f"{scaler}{database}",
+            )
+        )
+    auto = plan.autoscaling
+    rows.append(
+        (
+            "app autoscaling",
+            f"HPA {auto.min_replicas}..{auto.max_replicas} at {auto.cpu_utilization}% CPU, "
+            f"scale-down window {auto.scale_down_stabilization_seconds}s; "
+            f"PDB maxUnavailable {auto.max_unavailable}"
+            if auto.enabled
+            else "disabled",
+        )
+    )
+    return rows
 
 
 def _cmd_plan(args: argparse.Namespace) -> int:
@@ -81,7 +134,7 @@ def _cmd_plan(args: argparse.Namespace) -> int:
             print(f"error: {err}", file=sys.stderr)
             status = 1
             continue
-        plan = plan_mod.plan(profile)
+        plan = plan_mod.plan(profile, facts=plan_mod.Facts(keda=args.keda))
         print(format_plan(plan))
         if not plan.ok:
             print(f"error: {plan.problem_text()}", file=sys.stderr)
@@ -122,14 +175,11 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("plan", help="print the plan of the profile(s) in FILE")
     p.add_argument("file", help="YAML file with ScalingProfile(s), or - for stdin")
+    p.add_argument("--keda", action="store_true", help=KEDA_HELP)
     p.set_defaults(func=_cmd_plan)
     r = sub.add_parser("render", help="print every child object of FILE's profile(s) as YAML")
     r.add_argument("file")
-    r.add_argument(
-        "--keda",
-        action="store_true",
-        help="render KEDA ScaledObjects for queues (default: the CPU HPA fallback)",
-    )
+    r.add_argument("--keda", action="store_true", help=KEDA_HELP)
     r.set_defaults(func=_cmd_render)
     c = sub.add_parser("crd", help="print the generated ScalingProfile CRD")
     c.set_defaults(func=_cmd_crd)

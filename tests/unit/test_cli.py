@@ -45,3 +45,23 @@ def test_render_outputs_every_child(capsys: pytest.CaptureFixture[str]) -> None:
 def test_render_refuses_impossible_profile(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["render", str(EXAMPLES / "gym-session.yaml")]) == 1
     assert "session connections" in capsys.readouterr().err
+
+
+def test_plan_shows_redis_queues_and_autoscaling(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["plan", str(EXAMPLES / "shop-scaled.yaml")]) == 0
+    rows = dict(
+        line.split("  ", 1) for line in capsys.readouterr().out.splitlines() if "  " in line
+    )
+    rows = {label.strip(): value.strip() for label, value in rows.items()}
+    assert rows["redis cache"].startswith("cache, allkeys-lru, maxmemory 384Mi of 512Mi")
+    assert rows["redis jobs"].startswith("queue, noeviction, maxmemory 192Mi of 256Mi")
+    assert rows["redis jobs"].endswith("PVC 2Gi")
+    assert "HPA on 70% CPU (KEDA absent)" in rows["queue emails"]
+    assert rows["app autoscaling"].startswith("HPA 2..10 at 50% CPU")
+
+
+def test_plan_with_keda_scales_queues_on_backlog(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["plan", "--keda", str(EXAMPLES / "chat-ha.yaml")]) == 0
+    out = capsys.readouterr().out
+    assert "queue push          push:pending on redis push; workers 1..8, KEDA on backlog" in out
+    assert "sentinel: 1 master + 1 replica, 3 sentinels, PVC 1Gi" in out
