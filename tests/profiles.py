@@ -86,7 +86,10 @@ BAD: list[tuple[str, dict[str, Any], str]] = [
     ),
     (
         "version-too-old-for-setting",
-        {"pooler.version": "1.18", "pooler.parameters": {"max_prepared_statements": "100"}},
+        {
+            "pooler.image": "registry.example/pgbouncer:1.18.0",
+            "pooler.parameters": {"max_prepared_statements": "100"},
+        },
         "spec.pooler.parameters.max_prepared_statements",
     ),
     (

@@ -743,7 +743,8 @@ def pooler_plan(
                 "pooler": {
                     "instances": 1,
                     "poolMode": "transaction",
-                    "version": version,
+                    # the image is never pulled here; its tag names the version
+                    "image": f"registry.example/pgbouncer:{version}",
                     "parameters": dict(parameters or {}),
                 },
             },

@@ -163,8 +163,49 @@ def test_plan_settings_reflect_the_budget() -> None:
     assert s["max_client_conn"] == str(planned.budget.max_client_conn)
     assert s["pool_mode"] == "transaction"
     assert s["max_prepared_statements"] == "200"  # 1.24 default version, transaction mode
-    old = _plan(**{"pooler.version": "1.18"})
+    old = _plan(**{"pooler.image": "registry.example/pgbouncer:1.18.0"})
     assert "max_prepared_statements" not in old.pooler.settings
+
+
+@pytest.mark.parametrize(
+    ("image", "version", "expected"),
+    [
+        ("ghcr.io/cloudnative-pg/pgbouncer:1.24.1", None, (1, 24)),
+        ("registry.example:5000/team/pgbouncer:v1.21.0-p2", None, (1, 21)),
+        ("registry.example/pgbouncer:1.18", None, (1, 18)),
+        ("registry.example/pgbouncer:1.23.1@sha256:" + "a" * 64, None, (1, 23)),
+        ("registry.example/pgbouncer:stable", "1.22", (1, 22)),
+        ("registry.example:5000/pgbouncer", "1.20", (1, 20)),
+        ("registry.example/pgbouncer:1.24.1", "1.24", (1, 24)),
+    ],
+)
+def test_pgbouncer_version_comes_from_the_tag_or_the_spec(
+    image: str, version: str | None, expected: tuple[int, int]
+) -> None:
+    overrides: dict[str, object] = {"pooler.image": image}
+    if version:
+        overrides["pooler.version"] = version
+    assert _plan(**overrides).pooler.version == expected
+
+
+@pytest.mark.parametrize(
+    ("image", "version", "field", "needle"),
+    [
+        ("registry.example/pgbouncer:latest", None, "spec.pooler.version", "required"),
+        ("registry.example/pgbouncer@sha256:" + "b" * 64, None, "spec.pooler.version", "required"),
+        ("registry.example/pgbouncer:1.24.1", "1.18", "spec.pooler.version", "disagrees"),
+        ("registry.example/pgbouncer:1.17.0", None, "spec.pooler.image", "not supported"),
+    ],
+)
+def test_an_unknowable_or_contradicted_version_is_rejected(
+    image: str, version: str | None, field: str, needle: str
+) -> None:
+    body = profiles.base(**{"pooler.image": image})
+    if version:
+        body["spec"]["pooler"]["version"] = version
+    planned = plan_mod.plan(v1alpha1.parse_profile(body))
+    assert [p.field for p in planned.problems] == [field]
+    assert needle in planned.problem_text()
 
 
 @pytest.mark.parametrize(

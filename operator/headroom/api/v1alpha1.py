@@ -200,10 +200,11 @@ class Pooler(_Model):
         default="ghcr.io/cloudnative-pg/pgbouncer:1.24.1",
         description="PgBouncer image; its entrypoint is ignored, `pgbouncer` must be on PATH.",
     )
-    version: Annotated[str, Field(pattern=PGBOUNCER_VERSION)] = Field(
-        default="1.24",
-        description="PgBouncer major.minor of the image; only settings valid for this "
-        "version are rendered.",
+    version: Annotated[str, Field(pattern=PGBOUNCER_VERSION)] | None = Field(
+        default=None,
+        description="PgBouncer major.minor the image runs; only settings valid for this "
+        "version are rendered. Read from the image tag (1.24.1 -> 1.24) when unset; "
+        "required when the tag does not say it, and must agree with it when it does.",
     )
     parameters: dict[str, str] = Field(
         default_factory=dict,

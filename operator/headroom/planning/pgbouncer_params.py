@@ -86,6 +86,21 @@ def parse_version(text: str) -> tuple[int, int]:
     return int(major), int(minor)
 
 
+# The tag of an image reference (after the last ':' that follows the last '/'),
+# when it starts with a PgBouncer version: 1.24.1, v1.23.0-p1, 1.22.
+_TAG_VERSION = re.compile(r"^v?(1)\.(\d+)(?:[.\-_].*)?$")
+
+
+def image_version(image: str) -> tuple[int, int] | None:
+    """The PgBouncer major.minor an image's tag names, or None (digest, latest, ...)."""
+    reference = image.split("@", 1)[0]
+    name, _, tag = reference.rpartition(":")
+    if not name or "/" in tag:
+        return None
+    match = _TAG_VERSION.match(tag)
+    return (int(match.group(1)), int(match.group(2))) if match else None
+
+
 def check(key: str, value: str, *, version: tuple[int, int]) -> str | None:
     """Return a problem (without the field prefix) or None when key=value is valid."""
     param = ALLOWED.get(key)

@@ -185,6 +185,50 @@ def _app_plan(app: v1alpha1.App) -> tuple[AppPlan, list[budget_mod.Problem]]:
     )
 
 
+# The PgBouncer releases whose settings Headroom knows (1.18 is Debian 12's).
+SUPPORTED_PGBOUNCER = ((1, 18), (1, 29))
+_FALLBACK_PGBOUNCER = (1, 18)  # only while reporting a problem: the oldest known
+
+
+def _pooler_version(
+    pooler: v1alpha1.Pooler,
+) -> tuple[tuple[int, int], list[budget_mod.Problem]]:
+    """The PgBouncer version settings are rendered for: declared, or read from
+    the image tag; a disagreement is an error, since a setting the running
+    PgBouncer does not know stops it at start-up."""
+    from_tag = pgbouncer_params.image_version(pooler.image)
+    if pooler.version is not None:
+        declared = pgbouncer_params.parse_version(pooler.version)
+        if from_tag is not None and from_tag != declared:
+            tag = ".".join(map(str, from_tag))
+            return declared, [
+                budget_mod.Problem(
+                    "spec.pooler.version",
+                    f"{pooler.version} disagrees with the image tag of spec.pooler.image "
+                    f"({pooler.image}, PgBouncer {tag})",
+                )
+            ]
+        return declared, []
+    if from_tag is None:
+        return _FALLBACK_PGBOUNCER, [
+            budget_mod.Problem(
+                "spec.pooler.version",
+                f"required: the tag of spec.pooler.image ({pooler.image}) does not say "
+                'which PgBouncer it runs (e.g. version: "1.24")',
+            )
+        ]
+    low, high = SUPPORTED_PGBOUNCER
+    if not low <= from_tag <= high:
+        tag = ".".join(map(str, from_tag))
+        return _FALLBACK_PGBOUNCER, [
+            budget_mod.Problem(
+                "spec.pooler.image",
+                f"PgBouncer {tag} (from the image tag) is not supported; use 1.18 to 1.29",
+            )
+        ]
+    return from_tag, []
+
+
 def _pooler_settings(
     pooler: v1alpha1.Pooler, *, version: tuple[int, int]
 ) -> tuple[dict[str, str], dict[str, int], list[budget_mod.Problem]]:
@@ -361,7 +405,8 @@ def plan(profile: v1alpha1.ScalingProfile, *, facts: Facts | None = None) -> Pla
     redis, redis_problems = _redis_plans(spec)
     queues, queue_problems = _queue_plans(spec, redis=redis, facts=facts)
     problems += redis_problems + queue_problems + _name_problems(profile)
-    version = pgbouncer_params.parse_version(spec.pooler.version)
+    version, version_problems = _pooler_version(spec.pooler)
+    problems += version_problems
     settings, pinned, setting_problems = _pooler_settings(spec.pooler, version=version)
     problems += setting_problems
 
