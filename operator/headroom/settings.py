@@ -17,6 +17,11 @@ class Settings(BaseSettings):
     resync_seconds: float = Field(
         default=60.0, gt=0, description="Full reconcile of every profile this often."
     )
+    primary_check_seconds: float = Field(
+        default=300.0,
+        gt=0,
+        description="Re-read each primary's connection limits this often (failures: 1/5 of it).",
+    )
     metrics_addr: str = "0.0.0.0"  # noqa: S104 - scraped from inside the cluster
     metrics_port: int = Field(default=8000, ge=0, le=65535)
     health_addr: str = "0.0.0.0"  # noqa: S104

@@ -225,3 +225,39 @@ def test_good_profile_passes_admission() -> None:
 
 def test_problem_str_names_field() -> None:
     assert str(budget.Problem("spec.x", "too big")) == "spec.x: too big"
+
+
+@pytest.mark.parametrize(
+    ("live", "field", "needle"),
+    [
+        # seed 004: a small managed tier allows 20-50 connections, not the declared 100
+        (
+            plan_mod.PrimaryLimits(max_connections=50, superuser_reserved_connections=3),
+            "spec.database.maxConnections",
+            "reports max_connections 50 - superuser_reserved_connections 3 = 47 available, "
+            "but the plan opens 96 server connections",
+        ),
+        (
+            plan_mod.PrimaryLimits(
+                max_connections=100, superuser_reserved_connections=3, reserved_connections=5
+            ),
+            "spec.database.superuserReservedConnections",
+            "- reserved_connections 5 = 92 available",
+        ),
+    ],
+)
+def test_real_limits_below_the_declared_ones_stop_the_plan(
+    live: plan_mod.PrimaryLimits, field: str, needle: str
+) -> None:
+    profile = v1alpha1.parse_profile(profiles.base())
+    planned = plan_mod.plan(profile, facts=plan_mod.Facts(primary=live))
+    assert [p.field for p in planned.problems] == [field]
+    assert needle in planned.problem_text()
+
+
+def test_real_limits_above_the_declared_ones_change_nothing() -> None:
+    profile = v1alpha1.parse_profile(profiles.base())
+    roomy = plan_mod.PrimaryLimits(max_connections=500, superuser_reserved_connections=3)
+    planned = plan_mod.plan(profile, facts=plan_mod.Facts(primary=roomy))
+    assert planned.ok
+    assert planned.budget == plan_mod.plan(profile).budget  # the declared limits still size it

@@ -179,6 +179,12 @@ class Database(_Model):
         description="Connections kept free for everything that is not the pooler: "
         "migrations, admin consoles, cron jobs, replication.",
     )
+    read_limits: bool = Field(
+        default=True,
+        description="Connect to the primary with the credentials and read max_connections "
+        "and the reserved slots; a plan the real limits cannot carry is refused "
+        "(ConnectionBudget=False) and the outcome shows in the PrimaryLimits condition.",
+    )
     ssl_mode: Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"] = Field(
         default="prefer", description="TLS mode from the pooler to Postgres."
     )

@@ -48,7 +48,11 @@ def configure(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
     metrics = metrics_mod.Metrics()
     if _CFG.metrics_port:
         start_http_server(_CFG.metrics_port, addr=_CFG.metrics_addr, registry=metrics.registry)
-    memo.engine = engine_mod.Engine(kube_client.Kube.from_environment(), metrics)
+    memo.engine = engine_mod.Engine(
+        kube_client.Kube.from_environment(),
+        metrics,
+        primary_check_seconds=_CFG.primary_check_seconds,
+    )
 
 
 def _run(memo: Any, body: kopf.Body | dict[str, Any], logger: Logger) -> None:
@@ -70,7 +74,7 @@ def _run(memo: Any, body: kopf.Body | dict[str, Any], logger: Logger) -> None:
         try:
             engine.kube.post_event(raw, type=event.type, reason=event.reason, message=event.message)
         except errors.ApiError as err:  # an Event is a courtesy; never fail the pass for it
-            if not err.namespace_terminating:
+            if not (err.namespace_terminating or err.status == 404):  # namespace gone
                 logger.warning("could not record event %s: %s", event.reason, err.message)
     logger.debug("reconciled, ready=%s", outcome.ready)
 

@@ -65,10 +65,35 @@ class AppPlan:
 
 
 @dataclass(frozen=True)
+class PrimaryLimits:
+    """Connection limits the primary itself reports (pg_settings)."""
+
+    max_connections: int
+    superuser_reserved_connections: int
+    reserved_connections: int = 0  # Postgres 16+
+
+    @property
+    def available(self) -> int:
+        return (
+            self.max_connections - self.superuser_reserved_connections - self.reserved_connections
+        )
+
+    def describe(self) -> str:
+        text = (
+            f"max_connections {self.max_connections} - superuser_reserved_connections "
+            f"{self.superuser_reserved_connections}"
+        )
+        if self.reserved_connections:
+            text += f" - reserved_connections {self.reserved_connections}"
+        return text
+
+
+@dataclass(frozen=True)
 class Facts:
     """What the planner needs to know about the cluster (observed, not declared)."""
 
     keda: bool = False  # KEDA's ScaledObject/TriggerAuthentication CRDs are served
+    primary: PrimaryLimits | None = None  # None: not read (admission, CLI, unreachable)
 
 
 @dataclass(frozen=True)
@@ -367,6 +392,33 @@ def _queue_plans(
     return tuple(plans), problems
 
 
+def _live_limit_problems(
+    db: v1alpha1.Database, budget: budget_mod.ConnectionBudget, primary: PrimaryLimits
+) -> list[budget_mod.Problem]:
+    """The declared limits were checked at admission; the primary's real ones
+    may be lower (a smaller tier, a changed parameter group): then the plan
+    must not be applied, and the message says which declared field is wrong."""
+    live = primary.available - db.reserved_connections
+    if budget.server_connections <= live:
+        return []
+    field = (
+        "spec.database.maxConnections"
+        if primary.max_connections < db.max_connections
+        else "spec.database.superuserReservedConnections"
+    )
+    return [
+        budget_mod.Problem(
+            field,
+            f"the primary reports {primary.describe()}"
+            + (f" - {db.reserved_connections} reserved" if db.reserved_connections else "")
+            + f" = {live} available, but the plan opens {budget.server_connections} server "
+            f"connections (declared maxConnections {db.max_connections}, "
+            f"superuserReservedConnections {db.superuser_reserved_connections}); "
+            "declare the primary's real limits",
+        )
+    ]
+
+
 def _name_problems(profile: v1alpha1.ScalingProfile) -> list[budget_mod.Problem]:
     """Child names built from the profile's and the instances' names must be
     valid Kubernetes names; say which field to shorten, and by how much."""
@@ -450,6 +502,8 @@ def plan(profile: v1alpha1.ScalingProfile, *, facts: Facts | None = None) -> Pla
         )
     )
     problems += budget_problems
+    if facts.primary is not None and not budget_problems:
+        problems += _live_limit_problems(db, budget, facts.primary)
     settings.update(
         {
             "pool_mode": spec.pooler.pool_mode,

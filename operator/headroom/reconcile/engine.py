@@ -13,6 +13,7 @@ objects with our labels *and* our owner reference are ever deleted.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import datetime
 import logging
 import secrets
@@ -27,6 +28,7 @@ from headroom.builders import binding, common, desired, pgbouncer, redis
 from headroom.kube import client as kube_client
 from headroom.kube import errors
 from headroom.planning import plan as plan_mod
+from headroom.postgres import limits as postgres_limits
 from headroom.reconcile import conditions as cond
 from headroom.reconcile import metrics as metrics_mod
 from headroom.reconcile import observe
@@ -92,9 +94,17 @@ def _owned_by(obj: dict[str, Any], uid: str) -> bool:
 class Engine:
     """Holds the cluster connection and per-profile locks (created once at start-up)."""
 
-    def __init__(self, kube: kube_client.Kube, metrics: metrics_mod.Metrics) -> None:
+    def __init__(
+        self,
+        kube: kube_client.Kube,
+        metrics: metrics_mod.Metrics,
+        *,
+        primary_check_seconds: float = 300.0,
+    ) -> None:
         self.kube = kube
         self.metrics = metrics
+        self._primary_ttl = primary_check_seconds
+        self._primary_cache: dict[tuple[Any, ...], tuple[float, plan_mod.PrimaryLimits | str]] = {}
         self._locks: dict[str, threading.Lock] = {}
         self._locks_guard = threading.Lock()
 
@@ -185,17 +195,34 @@ class Engine:
         app_selector = (app or {}).get("spec", {}).get("selector")
         try:
             creds = self._credentials(planned)
-            wanted = desired.build(planned, creds, app_pod_selector=app_selector)
         except InputError as err:
             return finish(
                 [budget_cond, cond.Cond(cond.POOLER_READY, "False", err.reason, err.message)],
                 budget=budget,
             )
+        checks: list[cond.Cond] = []
+        if planned.database.read_limits:
+            live, primary_cond = self._primary_limits(planned, creds)
+            checks.append(primary_cond)
+            if live is not None:
+                planned = plan_mod.plan(profile, facts=dataclasses.replace(facts, primary=live))
+                if not planned.ok:  # the declared limits are higher than the real ones
+                    message = planned.problem_text()
+                    return finish(
+                        [
+                            cond.Cond(cond.CONNECTION_BUDGET, "False", "BudgetExceeded", message),
+                            *checks,
+                        ],
+                        budget=budget,
+                    )
+        try:
+            wanted = desired.build(planned, creds, app_pod_selector=app_selector)
         except ValueError as err:  # builders refuse unsafe credentials
             return finish(
                 [
                     budget_cond,
                     cond.Cond(cond.POOLER_READY, "False", "CredentialsInvalid", str(err)),
+                    *checks,
                 ],
                 budget=budget,
             )
@@ -208,7 +235,7 @@ class Engine:
         pooler_keys = {common.key_of(o) for o in pgbouncer.build(planned, creds)}
         if pooler_keys & set(conflicts):
             pooler_cond = cond.Cond(cond.POOLER_READY, "False", "NameConflict", message)
-        components = [budget_cond, pooler_cond]
+        components = [budget_cond, pooler_cond, *checks]
         components += observe.components(planned, applied, app_found=app is not None)
         if set(conflicts) - pooler_keys:
             components.append(cond.Cond("ChildrenOwned", "False", "NameConflict", message))
@@ -229,6 +256,48 @@ class Engine:
         )
 
     # -- inputs ---------------------------------------------------------------
+
+    def _primary_limits(
+        self, planned: plan_mod.Plan, creds: common.Credentials
+    ) -> tuple[plan_mod.PrimaryLimits | None, cond.Cond]:
+        """The primary's own limits (cached: a pass runs on every child event)."""
+        db = planned.database
+        target = postgres_limits.Target(
+            host=db.host,
+            port=db.port,
+            database=db.name,
+            username=creds.username,
+            password=creds.password,
+            ssl_mode=db.ssl_mode,
+        )
+        key = (db.host, db.port, db.name, db.ssl_mode, creds.username, creds.revision)
+        now = time.monotonic()
+        cached = self._primary_cache.get(key)
+        if cached is None or cached[0] < now:
+            result = postgres_limits.read(target)
+            # a failure is retried sooner: the primary may just be starting
+            ttl = self._primary_ttl if not isinstance(result, str) else self._primary_ttl / 5
+            self._primary_cache = {k: v for k, v in self._primary_cache.items() if v[0] >= now}
+            self._primary_cache[key] = cached = (now + ttl, result)
+        result = cached[1]
+        if isinstance(result, str):
+            return None, cond.Cond(
+                observe.PRIMARY_LIMITS,
+                "False",
+                "PrimaryUnreachable",
+                f"could not read the limits of {db.host}:{db.port} ({result}); "
+                "planning with the declared ones",
+            )
+        declared = (
+            f"declared maxConnections {db.max_connections}, "
+            f"superuserReservedConnections {db.superuser_reserved_connections}"
+        )
+        return result, cond.Cond(
+            observe.PRIMARY_LIMITS,
+            "True",
+            "LimitsRead",
+            f"{db.host}:{db.port} reports {result.describe()} = {result.available}; {declared}",
+        )
 
     def _keda_installed(self) -> bool:
         """KEDA's kinds are served and their CRDs are not being deleted (while they

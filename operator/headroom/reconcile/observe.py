@@ -15,7 +15,9 @@ CACHE_READY = "CacheReady"
 WORKERS_READY = "WorkersReady"
 BACKLOG_SCALING = "BacklogScaling"  # informational: not part of Ready
 AUTOSCALING_READY = "AutoscalingReady"
-INFORMATIONAL = frozenset({BACKLOG_SCALING})
+# informational: the operator could not read the primary, but the pooler may
+PRIMARY_LIMITS = "PrimaryLimits"
+INFORMATIONAL = frozenset({BACKLOG_SCALING, PRIMARY_LIMITS})
 
 
 def _rolled_out(obj: dict[str, Any] | None, *, want: int | None = None) -> tuple[bool, str]:

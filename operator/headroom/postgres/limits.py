@@ -1,0 +1,61 @@
+"""Read the primary's connection limits, to check the limits a profile declares.
+
+The reconcile pass calls :func:`read` with the app's own credentials (the ones
+the pooler uses). It runs one read-only query on ``pg_settings``, which every
+role may read, and never raises for an unreachable or refusing primary: the
+failure comes back as text for a condition (no password in it, ever).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import psycopg
+
+from headroom.planning import plan as plan_mod
+
+_QUERY = (
+    "SELECT name, setting FROM pg_settings WHERE name IN "
+    "('max_connections', 'superuser_reserved_connections', 'reserved_connections')"
+)
+
+
+@dataclass(frozen=True)
+class Target:
+    host: str
+    port: int
+    database: str
+    username: str
+    password: str
+    ssl_mode: str
+
+    def __repr__(self) -> str:  # keep the password out of logs and tracebacks
+        return f"Target({self.username}@{self.host}:{self.port}/{self.database})"
+
+
+def read(target: Target, *, timeout_seconds: int = 3) -> plan_mod.PrimaryLimits | str:
+    """The primary's limits, or a one-line reason why they could not be read."""
+    try:
+        with psycopg.connect(
+            host=target.host,
+            port=target.port,
+            dbname=target.database,
+            user=target.username,
+            password=target.password,
+            sslmode=target.ssl_mode,
+            connect_timeout=timeout_seconds,
+            application_name="headroom-operator",
+            autocommit=True,
+        ) as conn:
+            rows: dict[str, str] = dict(conn.execute(_QUERY).fetchall())
+    except psycopg.Error as err:
+        text = str(err).strip()
+        reason = f"{type(err).__name__}: {text.splitlines()[0] if text else 'no detail'}"
+        if target.password:
+            reason = reason.replace(target.password, "***")
+        return reason[:300]
+    return plan_mod.PrimaryLimits(
+        max_connections=int(rows["max_connections"]),
+        superuser_reserved_connections=int(rows.get("superuser_reserved_connections", 0)),
+        reserved_connections=int(rows.get("reserved_connections", 0)),
+    )

@@ -1,0 +1,61 @@
+"""The operator reads the primary's real connection limits from a real Postgres
+(max_connections 100, superuser_reserved_connections 3) on 127.0.0.1, with the
+app's own credentials, and fails soft (a reason, no password) when it cannot."""
+
+from __future__ import annotations
+
+import servers
+from tests import profiles
+
+from headroom.api import v1alpha1
+from headroom.planning import plan as plan_mod
+from headroom.postgres import limits
+
+
+def _target(
+    database: servers.AppDatabase, *, password: str | None = None, port: int | None = None
+) -> limits.Target:
+    return limits.Target(
+        host=servers.HOST,
+        port=port or database.port,
+        database=database.name,
+        username=database.user,
+        password=password or database.password,
+        ssl_mode="disable",
+    )
+
+
+def test_reads_the_limits_postgres_runs_with(database: servers.AppDatabase) -> None:
+    assert limits.read(_target(database)) == plan_mod.PrimaryLimits(
+        max_connections=100, superuser_reserved_connections=3, reserved_connections=0
+    )
+
+
+def test_a_declared_limit_above_the_real_one_is_refused(database: servers.AppDatabase) -> None:
+    live = limits.read(_target(database))
+    assert isinstance(live, plan_mod.PrimaryLimits)
+    body = profiles.base(**{"database.maxConnections": 200, "pooler.instances": 1})
+    profile = v1alpha1.parse_profile(body)
+    assert plan_mod.plan(profile).ok  # admission trusts the declared 200
+    planned = plan_mod.plan(profile, facts=plan_mod.Facts(primary=live))
+    assert [p.field for p in planned.problems] == ["spec.database.maxConnections"]
+    assert "reports max_connections 100 - superuser_reserved_connections 3 = 97" in (
+        planned.problem_text()
+    )
+
+
+def test_a_wrong_password_is_a_reason_without_the_password(
+    database: servers.AppDatabase,
+) -> None:
+    wrong = "not-the-password-7f3a"
+    reason = limits.read(_target(database, password=wrong))
+    assert isinstance(reason, str)
+    assert "password authentication failed" in reason
+    assert wrong not in reason
+
+
+def test_nothing_listening_is_a_reason(database: servers.AppDatabase) -> None:
+    target = _target(database, port=servers.free_port())
+    reason = limits.read(target, timeout_seconds=2)
+    assert isinstance(reason, str) and "OperationalError" in reason
+    assert database.password not in reason and database.password not in repr(target)
