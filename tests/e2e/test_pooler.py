@@ -18,6 +18,10 @@ from apps import app_deployment, credentials
 from tests import profiles
 
 NAME = "shop"
+# Drift is repaired by the watch on our children, in a second or two. The
+# operator's resync (every 30 s in these tests) would also repair it, but
+# rarely inside this deadline, so a broken watch makes the test fail.
+DRIFT_DEADLINE = 10
 
 
 def _profile(namespace: str, **overrides: Any) -> dict[str, Any]:
@@ -127,7 +131,7 @@ def test_profile_lifecycle(
             ]
             != service_uid
         ),
-        timeout=30,
+        timeout=DRIFT_DEADLINE,
         what="deleted Service to be recreated",
     )
     kubectl(
@@ -147,7 +151,7 @@ def test_profile_lifecycle(
                 "data"
             ]["pgbouncer.ini"]
         ),
-        timeout=30,
+        timeout=DRIFT_DEADLINE,
         what="edited ConfigMap to be restored",
     )
 

@@ -239,6 +239,17 @@ def test_without_keda_everything_runs_and_workers_scale_on_cpu(
     # the workers count in the connection budget
     assert sp["status"]["budget"]["clientDemand"] == CLIENT_DEMAND
 
+    # The HPA controller's verdict on the app's HPA is passed on: this cluster has
+    # no metrics-server, so it cannot read CPU (informational: Ready stays True).
+    def scaling_active_reported() -> dict[str, str] | None:
+        found = _condition(_sp(kubectl, ns), "AppScalingActive")
+        return found if found and found["status"] == "False" else None
+
+    active = kube.wait_for(scaling_active_reported, timeout=90, what="AppScalingActive=False")
+    assert active["reason"] == "FailedGetResourceMetric", active
+    assert f"HPA {NAME}-app:" in active["message"]
+    assert _condition(_sp(kubectl, ns), "Ready")["status"] == "True"
+
     # Workers: a Deployment reading the binding, scaled by a CPU HPA it never fights.
     workers = kube.get_json(kubectl, "deployment", WORKERS, "-n", ns, "--show-managed-fields")
     (container,) = workers["spec"]["template"]["spec"]["containers"]

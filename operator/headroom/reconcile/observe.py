@@ -17,7 +17,10 @@ BACKLOG_SCALING = "BacklogScaling"  # informational: not part of Ready
 AUTOSCALING_READY = "AutoscalingReady"
 # informational: the operator could not read the primary, but the pooler may
 PRIMARY_LIMITS = "PrimaryLimits"
-INFORMATIONAL = frozenset({BACKLOG_SCALING, PRIMARY_LIMITS})
+# informational: the app's HPA exists but may not get metrics (no metrics-server,
+# no CPU requests on the app's pods); its own ScalingActive condition says so
+APP_SCALING_ACTIVE = "AppScalingActive"
+INFORMATIONAL = frozenset({BACKLOG_SCALING, PRIMARY_LIMITS, APP_SCALING_ACTIVE})
 
 
 def _rolled_out(obj: dict[str, Any] | None, *, want: int | None = None) -> tuple[bool, str]:
@@ -108,6 +111,24 @@ def _autoscaling(plan: plan_mod.Plan, applied: dict[str, Any], *, app_found: boo
     )
 
 
+def _app_scaling_active(hpa: dict[str, Any]) -> cond.Cond:
+    """Mirror the HPA controller's ScalingActive condition of the app's HPA."""
+    for c in (hpa.get("status") or {}).get("conditions") or []:
+        if c.get("type") == "ScalingActive":
+            return cond.Cond(
+                APP_SCALING_ACTIVE,
+                "True" if c.get("status") == "True" else "False",
+                str(c.get("reason") or "Unknown"),
+                f"HPA {hpa['metadata']['name']}: {c.get('message') or c.get('reason')}",
+            )
+    return cond.Cond(
+        APP_SCALING_ACTIVE,
+        "Unknown",
+        "NotReportedYet",
+        f"HPA {hpa['metadata']['name']} has not been evaluated by the HPA controller yet",
+    )
+
+
 def components(plan: plan_mod.Plan, applied: dict[str, Any], *, app_found: bool) -> list[cond.Cond]:
     found: list[cond.Cond] = []
     if plan.redis:
@@ -115,4 +136,7 @@ def components(plan: plan_mod.Plan, applied: dict[str, Any], *, app_found: bool)
     if plan.queues:
         found += _workers(plan, applied)
     found.append(_autoscaling(plan, applied, app_found=app_found))
+    hpa = applied.get(f"HorizontalPodAutoscaler/{autoscaling.name(plan)}")
+    if plan.autoscaling.enabled and app_found and hpa is not None:
+        found.append(_app_scaling_active(hpa))
     return found
