@@ -260,3 +260,29 @@ def test_no_app_selector_means_no_app_pdb_and_no_open_policy() -> None:
         assert "PodDisruptionBudget/shop-app" not in objs
         sources = objs["NetworkPolicy/shop-redis-cache"]["spec"]["ingress"][0]["from"]
         assert all(s["podSelector"] for s in sources)  # none matches every pod
+
+
+def test_the_instance_named_after_its_use_is_the_use_url() -> None:
+    cache = {
+        "instances": [
+            {"name": "hot", "use": "cache"},
+            {"name": "cache", "use": "cache"},
+            {"name": "jobs", "use": "queue"},
+        ]
+    }
+    planned = _plan(cache=cache)
+    creds = dataclasses.replace(CREDS, redis_passwords={"hot": "h" * 32, **CREDS.redis_passwords})
+    entries = desired.build(planned, creds)["Secret/shop-binding"]["stringData"]
+    assert entries["REDIS_CACHE_URL"] == entries["REDIS_URL"]
+    assert "@shop-redis-cache." in entries["REDIS_CACHE_URL"]
+    assert "@shop-redis-hot." in entries["REDIS_HOT_URL"]
+    assert entries["REDIS_QUEUE_URL"] == entries["REDIS_JOBS_URL"]
+    assert "@shop-redis-jobs." in entries["REDIS_QUEUE_URL"]
+
+
+@pytest.mark.parametrize(("name", "use"), [("cache", "queue"), ("queue", "cache")])
+def test_an_instance_named_after_the_other_use_is_rejected(name: str, use: str) -> None:
+    body = profiles.base(cache={"instances": [{"name": name, "use": use}]})
+    planned = plan_mod.plan(v1alpha1.parse_profile(body))
+    assert [p.field for p in planned.problems] == ["spec.cache.instances[0].name"]
+    assert f"REDIS_{name.upper()}_URL would point at a {use} instance" in planned.problem_text()

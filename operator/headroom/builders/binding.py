@@ -75,16 +75,20 @@ def redis_url(plan: plan_mod.Plan, instance: plan_mod.RedisPlan, password: str) 
 
 
 def _redis_entries(plan: plan_mod.Plan, creds: common.Credentials) -> dict[str, str]:
-    """REDIS_URL (the first cache instance, else the first queue instance);
-    REDIS_CACHE_URL / REDIS_QUEUE_URL for the first of each use; and
-    REDIS_<NAME>_URL for every instance. Sentinel instances also get
-    REDIS_<NAME>_SENTINELS and _MASTER for clients that speak Sentinel."""
+    """REDIS_URL (the cache instance, else the queue instance); REDIS_CACHE_URL /
+    REDIS_QUEUE_URL for the instance of each use (the one named after it, else
+    the first); and REDIS_<NAME>_URL for every instance (the planner keeps the
+    names "cache" and "queue" for instances of that use, so nothing collides).
+    Sentinel instances also get REDIS_<NAME>_SENTINELS and _MASTER."""
     entries: dict[str, str] = {}
+    named_after_use = sorted(plan.redis, key=lambda r: r.name != r.use)  # stable
+    for instance in named_after_use:
+        url = redis_url(plan, instance, creds.redis_passwords[instance.name])
+        entries.setdefault(f"REDIS_{instance.use.upper()}_URL", url)
     for instance in plan.redis:
         url = redis_url(plan, instance, creds.redis_passwords[instance.name])
         key = instance.name.upper().replace("-", "_")
         entries[f"REDIS_{key}_URL"] = url
-        entries.setdefault(f"REDIS_{instance.use.upper()}_URL", url)
         if instance.sentinel_replicas:
             host = redis.service_host(plan, instance)
             entries[f"REDIS_{key}_SENTINELS"] = f"{host}:{plan_mod.SENTINEL_PORT}"

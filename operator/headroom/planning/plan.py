@@ -287,6 +287,14 @@ def _redis_plans(
         if inst.name in seen:
             problems.append(budget_mod.Problem(f"{where}.name", f"{inst.name!r} is used twice"))
         seen.add(inst.name)
+        if inst.name in ("cache", "queue") and inst.name != inst.use:
+            problems.append(
+                budget_mod.Problem(
+                    f"{where}.name",
+                    f"{inst.name!r} is kept for an instance with use: {inst.name} (the binding "
+                    f"key REDIS_{inst.name.upper()}_URL would point at a {inst.use} instance)",
+                )
+            )
         default_policy = "noeviction" if inst.use == "queue" else "allkeys-lru"
         policy = inst.eviction_policy or default_policy
         if inst.use == "queue" and policy != "noeviction":
