@@ -29,6 +29,10 @@ $(VENV)/.installed: pyproject.toml
 	$(VENV)/bin/pip install -q -e '.[dev]'
 	touch $@
 
+.PHONY: deps
+deps: ## install the Debian packages the tests and the control plane use (apt, once)
+	@hack/install-deps.sh packages
+
 .PHONY: venv
 venv: $(VENV)/.installed ## create the Python venv with Headroom and dev tools
 
@@ -37,7 +41,7 @@ binaries: ## build the control-plane binaries into $(HEADROOM_CACHE) (cached)
 	hack/build-binaries.sh >/dev/null
 
 .PHONY: cluster
-cluster: ## start (or reuse) the local control plane: etcd, apiserver, controller-manager, scheduler, kwok
+cluster: deps ## start (or reuse) the local control plane: etcd, apiserver, controller-manager, scheduler, kwok
 ifeq ($(USER_CLUSTER),1)
 	@echo "KUBECONFIG is set ($(KUBECONFIG)): using that cluster, not starting one"
 else
@@ -79,7 +83,7 @@ unit: venv ## unit tests: planning, builders (golden YAML), CRD drift, CLI
 	$(PY) -m pytest -q tests/unit
 
 .PHONY: conformance
-conformance: venv ## rendered configs in real pgbouncer/postgres/redis on 127.0.0.1
+conformance: deps venv ## rendered configs in real pgbouncer/postgres/redis on 127.0.0.1
 	$(PY) -m pytest -q tests/conformance
 
 .PHONY: e2e
@@ -87,7 +91,7 @@ e2e: venv cluster ## end-to-end tests against the control plane
 	KUBECONFIG=$(CLUSTER_KUBECONFIG) $(PY) -m pytest -q tests/e2e
 
 .PHONY: test
-test: venv cluster ## everything: lint, unit, conformance, e2e
+test: deps venv cluster ## everything: lint, unit, conformance, e2e
 	$(MAKE) lint
 	KUBECONFIG=$(CLUSTER_KUBECONFIG) $(PY) -m pytest tests
 

@@ -3,6 +3,8 @@
 # the data-plane programs the conformance tests run (pgbouncer, postgres,
 # redis-server, redis-sentinel), openssl for the control plane's certificates, then the
 # Python venv and the Go-built control plane (both cached, so a re-run is quick).
+# `hack/install-deps.sh packages` installs the Debian packages only (`make deps`).
+# Every step is skipped when already done, so a re-run takes about a second.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -11,6 +13,10 @@ missing=()
 for pkg in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
 done
+if ((${#missing[@]})) && ! command -v apt-get >/dev/null; then
+  echo "install-deps: not a Debian machine; install these yourself: ${missing[*]}" >&2
+  missing=()
+fi
 if ((${#missing[@]})); then
   echo "== apt-get install ${missing[*]}"
   sudo=""; [[ $(id -u) == 0 ]] || sudo="sudo"
@@ -21,6 +27,8 @@ if ((${#missing[@]})); then
     $sudo service "$svc" stop >/dev/null 2>&1 || true
   done
 fi
+
+[[ ${1:-} == packages ]] && exit 0
 
 echo "== python venv"
 make venv

@@ -42,6 +42,11 @@ k wait --for=condition=Ready scalingprofile/shop -n headroom-demo --timeout=180s
 echo
 k get scalingprofiles -n headroom-demo
 echo
+echo "== status.conditions of shop"
+k get scalingprofile shop -n headroom-demo \
+  -o jsonpath='{range .status.conditions[*]}{.type}{"\t"}{.status}{"\t"}{.reason}{"\t"}{.message}{"\n"}{end}' |
+  awk -F'\t' '{printf "%-18s %-8s %-20s %s\n", $1, $2, $3, $4}'
+echo
 echo "== status.budget of shop"
 k get scalingprofile shop -n headroom-demo -o jsonpath='{.status.budget}' | python3 -m json.tool
 echo
