@@ -92,6 +92,7 @@ BAD: list[tuple[str, dict[str, Any], str]] = [
         },
         "spec.pooler.parameters.max_prepared_statements",
     ),
+    ("verify-without-ca", {"database.sslMode": "verify-full"}, "spec.database.serverCASecret"),
     (
         "both-replicas-and-capacity",
         {"app.capacity": {"targetConcurrentUsers": 1000, "usersPerPod": 100}},

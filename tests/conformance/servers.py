@@ -430,10 +430,12 @@ class Postgres(ServerProcess):
         *,
         max_connections: int = 100,
         superuser_reserved_connections: int = 3,
+        extra_conf: str = "",
         start_timeout: float = 60,
     ) -> None:
         super().__init__(program="postgres", log_name="postgres.log", start_timeout=start_timeout)
         self.tools = tools
+        self.extra_conf = extra_conf  # more postgresql.conf lines (e.g. ssl)
         self.max_connections = max_connections
         self.superuser_reserved_connections = superuser_reserved_connections
         self.superuser_password = secrets.token_urlsafe(16)
@@ -498,6 +500,7 @@ class Postgres(ServerProcess):
             "fsync = off\n"
             "synchronous_commit = off\n"
             "full_page_writes = off\n"
+            f"{self.extra_conf}"
         )
         (self.data / "postgresql.auto.conf").write_text(conf)
         # The postmaster is our child (not pg_ctl's), so we reap it at stop.
@@ -753,12 +756,21 @@ def pooler_plan(
     return plan_mod.plan(profile)
 
 
-def ini_for(plan: plan_mod.Plan, extra: str = "") -> Callable[[int, str], str]:
+def ini_for(
+    plan: plan_mod.Plan, extra: str = "", *, server_ca_file: str = ""
+) -> Callable[[int, str], str]:
     """render_ini on HOST for the port and auth file PgBouncer.start picks (plus raw
-    ``extra`` lines): the ``ini`` for PgBouncer and ``start_pgbouncer``."""
+    ``extra`` lines, and the CA file where the profile has one): the ``ini`` for
+    PgBouncer and ``start_pgbouncer``."""
 
     def render(port: int, auth_file: str) -> str:
-        ini = pgbouncer.render_ini(plan, listen_addr=HOST, listen_port=port, auth_file=auth_file)
+        ini = pgbouncer.render_ini(
+            plan,
+            listen_addr=HOST,
+            listen_port=port,
+            auth_file=auth_file,
+            **({"server_ca_file": server_ca_file} if server_ca_file else {}),
+        )
         return ini + extra
 
     return render

@@ -257,3 +257,52 @@ def test_bad_profile_rejected_at_admission(
     assert needle in proc.stderr, proc.stderr
     assert not kube.exists(kubectl, "scalingprofile", case_id, "-n", "default")
     assert operator.alive()
+
+
+def test_server_ca_is_mounted_and_a_missing_one_reported(
+    operator: operator_process.OperatorProcess, kubectl: kube.Kubectl, namespace: str
+) -> None:
+    kube.apply(kubectl, app_deployment(namespace), credentials(namespace))
+    body = _profile(
+        namespace,
+        **{"database.sslMode": "verify-full", "database.serverCASecret": {"name": "db-ca"}},
+    )
+    kube.apply(kubectl, body, namespace=namespace)
+
+    def pooler_reason() -> str | None:
+        for c in _sp(kubectl, namespace).get("status", {}).get("conditions", []):
+            if c["type"] == "PoolerReady" and c["status"] == "False":
+                return str(c["reason"])
+        return None
+
+    assert kube.wait_for(pooler_reason, timeout=60, what="PoolerReady=False") == "ServerCANotFound"
+    assert not kube.exists(kubectl, "deployment", f"{NAME}-pooler", "-n", namespace)
+
+    ca_pem = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
+    kube.apply(
+        kubectl,
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "db-ca", "namespace": namespace},
+            "stringData": {"ca.crt": ca_pem},
+        },
+    )
+    kubectl(
+        "wait", "--for=condition=Ready", f"scalingprofile/{NAME}", "-n", namespace, "--timeout=90s"
+    )
+    ini = kube.get_json(kubectl, "configmap", f"{NAME}-pooler-config", "-n", namespace)
+    text = ini["data"]["pgbouncer.ini"]
+    assert "server_tls_sslmode = verify-full" in text
+    assert "server_tls_ca_file = /etc/pgbouncer-server-ca/ca.crt" in text
+    pod_spec = kube.get_json(kubectl, "deployment", f"{NAME}-pooler", "-n", namespace)["spec"][
+        "template"
+    ]["spec"]
+    volumes = {v["name"]: v for v in pod_spec["volumes"]}
+    assert volumes["server-ca"]["secret"]["secretName"] == "db-ca"
+    mounts = pod_spec["containers"][0]["volumeMounts"]
+    assert {
+        "name": "server-ca",
+        "mountPath": "/etc/pgbouncer-server-ca",
+        "readOnly": True,
+    } in mounts

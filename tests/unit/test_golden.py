@@ -30,6 +30,7 @@ CREDS = common.Credentials(
         "sessions": "00112233445566778899",
         "push": "99887766554433221100",
     },
+    server_ca_revision="7",
 )
 APP_SELECTOR = {"matchLabels": {"app": "web"}}
 CASES = [(p, False) for p in EXAMPLES] + [(p, True) for p in EXAMPLES if "queues:" in p.read_text()]

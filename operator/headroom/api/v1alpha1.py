@@ -66,6 +66,17 @@ class SecretKeyRef(_Model):
     )
 
 
+class CASecretRef(_Model):
+    """A CA certificate (PEM) in an existing Secret, e.g. one cert-manager made."""
+
+    name: Annotated[str, Field(pattern=DNS_SUBDOMAIN, max_length=253)] = Field(
+        description="Name of a Secret in the profile's namespace. Headroom only reads it."
+    )
+    key: Annotated[str, Field(pattern=SECRET_KEY)] = Field(
+        default="ca.crt", description="Key of the PEM certificate(s) in the Secret."
+    )
+
+
 class ReplicaRange(_Model):
     """How many pods of the app may run: the autoscaling floor and ceiling."""
 
@@ -146,7 +157,13 @@ class Database(_Model):
                     " < self.maxConnections",
                     "spec.database.superuserReservedConnections + "
                     "spec.database.reservedConnections must be < spec.database.maxConnections",
-                )
+                ),
+                _cel(
+                    "!has(self.sslMode) || !(self.sslMode in ['verify-ca', 'verify-full'])"
+                    " || has(self.serverCASecret)",
+                    "spec.database.serverCASecret is required when spec.database.sslMode is "
+                    "verify-ca or verify-full",
+                ),
             ]
         }
     )
@@ -186,7 +203,15 @@ class Database(_Model):
         "(ConnectionBudget=False) and the outcome shows in the PrimaryLimits condition.",
     )
     ssl_mode: Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"] = Field(
-        default="prefer", description="TLS mode from the pooler to Postgres."
+        default="prefer",
+        description="TLS mode from the pooler (and the operator's limits check) to Postgres; "
+        "verify-ca and verify-full need serverCASecret.",
+    )
+    server_ca_secret: CASecretRef | None = Field(
+        default=None,
+        alias="serverCASecret",
+        description="CA that signed the primary's server certificate: mounted into the "
+        "pooler pods as server_tls_ca_file. Required for sslMode verify-ca/verify-full.",
     )
 
 

@@ -18,6 +18,7 @@ MANAGED_BY = "headroom"
 PROFILE_LABEL = "headroom.dev/profile"
 CONFIG_HASH_ANNOTATION = "headroom.dev/config-hash"
 AUTH_REVISION_ANNOTATION = "headroom.dev/auth-revision"
+CA_REVISION_ANNOTATION = "headroom.dev/server-ca-revision"
 
 Obj = dict[str, Any]
 
@@ -37,6 +38,8 @@ class Credentials:
     revision: str
     # generated password of each Redis instance, by instance name
     redis_passwords: dict[str, str] = field(default_factory=dict)
+    # resourceVersion of spec.database.serverCASecret (rolls the pooler when it changes)
+    server_ca_revision: str = ""
 
 
 def selector_labels(plan: plan_mod.Plan, *, component: str, name: str) -> dict[str, str]:

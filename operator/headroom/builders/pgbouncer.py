@@ -19,6 +19,7 @@ APP_NAME = "pgbouncer"
 RUN_AS = 70  # the postgres uid in Debian/Alpine images; any non-root uid works
 CONFIG_DIR = "/etc/pgbouncer"
 AUTH_DIR = "/etc/pgbouncer-auth"
+CA_DIR = "/etc/pgbouncer-server-ca"
 SERVICE_PORT = 5432
 # The generated stats password is kept in the auth Secret so later passes reuse it.
 STATS_PASSWORD_KEY = "stats-password"  # noqa: S105 - a key name
@@ -60,6 +61,7 @@ def render_ini(
     listen_addr: str = "0.0.0.0",  # noqa: S104 - a pod listens on its own interfaces
     listen_port: int = plan_mod.POOLER_PORT,
     auth_file: str = f"{AUTH_DIR}/userlist.txt",
+    server_ca_file: str = f"{CA_DIR}/ca.crt",
 ) -> str:
     """The whole pgbouncer.ini for ``plan``."""
     db = plan.database
@@ -78,6 +80,8 @@ def render_ini(
         _line("auth_file", auth_file),
         _line("stats_users", plan_mod.STATS_USER),
     ]
+    if db.server_ca_secret is not None:
+        lines.append(_line("server_tls_ca_file", server_ca_file))
     lines += [_line(key, value) for key, value in plan.pooler.settings.items()]
     return "\n".join(lines) + "\n"
 
@@ -142,6 +146,33 @@ def build(plan: plan_mod.Plan, creds: common.Credentials) -> list[common.Obj]:
         "prometheus.io/scrape": "true",
         "prometheus.io/port": str(plan_mod.EXPORTER_PORT),
     }
+    server_ca = plan.database.server_ca_secret
+    mounts = [
+        {"name": "config", "mountPath": CONFIG_DIR, "readOnly": True},
+        {"name": "auth", "mountPath": AUTH_DIR, "readOnly": True},
+    ]
+    volumes: list[common.Obj] = [
+        {"name": "config", "configMap": {"name": config_name(plan)}},
+        {
+            "name": "auth",
+            "secret": {
+                "secretName": auth_secret_name(plan),
+                "items": [{"key": "userlist.txt", "path": "userlist.txt"}],
+            },
+        },
+    ]
+    if server_ca is not None:
+        pod_annotations[common.CA_REVISION_ANNOTATION] = creds.server_ca_revision
+        mounts.append({"name": "server-ca", "mountPath": CA_DIR, "readOnly": True})
+        volumes.append(
+            {
+                "name": "server-ca",
+                "secret": {
+                    "secretName": server_ca.name,
+                    "items": [{"key": server_ca.key, "path": "ca.crt"}],
+                },
+            }
+        )
     pgbouncer_container = {
         "name": "pgbouncer",
         "image": plan.pooler.image,
@@ -163,10 +194,7 @@ def build(plan: plan_mod.Plan, creds: common.Credentials) -> list[common.Obj]:
             "limits": {"memory": "256Mi"},
         },
         "securityContext": common.container_security_context(),
-        "volumeMounts": [
-            {"name": "config", "mountPath": CONFIG_DIR, "readOnly": True},
-            {"name": "auth", "mountPath": AUTH_DIR, "readOnly": True},
-        ],
+        "volumeMounts": mounts,
     }
     exporter_container = {
         "name": "exporter",
@@ -216,16 +244,7 @@ def build(plan: plan_mod.Plan, creds: common.Credentials) -> list[common.Obj]:
                     selector=selector,
                     grace_seconds=60,
                     containers=[pgbouncer_container, exporter_container],
-                    volumes=[
-                        {"name": "config", "configMap": {"name": config_name(plan)}},
-                        {
-                            "name": "auth",
-                            "secret": {
-                                "secretName": auth_secret_name(plan),
-                                "items": [{"key": "userlist.txt", "path": "userlist.txt"}],
-                            },
-                        },
-                    ],
+                    volumes=volumes,
                 ),
             },
         },

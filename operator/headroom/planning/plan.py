@@ -471,6 +471,14 @@ def plan(profile: v1alpha1.ScalingProfile, *, facts: Facts | None = None) -> Pla
     problems += setting_problems
 
     db = spec.database
+    if db.ssl_mode in ("verify-ca", "verify-full") and db.server_ca_secret is None:
+        problems.append(
+            budget_mod.Problem(
+                "spec.database.serverCASecret",
+                f"is required when spec.database.sslMode is {db.ssl_mode} (the CA that "
+                "signed the primary's certificate)",
+            )
+        )
     if db.superuser_reserved_connections + db.reserved_connections >= db.max_connections:
         problems.append(
             budget_mod.Problem(

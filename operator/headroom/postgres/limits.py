@@ -8,7 +8,10 @@ failure comes back as text for a condition (no password in it, ever).
 
 from __future__ import annotations
 
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import psycopg
 
@@ -28,6 +31,7 @@ class Target:
     username: str
     password: str
     ssl_mode: str
+    server_ca_pem: str | None = None  # verify-ca / verify-full trust this CA
 
     def __repr__(self) -> str:  # keep the password out of logs and tracebacks
         return f"Target({self.username}@{self.host}:{self.port}/{self.database})"
@@ -35,6 +39,17 @@ class Target:
 
 def read(target: Target, *, timeout_seconds: int = 3) -> plan_mod.PrimaryLimits | str:
     """The primary's limits, or a one-line reason why they could not be read."""
+    if target.server_ca_pem is None:
+        return _query(target, tls={}, timeout_seconds=timeout_seconds)
+    with tempfile.TemporaryDirectory(prefix="headroom-ca-") as folder:
+        ca_file = Path(folder) / "ca.crt"  # libpq reads root certificates from a file only
+        ca_file.write_text(target.server_ca_pem)
+        return _query(target, tls={"sslrootcert": str(ca_file)}, timeout_seconds=timeout_seconds)
+
+
+def _query(
+    target: Target, *, tls: dict[str, Any], timeout_seconds: int
+) -> plan_mod.PrimaryLimits | str:
     try:
         with psycopg.connect(
             host=target.host,
@@ -43,6 +58,7 @@ def read(target: Target, *, timeout_seconds: int = 3) -> plan_mod.PrimaryLimits 
             user=target.username,
             password=target.password,
             sslmode=target.ssl_mode,
+            **tls,
             connect_timeout=timeout_seconds,
             application_name="headroom-operator",
             autocommit=True,

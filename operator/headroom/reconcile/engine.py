@@ -262,18 +262,27 @@ class Engine:
     ) -> tuple[plan_mod.PrimaryLimits | None, cond.Cond]:
         """The primary's own limits (cached: a pass runs on every child event)."""
         db = planned.database
-        target = postgres_limits.Target(
-            host=db.host,
-            port=db.port,
-            database=db.name,
-            username=creds.username,
-            password=creds.password,
-            ssl_mode=db.ssl_mode,
+        key = (
+            db.host,
+            db.port,
+            db.name,
+            db.ssl_mode,
+            creds.username,
+            creds.revision,
+            creds.server_ca_revision,
         )
-        key = (db.host, db.port, db.name, db.ssl_mode, creds.username, creds.revision)
         now = time.monotonic()
         cached = self._primary_cache.get(key)
         if cached is None or cached[0] < now:
+            target = postgres_limits.Target(
+                host=db.host,
+                port=db.port,
+                database=db.name,
+                username=creds.username,
+                password=creds.password,
+                ssl_mode=db.ssl_mode,
+                server_ca_pem=self._server_ca(planned)[0] if db.server_ca_secret else None,
+            )
             result = postgres_limits.read(target)
             # a failure is retried sooner: the primary may just be starting
             ttl = self._primary_ttl if not isinstance(result, str) else self._primary_ttl / 5
@@ -336,13 +345,39 @@ class Engine:
         stats_password = None
         if auth is not None and _owned_by(auth, planned.uid):
             stats_password = _decode(auth, pgbouncer.STATS_PASSWORD_KEY)
+        server_ca_revision = ""
+        if planned.database.server_ca_secret is not None:
+            server_ca_revision = self._server_ca(planned)[1]
         return common.Credentials(
             username=username,
             password=password,
             stats_password=stats_password or secrets.token_urlsafe(24),
             revision=str(source["metadata"].get("resourceVersion", "")),
             redis_passwords={r.name: self._redis_password(planned, r) for r in planned.redis},
+            server_ca_revision=server_ca_revision,
         )
+
+    def _server_ca(self, planned: plan_mod.Plan) -> tuple[str, str]:
+        """The PEM of spec.database.serverCASecret and its resourceVersion."""
+        ref = planned.database.server_ca_secret
+        assert ref is not None
+        found = self.kube.get("v1", "Secret", namespace=planned.namespace, name=ref.name)
+        if found is None:
+            raise InputError(
+                "ServerCANotFound",
+                f"Secret {ref.name} (spec.database.serverCASecret.name) does not exist",
+            )
+        try:
+            pem = _decode(found, ref.key) or ""
+        except (UnicodeDecodeError, ValueError):
+            pem = ""
+        if "-----BEGIN CERTIFICATE-----" not in pem:
+            raise InputError(
+                "ServerCAInvalid",
+                f"Secret {ref.name} has no PEM certificate under key {ref.key!r} "
+                "(spec.database.serverCASecret.key)",
+            )
+        return pem, str(found["metadata"].get("resourceVersion", ""))
 
     def _redis_password(self, planned: plan_mod.Plan, instance: plan_mod.RedisPlan) -> str:
         """The instance's generated password: kept once made, new only for a new instance."""

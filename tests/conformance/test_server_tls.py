@@ -1,0 +1,209 @@
+"""TLS from the pooler to the primary, verified against the CA the profile names.
+
+A Postgres 15 on 127.0.0.1 serves a certificate for 127.0.0.1 signed by a test
+CA. The pgbouncer.ini Headroom renders for sslMode verify-full with
+serverCASecret (server_tls_ca_file) runs in Debian's pgbouncer: queries go
+through over TLS; with another CA, PgBouncer refuses the server. The operator's
+limits check verifies the same way.
+"""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import servers
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from headroom.api import v1alpha1
+from headroom.planning import plan as plan_mod
+from headroom.postgres import limits
+
+USER, PASSWORD, DBNAME = "tls_app", "tls-app-secret-9", "tlsdb"
+STATS_PASSWORD = "stats-secret-3"
+
+
+def _name(common_name: str) -> x509.Name:
+    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+
+
+def _ca(common_name: str) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(_name(common_name))
+        .issuer_name(_name(common_name))
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    return key, cert
+
+
+def _server_cert(
+    ca_key: ec.EllipticCurvePrivateKey, ca: x509.Certificate
+) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(_name(servers.HOST))
+        .issuer_name(ca.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(servers.HOST))]),
+            critical=False,
+        )
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
+            critical=False,
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    return key, cert
+
+
+def _pem(cert: x509.Certificate) -> str:
+    return cert.public_bytes(serialization.Encoding.PEM).decode()
+
+
+@dataclass(frozen=True)
+class TLSPrimary:
+    server: servers.Postgres
+    ca_file: Path  # the CA that signed the server's certificate
+    other_ca_file: Path  # a CA that did not
+
+    @property
+    def database(self) -> servers.AppDatabase:
+        return servers.AppDatabase(self.server, USER, PASSWORD, DBNAME)
+
+
+@pytest.fixture(scope="module")
+def tls_primary(tools: servers.Tools) -> Iterator[TLSPrimary]:
+    folder = servers.private_dir("headroom-tls-", tools.owner)
+    ca_key, ca = _ca("headroom test CA")
+    _, other_ca = _ca("some other CA")
+    key, cert = _server_cert(ca_key, ca)
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+    servers.write_private(folder / "server.key", key_pem, tools.owner)
+    servers.write_private(folder / "server.crt", _pem(cert), tools.owner)
+    ca_file = servers.write_private(folder / "ca.crt", _pem(ca), tools.owner)
+    other = servers.write_private(folder / "other-ca.crt", _pem(other_ca), tools.owner)
+    server = servers.Postgres(
+        tools,
+        max_connections=40,
+        extra_conf=(
+            "ssl = on\n"
+            f"ssl_cert_file = '{folder / 'server.crt'}'\n"
+            f"ssl_key_file = '{folder / 'server.key'}'\n"
+        ),
+    )
+    try:
+        server.start()
+        server.create_role(USER, PASSWORD)
+        server.admin().rows(f"CREATE DATABASE {DBNAME} OWNER {servers.quote_ident(USER)}")
+        yield TLSPrimary(server, ca_file, other)
+    finally:
+        server.stop()
+
+
+def _plan(port: int, **pooler_parameters: str) -> plan_mod.Plan:
+    body = {
+        "apiVersion": "headroom.dev/v1alpha1",
+        "kind": "ScalingProfile",
+        "metadata": {"name": "tls", "namespace": "default", "uid": "u-tls"},
+        "spec": {
+            "app": {"deployment": "web", "replicas": {"min": 1, "max": 4}, "poolSizePerPod": 2},
+            "database": {
+                "host": servers.HOST,
+                "port": port,
+                "name": DBNAME,
+                "credentialsSecret": {"name": "db"},
+                "maxConnections": 40,
+                "sslMode": "verify-full",
+                "serverCASecret": {"name": "db-ca"},
+            },
+            "pooler": {
+                "instances": 1,
+                "image": "registry.example/pgbouncer:1.18",  # Debian 12's; never pulled
+                "parameters": dict(pooler_parameters),
+            },
+        },
+    }
+    planned = plan_mod.plan(v1alpha1.parse_profile(body))
+    assert planned.ok, planned.problem_text()
+    return planned
+
+
+def test_the_pooler_verifies_the_primary_with_the_named_ca(
+    tls_primary: TLSPrimary, start_pgbouncer: servers.StartPgBouncer
+) -> None:
+    planned = _plan(tls_primary.server.port)
+    ini = servers.ini_for(planned, server_ca_file=str(tls_primary.ca_file))
+    bouncer = start_pgbouncer(ini, tls_primary.database.userlist(STATS_PASSWORD))
+    assert "server_tls_sslmode = verify-full" in bouncer.ini_text
+    assert f"server_tls_ca_file = {tls_primary.ca_file}" in bouncer.ini_text
+    through = bouncer.psql(USER, PASSWORD, DBNAME)
+    assert through.value("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()") == "t"
+
+
+def test_the_pooler_refuses_a_primary_another_ca_signed(
+    tls_primary: TLSPrimary, start_pgbouncer: servers.StartPgBouncer
+) -> None:
+    # clients give up after 5 s instead of the default 120 s
+    planned = _plan(tls_primary.server.port, query_wait_timeout="5")
+    ini = servers.ini_for(planned, server_ca_file=str(tls_primary.other_ca_file))
+    bouncer = start_pgbouncer(ini, tls_primary.database.userlist(STATS_PASSWORD))
+    proc = bouncer.psql(USER, PASSWORD, DBNAME).run("SELECT 1", timeout=60)
+    assert proc.returncode != 0
+    assert "certificate verify failed" in bouncer.log_text(), bouncer.log_text()[-2000:]
+
+
+def test_the_limits_check_verifies_the_same_way(tls_primary: TLSPrimary) -> None:
+    def target(ca_file: Path) -> limits.Target:
+        return limits.Target(
+            host=servers.HOST,
+            port=tls_primary.server.port,
+            database=DBNAME,
+            username=USER,
+            password=PASSWORD,
+            ssl_mode="verify-full",
+            server_ca_pem=ca_file.read_text(),
+        )
+
+    assert limits.read(target(tls_primary.ca_file)) == plan_mod.PrimaryLimits(
+        max_connections=40, superuser_reserved_connections=3
+    )
+    refused = limits.read(target(tls_primary.other_ca_file))
+    assert isinstance(refused, str) and "certificate verify failed" in refused, refused
