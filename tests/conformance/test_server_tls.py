@@ -191,14 +191,14 @@ def test_the_pooler_refuses_a_primary_another_ca_signed(
 
 
 def test_the_limits_check_verifies_the_same_way(tls_primary: TLSPrimary) -> None:
-    def target(ca_file: Path) -> limits.Target:
+    def target(ca_file: Path, ssl_mode: str = "verify-full") -> limits.Target:
         return limits.Target(
             host=servers.HOST,
             port=tls_primary.server.port,
             database=DBNAME,
             username=USER,
             password=PASSWORD,
-            ssl_mode="verify-full",
+            ssl_mode=ssl_mode,
             server_ca_pem=ca_file.read_text(),
         )
 
@@ -207,3 +207,7 @@ def test_the_limits_check_verifies_the_same_way(tls_primary: TLSPrimary) -> None
     )
     refused = limits.read(target(tls_primary.other_ca_file))
     assert isinstance(refused, str) and "certificate verify failed" in refused, refused
+    # sslMode require encrypts without checking the chain, in PgBouncer and here alike
+    assert isinstance(
+        limits.read(target(tls_primary.other_ca_file, "require")), plan_mod.PrimaryLimits
+    )

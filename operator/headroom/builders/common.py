@@ -40,6 +40,8 @@ class Credentials:
     redis_passwords: dict[str, str] = field(default_factory=dict)
     # resourceVersion of spec.database.serverCASecret (rolls the pooler when it changes)
     server_ca_revision: str = ""
+    # its PEM, for the operator's own connection to the primary (not a secret)
+    server_ca_pem: str | None = None
 
 
 def selector_labels(plan: plan_mod.Plan, *, component: str, name: str) -> dict[str, str]:

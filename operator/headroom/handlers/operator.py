@@ -60,6 +60,8 @@ def _run(memo: Any, body: kopf.Body | dict[str, Any], logger: Logger) -> None:
     engine: engine_mod.Engine = memo.engine
     try:
         outcome = engine.reconcile(raw)
+        if outcome is None:
+            return  # deleted meanwhile
     except errors.NotServedError as err:
         raise kopf.TemporaryError(str(err), delay=15) from err
     except errors.ApiError as err:
@@ -104,8 +106,8 @@ async def _resync_forever(memo: Any, logger: Logger) -> None:
         await asyncio.sleep(_CFG.resync_seconds)
         try:
             await asyncio.to_thread(_reconcile_all, memo, logger)
-        except errors.ApiError as err:  # listing failed: the next round tries again
-            logger.warning("resync could not list profiles: %s", err.message)
+        except Exception as err:  # listing failed (API server restarting, ...): next round
+            logger.warning("resync could not list profiles: %s: %s", type(err).__name__, err)
 
 
 @kopf.on.startup()

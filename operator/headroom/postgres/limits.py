@@ -39,7 +39,8 @@ class Target:
 
 def read(target: Target, *, timeout_seconds: int = 3) -> plan_mod.PrimaryLimits | str:
     """The primary's limits, or a one-line reason why they could not be read."""
-    if target.server_ca_pem is None:
+    if target.server_ca_pem is None or not target.ssl_mode.startswith("verify-"):
+        # like PgBouncer, the weaker modes do not check the certificate chain
         return _query(target, tls={}, timeout_seconds=timeout_seconds)
     with tempfile.TemporaryDirectory(prefix="headroom-ca-") as folder:
         ca_file = Path(folder) / "ca.crt"  # libpq reads root certificates from a file only

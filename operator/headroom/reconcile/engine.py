@@ -105,6 +105,7 @@ class Engine:
         self.metrics = metrics
         self._primary_ttl = primary_check_seconds
         self._primary_cache: dict[tuple[Any, ...], tuple[float, plan_mod.PrimaryLimits | str]] = {}
+        self._primary_guard = threading.Lock()  # passes of different profiles run in threads
         self._locks: dict[str, threading.Lock] = {}
         self._locks_guard = threading.Lock()
 
@@ -114,12 +115,24 @@ class Engine:
 
     # -- entry point ---------------------------------------------------------
 
-    def reconcile(self, body: dict[str, Any]) -> Outcome:
+    def reconcile(self, body: dict[str, Any]) -> Outcome | None:
+        """One pass over the profile ``body`` names, as it is now: the body is read
+        again once the profile's lock is held, so a pass that waited (a resync
+        behind an update) never applies an older spec. None: it is gone."""
         meta = body.get("metadata", {})
         key = f"{meta.get('namespace')}/{meta.get('name')}"
         started = time.monotonic()
         with self._lock(key):
             try:
+                current = self.kube.get(
+                    v1alpha1.API_VERSION,
+                    v1alpha1.KIND,
+                    namespace=meta.get("namespace"),
+                    name=str(meta.get("name")),
+                )
+                if current is None or current["metadata"].get("deletionTimestamp"):
+                    return None  # deleted: owner references take the children away
+                body = current
                 try:
                     outcome = self._pass(body)
                 except errors.NotServedError:
@@ -272,22 +285,26 @@ class Engine:
             creds.server_ca_revision,
         )
         now = time.monotonic()
-        cached = self._primary_cache.get(key)
+        with self._primary_guard:
+            cached = self._primary_cache.get(key)
         if cached is None or cached[0] < now:
             target = postgres_limits.Target(
-                host=db.host,
+                # the pooler resolves a short name in the profile's namespace; so must we
+                host=db.host if "." in db.host else f"{db.host}.{planned.namespace}.svc",
                 port=db.port,
                 database=db.name,
                 username=creds.username,
                 password=creds.password,
                 ssl_mode=db.ssl_mode,
-                server_ca_pem=self._server_ca(planned)[0] if db.server_ca_secret else None,
+                server_ca_pem=creds.server_ca_pem,
             )
-            result = postgres_limits.read(target)
+            result = postgres_limits.read(target)  # not under the guard: it may take seconds
             # a failure is retried sooner: the primary may just be starting
             ttl = self._primary_ttl if not isinstance(result, str) else self._primary_ttl / 5
-            self._primary_cache = {k: v for k, v in self._primary_cache.items() if v[0] >= now}
-            self._primary_cache[key] = cached = (now + ttl, result)
+            with self._primary_guard:
+                for stale in [k for k, v in self._primary_cache.items() if v[0] < now]:
+                    del self._primary_cache[stale]
+                self._primary_cache[key] = cached = (now + ttl, result)
         result = cached[1]
         if isinstance(result, str):
             return None, cond.Cond(
@@ -345,9 +362,9 @@ class Engine:
         stats_password = None
         if auth is not None and _owned_by(auth, planned.uid):
             stats_password = _decode(auth, pgbouncer.STATS_PASSWORD_KEY)
-        server_ca_revision = ""
+        server_ca_pem, server_ca_revision = None, ""
         if planned.database.server_ca_secret is not None:
-            server_ca_revision = self._server_ca(planned)[1]
+            server_ca_pem, server_ca_revision = self._server_ca(planned)
         return common.Credentials(
             username=username,
             password=password,
@@ -355,6 +372,7 @@ class Engine:
             revision=str(source["metadata"].get("resourceVersion", "")),
             redis_passwords={r.name: self._redis_password(planned, r) for r in planned.redis},
             server_ca_revision=server_ca_revision,
+            server_ca_pem=server_ca_pem,
         )
 
     def _server_ca(self, planned: plan_mod.Plan) -> tuple[str, str]:
