@@ -41,7 +41,7 @@ binaries: ## build the control-plane binaries into $(HEADROOM_CACHE) (cached)
 	hack/build-binaries.sh >/dev/null
 
 .PHONY: cluster
-cluster: deps ## start (or reuse) the local control plane: etcd, apiserver, controller-manager, scheduler, kwok
+cluster: $(if $(USER_CLUSTER),,deps) ## start (or reuse) the local control plane: etcd, apiserver, controller-manager, scheduler, kwok
 ifeq ($(USER_CLUSTER),1)
 	@echo "KUBECONFIG is set ($(KUBECONFIG)): using that cluster, not starting one"
 else

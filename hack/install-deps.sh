@@ -10,6 +10,8 @@ cd "$(dirname "$0")/.."
 
 packages=(pgbouncer postgresql-15 postgresql-client-15 redis-server redis-sentinel openssl curl)
 missing=()
+# A Debian python3 without ensurepip cannot create the venv (pyenv's can).
+python3 -c 'import ensurepip' 2>/dev/null || packages+=(python3-venv)
 for pkg in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
 done
