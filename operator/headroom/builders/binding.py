@@ -81,12 +81,12 @@ def _redis_entries(plan: plan_mod.Plan, creds: common.Credentials) -> dict[str, 
     names "cache" and "queue" for instances of that use, so nothing collides).
     Sentinel instances also get REDIS_<NAME>_SENTINELS and _MASTER."""
     entries: dict[str, str] = {}
+    urls = {r.name: redis_url(plan, r, creds.redis_passwords[r.name]) for r in plan.redis}
     named_after_use = sorted(plan.redis, key=lambda r: r.name != r.use)  # stable
     for instance in named_after_use:
-        url = redis_url(plan, instance, creds.redis_passwords[instance.name])
-        entries.setdefault(f"REDIS_{instance.use.upper()}_URL", url)
+        entries.setdefault(f"REDIS_{instance.use.upper()}_URL", urls[instance.name])
     for instance in plan.redis:
-        url = redis_url(plan, instance, creds.redis_passwords[instance.name])
+        url = urls[instance.name]
         key = instance.name.upper().replace("-", "_")
         entries[f"REDIS_{key}_URL"] = url
         if instance.sentinel_replicas:

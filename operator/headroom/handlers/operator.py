@@ -74,7 +74,9 @@ def _run(memo: Any, body: kopf.Body | dict[str, Any], logger: Logger) -> None:
         raise kopf.PermanentError(str(err)) from err
     for event in outcome.events:
         try:
-            engine.kube.post_event(raw, type=event.type, reason=event.reason, message=event.message)
+            engine.kube.post_event(
+                outcome.profile, type=event.type, reason=event.reason, message=event.message
+            )
         except errors.ApiError as err:  # an Event is a courtesy; never fail the pass for it
             if not (err.namespace_terminating or err.status == 404):  # namespace gone
                 logger.warning("could not record event %s: %s", event.reason, err.message)
@@ -82,13 +84,14 @@ def _run(memo: Any, body: kopf.Body | dict[str, Any], logger: Logger) -> None:
 
 
 def _profiles(memo: Any) -> list[dict[str, Any]]:
-    """Every live profile this operator watches (all namespaces, or its own)."""
+    """Every profile this operator watches (all namespaces, or its own); the engine
+    skips those being deleted."""
     engine: engine_mod.Engine = memo.engine
     scopes: tuple[str | None, ...] = tuple(memo.get("namespaces") or ()) or (None,)
     found = []
     for namespace in scopes:
         found += engine.kube.list(v1alpha1.API_VERSION, v1alpha1.KIND, namespace=namespace)
-    return [p for p in found if not p["metadata"].get("deletionTimestamp")]
+    return found
 
 
 def _reconcile_all(memo: Any, logger: Logger) -> None:
@@ -144,16 +147,16 @@ def _on_child(body: kopf.Body, memo: Any, logger: Logger) -> None:
     ]
     if not owners:
         return
-    engine: engine_mod.Engine = memo.engine
-    namespace = body["metadata"]["namespace"]
-    profile = engine.kube.get(
-        v1alpha1.API_VERSION, v1alpha1.KIND, namespace=namespace, name=owners[0]["name"]
-    )
-    if profile is None or profile["metadata"].get("deletionTimestamp"):
-        return
-    if profile["metadata"].get("uid") != owners[0].get("uid"):
-        return  # a new profile with the old name; not this child's owner
-    _run(memo, profile, logger)
+    # The engine reads the profile itself and skips it when it is gone, being
+    # deleted, or a new profile with the old name (the uid differs).
+    owner = {
+        "metadata": {
+            "name": owners[0]["name"],
+            "namespace": body["metadata"]["namespace"],
+            "uid": owners[0].get("uid", ""),
+        }
+    }
+    _run(memo, owner, logger)
 
 
 @kopf.on.event("apps", "v1", "deployments", labels=_OWNED_LABELS)
@@ -167,7 +170,7 @@ def _on_child(body: kopf.Body, memo: Any, logger: Logger) -> None:
 # No watch on KEDA's ScaledObjects/TriggerAuthentications: when their CRDs are
 # deleted, kopf's watch-stream can reconnect before kopf notices the CRD is gone,
 # and the 404 it gets stops the whole operator. Drift on those two kinds is
-# repaired by the resync timer; KEDA coming and going by composed_crd_changed.
+# repaired by the resync loop; KEDA coming and going by composed_crd_changed.
 def child_event(body: kopf.Body, memo: Any, logger: Logger, type: str, **_: Any) -> None:
     if not type:
         return  # the initial listing: resume handlers cover it

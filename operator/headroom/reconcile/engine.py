@@ -65,6 +65,7 @@ class Outcome:
     status: dict[str, Any]
     events: list[Event] = field(default_factory=list)
     ready: bool = False
+    profile: dict[str, Any] = field(default_factory=dict)  # as read for the pass
 
 
 class InputError(Exception):
@@ -118,7 +119,9 @@ class Engine:
     def reconcile(self, body: dict[str, Any]) -> Outcome | None:
         """One pass over the profile ``body`` names, as it is now: the body is read
         again once the profile's lock is held, so a pass that waited (a resync
-        behind an update) never applies an older spec. None: it is gone."""
+        behind an update) never applies an older spec. ``body`` may be a stub
+        with only name, namespace and uid (a child's owner reference). None: it
+        is gone, being deleted, or (uid given) replaced by a new profile."""
         meta = body.get("metadata", {})
         key = f"{meta.get('namespace')}/{meta.get('name')}"
         started = time.monotonic()
@@ -132,14 +135,16 @@ class Engine:
                 )
                 if current is None or current["metadata"].get("deletionTimestamp"):
                     return None  # deleted: owner references take the children away
-                body = current
+                if meta.get("uid") and current["metadata"].get("uid") != meta["uid"]:
+                    return None  # a new profile with the old name: not the one meant
                 try:
-                    outcome = self._pass(body)
+                    outcome = self._pass(current)
                 except errors.NotServedError:
                     # A composed CRD (KEDA) went away during the pass, after discovery
                     # said it was served: plan again at once on fresh discovery.
                     self.kube.forget_discovery()
-                    outcome = self._pass(body)
+                    outcome = self._pass(current)
+                outcome.profile = current
             except Exception as err:
                 reason = type(err).__name__
                 self.metrics.reconcile_errors.labels(reason=reason).inc()
@@ -333,14 +338,23 @@ class Engine:
             self.kube.being_removed(KEDA, kind) for kind in kinds
         )
 
+    def _input_secret(
+        self, planned: plan_mod.Plan, name: str, *, field_path: str, reason: str
+    ) -> dict[str, Any]:
+        """A Secret the profile references (never ours); InputError when missing."""
+        found = self.kube.get("v1", "Secret", namespace=planned.namespace, name=name)
+        if found is None:
+            raise InputError(reason, f"Secret {name} ({field_path}) does not exist")
+        return found
+
     def _credentials(self, planned: plan_mod.Plan) -> common.Credentials:
         ref = planned.database.credentials_secret
-        source = self.kube.get("v1", "Secret", namespace=planned.namespace, name=ref.name)
-        if source is None:
-            raise InputError(
-                "CredentialsNotFound",
-                f"Secret {ref.name} (spec.database.credentialsSecret.name) does not exist",
-            )
+        source = self._input_secret(
+            planned,
+            ref.name,
+            field_path="spec.database.credentialsSecret.name",
+            reason="CredentialsNotFound",
+        )
         try:
             username = _decode(source, ref.username_key)
             password = _decode(source, ref.password_key)
@@ -379,12 +393,12 @@ class Engine:
         """The PEM of spec.database.serverCASecret and its resourceVersion."""
         ref = planned.database.server_ca_secret
         assert ref is not None
-        found = self.kube.get("v1", "Secret", namespace=planned.namespace, name=ref.name)
-        if found is None:
-            raise InputError(
-                "ServerCANotFound",
-                f"Secret {ref.name} (spec.database.serverCASecret.name) does not exist",
-            )
+        found = self._input_secret(
+            planned,
+            ref.name,
+            field_path="spec.database.serverCASecret.name",
+            reason="ServerCANotFound",
+        )
         try:
             pem = _decode(found, ref.key) or ""
         except (UnicodeDecodeError, ValueError):
