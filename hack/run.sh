@@ -17,7 +17,8 @@ else
 fi
 k() { "${kubectl[@]}" --kubeconfig "$KUBECONFIG" "$@"; }
 
-echo "== CRD"
+echo "== CRD and the operator namespace (its Lease)"
+k apply --server-side --field-manager=headroom-run -f manifests/namespace.yaml
 k apply --server-side --force-conflicts --field-manager=headroom-run -f crds/
 k wait --for=condition=Established crd/scalingprofiles.headroom.dev --timeout=60s >/dev/null
 

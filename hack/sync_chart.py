@@ -14,9 +14,9 @@ CHART = ROOT / "charts" / "headroom"
 HEADER = "# Generated from manifests/rbac.yaml by `make crds`; edit that file.\n"
 
 
-def rules_text() -> str:
+def rules_text(kind: str = "ClusterRole") -> str:
     docs = yaml.safe_load_all((ROOT / "manifests" / "rbac.yaml").read_text())
-    role = next(d for d in docs if d and d["kind"] == "ClusterRole")
+    role = next(d for d in docs if d and d["kind"] == kind)
     return HEADER + yaml.safe_dump(role["rules"], sort_keys=False)
 
 
@@ -27,6 +27,7 @@ def main() -> None:
         CHART / "crds" / "headroom.dev_scalingprofiles.yaml",
     )
     (CHART / "files" / "rules.yaml").write_text(rules_text())
+    (CHART / "files" / "role-rules.yaml").write_text(rules_text("Role"))
 
 
 if __name__ == "__main__":

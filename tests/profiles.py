@@ -7,6 +7,7 @@ messages.
 
 from __future__ import annotations
 
+import base64
 import copy
 from typing import Any
 
@@ -178,3 +179,8 @@ def bad(case_id: str) -> dict[str, Any]:
         if cid == case_id:
             return base(name=cid, **copy.deepcopy(overrides))
     raise KeyError(case_id)
+
+
+def secret_values(secret: dict[str, Any]) -> dict[str, str]:
+    """A Secret's values, decoded (builders write base64 ``data``)."""
+    return {k: base64.b64decode(v).decode() for k, v in (secret.get("data") or {}).items()}

@@ -5,7 +5,7 @@
 - ``headroom render FILE``: every child object as YAML (no cluster needed).
   Secret values the operator reads from the cluster are placeholders.
 - ``headroom crd``: the generated CRD (``make crds``).
-- ``headroom run``: start the operator (kopf), see :mod:`headroom.handlers`.
+- ``headroom run``: start the operator, see :mod:`headroom.handlers.operator`.
 """
 
 from __future__ import annotations
@@ -165,7 +165,7 @@ def _cmd_crd(_: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from headroom.handlers import operator  # noqa: PLC0415 - kopf only when running
+    from headroom.handlers import operator  # noqa: PLC0415 - aiohttp only when running
 
     return operator.run(namespace=args.namespace)
 

@@ -1,21 +1,34 @@
 """Operator settings, from environment variables prefixed ``HEADROOM_``.
 
-One pydantic-settings object, read once at start-up by the handlers.
+One pydantic-settings object, read once at start-up by the runtime.
 """
 
 from __future__ import annotations
 
+import os
+import socket
 from pathlib import Path
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
+def _identity() -> str:
+    return os.environ.get("POD_NAME") or socket.gethostname()
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="HEADROOM_", frozen=True)
 
     resync_seconds: float = Field(
-        default=60.0, gt=0, description="Full reconcile of every profile this often."
+        default=60.0,
+        gt=0,
+        description="Queue every profile this often (a pass with nothing new is skipped).",
+    )
+    workers: int = Field(default=8, ge=1, le=64, description="Passes run at once.")
+    api_timeout_seconds: float = Field(default=30.0, gt=0, description="Timeout of one API call.")
+    pass_timeout_seconds: float = Field(
+        default=120.0, gt=0, description="A pass that takes longer is abandoned and retried."
     )
     primary_check_seconds: float = Field(
         default=300.0,
@@ -26,6 +39,16 @@ class Settings(BaseSettings):
     metrics_port: int = Field(default=8000, ge=0, le=65535)
     health_addr: str = "0.0.0.0"  # noqa: S104
     health_port: int = Field(default=8080, ge=0, le=65535)
+
+    leader_election: bool = Field(
+        default=True, description="Reconcile only while holding the Lease (run 2 replicas for HA)."
+    )
+    lease_namespace: str = Field(
+        default="", description="Namespace of the Lease; default: the operator's own."
+    )
+    lease_name: str = "headroom"
+    lease_seconds: int = Field(default=15, ge=2)
+    identity: str = Field(default_factory=_identity, description="This replica's Lease identity.")
 
     webhook_enabled: bool = True
     webhook_addr: str = Field(default="127.0.0.1", description="Address the webhook listens on.")
@@ -38,7 +61,11 @@ class Settings(BaseSettings):
         default="",
         description="namespace/name of the Service in front of the webhook (in-cluster mode).",
     )
+    webhook_cert_secret: str = Field(
+        default="",
+        description="namespace/name of the Secret with the certificate all replicas serve.",
+    )
     webhook_cert_dir: Path = Field(
         default=Path.home() / ".cache" / "headroom" / "webhook",
-        description="Where the self-signed serving certificate is kept.",
+        description="Where the serving certificate is kept on disk.",
     )

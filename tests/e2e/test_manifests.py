@@ -41,7 +41,8 @@ def test_operator_pod_runs_under_restricted_pod_security(
     pods = kube.get_json(
         kubectl, "pods", "-n", "headroom-system", "-l", "app.kubernetes.io/name=headroom"
     )["items"]
-    assert len(pods) == 1 and kube.condition(pods[0], "Ready") == "True"
+    # two replicas (one leader), spread over nodes where there are several
+    assert len(pods) == 2 and all(kube.condition(p, "Ready") == "True" for p in pods)
 
 
 @pytest.mark.parametrize(
@@ -69,4 +70,20 @@ def test_rbac_is_least_privilege(
     installed: None, kubectl: kube.Kubectl, verb: str, resource: str, allowed: bool
 ) -> None:
     proc = kubectl("auth", "can-i", verb, resource, f"--as={SA}", "-n", "default", check=False)
+    assert proc.stdout.strip() == ("yes" if allowed else "no"), proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("namespace", "verb", "resource", "allowed"),
+    [
+        ("headroom-system", "update", "leases.coordination.k8s.io", True),
+        ("default", "update", "leases.coordination.k8s.io", False),
+        ("headroom-system", "update", "secrets/headroom-webhook-tls", True),
+        ("headroom-system", "update", "secrets/other", False),
+    ],
+)
+def test_lease_and_certificate_rights_stay_in_the_operator_namespace(
+    installed: None, kubectl: kube.Kubectl, namespace: str, verb: str, resource: str, allowed: bool
+) -> None:
+    proc = kubectl("auth", "can-i", verb, resource, f"--as={SA}", "-n", namespace, check=False)
     assert proc.stdout.strip() == ("yes" if allowed else "no"), proc.stderr

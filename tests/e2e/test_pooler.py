@@ -214,7 +214,24 @@ def test_foreign_object_is_never_taken_over(
     svc = kube.get_json(kubectl, "service", f"{NAME}-pooler-rw", "-n", namespace)
     assert svc["spec"]["selector"] == {"app": "other"}
     assert not svc["metadata"].get("ownerReferences")
-    # The rest is still reconciled.
+    # Nothing of the pooler is applied (its pods would be reached through the
+    # foreign Service) and the binding does not point the app at it; the rest
+    # of the profile is reconciled.
+    assert not kube.exists(kubectl, "deployment", f"{NAME}-pooler", "-n", namespace)
+    assert kube.exists(kubectl, "pdb", f"{NAME}-app", "-n", namespace)
+    binding = kube.get_json(kubectl, "secret", f"{NAME}-binding", "-n", namespace)
+    assert "DATABASE_URL_POOLED" not in binding.get("data", {})
+    # Once the foreign object is gone, the pooler is applied (the resync retries
+    # a profile with a conflict) and the binding points at it.
+    kubectl("delete", "service", f"{NAME}-pooler-rw", "-n", namespace)
+    kube.wait_for(
+        lambda: (
+            "DATABASE_URL_POOLED"
+            in kube.get_json(kubectl, "secret", f"{NAME}-binding", "-n", namespace).get("data", {})
+        ),
+        timeout=90,
+        what="the binding to point at the pooler once the conflict is gone",
+    )
     assert kube.exists(kubectl, "deployment", f"{NAME}-pooler", "-n", namespace)
 
 

@@ -55,7 +55,7 @@ def test_no_password_outside_secrets() -> None:
 
 def test_binding_secret_follows_servicebinding() -> None:
     secret = _objects()["Secret/shop-binding"]
-    data = secret["stringData"]
+    data = profiles.secret_values(secret)
     assert secret["type"] == binding.SECRET_TYPE
     assert data["type"] == "postgresql"
     assert data["host"] == "shop-pooler-rw.default.svc"

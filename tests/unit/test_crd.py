@@ -39,3 +39,4 @@ def test_chart_copies_match() -> None:
     sync = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(sync)
     assert (chart / "files" / "rules.yaml").read_text() == sync.rules_text(), "make crds"
+    assert (chart / "files" / "role-rules.yaml").read_text() == sync.rules_text("Role")

@@ -94,7 +94,7 @@ def test_worker_deployment_leaves_replicas_to_the_autoscaler() -> None:
 
 
 def test_binding_has_redis_urls() -> None:
-    data = _objects(_plan())["Secret/shop-binding"]["stringData"]
+    data = profiles.secret_values(_objects(_plan())["Secret/shop-binding"])
     assert data["REDIS_CACHE_URL"] == f"redis://:{'a' * 32}@shop-redis-cache.default.svc:6379/0"
     assert data["REDIS_QUEUE_URL"] == f"redis://:{'b' * 32}@shop-redis-jobs.default.svc:6379/0"
     assert data["REDIS_URL"] == data["REDIS_CACHE_URL"]
@@ -141,10 +141,10 @@ def test_sentinel_ha_objects() -> None:
     assert objs["StatefulSet/shop-redis-ha-sentinel"]["spec"]["replicas"] == 3
     service = objs["Service/shop-redis-ha"]["spec"]
     assert service["ports"][0]["port"] == 26379
-    auth = objs["Secret/shop-redis-ha-auth"]["stringData"]
+    auth = profiles.secret_values(objs["Secret/shop-redis-ha-auth"])
     assert "sentinel monitor headroom" in auth["sentinel.conf"]
     assert "c" * 32 not in str(objs["ConfigMap/shop-redis-ha-config"])
-    url = objs["Secret/shop-binding"]["stringData"]["REDIS_URL"]
+    url = profiles.secret_values(objs["Secret/shop-binding"])["REDIS_URL"]
     assert url.startswith("redis+sentinel://")
 
 
@@ -272,7 +272,7 @@ def test_the_instance_named_after_its_use_is_the_use_url() -> None:
     }
     planned = _plan(cache=cache)
     creds = dataclasses.replace(CREDS, redis_passwords={"hot": "h" * 32, **CREDS.redis_passwords})
-    entries = desired.build(planned, creds)["Secret/shop-binding"]["stringData"]
+    entries = profiles.secret_values(desired.build(planned, creds)["Secret/shop-binding"])
     assert entries["REDIS_CACHE_URL"] == entries["REDIS_URL"]
     assert "@shop-redis-cache." in entries["REDIS_CACHE_URL"]
     assert "@shop-redis-hot." in entries["REDIS_HOT_URL"]

@@ -27,27 +27,33 @@ def postgres_uri(*, user: str, password: str, host: str, port: int, database: st
     )
 
 
-def build(plan: plan_mod.Plan, creds: common.Credentials) -> list[common.Obj]:
-    host = pgbouncer.service_host(plan)
-    uri = postgres_uri(
-        user=creds.username,
-        password=creds.password,
-        host=host,
-        port=pgbouncer.SERVICE_PORT,
-        database=plan.database.name,
-    )
-    data = {
-        "type": "postgresql",
-        "provider": "headroom",
-        "host": host,
-        "port": str(pgbouncer.SERVICE_PORT),
-        "database": plan.database.name,
-        "username": creds.username,
-        "password": creds.password,
-        "uri": uri,
-        "DATABASE_URL_POOLED": uri,
-    }
-    data |= _redis_entries(plan, creds)
+def build(
+    plan: plan_mod.Plan, creds: common.Credentials, *, omit: frozenset[str] = frozenset()
+) -> list[common.Obj]:
+    """``omit``: components (``pooler``, ``redis/<name>``) the binding must not
+    point the app at (one of their objects belongs to somebody else)."""
+    data: dict[str, str] = {}
+    if "pooler" not in omit:
+        host = pgbouncer.service_host(plan)
+        uri = postgres_uri(
+            user=creds.username,
+            password=creds.password,
+            host=host,
+            port=pgbouncer.SERVICE_PORT,
+            database=plan.database.name,
+        )
+        data |= {
+            "type": "postgresql",
+            "provider": "headroom",
+            "host": host,
+            "port": str(pgbouncer.SERVICE_PORT),
+            "database": plan.database.name,
+            "username": creds.username,
+            "password": creds.password,
+            "uri": uri,
+            "DATABASE_URL_POOLED": uri,
+        }
+    data |= _redis_entries(plan, creds, omit=omit)
     secret = {
         "apiVersion": "v1",
         "kind": "Secret",
@@ -59,7 +65,7 @@ def build(plan: plan_mod.Plan, creds: common.Credentials) -> list[common.Obj]:
             annotations={"headroom.dev/connection-budget": plan.budget.summary},
         ),
         "type": SECRET_TYPE,
-        "stringData": data,
+        "data": common.secret_data(data),
     }
     return [secret]
 
@@ -74,18 +80,21 @@ def redis_url(plan: plan_mod.Plan, instance: plan_mod.RedisPlan, password: str) 
     return f"redis://:{quote(password, safe='')}@{host}:{plan_mod.REDIS_PORT}/0"
 
 
-def _redis_entries(plan: plan_mod.Plan, creds: common.Credentials) -> dict[str, str]:
+def _redis_entries(
+    plan: plan_mod.Plan, creds: common.Credentials, *, omit: frozenset[str]
+) -> dict[str, str]:
     """REDIS_URL (the cache instance, else the queue instance); REDIS_CACHE_URL /
     REDIS_QUEUE_URL for the instance of each use (the one named after it, else
     the first); and REDIS_<NAME>_URL for every instance (the planner keeps the
     names "cache" and "queue" for instances of that use, so nothing collides).
     Sentinel instances also get REDIS_<NAME>_SENTINELS and _MASTER."""
     entries: dict[str, str] = {}
-    urls = {r.name: redis_url(plan, r, creds.redis_passwords[r.name]) for r in plan.redis}
-    named_after_use = sorted(plan.redis, key=lambda r: r.name != r.use)  # stable
+    instances = [r for r in plan.redis if f"redis/{r.name}" not in omit]
+    urls = {r.name: redis_url(plan, r, creds.redis_passwords[r.name]) for r in instances}
+    named_after_use = sorted(instances, key=lambda r: r.name != r.use)  # stable
     for instance in named_after_use:
         entries.setdefault(f"REDIS_{instance.use.upper()}_URL", urls[instance.name])
-    for instance in plan.redis:
+    for instance in instances:
         url = urls[instance.name]
         key = instance.name.upper().replace("-", "_")
         entries[f"REDIS_{key}_URL"] = url
@@ -93,6 +102,6 @@ def _redis_entries(plan: plan_mod.Plan, creds: common.Credentials) -> dict[str, 
             host = redis.service_host(plan, instance)
             entries[f"REDIS_{key}_SENTINELS"] = f"{host}:{plan_mod.SENTINEL_PORT}"
             entries[f"REDIS_{key}_MASTER"] = redis.MASTER_SET
-    if plan.redis:
+    if instances:
         entries["REDIS_URL"] = entries.get("REDIS_CACHE_URL") or entries["REDIS_QUEUE_URL"]
     return entries

@@ -6,6 +6,7 @@ Pure; used by every builder module.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 from dataclasses import dataclass, field
 from typing import Any
@@ -150,6 +151,13 @@ def usable_selector(selector: Obj | None) -> Obj:
         key: selector[key] for key in ("matchLabels", "matchExpressions") if selector.get(key)
     }
     return usable
+
+
+def secret_data(values: dict[str, str]) -> dict[str, str]:
+    """Secret ``data`` (base64). Builders never use ``stringData``: under
+    server-side apply its keys are owned as ``f:stringData``, so a key dropped
+    from the desired Secret would stay in ``.data`` (kubernetes#108008)."""
+    return {k: base64.b64encode(v.encode()).decode() for k, v in values.items()}
 
 
 def key_of(obj: Obj) -> str:

@@ -1,13 +1,107 @@
-"""Everything a profile should own, as plain dicts keyed by ``Kind/name``.
+"""Everything a profile should own, as plain dicts keyed by ``Kind/name``,
+grouped into components.
 
-Pure; the reconcile pass applies exactly this set and prunes any other object
-that carries our labels and owner reference.
+Pure. The reconcile pass applies exactly this set and prunes any other object
+that carries our labels and owner reference. Components are the unit of
+containment: when one object of a component belongs to somebody else, nothing
+of that component (and of the components that depend on it) is applied, and
+the binding does not point the app at it.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from headroom.builders import autoscaling, binding, common, pgbouncer, redis, workers
 from headroom.planning import plan as plan_mod
+
+POOLER = "pooler"
+BINDING = "binding"
+AUTOSCALING = "autoscaling"
+
+
+def redis_component(instance: plan_mod.RedisPlan) -> str:
+    return f"redis/{instance.name}"
+
+
+def queue_component(queue: plan_mod.QueuePlan) -> str:
+    return f"queue/{queue.name}"
+
+
+@dataclass(frozen=True)
+class Desired:
+    objects: dict[str, common.Obj]
+    component_of: dict[str, str]  # object key -> component
+
+    def keys_of(self, component: str) -> list[str]:
+        return [k for k, c in self.component_of.items() if c == component]
+
+
+def dependencies(plan: plan_mod.Plan) -> dict[str, frozenset[str]]:
+    """Components each component needs: queue workers read the binding and
+    their Redis instance."""
+    return {queue_component(q): frozenset({BINDING, f"redis/{q.redis}"}) for q in plan.queues}
+
+
+def contained_closure(plan: plan_mod.Plan, contained: set[str]) -> frozenset[str]:
+    """``contained`` plus every component that depends on one of them."""
+    closed = set(contained)
+    deps = dependencies(plan)
+    changed = True
+    while changed:
+        changed = False
+        for component, needs in deps.items():
+            if component not in closed and needs & closed:
+                closed.add(component)
+                changed = True
+    return frozenset(closed)
+
+
+def build_parts(
+    plan: plan_mod.Plan,
+    creds: common.Credentials,
+    *,
+    app_pod_selector: common.Obj | None = None,
+    without: frozenset[str] = frozenset(),
+) -> Desired:
+    """``app_pod_selector``: the app Deployment's label selector (matchLabels and/or
+    matchExpressions; None when the Deployment is not found). Without it there is
+    no app PDB and the NetworkPolicies admit only Headroom's own pods.
+    ``without``: components left out (contained); the binding omits them."""
+    selector = common.usable_selector(app_pod_selector)
+    parts: list[tuple[str, list[common.Obj]]] = [
+        (POOLER, pgbouncer.build(plan, creds)),
+        (BINDING, binding.build(plan, creds, omit=without)),
+    ]
+    for instance in plan.redis:
+        parts.append(
+            (
+                redis_component(instance),
+                redis.build(
+                    plan,
+                    instance,
+                    password=creds.redis_passwords[instance.name],
+                    app_pod_selector=selector,
+                ),
+            )
+        )
+    for queue in plan.queues:
+        parts.append((queue_component(queue), workers.build(plan, queue)))
+    parts.append((AUTOSCALING, autoscaling.build(plan, app_pod_selector=selector)))
+    objects: dict[str, common.Obj] = {}
+    component_of: dict[str, str] = {}
+    for component, built in parts:
+        for obj in built:
+            key = common.key_of(obj)
+            if key in component_of:
+                raise ValueError(f"two desired objects share the key {key}")
+            component_of[key] = component
+            if component not in without:
+                objects[key] = obj
+    return Desired(
+        objects=objects,
+        component_of={k: c for k, c in component_of.items() if c not in without},
+    )
 
 
 def build(
@@ -16,25 +110,5 @@ def build(
     *,
     app_pod_selector: common.Obj | None = None,
 ) -> dict[str, common.Obj]:
-    """``app_pod_selector``: the app Deployment's label selector (matchLabels and/or
-    matchExpressions; None when the Deployment is not found). Without it there is
-    no app PDB and the NetworkPolicies admit only Headroom's own pods."""
-    selector = common.usable_selector(app_pod_selector)
-    objects = [*pgbouncer.build(plan, creds), *binding.build(plan, creds)]
-    for instance in plan.redis:
-        objects += redis.build(
-            plan,
-            instance,
-            password=creds.redis_passwords[instance.name],
-            app_pod_selector=selector,
-        )
-    for queue in plan.queues:
-        objects += workers.build(plan, queue)
-    objects += autoscaling.build(plan, app_pod_selector=selector)
-    desired: dict[str, common.Obj] = {}
-    for obj in objects:
-        key = common.key_of(obj)
-        if key in desired:
-            raise ValueError(f"two desired objects share the key {key}")
-        desired[key] = obj
-    return desired
+    """Every desired object by key (``headroom render``, golden tests)."""
+    return build_parts(plan, creds, app_pod_selector=app_pod_selector).objects

@@ -134,11 +134,13 @@ def build(plan: plan_mod.Plan, creds: common.Credentials) -> list[common.Obj]:
         "kind": "Secret",
         "metadata": meta(auth_secret_name(plan)),
         "type": "Opaque",
-        "stringData": {
-            "userlist.txt": userlist,
-            "exporter-dsn": exporter_dsn(creds.stats_password),
-            STATS_PASSWORD_KEY: creds.stats_password,
-        },
+        "data": common.secret_data(
+            {
+                "userlist.txt": userlist,
+                "exporter-dsn": exporter_dsn(creds.stats_password),
+                STATS_PASSWORD_KEY: creds.stats_password,
+            }
+        ),
     }
     pod_annotations = {
         common.CONFIG_HASH_ANNOTATION: common.content_hash(ini),

@@ -235,7 +235,7 @@ def build(
         "kind": "Secret",
         "metadata": meta(auth_secret_name(plan, redis)),
         "type": "Opaque",
-        "stringData": secret_files,
+        "data": common.secret_data(secret_files),
     }
     pod_labels = {**common.labels(plan, component=COMPONENT, name="redis"), **selector}
     volumes: list[common.Obj] = [

@@ -1,1 +1,2 @@
-"""Thin kopf glue: decorators that parse the body once and call the engine."""
+"""The operator process (watches, queue, workers, leader election) and the
+admission webhook: wiring only; decisions live in the engine and the planner."""

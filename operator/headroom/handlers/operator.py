@@ -1,207 +1,439 @@
-"""kopf handlers: parse nothing, decide nothing, call the engine.
+"""The operator process: watches -> coalescing queue -> workers -> the engine.
 
-Every trigger (create, update, resume, the resync loop, and any event on a
-child we own) runs the same :meth:`Engine.reconcile`. Errors from the kube layer
-are mapped to kopf's retry semantics here and nowhere else.
+``headroom run`` starts, in one asyncio event loop:
+
+- the watch caches (:mod:`headroom.kube.cache`), whose events only *enqueue*
+  profile keys (a spec change as SPEC, a child's edit or deletion as DRIFT, a
+  child's status as STATUS);
+- a few workers that take the most urgent key from the queue and run one pass
+  (:meth:`Engine.reconcile`), at most one per profile at a time;
+- the periodic resync, which enqueues every profile at the lowest priority
+  (passes whose inputs did not change are skipped without a request);
+- leader election on a Lease: every replica keeps warm caches and serves
+  admission, only the leader runs workers and registers the webhook;
+- health (``/healthz``, ``/readyz``) and metrics endpoints.
+
+The admission webhook runs in a thread of its own (:mod:`headroom.handlers.webhook`).
+Nothing here decides anything about a profile; that is the engine's job.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from typing import Any, TypeAlias
+import signal
+import time
+from collections.abc import Iterable
+from typing import Any
 
-import kopf
+from aiohttp import web
 from prometheus_client import start_http_server
 
 from headroom import settings as settings_mod
 from headroom.api import v1alpha1
 from headroom.builders import common
 from headroom.handlers import webhook
+from headroom.kube import cache as cache_mod
 from headroom.kube import client as kube_client
-from headroom.kube import errors
+from headroom.kube import errors, informer, kinds, leader
 from headroom.reconcile import engine as engine_mod
 from headroom.reconcile import metrics as metrics_mod
+from headroom.reconcile import queue as queue_mod
+from headroom.reconcile import registry
 
-Logger: TypeAlias = logging.Logger | logging.LoggerAdapter[Any]
-PROFILE = (v1alpha1.GROUP, v1alpha1.VERSION, v1alpha1.PLURAL)
-_COMPOSED_CRDS = frozenset({"scaledobjects.keda.sh", "triggerauthentications.keda.sh"})
-_OWNED_LABELS = {"app.kubernetes.io/managed-by": common.MANAGED_BY}
-_CFG = settings_mod.Settings()
+log = logging.getLogger("headroom")
 
-
-@kopf.on.startup()
-def configure(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="headroom.dev")
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix="headroom.dev", key="last-handled-configuration"
-    )
-    # No handler needs one; kopf removes this finalizer from profiles that
-    # still carry it from earlier versions.
-    settings.persistence.finalizer = "headroom.dev/finalizer"
-    settings.posting.level = logging.INFO
-    settings.watching.server_timeout = 300
-    settings.networking.request_timeout = 60
-    if _CFG.webhook_enabled:
-        settings.admission.server = webhook.server(_CFG)
-        settings.admission.managed = "headroom.dev"
-    metrics = metrics_mod.Metrics()
-    if _CFG.metrics_port:
-        start_http_server(_CFG.metrics_port, addr=_CFG.metrics_addr, registry=metrics.registry)
-    memo.engine = engine_mod.Engine(
-        kube_client.Kube.from_environment(),
-        metrics,
-        primary_check_seconds=_CFG.primary_check_seconds,
-    )
+Obj = dict[str, Any]
+OWNED_SELECTOR = f"app.kubernetes.io/managed-by={common.MANAGED_BY},{common.PROFILE_LABEL}"
+_RESOURCES = {k.kind: k.resource for k in registry.ALL_OWNED}
+_RESOURCES["Deployment"] = kinds.DEPLOYMENT
 
 
-def _run(memo: Any, body: kopf.Body | dict[str, Any], logger: Logger) -> None:
-    raw = dict(body)
-    engine: engine_mod.Engine = memo.engine
-    try:
-        outcome = engine.reconcile(raw)
-        if outcome is None:
-            return  # deleted meanwhile
-    except errors.NotServedError as err:
-        raise kopf.TemporaryError(str(err), delay=15) from err
-    except errors.ApiError as err:
-        if err.namespace_terminating:
-            # a child event while the namespace is deleted: nothing left to repair
-            logger.info("namespace is being deleted, not reconciling: %s", err.message)
-            return
-        if err.retriable:
-            raise kopf.TemporaryError(str(err), delay=5) from err
-        raise kopf.PermanentError(str(err)) from err
-    for event in outcome.events:
-        try:
-            engine.kube.post_event(
-                outcome.profile, type=event.type, reason=event.reason, message=event.message
-            )
-        except errors.ApiError as err:  # an Event is a courtesy; never fail the pass for it
-            if not (err.namespace_terminating or err.status == 404):  # namespace gone
-                logger.warning("could not record event %s: %s", event.reason, err.message)
-    logger.debug("reconciled, ready=%s", outcome.ready)
+def _pointer(key: str) -> str:
+    return key.replace("~", "~0").replace("/", "~1")
 
 
-def _profiles(memo: Any) -> list[dict[str, Any]]:
-    """Every profile this operator watches (all namespaces, or its own); the engine
-    skips those being deleted."""
-    engine: engine_mod.Engine = memo.engine
-    scopes: tuple[str | None, ...] = tuple(memo.get("namespaces") or ()) or (None,)
-    found = []
-    for namespace in scopes:
-        found += engine.kube.list(v1alpha1.API_VERSION, v1alpha1.KIND, namespace=namespace)
-    return found
+class CachedCluster:
+    """The engine's view of the cluster: reads from the caches, writes through
+    the client (and into the caches, so our own writes trigger nothing)."""
 
+    def __init__(self, kube: kube_client.Kube, cache: cache_mod.Cache) -> None:
+        self.kube = kube
+        self.cache = cache
 
-def _reconcile_all(memo: Any, logger: Logger) -> None:
-    """One pass over every profile; one failing profile does not stop the rest."""
-    for profile in _profiles(memo):
-        meta = profile["metadata"]
-        try:
-            _run(memo, profile, logger)
-        except Exception as err:  # logged; the next resync tries again
-            logger.warning("resync of %s/%s failed: %s", meta["namespace"], meta["name"], err)
+    def profile(self, namespace: str, name: str) -> Obj | None:
+        return self.cache.profile(namespace, name)
 
-
-async def _resync_forever(memo: Any, logger: Logger) -> None:
-    while True:
-        await asyncio.sleep(_CFG.resync_seconds)
-        try:
-            await asyncio.to_thread(_reconcile_all, memo, logger)
-        except Exception as err:  # listing failed (API server restarting, ...): next round
-            logger.warning("resync could not list profiles: %s: %s", type(err).__name__, err)
-
-
-@kopf.on.startup()
-async def start_resync(memo: Any, logger: Logger, **_: Any) -> None:
-    """Repair drift every resync interval, also on kinds we do not watch (KEDA's).
-
-    A kopf timer would do the same but makes kopf put a finalizer on every
-    profile, and then deleting a profile (or its namespace) hangs whenever the
-    operator is not running. Owner references already clean up the children.
-    """
-    memo.resync_task = asyncio.create_task(_resync_forever(memo, logger))
-
-
-@kopf.on.cleanup()
-async def stop_resync(memo: Any, **_: Any) -> None:
-    task = memo.get("resync_task")
-    if task is not None:
-        task.cancel()
-
-
-@kopf.on.resume(*PROFILE)
-@kopf.on.create(*PROFILE)
-@kopf.on.update(*PROFILE)
-def reconcile_profile(body: kopf.Body, memo: Any, logger: Logger, **_: Any) -> None:
-    _run(memo, body, logger)
-
-
-def _on_child(body: kopf.Body, memo: Any, logger: Logger) -> None:
-    """A child changed or vanished: reconcile its owner so drift is repaired now."""
-    owners = [
-        ref
-        for ref in body.get("metadata", {}).get("ownerReferences") or []
-        if ref.get("kind") == v1alpha1.KIND and ref.get("apiVersion") == v1alpha1.API_VERSION
-    ]
-    if not owners:
-        return
-    # The engine reads the profile itself and skips it when it is gone, being
-    # deleted, or a new profile with the old name (the uid differs).
-    owner = {
-        "metadata": {
-            "name": owners[0]["name"],
-            "namespace": body["metadata"]["namespace"],
-            "uid": owners[0].get("uid", ""),
+    def children(self, owner_uid: str) -> dict[str, Obj]:
+        return {
+            f"{res.kind}/{obj['metadata']['name']}": obj
+            for res, objs in self.cache.children(owner_uid).items()
+            for obj in objs
         }
-    }
-    _run(memo, owner, logger)
+
+    def children_versions(self, owner_uid: str) -> frozenset[tuple[str, str, str]]:
+        return self.cache.children_versions(owner_uid)
+
+    def cached(self, kind: str, namespace: str, name: str) -> Obj | None:
+        return self.cache.child(_RESOURCES[kind], namespace, name)
+
+    def served(self, kind: str) -> bool:
+        engine = registry.engine_of(kind)
+        if engine is None:
+            return True
+        return registry.installed(engine, self.cache.crd) and self.cache.owned_synced(
+            _RESOURCES[kind]
+        )
+
+    def facts(self) -> dict[str, bool]:
+        return {
+            e.fact: registry.installed(e, self.cache.crd)
+            and all(self.cache.owned_synced(k.resource) for k in e.kinds)
+            for e in registry.ENGINES
+        }
+
+    def _ref(self, ref: engine_mod.InputRef) -> cache_mod.InputRef:
+        kind, namespace, name = ref
+        return (_RESOURCES[kind], namespace, name)
+
+    def version_of(self, ref: engine_mod.InputRef) -> str:
+        return self.cache.input_version(self._ref(ref))
+
+    async def read_input(self, ref: engine_mod.InputRef) -> Obj | None:
+        return await self.cache.read_input(self._ref(ref))
+
+    async def use_inputs(self, user: str, refs: Iterable[engine_mod.InputRef]) -> None:
+        await self.cache.use_inputs(user, [self._ref(r) for r in refs])
+
+    async def get_live(self, kind: str, namespace: str, name: str) -> Obj | None:
+        return await self.kube.get(_RESOURCES[kind], namespace=namespace, name=name)
+
+    async def apply(self, obj: Obj, *, subresource: str | None = None) -> Obj:
+        result = await self.kube.apply(obj, subresource=subresource)
+        self.cache.record_write(result)
+        return result
+
+    async def remove_keys(self, secret: Obj, keys: list[str]) -> Obj:
+        meta = secret["metadata"]
+        ops: list[Obj] = [{"op": "test", "path": "/metadata/uid", "value": meta["uid"]}]
+        ops += [{"op": "remove", "path": f"/data/{_pointer(k)}"} for k in keys]
+        result = await self.kube.json_patch(
+            kinds.SECRET, namespace=meta["namespace"], name=meta["name"], ops=ops
+        )
+        self.cache.record_write(result)
+        return result
+
+    async def delete(self, obj: Obj) -> bool:
+        res = self.kube.resource_of(obj)
+        meta = obj["metadata"]
+        deleted = await self.kube.delete(
+            res, namespace=meta["namespace"], name=meta["name"], uid=meta["uid"]
+        )
+        self.cache.record_delete(res, meta["namespace"], meta["name"])
+        return deleted
+
+    async def remove_finalizer(self, profile: Obj, finalizer: str) -> None:
+        meta = profile["metadata"]
+        index = (meta.get("finalizers") or []).index(finalizer)
+        ops = [
+            {"op": "test", "path": f"/metadata/finalizers/{index}", "value": finalizer},
+            {"op": "remove", "path": f"/metadata/finalizers/{index}"},
+        ]
+        with contextlib.suppress(errors.ApiError):  # changed meanwhile: the next pass retries
+            result = await self.kube.json_patch(
+                kinds.SCALING_PROFILE, namespace=meta["namespace"], name=meta["name"], ops=ops
+            )
+            self.cache.record_write(result)
+
+    async def post_event(self, involved: Obj, *, type: str, reason: str, message: str) -> None:
+        await self.kube.post_event(involved, type=type, reason=reason, message=message)
 
 
-@kopf.on.event("apps", "v1", "deployments", labels=_OWNED_LABELS)
-@kopf.on.event("", "v1", "services", labels=_OWNED_LABELS)
-@kopf.on.event("", "v1", "configmaps", labels=_OWNED_LABELS)
-@kopf.on.event("", "v1", "secrets", labels=_OWNED_LABELS)
-@kopf.on.event("policy", "v1", "poddisruptionbudgets", labels=_OWNED_LABELS)
-@kopf.on.event("apps", "v1", "statefulsets", labels=_OWNED_LABELS)
-@kopf.on.event("networking.k8s.io", "v1", "networkpolicies", labels=_OWNED_LABELS)
-@kopf.on.event("autoscaling", "v2", "horizontalpodautoscalers", labels=_OWNED_LABELS)
-# No watch on KEDA's ScaledObjects/TriggerAuthentications: when their CRDs are
-# deleted, kopf's watch-stream can reconnect before kopf notices the CRD is gone,
-# and the 404 it gets stops the whole operator. Drift on those two kinds is
-# repaired by the resync loop; KEDA coming and going by composed_crd_changed.
-def child_event(body: kopf.Body, memo: Any, logger: Logger, type: str, **_: Any) -> None:
-    if not type:
-        return  # the initial listing: resume handlers cover it
-    _on_child(body, memo, logger)
+class Runtime:
+    def __init__(self, cfg: settings_mod.Settings, *, namespaces: tuple[str, ...] = ()) -> None:
+        self.cfg = cfg
+        self.metrics = metrics_mod.Metrics()
+        self.kube = kube_client.Kube.from_environment(
+            timeout_seconds=cfg.api_timeout_seconds, on_request=self._count_request
+        )
+        for engine in registry.ENGINES:
+            for owned in engine.kinds:
+                self.kube.register(owned.resource)
+        self.queue = queue_mod.WorkQueue()
+        self.cache = cache_mod.Cache(
+            self.kube,
+            namespaces=namespaces,
+            owned_selector=OWNED_SELECTOR,
+            on_profile=self._on_profile,
+            on_child=self._on_child,
+            on_input=self._on_input,
+            on_crd=self._on_crd,
+        )
+        self.cluster = CachedCluster(self.kube, self.cache)
+        self.engine = engine_mod.Engine(
+            self.cluster, self.metrics, primary_check_seconds=cfg.primary_check_seconds
+        )
+        self.stop = asyncio.Event()
+        self.active = asyncio.Event()  # set while this replica is the leader
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._webhook: webhook.Server | None = None
+        self._ca_pem = b""
+        self._elector: leader.LeaderElector | None = None
 
+    # -- event -> queue ---------------------------------------------------------
 
-@kopf.on.event(
-    "apiextensions.k8s.io",
-    "v1",
-    "customresourcedefinitions",
-    when=lambda name, **_: name in _COMPOSED_CRDS,
-)
-def composed_crd_changed(memo: Any, logger: Logger, type: str, name: str, **_: Any) -> None:
-    """KEDA (or another composed engine) was installed or removed: re-plan every
-    profile now instead of at the next resync, so the switch converges quickly."""
-    if not type:
-        return
-    engine: engine_mod.Engine = memo.engine
-    engine.kube.forget_discovery()
-    logger.info("CRD %s changed (%s); reconciling every profile", name, type)
-    _reconcile_all(memo, logger)
+    def _count_request(self, verb: str, kind: str, code: int) -> None:
+        self.metrics.api_requests.labels(verb=verb, kind=kind, code=str(code)).inc()
+
+    def _on_profile(
+        self, kind: str, old: informer.Entry | None, new: informer.Entry | None
+    ) -> None:
+        entry = new or old
+        assert entry is not None
+        key = f"{entry.namespace}/{entry.name}"
+        if kind == "DELETED":
+            self.queue.forget(key)
+            self.queue.add(key, queue_mod.Trigger.SPEC)  # the pass releases its input watches
+            return
+        if old is None or new is None or old.uid != new.uid:
+            self.queue.add(key, queue_mod.Trigger.SPEC)
+        elif old.spec_fingerprint != new.spec_fingerprint:
+            self.queue.add(key, queue_mod.Trigger.SPEC)  # spec or metadata, not our status
+
+    def _on_child(
+        self,
+        res: kinds.Resource,
+        kind: str,
+        old: informer.Entry | None,
+        new: informer.Entry | None,
+    ) -> None:
+        entry = new or old
+        assert entry is not None
+        status_only = (
+            kind == "MODIFIED"
+            and old is not None
+            and new is not None
+            and old.spec_fingerprint == new.spec_fingerprint
+        )
+        trigger = queue_mod.Trigger.STATUS if status_only else queue_mod.Trigger.DRIFT
+        for owner_kind, owner_name, _ in entry.owners:
+            if owner_kind == v1alpha1.KIND:
+                self.queue.add(f"{entry.namespace}/{owner_name}", trigger)
+
+    def _on_input(self, ref: cache_mod.InputRef, kind: str) -> None:
+        for user in self.cache.input_users(ref):
+            self.queue.add(user, queue_mod.Trigger.DRIFT)
+
+    def _on_crd(self, name: str) -> None:
+        self._spawn(self._sync_engines(), name=f"engines after CRD {name}")
+
+    def enqueue_all(self, trigger: queue_mod.Trigger) -> None:
+        for key in self.cache.profile_keys():
+            self.queue.add(key, trigger)
+
+    async def _sync_engines(self) -> None:
+        """Watch the kinds of every installed engine, and only those; re-plan
+        every profile once the new caches are filled."""
+        changed = False
+        for engine in registry.ENGINES:
+            up = registry.installed(engine, self.cache.crd)
+            for owned in engine.kinds:
+                watched = owned.resource in self.cache.owned
+                if up and not watched:
+                    self.cache.watch_owned(owned.resource)
+                    changed = True
+                elif not up and watched:
+                    await self.cache.unwatch_owned(owned.resource)
+                    changed = True
+            if changed:
+                log.info("engine %s is %s", engine.name, "installed" if up else "not installed")
+        if changed:
+            for group in self.cache.owned.values():
+                for inf in group:
+                    await inf.synced.wait()
+            self.enqueue_all(queue_mod.Trigger.DRIFT)
+
+    # -- workers ----------------------------------------------------------------
+
+    async def _worker(self) -> None:
+        while not self.stop.is_set():
+            await self.active.wait()
+            item = await self.queue.get()
+            if not self.active.is_set():  # lost the lease while waiting
+                self.queue.done(item.key)
+                self.queue.add(item.key, item.trigger)
+                continue
+            trigger = item.trigger.name.lower()
+            self.metrics.queue_wait_seconds.labels(trigger=trigger).observe(item.waited)
+            self.metrics.in_flight.inc()
+            started = time.monotonic()
+            failed, result = False, "failed"
+            try:
+                outcome = await asyncio.wait_for(
+                    self.engine.reconcile(item.key, force=queue_mod.Trigger.RETRY in item.triggers),
+                    timeout=self.cfg.pass_timeout_seconds,
+                )
+                if outcome is None:
+                    result = "gone"
+                elif outcome.skipped:
+                    result = "skipped"
+                else:
+                    failed = outcome.retry
+                    result = "applied" if outcome.writes else "unchanged"
+                    if failed:
+                        result = "failed"
+            except Exception as err:
+                failed = True
+                reason = type(err).__name__
+                self.metrics.reconcile_errors.labels(reason=reason).inc()
+                if not (isinstance(err, errors.ApiError) and err.namespace_terminating):
+                    log.warning("pass of %s failed: %s: %s", item.key, reason, err)
+            finally:
+                self.metrics.in_flight.dec()
+                self.metrics.reconcile_seconds.labels(trigger=trigger).observe(
+                    time.monotonic() - started
+                )
+                self.metrics.passes.labels(trigger=trigger, result=result).inc()
+                self.queue.done(item.key, failed=failed)
+                self.metrics.queue_depth.set(self.queue.depth)
+
+    async def _resync(self) -> None:
+        while not await kube_client.sleep_or_stop(self.stop, self.cfg.resync_seconds):
+            if self.active.is_set():
+                self.enqueue_all(queue_mod.Trigger.RESYNC)
+            self.metrics.queue_depth.set(self.queue.depth)
+            self.metrics.cached_objects.set(sum(len(i.items) for i in self.cache.all_informers()))
+
+    # -- leadership ---------------------------------------------------------------
+
+    def _on_leadership(self, held: bool) -> None:
+        self.metrics.leader.set(1 if held else 0)
+        if held:
+            self._spawn(self._lead(), name="take the lead")
+        else:
+            self.active.clear()
+
+    async def _lead(self) -> None:
+        await self.cache.wait_synced()
+        if self._webhook is not None:
+            await self._register_webhook()
+        self.active.set()
+        self.enqueue_all(queue_mod.Trigger.DRIFT)
+
+    async def _register_webhook(self) -> None:
+        while not self.stop.is_set():
+            try:
+                await webhook.register(self.cfg, self.kube, self._ca_pem)
+                return
+            except errors.KubeError as err:
+                log.warning("could not register the webhook: %s", err)
+                if await kube_client.sleep_or_stop(self.stop, 2):
+                    return
+
+    # -- endpoints ----------------------------------------------------------------
+
+    async def _health_server(self) -> web.AppRunner:
+        async def healthz(_: web.Request) -> web.Response:
+            return web.Response(text="ok")  # the loop answers: alive (API outages included)
+
+        async def readyz(_: web.Request) -> web.Response:
+            ok = self.cache.synced
+            return web.Response(text="ok" if ok else "caches not synced", status=200 if ok else 503)
+
+        app = web.Application()
+        app.router.add_get("/healthz", healthz)
+        app.router.add_get("/readyz", readyz)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, self.cfg.health_addr, self.cfg.health_port).start()
+        return runner
+
+    def _spawn(self, coro: Any, *, name: str) -> None:
+        task = asyncio.get_running_loop().create_task(coro, name=name)
+        self._tasks.append(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        with contextlib.suppress(ValueError):
+            self._tasks.remove(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("task %s failed: %r", task.get_name(), task.exception())
+
+    # -- main -----------------------------------------------------------------------
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stop.set)
+        if self.cfg.metrics_port:
+            start_http_server(
+                self.cfg.metrics_port, addr=self.cfg.metrics_addr, registry=self.metrics.registry
+            )
+        health = await self._health_server()
+        if self.cfg.webhook_enabled:
+            if self.cfg.webhook_cert_secret:
+                cert, key = await webhook.shared_certificate(self.cfg, self.kube)
+            else:
+                cert, key = webhook.ensure_certificate(self.cfg)
+            self._ca_pem = cert.read_bytes()
+            self._webhook = webhook.Server(
+                self.cfg, cert=cert, key=key, latency=self.metrics.admission_seconds
+            )
+            self._webhook.start()
+        self.cache.start(
+            owned=[k.resource for k in registry.BUILTIN_OWNED],
+            crd_names=[n for e in registry.ENGINES for n in e.crd_names],
+        )
+        await asyncio.gather(*(c.synced.wait() for c in self.cache.crds.values()))
+        await self._sync_engines()
+        workers = [
+            loop.create_task(self._worker(), name=f"worker {i}") for i in range(self.cfg.workers)
+        ]
+        self._spawn(self._resync(), name="resync")
+        if self.cfg.leader_election:
+            self._elector = leader.LeaderElector(
+                self.kube,
+                namespace=self.cfg.lease_namespace or self.kube.cfg.namespace or "headroom-system",
+                name=self.cfg.lease_name,
+                identity=self.cfg.identity,
+                lease_seconds=self.cfg.lease_seconds,
+                renew_seconds=max(1.0, self.cfg.lease_seconds / 3),
+                on_change=self._on_leadership,
+            )
+            self._spawn(self._elector.run(self.stop), name="leader election")
+        else:
+            self._on_leadership(True)
+        log.info("headroom operator running (%d workers)", self.cfg.workers)
+        await self.stop.wait()
+        log.info("stopping")
+        self.active.clear()
+        self.queue.close()
+        for task in workers:
+            task.cancel()
+        await asyncio.gather(*workers, return_exceptions=True)
+        if self._elector is not None:
+            await self._elector.release()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.cache.stop()
+        if self._webhook is not None:
+            self._webhook.stop()
+        await health.cleanup()
+        await self.kube.close()
+        return 0
 
 
 def run(*, namespace: list[str] | None = None) -> int:
-    """Run the operator until interrupted (``headroom run``)."""
-    kopf.configure(verbose=False)
-    kopf.run(
-        clusterwide=not namespace,
-        namespaces=namespace or (),
-        memo=kopf.Memo(namespaces=tuple(namespace or ())),
-        standalone=True,
-        liveness_endpoint=f"http://{_CFG.health_addr}:{_CFG.health_port}/healthz",
+    """Run the operator until SIGTERM/SIGINT (``headroom run``)."""
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    return 0
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    cfg = settings_mod.Settings()
+
+    async def main() -> int:
+        return await Runtime(cfg, namespaces=tuple(namespace or ())).run()
+
+    return asyncio.run(main())

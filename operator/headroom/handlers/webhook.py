@@ -1,33 +1,54 @@
-"""The validating admission webhook: server, certificate and the handler.
+"""The validating admission webhook: its certificate, its configuration and its
+server.
 
-kopf serves the webhook and keeps the ValidatingWebhookConfiguration
-``headroom.dev`` in sync. Locally the API server dials https://127.0.0.1:PORT;
-in a cluster it dials a Service (``HEADROOM_WEBHOOK_SERVICE=ns/name``). The
-serving certificate is self-signed and kept in ``webhook_cert_dir``; its
-private key never leaves that folder (mode 0600).
+The server runs in a thread of its own with its own event loop, so an
+admission answer never waits behind reconcile work (the pass's CPU or its
+queue); the handler is pure (the planner only). Locally the API server dials
+https://127.0.0.1:PORT; in a cluster it dials a Service
+(``HEADROOM_WEBHOOK_SERVICE=ns/name``), and every replica serves with the same
+certificate, kept in a Secret (``HEADROOM_WEBHOOK_CERT_SECRET``). The private
+key is written only to ``webhook_cert_dir`` (mode 0600) and that Secret.
 """
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import datetime
 import ipaddress
+import json
+import logging
 import os
-from collections.abc import AsyncIterator
+import ssl
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
-import kopf
+from aiohttp import web
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from prometheus_client import Histogram
 
 from headroom import settings as settings_mod
 from headroom.api import v1alpha1
+from headroom.kube import client as kube_client
+from headroom.kube import errors, kinds
 from headroom.planning import admission
 
+log = logging.getLogger(__name__)
+
+CONFIGURATION = "headroom.dev"
+WEBHOOK_NAME = "scalingprofile.headroom.dev"
+PATH = "/validate/scalingprofile"
 _VALIDITY = datetime.timedelta(days=365)
 _RENEW_BEFORE = datetime.timedelta(days=30)
+_MAX_BODY = 8 * 1024 * 1024
+
+
+# -- certificate ---------------------------------------------------------------
 
 
 def _names(cfg: settings_mod.Settings) -> list[str]:
@@ -40,10 +61,11 @@ def _names(cfg: settings_mod.Settings) -> list[str]:
     return sorted(set(names))
 
 
-def _current(cert_path: Path, names: list[str]) -> bool:
-    if not cert_path.exists():
+def _current(cert_pem: bytes, names: list[str]) -> bool:
+    try:
+        cert = x509.load_pem_x509_certificate(cert_pem)
+    except ValueError:
         return False
-    cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
     if cert.not_valid_after_utc - datetime.datetime.now(datetime.UTC) < _RENEW_BEFORE:
         return False
     sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
@@ -52,14 +74,8 @@ def _current(cert_path: Path, names: list[str]) -> bool:
     return have == set(names)
 
 
-def ensure_certificate(cfg: settings_mod.Settings) -> tuple[Path, Path]:
-    """Self-signed serving certificate for the webhook, (re)generated when needed."""
-    folder = cfg.webhook_cert_dir
-    folder.mkdir(parents=True, exist_ok=True)
-    cert_path, key_path = folder / "tls.crt", folder / "tls.key"
-    names = _names(cfg)
-    if _current(cert_path, names) and key_path.exists():
-        return cert_path, key_path
+def _generate(names: list[str]) -> tuple[bytes, bytes]:
+    """A self-signed serving certificate and its key (PEM)."""
     key = ec.generate_private_key(ec.SECP256R1())
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "headroom-webhook")])
     alt: list[x509.GeneralName] = []
@@ -81,72 +97,229 @@ def ensure_certificate(cfg: settings_mod.Settings) -> tuple[Path, Path]:
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
         .sign(key, hashes.SHA256())
     )
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    return cert.public_bytes(serialization.Encoding.PEM), key_pem
+
+
+def _write(folder: Path, cert_pem: bytes, key_pem: bytes) -> tuple[Path, Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    cert_path, key_path = folder / "tls.crt", folder / "tls.key"
     fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as handle:
-        handle.write(
-            key.private_bytes(
-                serialization.Encoding.PEM,
-                serialization.PrivateFormat.PKCS8,
-                serialization.NoEncryption(),
-            )
-        )
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        handle.write(key_pem)
+    cert_path.write_bytes(cert_pem)
     return cert_path, key_path
 
 
-class ServiceWebhookServer(kopf.WebhookServer):
-    """Like kopf's server, but tells the API server to dial a Service, not a URL."""
-
-    def __init__(self, *, service: str, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.service_namespace, self.service_name = service.split("/", 1)
-
-    async def __call__(self, fn: Any) -> AsyncIterator[kopf.WebhookClientConfig]:
-        async for config in super().__call__(fn):
-            yield kopf.WebhookClientConfig(
-                caBundle=config.get("caBundle"),
-                service=kopf.WebhookClientConfigService(
-                    namespace=self.service_namespace,
-                    name=self.service_name,
-                    port=self.port,
-                    path="/",
-                ),
-            )
+def ensure_certificate(cfg: settings_mod.Settings) -> tuple[Path, Path]:
+    """The certificate in ``webhook_cert_dir``, (re)generated when needed."""
+    folder = cfg.webhook_cert_dir
+    cert_path, key_path = folder / "tls.crt", folder / "tls.key"
+    names = _names(cfg)
+    if cert_path.exists() and key_path.exists() and _current(cert_path.read_bytes(), names):
+        return cert_path, key_path
+    return _write(folder, *_generate(names))
 
 
-def server(cfg: settings_mod.Settings) -> kopf.WebhookServer:
-    cert, key = ensure_certificate(cfg)
-    if cfg.webhook_service:
-        return ServiceWebhookServer(
-            service=cfg.webhook_service,
-            addr=cfg.webhook_addr,
-            port=cfg.webhook_port,
-            certfile=cert,
-            pkeyfile=key,
-            cafile=cert,
-        )
-    return kopf.WebhookServer(
-        host=cfg.webhook_host or cfg.webhook_addr,
-        addr=cfg.webhook_addr,
-        port=cfg.webhook_port,
-        certfile=cert,
-        pkeyfile=key,
-        cafile=cert,
+async def shared_certificate(
+    cfg: settings_mod.Settings, kube: kube_client.Kube
+) -> tuple[Path, Path]:
+    """The certificate every replica serves with, from the Secret
+    ``webhook_cert_secret`` (the first replica creates it)."""
+    namespace, name = cfg.webhook_cert_secret.split("/", 1)
+    names = _names(cfg)
+    for _ in range(3):
+        found = await kube.get(kinds.SECRET, namespace=namespace, name=name)
+        data = (found or {}).get("data") or {}
+        if found is not None and "tls.crt" in data and "tls.key" in data:
+            cert_pem = base64.b64decode(data["tls.crt"])
+            if _current(cert_pem, names):
+                return _write(cfg.webhook_cert_dir, cert_pem, base64.b64decode(data["tls.key"]))
+        cert_pem, key_pem = _generate(names)
+        secret: dict[str, Any] = {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {
+                "name": name,
+                "namespace": namespace,
+                "labels": {"app.kubernetes.io/name": "headroom"},
+            },
+            "type": "kubernetes.io/tls",
+            "data": {
+                "tls.crt": base64.b64encode(cert_pem).decode(),
+                "tls.key": base64.b64encode(key_pem).decode(),
+            },
+        }
+        try:
+            if found is None:
+                await kube.create(secret)
+            else:  # expired or for other names: replace, unless another replica just did
+                secret["metadata"]["resourceVersion"] = found["metadata"]["resourceVersion"]
+                await kube.replace(secret)
+        except errors.ApiError as err:
+            if err.status == 409:
+                continue  # another replica won: read its certificate
+            raise
+        return _write(cfg.webhook_cert_dir, cert_pem, key_pem)
+    raise errors.UnavailableError(
+        f"could not settle the webhook certificate in Secret {namespace}/{name}"
     )
 
 
-@kopf.on.validate(
-    v1alpha1.GROUP,
-    v1alpha1.VERSION,
-    v1alpha1.PLURAL,
-    id="scalingprofile",
-    operations=["CREATE", "UPDATE"],
-    side_effects=False,
-)
-def validate_profile(body: kopf.Body, old: kopf.Body | None = None, **_: Any) -> None:
-    """Reject an impossible profile with a message naming fields and numbers."""
-    if old is not None and old.get("spec") == body.get("spec"):
-        return  # metadata-only changes (labels, kopf's own annotations) always pass
-    problem = admission.review(dict(body))
-    if problem:
-        raise kopf.AdmissionError(problem, code=422)
+# -- configuration ---------------------------------------------------------------
+
+
+def configuration(cfg: settings_mod.Settings, ca_pem: bytes) -> dict[str, Any]:
+    """The ValidatingWebhookConfiguration pointing the API server at us."""
+    bundle = base64.b64encode(ca_pem).decode()
+    if cfg.webhook_service:
+        namespace, name = cfg.webhook_service.split("/", 1)
+        client: dict[str, Any] = {
+            "service": {
+                "namespace": namespace,
+                "name": name,
+                "port": cfg.webhook_port,
+                "path": PATH,
+            },
+            "caBundle": bundle,
+        }
+    else:
+        host = cfg.webhook_host or cfg.webhook_addr
+        client = {"url": f"https://{host}:{cfg.webhook_port}{PATH}", "caBundle": bundle}
+    return {
+        "apiVersion": kinds.VALIDATING_WEBHOOK.api_version,
+        "kind": kinds.VALIDATING_WEBHOOK.kind,
+        "metadata": {"name": CONFIGURATION, "labels": {"app.kubernetes.io/name": "headroom"}},
+        "webhooks": [
+            {
+                "name": WEBHOOK_NAME,
+                "clientConfig": client,
+                "rules": [
+                    {
+                        "apiGroups": [v1alpha1.GROUP],
+                        "apiVersions": [v1alpha1.VERSION],
+                        "operations": ["CREATE", "UPDATE"],
+                        "resources": [v1alpha1.PLURAL],
+                        "scope": "Namespaced",
+                    }
+                ],
+                "admissionReviewVersions": ["v1"],
+                "sideEffects": "None",
+                "failurePolicy": "Fail",
+                "matchPolicy": "Equivalent",
+                "timeoutSeconds": 10,
+            }
+        ],
+    }
+
+
+async def register(cfg: settings_mod.Settings, kube: kube_client.Kube, ca_pem: bytes) -> None:
+    """Apply our configuration; replace one whose webhooks another manager set
+    (kopf-era versions), so no stale entry points at a server that is gone."""
+    wanted = configuration(cfg, ca_pem)
+    applied = await kube.apply(wanted)
+    names = [w.get("name") for w in applied.get("webhooks") or []]
+    client = (applied.get("webhooks") or [{}])[0].get("clientConfig") or {}
+    if names != [WEBHOOK_NAME] or ("url" in client and "service" in client):
+        await kube.delete(
+            kinds.VALIDATING_WEBHOOK,
+            namespace=None,
+            name=CONFIGURATION,
+            uid=applied["metadata"]["uid"],
+        )
+        await kube.apply(wanted)
+
+
+# -- the handler -------------------------------------------------------------------
+
+
+def review(request: dict[str, Any]) -> dict[str, Any]:
+    """AdmissionReview request -> response (pure)."""
+    uid = request.get("uid", "")
+    body = request.get("object") or {}
+    old = request.get("oldObject")
+    problem = None
+    if not (old is not None and old.get("spec") == body.get("spec")):
+        # metadata-only changes (labels, finalizers) always pass
+        problem = admission.review(body)
+    response: dict[str, Any] = {"uid": uid, "allowed": problem is None}
+    if problem is not None:
+        response["status"] = {"code": 422, "reason": "Invalid", "message": problem}
+    return response
+
+
+class Server:
+    """The HTTPS admission server, in its own thread and event loop."""
+
+    def __init__(
+        self, cfg: settings_mod.Settings, *, cert: Path, key: Path, latency: Histogram
+    ) -> None:
+        self.cfg = cfg
+        self.cert, self.key = cert, key
+        self.latency = latency
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._started = threading.Event()
+        self._error: BaseException | None = None
+        self._runner: web.AppRunner | None = None
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        started = time.perf_counter()
+        try:
+            review_in = json.loads(await request.read())
+            answer = review(review_in.get("request") or {})
+        except (ValueError, AttributeError) as err:
+            return web.json_response({"error": f"not an AdmissionReview: {err}"}, status=400)
+        finally:
+            self.latency.observe(time.perf_counter() - started)
+        return web.json_response(
+            {
+                "apiVersion": review_in.get("apiVersion", "admission.k8s.io/v1"),
+                "kind": "AdmissionReview",
+                "response": answer,
+            }
+        )
+
+    async def _serve(self) -> None:
+        app = web.Application(client_max_size=_MAX_BODY)
+        app.router.add_post(PATH, self._handle)
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(str(self.cert), str(self.key))
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(
+            self._runner, self.cfg.webhook_addr, self.cfg.webhook_port, ssl_context=context
+        )
+        await site.start()
+
+    def _main(self) -> None:
+        loop = asyncio.new_event_loop()
+        self._loop = loop
+        try:
+            loop.run_until_complete(self._serve())
+        except BaseException as err:
+            self._error = err
+            self._started.set()
+            return
+        self._started.set()
+        loop.run_forever()
+        if self._runner is not None:
+            loop.run_until_complete(self._runner.cleanup())
+        loop.close()
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._main, name="webhook", daemon=True)
+        self._thread.start()
+        self._started.wait(30)
+        if self._error is not None:
+            raise self._error
+
+    def stop(self) -> None:
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+        if self._thread is not None:
+            self._thread.join(timeout=10)

@@ -1,72 +1,111 @@
-"""Thin REST client over the official ``kubernetes`` package's transport.
+"""Async REST client of the API server (aiohttp), on plain dicts.
 
-The only module that sends requests to the API server. It works on plain dicts
-(the builders' output), applies with server-side apply under one field manager
-(:data:`FIELD_MANAGER`), and finds resources by discovery so CRDs that appear
-or disappear (KEDA, prometheus-operator) are seen without a restart.
+The only module that sends requests to the API server. Every request has a
+timeout (a hung connection can never hold a pass forever); writes use
+server-side apply under one field manager (:data:`FIELD_MANAGER`); watches are
+streamed on their own connection pool with a read timeout a little longer than
+the server-side one. Resources are known ahead of time (:mod:`headroom.kube.kinds`,
+plus what the engine registry adds), so no discovery request is ever made.
 """
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import json
 import socket
-import threading
-import time
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable
 from typing import Any
-from urllib.parse import quote
 
-from kubernetes import client as k8s_client
-from kubernetes import config as k8s_config
+import aiohttp
 
-from headroom.kube import errors
+from headroom.kube import config as config_mod
+from headroom.kube import errors, kinds
 
 FIELD_MANAGER = "headroom"
-_DISCOVERY_TTL = 10.0
 _EVENT_MESSAGE_MAX = 1024
 
 Obj = dict[str, Any]
+# (verb, kind, HTTP status or 0 for no answer): fed to the operator's metrics
+RequestHook = Callable[[str, str, int], None]
 
 
-@dataclass(frozen=True)
-class Resource:
-    api_version: str
-    kind: str
-    plural: str
-    namespaced: bool
-
-    def path(self, *, namespace: str | None = None, name: str | None = None) -> str:
-        base = "/api/v1" if self.api_version == "v1" else f"/apis/{self.api_version}"
-        if self.namespaced and namespace:
-            base += f"/namespaces/{quote(namespace)}"
-        base += f"/{self.plural}"
-        if name:
-            base += f"/{quote(name)}"
-        return base
+def _verb(method: str, *, name: str | None, watch: bool = False) -> str:
+    if watch:
+        return "watch"
+    if method == "GET":
+        return "get" if name else "list"
+    return {"PATCH": "patch", "POST": "create", "DELETE": "delete", "PUT": "update"}[method]
 
 
 class Kube:
-    """A connection to one API server. Thread-safe for kopf's handler threads."""
+    """A connection to one API server, used from one asyncio event loop."""
 
-    def __init__(self, api_client: Any) -> None:
-        self._api = api_client
-        self._lock = threading.Lock()
-        self._discovery: dict[str, tuple[float, dict[str, Resource] | None]] = {}
+    def __init__(
+        self,
+        cfg: config_mod.ClusterConfig,
+        *,
+        timeout_seconds: float = 30.0,
+        on_request: RequestHook | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.timeout_seconds = timeout_seconds
+        self._on_request = on_request
+        self._resources = {(r.api_version, r.kind): r for r in kinds.BUILTIN}
+        self._session: aiohttp.ClientSession | None = None
+        self._watch_session: aiohttp.ClientSession | None = None
 
     @classmethod
-    def from_environment(cls) -> Kube:
-        """In-cluster service account if present, else $KUBECONFIG / ~/.kube/config."""
-        configuration = k8s_client.Configuration()
-        try:
-            k8s_config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
-        except k8s_config.ConfigException:
-            k8s_config.load_kube_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
-        return cls(k8s_client.ApiClient(configuration))
+    def from_environment(cls, **kwargs: Any) -> Kube:
+        return cls(config_mod.load(), **kwargs)
 
-    # -- transport ---------------------------------------------------------
+    async def close(self) -> None:
+        for session in (self._session, self._watch_session):
+            if session is not None:
+                await session.close()
+        self._session = self._watch_session = None
 
-    def request(
+    def _sessions(self) -> tuple[aiohttp.ClientSession, aiohttp.ClientSession]:
+        if self._session is None or self._watch_session is None:
+            ssl = self.cfg.ssl_context
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(ssl=ssl, limit=64, keepalive_timeout=60),
+                timeout=aiohttp.ClientTimeout(total=self.timeout_seconds, sock_connect=10),
+            )
+            self._watch_session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(ssl=ssl, limit=0),
+                timeout=aiohttp.ClientTimeout(total=None, sock_connect=10),
+            )
+        return self._session, self._watch_session
+
+    # -- resources ----------------------------------------------------------
+
+    def register(self, resource: kinds.Resource) -> None:
+        self._resources[(resource.api_version, resource.kind)] = resource
+
+    def resource(self, api_version: str, kind: str) -> kinds.Resource:
+        found = self._resources.get((api_version, kind))
+        if found is None:
+            raise errors.NotServedError(f"{kind}.{api_version} is not a kind Headroom knows")
+        return found
+
+    def resource_of(self, obj: Obj) -> kinds.Resource:
+        return self.resource(obj["apiVersion"], obj["kind"])
+
+    # -- transport ------------------------------------------------------------
+
+    def _headers(self, content_type: str) -> dict[str, str]:
+        headers = {"Accept": "application/json", "Content-Type": content_type}
+        auth = self.cfg.credentials.header()
+        if auth:
+            headers["Authorization"] = auth
+        return headers
+
+    def _count(self, verb: str, kind: str, status: int) -> None:
+        if self._on_request is not None:
+            self._on_request(verb, kind, status)
+
+    async def request(
         self,
         method: str,
         path: str,
@@ -74,157 +113,163 @@ class Kube:
         body: Any = None,
         query: list[tuple[str, str]] | None = None,
         content_type: str = "application/json",
+        verb: str = "",
+        kind: str = "",
+        timeout_seconds: float | None = None,
     ) -> Any:
-        serialized = self._api.param_serialize(
-            method=method,
-            resource_path=path,
-            query_params=query or [],
-            header_params={"Content-Type": content_type, "Accept": "application/json"},
-            body=body,
-            auth_settings=["BearerToken"],
-        )
-        url, headers, payload = serialized[1], serialized[2], serialized[3]
-        response = self._api.call_api(method, url, header_params=headers, body=payload)
-        response.read()
-        data = response.data or b"{}"
-        try:
-            parsed = json.loads(data)
-        except ValueError:
-            if response.status < 400:
-                raise
-            # Not every error is a Status object: an API group that is not
-            # served (KEDA not installed) answers "404 page not found" as text.
-            text = data.decode("utf-8", errors="replace").strip()
-            raise errors.ApiError(status=response.status, reason="", message=text[:500]) from None
-        if response.status >= 400:
-            message = parsed.get("message", "") if isinstance(parsed, dict) else str(parsed)
-            reason = parsed.get("reason", "") if isinstance(parsed, dict) else ""
-            raise errors.ApiError(status=response.status, reason=reason, message=message)
-        return parsed
+        """One request; the parsed JSON answer. ApiError for an HTTP error,
+        UnavailableError when there is no answer in time."""
+        session, _ = self._sessions()
+        payload = None if body is None else json.dumps(body, separators=(",", ":"))
+        timeout = aiohttp.ClientTimeout(total=timeout_seconds or self.timeout_seconds)
+        for attempt in (1, 2):
+            try:
+                async with session.request(
+                    method,
+                    self.cfg.server + path,
+                    params=query or None,
+                    data=payload,
+                    headers=self._headers(content_type),
+                    timeout=timeout,
+                ) as response:
+                    data = await response.read()
+                    status = response.status
+            except (aiohttp.ClientError, TimeoutError, OSError) as err:
+                self._count(verb or method.lower(), kind, 0)
+                raise errors.UnavailableError(
+                    f"{method} {path}: {type(err).__name__}: {err}"[:300]
+                ) from None
+            self._count(verb or method.lower(), kind, status)
+            if status == 401 and attempt == 1:
+                self.cfg.credentials.invalidate()  # a rotated token: read it again once
+                continue
+            break
+        return _parse(status, data)
 
-    # -- discovery ---------------------------------------------------------
-
-    def _group_resources(self, api_version: str) -> dict[str, Resource] | None:
-        now = time.monotonic()
-        with self._lock:
-            cached = self._discovery.get(api_version)
-            if cached and now - cached[0] < _DISCOVERY_TTL:
-                return cached[1]
-        path = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
-        try:
-            listing = self.request("GET", path)
-        except errors.ApiError as err:
-            if err.status != 404:
-                raise
-            found: dict[str, Resource] | None = None
-        else:
-            found = {
-                item["kind"]: Resource(
-                    api_version=api_version,
-                    kind=item["kind"],
-                    plural=item["name"],
-                    namespaced=bool(item.get("namespaced")),
-                )
-                for item in listing.get("resources", [])
-                if "/" not in item["name"]
-            }
-        with self._lock:
-            self._discovery[api_version] = (now, found)
-        return found
-
-    def served(self, api_version: str, kind: str) -> bool:
-        """Whether the API server serves ``kind`` in ``api_version`` right now."""
-        resources = self._group_resources(api_version)
-        return bool(resources and kind in resources)
-
-    def being_removed(self, api_version: str, kind: str) -> bool:
-        """Whether ``kind`` is a custom resource whose CRD is being deleted: still
-        served (and listed by discovery) while its objects are removed, but the
-        API server refuses to create any."""
-        res = self.resource(api_version, kind)
-        group = api_version.rpartition("/")[0]
-        crd = self.get(
-            "apiextensions.k8s.io/v1",
-            "CustomResourceDefinition",
-            namespace=None,
-            name=f"{res.plural}.{group}",
-        )
-        return bool(crd and crd["metadata"].get("deletionTimestamp"))
-
-    def resource(self, api_version: str, kind: str) -> Resource:
-        resources = self._group_resources(api_version)
-        if not resources or kind not in resources:
-            raise errors.NotServedError(f"{kind}.{api_version} is not served by the API server")
-        return resources[kind]
-
-    def forget_discovery(self) -> None:
-        with self._lock:
-            self._discovery.clear()
-
-    # -- objects -----------------------------------------------------------
-
-    def _call(self, res: Resource, method: str, path: str, **kwargs: Any) -> Any:
+    async def _call(self, res: kinds.Resource, method: str, path: str, **kwargs: Any) -> Any:
         """``request`` on a resource's path. A 404 that is not a Status object
-        means the resource itself is gone (its CRD was deleted since discovery),
-        not the object; a CRD being deleted refuses creates. Either way: forget
-        the stale discovery and say the kind is not served."""
+        means the resource itself is gone (its CRD was deleted), not the object;
+        a CRD being deleted refuses creates. Either way the kind is not served."""
         try:
-            return self.request(method, path, **kwargs)
+            return await self.request(method, path, kind=res.kind, **kwargs)
         except errors.ApiError as err:
             gone = err.status == 404 and not err.reason
             if not gone and not err.crd_terminating:
                 raise
-            with self._lock:
-                self._discovery.pop(res.api_version, None)
             state = "no longer served" if gone else "being removed"
             raise errors.NotServedError(
                 f"{res.kind}.{res.api_version} is {state} by the API server"
             ) from None
 
-    def apply(self, obj: Obj, *, subresource: str | None = None) -> Obj:
+    # -- objects --------------------------------------------------------------
+
+    async def apply(self, obj: Obj, *, subresource: str | None = None) -> Obj:
         """Server-side apply ``obj`` as Headroom (force: we own these fields)."""
-        res = self.resource(obj["apiVersion"], obj["kind"])
+        res = self.resource_of(obj)
         meta = obj["metadata"]
         path = res.path(namespace=meta.get("namespace"), name=meta["name"])
         if subresource:
             path += f"/{subresource}"
-        result: Obj = self._call(
+        result: Obj = await self._call(
             res,
             "PATCH",
             path,
             body=obj,
             query=[("fieldManager", FIELD_MANAGER), ("force", "true")],
             content_type="application/apply-patch+yaml",
+            verb="apply",
         )
         return result
 
-    def get(self, api_version: str, kind: str, *, namespace: str | None, name: str) -> Obj | None:
-        res = self.resource(api_version, kind)
+    async def json_patch(
+        self, res: kinds.Resource, *, namespace: str | None, name: str, ops: list[Obj]
+    ) -> Obj:
+        """An RFC 6902 patch (with ``test`` ops as preconditions)."""
+        result: Obj = await self._call(
+            res,
+            "PATCH",
+            res.path(namespace=namespace, name=name),
+            body=ops,
+            query=[("fieldManager", FIELD_MANAGER)],
+            content_type="application/json-patch+json",
+            verb="patch",
+        )
+        return result
+
+    async def create(self, obj: Obj) -> Obj:
+        res = self.resource_of(obj)
+        result: Obj = await self._call(
+            res,
+            "POST",
+            res.path(namespace=obj["metadata"].get("namespace")),
+            body=obj,
+            query=[("fieldManager", FIELD_MANAGER)],
+            verb="create",
+        )
+        return result
+
+    async def replace(self, obj: Obj) -> Obj:
+        res = self.resource_of(obj)
+        meta = obj["metadata"]
+        result: Obj = await self._call(
+            res,
+            "PUT",
+            res.path(namespace=meta.get("namespace"), name=meta["name"]),
+            body=obj,
+            query=[("fieldManager", FIELD_MANAGER)],
+            verb="update",
+        )
+        return result
+
+    async def get(self, res: kinds.Resource, *, namespace: str | None, name: str) -> Obj | None:
         try:
-            found: Obj = self._call(res, "GET", res.path(namespace=namespace, name=name))
+            found: Obj = await self._call(
+                res, "GET", res.path(namespace=namespace, name=name), verb="get"
+            )
         except errors.ApiError as err:
             if err.status == 404:
                 return None
             raise
+        found.setdefault("apiVersion", res.api_version)
+        found.setdefault("kind", res.kind)
         return found
 
-    def list(
-        self, api_version: str, kind: str, *, namespace: str | None, label_selector: str = ""
-    ) -> list[Obj]:
-        res = self.resource(api_version, kind)
-        query = [("labelSelector", label_selector)] if label_selector else []
-        listing = self._call(res, "GET", res.path(namespace=namespace), query=query)
-        items: list[Obj] = listing.get("items", [])
-        for item in items:  # list items carry no apiVersion/kind
-            item.setdefault("apiVersion", api_version)
-            item.setdefault("kind", kind)
-        return items
+    async def list(
+        self,
+        res: kinds.Resource,
+        *,
+        namespace: str | None = None,
+        label_selector: str = "",
+        field_selector: str = "",
+        page_size: int = 500,
+    ) -> tuple[list[Obj], str]:
+        """Every matching object (paged) and the list's resourceVersion."""
+        items: list[Obj] = []
+        token = ""
+        while True:
+            query = [("limit", str(page_size))]
+            if label_selector:
+                query.append(("labelSelector", label_selector))
+            if field_selector:
+                query.append(("fieldSelector", field_selector))
+            if token:
+                query.append(("continue", token))
+            listing = await self._call(
+                res, "GET", res.path(namespace=namespace), query=query, verb="list"
+            )
+            for item in listing.get("items") or []:  # list items carry no apiVersion/kind
+                item.setdefault("apiVersion", res.api_version)
+                item.setdefault("kind", res.kind)
+                items.append(item)
+            meta = listing.get("metadata") or {}
+            token = meta.get("continue") or ""
+            if not token:
+                return items, str(meta.get("resourceVersion", ""))
 
-    def delete(
-        self, api_version: str, kind: str, *, namespace: str | None, name: str, uid: str
+    async def delete(
+        self, res: kinds.Resource, *, namespace: str | None, name: str, uid: str
     ) -> bool:
         """Delete one object, only if it is still the one we saw (uid precondition)."""
-        res = self.resource(api_version, kind)
         body = {
             "apiVersion": "v1",
             "kind": "DeleteOptions",
@@ -232,16 +277,70 @@ class Kube:
             "preconditions": {"uid": uid},
         }
         try:
-            self._call(res, "DELETE", res.path(namespace=namespace, name=name), body=body)
+            await self._call(
+                res, "DELETE", res.path(namespace=namespace, name=name), body=body, verb="delete"
+            )
         except errors.ApiError as err:
             if err.status in (404, 409):
                 return False
             raise
         return True
 
-    # -- events --------------------------------------------------------------
+    # -- watch ----------------------------------------------------------------
 
-    def post_event(self, involved: Obj, *, type: str, reason: str, message: str) -> None:
+    async def watch(
+        self,
+        res: kinds.Resource,
+        *,
+        namespace: str | None,
+        resource_version: str,
+        label_selector: str = "",
+        field_selector: str = "",
+        timeout_seconds: int = 300,
+    ) -> AsyncIterator[Obj]:
+        """Watch events (``{"type", "object"}``) from ``resource_version`` until
+        the server ends the stream (after ``timeout_seconds``). An ERROR event is
+        yielded as it comes (410 Gone: the caller lists again)."""
+        _, session = self._sessions()
+        query = [
+            ("watch", "1"),
+            ("allowWatchBookmarks", "true"),
+            ("timeoutSeconds", str(timeout_seconds)),
+        ]
+        if resource_version:
+            query.append(("resourceVersion", resource_version))
+        if label_selector:
+            query.append(("labelSelector", label_selector))
+        if field_selector:
+            query.append(("fieldSelector", field_selector))
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=timeout_seconds + 30)
+        try:
+            async with session.get(
+                self.cfg.server + res.path(namespace=namespace),
+                params=query,
+                headers=self._headers("application/json"),
+                timeout=timeout,
+            ) as response:
+                self._count("watch", res.kind, response.status)
+                if response.status >= 400:
+                    if response.status == 401:
+                        self.cfg.credentials.invalidate()
+                    _parse(response.status, await response.read())
+                buffer = b""
+                async for chunk in response.content.iter_any():
+                    buffer += chunk
+                    *lines, buffer = buffer.split(b"\n")
+                    for line in lines:
+                        if line.strip():
+                            yield json.loads(line)
+        except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as err:
+            raise errors.UnavailableError(
+                f"watch {res.kind}: {type(err).__name__}: {err}"[:300]
+            ) from None
+
+    # -- events -----------------------------------------------------------------
+
+    async def post_event(self, involved: Obj, *, type: str, reason: str, message: str) -> None:
         """Record a core/v1 Event on ``involved`` (what ``kubectl describe`` shows)."""
         meta = involved["metadata"]
         now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -267,4 +366,36 @@ class Kube:
             "lastTimestamp": now,
             "count": 1,
         }
-        self.request("POST", f"/api/v1/namespaces/{quote(meta['namespace'])}/events", body=event)
+        await self.request(
+            "POST",
+            kinds.EVENT.path(namespace=meta["namespace"]),
+            body=event,
+            verb="create",
+            kind="Event",
+        )
+
+
+def _parse(status: int, data: bytes) -> Any:
+    try:
+        parsed = json.loads(data or b"{}")
+    except ValueError:
+        if status < 400:
+            raise errors.UnavailableError(f"answer is not JSON (HTTP {status})") from None
+        # Not every error is a Status object: an API group that is not served
+        # answers "404 page not found" as text.
+        text = data.decode("utf-8", errors="replace").strip()
+        raise errors.ApiError(status=status, reason="", message=text[:500]) from None
+    if status >= 400:
+        message = parsed.get("message", "") if isinstance(parsed, dict) else str(parsed)
+        reason = parsed.get("reason", "") if isinstance(parsed, dict) else ""
+        raise errors.ApiError(status=status, reason=reason, message=message)
+    return parsed
+
+
+async def sleep_or_stop(stop: asyncio.Event, seconds: float) -> bool:
+    """Wait ``seconds`` or until ``stop`` is set; True when stopping."""
+    try:
+        await asyncio.wait_for(stop.wait(), timeout=seconds)
+    except TimeoutError:
+        return False
+    return True

@@ -1,5 +1,5 @@
-"""Errors of the kube layer, mapped to kopf's retry semantics in one place
-(:mod:`headroom.handlers.operator`)."""
+"""Errors of the kube layer. The work queue retries the retriable ones with
+backoff; the engine turns the others into conditions naming the object."""
 
 from __future__ import annotations
 
@@ -7,9 +7,17 @@ from __future__ import annotations
 class KubeError(Exception):
     """Base of everything this package raises."""
 
+    @property
+    def retriable(self) -> bool:
+        return True
+
 
 class NotServedError(KubeError):
-    """The API server does not serve the kind (CRD not installed)."""
+    """The API server does not serve the kind (CRD not installed, or removed)."""
+
+
+class UnavailableError(KubeError):
+    """The API server did not answer in time, or the connection failed."""
 
 
 class ApiError(KubeError):

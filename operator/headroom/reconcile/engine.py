@@ -1,56 +1,70 @@
-"""One idempotent reconcile pass of a ScalingProfile.
+"""One idempotent reconcile pass of a ScalingProfile, on observed state.
 
-Called by every kopf handler (create, update, resume, timer, child events):
-parse -> plan -> read inputs -> build desired -> server-side apply -> prune our
-own leftovers -> observe -> conditions -> status. There is no create path and
-no update path; the pass computes the whole desired state every time.
+The runtime's workers call :meth:`Engine.reconcile` for a profile key, whatever
+the trigger. The pass reads everything from the watch caches (:class:`Cluster`),
+computes the whole desired state, and writes only what differs:
 
-Guarantees: an impossible profile changes nothing (no half-applied state); an
-object with one of our names that we did not create is never taken over; only
-objects with our labels *and* our owner reference are ever deleted.
+parse -> plan -> inputs -> desired -> contain foreign objects -> prune
+autoscalers -> apply what differs, stage by stage -> prune leftovers ->
+observe -> conditions -> status (written only when it changed).
+
+Guarantees: an impossible profile changes nothing; an object with one of our
+names that we did not create is never taken over, and nothing of its component
+is applied or pointed at; only objects with our labels *and* our owner
+reference are ever deleted; a child the API server refuses does not stop the
+others, and the profile's status always says what happened.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import dataclasses
 import datetime
 import logging
 import secrets
-import threading
-import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from headroom.api import status as status_models
 from headroom.api import v1alpha1
 from headroom.builders import binding, common, desired, pgbouncer, redis
-from headroom.kube import client as kube_client
 from headroom.kube import errors
 from headroom.planning import plan as plan_mod
-from headroom.postgres import limits as postgres_limits
+from headroom.reconcile import compare, observe, registry
 from headroom.reconcile import conditions as cond
 from headroom.reconcile import metrics as metrics_mod
-from headroom.reconcile import observe
+from headroom.reconcile import primary as primary_mod
 
 log = logging.getLogger(__name__)
 
-# Every kind a profile may own, in apply order (config before the pods using it).
-OWNED_KINDS: tuple[tuple[str, str], ...] = (
-    ("v1", "ConfigMap"),
-    ("v1", "Secret"),
-    ("apps/v1", "StatefulSet"),
-    ("apps/v1", "Deployment"),
-    ("v1", "Service"),
-    ("policy/v1", "PodDisruptionBudget"),
-    ("networking.k8s.io/v1", "NetworkPolicy"),
-    ("keda.sh/v1alpha1", "TriggerAuthentication"),
-    ("keda.sh/v1alpha1", "ScaledObject"),
-    ("autoscaling/v2", "HorizontalPodAutoscaler"),
-)
-KEDA = "keda.sh/v1alpha1"
-AUTOSCALER_KINDS = frozenset({"HorizontalPodAutoscaler", "ScaledObject"})
-_ORDER = {kind: index for index, (_, kind) in enumerate(OWNED_KINDS)}
+Obj = dict[str, Any]
+InputRef = tuple[str, str, str]  # (kind, namespace, name)
+CHILDREN_APPLIED = "ChildrenApplied"
+CHILDREN_OWNED = "ChildrenOwned"
+LEGACY_FINALIZER = "headroom.dev/finalizer"  # put on profiles by kopf-based versions
+
+
+class Cluster(Protocol):
+    """What a pass reads (from caches) and writes. The real one is
+    :class:`headroom.handlers.operator.CachedCluster`; tests use a fake."""
+
+    def profile(self, namespace: str, name: str) -> Obj | None: ...
+    def children(self, owner_uid: str) -> dict[str, Obj]: ...  # "Kind/name" -> object
+    def cached(self, kind: str, namespace: str, name: str) -> Obj | None: ...
+    def served(self, kind: str) -> bool: ...
+    def facts(self) -> dict[str, bool]: ...
+    def version_of(self, ref: InputRef) -> str: ...
+    def children_versions(self, owner_uid: str) -> frozenset[tuple[str, str, str]]: ...
+    async def read_input(self, ref: InputRef) -> Obj | None: ...
+    async def use_inputs(self, user: str, refs: Iterable[InputRef]) -> None: ...
+    async def get_live(self, kind: str, namespace: str, name: str) -> Obj | None: ...
+    async def apply(self, obj: Obj, *, subresource: str | None = None) -> Obj: ...
+    async def remove_keys(self, secret: Obj, keys: list[str]) -> Obj: ...
+    async def delete(self, obj: Obj) -> bool: ...
+    async def remove_finalizer(self, profile: Obj, finalizer: str) -> None: ...
+    async def post_event(self, involved: Obj, *, type: str, reason: str, message: str) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -65,7 +79,18 @@ class Outcome:
     status: dict[str, Any]
     events: list[Event] = field(default_factory=list)
     ready: bool = False
-    profile: dict[str, Any] = field(default_factory=dict)  # as read for the pass
+    writes: int = 0
+    skipped: bool = False  # nothing changed since the last pass: no work done
+    retry: bool = False  # something transient failed: the queue retries with backoff
+
+
+@dataclass
+class _Memo:
+    """What the last pass of a profile saw, to skip passes that would change nothing."""
+
+    fingerprint: tuple[Any, ...]
+    clean: bool  # no failure, no conflict: the pass is a pure function of the fingerprint
+    probe_key: primary_mod.ProbeKey | None = None
 
 
 class InputError(Exception):
@@ -81,90 +106,123 @@ def _now() -> str:
     return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _decode(secret: dict[str, Any], key: str) -> str | None:
+def _decode(secret: Obj, key: str) -> str | None:
     raw = (secret.get("data") or {}).get(key)
     if raw is None:
         return None
     return base64.b64decode(raw).decode("utf-8", errors="strict")
 
 
-def _owned_by(obj: dict[str, Any], uid: str) -> bool:
+def _owned_by(obj: Obj, uid: str) -> bool:
     return any(ref.get("uid") == uid for ref in obj["metadata"].get("ownerReferences") or [])
 
 
+def _api_message(err: Exception) -> str:
+    if isinstance(err, errors.ApiError):
+        return f"{err.status} {err.reason}: {err.message}"[:400]
+    return str(err)[:400]
+
+
 class Engine:
-    """Holds the cluster connection and per-profile locks (created once at start-up)."""
+    """Passes of every profile; one instance per operator process."""
 
     def __init__(
         self,
-        kube: kube_client.Kube,
+        cluster: Cluster,
         metrics: metrics_mod.Metrics,
         *,
         primary_check_seconds: float = 300.0,
     ) -> None:
-        self.kube = kube
+        self.cluster = cluster
         self.metrics = metrics
-        self._primary_ttl = primary_check_seconds
-        self._primary_cache: dict[tuple[Any, ...], tuple[float, plan_mod.PrimaryLimits | str]] = {}
-        self._primary_guard = threading.Lock()  # passes of different profiles run in threads
-        self._locks: dict[str, threading.Lock] = {}
-        self._locks_guard = threading.Lock()
+        self.probe = primary_mod.PrimaryProbe(ttl_seconds=primary_check_seconds)
+        self._memo: dict[str, _Memo] = {}
+        # (profile key, child key) -> (desired hash, resourceVersion after our
+        # apply): the object is as we left it, even where the API server
+        # normalised a field our comparison does not know about
+        self._applied: dict[tuple[str, str], tuple[str, str]] = {}
+        self._inputs: dict[str, frozenset[InputRef]] = {}
 
-    def _lock(self, key: str) -> threading.Lock:
-        with self._locks_guard:
-            return self._locks.setdefault(key, threading.Lock())
+    def forget(self, key: str) -> None:
+        self._memo.pop(key, None)
+        self._inputs.pop(key, None)
+        for k in [k for k in self._applied if k[0] == key]:
+            del self._applied[k]
 
     # -- entry point ---------------------------------------------------------
 
-    def reconcile(self, body: dict[str, Any]) -> Outcome | None:
-        """One pass over the profile ``body`` names, as it is now: the body is read
-        again once the profile's lock is held, so a pass that waited (a resync
-        behind an update) never applies an older spec. ``body`` may be a stub
-        with only name, namespace and uid (a child's owner reference). None: it
-        is gone, being deleted, or (uid given) replaced by a new profile."""
-        meta = body.get("metadata", {})
-        key = f"{meta.get('namespace')}/{meta.get('name')}"
-        started = time.monotonic()
-        with self._lock(key):
+    async def reconcile(self, key: str, *, force: bool = False) -> Outcome | None:
+        """One pass of the profile ``key`` (namespace/name) as the cache has it.
+        None when it is gone or being deleted (owner references take the
+        children away). ``force``: run even if nothing changed (a retry)."""
+        namespace, name = key.split("/", 1)
+        body = self.cluster.profile(namespace, name)
+        if body is None or body["metadata"].get("deletionTimestamp"):
+            self.forget(key)
+            await self.cluster.use_inputs(key, ())
+            return None
+        if LEGACY_FINALIZER in (body["metadata"].get("finalizers") or []):
+            await self.cluster.remove_finalizer(body, LEGACY_FINALIZER)
+        memo = self._memo.get(key)
+        # What this pass is a function of, taken before it reads anything:
+        # anything that changes from here on makes the next trigger run.
+        fingerprint = self._fingerprint(key, body)
+        if (
+            not force
+            and memo is not None
+            and memo.clean
+            and memo.fingerprint == fingerprint
+            and (memo.probe_key is None or not self.probe.expired(memo.probe_key))
+        ):
+            return Outcome(status=body.get("status") or {}, skipped=True)
+        outcome, clean, probe_key = await self._pass(key, body)
+        for event in outcome.events:
             try:
-                current = self.kube.get(
-                    v1alpha1.API_VERSION,
-                    v1alpha1.KIND,
-                    namespace=meta.get("namespace"),
-                    name=str(meta.get("name")),
+                await self.cluster.post_event(
+                    body, type=event.type, reason=event.reason, message=event.message
                 )
-                if current is None or current["metadata"].get("deletionTimestamp"):
-                    return None  # deleted: owner references take the children away
-                if meta.get("uid") and current["metadata"].get("uid") != meta["uid"]:
-                    return None  # a new profile with the old name: not the one meant
-                try:
-                    outcome = self._pass(current)
-                except errors.NotServedError:
-                    # A composed CRD (KEDA) went away during the pass, after discovery
-                    # said it was served: plan again at once on fresh discovery.
-                    self.kube.forget_discovery()
-                    outcome = self._pass(current)
-                outcome.profile = current
-            except Exception as err:
-                reason = type(err).__name__
-                self.metrics.reconcile_errors.labels(reason=reason).inc()
-                raise
-            finally:
-                self.metrics.reconcile_seconds.observe(time.monotonic() - started)
+            except errors.KubeError as err:  # an Event is a courtesy; never fail the pass for it
+                log.debug("could not record event %s on %s: %s", event.reason, key, err)
+        # A pass that wrote changed its own inputs (children, status): the next
+        # trigger runs once more and, finding nothing to do, becomes the one
+        # whose fingerprint later triggers are compared with.
+        self._memo[key] = _Memo(
+            fingerprint=fingerprint,
+            clean=clean and not outcome.retry and outcome.writes == 0,
+            probe_key=probe_key,
+        )
         return outcome
+
+    def _fingerprint(self, key: str, body: Obj) -> tuple[Any, ...]:
+        meta = body["metadata"]
+        uid = str(meta.get("uid", ""))
+        inputs = self._inputs.get(key, frozenset())
+        return (
+            uid,
+            meta.get("resourceVersion"),
+            self.cluster.children_versions(uid),
+            tuple(sorted((ref, self.cluster.version_of(ref)) for ref in inputs)),
+            tuple(sorted(self.cluster.facts().items())),
+        )
 
     # -- the pass --------------------------------------------------------------
 
-    def _pass(self, body: dict[str, Any]) -> Outcome:
+    async def _pass(self, key: str, body: Obj) -> tuple[Outcome, bool, primary_mod.ProbeKey | None]:
         meta = body["metadata"]
         generation = int(meta.get("generation", 0))
-        previous = (body.get("status") or {}).get("conditions") or []
+        previous_status: dict[str, Any] = body.get("status") or {}
+        previous = previous_status.get("conditions") or []
         events: list[Event] = []
+        writes = 0
+        refs: set[InputRef] = set()
 
-        def finish(components: list[cond.Cond], **extra: Any) -> Outcome:
+        async def finish(
+            components: list[cond.Cond], *, keep_last: bool = False, **extra: Any
+        ) -> Outcome:
+            """``keep_last``: a failure path; conditions of components this pass
+            did not get to, and the last status.pooler/binding, stay as they were."""
+            nonlocal writes
             top = cond.ready(components, informational=observe.INFORMATIONAL)
-            # One event per condition change, not per pass: a standing problem is
-            # in status, and repeating it on every resync would flood the namespace.
             events.extend(
                 Event(
                     "Normal" if c.status == "True" else "Warning",
@@ -173,31 +231,35 @@ class Engine:
                 )
                 for c in cond.transitions(previous, [top, *components])
             )
-            status = {
-                "observedGeneration": generation,
-                "conditions": cond.merge(
-                    previous, [top, *components], now=_now(), generation=generation
-                ),
-                **extra,
-            }
-            self._write_status(meta, status)
-            return Outcome(status=status, events=events, ready=top.status == "True")
+            merged = cond.merge(previous, [top, *components], now=_now(), generation=generation)
+            status: dict[str, Any] = {}
+            if keep_last:
+                seen = {c["type"] for c in merged}
+                merged += [c for c in previous if c.get("type") not in seen]
+                status = {k: v for k, v in previous_status.items() if k in ("pooler", "binding")}
+            status |= {"observedGeneration": generation, "conditions": merged, **extra}
+            await self.cluster.use_inputs(key, refs)
+            self._inputs[key] = frozenset(refs)
+            if _status_differs(previous_status, status):
+                await self._write_status(meta, status)
+                writes += 1
+            return Outcome(status=status, events=events, ready=top.status == "True", writes=writes)
 
         try:
             profile = v1alpha1.parse_profile(body)
         except v1alpha1.ProfileError as err:
-            return finish([cond.Cond(cond.CONNECTION_BUDGET, "False", "InvalidSpec", str(err))])
+            invalid = cond.Cond(cond.CONNECTION_BUDGET, "False", "InvalidSpec", str(err))
+            return await finish([invalid], keep_last=True), True, None
 
-        facts = plan_mod.Facts(keda=self._keda_installed())
+        facts = plan_mod.Facts(keda=self.cluster.facts().get("keda", False))
         planned = plan_mod.plan(profile, facts=facts)
         budget = _budget_status(planned)
         if not planned.ok:
-            message = planned.problem_text()
             # Nothing is applied: the children keep their last good state.
-            return finish(
-                [cond.Cond(cond.CONNECTION_BUDGET, "False", "BudgetExceeded", message)],
-                budget=budget,
+            exceeded = cond.Cond(
+                cond.CONNECTION_BUDGET, "False", "BudgetExceeded", planned.problem_text()
             )
+            return await finish([exceeded], keep_last=True, budget=budget), True, None
         budget_cond = cond.Cond(
             cond.CONNECTION_BUDGET,
             "True",
@@ -207,56 +269,74 @@ class Engine:
             f"client demand {planned.budget.client_demand}",
         )
 
-        app = self.kube.get(
-            "apps/v1", "Deployment", namespace=planned.namespace, name=planned.app.deployment
-        )
+        app_ref: InputRef = ("Deployment", planned.namespace, planned.app.deployment)
+        refs.add(app_ref)
+        app = await self.cluster.read_input(app_ref)
         app_selector = (app or {}).get("spec", {}).get("selector")
         try:
-            creds = self._credentials(planned)
+            creds = await self._credentials(planned, refs)
         except InputError as err:
-            return finish(
-                [budget_cond, cond.Cond(cond.POOLER_READY, "False", err.reason, err.message)],
-                budget=budget,
-            )
+            missing = cond.Cond(cond.POOLER_READY, "False", err.reason, err.message)
+            return await finish([budget_cond, missing], keep_last=True, budget=budget), True, None
         checks: list[cond.Cond] = []
+        probe_key = None
         if planned.database.read_limits:
-            live, primary_cond = self._primary_limits(planned, creds)
+            probe_key = self.probe.key(planned, creds)
+            live, primary_cond = await self.probe.check(planned, creds)
             checks.append(primary_cond)
             if live is not None:
                 planned = plan_mod.plan(profile, facts=dataclasses.replace(facts, primary=live))
                 if not planned.ok:  # the declared limits are higher than the real ones
-                    message = planned.problem_text()
-                    return finish(
-                        [
-                            cond.Cond(cond.CONNECTION_BUDGET, "False", "BudgetExceeded", message),
-                            *checks,
-                        ],
-                        budget=budget,
+                    exceeded = cond.Cond(
+                        cond.CONNECTION_BUDGET, "False", "BudgetExceeded", planned.problem_text()
                     )
+                    outcome = await finish([exceeded, *checks], keep_last=True, budget=budget)
+                    return outcome, True, probe_key
         try:
-            wanted = desired.build(planned, creds, app_pod_selector=app_selector)
+            wanted = desired.build_parts(planned, creds, app_pod_selector=app_selector)
         except ValueError as err:  # builders refuse unsafe credentials
-            return finish(
-                [
-                    budget_cond,
-                    cond.Cond(cond.POOLER_READY, "False", "CredentialsInvalid", str(err)),
-                    *checks,
-                ],
-                budget=budget,
-            )
+            invalid = cond.Cond(cond.POOLER_READY, "False", "CredentialsInvalid", str(err))
+            outcome = await finish([budget_cond, invalid, *checks], keep_last=True, budget=budget)
+            return outcome, True, probe_key
 
-        applied, conflicts = self._apply(planned, wanted, events)
-        message = "objects exist that Headroom did not create: " + ", ".join(conflicts)
-        pooler_cond, pooler_status = _observe_pooler(
-            planned, applied.get(f"Deployment/{pgbouncer.deployment_name(planned)}")
+        uid = planned.uid
+        children = self.cluster.children(uid)
+        conflicts = await self._conflicts(planned, wanted, children)
+        every_component = wanted.component_of
+        contained = desired.contained_closure(planned, {wanted.component_of[k] for k in conflicts})
+        if contained:
+            wanted = desired.build_parts(
+                planned, creds, app_pod_selector=app_selector, without=contained
+            )
+        apply_result = await self._apply_all(
+            key,
+            wanted=wanted,
+            children=children,
+            frozen={k for k, c in every_component.items() if c in contained},
+            events=events,
         )
-        pooler_keys = {common.key_of(o) for o in pgbouncer.build(planned, creds)}
-        if pooler_keys & set(conflicts):
-            pooler_cond = cond.Cond(cond.POOLER_READY, "False", "NameConflict", message)
+        writes += apply_result.writes
+
+        observed = self.cluster.children(uid)
+        pooler_cond, pooler_status = _observe_pooler(
+            planned, observed.get(f"Deployment/{pgbouncer.deployment_name(planned)}")
+        )
+        conflict_text = "objects exist that Headroom did not create: " + ", ".join(conflicts)
+        if desired.POOLER in contained:
+            pooler_cond = cond.Cond(cond.POOLER_READY, "False", "NameConflict", conflict_text)
         components = [budget_cond, pooler_cond, *checks]
-        components += observe.components(planned, applied, app_found=app is not None)
-        if set(conflicts) - pooler_keys:
-            components.append(cond.Cond("ChildrenOwned", "False", "NameConflict", message))
+        components += observe.components(planned, observed, app_found=app is not None)
+        if contained - {desired.POOLER}:
+            names = ", ".join(sorted(contained - {desired.POOLER}))
+            components.append(
+                cond.Cond(
+                    CHILDREN_OWNED,
+                    "False",
+                    "NameConflict",
+                    f"{conflict_text}; not applied and not in the binding: {names}",
+                )
+            )
+        components.append(apply_result.condition())
         if app is None:
             components.append(
                 cond.Cond(
@@ -266,91 +346,39 @@ class Engine:
                     f"Deployment {planned.app.deployment} (spec.app.deployment) does not exist",
                 )
             )
-        return finish(
+        outcome = await finish(
             components,
             budget=budget,
             pooler=pooler_status,
             binding={"name": binding.secret_name(planned)},
         )
+        outcome.retry = apply_result.retry
+        return outcome, not conflicts and not apply_result.failures, probe_key
 
     # -- inputs ---------------------------------------------------------------
 
-    def _primary_limits(
-        self, planned: plan_mod.Plan, creds: common.Credentials
-    ) -> tuple[plan_mod.PrimaryLimits | None, cond.Cond]:
-        """The primary's own limits (cached: a pass runs on every child event)."""
-        db = planned.database
-        key = (
-            db.host,
-            db.port,
-            db.name,
-            db.ssl_mode,
-            creds.username,
-            creds.revision,
-            creds.server_ca_revision,
-        )
-        now = time.monotonic()
-        with self._primary_guard:
-            cached = self._primary_cache.get(key)
-        if cached is None or cached[0] < now:
-            target = postgres_limits.Target(
-                # the pooler resolves a short name in the profile's namespace; so must we
-                host=db.host if "." in db.host else f"{db.host}.{planned.namespace}.svc",
-                port=db.port,
-                database=db.name,
-                username=creds.username,
-                password=creds.password,
-                ssl_mode=db.ssl_mode,
-                server_ca_pem=creds.server_ca_pem,
-            )
-            result = postgres_limits.read(target)  # not under the guard: it may take seconds
-            # a failure is retried sooner: the primary may just be starting
-            ttl = self._primary_ttl if not isinstance(result, str) else self._primary_ttl / 5
-            with self._primary_guard:
-                for stale in [k for k, v in self._primary_cache.items() if v[0] < now]:
-                    del self._primary_cache[stale]
-                self._primary_cache[key] = cached = (now + ttl, result)
-        result = cached[1]
-        if isinstance(result, str):
-            return None, cond.Cond(
-                observe.PRIMARY_LIMITS,
-                "False",
-                "PrimaryUnreachable",
-                f"could not read the limits of {db.host}:{db.port} ({result}); "
-                "planning with the declared ones",
-            )
-        declared = (
-            f"declared maxConnections {db.max_connections}, "
-            f"superuserReservedConnections {db.superuser_reserved_connections}"
-        )
-        return result, cond.Cond(
-            observe.PRIMARY_LIMITS,
-            "True",
-            "LimitsRead",
-            f"{db.host}:{db.port} reports {result.describe()} = {result.available}; {declared}",
-        )
-
-    def _keda_installed(self) -> bool:
-        """KEDA's kinds are served and their CRDs are not being deleted (while they
-        are, the API server refuses new ScaledObjects: plan the HPA fallback)."""
-        kinds = ("ScaledObject", "TriggerAuthentication")
-        return all(self.kube.served(KEDA, kind) for kind in kinds) and not any(
-            self.kube.being_removed(KEDA, kind) for kind in kinds
-        )
-
-    def _input_secret(
-        self, planned: plan_mod.Plan, name: str, *, field_path: str, reason: str
-    ) -> dict[str, Any]:
+    async def _input_secret(
+        self,
+        planned: plan_mod.Plan,
+        refs: set[InputRef],
+        name: str,
+        *,
+        field_path: str,
+        reason: str,
+    ) -> Obj:
         """A Secret the profile references (never ours); InputError when missing."""
-        found = self.kube.get("v1", "Secret", namespace=planned.namespace, name=name)
+        ref: InputRef = ("Secret", planned.namespace, name)
+        refs.add(ref)
+        found = await self.cluster.read_input(ref)
         if found is None:
             raise InputError(reason, f"Secret {name} ({field_path}) does not exist")
         return found
 
-    def _credentials(self, planned: plan_mod.Plan) -> common.Credentials:
+    async def _credentials(self, planned: plan_mod.Plan, refs: set[InputRef]) -> common.Credentials:
         ref = planned.database.credentials_secret
-        source = self._input_secret(
+        source = await self._input_secret(
             planned,
+            refs,
             ref.name,
             field_path="spec.database.credentialsSecret.name",
             reason="CredentialsNotFound",
@@ -362,39 +390,51 @@ class Engine:
             raise InputError(
                 "CredentialsInvalid", f"Secret {ref.name} holds values that are not UTF-8"
             ) from None
-        for key, value in ((ref.username_key, username), (ref.password_key, password)):
+        for secret_key, value in ((ref.username_key, username), (ref.password_key, password)):
             if not value:
                 raise InputError(
                     "CredentialsInvalid",
-                    f"Secret {ref.name} has no key {key!r} "
+                    f"Secret {ref.name} has no key {secret_key!r} "
                     "(spec.database.credentialsSecret.usernameKey/passwordKey)",
                 )
         assert username is not None and password is not None
-        auth = self.kube.get(
-            "v1", "Secret", namespace=planned.namespace, name=pgbouncer.auth_secret_name(planned)
+        stats_password = self._kept_secret(
+            planned, pgbouncer.auth_secret_name(planned), pgbouncer.STATS_PASSWORD_KEY
         )
-        stats_password = None
-        if auth is not None and _owned_by(auth, planned.uid):
-            stats_password = _decode(auth, pgbouncer.STATS_PASSWORD_KEY)
         server_ca_pem, server_ca_revision = None, ""
         if planned.database.server_ca_secret is not None:
-            server_ca_pem, server_ca_revision = self._server_ca(planned)
+            server_ca_pem, server_ca_revision = await self._server_ca(planned, refs)
         return common.Credentials(
             username=username,
             password=password,
             stats_password=stats_password or secrets.token_urlsafe(24),
             revision=str(source["metadata"].get("resourceVersion", "")),
-            redis_passwords={r.name: self._redis_password(planned, r) for r in planned.redis},
+            redis_passwords={
+                r.name: self._kept_secret(planned, redis.auth_secret_name(planned, r), "password")
+                or secrets.token_hex(24)
+                for r in planned.redis
+            },
             server_ca_revision=server_ca_revision,
             server_ca_pem=server_ca_pem,
         )
 
-    def _server_ca(self, planned: plan_mod.Plan) -> tuple[str, str]:
+    def _kept_secret(self, planned: plan_mod.Plan, name: str, secret_key: str) -> str | None:
+        """A value Headroom generated earlier (kept once made), from its own Secret."""
+        found = self.cluster.cached("Secret", planned.namespace, name)
+        if found is None or not _owned_by(found, planned.uid):
+            return None
+        try:
+            return _decode(found, secret_key) or None
+        except (UnicodeDecodeError, ValueError):
+            return None
+
+    async def _server_ca(self, planned: plan_mod.Plan, refs: set[InputRef]) -> tuple[str, str]:
         """The PEM of spec.database.serverCASecret and its resourceVersion."""
         ref = planned.database.server_ca_secret
         assert ref is not None
-        found = self._input_secret(
+        found = await self._input_secret(
             planned,
+            refs,
             ref.name,
             field_path="spec.database.serverCASecret.name",
             reason="ServerCANotFound",
@@ -411,84 +451,129 @@ class Engine:
             )
         return pem, str(found["metadata"].get("resourceVersion", ""))
 
-    def _redis_password(self, planned: plan_mod.Plan, instance: plan_mod.RedisPlan) -> str:
-        """The instance's generated password: kept once made, new only for a new instance."""
-        name = redis.auth_secret_name(planned, instance)
-        found = self.kube.get("v1", "Secret", namespace=planned.namespace, name=name)
-        if found is not None and _owned_by(found, planned.uid):
-            kept = _decode(found, "password")
-            if kept:
-                return kept
-        return secrets.token_hex(24)
+    # -- containment ------------------------------------------------------------
+
+    async def _conflicts(
+        self, planned: plan_mod.Plan, wanted: desired.Desired, children: dict[str, Obj]
+    ) -> list[str]:
+        """Keys of wanted objects that exist but are not ours. Our own children
+        come from the cache; a name the cache does not hold (not carrying our
+        labels) is looked up once, since it may belong to somebody else."""
+        conflicts: list[str] = []
+        unknown: list[str] = []
+        for key in wanted.objects:
+            if key in children:
+                continue
+            kind, name = key.split("/", 1)
+            if not self.cluster.served(kind):
+                continue  # a composed kind not served: nothing of it can exist
+            if self.cluster.cached(kind, planned.namespace, name) is not None:
+                conflicts.append(key)  # carries our labels, but another owner
+            else:
+                unknown.append(key)
+        found = await asyncio.gather(
+            *(
+                self.cluster.get_live(k.split("/", 1)[0], planned.namespace, k.split("/", 1)[1])
+                for k in unknown
+            )
+        )
+        for key, live in zip(unknown, found, strict=True):
+            if live is not None and not _owned_by(live, planned.uid):
+                conflicts.append(key)
+        return sorted(conflicts)
 
     # -- apply and prune --------------------------------------------------------
 
-    def _apply(
-        self, planned: plan_mod.Plan, wanted: dict[str, common.Obj], events: list[Event]
-    ) -> tuple[dict[str, common.Obj], list[str]]:
-        selector = (
-            f"{common.PROFILE_LABEL}={planned.name},"
-            f"app.kubernetes.io/managed-by={common.MANAGED_BY}"
-        )
-        existing: dict[str, common.Obj] = {}
-        for api_version, kind in OWNED_KINDS:
-            if not self.kube.served(api_version, kind):
-                continue  # e.g. KEDA removed: its objects went with its CRDs
-            for obj in self.kube.list(
-                api_version, kind, namespace=planned.namespace, label_selector=selector
-            ):
-                if _owned_by(obj, planned.uid):
-                    existing[common.key_of(obj)] = obj
-
-        # Two autoscalers on one Deployment fight, and KEDA's admission webhook
-        # refuses a ScaledObject while another HPA targets its workload: a
-        # leftover autoscaler goes before the new one is applied, everything
-        # else after (a Service or Secret is never missing in between).
-        prune_first, prune_after = prune_order(wanted=wanted, existing=existing)
-        self._prune(prune_first, existing, events)
-        applied: dict[str, common.Obj] = {}
-        conflicts: list[str] = []
+    async def _apply_all(
+        self,
+        key: str,
+        *,
+        wanted: desired.Desired,
+        children: dict[str, Obj],
+        frozen: set[str],
+        events: list[Event],
+    ) -> _ApplyResult:
+        result = _ApplyResult()
+        # Leftovers: ours, no longer wanted. A contained component's objects are
+        # left as they are (``frozen``: neither applied nor deleted).
+        leftovers = sorted(k for k in children if k not in wanted.objects and k not in frozen)
+        prune_first = [k for k in leftovers if _owned_kind(k).prune_first]
+        prune_after = [k for k in leftovers if k not in prune_first]
+        await self._prune(key, prune_first, children, result, events)
         changed: list[str] = []
-        for key in sorted(wanted, key=lambda k: _ORDER.get(k.split("/")[0], 99)):
-            obj = wanted[key]
-            before = existing.get(key)
-            if before is None:
-                found = self.kube.get(
-                    obj["apiVersion"],
-                    obj["kind"],
-                    namespace=planned.namespace,
-                    name=obj["metadata"]["name"],
-                )
-                if found is not None and not _owned_by(found, planned.uid):
-                    conflicts.append(key)
-                    continue
-                before = found
-            result = self.kube.apply(obj)
-            applied[key] = result
-            old_version = (before or {}).get("metadata", {}).get("resourceVersion")
-            if old_version != result["metadata"].get("resourceVersion"):
-                changed.append(key)
-                self.metrics.applied_objects.labels(kind=obj["kind"]).inc()
+        for stage in registry.Stage:
+            batch = [k for k in wanted.objects if _owned_kind(k).stage == stage]
+            outcomes = await asyncio.gather(
+                *(self._apply_one(key, wanted.objects[k], children.get(k), result) for k in batch)
+            )
+            changed += [k for k, did in zip(batch, outcomes, strict=True) if did]
         if changed:
             events.append(Event("Normal", "Applied", "created or updated " + ", ".join(changed)))
-        self._prune(prune_after, existing, events)
-        return applied, conflicts
+        await self._prune(key, prune_after, children, result, events)
+        return result
 
-    def _prune(self, keys: list[str], existing: dict[str, common.Obj], events: list[Event]) -> None:
-        for key in keys:
-            obj = existing[key]
-            meta = obj["metadata"]
-            if self.kube.delete(
-                obj["apiVersion"],
-                obj["kind"],
-                namespace=meta["namespace"],
-                name=meta["name"],
-                uid=meta["uid"],
-            ):
-                self.metrics.pruned_objects.labels(kind=obj["kind"]).inc()
-                events.append(Event("Normal", "Pruned", f"deleted {key}, no longer wanted"))
+    async def _apply_one(
+        self, profile_key: str, obj: Obj, live: Obj | None, result: _ApplyResult
+    ) -> bool:
+        """Apply ``obj`` if it differs from ``live``; True when it was written."""
+        child_key = common.key_of(obj)
+        if not self.cluster.served(obj["kind"]):
+            result.fail(child_key, f"{obj['kind']} is not served by the API server", retry=True)
+            return False
+        stamped = compare.stamp(obj)
+        want_hash = stamped["metadata"]["annotations"][compare.HASH_ANNOTATION]
+        reason = compare.difference(stamped, live)
+        if reason is None:
+            return False
+        version = (live or {}).get("metadata", {}).get("resourceVersion")
+        if reason == "drift" and self._applied.get((profile_key, child_key)) == (
+            want_hash,
+            version,
+        ):
+            return False  # as we left it: the server normalised something
+        try:
+            applied = await self.cluster.apply(stamped)
+            if obj["kind"] == "Secret":
+                extra = compare.extra_secret_keys(stamped, applied)
+                if extra:
+                    applied = await self.cluster.remove_keys(applied, extra)
+                    result.writes += 1
+        except errors.NotServedError as err:
+            result.fail(child_key, str(err), retry=True)
+            return False
+        except errors.KubeError as err:
+            result.fail(child_key, _api_message(err), retry=err.retriable)
+            return False
+        result.writes += 1
+        self.metrics.applied_objects.labels(kind=obj["kind"]).inc()
+        self._applied[(profile_key, child_key)] = (
+            want_hash,
+            str(applied["metadata"].get("resourceVersion", "")),
+        )
+        before = (live or {}).get("metadata", {}).get("resourceVersion")
+        return bool(before != applied["metadata"].get("resourceVersion"))
 
-    def _write_status(self, meta: dict[str, Any], status: dict[str, Any]) -> None:
+    async def _prune(
+        self,
+        profile_key: str,
+        keys: list[str],
+        children: dict[str, Obj],
+        result: _ApplyResult,
+        events: list[Event],
+    ) -> None:
+        for child_key in keys:
+            try:
+                deleted = await self.cluster.delete(children[child_key])
+            except errors.KubeError as err:
+                result.fail(child_key, f"delete: {_api_message(err)}", retry=err.retriable)
+                continue
+            self._applied.pop((profile_key, child_key), None)
+            if deleted:
+                result.writes += 1
+                self.metrics.pruned_objects.labels(kind=child_key.split("/")[0]).inc()
+                events.append(Event("Normal", "Pruned", f"deleted {child_key}, no longer wanted"))
+
+    async def _write_status(self, meta: Obj, status: dict[str, Any]) -> None:
         patch = {
             "apiVersion": v1alpha1.API_VERSION,
             "kind": v1alpha1.KIND,
@@ -496,20 +581,49 @@ class Engine:
             "status": status,
         }
         try:
-            self.kube.apply(patch, subresource="status")
+            await self.cluster.apply(patch, subresource="status")
         except errors.ApiError as err:
             if err.status != 404:  # deleted meanwhile: nothing to report on
                 raise
 
 
-def prune_order(
-    *, wanted: dict[str, common.Obj], existing: dict[str, common.Obj]
-) -> tuple[list[str], list[str]]:
-    """Split our leftovers (existing, not wanted) into those deleted before the
-    apply (autoscalers) and those deleted after it (everything else)."""
-    leftovers = sorted(key for key in existing if key not in wanted)
-    first = [key for key in leftovers if key.split("/")[0] in AUTOSCALER_KINDS]
-    return first, [key for key in leftovers if key not in first]
+@dataclass
+class _ApplyResult:
+    writes: int = 0
+    failures: list[tuple[str, str]] = field(default_factory=list)
+    retry: bool = False
+
+    def fail(self, key: str, message: str, *, retry: bool) -> None:
+        self.failures.append((key, message))
+        self.retry = self.retry or retry
+
+    def condition(self) -> cond.Cond:
+        if not self.failures:
+            return cond.Cond(CHILDREN_APPLIED, "True", "Applied", "every child is as desired")
+        text = "; ".join(f"{k}: {m}" for k, m in self.failures)
+        return cond.Cond(
+            CHILDREN_APPLIED,
+            "False",
+            "ApplyFailed",
+            f"{len(self.failures)} child object(s) not applied: {text}"[:2000],
+        )
+
+
+def _owned_kind(key: str) -> registry.OwnedKind:
+    return registry.BY_KIND[key.split("/", 1)[0]]
+
+
+def _without_nulls(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _without_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_without_nulls(v) for v in value]
+    return value
+
+
+def _status_differs(before: dict[str, Any], after: dict[str, Any]) -> bool:
+    """The API server drops nulls from a structural schema's status: compare as stored."""
+    return bool(_without_nulls(before) != _without_nulls(after))
 
 
 def _budget_status(planned: plan_mod.Plan) -> dict[str, Any]:
@@ -534,7 +648,7 @@ def _budget_status(planned: plan_mod.Plan) -> dict[str, Any]:
 
 
 def _observe_pooler(
-    planned: plan_mod.Plan, deployment: common.Obj | None
+    planned: plan_mod.Plan, deployment: Obj | None
 ) -> tuple[cond.Cond, dict[str, Any]]:
     endpoint = f"{pgbouncer.service_host(planned)}:{pgbouncer.SERVICE_PORT}"
     want = planned.pooler.instances

@@ -1,0 +1,256 @@
+"""Every watch the operator keeps, in one place: the observed state passes read.
+
+- profiles: all ScalingProfiles in scope;
+- owned children: one informer per child kind (per watched namespace), filtered
+  on the server by Headroom's labels, indexed by owner uid;
+- inputs a profile references but does not own (the app Deployment, the
+  credentials Secret): one watch per object (``fieldSelector=metadata.name=``,
+  as the kubelet watches the Secrets its pods mount), kept while some profile
+  references it;
+- composed engines' CRDs, one watch per CRD name: whether KEDA (...) is served.
+
+No other object of a tenant reaches the operator. Called by the runtime
+(:mod:`headroom.handlers.operator`), read by the engine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from headroom.kube import client as kube_client
+from headroom.kube import errors, informer, kinds
+
+log = logging.getLogger(__name__)
+
+Obj = dict[str, Any]
+InputRef = tuple[kinds.Resource, str, str]  # (resource, namespace, name)
+ChildHandler = Callable[[kinds.Resource, str, informer.Entry | None, informer.Entry | None], None]
+InputHandler = Callable[[InputRef, str], None]
+CrdHandler = Callable[[str], None]
+_INPUT_WATCH_SECONDS = (1200, 2400)  # idle per-object watches: reconnect rarely
+
+
+class Cache:
+    def __init__(
+        self,
+        kube: kube_client.Kube,
+        *,
+        namespaces: tuple[str, ...] = (),
+        owned_selector: str,
+        on_profile: informer.Handler,
+        on_child: ChildHandler,
+        on_input: InputHandler,
+        on_crd: CrdHandler,
+    ) -> None:
+        self.kube = kube
+        self.scopes: tuple[str | None, ...] = namespaces or (None,)
+        self.owned_selector = owned_selector
+        self._on_child = on_child
+        self._on_input = on_input
+        self._on_crd = on_crd
+        self.profiles = [
+            informer.Informer(kube, kinds.SCALING_PROFILE, namespace=ns, handler=on_profile)
+            for ns in self.scopes
+        ]
+        self.owned: dict[kinds.Resource, list[informer.Informer]] = {}
+        self.crds: dict[str, informer.Informer] = {}
+        self.inputs: dict[InputRef, informer.Informer] = {}
+        self._input_users: dict[InputRef, set[str]] = {}
+        self._uses: dict[str, set[InputRef]] = {}
+
+    # -- lifecycle ----------------------------------------------------------------
+
+    def start(self, *, owned: Iterable[kinds.Resource], crd_names: Iterable[str]) -> None:
+        for inf in self.profiles:
+            inf.start()
+        for res in owned:
+            self.watch_owned(res)
+        for name in crd_names:
+
+            def crd_changed(kind: str, old: Any, new: Any, crd_name: str = name) -> None:
+                self._on_crd(crd_name)
+
+            crd = informer.Informer(
+                self.kube,
+                kinds.CRD,
+                field_selector=f"metadata.name={name}",
+                handler=crd_changed,
+            )
+            self.crds[name] = crd
+            crd.start()
+
+    def all_informers(self) -> list[informer.Informer]:
+        found = [*self.profiles, *self.crds.values(), *self.inputs.values()]
+        for group in self.owned.values():
+            found += group
+        return found
+
+    async def wait_synced(self, timeout: float | None = None) -> None:
+        """Until profiles, owned kinds and CRDs have been listed once."""
+        waiting = [*self.profiles, *self.crds.values()]
+        for group in self.owned.values():
+            waiting += group
+        await asyncio.wait_for(asyncio.gather(*(i.synced.wait() for i in waiting)), timeout)
+
+    @property
+    def synced(self) -> bool:
+        core = [*self.profiles, *self.crds.values()]
+        for group in self.owned.values():
+            core += group
+        return all(i.synced.is_set() for i in core)
+
+    async def stop(self) -> None:
+        await asyncio.gather(*(i.stop() for i in self.all_informers()))
+
+    def watch_owned(self, res: kinds.Resource) -> None:
+        """Start caching our children of ``res`` (a composed kind once served)."""
+        if res in self.owned:
+            return
+
+        def changed(kind: str, old: informer.Entry | None, new: informer.Entry | None) -> None:
+            self._on_child(res, kind, old, new)
+
+        group = [
+            informer.Informer(
+                self.kube, res, namespace=ns, label_selector=self.owned_selector, handler=changed
+            )
+            for ns in self.scopes
+        ]
+        self.owned[res] = group
+        for inf in group:
+            inf.start()
+
+    async def unwatch_owned(self, res: kinds.Resource) -> None:
+        group = self.owned.pop(res, [])
+        await asyncio.gather(*(i.stop() for i in group))
+
+    # -- reads --------------------------------------------------------------------
+
+    def profile(self, namespace: str, name: str) -> Obj | None:
+        for inf in self.profiles:
+            entry = inf.get(namespace, name)
+            if entry is not None:
+                return entry.object()
+        return None
+
+    def profile_keys(self) -> list[str]:
+        return [f"{ns}/{name}" for inf in self.profiles for (ns, name) in inf.items]
+
+    def crd(self, name: str) -> Obj | None:
+        inf = self.crds.get(name)
+        entry = inf.get(None, name) if inf is not None else None
+        return entry.object() if entry is not None else None
+
+    def owned_informer(self, res: kinds.Resource, namespace: str) -> informer.Informer | None:
+        for inf in self.owned.get(res) or []:
+            if inf.namespace in (None, namespace):
+                return inf
+        return None
+
+    def child(self, res: kinds.Resource, namespace: str, name: str) -> Obj | None:
+        """Our cached object of that name: owned or not (it carries our labels)."""
+        inf = self.owned_informer(res, namespace)
+        entry = inf.get(namespace, name) if inf is not None else None
+        return entry.object() if entry is not None else None
+
+    def children(self, owner_uid: str) -> dict[kinds.Resource, list[Obj]]:
+        found: dict[kinds.Resource, list[Obj]] = {}
+        for res, group in self.owned.items():
+            for inf in group:
+                for entry in inf.owned_by(owner_uid):
+                    found.setdefault(res, []).append(entry.object())
+        return found
+
+    def children_versions(self, owner_uid: str) -> frozenset[tuple[str, str, str]]:
+        """(kind, name, resourceVersion) of every cached child: a pass's fingerprint."""
+        return frozenset(
+            (res.kind, e.name, e.resource_version)
+            for res, group in self.owned.items()
+            for inf in group
+            for e in inf.owned_by(owner_uid)
+        )
+
+    def owned_synced(self, res: kinds.Resource) -> bool:
+        group = self.owned.get(res) or []
+        return bool(group) and all(i.synced.is_set() and i.served for i in group)
+
+    # -- inputs -------------------------------------------------------------------
+
+    async def read_input(self, ref: InputRef, *, timeout: float = 15.0) -> Obj | None:
+        """The referenced object, from its own watch (started on first use)."""
+        found = self.inputs.get(ref)
+        if found is None:
+            res, namespace, name = ref
+            found = informer.Informer(
+                self.kube,
+                res,
+                namespace=namespace,
+                field_selector=f"metadata.name={name}",
+                handler=lambda kind, *_: self._on_input(ref, kind),
+                watch_seconds=_INPUT_WATCH_SECONDS,
+            )
+            self.inputs[ref] = found
+            found.start()
+        inf = found
+        if not inf.synced.is_set():
+            try:
+                await asyncio.wait_for(inf.synced.wait(), timeout)
+            except TimeoutError:
+                detail = inf.last_error or "no answer"
+                raise errors.UnavailableError(
+                    f"could not read {ref[0].kind} {ref[1]}/{ref[2]}: {detail}"
+                ) from None
+        entry = inf.get(ref[1], ref[2])
+        return entry.object() if entry is not None else None
+
+    def input_version(self, ref: InputRef) -> str:
+        inf = self.inputs.get(ref)
+        entry = inf.get(ref[1], ref[2]) if inf is not None else None
+        return entry.resource_version if entry is not None else ""
+
+    async def use_inputs(self, user: str, refs: Iterable[InputRef]) -> None:
+        """``user`` (a profile key) now references exactly ``refs``; watches that
+        nobody references any more are stopped."""
+        wanted = set(refs)
+        before = self._uses.get(user, set())
+        for ref in wanted - before:
+            self._input_users.setdefault(ref, set()).add(user)
+        released = []
+        for ref in before - wanted:
+            users = self._input_users.get(ref, set())
+            users.discard(user)
+            if not users:
+                self._input_users.pop(ref, None)
+                released.append(ref)
+        if wanted:
+            self._uses[user] = wanted
+        else:
+            self._uses.pop(user, None)
+        for ref in released:
+            inf = self.inputs.pop(ref, None)
+            if inf is not None:
+                await inf.stop()
+
+    def input_users(self, ref: InputRef) -> set[str]:
+        return set(self._input_users.get(ref, ()))
+
+    # -- our own writes -----------------------------------------------------------
+
+    def record_write(self, obj: Obj) -> None:
+        res = self.kube.resource_of(obj)
+        if res == kinds.SCALING_PROFILE:
+            for inf in self.profiles:
+                if inf.namespace in (None, obj["metadata"].get("namespace")):
+                    inf.upsert(obj)
+            return
+        owned = self.owned_informer(res, str(obj["metadata"].get("namespace") or ""))
+        if owned is not None:
+            owned.upsert(obj)
+
+    def record_delete(self, res: kinds.Resource, namespace: str, name: str) -> None:
+        inf = self.owned_informer(res, namespace)
+        if inf is not None:
+            inf.forget(namespace, name)

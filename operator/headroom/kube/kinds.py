@@ -1,0 +1,76 @@
+"""The REST resources Headroom reads and writes, known ahead of time.
+
+Built-in kinds never change; composed engines' kinds (KEDA, ...) are added by
+the engine registry (:mod:`headroom.reconcile.registry`), and whether they are
+served right now is learned from their CRDs, not from discovery requests.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from urllib.parse import quote
+
+from headroom.api import v1alpha1
+
+
+@dataclass(frozen=True)
+class Resource:
+    api_version: str
+    kind: str
+    plural: str
+    namespaced: bool = True
+
+    @property
+    def group(self) -> str:
+        return self.api_version.rpartition("/")[0]
+
+    @property
+    def crd_name(self) -> str:
+        return f"{self.plural}.{self.group}"
+
+    def path(self, *, namespace: str | None = None, name: str | None = None) -> str:
+        base = "/api/v1" if self.api_version == "v1" else f"/apis/{self.api_version}"
+        if self.namespaced and namespace:
+            base += f"/namespaces/{quote(namespace, safe='')}"
+        base += f"/{self.plural}"
+        if name:
+            base += f"/{quote(name, safe='')}"
+        return base
+
+
+CONFIG_MAP = Resource("v1", "ConfigMap", "configmaps")
+SECRET = Resource("v1", "Secret", "secrets")
+SERVICE = Resource("v1", "Service", "services")
+EVENT = Resource("v1", "Event", "events")
+DEPLOYMENT = Resource("apps/v1", "Deployment", "deployments")
+STATEFUL_SET = Resource("apps/v1", "StatefulSet", "statefulsets")
+PDB = Resource("policy/v1", "PodDisruptionBudget", "poddisruptionbudgets")
+NETWORK_POLICY = Resource("networking.k8s.io/v1", "NetworkPolicy", "networkpolicies")
+HPA = Resource("autoscaling/v2", "HorizontalPodAutoscaler", "horizontalpodautoscalers")
+LEASE = Resource("coordination.k8s.io/v1", "Lease", "leases")
+CRD = Resource(
+    "apiextensions.k8s.io/v1", "CustomResourceDefinition", "customresourcedefinitions", False
+)
+VALIDATING_WEBHOOK = Resource(
+    "admissionregistration.k8s.io/v1",
+    "ValidatingWebhookConfiguration",
+    "validatingwebhookconfigurations",
+    False,
+)
+SCALING_PROFILE = Resource(v1alpha1.API_VERSION, v1alpha1.KIND, v1alpha1.PLURAL)
+
+BUILTIN: tuple[Resource, ...] = (
+    CONFIG_MAP,
+    SECRET,
+    SERVICE,
+    EVENT,
+    DEPLOYMENT,
+    STATEFUL_SET,
+    PDB,
+    NETWORK_POLICY,
+    HPA,
+    LEASE,
+    CRD,
+    VALIDATING_WEBHOOK,
+    SCALING_PROFILE,
+)

@@ -1,0 +1,176 @@
+"""A coalescing, prioritised work queue of profile keys (client-go's workqueue,
+with priorities).
+
+- Any number of triggers for one key collapse into one pending item; it keeps
+  the most urgent trigger's priority and the set of every trigger.
+- A key is handed to one worker at a time; triggers that arrive while it is
+  being processed make it pending again once that worker is done.
+- Priorities: a spec change goes ahead of drift repair, drift ahead of status
+  refreshes, and those ahead of the periodic resync.
+- A failed key comes back after an exponential backoff (per key), not at once.
+
+Pure asyncio; used by the runtime's workers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import heapq
+import itertools
+import time
+from dataclasses import dataclass, field
+
+
+class Trigger(enum.IntEnum):
+    """Why a pass runs; lower is more urgent."""
+
+    SPEC = 0  # the profile was created or its spec changed
+    DRIFT = 1  # a child or an input changed or vanished; an engine came or went
+    RETRY = 2  # an earlier pass failed
+    STATUS = 3  # only a child's status changed (pods became ready)
+    RESYNC = 4  # the periodic safety net
+
+
+@dataclass
+class _Pending:
+    priority: int
+    triggers: set[Trigger]
+    since: float  # when it first became pending (queue wait is measured from here)
+
+
+@dataclass
+class Item:
+    key: str
+    triggers: frozenset[Trigger]
+    waited: float  # seconds between the first trigger and the start of the pass
+
+    @property
+    def trigger(self) -> Trigger:
+        return min(self.triggers)
+
+
+@dataclass
+class WorkQueue:
+    base_backoff: float = 1.0
+    max_backoff: float = 300.0
+    _heap: list[tuple[int, int, str]] = field(default_factory=list)
+    _pending: dict[str, _Pending] = field(default_factory=dict)
+    _processing: set[str] = field(default_factory=set)
+    _dirty: dict[str, _Pending] = field(default_factory=dict)  # re-triggered while processing
+    _failures: dict[str, int] = field(default_factory=dict)
+    _delayed: dict[str, asyncio.TimerHandle] = field(default_factory=dict)
+    _seq: itertools.count[int] = field(default_factory=itertools.count)
+    # one token per push: a worker waiting for work wakes up (spurious wake-ups
+    # are harmless: it looks again and waits again)
+    _tokens: asyncio.Queue[None] = field(default_factory=asyncio.Queue)
+    _closed: bool = False
+
+    # -- producers --------------------------------------------------------------
+
+    def add(self, key: str, trigger: Trigger) -> None:
+        """Make ``key`` pending (or more urgent) for ``trigger``."""
+        if self._closed:
+            return
+        now = time.monotonic()
+        target = self._dirty if key in self._processing else self._pending
+        pending = target.get(key)
+        if pending is None:
+            target[key] = _Pending(int(trigger), {trigger}, now)
+            if target is self._pending:
+                self._push(key, int(trigger))
+            return
+        pending.triggers.add(trigger)
+        if trigger < pending.priority:
+            pending.priority = int(trigger)
+            if target is self._pending:
+                self._push(key, int(trigger))  # the older heap entry is skipped later
+
+    def add_after(self, key: str, trigger: Trigger, delay: float) -> None:
+        if key in self._delayed or self._closed:
+            return
+        loop = asyncio.get_running_loop()
+
+        def fire() -> None:
+            self._delayed.pop(key, None)
+            self.add(key, trigger)
+
+        self._delayed[key] = loop.call_later(delay, fire)
+
+    def _push(self, key: str, priority: int) -> None:
+        heapq.heappush(self._heap, (priority, next(self._seq), key))
+        self._tokens.put_nowait(None)
+
+    # -- consumers --------------------------------------------------------------
+
+    def _pop(self) -> Item | None:
+        while self._heap:
+            priority, _, key = heapq.heappop(self._heap)
+            pending = self._pending.get(key)
+            if pending is None or pending.priority != priority:
+                continue  # stale heap entry (coalesced or made more urgent)
+            del self._pending[key]
+            self._processing.add(key)
+            return Item(key, frozenset(pending.triggers), time.monotonic() - pending.since)
+        return None
+
+    async def get(self) -> Item:
+        """The most urgent pending key (waits for one); CancelledError once closed."""
+        while True:
+            if self._closed:
+                raise asyncio.CancelledError
+            item = self._pop()
+            if item is not None:
+                return item
+            await self._tokens.get()
+
+    def done(self, key: str, *, failed: bool = False) -> float | None:
+        """The pass of ``key`` ended. A failed one comes back after a backoff
+        (returned, in seconds); triggers that came meanwhile make it pending now."""
+        self._processing.discard(key)
+        delay = None
+        if failed:
+            count = self._failures.get(key, 0)
+            self._failures[key] = count + 1
+            delay = min(self.base_backoff * 2**count, self.max_backoff)
+        else:
+            self._failures.pop(key, None)
+        dirty = self._dirty.pop(key, None)
+        if dirty is not None and (not failed or Trigger.SPEC in dirty.triggers):
+            # a new spec may well fix what failed: no reason to wait for it
+            self._pending[key] = dirty
+            self._push(key, dirty.priority)
+            return None
+        if delay is not None:
+            self.add_after(key, Trigger.RETRY, delay)
+        return delay
+
+    def forget(self, key: str) -> None:
+        """The profile is gone: drop its pending work and backoff."""
+        self._pending.pop(key, None)
+        self._dirty.pop(key, None)
+        self._failures.pop(key, None)
+        handle = self._delayed.pop(key, None)
+        if handle is not None:
+            handle.cancel()
+
+    def close(self) -> None:
+        self._closed = True
+        for handle in self._delayed.values():
+            handle.cancel()
+        self._delayed.clear()
+        for _ in range(64):  # wake every waiting worker
+            self._tokens.put_nowait(None)
+
+    # -- introspection ------------------------------------------------------------
+
+    @property
+    def depth(self) -> int:
+        return len(self._pending)
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._processing)
+
+    def pending(self, key: str) -> bool:
+        return key in self._pending or key in self._dirty

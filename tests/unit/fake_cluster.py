@@ -1,0 +1,174 @@
+"""A fake of the engine's kube layer (:class:`headroom.reconcile.engine.Cluster`).
+
+It keeps objects like an API server would for the engine's purposes: every
+write that changes an object bumps its resourceVersion, a write that changes
+nothing keeps it (as server-side apply does), a Secret's ``data`` is replaced
+as a whole (what Headroom's apply of ``data`` does for its own keys). Tests
+inject failures per object key and read the log of requests.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from headroom.kube import errors
+from headroom.reconcile import registry
+
+Obj = dict[str, Any]
+Key = tuple[str, str, str]  # (kind, namespace, name)
+
+
+def _merge(live: Any, desired: Any) -> Any:
+    if isinstance(live, dict) and isinstance(desired, dict):
+        merged = dict(live)
+        for k, v in desired.items():
+            merged[k] = _merge(live.get(k), v)
+        return merged
+    return copy.deepcopy(desired)
+
+
+class FakeCluster:
+    def __init__(self, *, keda: bool = False) -> None:
+        self.objects: dict[Key, Obj] = {}
+        self.keda = keda
+        self.log: list[tuple[str, str]] = []  # (verb, "Kind/name")
+        self.fail: dict[str, errors.KubeError] = {}  # "Kind/name" -> error on apply
+        self.events: list[tuple[str, str, str]] = []
+        self.inputs_used: dict[str, set[tuple[str, str, str]]] = {}
+        # a server-side rewrite applied to every stored object (normalisation)
+        self.normalise: Callable[[Obj], None] | None = None
+        self._rv = itertools.count(100)
+        self._uid = itertools.count(1)
+
+    # -- helpers for tests -----------------------------------------------------
+
+    def put(self, obj: Obj) -> Obj:
+        """Store ``obj`` as somebody else's write (a new resourceVersion)."""
+        obj = copy.deepcopy(obj)
+        meta = obj.setdefault("metadata", {})
+        meta.setdefault("uid", f"uid-{next(self._uid)}")
+        meta["resourceVersion"] = str(next(self._rv))
+        self.objects[(obj["kind"], meta.get("namespace", ""), meta["name"])] = obj
+        return obj
+
+    def find(self, kind: str, name: str, namespace: str = "default") -> Obj | None:
+        return self.objects.get((kind, namespace, name))
+
+    def writes(self) -> list[tuple[str, str]]:
+        return [entry for entry in self.log if entry[0] in ("apply", "patch", "delete")]
+
+    # -- reads ---------------------------------------------------------------------
+
+    def profile(self, namespace: str, name: str) -> Obj | None:
+        found = self.objects.get(("ScalingProfile", namespace, name))
+        return copy.deepcopy(found) if found else None
+
+    def _ours(self, uid: str) -> Iterable[Obj]:
+        for obj in self.objects.values():
+            if obj["kind"] in registry.BY_KIND and any(
+                r.get("uid") == uid for r in obj["metadata"].get("ownerReferences") or []
+            ):
+                yield obj
+
+    def children(self, owner_uid: str) -> dict[str, Obj]:
+        return {
+            f"{o['kind']}/{o['metadata']['name']}": copy.deepcopy(o) for o in self._ours(owner_uid)
+        }
+
+    def children_versions(self, owner_uid: str) -> frozenset[tuple[str, str, str]]:
+        return frozenset(
+            (o["kind"], o["metadata"]["name"], o["metadata"]["resourceVersion"])
+            for o in self._ours(owner_uid)
+        )
+
+    def cached(self, kind: str, namespace: str, name: str) -> Obj | None:
+        found = self.objects.get((kind, namespace, name))
+        labels = (found or {}).get("metadata", {}).get("labels") or {}
+        if found is None or labels.get("app.kubernetes.io/managed-by") != "headroom":
+            return None  # the cache holds only objects with our labels
+        return copy.deepcopy(found)
+
+    def served(self, kind: str) -> bool:
+        return self.keda or registry.engine_of(kind) is None
+
+    def facts(self) -> dict[str, bool]:
+        return {"keda": self.keda}
+
+    def version_of(self, ref: tuple[str, str, str]) -> str:
+        found = self.objects.get(ref)
+        return found["metadata"]["resourceVersion"] if found else ""
+
+    async def read_input(self, ref: tuple[str, str, str]) -> Obj | None:
+        found = self.objects.get(ref)
+        return copy.deepcopy(found) if found else None
+
+    async def use_inputs(self, user: str, refs: Iterable[tuple[str, str, str]]) -> None:
+        self.inputs_used[user] = set(refs)
+
+    async def get_live(self, kind: str, namespace: str, name: str) -> Obj | None:
+        self.log.append(("get", f"{kind}/{name}"))
+        found = self.objects.get((kind, namespace, name))
+        return copy.deepcopy(found) if found else None
+
+    # -- writes --------------------------------------------------------------------
+
+    async def apply(self, obj: Obj, *, subresource: str | None = None) -> Obj:
+        meta = obj["metadata"]
+        key = (obj["kind"], meta.get("namespace", ""), meta["name"])
+        label = f"{obj['kind']}/{meta['name']}" + (f"/{subresource}" if subresource else "")
+        self.log.append(("apply", label))
+        if label in self.fail:
+            raise self.fail[label]
+        live = self.objects.get(key)
+        if subresource == "status":
+            assert live is not None
+            merged = {**live, "status": copy.deepcopy(obj["status"])}
+        elif live is None:
+            merged = copy.deepcopy(obj)
+            merged["metadata"]["uid"] = f"uid-{next(self._uid)}"
+        else:
+            merged = _merge(live, obj)
+            if obj["kind"] == "Secret":  # Headroom owns every key it applies
+                merged["data"] = {**(live.get("data") or {}), **(obj.get("data") or {})}
+        if self.normalise is not None and subresource is None:
+            self.normalise(merged)
+        comparable = {k: v for k, v in merged.items()}
+        before = {k: v for k, v in (live or {}).items()}
+        meta_new = dict(comparable["metadata"])
+        meta_new.pop("resourceVersion", None)
+        meta_old = dict(before.get("metadata") or {})
+        meta_old.pop("resourceVersion", None)
+        if live is not None and {**comparable, "metadata": meta_new} == {
+            **before,
+            "metadata": meta_old,
+        }:
+            return copy.deepcopy(live)  # nothing changed: same resourceVersion
+        merged["metadata"]["resourceVersion"] = str(next(self._rv))
+        self.objects[key] = merged
+        return copy.deepcopy(merged)
+
+    async def remove_keys(self, secret: Obj, keys: list[str]) -> Obj:
+        meta = secret["metadata"]
+        self.log.append(("patch", f"Secret/{meta['name']}"))
+        live = self.objects[("Secret", meta["namespace"], meta["name"])]
+        for k in keys:
+            live["data"].pop(k, None)
+        live["metadata"]["resourceVersion"] = str(next(self._rv))
+        return copy.deepcopy(live)
+
+    async def delete(self, obj: Obj) -> bool:
+        meta = obj["metadata"]
+        self.log.append(("delete", f"{obj['kind']}/{meta['name']}"))
+        return self.objects.pop((obj["kind"], meta["namespace"], meta["name"]), None) is not None
+
+    async def remove_finalizer(self, profile: Obj, finalizer: str) -> None:
+        meta = profile["metadata"]
+        self.log.append(("patch", f"ScalingProfile/{meta['name']}"))
+        live = self.objects[("ScalingProfile", meta["namespace"], meta["name"])]
+        live["metadata"]["finalizers"].remove(finalizer)
+
+    async def post_event(self, involved: Obj, *, type: str, reason: str, message: str) -> None:
+        self.events.append((type, reason, message))

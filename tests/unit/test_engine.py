@@ -1,0 +1,410 @@
+"""The reconcile engine against a fake of the kube layer: what a pass writes,
+what it leaves alone, and what the profile's status says afterwards."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from headroom.kube import errors
+from headroom.reconcile import compare, engine, metrics
+from tests import profiles
+from tests.unit import fake_cluster
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+KEY = "default/shop"
+
+
+def _b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
+
+
+def _cluster(profile: dict[str, Any], *, keda: bool = False) -> fake_cluster.FakeCluster:
+    cluster = fake_cluster.FakeCluster(keda=keda)
+    profile = {**profile, "metadata": {**profile["metadata"], "namespace": "default"}}
+    profile["metadata"].update(uid="profile-uid", generation=1)
+    cluster.put(profile)
+    app = profile["spec"]["app"]["deployment"]
+    cluster.put(
+        {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": app, "namespace": "default"},
+            "spec": {"selector": {"matchLabels": {"app": app}}},
+        }
+    )
+    secret = profile["spec"]["database"]["credentialsSecret"]["name"]
+    cluster.put(
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": secret, "namespace": "default"},
+            "data": {"username": _b64("shop_app"), "password": _b64("s3cret")},
+        }
+    )
+    return cluster
+
+
+def _scaled() -> dict[str, Any]:
+    body: dict[str, Any] = yaml.safe_load((EXAMPLES / "shop-scaled.yaml").read_text())
+    return body
+
+
+def _run(cluster: fake_cluster.FakeCluster, **kwargs: Any) -> tuple[engine.Engine, engine.Outcome]:
+    eng = engine.Engine(cluster, metrics.Metrics())
+    outcome = asyncio.run(eng.reconcile(KEY, **kwargs))
+    assert outcome is not None
+    return eng, outcome
+
+
+def _again(eng: engine.Engine, **kwargs: Any) -> engine.Outcome:
+    outcome = asyncio.run(eng.reconcile(KEY, **kwargs))
+    assert outcome is not None
+    return outcome
+
+
+def _conditions(cluster: fake_cluster.FakeCluster) -> dict[str, dict[str, Any]]:
+    profile = cluster.profile("default", "shop")
+    assert profile is not None
+    return {c["type"]: c for c in profile["status"]["conditions"]}
+
+
+def _secret(cluster: fake_cluster.FakeCluster, name: str) -> dict[str, str]:
+    found = cluster.find("Secret", name)
+    assert found is not None
+    return profiles.secret_values(found)
+
+
+def test_first_pass_creates_every_child_then_a_pass_writes_nothing() -> None:
+    cluster = _cluster(_scaled())
+    eng, first = _run(cluster)
+    applied = [key for verb, key in cluster.writes() if verb == "apply" and "/status" not in key]
+    assert sorted(applied) == sorted(cluster.children("profile-uid"))
+    assert len(applied) == 24  # shop-scaled without KEDA, its app Deployment found
+    assert first.writes == 25  # and the status
+    cluster.log.clear()
+    # The pass's own writes changed its inputs: one more pass finds nothing to do...
+    settled = _again(eng)
+    assert not settled.skipped and settled.writes == 0
+    # ...and from then on, with nothing changed, a trigger is skipped without any work
+    assert _again(eng).skipped
+    # ...and a forced pass compares every child and writes none of them.
+    forced = _again(eng, force=True)
+    assert not forced.skipped
+    assert forced.writes == 0
+    assert cluster.writes() == []
+
+
+def test_a_child_that_changes_during_a_pass_is_looked_at_again() -> None:
+    cluster = _cluster(_scaled())
+    eng, _ = _run(cluster)
+    _again(eng)
+    pooler = cluster.find("Deployment", "shop-pooler")
+    assert pooler is not None
+    changed = False
+
+    async def late_status(*_: Any, **__: Any) -> None:
+        nonlocal changed
+        if not changed:  # the Deployment's pods become ready after the pass observed it
+            assert pooler is not None
+            pooler["status"] = {"readyReplicas": 2, "replicas": 2, "updatedReplicas": 2}
+            cluster.put(pooler)
+            changed = True
+
+    profile = cluster.profile("default", "shop")
+    assert profile is not None
+    profile["spec"]["app"]["replicas"]["max"] = 9
+    profile["metadata"]["generation"] = 2
+    cluster.put(profile)
+    cluster.post_event = late_status  # type: ignore[method-assign]
+    _again(eng)
+    assert changed
+    assert not _again(eng).skipped  # the new status is observed
+    assert _conditions(cluster)["PoolerReady"]["status"] == "True"
+
+
+def test_drift_on_one_child_rewrites_only_that_child() -> None:
+    cluster = _cluster(_scaled())
+    eng, _ = _run(cluster)
+    service = cluster.find("Service", "shop-pooler-rw")
+    assert service is not None
+    service["spec"]["ports"][0]["port"] = 6543  # somebody edits a field we own
+    cluster.put(service)
+    cluster.log.clear()
+    outcome = _again(eng)
+    assert cluster.writes() == [("apply", "Service/shop-pooler-rw")]
+    assert outcome.writes == 1
+    repaired = cluster.find("Service", "shop-pooler-rw")
+    assert repaired is not None and repaired["spec"]["ports"][0]["port"] == 5432
+
+
+def test_a_field_another_manager_adds_is_not_drift() -> None:
+    cluster = _cluster(_scaled())
+    eng, _ = _run(cluster)
+    deployment = cluster.find("Deployment", "shop-worker-emails")
+    assert deployment is not None
+    deployment["spec"]["replicas"] = 7  # the HPA scaled it
+    deployment["status"] = {"readyReplicas": 7}
+    cluster.put(deployment)
+    cluster.log.clear()
+    outcome = _again(eng)
+    assert not outcome.skipped  # the child's version changed: looked at again
+    assert [k for _, k in cluster.writes() if not k.endswith("/status")] == []
+
+
+def test_a_spec_change_writes_only_what_it_changes() -> None:
+    body = _scaled()
+    cluster = _cluster(body)
+    eng, _ = _run(cluster)
+    profile = cluster.profile("default", "shop")
+    assert profile is not None
+    profile["spec"]["queues"][0]["backlogPerWorker"] = 50
+    profile["metadata"]["generation"] = 2
+    cluster.put(profile)
+    cluster.log.clear()
+    _again(eng)
+    children = sorted(k for v, k in cluster.writes() if "/status" not in k)
+    # without KEDA the backlog target is not in any object: only status changes
+    assert children == []
+    profile = cluster.profile("default", "shop")
+    assert profile is not None
+    profile["spec"]["app"]["replicas"]["max"] = 8
+    profile["metadata"]["generation"] = 3
+    cluster.put(profile)
+    cluster.log.clear()
+    _again(eng)
+    children = sorted(k for v, k in cluster.writes() if "/status" not in k)
+    assert "HorizontalPodAutoscaler/shop-app" in children
+    assert "Deployment/shop-worker-emails" not in children
+
+
+def test_a_refused_child_does_not_stop_the_others_and_status_names_it() -> None:
+    cluster = _cluster(_scaled())
+    refused = errors.ApiError(
+        status=422, reason="Invalid", message='StatefulSet "shop-redis-jobs" is invalid: spec'
+    )
+    cluster.fail["StatefulSet/shop-redis-jobs"] = refused
+    _, outcome = _run(cluster)
+    assert cluster.find("Deployment", "shop-pooler") is not None
+    assert cluster.find("HorizontalPodAutoscaler", "shop-app") is not None
+    assert cluster.find("StatefulSet", "shop-redis-cache") is not None
+    assert cluster.find("StatefulSet", "shop-redis-jobs") is None
+    applied = _conditions(cluster)[engine.CHILDREN_APPLIED]
+    assert applied["status"] == "False" and applied["reason"] == "ApplyFailed"
+    assert "StatefulSet/shop-redis-jobs: 422 Invalid" in applied["message"]
+    assert _conditions(cluster)["Ready"]["status"] == "False"
+    assert not outcome.retry  # 422 is not transient: the next change retries
+
+
+def test_a_transient_failure_asks_for_a_retry() -> None:
+    cluster = _cluster(_scaled())
+    cluster.fail["ConfigMap/shop-pooler-config"] = errors.UnavailableError("timed out")
+    eng, outcome = _run(cluster)
+    assert outcome.retry
+    del cluster.fail["ConfigMap/shop-pooler-config"]
+    # the memo is not clean: an unchanged fingerprint does not skip the retry
+    again = _again(eng)
+    assert not again.skipped
+    assert cluster.find("ConfigMap", "shop-pooler-config") is not None
+    assert _conditions(cluster)[engine.CHILDREN_APPLIED]["status"] == "True"
+
+
+def test_a_foreign_object_contains_its_component_and_the_binding_skips_it() -> None:
+    cluster = _cluster(_scaled())
+    cluster.put(
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": "shop-pooler-config", "namespace": "default"},
+            "data": {"pgbouncer.ini": "[databases]\n* = host=attacker.example\n"},
+        }
+    )
+    _run(cluster)
+    # nothing of the pooler is applied, the foreign object is untouched
+    assert cluster.find("Deployment", "shop-pooler") is None
+    assert cluster.find("Secret", "shop-pooler-auth") is None
+    foreign = cluster.find("ConfigMap", "shop-pooler-config")
+    assert foreign is not None and "attacker" in foreign["data"]["pgbouncer.ini"]
+    # the rest is applied, and the binding does not point the app at the pooler
+    assert cluster.find("StatefulSet", "shop-redis-cache") is not None
+    binding = _secret(cluster, "shop-binding")
+    assert "DATABASE_URL_POOLED" not in binding and "uri" not in binding
+    assert binding["REDIS_CACHE_URL"].startswith("redis://")
+    # the workers read the binding's database URL... which is not there: they
+    # still run (their queue is in Redis); the pooler condition says why
+    pooler = _conditions(cluster)["PoolerReady"]
+    assert pooler["reason"] == "NameConflict"
+    assert "ConfigMap/shop-pooler-config" in pooler["message"]
+
+
+def test_a_foreign_redis_secret_contains_the_queue_that_needs_it() -> None:
+    cluster = _cluster(_scaled())
+    cluster.put(
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "shop-redis-jobs-auth", "namespace": "default"},
+            "data": {"password": _b64("theirs")},
+        }
+    )
+    _run(cluster)
+    assert cluster.find("StatefulSet", "shop-redis-jobs") is None
+    assert cluster.find("Deployment", "shop-worker-emails") is None  # depends on redis/jobs
+    assert cluster.find("StatefulSet", "shop-redis-cache") is not None
+    binding = _secret(cluster, "shop-binding")
+    assert "REDIS_JOBS_URL" not in binding and "REDIS_QUEUE_URL" not in binding
+    owned = _conditions(cluster)[engine.CHILDREN_OWNED]
+    assert owned["status"] == "False"
+    assert "queue/emails" in owned["message"] and "redis/jobs" in owned["message"]
+
+
+def test_keys_removed_from_a_secret_disappear() -> None:
+    body = _scaled()
+    cluster = _cluster(body)
+    eng, _ = _run(cluster)
+    assert "REDIS_JOBS_URL" in _secret(cluster, "shop-binding")
+    profile = cluster.profile("default", "shop")
+    assert profile is not None
+    del profile["spec"]["cache"]
+    del profile["spec"]["queues"]
+    profile["metadata"]["generation"] = 2
+    cluster.put(profile)
+    _again(eng)
+    binding = _secret(cluster, "shop-binding")
+    assert not [k for k in binding if k.startswith("REDIS_")]
+    assert ("patch", "Secret/shop-binding") in cluster.writes()
+    # the Redis children are pruned, the pooler stays
+    assert cluster.find("StatefulSet", "shop-redis-jobs") is None
+    assert cluster.find("Deployment", "shop-pooler") is not None
+
+
+def test_failure_paths_keep_the_last_known_status() -> None:
+    cluster = _cluster(_scaled())
+    eng, _ = _run(cluster)
+    before = cluster.profile("default", "shop")
+    assert before is not None
+    del cluster.objects[("Secret", "default", "shop-db")]
+    _again(eng)
+    after = cluster.profile("default", "shop")
+    assert after is not None
+    assert after["status"]["pooler"] == before["status"]["pooler"]
+    assert after["status"]["binding"] == before["status"]["binding"]
+    conditions = {c["type"]: c for c in after["status"]["conditions"]}
+    assert conditions["PoolerReady"]["reason"] == "CredentialsNotFound"
+    assert "CacheReady" in conditions and "WorkersReady" in conditions  # kept
+    assert conditions["Ready"]["status"] == "False"
+    # nothing was pruned or applied on the way
+    assert cluster.find("Deployment", "shop-pooler") is not None
+
+
+def test_status_is_written_only_when_it_changes() -> None:
+    cluster = _cluster(_scaled())
+    eng, _ = _run(cluster)
+    cluster.log.clear()
+    _again(eng, force=True)
+    _again(eng, force=True)
+    assert [k for _, k in cluster.writes() if k.endswith("/status")] == []
+
+
+def test_a_normalised_field_is_applied_once_not_forever() -> None:
+    cluster = _cluster(_scaled())
+
+    def drop_service_links(obj: dict[str, Any]) -> None:
+        pod = obj.get("spec", {}).get("template", {}).get("spec")
+        if pod is not None:
+            pod.pop("enableServiceLinks", None)  # a server that rewrites a field
+
+    cluster.normalise = drop_service_links
+    eng, _ = _run(cluster)
+    cluster.log.clear()
+    _again(eng, force=True)
+    assert cluster.writes() == []
+
+
+def test_keda_arriving_prunes_the_hpa_before_applying_the_scaledobject() -> None:
+    cluster = _cluster(_scaled())
+    eng, _ = _run(cluster)
+    assert cluster.find("HorizontalPodAutoscaler", "shop-worker-emails") is not None
+    cluster.keda = True
+    cluster.log.clear()
+    _again(eng)
+    order = [k for _, k in cluster.writes()]
+    hpa = order.index("HorizontalPodAutoscaler/shop-worker-emails")
+    scaled = order.index("ScaledObject/shop-worker-emails")
+    assert cluster.writes()[hpa][0] == "delete"
+    assert hpa < scaled
+    assert cluster.find("HorizontalPodAutoscaler", "shop-worker-emails") is None
+
+
+def test_a_composed_kind_that_vanishes_mid_pass_is_retried() -> None:
+    cluster = _cluster(_scaled(), keda=True)
+    cluster.fail["ScaledObject/shop-worker-emails"] = errors.NotServedError(
+        "ScaledObject.keda.sh/v1alpha1 is no longer served by the API server"
+    )
+    _, outcome = _run(cluster)
+    assert outcome.retry
+    applied = _conditions(cluster)[engine.CHILDREN_APPLIED]
+    assert "ScaledObject/shop-worker-emails" in applied["message"]
+
+
+def test_an_impossible_profile_changes_nothing() -> None:
+    cluster = _cluster(_scaled())
+    eng, _ = _run(cluster)
+    profile = cluster.profile("default", "shop")
+    assert profile is not None
+    profile["spec"]["pooler"]["parameters"] = {"default_pool_size": "90"}  # 2 pods x 90 > 97
+    profile["metadata"]["generation"] = 2
+    cluster.put(profile)
+    cluster.log.clear()
+    _again(eng)
+    assert [k for _, k in cluster.writes()] == ["ScalingProfile/shop/status"]
+    assert _conditions(cluster)["ConnectionBudget"]["reason"] == "BudgetExceeded"
+
+
+def test_a_deleted_profile_releases_its_input_watches() -> None:
+    cluster = _cluster(_scaled())
+    eng, _ = _run(cluster)
+    assert cluster.inputs_used[KEY] == {
+        ("Deployment", "default", "shop-web"),
+        ("Secret", "default", "shop-db"),
+    }
+    del cluster.objects[("ScalingProfile", "default", "shop")]
+    assert asyncio.run(eng.reconcile(KEY)) is None
+    assert cluster.inputs_used[KEY] == set()
+
+
+def test_the_legacy_finalizer_is_removed() -> None:
+    body = _scaled()
+    body["metadata"]["finalizers"] = ["headroom.dev/finalizer"]
+    cluster = _cluster(body)
+    _run(cluster)
+    profile = cluster.profile("default", "shop")
+    assert profile is not None and profile["metadata"]["finalizers"] == []
+
+
+def test_generated_passwords_are_kept_and_never_in_status_or_events() -> None:
+    cluster = _cluster(_scaled())
+    eng, _ = _run(cluster)
+    password = _secret(cluster, "shop-redis-cache-auth")["password"]
+    profile = cluster.profile("default", "shop")
+    assert profile is not None
+    profile["spec"]["app"]["replicas"]["max"] = 9
+    profile["metadata"]["generation"] = 2
+    cluster.put(profile)
+    _again(eng)
+    assert _secret(cluster, "shop-redis-cache-auth")["password"] == password
+    shown = repr(cluster.profile("default", "shop")) + repr(cluster.events)
+    assert password not in shown and "s3cret" not in shown
+
+
+@pytest.mark.parametrize("kind", ["Secret", "ConfigMap"])
+def test_desired_hash_leaves_secret_values_out(kind: str) -> None:
+    obj = {"apiVersion": "v1", "kind": kind, "metadata": {"name": "x"}, "data": {"k": "djE="}}
+    changed = {**obj, "data": {"k": "djI="}}
+    same = compare.desired_hash(obj) == compare.desired_hash(changed)
+    assert same is (kind == "Secret")
