@@ -99,6 +99,17 @@ test: deps venv cluster ## everything: lint, unit, conformance, e2e
 bench: venv ## benchmarks (pgbench through the pooler vs direct); results in bench/results/
 	$(PY) bench/pooler_bench.py --out bench/results/pooler.md
 
+.PHONY: bench-scale
+bench-scale: venv binaries ## N=50 (x3), 100 and 500 full-stack profiles on a bench cluster; results in bench/results/scale.md
+	$(PY) bench/scale_bench.py --sizes $(or $(SIZES),50,50,50,100,500) --out bench/results/scale.md
+
+.PHONY: chaos
+chaos: deps venv cluster ## 20 kill -9 of the operator over 100 profiles + a 60 s API server outage; results in bench/results/chaos.md
+	rm -f bench/results/chaos.md
+	KUBECONFIG=$(CLUSTER_KUBECONFIG) HEADROOM_CHAOS_PROFILES=100 HEADROOM_CHAOS_KILLS=20 \
+	  HEADROOM_CHAOS_REPORT=$(CURDIR)/bench/results/chaos.md \
+	  $(PY) -m pytest -q -s tests/e2e/test_reliability.py
+
 .PHONY: run
 run: venv cluster ## local control plane + CRDs + operator + example profile, then print its status
 	KUBECONFIG=$(CLUSTER_KUBECONFIG) hack/run.sh

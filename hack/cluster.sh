@@ -9,9 +9,15 @@
 #   hack/cluster.sh status      component liveness and /readyz (exit 1 if unhealthy)
 #   hack/cluster.sh kubeconfig  print the kubeconfig path
 #   hack/cluster.sh logs        last 40 lines of every component log
+#   hack/cluster.sh outage NAME SECONDS
+#                               kill -9 one component, keep it down SECONDS, start
+#                               it again as it was started (reliability tests)
 #
 # State lives in $CLUSTER_DIR (default ${HEADROOM_CACHE:-~/.cache/headroom}/cluster):
 # kubeconfig, pki/, etcd/, logs/<component>.log, pids/<component>.
+# HEADROOM_KWOK_NODES=N starts N fake nodes (default 2); HEADROOM_AUDIT_USER=name
+# writes a Metadata-level audit log of that user's requests to logs/audit.log
+# (off by default; `make bench-scale` counts the operator's requests with it).
 # Only the kubeconfig path goes to stdout; progress goes to stderr.
 set -euo pipefail
 
@@ -34,7 +40,9 @@ SCHEDULER_PORT=${HEADROOM_SCHEDULER_PORT:-20259}
 SERVICE_CIDR=10.96.0.0/16
 POD_CIDR=10.244.0.0/16 # only used by kwok to invent pod IPs; nothing connects to them
 SA_ISSUER=https://kubernetes.default.svc.cluster.local
-NODES=(kwok-node-0 kwok-node-1)
+NODES=()
+for ((i = 0; i < ${HEADROOM_KWOK_NODES:-2}; i++)); do NODES+=("kwok-node-$i"); done
+AUDIT_USER=${HEADROOM_AUDIT_USER:-}
 COMPONENTS=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok)
 
 START_TIMEOUT=${HEADROOM_CLUSTER_TIMEOUT:-120} # seconds, per wait step
@@ -235,7 +243,9 @@ start() { # start NAME CMD...
   # In a non-interactive script a background child is never a group leader, so
   # setsid does not fork and $! is the component's pid.
   # 9>&-: do not leak the flock fd, or the daemons would hold the lock forever.
-  setsid nohup "$@" >"$LOG_DIR/$name.log" 2>&1 </dev/null 9>&- &
+  mkdir -p "$CLUSTER_DIR/cmd"
+  printf '%s\0' "$@" >"$CLUSTER_DIR/cmd/$name" # for `outage`: start it the same way
+  setsid nohup "$@" >>"$LOG_DIR/$name.log" 2>&1 </dev/null 9>&- &
   echo $! >"$PID_DIR/$name"
   STARTED+=("$name")
 }
@@ -382,6 +392,20 @@ EOF
     --log-level=warn
   wait_until 30 "etcd to listen on $etcd_url" port_in_use "$ETCD_CLIENT_PORT"
 
+  local audit_flags=()
+  if [[ -n "$AUDIT_USER" ]]; then
+    cat >"$CLUSTER_DIR/audit-policy.yaml" <<EOF
+apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [RequestReceived, ResponseStarted]
+rules:
+  - level: Metadata
+    users: ["$AUDIT_USER"]
+  - level: None
+EOF
+    audit_flags=(--audit-policy-file="$CLUSTER_DIR/audit-policy.yaml"
+      --audit-log-path="$LOG_DIR/audit.log" --audit-log-format=json --audit-log-maxsize=0)
+  fi
   log "starting kube-apiserver on https://127.0.0.1:$APISERVER_PORT"
   # --endpoint-reconciler-type=none: the advertise address is 127.0.0.1 and
   # Endpoints validation rejects loopback IPs, so the default reconciler would
@@ -408,6 +432,7 @@ EOF
     --proxy-client-key-file="$PKI/front-proxy-client.key" \
     --allow-privileged=true \
     --endpoint-reconciler-type=none \
+    "${audit_flags[@]}" \
     --profiling=false
   wait_until "$START_TIMEOUT" "kube-apiserver /readyz" readyz
 
@@ -423,6 +448,7 @@ EOF
     --cluster-signing-cert-file="$PKI/ca.crt" --cluster-signing-key-file="$PKI/ca.key" \
     --service-cluster-ip-range="$SERVICE_CIDR" \
     --kube-api-qps=200 --kube-api-burst=400 \
+    --node-monitor-grace-period=180s \
     --flex-volume-plugin-dir="$CLUSTER_DIR/flexvolume" \
     --profiling=false
   start kube-scheduler "$BIN/kube-scheduler" \
@@ -489,6 +515,23 @@ cmd_status() {
   return $ok
 }
 
+cmd_outage() { # cmd_outage NAME SECONDS
+  local name=${1:?component} downtime=${2:?seconds} pid cmd=()
+  [[ -s "$CLUSTER_DIR/cmd/$name" ]] || { log "no recorded command for $name"; exit 1; }
+  pid=$(pid_of "$name") || { log "no pid for $name"; exit 1; }
+  alive "$name" || { log "$name is not running"; exit 1; }
+  mapfile -d '' -t cmd <"$CLUSTER_DIR/cmd/$name"
+  log "killing $name (pid $pid) for ${downtime}s"
+  kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid"
+  sleep "$downtime"
+  STARTED=()
+  start "$name" "${cmd[@]}"
+  if [[ $name == kube-apiserver ]]; then
+    wait_until "$START_TIMEOUT" "kube-apiserver /readyz" readyz
+  fi
+  log "$name is back"
+}
+
 cmd_logs() {
   if [[ ! -d "$LOG_DIR" ]]; then
     log "no logs in $LOG_DIR"
@@ -503,5 +546,6 @@ case "${1:-}" in
   status) cmd_status ;;
   kubeconfig) echo "$KUBECONFIG_PATH" ;;
   logs) cmd_logs ;;
+  outage) shift; cmd_outage "$@" ;;
   *) usage ;;
 esac

@@ -38,9 +38,34 @@ class OperatorProcess:
     log_path: Path
     metrics_url: str
     health_url: str
+    env: dict[str, str]
+    restarts: int = 0
 
     def alive(self) -> bool:
         return self.proc.poll() is None
+
+    def metric(self, name: str) -> float | None:
+        """The value of an unlabelled metric, None when absent or unreachable."""
+        try:
+            text = self.metrics()
+        except OSError:
+            return None
+        for line in text.splitlines():
+            if line.startswith(name + " "):
+                return float(line.split()[1])
+        return None
+
+    def kill_and_restart(self) -> None:
+        """kill -9 the operator and start it again, as a crash loop would."""
+        self.proc.kill()
+        self.proc.wait()
+        self.restarts += 1
+        self.proc = _spawn(self.env, self.log_path)
+        kube.wait_for(
+            lambda: self.metric("headroom_leader") == 1,
+            timeout=60,
+            what="the restarted operator to take the lease",
+        )
 
     def log_tail(self, lines: int = 60) -> str:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
@@ -87,6 +112,17 @@ def service_account_kubeconfig(kubectl: kube.Kubectl, *, admin: str, workdir: Pa
     return str(path)
 
 
+def _spawn(env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
+    with log_path.open("ab") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "headroom.cli", "run"],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=REPO,
+        )
+
+
 @contextlib.contextmanager
 def running(kubectl: kube.Kubectl, *, kubeconfig: str, workdir: Path) -> Iterator[OperatorProcess]:
     """Run the operator as its ServiceAccount (RBAC from manifests/) against the
@@ -115,21 +151,16 @@ def running(kubectl: kube.Kubectl, *, kubeconfig: str, workdir: Path) -> Iterato
         "HEADROOM_HEALTH_ADDR": "127.0.0.1",
         "HEADROOM_HEALTH_PORT": str(health_port),
         "HEADROOM_RESYNC_SECONDS": "30",
+        # one identity across restarts: a restarted operator takes its lease at once
+        "HEADROOM_IDENTITY": "e2e-operator",
     }
     log_path = workdir / "operator.log"
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "headroom.cli", "run"],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            cwd=REPO,
-        )
     op = OperatorProcess(
-        proc=proc,
+        proc=_spawn(env, log_path),
         log_path=log_path,
         metrics_url=f"http://127.0.0.1:{metrics_port}/metrics",
         health_url=f"http://127.0.0.1:{health_port}/healthz",
+        env=env,
     )
 
     def webhook_ready() -> bool:
@@ -148,11 +179,11 @@ def running(kubectl: kube.Kubectl, *, kubeconfig: str, workdir: Path) -> Iterato
         )
         yield op
     finally:
-        proc.terminate()
+        op.proc.terminate()
         try:
-            proc.wait(timeout=20)
+            op.proc.wait(timeout=20)
         except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+            op.proc.kill()
+            op.proc.wait()
         for kind in ("validatingwebhookconfiguration", "mutatingwebhookconfiguration"):
             kubectl("delete", kind, WEBHOOK_CONFIG, "--ignore-not-found", check=False)

@@ -131,3 +131,18 @@ def test_drain_in_priority_order() -> None:
 
     asyncio.run(fill())
     assert [k for k, _ in _drain(queue)] == ["ns/drift", "ns/resync"]
+
+
+def test_retry_now_ends_every_backoff() -> None:
+    async def run() -> None:
+        queue = WorkQueue(base_backoff=600)
+        for key in ("ns/a", "ns/b"):
+            queue.add(key, Trigger.DRIFT)
+            item = await queue.get()
+            queue.done(item.key, failed=True)
+        assert queue.depth == 0
+        assert queue.retry_now() == 2
+        taken = {(await queue.get()).key, (await queue.get()).key}
+        assert taken == {"ns/a", "ns/b"}
+
+    asyncio.run(run())

@@ -180,11 +180,19 @@ class Runtime:
         self._webhook: webhook.Server | None = None
         self._ca_pem = b""
         self._elector: leader.LeaderElector | None = None
+        self._api_down = False
 
     # -- event -> queue ---------------------------------------------------------
 
     def _count_request(self, verb: str, kind: str, code: int) -> None:
         self.metrics.api_requests.labels(verb=verb, kind=kind, code=str(code)).inc()
+        # An outage ends with the first answer: what waits out a backoff goes now.
+        if code == 0 or code in (502, 503, 504):
+            self._api_down = True
+        elif self._api_down and code < 500:
+            self._api_down = False
+            retried = self.queue.retry_now()
+            log.info("the API server answers again; retrying %d profiles now", retried)
 
     def _on_profile(
         self, kind: str, old: informer.Entry | None, new: informer.Entry | None
@@ -287,8 +295,12 @@ class Runtime:
                 failed = True
                 reason = type(err).__name__
                 self.metrics.reconcile_errors.labels(reason=reason).inc()
-                if not (isinstance(err, errors.ApiError) and err.namespace_terminating):
-                    log.warning("pass of %s failed: %s: %s", item.key, reason, err)
+                quiet = isinstance(err, errors.ApiError) and err.namespace_terminating
+                # during an outage every pass fails the same way: said once, by the lease
+                quiet = quiet or (isinstance(err, errors.UnavailableError) and self._api_down)
+                (log.debug if quiet else log.warning)(
+                    "pass of %s failed: %s: %s", item.key, reason, err
+                )
             finally:
                 self.metrics.in_flight.dec()
                 self.metrics.reconcile_seconds.labels(trigger=trigger).observe(

@@ -175,7 +175,7 @@ class Cache:
 
     def owned_synced(self, res: kinds.Resource) -> bool:
         group = self.owned.get(res) or []
-        return bool(group) and all(i.synced.is_set() and i.served for i in group)
+        return bool(group) and all(i.synced.is_set() for i in group)
 
     # -- inputs -------------------------------------------------------------------
 

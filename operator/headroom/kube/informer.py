@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 Obj = dict[str, Any]
 Key = tuple[str, str]  # (namespace, name); namespace "" for cluster-scoped kinds
 _DROPPED_ANNOTATIONS = ("kubectl.kubernetes.io/last-applied-configuration",)
-_MAX_BACKOFF = 30.0
+_MAX_BACKOFF = 8.0  # reconnecting to a server that is down costs it nothing
 
 
 @dataclass(frozen=True, slots=True)
@@ -267,10 +267,11 @@ class Informer:
                     isinstance(err, errors.ApiError) and err.status == 404 and not err.reason
                 )
                 if gone:
-                    # the kind is not served (any more): nothing of it exists
+                    # Not served right now. A restarting API server answers 404
+                    # for custom kinds until it has loaded their CRDs: keep what
+                    # is known (a CRD really deleted stops this informer) and
+                    # list again when it answers.
                     self.served = False
-                    self._replace([], initial=initial)
-                    initial = False
                     self.synced.set()
                     version = ""
                 self.last_error = str(err)[:300]

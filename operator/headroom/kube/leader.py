@@ -129,12 +129,20 @@ class LeaderElector:
         return True
 
     async def run(self, stop: asyncio.Event) -> None:
+        failing = False
         while not stop.is_set():
             try:
                 held = await self.try_once()
+                if failing:
+                    log.info("lease %s/%s: the API server answers again", self.namespace, self.name)
+                failing = False
                 self._set(held)
             except errors.KubeError as err:
-                log.warning("lease %s/%s: %s", self.namespace, self.name, err)
+                # once per outage, not every retry
+                (log.debug if failing else log.warning)(
+                    "lease %s/%s: %s", self.namespace, self.name, err
+                )
+                failing = True
                 if self.leader and time.monotonic() - self._renewed_at > self.lease_seconds:
                     self._set(False)  # another replica may hold it by now
             delay = self.renew_seconds if self.leader else self.retry_seconds

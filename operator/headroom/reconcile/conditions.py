@@ -54,6 +54,24 @@ def ready(components: list[Cond], *, informational: frozenset[str] = frozenset()
     return Cond(READY, "False", first.reason, f"{first.type}: {first.message}")
 
 
+# Reasons that mean "on its way", not "something is wrong": not worth an Event.
+PROGRESSING = frozenset(
+    {"NotCreated", "RollingOut", "PodsNotReady", "NotApplied", "NotReportedYet"}
+)
+
+
+def notable(previous: list[dict[str, Any]], current: list[Cond]) -> list[Cond]:
+    """Transitions worth an Event: every change of the top-level Ready, and a
+    component turning False or Unknown for a reason other than progress
+    (recoveries show in Ready). Rollouts then record a handful of Events per
+    profile, not one per condition flip."""
+    return [
+        c
+        for c in transitions(previous, current)
+        if c.type == READY or (c.status != "True" and c.reason not in PROGRESSING)
+    ]
+
+
 def transitions(previous: list[dict[str, Any]], current: list[Cond]) -> list[Cond]:
     """Conditions whose status or reason differs from ``previous`` (new ones included)."""
     before = {c.get("type"): c for c in previous or []}

@@ -229,7 +229,7 @@ class Engine:
                     c.reason,
                     f"{c.type}: {c.message}",
                 )
-                for c in cond.transitions(previous, [top, *components])
+                for c in cond.notable(previous, [top, *components])
             )
             merged = cond.merge(previous, [top, *components], now=_now(), generation=generation)
             status: dict[str, Any] = {}

@@ -145,6 +145,16 @@ class WorkQueue:
             self.add_after(key, Trigger.RETRY, delay)
         return delay
 
+    def retry_now(self) -> int:
+        """Every key waiting out a backoff becomes pending now (the API server
+        is back after an outage); their failure counts stay. How many."""
+        delayed = list(self._delayed.items())
+        self._delayed.clear()
+        for key, handle in delayed:
+            handle.cancel()
+            self.add(key, Trigger.RETRY)
+        return len(delayed)
+
     def forget(self, key: str) -> None:
         """The profile is gone: drop its pending work and backoff."""
         self._pending.pop(key, None)

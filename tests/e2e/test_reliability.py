@@ -1,0 +1,308 @@
+"""Reliability: the operator killed (-9) at random moments while profiles
+converge, the API server down for a minute in the middle of a change, and
+drift on every child kind. The end state must equal a clean run's.
+
+Bounded for CI (20 profiles, 5 kills, a 60 s outage); ``make chaos`` runs the
+same test with HEADROOM_CHAOS_PROFILES=100 HEADROOM_CHAOS_KILLS=20 and writes
+the measurements to HEADROOM_CHAOS_REPORT.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import copy
+import json
+import os
+import random
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import apps
+import kube
+import operator_process
+import pytest
+import yaml
+
+from headroom.api import v1alpha1
+from headroom.builders import common, desired
+from headroom.planning import plan as plan_mod
+
+REPO = Path(__file__).resolve().parents[2]
+PROFILES = int(os.environ.get("HEADROOM_CHAOS_PROFILES", "20"))
+KILLS = int(os.environ.get("HEADROOM_CHAOS_KILLS", "5"))
+OUTAGE_SECONDS = int(os.environ.get("HEADROOM_CHAOS_OUTAGE_SECONDS", "60"))
+REPORT = os.environ.get("HEADROOM_CHAOS_REPORT", "")
+OWNED = (
+    "configmaps",
+    "secrets",
+    "services",
+    "deployments.apps",
+    "statefulsets.apps",
+    "poddisruptionbudgets.policy",
+    "networkpolicies.networking.k8s.io",
+    "horizontalpodautoscalers.autoscaling",
+)
+KEDA_KINDS = ("scaledobjects.keda.sh", "triggerauthentications.keda.sh")
+
+
+def _profile(namespace: str) -> dict[str, Any]:
+    """examples/shop-scaled.yaml on the e2e app (no PVC: there is no provisioner)."""
+    body: dict[str, Any] = yaml.safe_load((REPO / "examples" / "shop-scaled.yaml").read_text())
+    body["metadata"]["namespace"] = namespace
+    body["spec"]["app"]["deployment"] = apps.APP_NAME
+    body["spec"]["database"]["credentialsSecret"]["name"] = apps.CREDENTIALS
+    for instance in body["spec"]["cache"]["instances"]:
+        instance.pop("persistence", None)
+    return body
+
+
+def _expected(body: dict[str, Any], *, keda: bool) -> tuple[set[str], set[str]]:
+    """Keys of the children and of the binding a clean run ends with."""
+    planned = plan_mod.plan(v1alpha1.parse_profile(body), facts=plan_mod.Facts(keda=keda))
+    creds = common.Credentials(
+        username="u",
+        password="p",
+        stats_password="s",
+        revision="1",
+        redis_passwords={r.name: "x" * 24 for r in planned.redis},
+    )
+    objects = desired.build(planned, creds, app_pod_selector={"matchLabels": apps.APP_LABELS})
+    binding = objects[f"Secret/{body['metadata']['name']}-binding"]
+    return set(objects), set(binding["data"])
+
+
+def _children(kubectl: kube.Kubectl, namespace: str, *, keda: bool) -> list[dict[str, Any]]:
+    kinds = [*OWNED, *KEDA_KINDS] if keda else list(OWNED)
+    found = kube.get_json(
+        kubectl, ",".join(kinds), "-n", namespace, "-l", "app.kubernetes.io/managed-by=headroom"
+    )
+    items: list[dict[str, Any]] = found["items"]
+    return items
+
+
+def _all_ready(kubectl: kube.Kubectl, namespaces: list[str]) -> bool:
+    listed = kube.get_json(kubectl, "scalingprofiles", "-A")["items"]
+    mine = [p for p in listed if p["metadata"]["namespace"] in namespaces]
+    return len(mine) == len(namespaces) and all(
+        kube.condition(p, "Ready") == "True"
+        and p["status"].get("observedGeneration") == p["metadata"]["generation"]
+        for p in mine
+    )
+
+
+@contextlib.contextmanager
+def _namespaces(kubectl: kube.Kubectl, count: int) -> Iterator[list[str]]:
+    with contextlib.ExitStack() as stack:
+        yield [stack.enter_context(kube.fresh_namespace(kubectl)) for _ in range(count)]
+
+
+def _report(section: str, lines: list[str]) -> None:
+    text = f"## {section}\n\n" + "\n".join(lines) + "\n\n"
+    print(text)
+    if REPORT:
+        path = Path(REPORT)
+        if not path.exists():
+            stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+            path.write_text(
+                "# Reliability (`make chaos`)\n\n"
+                f"Run {stamp} on {os.cpu_count()} cores, local control plane (kwok nodes); "
+                f"{PROFILES} profiles of examples/shop-scaled.yaml without its PVC.\n\n"
+            )
+        with path.open("a") as handle:
+            handle.write(text)
+
+
+def test_converges_through_kills_and_an_api_server_outage(
+    operator: operator_process.OperatorProcess,
+    kubectl: kube.Kubectl,
+    local_cluster_dir: Path | None,
+) -> None:
+    rng = random.Random(int(os.environ.get("HEADROOM_CHAOS_SEED", "8")))
+    with _namespaces(kubectl, PROFILES) as namespaces:
+        tenants = [o for ns in namespaces for o in (apps.app_deployment(ns), apps.credentials(ns))]
+        kube.apply(kubectl, *tenants)
+        started = time.monotonic()
+        kube.apply(kubectl, *(_profile(ns) for ns in namespaces))
+        kills = []
+        for _ in range(KILLS):
+            time.sleep(rng.uniform(0.5, 3.0))  # a random moment of the convergence
+            kills.append(round(time.monotonic() - started, 1))
+            operator.kill_and_restart()
+        kube.wait_for(
+            lambda: _all_ready(kubectl, namespaces),
+            timeout=600,
+            interval=2,
+            what=f"{PROFILES} profiles Ready after {KILLS} kills",
+        )
+        converged = time.monotonic() - started
+
+        # A change to every profile, then the API server goes away mid-way.
+        changed = [copy.deepcopy(_profile(ns)) for ns in namespaces]
+        for body in changed:
+            body["spec"]["pooler"]["parameters"] = {"server_idle_timeout": "321"}
+        kube.apply(kubectl, *changed)
+        outage = "not run (not the local control plane)"
+        if local_cluster_dir is not None:
+            time.sleep(rng.uniform(0.0, 0.2))  # while the passes of the change run
+            env = {**os.environ, "CLUSTER_DIR": str(local_cluster_dir)}
+            subprocess.run(
+                [
+                    str(REPO / "hack" / "cluster.sh"),
+                    "outage",
+                    "kube-apiserver",
+                    str(OUTAGE_SECONDS),
+                ],
+                env=env,
+                check=True,
+                capture_output=True,
+            )
+            outage = f"{OUTAGE_SECONDS} s"
+        back = time.monotonic()
+
+        def changed_everywhere() -> bool:
+            found = kube.get_json(
+                kubectl, "configmaps", "-A", "-l", "app.kubernetes.io/component=pooler"
+            )["items"]
+            done = {
+                c["metadata"]["namespace"]
+                for c in found
+                if "server_idle_timeout = 321" in c["data"]["pgbouncer.ini"]
+            }
+            return set(namespaces) <= done
+
+        kube.wait_for(
+            changed_everywhere,
+            timeout=600,
+            interval=0.5,
+            what="every profile's ConfigMap to take the change after the outage",
+        )
+        applied = time.monotonic() - back
+        kube.wait_for(
+            lambda: _all_ready(kubectl, namespaces),
+            timeout=600,
+            interval=2,
+            what="every profile Ready again after the outage",
+        )
+        recovered = time.monotonic() - back
+        assert operator.alive(), "the operator died in the outage:\n" + operator.log_tail()
+
+        # The end state of a clean run: exactly the desired children, owned by
+        # their profile, and bindings with exactly the desired keys.
+        keda = kube.exists(kubectl, "crd", "scaledobjects.keda.sh")
+        for ns, body in zip(namespaces, changed, strict=True):
+            profile = kube.get_json(kubectl, "scalingprofile", "shop", "-n", ns)
+            want_children, want_binding = _expected(body, keda=keda)
+            children = _children(kubectl, ns, keda=keda)
+            keys = [f"{c['kind']}/{c['metadata']['name']}" for c in children]
+            assert len(keys) == len(set(keys)), f"duplicates in {ns}: {keys}"
+            assert set(keys) == want_children, f"{ns}: {set(keys) ^ want_children}"
+            orphans = [
+                k
+                for k, c in zip(keys, children, strict=True)
+                if [r["uid"] for r in c["metadata"].get("ownerReferences") or []]
+                != [profile["metadata"]["uid"]]
+            ]
+            assert orphans == [], f"children not owned by their profile in {ns}: {orphans}"
+            secret = kube.get_json(kubectl, "secret", "shop-binding", "-n", ns)
+            assert set(secret["data"]) == want_binding
+            assert (
+                base64.b64decode(secret["data"]["DATABASE_URL_POOLED"])
+                .decode()
+                .startswith("postgresql://")
+            )
+        assert "Traceback" not in operator.log_path.read_text()
+        _report(
+            f"Kills and an API server outage ({PROFILES} profiles)",
+            [
+                f"- {KILLS} kill -9 of the operator at {kills} s; "
+                f"all Ready after {converged:.1f} s",
+                f"- API server outage: {outage}; every ConfigMap had the change "
+                f"{applied:.1f} s after it was back, every profile Ready (pods rolled by "
+                f"the controller-manager and kwok) after {recovered:.1f} s",
+                f"- end state: {PROFILES} x {len(want_children)} children exactly as desired, "
+                "0 duplicates, 0 orphans, every binding with exactly the desired keys",
+            ],
+        )
+
+
+def _drift_cases(namespace: str) -> list[tuple[str, str, list[str]]]:
+    """(what, kind/name, kubectl args that cause the drift)."""
+    hash_key = "headroom.dev~1applied-hash"
+    edits = [
+        ("configmap", "shop-pooler-config"),
+        ("secret", "shop-binding"),
+        ("service", "shop-pooler-rw"),
+        ("deployment", "shop-pooler"),
+        ("statefulset", "shop-redis-cache"),
+        ("poddisruptionbudget", "shop-pooler"),
+        ("networkpolicy", "shop-redis-cache"),
+        ("horizontalpodautoscaler", "shop-app"),
+    ]
+    cases = []
+    for kind, name in edits:
+        patch = json.dumps(
+            [{"op": "replace", "path": f"/metadata/annotations/{hash_key}", "value": "x"}]
+        )
+        cases.append(
+            (
+                f"{kind} edited",
+                f"{kind}/{name}",
+                ["patch", kind, name, "-n", namespace, "--type=json", "-p", patch],
+            )
+        )
+        cases.append(
+            (
+                f"{kind} deleted",
+                f"{kind}/{name}",
+                ["delete", kind, name, "-n", namespace, "--wait=false"],
+            )
+        )
+    return cases
+
+
+def test_drift_on_every_child_kind_is_repaired(
+    operator: operator_process.OperatorProcess, kubectl: kube.Kubectl, namespace: str
+) -> None:
+    kube.apply(kubectl, apps.app_deployment(namespace), apps.credentials(namespace))
+    kube.apply(kubectl, _profile(namespace))
+    kubectl(
+        "wait", "--for=condition=Ready", "scalingprofile/shop", "-n", namespace, "--timeout=120s"
+    )
+    timings = []
+    for what, ref, args in _drift_cases(namespace):
+        before = kube.get_json(kubectl, ref, "-n", namespace)
+        wanted = before["metadata"]["annotations"]["headroom.dev/applied-hash"]
+        started = time.monotonic()
+        kubectl(*args)
+
+        def repaired(
+            ref: str = ref,
+            uid: str = before["metadata"]["uid"],
+            deleted: bool = "deleted" in what,
+            wanted: str = wanted,
+        ) -> bool:
+            now = kube.get_json(kubectl, ref, "-n", namespace)
+            same = now["metadata"]["annotations"].get("headroom.dev/applied-hash") == wanted
+            return same and (now["metadata"]["uid"] != uid if deleted else True)
+
+        kube.wait_for(repaired, timeout=30, interval=0.1, what=f"{what} to be repaired")
+        timings.append((what, time.monotonic() - started))
+    slowest = max(t for _, t in timings)
+    _report(
+        "Drift repair (one profile, operator idle)",
+        [f"- {what}: {seconds:.2f} s" for what, seconds in timings]
+        + [f"- slowest: {slowest:.2f} s"],
+    )
+
+
+@pytest.fixture
+def local_cluster_dir(kubeconfig: str) -> Path | None:
+    """The local control plane's state dir when the tests run on it (None on
+    any other cluster: there is no API server process to stop)."""
+    folder = Path(kubeconfig).parent
+    is_local = (folder / ".headroom-cluster").exists() and (folder / "cmd").is_dir()
+    return folder if is_local else None
