@@ -77,8 +77,19 @@ def _expected(body: dict[str, Any], *, keda: bool) -> tuple[set[str], set[str]]:
 
 def _children(kubectl: kube.Kubectl, namespace: str, *, keda: bool) -> list[dict[str, Any]]:
     kinds = [*OWNED, *KEDA_KINDS] if keda else list(OWNED)
-    found = kube.get_json(
-        kubectl, ",".join(kinds), "-n", namespace, "-l", "app.kubernetes.io/managed-by=headroom"
+    # Right after an API server restart, discovery may lack custom kinds for a
+    # moment (kubectl caches it): ask again until it knows them all.
+    found = kube.wait_for(
+        lambda: kube.get_json(
+            kubectl,
+            ",".join(kinds),
+            "-n",
+            namespace,
+            "-l",
+            "app.kubernetes.io/managed-by=headroom",
+        ),
+        timeout=60,
+        what=f"a listing of {namespace}",
     )
     items: list[dict[str, Any]] = found["items"]
     return items

@@ -310,6 +310,14 @@ class Runtime:
                 self.queue.done(item.key, failed=failed)
                 self.metrics.queue_depth.set(self.queue.depth)
 
+    async def _watch_webhook(self) -> None:
+        """Restart the admission process if it dies (the API server would refuse
+        every profile write meanwhile: failurePolicy Fail)."""
+        while not await kube_client.sleep_or_stop(self.stop, 2):
+            if self._webhook is not None and not self._webhook.alive:
+                log.error("the webhook process died; starting it again")
+                await asyncio.to_thread(self._webhook.start)
+
     async def _resync(self) -> None:
         while not await kube_client.sleep_or_stop(self.stop, self.cfg.resync_seconds):
             if self.active.is_set():
@@ -403,6 +411,8 @@ class Runtime:
             loop.create_task(self._worker(), name=f"worker {i}") for i in range(self.cfg.workers)
         ]
         self._spawn(self._resync(), name="resync")
+        if self._webhook is not None:
+            self._spawn(self._watch_webhook(), name="webhook watchdog")
         if self.cfg.leader_election:
             self._elector = leader.LeaderElector(
                 self.kube,

@@ -1,9 +1,9 @@
 """The validating admission webhook: its certificate, its configuration and its
 server.
 
-The server runs in a thread of its own with its own event loop, so an
-admission answer never waits behind reconcile work (the pass's CPU or its
-queue); the handler is pure (the planner only). Locally the API server dials
+The server runs in a process of its own, so an admission answer never waits
+behind reconcile work (the pass's CPU, the interpreter lock, the queue); the
+handler is pure (the planner only). Locally the API server dials
 https://127.0.0.1:PORT; in a cluster it dials a Service
 (``HEADROOM_WEBHOOK_SERVICE=ns/name``), and every replica serves with the same
 certificate, kept in a Secret (``HEADROOM_WEBHOOK_CERT_SECRET``). The private
@@ -14,11 +14,14 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import datetime
 import ipaddress
 import json
 import logging
+import multiprocessing
 import os
+import signal
 import ssl
 import threading
 import time
@@ -252,8 +255,71 @@ def review(request: dict[str, Any]) -> dict[str, Any]:
     return response
 
 
+async def _handle(request: web.Request) -> web.Response:
+    started = time.perf_counter()
+    try:
+        review_in = json.loads(await request.read())
+        answer = review(review_in.get("request") or {})
+    except (ValueError, AttributeError) as err:
+        return web.json_response({"error": f"not an AdmissionReview: {err}"}, status=400)
+    finally:
+        request.app[_TIMINGS].put(time.perf_counter() - started)
+    return web.json_response(
+        {
+            "apiVersion": review_in.get("apiVersion", "admission.k8s.io/v1"),
+            "kind": "AdmissionReview",
+            "response": answer,
+        }
+    )
+
+
+_TIMINGS: web.AppKey[Any] = web.AppKey("timings")
+
+
+def _serve_forever(where: dict[str, Any], timings: Any, ready: Any) -> None:
+    """The child process: serve admission on ``where`` (addr, port, cert, key)
+    until SIGTERM; every answer's time goes to ``timings``."""
+    addr, port, cert, key = where["addr"], where["port"], where["cert"], where["key"]
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s webhook: %(message)s")
+
+    async def main() -> None:
+        app = web.Application(client_max_size=_MAX_BODY)
+        app[_TIMINGS] = timings
+        app.router.add_post(PATH, _handle)
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(cert, key)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        for attempt in range(40):  # a killed operator's server may still hold the port
+            try:
+                await web.TCPSite(runner, addr, port, ssl_context=context).start()
+                break
+            except OSError:
+                if attempt == 39:
+                    raise
+                await asyncio.sleep(0.25)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        ready.set()
+        parent = os.getppid()
+        while not stop.is_set():
+            # The operator was killed (-9): its admission server goes with it.
+            if os.getppid() != parent:
+                break
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=0.5)
+        await runner.cleanup()
+
+    asyncio.run(main())
+
+
 class Server:
-    """The HTTPS admission server, in its own thread and event loop."""
+    """The HTTPS admission server, in a process of its own: an answer never
+    waits for the operator's event loop or its interpreter lock, whatever the
+    reconcile load. The operator starts it, restarts it if it dies, and
+    receives its timings for ``/metrics``."""
 
     def __init__(
         self, cfg: settings_mod.Settings, *, cert: Path, key: Path, latency: Histogram
@@ -261,65 +327,54 @@ class Server:
         self.cfg = cfg
         self.cert, self.key = cert, key
         self.latency = latency
-        self._thread: threading.Thread | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._started = threading.Event()
-        self._error: BaseException | None = None
-        self._runner: web.AppRunner | None = None
-
-    async def _handle(self, request: web.Request) -> web.Response:
-        started = time.perf_counter()
-        try:
-            review_in = json.loads(await request.read())
-            answer = review(review_in.get("request") or {})
-        except (ValueError, AttributeError) as err:
-            return web.json_response({"error": f"not an AdmissionReview: {err}"}, status=400)
-        finally:
-            self.latency.observe(time.perf_counter() - started)
-        return web.json_response(
-            {
-                "apiVersion": review_in.get("apiVersion", "admission.k8s.io/v1"),
-                "kind": "AdmissionReview",
-                "response": answer,
-            }
-        )
-
-    async def _serve(self) -> None:
-        app = web.Application(client_max_size=_MAX_BODY)
-        app.router.add_post(PATH, self._handle)
-        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        context.load_cert_chain(str(self.cert), str(self.key))
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(
-            self._runner, self.cfg.webhook_addr, self.cfg.webhook_port, ssl_context=context
-        )
-        await site.start()
-
-    def _main(self) -> None:
-        loop = asyncio.new_event_loop()
-        self._loop = loop
-        try:
-            loop.run_until_complete(self._serve())
-        except BaseException as err:
-            self._error = err
-            self._started.set()
-            return
-        self._started.set()
-        loop.run_forever()
-        if self._runner is not None:
-            loop.run_until_complete(self._runner.cleanup())
-        loop.close()
+        self._context = multiprocessing.get_context("spawn")
+        self._timings = self._context.SimpleQueue()
+        self._process: Any = None
+        self._drain: threading.Thread | None = None
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._main, name="webhook", daemon=True)
-        self._thread.start()
-        self._started.wait(30)
-        if self._error is not None:
-            raise self._error
+        ready = self._context.Event()
+        self._process = self._context.Process(
+            target=_serve_forever,
+            args=(
+                {
+                    "addr": self.cfg.webhook_addr,
+                    "port": self.cfg.webhook_port,
+                    "cert": str(self.cert),
+                    "key": str(self.key),
+                },
+                self._timings,
+                ready,
+            ),
+            name="headroom-webhook",
+            daemon=True,
+        )
+        self._process.start()
+        if not ready.wait(60):
+            self._process.kill()
+            where = f"{self.cfg.webhook_addr}:{self.cfg.webhook_port}"
+            raise RuntimeError(f"the webhook server did not start on {where}")
+        if self._drain is None:
+            self._drain = threading.Thread(
+                target=self._observe, name="webhook-timings", daemon=True
+            )
+            self._drain.start()
+
+    def _observe(self) -> None:
+        while True:
+            value = self._timings.get()
+            if value is None:
+                return
+            self.latency.observe(value)
+
+    @property
+    def alive(self) -> bool:
+        return self._process is not None and self._process.is_alive()
 
     def stop(self) -> None:
-        if self._loop is not None:
-            self._loop.call_soon_threadsafe(self._loop.stop)
-        if self._thread is not None:
-            self._thread.join(timeout=10)
+        if self._process is not None:
+            self._process.terminate()
+            self._process.join(timeout=10)
+            if self._process.is_alive():
+                self._process.kill()
+        self._timings.put(None)

@@ -1,0 +1,70 @@
+"""The admission webhook: the pure review, and the server process answering
+over HTTPS on 127.0.0.1 with its own certificate."""
+
+from __future__ import annotations
+
+import json
+import socket
+import ssl
+import urllib.request
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry, Histogram
+
+from headroom import settings as settings_mod
+from headroom.handlers import webhook
+from tests import profiles
+
+
+def test_a_valid_profile_is_allowed_and_an_impossible_one_refused_with_the_field() -> None:
+    good = webhook.review({"uid": "1", "object": profiles.base()})
+    assert good == {"uid": "1", "allowed": True}
+    bad_body = profiles.base(**{"pooler.parameters": {"default_pool_size": "90"}})
+    bad = webhook.review({"uid": "2", "object": bad_body})
+    assert bad["allowed"] is False and bad["status"]["code"] == 422
+    assert "spec.pooler.parameters.default_pool_size" in bad["status"]["message"]
+
+
+def test_a_metadata_only_change_always_passes() -> None:
+    impossible = profiles.base(**{"pooler.parameters": {"default_pool_size": "90"}})
+    relabelled = {**impossible, "metadata": {**impossible["metadata"], "labels": {"a": "b"}}}
+    answer = webhook.review({"uid": "3", "object": relabelled, "oldObject": impossible})
+    assert answer["allowed"] is True
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def test_the_server_process_answers_admission_reviews(tmp_path: Path) -> None:
+    port = _free_port()
+    cfg = settings_mod.Settings(
+        webhook_addr="127.0.0.1", webhook_port=port, webhook_cert_dir=tmp_path
+    )
+    cert, key = webhook.ensure_certificate(cfg)
+    latency = Histogram("t_admission", "t", registry=CollectorRegistry())
+    server = webhook.Server(cfg, cert=cert, key=key, latency=latency)
+    server.start()
+    try:
+        assert server.alive
+        review = {
+            "apiVersion": "admission.k8s.io/v1",
+            "kind": "AdmissionReview",
+            "request": {"uid": "u1", "object": profiles.base()},
+        }
+        request = urllib.request.Request(
+            f"https://127.0.0.1:{port}{webhook.PATH}",
+            data=json.dumps(review).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        context = ssl.create_default_context(cafile=str(cert))
+        with urllib.request.urlopen(request, context=context, timeout=10) as resp:  # noqa: S310
+            answer = json.loads(resp.read())
+        assert answer["response"] == {"uid": "u1", "allowed": True}
+        assert answer["kind"] == "AdmissionReview"
+    finally:
+        server.stop()
+    assert not server.alive
