@@ -55,16 +55,20 @@ class OperatorProcess:
                 return float(line.split()[1])
         return None
 
-    def kill_and_restart(self) -> None:
+    def kill_and_restart(self, *, wait_for_lease: bool = True) -> None:
         """kill -9 the operator and start it again, as a crash loop would."""
         self.proc.kill()
         self.proc.wait()
         self.restarts += 1
         self.proc = _spawn(self.env, self.log_path)
+        if wait_for_lease:
+            self.wait_leader()
+
+    def wait_leader(self, timeout: float = 60) -> None:
         kube.wait_for(
-            lambda: self.metric("headroom_leader") == 1,
-            timeout=60,
-            what="the restarted operator to take the lease",
+            lambda: self.alive() and self.metric("headroom_leader") == 1,
+            timeout=timeout,
+            what="the operator to hold the lease",
         )
 
     def log_tail(self, lines: int = 60) -> str:
@@ -74,6 +78,28 @@ class OperatorProcess:
         with urllib.request.urlopen(self.metrics_url, timeout=5) as resp:  # noqa: S310 - 127.0.0.1
             text: str = resp.read().decode()
             return text
+
+
+def standby(primary: OperatorProcess, workdir: Path, **overrides: str) -> OperatorProcess:
+    """A second replica of ``primary`` (another identity and ports)."""
+    metrics_port, health_port = free_port(), free_port()
+    env = {
+        **primary.env,
+        "HEADROOM_IDENTITY": "e2e-standby",
+        "HEADROOM_METRICS_PORT": str(metrics_port),
+        "HEADROOM_HEALTH_PORT": str(health_port),
+        "HEADROOM_WEBHOOK_PORT": str(free_port()),
+        "HEADROOM_WEBHOOK_CERT_DIR": str(workdir / "standby-certs"),
+        **overrides,
+    }
+    log_path = workdir / "standby.log"
+    return OperatorProcess(
+        proc=_spawn(env, log_path),
+        log_path=log_path,
+        metrics_url=f"http://127.0.0.1:{metrics_port}/metrics",
+        health_url=f"http://127.0.0.1:{health_port}/healthz",
+        env=env,
+    )
 
 
 def service_account_kubeconfig(kubectl: kube.Kubectl, *, admin: str, workdir: Path) -> str:

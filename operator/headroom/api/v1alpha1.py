@@ -1,6 +1,6 @@
 """ScalingProfile ``headroom.dev/v1alpha1``: the one schema.
 
-Everything that reads a profile (the kopf handlers, the admission webhook, the
+Everything that reads a profile (the reconcile engine, the admission webhook, the
 CLI) parses it with :func:`parse_profile`; the CRD is generated from these
 models by :mod:`headroom.api.crd`. Field descriptions become ``kubectl explain``
 text; ``x-kubernetes-validations`` carry the cross-field rules the API server

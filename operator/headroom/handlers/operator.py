@@ -338,8 +338,19 @@ class Runtime:
         await self.cache.wait_synced()
         if self._webhook is not None:
             await self._register_webhook()
+        else:
+            await self._unregister_webhook()
         self.active.set()
         self.enqueue_all(queue_mod.Trigger.DRIFT)
+
+    async def _unregister_webhook(self) -> None:
+        """Admission is off (HEADROOM_WEBHOOK_ENABLED=false): a configuration an
+        earlier leader registered would send every profile write to a server
+        that is not there (failurePolicy Fail), so it goes."""
+        try:
+            await webhook.unregister(self.kube)
+        except errors.KubeError as err:
+            log.warning("could not remove the webhook configuration: %s", err)
 
     async def _register_webhook(self) -> None:
         while not self.stop.is_set():

@@ -237,6 +237,17 @@ async def register(cfg: settings_mod.Settings, kube: kube_client.Kube, ca_pem: b
         await kube.apply(wanted)
 
 
+async def unregister(kube: kube_client.Kube) -> bool:
+    """Delete our configuration if there is one; whether one was deleted."""
+    found = await kube.get(kinds.VALIDATING_WEBHOOK, namespace=None, name=CONFIGURATION)
+    if found is None:
+        return False
+    log.info("admission is off: removing ValidatingWebhookConfiguration %s", CONFIGURATION)
+    return await kube.delete(
+        kinds.VALIDATING_WEBHOOK, namespace=None, name=CONFIGURATION, uid=found["metadata"]["uid"]
+    )
+
+
 # -- the handler -------------------------------------------------------------------
 
 

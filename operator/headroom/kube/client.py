@@ -11,6 +11,7 @@ plus what the engine registry adds), so no discovery request is ever made.
 from __future__ import annotations
 
 import asyncio
+import asyncio.sslproto
 import datetime
 import json
 import socket
@@ -24,6 +25,12 @@ from headroom.kube import errors, kinds
 
 FIELD_MANAGER = "headroom"
 _EVENT_MESSAGE_MAX = 1024
+# asyncio gives every TLS connection a 256 KiB read buffer; the operator keeps one
+# idle watch per referenced object (a thousand at 500 profiles), so that alone
+# would be 256 MB. A TLS record is at most 16 KiB: 32 KiB reads lose nothing.
+_TLS_READ_BUFFER = 32 * 1024
+if getattr(asyncio.sslproto.SSLProtocol, "max_size", 0) > _TLS_READ_BUFFER:
+    asyncio.sslproto.SSLProtocol.max_size = _TLS_READ_BUFFER
 
 Obj = dict[str, Any]
 # (verb, kind, HTTP status or 0 for no answer): fed to the operator's metrics

@@ -13,8 +13,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import psycopg
-
 from headroom.planning import plan as plan_mod
 
 _QUERY = (
@@ -51,6 +49,10 @@ def read(target: Target, *, timeout_seconds: int = 3) -> plan_mod.PrimaryLimits 
 def _query(
     target: Target, *, tls: dict[str, Any], timeout_seconds: int
 ) -> plan_mod.PrimaryLimits | str:
+    # imported on first use: most profiles never ask, and libpq costs the
+    # operator ~10 MB of memory
+    import psycopg  # noqa: PLC0415
+
     try:
         with psycopg.connect(
             host=target.host,
