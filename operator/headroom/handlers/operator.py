@@ -107,7 +107,9 @@ class CachedCluster:
         await self.cache.use_inputs(user, [self._ref(r) for r in refs])
 
     async def get_live(self, kind: str, namespace: str, name: str) -> Obj | None:
-        return await self.kube.get(_RESOURCES[kind], namespace=namespace, name=name)
+        # only asked before creating a name that is not in our cache: the API
+        # server's own cache answers it without an etcd read
+        return await self.kube.get(_RESOURCES[kind], namespace=namespace, name=name, cached=True)
 
     async def apply(self, obj: Obj, *, subresource: str | None = None) -> Obj:
         result = await self.kube.apply(obj, subresource=subresource)
@@ -174,6 +176,7 @@ class Runtime:
         self.engine = engine_mod.Engine(
             self.cluster, self.metrics, primary_check_seconds=cfg.primary_check_seconds
         )
+        self.engine.probe.on_change = self._primaries_changed
         self.stop = asyncio.Event()
         self.active = asyncio.Event()  # set while this replica is the leader
         self._tasks: list[asyncio.Task[Any]] = []
@@ -310,6 +313,19 @@ class Runtime:
                 self.queue.done(item.key, failed=failed)
                 self.metrics.queue_depth.set(self.queue.depth)
 
+    def _primaries_changed(self, users: set[str]) -> None:
+        for key in users:
+            self.queue.add(key, queue_mod.Trigger.DRIFT)
+
+    async def _probe_primaries(self) -> None:
+        """Re-read the primaries' limits on their own schedule (a fact, like a watch)."""
+        while not await kube_client.sleep_or_stop(self.stop, 5):
+            if self.active.is_set():
+                try:
+                    await self.engine.probe.refresh_due()
+                except Exception:  # a probe bug must not stop the others
+                    log.exception("reading the primaries' limits failed")
+
     async def _watch_webhook(self) -> None:
         """Restart the admission process if it dies (the API server would refuse
         every profile write meanwhile: failurePolicy Fail)."""
@@ -422,6 +438,7 @@ class Runtime:
             loop.create_task(self._worker(), name=f"worker {i}") for i in range(self.cfg.workers)
         ]
         self._spawn(self._resync(), name="resync")
+        self._spawn(self._probe_primaries(), name="primary limits")
         if self._webhook is not None:
             self._spawn(self._watch_webhook(), name="webhook watchdog")
         if self.cfg.leader_election:

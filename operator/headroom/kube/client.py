@@ -228,10 +228,19 @@ class Kube:
         )
         return result
 
-    async def get(self, res: kinds.Resource, *, namespace: str | None, name: str) -> Obj | None:
+    async def get(
+        self, res: kinds.Resource, *, namespace: str | None, name: str, cached: bool = False
+    ) -> Obj | None:
+        """One object, None when absent. ``cached``: from the API server's watch
+        cache (``resourceVersion=0``), no etcd read: fine where a moment's
+        staleness is (whether a name is taken before we create it)."""
         try:
             found: Obj = await self._call(
-                res, "GET", res.path(namespace=namespace, name=name), verb="get"
+                res,
+                "GET",
+                res.path(namespace=namespace, name=name),
+                query=[("resourceVersion", "0")] if cached else None,
+                verb="get",
             )
         except errors.ApiError as err:
             if err.status == 404:

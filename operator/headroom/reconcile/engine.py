@@ -144,6 +144,7 @@ class Engine:
         self._inputs: dict[str, frozenset[InputRef]] = {}
 
     def forget(self, key: str) -> None:
+        self.probe.release(key)
         self._memo.pop(key, None)
         self._inputs.pop(key, None)
         for k in [k for k in self._applied if k[0] == key]:
@@ -167,13 +168,7 @@ class Engine:
         # What this pass is a function of, taken before it reads anything:
         # anything that changes from here on makes the next trigger run.
         fingerprint = self._fingerprint(key, body)
-        if (
-            not force
-            and memo is not None
-            and memo.clean
-            and memo.fingerprint == fingerprint
-            and (memo.probe_key is None or not self.probe.expired(memo.probe_key))
-        ):
+        if not force and memo is not None and memo.clean and memo.fingerprint == fingerprint:
             return Outcome(status=body.get("status") or {}, skipped=True)
         outcome, clean, probe_key = await self._pass(key, body)
         for event in outcome.events:
@@ -197,12 +192,14 @@ class Engine:
         meta = body["metadata"]
         uid = str(meta.get("uid", ""))
         inputs = self._inputs.get(key, frozenset())
+        memo = self._memo.get(key)
         return (
             uid,
             meta.get("resourceVersion"),
             self.cluster.children_versions(uid),
             tuple(sorted((ref, self.cluster.version_of(ref)) for ref in inputs)),
             tuple(sorted(self.cluster.facts().items())),
+            self.probe.version(memo.probe_key if memo is not None else None),
         )
 
     # -- the pass --------------------------------------------------------------
@@ -282,7 +279,7 @@ class Engine:
         probe_key = None
         if planned.database.read_limits:
             probe_key = self.probe.key(planned, creds)
-            live, primary_cond = await self.probe.check(planned, creds)
+            live, primary_cond = await self.probe.check(planned, creds, user=key)
             checks.append(primary_cond)
             if live is not None:
                 planned = plan_mod.plan(profile, facts=dataclasses.replace(facts, primary=live))
