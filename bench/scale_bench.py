@@ -247,6 +247,9 @@ def tenant_objects(namespace: str) -> list[dict[str, Any]]:
 def profile(namespace: str) -> dict[str, Any]:
     body = copy.deepcopy(PROFILE)
     body["metadata"]["namespace"] = namespace
+    # each app its own Postgres (a Service in its namespace): profiles on one
+    # server share its max_connections, and 500 shops do not fit in one
+    body["spec"]["database"]["host"] = "shop-db"
     return body
 
 

@@ -20,7 +20,7 @@ def base(name: str = "shop", namespace: str = "default", **spec_overrides: Any) 
         "spec": {
             "app": {"deployment": "web", "replicas": {"min": 2, "max": 10}, "poolSizePerPod": 5},
             "database": {
-                "host": "db.example.internal",
+                "host": "db",  # a Service in the profile's namespace: one server per test
                 "name": "shop",
                 "credentialsSecret": {"name": "db-credentials"},
                 "maxConnections": 100,

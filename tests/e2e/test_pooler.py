@@ -323,3 +323,44 @@ def test_server_ca_is_mounted_and_a_missing_one_reported(
         "mountPath": "/etc/pgbouncer-server-ca",
         "readOnly": True,
     } in mounts
+
+
+def test_a_second_profile_on_the_same_server_is_refused_naming_the_first(
+    operator: operator_process.OperatorProcess, kubectl: kube.Kubectl, namespace: str
+) -> None:
+    kube.apply(kubectl, app_deployment(namespace), credentials(namespace))
+    kube.apply(kubectl, _profile(namespace), namespace=namespace)
+    kubectl(
+        "wait", "--for=condition=Ready", f"scalingprofile/{NAME}", "-n", namespace, "--timeout=120s"
+    )
+    sp = _sp(kubectl, namespace)
+    assert sp["status"]["budget"]["server"] == f"db.{namespace}.svc:5432"
+    # The admin app of the same shop, on the same Postgres: 96 of its 97
+    # connections are the shop's already.
+    admin = profiles.base(name="admin", namespace=namespace, **{"app.replicas.max": 4})
+    refused = kube.create(kubectl, admin, namespace=namespace, check=False)
+    assert refused.returncode != 0
+    assert f"{namespace}/{NAME} 96" in refused.stderr, refused.stderr
+    assert "spec.pooler.instances" in refused.stderr or "spec.app" in refused.stderr
+    # Once the shop leaves room (its pool pinned to 2 x 30), the admin app fits
+    # beside it, sized to what is left, and says with whom it shares.
+    kube.apply(
+        kubectl,
+        _profile(
+            namespace,
+            **{"pooler.parameters": {"max_db_connections": "30", "default_pool_size": "28"}},
+        ),
+        namespace=namespace,
+    )
+    kube.wait_for(
+        lambda: kube.create(kubectl, admin, namespace=namespace, check=False).returncode == 0,
+        timeout=30,
+        what="the admin profile to be admitted beside the smaller shop",
+    )
+    kubectl(
+        "wait", "--for=condition=Ready", "scalingprofile/admin", "-n", namespace, "--timeout=120s"
+    )
+    budget = kube.get_json(kubectl, "scalingprofile", "admin", "-n", namespace)["status"]["budget"]
+    assert budget["sharedWith"] == [{"profile": f"{namespace}/{NAME}", "serverConnections": 60}]
+    assert budget["available"] == 97 - 60
+    assert budget["serverConnections"] <= budget["available"]

@@ -97,7 +97,7 @@ def test_declared_limits_above_the_primary_are_refused_until_corrected(
 def test_an_unreachable_primary_is_reported_and_does_not_block(
     operator: operator_process.OperatorProcess, kubectl: kube.Kubectl, namespace: str
 ) -> None:
-    # the usual test profile: db.example.internal does not resolve here
+    # the usual test profile: its Service db does not resolve here
     kube.apply(kubectl, app_deployment(namespace), credentials(namespace))
     body = profiles.base(name=NAME, namespace=namespace)
     kube.apply(kubectl, body, namespace=namespace)
@@ -106,4 +106,4 @@ def test_an_unreachable_primary_is_reported_and_does_not_block(
     )
     limits = _conditions(kubectl, namespace)["PrimaryLimits"]
     assert (limits["status"], limits["reason"]) == ("False", "PrimaryUnreachable")
-    assert "db.example.internal:5432" in limits["message"]
+    assert "db:5432" in limits["message"]

@@ -56,6 +56,7 @@ def _profile(namespace: str) -> dict[str, Any]:
     body["metadata"]["namespace"] = namespace
     body["spec"]["app"]["deployment"] = apps.APP_NAME
     body["spec"]["database"]["credentialsSecret"]["name"] = apps.CREDENTIALS
+    body["spec"]["database"]["host"] = "shop-db"  # its own server: profiles share none
     for instance in body["spec"]["cache"]["instances"]:
         instance.pop("persistence", None)
     return body

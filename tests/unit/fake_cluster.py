@@ -15,7 +15,9 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from headroom.kube import errors
+from headroom.planning import budget as budget_mod
 from headroom.reconcile import registry
+from headroom.reconcile import shared as shared_state
 
 Obj = dict[str, Any]
 Key = tuple[str, str, str]  # (kind, namespace, name)
@@ -40,6 +42,7 @@ class FakeCluster:
         self.inputs_used: dict[str, set[tuple[str, str, str]]] = {}
         # a server-side rewrite applied to every stored object (normalisation)
         self.normalise: Callable[[Obj], None] | None = None
+        self.shared = shared_state.SharedBudgets()
         self._rv = itertools.count(100)
         self._uid = itertools.count(1)
 
@@ -50,8 +53,11 @@ class FakeCluster:
         obj = copy.deepcopy(obj)
         meta = obj.setdefault("metadata", {})
         meta.setdefault("uid", f"uid-{next(self._uid)}")
+        meta.setdefault("creationTimestamp", "2026-01-01T00:00:00Z")
         meta["resourceVersion"] = str(next(self._rv))
         self.objects[(obj["kind"], meta.get("namespace", ""), meta["name"])] = obj
+        if obj["kind"] == "ScalingProfile":  # what the runtime's profile handler does
+            self.shared.update(f"{meta.get('namespace', '')}/{meta['name']}", obj)
         return obj
 
     def find(self, kind: str, name: str, namespace: str = "default") -> Obj | None:
@@ -96,6 +102,9 @@ class FakeCluster:
 
     def facts(self) -> dict[str, bool]:
         return {"keda": self.keda}
+
+    def shared_uses(self, key: str) -> tuple[budget_mod.SharedUse, ...]:
+        return self.shared.older(key)
 
     def version_of(self, ref: tuple[str, str, str]) -> str:
         found = self.objects.get(ref)

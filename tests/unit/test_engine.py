@@ -408,3 +408,22 @@ def test_desired_hash_leaves_secret_values_out(kind: str) -> None:
     changed = {**obj, "data": {"k": "djI="}}
     same = compare.desired_hash(obj) == compare.desired_hash(changed)
     assert same is (kind == "Secret")
+
+
+def test_a_newer_profile_on_a_full_server_is_refused_and_applies_nothing() -> None:
+    cluster = _cluster(_scaled())  # shop, 96 of the 97 connections of shop-db
+    newer = _scaled()
+    newer["metadata"] = {"name": "admin", "namespace": "default", "uid": "admin-uid"}
+    newer["metadata"]["creationTimestamp"] = "2999-01-01T00:00:00Z"
+    cluster.put(newer)
+    eng = engine.Engine(cluster, metrics.Metrics())
+    asyncio.run(eng.reconcile("default/shop"))
+    asyncio.run(eng.reconcile("default/admin"))
+    admin = cluster.profile("default", "admin")
+    assert admin is not None
+    budget = {c["type"]: c for c in admin["status"]["conditions"]}["ConnectionBudget"]
+    assert budget["reason"] == "BudgetExceeded" and "default/shop" in budget["message"]
+    assert cluster.children("admin-uid") == {}  # nothing of it was applied
+    shop = cluster.profile("default", "shop")
+    assert shop is not None and _conditions(cluster)["ConnectionBudget"]["status"] == "True"
+    assert shop["status"]["budget"]["server"] == "shop-db.default.svc:5432"

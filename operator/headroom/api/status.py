@@ -27,6 +27,13 @@ class Condition(_Status):
     last_transition_time: str = Field(description="RFC 3339 time the status last changed.")
 
 
+class SharedProfile(_Status):
+    """Another profile whose pooler opens connections on the same server."""
+
+    profile: str = Field(description="namespace/name")
+    server_connections: int
+
+
 class BudgetStatus(_Status):
     """The connection budget the planner computed (see docs/api.md)."""
 
@@ -44,6 +51,11 @@ class BudgetStatus(_Status):
     max_client_conn: int = Field(description="Client connections per pooler pod.")
     server_connections: int = Field(description="Most server connections all pooler pods open.")
     margin: int = Field(description="available - serverConnections.")
+    server: str = Field(default="", description="host:port of the Postgres server.")
+    shared_with: list[SharedProfile] = Field(
+        default_factory=list,
+        description="Older profiles on the same server; available is what they leave.",
+    )
 
 
 class PoolerStatus(_Status):

@@ -37,10 +37,12 @@ from headroom.handlers import webhook
 from headroom.kube import cache as cache_mod
 from headroom.kube import client as kube_client
 from headroom.kube import errors, informer, kinds, leader
+from headroom.planning import budget as budget_mod
 from headroom.reconcile import engine as engine_mod
 from headroom.reconcile import metrics as metrics_mod
 from headroom.reconcile import queue as queue_mod
 from headroom.reconcile import registry
+from headroom.reconcile import shared as shared_mod
 
 log = logging.getLogger("headroom")
 
@@ -58,9 +60,12 @@ class CachedCluster:
     """The engine's view of the cluster: reads from the caches, writes through
     the client (and into the caches, so our own writes trigger nothing)."""
 
-    def __init__(self, kube: kube_client.Kube, cache: cache_mod.Cache) -> None:
+    def __init__(
+        self, kube: kube_client.Kube, cache: cache_mod.Cache, shared: shared_mod.SharedBudgets
+    ) -> None:
         self.kube = kube
         self.cache = cache
+        self.shared = shared
 
     def profile(self, namespace: str, name: str) -> Obj | None:
         return self.cache.profile(namespace, name)
@@ -85,6 +90,9 @@ class CachedCluster:
         return registry.installed(engine, self.cache.crd) and self.cache.owned_synced(
             _RESOURCES[kind]
         )
+
+    def shared_uses(self, key: str) -> tuple[budget_mod.SharedUse, ...]:
+        return self.shared.older(key)
 
     def facts(self) -> dict[str, bool]:
         return {
@@ -172,7 +180,8 @@ class Runtime:
             on_input=self._on_input,
             on_crd=self._on_crd,
         )
-        self.cluster = CachedCluster(self.kube, self.cache)
+        self.shared = shared_mod.SharedBudgets()
+        self.cluster = CachedCluster(self.kube, self.cache, self.shared)
         self.engine = engine_mod.Engine(
             self.cluster, self.metrics, primary_check_seconds=cfg.primary_check_seconds
         )
@@ -206,11 +215,23 @@ class Runtime:
         if kind == "DELETED":
             self.queue.forget(key)
             self.queue.add(key, queue_mod.Trigger.SPEC)  # the pass releases its input watches
+            self._share(key, None)
             return
         if old is None or new is None or old.uid != new.uid:
             self.queue.add(key, queue_mod.Trigger.SPEC)
+            self._share(key, new)
         elif old.spec_fingerprint != new.spec_fingerprint:
             self.queue.add(key, queue_mod.Trigger.SPEC)  # spec or metadata, not our status
+            self._share(key, new)
+
+    def _share(self, key: str, entry: informer.Entry | None) -> None:
+        """Keep the shared-server table current; queue the profiles whose share
+        changed and tell the webhook."""
+        requeue, changed = self.shared.update(key, entry.object() if entry is not None else None)
+        for other in requeue:
+            self.queue.add(other, queue_mod.Trigger.DRIFT)
+        if changed and self._webhook is not None:
+            self._webhook.publish(self.shared.table(changed))
 
     def _on_child(
         self,
@@ -433,6 +454,12 @@ class Runtime:
             crd_names=[n for e in registry.ENGINES for n in e.crd_names],
         )
         await asyncio.gather(*(c.synced.wait() for c in self.cache.crds.values()))
+        await asyncio.gather(*(p.synced.wait() for p in self.cache.profiles))
+        for profiles in self.cache.profiles:  # the first listing sends no events
+            for (namespace, name), entry in list(profiles.items.items()):
+                self.shared.update(f"{namespace}/{name}", entry.object())
+        if self._webhook is not None:
+            self._webhook.publish(self.shared.table())
         await self._sync_engines()
         workers = [
             loop.create_task(self._worker(), name=f"worker {i}") for i in range(self.cfg.workers)

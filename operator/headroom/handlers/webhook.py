@@ -40,6 +40,8 @@ from headroom.api import v1alpha1
 from headroom.kube import client as kube_client
 from headroom.kube import errors, kinds
 from headroom.planning import admission
+from headroom.planning import budget as budget_mod
+from headroom.reconcile import shared as shared_mod
 
 log = logging.getLogger(__name__)
 
@@ -251,15 +253,23 @@ async def unregister(kube: kube_client.Kube) -> bool:
 # -- the handler -------------------------------------------------------------------
 
 
-def review(request: dict[str, Any]) -> dict[str, Any]:
-    """AdmissionReview request -> response (pure)."""
+def review(request: dict[str, Any], table: shared_mod.Table | None = None) -> dict[str, Any]:
+    """AdmissionReview request -> response (pure). ``table``: the Postgres
+    servers and what each profile on them opens (the operator keeps it)."""
     uid = request.get("uid", "")
     body = request.get("object") or {}
     old = request.get("oldObject")
     problem = None
     if not (old is not None and old.get("spec") == body.get("spec")):
         # metadata-only changes (labels, finalizers) always pass
-        problem = admission.review(body)
+        lookup = None
+        if table is not None:
+            known = table
+
+            def lookup(server: str, key: str) -> tuple[budget_mod.SharedUse, ...]:
+                return shared_mod.others(known, server, key)
+
+        problem = admission.review(body, shared=lookup)
     response: dict[str, Any] = {"uid": uid, "allowed": problem is None}
     if problem is not None:
         response["status"] = {"code": 422, "reason": "Invalid", "message": problem}
@@ -270,7 +280,7 @@ async def _handle(request: web.Request) -> web.Response:
     started = time.perf_counter()
     try:
         review_in = json.loads(await request.read())
-        answer = review(review_in.get("request") or {})
+        answer = review(review_in.get("request") or {}, request.app[_TABLE])
     except (ValueError, AttributeError) as err:
         return web.json_response({"error": f"not an AdmissionReview: {err}"}, status=400)
     finally:
@@ -285,17 +295,35 @@ async def _handle(request: web.Request) -> web.Response:
 
 
 _TIMINGS: web.AppKey[Any] = web.AppKey("timings")
+_TABLE: web.AppKey[shared_mod.Table] = web.AppKey("table")
 
 
-def _serve_forever(where: dict[str, Any], timings: Any, ready: Any) -> None:
+def _follow(tables: Any, table: shared_mod.Table) -> None:
+    """In the child: apply the operator's table updates as they come."""
+    while True:
+        delta = tables.get()
+        if delta is None:
+            return
+        for server, peers in delta.items():
+            if peers:
+                table[server] = peers
+            else:
+                table.pop(server, None)
+
+
+def _serve_forever(where: dict[str, Any], timings: Any, ready: Any, tables: Any) -> None:
     """The child process: serve admission on ``where`` (addr, port, cert, key)
-    until SIGTERM; every answer's time goes to ``timings``."""
+    until SIGTERM; every answer's time goes to ``timings``; ``tables`` brings
+    the shared-server table."""
     addr, port, cert, key = where["addr"], where["port"], where["cert"], where["key"]
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s webhook: %(message)s")
+    table: shared_mod.Table = {}
+    threading.Thread(target=_follow, args=(tables, table), daemon=True).start()
 
     async def main() -> None:
         app = web.Application(client_max_size=_MAX_BODY)
         app[_TIMINGS] = timings
+        app[_TABLE] = table
         app.router.add_post(PATH, _handle)
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         context.load_cert_chain(cert, key)
@@ -340,11 +368,25 @@ class Server:
         self.latency = latency
         self._context = multiprocessing.get_context("spawn")
         self._timings = self._context.SimpleQueue()
+        self._tables: Any = None
+        self._table: shared_mod.Table = {}  # the whole table, for a restarted child
         self._process: Any = None
         self._drain: threading.Thread | None = None
 
+    def publish(self, delta: shared_mod.Table) -> None:
+        """Servers whose profiles changed (an empty list: the server is gone)."""
+        for server, peers in delta.items():
+            if peers:
+                self._table[server] = peers
+            else:
+                self._table.pop(server, None)
+        if self._tables is not None:
+            self._tables.put(delta)
+
     def start(self) -> None:
         ready = self._context.Event()
+        self._tables = self._context.SimpleQueue()
+        self._tables.put(dict(self._table))
         self._process = self._context.Process(
             target=_serve_forever,
             args=(
@@ -356,6 +398,7 @@ class Server:
                 },
                 self._timings,
                 ready,
+                self._tables,
             ),
             name="headroom-webhook",
             daemon=True,

@@ -4,17 +4,32 @@ pass (for profiles that predate the webhook) and ``headroom plan``."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from headroom.api import v1alpha1
+from headroom.planning import budget as budget_mod
 from headroom.planning import plan as plan_mod
+from headroom.planning import shared as shared_mod
 
 
-def review(body: dict[str, Any]) -> str | None:
-    """Return the rejection message for ``body``, or None when it can be applied."""
+def review(
+    body: dict[str, Any],
+    *,
+    shared: Callable[[str, str], tuple[budget_mod.SharedUse, ...]] | None = None,
+) -> str | None:
+    """Return the rejection message for ``body``, or None when it can be applied.
+    ``shared(server, profile key)``: what the other profiles on that Postgres
+    server open (the webhook's table; none offline)."""
     try:
         profile = v1alpha1.parse_profile(body)
     except v1alpha1.ProfileError as err:
         return str(err)
-    planned = plan_mod.plan(profile)
+    facts = plan_mod.Facts()
+    if shared is not None:
+        meta = body.get("metadata") or {}
+        key = f"{meta.get('namespace', '')}/{meta.get('name', '')}"
+        server = shared_mod.server_key(str(meta.get("namespace") or ""), profile.spec.database)
+        facts = plan_mod.Facts(shared=shared(server, key))
+    planned = plan_mod.plan(profile, facts=facts)
     return None if planned.ok else planned.problem_text()

@@ -4,7 +4,9 @@ This is the seeds' first wall: every app pod opens its own pool, autoscaling
 multiplies them, and ``max_connections`` runs out (10 instances x 10 = 100
 against a ~100 limit). The rules, in order:
 
-1. ``available = max_connections - superuser_reserved - other reserved``.
+1. ``available = max_connections - superuser_reserved - other reserved``, minus
+   what the other profiles on the same Postgres server may open (its
+   ``max_connections`` is server-wide, whatever database each profile uses).
 2. The server side must fit: every pooler pod that can exist at once (during a
    rolling update too) opens at most ``max_db_connections``, and their sum is
    at most ``available``.
@@ -46,6 +48,14 @@ class ClientGroup:
 
 
 @dataclass(frozen=True)
+class SharedUse:
+    """Another profile's pooler on the same Postgres server."""
+
+    profile: str  # namespace/name
+    server_connections: int
+
+
+@dataclass(frozen=True)
 class BudgetInput:
     max_connections: int
     superuser_reserved: int
@@ -54,6 +64,11 @@ class BudgetInput:
     session_mode: bool
     clients: tuple[ClientGroup, ...]
     pinned: dict[str, int]  # sizing keys pinned in spec.pooler.parameters
+    shared: tuple[SharedUse, ...] = ()
+
+    @property
+    def shared_connections(self) -> int:
+        return sum(s.server_connections for s in self.shared)
 
 
 @dataclass(frozen=True)
@@ -70,6 +85,7 @@ class ConnectionBudget:
     server_connections: int
     margin: int
     clients: tuple[ClientGroup, ...]
+    shared: tuple[SharedUse, ...] = ()
 
     @property
     def summary(self) -> str:
@@ -89,6 +105,11 @@ def _available_text(given: BudgetInput, available: int) -> str:
     parts = f"max_connections {given.max_connections} - {given.superuser_reserved} reserved"
     if given.other_reserved:
         parts += f" - {given.other_reserved} reserved for other clients"
+    if given.shared:
+        others = ", ".join(f"{s.profile} {s.server_connections}" for s in given.shared)
+        parts += (
+            f" - {given.shared_connections} opened by the other profiles on this server ({others})"
+        )
     return f"{available} available on the primary ({parts})"
 
 
@@ -103,7 +124,7 @@ def compute(given: BudgetInput) -> tuple[ConnectionBudget, list[Problem]]:
     """Size the pooler for ``given``; problems explain why a profile cannot work."""
     problems: list[Problem] = []
     reserved = given.superuser_reserved + given.other_reserved
-    available = given.max_connections - reserved
+    available = given.max_connections - reserved - given.shared_connections
     demand = sum(c.connections for c in given.clients)
     instances = given.pooler_instances
     pods_at_peak = instances + (SINGLE_INSTANCE_SURGE if instances == 1 else 0)
@@ -202,5 +223,6 @@ def compute(given: BudgetInput) -> tuple[ConnectionBudget, list[Problem]]:
         server_connections=server_connections,
         margin=available - server_connections,
         clients=given.clients,
+        shared=given.shared,
     )
     return budget, problems

@@ -94,6 +94,8 @@ class Facts:
 
     keda: bool = False  # KEDA's ScaledObject/TriggerAuthentication CRDs are served
     primary: PrimaryLimits | None = None  # None: not read (admission, CLI, unreachable)
+    # the other profiles on the same Postgres server this one must fit beside
+    shared: tuple[budget_mod.SharedUse, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -515,6 +517,7 @@ def plan(profile: v1alpha1.ScalingProfile, *, facts: Facts | None = None) -> Pla
             session_mode=spec.pooler.pool_mode == "session",
             clients=clients,
             pinned=pinned,
+            shared=facts.shared,
         )
     )
     problems += budget_problems

@@ -31,7 +31,9 @@ from headroom.api import status as status_models
 from headroom.api import v1alpha1
 from headroom.builders import binding, common, desired, pgbouncer, redis
 from headroom.kube import errors
+from headroom.planning import budget as budget_mod
 from headroom.planning import plan as plan_mod
+from headroom.planning import shared as shared_mod
 from headroom.reconcile import compare, observe, registry
 from headroom.reconcile import conditions as cond
 from headroom.reconcile import metrics as metrics_mod
@@ -55,6 +57,7 @@ class Cluster(Protocol):
     def cached(self, kind: str, namespace: str, name: str) -> Obj | None: ...
     def served(self, kind: str) -> bool: ...
     def facts(self) -> dict[str, bool]: ...
+    def shared_uses(self, key: str) -> tuple[budget_mod.SharedUse, ...]: ...
     def version_of(self, ref: InputRef) -> str: ...
     def children_versions(self, owner_uid: str) -> frozenset[tuple[str, str, str]]: ...
     async def read_input(self, ref: InputRef) -> Obj | None: ...
@@ -200,6 +203,7 @@ class Engine:
             tuple(sorted((ref, self.cluster.version_of(ref)) for ref in inputs)),
             tuple(sorted(self.cluster.facts().items())),
             self.probe.version(memo.probe_key if memo is not None else None),
+            self.cluster.shared_uses(key),
         )
 
     # -- the pass --------------------------------------------------------------
@@ -248,7 +252,9 @@ class Engine:
             invalid = cond.Cond(cond.CONNECTION_BUDGET, "False", "InvalidSpec", str(err))
             return await finish([invalid], keep_last=True), True, None
 
-        facts = plan_mod.Facts(keda=self.cluster.facts().get("keda", False))
+        facts = plan_mod.Facts(
+            keda=self.cluster.facts().get("keda", False), shared=self.cluster.shared_uses(key)
+        )
         planned = plan_mod.plan(profile, facts=facts)
         budget = _budget_status(planned)
         if not planned.ok:
@@ -640,6 +646,13 @@ def _budget_status(planned: plan_mod.Plan) -> dict[str, Any]:
         max_client_conn=b.max_client_conn,
         server_connections=b.server_connections,
         margin=b.margin,
+        server=shared_mod.server_key(planned.namespace, planned.database),
+        shared_with=[
+            status_models.SharedProfile(
+                profile=use.profile, server_connections=use.server_connections
+            )
+            for use in b.shared
+        ],
     )
     return model.model_dump(by_alias=True)
 
