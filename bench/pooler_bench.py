@@ -181,8 +181,9 @@ def render(
         f"`max_client_conn={budget.max_client_conn}`, "
         f"`default_pool_size={budget.default_pool_size}`, "
         f"`reserve_pool_size={budget.reserve_pool_size}`, "
-        f"`max_db_connections={budget.max_db_connections}` (half of the "
-        f"{budget.available}: a rolling update runs two pooler pods).",
+        f"`max_db_connections={budget.max_db_connections}` (the {budget.available} "
+        f"shared by {budget.pooler_pods_at_peak} pods: a rolling update runs one pooler "
+        "pod more).",
         f"- {info['pgbench']}: select-only (`-S`), scale 1, `-T {args.duration}` per run "
         "(pgbench's clock includes connecting the clients; when that took most of it the "
         "run was repeated with -T stretched by the connection time, see the -T column), "

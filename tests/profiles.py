@@ -52,8 +52,9 @@ BAD: list[tuple[str, dict[str, Any], str]] = [
     (
         "session-ceiling-over-budget",
         {"app.replicas.max": 40, "app.poolSizePerPod": 10, "pooler.poolMode": "session"},
-        "app ceiling 40 pods x 10 connections per pod = 400 session connections > 97 "
-        "available on the primary (max_connections 100 - 3 reserved)",
+        "app ceiling 40 pods x 10 connections per pod = 400 session connections > 92 "
+        "available on the primary (max_connections 100 - 3 reserved - 5 kept for direct "
+        "connections)",
     ),
     ("min-over-max", {"app.replicas.min": 8, "app.replicas.max": 4}, "spec.app.replicas.min"),
     ("negative-pool", {"app.poolSizePerPod": -1}, "poolSizePerPod"),
@@ -164,11 +165,13 @@ BAD: list[tuple[str, dict[str, Any], str]] = [
                 }
             ],
         },
-        "worker mail ceiling 30 pods x 2 connections per pod = 110 session connections > 97",
+        # the app alone fits (50 of 92): the queue tips it over and is named
+        "spec.queues[0].replicas.max: app ceiling 10 pods x 5 connections per pod + worker mail "
+        "ceiling 30 pods x 2 connections per pod = 110 session connections > 92 available",
     ),
     (
         "too-many-pooler-pods",
-        {"database.maxConnections": 6, "pooler.instances": 4},
+        {"database.maxConnections": 10, "pooler.instances": 4},
         "spec.pooler.instances",
     ),
 ]

@@ -719,6 +719,8 @@ def pooler_plan(
     superuser_reserved_connections: int,
     version: str,
     parameters: Mapping[str, str] | None = None,
+    instances: int = 1,
+    reserved_connections: int | None = None,
 ) -> plan_mod.Plan:
     """Headroom's plan for a ScalingProfile ``name``: an app of up to ``max_replicas``
     pods with ``pool_per_pod`` connections each, through one transaction-mode
@@ -742,9 +744,14 @@ def pooler_plan(
                     "credentialsSecret": {"name": "db"},
                     "maxConnections": max_connections,
                     "superuserReservedConnections": superuser_reserved_connections,
+                    **(
+                        {}
+                        if reserved_connections is None
+                        else {"reservedConnections": reserved_connections}
+                    ),
                 },
                 "pooler": {
-                    "instances": 1,
+                    "instances": instances,
                     "poolMode": "transaction",
                     # the image is never pulled here; its tag names the version
                     "image": f"registry.example/pgbouncer:{version}",
@@ -1031,6 +1038,45 @@ def run_pgbench(
     return parse_pgbench(
         args, proc.returncode, proc.stdout, proc.stderr, time.monotonic() - started
     )
+
+
+class Load:
+    """pgbench running in the background (a custom script, until stopped): the
+    clients of one pooler pod during a rollout. ``stop`` kills it and keeps
+    what it wrote to stderr."""
+
+    def __init__(self, database: AppDatabase, *, port: int, clients: int, script: Path) -> None:
+        raise_nofile(clients + 256)
+        self.args = [
+            database.server.tools.pg("pgbench"), "-n", "-c", str(clients), "-j", "2",
+            "-f", str(script), "-T", "3600",
+        ]  # fmt: skip
+        self._stderr = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 - closed in stop()
+        env = libpq_env(
+            user=database.user, password=database.password, port=port, dbname=database.name
+        )
+        self._proc = subprocess.Popen(
+            self.args,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=self._stderr,
+            text=True,
+        )
+        self.stderr = ""
+
+    def stop(self) -> str:
+        if self._stderr.closed:
+            return self.stderr
+        if self._proc.poll() is None:
+            self._proc.kill()
+        self._proc.wait(timeout=30)
+        self._stderr.seek(0)
+        self.stderr = self._stderr.read()
+        self._stderr.close()
+        return self.stderr
+
+    def slot_errors(self) -> list[str]:
+        return [line for line in self.stderr.splitlines() if any(m in line for m in SLOT_ERRORS)]
 
 
 class Sampler:

@@ -39,9 +39,9 @@ def test_a_declared_limit_above_the_real_one_is_refused(database: servers.AppDat
     assert plan_mod.plan(profile).ok  # admission trusts the declared 200
     planned = plan_mod.plan(profile, facts=plan_mod.Facts(primary=live))
     assert [p.field for p in planned.problems] == ["spec.database.maxConnections"]
-    assert "reports max_connections 100 - superuser_reserved_connections 3 = 97" in (
-        planned.problem_text()
-    )
+    assert (
+        "reports max_connections 100 - superuser_reserved_connections 3 - 5 reserved = 92 available"
+    ) in planned.problem_text()
 
 
 def test_a_wrong_password_is_a_reason_without_the_password(

@@ -426,21 +426,31 @@ def test_removing_keda_brings_the_hpa_back_and_leaks_nothing(
 def test_raising_the_app_ceiling_beyond_the_budget_is_rejected(
     operator: operator_process.OperatorProcess, kubectl: kube.Kubectl, namespace: str
 ) -> None:
-    # session mode: every client holds a server connection, workers included
-    profile = scaled_profile(namespace, **{"pooler.poolMode": "session"})
+    # session mode: every client holds a server connection, workers included:
+    # 10 x 5 + 10 x 2 = 70 sessions on 4 pooler pods x 18 (92 / 5 pods at peak)
+    profile = scaled_profile(namespace, **{"pooler.poolMode": "session", "pooler.instances": 4})
+    profile["spec"]["queues"][0]["replicas"]["max"] = 10
     kube.apply(kubectl, profile, namespace=namespace)
     stored = _sp(kubectl, namespace)
     assert stored["spec"]["app"]["replicas"]["max"] == 10
 
     raised = copy.deepcopy(profile)
-    raised["spec"]["app"]["replicas"]["max"] = 12
+    raised["spec"]["app"]["replicas"]["max"] = 20
     proc = kubectl("apply", "-f", "-", input=json.dumps(raised), check=False)
     assert proc.returncode != 0, proc.stdout
-    assert "spec.app.replicas.max" in proc.stderr, proc.stderr
+    assert "spec.app.replicas.max: " in proc.stderr, proc.stderr
     assert (
-        "app ceiling 12 pods x 5 connections per pod + worker emails ceiling 20 pods x 2 "
-        "connections per pod = 100 session connections > 97 available on the primary"
+        "app ceiling 20 pods x 5 connections per pod + worker emails ceiling 10 pods x 2 "
+        "connections per pod = 120 session connections > 92 available on the primary"
     ) in proc.stderr, proc.stderr
+
+    # The app still fits; the workers' ceiling is what tips it over, and is named.
+    workers = copy.deepcopy(profile)
+    workers["spec"]["queues"][0]["replicas"]["max"] = 30
+    proc = kubectl("apply", "-f", "-", input=json.dumps(workers), check=False)
+    assert proc.returncode != 0, proc.stdout
+    assert "spec.queues[0].replicas.max: " in proc.stderr, proc.stderr
+    assert "spec.queues[0].databasePoolSize" in proc.stderr, proc.stderr
 
     after = _sp(kubectl, namespace)
     assert after["spec"] == stored["spec"]

@@ -23,18 +23,21 @@ def _plan(**overrides: object) -> plan_mod.Plan:
             {"app.replicas.max": 10, "app.poolSizePerPod": 10},
             {
                 "client_demand": 100,
-                "available": 97,
-                "max_db_connections": 48,
-                "server_connections": 96,
+                # 100 - 3 superuser - 5 default reserve
+                "available": 92,
+                # 2 pooler pods + 1 during a rollout
+                "pooler_pods_at_peak": 3,
+                "max_db_connections": 30,
+                "server_connections": 90,
                 "max_client_conn": 105,
-                "margin": 1,
+                "margin": 2,
             },
         ),
         (
             # seed 002's fix: pool max 5 per instance.
             "seed-002-pool-5",
             {"app.replicas.max": 10, "app.poolSizePerPod": 5},
-            {"client_demand": 50, "default_pool_size": 44, "reserve_pool_size": 4},
+            {"client_demand": 50, "default_pool_size": 27, "reserve_pool_size": 3},
         ),
         (
             # seed 003: 2,560-7,100 connections against 100-200 Postgres.
@@ -42,9 +45,9 @@ def _plan(**overrides: object) -> plan_mod.Plan:
             {"app.replicas.max": 710, "app.poolSizePerPod": 10, "database.maxConnections": 200},
             {
                 "client_demand": 7100,
-                "available": 197,
-                "max_db_connections": 98,
-                "server_connections": 196,
+                "available": 192,
+                "max_db_connections": 64,
+                "server_connections": 192,
                 "max_client_conn": 7105,
             },
         ),
@@ -53,36 +56,37 @@ def _plan(**overrides: object) -> plan_mod.Plan:
             "seed-004-small-tier",
             {"database.maxConnections": 25, "app.replicas.max": 4, "app.poolSizePerPod": 5},
             {
-                "available": 22,
-                "max_db_connections": 11,
-                "reserve_pool_size": 1,
-                "default_pool_size": 10,
-                "server_connections": 22,
-                "margin": 0,
+                "available": 17,
+                "max_db_connections": 5,
+                "reserve_pool_size": 0,
+                "default_pool_size": 5,
+                "server_connections": 15,
+                "margin": 2,
             },
         ),
         (
             # one pooler pod surges a second during a rollout: both must fit.
             "single-instance-counts-surge",
             {"pooler.instances": 1},
-            {"pooler_pods_at_peak": 2, "max_db_connections": 48, "server_connections": 96},
+            {"pooler_pods_at_peak": 2, "max_db_connections": 46, "server_connections": 92},
         ),
         (
             # other clients (migrations, admin) keep their share.
             "other-reserved",
             {"database.reservedConnections": 17},
-            {"reserved": 20, "available": 80, "max_db_connections": 40},
+            {"reserved": 20, "available": 80, "max_db_connections": 26},
         ),
         (
             # tiny demand: no more server connections than clients can use.
             "demand-caps-pool",
             {"app.replicas.max": 2, "app.poolSizePerPod": 3},
-            {"client_demand": 6, "default_pool_size": 6, "max_db_connections": 10},
+            {"client_demand": 6, "default_pool_size": 6, "max_db_connections": 9},
         ),
         (
             "session-mode-fits",
-            {"pooler.poolMode": "session", "app.replicas.max": 9, "app.poolSizePerPod": 10},
-            {"client_demand": 90, "reserve_pool_size": 0, "default_pool_size": 48},
+            # 2 pods x 30 hold the 60 sessions; 3 x 30 fit during a rollout
+            {"pooler.poolMode": "session", "app.replicas.max": 6, "app.poolSizePerPod": 10},
+            {"client_demand": 60, "reserve_pool_size": 0, "default_pool_size": 30},
         ),
         (
             "pinned-values-honoured",
@@ -117,7 +121,7 @@ def test_seed_002_session_mode_is_the_outage() -> None:
         **{"app.replicas.max": 10, "app.poolSizePerPod": 10, "pooler.poolMode": "session"}
     )
     assert not planned.ok
-    assert "100 session connections > 97 available" in planned.problem_text()
+    assert "100 session connections > 92 available" in planned.problem_text()
 
 
 def test_seed_003_session_mode_rejected_with_numbers() -> None:
@@ -130,7 +134,7 @@ def test_seed_003_session_mode_rejected_with_numbers() -> None:
         }
     )
     assert [p.field for p in planned.problems] == ["spec.app.replicas.max"]
-    assert "7100 session connections > 197 available" in planned.problem_text()
+    assert "7100 session connections > 192 available" in planned.problem_text()
 
 
 def test_session_mode_single_pooler_cannot_hold_demand() -> None:
@@ -143,7 +147,25 @@ def test_session_mode_single_pooler_cannot_hold_demand() -> None:
         }
     )
     assert [p.field for p in planned.problems] == ["spec.pooler.instances"]
-    assert "1 pooler pods x 48 server connections = 48 < 90" in planned.problem_text()
+    assert "1 pooler pods x 46 server connections = 46 < 90" in planned.problem_text()
+
+
+def test_session_mode_with_a_pinned_max_db_below_the_pool_is_refused() -> None:
+    # 2 pods x max_db 10 serve 20 of the 50 sessions; 30 would queue until
+    # query_wait_timeout.
+    planned = _plan(
+        **{
+            "pooler.poolMode": "session",
+            "app.replicas.max": 10,
+            "app.poolSizePerPod": 5,
+            "pooler.parameters": {"default_pool_size": "60", "max_db_connections": "10"},
+        }
+    )
+    assert [p.field for p in planned.problems] == ["spec.pooler.parameters.max_db_connections"]
+    assert "2 pooler pods x 10 server connections = 20 < 50 session connections" in (
+        planned.problem_text()
+    )
+    assert "max_db_connections 10 caps default_pool_size 60" in planned.problem_text()
 
 
 def test_capacity_derives_the_ceiling() -> None:
@@ -234,15 +256,15 @@ def test_problem_str_names_field() -> None:
         (
             plan_mod.PrimaryLimits(max_connections=50, superuser_reserved_connections=3),
             "spec.database.maxConnections",
-            "reports max_connections 50 - superuser_reserved_connections 3 = 47 available, "
-            "but the plan opens 96 server connections",
+            "reports max_connections 50 - superuser_reserved_connections 3 - 5 reserved "
+            "= 42 available, but the plan opens 90 server connections",
         ),
         (
             plan_mod.PrimaryLimits(
                 max_connections=100, superuser_reserved_connections=3, reserved_connections=5
             ),
             "spec.database.superuserReservedConnections",
-            "- reserved_connections 5 = 92 available",
+            "- reserved_connections 5 - 5 reserved = 87 available",
         ),
     ],
 )

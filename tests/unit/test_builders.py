@@ -80,3 +80,57 @@ def test_userlist_refuses_control_characters(bad: str) -> None:
 
 def test_userlist_doubles_quotes() -> None:
     assert pgbouncer.render_userlist({"app": 'a"b'}) == '"app" "a""b"\n'
+
+
+@pytest.mark.parametrize(
+    ("overrides", "pooled_query", "direct_query"),
+    [
+        # generic clients: plain URLs, the pool size beside them
+        ({}, "", "?sslmode=prefer"),
+        # Prisma on PgBouncer 1.24 with max_prepared_statements: no pgbouncer=true
+        ({"app.client": "prisma"}, "?connection_limit=5", "?sslmode=prefer"),
+        # Prisma on 1.18 (no prepared statements across transactions)
+        (
+            {"app.client": "prisma", "pooler.image": "registry.example/pgbouncer:1.18.0"},
+            "?connection_limit=5&pgbouncer=true",
+            "?sslmode=prefer",
+        ),
+        # ... or with max_prepared_statements turned off
+        (
+            {"app.client": "prisma", "pooler.parameters": {"max_prepared_statements": "0"}},
+            "?connection_limit=5&pgbouncer=true",
+            "?sslmode=prefer",
+        ),
+        # session mode keeps them
+        (
+            {"app.client": "prisma", "pooler.poolMode": "session", "app.replicas.max": 4},
+            "?connection_limit=5",
+            "?sslmode=prefer",
+        ),
+        # Prisma has no verify-full; sslaccept=strict verifies the server
+        (
+            {
+                "app.client": "prisma",
+                "database.sslMode": "verify-full",
+                "database.serverCASecret": {"name": "ca"},
+            },
+            "?connection_limit=5",
+            "?sslmode=require&sslaccept=strict",
+        ),
+    ],
+)
+def test_binding_urls_follow_the_client_dialect(
+    overrides: dict[str, object], pooled_query: str, direct_query: str
+) -> None:
+    data = profiles.secret_values(_objects(**overrides)["Secret/shop-binding"])
+    user = "postgresql://app:s3cr%3At%2F%40"
+    assert (
+        data["DATABASE_URL_POOLED"] == f"{user}@shop-pooler-rw.default.svc:5432/shop{pooled_query}"
+    )
+    # migrations go straight to the primary, on the reserved connections
+    assert data["DATABASE_URL"] == f"{user}@db:5432/shop{direct_query}"
+    assert data["DATABASE_POOL_SIZE"] == "5"
+    assert ("DIRECT_URL" in data) is (overrides.get("app.client") == "prisma")
+    if "DIRECT_URL" in data:
+        assert data["DIRECT_URL"] == data["DATABASE_URL"]
+    assert data["uri"] == f"{user}@shop-pooler-rw.default.svc:5432/shop"  # servicebinding: plain

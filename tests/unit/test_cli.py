@@ -16,14 +16,14 @@ def test_plan_prints_table(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["plan", str(EXAMPLES / "shop.yaml")]) == 0
     out = capsys.readouterr().out
     assert "client demand       100" in out
-    assert "server connections  96 of 97" in out
+    assert "server connections  90 of 92" in out
 
 
 def test_plan_exits_1_with_admission_message(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["plan", str(EXAMPLES / "gym-session.yaml")]) == 1
     err = capsys.readouterr().err
     assert "spec.app.capacity: app ceiling 20 pods x 5 connections per pod" in err
-    assert "100 session connections > 97 available" in err
+    assert "100 session connections > 92 available" in err
 
 
 def test_render_outputs_every_child(capsys: pytest.CaptureFixture[str]) -> None:

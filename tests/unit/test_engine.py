@@ -357,7 +357,7 @@ def test_an_impossible_profile_changes_nothing() -> None:
     eng, _ = _run(cluster)
     profile = cluster.profile("default", "shop")
     assert profile is not None
-    profile["spec"]["pooler"]["parameters"] = {"default_pool_size": "90"}  # 2 pods x 90 > 97
+    profile["spec"]["pooler"]["parameters"] = {"default_pool_size": "90"}  # 3 pods x 90 > 92
     profile["metadata"]["generation"] = 2
     cluster.put(profile)
     cluster.log.clear()
@@ -411,7 +411,7 @@ def test_desired_hash_leaves_secret_values_out(kind: str) -> None:
 
 
 def test_a_newer_profile_on_a_full_server_is_refused_and_applies_nothing() -> None:
-    cluster = _cluster(_scaled())  # shop, 96 of the 97 connections of shop-db
+    cluster = _cluster(_scaled())  # shop, 90 of the 92 connections of shop-db
     newer = _scaled()
     newer["metadata"] = {"name": "admin", "namespace": "default", "uid": "admin-uid"}
     newer["metadata"]["creationTimestamp"] = "2999-01-01T00:00:00Z"

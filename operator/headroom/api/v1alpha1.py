@@ -144,6 +144,18 @@ class App(_Model):
         description="Client-side connection pool size of one app pod (e.g. Prisma "
         "connection_limit, SQLAlchemy pool_size + max_overflow).",
     )
+    client: Literal["generic", "prisma"] = Field(
+        default="generic",
+        description="The app's database client, for the URLs in the binding: generic "
+        "(plain URLs, DATABASE_POOL_SIZE beside them) or prisma (connection_limit on the "
+        "pooled URL, pgbouncer=true when the pooler cannot keep prepared statements, "
+        "DIRECT_URL for migrations).",
+    )
+
+
+# Direct sessions a migration (Prisma migrate takes 1-2), an admin console and
+# a cron job need beside the pooler.
+DEFAULT_RESERVED_CONNECTIONS = 5
 
 
 class Database(_Model):
@@ -190,11 +202,13 @@ class Database(_Model):
         default=3, ge=0, le=1000, description="The primary's superuser_reserved_connections."
     )
     reserved_connections: int = Field(
-        default=0,
+        default=DEFAULT_RESERVED_CONNECTIONS,
         ge=0,
         le=100_000,
-        description="Connections kept free for everything that is not the pooler: "
-        "migrations, admin consoles, cron jobs, replication.",
+        description="Connections kept free for everything that does not go through the "
+        "pooler: migrations (the binding's direct DATABASE_URL), admin consoles, cron jobs, "
+        f"replication. Default {DEFAULT_RESERVED_CONNECTIONS}; 0 gives the pooler "
+        "everything.",
     )
     read_limits: bool = Field(
         default=True,

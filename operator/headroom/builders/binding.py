@@ -1,13 +1,20 @@
 """The binding Secret the app consumes, following servicebinding.io conventions.
 
 Pure. Keys: ``type``/``provider``/``host``/``port``/``database``/``username``/
-``password``/``uri`` (the Service Binding spec's postgresql entries) plus the
-environment-style names apps already read (``DATABASE_URL_POOLED``).
+``password``/``uri`` (the Service Binding spec's postgresql entries, pointing at
+the pooler) plus the environment-style names apps already read:
+``DATABASE_URL_POOLED`` (through the pooler), ``DATABASE_URL`` (direct to the
+primary, for migrations: it uses spec.database.reservedConnections, never the
+pooler's budget), ``DATABASE_POOL_SIZE`` (the per-pod pool the budget counts).
+``spec.app.client: prisma`` puts that pool size and, when the pooler cannot
+keep prepared statements, ``pgbouncer=true`` into the pooled URL, and adds
+``DIRECT_URL`` (Prisma's ``directUrl``).
 """
 
 from __future__ import annotations
 
-from urllib.parse import quote
+import functools
+from urllib.parse import quote, urlencode
 
 from headroom.builders import common, pgbouncer, redis
 from headroom.planning import plan as plan_mod
@@ -20,11 +27,68 @@ def secret_name(plan: plan_mod.Plan) -> str:
     return f"{plan.name}-binding"
 
 
-def postgres_uri(*, user: str, password: str, host: str, port: int, database: str) -> str:
-    return (
+def postgres_uri(
+    *,
+    user: str,
+    password: str,
+    host: str,
+    port: int,
+    database: str,
+    query: dict[str, str] | None = None,
+) -> str:
+    uri = (
         f"postgresql://{quote(user, safe='')}:{quote(password, safe='')}"
         f"@{host}:{port}/{quote(database, safe='')}"
     )
+    return f"{uri}?{urlencode(query)}" if query else uri
+
+
+def keeps_prepared_statements(plan: plan_mod.Plan) -> bool:
+    """PgBouncer >= 1.21 with max_prepared_statements keeps a client's prepared
+    statements across transactions; session mode never loses them."""
+    if plan.pooler.pool_mode == "session":
+        return True
+    return plan.pooler.settings.get("max_prepared_statements", "0") not in ("", "0")
+
+
+def _pooled_query(plan: plan_mod.Plan) -> dict[str, str]:
+    if plan.app.client != "prisma":
+        return {}
+    query = {"connection_limit": str(plan.app.pool_size_per_pod)}
+    if not keeps_prepared_statements(plan):
+        query["pgbouncer"] = "true"
+    return query
+
+
+# Prisma knows disable/prefer/require; it verifies the server with sslaccept=strict.
+_PRISMA_SSL = {
+    "allow": {"sslmode": "prefer"},
+    "verify-ca": {"sslmode": "require", "sslaccept": "strict"},
+    "verify-full": {"sslmode": "require", "sslaccept": "strict"},
+}
+
+
+def _direct_query(plan: plan_mod.Plan) -> dict[str, str]:
+    mode = plan.database.ssl_mode
+    if plan.app.client == "prisma":
+        return _PRISMA_SSL.get(mode, {"sslmode": mode})
+    return {"sslmode": mode}
+
+
+def _database_entries(plan: plan_mod.Plan, creds: common.Credentials) -> dict[str, str]:
+    """What does not depend on the pooler: the direct URL and the pool size."""
+    direct = postgres_uri(
+        user=creds.username,
+        password=creds.password,
+        host=plan.database.host,
+        port=plan.database.port,
+        database=plan.database.name,
+        query=_direct_query(plan),
+    )
+    entries = {"DATABASE_URL": direct, "DATABASE_POOL_SIZE": str(plan.app.pool_size_per_pod)}
+    if plan.app.client == "prisma":
+        entries["DIRECT_URL"] = direct
+    return entries
 
 
 def build(
@@ -32,16 +96,18 @@ def build(
 ) -> list[common.Obj]:
     """``omit``: components (``pooler``, ``redis/<name>``) the binding must not
     point the app at (one of their objects belongs to somebody else)."""
-    data: dict[str, str] = {}
+    data = _database_entries(plan, creds)
     if "pooler" not in omit:
         host = pgbouncer.service_host(plan)
-        uri = postgres_uri(
+        pooler = functools.partial(
+            postgres_uri,
             user=creds.username,
             password=creds.password,
             host=host,
             port=pgbouncer.SERVICE_PORT,
             database=plan.database.name,
         )
+        uri = pooler()
         data |= {
             "type": "postgresql",
             "provider": "headroom",
@@ -51,7 +117,7 @@ def build(
             "username": creds.username,
             "password": creds.password,
             "uri": uri,
-            "DATABASE_URL_POOLED": uri,
+            "DATABASE_URL_POOLED": pooler(query=_pooled_query(plan)),
         }
     data |= _redis_entries(plan, creds, omit=omit)
     secret = {

@@ -228,6 +228,9 @@ def build(plan: plan_mod.Plan, creds: common.Credentials) -> list[common.Obj]:
         "spec": {
             "replicas": plan.pooler.instances,
             "selector": {"matchLabels": selector},
+            # Longer than the grace period: the next old pod is stopped only when
+            # the previous one has let go of its server connections.
+            "minReadySeconds": plan.pooler.min_ready_seconds,
             "strategy": {
                 "type": "RollingUpdate",
                 # Never more pooler pods than the budget counted (see planning.budget).
@@ -244,7 +247,7 @@ def build(plan: plan_mod.Plan, creds: common.Credentials) -> list[common.Obj]:
                 "spec": common.pod_spec(
                     uid=RUN_AS,
                     selector=selector,
-                    grace_seconds=60,
+                    grace_seconds=plan.pooler.grace_seconds,
                     containers=[pgbouncer_container, exporter_container],
                     volumes=volumes,
                 ),

@@ -7,9 +7,10 @@ against a ~100 limit). The rules, in order:
 1. ``available = max_connections - superuser_reserved - other reserved``, minus
    what the other profiles on the same Postgres server may open (its
    ``max_connections`` is server-wide, whatever database each profile uses).
-2. The server side must fit: every pooler pod that can exist at once (during a
-   rolling update too) opens at most ``max_db_connections``, and their sum is
-   at most ``available``.
+2. The server side must fit: every pooler pod that can hold connections at
+   once (``instances`` + 1 during a rolling update, see ROLLOUT_EXTRA_PODS)
+   opens at most ``max_db_connections``, and their sum is at most
+   ``available``.
 3. The client side is sized to the demand: ``max_client_conn`` takes every
    app pod at its ceiling times its client pool (plus workers that use the
    database, and a few admin/stats slots).
@@ -28,9 +29,17 @@ from dataclasses import dataclass
 
 # Client slots on each pooler pod kept for the exporter and an admin console.
 ADMIN_CLIENT_SLOTS = 5
-# With one pooler pod a rolling update surges a second one (no downtime);
-# with two or more, pods are replaced one at a time without surge.
-SINGLE_INSTANCE_SURGE = 1
+# A rolling update never has more than one pooler pod beyond ``instances``
+# holding server connections: a new pod starts while at most one old pod still
+# drains (a PgBouncer keeps its server connections until its clients leave or
+# its grace period ends). The Deployment's strategy makes that true: one pod at
+# a time (a surge pod with one instance, else maxUnavailable 1) and
+# minReadySeconds longer than the grace period, so the next old pod is only
+# stopped once the previous one has exited.
+ROLLOUT_EXTRA_PODS = 1
+POOLER_GRACE_SECONDS = 30
+# Slack for the kubelet's kill and the server noticing the closed sockets.
+POOLER_MIN_READY_SECONDS = POOLER_GRACE_SECONDS + 5
 
 
 @dataclass(frozen=True)
@@ -41,6 +50,7 @@ class ClientGroup:
     field: str  # the spec field that sets its ceiling, for messages
     max_pods: int
     connections_per_pod: int
+    pool_field: str = ""  # the spec field that sets connections_per_pod
 
     @property
     def connections(self) -> int:
@@ -104,7 +114,7 @@ class Problem:
 def _available_text(given: BudgetInput, available: int) -> str:
     parts = f"max_connections {given.max_connections} - {given.superuser_reserved} reserved"
     if given.other_reserved:
-        parts += f" - {given.other_reserved} reserved for other clients"
+        parts += f" - {given.other_reserved} kept for direct connections"
     if given.shared:
         others = ", ".join(f"{s.profile} {s.server_connections}" for s in given.shared)
         parts += (
@@ -120,6 +130,26 @@ def _demand_text(clients: tuple[ClientGroup, ...]) -> str:
     )
 
 
+def _ceiling_fields(clients: tuple[ClientGroup, ...], *, first: ClientGroup | None) -> str:
+    """``a, b or c``: the fields that set the client demand, ``first``'s first."""
+    ordered = sorted(clients, key=lambda group: group is not first)
+    fields = [f for group in ordered for f in (group.field, group.pool_field) if f]
+    if not fields:
+        return "the ceiling or the per-pod pool"
+    return fields[0] if len(fields) == 1 else f"{', '.join(fields[:-1])} or {fields[-1]}"
+
+
+def _tipping_group(clients: tuple[ClientGroup, ...], available: int) -> ClientGroup | None:
+    """The first client group (in spec order: the app, then the queues) whose
+    connections take the running total past ``available``."""
+    total = 0
+    for group in clients:
+        total += group.connections
+        if total > available:
+            return group
+    return clients[-1] if clients else None
+
+
 def compute(given: BudgetInput) -> tuple[ConnectionBudget, list[Problem]]:
     """Size the pooler for ``given``; problems explain why a profile cannot work."""
     problems: list[Problem] = []
@@ -127,7 +157,7 @@ def compute(given: BudgetInput) -> tuple[ConnectionBudget, list[Problem]]:
     available = given.max_connections - reserved - given.shared_connections
     demand = sum(c.connections for c in given.clients)
     instances = given.pooler_instances
-    pods_at_peak = instances + (SINGLE_INSTANCE_SURGE if instances == 1 else 0)
+    pods_at_peak = instances + ROLLOUT_EXTRA_PODS
     per_pod = max(available, 0) // pods_at_peak
     pinned = given.pinned
 
@@ -188,25 +218,35 @@ def compute(given: BudgetInput) -> tuple[ConnectionBudget, list[Problem]]:
             )
         )
 
-    # Rule 4: session mode, the seeds' outage.
+    # Rule 4: session mode, the seeds' outage. A pooler pod serves at most
+    # min(pool + reserve, max_db_connections) sessions at once; the others wait.
+    sessions_per_pod = min(pool + reserve, max_db)
     if given.session_mode and demand > available:
-        first = given.clients[0] if given.clients else None
+        tipping = _tipping_group(given.clients, available)
         problems.append(
             Problem(
-                first.field if first else "spec.app",
+                tipping.field if tipping else "spec.app",
                 f"{_demand_text(given.clients)} = {demand} session connections > "
-                f"{_available_text(given, available)}; use spec.pooler.poolMode transaction, "
-                "lower the ceiling or the per-pod pool",
+                f"{_available_text(given, available)}; use spec.pooler.poolMode transaction "
+                f"or lower {_ceiling_fields(given.clients, first=tipping)}",
             )
         )
-    elif given.session_mode and demand > instances * pool:
+    elif given.session_mode and demand > instances * sessions_per_pod:
+        pinned_max_db = "max_db_connections" in pinned and max_db < pool + reserve
         problems.append(
             Problem(
-                "spec.pooler.instances",
-                f"in session mode {instances} pooler pods x {pool} server connections = "
-                f"{instances * pool} < {demand} session connections "
-                f"({_demand_text(given.clients)}); with {pods_at_peak} pods during a rolling "
-                f"update each pod gets {per_pod} of the {available} available",
+                "spec.pooler.parameters.max_db_connections"
+                if pinned_max_db
+                else "spec.pooler.instances",
+                f"in session mode {instances} pooler pods x {sessions_per_pod} server "
+                f"connections = {instances * sessions_per_pod} < {demand} session connections "
+                f"({_demand_text(given.clients)}): the others would wait for a free one"
+                + (
+                    f" (max_db_connections {max_db} caps default_pool_size {pool})"
+                    if pinned_max_db
+                    else f"; with {pods_at_peak} pods during a rolling update each pod gets "
+                    f"{per_pod} of the {available} available"
+                ),
             )
         )
 

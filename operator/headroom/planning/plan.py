@@ -52,6 +52,8 @@ class PoolerPlan:
     version: tuple[int, int]
     max_surge: int
     max_unavailable: int
+    min_ready_seconds: int
+    grace_seconds: int
     # The [pgbouncer] settings that are tunable, final values (sizing included).
     settings: dict[str, str]
 
@@ -62,6 +64,7 @@ class AppPlan:
     min_replicas: int
     max_replicas: int
     pool_size_per_pod: int
+    client: str = "generic"
 
 
 @dataclass(frozen=True)
@@ -207,6 +210,7 @@ def _app_plan(app: v1alpha1.App) -> tuple[AppPlan, list[budget_mod.Problem]]:
             min_replicas=low,
             max_replicas=high,
             pool_size_per_pod=app.pool_size_per_pod,
+            client=app.client,
         ),
         problems,
     )
@@ -496,6 +500,7 @@ def plan(profile: v1alpha1.ScalingProfile, *, facts: Facts | None = None) -> Pla
             field="spec.app.replicas.max" if spec.app.replicas else "spec.app.capacity",
             max_pods=app.max_replicas,
             connections_per_pod=app.pool_size_per_pod,
+            pool_field="spec.app.poolSizePerPod",
         ),
         *(
             budget_mod.ClientGroup(
@@ -503,6 +508,7 @@ def plan(profile: v1alpha1.ScalingProfile, *, facts: Facts | None = None) -> Pla
                 field=f"spec.queues[{index}].replicas.max",
                 max_pods=q.max_replicas,
                 connections_per_pod=q.database_pool_size,
+                pool_field=f"spec.queues[{index}].databasePoolSize",
             )
             for index, q in enumerate(queues)
             if q.database_pool_size
@@ -540,8 +546,12 @@ def plan(profile: v1alpha1.ScalingProfile, *, facts: Facts | None = None) -> Pla
         image=spec.pooler.image,
         exporter_image=spec.pooler.exporter_image,
         version=version,
-        max_surge=budget_mod.SINGLE_INSTANCE_SURGE if single else 0,
+        # One pod at a time: a surge pod when there is only one (no downtime),
+        # else one old pod replaced at a time (see budget.ROLLOUT_EXTRA_PODS).
+        max_surge=1 if single else 0,
         max_unavailable=0 if single else 1,
+        min_ready_seconds=budget_mod.POOLER_MIN_READY_SECONDS,
+        grace_seconds=budget_mod.POOLER_GRACE_SECONDS,
         settings=dict(sorted(settings.items())),
     )
     return Plan(
