@@ -319,8 +319,27 @@ status:
   kc apply -f - >/dev/null <<<"$manifest"
 }
 
+# The default StorageClass: claims get a hostPath volume from the controller
+# manager's development-only provisioner (--enable-hostpath-provisioner), so a
+# Redis with persistence goes Ready here. Nothing reads or writes the data:
+# kwok runs no containers.
+apply_storage_class() {
+  kc apply -f - >/dev/null <<'YAML'
+apiVersion: storage.k8s.io/v1
+kind: StorageClass
+metadata:
+  name: standard
+  annotations:
+    storageclass.kubernetes.io/is-default-class: "true"
+provisioner: kubernetes.io/host-path
+reclaimPolicy: Delete
+volumeBindingMode: Immediate
+YAML
+}
+
 post_start() { # post_start [reuse]
   apply_nodes || fail "could not create the kwok nodes"
+  apply_storage_class || fail "could not create the default StorageClass"
   if [[ -n "${1:-}" ]]; then # a test may have cordoned or tainted a node since
     wait_until "$START_TIMEOUT" "nodes ${NODES[*]} to be Ready" nodes_ready any-taints
   else
@@ -450,6 +469,7 @@ EOF
     --kube-api-qps=200 --kube-api-burst=400 \
     --node-monitor-grace-period=180s \
     --flex-volume-plugin-dir="$CLUSTER_DIR/flexvolume" \
+    --enable-hostpath-provisioner \
     --profiling=false
   start kube-scheduler "$BIN/kube-scheduler" \
     --kubeconfig="$KUBECONFIG_PATH" \

@@ -20,7 +20,7 @@ import servers
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+from tests import certs
 
 from headroom.api import v1alpha1
 from headroom.planning import plan as plan_mod
@@ -30,42 +30,6 @@ USER, PASSWORD, DBNAME = "tls_app", "tls-app-secret-9", "tlsdb"
 STATS_PASSWORD = "stats-secret-3"
 
 
-def _name(common_name: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-
-
-def _ca(common_name: str) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(_name(common_name))
-        .issuer_name(_name(common_name))
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    return key, cert
-
-
 def _server_cert(
     ca_key: ec.EllipticCurvePrivateKey, ca: x509.Certificate
 ) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
@@ -73,7 +37,7 @@ def _server_cert(
     now = datetime.datetime.now(datetime.UTC)
     cert = (
         x509.CertificateBuilder()
-        .subject_name(_name(servers.HOST))
+        .subject_name(certs.name(servers.HOST))
         .issuer_name(ca.subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
@@ -110,8 +74,8 @@ class TLSPrimary:
 @pytest.fixture(scope="module")
 def tls_primary(tools: servers.Tools) -> Iterator[TLSPrimary]:
     folder = servers.private_dir("headroom-tls-", tools.owner)
-    ca_key, ca = _ca("headroom test CA")
-    _, other_ca = _ca("some other CA")
+    ca_key, ca = certs.ca("headroom test CA")
+    _, other_ca = certs.ca("some other CA")
     key, cert = _server_cert(ca_key, ca)
     key_pem = key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()

@@ -15,7 +15,7 @@ import kube
 import operator_process
 import pytest
 from apps import app_deployment, credentials
-from tests import profiles
+from tests import certs, profiles
 
 NAME = "shop"
 # Drift is repaired by the watch on our children, in a second or two. The
@@ -299,16 +299,19 @@ def test_server_ca_is_mounted_and_a_missing_one_reported(
     assert kube.wait_for(pooler_reason, timeout=60, what="PoolerReady=False") == "ServerCANotFound"
     assert not kube.exists(kubectl, "deployment", f"{NAME}-pooler", "-n", namespace)
 
-    ca_pem = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
-    kube.apply(
-        kubectl,
-        {
+    def ca_secret(pem: str) -> dict[str, Any]:
+        return {
             "apiVersion": "v1",
             "kind": "Secret",
             "metadata": {"name": "db-ca", "namespace": namespace},
-            "stringData": {"ca.crt": ca_pem},
-        },
-    )
+            "stringData": {"ca.crt": pem},
+        }
+
+    # The PEM marker around garbage is not a certificate: refused, nothing applied.
+    kube.apply(kubectl, ca_secret("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"))
+    kube.wait_for(lambda: pooler_reason() == "ServerCAInvalid", timeout=60, what="ServerCAInvalid")
+    assert not kube.exists(kubectl, "deployment", f"{NAME}-pooler", "-n", namespace)
+    kube.apply(kubectl, ca_secret(certs.pem(certs.ca("shop db CA")[1])))
     kubectl(
         "wait", "--for=condition=Ready", f"scalingprofile/{NAME}", "-n", namespace, "--timeout=90s"
     )

@@ -47,8 +47,8 @@ Kinds = set[tuple[str, str]]
 def scaled_profile(namespace: str, **overrides: Any) -> dict[str, Any]:
     """examples/shop-scaled.yaml for the e2e app (`web`, `db-credentials`).
 
-    The jobs instance keeps its data in memory here: kwok has no volume
-    provisioner, so a PVC would keep its pod Pending (see the deletion test).
+    The jobs instance keeps its data in memory here (the persistence tests add
+    a claim; the local cluster's default StorageClass binds it).
     """
     body = profiles.base(name=NAME, namespace=namespace)
     body["spec"]["cache"] = {
@@ -557,8 +557,7 @@ def test_deleting_the_profile_collects_children_and_keeps_redis_data(
     assert sts["spec"]["persistentVolumeClaimRetentionPolicy"]["whenDeleted"] == "Retain"
     (template,) = sts["spec"]["volumeClaimTemplates"]
     assert template["spec"]["resources"]["requests"]["storage"] == "1Gi"
-    # The StatefulSet controller creates the claim (kwok never binds it: the
-    # pod stays Pending, so this profile is not Ready, which is fine here).
+    # The StatefulSet controller creates the claim.
     pvc = f"data-{jobs}-0"
     kube.wait_for(
         lambda: kube.exists(kubectl, "pvc", pvc, "-n", ns),
@@ -583,3 +582,39 @@ def test_deleting_the_profile_collects_children_and_keeps_redis_data(
     assert app_after["metadata"]["uid"] == app_before["metadata"]["uid"]
     assert app_after["metadata"]["generation"] == app_before["metadata"]["generation"]
     assert kube.exists(kubectl, "secret", "db-credentials", "-n", ns)
+
+
+def test_a_persistent_queue_goes_ready_and_a_pending_claim_is_named(
+    operator: operator_process.OperatorProcess, kubectl: kube.Kubectl, namespace: str
+) -> None:
+    ns = namespace
+    kube.apply(kubectl, app_deployment(ns), credentials(ns))
+    profile = scaled_profile(ns)
+    profile["spec"]["cache"]["instances"][1]["persistence"] = {"size": "1Gi"}
+    kube.apply(kubectl, profile, namespace=ns)
+    # The cluster's default StorageClass binds the claim: the profile goes Ready.
+    _wait_ready(kubectl, ns)
+    assert _condition(_sp(kubectl, ns), "CacheReady")["status"] == "True"
+    claim = _get(kubectl, ns, "pvc", f"data-{NAME}-redis-jobs-0")
+    assert claim["status"]["phase"] == "Bound"
+
+    # A class that does not exist: the claim stays Pending, and CacheReady says
+    # so, naming the claim, the class and the field, instead of PodsNotReady.
+    other = scaled_profile(ns, **{"database.host": "archive-db"})  # its own server
+    other["metadata"]["name"] = "archive"
+    other["spec"]["cache"]["instances"][1]["persistence"] = {
+        "size": "1Gi",
+        "storageClassName": "no-such-class",
+    }
+    kube.apply(kubectl, other, namespace=ns)
+
+    def claim_pending() -> dict[str, Any] | None:
+        cache = _condition(_sp(kubectl, ns, "archive"), "CacheReady")
+        return cache if cache.get("reason") == "ClaimPending" else None
+
+    cache = kube.wait_for(claim_pending, timeout=60, what="CacheReady=False ClaimPending")
+    assert cache["status"] == "False"
+    assert (
+        "PersistentVolumeClaim data-archive-redis-jobs-0 is Pending: StorageClass "
+        "no-such-class does not exist (spec.cache.instances[1].persistence.storageClassName)"
+    ) in cache["message"], cache["message"]

@@ -134,3 +134,40 @@ def test_binding_urls_follow_the_client_dialect(
     if "DIRECT_URL" in data:
         assert data["DIRECT_URL"] == data["DATABASE_URL"]
     assert data["uri"] == f"{user}@shop-pooler-rw.default.svc:5432/shop"  # servicebinding: plain
+
+
+def _pooler_policy(app_selector: common.Obj | None, **overrides: object) -> common.Obj:
+    body = profiles.base(**overrides)
+    body["metadata"]["uid"] = "uid-1"
+    planned = plan_mod.plan(v1alpha1.parse_profile(body))
+    built = desired.build_parts(planned, CREDS, app_pod_selector=app_selector).objects
+    policy: common.Obj = built["NetworkPolicy/shop-pooler"]
+    return policy
+
+
+def test_the_pooler_admits_the_app_and_workers_and_metrics_only_from_monitoring() -> None:
+    policy = _pooler_policy(
+        {"matchLabels": {"app": "web"}}, **{"network.monitoringNamespace": "mon"}
+    )
+    spec = policy["spec"]
+    assert spec["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "pooler"
+    assert spec["policyTypes"] == ["Ingress"]
+    pgbouncer_rule, metrics_rule = spec["ingress"]
+    assert pgbouncer_rule["ports"] == [{"port": 6432}]
+    # same-namespace pods only: no namespaceSelector on the client peers
+    assert all("namespaceSelector" not in peer for peer in pgbouncer_rule["from"])
+    selectors = [peer["podSelector"] for peer in pgbouncer_rule["from"]]
+    assert {"matchLabels": {"app": "web"}} in selectors
+    assert any(s["matchLabels"].get("app.kubernetes.io/component") == "worker" for s in selectors)
+    assert metrics_rule == {
+        "from": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "mon"}}}],
+        "ports": [{"port": 9127}],
+    }
+
+
+def test_without_a_monitoring_namespace_metrics_stay_in_the_namespace() -> None:
+    policy = _pooler_policy(None)
+    pgbouncer_rule, metrics_rule = policy["spec"]["ingress"]
+    assert metrics_rule["from"] == [{"podSelector": {}}]
+    # the app's Deployment was not found: only Headroom's workers get in
+    assert len(pgbouncer_rule["from"]) == 1

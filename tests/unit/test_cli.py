@@ -34,6 +34,7 @@ def test_render_outputs_every_child(capsys: pytest.CaptureFixture[str]) -> None:
         "ConfigMap/shop-pooler-config",
         "Deployment/shop-pooler",
         "HorizontalPodAutoscaler/shop-app",
+        "NetworkPolicy/shop-pooler",
         "PodDisruptionBudget/shop-pooler",
         "Secret/shop-binding",
         "Secret/shop-pooler-auth",

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import datetime
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,7 @@ import yaml
 
 from headroom.kube import errors
 from headroom.reconcile import compare, engine, metrics
-from tests import profiles
+from tests import certs, profiles
 from tests.unit import fake_cluster
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -85,8 +86,8 @@ def test_first_pass_creates_every_child_then_a_pass_writes_nothing() -> None:
     eng, first = _run(cluster)
     applied = [key for verb, key in cluster.writes() if verb == "apply" and "/status" not in key]
     assert sorted(applied) == sorted(cluster.children("profile-uid"))
-    assert len(applied) == 24  # shop-scaled without KEDA, its app Deployment found
-    assert first.writes == 25  # and the status
+    assert len(applied) == 25  # shop-scaled without KEDA, its app Deployment found
+    assert first.writes == 26  # and the status
     cluster.log.clear()
     # The pass's own writes changed its inputs: one more pass finds nothing to do...
     settled = _again(eng)
@@ -427,3 +428,103 @@ def test_a_newer_profile_on_a_full_server_is_refused_and_applies_nothing() -> No
     shop = cluster.profile("default", "shop")
     assert shop is not None and _conditions(cluster)["ConnectionBudget"]["status"] == "True"
     assert shop["status"]["budget"]["server"] == "shop-db.default.svc:5432"
+
+
+def _claim(name: str, *, phase: str, storage_class: str | None) -> dict[str, Any]:
+    spec: dict[str, Any] = {"accessModes": ["ReadWriteOnce"]}
+    if storage_class is not None:
+        spec["storageClassName"] = storage_class
+    return {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": spec,
+        "status": {"phase": phase},
+    }
+
+
+@pytest.mark.parametrize(
+    ("storage_class", "class_exists", "needle"),
+    [
+        ("fast", False, "StorageClass fast does not exist (spec.cache.instances[1].persistence"),
+        ("standard", True, "waiting for StorageClass standard to provision a volume"),
+        (None, False, "names no StorageClass and the cluster has no default one: set "
+         "spec.cache.instances[1].persistence.storageClassName"),
+    ],
+)  # fmt: skip
+def test_a_pending_data_claim_is_named_in_cache_ready(
+    storage_class: str | None, class_exists: bool, needle: str
+) -> None:
+    cluster = _cluster(_scaled())
+    cluster.put(_claim("data-shop-redis-jobs-0", phase="Pending", storage_class=storage_class))
+    if class_exists:
+        cluster.put(
+            {
+                "apiVersion": "storage.k8s.io/v1",
+                "kind": "StorageClass",
+                "metadata": {"name": storage_class, "namespace": ""},
+            }
+        )
+    _run(cluster)
+    cache = _conditions(cluster)["CacheReady"]
+    assert (cache["status"], cache["reason"]) == ("False", "ClaimPending")
+    assert "PersistentVolumeClaim data-shop-redis-jobs-0 is Pending: " in cache["message"]
+    assert needle in cache["message"]
+
+
+def test_a_bound_claim_or_a_ready_statefulset_reads_no_claim() -> None:
+    cluster = _cluster(_scaled())
+    cluster.put(_claim("data-shop-redis-jobs-0", phase="Bound", storage_class="standard"))
+    _run(cluster)
+    assert _conditions(cluster)["CacheReady"]["reason"] == "PodsNotReady"
+    assert ("get", "PersistentVolumeClaim/data-shop-redis-jobs-0") in cluster.log
+    # the cache instance has no persistence: its claims are never asked for
+    assert not any("data-shop-redis-cache" in entry for _, entry in cluster.log)
+
+
+def _with_ca(pem: str) -> fake_cluster.FakeCluster:
+    body = _scaled()
+    body["spec"]["database"]["sslMode"] = "verify-full"
+    body["spec"]["database"]["serverCASecret"] = {"name": "db-ca"}
+    cluster = _cluster(body)
+    cluster.put(
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "db-ca", "namespace": "default", "resourceVersion": "3"},
+            "data": {"ca.crt": base64.b64encode(pem.encode()).decode()},
+        }
+    )
+    return cluster
+
+
+_DAY = datetime.timedelta(days=1)
+
+
+@pytest.mark.parametrize(
+    ("pem", "needle"),
+    [
+        ("not a certificate", "no PEM certificate"),
+        # the PEM marker alone is not a certificate
+        ("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n", "not a valid PEM"),
+        (certs.pem(certs.ca("old", not_before=-3 * _DAY, not_after=-_DAY)[1]), "has expired"),
+        (certs.pem(certs.ca("new", not_before=_DAY, not_after=3 * _DAY)[1]), "valid yet"),
+    ],
+)
+def test_a_server_ca_that_is_not_a_usable_certificate_stops_the_pooler(
+    pem: str, needle: str
+) -> None:
+    cluster = _with_ca(pem)
+    _run(cluster)
+    pooler = _conditions(cluster)["PoolerReady"]
+    assert (pooler["status"], pooler["reason"]) == ("False", "ServerCAInvalid")
+    assert "Secret db-ca key 'ca.crt' (spec.database.serverCASecret): " in pooler["message"]
+    assert needle in pooler["message"]
+    assert cluster.find("Deployment", "shop-pooler") is None
+
+
+def test_a_valid_server_ca_is_mounted() -> None:
+    cluster = _with_ca(certs.pem(certs.ca("db CA")[1]))
+    _run(cluster)
+    assert _conditions(cluster)["PoolerReady"]["reason"] != "ServerCAInvalid"
+    assert cluster.find("Deployment", "shop-pooler") is not None

@@ -434,6 +434,24 @@ class Autoscaling(_Model):
     max_unavailable: int = Field(default=1, ge=1, le=100, description="PDB maxUnavailable.")
 
 
+class Network(_Model):
+    """Who may reach what Headroom runs. Every pooler and Redis pod gets a
+    NetworkPolicy that admits the app's pods and Headroom's workers (same
+    namespace) on the service port, and only the namespaces named here
+    elsewhere."""
+
+    monitoring_namespace: Annotated[str, Field(pattern=DNS_LABEL, max_length=63)] | None = Field(
+        default=None,
+        description="Namespace whose pods may scrape the exporters (pooler 9127, Redis "
+        "9121), e.g. where Prometheus runs. Absent: only pods of the profile's namespace.",
+    )
+    keda_namespace: Annotated[str, Field(pattern=DNS_LABEL, max_length=63)] = Field(
+        default="keda",
+        description="Namespace of KEDA's operator, which reads a queue's length from Redis "
+        "itself when KEDA scales its workers.",
+    )
+
+
 class ScalingProfileSpec(_Model):
     """What the app needs to scale."""
 
@@ -451,6 +469,9 @@ class ScalingProfileSpec(_Model):
     )
     autoscaling: Autoscaling = Field(
         default_factory=Autoscaling, description="HPA and PDB for the app's Deployment."
+    )
+    network: Network = Field(
+        default_factory=Network, description="NetworkPolicies: who may reach the pods."
     )
 
 

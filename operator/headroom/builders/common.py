@@ -7,6 +7,7 @@ Pure; used by every builder module.
 from __future__ import annotations
 
 import base64
+import copy
 import hashlib
 from dataclasses import dataclass, field
 from typing import Any
@@ -140,6 +141,36 @@ def spread_constraints(selector: dict[str, str]) -> list[Obj]:
         }
         for key in ("kubernetes.io/hostname", "topology.kubernetes.io/zone")
     ]
+
+
+def client_peers(plan: plan_mod.Plan, app_pod_selector: Obj | None) -> list[Obj]:
+    """NetworkPolicy peers that use what Headroom runs: its worker pods and the
+    app's pods (when its Deployment was found), in the profile's namespace."""
+    workers = selector_labels(plan, component="worker", name="worker")
+    workers.pop("app.kubernetes.io/name")
+    peers: list[Obj] = [{"podSelector": {"matchLabels": workers}}]
+    if app_pod_selector:
+        peers.append({"podSelector": copy.deepcopy(app_pod_selector)})
+    return peers
+
+
+def metrics_peer(plan: plan_mod.Plan) -> Obj:
+    """Who may scrape the exporters: spec.network.monitoringNamespace, else the
+    profile's own namespace."""
+    namespace = plan.network.monitoring_namespace
+    if namespace is None:
+        return {"podSelector": {}}
+    return {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}}}
+
+
+def keda_peer(plan: plan_mod.Plan, operator_pod: dict[str, str]) -> Obj:
+    """KEDA's operator pods, in spec.network.kedaNamespace only."""
+    return {
+        "namespaceSelector": {
+            "matchLabels": {"kubernetes.io/metadata.name": plan.network.keda_namespace}
+        },
+        "podSelector": {"matchLabels": dict(operator_pod)},
+    }
 
 
 def usable_selector(selector: Obj | None) -> Obj:

@@ -70,7 +70,7 @@ def build_parts(
     ``without``: components left out (contained); the binding omits them."""
     selector = common.usable_selector(app_pod_selector)
     parts: list[tuple[str, list[common.Obj]]] = [
-        (POOLER, pgbouncer.build(plan, creds)),
+        (POOLER, pgbouncer.build(plan, creds, app_pod_selector=selector)),
         (BINDING, binding.build(plan, creds, omit=without)),
     ]
     for instance in plan.redis:

@@ -111,8 +111,12 @@ def exporter_dsn(password: str) -> str:
     )
 
 
-def build(plan: plan_mod.Plan, creds: common.Credentials) -> list[common.Obj]:
-    """ConfigMap, auth Secret, Deployment, Service and PDB of the pooler."""
+def build(
+    plan: plan_mod.Plan, creds: common.Credentials, *, app_pod_selector: common.Obj | None = None
+) -> list[common.Obj]:
+    """ConfigMap, auth Secret, Deployment, Service, PDB and NetworkPolicy of the
+    pooler. ``app_pod_selector``: the app's pods (usable_selector), admitted
+    with the workers on the PgBouncer port; None admits only the workers."""
     ini = render_ini(plan)
     userlist = render_userlist(
         {creds.username: creds.password, plan_mod.STATS_USER: creds.stats_password},
@@ -278,4 +282,23 @@ def build(plan: plan_mod.Plan, creds: common.Credentials) -> list[common.Obj]:
         "metadata": meta(deployment_name(plan)),
         "spec": {"maxUnavailable": 1, "selector": {"matchLabels": selector}},
     }
-    return [config_map, auth, deployment, service, pdb]
+    network_policy = {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": meta(deployment_name(plan)),
+        "spec": {
+            "podSelector": {"matchLabels": selector},
+            "policyTypes": ["Ingress"],
+            "ingress": [
+                {
+                    "from": common.client_peers(plan, app_pod_selector),
+                    "ports": [{"port": plan_mod.POOLER_PORT}],
+                },
+                {
+                    "from": [common.metrics_peer(plan)],
+                    "ports": [{"port": plan_mod.EXPORTER_PORT}],
+                },
+            ],
+        },
+    }
+    return [config_map, auth, deployment, service, pdb, network_policy]

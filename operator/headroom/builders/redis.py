@@ -22,6 +22,7 @@ RUN_AS = 999  # the redis user of the official image
 CONFIG_DIR = "/etc/redis"
 AUTH_DIR = "/etc/redis-auth"
 DATA_DIR = "/data"
+DATA_VOLUME = "data"  # its claims are data-<statefulset>-<ordinal>
 MASTER_SET = "headroom"
 SENTINELS = 3
 SENTINEL_QUORUM = 2
@@ -333,7 +334,7 @@ def build(
         if redis.persistence.storage_class_name:
             pvc_spec["storageClassName"] = redis.persistence.storage_class_name
         statefulset["spec"]["volumeClaimTemplates"] = [
-            {"metadata": {"name": "data", "labels": selector}, "spec": pvc_spec}
+            {"metadata": {"name": DATA_VOLUME, "labels": selector}, "spec": pvc_spec}
         ]
         statefulset["spec"]["persistentVolumeClaimRetentionPolicy"] = {
             "whenDeleted": "Delete" if redis.persistence.delete_with_profile else "Retain",

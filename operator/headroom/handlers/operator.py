@@ -50,6 +50,9 @@ Obj = dict[str, Any]
 OWNED_SELECTOR = f"app.kubernetes.io/managed-by={common.MANAGED_BY},{common.PROFILE_LABEL}"
 _RESOURCES = {k.kind: k.resource for k in registry.ALL_OWNED}
 _RESOURCES["Deployment"] = kinds.DEPLOYMENT
+# read (never written) to say why a Redis with persistence is not ready
+_RESOURCES["PersistentVolumeClaim"] = kinds.PVC
+_RESOURCES["StorageClass"] = kinds.STORAGE_CLASS
 
 
 def _pointer(key: str) -> str:

@@ -48,6 +48,8 @@ PDB = Resource("policy/v1", "PodDisruptionBudget", "poddisruptionbudgets")
 NETWORK_POLICY = Resource("networking.k8s.io/v1", "NetworkPolicy", "networkpolicies")
 HPA = Resource("autoscaling/v2", "HorizontalPodAutoscaler", "horizontalpodautoscalers")
 LEASE = Resource("coordination.k8s.io/v1", "Lease", "leases")
+PVC = Resource("v1", "PersistentVolumeClaim", "persistentvolumeclaims")
+STORAGE_CLASS = Resource("storage.k8s.io/v1", "StorageClass", "storageclasses", False)
 CRD = Resource(
     "apiextensions.k8s.io/v1", "CustomResourceDefinition", "customresourcedefinitions", False
 )

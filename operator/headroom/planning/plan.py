@@ -160,6 +160,7 @@ class Plan:
     autoscaling: AutoscalingPlan
     redis: tuple[RedisPlan, ...] = ()
     queues: tuple[QueuePlan, ...] = ()
+    network: v1alpha1.Network = field(default_factory=v1alpha1.Network)
     facts: Facts = field(default_factory=Facts)
     problems: tuple[budget_mod.Problem, ...] = field(default=())
 
@@ -574,6 +575,7 @@ def plan(profile: v1alpha1.ScalingProfile, *, facts: Facts | None = None) -> Pla
         ),
         redis=redis,
         queues=queues,
+        network=spec.network,
         facts=facts,
         problems=tuple(problems),
     )

@@ -27,6 +27,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from cryptography import x509
+
 from headroom.api import status as status_models
 from headroom.api import v1alpha1
 from headroom.builders import binding, common, desired, pgbouncer, redis
@@ -107,6 +109,26 @@ class InputError(Exception):
 
 def _now() -> str:
     return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _ca_problem(pem: str) -> str | None:
+    """Why ``pem`` cannot be the CA bundle the pooler verifies Postgres with
+    (PgBouncer would refuse to start, or every TLS handshake would fail)."""
+    if "-----BEGIN CERTIFICATE-----" not in pem:
+        return "no PEM certificate"
+    try:
+        certificates = x509.load_pem_x509_certificates(pem.encode())
+    except ValueError as err:
+        return f"not a valid PEM certificate ({err})"
+    now = datetime.datetime.now(datetime.UTC)
+    current = [c for c in certificates if c.not_valid_before_utc <= now <= c.not_valid_after_utc]
+    if current:
+        return None
+    ends = max(c.not_valid_after_utc for c in certificates)
+    if ends < now:
+        return f"every certificate in it has expired (the last on {ends:%Y-%m-%d})"
+    starts = min(c.not_valid_before_utc for c in certificates)
+    return f"no certificate in it is valid yet (the first from {starts:%Y-%m-%d %H:%M} UTC)"
 
 
 def _decode(secret: Obj, key: str) -> str | None:
@@ -328,7 +350,12 @@ class Engine:
         if desired.POOLER in contained:
             pooler_cond = cond.Cond(cond.POOLER_READY, "False", "NameConflict", conflict_text)
         components = [budget_cond, pooler_cond, *checks]
-        components += observe.components(planned, observed, app_found=app is not None)
+        components += observe.components(
+            planned,
+            observed,
+            app_found=app is not None,
+            pending_claims=await self._pending_claims(planned, observed),
+        )
         if contained - {desired.POOLER}:
             names = ", ".join(sorted(contained - {desired.POOLER}))
             components.append(
@@ -446,13 +473,40 @@ class Engine:
             pem = _decode(found, ref.key) or ""
         except (UnicodeDecodeError, ValueError):
             pem = ""
-        if "-----BEGIN CERTIFICATE-----" not in pem:
+        problem = _ca_problem(pem)
+        if problem is not None:
             raise InputError(
                 "ServerCAInvalid",
-                f"Secret {ref.name} has no PEM certificate under key {ref.key!r} "
-                "(spec.database.serverCASecret.key)",
+                f"Secret {ref.name} key {ref.key!r} (spec.database.serverCASecret): {problem}",
             )
         return pem, str(found["metadata"].get("resourceVersion", ""))
+
+    async def _pending_claims(
+        self, planned: plan_mod.Plan, observed: dict[str, Obj]
+    ) -> tuple[observe.PendingClaim, ...]:
+        """The data claims of Redis StatefulSets that are not ready yet and not
+        Bound: read only then (from the API server's cache), so a converged
+        profile costs no request; a claim that binds rolls its pod out, and the
+        StatefulSet's status change brings the next pass."""
+        pending = []
+        classes: dict[str, bool] = {}
+        for name, spec_field in observe.unready_claims(planned, observed):
+            claim = await self.cluster.get_live("PersistentVolumeClaim", planned.namespace, name)
+            if claim is None or (claim.get("status") or {}).get("phase") != "Pending":
+                continue
+            storage_class = (claim.get("spec") or {}).get("storageClassName") or None
+            if storage_class is not None and storage_class not in classes:
+                found = await self.cluster.get_live("StorageClass", "", storage_class)
+                classes[storage_class] = found is not None
+            pending.append(
+                observe.PendingClaim(
+                    name=name,
+                    field=spec_field,
+                    storage_class=storage_class,
+                    class_exists=classes.get(storage_class or "", False),
+                )
+            )
+        return tuple(pending)
 
     # -- containment ------------------------------------------------------------
 

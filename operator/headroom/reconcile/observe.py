@@ -5,6 +5,7 @@ status changes arrive as child events and trigger another pass)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from headroom.builders import autoscaling, redis, workers
@@ -34,7 +35,36 @@ def _rolled_out(obj: dict[str, Any] | None, *, want: int | None = None) -> tuple
     return current and ready == desired and total == desired, f"{ready}/{desired} ready"
 
 
-def _cache(plan: plan_mod.Plan, applied: dict[str, Any]) -> cond.Cond:
+@dataclass(frozen=True)
+class PendingClaim:
+    """A Redis data claim that is not Bound, and what the cluster says about it."""
+
+    name: str
+    field: str  # spec path of the instance's persistence
+    storage_class: str | None  # as the claim asks (None: no class, no default either)
+    class_exists: bool
+
+
+def _claim_text(claim: PendingClaim) -> str:
+    if claim.storage_class is None:
+        why = (
+            "it names no StorageClass and the cluster has no default one: set "
+            f"{claim.field}.storageClassName"
+        )
+    elif not claim.class_exists:
+        why = f"StorageClass {claim.storage_class} does not exist ({claim.field}.storageClassName)"
+    else:
+        why = f"waiting for StorageClass {claim.storage_class} to provision a volume"
+    return f"PersistentVolumeClaim {claim.name} is Pending: {why}"
+
+
+def _cache(
+    plan: plan_mod.Plan, applied: dict[str, Any], claims: tuple[PendingClaim, ...] = ()
+) -> cond.Cond:
+    if claims:
+        return cond.Cond(
+            CACHE_READY, "False", "ClaimPending", "; ".join(_claim_text(c) for c in claims)
+        )
     waiting = []
     for instance in plan.redis:
         sets = [redis.base_name(plan, instance)]
@@ -129,10 +159,33 @@ def _app_scaling_active(hpa: dict[str, Any]) -> cond.Cond:
     )
 
 
-def components(plan: plan_mod.Plan, applied: dict[str, Any], *, app_found: bool) -> list[cond.Cond]:
+def unready_claims(plan: plan_mod.Plan, applied: dict[str, Any]) -> list[tuple[str, str]]:
+    """(claim name, persistence field) of every data claim of a Redis
+    StatefulSet that is not rolled out: the engine reads those to say why."""
+    wanted = []
+    for index, instance in enumerate(plan.redis):
+        if instance.persistence is None:
+            continue
+        name = redis.base_name(plan, instance)
+        statefulset = applied.get(f"StatefulSet/{name}")
+        if statefulset is None or _rolled_out(statefulset)[0]:
+            continue
+        replicas = int((statefulset.get("spec") or {}).get("replicas") or 0)
+        field = f"spec.cache.instances[{index}].persistence"
+        wanted += [(f"{redis.DATA_VOLUME}-{name}-{ordinal}", field) for ordinal in range(replicas)]
+    return wanted
+
+
+def components(
+    plan: plan_mod.Plan,
+    applied: dict[str, Any],
+    *,
+    app_found: bool,
+    pending_claims: tuple[PendingClaim, ...] = (),
+) -> list[cond.Cond]:
     found: list[cond.Cond] = []
     if plan.redis:
-        found.append(_cache(plan, applied))
+        found.append(_cache(plan, applied, pending_claims))
     if plan.queues:
         found += _workers(plan, applied)
     found.append(_autoscaling(plan, applied, app_found=app_found))

@@ -1,0 +1,58 @@
+"""Throwaway X.509 certificates for tests: a self-signed CA (the conformance TLS
+tests sign Postgres' server certificate with it; the engine tests and the e2e
+tests hand it to a profile as spec.database.serverCASecret)."""
+
+from __future__ import annotations
+
+import datetime
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+
+def name(common_name: str) -> x509.Name:
+    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+
+
+def ca(
+    common_name: str,
+    *,
+    not_before: datetime.timedelta = datetime.timedelta(minutes=-5),
+    not_after: datetime.timedelta = datetime.timedelta(days=1),
+) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+    """A CA key and certificate valid from now + ``not_before`` to now + ``not_after``."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name(common_name))
+        .issuer_name(name(common_name))
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now + not_before)
+        .not_valid_after(now + not_after)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    return key, cert
+
+
+def pem(cert: x509.Certificate) -> str:
+    return cert.public_bytes(serialization.Encoding.PEM).decode()
