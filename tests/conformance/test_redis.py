@@ -428,8 +428,10 @@ def test_sentinels_fail_over_to_the_replica(start_redis: StartRedis) -> None:
     wait_until(is_master, timeout=10, what="the promoted replica to report role master")
     with replica.client() as conn:
         assert conn.call("GET", "before-failover") == "1"
-        assert conn.call("SET", "after-failover", "2") == "OK"
-        assert conn.call("RPUSH", "queue:jobs", "job") == 1
+        # min-replicas-to-write 1: alone, the new master refuses writes a failover would lose
+        refused = conn.try_call("SET", "after-failover", "2")
+        assert isinstance(refused, ReplyError)
+        assert str(refused).startswith("NOREPLICAS"), refused
     with Redis(replica.port) as anonymous:
         reply = anonymous.try_call("SET", "x", "y")
         assert isinstance(reply, ReplyError)

@@ -148,6 +148,37 @@ def test_sentinel_ha_objects() -> None:
     assert url.startswith("redis+sentinel://")
 
 
+HA_CACHE = {
+    "instances": [{"name": "jobs", "use": "queue", "sentinel": {"replicas": 2}}],
+}
+
+
+def test_min_replicas_to_write_in_ha_only() -> None:
+    ha = _plan(cache=HA_CACHE, queues=[]).redis_named("jobs")
+    assert ha.min_replicas_to_write == 1
+    conf = redis.render_conf(ha)
+    assert "min-replicas-to-write 1\n" in conf
+    assert f"min-replicas-max-lag {redis.MIN_REPLICAS_MAX_LAG_SECONDS}\n" in conf
+    off = {"instances": [{"name": "jobs", "use": "queue", "sentinel": {"minReplicasToWrite": 0}}]}
+    assert "min-replicas-to-write 0\n" in redis.render_conf(
+        _plan(cache=off, queues=[]).redis_named("jobs")
+    )
+    assert "min-replicas" not in redis.render_conf(_plan().redis_named("jobs"))
+
+
+def test_min_replicas_to_write_above_the_replicas_is_rejected() -> None:
+    cache = {
+        "instances": [
+            {"name": "jobs", "use": "queue", "sentinel": {"replicas": 1, "minReplicasToWrite": 2}}
+        ]
+    }
+    planned = plan_mod.plan(v1alpha1.parse_profile(profiles.base(cache=cache)))
+    assert [p.field for p in planned.problems] == [
+        "spec.cache.instances[0].sentinel.minReplicasToWrite"
+    ]
+    assert "would refuse every write" in planned.problem_text()
+
+
 def test_app_hpa_and_pdb() -> None:
     objs = _objects(_plan())
     hpa = objs["HorizontalPodAutoscaler/shop-app"]["spec"]

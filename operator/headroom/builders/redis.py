@@ -25,6 +25,9 @@ DATA_DIR = "/data"
 MASTER_SET = "headroom"
 SENTINELS = 3
 SENTINEL_QUORUM = 2
+# A replica that has not acknowledged the stream for this long does not count
+# towards min-replicas-to-write (Redis's default).
+MIN_REPLICAS_MAX_LAG_SECONDS = 10
 # The label KEDA's operator pods carry in its Helm chart and release manifests.
 KEDA_OPERATOR_POD = {"app": "keda-operator"}
 
@@ -97,6 +100,12 @@ def render_conf(
         _line("tcp-keepalive", "60"),
         _line("timeout", "0"),
     ]
+    if redis.sentinel_replicas:
+        # Every pod of an HA instance may become the master.
+        lines += [
+            _line("min-replicas-to-write", str(redis.min_replicas_to_write)),
+            _line("min-replicas-max-lag", str(MIN_REPLICAS_MAX_LAG_SECONDS)),
+        ]
     lines += [_line(key, value or '""') for key, value in redis.settings.items()]
     lines.append(_line("include", auth_file))
     return "\n".join(lines) + "\n"
