@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 
 import pytest
 
@@ -177,6 +178,50 @@ def test_min_replicas_to_write_above_the_replicas_is_rejected() -> None:
         "spec.cache.instances[0].sentinel.minReplicasToWrite"
     ]
     assert "would refuse every write" in planned.problem_text()
+
+
+def _auth_revisions(objs: dict[str, common.Obj]) -> dict[str, str]:
+    """The Redis auth revision on each pod template that carries one."""
+    revisions = {}
+    for key, obj in objs.items():
+        template = obj.get("spec", {}).get("template", {})
+        annotations = template.get("metadata", {}).get("annotations", {})
+        if common.REDIS_AUTH_REVISION_ANNOTATION in annotations:
+            revisions[key] = annotations[common.REDIS_AUTH_REVISION_ANNOTATION]
+    return revisions
+
+
+def test_a_new_redis_password_rolls_every_pod_that_reads_it() -> None:
+    cache = {"instances": [*HA_CACHE["instances"], {"name": "cache", "use": "cache"}]}
+    planned = _plan(cache=cache)
+    before = _auth_revisions(desired.build(planned, CREDS))
+    assert set(before) == {
+        "StatefulSet/shop-redis-jobs",
+        "StatefulSet/shop-redis-jobs-sentinel",
+        "StatefulSet/shop-redis-cache",
+        "Deployment/shop-worker-emails",  # REDIS_URL reaches the workers as environment
+    }
+    # the same passwords: nothing rolls
+    assert _auth_revisions(desired.build(planned, CREDS)) == before
+    # the auth Secret of jobs was deleted and Headroom generated a new password
+    new_password = "e" * 48
+    regenerated = dataclasses.replace(
+        CREDS, redis_passwords={**CREDS.redis_passwords, "jobs": new_password}
+    )
+    objs = desired.build(planned, regenerated)
+    after = _auth_revisions(objs)
+    changed = {key for key in before if before[key] != after[key]}
+    assert changed == {
+        "StatefulSet/shop-redis-jobs",
+        "StatefulSet/shop-redis-jobs-sentinel",
+        "Deployment/shop-worker-emails",
+    }
+    # the annotation is a salted hash, never the password (nor its plain sha256)
+    plain = hashlib.sha256(new_password.encode()).hexdigest()
+    for key in changed:
+        text = str(objs[key])
+        assert new_password not in text and plain[:16] not in text, key
+    assert len(after["StatefulSet/shop-redis-jobs"]) == 16
 
 
 def test_app_hpa_and_pdb() -> None:

@@ -63,6 +63,13 @@ def pod_host(plan: plan_mod.Plan, redis: plan_mod.RedisPlan, ordinal: int) -> st
     return f"{base_name(plan, redis)}-{ordinal}.{headless_name(plan, redis)}.{plan.namespace}.svc"
 
 
+def auth_revision(plan: plan_mod.Plan, redis: plan_mod.RedisPlan, password: str) -> str:
+    """What rolls the pods that read ``password`` when it is generated anew."""
+    return common.secret_revision(
+        password, salt=f"{plan.namespace}/{auth_secret_name(plan, redis)}"
+    )
+
+
 def _line(key: str, value: str) -> str:
     if not re.fullmatch(r"[a-z-]+", key) or not _SAFE.match(value):
         raise ValueError(f"refusing to render unsafe redis.conf entry {key!r}")
@@ -319,6 +326,7 @@ def build(
                     "labels": pod_labels,
                     "annotations": {
                         common.CONFIG_HASH_ANNOTATION: common.content_hash(*files.values()),
+                        common.REDIS_AUTH_REVISION_ANNOTATION: auth_revision(plan, redis, password),
                         "prometheus.io/scrape": "true",
                         "prometheus.io/port": str(plan_mod.REDIS_EXPORTER_PORT),
                     },
@@ -416,6 +424,9 @@ def build(
             selector=sentinel_selector,
             clients=clients + peers,
             config_name=f"{name}-config",
+            annotations={
+                common.REDIS_AUTH_REVISION_ANNOTATION: auth_revision(plan, redis, password)
+            },
         )
         # clients find the master through the sentinels
         service["spec"]["selector"] = sentinel_selector
@@ -433,6 +444,7 @@ def _sentinel_objects(
     selector: dict[str, str],
     clients: list[common.Obj],
     config_name: str,
+    annotations: dict[str, str],
 ) -> list[common.Obj]:
     name = sentinel_name(plan, redis)
     headless_service = names.sentinel_headless(plan.name, redis.name)
@@ -459,7 +471,8 @@ def _sentinel_objects(
                     "labels": {
                         **common.labels(plan, component="sentinel", name="redis"),
                         **selector,
-                    }
+                    },
+                    "annotations": annotations,
                 },
                 "spec": common.pod_spec(
                     uid=RUN_AS,
