@@ -154,6 +154,56 @@ HA_CACHE = {
 }
 
 
+def _container(obj: common.Obj, name: str, *, init: bool = False) -> common.Obj:
+    spec = obj["spec"]["template"]["spec"]
+    return next(c for c in spec["initContainers" if init else "containers"] if c["name"] == name)
+
+
+def _env(container: common.Obj) -> dict[str, str]:
+    return {e["name"]: e.get("value", "") for e in container["env"]}
+
+
+def test_ha_redis_asks_the_sentinel_pods_through_their_headless_service() -> None:
+    objs = _objects(_plan(cache=HA_CACHE))
+    sentinels = objs["StatefulSet/shop-redis-jobs-sentinel"]["spec"]
+    service = objs[f"Service/{sentinels['serviceName']}"]["spec"]
+    assert service["clusterIP"] == "None"
+    assert service["publishNotReadyAddresses"] is True  # answers before it is Ready
+    assert service["selector"] == sentinels["selector"]["matchLabels"]
+    redis_container = _container(objs["StatefulSet/shop-redis-jobs"], "redis")
+    env = _env(redis_container)
+    # every address is a sentinel pod under a Service the builder emits
+    assert env["SENTINELS"].split() == [
+        f"shop-redis-jobs-sentinel-{n}.{sentinels['serviceName']}.default.svc:26379"
+        for n in range(sentinels["replicas"])
+    ]
+    assert env["INITIAL_MASTER"] == "shop-redis-jobs-0.shop-redis-jobs-headless.default.svc:6379"
+    assert "Service/shop-redis-jobs-headless" in objs
+    # the start script runs in the Redis container itself, so a restart in place asks too
+    assert redis_container["command"][:2] == ["sh", "-c"]
+    assert redis_container["command"][2] == redis.redis_start_script()
+    assert "initContainers" not in objs["StatefulSet/shop-redis-jobs"]["spec"]["template"]["spec"]
+    probe = redis_container["startupProbe"]
+    assert probe["periodSeconds"] * probe["failureThreshold"] > redis.FAILOVER_TIMEOUT_SECONDS
+
+
+def test_ha_scripts_are_constants_the_kubelet_does_not_expand() -> None:
+    objs = _objects(_plan(cache=HA_CACHE))
+    containers = [
+        _container(objs["StatefulSet/shop-redis-jobs"], "redis"),
+        _container(objs["StatefulSet/shop-redis-jobs-sentinel"], "config", init=True),
+    ]
+    for container in containers:
+        script = container["command"][2]
+        assert script in (redis.redis_start_script(), redis.sentinel_init_script())
+        # the kubelet expands $(NAME) of the container's env in a command and turns $$ into $
+        assert "$$" not in script
+        for name in _env(container):
+            assert f"$({name})" not in script, name
+        # no name of the profile is in a script: they reach it as environment
+        assert "shop" not in script
+
+
 def test_min_replicas_to_write_in_ha_only() -> None:
     ha = _plan(cache=HA_CACHE, queues=[]).redis_named("jobs")
     assert ha.min_replicas_to_write == 1

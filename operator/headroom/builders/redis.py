@@ -22,9 +22,12 @@ RUN_AS = 999  # the redis user of the official image
 CONFIG_DIR = "/etc/redis"
 AUTH_DIR = "/etc/redis-auth"
 DATA_DIR = "/data"
+RUN_DIR = "/work"  # HA: the configs the processes run (Sentinel rewrites its own)
 MASTER_SET = "headroom"
 SENTINELS = 3
 SENTINEL_QUORUM = 2
+DOWN_AFTER_MS = 5000
+FAILOVER_TIMEOUT_SECONDS = 60
 # A replica that has not acknowledged the stream for this long does not count
 # towards min-replicas-to-write (Redis's default).
 MIN_REPLICAS_MAX_LAG_SECONDS = 10
@@ -61,6 +64,15 @@ def service_host(plan: plan_mod.Plan, redis: plan_mod.RedisPlan) -> str:
 
 def pod_host(plan: plan_mod.Plan, redis: plan_mod.RedisPlan, ordinal: int) -> str:
     return f"{base_name(plan, redis)}-{ordinal}.{headless_name(plan, redis)}.{plan.namespace}.svc"
+
+
+def sentinel_hosts(plan: plan_mod.Plan, redis: plan_mod.RedisPlan) -> list[str]:
+    """The sentinel pods, through their headless Service."""
+    headless = names.sentinel_headless(plan.name, redis.name)
+    return [
+        f"{sentinel_name(plan, redis)}-{ordinal}.{headless}.{plan.namespace}.svc"
+        for ordinal in range(SENTINELS)
+    ]
 
 
 def auth_revision(plan: plan_mod.Plan, redis: plan_mod.RedisPlan, password: str) -> str:
@@ -128,57 +140,127 @@ def render_sentinel_conf(
     *,
     master_host: str,
     master_port: int = plan_mod.REDIS_PORT,
+    bind: str = "* -::*",
     port: int = plan_mod.SENTINEL_PORT,
     password: str,
-    down_after_ms: int = 5000,
 ) -> str:
     """sentinel.conf (Sentinel rewrites it at run time, so it lives on a writable volume)."""
     pw = _check_password(password)
     lines = [
         "# Rendered by Headroom. Sentinel rewrites this file with what it learns.",
+        _line("bind", bind),
         _line("port", str(port)),
         _line("sentinel", "resolve-hostnames yes"),
         _line("sentinel", "announce-hostnames yes"),
         _line("sentinel", f"monitor {MASTER_SET} {master_host} {master_port} {SENTINEL_QUORUM}"),
         _line("sentinel", f'auth-pass {MASTER_SET} "{pw}"'),
-        _line("sentinel", f"down-after-milliseconds {MASTER_SET} {down_after_ms}"),
-        _line("sentinel", f"failover-timeout {MASTER_SET} 60000"),
+        _line("sentinel", f"down-after-milliseconds {MASTER_SET} {DOWN_AFTER_MS}"),
+        _line("sentinel", f"failover-timeout {MASTER_SET} {FAILOVER_TIMEOUT_SECONDS * 1000}"),
         _line("sentinel", f"parallel-syncs {MASTER_SET} 1"),
         _line("requirepass", f'"{pw}"'),
     ]
     return "\n".join(lines) + "\n"
 
 
-# Replica start-up: ask the sentinels who the master is (it may have failed over);
-# only when none answers is ordinal 0 the master. Hosts are derived from
-# validated names, the password is read from the mounted Secret file.
-_REDIS_INIT = """\
-set -eu
-cp /etc/redis/redis.conf /work/redis.conf
-ordinal="${HOSTNAME##*-}"
-master=""
-for i in 0 1 2; do
-  master=$(REDISCLI_AUTH="$(cat /etc/redis-auth/password)" redis-cli -h "$SENTINEL_HOST" \\
-    -p 26379 sentinel get-master-addr-by-name headroom 2>/dev/null | head -n 1) \\
-    && [ -n "$master" ] && break
-  master=""
-done
-if [ -z "$master" ]; then
-  [ "$ordinal" = "0" ] && exit 0
-  master="$MASTER0_HOST"
-fi
-if [ "$master" != "$POD_FQDN" ]; then
-  echo "replicaof $master 6379" >> /work/redis.conf
-fi
-echo "replica-announce-ip $POD_FQDN" >> /work/redis.conf
+# The start scripts of an HA instance. They are constants: every host, port, path
+# and name comes from the container's environment (set by the builder from
+# validated names, or pointed at 127.0.0.1 by the conformance tests), and every
+# value they write into a config is checked against a charset first.
+_CHECKS = """\
+set -euf
+host_ok() { case $1 in ''|*[!A-Za-z0-9.-]*) return 1 ;; esac; }
+number_ok() { case $1 in ''|*[!0-9]*) return 1 ;; esac; }
+refuse() { echo "headroom: refusing $1" >&2; exit 1; }
+host_ok "$POD_FQDN" || refuse "POD_FQDN $POD_FQDN"
 """
 
-# Sentinel rewrites its config, so it runs from a copy on a writable volume.
-_SENTINEL_INIT = """\
-set -eu
-cp /etc/redis-auth/sentinel.conf /work/sentinel.conf
-echo "sentinel announce-ip $POD_FQDN" >> /work/sentinel.conf
+# Redis (HA) runs this at every container start, so a restart in place asks the
+# sentinels too. The master is the one the sentinels name, the answer with the
+# highest config epoch winning (a sentinel that restarted may still name pod 0);
+# only when no sentinel answers is pod 0 the master. When they name this very
+# pod, it died as the master and is only now starting, without the writes its
+# replicas have: it waits (up to the failover timeout) for the sentinels to
+# promote one of them instead of coming back as a master the replicas would copy.
+_REDIS_START = (
+    _CHECKS
+    + """\
+trap 'exit 143' TERM
+number_ok "$REDIS_PORT" || refuse "REDIS_PORT $REDIS_PORT"
+number_ok "$FAILOVER_WAIT_SECONDS" || refuse "FAILOVER_WAIT_SECONDS $FAILOVER_WAIT_SECONDS"
+password=$(cat "$REDIS_PASSWORD_FILE")
+me="$POD_FQDN:$REDIS_PORT"
+
+ask_sentinels() {
+  master="" known_replicas=0 epoch=-1
+  for sentinel in $SENTINELS; do
+    reply=$(REDISCLI_AUTH="$password" timeout 3 redis-cli --raw -h "${sentinel%:*}" \\
+      -p "${sentinel##*:}" sentinel master "$SENTINEL_MASTER_SET" 2>/dev/null | awk '
+      NR % 2 { key = $0; next }
+      key == "ip" { ip = $0 } key == "port" { port = $0 }
+      key == "num-slaves" { n = $0 } key == "config-epoch" { e = $0 }
+      END { print ip, port, n, e }') || continue
+    set -- $reply
+    [ $# -eq 4 ] && host_ok "$1" && number_ok "$2" && number_ok "$3" && number_ok "$4" \\
+      || continue
+    if [ "$4" -gt "$epoch" ]; then master="$1:$2" known_replicas=$3 epoch=$4; fi
+  done
+}
+
+deadline=$(($(date +%s) + FAILOVER_WAIT_SECONDS))
+unanswered=0 waiting=""
+while :; do
+  ask_sentinels
+  if [ -z "$master" ]; then
+    unanswered=$((unanswered + 1))
+    if [ "$unanswered" -lt 3 ]; then sleep 1; continue; fi
+    master=$INITIAL_MASTER
+    echo "headroom: no sentinel answered; pod 0 ($master) is the master" >&2
+    break
+  fi
+  [ "$master" = "$me" ] && [ "$known_replicas" -gt 0 ] || break
+  if [ "$(date +%s)" -ge "$deadline" ]; then
+    echo "headroom: no failover within ${FAILOVER_WAIT_SECONDS}s; starting as the master" >&2
+    break
+  fi
+  [ -n "$waiting" ] || echo "headroom: the sentinels name this pod; waiting for a failover" >&2
+  waiting=1
+  sleep 1
+done
+host=${master%:*} port=${master##*:}
+host_ok "$host" && number_ok "$port" || refuse "master address $master"
+{
+  cat "$REDIS_CONFIG"
+  echo "replica-announce-ip $POD_FQDN"
+  if [ "$master" != "$me" ]; then echo "replicaof $host $port"; fi
+} >"$REDIS_RUN_CONFIG"
+if [ "$master" = "$me" ]; then role="the master"; else role="a replica of $master"; fi
+echo "headroom: starting as $role" >&2
+exec redis-server "$REDIS_RUN_CONFIG"
 """
+)
+
+# Sentinel rewrites its config, so it runs from a copy on a writable volume; an
+# init container makes it once per pod, so a restarted container keeps what
+# the sentinel learned.
+_SENTINEL_INIT = (
+    _CHECKS
+    + """\
+{
+  cat "$SENTINEL_CONFIG"
+  echo "sentinel announce-ip $POD_FQDN"
+} >"$SENTINEL_RUN_CONFIG"
+"""
+)
+
+
+def redis_start_script() -> str:
+    """What an HA Redis container runs (``sh -c``): picks its role, execs redis-server."""
+    return _REDIS_START
+
+
+def sentinel_init_script() -> str:
+    """What a sentinel pod's init container runs (``sh -c``)."""
+    return _SENTINEL_INIT
 
 
 def _probe(port_name: str) -> common.Obj:
@@ -210,6 +292,44 @@ def _exporter(plan: plan_mod.Plan, redis: plan_mod.RedisPlan) -> common.Obj:
         "ports": [{"name": "metrics", "containerPort": plan_mod.REDIS_EXPORTER_PORT}],
         "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}, "limits": {"memory": "64Mi"}},
         "securityContext": common.container_security_context(),
+    }
+
+
+def _pod_env(fqdn_domain: str) -> list[common.Obj]:
+    """POD_FQDN: the pod's name under its headless Service (what it announces)."""
+    return [
+        {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+        {"name": "POD_FQDN", "value": f"$(POD_NAME).{fqdn_domain}"},
+    ]
+
+
+def _env(values: dict[str, str]) -> list[common.Obj]:
+    return [{"name": key, "value": value} for key, value in values.items()]
+
+
+def _ha_start(plan: plan_mod.Plan, redis: plan_mod.RedisPlan) -> common.Obj:
+    """The Redis container of an HA instance: the start script and what it reads."""
+    sentinels = " ".join(f"{host}:{plan_mod.SENTINEL_PORT}" for host in sentinel_hosts(plan, redis))
+    env = _env(
+        {
+            "REDIS_CONFIG": f"{CONFIG_DIR}/redis.conf",
+            "REDIS_RUN_CONFIG": f"{RUN_DIR}/redis.conf",
+            "REDIS_PASSWORD_FILE": f"{AUTH_DIR}/password",
+            "REDIS_PORT": str(plan_mod.REDIS_PORT),
+            "SENTINELS": sentinels,
+            "SENTINEL_MASTER_SET": MASTER_SET,
+            "INITIAL_MASTER": f"{pod_host(plan, redis, 0)}:{plan_mod.REDIS_PORT}",
+            "FAILOVER_WAIT_SECONDS": str(FAILOVER_TIMEOUT_SECONDS),
+        }
+    )
+    return {
+        "command": ["sh", "-c", redis_start_script()],
+        "env": [*_pod_env(f"{headless_name(plan, redis)}.{plan.namespace}.svc"), *env],
+        # the start may wait for a failover; liveness begins once Redis listens
+        "startupProbe": {
+            **_probe("redis"),
+            "failureThreshold": (FAILOVER_TIMEOUT_SECONDS + 30) // 5,
+        },
     }
 
 
@@ -265,43 +385,15 @@ def build(
         {"name": "data", "mountPath": DATA_DIR},
         {"name": "tmp", "mountPath": "/tmp"},  # noqa: S108 - redis-cli history, pod-local
     ]
-    init_containers: list[common.Obj] = []
-    conf_path = f"{CONFIG_DIR}/redis.conf"
     if ha:
         volumes.append({"name": "work", "emptyDir": {}})
-        mounts.append({"name": "work", "mountPath": "/work"})
-        conf_path = "/work/redis.conf"
-        init_containers.append(
-            {
-                "name": "pick-master",
-                "image": redis.image,
-                "command": ["sh", "-c", _REDIS_INIT],
-                "env": [
-                    {
-                        "name": "SENTINEL_HOST",
-                        "value": f"{sentinel_name(plan, redis)}.{plan.namespace}.svc",
-                    },
-                    {"name": "MASTER0_HOST", "value": pod_host(plan, redis, 0)},
-                    {
-                        "name": "POD_NAME",
-                        "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}},
-                    },
-                    {
-                        "name": "POD_FQDN",
-                        "value": f"$(POD_NAME).{headless_name(plan, redis)}.{plan.namespace}.svc",
-                    },
-                ],
-                "volumeMounts": mounts,
-                "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}},
-                "securityContext": common.container_security_context(),
-            }
-        )
+        mounts.append({"name": "work", "mountPath": RUN_DIR})
     if redis.persistence is None:
         volumes.append({"name": "data", "emptyDir": {}})
     redis_container = {
         "name": "redis",
         "image": redis.image,
-        "command": ["redis-server", conf_path],
+        "command": ["redis-server", f"{CONFIG_DIR}/redis.conf"],
         "ports": [{"name": "redis", "containerPort": plan_mod.REDIS_PORT}],
         "readinessProbe": _probe("redis"),
         "livenessProbe": {**_probe("redis"), "initialDelaySeconds": 10, "failureThreshold": 6},
@@ -311,6 +403,14 @@ def build(
         },
         "securityContext": common.container_security_context(),
         "volumeMounts": mounts,
+    }
+    if ha:
+        redis_container |= _ha_start(plan, redis)
+    pod_annotations = {
+        common.CONFIG_HASH_ANNOTATION: common.content_hash(*files.values()),
+        common.REDIS_AUTH_REVISION_ANNOTATION: auth_revision(plan, redis, password),
+        "prometheus.io/scrape": "true",
+        "prometheus.io/port": str(plan_mod.REDIS_EXPORTER_PORT),
     }
     statefulset: common.Obj = {
         "apiVersion": "apps/v1",
@@ -322,20 +422,11 @@ def build(
             "podManagementPolicy": "Parallel" if ha else "OrderedReady",
             "selector": {"matchLabels": selector},
             "template": {
-                "metadata": {
-                    "labels": pod_labels,
-                    "annotations": {
-                        common.CONFIG_HASH_ANNOTATION: common.content_hash(*files.values()),
-                        common.REDIS_AUTH_REVISION_ANNOTATION: auth_revision(plan, redis, password),
-                        "prometheus.io/scrape": "true",
-                        "prometheus.io/port": str(plan_mod.REDIS_EXPORTER_PORT),
-                    },
-                },
+                "metadata": {"labels": pod_labels, "annotations": pod_annotations},
                 "spec": common.pod_spec(
                     uid=RUN_AS,
                     selector=selector,
                     grace_seconds=30,
-                    init_containers=init_containers,
                     containers=[redis_container, _exporter(plan, redis)],
                     volumes=volumes,
                 ),
@@ -451,11 +542,16 @@ def _sentinel_objects(
     mounts = [
         {"name": "config", "mountPath": CONFIG_DIR, "readOnly": True},
         {"name": "auth", "mountPath": AUTH_DIR, "readOnly": True},
-        {"name": "work", "mountPath": "/work"},
+        {"name": "work", "mountPath": RUN_DIR},
     ]
     env = [
-        {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
-        {"name": "POD_FQDN", "value": f"$(POD_NAME).{headless_service}.{plan.namespace}.svc"},
+        *_pod_env(f"{headless_service}.{plan.namespace}.svc"),
+        *_env(
+            {
+                "SENTINEL_CONFIG": f"{AUTH_DIR}/sentinel.conf",
+                "SENTINEL_RUN_CONFIG": f"{RUN_DIR}/sentinel.conf",
+            }
+        ),
     ]
     statefulset = {
         "apiVersion": "apps/v1",
@@ -481,7 +577,7 @@ def _sentinel_objects(
                         {
                             "name": "config",
                             "image": redis.image,
-                            "command": ["sh", "-c", _SENTINEL_INIT],
+                            "command": ["sh", "-c", sentinel_init_script()],
                             "env": env,
                             "volumeMounts": mounts,
                             "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}},
@@ -492,7 +588,7 @@ def _sentinel_objects(
                         {
                             "name": "sentinel",
                             "image": redis.image,
-                            "command": ["redis-sentinel", "/work/sentinel.conf"],
+                            "command": ["redis-sentinel", f"{RUN_DIR}/sentinel.conf"],
                             "ports": [
                                 {"name": "sentinel", "containerPort": plan_mod.SENTINEL_PORT}
                             ],
