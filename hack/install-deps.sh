@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # Installs what `make run` and `make test` need on a fresh Debian machine:
 # the data-plane programs the conformance tests run (pgbouncer, postgres,
-# redis-server, redis-sentinel), openssl for the control plane's certificates, then the
+# redis-server, redis-sentinel, and redis-cli, which Headroom's Redis start script
+# uses), openssl for the control plane's certificates, then the
 # Python venv and the Go-built control plane (both cached, so a re-run is quick).
 # `hack/install-deps.sh packages` installs the Debian packages only (`make deps`).
 # Every step is skipped when already done, so a re-run takes about a second.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(pgbouncer postgresql-15 postgresql-client-15 redis-server redis-sentinel openssl curl)
+packages=(pgbouncer postgresql-15 postgresql-client-15 redis-server redis-sentinel redis-tools openssl curl)
 missing=()
 # A Debian python3 without ensurepip cannot create the venv (pyenv's can).
 python3 -c 'import ensurepip' 2>/dev/null || packages+=(python3-venv)

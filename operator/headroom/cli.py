@@ -85,7 +85,9 @@ def _scaling_rows(plan: plan_mod.Plan) -> list[tuple[str, str]]:
     for r in plan.redis:
         topology = (
             f"sentinel: 1 master + {r.sentinel_replicas} "
-            f"replica{'s' if r.sentinel_replicas > 1 else ''}, 3 sentinels"
+            f"replica{'s' if r.sentinel_replicas > 1 else ''}, 3 sentinels, "
+            f"writes need {r.min_replicas_to_write} "
+            f"replica{'' if r.min_replicas_to_write == 1 else 's'}"
             if r.sentinel_replicas
             else "standalone"
         )

@@ -13,6 +13,9 @@ real programs (Postgres 15, PgBouncer, redis-server and redis-sentinel 7.0) on
   sentinel=False)`` runs redis-server (or redis-sentinel) on a free port in a
   private dir, returns once it answers PING and stops it at teardown. ``conf``
   may be a function of (port, private dir).
+* ``start_pod`` (per test): ``start_pod(process)`` starts a
+  redis_servers.PodProcess (Headroom's rendered scripts with a pod's
+  environment pointed at 127.0.0.1) and stops it at teardown.
 
 Postgres and PgBouncer run as the ``postgres`` user when the tests run as root
 (Redis runs as whoever runs the tests). Without
@@ -50,6 +53,7 @@ LOG_TAIL = 4000
 _BOUNCERS = pytest.StashKey[list[servers.PgBouncer]]()
 _POSTGRES = pytest.StashKey[servers.Postgres]()
 _REDIS = pytest.StashKey[list[redis_servers.RedisProcess]]()
+_PODS = pytest.StashKey[list[redis_servers.RedisProcess]]()
 Process = TypeVar("Process", bound=servers.ServerProcess)
 Found = TypeVar("Found")
 
@@ -82,7 +86,7 @@ def pytest_runtest_makereport(
             report.sections.append(
                 (f"postgres log (port {postgres.port})", postgres.log_text()[-LOG_TAIL:])
             )
-        for process in item.stash.get(_REDIS, []):
+        for process in [*item.stash.get(_REDIS, []), *item.stash.get(_PODS, [])]:
             name = f"{process.kind} (port {process.port})"
             report.sections.append((f"{name} log", process.log_text()[-LOG_TAIL:]))
             report.sections.append((f"{name} config", process.current_config()))
@@ -167,14 +171,20 @@ def redis_tools() -> redis_servers.RedisTools:
 
 @pytest.fixture
 def need_sentinel(redis_tools: redis_servers.RedisTools) -> None:
-    """Skip (fail on CI) up front when redis-sentinel is not installed."""
+    """Skip (fail on CI) up front when redis-sentinel or redis-cli (which Headroom's
+    start script asks the sentinels with) is not installed."""
     if redis_tools.sentinel is None:
         _missing(_NO_SENTINEL, "redis-sentinel")
+    if redis_tools.cli is None:
+        _missing(_NO_CLI, "redis-cli")
 
 
 _NO_SENTINEL = redis_servers.ToolsMissingError(
     "missing redis-sentinel (on PATH or $HEADROOM_REDIS_SENTINEL; "
     "on Debian: apt-get install redis-sentinel)"
+)
+_NO_CLI = redis_servers.ToolsMissingError(
+    "missing redis-cli (on PATH or $HEADROOM_REDIS_CLI; on Debian: apt-get install redis-tools)"
 )
 
 
@@ -212,6 +222,21 @@ def start_redis(
                 password=password,
                 kind="sentinel" if sentinel else "redis",
             )
+            started.append(process)
+            return process.start()
+
+        yield start
+
+
+@pytest.fixture
+def start_pod(
+    request: pytest.FixtureRequest,
+) -> Iterator[Callable[[redis_servers.PodProcess], redis_servers.PodProcess]]:
+    """``start_pod(process) -> process``, started (ServerError with its log when it
+    does not start); every process given is stopped and its dir removed at teardown."""
+    with _stopped_at_teardown(request, _PODS) as started:
+
+        def start(process: redis_servers.PodProcess) -> redis_servers.PodProcess:
             started.append(process)
             return process.start()
 

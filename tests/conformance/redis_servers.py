@@ -7,16 +7,21 @@ and is stopped (SIGTERM, then SIGKILL) and its dir removed by ``stop()``: the
 start/stop machinery is servers.ServerProcess, shared with Postgres and
 PgBouncer. Redis runs fine as root, so there is no user switch here.
 
-Binaries: ``$HEADROOM_REDIS_SERVER`` / ``$HEADROOM_REDIS_SENTINEL`` (default:
-``redis-server`` / ``redis-sentinel`` on PATH, then /usr/bin).
+``PodProcess`` starts them the way Headroom's pods do: the rendered init and
+start scripts, with the environment the pod would have pointed at 127.0.0.1.
+
+Binaries: ``$HEADROOM_REDIS_SERVER`` / ``$HEADROOM_REDIS_SENTINEL`` /
+``$HEADROOM_REDIS_CLI`` (default: ``redis-server`` / ``redis-sentinel`` /
+``redis-cli`` on PATH, then /usr/bin).
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
 import subprocess
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Self
@@ -35,6 +40,7 @@ from servers import (
 
 __all__ = [
     "HOST",
+    "PodProcess",
     "Redis",
     "RedisProcess",
     "RedisTools",
@@ -42,7 +48,9 @@ __all__ = [
     "ServerError",
     "ToolsMissingError",
     "find_redis",
+    "free_port",
     "parse_info",
+    "pod_env",
     "wait_until",
 ]
 
@@ -55,6 +63,13 @@ Config = str | Callable[[int, Path], str]
 class RedisTools:
     server: Path
     sentinel: Path | None  # None: redis-sentinel is not installed
+    cli: Path | None  # None: redis-cli is not installed (the HA start script uses it)
+
+    def script_path(self) -> str:
+        """PATH for Headroom's scripts: these binaries first (as ``redis-server``,
+        ``redis-cli``), then the system's sh, awk, timeout, ..."""
+        dirs = [str(self.server.parent), *([str(self.cli.parent)] if self.cli else [])]
+        return os.pathsep.join([*dict.fromkeys(dirs), "/usr/bin", "/bin"])
 
     def version(self) -> str:
         proc = subprocess.run(
@@ -72,7 +87,8 @@ def find_redis() -> RedisTools:
             "on Debian: apt-get install redis-server)"
         )
     sentinel = find_binary("HEADROOM_REDIS_SENTINEL", "redis-sentinel", "/usr/bin")
-    return RedisTools(server=server, sentinel=sentinel)
+    cli = find_binary("HEADROOM_REDIS_CLI", "redis-cli", "/usr/bin")
+    return RedisTools(server=server, sentinel=sentinel, cli=cli)
 
 
 class ReplyError(Exception):
@@ -214,15 +230,22 @@ class RedisProcess(ServerProcess):
     def start(self) -> Self:
         if self.dir is None:
             self.dir = private_dir(f"headroom-{self.kind}-")
-        for name, text in self.files.items():
-            write_private(self.in_dir(name), text)
+        self._prepare()
         try:
-            self._launch_until_ready(
-                self._launch_on_free_port, what=f"{self.kind} on port {{port}}", attempts=3
-            )
+            self._first_start()
         except (ServerError, TimeoutError) as err:
             raise self._start_failed(err) from None
         return self
+
+    def _prepare(self) -> None:
+        """Write what the process needs beside its config into the new dir."""
+        for name, text in self.files.items():
+            write_private(self.in_dir(name), text)
+
+    def _first_start(self) -> None:
+        self._launch_until_ready(
+            self._launch_on_free_port, what=f"{self.kind} on port {{port}}", attempts=3
+        )
 
     def restart(self) -> Self:
         """Stop (SIGTERM: a clean shutdown) and start again on the same port, dir and
@@ -272,3 +295,89 @@ class RedisProcess(ServerProcess):
             if self.proc.poll() is None:
                 self.proc.kill()
             self.proc.wait(timeout=30)
+
+
+# What a PodProcess writes into its dir before the first start (name -> text) and
+# the environment of its scripts, from its port and its dir.
+PodSetup = Callable[[int, Path], tuple[dict[str, str], dict[str, str]]]
+
+
+class PodProcess(RedisProcess):
+    """redis-server or redis-sentinel started as a pod of Headroom's starts it:
+    ``init`` (an init container's ``sh -c`` script) runs to completion, then
+    ``command`` (the container's command: ``sh -c`` of a start script that execs
+    redis-server, or the binary and its config), both with the environment
+    ``setup`` returns, on the fixed ``port`` (the other processes' configs and
+    environments name it). ``config_name`` is the file the server runs, in the
+    dir (for failure reports). ``restart()`` runs the command again, as the
+    kubelet restarts a container; the init script is not run again.
+    """
+
+    def __init__(
+        self,
+        *,
+        kind: str,
+        port: int,
+        command: Callable[[Path], list[str]],
+        setup: PodSetup,
+        init: str | None = None,
+        config_name: str = "redis.conf",
+        password: str | None = None,
+        start_timeout: float = 30,
+    ) -> None:
+        # no binary or config of its own: ``command`` and the scripts say what runs
+        super().__init__(Path("sh"), "", password=password, kind=kind, start_timeout=start_timeout)
+        self.port = port
+        self.command = command
+        self.setup = setup
+        self.init = init
+        self.config_name = config_name
+        self.env: dict[str, str] = {}
+
+    @property
+    def conf_path(self) -> Path:
+        return self.in_dir(self.config_name)
+
+    def _prepare(self) -> None:
+        assert self.dir is not None
+        files, self.env = self.setup(self.port, self.dir)
+        for name, text in files.items():
+            write_private(self.in_dir(name), text)
+
+    def _first_start(self) -> None:
+        if self.init is not None:
+            self._run_init(self.init)
+        self._launch_until_ready(self._launch, what=f"{self.kind} on port {self.port}", attempts=1)
+
+    def _run_init(self, script: str) -> None:
+        assert self.dir is not None
+        proc = subprocess.run(
+            ["sh", "-c", script],
+            env=self.env,
+            cwd=self.dir,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        with self.log.open("a") as log:
+            log.write(proc.stdout + proc.stderr)
+        if proc.returncode != 0:
+            raise ServerError(f"the init script of {self.kind} exited with {proc.returncode}")
+
+    def _launch(self) -> None:
+        assert self.dir is not None
+        self._spawn(self.command(self.dir), env=self.env)
+
+
+def pod_env(
+    names: Iterable[str], values: Mapping[str, str], *, tools: RedisTools
+) -> dict[str, str]:
+    """The environment of a container whose env list has ``names``: ``values`` for
+    each of them (all must be given: a pod has no other), plus PATH and HOME."""
+    names = list(names)
+    missing = [name for name in names if name not in values]
+    extra = [name for name in values if name not in names]
+    if missing or extra:
+        raise ValueError(f"the container sets {names}; missing {missing}, not set {extra}")
+    return {**values, "PATH": tools.script_path(), "HOME": "/nonexistent"}

@@ -5,12 +5,17 @@ These prove what the unit tests can only assume: that every rendered directive
 and every allowed override is accepted by Redis 7.0 and takes effect, that the
 generated password is required, that a cache instance evicts instead of failing
 when full while a queue instance refuses writes and keeps every job, and that
-three sentinels from the rendered config promote the replica when the master dies.
+an HA instance started by its rendered scripts (a master, two replicas, three
+sentinels) fails over on kill -9 of the master without losing an acknowledged
+write, and that a dead master's pod comes back as a replica of the new master.
 """
 
 from __future__ import annotations
 
+import base64
+import itertools
 import secrets
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -18,10 +23,10 @@ from typing import Any
 
 import pytest
 import redis_servers
-from redis_servers import HOST, Redis, RedisProcess, ReplyError, wait_until
+from redis_servers import HOST, RedisProcess, ReplyError, wait_until
 
 from headroom.api import v1alpha1
-from headroom.builders import redis
+from headroom.builders import common, redis
 from headroom.planning import plan as plan_mod
 from headroom.planning import redis_params
 
@@ -327,24 +332,162 @@ def test_queue_with_noeviction_is_fine() -> None:
     assert plan.redis_named("jobs").eviction_policy == "noeviction"
 
 
-# 6. Sentinel failover
+# 6. Sentinel HA: the very scripts and configs the builder renders, each pod's
+# environment (host names, ports, mount paths) pointed at 127.0.0.1.
+
+HA_REPLICAS = 2
+# A start of the old master waits for the sentinels' failover (down-after 5 s).
+POD_START_TIMEOUT = redis.FAILOVER_TIMEOUT_SECONDS + 30
+WRITES_BEFORE_KILL = 2000
 
 
-def _replica_extra(master_port: int) -> str:
-    # what the pick-master init container appends (with pod FQDNs there)
-    return f"replicaof {HOST} {master_port}\nreplica-announce-ip {HOST}\n"
+def localize(text: str, directives: dict[str, str]) -> str:
+    """``text`` with the line of each directive (its leading words) replaced: what
+    differs between a pod and this machine (addresses, ports, mounts). Each one
+    must be there exactly once, so nothing else is changed by accident."""
+    lines = text.splitlines()
+    for directive, value in directives.items():
+        hits = [n for n, line in enumerate(lines) if line.startswith(f"{directive} ")]
+        assert len(hits) == 1, f"{directive!r} appears {len(hits)} times in\n{text}"
+        lines[hits[0]] = f"{directive} {value}"
+    return "\n".join(lines) + "\n"
 
 
-def _sentinel_conf(master_port: int, password: str) -> Callable[[int, Path], str]:
-    def render(port: int, workdir: Path) -> str:
-        conf = redis.render_sentinel_conf(
-            master_host=HOST, master_port=master_port, port=port, password=password
+def _container_env(container: dict[str, Any]) -> dict[str, str]:
+    return {e["name"]: e.get("value", "<from the API>") for e in container["env"]}
+
+
+class HaInstance:
+    """An HA instance's rendered objects and the ports its pods get here."""
+
+    def __init__(self, tools: redis_servers.RedisTools, *, password: str) -> None:
+        self.tools = tools
+        self.password = password
+        self.plan = make_plan(
+            {
+                "name": "jobs",
+                "use": "queue",
+                "memory": MEMORY,
+                "sentinel": {"replicas": HA_REPLICAS},
+            }
         )
-        # announce-ip is what the sentinel init container appends; bind is ours:
-        # the rendered sentinel.conf has none, so it would listen on every address.
-        return conf + f"sentinel announce-ip {HOST}\nbind {HOST}\n"
+        assert self.plan.ok, [str(p) for p in self.plan.problems]
+        self.inst = self.plan.redis_named("jobs")
+        objects = {
+            common.key_of(obj): obj
+            for obj in redis.build(self.plan, self.inst, password=password, app_pod_selector={})
+        }
+        base = redis.base_name(self.plan, self.inst)
+        self.redis_conf = objects[f"ConfigMap/{base}-config"]["data"]["redis.conf"]
+        secret = objects[f"Secret/{redis.auth_secret_name(self.plan, self.inst)}"]["data"]
+        self.secret_files = {k: base64.b64decode(v).decode() for k, v in secret.items()}
+        pods = objects[f"StatefulSet/{base}"]["spec"]
+        assert pods["replicas"] == 1 + HA_REPLICAS
+        (self.redis_container,) = [
+            c for c in pods["template"]["spec"]["containers"] if c["name"] == "redis"
+        ]
+        assert "initContainers" not in pods["template"]["spec"]
+        sentinel_pods = objects[f"StatefulSet/{redis.sentinel_name(self.plan, self.inst)}"]
+        sentinel_spec = sentinel_pods["spec"]["template"]["spec"]
+        (self.sentinel_init,) = sentinel_spec["initContainers"]
+        (self.sentinel_container,) = sentinel_spec["containers"]
+        self.redis_ports = [redis_servers.free_port() for _ in range(1 + HA_REPLICAS)]
+        self.sentinel_ports = [redis_servers.free_port() for _ in range(redis.SENTINELS)]
 
-    return render
+    def redis_pod(self, ordinal: int) -> redis_servers.PodProcess:
+        container = self.redis_container
+        shell, flag, script = container["command"]
+        assert (shell, flag) == ("sh", "-c")
+        env = _container_env(container)
+        # what the pod would have: its own name, the Services' names as 127.0.0.1 ports
+        assert env["SENTINELS"].split() == [
+            f"{host}:{plan_mod.SENTINEL_PORT}"
+            for host in redis.sentinel_hosts(self.plan, self.inst)
+        ]
+        assert env["INITIAL_MASTER"] == f"{redis.pod_host(self.plan, self.inst, 0)}:6379"
+
+        def setup(port: int, workdir: Path) -> tuple[dict[str, str], dict[str, str]]:
+            rendered = localize(
+                self.redis_conf,
+                {
+                    "bind": HOST,
+                    "port": str(port),
+                    "dir": str(workdir),
+                    "include": str(workdir / "auth.conf"),
+                },
+            )
+            files = {
+                "redis.rendered.conf": rendered,
+                "auth.conf": self.secret_files["auth.conf"],
+                "password": self.secret_files["password"],
+            }
+            values = {
+                **env,
+                "POD_NAME": f"{redis.base_name(self.plan, self.inst)}-{ordinal}",
+                "POD_FQDN": HOST,
+                "REDIS_CONFIG": str(workdir / "redis.rendered.conf"),
+                "REDIS_RUN_CONFIG": str(workdir / "redis.conf"),
+                "REDIS_PASSWORD_FILE": str(workdir / "password"),
+                "REDIS_PORT": str(port),
+                "SENTINELS": " ".join(f"{HOST}:{p}" for p in self.sentinel_ports),
+                "INITIAL_MASTER": f"{HOST}:{self.redis_ports[0]}",
+            }
+            return files, redis_servers.pod_env(env, values, tools=self.tools)
+
+        return redis_servers.PodProcess(
+            kind=f"redis-{ordinal}",
+            port=self.redis_ports[ordinal],
+            command=lambda _dir: ["sh", "-c", script],
+            setup=setup,
+            password=self.password,
+            start_timeout=POD_START_TIMEOUT,
+        )
+
+    def sentinel(self, ordinal: int) -> redis_servers.PodProcess:
+        shell, flag, script = self.sentinel_init["command"]
+        assert (shell, flag) == ("sh", "-c")
+        env = _container_env(self.sentinel_init)
+        # the container runs what the init container wrote
+        assert self.sentinel_container["command"] == ["redis-sentinel", env["SENTINEL_RUN_CONFIG"]]
+        assert self.tools.sentinel is not None
+        sentinel_binary = self.tools.sentinel
+
+        def setup(port: int, workdir: Path) -> tuple[dict[str, str], dict[str, str]]:
+            rendered = localize(
+                self.secret_files["sentinel.conf"],
+                {
+                    "bind": HOST,
+                    "port": str(port),
+                    f"sentinel monitor {redis.MASTER_SET}": (
+                        f"{HOST} {self.redis_ports[0]} {redis.SENTINEL_QUORUM}"
+                    ),
+                },
+            )
+            values = {
+                **env,
+                "POD_NAME": f"{redis.sentinel_name(self.plan, self.inst)}-{ordinal}",
+                "POD_FQDN": HOST,
+                "SENTINEL_CONFIG": str(workdir / "sentinel.rendered.conf"),
+                "SENTINEL_RUN_CONFIG": str(workdir / "sentinel.conf"),
+            }
+            files = {"sentinel.rendered.conf": rendered}
+            return files, redis_servers.pod_env(env, values, tools=self.tools)
+
+        return redis_servers.PodProcess(
+            kind=f"sentinel-{ordinal}",
+            port=self.sentinel_ports[ordinal],
+            init=script,
+            command=lambda workdir: [str(sentinel_binary), str(workdir / "sentinel.conf")],
+            setup=setup,
+            config_name="sentinel.conf",
+            password=self.password,
+        )
+
+
+def _role(server: RedisProcess) -> list[Any]:
+    with server.client(timeout=5) as conn:
+        reply: list[Any] = conn.call("ROLE")
+        return reply
 
 
 def _master_addr(sentinel: RedisProcess) -> tuple[str, int] | None:
@@ -369,25 +512,109 @@ def _link_up(replica: RedisProcess) -> bool:
         return conn.info("replication").get("master_link_status") == "up"
 
 
-@pytest.mark.usefixtures("need_sentinel")
-def test_sentinels_fail_over_to_the_replica(start_redis: StartRedis) -> None:
-    inst = instance(name="jobs", use="queue", sentinel={"replicas": 1})
-    assert inst.sentinel_replicas == 1
-    password = secrets.token_hex(24)
-    files = {"auth.conf": redis.render_auth(password)}
-    master = start_redis(conf_for(inst), files=files, password=password)
-    replica = start_redis(
-        conf_for(inst, _replica_extra(master.port)), files=files, password=password
-    )
-    wait_until(lambda: _link_up(replica), timeout=30, what="the replica to sync (masterauth)")
-    with master.client() as conn:
-        assert conn.call("SET", "before-failover", "1") == "OK"
-        assert conn.call("WAIT", 1, 5000) == 1
+def _replica_of(replica: RedisProcess, master: RedisProcess) -> bool:
+    with replica.client(timeout=5) as conn:
+        info = conn.info("replication")
+    return info.get("role") == "slave" and info.get("master_port") == str(master.port)
 
-    sentinels = [
-        start_redis(_sentinel_conf(master.port, password), password=password, sentinel=True)
-        for _ in range(redis.SENTINELS)
-    ]
+
+class Writer(threading.Thread):
+    """SETs keys one by one on ``server`` until a write fails (the master died);
+    ``acked`` holds every key whose SET was answered OK."""
+
+    def __init__(self, server: RedisProcess, prefix: str) -> None:
+        super().__init__(daemon=True)
+        self.server = server
+        self.prefix = prefix
+        self.acked: list[str] = []
+        self.failure = ""
+
+    def run(self) -> None:
+        try:
+            with self.server.client(timeout=10) as conn:
+                for n in itertools.count():
+                    key = f"{self.prefix}:{n:07d}"
+                    reply = conn.try_call("SET", key, n)
+                    if reply != "OK":
+                        self.failure = str(reply)
+                        return
+                    self.acked.append(key)
+        except (OSError, redis_servers.ServerError) as err:
+            self.failure = f"{type(err).__name__}: {err}"
+
+
+def _kill_while_writing(master: RedisProcess, prefix: str) -> tuple[Writer, float]:
+    """kill -9 ``master`` while a client writes to it, after WRITES_BEFORE_KILL acks."""
+    writer = Writer(master, prefix)
+    writer.start()
+    wait_until(
+        lambda: len(writer.acked) >= WRITES_BEFORE_KILL or not writer.is_alive(),
+        timeout=30,
+        what=f"{WRITES_BEFORE_KILL} acknowledged writes",
+    )
+    master.kill()
+    killed = time.monotonic()
+    writer.join(timeout=30)
+    assert not writer.is_alive()
+    assert len(writer.acked) >= WRITES_BEFORE_KILL, writer.failure
+    return writer, killed
+
+
+def _missing_keys(server: RedisProcess, keys: list[str]) -> list[str]:
+    missing = []
+    with server.client() as conn:
+        for first in range(0, len(keys), 1000):
+            batch = keys[first : first + 1000]
+            replies = conn.pipeline([["EXISTS", key] for key in batch])
+            missing += [key for key, found in zip(batch, replies, strict=True) if found != 1]
+    return missing
+
+
+def _named_master(
+    sentinels: list[RedisProcess], candidates: list[RedisProcess]
+) -> RedisProcess | None:
+    """The candidate every sentinel names as the master, if they agree on one."""
+    named = {_master_addr(s) for s in sentinels}
+    return next((c for c in candidates if named == {(HOST, c.port)}), None)
+
+
+def _promotion(sentinels: list[RedisProcess], candidates: list[RedisProcess]) -> RedisProcess:
+    """Wait for the sentinels to agree on one of ``candidates`` as the master."""
+    deadline = time.monotonic() + FAILOVER_TIMEOUT
+    while (promoted := _named_master(sentinels, candidates)) is None:
+        if time.monotonic() >= deadline:
+            named = [_master_addr(s) for s in sentinels]
+            raise TimeoutError(f"no promotion of one of {[c.port for c in candidates]}: {named}")
+        time.sleep(0.2)
+    return promoted
+
+
+@pytest.mark.usefixtures("need_sentinel")
+def test_rendered_ha_fails_over_and_the_old_master_comes_back_as_a_replica(
+    redis_tools: redis_servers.RedisTools,
+    start_pod: Callable[[redis_servers.PodProcess], redis_servers.PodProcess],
+) -> None:
+    ha = HaInstance(redis_tools, password=secrets.token_hex(24))
+    assert f"min-replicas-to-write {ha.inst.min_replicas_to_write}" in ha.redis_conf
+    assert ha.inst.min_replicas_to_write == 1
+    pods = [ha.redis_pod(n) for n in range(1 + HA_REPLICAS)]
+
+    # A cold start: no sentinel answers yet, so pod 0 is the master, the others its replicas.
+    start_pod(pods[0])
+    assert _role(pods[0])[0] == "master"
+    with pods[0].client() as conn:
+        assert conn.config_get("min-replicas-to-write") == "1"
+        assert conn.config_get("min-replicas-max-lag") == str(redis.MIN_REPLICAS_MAX_LAG_SECONDS)
+        # with no replica connected the master refuses writes (a failover would lose them)
+        refused = conn.try_call("SET", "alone", "1")
+        assert isinstance(refused, ReplyError)
+        assert str(refused).startswith("NOREPLICAS"), refused
+    for pod in pods[1:]:
+        start_pod(pod)
+        wait_until(lambda pod=pod: _link_up(pod), timeout=30, what=f"{pod.kind} to sync")
+        assert _replica_of(pod, pods[0])
+
+    sentinels = [start_pod(ha.sentinel(n)) for n in range(redis.SENTINELS)]
     with sentinels[0].client(authenticated=False) as anonymous:
         reply = anonymous.try_call("SENTINEL", "get-master-addr-by-name", redis.MASTER_SET)
         assert isinstance(reply, ReplyError)
@@ -396,42 +623,61 @@ def test_sentinels_fail_over_to_the_replica(start_redis: StartRedis) -> None:
     def discovered() -> bool:
         return all(
             (info := _sentinel_master(s))["num-other-sentinels"] == str(redis.SENTINELS - 1)
-            and info["num-slaves"] == "1"
+            and info["num-slaves"] == str(HA_REPLICAS)
             and info["quorum"] == str(redis.SENTINEL_QUORUM)
             and "s_down" not in info["flags"]
             for s in sentinels
         )
 
     # sentinels find each other through the master's hello channel (every 2 s)
-    wait_until(discovered, timeout=30, what="the sentinels to find each other and the replica")
-    for sentinel in sentinels:
-        assert _master_addr(sentinel) == (HOST, master.port)
+    wait_until(discovered, timeout=30, what="the sentinels to find each other and the replicas")
+    assert _named_master(sentinels, pods) is pods[0]
 
-    master.kill()
-    killed = time.monotonic()
-
-    def promoted() -> bool:
-        return all(_master_addr(s) == (HOST, replica.port) for s in sentinels)
-
-    wait_until(
-        promoted,
-        timeout=FAILOVER_TIMEOUT,
-        what=f"the sentinels to promote the replica on port {replica.port}",
-        interval=0.2,
-    )
+    # kill -9 the master in the middle of a stream of writes
+    first, killed = _kill_while_writing(pods[0], "first")
+    new_master = _promotion(sentinels, pods[1:])
     failover_seconds = time.monotonic() - killed
-
-    def is_master() -> bool:
-        with replica.client(timeout=5) as conn:
-            return conn.call("ROLE")[0] == "master"
-
-    wait_until(is_master, timeout=10, what="the promoted replica to report role master")
-    with replica.client() as conn:
-        assert conn.call("GET", "before-failover") == "1"
-        assert conn.call("SET", "after-failover", "2") == "OK"
-        assert conn.call("RPUSH", "queue:jobs", "job") == 1
-    with Redis(replica.port) as anonymous:
+    wait_until(lambda: _role(new_master)[0] == "master", timeout=10, what="role master")
+    with new_master.client(authenticated=False) as anonymous:
         reply = anonymous.try_call("SET", "x", "y")
         assert isinstance(reply, ReplyError)
-        assert str(reply).startswith("NOAUTH")
-    print(f"failover took {failover_seconds:.1f}s after SIGKILL of the master")
+        assert str(reply).startswith("NOAUTH"), reply
+    lost_on_failover = _missing_keys(new_master, first.acked)
+    assert not lost_on_failover, f"{len(lost_on_failover)} acknowledged writes lost"
+
+    # The old master's pod starts again (its start script runs again): it asks the
+    # sentinels and comes back as a replica of the new master, not as a second master.
+    restarted = time.monotonic()
+    pods[0].restart()
+    rejoin_seconds = time.monotonic() - restarted
+    assert _replica_of(pods[0], new_master)
+    wait_until(lambda: _link_up(pods[0]), timeout=30, what="the old master to sync")
+    masters = [pod for pod in pods if _role(pod)[0] == "master"]
+    assert masters == [new_master]
+    assert not _missing_keys(pods[0], first.acked)
+    with new_master.client() as conn:
+        assert conn.call("SET", "after-failover", "2") == "OK"
+        assert conn.call("WAIT", HA_REPLICAS, 5000) == HA_REPLICAS
+
+    # The master dies and its pod is back at once, before the sentinels noticed:
+    # they still name it, so it waits for their failover instead of coming back
+    # as an empty master that its replicas would copy.
+    second, killed = _kill_while_writing(new_master, "second")
+    new_master.restart()
+    waited_seconds = time.monotonic() - killed
+    third_master = _promotion(sentinels, [pod for pod in pods if pod is not new_master])
+    assert _replica_of(new_master, third_master)
+    assert "waiting for a failover" in new_master.log_text()
+    wait_until(lambda: _link_up(new_master), timeout=30, what="the restarted master to sync")
+    assert [pod for pod in pods if _role(pod)[0] == "master"] == [third_master]
+    acked = first.acked + second.acked
+    lost = _missing_keys(third_master, acked)
+    assert not lost, f"{len(lost)} of {len(acked)} acknowledged writes lost"
+    with third_master.client() as conn:
+        assert conn.call("GET", "after-failover") == "2"
+    print(
+        f"\nfailover {failover_seconds:.1f}s after kill -9 of the master; "
+        f"old master back as a replica in {rejoin_seconds:.1f}s; "
+        f"a master restarted at once came back as a replica after {waited_seconds:.1f}s; "
+        f"{len(acked)} acknowledged writes, 0 lost"
+    )

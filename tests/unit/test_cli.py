@@ -65,4 +65,4 @@ def test_plan_with_keda_scales_queues_on_backlog(capsys: pytest.CaptureFixture[s
     assert cli.main(["plan", "--keda", str(EXAMPLES / "chat-ha.yaml")]) == 0
     out = capsys.readouterr().out
     assert "queue push          push:pending on redis push; workers 1..8, KEDA on backlog" in out
-    assert "sentinel: 1 master + 1 replica, 3 sentinels, PVC 1Gi" in out
+    assert "sentinel: 1 master + 1 replica, 3 sentinels, writes need 1 replica, PVC 1Gi" in out

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 import yaml
 
+from headroom.builders import common
 from headroom.kube import errors
 from headroom.reconcile import compare, engine, metrics
 from tests import certs, profiles
@@ -401,6 +402,36 @@ def test_generated_passwords_are_kept_and_never_in_status_or_events() -> None:
     assert _secret(cluster, "shop-redis-cache-auth")["password"] == password
     shown = repr(cluster.profile("default", "shop")) + repr(cluster.events)
     assert password not in shown and "s3cret" not in shown
+
+
+def _pod_annotations(cluster: fake_cluster.FakeCluster, kind: str, name: str) -> dict[str, str]:
+    found = cluster.find(kind, name)
+    assert found is not None
+    annotations: dict[str, str] = found["spec"]["template"]["metadata"]["annotations"]
+    return annotations
+
+
+def test_a_regenerated_redis_password_rolls_the_redis_pods_and_the_workers() -> None:
+    cluster = _cluster(_scaled())
+    eng, _ = _run(cluster)
+    _again(eng)
+    password = _secret(cluster, "shop-redis-jobs-auth")["password"]
+    pods = [("StatefulSet", "shop-redis-jobs"), ("Deployment", "shop-worker-emails")]
+    before = [_pod_annotations(cluster, *pod) for pod in pods]
+    secret = cluster.find("Secret", "shop-redis-jobs-auth")
+    assert secret is not None
+    asyncio.run(cluster.delete(secret))
+    cluster.log.clear()
+    _again(eng, force=True)
+    new_password = _secret(cluster, "shop-redis-jobs-auth")["password"]
+    assert new_password != password
+    for pod, old in zip(pods, before, strict=True):
+        annotations = _pod_annotations(cluster, *pod)
+        key = common.REDIS_AUTH_REVISION_ANNOTATION
+        assert annotations[key] != old[key], pod
+        assert new_password not in repr(cluster.find(*pod))
+    # the other instance kept its password, so its pods stay as they are
+    assert ("apply", "StatefulSet/shop-redis-cache") not in cluster.writes()
 
 
 @pytest.mark.parametrize("kind", ["Secret", "ConfigMap"])

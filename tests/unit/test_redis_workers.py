@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 
 import pytest
 
@@ -127,7 +128,11 @@ def test_network_policy_admits_app_and_workers_only() -> None:
 def test_network_policy_admits_the_keda_operator_when_keda_scales_the_queue() -> None:
     objs = _objects(_plan(keda=True))
     queue_sources = objs["NetworkPolicy/shop-redis-jobs"]["spec"]["ingress"][0]["from"]
-    keda = {"namespaceSelector": {}, "podSelector": {"matchLabels": {"app": "keda-operator"}}}
+    # only from KEDA's namespace (spec.network.kedaNamespace, default keda)
+    keda = {
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "keda"}},
+        "podSelector": {"matchLabels": {"app": "keda-operator"}},
+    }
     assert keda in queue_sources
     # the cache instance has no queue on it: KEDA has no business there
     cache_sources = objs["NetworkPolicy/shop-redis-cache"]["spec"]["ingress"][0]["from"]
@@ -146,6 +151,131 @@ def test_sentinel_ha_objects() -> None:
     assert "c" * 32 not in str(objs["ConfigMap/shop-redis-ha-config"])
     url = profiles.secret_values(objs["Secret/shop-binding"])["REDIS_URL"]
     assert url.startswith("redis+sentinel://")
+
+
+HA_CACHE = {
+    "instances": [{"name": "jobs", "use": "queue", "sentinel": {"replicas": 2}}],
+}
+
+
+def _container(obj: common.Obj, name: str, *, init: bool = False) -> common.Obj:
+    spec = obj["spec"]["template"]["spec"]
+    return next(c for c in spec["initContainers" if init else "containers"] if c["name"] == name)
+
+
+def _env(container: common.Obj) -> dict[str, str]:
+    return {e["name"]: e.get("value", "") for e in container["env"]}
+
+
+def test_ha_redis_asks_the_sentinel_pods_through_their_headless_service() -> None:
+    objs = _objects(_plan(cache=HA_CACHE))
+    sentinels = objs["StatefulSet/shop-redis-jobs-sentinel"]["spec"]
+    service = objs[f"Service/{sentinels['serviceName']}"]["spec"]
+    assert service["clusterIP"] == "None"
+    assert service["publishNotReadyAddresses"] is True  # answers before it is Ready
+    assert service["selector"] == sentinels["selector"]["matchLabels"]
+    redis_container = _container(objs["StatefulSet/shop-redis-jobs"], "redis")
+    env = _env(redis_container)
+    # every address is a sentinel pod under a Service the builder emits
+    assert env["SENTINELS"].split() == [
+        f"shop-redis-jobs-sentinel-{n}.{sentinels['serviceName']}.default.svc:26379"
+        for n in range(sentinels["replicas"])
+    ]
+    assert env["INITIAL_MASTER"] == "shop-redis-jobs-0.shop-redis-jobs-headless.default.svc:6379"
+    assert "Service/shop-redis-jobs-headless" in objs
+    # the start script runs in the Redis container itself, so a restart in place asks too
+    assert redis_container["command"][:2] == ["sh", "-c"]
+    assert redis_container["command"][2] == redis.redis_start_script()
+    assert "initContainers" not in objs["StatefulSet/shop-redis-jobs"]["spec"]["template"]["spec"]
+    probe = redis_container["startupProbe"]
+    assert probe["periodSeconds"] * probe["failureThreshold"] > redis.FAILOVER_TIMEOUT_SECONDS
+
+
+def test_ha_scripts_are_constants_the_kubelet_does_not_expand() -> None:
+    objs = _objects(_plan(cache=HA_CACHE))
+    containers = [
+        _container(objs["StatefulSet/shop-redis-jobs"], "redis"),
+        _container(objs["StatefulSet/shop-redis-jobs-sentinel"], "config", init=True),
+    ]
+    for container in containers:
+        script = container["command"][2]
+        assert script in (redis.redis_start_script(), redis.sentinel_init_script())
+        # the kubelet expands $(NAME) of the container's env in a command and turns $$ into $
+        assert "$$" not in script
+        for name in _env(container):
+            assert f"$({name})" not in script, name
+        # no name of the profile is in a script: they reach it as environment
+        assert "shop" not in script
+
+
+def test_min_replicas_to_write_in_ha_only() -> None:
+    ha = _plan(cache=HA_CACHE, queues=[]).redis_named("jobs")
+    assert ha.min_replicas_to_write == 1
+    conf = redis.render_conf(ha)
+    assert "min-replicas-to-write 1\n" in conf
+    assert f"min-replicas-max-lag {redis.MIN_REPLICAS_MAX_LAG_SECONDS}\n" in conf
+    off = {"instances": [{"name": "jobs", "use": "queue", "sentinel": {"minReplicasToWrite": 0}}]}
+    assert "min-replicas-to-write 0\n" in redis.render_conf(
+        _plan(cache=off, queues=[]).redis_named("jobs")
+    )
+    assert "min-replicas" not in redis.render_conf(_plan().redis_named("jobs"))
+
+
+def test_min_replicas_to_write_above_the_replicas_is_rejected() -> None:
+    cache = {
+        "instances": [
+            {"name": "jobs", "use": "queue", "sentinel": {"replicas": 1, "minReplicasToWrite": 2}}
+        ]
+    }
+    planned = plan_mod.plan(v1alpha1.parse_profile(profiles.base(cache=cache)))
+    assert [p.field for p in planned.problems] == [
+        "spec.cache.instances[0].sentinel.minReplicasToWrite"
+    ]
+    assert "would refuse every write" in planned.problem_text()
+
+
+def _auth_revisions(objs: dict[str, common.Obj]) -> dict[str, str]:
+    """The Redis auth revision on each pod template that carries one."""
+    revisions = {}
+    for key, obj in objs.items():
+        template = obj.get("spec", {}).get("template", {})
+        annotations = template.get("metadata", {}).get("annotations", {})
+        if common.REDIS_AUTH_REVISION_ANNOTATION in annotations:
+            revisions[key] = annotations[common.REDIS_AUTH_REVISION_ANNOTATION]
+    return revisions
+
+
+def test_a_new_redis_password_rolls_every_pod_that_reads_it() -> None:
+    cache = {"instances": [*HA_CACHE["instances"], {"name": "cache", "use": "cache"}]}
+    planned = _plan(cache=cache)
+    before = _auth_revisions(desired.build(planned, CREDS))
+    assert set(before) == {
+        "StatefulSet/shop-redis-jobs",
+        "StatefulSet/shop-redis-jobs-sentinel",
+        "StatefulSet/shop-redis-cache",
+        "Deployment/shop-worker-emails",  # REDIS_URL reaches the workers as environment
+    }
+    # the same passwords: nothing rolls
+    assert _auth_revisions(desired.build(planned, CREDS)) == before
+    # the auth Secret of jobs was deleted and Headroom generated a new password
+    new_password = "e" * 48
+    regenerated = dataclasses.replace(
+        CREDS, redis_passwords={**CREDS.redis_passwords, "jobs": new_password}
+    )
+    objs = desired.build(planned, regenerated)
+    after = _auth_revisions(objs)
+    changed = {key for key in before if before[key] != after[key]}
+    assert changed == {
+        "StatefulSet/shop-redis-jobs",
+        "StatefulSet/shop-redis-jobs-sentinel",
+        "Deployment/shop-worker-emails",
+    }
+    # the annotation is a salted hash, never the password (nor its plain sha256)
+    plain = hashlib.sha256(new_password.encode()).hexdigest()
+    for key in changed:
+        text = str(objs[key])
+        assert new_password not in text and plain[:16] not in text, key
+    assert len(after["StatefulSet/shop-redis-jobs"]) == 16
 
 
 def test_app_hpa_and_pdb() -> None:

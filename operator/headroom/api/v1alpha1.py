@@ -288,7 +288,29 @@ class Persistence(_Model):
 class Sentinel(_Model):
     """Redis Sentinel HA: 3 sentinels watch 1 master and ``replicas`` replicas."""
 
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                _cel(
+                    "self.minReplicasToWrite <= self.replicas",
+                    "spec.cache.instances[].sentinel.minReplicasToWrite must be <= replicas: "
+                    "the master would refuse every write",
+                )
+            ]
+        }
+    )
+
     replicas: int = Field(default=2, ge=1, le=5, description="Redis replicas beside the master.")
+    min_replicas_to_write: int = Field(
+        default=1,
+        ge=0,
+        le=5,
+        description="The master accepts a write only while at least this many replicas are "
+        "connected and lag at most 10 s (min-replicas-to-write, min-replicas-max-lag): a "
+        "master cut off from its replicas refuses writes instead of taking writes a failover "
+        "would lose. 0 turns it off (writes go on while every replica is down, e.g. during "
+        "a rolling restart with one replica).",
+    )
 
 
 class CacheInstance(_Model):

@@ -21,6 +21,7 @@ PROFILE_LABEL = "headroom.dev/profile"
 CONFIG_HASH_ANNOTATION = "headroom.dev/config-hash"
 AUTH_REVISION_ANNOTATION = "headroom.dev/auth-revision"
 CA_REVISION_ANNOTATION = "headroom.dev/server-ca-revision"
+REDIS_AUTH_REVISION_ANNOTATION = "headroom.dev/redis-auth-revision"
 
 Obj = dict[str, Any]
 
@@ -31,7 +32,9 @@ class Credentials:
 
     ``revision`` changes whenever the source credentials change (the source
     Secret's resourceVersion), so pods that read them are rolled without any
-    hash of a password appearing in an annotation.
+    hash of a password appearing in an annotation. The Redis passwords are
+    Headroom's own (kept in its Secrets, made anew when such a Secret is gone),
+    so they have no source version: :func:`secret_revision` stands in for one.
     """
 
     username: str
@@ -105,6 +108,19 @@ def content_hash(*parts: str) -> str:
     for part in parts:
         digest.update(part.encode())
         digest.update(b"\0")
+    return digest.hexdigest()[:16]
+
+
+def secret_revision(secret: str, *, salt: str) -> str:
+    """A short revision of a secret Headroom generated, for a pod template
+    annotation that rolls the pods reading it when it is made anew.
+
+    A salted, domain-separated sha256 cut to 64 bits: no lookup table matches
+    it, and the secrets it is used for are random (192 bits), so it tells
+    nothing about them beyond "changed".
+    """
+    digest = hashlib.sha256(b"headroom.dev/secret-revision\0")
+    digest.update(salt.encode() + b"\0" + secret.encode())
     return digest.hexdigest()[:16]
 
 

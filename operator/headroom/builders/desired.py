@@ -86,7 +86,12 @@ def build_parts(
             )
         )
     for queue in plan.queues:
-        parts.append((queue_component(queue), workers.build(plan, queue)))
+        parts.append(
+            (
+                queue_component(queue),
+                workers.build(plan, queue, redis_password=creds.redis_passwords[queue.redis]),
+            )
+        )
     parts.append((AUTOSCALING, autoscaling.build(plan, app_pod_selector=selector)))
     objects: dict[str, common.Obj] = {}
     component_of: dict[str, str] = {}

@@ -37,8 +37,13 @@ def _meta(plan: plan_mod.Plan, queue: plan_mod.QueuePlan, name: str) -> common.O
     return meta
 
 
-def _deployment(plan: plan_mod.Plan, queue: plan_mod.QueuePlan) -> common.Obj:
+def _deployment(
+    plan: plan_mod.Plan, queue: plan_mod.QueuePlan, *, redis_password: str
+) -> common.Obj:
     selector = pod_selector(plan, queue)
+    # The binding reaches the workers as environment, read once at start: a new
+    # password of their Redis rolls them, as it rolls the Redis pods.
+    revision = redis.auth_revision(plan, plan.redis_named(queue.redis), redis_password)
     container: common.Obj = {
         "name": "worker",
         "image": queue.image,
@@ -67,7 +72,8 @@ def _deployment(plan: plan_mod.Plan, queue: plan_mod.QueuePlan) -> common.Obj:
                     "labels": {
                         **common.labels(plan, component=COMPONENT, name="worker"),
                         **selector,
-                    }
+                    },
+                    "annotations": {common.REDIS_AUTH_REVISION_ANNOTATION: revision},
                 },
                 "spec": common.pod_spec(
                     uid=RUN_AS,
@@ -141,6 +147,9 @@ def _hpa(plan: plan_mod.Plan, queue: plan_mod.QueuePlan) -> common.Obj:
     )
 
 
-def build(plan: plan_mod.Plan, queue: plan_mod.QueuePlan) -> list[common.Obj]:
+def build(
+    plan: plan_mod.Plan, queue: plan_mod.QueuePlan, *, redis_password: str
+) -> list[common.Obj]:
+    """``redis_password``: the generated password of the queue's Redis instance."""
     scaler = _keda(plan, queue) if queue.scaler == "keda" else [_hpa(plan, queue)]
-    return [_deployment(plan, queue), *scaler]
+    return [_deployment(plan, queue, redis_password=redis_password), *scaler]

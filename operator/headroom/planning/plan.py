@@ -114,6 +114,8 @@ class RedisPlan:
     sentinel_replicas: int  # 0: standalone
     settings: dict[str, str]
     queue_lists: tuple[str, ...]  # exported as queue-length metrics
+    # HA: the master refuses writes with fewer connected replicas (0: standalone, or off)
+    min_replicas_to_write: int
 
 
 @dataclass(frozen=True)
@@ -328,6 +330,15 @@ def _redis_plans(
             else:
                 settings[key] = value
         lists = tuple(sorted({q.list_name for q in spec.queues if q.redis == inst.name}))
+        sentinel = inst.sentinel
+        if sentinel is not None and sentinel.min_replicas_to_write > sentinel.replicas:
+            problems.append(
+                budget_mod.Problem(
+                    f"{where}.sentinel.minReplicasToWrite",
+                    f"{sentinel.min_replicas_to_write} must be <= sentinel.replicas "
+                    f"{sentinel.replicas}: the master would refuse every write",
+                )
+            )
         plans.append(
             RedisPlan(
                 name=inst.name,
@@ -338,9 +349,10 @@ def _redis_plans(
                 image=inst.image,
                 exporter_image=spec.cache.exporter_image,
                 persistence=inst.persistence,
-                sentinel_replicas=inst.sentinel.replicas if inst.sentinel else 0,
+                sentinel_replicas=sentinel.replicas if sentinel else 0,
                 settings=settings,
                 queue_lists=lists,
+                min_replicas_to_write=sentinel.min_replicas_to_write if sentinel else 0,
             )
         )
     return tuple(plans), problems
