@@ -604,6 +604,9 @@ async def run_once(n: int, *, workdir: Path) -> Run:
             while not converged.is_set():
                 body = profile(hr_ns[i % n])
                 body["metadata"]["name"] = f"probe-{i}"
+                # its own Postgres server: beside the namespace's profile on shop-db
+                # it would be refused (they would share max_connections)
+                body["spec"]["database"]["host"] = "probe-db"
                 dry.append(await driver.create_profile(body, dry_run=True))
                 baseline.append(await driver.create_configmap(hr_ns[i % n], i))
                 i += 1
