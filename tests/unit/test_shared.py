@@ -90,3 +90,24 @@ def test_deleting_the_older_profile_frees_its_share() -> None:
     requeue, _ = table.update("shop/web", None)
     assert requeue == {"shop/admin"}  # it may now have room: look at it again
     assert table.older("shop/admin") == ()
+
+
+def test_profiles_created_in_the_same_second_rank_by_their_first_plan_then_name() -> None:
+    second = "2026-01-01T00:00:00Z"  # creationTimestamp has whole seconds
+    small = {"pooler.parameters": {"max_db_connections": "20", "default_pool_size": "18"}}
+    web = _profile("web", created=second, **small)
+    admin = _profile("admin", created=second, **small)
+    # neither planned yet: the name decides (shop/admin < shop/web), the same way everywhere
+    table = shared_state.SharedBudgets()
+    table.update("shop/web", web)
+    table.update("shop/admin", admin)
+    assert [u.profile for u in table.older("shop/web")] == ["shop/admin"]
+    # web was planned first (its status says when): it stays the older one,
+    # although admin sorts first by name
+    web["status"] = {"budget": {"plannedSince": "2026-01-01T00:00:00.250000+00:00"}}
+    table.update("shop/web", web)
+    assert table.older("shop/web") == ()
+    assert [u.profile for u in table.older("shop/admin")] == ["shop/web"]
+    admin["status"] = {"budget": {"plannedSince": "2026-01-01T00:00:00.900000+00:00"}}
+    table.update("shop/admin", admin)
+    assert [u.profile for u in table.older("shop/admin")] == ["shop/web"]

@@ -56,6 +56,11 @@ class BudgetStatus(_Status):
         default_factory=list,
         description="Older profiles on the same server; available is what they leave.",
     )
+    planned_since: str = Field(
+        default="",
+        description="When Headroom first planned this profile (RFC 3339, microseconds): "
+        "orders profiles on one server that were created in the same second.",
+    )
 
 
 class PoolerStatus(_Status):

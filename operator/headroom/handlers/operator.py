@@ -226,6 +226,8 @@ class Runtime:
         elif old.spec_fingerprint != new.spec_fingerprint:
             self.queue.add(key, queue_mod.Trigger.SPEC)  # spec or metadata, not our status
             self._share(key, new)
+        elif shared_mod.planned_since(old.object()) != shared_mod.planned_since(new.object()):
+            self._share(key, new)  # its first pass: it now ranks before later ones
 
     def _share(self, key: str, entry: informer.Entry | None) -> None:
         """Keep the shared-server table current; queue the profiles whose share

@@ -40,11 +40,21 @@ class Peer:
     key: str  # namespace/name
     created: str  # creationTimestamp (RFC 3339); "" for one not created yet
     profile: v1alpha1.ScalingProfile
+    # status.budget.plannedSince: creationTimestamp has whole seconds, so two
+    # profiles created in the same second are ordered by when Headroom first
+    # planned them (one already planned before one not yet), then by name
+    planned_since: str = ""
 
     @property
-    def order(self) -> tuple[int, str, str]:
+    def order(self) -> tuple[int, str, int, str, str]:
         # not created yet (admission of a new profile): after every existing one
-        return (0 if self.created else 1, self.created, self.key)
+        return (
+            0 if self.created else 1,
+            self.created,
+            0 if self.planned_since else 1,
+            self.planned_since,
+            self.key,
+        )
 
 
 def server_connections(peers: Iterable[Peer]) -> dict[str, int]:

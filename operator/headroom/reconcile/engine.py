@@ -40,6 +40,7 @@ from headroom.reconcile import compare, observe, registry
 from headroom.reconcile import conditions as cond
 from headroom.reconcile import metrics as metrics_mod
 from headroom.reconcile import primary as primary_mod
+from headroom.reconcile import shared as shared_state
 
 log = logging.getLogger(__name__)
 
@@ -278,7 +279,11 @@ class Engine:
             keda=self.cluster.facts().get("keda", False), shared=self.cluster.shared_uses(key)
         )
         planned = plan_mod.plan(profile, facts=facts)
-        budget = _budget_status(planned)
+        budget = _budget_status(
+            planned,
+            since=shared_state.planned_since(body)
+            or datetime.datetime.now(datetime.UTC).isoformat(timespec="microseconds"),
+        )
         if not planned.ok:
             # Nothing is applied: the children keep their last good state.
             exceeded = cond.Cond(
@@ -683,7 +688,7 @@ def _status_differs(before: dict[str, Any], after: dict[str, Any]) -> bool:
     return bool(_without_nulls(before) != _without_nulls(after))
 
 
-def _budget_status(planned: plan_mod.Plan) -> dict[str, Any]:
+def _budget_status(planned: plan_mod.Plan, *, since: str) -> dict[str, Any]:
     b = planned.budget
     model = status_models.BudgetStatus(
         summary=b.summary,
@@ -707,6 +712,7 @@ def _budget_status(planned: plan_mod.Plan) -> dict[str, Any]:
             )
             for use in b.shared
         ],
+        planned_since=since,
     )
     return model.model_dump(by_alias=True)
 

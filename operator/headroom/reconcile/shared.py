@@ -22,6 +22,12 @@ Obj = dict[str, Any]
 Table = dict[str, list[tuple[str, str, int]]]
 
 
+def planned_since(body: Obj | None) -> str:
+    """status.budget.plannedSince of a profile ("" before its first pass)."""
+    budget = ((body or {}).get("status") or {}).get("budget") or {}
+    return str(budget.get("plannedSince") or "")
+
+
 class SharedBudgets:
     def __init__(self) -> None:
         self._peers: dict[str, dict[str, shared_mod.Peer]] = {}
@@ -47,7 +53,10 @@ class SharedBudgets:
                     str(meta.get("namespace", "")), profile.spec.database
                 )
                 self._peers.setdefault(server, {})[key] = shared_mod.Peer(
-                    key=key, created=str(meta.get("creationTimestamp") or ""), profile=profile
+                    key=key,
+                    created=str(meta.get("creationTimestamp") or ""),
+                    profile=profile,
+                    planned_since=planned_since(body),
                 )
                 self._server_of[key] = server
                 touched.add(server)
