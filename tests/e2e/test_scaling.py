@@ -484,7 +484,11 @@ BAD_SCALING: list[tuple[str, Callable[[dict[str, Any]], None], tuple[str, ...]]]
         ("spec.cache.instances[0].config.timeout", "single line"),
     ),
     ("negative-memory", _memory("-1Gi"), ("spec.cache.instances[0].memory",)),
-    ("fractional-memory", _memory("1.5Gi"), ("spec.cache.instances[0].memory", "whole quantity")),
+    (
+        "fractional-memory",
+        _memory("33554432.5"),
+        ("spec.cache.instances[0].memory", "whole number of bytes"),
+    ),
     ("too-little-memory", _memory("16Mi"), ("spec.cache.instances[0].memory", "at least 32Mi")),
 ]
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from headroom.api import v1alpha1
+from headroom.api import quantity, v1alpha1
 from headroom.planning import budget as budget_mod
 from headroom.planning import names, pgbouncer_params, redis_params
 
@@ -24,7 +24,7 @@ REDIS_EXPORTER_PORT = 9121
 # maxmemory is this share of the container limit: the rest absorbs allocator
 # fragmentation, client and replication buffers, and fork copy-on-write.
 MAXMEMORY_PERCENT = 75
-MIN_REDIS_MEMORY = 32 * 1024**2
+MIN_REDIS_MEMORY = int(quantity.parse(v1alpha1.MIN_REDIS_MEMORY))
 
 # Defaults Headroom renders unless the profile overrides them. query_wait_timeout
 # bounds how long a client queues for a server connection before it gets an
@@ -307,14 +307,21 @@ def _redis_plans(
                     "when memory is full; queues need noeviction",
                 )
             )
-        limit = redis_params.quantity_bytes(inst.memory)
-        if limit is None or limit < MIN_REDIS_MEMORY:
+        memory = quantity.parse(inst.memory)  # a valid quantity: the model checked it
+        if memory < MIN_REDIS_MEMORY:
             problems.append(
                 budget_mod.Problem(
-                    f"{where}.memory", f"{inst.memory!r} must be a whole quantity of at least 32Mi"
+                    f"{where}.memory",
+                    f"{inst.memory!r} must be at least {v1alpha1.MIN_REDIS_MEMORY}",
                 )
             )
-            limit = MIN_REDIS_MEMORY
+        elif memory.denominator != 1:
+            problems.append(
+                budget_mod.Problem(
+                    f"{where}.memory", f"{inst.memory!r} must be a whole number of bytes"
+                )
+            )
+        limit = max(math.ceil(memory), MIN_REDIS_MEMORY)
         settings: dict[str, str] = {}
         for key, value in sorted(inst.config.items()):
             problem = redis_params.check(key, value)
