@@ -231,6 +231,19 @@ BAD: list[tuple[str, dict[str, Any], str]] = [
         "spec.cache.instances[0].memory",
     ),
     (
+        "capacity-min-above-ceiling",
+        {
+            "app.replicas": _DELETE,
+            "app.capacity": {"targetConcurrentUsers": 1000, "usersPerPod": 100, "minReplicas": 30},
+        },
+        "30 is above the ceiling ceil(targetConcurrentUsers 1000 / usersPerPod 100) = 10 pods",
+    ),
+    (
+        "min-pool-size-above-pool",
+        {"pooler.parameters": {"min_pool_size": "60"}},
+        "spec.pooler.parameters.min_pool_size",
+    ),
+    (
         "huge-string",
         {"cache": instance(persistence={"storageClassName": "a" * 1024 * 1024})},
         "spec.cache.instances[0].persistence.storageClassName",

@@ -125,6 +125,13 @@ def test_names_are_dns_names_and_the_profile_name_a_short_label() -> None:
     assert (name["pattern"], name["maxLength"]) == (v1alpha1.DNS_LABEL, 40)
 
 
+def test_capacity_floor_above_the_ceiling_is_refused_by_the_api_server_with_numbers() -> None:
+    capacity = _spec_schema()["properties"]["spec"]["properties"]["app"]["properties"]["capacity"]
+    (rule,) = capacity["x-kubernetes-validations"]
+    assert "self.minReplicas <=" in rule["rule"]
+    assert "is above the ceiling" in rule["messageExpression"]
+
+
 def test_requests_above_limits_are_refused_by_the_api_server() -> None:
     spec = _spec_schema()["properties"]["spec"]["properties"]
     rules = spec["queues"]["items"]["properties"]["resources"]["x-kubernetes-validations"]

@@ -184,8 +184,30 @@ class ReplicaRange(_Model):
     )
 
 
+# Said by the CRD rule (CEL format) and the planner alike.
+CAPACITY_MIN_MESSAGE = (
+    "%d is above the ceiling ceil(targetConcurrentUsers %d / usersPerPod %d) = %d pods"
+)
+
+
 class Capacity(_Model):
     """Derive the replica ceiling from the load the app must carry."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "self.minReplicas <= "
+                    "(self.targetConcurrentUsers + self.usersPerPod - 1) / self.usersPerPod",
+                    "messageExpression": "'spec.app.capacity.minReplicas "
+                    + CAPACITY_MIN_MESSAGE
+                    + "'.format(["
+                    "self.minReplicas, self.targetConcurrentUsers, self.usersPerPod, "
+                    "(self.targetConcurrentUsers + self.usersPerPod - 1) / self.usersPerPod])",
+                }
+            ]
+        }
+    )
 
     target_concurrent_users: int = Field(
         ge=1, le=10_000_000, description="Concurrent users the app must serve at peak."

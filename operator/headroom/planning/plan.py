@@ -185,7 +185,16 @@ def _app_plan(app: v1alpha1.App) -> tuple[AppPlan, list[budget_mod.Problem]]:
     elif app.capacity is not None:
         cap = app.capacity
         high = math.ceil(cap.target_concurrent_users / cap.users_per_pod)
-        low = min(cap.min_replicas, high)
+        low = cap.min_replicas
+        if low > high:
+            # A floor above the ceiling is a contradiction, not something to clamp.
+            problems.append(
+                budget_mod.Problem(
+                    "spec.app.capacity.minReplicas",
+                    v1alpha1.CAPACITY_MIN_MESSAGE
+                    % (low, cap.target_concurrent_users, cap.users_per_pod, high),
+                )
+            )
         if high > 1000:
             problems.append(
                 budget_mod.Problem(
@@ -436,6 +445,24 @@ def _live_limit_problems(
     ]
 
 
+def _min_pool_problems(
+    settings: dict[str, str], budget: budget_mod.ConnectionBudget
+) -> list[budget_mod.Problem]:
+    """PgBouncer never opens more than the pool, so a larger min_pool_size would
+    be capped without a word: say so instead."""
+    min_pool = settings.get("min_pool_size")
+    if min_pool is None or int(min_pool) <= budget.default_pool_size:
+        return []
+    return [
+        budget_mod.Problem(
+            "spec.pooler.parameters.min_pool_size",
+            f"{min_pool} is above default_pool_size {budget.default_pool_size}, the pool the "
+            "plan gives each pooler pod (PgBouncer would silently keep at most the pool); "
+            "lower it, or pin a larger default_pool_size that fits the budget",
+        )
+    ]
+
+
 def _name_problems(profile: v1alpha1.ScalingProfile) -> list[budget_mod.Problem]:
     """Child names built from the profile's and the instances' names must be
     valid Kubernetes names; say which field to shorten, and by how much."""
@@ -528,6 +555,7 @@ def plan(profile: v1alpha1.ScalingProfile, *, facts: Facts | None = None) -> Pla
         )
     )
     problems += budget_problems
+    problems += _min_pool_problems(settings, budget)
     if facts.primary is not None and not budget_problems:
         problems += _live_limit_problems(db, budget, facts.primary)
     settings.update(
