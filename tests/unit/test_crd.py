@@ -140,3 +140,15 @@ def test_requests_above_limits_are_refused_by_the_api_server() -> None:
         "'requests.memory",
         "'requests.ephemeral-storage",
     }
+
+
+def test_fields_behind_immutable_statefulset_fields_are_transition_rules() -> None:
+    spec = _spec_schema()["properties"]["spec"]["properties"]
+    instance = spec["cache"]["properties"]["instances"]["items"]
+    rules = {r["rule"]: r["message"] for r in instance["x-kubernetes-validations"]}
+    assert "has(self.persistence) == has(oldSelf.persistence)" in rules
+    assert "has(self.sentinel) == has(oldSelf.sentinel)" in rules
+    assert "another name" in rules["has(self.sentinel) == has(oldSelf.sentinel)"]
+    (persistence_rule,) = instance["properties"]["persistence"]["x-kubernetes-validations"]
+    assert "self.size == oldSelf.size" in persistence_rule["rule"]
+    assert "storageClassName == oldSelf.storageClassName" in persistence_rule["rule"]

@@ -365,6 +365,23 @@ SHORT_NAME_MAX = 20
 class Persistence(_Model):
     """Keep Redis data on a PersistentVolumeClaim (AOF + RDB)."""
 
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                # The StatefulSet's volumeClaimTemplates are immutable (see docs/api.md).
+                _cel(
+                    "self.size == oldSelf.size && has(self.storageClassName) == "
+                    "has(oldSelf.storageClassName) && (!has(self.storageClassName) || "
+                    "self.storageClassName == oldSelf.storageClassName)",
+                    "spec.cache.instances[].persistence.size and storageClassName cannot "
+                    "change: they are the StatefulSet's volumeClaimTemplates, which Kubernetes "
+                    "never updates. Grow the PVCs themselves (kubectl patch pvc, if the "
+                    "StorageClass allows expansion) or add a new instance under another name",
+                )
+            ]
+        }
+    )
+
     size: Quantity = Field(
         default="1Gi",
         description="PVC size per Redis pod.",
@@ -404,6 +421,22 @@ class CacheInstance(_Model):
                     "self.evictionPolicy == 'noeviction'",
                     "spec.cache.instances[].evictionPolicy must be noeviction when use is "
                     "queue: an evicting queue silently loses jobs",
+                ),
+                # Transition rules: the StatefulSet fields these decide are immutable.
+                _cel(
+                    "has(self.persistence) == has(oldSelf.persistence)",
+                    "spec.cache.instances[].persistence cannot be added to or removed from "
+                    "an existing instance: it changes the StatefulSet's immutable "
+                    "volumeClaimTemplates. Remove the instance first (retained PVCs are "
+                    "reused when it comes back under the same name) or add a new instance "
+                    "under another name",
+                ),
+                _cel(
+                    "has(self.sentinel) == has(oldSelf.sentinel)",
+                    "spec.cache.instances[].sentinel cannot be added to or removed from an "
+                    "existing instance: it changes the StatefulSet's immutable "
+                    "podManagementPolicy. Add a new instance under another name, move the "
+                    "clients to it, then remove this one",
                 ),
             ]
         }
