@@ -47,6 +47,18 @@ def set_path(root: dict[str, Any], dotted: str, value: Any) -> None:
 
 _DELETE = object()
 
+
+def instance(**fields: Any) -> dict[str, Any]:
+    """spec.cache with one queue instance ``jobs`` carrying ``fields``."""
+    return {"instances": [{"name": "jobs", "use": "queue", **fields}]}
+
+
+def worker_resources(**resources: dict[str, Any]) -> dict[str, Any]:
+    """spec.cache and one queue ``mail`` whose workers ask for ``resources``."""
+    queue = {"name": "mail", "redis": "jobs", "listName": "mail", "image": "w:1"}
+    return {"cache": instance(), "queues": [{**queue, "resources": resources}]}
+
+
 # (id, spec overrides, text the rejection must contain)
 BAD: list[tuple[str, dict[str, Any], str]] = [
     (
@@ -174,13 +186,81 @@ BAD: list[tuple[str, dict[str, Any], str]] = [
         {"database.maxConnections": 10, "pooler.instances": 4},
         "spec.pooler.instances",
     ),
+    # Inputs the API server used to accept and then refuse in a child at apply time
+    # (issue 9): each is now refused at admission, naming the field.
+    (
+        "storage-class-newline",
+        {"cache": instance(persistence={"storageClassName": "fast\nfoo: bar"})},
+        "spec.cache.instances[0].persistence.storageClassName",
+    ),
+    (
+        "storage-class-uppercase",
+        {"cache": instance(persistence={"storageClassName": "Fast"})},
+        "spec.cache.instances[0].persistence.storageClassName",
+    ),
+    (
+        "persistence-size-zero",
+        {"cache": instance(persistence={"size": "0"})},
+        "spec.cache.instances[0].persistence.size",
+    ),
+    (
+        "resource-name-gpu",
+        worker_resources(requests={"gpu": "1"}),
+        "resource names must be cpu, memory, ephemeral-storage",
+    ),
+    (
+        "resource-name-newline",
+        worker_resources(requests={"cpu\nmemory": "1"}),
+        "resource names must be cpu, memory, ephemeral-storage",
+    ),
+    (
+        "requests-above-limits",
+        worker_resources(requests={"cpu": "2"}, limits={"cpu": "1"}),
+        "requests.cpu 2 must be <= limits.cpu 1",
+    ),
+    (
+        "extended-resource-without-limit",
+        worker_resources(requests={"nvidia.com/gpu": "1"}),
+        "limits.nvidia.com/gpu is required",
+    ),
+    (
+        "quantity-uppercase-k",
+        worker_resources(requests={"memory": "64000K"}),
+        "spec.queues[0].resources.requests.memory",
+    ),
+    (
+        "memory-with-5000-digits",
+        {"cache": instance(memory="1" * 5000)},
+        "spec.cache.instances[0].memory",
+    ),
+    (
+        "capacity-min-above-ceiling",
+        {
+            "app.replicas": _DELETE,
+            "app.capacity": {"targetConcurrentUsers": 1000, "usersPerPod": 100, "minReplicas": 30},
+        },
+        "30 is above the ceiling ceil(targetConcurrentUsers 1000 / usersPerPod 100) = 10 pods",
+    ),
+    (
+        "min-pool-size-above-pool",
+        {"pooler.parameters": {"min_pool_size": "60"}},
+        "spec.pooler.parameters.min_pool_size",
+    ),
+    (
+        "huge-string",
+        {"cache": instance(persistence={"storageClassName": "a" * 1024 * 1024})},
+        "spec.cache.instances[0].persistence.storageClassName",
+    ),
+    ("integer-as-string", {"app.replicas.max": "10"}, "spec.app.replicas.max"),
+    ("boolean-as-string", {"database.readLimits": "false"}, "spec.database.readLimits"),
 ]
 
 
 def bad(case_id: str) -> dict[str, Any]:
     for cid, overrides, _ in BAD:
         if cid == case_id:
-            return base(name=cid, **copy.deepcopy(overrides))
+            # (the _DELETE marker must survive the copy: it is compared by identity)
+            return base(name=cid, **copy.deepcopy(overrides, memo={id(_DELETE): _DELETE}))
     raise KeyError(case_id)
 
 

@@ -6,6 +6,10 @@
   Secret values the operator reads from the cluster are placeholders.
 - ``headroom crd``: the generated CRD (``make crds``).
 - ``headroom run``: start the operator, see :mod:`headroom.handlers.operator`.
+
+``plan`` and ``render`` read profiles as strictly as the API server does
+(``"10"`` is not an integer, ``"false"`` not a boolean, a key may appear once)
+and report a bad file or profile as one line naming the field, with exit code 1.
 """
 
 from __future__ import annotations
@@ -25,10 +29,45 @@ from headroom.planning import plan as plan_mod
 KEDA_HELP = "plan queues for a cluster with KEDA (default: the CPU HPA fallback)"
 
 
+class _StrictLoader(yaml.SafeLoader):
+    """Safe YAML that refuses a key given twice, as kubectl does (PyYAML keeps
+    the last one silently)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} is given twice", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+class InputError(Exception):
+    """A file the CLI cannot read profiles from; ``str()`` is the one-line reason."""
+
+
 def _load(path: str) -> list[dict[str, Any]]:
-    text = sys.stdin.read() if path == "-" else Path(path).read_text()
-    docs = [doc for doc in yaml.safe_load_all(text) if isinstance(doc, dict)]
-    return [doc for doc in docs if doc.get("kind") == v1alpha1.KIND]
+    """The ScalingProfile documents of ``path`` (``-``: stdin), or InputError."""
+    name = "<stdin>" if path == "-" else path
+    try:
+        text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        reason = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
+        raise InputError(f"{name}: cannot read: {reason}") from None
+    try:
+        docs = list(yaml.load_all(text, Loader=_StrictLoader))
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise InputError(f"{name}: not valid YAML{where}: {problem}") from None
+    profiles = [doc for doc in docs if isinstance(doc, dict) and doc.get("kind") == v1alpha1.KIND]
+    if not profiles:
+        raise InputError(f"{name}: no document with kind: {v1alpha1.KIND}")
+    return profiles
 
 
 def _placeholder_credentials(profile: v1alpha1.ScalingProfile) -> common.Credentials:
@@ -189,7 +228,11 @@ def main(argv: list[str] | None = None) -> int:
     o.add_argument("--namespace", action="append", default=None, help="watch only these")
     o.set_defaults(func=_cmd_run)
     args = parser.parse_args(argv)
-    result: int = args.func(args)
+    try:
+        result: int = args.func(args)
+    except InputError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     return result
 
 

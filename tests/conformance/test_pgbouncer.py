@@ -246,11 +246,13 @@ def test_all_allowlisted_parameters_together(
 
 # Every int setting's lowest and highest allowed value must start PgBouncer:
 # the kernel caps some socket options (TCP_KEEPCNT <= 127, TCP_KEEPIDLE and
-# TCP_KEEPINTVL <= 32767 s) and PgBouncer exits when it refuses one.
+# TCP_KEEPINTVL <= 32767 s) and PgBouncer exits when it refuses one. The sizing
+# keys and min_pool_size (at most the planned pool) are bounded by the budget.
 INT_BOUNDS = [
     pytest.param(key, end, id=f"{key}-{end}")
     for key in KNOWN_TO_1_18
-    if pgbouncer_params.ALLOWED[key].kind == "int" and key not in pgbouncer_params.SIZING_KEYS
+    if pgbouncer_params.ALLOWED[key].kind == "int"
+    and key not in (*pgbouncer_params.SIZING_KEYS, "min_pool_size")
     for end in ("low", "high")
 ]
 
@@ -268,6 +270,19 @@ def test_int_parameter_bounds_are_accepted_by_pgbouncer_1_18(
     bouncer = start_pgbouncer(servers.ini_for(plan), userlist_for(database))
     assert_serves(bouncer, database)
     assert show_config(bouncer).get(key) == value
+
+
+def test_min_pool_size_up_to_the_planned_pool_is_kept_by_pgbouncer(
+    database: servers.AppDatabase, start_pgbouncer: servers.StartPgBouncer
+) -> None:
+    pool = make_plan(database).budget.default_pool_size
+    over = make_plan(database, parameters={"min_pool_size": str(pool + 1)})
+    assert [p.field for p in over.problems] == ["spec.pooler.parameters.min_pool_size"]
+    plan = make_plan(database, parameters={"min_pool_size": str(pool)})
+    assert plan.ok, plan.problem_text()
+    bouncer = start_pgbouncer(servers.ini_for(plan), userlist_for(database))
+    assert_serves(bouncer, database)
+    assert show_config(bouncer).get("min_pool_size") == str(pool)
 
 
 @pytest.mark.parametrize("key", NEWER_THAN_1_18)

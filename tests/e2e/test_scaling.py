@@ -494,7 +494,11 @@ BAD_SCALING: list[tuple[str, Callable[[dict[str, Any]], None], tuple[str, ...]]]
         ("spec.cache.instances[0].config.timeout", "single line"),
     ),
     ("negative-memory", _memory("-1Gi"), ("spec.cache.instances[0].memory",)),
-    ("fractional-memory", _memory("1.5Gi"), ("spec.cache.instances[0].memory", "whole quantity")),
+    (
+        "fractional-memory",
+        _memory("33554432.5"),
+        ("spec.cache.instances[0].memory", "whole number of bytes"),
+    ),
     ("too-little-memory", _memory("16Mi"), ("spec.cache.instances[0].memory", "at least 32Mi")),
 ]
 
@@ -518,6 +522,39 @@ def test_bad_scaling_profile_rejected_at_admission(
     for needle in needles:
         assert needle in proc.stderr, proc.stderr
     assert not kube.exists(kubectl, "scalingprofile", case_id, "-n", namespace)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "needle"),
+    [
+        ("sentinel", {"replicas": 2}, "sentinel cannot be added to or removed from"),
+        ("persistence", {"size": "1Gi"}, "persistence cannot be added to or removed from"),
+    ],
+)
+def test_a_change_behind_an_immutable_statefulset_field_is_refused_with_the_safe_path(
+    operator: operator_process.OperatorProcess,
+    kubectl: kube.Kubectl,
+    namespace: str,
+    field: str,
+    value: dict[str, Any],
+    needle: str,
+) -> None:
+    profile = scaled_profile(namespace)
+    kube.apply(kubectl, profile, namespace=namespace)
+    stored = _sp(kubectl, namespace)
+
+    changed = copy.deepcopy(profile)
+    changed["spec"]["cache"]["instances"][1][field] = value
+    proc = kubectl("apply", "-f", "-", input=json.dumps(changed), check=False)
+    assert proc.returncode != 0, proc.stdout
+    assert "spec.cache.instances[1]" in proc.stderr, proc.stderr
+    assert needle in proc.stderr and "another name" in proc.stderr, proc.stderr
+    assert _sp(kubectl, namespace)["metadata"]["generation"] == stored["metadata"]["generation"]
+
+    # The same field on a new instance is fine from the start.
+    added = copy.deepcopy(profile)
+    added["spec"]["cache"]["instances"].append({"name": "ha", "use": "cache", field: value})
+    kube.apply(kubectl, added, namespace=namespace)
 
 
 # ------------------------------------------------------------------ deletion

@@ -66,3 +66,64 @@ def test_plan_with_keda_scales_queues_on_backlog(capsys: pytest.CaptureFixture[s
     out = capsys.readouterr().out
     assert "queue push          push:pending on redis push; workers 1..8, KEDA on backlog" in out
     assert "sentinel: 1 master + 1 replica, 3 sentinels, writes need 1 replica, PVC 1Gi" in out
+
+
+PROFILE = (EXAMPLES / "shop.yaml").read_text()
+
+
+@pytest.mark.parametrize(
+    ("case", "text", "needle"),
+    [
+        (
+            "malformed-yaml",
+            "kind: ScalingProfile\nspec: [a\n",
+            "not valid YAML at line 3, column 1",
+        ),
+        ("tab-indented", "kind: ScalingProfile\n\tspec: {}\n", "not valid YAML at line 2"),
+        ("duplicate-key", PROFILE + "  pooler: {}\n", "key 'pooler' is given twice"),
+        (
+            "no-profile",
+            "apiVersion: v1\nkind: ConfigMap\n",
+            "no document with kind: ScalingProfile",
+        ),
+        ("empty-file", "", "no document with kind: ScalingProfile"),
+        ("list-not-a-profile", "- 1\n- 2\n", "no document with kind: ScalingProfile"),
+        (
+            "integer-as-string",
+            PROFILE.replace("max: 10}", 'max: "10"}'),
+            "spec.app.replicas.max: Input should be a valid integer",
+        ),
+        (
+            "boolean-as-string",
+            PROFILE.replace("maxConnections: 100", 'maxConnections: 100\n    readLimits: "false"'),
+            "spec.database.readLimits: Input should be a valid boolean",
+        ),
+        ("no-spec", "kind: ScalingProfile\nmetadata: {name: x}\n", "spec: Field required"),
+    ],
+)
+@pytest.mark.parametrize("command", ["plan", "render"])
+def test_bad_input_is_one_line_naming_the_problem_and_exit_1(
+    command: str,
+    case: str,
+    text: str,
+    needle: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    path = tmp_path / f"{case}.yaml"
+    path.write_text(text)
+    assert cli.main([command, str(path)]) == 1, case
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1, err
+    assert needle in err
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("command", ["plan", "render"])
+def test_a_missing_file_is_one_line_and_exit_1(
+    command: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = tmp_path / "nope.yaml"
+    assert cli.main([command, str(missing)]) == 1
+    err = capsys.readouterr().err
+    assert err == f"error: {missing}: cannot read: No such file or directory\n"

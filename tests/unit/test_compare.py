@@ -103,6 +103,9 @@ def test_secret_data_must_match_exactly() -> None:
         ("1e3", "1k", True),
         ("64Mi", "64M", False),
         ("100m", "0.2", False),
+        ("0.5Gi", "512Mi", True),
+        ("1E", "1000P", True),
+        ("25e-1", "2500m", True),
     ],
 )
 def test_quantities_compare_by_value(a: str, b: str, equal: bool) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from headroom.api import status
 from headroom.reconcile import conditions as cond
 
 
@@ -25,3 +26,12 @@ def test_progress_is_not_an_event_but_ready_and_failures_are() -> None:
 def test_an_unchanged_condition_is_never_an_event() -> None:
     same = cond.Cond("ChildrenApplied", "False", "ApplyFailed", "x")
     assert cond.notable(_prev(same), [same]) == []
+
+
+def test_a_message_longer_than_the_crd_allows_is_cut_not_refused() -> None:
+    long = cond.Cond("ChildrenApplied", "False", "ApplyFailed", "x" * 40_000)
+    (merged,) = cond.merge([], [long], now="t", generation=1)
+    assert len(merged["message"]) == status.MESSAGE_MAX
+    assert merged["message"].endswith(f"... ({40_000 - status.MESSAGE_MAX} more characters)")
+    short = cond.Cond("Ready", "True", "AllComponentsReady", "ok")
+    assert cond.merge([], [short], now="t", generation=1)[0]["message"] == "ok"

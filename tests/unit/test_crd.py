@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from headroom import yamlfmt
-from headroom.api import crd
+from headroom.api import crd, quantity, v1alpha1
 
 CRD_FILE = Path(__file__).resolve().parents[2] / "crds" / "headroom.dev_scalingprofiles.yaml"
 
@@ -40,3 +42,113 @@ def test_chart_copies_match() -> None:
     spec.loader.exec_module(sync)
     assert (chart / "files" / "rules.yaml").read_text() == sync.rules_text(), "make crds"
     assert (chart / "files" / "role-rules.yaml").read_text() == sync.rules_text("Role")
+
+
+def _spec_schema() -> dict[str, Any]:
+    root = crd.build_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    schema: dict[str, Any] = root
+    return schema
+
+
+def _walk(node: dict[str, Any], path: str = "") -> Iterator[tuple[str, dict[str, Any]]]:
+    yield path, node
+    for name, sub in (node.get("properties") or {}).items():
+        yield from _walk(sub, f"{path}.{name}")
+    if isinstance(node.get("additionalProperties"), dict):
+        yield from _walk(node["additionalProperties"], f"{path}.*")
+    if "items" in node:
+        yield from _walk(node["items"], f"{path}[]")
+
+
+def _is_string(node: dict[str, Any]) -> bool:
+    return node.get("type") == "string" or bool(node.get("x-kubernetes-int-or-string"))
+
+
+def test_every_string_is_bounded_so_the_api_server_refuses_huge_values() -> None:
+    unbounded = [p for p, n in _walk(_spec_schema()) if _is_string(n) and "maxLength" not in n]
+    assert unbounded == []
+
+
+def test_every_spec_integer_map_and_list_is_bounded() -> None:
+    spec = _spec_schema()["properties"]["spec"]
+    problems = []
+    for path, node in _walk(spec, "spec"):
+        if node.get("type") == "integer" and ("minimum" not in node or "maximum" not in node):
+            problems.append(f"{path}: integer without minimum/maximum")
+        if node.get("type") == "array" and "maxItems" not in node:
+            problems.append(f"{path}: array without maxItems")
+        if isinstance(node.get("additionalProperties"), dict):
+            rules = [r["rule"] for r in node.get("x-kubernetes-validations", [])]
+            if "maxProperties" not in node or not any("size(k) <=" in r for r in rules):
+                problems.append(f"{path}: map without maxProperties and a key length rule")
+    assert problems == []
+
+
+def test_quantities_are_int_or_string_with_the_quantity_pattern() -> None:
+    spec = _spec_schema()["properties"]["spec"]["properties"]
+    instance = spec["cache"]["properties"]["instances"]["items"]["properties"]
+    resources = spec["queues"]["items"]["properties"]["resources"]["properties"]
+    for node in (
+        instance["memory"],
+        instance["persistence"]["properties"]["size"],
+        resources["requests"]["additionalProperties"],
+        resources["limits"]["additionalProperties"],
+    ):
+        assert node["x-kubernetes-int-or-string"] is True
+        assert node["pattern"] == quantity.PATTERN
+        assert "type" not in node
+
+
+def test_cel_rules_parse_only_what_matches_the_quantity_pattern() -> None:
+    # The API server runs CEL even when a pattern fails, and quantity() of an
+    # unbounded exponent computes 10^exponent: every call is behind the pattern.
+    text = yamlfmt.dump(crd.build_crd())
+    rules = [
+        r["rule"]
+        for _, node in _walk(_spec_schema())
+        for r in node.get("x-kubernetes-validations", [])
+    ]
+    assert "isQuantity(" not in text
+    for rule in rules:
+        if "quantity(" in rule:
+            assert f".matches('{quantity.PATTERN}')" in rule, rule
+
+
+def test_names_are_dns_names_and_the_profile_name_a_short_label() -> None:
+    root = _spec_schema()
+    spec = root["properties"]["spec"]["properties"]
+    persistence = spec["cache"]["properties"]["instances"]["items"]["properties"]["persistence"]
+    storage_class = persistence["properties"]["storageClassName"]
+    assert storage_class["pattern"] == v1alpha1.DNS_SUBDOMAIN
+    assert storage_class["maxLength"] == 253
+    name = root["properties"]["metadata"]["properties"]["name"]
+    assert (name["pattern"], name["maxLength"]) == (v1alpha1.DNS_LABEL, 40)
+
+
+def test_capacity_floor_above_the_ceiling_is_refused_by_the_api_server_with_numbers() -> None:
+    capacity = _spec_schema()["properties"]["spec"]["properties"]["app"]["properties"]["capacity"]
+    (rule,) = capacity["x-kubernetes-validations"]
+    assert "self.minReplicas <=" in rule["rule"]
+    assert "is above the ceiling" in rule["messageExpression"]
+
+
+def test_requests_above_limits_are_refused_by_the_api_server() -> None:
+    spec = _spec_schema()["properties"]["spec"]["properties"]
+    rules = spec["queues"]["items"]["properties"]["resources"]["x-kubernetes-validations"]
+    assert {r["messageExpression"].split(" ")[0] for r in rules} == {
+        "'requests.cpu",
+        "'requests.memory",
+        "'requests.ephemeral-storage",
+    }
+
+
+def test_fields_behind_immutable_statefulset_fields_are_transition_rules() -> None:
+    spec = _spec_schema()["properties"]["spec"]["properties"]
+    instance = spec["cache"]["properties"]["instances"]["items"]
+    rules = {r["rule"]: r["message"] for r in instance["x-kubernetes-validations"]}
+    assert "has(self.persistence) == has(oldSelf.persistence)" in rules
+    assert "has(self.sentinel) == has(oldSelf.sentinel)" in rules
+    assert "another name" in rules["has(self.sentinel) == has(oldSelf.sentinel)"]
+    (persistence_rule,) = instance["properties"]["persistence"]["x-kubernetes-validations"]
+    assert "self.size == oldSelf.size" in persistence_rule["rule"]
+    assert "storageClassName == oldSelf.storageClassName" in persistence_rule["rule"]

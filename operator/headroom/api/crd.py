@@ -3,7 +3,11 @@
 Called by ``headroom crd`` (``make crds``) and by the drift test that fails when
 the committed ``crds/`` file differs. Pydantic's JSON schema needs a few fixes
 to be a Kubernetes structural schema: ``$ref`` inlined, ``anyOf [X, null]``
-collapsed to ``X``, no ``title``/``additionalProperties: false``.
+collapsed to ``X``, no ``title``/``additionalProperties: false``, and bounds the
+API server can check: every string gets a ``maxLength`` (an enum its longest
+value's; a map's keys a CEL rule, as structural schemas have no
+``propertyNames``), so an oversized value is refused with its field before the
+webhook ever sees it.
 """
 
 from __future__ import annotations
@@ -15,6 +19,14 @@ from headroom.api import status as status_models
 from headroom.api import v1alpha1
 
 _DROP_KEYS = {"title"}
+# Child names such as "<name>-pooler-rw" must stay DNS labels (the API server
+# only checks that a custom object's name is a DNS subdomain).
+_METADATA = {
+    "type": "object",
+    "properties": {
+        "name": {"type": "string", "maxLength": v1alpha1.NAME_MAX, "pattern": v1alpha1.DNS_LABEL}
+    },
+}
 
 
 def _resolve(node: Any, defs: dict[str, Any]) -> Any:
@@ -49,6 +61,18 @@ def _resolve(node: Any, defs: dict[str, Any]) -> Any:
             out[key] = _resolve(value, defs)
     if out.get("type") == "object" and "properties" in out:
         out.pop("additionalProperties", None)
+    if "enum" in out and out.get("type") == "string":
+        out.setdefault("maxLength", max(len(choice) for choice in out["enum"]))
+    keys = out.pop("propertyNames", None)
+    if keys is not None:
+        rules = out.setdefault("x-kubernetes-validations", [])
+        rules.insert(
+            0,
+            {
+                "rule": f"self.all(k, size(k) <= {keys['maxLength']})",
+                "message": f"keys must be at most {keys['maxLength']} characters",
+            },
+        )
     return out
 
 
@@ -136,9 +160,9 @@ def build_crd() -> dict[str, Any]:
                             "pooling, budget, and the pieces Headroom runs for it.",
                             "required": ["spec"],
                             "properties": {
-                                "apiVersion": {"type": "string"},
-                                "kind": {"type": "string"},
-                                "metadata": {"type": "object"},
+                                "apiVersion": {"type": "string", "maxLength": 253},
+                                "kind": {"type": "string", "maxLength": 63},
+                                "metadata": _METADATA,
                                 "spec": spec_schema,
                                 "status": status_schema,
                             },

@@ -11,6 +11,13 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
+# metav1.Condition's bounds; the reconcile pass cuts longer messages to fit.
+TYPE_MAX = 316
+REASON_MAX = 1024
+MESSAGE_MAX = 32768
+# host (253) + ".<namespace>.svc" + ":<port>", and "<namespace>/<name>".
+ADDRESS_MAX = 512
+
 
 class _Status(BaseModel):
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, frozen=True)
@@ -19,25 +26,29 @@ class _Status(BaseModel):
 class Condition(_Status):
     """Kubernetes-style condition (metav1.Condition)."""
 
-    type: str = Field(description="Ready, PoolerReady, ConnectionBudget, ...")
+    type: str = Field(max_length=TYPE_MAX, description="Ready, PoolerReady, ConnectionBudget, ...")
     status: Literal["True", "False", "Unknown"]
-    reason: str = Field(description="One CamelCase word.")
-    message: str = Field(default="", description="For humans.")
-    observed_generation: int = Field(default=0)
-    last_transition_time: str = Field(description="RFC 3339 time the status last changed.")
+    reason: str = Field(max_length=REASON_MAX, description="One CamelCase word.")
+    message: str = Field(default="", max_length=MESSAGE_MAX, description="For humans.")
+    observed_generation: int = Field(default=0, ge=0)
+    last_transition_time: str = Field(
+        max_length=64, description="RFC 3339 time the status last changed."
+    )
 
 
 class SharedProfile(_Status):
     """Another profile whose pooler opens connections on the same server."""
 
-    profile: str = Field(description="namespace/name")
+    profile: str = Field(max_length=ADDRESS_MAX, description="namespace/name")
     server_connections: int
 
 
 class BudgetStatus(_Status):
     """The connection budget the planner computed (see docs/api.md)."""
 
-    summary: str = Field(description="'<server connections>/<available>' for kubectl get.")
+    summary: str = Field(
+        max_length=64, description="'<server connections>/<available>' for kubectl get."
+    )
     max_connections: int
     reserved: int = Field(description="superuser + other reserved connections.")
     available: int = Field(description="maxConnections minus every reservation.")
@@ -51,31 +62,40 @@ class BudgetStatus(_Status):
     max_client_conn: int = Field(description="Client connections per pooler pod.")
     server_connections: int = Field(description="Most server connections all pooler pods open.")
     margin: int = Field(description="available - serverConnections.")
-    server: str = Field(default="", description="host:port of the Postgres server.")
+    server: str = Field(
+        default="", max_length=ADDRESS_MAX, description="host:port of the Postgres server."
+    )
     shared_with: list[SharedProfile] = Field(
         default_factory=list,
         description="Older profiles on the same server; available is what they leave.",
     )
     planned_since: str = Field(
         default="",
+        max_length=40,
         description="When Headroom first planned this profile (RFC 3339, microseconds): "
         "orders profiles on one server that were created in the same second.",
     )
 
 
 class PoolerStatus(_Status):
-    endpoint: str = Field(default="", description="host:port of the read/write pooler Service.")
+    endpoint: str = Field(
+        default="",
+        max_length=ADDRESS_MAX,
+        description="host:port of the read/write pooler Service.",
+    )
     instances: int = 0
     ready_instances: int = 0
 
 
 class BindingStatus(_Status):
-    name: str = Field(description="Secret with the app's connection settings (servicebinding.io).")
+    name: str = Field(
+        max_length=253, description="Secret with the app's connection settings (servicebinding.io)."
+    )
 
 
 class ScalingProfileStatus(_Status):
-    observed_generation: int = 0
-    conditions: list[Condition] = Field(default_factory=list)
+    observed_generation: int = Field(default=0, ge=0)
+    conditions: list[Condition] = Field(default_factory=list, max_length=64)
     budget: BudgetStatus | None = None
     pooler: PoolerStatus | None = None
     binding: BindingStatus | None = None

@@ -12,9 +12,21 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
 from pydantic.alias_generators import to_camel
-from pydantic.config import JsonDict
+from pydantic.config import JsonDict, JsonValue
+
+from headroom.api import quantity, resources
 
 GROUP = "headroom.dev"
 VERSION = "v1alpha1"
@@ -26,30 +38,102 @@ SHORT_NAMES = ("sp",)
 
 # RFC 1123 label / subdomain: what Kubernetes accepts for object names.
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+NAME_MAX = 40  # of metadata.name: room for the child names' suffixes
 DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 # A host is a DNS name or an IPv4 address; nothing that could carry a space,
 # a quote or a newline into pgbouncer.ini.
 HOST = r"^[A-Za-z0-9]([-A-Za-z0-9.]*[A-Za-z0-9])?$"
 # Postgres database and role names we accept unquoted in pgbouncer.ini.
 PG_IDENTIFIER = r"^[A-Za-z_][A-Za-z0-9_$-]{0,62}$"
-SECRET_KEY = r"^[-._a-zA-Z0-9]+$"  # noqa: S105 - a key-name pattern
+# A Secret key (IsConfigMapKey): not ".", "..", nor starting with "..".
+SECRET_KEY = r"^\.?[-_a-zA-Z0-9][-._a-zA-Z0-9]*$"  # noqa: S105 - a key-name pattern
+SECRET_KEY_MAX = 253
 IMAGE = r"^[a-z0-9][a-z0-9./_:@-]*$"
 PGBOUNCER_VERSION = r"^1\.(1[89]|2[0-9])$"
 
+# Keys and values of the allowlisted config maps (pgbouncer.ini, redis.conf):
+# the planner's allowlists decide what is valid; these bounds keep a huge body
+# from ever reaching them.
+ConfigKey = Annotated[str, Field(max_length=64)]
+ConfigValue = Annotated[str, Field(max_length=256)]
+
+
+def _int_or_string(value: Any) -> Any:
+    # The CRD declares quantities int-or-string, as Kubernetes does: 1073741824
+    # is as good as "1Gi" (a bool or a float is neither, and stays refused).
+    return str(value) if type(value) is int else value
+
+
+def _checked_quantity(text: str) -> str:
+    quantity.parse(text)  # QuantityError is a ValueError: reported on the field
+    return text
+
+
+# A Kubernetes quantity (see headroom.api.quantity), kept as the text given.
+Quantity = Annotated[
+    str,
+    BeforeValidator(_int_or_string),
+    AfterValidator(_checked_quantity),
+    WithJsonSchema(
+        {
+            "x-kubernetes-int-or-string": True,
+            "pattern": quantity.PATTERN,
+            "maxLength": quantity.MAX_LENGTH,
+        }
+    ),
+]
+
+
+def _checked_resource_name(name: str) -> str:
+    problem = resources.name_problem(name)
+    if problem:
+        raise ValueError(problem)
+    return name
+
+
+ResourceName = Annotated[
+    str, Field(max_length=resources.NAME_MAX), AfterValidator(_checked_resource_name)
+]
+
 
 class _Model(BaseModel):
-    """Base: camelCase on the wire, unknown fields rejected, snake_case in Python."""
+    """Base: camelCase on the wire, unknown fields rejected, snake_case in Python.
+    Strict, as the API server is: "10" is not an integer, "false" not a boolean."""
 
     model_config = ConfigDict(
         alias_generator=to_camel,
         populate_by_name=True,
         extra="forbid",
         frozen=True,
+        strict=True,
     )
 
 
 def _cel(rule: str, message: str) -> JsonDict:
     return {"rule": rule, "message": message}
+
+
+# Quantity fields are int-or-string: CEL sees either, string() makes it text.
+# A text that is no quantity is the pattern's to report, and the API server
+# runs the rules even then: they only parse what matches it.
+_AS_TEXT = "string(self)"
+
+
+def _is_quantity(text: str) -> str:
+    return f"{text}.matches('{quantity.PATTERN}')"
+
+
+MIN_REDIS_MEMORY = "32Mi"
+
+
+def _quantity_rule(bound: str, message: str) -> JsonDict:
+    """A CEL rule comparing a quantity field with a bound such as ``>= 32Mi``."""
+    operator, limit = bound.split()
+    return _cel(
+        f"!{_is_quantity(_AS_TEXT)} || "
+        f"quantity({_AS_TEXT}).compareTo(quantity('{limit}')) {operator} 0",
+        message,
+    )
 
 
 class SecretKeyRef(_Model):
@@ -58,10 +142,10 @@ class SecretKeyRef(_Model):
     name: Annotated[str, Field(pattern=DNS_SUBDOMAIN, max_length=253)] = Field(
         description="Name of a Secret in the profile's namespace. Headroom only reads it."
     )
-    username_key: Annotated[str, Field(pattern=SECRET_KEY)] = Field(
+    username_key: Annotated[str, Field(pattern=SECRET_KEY, max_length=SECRET_KEY_MAX)] = Field(
         default="username", description="Key of the username in the Secret."
     )
-    password_key: Annotated[str, Field(pattern=SECRET_KEY)] = Field(
+    password_key: Annotated[str, Field(pattern=SECRET_KEY, max_length=SECRET_KEY_MAX)] = Field(
         default="password", description="Key of the password in the Secret."
     )
 
@@ -72,7 +156,7 @@ class CASecretRef(_Model):
     name: Annotated[str, Field(pattern=DNS_SUBDOMAIN, max_length=253)] = Field(
         description="Name of a Secret in the profile's namespace. Headroom only reads it."
     )
-    key: Annotated[str, Field(pattern=SECRET_KEY)] = Field(
+    key: Annotated[str, Field(pattern=SECRET_KEY, max_length=SECRET_KEY_MAX)] = Field(
         default="ca.crt", description="Key of the PEM certificate(s) in the Secret."
     )
 
@@ -100,8 +184,30 @@ class ReplicaRange(_Model):
     )
 
 
+# Said by the CRD rule (CEL format) and the planner alike.
+CAPACITY_MIN_MESSAGE = (
+    "%d is above the ceiling ceil(targetConcurrentUsers %d / usersPerPod %d) = %d pods"
+)
+
+
 class Capacity(_Model):
     """Derive the replica ceiling from the load the app must carry."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "self.minReplicas <= "
+                    "(self.targetConcurrentUsers + self.usersPerPod - 1) / self.usersPerPod",
+                    "messageExpression": "'spec.app.capacity.minReplicas "
+                    + CAPACITY_MIN_MESSAGE
+                    + "'.format(["
+                    "self.minReplicas, self.targetConcurrentUsers, self.usersPerPod, "
+                    "(self.targetConcurrentUsers + self.usersPerPod - 1) / self.usersPerPod])",
+                }
+            ]
+        }
+    )
 
     target_concurrent_users: int = Field(
         ge=1, le=10_000_000, description="Concurrent users the app must serve at peak."
@@ -184,7 +290,7 @@ class Database(_Model):
         description="Host name or IPv4 address of the Postgres primary."
     )
     port: int = Field(default=5432, ge=1, le=65535, description="Postgres port.")
-    name: Annotated[str, Field(pattern=PG_IDENTIFIER)] = Field(
+    name: Annotated[str, Field(pattern=PG_IDENTIFIER, max_length=63)] = Field(
         description="Database name the app uses."
     )
     credentials_secret: SecretKeyRef = Field(
@@ -245,14 +351,15 @@ class Pooler(_Model):
         default="ghcr.io/cloudnative-pg/pgbouncer:1.24.1",
         description="PgBouncer image; its entrypoint is ignored, `pgbouncer` must be on PATH.",
     )
-    version: Annotated[str, Field(pattern=PGBOUNCER_VERSION)] | None = Field(
+    version: Annotated[str, Field(pattern=PGBOUNCER_VERSION, max_length=4)] | None = Field(
         default=None,
         description="PgBouncer major.minor the image runs; only settings valid for this "
         "version are rendered. Read from the image tag (1.24.1 -> 1.24) when unset; "
         "required when the tag does not say it, and must agree with it when it does.",
     )
-    parameters: dict[str, str] = Field(
+    parameters: dict[ConfigKey, ConfigValue] = Field(
         default_factory=dict,
+        max_length=64,
         description="pgbouncer.ini [pgbouncer] overrides. Only allowlisted keys; sizing "
         "keys (default_pool_size, reserve_pool_size, max_db_connections, max_client_conn) "
         "pin the planner and must fit the budget.",
@@ -263,19 +370,38 @@ class Pooler(_Model):
     )
 
 
-QUANTITY = r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|K|M|G|T|m)?$"
 REDIS_KEY = r"^[A-Za-z0-9_:.{}-]{1,128}$"
 ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
 SHORT_NAME = r"^[a-z]([-a-z0-9]{0,18}[a-z0-9])?$"
+SHORT_NAME_MAX = 20
 
 
 class Persistence(_Model):
     """Keep Redis data on a PersistentVolumeClaim (AOF + RDB)."""
 
-    size: Annotated[str, Field(pattern=QUANTITY)] = Field(
-        default="1Gi", description="PVC size per Redis pod."
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                # The StatefulSet's volumeClaimTemplates are immutable (see docs/api.md).
+                _cel(
+                    "self.size == oldSelf.size && has(self.storageClassName) == "
+                    "has(oldSelf.storageClassName) && (!has(self.storageClassName) || "
+                    "self.storageClassName == oldSelf.storageClassName)",
+                    "spec.cache.instances[].persistence.size and storageClassName cannot "
+                    "change: they are the StatefulSet's volumeClaimTemplates, which Kubernetes "
+                    "never updates. Grow the PVCs themselves (kubectl patch pvc, if the "
+                    "StorageClass allows expansion) or add a new instance under another name",
+                )
+            ]
+        }
     )
-    storage_class_name: str | None = Field(
+
+    size: Quantity = Field(
+        default="1Gi",
+        description="PVC size per Redis pod.",
+        json_schema_extra={"x-kubernetes-validations": [_quantity_rule("> 0", "must be > 0")]},
+    )
+    storage_class_name: Annotated[str, Field(pattern=DNS_SUBDOMAIN, max_length=253)] | None = Field(
         default=None, description="StorageClass; the cluster default when unset."
     )
     delete_with_profile: bool = Field(
@@ -283,6 +409,13 @@ class Persistence(_Model):
         description="Delete the PVCs when the profile is deleted. By default they are "
         "retained: data outlives the profile unless this says otherwise.",
     )
+
+    @field_validator("size")
+    @classmethod
+    def _positive(cls, size: str) -> str:
+        if quantity.parse(size) <= 0:
+            raise ValueError("must be > 0")
+        return size
 
 
 class Sentinel(_Model):
@@ -324,12 +457,28 @@ class CacheInstance(_Model):
                     "self.evictionPolicy == 'noeviction'",
                     "spec.cache.instances[].evictionPolicy must be noeviction when use is "
                     "queue: an evicting queue silently loses jobs",
-                )
+                ),
+                # Transition rules: the StatefulSet fields these decide are immutable.
+                _cel(
+                    "has(self.persistence) == has(oldSelf.persistence)",
+                    "spec.cache.instances[].persistence cannot be added to or removed from "
+                    "an existing instance: it changes the StatefulSet's immutable "
+                    "volumeClaimTemplates. Remove the instance first (retained PVCs are "
+                    "reused when it comes back under the same name) or add a new instance "
+                    "under another name",
+                ),
+                _cel(
+                    "has(self.sentinel) == has(oldSelf.sentinel)",
+                    "spec.cache.instances[].sentinel cannot be added to or removed from an "
+                    "existing instance: it changes the StatefulSet's immutable "
+                    "podManagementPolicy. Add a new instance under another name, move the "
+                    "clients to it, then remove this one",
+                ),
             ]
         }
     )
 
-    name: Annotated[str, Field(pattern=SHORT_NAME)] = Field(
+    name: Annotated[str, Field(pattern=SHORT_NAME, max_length=SHORT_NAME_MAX)] = Field(
         description="Instance name (DNS label, at most 20 characters)."
     )
     use: Literal["cache", "queue"] = Field(
@@ -349,10 +498,17 @@ class CacheInstance(_Model):
         ]
         | None
     ) = Field(default=None, description="maxmemory-policy; allkeys-lru for cache by default.")
-    memory: Annotated[str, Field(pattern=QUANTITY)] = Field(
+    memory: Quantity = Field(
         default="256Mi",
         description="Container memory limit; maxmemory is 75% of it (room for "
         "fragmentation, replication buffers and fork copy-on-write).",
+        # Whole bytes (for maxmemory) is the planner's to check: CEL's isInteger()
+        # says false for 0.5Gi.
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                _quantity_rule(f">= {MIN_REDIS_MEMORY}", f"must be at least {MIN_REDIS_MEMORY}")
+            ]
+        },
     )
     persistence: Persistence | None = Field(
         default=None, description="Persist data on a PVC; unset keeps data in memory only."
@@ -361,8 +517,9 @@ class CacheInstance(_Model):
     image: Annotated[str, Field(pattern=IMAGE, max_length=512)] = Field(
         default="docker.io/library/redis:7.2.5", description="Redis image (7.x)."
     )
-    config: dict[str, str] = Field(
+    config: dict[ConfigKey, ConfigValue] = Field(
         default_factory=dict,
+        max_length=32,
         description="Allowlisted redis.conf overrides (timeout, tcp-keepalive, hz, "
         "maxmemory-samples, appendfsync, slowlog-log-slower-than, ...).",
     )
@@ -383,11 +540,62 @@ class Cache(_Model):
     )
 
 
-class Resources(_Model):
-    """Container resources (Kubernetes quantities)."""
+def _request_within_limit(name: str) -> JsonDict:
+    """CEL: requests.<name> <= limits.<name>, for a resource that may be
+    overcommitted (the others must be equal, which the webhook checks)."""
+    request, limit = f"self.requests['{name}']", f"self.limits['{name}']"
+    return {
+        "rule": f"!has(self.requests) || !has(self.limits) || !('{name}' in self.requests) || "
+        f"!('{name}' in self.limits) || !{_is_quantity(f'string({request})')} || "
+        f"!{_is_quantity(f'string({limit})')} || "
+        f"quantity(string({request})).compareTo(quantity(string({limit}))) <= 0",
+        "messageExpression": f"'{resources.over_limit(name, '%s', '%s')}'"
+        f".format([{request}, {limit}])",
+    }
 
-    requests: dict[str, Annotated[str, Field(pattern=QUANTITY)]] = Field(default_factory=dict)
-    limits: dict[str, Annotated[str, Field(pattern=QUANTITY)]] = Field(default_factory=dict)
+
+_RESOURCE_MAP_RULES: list[JsonValue] = [
+    _cel(
+        "self.all(k, k in ['cpu', 'memory', 'ephemeral-storage'] || k.startsWith('hugepages-')"
+        " || k.contains('/'))",
+        resources.NAME_MESSAGE,
+    ),
+    _cel(
+        f"self.all(k, !{_is_quantity('string(self[k])')} || "
+        "quantity(string(self[k])).compareTo(quantity('0')) >= 0)",
+        "resource quantities must not be negative",
+    ),
+]
+
+
+class Resources(_Model):
+    """Container resources, checked as the API server checks a Pod's."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [_request_within_limit(name) for name in resources.STANDARD]
+        }
+    )
+
+    requests: dict[ResourceName, Quantity] = Field(
+        default_factory=dict,
+        max_length=16,
+        description="Resources the workers' container requests (cpu, memory, ...).",
+        json_schema_extra={"x-kubernetes-validations": _RESOURCE_MAP_RULES},
+    )
+    limits: dict[ResourceName, Quantity] = Field(
+        default_factory=dict,
+        max_length=16,
+        description="Limits of the workers' container; each request must be <= its limit.",
+        json_schema_extra={"x-kubernetes-validations": _RESOURCE_MAP_RULES},
+    )
+
+    @model_validator(mode="after")
+    def _within_limits(self) -> Resources:
+        problems = resources.problems(self.requests, self.limits)
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
 
 
 class WorkerReplicas(_Model):
@@ -406,16 +614,20 @@ class WorkerReplicas(_Model):
 class Queue(_Model):
     """A Redis list drained by worker pods that scale on its backlog."""
 
-    name: Annotated[str, Field(pattern=SHORT_NAME)] = Field(description="Queue name.")
-    redis: Annotated[str, Field(pattern=SHORT_NAME)] = Field(
+    name: Annotated[str, Field(pattern=SHORT_NAME, max_length=SHORT_NAME_MAX)] = Field(
+        description="Queue name."
+    )
+    redis: Annotated[str, Field(pattern=SHORT_NAME, max_length=SHORT_NAME_MAX)] = Field(
         description="Name of a spec.cache.instances entry with use: queue."
     )
-    list_name: Annotated[str, Field(pattern=REDIS_KEY)] = Field(
+    list_name: Annotated[str, Field(pattern=REDIS_KEY, max_length=128)] = Field(
         description="Redis list key holding the backlog (e.g. bull:emails:wait)."
     )
     image: Annotated[str, Field(pattern=IMAGE, max_length=512)] = Field(description="Worker image.")
-    command: list[str] = Field(default_factory=list, max_length=32)
-    args: list[str] = Field(default_factory=list, max_length=64)
+    command: list[Annotated[str, Field(max_length=4096)]] = Field(
+        default_factory=list, max_length=32
+    )
+    args: list[Annotated[str, Field(max_length=4096)]] = Field(default_factory=list, max_length=64)
     resources: Resources = Field(default_factory=Resources)
     replicas: WorkerReplicas = Field(default_factory=WorkerReplicas)
     backlog_per_worker: int = Field(
@@ -510,9 +722,9 @@ class ScalingProfile(_Model):
     @model_validator(mode="after")
     def _has_name(self) -> ScalingProfile:
         name = self.metadata.get("name", "")
-        if not isinstance(name, str) or not re.match(DNS_LABEL, name) or len(name) > 40:
+        if not isinstance(name, str) or not re.match(DNS_LABEL, name) or len(name) > NAME_MAX:
             # Child names are "<profile>-pooler-rw" etc. and must stay valid DNS labels.
-            raise ValueError("metadata.name must be a DNS label of at most 40 characters")
+            raise ValueError(f"metadata.name must be a DNS label of at most {NAME_MAX} characters")
         return self
 
     @property
@@ -545,10 +757,35 @@ def parse_profile(body: dict[str, Any]) -> ScalingProfile:
 
 
 def format_validation_error(err: ValidationError) -> str:
-    """One line per problem, each starting with the field path in wire (camelCase) form."""
+    """Every problem on one line, each starting with the field path as the API
+    server writes it (camelCase, ``instances[0]``)."""
     lines = []
     for problem in err.errors():
-        path = ".".join(str(part) for part in problem["loc"])
+        path = field_path(problem["loc"])
         message = problem["msg"].removeprefix("Value error, ")
         lines.append(f"{path}: {message}" if path else message)
     return "; ".join(lines)
+
+
+_PART_MAX = 64
+_PLAIN_PART = re.compile(r"[A-Za-z0-9_./:-]*")
+
+
+def field_path(loc: tuple[int | str, ...]) -> str:
+    """``("spec", "queues", 0, "name")`` -> ``spec.queues[0].name``; a map key
+    that is itself the problem (pydantic's ``[key]``) is named once, and one
+    that is too long to repeat is cut."""
+    text = ""
+    for part in loc:
+        if isinstance(part, int):
+            text += f"[{part}]"
+            continue
+        if part == "[key]":
+            continue
+        name = part
+        if len(part) > _PART_MAX:
+            name = f"{part[:16]!r}...({len(part)} characters)"
+        elif not _PLAIN_PART.fullmatch(part):
+            name = repr(part)  # a map key with a newline stays on the one line
+        text = f"{text}.{name}" if text else name
+    return text

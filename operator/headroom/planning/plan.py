@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from headroom.api import v1alpha1
+from headroom.api import quantity, v1alpha1
 from headroom.planning import budget as budget_mod
 from headroom.planning import names, pgbouncer_params, redis_params
 
@@ -24,7 +24,7 @@ REDIS_EXPORTER_PORT = 9121
 # maxmemory is this share of the container limit: the rest absorbs allocator
 # fragmentation, client and replication buffers, and fork copy-on-write.
 MAXMEMORY_PERCENT = 75
-MIN_REDIS_MEMORY = 32 * 1024**2
+MIN_REDIS_MEMORY = int(quantity.parse(v1alpha1.MIN_REDIS_MEMORY))
 
 # Defaults Headroom renders unless the profile overrides them. query_wait_timeout
 # bounds how long a client queues for a server connection before it gets an
@@ -191,7 +191,16 @@ def _app_plan(app: v1alpha1.App) -> tuple[AppPlan, list[budget_mod.Problem]]:
     elif app.capacity is not None:
         cap = app.capacity
         high = math.ceil(cap.target_concurrent_users / cap.users_per_pod)
-        low = min(cap.min_replicas, high)
+        low = cap.min_replicas
+        if low > high:
+            # A floor above the ceiling is a contradiction, not something to clamp.
+            problems.append(
+                budget_mod.Problem(
+                    "spec.app.capacity.minReplicas",
+                    v1alpha1.CAPACITY_MIN_MESSAGE
+                    % (low, cap.target_concurrent_users, cap.users_per_pod, high),
+                )
+            )
         if high > 1000:
             problems.append(
                 budget_mod.Problem(
@@ -314,14 +323,21 @@ def _redis_plans(
                     "when memory is full; queues need noeviction",
                 )
             )
-        limit = redis_params.quantity_bytes(inst.memory)
-        if limit is None or limit < MIN_REDIS_MEMORY:
+        memory = quantity.parse(inst.memory)  # a valid quantity: the model checked it
+        if memory < MIN_REDIS_MEMORY:
             problems.append(
                 budget_mod.Problem(
-                    f"{where}.memory", f"{inst.memory!r} must be a whole quantity of at least 32Mi"
+                    f"{where}.memory",
+                    f"{inst.memory!r} must be at least {v1alpha1.MIN_REDIS_MEMORY}",
                 )
             )
-            limit = MIN_REDIS_MEMORY
+        elif memory.denominator != 1:
+            problems.append(
+                budget_mod.Problem(
+                    f"{where}.memory", f"{inst.memory!r} must be a whole number of bytes"
+                )
+            )
+        limit = max(math.ceil(memory), MIN_REDIS_MEMORY)
         settings: dict[str, str] = {}
         for key, value in sorted(inst.config.items()):
             problem = redis_params.check(key, value)
@@ -446,6 +462,24 @@ def _live_limit_problems(
     ]
 
 
+def _min_pool_problems(
+    settings: dict[str, str], budget: budget_mod.ConnectionBudget
+) -> list[budget_mod.Problem]:
+    """PgBouncer never opens more than the pool, so a larger min_pool_size would
+    be capped without a word: say so instead."""
+    min_pool = settings.get("min_pool_size")
+    if min_pool is None or int(min_pool) <= budget.default_pool_size:
+        return []
+    return [
+        budget_mod.Problem(
+            "spec.pooler.parameters.min_pool_size",
+            f"{min_pool} is above default_pool_size {budget.default_pool_size}, the pool the "
+            "plan gives each pooler pod (PgBouncer would silently keep at most the pool); "
+            "lower it, or pin a larger default_pool_size that fits the budget",
+        )
+    ]
+
+
 def _name_problems(profile: v1alpha1.ScalingProfile) -> list[budget_mod.Problem]:
     """Child names built from the profile's and the instances' names must be
     valid Kubernetes names; say which field to shorten, and by how much."""
@@ -540,6 +574,7 @@ def plan(profile: v1alpha1.ScalingProfile, *, facts: Facts | None = None) -> Pla
         )
     )
     problems += budget_problems
+    problems += _min_pool_problems(settings, budget)
     if facts.primary is not None and not budget_problems:
         problems += _live_limit_problems(db, budget, facts.primary)
     settings.update(

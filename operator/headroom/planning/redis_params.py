@@ -1,8 +1,8 @@
-"""The redis.conf settings a profile may override, and Kubernetes quantities.
+"""The redis.conf settings a profile may override.
 
-Used by the planner to validate ``spec.cache.instances[].config`` and to size
-``maxmemory``. Settings that decide memory, eviction, persistence, auth,
-networking or files are Headroom's and never come from a profile.
+Used by the planner to validate ``spec.cache.instances[].config``. Settings
+that decide memory, eviction, persistence, auth, networking or files are
+Headroom's and never come from a profile.
 """
 
 from __future__ import annotations
@@ -11,27 +11,6 @@ import re
 from dataclasses import dataclass
 
 from headroom.planning import values
-
-_UNITS = {
-    "": 1,
-    "K": 1000,
-    "M": 1000**2,
-    "G": 1000**3,
-    "T": 1000**4,
-    "Ki": 1024,
-    "Mi": 1024**2,
-    "Gi": 1024**3,
-    "Ti": 1024**4,
-}
-_QUANTITY = re.compile(r"^([0-9]+)(Ki|Mi|Gi|Ti|K|M|G|T)?$")
-
-
-def quantity_bytes(text: str) -> int | None:
-    """Bytes of a whole-number Kubernetes memory quantity, or None when unusable."""
-    match = _QUANTITY.match(text)
-    if not match:
-        return None
-    return int(match.group(1)) * _UNITS[match.group(2) or ""]
 
 
 @dataclass(frozen=True)

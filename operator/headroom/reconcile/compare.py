@@ -19,37 +19,26 @@ in canonical form.
 from __future__ import annotations
 
 import copy
-import decimal
+import fractions
 import hashlib
 import json
-import re
 from typing import Any
+
+from headroom.api import quantity as quantity_mod
 
 HASH_ANNOTATION = "headroom.dev/applied-hash"
 Obj = dict[str, Any]
 
-_QUANTITY = re.compile(r"^([+-]?[0-9.]+)([eE][+-]?[0-9]+|[KMGTPE]i|[numkMGTPE])?$")
-_BINARY = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60}
-_DECIMAL = {"n": -9, "u": -6, "m": -3, "": 0, "k": 3, "M": 6, "G": 9, "T": 12, "P": 15, "E": 18}
 # Keys under which strings are resource quantities.
 _QUANTITY_PARENTS = frozenset({"requests", "limits", "capacity"})
 _QUANTITY_KEYS = frozenset({"sizeLimit", "storage"})
 
 
-def quantity(text: str) -> decimal.Decimal | None:
-    match = _QUANTITY.match(text.strip())
-    if match is None:
-        return None
-    number, suffix = match.group(1), match.group(2) or ""
+def quantity(text: str) -> fractions.Fraction | None:
     try:
-        value = decimal.Decimal(number)
-    except decimal.InvalidOperation:
+        return quantity_mod.parse(text.strip())
+    except quantity_mod.QuantityError:
         return None
-    if suffix in _BINARY:
-        return value * _BINARY[suffix]
-    if suffix[:1] in ("e", "E"):
-        return value.scaleb(int(suffix[1:]))
-    return value.scaleb(_DECIMAL[suffix])
 
 
 def _empty(value: Any) -> bool:

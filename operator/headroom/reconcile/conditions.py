@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from headroom.api import status as status_models
+
 READY = "Ready"
 POOLER_READY = "PoolerReady"
 CONNECTION_BUDGET = "ConnectionBudget"
@@ -36,12 +38,22 @@ def merge(
                 "type": cond.type,
                 "status": cond.status,
                 "reason": cond.reason,
-                "message": cond.message,
+                "message": _bounded(cond.message),
                 "observedGeneration": generation,
                 "lastTransitionTime": since or now,
             }
         )
     return merged
+
+
+def _bounded(message: str) -> str:
+    """The CRD caps a message as metav1.Condition does; a longer one (every
+    refused child, say) is cut rather than have the status write refused."""
+    limit = status_models.MESSAGE_MAX
+    if len(message) <= limit:
+        return message
+    tail = f"... ({len(message) - limit} more characters)"
+    return message[: limit - len(tail)] + tail
 
 
 def ready(components: list[Cond], *, informational: frozenset[str] = frozenset()) -> Cond:
