@@ -90,10 +90,15 @@ conformance: deps venv ## rendered configs in real pgbouncer/postgres/redis on 1
 e2e: venv cluster ## end-to-end tests against the control plane
 	KUBECONFIG=$(CLUSTER_KUBECONFIG) $(PY) -m pytest -q tests/e2e
 
+.PHONY: floors
+floors: deps venv ## unit + Postgres-client tests on the lowest dependency versions pyproject allows
+	HEADROOM_CACHE=$(HEADROOM_CACHE) $(PY) hack/floors.py
+
 .PHONY: test
-test: deps venv cluster ## everything: lint, unit, conformance, e2e
+test: deps venv cluster ## everything: lint, unit, conformance, e2e, dependency floors
 	$(MAKE) lint
 	KUBECONFIG=$(CLUSTER_KUBECONFIG) $(PY) -m pytest tests
+	$(MAKE) floors
 
 .PHONY: bench
 bench: venv ## benchmarks (pgbench through the pooler vs direct); results in bench/results/

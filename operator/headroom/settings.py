@@ -53,6 +53,12 @@ class Settings(BaseSettings):
     webhook_enabled: bool = True
     webhook_addr: str = Field(default="127.0.0.1", description="Address the webhook listens on.")
     webhook_port: int = Field(default=9443, ge=1, le=65535)
+    webhook_cert_check_seconds: float = Field(
+        default=3600,
+        gt=0,
+        description="How often the serving certificate is checked and, 30 days before "
+        "it expires, renewed while running.",
+    )
     webhook_host: str = Field(
         default="",
         description="Host the API server dials (URL mode); defaults to webhook_addr.",

@@ -3,9 +3,12 @@ over HTTPS on 127.0.0.1 with its own certificate."""
 
 from __future__ import annotations
 
+import base64
+import datetime
 import json
 import socket
 import ssl
+import time
 import urllib.request
 from pathlib import Path
 
@@ -13,7 +16,7 @@ from prometheus_client import CollectorRegistry, Histogram
 
 from headroom import settings as settings_mod
 from headroom.handlers import webhook
-from tests import profiles
+from tests import certs, profiles
 
 
 def test_a_valid_profile_is_allowed_and_an_impossible_one_refused_with_the_field() -> None:
@@ -44,7 +47,7 @@ def test_the_server_process_answers_admission_reviews(tmp_path: Path) -> None:
     cfg = settings_mod.Settings(
         webhook_addr="127.0.0.1", webhook_port=port, webhook_cert_dir=tmp_path
     )
-    cert, key = webhook.ensure_certificate(cfg)
+    cert, key = webhook.install(cfg, *webhook.local_certificate(cfg))
     latency = Histogram("t_admission", "t", registry=CollectorRegistry())
     server = webhook.Server(cfg, cert=cert, key=key, latency=latency)
     server.start()
@@ -68,3 +71,53 @@ def test_the_server_process_answers_admission_reviews(tmp_path: Path) -> None:
     finally:
         server.stop()
     assert not server.alive
+
+
+def _served_certificate(port: int) -> bytes:
+    pem = ssl.get_server_certificate(("127.0.0.1", port), timeout=5)
+    return ssl.PEM_cert_to_DER_cert(pem)
+
+
+def test_a_renewed_certificate_is_served_without_a_restart(tmp_path: Path) -> None:
+    port = _free_port()
+    cfg = settings_mod.Settings(
+        webhook_addr="127.0.0.1", webhook_port=port, webhook_cert_dir=tmp_path
+    )
+    first = webhook.local_certificate(cfg)
+    cert, key = webhook.install(cfg, *first)
+    # the pair on disk is current: asked again, it is kept
+    assert webhook.local_certificate(cfg) == first
+    latency = Histogram("t_admission_renew", "t", registry=CollectorRegistry())
+    server = webhook.Server(cfg, cert=cert, key=key, latency=latency)
+    server.start()
+    try:
+        before = _served_certificate(port)
+        assert before == ssl.PEM_cert_to_DER_cert(first[0].decode())
+        renewed = webhook._generate(["localhost", "127.0.0.1"])
+        webhook.install(cfg, *renewed)
+        wanted = ssl.PEM_cert_to_DER_cert(renewed[0].decode())
+        deadline = time.monotonic() + 10
+        while _served_certificate(port) != wanted:
+            assert time.monotonic() < deadline, "the renewed certificate was never served"
+            time.sleep(0.2)
+        assert server.alive  # the same process, no restart
+    finally:
+        server.stop()
+
+
+def test_the_ca_bundle_keeps_valid_distinct_certificates_only() -> None:
+    old, _ = webhook._generate(["localhost"])
+    new, _ = webhook._generate(["localhost"])
+    expired = certs.pem(
+        certs.ca(
+            "gone", not_before=-3 * datetime.timedelta(days=1), not_after=-datetime.timedelta(1)
+        )[1]
+    ).encode()
+    bundle = webhook.ca_bundle(new, old, new, expired, b"garbage")
+    assert bundle == new + old
+    configuration = {
+        "webhooks": [{"clientConfig": {"caBundle": base64.b64encode(bundle).decode()}}]
+    }
+    assert webhook.trusts(configuration, old) and webhook.trusts(configuration, new)
+    assert not webhook.trusts(configuration, expired)
+    assert not webhook.trusts(None, new)

@@ -163,6 +163,11 @@ class CachedCluster:
         await self.kube.post_event(involved, type=type, reason=reason, message=message)
 
 
+def _split_pems(bundle: bytes) -> list[bytes]:
+    end = b"-----END CERTIFICATE-----"
+    return [part.strip() + b"\n" + end + b"\n" for part in bundle.split(end) if part.strip()]
+
+
 class Runtime:
     def __init__(self, cfg: settings_mod.Settings, *, namespaces: tuple[str, ...] = ()) -> None:
         self.cfg = cfg
@@ -193,7 +198,8 @@ class Runtime:
         self.active = asyncio.Event()  # set while this replica is the leader
         self._tasks: list[asyncio.Task[Any]] = []
         self._webhook: webhook.Server | None = None
-        self._ca_pem = b""
+        self._ca_pem = b""  # the caBundle the leader registers
+        self._serving_pem = b""  # the certificate this replica serves
         self._elector: leader.LeaderElector | None = None
         self._api_down = False
 
@@ -360,6 +366,40 @@ class Runtime:
                 log.error("the webhook process died; starting it again")
                 await asyncio.to_thread(self._webhook.start)
 
+    async def _certificate(self) -> tuple[bytes, bytes]:
+        if self.cfg.webhook_cert_secret:
+            return await webhook.shared_certificate(self.cfg, self.kube)
+        return webhook.local_certificate(self.cfg)
+
+    async def _renew_certificate(self) -> None:
+        """Renew the serving certificate while running (30 days before it
+        expires). The API server must trust a certificate before any replica
+        serves it: the leader registers old + new in caBundle first; another
+        replica switches once it sees the new one there."""
+        every = self.cfg.webhook_cert_check_seconds
+        while not await kube_client.sleep_or_stop(self.stop, every):
+            try:
+                cert_pem, key_pem = await self._certificate()
+                if cert_pem == self._serving_pem:
+                    continue
+                if self.active.is_set():
+                    self._ca_pem = webhook.ca_bundle(cert_pem, self._serving_pem)
+                    await webhook.register(self.cfg, self.kube, self._ca_pem)
+                elif not webhook.trusts(await webhook.registered(self.kube), cert_pem):
+                    log.info("a renewed webhook certificate waits for the leader to publish it")
+                    continue
+                webhook.install(self.cfg, cert_pem, key_pem)
+                self._serving_pem = cert_pem
+                self._ca_pem = webhook.ca_bundle(cert_pem, *self._previous(cert_pem))
+                log.info("the webhook serves a renewed certificate")
+            except errors.KubeError as err:
+                log.warning("could not renew the webhook certificate: %s", err)
+
+    def _previous(self, cert_pem: bytes) -> list[bytes]:
+        """Certificates of the current caBundle other than ``cert_pem``: kept
+        (while valid) for replicas that still serve them."""
+        return [c for c in _split_pems(self._ca_pem) if c.strip() != cert_pem.strip()]
+
     async def _resync(self) -> None:
         while not await kube_client.sleep_or_stop(self.stop, self.cfg.resync_seconds):
             if self.active.is_set():
@@ -397,6 +437,10 @@ class Runtime:
     async def _register_webhook(self) -> None:
         while not self.stop.is_set():
             try:
+                # Trust what this replica serves and what the others may have
+                # renewed to (the shared Secret's certificate), while valid.
+                latest, _ = await self._certificate()
+                self._ca_pem = webhook.ca_bundle(latest, *_split_pems(self._ca_pem))
                 await webhook.register(self.cfg, self.kube, self._ca_pem)
                 return
             except errors.KubeError as err:
@@ -445,11 +489,10 @@ class Runtime:
             )
         health = await self._health_server()
         if self.cfg.webhook_enabled:
-            if self.cfg.webhook_cert_secret:
-                cert, key = await webhook.shared_certificate(self.cfg, self.kube)
-            else:
-                cert, key = webhook.ensure_certificate(self.cfg)
-            self._ca_pem = cert.read_bytes()
+            cert_pem, key_pem = await self._certificate()
+            cert, key = webhook.install(self.cfg, cert_pem, key_pem)
+            self._serving_pem = cert_pem
+            self._ca_pem = webhook.ca_bundle(cert_pem)
             self._webhook = webhook.Server(
                 self.cfg, cert=cert, key=key, latency=self.metrics.admission_seconds
             )
@@ -473,6 +516,7 @@ class Runtime:
         self._spawn(self._probe_primaries(), name="primary limits")
         if self._webhook is not None:
             self._spawn(self._watch_webhook(), name="webhook watchdog")
+            self._spawn(self._renew_certificate(), name="webhook certificate")
         if self.cfg.leader_election:
             self._elector = leader.LeaderElector(
                 self.kube,

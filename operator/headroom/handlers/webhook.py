@@ -110,31 +110,73 @@ def _generate(names: list[str]) -> tuple[bytes, bytes]:
     return cert.public_bytes(serialization.Encoding.PEM), key_pem
 
 
-def _write(folder: Path, cert_pem: bytes, key_pem: bytes) -> tuple[Path, Path]:
+def _write_atomically(path: Path, data: bytes, mode: int) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+    os.replace(tmp, path)
+
+
+def install(cfg: settings_mod.Settings, cert_pem: bytes, key_pem: bytes) -> tuple[Path, Path]:
+    """Write the pair the admission process serves; it loads a new pair by
+    itself (the key first: a reload that sees a new certificate has its key)."""
+    folder = cfg.webhook_cert_dir
     folder.mkdir(parents=True, exist_ok=True)
     cert_path, key_path = folder / "tls.crt", folder / "tls.key"
-    fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(key_pem)
-    cert_path.write_bytes(cert_pem)
+    _write_atomically(key_path, key_pem, 0o600)
+    _write_atomically(cert_path, cert_pem, 0o644)
     return cert_path, key_path
 
 
-def ensure_certificate(cfg: settings_mod.Settings) -> tuple[Path, Path]:
-    """The certificate in ``webhook_cert_dir``, (re)generated when needed."""
+def local_certificate(cfg: settings_mod.Settings) -> tuple[bytes, bytes]:
+    """The pair in ``webhook_cert_dir`` while it is current, else a new one
+    (not written: ``install`` does, once the API server trusts it)."""
     folder = cfg.webhook_cert_dir
     cert_path, key_path = folder / "tls.crt", folder / "tls.key"
     names = _names(cfg)
-    if cert_path.exists() and key_path.exists() and _current(cert_path.read_bytes(), names):
-        return cert_path, key_path
-    return _write(folder, *_generate(names))
+    if cert_path.exists() and key_path.exists():
+        cert_pem = cert_path.read_bytes()
+        if _current(cert_pem, names):
+            return cert_pem, key_path.read_bytes()
+    return _generate(names)
+
+
+def ca_bundle(*certs: bytes) -> bytes:
+    """The caBundle the API server verifies us with: every distinct certificate
+    given that has not expired, so a renewal never leaves a moment where the
+    served certificate is not trusted."""
+    now = datetime.datetime.now(datetime.UTC)
+    kept: list[bytes] = []
+    for pem in certs:
+        try:
+            cert = x509.load_pem_x509_certificate(pem)
+        except ValueError:
+            continue
+        if cert.not_valid_after_utc > now and pem not in kept:
+            kept.append(pem)
+    return b"".join(kept)
+
+
+def trusts(configuration_obj: dict[str, Any] | None, cert_pem: bytes) -> bool:
+    """Whether our registered configuration's caBundle holds ``cert_pem``."""
+    for hook in (configuration_obj or {}).get("webhooks") or []:
+        bundle = base64.b64decode((hook.get("clientConfig") or {}).get("caBundle") or "")
+        if cert_pem.strip() in bundle:
+            return True
+    return False
+
+
+async def registered(kube: kube_client.Kube) -> dict[str, Any] | None:
+    return await kube.get(kinds.VALIDATING_WEBHOOK, namespace=None, name=CONFIGURATION)
 
 
 async def shared_certificate(
     cfg: settings_mod.Settings, kube: kube_client.Kube
-) -> tuple[Path, Path]:
+) -> tuple[bytes, bytes]:
     """The certificate every replica serves with, from the Secret
-    ``webhook_cert_secret`` (the first replica creates it)."""
+    ``webhook_cert_secret`` (the first replica creates it; one that finds it
+    due for renewal replaces it)."""
     namespace, name = cfg.webhook_cert_secret.split("/", 1)
     names = _names(cfg)
     for _ in range(3):
@@ -143,7 +185,7 @@ async def shared_certificate(
         if found is not None and "tls.crt" in data and "tls.key" in data:
             cert_pem = base64.b64decode(data["tls.crt"])
             if _current(cert_pem, names):
-                return _write(cfg.webhook_cert_dir, cert_pem, base64.b64decode(data["tls.key"]))
+                return cert_pem, base64.b64decode(data["tls.key"])
         cert_pem, key_pem = _generate(names)
         secret: dict[str, Any] = {
             "apiVersion": "v1",
@@ -169,7 +211,7 @@ async def shared_certificate(
             if err.status == 409:
                 continue  # another replica won: read its certificate
             raise
-        return _write(cfg.webhook_cert_dir, cert_pem, key_pem)
+        return cert_pem, key_pem
     raise errors.UnavailableError(
         f"could not settle the webhook certificate in Secret {namespace}/{name}"
     )
@@ -311,6 +353,14 @@ def _follow(tables: Any, table: shared_mod.Table) -> None:
                 table.pop(server, None)
 
 
+def _stamp(path: str) -> tuple[int, int]:
+    try:
+        found = os.stat(path)
+    except OSError:
+        return (0, 0)
+    return (found.st_mtime_ns, found.st_size)
+
+
 def _serve_forever(where: dict[str, Any], timings: Any, ready: Any, tables: Any) -> None:
     """The child process: serve admission on ``where`` (addr, port, cert, key)
     until SIGTERM; every answer's time goes to ``timings``; ``tables`` brings
@@ -343,10 +393,20 @@ def _serve_forever(where: dict[str, Any], timings: Any, ready: Any, tables: Any)
             loop.add_signal_handler(sig, stop.set)
         ready.set()
         parent = os.getppid()
+        serving = _stamp(cert)
         while not stop.is_set():
             # The operator was killed (-9): its admission server goes with it.
             if os.getppid() != parent:
                 break
+            # A renewed certificate (the operator installs it once the API
+            # server trusts it): new handshakes use it, open ones finish.
+            if _stamp(cert) != serving:
+                try:
+                    context.load_cert_chain(cert, key)
+                    serving = _stamp(cert)
+                    logging.info("serving the renewed certificate")
+                except (OSError, ssl.SSLError) as err:
+                    logging.warning("could not load the renewed certificate yet: %s", err)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=0.5)
         await runner.cleanup()
