@@ -121,3 +121,12 @@ def test_the_ca_bundle_keeps_valid_distinct_certificates_only() -> None:
     assert webhook.trusts(configuration, old) and webhook.trusts(configuration, new)
     assert not webhook.trusts(configuration, expired)
     assert not webhook.trusts(None, new)
+
+
+def test_the_in_cluster_configuration_points_at_the_service_path() -> None:
+    cfg = settings_mod.Settings(webhook_service="headroom-system/headroom-webhook")
+    (hook,) = webhook.configuration(cfg, b"-----BEGIN CERTIFICATE-----")["webhooks"]
+    service = hook["clientConfig"]["service"]
+    assert service["path"] == "/validate/scalingprofile"  # not //scalingprofile
+    assert (service["namespace"], service["name"]) == ("headroom-system", "headroom-webhook")
+    assert "url" not in hook["clientConfig"]
