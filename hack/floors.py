@@ -23,6 +23,7 @@ TESTS = [
     "tests/unit",
     "tests/conformance/test_primary_limits.py",
     "tests/conformance/test_server_tls.py",
+    "tests/conformance/test_replica_lag.py",
 ]
 
 

@@ -561,6 +561,55 @@ class Postgres(ServerProcess):
         )
 
 
+class Standby(Postgres):
+    """A hot standby of ``primary``, cloned with ``pg_basebackup -R -C -S <slot>``
+    (a physical replication slot on the primary) and streaming from it on
+    127.0.0.1. Its superuser and password are the primary's (the clone copies
+    the roles)."""
+
+    def __init__(self, primary: Postgres, *, slot: str, start_timeout: float = 60) -> None:
+        super().__init__(
+            primary.tools,
+            max_connections=primary.max_connections,
+            superuser_reserved_connections=primary.superuser_reserved_connections,
+            start_timeout=start_timeout,
+        )
+        self.primary = primary
+        self.slot = slot
+        self.superuser_password = primary.superuser_password
+
+    def start(self) -> Self:
+        self.dir = private_dir("headroom-standby-", self.tools.owner)
+        proc = subprocess.run(
+            [
+                self.tools.pg("pg_basebackup"), "-h", HOST, "-p", str(self.primary.port),
+                "-U", self.superuser, "-D", str(self.data), "-R", "-C", "-S", self.slot,
+                "-X", "stream", "--no-sync", "--checkpoint=fast",
+            ],
+            cwd=self.dir,
+            env={**os.environ, "PGPASSWORD": self.primary.superuser_password},
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+            **self.tools.run_as,
+        )  # fmt: skip
+        if proc.returncode != 0:
+            raise ServerError(f"pg_basebackup exited {proc.returncode}:\n{proc.stderr}")
+        # -R wrote how to reach the primary; keep that, the rest is ours
+        written = (self.data / "postgresql.auto.conf").read_text()
+        self.extra_conf = "".join(
+            line + "\n"
+            for line in written.splitlines()
+            if line.startswith(("primary_conninfo", "primary_slot_name"))
+        )
+        try:
+            self._launch_until_ready(self._launch, what="standby on port {port}", attempts=3)
+        except (ServerError, TimeoutError) as err:
+            raise ServerError(f"{err}\n--- {self.log} ---\n{_tail(self.log)}") from None
+        return self
+
+
 @dataclass(frozen=True)
 class AppDatabase:
     """A Postgres with the app's role and database (the conformance ``database``

@@ -1,4 +1,5 @@
-"""Read the primary's connection limits, to check the limits a profile declares.
+"""Read the primary's connection limits, to check the limits a profile declares
+(and, through :func:`query`, anything else a server reports: replica lag).
 
 The reconcile pass calls :func:`read` with the app's own credentials (the ones
 the pooler uses). It runs one read-only query on ``pg_settings``, which every
@@ -37,18 +38,34 @@ class Target:
 
 def read(target: Target, *, timeout_seconds: int = 3) -> plan_mod.PrimaryLimits | str:
     """The primary's limits, or a one-line reason why they could not be read."""
+    rows = query(target, _QUERY, timeout_seconds=timeout_seconds)
+    if isinstance(rows, str):
+        return rows
+    found = {str(name): str(value) for name, value in rows}
+    return plan_mod.PrimaryLimits(
+        max_connections=int(found["max_connections"]),
+        superuser_reserved_connections=int(found.get("superuser_reserved_connections", 0)),
+        reserved_connections=int(found.get("reserved_connections", 0)),
+    )
+
+
+def query(target: Target, sql: str, *, timeout_seconds: int = 3) -> list[tuple[Any, ...]] | str:
+    """The rows of one read-only ``sql`` on ``target``, or a one-line reason
+    (never with the password in it) why it could not run."""
     if target.server_ca_pem is None or not target.ssl_mode.startswith("verify-"):
         # like PgBouncer, the weaker modes do not check the certificate chain
-        return _query(target, tls={}, timeout_seconds=timeout_seconds)
+        return _rows(target, sql, tls={}, timeout_seconds=timeout_seconds)
     with tempfile.TemporaryDirectory(prefix="headroom-ca-") as folder:
         ca_file = Path(folder) / "ca.crt"  # libpq reads root certificates from a file only
         ca_file.write_text(target.server_ca_pem)
-        return _query(target, tls={"sslrootcert": str(ca_file)}, timeout_seconds=timeout_seconds)
+        return _rows(
+            target, sql, tls={"sslrootcert": str(ca_file)}, timeout_seconds=timeout_seconds
+        )
 
 
-def _query(
-    target: Target, *, tls: dict[str, Any], timeout_seconds: int
-) -> plan_mod.PrimaryLimits | str:
+def _rows(
+    target: Target, sql: str, *, tls: dict[str, Any], timeout_seconds: int
+) -> list[tuple[Any, ...]] | str:
     # imported on first use: most profiles never ask, and libpq costs the
     # operator ~10 MB of memory
     import psycopg  # noqa: PLC0415
@@ -66,15 +83,11 @@ def _query(
             application_name="headroom-operator",
             autocommit=True,
         ) as conn:
-            rows: dict[str, str] = dict(conn.execute(_QUERY).fetchall())
+            rows: list[tuple[Any, ...]] = conn.execute(sql).fetchall()
     except psycopg.Error as err:
         text = str(err).strip()
         reason = f"{type(err).__name__}: {text.splitlines()[0] if text else 'no detail'}"
         if target.password:
             reason = reason.replace(target.password, "***")
         return reason[:300]
-    return plan_mod.PrimaryLimits(
-        max_connections=int(rows["max_connections"]),
-        superuser_reserved_connections=int(rows.get("superuser_reserved_connections", 0)),
-        reserved_connections=int(rows.get("reserved_connections", 0)),
-    )
+    return rows
