@@ -567,7 +567,15 @@ class Standby(Postgres):
     127.0.0.1. Its superuser and password are the primary's (the clone copies
     the roles)."""
 
-    def __init__(self, primary: Postgres, *, slot: str, start_timeout: float = 60) -> None:
+    def __init__(
+        self,
+        primary: Postgres,
+        *,
+        slot: str,
+        clone: Callable[[Standby], None] | None = None,
+        start_timeout: float = 60,
+    ) -> None:
+        """``clone(standby)`` fills ``standby.data`` (default: pg_basebackup here)."""
         super().__init__(
             primary.tools,
             max_connections=primary.max_connections,
@@ -577,9 +585,9 @@ class Standby(Postgres):
         self.primary = primary
         self.slot = slot
         self.superuser_password = primary.superuser_password
+        self._clone = clone or Standby.basebackup
 
-    def start(self) -> Self:
-        self.dir = private_dir("headroom-standby-", self.tools.owner)
+    def basebackup(self) -> None:
         proc = subprocess.run(
             [
                 self.tools.pg("pg_basebackup"), "-h", HOST, "-p", str(self.primary.port),
@@ -596,6 +604,10 @@ class Standby(Postgres):
         )  # fmt: skip
         if proc.returncode != 0:
             raise ServerError(f"pg_basebackup exited {proc.returncode}:\n{proc.stderr}")
+
+    def start(self) -> Self:
+        self.dir = private_dir("headroom-standby-", self.tools.owner)
+        self._clone(self)
         # -R wrote how to reach the primary; keep that, the rest is ours
         written = (self.data / "postgresql.auto.conf").read_text()
         self.extra_conf = "".join(
