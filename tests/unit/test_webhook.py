@@ -115,6 +115,9 @@ def test_the_ca_bundle_keeps_valid_distinct_certificates_only() -> None:
     ).encode()
     bundle = webhook.ca_bundle(new, old, new, expired, b"garbage")
     assert bundle == new + old
+    # a bundle given whole keeps every certificate in it (the renewal passes
+    # the current caBundle back in)
+    assert webhook.ca_bundle(new, bundle) == new + old
     configuration = {
         "webhooks": [{"clientConfig": {"caBundle": base64.b64encode(bundle).decode()}}]
     }

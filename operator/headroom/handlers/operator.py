@@ -163,11 +163,6 @@ class CachedCluster:
         await self.kube.post_event(involved, type=type, reason=reason, message=message)
 
 
-def _split_pems(bundle: bytes) -> list[bytes]:
-    end = b"-----END CERTIFICATE-----"
-    return [part.strip() + b"\n" + end + b"\n" for part in bundle.split(end) if part.strip()]
-
-
 class Runtime:
     def __init__(self, cfg: settings_mod.Settings, *, namespaces: tuple[str, ...] = ()) -> None:
         self.cfg = cfg
@@ -390,15 +385,11 @@ class Runtime:
                     continue
                 webhook.install(self.cfg, cert_pem, key_pem)
                 self._serving_pem = cert_pem
-                self._ca_pem = webhook.ca_bundle(cert_pem, *self._previous(cert_pem))
+                # the previous ones stay (while valid) for replicas that still serve them
+                self._ca_pem = webhook.ca_bundle(cert_pem, self._ca_pem)
                 log.info("the webhook serves a renewed certificate")
             except errors.KubeError as err:
                 log.warning("could not renew the webhook certificate: %s", err)
-
-    def _previous(self, cert_pem: bytes) -> list[bytes]:
-        """Certificates of the current caBundle other than ``cert_pem``: kept
-        (while valid) for replicas that still serve them."""
-        return [c for c in _split_pems(self._ca_pem) if c.strip() != cert_pem.strip()]
 
     async def _resync(self) -> None:
         while not await kube_client.sleep_or_stop(self.stop, self.cfg.resync_seconds):
@@ -440,7 +431,7 @@ class Runtime:
                 # Trust what this replica serves and what the others may have
                 # renewed to (the shared Secret's certificate), while valid.
                 latest, _ = await self._certificate()
-                self._ca_pem = webhook.ca_bundle(latest, *_split_pems(self._ca_pem))
+                self._ca_pem = webhook.ca_bundle(latest, self._ca_pem)
                 await webhook.register(self.cfg, self.kube, self._ca_pem)
                 return
             except errors.KubeError as err:

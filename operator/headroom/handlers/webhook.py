@@ -142,19 +142,22 @@ def local_certificate(cfg: settings_mod.Settings) -> tuple[bytes, bytes]:
     return _generate(names)
 
 
-def ca_bundle(*certs: bytes) -> bytes:
+def ca_bundle(*pems: bytes) -> bytes:
     """The caBundle the API server verifies us with: every distinct certificate
-    given that has not expired, so a renewal never leaves a moment where the
-    served certificate is not trusted."""
+    in ``pems`` (each one certificate or a bundle of them) that has not
+    expired, so a renewal never leaves a moment where the served certificate
+    is not trusted."""
     now = datetime.datetime.now(datetime.UTC)
     kept: list[bytes] = []
-    for pem in certs:
+    for pem in pems:
         try:
-            cert = x509.load_pem_x509_certificate(pem)
+            certs = x509.load_pem_x509_certificates(pem)
         except ValueError:
             continue
-        if cert.not_valid_after_utc > now and pem not in kept:
-            kept.append(pem)
+        for cert in certs:
+            encoded = cert.public_bytes(serialization.Encoding.PEM)
+            if cert.not_valid_after_utc > now and encoded not in kept:
+                kept.append(encoded)
     return b"".join(kept)
 
 
