@@ -480,8 +480,11 @@ class Postgres(ServerProcess):
             "--no-sync",
         )
         pwfile.unlink()
+        return self._launch_or_fail("Postgres")
+
+    def _launch_or_fail(self, what: str) -> Self:
         try:
-            self._launch_until_ready(self._launch, what="Postgres on port {port}", attempts=3)
+            self._launch_until_ready(self._launch, what=f"{what} on port {{port}}", attempts=3)
         except (ServerError, TimeoutError) as err:
             raise ServerError(f"{err}\n--- {self.log} ---\n{_tail(self.log)}") from None
         return self
@@ -615,11 +618,7 @@ class Standby(Postgres):
             for line in written.splitlines()
             if line.startswith(("primary_conninfo", "primary_slot_name"))
         )
-        try:
-            self._launch_until_ready(self._launch, what="standby on port {port}", attempts=3)
-        except (ServerError, TimeoutError) as err:
-            raise ServerError(f"{err}\n--- {self.log} ---\n{_tail(self.log)}") from None
-        return self
+        return self._launch_or_fail("standby")
 
 
 @dataclass(frozen=True)

@@ -79,6 +79,15 @@ def scaled_profile(namespace: str, **overrides: Any) -> dict[str, Any]:
 # ------------------------------------------------------------------ helpers
 
 
+def _persistent_profile(
+    namespace: str, persistence: dict[str, str] | None = None, **overrides: Any
+) -> dict[str, Any]:
+    """scaled_profile with the jobs instance on a claim (1Gi unless ``persistence``)."""
+    body = scaled_profile(namespace, **overrides)
+    body["spec"]["cache"]["instances"][1]["persistence"] = persistence or {"size": "1Gi"}
+    return body
+
+
 def _sp(kubectl: kube.Kubectl, namespace: str, name: str = NAME) -> dict[str, Any]:
     return kube.get_json(kubectl, "scalingprofile", name, "-n", namespace)
 
@@ -565,9 +574,7 @@ def test_deleting_the_profile_collects_children_and_keeps_redis_data(
 ) -> None:
     ns = namespace
     kube.apply(kubectl, app_deployment(ns), credentials(ns))
-    profile = scaled_profile(ns)
-    profile["spec"]["cache"]["instances"][1]["persistence"] = {"size": "1Gi"}
-    kube.apply(kubectl, profile, namespace=ns)
+    kube.apply(kubectl, _persistent_profile(ns), namespace=ns)
 
     jobs = f"{NAME}-redis-jobs"
     expected = {
@@ -626,9 +633,7 @@ def test_a_persistent_queue_goes_ready_and_a_pending_claim_is_named(
 ) -> None:
     ns = namespace
     kube.apply(kubectl, app_deployment(ns), credentials(ns))
-    profile = scaled_profile(ns)
-    profile["spec"]["cache"]["instances"][1]["persistence"] = {"size": "1Gi"}
-    kube.apply(kubectl, profile, namespace=ns)
+    kube.apply(kubectl, _persistent_profile(ns), namespace=ns)
     # The cluster's default StorageClass binds the claim: the profile goes Ready.
     _wait_ready(kubectl, ns)
     assert _condition(_sp(kubectl, ns), "CacheReady")["status"] == "True"
@@ -637,12 +642,12 @@ def test_a_persistent_queue_goes_ready_and_a_pending_claim_is_named(
 
     # A class that does not exist: the claim stays Pending, and CacheReady says
     # so, naming the claim, the class and the field, instead of PodsNotReady.
-    other = scaled_profile(ns, **{"database.host": "archive-db"})  # its own server
+    other = _persistent_profile(
+        ns,
+        {"size": "1Gi", "storageClassName": "no-such-class"},
+        **{"database.host": "archive-db"},  # its own server
+    )
     other["metadata"]["name"] = "archive"
-    other["spec"]["cache"]["instances"][1]["persistence"] = {
-        "size": "1Gi",
-        "storageClassName": "no-such-class",
-    }
     kube.apply(kubectl, other, namespace=ns)
 
     def claim_pending() -> dict[str, Any] | None:
