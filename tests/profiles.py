@@ -59,6 +59,11 @@ def worker_resources(**resources: dict[str, Any]) -> dict[str, Any]:
     return {"cache": instance(), "queues": [{**queue, "resources": resources}]}
 
 
+def external_replicas(*hosts: dict[str, Any]) -> dict[str, Any]:
+    """spec.database.readReplicas of mode external with ``hosts``."""
+    return {"mode": "external", "hosts": list(hosts)}
+
+
 # (id, spec overrides, text the rejection must contain)
 BAD: list[tuple[str, dict[str, Any], str]] = [
     (
@@ -253,6 +258,48 @@ BAD: list[tuple[str, dict[str, Any], str]] = [
     ),
     ("integer-as-string", {"app.replicas.max": "10"}, "spec.app.replicas.max"),
     ("boolean-as-string", {"database.readLimits": "false"}, "spec.database.readLimits"),
+    (
+        "replica-host-with-newline",
+        {"database.readReplicas": external_replicas({"host": "r1\nauth_type = trust"})},
+        "spec.database.readReplicas.hosts[0].host",
+    ),
+    (
+        "replica-lag-bound-zero",
+        {"database.readReplicas": {**external_replicas({"host": "r1"}), "maxLagSeconds": 0}},
+        "spec.database.readReplicas.maxLagSeconds",
+    ),
+    (
+        "replica-host-twice",
+        {"database.readReplicas": external_replicas({"host": "r1"}, {"host": "r1"})},
+        "spec.database.readReplicas.hosts[1].host",
+    ),
+    (
+        "replica-ports-differ",
+        {"database.readReplicas": external_replicas({"host": "r1"}, {"host": "r2", "port": 6543})},
+        "spec.database.readReplicas.hosts[1].port",
+    ),
+    (
+        # 10 - 3 superuser - 5 reserved - 4 lag probes leaves nothing for 3 read-pooler pods
+        "read-pool-cannot-fit-replica",
+        {"database.readReplicas": external_replicas({"host": "r1", "maxConnections": 10})},
+        "spec.database.readReplicas.pooler.instances: 3 pooler pods need at least 1 server "
+        "connection each, but only -2 available on the replica",
+    ),
+    (
+        "replica-mode-without-its-section",
+        {"database.readReplicas": {"mode": "external"}},
+        "spec.database.readReplicas.hosts",
+    ),
+    (
+        "standby-below-primary-max-connections",
+        {
+            "database.readReplicas": {
+                "mode": "streaming",
+                "streaming": {"replicationSecret": {"name": "repl"}, "maxConnections": 50},
+            }
+        },
+        "spec.database.readReplicas.streaming.maxConnections",
+    ),
 ]
 
 

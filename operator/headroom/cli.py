@@ -77,6 +77,7 @@ def _placeholder_credentials(profile: v1alpha1.ScalingProfile) -> common.Credent
         password=f"<{ref.name}/{ref.password_key}>",
         stats_password="<generated>",  # noqa: S106 - a placeholder
         revision="render",
+        agent_password="<generated>" if profile.spec.database.read_replicas else "",
         redis_passwords={
             r.name: "REPLACE-generated-by-headroom"
             for r in (profile.spec.cache.instances if profile.spec.cache else [])
@@ -99,6 +100,11 @@ def format_plan(plan: plan_mod.Plan) -> str:
         ("client demand", str(b.client_demand)),
         ("max_connections", str(b.max_connections)),
         ("reserved", str(b.reserved)),
+        *(
+            [("read fallback", f"{b.read_fallback} kept for reads when every replica is out")]
+            if b.read_fallback
+            else []
+        ),
         ("available", str(b.available)),
         ("pool mode", plan.pooler.pool_mode),
         ("pooler instances", f"{plan.pooler.instances} ({b.pooler_pods_at_peak} at peak)"),
@@ -109,9 +115,57 @@ def format_plan(plan: plan_mod.Plan) -> str:
         ("server connections", f"{b.server_connections} of {b.available}"),
         ("margin", str(b.margin)),
     ]
+    rows += _read_rows(plan)
     rows += _scaling_rows(plan)
     width = max(len(label) for label, _ in rows)
     return "\n".join(f"{label:<{width}}  {value}" for label, value in rows)
+
+
+def _read_rows(plan: plan_mod.Plan) -> list[tuple[str, str]]:
+    """The read side: where reads go and the read budget (smallest replica)."""
+    read = plan.read
+    if read is None:
+        return []
+    b = read.budget
+    rows = [
+        (
+            "read replicas",
+            f"{read.mode}: "
+            + ", ".join(
+                f"{r.host}:{r.port} (max_connections {r.max_connections})" for r in read.replicas
+            ),
+        ),
+        (
+            "read lag bound",
+            f"{read.max_lag_seconds}s, polled every {read.poll_seconds}s"
+            + (f", or {read.max_lag_bytes} bytes" if read.max_lag_bytes else ""),
+        ),
+        ("when all lagging", read.when_all_lagging),
+    ]
+    rows += [
+        (
+            f"read clients: {c.label}",
+            f"{c.max_pods} pods x {c.connections_per_pod} = {c.connections}",
+        )
+        for c in b.clients
+    ]
+    rows += [
+        (
+            "read available",
+            f"{b.available} on the smallest replica "
+            f"({b.max_connections} - {b.reserved} reserved and lag probes)",
+        ),
+        ("read pooler instances", f"{read.instances} ({b.pooler_pods_at_peak} at peak)"),
+        ("read max_db_connections", f"{b.max_db_connections} per read-pooler pod"),
+        ("read max_client_conn", f"{b.max_client_conn} per read-pooler pod"),
+        (
+            "read server connections",
+            f"{b.server_connections} of {b.available}, "
+            "all on one replica if it is the only one left",
+        ),
+        ("read margin", str(b.margin)),
+    ]
+    return rows
 
 
 def _mebibytes(size: int) -> str:

@@ -12,6 +12,8 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from headroom import __version__
+
 
 def _identity() -> str:
     return os.environ.get("POD_NAME") or socket.gethostname()
@@ -34,6 +36,11 @@ class Settings(BaseSettings):
         default=300.0,
         gt=0,
         description="Re-read each primary's connection limits this often (failures: 1/5 of it).",
+    )
+    agent_image: str = Field(
+        default=f"ghcr.io/headroom-dev/headroom:{__version__}",
+        max_length=512,
+        description="Image of the read pooler's lag agent (Headroom's own image).",
     )
     metrics_addr: str = "0.0.0.0"  # noqa: S104 - scraped from inside the cluster
     metrics_port: int = Field(default=8000, ge=0, le=65535)

@@ -31,6 +31,7 @@ CREDS = common.Credentials(
         "push": "99887766554433221100",
     },
     server_ca_revision="7",
+    agent_password="agent-pw",
 )
 APP_SELECTOR = {"matchLabels": {"app": "web"}}
 CASES = [(p, False) for p in EXAMPLES] + [(p, True) for p in EXAMPLES if "queues:" in p.read_text()]

@@ -43,6 +43,31 @@ class SharedProfile(_Status):
     server_connections: int
 
 
+class ReadBudgetStatus(_Status):
+    """The read budget: the read pool against the smallest replica (any one
+    replica must carry all of it when the others are out)."""
+
+    mode: str = Field(max_length=16, description="external, cnpg or streaming.")
+    replicas: int = Field(description="Replicas the read pool may use.")
+    smallest: str = Field(
+        max_length=ADDRESS_MAX, description="host:port of the replica the budget is sized to."
+    )
+    max_connections: int
+    reserved: int = Field(description="superuser + reservedConnections + lag probes.")
+    available: int
+    client_demand: int = Field(description="Read connections every client could open at peak.")
+    pooler_pods_at_peak: int
+    default_pool_size: int
+    max_db_connections: int = Field(description="Server connections per read-pooler pod.")
+    max_client_conn: int
+    server_connections: int = Field(
+        description="Most server connections the read pool opens, all on one replica if "
+        "it is the only one left."
+    )
+    margin: int
+    when_all_lagging: str = Field(max_length=16, description="primary or refuse.")
+
+
 class BudgetStatus(_Status):
     """The connection budget the planner computed (see docs/api.md)."""
 
@@ -69,6 +94,12 @@ class BudgetStatus(_Status):
         default_factory=list,
         description="Older profiles on the same server; available is what they leave.",
     )
+    read_fallback: int = Field(
+        default=0,
+        description="Connections kept on the primary for the read pool when every replica "
+        "is out (whenAllLagging: primary); not available to the write pool.",
+    )
+    read: ReadBudgetStatus | None = Field(default=None, description="The read side.")
     planned_since: str = Field(
         default="",
         max_length=40,

@@ -259,6 +259,211 @@ class App(_Model):
     )
 
 
+# --- read replicas (issue 10) ---
+
+READ_REPLICAS_MAX = 8
+# Postgres images the standbys run: the primary's major version (a standby
+# replays the primary's WAL, which only the same major version can read).
+POSTGRES_IMAGE = "docker.io/library/postgres:15.8"
+
+
+class ReplicaHost(_Model):
+    """A read replica somebody else runs (a managed database's read endpoint)."""
+
+    host: Annotated[str, Field(pattern=HOST, max_length=253)] = Field(
+        description="Host name or IPv4 address of the replica."
+    )
+    port: int = Field(
+        default=5432,
+        ge=1,
+        le=65535,
+        description="Postgres port. Every replica shares one port: PgBouncer's host list "
+        "takes a single port for all hosts.",
+    )
+    max_connections: int | None = Field(
+        default=None,
+        ge=2,
+        le=262_143,
+        description="The replica's max_connections. Default: spec.database.maxConnections "
+        "(a hot standby's max_connections must be >= its primary's).",
+    )
+
+
+class CnpgReplicas(_Model):
+    """The database is a CloudNativePG ``Cluster`` (read, never written)."""
+
+    cluster: Annotated[str, Field(pattern=DNS_LABEL, max_length=50)] = Field(
+        description="Name of the postgresql.cnpg.io/v1 Cluster in the profile's namespace. "
+        "Its -ro Service is the read target; spec.instances and its max_connections are "
+        "read from it."
+    )
+
+
+# A StatefulSet's volumeClaimTemplates never change once it exists.
+_SAME_CLAIM = (
+    "self.size == oldSelf.size && has(self.storageClassName) == "
+    "has(oldSelf.storageClassName) && (!has(self.storageClassName) || "
+    "self.storageClassName == oldSelf.storageClassName)"
+)
+
+
+class _Claim(_Model):
+    """A PVC per pod of a StatefulSet, retained unless the profile says otherwise."""
+
+    storage_class_name: Annotated[str, Field(pattern=DNS_SUBDOMAIN, max_length=253)] | None = Field(
+        default=None, description="StorageClass; the cluster default when unset."
+    )
+    delete_with_profile: bool = Field(
+        default=False,
+        description="Delete the PVCs when the profile is deleted. By default they are "
+        "retained: data outlives the profile unless this says otherwise.",
+    )
+
+    @field_validator("size", check_fields=False)
+    @classmethod
+    def _positive(cls, size: str) -> str:
+        if quantity.parse(size) <= 0:
+            raise ValueError("must be > 0")
+        return size
+
+
+class StandbyStorage(_Claim):
+    """The volume of each standby (its copy of the database)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                _cel(
+                    _SAME_CLAIM,
+                    "spec.database.readReplicas.streaming.storage.size and storageClassName "
+                    "cannot change: they are the StatefulSet's volumeClaimTemplates",
+                )
+            ]
+        }
+    )
+
+    size: Quantity = Field(
+        default="10Gi",
+        description="PVC size per standby: at least the primary's data directory.",
+        json_schema_extra={"x-kubernetes-validations": [_quantity_rule("> 0", "must be > 0")]},
+    )
+
+
+class StreamingReplicas(_Model):
+    """Hot standbys Headroom runs, streaming from the primary through one
+    physical replication slot each."""
+
+    standbys: int = Field(default=2, ge=1, le=READ_REPLICAS_MAX, description="Hot standbys.")
+    replication_secret: SecretKeyRef = Field(
+        description="Secret with a role that has REPLICATION on the primary (and a "
+        "pg_hba.conf entry for replication): the standbys clone and stream with it."
+    )
+    image: Annotated[str, Field(pattern=IMAGE, max_length=512)] = Field(
+        default=POSTGRES_IMAGE,
+        description="Postgres image of the standbys: the primary's major version.",
+    )
+    max_connections: int | None = Field(
+        default=None,
+        ge=2,
+        le=262_143,
+        description="max_connections of each standby. Default and minimum: "
+        "spec.database.maxConnections (Postgres refuses a hot standby below its primary's).",
+    )
+    storage: StandbyStorage = Field(default_factory=StandbyStorage)
+    # Resources is defined further down: the factory looks it up when called.
+    resources: Resources = Field(default_factory=lambda: Resources())  # noqa: PLW0108
+
+
+class ReadPooler(_Model):
+    """PgBouncer in front of the replicas (``<name>-pooler-ro``)."""
+
+    instances: int = Field(default=2, ge=1, le=50, description="Read-pooler pods.")
+
+
+class ReadReplicas(_Model):
+    """Read replicas and the pooled read endpoint (DATABASE_READ_URL)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                _cel(
+                    "(self.mode == 'external') == has(self.hosts)",
+                    "spec.database.readReplicas.hosts is required with mode external, "
+                    "and only then",
+                ),
+                _cel(
+                    "(self.mode == 'cnpg') == has(self.cnpg)",
+                    "spec.database.readReplicas.cnpg is required with mode cnpg, and only then",
+                ),
+                _cel(
+                    "(self.mode == 'streaming') == has(self.streaming)",
+                    "spec.database.readReplicas.streaming is required with mode streaming, "
+                    "and only then",
+                ),
+            ]
+        }
+    )
+
+    mode: Literal["external", "cnpg", "streaming"] = Field(
+        description="external: replica hosts somebody else runs; cnpg: a CloudNativePG "
+        "Cluster's replicas; streaming: hot standbys Headroom runs."
+    )
+    hosts: list[ReplicaHost] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=READ_REPLICAS_MAX,
+        description="mode external: the replicas (unique host:port, one port for all).",
+    )
+    cnpg: CnpgReplicas | None = Field(default=None, description="mode cnpg.")
+    streaming: StreamingReplicas | None = Field(default=None, description="mode streaming.")
+    max_lag_seconds: int = Field(
+        default=30,
+        ge=1,
+        le=86_400,
+        description="A replica further behind than this leaves the read pool; it comes "
+        "back when it is within half of it.",
+    )
+    max_lag_bytes: int | None = Field(
+        default=None,
+        ge=1,
+        le=1 << 50,
+        description="Also take a replica out when its replay is this many bytes of WAL behind.",
+    )
+    poll_seconds: int = Field(
+        default=5, ge=1, le=300, description="How often each read-pooler pod measures the lag."
+    )
+    read_pool_size_per_pod: int = Field(
+        default=5,
+        ge=1,
+        le=1000,
+        description="Client-side read pool of one app pod (the connections it opens to "
+        "DATABASE_READ_URL); counted in the read budget.",
+    )
+    reserved_connections: int = Field(
+        default=5,
+        ge=0,
+        le=100_000,
+        description="Connections kept free on each replica for direct use (reports, "
+        "consoles, monitoring) beside the read pool and its lag probes.",
+    )
+    when_all_lagging: Literal["primary", "refuse"] = Field(
+        default="primary",
+        description="When every replica is out: primary sends reads to the primary "
+        "through the write pooler (they share its server connections); refuse makes the "
+        "read endpoint refuse new connections until a replica is back.",
+    )
+    primary_fallback_connections: int | None = Field(
+        default=None,
+        ge=1,
+        le=100_000,
+        description="whenAllLagging primary: server connections the read pool may open on "
+        "the primary while every replica is out, over all read-pooler pods (kept out of the "
+        "write pool's budget). Default: a tenth of what the primary has for the poolers, "
+        "at least one per read-pooler pod.",
+    )
+    pooler: ReadPooler = Field(default_factory=ReadPooler)
+
+
 # Direct sessions a migration (Prisma migrate takes 1-2), an admin console and
 # a cron job need beside the pooler.
 DEFAULT_RESERVED_CONNECTIONS = 5
@@ -334,6 +539,11 @@ class Database(_Model):
         "pooler pods as server_tls_ca_file. Required for sslMode verify-ca/verify-full.",
     )
 
+    read_replicas: ReadReplicas | None = Field(
+        default=None,
+        description="Read replicas behind a pooled, lag-aware read endpoint (DATABASE_READ_URL).",
+    )
+
 
 class Pooler(_Model):
     """PgBouncer in front of the primary."""
@@ -376,7 +586,7 @@ SHORT_NAME = r"^[a-z]([-a-z0-9]{0,18}[a-z0-9])?$"
 SHORT_NAME_MAX = 20
 
 
-class Persistence(_Model):
+class Persistence(_Claim):
     """Keep Redis data on a PersistentVolumeClaim (AOF + RDB)."""
 
     model_config = ConfigDict(
@@ -384,9 +594,7 @@ class Persistence(_Model):
             "x-kubernetes-validations": [
                 # The StatefulSet's volumeClaimTemplates are immutable (see docs/api.md).
                 _cel(
-                    "self.size == oldSelf.size && has(self.storageClassName) == "
-                    "has(oldSelf.storageClassName) && (!has(self.storageClassName) || "
-                    "self.storageClassName == oldSelf.storageClassName)",
+                    _SAME_CLAIM,
                     "spec.cache.instances[].persistence.size and storageClassName cannot "
                     "change: they are the StatefulSet's volumeClaimTemplates, which Kubernetes "
                     "never updates. Grow the PVCs themselves (kubectl patch pvc, if the "
@@ -401,21 +609,6 @@ class Persistence(_Model):
         description="PVC size per Redis pod.",
         json_schema_extra={"x-kubernetes-validations": [_quantity_rule("> 0", "must be > 0")]},
     )
-    storage_class_name: Annotated[str, Field(pattern=DNS_SUBDOMAIN, max_length=253)] | None = Field(
-        default=None, description="StorageClass; the cluster default when unset."
-    )
-    delete_with_profile: bool = Field(
-        default=False,
-        description="Delete the PVCs when the profile is deleted. By default they are "
-        "retained: data outlives the profile unless this says otherwise.",
-    )
-
-    @field_validator("size")
-    @classmethod
-    def _positive(cls, size: str) -> str:
-        if quantity.parse(size) <= 0:
-            raise ValueError("must be > 0")
-        return size
 
 
 class Sentinel(_Model):
@@ -648,6 +841,13 @@ class Queue(_Model):
         le=1000,
         description="Connections one worker pod opens through the pooler (0: no database); "
         "counted in the connection budget.",
+    )
+    database_read_pool_size: int = Field(
+        default=0,
+        ge=0,
+        le=1000,
+        description="Connections one worker pod opens to the read endpoint "
+        "(DATABASE_READ_URL; 0: none); counted in the read budget.",
     )
     cpu_utilization: int = Field(
         default=70, ge=1, le=100, description="CPU target of the HPA fallback (no KEDA)."

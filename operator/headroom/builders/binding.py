@@ -16,7 +16,7 @@ from __future__ import annotations
 import functools
 from urllib.parse import quote, urlencode
 
-from headroom.builders import common, pgbouncer, redis
+from headroom.builders import common, pgbouncer, readpool, redis
 from headroom.planning import plan as plan_mod
 
 COMPONENT = "binding"
@@ -51,10 +51,10 @@ def keeps_prepared_statements(plan: plan_mod.Plan) -> bool:
     return plan.pooler.settings.get("max_prepared_statements", "0") not in ("", "0")
 
 
-def _pooled_query(plan: plan_mod.Plan) -> dict[str, str]:
+def _pooled_query(plan: plan_mod.Plan, *, pool_size: int | None = None) -> dict[str, str]:
     if plan.app.client != "prisma":
         return {}
-    query = {"connection_limit": str(plan.app.pool_size_per_pod)}
+    query = {"connection_limit": str(pool_size or plan.app.pool_size_per_pod)}
     if not keeps_prepared_statements(plan):
         query["pgbouncer"] = "true"
     return query
@@ -119,6 +119,7 @@ def build(
             "uri": uri,
             "DATABASE_URL_POOLED": pooler(query=_pooled_query(plan)),
         }
+    data |= _read_entries(plan, creds, omit=omit)
     data |= _redis_entries(plan, creds, omit=omit)
     secret = {
         "apiVersion": "v1",
@@ -134,6 +135,30 @@ def build(
         "data": common.secret_data(data),
     }
     return [secret]
+
+
+def _read_entries(
+    plan: plan_mod.Plan, creds: common.Credentials, *, omit: frozenset[str]
+) -> dict[str, str]:
+    """DATABASE_READ_URL: the read pooler (replicas in the read pool; the
+    primary or a refusal when every replica is out, by whenAllLagging), and
+    DATABASE_READ_POOL_SIZE, the per-pod read pool the read budget counts.
+    Prisma's read-replicas extension reads DATABASE_READ_REPLICA_URL."""
+    if plan.read is None or "pooler-ro" in omit:
+        return {}
+    size = plan.read.pool_size_per_pod
+    url = postgres_uri(
+        user=creds.username,
+        password=creds.password,
+        host=readpool.service_host(plan),
+        port=pgbouncer.SERVICE_PORT,
+        database=plan.database.name,
+        query=_pooled_query(plan, pool_size=size),
+    )
+    entries = {"DATABASE_READ_URL": url, "DATABASE_READ_POOL_SIZE": str(size)}
+    if plan.app.client == "prisma":
+        entries["DATABASE_READ_REPLICA_URL"] = url
+    return entries
 
 
 def redis_url(plan: plan_mod.Plan, instance: plan_mod.RedisPlan, password: str) -> str:

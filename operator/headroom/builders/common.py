@@ -47,6 +47,8 @@ class Credentials:
     server_ca_revision: str = ""
     # its PEM, for the operator's own connection to the primary (not a secret)
     server_ca_pem: str | None = None
+    # generated admin password of the read pooler's lag agent (read replicas only)
+    agent_password: str = ""
 
 
 def selector_labels(plan: plan_mod.Plan, *, component: str, name: str) -> dict[str, str]:
@@ -232,6 +234,27 @@ def pod_spec(
     spec["containers"] = containers
     spec["volumes"] = volumes
     return spec
+
+
+def claim_templates(
+    *, volume: str, labels: dict[str, str], claim: v1alpha1.Persistence | v1alpha1.StandbyStorage
+) -> Obj:
+    """A StatefulSet's volumeClaimTemplates and retention policy: one claim per
+    pod, retained when the StatefulSet goes (with the profile) or scales down,
+    unless ``claim.delete_with_profile``."""
+    spec: Obj = {
+        "accessModes": ["ReadWriteOnce"],
+        "resources": {"requests": {"storage": claim.size}},
+    }
+    if claim.storage_class_name:
+        spec["storageClassName"] = claim.storage_class_name
+    return {
+        "volumeClaimTemplates": [{"metadata": {"name": volume, "labels": labels}, "spec": spec}],
+        "persistentVolumeClaimRetentionPolicy": {
+            "whenDeleted": "Delete" if claim.delete_with_profile else "Retain",
+            "whenScaled": "Retain",
+        },
+    }
 
 
 def deployment_ref(name: str) -> Obj:

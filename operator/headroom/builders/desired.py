@@ -12,10 +12,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from headroom.builders import autoscaling, binding, common, pgbouncer, redis, workers
+from headroom.builders import (
+    autoscaling,
+    binding,
+    common,
+    pgbouncer,
+    readpool,
+    redis,
+    standby,
+    workers,
+)
 from headroom.planning import plan as plan_mod
 
 POOLER = "pooler"
+READ_POOLER = "pooler-ro"
+STANDBYS = "standbys"
 BINDING = "binding"
 AUTOSCALING = "autoscaling"
 
@@ -40,7 +51,10 @@ class Desired:
 def dependencies(plan: plan_mod.Plan) -> dict[str, frozenset[str]]:
     """Components each component needs: queue workers read the binding and
     their Redis instance."""
-    return {queue_component(q): frozenset({BINDING, f"redis/{q.redis}"}) for q in plan.queues}
+    deps = {queue_component(q): frozenset({BINDING, f"redis/{q.redis}"}) for q in plan.queues}
+    # the read pool reads from the standbys
+    deps[READ_POOLER] = frozenset({STANDBYS}) if plan.read and plan.read.standby else frozenset()
+    return deps
 
 
 def contained_closure(plan: plan_mod.Plan, contained: set[str]) -> frozenset[str]:
@@ -71,6 +85,8 @@ def build_parts(
     selector = common.usable_selector(app_pod_selector)
     parts: list[tuple[str, list[common.Obj]]] = [
         (POOLER, pgbouncer.build(plan, creds, app_pod_selector=selector)),
+        (READ_POOLER, readpool.build(plan, creds, app_pod_selector=selector)),
+        (STANDBYS, standby.build(plan)),
         (BINDING, binding.build(plan, creds, omit=without)),
     ]
     for instance in plan.redis:

@@ -9,6 +9,7 @@ is written, so nothing from a profile can start a new line or directive.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass, field
 from urllib.parse import quote
 
 from headroom.builders import common
@@ -21,12 +22,21 @@ CONFIG_DIR = "/etc/pgbouncer"
 AUTH_DIR = "/etc/pgbouncer-auth"
 CA_DIR = "/etc/pgbouncer-server-ca"
 SERVICE_PORT = 5432
+SERVER_CA_MOUNT = {"name": "server-ca", "mountPath": CA_DIR, "readOnly": True}
 # The generated stats password is kept in the auth Secret so later passes reuse it.
 STATS_PASSWORD_KEY = "stats-password"  # noqa: S105 - a key name
 
 _SAFE_VALUE = re.compile(r"^[A-Za-z0-9_ ,.:;()=*'/$-]*$")
 _SAFE_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_$-]*$")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_PATH = re.compile(r"^/[A-Za-z0-9_./-]+$")
+
+# The read pooler (read replicas): its pod runs the lag agent beside PgBouncer.
+READ_COMPONENT = "pooler-ro"
+READ_CONFIG_DIR = "/etc/headroom-readpool"
+RUN_DIR = "/run/headroom"
+READ_DATABASES_FILE = f"{RUN_DIR}/readpool-databases.ini"
+AGENT_PASSWORD_KEY = "agent-password"  # noqa: S105 - a key name
 
 
 def deployment_name(plan: plan_mod.Plan) -> str:
@@ -55,23 +65,16 @@ def _line(key: str, value: str) -> str:
     return f"{key} = {value}" if value else f"{key} ="
 
 
-def render_ini(
+def _pgbouncer_lines(
     plan: plan_mod.Plan,
+    pooler: plan_mod.PoolerPlan,
     *,
-    listen_addr: str = "0.0.0.0",  # noqa: S104 - a pod listens on its own interfaces
-    listen_port: int = plan_mod.POOLER_PORT,
-    auth_file: str = f"{AUTH_DIR}/userlist.txt",
-    server_ca_file: str = f"{CA_DIR}/ca.crt",
-) -> str:
-    """The whole pgbouncer.ini for ``plan``."""
-    db = plan.database
-    target = f"host={db.host} port={db.port} dbname={db.name}"
+    listen_addr: str,
+    listen_port: int,
+    auth_file: str,
+    server_ca_file: str,
+) -> list[str]:
     lines = [
-        f";; Rendered by Headroom for ScalingProfile {plan.namespace}/{plan.name}.",
-        ";; Managed: manual edits are reverted. Tune it through spec.pooler.parameters.",
-        "[databases]",
-        _line(db.name, target),
-        "",
         "[pgbouncer]",
         _line("listen_addr", listen_addr),
         _line("listen_port", str(listen_port)),
@@ -80,9 +83,76 @@ def render_ini(
         _line("auth_file", auth_file),
         _line("stats_users", plan_mod.STATS_USER),
     ]
-    if db.server_ca_secret is not None:
+    if plan.database.server_ca_secret is not None:
         lines.append(_line("server_tls_ca_file", server_ca_file))
-    lines += [_line(key, value) for key, value in plan.pooler.settings.items()]
+    return lines + [_line(key, value) for key, value in pooler.settings.items()]
+
+
+def _header(plan: plan_mod.Plan) -> list[str]:
+    return [
+        f";; Rendered by Headroom for ScalingProfile {plan.namespace}/{plan.name}.",
+        ";; Managed: manual edits are reverted. Tune it through spec.pooler.parameters.",
+    ]
+
+
+def render_ini(
+    plan: plan_mod.Plan,
+    *,
+    listen_addr: str = "0.0.0.0",  # noqa: S104 - a pod listens on its own interfaces
+    listen_port: int = plan_mod.POOLER_PORT,
+    auth_file: str = f"{AUTH_DIR}/userlist.txt",
+    server_ca_file: str = f"{CA_DIR}/ca.crt",
+) -> str:
+    """The whole pgbouncer.ini of the write pooler for ``plan``."""
+    db = plan.database
+    target = f"host={db.host} port={db.port} dbname={db.name}"
+    lines = [
+        *_header(plan),
+        "[databases]",
+        _line(db.name, target),
+        "",
+        *_pgbouncer_lines(
+            plan,
+            plan.pooler,
+            listen_addr=listen_addr,
+            listen_port=listen_port,
+            auth_file=auth_file,
+            server_ca_file=server_ca_file,
+        ),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def render_read_ini(
+    plan: plan_mod.Plan,
+    *,
+    listen_addr: str = "0.0.0.0",  # noqa: S104 - a pod listens on its own interfaces
+    listen_port: int = plan_mod.POOLER_PORT,
+    auth_file: str = f"{AUTH_DIR}/userlist.txt",
+    server_ca_file: str = f"{CA_DIR}/ca.crt",
+    include_file: str = READ_DATABASES_FILE,
+) -> str:
+    """pgbouncer.ini of the read pooler: no [databases] entry of its own; the
+    lag agent writes it into ``include_file`` (the replicas in the read pool,
+    see headroom.agent) and RELOADs through the admin console."""
+    assert plan.read_pooler is not None
+    lines = [
+        *_header(plan),
+        ";; [databases] is written by the lag agent: the replicas that are in the read pool.",
+        *_pgbouncer_lines(
+            plan,
+            plan.read_pooler,
+            listen_addr=listen_addr,
+            listen_port=listen_port,
+            auth_file=auth_file,
+            server_ca_file=server_ca_file,
+        ),
+        _line("admin_users", plan_mod.AGENT_USER),
+        "",
+        f"%include {include_file}",
+    ]
+    if not _PATH.match(include_file):
+        raise ValueError(f"refusing to include {include_file!r}")
     return "\n".join(lines) + "\n"
 
 
@@ -111,65 +181,106 @@ def exporter_dsn(password: str) -> str:
     )
 
 
+@dataclass(frozen=True)
+class Pool:
+    """What differs between the write pooler and the read pooler."""
+
+    component: str
+    pooler: plan_mod.PoolerPlan
+    deployment: str
+    config: str
+    auth: str
+    service: str
+    config_dir: str
+    config_data: dict[str, str]
+    users: dict[str, str]
+    auth_data: dict[str, str]
+    init_containers: list[common.Obj] = field(default_factory=list)
+    sidecars: list[common.Obj] = field(default_factory=list)
+    mounts: list[common.Obj] = field(default_factory=list)  # of PgBouncer's container
+    volumes: list[common.Obj] = field(default_factory=list)
+
+
 def build(
     plan: plan_mod.Plan, creds: common.Credentials, *, app_pod_selector: common.Obj | None = None
 ) -> list[common.Obj]:
     """ConfigMap, auth Secret, Deployment, Service, PDB and NetworkPolicy of the
-    pooler. ``app_pod_selector``: the app's pods (usable_selector), admitted
-    with the workers on the PgBouncer port; None admits only the workers."""
+    write pooler. ``app_pod_selector``: the app's pods (usable_selector),
+    admitted with the workers on the PgBouncer port; None admits only the workers."""
     ini = render_ini(plan)
-    userlist = render_userlist(
-        {creds.username: creds.password, plan_mod.STATS_USER: creds.stats_password},
-        source="in spec.database.credentialsSecret",
+    pool = Pool(
+        component=COMPONENT,
+        pooler=plan.pooler,
+        deployment=deployment_name(plan),
+        config=config_name(plan),
+        auth=auth_secret_name(plan),
+        service=service_name(plan),
+        config_dir=CONFIG_DIR,
+        config_data={"pgbouncer.ini": ini},
+        users={creds.username: creds.password, plan_mod.STATS_USER: creds.stats_password},
+        auth_data={STATS_PASSWORD_KEY: creds.stats_password},
     )
-    selector = common.selector_labels(plan, component=COMPONENT, name=APP_NAME)
+    return pool_objects(plan, creds, pool, app_pod_selector=app_pod_selector)
+
+
+def pool_objects(
+    plan: plan_mod.Plan,
+    creds: common.Credentials,
+    pool: Pool,
+    *,
+    app_pod_selector: common.Obj | None,
+) -> list[common.Obj]:
+    userlist = render_userlist(pool.users, source="in spec.database.credentialsSecret")
+    selector = common.selector_labels(plan, component=pool.component, name=APP_NAME)
 
     def meta(name: str) -> common.Obj:
-        return common.metadata(plan, name=name, component=COMPONENT, app_name=APP_NAME)
+        return common.metadata(plan, name=name, component=pool.component, app_name=APP_NAME)
 
     config_map = {
         "apiVersion": "v1",
         "kind": "ConfigMap",
-        "metadata": meta(config_name(plan)),
-        "data": {"pgbouncer.ini": ini},
+        "metadata": meta(pool.config),
+        "data": pool.config_data,
     }
     auth = {
         "apiVersion": "v1",
         "kind": "Secret",
-        "metadata": meta(auth_secret_name(plan)),
+        "metadata": meta(pool.auth),
         "type": "Opaque",
         "data": common.secret_data(
             {
                 "userlist.txt": userlist,
                 "exporter-dsn": exporter_dsn(creds.stats_password),
-                STATS_PASSWORD_KEY: creds.stats_password,
+                **pool.auth_data,
             }
         ),
     }
     pod_annotations = {
-        common.CONFIG_HASH_ANNOTATION: common.content_hash(ini),
+        common.CONFIG_HASH_ANNOTATION: common.content_hash(*pool.config_data.values()),
         common.AUTH_REVISION_ANNOTATION: creds.revision,
         "prometheus.io/scrape": "true",
         "prometheus.io/port": str(plan_mod.EXPORTER_PORT),
     }
     server_ca = plan.database.server_ca_secret
     mounts = [
-        {"name": "config", "mountPath": CONFIG_DIR, "readOnly": True},
+        {"name": "config", "mountPath": pool.config_dir, "readOnly": True},
         {"name": "auth", "mountPath": AUTH_DIR, "readOnly": True},
+        *pool.mounts,
     ]
     volumes: list[common.Obj] = [
-        {"name": "config", "configMap": {"name": config_name(plan)}},
+        {"name": "config", "configMap": {"name": pool.config}},
         {
             "name": "auth",
             "secret": {
-                "secretName": auth_secret_name(plan),
+                "secretName": pool.auth,
                 "items": [{"key": "userlist.txt", "path": "userlist.txt"}],
             },
         },
+        *pool.volumes,
     ]
     if server_ca is not None:
         pod_annotations[common.CA_REVISION_ANNOTATION] = creds.server_ca_revision
-        mounts.append({"name": "server-ca", "mountPath": CA_DIR, "readOnly": True})
+        mounts.append(SERVER_CA_MOUNT)
         volumes.append(
             {
                 "name": "server-ca",
@@ -181,8 +292,8 @@ def build(
         )
     pgbouncer_container = {
         "name": "pgbouncer",
-        "image": plan.pooler.image,
-        "command": ["pgbouncer", f"{CONFIG_DIR}/pgbouncer.ini"],
+        "image": pool.pooler.image,
+        "command": ["pgbouncer", f"{pool.config_dir}/pgbouncer.ini"],
         "ports": [{"name": "pgbouncer", "containerPort": plan_mod.POOLER_PORT}],
         "readinessProbe": {
             "tcpSocket": {"port": "pgbouncer"},
@@ -204,7 +315,7 @@ def build(
     }
     exporter_container = {
         "name": "exporter",
-        "image": plan.pooler.exporter_image,
+        "image": pool.pooler.exporter_image,
         "args": [
             "--pgBouncer.connectionString=$(PGBOUNCER_DSN)",
             f"--web.listen-address=:{plan_mod.EXPORTER_PORT}",
@@ -212,9 +323,7 @@ def build(
         "env": [
             {
                 "name": "PGBOUNCER_DSN",
-                "valueFrom": {
-                    "secretKeyRef": {"name": auth_secret_name(plan), "key": "exporter-dsn"}
-                },
+                "valueFrom": {"secretKeyRef": {"name": pool.auth, "key": "exporter-dsn"}},
             }
         ],
         "ports": [{"name": "metrics", "containerPort": plan_mod.EXPORTER_PORT}],
@@ -225,43 +334,45 @@ def build(
         },
         "securityContext": common.container_security_context(),
     }
+    pod = common.pod_spec(
+        uid=RUN_AS,
+        selector=selector,
+        grace_seconds=pool.pooler.grace_seconds,
+        containers=[pgbouncer_container, exporter_container, *pool.sidecars],
+        volumes=volumes,
+        init_containers=pool.init_containers,
+    )
     deployment = {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": meta(deployment_name(plan)),
+        "metadata": meta(pool.deployment),
         "spec": {
-            "replicas": plan.pooler.instances,
+            "replicas": pool.pooler.instances,
             "selector": {"matchLabels": selector},
             # Longer than the grace period: the next old pod is stopped only when
             # the previous one has let go of its server connections.
-            "minReadySeconds": plan.pooler.min_ready_seconds,
+            "minReadySeconds": pool.pooler.min_ready_seconds,
             "strategy": {
                 "type": "RollingUpdate",
                 # Never more pooler pods than the budget counted (see planning.budget).
                 "rollingUpdate": {
-                    "maxSurge": plan.pooler.max_surge,
-                    "maxUnavailable": plan.pooler.max_unavailable,
+                    "maxSurge": pool.pooler.max_surge,
+                    "maxUnavailable": pool.pooler.max_unavailable,
                 },
             },
             "template": {
                 "metadata": {
-                    "labels": common.labels(plan, component=COMPONENT, name=APP_NAME),
+                    "labels": common.labels(plan, component=pool.component, name=APP_NAME),
                     "annotations": pod_annotations,
                 },
-                "spec": common.pod_spec(
-                    uid=RUN_AS,
-                    selector=selector,
-                    grace_seconds=plan.pooler.grace_seconds,
-                    containers=[pgbouncer_container, exporter_container],
-                    volumes=volumes,
-                ),
+                "spec": pod,
             },
         },
     }
     service = {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": meta(service_name(plan)),
+        "metadata": meta(pool.service),
         "spec": {
             "type": "ClusterIP",
             "selector": selector,
@@ -279,13 +390,13 @@ def build(
     pdb = {
         "apiVersion": "policy/v1",
         "kind": "PodDisruptionBudget",
-        "metadata": meta(deployment_name(plan)),
+        "metadata": meta(pool.deployment),
         "spec": {"maxUnavailable": 1, "selector": {"matchLabels": selector}},
     }
     network_policy = {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",
-        "metadata": meta(deployment_name(plan)),
+        "metadata": meta(pool.deployment),
         "spec": {
             "podSelector": {"matchLabels": selector},
             "policyTypes": ["Ingress"],

@@ -434,19 +434,9 @@ def build(
         },
     }
     if redis.persistence is not None:
-        pvc_spec: common.Obj = {
-            "accessModes": ["ReadWriteOnce"],
-            "resources": {"requests": {"storage": redis.persistence.size}},
-        }
-        if redis.persistence.storage_class_name:
-            pvc_spec["storageClassName"] = redis.persistence.storage_class_name
-        statefulset["spec"]["volumeClaimTemplates"] = [
-            {"metadata": {"name": DATA_VOLUME, "labels": selector}, "spec": pvc_spec}
-        ]
-        statefulset["spec"]["persistentVolumeClaimRetentionPolicy"] = {
-            "whenDeleted": "Delete" if redis.persistence.delete_with_profile else "Retain",
-            "whenScaled": "Retain",
-        }
+        statefulset["spec"] |= common.claim_templates(
+            volume=DATA_VOLUME, labels=selector, claim=redis.persistence
+        )
     # In HA mode the client Service fronts the sentinels (clients ask them for the
     # master); standalone it fronts the one Redis pod.
     client_ports = [{"name": "redis", "port": plan_mod.REDIS_PORT, "targetPort": "redis"}]

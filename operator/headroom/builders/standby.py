@@ -22,9 +22,12 @@ deleted standby's slot is dropped by the operator).
 
 from __future__ import annotations
 
+import hashlib
 import re
 
 from headroom.builders import common
+from headroom.planning import plan as plan_mod
+from headroom.planning import replicas
 
 SLOT_PREFIX = "headroom_"
 _SLOT = re.compile(r"^[a-z0-9_]{1,63}$")  # Postgres: lower case, digits, underscore
@@ -36,6 +39,8 @@ CLONE_SCRIPT = """\
 #!/bin/sh
 # Clone the primary once into this standby's volume (Headroom; see builders/standby.py).
 set -eu
+# In a StatefulSet every pod has its own slot: the prefix and its ordinal.
+SLOT_NAME="${SLOT_NAME:-${SLOT_PREFIX:-}${POD_NAME##*-}}"
 if [ -s "$PGDATA/PG_VERSION" ]; then
   echo "standby: $PGDATA holds a cluster already: not cloning again"
   exit 0
@@ -81,22 +86,37 @@ def slot_name(profile: str, ordinal: int) -> str:
     return name
 
 
+def slot_prefix(namespace: str, profile: str) -> str:
+    """``headroom_<profile>_<namespace hash>_``: the slots of one profile's
+    standbys (ordinal appended), distinct for same-named profiles of two
+    namespaces on one primary, and within Postgres' 63 characters."""
+    digest = hashlib.sha256(namespace.encode()).hexdigest()[:6]
+    return f"{SLOT_PREFIX}{profile.replace('-', '_')}_{digest}_"
+
+
 def clone_env(
     *,
     primary_host: str,
     primary_port: int,
-    replication_user: str,
+    replication_user: str | common.Obj,
     slot: str,
     pgdata: str,
     password_secret: common.Obj,
+    prefix: str = "",
 ) -> list[common.Obj]:
     """The init container's environment. ``password_secret``: the
     ``secretKeyRef`` of the replication role's password (PGPASSWORD, read by
     libpq; never in the script, the pod spec or the logs)."""
+    user: common.Obj
+    if isinstance(replication_user, str):
+        if not _USER.match(replication_user):
+            raise ValueError(f"replication user {replication_user!r} is not allowed")
+        user = {"name": "REPLICATION_USER", "value": replication_user}
+    else:  # a secretKeyRef: libpq takes the value, no shell ever sees it
+        user = {"name": "REPLICATION_USER", "valueFrom": {"secretKeyRef": dict(replication_user)}}
     checks = (
         ("primary host", primary_host, _HOST),
-        ("replication user", replication_user, _USER),
-        ("slot", slot, _SLOT),
+        ("slot", slot or f"{prefix}0", _SLOT),
         ("PGDATA", pgdata, _PATH),
     )
     for what, value, pattern in checks:
@@ -104,11 +124,207 @@ def clone_env(
             raise ValueError(f"{what} {value!r} is not allowed in a standby's start-up")
     if not 1 <= primary_port <= 65535:
         raise ValueError(f"primary port {primary_port} is out of range")
+    slot_env: list[common.Obj] = [{"name": "SLOT_NAME", "value": slot}] if slot else []
+    if prefix:
+        slot_env += [
+            {"name": "SLOT_PREFIX", "value": prefix},
+            {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+        ]
     return [
         {"name": "PGDATA", "value": pgdata},
         {"name": "PRIMARY_HOST", "value": primary_host},
         {"name": "PRIMARY_PORT", "value": str(primary_port)},
-        {"name": "REPLICATION_USER", "value": replication_user},
-        {"name": "SLOT_NAME", "value": slot},
+        user,
+        *slot_env,
         {"name": "PGPASSWORD", "valueFrom": {"secretKeyRef": dict(password_secret)}},
     ]
+
+
+# -- the standbys' StatefulSet (mode streaming) ---------------------------------
+
+COMPONENT = "standby"
+APP_NAME = "postgres"
+RUN_AS = 999  # the postgres uid of the official postgres images
+CONFIG_DIR = "/etc/headroom-standby"
+DATA_MOUNT = "/var/lib/postgresql/data"
+PGDATA = f"{DATA_MOUNT}/pgdata"  # a subdirectory: a fresh volume's lost+found is no cluster
+SOCKET_DIR = "/var/run/postgresql"
+DATA_VOLUME = "data"
+
+
+def config_name(plan: plan_mod.Plan) -> str:
+    return f"{replicas.standby_name(plan.name)}-config"
+
+
+def render_conf(standby: replicas.StandbyPlan) -> str:
+    """postgresql.conf of a standby, given as config_file (a clone of a
+    Debian-layout primary holds none). pg_basebackup -R leaves
+    primary_conninfo and standby.signal in the data directory."""
+    return "\n".join(
+        [
+            "# Rendered by Headroom: a hot standby of the profile's primary.",
+            "listen_addresses = '*'",
+            f"port = {replicas.STANDBY_PORT}",
+            f"unix_socket_directories = '{SOCKET_DIR}'",
+            f"hba_file = '{CONFIG_DIR}/pg_hba.conf'",
+            "hot_standby = on",
+            # Postgres refuses a hot standby whose max_connections is below the primary's.
+            f"max_connections = {int(standby.max_connections)}",
+            # The primary keeps rows a standby's queries still read (no cancelled reads)...
+            "hot_standby_feedback = on",
+            # ...and replay waits at most this long for a conflicting query.
+            "max_standby_streaming_delay = 30s",
+            "",
+        ]
+    )
+
+
+HBA = """\
+# Rendered by Headroom. Inside the pod: the socket; from the read pooler (and
+# what the NetworkPolicy admits): password (SCRAM, the primary's roles).
+local all all peer
+host all all 0.0.0.0/0 scram-sha-256
+host all all ::/0 scram-sha-256
+"""
+
+
+def build(plan: plan_mod.Plan) -> list[common.Obj]:
+    """ConfigMap, headless Service, StatefulSet, PDB and NetworkPolicy of the
+    hot standbys; nothing unless spec.database.readReplicas.mode is streaming."""
+    read = plan.read
+    if read is None or read.standby is None:
+        return []
+    standby = read.standby
+    name = replicas.standby_name(plan.name)
+    selector = common.selector_labels(plan, component=COMPONENT, name=APP_NAME)
+
+    def meta(obj_name: str) -> common.Obj:
+        return common.metadata(plan, name=obj_name, component=COMPONENT, app_name=APP_NAME)
+
+    files = {"clone.sh": CLONE_SCRIPT, "postgresql.conf": render_conf(standby), "pg_hba.conf": HBA}
+    config_map = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": meta(config_name(plan)),
+        "data": files,
+    }
+    secret = standby.replication_secret
+    env = clone_env(
+        primary_host=plan.database.host,
+        primary_port=plan.database.port,
+        replication_user={"name": secret.name, "key": secret.username_key},
+        slot="",
+        prefix=slot_prefix(plan.namespace, plan.name),
+        pgdata=PGDATA,
+        password_secret={"name": secret.name, "key": secret.password_key},
+    )
+    env.append({"name": "PGSSLMODE", "value": plan.database.ssl_mode})
+    mounts = [
+        {"name": "config", "mountPath": CONFIG_DIR, "readOnly": True},
+        {"name": DATA_VOLUME, "mountPath": DATA_MOUNT},
+        {"name": "run", "mountPath": SOCKET_DIR},
+        {"name": "tmp", "mountPath": "/tmp"},  # noqa: S108 - pod-local scratch
+    ]
+    resources: common.Obj = {
+        "requests": {"cpu": "100m", "memory": "256Mi", **standby.requests},
+        "limits": {"memory": "1Gi", **standby.limits},
+    }
+    probe = {
+        "exec": {"command": ["pg_isready", "-h", SOCKET_DIR, "-p", str(replicas.STANDBY_PORT)]}
+    }
+    clone = {
+        "name": "clone",
+        "image": standby.image,
+        "command": ["sh", f"{CONFIG_DIR}/clone.sh"],
+        "env": env,
+        "resources": resources,
+        "securityContext": common.container_security_context(),
+        "volumeMounts": mounts,
+    }
+    postgres = {
+        "name": "postgres",
+        "image": standby.image,
+        "command": ["postgres", "-D", PGDATA, "-c", f"config_file={CONFIG_DIR}/postgresql.conf"],
+        "ports": [{"name": "postgres", "containerPort": replicas.STANDBY_PORT}],
+        "readinessProbe": {**probe, "periodSeconds": 5},
+        "livenessProbe": {
+            **probe,
+            "initialDelaySeconds": 30,
+            "periodSeconds": 10,
+            "failureThreshold": 6,
+        },
+        "resources": resources,
+        "securityContext": common.container_security_context(),
+        "volumeMounts": mounts,
+    }
+    statefulset = {
+        "apiVersion": "apps/v1",
+        "kind": "StatefulSet",
+        "metadata": meta(name),
+        "spec": {
+            "serviceName": name,
+            "replicas": standby.standbys,
+            "podManagementPolicy": "Parallel",
+            "selector": {"matchLabels": selector},
+            "template": {
+                "metadata": {
+                    "labels": common.labels(plan, component=COMPONENT, name=APP_NAME),
+                    "annotations": {
+                        common.CONFIG_HASH_ANNOTATION: common.content_hash(*files.values())
+                    },
+                },
+                "spec": common.pod_spec(
+                    uid=RUN_AS,
+                    selector=selector,
+                    grace_seconds=60,
+                    init_containers=[clone],
+                    containers=[postgres],
+                    volumes=[
+                        {"name": "config", "configMap": {"name": config_name(plan)}},
+                        {"name": "run", "emptyDir": {}},
+                        {"name": "tmp", "emptyDir": {}},
+                    ],
+                ),
+            },
+            **common.claim_templates(volume=DATA_VOLUME, labels=selector, claim=standby.storage),
+        },
+    }
+    service = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": meta(name),
+        "spec": {
+            "clusterIP": "None",
+            "selector": selector,
+            "ports": [
+                {"name": "postgres", "port": replicas.STANDBY_PORT, "targetPort": "postgres"}
+            ],
+        },
+    }
+    pdb = {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": meta(name),
+        "spec": {"maxUnavailable": 1, "selector": {"matchLabels": selector}},
+    }
+    readers = common.selector_labels(plan, component="pooler-ro", name="pgbouncer")
+    peers: list[common.Obj] = [{"podSelector": {"matchLabels": readers}}]
+    if plan.facts.operator_namespace:
+        peers.append(
+            {
+                "namespaceSelector": {
+                    "matchLabels": {"kubernetes.io/metadata.name": plan.facts.operator_namespace}
+                }
+            }
+        )
+    network_policy = {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": meta(name),
+        "spec": {
+            "podSelector": {"matchLabels": selector},
+            "policyTypes": ["Ingress"],
+            "ingress": [{"from": peers, "ports": [{"port": replicas.STANDBY_PORT}]}],
+        },
+    }
+    return [config_map, service, statefulset, pdb, network_policy]

@@ -186,7 +186,11 @@ class Runtime:
         self.shared = shared_mod.SharedBudgets()
         self.cluster = CachedCluster(self.kube, self.cache, self.shared)
         self.engine = engine_mod.Engine(
-            self.cluster, self.metrics, primary_check_seconds=cfg.primary_check_seconds
+            self.cluster,
+            self.metrics,
+            primary_check_seconds=cfg.primary_check_seconds,
+            agent_image=cfg.agent_image,
+            operator_namespace=self.kube.cfg.namespace or "",
         )
         self.engine.probe.on_change = self._primaries_changed
         self.stop = asyncio.Event()

@@ -75,6 +75,12 @@ class BudgetInput:
     clients: tuple[ClientGroup, ...]
     pinned: dict[str, int]  # sizing keys pinned in spec.pooler.parameters
     shared: tuple[SharedUse, ...] = ()
+    # the pooler section the messages name, and the server the budget is on
+    pooler_field: str = "spec.pooler"
+    server: str = "the primary"
+    reserved_label: str = "kept for direct connections"
+    # server connections the read pool may open here when every replica is out
+    read_fallback: int = 0
 
     @property
     def shared_connections(self) -> int:
@@ -96,6 +102,7 @@ class ConnectionBudget:
     margin: int
     clients: tuple[ClientGroup, ...]
     shared: tuple[SharedUse, ...] = ()
+    read_fallback: int = 0
 
     @property
     def summary(self) -> str:
@@ -114,13 +121,18 @@ class Problem:
 def _available_text(given: BudgetInput, available: int) -> str:
     parts = f"max_connections {given.max_connections} - {given.superuser_reserved} reserved"
     if given.other_reserved:
-        parts += f" - {given.other_reserved} kept for direct connections"
+        parts += f" - {given.other_reserved} {given.reserved_label}"
+    if given.read_fallback:
+        parts += (
+            f" - {given.read_fallback} for the read pool when every replica is out "
+            "(spec.database.readReplicas.whenAllLagging primary)"
+        )
     if given.shared:
         others = ", ".join(f"{s.profile} {s.server_connections}" for s in given.shared)
         parts += (
             f" - {given.shared_connections} opened by the other profiles on this server ({others})"
         )
-    return f"{available} available on the primary ({parts})"
+    return f"{available} available on {given.server} ({parts})"
 
 
 def _demand_text(clients: tuple[ClientGroup, ...]) -> str:
@@ -154,7 +166,7 @@ def compute(given: BudgetInput) -> tuple[ConnectionBudget, list[Problem]]:
     """Size the pooler for ``given``; problems explain why a profile cannot work."""
     problems: list[Problem] = []
     reserved = given.superuser_reserved + given.other_reserved
-    available = given.max_connections - reserved - given.shared_connections
+    available = given.max_connections - reserved - given.shared_connections - given.read_fallback
     demand = sum(c.connections for c in given.clients)
     instances = given.pooler_instances
     pods_at_peak = instances + ROLLOUT_EXTRA_PODS
@@ -164,7 +176,7 @@ def compute(given: BudgetInput) -> tuple[ConnectionBudget, list[Problem]]:
     if per_pod < 1:
         problems.append(
             Problem(
-                "spec.pooler.instances",
+                f"{given.pooler_field}.instances",
                 f"{pods_at_peak} pooler pods need at least 1 server connection each, but "
                 f"only {_available_text(given, available)}",
             )
@@ -188,7 +200,7 @@ def compute(given: BudgetInput) -> tuple[ConnectionBudget, list[Problem]]:
         if max_db > per_pod:
             problems.append(
                 Problem(
-                    "spec.pooler.parameters.max_db_connections",
+                    f"{given.pooler_field}.parameters.max_db_connections",
                     f"{max_db} per pooler pod x {pods_at_peak} pods = "
                     f"{max_db * pods_at_peak} server connections > "
                     f"{_available_text(given, available)}",
@@ -198,7 +210,8 @@ def compute(given: BudgetInput) -> tuple[ConnectionBudget, list[Problem]]:
         fields = [k for k in ("default_pool_size", "reserve_pool_size") if k in pinned]
         problems.append(
             Problem(
-                "spec.pooler.parameters." + (fields[0] if fields else "default_pool_size"),
+                f"{given.pooler_field}.parameters."
+                + (fields[0] if fields else "default_pool_size"),
                 f"default_pool_size {pool} + reserve_pool_size {reserve} = {pool + reserve} "
                 f"server connections per pooler pod x {pods_at_peak} pods = "
                 f"{(pool + reserve) * pods_at_peak} > {_available_text(given, available)}",
@@ -212,7 +225,7 @@ def compute(given: BudgetInput) -> tuple[ConnectionBudget, list[Problem]]:
     if max_client < needed_clients:
         problems.append(
             Problem(
-                "spec.pooler.parameters.max_client_conn",
+                f"{given.pooler_field}.parameters.max_client_conn",
                 f"{max_client} < {needed_clients} client connections a pooler pod must accept "
                 f"({_demand_text(given.clients)} = {demand}, + {ADMIN_CLIENT_SLOTS} admin)",
             )
@@ -235,9 +248,9 @@ def compute(given: BudgetInput) -> tuple[ConnectionBudget, list[Problem]]:
         pinned_max_db = "max_db_connections" in pinned and max_db < pool + reserve
         problems.append(
             Problem(
-                "spec.pooler.parameters.max_db_connections"
+                f"{given.pooler_field}.parameters.max_db_connections"
                 if pinned_max_db
-                else "spec.pooler.instances",
+                else f"{given.pooler_field}.instances",
                 f"in session mode {instances} pooler pods x {sessions_per_pod} server "
                 f"connections = {instances * sessions_per_pod} < {demand} session connections "
                 f"({_demand_text(given.clients)}): the others would wait for a free one"
@@ -264,5 +277,6 @@ def compute(given: BudgetInput) -> tuple[ConnectionBudget, list[Problem]]:
         margin=available - server_connections,
         clients=given.clients,
         shared=given.shared,
+        read_fallback=given.read_fallback,
     )
     return budget, problems

@@ -11,13 +11,16 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from headroom import __version__
 from headroom.api import quantity, v1alpha1
 from headroom.planning import budget as budget_mod
-from headroom.planning import names, pgbouncer_params, redis_params
+from headroom.planning import names, pgbouncer_params, redis_params, replicas
 
 POOLER_PORT = 6432
 EXPORTER_PORT = 9127
 STATS_USER = "headroom_stats"
+# The read pooler's lag agent: PgBouncer admin (RELOAD), on 127.0.0.1 only.
+AGENT_USER = "headroom_agent"
 REDIS_PORT = 6379
 SENTINEL_PORT = 26379
 REDIS_EXPORTER_PORT = 9121
@@ -91,14 +94,22 @@ class PrimaryLimits:
         return text
 
 
+# The image of the read pooler's lag agent: Headroom's own (python -m headroom.agent.readpool).
+DEFAULT_AGENT_IMAGE = f"ghcr.io/headroom-dev/headroom:{__version__}"
+
+
 @dataclass(frozen=True)
 class Facts:
-    """What the planner needs to know about the cluster (observed, not declared)."""
+    """What the planner needs to know about the cluster (observed, not declared)
+    and about the operator that runs it."""
 
     keda: bool = False  # KEDA's ScaledObject/TriggerAuthentication CRDs are served
     primary: PrimaryLimits | None = None  # None: not read (admission, CLI, unreachable)
     # the other profiles on the same Postgres server this one must fit beside
     shared: tuple[budget_mod.SharedUse, ...] = ()
+    agent_image: str = DEFAULT_AGENT_IMAGE  # HEADROOM_AGENT_IMAGE
+    # the operator's namespace: its lag probes may reach the standbys it runs
+    operator_namespace: str = ""
 
 
 @dataclass(frozen=True)
@@ -165,6 +176,16 @@ class Plan:
     network: v1alpha1.Network = field(default_factory=v1alpha1.Network)
     facts: Facts = field(default_factory=Facts)
     problems: tuple[budget_mod.Problem, ...] = field(default=())
+    # read replicas: where reads go, and the read pooler in front of them
+    read: replicas.ReadPlan | None = None
+    read_pooler: PoolerPlan | None = None
+
+    @property
+    def primary_connections(self) -> int:
+        """Most connections this profile's poolers may open on the primary:
+        the write pool, and the read pool when it falls back to the primary."""
+        fallback = self.read.fallback_connections if self.read else 0
+        return self.budget.server_connections + fallback
 
     def redis_named(self, name: str) -> RedisPlan:
         return next(r for r in self.redis if r.name == name)
@@ -442,7 +463,8 @@ def _live_limit_problems(
     may be lower (a smaller tier, a changed parameter group): then the plan
     must not be applied, and the message says which declared field is wrong."""
     live = primary.available - db.reserved_connections
-    if budget.server_connections <= live:
+    opened = budget.server_connections + budget.read_fallback
+    if opened <= live:
         return []
     field = (
         "spec.database.maxConnections"
@@ -454,7 +476,7 @@ def _live_limit_problems(
             field,
             f"the primary reports {primary.describe()}"
             + (f" - {db.reserved_connections} reserved" if db.reserved_connections else "")
-            + f" = {live} available, but the plan opens {budget.server_connections} server "
+            + f" = {live} available, but the plan opens {opened} server "
             f"connections (declared maxConnections {db.max_connections}, "
             f"superuserReservedConnections {db.superuser_reserved_connections}); "
             "declare the primary's real limits",
@@ -510,6 +532,35 @@ def _name_problems(profile: v1alpha1.ScalingProfile) -> list[budget_mod.Problem]
     return problems
 
 
+def _sizing(budget: budget_mod.ConnectionBudget) -> dict[str, str]:
+    return {
+        "default_pool_size": str(budget.default_pool_size),
+        "reserve_pool_size": str(budget.reserve_pool_size),
+        "max_db_connections": str(budget.max_db_connections),
+        "max_client_conn": str(budget.max_client_conn),
+    }
+
+
+def _pooler_plan(
+    pooler: v1alpha1.Pooler, *, instances: int, version: tuple[int, int], settings: dict[str, str]
+) -> PoolerPlan:
+    single = instances == 1
+    return PoolerPlan(
+        instances=instances,
+        pool_mode=pooler.pool_mode,
+        image=pooler.image,
+        exporter_image=pooler.exporter_image,
+        version=version,
+        # One pod at a time: a surge pod when there is only one (no downtime),
+        # else one old pod replaced at a time (see budget.ROLLOUT_EXTRA_PODS).
+        max_surge=1 if single else 0,
+        max_unavailable=0 if single else 1,
+        min_ready_seconds=budget_mod.POOLER_MIN_READY_SECONDS,
+        grace_seconds=budget_mod.POOLER_GRACE_SECONDS,
+        settings=dict(sorted(settings.items())),
+    )
+
+
 def plan(profile: v1alpha1.ScalingProfile, *, facts: Facts | None = None) -> Plan:
     """Compute the whole plan for ``profile``; never raises for a parsed profile."""
     facts = facts or Facts()
@@ -561,6 +612,21 @@ def plan(profile: v1alpha1.ScalingProfile, *, facts: Facts | None = None) -> Pla
             if q.database_pool_size
         ),
     )
+    read, read_problems = replicas.read_plan(
+        profile,
+        primary_available=db.max_connections
+        - db.superuser_reserved_connections
+        - db.reserved_connections
+        - sum(use.server_connections for use in facts.shared),
+        app_max_pods=app.max_replicas,
+        app_field=clients[0].field,
+        queues=tuple(
+            (index, queue, plan.max_replicas)
+            for index, (queue, plan) in enumerate(zip(spec.queues, queues, strict=True))
+        ),
+        session_mode=spec.pooler.pool_mode == "session",
+    )
+    problems += read_problems
     budget, budget_problems = budget_mod.compute(
         budget_mod.BudgetInput(
             max_connections=db.max_connections,
@@ -571,37 +637,26 @@ def plan(profile: v1alpha1.ScalingProfile, *, facts: Facts | None = None) -> Pla
             clients=clients,
             pinned=pinned,
             shared=facts.shared,
+            read_fallback=read.fallback_connections if read else 0,
         )
     )
     problems += budget_problems
     problems += _min_pool_problems(settings, budget)
     if facts.primary is not None and not budget_problems:
         problems += _live_limit_problems(db, budget, facts.primary)
-    settings.update(
-        {
-            "pool_mode": spec.pooler.pool_mode,
-            "default_pool_size": str(budget.default_pool_size),
-            "reserve_pool_size": str(budget.reserve_pool_size),
-            "max_db_connections": str(budget.max_db_connections),
-            "max_client_conn": str(budget.max_client_conn),
-        }
-    )
+    settings["pool_mode"] = spec.pooler.pool_mode
+    settings.update(_sizing(budget))
     settings.setdefault("server_tls_sslmode", db.ssl_mode)
-    single = spec.pooler.instances == 1
-    pooler = PoolerPlan(
-        instances=spec.pooler.instances,
-        pool_mode=spec.pooler.pool_mode,
-        image=spec.pooler.image,
-        exporter_image=spec.pooler.exporter_image,
-        version=version,
-        # One pod at a time: a surge pod when there is only one (no downtime),
-        # else one old pod replaced at a time (see budget.ROLLOUT_EXTRA_PODS).
-        max_surge=1 if single else 0,
-        max_unavailable=0 if single else 1,
-        min_ready_seconds=budget_mod.POOLER_MIN_READY_SECONDS,
-        grace_seconds=budget_mod.POOLER_GRACE_SECONDS,
-        settings=dict(sorted(settings.items())),
+    pooler = _pooler_plan(
+        spec.pooler, instances=spec.pooler.instances, version=version, settings=settings
     )
+    read_pooler = None
+    if read is not None:
+        read_settings = dict(settings)
+        read_settings.update(_sizing(read.budget))
+        read_pooler = _pooler_plan(
+            spec.pooler, instances=read.instances, version=version, settings=read_settings
+        )
     return Plan(
         name=profile.name,
         namespace=profile.namespace,
@@ -625,4 +680,6 @@ def plan(profile: v1alpha1.ScalingProfile, *, facts: Facts | None = None) -> Pla
         network=spec.network,
         facts=facts,
         problems=tuple(problems),
+        read=read,
+        read_pooler=read_pooler,
     )

@@ -64,7 +64,7 @@ def server_connections(peers: Iterable[Peer]) -> dict[str, int]:
     uses: list[budget_mod.SharedUse] = []
     for peer in sorted(peers, key=lambda p: p.order):
         planned = plan_mod.plan(peer.profile, facts=plan_mod.Facts(shared=tuple(uses)))
-        count = planned.budget.server_connections if planned.ok else 0
+        count = planned.primary_connections if planned.ok else 0
         opened[peer.key] = count
         if count:
             uses.append(budget_mod.SharedUse(peer.key, count))

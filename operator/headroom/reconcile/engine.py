@@ -31,7 +31,7 @@ from cryptography import x509
 
 from headroom.api import status as status_models
 from headroom.api import v1alpha1
-from headroom.builders import binding, common, desired, pgbouncer, redis
+from headroom.builders import binding, common, desired, pgbouncer, readpool, redis
 from headroom.kube import errors
 from headroom.planning import budget as budget_mod
 from headroom.planning import plan as plan_mod
@@ -158,8 +158,12 @@ class Engine:
         metrics: metrics_mod.Metrics,
         *,
         primary_check_seconds: float = 300.0,
+        agent_image: str = plan_mod.DEFAULT_AGENT_IMAGE,
+        operator_namespace: str = "",
     ) -> None:
         self.cluster = cluster
+        self.agent_image = agent_image
+        self.operator_namespace = operator_namespace
         self.metrics = metrics
         self.probe = primary_mod.PrimaryProbe(ttl_seconds=primary_check_seconds)
         self._memo: dict[str, _Memo] = {}
@@ -276,7 +280,10 @@ class Engine:
             return await finish([invalid], keep_last=True), True, None
 
         facts = plan_mod.Facts(
-            keda=self.cluster.facts().get("keda", False), shared=self.cluster.shared_uses(key)
+            keda=self.cluster.facts().get("keda", False),
+            shared=self.cluster.shared_uses(key),
+            agent_image=self.agent_image,
+            operator_namespace=self.operator_namespace,
         )
         planned = plan_mod.plan(profile, facts=facts)
         budget = _budget_status(
@@ -451,6 +458,14 @@ class Engine:
             },
             server_ca_revision=server_ca_revision,
             server_ca_pem=server_ca_pem,
+            agent_password=(
+                self._kept_secret(
+                    planned, readpool.auth_secret_name(planned), pgbouncer.AGENT_PASSWORD_KEY
+                )
+                or secrets.token_urlsafe(24)
+            )
+            if planned.read is not None
+            else "",
         )
 
     def _kept_secret(self, planned: plan_mod.Plan, name: str, secret_key: str) -> str | None:
@@ -712,9 +727,34 @@ def _budget_status(planned: plan_mod.Plan, *, since: str) -> dict[str, Any]:
             )
             for use in b.shared
         ],
+        read_fallback=b.read_fallback,
+        read=_read_budget_status(planned),
         planned_since=since,
     )
-    return model.model_dump(by_alias=True)
+    return model.model_dump(by_alias=True, exclude_none=True)
+
+
+def _read_budget_status(planned: plan_mod.Plan) -> status_models.ReadBudgetStatus | None:
+    read = planned.read
+    if read is None:
+        return None
+    b = read.budget
+    return status_models.ReadBudgetStatus(
+        mode=read.mode,
+        replicas=len(read.replicas),
+        smallest=f"{read.smallest.host}:{read.smallest.port}",
+        max_connections=b.max_connections,
+        reserved=b.reserved,
+        available=b.available,
+        client_demand=b.client_demand,
+        pooler_pods_at_peak=b.pooler_pods_at_peak,
+        default_pool_size=b.default_pool_size,
+        max_db_connections=b.max_db_connections,
+        max_client_conn=b.max_client_conn,
+        server_connections=b.server_connections,
+        margin=b.margin,
+        when_all_lagging=read.when_all_lagging,
+    )
 
 
 def _observe_pooler(

@@ -8,14 +8,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from headroom.builders import autoscaling, redis, workers
+from headroom.builders import autoscaling, readpool, redis, workers
 from headroom.planning import plan as plan_mod
+from headroom.planning import replicas
 from headroom.reconcile import conditions as cond
 
 CACHE_READY = "CacheReady"
 WORKERS_READY = "WorkersReady"
 BACKLOG_SCALING = "BacklogScaling"  # informational: not part of Ready
 AUTOSCALING_READY = "AutoscalingReady"
+READ_POOLER_READY = "ReadPoolerReady"
+STANDBYS_READY = "StandbysReady"
 # informational: the operator could not read the primary, but the pooler may
 PRIMARY_LIMITS = "PrimaryLimits"
 # informational: the app's HPA exists but may not get metrics (no metrics-server,
@@ -159,6 +162,49 @@ def _app_scaling_active(hpa: dict[str, Any]) -> cond.Cond:
     )
 
 
+def _read_pool(plan: plan_mod.Plan, applied: dict[str, Any]) -> list[cond.Cond]:
+    read = plan.read
+    assert read is not None
+    found = []
+    if read.standby is not None:
+        name = replicas.standby_name(plan.name)
+        done, text = _rolled_out(applied.get(f"StatefulSet/{name}"))
+        found.append(
+            cond.Cond(STANDBYS_READY, "True", "PodsReady", f"{text} hot standbys ({name})")
+            if done
+            else cond.Cond(STANDBYS_READY, "False", "PodsNotReady", f"{name} {text}")
+        )
+    endpoint = f"{readpool.service_host(plan)}:5432"
+    done, text = _rolled_out(applied.get(f"Deployment/{readpool.deployment_name(plan)}"))
+    targets = ", ".join(f"{r.host}:{r.port}" for r in read.replicas)
+    fallback = (
+        "reads go to the primary when every replica is out"
+        if read.when_all_lagging == "primary"
+        else "reads are refused when every replica is out"
+    )
+    if done:
+        found.append(
+            cond.Cond(
+                READ_POOLER_READY,
+                "True",
+                "PodsReady",
+                f"{text} read-pooler pods at {endpoint} over {read.mode} replicas "
+                f"({targets}); a replica more than {read.max_lag_seconds}s behind leaves the "
+                f"read pool; {fallback}",
+            )
+        )
+    else:
+        found.append(
+            cond.Cond(
+                READ_POOLER_READY,
+                "False",
+                "PodsNotReady",
+                f"{readpool.deployment_name(plan)} {text}",
+            )
+        )
+    return found
+
+
 def unready_claims(plan: plan_mod.Plan, applied: dict[str, Any]) -> list[tuple[str, str]]:
     """(claim name, persistence field) of every data claim of a Redis
     StatefulSet that is not rolled out: the engine reads those to say why."""
@@ -184,6 +230,8 @@ def components(
     pending_claims: tuple[PendingClaim, ...] = (),
 ) -> list[cond.Cond]:
     found: list[cond.Cond] = []
+    if plan.read is not None:
+        found += _read_pool(plan, applied)
     if plan.redis:
         found.append(_cache(plan, applied, pending_claims))
     if plan.queues:

@@ -1,0 +1,158 @@
+"""The read pooler (``<name>-pooler-ro``): PgBouncer in front of the read
+replicas, with the lag agent that keeps lagging replicas out of its host list.
+
+Pure. The pod has three Headroom parts beside PgBouncer and its exporter:
+
+- ``agent-init`` (init container) measures every replica once and writes the
+  read pool's ``[databases]`` entry into ``/run/headroom`` (an emptyDir), so
+  PgBouncer starts with a host list;
+- ``agent`` (sidecar) measures again every ``pollSeconds`` and, when the set
+  of replicas in the pool changes, rewrites that file and RELOADs PgBouncer
+  through its admin console on 127.0.0.1 (no restart; a RELOAD that changes
+  the host list closes the affected server connections after their
+  transaction);
+- ``readpool.json`` in the ConfigMap: the replicas, the lag bounds, and what
+  to do when every replica is out. The agent is Headroom's own image.
+"""
+
+from __future__ import annotations
+
+import json
+
+from headroom.builders import common, pgbouncer
+from headroom.planning import plan as plan_mod
+
+CONFIG_FILE = "readpool.json"
+AGENT_COMMAND = ("python", "-m", "headroom.agent.readpool")
+
+
+def deployment_name(plan: plan_mod.Plan) -> str:
+    return f"{plan.name}-pooler-ro"
+
+
+def config_name(plan: plan_mod.Plan) -> str:
+    return f"{plan.name}-pooler-ro-config"
+
+
+def auth_secret_name(plan: plan_mod.Plan) -> str:
+    return f"{plan.name}-pooler-ro-auth"
+
+
+def service_name(plan: plan_mod.Plan) -> str:
+    return f"{plan.name}-pooler-ro"
+
+
+def service_host(plan: plan_mod.Plan) -> str:
+    return f"{service_name(plan)}.{plan.namespace}.svc"
+
+
+def agent_config(
+    plan: plan_mod.Plan, *, output: str = pgbouncer.READ_DATABASES_FILE
+) -> dict[str, object]:
+    """``readpool.json``: what the agent measures and how it decides."""
+    read = plan.read
+    assert read is not None
+    db = plan.database
+    return {
+        "version": 1,
+        "database": db.name,
+        "dbname": db.name,
+        "port": read.port,
+        "replicas": [{"name": r.name, "host": r.host} for r in read.replicas],
+        "primary": {"host": db.host, "port": db.port},
+        # whenAllLagging primary: the read pool's entry points at the primary
+        # itself, capped at the share the primary keeps for it (planning.replicas)
+        "fallback": {"host": db.host, "port": db.port, "maxDbConnections": read.fallback_per_pod}
+        if read.fallback_per_pod
+        else None,
+        "maxLagSeconds": read.max_lag_seconds,
+        "maxLagBytes": read.max_lag_bytes,
+        "pollSeconds": read.poll_seconds,
+        "connectTimeoutSeconds": 3,
+        "sslmode": db.ssl_mode,
+        "output": output,
+        "admin": {"host": "127.0.0.1", "port": plan_mod.POOLER_PORT, "user": plan_mod.AGENT_USER},
+    }
+
+
+def render_agent_config(plan: plan_mod.Plan, **kwargs: str) -> str:
+    return json.dumps(agent_config(plan, **kwargs), indent=2, sort_keys=True) + "\n"
+
+
+def _agent_container(plan: plan_mod.Plan, *, name: str, once: bool, image: str) -> common.Obj:
+    creds = plan.database.credentials_secret
+    config = f"{pgbouncer.READ_CONFIG_DIR}/{CONFIG_FILE}"
+    env: list[common.Obj] = [
+        {
+            "name": "PGUSER",
+            "valueFrom": {"secretKeyRef": {"name": creds.name, "key": creds.username_key}},
+        },
+        {
+            "name": "PGPASSWORD",
+            "valueFrom": {"secretKeyRef": {"name": creds.name, "key": creds.password_key}},
+        },
+        {
+            "name": "HEADROOM_AGENT_PASSWORD",
+            "valueFrom": {
+                "secretKeyRef": {
+                    "name": auth_secret_name(plan),
+                    "key": pgbouncer.AGENT_PASSWORD_KEY,
+                }
+            },
+        },
+    ]
+    mounts = [
+        {"name": "config", "mountPath": pgbouncer.READ_CONFIG_DIR, "readOnly": True},
+        {"name": "run", "mountPath": pgbouncer.RUN_DIR},
+    ]
+    if plan.database.server_ca_secret is not None:
+        env.append({"name": "PGSSLROOTCERT", "value": f"{pgbouncer.CA_DIR}/ca.crt"})
+        mounts.append(pgbouncer.SERVER_CA_MOUNT)
+    return {
+        "name": name,
+        "image": image,
+        "command": [*AGENT_COMMAND, "--config", config, *(["--once"] if once else [])],
+        "env": env,
+        "resources": {
+            "requests": {"cpu": "10m", "memory": "48Mi"},
+            "limits": {"memory": "128Mi"},
+        },
+        "securityContext": common.container_security_context(),
+        "volumeMounts": mounts,
+    }
+
+
+def build(
+    plan: plan_mod.Plan, creds: common.Credentials, *, app_pod_selector: common.Obj | None = None
+) -> list[common.Obj]:
+    """The read pooler's objects; nothing when the profile has no read replicas."""
+    if plan.read is None or plan.read_pooler is None:
+        return []
+    image = plan.facts.agent_image
+    pool = pgbouncer.Pool(
+        component=pgbouncer.READ_COMPONENT,
+        pooler=plan.read_pooler,
+        deployment=deployment_name(plan),
+        config=config_name(plan),
+        auth=auth_secret_name(plan),
+        service=service_name(plan),
+        config_dir=pgbouncer.READ_CONFIG_DIR,
+        config_data={
+            "pgbouncer.ini": pgbouncer.render_read_ini(plan),
+            CONFIG_FILE: render_agent_config(plan),
+        },
+        users={
+            creds.username: creds.password,
+            plan_mod.STATS_USER: creds.stats_password,
+            plan_mod.AGENT_USER: creds.agent_password,
+        },
+        auth_data={
+            pgbouncer.STATS_PASSWORD_KEY: creds.stats_password,
+            pgbouncer.AGENT_PASSWORD_KEY: creds.agent_password,
+        },
+        init_containers=[_agent_container(plan, name="agent-init", once=True, image=image)],
+        sidecars=[_agent_container(plan, name="agent", once=False, image=image)],
+        mounts=[{"name": "run", "mountPath": pgbouncer.RUN_DIR, "readOnly": True}],
+        volumes=[{"name": "run", "emptyDir": {"medium": "Memory", "sizeLimit": "1Mi"}}],
+    )
+    return pgbouncer.pool_objects(plan, creds, pool, app_pod_selector=app_pod_selector)

@@ -1,0 +1,308 @@
+"""Read replicas -> the read side of the plan: which servers serve reads, and
+the read budget every one of them must carry.
+
+The read pooler (``<name>-pooler-ro``) sends each new server connection to any
+replica in its host list, and a replica that lags or is lost leaves the list,
+so when all but one are out the survivor carries the whole read pool. The
+rule is therefore the primary's rule applied to the *smallest* replica:
+
+``available = max_connections - superuser_reserved - reservedConnections -
+lag probes`` (one per read-pooler pod at peak, one for the operator), and
+every read-pooler pod at peak (``instances + 1`` during a rollout) opens at
+most ``available // pods`` server connections. The client side is the app's
+ceiling times ``readPoolSizePerPod`` plus the workers that read.
+
+With ``whenAllLagging: primary`` the read pool falls back to the primary
+itself when every replica is out, capped per read-pooler pod (the fallback
+entry's own ``max_db_connections``) at ``primaryFallbackConnections`` in
+total, which the primary keeps out of the write pool's budget; ``refuse``
+keeps the primary for writes only.
+
+Pure: called by :func:`headroom.planning.plan.plan`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from headroom.api import v1alpha1
+from headroom.planning import budget as budget_mod
+
+FIELD = "spec.database.readReplicas"
+# Every standby Headroom runs listens here; its Service has no other port.
+STANDBY_PORT = 5432
+# The operator's own lag probe, beside one per read-pooler pod.
+OPERATOR_PROBES = 1
+
+
+@dataclass(frozen=True)
+class Replica:
+    """One server the read pool may send reads to."""
+
+    name: str  # stable: "replica-0", "standby-1", "cnpg-ro"
+    host: str
+    port: int
+    max_connections: int
+    field: str  # the spec field that declares it, for messages
+
+
+@dataclass(frozen=True)
+class StandbyPlan:
+    """The hot standbys of mode streaming."""
+
+    standbys: int
+    image: str
+    max_connections: int
+    replication_secret: v1alpha1.SecretKeyRef
+    storage: v1alpha1.StandbyStorage
+    requests: dict[str, str]
+    limits: dict[str, str]
+
+
+@dataclass(frozen=True)
+class ReadPlan:
+    mode: str
+    replicas: tuple[Replica, ...]
+    port: int  # shared by every replica (PgBouncer's host list has one port)
+    instances: int
+    max_lag_seconds: int
+    max_lag_bytes: int | None
+    poll_seconds: int
+    when_all_lagging: str
+    pool_size_per_pod: int
+    budget: budget_mod.ConnectionBudget
+    smallest: Replica
+    standby: StandbyPlan | None = None
+    cnpg_cluster: str | None = None
+    # whenAllLagging primary: server connections per read-pooler pod on the
+    # primary while every replica is out (0: refuse)
+    fallback_per_pod: int = 0
+
+    @property
+    def lag_probes(self) -> int:
+        return self.budget.pooler_pods_at_peak + OPERATOR_PROBES
+
+    @property
+    def fallback_connections(self) -> int:
+        """Server connections the read pool may open on the primary when every
+        replica is out, over every read-pooler pod at peak."""
+        return self.fallback_per_pod * self.budget.pooler_pods_at_peak
+
+
+def standby_host(profile: str, namespace: str, ordinal: int) -> str:
+    """The stable DNS name of standby ``ordinal`` (its StatefulSet pod)."""
+    return f"{standby_name(profile)}-{ordinal}.{standby_name(profile)}.{namespace}.svc"
+
+
+def standby_name(profile: str) -> str:
+    """The standbys' StatefulSet and headless Service."""
+    return f"{profile}-standby"
+
+
+def _replicas(
+    rr: v1alpha1.ReadReplicas, *, db: v1alpha1.Database, profile: str, namespace: str
+) -> tuple[list[Replica], list[budget_mod.Problem]]:
+    problems: list[budget_mod.Problem] = []
+    replicas: list[Replica] = []
+    sections = {"external": rr.hosts is not None, "cnpg": rr.cnpg, "streaming": rr.streaming}
+    for mode, present in sections.items():
+        name = "hosts" if mode == "external" else mode
+        if (mode == rr.mode) != bool(present):
+            problems.append(
+                budget_mod.Problem(
+                    f"{FIELD}.{name}",
+                    f"is required with mode {mode}, and only then (mode is {rr.mode})",
+                )
+            )
+    if rr.mode == "external" and rr.hosts:
+        seen: dict[tuple[str, int], int] = {}
+        primary = (db.host.lower().rstrip("."), db.port)
+        for index, replica in enumerate(rr.hosts):
+            where = f"{FIELD}.hosts[{index}]"
+            address = (replica.host.lower().rstrip("."), replica.port)
+            if address in seen:
+                problems.append(
+                    budget_mod.Problem(
+                        f"{where}.host",
+                        f"{replica.host}:{replica.port} is listed twice "
+                        f"(also hosts[{seen[address]}])",
+                    )
+                )
+                continue
+            seen[address] = index
+            if address == primary:
+                problems.append(
+                    budget_mod.Problem(
+                        f"{where}.host",
+                        f"{replica.host}:{replica.port} is the primary (spec.database.host)",
+                    )
+                )
+            replicas.append(
+                Replica(
+                    name=f"replica-{index}",
+                    host=replica.host,
+                    port=replica.port,
+                    max_connections=replica.max_connections or db.max_connections,
+                    field=f"{where}.maxConnections"
+                    if replica.max_connections
+                    else "spec.database.maxConnections",
+                )
+            )
+        ports = sorted({r.port for r in rr.hosts})
+        if len(ports) > 1:
+            index = next(i for i, r in enumerate(rr.hosts) if r.port != rr.hosts[0].port)
+            problems.append(
+                budget_mod.Problem(
+                    f"{FIELD}.hosts[{index}].port",
+                    f"{rr.hosts[index].port} differs from hosts[0].port {rr.hosts[0].port}: "
+                    "the read pool's host list takes one port for every replica (PgBouncer); "
+                    "put replicas on other ports behind one port, or list only one port's",
+                )
+            )
+    elif rr.mode == "streaming" and rr.streaming:
+        st = rr.streaming
+        max_connections = st.max_connections or db.max_connections
+        if max_connections < db.max_connections:
+            problems.append(
+                budget_mod.Problem(
+                    f"{FIELD}.streaming.maxConnections",
+                    f"{max_connections} is below spec.database.maxConnections "
+                    f"{db.max_connections}: Postgres refuses to run a hot standby with a lower "
+                    "max_connections than its primary's",
+                )
+            )
+        replicas = [
+            Replica(
+                name=f"standby-{ordinal}",
+                host=standby_host(profile, namespace, ordinal),
+                port=STANDBY_PORT,
+                max_connections=max_connections,
+                field=f"{FIELD}.streaming.maxConnections"
+                if st.max_connections
+                else "spec.database.maxConnections",
+            )
+            for ordinal in range(st.standbys)
+        ]
+    elif rr.mode == "cnpg" and rr.cnpg:
+        # CloudNativePG's -ro Service spreads connections over its ready replicas.
+        replicas = [
+            Replica(
+                name="cnpg-ro",
+                host=f"{rr.cnpg.cluster}-ro.{namespace}.svc",
+                port=STANDBY_PORT,
+                max_connections=db.max_connections,
+                field="spec.database.maxConnections",
+            )
+        ]
+    return replicas, problems
+
+
+def read_plan(
+    profile: v1alpha1.ScalingProfile,
+    *,
+    primary_available: int,
+    app_max_pods: int,
+    app_field: str,
+    queues: tuple[tuple[int, v1alpha1.Queue, int], ...],
+    session_mode: bool,
+) -> tuple[ReadPlan | None, list[budget_mod.Problem]]:
+    """The read side of ``profile``; None when it declares no read replicas.
+    ``primary_available``: what the primary has for the poolers (the default
+    fallback share is a tenth of it). ``queues``: (index, queue, its worker
+    ceiling) for the workers that read."""
+    rr = profile.spec.database.read_replicas
+    if rr is None:
+        return None, []
+    db = profile.spec.database
+    replicas, problems = _replicas(rr, db=db, profile=profile.name, namespace=profile.namespace)
+    if not replicas:
+        replicas = [
+            Replica("none", db.host, db.port, db.max_connections, "spec.database.maxConnections")
+        ]
+    smallest = min(replicas, key=lambda r: (r.max_connections, r.name))
+    clients = (
+        budget_mod.ClientGroup(
+            label="app",
+            field=app_field,
+            max_pods=app_max_pods,
+            connections_per_pod=rr.read_pool_size_per_pod,
+            pool_field=f"{FIELD}.readPoolSizePerPod",
+        ),
+        *(
+            budget_mod.ClientGroup(
+                label=f"worker {queue.name}",
+                field=f"spec.queues[{index}].replicas.max",
+                max_pods=ceiling,
+                connections_per_pod=queue.database_read_pool_size,
+                pool_field=f"spec.queues[{index}].databaseReadPoolSize",
+            )
+            for index, queue, ceiling in queues
+            if queue.database_read_pool_size
+        ),
+    )
+    probes = rr.pooler.instances + budget_mod.ROLLOUT_EXTRA_PODS + OPERATOR_PROBES
+    where = "each replica" if len(replicas) > 1 else "the replica"
+    budget, budget_problems = budget_mod.compute(
+        budget_mod.BudgetInput(
+            max_connections=smallest.max_connections,
+            superuser_reserved=db.superuser_reserved_connections,
+            other_reserved=rr.reserved_connections + probes,
+            pooler_instances=rr.pooler.instances,
+            session_mode=session_mode,
+            clients=clients,
+            pinned={},
+            pooler_field=f"{FIELD}.pooler",
+            server=f"{where} ({smallest.host}:{smallest.port}, {smallest.field}; any one "
+            "replica must carry the whole read pool when the others are out)",
+            reserved_label=f"kept for direct use ({FIELD}.reservedConnections "
+            f"{rr.reserved_connections}) and {probes} lag probes",
+        )
+    )
+    problems += budget_problems
+    pods = budget.pooler_pods_at_peak
+    fallback = 0
+    if rr.when_all_lagging == "primary":
+        total = rr.primary_fallback_connections or max(pods, primary_available // 10)
+        fallback = max(1, total // pods)
+        if rr.primary_fallback_connections is not None and total < pods:
+            problems.append(
+                budget_mod.Problem(
+                    f"{FIELD}.primaryFallbackConnections",
+                    f"{total} is fewer than the {pods} read-pooler pods at peak "
+                    f"({FIELD}.pooler.instances {rr.pooler.instances} + 1): each needs one",
+                )
+            )
+    return (
+        ReadPlan(
+            mode=rr.mode,
+            replicas=tuple(replicas),
+            port=replicas[0].port,
+            instances=rr.pooler.instances,
+            max_lag_seconds=rr.max_lag_seconds,
+            max_lag_bytes=rr.max_lag_bytes,
+            poll_seconds=rr.poll_seconds,
+            when_all_lagging=rr.when_all_lagging,
+            pool_size_per_pod=rr.read_pool_size_per_pod,
+            budget=budget,
+            smallest=smallest,
+            standby=_standby_plan(rr, db=db),
+            cnpg_cluster=rr.cnpg.cluster if rr.cnpg else None,
+            fallback_per_pod=min(fallback, budget.max_db_connections),
+        ),
+        problems,
+    )
+
+
+def _standby_plan(rr: v1alpha1.ReadReplicas, *, db: v1alpha1.Database) -> StandbyPlan | None:
+    st = rr.streaming
+    if rr.mode != "streaming" or st is None:
+        return None
+    return StandbyPlan(
+        standbys=st.standbys,
+        image=st.image,
+        max_connections=max(st.max_connections or db.max_connections, db.max_connections),
+        replication_secret=st.replication_secret,
+        storage=st.storage,
+        requests=dict(st.resources.requests),
+        limits=dict(st.resources.limits),
+    )

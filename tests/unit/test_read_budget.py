@@ -1,0 +1,257 @@
+"""The read side of the plan (spec.database.readReplicas), table-driven with
+the seeds' numbers, and what the builders make of it."""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any
+
+import pytest
+
+from headroom.api import v1alpha1
+from headroom.builders import binding, common, desired, pgbouncer, readpool, standby
+from headroom.planning import plan as plan_mod
+from tests import profiles
+
+CREDS = common.Credentials(
+    username="app", password="pw", stats_password="st", revision="1", agent_password="ag"
+)
+
+
+def _plan(**overrides: object) -> plan_mod.Plan:
+    return plan_mod.plan(v1alpha1.parse_profile(profiles.base(**overrides)))
+
+
+NEON = {  # seed 002: ~100 connections, 10 Cloud Run instances, two read replicas
+    "app.replicas.max": 10,
+    "app.poolSizePerPod": 5,
+    "database.readReplicas": {
+        **profiles.external_replicas({"host": "read-1.neon.tech"}, {"host": "read-2.neon.tech"}),
+        "readPoolSizePerPod": 5,
+    },
+}
+RENDER = {  # seed 004: a 50-connection tier, 1-2 replicas, 20 serverless instances
+    "app.replicas.max": 20,
+    "app.poolSizePerPod": 2,
+    "database.maxConnections": 50,
+    "database.readReplicas": {
+        **profiles.external_replicas(
+            {"host": "replica-1.render.com", "maxConnections": 50},
+            {"host": "replica-2.render.com", "maxConnections": 50},
+        ),
+        "readPoolSizePerPod": 1,
+        "whenAllLagging": "refuse",
+    },
+}
+
+
+@pytest.mark.parametrize(
+    ("case", "overrides", "expect_read", "expect_write"),
+    [
+        (
+            "seed-002-neon-two-replicas",
+            NEON,
+            # 100 - 3 superuser - 5 reservedConnections - 4 lag probes (3 pods + operator)
+            {"available": 88, "client_demand": 50, "max_db_connections": 29},
+            # a tenth of the primary's 92 is kept for reads when both replicas are out
+            {"read_fallback": 9, "available": 83},
+        ),
+        (
+            "seed-004-render-refuse",
+            RENDER,
+            {"available": 38, "client_demand": 20, "max_db_connections": 12},
+            # refuse: the primary keeps everything for writes
+            {"read_fallback": 0, "available": 42},
+        ),
+        (
+            "smallest-replica-sizes-the-pool",
+            {
+                "database.readReplicas": profiles.external_replicas(
+                    {"host": "big", "maxConnections": 400}, {"host": "small", "maxConnections": 40}
+                )
+            },
+            {"max_connections": 40, "available": 28, "max_db_connections": 9},
+            {},
+        ),
+        (
+            "workers-that-read-are-counted",
+            {
+                **profiles.worker_resources(),
+                "queues": [
+                    {
+                        "name": "mail",
+                        "redis": "jobs",
+                        "listName": "mail",
+                        "image": "w:1",
+                        "replicas": {"max": 4},
+                        "databaseReadPoolSize": 3,
+                    }
+                ],
+                "database.readReplicas": profiles.external_replicas({"host": "r1"}),
+            },
+            {"client_demand": 10 * 5 + 4 * 3},
+            {},
+        ),
+    ],
+)
+def test_read_budget_table(
+    case: str,
+    overrides: dict[str, object],
+    expect_read: dict[str, int],
+    expect_write: dict[str, int],
+) -> None:
+    planned = _plan(**overrides)
+    assert planned.ok, planned.problem_text()
+    assert planned.read is not None
+    read = planned.read.budget
+    for key, value in expect_read.items():
+        assert getattr(read, key) == value, (case, key)
+    for key, value in expect_write.items():
+        assert getattr(planned.budget, key) == value, (case, key)
+    # the degraded case: any one replica carries the whole read pool
+    assert read.server_connections <= read.available
+    assert planned.read.smallest.max_connections == min(
+        r.max_connections for r in planned.read.replicas
+    )
+    # and the fallback share fits on the primary beside the write pool
+    assert planned.primary_connections <= planned.budget.available + planned.budget.read_fallback
+
+
+def test_read_pool_in_session_mode_must_fit_the_replica() -> None:
+    planned = _plan(
+        **{
+            "pooler.poolMode": "session",
+            "app.poolSizePerPod": 1,
+            "database.readReplicas": {
+                **profiles.external_replicas({"host": "r1", "maxConnections": 50}),
+                "readPoolSizePerPod": 10,
+            },
+        }
+    )
+    assert [p.field for p in planned.problems] == ["spec.app.replicas.max"]
+    assert "app ceiling 10 pods x 10 connections per pod = 100 session connections" in (
+        planned.problem_text()
+    )
+    assert "spec.database.readReplicas.readPoolSizePerPod" in planned.problem_text()
+
+
+def test_a_fallback_share_below_one_per_pod_is_refused() -> None:
+    planned = _plan(
+        **{
+            "database.readReplicas": {
+                **profiles.external_replicas({"host": "r1"}),
+                "primaryFallbackConnections": 2,
+            }
+        }
+    )
+    assert [p.field for p in planned.problems] == [
+        "spec.database.readReplicas.primaryFallbackConnections"
+    ]
+
+
+def test_the_fallback_share_counts_on_a_shared_server() -> None:
+    """Another profile on the same primary sees the read fallback as opened."""
+    planned = _plan(**NEON)
+    assert planned.primary_connections == (
+        planned.budget.server_connections + planned.budget.read_fallback
+    )
+
+
+def _secret(objects: dict[str, Any], name: str) -> dict[str, str]:
+    data = objects[f"Secret/{name}"]["data"]
+    return {k: base64.b64decode(v).decode() for k, v in data.items()}
+
+
+def test_binding_points_reads_at_the_read_pooler() -> None:
+    planned = _plan(**NEON)
+    objects = desired.build(planned, CREDS)
+    data = _secret(objects, binding.secret_name(planned))
+    assert data["DATABASE_READ_URL"] == ("postgresql://app:pw@shop-pooler-ro.default.svc:5432/shop")
+    assert data["DATABASE_READ_POOL_SIZE"] == "5"
+    assert data["DATABASE_URL_POOLED"].startswith("postgresql://app:pw@shop-pooler-rw.")
+    assert "DATABASE_READ_REPLICA_URL" not in data
+
+
+def test_prisma_gets_its_read_replica_url_with_the_read_pool_size() -> None:
+    planned = _plan(**NEON, **{"app.client": "prisma"})
+    data = _secret(desired.build(planned, CREDS), binding.secret_name(planned))
+    assert data["DATABASE_READ_REPLICA_URL"] == data["DATABASE_READ_URL"]
+    assert "connection_limit=5" in data["DATABASE_READ_URL"]
+
+
+def test_no_read_replicas_no_read_pooler_and_no_read_url() -> None:
+    planned = _plan()
+    objects = desired.build(planned, CREDS)
+    assert not [k for k in objects if "pooler-ro" in k or "standby" in k]
+    assert "DATABASE_READ_URL" not in _secret(objects, binding.secret_name(planned))
+
+
+def test_read_pooler_config_leaves_databases_to_the_agent() -> None:
+    planned = _plan(**RENDER)
+    objects = desired.build(planned, CREDS)
+    config = objects[f"ConfigMap/{readpool.config_name(planned)}"]["data"]
+    ini = config["pgbouncer.ini"]
+    assert "[databases]\n" not in ini
+    assert ini.rstrip().endswith(f"%include {pgbouncer.READ_DATABASES_FILE}")
+    assert "max_db_connections = 12\n" in ini
+    assert f"admin_users = {plan_mod.AGENT_USER}\n" in ini
+    agent = json.loads(config[readpool.CONFIG_FILE])
+    assert [r["host"] for r in agent["replicas"]] == [
+        "replica-1.render.com",
+        "replica-2.render.com",
+    ]
+    assert agent["fallback"] is None  # whenAllLagging: refuse
+    users = _secret(objects, readpool.auth_secret_name(planned))["userlist.txt"]
+    assert f'"{plan_mod.AGENT_USER}" "ag"' in users
+    pod = objects[f"Deployment/{readpool.deployment_name(planned)}"]["spec"]["template"]["spec"]
+    assert [c["name"] for c in pod["initContainers"]] == ["agent-init"]
+    assert [c["name"] for c in pod["containers"]] == ["pgbouncer", "exporter", "agent"]
+    assert pod["initContainers"][0]["command"][-1] == "--once"
+
+
+def test_fallback_entry_is_capped_at_the_share_the_primary_keeps() -> None:
+    planned = _plan(**NEON)
+    assert planned.read is not None
+    agent = readpool.agent_config(planned)
+    assert agent["fallback"] == {"host": "db", "port": 5432, "maxDbConnections": 3}
+    assert planned.read.fallback_connections == 9 == planned.budget.read_fallback
+
+
+STREAMING = {
+    "database.readReplicas": {
+        "mode": "streaming",
+        "streaming": {"standbys": 2, "replicationSecret": {"name": "repl"}},
+    }
+}
+
+
+def test_streaming_standbys_are_a_statefulset_with_retained_volumes() -> None:
+    planned = _plan(**STREAMING)
+    assert planned.ok, planned.problem_text()
+    objects = desired.build(planned, CREDS)
+    sts = objects["StatefulSet/shop-standby"]["spec"]
+    assert sts["replicas"] == 2
+    assert sts["persistentVolumeClaimRetentionPolicy"]["whenDeleted"] == "Retain"
+    clone = sts["template"]["spec"]["initContainers"][0]
+    env = {e["name"]: e for e in clone["env"]}
+    assert env["SLOT_PREFIX"]["value"] == standby.slot_prefix("default", "shop")
+    assert env["PGPASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": "repl", "key": "password"}
+    assert env["REPLICATION_USER"]["valueFrom"]["secretKeyRef"] == {
+        "name": "repl",
+        "key": "username",
+    }
+    conf = objects["ConfigMap/shop-standby-config"]["data"]["postgresql.conf"]
+    assert "max_connections = 100\n" in conf and "hot_standby = on\n" in conf
+    assert planned.read is not None
+    assert [r.host for r in planned.read.replicas] == [
+        "shop-standby-0.shop-standby.default.svc",
+        "shop-standby-1.shop-standby.default.svc",
+    ]
+
+
+def test_slot_prefixes_differ_across_namespaces_and_fit_postgres() -> None:
+    a = standby.slot_prefix("team-a", "x" * 40)
+    b = standby.slot_prefix("team-b", "x" * 40)
+    assert a != b
+    assert len(a + "7") <= 63
