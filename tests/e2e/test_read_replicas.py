@@ -1,0 +1,151 @@
+"""Read replicas end to end: each mode applies and goes Ready with its read
+budget in status; switching modes converges without leftovers; the binding's
+DATABASE_READ_URL follows the read pooler and disappears with it.
+
+The replicas themselves are not reachable from the control plane's fake pods
+(kwok): what is checked here is what the API server holds. The data path (real
+standbys, real PgBouncer, the lag agent) is in tests/conformance.
+"""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+import kube
+import operator_process
+from apps import app_deployment, credentials
+from tests import profiles
+
+NAME = "reads"
+READY_TIMEOUT = "120s"
+
+
+def _profile(namespace: str, read_replicas: dict[str, Any] | None) -> dict[str, Any]:
+    body = profiles.base(name=NAME, namespace=namespace, **{"database.readLimits": False})
+    if read_replicas is not None:
+        body["spec"]["database"]["readReplicas"] = read_replicas
+    return body
+
+
+def _wait_ready(kubectl: kube.Kubectl, namespace: str) -> dict[str, Any]:
+    def converged() -> bool:
+        sp = kube.get_json(kubectl, "scalingprofile", NAME, "-n", namespace)
+        status = sp.get("status") or {}
+        return (
+            status.get("observedGeneration") == sp["metadata"]["generation"]
+            and kube.condition(sp, "Ready") == "True"
+        )
+
+    kube.wait_for(converged, timeout=120, what=f"{NAME} Ready at its generation")
+    return kube.get_json(kubectl, "scalingprofile", NAME, "-n", namespace)
+
+
+def _binding(kubectl: kube.Kubectl, namespace: str) -> dict[str, str]:
+    secret = kube.get_json(kubectl, "secret", f"{NAME}-binding", "-n", namespace)
+    return {k: base64.b64decode(v).decode() for k, v in secret["data"].items()}
+
+
+def _owned(kubectl: kube.Kubectl, namespace: str, kind: str, component: str) -> list[str]:
+    found = kube.get_json(
+        kubectl,
+        kind,
+        "-n",
+        namespace,
+        "-l",
+        f"app.kubernetes.io/instance={NAME},app.kubernetes.io/component={component}",
+    )["items"]
+    return sorted(o["metadata"]["name"] for o in found if not o["metadata"].get("deletionTimestamp"))
+
+
+def test_read_replica_modes_apply_switch_and_leave_nothing_behind(
+    operator: operator_process.OperatorProcess, kubectl: kube.Kubectl, namespace: str
+) -> None:
+    standby_secret = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": "replication", "namespace": namespace},
+        "stringData": {"username": "replicator", "password": "r3pl"},
+    }
+    kube.apply(kubectl, app_deployment(namespace), credentials(namespace), standby_secret)
+
+    # external: two managed replicas
+    kube.apply(
+        kubectl,
+        _profile(
+            namespace,
+            {
+                **profiles.external_replicas(
+                    {"host": "ro-1.db.example.com"},
+                    {"host": "ro-2.db.example.com", "maxConnections": 60},
+                ),
+                "readPoolSizePerPod": 4,
+            },
+        ),
+        namespace=namespace,
+    )
+    sp = _wait_ready(kubectl, namespace)
+    read = sp["status"]["budget"]["read"]
+    # the smallest replica: 60 - 3 superuser - 5 reserved - 4 lag probes
+    assert read["mode"] == "external"
+    assert read["smallest"] == "ro-2.db.example.com:5432"
+    assert (read["available"], read["clientDemand"], read["maxDbConnections"]) == (48, 40, 16)
+    assert sp["status"]["budget"]["readFallback"] == 9  # a tenth of the primary's 92
+    assert kube.condition(sp, "ReadPoolerReady") == "True"
+    assert kube.get_json(kubectl, "deployment", f"{NAME}-pooler-ro", "-n", namespace)
+    config = kube.get_json(kubectl, "configmap", f"{NAME}-pooler-ro-config", "-n", namespace)
+    assert "ro-2.db.example.com" in config["data"]["readpool.json"]
+    binding = _binding(kubectl, namespace)
+    assert binding["DATABASE_READ_URL"].startswith(
+        f"postgresql://shop_app:p%40ss%3Aw%2Frd@{NAME}-pooler-ro.{namespace}.svc:5432/"
+    )
+    assert binding["DATABASE_READ_POOL_SIZE"] == "4"
+
+    # streaming: Headroom's own hot standbys, with retained volumes
+    kube.apply(
+        kubectl,
+        _profile(
+            namespace,
+            {
+                "mode": "streaming",
+                "streaming": {
+                    "standbys": 2,
+                    "replicationSecret": {"name": "replication"},
+                    "storage": {"size": "1Gi"},
+                },
+                "whenAllLagging": "refuse",
+            },
+        ),
+        namespace=namespace,
+    )
+    sp = _wait_ready(kubectl, namespace)
+    assert sp["status"]["budget"]["read"]["mode"] == "streaming"
+    assert sp["status"]["budget"]["readFallback"] == 0
+    assert kube.condition(sp, "StandbysReady") == "True"
+    sts = kube.get_json(kubectl, "statefulset", f"{NAME}-standby", "-n", namespace)
+    assert sts["spec"]["persistentVolumeClaimRetentionPolicy"]["whenDeleted"] == "Retain"
+    config = kube.get_json(kubectl, "configmap", f"{NAME}-pooler-ro-config", "-n", namespace)
+    assert f"{NAME}-standby-1.{NAME}-standby.{namespace}.svc" in config["data"]["readpool.json"]
+    assert "ro-2.db.example.com" not in config["data"]["readpool.json"]
+
+    # no read replicas: the read pooler and the standbys go, the read URL too,
+    # and the standbys' volumes stay (data is retained unless the profile says so)
+    kube.apply(kubectl, _profile(namespace, None), namespace=namespace)
+    sp = _wait_ready(kubectl, namespace)
+    assert "read" not in sp["status"]["budget"]
+
+    def pruned() -> bool:
+        return not any(
+            _owned(kubectl, namespace, kind, component)
+            for kind in ("deployment", "statefulset", "service", "configmap", "secret")
+            for component in ("pooler-ro", "standby")
+        )
+
+    kube.wait_for(pruned, timeout=60, what="the read pooler and the standbys to be pruned")
+    assert "DATABASE_READ_URL" not in _binding(kubectl, namespace)
+    assert kube.condition(sp, "ReadPoolerReady") is None
+    claims = kube.get_json(kubectl, "pvc", "-n", namespace)["items"]
+    assert sorted(c["metadata"]["name"] for c in claims) == [
+        f"data-{NAME}-standby-0",
+        f"data-{NAME}-standby-1",
+    ]
