@@ -55,7 +55,9 @@ def _owned(kubectl: kube.Kubectl, namespace: str, kind: str, component: str) -> 
         "-l",
         f"app.kubernetes.io/instance={NAME},app.kubernetes.io/component={component}",
     )["items"]
-    return sorted(o["metadata"]["name"] for o in found if not o["metadata"].get("deletionTimestamp"))
+    return sorted(
+        o["metadata"]["name"] for o in found if not o["metadata"].get("deletionTimestamp")
+    )
 
 
 def test_read_replica_modes_apply_switch_and_leave_nothing_behind(
