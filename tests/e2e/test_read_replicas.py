@@ -10,6 +10,7 @@ standbys, real PgBouncer, the lag agent) is in tests/conformance.
 from __future__ import annotations
 
 import base64
+from pathlib import Path
 from typing import Any
 
 import kube
@@ -151,3 +152,64 @@ def test_read_replica_modes_apply_switch_and_leave_nothing_behind(
         f"data-{NAME}-standby-0",
         f"data-{NAME}-standby-1",
     ]
+
+
+CNPG_CRDS = ("postgresql.cnpg.io_clusters.yaml", "postgresql.cnpg.io_poolers.yaml")
+
+
+def test_cnpg_mode_composes_cnpg_poolers_and_falls_back_without_cnpg(
+    operator: operator_process.OperatorProcess,
+    kubectl: kube.Kubectl,
+    namespace: str,
+    upstream_crds_dir: Path,
+) -> None:
+    names = kube.install_crds(kubectl, [upstream_crds_dir / f for f in CNPG_CRDS])
+    try:
+        cluster = {
+            "apiVersion": "postgresql.cnpg.io/v1",
+            "kind": "Cluster",
+            "metadata": {"name": "shop-pg", "namespace": namespace},
+            "spec": {
+                "instances": 3,
+                "storage": {"size": "1Gi"},
+                "postgresql": {"parameters": {"max_connections": "200"}},
+            },
+        }
+        kube.apply(kubectl, app_deployment(namespace), credentials(namespace), cluster)
+        body = _profile(namespace, {"mode": "cnpg", "cnpg": {"cluster": "shop-pg"}})
+        body["spec"]["database"] |= {"host": "shop-pg-rw", "maxConnections": 200}
+        kube.apply(kubectl, body, namespace=namespace)
+
+        def poolers_applied() -> bool:
+            sp = kube.get_json(kubectl, "scalingprofile", NAME, "-n", namespace)
+            return kube.condition(sp, "PoolerReady") == "False" and bool(
+                _owned(kubectl, namespace, "poolers.postgresql.cnpg.io", "pooler-ro")
+            )
+
+        kube.wait_for(poolers_applied, timeout=90, what="CNPG Poolers applied")
+        # accepted by the upstream CRD's own schema, pointing at the Cluster
+        for name, kind in ((f"{NAME}-pooler-rw", "rw"), (f"{NAME}-pooler-ro", "ro")):
+            pooler = kube.get_json(kubectl, "poolers.postgresql.cnpg.io", name, "-n", namespace)
+            assert pooler["spec"]["cluster"] == {"name": "shop-pg"}
+            assert pooler["spec"]["type"] == kind
+        sp = kube.get_json(kubectl, "scalingprofile", NAME, "-n", namespace)
+        read = sp["status"]["budget"]["read"]
+        assert read["maxConnections"] == 200  # read from the Cluster
+        ro = kube.get_json(
+            kubectl, "poolers.postgresql.cnpg.io", f"{NAME}-pooler-ro", "-n", namespace
+        )
+        assert ro["spec"]["pgbouncer"]["parameters"]["max_db_connections"] == str(
+            read["maxDbConnections"]
+        )
+        pooler_cond = next(c for c in sp["status"]["conditions"] if c["type"] == "PoolerReady")
+        assert pooler_cond["reason"] == "WaitingForCNPG"  # nobody runs CNPG here
+        assert not _owned(kubectl, namespace, "deployment", "pooler-ro")
+    finally:
+        kube.uninstall_crds(kubectl, names)
+
+    # CNPG gone: Headroom's own PgBouncer in front of the Cluster's Services
+    sp = _wait_ready(kubectl, namespace)
+    message = next(c for c in sp["status"]["conditions"] if c["type"] == "ReadPoolerReady")
+    assert "CloudNativePG is not installed" in message["message"]
+    config = kube.get_json(kubectl, "configmap", f"{NAME}-pooler-ro-config", "-n", namespace)
+    assert f"shop-pg-ro.{namespace}.svc" in config["data"]["readpool.json"]

@@ -15,6 +15,7 @@ from headroom import yamlfmt
 from headroom.api import v1alpha1
 from headroom.builders import common, desired
 from headroom.planning import plan as plan_mod
+from headroom.planning import replicas
 
 ROOT = Path(__file__).resolve().parents[2]
 GOLDEN = ROOT / "tests" / "golden"
@@ -34,7 +35,12 @@ CREDS = common.Credentials(
     agent_password="agent-pw",
 )
 APP_SELECTOR = {"matchLabels": {"app": "web"}}
-CASES = [(p, False) for p in EXAMPLES] + [(p, True) for p in EXAMPLES if "queues:" in p.read_text()]
+# The examples again with the engine they compose installed: KEDA for queues,
+# CloudNativePG for a CNPG database.
+CASES = [(p, False) for p in EXAMPLES] + [
+    (p, True) for p in EXAMPLES if "queues:" in p.read_text() or "mode: cnpg" in p.read_text()
+]
+CNPG_CLUSTER = replicas.CnpgCluster(name="shop-pg", instances=3, max_connections=200)
 
 
 def _render(example: Path, *, keda: bool) -> str:
@@ -42,7 +48,10 @@ def _render(example: Path, *, keda: bool) -> str:
     for body in yaml.safe_load_all(example.read_text()):
         body.setdefault("metadata", {})["uid"] = "11111111-2222-3333-4444-555555555555"
         profile = v1alpha1.parse_profile(body)
-        planned = plan_mod.plan(profile, facts=plan_mod.Facts(keda=keda))
+        planned = plan_mod.plan(
+            profile,
+            facts=plan_mod.Facts(keda=keda, cnpg=keda, cnpg_cluster=CNPG_CLUSTER if keda else None),
+        )
         if not planned.ok:
             docs.append({"problems": [str(p) for p in planned.problems]})
             continue
@@ -54,7 +63,8 @@ def _render(example: Path, *, keda: bool) -> str:
     ("example", "keda"), CASES, ids=[p.stem + ("-keda" if k else "") for p, k in CASES]
 )
 def test_golden(example: Path, keda: bool) -> None:
-    golden = GOLDEN / f"{example.stem}{'.keda' if keda else ''}.yaml"
+    engine = ".keda" if "queues:" in example.read_text() else ".cnpg"
+    golden = GOLDEN / f"{example.stem}{engine if keda else ''}.yaml"
     rendered = _render(example, keda=keda)
     if os.environ.get("HEADROOM_UPDATE_GOLDEN"):
         golden.write_text(rendered)

@@ -10,8 +10,9 @@ from typing import Any
 import pytest
 
 from headroom.api import v1alpha1
-from headroom.builders import binding, common, desired, pgbouncer, readpool, standby
+from headroom.builders import binding, cnpg, common, desired, pgbouncer, readpool, standby
 from headroom.planning import plan as plan_mod
+from headroom.planning import replicas
 from tests import profiles
 
 CREDS = common.Credentials(
@@ -255,3 +256,57 @@ def test_slot_prefixes_differ_across_namespaces_and_fit_postgres() -> None:
     b = standby.slot_prefix("team-b", "x" * 40)
     assert a != b
     assert len(a + "7") <= 63
+
+
+CNPG = {
+    "database.host": "shop-pg-rw",
+    "database.readReplicas": {"mode": "cnpg", "cnpg": {"cluster": "shop-pg"}},
+}
+
+
+def test_cnpg_installed_gives_cnpg_poolers_with_headrooms_sizes() -> None:
+    cluster = replicas.cnpg_cluster(
+        {
+            "metadata": {"name": "shop-pg"},
+            "spec": {"instances": 3, "postgresql": {"parameters": {"max_connections": "200"}}},
+        }
+    )
+    profile = v1alpha1.parse_profile(profiles.base(**CNPG, **{"database.maxConnections": 200}))
+    planned = plan_mod.plan(profile, facts=plan_mod.Facts(cnpg=True, cnpg_cluster=cluster))
+    assert planned.ok, planned.problem_text()
+    objects = desired.build(planned, CREDS)
+    assert not [k for k in objects if k.startswith("Deployment/")]  # CNPG runs PgBouncer
+    rw, ro = objects["Pooler/shop-pooler-rw"]["spec"], objects["Pooler/shop-pooler-ro"]["spec"]
+    assert (rw["type"], ro["type"]) == ("rw", "ro")
+    assert rw["cluster"] == ro["cluster"] == {"name": "shop-pg"}
+    assert planned.read is not None
+    assert ro["pgbouncer"]["parameters"]["max_db_connections"] == str(
+        planned.read.budget.max_db_connections
+    )
+    assert set(rw["pgbouncer"]["parameters"]) <= cnpg.ALLOWED
+    assert planned.read.budget.max_connections == 200  # read from the Cluster
+    assert planned.budget.read_fallback == 0  # CNPG's -ro has no fallback
+    data = _secret(objects, binding.secret_name(planned))
+    assert "@shop-pooler-ro.default.svc:5432/" in data["DATABASE_READ_URL"]
+
+
+def test_cnpg_absent_falls_back_to_headrooms_pgbouncer_on_the_cluster_services() -> None:
+    planned = _plan(**CNPG)
+    assert planned.ok, planned.problem_text()
+    objects = desired.build(planned, CREDS)
+    assert "Deployment/shop-pooler-ro" in objects and not [k for k in objects if "Pooler/" in k]
+    agent = json.loads(objects["ConfigMap/shop-pooler-ro-config"]["data"][readpool.CONFIG_FILE])
+    assert [r["host"] for r in agent["replicas"]] == ["shop-pg-ro.default.svc"]
+
+
+def test_cnpg_mode_needs_the_clusters_rw_service_as_primary() -> None:
+    planned = _plan(**{**CNPG, "database.host": "db"})
+    assert [p.field for p in planned.problems] == ["spec.database.host"]
+    assert "shop-pg-rw" in planned.problem_text()
+
+
+def test_cnpg_cluster_below_the_declared_max_connections_is_refused() -> None:
+    cluster = replicas.CnpgCluster(name="shop-pg", instances=2, max_connections=50)
+    profile = v1alpha1.parse_profile(profiles.base(**CNPG))
+    planned = plan_mod.plan(profile, facts=plan_mod.Facts(cnpg=True, cnpg_cluster=cluster))
+    assert [p.field for p in planned.problems] == ["spec.database.maxConnections"]

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from headroom.builders import (
     autoscaling,
     binding,
+    cnpg,
     common,
     pgbouncer,
     readpool,
@@ -83,9 +84,15 @@ def build_parts(
     no app PDB and the NetworkPolicies admit only Headroom's own pods.
     ``without``: components left out (contained); the binding omits them."""
     selector = common.usable_selector(app_pod_selector)
-    parts: list[tuple[str, list[common.Obj]]] = [
-        (POOLER, pgbouncer.build(plan, creds, app_pod_selector=selector)),
-        (READ_POOLER, readpool.build(plan, creds, app_pod_selector=selector)),
+    parts: list[tuple[str, list[common.Obj]]] = []
+    if cnpg.uses_cnpg_poolers(plan):
+        parts += [(POOLER, cnpg.build_write(plan)), (READ_POOLER, cnpg.build_read(plan))]
+    else:
+        parts += [
+            (POOLER, pgbouncer.build(plan, creds, app_pod_selector=selector)),
+            (READ_POOLER, readpool.build(plan, creds, app_pod_selector=selector)),
+        ]
+    parts += [
         (STANDBYS, standby.build(plan)),
         (BINDING, binding.build(plan, creds, omit=without)),
     ]

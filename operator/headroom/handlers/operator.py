@@ -53,6 +53,8 @@ _RESOURCES["Deployment"] = kinds.DEPLOYMENT
 # read (never written) to say why a Redis with persistence is not ready
 _RESOURCES["PersistentVolumeClaim"] = kinds.PVC
 _RESOURCES["StorageClass"] = kinds.STORAGE_CLASS
+# read (never written): the database of readReplicas mode cnpg
+_RESOURCES["Cluster"] = kinds.CNPG_CLUSTER
 
 
 def _pointer(key: str) -> str:

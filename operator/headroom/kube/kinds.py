@@ -60,6 +60,8 @@ VALIDATING_WEBHOOK = Resource(
     False,
 )
 SCALING_PROFILE = Resource(v1alpha1.API_VERSION, v1alpha1.KIND, v1alpha1.PLURAL)
+# read (never written): the database of spec.database.readReplicas mode cnpg
+CNPG_CLUSTER = Resource("postgresql.cnpg.io/v1", "Cluster", "clusters")
 
 BUILTIN: tuple[Resource, ...] = (
     CONFIG_MAP,

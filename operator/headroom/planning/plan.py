@@ -107,6 +107,9 @@ class Facts:
     primary: PrimaryLimits | None = None  # None: not read (admission, CLI, unreachable)
     # the other profiles on the same Postgres server this one must fit beside
     shared: tuple[budget_mod.SharedUse, ...] = ()
+    cnpg: bool = False  # CloudNativePG's Pooler CRD is served
+    # the CNPG Cluster of readReplicas mode cnpg, as read (None: not read, or absent)
+    cnpg_cluster: replicas.CnpgCluster | None = None
     agent_image: str = DEFAULT_AGENT_IMAGE  # HEADROOM_AGENT_IMAGE
     # the operator's namespace: its lag probes may reach the standbys it runs
     operator_namespace: str = ""
@@ -614,6 +617,8 @@ def plan(profile: v1alpha1.ScalingProfile, *, facts: Facts | None = None) -> Pla
     )
     read, read_problems = replicas.read_plan(
         profile,
+        cnpg=facts.cnpg,
+        cnpg_cluster=facts.cnpg_cluster,
         primary_available=db.max_connections
         - db.superuser_reserved_connections
         - db.reserved_connections

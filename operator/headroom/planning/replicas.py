@@ -47,6 +47,37 @@ class Replica:
 
 
 @dataclass(frozen=True)
+class CnpgCluster:
+    """What Headroom read from a CloudNativePG Cluster (never written)."""
+
+    name: str
+    instances: int  # the primary and its replicas
+    max_connections: int | None  # spec.postgresql.parameters.max_connections, if set
+
+
+def cnpg_cluster(obj: dict[str, object]) -> CnpgCluster:
+    """A Cluster object -> the facts the planner uses (CNPG's default
+    max_connections is Postgres' 100 when the Cluster sets none)."""
+    spec = obj.get("spec") if isinstance(obj.get("spec"), dict) else {}
+    assert isinstance(spec, dict)
+    postgresql = spec.get("postgresql") if isinstance(spec.get("postgresql"), dict) else {}
+    parameters = (postgresql or {}).get("parameters") or {}
+    raw = parameters.get("max_connections") if isinstance(parameters, dict) else None
+    try:
+        max_connections = int(str(raw)) if raw is not None else None
+    except ValueError:
+        max_connections = None
+    metadata = obj.get("metadata") if isinstance(obj.get("metadata"), dict) else {}
+    assert isinstance(metadata, dict)
+    instances = spec.get("instances")
+    return CnpgCluster(
+        name=str(metadata.get("name", "")),
+        instances=instances if isinstance(instances, int) else 1,
+        max_connections=max_connections,
+    )
+
+
+@dataclass(frozen=True)
 class StandbyPlan:
     """The hot standbys of mode streaming."""
 
@@ -74,6 +105,9 @@ class ReadPlan:
     smallest: Replica
     standby: StandbyPlan | None = None
     cnpg_cluster: str | None = None
+    # mode cnpg with CloudNativePG installed: both poolers are CNPG Pooler objects
+    cnpg_poolers: bool = False
+    cnpg_instances: int | None = None  # of the Cluster, when it was read
     # whenAllLagging primary: server connections per read-pooler pod on the
     # primary while every replica is out (0: refuse)
     fallback_per_pod: int = 0
@@ -100,7 +134,12 @@ def standby_name(profile: str) -> str:
 
 
 def _replicas(
-    rr: v1alpha1.ReadReplicas, *, db: v1alpha1.Database, profile: str, namespace: str
+    rr: v1alpha1.ReadReplicas,
+    *,
+    db: v1alpha1.Database,
+    profile: str,
+    namespace: str,
+    cluster: CnpgCluster | None,
 ) -> tuple[list[Replica], list[budget_mod.Problem]]:
     problems: list[budget_mod.Problem] = []
     replicas: list[Replica] = []
@@ -184,14 +223,32 @@ def _replicas(
             for ordinal in range(st.standbys)
         ]
     elif rr.mode == "cnpg" and rr.cnpg:
+        name = rr.cnpg.cluster
+        if db.host.split(".", 1)[0] != f"{name}-rw":
+            problems.append(
+                budget_mod.Problem(
+                    "spec.database.host",
+                    f"{db.host!r} is not the Cluster's read/write Service: with "
+                    f"{FIELD}.cnpg.cluster {name} it is {name}-rw (or {name}-rw.{namespace}.svc)",
+                )
+            )
+        live = cluster.max_connections if cluster is not None else None
+        if live is not None and live < db.max_connections:
+            problems.append(
+                budget_mod.Problem(
+                    "spec.database.maxConnections",
+                    f"{db.max_connections} is above the max_connections {live} of CNPG "
+                    f"Cluster {name} (spec.postgresql.parameters)",
+                )
+            )
         # CloudNativePG's -ro Service spreads connections over its ready replicas.
         replicas = [
             Replica(
                 name="cnpg-ro",
-                host=f"{rr.cnpg.cluster}-ro.{namespace}.svc",
+                host=f"{name}-ro.{namespace}.svc",
                 port=STANDBY_PORT,
-                max_connections=db.max_connections,
-                field="spec.database.maxConnections",
+                max_connections=live or db.max_connections,
+                field=f"Cluster {name} max_connections" if live else "spec.database.maxConnections",
             )
         ]
     return replicas, problems
@@ -202,6 +259,8 @@ def read_plan(
     *,
     primary_available: int,
     app_max_pods: int,
+    cnpg: bool = False,
+    cnpg_cluster: CnpgCluster | None = None,
     app_field: str,
     queues: tuple[tuple[int, v1alpha1.Queue, int], ...],
     session_mode: bool,
@@ -214,7 +273,9 @@ def read_plan(
     if rr is None:
         return None, []
     db = profile.spec.database
-    replicas, problems = _replicas(rr, db=db, profile=profile.name, namespace=profile.namespace)
+    replicas, problems = _replicas(
+        rr, db=db, profile=profile.name, namespace=profile.namespace, cluster=cnpg_cluster
+    )
     if not replicas:
         replicas = [
             Replica("none", db.host, db.port, db.max_connections, "spec.database.maxConnections")
@@ -261,7 +322,8 @@ def read_plan(
     problems += budget_problems
     pods = budget.pooler_pods_at_peak
     fallback = 0
-    if rr.when_all_lagging == "primary":
+    # CNPG's own read pooler has no fallback: its -ro Service is all it knows
+    if rr.when_all_lagging == "primary" and not (cnpg and rr.mode == "cnpg"):
         total = rr.primary_fallback_connections or max(pods, primary_available // 10)
         fallback = max(1, total // pods)
         if rr.primary_fallback_connections is not None and total < pods:
@@ -287,6 +349,8 @@ def read_plan(
             smallest=smallest,
             standby=_standby_plan(rr, db=db),
             cnpg_cluster=rr.cnpg.cluster if rr.cnpg else None,
+            cnpg_poolers=cnpg and rr.mode == "cnpg",
+            cnpg_instances=cnpg_cluster.instances if cnpg_cluster else None,
             fallback_per_pod=min(fallback, budget.max_db_connections),
         ),
         problems,

@@ -31,10 +31,11 @@ from cryptography import x509
 
 from headroom.api import status as status_models
 from headroom.api import v1alpha1
-from headroom.builders import binding, common, desired, pgbouncer, readpool, redis
+from headroom.builders import binding, cnpg, common, desired, pgbouncer, readpool, redis
 from headroom.kube import errors
 from headroom.planning import budget as budget_mod
 from headroom.planning import plan as plan_mod
+from headroom.planning import replicas as replicas_mod
 from headroom.planning import shared as shared_mod
 from headroom.reconcile import compare, observe, registry
 from headroom.reconcile import conditions as cond
@@ -281,11 +282,19 @@ class Engine:
 
         facts = plan_mod.Facts(
             keda=self.cluster.facts().get("keda", False),
+            cnpg=self.cluster.facts().get("cnpg", False),
             shared=self.cluster.shared_uses(key),
             agent_image=self.agent_image,
             operator_namespace=self.operator_namespace,
         )
         planned = plan_mod.plan(profile, facts=facts)
+        try:
+            facts = await self._cnpg_cluster(profile, facts, refs)
+        except InputError as err:
+            missing = cond.Cond(observe.READ_POOLER_READY, "False", err.reason, err.message)
+            return await finish([missing], keep_last=True), True, None
+        if facts.cnpg_cluster is not None:
+            planned = plan_mod.plan(profile, facts=facts)
         budget = _budget_status(
             planned,
             since=shared_state.planned_since(body)
@@ -355,9 +364,14 @@ class Engine:
         writes += apply_result.writes
 
         observed = self.cluster.children(uid)
-        pooler_cond, pooler_status = _observe_pooler(
-            planned, observed.get(f"Deployment/{pgbouncer.deployment_name(planned)}")
-        )
+        if cnpg.uses_cnpg_poolers(planned):
+            pooler_cond, pooler_status = _observe_cnpg_pooler(
+                planned, observed.get(f"Pooler/{pgbouncer.service_name(planned)}")
+            )
+        else:
+            pooler_cond, pooler_status = _observe_pooler(
+                planned, observed.get(f"Deployment/{pgbouncer.deployment_name(planned)}")
+            )
         conflict_text = "objects exist that Headroom did not create: " + ", ".join(conflicts)
         if desired.POOLER in contained:
             pooler_cond = cond.Cond(cond.POOLER_READY, "False", "NameConflict", conflict_text)
@@ -415,6 +429,25 @@ class Engine:
         if found is None:
             raise InputError(reason, f"Secret {name} ({field_path}) does not exist")
         return found
+
+    async def _cnpg_cluster(
+        self, profile: v1alpha1.ScalingProfile, facts: plan_mod.Facts, refs: set[InputRef]
+    ) -> plan_mod.Facts:
+        """With readReplicas mode cnpg and CloudNativePG installed, the Cluster's
+        instances and max_connections (read, never written)."""
+        rr = profile.spec.database.read_replicas
+        if rr is None or rr.cnpg is None or not facts.cnpg:
+            return facts
+        ref: InputRef = ("Cluster", profile.namespace, rr.cnpg.cluster)
+        refs.add(ref)
+        found = await self.cluster.read_input(ref)
+        if found is None:
+            raise InputError(
+                "CNPGClusterNotFound",
+                f"CloudNativePG Cluster {rr.cnpg.cluster} "
+                "(spec.database.readReplicas.cnpg.cluster) does not exist",
+            )
+        return dataclasses.replace(facts, cnpg_cluster=replicas_mod.cnpg_cluster(found))
 
     async def _credentials(self, planned: plan_mod.Plan, refs: set[InputRef]) -> common.Credentials:
         ref = planned.database.credentials_secret
@@ -779,3 +812,28 @@ def _observe_pooler(
         return cond.Cond(cond.POOLER_READY, "True", "PodsReady", message), status
     message = f"{ready}/{want} ready, {updated}/{want} updated, {total} running"
     return cond.Cond(cond.POOLER_READY, "False", "RollingOut", message), status
+
+
+def _observe_cnpg_pooler(
+    planned: plan_mod.Plan, pooler: Obj | None
+) -> tuple[cond.Cond, dict[str, Any]]:
+    """The write pooler is CloudNativePG's: ready when CNPG reports its pods."""
+    endpoint = f"{pgbouncer.service_host(planned)}:{pgbouncer.SERVICE_PORT}"
+    want = planned.pooler.instances
+    running = observe.cnpg_instances(pooler)
+    status = {"endpoint": endpoint, "instances": want, "readyInstances": running}
+    if pooler is None:
+        return (
+            cond.Cond(cond.POOLER_READY, "False", "NotCreated", "CNPG Pooler not applied"),
+            status,
+        )
+    if running >= want:
+        message = (
+            f"CNPG Pooler {pgbouncer.service_name(planned)}: {running}/{want} pods at {endpoint}"
+        )
+        return cond.Cond(cond.POOLER_READY, "True", "CNPGPoolerReady", message), status
+    message = (
+        f"CNPG Pooler {pgbouncer.service_name(planned)} applied with Headroom's sizes; "
+        f"CloudNativePG reports {running}/{want} pods"
+    )
+    return cond.Cond(cond.POOLER_READY, "False", "WaitingForCNPG", message), status

@@ -162,9 +162,44 @@ def _app_scaling_active(hpa: dict[str, Any]) -> cond.Cond:
     )
 
 
+def cnpg_instances(pooler: dict[str, Any] | None) -> int:
+    """Pods CloudNativePG reports for one of its Poolers (status.instances)."""
+    value = ((pooler or {}).get("status") or {}).get("instances")
+    return value if isinstance(value, int) else 0
+
+
+def _cnpg_read_pool(plan: plan_mod.Plan, applied: dict[str, Any]) -> cond.Cond:
+    assert plan.read is not None and plan.read_pooler is not None
+    name = readpool.service_name(plan)
+    want = plan.read_pooler.instances
+    running = cnpg_instances(applied.get(f"Pooler/{name}"))
+    replicas_text = (
+        f"; the Cluster has {plan.read.cnpg_instances - 1} replica(s)"
+        if plan.read.cnpg_instances
+        else ""
+    )
+    if running >= want:
+        return cond.Cond(
+            READ_POOLER_READY,
+            "True",
+            "CNPGPoolerReady",
+            f"CNPG Pooler {name} (type ro) carries Headroom's read sizes: {running}/{want} pods"
+            f"{replicas_text}; CloudNativePG routes reads to ready replicas (no lag bound)",
+        )
+    return cond.Cond(
+        READ_POOLER_READY,
+        "False",
+        "WaitingForCNPG",
+        f"CNPG Pooler {name} (type ro) applied with Headroom's read sizes; CloudNativePG "
+        f"reports {running}/{want} pods{replicas_text}",
+    )
+
+
 def _read_pool(plan: plan_mod.Plan, applied: dict[str, Any]) -> list[cond.Cond]:
     read = plan.read
     assert read is not None
+    if read.cnpg_poolers:
+        return [_cnpg_read_pool(plan, applied)]
     found = []
     if read.standby is not None:
         name = replicas.standby_name(plan.name)
@@ -179,9 +214,14 @@ def _read_pool(plan: plan_mod.Plan, applied: dict[str, Any]) -> list[cond.Cond]:
     targets = ", ".join(f"{r.host}:{r.port}" for r in read.replicas)
     fallback = (
         "reads go to the primary when every replica is out"
-        if read.when_all_lagging == "primary"
+        if read.fallback_per_pod
         else "reads are refused when every replica is out"
     )
+    if read.mode == "cnpg":
+        fallback += (
+            "; CloudNativePG is not installed (poolers.postgresql.cnpg.io not served): "
+            "Headroom's own PgBouncer fronts the Cluster's -rw and -ro Services"
+        )
     if done:
         found.append(
             cond.Cond(

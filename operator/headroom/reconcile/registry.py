@@ -77,7 +77,17 @@ KEDA = ComposedEngine(
     ),
 )
 
-ENGINES: tuple[ComposedEngine, ...] = (KEDA,)
+# CloudNativePG: with spec.database.readReplicas mode cnpg, the poolers are
+# CNPG Pooler objects carrying Headroom's sizes (CNPG runs PgBouncer itself).
+CNPG = ComposedEngine(
+    name="cloudnative-pg",
+    fact="cnpg",
+    kinds=(
+        OwnedKind(kinds.Resource("postgresql.cnpg.io/v1", "Pooler", "poolers"), Stage.WORKLOAD),
+    ),
+)
+
+ENGINES: tuple[ComposedEngine, ...] = (KEDA, CNPG)
 
 ALL_OWNED: tuple[OwnedKind, ...] = BUILTIN_OWNED + tuple(k for e in ENGINES for k in e.kinds)
 BY_KIND: dict[str, OwnedKind] = {k.kind: k for k in ALL_OWNED}
