@@ -167,6 +167,9 @@ class Agent:
         observed = observe(self.config, self.creds, self.probe)
         found = membership.decide(self.config, observed=observed, previous=self.previous)
         if self.previous is None:
+            for verdict in found.verdicts:
+                state = "in" if verdict.member else "out"
+                log.info("replica %s %s: %s", verdict.name, state, verdict.reason)
             log.info("membership: %s", _summary(found))
         for change in found.changes:
             log.info("%s", change)
