@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any, Self
 
 from headroom.api import v1alpha1
-from headroom.builders import pgbouncer
+from headroom.builders import pgbouncer, standby
 from headroom.planning import plan as plan_mod
 
 HOST = "127.0.0.1"
@@ -168,11 +168,14 @@ def wait_until(
         time.sleep(interval)
 
 
-def libpq_env(*, user: str, password: str, port: int, dbname: str) -> dict[str, str]:
-    """The environment for a libpq client: ours, with no PG* settings leaking in."""
+def libpq_env(
+    *, user: str, password: str, port: int, dbname: str, host: str = HOST
+) -> dict[str, str]:
+    """The environment for a libpq client: ours, with no PG* settings leaking in.
+    ``host``: 127.0.0.1, or a UNIX-socket directory."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
     env.update(
-        PGHOST=HOST,
+        PGHOST=host,
         PGPORT=str(port),
         PGUSER=user,
         PGPASSWORD=password,
@@ -207,10 +210,10 @@ def write_private(path: Path, text: str, owner: tuple[int, int] | None = None) -
     return path
 
 
-def pg_isready(tools: Tools, port: int) -> bool:
+def pg_isready(tools: Tools, port: int, host: str = HOST) -> bool:
     """Whether the server on ``port`` answers a startup packet (pg_isready)."""
     proc = subprocess.run(
-        [tools.pg("pg_isready"), "-h", HOST, "-p", str(port), "-t", "2"],
+        [tools.pg("pg_isready"), "-h", host, "-p", str(port), "-t", "2"],
         capture_output=True,
         text=True,
         timeout=10,
@@ -331,6 +334,10 @@ class ServerProcess:
                 self.proc.wait(timeout=self.halt_timeout)
         self.proc = None
 
+    def halt(self) -> None:
+        """Stop the process (``_halt``: a crash, for Postgres), keeping its dir."""
+        self._halt()
+
     def stop(self) -> None:
         """Stop the process (``_halt``) and remove its dir."""
         self._halt()
@@ -354,6 +361,7 @@ class Psql:
     user: str
     password: str
     dbname: str
+    host: str = HOST  # or a UNIX-socket directory
 
     def run(
         self, sql: str, *, timeout: float = 60, headers: bool = False
@@ -378,7 +386,11 @@ class Psql:
                 sql,
             ],
             env=libpq_env(
-                user=self.user, password=self.password, port=self.port, dbname=self.dbname
+                user=self.user,
+                password=self.password,
+                port=self.port,
+                dbname=self.dbname,
+                host=self.host,
             ),
             capture_output=True,
             text=True,
@@ -432,9 +444,14 @@ class Postgres(ServerProcess):
         superuser_reserved_connections: int = 3,
         extra_conf: str = "",
         start_timeout: float = 60,
+        socket_port: int | None = None,
     ) -> None:
+        """``socket_port``: listen on a UNIX socket in its private dir only (``host``),
+        on this port, not on 127.0.0.1: servers that must share one port (the
+        host list of a read pool takes one) each get their own socket dir."""
         super().__init__(program="postgres", log_name="postgres.log", start_timeout=start_timeout)
         self.tools = tools
+        self.socket_port = socket_port
         self.extra_conf = extra_conf  # more postgresql.conf lines (e.g. ssl)
         self.max_connections = max_connections
         self.superuser_reserved_connections = superuser_reserved_connections
@@ -443,6 +460,11 @@ class Postgres(ServerProcess):
     @property
     def data(self) -> Path:
         return self.in_dir("data")
+
+    @property
+    def host(self) -> str:
+        """Where clients reach it: 127.0.0.1, or its socket dir with ``socket_port``."""
+        return HOST if self.socket_port is None else str(self.dir)
 
     def _run(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
         assert self.dir is not None
@@ -490,10 +512,11 @@ class Postgres(ServerProcess):
         return self
 
     def _launch(self) -> None:
-        self.port = free_port()
+        self.port = free_port() if self.socket_port is None else self.socket_port
+        listen = HOST if self.socket_port is None else ""
         conf = (
             "\n# headroom conformance\n"
-            f"listen_addresses = '{HOST}'\n"
+            f"listen_addresses = '{listen}'\n"
             f"port = {self.port}\n"
             f"unix_socket_directories = '{self.dir}'\n"
             f"max_connections = {self.max_connections}\n"
@@ -513,7 +536,7 @@ class Postgres(ServerProcess):
         return "Address already in use" in _tail(self.log)
 
     def _accepting(self) -> bool:
-        return pg_isready(self.tools, self.port)
+        return pg_isready(self.tools, self.port, self.host)
 
     def _ask_to_stop(self) -> None:
         """pg_ctl stop -m immediate (``_halt`` SIGKILLs the postmaster if that fails)."""
@@ -531,7 +554,9 @@ class Postgres(ServerProcess):
             )
 
     def admin(self, dbname: str = "postgres") -> Psql:
-        return Psql(self.tools, self.port, self.superuser, self.superuser_password, dbname)
+        return Psql(
+            self.tools, self.port, self.superuser, self.superuser_password, dbname, self.host
+        )
 
     def create_role(self, name: str, password: str) -> None:
         self.admin().rows(
@@ -577,6 +602,7 @@ class Standby(Postgres):
         slot: str,
         clone: Callable[[Standby], None] | None = None,
         start_timeout: float = 60,
+        socket_port: int | None = None,
     ) -> None:
         """``clone(standby)`` fills ``standby.data`` (default: pg_basebackup here)."""
         super().__init__(
@@ -584,6 +610,7 @@ class Standby(Postgres):
             max_connections=primary.max_connections,
             superuser_reserved_connections=primary.superuser_reserved_connections,
             start_timeout=start_timeout,
+            socket_port=socket_port,
         )
         self.primary = primary
         self.slot = slot
@@ -619,6 +646,38 @@ class Standby(Postgres):
             if line.startswith(("primary_conninfo", "primary_slot_name"))
         )
         return self._launch_or_fail("standby")
+
+
+def run_clone_script(
+    node: Standby, *, replication_user: str, password: str
+) -> subprocess.CompletedProcess[str]:
+    """builders.standby's CLONE_SCRIPT with the environment clone_env renders
+    (PGPASSWORD resolved from its Secret reference, as the kubelet would), as
+    the standby pod's init container runs it, cloning ``node.primary`` into
+    ``node.data``."""
+    env = standby.clone_env(
+        primary_host=HOST,
+        primary_port=node.primary.port,
+        replication_user=replication_user,
+        slot=node.slot,
+        pgdata=str(node.data),
+        password_secret={"name": "shop-replication", "key": "password"},
+    )
+    values = {e["name"]: e.get("value", "") for e in env}
+    assert {e["name"] for e in env if "valueFrom" in e} == {"PGPASSWORD"}
+    values["PGPASSWORD"] = password
+    script = Path(node.dir or "/nonexistent") / "clone.sh"
+    script.write_text(standby.CLONE_SCRIPT)
+    script.chmod(0o755)
+    return subprocess.run(
+        ["/bin/sh", str(script)],
+        env={"PATH": f"{node.tools.bindir}:{os.environ['PATH']}", **values},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        **node.tools.run_as,
+    )
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,6 @@ slot already exists on the primary (its volume was lost) clones through it.
 
 from __future__ import annotations
 
-import os
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -41,31 +40,7 @@ def primary(tools: servers.Tools) -> Iterator[servers.Postgres]:
 def _run_script(
     node: servers.Standby, *, password: str = REPLICATOR_PASSWORD
 ) -> subprocess.CompletedProcess[str]:
-    """The rendered script with the rendered environment (PGPASSWORD resolved
-    from its Secret reference, as the kubelet would), as the pod would run it."""
-    env = standby.clone_env(
-        primary_host=servers.HOST,
-        primary_port=node.primary.port,
-        replication_user=REPLICATOR,
-        slot=node.slot,
-        pgdata=str(node.data),
-        password_secret={"name": "shop-replication", "key": "password"},
-    )
-    values = {e["name"]: e.get("value", "") for e in env}
-    assert {e["name"] for e in env if "valueFrom" in e} == {"PGPASSWORD"}
-    values["PGPASSWORD"] = password
-    script = Path(node.dir or "/nonexistent") / "clone.sh"
-    script.write_text(standby.CLONE_SCRIPT)
-    script.chmod(0o755)
-    return subprocess.run(
-        ["/bin/sh", str(script)],
-        env={"PATH": f"{node.tools.bindir}:{os.environ['PATH']}", **values},
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-        **node.tools.run_as,
-    )
+    return servers.run_clone_script(node, replication_user=REPLICATOR, password=password)
 
 
 def _clone_with_script(node: servers.Standby) -> None:

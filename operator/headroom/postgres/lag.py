@@ -19,8 +19,8 @@ from headroom.postgres import limits
 
 _POSITION = (
     "SELECT pg_is_in_recovery(),"
-    " CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END"
-    "::text,"
+    " CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn()"
+    " ELSE pg_current_wal_flush_lsn() END::text,"
     " CASE WHEN pg_is_in_recovery()"
     " THEN EXTRACT(EPOCH FROM clock_timestamp() - pg_last_xact_replay_timestamp()) END,"
     " CASE WHEN pg_is_in_recovery() THEN pg_is_wal_replay_paused() ELSE false END"
@@ -30,7 +30,11 @@ _POSITION = (
 @dataclass(frozen=True)
 class Position:
     in_recovery: bool  # a standby
-    lsn: int  # replayed up to (a standby), written up to (the primary)
+    # replayed up to (a standby), flushed up to (the primary): a standby is
+    # sent flushed WAL only, and WAL that no commit flushes (a running-xacts
+    # record on an idle primary) may stay written but unflushed for long,
+    # which would show a caught-up standby as behind by its last replay's age
+    lsn: int
     replay_age_seconds: float | None  # of the last replayed transaction; None: none yet
     replay_paused: bool
 

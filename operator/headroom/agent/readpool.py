@@ -1,0 +1,254 @@
+"""The read-pool agent: keeps lagging or lost replicas out of the read
+pooler's PgBouncer (issue 10). Runs in the read-pooler pod, as
+
+- ``python -m headroom.agent.readpool --config /etc/headroom-readpool/readpool.json``
+  (container ``agent``): every ``pollSeconds``, read the primary's WAL position
+  and each replica's (``postgres.lag``), decide the membership
+  (``planning.membership.decide``), write the ``[databases]`` include file
+  atomically when it changed, and RELOAD PgBouncer through its admin console on
+  localhost. A RELOAD that changes the host list closes the server connections
+  to a removed host at the end of their transaction; no pod restarts.
+- the same with ``--once`` (init container ``agent-init``): probe once and
+  write the include file before PgBouncer starts; no RELOAD; exit 0 whatever
+  the probes found (PgBouncer must start, with the fallback if need be).
+
+Environment: PGUSER/PGPASSWORD (the app's database role, to probe replicas
+and primary), HEADROOM_AGENT_PASSWORD (the admin console's), PGSSLROOTCERT
+(optional: the servers' CA file). One log line per change; a password never
+appears in one. A failed probe or RELOAD never ends the loop; SIGTERM does,
+at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from headroom.planning import membership
+from headroom.postgres import lag, limits
+
+log = logging.getLogger("headroom.agent.readpool")
+
+Probe = Callable[[limits.Target], "lag.Position | str"]
+Reload = Callable[[], "str | None"]  # None when done, else why not
+
+
+@dataclass(frozen=True)
+class Credentials:
+    user: str
+    password: str
+    admin_password: str
+    server_ca_pem: str | None = None
+
+    def __repr__(self) -> str:  # no password in a traceback
+        return f"Credentials({self.user})"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> Credentials:
+        missing = [k for k in ("PGUSER", "PGPASSWORD", "HEADROOM_AGENT_PASSWORD") if not env.get(k)]
+        if missing:
+            raise SystemExit(f"readpool agent: missing environment {', '.join(missing)}")
+        ca_file = env.get("PGSSLROOTCERT")
+        return cls(
+            user=env["PGUSER"],
+            password=env["PGPASSWORD"],
+            admin_password=env["HEADROOM_AGENT_PASSWORD"],
+            server_ca_pem=Path(ca_file).read_text() if ca_file else None,
+        )
+
+
+def observe(
+    config: membership.ReadPoolConfig, creds: Credentials, probe: Probe
+) -> dict[str, membership.Observed]:
+    """One round of probes. The primary is read just before each replica, so a
+    slow replica does not make the next one look further behind than it is."""
+
+    def target(host: str, port: int) -> limits.Target:
+        return limits.Target(
+            host=host,
+            port=port,
+            database=config.dbname,
+            username=creds.user,
+            password=creds.password,
+            ssl_mode=config.sslmode,
+            server_ca_pem=creds.server_ca_pem,
+        )
+
+    primary_target = target(config.primary.host, config.primary.port)
+    primary_down = False
+    found: dict[str, membership.Observed] = {}
+    for replica in config.replicas:
+        primary: lag.Position | str = "not read again this round"
+        if not primary_down:
+            primary = _safe(probe, primary_target)
+            primary_down = isinstance(primary, str)
+        seen = _safe(probe, target(replica.host, config.port))
+        if isinstance(seen, str):
+            found[replica.name] = membership.Observed.unreachable(seen)
+        elif isinstance(primary, str):
+            found[replica.name] = membership.Observed(in_recovery=seen.in_recovery)
+        else:
+            behind = lag.lag(primary, seen)
+            found[replica.name] = membership.Observed(
+                in_recovery=seen.in_recovery, lag_bytes=behind.bytes, lag_seconds=behind.seconds
+            )
+    return found
+
+
+def _safe(probe: Probe, target: limits.Target) -> lag.Position | str:
+    try:
+        return probe(target)
+    except Exception as err:  # a probe must never end the loop
+        return f"probe failed: {type(err).__name__}"
+
+
+def write_if_changed(path: Path, text: str) -> bool:
+    """Write ``text`` to ``path`` atomically (temp file + rename in its dir)
+    unless it holds that already; whether it wrote."""
+    try:
+        if path.read_text() == text:
+            return False
+    except OSError:
+        pass
+    partial = path.with_name(f".{path.name}.tmp")
+    partial.write_text(text)
+    partial.chmod(0o644)
+    os.replace(partial, path)
+    return True
+
+
+def admin_reload(config: membership.ReadPoolConfig, creds: Credentials) -> str | None:
+    """RELOAD on PgBouncer's admin console; None when done, else why not."""
+    import psycopg  # noqa: PLC0415 - the init step and the unit tests never reload
+
+    try:
+        with psycopg.connect(
+            host=config.admin.host,
+            port=config.admin.port,
+            dbname="pgbouncer",
+            user=config.admin.user,
+            password=creds.admin_password,
+            sslmode="disable",  # localhost, inside the pod
+            connect_timeout=config.connect_timeout_seconds,
+            autocommit=True,
+        ) as conn:
+            # the admin console speaks the simple query protocol only
+            result = conn.pgconn.exec_(b"RELOAD")
+            if result.status != psycopg.pq.ExecStatus.COMMAND_OK:
+                message = (result.error_message or b"").decode(errors="replace").strip()
+                return f"RELOAD refused: {message or f'status {result.status}'}"
+    except psycopg.Error as err:
+        text = str(err).strip().splitlines()[0] if str(err).strip() else "no detail"
+        return f"{type(err).__name__}: {text}".replace(creds.admin_password, "***")[:300]
+    return None
+
+
+@dataclass
+class Agent:
+    """The state between polls: the last membership and whether PgBouncer
+    still has to RELOAD a file written earlier (the RELOAD failed)."""
+
+    config: membership.ReadPoolConfig
+    creds: Credentials
+    probe: Probe
+    reload: Reload | None  # None: the init step, PgBouncer is not running yet
+    previous: dict[str, bool] | None = None
+    reload_pending: bool = False
+    last: membership.Membership | None = field(default=None, repr=False)
+
+    def step(self) -> membership.Membership:
+        observed = observe(self.config, self.creds, self.probe)
+        found = membership.decide(self.config, observed=observed, previous=self.previous)
+        if self.previous is None:
+            for verdict in found.verdicts:
+                state = "in" if verdict.member else "out"
+                log.info("replica %s %s: %s", verdict.name, state, verdict.reason)
+            log.info("membership: %s", _summary(found))
+        for change in found.changes:
+            log.info("%s", change)
+        self.previous = found.previous()
+        self.last = found
+        text = membership.render_databases(self.config, found.members)
+        try:
+            wrote = write_if_changed(Path(self.config.output), text)
+        except OSError as err:
+            log.warning("could not write %s: %s", self.config.output, err)
+            return found
+        if wrote:
+            log.info("wrote %s: %s", self.config.output, _summary(found))
+        if self.reload is not None and (wrote or self.reload_pending):
+            failed = self.reload()
+            self.reload_pending = failed is not None
+            if failed is None:
+                log.info("PgBouncer reloaded")
+            else:
+                log.warning("PgBouncer RELOAD failed (retried at the next poll): %s", failed)
+        return found
+
+
+def _summary(found: membership.Membership) -> str:
+    if found.target == "replicas":
+        return f"reads go to {', '.join(found.members)}"
+    if found.target == "fallback":
+        return "every replica is out: reads go to the fallback"
+    return "every replica is out: reads are refused"
+
+
+def run(agent: Agent, *, stop: threading.Event) -> None:
+    """Poll until ``stop`` is set."""
+    while not stop.is_set():
+        try:
+            agent.step()
+        except Exception:  # a bug must not leave the pool frozen without a word
+            log.exception("poll failed; trying again at the next one")
+        stop.wait(agent.config.poll_seconds)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m headroom.agent.readpool")
+    parser.add_argument("--config", required=True, type=Path, help="readpool.json")
+    parser.add_argument("--once", action="store_true", help="probe once, write, exit 0")
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        stream=sys.stderr,
+        level=logging.INFO,
+        format="%(asctime)s readpool %(levelname)s %(message)s",
+    )
+    config = membership.ReadPoolConfig.model_validate_json(args.config.read_text())
+    creds = Credentials.from_env(os.environ)
+
+    def probe(target: limits.Target) -> lag.Position | str:
+        return lag.position(target, timeout_seconds=config.connect_timeout_seconds)
+
+    if args.once:
+        try:
+            Agent(config=config, creds=creds, probe=probe, reload=None).step()
+        except Exception:
+            log.exception("init probe failed; PgBouncer starts without the include file")
+        return 0
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    agent = Agent(
+        config=config, creds=creds, probe=probe, reload=lambda: admin_reload(config, creds)
+    )
+    log.info(
+        "watching %d replicas every %gs (maxLagSeconds %g)",
+        len(config.replicas),
+        config.poll_seconds,
+        config.max_lag_seconds,
+    )
+    run(agent, stop=stop)
+    log.info("stopped")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
