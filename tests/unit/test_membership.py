@@ -22,7 +22,7 @@ def _config(**changes: Any) -> mb.ReadPoolConfig:
         "port": 5432,
         "replicas": [{"name": "r0", "host": "db-ro-0.example.com"}, {"name": "r1", "host": "h1"}],
         "primary": {"host": "shop-db.default.svc", "port": 5432},
-        "fallback": {"host": "shop-pooler-rw.default.svc", "port": 5432},
+        "fallback": {"host": "db.default.svc", "port": 5432, "maxDbConnections": 3},
         "maxLagSeconds": 30,
         "maxLagBytes": None,
         "pollSeconds": 5,
@@ -43,7 +43,7 @@ def test_the_config_file_round_trips_in_camel_case() -> None:
     config = _config()
     text = config.to_json()
     assert json.loads(text)["maxLagSeconds"] == 30
-    assert json.loads(text)["fallback"] == {"host": "shop-pooler-rw.default.svc", "port": 5432}
+    assert json.loads(text)["fallback"] == {"host": "db.default.svc", "port": 5432, "maxDbConnections": 3}
     assert mb.ReadPoolConfig.model_validate_json(text) == config
 
 
@@ -153,7 +153,7 @@ def test_every_replica_out_falls_back_to_the_primary_and_comes_back() -> None:
     )
     assert found.target == "fallback" and found.members == ()
     assert found.changes[-1] == (
-        "every replica is out: reads go to the primary through shop-pooler-rw.default.svc:5432"
+        "every replica is out: reads go to the primary db.default.svc:5432"
     )
     back = mb.decide(config, observed={"r0": down, "r1": OK}, previous=found.previous())
     assert back.target == "replicas" and back.members == ("r1",)
@@ -183,7 +183,7 @@ def test_the_include_file_lists_the_members_in_config_order() -> None:
 
 def test_the_include_file_points_at_the_fallback_or_has_no_entry() -> None:
     assert mb.render_databases(_config(), []).splitlines()[-1] == (
-        "shop = host=shop-pooler-rw.default.svc port=5432 dbname=shop"
+        "shop = host=db.default.svc port=5432 dbname=shop max_db_connections=3"
     )
     refused = mb.render_databases(_config(fallback=None), [])
     assert [line for line in refused.splitlines() if not line.startswith(";")] == ["[databases]"]

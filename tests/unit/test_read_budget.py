@@ -214,8 +214,9 @@ def test_read_pooler_config_leaves_databases_to_the_agent() -> None:
 def test_fallback_entry_is_capped_at_the_share_the_primary_keeps() -> None:
     planned = _plan(**NEON)
     assert planned.read is not None
-    agent = readpool.agent_config(planned)
-    assert agent["fallback"] == {"host": "db", "port": 5432, "maxDbConnections": 3}
+    fallback = readpool.agent_config(planned).fallback
+    assert fallback is not None
+    assert (fallback.host, fallback.port, fallback.max_db_connections) == ("db", 5432, 3)
     assert planned.read.fallback_connections == 9 == planned.budget.read_fallback
 
 

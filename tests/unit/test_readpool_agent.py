@@ -28,7 +28,7 @@ def _config(output: Path, *, fallback: bool = True) -> membership.ReadPoolConfig
             "dbname": "shop",
             "replicas": [{"name": "r0", "host": "h0"}, {"name": "r1", "host": "h1"}],
             "primary": {"host": "primary", "port": 5432},
-            "fallback": {"host": "shop-pooler-rw", "port": 5432} if fallback else None,
+            "fallback": {"host": "db", "port": 5432} if fallback else None,
             "maxLagSeconds": 10,
             "pollSeconds": 0.01,
             "output": str(output),
@@ -127,7 +127,7 @@ def test_every_replica_lost_points_the_entry_at_the_fallback_or_removes_it(
     servers = Servers()
     servers.answers["h0"] = servers.answers["h1"] = "OperationalError: no route"
     _agent(tmp_path, servers).step()
-    assert _entry(tmp_path) == "shop = host=shop-pooler-rw port=5432 dbname=shop"
+    assert _entry(tmp_path) == "shop = host=db port=5432 dbname=shop"
     _agent(tmp_path, servers, fallback=False).step()
     assert "shop =" not in (tmp_path / "readpool-databases.ini").read_text()
 
@@ -181,7 +181,7 @@ def test_the_init_step_writes_the_file_and_exits_0_whatever_the_probes_found(
     monkeypatch.setattr(lag, "position", unreachable)
     assert readpool.main(["--config", str(config_file), "--once"]) == 0
     assert (tmp_path / "out.ini").read_text().splitlines()[-1] == (
-        "shop = host=shop-pooler-rw port=5432 dbname=shop"
+        "shop = host=db port=5432 dbname=shop"
     )
 
 

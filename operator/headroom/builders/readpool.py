@@ -17,9 +17,8 @@ Pure. The pod has three Headroom parts beside PgBouncer and its exporter:
 
 from __future__ import annotations
 
-import json
-
 from headroom.builders import common, pgbouncer
+from headroom.planning import membership
 from headroom.planning import plan as plan_mod
 
 CONFIG_FILE = "readpool.json"
@@ -48,35 +47,35 @@ def service_host(plan: plan_mod.Plan) -> str:
 
 def agent_config(
     plan: plan_mod.Plan, *, output: str = pgbouncer.READ_DATABASES_FILE
-) -> dict[str, object]:
+) -> membership.ReadPoolConfig:
     """``readpool.json``: what the agent measures and how it decides."""
     read = plan.read
     assert read is not None
     db = plan.database
-    return {
-        "version": 1,
-        "database": db.name,
-        "dbname": db.name,
-        "port": read.port,
-        "replicas": [{"name": r.name, "host": r.host} for r in read.replicas],
-        "primary": {"host": db.host, "port": db.port},
-        # whenAllLagging primary: the read pool's entry points at the primary
-        # itself, capped at the share the primary keeps for it (planning.replicas)
-        "fallback": {"host": db.host, "port": db.port, "maxDbConnections": read.fallback_per_pod}
+    return membership.ReadPoolConfig(
+        database=db.name,
+        dbname=db.name,
+        port=read.port,
+        replicas=tuple(membership.Replica(name=r.name, host=r.host) for r in read.replicas),
+        primary=membership.Endpoint(host=db.host, port=db.port),
+        # whenAllLagging primary: the read entry points at the primary itself,
+        # capped at the share the primary keeps for it (planning.replicas)
+        fallback=membership.Fallback(
+            host=db.host, port=db.port, max_db_connections=read.fallback_per_pod
+        )
         if read.fallback_per_pod
         else None,
-        "maxLagSeconds": read.max_lag_seconds,
-        "maxLagBytes": read.max_lag_bytes,
-        "pollSeconds": read.poll_seconds,
-        "connectTimeoutSeconds": 3,
-        "sslmode": db.ssl_mode,
-        "output": output,
-        "admin": {"host": "127.0.0.1", "port": plan_mod.POOLER_PORT, "user": plan_mod.AGENT_USER},
-    }
+        max_lag_seconds=read.max_lag_seconds,
+        max_lag_bytes=read.max_lag_bytes,
+        poll_seconds=read.poll_seconds,
+        sslmode=db.ssl_mode,
+        output=output,
+        admin=membership.Admin(port=plan_mod.POOLER_PORT, user=plan_mod.AGENT_USER),
+    )
 
 
 def render_agent_config(plan: plan_mod.Plan, **kwargs: str) -> str:
-    return json.dumps(agent_config(plan, **kwargs), indent=2, sort_keys=True) + "\n"
+    return agent_config(plan, **kwargs).to_json()
 
 
 def _agent_container(plan: plan_mod.Plan, *, name: str, once: bool, image: str) -> common.Obj:

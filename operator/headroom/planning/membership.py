@@ -19,7 +19,7 @@ when set). It comes back only when reachable, in recovery and no further
 behind than half of each bound, so a replica hovering at the bound does not
 flap in and out at every poll. When the lag cannot be measured (the primary is
 unreadable) each replica keeps its place. When every replica is out, reads go
-to ``fallback`` (the primary through the write pooler) or, without one, the
+to ``fallback`` (the primary, capped at its share) or, without one, the
 read entry is left out and PgBouncer answers "no such database".
 """
 
@@ -78,6 +78,13 @@ class Endpoint(_Model):
     port: Port = 5432
 
 
+class Fallback(Endpoint):
+    """The primary, for when every replica is out; capped at the share the
+    primary keeps for reads (planning.replicas), per read-pooler pod."""
+
+    max_db_connections: int | None = Field(default=None, ge=1)
+
+
 class Replica(_Model):
     # stable, for logs, status and Events (r0, r1, ...)
     name: Annotated[str, _charset(_NAME, "replica name")]
@@ -99,7 +106,7 @@ class ReadPoolConfig(_Model):
     port: Port = 5432  # every replica's: PgBouncer's host list takes one port
     replicas: tuple[Replica, ...] = Field(min_length=1)
     primary: Endpoint  # lag is measured against it
-    fallback: Endpoint | None  # when every replica is out; None: refuse reads
+    fallback: Fallback | None  # when every replica is out; None: refuse reads
     max_lag_seconds: float = Field(default=30, gt=0)
     max_lag_bytes: int | None = Field(default=None, gt=0)
     poll_seconds: float = Field(default=5, gt=0, le=3600)
@@ -243,7 +250,7 @@ def _target_change(config: ReadPoolConfig, target: Target) -> str:
     if target == "fallback":
         assert config.fallback is not None
         return (
-            "every replica is out: reads go to the primary through "
+            "every replica is out: reads go to the primary "
             f"{config.fallback.host}:{config.fallback.port}"
         )
     return "every replica is out and there is no fallback: reads are refused"
@@ -270,10 +277,11 @@ def render_databases(config: ReadPoolConfig, members: Iterable[str]) -> str:
         target = f"host={','.join(hosts)} port={config.port} dbname={config.dbname}"
         lines.append(_line(config.database, target))
     elif config.fallback is not None:
-        # the write pooler's entry has the name clients use
         fallback = config.fallback
         _checked(fallback.host, _HOST, "fallback host")
-        target = f"host={fallback.host} port={fallback.port} dbname={config.database}"
+        target = f"host={fallback.host} port={fallback.port} dbname={config.dbname}"
+        if fallback.max_db_connections is not None:
+            target += f" max_db_connections={fallback.max_db_connections}"
         lines.append(_line(config.database, target))
     else:
         lines.append(";; every replica is out and reads are refused: no read entry")
