@@ -43,7 +43,11 @@ def test_the_config_file_round_trips_in_camel_case() -> None:
     config = _config()
     text = config.to_json()
     assert json.loads(text)["maxLagSeconds"] == 30
-    assert json.loads(text)["fallback"] == {"host": "db.default.svc", "port": 5432, "maxDbConnections": 3}
+    assert json.loads(text)["fallback"] == {
+        "host": "db.default.svc",
+        "port": 5432,
+        "maxDbConnections": 3,
+    }
     assert mb.ReadPoolConfig.model_validate_json(text) == config
 
 
