@@ -101,8 +101,9 @@ test: deps venv cluster ## everything: lint, unit, conformance, e2e, dependency 
 	$(MAKE) floors
 
 .PHONY: bench
-bench: venv ## benchmarks (pgbench through the pooler vs direct); results in bench/results/
+bench: venv ## benchmarks (pgbench through the poolers vs direct, read-pool eviction); results in bench/results/
 	$(PY) bench/pooler_bench.py --out bench/results/pooler.md
+	$(PY) bench/readpool_bench.py --out bench/results/readpool.md
 
 .PHONY: bench-scale
 bench-scale: venv binaries ## N=50 (x3), 100 and 500 full-stack profiles on a bench cluster; results in bench/results/scale.md

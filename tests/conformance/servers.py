@@ -1137,8 +1137,10 @@ def run_pgbench(
     transactions: int | None = None,
     extra: tuple[str, ...] = ("-S",),
     timeout: float = 600,
+    host: str = HOST,
 ) -> PgbenchResult:
-    """Run pgbench (select-only by default); never raises for a failed run."""
+    """Run pgbench (select-only by default) against ``host`` (or a socket dir);
+    never raises for a failed run."""
     raise_nofile(clients + 256)
     args = [tools.pg("pgbench"), "-n", "-c", str(clients), "-j", str(jobs), *extra]
     if duration is not None:
@@ -1148,7 +1150,7 @@ def run_pgbench(
     started = time.monotonic()
     proc = subprocess.run(
         args,
-        env=libpq_env(user=user, password=password, port=port, dbname=dbname),
+        env=libpq_env(user=user, password=password, port=port, dbname=dbname, host=host),
         capture_output=True,
         text=True,
         timeout=timeout,
