@@ -79,8 +79,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=int, default=10, help="seconds per pgbench run")
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--max-lag-seconds", type=float, default=3.0)
-    parser.add_argument("--poll-seconds", type=float, default=1.0)
+    parser.add_argument("--max-lag-seconds", type=int, default=3)
+    parser.add_argument("--poll-seconds", type=int, default=1)
     args = parser.parse_args(argv)
     tools = servers.find_tools()
     with rp.launch(

@@ -840,6 +840,7 @@ def pooler_plan(
     parameters: Mapping[str, str] | None = None,
     instances: int = 1,
     reserved_connections: int | None = None,
+    read_replicas: Mapping[str, Any] | None = None,
 ) -> plan_mod.Plan:
     """Headroom's plan for a ScalingProfile ``name``: an app of up to ``max_replicas``
     pods with ``pool_per_pod`` connections each, through one transaction-mode
@@ -868,6 +869,7 @@ def pooler_plan(
                         if reserved_connections is None
                         else {"reservedConnections": reserved_connections}
                     ),
+                    **({} if read_replicas is None else {"readReplicas": dict(read_replicas)}),
                 },
                 "pooler": {
                     "instances": instances,

@@ -1,6 +1,6 @@
 """The read pool, for real: a Postgres 15 primary, two hot standbys cloned by
 the init script Headroom renders (builders.standby.CLONE_SCRIPT), the write
-pooler (builders.pgbouncer) as the fallback, and the read pooler as the pod
+pooler (builders.pgbouncer) beside it, and the read pooler as the pod
 runs it: PgBouncer whose pgbouncer.ini ends in ``%include`` of the file the
 read-pool agent writes, the agent's init step (``--once``) before PgBouncer
 starts, then the agent process (``python -m headroom.agent.readpool``)
@@ -10,8 +10,10 @@ PgBouncer's host list takes one port, so the two standbys listen on the same
 port, each on a UNIX socket in its own directory (``host=/dir0,/dir1``); the
 agent probes them through the same paths. Everything else is on 127.0.0.1.
 
-Until the read-pooler builder lands, the read pooler's pgbouncer.ini is
-rendered here following the builder's contract (see ``_read_ini``).
+The read pooler's pgbouncer.ini and readpool.json are what Headroom renders
+(builders.readpool) for a profile with two external replicas; only the
+addresses are this machine's (the socket directories for the replicas' hosts,
+the test's ports), as a cluster's DNS would give them.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ import psycopg
 import pytest
 import servers
 
-from headroom.builders import standby
+from headroom.builders import pgbouncer, readpool, standby
 from headroom.planning import membership
 from headroom.planning import plan as plan_mod
 
@@ -41,7 +43,7 @@ USER, PASSWORD, DBNAME = "shop_app", "shop-app-secret-9", "shop"
 REPLICATOR, REPLICATOR_PASSWORD = "headroom_replicator", "repl-secret-11"
 AGENT_PASSWORD, STATS_PASSWORD = "agent-secret-13", "stats-secret-17"
 STANDBY_PORT = 5432  # shared: each standby listens on it in its own socket dir
-MAX_LAG_SECONDS, POLL_SECONDS = 3.0, 1.0
+MAX_LAG_SECONDS, POLL_SECONDS = 3, 1
 # probes and the RELOAD take a moment on 2 shared cores
 SLACK_SECONDS = 1.5
 WHERE = "SELECT pg_is_in_recovery(), current_setting('unix_socket_directories')"
@@ -108,27 +110,14 @@ class ReadPool:
         return time.monotonic() - started
 
 
-def _read_ini(*, port: int, auth_file: Path, include: Path) -> str:
-    """The read pooler's pgbouncer.ini by the builder's contract: no read entry
-    of its own, the agent as an admin user, the include file last."""
-    return "\n".join(
-        [
-            "[databases]",
-            "[pgbouncer]",
-            f"listen_addr = {servers.HOST}",
-            f"listen_port = {port}",
-            "unix_socket_dir =",
-            "auth_type = scram-sha-256",
-            f"auth_file = {auth_file}",
-            f"admin_users = {membership.AGENT_USER}",
-            f"stats_users = {plan_mod.STATS_USER}",
-            "pool_mode = transaction",
-            # after a failed connect PgBouncer refuses the whole pool's new server
-            # connections this long (default 15 s), a RELOAD does not clear it
-            "server_login_retry = 1",
-            f"%include {include}",
-            "",
-        ]
+def _read_ini(plan: plan_mod.Plan, *, port: int, auth_file: Path, include: Path) -> str:
+    """The read pooler's pgbouncer.ini as Headroom renders it, on HOST:``port``."""
+    return pgbouncer.render_read_ini(
+        plan,
+        listen_addr=servers.HOST,
+        listen_port=port,
+        auth_file=str(auth_file),
+        include_file=str(include),
     )
 
 
@@ -153,8 +142,8 @@ def pool(tools: servers.Tools) -> Iterator[ReadPool]:
 def launch(
     tools: servers.Tools,
     *,
-    max_lag_seconds: float = MAX_LAG_SECONDS,
-    poll_seconds: float = POLL_SECONDS,
+    max_lag_seconds: int = MAX_LAG_SECONDS,
+    poll_seconds: int = POLL_SECONDS,
     scale: int = 1,
 ) -> Iterator[ReadPool]:
     """The whole read pool, started; stopped and removed on exit (also what
@@ -188,6 +177,12 @@ def launch(
             name="shop", uid="uid-readpool", port=primary.port, dbname=DBNAME,
             max_replicas=2, pool_per_pod=5, max_connections=100,
             superuser_reserved_connections=3, version="1.18.0",
+            read_replicas={
+                "mode": "external",
+                "hosts": [{"host": f"standby-{i}.example"} for i in range(len(standbys))],
+                "maxLagSeconds": max_lag_seconds,
+                "pollSeconds": poll_seconds,
+            },
         )  # fmt: skip
         userlist = pgbouncer_userlist()
         write_pooler = servers.PgBouncer(tools, servers.ini_for(write_plan), userlist)
@@ -196,20 +191,17 @@ def launch(
 
         read_port = servers.free_port()
         include = run_dir / "readpool-databases.ini"
-        config = membership.ReadPoolConfig(
-            database=DBNAME,
-            dbname=DBNAME,
-            port=STANDBY_PORT,
-            replicas=tuple(
-                membership.Replica(name=f"r{i}", host=node.host) for i, node in enumerate(standbys)
-            ),
-            primary=membership.Endpoint(host=servers.HOST, port=primary.port),
-            fallback=membership.Endpoint(host=servers.HOST, port=write_pooler.port),
-            max_lag_seconds=max_lag_seconds,
-            poll_seconds=poll_seconds,
-            connect_timeout_seconds=2,
-            output=str(include),
-            admin=membership.Admin(port=read_port),
+        rendered = readpool.agent_config(write_plan, output=str(include))
+        config = rendered.model_copy(
+            update={
+                "port": STANDBY_PORT,
+                "replicas": tuple(
+                    membership.Replica(name=r.name, host=node.host)
+                    for r, node in zip(rendered.replicas, standbys, strict=True)
+                ),
+                "connect_timeout_seconds": 2,
+                "admin": rendered.admin.model_copy(update={"port": read_port}),
+            }
         )
         config_file = run_dir / "readpool.json"
         config_file.write_text(config.to_json())
@@ -227,13 +219,13 @@ def launch(
         assert f"host={standbys[0].host},{standbys[1].host}" in include.read_text()
         if tools.owner is not None:
             os.chown(include, *tools.owner)
-        bouncer = ReadPoolBouncer(tools, read_port, include, userlist)
+        bouncer = ReadPoolBouncer(tools, write_plan, read_port, include, userlist)
         started.append(bouncer)
         bouncer.start()
         with (run_dir / "agent.log").open("ab") as log:
             agent = subprocess.Popen(command, env=_agent_env(), stdout=log, stderr=log)
         found = ReadPool(primary, standbys, write_pooler, bouncer, agent, run_dir)
-        found.wait_for_log("membership: reads go to r0, r1", timeout=30)
+        found.wait_for_log("membership: reads go to replica-0, replica-1", timeout=30)
         yield found
     finally:
         if agent is not None:
@@ -257,10 +249,12 @@ def pgbouncer_userlist() -> str:
 
 
 class ReadPoolBouncer(servers.PgBouncer):
-    def __init__(self, tools: servers.Tools, port: int, include: Path, userlist: str) -> None:
+    def __init__(
+        self, tools: servers.Tools, plan: plan_mod.Plan, port: int, include: Path, userlist: str
+    ) -> None:
         super().__init__(
             tools,
-            lambda _port, auth: _read_ini(port=port, auth_file=Path(auth), include=include),
+            lambda _port, auth: _read_ini(plan, port=port, auth_file=Path(auth), include=include),
             userlist,
         )
         self.fixed_port = port
@@ -316,7 +310,7 @@ def test_a_paused_standby_leaves_within_the_bound_and_comes_back(pool: ReadPool)
             # replay stops now: its last replayed transaction ages from here
             started = time.monotonic()
             left = pool.wait_for_log(
-                "replica r0 leaves", timeout=MAX_LAG_SECONDS + POLL_SECONDS + 10
+                "replica replica-0 leaves", timeout=MAX_LAG_SECONDS + POLL_SECONDS + 10
             )
             deadline = started + MAX_LAG_SECONDS + POLL_SECONDS + SLACK_SECONDS
             time.sleep(max(0.0, deadline - time.monotonic()))
@@ -327,7 +321,7 @@ def test_a_paused_standby_leaves_within_the_bound_and_comes_back(pool: ReadPool)
             assert MAX_LAG_SECONDS <= left <= MAX_LAG_SECONDS + POLL_SECONDS + SLACK_SECONDS, left
     finally:
         paused.admin().rows("SELECT pg_wal_replay_resume()")
-    pool.wait_for_log("replica r0 joins", timeout=30)
+    pool.wait_for_log("replica replica-0 joins", timeout=30)
     servers.wait_until(
         lambda: pool.hosts_reading(6) == {node.host for node in pool.standbys},
         timeout=10,
@@ -394,7 +388,7 @@ def test_a_killed_standby_leaves_and_reads_go_on_through_the_other(pool: ReadPoo
         time.sleep(0.5)
         killed = time.monotonic()
         lost.halt()
-        pool.wait_for_log("replica r0 leaves: unreachable", timeout=POLL_SECONDS + 10)
+        pool.wait_for_log("replica replica-0 leaves: unreachable", timeout=POLL_SECONDS + 10)
         time.sleep(POLL_SECONDS + 1)
     assert client.failed + client2.failed == [], (client.failed, client2.failed)
     # on the way, retried on a new connection and answered: a read in flight on

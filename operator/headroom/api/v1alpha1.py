@@ -448,9 +448,9 @@ class ReadReplicas(_Model):
     )
     when_all_lagging: Literal["primary", "refuse"] = Field(
         default="primary",
-        description="When every replica is out: primary sends reads to the primary "
-        "through the write pooler (they share its server connections); refuse makes the "
-        "read endpoint refuse new connections until a replica is back.",
+        description="When every replica is out: primary sends reads to the primary, "
+        "capped at primaryFallbackConnections (kept out of the write pool's budget); refuse "
+        "makes the read endpoint refuse new connections until a replica is back.",
     )
     primary_fallback_connections: int | None = Field(
         default=None,

@@ -659,6 +659,10 @@ def plan(profile: v1alpha1.ScalingProfile, *, facts: Facts | None = None) -> Pla
     if read is not None:
         read_settings = dict(settings)
         read_settings.update(_sizing(read.budget))
+        # After a failed login to a dead replica PgBouncer refuses new server
+        # connections of the whole pool for this long (default 15 s), RELOAD or
+        # not: keep it short so the survivors take the reads at once.
+        read_settings.setdefault("server_login_retry", "1")
         read_pooler = _pooler_plan(
             spec.pooler, instances=read.instances, version=version, settings=read_settings
         )
