@@ -37,6 +37,12 @@ class Settings(BaseSettings):
         gt=0,
         description="Re-read each primary's connection limits this often (failures: 1/5 of it).",
     )
+    replica_check_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        description="Re-measure each profile's read replicas (lag, limits) this often; the "
+        "read-pool agents decide the data path on their own, every pollSeconds.",
+    )
     agent_image: str = Field(
         default=f"ghcr.io/headroom-dev/headroom:{__version__}",
         max_length=512,

@@ -32,11 +32,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from headroom.planning import membership
-from headroom.postgres import lag, limits
+from headroom.postgres import lag, limits, replicas
 
 log = logging.getLogger("headroom.agent.readpool")
 
-Probe = Callable[[limits.Target], "lag.Position | str"]
+Probe = replicas.Probe
 Reload = Callable[[], "str | None"]  # None when done, else why not
 
 
@@ -62,51 +62,6 @@ class Credentials:
             admin_password=env["HEADROOM_AGENT_PASSWORD"],
             server_ca_pem=Path(ca_file).read_text() if ca_file else None,
         )
-
-
-def observe(
-    config: membership.ReadPoolConfig, creds: Credentials, probe: Probe
-) -> dict[str, membership.Observed]:
-    """One round of probes. The primary is read just before each replica, so a
-    slow replica does not make the next one look further behind than it is."""
-
-    def target(host: str, port: int) -> limits.Target:
-        return limits.Target(
-            host=host,
-            port=port,
-            database=config.dbname,
-            username=creds.user,
-            password=creds.password,
-            ssl_mode=config.sslmode,
-            server_ca_pem=creds.server_ca_pem,
-        )
-
-    primary_target = target(config.primary.host, config.primary.port)
-    primary_down = False
-    found: dict[str, membership.Observed] = {}
-    for replica in config.replicas:
-        primary: lag.Position | str = "not read again this round"
-        if not primary_down:
-            primary = _safe(probe, primary_target)
-            primary_down = isinstance(primary, str)
-        seen = _safe(probe, target(replica.host, config.port))
-        if isinstance(seen, str):
-            found[replica.name] = membership.Observed.unreachable(seen)
-        elif isinstance(primary, str):
-            found[replica.name] = membership.Observed(in_recovery=seen.in_recovery)
-        else:
-            behind = lag.lag(primary, seen)
-            found[replica.name] = membership.Observed(
-                in_recovery=seen.in_recovery, lag_bytes=behind.bytes, lag_seconds=behind.seconds
-            )
-    return found
-
-
-def _safe(probe: Probe, target: limits.Target) -> lag.Position | str:
-    try:
-        return probe(target)
-    except Exception as err:  # a probe must never end the loop
-        return f"probe failed: {type(err).__name__}"
 
 
 def write_if_changed(path: Path, text: str) -> bool:
@@ -164,7 +119,13 @@ class Agent:
     last: membership.Membership | None = field(default=None, repr=False)
 
     def step(self) -> membership.Membership:
-        observed = observe(self.config, self.creds, self.probe)
+        observed = replicas.observe(
+            self.config,
+            user=self.creds.user,
+            password=self.creds.password,
+            server_ca_pem=self.creds.server_ca_pem,
+            probe=self.probe,
+        )
         found = membership.decide(self.config, observed=observed, previous=self.previous)
         if self.previous is None:
             for verdict in found.verdicts:

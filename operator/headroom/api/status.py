@@ -124,9 +124,24 @@ class BindingStatus(_Status):
     )
 
 
+class ReadReplicaStatus(_Status):
+    """One read replica as the operator last measured it (the read-pool agent
+    in each read-pooler pod decides the data path on its own, every pollSeconds)."""
+
+    name: str = Field(max_length=63)
+    host: str = Field(max_length=ADDRESS_MAX)
+    in_pool: bool = Field(description="Takes reads (within the lag bound, reachable).")
+    lag_seconds: float | None = Field(default=None, description="Replay lag, whole seconds.")
+    lag_bytes: int | None = Field(default=None, description="WAL bytes behind the primary.")
+    reason: str = Field(max_length=1024, description="Why it is in or out.")
+
+
 class ScalingProfileStatus(_Status):
     observed_generation: int = Field(default=0, ge=0)
     conditions: list[Condition] = Field(default_factory=list, max_length=64)
     budget: BudgetStatus | None = None
     pooler: PoolerStatus | None = None
+    read_replicas: list[ReadReplicaStatus] | None = Field(
+        default=None, max_length=16, description="The read replicas and their lag."
+    )
     binding: BindingStatus | None = None

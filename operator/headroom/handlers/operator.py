@@ -191,10 +191,12 @@ class Runtime:
             self.cluster,
             self.metrics,
             primary_check_seconds=cfg.primary_check_seconds,
+            replica_check_seconds=cfg.replica_check_seconds,
             agent_image=cfg.agent_image,
             operator_namespace=self.kube.cfg.namespace or "",
         )
         self.engine.probe.on_change = self._primaries_changed
+        self.engine.replica_probe.on_change = self._primaries_changed
         self.stop = asyncio.Event()
         self.active = asyncio.Event()  # set while this replica is the leader
         self._tasks: list[asyncio.Task[Any]] = []
@@ -356,8 +358,9 @@ class Runtime:
             if self.active.is_set():
                 try:
                     await self.engine.probe.refresh_due()
+                    await self.engine.replica_probe.refresh_due()
                 except Exception:  # a probe bug must not stop the others
-                    log.exception("reading the primaries' limits failed")
+                    log.exception("reading the primaries' limits or the replicas' lag failed")
 
     async def _watch_webhook(self) -> None:
         """Restart the admission process if it dies (the API server would refuse

@@ -110,6 +110,8 @@ class Facts:
     cnpg: bool = False  # CloudNativePG's Pooler CRD is served
     # the CNPG Cluster of readReplicas mode cnpg, as read (None: not read, or absent)
     cnpg_cluster: replicas.CnpgCluster | None = None
+    # the read replicas' own limits, by replica name (None: not read)
+    replica_limits: tuple[tuple[str, PrimaryLimits], ...] = ()
     agent_image: str = DEFAULT_AGENT_IMAGE  # HEADROOM_AGENT_IMAGE
     # the operator's namespace: its lag probes may reach the standbys it runs
     operator_namespace: str = ""
@@ -619,6 +621,7 @@ def plan(profile: v1alpha1.ScalingProfile, *, facts: Facts | None = None) -> Pla
         profile,
         cnpg=facts.cnpg,
         cnpg_cluster=facts.cnpg_cluster,
+        live={name: limits.available for name, limits in facts.replica_limits},
         primary_available=db.max_connections
         - db.superuser_reserved_connections
         - db.reserved_connections

@@ -34,6 +34,7 @@ from headroom.api import v1alpha1
 from headroom.builders import binding, cnpg, common, desired, pgbouncer, readpool, redis
 from headroom.kube import errors
 from headroom.planning import budget as budget_mod
+from headroom.planning import membership
 from headroom.planning import plan as plan_mod
 from headroom.planning import replicas as replicas_mod
 from headroom.planning import shared as shared_mod
@@ -41,6 +42,7 @@ from headroom.reconcile import compare, observe, registry
 from headroom.reconcile import conditions as cond
 from headroom.reconcile import metrics as metrics_mod
 from headroom.reconcile import primary as primary_mod
+from headroom.reconcile import replicas as replica_probe
 from headroom.reconcile import shared as shared_state
 
 log = logging.getLogger(__name__)
@@ -159,6 +161,7 @@ class Engine:
         metrics: metrics_mod.Metrics,
         *,
         primary_check_seconds: float = 300.0,
+        replica_check_seconds: float = 30.0,
         agent_image: str = plan_mod.DEFAULT_AGENT_IMAGE,
         operator_namespace: str = "",
     ) -> None:
@@ -167,6 +170,7 @@ class Engine:
         self.operator_namespace = operator_namespace
         self.metrics = metrics
         self.probe = primary_mod.PrimaryProbe(ttl_seconds=primary_check_seconds)
+        self.replica_probe = replica_probe.ReplicaProbe(ttl_seconds=replica_check_seconds)
         self._memo: dict[str, _Memo] = {}
         # (profile key, child key) -> (desired hash, resourceVersion after our
         # apply): the object is as we left it, even where the API server
@@ -176,6 +180,7 @@ class Engine:
 
     def forget(self, key: str) -> None:
         self.probe.release(key)
+        self.replica_probe.release(key)
         self._memo.pop(key, None)
         self._inputs.pop(key, None)
         for k in [k for k in self._applied if k[0] == key]:
@@ -231,6 +236,7 @@ class Engine:
             tuple(sorted((ref, self.cluster.version_of(ref)) for ref in inputs)),
             tuple(sorted(self.cluster.facts().items())),
             self.probe.version(memo.probe_key if memo is not None else None),
+            self.replica_probe.version(key),
             self.cluster.shared_uses(key),
         )
 
@@ -332,12 +338,33 @@ class Engine:
             checks.append(primary_cond)
             if live is not None:
                 planned = plan_mod.plan(profile, facts=dataclasses.replace(facts, primary=live))
+                facts = dataclasses.replace(facts, primary=live)
                 if not planned.ok:  # the declared limits are higher than the real ones
                     exceeded = cond.Cond(
                         cond.CONNECTION_BUDGET, "False", "BudgetExceeded", planned.problem_text()
                     )
                     outcome = await finish([exceeded, *checks], keep_last=True, budget=budget)
                     return outcome, True, probe_key
+        read_status: dict[str, Any] = {}
+        if _measures_replicas(planned):
+            planned, read_status = await self._replicas(
+                key,
+                profile=profile,
+                planned=planned,
+                creds=creds,
+                facts=facts,
+                previous_status=previous_status,
+                checks=checks,
+                events=events,
+            )
+            if not planned.ok:  # a replica's real limits are below the declared ones
+                exceeded = cond.Cond(
+                    cond.CONNECTION_BUDGET, "False", "BudgetExceeded", planned.problem_text()
+                )
+                outcome = await finish([exceeded, *checks], keep_last=True, budget=budget)
+                return outcome, True, probe_key
+        else:
+            self.replica_probe.release(key)
         try:
             wanted = desired.build_parts(planned, creds, app_pod_selector=app_selector)
         except ValueError as err:  # builders refuse unsafe credentials
@@ -404,6 +431,7 @@ class Engine:
             )
         outcome = await finish(
             components,
+            **read_status,
             budget=budget,
             pooler=pooler_status,
             binding={"name": binding.secret_name(planned)},
@@ -429,6 +457,54 @@ class Engine:
         if found is None:
             raise InputError(reason, f"Secret {name} ({field_path}) does not exist")
         return found
+
+    async def _replicas(
+        self,
+        key: str,
+        *,
+        profile: v1alpha1.ScalingProfile,
+        planned: plan_mod.Plan,
+        creds: common.Credentials,
+        facts: plan_mod.Facts,
+        previous_status: dict[str, Any],
+        checks: list[cond.Cond],
+        events: list[Event],
+    ) -> tuple[plan_mod.Plan, dict[str, Any]]:
+        """Measure the replicas (their last reading): the membership the agent
+        would decide, an Event per change since the last status, their own
+        limits (a replan when they were read)."""
+        reading = await self.replica_probe.check(planned, creds, user=key)
+        config = readpool.agent_config(planned)
+        before = {
+            str(r.get("name")): bool(r.get("inPool"))
+            for r in previous_status.get("readReplicas") or []
+            if isinstance(r, dict)
+        }
+        found = membership.decide(
+            config,
+            observed={r.name: r.observed for r in reading},
+            previous={n: before[n] for n in before if n in {r.name for r in config.replicas}},
+        )
+        events.extend(
+            Event("Normal" if "joins" in line or "again" in line else "Warning", "ReadPool", line)
+            for line in found.changes
+        )
+        checks.append(_in_pool_condition(found, config))
+        live = tuple((r.name, r.limits) for r in reading if r.limits is not None)
+        if live:
+            planned = plan_mod.plan(profile, facts=dataclasses.replace(facts, replica_limits=live))
+        statuses = [
+            status_models.ReadReplicaStatus(
+                name=v.name,
+                host=v.host,
+                in_pool=v.member,
+                lag_seconds=_finite(r.observed.lag_seconds),
+                lag_bytes=r.observed.lag_bytes,
+                reason=v.reason[:1024],
+            ).model_dump(by_alias=True, exclude_none=True)
+            for v, r in zip(found.verdicts, reading, strict=True)
+        ]
+        return planned, {"readReplicas": statuses}
 
     async def _cnpg_cluster(
         self, profile: v1alpha1.ScalingProfile, facts: plan_mod.Facts, refs: set[InputRef]
@@ -837,3 +913,34 @@ def _observe_cnpg_pooler(
         f"CloudNativePG reports {running}/{want} pods"
     )
     return cond.Cond(cond.POOLER_READY, "False", "WaitingForCNPG", message), status
+
+
+def _measures_replicas(planned: plan_mod.Plan) -> bool:
+    """The operator measures the replicas the read-pool agent decides on: not
+    CNPG's (its own Pooler routes), and only where it may read the servers."""
+    return (
+        planned.read is not None and not planned.read.cnpg_poolers and planned.database.read_limits
+    )
+
+
+def _finite(seconds: float | None) -> float | None:
+    return None if seconds is None or seconds == float("inf") else seconds
+
+
+def _in_pool_condition(
+    found: membership.Membership, config: membership.ReadPoolConfig
+) -> cond.Cond:
+    """Informational: the read pool works with fewer replicas, or none (fallback)."""
+    out = [v for v in found.verdicts if not v.member]
+    if not out:
+        return cond.Cond(
+            observe.READ_REPLICAS_IN_POOL,
+            "True",
+            "AllInPool",
+            f"{len(found.verdicts)} replica(s) within {config.max_lag_seconds:g}s of the primary",
+        )
+    text = "; ".join(f"{v.name} ({v.host}) out: {v.reason}" for v in out)
+    if found.target == "replicas":
+        return cond.Cond(observe.READ_REPLICAS_IN_POOL, "False", "SomeOut", text[:2000])
+    where = "reads go to the primary" if found.target == "fallback" else "reads are refused"
+    return cond.Cond(observe.READ_REPLICAS_IN_POOL, "False", "AllOut", f"{where}; {text}"[:2000])

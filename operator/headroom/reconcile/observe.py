@@ -24,7 +24,11 @@ PRIMARY_LIMITS = "PrimaryLimits"
 # informational: the app's HPA exists but may not get metrics (no metrics-server,
 # no CPU requests on the app's pods); its own ScalingActive condition says so
 APP_SCALING_ACTIVE = "AppScalingActive"
-INFORMATIONAL = frozenset({BACKLOG_SCALING, PRIMARY_LIMITS, APP_SCALING_ACTIVE})
+# informational: the read pool goes on with fewer replicas (or the fallback)
+READ_REPLICAS_IN_POOL = "ReadReplicasInPool"
+INFORMATIONAL = frozenset(
+    {BACKLOG_SCALING, PRIMARY_LIMITS, APP_SCALING_ACTIVE, READ_REPLICAS_IN_POOL}
+)
 
 
 def _rolled_out(obj: dict[str, Any] | None, *, want: int | None = None) -> tuple[bool, str]:

@@ -1,0 +1,66 @@
+"""One round of lag probes of a read pool's replicas against their primary:
+what :func:`headroom.planning.membership.decide` judges. Used by the read-pool
+agent (every pollSeconds, in the read-pooler pod) and by the operator (status,
+conditions and Events, on its own slower schedule).
+
+Blocking (psycopg); callers run it in a thread or a loop of their own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from headroom.planning import membership
+from headroom.postgres import lag, limits
+
+Probe = Callable[[limits.Target], "lag.Position | str"]
+
+
+def observe(
+    config: membership.ReadPoolConfig,
+    *,
+    user: str,
+    password: str,
+    server_ca_pem: str | None = None,
+    probe: Probe = lag.position,
+) -> dict[str, membership.Observed]:
+    """One round of probes. The primary is read just before each replica, so a
+    slow replica does not make the next one look further behind than it is."""
+
+    def target(host: str, port: int) -> limits.Target:
+        return limits.Target(
+            host=host,
+            port=port,
+            database=config.dbname,
+            username=user,
+            password=password,
+            ssl_mode=config.sslmode,
+            server_ca_pem=server_ca_pem,
+        )
+
+    primary_target = target(config.primary.host, config.primary.port)
+    primary_down = False
+    found: dict[str, membership.Observed] = {}
+    for replica in config.replicas:
+        primary: lag.Position | str = "not read again this round"
+        if not primary_down:
+            primary = _safe(probe, primary_target)
+            primary_down = isinstance(primary, str)
+        seen = _safe(probe, target(replica.host, config.port))
+        if isinstance(seen, str):
+            found[replica.name] = membership.Observed.unreachable(seen)
+        elif isinstance(primary, str):
+            found[replica.name] = membership.Observed(in_recovery=seen.in_recovery)
+        else:
+            behind = lag.lag(primary, seen)
+            found[replica.name] = membership.Observed(
+                in_recovery=seen.in_recovery, lag_bytes=behind.bytes, lag_seconds=behind.seconds
+            )
+    return found
+
+
+def _safe(probe: Probe, target: limits.Target) -> lag.Position | str:
+    try:
+        return probe(target)
+    except Exception as err:  # a probe must never end the loop
+        return f"probe failed: {type(err).__name__}"

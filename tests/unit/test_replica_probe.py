@@ -1,0 +1,138 @@
+"""The operator's view of the read replicas: status.readReplicas, the
+ReadReplicasInPool condition, an Event per membership change, and a read plan
+refused when a replica's real limits cannot carry it. The reader stands in for
+Postgres here; tests/conformance/test_read_pool.py measures real standbys with
+the same postgres.replicas.observe."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from headroom.planning import membership
+from headroom.planning import plan as plan_mod
+from headroom.reconcile import engine, metrics, primary, replicas
+from tests import profiles
+from tests.unit import fake_cluster
+from tests.unit.test_engine import KEY, _cluster, _conditions
+
+LIMITS_100 = plan_mod.PrimaryLimits(max_connections=100, superuser_reserved_connections=3)
+CAUGHT_UP = membership.Observed(in_recovery=True, lag_bytes=0, lag_seconds=0.0)
+
+
+def _profile() -> dict[str, Any]:
+    return profiles.base(
+        **{
+            "database.readReplicas": profiles.external_replicas(
+                {"host": "ro-1.example.com"}, {"host": "ro-2.example.com"}
+            )
+        }
+    )
+
+
+class Reader:
+    def __init__(self) -> None:
+        self.observed = {"replica-0": CAUGHT_UP, "replica-1": CAUGHT_UP}
+        self.limits: dict[str, plan_mod.PrimaryLimits | None] = {
+            "replica-0": LIMITS_100,
+            "replica-1": LIMITS_100,
+        }
+        self.reads = 0
+
+    def __call__(self, targets: Any) -> replicas.Reading:
+        self.reads += 1
+        assert "s3cret" not in repr(targets)  # the password never in a repr
+        return tuple(
+            replicas.ReplicaReading(name=n, observed=o, limits=self.limits[n])
+            for n, o in self.observed.items()
+        )
+
+
+@pytest.fixture
+def setup(
+    monkeypatch: pytest.MonkeyPatch,
+) -> tuple[fake_cluster.FakeCluster, engine.Engine, Reader]:
+    monkeypatch.setattr(primary.postgres_limits, "read", lambda target: "unreachable in tests")
+    cluster = _cluster(_profile())
+    eng = engine.Engine(cluster, metrics.Metrics())
+    reader = Reader()
+    eng.replica_probe = replicas.ReplicaProbe(ttl_seconds=0.0, reader=reader)
+    return cluster, eng, reader
+
+
+def _status(cluster: fake_cluster.FakeCluster) -> dict[str, Any]:
+    found = cluster.profile("default", "shop")
+    assert found is not None
+    status: dict[str, Any] = found["status"]
+    return status
+
+
+def test_replicas_in_status_and_a_lagging_one_leaves_with_an_event(
+    setup: tuple[fake_cluster.FakeCluster, engine.Engine, Reader],
+) -> None:
+    cluster, eng, reader = setup
+    changed: list[set[str]] = []
+    eng.replica_probe.on_change = changed.append
+    asyncio.run(eng.reconcile(KEY))
+    status = _status(cluster)
+    assert [(r["name"], r["inPool"]) for r in status["readReplicas"]] == [
+        ("replica-0", True),
+        ("replica-1", True),
+    ]
+    assert _conditions(cluster)["ReadReplicasInPool"]["reason"] == "AllInPool"
+
+    reader.observed["replica-1"] = membership.Observed(
+        in_recovery=True, lag_bytes=4096, lag_seconds=120.0
+    )
+    asyncio.run(eng.replica_probe.refresh_due())
+    assert changed == [{KEY}]  # the profile is queued
+    asyncio.run(eng.reconcile(KEY))
+    status = _status(cluster)
+    lagging = status["readReplicas"][1]
+    assert (lagging["inPool"], lagging["lagSeconds"], lagging["lagBytes"]) == (False, 120.0, 4096)
+    assert "over maxLagSeconds 30" in lagging["reason"]
+    condition = _conditions(cluster)["ReadReplicasInPool"]
+    assert (condition["status"], condition["reason"]) == ("False", "SomeOut")
+    assert ("Warning", "ReadPool") in {(t, r) for t, r, _ in cluster.events}
+    assert any("replica replica-1 leaves" in m for _, _, m in cluster.events)
+    # informational: the read pool goes on with the other replica
+    assert _conditions(cluster)["Ready"]["message"].find("ReadReplicasInPool") == -1
+
+    reader.observed["replica-1"] = CAUGHT_UP
+    asyncio.run(eng.replica_probe.refresh_due())
+    asyncio.run(eng.reconcile(KEY))
+    assert _status(cluster)["readReplicas"][1]["inPool"] is True
+    assert any("replica replica-1 joins" in m for _, _, m in cluster.events)
+
+
+def test_a_replica_below_the_declared_limits_stops_the_plan(
+    setup: tuple[fake_cluster.FakeCluster, engine.Engine, Reader],
+) -> None:
+    cluster, eng, reader = setup
+    reader.limits["replica-1"] = plan_mod.PrimaryLimits(
+        max_connections=40, superuser_reserved_connections=3
+    )
+    asyncio.run(eng.reconcile(KEY))
+    budget = _conditions(cluster)["ConnectionBudget"]
+    assert (budget["status"], budget["reason"]) == ("False", "BudgetExceeded")
+    assert (
+        "spec.database.maxConnections: the replica ro-2.example.com:5432 reports 37"
+        in (budget["message"])
+    )
+    assert cluster.find("Deployment", "shop-pooler-ro") is None  # nothing applied
+
+
+def test_without_read_limits_the_replicas_are_not_measured(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    body = _profile()
+    body["spec"]["database"]["readLimits"] = False
+    cluster = _cluster(body)
+    eng = engine.Engine(cluster, metrics.Metrics())
+    reader = Reader()
+    eng.replica_probe = replicas.ReplicaProbe(ttl_seconds=0.0, reader=reader)
+    asyncio.run(eng.reconcile(KEY))
+    assert reader.reads == 0
+    assert "readReplicas" not in _status(cluster)
