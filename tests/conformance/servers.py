@@ -603,8 +603,11 @@ class Standby(Postgres):
         clone: Callable[[Standby], None] | None = None,
         start_timeout: float = 60,
         socket_port: int | None = None,
+        settings: str = "",
     ) -> None:
-        """``clone(standby)`` fills ``standby.data`` (default: pg_basebackup here)."""
+        """``clone(standby)`` fills ``standby.data`` (default: pg_basebackup here).
+        ``settings``: postgresql.conf lines after the test's own (e.g. the ones
+        Headroom renders for its standbys)."""
         super().__init__(
             primary.tools,
             max_connections=primary.max_connections,
@@ -616,6 +619,7 @@ class Standby(Postgres):
         self.slot = slot
         self.superuser_password = primary.superuser_password
         self._clone = clone or Standby.basebackup
+        self.settings = settings
 
     def basebackup(self) -> None:
         proc = subprocess.run(
@@ -640,7 +644,7 @@ class Standby(Postgres):
         self._clone(self)
         # -R wrote how to reach the primary; keep that, the rest is ours
         written = (self.data / "postgresql.auto.conf").read_text()
-        self.extra_conf = "".join(
+        self.extra_conf = self.settings + "".join(
             line + "\n"
             for line in written.splitlines()
             if line.startswith(("primary_conninfo", "primary_slot_name"))

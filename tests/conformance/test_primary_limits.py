@@ -26,8 +26,12 @@ def _target(
 
 
 def test_reads_the_limits_postgres_runs_with(database: servers.AppDatabase) -> None:
+    # Postgres 15 has no reserved_connections (16+); max_slot_wal_keep_size -1 is its default
     assert limits.read(_target(database)) == plan_mod.PrimaryLimits(
-        max_connections=100, superuser_reserved_connections=3, reserved_connections=0
+        max_connections=100,
+        superuser_reserved_connections=3,
+        reserved_connections=0,
+        max_slot_wal_keep_size_mb=-1,
     )
 
 

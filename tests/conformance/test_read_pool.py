@@ -33,8 +33,9 @@ import psycopg
 import pytest
 import servers
 
+from headroom.api import v1alpha1
 from headroom.builders import pgbouncer, readpool, standby
-from headroom.planning import membership
+from headroom.planning import membership, replicas
 from headroom.planning import plan as plan_mod
 
 pytestmark = pytest.mark.conformance
@@ -121,6 +122,29 @@ def _read_ini(plan: plan_mod.Plan, *, port: int, auth_file: Path, include: Path)
     )
 
 
+# Where a standby pod listens is the pod's business; here it is the test's.
+_ADDRESSING = ("listen_addresses", "port", "unix_socket_directories", "hba_file")
+
+
+def rendered_standby_settings(primary: servers.Postgres) -> str:
+    """The postgresql.conf Headroom renders for its standbys (mode streaming),
+    without the addressing lines: hot_standby, max_connections (the primary's),
+    hot_standby_feedback, max_standby_streaming_delay."""
+    plan = replicas.StandbyPlan(
+        standbys=2,
+        image=v1alpha1.POSTGRES_IMAGE,
+        max_connections=primary.max_connections,
+        replication_secret=v1alpha1.SecretKeyRef(name="replication"),
+        storage=v1alpha1.StandbyStorage(),
+        requests={},
+        limits={},
+    )
+    lines = standby.render_conf(plan).splitlines(keepends=True)
+    kept = "".join(line for line in lines if not line.startswith(_ADDRESSING))
+    assert "hot_standby = on" in kept and "hot_standby_feedback = on" in kept
+    return kept
+
+
 def _agent_env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
     env.update(PGUSER=USER, PGPASSWORD=PASSWORD, HEADROOM_AGENT_PASSWORD=AGENT_PASSWORD)
@@ -170,6 +194,7 @@ def launch(
                 slot=standby.slot_name("shop", ordinal),
                 clone=_clone,
                 socket_port=STANDBY_PORT,
+                settings=rendered_standby_settings(primary),
             )
             started.append(node)
             standbys.append(node.start())

@@ -167,7 +167,7 @@ def test_the_limits_check_verifies_the_same_way(tls_primary: TLSPrimary) -> None
         )
 
     assert limits.read(target(tls_primary.ca_file)) == plan_mod.PrimaryLimits(
-        max_connections=40, superuser_reserved_connections=3
+        max_connections=40, superuser_reserved_connections=3, max_slot_wal_keep_size_mb=-1
     )
     refused = limits.read(target(tls_primary.other_ca_file))
     assert isinstance(refused, str) and "certificate verify failed" in refused, refused

@@ -13,6 +13,7 @@ from headroom.api import v1alpha1
 from headroom.builders import binding, cnpg, common, desired, pgbouncer, readpool, standby
 from headroom.planning import plan as plan_mod
 from headroom.planning import replicas
+from headroom.reconcile import observe
 from tests import profiles
 
 CREDS = common.Credentials(
@@ -311,3 +312,21 @@ def test_cnpg_cluster_below_the_declared_max_connections_is_refused() -> None:
     profile = v1alpha1.parse_profile(profiles.base(**CNPG))
     planned = plan_mod.plan(profile, facts=plan_mod.Facts(cnpg=True, cnpg_cluster=cluster))
     assert [p.field for p in planned.problems] == ["spec.database.maxConnections"]
+
+
+@pytest.mark.parametrize(
+    ("keep_size", "expect"),
+    [(-1, ("False", "Unbounded")), (10240, ("True", "Bounded")), (None, None)],
+)
+def test_standbys_say_whether_their_slots_can_fill_the_primary(
+    keep_size: int | None, expect: tuple[str, str] | None
+) -> None:
+    live = plan_mod.PrimaryLimits(
+        max_connections=100, superuser_reserved_connections=3, max_slot_wal_keep_size_mb=keep_size
+    )
+    profile = v1alpha1.parse_profile(profiles.base(**STREAMING))
+    planned = plan_mod.plan(profile, facts=plan_mod.Facts(primary=live))
+    found = {c.type: c for c in observe.components(planned, {}, app_found=True)}
+    retention = found.get(observe.SLOT_RETENTION)
+    assert (retention.status, retention.reason) == expect if retention else expect is None
+    assert observe.SLOT_RETENTION in observe.INFORMATIONAL  # never holds Ready back

@@ -77,6 +77,8 @@ class PrimaryLimits:
     max_connections: int
     superuser_reserved_connections: int
     reserved_connections: int = 0  # Postgres 16+
+    # MB of WAL a replication slot may hold back (-1: unlimited; None: not reported)
+    max_slot_wal_keep_size_mb: int | None = None
 
     @property
     def available(self) -> int:

@@ -18,7 +18,8 @@ from headroom.planning import plan as plan_mod
 
 _QUERY = (
     "SELECT name, setting FROM pg_settings WHERE name IN "
-    "('max_connections', 'superuser_reserved_connections', 'reserved_connections')"
+    "('max_connections', 'superuser_reserved_connections', 'reserved_connections',"
+    " 'max_slot_wal_keep_size')"
 )
 
 
@@ -46,6 +47,9 @@ def read(target: Target, *, timeout_seconds: int = 3) -> plan_mod.PrimaryLimits 
         max_connections=int(found["max_connections"]),
         superuser_reserved_connections=int(found.get("superuser_reserved_connections", 0)),
         reserved_connections=int(found.get("reserved_connections", 0)),
+        max_slot_wal_keep_size_mb=int(found["max_slot_wal_keep_size"])
+        if "max_slot_wal_keep_size" in found
+        else None,
     )
 
 

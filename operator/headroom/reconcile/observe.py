@@ -26,8 +26,10 @@ PRIMARY_LIMITS = "PrimaryLimits"
 APP_SCALING_ACTIVE = "AppScalingActive"
 # informational: the read pool goes on with fewer replicas (or the fallback)
 READ_REPLICAS_IN_POOL = "ReadReplicasInPool"
+# informational: whether the standbys' slots can fill the primary's disk
+SLOT_RETENTION = "SlotRetention"
 INFORMATIONAL = frozenset(
-    {BACKLOG_SCALING, PRIMARY_LIMITS, APP_SCALING_ACTIVE, READ_REPLICAS_IN_POOL}
+    {BACKLOG_SCALING, PRIMARY_LIMITS, APP_SCALING_ACTIVE, READ_REPLICAS_IN_POOL, SLOT_RETENTION}
 )
 
 
@@ -199,6 +201,36 @@ def _cnpg_read_pool(plan: plan_mod.Plan, applied: dict[str, Any]) -> cond.Cond:
     )
 
 
+def _slot_retention(plan: plan_mod.Plan) -> list[cond.Cond]:
+    """Each standby holds a physical slot on the primary: without a
+    max_slot_wal_keep_size a standby that is away (or whose profile is gone,
+    its slot left behind) keeps WAL there without bound."""
+    live = plan.facts.primary
+    if live is None or live.max_slot_wal_keep_size_mb is None:
+        return []
+    if live.max_slot_wal_keep_size_mb < 0:
+        return [
+            cond.Cond(
+                SLOT_RETENTION,
+                "False",
+                "Unbounded",
+                "the primary's max_slot_wal_keep_size is -1 (unlimited): a standby that is "
+                "away, or a slot left by a deleted profile, keeps WAL on the primary until its "
+                "disk is full; set it on the primary (e.g. 10GB: a standby further behind is "
+                "then invalidated and must be re-cloned by deleting its PVC)",
+            )
+        ]
+    return [
+        cond.Cond(
+            SLOT_RETENTION,
+            "True",
+            "Bounded",
+            f"each standby's slot holds at most {live.max_slot_wal_keep_size_mb} MB of WAL on "
+            "the primary (max_slot_wal_keep_size)",
+        )
+    ]
+
+
 def _read_pool(plan: plan_mod.Plan, applied: dict[str, Any]) -> list[cond.Cond]:
     read = plan.read
     assert read is not None
@@ -206,6 +238,7 @@ def _read_pool(plan: plan_mod.Plan, applied: dict[str, Any]) -> list[cond.Cond]:
         return [_cnpg_read_pool(plan, applied)]
     found = []
     if read.standby is not None:
+        found += _slot_retention(plan)
         name = replicas.standby_name(plan.name)
         done, text = _rolled_out(applied.get(f"StatefulSet/{name}"))
         found.append(
