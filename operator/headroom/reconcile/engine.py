@@ -286,9 +286,10 @@ class Engine:
             invalid = cond.Cond(cond.CONNECTION_BUDGET, "False", "InvalidSpec", str(err))
             return await finish([invalid], keep_last=True), True, None
 
+        served = self.cluster.facts()
         facts = plan_mod.Facts(
-            keda=self.cluster.facts().get("keda", False),
-            cnpg=self.cluster.facts().get("cnpg", False),
+            keda=served.get("keda", False),
+            cnpg=served.get("cnpg", False),
             shared=self.cluster.shared_uses(key),
             agent_image=self.agent_image,
             operator_namespace=self.operator_namespace,
@@ -308,10 +309,7 @@ class Engine:
         )
         if not planned.ok:
             # Nothing is applied: the children keep their last good state.
-            exceeded = cond.Cond(
-                cond.CONNECTION_BUDGET, "False", "BudgetExceeded", planned.problem_text()
-            )
-            return await finish([exceeded], keep_last=True, budget=budget), True, None
+            return await finish([_exceeded(planned)], keep_last=True, budget=budget), True, None
         budget_cond = cond.Cond(
             cond.CONNECTION_BUDGET,
             "True",
@@ -337,13 +335,12 @@ class Engine:
             live, primary_cond = await self.probe.check(planned, creds, user=key)
             checks.append(primary_cond)
             if live is not None:
-                planned = plan_mod.plan(profile, facts=dataclasses.replace(facts, primary=live))
                 facts = dataclasses.replace(facts, primary=live)
+                planned = plan_mod.plan(profile, facts=facts)
                 if not planned.ok:  # the declared limits are higher than the real ones
-                    exceeded = cond.Cond(
-                        cond.CONNECTION_BUDGET, "False", "BudgetExceeded", planned.problem_text()
+                    outcome = await finish(
+                        [_exceeded(planned), *checks], keep_last=True, budget=budget
                     )
-                    outcome = await finish([exceeded, *checks], keep_last=True, budget=budget)
                     return outcome, True, probe_key
         read_status: dict[str, Any] = {}
         if _measures_replicas(planned):
@@ -358,10 +355,7 @@ class Engine:
                 events=events,
             )
             if not planned.ok:  # a replica's real limits are below the declared ones
-                exceeded = cond.Cond(
-                    cond.CONNECTION_BUDGET, "False", "BudgetExceeded", planned.problem_text()
-                )
-                outcome = await finish([exceeded, *checks], keep_last=True, budget=budget)
+                outcome = await finish([_exceeded(planned), *checks], keep_last=True, budget=budget)
                 return outcome, True, probe_key
         else:
             self.replica_probe.release(key)
@@ -480,10 +474,11 @@ class Engine:
             for r in previous_status.get("readReplicas") or []
             if isinstance(r, dict)
         }
+        names = {r.name for r in config.replicas}
         found = membership.decide(
             config,
             observed={r.name: r.observed for r in reading},
-            previous={n: before[n] for n in before if n in {r.name for r in config.replicas}},
+            previous={n: member for n, member in before.items() if n in names},
         )
         events.extend(
             Event("Normal" if "joins" in line or "again" in line else "Warning", "ReadPool", line)
@@ -841,6 +836,10 @@ def _budget_status(planned: plan_mod.Plan, *, since: str) -> dict[str, Any]:
         planned_since=since,
     )
     return model.model_dump(by_alias=True, exclude_none=True)
+
+
+def _exceeded(planned: plan_mod.Plan) -> cond.Cond:
+    return cond.Cond(cond.CONNECTION_BUDGET, "False", "BudgetExceeded", planned.problem_text())
 
 
 def _read_budget_status(planned: plan_mod.Plan) -> status_models.ReadBudgetStatus | None:
