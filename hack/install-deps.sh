@@ -9,7 +9,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(pgbouncer postgresql-15 postgresql-client-15 redis-server redis-sentinel redis-tools openssl curl)
+packages=(pgbouncer postgresql-15 postgresql-client-15 redis-server redis-sentinel redis-tools prometheus openssl curl)
 missing=()
 # A Debian python3 without ensurepip cannot create the venv (pyenv's can).
 python3 -c 'import ensurepip' 2>/dev/null || packages+=(python3-venv)
@@ -26,7 +26,7 @@ if ((${#missing[@]})); then
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
   # Debian starts the packaged services; the tests run their own on free ports.
-  for svc in postgresql redis-server redis-sentinel pgbouncer; do
+  for svc in postgresql redis-server redis-sentinel pgbouncer prometheus prometheus-node-exporter; do
     $sudo service "$svc" stop >/dev/null 2>&1 || true
   done
 fi

@@ -169,6 +169,31 @@ def test_profile_lifecycle(
     )
     assert passes >= 3
 
+    # Every replica exports the profile's conditions from its cache: exactly one
+    # status of Ready is 1, the one the API server holds (asked until both agree,
+    # since a status write may land between the two reads).
+    def ready_series_match_status() -> bool:
+        ready = next(
+            c for c in _sp(kubectl, namespace)["status"]["conditions"] if c["type"] == "Ready"
+        )
+        series = {
+            line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+            for line in operator.metrics().splitlines()
+            if line.startswith("headroom_profile_condition{")
+            and f'namespace="{namespace}"' in line
+            and f'profile="{NAME}"' in line
+            and 'condition="Ready"' in line
+        }
+        current = [k for k, v in series.items() if v == 1.0]
+        return (
+            len(series) == 3 and len(current) == 1 and f'status="{ready["status"]}"' in current[0]
+        )
+
+    kube.wait_for(ready_series_match_status, timeout=30, what="Ready in headroom_profile_condition")
+    assert 'version="' in next(
+        line for line in metrics.splitlines() if line.startswith("headroom_build_info")
+    )
+
     # Delete the profile: children are garbage-collected, the app is untouched.
     kubectl("delete", "scalingprofile", NAME, "-n", namespace)
     for kind, name in [

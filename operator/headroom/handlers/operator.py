@@ -225,17 +225,21 @@ class Runtime:
         assert entry is not None
         key = f"{entry.namespace}/{entry.name}"
         if kind == "DELETED":
+            self.metrics.profile_conditions.forget(entry.namespace, entry.name)
             self.queue.forget(key)
             self.queue.add(key, queue_mod.Trigger.SPEC)  # the pass releases its input watches
             self._share(key, None)
             return
-        if old is None or new is None or old.uid != new.uid:
+        assert new is not None
+        new_obj = new.object()
+        self.metrics.profile_conditions.observe(entry.namespace, entry.name, new_obj)
+        if old is None or old.uid != new.uid:
             self.queue.add(key, queue_mod.Trigger.SPEC)
             self._share(key, new)
         elif old.spec_fingerprint != new.spec_fingerprint:
             self.queue.add(key, queue_mod.Trigger.SPEC)  # spec or metadata, not our status
             self._share(key, new)
-        elif shared_mod.planned_since(old.object()) != shared_mod.planned_since(new.object()):
+        elif shared_mod.planned_since(old.object()) != shared_mod.planned_since(new_obj):
             self._share(key, new)  # its first pass: it now ranks before later ones
 
     def _share(self, key: str, entry: informer.Entry | None) -> None:
