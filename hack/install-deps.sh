@@ -39,3 +39,7 @@ echo "== control-plane binaries"
 start=$SECONDS
 hack/build-binaries.sh >/dev/null
 echo "   binaries ready in $((SECONDS - start))s"
+echo "== helm (the chart's tests)"
+start=$SECONDS
+hack/build-helm.sh >/dev/null
+echo "   helm ready in $((SECONDS - start))s"
