@@ -67,6 +67,15 @@ def external_replicas(*hosts: dict[str, Any]) -> dict[str, Any]:
 # (id, spec overrides, text the rejection must contain)
 BAD: list[tuple[str, dict[str, Any], str]] = [
     (
+        "alerts-warning-over-critical",
+        {"alerts.pooler.connectionsWarningPercent": 95},
+        "connectionsWarningPercent",
+    ),
+    ("alerts-reserved-label", {"alerts.labels": {"severity": "page"}}, "spec.alerts.labels"),
+    ("alerts-bad-duration", {"alerts.app.for": "5 minutes"}, "spec.alerts.app.for"),
+    # exclusiveMinimum: the API server must refuse 0 itself (structural schema)
+    ("alerts-zero-latency", {"alerts.app.p95LatencySeconds": 0}, "p95LatencySeconds"),
+    (
         "session-ceiling-over-budget",
         {"app.replicas.max": 40, "app.poolSizePerPod": 10, "pooler.poolMode": "session"},
         "app ceiling 40 pods x 10 connections per pod = 400 session connections > 92 "

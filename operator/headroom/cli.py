@@ -4,6 +4,8 @@
   message when the profile is impossible.
 - ``headroom render FILE``: every child object as YAML (no cluster needed).
   Secret values the operator reads from the cluster are placeholders.
+  ``--rules`` prints only the alerting rule file; ``--prometheus-operator``
+  renders PrometheusRule and monitors instead of the rule-file ConfigMap.
 - ``headroom crd``: the generated CRD (``make crds``).
 - ``headroom run``: start the operator, see :mod:`headroom.handlers.operator`.
 
@@ -23,7 +25,7 @@ import yaml
 
 from headroom import yamlfmt
 from headroom.api import crd, v1alpha1
-from headroom.builders import common, desired
+from headroom.builders import alerts, common, desired
 from headroom.planning import plan as plan_mod
 
 KEDA_HELP = "plan queues for a cluster with KEDA (default: the CPU HPA fallback)"
@@ -239,18 +241,24 @@ def _cmd_plan(args: argparse.Namespace) -> int:
 
 def _cmd_render(args: argparse.Namespace) -> int:
     out: list[dict[str, Any]] = []
+    groups: list[dict[str, Any]] = []
+    facts = plan_mod.Facts(keda=args.keda, prometheus_operator=args.prometheus_operator)
     for body in _load(args.file):
         try:
             profile = v1alpha1.parse_profile(body)
         except v1alpha1.ProfileError as err:
             print(f"error: {err}", file=sys.stderr)
             return 1
-        plan = plan_mod.plan(profile, facts=plan_mod.Facts(keda=args.keda))
+        plan = plan_mod.plan(profile, facts=facts)
         if not plan.ok:
             print(f"error: {plan.problem_text()}", file=sys.stderr)
             return 1
+        groups += alerts.rule_groups(plan)
         out.extend(desired.build(plan, _placeholder_credentials(profile)).values())
-    sys.stdout.write(yamlfmt.dump_all(out))
+    if args.rules:
+        sys.stdout.write(yamlfmt.dump({"groups": groups}))
+    else:
+        sys.stdout.write(yamlfmt.dump_all(out))
     return 0
 
 
@@ -275,6 +283,17 @@ def main(argv: list[str] | None = None) -> int:
     r = sub.add_parser("render", help="print every child object of FILE's profile(s) as YAML")
     r.add_argument("file")
     r.add_argument("--keda", action="store_true", help=KEDA_HELP)
+    r.add_argument(
+        "--prometheus-operator",
+        action="store_true",
+        help="render for a cluster with prometheus-operator: PrometheusRule and monitors "
+        "instead of the rule-file ConfigMap",
+    )
+    r.add_argument(
+        "--rules",
+        action="store_true",
+        help="print only the alerting rule file (for promtool check rules / rule_files)",
+    )
     r.set_defaults(func=_cmd_render)
     c = sub.add_parser("crd", help="print the generated ScalingProfile CRD")
     c.set_defaults(func=_cmd_crd)

@@ -31,6 +31,8 @@ def test_render_outputs_every_child(capsys: pytest.CaptureFixture[str]) -> None:
     docs = list(yaml.safe_load_all(capsys.readouterr().out))
     kinds = sorted(f"{d['kind']}/{d['metadata']['name']}" for d in docs)
     assert kinds == [
+        "ConfigMap/shop-alert-rules",
+        "ConfigMap/shop-dashboard",
         "ConfigMap/shop-pooler-config",
         "Deployment/shop-pooler",
         "HorizontalPodAutoscaler/shop-app",

@@ -152,3 +152,27 @@ def test_fields_behind_immutable_statefulset_fields_are_transition_rules() -> No
     (persistence_rule,) = instance["properties"]["persistence"]["x-kubernetes-validations"]
     assert "self.size == oldSelf.size" in persistence_rule["rule"]
     assert "storageClassName == oldSelf.storageClassName" in persistence_rule["rule"]
+
+
+def _numbers(node: Any) -> Iterator[dict[str, Any]]:
+    if isinstance(node, dict):
+        yield node
+        for value in node.values():
+            yield from _numbers(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _numbers(value)
+
+
+def test_exclusive_bounds_are_openapi_v3_booleans() -> None:
+    """pydantic's gt= is JSON Schema 2020 (a number); a structural schema wants
+    minimum + exclusiveMinimum: true, or the API server refuses the CRD."""
+    found = []
+    for node in _numbers(crd.build_crd()):
+        for flag in ("exclusiveMinimum", "exclusiveMaximum"):
+            if flag in node:
+                assert node[flag] is True, node
+                found.append(node)
+    latency = crd.openapi_schema(v1alpha1.AppAlerts)["properties"]["p95LatencySeconds"]
+    assert latency["minimum"] == 0 and latency["exclusiveMinimum"] is True
+    assert found

@@ -87,8 +87,9 @@ def test_first_pass_creates_every_child_then_a_pass_writes_nothing() -> None:
     eng, first = _run(cluster)
     applied = [key for verb, key in cluster.writes() if verb == "apply" and "/status" not in key]
     assert sorted(applied) == sorted(cluster.children("profile-uid"))
-    assert len(applied) == 25  # shop-scaled without KEDA, its app Deployment found
-    assert first.writes == 26  # and the status
+    # shop-scaled without KEDA, its app Deployment found; alert rules and dashboard
+    assert len(applied) == 27
+    assert first.writes == 28  # and the status
     cluster.log.clear()
     # The pass's own writes changed its inputs: one more pass finds nothing to do...
     settled = _again(eng)
@@ -171,8 +172,9 @@ def test_a_spec_change_writes_only_what_it_changes() -> None:
     cluster.log.clear()
     _again(eng)
     children = sorted(k for v, k in cluster.writes() if "/status" not in k)
-    # without KEDA the backlog target is not in any object: only status changes
-    assert children == []
+    # without KEDA the backlog target is in no workload: only the alert on the
+    # backlog the workers' ceiling drains, and its dashboard panel, change
+    assert children == ["ConfigMap/shop-alert-rules", "ConfigMap/shop-dashboard"]
     profile = cluster.profile("default", "shop")
     assert profile is not None
     profile["spec"]["app"]["replicas"]["max"] = 8

@@ -3,7 +3,8 @@
 Called by ``headroom crd`` (``make crds``) and by the drift test that fails when
 the committed ``crds/`` file differs. Pydantic's JSON schema needs a few fixes
 to be a Kubernetes structural schema: ``$ref`` inlined, ``anyOf [X, null]``
-collapsed to ``X``, no ``title``/``additionalProperties: false``, and bounds the
+collapsed to ``X``, no ``title``/``additionalProperties: false``, a numeric
+``exclusiveMinimum`` turned into ``minimum`` + ``exclusiveMinimum: true``, and bounds the
 API server can check: every string gets a ``maxLength`` (an enum its longest
 value's; a map's keys a CEL rule, as structural schemas have no
 ``propertyNames``), so an oversized value is refused with its field before the
@@ -61,6 +62,12 @@ def _resolve(node: Any, defs: dict[str, Any]) -> Any:
             out[key] = _resolve(value, defs)
     if out.get("type") == "object" and "properties" in out:
         out.pop("additionalProperties", None)
+    # JSON Schema 2020's numeric exclusiveMinimum (pydantic's gt=) is OpenAPI
+    # v3.0's minimum + exclusiveMinimum: true, the only form a structural schema takes.
+    for bound, flag in (("minimum", "exclusiveMinimum"), ("maximum", "exclusiveMaximum")):
+        if flag in out and not isinstance(out[flag], bool):
+            out[bound] = out.pop(flag)
+            out[flag] = True
     if "enum" in out and out.get("type") == "string":
         out.setdefault("maxLength", max(len(choice) for choice in out["enum"]))
     keys = out.pop("propertyNames", None)

@@ -13,10 +13,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from headroom.builders import (
+    alerts,
     autoscaling,
     binding,
     cnpg,
     common,
+    dashboard,
     pgbouncer,
     readpool,
     redis,
@@ -30,6 +32,7 @@ READ_POOLER = "pooler-ro"
 STANDBYS = "standbys"
 BINDING = "binding"
 AUTOSCALING = "autoscaling"
+MONITORING = "monitoring"
 
 
 def redis_component(instance: plan_mod.RedisPlan) -> str:
@@ -116,6 +119,12 @@ def build_parts(
             )
         )
     parts.append((AUTOSCALING, autoscaling.build(plan, app_pod_selector=selector)))
+    parts.append(
+        (
+            MONITORING,
+            alerts.build(plan, app_pod_selector=selector) + dashboard.build(plan),
+        )
+    )
     objects: dict[str, common.Obj] = {}
     component_of: dict[str, str] = {}
     for component, built in parts:

@@ -333,6 +333,14 @@ def _ha_start(plan: plan_mod.Plan, redis: plan_mod.RedisPlan) -> common.Obj:
     }
 
 
+def pod_selector(plan: plan_mod.Plan, redis: plan_mod.RedisPlan) -> dict[str, str]:
+    """The labels of the instance's Redis pods (not its sentinels)."""
+    return {
+        **common.selector_labels(plan, component=COMPONENT, name="redis"),
+        "headroom.dev/redis": redis.name,
+    }
+
+
 def build(
     plan: plan_mod.Plan,
     redis: plan_mod.RedisPlan,
@@ -341,10 +349,7 @@ def build(
     app_pod_selector: common.Obj,
 ) -> list[common.Obj]:
     name = base_name(plan, redis)
-    selector = {
-        **common.selector_labels(plan, component=COMPONENT, name="redis"),
-        "headroom.dev/redis": redis.name,
-    }
+    selector = pod_selector(plan, redis)
     sentinel_selector = {**selector, "app.kubernetes.io/component": "sentinel"}
     ha = redis.sentinel_replicas > 0
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from headroom import __version__
 from headroom.api import quantity, v1alpha1
 from headroom.planning import budget as budget_mod
-from headroom.planning import names, pgbouncer_params, redis_params, replicas
+from headroom.planning import monitoring, names, pgbouncer_params, redis_params, replicas
 
 POOLER_PORT = 6432
 EXPORTER_PORT = 9127
@@ -117,6 +117,10 @@ class Facts:
     agent_image: str = DEFAULT_AGENT_IMAGE  # HEADROOM_AGENT_IMAGE
     # the operator's namespace: its lag probes may reach the standbys it runs
     operator_namespace: str = ""
+    # prometheus-operator's PrometheusRule/PodMonitor/ServiceMonitor CRDs are served
+    prometheus_operator: bool = False
+    # what the installed Prometheus objects select, and by which labels
+    prometheus_selection: monitoring.Selection = field(default_factory=monitoring.Selection)
 
 
 @dataclass(frozen=True)
@@ -186,6 +190,8 @@ class Plan:
     # read replicas: where reads go, and the read pooler in front of them
     read: replicas.ReadPlan | None = None
     read_pooler: PoolerPlan | None = None
+    # the alerts' numbers (None: spec.alerts.enabled false)
+    alerts: monitoring.AlertsPlan | None = None
 
     @property
     def primary_connections(self) -> int:
@@ -671,6 +677,7 @@ def plan(profile: v1alpha1.ScalingProfile, *, facts: Facts | None = None) -> Pla
         read_pooler = _pooler_plan(
             spec.pooler, instances=read.instances, version=version, settings=read_settings
         )
+    alerts = _alerts_plan(spec, budget=budget, read=read, redis=redis, queues=queues, app=app)
     return Plan(
         name=profile.name,
         namespace=profile.namespace,
@@ -696,4 +703,48 @@ def plan(profile: v1alpha1.ScalingProfile, *, facts: Facts | None = None) -> Pla
         problems=tuple(problems),
         read=read,
         read_pooler=read_pooler,
+        alerts=alerts,
+    )
+
+
+def _alerts_plan(
+    spec: v1alpha1.ScalingProfileSpec,
+    *,
+    budget: budget_mod.ConnectionBudget,
+    read: replicas.ReadPlan | None,
+    redis: tuple[RedisPlan, ...],
+    queues: tuple[QueuePlan, ...],
+    app: AppPlan,
+) -> monitoring.AlertsPlan | None:
+    pools: list[tuple[str, int]] = []
+    # CloudNativePG runs the poolers of mode cnpg: its own exporter, its own names
+    cnpg_poolers = read is not None and read.cnpg_poolers
+    if not cnpg_poolers:
+        pools.append(("rw", budget.max_db_connections))
+        if read is not None:
+            pools.append(("ro", read.budget.max_db_connections))
+    return monitoring.plan(
+        spec.alerts,
+        database=spec.database.name,
+        pools=tuple(pools),
+        available=budget.available,
+        planned_connections=budget.server_connections + budget.read_fallback,
+        redis=tuple((r.name, r.use, r.maxmemory_bytes) for r in redis),
+        queues=tuple(
+            monitoring.QueueLimits(
+                name=q.name,
+                redis=q.redis,
+                list_name=q.list_name,
+                max_replicas=q.max_replicas,
+                backlog_per_worker=q.backlog_per_worker,
+                scaler=q.scaler,
+            )
+            for q in queues
+        ),
+        app=monitoring.AppLimits(
+            deployment=app.deployment,
+            max_replicas=app.max_replicas,
+            autoscaled=spec.autoscaling.enabled,
+            memory_bytes=monitoring.memory_bytes(spec.alerts.app.memory),
+        ),
     )

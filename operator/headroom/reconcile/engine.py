@@ -52,6 +52,7 @@ InputRef = tuple[str, str, str]  # (kind, namespace, name)
 CHILDREN_APPLIED = "ChildrenApplied"
 CHILDREN_OWNED = "ChildrenOwned"
 LEGACY_FINALIZER = "headroom.dev/finalizer"  # put on profiles by kopf-based versions
+MONITORING_KINDS = ("PrometheusRule", "PodMonitor", "ServiceMonitor")
 
 
 class Cluster(Protocol):
@@ -403,6 +404,11 @@ class Engine:
             app_found=app is not None,
             pending_claims=await self._pending_claims(planned, observed),
         )
+        selected = observe.alerts_selected(
+            planned, [k for k in wanted.objects if k.split("/", 1)[0] in MONITORING_KINDS]
+        )
+        if selected is not None:
+            components.append(selected)
         if contained - {desired.POOLER}:
             names = ", ".join(sorted(contained - {desired.POOLER}))
             components.append(

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from headroom.builders import autoscaling, readpool, redis, workers
+from headroom.builders import alerts, autoscaling, readpool, redis, workers
 from headroom.planning import plan as plan_mod
 from headroom.planning import replicas
 from headroom.reconcile import conditions as cond
@@ -28,8 +28,17 @@ APP_SCALING_ACTIVE = "AppScalingActive"
 READ_REPLICAS_IN_POOL = "ReadReplicasInPool"
 # informational: whether the standbys' slots can fill the primary's disk
 SLOT_RETENTION = "SlotRetention"
+# informational: whether an installed Prometheus picks the alerts and monitors up
+ALERTS_SELECTED = "AlertsSelected"
 INFORMATIONAL = frozenset(
-    {BACKLOG_SCALING, PRIMARY_LIMITS, APP_SCALING_ACTIVE, READ_REPLICAS_IN_POOL, SLOT_RETENTION}
+    {
+        BACKLOG_SCALING,
+        PRIMARY_LIMITS,
+        APP_SCALING_ACTIVE,
+        READ_REPLICAS_IN_POOL,
+        SLOT_RETENTION,
+        ALERTS_SELECTED,
+    }
 )
 
 
@@ -297,6 +306,43 @@ def unready_claims(plan: plan_mod.Plan, applied: dict[str, Any]) -> list[tuple[s
         field = f"spec.cache.instances[{index}].persistence"
         wanted += [(f"{redis.DATA_VOLUME}-{name}-{ordinal}", field) for ordinal in range(replicas)]
     return wanted
+
+
+def alerts_selected(plan: plan_mod.Plan, wanted: list[str]) -> cond.Cond | None:
+    """Informational: where the rules went and whether a Prometheus loads them.
+    ``wanted``: the keys (``Kind/name``) of the rules and monitors applied."""
+    if plan.alerts is None:
+        return None
+    if not plan.facts.prometheus_operator:
+        return cond.Cond(
+            ALERTS_SELECTED,
+            "False",
+            "NoPrometheusOperator",
+            f"prometheus-operator's CRDs are not served: the rules are in ConfigMap "
+            f"{alerts.rules_configmap_name(plan)} (key {alerts.rule_file_key(plan)}) for a "
+            "plain Prometheus' rule_files; no scrape targets are declared",
+        )
+    selection = plan.facts.prometheus_selection
+    kinds = sorted({key.split("/", 1)[0] for key in wanted})
+    if not selection.prometheuses:
+        return cond.Cond(
+            ALERTS_SELECTED,
+            "False",
+            "NoPrometheus",
+            "no monitoring.coreos.com/v1 Prometheus exists to select "
+            + ", ".join(kinds or ["the rules"]),
+        )
+    picks = [selection.pick(kind) for kind in kinds]
+    missing = [p for p in picks if not p.selected]
+    if missing:
+        text = "; ".join(f"{p.kind} not selected: " + ", ".join(p.why_not) for p in missing)
+        return cond.Cond(ALERTS_SELECTED, "False", "NotSelected", text[:2000])
+    by_whom = "; ".join(
+        f"{p.kind} by Prometheus {p.prometheus}"
+        + (" (labels " + ", ".join(f"{k}={v}" for k, v in p.labels) + ")" if p.labels else "")
+        for p in picks
+    )
+    return cond.Cond(ALERTS_SELECTED, "True", "Selected", by_whom[:2000])
 
 
 def components(

@@ -1,0 +1,579 @@
+"""Prometheus alerting rules from the plan, and how they reach Prometheus.
+
+Pure. :func:`rule_groups` is the rule file (``groups:``) promtool checks and
+Debian's Prometheus loads in the conformance tests; :func:`build` delivers it:
+with prometheus-operator a ``PrometheusRule`` plus a ``ServiceMonitor`` per
+exporter Service and a ``PodMonitor`` for the app, labelled with what the
+installed Prometheus selects; without it a ConfigMap holding the rule file.
+
+Every expression is filtered to the profile's own pods (namespace and pod-name
+patterns of the objects Headroom names), and every alert carries ``namespace``,
+``profile`` and ``component`` labels, so the alerts of hundreds of profiles stay
+apart. The thresholds are numbers from the plan, repeated in the annotations
+with a runbook line saying what to change in the profile.
+
+Metric names are those of the exporters the pods run: pgbouncer_exporter
+(v0.10 to v0.12 share every name used here), redis_exporter v1.62, cAdvisor
+through the kubelet and kube-state-metrics.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from headroom import yamlfmt
+from headroom.builders import common, pgbouncer, readpool, redis
+from headroom.planning import monitoring, names
+from headroom.planning import plan as plan_mod
+
+COMPONENT = "monitoring"
+RATE_WINDOW = "5m"
+SCRAPE_INTERVAL = "30s"
+# pod names: a Deployment's <name>-<template hash>-<suffix>, a StatefulSet's <name>-<ordinal>
+_DEPLOYMENT_POD = "-[a-z0-9]+-[a-z0-9]+"
+_STATEFUL_POD = "-[0-9]+"
+Rule = dict[str, Any]
+
+
+def rules_configmap_name(plan: plan_mod.Plan) -> str:
+    return f"{plan.name}-alert-rules"
+
+
+def rule_file_key(plan: plan_mod.Plan) -> str:
+    """Unique across profiles: many ConfigMaps may be mounted into one rules directory."""
+    return f"{plan.namespace}-{plan.name}.rules.yaml"
+
+
+def prometheus_rule_name(plan: plan_mod.Plan) -> str:
+    return f"{plan.name}-alerts"
+
+
+def app_pod_monitor_name(plan: plan_mod.Plan) -> str:
+    return f"{plan.name}-app"
+
+
+def _regex(name: str) -> str:
+    return name.replace(".", "\\\\.")  # a Deployment name may carry dots
+
+
+def _selector(**labels: str) -> str:
+    """A PromQL label matcher list; values are validated names (no quotes)."""
+    parts = []
+    for key, value in labels.items():
+        op = "=~" if key == "pod" else "="
+        parts.append(f'{key}{op}"{value}"')
+    return "{" + ", ".join(parts) + "}"
+
+
+def _pool_pods(plan: plan_mod.Plan, role: str) -> str:
+    name = pgbouncer.deployment_name(plan) if role == "rw" else readpool.deployment_name(plan)
+    return _regex(name) + _DEPLOYMENT_POD
+
+
+def _redis_pods(plan: plan_mod.Plan, instance: str) -> str:
+    return _regex(names.redis_base(plan.name, instance)) + _STATEFUL_POD
+
+
+def app_pods(plan: plan_mod.Plan) -> str:
+    return _regex(plan.app.deployment) + _DEPLOYMENT_POD
+
+
+def pooler_selector(plan: plan_mod.Plan, pool: monitoring.PoolLimits) -> str:
+    """The series of one pooler Deployment's exporters for the app's database."""
+    return _selector(
+        namespace=plan.namespace, pod=_pool_pods(plan, pool.role), database=pool.database
+    )
+
+
+def redis_selector(plan: plan_mod.Plan, instance: str, *, key: str | None = None) -> str:
+    """The series of one Redis instance's exporters (the sentinels have none)."""
+    labels = {"namespace": plan.namespace, "pod": _redis_pods(plan, instance)}
+    if key is not None:
+        labels["key"] = key
+    return _selector(**labels)
+
+
+def worker_hpa(plan: plan_mod.Plan, queue: monitoring.QueueLimits) -> str:
+    """The HPA that scales the workers: Headroom's, or the one KEDA makes for its ScaledObject."""
+    base = names.worker(plan.name, queue.name)
+    return f"keda-hpa-{base}" if queue.scaler == "keda" else base
+
+
+class _Rules:
+    """Collects the rules of one group with the labels every alert shares."""
+
+    def __init__(self, plan: plan_mod.Plan, component: str, severity: str, wait: str) -> None:
+        self.plan = plan
+        self.component = component
+        self.severity = severity
+        self.wait = wait
+        self.rules: list[Rule] = []
+
+    def add(
+        self,
+        alert: str,
+        expr: str,
+        *,
+        summary: str,
+        description: str,
+        runbook: str,
+        severity: str | None = None,
+        wait: str | None = None,
+        **labels: str,
+    ) -> None:
+        assert self.plan.alerts is not None
+        rule: Rule = {"alert": alert, "expr": expr}
+        duration = self.wait if wait is None else wait
+        if duration:
+            rule["for"] = duration
+        rule["labels"] = {
+            "severity": severity or self.severity,
+            "namespace": self.plan.namespace,
+            "profile": self.plan.name,
+            "component": self.component,
+            **labels,
+            **self.plan.alerts.settings.labels,
+        }
+        rule["annotations"] = {
+            "summary": summary,
+            "description": description,
+            "runbook": runbook,
+        }
+        self.rules.append(rule)
+
+
+def _pooler_rules(plan: plan_mod.Plan, alerts: monitoring.AlertsPlan) -> list[Rule]:
+    group = alerts.settings.pooler
+    out = _Rules(plan, "pooler", group.severity, group.for_)
+    ns = plan.namespace
+    for pool in alerts.pools:
+        pods = _pool_pods(plan, pool.role)
+        where = "write" if pool.role == "rw" else "read"
+        sel = pooler_selector(plan, pool)
+        current = f"max by (namespace, pod) (pgbouncer_databases_current_connections{sel})"
+        limit = pool.max_db_connections
+        size = (
+            "raise the primary's max_connections and spec.database.maxConnections "
+            "(the plan then gives each pooler pod more)"
+            if pool.role == "rw"
+            else "add read replicas or raise their max_connections (the read "
+            "budget is planned against the smallest)"
+        ) + ", or shorten the transactions that hold server connections"
+        out.add(
+            "HeadroomPoolerConnectionsHigh",
+            f"{current} >= {pool.warning}",
+            summary=f"{where} pooler pod {{{{ $labels.pod }}}} uses "
+            f"{alerts.settings.pooler.connections_warning_percent}% of its server connections",
+            description=f"{{{{ $value }}}} server connections of max_db_connections {limit} "
+            f"on {{{{ $labels.pod }}}} (warning at {pool.warning}); at {limit} clients "
+            "queue for a server connection.",
+            runbook=f"Load is near the planned pool: {size}.",
+            pool=pool.role,
+        )
+        out.add(
+            "HeadroomPoolerConnectionsCritical",
+            f"{current} >= {pool.critical}",
+            summary=f"{where} pooler pod {{{{ $labels.pod }}}} is at "
+            f"{alerts.settings.pooler.connections_critical_percent}% of its server connections",
+            description=f"{{{{ $value }}}} server connections of max_db_connections {limit} "
+            f"on {{{{ $labels.pod }}}} (critical at {pool.critical}).",
+            runbook=f"The pool is about to be exhausted: {size}.",
+            severity="critical",
+            pool=pool.role,
+        )
+        waiting = sel
+        out.add(
+            "HeadroomPoolerClientsWaiting",
+            f"max by (namespace, pod) (pgbouncer_pools_client_waiting_connections{waiting}) > 0",
+            summary=f"clients wait for a server connection on {where} pooler pod "
+            "{{ $labels.pod }}",
+            description=f"{{{{ $value }}}} clients waiting; every one of the pod's "
+            f"max_db_connections {limit} server connections is busy.",
+            runbook=f"Queries hold connections longer than the load allows: {size}; or "
+            "find the slow queries (seed 004: over 1 s).",
+            pool=pool.role,
+        )
+        out.add(
+            "HeadroomPoolerMaxWaitHigh",
+            f"max by (namespace, pod) (pgbouncer_pools_client_maxwait_seconds{waiting}) "
+            f"> {group.max_wait_seconds:g}",
+            summary=f"a client waited over {group.max_wait_seconds:g} s for a server "
+            f"connection on {where} pooler pod {{{{ $labels.pod }}}}",
+            description="The oldest waiting client has waited {{ $value }} s (threshold "
+            f"{group.max_wait_seconds:g} s, spec.alerts.pooler.maxWaitSeconds); PgBouncer "
+            "drops it after query_wait_timeout.",
+            runbook=f"Clients time out soon: {size}.",
+            severity="critical",
+            pool=pool.role,
+        )
+        pod_sel = _selector(namespace=ns, pod=pods)
+        out.add(
+            "HeadroomPoolerDown",
+            f"max by (namespace, pod) (pgbouncer_up{pod_sel}) == 0 or "
+            f"max by (namespace, pod) (up{pod_sel}) == 0",
+            summary=f"{where} pooler pod {{{{ $labels.pod }}}} does not answer its exporter",
+            description="pgbouncer_exporter cannot reach PgBouncer (pgbouncer_up 0), or "
+            "Prometheus cannot scrape the exporter (up 0).",
+            runbook="kubectl describe pod / logs of the pod (containers pgbouncer and "
+            "exporter); the profile's PoolerReady condition says what Headroom sees.",
+            severity="critical",
+            pool=pool.role,
+        )
+    return out.rules
+
+
+def _database_rules(plan: plan_mod.Plan, alerts: monitoring.AlertsPlan) -> list[Rule]:
+    group = alerts.settings.database
+    write = [p for p in alerts.pools if p.role == "rw"]
+    if not write:
+        return []
+    out = _Rules(plan, "database", group.severity, group.for_)
+    primary = alerts.primary
+    sel = pooler_selector(plan, write[0])
+    held = f"sum by (namespace) (pgbouncer_databases_current_connections{sel})"
+    limits = (
+        f"max_connections {plan.budget.max_connections} - reserved {plan.budget.reserved}"
+        + (" - other profiles' share" if plan.budget.shared else "")
+        + f" = {primary.available}"
+    )
+    runbook = (
+        "The poolers hold most of what the primary has for them: raise the primary's "
+        "max_connections (and spec.database.maxConnections), or lower "
+        "spec.app.replicas.max / poolSizePerPod; `kubectl get sp` shows the budget."
+    )
+    out.add(
+        "HeadroomPrimaryConnectionsHigh",
+        f"{held} >= {primary.warning}",
+        summary="the poolers hold "
+        f"{group.connections_warning_percent}% of the primary's connections",
+        description=f"{{{{ $value }}}} server connections over all pooler pods; {limits} "
+        f"(warning at {primary.warning}, planned at most {primary.planned}).",
+        runbook=runbook,
+    )
+    out.add(
+        "HeadroomPrimaryConnectionsCritical",
+        f"{held} >= {primary.critical}",
+        summary="the poolers hold "
+        f"{group.connections_critical_percent}% of the primary's connections",
+        description=f"{{{{ $value }}}} server connections over all pooler pods; {limits} "
+        f"(critical at {primary.critical}).",
+        runbook=runbook,
+        severity="critical",
+    )
+    return out.rules
+
+
+def _cache_rules(plan: plan_mod.Plan, alerts: monitoring.AlertsPlan) -> list[Rule]:
+    group = alerts.settings.cache
+    out = _Rules(plan, "cache", group.severity, group.for_)
+    for inst in alerts.redis:
+        where = f"spec.cache.instances {inst.name}"
+        sel = redis_selector(plan, inst.name)
+        out.add(
+            "HeadroomRedisMemoryHigh",
+            f"max by (namespace, pod) (redis_memory_used_bytes{sel}) >= "
+            f"{inst.memory_warning_bytes}",
+            summary=f"Redis {inst.name} uses {group.memory_percent}% of maxmemory",
+            description=f"{{{{ $value | humanize1024 }}}}B used of maxmemory "
+            f"{inst.maxmemory_bytes} bytes on {{{{ $labels.pod }}}} (warning at "
+            f"{inst.memory_warning_bytes}); "
+            + (
+                "a queue instance refuses writes when full (noeviction)."
+                if inst.use == "queue"
+                else "then it evicts keys."
+            ),
+            runbook=f"Raise {where} memory (maxmemory is 75% of it).",
+            redis=inst.name,
+        )
+        evicted = f"sum by (namespace) (rate(redis_evicted_keys_total{sel}[{RATE_WINDOW}])) > 0"
+        if inst.use == "queue":
+            out.add(
+                "HeadroomQueueRedisEvicting",
+                evicted,
+                summary=f"Redis {inst.name} (use: queue) evicts keys: jobs are lost",
+                description="{{ $value }} keys evicted per second on an instance that must "
+                "never evict (its policy is noeviction unless changed outside Headroom).",
+                runbook=f"Check maxmemory-policy on the pods; raise {where} memory.",
+                severity="critical",
+                wait="",
+                redis=inst.name,
+            )
+            continue
+        out.add(
+            "HeadroomRedisEvicting",
+            evicted,
+            summary=f"Redis {inst.name} evicts keys",
+            description=f"{{{{ $value }}}} keys evicted per second: the cache is full at "
+            f"maxmemory {inst.maxmemory_bytes} bytes.",
+            runbook=f"Raise {where} memory, or give keys shorter TTLs.",
+            redis=inst.name,
+        )
+        hits = f"rate(redis_keyspace_hits_total{sel}[{RATE_WINDOW}])"
+        misses = f"rate(redis_keyspace_misses_total{sel}[{RATE_WINDOW}])"
+        out.add(
+            "HeadroomRedisHitRateLow",
+            f"sum by (namespace) ({hits}) / sum by (namespace) ({hits} + {misses}) "
+            f"< {group.hit_rate_min:g}",
+            summary=f"Redis {inst.name} hit rate is below {group.hit_rate_min:.0%}",
+            description=f"{{{{ $value | humanizePercentage }}}} of lookups hit (target "
+            f"> {group.hit_rate_min:.0%}, seed 000).",
+            runbook=f"Keys expire or are evicted before they are read again: raise {where} "
+            "memory, lengthen TTLs, or cache what is read often.",
+            redis=inst.name,
+        )
+    for inst in alerts.redis:
+        sel = redis_selector(plan, inst.name)
+        out.add(
+            "HeadroomRedisDown",
+            f"max by (namespace, pod) (redis_up{sel}) == 0 or "
+            f"max by (namespace, pod) (up{sel}) == 0",
+            summary=f"Redis {inst.name} pod {{{{ $labels.pod }}}} does not answer",
+            description="redis_exporter cannot reach Redis (redis_up 0), or Prometheus "
+            "cannot scrape the exporter (up 0).",
+            runbook="kubectl describe pod / logs (containers redis and exporter); the "
+            "profile's CacheReady condition says what Headroom sees.",
+            severity="critical",
+            redis=inst.name,
+        )
+    return out.rules
+
+
+def _hpa_at_max(hpa: str, namespace: str) -> str:
+    sel = _selector(namespace=namespace, horizontalpodautoscaler=hpa)
+    return (
+        f"max by (namespace, horizontalpodautoscaler) "
+        f"(kube_horizontalpodautoscaler_status_current_replicas{sel}) >= "
+        f"max by (namespace, horizontalpodautoscaler) "
+        f"(kube_horizontalpodautoscaler_spec_max_replicas{sel})"
+    )
+
+
+def _queue_rules(plan: plan_mod.Plan, alerts: monitoring.AlertsPlan) -> list[Rule]:
+    group = alerts.settings.queues
+    out = _Rules(plan, "queue", group.severity, group.for_)
+    for index, queue in enumerate(alerts.queues):
+        sel = redis_selector(plan, queue.redis, key=queue.list_name)
+        out.add(
+            "HeadroomQueueBacklogHigh",
+            f"max by (namespace, key) (redis_key_size{sel}) > {queue.drain_ceiling}",
+            summary=f"queue {queue.name} holds more than its workers' ceiling drains",
+            description=f"{{{{ $value }}}} jobs in {queue.list_name}; replicas.max "
+            f"{queue.max_replicas} x backlogPerWorker {queue.backlog_per_worker} = "
+            f"{queue.drain_ceiling}.",
+            runbook=f"Raise spec.queues[{index}].replicas.max (mind databasePoolSize in "
+            "the budget), or make the jobs faster.",
+            queue=queue.name,
+        )
+        out.add(
+            "HeadroomWorkersAtMax",
+            _hpa_at_max(worker_hpa(plan, queue), plan.namespace),
+            summary=f"the workers of queue {queue.name} run at replicas.max {queue.max_replicas}",
+            description=f"The autoscaler cannot add workers beyond {queue.max_replicas} "
+            f"(scaled by {queue.scaler.upper()}).",
+            runbook=f"If the backlog grows too, raise spec.queues[{index}].replicas.max.",
+            queue=queue.name,
+        )
+    return out.rules
+
+
+def _app_rules(plan: plan_mod.Plan, alerts: monitoring.AlertsPlan) -> list[Rule]:
+    group = alerts.settings.app
+    out = _Rules(plan, "app", group.severity, group.for_)
+    ns = plan.namespace
+    pods = app_pods(plan)
+    deployment = plan.app.deployment
+    if alerts.app.autoscaled:
+        out.add(
+            "HeadroomAppAtMaxReplicas",
+            _hpa_at_max(f"{plan.name}-app", ns),
+            summary=f"{deployment} runs at its replica ceiling {alerts.app.max_replicas}",
+            description=f"The HPA cannot add pods beyond {alerts.app.max_replicas}; the "
+            "connection budget is sized for exactly that many.",
+            runbook="Raise spec.app.replicas.max (or capacity.targetConcurrentUsers); the "
+            "plan must still fit the primary's connections.",
+        )
+    metrics = group.metrics
+    if metrics is not None:
+        sel = _selector(namespace=ns, pod=pods)
+        errors = _selector(namespace=ns, pod=pods, **{metrics.status_label: "5.."}).replace(
+            f'{metrics.status_label}="5.."', f'{metrics.status_label}=~"5.."'
+        )
+        rate = f"[{RATE_WINDOW}]"
+        out.add(
+            "HeadroomAppLatencyHigh",
+            f"histogram_quantile(0.95, sum by (namespace, le) "
+            f"(rate({metrics.histogram}_bucket{sel}{rate}))) > {group.p95_latency_seconds:g}",
+            summary=f"{deployment} p95 latency is above {group.p95_latency_seconds:g} s",
+            description="95th percentile request duration {{ $value | humanizeDuration }} "
+            f"(target < {group.p95_latency_seconds:g} s, spec.alerts.app.p95LatencySeconds).",
+            runbook="If clients wait on the pooler or CPU is high, scale out (replicas.max); "
+            "else find the slow endpoints and queries.",
+        )
+        out.add(
+            "HeadroomAppErrorRatioHigh",
+            f"sum by (namespace) (rate({metrics.histogram}_count{errors}{rate})) / "
+            f"sum by (namespace) (rate({metrics.histogram}_count{sel}{rate})) "
+            f"> {group.error_ratio:g}",
+            summary=f"{deployment} answers more than {group.error_ratio:.2%} of requests with 5xx",
+            description="{{ $value | humanizePercentage }} of requests fail (target < "
+            f"{group.error_ratio:.2%}, seed 000).",
+            runbook="Look at the app's logs; database errors such as 'too many connections' "
+            "mean the pooler or the budget (the pooler alerts say which).",
+        )
+    container = _selector(namespace=ns, pod=pods)[:-1] + ', container!="", container!="POD"}'
+    out.add(
+        "HeadroomAppCPUHigh",
+        f"sum by (namespace) (rate(container_cpu_usage_seconds_total{container}[{RATE_WINDOW}]))"
+        f" / sum by (namespace) (kube_pod_container_resource_requests"
+        f'{_selector(namespace=ns, pod=pods)[:-1]}, resource="cpu"}}) * 100 '
+        f"> {group.cpu_percent}",
+        summary=f"{deployment} uses more than {group.cpu_percent}% of its CPU requests",
+        description='Average CPU {{ $value | printf "%.0f" }}% of the pods\' requests '
+        f"(target < {group.cpu_percent}%, seed 000).",
+        runbook="The HPA should be adding pods: check AppScalingActive and "
+        "HeadroomAppAtMaxReplicas; or raise the pods' CPU requests.",
+    )
+    out.add(
+        "HeadroomAppMemoryHigh",
+        f"sum by (namespace, pod) (container_memory_working_set_bytes{container}) > "
+        f"{alerts.app.memory_bytes}",
+        summary=f"a pod of {deployment} uses more than {group.memory}B of memory",
+        description="{{ $labels.pod }} working set {{ $value | humanize }}B (target < "
+        f"{group.memory}, seed 000: < 2 GB per server).",
+        runbook="Find what grows (in-memory caches and rate limiters belong in Redis: "
+        "spec.cache); or raise the pods' memory limit.",
+    )
+    return out.rules
+
+
+def rule_groups(plan: plan_mod.Plan) -> list[Rule]:
+    """The rule file's groups (empty when alerts are off)."""
+    alerts = plan.alerts
+    if alerts is None:
+        return []
+    settings = alerts.settings
+    builders = (
+        ("pooler", settings.pooler.enabled, _pooler_rules),
+        ("database", settings.database.enabled, _database_rules),
+        ("cache", settings.cache.enabled, _cache_rules),
+        ("queues", settings.queues.enabled, _queue_rules),
+        ("app", settings.app.enabled, _app_rules),
+    )
+    groups = []
+    for name, enabled, make in builders:
+        rules = make(plan, alerts) if enabled else []
+        if rules:
+            groups.append({"name": f"headroom.{plan.namespace}.{plan.name}.{name}", "rules": rules})
+    return groups
+
+
+def rule_file(plan: plan_mod.Plan) -> str:
+    """The rule file for a plain Prometheus (``rule_files:``)."""
+    return yamlfmt.dump({"groups": rule_groups(plan)})
+
+
+def own_labels(plan: plan_mod.Plan) -> dict[str, str]:
+    """Headroom's labels on the rules and monitors (a selector adds to them, never changes them)."""
+    return common.labels(plan, component=COMPONENT, name="alerts")
+
+
+def _meta(plan: plan_mod.Plan, name: str, extra: dict[str, str]) -> common.Obj:
+    meta = common.metadata(plan, name=name, component=COMPONENT, app_name="alerts")
+    meta["labels"] = {**extra, **meta["labels"]}
+    return meta
+
+
+def _monitor(
+    plan: plan_mod.Plan,
+    *,
+    kind: str,
+    name: str,
+    selector: common.Obj,
+    endpoint: common.Obj,
+) -> common.Obj:
+    labels = plan.facts.prometheus_selection.labels(kind)
+    endpoints = "endpoints" if kind == "ServiceMonitor" else "podMetricsEndpoints"
+    return {
+        "apiVersion": "monitoring.coreos.com/v1",
+        "kind": kind,
+        "metadata": _meta(plan, name, labels),
+        "spec": {
+            "selector": selector,
+            "namespaceSelector": {"matchNames": [plan.namespace]},
+            endpoints: [{**endpoint, "interval": SCRAPE_INTERVAL}],
+        },
+    }
+
+
+def _monitors(plan: plan_mod.Plan, *, app_pod_selector: common.Obj | None) -> list[common.Obj]:
+    """A ServiceMonitor per pooler Service (its exporter, 9127), a PodMonitor per
+    Redis instance (its exporter sidecar, 9121: in HA no Service fronts the Redis
+    pods' metrics) and one for the app's pods."""
+    assert plan.alerts is not None
+    metrics_port = {"port": "metrics", "path": "/metrics"}
+    found = []
+    for pool in plan.alerts.pools:
+        component = pgbouncer.COMPONENT if pool.role == "rw" else pgbouncer.READ_COMPONENT
+        name = pgbouncer.service_name(plan) if pool.role == "rw" else readpool.service_name(plan)
+        selector = common.selector_labels(plan, component=component, name=pgbouncer.APP_NAME)
+        found.append(
+            _monitor(
+                plan,
+                kind="ServiceMonitor",
+                name=name,
+                selector={"matchLabels": selector},
+                endpoint=metrics_port,
+            )
+        )
+    for inst in plan.redis:
+        found.append(
+            _monitor(
+                plan,
+                kind="PodMonitor",
+                name=redis.base_name(plan, inst),
+                selector={"matchLabels": redis.pod_selector(plan, inst)},
+                endpoint=metrics_port,
+            )
+        )
+    metrics = plan.alerts.settings.app.metrics
+    if metrics is not None and app_pod_selector:
+        found.append(
+            _monitor(
+                plan,
+                kind="PodMonitor",
+                name=app_pod_monitor_name(plan),
+                selector=dict(app_pod_selector),
+                endpoint={"portNumber": metrics.port, "path": metrics.path},
+            )
+        )
+    return found
+
+
+def build(plan: plan_mod.Plan, *, app_pod_selector: common.Obj | None) -> list[common.Obj]:
+    """The rules and scrape targets, as prometheus-operator objects when it is
+    installed (``plan.facts.prometheus_operator``), else a rule-file ConfigMap."""
+    if plan.alerts is None:
+        return []
+    groups = rule_groups(plan)
+    facts = plan.facts
+    if facts.prometheus_operator:
+        rule_labels = facts.prometheus_selection.labels("PrometheusRule")
+        objects: list[common.Obj] = []
+        if groups:
+            objects.append(
+                {
+                    "apiVersion": "monitoring.coreos.com/v1",
+                    "kind": "PrometheusRule",
+                    "metadata": _meta(plan, prometheus_rule_name(plan), rule_labels),
+                    "spec": {"groups": groups},
+                }
+            )
+        return objects + _monitors(plan, app_pod_selector=app_pod_selector)
+    return [
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": _meta(plan, rules_configmap_name(plan), {}),
+            "data": {rule_file_key(plan): rule_file(plan)},
+        }
+    ]
