@@ -72,6 +72,7 @@ BAD: list[tuple[str, dict[str, Any], str]] = [
         "connectionsWarningPercent",
     ),
     ("alerts-reserved-label", {"alerts.labels": {"severity": "page"}}, "spec.alerts.labels"),
+    ("alerts-bad-label-name", {"alerts.labels": {"team-name": "a"}}, "spec.alerts.labels"),
     ("alerts-bad-duration", {"alerts.app.for": "5 minutes"}, "spec.alerts.app.for"),
     # exclusiveMinimum: the API server must refuse 0 itself (structural schema)
     ("alerts-zero-latency", {"alerts.app.p95LatencySeconds": 0}, "p95LatencySeconds"),

@@ -18,7 +18,8 @@ def test_committed_crd_matches_models() -> None:
 
 def test_schema_is_structural() -> None:
     text = yamlfmt.dump(crd.build_crd())
-    for forbidden in ("$ref", "anyOf", "$defs", "title:", "additionalProperties: false"):
+    forbidden_keys = ("$ref", "anyOf", "$defs", "title:", "additionalProperties: false")
+    for forbidden in (*forbidden_keys, "patternProperties"):
         assert forbidden not in text, forbidden
 
 

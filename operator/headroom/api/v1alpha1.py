@@ -1112,10 +1112,20 @@ class Alerts(_Model):
         description="Render the rules (PrometheusRule, or a ConfigMap without "
         "prometheus-operator), the monitors and the dashboard.",
     )
-    labels: dict[Annotated[str, Field(pattern=PROM_LABEL, max_length=64)], LabelValue] = Field(
+    # (a key pattern would be patternProperties, which structural schemas refuse: CEL instead)
+    labels: dict[Annotated[str, Field(max_length=64)], LabelValue] = Field(
         default_factory=dict,
         max_length=16,
         description="Extra labels on every alert (e.g. team: shop), for routing.",
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                _cel(
+                    f"self.all(k, k.matches('{PROM_LABEL}'))",
+                    "spec.alerts.labels: keys must be Prometheus label names "
+                    "([a-zA-Z_][a-zA-Z0-9_]*)",
+                )
+            ]
+        },
     )
     pooler: PoolerAlerts = Field(default_factory=PoolerAlerts)
     database: DatabaseAlerts = Field(default_factory=DatabaseAlerts)
@@ -1126,6 +1136,9 @@ class Alerts(_Model):
     @field_validator("labels")
     @classmethod
     def _not_ours(cls, labels: dict[str, str]) -> dict[str, str]:
+        bad = sorted(k for k in labels if not re.match(PROM_LABEL, k))
+        if bad:
+            raise ValueError(f"{', '.join(map(repr, bad))}: not Prometheus label names")
         taken = sorted(set(labels) & RESERVED_ALERT_LABELS)
         if taken:
             raise ValueError(f"{', '.join(taken)} are set by Headroom")
