@@ -3,7 +3,8 @@
 # the data-plane programs the conformance tests run (pgbouncer, postgres,
 # redis-server, redis-sentinel, and redis-cli, which Headroom's Redis start script
 # uses), openssl for the control plane's certificates, then the
-# Python venv and the Go-built control plane (both cached, so a re-run is quick).
+# Python venv, the Go-built control plane and versitygw (the bucket conformance
+# tests' S3 server); all cached, so a re-run is quick.
 # `hack/install-deps.sh packages` installs the Debian packages only (`make deps`).
 # Every step is skipped when already done, so a re-run takes about a second.
 set -euo pipefail
@@ -43,3 +44,7 @@ echo "== helm (the chart's tests)"
 start=$SECONDS
 hack/build-helm.sh >/dev/null
 echo "   helm ready in $((SECONDS - start))s"
+echo "== versitygw"
+start=$SECONDS
+hack/build-versitygw.sh >/dev/null
+echo "   versitygw ready in $((SECONDS - start))s"

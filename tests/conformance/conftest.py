@@ -16,6 +16,10 @@ real programs (Postgres 15, PgBouncer, redis-server and redis-sentinel 7.0) on
 * ``start_pod`` (per test): ``start_pod(process)`` starts a
   redis_servers.PodProcess (Headroom's rendered scripts with a pod's
   environment pointed at 127.0.0.1) and stops it at teardown.
+* ``start_versitygw`` (per test): ``start_versitygw(argv=..., root=...)`` runs
+  the cached versitygw build (built by hack/build-versitygw.sh when absent) on
+  free ports in a private dir, returns once GET /health answers and stops it
+  at teardown.
 
 Postgres and PgBouncer run as the ``postgres`` user when the tests run as root
 (Redis runs as whoever runs the tests). Without
@@ -41,6 +45,7 @@ if str(CONF_DIR) not in sys.path:
     sys.path.insert(0, str(CONF_DIR))
 
 import redis_servers  # noqa: E402
+import s3_servers  # noqa: E402
 import servers  # noqa: E402
 
 APP_USER = "app"
@@ -54,6 +59,7 @@ _BOUNCERS = pytest.StashKey[list[servers.PgBouncer]]()
 _POSTGRES = pytest.StashKey[servers.Postgres]()
 _REDIS = pytest.StashKey[list[redis_servers.RedisProcess]]()
 _PODS = pytest.StashKey[list[redis_servers.RedisProcess]]()
+_S3 = pytest.StashKey[list[s3_servers.VersityGW]]()
 Process = TypeVar("Process", bound=servers.ServerProcess)
 Found = TypeVar("Found")
 
@@ -90,6 +96,10 @@ def pytest_runtest_makereport(
             name = f"{process.kind} (port {process.port})"
             report.sections.append((f"{name} log", process.log_text()[-LOG_TAIL:]))
             report.sections.append((f"{name} config", process.current_config()))
+        for gateway in item.stash.get(_S3, []):
+            name = f"versitygw (port {gateway.port})"
+            report.sections.append((f"{name} log", gateway.log_text()[-LOG_TAIL:]))
+            report.sections.append((f"{name} command", gateway.current_config()))
     return report
 
 
@@ -239,5 +249,33 @@ def start_pod(
         def start(process: redis_servers.PodProcess) -> redis_servers.PodProcess:
             started.append(process)
             return process.start()
+
+        yield start
+
+
+@pytest.fixture(scope="session")
+def versitygw_binary() -> Path:
+    """The cached versitygw build (built now when absent); skip (fail on CI) when
+    it cannot be had."""
+    return _found(lambda: s3_servers.find_versitygw(build=True), "versitygw")
+
+
+@pytest.fixture
+def start_versitygw(
+    versitygw_binary: Path, request: pytest.FixtureRequest
+) -> Iterator[Callable[..., s3_servers.VersityGW]]:
+    """``start_versitygw(*, argv=default_argv, root=None) -> VersityGW``, answering
+    GET /health (ServerError with its log when it does not start); every server
+    started is stopped and its dir removed at teardown."""
+    with _stopped_at_teardown(request, _S3) as started:
+
+        def start(
+            *,
+            argv: s3_servers.Argv = s3_servers.default_argv,
+            root: s3_servers.RootCredentials | None = None,
+        ) -> s3_servers.VersityGW:
+            gateway = s3_servers.VersityGW(versitygw_binary, argv=argv, root=root)
+            started.append(gateway)
+            return gateway.start()
 
         yield start

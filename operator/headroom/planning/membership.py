@@ -30,8 +30,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
-from pydantic.alias_generators import to_camel
+from pydantic import Field, model_validator
+
+from headroom.planning import agentfile
 
 VERSION: Literal[1] = 1
 DEFAULT_OUTPUT = "/run/headroom/readpool-databases.ini"
@@ -53,24 +54,14 @@ Port = Annotated[int, Field(ge=1, le=65535)]
 SslMode = Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"]
 
 
-def _checked(value: str, pattern: re.Pattern[str], what: str) -> str:
-    if not pattern.match(value):
-        raise ValueError(f"{what} {value!r} is not allowed (charset {pattern.pattern})")
-    return value
-
-
-def _charset(pattern: re.Pattern[str], what: str) -> AfterValidator:
-    return AfterValidator(lambda value: _checked(value, pattern, what))
-
-
+_checked = agentfile.checked
+_charset = agentfile.charset
 Host = Annotated[str, _charset(_HOST, "host")]
 DatabaseName = Annotated[str, _charset(_DATABASE, "database name")]
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(
-        alias_generator=to_camel, populate_by_name=True, frozen=True, extra="forbid"
-    )
+class _Model(agentfile.AgentFile):
+    """The base of every model in this file."""
 
 
 class Endpoint(_Model):
@@ -124,10 +115,6 @@ class ReadPoolConfig(_Model):
             if len(set(values)) != len(values):
                 raise ValueError(f"replica {what}s must be unique, got {values}")
         return self
-
-    def to_json(self) -> str:
-        """The file as the builder writes it (camelCase keys, every field)."""
-        return self.model_dump_json(by_alias=True, indent=2) + "\n"
 
 
 @dataclass(frozen=True)

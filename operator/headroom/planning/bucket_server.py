@@ -1,0 +1,127 @@
+"""The builtin storage provider's S3 server (versitygw), pure:
+
+- :class:`BucketServerConfig`, the model of ``buckets.json`` (version 1), which
+  the builder writes into the server's ConfigMap and ``headroom.agent.bucket``
+  (the sidecar that provisions the server) reads: which buckets to create, who
+  owns them (the app's access key, a non-root versitygw user), their CORS;
+- :func:`render_cors`, a bucket's CORS rules as the S3 ``PutBucketCors``
+  document;
+- :func:`server_args`, versitygw's command line as the pod runs it (the
+  conformance test runs the same list on 127.0.0.1).
+
+Why versitygw is run this way: the posix backend on the PVC; its internal IAM
+(``--iam-dir``, a JSON file on the same PVC) holds the app's user; the admin
+API listens on 127.0.0.1 only (``--admin-port``), so only the sidecar in the
+same pod reaches it, with the root keys; the S3 port serves the app with its
+own keys (role ``user``: it can use the buckets it owns and cannot create
+any).
+"""
+
+from __future__ import annotations
+
+import re
+import xml.etree.ElementTree as ET
+from typing import Annotated, Literal
+
+from pydantic import Field
+
+from headroom.planning import agentfile
+
+VERSION: Literal[1] = 1
+S3_PORT = 7070
+ADMIN_PORT = 7071  # 127.0.0.1 only: the sidecar's
+DATA_DIR = "/data"
+BUCKETS_DIR = f"{DATA_DIR}/buckets"
+IAM_DIR = f"{DATA_DIR}/iam"
+HEALTH_PATH = "/health"
+APP_ROLE: Literal["user"] = "user"  # versitygw role: owned buckets only, no CreateBucket
+DEFAULT_POLL_SECONDS = 30.0
+
+# What may appear in the config and in the XML the agent sends (no control
+# characters, no XML/shell metacharacters beyond what a CORS origin needs).
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+_ORIGIN = re.compile(r"^(\*|https?://[A-Za-z0-9*.-]+(:[0-9]{1,5})?)$")
+_METHOD = re.compile(r"^(GET|PUT|POST|DELETE|HEAD)$")
+_HEADER = re.compile(r"^(\*|[A-Za-z0-9*-]{1,128})$")
+_ACCESS_KEY = re.compile(r"^[A-Za-z0-9]{8,128}$")
+_URL = re.compile(r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?$")
+
+
+BucketName = Annotated[str, agentfile.charset(_BUCKET, "bucket name")]
+Origin = Annotated[str, agentfile.charset(_ORIGIN, "CORS origin")]
+Method = Annotated[str, agentfile.charset(_METHOD, "CORS method")]
+Header = Annotated[str, agentfile.charset(_HEADER, "CORS header")]
+Url = Annotated[str, agentfile.charset(_URL, "endpoint URL")]
+
+
+class _Model(agentfile.AgentFile):
+    """The base of every model in this file."""
+
+
+class CorsRule(_Model):
+    allowed_origins: tuple[Origin, ...] = Field(min_length=1)
+    allowed_methods: tuple[Method, ...] = Field(min_length=1)
+    allowed_headers: tuple[Header, ...] = ()
+    expose_headers: tuple[Header, ...] = ("ETag",)
+    max_age_seconds: int | None = Field(default=None, ge=0, le=86400 * 7)
+
+
+class ServedBucket(_Model):
+    name: BucketName
+    cors: tuple[CorsRule, ...] = ()  # empty: the bucket has no CORS configuration
+
+
+class BucketServerConfig(_Model):
+    """``buckets.json``: what the sidecar makes the server hold."""
+
+    version: Literal[1] = VERSION
+    s3_endpoint: Url = f"http://127.0.0.1:{S3_PORT}"
+    admin_endpoint: Url = f"http://127.0.0.1:{ADMIN_PORT}"
+    region: Annotated[str, Field(pattern=r"^[a-z0-9-]{1,32}$")] = "us-east-1"
+    app_access_key: Annotated[str, agentfile.charset(_ACCESS_KEY, "access key")]
+    app_role: Literal["user"] = APP_ROLE
+    buckets: tuple[ServedBucket, ...] = Field(min_length=1)
+    poll_seconds: float = Field(default=DEFAULT_POLL_SECONDS, gt=0, le=3600)
+    ready_file: Annotated[str, Field(pattern=r"^/[A-Za-z0-9/._-]+$")] = "/run/headroom/provisioned"
+
+
+def render_cors(rules: tuple[CorsRule, ...]) -> str:
+    """The ``PutBucketCors`` body for ``rules`` (values already charset-checked;
+    ElementTree escapes them anyway)."""
+    root = ET.Element("CORSConfiguration")
+    for rule in rules:
+        element = ET.SubElement(root, "CORSRule")
+        for tag, values in (
+            ("AllowedOrigin", rule.allowed_origins),
+            ("AllowedMethod", rule.allowed_methods),
+            ("AllowedHeader", rule.allowed_headers),
+            ("ExposeHeader", rule.expose_headers),
+        ):
+            for value in values:
+                ET.SubElement(element, tag).text = value
+        if rule.max_age_seconds is not None:
+            ET.SubElement(element, "MaxAgeSeconds").text = str(rule.max_age_seconds)
+    return ET.tostring(root, encoding="unicode")
+
+
+def init_command() -> list[str]:
+    """The pod's init step (versitygw's image): the data dirs on a fresh PVC."""
+    return ["mkdir", "-p", BUCKETS_DIR, IAM_DIR]
+
+
+def server_args() -> list[str]:
+    """versitygw's arguments in the pod (root keys come from the environment:
+    ROOT_ACCESS_KEY / ROOT_SECRET_KEY)."""
+    return [
+        "--port",
+        f":{S3_PORT}",
+        "--admin-port",
+        f"127.0.0.1:{ADMIN_PORT}",
+        "--iam-dir",
+        IAM_DIR,
+        "--health",
+        HEALTH_PATH,
+        "--quiet",
+        "posix",
+        BUCKETS_DIR,
+    ]
