@@ -3,7 +3,7 @@
 # the data-plane programs the conformance tests run (pgbouncer, postgres,
 # redis-server, redis-sentinel, and redis-cli, which Headroom's Redis start script
 # uses), openssl for the control plane's certificates, then the
-# Python venv, the Go-built control plane and versitygw (the bucket conformance
+# Python venv, the Go-built control plane, helm and versitygw (the bucket conformance
 # tests' S3 server); all cached, so a re-run is quick.
 # `hack/install-deps.sh packages` installs the Debian packages only (`make deps`).
 # Every step is skipped when already done, so a re-run takes about a second.
