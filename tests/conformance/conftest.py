@@ -16,7 +16,7 @@ real programs (Postgres 15, PgBouncer, redis-server and redis-sentinel 7.0) on
 * ``start_pod`` (per test): ``start_pod(process)`` starts a
   redis_servers.PodProcess (Headroom's rendered scripts with a pod's
   environment pointed at 127.0.0.1) and stops it at teardown.
-* ``start_versitygw`` (per test): ``start_versitygw(argv=..., root=...)`` runs
+* ``start_versitygw`` (per test): ``start_versitygw(argv=..., root=..., env=...)`` runs
   the cached versitygw build (built by hack/build-versitygw.sh when absent) on
   free ports in a private dir, returns once GET /health answers and stops it
   at teardown.
@@ -264,7 +264,7 @@ def versitygw_binary() -> Path:
 def start_versitygw(
     versitygw_binary: Path, request: pytest.FixtureRequest
 ) -> Iterator[Callable[..., s3_servers.VersityGW]]:
-    """``start_versitygw(*, argv=default_argv, root=None) -> VersityGW``, answering
+    """``start_versitygw(*, argv=default_argv, root=None, env=None) -> VersityGW``, answering
     GET /health (ServerError with its log when it does not start); every server
     started is stopped and its dir removed at teardown."""
     with _stopped_at_teardown(request, _S3) as started:
@@ -273,8 +273,9 @@ def start_versitygw(
             *,
             argv: s3_servers.Argv = s3_servers.default_argv,
             root: s3_servers.RootCredentials | None = None,
+            env: dict[str, str] | None = None,
         ) -> s3_servers.VersityGW:
-            gateway = s3_servers.VersityGW(versitygw_binary, argv=argv, root=root)
+            gateway = s3_servers.VersityGW(versitygw_binary, argv=argv, root=root, env=env)
             started.append(gateway)
             return gateway.start()
 

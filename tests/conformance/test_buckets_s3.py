@@ -1,14 +1,17 @@
 """The builtin storage provider's S3 server, for real: versitygw (the cached
-build) on 127.0.0.1 started with the arguments Headroom gives it in the pod
-(planning.bucket_server.server_args, data dirs made as the pod's init step
-makes them), provisioned by the bucket agent's own code
-(headroom.agent.bucket), then used the way an app uses it: boto3, SigV4,
-path-style, with the app's keys (a non-root versitygw user), a browser's CORS
-preflight, presigned PUT and presigned POST with a size limit.
+build) on 127.0.0.1 started as the rendered ``<profile>-s3`` StatefulSet runs
+it (the init container's command, the container's args and environment, the
+rendered Secrets), provisioned by the agent's own code (headroom.agent.bucket)
+with the rendered buckets.json, then used the way an app uses it: boto3,
+SigV4, path-style, with the app's keys from the rendered app Secret (a
+non-root versitygw user), a browser's CORS preflight, presigned PUT and
+presigned POST with a size limit.
 """
 
 from __future__ import annotations
 
+import base64
+import dataclasses
 import http.client
 import secrets
 import subprocess
@@ -17,17 +20,24 @@ import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import boto3
 import pytest
 import s3_servers
+import yaml
 from botocore.client import BaseClient
 from botocore.config import Config
 from botocore.exceptions import ClientError
+from tests import profiles
 
 from headroom.agent import bucket as agent_mod
+from headroom.api import v1alpha1
+from headroom.builders import bucket_server as bucket_builder
 from headroom.planning import bucket_server
+from headroom.planning import plan as plan_mod
 from headroom.s3 import client as s3_client
 
 ORIGIN = "https://app.example.com"
@@ -36,51 +46,12 @@ MAX_UPLOAD_BYTES = 1024 * 1024  # the declared upload limit signed into POST pol
 StartGW = Callable[..., s3_servers.VersityGW]
 
 
-def _pod_like(listen: str, admin: str, directory: Path) -> list[str]:
-    """The pod's init step (mkdir of the data dirs) and versitygw's args, on 127.0.0.1."""
-    addresses = {
-        f":{bucket_server.S3_PORT}": listen,
-        f"127.0.0.1:{bucket_server.ADMIN_PORT}": admin,
-    }
-
-    def local(args: list[str]) -> list[str]:
-        return s3_servers.localize(
-            args, mount_path=bucket_server.DATA_DIR, directory=directory, addresses=addresses
-        )
-
-    subprocess.run(local(bucket_server.init_command()), check=True, timeout=30)
-    return local(bucket_server.server_args())
-
-
-def _app_keys() -> tuple[str, str]:
-    return secrets.token_hex(10), secrets.token_urlsafe(30)
-
-
-def _config(
-    gateway: s3_servers.VersityGW,
-    *,
-    access_key: str,
-    buckets: tuple[bucket_server.ServedBucket, ...],
-    ready_file: Path,
-) -> bucket_server.BucketServerConfig:
-    return bucket_server.BucketServerConfig(
-        s3_endpoint=gateway.endpoint,
-        admin_endpoint=gateway.admin_endpoint,
-        app_access_key=access_key,
-        buckets=buckets,
-        ready_file=str(ready_file),
-    )
-
-
-def _boto(endpoint: str, access_key: str, secret_key: str) -> BaseClient:
-    return boto3.client(
-        "s3",
-        endpoint_url=endpoint,
-        aws_access_key_id=access_key,
-        aws_secret_access_key=secret_key,
-        region_name="us-east-1",
-        config=Config(signature_version="s3v4", s3={"addressing_style": "path"}),
-    )
+KEYS = bucket_server.ServerKeys(
+    root_access_key=secrets.token_hex(10),
+    root_secret_key=secrets.token_urlsafe(30),
+    app_access_key=secrets.token_hex(10),
+    app_secret_key=secrets.token_urlsafe(30),
+)
 
 
 def _photos(*, origins: tuple[str, ...] = (ORIGIN,)) -> bucket_server.ServedBucket:
@@ -97,26 +68,141 @@ def _photos(*, origins: tuple[str, ...] = (ORIGIN,)) -> bucket_server.ServedBuck
     )
 
 
+SERVER = bucket_server.ServerPlan(buckets=(_photos(), bucket_server.ServedBucket(name="avatars")))
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """What the builder renders for the server, read back as the pod would see it."""
+
+    objects: list[dict[str, Any]]
+
+    def find(self, kind: str, name: str) -> dict[str, Any]:
+        (found,) = [o for o in self.objects if o["kind"] == kind and o["metadata"]["name"] == name]
+        return found
+
+    def container(self, name: str) -> dict[str, Any]:
+        pod = self.find("StatefulSet", "shop-s3")["spec"]["template"]["spec"]
+        (found,) = [c for c in pod["initContainers"] + pod["containers"] if c["name"] == name]
+        return found
+
+    def env(self, container: str) -> dict[str, str]:
+        """The container's environment, secretKeyRefs resolved from the rendered Secrets."""
+        out = {}
+        for var in self.container(container)["env"]:
+            if "value" in var:
+                out[var["name"]] = var["value"]
+                continue
+            ref = var["valueFrom"]["secretKeyRef"]
+            data = self.find("Secret", ref["name"])["data"]
+            out[var["name"]] = base64.b64decode(data[ref["key"]]).decode()
+        return out
+
+    def agent_config(self) -> bucket_server.BucketServerConfig:
+        data = self.find("ConfigMap", "shop-s3-config")["data"][bucket_builder.CONFIG_FILE]
+        return bucket_server.BucketServerConfig.model_validate_json(data)
+
+
+def _render(
+    server: bucket_server.ServerPlan = SERVER, keys: bucket_server.ServerKeys = KEYS
+) -> Rendered:
+    planned = plan_mod.plan(v1alpha1.parse_profile(profiles.base()))
+    return Rendered(bucket_builder.build(planned, server, keys=keys))
+
+
+def _start_rendered(start_versitygw: StartGW, rendered: Rendered) -> s3_servers.VersityGW:
+    """versitygw started as the StatefulSet runs it: the init container's
+    command, then the container's args and environment, on 127.0.0.1."""
+    gateway_args = rendered.container("versitygw")["args"]
+    prepare = rendered.container("prepare")["command"]
+    env = rendered.env("versitygw")
+
+    def argv(listen: str, admin: str, directory: Path) -> list[str]:
+        addresses = {
+            f":{bucket_server.S3_PORT}": listen,
+            f"127.0.0.1:{bucket_server.ADMIN_PORT}": admin,
+        }
+
+        def local(args: list[str]) -> list[str]:
+            return s3_servers.localize(
+                args, mount_path=bucket_server.DATA_DIR, directory=directory, addresses=addresses
+            )
+
+        subprocess.run(local(prepare), check=True, timeout=30)
+        return local(gateway_args)
+
+    root = s3_servers.RootCredentials(env.pop("ROOT_ACCESS_KEY"), env.pop("ROOT_SECRET_KEY"))
+    return start_versitygw(argv=argv, root=root, env=env)
+
+
+def _agent(rendered: Rendered, gateway: s3_servers.VersityGW, ready_file: Path) -> agent_mod.Agent:
+    """The sidecar's agent: the rendered buckets.json (its 127.0.0.1 endpoints
+    moved to the test's ports) and the rendered environment."""
+    config = rendered.agent_config().model_copy(
+        update={
+            "s3_endpoint": gateway.endpoint,
+            "admin_endpoint": gateway.admin_endpoint,
+            "ready_file": str(ready_file),
+        }
+    )
+    return agent_mod.Agent(config=config, keys=agent_mod.Keys.from_env(rendered.env("agent")))
+
+
+def _boto(endpoint: str, access_key: str, secret_key: str) -> BaseClient:
+    return boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        aws_access_key_id=access_key,
+        aws_secret_access_key=secret_key,
+        region_name="us-east-1",
+        config=Config(signature_version="s3v4", s3={"addressing_style": "path"}),
+    )
+
+
+def _app_client(rendered: Rendered, gateway: s3_servers.VersityGW) -> BaseClient:
+    """The app's client, from the rendered app Secret (what the binding carries)."""
+    data = rendered.find("Secret", "shop-s3-app")["data"]
+    access, secret = (
+        base64.b64decode(data[k]).decode()
+        for k in (bucket_builder.ACCESS_KEY, bucket_builder.SECRET_KEY)
+    )
+    return _boto(gateway.endpoint, access, secret)
+
+
 @pytest.fixture
 def provisioned(
     start_versitygw: StartGW, tmp_path: Path
 ) -> tuple[s3_servers.VersityGW, BaseClient]:
     """versitygw as the pod runs it, provisioned by one agent pass; the app's boto3 client."""
-    gateway = start_versitygw(argv=_pod_like)
-    access, secret = _app_keys()
-    config = _config(
-        gateway,
-        access_key=access,
-        buckets=(_photos(), bucket_server.ServedBucket(name="avatars")),
-        ready_file=tmp_path / "run" / "provisioned",
-    )
-    keys = agent_mod.Keys(gateway.root.access_key, gateway.root.secret_key, secret)
-    agent = agent_mod.Agent(config=config, keys=keys)
+    rendered = _render()
+    gateway = _start_rendered(start_versitygw, rendered)
+    agent = _agent(rendered, gateway, tmp_path / "run" / "provisioned")
     changes = agent.step()
-    assert "created user " + access in changes
+    assert f"created user {KEYS.app_access_key}" in changes
     assert {"created bucket meal-photos", "created bucket avatars"} <= set(changes)
     assert agent.step() == [], "a second pass changes nothing"
-    return gateway, _boto(gateway.endpoint, access, secret)
+    return gateway, _app_client(rendered, gateway)
+
+
+def test_root_keys_are_not_in_the_app_secret_and_the_app_keys_are_no_admin(
+    provisioned: tuple[s3_servers.VersityGW, BaseClient],
+) -> None:
+    gateway, _ = provisioned
+    rendered = _render()
+    app_secret = rendered.find("Secret", "shop-s3-app")
+    values = {base64.b64decode(v).decode() for v in app_secret["data"].values()}
+    assert values == {KEYS.app_access_key, KEYS.app_secret_key}
+    assert not values & {KEYS.root_access_key, KEYS.root_secret_key}
+    assert "shop-s3-root" not in yaml.safe_dump(rendered.container("versitygw")["args"])
+    # the app's keys cannot reach the admin API's users (even from inside the pod)
+    app_admin = s3_client.Client(
+        endpoint=gateway.admin_endpoint,
+        access_key=KEYS.app_access_key,
+        secret_key=KEYS.app_secret_key,
+    )
+    with pytest.raises(s3_client.S3Error) as refused:
+        app_admin.create_user(access_key="intruder01", secret_key="x" * 30, role="admin")
+    assert refused.value.status == 403
 
 
 def test_app_keys_put_and_get_600kb_in_their_own_buckets_only(
@@ -245,23 +331,26 @@ def test_presigned_post_with_the_size_limit_accepts_500kb_and_refuses_2mb(
 def test_agent_applies_changed_cors_and_a_new_app_secret(
     start_versitygw: StartGW, tmp_path: Path
 ) -> None:
-    gateway = start_versitygw(argv=_pod_like)
-    access, secret = _app_keys()
-    ready = tmp_path / "provisioned"
-    config = _config(gateway, access_key=access, buckets=(_photos(),), ready_file=ready)
-    root_keys = (gateway.root.access_key, gateway.root.secret_key)
-    agent_mod.Agent(config=config, keys=agent_mod.Keys(*root_keys, secret)).step()
-    # the profile's CORS changes: the next pod's agent applies the new rules
-    changed = config.model_copy(update={"buckets": (_photos(origins=(OTHER_ORIGIN,)),)})
-    new_secret = secrets.token_urlsafe(30)
-    changes = agent_mod.Agent(config=changed, keys=agent_mod.Keys(*root_keys, new_secret)).step()
+    rendered = _render()
+    gateway = _start_rendered(start_versitygw, rendered)
+    _agent(rendered, gateway, tmp_path / "provisioned").step()
+    # the profile's CORS changes and the app Secret is made anew: the next
+    # pod's agent (the pod template changed) applies both
+    new_keys = dataclasses.replace(KEYS, app_secret_key=secrets.token_urlsafe(30))
+    changed = _render(
+        dataclasses.replace(SERVER, buckets=(_photos(origins=(OTHER_ORIGIN,)),)), new_keys
+    )
+    assert (
+        changed.find("StatefulSet", "shop-s3")["spec"]["template"]["metadata"]["annotations"]
+        != rendered.find("StatefulSet", "shop-s3")["spec"]["template"]["metadata"]["annotations"]
+    )
+    changes = _agent(changed, gateway, tmp_path / "provisioned").step()
     assert changes == ["bucket meal-photos: CORS applied (1 rules)"]
     assert _preflight(gateway, OTHER_ORIGIN).status == 200
     assert _preflight(gateway, ORIGIN).status == 403
-    # the Secret was made anew: the new key works, the old one no longer
-    _boto(gateway.endpoint, access, new_secret).head_bucket(Bucket="meal-photos")
+    _app_client(changed, gateway).head_bucket(Bucket="meal-photos")
     with pytest.raises(ClientError) as old:
-        _boto(gateway.endpoint, access, secret).head_bucket(Bucket="meal-photos")
+        _app_client(rendered, gateway).head_bucket(Bucket="meal-photos")
     assert old.value.response["Error"]["Code"] in ("403", "SignatureDoesNotMatch")
 
 
@@ -287,24 +376,18 @@ def test_a_wrong_key_is_an_s3_error_that_names_no_secret(start_versitygw: StartG
 def test_agent_loop_marks_the_pod_ready_once_the_buckets_exist(
     start_versitygw: StartGW, tmp_path: Path
 ) -> None:
-    gateway = start_versitygw(argv=_pod_like)
-    access, secret = _app_keys()
+    rendered = _render()
+    gateway = _start_rendered(start_versitygw, rendered)
     ready = tmp_path / "run" / "provisioned"
-    config = _config(gateway, access_key=access, buckets=(_photos(),), ready_file=ready)
-    keys = agent_mod.Keys(gateway.root.access_key, gateway.root.secret_key, secret)
     stop = threading.Event()
     loop = threading.Thread(
-        target=agent_mod.run,
-        args=(agent_mod.Agent(config=config, keys=keys),),
-        kwargs={"stop": stop},
+        target=agent_mod.run, args=(_agent(rendered, gateway, ready),), kwargs={"stop": stop}
     )
     loop.start()
     try:
         s3_servers.wait_until(ready.exists, timeout=30, what="the agent's ready file")
-        app = _boto(gateway.endpoint, access, secret)
-        assert app.get_bucket_cors(Bucket="meal-photos")["CORSRules"][0]["AllowedOrigins"] == [
-            ORIGIN
-        ]
+        rules = _app_client(rendered, gateway).get_bucket_cors(Bucket="meal-photos")["CORSRules"]
+        assert rules[0]["AllowedOrigins"] == [ORIGIN]
     finally:
         stop.set()
         loop.join(timeout=10)

@@ -1,0 +1,225 @@
+"""The builtin storage provider's S3 server (``<profile>-s3``): one versitygw
+per profile holding every ``builtin`` bucket of it. Pure.
+
+- StatefulSet ``<profile>-s3`` (1 replica): init container ``prepare`` (the
+  versitygw image) makes the data dirs on the PVC; ``versitygw`` serves S3 on
+  7070 (posix backend and internal IAM on the PVC, admin API on 127.0.0.1:7071
+  only, readiness on GET /health); sidecar ``agent`` (Headroom's image,
+  ``python -m headroom.agent.bucket``) creates the app's non-root user, its
+  buckets (owned by it) and their CORS, and is Ready only once it has;
+- the PVC comes from the volumeClaimTemplate ``data``: with a ``Retain``
+  bucket among the profile's builtin ones it is retained when the profile
+  goes (the StatefulSet controller gives it no ownerReference), with only
+  ``Delete`` ones it is deleted with the StatefulSet;
+- Secret ``<profile>-s3-root`` (the server's root keys, read only by this pod)
+  and ``<profile>-s3-app`` (the app's keys, what the binding carries);
+- ConfigMap ``<profile>-s3-config`` (``buckets.json``, the agent's config);
+- Service ``<profile>-s3`` (port 7070) and a NetworkPolicy that lets only the
+  app's and the workers' pods reach it.
+"""
+
+from __future__ import annotations
+
+from headroom.builders import common
+from headroom.planning import bucket_server as server_mod
+from headroom.planning import plan as plan_mod
+
+COMPONENT = "object-storage"
+APP_NAME = "versitygw"
+CONFIG_DIR = "/etc/headroom-s3"
+CONFIG_FILE = "buckets.json"
+RUN_DIR = "/run/headroom"
+DATA_VOLUME = "data"
+AGENT_COMMAND = ("python", "-m", "headroom.agent.bucket")
+ACCESS_KEY = "accessKeyId"
+SECRET_KEY = "secretAccessKey"  # noqa: S105 - a Secret key name
+ROOT_REVISION_ANNOTATION = "headroom.dev/s3-root-revision"
+APP_REVISION_ANNOTATION = "headroom.dev/s3-app-revision"
+
+
+def name(plan: plan_mod.Plan) -> str:
+    return f"{plan.name}-s3"
+
+
+def root_secret_name(plan: plan_mod.Plan) -> str:
+    return f"{plan.name}-s3-root"
+
+
+def app_secret_name(plan: plan_mod.Plan) -> str:
+    return f"{plan.name}-s3-app"
+
+
+def config_name(plan: plan_mod.Plan) -> str:
+    return f"{plan.name}-s3-config"
+
+
+def endpoint(plan: plan_mod.Plan) -> str:
+    """The S3 endpoint the app's binding names (in-cluster, plain HTTP)."""
+    return f"http://{name(plan)}.{plan.namespace}.svc:{server_mod.S3_PORT}"
+
+
+def agent_config(
+    server: server_mod.ServerPlan, keys: server_mod.ServerKeys
+) -> server_mod.BucketServerConfig:
+    return server_mod.BucketServerConfig(
+        app_access_key=keys.app_access_key,
+        buckets=server.buckets,
+        region=server.region,
+        ready_file=f"{RUN_DIR}/provisioned",
+    )
+
+
+def _secret_env(env_name: str, secret: str, key: str) -> common.Obj:
+    return {"name": env_name, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}}
+
+
+def build(
+    plan: plan_mod.Plan,
+    server: server_mod.ServerPlan,
+    *,
+    keys: server_mod.ServerKeys,
+    app_pod_selector: common.Obj | None = None,
+) -> list[common.Obj]:
+    base = name(plan)
+    selector = common.selector_labels(plan, component=COMPONENT, name=APP_NAME)
+
+    def meta(obj_name: str) -> common.Obj:
+        return common.metadata(plan, name=obj_name, component=COMPONENT, app_name=APP_NAME)
+
+    config = agent_config(server, keys).to_json()
+    root_env = [
+        _secret_env("ROOT_ACCESS_KEY", root_secret_name(plan), ACCESS_KEY),
+        _secret_env("ROOT_SECRET_KEY", root_secret_name(plan), SECRET_KEY),
+    ]
+    data_mount = {"name": DATA_VOLUME, "mountPath": server_mod.DATA_DIR}
+    prepare = {
+        "name": "prepare",
+        "image": server.image,
+        "command": server_mod.init_command(),
+        "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}, "limits": {"memory": "32Mi"}},
+        "securityContext": common.container_security_context(),
+        "volumeMounts": [data_mount],
+    }
+    health = {"httpGet": {"path": server_mod.HEALTH_PATH, "port": "s3"}, "periodSeconds": 5}
+    gateway = {
+        "name": "versitygw",
+        "image": server.image,
+        "command": [server_mod.BINARY],
+        "args": server_mod.server_args(),
+        "env": [*root_env, {"name": "VGW_REGION", "value": server.region}],
+        "ports": [{"name": "s3", "containerPort": server_mod.S3_PORT}],
+        "readinessProbe": health,
+        "livenessProbe": {**health, "initialDelaySeconds": 10, "failureThreshold": 6},
+        "resources": {"requests": dict(server.requests), "limits": dict(server.limits)},
+        "securityContext": common.container_security_context(),
+        "volumeMounts": [data_mount, {"name": "tmp", "mountPath": "/tmp"}],  # noqa: S108
+    }
+    agent = {
+        "name": "agent",
+        "image": plan.facts.agent_image,
+        "command": [*AGENT_COMMAND, "--config", f"{CONFIG_DIR}/{CONFIG_FILE}"],
+        "env": [*root_env, _secret_env("APP_SECRET_KEY", app_secret_name(plan), SECRET_KEY)],
+        "readinessProbe": {
+            "exec": {"command": ["test", "-e", f"{RUN_DIR}/provisioned"]},
+            "periodSeconds": 5,
+        },
+        "resources": {"requests": {"cpu": "10m", "memory": "48Mi"}, "limits": {"memory": "128Mi"}},
+        "securityContext": common.container_security_context(),
+        "volumeMounts": [
+            {"name": "config", "mountPath": CONFIG_DIR, "readOnly": True},
+            {"name": "run", "mountPath": RUN_DIR},
+        ],
+    }
+    pod_annotations = {
+        common.CONFIG_HASH_ANNOTATION: common.content_hash(config),
+        # a Secret made anew rolls the pod, so the agent sets the new app secret
+        ROOT_REVISION_ANNOTATION: common.secret_revision(keys.root_secret_key, salt=base),
+        APP_REVISION_ANNOTATION: common.secret_revision(
+            keys.app_access_key + "\0" + keys.app_secret_key, salt=base
+        ),
+    }
+    claim = {
+        "accessModes": ["ReadWriteOnce"],
+        "resources": {"requests": {"storage": server.size}},
+    }
+    if server.storage_class_name:
+        claim["storageClassName"] = server.storage_class_name
+    statefulset = {
+        "apiVersion": "apps/v1",
+        "kind": "StatefulSet",
+        "metadata": meta(base),
+        "spec": {
+            "serviceName": base,
+            "replicas": 1,
+            "selector": {"matchLabels": selector},
+            "template": {
+                "metadata": {
+                    "labels": common.labels(plan, component=COMPONENT, name=APP_NAME),
+                    "annotations": pod_annotations,
+                },
+                "spec": common.pod_spec(
+                    uid=server_mod.RUN_AS,
+                    selector=selector,
+                    grace_seconds=30,
+                    init_containers=[prepare],
+                    containers=[gateway, agent],
+                    volumes=[
+                        {"name": "config", "configMap": {"name": config_name(plan)}},
+                        {"name": "run", "emptyDir": {"medium": "Memory", "sizeLimit": "1Mi"}},
+                        {"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}},
+                    ],
+                ),
+            },
+            "volumeClaimTemplates": [
+                {"metadata": {"name": DATA_VOLUME, "labels": selector}, "spec": claim}
+            ],
+            "persistentVolumeClaimRetentionPolicy": {
+                "whenDeleted": "Retain" if server.retain else "Delete",
+                "whenScaled": "Retain",
+            },
+        },
+    }
+    secrets = [
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": meta(secret_name),
+            "type": "Opaque",
+            "data": common.secret_data({ACCESS_KEY: access, SECRET_KEY: secret}),
+        }
+        for secret_name, access, secret in (
+            (root_secret_name(plan), keys.root_access_key, keys.root_secret_key),
+            (app_secret_name(plan), keys.app_access_key, keys.app_secret_key),
+        )
+    ]
+    config_map = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": meta(config_name(plan)),
+        "data": {CONFIG_FILE: config},
+    }
+    service = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": meta(base),
+        "spec": {
+            "selector": selector,
+            "ports": [{"name": "s3", "port": server_mod.S3_PORT, "targetPort": "s3"}],
+        },
+    }
+    network_policy = {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": meta(base),
+        "spec": {
+            "podSelector": {"matchLabels": selector},
+            "policyTypes": ["Ingress"],
+            "ingress": [
+                {
+                    "from": common.client_peers(plan, app_pod_selector),
+                    "ports": [{"port": server_mod.S3_PORT}],
+                }
+            ],
+        },
+    }
+    return [*secrets, config_map, statefulset, service, network_policy]
