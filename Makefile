@@ -40,6 +40,10 @@ venv: $(VENV)/.installed ## create the Python venv with Headroom and dev tools
 binaries: ## build the control-plane binaries into $(HEADROOM_CACHE) (cached)
 	hack/build-binaries.sh >/dev/null
 
+.PHONY: versitygw
+versitygw: ## build versitygw (the builtin object storage's S3 server, used by the conformance tests) into $(HEADROOM_CACHE) (cached)
+	hack/build-versitygw.sh >/dev/null
+
 .PHONY: cluster
 cluster: $(if $(USER_CLUSTER),,deps) ## start (or reuse) the local control plane: etcd, apiserver, controller-manager, scheduler, kwok
 ifeq ($(USER_CLUSTER),1)
