@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+from typing import Any
+
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -19,8 +22,28 @@ def _samples(m: metrics_mod.Metrics, name: str) -> dict[tuple[tuple[str, str], .
     }
 
 
-def _profile(*conditions: tuple[str, str]) -> dict[str, object]:
-    return {"status": {"conditions": [{"type": t, "status": s} for t, s in conditions]}}
+@dataclass
+class _Cached:
+    """A cached profile as the watch cache holds it; counts how often it is parsed."""
+
+    namespace: str
+    name: str
+    resource_version: str
+    conditions: list[tuple[str, str]] = field(default_factory=list)
+    parsed: int = 0
+
+    def object(self) -> dict[str, Any]:
+        self.parsed += 1
+        if not self.conditions:
+            return {"spec": {}}
+        return {"status": {"conditions": [{"type": t, "status": s} for t, s in self.conditions]}}
+
+
+def _fed(*cached: _Cached) -> tuple[metrics_mod.Metrics, list[_Cached]]:
+    m = metrics_mod.Metrics()
+    store = list(cached)
+    m.profile_conditions.source = lambda: list(store)
+    return m, store
 
 
 def test_build_info_names_the_running_version() -> None:
@@ -30,10 +53,7 @@ def test_build_info_names_the_running_version() -> None:
 
 
 def test_profile_condition_is_one_for_the_current_status_only() -> None:
-    m = metrics_mod.Metrics()
-    m.profile_conditions.observe(
-        "shop", "web", _profile(("Ready", "False"), ("PoolerReady", "True"))
-    )
+    m, _ = _fed(_Cached("shop", "web", "1", [("Ready", "False"), ("PoolerReady", "True")]))
     samples = _samples(m, "headroom_profile_condition")
 
     def value(condition: str, status: str) -> float:
@@ -50,12 +70,13 @@ def test_profile_condition_is_one_for_the_current_status_only() -> None:
     assert len(samples) == 6
 
 
-def test_profile_condition_follows_updates_and_deletes() -> None:
-    m = metrics_mod.Metrics()
-    m.profile_conditions.observe("a", "one", _profile(("Ready", "False")))
-    m.profile_conditions.observe("b", "two", _profile(("Ready", "True")))
-    m.profile_conditions.observe("a", "one", _profile(("Ready", "True")))
-    m.profile_conditions.forget("b", "two")
+def test_profile_condition_follows_the_cache_and_parses_once_per_version() -> None:
+    one = _Cached("a", "one", "1", [("Ready", "False")])
+    m, store = _fed(one, _Cached("b", "two", "1", [("Ready", "True")]))
+    _samples(m, "headroom_profile_condition")
+    _samples(m, "headroom_profile_condition")
+    assert one.parsed == 1  # the same resourceVersion is not parsed again
+    store[:] = [_Cached("a", "one", "2", [("Ready", "True")])]  # updated; "two" deleted
     samples = _samples(m, "headroom_profile_condition")
     assert {dict(k)["profile"] for k in samples} == {"one"}
     ready = {dict(k)["status"]: v for k, v in samples.items()}
@@ -63,6 +84,5 @@ def test_profile_condition_follows_updates_and_deletes() -> None:
 
 
 def test_a_profile_without_status_exports_nothing_yet() -> None:
-    m = metrics_mod.Metrics()
-    m.profile_conditions.observe("a", "new", {"spec": {}})
+    m, _ = _fed(_Cached("a", "new", "1"))
     assert _samples(m, "headroom_profile_condition") == {}

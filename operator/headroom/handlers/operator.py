@@ -185,6 +185,7 @@ class Runtime:
             on_input=self._on_input,
             on_crd=self._on_crd,
         )
+        self.metrics.profile_conditions.source = self.cache.profile_entries
         self.shared = shared_mod.SharedBudgets()
         self.cluster = CachedCluster(self.kube, self.cache, self.shared)
         self.engine = engine_mod.Engine(
@@ -225,21 +226,18 @@ class Runtime:
         assert entry is not None
         key = f"{entry.namespace}/{entry.name}"
         if kind == "DELETED":
-            self.metrics.profile_conditions.forget(entry.namespace, entry.name)
             self.queue.forget(key)
             self.queue.add(key, queue_mod.Trigger.SPEC)  # the pass releases its input watches
             self._share(key, None)
             return
         assert new is not None
-        new_obj = new.object()
-        self.metrics.profile_conditions.observe(entry.namespace, entry.name, new_obj)
         if old is None or old.uid != new.uid:
             self.queue.add(key, queue_mod.Trigger.SPEC)
             self._share(key, new)
         elif old.spec_fingerprint != new.spec_fingerprint:
             self.queue.add(key, queue_mod.Trigger.SPEC)  # spec or metadata, not our status
             self._share(key, new)
-        elif shared_mod.planned_since(old.object()) != shared_mod.planned_since(new_obj):
+        elif shared_mod.planned_since(old.object()) != shared_mod.planned_since(new.object()):
             self._share(key, new)  # its first pass: it now ranks before later ones
 
     def _share(self, key: str, entry: informer.Entry | None) -> None:

@@ -136,6 +136,11 @@ class Cache:
                 return entry.object()
         return None
 
+    def profile_entries(self) -> list[informer.Entry]:
+        """A copy of every cached profile; safe to call from another thread (the
+        metrics server's): each store is copied in one C-level dict copy."""
+        return [e for inf in list(self.profiles) for e in inf.items.copy().values()]
+
     def profile_keys(self) -> list[str]:
         return [f"{ns}/{name}" for inf in self.profiles for (ns, name) in inf.items]
 

@@ -5,16 +5,16 @@ webhook; served on ``/metrics``.
 Besides the engine's own counters: ``headroom_build_info`` (which build runs) and
 ``headroom_profile_condition`` (every profile's status conditions, kube-state-metrics
 style: one series per condition and status, 1 for the current status), fed by the
-runtime from the profile watch cache, so every replica (not only the leader)
+runtime from the profile watch cache at scrape time, so every replica (not only the leader)
 exports the same view and an alert can say which profile is not Ready.
 """
 
 from __future__ import annotations
 
 import platform
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from prometheus_client import (
     CollectorRegistry,
@@ -30,28 +30,48 @@ from prometheus_client.registry import Collector
 import headroom
 
 _STATUSES = ("True", "False", "Unknown")
+_PASS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+
+
+class CachedProfile(Protocol):
+    """What the collector needs of a cached profile (kube.informer.Entry has it)."""
+
+    @property
+    def namespace(self) -> str: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def resource_version(self) -> str: ...
+    def object(self) -> dict[str, Any]: ...
 
 
 class ProfileConditions(Collector):
     """The conditions of every cached profile, as ``headroom_profile_condition``.
 
-    ``observe``/``forget`` run on the event loop; ``collect`` runs on the metrics
-    server's thread: it reads a copy of the table (one C-level dict copy, atomic
-    under the GIL), never the table being mutated."""
+    Read at scrape time from the profile watch cache (``source``, set by the
+    runtime), so what the operator wrote itself and what the watch brought are
+    both seen, and a deleted profile's series go with it. ``collect`` runs on
+    the metrics server's thread: ``source`` must return a copy (a dict copy is
+    one C call, atomic under the GIL); each profile is parsed once per
+    resourceVersion."""
 
     def __init__(self) -> None:
-        self._table: dict[tuple[str, str], tuple[tuple[str, str], ...]] = {}
+        self.source: Callable[[], Iterable[CachedProfile]] = list
+        self._parsed: dict[tuple[str, str], tuple[str, tuple[tuple[str, str], ...]]] = {}
 
-    def observe(self, namespace: str, name: str, profile: Mapping[str, Any]) -> None:
-        conditions = (profile.get("status") or {}).get("conditions") or []
-        self._table[(namespace, name)] = tuple(
+    def _conditions(self, entry: CachedProfile) -> tuple[tuple[str, str], ...]:
+        key = (entry.namespace, entry.name)
+        seen = self._parsed.get(key)
+        if seen is not None and seen[0] == entry.resource_version:
+            return seen[1]
+        found = (entry.object().get("status") or {}).get("conditions") or []
+        conditions = tuple(
             (str(c.get("type")), str(c.get("status")))
-            for c in conditions
+            for c in found
             if isinstance(c, dict) and c.get("type")
         )
-
-    def forget(self, namespace: str, name: str) -> None:
-        self._table.pop((namespace, name), None)
+        self._parsed[key] = (entry.resource_version, conditions)
+        return conditions
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         family = GaugeMetricFamily(
@@ -59,16 +79,18 @@ class ProfileConditions(Collector):
             "A ScalingProfile's status condition: 1 for its current status, 0 for the others.",
             labels=["namespace", "profile", "condition", "status"],
         )
-        for (namespace, name), conditions in sorted(self._table.copy().items()):
-            for ctype, current in conditions:
+        entries = sorted(self.source(), key=lambda e: (e.namespace, e.name))
+        for entry in entries:
+            for ctype, current in self._conditions(entry):
                 for status in _STATUSES:
                     family.add_metric(
-                        [namespace, name, ctype, status], 1.0 if current == status else 0.0
+                        [entry.namespace, entry.name, ctype, status],
+                        1.0 if current == status else 0.0,
                     )
+        live = {(e.namespace, e.name) for e in entries}
+        for gone in [k for k in self._parsed if k not in live]:
+            del self._parsed[gone]
         yield family
-
-
-_PASS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
 
 @dataclass
