@@ -33,9 +33,10 @@ def _merge(live: Any, desired: Any) -> Any:
 
 
 class FakeCluster:
-    def __init__(self, *, keda: bool = False) -> None:
+    def __init__(self, *, keda: bool = False, monitoring: bool = False) -> None:
         self.objects: dict[Key, Obj] = {}
         self.keda = keda
+        self.monitoring = monitoring  # prometheus-operator's CRDs served
         self.log: list[tuple[str, str]] = []  # (verb, "Kind/name")
         self.fail: dict[str, errors.KubeError] = {}  # "Kind/name" -> error on apply
         self.events: list[tuple[str, str, str]] = []
@@ -98,10 +99,16 @@ class FakeCluster:
         return copy.deepcopy(found)
 
     def served(self, kind: str) -> bool:
-        return self.keda or registry.engine_of(kind) is None
+        engine = registry.engine_of(kind)
+        if engine is registry.PROMETHEUS_OPERATOR:
+            return self.monitoring
+        return self.keda or engine is None
 
     def facts(self) -> dict[str, bool]:
-        return {"keda": self.keda}
+        return {"keda": self.keda, "prometheus_operator": self.monitoring}
+
+    def prometheuses(self) -> list[Obj]:
+        return [copy.deepcopy(o) for o in self.objects.values() if o["kind"] == "Prometheus"]
 
     def shared_uses(self, key: str) -> tuple[budget_mod.SharedUse, ...]:
         return self.shared.older(key)

@@ -372,3 +372,17 @@ def test_dashboard_is_a_sidecar_configmap_with_the_plan_numbers() -> None:
     exprs = [t["expr"] for p in model["panels"] for t in p["targets"]]
     assert "vector(92)" in exprs and "vector(500)" in exprs
     assert any("kube_horizontalpodautoscaler_status_current_replicas" in e for e in exprs)
+
+
+def test_labels_are_carried_while_the_namespace_is_not_admitted() -> None:
+    prom = _prometheus(
+        ruleSelector={"matchLabels": {"role": "rules"}},
+        ruleNamespaceSelector={"matchLabels": {"monitoring": "on"}},
+    )
+    found = monitoring.select([prom], namespace="shop", namespace_labels={}, own_labels=OWN)
+    pick = found.pick("PrometheusRule")
+    assert not pick.selected and dict(pick.labels) == {"role": "rules"}
+    found = monitoring.select(
+        [prom], namespace="shop", namespace_labels={"monitoring": "on"}, own_labels=OWN
+    )
+    assert found.pick("PrometheusRule").selected

@@ -561,3 +561,99 @@ def test_a_valid_server_ca_is_mounted() -> None:
     _run(cluster)
     assert _conditions(cluster)["PoolerReady"]["reason"] != "ServerCAInvalid"
     assert cluster.find("Deployment", "shop-pooler") is not None
+
+
+def _prometheus(**spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "monitoring.coreos.com/v1",
+        "kind": "Prometheus",
+        "metadata": {"name": "k8s", "namespace": "monitoring"},
+        "spec": spec,
+    }
+
+
+_SELECTS_ALL_NAMESPACES = {
+    "ruleNamespaceSelector": {},
+    "podMonitorNamespaceSelector": {},
+    "serviceMonitorNamespaceSelector": {},
+}
+
+
+def test_with_prometheus_operator_rules_and_monitors_are_labelled_for_the_prometheus() -> None:
+    cluster = _cluster(_scaled())
+    cluster.monitoring = True
+    cluster.put(
+        _prometheus(
+            ruleSelector={"matchLabels": {"role": "alert-rules"}},
+            podMonitorSelector={"matchLabels": {"release": "kps"}},
+            serviceMonitorSelector={"matchLabels": {"release": "kps"}},
+            **_SELECTS_ALL_NAMESPACES,
+        )
+    )
+    eng, _ = _run(cluster)
+    rule = cluster.find("PrometheusRule", "shop-alerts")
+    assert rule is not None and rule["metadata"]["labels"]["role"] == "alert-rules"
+    monitor = cluster.find("ServiceMonitor", "shop-pooler-rw")
+    assert monitor is not None and monitor["metadata"]["labels"]["release"] == "kps"
+    assert cluster.find("PodMonitor", "shop-app") is not None
+    assert cluster.find("ConfigMap", "shop-alert-rules") is None
+    selected = _conditions(cluster)["AlertsSelected"]
+    assert (selected["status"], selected["reason"]) == ("True", "Selected")
+    assert "Prometheus monitoring/k8s" in selected["message"]
+    _again(eng)  # its own writes: one more pass, then silence
+    cluster.log.clear()
+    assert _again(eng, force=True).writes == 0 and cluster.writes() == []
+
+    # the Prometheus changes its rule selector: the rule is relabelled, nothing else
+    prom = cluster.find("Prometheus", "k8s", namespace="monitoring")
+    assert prom is not None
+    prom["spec"]["ruleSelector"] = {"matchLabels": {"role": "other"}}
+    cluster.put(prom)
+    assert not _again(eng).skipped
+    children = sorted(k for _, k in cluster.writes() if "/status" not in k)
+    assert children == ["PrometheusRule/shop-alerts"]
+    relabelled = cluster.find("PrometheusRule", "shop-alerts")
+    assert relabelled is not None and relabelled["metadata"]["labels"]["role"] == "other"
+
+
+def test_alerts_not_selected_when_the_namespace_is_not_admitted() -> None:
+    cluster = _cluster(_scaled())
+    cluster.monitoring = True
+    admits_labelled = {"matchLabels": {"monitoring": "on"}}
+    cluster.put(
+        _prometheus(
+            ruleSelector={},
+            ruleNamespaceSelector=admits_labelled,
+            podMonitorSelector={},
+            podMonitorNamespaceSelector=admits_labelled,
+            serviceMonitorSelector={},
+            serviceMonitorNamespaceSelector=admits_labelled,
+        )
+    )
+    cluster.put({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "default"}})
+    eng, _ = _run(cluster)
+    selected = _conditions(cluster)["AlertsSelected"]
+    assert (selected["status"], selected["reason"]) == ("False", "NotSelected")
+    assert "does not admit namespace default" in selected["message"]
+    assert cluster.find("PrometheusRule", "shop-alerts") is not None  # applied all the same
+    assert ("Namespace", "", "default") in cluster.inputs_used[KEY]
+    # the namespace gets the label: the namespace's watch brings the pass that selects it
+    cluster.put(
+        {
+            "apiVersion": "v1",
+            "kind": "Namespace",
+            "metadata": {"name": "default", "labels": {"monitoring": "on"}},
+        }
+    )
+    _again(eng)
+    assert _conditions(cluster)["AlertsSelected"]["status"] == "True"
+
+
+def test_without_prometheus_operator_the_configmap_and_its_condition() -> None:
+    cluster = _cluster(_scaled())
+    _run(cluster)
+    assert cluster.find("ConfigMap", "shop-alert-rules") is not None
+    assert cluster.find("ConfigMap", "shop-dashboard") is not None
+    selected = _conditions(cluster)["AlertsSelected"]
+    assert (selected["status"], selected["reason"]) == ("False", "NoPrometheusOperator")
+    assert _conditions(cluster)["Ready"]["reason"] != "AlertsSelected"  # informational

@@ -36,3 +36,24 @@ def test_no_wildcards_and_claims_are_only_read() -> None:
         assert "*" not in rule["verbs"] and "*" not in rule["resources"], rule
     claims = [r for r in rules if "persistentvolumeclaims" in r["resources"]]
     assert [r["verbs"] for r in claims] == [["get"]]
+
+
+def test_every_owned_kind_may_be_written_and_prometheuses_only_read() -> None:
+    from headroom.reconcile import registry
+
+    rules = _rules("ClusterRole")
+
+    def verbs(group: str, resource: str) -> set[str]:
+        return {
+            v
+            for r in rules
+            if group in r["apiGroups"] and resource in r["resources"]
+            for v in r["verbs"]
+        }
+
+    for owned in registry.ALL_OWNED:
+        assert {"create", "patch", "delete", "watch"} <= verbs(
+            owned.resource.group, owned.resource.plural
+        ), owned.kind
+    assert verbs("monitoring.coreos.com", "prometheuses") == {"get", "list", "watch"}
+    assert verbs("", "namespaces") == {"get", "list", "watch"}

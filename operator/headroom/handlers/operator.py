@@ -55,6 +55,8 @@ _RESOURCES["PersistentVolumeClaim"] = kinds.PVC
 _RESOURCES["StorageClass"] = kinds.STORAGE_CLASS
 # read (never written): the database of readReplicas mode cnpg
 _RESOURCES["Cluster"] = kinds.CNPG_CLUSTER
+# read (never written): what a Prometheus' namespace selector sees of a profile's namespace
+_RESOURCES["Namespace"] = kinds.NAMESPACE
 
 
 def _pointer(key: str) -> str:
@@ -98,6 +100,9 @@ class CachedCluster:
 
     def shared_uses(self, key: str) -> tuple[budget_mod.SharedUse, ...]:
         return self.shared.older(key)
+
+    def prometheuses(self) -> list[Obj]:
+        return self.cache.prometheuses()
 
     def facts(self) -> dict[str, bool]:
         return {
@@ -184,6 +189,7 @@ class Runtime:
             on_child=self._on_child,
             on_input=self._on_input,
             on_crd=self._on_crd,
+            on_prometheus=lambda: self.enqueue_all(queue_mod.Trigger.DRIFT),
         )
         self.metrics.profile_conditions.source = self.cache.profile_entries
         self.shared = shared_mod.SharedBudgets()
@@ -296,10 +302,25 @@ class Runtime:
                     changed = True
             if changed:
                 log.info("engine %s is %s", engine.name, "installed" if up else "not installed")
+        # the Prometheus objects, read while prometheus-operator is installed
+        watching = self.cache.prometheus is not None
+        wanted = registry.installed(
+            registry.PROMETHEUS_OPERATOR, self.cache.crd
+        ) and registry.crd_served(self.cache.crd(registry.PROMETHEUS_CRD), "v1")
+        if wanted and not watching:
+            self.cache.watch_prometheuses()
+            changed = True
+        elif watching and not wanted:
+            await self.cache.unwatch_prometheuses()
+            changed = True
         if changed:
             for group in self.cache.owned.values():
                 for inf in group:
                     await inf.synced.wait()
+            if self.cache.prometheus is not None:
+                # (a list that keeps failing, e.g. forbidden, must not hold the engines up)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.cache.prometheus.synced.wait(), 30)
             self.enqueue_all(queue_mod.Trigger.DRIFT)
 
     # -- workers ----------------------------------------------------------------
@@ -501,7 +522,8 @@ class Runtime:
             self._webhook.start()
         self.cache.start(
             owned=[k.resource for k in registry.BUILTIN_OWNED],
-            crd_names=[n for e in registry.ENGINES for n in e.crd_names],
+            crd_names=[n for e in registry.ENGINES for n in e.crd_names]
+            + [registry.PROMETHEUS_CRD],
         )
         await asyncio.gather(*(c.synced.wait() for c in self.cache.crds.values()))
         await asyncio.gather(*(p.synced.wait() for p in self.cache.profiles))

@@ -7,7 +7,9 @@
   credentials Secret): one watch per object (``fieldSelector=metadata.name=``,
   as the kubelet watches the Secrets its pods mount), kept while some profile
   references it;
-- composed engines' CRDs, one watch per CRD name: whether KEDA (...) is served.
+- composed engines' CRDs, one watch per CRD name: whether KEDA (...) is served;
+- while prometheus-operator is installed, its ``Prometheus`` objects (all
+  namespaces, read only): what they select decides the alerts' labels.
 
 No other object of a tenant reaches the operator. Called by the runtime
 (:mod:`headroom.handlers.operator`), read by the engine.
@@ -44,6 +46,7 @@ class Cache:
         on_child: ChildHandler,
         on_input: InputHandler,
         on_crd: CrdHandler,
+        on_prometheus: Callable[[], None] | None = None,
     ) -> None:
         self.kube = kube
         self.scopes: tuple[str | None, ...] = namespaces or (None,)
@@ -51,6 +54,8 @@ class Cache:
         self._on_child = on_child
         self._on_input = on_input
         self._on_crd = on_crd
+        self._on_prometheus = on_prometheus
+        self.prometheus: informer.Informer | None = None
         self.profiles = [
             informer.Informer(kube, kinds.SCALING_PROFILE, namespace=ns, handler=on_profile)
             for ns in self.scopes
@@ -84,6 +89,8 @@ class Cache:
 
     def all_informers(self) -> list[informer.Informer]:
         found = [*self.profiles, *self.crds.values(), *self.inputs.values()]
+        if self.prometheus is not None:
+            found.append(self.prometheus)
         for group in self.owned.values():
             found += group
         return found
@@ -126,6 +133,29 @@ class Cache:
     async def unwatch_owned(self, res: kinds.Resource) -> None:
         group = self.owned.pop(res, [])
         await asyncio.gather(*(i.stop() for i in group))
+
+    def watch_prometheuses(self) -> informer.Informer:
+        """Start caching the cluster's Prometheus objects (prometheus-operator installed)."""
+        if self.prometheus is None:
+
+            def changed(kind: str, old: Any, new: Any) -> None:
+                if self._on_prometheus is not None:
+                    self._on_prometheus()
+
+            self.prometheus = informer.Informer(self.kube, kinds.PROMETHEUS, handler=changed)
+            self.prometheus.start()
+        return self.prometheus
+
+    async def unwatch_prometheuses(self) -> None:
+        inf, self.prometheus = self.prometheus, None
+        if inf is not None:
+            await inf.stop()
+
+    def prometheuses(self) -> list[Obj]:
+        """The cached Prometheus objects (none while they are not watched)."""
+        if self.prometheus is None:
+            return []
+        return [entry.object() for entry in self.prometheus.items.values()]
 
     # -- reads --------------------------------------------------------------------
 

@@ -62,6 +62,10 @@ VALIDATING_WEBHOOK = Resource(
 SCALING_PROFILE = Resource(v1alpha1.API_VERSION, v1alpha1.KIND, v1alpha1.PLURAL)
 # read (never written): the database of spec.database.readReplicas mode cnpg
 CNPG_CLUSTER = Resource("postgresql.cnpg.io/v1", "Cluster", "clusters")
+# read (never written): what the installed Prometheus selects, and the namespace
+# labels its namespace selectors look at
+PROMETHEUS = Resource("monitoring.coreos.com/v1", "Prometheus", "prometheuses")
+NAMESPACE = Resource("v1", "Namespace", "namespaces", False)
 
 BUILTIN: tuple[Resource, ...] = (
     CONFIG_MAP,

@@ -223,7 +223,8 @@ def select(
 ) -> Selection:
     """For each kind, the first Prometheus (by namespace/name) whose namespace
     selector admits ``namespace`` and whose selector Headroom's objects can
-    satisfy, and the labels that satisfy it. A null selector selects nothing;
+    satisfy, and the labels that satisfy it (when none admits the namespace,
+    the labels of the first whose selector they satisfy). A null selector selects nothing;
     a null namespace selector only the Prometheus' own namespace (as
     prometheus-operator reads them)."""
     ordered = sorted(
@@ -236,17 +237,12 @@ def select(
         field, ns_field = SELECTORS[kind]
         why_not = []
         chosen: Pick | None = None
+        # labels a Prometheus would select were the namespace admitted: carried
+        # anyway, so labelling the namespace is all it then takes
+        fallback: tuple[tuple[str, str], ...] = ()
         for prom in ordered:
             meta, spec = prom["metadata"], prom.get("spec") or {}
             who = f"{meta.get('namespace', '')}/{meta['name']}"
-            ns_selector = spec.get(ns_field)
-            if ns_selector is None:
-                admitted = meta.get("namespace") == namespace
-            else:
-                admitted = _matches(ns_selector, ns_labels)
-            if not admitted:
-                why_not.append(f"{who}: {ns_field} does not admit namespace {namespace}")
-                continue
             selector = spec.get(field)
             if selector is None:
                 why_not.append(f"{who}: no {field} (selects no {kind})")
@@ -255,7 +251,16 @@ def select(
             if labels is None:
                 why_not.append(f"{who}: {field} cannot match Headroom's labels")
                 continue
+            ns_selector = spec.get(ns_field)
+            if ns_selector is None:
+                admitted = meta.get("namespace") == namespace
+            else:
+                admitted = _matches(ns_selector, ns_labels)
+            if not admitted:
+                why_not.append(f"{who}: {ns_field} does not admit namespace {namespace}")
+                fallback = fallback or tuple(sorted(labels.items()))
+                continue
             chosen = Pick(kind, tuple(sorted(labels.items())), who)
             break
-        picks.append(chosen or Pick(kind, why_not=tuple(why_not)))
+        picks.append(chosen or Pick(kind, labels=fallback, why_not=tuple(why_not)))
     return Selection(picks=tuple(picks), prometheuses=len(prometheuses))

@@ -31,10 +31,10 @@ from cryptography import x509
 
 from headroom.api import status as status_models
 from headroom.api import v1alpha1
-from headroom.builders import binding, cnpg, common, desired, pgbouncer, readpool, redis
+from headroom.builders import alerts, binding, cnpg, common, desired, pgbouncer, readpool, redis
 from headroom.kube import errors
 from headroom.planning import budget as budget_mod
-from headroom.planning import membership
+from headroom.planning import membership, monitoring
 from headroom.planning import plan as plan_mod
 from headroom.planning import replicas as replicas_mod
 from headroom.planning import shared as shared_mod
@@ -64,6 +64,7 @@ class Cluster(Protocol):
     def cached(self, kind: str, namespace: str, name: str) -> Obj | None: ...
     def served(self, kind: str) -> bool: ...
     def facts(self) -> dict[str, bool]: ...
+    def prometheuses(self) -> list[Obj]: ...  # monitoring.coreos.com/v1 Prometheus objects
     def shared_uses(self, key: str) -> tuple[budget_mod.SharedUse, ...]: ...
     def version_of(self, ref: InputRef) -> str: ...
     def children_versions(self, owner_uid: str) -> frozenset[tuple[str, str, str]]: ...
@@ -239,6 +240,16 @@ class Engine:
             self.probe.version(memo.probe_key if memo is not None else None),
             self.replica_probe.version(key),
             self.cluster.shared_uses(key),
+            tuple(
+                sorted(
+                    (
+                        p["metadata"].get("namespace", ""),
+                        p["metadata"]["name"],
+                        p["metadata"].get("resourceVersion"),
+                    )
+                    for p in self.cluster.prometheuses()
+                )
+            ),
         )
 
     # -- the pass --------------------------------------------------------------
@@ -291,11 +302,17 @@ class Engine:
         facts = plan_mod.Facts(
             keda=served.get("keda", False),
             cnpg=served.get("cnpg", False),
+            prometheus_operator=served.get("prometheus_operator", False),
             shared=self.cluster.shared_uses(key),
             agent_image=self.agent_image,
             operator_namespace=self.operator_namespace,
         )
         planned = plan_mod.plan(profile, facts=facts)
+        if facts.prometheus_operator and planned.alerts is not None:
+            facts = dataclasses.replace(
+                facts, prometheus_selection=await self._prometheus_selection(planned, refs)
+            )
+            planned = dataclasses.replace(planned, facts=facts)
         try:
             facts = await self._cnpg_cluster(profile, facts, refs)
         except InputError as err:
@@ -506,6 +523,26 @@ class Engine:
             for v, r in zip(found.verdicts, reading, strict=True)
         ]
         return planned, {"readReplicas": statuses}
+
+    async def _prometheus_selection(
+        self, planned: plan_mod.Plan, refs: set[InputRef]
+    ) -> monitoring.Selection:
+        """What the cluster's Prometheus objects select, for the rules' and
+        monitors' labels. The profile's namespace is read (its own watch) only
+        when a namespace selector looks at more than its name."""
+        found = self.cluster.prometheuses()
+        labels: dict[str, str] = {}
+        if any(_needs_namespace_labels(p) for p in found):
+            ref: InputRef = ("Namespace", "", planned.namespace)
+            refs.add(ref)
+            namespace = await self.cluster.read_input(ref)
+            labels = dict(((namespace or {}).get("metadata") or {}).get("labels") or {})
+        return monitoring.select(
+            found,
+            namespace=planned.namespace,
+            namespace_labels=labels,
+            own_labels=alerts.own_labels(planned),
+        )
 
     async def _cnpg_cluster(
         self, profile: v1alpha1.ScalingProfile, facts: plan_mod.Facts, refs: set[InputRef]
@@ -794,6 +831,21 @@ class _ApplyResult:
             "ApplyFailed",
             f"{len(self.failures)} child object(s) not applied: {text}"[:2000],
         )
+
+
+def _needs_namespace_labels(prometheus: Obj) -> bool:
+    """A namespace selector that is neither null (own namespace) nor empty (all)
+    nor only about ``kubernetes.io/metadata.name`` (which is the name itself)."""
+    spec = prometheus.get("spec") or {}
+    for _, ns_field in monitoring.SELECTORS.values():
+        selector = spec.get(ns_field)
+        if not selector:
+            continue
+        keys = set(selector.get("matchLabels") or {})
+        keys |= {e.get("key") for e in selector.get("matchExpressions") or []}
+        if keys - {"kubernetes.io/metadata.name"}:
+            return True
+    return False
 
 
 def _owned_kind(key: str) -> registry.OwnedKind:

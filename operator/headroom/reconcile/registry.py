@@ -87,7 +87,25 @@ CNPG = ComposedEngine(
     ),
 )
 
-ENGINES: tuple[ComposedEngine, ...] = (KEDA, CNPG)
+# prometheus-operator: the alert rules as a PrometheusRule and the exporters'
+# and app's scrape targets as monitors (without it: a rule-file ConfigMap).
+PROMETHEUS_OPERATOR = ComposedEngine(
+    name="prometheus-operator",
+    fact="prometheus_operator",
+    kinds=tuple(
+        OwnedKind(kinds.Resource("monitoring.coreos.com/v1", kind, plural), Stage.WORKLOAD)
+        for kind, plural in (
+            ("PrometheusRule", "prometheusrules"),
+            ("PodMonitor", "podmonitors"),
+            ("ServiceMonitor", "servicemonitors"),
+        )
+    ),
+)
+# Read, never owned: the Prometheus objects whose selectors the rules and
+# monitors are labelled for (watched while prometheus-operator is installed).
+PROMETHEUS_CRD = kinds.PROMETHEUS.crd_name
+
+ENGINES: tuple[ComposedEngine, ...] = (KEDA, CNPG, PROMETHEUS_OPERATOR)
 
 ALL_OWNED: tuple[OwnedKind, ...] = BUILTIN_OWNED + tuple(k for e in ENGINES for k in e.kinds)
 BY_KIND: dict[str, OwnedKind] = {k.kind: k for k in ALL_OWNED}
