@@ -44,6 +44,10 @@ binaries: ## build the control-plane binaries into $(HEADROOM_CACHE) (cached)
 versitygw: ## build versitygw (the builtin object storage's S3 server, used by the conformance tests) into $(HEADROOM_CACHE) (cached)
 	hack/build-versitygw.sh >/dev/null
 
+.PHONY: exporters
+exporters: ## build pgbouncer_exporter and redis_exporter (the versions the pods run; the alert tests scrape them) into $(HEADROOM_CACHE) (cached)
+	hack/build-exporters.sh >/dev/null
+
 .PHONY: cluster
 cluster: $(if $(USER_CLUSTER),,deps) ## start (or reuse) the local control plane: etcd, apiserver, controller-manager, scheduler, kwok
 ifeq ($(USER_CLUSTER),1)

@@ -3,8 +3,9 @@
 # the data-plane programs the conformance tests run (pgbouncer, postgres,
 # redis-server, redis-sentinel, and redis-cli, which Headroom's Redis start script
 # uses), openssl for the control plane's certificates, then the
-# Python venv, the Go-built control plane, helm and versitygw (the bucket conformance
-# tests' S3 server); all cached, so a re-run is quick.
+# Python venv, the Go-built control plane, helm, versitygw (the bucket conformance
+# tests' S3 server) and the exporters the alert tests scrape (pgbouncer_exporter,
+# redis_exporter); all cached, so a re-run is quick.
 # `hack/install-deps.sh packages` installs the Debian packages only (`make deps`).
 # Every step is skipped when already done, so a re-run takes about a second.
 set -euo pipefail
@@ -48,3 +49,7 @@ echo "== versitygw"
 start=$SECONDS
 hack/build-versitygw.sh >/dev/null
 echo "   versitygw ready in $((SECONDS - start))s"
+echo "== exporters (the alert tests)"
+start=$SECONDS
+hack/build-exporters.sh >/dev/null
+echo "   exporters ready in $((SECONDS - start))s"

@@ -575,7 +575,7 @@ class Pooler(_Model):
         "pin the planner and must fit the budget.",
     )
     exporter_image: Annotated[str, Field(pattern=IMAGE, max_length=512)] = Field(
-        default="quay.io/prometheuscommunity/pgbouncer-exporter:v0.10.2",
+        default="quay.io/prometheuscommunity/pgbouncer-exporter:v0.12.1",
         description="pgbouncer_exporter sidecar image (metrics on port 9127).",
     )
 

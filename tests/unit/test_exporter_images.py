@@ -1,0 +1,34 @@
+"""The exporters the alert conformance tests build and scrape (hack/versions.env) are the
+versions of the default exporter images Headroom renders: the rules' metric names come from
+those versions' source, so the two must not drift apart."""
+
+from pathlib import Path
+
+from headroom.api import v1alpha1
+
+VERSIONS = Path(__file__).resolve().parents[2] / "hack" / "versions.env"
+
+
+def _versions() -> dict[str, str]:
+    pairs = (
+        line.split("=", 1)
+        for line in VERSIONS.read_text().splitlines()
+        if "=" in line and not line.startswith("#")
+    )
+    return {key.strip(): value.strip() for key, value in pairs}
+
+
+def _tag(image: str) -> str:
+    return image.rsplit(":", 1)[1]
+
+
+def test_pooler_exporter_image_is_the_version_the_tests_build() -> None:
+    default = v1alpha1.Pooler.model_fields["exporter_image"].default
+    assert "pgbouncer-exporter" in default
+    assert _tag(default) == _versions()["PGBOUNCER_EXPORTER_VERSION"]
+
+
+def test_redis_exporter_image_is_the_version_the_tests_build() -> None:
+    default = v1alpha1.Cache.model_fields["exporter_image"].default
+    assert "redis_exporter" in default
+    assert _tag(default) == _versions()["REDIS_EXPORTER_VERSION"]
