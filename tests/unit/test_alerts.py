@@ -386,3 +386,16 @@ def test_labels_are_carried_while_the_namespace_is_not_admitted() -> None:
         [prom], namespace="shop", namespace_labels={"monitoring": "on"}, own_labels=OWN
     )
     assert found.pick("PrometheusRule").selected
+
+
+def test_replica_lag_alert_reads_the_operators_condition_gauge() -> None:
+    body = yaml.safe_load((EXAMPLES / "shop-standbys.yaml").read_text())
+    planned = _plan(body)
+    (lagging,) = _rules(planned)["HeadroomReadReplicaLagging"]
+    assert 'condition="ReadReplicasInPool", status="False"' in lagging["expr"]
+    assert f'profile="{planned.name}"' in lagging["expr"]
+    assert planned.read is not None
+    assert f"maxLagSeconds {planned.read.max_lag_seconds}" in lagging["annotations"]["description"]
+    # where the operator does not measure the replicas (readLimits false) there is no verdict
+    body["spec"]["database"]["readLimits"] = False
+    assert "HeadroomReadReplicaLagging" not in _rules(_plan(body))

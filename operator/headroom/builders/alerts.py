@@ -260,6 +260,31 @@ def _database_rules(plan: plan_mod.Plan, alerts: monitoring.AlertsPlan) -> list[
         runbook=runbook,
         severity="critical",
     )
+    replicas = alerts.read_replicas
+    if replicas is not None:
+        # No exporter Headroom runs sees a standby's lag; the operator measures it
+        # and exports its verdict with every condition (headroom_profile_condition).
+        sel = _selector(
+            namespace=plan.namespace, profile=plan.name, condition="ReadReplicasInPool"
+        )[:-1]
+        fallback = (
+            "reads go to the primary (primaryFallbackConnections)"
+            if replicas.when_all_lagging == "primary"
+            else "the read endpoint refuses new connections"
+        )
+        out.add(
+            "HeadroomReadReplicaLagging",
+            f'max by (namespace, profile) (headroom_profile_condition{sel}, status="False"}}) == 1',
+            summary="a read replica lags more than "
+            f"maxLagSeconds {replicas.max_lag_seconds} s and is out of the read pool",
+            description="The operator measured a replica further behind the primary than "
+            f"spec.database.readReplicas.maxLagSeconds {replicas.max_lag_seconds}; the "
+            f"read pool goes on with the others, and when every replica is out {fallback}. "
+            "status.readReplicas[] has each one's lag.",
+            runbook="Look at the replica's replay (disk, CPU, long queries on it); the "
+            "ReadReplicasInPool condition names it. Raise maxLagSeconds only if the app "
+            "can read that stale.",
+        )
     return out.rules
 
 

@@ -76,6 +76,15 @@ class AppLimits:
 
 
 @dataclass(frozen=True)
+class ReadReplicaLimits:
+    """The lag bound the read pool keeps its replicas within (the operator
+    measures it; ``ReadReplicasInPool`` says when one is out)."""
+
+    max_lag_seconds: int
+    when_all_lagging: str  # primary | refuse
+
+
+@dataclass(frozen=True)
 class AlertsPlan:
     settings: v1alpha1.Alerts
     pools: tuple[PoolLimits, ...]
@@ -83,6 +92,7 @@ class AlertsPlan:
     redis: tuple[RedisLimits, ...]
     queues: tuple[QueueLimits, ...]
     app: AppLimits
+    read_replicas: ReadReplicaLimits | None = None
 
 
 def plan(
@@ -95,6 +105,7 @@ def plan(
     redis: tuple[tuple[str, str, int], ...],
     queues: tuple[QueueLimits, ...],
     app: AppLimits,
+    read_replicas: ReadReplicaLimits | None = None,
 ) -> AlertsPlan | None:
     """``pools``: (role, max_db_connections per pod); ``redis``: (name, use,
     maxmemory bytes). None when the profile turns alerts off."""
@@ -130,6 +141,7 @@ def plan(
         ),
         queues=queues,
         app=app,
+        read_replicas=read_replicas,
     )
 
 

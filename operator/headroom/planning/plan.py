@@ -747,4 +747,10 @@ def _alerts_plan(
             autoscaled=spec.autoscaling.enabled,
             memory_bytes=monitoring.memory_bytes(spec.alerts.app.memory),
         ),
+        # the operator measures the replicas (not CNPG's, and only where it may read them)
+        read_replicas=monitoring.ReadReplicaLimits(
+            max_lag_seconds=read.max_lag_seconds, when_all_lagging=read.when_all_lagging
+        )
+        if read is not None and not read.cnpg_poolers and spec.database.read_limits
+        else None,
     )
