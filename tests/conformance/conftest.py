@@ -20,6 +20,11 @@ real programs (Postgres 15, PgBouncer, redis-server and redis-sentinel 7.0) on
   the cached versitygw build (built by hack/build-versitygw.sh when absent) on
   free ports in a private dir, returns once GET /health answers and stops it
   at teardown.
+* ``exporters`` / ``prometheus_tools`` (session): the cached pgbouncer_exporter and
+  redis_exporter builds (hack/build-exporters.sh when absent), Debian's prometheus
+  and promtool. ``start_exporter(binary, args, env, name=...)`` and
+  ``start_prometheus(rules=..., targets=...)`` (per test) run them on free ports
+  and stop them at teardown (prometheus_servers.py).
 
 Postgres and PgBouncer run as the ``postgres`` user when the tests run as root
 (Redis runs as whoever runs the tests). Without
@@ -35,7 +40,7 @@ import os
 import sys
 from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import pytest
 
@@ -44,6 +49,7 @@ CONF_DIR = Path(__file__).resolve().parent
 if str(CONF_DIR) not in sys.path:
     sys.path.insert(0, str(CONF_DIR))
 
+import prometheus_servers  # noqa: E402
 import redis_servers  # noqa: E402
 import s3_servers  # noqa: E402
 import servers  # noqa: E402
@@ -60,6 +66,8 @@ _POSTGRES = pytest.StashKey[servers.Postgres]()
 _REDIS = pytest.StashKey[list[redis_servers.RedisProcess]]()
 _PODS = pytest.StashKey[list[redis_servers.RedisProcess]]()
 _S3 = pytest.StashKey[list[s3_servers.VersityGW]]()
+_EXPORTERS = pytest.StashKey[list[prometheus_servers.Exporter]]()
+_PROMETHEUS = pytest.StashKey[list[prometheus_servers.Prometheus]]()
 Process = TypeVar("Process", bound=servers.ServerProcess)
 Found = TypeVar("Found")
 
@@ -100,6 +108,10 @@ def pytest_runtest_makereport(
             name = f"versitygw (port {gateway.port})"
             report.sections.append((f"{name} log", gateway.log_text()[-LOG_TAIL:]))
             report.sections.append((f"{name} command", gateway.current_config()))
+        for server in [*item.stash.get(_EXPORTERS, []), *item.stash.get(_PROMETHEUS, [])]:
+            name = f"{server.program} (port {server.port})"
+            report.sections.append((f"{name} log", server.log_text()[-LOG_TAIL:]))
+            report.sections.append((f"{name} config", server.current_config()))
     return report
 
 
@@ -278,5 +290,51 @@ def start_versitygw(
             gateway = s3_servers.VersityGW(versitygw_binary, argv=argv, root=root, env=env)
             started.append(gateway)
             return gateway.start()
+
+        yield start
+
+
+@pytest.fixture(scope="session")
+def exporters() -> prometheus_servers.Exporters:
+    """The cached exporter builds (built now when absent); skip (fail on CI) without them."""
+    return _found(lambda: prometheus_servers.find_exporters(build=True), "the exporters")
+
+
+@pytest.fixture(scope="session")
+def prometheus_tools() -> prometheus_servers.PrometheusTools:
+    """Debian's prometheus and promtool; skip (fail on CI) without them."""
+    return _found(prometheus_servers.find_prometheus, "prometheus and promtool")
+
+
+@pytest.fixture
+def start_exporter(
+    request: pytest.FixtureRequest,
+) -> Iterator[Callable[..., prometheus_servers.Exporter]]:
+    """``start_exporter(binary, args, env, *, name) -> Exporter``, answering /metrics;
+    every exporter started is stopped at teardown."""
+    with _stopped_at_teardown(request, _EXPORTERS) as started:
+
+        def start(
+            binary: Path, args: list[str], env: dict[str, str], *, name: str
+        ) -> prometheus_servers.Exporter:
+            exporter = prometheus_servers.Exporter(binary, args, env, name=name)
+            started.append(exporter)
+            return exporter.start()
+
+        yield start
+
+
+@pytest.fixture
+def start_prometheus(
+    prometheus_tools: prometheus_servers.PrometheusTools, request: pytest.FixtureRequest
+) -> Iterator[Callable[..., prometheus_servers.Prometheus]]:
+    """``start_prometheus(*, rules, targets, scrape_interval=1, evaluation_interval=1)
+    -> Prometheus``, ready (GET /-/ready); stopped and its dir removed at teardown."""
+    with _stopped_at_teardown(request, _PROMETHEUS) as started:
+
+        def start(**kwargs: Any) -> prometheus_servers.Prometheus:
+            server = prometheus_servers.Prometheus(prometheus_tools.prometheus, **kwargs)
+            started.append(server)
+            return server.start()
 
         yield start
