@@ -59,6 +59,29 @@ def worker_resources(**resources: dict[str, Any]) -> dict[str, Any]:
     return {"cache": instance(), "queues": [{**queue, "resources": resources}]}
 
 
+COSI_BUCKET = {"bucketClassName": "standard", "bucketAccessClassName": "readwrite"}
+
+
+def buckets(*entries: dict[str, Any]) -> dict[str, Any]:
+    """spec.storage with these buckets."""
+    return {"buckets": list(entries)}
+
+
+def cosi_bucket(name: str = "uploads", **fields: Any) -> dict[str, Any]:
+    return {"name": name, "cosi": dict(COSI_BUCKET), **fields}
+
+
+def s3_bucket(name: str = "files", **s3_fields: Any) -> dict[str, Any]:
+    s3 = {
+        "endpoint": "https://acct.r2.cloudflarestorage.com",
+        "region": "auto",
+        "bucketName": "space-kontext-files",
+        "credentialsSecret": {"name": "r2-credentials"},
+        **s3_fields,
+    }
+    return {"name": name, "s3": s3}
+
+
 def external_replicas(*hosts: dict[str, Any]) -> dict[str, Any]:
     """spec.database.readReplicas of mode external with ``hosts``."""
     return {"mode": "external", "hosts": list(hosts)}
@@ -66,6 +89,36 @@ def external_replicas(*hosts: dict[str, Any]) -> dict[str, Any]:
 
 # (id, spec overrides, text the rejection must contain)
 BAD: list[tuple[str, dict[str, Any], str]] = [
+    ("bucket-name-uppercase", {"storage": buckets(cosi_bucket("Avatars"))}, "buckets[0].name"),
+    ("bucket-name-too-short", {"storage": buckets(cosi_bucket("ab"))}, "buckets[0].name"),
+    ("bucket-name-double-dot", {"storage": buckets(cosi_bucket("a..b"))}, "adjacent dots"),
+    ("bucket-name-ip", {"storage": buckets(cosi_bucket("192.168.1.10"))}, "not an IP address"),
+    (
+        "bucket-any-origin-with-credentials",
+        {"storage": buckets(cosi_bucket(cors={"allowedOrigins": ["*"], "allowCredentials": True}))},
+        "allowedOrigins: '*' cannot be combined with allowCredentials",
+    ),
+    (
+        "bucket-unknown-provider-field",
+        {"storage": buckets(cosi_bucket(cosi={**COSI_BUCKET, "driverName": "x"}))},
+        "spec.storage.buckets[0].cosi.driverName",
+    ),
+    (
+        "bucket-two-providers",
+        {"storage": buckets({**cosi_bucket(), "s3": s3_bucket()["s3"]})},
+        "set exactly one provider",
+    ),
+    ("bucket-no-provider", {"storage": buckets({"name": "uploads"})}, "set exactly one provider"),
+    (
+        "bucket-listed-twice",
+        {"storage": buckets(cosi_bucket(), cosi_bucket())},
+        "spec.storage.buckets",
+    ),
+    (
+        "bucket-s3-name-rules",
+        {"storage": buckets(s3_bucket(bucketName="Space_Files"))},
+        "spec.storage.buckets[0].s3.bucketName",
+    ),
     (
         "alerts-warning-over-critical",
         {"alerts.pooler.connectionsWarningPercent": 95},

@@ -27,6 +27,7 @@ from headroom import yamlfmt
 from headroom.api import crd, v1alpha1
 from headroom.builders import alerts, common, desired
 from headroom.planning import plan as plan_mod
+from headroom.planning import storage
 
 KEDA_HELP = "plan queues for a cluster with KEDA (default: the CPU HPA fallback)"
 
@@ -72,9 +73,40 @@ def _load(path: str) -> list[dict[str, Any]]:
     return profiles
 
 
-def _placeholder_credentials(profile: v1alpha1.ScalingProfile) -> common.Credentials:
+def _placeholder_buckets(plan: plan_mod.Plan) -> dict[str, storage.BucketCredentials]:
+    """What the binding would hold: an s3 bucket's own endpoint and name, the
+    Secret keys the operator reads the rest from."""
+    found = {}
+    for bucket in plan.buckets:
+        source = f"<{bucket.credentials_secret}"
+        if bucket.s3 is not None:
+            ref = bucket.s3.credentials_secret
+            found[bucket.name] = storage.BucketCredentials(
+                endpoint=bucket.s3.endpoint,
+                region=bucket.s3.region,
+                bucket=bucket.s3.bucket_name,
+                access_key_id=f"{source}/{ref.access_key_id_key}>",
+                secret_access_key=f"{source}/{ref.secret_access_key_key}>",
+                force_path_style=bucket.s3.force_path_style,
+            )
+        elif bucket.cosi_version:
+            found[bucket.name] = storage.BucketCredentials(
+                endpoint=f"{source}: endpoint>",
+                region=f"{source}: region>",
+                bucket=f"{source}: bucket name>",
+                access_key_id=f"{source}: access key>",
+                secret_access_key=f"{source}: secret key>",
+                force_path_style=True,
+            )
+    return found
+
+
+def _placeholder_credentials(
+    profile: v1alpha1.ScalingProfile, plan: plan_mod.Plan
+) -> common.Credentials:
     ref = profile.spec.database.credentials_secret
     return common.Credentials(
+        buckets=_placeholder_buckets(plan),
         username=f"<{ref.name}/{ref.username_key}>",
         password=f"<{ref.name}/{ref.password_key}>",
         stats_password="<generated>",  # noqa: S106 - a placeholder
@@ -119,8 +151,44 @@ def format_plan(plan: plan_mod.Plan) -> str:
     ]
     rows += _read_rows(plan)
     rows += _scaling_rows(plan)
+    rows += _bucket_rows(plan)
     width = max(len(label) for label, _ in rows)
     return "\n".join(f"{label:<{width}}  {value}" for label, value in rows)
+
+
+def _bucket_rows(plan: plan_mod.Plan) -> list[tuple[str, str]]:
+    """One row per bucket: where it comes from, retention, upload limit, CORS."""
+    rows = []
+    for index, bucket in enumerate(plan.buckets):
+        if bucket.cosi is not None:
+            version = bucket.cosi_version or "not installed"
+            source = (
+                f"cosi {version}: BucketClaim {bucket.claim_name} (class "
+                f"{bucket.cosi.bucket_class_name}), BucketAccess (class "
+                f"{bucket.cosi.bucket_access_class_name}) -> Secret {bucket.credentials_secret}"
+            )
+        else:
+            assert bucket.s3 is not None
+            style = "path-style" if bucket.s3.force_path_style else "virtual-hosted"
+            source = (
+                f"s3: {bucket.s3.bucket_name} at {bucket.s3.endpoint} (region "
+                f"{bucket.s3.region}, {style}), keys from Secret {bucket.credentials_secret}"
+            )
+        cors = (
+            f"CORS {', '.join(bucket.cors.allowed_origins)} {'/'.join(bucket.cors.allowed_methods)}"
+            if bucket.cors
+            else "no CORS"
+        )
+        env = "S3_BUCKET" if index == 0 else f"S3_{bucket.env}_BUCKET"
+        rows.append((f"bucket {bucket.name}", source))
+        rows.append(
+            (
+                "",
+                f"{'Retain' if bucket.retain else 'Delete'}, uploads <= "
+                f"{bucket.max_upload_bytes} bytes, {cors}; binding {env}",
+            )
+        )
+    return rows
 
 
 def _read_rows(plan: plan_mod.Plan) -> list[tuple[str, str]]:
@@ -231,7 +299,7 @@ def _cmd_plan(args: argparse.Namespace) -> int:
             print(f"error: {err}", file=sys.stderr)
             status = 1
             continue
-        plan = plan_mod.plan(profile, facts=plan_mod.Facts(keda=args.keda))
+        plan = plan_mod.plan(profile, facts=plan_mod.Facts(keda=args.keda, cosi=_cosi(args)))
         print(format_plan(plan))
         if not plan.ok:
             print(f"error: {plan.problem_text()}", file=sys.stderr)
@@ -242,7 +310,9 @@ def _cmd_plan(args: argparse.Namespace) -> int:
 def _cmd_render(args: argparse.Namespace) -> int:
     out: list[dict[str, Any]] = []
     groups: list[dict[str, Any]] = []
-    facts = plan_mod.Facts(keda=args.keda, prometheus_operator=args.prometheus_operator)
+    facts = plan_mod.Facts(
+        keda=args.keda, prometheus_operator=args.prometheus_operator, cosi=_cosi(args)
+    )
     for body in _load(args.file):
         try:
             profile = v1alpha1.parse_profile(body)
@@ -254,7 +324,7 @@ def _cmd_render(args: argparse.Namespace) -> int:
             print(f"error: {plan.problem_text()}", file=sys.stderr)
             return 1
         groups += alerts.rule_groups(plan)
-        out.extend(desired.build(plan, _placeholder_credentials(profile)).values())
+        out.extend(desired.build(plan, _placeholder_credentials(profile, plan)).values())
     if args.rules:
         sys.stdout.write(yamlfmt.dump({"groups": groups}))
     else:
@@ -273,16 +343,29 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return operator.run(namespace=args.namespace)
 
 
+COSI_CHOICES = ("v1alpha1", "v1alpha2", "none")
+COSI_HELP = (
+    "the COSI version the cluster serves, for buckets with provider cosi "
+    "(default v1alpha1, what drivers implement; none: COSI is not installed)"
+)
+
+
+def _cosi(args: argparse.Namespace) -> str:
+    return "" if args.cosi == "none" else str(args.cosi)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="headroom", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("plan", help="print the plan of the profile(s) in FILE")
     p.add_argument("file", help="YAML file with ScalingProfile(s), or - for stdin")
     p.add_argument("--keda", action="store_true", help=KEDA_HELP)
+    p.add_argument("--cosi", choices=COSI_CHOICES, default="v1alpha1", help=COSI_HELP)
     p.set_defaults(func=_cmd_plan)
     r = sub.add_parser("render", help="print every child object of FILE's profile(s) as YAML")
     r.add_argument("file")
     r.add_argument("--keda", action="store_true", help=KEDA_HELP)
+    r.add_argument("--cosi", choices=COSI_CHOICES, default="v1alpha1", help=COSI_HELP)
     r.add_argument(
         "--prometheus-operator",
         action="store_true",

@@ -14,8 +14,10 @@ import itertools
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from headroom.builders import common
 from headroom.kube import errors
 from headroom.planning import budget as budget_mod
+from headroom.planning import storage
 from headroom.reconcile import registry
 from headroom.reconcile import shared as shared_state
 
@@ -33,10 +35,11 @@ def _merge(live: Any, desired: Any) -> Any:
 
 
 class FakeCluster:
-    def __init__(self, *, keda: bool = False, monitoring: bool = False) -> None:
+    def __init__(self, *, keda: bool = False, monitoring: bool = False, cosi: str = "") -> None:
         self.objects: dict[Key, Obj] = {}
         self.keda = keda
         self.monitoring = monitoring  # prometheus-operator's CRDs served
+        self.cosi = cosi  # the served COSI version ("": none)
         self.log: list[tuple[str, str]] = []  # (verb, "Kind/name")
         self.fail: dict[str, errors.KubeError] = {}  # "Kind/name" -> error on apply
         self.events: list[tuple[str, str, str]] = []
@@ -75,10 +78,15 @@ class FakeCluster:
 
     def _ours(self, uid: str) -> Iterable[Obj]:
         for obj in self.objects.values():
-            if obj["kind"] in registry.BY_KIND and any(
-                r.get("uid") == uid for r in obj["metadata"].get("ownerReferences") or []
-            ):
+            if obj["kind"] not in registry.BY_KIND:
+                continue
+            meta = obj["metadata"]
+            if any(r.get("uid") == uid for r in meta.get("ownerReferences") or []):
                 yield obj
+            elif storage.is_retained(obj) and uid == storage.retained_key(
+                meta.get("namespace", ""), (meta.get("labels") or {}).get(common.PROFILE_LABEL, "")
+            ):
+                yield obj  # the retained index of the real cache
 
     def children(self, owner_uid: str) -> dict[str, Obj]:
         return {
@@ -99,13 +107,20 @@ class FakeCluster:
         return copy.deepcopy(found)
 
     def served(self, kind: str) -> bool:
+        if kind in ("BucketClaim", "BucketAccess"):
+            return bool(self.cosi)
         engine = registry.engine_of(kind)
         if engine is registry.PROMETHEUS_OPERATOR:
             return self.monitoring
         return self.keda or engine is None
 
     def facts(self) -> dict[str, bool]:
-        return {"keda": self.keda, "prometheus_operator": self.monitoring}
+        return {
+            "keda": self.keda,
+            "prometheus_operator": self.monitoring,
+            "cosi_v1alpha1": self.cosi == "v1alpha1",
+            "cosi_v1alpha2": self.cosi == "v1alpha2",
+        }
 
     def prometheuses(self) -> list[Obj]:
         return [copy.deepcopy(o) for o in self.objects.values() if o["kind"] == "Prometheus"]
@@ -147,6 +162,20 @@ class FakeCluster:
             merged["metadata"]["uid"] = f"uid-{next(self._uid)}"
         else:
             merged = _merge(live, obj)
+            # server-side apply: fields our manager no longer sets are removed
+            # (the owner reference; our own headroom.dev/ annotations)
+            if "ownerReferences" not in obj["metadata"]:
+                merged["metadata"].pop("ownerReferences", None)
+            ours = obj["metadata"].get("annotations") or {}
+            kept = {
+                k: v
+                for k, v in (merged["metadata"].get("annotations") or {}).items()
+                if k in ours or not k.startswith("headroom.dev/")
+            }
+            if kept:
+                merged["metadata"]["annotations"] = kept
+            else:
+                merged["metadata"].pop("annotations", None)
             if obj["kind"] == "Secret":  # Headroom owns every key it applies
                 merged["data"] = {**(live.get("data") or {}), **(obj.get("data") or {})}
         if self.normalise is not None and subresource is None:

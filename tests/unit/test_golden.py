@@ -15,7 +15,7 @@ from headroom import yamlfmt
 from headroom.api import v1alpha1
 from headroom.builders import common, desired
 from headroom.planning import plan as plan_mod
-from headroom.planning import replicas
+from headroom.planning import replicas, storage
 
 ROOT = Path(__file__).resolve().parents[2]
 GOLDEN = ROOT / "tests" / "golden"
@@ -33,6 +33,27 @@ CREDS = common.Credentials(
     },
     server_ca_revision="7",
     agent_password="agent-pw",
+    # as a COSI driver would write them (seed 003) / the R2 Secret (seed 004)
+    buckets={
+        name: storage.BucketCredentials(
+            endpoint=endpoint,
+            region=region,
+            bucket=bucket,
+            access_key_id=f"key-{name}",
+            secret_access_key=f"secret-{name}",
+            force_path_style=region != "auto",
+        )
+        for name, endpoint, region, bucket in (
+            ("avatars", "https://objects.example.net", "us-east-1", "bc-0a1b2c3d-avatars"),
+            ("meal-photos", "https://objects.example.net", "us-east-1", "bc-4e5f-meal-photos"),
+            (
+                "files",
+                "https://0123456789abcdef0123456789abcdef.r2.cloudflarestorage.com",
+                "auto",
+                "space-kontext-files",
+            ),
+        )
+    },
 )
 APP_SELECTOR = {"matchLabels": {"app": "web"}}
 # The examples again with the engine they compose installed: KEDA for queues,
@@ -50,7 +71,12 @@ def _render(example: Path, *, keda: bool) -> str:
         profile = v1alpha1.parse_profile(body)
         planned = plan_mod.plan(
             profile,
-            facts=plan_mod.Facts(keda=keda, cnpg=keda, cnpg_cluster=CNPG_CLUSTER if keda else None),
+            facts=plan_mod.Facts(
+                keda=keda,
+                cnpg=keda,
+                cnpg_cluster=CNPG_CLUSTER if keda else None,
+                cosi="v1alpha1",
+            ),
         )
         if not planned.ok:
             docs.append({"problems": [str(p) for p in planned.problems]})

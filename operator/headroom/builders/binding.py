@@ -8,7 +8,9 @@ primary, for migrations: it uses spec.database.reservedConnections, never the
 pooler's budget), ``DATABASE_POOL_SIZE`` (the per-pod pool the budget counts).
 ``spec.app.client: prisma`` puts that pool size and, when the pooler cannot
 keep prepared statements, ``pgbouncer=true`` into the pooled URL, and adds
-``DIRECT_URL`` (Prisma's ``directUrl``).
+``DIRECT_URL`` (Prisma's ``directUrl``). Buckets add the S3 names
+(:func:`headroom.builders.buckets.binding_entries`); each bucket also has its
+own ``type: s3`` binding Secret.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from __future__ import annotations
 import functools
 from urllib.parse import quote, urlencode
 
-from headroom.builders import common, pgbouncer, readpool, redis
+from headroom.builders import buckets, common, pgbouncer, readpool, redis
 from headroom.planning import plan as plan_mod
 
 COMPONENT = "binding"
@@ -121,6 +123,7 @@ def build(
         }
     data |= _read_entries(plan, creds, omit=omit)
     data |= _redis_entries(plan, creds, omit=omit)
+    data |= buckets.binding_entries(plan, creds, omit=omit)
     secret = {
         "apiVersion": "v1",
         "kind": "Secret",

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from headroom.api import v1alpha1
-from headroom.planning import names
+from headroom.planning import names, storage
 from headroom.planning import plan as plan_mod
 
 MANAGED_BY = "headroom"
@@ -49,6 +49,9 @@ class Credentials:
     server_ca_pem: str | None = None
     # generated admin password of the read pooler's lag agent (read replicas only)
     agent_password: str = ""
+    # each bucket's endpoint and key, as read from its credentials Secret (a
+    # bucket whose Secret is not there yet has no entry, nor binding keys)
+    buckets: dict[str, storage.BucketCredentials] = field(default_factory=dict)
 
 
 def selector_labels(plan: plan_mod.Plan, *, component: str, name: str) -> dict[str, str]:
@@ -91,13 +94,20 @@ def metadata(
     component: str,
     app_name: str,
     annotations: dict[str, str] | None = None,
+    retain: bool = False,
 ) -> Obj:
+    """``retain``: the object must outlive the profile (deletionPolicy Retain):
+    no owner reference, so garbage collection leaves it, and the retain
+    annotation, so pruning never deletes it and a profile of the same name
+    adopts it again (see :mod:`headroom.reconcile.engine`)."""
     meta: Obj = {
         "name": name,
         "namespace": plan.namespace,
         "labels": labels(plan, component=component, name=app_name),
     }
-    if plan.uid:  # rendered offline (headroom render) there is no owner yet
+    if retain:
+        annotations = {**(annotations or {}), storage.RETAIN_ANNOTATION: "true"}
+    elif plan.uid:  # rendered offline (headroom render) there is no owner yet
         meta["ownerReferences"] = [owner_reference(plan)]
     if annotations:
         meta["annotations"] = annotations

@@ -16,6 +16,7 @@ from headroom.builders import (
     alerts,
     autoscaling,
     binding,
+    buckets,
     cnpg,
     common,
     dashboard,
@@ -118,6 +119,8 @@ def build_parts(
                 workers.build(plan, queue, redis_password=creds.redis_passwords[queue.redis]),
             )
         )
+    for bucket in plan.buckets:
+        parts.append((buckets.component(bucket), buckets.build(plan, bucket, creds)))
     parts.append((AUTOSCALING, autoscaling.build(plan, app_pod_selector=selector)))
     parts.append(
         (

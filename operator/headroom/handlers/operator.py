@@ -87,15 +87,22 @@ class CachedCluster:
     def children_versions(self, owner_uid: str) -> frozenset[tuple[str, str, str]]:
         return self.cache.children_versions(owner_uid)
 
+    def _resource(self, kind: str) -> kinds.Resource:
+        """The resource of ``kind``; of a composed kind, the installed version's."""
+        for engine in registry.engines_of(kind):
+            if registry.installed(engine, self.cache.crd):
+                return next(k.resource for k in engine.kinds if k.kind == kind)
+        return _RESOURCES[kind]
+
     def cached(self, kind: str, namespace: str, name: str) -> Obj | None:
-        return self.cache.child(_RESOURCES[kind], namespace, name)
+        return self.cache.child(self._resource(kind), namespace, name)
 
     def served(self, kind: str) -> bool:
-        engine = registry.engine_of(kind)
-        if engine is None:
+        engines = registry.engines_of(kind)
+        if not engines:
             return True
-        return registry.installed(engine, self.cache.crd) and self.cache.owned_synced(
-            _RESOURCES[kind]
+        return any(registry.installed(e, self.cache.crd) for e in engines) and (
+            self.cache.owned_synced(self._resource(kind))
         )
 
     def shared_uses(self, key: str) -> tuple[budget_mod.SharedUse, ...]:
@@ -113,7 +120,7 @@ class CachedCluster:
 
     def _ref(self, ref: engine_mod.InputRef) -> cache_mod.InputRef:
         kind, namespace, name = ref
-        return (_RESOURCES[kind], namespace, name)
+        return (self._resource(kind), namespace, name)
 
     def version_of(self, ref: engine_mod.InputRef) -> str:
         return self.cache.input_version(self._ref(ref))
@@ -127,7 +134,9 @@ class CachedCluster:
     async def get_live(self, kind: str, namespace: str, name: str) -> Obj | None:
         # only asked before creating a name that is not in our cache: the API
         # server's own cache answers it without an etcd read
-        return await self.kube.get(_RESOURCES[kind], namespace=namespace, name=name, cached=True)
+        return await self.kube.get(
+            self._resource(kind), namespace=namespace, name=name, cached=True
+        )
 
     async def apply(self, obj: Obj, *, subresource: str | None = None) -> Obj:
         result = await self.kube.apply(obj, subresource=subresource)
@@ -274,6 +283,8 @@ class Runtime:
         for owner_kind, owner_name, _ in entry.owners:
             if owner_kind == v1alpha1.KIND:
                 self.queue.add(f"{entry.namespace}/{owner_name}", trigger)
+        if entry.retained_for:  # a retained child: its profile's name is on its label
+            self.queue.add(f"{entry.namespace}/{entry.retained_for}", trigger)
 
     def _on_input(self, ref: cache_mod.InputRef, kind: str) -> None:
         for user in self.cache.input_users(ref):
@@ -522,8 +533,7 @@ class Runtime:
             self._webhook.start()
         self.cache.start(
             owned=[k.resource for k in registry.BUILTIN_OWNED],
-            crd_names=[n for e in registry.ENGINES for n in e.crd_names]
-            + [registry.PROMETHEUS_CRD],
+            crd_names=[*registry.crd_names(), registry.PROMETHEUS_CRD],
         )
         await asyncio.gather(*(c.synced.wait() for c in self.cache.crds.values()))
         await asyncio.gather(*(p.synced.wait() for p in self.cache.profiles))

@@ -23,8 +23,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from headroom.builders import common
 from headroom.kube import client as kube_client
 from headroom.kube import errors, kinds
+from headroom.planning import storage
 
 log = logging.getLogger(__name__)
 
@@ -46,10 +48,18 @@ class Entry:
     resource_version: str
     owners: tuple[tuple[str, str, str], ...]  # (kind, name, uid) of each owner reference
     spec_fingerprint: str
+    # a retained child (headroom.dev/retain, no owner reference): the name of
+    # the profile whose label it carries ("" for any other object)
+    retained_for: str = ""
 
     @property
     def owner_uids(self) -> tuple[str, ...]:
-        return tuple(uid for _, _, uid in self.owners)
+        """The owner index's keys: owner uids, and the
+        :func:`headroom.planning.storage.retained_key` of a retained child."""
+        uids = tuple(uid for _, _, uid in self.owners)
+        if self.retained_for:
+            uids += (storage.retained_key(self.namespace, self.retained_for),)
+        return uids
 
     def object(self) -> Obj:
         found: Obj = json.loads(self.raw)
@@ -90,6 +100,9 @@ def make_entry(obj: Obj) -> Entry:
             for r in meta.get("ownerReferences") or []
         ),
         spec_fingerprint=fingerprint,
+        retained_for=str((meta.get("labels") or {}).get(common.PROFILE_LABEL) or "")
+        if (annotations or {}).get(storage.RETAIN_ANNOTATION) == "true"
+        else "",
     )
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from headroom import __version__
 from headroom.api import quantity, v1alpha1
 from headroom.planning import budget as budget_mod
-from headroom.planning import monitoring, names, pgbouncer_params, redis_params, replicas
+from headroom.planning import monitoring, names, pgbouncer_params, redis_params, replicas, storage
 
 POOLER_PORT = 6432
 EXPORTER_PORT = 9127
@@ -121,6 +121,8 @@ class Facts:
     prometheus_operator: bool = False
     # what the installed Prometheus objects select, and by which labels
     prometheus_selection: monitoring.Selection = field(default_factory=monitoring.Selection)
+    # the COSI version whose BucketClaim and BucketAccess are served ("": none)
+    cosi: str = ""
 
 
 @dataclass(frozen=True)
@@ -192,6 +194,8 @@ class Plan:
     read_pooler: PoolerPlan | None = None
     # the alerts' numbers (None: spec.alerts.enabled false)
     alerts: monitoring.AlertsPlan | None = None
+    # spec.storage.buckets, in order (the first is the binding's default)
+    buckets: tuple[storage.BucketPlan, ...] = ()
 
     @property
     def primary_connections(self) -> int:
@@ -704,6 +708,7 @@ def plan(profile: v1alpha1.ScalingProfile, *, facts: Facts | None = None) -> Pla
         read=read,
         read_pooler=read_pooler,
         alerts=alerts,
+        buckets=storage.bucket_plans(profile, cosi_version=facts.cosi),
     )
 
 

@@ -38,6 +38,7 @@ from headroom.planning import membership, monitoring
 from headroom.planning import plan as plan_mod
 from headroom.planning import replicas as replicas_mod
 from headroom.planning import shared as shared_mod
+from headroom.planning import storage as storage_mod
 from headroom.reconcile import compare, observe, registry
 from headroom.reconcile import conditions as cond
 from headroom.reconcile import metrics as metrics_mod
@@ -235,6 +236,9 @@ class Engine:
             uid,
             meta.get("resourceVersion"),
             self.cluster.children_versions(uid),
+            self.cluster.children_versions(
+                storage_mod.retained_key(str(meta.get("namespace", "")), str(meta.get("name", "")))
+            ),
             tuple(sorted((ref, self.cluster.version_of(ref)) for ref in inputs)),
             tuple(sorted(self.cluster.facts().items())),
             self.probe.version(memo.probe_key if memo is not None else None),
@@ -306,6 +310,9 @@ class Engine:
             shared=self.cluster.shared_uses(key),
             agent_image=self.agent_image,
             operator_namespace=self.operator_namespace,
+            cosi=storage_mod.preferred_cosi_version(
+                {v: served.get(f"cosi_{v}", False) for v in storage_mod.COSI_VERSIONS}
+            ),
         )
         planned = plan_mod.plan(profile, facts=facts)
         if facts.prometheus_operator and planned.alerts is not None:
@@ -346,6 +353,10 @@ class Engine:
         except InputError as err:
             missing = cond.Cond(cond.POOLER_READY, "False", err.reason, err.message)
             return await finish([budget_cond, missing], keep_last=True, budget=budget), True, None
+        bucket_problems: dict[str, tuple[str, str]] = {}
+        if planned.buckets:
+            found_buckets, bucket_problems = await self._bucket_credentials(planned, refs)
+            creds = dataclasses.replace(creds, buckets=found_buckets)
         checks: list[cond.Cond] = []
         probe_key = None
         if planned.database.read_limits:
@@ -384,8 +395,7 @@ class Engine:
             outcome = await finish([budget_cond, invalid, *checks], keep_last=True, budget=budget)
             return outcome, True, probe_key
 
-        uid = planned.uid
-        children = self.cluster.children(uid)
+        children = self._children(planned)
         conflicts = await self._conflicts(planned, wanted, children)
         every_component = wanted.component_of
         contained = desired.contained_closure(planned, {wanted.component_of[k] for k in conflicts})
@@ -402,7 +412,7 @@ class Engine:
         )
         writes += apply_result.writes
 
-        observed = self.cluster.children(uid)
+        observed = self._children(planned)
         if cnpg.uses_cnpg_poolers(planned):
             pooler_cond, pooler_status = _observe_cnpg_pooler(
                 planned, observed.get(f"Pooler/{pgbouncer.service_name(planned)}")
@@ -421,6 +431,11 @@ class Engine:
             app_found=app is not None,
             pending_claims=await self._pending_claims(planned, observed),
         )
+        storage_cond = observe.storage_ready(
+            planned, observed, problems=bucket_problems, found=creds.buckets
+        )
+        if storage_cond is not None:
+            components.append(storage_cond)
         selected = observe.alerts_selected(
             planned, [k for k in wanted.objects if k.split("/", 1)[0] in MONITORING_KINDS]
         )
@@ -456,7 +471,60 @@ class Engine:
         outcome.retry = apply_result.retry
         return outcome, not conflicts and not apply_result.failures, probe_key
 
+    def _children(self, planned: plan_mod.Plan) -> dict[str, Obj]:
+        """Our children: owned by the profile, and the retained ones that carry
+        its name (no owner reference; a re-created profile adopts them)."""
+        found = self.cluster.children(storage_mod.retained_key(planned.namespace, planned.name))
+        found.update(self.cluster.children(planned.uid))
+        return found
+
     # -- inputs ---------------------------------------------------------------
+
+    async def _bucket_credentials(
+        self, planned: plan_mod.Plan, refs: set[InputRef]
+    ) -> tuple[dict[str, storage_mod.BucketCredentials], dict[str, tuple[str, str]]]:
+        """Each bucket's credentials from its Secret (the profile's for s3, the
+        one the COSI driver writes for cosi), or why not (reason, message)."""
+        found: dict[str, storage_mod.BucketCredentials] = {}
+        problems: dict[str, tuple[str, str]] = {}
+        for bucket in planned.buckets:
+            if bucket.cosi is not None and not bucket.cosi_version:
+                problems[bucket.name] = (
+                    "COSINotInstalled",
+                    "COSI is not installed (no served objectstorage.k8s.io BucketClaim and "
+                    "BucketAccess, v1alpha1 or v1alpha2)",
+                )
+                continue
+            ref: InputRef = ("Secret", planned.namespace, bucket.credentials_secret)
+            refs.add(ref)
+            secret = await self.cluster.read_input(ref)
+            if secret is None:
+                problems[bucket.name] = (
+                    ("CredentialsPending", f"the COSI driver has not written Secret {ref[2]} yet")
+                    if bucket.cosi is not None
+                    else (
+                        "CredentialsSecretMissing",
+                        f"Secret {ref[2]} ({bucket.credentials_field}.name) does not exist",
+                    )
+                )
+                continue
+            try:
+                data = {k: _decode(secret, k) or "" for k in secret.get("data") or {}}
+                found[bucket.name] = storage_mod.credentials_from(
+                    bucket,
+                    data,
+                    secret=ref[2],
+                    revision=str(secret["metadata"].get("resourceVersion", "")),
+                )
+            except (UnicodeDecodeError, ValueError) as err:
+                reason = getattr(err, "reason", "CredentialsInvalid")
+                text = (
+                    str(err)
+                    if isinstance(err, storage_mod.CredentialsError)
+                    else (f"Secret {ref[2]} holds values that are not UTF-8")
+                )
+                problems[bucket.name] = (reason, text)
+        return found, problems
 
     async def _input_secret(
         self,
@@ -719,8 +787,15 @@ class Engine:
     ) -> _ApplyResult:
         result = _ApplyResult()
         # Leftovers: ours, no longer wanted. A contained component's objects are
-        # left as they are (``frozen``: neither applied nor deleted).
-        leftovers = sorted(k for k in children if k not in wanted.objects and k not in frozen)
+        # left as they are (``frozen``: neither applied nor deleted), and a
+        # retained one (a Retain bucket's claim) is never deleted by Headroom.
+        leftovers = sorted(
+            k
+            for k in children
+            if k not in wanted.objects
+            and k not in frozen
+            and not storage_mod.is_retained(children[k])
+        )
         prune_first = [k for k in leftovers if _owned_kind(k).prune_first]
         prune_after = [k for k in leftovers if k not in prune_first]
         await self._prune(key, prune_first, children, result, events)

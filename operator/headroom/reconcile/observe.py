@@ -10,7 +10,7 @@ from typing import Any
 
 from headroom.builders import alerts, autoscaling, readpool, redis, workers
 from headroom.planning import plan as plan_mod
-from headroom.planning import replicas
+from headroom.planning import replicas, storage
 from headroom.reconcile import conditions as cond
 
 CACHE_READY = "CacheReady"
@@ -364,3 +364,78 @@ def components(
     if plan.autoscaling.enabled and app_found and hpa is not None:
         found.append(_app_scaling_active(hpa))
     return found
+
+
+STORAGE_READY = "StorageReady"
+
+
+def _claim_bound(claim: dict[str, Any] | None) -> bool:
+    """v1alpha1 status.bucketReady; v1alpha2 status.readyToUse."""
+    st = (claim or {}).get("status") or {}
+    return bool(st.get("bucketReady") or st.get("readyToUse"))
+
+
+def _access_granted(access: dict[str, Any] | None) -> bool:
+    """v1alpha1 status.accessGranted; v1alpha2 status.readyToUse."""
+    st = (access or {}).get("status") or {}
+    return bool(st.get("accessGranted") or st.get("readyToUse"))
+
+
+def _bucket_state(
+    bucket: storage.BucketPlan,
+    applied: dict[str, Any],
+    problem: tuple[str, str] | None,
+    found: storage.BucketCredentials | None,
+) -> tuple[str, str]:
+    """(reason, text) of one bucket; reason "Ready" when it is in the binding."""
+    if found is not None:
+        where = f"{found.bucket} at {found.endpoint}"
+        if bucket.cosi is not None:
+            return "Ready", f"{bucket.name}: cosi {bucket.cosi_version}, {where}"
+        return "Ready", f"{bucket.name}: {bucket.provider}, {where}"
+    assert problem is not None
+    reason, text = problem
+    if bucket.cosi is not None and reason == "CredentialsPending":
+        claim = applied.get(f"BucketClaim/{bucket.claim_name}")
+        access = applied.get(f"BucketAccess/{bucket.claim_name}")
+        if not _claim_bound(claim):
+            return "ClaimPending", (
+                f"{bucket.name}: BucketClaim {bucket.claim_name} (class "
+                f"{bucket.cosi.bucket_class_name}) is not bound yet"
+            )
+        if not _access_granted(access):
+            return "AccessPending", (
+                f"{bucket.name}: BucketAccess {bucket.claim_name} (class "
+                f"{bucket.cosi.bucket_access_class_name}) is not granted yet"
+            )
+    return reason, f"{bucket.name}: {text}"
+
+
+def storage_ready(
+    plan: plan_mod.Plan,
+    applied: dict[str, Any],
+    *,
+    problems: dict[str, tuple[str, str]],
+    found: dict[str, storage.BucketCredentials],
+) -> cond.Cond | None:
+    """StorageReady: every bucket's credentials are in the binding. The reason
+    is the first bucket's that is not (COSINotInstalled, ClaimPending,
+    AccessPending, CredentialsPending, CredentialsSecretMissing,
+    CredentialsKeyMissing, CredentialsInvalid)."""
+    if not plan.buckets:
+        return None
+    states = [
+        _bucket_state(b, applied, problems.get(b.name), found.get(b.name)) for b in plan.buckets
+    ]
+    notes = [
+        f"{b.name}: CORS is not applied by Headroom for provider {b.provider}; set it on the bucket"
+        for b in plan.buckets
+        if b.cors is not None and b.provider in ("cosi", "s3")
+    ]
+    waiting = [(reason, text) for reason, text in states if reason != "Ready"]
+    text = "; ".join([t for _, t in states] + notes)[:2000]
+    if waiting:
+        return cond.Cond(STORAGE_READY, "False", waiting[0][0], text)
+    return cond.Cond(
+        STORAGE_READY, "True", "Ready", f"{len(states)} bucket(s) in the binding: {text}"[:2000]
+    )

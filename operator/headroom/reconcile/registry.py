@@ -44,6 +44,9 @@ class ComposedEngine:
     name: str
     fact: str  # the planning Facts field it sets
     kinds: tuple[OwnedKind, ...]
+    # another version of the same kinds, preferred when both are served: this
+    # one then counts as not installed (its kinds are not watched twice)
+    unless: ComposedEngine | None = None
 
     @property
     def crd_names(self) -> tuple[str, ...]:
@@ -105,17 +108,50 @@ PROMETHEUS_OPERATOR = ComposedEngine(
 # monitors are labelled for (watched while prometheus-operator is installed).
 PROMETHEUS_CRD = kinds.PROMETHEUS.crd_name
 
-ENGINES: tuple[ComposedEngine, ...] = (KEDA, CNPG, PROMETHEUS_OPERATOR)
+
+# COSI (objectstorage.k8s.io): spec.storage.buckets with provider cosi. v1alpha1
+# (release-0.2) is what drivers implement; v1alpha2 is used only without it.
+def _cosi(version: str, *, unless: ComposedEngine | None = None) -> ComposedEngine:
+    group = f"objectstorage.k8s.io/{version}"
+    return ComposedEngine(
+        name=f"cosi {version}",
+        fact=f"cosi_{version}",
+        kinds=(
+            OwnedKind(kinds.Resource(group, "BucketClaim", "bucketclaims"), Stage.WORKLOAD),
+            OwnedKind(kinds.Resource(group, "BucketAccess", "bucketaccesses"), Stage.WORKLOAD),
+        ),
+        unless=unless,
+    )
+
+
+COSI_V1ALPHA1 = _cosi("v1alpha1")
+COSI_V1ALPHA2 = _cosi("v1alpha2", unless=COSI_V1ALPHA1)
+
+ENGINES: tuple[ComposedEngine, ...] = (
+    KEDA,
+    CNPG,
+    PROMETHEUS_OPERATOR,
+    COSI_V1ALPHA1,
+    COSI_V1ALPHA2,
+)
 
 ALL_OWNED: tuple[OwnedKind, ...] = BUILTIN_OWNED + tuple(k for e in ENGINES for k in e.kinds)
 BY_KIND: dict[str, OwnedKind] = {k.kind: k for k in ALL_OWNED}
 
 
 def engine_of(kind: str) -> ComposedEngine | None:
-    for engine in ENGINES:
-        if any(k.kind == kind for k in engine.kinds):
-            return engine
-    return None
+    found = engines_of(kind)
+    return found[0] if found else None
+
+
+def engines_of(kind: str) -> tuple[ComposedEngine, ...]:
+    """Every engine (one per version) that owns ``kind``."""
+    return tuple(e for e in ENGINES if any(k.kind == kind for k in e.kinds))
+
+
+def crd_names() -> tuple[str, ...]:
+    """The CRDs to watch, once each (versions of an engine share them)."""
+    return tuple(dict.fromkeys(n for e in ENGINES for n in e.crd_names))
 
 
 def crd_served(crd: dict[str, Any] | None, version: str) -> bool:
@@ -134,7 +170,10 @@ def crd_served(crd: dict[str, Any] | None, version: str) -> bool:
 
 
 def installed(engine: ComposedEngine, crd: Callable[[str], dict[str, Any] | None]) -> bool:
-    """Every kind of ``engine`` is served, judged from its CRDs."""
+    """Every kind of ``engine`` is served, judged from its CRDs (and the
+    version it gives way to is not)."""
+    if engine.unless is not None and installed(engine.unless, crd):
+        return False
     return all(
         crd_served(crd(k.resource.crd_name), k.resource.api_version.rpartition("/")[2])
         for k in engine.kinds
