@@ -5,6 +5,7 @@ Regenerate with ``make golden`` and review the diff.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 
@@ -13,9 +14,9 @@ import yaml
 
 from headroom import yamlfmt
 from headroom.api import v1alpha1
-from headroom.builders import common, desired
+from headroom.builders import alerts, common, desired
+from headroom.planning import monitoring, replicas, storage
 from headroom.planning import plan as plan_mod
-from headroom.planning import replicas, storage
 
 ROOT = Path(__file__).resolve().parents[2]
 GOLDEN = ROOT / "tests" / "golden"
@@ -96,3 +97,43 @@ def test_golden(example: Path, keda: bool) -> None:
         golden.write_text(rendered)
     assert golden.exists(), f"missing {golden}; run make golden"
     assert rendered == golden.read_text(), f"{example.name} differs from {golden}; make golden"
+
+
+# What a cluster with prometheus-operator gets instead of the rule-file ConfigMap:
+# a Prometheus that selects rules by role and monitors by release.
+PROMETHEUS = {
+    "metadata": {"name": "k8s", "namespace": "monitoring"},
+    "spec": {
+        "ruleSelector": {"matchLabels": {"role": "alert-rules"}},
+        "ruleNamespaceSelector": {},
+        "podMonitorSelector": {"matchLabels": {"release": "kps"}},
+        "podMonitorNamespaceSelector": {},
+        "serviceMonitorSelector": {"matchLabels": {"release": "kps"}},
+        "serviceMonitorNamespaceSelector": {},
+    },
+}
+
+
+def test_golden_prometheus_operator() -> None:
+    example = ROOT / "examples" / "shop-scaled.yaml"
+    body = yaml.safe_load(example.read_text())
+    body["metadata"]["uid"] = "11111111-2222-3333-4444-555555555555"
+    profile = v1alpha1.parse_profile(body)
+    planned = plan_mod.plan(profile, facts=plan_mod.Facts(prometheus_operator=True))
+    selection = monitoring.select(
+        [PROMETHEUS],
+        namespace=planned.namespace,
+        namespace_labels={},
+        own_labels=alerts.own_labels(planned),
+    )
+    planned = dataclasses.replace(
+        planned, facts=dataclasses.replace(planned.facts, prometheus_selection=selection)
+    )
+    objects = desired.build(planned, CREDS, app_pod_selector=APP_SELECTOR)
+    kinds = ("PrometheusRule", "PodMonitor", "ServiceMonitor")
+    rendered = yamlfmt.dump_all([o for o in objects.values() if o["kind"] in kinds])
+    golden = GOLDEN / "shop-scaled.monitoring.yaml"
+    if os.environ.get("HEADROOM_UPDATE_GOLDEN"):
+        golden.write_text(rendered)
+    assert golden.exists(), f"missing {golden}; run make golden"
+    assert rendered == golden.read_text(), f"{golden} differs; make golden"
