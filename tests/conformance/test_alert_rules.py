@@ -1,0 +1,698 @@
+"""Every rule group Headroom renders, in Debian's promtool: `promtool check rules`
+accepts each profile's rule file, and `promtool test rules` shows each alert firing
+on a breaching series and silent on a healthy one.
+
+The input series are made from the plan's numbers (each pool's warning/critical
+share of max_db_connections, the primary's, each Redis maxmemory, the queues'
+drain ceiling, the app's thresholds and ceilings), on the two sides of each
+threshold, and labelled as the exporters the pods run label them, with the pod,
+HPA and key names the rendered objects carry (not the rule text). So a wrong
+threshold, metric name, label or name pattern fails here. A rule without a case
+below fails too: every new alert needs one.
+
+promtool compares annotations exactly; the annotations' Go templates are checked
+by `promtool check rules` and expanded by a real Prometheus in
+test_alert_fire.py, so here the rules are tested without them (expressions,
+``for:`` and labels untouched).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import subprocess
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import prometheus_servers
+import pytest
+import yaml
+
+from headroom.api import v1alpha1
+from headroom.builders import alerts, common, desired, pgbouncer
+from headroom.planning import monitoring, replicas
+from headroom.planning import plan as plan_mod
+
+pytestmark = pytest.mark.conformance
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
+CREDS = common.Credentials(
+    username="app",
+    password="app-pw",
+    stats_password="stats-pw",
+    revision="1",
+    redis_passwords={
+        "cache": "0123456789abcdef0123",
+        "jobs": "fedcba9876543210fedc",
+        "sessions": "00112233445566778899",
+        "push": "99887766554433221100",
+    },
+    agent_password="agent-pw",
+)
+APP_SELECTOR = {"matchLabels": {"app": "web"}}
+CNPG_CLUSTER = replicas.CnpgCluster(name="shop-pg", instances=3, max_connections=200)
+# A Deployment's pods are <name>-<template hash>-<suffix>, a StatefulSet's <name>-<ordinal>.
+POD_HASH = "-7c9d5b8f4-x2k4p"
+INTERVAL_MINUTES = 1
+# Thresholds away from every default, so that a rule ignoring spec.alerts fails.
+CUSTOM_ALERTS = {
+    "labels": {"team": "shop"},
+    "pooler": {
+        "connectionsWarningPercent": 70,
+        "connectionsCriticalPercent": 95,
+        "maxWaitSeconds": 5,
+        "for": "2m",
+    },
+    "database": {"connectionsWarningPercent": 30, "connectionsCriticalPercent": 60},
+    "cache": {"hitRateMin": 0.95, "memoryPercent": 75, "severity": "critical", "for": "1m"},
+    "queues": {"for": "15m"},
+    "app": {
+        "p95LatencySeconds": 3,
+        "errorRatio": 0.02,
+        "cpuPercent": 80,
+        "memory": "1Gi",
+        "metrics": {"histogram": "http_request_duration_seconds", "statusLabel": "code"},
+    },
+}
+
+
+@dataclass
+class Rendered:
+    plan: plan_mod.Plan
+    objects: list[dict[str, Any]]
+
+    @property
+    def alerts(self) -> monitoring.AlertsPlan:
+        assert self.plan.alerts is not None
+        return self.plan.alerts
+
+    def named(self, kind: str, **labels: str) -> list[dict[str, Any]]:
+        return [
+            o
+            for o in self.objects
+            if o["kind"] == kind
+            and all(o["metadata"].get("labels", {}).get(k) == v for k, v in labels.items())
+        ]
+
+    def pooler_pod(self, role: str) -> str:
+        component = pgbouncer.COMPONENT if role == "rw" else pgbouncer.READ_COMPONENT
+        (deployment,) = self.named("Deployment", **{"app.kubernetes.io/component": component})
+        return f"{deployment['metadata']['name']}{POD_HASH}"
+
+    def redis_statefulset(self, instance: str) -> dict[str, Any]:
+        found = [
+            o
+            for o in self.named("StatefulSet", **{"headroom.dev/redis": instance})
+            if any(c["name"] == "exporter" for c in _containers(o))
+        ]
+        (statefulset,) = found
+        return statefulset
+
+    def redis_pod(self, instance: str) -> str:
+        return f"{self.redis_statefulset(instance)['metadata']['name']}-0"
+
+    def queue_key(self, queue: monitoring.QueueLimits) -> str:
+        """The key the rendered redis_exporter is told to export (redis_key_size)."""
+        (exporter,) = [
+            c for c in _containers(self.redis_statefulset(queue.redis)) if c["name"] == "exporter"
+        ]
+        env = {e["name"]: e.get("value", "") for e in exporter.get("env", [])}
+        keys = [
+            pair.split("=", 1)[1] for pair in env["REDIS_EXPORTER_CHECK_SINGLE_KEYS"].split(",")
+        ]
+        assert queue.list_name in keys, keys
+        return queue.list_name
+
+    def hpa_of(self, deployment: str) -> str:
+        """The HPA that scales ``deployment``: Headroom's, or KEDA's for a ScaledObject."""
+        for obj in self.objects:
+            target = obj.get("spec", {}).get("scaleTargetRef", {}).get("name")
+            if target != deployment:
+                continue
+            if obj["kind"] == "HorizontalPodAutoscaler":
+                return str(obj["metadata"]["name"])
+            if obj["kind"] == "ScaledObject":
+                return f"keda-hpa-{obj['metadata']['name']}"  # KEDA's naming
+        raise AssertionError(f"nothing scales {deployment}")
+
+    def app_pod(self) -> str:
+        return f"{self.plan.app.deployment}{POD_HASH}"
+
+
+def _containers(obj: dict[str, Any]) -> list[dict[str, Any]]:
+    return list(obj["spec"]["template"]["spec"]["containers"])
+
+
+def render(body: dict[str, Any], *, engines: bool) -> Rendered | None:
+    body.setdefault("metadata", {})["uid"] = "11111111-2222-3333-4444-555555555555"
+    planned = plan_mod.plan(
+        v1alpha1.parse_profile(body),
+        facts=plan_mod.Facts(
+            keda=engines, cnpg=engines, cnpg_cluster=CNPG_CLUSTER if engines else None
+        ),
+    )
+    if not planned.ok or planned.alerts is None:
+        return None
+    objects = list(desired.build(planned, CREDS, app_pod_selector=APP_SELECTOR).values())
+    return Rendered(planned, objects)
+
+
+def _profiles() -> Iterator[tuple[str, dict[str, Any], bool]]:
+    for example in EXAMPLES:
+        for index, body in enumerate(yaml.safe_load_all(example.read_text())):
+            text = example.read_text()
+            engines = [False] + ([True] if "queues:" in text or "mode: cnpg" in text else [])
+            for engine in engines:
+                suffix = f"-{index}" if index else ""
+                yield f"{example.stem}{suffix}{'-engines' if engine else ''}", body, engine
+    for name in ("shop-scaled", "shop-standbys"):
+        body = yaml.safe_load((ROOT / "examples" / f"{name}.yaml").read_text())
+        body["spec"]["alerts"] = CUSTOM_ALERTS
+        yield f"{name}-custom-thresholds", body, False
+
+
+PROFILES = [
+    (case_id, rendered)
+    for case_id, body, engines in _profiles()
+    if (rendered := render(body, engines=engines)) is not None
+]
+
+
+# --- series -----------------------------------------------------------------------
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else repr(float(value))
+
+
+def series(metric: str, labels: dict[str, str], values: str) -> dict[str, str]:
+    inner = ",".join(f'{k}="{v}"' for k, v in labels.items())
+    return {"series": f"{metric}{{{inner}}}", "values": values}
+
+
+@dataclass
+class Case:
+    """Input series and the alert's labels beyond the rule's own (None: silent)."""
+
+    what: str
+    series: list[dict[str, str]]
+    labels: dict[str, str] | None = field(default=None)
+
+
+@dataclass
+class Context:
+    rendered: Rendered
+    rule: dict[str, Any]
+    samples: int  # per series
+
+    @property
+    def ns(self) -> str:
+        return self.rendered.plan.namespace
+
+    def gauge(self, metric: str, labels: dict[str, str], value: float) -> dict[str, str]:
+        return series(metric, labels, f"{_number(value)}x{self.samples}")
+
+    def counter(self, metric: str, labels: dict[str, str], per_minute: float) -> dict[str, str]:
+        step = per_minute * INTERVAL_MINUTES
+        return series(metric, labels, f"0+{_number(step)}x{self.samples}")
+
+    def pool(self) -> monitoring.PoolLimits:
+        role = self.rule["labels"]["pool"]
+        (found,) = [p for p in self.rendered.alerts.pools if p.role == role]
+        return found
+
+    def redis(self) -> monitoring.RedisLimits:
+        (found,) = [r for r in self.rendered.alerts.redis if r.name == self.rule["labels"]["redis"]]
+        return found
+
+    def queue(self) -> monitoring.QueueLimits:
+        (found,) = [
+            q for q in self.rendered.alerts.queues if q.name == self.rule["labels"]["queue"]
+        ]
+        return found
+
+
+Cases = Callable[[Context], list[Case]]
+
+
+def _pool_gauge(metric: str, breach: float, healthy: float, *, pools: bool) -> Cases:
+    """A per-pod PgBouncer gauge: SHOW POOLS (labels database, user) or SHOW DATABASES
+    (name, database, ...), on one pooler pod."""
+
+    def cases(ctx: Context) -> list[Case]:
+        pool = ctx.pool()
+        pod = ctx.rendered.pooler_pod(pool.role)
+        labels = {"namespace": ctx.ns, "pod": pod, "database": pool.database}
+        labels |= {"user": "app"} if pools else {"name": pool.database, "pool_mode": "transaction"}
+        value = {"breach": breach, "healthy": healthy}
+        limits = {"pool": pool, "max_wait": ctx.rendered.alerts.settings.pooler.max_wait_seconds}
+        return [
+            Case(
+                "breach",
+                [ctx.gauge(metric, labels, _resolve(value["breach"], limits))],
+                {"namespace": ctx.ns, "pod": pod},
+            ),
+            Case("healthy", [ctx.gauge(metric, labels, _resolve(value["healthy"], limits))]),
+        ]
+
+    return cases
+
+
+def _resolve(value: Any, limits: dict[str, Any]) -> float:
+    return float(value(limits) if callable(value) else value)
+
+
+def _down(metric: str, pod_of: Callable[[Context], str]) -> Cases:
+    def cases(ctx: Context) -> list[Case]:
+        pod = pod_of(ctx)
+        labels = {"namespace": ctx.ns, "pod": pod}
+        target = labels | {"job": "exporters", "instance": "10.0.0.7:9000"}
+        fired = {"namespace": ctx.ns, "pod": pod}
+        return [
+            Case(
+                "exporter reports 0",
+                [ctx.gauge(metric, target, 0), ctx.gauge("up", target, 1)],
+                fired,
+            ),
+            Case("scrape fails", [ctx.gauge("up", target, 0)], fired),
+            Case("healthy", [ctx.gauge(metric, target, 1), ctx.gauge("up", target, 1)]),
+        ]
+
+    return cases
+
+
+def _primary(level: str) -> Cases:
+    """The poolers' server connections summed over two write pooler pods."""
+
+    def cases(ctx: Context) -> list[Case]:
+        threshold = getattr(ctx.rendered.alerts.primary, level)
+        (pool,) = [p for p in ctx.rendered.alerts.pools if p.role == "rw"]
+        base = ctx.rendered.pooler_pod("rw")[: -len(POD_HASH)]
+        pods = [f"{base}{POD_HASH}", f"{base}-7c9d5b8f4-q8w2n"]
+
+        def split(total: int) -> list[dict[str, str]]:
+            first = total // 2
+            return [
+                ctx.gauge(
+                    "pgbouncer_databases_current_connections",
+                    {
+                        "namespace": ctx.ns,
+                        "pod": pod,
+                        "name": pool.database,
+                        "database": pool.database,
+                    },
+                    share,
+                )
+                for pod, share in zip(pods, (first, total - first), strict=True)
+            ]
+
+        return [
+            Case("breach", split(threshold), {"namespace": ctx.ns}),
+            Case("healthy", split(threshold - 1)),
+        ]
+
+    return cases
+
+
+def _redis_memory(ctx: Context) -> list[Case]:
+    inst = ctx.redis()
+    pod = ctx.rendered.redis_pod(inst.name)
+    labels = {"namespace": ctx.ns, "pod": pod}
+    return [
+        Case(
+            "breach",
+            [ctx.gauge("redis_memory_used_bytes", labels, inst.memory_warning_bytes)],
+            {"namespace": ctx.ns, "pod": pod},
+        ),
+        Case(
+            "healthy", [ctx.gauge("redis_memory_used_bytes", labels, inst.memory_warning_bytes - 1)]
+        ),
+    ]
+
+
+def _evicting(ctx: Context) -> list[Case]:
+    inst = ctx.redis()
+    labels = {"namespace": ctx.ns, "pod": ctx.rendered.redis_pod(inst.name)}
+    return [
+        Case(
+            "breach", [ctx.counter("redis_evicted_keys_total", labels, 10)], {"namespace": ctx.ns}
+        ),
+        Case("healthy", [ctx.counter("redis_evicted_keys_total", labels, 0)]),
+    ]
+
+
+def _hit_rate(ctx: Context) -> list[Case]:
+    target = ctx.rendered.alerts.settings.cache.hit_rate_min
+    labels = {"namespace": ctx.ns, "pod": ctx.rendered.redis_pod(ctx.redis().name)}
+    lookups = 10_000  # per minute; one percent of the target either side
+    margin = max(1, math.ceil(target * lookups / 100))
+
+    def lookups_with(hits: int) -> list[dict[str, str]]:
+        return [
+            ctx.counter("redis_keyspace_hits_total", labels, hits),
+            ctx.counter("redis_keyspace_misses_total", labels, lookups - hits),
+        ]
+
+    below = max(0, math.floor(target * lookups) - margin)
+    above = min(lookups, math.ceil(target * lookups) + margin)
+    return [
+        Case("breach", lookups_with(below), {"namespace": ctx.ns}),
+        Case("healthy", lookups_with(above)),
+    ]
+
+
+def _backlog(ctx: Context) -> list[Case]:
+    queue = ctx.queue()
+    key = ctx.rendered.queue_key(queue)
+    labels = {
+        "namespace": ctx.ns,
+        "pod": ctx.rendered.redis_pod(queue.redis),
+        "db": "db0",
+        "key": key,
+    }
+    return [
+        Case(
+            "breach",
+            [ctx.gauge("redis_key_size", labels, queue.drain_ceiling + 1)],
+            {"namespace": ctx.ns, "key": key},
+        ),
+        Case("healthy", [ctx.gauge("redis_key_size", labels, queue.drain_ceiling)]),
+    ]
+
+
+def _at_max(hpa_of: Callable[[Context], tuple[str, int]]) -> Cases:
+    def cases(ctx: Context) -> list[Case]:
+        hpa, ceiling = hpa_of(ctx)
+        labels = {"namespace": ctx.ns, "horizontalpodautoscaler": hpa, "job": "kube-state-metrics"}
+
+        def replicas_now(current: int) -> list[dict[str, str]]:
+            return [
+                ctx.gauge("kube_horizontalpodautoscaler_status_current_replicas", labels, current),
+                ctx.gauge("kube_horizontalpodautoscaler_spec_max_replicas", labels, ceiling),
+            ]
+
+        return [
+            Case(
+                "breach",
+                replicas_now(ceiling),
+                {"namespace": ctx.ns, "horizontalpodautoscaler": hpa},
+            ),
+            Case("healthy", replicas_now(ceiling - 1)),
+        ]
+
+    return cases
+
+
+def _workers_hpa(ctx: Context) -> tuple[str, int]:
+    queue = ctx.queue()
+    (deployment,) = [
+        o["metadata"]["name"]
+        for o in ctx.rendered.named("Deployment")
+        if o["metadata"]["name"].endswith(f"-worker-{queue.name}")
+    ]
+    return ctx.rendered.hpa_of(deployment), queue.max_replicas
+
+
+def _app_hpa(ctx: Context) -> tuple[str, int]:
+    return ctx.rendered.hpa_of(
+        ctx.rendered.plan.app.deployment
+    ), ctx.rendered.alerts.app.max_replicas
+
+
+def _app_metrics(ctx: Context) -> v1alpha1.AppMetrics:
+    metrics = ctx.rendered.alerts.settings.app.metrics
+    assert metrics is not None
+    return metrics
+
+
+def _latency(ctx: Context) -> list[Case]:
+    limit = ctx.rendered.alerts.settings.app.p95_latency_seconds
+    metrics = _app_metrics(ctx)
+    labels = {"namespace": ctx.ns, "pod": ctx.rendered.app_pod(), metrics.status_label: "200"}
+    # buckets 5% either side of the limit: the p95 lands within 5% of it
+    bounds = [0.95 * limit, limit, 1.05 * limit]
+
+    def requests_in(upper: float) -> list[dict[str, str]]:
+        """60 requests a minute, every one in the bucket up to ``upper``: the p95 is
+        interpolated inside that bucket."""
+        out = []
+        for le in [*bounds, math.inf]:
+            count = 60 if le >= upper else 0
+            name = "+Inf" if le == math.inf else f"{le:g}"
+            out.append(ctx.counter(f"{metrics.histogram}_bucket", labels | {"le": name}, count))
+        return out
+
+    return [
+        Case("breach", requests_in(1.05 * limit), {"namespace": ctx.ns}),  # p95 1.0475 x limit
+        Case("healthy", requests_in(limit)),  # p95 0.9975 x limit
+    ]
+
+
+def _errors(ctx: Context) -> list[Case]:
+    ratio = ctx.rendered.alerts.settings.app.error_ratio
+    metrics = _app_metrics(ctx)
+    total = 1_000_000  # requests a minute; one percent of the target either side
+    margin = max(1, math.ceil(ratio * total / 100))
+    pod = ctx.rendered.app_pod()
+
+    def failing(count: int) -> list[dict[str, str]]:
+        base = {"namespace": ctx.ns, "pod": pod}
+        return [
+            ctx.counter(f"{metrics.histogram}_count", base | {metrics.status_label: "503"}, count),
+            ctx.counter(
+                f"{metrics.histogram}_count", base | {metrics.status_label: "200"}, total - count
+            ),
+        ]
+
+    return [
+        Case(
+            "breach", failing(min(total, math.ceil(ratio * total) + margin)), {"namespace": ctx.ns}
+        ),
+        Case("healthy", failing(max(0, math.floor(ratio * total) - margin))),
+    ]
+
+
+def _cpu(ctx: Context) -> list[Case]:
+    percent = ctx.rendered.alerts.settings.app.cpu_percent
+    request = 0.5  # cores
+    pod = ctx.rendered.app_pod()
+    container = {"namespace": ctx.ns, "pod": pod, "container": "app"}
+
+    def using(share_percent: float) -> list[dict[str, str]]:
+        cores = request * share_percent / 100
+        return [
+            ctx.counter("container_cpu_usage_seconds_total", container, cores * 60),
+            # the pod's own cgroup (container="") and the pause container are not the app's
+            ctx.counter("container_cpu_usage_seconds_total", container | {"container": ""}, 600),
+            ctx.counter("container_cpu_usage_seconds_total", container | {"container": "POD"}, 600),
+            ctx.gauge(
+                "kube_pod_container_resource_requests",
+                container | {"resource": "cpu", "unit": "core"},
+                request,
+            ),
+        ]
+
+    return [
+        Case("breach", using(percent * 1.02), {"namespace": ctx.ns}),
+        Case("healthy", using(percent * 0.98)),
+    ]
+
+
+def _memory(ctx: Context) -> list[Case]:
+    limit = ctx.rendered.alerts.app.memory_bytes
+    pod = ctx.rendered.app_pod()
+    base = {"namespace": ctx.ns, "pod": pod}
+
+    def working_set(total: int) -> list[dict[str, str]]:
+        first = total // 2
+        return [
+            ctx.gauge("container_memory_working_set_bytes", base | {"container": "app"}, first),
+            ctx.gauge(
+                "container_memory_working_set_bytes", base | {"container": "sidecar"}, total - first
+            ),
+            ctx.gauge("container_memory_working_set_bytes", base | {"container": ""}, 4 * limit),
+        ]
+
+    return [
+        Case("breach", working_set(limit + 1), {"namespace": ctx.ns, "pod": pod}),
+        Case("healthy", working_set(limit)),
+    ]
+
+
+def _replica_lag(ctx: Context) -> list[Case]:
+    plan = ctx.rendered.plan
+    base = {
+        "namespace": ctx.ns,
+        "profile": plan.name,
+        "condition": "ReadReplicasInPool",
+        "pod": "headroom-0",
+    }
+
+    def verdict(in_pool: bool) -> list[dict[str, str]]:
+        return [
+            ctx.gauge("headroom_profile_condition", base | {"status": "True"}, int(in_pool)),
+            ctx.gauge("headroom_profile_condition", base | {"status": "False"}, int(not in_pool)),
+        ]
+
+    return [
+        Case("breach", verdict(False), {"namespace": ctx.ns, "profile": plan.name}),
+        Case("healthy", verdict(True)),
+    ]
+
+
+CASES: dict[str, Cases] = {
+    "HeadroomPoolerConnectionsHigh": _pool_gauge(
+        "pgbouncer_databases_current_connections",
+        lambda x: x["pool"].warning,
+        lambda x: x["pool"].warning - 1,
+        pools=False,
+    ),
+    "HeadroomPoolerConnectionsCritical": _pool_gauge(
+        "pgbouncer_databases_current_connections",
+        lambda x: x["pool"].critical,
+        lambda x: x["pool"].critical - 1,
+        pools=False,
+    ),
+    "HeadroomPoolerClientsWaiting": _pool_gauge(
+        "pgbouncer_pools_client_waiting_connections", 1, 0, pools=True
+    ),
+    # the exporter reports whole seconds
+    "HeadroomPoolerMaxWaitHigh": _pool_gauge(
+        "pgbouncer_pools_client_maxwait_seconds",
+        lambda x: math.floor(x["max_wait"]) + 1,
+        lambda x: math.floor(x["max_wait"]),
+        pools=True,
+    ),
+    "HeadroomPoolerDown": _down(
+        "pgbouncer_up", lambda ctx: ctx.rendered.pooler_pod(ctx.pool().role)
+    ),
+    "HeadroomPrimaryConnectionsHigh": _primary("warning"),
+    "HeadroomPrimaryConnectionsCritical": _primary("critical"),
+    "HeadroomReadReplicaLagging": _replica_lag,
+    "HeadroomRedisMemoryHigh": _redis_memory,
+    "HeadroomRedisEvicting": _evicting,
+    "HeadroomQueueRedisEvicting": _evicting,
+    "HeadroomRedisHitRateLow": _hit_rate,
+    "HeadroomRedisDown": _down("redis_up", lambda ctx: ctx.rendered.redis_pod(ctx.redis().name)),
+    "HeadroomQueueBacklogHigh": _backlog,
+    "HeadroomWorkersAtMax": _at_max(_workers_hpa),
+    "HeadroomAppAtMaxReplicas": _at_max(_app_hpa),
+    "HeadroomAppLatencyHigh": _latency,
+    "HeadroomAppErrorRatioHigh": _errors,
+    "HeadroomAppCPUHigh": _cpu,
+    "HeadroomAppMemoryHigh": _memory,
+}
+
+_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 31536000}
+
+
+def seconds(duration: str) -> float:
+    parts = re.findall(r"(\d+)(ms|s|m|h|d|w|y)", duration)
+    assert "".join(n + u for n, u in parts) == duration, duration
+    return sum(int(n) * _UNITS[u] for n, u in parts)
+
+
+# --- promtool ---------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def promtool(prometheus_tools: prometheus_servers.PrometheusTools) -> str:
+    return str(prometheus_tools.promtool)
+
+
+def _promtool(promtool: str, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [promtool, *args], cwd=cwd, capture_output=True, text=True, timeout=300, check=False
+    )
+
+
+def _unit_tests(rendered: Rendered) -> tuple[list[dict[str, Any]], int]:
+    """promtool tests: per rule, one per case; and how many rules."""
+    tests = []
+    rules = [r for g in alerts.rule_groups(rendered.plan) for r in g["rules"] if "alert" in r]
+    for rule in rules:
+        name = rule["alert"]
+        assert name in CASES, f"no promtool case for alert {name}: add one to CASES"
+        wait = seconds(rule.get("for", "0s"))
+        # the rate windows (5m) filled, then the whole `for:` breached
+        eval_minutes = math.ceil(wait / 60) + 10
+        ctx = Context(rendered, rule, samples=eval_minutes // INTERVAL_MINUTES + 1)
+        cases = CASES[name](ctx)
+        assert any(c.labels for c in cases) and any(c.labels is None for c in cases), name
+        for case in cases:
+            fired = [] if case.labels is None else [{"exp_labels": rule["labels"] | case.labels}]
+            tests.append(
+                {
+                    "name": f"{name} {rule['labels']} {case.what}",
+                    "interval": f"{INTERVAL_MINUTES}m",
+                    "input_series": case.series,
+                    "alert_rule_test": [
+                        {"eval_time": f"{eval_minutes}m", "alertname": name, "exp_alerts": fired}
+                    ],
+                }
+            )
+    return tests, len(rules)
+
+
+def _without_annotations(rendered: Rendered) -> str:
+    groups = alerts.rule_groups(rendered.plan)
+    stripped = [
+        {**g, "rules": [{k: v for k, v in r.items() if k != "annotations"} for r in g["rules"]]}
+        for g in groups
+    ]
+    return yaml.safe_dump({"groups": stripped}, sort_keys=False)
+
+
+@pytest.mark.parametrize(("case_id", "rendered"), PROFILES, ids=[p[0] for p in PROFILES])
+def test_rendered_rules_pass_promtool_check(
+    promtool: str, tmp_path: Path, case_id: str, rendered: Rendered
+) -> None:
+    path = tmp_path / "rules.yaml"
+    path.write_text(alerts.rule_file(rendered.plan))
+    done = _promtool(promtool, "check", "rules", str(path), cwd=tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    count = sum(len(g["rules"]) for g in alerts.rule_groups(rendered.plan))
+    assert count > 0
+    assert f"SUCCESS: {count} rules found" in done.stdout, done.stdout
+
+
+@pytest.mark.parametrize(("case_id", "rendered"), PROFILES, ids=[p[0] for p in PROFILES])
+def test_each_alert_fires_on_a_breach_and_stays_silent_when_healthy(
+    promtool: str, tmp_path: Path, case_id: str, rendered: Rendered
+) -> None:
+    (tmp_path / "rules.yaml").write_text(_without_annotations(rendered))
+    tests, rules = _unit_tests(rendered)
+    assert rules > 0
+    (tmp_path / "tests.yaml").write_text(
+        yaml.safe_dump(
+            {"rule_files": ["rules.yaml"], "evaluation_interval": "1m", "tests": tests},
+            sort_keys=False,
+        )
+    )
+    done = _promtool(promtool, "test", "rules", "tests.yaml", cwd=tmp_path)
+    assert done.returncode == 0, (done.stdout + done.stderr)[-8000:]
+    assert "SUCCESS" in done.stdout
+
+
+def test_a_wrong_threshold_fails_the_promtool_cases(promtool: str, tmp_path: Path) -> None:
+    """The cases are not vacuous: the shop profile's rules with one threshold moved
+    by one connection no longer pass."""
+    (_, rendered) = next(p for p in PROFILES if p[0] == "shop")
+    groups = alerts.rule_groups(rendered.plan)
+    (pool,) = [p for p in rendered.alerts.pools if p.role == "rw"]
+    for group in groups:
+        for rule in group["rules"]:
+            rule.pop("annotations", None)
+            if rule.get("alert") == "HeadroomPoolerConnectionsHigh":
+                rule["expr"] = rule["expr"].replace(f">= {pool.warning}", f">= {pool.warning + 1}")
+    (tmp_path / "rules.yaml").write_text(yaml.safe_dump({"groups": groups}, sort_keys=False))
+    tests, _ = _unit_tests(rendered)
+    (tmp_path / "tests.yaml").write_text(
+        yaml.safe_dump({"rule_files": ["rules.yaml"], "evaluation_interval": "1m", "tests": tests})
+    )
+    done = _promtool(promtool, "test", "rules", "tests.yaml", cwd=tmp_path)
+    assert done.returncode != 0
+    assert "HeadroomPoolerConnectionsHigh" in done.stdout + done.stderr
