@@ -82,6 +82,10 @@ def s3_bucket(name: str = "files", **s3_fields: Any) -> dict[str, Any]:
     return {"name": name, "s3": s3}
 
 
+def builtin_bucket(name: str = "photos", **fields: Any) -> dict[str, Any]:
+    return {"name": name, "builtin": {}, **fields}
+
+
 def external_replicas(*hosts: dict[str, Any]) -> dict[str, Any]:
     """spec.database.readReplicas of mode external with ``hosts``."""
     return {"mode": "external", "hosts": list(hosts)}
@@ -109,6 +113,26 @@ BAD: list[tuple[str, dict[str, Any], str]] = [
         "set exactly one provider",
     ),
     ("bucket-no-provider", {"storage": buckets({"name": "uploads"})}, "set exactly one provider"),
+    (
+        "builtin-buckets-two-servers",
+        {
+            "storage": buckets(
+                builtin_bucket("avatars", builtin={"storage": {"size": "20Gi"}}),
+                builtin_bucket("photos", builtin={"storage": {"size": "5Gi"}}),
+            )
+        },
+        "buckets[1].builtin differs from buckets[0].builtin",
+    ),
+    (
+        "builtin-volume-size-zero",
+        {"storage": buckets(builtin_bucket(builtin={"storage": {"size": "0"}}))},
+        "spec.storage.buckets[0].builtin.storage.size",
+    ),
+    (
+        "builtin-unknown-field",
+        {"storage": buckets(builtin_bucket(builtin={"replicas": 3}))},
+        "spec.storage.buckets[0].builtin.replicas",
+    ),
     (
         "bucket-listed-twice",
         {"storage": buckets(cosi_bucket(), cosi_bucket())},

@@ -25,7 +25,8 @@ import yaml
 
 from headroom import yamlfmt
 from headroom.api import crd, v1alpha1
-from headroom.builders import alerts, common, desired
+from headroom.builders import alerts, bucket_server, common, desired
+from headroom.planning import bucket_server as server_mod
 from headroom.planning import plan as plan_mod
 from headroom.planning import storage
 
@@ -73,13 +74,25 @@ def _load(path: str) -> list[dict[str, Any]]:
     return profiles
 
 
+# what `render` shows for the builtin server's generated keys (the operator
+# makes real ones with `secrets`); alphanumeric, as the agent's config wants
+_PLACEHOLDER_S3_KEYS = server_mod.ServerKeys(
+    root_access_key="REPLACEgeneratedRootKey",
+    root_secret_key="REPLACE-generated-by-headroom",  # noqa: S106 - a placeholder
+    app_access_key="REPLACEgeneratedAppKey",
+    app_secret_key="REPLACE-generated-by-headroom",  # noqa: S106 - a placeholder
+)
+
+
 def _placeholder_buckets(plan: plan_mod.Plan) -> dict[str, storage.BucketCredentials]:
     """What the binding would hold: an s3 bucket's own endpoint and name, the
     Secret keys the operator reads the rest from."""
     found = {}
     for bucket in plan.buckets:
         source = f"<{bucket.credentials_secret}"
-        if bucket.s3 is not None:
+        if bucket.builtin is not None:
+            found[bucket.name] = bucket_server.credentials(plan, bucket, _PLACEHOLDER_S3_KEYS)
+        elif bucket.s3 is not None:
             ref = bucket.s3.credentials_secret
             found[bucket.name] = storage.BucketCredentials(
                 endpoint=bucket.s3.endpoint,
@@ -107,6 +120,7 @@ def _placeholder_credentials(
     ref = profile.spec.database.credentials_secret
     return common.Credentials(
         buckets=_placeholder_buckets(plan),
+        s3_server=_PLACEHOLDER_S3_KEYS if any(b.builtin for b in plan.buckets) else None,
         username=f"<{ref.name}/{ref.username_key}>",
         password=f"<{ref.name}/{ref.password_key}>",
         stats_password="<generated>",  # noqa: S106 - a placeholder
@@ -166,6 +180,12 @@ def _bucket_rows(plan: plan_mod.Plan) -> list[tuple[str, str]]:
                 f"cosi {version}: BucketClaim {bucket.claim_name} (class "
                 f"{bucket.cosi.bucket_class_name}), BucketAccess (class "
                 f"{bucket.cosi.bucket_access_class_name}) -> Secret {bucket.credentials_secret}"
+            )
+        elif bucket.builtin is not None:
+            source = (
+                f"builtin: on {bucket_server.endpoint(plan)} (versitygw "
+                f"{bucket.builtin.image.rsplit(':', 1)[-1]}), app keys in Secret "
+                f"{bucket_server.app_secret_name(plan)}"
             )
         else:
             assert bucket.s3 is not None

@@ -36,6 +36,7 @@ from tests import profiles
 from headroom.agent import bucket as agent_mod
 from headroom.api import v1alpha1
 from headroom.builders import bucket_server as bucket_builder
+from headroom.builders import common, desired
 from headroom.planning import bucket_server
 from headroom.planning import plan as plan_mod
 from headroom.s3 import client as s3_client
@@ -46,29 +47,28 @@ MAX_UPLOAD_BYTES = 1024 * 1024  # the declared upload limit signed into POST pol
 StartGW = Callable[..., s3_servers.VersityGW]
 
 
-KEYS = bucket_server.ServerKeys(
+KEYS = bucket_server.ServerKeys(  # as the engine generates them
     root_access_key=secrets.token_hex(10),
     root_secret_key=secrets.token_urlsafe(30),
     app_access_key=secrets.token_hex(10),
     app_secret_key=secrets.token_urlsafe(30),
 )
+CORS = {"allowedOrigins": [ORIGIN], "allowedMethods": ["GET", "PUT", "POST"], "maxAgeSeconds": 600}
 
 
-def _photos(*, origins: tuple[str, ...] = (ORIGIN,)) -> bucket_server.ServedBucket:
-    return bucket_server.ServedBucket(
-        name="meal-photos",
-        cors=(
-            bucket_server.CorsRule(
-                allowed_origins=origins,
-                allowed_methods=("GET", "PUT", "POST"),
-                allowed_headers=("*",),
-                max_age_seconds=600,
+def _profile(*, origins: list[str] = [ORIGIN]) -> dict[str, Any]:  # noqa: B006 - read only
+    """Seed 003's two buckets on the builtin server (examples/gym-builtin.yaml's shape)."""
+    return profiles.base(
+        storage=profiles.buckets(
+            profiles.builtin_bucket(
+                "meal-photos",
+                builtin={"storage": {"size": "20Gi"}},
+                maxUploadBytes=MAX_UPLOAD_BYTES,
+                cors={**CORS, "allowedOrigins": origins},
             ),
-        ),
+            profiles.builtin_bucket("avatars", maxUploadBytes=512 * 1024),
+        )
     )
-
-
-SERVER = bucket_server.ServerPlan(buckets=(_photos(), bucket_server.ServedBucket(name="avatars")))
 
 
 @dataclass(frozen=True)
@@ -103,11 +103,26 @@ class Rendered:
         return bucket_server.BucketServerConfig.model_validate_json(data)
 
 
-def _render(
-    server: bucket_server.ServerPlan = SERVER, keys: bucket_server.ServerKeys = KEYS
-) -> Rendered:
-    planned = plan_mod.plan(v1alpha1.parse_profile(profiles.base()))
-    return Rendered(bucket_builder.build(planned, server, keys=keys))
+def _render(body: dict[str, Any] | None = None, keys: bucket_server.ServerKeys = KEYS) -> Rendered:
+    """Every object Headroom renders for the profile, with the credentials the
+    engine derives (the builtin buckets' from the generated keys)."""
+    body = body or _profile()
+    body["metadata"]["uid"] = "11111111-2222-3333-4444-555555555555"
+    planned = plan_mod.plan(v1alpha1.parse_profile(body))
+    assert planned.ok, planned.problems
+    creds = common.Credentials(
+        username="app",
+        password="app-pw",
+        stats_password="stats-pw",
+        revision="1",
+        buckets={
+            b.name: bucket_builder.credentials(planned, b, keys)
+            for b in planned.buckets
+            if b.builtin is not None
+        },
+        s3_server=keys,
+    )
+    return Rendered(list(desired.build(planned, creds).values()))
 
 
 def _start_rendered(start_versitygw: StartGW, rendered: Rendered) -> s3_servers.VersityGW:
@@ -159,14 +174,28 @@ def _boto(endpoint: str, access_key: str, secret_key: str) -> BaseClient:
     )
 
 
+def _decoded(secret: dict[str, Any]) -> dict[str, str]:
+    return {k: base64.b64decode(v).decode() for k, v in secret["data"].items()}
+
+
+def _binding(rendered: Rendered) -> dict[str, str]:
+    return _decoded(rendered.find("Secret", "shop-binding"))
+
+
 def _app_client(rendered: Rendered, gateway: s3_servers.VersityGW) -> BaseClient:
-    """The app's client, from the rendered app Secret (what the binding carries)."""
-    data = rendered.find("Secret", "shop-s3-app")["data"]
-    access, secret = (
-        base64.b64decode(data[k]).decode()
-        for k in (bucket_builder.ACCESS_KEY, bucket_builder.SECRET_KEY)
+    """The app's client, configured from the rendered binding the way an app
+    reads it (its endpoint, a cluster Service name, moved to the local server)."""
+    env = _binding(rendered)
+    assert env["S3_ENDPOINT"] == "http://shop-s3.default.svc:7070"
+    assert env["S3_FORCE_PATH_STYLE"] == "true"
+    return boto3.client(
+        "s3",
+        endpoint_url=gateway.endpoint,
+        aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+        region_name=env["S3_REGION"],
+        config=Config(signature_version="s3v4", s3={"addressing_style": "path"}),
     )
-    return _boto(gateway.endpoint, access, secret)
 
 
 @pytest.fixture
@@ -192,7 +221,12 @@ def test_root_keys_are_not_in_the_app_secret_and_the_app_keys_are_no_admin(
     app_secret = rendered.find("Secret", "shop-s3-app")
     values = {base64.b64decode(v).decode() for v in app_secret["data"].values()}
     assert values == {KEYS.app_access_key, KEYS.app_secret_key}
-    assert not values & {KEYS.root_access_key, KEYS.root_secret_key}
+    binding = _binding(rendered)
+    assert binding["AWS_ACCESS_KEY_ID"] == KEYS.app_access_key
+    for root_value in (KEYS.root_access_key, KEYS.root_secret_key):
+        assert root_value not in binding.values()
+        for key in ("shop-binding-meal-photos", "shop-binding-avatars"):
+            assert root_value not in _decoded(rendered.find("Secret", key))
     assert "shop-s3-root" not in yaml.safe_dump(rendered.container("versitygw")["args"])
     # the app's keys cannot reach the admin API's users (even from inside the pod)
     app_admin = s3_client.Client(
@@ -308,12 +342,14 @@ def test_presigned_post_with_the_size_limit_accepts_500kb_and_refuses_2mb(
     provisioned: tuple[s3_servers.VersityGW, BaseClient],
 ) -> None:
     _, app = provisioned
+    limit = int(_binding(_render())["S3_MEAL_PHOTOS_MAX_UPLOAD_BYTES"])
+    assert limit == MAX_UPLOAD_BYTES
     outcomes = {}
     for size in (500 * 1024, 2 * 1024 * 1024):
         post = app.generate_presigned_post(
             "meal-photos",
             f"uploads/{size}.bin",
-            Conditions=[["content-length-range", 1, MAX_UPLOAD_BYTES]],
+            Conditions=[["content-length-range", 1, limit]],
             ExpiresIn=300,
         )
         outcomes[size] = _post_form(post["url"], post["fields"], secrets.token_bytes(size))
@@ -337,21 +373,46 @@ def test_agent_applies_changed_cors_and_a_new_app_secret(
     # the profile's CORS changes and the app Secret is made anew: the next
     # pod's agent (the pod template changed) applies both
     new_keys = dataclasses.replace(KEYS, app_secret_key=secrets.token_urlsafe(30))
-    changed = _render(
-        dataclasses.replace(SERVER, buckets=(_photos(origins=(OTHER_ORIGIN,)),)), new_keys
-    )
+    changed = _render(_profile(origins=[OTHER_ORIGIN]), new_keys)
     assert (
         changed.find("StatefulSet", "shop-s3")["spec"]["template"]["metadata"]["annotations"]
         != rendered.find("StatefulSet", "shop-s3")["spec"]["template"]["metadata"]["annotations"]
     )
     changes = _agent(changed, gateway, tmp_path / "provisioned").step()
-    assert changes == ["bucket meal-photos: CORS applied (1 rules)"]
+    # a new pod's agent sends every bucket's CORS once; no user or bucket is made again
+    assert changes == ["bucket meal-photos: CORS applied (1 rules)", "bucket avatars: no CORS"]
     assert _preflight(gateway, OTHER_ORIGIN).status == 200
     assert _preflight(gateway, ORIGIN).status == 403
     _app_client(changed, gateway).head_bucket(Bucket="meal-photos")
     with pytest.raises(ClientError) as old:
         _app_client(rendered, gateway).head_bucket(Bucket="meal-photos")
     assert old.value.response["Error"]["Code"] in ("403", "SignatureDoesNotMatch")
+
+
+def test_a_new_profile_on_the_retained_volume_gets_the_old_objects(
+    provisioned: tuple[s3_servers.VersityGW, BaseClient], tmp_path: Path
+) -> None:
+    """The profile is deleted and made again: the retained PVC (here: the same
+    server dir) meets new generated keys; the agent hands the buckets over."""
+    gateway, old_app = provisioned
+    old_app.put_object(Bucket="meal-photos", Key="kept.jpg", Body=b"photo")
+    new_keys = bucket_server.ServerKeys(
+        root_access_key=KEYS.root_access_key,  # the server process is the same one here
+        root_secret_key=KEYS.root_secret_key,
+        app_access_key=secrets.token_hex(10),
+        app_secret_key=secrets.token_urlsafe(30),
+    )
+    again = _render(keys=new_keys)
+    changes = _agent(again, gateway, tmp_path / "again").step()
+    assert f"created user {new_keys.app_access_key}" in changes
+    assert (
+        f"bucket meal-photos: owner {KEYS.app_access_key} -> {new_keys.app_access_key}" in changes
+    )
+    new_app = _app_client(again, gateway)
+    assert new_app.get_object(Bucket="meal-photos", Key="kept.jpg")["Body"].read() == b"photo"
+    with pytest.raises(ClientError) as old:
+        old_app.get_object(Bucket="meal-photos", Key="kept.jpg")
+    assert old.value.response["Error"]["Code"] == "AccessDenied"
 
 
 def test_a_wrong_key_is_an_s3_error_that_names_no_secret(start_versitygw: StartGW) -> None:

@@ -4,14 +4,22 @@ config model refusing what could inject into the XML it sends."""
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import xml.etree.ElementTree as ET
+from typing import Any
 
 import pytest
 from pydantic import ValidationError
 
-from headroom.planning import bucket_server
+from headroom.api import v1alpha1
+from headroom.builders import bucket_server as bucket_builder
+from headroom.builders import common, desired
+from headroom.planning import bucket_server, storage
+from headroom.planning import plan as plan_mod
+from headroom.reconcile import observe
 from headroom.s3 import sigv4
+from tests import profiles
 
 # "Example: GET Object" of the S3 API reference, "Signature Calculations for the
 # Authorization Header: Transferring Payload in a Single Chunk".
@@ -100,3 +108,129 @@ def test_server_keeps_the_admin_api_on_localhost() -> None:
     args = bucket_server.server_args()
     assert args[args.index("--admin-port") + 1].startswith("127.0.0.1:")
     assert args[-2:] == ["posix", bucket_server.BUCKETS_DIR]
+
+
+# -- the builtin provider through the plan, the builders and StorageReady ------------
+
+KEYS = bucket_server.ServerKeys(
+    root_access_key="0123456789abcdefroot",
+    root_secret_key="root-secret-0123456789abcdef0123456789ab",
+    app_access_key="0123456789abcdef0app",
+    app_secret_key="app-secret-0123456789abcdef0123456789abc",
+)
+
+
+def _planned(*entries: dict[str, Any]) -> plan_mod.Plan:
+    body = profiles.base(storage=profiles.buckets(*entries))
+    body["metadata"]["uid"] = "11111111-2222-3333-4444-555555555555"
+    return plan_mod.plan(v1alpha1.parse_profile(body))
+
+
+def _objects(planned: plan_mod.Plan) -> dict[str, dict[str, Any]]:
+    found = {
+        b.name: bucket_builder.credentials(planned, b, KEYS)
+        for b in planned.buckets
+        if b.builtin is not None
+    }
+    creds = common.Credentials(
+        username="app",
+        password="pw",
+        stats_password="stats",
+        revision="1",
+        buckets=found,
+        s3_server=KEYS,
+    )
+    return desired.build(planned, creds)
+
+
+def _decoded(secret: dict[str, Any]) -> dict[str, str]:
+    return {k: base64.b64decode(v).decode() for k, v in secret["data"].items()}
+
+
+def test_builtin_buckets_share_one_server_with_the_first_ones_settings() -> None:
+    planned = _planned(
+        profiles.builtin_bucket("avatars", builtin={"storage": {"size": "20Gi"}}),
+        profiles.builtin_bucket("photos", cors={"allowedOrigins": ["https://a.example.com"]}),
+        profiles.cosi_bucket("other"),
+    )
+    server = bucket_server.server_plan(planned.buckets)
+    assert server is not None
+    assert [b.name for b in server.buckets] == ["avatars", "photos"]
+    assert server.size == "20Gi"
+    assert server.buckets[1].cors[0].allowed_origins == ("https://a.example.com",)
+    assert server.buckets[0].cors == ()
+    objects = _objects(planned)
+    assert [k for k in objects if k.startswith("StatefulSet/")] == ["StatefulSet/shop-s3"]
+
+
+def test_no_builtin_bucket_no_server() -> None:
+    planned = _planned(profiles.cosi_bucket("other"))
+    assert bucket_server.server_plan(planned.buckets) is None
+    assert not any("shop-s3" in k for k in _objects(planned))
+
+
+@pytest.mark.parametrize(
+    ("policies", "when_deleted"),
+    [(("Retain", "Delete"), "Retain"), (("Delete", "Delete"), "Delete"), (("Retain",), "Retain")],
+)
+def test_the_servers_volume_follows_its_buckets_deletion_policies(
+    policies: tuple[str, ...], when_deleted: str
+) -> None:
+    entries = [
+        profiles.builtin_bucket(f"bucket-{i}", deletionPolicy=policy)
+        for i, policy in enumerate(policies)
+    ]
+    statefulset = _objects(_planned(*entries))["StatefulSet/shop-s3"]
+    spec = statefulset["spec"]
+    assert spec["persistentVolumeClaimRetentionPolicy"]["whenDeleted"] == when_deleted
+    template = spec["volumeClaimTemplates"][0]["metadata"]
+    retained = template.get("annotations", {}).get(storage.RETAIN_ANNOTATION)
+    assert retained == ("true" if when_deleted == "Retain" else None)
+    # the StatefulSet itself always goes with the profile
+    assert statefulset["metadata"]["ownerReferences"][0]["kind"] == "ScalingProfile"
+
+
+def test_the_binding_carries_the_app_keys_never_the_root_ones() -> None:
+    objects = _objects(_planned(profiles.builtin_bucket("photos")))
+    binding = _decoded(objects["Secret/shop-binding"])
+    assert binding["S3_ENDPOINT"] == "http://shop-s3.default.svc:7070"
+    assert binding["S3_BUCKET"] == "photos"
+    assert binding["S3_FORCE_PATH_STYLE"] == "true"
+    assert binding["AWS_ACCESS_KEY_ID"] == KEYS.app_access_key
+    assert binding["AWS_SECRET_ACCESS_KEY"] == KEYS.app_secret_key
+    every_value = "\n".join(
+        value
+        for key, obj in objects.items()
+        if key.startswith("Secret/") and key != "Secret/shop-s3-root"
+        for value in _decoded(obj).values()
+    )
+    assert KEYS.root_secret_key not in every_value
+    assert KEYS.root_access_key not in every_value
+    # only the server's pod reads the root Secret
+    readers = {
+        c["name"]
+        for obj in objects.values()
+        if obj["kind"] in ("StatefulSet", "Deployment")
+        for c in obj["spec"]["template"]["spec"]["containers"]
+        + obj["spec"]["template"]["spec"].get("initContainers", [])
+        if "shop-s3-root" in str(c.get("env", []))
+    }
+    assert readers == {"versitygw", "agent"}
+
+
+def test_storage_ready_waits_for_the_server_pod() -> None:
+    planned = _planned(profiles.builtin_bucket("photos"))
+    found = {"photos": bucket_builder.credentials(planned, planned.buckets[0], KEYS)}
+    statefulset = {"metadata": {"generation": 1}, "spec": {"replicas": 1}, "status": {}}
+    waiting = observe.storage_ready(
+        planned, {"StatefulSet/shop-s3": statefulset}, problems={}, found=found
+    )
+    assert waiting is not None
+    assert (waiting.status, waiting.reason) == ("False", "ServerNotReady")
+    statefulset["status"] = {"observedGeneration": 1, "replicas": 1, "readyReplicas": 1}
+    ready = observe.storage_ready(
+        planned, {"StatefulSet/shop-s3": statefulset}, problems={}, found=found
+    )
+    assert ready is not None
+    assert (ready.status, ready.reason) == ("True", "Ready")
+    assert KEYS.app_secret_key not in ready.message

@@ -81,7 +81,9 @@ def test_any_origin_is_never_a_default_and_needs_writing_out() -> None:
 
 def test_the_crd_rules_follow_the_provider_list() -> None:
     rules = v1alpha1.Bucket.model_json_schema()["x-kubernetes-validations"]
-    assert rules[0]["rule"] == "[has(self.cosi), has(self.s3)].filter(x, x).size() == 1"
+    assert rules[0]["rule"] == (
+        "[has(self.cosi), has(self.s3), has(self.builtin)].filter(x, x).size() == 1"
+    )
 
 
 # -- plan and builders ------------------------------------------------------------------

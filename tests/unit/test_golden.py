@@ -14,7 +14,8 @@ import yaml
 
 from headroom import yamlfmt
 from headroom.api import v1alpha1
-from headroom.builders import alerts, common, desired
+from headroom.builders import alerts, bucket_server, common, desired
+from headroom.planning import bucket_server as bucket_server_plan
 from headroom.planning import monitoring, replicas, storage
 from headroom.planning import plan as plan_mod
 
@@ -65,6 +66,24 @@ CASES = [(p, False) for p in EXAMPLES] + [
 CNPG_CLUSTER = replicas.CnpgCluster(name="shop-pg", instances=3, max_connections=200)
 
 
+# the builtin S3 server's keys, as the engine would generate them
+S3_KEYS = bucket_server_plan.ServerKeys(
+    root_access_key="0123456789abcdefroot",
+    root_secret_key="root-secret-0123456789abcdef0123456789ab",
+    app_access_key="0123456789abcdef0app",
+    app_secret_key="app-secret-0123456789abcdef0123456789abc",
+)
+
+
+def _with_builtin(planned: plan_mod.Plan) -> common.Credentials:
+    """CREDS, with the builtin buckets' credentials the engine derives from S3_KEYS."""
+    builtin = [b for b in planned.buckets if b.builtin is not None]
+    if not builtin:
+        return CREDS
+    found = {b.name: bucket_server.credentials(planned, b, S3_KEYS) for b in builtin}
+    return dataclasses.replace(CREDS, buckets={**CREDS.buckets, **found}, s3_server=S3_KEYS)
+
+
 def _render(example: Path, *, keda: bool) -> str:
     docs = []
     for body in yaml.safe_load_all(example.read_text()):
@@ -82,7 +101,9 @@ def _render(example: Path, *, keda: bool) -> str:
         if not planned.ok:
             docs.append({"problems": [str(p) for p in planned.problems]})
             continue
-        docs.extend(desired.build(planned, CREDS, app_pod_selector=APP_SELECTOR).values())
+        docs.extend(
+            desired.build(planned, _with_builtin(planned), app_pod_selector=APP_SELECTOR).values()
+        )
     return yamlfmt.dump_all(docs)
 
 

@@ -307,16 +307,11 @@ _SAME_CLAIM = (
 )
 
 
-class _Claim(_Model):
-    """A PVC per pod of a StatefulSet, retained unless the profile says otherwise."""
+class _Volume(_Model):
+    """A StatefulSet's PVC: a StorageClass, and a positive ``size`` the subclass declares."""
 
     storage_class_name: Annotated[str, Field(pattern=DNS_SUBDOMAIN, max_length=253)] | None = Field(
         default=None, description="StorageClass; the cluster default when unset."
-    )
-    delete_with_profile: bool = Field(
-        default=False,
-        description="Delete the PVCs when the profile is deleted. By default they are "
-        "retained: data outlives the profile unless this says otherwise.",
     )
 
     @field_validator("size", check_fields=False)
@@ -325,6 +320,16 @@ class _Claim(_Model):
         if quantity.parse(size) <= 0:
             raise ValueError("must be > 0")
         return size
+
+
+class _Claim(_Volume):
+    """A PVC per pod of a StatefulSet, retained unless the profile says otherwise."""
+
+    delete_with_profile: bool = Field(
+        default=False,
+        description="Delete the PVCs when the profile is deleted. By default they are "
+        "retained: data outlives the profile unless this says otherwise.",
+    )
 
 
 class StandbyStorage(_Claim):
@@ -1068,9 +1073,55 @@ class S3Bucket(_Model):
     )
 
 
+class BuiltinVolume(_Volume):
+    """The PVC of the builtin S3 server: the data of every builtin bucket."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                _cel(
+                    _SAME_CLAIM,
+                    "spec.storage.buckets[].builtin.storage.size and storageClassName cannot "
+                    "change: they are the server StatefulSet's volumeClaimTemplates, which "
+                    "Kubernetes never updates. Grow the PVC itself (kubectl patch pvc, if the "
+                    "StorageClass allows expansion)",
+                )
+            ]
+        }
+    )
+
+    size: Quantity = Field(
+        default="10Gi",
+        description="Size of the server's PVC.",
+        json_schema_extra={"x-kubernetes-validations": [_quantity_rule("> 0", "must be > 0")]},
+    )
+
+
+VERSITYGW_IMAGE = "ghcr.io/versity/versitygw:v1.8.0"
+
+
+class BuiltinBucket(_Model):
+    """A bucket on the S3 server Headroom runs itself (versitygw, Apache-2.0), for
+    clusters with neither COSI nor an external S3. One server per profile holds every
+    builtin bucket; the app gets keys of its own (never the server's root keys)."""
+
+    storage: BuiltinVolume = Field(
+        default_factory=BuiltinVolume, description="The server's volume (all builtin buckets)."
+    )
+    image: Annotated[str, Field(pattern=IMAGE, max_length=512)] = Field(
+        default=VERSITYGW_IMAGE,
+        description="versitygw image; /usr/local/bin/versitygw and mkdir must be in it.",
+    )
+    resources: Resources | None = Field(
+        default=None,
+        description="The server container's resources (default: requests cpu 50m, memory "
+        "128Mi; limit memory 512Mi).",
+    )
+
+
 # Every provider of a bucket: the Bucket field that selects it. A provider is
 # one model and one entry here (the CRD rule and the validator read it).
-BUCKET_PROVIDERS: tuple[str, ...] = ("cosi", "s3")
+BUCKET_PROVIDERS: tuple[str, ...] = ("cosi", "s3", "builtin")
 
 
 class Bucket(_Model):
@@ -1091,10 +1142,16 @@ class Bucket(_Model):
     name: BucketName = Field(
         description="The bucket's name in the profile and in the binding (S3_<NAME>_BUCKET); "
         "S3's naming rules apply. With provider s3 the real name is s3.bucketName; "
-        "COSI's driver names its bucket itself."
+        "COSI's driver names its bucket itself; a builtin bucket has this name."
     )
     cosi: CosiBucket | None = Field(default=None, description="Provisioned by COSI.")
     s3: S3Bucket | None = Field(default=None, description="An existing external bucket.")
+    builtin: BuiltinBucket | None = Field(
+        default=None,
+        description="On the S3 server Headroom runs (<profile>-s3). Every builtin bucket of a "
+        "profile is on that one server: set storage/image/resources on the first, and "
+        "leave later ones {} (or the same).",
+    )
     cors: BucketCors | None = Field(
         default=None, description="Browser access (none unless set; see BucketCors)."
     )
@@ -1156,7 +1213,22 @@ class Storage(_Model):
                     else f"bucket {bucket.name!r} is listed twice"
                 )
             seen[key] = bucket.name
+        return _one_server(buckets)
+
+
+def _one_server(buckets: list[Bucket]) -> list[Bucket]:
+    """Builtin buckets share one server: a later one's settings are unset or the first's."""
+    builtin = [(i, b.builtin) for i, b in enumerate(buckets) if b.builtin is not None]
+    if not builtin:
         return buckets
+    first_index, first = builtin[0]
+    for index, settings in builtin[1:]:
+        if settings.model_fields_set and settings != first:
+            raise ValueError(
+                f"buckets[{index}].builtin differs from buckets[{first_index}].builtin: builtin "
+                "buckets share one server; leave the later ones {} or set the same"
+            )
+    return buckets
 
 
 # --- alerts (issue 12) ---

@@ -23,6 +23,7 @@ from __future__ import annotations
 from headroom.builders import common
 from headroom.planning import bucket_server as server_mod
 from headroom.planning import plan as plan_mod
+from headroom.planning import storage
 
 COMPONENT = "object-storage"
 APP_NAME = "versitygw"
@@ -56,6 +57,20 @@ def config_name(plan: plan_mod.Plan) -> str:
 def endpoint(plan: plan_mod.Plan) -> str:
     """The S3 endpoint the app's binding names (in-cluster, plain HTTP)."""
     return f"http://{name(plan)}.{plan.namespace}.svc:{server_mod.S3_PORT}"
+
+
+def credentials(
+    plan: plan_mod.Plan, bucket: storage.BucketPlan, keys: server_mod.ServerKeys
+) -> storage.BucketCredentials:
+    """What the binding carries for a builtin bucket: the app's keys, never root's."""
+    return storage.BucketCredentials(
+        endpoint=endpoint(plan),
+        region=server_mod.REGION,
+        bucket=bucket.name,
+        access_key_id=keys.app_access_key,
+        secret_access_key=keys.app_secret_key,
+        force_path_style=True,
+    )
 
 
 def agent_config(
@@ -144,6 +159,9 @@ def build(
     }
     if server.storage_class_name:
         claim["storageClassName"] = server.storage_class_name
+    claim_meta: common.Obj = {"name": DATA_VOLUME, "labels": selector}
+    if server.retain:  # the PVC outlives the profile, and says so
+        claim_meta["annotations"] = {storage.RETAIN_ANNOTATION: "true"}
     statefulset = {
         "apiVersion": "apps/v1",
         "kind": "StatefulSet",
@@ -170,9 +188,7 @@ def build(
                     ],
                 ),
             },
-            "volumeClaimTemplates": [
-                {"metadata": {"name": DATA_VOLUME, "labels": selector}, "spec": claim}
-            ],
+            "volumeClaimTemplates": [{"metadata": claim_meta, "spec": claim}],
             "persistentVolumeClaimRetentionPolicy": {
                 "whenDeleted": "Retain" if server.retain else "Delete",
                 "whenScaled": "Retain",

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from headroom.api import v1alpha1
-from headroom.planning import names, storage
+from headroom.planning import bucket_server, names, storage
 from headroom.planning import plan as plan_mod
 
 MANAGED_BY = "headroom"
@@ -52,6 +52,8 @@ class Credentials:
     # each bucket's endpoint and key, as read from its credentials Secret (a
     # bucket whose Secret is not there yet has no entry, nor binding keys)
     buckets: dict[str, storage.BucketCredentials] = field(default_factory=dict)
+    # the builtin S3 server's generated root and app keys (builtin buckets only)
+    s3_server: bucket_server.ServerKeys | None = None
 
 
 def selector_labels(plan: plan_mod.Plan, *, component: str, name: str) -> dict[str, str]:

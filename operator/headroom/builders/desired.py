@@ -16,6 +16,7 @@ from headroom.builders import (
     alerts,
     autoscaling,
     binding,
+    bucket_server,
     buckets,
     cnpg,
     common,
@@ -26,6 +27,7 @@ from headroom.builders import (
     standby,
     workers,
 )
+from headroom.planning import bucket_server as server_mod
 from headroom.planning import plan as plan_mod
 
 POOLER = "pooler"
@@ -34,6 +36,7 @@ STANDBYS = "standbys"
 BINDING = "binding"
 AUTOSCALING = "autoscaling"
 MONITORING = "monitoring"
+OBJECT_STORE = "object-store"  # the builtin S3 server (every builtin bucket's)
 
 
 def redis_component(instance: plan_mod.RedisPlan) -> str:
@@ -59,6 +62,10 @@ def dependencies(plan: plan_mod.Plan) -> dict[str, frozenset[str]]:
     deps = {queue_component(q): frozenset({BINDING, f"redis/{q.redis}"}) for q in plan.queues}
     # the read pool reads from the standbys
     deps[READ_POOLER] = frozenset({STANDBYS}) if plan.read and plan.read.standby else frozenset()
+    # a builtin bucket lives on the server
+    for bucket in plan.buckets:
+        if bucket.builtin is not None:
+            deps[buckets.component(bucket)] = frozenset({OBJECT_STORE})
     return deps
 
 
@@ -121,6 +128,16 @@ def build_parts(
         )
     for bucket in plan.buckets:
         parts.append((buckets.component(bucket), buckets.build(plan, bucket, creds)))
+    server = server_mod.server_plan(plan.buckets)
+    if server is not None:
+        if creds.s3_server is None:
+            raise ValueError("builtin buckets need the S3 server's generated keys")
+        parts.append(
+            (
+                OBJECT_STORE,
+                bucket_server.build(plan, server, keys=creds.s3_server, app_pod_selector=selector),
+            )
+        )
     parts.append((AUTOSCALING, autoscaling.build(plan, app_pod_selector=selector)))
     parts.append(
         (

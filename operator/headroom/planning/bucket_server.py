@@ -21,12 +21,14 @@ from __future__ import annotations
 
 import re
 import xml.etree.ElementTree as ET
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Annotated, Literal
 
 from pydantic import Field
 
-from headroom.planning import agentfile
+from headroom.api import v1alpha1
+from headroom.planning import agentfile, storage
 
 VERSION: Literal[1] = 1
 S3_PORT = 7070
@@ -35,6 +37,7 @@ DATA_DIR = "/data"
 BUCKETS_DIR = f"{DATA_DIR}/buckets"
 IAM_DIR = f"{DATA_DIR}/iam"
 HEALTH_PATH = "/health"
+REGION = "us-east-1"  # versitygw's default; the binding's S3_REGION
 APP_ROLE: Literal["user"] = "user"  # versitygw role: owned buckets only, no CreateBucket
 DEFAULT_POLL_SECONDS = 30.0
 
@@ -43,7 +46,7 @@ DEFAULT_POLL_SECONDS = 30.0
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _ORIGIN = re.compile(r"^(\*|https?://[A-Za-z0-9*.-]+(:[0-9]{1,5})?)$")
 _METHOD = re.compile(r"^(GET|PUT|POST|DELETE|HEAD)$")
-_HEADER = re.compile(r"^(\*|[A-Za-z0-9*-]{1,128})$")
+_HEADER = re.compile(r"^(\*|[A-Za-z0-9!#$%&'*+.^_`|~-]{1,128})$")  # an HTTP token
 _ACCESS_KEY = re.compile(r"^[A-Za-z0-9]{8,128}$")
 _URL = re.compile(r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?$")
 
@@ -78,7 +81,7 @@ class BucketServerConfig(_Model):
     version: Literal[1] = VERSION
     s3_endpoint: Url = f"http://127.0.0.1:{S3_PORT}"
     admin_endpoint: Url = f"http://127.0.0.1:{ADMIN_PORT}"
-    region: Annotated[str, Field(pattern=r"^[a-z0-9-]{1,32}$")] = "us-east-1"
+    region: Annotated[str, Field(pattern=r"^[a-z0-9-]{1,32}$")] = REGION
     app_access_key: Annotated[str, agentfile.charset(_ACCESS_KEY, "access key")]
     app_role: Literal["user"] = APP_ROLE
     buckets: tuple[ServedBucket, ...] = Field(min_length=1)
@@ -128,9 +131,11 @@ def server_args() -> list[str]:
     ]
 
 
-DEFAULT_IMAGE = "ghcr.io/versity/versitygw:v1.8.0"
+DEFAULT_IMAGE = v1alpha1.VERSITYGW_IMAGE
 BINARY = "/usr/local/bin/versitygw"  # where the upstream image puts it
 RUN_AS = 10001  # any non-root uid: the PVC is made writable by fsGroup
+DEFAULT_REQUESTS = (("cpu", "50m"), ("memory", "128Mi"))
+DEFAULT_LIMITS = (("memory", "512Mi"),)
 
 
 @dataclass(frozen=True)
@@ -143,10 +148,10 @@ class ServerPlan:
     size: str = "10Gi"
     storage_class_name: str | None = None
     image: str = DEFAULT_IMAGE
-    requests: tuple[tuple[str, str], ...] = (("cpu", "50m"), ("memory", "128Mi"))
-    limits: tuple[tuple[str, str], ...] = (("memory", "512Mi"),)
+    requests: tuple[tuple[str, str], ...] = DEFAULT_REQUESTS
+    limits: tuple[tuple[str, str], ...] = DEFAULT_LIMITS
     retain: bool = True
-    region: str = "us-east-1"
+    region: str = REGION
 
 
 @dataclass(frozen=True)
@@ -158,3 +163,38 @@ class ServerKeys:
     root_secret_key: str = field(repr=False)
     app_access_key: str
     app_secret_key: str = field(repr=False)
+
+
+def cors_rules(cors: v1alpha1.BucketCors | None) -> tuple[CorsRule, ...]:
+    """spec.storage.buckets[].cors as the server's one CORS rule (none: no CORS)."""
+    if cors is None:
+        return ()
+    return (
+        CorsRule(
+            allowed_origins=tuple(cors.allowed_origins),
+            allowed_methods=tuple(cors.allowed_methods),
+            allowed_headers=tuple(cors.allowed_headers),
+            expose_headers=tuple(cors.expose_headers),
+            max_age_seconds=cors.max_age_seconds,
+        ),
+    )
+
+
+def server_plan(buckets: Sequence[storage.BucketPlan]) -> ServerPlan | None:
+    """The profile's builtin server, None when no bucket is builtin. The first
+    builtin bucket's settings are the server's (the API refuses others that differ)."""
+    builtin = [b for b in buckets if b.builtin is not None]
+    if not builtin:
+        return None
+    first = builtin[0].builtin
+    assert first is not None
+    resources = first.resources
+    return ServerPlan(
+        buckets=tuple(ServedBucket(name=b.name, cors=cors_rules(b.cors)) for b in builtin),
+        size=first.storage.size,
+        storage_class_name=first.storage.storage_class_name,
+        image=first.image,
+        requests=tuple(sorted(resources.requests.items())) if resources else DEFAULT_REQUESTS,
+        limits=tuple(sorted(resources.limits.items())) if resources else DEFAULT_LIMITS,
+        retain=any(b.retain for b in builtin),
+    )

@@ -31,8 +31,19 @@ from cryptography import x509
 
 from headroom.api import status as status_models
 from headroom.api import v1alpha1
-from headroom.builders import alerts, binding, cnpg, common, desired, pgbouncer, readpool, redis
+from headroom.builders import (
+    alerts,
+    binding,
+    bucket_server,
+    cnpg,
+    common,
+    desired,
+    pgbouncer,
+    readpool,
+    redis,
+)
 from headroom.kube import errors
+from headroom.planning import bucket_server as server_mod
 from headroom.planning import budget as budget_mod
 from headroom.planning import membership, monitoring
 from headroom.planning import plan as plan_mod
@@ -355,7 +366,9 @@ class Engine:
             return await finish([budget_cond, missing], keep_last=True, budget=budget), True, None
         bucket_problems: dict[str, tuple[str, str]] = {}
         if planned.buckets:
-            found_buckets, bucket_problems = await self._bucket_credentials(planned, refs)
+            found_buckets, bucket_problems = await self._bucket_credentials(
+                planned, refs, server_keys=creds.s3_server
+            )
             creds = dataclasses.replace(creds, buckets=found_buckets)
         checks: list[cond.Cond] = []
         probe_key = None
@@ -481,13 +494,22 @@ class Engine:
     # -- inputs ---------------------------------------------------------------
 
     async def _bucket_credentials(
-        self, planned: plan_mod.Plan, refs: set[InputRef]
+        self,
+        planned: plan_mod.Plan,
+        refs: set[InputRef],
+        *,
+        server_keys: server_mod.ServerKeys | None = None,
     ) -> tuple[dict[str, storage_mod.BucketCredentials], dict[str, tuple[str, str]]]:
         """Each bucket's credentials from its Secret (the profile's for s3, the
-        one the COSI driver writes for cosi), or why not (reason, message)."""
+        one the COSI driver writes for cosi; for builtin the app keys Headroom
+        generated), or why not (reason, message)."""
         found: dict[str, storage_mod.BucketCredentials] = {}
         problems: dict[str, tuple[str, str]] = {}
         for bucket in planned.buckets:
+            if bucket.builtin is not None:
+                assert server_keys is not None
+                found[bucket.name] = bucket_server.credentials(planned, bucket, server_keys)
+                continue
             if bucket.cosi is not None and not bucket.cosi_version:
                 problems[bucket.name] = (
                     "COSINotInstalled",
@@ -681,6 +703,30 @@ class Engine:
             )
             if planned.read is not None
             else "",
+            s3_server=self._server_keys(planned),
+        )
+
+    def _server_keys(self, planned: plan_mod.Plan) -> server_mod.ServerKeys | None:
+        """The builtin S3 server's root and app keys: kept once made (a pair is
+        made anew only together, when its Secret is gone)."""
+        if not any(b.builtin is not None for b in planned.buckets):
+            return None
+        pairs = []
+        for name in (
+            bucket_server.root_secret_name(planned),
+            bucket_server.app_secret_name(planned),
+        ):
+            access = self._kept_secret(planned, name, bucket_server.ACCESS_KEY)
+            secret = self._kept_secret(planned, name, bucket_server.SECRET_KEY)
+            if not access or not secret:
+                access, secret = secrets.token_hex(10), secrets.token_urlsafe(30)
+            pairs.append((access, secret))
+        (root_access, root_secret), (app_access, app_secret) = pairs
+        return server_mod.ServerKeys(
+            root_access_key=root_access,
+            root_secret_key=root_secret,
+            app_access_key=app_access,
+            app_secret_key=app_secret,
         )
 
     def _kept_secret(self, planned: plan_mod.Plan, name: str, secret_key: str) -> str | None:

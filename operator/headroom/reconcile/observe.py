@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from headroom.builders import alerts, autoscaling, readpool, redis, workers
+from headroom.builders import alerts, autoscaling, bucket_server, readpool, redis, workers
 from headroom.planning import plan as plan_mod
 from headroom.planning import replicas, storage
 from headroom.reconcile import conditions as cond
@@ -384,12 +384,18 @@ def _access_granted(access: dict[str, Any] | None) -> bool:
 def _bucket_state(
     bucket: storage.BucketPlan,
     applied: dict[str, Any],
+    server_name: str,
     problem: tuple[str, str] | None,
     found: storage.BucketCredentials | None,
 ) -> tuple[str, str]:
     """(reason, text) of one bucket; reason "Ready" when it is in the binding."""
     if found is not None:
         where = f"{found.bucket} at {found.endpoint}"
+        if bucket.builtin is not None:
+            done, state = _rolled_out(applied.get(f"StatefulSet/{server_name}"))
+            if not done:
+                return "ServerNotReady", f"{bucket.name}: builtin, the S3 server {state}"
+            return "Ready", f"{bucket.name}: builtin, {where}"
         if bucket.cosi is not None:
             return "Ready", f"{bucket.name}: cosi {bucket.cosi_version}, {where}"
         return "Ready", f"{bucket.name}: {bucket.provider}, {where}"
@@ -421,11 +427,13 @@ def storage_ready(
     """StorageReady: every bucket's credentials are in the binding. The reason
     is the first bucket's that is not (COSINotInstalled, ClaimPending,
     AccessPending, CredentialsPending, CredentialsSecretMissing,
-    CredentialsKeyMissing, CredentialsInvalid)."""
+    CredentialsKeyMissing, CredentialsInvalid; ServerNotReady: the builtin
+    server's pod is not Ready, i.e. not provisioned yet)."""
     if not plan.buckets:
         return None
     states = [
-        _bucket_state(b, applied, problems.get(b.name), found.get(b.name)) for b in plan.buckets
+        _bucket_state(b, applied, bucket_server.name(plan), problems.get(b.name), found.get(b.name))
+        for b in plan.buckets
     ]
     notes = [
         f"{b.name}: CORS is not applied by Headroom for provider {b.provider}; set it on the bucket"
