@@ -6,6 +6,12 @@ with the rendered buckets.json, then used the way an app uses it: boto3,
 SigV4, path-style, with the app's keys from the rendered app Secret (a
 non-root versitygw user), a browser's CORS preflight, presigned PUT and
 presigned POST with a size limit.
+
+Provider ``s3`` against the same server: an existing bucket and a Secret with
+the app's keys (seed 004's R2 key names) go through storage.credentials_from
+and desired.build into a binding that works; a wrong key is rendered (the
+operator does not call the endpoint) and refused by the server with a reason
+Headroom's S3 client names (SignatureDoesNotMatch), never crashing on it.
 """
 
 from __future__ import annotations
@@ -37,7 +43,7 @@ from headroom.agent import bucket as agent_mod
 from headroom.api import v1alpha1
 from headroom.builders import bucket_server as bucket_builder
 from headroom.builders import common, desired
-from headroom.planning import bucket_server
+from headroom.planning import bucket_server, storage
 from headroom.planning import plan as plan_mod
 from headroom.s3 import client as s3_client
 
@@ -453,3 +459,121 @@ def test_agent_loop_marks_the_pod_ready_once_the_buckets_exist(
         stop.set()
         loop.join(timeout=10)
     assert not loop.is_alive()
+
+
+# -- provider s3: an existing bucket on the same real server ------------------------
+
+
+def _s3_profile(endpoint: str) -> dict[str, Any]:
+    """Seed 004's shape (examples/space-files.yaml): an existing bucket, keys in
+    the app's own Secret under its own key names, path-style (self-hosted)."""
+    return profiles.base(
+        storage=profiles.buckets(
+            profiles.s3_bucket(
+                "files",
+                endpoint=endpoint,
+                region="us-east-1",
+                bucketName="space-kontext-files",
+                forcePathStyle=True,
+                credentialsSecret={
+                    "name": "space-r2",
+                    "accessKeyIdKey": "R2_ACCESS_KEY_ID",
+                    "secretAccessKeyKey": "R2_SECRET_ACCESS_KEY",
+                },
+            )
+        )
+    )
+
+
+def _s3_binding(endpoint: str, secret_data: dict[str, str]) -> dict[str, str]:
+    """The binding the engine renders: the Secret's data through
+    storage.credentials_from (what the engine calls), then desired.build."""
+    body = _s3_profile(endpoint)
+    body["metadata"]["uid"] = "11111111-2222-3333-4444-555555555555"
+    planned = plan_mod.plan(v1alpha1.parse_profile(body))
+    assert planned.ok, planned.problems
+    (bucket,) = planned.buckets
+    found = storage.credentials_from(bucket, secret_data, secret="space-r2", revision="1")
+    creds = common.Credentials(
+        username="app",
+        password="app-pw",
+        stats_password="stats-pw",
+        revision="1",
+        buckets={"files": found},
+    )
+    rendered = Rendered(list(desired.build(planned, creds).values()))
+    return _binding(rendered)
+
+
+def _from_binding(env: dict[str, str]) -> BaseClient:
+    return boto3.client(
+        "s3",
+        endpoint_url=env["S3_ENDPOINT"],
+        aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+        region_name=env["S3_REGION"],
+        config=Config(
+            signature_version="s3v4",
+            s3={"addressing_style": "path" if env["S3_FORCE_PATH_STYLE"] == "true" else "auto"},
+        ),
+    )
+
+
+@pytest.fixture
+def existing_bucket(start_versitygw: StartGW) -> tuple[s3_servers.VersityGW, str, str]:
+    """A server with an existing bucket and a user of its own (the R2-style keys)."""
+    gateway = start_versitygw()
+    access, secret = secrets.token_hex(10), secrets.token_urlsafe(30)
+    admin = s3_client.Client(
+        endpoint=gateway.admin_endpoint,
+        access_key=gateway.root.access_key,
+        secret_key=gateway.root.secret_key,
+    )
+    admin.create_user(access_key=access, secret_key=secret, role="user")
+    admin.create_bucket_for("space-kontext-files", owner=access)
+    return gateway, access, secret
+
+
+def test_an_existing_bucket_and_its_secret_make_a_binding_that_works(
+    existing_bucket: tuple[s3_servers.VersityGW, str, str],
+) -> None:
+    gateway, access, secret = existing_bucket
+    env = _s3_binding(
+        gateway.endpoint, {"R2_ACCESS_KEY_ID": access, "R2_SECRET_ACCESS_KEY": secret}
+    )
+    assert env["S3_ENDPOINT"] == gateway.endpoint
+    assert env["S3_BUCKET"] == "space-kontext-files"
+    app = _from_binding(env)
+    body = secrets.token_bytes(600 * 1024)
+    app.put_object(Bucket=env["S3_BUCKET"], Key="docs/a.pdf", Body=body)
+    assert app.get_object(Bucket=env["S3_BUCKET"], Key="docs/a.pdf")["Body"].read() == body
+    checker = s3_client.Client(
+        endpoint=env["S3_ENDPOINT"],
+        access_key=env["AWS_ACCESS_KEY_ID"],
+        secret_key=env["AWS_SECRET_ACCESS_KEY"],
+        region=env["S3_REGION"],
+    )
+    assert checker.bucket_exists(env["S3_BUCKET"])
+    assert not checker.bucket_exists("no-such-bucket")
+
+
+def test_a_wrong_key_in_the_secret_is_reported_not_crashed_on(
+    existing_bucket: tuple[s3_servers.VersityGW, str, str],
+) -> None:
+    gateway, access, _ = existing_bucket
+    wrong = secrets.token_urlsafe(30)
+    # the operator renders the binding (it does not call the endpoint) ...
+    env = _s3_binding(gateway.endpoint, {"R2_ACCESS_KEY_ID": access, "R2_SECRET_ACCESS_KEY": wrong})
+    assert env["AWS_SECRET_ACCESS_KEY"] == wrong
+    # ... and the check Headroom's S3 client makes names the server's reason,
+    # without the key, where the app's SDK gets the same refusal
+    checker = s3_client.Client(
+        endpoint=env["S3_ENDPOINT"], access_key=access, secret_key=wrong, region=env["S3_REGION"]
+    )
+    with pytest.raises(s3_client.S3Error) as refused:
+        checker.bucket_exists(env["S3_BUCKET"])
+    assert (refused.value.status, refused.value.code) == (403, "SignatureDoesNotMatch")
+    assert wrong not in str(refused.value)
+    with pytest.raises(ClientError) as app_refused:
+        _from_binding(env).get_object(Bucket=env["S3_BUCKET"], Key="docs/a.pdf")
+    assert app_refused.value.response["Error"]["Code"] == "SignatureDoesNotMatch"
