@@ -234,3 +234,15 @@ def test_storage_ready_waits_for_the_server_pod() -> None:
     assert ready is not None
     assert (ready.status, ready.reason) == ("True", "Ready")
     assert KEYS.app_secret_key not in ready.message
+
+
+def test_a_later_builtin_bucket_defaulted_by_the_api_server_shares_the_first_server() -> None:
+    # the API server fills `builtin: {}` with the schema's defaults before Headroom sees it
+    defaulted = {"storage": {"size": "10Gi"}, "image": v1alpha1.VERSITYGW_IMAGE}
+    planned = _planned(
+        profiles.builtin_bucket("avatars", builtin={"storage": {"size": "20Gi"}}),
+        profiles.builtin_bucket("photos", builtin=defaulted),
+    )
+    server = bucket_server.server_plan(planned.buckets)
+    assert server is not None
+    assert server.size == "20Gi"

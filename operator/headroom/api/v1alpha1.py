@@ -1217,13 +1217,14 @@ class Storage(_Model):
 
 
 def _one_server(buckets: list[Bucket]) -> list[Bucket]:
-    """Builtin buckets share one server: a later one's settings are unset or the first's."""
+    """Builtin buckets share one server: a later one's settings are the defaults
+    (``{}``, which the API server fills with the defaults) or the first's."""
     builtin = [(i, b.builtin) for i, b in enumerate(buckets) if b.builtin is not None]
     if not builtin:
         return buckets
     first_index, first = builtin[0]
     for index, settings in builtin[1:]:
-        if settings.model_fields_set and settings != first:
+        if settings not in (first, BuiltinBucket()):
             raise ValueError(
                 f"buckets[{index}].builtin differs from buckets[{first_index}].builtin: builtin "
                 "buckets share one server; leave the later ones {} or set the same"
