@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import yaml
 
-from headroom.builders import common
+from headroom.builders import bucket_server, common
 from headroom.kube import errors
 from headroom.reconcile import compare, engine, metrics
 from tests import certs, profiles
@@ -657,3 +657,59 @@ def test_without_prometheus_operator_the_configmap_and_its_condition() -> None:
     selected = _conditions(cluster)["AlertsSelected"]
     assert (selected["status"], selected["reason"]) == ("False", "NoPrometheusOperator")
     assert _conditions(cluster)["Ready"]["reason"] != "AlertsSelected"  # informational
+
+
+def _builtin() -> dict[str, Any]:
+    return profiles.base(
+        storage=profiles.buckets(
+            profiles.builtin_bucket("avatars", builtin={"storage": {"size": "20Gi"}}),
+            profiles.builtin_bucket("meal-photos"),
+        )
+    )
+
+
+def test_the_builtin_servers_keys_are_kept_and_only_the_app_pair_reaches_the_binding() -> None:
+    cluster = _cluster(_builtin())
+    eng, _ = _run(cluster)
+    root = _secret(cluster, "shop-s3-root")
+    app = _secret(cluster, "shop-s3-app")
+    assert root["accessKeyId"] != app["accessKeyId"]
+    annotations = _pod_annotations(cluster, "StatefulSet", "shop-s3")
+    cluster.log.clear()
+    _again(eng, force=True)
+    assert [w for w in cluster.writes() if "s3" in w[1] or "binding" in w[1]] == []
+    assert _secret(cluster, "shop-s3-root") == root
+    assert _secret(cluster, "shop-s3-app") == app
+    assert _pod_annotations(cluster, "StatefulSet", "shop-s3") == annotations
+    binding = _secret(cluster, "shop-binding")
+    assert binding["AWS_ACCESS_KEY_ID"] == app["accessKeyId"]
+    assert not set(root.values()) & set(binding.values())
+    shown = repr(cluster.profile("default", "shop")) + repr(cluster.events)
+    for value in (*root.values(), *app.values()):
+        assert value not in shown
+
+
+def test_a_deleted_app_secret_makes_a_new_pair_and_rolls_the_server_pod() -> None:
+    cluster = _cluster(_builtin())
+    eng, _ = _run(cluster)
+    root = _secret(cluster, "shop-s3-root")
+    app = _secret(cluster, "shop-s3-app")
+    before = _pod_annotations(cluster, "StatefulSet", "shop-s3")
+    secret = cluster.find("Secret", "shop-s3-app")
+    assert secret is not None
+    asyncio.run(cluster.delete(secret))
+    _again(eng, force=True)
+    new_app = _secret(cluster, "shop-s3-app")
+    assert new_app["accessKeyId"] != app["accessKeyId"]
+    assert new_app["secretAccessKey"] != app["secretAccessKey"]
+    assert _secret(cluster, "shop-s3-root") == root
+    assert _secret(cluster, "shop-binding")["AWS_SECRET_ACCESS_KEY"] == new_app["secretAccessKey"]
+    after = _pod_annotations(cluster, "StatefulSet", "shop-s3")
+    assert (
+        after[bucket_server.APP_REVISION_ANNOTATION]
+        != before[bucket_server.APP_REVISION_ANNOTATION]
+    )
+    assert (
+        after[bucket_server.ROOT_REVISION_ANNOTATION]
+        == before[bucket_server.ROOT_REVISION_ANNOTATION]
+    )
