@@ -1,8 +1,9 @@
 """Real fires: Debian's Prometheus loads the rule file Headroom renders and scrapes the
 real exporters (the versions the pods run, started as the rendered exporter
 containers say) in front of the rendered PgBouncer and a real Postgres, and of a
-rendered Redis cache instance; real load breaches the plan's thresholds and the
-alerts go ``firing`` in Prometheus' API, then resolve when the load stops.
+rendered Redis cache and queue instances; real load breaches the plan's thresholds
+and the alerts go ``firing`` in Prometheus' API, then resolve when the load stops
+(evictions excepted: ``rate(...[5m])`` stays above 0 for the rules' 5-minute window).
 
 The profile sets each group's ``for:`` short through its own ``spec.alerts``
 fields (the rule text is never edited). The targets carry the ``namespace`` and
@@ -39,7 +40,7 @@ FOR_SECONDS = 3
 SCRAPE = 1.0
 # The pod names a Kubernetes scrape would label the targets with.
 POOLER_POD = f"{PROFILE}-pooler-7c9d5b8f4-x2k4p"
-REDIS_POD = f"{PROFILE}-redis-cache-0"
+QUEUE_LIST = "bull:emails:wait"
 # Generous: Prometheus, pgbench and the servers share 2 loaded cores with other suites.
 DEADLINE = 90.0
 # Per transaction, each holds a server connection this long: with CLIENTS of them on
@@ -86,10 +87,25 @@ def make_plan(database_port: int, version: str = "1.18.0") -> plan_mod.Plan:
                     "poolMode": "transaction",
                     "image": f"registry.example/pgbouncer:{version}",
                 },
-                "cache": {"instances": [{"name": "cache", "use": "cache", "memory": "32Mi"}]},
+                "cache": {
+                    "instances": [
+                        {"name": "cache", "use": "cache", "memory": "32Mi"},
+                        {"name": "jobs", "use": "queue", "memory": "32Mi"},
+                    ]
+                },
+                "queues": [
+                    {
+                        "name": "emails",
+                        "redis": "jobs",
+                        "listName": QUEUE_LIST,
+                        "image": "registry.example/worker:1.0",
+                        "replicas": {"min": 0, "max": 2},
+                        "backlogPerWorker": 5,
+                        "databasePoolSize": 1,
+                    }
+                ],
                 "alerts": {
-                    "pooler": {"for": f"{FOR_SECONDS}s"},
-                    "cache": {"for": f"{FOR_SECONDS}s"},
+                    group: {"for": f"{FOR_SECONDS}s"} for group in ("pooler", "cache", "queues")
                 },
             },
         }
@@ -104,15 +120,20 @@ def _container(obj: dict[str, Any], name: str) -> dict[str, Any]:
     return found
 
 
-def _rule(plan: plan_mod.Plan, name: str) -> dict[str, Any]:
-    (found,) = [r for g in alerts.rule_groups(plan) for r in g["rules"] if r.get("alert") == name]
+def _rule(plan: plan_mod.Plan, name: str, **labels: str) -> dict[str, Any]:
+    (found,) = [
+        r
+        for g in alerts.rule_groups(plan)
+        for r in g["rules"]
+        if r.get("alert") == name and all(r["labels"].get(k) == v for k, v in labels.items())
+    ]
     return found
 
 
-def _bound(plan: plan_mod.Plan, name: str) -> float:
+def _bound(plan: plan_mod.Plan, name: str, **labels: str) -> float:
     """What the issue promises: firing within the rule's ``for:`` plus two scrapes
     (and one evaluation); reported beside each measurement."""
-    duration = _rule(plan, name).get("for", "0s")
+    duration = _rule(plan, name, **labels).get("for", "0s")
     assert duration.endswith("s"), duration
     return float(duration[:-1]) + 2 * SCRAPE + SCRAPE
 
@@ -281,49 +302,73 @@ def test_pooler_down_fires_when_pgbouncer_stops(
 
 
 @pytest.fixture
-def cache(
+def redis_instance(
     start_redis: Callable[..., redis_servers.RedisProcess],
     start_exporter: StartExporter,
     exporters: prometheus_servers.Exporters,
     database: servers.AppDatabase,
-) -> tuple[plan_mod.Plan, redis_servers.RedisProcess, Exporter]:
-    plan = make_plan(database.port)
-    inst = plan.redis_named("cache")
-    password = secrets.token_hex(24)
+) -> Callable[[str], tuple[plan_mod.Plan, redis_servers.RedisProcess, Exporter]]:
+    """``redis_instance(name)``: the rendered redis.conf of instance ``name`` in
+    redis-server, and the rendered exporter container in front of it."""
 
-    def conf(port: int, workdir: Path) -> str:
-        return redis.render_conf(
-            inst,
-            bind=servers.HOST,
-            port=port,
-            data_dir=str(workdir),
-            auth_file=str(workdir / "auth.conf"),
+    def start(name: str) -> tuple[plan_mod.Plan, redis_servers.RedisProcess, Exporter]:
+        plan = make_plan(database.port)
+        inst = plan.redis_named(name)
+        password = secrets.token_hex(24)
+
+        def conf(port: int, workdir: Path) -> str:
+            return redis.render_conf(
+                inst,
+                bind=servers.HOST,
+                port=port,
+                data_dir=str(workdir),
+                auth_file=str(workdir / "auth.conf"),
+            )
+
+        server = start_redis(
+            conf, files={"auth.conf": redis.render_auth(password)}, password=password
         )
+        objects = redis.build(
+            plan, inst, password=password, app_pod_selector={"matchLabels": {"app": "web"}}
+        )
+        (statefulset,) = [
+            o
+            for o in objects
+            if o["kind"] == "StatefulSet" and o["metadata"]["name"] == redis.base_name(plan, inst)
+        ]
+        args, env = prometheus_servers.container_command(
+            _container(statefulset, "exporter"),
+            secrets={redis.auth_secret_name(plan, inst): {"password": password}},
+            moved={f"127.0.0.1:{plan_mod.REDIS_PORT}": f"{servers.HOST}:{server.port}"},
+        )
+        exporter = start_exporter(exporters.redis, args, env, name="redis_exporter")
+        return plan, server, exporter
 
-    server = start_redis(conf, files={"auth.conf": redis.render_auth(password)}, password=password)
-    objects = redis.build(
-        plan, inst, password=password, app_pod_selector={"matchLabels": {"app": "web"}}
-    )
-    (statefulset,) = [
-        o
-        for o in objects
-        if o["kind"] == "StatefulSet" and o["metadata"]["name"] == redis.base_name(plan, inst)
-    ]
-    args, env = prometheus_servers.container_command(
-        _container(statefulset, "exporter"),
-        secrets={redis.auth_secret_name(plan, inst): {"password": password}},
-        moved={f"127.0.0.1:{plan_mod.REDIS_PORT}": f"{servers.HOST}:{server.port}"},
-    )
-    exporter = start_exporter(exporters.redis, args, env, name="redis_exporter")
-    return plan, server, exporter
+    return start
+
+
+@pytest.fixture
+def cache(
+    redis_instance: Callable[[str], tuple[plan_mod.Plan, redis_servers.RedisProcess, Exporter]],
+) -> tuple[plan_mod.Plan, redis_servers.RedisProcess, Exporter]:
+    return redis_instance("cache")
+
+
+def _redis_pod(instance: str) -> str:
+    return f"{PROFILE}-redis-{instance}-0"
 
 
 def _redis_prometheus(
-    start_prometheus: StartPrometheus, plan: plan_mod.Plan, exporter: Exporter
+    start_prometheus: StartPrometheus,
+    plan: plan_mod.Plan,
+    exporter: Exporter,
+    instance: str = "cache",
 ) -> Prometheus:
     prometheus = start_prometheus(
         rules={"headroom.rules.yaml": alerts.rule_file(plan)},
-        targets=[Target("redis", exporter.address, {"namespace": NAMESPACE, "pod": REDIS_POD})],
+        targets=[
+            Target("redis", exporter.address, {"namespace": NAMESPACE, "pod": _redis_pod(instance)})
+        ],
         scrape_interval=SCRAPE,
         evaluation_interval=SCRAPE,
     )
@@ -374,7 +419,8 @@ def test_eviction_alert_fires_when_the_cache_fills_past_maxmemory(
     prometheus = _redis_prometheus(start_prometheus, plan, exporter)
     labels = {"namespace": NAMESPACE, "redis": "cache"}
     assert not prometheus.matching("HeadroomRedisEvicting")
-    (inst,) = plan.alerts.redis if plan.alerts else ()
+    assert plan.alerts is not None
+    (inst,) = [r for r in plan.alerts.redis if r.name == "cache"]
     value = b"x" * 10_240
     with server.client() as conn:
         assert conn.config_get("maxmemory-policy") == "allkeys-lru"
@@ -393,3 +439,63 @@ def test_eviction_alert_fires_when_the_cache_fills_past_maxmemory(
     assert float(alert.value) > 0
     memory, _ = prometheus.wait_for_alert("HeadroomRedisMemoryHigh", timeout=DEADLINE, **labels)
     assert str(inst.maxmemory_bytes) in memory.annotations["description"]
+
+
+def test_redis_down_fires_when_redis_dies(
+    cache: tuple[plan_mod.Plan, redis_servers.RedisProcess, Exporter],
+    start_prometheus: StartPrometheus,
+) -> None:
+    plan, server, exporter = cache
+    prometheus = _redis_prometheus(start_prometheus, plan, exporter)
+    labels = {"namespace": NAMESPACE, "redis": "cache", "pod": _redis_pod("cache")}
+    assert not prometheus.matching("HeadroomRedisDown")
+    server.kill()
+    start = time.monotonic()
+    alert, _ = prometheus.wait_for_alert("HeadroomRedisDown", timeout=DEADLINE, **labels)
+    _report(
+        "HeadroomRedisDown firing after kill -9 of Redis",
+        time.monotonic() - start,
+        _bound(plan, "HeadroomRedisDown", redis="cache"),
+    )
+    assert alert.labels["severity"] == "critical"
+    assert exporter.samples("redis_up") == [({}, 0.0)]
+
+
+def test_queue_backlog_alert_fires_above_the_workers_ceiling_and_resolves_when_drained(
+    redis_instance: Callable[[str], tuple[plan_mod.Plan, redis_servers.RedisProcess, Exporter]],
+    start_prometheus: StartPrometheus,
+) -> None:
+    """The rendered exporter exports the queue's list length (redis_key_size, from
+    the keys Headroom gives it), and the backlog alert compares it with replicas.max x
+    backlogPerWorker."""
+    plan, server, exporter = redis_instance("jobs")
+    assert plan.alerts is not None
+    (queue,) = plan.alerts.queues
+    prometheus = _redis_prometheus(start_prometheus, plan, exporter, "jobs")
+    labels = {"namespace": NAMESPACE, "queue": "emails", "key": QUEUE_LIST}
+    with server.client() as conn:
+        jobs = [f'{{"id":{n}}}' for n in range(queue.drain_ceiling)]
+        conn.call("LPUSH", QUEUE_LIST, *jobs)
+        # at the ceiling: the workers' maximum is sized for it, the rule does not match
+        backlog = f'max(redis_key_size{{key="{QUEUE_LIST}"}})'
+        servers.wait_until(
+            lambda: [v for _, v in prometheus.query(backlog)] == [float(queue.drain_ceiling)],
+            timeout=DEADLINE,
+            what="Prometheus to scrape the backlog at the ceiling",
+            interval=0.2,
+        )
+        assert prometheus.query(_rule(plan, "HeadroomQueueBacklogHigh")["expr"]) == []
+        conn.call("LPUSH", QUEUE_LIST, '{"id":"one more"}')
+        start = time.monotonic()
+        alert, _ = prometheus.wait_for_alert("HeadroomQueueBacklogHigh", timeout=DEADLINE, **labels)
+        _report(
+            "HeadroomQueueBacklogHigh firing one job above the ceiling",
+            time.monotonic() - start,
+            _bound(plan, "HeadroomQueueBacklogHigh"),
+        )
+        assert float(alert.value) == queue.drain_ceiling + 1
+        conn.call("DEL", QUEUE_LIST)
+        waited = prometheus.wait_for_no_alert(
+            "HeadroomQueueBacklogHigh", timeout=DEADLINE, **labels
+        )
+        print(f"HeadroomQueueBacklogHigh resolved {waited:.1f} s after the queue drained")
