@@ -107,7 +107,7 @@ def test_config_round_trips_and_refuses_bad_names() -> None:
 def test_server_keeps_the_admin_api_on_localhost() -> None:
     args = bucket_server.server_args()
     assert args[args.index("--admin-port") + 1].startswith("127.0.0.1:")
-    assert args[-2:] == ["posix", bucket_server.BUCKETS_DIR]
+    assert args[-4:] == ["posix", "--sidecar", bucket_server.META_DIR, bucket_server.BUCKETS_DIR]
 
 
 # -- the builtin provider through the plan, the builders and StorageReady ------------

@@ -36,6 +36,10 @@ ADMIN_PORT = 7071  # 127.0.0.1 only: the sidecar's
 DATA_DIR = "/data"
 BUCKETS_DIR = f"{DATA_DIR}/buckets"
 IAM_DIR = f"{DATA_DIR}/iam"
+# object metadata (ETags, content types, CORS, ACLs) in files beside the data
+# rather than in user xattrs, which some volumes (NFS) lack: versitygw refuses
+# to start on those ("xattr check failed")
+META_DIR = f"{DATA_DIR}/meta"
 HEALTH_PATH = "/health"
 REGION = "us-east-1"  # versitygw's default; the binding's S3_REGION
 APP_ROLE: Literal["user"] = "user"  # versitygw role: owned buckets only, no CreateBucket
@@ -110,7 +114,7 @@ def render_cors(rules: tuple[CorsRule, ...]) -> str:
 
 def init_command() -> list[str]:
     """The pod's init step (versitygw's image): the data dirs on a fresh PVC."""
-    return ["mkdir", "-p", BUCKETS_DIR, IAM_DIR]
+    return ["mkdir", "-p", BUCKETS_DIR, IAM_DIR, META_DIR]
 
 
 def server_args() -> list[str]:
@@ -127,6 +131,8 @@ def server_args() -> list[str]:
         HEALTH_PATH,
         "--quiet",
         "posix",
+        "--sidecar",
+        META_DIR,
         BUCKETS_DIR,
     ]
 
