@@ -30,8 +30,11 @@ import prometheus_servers
 import pytest
 import yaml
 
+# the golden tests' fixed credentials (and builtin S3 keys), so every example renders
+from tests.unit.test_golden import _with_builtin as with_builtin
+
 from headroom.api import v1alpha1
-from headroom.builders import alerts, common, desired, pgbouncer
+from headroom.builders import alerts, desired, pgbouncer
 from headroom.planning import monitoring, replicas
 from headroom.planning import plan as plan_mod
 
@@ -39,19 +42,6 @@ pytestmark = pytest.mark.conformance
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
-CREDS = common.Credentials(
-    username="app",
-    password="app-pw",
-    stats_password="stats-pw",
-    revision="1",
-    redis_passwords={
-        "cache": "0123456789abcdef0123",
-        "jobs": "fedcba9876543210fedc",
-        "sessions": "00112233445566778899",
-        "push": "99887766554433221100",
-    },
-    agent_password="agent-pw",
-)
 APP_SELECTOR = {"matchLabels": {"app": "web"}}
 CNPG_CLUSTER = replicas.CnpgCluster(name="shop-pg", instances=3, max_connections=200)
 # A Deployment's pods are <name>-<template hash>-<suffix>, a StatefulSet's <name>-<ordinal>.
@@ -156,7 +146,8 @@ def render(body: dict[str, Any], *, engines: bool) -> Rendered | None:
     )
     if not planned.ok or planned.alerts is None:
         return None
-    objects = list(desired.build(planned, CREDS, app_pod_selector=APP_SELECTOR).values())
+    creds = with_builtin(planned)
+    objects = list(desired.build(planned, creds, app_pod_selector=APP_SELECTOR).values())
     return Rendered(planned, objects)
 
 
