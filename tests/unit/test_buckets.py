@@ -16,6 +16,7 @@ from headroom.api import v1alpha1
 from headroom.builders import buckets, common, desired
 from headroom.planning import plan as plan_mod
 from headroom.planning import storage
+from headroom.reconcile import buckets as bucket_probe
 from headroom.reconcile import engine, metrics, registry
 from tests import profiles
 from tests.unit import fake_cluster
@@ -413,9 +414,19 @@ def test_cosi_absent_is_said_in_storage_ready() -> None:
     assert ready["status"] == "False"
 
 
+def _r2_secret(cluster: fake_cluster.FakeCluster) -> None:
+    _driver_writes(
+        cluster, "r2-credentials", {"AWS_ACCESS_KEY_ID": "R2KEY", "AWS_SECRET_ACCESS_KEY": "R2SK"}
+    )
+
+
 def test_s3_secret_missing_then_key_missing_then_ready() -> None:
     cluster = _cluster(profiles.s3_bucket("files"))
     eng = engine.Engine(cluster, metrics.Metrics())
+    checked: list[bucket_probe.Target] = []
+    eng.bucket_probe = bucket_probe.BucketProbe(
+        checker=lambda t: checked.append(t) or bucket_probe.Verdict()
+    )
     _run(eng)
     found = _storage(cluster)
     assert found["reason"] == "CredentialsSecretMissing"
@@ -423,14 +434,40 @@ def test_s3_secret_missing_then_key_missing_then_ready() -> None:
     _driver_writes(cluster, "r2-credentials", {"AWS_ACCESS_KEY_ID": "R2KEY"})
     _run(eng)
     assert _storage(cluster)["reason"] == "CredentialsKeyMissing"
-    _driver_writes(
-        cluster, "r2-credentials", {"AWS_ACCESS_KEY_ID": "R2KEY", "AWS_SECRET_ACCESS_KEY": "R2SK"}
-    )
+    _r2_secret(cluster)
     _run(eng)
     assert _storage(cluster)["reason"] == "Ready"
+    assert [(t.bucket, t.endpoint) for t in checked] == [
+        ("space-kontext-files", "https://acct.r2.cloudflarestorage.com")
+    ]
+    _run(eng, force=True)
+    assert len(checked) == 1  # the last answer, until the TTL says otherwise
     binding = cluster.find("Secret", "shop-binding")
     assert binding is not None
     assert profiles.secret_values(binding)["S3_REGION"] == "auto"
+
+
+def test_the_operators_head_check_reports_a_missing_bucket_and_its_return() -> None:
+    cluster = _cluster(profiles.s3_bucket("files"))
+    _r2_secret(cluster)
+    answers = [bucket_probe.Verdict("BucketNotFound", "bucket space-kontext-files does not exist")]
+    changed: list[set[str]] = []
+    eng = engine.Engine(cluster, metrics.Metrics())
+    eng.bucket_probe = bucket_probe.BucketProbe(
+        ttl_seconds=0.0, checker=lambda _: answers[-1], on_change=changed.append
+    )
+    _run(eng)
+    found = _storage(cluster)
+    assert (found["status"], found["reason"]) == ("False", "BucketNotFound")
+    binding = cluster.find("Secret", "shop-binding")
+    assert binding is not None and "S3_BUCKET" in profiles.secret_values(binding)
+    answers.append(bucket_probe.Verdict(note="not checked: no answer"))
+    asyncio.run(eng.bucket_probe.refresh_due())
+    assert changed == [{KEY}]
+    _run(eng)  # the new version is in the fingerprint: the pass runs
+    ready = _storage(cluster)
+    assert (ready["status"], ready["reason"]) == ("True", "Ready")
+    assert "not checked: no answer" in ready["message"]
 
 
 def test_a_retained_claim_is_never_pruned_and_a_new_profile_adopts_it() -> None:

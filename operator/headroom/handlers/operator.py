@@ -213,6 +213,7 @@ class Runtime:
         )
         self.engine.probe.on_change = self._primaries_changed
         self.engine.replica_probe.on_change = self._primaries_changed
+        self.engine.bucket_probe.on_change = self._primaries_changed
         self.stop = asyncio.Event()
         self.active = asyncio.Event()  # set while this replica is the leader
         self._tasks: list[asyncio.Task[Any]] = []
@@ -303,15 +304,17 @@ class Runtime:
         changed = False
         for engine in registry.ENGINES:
             up = registry.installed(engine, self.cache.crd)
+            flipped = False
             for owned in engine.kinds:
                 watched = owned.resource in self.cache.owned
                 if up and not watched:
                     self.cache.watch_owned(owned.resource)
-                    changed = True
+                    flipped = True
                 elif not up and watched:
                     await self.cache.unwatch_owned(owned.resource)
-                    changed = True
-            if changed:
+                    flipped = True
+            if flipped:
+                changed = True
                 log.info("engine %s is %s", engine.name, "installed" if up else "not installed")
         # the Prometheus objects, read while prometheus-operator is installed
         watching = self.cache.prometheus is not None
@@ -393,6 +396,7 @@ class Runtime:
                 try:
                     await self.engine.probe.refresh_due()
                     await self.engine.replica_probe.refresh_due()
+                    await self.engine.bucket_probe.refresh_due()
                 except Exception:  # a probe bug must not stop the others
                     log.exception("reading the primaries' limits or the replicas' lag failed")
 

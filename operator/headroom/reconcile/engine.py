@@ -50,6 +50,7 @@ from headroom.planning import plan as plan_mod
 from headroom.planning import replicas as replicas_mod
 from headroom.planning import shared as shared_mod
 from headroom.planning import storage as storage_mod
+from headroom.reconcile import buckets as bucket_probe
 from headroom.reconcile import compare, observe, registry
 from headroom.reconcile import conditions as cond
 from headroom.reconcile import metrics as metrics_mod
@@ -176,6 +177,7 @@ class Engine:
         *,
         primary_check_seconds: float = 300.0,
         replica_check_seconds: float = 30.0,
+        bucket_check_seconds: float = 300.0,
         agent_image: str = plan_mod.DEFAULT_AGENT_IMAGE,
         operator_namespace: str = "",
     ) -> None:
@@ -185,6 +187,7 @@ class Engine:
         self.metrics = metrics
         self.probe = primary_mod.PrimaryProbe(ttl_seconds=primary_check_seconds)
         self.replica_probe = replica_probe.ReplicaProbe(ttl_seconds=replica_check_seconds)
+        self.bucket_probe = bucket_probe.BucketProbe(ttl_seconds=bucket_check_seconds)
         self._memo: dict[str, _Memo] = {}
         # (profile key, child key) -> (desired hash, resourceVersion after our
         # apply): the object is as we left it, even where the API server
@@ -195,6 +198,7 @@ class Engine:
     def forget(self, key: str) -> None:
         self.probe.release(key)
         self.replica_probe.release(key)
+        self.bucket_probe.release(key)
         self._memo.pop(key, None)
         self._inputs.pop(key, None)
         for k in [k for k in self._applied if k[0] == key]:
@@ -254,6 +258,7 @@ class Engine:
             tuple(sorted(self.cluster.facts().items())),
             self.probe.version(memo.probe_key if memo is not None else None),
             self.replica_probe.version(key),
+            self.bucket_probe.version(key),
             self.cluster.shared_uses(key),
             tuple(
                 sorted(
@@ -365,11 +370,22 @@ class Engine:
             missing = cond.Cond(cond.POOLER_READY, "False", err.reason, err.message)
             return await finish([budget_cond, missing], keep_last=True, budget=budget), True, None
         bucket_problems: dict[str, tuple[str, str]] = {}
+        bucket_notes: dict[str, str] = {}
         if planned.buckets:
             found_buckets, bucket_problems = await self._bucket_credentials(
                 planned, refs, server_keys=creds.s3_server
             )
             creds = dataclasses.replace(creds, buckets=found_buckets)
+            verdicts = await self.bucket_probe.check(
+                bucket_probe.targets(planned, found_buckets), user=key
+            )
+            for name, verdict in verdicts.items():
+                if verdict.reason is not None:  # in the binding still: the check may be wrong
+                    bucket_problems[name] = (verdict.reason, verdict.message)
+                if verdict.note:
+                    bucket_notes[name] = verdict.note
+        else:
+            self.bucket_probe.release(key)
         checks: list[cond.Cond] = []
         probe_key = None
         if planned.database.read_limits:
@@ -445,7 +461,7 @@ class Engine:
             pending_claims=await self._pending_claims(planned, observed),
         )
         storage_cond = observe.storage_ready(
-            planned, observed, problems=bucket_problems, found=creds.buckets
+            planned, observed, problems=bucket_problems, found=creds.buckets, notes=bucket_notes
         )
         if storage_cond is not None:
             components.append(storage_cond)

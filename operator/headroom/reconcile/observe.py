@@ -388,8 +388,9 @@ def _bucket_state(
     problem: tuple[str, str] | None,
     found: storage.BucketCredentials | None,
 ) -> tuple[str, str]:
-    """(reason, text) of one bucket; reason "Ready" when it is in the binding."""
-    if found is not None:
+    """(reason, text) of one bucket; reason "Ready" when it is in the binding
+    and the operator's own check (s3) found nothing wrong."""
+    if problem is None and found is not None:
         where = f"{found.bucket} at {found.endpoint}"
         if bucket.builtin is not None:
             done, state = _rolled_out(applied.get(f"StatefulSet/{server_name}"))
@@ -423,25 +424,29 @@ def storage_ready(
     *,
     problems: dict[str, tuple[str, str]],
     found: dict[str, storage.BucketCredentials],
+    notes: dict[str, str] | None = None,
 ) -> cond.Cond | None:
     """StorageReady: every bucket's credentials are in the binding. The reason
     is the first bucket's that is not (COSINotInstalled, ClaimPending,
     AccessPending, CredentialsPending, CredentialsSecretMissing,
     CredentialsKeyMissing, CredentialsInvalid; ServerNotReady: the builtin
-    server's pod is not Ready, i.e. not provisioned yet)."""
+    server's pod is not Ready, i.e. not provisioned yet; for s3 buckets the
+    operator's HEAD: BucketNotFound, CredentialsRejected). ``notes``: what the
+    check could not say, by bucket."""
     if not plan.buckets:
         return None
     states = [
         _bucket_state(b, applied, bucket_server.name(plan), problems.get(b.name), found.get(b.name))
         for b in plan.buckets
     ]
-    notes = [
+    extra = [f"{b.name}: {(notes or {})[b.name]}" for b in plan.buckets if b.name in (notes or {})]
+    extra += [
         f"{b.name}: CORS is not applied by Headroom for provider {b.provider}; set it on the bucket"
         for b in plan.buckets
         if b.cors is not None and b.provider in ("cosi", "s3")
     ]
     waiting = [(reason, text) for reason, text in states if reason != "Ready"]
-    text = "; ".join([t for _, t in states] + notes)[:2000]
+    text = "; ".join([t for _, t in states] + extra)[:2000]
     if waiting:
         return cond.Cond(STORAGE_READY, "False", waiting[0][0], text)
     return cond.Cond(
