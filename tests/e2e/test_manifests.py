@@ -19,12 +19,16 @@ def installed(kubectl: kube.Kubectl) -> Iterator[None]:
     kubectl("apply", "--server-side", "--force-conflicts", "-f", str(REPO / "crds"))
     kubectl("apply", "--server-side", "--force-conflicts", "-k", str(REPO / "manifests"))
     yield
-    # Wait until headroom-system is gone: the session's operator process runs
-    # as the ServiceAccount in it and re-creates it (operator_process.py).
+    # Only the operator's own objects go: the namespace, its ServiceAccount and
+    # the RBAC stay. The session's operator process (operator_process.py)
+    # authenticates with a token of that ServiceAccount, and a deleted
+    # ServiceAccount invalidates it: every later request would be 401
+    # Unauthorized for the rest of the session when an earlier test had
+    # started that process already.
     kubectl(
         "delete",
-        "-k",
-        str(REPO / "manifests"),
+        "-f",
+        str(REPO / "manifests" / "operator.yaml"),
         "--ignore-not-found",
         "--wait=true",
         "--timeout=120s",
