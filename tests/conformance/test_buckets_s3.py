@@ -9,9 +9,10 @@ presigned POST with a size limit.
 
 Provider ``s3`` against the same server: an existing bucket and a Secret with
 the app's keys (seed 004's R2 key names) go through storage.credentials_from
-and desired.build into a binding that works; a wrong key is rendered (the
-operator does not call the endpoint) and refused by the server with a reason
-Headroom's S3 client names (SignatureDoesNotMatch), never crashing on it.
+and desired.build into a binding that works; a wrong key is still rendered,
+refused by the server with a reason Headroom's S3 client names
+(SignatureDoesNotMatch), never crashing on it (the operator's HEAD check of
+the same case, CredentialsRejected, is test_bucket_check.py).
 """
 
 from __future__ import annotations
@@ -562,7 +563,8 @@ def test_a_wrong_key_in_the_secret_is_reported_not_crashed_on(
 ) -> None:
     gateway, access, _ = existing_bucket
     wrong = secrets.token_urlsafe(30)
-    # the operator renders the binding (it does not call the endpoint) ...
+    # the operator renders the binding all the same (its HEAD check, in
+    # test_bucket_check.py, says CredentialsRejected in StorageReady) ...
     env = _s3_binding(gateway.endpoint, {"R2_ACCESS_KEY_ID": access, "R2_SECRET_ACCESS_KEY": wrong})
     assert env["AWS_SECRET_ACCESS_KEY"] == wrong
     # ... and the check Headroom's S3 client makes names the server's reason,
