@@ -12,7 +12,7 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from headroom import __version__
+from headroom.api import v1alpha1
 
 
 def _identity() -> str:
@@ -44,7 +44,7 @@ class Settings(BaseSettings):
         "read-pool agents decide the data path on their own, every pollSeconds.",
     )
     agent_image: str = Field(
-        default=f"ghcr.io/headroom-dev/headroom:{__version__}",
+        default=v1alpha1.AGENT_IMAGE,
         max_length=512,
         description="Image of the read pooler's lag agent (Headroom's own image).",
     )

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 import yaml
 
+from headroom.api import conditions
 from headroom.builders import bucket_server, common
 from headroom.kube import errors
 from headroom.reconcile import compare, engine, metrics
@@ -198,7 +199,7 @@ def test_a_refused_child_does_not_stop_the_others_and_status_names_it() -> None:
     assert cluster.find("HorizontalPodAutoscaler", "shop-app") is not None
     assert cluster.find("StatefulSet", "shop-redis-cache") is not None
     assert cluster.find("StatefulSet", "shop-redis-jobs") is None
-    applied = _conditions(cluster)[engine.CHILDREN_APPLIED]
+    applied = _conditions(cluster)[conditions.CHILDREN_APPLIED]
     assert applied["status"] == "False" and applied["reason"] == "ApplyFailed"
     assert "StatefulSet/shop-redis-jobs: 422 Invalid" in applied["message"]
     assert _conditions(cluster)["Ready"]["status"] == "False"
@@ -215,7 +216,7 @@ def test_a_transient_failure_asks_for_a_retry() -> None:
     again = _again(eng)
     assert not again.skipped
     assert cluster.find("ConfigMap", "shop-pooler-config") is not None
-    assert _conditions(cluster)[engine.CHILDREN_APPLIED]["status"] == "True"
+    assert _conditions(cluster)[conditions.CHILDREN_APPLIED]["status"] == "True"
 
 
 def test_a_foreign_object_contains_its_component_and_the_binding_skips_it() -> None:
@@ -262,7 +263,7 @@ def test_a_foreign_redis_secret_contains_the_queue_that_needs_it() -> None:
     assert cluster.find("StatefulSet", "shop-redis-cache") is not None
     binding = _secret(cluster, "shop-binding")
     assert "REDIS_JOBS_URL" not in binding and "REDIS_QUEUE_URL" not in binding
-    owned = _conditions(cluster)[engine.CHILDREN_OWNED]
+    owned = _conditions(cluster)[conditions.CHILDREN_OWNED]
     assert owned["status"] == "False"
     assert "queue/emails" in owned["message"] and "redis/jobs" in owned["message"]
 
@@ -352,7 +353,7 @@ def test_a_composed_kind_that_vanishes_mid_pass_is_retried() -> None:
     )
     _, outcome = _run(cluster)
     assert outcome.retry
-    applied = _conditions(cluster)[engine.CHILDREN_APPLIED]
+    applied = _conditions(cluster)[conditions.CHILDREN_APPLIED]
     assert "ScaledObject/shop-worker-emails" in applied["message"]
 
 

@@ -6,24 +6,24 @@ from typing import Any
 
 import pytest
 
-from headroom.api import v1alpha1
+from headroom.api import conditions, v1alpha1
 from headroom.planning import plan as plan_mod
 from headroom.reconcile import observe
 from tests import profiles
 
 
-def _hpa(*conditions: dict[str, str]) -> dict[str, Any]:
+def _hpa(*hpa_conditions: dict[str, str]) -> dict[str, Any]:
     return {
         "kind": "HorizontalPodAutoscaler",
         "metadata": {"name": "shop-app"},
-        "status": {"conditions": list(conditions)},
+        "status": {"conditions": list(hpa_conditions)},
     }
 
 
 def _scaling_active(applied: dict[str, Any]) -> dict[str, str] | None:
     planned = plan_mod.plan(v1alpha1.parse_profile(profiles.base()))
     for found in observe.components(planned, applied, app_found=True):
-        if found.type == observe.APP_SCALING_ACTIVE:
+        if found.type == conditions.APP_SCALING_ACTIVE:
             return {"status": found.status, "reason": found.reason, "message": found.message}
     return None
 
@@ -68,4 +68,4 @@ def test_app_scaling_active_mirrors_the_hpa(
 
 def test_no_hpa_no_scaling_active_condition() -> None:
     assert _scaling_active({}) is None
-    assert observe.APP_SCALING_ACTIVE in observe.INFORMATIONAL  # never blocks Ready
+    assert conditions.APP_SCALING_ACTIVE in conditions.INFORMATIONAL  # never blocks Ready

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from headroom.api import v1alpha1
+from headroom.api import conditions, v1alpha1
 from headroom.builders import binding, cnpg, common, desired, pgbouncer, readpool, standby
 from headroom.planning import plan as plan_mod
 from headroom.planning import replicas
@@ -327,6 +327,6 @@ def test_standbys_say_whether_their_slots_can_fill_the_primary(
     profile = v1alpha1.parse_profile(profiles.base(**STREAMING))
     planned = plan_mod.plan(profile, facts=plan_mod.Facts(primary=live))
     found = {c.type: c for c in observe.components(planned, {}, app_found=True)}
-    retention = found.get(observe.SLOT_RETENTION)
+    retention = found.get(conditions.SLOT_RETENTION)
     assert (retention.status, retention.reason) == expect if retention else expect is None
-    assert observe.SLOT_RETENTION in observe.INFORMATIONAL  # never holds Ready back
+    assert conditions.SLOT_RETENTION in conditions.INFORMATIONAL  # never holds Ready back

@@ -11,7 +11,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from headroom import __version__
 from headroom.api import quantity, v1alpha1
 from headroom.planning import budget as budget_mod
 from headroom.planning import monitoring, names, pgbouncer_params, redis_params, replicas, storage
@@ -96,10 +95,6 @@ class PrimaryLimits:
         return text
 
 
-# The image of the read pooler's lag agent: Headroom's own (python -m headroom.agent.readpool).
-DEFAULT_AGENT_IMAGE = f"ghcr.io/headroom-dev/headroom:{__version__}"
-
-
 @dataclass(frozen=True)
 class Facts:
     """What the planner needs to know about the cluster (observed, not declared)
@@ -114,7 +109,7 @@ class Facts:
     cnpg_cluster: replicas.CnpgCluster | None = None
     # the read replicas' own limits, by replica name (None: not read)
     replica_limits: tuple[tuple[str, PrimaryLimits], ...] = ()
-    agent_image: str = DEFAULT_AGENT_IMAGE  # HEADROOM_AGENT_IMAGE
+    agent_image: str = v1alpha1.AGENT_IMAGE  # HEADROOM_AGENT_IMAGE
     # the operator's namespace: its lag probes may reach the standbys it runs
     operator_namespace: str = ""
     # prometheus-operator's PrometheusRule/PodMonitor/ServiceMonitor CRDs are served

@@ -29,8 +29,8 @@ from typing import Any, Protocol
 
 from cryptography import x509
 
+from headroom.api import conditions, v1alpha1
 from headroom.api import status as status_models
-from headroom.api import v1alpha1
 from headroom.builders import (
     alerts,
     binding,
@@ -52,7 +52,6 @@ from headroom.planning import shared as shared_mod
 from headroom.planning import storage as storage_mod
 from headroom.reconcile import buckets as bucket_probe
 from headroom.reconcile import compare, observe, registry
-from headroom.reconcile import conditions as cond
 from headroom.reconcile import metrics as metrics_mod
 from headroom.reconcile import primary as primary_mod
 from headroom.reconcile import replicas as replica_probe
@@ -62,8 +61,6 @@ log = logging.getLogger(__name__)
 
 Obj = dict[str, Any]
 InputRef = tuple[str, str, str]  # (kind, namespace, name)
-CHILDREN_APPLIED = "ChildrenApplied"
-CHILDREN_OWNED = "ChildrenOwned"
 LEGACY_FINALIZER = "headroom.dev/finalizer"  # put on profiles by kopf-based versions
 MONITORING_KINDS = ("PrometheusRule", "PodMonitor", "ServiceMonitor")
 
@@ -178,7 +175,7 @@ class Engine:
         primary_check_seconds: float = 300.0,
         replica_check_seconds: float = 30.0,
         bucket_check_seconds: float = 300.0,
-        agent_image: str = plan_mod.DEFAULT_AGENT_IMAGE,
+        agent_image: str = v1alpha1.AGENT_IMAGE,
         operator_namespace: str = "",
     ) -> None:
         self.cluster = cluster
@@ -284,21 +281,23 @@ class Engine:
         refs: set[InputRef] = set()
 
         async def finish(
-            components: list[cond.Cond], *, keep_last: bool = False, **extra: Any
+            components: list[conditions.Cond], *, keep_last: bool = False, **extra: Any
         ) -> Outcome:
             """``keep_last``: a failure path; conditions of components this pass
             did not get to, and the last status.pooler/binding, stay as they were."""
             nonlocal writes
-            top = cond.ready(components, informational=observe.INFORMATIONAL)
+            top = conditions.ready(components)
             events.extend(
                 Event(
                     "Normal" if c.status == "True" else "Warning",
                     c.reason,
                     f"{c.type}: {c.message}",
                 )
-                for c in cond.notable(previous, [top, *components])
+                for c in conditions.notable(previous, [top, *components])
             )
-            merged = cond.merge(previous, [top, *components], now=_now(), generation=generation)
+            merged = conditions.merge(
+                previous, [top, *components], now=_now(), generation=generation
+            )
             status: dict[str, Any] = {}
             if keep_last:
                 seen = {c["type"] for c in merged}
@@ -315,7 +314,9 @@ class Engine:
         try:
             profile = v1alpha1.parse_profile(body)
         except v1alpha1.ProfileError as err:
-            invalid = cond.Cond(cond.CONNECTION_BUDGET, "False", "InvalidSpec", str(err))
+            invalid = conditions.Cond(
+                conditions.CONNECTION_BUDGET, "False", "InvalidSpec", str(err)
+            )
             return await finish([invalid], keep_last=True), True, None
 
         served = self.cluster.facts()
@@ -339,7 +340,9 @@ class Engine:
         try:
             facts = await self._cnpg_cluster(profile, facts, refs)
         except InputError as err:
-            missing = cond.Cond(observe.READ_POOLER_READY, "False", err.reason, err.message)
+            missing = conditions.Cond(
+                conditions.READ_POOLER_READY, "False", err.reason, err.message
+            )
             return await finish([missing], keep_last=True), True, None
         if facts.cnpg_cluster is not None:
             planned = plan_mod.plan(profile, facts=facts)
@@ -351,8 +354,8 @@ class Engine:
         if not planned.ok:
             # Nothing is applied: the children keep their last good state.
             return await finish([_exceeded(planned)], keep_last=True, budget=budget), True, None
-        budget_cond = cond.Cond(
-            cond.CONNECTION_BUDGET,
+        budget_cond = conditions.Cond(
+            conditions.CONNECTION_BUDGET,
             "True",
             "WithinBudget",
             f"{planned.budget.server_connections} server connections of "
@@ -367,7 +370,7 @@ class Engine:
         try:
             creds = await self._credentials(planned, refs)
         except InputError as err:
-            missing = cond.Cond(cond.POOLER_READY, "False", err.reason, err.message)
+            missing = conditions.Cond(conditions.POOLER_READY, "False", err.reason, err.message)
             return await finish([budget_cond, missing], keep_last=True, budget=budget), True, None
         bucket_problems: dict[str, tuple[str, str]] = {}
         bucket_notes: dict[str, str] = {}
@@ -386,7 +389,7 @@ class Engine:
                     bucket_notes[name] = verdict.note
         else:
             self.bucket_probe.release(key)
-        checks: list[cond.Cond] = []
+        checks: list[conditions.Cond] = []
         probe_key = None
         if planned.database.read_limits:
             probe_key = self.probe.key(planned, creds)
@@ -420,7 +423,9 @@ class Engine:
         try:
             wanted = desired.build_parts(planned, creds, app_pod_selector=app_selector)
         except ValueError as err:  # builders refuse unsafe credentials
-            invalid = cond.Cond(cond.POOLER_READY, "False", "CredentialsInvalid", str(err))
+            invalid = conditions.Cond(
+                conditions.POOLER_READY, "False", "CredentialsInvalid", str(err)
+            )
             outcome = await finish([budget_cond, invalid, *checks], keep_last=True, budget=budget)
             return outcome, True, probe_key
 
@@ -452,7 +457,9 @@ class Engine:
             )
         conflict_text = "objects exist that Headroom did not create: " + ", ".join(conflicts)
         if desired.POOLER in contained:
-            pooler_cond = cond.Cond(cond.POOLER_READY, "False", "NameConflict", conflict_text)
+            pooler_cond = conditions.Cond(
+                conditions.POOLER_READY, "False", "NameConflict", conflict_text
+            )
         components = [budget_cond, pooler_cond, *checks]
         components += observe.components(
             planned,
@@ -473,8 +480,8 @@ class Engine:
         if contained - {desired.POOLER}:
             names = ", ".join(sorted(contained - {desired.POOLER}))
             components.append(
-                cond.Cond(
-                    CHILDREN_OWNED,
+                conditions.Cond(
+                    conditions.CHILDREN_OWNED,
                     "False",
                     "NameConflict",
                     f"{conflict_text}; not applied and not in the binding: {names}",
@@ -483,8 +490,8 @@ class Engine:
         components.append(apply_result.condition())
         if app is None:
             components.append(
-                cond.Cond(
-                    "AppFound",
+                conditions.Cond(
+                    conditions.APP_FOUND,
                     "False",
                     "AppDeploymentNotFound",
                     f"Deployment {planned.app.deployment} (spec.app.deployment) does not exist",
@@ -590,7 +597,7 @@ class Engine:
         creds: common.Credentials,
         facts: plan_mod.Facts,
         previous_status: dict[str, Any],
-        checks: list[cond.Cond],
+        checks: list[conditions.Cond],
         events: list[Event],
     ) -> tuple[plan_mod.Plan, dict[str, Any]]:
         """Measure the replicas (their last reading): the membership the agent
@@ -958,12 +965,14 @@ class _ApplyResult:
         self.failures.append((key, message))
         self.retry = self.retry or retry
 
-    def condition(self) -> cond.Cond:
+    def condition(self) -> conditions.Cond:
         if not self.failures:
-            return cond.Cond(CHILDREN_APPLIED, "True", "Applied", "every child is as desired")
+            return conditions.Cond(
+                conditions.CHILDREN_APPLIED, "True", "Applied", "every child is as desired"
+            )
         text = "; ".join(f"{k}: {m}" for k, m in self.failures)
-        return cond.Cond(
-            CHILDREN_APPLIED,
+        return conditions.Cond(
+            conditions.CHILDREN_APPLIED,
             "False",
             "ApplyFailed",
             f"{len(self.failures)} child object(s) not applied: {text}"[:2000],
@@ -1033,8 +1042,10 @@ def _budget_status(planned: plan_mod.Plan, *, since: str) -> dict[str, Any]:
     return model.model_dump(by_alias=True, exclude_none=True)
 
 
-def _exceeded(planned: plan_mod.Plan) -> cond.Cond:
-    return cond.Cond(cond.CONNECTION_BUDGET, "False", "BudgetExceeded", planned.problem_text())
+def _exceeded(planned: plan_mod.Plan) -> conditions.Cond:
+    return conditions.Cond(
+        conditions.CONNECTION_BUDGET, "False", "BudgetExceeded", planned.problem_text()
+    )
 
 
 def _read_budget_status(planned: plan_mod.Plan) -> status_models.ReadBudgetStatus | None:
@@ -1062,12 +1073,14 @@ def _read_budget_status(planned: plan_mod.Plan) -> status_models.ReadBudgetStatu
 
 def _observe_pooler(
     planned: plan_mod.Plan, deployment: Obj | None
-) -> tuple[cond.Cond, dict[str, Any]]:
+) -> tuple[conditions.Cond, dict[str, Any]]:
     endpoint = f"{pgbouncer.service_host(planned)}:{pgbouncer.SERVICE_PORT}"
     want = planned.pooler.instances
     if deployment is None:
         return (
-            cond.Cond(cond.POOLER_READY, "False", "NotCreated", "pooler Deployment not applied"),
+            conditions.Cond(
+                conditions.POOLER_READY, "False", "NotCreated", "pooler Deployment not applied"
+            ),
             {"endpoint": endpoint, "instances": want, "readyInstances": 0},
         )
     st = deployment.get("status") or {}
@@ -1079,14 +1092,14 @@ def _observe_pooler(
     status = {"endpoint": endpoint, "instances": want, "readyInstances": ready}
     if observed >= generation and ready == want and updated == want and total == want:
         message = f"{ready}/{want} PgBouncer pods ready at {endpoint}"
-        return cond.Cond(cond.POOLER_READY, "True", "PodsReady", message), status
+        return conditions.Cond(conditions.POOLER_READY, "True", "PodsReady", message), status
     message = f"{ready}/{want} ready, {updated}/{want} updated, {total} running"
-    return cond.Cond(cond.POOLER_READY, "False", "RollingOut", message), status
+    return conditions.Cond(conditions.POOLER_READY, "False", "RollingOut", message), status
 
 
 def _observe_cnpg_pooler(
     planned: plan_mod.Plan, pooler: Obj | None
-) -> tuple[cond.Cond, dict[str, Any]]:
+) -> tuple[conditions.Cond, dict[str, Any]]:
     """The write pooler is CloudNativePG's: ready when CNPG reports its pods."""
     endpoint = f"{pgbouncer.service_host(planned)}:{pgbouncer.SERVICE_PORT}"
     want = planned.pooler.instances
@@ -1094,19 +1107,21 @@ def _observe_cnpg_pooler(
     status = {"endpoint": endpoint, "instances": want, "readyInstances": running}
     if pooler is None:
         return (
-            cond.Cond(cond.POOLER_READY, "False", "NotCreated", "CNPG Pooler not applied"),
+            conditions.Cond(
+                conditions.POOLER_READY, "False", "NotCreated", "CNPG Pooler not applied"
+            ),
             status,
         )
     if running >= want:
         message = (
             f"CNPG Pooler {pgbouncer.service_name(planned)}: {running}/{want} pods at {endpoint}"
         )
-        return cond.Cond(cond.POOLER_READY, "True", "CNPGPoolerReady", message), status
+        return conditions.Cond(conditions.POOLER_READY, "True", "CNPGPoolerReady", message), status
     message = (
         f"CNPG Pooler {pgbouncer.service_name(planned)} applied with Headroom's sizes; "
         f"CloudNativePG reports {running}/{want} pods"
     )
-    return cond.Cond(cond.POOLER_READY, "False", "WaitingForCNPG", message), status
+    return conditions.Cond(conditions.POOLER_READY, "False", "WaitingForCNPG", message), status
 
 
 def _measures_replicas(planned: plan_mod.Plan) -> bool:
@@ -1123,18 +1138,20 @@ def _finite(seconds: float | None) -> float | None:
 
 def _in_pool_condition(
     found: membership.Membership, config: membership.ReadPoolConfig
-) -> cond.Cond:
+) -> conditions.Cond:
     """Informational: the read pool works with fewer replicas, or none (fallback)."""
     out = [v for v in found.verdicts if not v.member]
     if not out:
-        return cond.Cond(
-            observe.READ_REPLICAS_IN_POOL,
+        return conditions.Cond(
+            conditions.READ_REPLICAS_IN_POOL,
             "True",
             "AllInPool",
             f"{len(found.verdicts)} replica(s) within {config.max_lag_seconds:g}s of the primary",
         )
     text = "; ".join(f"{v.name} ({v.host}) out: {v.reason}" for v in out)
     if found.target == "replicas":
-        return cond.Cond(observe.READ_REPLICAS_IN_POOL, "False", "SomeOut", text[:2000])
+        return conditions.Cond(conditions.READ_REPLICAS_IN_POOL, "False", "SomeOut", text[:2000])
     where = "reads go to the primary" if found.target == "fallback" else "reads are refused"
-    return cond.Cond(observe.READ_REPLICAS_IN_POOL, "False", "AllOut", f"{where}; {text}"[:2000])
+    return conditions.Cond(
+        conditions.READ_REPLICAS_IN_POOL, "False", "AllOut", f"{where}; {text}"[:2000]
+    )

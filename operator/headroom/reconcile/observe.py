@@ -8,38 +8,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from headroom.api import conditions
 from headroom.builders import alerts, autoscaling, bucket_server, readpool, redis, workers
 from headroom.planning import plan as plan_mod
 from headroom.planning import replicas, storage
-from headroom.reconcile import conditions as cond
-
-CACHE_READY = "CacheReady"
-WORKERS_READY = "WorkersReady"
-BACKLOG_SCALING = "BacklogScaling"  # informational: not part of Ready
-AUTOSCALING_READY = "AutoscalingReady"
-READ_POOLER_READY = "ReadPoolerReady"
-STANDBYS_READY = "StandbysReady"
-# informational: the operator could not read the primary, but the pooler may
-PRIMARY_LIMITS = "PrimaryLimits"
-# informational: the app's HPA exists but may not get metrics (no metrics-server,
-# no CPU requests on the app's pods); its own ScalingActive condition says so
-APP_SCALING_ACTIVE = "AppScalingActive"
-# informational: the read pool goes on with fewer replicas (or the fallback)
-READ_REPLICAS_IN_POOL = "ReadReplicasInPool"
-# informational: whether the standbys' slots can fill the primary's disk
-SLOT_RETENTION = "SlotRetention"
-# informational: whether an installed Prometheus picks the alerts and monitors up
-ALERTS_SELECTED = "AlertsSelected"
-INFORMATIONAL = frozenset(
-    {
-        BACKLOG_SCALING,
-        PRIMARY_LIMITS,
-        APP_SCALING_ACTIVE,
-        READ_REPLICAS_IN_POOL,
-        SLOT_RETENTION,
-        ALERTS_SELECTED,
-    }
-)
 
 
 def _rolled_out(obj: dict[str, Any] | None, *, want: int | None = None) -> tuple[bool, str]:
@@ -78,10 +50,13 @@ def _claim_text(claim: PendingClaim) -> str:
 
 def _cache(
     plan: plan_mod.Plan, applied: dict[str, Any], claims: tuple[PendingClaim, ...] = ()
-) -> cond.Cond:
+) -> conditions.Cond:
     if claims:
-        return cond.Cond(
-            CACHE_READY, "False", "ClaimPending", "; ".join(_claim_text(c) for c in claims)
+        return conditions.Cond(
+            conditions.CACHE_READY,
+            "False",
+            "ClaimPending",
+            "; ".join(_claim_text(c) for c in claims),
         )
     waiting = []
     for instance in plan.redis:
@@ -93,12 +68,12 @@ def _cache(
             if not done:
                 waiting.append(f"{name} {text}")
     if waiting:
-        return cond.Cond(CACHE_READY, "False", "PodsNotReady", "; ".join(waiting))
+        return conditions.Cond(conditions.CACHE_READY, "False", "PodsNotReady", "; ".join(waiting))
     names = ", ".join(f"{r.name} ({r.use}, {r.eviction_policy})" for r in plan.redis)
-    return cond.Cond(CACHE_READY, "True", "PodsReady", f"Redis ready: {names}")
+    return conditions.Cond(conditions.CACHE_READY, "True", "PodsReady", f"Redis ready: {names}")
 
 
-def _workers(plan: plan_mod.Plan, applied: dict[str, Any]) -> list[cond.Cond]:
+def _workers(plan: plan_mod.Plan, applied: dict[str, Any]) -> list[conditions.Cond]:
     waiting = []
     for queue in plan.queues:
         dep = applied.get(f"Deployment/{workers.deployment_name(plan, queue)}")
@@ -109,10 +84,12 @@ def _workers(plan: plan_mod.Plan, applied: dict[str, Any]) -> list[cond.Cond]:
             waiting.append(f"{workers.deployment_name(plan, queue)} {text}")
     keda = plan.facts.keda
     scaling = (
-        cond.Cond(BACKLOG_SCALING, "True", "KEDAInstalled", "workers scale on queue backlog")
+        conditions.Cond(
+            conditions.BACKLOG_SCALING, "True", "KEDAInstalled", "workers scale on queue backlog"
+        )
         if keda
-        else cond.Cond(
-            BACKLOG_SCALING,
+        else conditions.Cond(
+            conditions.BACKLOG_SCALING,
             "False",
             "KEDANotInstalled",
             "KEDA's ScaledObject CRD is not served: workers scale on CPU through an HPA "
@@ -120,11 +97,13 @@ def _workers(plan: plan_mod.Plan, applied: dict[str, Any]) -> list[cond.Cond]:
         )
     )
     if waiting:
-        ready = cond.Cond(WORKERS_READY, "False", "PodsNotReady", "; ".join(waiting))
+        ready = conditions.Cond(
+            conditions.WORKERS_READY, "False", "PodsNotReady", "; ".join(waiting)
+        )
     else:
         how = "KEDA ScaledObject (backlog)" if keda else "HPA (CPU fallback)"
-        ready = cond.Cond(
-            WORKERS_READY,
+        ready = conditions.Cond(
+            conditions.WORKERS_READY,
             "True",
             "ScaledByKEDA" if keda else "ScaledByHPA",
             f"workers ready, {how}",
@@ -132,12 +111,16 @@ def _workers(plan: plan_mod.Plan, applied: dict[str, Any]) -> list[cond.Cond]:
     return [ready, scaling]
 
 
-def _autoscaling(plan: plan_mod.Plan, applied: dict[str, Any], *, app_found: bool) -> cond.Cond:
+def _autoscaling(
+    plan: plan_mod.Plan, applied: dict[str, Any], *, app_found: bool
+) -> conditions.Cond:
     if not plan.autoscaling.enabled:
-        return cond.Cond(AUTOSCALING_READY, "True", "Disabled", "spec.autoscaling.enabled is false")
+        return conditions.Cond(
+            conditions.AUTOSCALING_READY, "True", "Disabled", "spec.autoscaling.enabled is false"
+        )
     if not app_found:
-        return cond.Cond(
-            AUTOSCALING_READY,
+        return conditions.Cond(
+            conditions.AUTOSCALING_READY,
             "False",
             "AppDeploymentNotFound",
             f"Deployment {plan.app.deployment} does not exist; the HPA waits for it",
@@ -149,9 +132,11 @@ def _autoscaling(plan: plan_mod.Plan, applied: dict[str, Any], *, app_found: boo
         if k not in applied
     ]
     if missing:
-        return cond.Cond(AUTOSCALING_READY, "False", "NotApplied", ", ".join(missing))
-    return cond.Cond(
-        AUTOSCALING_READY,
+        return conditions.Cond(
+            conditions.AUTOSCALING_READY, "False", "NotApplied", ", ".join(missing)
+        )
+    return conditions.Cond(
+        conditions.AUTOSCALING_READY,
         "True",
         "HPAReady",
         f"{plan.app.deployment} scales {plan.autoscaling.min_replicas}.."
@@ -159,18 +144,18 @@ def _autoscaling(plan: plan_mod.Plan, applied: dict[str, Any], *, app_found: boo
     )
 
 
-def _app_scaling_active(hpa: dict[str, Any]) -> cond.Cond:
+def _app_scaling_active(hpa: dict[str, Any]) -> conditions.Cond:
     """Mirror the HPA controller's ScalingActive condition of the app's HPA."""
     for c in (hpa.get("status") or {}).get("conditions") or []:
         if c.get("type") == "ScalingActive":
-            return cond.Cond(
-                APP_SCALING_ACTIVE,
+            return conditions.Cond(
+                conditions.APP_SCALING_ACTIVE,
                 "True" if c.get("status") == "True" else "False",
                 str(c.get("reason") or "Unknown"),
                 f"HPA {hpa['metadata']['name']}: {c.get('message') or c.get('reason')}",
             )
-    return cond.Cond(
-        APP_SCALING_ACTIVE,
+    return conditions.Cond(
+        conditions.APP_SCALING_ACTIVE,
         "Unknown",
         "NotReportedYet",
         f"HPA {hpa['metadata']['name']} has not been evaluated by the HPA controller yet",
@@ -183,7 +168,7 @@ def cnpg_instances(pooler: dict[str, Any] | None) -> int:
     return value if isinstance(value, int) else 0
 
 
-def _cnpg_read_pool(plan: plan_mod.Plan, applied: dict[str, Any]) -> cond.Cond:
+def _cnpg_read_pool(plan: plan_mod.Plan, applied: dict[str, Any]) -> conditions.Cond:
     assert plan.read is not None and plan.read_pooler is not None
     name = readpool.service_name(plan)
     want = plan.read_pooler.instances
@@ -194,15 +179,15 @@ def _cnpg_read_pool(plan: plan_mod.Plan, applied: dict[str, Any]) -> cond.Cond:
         else ""
     )
     if running >= want:
-        return cond.Cond(
-            READ_POOLER_READY,
+        return conditions.Cond(
+            conditions.READ_POOLER_READY,
             "True",
             "CNPGPoolerReady",
             f"CNPG Pooler {name} (type ro) carries Headroom's read sizes: {running}/{want} pods"
             f"{replicas_text}; CloudNativePG routes reads to ready replicas (no lag bound)",
         )
-    return cond.Cond(
-        READ_POOLER_READY,
+    return conditions.Cond(
+        conditions.READ_POOLER_READY,
         "False",
         "WaitingForCNPG",
         f"CNPG Pooler {name} (type ro) applied with Headroom's read sizes; CloudNativePG "
@@ -210,7 +195,7 @@ def _cnpg_read_pool(plan: plan_mod.Plan, applied: dict[str, Any]) -> cond.Cond:
     )
 
 
-def _slot_retention(plan: plan_mod.Plan) -> list[cond.Cond]:
+def _slot_retention(plan: plan_mod.Plan) -> list[conditions.Cond]:
     """Each standby holds a physical slot on the primary: without a
     max_slot_wal_keep_size a standby that is away (or whose profile is gone,
     its slot left behind) keeps WAL there without bound."""
@@ -219,8 +204,8 @@ def _slot_retention(plan: plan_mod.Plan) -> list[cond.Cond]:
         return []
     if live.max_slot_wal_keep_size_mb < 0:
         return [
-            cond.Cond(
-                SLOT_RETENTION,
+            conditions.Cond(
+                conditions.SLOT_RETENTION,
                 "False",
                 "Unbounded",
                 "the primary's max_slot_wal_keep_size is -1 (unlimited): a standby that is "
@@ -230,8 +215,8 @@ def _slot_retention(plan: plan_mod.Plan) -> list[cond.Cond]:
             )
         ]
     return [
-        cond.Cond(
-            SLOT_RETENTION,
+        conditions.Cond(
+            conditions.SLOT_RETENTION,
             "True",
             "Bounded",
             f"each standby's slot holds at most {live.max_slot_wal_keep_size_mb} MB of WAL on "
@@ -240,7 +225,7 @@ def _slot_retention(plan: plan_mod.Plan) -> list[cond.Cond]:
     ]
 
 
-def _read_pool(plan: plan_mod.Plan, applied: dict[str, Any]) -> list[cond.Cond]:
+def _read_pool(plan: plan_mod.Plan, applied: dict[str, Any]) -> list[conditions.Cond]:
     read = plan.read
     assert read is not None
     if read.cnpg_poolers:
@@ -251,9 +236,13 @@ def _read_pool(plan: plan_mod.Plan, applied: dict[str, Any]) -> list[cond.Cond]:
         name = replicas.standby_name(plan.name)
         done, text = _rolled_out(applied.get(f"StatefulSet/{name}"))
         found.append(
-            cond.Cond(STANDBYS_READY, "True", "PodsReady", f"{text} hot standbys ({name})")
+            conditions.Cond(
+                conditions.STANDBYS_READY, "True", "PodsReady", f"{text} hot standbys ({name})"
+            )
             if done
-            else cond.Cond(STANDBYS_READY, "False", "PodsNotReady", f"{name} {text}")
+            else conditions.Cond(
+                conditions.STANDBYS_READY, "False", "PodsNotReady", f"{name} {text}"
+            )
         )
     endpoint = f"{readpool.service_host(plan)}:5432"
     done, text = _rolled_out(applied.get(f"Deployment/{readpool.deployment_name(plan)}"))
@@ -270,8 +259,8 @@ def _read_pool(plan: plan_mod.Plan, applied: dict[str, Any]) -> list[cond.Cond]:
         )
     if done:
         found.append(
-            cond.Cond(
-                READ_POOLER_READY,
+            conditions.Cond(
+                conditions.READ_POOLER_READY,
                 "True",
                 "PodsReady",
                 f"{text} read-pooler pods at {endpoint} over {read.mode} replicas "
@@ -281,8 +270,8 @@ def _read_pool(plan: plan_mod.Plan, applied: dict[str, Any]) -> list[cond.Cond]:
         )
     else:
         found.append(
-            cond.Cond(
-                READ_POOLER_READY,
+            conditions.Cond(
+                conditions.READ_POOLER_READY,
                 "False",
                 "PodsNotReady",
                 f"{readpool.deployment_name(plan)} {text}",
@@ -308,14 +297,14 @@ def unready_claims(plan: plan_mod.Plan, applied: dict[str, Any]) -> list[tuple[s
     return wanted
 
 
-def alerts_selected(plan: plan_mod.Plan, wanted: list[str]) -> cond.Cond | None:
+def alerts_selected(plan: plan_mod.Plan, wanted: list[str]) -> conditions.Cond | None:
     """Informational: where the rules went and whether a Prometheus loads them.
     ``wanted``: the keys (``Kind/name``) of the rules and monitors applied."""
     if plan.alerts is None:
         return None
     if not plan.facts.prometheus_operator:
-        return cond.Cond(
-            ALERTS_SELECTED,
+        return conditions.Cond(
+            conditions.ALERTS_SELECTED,
             "False",
             "NoPrometheusOperator",
             f"prometheus-operator's CRDs are not served: the rules are in ConfigMap "
@@ -325,8 +314,8 @@ def alerts_selected(plan: plan_mod.Plan, wanted: list[str]) -> cond.Cond | None:
     selection = plan.facts.prometheus_selection
     kinds = sorted({key.split("/", 1)[0] for key in wanted})
     if not selection.prometheuses:
-        return cond.Cond(
-            ALERTS_SELECTED,
+        return conditions.Cond(
+            conditions.ALERTS_SELECTED,
             "False",
             "NoPrometheus",
             "no monitoring.coreos.com/v1 Prometheus exists to select "
@@ -336,13 +325,13 @@ def alerts_selected(plan: plan_mod.Plan, wanted: list[str]) -> cond.Cond | None:
     missing = [p for p in picks if not p.selected]
     if missing:
         text = "; ".join(f"{p.kind} not selected: " + ", ".join(p.why_not) for p in missing)
-        return cond.Cond(ALERTS_SELECTED, "False", "NotSelected", text[:2000])
+        return conditions.Cond(conditions.ALERTS_SELECTED, "False", "NotSelected", text[:2000])
     by_whom = "; ".join(
         f"{p.kind} by Prometheus {p.prometheus}"
         + (" (labels " + ", ".join(f"{k}={v}" for k, v in p.labels) + ")" if p.labels else "")
         for p in picks
     )
-    return cond.Cond(ALERTS_SELECTED, "True", "Selected", by_whom[:2000])
+    return conditions.Cond(conditions.ALERTS_SELECTED, "True", "Selected", by_whom[:2000])
 
 
 def components(
@@ -351,8 +340,8 @@ def components(
     *,
     app_found: bool,
     pending_claims: tuple[PendingClaim, ...] = (),
-) -> list[cond.Cond]:
-    found: list[cond.Cond] = []
+) -> list[conditions.Cond]:
+    found: list[conditions.Cond] = []
     if plan.read is not None:
         found += _read_pool(plan, applied)
     if plan.redis:
@@ -364,9 +353,6 @@ def components(
     if plan.autoscaling.enabled and app_found and hpa is not None:
         found.append(_app_scaling_active(hpa))
     return found
-
-
-STORAGE_READY = "StorageReady"
 
 
 def _claim_bound(claim: dict[str, Any] | None) -> bool:
@@ -425,7 +411,7 @@ def storage_ready(
     problems: dict[str, tuple[str, str]],
     found: dict[str, storage.BucketCredentials],
     notes: dict[str, str] | None = None,
-) -> cond.Cond | None:
+) -> conditions.Cond | None:
     """StorageReady: every bucket's credentials are in the binding. The reason
     is the first bucket's that is not (COSINotInstalled, ClaimPending,
     AccessPending, CredentialsPending, CredentialsSecretMissing,
@@ -448,7 +434,10 @@ def storage_ready(
     waiting = [(reason, text) for reason, text in states if reason != "Ready"]
     text = "; ".join([t for _, t in states] + extra)[:2000]
     if waiting:
-        return cond.Cond(STORAGE_READY, "False", waiting[0][0], text)
-    return cond.Cond(
-        STORAGE_READY, "True", "Ready", f"{len(states)} bucket(s) in the binding: {text}"[:2000]
+        return conditions.Cond(conditions.STORAGE_READY, "False", waiting[0][0], text)
+    return conditions.Cond(
+        conditions.STORAGE_READY,
+        "True",
+        "Ready",
+        f"{len(states)} bucket(s) in the binding: {text}"[:2000],
     )

@@ -19,12 +19,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from headroom.api import v1alpha1
+from headroom.api import conditions, v1alpha1
 from headroom.builders import common
 from headroom.planning import plan as plan_mod
 from headroom.postgres import limits as postgres_limits
-from headroom.reconcile import conditions as cond
-from headroom.reconcile import observe
 
 _CONCURRENT_READS = 4
 
@@ -80,7 +78,7 @@ class PrimaryProbe:
 
     async def check(
         self, planned: plan_mod.Plan, creds: common.Credentials, *, user: str
-    ) -> tuple[plan_mod.PrimaryLimits | None, cond.Cond]:
+    ) -> tuple[plan_mod.PrimaryLimits | None, conditions.Cond]:
         """The last answer for ``planned``'s primary (read now the first time)."""
         db = planned.database
         key = self.key(planned, creds)
@@ -136,10 +134,10 @@ class PrimaryProbe:
 
 def _condition(
     db: v1alpha1.Database, result: Result
-) -> tuple[plan_mod.PrimaryLimits | None, cond.Cond]:
+) -> tuple[plan_mod.PrimaryLimits | None, conditions.Cond]:
     if isinstance(result, str):
-        return None, cond.Cond(
-            observe.PRIMARY_LIMITS,
+        return None, conditions.Cond(
+            conditions.PRIMARY_LIMITS,
             "False",
             "PrimaryUnreachable",
             f"could not read the limits of {db.host}:{db.port} ({result}); "
@@ -149,8 +147,8 @@ def _condition(
         f"declared maxConnections {db.max_connections}, "
         f"superuserReservedConnections {db.superuser_reserved_connections}"
     )
-    return result, cond.Cond(
-        observe.PRIMARY_LIMITS,
+    return result, conditions.Cond(
+        conditions.PRIMARY_LIMITS,
         "True",
         "LimitsRead",
         f"{db.host}:{db.port} reports {result.describe()} = {result.available}; {declared}",

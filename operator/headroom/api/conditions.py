@@ -1,0 +1,148 @@
+"""Every condition type a ScalingProfile's ``status.conditions`` carries, and
+the pure functions that shape them (metav1.Condition semantics).
+
+The reconcile pass and its observers build :class:`Cond` values with these
+types; :func:`merge` keeps ``lastTransitionTime`` when a condition's status did
+not change, so a status rewrite on every pass does not look like a flapping
+component; :func:`ready` folds the components into the top-level ``Ready``;
+:func:`notable` picks the transitions worth an Event. docs/api.md lists them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from headroom.api import status
+
+# True only when every component below is True, the informational ones excepted.
+READY = "Ready"
+
+# -- components: each holds Ready back while it is not True ------------------
+# The plan fits the primary (and the replicas') connection limits.
+CONNECTION_BUDGET = "ConnectionBudget"
+# The write pooler (PgBouncer Deployment or CloudNativePG Pooler) is rolled out.
+POOLER_READY = "PoolerReady"
+# The read pooler in front of the replicas is rolled out.
+READ_POOLER_READY = "ReadPoolerReady"
+# The hot standbys Headroom runs (readReplicas mode streaming) are ready.
+STANDBYS_READY = "StandbysReady"
+# Every Redis instance is ready.
+CACHE_READY = "CacheReady"
+# Every queue's workers are rolled out.
+WORKERS_READY = "WorkersReady"
+# The app's HPA and PDB exist (the app's Deployment is there to scale).
+AUTOSCALING_READY = "AutoscalingReady"
+# Every bucket is in the binding with working credentials.
+STORAGE_READY = "StorageReady"
+# Every child the pass wanted was applied.
+CHILDREN_APPLIED = "ChildrenApplied"
+# No object with one of our names belongs to somebody else.
+CHILDREN_OWNED = "ChildrenOwned"
+# The app's Deployment (spec.app.deployment) exists; only written when it does not.
+APP_FOUND = "AppFound"
+
+# -- informational: said, never part of Ready ---------------------------------
+# Whether the workers scale on the queue's backlog (KEDA) or on CPU.
+BACKLOG_SCALING = "BacklogScaling"
+# The operator could not read the primary, but the pooler may.
+PRIMARY_LIMITS = "PrimaryLimits"
+# The app's HPA exists but may not get metrics (no metrics-server, no CPU
+# requests on the app's pods); its own ScalingActive condition says so.
+APP_SCALING_ACTIVE = "AppScalingActive"
+# The read pool goes on with fewer replicas (or the fallback).
+READ_REPLICAS_IN_POOL = "ReadReplicasInPool"
+# Whether the standbys' slots can fill the primary's disk.
+SLOT_RETENTION = "SlotRetention"
+# Whether an installed Prometheus picks the alerts and monitors up.
+ALERTS_SELECTED = "AlertsSelected"
+INFORMATIONAL = frozenset(
+    {
+        BACKLOG_SCALING,
+        PRIMARY_LIMITS,
+        APP_SCALING_ACTIVE,
+        READ_REPLICAS_IN_POOL,
+        SLOT_RETENTION,
+        ALERTS_SELECTED,
+    }
+)
+
+# Reasons that mean "on its way", not "something is wrong": not worth an Event.
+PROGRESSING = frozenset(
+    {"NotCreated", "RollingOut", "PodsNotReady", "NotApplied", "NotReportedYet"}
+)
+
+
+@dataclass(frozen=True)
+class Cond:
+    """One condition as the pass decides it; :func:`merge` adds the times."""
+
+    type: str
+    status: str  # "True" | "False" | "Unknown"
+    reason: str
+    message: str = ""
+
+
+def merge(
+    previous: list[dict[str, Any]], current: list[Cond], *, now: str, generation: int
+) -> list[dict[str, Any]]:
+    before = {c.get("type"): c for c in previous or []}
+    merged = []
+    for cond in current:
+        old = before.get(cond.type)
+        keep = old is not None and old.get("status") == cond.status
+        since = old.get("lastTransitionTime") if keep and old is not None else None
+        merged.append(
+            {
+                "type": cond.type,
+                "status": cond.status,
+                "reason": cond.reason,
+                "message": _bounded(cond.message),
+                "observedGeneration": generation,
+                "lastTransitionTime": since or now,
+            }
+        )
+    return merged
+
+
+def _bounded(message: str) -> str:
+    """The CRD caps a message as metav1.Condition does; a longer one (every
+    refused child, say) is cut rather than have the status write refused."""
+    limit = status.MESSAGE_MAX
+    if len(message) <= limit:
+        return message
+    tail = f"... ({len(message) - limit} more characters)"
+    return message[: limit - len(tail)] + tail
+
+
+def ready(components: list[Cond], *, informational: frozenset[str] = INFORMATIONAL) -> Cond:
+    """Top-level Ready: True only when every component condition is True
+    (``informational`` ones, such as an optional engine being absent, excepted)."""
+    failing = [c for c in components if c.status != "True" and c.type not in informational]
+    if not failing:
+        return Cond(READY, "True", "AllComponentsReady", "every component is ready")
+    first = failing[0]
+    return Cond(READY, "False", first.reason, f"{first.type}: {first.message}")
+
+
+def notable(previous: list[dict[str, Any]], current: list[Cond]) -> list[Cond]:
+    """Transitions worth an Event: every change of the top-level Ready, and a
+    component turning False or Unknown for a reason other than progress
+    (recoveries show in Ready). Rollouts then record a handful of Events per
+    profile, not one per condition flip."""
+    return [
+        c
+        for c in transitions(previous, current)
+        if c.type == READY or (c.status != "True" and c.reason not in PROGRESSING)
+    ]
+
+
+def transitions(previous: list[dict[str, Any]], current: list[Cond]) -> list[Cond]:
+    """Conditions whose status or reason differs from ``previous`` (new ones included)."""
+    before = {c.get("type"): c for c in previous or []}
+    return [
+        c
+        for c in current
+        if (before.get(c.type) or {}).get("status") != c.status
+        or (before.get(c.type) or {}).get("reason") != c.reason
+    ]

@@ -1,0 +1,171 @@
+"""``spec.cache``: Redis instances declared by use (cache evicts, queue never
+does), their memory, persistence, Sentinel HA and allowlisted redis.conf."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import ConfigDict, Field
+
+from headroom.api.v1alpha1 import images
+from headroom.api.v1alpha1.pods import SAME_CLAIM, Claim
+from headroom.api.v1alpha1.schema import (
+    IMAGE,
+    SHORT_NAME,
+    SHORT_NAME_MAX,
+    ConfigKey,
+    ConfigValue,
+    Model,
+    Quantity,
+    cel,
+    quantity_rule,
+)
+
+MIN_REDIS_MEMORY = "32Mi"
+
+
+class Persistence(Claim):
+    """Keep Redis data on a PersistentVolumeClaim (AOF + RDB)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                # The StatefulSet's volumeClaimTemplates are immutable (see docs/api.md).
+                cel(
+                    SAME_CLAIM,
+                    "spec.cache.instances[].persistence.size and storageClassName cannot "
+                    "change: they are the StatefulSet's volumeClaimTemplates, which Kubernetes "
+                    "never updates. Grow the PVCs themselves (kubectl patch pvc, if the "
+                    "StorageClass allows expansion) or add a new instance under another name",
+                )
+            ]
+        }
+    )
+
+    size: Quantity = Field(
+        default="1Gi",
+        description="PVC size per Redis pod.",
+        json_schema_extra={"x-kubernetes-validations": [quantity_rule("> 0", "must be > 0")]},
+    )
+
+
+class Sentinel(Model):
+    """Redis Sentinel HA: 3 sentinels watch 1 master and ``replicas`` replicas."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "self.minReplicasToWrite <= self.replicas",
+                    "spec.cache.instances[].sentinel.minReplicasToWrite must be <= replicas: "
+                    "the master would refuse every write",
+                )
+            ]
+        }
+    )
+
+    replicas: int = Field(default=2, ge=1, le=5, description="Redis replicas beside the master.")
+    min_replicas_to_write: int = Field(
+        default=1,
+        ge=0,
+        le=5,
+        description="The master accepts a write only while at least this many replicas are "
+        "connected and lag at most 10 s (min-replicas-to-write, min-replicas-max-lag): a "
+        "master cut off from its replicas refuses writes instead of taking writes a failover "
+        "would lose. 0 turns it off (writes go on while every replica is down, e.g. during "
+        "a rolling restart with one replica).",
+    )
+
+
+class CacheInstance(Model):
+    """One Redis instance, declared by what it is used for."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "self.use != 'queue' || !has(self.evictionPolicy) || "
+                    "self.evictionPolicy == 'noeviction'",
+                    "spec.cache.instances[].evictionPolicy must be noeviction when use is "
+                    "queue: an evicting queue silently loses jobs",
+                ),
+                # Transition rules: the StatefulSet fields these decide are immutable.
+                cel(
+                    "has(self.persistence) == has(oldSelf.persistence)",
+                    "spec.cache.instances[].persistence cannot be added to or removed from "
+                    "an existing instance: it changes the StatefulSet's immutable "
+                    "volumeClaimTemplates. Remove the instance first (retained PVCs are "
+                    "reused when it comes back under the same name) or add a new instance "
+                    "under another name",
+                ),
+                cel(
+                    "has(self.sentinel) == has(oldSelf.sentinel)",
+                    "spec.cache.instances[].sentinel cannot be added to or removed from an "
+                    "existing instance: it changes the StatefulSet's immutable "
+                    "podManagementPolicy. Add a new instance under another name, move the "
+                    "clients to it, then remove this one",
+                ),
+            ]
+        }
+    )
+
+    name: Annotated[str, Field(pattern=SHORT_NAME, max_length=SHORT_NAME_MAX)] = Field(
+        description="Instance name (DNS label, at most 20 characters)."
+    )
+    use: Literal["cache", "queue"] = Field(
+        description="cache: evicts least-recently-used keys when full. queue: never "
+        "evicts (writes fail when full, no job is lost)."
+    )
+    eviction_policy: (
+        Literal[
+            "allkeys-lru",
+            "allkeys-lfu",
+            "allkeys-random",
+            "volatile-lru",
+            "volatile-lfu",
+            "volatile-random",
+            "volatile-ttl",
+            "noeviction",
+        ]
+        | None
+    ) = Field(default=None, description="maxmemory-policy; allkeys-lru for cache by default.")
+    memory: Quantity = Field(
+        default="256Mi",
+        description="Container memory limit; maxmemory is 75% of it (room for "
+        "fragmentation, replication buffers and fork copy-on-write).",
+        # Whole bytes (for maxmemory) is the planner's to check: CEL's isInteger()
+        # says false for 0.5Gi.
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                quantity_rule(f">= {MIN_REDIS_MEMORY}", f"must be at least {MIN_REDIS_MEMORY}")
+            ]
+        },
+    )
+    persistence: Persistence | None = Field(
+        default=None, description="Persist data on a PVC; unset keeps data in memory only."
+    )
+    sentinel: Sentinel | None = Field(default=None, description="Sentinel HA when set.")
+    image: Annotated[str, Field(pattern=IMAGE, max_length=512)] = Field(
+        default=images.REDIS_IMAGE, description="Redis image (7.x)."
+    )
+    config: dict[ConfigKey, ConfigValue] = Field(
+        default_factory=dict,
+        max_length=32,
+        description="Allowlisted redis.conf overrides (timeout, tcp-keepalive, hz, "
+        "maxmemory-samples, appendfsync, slowlog-log-slower-than, ...).",
+    )
+
+
+class Cache(Model):
+    """Redis for cache, rate limits and queues."""
+
+    instances: list[CacheInstance] = Field(
+        min_length=1,
+        max_length=8,
+        description="Redis instances; names must be unique.",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
+    )
+    exporter_image: Annotated[str, Field(pattern=IMAGE, max_length=512)] = Field(
+        default=images.REDIS_EXPORTER_IMAGE,
+        description="redis_exporter sidecar image (metrics on port 9121).",
+    )

@@ -1,0 +1,92 @@
+"""``spec.database``: the app's Postgres primary (where it is, its credentials,
+its connection limits and TLS), and its read replicas."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import ConfigDict, Field
+
+from headroom.api.v1alpha1.read_replicas import ReadReplicas
+from headroom.api.v1alpha1.references import CASecretRef, SecretKeyRef
+from headroom.api.v1alpha1.schema import HOST, PG_IDENTIFIER, Model, cel
+
+# Direct sessions a migration (Prisma migrate takes 1-2), an admin console and
+# a cron job need beside the pooler.
+DEFAULT_RESERVED_CONNECTIONS = 5
+
+
+class Database(Model):
+    """The app's Postgres primary."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "self.superuserReservedConnections + self.reservedConnections"
+                    " < self.maxConnections",
+                    "spec.database.superuserReservedConnections + "
+                    "spec.database.reservedConnections must be < spec.database.maxConnections",
+                ),
+                cel(
+                    "!has(self.sslMode) || !(self.sslMode in ['verify-ca', 'verify-full'])"
+                    " || has(self.serverCASecret)",
+                    "spec.database.serverCASecret is required when spec.database.sslMode is "
+                    "verify-ca or verify-full",
+                ),
+            ]
+        }
+    )
+
+    host: Annotated[str, Field(pattern=HOST, max_length=253)] = Field(
+        description="Host name or IPv4 address of the Postgres primary."
+    )
+    port: int = Field(default=5432, ge=1, le=65535, description="Postgres port.")
+    name: Annotated[str, Field(pattern=PG_IDENTIFIER, max_length=63)] = Field(
+        description="Database name the app uses."
+    )
+    credentials_secret: SecretKeyRef = Field(
+        description="Secret with the app's database username and password. The pooler "
+        "authenticates the app with the same credentials."
+    )
+    max_connections: int = Field(
+        default=100,
+        ge=2,
+        le=262_143,
+        description="The primary's max_connections (declare it for managed databases; "
+        "100 is Postgres' default).",
+    )
+    superuser_reserved_connections: int = Field(
+        default=3, ge=0, le=1000, description="The primary's superuser_reserved_connections."
+    )
+    reserved_connections: int = Field(
+        default=DEFAULT_RESERVED_CONNECTIONS,
+        ge=0,
+        le=100_000,
+        description="Connections kept free for everything that does not go through the "
+        "pooler: migrations (the binding's direct DATABASE_URL), admin consoles, cron jobs, "
+        f"replication. Default {DEFAULT_RESERVED_CONNECTIONS}; 0 gives the pooler "
+        "everything.",
+    )
+    read_limits: bool = Field(
+        default=True,
+        description="Connect to the primary with the credentials and read max_connections "
+        "and the reserved slots; a plan the real limits cannot carry is refused "
+        "(ConnectionBudget=False) and the outcome shows in the PrimaryLimits condition.",
+    )
+    ssl_mode: Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"] = Field(
+        default="prefer",
+        description="TLS mode from the pooler (and the operator's limits check) to Postgres; "
+        "verify-ca and verify-full need serverCASecret.",
+    )
+    server_ca_secret: CASecretRef | None = Field(
+        default=None,
+        alias="serverCASecret",
+        description="CA that signed the primary's server certificate: mounted into the "
+        "pooler pods as server_tls_ca_file. Required for sslMode verify-ca/verify-full.",
+    )
+
+    read_replicas: ReadReplicas | None = Field(
+        default=None,
+        description="Read replicas behind a pooled, lag-aware read endpoint (DATABASE_READ_URL).",
+    )

@@ -1,0 +1,23 @@
+"""Every image Headroom runs by default, in one place: the defaults of the
+profile's ``image`` fields and of the operator's own agent image. A test checks
+the exporters' tags against the versions the alert tests build (hack/versions.env).
+"""
+
+from __future__ import annotations
+
+from headroom import __version__
+
+# PgBouncer and its exporter (spec.pooler.image, spec.pooler.exporterImage).
+PGBOUNCER_IMAGE = "ghcr.io/cloudnative-pg/pgbouncer:1.24.1"
+PGBOUNCER_EXPORTER_IMAGE = "quay.io/prometheuscommunity/pgbouncer-exporter:v0.12.1"
+# Redis and its exporter (spec.cache.instances[].image, spec.cache.exporterImage).
+REDIS_IMAGE = "docker.io/library/redis:7.2.5"
+REDIS_EXPORTER_IMAGE = "docker.io/oliver006/redis_exporter:v1.62.0"
+# Postgres images the standbys run: the primary's major version (a standby
+# replays the primary's WAL, which only the same major version can read).
+POSTGRES_IMAGE = "docker.io/library/postgres:15.8"
+# The builtin object storage's S3 server (spec.storage.buckets[].builtin.image).
+VERSITYGW_IMAGE = "ghcr.io/versity/versitygw:v1.8.0"
+# Headroom's own image: the read pooler's lag agent and the S3 server's bucket
+# agent run it (HEADROOM_AGENT_IMAGE overrides it).
+AGENT_IMAGE = f"ghcr.io/headroom-dev/headroom:{__version__}"

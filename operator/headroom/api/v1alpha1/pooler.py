@@ -1,0 +1,48 @@
+"""``spec.pooler``: PgBouncer in front of the primary (pods, pool mode, image
+and version, allowlisted pgbouncer.ini overrides, the exporter sidecar)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field
+
+from headroom.api.v1alpha1 import images
+from headroom.api.v1alpha1.schema import IMAGE, ConfigKey, ConfigValue, Model
+
+PGBOUNCER_VERSION = r"^1\.(1[89]|2[0-9])$"
+
+
+class Pooler(Model):
+    """PgBouncer in front of the primary."""
+
+    instances: int = Field(
+        default=2, ge=1, le=50, description="PgBouncer pods. Two or more survive a node loss."
+    )
+    pool_mode: Literal["session", "transaction"] = Field(
+        default="transaction",
+        description="transaction multiplexes many clients on few server connections; "
+        "session gives each client its own server connection (then the client demand must "
+        "fit the server budget).",
+    )
+    image: Annotated[str, Field(pattern=IMAGE, max_length=512)] = Field(
+        default=images.PGBOUNCER_IMAGE,
+        description="PgBouncer image; its entrypoint is ignored, `pgbouncer` must be on PATH.",
+    )
+    version: Annotated[str, Field(pattern=PGBOUNCER_VERSION, max_length=4)] | None = Field(
+        default=None,
+        description="PgBouncer major.minor the image runs; only settings valid for this "
+        "version are rendered. Read from the image tag (1.24.1 -> 1.24) when unset; "
+        "required when the tag does not say it, and must agree with it when it does.",
+    )
+    parameters: dict[ConfigKey, ConfigValue] = Field(
+        default_factory=dict,
+        max_length=64,
+        description="pgbouncer.ini [pgbouncer] overrides. Only allowlisted keys; sizing "
+        "keys (default_pool_size, reserve_pool_size, max_db_connections, max_client_conn) "
+        "pin the planner and must fit the budget.",
+    )
+    exporter_image: Annotated[str, Field(pattern=IMAGE, max_length=512)] = Field(
+        default=images.PGBOUNCER_EXPORTER_IMAGE,
+        description="pgbouncer_exporter sidecar image (metrics on port 9127).",
+    )

@@ -1,0 +1,76 @@
+"""``spec.queues``: Redis lists drained by worker pods that scale on their
+backlog (KEDA when installed, an HPA on CPU otherwise)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import ConfigDict, Field
+
+from headroom.api.v1alpha1.pods import Resources
+from headroom.api.v1alpha1.schema import IMAGE, SHORT_NAME, SHORT_NAME_MAX, Model, cel
+
+REDIS_KEY = r"^[A-Za-z0-9_:.{}-]{1,128}$"
+
+
+class WorkerReplicas(Model):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel("self.min <= self.max", "spec.queues[].replicas.min must be <= max")
+            ]
+        }
+    )
+
+    min: int = Field(default=0, ge=0, le=1000, description="0 scales to zero (KEDA only).")
+    max: int = Field(default=10, ge=1, le=1000, description="Most worker pods.")
+
+
+class Queue(Model):
+    """A Redis list drained by worker pods that scale on its backlog."""
+
+    name: Annotated[str, Field(pattern=SHORT_NAME, max_length=SHORT_NAME_MAX)] = Field(
+        description="Queue name."
+    )
+    redis: Annotated[str, Field(pattern=SHORT_NAME, max_length=SHORT_NAME_MAX)] = Field(
+        description="Name of a spec.cache.instances entry with use: queue."
+    )
+    list_name: Annotated[str, Field(pattern=REDIS_KEY, max_length=128)] = Field(
+        description="Redis list key holding the backlog (e.g. bull:emails:wait)."
+    )
+    image: Annotated[str, Field(pattern=IMAGE, max_length=512)] = Field(description="Worker image.")
+    command: list[Annotated[str, Field(max_length=4096)]] = Field(
+        default_factory=list, max_length=32
+    )
+    args: list[Annotated[str, Field(max_length=4096)]] = Field(default_factory=list, max_length=64)
+    resources: Resources = Field(default_factory=Resources)
+    replicas: WorkerReplicas = Field(default_factory=WorkerReplicas)
+    backlog_per_worker: int = Field(
+        default=10, ge=1, le=1_000_000, description="Target list length per worker pod."
+    )
+    activation_backlog: int = Field(
+        default=0, ge=0, le=1_000_000, description="Backlog above which workers wake from zero."
+    )
+    termination_grace_period_seconds: int = Field(
+        default=300,
+        ge=1,
+        le=86_400,
+        description="Time a worker gets to finish in-flight jobs when scaled down.",
+    )
+    database_pool_size: int = Field(
+        default=0,
+        ge=0,
+        le=1000,
+        description="Connections one worker pod opens through the pooler (0: no database); "
+        "counted in the connection budget.",
+    )
+    database_read_pool_size: int = Field(
+        default=0,
+        ge=0,
+        le=1000,
+        description="Connections one worker pod opens to the read endpoint "
+        "(DATABASE_READ_URL; 0: none); counted in the read budget.",
+    )
+    cpu_utilization: int = Field(
+        default=70, ge=1, le=100, description="CPU target of the HPA fallback (no KEDA)."
+    )
