@@ -48,6 +48,14 @@ versitygw: ## build versitygw (the builtin object storage's S3 server, used by t
 exporters: ## build pgbouncer_exporter and redis_exporter (the versions the pods run; the alert tests scrape them) into $(HEADROOM_CACHE) (cached)
 	hack/build-exporters.sh >/dev/null
 
+.PHONY: pgbouncer
+pgbouncer: ## build PgBouncer from Debian's source package (the default image's version; the conformance and client tests run it) into $(HEADROOM_CACHE) (cached)
+	hack/build-pgbouncer.sh >/dev/null
+
+.PHONY: node-clients
+node-clients: ## npm ci the client tests' Node packages (tests/clients/node/package-lock.json) into $(HEADROOM_CACHE) and generate the Prisma client (cached)
+	hack/install-node-clients.sh >/dev/null
+
 .PHONY: cluster
 cluster: $(if $(USER_CLUSTER),,deps) ## start (or reuse) the local control plane: etcd, apiserver, controller-manager, scheduler, kwok
 ifeq ($(USER_CLUSTER),1)

@@ -4,8 +4,10 @@
 # redis-server, redis-sentinel, and redis-cli, which Headroom's Redis start script
 # uses), openssl for the control plane's certificates, then the
 # Python venv, the Go-built control plane, helm, versitygw (the bucket conformance
-# tests' S3 server) and the exporters the alert tests scrape (pgbouncer_exporter,
-# redis_exporter); all cached, so a re-run is quick.
+# tests' S3 server), the exporters the alert tests scrape (pgbouncer_exporter,
+# redis_exporter), PgBouncer built from Debian's source package (the default
+# image's version) and the client tests' Node packages; all cached, so a re-run
+# is quick.
 # `hack/install-deps.sh packages` installs the Debian packages only (`make deps`).
 # Every step is skipped when already done, so a re-run takes about a second.
 set -euo pipefail
@@ -37,19 +39,19 @@ fi
 
 echo "== python venv"
 make venv
-echo "== control-plane binaries"
-start=$SECONDS
-hack/build-binaries.sh >/dev/null
-echo "   binaries ready in $((SECONDS - start))s"
-echo "== helm (the chart's tests)"
-start=$SECONDS
-hack/build-helm.sh >/dev/null
-echo "   helm ready in $((SECONDS - start))s"
-echo "== versitygw"
-start=$SECONDS
-hack/build-versitygw.sh >/dev/null
-echo "   versitygw ready in $((SECONDS - start))s"
-echo "== exporters (the alert tests)"
-start=$SECONDS
-hack/build-exporters.sh >/dev/null
-echo "   exporters ready in $((SECONDS - start))s"
+
+# One cached build per line: each script skips what it already built, so a
+# re-run takes about a second. A new tool is one more line here.
+step() {
+  local what=$1 start=$SECONDS
+  shift
+  echo "== $what"
+  "$@" >/dev/null
+  echo "   $what ready in $((SECONDS - start))s"
+}
+step "control-plane binaries" hack/build-binaries.sh
+step "helm (the chart's tests)" hack/build-helm.sh
+step "versitygw" hack/build-versitygw.sh
+step "exporters (the alert tests)" hack/build-exporters.sh
+step "pgbouncer (Debian's source package)" hack/build-pgbouncer.sh
+step "node client packages (tests/clients)" hack/install-node-clients.sh
