@@ -185,7 +185,7 @@ def _bucket_rows(plan: plan_mod.Plan) -> list[tuple[str, str]]:
             source = (
                 f"builtin: on {bucket_server.endpoint(plan)} (versitygw "
                 f"{bucket.builtin.image.rsplit(':', 1)[-1]}), app keys in Secret "
-                f"{bucket_server.app_secret_name(plan)}"
+                f"{plan.names.s3_app_keys}"
             )
         else:
             assert bucket.s3 is not None

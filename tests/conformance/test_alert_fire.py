@@ -334,11 +334,11 @@ def redis_instance(
         (statefulset,) = [
             o
             for o in objects
-            if o["kind"] == "StatefulSet" and o["metadata"]["name"] == redis.base_name(plan, inst)
+            if o["kind"] == "StatefulSet" and o["metadata"]["name"] == plan.names.redis(inst.name)
         ]
         args, env = prometheus_servers.container_command(
             _container(statefulset, "exporter"),
-            secrets={redis.auth_secret_name(plan, inst): {"password": password}},
+            secrets={plan.names.redis_auth(inst.name): {"password": password}},
             moved={f"127.0.0.1:{plan_mod.REDIS_PORT}": f"{servers.HOST}:{server.port}"},
         )
         exporter = start_exporter(exporters.redis, args, env, name="redis_exporter")

@@ -35,7 +35,7 @@ import servers
 
 from headroom.api import v1alpha1
 from headroom.builders import pgbouncer, readpool, standby
-from headroom.planning import membership, replicas
+from headroom.planning import membership, names, replicas
 from headroom.planning import plan as plan_mod
 
 pytestmark = pytest.mark.conformance
@@ -191,7 +191,7 @@ def launch(
         for ordinal in range(2):
             node = servers.Standby(
                 primary,
-                slot=standby.slot_name("shop", ordinal),
+                slot=names.ChildNames("shop", "default").slot(ordinal),
                 clone=_clone,
                 socket_port=STANDBY_PORT,
                 settings=rendered_standby_settings(primary),

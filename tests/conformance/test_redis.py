@@ -377,9 +377,9 @@ class HaInstance:
             common.key_of(obj): obj
             for obj in redis.build(self.plan, self.inst, password=password, app_pod_selector={})
         }
-        base = redis.base_name(self.plan, self.inst)
+        base = self.plan.names.redis(self.inst.name)
         self.redis_conf = objects[f"ConfigMap/{base}-config"]["data"]["redis.conf"]
-        secret = objects[f"Secret/{redis.auth_secret_name(self.plan, self.inst)}"]["data"]
+        secret = objects[f"Secret/{self.plan.names.redis_auth(self.inst.name)}"]["data"]
         self.secret_files = {k: base64.b64decode(v).decode() for k, v in secret.items()}
         pods = objects[f"StatefulSet/{base}"]["spec"]
         assert pods["replicas"] == 1 + HA_REPLICAS
@@ -387,7 +387,7 @@ class HaInstance:
             c for c in pods["template"]["spec"]["containers"] if c["name"] == "redis"
         ]
         assert "initContainers" not in pods["template"]["spec"]
-        sentinel_pods = objects[f"StatefulSet/{redis.sentinel_name(self.plan, self.inst)}"]
+        sentinel_pods = objects[f"StatefulSet/{self.plan.names.sentinel(self.inst.name)}"]
         sentinel_spec = sentinel_pods["spec"]["template"]["spec"]
         (self.sentinel_init,) = sentinel_spec["initContainers"]
         (self.sentinel_container,) = sentinel_spec["containers"]
@@ -404,7 +404,7 @@ class HaInstance:
             f"{host}:{plan_mod.SENTINEL_PORT}"
             for host in redis.sentinel_hosts(self.plan, self.inst)
         ]
-        assert env["INITIAL_MASTER"] == f"{redis.pod_host(self.plan, self.inst, 0)}:6379"
+        assert env["INITIAL_MASTER"] == f"{self.plan.names.redis_pod_host(self.inst.name, 0)}:6379"
 
         def setup(port: int, workdir: Path) -> tuple[dict[str, str], dict[str, str]]:
             rendered = localize(
@@ -423,7 +423,7 @@ class HaInstance:
             }
             values = {
                 **env,
-                "POD_NAME": f"{redis.base_name(self.plan, self.inst)}-{ordinal}",
+                "POD_NAME": f"{self.plan.names.redis(self.inst.name)}-{ordinal}",
                 "POD_FQDN": HOST,
                 "REDIS_CONFIG": str(workdir / "redis.rendered.conf"),
                 "REDIS_RUN_CONFIG": str(workdir / "redis.conf"),
@@ -465,7 +465,7 @@ class HaInstance:
             )
             values = {
                 **env,
-                "POD_NAME": f"{redis.sentinel_name(self.plan, self.inst)}-{ordinal}",
+                "POD_NAME": f"{self.plan.names.sentinel(self.inst.name)}-{ordinal}",
                 "POD_FQDN": HOST,
                 "SENTINEL_CONFIG": str(workdir / "sentinel.rendered.conf"),
                 "SENTINEL_RUN_CONFIG": str(workdir / "sentinel.conf"),

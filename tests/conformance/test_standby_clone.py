@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import servers
 
-from headroom.builders import standby
+from headroom.planning import names
 
 pytestmark = pytest.mark.conformance
 
@@ -52,7 +52,7 @@ def _clone_with_script(node: servers.Standby) -> None:
 def test_the_script_clones_once_and_the_clone_streams_through_its_slot(
     primary: servers.Postgres,
 ) -> None:
-    slot = standby.slot_name("shop", 0)
+    slot = names.ChildNames("shop", "default").slot(0)
     node = servers.Standby(primary, slot=slot, clone=_clone_with_script).start()
     try:
         assert node.admin().value("SELECT pg_is_in_recovery()") == "t"
@@ -79,7 +79,7 @@ def test_the_script_clones_once_and_the_clone_streams_through_its_slot(
 
 
 def test_a_standby_whose_slot_survived_clones_through_it(primary: servers.Postgres) -> None:
-    slot = standby.slot_name("shop", 1)
+    slot = names.ChildNames("shop", "default").slot(1)
     primary.admin().rows(
         f"SELECT pg_create_physical_replication_slot({servers.quote_literal(slot)})"
     )
@@ -105,7 +105,7 @@ def test_a_wrong_password_fails_the_init_step_without_leaving_a_half_clone(
         assert not node.data.exists() and not Path(f"{node.data}.partial").exists()
         raise servers.ServerError("refused, as it should be")
 
-    node = servers.Standby(primary, slot=standby.slot_name("shop", 2), clone=wrong)
+    node = servers.Standby(primary, slot=names.ChildNames("shop", "default").slot(2), clone=wrong)
     with pytest.raises(servers.ServerError, match="refused, as it should be"):
         node.start()
     node.stop()

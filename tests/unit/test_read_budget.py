@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 
 from headroom.api import conditions, v1alpha1
-from headroom.builders import binding, cnpg, common, desired, pgbouncer, readpool, standby
+from headroom.builders import cnpg, common, desired, pgbouncer, readpool
+from headroom.planning import names, replicas
 from headroom.planning import plan as plan_mod
-from headroom.planning import replicas
 from headroom.reconcile import observe
 from tests import profiles
 
@@ -168,7 +168,7 @@ def _secret(objects: dict[str, Any], name: str) -> dict[str, str]:
 def test_binding_points_reads_at_the_read_pooler() -> None:
     planned = _plan(**NEON)
     objects = desired.build(planned, CREDS)
-    data = _secret(objects, binding.secret_name(planned))
+    data = _secret(objects, planned.names.binding)
     assert data["DATABASE_READ_URL"] == ("postgresql://app:pw@shop-pooler-ro.default.svc:5432/shop")
     assert data["DATABASE_READ_POOL_SIZE"] == "5"
     assert data["DATABASE_URL_POOLED"].startswith("postgresql://app:pw@shop-pooler-rw.")
@@ -177,7 +177,7 @@ def test_binding_points_reads_at_the_read_pooler() -> None:
 
 def test_prisma_gets_its_read_replica_url_with_the_read_pool_size() -> None:
     planned = _plan(**NEON, **{"app.client": "prisma"})
-    data = _secret(desired.build(planned, CREDS), binding.secret_name(planned))
+    data = _secret(desired.build(planned, CREDS), planned.names.binding)
     assert data["DATABASE_READ_REPLICA_URL"] == data["DATABASE_READ_URL"]
     assert "connection_limit=5" in data["DATABASE_READ_URL"]
 
@@ -186,13 +186,13 @@ def test_no_read_replicas_no_read_pooler_and_no_read_url() -> None:
     planned = _plan()
     objects = desired.build(planned, CREDS)
     assert not [k for k in objects if "pooler-ro" in k or "standby" in k]
-    assert "DATABASE_READ_URL" not in _secret(objects, binding.secret_name(planned))
+    assert "DATABASE_READ_URL" not in _secret(objects, planned.names.binding)
 
 
 def test_read_pooler_config_leaves_databases_to_the_agent() -> None:
     planned = _plan(**RENDER)
     objects = desired.build(planned, CREDS)
-    config = objects[f"ConfigMap/{readpool.config_name(planned)}"]["data"]
+    config = objects[f"ConfigMap/{planned.names.read_pooler_config}"]["data"]
     ini = config["pgbouncer.ini"]
     assert "[databases]\n" not in ini
     assert ini.rstrip().endswith(f"%include {pgbouncer.READ_DATABASES_FILE}")
@@ -204,9 +204,9 @@ def test_read_pooler_config_leaves_databases_to_the_agent() -> None:
         "replica-2.render.com",
     ]
     assert agent["fallback"] is None  # whenAllLagging: refuse
-    users = _secret(objects, readpool.auth_secret_name(planned))["userlist.txt"]
+    users = _secret(objects, planned.names.read_pooler_auth)["userlist.txt"]
     assert f'"{plan_mod.AGENT_USER}" "ag"' in users
-    pod = objects[f"Deployment/{readpool.deployment_name(planned)}"]["spec"]["template"]["spec"]
+    pod = objects[f"Deployment/{planned.names.read_pooler}"]["spec"]["template"]["spec"]
     assert [c["name"] for c in pod["initContainers"]] == ["agent-init"]
     assert [c["name"] for c in pod["containers"]] == ["pgbouncer", "exporter", "agent"]
     assert pod["initContainers"][0]["command"][-1] == "--once"
@@ -238,7 +238,7 @@ def test_streaming_standbys_are_a_statefulset_with_retained_volumes() -> None:
     assert sts["persistentVolumeClaimRetentionPolicy"]["whenDeleted"] == "Retain"
     clone = sts["template"]["spec"]["initContainers"][0]
     env = {e["name"]: e for e in clone["env"]}
-    assert env["SLOT_PREFIX"]["value"] == standby.slot_prefix("default", "shop")
+    assert env["SLOT_PREFIX"]["value"] == names.ChildNames("shop", "default").slot_prefix
     assert env["PGPASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": "repl", "key": "password"}
     assert env["REPLICATION_USER"]["valueFrom"]["secretKeyRef"] == {
         "name": "repl",
@@ -254,8 +254,8 @@ def test_streaming_standbys_are_a_statefulset_with_retained_volumes() -> None:
 
 
 def test_slot_prefixes_differ_across_namespaces_and_fit_postgres() -> None:
-    a = standby.slot_prefix("team-a", "x" * 40)
-    b = standby.slot_prefix("team-b", "x" * 40)
+    a = names.ChildNames("x" * 40, "team-a").slot_prefix
+    b = names.ChildNames("x" * 40, "team-b").slot_prefix
     assert a != b
     assert len(a + "7") <= 63
 
@@ -288,7 +288,7 @@ def test_cnpg_installed_gives_cnpg_poolers_with_headrooms_sizes() -> None:
     assert set(rw["pgbouncer"]["parameters"]) <= cnpg.ALLOWED
     assert planned.read.budget.max_connections == 200  # read from the Cluster
     assert planned.budget.read_fallback == 0  # CNPG's -ro has no fallback
-    data = _secret(objects, binding.secret_name(planned))
+    data = _secret(objects, planned.names.binding)
     assert "@shop-pooler-ro.default.svc:5432/" in data["DATABASE_READ_URL"]
 
 

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from headroom.builders import standby
+from headroom.planning import names
 
 GOOD: dict[str, Any] = {
     "primary_host": "shop-db.shop.svc",
@@ -50,6 +51,6 @@ def test_a_value_that_could_become_shell_is_refused(field: str, value: object) -
 
 
 def test_slot_names_follow_postgres_rules() -> None:
-    assert standby.slot_name("shop-web", 1) == "headroom_shop_web_1"
+    assert names.ChildNames("shop-web", "default").slot(1) == "headroom_shop_web_1"
     with pytest.raises(ValueError, match="slot name"):
-        standby.slot_name("x" * 60, 0)
+        names.ChildNames("x" * 60, "default").slot(0)

@@ -22,8 +22,8 @@ from __future__ import annotations
 from typing import Any
 
 from headroom import yamlfmt
-from headroom.builders import common, pgbouncer, readpool, redis
-from headroom.planning import monitoring, names
+from headroom.builders import common, pgbouncer, redis
+from headroom.planning import monitoring
 from headroom.planning import plan as plan_mod
 
 COMPONENT = "monitoring"
@@ -35,21 +35,9 @@ _STATEFUL_POD = "-[0-9]+"
 Rule = dict[str, Any]
 
 
-def rules_configmap_name(plan: plan_mod.Plan) -> str:
-    return f"{plan.name}-alert-rules"
-
-
 def rule_file_key(plan: plan_mod.Plan) -> str:
     """Unique across profiles: many ConfigMaps may be mounted into one rules directory."""
     return f"{plan.namespace}-{plan.name}.rules.yaml"
-
-
-def prometheus_rule_name(plan: plan_mod.Plan) -> str:
-    return f"{plan.name}-alerts"
-
-
-def app_pod_monitor_name(plan: plan_mod.Plan) -> str:
-    return f"{plan.name}-app"
 
 
 def _regex(name: str) -> str:
@@ -66,12 +54,12 @@ def _selector(**labels: str) -> str:
 
 
 def _pool_pods(plan: plan_mod.Plan, role: str) -> str:
-    name = pgbouncer.deployment_name(plan) if role == "rw" else readpool.deployment_name(plan)
+    name = plan.names.pooler if role == "rw" else plan.names.read_pooler
     return _regex(name) + _DEPLOYMENT_POD
 
 
 def _redis_pods(plan: plan_mod.Plan, instance: str) -> str:
-    return _regex(names.redis_base(plan.name, instance)) + _STATEFUL_POD
+    return _regex(plan.names.redis(instance)) + _STATEFUL_POD
 
 
 def app_pods(plan: plan_mod.Plan) -> str:
@@ -95,7 +83,7 @@ def redis_selector(plan: plan_mod.Plan, instance: str, *, key: str | None = None
 
 def worker_hpa(plan: plan_mod.Plan, queue: monitoring.QueueLimits) -> str:
     """The HPA that scales the workers: Headroom's, or the one KEDA makes for its ScaledObject."""
-    base = names.worker(plan.name, queue.name)
+    base = plan.names.worker(queue.name)
     return f"keda-hpa-{base}" if queue.scaler == "keda" else base
 
 
@@ -410,7 +398,7 @@ def _app_rules(plan: plan_mod.Plan, alerts: monitoring.AlertsPlan) -> list[Rule]
     if alerts.app.autoscaled:
         out.add(
             "HeadroomAppAtMaxReplicas",
-            _hpa_at_max(f"{plan.name}-app", ns),
+            _hpa_at_max(plan.names.app_autoscaler, ns),
             summary=f"{deployment} runs at its replica ceiling {alerts.app.max_replicas}",
             description=f"The HPA cannot add pods beyond {alerts.app.max_replicas}; the "
             "connection budget is sized for exactly that many.",
@@ -539,7 +527,7 @@ def _monitors(plan: plan_mod.Plan, *, app_pod_selector: common.Obj | None) -> li
     found = []
     for pool in plan.alerts.pools:
         component = pgbouncer.COMPONENT if pool.role == "rw" else pgbouncer.READ_COMPONENT
-        name = pgbouncer.service_name(plan) if pool.role == "rw" else readpool.service_name(plan)
+        name = plan.names.pooler_service if pool.role == "rw" else plan.names.read_pooler_service
         selector = common.selector_labels(plan, component=component, name=pgbouncer.APP_NAME)
         found.append(
             _monitor(
@@ -555,7 +543,7 @@ def _monitors(plan: plan_mod.Plan, *, app_pod_selector: common.Obj | None) -> li
             _monitor(
                 plan,
                 kind="PodMonitor",
-                name=redis.base_name(plan, inst),
+                name=plan.names.redis(inst.name),
                 selector={"matchLabels": redis.pod_selector(plan, inst)},
                 endpoint=metrics_port,
             )
@@ -566,7 +554,7 @@ def _monitors(plan: plan_mod.Plan, *, app_pod_selector: common.Obj | None) -> li
             _monitor(
                 plan,
                 kind="PodMonitor",
-                name=app_pod_monitor_name(plan),
+                name=plan.names.app_pod_monitor,
                 selector=dict(app_pod_selector),
                 endpoint={"portNumber": metrics.port, "path": metrics.path},
             )
@@ -589,7 +577,7 @@ def build(plan: plan_mod.Plan, *, app_pod_selector: common.Obj | None) -> list[c
                 {
                     "apiVersion": "monitoring.coreos.com/v1",
                     "kind": "PrometheusRule",
-                    "metadata": _meta(plan, prometheus_rule_name(plan), rule_labels),
+                    "metadata": _meta(plan, plan.names.prometheus_rule, rule_labels),
                     "spec": {"groups": groups},
                 }
             )
@@ -598,7 +586,7 @@ def build(plan: plan_mod.Plan, *, app_pod_selector: common.Obj | None) -> list[c
         {
             "apiVersion": "v1",
             "kind": "ConfigMap",
-            "metadata": _meta(plan, rules_configmap_name(plan), {}),
+            "metadata": _meta(plan, plan.names.alert_rules, {}),
             "data": {rule_file_key(plan): rule_file(plan)},
         }
     ]

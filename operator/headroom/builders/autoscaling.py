@@ -15,15 +15,13 @@ from headroom.planning import plan as plan_mod
 COMPONENT = "autoscaling"
 
 
-def name(plan: plan_mod.Plan) -> str:
-    return f"{plan.name}-app"
-
-
 def build(plan: plan_mod.Plan, *, app_pod_selector: common.Obj) -> list[common.Obj]:
     auto = plan.autoscaling
     if not auto.enabled:
         return []
-    meta = common.metadata(plan, name=name(plan), component=COMPONENT, app_name="app")
+    meta = common.metadata(
+        plan, name=plan.names.app_autoscaler, component=COMPONENT, app_name="app"
+    )
     hpa = common.cpu_hpa(
         metadata=meta,
         deployment=plan.app.deployment,
@@ -52,7 +50,7 @@ def build(plan: plan_mod.Plan, *, app_pod_selector: common.Obj) -> list[common.O
                 "apiVersion": "policy/v1",
                 "kind": "PodDisruptionBudget",
                 "metadata": common.metadata(
-                    plan, name=name(plan), component=COMPONENT, app_name="app"
+                    plan, name=plan.names.app_autoscaler, component=COMPONENT, app_name="app"
                 ),
                 "spec": {
                     "maxUnavailable": auto.max_unavailable,

@@ -18,15 +18,11 @@ from __future__ import annotations
 import functools
 from urllib.parse import quote, urlencode
 
-from headroom.builders import buckets, common, pgbouncer, readpool, redis
+from headroom.builders import buckets, common, pgbouncer, redis
 from headroom.planning import plan as plan_mod
 
 COMPONENT = "binding"
 SECRET_TYPE = "servicebinding.io/postgresql"  # noqa: S105 - a Secret type
-
-
-def secret_name(plan: plan_mod.Plan) -> str:
-    return f"{plan.name}-binding"
 
 
 def postgres_uri(
@@ -100,7 +96,7 @@ def build(
     point the app at (one of their objects belongs to somebody else)."""
     data = _database_entries(plan, creds)
     if "pooler" not in omit:
-        host = pgbouncer.service_host(plan)
+        host = plan.names.pooler_host
         pooler = functools.partial(
             postgres_uri,
             user=creds.username,
@@ -129,7 +125,7 @@ def build(
         "kind": "Secret",
         "metadata": common.metadata(
             plan,
-            name=secret_name(plan),
+            name=plan.names.binding,
             component=COMPONENT,
             app_name="headroom-binding",
             annotations={"headroom.dev/connection-budget": plan.budget.summary},
@@ -153,7 +149,7 @@ def _read_entries(
     url = postgres_uri(
         user=creds.username,
         password=creds.password,
-        host=readpool.service_host(plan),
+        host=plan.names.read_pooler_host,
         port=pgbouncer.SERVICE_PORT,
         database=plan.database.name,
         query=_pooled_query(plan, pool_size=size),
@@ -165,7 +161,7 @@ def _read_entries(
 
 
 def redis_url(plan: plan_mod.Plan, instance: plan_mod.RedisPlan, password: str) -> str:
-    host = redis.service_host(plan, instance)
+    host = plan.names.redis_host(instance.name)
     if instance.sentinel_replicas:
         return (
             f"redis+sentinel://:{quote(password, safe='')}@{host}:{plan_mod.SENTINEL_PORT}"
@@ -193,7 +189,7 @@ def _redis_entries(
         key = instance.name.upper().replace("-", "_")
         entries[f"REDIS_{key}_URL"] = url
         if instance.sentinel_replicas:
-            host = redis.service_host(plan, instance)
+            host = plan.names.redis_host(instance.name)
             entries[f"REDIS_{key}_SENTINELS"] = f"{host}:{plan_mod.SENTINEL_PORT}"
             entries[f"REDIS_{key}_MASTER"] = redis.MASTER_SET
     if instances:

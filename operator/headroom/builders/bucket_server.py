@@ -38,25 +38,9 @@ ROOT_REVISION_ANNOTATION = "headroom.dev/s3-root-revision"
 APP_REVISION_ANNOTATION = "headroom.dev/s3-app-revision"
 
 
-def name(plan: plan_mod.Plan) -> str:
-    return f"{plan.name}-s3"
-
-
-def root_secret_name(plan: plan_mod.Plan) -> str:
-    return f"{plan.name}-s3-root"
-
-
-def app_secret_name(plan: plan_mod.Plan) -> str:
-    return f"{plan.name}-s3-app"
-
-
-def config_name(plan: plan_mod.Plan) -> str:
-    return f"{plan.name}-s3-config"
-
-
 def endpoint(plan: plan_mod.Plan) -> str:
     """The S3 endpoint the app's binding names (in-cluster, plain HTTP)."""
-    return f"http://{name(plan)}.{plan.namespace}.svc:{server_mod.S3_PORT}"
+    return f"http://{plan.names.s3_server_host}:{server_mod.S3_PORT}"
 
 
 def credentials(
@@ -95,7 +79,7 @@ def build(
     keys: server_mod.ServerKeys,
     app_pod_selector: common.Obj | None = None,
 ) -> list[common.Obj]:
-    base = name(plan)
+    base = plan.names.s3_server
     selector = common.selector_labels(plan, component=COMPONENT, name=APP_NAME)
 
     def meta(obj_name: str) -> common.Obj:
@@ -103,8 +87,8 @@ def build(
 
     config = agent_config(server, keys).to_json()
     root_env = [
-        _secret_env("ROOT_ACCESS_KEY", root_secret_name(plan), ACCESS_KEY),
-        _secret_env("ROOT_SECRET_KEY", root_secret_name(plan), SECRET_KEY),
+        _secret_env("ROOT_ACCESS_KEY", plan.names.s3_root_keys, ACCESS_KEY),
+        _secret_env("ROOT_SECRET_KEY", plan.names.s3_root_keys, SECRET_KEY),
     ]
     data_mount = {"name": DATA_VOLUME, "mountPath": server_mod.DATA_DIR}
     prepare = {
@@ -133,7 +117,7 @@ def build(
         "name": "agent",
         "image": plan.facts.agent_image,
         "command": [*AGENT_COMMAND, "--config", f"{CONFIG_DIR}/{CONFIG_FILE}"],
-        "env": [*root_env, _secret_env("APP_SECRET_KEY", app_secret_name(plan), SECRET_KEY)],
+        "env": [*root_env, _secret_env("APP_SECRET_KEY", plan.names.s3_app_keys, SECRET_KEY)],
         "readinessProbe": {
             "exec": {"command": ["test", "-e", f"{RUN_DIR}/provisioned"]},
             "periodSeconds": 5,
@@ -182,7 +166,7 @@ def build(
                     init_containers=[prepare],
                     containers=[gateway, agent],
                     volumes=[
-                        {"name": "config", "configMap": {"name": config_name(plan)}},
+                        {"name": "config", "configMap": {"name": plan.names.s3_config}},
                         {"name": "run", "emptyDir": {"medium": "Memory", "sizeLimit": "1Mi"}},
                         {"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}},
                     ],
@@ -204,14 +188,14 @@ def build(
             "data": common.secret_data({ACCESS_KEY: access, SECRET_KEY: secret}),
         }
         for secret_name, access, secret in (
-            (root_secret_name(plan), keys.root_access_key, keys.root_secret_key),
-            (app_secret_name(plan), keys.app_access_key, keys.app_secret_key),
+            (plan.names.s3_root_keys, keys.root_access_key, keys.root_secret_key),
+            (plan.names.s3_app_keys, keys.app_access_key, keys.app_secret_key),
         )
     ]
     config_map = {
         "apiVersion": "v1",
         "kind": "ConfigMap",
-        "metadata": meta(config_name(plan)),
+        "metadata": meta(plan.names.s3_config),
         "data": {CONFIG_FILE: config},
     }
     service = {

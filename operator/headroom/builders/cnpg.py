@@ -11,7 +11,7 @@ only read, never written.
 
 from __future__ import annotations
 
-from headroom.builders import common, pgbouncer, readpool
+from headroom.builders import common, pgbouncer
 from headroom.planning import plan as plan_mod
 
 API_VERSION = "postgresql.cnpg.io/v1"
@@ -75,7 +75,7 @@ def build_write(plan: plan_mod.Plan) -> list[common.Obj]:
     return [
         _pooler(
             plan,
-            name=pgbouncer.service_name(plan),
+            name=plan.names.pooler_service,
             kind="rw",
             pooler=plan.pooler,
             component=pgbouncer.COMPONENT,
@@ -88,7 +88,7 @@ def build_read(plan: plan_mod.Plan) -> list[common.Obj]:
     return [
         _pooler(
             plan,
-            name=readpool.service_name(plan),
+            name=plan.names.read_pooler_service,
             kind="ro",
             pooler=plan.read_pooler,
             component=pgbouncer.READ_COMPONENT,

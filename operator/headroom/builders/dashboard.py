@@ -20,10 +20,6 @@ _WIDTH = 12
 _HEIGHT = 8
 
 
-def configmap_name(plan: plan_mod.Plan) -> str:
-    return f"{plan.name}-dashboard"
-
-
 def _panel(index: int, title: str, targets: list[tuple[str, str]], unit: str) -> dict[str, Any]:
     return {
         "id": index + 1,
@@ -117,7 +113,7 @@ def dashboard(plan: plan_mod.Plan) -> dict[str, Any]:
                 "short",
             )
         )
-    hpas = [(f"{plan.name}-app", plan.app.deployment)] if plan.alerts.app.autoscaled else []
+    hpas = [(plan.names.app_autoscaler, plan.app.deployment)] if plan.alerts.app.autoscaled else []
     hpas += [(alerts.worker_hpa(plan, q), f"workers {q.name}") for q in plan.alerts.queues]
     if hpas:
         targets = []
@@ -152,7 +148,7 @@ def build(plan: plan_mod.Plan) -> list[common.Obj]:
     if plan.alerts is None:
         return []
     meta = common.metadata(
-        plan, name=configmap_name(plan), component=alerts.COMPONENT, app_name="dashboard"
+        plan, name=plan.names.dashboard, component=alerts.COMPONENT, app_name="dashboard"
     )
     meta["labels"][LABEL] = "1"
     text = json.dumps(dashboard(plan), indent=1, sort_keys=False) + "\n"

@@ -39,26 +39,6 @@ READ_DATABASES_FILE = f"{RUN_DIR}/readpool-databases.ini"
 AGENT_PASSWORD_KEY = "agent-password"  # noqa: S105 - a key name
 
 
-def deployment_name(plan: plan_mod.Plan) -> str:
-    return f"{plan.name}-pooler"
-
-
-def config_name(plan: plan_mod.Plan) -> str:
-    return f"{plan.name}-pooler-config"
-
-
-def auth_secret_name(plan: plan_mod.Plan) -> str:
-    return f"{plan.name}-pooler-auth"
-
-
-def service_name(plan: plan_mod.Plan) -> str:
-    return f"{plan.name}-pooler-rw"
-
-
-def service_host(plan: plan_mod.Plan) -> str:
-    return f"{service_name(plan)}.{plan.namespace}.svc"
-
-
 def _line(key: str, value: str) -> str:
     if not _SAFE_KEY.match(key) or not _SAFE_VALUE.match(value):
         raise ValueError(f"refusing to render unsafe pgbouncer.ini entry {key!r}")
@@ -211,10 +191,10 @@ def build(
     pool = Pool(
         component=COMPONENT,
         pooler=plan.pooler,
-        deployment=deployment_name(plan),
-        config=config_name(plan),
-        auth=auth_secret_name(plan),
-        service=service_name(plan),
+        deployment=plan.names.pooler,
+        config=plan.names.pooler_config,
+        auth=plan.names.pooler_auth,
+        service=plan.names.pooler_service,
         config_dir=CONFIG_DIR,
         config_data={"pgbouncer.ini": ini},
         users={creds.username: creds.password, plan_mod.STATS_USER: creds.stats_password},

@@ -25,26 +25,6 @@ CONFIG_FILE = "readpool.json"
 AGENT_COMMAND = ("python", "-m", "headroom.agent.readpool")
 
 
-def deployment_name(plan: plan_mod.Plan) -> str:
-    return f"{plan.name}-pooler-ro"
-
-
-def config_name(plan: plan_mod.Plan) -> str:
-    return f"{plan.name}-pooler-ro-config"
-
-
-def auth_secret_name(plan: plan_mod.Plan) -> str:
-    return f"{plan.name}-pooler-ro-auth"
-
-
-def service_name(plan: plan_mod.Plan) -> str:
-    return f"{plan.name}-pooler-ro"
-
-
-def service_host(plan: plan_mod.Plan) -> str:
-    return f"{service_name(plan)}.{plan.namespace}.svc"
-
-
 def agent_config(
     plan: plan_mod.Plan, *, output: str = pgbouncer.READ_DATABASES_FILE
 ) -> membership.ReadPoolConfig:
@@ -94,7 +74,7 @@ def _agent_container(plan: plan_mod.Plan, *, name: str, once: bool, image: str) 
             "name": "HEADROOM_AGENT_PASSWORD",
             "valueFrom": {
                 "secretKeyRef": {
-                    "name": auth_secret_name(plan),
+                    "name": plan.names.read_pooler_auth,
                     "key": pgbouncer.AGENT_PASSWORD_KEY,
                 }
             },
@@ -131,10 +111,10 @@ def build(
     pool = pgbouncer.Pool(
         component=pgbouncer.READ_COMPONENT,
         pooler=plan.read_pooler,
-        deployment=deployment_name(plan),
-        config=config_name(plan),
-        auth=auth_secret_name(plan),
-        service=service_name(plan),
+        deployment=plan.names.read_pooler,
+        config=plan.names.read_pooler_config,
+        auth=plan.names.read_pooler_auth,
+        service=plan.names.read_pooler_service,
         config_dir=pgbouncer.READ_CONFIG_DIR,
         config_data={
             "pgbouncer.ini": pgbouncer.render_read_ini(plan),

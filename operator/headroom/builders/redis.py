@@ -13,7 +13,6 @@ import re
 from collections.abc import Callable
 
 from headroom.builders import common
-from headroom.planning import names
 from headroom.planning import plan as plan_mod
 
 COMPONENT = "redis"
@@ -38,47 +37,15 @@ _SAFE = re.compile(r"^[A-Za-z0-9_ .:/$*\"-]*$")
 _PASSWORD = re.compile(r"^[A-Za-z0-9_-]{16,128}$")
 
 
-def base_name(plan: plan_mod.Plan, redis: plan_mod.RedisPlan) -> str:
-    return names.redis_base(plan.name, redis.name)
-
-
-def service_name(plan: plan_mod.Plan, redis: plan_mod.RedisPlan) -> str:
-    return base_name(plan, redis)
-
-
-def headless_name(plan: plan_mod.Plan, redis: plan_mod.RedisPlan) -> str:
-    return names.redis_headless(plan.name, redis.name)
-
-
-def sentinel_name(plan: plan_mod.Plan, redis: plan_mod.RedisPlan) -> str:
-    return names.redis_sentinel(plan.name, redis.name)
-
-
-def auth_secret_name(plan: plan_mod.Plan, redis: plan_mod.RedisPlan) -> str:
-    return f"{base_name(plan, redis)}-auth"
-
-
-def service_host(plan: plan_mod.Plan, redis: plan_mod.RedisPlan) -> str:
-    return f"{service_name(plan, redis)}.{plan.namespace}.svc"
-
-
-def pod_host(plan: plan_mod.Plan, redis: plan_mod.RedisPlan, ordinal: int) -> str:
-    return f"{base_name(plan, redis)}-{ordinal}.{headless_name(plan, redis)}.{plan.namespace}.svc"
-
-
 def sentinel_hosts(plan: plan_mod.Plan, redis: plan_mod.RedisPlan) -> list[str]:
     """The sentinel pods, through their headless Service."""
-    headless = names.sentinel_headless(plan.name, redis.name)
-    return [
-        f"{sentinel_name(plan, redis)}-{ordinal}.{headless}.{plan.namespace}.svc"
-        for ordinal in range(SENTINELS)
-    ]
+    return [plan.names.sentinel_pod_host(redis.name, ordinal) for ordinal in range(SENTINELS)]
 
 
 def auth_revision(plan: plan_mod.Plan, redis: plan_mod.RedisPlan, password: str) -> str:
     """What rolls the pods that read ``password`` when it is generated anew."""
     return common.secret_revision(
-        password, salt=f"{plan.namespace}/{auth_secret_name(plan, redis)}"
+        password, salt=f"{plan.namespace}/{plan.names.redis_auth(redis.name)}"
     )
 
 
@@ -273,7 +240,7 @@ def _exporter(plan: plan_mod.Plan, redis: plan_mod.RedisPlan) -> common.Obj:
         {
             "name": "REDIS_PASSWORD",
             "valueFrom": {
-                "secretKeyRef": {"name": auth_secret_name(plan, redis), "key": "password"}
+                "secretKeyRef": {"name": plan.names.redis_auth(redis.name), "key": "password"}
             },
         },
     ]
@@ -318,13 +285,13 @@ def _ha_start(plan: plan_mod.Plan, redis: plan_mod.RedisPlan) -> common.Obj:
             "REDIS_PORT": str(plan_mod.REDIS_PORT),
             "SENTINELS": sentinels,
             "SENTINEL_MASTER_SET": MASTER_SET,
-            "INITIAL_MASTER": f"{pod_host(plan, redis, 0)}:{plan_mod.REDIS_PORT}",
+            "INITIAL_MASTER": f"{plan.names.redis_pod_host(redis.name, 0)}:{plan_mod.REDIS_PORT}",
             "FAILOVER_WAIT_SECONDS": str(FAILOVER_TIMEOUT_SECONDS),
         }
     )
     return {
         "command": ["sh", "-c", redis_start_script()],
-        "env": [*_pod_env(f"{headless_name(plan, redis)}.{plan.namespace}.svc"), *env],
+        "env": [*_pod_env(plan.names.redis_headless_host(redis.name)), *env],
         # the start may wait for a failover; liveness begins once Redis listens
         "startupProbe": {
             **_probe("redis"),
@@ -348,7 +315,7 @@ def build(
     password: str,
     app_pod_selector: common.Obj,
 ) -> list[common.Obj]:
-    name = base_name(plan, redis)
+    name = plan.names.redis(redis.name)
     selector = pod_selector(plan, redis)
     sentinel_selector = {**selector, "app.kubernetes.io/component": "sentinel"}
     ha = redis.sentinel_replicas > 0
@@ -363,25 +330,25 @@ def build(
     secret_files = {"password": password, "auth.conf": render_auth(password)}
     if ha:
         secret_files["sentinel.conf"] = render_sentinel_conf(
-            master_host=pod_host(plan, redis, 0), password=password
+            master_host=plan.names.redis_pod_host(redis.name, 0), password=password
         )
     config_map = {
         "apiVersion": "v1",
         "kind": "ConfigMap",
-        "metadata": meta(f"{name}-config"),
+        "metadata": meta(plan.names.redis_config(redis.name)),
         "data": files,
     }
     auth = {
         "apiVersion": "v1",
         "kind": "Secret",
-        "metadata": meta(auth_secret_name(plan, redis)),
+        "metadata": meta(plan.names.redis_auth(redis.name)),
         "type": "Opaque",
         "data": common.secret_data(secret_files),
     }
     pod_labels = {**common.labels(plan, component=COMPONENT, name="redis"), **selector}
     volumes: list[common.Obj] = [
-        {"name": "config", "configMap": {"name": f"{name}-config"}},
-        {"name": "auth", "secret": {"secretName": auth_secret_name(plan, redis)}},
+        {"name": "config", "configMap": {"name": plan.names.redis_config(redis.name)}},
+        {"name": "auth", "secret": {"secretName": plan.names.redis_auth(redis.name)}},
         {"name": "tmp", "emptyDir": {}},
     ]
     mounts = [
@@ -422,7 +389,7 @@ def build(
         "kind": "StatefulSet",
         "metadata": meta(name),
         "spec": {
-            "serviceName": headless_name(plan, redis),
+            "serviceName": plan.names.redis_headless(redis.name),
             "replicas": 1 + redis.sentinel_replicas,
             "podManagementPolicy": "Parallel" if ha else "OrderedReady",
             "selector": {"matchLabels": selector},
@@ -448,7 +415,7 @@ def build(
     service: common.Obj = {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": meta(service_name(plan, redis)),
+        "metadata": meta(plan.names.redis(redis.name)),
         "spec": {
             "selector": selector,
             "ports": [
@@ -460,7 +427,7 @@ def build(
     headless = {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": meta(headless_name(plan, redis)),
+        "metadata": meta(plan.names.redis_headless(redis.name)),
         "spec": {
             "clusterIP": "None",
             "publishNotReadyAddresses": True,
@@ -505,7 +472,7 @@ def build(
             meta=meta,
             selector=sentinel_selector,
             clients=clients + peers,
-            config_name=f"{name}-config",
+            config_name=plan.names.redis_config(redis.name),
             annotations={
                 common.REDIS_AUTH_REVISION_ANNOTATION: auth_revision(plan, redis, password)
             },
@@ -528,15 +495,15 @@ def _sentinel_objects(
     config_name: str,
     annotations: dict[str, str],
 ) -> list[common.Obj]:
-    name = sentinel_name(plan, redis)
-    headless_service = names.sentinel_headless(plan.name, redis.name)
+    name = plan.names.sentinel(redis.name)
+    headless_service = plan.names.sentinel_headless(redis.name)
     mounts = [
         {"name": "config", "mountPath": CONFIG_DIR, "readOnly": True},
         {"name": "auth", "mountPath": AUTH_DIR, "readOnly": True},
         {"name": "work", "mountPath": RUN_DIR},
     ]
     env = [
-        *_pod_env(f"{headless_service}.{plan.namespace}.svc"),
+        *_pod_env(plan.names.sentinel_headless_host(redis.name)),
         *_env(
             {
                 "SENTINEL_CONFIG": f"{AUTH_DIR}/sentinel.conf",
@@ -594,7 +561,10 @@ def _sentinel_objects(
                     ],
                     volumes=[
                         {"name": "config", "configMap": {"name": config_name}},
-                        {"name": "auth", "secret": {"secretName": auth_secret_name(plan, redis)}},
+                        {
+                            "name": "auth",
+                            "secret": {"secretName": plan.names.redis_auth(redis.name)},
+                        },
                         {"name": "work", "emptyDir": {}},
                     ],
                 ),

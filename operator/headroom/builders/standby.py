@@ -22,14 +22,12 @@ deleted standby's slot is dropped by the operator).
 
 from __future__ import annotations
 
-import hashlib
 import re
 
 from headroom.builders import common
 from headroom.planning import plan as plan_mod
 from headroom.planning import replicas
 
-SLOT_PREFIX = "headroom_"
 _SLOT = re.compile(r"^[a-z0-9_]{1,63}$")  # Postgres: lower case, digits, underscore
 _HOST = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$")
 _USER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
@@ -76,22 +74,6 @@ fi
 mv "$partial" "$PGDATA"
 echo "standby: cloned $PRIMARY_HOST:$PRIMARY_PORT through slot $SLOT_NAME"
 """
-
-
-def slot_name(profile: str, ordinal: int) -> str:
-    """The physical slot of standby ``ordinal`` of ``profile`` (a DNS label)."""
-    name = f"{SLOT_PREFIX}{profile.replace('-', '_')}_{ordinal}"
-    if not _SLOT.match(name):
-        raise ValueError(f"slot name {name!r} is not a Postgres slot name (a-z, 0-9, _; 63)")
-    return name
-
-
-def slot_prefix(namespace: str, profile: str) -> str:
-    """``headroom_<profile>_<namespace hash>_``: the slots of one profile's
-    standbys (ordinal appended), distinct for same-named profiles of two
-    namespaces on one primary, and within Postgres' 63 characters."""
-    digest = hashlib.sha256(namespace.encode()).hexdigest()[:6]
-    return f"{SLOT_PREFIX}{profile.replace('-', '_')}_{digest}_"
 
 
 def clone_env(
@@ -152,10 +134,6 @@ SOCKET_DIR = "/var/run/postgresql"
 DATA_VOLUME = "data"
 
 
-def config_name(plan: plan_mod.Plan) -> str:
-    return f"{replicas.standby_name(plan.name)}-config"
-
-
 def render_conf(standby: replicas.StandbyPlan) -> str:
     """postgresql.conf of a standby, given as config_file (a clone of a
     Debian-layout primary holds none). pg_basebackup -R leaves
@@ -195,7 +173,7 @@ def build(plan: plan_mod.Plan) -> list[common.Obj]:
     if read is None or read.standby is None:
         return []
     standby = read.standby
-    name = replicas.standby_name(plan.name)
+    name = plan.names.standbys
     selector = common.selector_labels(plan, component=COMPONENT, name=APP_NAME)
 
     def meta(obj_name: str) -> common.Obj:
@@ -205,7 +183,7 @@ def build(plan: plan_mod.Plan) -> list[common.Obj]:
     config_map = {
         "apiVersion": "v1",
         "kind": "ConfigMap",
-        "metadata": meta(config_name(plan)),
+        "metadata": meta(plan.names.standby_config),
         "data": files,
     }
     secret = standby.replication_secret
@@ -214,7 +192,7 @@ def build(plan: plan_mod.Plan) -> list[common.Obj]:
         primary_port=plan.database.port,
         replication_user={"name": secret.name, "key": secret.username_key},
         slot="",
-        prefix=slot_prefix(plan.namespace, plan.name),
+        prefix=plan.names.slot_prefix,
         pgdata=PGDATA,
         password_secret={"name": secret.name, "key": secret.password_key},
     )
@@ -280,7 +258,7 @@ def build(plan: plan_mod.Plan) -> list[common.Obj]:
                     init_containers=[clone],
                     containers=[postgres],
                     volumes=[
-                        {"name": "config", "configMap": {"name": config_name(plan)}},
+                        {"name": "config", "configMap": {"name": plan.names.standby_config}},
                         {"name": "run", "emptyDir": {}},
                         {"name": "tmp", "emptyDir": {}},
                     ],

@@ -7,21 +7,12 @@ owns that field, and writing it would fight them on every pass.
 
 from __future__ import annotations
 
-from headroom.builders import binding, common, redis
-from headroom.planning import names
+from headroom.builders import common, redis
 from headroom.planning import plan as plan_mod
 
 COMPONENT = "worker"
 RUN_AS = 65532
 DEFAULT_REQUESTS = {"cpu": "100m", "memory": "128Mi"}  # an HPA needs a CPU request
-
-
-def deployment_name(plan: plan_mod.Plan, queue: plan_mod.QueuePlan) -> str:
-    return names.worker(plan.name, queue.name)
-
-
-def trigger_auth_name(plan: plan_mod.Plan, queue: plan_mod.QueuePlan) -> str:
-    return f"{deployment_name(plan, queue)}-redis"
 
 
 def pod_selector(plan: plan_mod.Plan, queue: plan_mod.QueuePlan) -> dict[str, str]:
@@ -47,7 +38,7 @@ def _deployment(
     container: common.Obj = {
         "name": "worker",
         "image": queue.image,
-        "envFrom": [{"secretRef": {"name": binding.secret_name(plan)}}],
+        "envFrom": [{"secretRef": {"name": plan.names.binding}}],
         "env": [{"name": "QUEUE_NAME", "value": queue.list_name}],
         "resources": {
             "requests": {**DEFAULT_REQUESTS, **queue.requests},
@@ -63,7 +54,7 @@ def _deployment(
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": _meta(plan, queue, deployment_name(plan, queue)),
+        "metadata": _meta(plan, queue, plan.names.worker(queue.name)),
         "spec": {
             # no replicas: the autoscaler owns them
             "selector": {"matchLabels": selector},
@@ -90,7 +81,7 @@ def _deployment(
 
 def _keda(plan: plan_mod.Plan, queue: plan_mod.QueuePlan) -> list[common.Obj]:
     target = plan.redis_named(queue.redis)
-    secret = redis.auth_secret_name(plan, target)
+    secret = plan.names.redis_auth(target.name)
     metadata = {
         "listName": queue.list_name,
         "listLength": str(queue.backlog_per_worker),
@@ -101,25 +92,25 @@ def _keda(plan: plan_mod.Plan, queue: plan_mod.QueuePlan) -> list[common.Obj]:
     if target.sentinel_replicas:
         trigger_type = "redis-sentinel"
         metadata |= {
-            "addresses": f"{redis.service_host(plan, target)}:{plan_mod.SENTINEL_PORT}",
+            "addresses": f"{plan.names.redis_host(target.name)}:{plan_mod.SENTINEL_PORT}",
             "sentinelMaster": redis.MASTER_SET,
         }
         auth_refs.append({"parameter": "sentinelPassword", "name": secret, "key": "password"})
     else:
         trigger_type = "redis"
-        metadata["address"] = f"{redis.service_host(plan, target)}:{plan_mod.REDIS_PORT}"
+        metadata["address"] = f"{plan.names.redis_host(target.name)}:{plan_mod.REDIS_PORT}"
     trigger_auth = {
         "apiVersion": "keda.sh/v1alpha1",
         "kind": "TriggerAuthentication",
-        "metadata": _meta(plan, queue, trigger_auth_name(plan, queue)),
+        "metadata": _meta(plan, queue, plan.names.worker_trigger_auth(queue.name)),
         "spec": {"secretTargetRef": auth_refs},
     }
     scaled_object = {
         "apiVersion": "keda.sh/v1alpha1",
         "kind": "ScaledObject",
-        "metadata": _meta(plan, queue, deployment_name(plan, queue)),
+        "metadata": _meta(plan, queue, plan.names.worker(queue.name)),
         "spec": {
-            "scaleTargetRef": common.deployment_ref(deployment_name(plan, queue)),
+            "scaleTargetRef": common.deployment_ref(plan.names.worker(queue.name)),
             "minReplicaCount": queue.min_replicas,
             "maxReplicaCount": queue.max_replicas,
             "pollingInterval": 15,
@@ -128,7 +119,7 @@ def _keda(plan: plan_mod.Plan, queue: plan_mod.QueuePlan) -> list[common.Obj]:
                 {
                     "type": trigger_type,
                     "metadata": metadata,
-                    "authenticationRef": {"name": trigger_auth_name(plan, queue)},
+                    "authenticationRef": {"name": plan.names.worker_trigger_auth(queue.name)},
                 }
             ],
         },
@@ -138,8 +129,8 @@ def _keda(plan: plan_mod.Plan, queue: plan_mod.QueuePlan) -> list[common.Obj]:
 
 def _hpa(plan: plan_mod.Plan, queue: plan_mod.QueuePlan) -> common.Obj:
     return common.cpu_hpa(
-        metadata=_meta(plan, queue, deployment_name(plan, queue)),
-        deployment=deployment_name(plan, queue),
+        metadata=_meta(plan, queue, plan.names.worker(queue.name)),
+        deployment=plan.names.worker(queue.name),
         min_replicas=queue.min_replicas,
         max_replicas=queue.max_replicas,
         cpu_utilization=queue.cpu_utilization,

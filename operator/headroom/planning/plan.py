@@ -199,6 +199,11 @@ class Plan:
         fallback = self.read.fallback_connections if self.read else 0
         return self.budget.server_connections + fallback
 
+    @property
+    def names(self) -> names.ChildNames:
+        """The names and hosts of this profile's children (planning.names)."""
+        return names.ChildNames(self.name, self.namespace)
+
     def redis_named(self, name: str) -> RedisPlan:
         return next(r for r in self.redis if r.name == name)
 
@@ -518,15 +523,16 @@ def _name_problems(profile: v1alpha1.ScalingProfile) -> list[budget_mod.Problem]
     """Child names built from the profile's and the instances' names must be
     valid Kubernetes names; say which field to shorten, and by how much."""
     spec = profile.spec
+    children = names.ChildNames.of(profile)
     candidates: list[tuple[str, list[names.LongName]]] = [
         (
             f"spec.cache.instances[{index}].name",
-            names.redis_names(profile.name, inst.name, sentinel=inst.sentinel is not None),
+            children.redis_long_names(inst.name, sentinel=inst.sentinel is not None),
         )
         for index, inst in enumerate(spec.cache.instances if spec.cache else [])
     ]
     candidates += [
-        (f"spec.queues[{index}].name", names.worker_names(profile.name, queue.name))
+        (f"spec.queues[{index}].name", children.worker_long_names(queue.name))
         for index, queue in enumerate(spec.queues)
     ]
     problems = []

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 from headroom.api import v1alpha1
 from headroom.planning import budget as budget_mod
+from headroom.planning import names
 
 FIELD = "spec.database.readReplicas"
 # Every standby Headroom runs listens here; its Service has no other port.
@@ -123,16 +124,6 @@ class ReadPlan:
         return self.fallback_per_pod * self.budget.pooler_pods_at_peak
 
 
-def standby_host(profile: str, namespace: str, ordinal: int) -> str:
-    """The stable DNS name of standby ``ordinal`` (its StatefulSet pod)."""
-    return f"{standby_name(profile)}-{ordinal}.{standby_name(profile)}.{namespace}.svc"
-
-
-def standby_name(profile: str) -> str:
-    """The standbys' StatefulSet and headless Service."""
-    return f"{profile}-standby"
-
-
 def _replicas(
     rr: v1alpha1.ReadReplicas,
     *,
@@ -213,7 +204,7 @@ def _replicas(
         replicas = [
             Replica(
                 name=f"standby-{ordinal}",
-                host=standby_host(profile, namespace, ordinal),
+                host=names.ChildNames(profile, namespace).standby_host(ordinal),
                 port=STANDBY_PORT,
                 max_connections=max_connections,
                 field=f"{FIELD}.streaming.maxConnections"
@@ -224,7 +215,7 @@ def _replicas(
         ]
     elif rr.mode == "cnpg" and rr.cnpg:
         name = rr.cnpg.cluster
-        if db.host.split(".", 1)[0] != f"{name}-rw":
+        if db.host.split(".", 1)[0] != names.cnpg_rw_service(name):
             problems.append(
                 budget_mod.Problem(
                     "spec.database.host",
@@ -245,7 +236,7 @@ def _replicas(
         replicas = [
             Replica(
                 name="cnpg-ro",
-                host=f"{name}-ro.{namespace}.svc",
+                host=names.cnpg_ro_host(name, namespace),
                 port=STANDBY_PORT,
                 max_connections=live or db.max_connections,
                 field=f"Cluster {name} max_connections" if live else "spec.database.maxConnections",

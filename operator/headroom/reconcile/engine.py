@@ -33,14 +33,12 @@ from headroom.api import conditions, v1alpha1
 from headroom.api import status as status_models
 from headroom.builders import (
     alerts,
-    binding,
     bucket_server,
     cnpg,
     common,
     desired,
     pgbouncer,
     readpool,
-    redis,
 )
 from headroom.kube import errors
 from headroom.planning import bucket_server as server_mod
@@ -449,11 +447,11 @@ class Engine:
         observed = self._children(planned)
         if cnpg.uses_cnpg_poolers(planned):
             pooler_cond, pooler_status = _observe_cnpg_pooler(
-                planned, observed.get(f"Pooler/{pgbouncer.service_name(planned)}")
+                planned, observed.get(f"Pooler/{planned.names.pooler_service}")
             )
         else:
             pooler_cond, pooler_status = _observe_pooler(
-                planned, observed.get(f"Deployment/{pgbouncer.deployment_name(planned)}")
+                planned, observed.get(f"Deployment/{planned.names.pooler}")
             )
         conflict_text = "objects exist that Headroom did not create: " + ", ".join(conflicts)
         if desired.POOLER in contained:
@@ -502,7 +500,7 @@ class Engine:
             **read_status,
             budget=budget,
             pooler=pooler_status,
-            binding={"name": binding.secret_name(planned)},
+            binding={"name": planned.names.binding},
         )
         outcome.retry = apply_result.retry
         return outcome, not conflicts and not apply_result.failures, probe_key
@@ -701,7 +699,7 @@ class Engine:
                 )
         assert username is not None and password is not None
         stats_password = self._kept_secret(
-            planned, pgbouncer.auth_secret_name(planned), pgbouncer.STATS_PASSWORD_KEY
+            planned, planned.names.pooler_auth, pgbouncer.STATS_PASSWORD_KEY
         )
         server_ca_pem, server_ca_revision = None, ""
         if planned.database.server_ca_secret is not None:
@@ -712,7 +710,7 @@ class Engine:
             stats_password=stats_password or secrets.token_urlsafe(24),
             revision=str(source["metadata"].get("resourceVersion", "")),
             redis_passwords={
-                r.name: self._kept_secret(planned, redis.auth_secret_name(planned, r), "password")
+                r.name: self._kept_secret(planned, planned.names.redis_auth(r.name), "password")
                 or secrets.token_hex(24)
                 for r in planned.redis
             },
@@ -720,7 +718,7 @@ class Engine:
             server_ca_pem=server_ca_pem,
             agent_password=(
                 self._kept_secret(
-                    planned, readpool.auth_secret_name(planned), pgbouncer.AGENT_PASSWORD_KEY
+                    planned, planned.names.read_pooler_auth, pgbouncer.AGENT_PASSWORD_KEY
                 )
                 or secrets.token_urlsafe(24)
             )
@@ -736,8 +734,8 @@ class Engine:
             return None
         pairs = []
         for name in (
-            bucket_server.root_secret_name(planned),
-            bucket_server.app_secret_name(planned),
+            planned.names.s3_root_keys,
+            planned.names.s3_app_keys,
         ):
             access = self._kept_secret(planned, name, bucket_server.ACCESS_KEY)
             secret = self._kept_secret(planned, name, bucket_server.SECRET_KEY)
@@ -1074,7 +1072,7 @@ def _read_budget_status(planned: plan_mod.Plan) -> status_models.ReadBudgetStatu
 def _observe_pooler(
     planned: plan_mod.Plan, deployment: Obj | None
 ) -> tuple[conditions.Cond, dict[str, Any]]:
-    endpoint = f"{pgbouncer.service_host(planned)}:{pgbouncer.SERVICE_PORT}"
+    endpoint = f"{planned.names.pooler_host}:{pgbouncer.SERVICE_PORT}"
     want = planned.pooler.instances
     if deployment is None:
         return (
@@ -1101,7 +1099,7 @@ def _observe_cnpg_pooler(
     planned: plan_mod.Plan, pooler: Obj | None
 ) -> tuple[conditions.Cond, dict[str, Any]]:
     """The write pooler is CloudNativePG's: ready when CNPG reports its pods."""
-    endpoint = f"{pgbouncer.service_host(planned)}:{pgbouncer.SERVICE_PORT}"
+    endpoint = f"{planned.names.pooler_host}:{pgbouncer.SERVICE_PORT}"
     want = planned.pooler.instances
     running = observe.cnpg_instances(pooler)
     status = {"endpoint": endpoint, "instances": want, "readyInstances": running}
@@ -1113,12 +1111,10 @@ def _observe_cnpg_pooler(
             status,
         )
     if running >= want:
-        message = (
-            f"CNPG Pooler {pgbouncer.service_name(planned)}: {running}/{want} pods at {endpoint}"
-        )
+        message = f"CNPG Pooler {planned.names.pooler_service}: {running}/{want} pods at {endpoint}"
         return conditions.Cond(conditions.POOLER_READY, "True", "CNPGPoolerReady", message), status
     message = (
-        f"CNPG Pooler {pgbouncer.service_name(planned)} applied with Headroom's sizes; "
+        f"CNPG Pooler {planned.names.pooler_service} applied with Headroom's sizes; "
         f"CloudNativePG reports {running}/{want} pods"
     )
     return conditions.Cond(conditions.POOLER_READY, "False", "WaitingForCNPG", message), status

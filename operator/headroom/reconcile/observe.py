@@ -9,9 +9,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from headroom.api import conditions
-from headroom.builders import alerts, autoscaling, bucket_server, readpool, redis, workers
+from headroom.builders import alerts, redis
 from headroom.planning import plan as plan_mod
-from headroom.planning import replicas, storage
+from headroom.planning import storage
 
 
 def _rolled_out(obj: dict[str, Any] | None, *, want: int | None = None) -> tuple[bool, str]:
@@ -60,9 +60,9 @@ def _cache(
         )
     waiting = []
     for instance in plan.redis:
-        sets = [redis.base_name(plan, instance)]
+        sets = [plan.names.redis(instance.name)]
         if instance.sentinel_replicas:
-            sets.append(redis.sentinel_name(plan, instance))
+            sets.append(plan.names.sentinel(instance.name))
         for name in sets:
             done, text = _rolled_out(applied.get(f"StatefulSet/{name}"))
             if not done:
@@ -76,12 +76,12 @@ def _cache(
 def _workers(plan: plan_mod.Plan, applied: dict[str, Any]) -> list[conditions.Cond]:
     waiting = []
     for queue in plan.queues:
-        dep = applied.get(f"Deployment/{workers.deployment_name(plan, queue)}")
+        dep = applied.get(f"Deployment/{plan.names.worker(queue.name)}")
         # the autoscaler decides how many: ready means every pod it asked for is ready
         want = int(((dep or {}).get("status") or {}).get("replicas") or 0)
         done, text = _rolled_out(dep, want=want)
         if not done:
-            waiting.append(f"{workers.deployment_name(plan, queue)} {text}")
+            waiting.append(f"{plan.names.worker(queue.name)} {text}")
     keda = plan.facts.keda
     scaling = (
         conditions.Cond(
@@ -125,7 +125,7 @@ def _autoscaling(
             "AppDeploymentNotFound",
             f"Deployment {plan.app.deployment} does not exist; the HPA waits for it",
         )
-    name = autoscaling.name(plan)
+    name = plan.names.app_autoscaler
     missing = [
         k
         for k in (f"HorizontalPodAutoscaler/{name}", f"PodDisruptionBudget/{name}")
@@ -170,7 +170,7 @@ def cnpg_instances(pooler: dict[str, Any] | None) -> int:
 
 def _cnpg_read_pool(plan: plan_mod.Plan, applied: dict[str, Any]) -> conditions.Cond:
     assert plan.read is not None and plan.read_pooler is not None
-    name = readpool.service_name(plan)
+    name = plan.names.read_pooler_service
     want = plan.read_pooler.instances
     running = cnpg_instances(applied.get(f"Pooler/{name}"))
     replicas_text = (
@@ -233,7 +233,7 @@ def _read_pool(plan: plan_mod.Plan, applied: dict[str, Any]) -> list[conditions.
     found = []
     if read.standby is not None:
         found += _slot_retention(plan)
-        name = replicas.standby_name(plan.name)
+        name = plan.names.standbys
         done, text = _rolled_out(applied.get(f"StatefulSet/{name}"))
         found.append(
             conditions.Cond(
@@ -244,8 +244,8 @@ def _read_pool(plan: plan_mod.Plan, applied: dict[str, Any]) -> list[conditions.
                 conditions.STANDBYS_READY, "False", "PodsNotReady", f"{name} {text}"
             )
         )
-    endpoint = f"{readpool.service_host(plan)}:5432"
-    done, text = _rolled_out(applied.get(f"Deployment/{readpool.deployment_name(plan)}"))
+    endpoint = f"{plan.names.read_pooler_host}:5432"
+    done, text = _rolled_out(applied.get(f"Deployment/{plan.names.read_pooler}"))
     targets = ", ".join(f"{r.host}:{r.port}" for r in read.replicas)
     fallback = (
         "reads go to the primary when every replica is out"
@@ -274,7 +274,7 @@ def _read_pool(plan: plan_mod.Plan, applied: dict[str, Any]) -> list[conditions.
                 conditions.READ_POOLER_READY,
                 "False",
                 "PodsNotReady",
-                f"{readpool.deployment_name(plan)} {text}",
+                f"{plan.names.read_pooler} {text}",
             )
         )
     return found
@@ -287,7 +287,7 @@ def unready_claims(plan: plan_mod.Plan, applied: dict[str, Any]) -> list[tuple[s
     for index, instance in enumerate(plan.redis):
         if instance.persistence is None:
             continue
-        name = redis.base_name(plan, instance)
+        name = plan.names.redis(instance.name)
         statefulset = applied.get(f"StatefulSet/{name}")
         if statefulset is None or _rolled_out(statefulset)[0]:
             continue
@@ -308,7 +308,7 @@ def alerts_selected(plan: plan_mod.Plan, wanted: list[str]) -> conditions.Cond |
             "False",
             "NoPrometheusOperator",
             f"prometheus-operator's CRDs are not served: the rules are in ConfigMap "
-            f"{alerts.rules_configmap_name(plan)} (key {alerts.rule_file_key(plan)}) for a "
+            f"{plan.names.alert_rules} (key {alerts.rule_file_key(plan)}) for a "
             "plain Prometheus' rule_files; no scrape targets are declared",
         )
     selection = plan.facts.prometheus_selection
@@ -349,7 +349,7 @@ def components(
     if plan.queues:
         found += _workers(plan, applied)
     found.append(_autoscaling(plan, applied, app_found=app_found))
-    hpa = applied.get(f"HorizontalPodAutoscaler/{autoscaling.name(plan)}")
+    hpa = applied.get(f"HorizontalPodAutoscaler/{plan.names.app_autoscaler}")
     if plan.autoscaling.enabled and app_found and hpa is not None:
         found.append(_app_scaling_active(hpa))
     return found
@@ -422,7 +422,7 @@ def storage_ready(
     if not plan.buckets:
         return None
     states = [
-        _bucket_state(b, applied, bucket_server.name(plan), problems.get(b.name), found.get(b.name))
+        _bucket_state(b, applied, plan.names.s3_server, problems.get(b.name), found.get(b.name))
         for b in plan.buckets
     ]
     extra = [f"{b.name}: {(notes or {})[b.name]}" for b in plan.buckets if b.name in (notes or {})]

@@ -21,6 +21,7 @@ from typing import Any
 
 from headroom.api import conditions, v1alpha1
 from headroom.builders import common
+from headroom.planning import names
 from headroom.planning import plan as plan_mod
 from headroom.postgres import limits as postgres_limits
 
@@ -84,7 +85,7 @@ class PrimaryProbe:
         key = self.key(planned, creds)
         target = postgres_limits.Target(
             # the pooler resolves a short name in the profile's namespace; so must we
-            host=db.host if "." in db.host else f"{db.host}.{planned.namespace}.svc",
+            host=names.resolved_host(db.host, planned.namespace),
             port=db.port,
             database=db.name,
             username=creds.username,
