@@ -1,7 +1,10 @@
 """The ``headroom`` command.
 
 - ``headroom plan FILE``: the plan as a table; exit 1 with the admission
-  message when the profile is impossible.
+  message when the profile is impossible. Several profiles (documents of
+  FILE, and ``--with OTHER`` files of profiles already on the cluster) are
+  planned as the operator plans them when they share a Postgres server
+  (primary or read replica): each beside what the older ones open there.
 - ``headroom render FILE``: every child object as YAML (no cluster needed).
   Secret values the operator reads from the cluster are placeholders.
   ``--rules`` prints only the alerting rule file; ``--prometheus-operator``
@@ -17,6 +20,7 @@ and report a bad file or profile as one line naming the field, with exit code 1.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 from typing import Any
@@ -28,9 +32,13 @@ from headroom.api import crd, v1alpha1
 from headroom.builders import alerts, bucket_server, common, desired
 from headroom.planning import bucket_server as server_mod
 from headroom.planning import plan as plan_mod
-from headroom.planning import storage
+from headroom.planning import shared, storage
 
 KEDA_HELP = "plan queues for a cluster with KEDA (default: the CPU HPA fallback)"
+WITH_HELP = (
+    "a file of other profiles already on the cluster (repeatable): FILE's profiles are "
+    "planned beside what these open on the Postgres servers they share"
+)
 
 
 class _StrictLoader(yaml.SafeLoader):
@@ -61,6 +69,11 @@ def _load(path: str) -> list[dict[str, Any]]:
     except (OSError, UnicodeDecodeError) as err:
         reason = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
         raise InputError(f"{name}: cannot read: {reason}") from None
+    return parse_documents(text, name=name)
+
+
+def parse_documents(text: str, *, name: str) -> list[dict[str, Any]]:
+    """The ScalingProfile documents of a YAML text, or InputError naming ``name``."""
     try:
         docs = list(yaml.load_all(text, Loader=_StrictLoader))
     except yaml.YAMLError as err:
@@ -76,7 +89,7 @@ def _load(path: str) -> list[dict[str, Any]]:
 
 # what `render` shows for the builtin server's generated keys (the operator
 # makes real ones with `secrets`); alphanumeric, as the agent's config wants
-_PLACEHOLDER_S3_KEYS = server_mod.ServerKeys(
+PLACEHOLDER_S3_KEYS = server_mod.ServerKeys(
     root_access_key="REPLACEgeneratedRootKey",
     root_secret_key="REPLACE-generated-by-headroom",  # noqa: S106 - a placeholder
     app_access_key="REPLACEgeneratedAppKey",
@@ -91,7 +104,7 @@ def _placeholder_buckets(plan: plan_mod.Plan) -> dict[str, storage.BucketCredent
     for bucket in plan.buckets:
         source = f"<{bucket.credentials_secret}"
         if bucket.builtin is not None:
-            found[bucket.name] = bucket_server.credentials(plan, bucket, _PLACEHOLDER_S3_KEYS)
+            found[bucket.name] = bucket_server.credentials(plan, bucket, PLACEHOLDER_S3_KEYS)
         elif bucket.s3 is not None:
             ref = bucket.s3.credentials_secret
             found[bucket.name] = storage.BucketCredentials(
@@ -114,13 +127,13 @@ def _placeholder_buckets(plan: plan_mod.Plan) -> dict[str, storage.BucketCredent
     return found
 
 
-def _placeholder_credentials(
+def placeholder_credentials(
     profile: v1alpha1.ScalingProfile, plan: plan_mod.Plan
 ) -> common.Credentials:
     ref = profile.spec.database.credentials_secret
     return common.Credentials(
         buckets=_placeholder_buckets(plan),
-        s3_server=_PLACEHOLDER_S3_KEYS if any(b.builtin for b in plan.buckets) else None,
+        s3_server=PLACEHOLDER_S3_KEYS if any(b.builtin for b in plan.buckets) else None,
         username=f"<{ref.name}/{ref.username_key}>",
         password=f"<{ref.name}/{ref.password_key}>",
         stats_password="<generated>",  # noqa: S106 - a placeholder
@@ -162,6 +175,19 @@ def format_plan(plan: plan_mod.Plan) -> str:
         ("max_client_conn", f"{b.max_client_conn} per pooler pod"),
         ("server connections", f"{b.server_connections} of {b.available}"),
         ("margin", str(b.margin)),
+        *(
+            [
+                (
+                    "beside",
+                    "; ".join(
+                        f"{u.profile} opens {u.server_connections} on {u.server}"
+                        for u in plan.facts.shared
+                    ),
+                )
+            ]
+            if plan.facts.shared
+            else []
+        ),
     ]
     rows += _read_rows(plan)
     rows += _scaling_rows(plan)
@@ -310,19 +336,71 @@ def _scaling_rows(plan: plan_mod.Plan) -> list[tuple[str, str]]:
     return rows
 
 
-def _cmd_plan(args: argparse.Namespace) -> int:
-    status = 0
-    for body in _load(args.file):
+@dataclasses.dataclass(frozen=True)
+class _Planned:
+    """One profile of FILE: its plan, or why it could not be parsed."""
+
+    profile: v1alpha1.ScalingProfile | None
+    plan: plan_mod.Plan | None
+    error: str = ""
+
+
+def _key(body: dict[str, Any]) -> str:
+    meta = body.get("metadata")
+    if not isinstance(meta, dict):
+        meta = {}
+    return f"{meta.get('namespace') or 'default'}/{meta.get('name', '')}"
+
+
+def _plan_all(args: argparse.Namespace, facts: plan_mod.Facts) -> list[_Planned]:
+    """The profiles of FILE planned as the operator plans them on shared servers:
+    the ``--with`` files' profiles exist already (older, in the order given),
+    FILE's are created after them, one document after the other; each is
+    planned beside what the older ones open on every server it uses."""
+    others = [body for path in args.beside for body in _load(path)]
+    mine = _load(args.file)
+    peers: list[shared.Peer] = []
+    found: list[tuple[str, v1alpha1.ScalingProfile | None, str]] = []
+    seen: set[str] = set()
+    for index, body in enumerate([*others, *mine]):
+        key = _key(body)
+        if key in seen:
+            raise InputError(f"profile {key} is given twice")
+        seen.add(key)
         try:
             profile = v1alpha1.parse_profile(body)
         except v1alpha1.ProfileError as err:
-            print(f"error: {err}", file=sys.stderr)
+            if index < len(others):
+                raise InputError(f"--with: {key}: {err}") from None
+            found.append((key, None, str(err)))
+            continue
+        # ordered as created one after the other (the order's text only compares)
+        peers.append(shared.Peer(key=key, created=f"{index:09d}", profile=profile))
+        if index >= len(others):
+            found.append((key, profile, ""))
+    opened = shared.shares(peers, facts=facts)
+    out = []
+    for key, parsed, error in found:
+        if parsed is None:
+            out.append(_Planned(None, None, error))
+            continue
+        beside = shared.older_uses(peers, opened, key=key)
+        planned = plan_mod.plan(parsed, facts=dataclasses.replace(facts, shared=beside))
+        out.append(_Planned(parsed, planned))
+    return out
+
+
+def _cmd_plan(args: argparse.Namespace) -> int:
+    status = 0
+    facts = plan_mod.Facts(keda=args.keda, cosi=_cosi(args))
+    for index, found in enumerate(_plan_all(args, facts)):
+        if found.plan is None:
+            print(f"error: {found.error}", file=sys.stderr)
             status = 1
             continue
-        plan = plan_mod.plan(profile, facts=plan_mod.Facts(keda=args.keda, cosi=_cosi(args)))
-        print(format_plan(plan))
-        if not plan.ok:
-            print(f"error: {plan.problem_text()}", file=sys.stderr)
+        print(("\n" if index else "") + format_plan(found.plan), flush=True)
+        if not found.plan.ok:
+            print(f"error: {found.plan.problem_text()}", file=sys.stderr, flush=True)
             status = 1
     return status
 
@@ -333,18 +411,16 @@ def _cmd_render(args: argparse.Namespace) -> int:
     facts = plan_mod.Facts(
         keda=args.keda, prometheus_operator=args.prometheus_operator, cosi=_cosi(args)
     )
-    for body in _load(args.file):
-        try:
-            profile = v1alpha1.parse_profile(body)
-        except v1alpha1.ProfileError as err:
-            print(f"error: {err}", file=sys.stderr)
+    for found in _plan_all(args, facts):
+        if found.plan is None or found.profile is None:
+            print(f"error: {found.error}", file=sys.stderr)
             return 1
-        plan = plan_mod.plan(profile, facts=facts)
+        plan = found.plan
         if not plan.ok:
             print(f"error: {plan.problem_text()}", file=sys.stderr)
             return 1
         groups += alerts.rule_groups(plan)
-        out.extend(desired.build(plan, _placeholder_credentials(profile, plan)).values())
+        out.extend(desired.build(plan, placeholder_credentials(found.profile, plan)).values())
     if args.rules:
         sys.stdout.write(yamlfmt.dump({"groups": groups}))
     else:
@@ -379,11 +455,13 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("plan", help="print the plan of the profile(s) in FILE")
     p.add_argument("file", help="YAML file with ScalingProfile(s), or - for stdin")
+    p.add_argument("--with", dest="beside", action="append", default=[], help=WITH_HELP)
     p.add_argument("--keda", action="store_true", help=KEDA_HELP)
     p.add_argument("--cosi", choices=COSI_CHOICES, default="v1alpha1", help=COSI_HELP)
     p.set_defaults(func=_cmd_plan)
     r = sub.add_parser("render", help="print every child object of FILE's profile(s) as YAML")
     r.add_argument("file")
+    r.add_argument("--with", dest="beside", action="append", default=[], help=WITH_HELP)
     r.add_argument("--keda", action="store_true", help=KEDA_HELP)
     r.add_argument("--cosi", choices=COSI_CHOICES, default="v1alpha1", help=COSI_HELP)
     r.add_argument(

@@ -129,3 +129,73 @@ def test_a_missing_file_is_one_line_and_exit_1(
     assert cli.main([command, str(missing)]) == 1
     err = capsys.readouterr().err
     assert err == f"error: {missing}: cannot read: No such file or directory\n"
+
+
+# --- several profiles on one server --------------------------------------------------
+
+READER = """\
+apiVersion: headroom.dev/v1alpha1
+kind: ScalingProfile
+metadata: {{name: {name}, namespace: gym}}
+spec:
+  app: {{deployment: {name}, replicas: {{min: 2, max: 10}}}}
+  database:
+    host: {primary}
+    name: gym
+    credentialsSecret: {{name: db}}
+    readReplicas:
+      mode: external
+      hosts: [{{host: ep-read-1.example.tech}}]
+"""
+
+
+def test_plan_plans_several_documents_as_the_operator_does_on_shared_servers(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Two apps on their own primaries read from the same replica: the first
+    takes what its read pool needs there, the second is refused naming both."""
+    path = tmp_path / "two.yaml"
+    path.write_text(
+        READER.format(name="first", primary="db-1")
+        + "---\n"
+        + READER.format(name="second", primary="db-2")
+    )
+    assert cli.main(["plan", str(path)]) == 1
+    out, err = capsys.readouterr()
+    assert out.count("profile ") == 2  # both planned, in order
+    assert err.startswith("error: spec.database.readReplicas.pooler.instances: ")
+    assert "(gym/first 91, beside gym/second)" in err and "ep-read-1.example.tech:5432" in err
+    # each file alone plans fine: the refusal comes from the sharing
+    single = tmp_path / "second.yaml"
+    single.write_text(READER.format(name="second", primary="db-2"))
+    assert cli.main(["plan", str(single)]) == 0
+    capsys.readouterr()
+
+
+def test_plan_with_names_the_profiles_already_on_the_server(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    existing = tmp_path / "shop.yaml"
+    existing.write_text((EXAMPLES / "shop.yaml").read_text())
+    newcomer = tmp_path / "admin.yaml"
+    newcomer.write_text(
+        (EXAMPLES / "shop.yaml")
+        .read_text()
+        .replace("name: shop\n", "name: admin\n", 1)
+        .replace("max: 10}", "max: 2}")
+    )
+    assert "name: admin" in newcomer.read_text()
+    # shop takes 90 of the 92: beside it, admin's 3 pooler pods get nothing
+    assert cli.main(["plan", str(newcomer), "--with", str(existing)]) == 1
+    out, err = capsys.readouterr()
+    assert "profile             default/admin" in out
+    assert "beside              default/shop opens 90 on shop-db.default.svc:5432" in out
+    assert (
+        "90 opened by the other profiles on this server (default/shop 90, beside default/admin)"
+        in err
+    )
+    assert cli.main(["plan", str(newcomer)]) == 0
+    capsys.readouterr()
+    # and a profile given twice is an input error, not a plan
+    assert cli.main(["plan", str(existing), "--with", str(existing)]) == 1
+    assert "is given twice" in capsys.readouterr().err

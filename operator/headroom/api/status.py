@@ -66,6 +66,11 @@ class ReadBudgetStatus(_Status):
     )
     margin: int
     when_all_lagging: str = Field(max_length=16, description="primary or refuse.")
+    shared_with: list[SharedProfile] = Field(
+        default_factory=list,
+        description="Older profiles that read from (or write to) the smallest replica too; "
+        "available is what they leave.",
+    )
 
 
 class BudgetStatus(_Status):

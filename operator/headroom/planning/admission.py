@@ -10,7 +10,7 @@ from typing import Any
 from headroom.api import v1alpha1
 from headroom.planning import budget as budget_mod
 from headroom.planning import plan as plan_mod
-from headroom.planning import shared as shared_mod
+from headroom.planning import servers
 
 
 def review(
@@ -20,7 +20,8 @@ def review(
 ) -> str | None:
     """Return the rejection message for ``body``, or None when it can be applied.
     ``shared(server, profile key)``: what the other profiles on that Postgres
-    server open (the webhook's table; none offline)."""
+    server open (the webhook's table; none offline), asked for every server
+    the profile uses (its primary, the replicas it shares)."""
     try:
         profile = v1alpha1.parse_profile(body)
     except v1alpha1.ProfileError as err:
@@ -29,7 +30,7 @@ def review(
     if shared is not None:
         meta = body.get("metadata") or {}
         key = f"{meta.get('namespace', '')}/{meta.get('name', '')}"
-        server = shared_mod.server_key(str(meta.get("namespace") or ""), profile.spec.database)
-        facts = plan_mod.Facts(shared=shared(server, key))
+        uses = tuple(use for server in servers.of(profile) for use in shared(server, key))
+        facts = plan_mod.Facts(shared=uses)
     planned = plan_mod.plan(profile, facts=facts)
     return None if planned.ok else planned.problem_text()

@@ -59,8 +59,9 @@ class ClientGroup:
 
 @dataclass(frozen=True)
 class SharedUse:
-    """Another profile's pooler on the same Postgres server."""
+    """What another profile's poolers may open on a Postgres server it shares."""
 
+    server: str  # planning.servers.key of the server
     profile: str  # namespace/name
     server_connections: int
 
@@ -81,6 +82,7 @@ class BudgetInput:
     reserved_label: str = "kept for direct connections"
     # server connections the read pool may open here when every replica is out
     read_fallback: int = 0
+    profile: str = ""  # namespace/name of the profile planned, for messages
 
     @property
     def shared_connections(self) -> int:
@@ -129,8 +131,10 @@ def _available_text(given: BudgetInput, available: int) -> str:
         )
     if given.shared:
         others = ", ".join(f"{s.profile} {s.server_connections}" for s in given.shared)
+        beside = f", beside {given.profile}" if given.profile else ""
         parts += (
-            f" - {given.shared_connections} opened by the other profiles on this server ({others})"
+            f" - {given.shared_connections} opened by the other profiles on this server "
+            f"({others}{beside})"
         )
     return f"{available} available on {given.server} ({parts})"
 

@@ -13,7 +13,15 @@ from dataclasses import dataclass, field
 
 from headroom.api import quantity, v1alpha1
 from headroom.planning import budget as budget_mod
-from headroom.planning import monitoring, names, pgbouncer_params, redis_params, replicas, storage
+from headroom.planning import (
+    monitoring,
+    names,
+    pgbouncer_params,
+    redis_params,
+    replicas,
+    servers,
+    storage,
+)
 
 POOLER_PORT = 6432
 EXPORTER_PORT = 9127
@@ -102,7 +110,8 @@ class Facts:
 
     keda: bool = False  # KEDA's ScaledObject/TriggerAuthentication CRDs are served
     primary: PrimaryLimits | None = None  # None: not read (admission, CLI, unreachable)
-    # the other profiles on the same Postgres server this one must fit beside
+    # what the other profiles open on the Postgres servers this one uses (its
+    # primary, the replicas it shares): what it must fit beside
     shared: tuple[budget_mod.SharedUse, ...] = ()
     cnpg: bool = False  # CloudNativePG's Pooler CRD is served
     # the CNPG Cluster of readReplicas mode cnpg, as read (None: not read, or absent)
@@ -203,6 +212,14 @@ class Plan:
     def names(self) -> names.ChildNames:
         """The names and hosts of this profile's children (planning.names)."""
         return names.ChildNames(self.name, self.namespace)
+
+    def opened(self) -> dict[str, int]:
+        """Server key (planning.servers) -> the most this profile may open there,
+        on every server another profile may share: what those must fit beside."""
+        found = dict(self.read.opened_on_replicas()) if self.read else {}
+        primary = servers.primary(self.namespace, self.database)
+        found[primary] = found.get(primary, 0) + self.primary_connections
+        return found
 
     def redis_named(self, name: str) -> RedisPlan:
         return next(r for r in self.redis if r.name == name)
@@ -630,6 +647,10 @@ def plan(profile: v1alpha1.ScalingProfile, *, facts: Facts | None = None) -> Pla
             if q.database_pool_size
         ),
     )
+    key = f"{profile.namespace}/{profile.name}"
+    on_primary = tuple(
+        use for use in facts.shared if use.server == servers.primary(profile.namespace, db)
+    )
     read, read_problems = replicas.read_plan(
         profile,
         cnpg=facts.cnpg,
@@ -638,7 +659,7 @@ def plan(profile: v1alpha1.ScalingProfile, *, facts: Facts | None = None) -> Pla
         primary_available=db.max_connections
         - db.superuser_reserved_connections
         - db.reserved_connections
-        - sum(use.server_connections for use in facts.shared),
+        - sum(use.server_connections for use in on_primary),
         app_max_pods=app.max_replicas,
         app_field=clients[0].field,
         queues=tuple(
@@ -646,6 +667,7 @@ def plan(profile: v1alpha1.ScalingProfile, *, facts: Facts | None = None) -> Pla
             for index, (queue, plan) in enumerate(zip(spec.queues, queues, strict=True))
         ),
         session_mode=spec.pooler.pool_mode == "session",
+        shared=facts.shared,
     )
     problems += read_problems
     budget, budget_problems = budget_mod.compute(
@@ -657,8 +679,9 @@ def plan(profile: v1alpha1.ScalingProfile, *, facts: Facts | None = None) -> Pla
             session_mode=spec.pooler.pool_mode == "session",
             clients=clients,
             pinned=pinned,
-            shared=facts.shared,
+            shared=on_primary,
             read_fallback=read.fallback_connections if read else 0,
+            profile=key,
         )
     )
     problems += budget_problems

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 from headroom.api import v1alpha1
 from headroom.planning import budget as budget_mod
-from headroom.planning import names
+from headroom.planning import names, servers
 
 FIELD = "spec.database.readReplicas"
 # Every standby Headroom runs listens here; its Service has no other port.
@@ -45,6 +45,7 @@ class Replica:
     port: int
     max_connections: int
     field: str  # the spec field that declares it, for messages
+    server: str = ""  # planning.servers key when other profiles may use it too
 
 
 @dataclass(frozen=True)
@@ -117,6 +118,12 @@ class ReadPlan:
     def lag_probes(self) -> int:
         return self.budget.pooler_pods_at_peak + OPERATOR_PROBES
 
+    def opened_on_replicas(self) -> dict[str, int]:
+        """Server key -> what this read pool may open on each replica others may
+        share: the whole read pool (any one replica may carry it) and its lag probes."""
+        each = self.budget.server_connections + self.lag_probes
+        return {r.server: each for r in self.replicas if r.server}
+
     @property
     def fallback_connections(self) -> int:
         """Server connections the read pool may open on the primary when every
@@ -134,6 +141,7 @@ def _replicas(
 ) -> tuple[list[Replica], list[budget_mod.Problem]]:
     problems: list[budget_mod.Problem] = []
     replicas: list[Replica] = []
+    keys = servers.replicas(namespace, db)
     sections = {"external": rr.hosts is not None, "cnpg": rr.cnpg, "streaming": rr.streaming}
     for mode, present in sections.items():
         name = "hosts" if mode == "external" else mode
@@ -176,6 +184,7 @@ def _replicas(
                     field=f"{where}.maxConnections"
                     if replica.max_connections
                     else "spec.database.maxConnections",
+                    server=keys[f"replica-{index}"],
                 )
             )
         ports = sorted({r.port for r in rr.hosts})
@@ -240,6 +249,7 @@ def _replicas(
                 port=STANDBY_PORT,
                 max_connections=live or db.max_connections,
                 field=f"Cluster {name} max_connections" if live else "spec.database.maxConnections",
+                server=keys["cnpg-ro"],
             )
         ]
     return replicas, problems
@@ -256,13 +266,16 @@ def read_plan(
     app_field: str,
     queues: tuple[tuple[int, v1alpha1.Queue, int], ...],
     session_mode: bool,
+    shared: tuple[budget_mod.SharedUse, ...] = (),
 ) -> tuple[ReadPlan | None, list[budget_mod.Problem]]:
     """The read side of ``profile``; None when it declares no read replicas.
     ``primary_available``: what the primary has for the poolers (the default
     fallback share is a tenth of it). ``queues``: (index, queue, its worker
     ceiling) for the workers that read. ``live``: what each replica (by name)
     reports as available (max_connections - superuser_reserved_connections -
-    reserved_connections), when the operator could read it."""
+    reserved_connections), when the operator could read it. ``shared``: what
+    other profiles open on the servers this one uses; the read budget fits the
+    replica with the least room left."""
     rr = profile.spec.database.read_replicas
     if rr is None:
         return None, []
@@ -274,7 +287,15 @@ def read_plan(
         replicas = [
             Replica("none", db.host, db.port, db.max_connections, "spec.database.maxConnections")
         ]
-    smallest = min(replicas, key=lambda r: (r.max_connections, r.name))
+    beside = {
+        r.name: tuple(use for use in shared if r.server and use.server == r.server)
+        for r in replicas
+    }
+
+    def room(replica: Replica) -> int:
+        return replica.max_connections - sum(u.server_connections for u in beside[replica.name])
+
+    smallest = min(replicas, key=lambda r: (room(r), r.max_connections, r.name))
     clients = (
         budget_mod.ClientGroup(
             label="app",
@@ -306,6 +327,8 @@ def read_plan(
             session_mode=session_mode,
             clients=clients,
             pinned={},
+            shared=beside[smallest.name],
+            profile=f"{profile.namespace}/{profile.name}",
             pooler_field=f"{FIELD}.pooler",
             server=f"{where} ({smallest.host}:{smallest.port}, {smallest.field}; any one "
             "replica must carry the whole read pool when the others are out)",
@@ -316,7 +339,11 @@ def read_plan(
     problems += budget_problems
     if not budget_problems:
         problems += _live_problems(
-            replicas, live or {}, budget=budget, reserved=rr.reserved_connections + probes
+            replicas,
+            live or {},
+            budget=budget,
+            reserved=rr.reserved_connections + probes,
+            beside=beside,
         )
     pods = budget.pooler_pods_at_peak
     fallback = 0
@@ -361,21 +388,31 @@ def _live_problems(
     *,
     budget: budget_mod.ConnectionBudget,
     reserved: int,
+    beside: dict[str, tuple[budget_mod.SharedUse, ...]],
 ) -> list[budget_mod.Problem]:
     """A replica whose real limits are below the declared ones cannot carry the
     read pool when it is the only one left: say which declared field is wrong."""
     problems = []
     for replica in replicas:
         available = live.get(replica.name)
-        if available is None or budget.server_connections <= available - reserved:
+        others = beside.get(replica.name, ())
+        taken = reserved + sum(use.server_connections for use in others)
+        if available is None or budget.server_connections <= available - taken:
             continue
+        shared = (
+            " and what other profiles open on it ("
+            + ", ".join(f"{use.profile} {use.server_connections}" for use in others)
+            + ")"
+            if others
+            else ""
+        )
         problems.append(
             budget_mod.Problem(
                 replica.field,
                 f"the replica {replica.host}:{replica.port} reports {available} connections "
-                f"available, {available - reserved} after {reserved} kept for direct use and "
-                f"lag probes, but the read pool may open {budget.server_connections} on it; "
-                "declare the replica's real max_connections",
+                f"available, {available - taken} after {reserved} kept for direct use and "
+                f"lag probes{shared}, but the read pool may open {budget.server_connections} "
+                "on it; declare the replica's real max_connections",
             )
         )
     return problems

@@ -1,38 +1,39 @@
-"""One Postgres server, several profiles: who may open how many connections.
+"""Several profiles on one Postgres server: who may open how many connections.
 
 ``max_connections`` is per server, whatever database each profile uses, so
-every profile whose ``spec.database`` points at the same host and port shares
-it. The rule is first come, first served: profiles are ordered by creation
-(then name), each is planned with what the older ones open, and a newer one
-that no longer fits is refused (at admission when the webhook sees it, by the
-reconcile pass when two were admitted at once). An older profile never gives
-way to a newer one, so nothing oscillates.
+every profile that opens connections on a server shares it: the primary its
+``spec.database`` points at (write pool and read fallback), and the read
+replicas it lists (its read pool, which any one replica must carry whole, and
+the lag probes). Servers are keyed by :mod:`headroom.planning.servers`; one
+rule serves primaries and replicas alike.
+
+The rule is first come, first served: profiles are ordered by creation (then
+name), each is planned with what the older ones open on every server it uses,
+and a newer one that no longer fits is refused (at admission when the webhook
+sees it, by the reconcile pass when two were admitted at once). An older
+profile never gives way to a newer one, so nothing oscillates. A refused
+profile opens nothing anywhere, so profiles linked through any shared server
+are planned together.
 
 Pure; the runtime keeps the table (:class:`headroom.reconcile.shared.SharedBudgets`),
-the webhook and the pass read it.
+the webhook, the pass and ``headroom plan`` read it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 from headroom.api import v1alpha1
 from headroom.planning import budget as budget_mod
 from headroom.planning import plan as plan_mod
-
-_CLUSTER_DOMAIN = ".cluster.local"
+from headroom.planning import servers
 
 
 def server_key(namespace: str, database: v1alpha1.Database) -> str:
-    """``host:port`` of the server, a short Service name qualified with the
-    profile's namespace (``db`` in ``shop`` is ``db.shop.svc``)."""
-    host = database.host.lower().rstrip(".")
-    if host.endswith(_CLUSTER_DOMAIN):
-        host = host[: -len(_CLUSTER_DOMAIN)]
-    if "." not in host:
-        host = f"{host}.{namespace}.svc"
-    return f"{host}:{database.port}"
+    """The key of a profile's primary (see :func:`headroom.planning.servers.key`)."""
+    return servers.primary(namespace, database)
 
 
 @dataclass(frozen=True)
@@ -56,31 +57,64 @@ class Peer:
             self.key,
         )
 
+    @property
+    def servers(self) -> tuple[str, ...]:
+        return servers.of(self.profile)
 
-def server_connections(peers: Iterable[Peer]) -> dict[str, int]:
-    """What each profile of one server may open, oldest first: each is planned
-    with the older ones' connections; one that does not fit opens none."""
-    opened: dict[str, int] = {}
+
+Opened = dict[str, dict[str, int]]  # profile key -> server key -> connections
+
+
+def shares(peers: Iterable[Peer], *, facts: plan_mod.Facts | None = None) -> Opened:
+    """What each profile may open on each server, oldest first: each is planned
+    with what the older ones open on its servers; one that does not fit opens
+    nothing. ``facts``: the cluster's (the CLI plans without one)."""
+    base = facts or plan_mod.Facts()
+    opened: Opened = {}
     uses: list[budget_mod.SharedUse] = []
     for peer in sorted(peers, key=lambda p: p.order):
-        planned = plan_mod.plan(peer.profile, facts=plan_mod.Facts(shared=tuple(uses)))
-        count = planned.primary_connections if planned.ok else 0
-        opened[peer.key] = count
-        if count:
-            uses.append(budget_mod.SharedUse(peer.key, count))
+        mine = set(peer.servers)
+        beside = tuple(use for use in uses if use.server in mine)
+        planned = plan_mod.plan(peer.profile, facts=dataclasses.replace(base, shared=beside))
+        counts = {s: n for s, n in planned.opened().items() if n} if planned.ok else {}
+        opened[peer.key] = counts
+        uses += [budget_mod.SharedUse(s, peer.key, n) for s, n in sorted(counts.items())]
     return opened
 
 
 def older_uses(
-    peers: Iterable[Peer], opened: dict[str, int], *, key: str
+    peers: Iterable[Peer], opened: Opened, *, key: str
 ) -> tuple[budget_mod.SharedUse, ...]:
-    """What the profiles older than ``key`` open (what ``key`` must fit beside)."""
+    """What the profiles older than ``key`` open on the servers ``key`` uses
+    (what ``key`` must fit beside)."""
     ordered = sorted(peers, key=lambda p: p.order)
     mine = next((p for p in ordered if p.key == key), None)
     if mine is None:
         return ()
+    wanted = set(mine.servers)
     return tuple(
-        budget_mod.SharedUse(p.key, opened[p.key])
+        budget_mod.SharedUse(server, p.key, count)
         for p in ordered
-        if p.order < mine.order and opened.get(p.key)
+        if p.order < mine.order
+        for server, count in sorted(opened.get(p.key, {}).items())
+        if server in wanted and count
     )
+
+
+def linked(peers: Iterable[Peer], start: Iterable[str]) -> set[str]:
+    """The servers linked to ``start`` through the peers that use them (a
+    refused profile frees every server it uses, so these are planned together)."""
+    by_server: dict[str, list[Peer]] = {}
+    for peer in peers:
+        for server in peer.servers:
+            by_server.setdefault(server, []).append(peer)
+    found: set[str] = set()
+    todo = list(start)
+    while todo:
+        server = todo.pop()
+        if server in found:
+            continue
+        found.add(server)
+        for peer in by_server.get(server, []):
+            todo += [s for s in peer.servers if s not in found]
+    return found

@@ -1066,6 +1066,12 @@ def _read_budget_status(planned: plan_mod.Plan) -> status_models.ReadBudgetStatu
         server_connections=b.server_connections,
         margin=b.margin,
         when_all_lagging=read.when_all_lagging,
+        shared_with=[
+            status_models.SharedProfile(
+                profile=use.profile, server_connections=use.server_connections
+            )
+            for use in b.shared
+        ],
     )
 
 

@@ -1,12 +1,14 @@
 """The table of Postgres servers and the profiles that share each, kept from
 the profile cache by the runtime (every replica: the webhook needs it too).
 
-On every change of a profile's spec the server it points at (and the one it
-pointed at before) is planned again, oldest profile first
-(:func:`headroom.planning.shared.server_connections`); the profiles whose share
-changed are returned so the runtime queues them. The engine asks what the
-older profiles open (:meth:`SharedBudgets.older`); the webhook what all the
-others open (:meth:`SharedBudgets.table`).
+A server is a primary or a read replica (:mod:`headroom.planning.servers`);
+a profile may use several. On every change of a profile's spec the servers
+it uses (and used before), with every server linked to them through another
+profile, are planned again, oldest profile first
+(:func:`headroom.planning.shared.shares`); the profiles whose share changed
+are returned so the runtime queues them. The engine asks what the older
+profiles open on its servers (:meth:`SharedBudgets.older`); the webhook what
+all the others open (:meth:`SharedBudgets.table`).
 """
 
 from __future__ import annotations
@@ -30,78 +32,84 @@ def planned_since(body: Obj | None) -> str:
 
 class SharedBudgets:
     def __init__(self) -> None:
-        self._peers: dict[str, dict[str, shared_mod.Peer]] = {}
-        self._server_of: dict[str, str] = {}
-        self._opened: dict[str, dict[str, int]] = {}
+        self._peers: dict[str, shared_mod.Peer] = {}
+        self._by_server: dict[str, set[str]] = {}  # server -> profile keys using it
+        self._opened: shared_mod.Opened = {}
+
+    def _add(self, peer: shared_mod.Peer) -> None:
+        self._peers[peer.key] = peer
+        for server in peer.servers:
+            self._by_server.setdefault(server, set()).add(peer.key)
+
+    def _remove(self, key: str) -> set[str]:
+        peer = self._peers.pop(key, None)
+        self._opened.pop(key, None)
+        if peer is None:
+            return set()
+        for server in peer.servers:
+            users = self._by_server.get(server, set())
+            users.discard(key)
+            if not users:
+                self._by_server.pop(server, None)
+        return set(peer.servers)
+
+    def _rows(self, servers: set[str]) -> Table:
+        return {
+            server: sorted(
+                (key, self._peers[key].created, self._opened.get(key, {}).get(server, 0))
+                for key in self._by_server.get(server, set())
+                if self._opened.get(key, {}).get(server)
+            )
+            for server in servers
+        }
 
     def update(self, key: str, body: Obj | None) -> tuple[set[str], set[str]]:
         """Profile ``key`` is now ``body`` (None: deleted). Returns the other
         profiles to look at again and the servers whose table changed."""
-        touched: set[str] = set()
-        old_server = self._server_of.pop(key, None)
-        if old_server is not None:
-            self._peers[old_server].pop(key, None)
-            touched.add(old_server)
+        peer = None
         if body is not None and not (body.get("metadata") or {}).get("deletionTimestamp"):
             try:
                 profile = v1alpha1.parse_profile(body)
             except v1alpha1.ProfileError:
                 profile = None  # invalid: opens nothing
             if profile is not None:
-                meta = body["metadata"]
-                server = shared_mod.server_key(
-                    str(meta.get("namespace", "")), profile.spec.database
-                )
-                self._peers.setdefault(server, {})[key] = shared_mod.Peer(
+                peer = shared_mod.Peer(
                     key=key,
-                    created=str(meta.get("creationTimestamp") or ""),
+                    created=str(body["metadata"].get("creationTimestamp") or ""),
                     profile=profile,
                     planned_since=planned_since(body),
                 )
-                self._server_of[key] = server
-                touched.add(server)
-        requeue: set[str] = set()
-        changed: set[str] = set()
-        for server in touched:
-            peers = self._peers.get(server, {})
-            before = self._opened.get(server, {})
-            after = shared_mod.server_connections(peers.values()) if peers else {}
-            if after:
-                self._opened[server] = after
-            else:
-                self._opened.pop(server, None)
-                self._peers.pop(server, None)
-            if before != after:
-                changed.add(server)
-            if len(peers) > 1 or before:
-                requeue |= set(peers) | set(before)
-        requeue.discard(key)
-        return requeue, changed
+        old = self._peers.get(key)
+        everyone = [*self._peers.values(), *([peer] if peer else [])]
+        start = {*(old.servers if old else ()), *(peer.servers if peer else ())}
+        servers = shared_mod.linked(everyone, start)
+        rows_before = self._rows(servers)
+        self._remove(key)
+        if peer is not None:
+            self._add(peer)
+        members = {k for server in servers for k in self._by_server.get(server, set())}
+        self._opened.update(shared_mod.shares(self._peers[k] for k in members))
+        rows_after = self._rows(servers)
+        changed = {s for s in servers if rows_before.get(s) != rows_after.get(s)}
+        # every other profile linked to what changed may get another share
+        return members - {key}, changed
 
     def older(self, key: str) -> tuple[budget_mod.SharedUse, ...]:
-        server = self._server_of.get(key)
-        if server is None:
+        peer = self._peers.get(key)
+        if peer is None:
             return ()
-        return shared_mod.older_uses(
-            self._peers[server].values(), self._opened.get(server, {}), key=key
-        )
+        near = {k for server in peer.servers for k in self._by_server.get(server, set())}
+        return shared_mod.older_uses((self._peers[k] for k in near), self._opened, key=key)
 
     def table(self, servers: set[str] | None = None) -> Table:
-        chosen = self._opened if servers is None else {s: self._opened.get(s, {}) for s in servers}
-        return {
-            server: [
-                (key, self._peers.get(server, {})[key].created, count)
-                for key, count in sorted(opened.items())
-                if key in self._peers.get(server, {})
-            ]
-            for server, opened in chosen.items()
-        }
+        chosen = set(self._by_server) if servers is None else servers
+        return {server: rows for server, rows in self._rows(chosen).items() if rows or servers}
 
 
 def others(table: Table, server: str, key: str) -> tuple[budget_mod.SharedUse, ...]:
     """For the webhook: what every other profile on ``server`` opens."""
     return tuple(
-        budget_mod.SharedUse(other, count)
+        budget_mod.SharedUse(server, other, count)
         for other, _, count in table.get(server, [])
         if other != key and count
     )
