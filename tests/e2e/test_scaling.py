@@ -264,8 +264,11 @@ def test_without_keda_everything_runs_and_workers_scale_on_cpu(
     (container,) = workers["spec"]["template"]["spec"]["containers"]
     assert container["image"] == "registry.example/shop-worker:1.0"
     assert container["command"] == ["node", "dist/worker.js"]
-    assert container["envFrom"] == [{"secretRef": {"name": f"{NAME}-binding"}}]
-    assert {"name": "QUEUE_NAME", "value": LIST} in container["env"]
+    # the queue's own binding: its pool size, its Redis, BullMQ's name and prefix
+    assert container["envFrom"] == [{"secretRef": {"name": f"{WORKERS}-binding"}}]
+    assert "env" not in container
+    worker_binding = _secret(kubectl, ns, f"{WORKERS}-binding")
+    assert (worker_binding["QUEUE_NAME"], worker_binding["QUEUE_LIST"]) == ("emails", LIST)
     assert workers["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == 120
     ours = [m for m in workers["metadata"]["managedFields"] if m["manager"] == "headroom"]
     assert ours, workers["metadata"]["managedFields"]
@@ -308,7 +311,7 @@ def test_without_keda_everything_runs_and_workers_scale_on_cpu(
     binding = _secret(kubectl, ns, f"{NAME}-binding")
     cache_url = f"redis://:{passwords['cache']}@{NAME}-redis-cache.{ns}.svc:6379/0"
     queue_url = f"redis://:{passwords['jobs']}@{NAME}-redis-jobs.{ns}.svc:6379/0"
-    assert binding["REDIS_URL"] == cache_url
+    assert binding["REDIS_URL"] == queue_url  # never the evicting one when a queue exists
     assert binding["REDIS_CACHE_URL"] == cache_url
     assert binding["REDIS_QUEUE_URL"] == queue_url
     assert binding["DATABASE_URL_POOLED"].startswith("postgresql://shop_app:")

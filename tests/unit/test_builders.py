@@ -117,6 +117,20 @@ def test_userlist_doubles_quotes() -> None:
             "?connection_limit=5",
             "?sslmode=require&sslaccept=strict",
         ),
+        # node-postgres: no sslmode for prefer (it has no opportunistic TLS and reads
+        # prefer as verify-full), no-verify for require, verify-full for both verify modes
+        ({"app.client": "node-postgres"}, "", ""),
+        ({"app.client": "node-postgres", "database.sslMode": "disable"}, "", "?sslmode=disable"),
+        ({"app.client": "node-postgres", "database.sslMode": "require"}, "", "?sslmode=no-verify"),
+        (
+            {
+                "app.client": "node-postgres",
+                "database.sslMode": "verify-ca",
+                "database.serverCASecret": {"name": "ca"},
+            },
+            "",
+            "?sslmode=verify-full",
+        ),
     ],
 )
 def test_binding_urls_follow_the_client_dialect(
@@ -124,15 +138,18 @@ def test_binding_urls_follow_the_client_dialect(
 ) -> None:
     data = profiles.secret_values(_objects(**overrides)["Secret/shop-binding"])
     user = "postgresql://app:s3cr%3At%2F%40"
-    assert (
-        data["DATABASE_URL_POOLED"] == f"{user}@shop-pooler-rw.default.svc:5432/shop{pooled_query}"
-    )
-    # migrations go straight to the primary, on the reserved connections
-    assert data["DATABASE_URL"] == f"{user}@db:5432/shop{direct_query}"
+    pooled = f"{user}@shop-pooler-rw.default.svc:5432/shop{pooled_query}"
+    direct = f"{user}@db:5432/shop{direct_query}"
+    assert data["DATABASE_URL_POOLED"] == pooled
     assert data["DATABASE_POOL_SIZE"] == "5"
-    assert ("DIRECT_URL" in data) is (overrides.get("app.client") == "prisma")
-    if "DIRECT_URL" in data:
-        assert data["DIRECT_URL"] == data["DATABASE_URL"]
+    if overrides.get("app.client") == "prisma":
+        # what Prisma's docs read goes through the pooler; migrations use DIRECT_URL,
+        # straight to the primary, on the reserved connections
+        assert data["DATABASE_URL"] == pooled
+        assert data["DIRECT_URL"] == direct
+    else:
+        assert data["DATABASE_URL"] == direct
+        assert "DIRECT_URL" not in data
     assert data["uri"] == f"{user}@shop-pooler-rw.default.svc:5432/shop"  # servicebinding: plain
 
 

@@ -89,8 +89,8 @@ def test_first_pass_creates_every_child_then_a_pass_writes_nothing() -> None:
     applied = [key for verb, key in cluster.writes() if verb == "apply" and "/status" not in key]
     assert sorted(applied) == sorted(cluster.children("profile-uid"))
     # shop-scaled without KEDA, its app Deployment found; alert rules and dashboard
-    assert len(applied) == 27
-    assert first.writes == 28  # and the status
+    assert len(applied) == 28  # the worker binding included
+    assert first.writes == 29  # and the status
     cluster.log.clear()
     # The pass's own writes changed its inputs: one more pass finds nothing to do...
     settled = _again(eng)

@@ -91,14 +91,58 @@ def test_worker_deployment_leaves_replicas_to_the_autoscaler() -> None:
     assert "replicas" not in dep["spec"]
     pod = dep["spec"]["template"]["spec"]
     assert pod["terminationGracePeriodSeconds"] == 300
-    assert pod["containers"][0]["envFrom"] == [{"secretRef": {"name": "shop-binding"}}]
+    # the queue's own binding, and nothing else: no env the plan does not count
+    container = pod["containers"][0]
+    assert container["envFrom"] == [{"secretRef": {"name": "shop-worker-emails-binding"}}]
+    assert "env" not in container
+
+
+def test_a_worker_binding_carries_its_queues_numbers_only() -> None:
+    objs = _objects(_plan())
+    app = profiles.secret_values(objs["Secret/shop-binding"])
+    worker = profiles.secret_values(objs["Secret/shop-worker-emails-binding"])
+    # BullMQ refuses a name with ':'; the prefix is an option of its own
+    assert (worker["QUEUE_NAME"], worker["QUEUE_PREFIX"]) == ("emails", "bull")
+    assert worker["QUEUE_LIST"] == "bull:emails:wait"
+    assert worker["REDIS_URL"] == worker["REDIS_QUEUE_URL"] == app["REDIS_QUEUE_URL"]
+    assert "QUEUE_NAME" not in app
+    # the pool the budget counts for one worker pod, not the app's
+    assert (app["DATABASE_POOL_SIZE"], worker["DATABASE_POOL_SIZE"]) == ("5", "2")
+
+
+def test_a_prisma_worker_url_has_its_own_connection_limit() -> None:
+    objs = _objects(_plan(**{"app.client": "prisma"}))
+    worker = profiles.secret_values(objs["Secret/shop-worker-emails-binding"])
+    assert "connection_limit=2" in worker["DATABASE_URL"]
+    assert worker["DATABASE_URL"] == worker["DATABASE_URL_POOLED"]
+
+
+def test_a_worker_without_a_database_pool_gets_no_database() -> None:
+    objs = _objects(_plan(queues=[{**QUEUE, "databasePoolSize": 0}]))
+    worker = profiles.secret_values(objs["Secret/shop-worker-emails-binding"])
+    assert not [k for k in worker if k.startswith("DATABASE_") or k in ("uri", "password")]
+    assert worker["QUEUE_NAME"] == "emails"
+
+
+@pytest.mark.parametrize(
+    ("listname", "name", "prefix"),
+    [
+        ("bull:emails:wait", "emails", "bull"),
+        ("myapp:bull:emails:wait", "myapp:bull:emails:wait", ""),  # not BullMQ's layout
+        ("jobs", "jobs", ""),
+        ("bull:emails:active", "bull:emails:active", ""),
+    ],
+)
+def test_queue_name_and_prefix(listname: str, name: str, prefix: str) -> None:
+    assert binding.queue_name_and_prefix(listname) == (name, prefix)
 
 
 def test_binding_has_redis_urls() -> None:
     data = profiles.secret_values(_objects(_plan())["Secret/shop-binding"])
     assert data["REDIS_CACHE_URL"] == f"redis://:{'a' * 32}@shop-redis-cache.default.svc:6379/0"
     assert data["REDIS_QUEUE_URL"] == f"redis://:{'b' * 32}@shop-redis-jobs.default.svc:6379/0"
-    assert data["REDIS_URL"] == data["REDIS_CACHE_URL"]
+    # with a queue, the one URL an app reads never evicts (BullMQ would lose jobs)
+    assert data["REDIS_URL"] == data["REDIS_QUEUE_URL"]
     assert data["REDIS_JOBS_URL"] == data["REDIS_QUEUE_URL"]
 
 
@@ -403,7 +447,7 @@ def test_the_instance_named_after_its_use_is_the_use_url() -> None:
     planned = _plan(cache=cache)
     creds = dataclasses.replace(CREDS, redis_passwords={"hot": "h" * 32, **CREDS.redis_passwords})
     entries = profiles.secret_values(desired.build(planned, creds)["Secret/shop-binding"])
-    assert entries["REDIS_CACHE_URL"] == entries["REDIS_URL"]
+    assert entries["REDIS_QUEUE_URL"] == entries["REDIS_URL"]
     assert "@shop-redis-cache." in entries["REDIS_CACHE_URL"]
     assert "@shop-redis-hot." in entries["REDIS_HOT_URL"]
     assert entries["REDIS_QUEUE_URL"] == entries["REDIS_JOBS_URL"]

@@ -1,21 +1,39 @@
-"""The binding Secret the app consumes, following servicebinding.io conventions.
+"""The binding Secrets the app and its workers consume, following
+servicebinding.io conventions.
 
-Pure. Keys: ``type``/``provider``/``host``/``port``/``database``/``username``/
-``password``/``uri`` (the Service Binding spec's postgresql entries, pointing at
-the pooler) plus the environment-style names apps already read:
-``DATABASE_URL_POOLED`` (through the pooler), ``DATABASE_URL`` (direct to the
-primary, for migrations: it uses spec.database.reservedConnections, never the
-pooler's budget), ``DATABASE_POOL_SIZE`` (the per-pod pool the budget counts).
-``spec.app.client: prisma`` puts that pool size and, when the pooler cannot
-keep prepared statements, ``pgbouncer=true`` into the pooled URL, and adds
-``DIRECT_URL`` (Prisma's ``directUrl``). Buckets add the S3 names
-(:func:`headroom.builders.buckets.binding_entries`); each bucket also has its
-own ``type: s3`` binding Secret.
+Pure. The app's binding ``<profile>-binding``: ``type``/``provider``/``host``/
+``port``/``database``/``username``/``password``/``uri`` (the Service Binding
+spec's postgresql entries, pointing at the pooler) plus the environment-style
+names apps already read, in the dialect of ``spec.app.client`` (docs/api.md,
+"The binding"):
+
+* ``generic`` (libpq: psycopg, SQLAlchemy, Django, asyncpg, pgx):
+  ``DATABASE_URL_POOLED`` through the pooler, ``DATABASE_URL`` direct to the
+  primary for migrations (spec.database.reservedConnections, never the
+  pooler's budget), its ``sslmode`` as libpq reads it.
+* ``prisma`` (Prisma 5, 6 and 7): ``DATABASE_URL`` through the pooler, the URL
+  Prisma's docs read, with ``connection_limit`` (Prisma 5/6; Prisma 7's
+  adapter-pg takes ``max`` from ``DATABASE_POOL_SIZE``) and ``pgbouncer=true``
+  when the pooler cannot keep prepared statements; ``DIRECT_URL`` direct, for
+  ``directUrl`` / ``prisma.config.ts``, its ``sslmode`` as Prisma reads it.
+* ``node-postgres`` (pg, Knex, drizzle, TypeORM): as generic, with an
+  ``sslmode`` node-postgres understands (it reads ``prefer``/``require`` as
+  full verification).
+
+Every dialect has ``DATABASE_POOL_SIZE`` (and ``DATABASE_READ_POOL_SIZE``
+beside ``DATABASE_READ_URL``): the pool the budget counts for this consumer.
+Each queue's workers get a binding of their own,
+``<profile>-worker-<queue>-binding``, with their queue's pool sizes, their
+queue's Redis and its BullMQ name and prefix; a worker the plan gives no
+database pool gets no database keys at all. Buckets add the S3 names
+(:func:`headroom.builders.buckets.binding_entries`) to both; each bucket also
+has its own ``type: s3`` binding Secret.
 """
 
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
 from urllib.parse import quote, urlencode
 
 from headroom.builders import buckets, common, pgbouncer, redis
@@ -23,6 +41,29 @@ from headroom.planning import plan as plan_mod
 
 COMPONENT = "binding"
 SECRET_TYPE = "servicebinding.io/postgresql"  # noqa: S105 - a Secret type
+
+
+@dataclass(frozen=True)
+class Consumer:
+    """Who reads a binding, with the pools the plan counts for one of its pods
+    (0: none, and then no keys for that endpoint)."""
+
+    pool_size: int
+    read_pool_size: int
+    queue: plan_mod.QueuePlan | None = None
+
+
+def app_consumer(plan: plan_mod.Plan) -> Consumer:
+    read = plan.read.pool_size_per_pod if plan.read is not None else 0
+    return Consumer(pool_size=plan.app.pool_size_per_pod, read_pool_size=read)
+
+
+def worker_consumer(queue: plan_mod.QueuePlan) -> Consumer:
+    return Consumer(
+        pool_size=queue.database_pool_size,
+        read_pool_size=queue.database_read_pool_size,
+        queue=queue,
+    )
 
 
 def postgres_uri(
@@ -49,10 +90,10 @@ def keeps_prepared_statements(plan: plan_mod.Plan) -> bool:
     return plan.pooler.settings.get("max_prepared_statements", "0") not in ("", "0")
 
 
-def _pooled_query(plan: plan_mod.Plan, *, pool_size: int | None = None) -> dict[str, str]:
+def _pooled_query(plan: plan_mod.Plan, *, pool_size: int) -> dict[str, str]:
     if plan.app.client != "prisma":
         return {}
-    query = {"connection_limit": str(pool_size or plan.app.pool_size_per_pod)}
+    query = {"connection_limit": str(pool_size)}
     if not keeps_prepared_statements(plan):
         query["pgbouncer"] = "true"
     return query
@@ -64,17 +105,36 @@ _PRISMA_SSL = {
     "verify-ca": {"sslmode": "require", "sslaccept": "strict"},
     "verify-full": {"sslmode": "require", "sslaccept": "strict"},
 }
+# node-postgres (pg-connection-string) reads prefer/require/verify-ca as
+# verify-full and has no opportunistic TLS: plaintext is what works against a
+# server with and without TLS (as libpq's prefer does), no-verify encrypts
+# without verifying (libpq's require), verify-full checks the chain against
+# Node's CAs plus NODE_EXTRA_CA_CERTS (a private CA's file) and the host name.
+_NODE_POSTGRES_SSL: dict[str, dict[str, str]] = {
+    "disable": {"sslmode": "disable"},
+    "allow": {},
+    "prefer": {},
+    "require": {"sslmode": "no-verify"},
+    "verify-ca": {"sslmode": "verify-full"},
+    "verify-full": {"sslmode": "verify-full"},
+}
 
 
 def _direct_query(plan: plan_mod.Plan) -> dict[str, str]:
     mode = plan.database.ssl_mode
     if plan.app.client == "prisma":
         return _PRISMA_SSL.get(mode, {"sslmode": mode})
+    if plan.app.client == "node-postgres":
+        return _NODE_POSTGRES_SSL[mode]
     return {"sslmode": mode}
 
 
-def _database_entries(plan: plan_mod.Plan, creds: common.Credentials) -> dict[str, str]:
-    """What does not depend on the pooler: the direct URL and the pool size."""
+def _database_entries(
+    plan: plan_mod.Plan, creds: common.Credentials, consumer: Consumer, *, omit: frozenset[str]
+) -> dict[str, str]:
+    """The direct URL, the pooled one and the pool size, in the app's dialect."""
+    if not consumer.pool_size:
+        return {}
     direct = postgres_uri(
         user=creds.username,
         password=creds.password,
@@ -83,49 +143,75 @@ def _database_entries(plan: plan_mod.Plan, creds: common.Credentials) -> dict[st
         database=plan.database.name,
         query=_direct_query(plan),
     )
-    entries = {"DATABASE_URL": direct, "DATABASE_POOL_SIZE": str(plan.app.pool_size_per_pod)}
+    entries = {"DATABASE_URL": direct, "DATABASE_POOL_SIZE": str(consumer.pool_size)}
     if plan.app.client == "prisma":
         entries["DIRECT_URL"] = direct
+    if "pooler" in omit:
+        return entries
+    host = plan.names.pooler_host
+    pooler = functools.partial(
+        postgres_uri,
+        user=creds.username,
+        password=creds.password,
+        host=host,
+        port=pgbouncer.SERVICE_PORT,
+        database=plan.database.name,
+    )
+    pooled = pooler(query=_pooled_query(plan, pool_size=consumer.pool_size))
+    entries |= {
+        "type": "postgresql",
+        "provider": "headroom",
+        "host": host,
+        "port": str(pgbouncer.SERVICE_PORT),
+        "database": plan.database.name,
+        "username": creds.username,
+        "password": creds.password,
+        "uri": pooler(),
+        "DATABASE_URL_POOLED": pooled,
+    }
+    if plan.app.client == "prisma":
+        # What Prisma's docs and schema read; the direct URL stays DIRECT_URL.
+        entries["DATABASE_URL"] = pooled
     return entries
 
 
 def build(
     plan: plan_mod.Plan, creds: common.Credentials, *, omit: frozenset[str] = frozenset()
 ) -> list[common.Obj]:
-    """``omit``: components (``pooler``, ``redis/<name>``) the binding must not
-    point the app at (one of their objects belongs to somebody else)."""
-    data = _database_entries(plan, creds)
-    if "pooler" not in omit:
-        host = plan.names.pooler_host
-        pooler = functools.partial(
-            postgres_uri,
-            user=creds.username,
-            password=creds.password,
-            host=host,
-            port=pgbouncer.SERVICE_PORT,
-            database=plan.database.name,
+    """The app's binding and one per queue. ``omit``: components (``pooler``,
+    ``redis/<name>``) the bindings must not point at (one of their objects
+    belongs to somebody else)."""
+    secrets = [
+        _secret(
+            plan,
+            name=plan.names.binding,
+            data=_entries(plan, creds, app_consumer(plan), omit=omit),
         )
-        uri = pooler()
-        data |= {
-            "type": "postgresql",
-            "provider": "headroom",
-            "host": host,
-            "port": str(pgbouncer.SERVICE_PORT),
-            "database": plan.database.name,
-            "username": creds.username,
-            "password": creds.password,
-            "uri": uri,
-            "DATABASE_URL_POOLED": pooler(query=_pooled_query(plan)),
-        }
-    data |= _read_entries(plan, creds, omit=omit)
-    data |= _redis_entries(plan, creds, omit=omit)
+    ]
+    for queue in plan.queues:
+        data = _entries(plan, creds, worker_consumer(queue), omit=omit)
+        secrets.append(_secret(plan, name=plan.names.worker_binding(queue.name), data=data))
+    return secrets
+
+
+def _entries(
+    plan: plan_mod.Plan, creds: common.Credentials, consumer: Consumer, *, omit: frozenset[str]
+) -> dict[str, str]:
+    data = _database_entries(plan, creds, consumer, omit=omit)
+    data |= _read_entries(plan, creds, consumer, omit=omit)
+    data |= _redis_entries(plan, creds, consumer, omit=omit)
+    data |= _queue_entries(consumer)
     data |= buckets.binding_entries(plan, creds, omit=omit)
-    secret = {
+    return data
+
+
+def _secret(plan: plan_mod.Plan, *, name: str, data: dict[str, str]) -> common.Obj:
+    return {
         "apiVersion": "v1",
         "kind": "Secret",
         "metadata": common.metadata(
             plan,
-            name=plan.names.binding,
+            name=name,
             component=COMPONENT,
             app_name="headroom-binding",
             annotations={"headroom.dev/connection-budget": plan.budget.summary},
@@ -133,19 +219,40 @@ def build(
         "type": SECRET_TYPE,
         "data": common.secret_data(data),
     }
-    return [secret]
+
+
+def queue_name_and_prefix(list_name: str) -> tuple[str, str]:
+    """BullMQ keeps a queue's waiting jobs in ``<prefix>:<name>:wait`` and refuses
+    a queue name with ``:``; any other list is its own name, without prefix."""
+    prefix, _, rest = list_name.partition(":")
+    name, _, suffix = rest.rpartition(":")
+    if prefix and name and suffix == "wait" and ":" not in name:
+        return name, prefix
+    return list_name, ""
+
+
+def _queue_entries(consumer: Consumer) -> dict[str, str]:
+    """QUEUE_NAME and QUEUE_PREFIX (``new Worker(QUEUE_NAME, fn, {prefix})``)
+    and QUEUE_LIST, the Redis list the workers scale on."""
+    if consumer.queue is None:
+        return {}
+    name, prefix = queue_name_and_prefix(consumer.queue.list_name)
+    entries = {"QUEUE_NAME": name, "QUEUE_LIST": consumer.queue.list_name}
+    if prefix:
+        entries["QUEUE_PREFIX"] = prefix
+    return entries
 
 
 def _read_entries(
-    plan: plan_mod.Plan, creds: common.Credentials, *, omit: frozenset[str]
+    plan: plan_mod.Plan, creds: common.Credentials, consumer: Consumer, *, omit: frozenset[str]
 ) -> dict[str, str]:
     """DATABASE_READ_URL: the read pooler (replicas in the read pool; the
     primary or a refusal when every replica is out, by whenAllLagging), and
     DATABASE_READ_POOL_SIZE, the per-pod read pool the read budget counts.
     Prisma's read-replicas extension reads DATABASE_READ_REPLICA_URL."""
-    if plan.read is None or "pooler-ro" in omit:
+    if plan.read is None or "pooler-ro" in omit or not consumer.read_pool_size:
         return {}
-    size = plan.read.pool_size_per_pod
+    size = consumer.read_pool_size
     url = postgres_uri(
         user=creds.username,
         password=creds.password,
@@ -171,19 +278,24 @@ def redis_url(plan: plan_mod.Plan, instance: plan_mod.RedisPlan, password: str) 
 
 
 def _redis_entries(
-    plan: plan_mod.Plan, creds: common.Credentials, *, omit: frozenset[str]
+    plan: plan_mod.Plan, creds: common.Credentials, consumer: Consumer, *, omit: frozenset[str]
 ) -> dict[str, str]:
-    """REDIS_URL (the cache instance, else the queue instance); REDIS_CACHE_URL /
-    REDIS_QUEUE_URL for the instance of each use (the one named after it, else
-    the first); and REDIS_<NAME>_URL for every instance (the planner keeps the
-    names "cache" and "queue" for instances of that use, so nothing collides).
-    Sentinel instances also get REDIS_<NAME>_SENTINELS and _MASTER."""
+    """REDIS_CACHE_URL / REDIS_QUEUE_URL for the instance of each use (the one
+    named after it, else the first); REDIS_<NAME>_URL for every instance (the
+    planner keeps the names "cache" and "queue" for instances of that use, so
+    nothing collides); REDIS_URL, the one an app that reads a single URL uses:
+    never an evicting instance when there is a queue (BullMQ on allkeys-lru
+    loses jobs), so the queue instance then, else the cache. Sentinel instances
+    also get REDIS_<NAME>_SENTINELS and _MASTER. A worker gets its own queue's
+    instance as REDIS_QUEUE_URL and REDIS_URL."""
     entries: dict[str, str] = {}
     instances = [r for r in plan.redis if f"redis/{r.name}" not in omit]
     urls = {r.name: redis_url(plan, r, creds.redis_passwords[r.name]) for r in instances}
     named_after_use = sorted(instances, key=lambda r: r.name != r.use)  # stable
     for instance in named_after_use:
         entries.setdefault(f"REDIS_{instance.use.upper()}_URL", urls[instance.name])
+    if consumer.queue is not None and consumer.queue.redis in urls:
+        entries["REDIS_QUEUE_URL"] = urls[consumer.queue.redis]
     for instance in instances:
         url = urls[instance.name]
         key = instance.name.upper().replace("-", "_")
@@ -193,5 +305,5 @@ def _redis_entries(
             entries[f"REDIS_{key}_SENTINELS"] = f"{host}:{plan_mod.SENTINEL_PORT}"
             entries[f"REDIS_{key}_MASTER"] = redis.MASTER_SET
     if instances:
-        entries["REDIS_URL"] = entries.get("REDIS_CACHE_URL") or entries["REDIS_QUEUE_URL"]
+        entries["REDIS_URL"] = entries.get("REDIS_QUEUE_URL") or entries["REDIS_CACHE_URL"]
     return entries

@@ -38,8 +38,8 @@ def _deployment(
     container: common.Obj = {
         "name": "worker",
         "image": queue.image,
-        "envFrom": [{"secretRef": {"name": plan.names.binding}}],
-        "env": [{"name": "QUEUE_NAME", "value": queue.list_name}],
+        # The queue's own binding: its pool sizes, its Redis, QUEUE_NAME/_PREFIX.
+        "envFrom": [{"secretRef": {"name": plan.names.worker_binding(queue.name)}}],
         "resources": {
             "requests": {**DEFAULT_REQUESTS, **queue.requests},
             **({"limits": dict(queue.limits)} if queue.limits else {}),

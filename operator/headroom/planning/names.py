@@ -200,6 +200,10 @@ class ChildNames:
         """The worker Deployment, its HPA or ScaledObject (KEDA puts this name in a label)."""
         return f"{self.profile}-worker-{queue}"
 
+    def worker_binding(self, queue: str) -> str:
+        """The binding Secret the queue's workers consume (their own numbers)."""
+        return f"{self.worker(queue)}-binding"
+
     def worker_trigger_auth(self, queue: str) -> str:
         """KEDA's TriggerAuthentication of the queue's Redis."""
         return f"{self.worker(queue)}-redis"

@@ -164,6 +164,7 @@ class QueuePlan:
     database_pool_size: int
     cpu_utilization: int
     scaler: str  # "keda" | "hpa"
+    database_read_pool_size: int = 0
 
 
 @dataclass(frozen=True)
@@ -485,6 +486,7 @@ def _queue_plans(
                 database_pool_size=queue.database_pool_size,
                 cpu_utilization=queue.cpu_utilization,
                 scaler=scaler,
+                database_read_pool_size=queue.database_read_pool_size,
             )
         )
     return tuple(plans), problems

@@ -99,10 +99,13 @@ class App(Model):
         description="Client-side connection pool size of one app pod (e.g. Prisma "
         "connection_limit, SQLAlchemy pool_size + max_overflow).",
     )
-    client: Literal["generic", "prisma"] = Field(
+    client: Literal["generic", "prisma", "node-postgres"] = Field(
         default="generic",
-        description="The app's database client, for the URLs in the binding: generic "
-        "(plain URLs, DATABASE_POOL_SIZE beside them) or prisma (connection_limit on the "
-        "pooled URL, pgbouncer=true when the pooler cannot keep prepared statements, "
-        "DIRECT_URL for migrations).",
+        description="The app's database client, for the URLs in the binding (docs/api.md, "
+        '"The binding"): generic (libpq URLs: psycopg, SQLAlchemy, Django, asyncpg, pgx; '
+        "DATABASE_URL direct, DATABASE_URL_POOLED through the pooler), prisma (Prisma 5-7: "
+        "DATABASE_URL through the pooler with connection_limit, pgbouncer=true when the "
+        "pooler cannot keep prepared statements, DIRECT_URL for migrations) or "
+        "node-postgres (pg, Knex, drizzle, TypeORM: an sslmode node-postgres reads as "
+        "libpq means it). Every dialect has DATABASE_POOL_SIZE.",
     )
