@@ -21,7 +21,9 @@ names apps already read, in the dialect of ``spec.app.client`` (docs/api.md,
   full verification).
 
 Every dialect has ``DATABASE_POOL_SIZE`` (and ``DATABASE_READ_POOL_SIZE``
-beside ``DATABASE_READ_URL``): the pool the budget counts for this consumer.
+beside ``DATABASE_READ_URL``): the pool the budget counts for this consumer;
+and ``DATABASE_PREPARED_STATEMENTS``, whether named prepared statements survive
+the pooler (psycopg's ``prepare_threshold``).
 Each queue's workers get a binding of their own,
 ``<profile>-worker-<queue>-binding``, with their queue's pool sizes, their
 queue's Redis and its BullMQ name and prefix; a worker the plan gives no
@@ -168,6 +170,9 @@ def _database_entries(
         "password": creds.password,
         "uri": pooler(),
         "DATABASE_URL_POOLED": pooled,
+        # psycopg prepares named statements after 5 runs; through a pooler that
+        # cannot keep them the app turns that off (prepare_threshold=None)
+        "DATABASE_PREPARED_STATEMENTS": "true" if keeps_prepared_statements(plan) else "false",
     }
     if plan.app.client == "prisma":
         # What Prisma's docs and schema read; the direct URL stays DIRECT_URL.

@@ -1,0 +1,488 @@
+"""The app's side of the contract: real apps of the seeds' kind, configured by
+nothing but the binding as their pods receive it, at their ceilings at once.
+
+A profile per client stack is planned and built by Headroom's own builders;
+the rendered pgbouncer.ini (every pooler instance), redis.conf (a cache and a
+queue instance) run in the real programs on 127.0.0.1 in front of the session's
+Postgres. Each app pod is a process whose whole environment is the app's
+binding (``envFrom: <profile>-binding``, as docs/api.md tells the app to
+consume it), each worker pod one whose environment is its rendered
+container's (envFrom + env, resolved as the kubelet does); only addresses are
+changed (Service host:port -> 127.0.0.1:port, an app pod to one pooler pod as a
+Service spreads them). Stacks:
+
+* ``prisma7``: Prisma 7 + @prisma/adapter-pg app pods producing BullMQ jobs,
+  BullMQ/ioredis workers writing through Prisma 7 (seed 000);
+* ``knex``: Knex app pods (seed 002), node-postgres + BullMQ workers;
+  its migration connects with the direct ``DATABASE_URL`` (sslmode as rendered);
+* ``python``: psycopg_pool and SQLAlchemy app pods, redis-py list workers on
+  psycopg_pool; its migration uses the direct ``DATABASE_URL`` too.
+
+Every app pod and worker pod of the plan's maximum runs its whole pool at
+once; PgBouncer's SHOW POOLS and Postgres' pg_stat_activity are sampled
+throughout. Asserted: no query refused or failed in any pod, client
+connections never above the plan's client demand, server connections never
+above max_db_connections per pooler pod nor the plan's total, every job
+processed exactly once (0 lost). On PgBouncer built from Debian's source (the
+default image's version, hack/build-pgbouncer.sh) and Debian 12's 1.18 (the
+oldest supported: no prepared statements across transactions, which the
+binding then says).
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import json
+import os
+import re
+import secrets
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis_servers
+import servers
+from conftest import APP_PASSWORD
+
+from headroom.api import v1alpha1
+from headroom.builders import common, desired, pgbouncer, redis
+from headroom.planning import plan as plan_mod
+
+ROOT = Path(__file__).resolve().parents[2]
+CLIENTS = ROOT / "tests" / "clients"
+HOST = servers.HOST
+STATS_PASSWORD = "stats-secret-clients"
+APP_PODS = 3
+POOL_PER_POD = 5
+WORKER_PODS = 2
+WORKER_POOL = 2
+JOBS_PER_POD = 30
+LOAD_SECONDS = 8.0
+# Node and the clients start in a few seconds each on a shared 2-core box.
+START_ALLOWANCE = 25.0
+
+
+@dataclass(frozen=True)
+class Stack:
+    client: str  # spec.app.client
+    list_name: str
+    app: Callable[[Path, int], list[str]]  # (node dir, pod index) -> argv
+    worker: Callable[[Path], list[str]]
+    migrate: Callable[[Path], list[str]] | None  # through the direct DATABASE_URL
+
+
+def _node(script: str) -> Callable[..., list[str]]:
+    def argv(node_dir: Path, *_: int) -> list[str]:
+        return [shutil.which("node") or "node", "--import", "tsx", str(node_dir / "apps" / script)]
+
+    return argv
+
+
+def _python(script: str, *extra: str) -> Callable[..., list[str]]:
+    def argv(_node_dir: Path, index: int = 0) -> list[str]:
+        client = ("psycopg", "sqlalchemy")[index % 2]
+        more = [arg.format(client=client) for arg in extra]
+        return [sys.executable, str(CLIENTS / "python" / script), *more]
+
+    return argv
+
+
+STACKS = {
+    "prisma7": Stack(
+        client="prisma",
+        list_name="bull:emails:wait",
+        app=_node("prisma-app.ts"),
+        worker=_node("prisma-worker.ts"),
+        migrate=None,  # `prisma migrate` needs the schema engine, not installed here
+    ),
+    "knex": Stack(
+        client="node-postgres",
+        list_name="bull:emails:wait",
+        app=_node("knex-app.ts"),
+        worker=_node("pg-worker.ts"),
+        migrate=_node("knex-migrate.ts"),
+    ),
+    "python": Stack(
+        client="generic",
+        list_name="jobs",
+        app=_python("app.py", "--client", "{client}"),
+        worker=_python("worker.py"),
+        migrate=_python("migrate.py"),
+    ),
+}
+
+TABLES = (
+    "DROP TABLE IF EXISTS orders, jobs_done",
+    "CREATE TABLE orders (id serial PRIMARY KEY, pod text NOT NULL, amount integer NOT NULL,"
+    " created_at timestamp(3) NOT NULL DEFAULT now())",
+    "CREATE TABLE jobs_done (job_id text PRIMARY KEY, worker text NOT NULL)",
+)
+
+
+def cached_by(script: str) -> Path:
+    """The path a hack/ script that builds (or finds) something cached prints last."""
+    out = subprocess.run(
+        [str(ROOT / "hack" / script)], capture_output=True, text=True, check=True, timeout=900
+    )
+    return Path(out.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="session")
+def node_dir() -> Path:
+    """The Node packages from the committed lockfile (hack/install-node-clients.sh)."""
+    if shutil.which("node") is None:
+        if os.environ.get("CI"):
+            pytest.fail("node is not on PATH", pytrace=False)
+        pytest.skip("the client tests need node (>= 20.19)")
+    path = cached_by("install-node-clients.sh")
+    apps = path / "apps"
+    apps.mkdir(exist_ok=True)
+    for script in (CLIENTS / "node" / "apps").glob("*.ts"):
+        shutil.copy(script, apps / script.name)
+    return path
+
+
+@pytest.fixture(scope="session")
+def built_pgbouncer() -> Iterator[Path]:
+    """PgBouncer built from Debian's source (hack/build-pgbouncer.sh), copied where
+    the ``postgres`` user the servers run as under root can execute it (the
+    cache is under root's home)."""
+    built = cached_by("build-pgbouncer.sh")
+    where = Path(tempfile.mkdtemp(prefix="headroom-pgbouncer-bin-"))
+    where.chmod(0o755)
+    copy = where / "pgbouncer"
+    shutil.copy(built, copy)
+    copy.chmod(0o755)
+    yield copy
+    shutil.rmtree(where, ignore_errors=True)
+
+
+def pgbouncer_binary(version: str, built: Path) -> Path:
+    """``version`` "default": the build of the default image's minor; "1.18": Debian 12's."""
+    if version == "default":
+        return built
+    found = servers.find_binary("HEADROOM_PGBOUNCER_OLDEST", "pgbouncer", "/usr/sbin")
+    assert found is not None, "Debian's pgbouncer is not installed (make deps)"
+    return found
+
+
+def binary_version(binary: Path) -> str:
+    out = subprocess.run([str(binary), "--version"], capture_output=True, text=True, check=True)
+    found = re.search(r"PgBouncer (\d+\.\d+)", out.stdout)
+    assert found, out.stdout
+    return found.group(1)
+
+
+def profile_body(stack: Stack, *, pg_port: int, pgbouncer_version: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "headroom.dev/v1alpha1",
+        "kind": "ScalingProfile",
+        "metadata": {"name": "shop", "namespace": "default", "uid": "clients"},
+        "spec": {
+            "app": {
+                "deployment": "web",
+                "replicas": {"min": 1, "max": APP_PODS},
+                "poolSizePerPod": POOL_PER_POD,
+                "client": stack.client,
+            },
+            "database": {
+                "host": HOST,
+                "port": pg_port,
+                "name": "app",
+                "credentialsSecret": {"name": "db"},
+                # fewer than the clients: PgBouncer multiplexes them at the ceiling
+                "maxConnections": 30,
+                "superuserReservedConnections": 3,
+                "sslMode": "prefer",  # the default; this Postgres has no TLS
+            },
+            "pooler": {
+                "instances": 2,
+                "poolMode": "transaction",
+                "image": f"registry.example/pgbouncer:{pgbouncer_version}.0",
+            },
+            "cache": {
+                "instances": [
+                    {"name": "cache", "use": "cache", "memory": "64Mi"},
+                    {"name": "jobs", "use": "queue", "memory": "64Mi"},
+                ]
+            },
+            "queues": [
+                {
+                    "name": "emails",
+                    "redis": "jobs",
+                    "listName": stack.list_name,
+                    "image": "registry.example/worker:1",
+                    "replicas": {"min": 0, "max": WORKER_PODS},
+                    "databasePoolSize": WORKER_POOL,
+                }
+            ],
+        },
+    }
+
+
+def secret_env(secret: common.Obj) -> dict[str, str]:
+    return {k: base64.b64decode(v).decode() for k, v in secret.get("data", {}).items()}
+
+
+def container_env(container: common.Obj, objects: Mapping[str, common.Obj]) -> dict[str, str]:
+    """The environment the kubelet gives ``container``: envFrom Secrets in order
+    (with their prefix), then env (value or secretKeyRef), later names winning."""
+    env: dict[str, str] = {}
+    for source in container.get("envFrom", []):
+        ref = source["secretRef"]["name"]
+        prefix = source.get("prefix", "")
+        env |= {prefix + k: v for k, v in secret_env(objects[f"Secret/{ref}"]).items()}
+    for entry in container.get("env", []):
+        if "value" in entry:
+            assert "$(" not in entry["value"], "no dependent env values are rendered"
+            env[entry["name"]] = entry["value"]
+        else:
+            ref = entry["valueFrom"]["secretKeyRef"]
+            env[entry["name"]] = secret_env(objects[f"Secret/{ref['name']}"])[ref["key"]]
+    return env
+
+
+def localize(env: Mapping[str, str], addresses: Mapping[str, int]) -> dict[str, str]:
+    """Service ``host:port`` -> 127.0.0.1:port in every value; nothing else changes."""
+    out = {}
+    for key, value in env.items():
+        local = value
+        for address, port in addresses.items():
+            local = local.replace(address, f"{HOST}:{port}")
+        out[key] = local
+    host, _, port = next(iter(addresses)).partition(":")
+    if out.get("host") == host:  # the servicebinding.io keys of the pooler
+        out["host"], out["port"] = HOST, str(addresses[f"{host}:{port}"])
+    return out
+
+
+@dataclass
+class Pod:
+    name: str
+    proc: subprocess.Popen[str]
+
+    def report(self, timeout: float) -> dict[str, Any]:
+        out, err = self.proc.communicate(timeout=timeout)
+        lines = [line for line in out.splitlines() if line.startswith("REPORT ")]
+        assert self.proc.returncode == 0 and lines, (
+            f"{self.name} exited {self.proc.returncode}\n{out[-3000:]}\n{err[-3000:]}"
+        )
+        report: dict[str, Any] = json.loads(lines[-1].removeprefix("REPORT "))
+        return report
+
+
+def start_pod(name: str, argv: list[str], env: Mapping[str, str], cwd: Path) -> Pod:
+    # The pod's environment is the binding and nothing else (PATH and HOME aside).
+    full = {**env, "PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(cwd)}
+    proc = subprocess.Popen(
+        [*argv, "--pod", name] if "--pod" not in argv else argv,
+        env=full,
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    return Pod(name, proc)
+
+
+@dataclass
+class Rendered:
+    plan: plan_mod.Plan
+    objects: dict[str, common.Obj]
+    redis_passwords: dict[str, str]
+
+    @property
+    def app_env(self) -> dict[str, str]:
+        return secret_env(self.objects[f"Secret/{self.plan.names.binding}"])
+
+    @property
+    def worker_env(self) -> dict[str, str]:
+        (queue,) = self.plan.queues
+        deployment = self.objects[f"Deployment/{self.plan.names.worker(queue.name)}"]
+        (container,) = deployment["spec"]["template"]["spec"]["containers"]
+        return container_env(container, self.objects)
+
+
+def render(stack: Stack, *, pg_port: int, pgbouncer_version: str) -> Rendered:
+    profile = v1alpha1.parse_profile(
+        profile_body(stack, pg_port=pg_port, pgbouncer_version=pgbouncer_version)
+    )
+    planned = plan_mod.plan(profile)
+    assert planned.ok, planned.problem_text()
+    passwords = {"cache": secrets.token_hex(16), "jobs": secrets.token_hex(16)}
+    creds = common.Credentials(
+        username="app",
+        password=APP_PASSWORD,
+        stats_password=STATS_PASSWORD,
+        revision="1",
+        redis_passwords=passwords,
+    )
+    objects = desired.build(planned, creds, app_pod_selector={"matchLabels": {"app": "web"}})
+    return Rendered(planned, objects, passwords)
+
+
+def pool_counts(bouncer: servers.PgBouncer) -> tuple[int, int]:
+    """(client, server) connections of the app's pool on one PgBouncer."""
+    rows = bouncer.show("POOLS", user=plan_mod.STATS_USER, password=STATS_PASSWORD)
+    clients = server = 0
+    for row in rows:
+        if row["database"] != "app":
+            continue
+        clients += int(row["cl_active"]) + int(row["cl_waiting"])
+        server += sum(
+            int(row[k]) for k in ("sv_active", "sv_idle", "sv_used", "sv_tested", "sv_login")
+        )
+    return clients, server
+
+
+@pytest.fixture
+def tables(database: servers.AppDatabase) -> Iterator[servers.Psql]:
+    psql = database.server.admin(database.name)
+    for statement in TABLES:
+        psql.run(statement)
+    psql.run(f"ALTER TABLE orders OWNER TO {database.user}")
+    psql.run(f"ALTER TABLE jobs_done OWNER TO {database.user}")
+    yield psql
+    for statement in TABLES[:1]:
+        psql.run(statement)
+
+
+@pytest.mark.parametrize("version", ["default", "1.18"])
+@pytest.mark.parametrize("stack_name", sorted(STACKS))
+def test_every_pod_and_worker_at_its_ceiling(
+    stack_name: str,
+    version: str,
+    database: servers.AppDatabase,
+    tables: servers.Psql,
+    node_dir: Path,
+    built_pgbouncer: Path,
+    tools: servers.Tools,
+    start_redis: Callable[..., redis_servers.RedisProcess],
+) -> None:
+    stack = STACKS[stack_name]
+    servers.raise_nofile(10_000)
+    binary = pgbouncer_binary(version, built_pgbouncer)
+    rendered = render(stack, pg_port=database.port, pgbouncer_version=binary_version(binary))
+    planned, budget = rendered.plan, rendered.plan.budget
+
+    # The rendered pgbouncer.ini, once per pooler pod, in the PgBouncer of that version.
+    bouncer_tools = dataclasses.replace(tools, pgbouncer=binary)
+    bouncers = []
+    for _ in range(planned.pooler.instances):
+        bouncer = servers.PgBouncer(
+            bouncer_tools, servers.ini_for(planned), database.userlist(STATS_PASSWORD)
+        )
+        bouncers.append(bouncer.start())
+    # The rendered redis.conf of both instances.
+    redis_ports = {}
+    for instance in planned.redis:
+
+        def conf(port: int, workdir: Path, instance: plan_mod.RedisPlan = instance) -> str:
+            return redis.render_conf(
+                instance,
+                bind=HOST,
+                port=port,
+                data_dir=str(workdir),
+                auth_file=str(workdir / "auth.conf"),
+            )
+
+        password = rendered.redis_passwords[instance.name]
+        started = start_redis(
+            conf, files={"auth.conf": redis.render_auth(password)}, password=password
+        )
+        redis_ports[f"{planned.names.redis_host(instance.name)}:{plan_mod.REDIS_PORT}"] = (
+            started.port
+        )
+
+    pooler_address = f"{planned.names.pooler_host}:{pgbouncer.SERVICE_PORT}"
+
+    def pod_env(env: Mapping[str, str], index: int) -> dict[str, str]:
+        pooler = bouncers[index % len(bouncers)]  # a Service spreads pods over its endpoints
+        return localize(env, {pooler_address: pooler.port, **redis_ports})
+
+    app_env, worker_env = rendered.app_env, rendered.worker_env
+    # What each consumer is told is what the plan counts for it.
+    assert app_env["DATABASE_POOL_SIZE"] == str(POOL_PER_POD)
+    assert worker_env["DATABASE_POOL_SIZE"] == str(WORKER_POOL)
+    assert budget.client_demand == APP_PODS * POOL_PER_POD + WORKER_PODS * WORKER_POOL
+
+    try:
+        if stack.migrate is not None:
+            migrate = start_pod("migrate", stack.migrate(node_dir), pod_env(app_env, 0), node_dir)
+            migrated = migrate.report(timeout=120)
+            assert migrated["errors"] == 0, migrated
+        until = (time.time() + START_ALLOWANCE + LOAD_SECONDS) * 1000
+        timeline = ["--until", str(int(until))]
+        pods = [
+            start_pod(
+                f"app-{i}",
+                [*stack.app(node_dir, i), *timeline, "--jobs", str(JOBS_PER_POD)],
+                pod_env(app_env, i),
+                node_dir,
+            )
+            for i in range(APP_PODS)
+        ] + [
+            start_pod(
+                f"worker-{i}",
+                [*stack.worker(node_dir), *timeline],
+                pod_env(worker_env, i),
+                node_dir,
+            )
+            for i in range(WORKER_PODS)
+        ]
+        samplers = [servers.Sampler(database.backends, interval=0.3)]
+        per_pooler = [
+            (
+                servers.Sampler(lambda b=b: pool_counts(b)[0], interval=0.3),
+                servers.Sampler(lambda b=b: pool_counts(b)[1], interval=0.3),
+            )
+            for b in bouncers
+        ]
+        for sampler in [*samplers, *(s for pair in per_pooler for s in pair)]:
+            sampler.__enter__()
+        try:
+            reports = [pod.report(timeout=START_ALLOWANCE + LOAD_SECONDS + 120) for pod in pods]
+        finally:
+            for sampler in [*samplers, *(s for pair in per_pooler for s in pair)]:
+                sampler.__exit__(None, None, None)
+    finally:
+        for bouncer in bouncers:
+            bouncer.stop()
+
+    clients_peak = sum(c.peak for c, _ in per_pooler)
+    servers_peak = [s.peak for _, s in per_pooler]
+    postgres_peak = samplers[0].peak
+    enqueued = sum(r.get("jobs") or 0 for r in reports)
+    done = int(tables.value("SELECT count(*) FROM jobs_done"))
+    # The figures README quotes (pytest -s shows them).
+    print(
+        f"\nclients[{stack_name}, PgBouncer {binary_version(binary)}]: "
+        f"{sum(r['queries'] for r in reports)} transactions, "
+        f"{sum(r['errors'] for r in reports)} errors; client connections peak {clients_peak} "
+        f"(demand {budget.client_demand}); server connections peak {servers_peak} per pooler "
+        f"(max_db_connections {budget.max_db_connections}), Postgres {postgres_peak} "
+        f"(plan {budget.server_connections}); jobs {done}/{enqueued}"
+    )
+    failed = [r for r in reports if r["errors"]]
+    assert not failed, json.dumps(failed, indent=1)
+    apps = [r for r in reports if r["pod"].startswith("app-")]
+    assert all(r["queries"] > 0 for r in apps), apps
+
+    # Connections, as the servers report them.
+    assert clients_peak <= budget.client_demand, (clients_peak, budget)
+    assert max(servers_peak) <= budget.max_db_connections, (servers_peak, budget)
+    assert postgres_peak <= planned.pooler.instances * budget.max_db_connections, postgres_peak
+    assert postgres_peak <= budget.server_connections
+    # the ceiling was reached: every pod's whole pool was open at some point
+    assert clients_peak >= budget.client_demand * 0.8, (clients_peak, budget.client_demand)
+
+    # Jobs: every one enqueued was processed exactly once.
+    assert (enqueued, done) == (APP_PODS * JOBS_PER_POD, enqueued), "jobs lost"
