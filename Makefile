@@ -49,7 +49,7 @@ exporters: ## build pgbouncer_exporter and redis_exporter (the versions the pods
 	hack/build-exporters.sh >/dev/null
 
 .PHONY: pgbouncer
-pgbouncer: ## build PgBouncer from Debian's source package (the default image's version; the conformance and client tests run it) into $(HEADROOM_CACHE) (cached)
+pgbouncer: ## build PgBouncer from Debian's source package (1.24.1 with Debian's CVE backports: it renders what the default 1.26.0 image gets; the client tests run it) into $(HEADROOM_CACHE) (cached)
 	hack/build-pgbouncer.sh >/dev/null
 
 .PHONY: node-clients

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Builds PgBouncer from Debian's source package (the version in versions.env)
-# into a version-keyed cache outside the work tree, for the conformance and
-# client tests: the pgbouncer.ini Headroom renders for its default image is run
-# in the same PgBouncer minor. Debian 12's own 1.18 (apt) is the oldest version
+# into a version-keyed cache outside the work tree, for the client tests: the
+# pgbouncer.ini Headroom renders for its default image runs in a PgBouncer that
+# accepts exactly the same settings (see the version's comment in versions.env). Debian 12's own 1.18 (apt) is the oldest version
 # the tests run. Skipped when already built; prints the binary's path on stdout,
 # the timing goes to stderr and to $CACHE/build-times.log.
 #

@@ -5,8 +5,8 @@
 # uses), openssl for the control plane's certificates, then the
 # Python venv, the Go-built control plane, helm, versitygw (the bucket conformance
 # tests' S3 server), the exporters the alert tests scrape (pgbouncer_exporter,
-# redis_exporter), PgBouncer built from Debian's source package (the default
-# image's version) and the client tests' Node packages; all cached, so a re-run
+# redis_exporter), PgBouncer built from Debian's source package (the settings
+# of the default image) and the client tests' Node packages; all cached, so a re-run
 # is quick.
 # `hack/install-deps.sh packages` installs the Debian packages only (`make deps`).
 # Every step is skipped when already done, so a re-run takes about a second.

@@ -24,7 +24,7 @@ throughout. Asserted: no query refused or failed in any pod, client
 connections never above the plan's client demand, server connections never
 above max_db_connections per pooler pod nor the plan's total, every job
 processed exactly once (0 lost). On PgBouncer built from Debian's source (the
-default image's version, hack/build-pgbouncer.sh) and Debian 12's 1.18 (the
+settings of the default image, hack/build-pgbouncer.sh) and Debian 12's 1.18 (the
 oldest supported: no prepared statements across transactions, which the
 binding then says).
 """
@@ -166,7 +166,7 @@ def built_pgbouncer() -> Iterator[Path]:
 
 
 def pgbouncer_binary(version: str, built: Path) -> Path:
-    """``version`` "default": the build of the default image's minor; "1.18": Debian 12's."""
+    """``version`` "default": Debian's source build (the default image's settings); "1.18": Debian 12's."""
     if version == "default":
         return built
     found = servers.find_binary("HEADROOM_PGBOUNCER_OLDEST", "pgbouncer", "/usr/sbin")

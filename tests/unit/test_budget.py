@@ -184,7 +184,7 @@ def test_plan_settings_reflect_the_budget() -> None:
     assert s["max_db_connections"] == str(planned.budget.max_db_connections)
     assert s["max_client_conn"] == str(planned.budget.max_client_conn)
     assert s["pool_mode"] == "transaction"
-    assert s["max_prepared_statements"] == "200"  # 1.24 default version, transaction mode
+    assert s["max_prepared_statements"] == "200"  # the default 1.26, transaction mode
     old = _plan(**{"pooler.image": "registry.example/pgbouncer:1.18.0"})
     assert "max_prepared_statements" not in old.pooler.settings
 
