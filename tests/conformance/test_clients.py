@@ -166,7 +166,8 @@ def built_pgbouncer() -> Iterator[Path]:
 
 
 def pgbouncer_binary(version: str, built: Path) -> Path:
-    """``version`` "default": Debian's source build (the default image's settings); "1.18": Debian 12's."""
+    """``version`` "default": Debian's source build (the default image's settings);
+    "1.18": Debian 12's."""
     if version == "default":
         return built
     found = servers.find_binary("HEADROOM_PGBOUNCER_OLDEST", "pgbouncer", "/usr/sbin")
