@@ -142,5 +142,9 @@ deploy: ## install CRD + operator manifests into $$KUBECONFIG's cluster (needs t
 	kubectl apply -k manifests/
 
 .PHONY: render
-render: venv ## render every example's child objects as YAML (no cluster needed)
-	@for f in examples/*.yaml; do echo "# --- $$f"; $(PY) -m headroom.cli render $$f; done
+render: venv ## render every example's child objects as YAML (no cluster needed; the app's pods taken as app=<its Deployment>)
+	@for f in examples/*.yaml; do \
+	  app=$$(awk '$$1 == "deployment:" {print $$2; exit}' $$f); \
+	  echo "# --- $$f (app pods: app=$$app)"; \
+	  $(PY) -m headroom.cli render $$f --app-selector app=$$app; \
+	done

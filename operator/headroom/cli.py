@@ -6,7 +6,11 @@
   planned as the operator plans them when they share a Postgres server
   (primary or read replica): each beside what the older ones open there.
 - ``headroom render FILE``: every child object as YAML (no cluster needed).
-  Secret values the operator reads from the cluster are placeholders.
+  Secret values the operator reads from the cluster are placeholders. The
+  NetworkPolicies admit the app's pods as the operator's do: by the selector of
+  the app's Deployment when FILE (or a ``--with`` file) holds it, else by
+  ``--app-selector key=value,...``; with neither, render refuses (policies
+  without the app would cut it off from everything in its binding).
   ``--rules`` prints only the alerting rule file; ``--prometheus-operator``
   renders PrometheusRule and monitors instead of the rule-file ConfigMap.
 - ``headroom crd``: the generated CRD (``make crds``).
@@ -21,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -37,7 +42,8 @@ from headroom.planning import shared, storage
 KEDA_HELP = "plan queues for a cluster with KEDA (default: the CPU HPA fallback)"
 WITH_HELP = (
     "a file of other profiles already on the cluster (repeatable): FILE's profiles are "
-    "planned beside what these open on the Postgres servers they share"
+    "planned beside what these open on the Postgres servers they share; render also "
+    "reads the app's Deployment from it"
 )
 
 
@@ -61,19 +67,31 @@ class InputError(Exception):
     """A file the CLI cannot read profiles from; ``str()`` is the one-line reason."""
 
 
-def _load(path: str) -> list[dict[str, Any]]:
-    """The ScalingProfile documents of ``path`` (``-``: stdin), or InputError."""
+def _read(path: str) -> list[dict[str, Any]]:
+    """Every mapping document of ``path`` (``-``: stdin), or InputError."""
     name = "<stdin>" if path == "-" else path
     try:
         text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as err:
         reason = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
         raise InputError(f"{name}: cannot read: {reason}") from None
-    return parse_documents(text, name=name)
+    return _documents(text, name=name)
 
 
-def parse_documents(text: str, *, name: str) -> list[dict[str, Any]]:
-    """The ScalingProfile documents of a YAML text, or InputError naming ``name``."""
+def _load(path: str) -> list[dict[str, Any]]:
+    """The ScalingProfile documents of ``path`` (``-``: stdin), or InputError."""
+    return _profiles(_read(path), name="<stdin>" if path == "-" else path)
+
+
+def _load_beside(path: str) -> list[dict[str, Any]]:
+    """The profiles of a ``--with`` file, which may also hold only the app's Deployment."""
+    docs = _read(path)
+    if any(doc.get("kind") == "Deployment" for doc in docs):
+        return [doc for doc in docs if doc.get("kind") == v1alpha1.KIND]
+    return _profiles(docs, name=path)
+
+
+def _documents(text: str, *, name: str) -> list[dict[str, Any]]:
     try:
         docs = list(yaml.load_all(text, Loader=_StrictLoader))
     except yaml.YAMLError as err:
@@ -81,10 +99,80 @@ def parse_documents(text: str, *, name: str) -> list[dict[str, Any]]:
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(err, "problem", None) or str(err).splitlines()[0]
         raise InputError(f"{name}: not valid YAML{where}: {problem}") from None
-    profiles = [doc for doc in docs if isinstance(doc, dict) and doc.get("kind") == v1alpha1.KIND]
+    return [doc for doc in docs if isinstance(doc, dict)]
+
+
+def _profiles(docs: list[dict[str, Any]], *, name: str) -> list[dict[str, Any]]:
+    profiles = [doc for doc in docs if doc.get("kind") == v1alpha1.KIND]
     if not profiles:
         raise InputError(f"{name}: no document with kind: {v1alpha1.KIND}")
     return profiles
+
+
+def parse_documents(text: str, *, name: str) -> list[dict[str, Any]]:
+    """The ScalingProfile documents of a YAML text, or InputError naming ``name``."""
+    return _profiles(_documents(text, name=name), name=name)
+
+
+# A label key (optional DNS-subdomain prefix and a name) and value, as Kubernetes allows.
+_LABEL_NAME = r"([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)"
+_LABEL_KEY = re.compile(rf"^([a-z0-9]([-a-z0-9.]{{0,251}}[a-z0-9])?/)?{_LABEL_NAME}$")
+_LABEL_VALUE = re.compile(rf"^{_LABEL_NAME}?$")
+
+
+def parse_selector(text: str) -> dict[str, Any]:
+    """``key=value,key=value`` -> a matchLabels selector, or InputError naming the part."""
+    labels: dict[str, str] = {}
+    for part in text.split(","):
+        key, sep, value = part.strip().partition("=")
+        if not sep or not _LABEL_KEY.match(key) or not _LABEL_VALUE.match(value) or not value:
+            raise InputError(
+                f"--app-selector: {part.strip()!r} is not key=value with a Kubernetes label "
+                "key and a non-empty label value"
+            )
+        labels[key] = value
+    return {"matchLabels": labels}
+
+
+def _deployments(paths: list[str]) -> dict[tuple[str, str], dict[str, Any]]:
+    """The apps/v1 Deployments of the files, by (namespace, name)."""
+    found = {}
+    for path in paths:
+        for doc in _read(path):
+            if doc.get("kind") == "Deployment" and doc.get("apiVersion") == "apps/v1":
+                meta = doc.get("metadata")
+                meta = meta if isinstance(meta, dict) else {}
+                found[(meta.get("namespace") or "default", str(meta.get("name", "")))] = doc
+    return found
+
+
+def app_selector(
+    plan: plan_mod.Plan,
+    *,
+    deployments: dict[tuple[str, str], dict[str, Any]],
+    given: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """What the operator reads from the app's Deployment: its pod selector; the
+    flag's when given; else InputError, rather than policies that cut the app off."""
+    if given is not None:
+        return given
+    deployment = deployments.get((plan.namespace, plan.app.deployment))
+    where = f"{plan.namespace}/{plan.name}"
+    if deployment is None:
+        raise InputError(
+            f"{where}: the NetworkPolicies need the pod selector of Deployment "
+            f"{plan.namespace}/{plan.app.deployment}: put it in the file (or a --with file), "
+            f"or pass --app-selector (e.g. app={plan.app.deployment}); without it they "
+            "would admit only Headroom's own pods and cut the app off"
+        )
+    spec = deployment.get("spec")
+    selector = common.usable_selector(spec.get("selector") if isinstance(spec, dict) else None)
+    if not selector:
+        raise InputError(
+            f"{where}: Deployment {plan.namespace}/{plan.app.deployment} has no usable "
+            "spec.selector (it would match every pod); pass --app-selector"
+        )
+    return selector
 
 
 # what `render` shows for the builtin server's generated keys (the operator
@@ -357,7 +445,7 @@ def _plan_all(args: argparse.Namespace, facts: plan_mod.Facts) -> list[_Planned]
     the ``--with`` files' profiles exist already (older, in the order given),
     FILE's are created after them, one document after the other; each is
     planned beside what the older ones open on every server it uses."""
-    others = [body for path in args.beside for body in _load(path)]
+    others = [body for path in args.beside for body in _load_beside(path)]
     mine = _load(args.file)
     peers: list[shared.Peer] = []
     found: list[tuple[str, v1alpha1.ScalingProfile | None, str]] = []
@@ -411,6 +499,8 @@ def _cmd_render(args: argparse.Namespace) -> int:
     facts = plan_mod.Facts(
         keda=args.keda, prometheus_operator=args.prometheus_operator, cosi=_cosi(args)
     )
+    given = parse_selector(args.app_selector) if args.app_selector else None
+    deployments = _deployments([*args.beside, args.file])
     for found in _plan_all(args, facts):
         if found.plan is None or found.profile is None:
             print(f"error: {found.error}", file=sys.stderr)
@@ -420,7 +510,11 @@ def _cmd_render(args: argparse.Namespace) -> int:
             print(f"error: {plan.problem_text()}", file=sys.stderr)
             return 1
         groups += alerts.rule_groups(plan)
-        out.extend(desired.build(plan, placeholder_credentials(found.profile, plan)).values())
+        if args.rules:
+            continue
+        selector = app_selector(plan, deployments=deployments, given=given)
+        creds = placeholder_credentials(found.profile, plan)
+        out.extend(desired.build(plan, creds, app_pod_selector=selector).values())
     if args.rules:
         sys.stdout.write(yamlfmt.dump({"groups": groups}))
     else:
@@ -469,6 +563,12 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="render for a cluster with prometheus-operator: PrometheusRule and monitors "
         "instead of the rule-file ConfigMap",
+    )
+    r.add_argument(
+        "--app-selector",
+        metavar="KEY=VALUE,...",
+        help="the app pods' labels, for the NetworkPolicies (default: the selector of the "
+        "app's Deployment in FILE or a --with file, as the operator reads it)",
     )
     r.add_argument(
         "--rules",

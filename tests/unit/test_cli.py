@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
 
 from headroom import cli
+from headroom.api import v1alpha1
+from headroom.builders import desired
+from headroom.planning import plan as plan_mod
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
@@ -27,7 +31,7 @@ def test_plan_exits_1_with_admission_message(capsys: pytest.CaptureFixture[str])
 
 
 def test_render_outputs_every_child(capsys: pytest.CaptureFixture[str]) -> None:
-    assert cli.main(["render", str(EXAMPLES / "shop.yaml")]) == 0
+    assert cli.main(["render", str(EXAMPLES / "shop.yaml"), "--app-selector", "app=web"]) == 0
     docs = list(yaml.safe_load_all(capsys.readouterr().out))
     kinds = sorted(f"{d['kind']}/{d['metadata']['name']}" for d in docs)
     assert kinds == [
@@ -37,12 +41,83 @@ def test_render_outputs_every_child(capsys: pytest.CaptureFixture[str]) -> None:
         "Deployment/shop-pooler",
         "HorizontalPodAutoscaler/shop-app",
         "NetworkPolicy/shop-pooler",
+        "PodDisruptionBudget/shop-app",
         "PodDisruptionBudget/shop-pooler",
         "Secret/shop-binding",
         "Secret/shop-pooler-auth",
         "Service/shop-pooler-rw",
     ]
     assert all("ownerReferences" not in d["metadata"] for d in docs)
+
+
+APP = """---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: shop-web, namespace: default}
+spec:
+  selector: {matchLabels: {app: shop-web, tier: web}}
+  template:
+    metadata: {labels: {app: shop-web, tier: web}}
+    spec: {containers: [{name: web, image: registry.example/web:1}]}
+"""
+
+
+def _policies(out: str) -> dict[str, Any]:
+    return {
+        d["metadata"]["name"]: d for d in yaml.safe_load_all(out) if d["kind"] == "NetworkPolicy"
+    }
+
+
+def test_render_takes_the_app_selector_from_its_deployment_as_the_operator_does(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    scaled = (EXAMPLES / "shop-scaled.yaml").read_text()
+    together = tmp_path / "together.yaml"
+    together.write_text(scaled + APP)
+    assert cli.main(["render", str(together)]) == 0
+    from_file = _policies(capsys.readouterr().out)
+    app = tmp_path / "app.yaml"
+    app.write_text(APP)
+    assert cli.main(["render", str(EXAMPLES / "shop-scaled.yaml"), "--with", str(app)]) == 0
+    from_with = _policies(capsys.readouterr().out)
+    flag = ["--app-selector", "app=shop-web,tier=web"]
+    assert cli.main(["render", str(EXAMPLES / "shop-scaled.yaml"), *flag]) == 0
+    from_flag = _policies(capsys.readouterr().out)
+    # the operator: the same builders with the Deployment's spec.selector
+    body = yaml.safe_load(scaled)
+    planned = plan_mod.plan(v1alpha1.parse_profile(body))
+    creds = cli.placeholder_credentials(v1alpha1.parse_profile(body), planned)
+    operator = {
+        key.split("/", 1)[1]: obj
+        for key, obj in desired.build(
+            planned, creds, app_pod_selector={"matchLabels": {"app": "shop-web", "tier": "web"}}
+        ).items()
+        if key.startswith("NetworkPolicy/")
+    }
+    assert from_file == from_with == from_flag == operator
+    # every policy in front of something the binding names admits the app's pods
+    assert set(operator) == {"shop-pooler", "shop-redis-cache", "shop-redis-jobs"}
+    for policy in operator.values():
+        peers = [peer for rule in policy["spec"]["ingress"] for peer in rule["from"]]
+        assert {"podSelector": {"matchLabels": {"app": "shop-web", "tier": "web"}}} in peers
+
+
+def test_render_refuses_policies_that_would_cut_the_app_off(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert cli.main(["render", str(EXAMPLES / "shop.yaml")]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert "the NetworkPolicies need the pod selector of Deployment default/shop-web" in err
+    assert "--app-selector" in err
+    # --rules renders no NetworkPolicy, so it needs no selector
+    assert cli.main(["render", "--rules", str(EXAMPLES / "shop.yaml")]) == 0
+
+
+@pytest.mark.parametrize("bad", ["app", "app=", "=web", "app=a b", "a b=c", "app=web,"])
+def test_a_bad_app_selector_is_refused(bad: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["render", str(EXAMPLES / "shop.yaml"), "--app-selector", bad]) == 1
+    assert capsys.readouterr().err.startswith("error: --app-selector: ")
 
 
 def test_render_refuses_impossible_profile(capsys: pytest.CaptureFixture[str]) -> None:
