@@ -79,9 +79,13 @@ cluster-kind: ## (needs Docker) create a kind cluster instead; then export KUBEC
 	@echo "export KUBECONFIG=$(HEADROOM_CACHE)/kind-kubeconfig"
 
 .PHONY: crds
-crds: venv ## regenerate crds/ (and the chart's copy) from the pydantic models
+crds: venv ## regenerate crds/ (and the chart's CRD template) from the pydantic models
 	$(PY) -m headroom.cli crd > crds/headroom.dev_scalingprofiles.yaml
 	$(PY) hack/sync_chart.py
+
+.PHONY: manifests
+manifests: venv ## render manifests/operator.yaml and manifests/rbac.yaml from the Helm chart (helm template; helm is built when absent)
+	$(PY) hack/sync_chart.py --manifests "$$(hack/build-helm.sh)"
 
 .PHONY: golden
 golden: venv ## regenerate golden YAML under tests/golden (review the diff!)

@@ -6,6 +6,7 @@ PodMonitor and PrometheusRule are validated too."""
 
 from __future__ import annotations
 
+import importlib.util
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -125,3 +126,61 @@ def test_operator_podmonitor_and_rules_are_valid_when_prometheus_operator_is_ins
         "metrics.podMonitor.enabled=false",
     )
     assert "PodMonitor" not in _kinds(off) and "PrometheusRule" in _kinds(off)
+
+
+def _sync_chart() -> Any:
+    spec = importlib.util.spec_from_file_location("sync_chart", REPO / "hack" / "sync_chart.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_manifests_are_the_chart_rendered(helm: str) -> None:
+    """manifests/ is what `helm template headroom -n headroom-system` renders
+    (`make manifests`): kubectl and Helm users install the same objects."""
+    rendered = _sync_chart().render_manifests(helm)
+    assert set(rendered) == {"operator.yaml", "rbac.yaml"}
+    for name, text in rendered.items():
+        assert (REPO / "manifests" / name).read_text() == text, f"manifests/{name}: make manifests"
+    kustomization = yaml.safe_load((REPO / "manifests" / "kustomization.yaml").read_text())
+    assert set(kustomization["resources"]) == {"namespace.yaml", *rendered}
+
+
+def test_the_crd_is_a_kept_template(helm: str, kubectl: kube.Kubectl, namespace: str) -> None:
+    docs = _template(helm, namespace)
+    crds = [d for d in docs if d["kind"] == "CustomResourceDefinition"]
+    assert len(crds) == 1
+    committed = yaml.safe_load((REPO / "crds" / "headroom.dev_scalingprofiles.yaml").read_text())
+    assert crds[0]["spec"] == committed["spec"]
+    assert crds[0]["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+    out = _dry_run(kubectl, crds)
+    assert "scalingprofiles.headroom.dev serverside-applied (server dry run)" in out
+    off = _template(helm, namespace, "--set", "crds.install=false")
+    assert "CustomResourceDefinition" not in _kinds(off)
+
+
+@pytest.mark.parametrize(
+    ("values", "refusal"),
+    [
+        ([], None),
+        (["--set", "logFormat=json"], None),
+        (["--set", "logFormat=xml"], "at '/logFormat': value must be one of 'text', 'json'"),
+        (["--set", "replicas=0"], "at '/replicas': minimum: got 0, want 1"),
+        (["--set", "webhook.port=70000"], "at '/webhook/port': maximum: got 70,000, want 65,535"),
+        (["--set", "metrics.podMonitor.enabled=sometimes"], "at '/metrics/podMonitor/enabled'"),
+        (["--set", "resyncSecond=5"], "additional properties 'resyncSecond' not allowed"),
+    ],
+)
+def test_helm_lint_checks_values_against_the_schema(
+    helm: str, values: list[str], refusal: str | None
+) -> None:
+    done = subprocess.run(
+        [helm, "lint", str(CHART), *values], capture_output=True, text=True, check=False
+    )
+    if refusal is None:
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert "0 chart(s) failed" in done.stdout
+    else:
+        assert done.returncode != 0
+        assert refusal in done.stdout + done.stderr
