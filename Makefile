@@ -48,6 +48,10 @@ versitygw: ## build versitygw (the builtin object storage's S3 server, used by t
 exporters: ## build pgbouncer_exporter and redis_exporter (the versions the pods run; the alert tests scrape them) into $(HEADROOM_CACHE) (cached)
 	hack/build-exporters.sh >/dev/null
 
+.PHONY: gitopscheck
+gitopscheck: ## build gitopscheck (kstatus, Argo CD's Lua runtime, Flux's CEL: how GitOps tools judge a profile) into $(HEADROOM_CACHE) (cached)
+	hack/build-gitopscheck.sh >/dev/null
+
 .PHONY: pgbouncer
 pgbouncer: ## build PgBouncer from Debian's source package (1.24.1 with Debian's CVE backports: it renders what the default 1.26.0 image gets; the client tests run it) into $(HEADROOM_CACHE) (cached)
 	hack/build-pgbouncer.sh >/dev/null

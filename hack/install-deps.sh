@@ -55,3 +55,4 @@ step "versitygw" hack/build-versitygw.sh
 step "exporters (the alert tests)" hack/build-exporters.sh
 step "pgbouncer (Debian's source package)" hack/build-pgbouncer.sh
 step "node client packages (tests/clients)" hack/install-node-clients.sh
+step "gitopscheck (kstatus, Argo CD Lua, Flux CEL: the GitOps tests)" hack/build-gitopscheck.sh
