@@ -14,6 +14,8 @@
   ``--rules`` prints only the alerting rule file; ``--prometheus-operator``
   renders PrometheusRule and monitors instead of the rule-file ConfigMap.
 - ``headroom crd``: the generated CRD (``make crds``).
+- ``headroom status``: every profile in the cluster of ``$KUBECONFIG``,
+  grouped by database server (:mod:`headroom.overview`); ``-o json`` for scripts.
 - ``headroom run``: start the operator, see :mod:`headroom.handlers.operator`.
 
 ``plan`` and ``render`` read profiles as strictly as the API server does
@@ -32,7 +34,7 @@ from typing import Any
 
 import yaml
 
-from headroom import yamlfmt
+from headroom import overview, yamlfmt
 from headroom.api import crd, v1alpha1
 from headroom.builders import alerts, bucket_server, common, desired
 from headroom.planning import bucket_server as server_mod
@@ -527,6 +529,33 @@ def _cmd_crd(_: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_status(args: argparse.Namespace) -> int:
+    import asyncio  # noqa: PLC0415 - the cluster client only when talking to a cluster
+    import json  # noqa: PLC0415
+
+    from headroom.kube import client, config, errors, kinds  # noqa: PLC0415
+
+    async def fetch() -> list[dict[str, Any]]:
+        kube = client.Kube.from_environment(timeout_seconds=args.timeout)
+        try:
+            items, _ = await kube.list(kinds.SCALING_PROFILE, namespace=args.namespace)
+            return items
+        finally:
+            await kube.close()
+
+    try:
+        profiles = asyncio.run(fetch())
+    except (config.ConfigError, errors.KubeError, OSError) as err:
+        print(f"error: cannot list ScalingProfiles: {err}", file=sys.stderr)
+        return 1
+    groups = overview.build(profiles)
+    if args.output == "json":
+        sys.stdout.write(json.dumps(overview.to_json(groups), indent=2) + "\n")
+    else:
+        sys.stdout.write(overview.format_table(groups))
+    return 0
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     from headroom.handlers import operator  # noqa: PLC0415 - aiohttp only when running
 
@@ -578,6 +607,15 @@ def main(argv: list[str] | None = None) -> int:
     r.set_defaults(func=_cmd_render)
     c = sub.add_parser("crd", help="print the generated ScalingProfile CRD")
     c.set_defaults(func=_cmd_crd)
+    st = sub.add_parser(
+        "status",
+        help="every profile in the cluster, by database server: planned and ceiling "
+        "connections, the shared total, Ready/Stalled, what is refused",
+    )
+    st.add_argument("-n", "--namespace", default=None, help="only this namespace")
+    st.add_argument("-o", "--output", choices=("table", "json"), default="table")
+    st.add_argument("--timeout", type=float, default=30.0, help="seconds for the API call")
+    st.set_defaults(func=_cmd_status)
     o = sub.add_parser("run", help="run the operator")
     o.add_argument("--namespace", action="append", default=None, help="watch only these")
     o.set_defaults(func=_cmd_run)

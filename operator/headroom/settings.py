@@ -12,6 +12,7 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from headroom import logs
 from headroom.api import v1alpha1
 
 
@@ -22,6 +23,10 @@ def _identity() -> str:
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="HEADROOM_", frozen=True)
 
+    log_format: logs.LogFormat = Field(
+        default="text",
+        description="text, or json: one object per line with stable keys (headroom.logs).",
+    )
     resync_seconds: float = Field(
         default=60.0,
         gt=0,

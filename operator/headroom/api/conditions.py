@@ -18,6 +18,16 @@ from headroom.api import status
 # True only when every component below is True, the informational ones excepted.
 READY = "Ready"
 
+# -- how GitOps tools read a profile (kstatus: sigs.k8s.io/cli-utils) ----------
+# Present and True while the operator converges a change: children being
+# created or rolled out, or a pass to retry after a passing error. Absent
+# otherwise (Flux's convention: at most one of Reconciling and Stalled).
+RECONCILING = "Reconciling"
+# Present and True when progress needs a person: the budget refused, a child
+# refused or owned by somebody else, an input missing, or a pass that fails on
+# this profile. kstatus then reports Failed instead of waiting out a timeout.
+STALLED = "Stalled"
+
 # -- components: each holds Ready back while it is not True ------------------
 # The plan fits the primary (and the replicas') connection limits.
 CONNECTION_BUDGET = "ConnectionBudget"

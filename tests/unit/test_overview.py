@@ -1,0 +1,126 @@
+"""headroom status's grouping and sums (headroom.overview) over statuses as
+the operator writes them; tests/e2e/test_status_cli.py checks the same against
+real profiles on the local cluster."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from headroom import cli, overview
+
+
+def _profile(
+    name: str,
+    *,
+    server: str = "db-1.data.svc:5432",
+    planned: int | None = 30,
+    demand: int = 40,
+    within: bool = True,
+    stalled: tuple[str, str] | None = None,
+    shared: tuple[tuple[str, int], ...] = (),
+    max_connections: int = 100,
+    fallback: int = 0,
+    since: str = "2026-01-01T00:00:00.000001Z",
+) -> dict[str, Any]:
+    conditions = [
+        {"type": "Ready", "status": "True" if within and not stalled else "False", "reason": "X"},
+        {
+            "type": "ConnectionBudget",
+            "status": "True" if within else "False",
+            "reason": "WithinBudget" if within else "BudgetExceeded",
+            "message": "fits" if within else "410 > 92 available",
+        },
+    ]
+    if stalled:
+        conditions.append(
+            {"type": "Stalled", "status": "True", "reason": stalled[0], "message": stalled[1]}
+        )
+    budget: dict[str, Any] = {
+        "server": server,
+        "maxConnections": max_connections,
+        "available": max_connections - 8 - sum(n for _, n in shared) - fallback,
+        "clientDemand": demand,
+        "sharedWith": [{"profile": p, "serverConnections": n} for p, n in shared],
+        "plannedSince": since,
+        "readFallback": fallback,
+    }
+    if planned is not None:
+        budget["serverConnections"] = planned
+    return {
+        "metadata": {"namespace": "apps", "name": name},
+        "spec": {"database": {"host": server.split(":", maxsplit=1)[0]}},
+        "status": {"conditions": conditions, "budget": budget},
+    }
+
+
+def test_shared_total_counts_accepted_profiles_only() -> None:
+    groups = overview.build(
+        [
+            _profile("a", planned=30, since="2026-01-01T00:00:01Z"),
+            _profile("b", planned=40, shared=(("apps/a", 30),), since="2026-01-01T00:00:02Z"),
+            _profile(
+                "c",
+                planned=50,
+                within=False,
+                shared=(("apps/a", 30), ("apps/b", 40)),
+                since="2026-01-01T00:00:03Z",
+            ),
+            _profile("d", server="db-2.data.svc:5432", planned=10, fallback=5),
+        ]
+    )
+    assert [g.server for g in groups] == ["db-1.data.svc:5432", "db-2.data.svc:5432"]
+    db1, db2 = groups
+    assert [p.name for p in db1.profiles] == ["a", "b", "c"]
+    assert db1.planned == 70 and db1.available == {92} and db1.free == 22
+    assert [p.name for p in db1.refused] == ["c"]
+    # the read fallback a profile keeps on its primary is part of what it holds there
+    assert db2.planned == 15 and db2.free == 92 - 15
+    summary = overview.to_json(groups)
+    assert summary["profiles"] == 4 and summary["ready"] == 3
+    assert summary["refused"] == [
+        {
+            "namespace": "apps",
+            "name": "c",
+            "server": "db-1.data.svc:5432",
+            "refusal": "BudgetExceeded: 410 > 92 available",
+        }
+    ]
+    table = overview.format_table(groups)
+    assert (
+        "SERVER db-1.data.svc:5432  max_connections 100  available 92  planned 70  free 22" in table
+    )
+    assert "(50)" in table  # a refused profile's plan is shown, not counted
+
+
+def test_stalled_and_unplanned_profiles() -> None:
+    never = {
+        "metadata": {"namespace": "apps", "name": "new"},
+        "spec": {"database": {"host": "db-3"}},
+    }
+    groups = overview.build(
+        [_profile("s", stalled=("AppDeploymentNotFound", "no Deployment web")), never]
+    )
+    by_server = {g.server: g for g in groups}
+    unplanned = by_server["db-3:5432"].profiles[0]
+    assert unplanned.ready == "" and unplanned.planned is None and not unplanned.counted
+    stalled = by_server["db-1.data.svc:5432"].profiles[0]
+    assert stalled.stalled and stalled.refusal == "AppDeploymentNotFound: no Deployment web"
+    assert "Stalled" in overview.format_table(groups)
+
+
+def test_different_max_connections_on_one_server_are_flagged() -> None:
+    groups = overview.build([_profile("a"), _profile("b", max_connections=200)])
+    assert groups[0].max_connections == {100, 200}
+    assert "declare different max_connections" in overview.format_table(groups)
+
+
+def test_status_without_a_cluster_is_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("KUBECONFIG", "/nonexistent/kubeconfig")
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    assert cli.main(["status"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: cannot list ScalingProfiles:") and err.count("\n") == 1
