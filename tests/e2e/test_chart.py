@@ -61,6 +61,7 @@ def _dry_run(kubectl: kube.Kubectl, docs: list[dict[str, Any]]) -> str:
     out = kubectl(
         "apply",
         "--server-side",
+        "--force-conflicts",  # a dry run: whoever manages the CRD now is not the question
         "--dry-run=server",
         "--field-manager=e2e",
         "-f",
