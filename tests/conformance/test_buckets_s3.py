@@ -319,7 +319,8 @@ def test_presigned_put_works(provisioned: tuple[s3_servers.VersityGW, BaseClient
     assert refused.value.code == 403
 
 
-def _post_form(url: str, fields: dict[str, str], data: bytes) -> tuple[int, bytes]:
+def multipart_form(fields: dict[str, str], data: bytes) -> tuple[bytes, str]:
+    """A browser's presigned-POST form (``fields``, then the file): body and Content-Type."""
     boundary = uuid.uuid4().hex
     parts = [
         f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'.encode()
@@ -332,11 +333,13 @@ def _post_form(url: str, fields: dict[str, str], data: bytes) -> tuple[int, byte
         + b"\r\n"
     )
     parts.append(f"--{boundary}--\r\n".encode())
+    return b"".join(parts), f"multipart/form-data; boundary={boundary}"
+
+
+def _post_form(url: str, fields: dict[str, str], data: bytes) -> tuple[int, bytes]:
+    body, content_type = multipart_form(fields, data)
     request = urllib.request.Request(  # noqa: S310 - 127.0.0.1
-        url,
-        data=b"".join(parts),
-        method="POST",
-        headers={"Content-Type": f"multipart/form-data; boundary={boundary}"},
+        url, data=body, method="POST", headers={"Content-Type": content_type}
     )
     try:
         with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310

@@ -42,6 +42,9 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
+import urllib.parse
+import urllib.request
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -269,9 +272,11 @@ def localize(env: Mapping[str, str], addresses: Mapping[str, int]) -> dict[str, 
 class Pod:
     name: str
     proc: subprocess.Popen[str]
+    stdout: str = ""
 
     def report(self, timeout: float) -> dict[str, Any]:
         out, err = self.proc.communicate(timeout=timeout)
+        self.stdout = out
         lines = [line for line in out.splitlines() if line.startswith("REPORT ")]
         assert self.proc.returncode == 0 and lines, (
             f"{self.name} exited {self.proc.returncode}\n{out[-3000:]}\n{err[-3000:]}"
@@ -487,3 +492,86 @@ def test_every_pod_and_worker_at_its_ceiling(
 
     # Jobs: every one enqueued was processed exactly once.
     assert (enqueued, done) == (APP_PODS * JOBS_PER_POD, enqueued), "jobs lost"
+
+
+# --- object storage: what a browser gets from the app ------------------------------
+
+PUBLIC_HOST = "files.shop.example.test"
+
+
+def _browser_request(
+    gateway_endpoint: str,
+    url: str,
+    *,
+    method: str = "GET",
+    body: bytes | None = None,
+    headers: dict[str, str] | None = None,
+    host: str = PUBLIC_HOST,
+) -> tuple[int, bytes]:
+    """``url`` (which names the public host) sent as the Ingress forwards it: to the
+    server, with the Host header the browser sent."""
+    parts = urllib.parse.urlsplit(url)
+    target = gateway_endpoint + parts.path + (f"?{parts.query}" if parts.query else "")
+    request = urllib.request.Request(  # noqa: S310 - 127.0.0.1
+        target, data=body, method=method, headers={"Host": host, **(headers or {})}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
+            return response.status, response.read()
+    except urllib.error.HTTPError as err:
+        return err.code, err.read()
+
+
+def test_browser_uploads_are_presigned_for_the_public_host(
+    node_dir: Path, start_versitygw: Callable[..., Any], tmp_path: Path
+) -> None:
+    """Seed 003: the builtin server with a public host. An AWS SDK v3 app pod on the
+    binding alone stores objects in-cluster and presigns for the public host; the
+    browser's POST (through the Ingress, Host kept) is accepted under the limit and
+    refused over it, and a presigned GET verifies only for the host it names."""
+    import test_buckets_s3 as builtin
+
+    body = builtin._profile()
+    body["spec"]["storage"]["buckets"][0]["builtin"]["public"] = {"host": PUBLIC_HOST}
+    rendered = builtin._render(body)
+    ingress = rendered.find("Ingress", "shop-s3")
+    assert ingress["spec"]["rules"][0]["host"] == PUBLIC_HOST
+    gateway = builtin._start_rendered(start_versitygw, rendered)
+    assert builtin._agent(rendered, gateway, tmp_path / "run" / "ready").step()
+    env = builtin._binding(rendered)
+    public = f"https://{PUBLIC_HOST}"
+    assert (env["S3_PUBLIC_ENDPOINT"], env["S3_PUBLIC_URL"]) == (public, f"{public}/meal-photos")
+    in_cluster = env["AWS_ENDPOINT_URL_S3"].removeprefix("http://")
+    pod = start_pod(
+        "s3-app",
+        [*_node("s3-app.ts")(node_dir)],
+        localize(env, {in_cluster: gateway.port}),
+        node_dir,
+    )
+    report = pod.report(timeout=180)
+    assert report["errors"] == 0, report
+    (line,) = [x for x in pod.stdout.splitlines() if x.startswith("PRESIGNED ")]
+    presigned = json.loads(line.removeprefix("PRESIGNED "))
+    post, get_url = presigned["post"], presigned["getUrl"]
+    # the URLs a browser gets name the public host, never the in-cluster one
+    assert post["url"] == f"{public}/meal-photos"
+    assert get_url.startswith(f"{public}/meal-photos/from-app.txt?")
+    limit = int(env["S3_MAX_UPLOAD_BYTES"])
+    origin = {"Origin": builtin.ORIGIN}
+    for size, accepted in ((limit // 2, True), (limit * 2, False)):
+        form, content_type = builtin.multipart_form(post["fields"], secrets.token_bytes(size))
+        status, answer = _browser_request(
+            gateway.endpoint,
+            post["url"],
+            method="POST",
+            body=form,
+            headers={"Content-Type": content_type, **origin},
+        )
+        assert (status < 300) is accepted, (size, status, answer[:300])
+        if not accepted:
+            assert b"EntityTooLarge" in answer, answer[:300]
+    status, answer = _browser_request(gateway.endpoint, get_url)
+    assert (status, answer) == (200, b"stored by the app")
+    # signed for the public host: the same URL under another Host is refused
+    status, _ = _browser_request(gateway.endpoint, get_url, host=in_cluster)
+    assert status == 403

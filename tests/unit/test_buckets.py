@@ -7,13 +7,16 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import json
 from typing import Any
 
 import pytest
 
 from headroom.api import v1alpha1
+from headroom.builders import bucket_server as bucket_builder
 from headroom.builders import buckets, common, desired
+from headroom.planning import bucket_server as server_plan
 from headroom.planning import plan as plan_mod
 from headroom.planning import storage
 from headroom.reconcile import buckets as bucket_probe
@@ -537,3 +540,126 @@ def test_bucket_claim_names_stay_valid() -> None:
     planned = _plan(profiles.cosi_bucket("a" * 63))
     assert len(planned.buckets[0].claim_name) <= 253
     assert buckets.component(planned.buckets[0]) == "bucket/" + "a" * 63
+
+
+# -- browsers and the app's own key names --------------------------------------------
+
+
+def test_a_public_url_is_in_the_binding_for_every_provider() -> None:
+    planned = _plan(
+        {**profiles.s3_bucket("files"), "publicUrl": "https://files.example.com"},
+        profiles.cosi_bucket("uploads", publicUrl="https://cdn.example.com/uploads"),
+    )
+    found = {"files": _found("space-files"), "uploads": _found("real-uploads")}
+    data = profiles.secret_values(desired.build(planned, _creds(**found))["Secret/shop-binding"])
+    assert data["S3_PUBLIC_URL"] == data["S3_FILES_PUBLIC_URL"] == "https://files.example.com"
+    assert data["S3_UPLOADS_PUBLIC_URL"] == "https://cdn.example.com/uploads"
+    assert "S3_PUBLIC_ENDPOINT" not in data  # only the builtin server has one
+
+
+def test_a_public_builtin_server_gets_an_ingress_the_policy_admits_and_the_public_endpoint() -> (
+    None
+):
+    public = {"host": "files.gym.example.com", "ingressClassName": "nginx"}
+    planned = _plan(
+        profiles.builtin_bucket("avatars", builtin={"public": public}),
+        profiles.builtin_bucket("meal-photos"),
+    )
+    keys = server_plan.ServerKeys(
+        root_access_key="rootkey0",
+        root_secret_key="r" * 30,
+        app_access_key="appkey00",
+        app_secret_key="a" * 30,
+    )
+    creds = dataclasses.replace(
+        _creds(**{b.name: bucket_builder.credentials(planned, b, keys) for b in planned.buckets}),
+        s3_server=keys,
+    )
+    objects = desired.build(planned, creds, app_pod_selector={"matchLabels": {"app": "web"}})
+    ingress = objects["Ingress/shop-s3"]["spec"]
+    assert ingress["ingressClassName"] == "nginx"
+    (rule,) = ingress["rules"]
+    assert rule["host"] == "files.gym.example.com"
+    assert rule["http"]["paths"][0]["backend"]["service"] == {
+        "name": "shop-s3",
+        "port": {"number": 7070},
+    }
+    peers = objects["NetworkPolicy/shop-s3"]["spec"]["ingress"][0]["from"]
+    assert {
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress-nginx"}}
+    } in peers
+    assert {"podSelector": {"matchLabels": {"app": "web"}}} in peers
+    data = profiles.secret_values(objects["Secret/shop-binding"])
+    assert data["S3_PUBLIC_ENDPOINT"] == "https://files.gym.example.com"
+    # path style: a bucket is a path on the host; every bucket of the server has one
+    assert data["S3_PUBLIC_URL"] == "https://files.gym.example.com/avatars"
+    assert data["S3_MEAL_PHOTOS_PUBLIC_URL"] == "https://files.gym.example.com/meal-photos"
+    # the in-cluster endpoint stays what the app stores through
+    assert data["S3_ENDPOINT"] == "http://shop-s3.default.svc:7070"
+
+
+def test_a_private_builtin_server_has_no_ingress() -> None:
+    planned = _plan(profiles.builtin_bucket("avatars"))
+    keys = server_plan.ServerKeys("rootkey0", "r" * 30, "appkey00", "a" * 30)
+    creds = dataclasses.replace(
+        _creds(**{b.name: bucket_builder.credentials(planned, b, keys) for b in planned.buckets}),
+        s3_server=keys,
+    )
+    objects = desired.build(planned, creds)
+    assert not [k for k in objects if k.startswith("Ingress/")]
+    assert "S3_PUBLIC_ENDPOINT" not in profiles.secret_values(objects["Secret/shop-binding"])
+
+
+def test_binding_keys_rename_in_the_app_and_the_worker_bindings() -> None:
+    body = profiles.base(
+        storage=profiles.buckets(
+            {**profiles.s3_bucket("files"), "publicUrl": "https://f.example.com"}
+        ),
+        cache={"instances": [{"name": "jobs", "use": "queue"}]},
+        queues=[
+            {
+                "name": "emails",
+                "redis": "jobs",
+                "listName": "bull:emails:wait",
+                "image": "registry.example/w:1",
+            }
+        ],
+    )
+    body["spec"]["app"]["bindingKeys"] = {
+        "AWS_ACCESS_KEY_ID": "R2_ACCESS_KEY_ID",
+        "S3_BUCKET": "R2_BUCKET_NAME",
+        "S3_PUBLIC_URL": "R2_PUBLIC_URL",
+        "QUEUE_NAME": "EMAIL_QUEUE",
+    }
+    planned = plan_mod.plan(v1alpha1.parse_profile(body))
+    creds = dataclasses.replace(
+        _creds(files=_found("space-kontext-files")), redis_passwords={"jobs": "j" * 32}
+    )
+    objects = desired.build(planned, creds)
+    for name in ("Secret/shop-binding", "Secret/shop-worker-emails-binding"):
+        data = profiles.secret_values(objects[name])
+        assert data["R2_ACCESS_KEY_ID"] == "AK" and "AWS_ACCESS_KEY_ID" not in data
+        assert data["R2_BUCKET_NAME"] == "space-kontext-files" and "S3_BUCKET" not in data
+        assert data["R2_PUBLIC_URL"] == "https://f.example.com"
+        assert data["AWS_SECRET_ACCESS_KEY"] == "SK-AK"  # not renamed: kept
+    worker = profiles.secret_values(objects["Secret/shop-worker-emails-binding"])
+    assert worker["EMAIL_QUEUE"] == "emails"
+
+
+@pytest.mark.parametrize(
+    ("keys", "needle"),
+    [
+        ({"HOME": "X"}, "'HOME' is not a key Headroom writes"),
+        ({"S3_BUCKET": "AWS_BUCKET"}, "is a name Headroom writes itself"),
+        ({"S3_BUCKET": "uri"}, "is a name Headroom writes itself"),
+        ({"S3_BUCKET": "R2-BUCKET"}, "is not an environment variable name"),
+        ({"S3_BUCKET": "R2_X", "S3_REGION": "R2_X"}, "are both renamed to 'R2_X'"),
+    ],
+)
+def test_binding_keys_are_refused_naming_the_field(keys: dict[str, str], needle: str) -> None:
+    body = profiles.base()
+    body["spec"]["app"]["bindingKeys"] = keys
+    with pytest.raises(v1alpha1.ProfileError) as refused:
+        v1alpha1.parse_profile(body)
+    assert str(refused.value).startswith("spec.app.bindingKeys: ")
+    assert needle in str(refused.value)

@@ -20,8 +20,10 @@ names apps already read, in the dialect of ``spec.app.client`` (docs/api.md,
   ``sslmode`` node-postgres understands (it reads ``prefer``/``require`` as
   full verification).
 
-Every dialect has ``DATABASE_POOL_SIZE`` (and ``DATABASE_READ_POOL_SIZE``
-beside ``DATABASE_READ_URL``): the pool the budget counts for this consumer;
+``spec.app.bindingKeys`` renames keys to the names the app already reads
+(seed 004's ``R2_*``), in every binding. Every dialect has
+``DATABASE_POOL_SIZE`` (and ``DATABASE_READ_POOL_SIZE`` beside
+``DATABASE_READ_URL``): the pool the budget counts for this consumer;
 and ``DATABASE_PREPARED_STATEMENTS``, whether named prepared statements survive
 the pooler (psycopg's ``prepare_threshold``).
 Each queue's workers get a binding of their own,
@@ -35,6 +37,7 @@ has its own ``type: s3`` binding Secret.
 from __future__ import annotations
 
 import functools
+from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import quote, urlencode
 
@@ -207,7 +210,13 @@ def _entries(
     data |= _redis_entries(plan, creds, consumer, omit=omit)
     data |= _queue_entries(consumer)
     data |= buckets.binding_entries(plan, creds, omit=omit)
-    return data
+    return renamed(data, plan.app.binding_keys)
+
+
+def renamed(data: dict[str, str], names: Mapping[str, str]) -> dict[str, str]:
+    """spec.app.bindingKeys: a key under the name the app reads instead (the API
+    keeps new names outside every name Headroom writes, so none collides)."""
+    return {names.get(key, key): value for key, value in data.items()}
 
 
 def _secret(plan: plan_mod.Plan, *, name: str, data: dict[str, str]) -> common.Obj:

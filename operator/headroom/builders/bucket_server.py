@@ -20,6 +20,7 @@ per profile holding every ``builtin`` bucket of it. Pure.
 
 from __future__ import annotations
 
+from headroom.api import v1alpha1
 from headroom.builders import common
 from headroom.planning import bucket_server as server_mod
 from headroom.planning import plan as plan_mod
@@ -207,6 +208,13 @@ def build(
             "ports": [{"name": "s3", "port": server_mod.S3_PORT, "targetPort": "s3"}],
         },
     }
+    peers = common.client_peers(plan, app_pod_selector)
+    if server.public is not None:
+        # browsers come through the ingress controller's pods
+        namespace = server.public.ingress_namespace
+        peers.append(
+            {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}}}
+        )
     network_policy = {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",
@@ -214,12 +222,48 @@ def build(
         "spec": {
             "podSelector": {"matchLabels": selector},
             "policyTypes": ["Ingress"],
-            "ingress": [
-                {
-                    "from": common.client_peers(plan, app_pod_selector),
-                    "ports": [{"port": server_mod.S3_PORT}],
-                }
-            ],
+            "ingress": [{"from": peers, "ports": [{"port": server_mod.S3_PORT}]}],
         },
     }
-    return [*secrets, config_map, statefulset, service, network_policy]
+    objects = [*secrets, config_map, statefulset, service, network_policy]
+    if server.public is not None:
+        objects.append(_ingress(plan, server.public, meta(base)))
+    return objects
+
+
+def _ingress(
+    plan: plan_mod.Plan, public: v1alpha1.BuiltinPublic, metadata: common.Obj
+) -> common.Obj:
+    """The public host to the server's Service. The Host header reaches the server
+    unchanged, so the SigV4 signatures of URLs presigned for it verify."""
+    spec: common.Obj = {
+        "rules": [
+            {
+                "host": public.host,
+                "http": {
+                    "paths": [
+                        {
+                            "path": "/",
+                            "pathType": "Prefix",
+                            "backend": {
+                                "service": {
+                                    "name": plan.names.s3_server,
+                                    "port": {"number": server_mod.S3_PORT},
+                                }
+                            },
+                        }
+                    ]
+                },
+            }
+        ]
+    }
+    if public.ingress_class_name:
+        spec["ingressClassName"] = public.ingress_class_name
+    if public.tls_secret_name:
+        spec["tls"] = [{"hosts": [public.host], "secretName": public.tls_secret_name}]
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "Ingress",
+        "metadata": metadata,
+        "spec": spec,
+    }

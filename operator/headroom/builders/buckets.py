@@ -15,6 +15,7 @@ is always owned: deleting the profile revokes the key, not the bucket.
 from __future__ import annotations
 
 from headroom.builders import common
+from headroom.planning import bucket_server as server_mod
 from headroom.planning import plan as plan_mod
 from headroom.planning import storage
 
@@ -118,7 +119,9 @@ def binding_entries(
     """The env names S3 SDKs read, for the first bucket of the spec (the
     default): S3_ENDPOINT, S3_BUCKET, S3_REGION, S3_FORCE_PATH_STYLE,
     S3_MAX_UPLOAD_BYTES, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY (plus
-    AWS_REGION and AWS_ENDPOINT_URL_S3, which the AWS SDKs read themselves).
+    AWS_REGION and AWS_ENDPOINT_URL_S3, which the AWS SDKs read themselves),
+    S3_PUBLIC_URL (where browsers read its objects, when known) and for a
+    builtin bucket on a public server S3_PUBLIC_ENDPOINT (presign with it).
     With several buckets every one gets S3_<NAME>_BUCKET and
     S3_<NAME>_MAX_UPLOAD_BYTES, and one on another endpoint or key than the
     default also S3_<NAME>_ENDPOINT, _REGION, _FORCE_PATH_STYLE,
@@ -134,9 +137,23 @@ def binding_entries(
     if not plan.buckets:
         return {}
     entries: dict[str, str] = {}
+    server = server_mod.server_plan(plan.buckets)
+    public = storage.public_endpoint(server.public) if server is not None and server.public else ""
+
+    def browser_entries(bucket: storage.BucketPlan, prefix: str) -> dict[str, str]:
+        """Where browsers reach it: the public base URL of its objects, and for a
+        builtin bucket the public endpoint to presign with (the URLs then name it)."""
+        found: dict[str, str] = {}
+        if bucket.public_url:
+            found[f"{prefix}_PUBLIC_URL"] = bucket.public_url
+        if bucket.builtin is not None and public:
+            found[f"{prefix}_PUBLIC_ENDPOINT"] = public
+        return found
+
     default_bucket = plan.buckets[0]
     default = usable(default_bucket)
     if default is not None:
+        entries |= browser_entries(default_bucket, "S3")
         entries |= {
             "S3_ENDPOINT": default.endpoint,
             "S3_BUCKET": default.bucket,
@@ -157,6 +174,7 @@ def binding_entries(
         prefix = f"S3_{bucket.env}"
         entries[f"{prefix}_BUCKET"] = found.bucket
         entries[f"{prefix}_MAX_UPLOAD_BYTES"] = str(bucket.max_upload_bytes)
+        entries |= browser_entries(bucket, prefix)
         if default is None or not found.same_connection(default):
             entries |= {
                 f"{prefix}_ENDPOINT": found.endpoint,

@@ -46,6 +46,7 @@ DEPLOYMENT = Resource("apps/v1", "Deployment", "deployments")
 STATEFUL_SET = Resource("apps/v1", "StatefulSet", "statefulsets")
 PDB = Resource("policy/v1", "PodDisruptionBudget", "poddisruptionbudgets")
 NETWORK_POLICY = Resource("networking.k8s.io/v1", "NetworkPolicy", "networkpolicies")
+INGRESS = Resource("networking.k8s.io/v1", "Ingress", "ingresses")
 HPA = Resource("autoscaling/v2", "HorizontalPodAutoscaler", "horizontalpodautoscalers")
 LEASE = Resource("coordination.k8s.io/v1", "Lease", "leases")
 PVC = Resource("v1", "PersistentVolumeClaim", "persistentvolumeclaims")
@@ -76,6 +77,7 @@ BUILTIN: tuple[Resource, ...] = (
     STATEFUL_SET,
     PDB,
     NETWORK_POLICY,
+    INGRESS,
     HPA,
     LEASE,
     CRD,

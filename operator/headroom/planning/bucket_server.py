@@ -158,6 +158,7 @@ class ServerPlan:
     limits: tuple[tuple[str, str], ...] = DEFAULT_LIMITS
     retain: bool = True
     region: str = REGION
+    public: v1alpha1.BuiltinPublic | None = None  # the host browsers use (an Ingress)
 
 
 @dataclass(frozen=True)
@@ -203,4 +204,5 @@ def server_plan(buckets: Sequence[storage.BucketPlan]) -> ServerPlan | None:
         requests=tuple(sorted(resources.requests.items())) if resources else DEFAULT_REQUESTS,
         limits=tuple(sorted(resources.limits.items())) if resources else DEFAULT_LIMITS,
         retain=any(b.retain for b in builtin),
+        public=first.public,
     )

@@ -75,6 +75,8 @@ class AppPlan:
     max_replicas: int
     pool_size_per_pod: int
     client: str = "generic"
+    # spec.app.bindingKeys: Headroom's binding key -> the name the app reads
+    binding_keys: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -279,6 +281,7 @@ def _app_plan(app: v1alpha1.App) -> tuple[AppPlan, list[budget_mod.Problem]]:
             max_replicas=high,
             pool_size_per_pod=app.pool_size_per_pod,
             client=app.client,
+            binding_keys=dict(app.binding_keys),
         ),
         problems,
     )

@@ -58,6 +58,7 @@ class BucketPlan:
     retain: bool  # deletionPolicy Retain: the claim carries no owner reference
     max_upload_bytes: int
     cors: v1alpha1.BucketCors | None
+    public_url: str  # where browsers read its objects ("": not given)
     # where its credentials come from: a Secret in the profile's namespace and
     # the spec field a missing one is reported on
     credentials_secret: str
@@ -76,6 +77,8 @@ def bucket_plans(profile: v1alpha1.ScalingProfile, *, cosi_version: str) -> tupl
         return ()
     plans = []
     children = names.ChildNames.of(profile)
+    # one server holds every builtin bucket: the first one's settings are its
+    server_public = next((b.builtin.public for b in storage.buckets if b.builtin is not None), None)
     for index, bucket in enumerate(storage.buckets):
         base = BucketPlan(
             name=bucket.name,
@@ -84,6 +87,7 @@ def bucket_plans(profile: v1alpha1.ScalingProfile, *, cosi_version: str) -> tupl
             retain=bucket.deletion_policy == "Retain",
             max_upload_bytes=bucket.max_upload_bytes,
             cors=bucket.cors,
+            public_url=_public_url(bucket, server_public=server_public),
             credentials_secret="",
             credentials_field="",
             binding_secret=children.bucket_binding(bucket.name),
@@ -119,6 +123,20 @@ def bucket_plans(profile: v1alpha1.ScalingProfile, *, cosi_version: str) -> tupl
                 )
             )
     return tuple(plans)
+
+
+def public_endpoint(public: v1alpha1.BuiltinPublic) -> str:
+    """The builtin server as browsers reach it (what the app presigns with)."""
+    return f"{public.scheme}://{public.host}"
+
+
+def _public_url(bucket: v1alpha1.Bucket, *, server_public: v1alpha1.BuiltinPublic | None) -> str:
+    if bucket.public_url:
+        return bucket.public_url
+    if bucket.builtin is not None and server_public is not None:
+        # the server is path-style: a bucket is a path on its host
+        return f"{public_endpoint(server_public)}/{bucket.name}"
+    return ""
 
 
 def preferred_cosi_version(served: dict[str, bool]) -> str:

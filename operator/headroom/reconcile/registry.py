@@ -61,6 +61,7 @@ BUILTIN_OWNED: tuple[OwnedKind, ...] = (
     OwnedKind(kinds.SERVICE, Stage.WORKLOAD),
     OwnedKind(kinds.PDB, Stage.WORKLOAD),
     OwnedKind(kinds.NETWORK_POLICY, Stage.WORKLOAD),
+    OwnedKind(kinds.INGRESS, Stage.WORKLOAD),
     OwnedKind(kinds.HPA, Stage.AUTOSCALER, prune_first=True),
 )
 

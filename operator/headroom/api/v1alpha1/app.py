@@ -3,11 +3,33 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Literal
 
-from pydantic import ConfigDict, Field
+from pydantic import ConfigDict, Field, field_validator
 
-from headroom.api.v1alpha1.schema import DNS_SUBDOMAIN, Model, cel
+from headroom.api.v1alpha1.schema import DNS_SUBDOMAIN, ENV_NAME, Model, cel
+
+# The families of keys Headroom writes into a binding (docs/api.md, "The binding"):
+# what spec.app.bindingKeys may rename, and what no new name may take, so a renamed
+# key can never collide with one Headroom writes.
+BINDING_KEY = (
+    r"^(DATABASE_[A-Z0-9_]+|DIRECT_URL|REDIS_[A-Z0-9_]+|S3_[A-Z0-9_]+|AWS_[A-Z0-9_]+"
+    r"|QUEUE_[A-Z0-9_]+)$"
+)
+# The servicebinding.io keys, which the spec names and Headroom does not rename.
+SERVICE_BINDING_KEYS = (
+    "type",
+    "provider",
+    "host",
+    "port",
+    "database",
+    "username",
+    "password",
+    "uri",
+)
+BINDING_KEYS_MAX = 32
+_ENV_NAME_MAX = 128
 
 
 class ReplicaRange(Model):
@@ -76,7 +98,26 @@ class App(Model):
                 cel(
                     "has(self.replicas) != has(self.capacity)",
                     "set exactly one of spec.app.replicas or spec.app.capacity",
-                )
+                ),
+                cel(
+                    "!has(self.bindingKeys) || self.bindingKeys.all(k, "
+                    f"k.matches('{BINDING_KEY}'))",
+                    "spec.app.bindingKeys: a key to rename must be one Headroom writes "
+                    "(DATABASE_*, DIRECT_URL, REDIS_*, S3_*, AWS_*, QUEUE_*)",
+                ),
+                cel(
+                    "!has(self.bindingKeys) || self.bindingKeys.all(k, "
+                    f"self.bindingKeys[k].matches('{ENV_NAME}') && "
+                    f"!self.bindingKeys[k].matches('{BINDING_KEY}') && "
+                    f"!(self.bindingKeys[k] in {list(SERVICE_BINDING_KEYS)!r}))".replace('"', "'"),
+                    "spec.app.bindingKeys: a new name must be an environment variable name "
+                    "outside the names Headroom writes",
+                ),
+                cel(
+                    "!has(self.bindingKeys) || self.bindingKeys.all(k, self.bindingKeys.all(j, "
+                    "k == j || self.bindingKeys[k] != self.bindingKeys[j]))",
+                    "spec.app.bindingKeys: two keys renamed to the same name",
+                ),
             ]
         }
     )
@@ -109,3 +150,38 @@ class App(Model):
         "node-postgres (pg, Knex, drizzle, TypeORM: an sslmode node-postgres reads as "
         "libpq means it). Every dialect has DATABASE_POOL_SIZE.",
     )
+    binding_keys: dict[
+        Annotated[str, Field(max_length=_ENV_NAME_MAX)],
+        Annotated[str, Field(max_length=_ENV_NAME_MAX)],
+    ] = Field(
+        default_factory=dict,
+        max_length=BINDING_KEYS_MAX,
+        description="Binding keys under the names the app already reads, e.g. "
+        "{AWS_ACCESS_KEY_ID: R2_ACCESS_KEY_ID, S3_BUCKET: R2_BUCKET_NAME, S3_PUBLIC_URL: "
+        "R2_PUBLIC_URL}: each key Headroom writes (DATABASE_*, DIRECT_URL, REDIS_*, S3_*, "
+        "AWS_*, QUEUE_*) appears under the new name instead, in the app's and the workers' "
+        "bindings. New names are environment variable names outside those families (so "
+        "none collides with a key Headroom writes) and distinct.",
+    )
+
+    @field_validator("binding_keys")
+    @classmethod
+    def _binding_keys(cls, keys: dict[str, str]) -> dict[str, str]:
+        taken: dict[str, str] = {}
+        for key, name in keys.items():
+            if not re.fullmatch(BINDING_KEY, key):
+                raise ValueError(
+                    f"{key!r} is not a key Headroom writes (DATABASE_*, DIRECT_URL, REDIS_*, "
+                    "S3_*, AWS_*, QUEUE_*)"
+                )
+            if not re.fullmatch(ENV_NAME, name):
+                raise ValueError(f"{key}: {name!r} is not an environment variable name")
+            if re.fullmatch(BINDING_KEY, name) or name in SERVICE_BINDING_KEYS:
+                raise ValueError(
+                    f"{key}: {name!r} is a name Headroom writes itself; choose one outside "
+                    "DATABASE_*, DIRECT_URL, REDIS_*, S3_*, AWS_*, QUEUE_*"
+                )
+            if name in taken:
+                raise ValueError(f"{taken[name]} and {key} are both renamed to {name!r}")
+            taken[name] = key
+        return keys

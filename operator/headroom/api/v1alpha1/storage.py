@@ -19,6 +19,7 @@ from pydantic import (
 from headroom.api.v1alpha1 import images
 from headroom.api.v1alpha1.pods import SAME_CLAIM, Resources, Volume
 from headroom.api.v1alpha1.schema import (
+    DNS_LABEL,
     DNS_SUBDOMAIN,
     IMAGE,
     SECRET_KEY,
@@ -91,6 +92,10 @@ CORS_ORIGIN = r"^(\*|https?://(\*\.)?[a-z0-9]([-a-z0-9.]*[a-z0-9])?(:[0-9]{1,5})
 HTTP_HEADER = r"^(\*|[A-Za-z0-9!#$%&'*+.^_`|~-]+)$"
 ENDPOINT = r"^https?://[A-Za-z0-9]([-A-Za-z0-9.]*[A-Za-z0-9])?(:[0-9]{1,5})?$"
 REGION = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+# A base URL objects are served at for browsers: scheme, host, optional port and path.
+PUBLIC_URL = (
+    r"^https?://[A-Za-z0-9]([-A-Za-z0-9.]*[A-Za-z0-9])?(:[0-9]{1,5})?(/[A-Za-z0-9._~%/-]*)?$"
+)
 MAX_UPLOAD_BYTES = 5 * 1024**3  # S3's largest single PUT / POST object
 DEFAULT_MAX_UPLOAD_BYTES = 10 * 1024**2
 
@@ -233,6 +238,34 @@ class BuiltinVolume(Volume):
     )
 
 
+class BuiltinPublic(Model):
+    """Where browsers reach the builtin S3 server: presigned uploads (seed 003's
+    presigned POST) and downloads. Headroom writes an Ingress for ``host`` to the
+    server's Service, admits the ingress controller's pods in the server's
+    NetworkPolicy, and puts ``S3_PUBLIC_ENDPOINT`` in the binding: the endpoint the
+    app presigns with, so the URLs a browser gets name this host."""
+
+    host: Annotated[str, Field(pattern=DNS_SUBDOMAIN, max_length=253)] = Field(
+        description="The host name browsers use (DNS points it at the ingress controller)."
+    )
+    scheme: Literal["https", "http"] = Field(
+        default="https", description="What browsers speak to the host (https in production)."
+    )
+    ingress_class_name: Annotated[str, Field(pattern=DNS_SUBDOMAIN, max_length=253)] | None = Field(
+        default=None, description="The Ingress' ingressClassName (default: the cluster's)."
+    )
+    tls_secret_name: Annotated[str, Field(pattern=DNS_SUBDOMAIN, max_length=253)] | None = Field(
+        default=None,
+        description="A kubernetes.io/tls Secret for the host, in the Ingress' tls section "
+        "(or leave TLS to the controller's default certificate or cert-manager).",
+    )
+    ingress_namespace: Annotated[str, Field(pattern=DNS_LABEL, max_length=63)] = Field(
+        default="ingress-nginx",
+        description="Namespace of the ingress controller's pods: the server's NetworkPolicy "
+        "admits them on the S3 port.",
+    )
+
+
 class BuiltinBucket(Model):
     """A bucket on the S3 server Headroom runs itself (versitygw, Apache-2.0), for
     clusters with neither COSI nor an external S3. One server per profile holds every
@@ -249,6 +282,10 @@ class BuiltinBucket(Model):
         default=None,
         description="The server container's resources (default: requests cpu 50m, memory "
         "128Mi; limit memory 512Mi).",
+    )
+    public: BuiltinPublic | None = Field(
+        default=None,
+        description="A host browsers reach the server at (an Ingress); none: in-cluster only.",
     )
 
 
@@ -292,6 +329,12 @@ class Bucket(Model):
         default="Retain",
         description="Retain: the bucket (its claim) and its data outlive the profile; "
         "Delete: deleted with the profile or when removed from it.",
+    )
+    public_url: Annotated[str, Field(pattern=PUBLIC_URL, max_length=512)] | None = Field(
+        default=None,
+        description="Base URL browsers read this bucket's objects at (an R2 custom domain, a "
+        "CDN): S3_PUBLIC_URL (S3_<NAME>_PUBLIC_URL) in the binding. A builtin bucket with "
+        "builtin.public defaults to <scheme>://<host>/<bucket>.",
     )
     max_upload_bytes: int = Field(
         default=DEFAULT_MAX_UPLOAD_BYTES,
