@@ -460,3 +460,20 @@ def test_an_instance_named_after_the_other_use_is_rejected(name: str, use: str) 
     planned = plan_mod.plan(v1alpha1.parse_profile(body))
     assert [p.field for p in planned.problems] == ["spec.cache.instances[0].name"]
     assert f"REDIS_{name.upper()}_URL would point at a {use} instance" in planned.problem_text()
+
+
+def test_workers_get_their_read_pool_or_no_read_endpoint() -> None:
+    replicas = {**profiles.external_replicas({"host": "read-1.example"}), "readPoolSizePerPod": 4}
+    readers = {**QUEUE, "databaseReadPoolSize": 1}
+    planned = _plan(
+        **{"database.readReplicas": replicas, "queues": [readers, {**QUEUE, "name": "pdf"}]}
+    )
+    # the read pooler's lag agent logs in with a password of its own
+    objects = desired.build(planned, dataclasses.replace(CREDS, agent_password="agent"))
+    app = profiles.secret_values(objects["Secret/shop-binding"])
+    emails = profiles.secret_values(objects["Secret/shop-worker-emails-binding"])
+    pdf = profiles.secret_values(objects["Secret/shop-worker-pdf-binding"])
+    assert (app["DATABASE_READ_POOL_SIZE"], emails["DATABASE_READ_POOL_SIZE"]) == ("4", "1")
+    assert emails["DATABASE_READ_URL"] == app["DATABASE_READ_URL"]
+    # a queue the read budget counts nothing for gets no read endpoint
+    assert "DATABASE_READ_URL" not in pdf and "DATABASE_READ_POOL_SIZE" not in pdf
