@@ -558,6 +558,13 @@ def test_browser_uploads_are_presigned_for_the_public_host(
     assert get_url.startswith(f"{public}/meal-photos/from-app.txt?")
     limit = int(env["S3_MAX_UPLOAD_BYTES"])
     origin = {"Origin": builtin.ORIGIN}
+    # the browser's CORS preflight for the POST, through the public host
+    preflight = {**origin, "Access-Control-Request-Method": "POST"}
+    status, _ = _browser_request(gateway.endpoint, post["url"], method="OPTIONS", headers=preflight)
+    assert status == 200
+    refused = {**preflight, "Origin": builtin.OTHER_ORIGIN}
+    status, _ = _browser_request(gateway.endpoint, post["url"], method="OPTIONS", headers=refused)
+    assert status == 403
     for size, accepted in ((limit // 2, True), (limit * 2, False)):
         form, content_type = builtin.multipart_form(post["fields"], secrets.token_bytes(size))
         status, answer = _browser_request(
