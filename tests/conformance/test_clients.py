@@ -349,6 +349,13 @@ def pool_counts(bouncer: servers.PgBouncer) -> tuple[int, int]:
     return clients, server
 
 
+def named_parses(bouncer: servers.PgBouncer) -> int:
+    """Named prepared statements clients created on one PgBouncer (SHOW STATS, 1.21+;
+    0 where the column does not exist)."""
+    rows = bouncer.show("STATS", user=plan_mod.STATS_USER, password=STATS_PASSWORD)
+    return sum(int(r.get("total_client_parse_count", 0)) for r in rows if r["database"] == "app")
+
+
 @pytest.fixture
 def tables(database: servers.AppDatabase) -> Iterator[servers.Psql]:
     psql = database.server.admin(database.name)
@@ -459,9 +466,14 @@ def test_every_pod_and_worker_at_its_ceiling(
         finally:
             for sampler in [*samplers, *(s for pair in per_pooler for s in pair)]:
                 sampler.__exit__(None, None, None)
+        # Named prepared statements (psycopg prepares after 5 runs of a query) went
+        # through transaction pooling where the binding says they survive it.
+        parses = sum(named_parses(b) for b in bouncers)
     finally:
         for bouncer in bouncers:
             bouncer.stop()
+    if stack_name == "python" and app_env["DATABASE_PREPARED_STATEMENTS"] == "true":
+        assert parses > 0, "no named prepared statement reached PgBouncer"
 
     clients_peak = sum(c.peak for c, _ in per_pooler)
     servers_peak = [s.peak for _, s in per_pooler]
@@ -475,7 +487,8 @@ def test_every_pod_and_worker_at_its_ceiling(
         f"{sum(r['errors'] for r in reports)} errors; client connections peak {clients_peak} "
         f"(demand {budget.client_demand}); server connections peak {servers_peak} per pooler "
         f"(max_db_connections {budget.max_db_connections}), Postgres {postgres_peak} "
-        f"(plan {budget.server_connections}); jobs {done}/{enqueued}"
+        f"(plan {budget.server_connections}); jobs {done}/{enqueued}; "
+        f"named prepared statements {parses}"
     )
     failed = [r for r in reports if r["errors"]]
     assert not failed, json.dumps(failed, indent=1)
