@@ -139,18 +139,7 @@ def kubectl(_cluster: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) 
     # A private discovery cache: a cluster recreated on the same address must
     # not be described by the previous one's cached API list.
     base.append(f"--cache-dir={tmp_path_factory.mktemp('kubectl-cache')}")
-
-    def run(
-        *args: str, input: str | None = None, check: bool = True
-    ) -> subprocess.CompletedProcess[str]:
-        proc = subprocess.run(
-            [*base, *args], input=input, capture_output=True, text=True, timeout=300, check=False
-        )
-        if check and proc.returncode != 0:
-            raise kube.KubectlError(proc.returncode, proc.args, proc.stdout, proc.stderr)
-        return proc
-
-    return run
+    return kube.kubectl_runner(base)
 
 
 @pytest.fixture

@@ -35,6 +35,23 @@ class KubectlError(subprocess.CalledProcessError):
         return f"`{cmd}` exited {self.returncode}:\n{(self.stderr or '').strip()}"
 
 
+def kubectl_runner(base: Sequence[str]) -> Kubectl:
+    """A :class:`Kubectl` that runs ``base`` (the binary and its global flags)
+    with the given arguments; a failure raises :class:`KubectlError` when checked."""
+
+    def run(
+        *args: str, input: str | None = None, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run(
+            [*base, *args], input=input, capture_output=True, text=True, timeout=300, check=False
+        )
+        if check and proc.returncode != 0:
+            raise KubectlError(proc.returncode, proc.args, proc.stdout, proc.stderr)
+        return proc
+
+    return run
+
+
 def wait_for(
     predicate: Callable[[], T],
     *,

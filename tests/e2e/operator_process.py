@@ -102,19 +102,24 @@ def standby(primary: OperatorProcess, workdir: Path, **overrides: str) -> Operat
     )
 
 
-def service_account_kubeconfig(kubectl: kube.Kubectl, *, admin: str, workdir: Path) -> str:
-    """A kubeconfig that authenticates as the operator's ServiceAccount from
-    manifests/rbac.yaml, so every e2e test also proves that RBAC is enough."""
-    kubectl(
-        "apply",
-        "--server-side",
-        "--force-conflicts",
-        "--field-manager=e2e",
-        "-f",
-        str(REPO / "manifests" / "namespace.yaml"),
-        "-f",
-        str(REPO / "manifests" / "rbac.yaml"),
-    )
+def service_account_kubeconfig(
+    kubectl: kube.Kubectl, *, admin: str, workdir: Path, install_rbac: bool = True
+) -> str:
+    """A kubeconfig that authenticates as the operator's ServiceAccount
+    headroom-system/headroom (manifests/rbac.yaml unless ``install_rbac`` is
+    false: then whoever installed the operator, e.g. its Helm chart, made it),
+    so every e2e test also proves that RBAC is enough."""
+    if install_rbac:
+        kubectl(
+            "apply",
+            "--server-side",
+            "--force-conflicts",
+            "--field-manager=e2e",
+            "-f",
+            str(REPO / "manifests" / "namespace.yaml"),
+            "-f",
+            str(REPO / "manifests" / "rbac.yaml"),
+        )
     token = kubectl(
         "create", "token", "headroom", "-n", "headroom-system", "--duration=6h"
     ).stdout.strip()
@@ -150,25 +155,42 @@ def _spawn(env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
 
 
 @contextlib.contextmanager
-def running(kubectl: kube.Kubectl, *, kubeconfig: str, workdir: Path) -> Iterator[OperatorProcess]:
-    """Run the operator as its ServiceAccount (RBAC from manifests/) against the
-    cluster of ``kubeconfig``."""
-    kubectl(
-        "apply",
-        "--server-side",
-        "--force-conflicts",
-        "--field-manager=e2e",
-        "-f",
-        str(REPO / "crds"),
-    )
+def running(
+    kubectl: kube.Kubectl,
+    *,
+    kubeconfig: str,
+    workdir: Path,
+    install: bool = True,
+    source: Path | None = None,
+    overrides: dict[str, str] | None = None,
+) -> Iterator[OperatorProcess]:
+    """Run the operator as its ServiceAccount against the cluster of
+    ``kubeconfig``: the CRD from crds/ and the RBAC from manifests/, unless
+    ``install`` is false (then they are there already, e.g. from the chart).
+    ``source``: the ``operator/`` folder of another release to run instead of
+    this checkout's (the upgrade test's previous release)."""
+    if install:
+        kubectl(
+            "apply",
+            "--server-side",
+            "--force-conflicts",
+            "--field-manager=e2e",
+            "-f",
+            str(REPO / "crds"),
+        )
     kube.wait_for(
         lambda: kubectl("get", "scalingprofiles", "-A", check=False).returncode == 0,
         what="ScalingProfile CRD served",
     )
+    workdir.mkdir(parents=True, exist_ok=True)
     metrics_port, health_port, webhook_port = free_port(), free_port(), free_port()
+    sa_kubeconfig = service_account_kubeconfig(
+        kubectl, admin=kubeconfig, workdir=workdir, install_rbac=install
+    )
     env = {
         **os.environ,
-        "KUBECONFIG": service_account_kubeconfig(kubectl, admin=kubeconfig, workdir=workdir),
+        **({"PYTHONPATH": str(source)} if source is not None else {}),
+        "KUBECONFIG": sa_kubeconfig,
         "HEADROOM_WEBHOOK_ADDR": "127.0.0.1",
         "HEADROOM_WEBHOOK_PORT": str(webhook_port),
         "HEADROOM_WEBHOOK_CERT_DIR": str(workdir / "certs"),
@@ -179,6 +201,7 @@ def running(kubectl: kube.Kubectl, *, kubeconfig: str, workdir: Path) -> Iterato
         "HEADROOM_RESYNC_SECONDS": "30",
         # one identity across restarts: a restarted operator takes its lease at once
         "HEADROOM_IDENTITY": "e2e-operator",
+        **(overrides or {}),
     }
     log_path = workdir / "operator.log"
     op = OperatorProcess(
