@@ -164,6 +164,12 @@ def operator(
 
 
 @pytest.fixture(scope="session")
+def helm() -> str:
+    """Path of helm (HELM_VERSION), built from the Go module proxy when not cached."""
+    return _run_script(REPO / "hack" / "build-helm.sh")
+
+
+@pytest.fixture(scope="session")
 def upstream_crds_dir() -> Path:
     """Folder of upstream CRDs ($HEADROOM_FIXTURES_CRDS or <repo>/../shared/fixtures/crds)."""
     default = REPO.parent / "shared" / "fixtures" / "crds"

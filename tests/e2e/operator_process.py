@@ -102,6 +102,11 @@ def standby(primary: OperatorProcess, workdir: Path, **overrides: str) -> Operat
     )
 
 
+def _install(kubectl: kube.Kubectl, *paths: Path) -> None:
+    files = [arg for path in paths for arg in ("-f", str(path))]
+    kubectl("apply", "--server-side", "--force-conflicts", "--field-manager=e2e", *files)
+
+
 def service_account_kubeconfig(
     kubectl: kube.Kubectl, *, admin: str, workdir: Path, install_rbac: bool = True
 ) -> str:
@@ -110,16 +115,7 @@ def service_account_kubeconfig(
     false: then whoever installed the operator, e.g. its Helm chart, made it),
     so every e2e test also proves that RBAC is enough."""
     if install_rbac:
-        kubectl(
-            "apply",
-            "--server-side",
-            "--force-conflicts",
-            "--field-manager=e2e",
-            "-f",
-            str(REPO / "manifests" / "namespace.yaml"),
-            "-f",
-            str(REPO / "manifests" / "rbac.yaml"),
-        )
+        _install(kubectl, REPO / "manifests" / "namespace.yaml", REPO / "manifests" / "rbac.yaml")
     token = kubectl(
         "create", "token", "headroom", "-n", "headroom-system", "--duration=6h"
     ).stdout.strip()
@@ -170,14 +166,7 @@ def running(
     ``source``: the ``operator/`` folder of another release to run instead of
     this checkout's (the upgrade test's previous release)."""
     if install:
-        kubectl(
-            "apply",
-            "--server-side",
-            "--force-conflicts",
-            "--field-manager=e2e",
-            "-f",
-            str(REPO / "crds"),
-        )
+        _install(kubectl, REPO / "crds")
     kube.wait_for(
         lambda: kubectl("get", "scalingprofiles", "-A", check=False).returncode == 0,
         what="ScalingProfile CRD served",

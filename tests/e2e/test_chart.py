@@ -24,15 +24,6 @@ MONITORING_CRDS = [
 ]
 
 
-@pytest.fixture(scope="module")
-def helm() -> str:
-    done = subprocess.run(
-        [str(REPO / "hack" / "build-helm.sh")], capture_output=True, text=True, check=False
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    return done.stdout.strip().splitlines()[-1]
-
-
 def _template(helm: str, namespace: str, *args: str) -> list[dict[str, Any]]:
     done = subprocess.run(
         [helm, "template", "hr", str(CHART), "--namespace", namespace, *args],

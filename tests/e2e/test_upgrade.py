@@ -109,15 +109,6 @@ def previous(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return dest
 
 
-@pytest.fixture(scope="module")
-def helm() -> str:
-    done = subprocess.run(
-        [str(REPO / "hack" / "build-helm.sh")], capture_output=True, text=True, check=False
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    return done.stdout.strip().splitlines()[-1]
-
-
 # ---------------------------------------------------------------- the profiles
 
 
