@@ -177,3 +177,14 @@ def test_exclusive_bounds_are_openapi_v3_booleans() -> None:
     latency = crd.openapi_schema(v1alpha1.AppAlerts)["properties"]["p95LatencySeconds"]
     assert latency["minimum"] == 0 and latency["exclusiveMinimum"] is True
     assert found
+
+
+def test_a_profile_not_yet_written_reads_as_not_observed() -> None:
+    """kstatus calls an object without status Current; the CRD's one status
+    default makes it observedGeneration 0, behind metadata.generation."""
+    root = crd.build_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    status = root["properties"]["status"]
+    assert status["default"] == {}
+    assert status["properties"]["observedGeneration"]["default"] == 0
+    defaults = [line for line in yamlfmt.dump(status).splitlines() if "default:" in line]
+    assert len(defaults) == 2, defaults  # no other invented status value

@@ -105,6 +105,13 @@ def build_crd() -> dict[str, Any]:
     """The CRD manifest for ScalingProfile, as a plain dict."""
     spec_schema = openapi_schema(v1alpha1.ScalingProfileSpec)
     status_schema = _strip_defaults(openapi_schema(status_models.ScalingProfileStatus))
+    # One default there on purpose: a profile the operator has not written
+    # yet reads as status.observedGeneration 0, behind metadata.generation, so
+    # kstatus (Flux, kpt) and Argo CD's check see "in progress" instead of
+    # calling a status-less object Current (the API server applies it when it
+    # reads the object, so profiles created before it get it too).
+    status_schema["default"] = {}
+    status_schema["properties"]["observedGeneration"]["default"] = 0
     conditions = status_schema["properties"]["conditions"]
     conditions["x-kubernetes-list-type"] = "map"
     conditions["x-kubernetes-list-map-keys"] = ["type"]
