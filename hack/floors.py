@@ -41,13 +41,15 @@ def pins() -> list[str]:
 def main() -> int:
     wanted = pins()
     cache = Path(os.environ.get("HEADROOM_CACHE", Path.home() / ".cache" / "headroom"))
-    key = hashlib.sha256("\n".join([sys.version, *wanted]).encode()).hexdigest()[:12]
+    # the tools the unit tests run with (not floors: the newest that install)
+    tools = ["pytest>=8.0", "hypothesis>=6.100"]
+    key = hashlib.sha256("\n".join([sys.version, *wanted, *tools]).encode()).hexdigest()[:12]
     venv = cache / f"floors-{key}"
     python = venv / "bin" / "python"
     if not (venv / ".installed").exists():
         subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True)
         subprocess.run(
-            [str(python), "-m", "pip", "install", "-q", *wanted, "pytest>=8.0"], check=True
+            [str(python), "-m", "pip", "install", "-q", *wanted, *tools], check=True
         )
         (venv / ".installed").write_text("\n".join(wanted) + "\n")
     print("floors:", " ".join(wanted), flush=True)
