@@ -48,9 +48,7 @@ def main() -> int:
     python = venv / "bin" / "python"
     if not (venv / ".installed").exists():
         subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True)
-        subprocess.run(
-            [str(python), "-m", "pip", "install", "-q", *wanted, *tools], check=True
-        )
+        subprocess.run([str(python), "-m", "pip", "install", "-q", *wanted, *tools], check=True)
         (venv / ".installed").write_text("\n".join(wanted) + "\n")
     print("floors:", " ".join(wanted), flush=True)
     env = {**os.environ, "PYTHONPATH": f"{ROOT / 'operator'}{os.pathsep}{ROOT}"}
