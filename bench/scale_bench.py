@@ -61,6 +61,7 @@ from headroom.api import v1alpha1  # noqa: E402
 from headroom.builders import common, desired  # noqa: E402
 from headroom.kube import client, config, kinds  # noqa: E402
 from headroom.planning import plan as plan_mod  # noqa: E402
+from headroom.reconcile import watches  # noqa: E402
 
 DEFAULT_OUT = REPO / "bench" / "results" / "scale.md"
 CACHE = Path(os.environ.get("HEADROOM_CACHE", Path.home() / ".cache" / "headroom"))
@@ -276,6 +277,7 @@ class Driver:
         self.kube = client.Kube(config.from_kubeconfig(Path(kubeconfig)), timeout_seconds=60)
         self.kube.register(NAMESPACE)
         self.kube.register(VOLUME)
+        self.kube.register(watches.PROFILE)
 
     async def close(self) -> None:
         await self.kube.close()
@@ -336,7 +338,7 @@ class Driver:
             await asyncio.sleep(1)
 
     async def profiles_ready(self) -> tuple[int, int]:
-        items, _ = await self.kube.list(kinds.SCALING_PROFILE)
+        items, _ = await self.kube.list(watches.PROFILE)
         ready = sum(
             1
             for i in items
@@ -350,7 +352,7 @@ class Driver:
     async def create_profile(
         self, body: dict[str, Any], *, dry_run: bool = False
     ) -> tuple[float, int]:
-        res = kinds.SCALING_PROFILE
+        res = watches.PROFILE
         started = time.perf_counter()
         try:
             await self.kube.request(
@@ -370,7 +372,7 @@ class Driver:
         patch = {"spec": {"pooler": {"parameters": {"server_idle_timeout": str(value)}}}}
         await self.kube.request(
             "PATCH",
-            kinds.SCALING_PROFILE.path(namespace=namespace, name="shop"),
+            watches.PROFILE.path(namespace=namespace, name="shop"),
             body=patch,
             content_type="application/merge-patch+json",
         )

@@ -4,7 +4,7 @@ autoscaling, alerts) and proves the connection budget fits.
 
 Layers (enforced by import-linter, see pyproject.toml): api -> planning ->
 builders are pure; kube talks to the API server; reconcile runs one idempotent
-pass; handlers and cli are the thin edges.
+pass; runtime (the process) and cli are the thin edges.
 """
 
 __version__ = "0.1.0"

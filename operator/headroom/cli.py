@@ -16,7 +16,7 @@
 - ``headroom crd``: the generated CRD (``make crds``).
 - ``headroom status``: every profile in the cluster of ``$KUBECONFIG``,
   grouped by database server (:mod:`headroom.overview`); ``-o json`` for scripts.
-- ``headroom run``: start the operator, see :mod:`headroom.handlers.operator`.
+- ``headroom run``: start the operator, see :mod:`headroom.runtime.process`.
 
 ``plan`` and ``render`` read profiles as strictly as the API server does
 (``"10"`` is not an integer, ``"false"`` not a boolean, a key may appear once)
@@ -39,7 +39,7 @@ from headroom.api import crd, v1alpha1
 from headroom.builders import alerts, bucket_server, common, desired
 from headroom.planning import bucket_server as server_mod
 from headroom.planning import plan as plan_mod
-from headroom.planning import shared, storage
+from headroom.planning import server_shares, storage
 
 KEDA_HELP = "plan queues for a cluster with KEDA (default: the CPU HPA fallback)"
 WITH_HELP = (
@@ -449,7 +449,7 @@ def _plan_all(args: argparse.Namespace, facts: plan_mod.Facts) -> list[_Planned]
     planned beside what the older ones open on every server it uses."""
     others = [body for path in args.beside for body in _load_beside(path)]
     mine = _load(args.file)
-    peers: list[shared.Peer] = []
+    peers: list[server_shares.Peer] = []
     found: list[tuple[str, v1alpha1.ScalingProfile | None, str]] = []
     seen: set[str] = set()
     for index, body in enumerate([*others, *mine]):
@@ -465,16 +465,16 @@ def _plan_all(args: argparse.Namespace, facts: plan_mod.Facts) -> list[_Planned]
             found.append((key, None, str(err)))
             continue
         # ordered as created one after the other (the order's text only compares)
-        peers.append(shared.Peer(key=key, created=f"{index:09d}", profile=profile))
+        peers.append(server_shares.Peer(key=key, created=f"{index:09d}", profile=profile))
         if index >= len(others):
             found.append((key, profile, ""))
-    opened = shared.shares(peers, facts=facts)
+    opened = server_shares.shares(peers, facts=facts)
     out = []
     for key, parsed, error in found:
         if parsed is None:
             out.append(_Planned(None, None, error))
             continue
-        beside = shared.older_uses(peers, opened, key=key)
+        beside = server_shares.older_uses(peers, opened, key=key)
         planned = plan_mod.plan(parsed, facts=dataclasses.replace(facts, shared=beside))
         out.append(_Planned(parsed, planned))
     return out
@@ -533,12 +533,13 @@ def _cmd_status(args: argparse.Namespace) -> int:
     import asyncio  # noqa: PLC0415 - the cluster client only when talking to a cluster
     import json  # noqa: PLC0415
 
-    from headroom.kube import client, config, errors, kinds  # noqa: PLC0415
+    from headroom.kube import client, config, errors  # noqa: PLC0415
+    from headroom.reconcile import watches  # noqa: PLC0415
 
     async def fetch() -> list[dict[str, Any]]:
         kube = client.Kube.from_environment(timeout_seconds=args.timeout)
         try:
-            items, _ = await kube.list(kinds.SCALING_PROFILE, namespace=args.namespace)
+            items, _ = await kube.list(watches.PROFILE, namespace=args.namespace)
             return items
         finally:
             await kube.close()
@@ -557,9 +558,9 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from headroom.handlers import operator  # noqa: PLC0415 - aiohttp only when running
+    from headroom.runtime import process  # noqa: PLC0415 - aiohttp only when running
 
-    return operator.run(namespace=args.namespace)
+    return process.run(namespace=args.namespace)
 
 
 COSI_CHOICES = ("v1alpha1", "v1alpha2", "none")

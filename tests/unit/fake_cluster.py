@@ -14,12 +14,11 @@ import itertools
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from headroom.builders import common
 from headroom.kube import errors
 from headroom.planning import budget as budget_mod
-from headroom.planning import storage
-from headroom.reconcile import registry
-from headroom.reconcile import shared as shared_state
+from headroom.planning import names, storage
+from headroom.reconcile import watches
+from headroom.runtime import share_table
 
 Obj = dict[str, Any]
 Key = tuple[str, str, str]  # (kind, namespace, name)
@@ -46,7 +45,7 @@ class FakeCluster:
         self.inputs_used: dict[str, set[tuple[str, str, str]]] = {}
         # a server-side rewrite applied to every stored object (normalisation)
         self.normalise: Callable[[Obj], None] | None = None
-        self.shared = shared_state.SharedBudgets()
+        self.shared = share_table.SharedBudgets()
         self._rv = itertools.count(100)
         self._uid = itertools.count(1)
 
@@ -78,13 +77,13 @@ class FakeCluster:
 
     def _ours(self, uid: str) -> Iterable[Obj]:
         for obj in self.objects.values():
-            if obj["kind"] not in registry.BY_KIND:
+            if obj["kind"] not in watches.BY_KIND:
                 continue
             meta = obj["metadata"]
             if any(r.get("uid") == uid for r in meta.get("ownerReferences") or []):
                 yield obj
             elif storage.is_retained(obj) and uid == storage.retained_key(
-                meta.get("namespace", ""), (meta.get("labels") or {}).get(common.PROFILE_LABEL, "")
+                meta.get("namespace", ""), (meta.get("labels") or {}).get(names.PROFILE_LABEL, "")
             ):
                 yield obj  # the retained index of the real cache
 
@@ -109,8 +108,8 @@ class FakeCluster:
     def served(self, kind: str) -> bool:
         if kind in ("BucketClaim", "BucketAccess"):
             return bool(self.cosi)
-        engine = registry.engine_of(kind)
-        if engine is registry.PROMETHEUS_OPERATOR:
+        engine = watches.engine_of(kind)
+        if engine is watches.PROMETHEUS_OPERATOR:
             return self.monitoring
         return self.keda or engine is None
 

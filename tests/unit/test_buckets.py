@@ -17,10 +17,10 @@ from headroom.api import v1alpha1
 from headroom.builders import bucket_server as bucket_builder
 from headroom.builders import buckets, common, desired
 from headroom.planning import bucket_server as server_plan
+from headroom.planning import names, storage
 from headroom.planning import plan as plan_mod
-from headroom.planning import storage
 from headroom.reconcile import buckets as bucket_probe
-from headroom.reconcile import engine, metrics, registry
+from headroom.reconcile import engine, metrics, watches
 from tests import profiles
 from tests.unit import fake_cluster
 
@@ -137,7 +137,7 @@ def test_a_retained_claim_has_no_owner_but_our_labels_and_the_annotation() -> No
     assert "ownerReferences" not in meta
     assert meta["annotations"] == {storage.RETAIN_ANNOTATION: "true"}
     assert meta["labels"]["app.kubernetes.io/managed-by"] == "headroom"
-    assert meta["labels"][common.PROFILE_LABEL] == "shop"
+    assert meta["labels"][names.PROFILE_LABEL] == "shop"
     # the access (the app's key) always goes with the profile
     access = desired.build(_plan(profiles.cosi_bucket()), _creds())["BucketAccess/shop-uploads"]
     assert access["metadata"]["ownerReferences"]
@@ -307,10 +307,10 @@ def test_v1alpha1_is_preferred_when_both_are_served() -> None:
             found["spec"]["versions"].append({"name": "v1alpha2", "served": True})
         return found
 
-    assert registry.installed(registry.COSI_V1ALPHA1, served)
-    assert not registry.installed(registry.COSI_V1ALPHA2, served)  # not watched twice
-    assert registry.installed(registry.COSI_V1ALPHA2, lambda _: crd("v1alpha2"))
-    assert registry.crd_names().count("bucketclaims.objectstorage.k8s.io") == 1
+    assert watches.installed(watches.COSI_V1ALPHA1, served)
+    assert not watches.installed(watches.COSI_V1ALPHA2, served)  # not watched twice
+    assert watches.installed(watches.COSI_V1ALPHA2, lambda _: crd("v1alpha2"))
+    assert watches.crd_names().count("bucketclaims.objectstorage.k8s.io") == 1
 
 
 # -- the engine ----------------------------------------------------------------------------

@@ -7,7 +7,7 @@ from typing import Any
 
 import yaml
 
-from headroom.handlers import webhook
+from headroom.runtime.admission import registration
 
 RBAC = Path(__file__).resolve().parents[2] / "manifests" / "rbac.yaml"
 
@@ -25,7 +25,7 @@ def test_only_our_own_webhook_configuration_may_be_read_changed_or_deleted() -> 
     assert all(r["resources"] == ["validatingwebhookconfigurations"] for r in admission)
     for rule in admission:
         if set(rule["verbs"]) - {"create"}:  # create cannot be limited by name
-            assert rule["resourceNames"] == [webhook.CONFIGURATION], rule
+            assert rule["resourceNames"] == [registration.CONFIGURATION], rule
     verbs = {v for r in admission for v in r["verbs"]}
     assert verbs == {"create", "get", "patch", "delete"}  # no list/watch/update of others
 
@@ -39,7 +39,7 @@ def test_no_wildcards_and_claims_are_only_read() -> None:
 
 
 def test_every_owned_kind_may_be_written_and_prometheuses_only_read() -> None:
-    from headroom.reconcile import registry
+    from headroom.reconcile import watches
 
     rules = _rules("ClusterRole")
 
@@ -51,7 +51,7 @@ def test_every_owned_kind_may_be_written_and_prometheuses_only_read() -> None:
             for v in r["verbs"]
         }
 
-    for owned in registry.ALL_OWNED:
+    for owned in watches.ALL_OWNED:
         assert {"create", "patch", "delete", "watch"} <= verbs(
             owned.resource.group, owned.resource.plural
         ), owned.kind

@@ -9,9 +9,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from headroom.api import v1alpha1
-from headroom.planning import admission, shared
+from headroom.planning import admission, server_shares
 from headroom.planning import plan as plan_mod
-from headroom.reconcile import shared as shared_state
+from headroom.runtime import share_table
 from tests import profiles
 
 
@@ -23,15 +23,15 @@ def _profile(name: str, *, created: str, namespace: str = "shop", **spec: Any) -
 
 def test_the_server_is_host_and_port_qualified_by_namespace() -> None:
     db = v1alpha1.parse_profile(profiles.base(**{"database.host": "pg"})).spec.database
-    assert shared.server_key("shop", db) == "pg.shop.svc:5432"
+    assert server_shares.server_key("shop", db) == "pg.shop.svc:5432"
     fqdn = v1alpha1.parse_profile(
         profiles.base(**{"database.host": "PG.shop.svc.cluster.local"})
     ).spec.database
-    assert shared.server_key("other", fqdn) == "pg.shop.svc:5432"
+    assert server_shares.server_key("other", fqdn) == "pg.shop.svc:5432"
 
 
 def test_the_second_profile_gets_what_the_first_leaves_and_no_more() -> None:
-    table = shared_state.SharedBudgets()
+    table = share_table.SharedBudgets()
     # the first pins its pool so that it leaves room: 3 pods at peak x 20 = 60 of 92
     first = _profile(
         "web",
@@ -55,7 +55,7 @@ def test_the_second_profile_gets_what_the_first_leaves_and_no_more() -> None:
 
 
 def test_a_profile_that_does_not_fit_beside_the_others_is_refused_naming_both() -> None:
-    table = shared_state.SharedBudgets()
+    table = share_table.SharedBudgets()
     table.update("shop/web", _profile("web", created="2026-01-01T00:00:00Z"))
     newcomer = _profile(
         "admin",
@@ -64,8 +64,8 @@ def test_a_profile_that_does_not_fit_beside_the_others_is_refused_naming_both() 
     )
     server = "db.shop.svc:5432"
 
-    def lookup(srv: str, key: str) -> tuple[shared.budget_mod.SharedUse, ...]:
-        return shared_state.others(table.table(), srv, key)
+    def lookup(srv: str, key: str) -> tuple[server_shares.budget_mod.SharedUse, ...]:
+        return share_table.others(table.table(), srv, key)
 
     message = admission.review(newcomer, shared=lookup)
     assert message is not None
@@ -76,7 +76,7 @@ def test_a_profile_that_does_not_fit_beside_the_others_is_refused_naming_both() 
 
 
 def test_profiles_on_different_servers_do_not_share() -> None:
-    table = shared_state.SharedBudgets()
+    table = share_table.SharedBudgets()
     table.update("shop/web", _profile("web", created="2026-01-01T00:00:00Z"))
     requeue, _ = table.update(
         "shop/other",
@@ -87,7 +87,7 @@ def test_profiles_on_different_servers_do_not_share() -> None:
 
 
 def test_deleting_the_older_profile_frees_its_share() -> None:
-    table = shared_state.SharedBudgets()
+    table = share_table.SharedBudgets()
     table.update("shop/web", _profile("web", created="2026-01-01T00:00:00Z"))
     table.update("shop/admin", _profile("admin", created="2026-01-02T00:00:00Z"))
     assert table.older("shop/admin")
@@ -102,7 +102,7 @@ def test_profiles_created_in_the_same_second_rank_by_their_first_plan_then_name(
     web = _profile("web", created=second, **small)
     admin = _profile("admin", created=second, **small)
     # neither planned yet: the name decides (shop/admin < shop/web), the same way everywhere
-    table = shared_state.SharedBudgets()
+    table = share_table.SharedBudgets()
     table.update("shop/web", web)
     table.update("shop/admin", admin)
     assert [u.profile for u in table.older("shop/web")] == ["shop/admin"]
@@ -133,15 +133,15 @@ def _reader(name: str, *, created: str, primary: str = "db", **spec: Any) -> dic
     )
 
 
-def _lookup(table: shared_state.SharedBudgets) -> Any:
-    def lookup(srv: str, key: str) -> tuple[shared.budget_mod.SharedUse, ...]:
-        return shared_state.others(table.table(), srv, key)
+def _lookup(table: share_table.SharedBudgets) -> Any:
+    def lookup(srv: str, key: str) -> tuple[server_shares.budget_mod.SharedUse, ...]:
+        return share_table.others(table.table(), srv, key)
 
     return lookup
 
 
 def test_two_read_pools_on_one_replica_the_second_is_refused_naming_both() -> None:
-    table = shared_state.SharedBudgets()
+    table = share_table.SharedBudgets()
     # on different primaries: only the replica links them
     table.update("shop/first", _reader("first", created="2026-01-01T00:00:00Z"))
     replica = "r1.replicas.example:5432"
@@ -163,7 +163,7 @@ def test_two_read_pools_on_one_replica_the_second_is_refused_naming_both() -> No
 
 
 def test_a_read_pool_gets_what_the_older_ones_leave_on_the_replica() -> None:
-    table = shared_state.SharedBudgets()
+    table = share_table.SharedBudgets()
     # the older one reads little: 2 read-pooler pods at peak x 20 on r1
     small = {"database.readReplicas.pooler": {"instances": 1}, "app.replicas.max": 4}
     table.update("shop/first", _reader("first", created="2026-01-01T00:00:00Z", **small))
@@ -184,7 +184,7 @@ def test_a_read_pool_gets_what_the_older_ones_leave_on_the_replica() -> None:
 
 def test_a_profile_whose_replica_is_another_profiles_primary_counts_both() -> None:
     """One server, two roles: one profile's primary is the other's read replica."""
-    table = shared_state.SharedBudgets()
+    table = share_table.SharedBudgets()
     table.update("shop/writer", _profile("writer", created="2026-01-01T00:00:00Z", **{
         "database.host": "r1.replicas.example"}))  # fmt: skip
     reader = _reader("reader", created="")
@@ -193,7 +193,7 @@ def test_a_profile_whose_replica_is_another_profiles_primary_counts_both() -> No
 
 
 def test_a_refused_profile_opens_nothing_on_any_of_its_servers() -> None:
-    table = shared_state.SharedBudgets()
+    table = share_table.SharedBudgets()
     table.update("shop/first", _reader("first", created="2026-01-01T00:00:00Z"))
     # refused on the replica: it must not keep a share of its own primary either
     table.update("shop/second", _reader("second", created="2026-01-02T00:00:00Z", primary="db2"))
@@ -234,10 +234,10 @@ def test_the_shares_are_the_same_whatever_order_the_profiles_arrive_in(
 ) -> None:
     """Primaries and replicas alike: a restart (a fresh table) and any order of
     watch events end in the same table."""
-    fresh = shared_state.SharedBudgets()
+    fresh = share_table.SharedBudgets()
     for key, body in group:
         fresh.update(key, body)
-    shuffled = shared_state.SharedBudgets()
+    shuffled = share_table.SharedBudgets()
     events = [*group, *group[: len(group) // 2]]  # some profiles seen twice (updates)
     order.shuffle(events)
     for key, body in events:

@@ -15,15 +15,15 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry, Histogram
 
 from headroom import settings as settings_mod
-from headroom.handlers import webhook
+from headroom.runtime.admission import certificates, registration, review, server
 from tests import certs, profiles
 
 
 def test_a_valid_profile_is_allowed_and_an_impossible_one_refused_with_the_field() -> None:
-    good = webhook.review({"uid": "1", "object": profiles.base()})
+    good = review.review({"uid": "1", "object": profiles.base()})
     assert good == {"uid": "1", "allowed": True}
     bad_body = profiles.base(**{"pooler.parameters": {"default_pool_size": "90"}})
-    bad = webhook.review({"uid": "2", "object": bad_body})
+    bad = review.review({"uid": "2", "object": bad_body})
     assert bad["allowed"] is False and bad["status"]["code"] == 422
     assert "spec.pooler.parameters.default_pool_size" in bad["status"]["message"]
 
@@ -31,7 +31,7 @@ def test_a_valid_profile_is_allowed_and_an_impossible_one_refused_with_the_field
 def test_a_metadata_only_change_always_passes() -> None:
     impossible = profiles.base(**{"pooler.parameters": {"default_pool_size": "90"}})
     relabelled = {**impossible, "metadata": {**impossible["metadata"], "labels": {"a": "b"}}}
-    answer = webhook.review({"uid": "3", "object": relabelled, "oldObject": impossible})
+    answer = review.review({"uid": "3", "object": relabelled, "oldObject": impossible})
     assert answer["allowed"] is True
 
 
@@ -47,19 +47,19 @@ def test_the_server_process_answers_admission_reviews(tmp_path: Path) -> None:
     cfg = settings_mod.Settings(
         webhook_addr="127.0.0.1", webhook_port=port, webhook_cert_dir=tmp_path
     )
-    cert, key = webhook.install(cfg, *webhook.local_certificate(cfg))
+    cert, key = certificates.install(cfg, *certificates.local_certificate(cfg))
     latency = Histogram("t_admission", "t", registry=CollectorRegistry())
-    server = webhook.Server(cfg, cert=cert, key=key, latency=latency)
-    server.start()
+    webhook = server.Server(cfg, cert=cert, key=key, latency=latency)
+    webhook.start()
     try:
-        assert server.alive
+        assert webhook.alive
         review = {
             "apiVersion": "admission.k8s.io/v1",
             "kind": "AdmissionReview",
             "request": {"uid": "u1", "object": profiles.base()},
         }
         request = urllib.request.Request(
-            f"https://127.0.0.1:{port}{webhook.PATH}",
+            f"https://127.0.0.1:{port}{registration.PATH}",
             data=json.dumps(review).encode(),
             headers={"Content-Type": "application/json"},
         )
@@ -69,8 +69,8 @@ def test_the_server_process_answers_admission_reviews(tmp_path: Path) -> None:
         assert answer["response"] == {"uid": "u1", "allowed": True}
         assert answer["kind"] == "AdmissionReview"
     finally:
-        server.stop()
-    assert not server.alive
+        webhook.stop()
+    assert not webhook.alive
 
 
 def _served_certificate(port: int) -> bytes:
@@ -83,52 +83,52 @@ def test_a_renewed_certificate_is_served_without_a_restart(tmp_path: Path) -> No
     cfg = settings_mod.Settings(
         webhook_addr="127.0.0.1", webhook_port=port, webhook_cert_dir=tmp_path
     )
-    first = webhook.local_certificate(cfg)
-    cert, key = webhook.install(cfg, *first)
+    first = certificates.local_certificate(cfg)
+    cert, key = certificates.install(cfg, *first)
     # the pair on disk is current: asked again, it is kept
-    assert webhook.local_certificate(cfg) == first
+    assert certificates.local_certificate(cfg) == first
     latency = Histogram("t_admission_renew", "t", registry=CollectorRegistry())
-    server = webhook.Server(cfg, cert=cert, key=key, latency=latency)
-    server.start()
+    webhook = server.Server(cfg, cert=cert, key=key, latency=latency)
+    webhook.start()
     try:
         before = _served_certificate(port)
         assert before == ssl.PEM_cert_to_DER_cert(first[0].decode())
-        renewed = webhook._generate(["localhost", "127.0.0.1"])
-        webhook.install(cfg, *renewed)
+        renewed = certificates.generate(["localhost", "127.0.0.1"])
+        certificates.install(cfg, *renewed)
         wanted = ssl.PEM_cert_to_DER_cert(renewed[0].decode())
         deadline = time.monotonic() + 10
         while _served_certificate(port) != wanted:
             assert time.monotonic() < deadline, "the renewed certificate was never served"
             time.sleep(0.2)
-        assert server.alive  # the same process, no restart
+        assert webhook.alive  # the same process, no restart
     finally:
-        server.stop()
+        webhook.stop()
 
 
 def test_the_ca_bundle_keeps_valid_distinct_certificates_only() -> None:
-    old, _ = webhook._generate(["localhost"])
-    new, _ = webhook._generate(["localhost"])
+    old, _ = certificates.generate(["localhost"])
+    new, _ = certificates.generate(["localhost"])
     expired = certs.pem(
         certs.ca(
             "gone", not_before=-3 * datetime.timedelta(days=1), not_after=-datetime.timedelta(1)
         )[1]
     ).encode()
-    bundle = webhook.ca_bundle(new, old, new, expired, b"garbage")
+    bundle = certificates.ca_bundle(new, old, new, expired, b"garbage")
     assert bundle == new + old
     # a bundle given whole keeps every certificate in it (the renewal passes
     # the current caBundle back in)
-    assert webhook.ca_bundle(new, bundle) == new + old
+    assert certificates.ca_bundle(new, bundle) == new + old
     configuration = {
         "webhooks": [{"clientConfig": {"caBundle": base64.b64encode(bundle).decode()}}]
     }
-    assert webhook.trusts(configuration, old) and webhook.trusts(configuration, new)
-    assert not webhook.trusts(configuration, expired)
-    assert not webhook.trusts(None, new)
+    assert registration.trusts(configuration, old) and registration.trusts(configuration, new)
+    assert not registration.trusts(configuration, expired)
+    assert not registration.trusts(None, new)
 
 
 def test_the_in_cluster_configuration_points_at_the_service_path() -> None:
     cfg = settings_mod.Settings(webhook_service="headroom-system/headroom-webhook")
-    (hook,) = webhook.configuration(cfg, b"-----BEGIN CERTIFICATE-----")["webhooks"]
+    (hook,) = registration.configuration(cfg, b"-----BEGIN CERTIFICATE-----")["webhooks"]
     service = hook["clientConfig"]["service"]
     assert service["path"] == "/validate/scalingprofile"  # not //scalingprofile
     assert (service["namespace"], service["name"]) == ("headroom-system", "headroom-webhook")

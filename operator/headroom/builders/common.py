@@ -16,8 +16,6 @@ from headroom.api import v1alpha1
 from headroom.planning import bucket_server, names, storage
 from headroom.planning import plan as plan_mod
 
-MANAGED_BY = "headroom"
-PROFILE_LABEL = "headroom.dev/profile"
 CONFIG_HASH_ANNOTATION = "headroom.dev/config-hash"
 AUTH_REVISION_ANNOTATION = "headroom.dev/auth-revision"
 CA_REVISION_ANNOTATION = "headroom.dev/server-ca-revision"
@@ -68,9 +66,9 @@ def selector_labels(plan: plan_mod.Plan, *, component: str, name: str) -> dict[s
 def labels(plan: plan_mod.Plan, *, component: str, name: str) -> dict[str, str]:
     result = {
         **selector_labels(plan, component=component, name=name),
-        "app.kubernetes.io/managed-by": MANAGED_BY,
+        "app.kubernetes.io/managed-by": names.MANAGED_BY,
         "app.kubernetes.io/part-of": plan.app.deployment,
-        PROFILE_LABEL: plan.name,
+        names.PROFILE_LABEL: plan.name,
     }
     if len(plan.app.deployment) > names.DNS_LABEL_MAX:
         # a Deployment name may be longer than a label value can be

@@ -1,18 +1,17 @@
-"""Every watch the operator keeps, in one place: the observed state passes read.
+"""Every watch a controller keeps, in one place: the observed state passes read.
 
-- profiles: all ScalingProfiles in scope;
+- the primary kind (the controller's own custom resource), all in scope;
 - owned children: one informer per child kind (per watched namespace), filtered
-  on the server by Headroom's labels, indexed by owner uid;
-- inputs a profile references but does not own (the app Deployment, the
-  credentials Secret): one watch per object (``fieldSelector=metadata.name=``,
-  as the kubelet watches the Secrets its pods mount), kept while some profile
-  references it;
-- composed engines' CRDs, one watch per CRD name: whether KEDA (...) is served;
-- while prometheus-operator is installed, its ``Prometheus`` objects (all
-  namespaces, read only): what they select decides the alerts' labels.
+  on the server by the owner's label selector, indexed by the index function
+  the caller passes (owner uids by default);
+- inputs an object references but does not own: one watch per object
+  (``fieldSelector=metadata.name=``, as the kubelet watches the Secrets its
+  pods mount), kept while something references it;
+- CRDs, one watch per CRD name: whether a custom kind is served;
+- kinds watched whole and read only while the caller wants them (cluster-wide).
 
-No other object of a tenant reaches the operator. Called by the runtime
-(:mod:`headroom.handlers.operator`), read by the engine.
+Generic: what is the primary kind, what is owned and what is watched is the
+caller's declaration (the runtime, from :mod:`headroom.reconcile.watches`).
 """
 
 from __future__ import annotations
@@ -40,25 +39,26 @@ class Cache:
         self,
         kube: kube_client.Kube,
         *,
+        primary: kinds.Resource,
         namespaces: tuple[str, ...] = (),
         owned_selector: str,
+        owned_index: informer.IndexFunction = informer.owner_uids,
         on_profile: informer.Handler,
         on_child: ChildHandler,
         on_input: InputHandler,
         on_crd: CrdHandler,
-        on_prometheus: Callable[[], None] | None = None,
     ) -> None:
         self.kube = kube
+        self.primary = primary
         self.scopes: tuple[str | None, ...] = namespaces or (None,)
         self.owned_selector = owned_selector
+        self.owned_index = owned_index
         self._on_child = on_child
         self._on_input = on_input
         self._on_crd = on_crd
-        self._on_prometheus = on_prometheus
-        self.prometheus: informer.Informer | None = None
+        self.whole: dict[kinds.Resource, informer.Informer] = {}
         self.profiles = [
-            informer.Informer(kube, kinds.SCALING_PROFILE, namespace=ns, handler=on_profile)
-            for ns in self.scopes
+            informer.Informer(kube, primary, namespace=ns, handler=on_profile) for ns in self.scopes
         ]
         self.owned: dict[kinds.Resource, list[informer.Informer]] = {}
         self.crds: dict[str, informer.Informer] = {}
@@ -88,9 +88,7 @@ class Cache:
             crd.start()
 
     def all_informers(self) -> list[informer.Informer]:
-        found = [*self.profiles, *self.crds.values(), *self.inputs.values()]
-        if self.prometheus is not None:
-            found.append(self.prometheus)
+        found = [*self.profiles, *self.crds.values(), *self.inputs.values(), *self.whole.values()]
         for group in self.owned.values():
             found += group
         return found
@@ -122,7 +120,12 @@ class Cache:
 
         group = [
             informer.Informer(
-                self.kube, res, namespace=ns, label_selector=self.owned_selector, handler=changed
+                self.kube,
+                res,
+                namespace=ns,
+                label_selector=self.owned_selector,
+                handler=changed,
+                index=self.owned_index,
             )
             for ns in self.scopes
         ]
@@ -134,28 +137,29 @@ class Cache:
         group = self.owned.pop(res, [])
         await asyncio.gather(*(i.stop() for i in group))
 
-    def watch_prometheuses(self) -> informer.Informer:
-        """Start caching the cluster's Prometheus objects (prometheus-operator installed)."""
-        if self.prometheus is None:
+    def watch_whole(self, res: kinds.Resource, on_change: Callable[[], None]) -> informer.Informer:
+        """Start caching every object of ``res`` in the cluster (read only)."""
+        found = self.whole.get(res)
+        if found is None:
 
             def changed(kind: str, old: Any, new: Any) -> None:
-                if self._on_prometheus is not None:
-                    self._on_prometheus()
+                on_change()
 
-            self.prometheus = informer.Informer(self.kube, kinds.PROMETHEUS, handler=changed)
-            self.prometheus.start()
-        return self.prometheus
+            found = self.whole[res] = informer.Informer(self.kube, res, handler=changed)
+            found.start()
+        return found
 
-    async def unwatch_prometheuses(self) -> None:
-        inf, self.prometheus = self.prometheus, None
-        if inf is not None:
-            await inf.stop()
+    async def unwatch_whole(self, res: kinds.Resource) -> None:
+        found = self.whole.pop(res, None)
+        if found is not None:
+            await found.stop()
 
-    def prometheuses(self) -> list[Obj]:
-        """The cached Prometheus objects (none while they are not watched)."""
-        if self.prometheus is None:
+    def all_of(self, res: kinds.Resource) -> list[Obj]:
+        """The cached objects of a kind watched whole (none while it is not)."""
+        found = self.whole.get(res)
+        if found is None:
             return []
-        return [entry.object() for entry in self.prometheus.items.values()]
+        return [entry.object() for entry in found.items.values()]
 
     # -- reads --------------------------------------------------------------------
 
@@ -195,7 +199,7 @@ class Cache:
         found: dict[kinds.Resource, list[Obj]] = {}
         for res, group in self.owned.items():
             for inf in group:
-                for entry in inf.owned_by(owner_uid):
+                for entry in inf.indexed(owner_uid):
                     found.setdefault(res, []).append(entry.object())
         return found
 
@@ -205,7 +209,7 @@ class Cache:
             (res.kind, e.name, e.resource_version)
             for res, group in self.owned.items()
             for inf in group
-            for e in inf.owned_by(owner_uid)
+            for e in inf.indexed(owner_uid)
         )
 
     def owned_synced(self, res: kinds.Resource) -> bool:
@@ -276,7 +280,7 @@ class Cache:
 
     def record_write(self, obj: Obj) -> None:
         res = self.kube.resource_of(obj)
-        if res == kinds.SCALING_PROFILE:
+        if res == self.primary:
             for inf in self.profiles:
                 if inf.namespace in (None, obj["metadata"].get("namespace")):
                     inf.upsert(obj)

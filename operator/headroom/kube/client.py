@@ -5,7 +5,7 @@ timeout (a hung connection can never hold a pass forever); writes use
 server-side apply under one field manager (:data:`FIELD_MANAGER`); watches are
 streamed on their own connection pool with a read timeout a little longer than
 the server-side one. Resources are known ahead of time (:mod:`headroom.kube.kinds`,
-plus what the engine registry adds), so no discovery request is ever made.
+plus what the caller registers), so no discovery request is ever made.
 """
 
 from __future__ import annotations

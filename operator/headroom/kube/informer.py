@@ -9,6 +9,9 @@ Objects are kept as compact JSON without ``managedFields`` (a cluster of 500
 profiles holds ~12,000 of them) and parsed on read. Writes the operator makes
 itself are put in with :meth:`Informer.upsert` (newer resourceVersion wins), so
 the watch event of our own write is recognised as known and triggers nothing.
+An index function (owner uids by default; the caller may pass its own, as
+client-go's indexers are) decides the keys :meth:`Informer.indexed` finds an
+object under.
 """
 
 from __future__ import annotations
@@ -23,10 +26,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from headroom.builders import common
 from headroom.kube import client as kube_client
 from headroom.kube import errors, kinds
-from headroom.planning import storage
 
 log = logging.getLogger(__name__)
 
@@ -48,18 +49,7 @@ class Entry:
     resource_version: str
     owners: tuple[tuple[str, str, str], ...]  # (kind, name, uid) of each owner reference
     spec_fingerprint: str
-    # a retained child (headroom.dev/retain, no owner reference): the name of
-    # the profile whose label it carries ("" for any other object)
-    retained_for: str = ""
-
-    @property
-    def owner_uids(self) -> tuple[str, ...]:
-        """The owner index's keys: owner uids, and the
-        :func:`headroom.planning.storage.retained_key` of a retained child."""
-        uids = tuple(uid for _, _, uid in self.owners)
-        if self.retained_for:
-            uids += (storage.retained_key(self.namespace, self.retained_for),)
-        return uids
+    index: tuple[str, ...] = ()  # the keys the informer's index function gave it
 
     def object(self) -> Obj:
         found: Obj = json.loads(self.raw)
@@ -75,7 +65,17 @@ def _newer(candidate: str, than: str) -> bool:
     return candidate != than
 
 
-def make_entry(obj: Obj) -> Entry:
+# An object -> the keys it is indexed under.
+IndexFunction = Callable[[Obj], tuple[str, ...]]
+
+
+def owner_uids(obj: Obj) -> tuple[str, ...]:
+    """The default index: the uid of each owner reference."""
+    meta = obj.get("metadata") or {}
+    return tuple(str(r.get("uid")) for r in meta.get("ownerReferences") or [])
+
+
+def make_entry(obj: Obj, index: IndexFunction = owner_uids) -> Entry:
     meta = obj.get("metadata") or {}
     meta.pop("managedFields", None)
     annotations = meta.get("annotations")
@@ -100,9 +100,7 @@ def make_entry(obj: Obj) -> Entry:
             for r in meta.get("ownerReferences") or []
         ),
         spec_fingerprint=fingerprint,
-        retained_for=str((meta.get("labels") or {}).get(common.PROFILE_LABEL) or "")
-        if (annotations or {}).get(storage.RETAIN_ANNOTATION) == "true"
-        else "",
+        index=index(obj),
     )
 
 
@@ -123,6 +121,7 @@ class Informer:
         field_selector: str = "",
         handler: Handler | None = None,
         watch_seconds: tuple[int, int] = (300, 600),
+        index: IndexFunction = owner_uids,
     ) -> None:
         self.kube = kube
         self.resource = resource
@@ -131,8 +130,9 @@ class Informer:
         self.field_selector = field_selector
         self.handler = handler
         self.watch_seconds = watch_seconds
+        self.index = index
         self.items: dict[Key, Entry] = {}
-        self.by_owner: dict[str, set[Key]] = {}
+        self.by_index: dict[str, set[Key]] = {}
         self.synced = asyncio.Event()
         self.served = True  # False while the kind is not served (its CRD is absent)
         self.last_error = ""
@@ -169,15 +169,16 @@ class Informer:
     def get(self, namespace: str | None, name: str) -> Entry | None:
         return self.items.get((namespace or "", name))
 
-    def owned_by(self, uid: str) -> list[Entry]:
-        return [self.items[k] for k in self.by_owner.get(uid, ()) if k in self.items]
+    def indexed(self, key: str) -> list[Entry]:
+        """The entries the index function put under ``key`` (an owner's uid)."""
+        return [self.items[k] for k in self.by_index.get(key, ()) if k in self.items]
 
     # -- writes the operator made itself ----------------------------------------
 
     def upsert(self, obj: Obj) -> None:
         """Put the server's answer to our own write into the store, unless the
         watch already brought something newer."""
-        entry = make_entry(obj)
+        entry = make_entry(obj, self.index)
         key = (entry.namespace, entry.name)
         current = self.items.get(key)
         if current is None or _newer(entry.resource_version, current.resource_version):
@@ -194,8 +195,8 @@ class Informer:
         if old is not None:
             self._unindex(key, old)
         self.items[key] = entry
-        for uid in entry.owner_uids:
-            self.by_owner.setdefault(uid, set()).add(key)
+        for index_key in entry.index:
+            self.by_index.setdefault(index_key, set()).add(key)
 
     def _drop(self, key: Key) -> Entry | None:
         old = self.items.pop(key, None)
@@ -204,12 +205,12 @@ class Informer:
         return old
 
     def _unindex(self, key: Key, entry: Entry) -> None:
-        for uid in entry.owner_uids:
-            keys = self.by_owner.get(uid)
+        for index_key in entry.index:
+            keys = self.by_index.get(index_key)
             if keys is not None:
                 keys.discard(key)
                 if not keys:
-                    del self.by_owner[uid]
+                    del self.by_index[index_key]
 
     def _emit(self, kind: str, old: Entry | None, new: Entry | None) -> None:
         if self.handler is None:
@@ -222,7 +223,7 @@ class Informer:
     def _replace(self, objects: list[Obj], *, initial: bool) -> None:
         fresh = {}
         for obj in objects:
-            entry = make_entry(obj)
+            entry = make_entry(obj, self.index)
             fresh[(entry.namespace, entry.name)] = entry
         for key in [k for k in self.items if k not in fresh]:
             old = self._drop(key)
@@ -237,7 +238,7 @@ class Informer:
                 self._emit("MODIFIED" if old else "ADDED", old, entry)
 
     def _on_event(self, kind: str, obj: Obj) -> None:
-        entry = make_entry(obj)
+        entry = make_entry(obj, self.index)
         key = (entry.namespace, entry.name)
         old = self.items.get(key)
         if kind == "DELETED":

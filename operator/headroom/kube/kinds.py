@@ -1,16 +1,15 @@
-"""The REST resources Headroom reads and writes, known ahead of time.
+"""REST resources: what a kind's URL path is, and the built-in Kubernetes
+kinds the client knows without a discovery request.
 
-Built-in kinds never change; composed engines' kinds (KEDA, ...) are added by
-the engine registry (:mod:`headroom.reconcile.registry`), and whether they are
-served right now is learned from their CRDs, not from discovery requests.
+Generic: the operator's own kind and the kinds of the engines it composes are
+declared by the caller (:mod:`headroom.reconcile.watches`) and registered with
+the client; whether a custom kind is served is learned from its CRD.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from urllib.parse import quote
-
-from headroom.api import v1alpha1
 
 
 @dataclass(frozen=True)
@@ -60,12 +59,6 @@ VALIDATING_WEBHOOK = Resource(
     "validatingwebhookconfigurations",
     False,
 )
-SCALING_PROFILE = Resource(v1alpha1.API_VERSION, v1alpha1.KIND, v1alpha1.PLURAL)
-# read (never written): the database of spec.database.readReplicas mode cnpg
-CNPG_CLUSTER = Resource("postgresql.cnpg.io/v1", "Cluster", "clusters")
-# read (never written): what the installed Prometheus selects, and the namespace
-# labels its namespace selectors look at
-PROMETHEUS = Resource("monitoring.coreos.com/v1", "Prometheus", "prometheuses")
 NAMESPACE = Resource("v1", "Namespace", "namespaces", False)
 
 BUILTIN: tuple[Resource, ...] = (
@@ -80,7 +73,9 @@ BUILTIN: tuple[Resource, ...] = (
     INGRESS,
     HPA,
     LEASE,
+    PVC,
+    STORAGE_CLASS,
+    NAMESPACE,
     CRD,
     VALIDATING_WEBHOOK,
-    SCALING_PROFILE,
 )

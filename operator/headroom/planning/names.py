@@ -1,13 +1,14 @@
 """The one home of every name and host of what a profile owns.
 
 Every child object's name, the in-cluster host of every Service Headroom runs,
-the replication slots its standbys use on the primary, and the hosts of the
-CloudNativePG Services it points the pools at are decided here and nowhere
-else. :class:`ChildNames` answers for one profile (``plan.names`` in builders,
-the reconcile pass, the observers and the probes; ``ChildNames.of(profile)``
-where there is no plan yet); :meth:`ChildNames.long_names` gives the planner
-the names a user-chosen part ends up in, so a profile whose children could not
-be created is refused at admission, naming the field. Pure.
+the replication slots its standbys use on the primary, the hosts of the
+CloudNativePG Services it points the pools at, and the labels that mark a
+child as Headroom's are decided here and nowhere else. :class:`ChildNames`
+answers for one profile (``plan.names`` in builders, the reconcile pass, the
+observers and the probes; ``ChildNames.of(profile)`` where there is no plan
+yet); its ``*_long_names`` give the planner the names a user-chosen part ends
+up in, so a profile whose children could not be created is refused at
+admission, naming the field. Pure.
 """
 
 from __future__ import annotations
@@ -22,6 +23,10 @@ DNS_LABEL_MAX = 63
 # A StatefulSet's pods carry controller-revision-hash=<name>-<10-char hash>, a
 # label value, so the StatefulSet name itself must stay within 52 characters.
 STATEFULSET_NAME_MAX = 52
+# Every child carries both labels (builders.common); the operator's caches see
+# only objects that carry them.
+MANAGED_BY = "headroom"
+PROFILE_LABEL = "headroom.dev/profile"
 # Replication slots Headroom makes on a primary start with this.
 SLOT_PREFIX = "headroom_"
 _SLOT = re.compile(r"^[a-z0-9_]{1,63}$")  # Postgres: lower case, digits, underscore

@@ -3,7 +3,7 @@ that is the same for every profile pointing at the same server.
 
 A server's ``max_connections`` is shared by whatever connects to it, so the
 budget of every profile on it counts what the others open (see
-:mod:`headroom.planning.shared`): the primary (``spec.database``), and the
+:mod:`headroom.planning.server_shares`): the primary (``spec.database``), and the
 read replicas somebody else runs (``readReplicas.hosts``, or a CloudNativePG
 Cluster's ``-ro`` Service), which other profiles may list too. The standbys of
 mode streaming are the profile's own and shared with nobody.

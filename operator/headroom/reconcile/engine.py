@@ -43,17 +43,15 @@ from headroom.builders import (
 from headroom.kube import errors
 from headroom.planning import bucket_server as server_mod
 from headroom.planning import budget as budget_mod
-from headroom.planning import membership, monitoring
+from headroom.planning import membership, monitoring, server_shares
 from headroom.planning import plan as plan_mod
 from headroom.planning import replicas as replicas_mod
-from headroom.planning import shared as shared_mod
 from headroom.planning import storage as storage_mod
 from headroom.reconcile import buckets as bucket_probe
-from headroom.reconcile import compare, observe, registry
+from headroom.reconcile import compare, observe, watches
 from headroom.reconcile import metrics as metrics_mod
 from headroom.reconcile import primary as primary_mod
 from headroom.reconcile import replicas as replica_probe
-from headroom.reconcile import shared as shared_state
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +63,7 @@ MONITORING_KINDS = ("PrometheusRule", "PodMonitor", "ServiceMonitor")
 
 class Cluster(Protocol):
     """What a pass reads (from caches) and writes. The real one is
-    :class:`headroom.handlers.operator.CachedCluster`; tests use a fake."""
+    :class:`headroom.runtime.cluster.CachedCluster`; tests use a fake."""
 
     def profile(self, namespace: str, name: str) -> Obj | None: ...
     def children(self, owner_uid: str) -> dict[str, Obj]: ...  # "Kind/name" -> object
@@ -346,7 +344,7 @@ class Engine:
             planned = plan_mod.plan(profile, facts=facts)
         budget = _budget_status(
             planned,
-            since=shared_state.planned_since(body)
+            since=server_shares.planned_since(body)
             or datetime.datetime.now(datetime.UTC).isoformat(timespec="microseconds"),
         )
         if not planned.ok:
@@ -867,7 +865,7 @@ class Engine:
         prune_after = [k for k in leftovers if k not in prune_first]
         await self._prune(key, prune_first, children, result, events)
         changed: list[str] = []
-        for stage in registry.Stage:
+        for stage in watches.Stage:
             batch = [k for k in wanted.objects if _owned_kind(k).stage == stage]
             outcomes = await asyncio.gather(
                 *(self._apply_one(key, wanted.objects[k], children.get(k), result) for k in batch)
@@ -992,8 +990,8 @@ def _needs_namespace_labels(prometheus: Obj) -> bool:
     return False
 
 
-def _owned_kind(key: str) -> registry.OwnedKind:
-    return registry.BY_KIND[key.split("/", 1)[0]]
+def _owned_kind(key: str) -> watches.OwnedKind:
+    return watches.BY_KIND[key.split("/", 1)[0]]
 
 
 def _without_nulls(value: Any) -> Any:
@@ -1026,7 +1024,7 @@ def _budget_status(planned: plan_mod.Plan, *, since: str) -> dict[str, Any]:
         max_client_conn=b.max_client_conn,
         server_connections=b.server_connections,
         margin=b.margin,
-        server=shared_mod.server_key(planned.namespace, planned.database),
+        server=server_shares.server_key(planned.namespace, planned.database),
         shared_with=[
             status_models.SharedProfile(
                 profile=use.profile, server_connections=use.server_connections

@@ -1,10 +1,25 @@
-"""The kinds a profile may own, and the optional engines Headroom composes.
+"""What the ScalingProfile controller is for, owns, reads and watches, and
+which profile an event queues: the one declaration of it (controller-runtime's
+``For/Owns/Watches``).
 
-One :class:`ComposedEngine` entry per engine: its kinds (with the stage each is
-applied in and whether a leftover is pruned before the apply), the CRDs whose
-presence says it is installed, and the planning fact it sets. KEDA is the first;
-CloudNativePG, COSI and prometheus-operator are one entry each. Pure data plus
-pure functions of CRD objects; read by the engine and the runtime.
+- **For**: :data:`PROFILE`, every ScalingProfile in scope.
+- **Owns**: :data:`BUILTIN_OWNED` and the kinds of each composed engine in
+  :data:`ENGINES` (KEDA, CloudNativePG, prometheus-operator, COSI), each with
+  the stage it is applied in and whether a leftover goes before the apply.
+  Children are watched with :data:`OWNED_SELECTOR` and indexed by
+  :func:`owner_index` (owner uids, and the retained key of a retained child).
+- **Reads** (never written): :data:`INPUTS`, the objects a profile references
+  by name, each watched alone while referenced (the app's Deployment, its
+  Secrets, a CNPG Cluster, its namespace), and :data:`LOOKUPS`, asked of the
+  API server's cache only when a pass needs them (PVCs, StorageClasses).
+- **Watches**: the engines' CRDs (:func:`crd_names`), which say whether an
+  engine is installed, and the :data:`PROMETHEUS` objects while
+  prometheus-operator is (what they select labels the alerts).
+- **Which key**: :func:`profiles_of` (a child's event queues its owner, or the
+  profile a retained child is kept for).
+
+The runtime sets its caches up from this module; the pass reads the stage of
+each kind and the engines' facts from it. Pure data plus pure functions.
 """
 
 from __future__ import annotations
@@ -14,7 +29,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from headroom.api import v1alpha1
 from headroom.kube import kinds
+from headroom.planning import names, storage
+
+Obj = dict[str, Any]
+
+PROFILE = kinds.Resource(v1alpha1.API_VERSION, v1alpha1.KIND, v1alpha1.PLURAL)
+# Only objects carrying both labels reach the operator's child caches.
+OWNED_SELECTOR = f"app.kubernetes.io/managed-by={names.MANAGED_BY},{names.PROFILE_LABEL}"
 
 
 class Stage(enum.IntEnum):
@@ -41,6 +64,8 @@ class OwnedKind:
 
 @dataclass(frozen=True)
 class ComposedEngine:
+    """An optional engine Headroom composes when its CRDs are served."""
+
     name: str
     fact: str  # the planning Facts field it sets
     kinds: tuple[OwnedKind, ...]
@@ -105,9 +130,6 @@ PROMETHEUS_OPERATOR = ComposedEngine(
         )
     ),
 )
-# Read, never owned: the Prometheus objects whose selectors the rules and
-# monitors are labelled for (watched while prometheus-operator is installed).
-PROMETHEUS_CRD = kinds.PROMETHEUS.crd_name
 
 
 # COSI (objectstorage.k8s.io): spec.storage.buckets with provider cosi. v1alpha1
@@ -139,6 +161,29 @@ ENGINES: tuple[ComposedEngine, ...] = (
 ALL_OWNED: tuple[OwnedKind, ...] = BUILTIN_OWNED + tuple(k for e in ENGINES for k in e.kinds)
 BY_KIND: dict[str, OwnedKind] = {k.kind: k for k in ALL_OWNED}
 
+# -- read, never written ---------------------------------------------------------
+
+# the database of readReplicas mode cnpg
+CNPG_CLUSTER = kinds.Resource("postgresql.cnpg.io/v1", "Cluster", "clusters")
+# referenced by name, each watched alone while a profile references it: the
+# app's Deployment, the credentials and CA Secrets, the CNPG Cluster, and the
+# profile's namespace (whose labels a Prometheus' namespace selector may look at)
+INPUTS: tuple[kinds.Resource, ...] = (kinds.DEPLOYMENT, kinds.SECRET, CNPG_CLUSTER, kinds.NAMESPACE)
+# asked of the API server's cache only while a Redis with persistence is not
+# ready, to say why
+LOOKUPS: tuple[kinds.Resource, ...] = (kinds.PVC, kinds.STORAGE_CLASS)
+# watched cluster-wide while prometheus-operator is installed: what they select
+# decides the alerts' and monitors' labels
+PROMETHEUS = kinds.Resource("monitoring.coreos.com/v1", "Prometheus", "prometheuses")
+PROMETHEUS_CRD = PROMETHEUS.crd_name
+
+# The resource of each kind a pass names (a composed kind: its first engine's
+# version; the runtime picks the installed one).
+RESOURCES: dict[str, kinds.Resource] = {
+    **{r.kind: r for r in (*INPUTS, *LOOKUPS)},
+    **{k.kind: k.resource for k in ALL_OWNED},
+}
+
 
 def engine_of(kind: str) -> ComposedEngine | None:
     found = engines_of(kind)
@@ -155,7 +200,7 @@ def crd_names() -> tuple[str, ...]:
     return tuple(dict.fromkeys(n for e in ENGINES for n in e.crd_names))
 
 
-def crd_served(crd: dict[str, Any] | None, version: str) -> bool:
+def crd_served(crd: Obj | None, version: str) -> bool:
     """The CRD exists, is Established, is not being deleted (then the API server
     refuses new objects) and serves ``version``."""
     if not crd or crd.get("metadata", {}).get("deletionTimestamp"):
@@ -170,7 +215,7 @@ def crd_served(crd: dict[str, Any] | None, version: str) -> bool:
     return established and version in versions
 
 
-def installed(engine: ComposedEngine, crd: Callable[[str], dict[str, Any] | None]) -> bool:
+def installed(engine: ComposedEngine, crd: Callable[[str], Obj | None]) -> bool:
     """Every kind of ``engine`` is served, judged from its CRDs (and the
     version it gives way to is not)."""
     if engine.unless is not None and installed(engine.unless, crd):
@@ -181,6 +226,40 @@ def installed(engine: ComposedEngine, crd: Callable[[str], dict[str, Any] | None
     )
 
 
-def facts(crd: Callable[[str], dict[str, Any] | None]) -> dict[str, bool]:
-    """Planning facts (``keda=True``, ...) from the CRDs in the cache."""
-    return {engine.fact: installed(engine, crd) for engine in ENGINES}
+def prometheuses_watched(crd: Callable[[str], Obj | None]) -> bool:
+    """Whether the Prometheus objects are to be watched now."""
+    return installed(PROMETHEUS_OPERATOR, crd) and crd_served(crd(PROMETHEUS_CRD), "v1")
+
+
+# -- which profile an event queues -------------------------------------------------
+
+
+def owner_index(obj: Obj) -> tuple[str, ...]:
+    """The keys a child is found under: the uid of each owner, and for a
+    retained child (no owner reference) the retained key of the profile whose
+    label it carries (:func:`headroom.planning.storage.retained_key`)."""
+    meta = obj.get("metadata") or {}
+    keys = tuple(str(r.get("uid")) for r in meta.get("ownerReferences") or [])
+    profile = retained_for(obj)
+    if profile:
+        keys += (storage.retained_key(str(meta.get("namespace") or ""), profile),)
+    return keys
+
+
+def retained_for(obj: Obj) -> str:
+    """The profile a retained child is kept for ("" for any other object)."""
+    meta = obj.get("metadata") or {}
+    if ((meta.get("annotations") or {}).get(storage.RETAIN_ANNOTATION)) != "true":
+        return ""
+    return str((meta.get("labels") or {}).get(names.PROFILE_LABEL) or "")
+
+
+def profiles_of(
+    *, namespace: str, owners: tuple[tuple[str, str, str], ...], index: tuple[str, ...]
+) -> list[str]:
+    """The profile keys (namespace/name) a child's event queues: its owning
+    profile, and the profile a retained child is kept for."""
+    found = [f"{namespace}/{name}" for kind, name, _ in owners if kind == v1alpha1.KIND]
+    prefix = storage.retained_key(namespace, "")
+    found += [f"{namespace}/{key[len(prefix) :]}" for key in index if key.startswith(prefix)]
+    return found

@@ -1,13 +1,13 @@
 """The table of Postgres servers and the profiles that share each, kept from
-the profile cache by the runtime (every replica: the webhook needs it too).
+the profile cache by the runtime (every replica: admission needs it too).
 
 A server is a primary or a read replica (:mod:`headroom.planning.servers`);
 a profile may use several. On every change of a profile's spec the servers
 it uses (and used before), with every server linked to them through another
 profile, are planned again, oldest profile first
-(:func:`headroom.planning.shared.shares`); the profiles whose share changed
-are returned so the runtime queues them. The engine asks what the older
-profiles open on its servers (:meth:`SharedBudgets.older`); the webhook what
+(:func:`headroom.planning.server_shares.shares`); the profiles whose share changed
+are returned so the runtime queues them. The pass asks what the older
+profiles open on its servers (:meth:`SharedBudgets.older`); admission what
 all the others open (:meth:`SharedBudgets.table`).
 """
 
@@ -17,26 +17,20 @@ from typing import Any
 
 from headroom.api import v1alpha1
 from headroom.planning import budget as budget_mod
-from headroom.planning import shared as shared_mod
+from headroom.planning import server_shares
 
 Obj = dict[str, Any]
 # server -> [(profile key, creationTimestamp, server connections)]
 Table = dict[str, list[tuple[str, str, int]]]
 
 
-def planned_since(body: Obj | None) -> str:
-    """status.budget.plannedSince of a profile ("" before its first pass)."""
-    budget = ((body or {}).get("status") or {}).get("budget") or {}
-    return str(budget.get("plannedSince") or "")
-
-
 class SharedBudgets:
     def __init__(self) -> None:
-        self._peers: dict[str, shared_mod.Peer] = {}
+        self._peers: dict[str, server_shares.Peer] = {}
         self._by_server: dict[str, set[str]] = {}  # server -> profile keys using it
-        self._opened: shared_mod.Opened = {}
+        self._opened: server_shares.Opened = {}
 
-    def _add(self, peer: shared_mod.Peer) -> None:
+    def _add(self, peer: server_shares.Peer) -> None:
         self._peers[peer.key] = peer
         for server in peer.servers:
             self._by_server.setdefault(server, set()).add(peer.key)
@@ -73,22 +67,22 @@ class SharedBudgets:
             except v1alpha1.ProfileError:
                 profile = None  # invalid: opens nothing
             if profile is not None:
-                peer = shared_mod.Peer(
+                peer = server_shares.Peer(
                     key=key,
                     created=str(body["metadata"].get("creationTimestamp") or ""),
                     profile=profile,
-                    planned_since=planned_since(body),
+                    planned_since=server_shares.planned_since(body),
                 )
         old = self._peers.get(key)
         everyone = [*self._peers.values(), *([peer] if peer else [])]
         start = {*(old.servers if old else ()), *(peer.servers if peer else ())}
-        servers = shared_mod.linked(everyone, start)
+        servers = server_shares.linked(everyone, start)
         rows_before = self._rows(servers)
         self._remove(key)
         if peer is not None:
             self._add(peer)
         members = {k for server in servers for k in self._by_server.get(server, set())}
-        self._opened.update(shared_mod.shares(self._peers[k] for k in members))
+        self._opened.update(server_shares.shares(self._peers[k] for k in members))
         rows_after = self._rows(servers)
         changed = {s for s in servers if rows_before.get(s) != rows_after.get(s)}
         # every other profile linked to what changed may get another share
@@ -99,7 +93,7 @@ class SharedBudgets:
         if peer is None:
             return ()
         near = {k for server in peer.servers for k in self._by_server.get(server, set())}
-        return shared_mod.older_uses((self._peers[k] for k in near), self._opened, key=key)
+        return server_shares.older_uses((self._peers[k] for k in near), self._opened, key=key)
 
     def table(self, servers: set[str] | None = None) -> Table:
         chosen = set(self._by_server) if servers is None else servers

@@ -15,8 +15,8 @@ profile never gives way to a newer one, so nothing oscillates. A refused
 profile opens nothing anywhere, so profiles linked through any shared server
 are planned together.
 
-Pure; the runtime keeps the table (:class:`headroom.reconcile.shared.SharedBudgets`),
-the webhook, the pass and ``headroom plan`` read it.
+Pure; the runtime keeps the table (:class:`headroom.runtime.server_shares.SharedBudgets`),
+admission, the pass and ``headroom plan`` read it.
 """
 
 from __future__ import annotations
@@ -24,11 +24,18 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from headroom.api import v1alpha1
 from headroom.planning import budget as budget_mod
 from headroom.planning import plan as plan_mod
 from headroom.planning import servers
+
+
+def planned_since(body: dict[str, Any] | None) -> str:
+    """status.budget.plannedSince of a profile body ("" before its first pass)."""
+    budget = ((body or {}).get("status") or {}).get("budget") or {}
+    return str(budget.get("plannedSince") or "")
 
 
 def server_key(namespace: str, database: v1alpha1.Database) -> str:

@@ -1,0 +1,142 @@
+"""The reconcile pass's view of the cluster (:class:`headroom.reconcile.engine.Cluster`):
+reads from the watch caches, writes through the client and into the caches,
+so the operator's own writes trigger nothing.
+
+A pass names kinds ("Deployment", "ScaledObject"); this adapter picks their
+resource from :mod:`headroom.reconcile.watches` (of a composed kind, the
+installed version's). Built by :mod:`headroom.runtime.process`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterable
+from typing import Any
+
+from headroom.kube import cache as cache_mod
+from headroom.kube import client as kube_client
+from headroom.kube import errors, kinds
+from headroom.planning import budget as budget_mod
+from headroom.reconcile import engine, watches
+from headroom.runtime import share_table
+
+Obj = dict[str, Any]
+
+
+def _pointer(key: str) -> str:
+    return key.replace("~", "~0").replace("/", "~1")
+
+
+class CachedCluster:
+    """Reads from the caches, writes through the client (and into the caches)."""
+
+    def __init__(
+        self, kube: kube_client.Kube, cache: cache_mod.Cache, shared: share_table.SharedBudgets
+    ) -> None:
+        self.kube = kube
+        self.cache = cache
+        self.shared = shared
+
+    def profile(self, namespace: str, name: str) -> Obj | None:
+        return self.cache.profile(namespace, name)
+
+    def children(self, owner_uid: str) -> dict[str, Obj]:
+        return {
+            f"{res.kind}/{obj['metadata']['name']}": obj
+            for res, objs in self.cache.children(owner_uid).items()
+            for obj in objs
+        }
+
+    def children_versions(self, owner_uid: str) -> frozenset[tuple[str, str, str]]:
+        return self.cache.children_versions(owner_uid)
+
+    def _resource(self, kind: str) -> kinds.Resource:
+        """The resource of ``kind``; of a composed kind, the installed version's."""
+        for engine_ in watches.engines_of(kind):
+            if watches.installed(engine_, self.cache.crd):
+                return next(k.resource for k in engine_.kinds if k.kind == kind)
+        return watches.RESOURCES[kind]
+
+    def cached(self, kind: str, namespace: str, name: str) -> Obj | None:
+        return self.cache.child(self._resource(kind), namespace, name)
+
+    def served(self, kind: str) -> bool:
+        engines = watches.engines_of(kind)
+        if not engines:
+            return True
+        return any(watches.installed(e, self.cache.crd) for e in engines) and (
+            self.cache.owned_synced(self._resource(kind))
+        )
+
+    def shared_uses(self, key: str) -> tuple[budget_mod.SharedUse, ...]:
+        return self.shared.older(key)
+
+    def prometheuses(self) -> list[Obj]:
+        return self.cache.all_of(watches.PROMETHEUS)
+
+    def facts(self) -> dict[str, bool]:
+        return {
+            e.fact: watches.installed(e, self.cache.crd)
+            and all(self.cache.owned_synced(k.resource) for k in e.kinds)
+            for e in watches.ENGINES
+        }
+
+    def _ref(self, ref: engine.InputRef) -> cache_mod.InputRef:
+        kind, namespace, name = ref
+        return (self._resource(kind), namespace, name)
+
+    def version_of(self, ref: engine.InputRef) -> str:
+        return self.cache.input_version(self._ref(ref))
+
+    async def read_input(self, ref: engine.InputRef) -> Obj | None:
+        return await self.cache.read_input(self._ref(ref))
+
+    async def use_inputs(self, user: str, refs: Iterable[engine.InputRef]) -> None:
+        await self.cache.use_inputs(user, [self._ref(r) for r in refs])
+
+    async def get_live(self, kind: str, namespace: str, name: str) -> Obj | None:
+        # only asked before creating a name that is not in our cache: the API
+        # server's own cache answers it without an etcd read
+        return await self.kube.get(
+            self._resource(kind), namespace=namespace, name=name, cached=True
+        )
+
+    async def apply(self, obj: Obj, *, subresource: str | None = None) -> Obj:
+        result = await self.kube.apply(obj, subresource=subresource)
+        self.cache.record_write(result)
+        return result
+
+    async def remove_keys(self, secret: Obj, keys: list[str]) -> Obj:
+        meta = secret["metadata"]
+        ops: list[Obj] = [{"op": "test", "path": "/metadata/uid", "value": meta["uid"]}]
+        ops += [{"op": "remove", "path": f"/data/{_pointer(k)}"} for k in keys]
+        result = await self.kube.json_patch(
+            kinds.SECRET, namespace=meta["namespace"], name=meta["name"], ops=ops
+        )
+        self.cache.record_write(result)
+        return result
+
+    async def delete(self, obj: Obj) -> bool:
+        res = self.kube.resource_of(obj)
+        meta = obj["metadata"]
+        deleted = await self.kube.delete(
+            res, namespace=meta["namespace"], name=meta["name"], uid=meta["uid"]
+        )
+        self.cache.record_delete(res, meta["namespace"], meta["name"])
+        return deleted
+
+    async def remove_finalizer(self, profile: Obj, finalizer: str) -> None:
+        meta = profile["metadata"]
+        index = (meta.get("finalizers") or []).index(finalizer)
+        ops = [
+            {"op": "test", "path": f"/metadata/finalizers/{index}", "value": finalizer},
+            {"op": "remove", "path": f"/metadata/finalizers/{index}"},
+        ]
+        with contextlib.suppress(errors.ApiError):  # changed meanwhile: the next pass retries
+            result = await self.kube.json_patch(
+                watches.PROFILE, namespace=meta["namespace"], name=meta["name"], ops=ops
+            )
+            self.cache.record_write(result)
+
+    async def post_event(self, involved: Obj, *, type: str, reason: str, message: str) -> None:
+        await self.kube.post_event(involved, type=type, reason=reason, message=message)

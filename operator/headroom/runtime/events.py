@@ -1,0 +1,151 @@
+"""Cache events -> queued profile keys, and the watches that follow the
+composed engines as they come and go.
+
+Nothing here decides anything about a profile: a spec change queues it as
+SPEC, a child's edit or deletion as DRIFT (a status-only change as STATUS), a
+referenced input's change every profile that uses it, a change of the
+Prometheus objects every profile; which profile a child's event belongs to is
+:func:`headroom.reconcile.watches.profiles_of`. Wired by
+:mod:`headroom.runtime.process` into the caches.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+
+from headroom.kube import cache as cache_mod
+from headroom.kube import informer, kinds
+from headroom.planning import server_shares
+from headroom.reconcile import watches
+from headroom.runtime import queue as queue_mod
+from headroom.runtime import share_table
+
+log = logging.getLogger(__name__)
+
+
+class Events:
+    """The handlers the caches call; each only queues keys."""
+
+    def __init__(
+        self,
+        queue: queue_mod.WorkQueue,
+        shares: share_table.SharedBudgets,
+        *,
+        publish: Callable[[share_table.Table], None],
+    ) -> None:
+        self.queue = queue
+        self.shares = shares
+        self.publish = publish  # tells admission what changed on a server
+        self.cache: cache_mod.Cache | None = None  # set once the caches exist
+
+    def profile_keys(self) -> list[str]:
+        return self.cache.profile_keys() if self.cache is not None else []
+
+    def enqueue_all(self, trigger: queue_mod.Trigger) -> None:
+        for key in self.profile_keys():
+            self.queue.add(key, trigger)
+
+    def on_profile(self, kind: str, old: informer.Entry | None, new: informer.Entry | None) -> None:
+        entry = new or old
+        assert entry is not None
+        key = f"{entry.namespace}/{entry.name}"
+        if kind == "DELETED":
+            self.queue.forget(key)
+            self.queue.add(key, queue_mod.Trigger.SPEC)  # the pass releases its input watches
+            self._share(key, None)
+            return
+        assert new is not None
+        if old is None or old.uid != new.uid:
+            self.queue.add(key, queue_mod.Trigger.SPEC)
+            self._share(key, new)
+        elif old.spec_fingerprint != new.spec_fingerprint:
+            self.queue.add(key, queue_mod.Trigger.SPEC)  # spec or metadata, not our status
+            self._share(key, new)
+        elif server_shares.planned_since(old.object()) != server_shares.planned_since(new.object()):
+            self._share(key, new)  # its first pass: it now ranks before later ones
+
+    def _share(self, key: str, entry: informer.Entry | None) -> None:
+        """Keep the shared-server table current; queue the profiles whose share
+        changed and tell admission."""
+        requeue, changed = self.shares.update(key, entry.object() if entry is not None else None)
+        for other in requeue:
+            self.queue.add(other, queue_mod.Trigger.DRIFT)
+        if changed:
+            self.publish(self.shares.table(changed))
+
+    def on_child(
+        self,
+        res: kinds.Resource,
+        kind: str,
+        old: informer.Entry | None,
+        new: informer.Entry | None,
+    ) -> None:
+        entry = new or old
+        assert entry is not None
+        status_only = (
+            kind == "MODIFIED"
+            and old is not None
+            and new is not None
+            and old.spec_fingerprint == new.spec_fingerprint
+        )
+        trigger = queue_mod.Trigger.STATUS if status_only else queue_mod.Trigger.DRIFT
+        for key in watches.profiles_of(
+            namespace=entry.namespace, owners=entry.owners, index=entry.index
+        ):
+            self.queue.add(key, trigger)
+
+    def on_input(self, ref: cache_mod.InputRef, kind: str) -> None:
+        if self.cache is None:
+            return
+        for user in self.cache.input_users(ref):
+            self.queue.add(user, queue_mod.Trigger.DRIFT)
+
+    def on_prometheus(self) -> None:
+        self.enqueue_all(queue_mod.Trigger.DRIFT)
+
+    def on_probe(self, users: set[str]) -> None:
+        """A periodic probe's answer changed for these profiles."""
+        for key in users:
+            self.queue.add(key, queue_mod.Trigger.DRIFT)
+
+
+async def sync_engines(cache: cache_mod.Cache, events: Events) -> None:
+    """Watch the kinds of every installed engine, and only those (and the
+    Prometheus objects while prometheus-operator is installed); re-plan every
+    profile once the new caches are filled."""
+    changed = False
+    for engine in watches.ENGINES:
+        up = watches.installed(engine, cache.crd)
+        flipped = False
+        for owned in engine.kinds:
+            watched = owned.resource in cache.owned
+            if up and not watched:
+                cache.watch_owned(owned.resource)
+                flipped = True
+            elif not up and watched:
+                await cache.unwatch_owned(owned.resource)
+                flipped = True
+        if flipped:
+            changed = True
+            log.info("engine %s is %s", engine.name, "installed" if up else "not installed")
+    watching = watches.PROMETHEUS in cache.whole
+    wanted = watches.prometheuses_watched(cache.crd)
+    if wanted and not watching:
+        cache.watch_whole(watches.PROMETHEUS, events.on_prometheus)
+        changed = True
+    elif watching and not wanted:
+        await cache.unwatch_whole(watches.PROMETHEUS)
+        changed = True
+    if changed:
+        for group in cache.owned.values():
+            for inf in group:
+                await inf.synced.wait()
+        prometheuses = cache.whole.get(watches.PROMETHEUS)
+        if prometheuses is not None:
+            # (a list that keeps failing, e.g. forbidden, must not hold the engines up)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(prometheuses.synced.wait(), 30)
+        events.enqueue_all(queue_mod.Trigger.DRIFT)
