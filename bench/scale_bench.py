@@ -58,8 +58,9 @@ if str(REPO / "operator") not in sys.path:
 
 from headroom import yamlfmt  # noqa: E402
 from headroom.api import v1alpha1  # noqa: E402
-from headroom.builders import common, desired  # noqa: E402
+from headroom.builders import desired  # noqa: E402
 from headroom.kube import client, config, kinds  # noqa: E402
+from headroom.planning import credentials  # noqa: E402
 from headroom.planning import plan as plan_mod  # noqa: E402
 from headroom.reconcile import watches  # noqa: E402
 
@@ -258,7 +259,7 @@ def rendered_children(namespace: str) -> list[dict[str, Any]]:
     """What Headroom would apply for the profile in ``namespace`` (no owner)."""
     parsed = v1alpha1.parse_profile(profile(namespace))
     planned = plan_mod.plan(parsed, facts=plan_mod.Facts(keda=False))
-    creds = common.Credentials(
+    creds = credentials.Credentials(
         username="shop",
         password="bench-only-password",
         stats_password="bench-stats",

@@ -11,6 +11,28 @@ import base64
 import copy
 from typing import Any
 
+# One valid sample value for every allowed override, chosen to differ from Redis's
+# defaults and from what Headroom renders (timeout 0, tcp-keepalive 60), so that a
+# CONFIG GET equal to it proves the override took effect.
+REDIS_SAMPLES = {
+    "timeout": "300",
+    "tcp-keepalive": "120",
+    "hz": "25",
+    "maxclients": "500",
+    "maxmemory-samples": "10",
+    "appendfsync": "always",
+    "slowlog-log-slower-than": "5000",
+    "slowlog-max-len": "256",
+    "latency-monitor-threshold": "100",
+    "lazyfree-lazy-eviction": "yes",
+    "lazyfree-lazy-expire": "yes",
+    "lazyfree-lazy-user-del": "yes",
+    # Debian's redis-server is linked against the system jemalloc and refuses
+    # "activedefrag yes" (see test_activedefrag_yes); "no" still proves the key parses.
+    "activedefrag": "no",
+    "notify-keyspace-events": "Elg",
+}
+
 
 def base(name: str = "shop", namespace: str = "default", **spec_overrides: Any) -> dict[str, Any]:
     body: dict[str, Any] = {

@@ -36,10 +36,9 @@ import yaml
 
 from headroom import overview, yamlfmt
 from headroom.api import crd, v1alpha1
-from headroom.builders import alerts, bucket_server, common, desired
-from headroom.planning import bucket_server as server_mod
+from headroom.builders import alerts, common, desired
+from headroom.planning import credentials, server_shares, storage
 from headroom.planning import plan as plan_mod
-from headroom.planning import server_shares, storage
 
 KEDA_HELP = "plan queues for a cluster with KEDA (default: the CPU HPA fallback)"
 WITH_HELP = (
@@ -177,25 +176,13 @@ def app_selector(
     return selector
 
 
-# what `render` shows for the builtin server's generated keys (the operator
-# makes real ones with `secrets`); alphanumeric, as the agent's config wants
-PLACEHOLDER_S3_KEYS = server_mod.ServerKeys(
-    root_access_key="REPLACEgeneratedRootKey",
-    root_secret_key="REPLACE-generated-by-headroom",  # noqa: S106 - a placeholder
-    app_access_key="REPLACEgeneratedAppKey",
-    app_secret_key="REPLACE-generated-by-headroom",  # noqa: S106 - a placeholder
-)
-
-
 def _placeholder_buckets(plan: plan_mod.Plan) -> dict[str, storage.BucketCredentials]:
     """What the binding would hold: an s3 bucket's own endpoint and name, the
     Secret keys the operator reads the rest from."""
     found = {}
     for bucket in plan.buckets:
         source = f"<{bucket.credentials_secret}"
-        if bucket.builtin is not None:
-            found[bucket.name] = bucket_server.credentials(plan, bucket, PLACEHOLDER_S3_KEYS)
-        elif bucket.s3 is not None:
+        if bucket.s3 is not None:
             ref = bucket.s3.credentials_secret
             found[bucket.name] = storage.BucketCredentials(
                 endpoint=bucket.s3.endpoint,
@@ -205,7 +192,7 @@ def _placeholder_buckets(plan: plan_mod.Plan) -> dict[str, storage.BucketCredent
                 secret_access_key=f"{source}/{ref.secret_access_key_key}>",
                 force_path_style=bucket.s3.force_path_style,
             )
-        elif bucket.cosi_version:
+        elif bucket.cosi is not None and bucket.cosi_version:
             found[bucket.name] = storage.BucketCredentials(
                 endpoint=f"{source}: endpoint>",
                 region=f"{source}: region>",
@@ -217,22 +204,35 @@ def _placeholder_buckets(plan: plan_mod.Plan) -> dict[str, storage.BucketCredent
     return found
 
 
+def _placeholder(plan: plan_mod.Plan) -> credentials.New:
+    """What ``render`` shows for a value the operator generates (with
+    ``secrets``); the builtin server's access keys alphanumeric, as its agent wants."""
+
+    def new(name: str, key: str) -> str:
+        if key == credentials.ACCESS_KEY:
+            root = name == plan.names.s3_root_keys
+            return "REPLACEgeneratedRootKey" if root else "REPLACEgeneratedAppKey"
+        if key in (credentials.SECRET_KEY, credentials.REDIS_PASSWORD_KEY):
+            return "REPLACE-generated-by-headroom"
+        return "<generated>"
+
+    return new
+
+
 def placeholder_credentials(
     profile: v1alpha1.ScalingProfile, plan: plan_mod.Plan
-) -> common.Credentials:
+) -> credentials.Credentials:
     ref = profile.spec.database.credentials_secret
-    return common.Credentials(
+    return credentials.assemble(
+        plan,
+        login=credentials.Login(
+            username=f"<{ref.name}/{ref.username_key}>",
+            password=f"<{ref.name}/{ref.password_key}>",
+            revision="render",
+        ),
+        kept=lambda name, key: None,
+        new=_placeholder(plan),
         buckets=_placeholder_buckets(plan),
-        s3_server=PLACEHOLDER_S3_KEYS if any(b.builtin for b in plan.buckets) else None,
-        username=f"<{ref.name}/{ref.username_key}>",
-        password=f"<{ref.name}/{ref.password_key}>",
-        stats_password="<generated>",  # noqa: S106 - a placeholder
-        revision="render",
-        agent_password="<generated>" if profile.spec.database.read_replicas else "",
-        redis_passwords={
-            r.name: "REPLACE-generated-by-headroom"
-            for r in (profile.spec.cache.instances if profile.spec.cache else [])
-        },
     )
 
 
@@ -299,7 +299,7 @@ def _bucket_rows(plan: plan_mod.Plan) -> list[tuple[str, str]]:
             )
         elif bucket.builtin is not None:
             source = (
-                f"builtin: on {bucket_server.endpoint(plan)} (versitygw "
+                f"builtin: on {credentials.s3_endpoint(plan)} (versitygw "
                 f"{bucket.builtin.image.rsplit(':', 1)[-1]}), app keys in Secret "
                 f"{plan.names.s3_app_keys}"
             )

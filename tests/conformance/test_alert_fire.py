@@ -29,7 +29,8 @@ import servers
 from prometheus_servers import Exporter, Prometheus, Target
 
 from headroom.api import v1alpha1
-from headroom.builders import alerts, common, pgbouncer, redis
+from headroom.builders import alerts, pgbouncer, redis
+from headroom.planning import credentials
 from headroom.planning import plan as plan_mod
 
 pytestmark = pytest.mark.conformance
@@ -155,7 +156,7 @@ def pooler(
     database.wait_for_no_app_backends()
     plan = make_plan(database.port, pgbouncer_version(database.server.tools))
     stats_password = secrets.token_hex(16)
-    creds = common.Credentials(
+    creds = credentials.Credentials(
         username=database.user,
         password=database.password,
         stats_password=stats_password,

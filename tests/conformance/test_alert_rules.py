@@ -31,11 +31,11 @@ import pytest
 import yaml
 
 # the golden tests' fixed credentials (and builtin S3 keys), so every example renders
-from tests.unit.test_golden import _with_builtin as with_builtin
+from tests.unit import test_golden
 
 from headroom.api import v1alpha1
 from headroom.builders import alerts, desired, pgbouncer
-from headroom.planning import monitoring, replicas
+from headroom.planning import monitoring, read_replicas
 from headroom.planning import plan as plan_mod
 
 pytestmark = pytest.mark.conformance
@@ -43,7 +43,7 @@ pytestmark = pytest.mark.conformance
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
 APP_SELECTOR = {"matchLabels": {"app": "web"}}
-CNPG_CLUSTER = replicas.CnpgCluster(name="shop-pg", instances=3, max_connections=200)
+CNPG_CLUSTER = read_replicas.CnpgCluster(name="shop-pg", instances=3, max_connections=200)
 # A Deployment's pods are <name>-<template hash>-<suffix>, a StatefulSet's <name>-<ordinal>.
 POD_HASH = "-7c9d5b8f4-x2k4p"
 INTERVAL_MINUTES = 1
@@ -146,7 +146,7 @@ def render(body: dict[str, Any], *, engines: bool) -> Rendered | None:
     )
     if not planned.ok or planned.alerts is None:
         return None
-    creds = with_builtin(planned)
+    creds = test_golden.fixed_credentials(planned)
     objects = list(desired.build(planned, creds, app_pod_selector=APP_SELECTOR).values())
     return Rendered(planned, objects)
 

@@ -43,8 +43,8 @@ from tests import profiles
 from headroom.agent import bucket as agent_mod
 from headroom.api import v1alpha1
 from headroom.builders import bucket_server as bucket_builder
-from headroom.builders import common, desired
-from headroom.planning import bucket_server, storage
+from headroom.builders import desired
+from headroom.planning import bucket_server, credentials, storage
 from headroom.planning import plan as plan_mod
 from headroom.s3 import client as s3_client
 
@@ -117,13 +117,13 @@ def _render(body: dict[str, Any] | None = None, keys: bucket_server.ServerKeys =
     body["metadata"]["uid"] = "11111111-2222-3333-4444-555555555555"
     planned = plan_mod.plan(v1alpha1.parse_profile(body))
     assert planned.ok, planned.problems
-    creds = common.Credentials(
+    creds = credentials.Credentials(
         username="app",
         password="app-pw",
         stats_password="stats-pw",
         revision="1",
         buckets={
-            b.name: bucket_builder.credentials(planned, b, keys)
+            b.name: credentials.builtin_bucket(planned, b, keys)
             for b in planned.buckets
             if b.builtin is not None
         },
@@ -498,7 +498,7 @@ def _s3_binding(endpoint: str, secret_data: dict[str, str]) -> dict[str, str]:
     assert planned.ok, planned.problems
     (bucket,) = planned.buckets
     found = storage.credentials_from(bucket, secret_data, secret="space-r2", revision="1")
-    creds = common.Credentials(
+    creds = credentials.Credentials(
         username="app",
         password="app-pw",
         stats_password="stats-pw",

@@ -56,7 +56,8 @@ import servers
 from conftest import APP_PASSWORD
 
 from headroom.api import v1alpha1
-from headroom.builders import common, desired, pgbouncer, redis
+from headroom.builders import common, desired, redis
+from headroom.planning import credentials
 from headroom.planning import plan as plan_mod
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -324,7 +325,7 @@ def render(stack: Stack, *, pg_port: int, pgbouncer_version: str) -> Rendered:
     planned = plan_mod.plan(profile)
     assert planned.ok, planned.problem_text()
     passwords = {"cache": secrets.token_hex(16), "jobs": secrets.token_hex(16)}
-    creds = common.Credentials(
+    creds = credentials.Credentials(
         username="app",
         password=APP_PASSWORD,
         stats_password=STATS_PASSWORD,
@@ -415,7 +416,7 @@ def test_every_pod_and_worker_at_its_ceiling(
             started.port
         )
 
-    pooler_address = f"{planned.names.pooler_host}:{pgbouncer.SERVICE_PORT}"
+    pooler_address = planned.names.pooler_endpoint
 
     def pod_env(env: Mapping[str, str], index: int) -> dict[str, str]:
         pooler = bouncers[index % len(bouncers)]  # a Service spreads pods over its endpoints

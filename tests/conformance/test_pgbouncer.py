@@ -9,12 +9,9 @@ concurrent clients, which the same Postgres refuses when they connect directly.
 
 from __future__ import annotations
 
-import dataclasses
-
 import pytest
 import servers
 
-from headroom.builders import pgbouncer
 from headroom.planning import budget as budget_mod
 from headroom.planning import pgbouncer_params
 from headroom.planning import plan as plan_mod
@@ -309,31 +306,6 @@ def test_newer_parameter_is_rejected_for_1_18(
 
 
 # --- injection --------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("key", "value"),
-    [
-        ("server_lifetime", "300\nauth_type = trust"),
-        ("server_check_query", "SELECT 1\nauth_type = trust"),
-        ("ignore_startup_parameters", "extra_float_digits\r\nauth_type = trust"),
-        ("server_reset_query", "DISCARD ALL\x00"),
-    ],
-)
-def test_multiline_parameter_is_a_planner_problem(key: str, value: str) -> None:
-    plan = make_plan(None, parameters={key: value})
-    assert not plan.ok
-    assert [p.field for p in plan.problems] == [f"spec.pooler.parameters.{key}"]
-    assert "single line" in plan.problems[0].message
-    assert "trust" not in "".join(plan.pooler.settings.values())
-    # And were the planner bypassed, the renderer itself refuses the line.
-    good = make_plan(None)
-    bypass = dataclasses.replace(
-        good,
-        pooler=dataclasses.replace(good.pooler, settings={**good.pooler.settings, key: value}),
-    )
-    with pytest.raises(ValueError, match="unsafe"):
-        pgbouncer.render_ini(bypass)
 
 
 QUOTED_USER = "quoted_user"

@@ -26,7 +26,8 @@ from pathlib import Path
 import pytest
 import servers
 
-from headroom.builders import common, pgbouncer
+from headroom.builders import pgbouncer
+from headroom.planning import credentials
 from headroom.planning import plan as plan_mod
 
 pytestmark = pytest.mark.conformance
@@ -42,7 +43,7 @@ SCRIPT = "SELECT pg_sleep(0.05);\n"
 
 
 def _rollout_settings(plan: plan_mod.Plan) -> tuple[dict[str, int], int, int]:
-    creds = common.Credentials(username="app", password="x", stats_password="y", revision="1")
+    creds = credentials.Credentials(username="app", password="x", stats_password="y", revision="1")
     (deployment,) = [o for o in pgbouncer.build(plan, creds) if o["kind"] == "Deployment"]
     spec = deployment["spec"]
     grace = spec["template"]["spec"]["terminationGracePeriodSeconds"]

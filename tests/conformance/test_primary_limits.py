@@ -8,6 +8,7 @@ import servers
 from tests import profiles
 
 from headroom.api import v1alpha1
+from headroom.planning import live_limits
 from headroom.planning import plan as plan_mod
 from headroom.postgres import limits
 
@@ -40,12 +41,13 @@ def test_a_declared_limit_above_the_real_one_is_refused(database: servers.AppDat
     assert isinstance(live, plan_mod.PrimaryLimits)
     body = profiles.base(**{"database.maxConnections": 200, "pooler.instances": 1})
     profile = v1alpha1.parse_profile(body)
-    assert plan_mod.plan(profile).ok  # admission trusts the declared 200
-    planned = plan_mod.plan(profile, facts=plan_mod.Facts(primary=live))
-    assert [p.field for p in planned.problems] == ["spec.database.maxConnections"]
+    planned = plan_mod.plan(profile)
+    assert planned.ok  # admission trusts the declared 200
+    problems = live_limits.primary_problems(planned, live)
+    assert [p.field for p in problems] == ["spec.database.maxConnections"]
     assert (
         "reports max_connections 100 - superuser_reserved_connections 3 - 5 reserved = 92 available"
-    ) in planned.problem_text()
+    ) in str(problems[0])
 
 
 def test_a_wrong_password_is_a_reason_without_the_password(

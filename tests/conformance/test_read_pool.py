@@ -34,8 +34,8 @@ import pytest
 import servers
 
 from headroom.api import v1alpha1
-from headroom.builders import pgbouncer, readpool, standby
-from headroom.planning import membership, names, replicas
+from headroom.builders import pgbouncer, standby
+from headroom.planning import membership, names, read_replicas
 from headroom.planning import plan as plan_mod
 
 pytestmark = pytest.mark.conformance
@@ -130,7 +130,7 @@ def rendered_standby_settings(primary: servers.Postgres) -> str:
     """The postgresql.conf Headroom renders for its standbys (mode streaming),
     without the addressing lines: hot_standby, max_connections (the primary's),
     hot_standby_feedback, max_standby_streaming_delay."""
-    plan = replicas.StandbyPlan(
+    plan = read_replicas.StandbyPlan(
         standbys=2,
         image=v1alpha1.POSTGRES_IMAGE,
         max_connections=primary.max_connections,
@@ -216,7 +216,7 @@ def launch(
 
         read_port = servers.free_port()
         include = run_dir / "readpool-databases.ini"
-        rendered = readpool.agent_config(write_plan, output=str(include))
+        rendered = membership.read_pool_config(write_plan, output=str(include))
         config = rendered.model_copy(
             update={
                 "port": STANDBY_PORT,

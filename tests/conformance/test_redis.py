@@ -24,9 +24,10 @@ from typing import Any
 import pytest
 import redis_servers
 from redis_servers import HOST, RedisProcess, ReplyError, wait_until
+from tests import profiles
 
 from headroom.api import v1alpha1
-from headroom.builders import common, redis
+from headroom.builders import desired, redis
 from headroom.planning import plan as plan_mod
 from headroom.planning import redis_params
 
@@ -41,27 +42,6 @@ BATCH = 100
 # (or refuses) on the next one; allow that plus allocator rounding.
 MEMORY_SLACK = 512 * 1024
 OOM = "OOM command not allowed when used memory > 'maxmemory'"
-# One valid sample value for every allowed override, chosen to differ from Redis's
-# defaults and from what Headroom renders (timeout 0, tcp-keepalive 60), so that a
-# CONFIG GET equal to it proves the override took effect.
-SAMPLES = {
-    "timeout": "300",
-    "tcp-keepalive": "120",
-    "hz": "25",
-    "maxclients": "500",
-    "maxmemory-samples": "10",
-    "appendfsync": "always",
-    "slowlog-log-slower-than": "5000",
-    "slowlog-max-len": "256",
-    "latency-monitor-threshold": "100",
-    "lazyfree-lazy-eviction": "yes",
-    "lazyfree-lazy-expire": "yes",
-    "lazyfree-lazy-user-del": "yes",
-    # Debian's redis-server is linked against the system jemalloc and refuses
-    # "activedefrag yes" (see test_activedefrag_yes); "no" still proves the key parses.
-    "activedefrag": "no",
-    "notify-keyspace-events": "Elg",
-}
 FAILOVER_TIMEOUT = 60
 
 
@@ -222,12 +202,6 @@ def test_queue_instance_refuses_writes_and_keeps_every_job(start_redis: StartRed
 # 4. every allowed override, and persistence
 
 
-def test_samples_cover_every_allowed_setting() -> None:
-    assert set(SAMPLES) == set(redis_params.ALLOWED)
-    for key, value in SAMPLES.items():
-        assert redis_params.check(key, value) is None, key
-
-
 def _expected(key: str, value: str, got: str) -> bool:
     if redis_params.ALLOWED[key].kind == "flags":
         return set(got) == set(value)  # Redis reorders the flags ("Elg" -> "glE")
@@ -235,12 +209,16 @@ def _expected(key: str, value: str, got: str) -> bool:
 
 
 def test_every_allowed_override_is_accepted(start_redis: StartRedis) -> None:
-    inst = instance(config=SAMPLES)
-    assert inst.settings == SAMPLES
+    inst = instance(config=profiles.REDIS_SAMPLES)
+    assert inst.settings == profiles.REDIS_SAMPLES
     server = start_instance(start_redis, inst)
     with server.client() as conn:
-        got = {key: conn.config_get(key) for key in SAMPLES}
-        wrong = {k: (SAMPLES[k], got[k]) for k in SAMPLES if not _expected(k, SAMPLES[k], got[k])}
+        got = {key: conn.config_get(key) for key in profiles.REDIS_SAMPLES}
+        wrong = {
+            k: (profiles.REDIS_SAMPLES[k], got[k])
+            for k in profiles.REDIS_SAMPLES
+            if not _expected(k, profiles.REDIS_SAMPLES[k], got[k])
+        }
         assert not wrong, f"(rendered, CONFIG GET) differ: {wrong}"
         # the managed settings are untouched by the overrides
         assert conn.config_get("maxmemory") == str(inst.maxmemory_bytes)
@@ -287,51 +265,6 @@ def test_persistence_on(start_redis: StartRedis) -> None:
 # 5. injection and unsafe policies are planner problems
 
 
-@pytest.mark.parametrize("key", sorted(redis_params.ALLOWED))
-@pytest.mark.parametrize("breaker", ["\n", "\r", "\r\n"], ids=["lf", "cr", "crlf"])
-def test_multiline_override_is_a_planner_problem(key: str, breaker: str) -> None:
-    plan = make_plan(
-        {
-            "name": "cache",
-            "use": "cache",
-            "memory": MEMORY,
-            "config": {key: f"{SAMPLES[key]}{breaker}requirepass x{breaker}"},
-        }
-    )
-    assert not plan.ok
-    fields = [p.field for p in plan.problems]
-    assert fields == [f"spec.cache.instances[0].config.{key}"], fields
-    assert key not in plan.redis_named("cache").settings
-
-
-EVICTING = [
-    "allkeys-lru",
-    "allkeys-lfu",
-    "allkeys-random",
-    "volatile-lru",
-    "volatile-lfu",
-    "volatile-random",
-    "volatile-ttl",
-]
-
-
-@pytest.mark.parametrize("policy", EVICTING)
-def test_evicting_queue_is_a_planner_problem(policy: str) -> None:
-    plan = make_plan(
-        {"name": "cache", "use": "cache", "memory": MEMORY},
-        {"name": "jobs", "use": "queue", "memory": MEMORY, "evictionPolicy": policy},
-    )
-    assert not plan.ok
-    fields = [p.field for p in plan.problems]
-    assert fields == ["spec.cache.instances[1].evictionPolicy"], fields
-
-
-def test_queue_with_noeviction_is_fine() -> None:
-    plan = make_plan({"name": "jobs", "use": "queue", "evictionPolicy": "noeviction"})
-    assert plan.ok, [str(p) for p in plan.problems]
-    assert plan.redis_named("jobs").eviction_policy == "noeviction"
-
-
 # 6. Sentinel HA: the very scripts and configs the builder renders, each pod's
 # environment (host names, ports, mount paths) pointed at 127.0.0.1.
 
@@ -374,7 +307,7 @@ class HaInstance:
         assert self.plan.ok, [str(p) for p in self.plan.problems]
         self.inst = self.plan.redis_named("jobs")
         objects = {
-            common.key_of(obj): obj
+            desired.key_of(obj): obj
             for obj in redis.build(self.plan, self.inst, password=password, app_pod_selector={})
         }
         base = self.plan.names.redis(self.inst.name)

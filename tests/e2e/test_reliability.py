@@ -29,7 +29,8 @@ import pytest
 import yaml
 
 from headroom.api import v1alpha1
-from headroom.builders import common, desired
+from headroom.builders import desired
+from headroom.planning import credentials
 from headroom.planning import plan as plan_mod
 
 REPO = Path(__file__).resolve().parents[2]
@@ -65,7 +66,7 @@ def _profile(namespace: str) -> dict[str, Any]:
 def _expected(body: dict[str, Any], *, keda: bool) -> tuple[set[str], set[str]]:
     """Keys of the children and of the binding a clean run ends with."""
     planned = plan_mod.plan(v1alpha1.parse_profile(body), facts=plan_mod.Facts(keda=keda))
-    creds = common.Credentials(
+    creds = credentials.Credentials(
         username="u",
         password="p",
         stats_password="s",

@@ -1,4 +1,4 @@
-"""A fake of the engine's kube layer (:class:`headroom.reconcile.engine.Cluster`).
+"""A fake of the engine's kube layer (:class:`headroom.reconcile.cluster_view.Cluster`).
 
 It keeps objects like an API server would for the engine's purposes: every
 write that changes an object bumps its resourceVersion, a write that changes

@@ -12,14 +12,14 @@ import pytest
 import yaml
 
 from headroom.api import v1alpha1
-from headroom.builders import alerts, common, dashboard, desired
-from headroom.planning import monitoring
+from headroom.builders import alerts, dashboard, desired
+from headroom.planning import credentials, monitoring
 from headroom.planning import plan as plan_mod
 from headroom.reconcile import observe
 from tests import profiles
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
-CREDS = common.Credentials(
+CREDS = credentials.Credentials(
     username="app",
     password="pw",
     stats_password="stats",
@@ -198,9 +198,9 @@ def test_without_prometheus_operator_a_rule_file_configmap_and_a_condition_sayin
 
 def test_cnpg_poolers_get_no_pgbouncer_rules() -> None:
     body = yaml.safe_load((EXAMPLES / "shop-cnpg.yaml").read_text())
-    from headroom.planning import replicas
+    from headroom.planning import read_replicas
 
-    cluster = replicas.CnpgCluster(name="shop-pg", instances=3, max_connections=200)
+    cluster = read_replicas.CnpgCluster(name="shop-pg", instances=3, max_connections=200)
     rules = _rules(_plan(body, cnpg=True, cnpg_cluster=cluster))
     assert not [r for r in rules if r.startswith("HeadroomPooler")]
     assert "HeadroomPrimaryConnectionsHigh" not in rules
@@ -296,7 +296,7 @@ def _selected_plan() -> plan_mod.Plan:
         [prom],
         namespace=planned.namespace,
         namespace_labels={},
-        own_labels=alerts.own_labels(planned),
+        own_labels=monitoring.own_labels(planned.name, app_deployment=planned.app.deployment),
     )
     facts = dataclasses.replace(
         planned.facts, prometheus_operator=True, prometheus_selection=selection

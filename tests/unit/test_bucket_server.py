@@ -13,9 +13,8 @@ import pytest
 from pydantic import ValidationError
 
 from headroom.api import v1alpha1
-from headroom.builders import bucket_server as bucket_builder
-from headroom.builders import common, desired
-from headroom.planning import bucket_server, storage
+from headroom.builders import desired
+from headroom.planning import bucket_server, credentials, storage
 from headroom.planning import plan as plan_mod
 from headroom.reconcile import observe
 from headroom.s3 import sigv4
@@ -128,11 +127,11 @@ def _planned(*entries: dict[str, Any]) -> plan_mod.Plan:
 
 def _objects(planned: plan_mod.Plan) -> dict[str, dict[str, Any]]:
     found = {
-        b.name: bucket_builder.credentials(planned, b, KEYS)
+        b.name: credentials.builtin_bucket(planned, b, KEYS)
         for b in planned.buckets
         if b.builtin is not None
     }
-    creds = common.Credentials(
+    creds = credentials.Credentials(
         username="app",
         password="pw",
         stats_password="stats",
@@ -220,7 +219,7 @@ def test_the_binding_carries_the_app_keys_never_the_root_ones() -> None:
 
 def test_storage_ready_waits_for_the_server_pod() -> None:
     planned = _planned(profiles.builtin_bucket("photos"))
-    found = {"photos": bucket_builder.credentials(planned, planned.buckets[0], KEYS)}
+    found = {"photos": credentials.builtin_bucket(planned, planned.buckets[0], KEYS)}
     statefulset = {"metadata": {"generation": 1}, "spec": {"replicas": 1}, "status": {}}
     waiting = observe.storage_ready(
         planned, {"StatefulSet/shop-s3": statefulset}, problems={}, found=found

@@ -14,13 +14,11 @@ from typing import Any
 import pytest
 
 from headroom.api import v1alpha1
-from headroom.builders import bucket_server as bucket_builder
-from headroom.builders import buckets, common, desired
+from headroom.builders import buckets, desired
 from headroom.planning import bucket_server as server_plan
-from headroom.planning import names, storage
+from headroom.planning import credentials, names, storage
 from headroom.planning import plan as plan_mod
-from headroom.reconcile import buckets as bucket_probe
-from headroom.reconcile import engine, metrics, watches
+from headroom.reconcile import bucket_check, metrics, outcome, reconciler, watches
 from tests import profiles
 from tests.unit import fake_cluster
 
@@ -37,8 +35,8 @@ def _plan(*entries: dict[str, Any], cosi: str = "v1alpha1", uid: str = "uid-1") 
     return plan_mod.plan(v1alpha1.parse_profile(body), facts=plan_mod.Facts(cosi=cosi))
 
 
-def _creds(**found: storage.BucketCredentials) -> common.Credentials:
-    return common.Credentials(
+def _creds(**found: storage.BucketCredentials) -> credentials.Credentials:
+    return credentials.Credentials(
         username="app", password="pw", stats_password="st", revision="1", buckets=found
     )
 
@@ -340,7 +338,7 @@ def _cluster(*entries: dict[str, Any], cosi: str = "v1alpha1") -> fake_cluster.F
     return cluster
 
 
-def _run(eng: engine.Engine, **kwargs: Any) -> engine.Outcome:
+def _run(eng: reconciler.Reconciler, **kwargs: Any) -> outcome.Outcome:
     outcome = asyncio.run(eng.reconcile(KEY, **kwargs))
     assert outcome is not None
     return outcome
@@ -371,7 +369,7 @@ def _set_status(cluster: fake_cluster.FakeCluster, kind: str, name: str, **statu
 
 def test_cosi_bucket_goes_from_claim_pending_to_ready_then_a_pass_writes_nothing() -> None:
     cluster = _cluster(profiles.cosi_bucket("avatars"))
-    eng = engine.Engine(cluster, metrics.Metrics())
+    eng = reconciler.Reconciler(cluster, metrics.Metrics())
     _run(eng)
     assert _storage(cluster)["reason"] == "ClaimPending"
     assert cluster.find("BucketClaim", "shop-avatars") is not None
@@ -408,7 +406,7 @@ def test_cosi_bucket_goes_from_claim_pending_to_ready_then_a_pass_writes_nothing
 
 def test_cosi_absent_is_said_in_storage_ready() -> None:
     cluster = _cluster(profiles.cosi_bucket("avatars"), cosi="")
-    _run(engine.Engine(cluster, metrics.Metrics()))
+    _run(reconciler.Reconciler(cluster, metrics.Metrics()))
     found = _storage(cluster)
     assert (found["status"], found["reason"]) == ("False", "COSINotInstalled")
     profile = cluster.profile("default", "shop")
@@ -425,10 +423,10 @@ def _r2_secret(cluster: fake_cluster.FakeCluster) -> None:
 
 def test_s3_secret_missing_then_key_missing_then_ready() -> None:
     cluster = _cluster(profiles.s3_bucket("files"))
-    eng = engine.Engine(cluster, metrics.Metrics())
-    checked: list[bucket_probe.Target] = []
-    eng.bucket_probe = bucket_probe.BucketProbe(
-        checker=lambda t: checked.append(t) or bucket_probe.Verdict()
+    eng = reconciler.Reconciler(cluster, metrics.Metrics())
+    checked: list[bucket_check.Target] = []
+    eng.probes.bucket_check = bucket_check.BucketProbe(
+        checker=lambda t: checked.append(t) or bucket_check.Verdict()
     )
     _run(eng)
     found = _storage(cluster)
@@ -453,10 +451,10 @@ def test_s3_secret_missing_then_key_missing_then_ready() -> None:
 def test_the_operators_head_check_reports_a_missing_bucket_and_its_return() -> None:
     cluster = _cluster(profiles.s3_bucket("files"))
     _r2_secret(cluster)
-    answers = [bucket_probe.Verdict("BucketNotFound", "bucket space-kontext-files does not exist")]
+    answers = [bucket_check.Verdict("BucketNotFound", "bucket space-kontext-files does not exist")]
     changed: list[set[str]] = []
-    eng = engine.Engine(cluster, metrics.Metrics())
-    eng.bucket_probe = bucket_probe.BucketProbe(
+    eng = reconciler.Reconciler(cluster, metrics.Metrics())
+    eng.probes.bucket_check = bucket_check.BucketProbe(
         ttl_seconds=0.0, checker=lambda _: answers[-1], on_change=changed.append
     )
     _run(eng)
@@ -464,8 +462,8 @@ def test_the_operators_head_check_reports_a_missing_bucket_and_its_return() -> N
     assert (found["status"], found["reason"]) == ("False", "BucketNotFound")
     binding = cluster.find("Secret", "shop-binding")
     assert binding is not None and "S3_BUCKET" in profiles.secret_values(binding)
-    answers.append(bucket_probe.Verdict(note="not checked: no answer"))
-    asyncio.run(eng.bucket_probe.refresh_due())
+    answers.append(bucket_check.Verdict(note="not checked: no answer"))
+    asyncio.run(eng.probes.bucket_check.refresh_due())
     assert changed == [{KEY}]
     _run(eng)  # the new version is in the fingerprint: the pass runs
     ready = _storage(cluster)
@@ -479,7 +477,7 @@ def test_a_retained_claim_is_never_pruned_and_a_new_profile_adopts_it() -> None:
     assert profile is not None
     profile["spec"]["storage"]["buckets"][1]["deletionPolicy"] = "Delete"
     cluster.put(profile)
-    eng = engine.Engine(cluster, metrics.Metrics())
+    eng = reconciler.Reconciler(cluster, metrics.Metrics())
     _run(eng)
     retained = cluster.find("BucketClaim", "shop-avatars")
     assert retained is not None and "ownerReferences" not in retained["metadata"]
@@ -518,7 +516,7 @@ def test_a_retained_claim_is_never_pruned_and_a_new_profile_adopts_it() -> None:
 
 def test_switching_retain_to_delete_gives_the_claim_an_owner_and_back() -> None:
     cluster = _cluster(profiles.cosi_bucket("avatars"))
-    eng = engine.Engine(cluster, metrics.Metrics())
+    eng = reconciler.Reconciler(cluster, metrics.Metrics())
     _run(eng)
     profile = cluster.find("ScalingProfile", "shop")
     assert profile is not None
@@ -572,7 +570,7 @@ def test_a_public_builtin_server_gets_an_ingress_the_policy_admits_and_the_publi
         app_secret_key="a" * 30,
     )
     creds = dataclasses.replace(
-        _creds(**{b.name: bucket_builder.credentials(planned, b, keys) for b in planned.buckets}),
+        _creds(**{b.name: credentials.builtin_bucket(planned, b, keys) for b in planned.buckets}),
         s3_server=keys,
     )
     objects = desired.build(planned, creds, app_pod_selector={"matchLabels": {"app": "web"}})
@@ -602,7 +600,7 @@ def test_a_private_builtin_server_has_no_ingress() -> None:
     planned = _plan(profiles.builtin_bucket("avatars"))
     keys = server_plan.ServerKeys("rootkey0", "r" * 30, "appkey00", "a" * 30)
     creds = dataclasses.replace(
-        _creds(**{b.name: bucket_builder.credentials(planned, b, keys) for b in planned.buckets}),
+        _creds(**{b.name: credentials.builtin_bucket(planned, b, keys) for b in planned.buckets}),
         s3_server=keys,
     )
     objects = desired.build(planned, creds)

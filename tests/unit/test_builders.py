@@ -6,10 +6,13 @@ import pytest
 
 from headroom.api import v1alpha1
 from headroom.builders import binding, common, desired, pgbouncer
+from headroom.planning import credentials
 from headroom.planning import plan as plan_mod
 from tests import profiles
 
-CREDS = common.Credentials(username="app", password="s3cr:t/@", stats_password="x", revision="7")
+CREDS = credentials.Credentials(
+    username="app", password="s3cr:t/@", stats_password="x", revision="7"
+)
 
 
 def _objects(**overrides: object) -> dict[str, common.Obj]:

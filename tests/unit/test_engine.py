@@ -15,7 +15,7 @@ import yaml
 from headroom.api import conditions
 from headroom.builders import bucket_server, common
 from headroom.kube import errors
-from headroom.reconcile import compare, engine, metrics
+from headroom.reconcile import compare, metrics, outcome, reconciler
 from tests import certs, profiles
 from tests.unit import fake_cluster
 
@@ -58,14 +58,16 @@ def _scaled() -> dict[str, Any]:
     return body
 
 
-def _run(cluster: fake_cluster.FakeCluster, **kwargs: Any) -> tuple[engine.Engine, engine.Outcome]:
-    eng = engine.Engine(cluster, metrics.Metrics())
+def _run(
+    cluster: fake_cluster.FakeCluster, **kwargs: Any
+) -> tuple[reconciler.Reconciler, outcome.Outcome]:
+    eng = reconciler.Reconciler(cluster, metrics.Metrics())
     outcome = asyncio.run(eng.reconcile(KEY, **kwargs))
     assert outcome is not None
     return eng, outcome
 
 
-def _again(eng: engine.Engine, **kwargs: Any) -> engine.Outcome:
+def _again(eng: reconciler.Reconciler, **kwargs: Any) -> outcome.Outcome:
     outcome = asyncio.run(eng.reconcile(KEY, **kwargs))
     assert outcome is not None
     return outcome
@@ -451,7 +453,7 @@ def test_a_newer_profile_on_a_full_server_is_refused_and_applies_nothing() -> No
     newer["metadata"] = {"name": "admin", "namespace": "default", "uid": "admin-uid"}
     newer["metadata"]["creationTimestamp"] = "2999-01-01T00:00:00Z"
     cluster.put(newer)
-    eng = engine.Engine(cluster, metrics.Metrics())
+    eng = reconciler.Reconciler(cluster, metrics.Metrics())
     asyncio.run(eng.reconcile("default/shop"))
     asyncio.run(eng.reconcile("default/admin"))
     admin = cluster.profile("default", "admin")

@@ -14,74 +14,90 @@ import yaml
 
 from headroom import yamlfmt
 from headroom.api import v1alpha1
-from headroom.builders import alerts, bucket_server, common, desired
-from headroom.planning import bucket_server as bucket_server_plan
-from headroom.planning import monitoring, replicas, storage
+from headroom.builders import desired
+from headroom.planning import credentials, monitoring, read_replicas, storage
 from headroom.planning import plan as plan_mod
 
 ROOT = Path(__file__).resolve().parents[2]
 GOLDEN = ROOT / "tests" / "golden"
 EXAMPLES = sorted(p for p in (ROOT / "examples").glob("*.yaml"))
-CREDS = common.Credentials(
-    username="app",
-    password='p@ss w"rd',
-    stats_password="stats-pw",
-    revision="42",
-    redis_passwords={
-        "cache": "0123456789abcdef0123",
-        "jobs": "fedcba9876543210fedc",
-        "sessions": "00112233445566778899",
-        "push": "99887766554433221100",
-    },
-    server_ca_revision="7",
-    agent_password="agent-pw",
-    # as a COSI driver would write them (seed 003) / the R2 Secret (seed 004)
-    buckets={
-        name: storage.BucketCredentials(
-            endpoint=endpoint,
-            region=region,
-            bucket=bucket,
-            access_key_id=f"key-{name}",
-            secret_access_key=f"secret-{name}",
-            force_path_style=region != "auto",
-        )
-        for name, endpoint, region, bucket in (
-            ("avatars", "https://objects.example.net", "us-east-1", "bc-0a1b2c3d-avatars"),
-            ("meal-photos", "https://objects.example.net", "us-east-1", "bc-4e5f-meal-photos"),
-            (
-                "files",
-                "https://0123456789abcdef0123456789abcdef.r2.cloudflarestorage.com",
-                "auto",
-                "space-kontext-files",
-            ),
-        )
-    },
-)
+LOGIN = credentials.Login(username="app", password='p@ss w"rd', revision="42")
+SERVER_CA_REVISION = "7"
+# the values Headroom generates, fixed
+REDIS_PASSWORDS = {
+    "cache": "0123456789abcdef0123",
+    "jobs": "fedcba9876543210fedc",
+    "sessions": "00112233445566778899",
+    "push": "99887766554433221100",
+}
+STATS_PASSWORD = "stats-pw"
+AGENT_PASSWORD = "agent-pw"
+# the builtin S3 server's keys: (access, secret) of root and of the app
+S3_ROOT = ("0123456789abcdefroot", "root-secret-0123456789abcdef0123456789ab")
+S3_APP = ("0123456789abcdef0app", "app-secret-0123456789abcdef0123456789abc")
+# as a COSI driver would write them (seed 003) / the R2 Secret (seed 004)
+BUCKETS = {
+    name: storage.BucketCredentials(
+        endpoint=endpoint,
+        region=region,
+        bucket=bucket,
+        access_key_id=f"key-{name}",
+        secret_access_key=f"secret-{name}",
+        force_path_style=region != "auto",
+    )
+    for name, endpoint, region, bucket in (
+        ("avatars", "https://objects.example.net", "us-east-1", "bc-0a1b2c3d-avatars"),
+        ("meal-photos", "https://objects.example.net", "us-east-1", "bc-4e5f-meal-photos"),
+        (
+            "files",
+            "https://0123456789abcdef0123456789abcdef.r2.cloudflarestorage.com",
+            "auto",
+            "space-kontext-files",
+        ),
+    )
+}
+
+
+def fixed_credentials(planned: plan_mod.Plan) -> credentials.Credentials:
+    """The credentials of ``planned`` with every generated value fixed, as
+    assembled for the reconcile pass (what Headroom keeps in its Secrets)."""
+    names = planned.names
+    kept = {
+        (names.pooler_auth, credentials.STATS_PASSWORD_KEY): STATS_PASSWORD,
+        (names.read_pooler_auth, credentials.AGENT_PASSWORD_KEY): AGENT_PASSWORD,
+        (names.s3_root_keys, credentials.ACCESS_KEY): S3_ROOT[0],
+        (names.s3_root_keys, credentials.SECRET_KEY): S3_ROOT[1],
+        (names.s3_app_keys, credentials.ACCESS_KEY): S3_APP[0],
+        (names.s3_app_keys, credentials.SECRET_KEY): S3_APP[1],
+        **{
+            (names.redis_auth(name), credentials.REDIS_PASSWORD_KEY): password
+            for name, password in REDIS_PASSWORDS.items()
+        },
+    }
+
+    def new(name: str, key: str) -> str:
+        raise AssertionError(f"no fixed value for {key} of Secret {name}")
+
+    return credentials.assemble(
+        planned,
+        login=LOGIN,
+        kept=lambda name, key: kept.get((name, key)),
+        new=new,
+        server_ca_revision=SERVER_CA_REVISION,
+        buckets=BUCKETS,
+    )
+
+
+APP_SELECTOR = {"matchLabels": {"app": "web"}}
+
+
 APP_SELECTOR = {"matchLabels": {"app": "web"}}
 # The examples again with the engine they compose installed: KEDA for queues,
 # CloudNativePG for a CNPG database.
 CASES = [(p, False) for p in EXAMPLES] + [
     (p, True) for p in EXAMPLES if "queues:" in p.read_text() or "mode: cnpg" in p.read_text()
 ]
-CNPG_CLUSTER = replicas.CnpgCluster(name="shop-pg", instances=3, max_connections=200)
-
-
-# the builtin S3 server's keys, as the engine would generate them
-S3_KEYS = bucket_server_plan.ServerKeys(
-    root_access_key="0123456789abcdefroot",
-    root_secret_key="root-secret-0123456789abcdef0123456789ab",
-    app_access_key="0123456789abcdef0app",
-    app_secret_key="app-secret-0123456789abcdef0123456789abc",
-)
-
-
-def _with_builtin(planned: plan_mod.Plan) -> common.Credentials:
-    """CREDS, with the builtin buckets' credentials the engine derives from S3_KEYS."""
-    builtin = [b for b in planned.buckets if b.builtin is not None]
-    if not builtin:
-        return CREDS
-    found = {b.name: bucket_server.credentials(planned, b, S3_KEYS) for b in builtin}
-    return dataclasses.replace(CREDS, buckets={**CREDS.buckets, **found}, s3_server=S3_KEYS)
+CNPG_CLUSTER = read_replicas.CnpgCluster(name="shop-pg", instances=3, max_connections=200)
 
 
 def _render(example: Path, *, keda: bool) -> str:
@@ -102,7 +118,9 @@ def _render(example: Path, *, keda: bool) -> str:
             docs.append({"problems": [str(p) for p in planned.problems]})
             continue
         docs.extend(
-            desired.build(planned, _with_builtin(planned), app_pod_selector=APP_SELECTOR).values()
+            desired.build(
+                planned, fixed_credentials(planned), app_pod_selector=APP_SELECTOR
+            ).values()
         )
     return yamlfmt.dump_all(docs)
 
@@ -145,12 +163,12 @@ def test_golden_prometheus_operator() -> None:
         [PROMETHEUS],
         namespace=planned.namespace,
         namespace_labels={},
-        own_labels=alerts.own_labels(planned),
+        own_labels=monitoring.own_labels(planned.name, app_deployment=planned.app.deployment),
     )
     planned = dataclasses.replace(
         planned, facts=dataclasses.replace(planned.facts, prometheus_selection=selection)
     )
-    objects = desired.build(planned, CREDS, app_pod_selector=APP_SELECTOR)
+    objects = desired.build(planned, fixed_credentials(planned), app_pod_selector=APP_SELECTOR)
     kinds = ("PrometheusRule", "PodMonitor", "ServiceMonitor")
     rendered = yamlfmt.dump_all([o for o in objects.values() if o["kind"] in kinds])
     golden = GOLDEN / "shop-scaled.monitoring.yaml"

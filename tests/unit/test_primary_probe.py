@@ -9,12 +9,12 @@ from typing import Any
 import pytest
 
 from headroom.api import v1alpha1
-from headroom.builders import common
+from headroom.planning import credentials
 from headroom.planning import plan as plan_mod
-from headroom.reconcile import primary
+from headroom.reconcile import primary_limits
 from tests import profiles
 
-CREDS = common.Credentials(username="u", password="p", stats_password="s", revision="1")
+CREDS = credentials.Credentials(username="u", password="p", stats_password="s", revision="1")
 
 
 def _plan() -> plan_mod.Plan:
@@ -33,9 +33,9 @@ def test_a_pass_reads_once_and_only_a_changed_answer_queues_its_profile(
         reads.append(target.host)
         return answers[-1]
 
-    monkeypatch.setattr(primary.postgres_limits, "read", read)
+    monkeypatch.setattr(primary_limits.postgres_limits, "read", read)
     changed: list[set[str]] = []
-    probe = primary.PrimaryProbe(ttl_seconds=0.0, on_change=changed.append)
+    probe = primary_limits.PrimaryLimitsProbe(ttl_seconds=0.0, on_change=changed.append)
 
     async def run() -> None:
         live, condition = await probe.check(_plan(), CREDS, user="default/shop")

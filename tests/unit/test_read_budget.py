@@ -10,13 +10,13 @@ from typing import Any
 import pytest
 
 from headroom.api import conditions, v1alpha1
-from headroom.builders import cnpg, common, desired, pgbouncer, readpool
-from headroom.planning import names, replicas
+from headroom.builders import cnpg, desired, pgbouncer, readpool
+from headroom.planning import credentials, membership, names, read_replicas
 from headroom.planning import plan as plan_mod
 from headroom.reconcile import observe
 from tests import profiles
 
-CREDS = common.Credentials(
+CREDS = credentials.Credentials(
     username="app", password="pw", stats_password="st", revision="1", agent_password="ag"
 )
 
@@ -215,7 +215,7 @@ def test_read_pooler_config_leaves_databases_to_the_agent() -> None:
 def test_fallback_entry_is_capped_at_the_share_the_primary_keeps() -> None:
     planned = _plan(**NEON)
     assert planned.read is not None
-    fallback = readpool.agent_config(planned).fallback
+    fallback = membership.read_pool_config(planned).fallback
     assert fallback is not None
     assert (fallback.host, fallback.port, fallback.max_db_connections) == ("db", 5432, 3)
     assert planned.read.fallback_connections == 9 == planned.budget.read_fallback
@@ -267,7 +267,7 @@ CNPG = {
 
 
 def test_cnpg_installed_gives_cnpg_poolers_with_headrooms_sizes() -> None:
-    cluster = replicas.cnpg_cluster(
+    cluster = read_replicas.cnpg_cluster(
         {
             "metadata": {"name": "shop-pg"},
             "spec": {"instances": 3, "postgresql": {"parameters": {"max_connections": "200"}}},
@@ -308,7 +308,7 @@ def test_cnpg_mode_needs_the_clusters_rw_service_as_primary() -> None:
 
 
 def test_cnpg_cluster_below_the_declared_max_connections_is_refused() -> None:
-    cluster = replicas.CnpgCluster(name="shop-pg", instances=2, max_connections=50)
+    cluster = read_replicas.CnpgCluster(name="shop-pg", instances=2, max_connections=50)
     profile = v1alpha1.parse_profile(profiles.base(**CNPG))
     planned = plan_mod.plan(profile, facts=plan_mod.Facts(cnpg=True, cnpg_cluster=cluster))
     assert [p.field for p in planned.problems] == ["spec.database.maxConnections"]
@@ -325,8 +325,8 @@ def test_standbys_say_whether_their_slots_can_fill_the_primary(
         max_connections=100, superuser_reserved_connections=3, max_slot_wal_keep_size_mb=keep_size
     )
     profile = v1alpha1.parse_profile(profiles.base(**STREAMING))
-    planned = plan_mod.plan(profile, facts=plan_mod.Facts(primary=live))
-    found = {c.type: c for c in observe.components(planned, {}, app_found=True)}
+    planned = plan_mod.plan(profile)
+    found = {c.type: c for c in observe.components(planned, {}, app_found=True, primary=live)}
     retention = found.get(conditions.SLOT_RETENTION)
     assert (retention.status, retention.reason) == expect if retention else expect is None
     assert conditions.SLOT_RETENTION in conditions.INFORMATIONAL  # never holds Ready back

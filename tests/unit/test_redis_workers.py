@@ -9,6 +9,7 @@ import pytest
 
 from headroom.api import v1alpha1
 from headroom.builders import binding, common, desired, redis
+from headroom.planning import credentials
 from headroom.planning import plan as plan_mod
 from tests import profiles
 
@@ -26,7 +27,7 @@ CACHE = {
         {"name": "jobs", "use": "queue", "memory": "128Mi", "persistence": {"size": "2Gi"}},
     ]
 }
-CREDS = common.Credentials(
+CREDS = credentials.Credentials(
     username="app",
     password="pw",
     stats_password="stats",

@@ -13,7 +13,7 @@ import pytest
 
 from headroom.planning import membership
 from headroom.planning import plan as plan_mod
-from headroom.reconcile import engine, metrics, primary, replicas
+from headroom.reconcile import metrics, primary_limits, reconciler, replica_lag
 from tests import profiles
 from tests.unit import fake_cluster
 from tests.unit.test_engine import KEY, _cluster, _conditions
@@ -41,11 +41,11 @@ class Reader:
         }
         self.reads = 0
 
-    def __call__(self, targets: Any) -> replicas.Reading:
+    def __call__(self, targets: Any) -> replica_lag.Reading:
         self.reads += 1
         assert "s3cret" not in repr(targets)  # the password never in a repr
         return tuple(
-            replicas.ReplicaReading(name=n, observed=o, limits=self.limits[n])
+            replica_lag.ReplicaReading(name=n, observed=o, limits=self.limits[n])
             for n, o in self.observed.items()
         )
 
@@ -53,12 +53,14 @@ class Reader:
 @pytest.fixture
 def setup(
     monkeypatch: pytest.MonkeyPatch,
-) -> tuple[fake_cluster.FakeCluster, engine.Engine, Reader]:
-    monkeypatch.setattr(primary.postgres_limits, "read", lambda target: "unreachable in tests")
+) -> tuple[fake_cluster.FakeCluster, reconciler.Reconciler, Reader]:
+    monkeypatch.setattr(
+        primary_limits.postgres_limits, "read", lambda target: "unreachable in tests"
+    )
     cluster = _cluster(_profile())
-    eng = engine.Engine(cluster, metrics.Metrics())
+    eng = reconciler.Reconciler(cluster, metrics.Metrics())
     reader = Reader()
-    eng.replica_probe = replicas.ReplicaProbe(ttl_seconds=0.0, reader=reader)
+    eng.probes.replica_lag = replica_lag.ReplicaProbe(ttl_seconds=0.0, reader=reader)
     return cluster, eng, reader
 
 
@@ -70,11 +72,11 @@ def _status(cluster: fake_cluster.FakeCluster) -> dict[str, Any]:
 
 
 def test_replicas_in_status_and_a_lagging_one_leaves_with_an_event(
-    setup: tuple[fake_cluster.FakeCluster, engine.Engine, Reader],
+    setup: tuple[fake_cluster.FakeCluster, reconciler.Reconciler, Reader],
 ) -> None:
     cluster, eng, reader = setup
     changed: list[set[str]] = []
-    eng.replica_probe.on_change = changed.append
+    eng.probes.replica_lag.on_change = changed.append
     asyncio.run(eng.reconcile(KEY))
     status = _status(cluster)
     assert [(r["name"], r["inPool"]) for r in status["readReplicas"]] == [
@@ -86,7 +88,7 @@ def test_replicas_in_status_and_a_lagging_one_leaves_with_an_event(
     reader.observed["replica-1"] = membership.Observed(
         in_recovery=True, lag_bytes=4096, lag_seconds=120.0
     )
-    asyncio.run(eng.replica_probe.refresh_due())
+    asyncio.run(eng.probes.replica_lag.refresh_due())
     assert changed == [{KEY}]  # the profile is queued
     asyncio.run(eng.reconcile(KEY))
     status = _status(cluster)
@@ -101,14 +103,14 @@ def test_replicas_in_status_and_a_lagging_one_leaves_with_an_event(
     assert _conditions(cluster)["Ready"]["message"].find("ReadReplicasInPool") == -1
 
     reader.observed["replica-1"] = CAUGHT_UP
-    asyncio.run(eng.replica_probe.refresh_due())
+    asyncio.run(eng.probes.replica_lag.refresh_due())
     asyncio.run(eng.reconcile(KEY))
     assert _status(cluster)["readReplicas"][1]["inPool"] is True
     assert any("replica replica-1 joins" in m for _, _, m in cluster.events)
 
 
 def test_a_replica_below_the_declared_limits_stops_the_plan(
-    setup: tuple[fake_cluster.FakeCluster, engine.Engine, Reader],
+    setup: tuple[fake_cluster.FakeCluster, reconciler.Reconciler, Reader],
 ) -> None:
     cluster, eng, reader = setup
     reader.limits["replica-1"] = plan_mod.PrimaryLimits(
@@ -130,9 +132,9 @@ def test_without_read_limits_the_replicas_are_not_measured(
     body = _profile()
     body["spec"]["database"]["readLimits"] = False
     cluster = _cluster(body)
-    eng = engine.Engine(cluster, metrics.Metrics())
+    eng = reconciler.Reconciler(cluster, metrics.Metrics())
     reader = Reader()
-    eng.replica_probe = replicas.ReplicaProbe(ttl_seconds=0.0, reader=reader)
+    eng.probes.replica_lag = replica_lag.ReplicaProbe(ttl_seconds=0.0, reader=reader)
     asyncio.run(eng.reconcile(KEY))
     assert reader.reads == 0
     assert "readReplicas" not in _status(cluster)

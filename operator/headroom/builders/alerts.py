@@ -26,18 +26,12 @@ from headroom.builders import common, pgbouncer, redis
 from headroom.planning import monitoring
 from headroom.planning import plan as plan_mod
 
-COMPONENT = "monitoring"
 RATE_WINDOW = "5m"
 SCRAPE_INTERVAL = "30s"
 # pod names: a Deployment's <name>-<template hash>-<suffix>, a StatefulSet's <name>-<ordinal>
 _DEPLOYMENT_POD = "-[a-z0-9]+-[a-z0-9]+"
 _STATEFUL_POD = "-[0-9]+"
 Rule = dict[str, Any]
-
-
-def rule_file_key(plan: plan_mod.Plan) -> str:
-    """Unique across profiles: many ConfigMaps may be mounted into one rules directory."""
-    return f"{plan.namespace}-{plan.name}.rules.yaml"
 
 
 def _regex(name: str) -> str:
@@ -485,13 +479,8 @@ def rule_file(plan: plan_mod.Plan) -> str:
     return yamlfmt.dump({"groups": rule_groups(plan)})
 
 
-def own_labels(plan: plan_mod.Plan) -> dict[str, str]:
-    """Headroom's labels on the rules and monitors (a selector adds to them, never changes them)."""
-    return common.labels(plan, component=COMPONENT, name="alerts")
-
-
 def _meta(plan: plan_mod.Plan, name: str, extra: dict[str, str]) -> common.Obj:
-    meta = common.metadata(plan, name=name, component=COMPONENT, app_name="alerts")
+    meta = common.metadata(plan, name=name, component=monitoring.COMPONENT, app_name="alerts")
     meta["labels"] = {**extra, **meta["labels"]}
     return meta
 
@@ -587,6 +576,6 @@ def build(plan: plan_mod.Plan, *, app_pod_selector: common.Obj | None) -> list[c
             "apiVersion": "v1",
             "kind": "ConfigMap",
             "metadata": _meta(plan, plan.names.alert_rules, {}),
-            "data": {rule_file_key(plan): rule_file(plan)},
+            "data": {plan.names.alert_rules_key: rule_file(plan)},
         }
     ]

@@ -41,7 +41,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import quote, urlencode
 
-from headroom.builders import buckets, common, pgbouncer, redis
+from headroom.builders import buckets, common, redis
+from headroom.planning import credentials, names
 from headroom.planning import plan as plan_mod
 
 COMPONENT = "binding"
@@ -135,7 +136,7 @@ def _direct_query(plan: plan_mod.Plan) -> dict[str, str]:
 
 
 def _database_entries(
-    plan: plan_mod.Plan, creds: common.Credentials, consumer: Consumer, *, omit: frozenset[str]
+    plan: plan_mod.Plan, creds: credentials.Credentials, consumer: Consumer, *, omit: frozenset[str]
 ) -> dict[str, str]:
     """The direct URL, the pooled one and the pool size, in the app's dialect."""
     if not consumer.pool_size:
@@ -159,7 +160,7 @@ def _database_entries(
         user=creds.username,
         password=creds.password,
         host=host,
-        port=pgbouncer.SERVICE_PORT,
+        port=names.POOLER_SERVICE_PORT,
         database=plan.database.name,
     )
     pooled = pooler(query=_pooled_query(plan, pool_size=consumer.pool_size))
@@ -167,7 +168,7 @@ def _database_entries(
         "type": "postgresql",
         "provider": "headroom",
         "host": host,
-        "port": str(pgbouncer.SERVICE_PORT),
+        "port": str(names.POOLER_SERVICE_PORT),
         "database": plan.database.name,
         "username": creds.username,
         "password": creds.password,
@@ -184,7 +185,7 @@ def _database_entries(
 
 
 def build(
-    plan: plan_mod.Plan, creds: common.Credentials, *, omit: frozenset[str] = frozenset()
+    plan: plan_mod.Plan, creds: credentials.Credentials, *, omit: frozenset[str] = frozenset()
 ) -> list[common.Obj]:
     """The app's binding and one per queue. ``omit``: components (``pooler``,
     ``redis/<name>``) the bindings must not point at (one of their objects
@@ -203,7 +204,7 @@ def build(
 
 
 def _entries(
-    plan: plan_mod.Plan, creds: common.Credentials, consumer: Consumer, *, omit: frozenset[str]
+    plan: plan_mod.Plan, creds: credentials.Credentials, consumer: Consumer, *, omit: frozenset[str]
 ) -> dict[str, str]:
     data = _database_entries(plan, creds, consumer, omit=omit)
     data |= _read_entries(plan, creds, consumer, omit=omit)
@@ -258,7 +259,7 @@ def _queue_entries(consumer: Consumer) -> dict[str, str]:
 
 
 def _read_entries(
-    plan: plan_mod.Plan, creds: common.Credentials, consumer: Consumer, *, omit: frozenset[str]
+    plan: plan_mod.Plan, creds: credentials.Credentials, consumer: Consumer, *, omit: frozenset[str]
 ) -> dict[str, str]:
     """DATABASE_READ_URL: the read pooler (replicas in the read pool; the
     primary or a refusal when every replica is out, by whenAllLagging), and
@@ -271,7 +272,7 @@ def _read_entries(
         user=creds.username,
         password=creds.password,
         host=plan.names.read_pooler_host,
-        port=pgbouncer.SERVICE_PORT,
+        port=names.POOLER_SERVICE_PORT,
         database=plan.database.name,
         query=_pooled_query(plan, pool_size=size),
     )
@@ -292,7 +293,7 @@ def redis_url(plan: plan_mod.Plan, instance: plan_mod.RedisPlan, password: str) 
 
 
 def _redis_entries(
-    plan: plan_mod.Plan, creds: common.Credentials, consumer: Consumer, *, omit: frozenset[str]
+    plan: plan_mod.Plan, creds: credentials.Credentials, consumer: Consumer, *, omit: frozenset[str]
 ) -> dict[str, str]:
     """REDIS_CACHE_URL / REDIS_QUEUE_URL for the instance of each use (the one
     named after it, else the first); REDIS_<NAME>_URL for every instance (the

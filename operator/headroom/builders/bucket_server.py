@@ -23,39 +23,17 @@ from __future__ import annotations
 from headroom.api import v1alpha1
 from headroom.builders import common
 from headroom.planning import bucket_server as server_mod
+from headroom.planning import credentials, names, storage
 from headroom.planning import plan as plan_mod
-from headroom.planning import storage
 
 COMPONENT = "object-storage"
 APP_NAME = "versitygw"
 CONFIG_DIR = "/etc/headroom-s3"
 CONFIG_FILE = "buckets.json"
 RUN_DIR = "/run/headroom"
-DATA_VOLUME = "data"
 AGENT_COMMAND = ("python", "-m", "headroom.agent.bucket")
-ACCESS_KEY = "accessKeyId"
-SECRET_KEY = "secretAccessKey"  # noqa: S105 - a Secret key name
 ROOT_REVISION_ANNOTATION = "headroom.dev/s3-root-revision"
 APP_REVISION_ANNOTATION = "headroom.dev/s3-app-revision"
-
-
-def endpoint(plan: plan_mod.Plan) -> str:
-    """The S3 endpoint the app's binding names (in-cluster, plain HTTP)."""
-    return f"http://{plan.names.s3_server_host}:{server_mod.S3_PORT}"
-
-
-def credentials(
-    plan: plan_mod.Plan, bucket: storage.BucketPlan, keys: server_mod.ServerKeys
-) -> storage.BucketCredentials:
-    """What the binding carries for a builtin bucket: the app's keys, never root's."""
-    return storage.BucketCredentials(
-        endpoint=endpoint(plan),
-        region=server_mod.REGION,
-        bucket=bucket.name,
-        access_key_id=keys.app_access_key,
-        secret_access_key=keys.app_secret_key,
-        force_path_style=True,
-    )
 
 
 def agent_config(
@@ -88,10 +66,10 @@ def build(
 
     config = agent_config(server, keys).to_json()
     root_env = [
-        _secret_env("ROOT_ACCESS_KEY", plan.names.s3_root_keys, ACCESS_KEY),
-        _secret_env("ROOT_SECRET_KEY", plan.names.s3_root_keys, SECRET_KEY),
+        _secret_env("ROOT_ACCESS_KEY", plan.names.s3_root_keys, credentials.ACCESS_KEY),
+        _secret_env("ROOT_SECRET_KEY", plan.names.s3_root_keys, credentials.SECRET_KEY),
     ]
-    data_mount = {"name": DATA_VOLUME, "mountPath": server_mod.DATA_DIR}
+    data_mount = {"name": names.DATA_VOLUME, "mountPath": server_mod.DATA_DIR}
     prepare = {
         "name": "prepare",
         "image": server.image,
@@ -118,7 +96,10 @@ def build(
         "name": "agent",
         "image": plan.facts.agent_image,
         "command": [*AGENT_COMMAND, "--config", f"{CONFIG_DIR}/{CONFIG_FILE}"],
-        "env": [*root_env, _secret_env("APP_SECRET_KEY", plan.names.s3_app_keys, SECRET_KEY)],
+        "env": [
+            *root_env,
+            _secret_env("APP_SECRET_KEY", plan.names.s3_app_keys, credentials.SECRET_KEY),
+        ],
         "readinessProbe": {
             "exec": {"command": ["test", "-e", f"{RUN_DIR}/provisioned"]},
             "periodSeconds": 5,
@@ -144,7 +125,7 @@ def build(
     }
     if server.storage_class_name:
         claim["storageClassName"] = server.storage_class_name
-    claim_meta: common.Obj = {"name": DATA_VOLUME, "labels": selector}
+    claim_meta: common.Obj = {"name": names.DATA_VOLUME, "labels": selector}
     if server.retain:  # the PVC outlives the profile, and says so
         claim_meta["annotations"] = {storage.RETAIN_ANNOTATION: "true"}
     statefulset = {
@@ -186,7 +167,9 @@ def build(
             "kind": "Secret",
             "metadata": meta(secret_name),
             "type": "Opaque",
-            "data": common.secret_data({ACCESS_KEY: access, SECRET_KEY: secret}),
+            "data": common.secret_data(
+                {credentials.ACCESS_KEY: access, credentials.SECRET_KEY: secret}
+            ),
         }
         for secret_name, access, secret in (
             (plan.names.s3_root_keys, keys.root_access_key, keys.root_secret_key),

@@ -16,8 +16,8 @@ from __future__ import annotations
 
 from headroom.builders import common
 from headroom.planning import bucket_server as server_mod
+from headroom.planning import credentials, storage
 from headroom.planning import plan as plan_mod
-from headroom.planning import storage
 
 COMPONENT = "bucket"
 APP_NAME = "headroom-bucket"
@@ -38,7 +38,7 @@ def _meta(
 
 
 def build(
-    plan: plan_mod.Plan, bucket: storage.BucketPlan, creds: common.Credentials
+    plan: plan_mod.Plan, bucket: storage.BucketPlan, creds: credentials.Credentials
 ) -> list[common.Obj]:
     objects: list[common.Obj] = []
     if bucket.cosi is not None and bucket.cosi_version:
@@ -114,7 +114,7 @@ def _bool(value: bool) -> str:
 
 
 def binding_entries(
-    plan: plan_mod.Plan, creds: common.Credentials, *, omit: frozenset[str]
+    plan: plan_mod.Plan, creds: credentials.Credentials, *, omit: frozenset[str]
 ) -> dict[str, str]:
     """The env names S3 SDKs read, for the first bucket of the spec (the
     default): S3_ENDPOINT, S3_BUCKET, S3_REGION, S3_FORCE_PATH_STYLE,

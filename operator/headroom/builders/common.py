@@ -9,11 +9,10 @@ from __future__ import annotations
 import base64
 import copy
 import hashlib
-from dataclasses import dataclass, field
 from typing import Any
 
 from headroom.api import v1alpha1
-from headroom.planning import bucket_server, names, storage
+from headroom.planning import names, storage
 from headroom.planning import plan as plan_mod
 
 CONFIG_HASH_ANNOTATION = "headroom.dev/config-hash"
@@ -24,56 +23,15 @@ REDIS_AUTH_REVISION_ANNOTATION = "headroom.dev/redis-auth-revision"
 Obj = dict[str, Any]
 
 
-@dataclass(frozen=True)
-class Credentials:
-    """Secrets the builders place into Secrets (never into status, events or logs).
-
-    ``revision`` changes whenever the source credentials change (the source
-    Secret's resourceVersion), so pods that read them are rolled without any
-    hash of a password appearing in an annotation. The Redis passwords are
-    Headroom's own (kept in its Secrets, made anew when such a Secret is gone),
-    so they have no source version: :func:`secret_revision` stands in for one.
-    """
-
-    username: str
-    password: str
-    stats_password: str
-    revision: str
-    # generated password of each Redis instance, by instance name
-    redis_passwords: dict[str, str] = field(default_factory=dict)
-    # resourceVersion of spec.database.serverCASecret (rolls the pooler when it changes)
-    server_ca_revision: str = ""
-    # its PEM, for the operator's own connection to the primary (not a secret)
-    server_ca_pem: str | None = None
-    # generated admin password of the read pooler's lag agent (read replicas only)
-    agent_password: str = ""
-    # each bucket's endpoint and key, as read from its credentials Secret (a
-    # bucket whose Secret is not there yet has no entry, nor binding keys)
-    buckets: dict[str, storage.BucketCredentials] = field(default_factory=dict)
-    # the builtin S3 server's generated root and app keys (builtin buckets only)
-    s3_server: bucket_server.ServerKeys | None = None
-
-
 def selector_labels(plan: plan_mod.Plan, *, component: str, name: str) -> dict[str, str]:
     """Labels a workload selects its pods by; stable for the life of the object."""
-    return {
-        "app.kubernetes.io/name": name,
-        "app.kubernetes.io/instance": plan.name,
-        "app.kubernetes.io/component": component,
-    }
+    return names.selector_labels(plan.name, component=component, app_name=name)
 
 
 def labels(plan: plan_mod.Plan, *, component: str, name: str) -> dict[str, str]:
-    result = {
-        **selector_labels(plan, component=component, name=name),
-        "app.kubernetes.io/managed-by": names.MANAGED_BY,
-        "app.kubernetes.io/part-of": plan.app.deployment,
-        names.PROFILE_LABEL: plan.name,
-    }
-    if len(plan.app.deployment) > names.DNS_LABEL_MAX:
-        # a Deployment name may be longer than a label value can be
-        del result["app.kubernetes.io/part-of"]
-    return result
+    return names.labels(
+        plan.name, app_deployment=plan.app.deployment, component=component, app_name=name
+    )
 
 
 def owner_reference(plan: plan_mod.Plan) -> Obj:
@@ -217,11 +175,6 @@ def secret_data(values: dict[str, str]) -> dict[str, str]:
     server-side apply its keys are owned as ``f:stringData``, so a key dropped
     from the desired Secret would stay in ``.data`` (kubernetes#108008)."""
     return {k: base64.b64encode(v.encode()).decode() for k, v in values.items()}
-
-
-def key_of(obj: Obj) -> str:
-    """Stable key of a desired object: ``Kind/name``."""
-    return f"{obj['kind']}/{obj['metadata']['name']}"
 
 
 def pod_spec(

@@ -13,6 +13,7 @@ import json
 from typing import Any
 
 from headroom.builders import alerts, common
+from headroom.planning import monitoring
 from headroom.planning import plan as plan_mod
 
 LABEL = "grafana_dashboard"
@@ -148,7 +149,7 @@ def build(plan: plan_mod.Plan) -> list[common.Obj]:
     if plan.alerts is None:
         return []
     meta = common.metadata(
-        plan, name=plan.names.dashboard, component=alerts.COMPONENT, app_name="dashboard"
+        plan, name=plan.names.dashboard, component=monitoring.COMPONENT, app_name="dashboard"
     )
     meta["labels"][LABEL] = "1"
     text = json.dumps(dashboard(plan), indent=1, sort_keys=False) + "\n"

@@ -28,6 +28,7 @@ from headroom.builders import (
     workers,
 )
 from headroom.planning import bucket_server as server_mod
+from headroom.planning import credentials
 from headroom.planning import plan as plan_mod
 
 POOLER = "pooler"
@@ -37,6 +38,11 @@ BINDING = "binding"
 AUTOSCALING = "autoscaling"
 MONITORING = "monitoring"
 OBJECT_STORE = "object-store"  # the builtin S3 server (every builtin bucket's)
+
+
+def key_of(obj: common.Obj) -> str:
+    """Stable key of a desired object: ``Kind/name``."""
+    return f"{obj['kind']}/{obj['metadata']['name']}"
 
 
 def redis_component(instance: plan_mod.RedisPlan) -> str:
@@ -85,7 +91,7 @@ def contained_closure(plan: plan_mod.Plan, contained: set[str]) -> frozenset[str
 
 def build_parts(
     plan: plan_mod.Plan,
-    creds: common.Credentials,
+    creds: credentials.Credentials,
     *,
     app_pod_selector: common.Obj | None = None,
     without: frozenset[str] = frozenset(),
@@ -149,7 +155,7 @@ def build_parts(
     component_of: dict[str, str] = {}
     for component, built in parts:
         for obj in built:
-            key = common.key_of(obj)
+            key = key_of(obj)
             if key in component_of:
                 raise ValueError(f"two desired objects share the key {key}")
             component_of[key] = component
@@ -163,7 +169,7 @@ def build_parts(
 
 def build(
     plan: plan_mod.Plan,
-    creds: common.Credentials,
+    creds: credentials.Credentials,
     *,
     app_pod_selector: common.Obj | None = None,
 ) -> dict[str, common.Obj]:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from urllib.parse import quote
 
 from headroom.builders import common
+from headroom.planning import credentials, names
 from headroom.planning import plan as plan_mod
 
 COMPONENT = "pooler"
@@ -21,10 +22,7 @@ RUN_AS = 70  # the postgres uid in Debian/Alpine images; any non-root uid works
 CONFIG_DIR = "/etc/pgbouncer"
 AUTH_DIR = "/etc/pgbouncer-auth"
 CA_DIR = "/etc/pgbouncer-server-ca"
-SERVICE_PORT = 5432
 SERVER_CA_MOUNT = {"name": "server-ca", "mountPath": CA_DIR, "readOnly": True}
-# The generated stats password is kept in the auth Secret so later passes reuse it.
-STATS_PASSWORD_KEY = "stats-password"  # noqa: S105 - a key name
 
 _SAFE_VALUE = re.compile(r"^[A-Za-z0-9_ ,.:;()=*'/$-]*$")
 _SAFE_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_$-]*$")
@@ -36,7 +34,6 @@ READ_COMPONENT = "pooler-ro"
 READ_CONFIG_DIR = "/etc/headroom-readpool"
 RUN_DIR = "/run/headroom"
 READ_DATABASES_FILE = f"{RUN_DIR}/readpool-databases.ini"
-AGENT_PASSWORD_KEY = "agent-password"  # noqa: S105 - a key name
 
 
 def _line(key: str, value: str) -> str:
@@ -182,7 +179,10 @@ class Pool:
 
 
 def build(
-    plan: plan_mod.Plan, creds: common.Credentials, *, app_pod_selector: common.Obj | None = None
+    plan: plan_mod.Plan,
+    creds: credentials.Credentials,
+    *,
+    app_pod_selector: common.Obj | None = None,
 ) -> list[common.Obj]:
     """ConfigMap, auth Secret, Deployment, Service, PDB and NetworkPolicy of the
     write pooler. ``app_pod_selector``: the app's pods (usable_selector),
@@ -198,14 +198,14 @@ def build(
         config_dir=CONFIG_DIR,
         config_data={"pgbouncer.ini": ini},
         users={creds.username: creds.password, plan_mod.STATS_USER: creds.stats_password},
-        auth_data={STATS_PASSWORD_KEY: creds.stats_password},
+        auth_data={credentials.STATS_PASSWORD_KEY: creds.stats_password},
     )
     return pool_objects(plan, creds, pool, app_pod_selector=app_pod_selector)
 
 
 def pool_objects(
     plan: plan_mod.Plan,
-    creds: common.Credentials,
+    creds: credentials.Credentials,
     pool: Pool,
     *,
     app_pod_selector: common.Obj | None,
@@ -359,7 +359,7 @@ def pool_objects(
             "ports": [
                 {
                     "name": "postgres",
-                    "port": SERVICE_PORT,
+                    "port": names.POOLER_SERVICE_PORT,
                     "targetPort": "pgbouncer",
                     "protocol": "TCP",
                 },

@@ -18,44 +18,15 @@ Pure. The pod has three Headroom parts beside PgBouncer and its exporter:
 from __future__ import annotations
 
 from headroom.builders import common, pgbouncer
-from headroom.planning import membership
+from headroom.planning import credentials, membership
 from headroom.planning import plan as plan_mod
 
 CONFIG_FILE = "readpool.json"
 AGENT_COMMAND = ("python", "-m", "headroom.agent.readpool")
 
 
-def agent_config(
-    plan: plan_mod.Plan, *, output: str = pgbouncer.READ_DATABASES_FILE
-) -> membership.ReadPoolConfig:
-    """``readpool.json``: what the agent measures and how it decides."""
-    read = plan.read
-    assert read is not None
-    db = plan.database
-    return membership.ReadPoolConfig(
-        database=db.name,
-        dbname=db.name,
-        port=read.port,
-        replicas=tuple(membership.Replica(name=r.name, host=r.host) for r in read.replicas),
-        primary=membership.Endpoint(host=db.host, port=db.port),
-        # whenAllLagging primary: the read entry points at the primary itself,
-        # capped at the share the primary keeps for it (planning.replicas)
-        fallback=membership.Fallback(
-            host=db.host, port=db.port, max_db_connections=read.fallback_per_pod
-        )
-        if read.fallback_per_pod
-        else None,
-        max_lag_seconds=read.max_lag_seconds,
-        max_lag_bytes=read.max_lag_bytes,
-        poll_seconds=read.poll_seconds,
-        sslmode=db.ssl_mode,
-        output=output,
-        admin=membership.Admin(port=plan_mod.POOLER_PORT, user=plan_mod.AGENT_USER),
-    )
-
-
 def render_agent_config(plan: plan_mod.Plan, **kwargs: str) -> str:
-    return agent_config(plan, **kwargs).to_json()
+    return membership.read_pool_config(plan, **kwargs).to_json()
 
 
 def _agent_container(plan: plan_mod.Plan, *, name: str, once: bool, image: str) -> common.Obj:
@@ -75,7 +46,7 @@ def _agent_container(plan: plan_mod.Plan, *, name: str, once: bool, image: str) 
             "valueFrom": {
                 "secretKeyRef": {
                     "name": plan.names.read_pooler_auth,
-                    "key": pgbouncer.AGENT_PASSWORD_KEY,
+                    "key": credentials.AGENT_PASSWORD_KEY,
                 }
             },
         },
@@ -102,7 +73,10 @@ def _agent_container(plan: plan_mod.Plan, *, name: str, once: bool, image: str) 
 
 
 def build(
-    plan: plan_mod.Plan, creds: common.Credentials, *, app_pod_selector: common.Obj | None = None
+    plan: plan_mod.Plan,
+    creds: credentials.Credentials,
+    *,
+    app_pod_selector: common.Obj | None = None,
 ) -> list[common.Obj]:
     """The read pooler's objects; nothing when the profile has no read replicas."""
     if plan.read is None or plan.read_pooler is None:
@@ -126,8 +100,8 @@ def build(
             plan_mod.AGENT_USER: creds.agent_password,
         },
         auth_data={
-            pgbouncer.STATS_PASSWORD_KEY: creds.stats_password,
-            pgbouncer.AGENT_PASSWORD_KEY: creds.agent_password,
+            credentials.STATS_PASSWORD_KEY: creds.stats_password,
+            credentials.AGENT_PASSWORD_KEY: creds.agent_password,
         },
         init_containers=[_agent_container(plan, name="agent-init", once=True, image=image)],
         sidecars=[_agent_container(plan, name="agent", once=False, image=image)],

@@ -13,6 +13,7 @@ import re
 from collections.abc import Callable
 
 from headroom.builders import common
+from headroom.planning import credentials, names
 from headroom.planning import plan as plan_mod
 
 COMPONENT = "redis"
@@ -20,7 +21,6 @@ RUN_AS = 999  # the redis user of the official image
 CONFIG_DIR = "/etc/redis"
 AUTH_DIR = "/etc/redis-auth"
 DATA_DIR = "/data"
-DATA_VOLUME = "data"  # its claims are data-<statefulset>-<ordinal>
 RUN_DIR = "/work"  # HA: the configs the processes run (Sentinel rewrites its own)
 MASTER_SET = "headroom"
 SENTINELS = 3
@@ -240,7 +240,10 @@ def _exporter(plan: plan_mod.Plan, redis: plan_mod.RedisPlan) -> common.Obj:
         {
             "name": "REDIS_PASSWORD",
             "valueFrom": {
-                "secretKeyRef": {"name": plan.names.redis_auth(redis.name), "key": "password"}
+                "secretKeyRef": {
+                    "name": plan.names.redis_auth(redis.name),
+                    "key": credentials.REDIS_PASSWORD_KEY,
+                }
             },
         },
     ]
@@ -327,7 +330,7 @@ def build(
 
     conf = render_conf(redis)
     files = {"redis.conf": conf}
-    secret_files = {"password": password, "auth.conf": render_auth(password)}
+    secret_files = {credentials.REDIS_PASSWORD_KEY: password, "auth.conf": render_auth(password)}
     if ha:
         secret_files["sentinel.conf"] = render_sentinel_conf(
             master_host=plan.names.redis_pod_host(redis.name, 0), password=password
@@ -407,7 +410,7 @@ def build(
     }
     if redis.persistence is not None:
         statefulset["spec"] |= common.claim_templates(
-            volume=DATA_VOLUME, labels=selector, claim=redis.persistence
+            volume=names.DATA_VOLUME, labels=selector, claim=redis.persistence
         )
     # In HA mode the client Service fronts the sentinels (clients ask them for the
     # master); standalone it fronts the one Redis pod.

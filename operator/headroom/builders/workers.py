@@ -8,6 +8,7 @@ owns that field, and writing it would fight them on every pass.
 from __future__ import annotations
 
 from headroom.builders import common, redis
+from headroom.planning import credentials
 from headroom.planning import plan as plan_mod
 
 COMPONENT = "worker"
@@ -88,14 +89,16 @@ def _keda(plan: plan_mod.Plan, queue: plan_mod.QueuePlan) -> list[common.Obj]:
         "activationListLength": str(queue.activation_backlog),
         "databaseIndex": "0",
     }
-    auth_refs = [{"parameter": "password", "name": secret, "key": "password"}]
+    auth_refs = [{"parameter": "password", "name": secret, "key": credentials.REDIS_PASSWORD_KEY}]
     if target.sentinel_replicas:
         trigger_type = "redis-sentinel"
         metadata |= {
             "addresses": f"{plan.names.redis_host(target.name)}:{plan_mod.SENTINEL_PORT}",
             "sentinelMaster": redis.MASTER_SET,
         }
-        auth_refs.append({"parameter": "sentinelPassword", "name": secret, "key": "password"})
+        auth_refs.append(
+            {"parameter": "sentinelPassword", "name": secret, "key": credentials.REDIS_PASSWORD_KEY}
+        )
     else:
         trigger_type = "redis"
         metadata["address"] = f"{plan.names.redis_host(target.name)}:{plan_mod.REDIS_PORT}"

@@ -33,6 +33,7 @@ from typing import Annotated, Literal
 from pydantic import Field, model_validator
 
 from headroom.planning import agentfile
+from headroom.planning import plan as plan_mod
 
 VERSION: Literal[1] = 1
 DEFAULT_OUTPUT = "/run/headroom/readpool-databases.ini"
@@ -71,7 +72,7 @@ class Endpoint(_Model):
 
 class Fallback(Endpoint):
     """The primary, for when every replica is out; capped at the share the
-    primary keeps for reads (planning.replicas), per read-pooler pod."""
+    primary keeps for reads (planning.read_replicas), per read-pooler pod."""
 
     max_db_connections: int | None = Field(default=None, ge=1)
 
@@ -273,3 +274,29 @@ def render_databases(config: ReadPoolConfig, members: Iterable[str]) -> str:
     else:
         lines.append(";; every replica is out and reads are refused: no read entry")
     return "\n".join(lines) + "\n"
+
+
+def read_pool_config(plan: plan_mod.Plan, *, output: str = DEFAULT_OUTPUT) -> ReadPoolConfig:
+    """``readpool.json`` of ``plan``: what the agent measures and how it decides
+    (the operator measures and decides the same way)."""
+    read = plan.read
+    assert read is not None
+    db = plan.database
+    return ReadPoolConfig(
+        database=db.name,
+        dbname=db.name,
+        port=read.port,
+        replicas=tuple(Replica(name=r.name, host=r.host) for r in read.replicas),
+        primary=Endpoint(host=db.host, port=db.port),
+        # whenAllLagging primary: the read entry points at the primary itself,
+        # capped at the share the primary keeps for it (planning.read_replicas)
+        fallback=Fallback(host=db.host, port=db.port, max_db_connections=read.fallback_per_pod)
+        if read.fallback_per_pod
+        else None,
+        max_lag_seconds=read.max_lag_seconds,
+        max_lag_bytes=read.max_lag_bytes,
+        poll_seconds=read.poll_seconds,
+        sslmode=db.ssl_mode,
+        output=output,
+        admin=Admin(port=plan_mod.POOLER_PORT, user=plan_mod.AGENT_USER),
+    )

@@ -14,6 +14,18 @@ from dataclasses import dataclass
 from typing import Any
 
 from headroom.api import quantity, v1alpha1
+from headroom.planning import names
+
+# The component label of the rules, monitors and dashboard.
+COMPONENT = "monitoring"
+
+
+def own_labels(profile: str, *, app_deployment: str) -> dict[str, str]:
+    """Headroom's labels on the rules and monitors (a selector adds to them,
+    never changes them)."""
+    return names.labels(
+        profile, app_deployment=app_deployment, component=COMPONENT, app_name="alerts"
+    )
 
 
 def share(total: int, percent: int) -> int:

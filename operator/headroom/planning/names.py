@@ -27,6 +27,11 @@ STATEFULSET_NAME_MAX = 52
 # only objects that carry them.
 MANAGED_BY = "headroom"
 PROFILE_LABEL = "headroom.dev/profile"
+# The port of both poolers' Services (what the binding's URLs name).
+POOLER_SERVICE_PORT = 5432
+# The volumeClaimTemplate of the StatefulSets that keep data (Redis, the S3
+# server): their PVCs are data-<statefulset>-<ordinal>.
+DATA_VOLUME = "data"
 # Replication slots Headroom makes on a primary start with this.
 SLOT_PREFIX = "headroom_"
 _SLOT = re.compile(r"^[a-z0-9_]{1,63}$")  # Postgres: lower case, digits, underscore
@@ -53,6 +58,29 @@ class LongName:
 def service_host(service: str, namespace: str) -> str:
     """The in-cluster DNS name of a Service."""
     return f"{service}.{namespace}.svc"
+
+
+def selector_labels(profile: str, *, component: str, app_name: str) -> dict[str, str]:
+    """Labels a workload selects its pods by; stable for the life of the object."""
+    return {
+        "app.kubernetes.io/name": app_name,
+        "app.kubernetes.io/instance": profile,
+        "app.kubernetes.io/component": component,
+    }
+
+
+def labels(profile: str, *, app_deployment: str, component: str, app_name: str) -> dict[str, str]:
+    """The standard labels of every child, and the two that mark it as ours."""
+    result = {
+        **selector_labels(profile, component=component, app_name=app_name),
+        "app.kubernetes.io/managed-by": MANAGED_BY,
+        "app.kubernetes.io/part-of": app_deployment,
+        PROFILE_LABEL: profile,
+    }
+    if len(app_deployment) > DNS_LABEL_MAX:
+        # a Deployment name may be longer than a label value can be
+        del result["app.kubernetes.io/part-of"]
+    return result
 
 
 def resolved_host(host: str, namespace: str) -> str:
@@ -95,6 +123,10 @@ class ChildNames:
     def pooler_host(self) -> str:
         return service_host(self.pooler_service, self.namespace)
 
+    @property
+    def pooler_endpoint(self) -> str:
+        return f"{self.pooler_host}:{POOLER_SERVICE_PORT}"
+
     # -- the read pooler (read replicas): Deployment and Service share a name
 
     @property
@@ -117,6 +149,10 @@ class ChildNames:
     @property
     def read_pooler_host(self) -> str:
         return service_host(self.read_pooler_service, self.namespace)
+
+    @property
+    def read_pooler_endpoint(self) -> str:
+        return f"{self.read_pooler_host}:{POOLER_SERVICE_PORT}"
 
     # -- the hot standbys (readReplicas mode streaming)
 
@@ -184,6 +220,10 @@ class ChildNames:
 
     def redis_pod_host(self, instance: str, ordinal: int) -> str:
         return f"{self.redis(instance)}-{ordinal}.{self.redis_headless_host(instance)}"
+
+    def redis_data_claim(self, instance: str, ordinal: int) -> str:
+        """The PVC of Redis pod ``ordinal`` (persistence)."""
+        return f"{DATA_VOLUME}-{self.redis(instance)}-{ordinal}"
 
     def sentinel(self, instance: str) -> str:
         """The Sentinel StatefulSet, its client Service, PDB and NetworkPolicy."""
@@ -254,6 +294,12 @@ class ChildNames:
     def alert_rules(self) -> str:
         """The rule-file ConfigMap (no prometheus-operator)."""
         return f"{self.profile}-alert-rules"
+
+    @property
+    def alert_rules_key(self) -> str:
+        """The rule file's key in that ConfigMap: unique across profiles, as many
+        ConfigMaps may be mounted into one rules directory."""
+        return f"{self.namespace}-{self.profile}.rules.yaml"
 
     @property
     def prometheus_rule(self) -> str:

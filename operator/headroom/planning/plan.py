@@ -17,8 +17,8 @@ from headroom.planning import (
     monitoring,
     names,
     pgbouncer_params,
+    read_replicas,
     redis_params,
-    replicas,
     servers,
     storage,
 )
@@ -111,15 +111,12 @@ class Facts:
     and about the operator that runs it."""
 
     keda: bool = False  # KEDA's ScaledObject/TriggerAuthentication CRDs are served
-    primary: PrimaryLimits | None = None  # None: not read (admission, CLI, unreachable)
     # what the other profiles open on the Postgres servers this one uses (its
     # primary, the replicas it shares): what it must fit beside
     shared: tuple[budget_mod.SharedUse, ...] = ()
     cnpg: bool = False  # CloudNativePG's Pooler CRD is served
     # the CNPG Cluster of readReplicas mode cnpg, as read (None: not read, or absent)
-    cnpg_cluster: replicas.CnpgCluster | None = None
-    # the read replicas' own limits, by replica name (None: not read)
-    replica_limits: tuple[tuple[str, PrimaryLimits], ...] = ()
+    cnpg_cluster: read_replicas.CnpgCluster | None = None
     agent_image: str = v1alpha1.AGENT_IMAGE  # HEADROOM_AGENT_IMAGE
     # the operator's namespace: its lag probes may reach the standbys it runs
     operator_namespace: str = ""
@@ -197,7 +194,7 @@ class Plan:
     facts: Facts = field(default_factory=Facts)
     problems: tuple[budget_mod.Problem, ...] = field(default=())
     # read replicas: where reads go, and the read pooler in front of them
-    read: replicas.ReadPlan | None = None
+    read: read_replicas.ReadPlan | None = None
     read_pooler: PoolerPlan | None = None
     # the alerts' numbers (None: spec.alerts.enabled false)
     alerts: monitoring.AlertsPlan | None = None
@@ -495,34 +492,6 @@ def _queue_plans(
     return tuple(plans), problems
 
 
-def _live_limit_problems(
-    db: v1alpha1.Database, budget: budget_mod.ConnectionBudget, primary: PrimaryLimits
-) -> list[budget_mod.Problem]:
-    """The declared limits were checked at admission; the primary's real ones
-    may be lower (a smaller tier, a changed parameter group): then the plan
-    must not be applied, and the message says which declared field is wrong."""
-    live = primary.available - db.reserved_connections
-    opened = budget.server_connections + budget.read_fallback
-    if opened <= live:
-        return []
-    field = (
-        "spec.database.maxConnections"
-        if primary.max_connections < db.max_connections
-        else "spec.database.superuserReservedConnections"
-    )
-    return [
-        budget_mod.Problem(
-            field,
-            f"the primary reports {primary.describe()}"
-            + (f" - {db.reserved_connections} reserved" if db.reserved_connections else "")
-            + f" = {live} available, but the plan opens {opened} server "
-            f"connections (declared maxConnections {db.max_connections}, "
-            f"superuserReservedConnections {db.superuser_reserved_connections}); "
-            "declare the primary's real limits",
-        )
-    ]
-
-
 def _min_pool_problems(
     settings: dict[str, str], budget: budget_mod.ConnectionBudget
 ) -> list[budget_mod.Problem]:
@@ -656,11 +625,10 @@ def plan(profile: v1alpha1.ScalingProfile, *, facts: Facts | None = None) -> Pla
     on_primary = tuple(
         use for use in facts.shared if use.server == servers.primary(profile.namespace, db)
     )
-    read, read_problems = replicas.read_plan(
+    read, read_problems = read_replicas.read_plan(
         profile,
         cnpg=facts.cnpg,
         cnpg_cluster=facts.cnpg_cluster,
-        live={name: limits.available for name, limits in facts.replica_limits},
         primary_available=db.max_connections
         - db.superuser_reserved_connections
         - db.reserved_connections
@@ -691,8 +659,6 @@ def plan(profile: v1alpha1.ScalingProfile, *, facts: Facts | None = None) -> Pla
     )
     problems += budget_problems
     problems += _min_pool_problems(settings, budget)
-    if facts.primary is not None and not budget_problems:
-        problems += _live_limit_problems(db, budget, facts.primary)
     settings["pool_mode"] = spec.pooler.pool_mode
     settings.update(_sizing(budget))
     settings.setdefault("server_tls_sslmode", db.ssl_mode)
@@ -745,7 +711,7 @@ def _alerts_plan(
     spec: v1alpha1.ScalingProfileSpec,
     *,
     budget: budget_mod.ConnectionBudget,
-    read: replicas.ReadPlan | None,
+    read: read_replicas.ReadPlan | None,
     redis: tuple[RedisPlan, ...],
     queues: tuple[QueuePlan, ...],
     app: AppPlan,

@@ -1,7 +1,8 @@
-"""Pure observation of applied children -> component conditions (CacheReady,
-WorkersReady, BacklogScaling, AutoscalingReady). Called by the engine with the
-objects server-side apply returned (their status is current as of the apply;
-status changes arrive as child events and trigger another pass)."""
+"""Pure observation of the applied children -> component conditions
+(PoolerReady with status.pooler, ReadPoolerReady, StandbysReady, CacheReady,
+WorkersReady, BacklogScaling, AutoscalingReady, StorageReady, AlertsSelected).
+Called by the reconcile pass with the children as cached after its apply
+(status changes arrive as child events and trigger another pass)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from headroom.api import conditions
-from headroom.builders import alerts, redis
 from headroom.planning import plan as plan_mod
 from headroom.planning import storage
 
@@ -162,6 +162,65 @@ def _app_scaling_active(hpa: dict[str, Any]) -> conditions.Cond:
     )
 
 
+def pooler(plan: plan_mod.Plan, applied: dict[str, Any]) -> tuple[conditions.Cond, dict[str, Any]]:
+    """PoolerReady and status.pooler: PgBouncer's Deployment, or CloudNativePG's Pooler."""
+    if plan.read is not None and plan.read.cnpg_poolers:
+        return _cnpg_pooler(plan, applied.get(f"Pooler/{plan.names.pooler_service}"))
+    return _pgbouncer(plan, applied.get(f"Deployment/{plan.names.pooler}"))
+
+
+def _pgbouncer(
+    plan: plan_mod.Plan, deployment: dict[str, Any] | None
+) -> tuple[conditions.Cond, dict[str, Any]]:
+    endpoint = plan.names.pooler_endpoint
+    want = plan.pooler.instances
+    if deployment is None:
+        return (
+            conditions.Cond(
+                conditions.POOLER_READY, "False", "NotCreated", "pooler Deployment not applied"
+            ),
+            {"endpoint": endpoint, "instances": want, "readyInstances": 0},
+        )
+    st = deployment.get("status") or {}
+    ready = int(st.get("readyReplicas") or 0)
+    updated = int(st.get("updatedReplicas") or 0)
+    total = int(st.get("replicas") or 0)
+    observed = int(st.get("observedGeneration") or 0)
+    generation = int(deployment["metadata"].get("generation") or 0)
+    status = {"endpoint": endpoint, "instances": want, "readyInstances": ready}
+    if observed >= generation and ready == want and updated == want and total == want:
+        message = f"{ready}/{want} PgBouncer pods ready at {endpoint}"
+        return conditions.Cond(conditions.POOLER_READY, "True", "PodsReady", message), status
+    message = f"{ready}/{want} ready, {updated}/{want} updated, {total} running"
+    return conditions.Cond(conditions.POOLER_READY, "False", "RollingOut", message), status
+
+
+def _cnpg_pooler(
+    plan: plan_mod.Plan, pooler: dict[str, Any] | None
+) -> tuple[conditions.Cond, dict[str, Any]]:
+    """The write pooler is CloudNativePG's: ready when CNPG reports its pods."""
+    endpoint = plan.names.pooler_endpoint
+    want = plan.pooler.instances
+    running = cnpg_instances(pooler)
+    status = {"endpoint": endpoint, "instances": want, "readyInstances": running}
+    if pooler is None:
+        return (
+            conditions.Cond(
+                conditions.POOLER_READY, "False", "NotCreated", "CNPG Pooler not applied"
+            ),
+            status,
+        )
+    name = plan.names.pooler_service
+    if running >= want:
+        message = f"CNPG Pooler {name}: {running}/{want} pods at {endpoint}"
+        return conditions.Cond(conditions.POOLER_READY, "True", "CNPGPoolerReady", message), status
+    message = (
+        f"CNPG Pooler {name} applied with Headroom's sizes; "
+        f"CloudNativePG reports {running}/{want} pods"
+    )
+    return conditions.Cond(conditions.POOLER_READY, "False", "WaitingForCNPG", message), status
+
+
 def cnpg_instances(pooler: dict[str, Any] | None) -> int:
     """Pods CloudNativePG reports for one of its Poolers (status.instances)."""
     value = ((pooler or {}).get("status") or {}).get("instances")
@@ -195,11 +254,11 @@ def _cnpg_read_pool(plan: plan_mod.Plan, applied: dict[str, Any]) -> conditions.
     )
 
 
-def _slot_retention(plan: plan_mod.Plan) -> list[conditions.Cond]:
+def _slot_retention(live: plan_mod.PrimaryLimits | None) -> list[conditions.Cond]:
     """Each standby holds a physical slot on the primary: without a
     max_slot_wal_keep_size a standby that is away (or whose profile is gone,
-    its slot left behind) keeps WAL there without bound."""
-    live = plan.facts.primary
+    its slot left behind) keeps WAL there without bound. ``live``: the
+    primary's limits as it reports them (None: not read)."""
     if live is None or live.max_slot_wal_keep_size_mb is None:
         return []
     if live.max_slot_wal_keep_size_mb < 0:
@@ -225,14 +284,16 @@ def _slot_retention(plan: plan_mod.Plan) -> list[conditions.Cond]:
     ]
 
 
-def _read_pool(plan: plan_mod.Plan, applied: dict[str, Any]) -> list[conditions.Cond]:
+def _read_pool(
+    plan: plan_mod.Plan, applied: dict[str, Any], primary: plan_mod.PrimaryLimits | None
+) -> list[conditions.Cond]:
     read = plan.read
     assert read is not None
     if read.cnpg_poolers:
         return [_cnpg_read_pool(plan, applied)]
     found = []
     if read.standby is not None:
-        found += _slot_retention(plan)
+        found += _slot_retention(primary)
         name = plan.names.standbys
         done, text = _rolled_out(applied.get(f"StatefulSet/{name}"))
         found.append(
@@ -244,7 +305,7 @@ def _read_pool(plan: plan_mod.Plan, applied: dict[str, Any]) -> list[conditions.
                 conditions.STANDBYS_READY, "False", "PodsNotReady", f"{name} {text}"
             )
         )
-    endpoint = f"{plan.names.read_pooler_host}:5432"
+    endpoint = plan.names.read_pooler_endpoint
     done, text = _rolled_out(applied.get(f"Deployment/{plan.names.read_pooler}"))
     targets = ", ".join(f"{r.host}:{r.port}" for r in read.replicas)
     fallback = (
@@ -293,7 +354,10 @@ def unready_claims(plan: plan_mod.Plan, applied: dict[str, Any]) -> list[tuple[s
             continue
         replicas = int((statefulset.get("spec") or {}).get("replicas") or 0)
         field = f"spec.cache.instances[{index}].persistence"
-        wanted += [(f"{redis.DATA_VOLUME}-{name}-{ordinal}", field) for ordinal in range(replicas)]
+        wanted += [
+            (plan.names.redis_data_claim(instance.name, ordinal), field)
+            for ordinal in range(replicas)
+        ]
     return wanted
 
 
@@ -308,7 +372,7 @@ def alerts_selected(plan: plan_mod.Plan, wanted: list[str]) -> conditions.Cond |
             "False",
             "NoPrometheusOperator",
             f"prometheus-operator's CRDs are not served: the rules are in ConfigMap "
-            f"{plan.names.alert_rules} (key {alerts.rule_file_key(plan)}) for a "
+            f"{plan.names.alert_rules} (key {plan.names.alert_rules_key}) for a "
             "plain Prometheus' rule_files; no scrape targets are declared",
         )
     selection = plan.facts.prometheus_selection
@@ -340,10 +404,13 @@ def components(
     *,
     app_found: bool,
     pending_claims: tuple[PendingClaim, ...] = (),
+    primary: plan_mod.PrimaryLimits | None = None,
 ) -> list[conditions.Cond]:
+    """Every component's condition but the write pooler's (:func:`pooler`).
+    ``primary``: the primary's limits as it reports them (None: not read)."""
     found: list[conditions.Cond] = []
     if plan.read is not None:
-        found += _read_pool(plan, applied)
+        found += _read_pool(plan, applied, primary)
     if plan.redis:
         found.append(_cache(plan, applied, pending_claims))
     if plan.queues:

@@ -6,7 +6,7 @@
   :mod:`headroom.reconcile.watches` declares, whose events only *enqueue*
   profile keys (:mod:`headroom.runtime.events`);
 - a few workers that take the most urgent key from the queue and run one pass
-  (:meth:`Engine.reconcile`), at most one per profile at a time;
+  (:meth:`headroom.reconcile.reconciler.Reconciler.reconcile`), at most one per profile at a time;
 - the periodic resync, which enqueues every profile at the lowest priority
   (passes whose inputs did not change are skipped without a request), and the
   periodic probes' refresh;
@@ -31,10 +31,9 @@ from headroom import settings as settings_mod
 from headroom.kube import cache as cache_mod
 from headroom.kube import client as kube_client
 from headroom.kube import errors, leader
-from headroom.reconcile import engine as engine_mod
 from headroom.reconcile import metrics as metrics_mod
-from headroom.reconcile import watches
-from headroom.runtime import cluster, events, health, share_table
+from headroom.reconcile import reconciler, watches
+from headroom.runtime import cached_cluster, events, health, share_table
 from headroom.runtime import queue as queue_mod
 from headroom.runtime.admission import lifecycle
 
@@ -78,8 +77,8 @@ class Runtime:
         )
         self.events.cache = self.cache
         self.metrics.profile_conditions.source = self.cache.profile_entries
-        self.cluster = cluster.CachedCluster(self.kube, self.cache, self.shared)
-        self.engine = engine_mod.Engine(
+        self.cluster = cached_cluster.CachedCluster(self.kube, self.cache, self.shared)
+        self.reconciler = reconciler.Reconciler(
             self.cluster,
             self.metrics,
             primary_check_seconds=cfg.primary_check_seconds,
@@ -87,9 +86,8 @@ class Runtime:
             agent_image=cfg.agent_image,
             operator_namespace=self.kube.cfg.namespace or "",
         )
-        self.engine.probe.on_change = self.events.on_probe
-        self.engine.replica_probe.on_change = self.events.on_probe
-        self.engine.bucket_probe.on_change = self.events.on_probe
+        for probe in self.reconciler.probes.all():
+            probe.on_change = self.events.on_probe
         self._tasks: list[asyncio.Task[Any]] = []
         self._elector: leader.LeaderElector | None = None
         self._api_down = False
@@ -128,7 +126,9 @@ class Runtime:
             failed, result = False, "failed"
             try:
                 outcome = await asyncio.wait_for(
-                    self.engine.reconcile(item.key, force=queue_mod.Trigger.RETRY in item.triggers),
+                    self.reconciler.reconcile(
+                        item.key, force=queue_mod.Trigger.RETRY in item.triggers
+                    ),
                     timeout=self.cfg.pass_timeout_seconds,
                 )
                 if outcome is None:
@@ -159,14 +159,14 @@ class Runtime:
                 self.queue.done(item.key, failed=failed)
                 self.metrics.queue_depth.set(self.queue.depth)
 
-    async def _probe_primaries(self) -> None:
-        """Re-read the primaries' limits on their own schedule (a fact, like a watch)."""
+    async def _refresh_probes(self) -> None:
+        """Read what the periodic probes watch again on their own schedule (a
+        fact, like a watch): the primaries' limits, the replicas, the buckets."""
         while not await kube_client.sleep_or_stop(self.stop, 5):
             if self.active.is_set():
                 try:
-                    await self.engine.probe.refresh_due()
-                    await self.engine.replica_probe.refresh_due()
-                    await self.engine.bucket_probe.refresh_due()
+                    for probe in self.reconciler.probes.all():
+                        await probe.refresh_due()
                 except Exception:  # a probe bug must not stop the others
                     log.exception("reading the primaries' limits or the replicas' lag failed")
 
@@ -236,7 +236,7 @@ class Runtime:
             loop.create_task(self._worker(), name=f"worker {i}") for i in range(self.cfg.workers)
         ]
         self._spawn(self._resync(), name="resync")
-        self._spawn(self._probe_primaries(), name="primary limits")
+        self._spawn(self._refresh_probes(), name="periodic probes")
         if self.admission is not None:
             self._spawn(self.admission.watchdog(), name="webhook watchdog")
             self._spawn(self.admission.renew_forever(), name="webhook certificate")

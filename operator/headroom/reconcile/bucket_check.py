@@ -1,31 +1,31 @@
 """The operator's own look at ``s3`` buckets: a HEAD of each bucket with the
 app's key, so a bucket missing on the endpoint or a key the endpoint refuses
-shows in StorageReady instead of in the app.
+shows in StorageReady instead of in the app. An instance of the periodic
+probe (:mod:`headroom.reconcile.probe`), one reading per profile (its ``s3``
+buckets, each checked in a thread of its own).
 
-Like the primary's limits (:mod:`headroom.reconcile.primary`) it is a fact
-read on its own schedule: a profile's first pass checks once, later passes
-use the last answer, :meth:`BucketProbe.refresh_due` checks again every TTL
-and reports the profiles whose answer changed. An endpoint the operator cannot
-reach (no egress, DNS) is not the app's problem: it is said, not failed on.
-COSI buckets are not checked (their driver vouches for them). Called by the
-engine and the runtime; no key or secret is ever in a verdict.
+An endpoint the operator cannot reach (no egress, DNS) is not the app's
+problem: it is said, not failed on. COSI buckets are not checked (their driver
+vouches for them). Called by the reconcile pass and refreshed by the runtime;
+no key or secret is ever in a verdict.
 """
 
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from headroom.planning import plan as plan_mod
 from headroom.planning import storage
+from headroom.reconcile import probe
 from headroom.s3 import client as s3_client
 
 _CONCURRENT_CHECKS = 4
 # what S3 says of a key that is wrong (not of one without the permission)
 _BAD_KEY = frozenset({"InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken"})
 CHECK_TIMEOUT_SECONDS = 5.0
+TIME_LIMIT_SECONDS = 30.0  # of one round, every bucket of the profile at once
 
 
 @dataclass(frozen=True)
@@ -97,15 +97,12 @@ def targets(
 Result = dict[str, Verdict]
 
 
-@dataclass
-class _Entry:
-    targets: tuple[Target, ...]
-    result: Result
-    expires: float
-    version: int = 1
+def _not_answered(found: tuple[Target, ...]) -> Result:
+    note = f"not checked: no answer within {TIME_LIMIT_SECONDS:g} s"
+    return {t.name: Verdict(note=note) for t in found}
 
 
-class BucketProbe:
+class BucketProbe(probe.PeriodicProbe[tuple[Target, ...], Result]):
     """The last verdict on each profile's ``s3`` buckets, refreshed every TTL."""
 
     def __init__(
@@ -115,23 +112,19 @@ class BucketProbe:
         on_change: Callable[[set[str]], None] | None = None,
         checker: Callable[[Target], Verdict] = check,
     ) -> None:
-        self._ttl = ttl_seconds
-        self._entries: dict[str, _Entry] = {}
-        self._gate = asyncio.Semaphore(_CONCURRENT_CHECKS)
-        self._checker = checker
-        self.on_change = on_change
+        one = probe.in_thread(checker, asyncio.Semaphore(_CONCURRENT_CHECKS))
 
-    def version(self, user: str) -> int:
-        entry = self._entries.get(user)
-        return entry.version if entry is not None else 0
+        async def check_all(found: tuple[Target, ...]) -> Result:
+            verdicts = await asyncio.gather(*(one(t) for t in found))
+            return {t.name: v for t, v in zip(found, verdicts, strict=True)}
 
-    async def _check_all(self, found: tuple[Target, ...]) -> Result:
-        async def one(target: Target) -> Verdict:
-            async with self._gate:
-                return await asyncio.to_thread(self._checker, target)
-
-        verdicts = await asyncio.gather(*(one(t) for t in found))
-        return {t.name: v for t, v in zip(found, verdicts, strict=True)}
+        super().__init__(
+            read=check_all,
+            ttl_seconds=ttl_seconds,
+            time_limit_seconds=TIME_LIMIT_SECONDS,
+            on_timeout=_not_answered,
+            on_change=on_change,
+        )
 
     async def check(self, found: tuple[Target, ...], *, user: str) -> Result:
         """The last verdicts (checked now the first time and when a bucket,
@@ -139,27 +132,4 @@ class BucketProbe:
         if not found:
             self.release(user)
             return {}
-        entry = self._entries.get(user)
-        if entry is None or entry.targets != found:
-            result = await self._check_all(found)
-            version = entry.version + 1 if entry is not None else 1
-            entry = _Entry(found, result, time.monotonic() + self._ttl, version)
-            self._entries[user] = entry
-        return entry.result
-
-    def release(self, user: str) -> None:
-        self._entries.pop(user, None)
-
-    async def refresh_due(self) -> None:
-        now = time.monotonic()
-        due = [(user, e) for user, e in self._entries.items() if e.expires <= now]
-        results = await asyncio.gather(*(self._check_all(e.targets) for _, e in due))
-        changed: set[str] = set()
-        for (user, entry), result in zip(due, results, strict=True):
-            entry.expires = time.monotonic() + self._ttl
-            if result != entry.result:
-                entry.result = result
-                entry.version += 1
-                changed.add(user)
-        if changed and self.on_change is not None:
-            self.on_change(changed)
+        return await self.reading(user, found, user=user)

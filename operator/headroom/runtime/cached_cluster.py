@@ -1,4 +1,4 @@
-"""The reconcile pass's view of the cluster (:class:`headroom.reconcile.engine.Cluster`):
+"""The reconcile pass's view of the cluster (:class:`headroom.reconcile.cluster_view.Cluster`):
 reads from the watch caches, writes through the client and into the caches,
 so the operator's own writes trigger nothing.
 
@@ -17,7 +17,7 @@ from headroom.kube import cache as cache_mod
 from headroom.kube import client as kube_client
 from headroom.kube import errors, kinds
 from headroom.planning import budget as budget_mod
-from headroom.reconcile import engine, watches
+from headroom.reconcile import cluster_view, watches
 from headroom.runtime import share_table
 
 Obj = dict[str, Any]
@@ -52,9 +52,9 @@ class CachedCluster:
 
     def _resource(self, kind: str) -> kinds.Resource:
         """The resource of ``kind``; of a composed kind, the installed version's."""
-        for engine_ in watches.engines_of(kind):
-            if watches.installed(engine_, self.cache.crd):
-                return next(k.resource for k in engine_.kinds if k.kind == kind)
+        for engine in watches.engines_of(kind):
+            if watches.installed(engine, self.cache.crd):
+                return next(k.resource for k in engine.kinds if k.kind == kind)
         return watches.RESOURCES[kind]
 
     def cached(self, kind: str, namespace: str, name: str) -> Obj | None:
@@ -81,17 +81,17 @@ class CachedCluster:
             for e in watches.ENGINES
         }
 
-    def _ref(self, ref: engine.InputRef) -> cache_mod.InputRef:
+    def _ref(self, ref: cluster_view.InputRef) -> cache_mod.InputRef:
         kind, namespace, name = ref
         return (self._resource(kind), namespace, name)
 
-    def version_of(self, ref: engine.InputRef) -> str:
+    def version_of(self, ref: cluster_view.InputRef) -> str:
         return self.cache.input_version(self._ref(ref))
 
-    async def read_input(self, ref: engine.InputRef) -> Obj | None:
+    async def read_input(self, ref: cluster_view.InputRef) -> Obj | None:
         return await self.cache.read_input(self._ref(ref))
 
-    async def use_inputs(self, user: str, refs: Iterable[engine.InputRef]) -> None:
+    async def use_inputs(self, user: str, refs: Iterable[cluster_view.InputRef]) -> None:
         await self.cache.use_inputs(user, [self._ref(r) for r in refs])
 
     async def get_live(self, kind: str, namespace: str, name: str) -> Obj | None:

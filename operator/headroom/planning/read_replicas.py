@@ -262,7 +262,6 @@ def read_plan(
     app_max_pods: int,
     cnpg: bool = False,
     cnpg_cluster: CnpgCluster | None = None,
-    live: dict[str, int] | None = None,
     app_field: str,
     queues: tuple[tuple[int, v1alpha1.Queue, int], ...],
     session_mode: bool,
@@ -271,11 +270,9 @@ def read_plan(
     """The read side of ``profile``; None when it declares no read replicas.
     ``primary_available``: what the primary has for the poolers (the default
     fallback share is a tenth of it). ``queues``: (index, queue, its worker
-    ceiling) for the workers that read. ``live``: what each replica (by name)
-    reports as available (max_connections - superuser_reserved_connections -
-    reserved_connections), when the operator could read it. ``shared``: what
-    other profiles open on the servers this one uses; the read budget fits the
-    replica with the least room left."""
+    ceiling) for the workers that read. ``shared``: what other profiles open
+    on the servers this one uses; the read budget fits the replica with the
+    least room left."""
     rr = profile.spec.database.read_replicas
     if rr is None:
         return None, []
@@ -337,14 +334,6 @@ def read_plan(
         )
     )
     problems += budget_problems
-    if not budget_problems:
-        problems += _live_problems(
-            replicas,
-            live or {},
-            budget=budget,
-            reserved=rr.reserved_connections + probes,
-            beside=beside,
-        )
     pods = budget.pooler_pods_at_peak
     fallback = 0
     # CNPG's own read pooler has no fallback: its -ro Service is all it knows
@@ -380,42 +369,6 @@ def read_plan(
         ),
         problems,
     )
-
-
-def _live_problems(
-    replicas: list[Replica],
-    live: dict[str, int],
-    *,
-    budget: budget_mod.ConnectionBudget,
-    reserved: int,
-    beside: dict[str, tuple[budget_mod.SharedUse, ...]],
-) -> list[budget_mod.Problem]:
-    """A replica whose real limits are below the declared ones cannot carry the
-    read pool when it is the only one left: say which declared field is wrong."""
-    problems = []
-    for replica in replicas:
-        available = live.get(replica.name)
-        others = beside.get(replica.name, ())
-        taken = reserved + sum(use.server_connections for use in others)
-        if available is None or budget.server_connections <= available - taken:
-            continue
-        shared = (
-            " and what other profiles open on it ("
-            + ", ".join(f"{use.profile} {use.server_connections}" for use in others)
-            + ")"
-            if others
-            else ""
-        )
-        problems.append(
-            budget_mod.Problem(
-                replica.field,
-                f"the replica {replica.host}:{replica.port} reports {available} connections "
-                f"available, {available - taken} after {reserved} kept for direct use and "
-                f"lag probes{shared}, but the read pool may open {budget.server_connections} "
-                "on it; declare the replica's real max_connections",
-            )
-        )
-    return problems
 
 
 def _standby_plan(rr: v1alpha1.ReadReplicas, *, db: v1alpha1.Database) -> StandbyPlan | None:

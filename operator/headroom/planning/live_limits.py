@@ -1,0 +1,90 @@
+"""A plan against what the servers themselves report: the primary's and each
+read replica's real connection limits, read by the operator
+(:mod:`headroom.reconcile.primary_limits`, :mod:`headroom.reconcile.replica_lag`).
+
+The declared limits were checked at admission; the real ones may be lower (a
+smaller tier, a changed parameter group). Then the plan must not be applied,
+and each problem says which declared field is wrong. Pure; the reconcile pass
+calls these on a plan that is otherwise within its budget.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from headroom.planning import budget as budget_mod
+from headroom.planning import plan as plan_mod
+from headroom.planning import read_replicas
+
+
+def primary_problems(
+    plan: plan_mod.Plan, primary: plan_mod.PrimaryLimits | None
+) -> list[budget_mod.Problem]:
+    """What the primary's real limits cannot carry (none when not read)."""
+    if primary is None:
+        return []
+    db, budget = plan.database, plan.budget
+    live = primary.available - db.reserved_connections
+    opened = budget.server_connections + budget.read_fallback
+    if opened <= live:
+        return []
+    field = (
+        "spec.database.maxConnections"
+        if primary.max_connections < db.max_connections
+        else "spec.database.superuserReservedConnections"
+    )
+    return [
+        budget_mod.Problem(
+            field,
+            f"the primary reports {primary.describe()}"
+            + (f" - {db.reserved_connections} reserved" if db.reserved_connections else "")
+            + f" = {live} available, but the plan opens {opened} server "
+            f"connections (declared maxConnections {db.max_connections}, "
+            f"superuserReservedConnections {db.superuser_reserved_connections}); "
+            "declare the primary's real limits",
+        )
+    ]
+
+
+def replica_problems(
+    plan: plan_mod.Plan, limits: Mapping[str, plan_mod.PrimaryLimits]
+) -> list[budget_mod.Problem]:
+    """A replica whose real limits are below the declared ones cannot carry the
+    read pool when it is the only one left. ``limits``: by replica name, those
+    the operator could read."""
+    read, rr = plan.read, plan.database.read_replicas
+    if read is None or rr is None:
+        return []
+    probes = rr.pooler.instances + budget_mod.ROLLOUT_EXTRA_PODS + read_replicas.OPERATOR_PROBES
+    reserved = rr.reserved_connections + probes
+    budget = read.budget
+    problems = []
+    for replica in read.replicas:
+        found = limits.get(replica.name)
+        if found is None:
+            continue
+        available = found.available
+        # what the other profiles that share this replica open on it
+        others = tuple(
+            use for use in plan.facts.shared if replica.server and use.server == replica.server
+        )
+        taken = reserved + sum(use.server_connections for use in others)
+        if budget.server_connections <= available - taken:
+            continue
+        shared = (
+            " and what other profiles open on it ("
+            + ", ".join(f"{use.profile} {use.server_connections}" for use in others)
+            + ")"
+            if others
+            else ""
+        )
+        problems.append(
+            budget_mod.Problem(
+                replica.field,
+                f"the replica {replica.host}:{replica.port} reports {available} connections "
+                f"available, {available - taken} after {reserved} kept for direct use and "
+                f"lag probes{shared}, but the read pool may open {budget.server_connections} "
+                "on it; declare the replica's real max_connections",
+            )
+        )
+    return problems

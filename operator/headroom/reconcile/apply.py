@@ -1,0 +1,211 @@
+"""The apply phase of a pass: what differs is applied, what is no longer
+wanted is pruned, and nothing that is not ours is touched.
+
+- :meth:`Applier.conflicts`: wanted names that exist but belong to somebody
+  else (the pass contains their components: nothing of them is applied);
+- :meth:`Applier.apply_all`: stage by stage (what pods mount, workloads,
+  autoscalers; one stage's objects concurrently), each object applied only
+  when it differs from the cache (:mod:`headroom.reconcile.compare`); leftover
+  autoscalers pruned before, every other leftover after; a retained child (a
+  Retain bucket's claim) and a contained component's objects never deleted.
+
+A child the API server refuses does not stop the others: the result says
+which and why (ChildrenApplied). Called by :mod:`headroom.reconcile.reconciler`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+
+from headroom.api import conditions
+from headroom.builders import desired
+from headroom.kube import errors
+from headroom.planning import plan as plan_mod
+from headroom.planning import storage
+from headroom.reconcile import cluster_view, compare, outcome, watches
+from headroom.reconcile import metrics as metrics_mod
+
+Obj = cluster_view.Obj
+
+
+@dataclass
+class ApplyResult:
+    writes: int = 0
+    failures: list[tuple[str, str]] = field(default_factory=list)
+    retry: bool = False
+
+    def fail(self, key: str, message: str, *, retry: bool) -> None:
+        self.failures.append((key, message))
+        self.retry = self.retry or retry
+
+    def condition(self) -> conditions.Cond:
+        if not self.failures:
+            return conditions.Cond(
+                conditions.CHILDREN_APPLIED, "True", "Applied", "every child is as desired"
+            )
+        text = "; ".join(f"{k}: {m}" for k, m in self.failures)
+        return conditions.Cond(
+            conditions.CHILDREN_APPLIED,
+            "False",
+            "ApplyFailed",
+            f"{len(self.failures)} child object(s) not applied: {text}"[:2000],
+        )
+
+
+def owned_by(obj: Obj, uid: str) -> bool:
+    return any(ref.get("uid") == uid for ref in obj["metadata"].get("ownerReferences") or [])
+
+
+def _api_message(err: Exception) -> str:
+    if isinstance(err, errors.ApiError):
+        return f"{err.status} {err.reason}: {err.message}"[:400]
+    return str(err)[:400]
+
+
+def _owned_kind(key: str) -> watches.OwnedKind:
+    return watches.BY_KIND[key.split("/", 1)[0]]
+
+
+class Applier:
+    """Applies and prunes for every profile of one process; remembers what it
+    applied, so an object the API server normalised is not applied again."""
+
+    def __init__(self, cluster: cluster_view.Cluster, metrics: metrics_mod.Metrics) -> None:
+        self.cluster = cluster
+        self.metrics = metrics
+        # (profile key, child key) -> (desired hash, resourceVersion after our
+        # apply): the object is as we left it, even where the API server
+        # normalised a field our comparison does not know about
+        self._applied: dict[tuple[str, str], tuple[str, str]] = {}
+
+    def forget(self, profile_key: str) -> None:
+        for k in [k for k in self._applied if k[0] == profile_key]:
+            del self._applied[k]
+
+    async def conflicts(
+        self, planned: plan_mod.Plan, wanted: desired.Desired, children: dict[str, Obj]
+    ) -> list[str]:
+        """Keys of wanted objects that exist but are not ours. Our own children
+        come from the cache; a name the cache does not hold (not carrying our
+        labels) is looked up once, since it may belong to somebody else."""
+        found: list[str] = []
+        unknown: list[str] = []
+        for key in wanted.objects:
+            if key in children:
+                continue
+            kind, name = key.split("/", 1)
+            if not self.cluster.served(kind):
+                continue  # a composed kind not served: nothing of it can exist
+            if self.cluster.cached(kind, planned.namespace, name) is not None:
+                found.append(key)  # carries our labels, but another owner
+            else:
+                unknown.append(key)
+        live = await asyncio.gather(
+            *(
+                self.cluster.get_live(k.split("/", 1)[0], planned.namespace, k.split("/", 1)[1])
+                for k in unknown
+            )
+        )
+        for key, obj in zip(unknown, live, strict=True):
+            if obj is not None and not owned_by(obj, planned.uid):
+                found.append(key)
+        return sorted(found)
+
+    async def apply_all(
+        self,
+        key: str,
+        *,
+        wanted: desired.Desired,
+        children: dict[str, Obj],
+        frozen: set[str],
+        events: list[outcome.Event],
+    ) -> ApplyResult:
+        result = ApplyResult()
+        # Leftovers: ours, no longer wanted. A contained component's objects are
+        # left as they are (``frozen``: neither applied nor deleted), and a
+        # retained one (a Retain bucket's claim) is never deleted by Headroom.
+        leftovers = sorted(
+            k
+            for k in children
+            if k not in wanted.objects and k not in frozen and not storage.is_retained(children[k])
+        )
+        prune_first = [k for k in leftovers if _owned_kind(k).prune_first]
+        prune_after = [k for k in leftovers if k not in prune_first]
+        await self._prune(key, prune_first, children, result, events)
+        changed: list[str] = []
+        for stage in watches.Stage:
+            batch = [k for k in wanted.objects if _owned_kind(k).stage == stage]
+            applied = await asyncio.gather(
+                *(self._apply_one(key, wanted.objects[k], children.get(k), result) for k in batch)
+            )
+            changed += [k for k, did in zip(batch, applied, strict=True) if did]
+        if changed:
+            events.append(
+                outcome.Event("Normal", "Applied", "created or updated " + ", ".join(changed))
+            )
+        await self._prune(key, prune_after, children, result, events)
+        return result
+
+    async def _apply_one(
+        self, profile_key: str, obj: Obj, live: Obj | None, result: ApplyResult
+    ) -> bool:
+        """Apply ``obj`` if it differs from ``live``; True when it was written."""
+        child_key = desired.key_of(obj)
+        if not self.cluster.served(obj["kind"]):
+            result.fail(child_key, f"{obj['kind']} is not served by the API server", retry=True)
+            return False
+        stamped = compare.stamp(obj)
+        want_hash = stamped["metadata"]["annotations"][compare.HASH_ANNOTATION]
+        reason = compare.difference(stamped, live)
+        if reason is None:
+            return False
+        version = (live or {}).get("metadata", {}).get("resourceVersion")
+        if reason == "drift" and self._applied.get((profile_key, child_key)) == (
+            want_hash,
+            version,
+        ):
+            return False  # as we left it: the server normalised something
+        try:
+            applied = await self.cluster.apply(stamped)
+            if obj["kind"] == "Secret":
+                extra = compare.extra_secret_keys(stamped, applied)
+                if extra:
+                    applied = await self.cluster.remove_keys(applied, extra)
+                    result.writes += 1
+        except errors.NotServedError as err:
+            result.fail(child_key, str(err), retry=True)
+            return False
+        except errors.KubeError as err:
+            result.fail(child_key, _api_message(err), retry=err.retriable)
+            return False
+        result.writes += 1
+        self.metrics.applied_objects.labels(kind=obj["kind"]).inc()
+        self._applied[(profile_key, child_key)] = (
+            want_hash,
+            str(applied["metadata"].get("resourceVersion", "")),
+        )
+        before = (live or {}).get("metadata", {}).get("resourceVersion")
+        return bool(before != applied["metadata"].get("resourceVersion"))
+
+    async def _prune(
+        self,
+        profile_key: str,
+        keys: list[str],
+        children: dict[str, Obj],
+        result: ApplyResult,
+        events: list[outcome.Event],
+    ) -> None:
+        for child_key in keys:
+            try:
+                deleted = await self.cluster.delete(children[child_key])
+            except errors.KubeError as err:
+                result.fail(child_key, f"delete: {_api_message(err)}", retry=err.retriable)
+                continue
+            self._applied.pop((profile_key, child_key), None)
+            if deleted:
+                result.writes += 1
+                self.metrics.pruned_objects.labels(kind=child_key.split("/")[0]).inc()
+                events.append(
+                    outcome.Event("Normal", "Pruned", f"deleted {child_key}, no longer wanted")
+                )

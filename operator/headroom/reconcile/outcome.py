@@ -1,0 +1,208 @@
+"""The last phase of a pass: what it reports. The top-level Ready from the
+component conditions, the conditions merged into ``status.conditions`` (their
+times kept while their status holds), ``status.budget``/``pooler``/
+``readReplicas``/``binding``, the status written only when it changed, and
+the Events worth recording. A failure path keeps what it did not get to as it
+was. Called by :mod:`headroom.reconcile.reconciler`.
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from headroom.api import conditions, status, v1alpha1
+from headroom.kube import errors
+from headroom.planning import budget as budget_mod
+from headroom.planning import plan as plan_mod
+from headroom.planning import server_shares
+from headroom.reconcile import cluster_view
+
+Obj = cluster_view.Obj
+
+
+@dataclass(frozen=True)
+class Event:
+    type: str  # Normal | Warning
+    reason: str
+    message: str
+
+
+@dataclass
+class Outcome:
+    status: dict[str, Any]
+    events: list[Event] = field(default_factory=list)
+    ready: bool = False
+    writes: int = 0
+    skipped: bool = False  # nothing changed since the last pass: no work done
+    retry: bool = False  # something transient failed: the queue retries with backoff
+
+
+def now() -> str:
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class Report:
+    """What one pass of one profile reports; :meth:`finish` ends the pass."""
+
+    def __init__(
+        self,
+        cluster: cluster_view.Cluster,
+        body: Obj,
+        *,
+        key: str,
+        on_inputs: Callable[[frozenset[cluster_view.InputRef]], None],
+    ) -> None:
+        self.cluster = cluster
+        self.key = key
+        self.meta = body["metadata"]
+        self.generation = int(self.meta.get("generation", 0))
+        self.previous_status: dict[str, Any] = body.get("status") or {}
+        self.previous: list[dict[str, Any]] = self.previous_status.get("conditions") or []
+        self.events: list[Event] = []
+        self.refs: set[cluster_view.InputRef] = set()  # the inputs this pass read
+        self.writes = 0
+        self._on_inputs = on_inputs
+
+    async def finish(
+        self, components: list[conditions.Cond], *, keep_last: bool = False, **extra: Any
+    ) -> Outcome:
+        """``keep_last``: a failure path; conditions of components this pass
+        did not get to, and the last status.pooler/binding, stay as they were."""
+        top = conditions.ready(components)
+        self.events.extend(
+            Event(
+                "Normal" if c.status == "True" else "Warning",
+                c.reason,
+                f"{c.type}: {c.message}",
+            )
+            for c in conditions.notable(self.previous, [top, *components])
+        )
+        merged = conditions.merge(
+            self.previous, [top, *components], now=now(), generation=self.generation
+        )
+        shaped: dict[str, Any] = {}
+        if keep_last:
+            seen = {c["type"] for c in merged}
+            merged += [c for c in self.previous if c.get("type") not in seen]
+            shaped = {k: v for k, v in self.previous_status.items() if k in ("pooler", "binding")}
+        shaped |= {"observedGeneration": self.generation, "conditions": merged, **extra}
+        await self.cluster.use_inputs(self.key, self.refs)
+        self._on_inputs(frozenset(self.refs))
+        if _status_differs(self.previous_status, shaped):
+            await self._write_status(shaped)
+            self.writes += 1
+        return Outcome(
+            status=shaped, events=self.events, ready=top.status == "True", writes=self.writes
+        )
+
+    async def _write_status(self, shaped: dict[str, Any]) -> None:
+        patch = {
+            "apiVersion": v1alpha1.API_VERSION,
+            "kind": v1alpha1.KIND,
+            "metadata": {"name": self.meta["name"], "namespace": self.meta["namespace"]},
+            "status": shaped,
+        }
+        try:
+            await self.cluster.apply(patch, subresource="status")
+        except errors.ApiError as err:
+            if err.status != 404:  # deleted meanwhile: nothing to report on
+                raise
+
+    def budget(self, planned: plan_mod.Plan) -> dict[str, Any]:
+        """status.budget of ``planned``; plannedSince kept from the first pass."""
+        since = server_shares.planned_since({"status": self.previous_status})
+        return budget_status(
+            planned,
+            since=since or datetime.datetime.now(datetime.UTC).isoformat(timespec="microseconds"),
+        )
+
+
+def _without_nulls(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _without_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_without_nulls(v) for v in value]
+    return value
+
+
+def _status_differs(before: dict[str, Any], after: dict[str, Any]) -> bool:
+    """The API server drops nulls from a structural schema's status: compare as stored."""
+    return bool(_without_nulls(before) != _without_nulls(after))
+
+
+def within_budget(planned: plan_mod.Plan) -> conditions.Cond:
+    return conditions.Cond(
+        conditions.CONNECTION_BUDGET,
+        "True",
+        "WithinBudget",
+        f"{planned.budget.server_connections} server connections of "
+        f"{planned.budget.available} available, margin {planned.budget.margin}; "
+        f"client demand {planned.budget.client_demand}",
+    )
+
+
+def exceeded(
+    problems: list[budget_mod.Problem] | tuple[budget_mod.Problem, ...],
+) -> conditions.Cond:
+    return conditions.Cond(
+        conditions.CONNECTION_BUDGET, "False", "BudgetExceeded", "; ".join(str(p) for p in problems)
+    )
+
+
+def budget_status(planned: plan_mod.Plan, *, since: str) -> dict[str, Any]:
+    b = planned.budget
+    model = status.BudgetStatus(
+        summary=b.summary,
+        max_connections=b.max_connections,
+        reserved=b.reserved,
+        available=b.available,
+        app_pods_max=planned.app.max_replicas,
+        client_connections_per_pod=planned.app.pool_size_per_pod,
+        client_demand=b.client_demand,
+        pooler_pods_at_peak=b.pooler_pods_at_peak,
+        default_pool_size=b.default_pool_size,
+        reserve_pool_size=b.reserve_pool_size,
+        max_db_connections=b.max_db_connections,
+        max_client_conn=b.max_client_conn,
+        server_connections=b.server_connections,
+        margin=b.margin,
+        server=server_shares.server_key(planned.namespace, planned.database),
+        shared_with=[
+            status.SharedProfile(profile=use.profile, server_connections=use.server_connections)
+            for use in b.shared
+        ],
+        read_fallback=b.read_fallback,
+        read=_read_budget_status(planned),
+        planned_since=since,
+    )
+    return model.model_dump(by_alias=True, exclude_none=True)
+
+
+def _read_budget_status(planned: plan_mod.Plan) -> status.ReadBudgetStatus | None:
+    read = planned.read
+    if read is None:
+        return None
+    b = read.budget
+    return status.ReadBudgetStatus(
+        mode=read.mode,
+        replicas=len(read.replicas),
+        smallest=f"{read.smallest.host}:{read.smallest.port}",
+        max_connections=b.max_connections,
+        reserved=b.reserved,
+        available=b.available,
+        client_demand=b.client_demand,
+        pooler_pods_at_peak=b.pooler_pods_at_peak,
+        default_pool_size=b.default_pool_size,
+        max_db_connections=b.max_db_connections,
+        max_client_conn=b.max_client_conn,
+        server_connections=b.server_connections,
+        margin=b.margin,
+        when_all_lagging=read.when_all_lagging,
+        shared_with=[
+            status.SharedProfile(profile=use.profile, server_connections=use.server_connections)
+            for use in b.shared
+        ],
+    )

@@ -1,0 +1,403 @@
+"""One idempotent reconcile pass of a ScalingProfile, on observed state.
+
+The runtime's workers call :meth:`Reconciler.reconcile` for a profile key,
+whatever the trigger. A pass whose inputs did not change since the last one
+is skipped without a request. Otherwise, each phase in a module of its own:
+
+1. parse the profile (:mod:`headroom.api.v1alpha1`);
+2. read the cluster facts the plan depends on (:mod:`.facts`);
+3. plan once (:mod:`headroom.planning.plan`);
+4. read the inputs the build needs: the app, its login, Secrets (:mod:`.inputs`);
+5. assemble the credentials (:mod:`headroom.planning.credentials`);
+6. check the plan against the servers (:mod:`.live_checks`, the periodic probes);
+7. build the desired children (:mod:`headroom.builders.desired`);
+8. contain foreign objects, apply what differs, prune (:mod:`.apply`);
+9. observe the children (:mod:`.observe`);
+10. report: conditions, status, Events (:mod:`.outcome`).
+
+Guarantees: an impossible profile changes nothing; an object with one of our
+names that we did not create is never taken over, and nothing of its component
+is applied or pointed at; only objects with our labels *and* our owner
+reference are ever deleted; a child the API server refuses does not stop the
+others, and the profile's status always says what happened.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from headroom.api import conditions, v1alpha1
+from headroom.builders import desired
+from headroom.kube import errors
+from headroom.planning import credentials, storage
+from headroom.planning import plan as plan_mod
+from headroom.reconcile import (
+    apply,
+    bucket_check,
+    cluster_view,
+    facts,
+    inputs,
+    live_checks,
+    observe,
+    outcome,
+    primary_limits,
+    replica_lag,
+)
+from headroom.reconcile import metrics as metrics_mod
+
+log = logging.getLogger(__name__)
+
+Obj = cluster_view.Obj
+LEGACY_FINALIZER = "headroom.dev/finalizer"  # put on profiles by kopf-based versions
+MONITORING_KINDS = ("PrometheusRule", "PodMonitor", "ServiceMonitor")
+
+
+@dataclass
+class _Memo:
+    """What the last pass of a profile saw, to skip passes that would change nothing."""
+
+    fingerprint: tuple[Any, ...]
+    clean: bool  # no failure, no conflict: the pass is a pure function of the fingerprint
+    probe_key: primary_limits.ProbeKey | None = None
+
+
+class Reconciler:
+    """Passes of every profile; one instance per operator process."""
+
+    def __init__(
+        self,
+        cluster: cluster_view.Cluster,
+        metrics: metrics_mod.Metrics,
+        *,
+        primary_check_seconds: float = 300.0,
+        replica_check_seconds: float = 30.0,
+        bucket_check_seconds: float = 300.0,
+        agent_image: str = v1alpha1.AGENT_IMAGE,
+        operator_namespace: str = "",
+    ) -> None:
+        self.cluster = cluster
+        self.agent_image = agent_image
+        self.operator_namespace = operator_namespace
+        self.metrics = metrics
+        self.probes = live_checks.Probes(
+            primary_limits=primary_limits.PrimaryLimitsProbe(ttl_seconds=primary_check_seconds),
+            replica_lag=replica_lag.ReplicaProbe(ttl_seconds=replica_check_seconds),
+            bucket_check=bucket_check.BucketProbe(ttl_seconds=bucket_check_seconds),
+        )
+        self.applier = apply.Applier(cluster, metrics)
+        self._memo: dict[str, _Memo] = {}
+        self._inputs: dict[str, frozenset[cluster_view.InputRef]] = {}
+
+    def forget(self, key: str) -> None:
+        for probe in self.probes.all():
+            probe.release(key)
+        self.applier.forget(key)
+        self._memo.pop(key, None)
+        self._inputs.pop(key, None)
+
+    # -- entry point ---------------------------------------------------------
+
+    async def reconcile(self, key: str, *, force: bool = False) -> outcome.Outcome | None:
+        """One pass of the profile ``key`` (namespace/name) as the cache has it.
+        None when it is gone or being deleted (owner references take the
+        children away). ``force``: run even if nothing changed (a retry)."""
+        namespace, name = key.split("/", 1)
+        body = self.cluster.profile(namespace, name)
+        if body is None or body["metadata"].get("deletionTimestamp"):
+            self.forget(key)
+            await self.cluster.use_inputs(key, ())
+            return None
+        if LEGACY_FINALIZER in (body["metadata"].get("finalizers") or []):
+            await self.cluster.remove_finalizer(body, LEGACY_FINALIZER)
+        memo = self._memo.get(key)
+        # What this pass is a function of, taken before it reads anything:
+        # anything that changes from here on makes the next trigger run.
+        fingerprint = self._fingerprint(key, body)
+        if not force and memo is not None and memo.clean and memo.fingerprint == fingerprint:
+            return outcome.Outcome(status=body.get("status") or {}, skipped=True)
+        result, clean, probe_key = await self._pass(key, body)
+        for event in result.events:
+            try:
+                await self.cluster.post_event(
+                    body, type=event.type, reason=event.reason, message=event.message
+                )
+            except errors.KubeError as err:  # an Event is a courtesy; never fail the pass for it
+                log.debug("could not record event %s on %s: %s", event.reason, key, err)
+        # A pass that wrote changed its own inputs (children, status): the next
+        # trigger runs once more and, finding nothing to do, becomes the one
+        # whose fingerprint later triggers are compared with.
+        self._memo[key] = _Memo(
+            fingerprint=fingerprint,
+            clean=clean and not result.retry and result.writes == 0,
+            probe_key=probe_key,
+        )
+        return result
+
+    def _fingerprint(self, key: str, body: Obj) -> tuple[Any, ...]:
+        meta = body["metadata"]
+        uid = str(meta.get("uid", ""))
+        refs = self._inputs.get(key, frozenset())
+        memo = self._memo.get(key)
+        return (
+            uid,
+            meta.get("resourceVersion"),
+            self.cluster.children_versions(uid),
+            self.cluster.children_versions(
+                storage.retained_key(str(meta.get("namespace", "")), str(meta.get("name", "")))
+            ),
+            tuple(sorted((ref, self.cluster.version_of(ref)) for ref in refs)),
+            tuple(sorted(self.cluster.facts().items())),
+            self.probes.primary_limits.version(memo.probe_key if memo is not None else None),
+            self.probes.replica_lag.version(key),
+            self.probes.bucket_check.version(key),
+            self.cluster.shared_uses(key),
+            tuple(
+                sorted(
+                    (
+                        p["metadata"].get("namespace", ""),
+                        p["metadata"]["name"],
+                        p["metadata"].get("resourceVersion"),
+                    )
+                    for p in self.cluster.prometheuses()
+                )
+            ),
+        )
+
+    # -- the pass --------------------------------------------------------------
+
+    async def _pass(
+        self, key: str, body: Obj
+    ) -> tuple[outcome.Outcome, bool, primary_limits.ProbeKey | None]:
+        """The pass: (what it reports, whether it was clean, the primary it probed)."""
+
+        def remember(refs: frozenset[cluster_view.InputRef]) -> None:
+            self._inputs[key] = refs
+
+        report = outcome.Report(self.cluster, body, key=key, on_inputs=remember)
+        try:
+            profile = v1alpha1.parse_profile(body)
+        except v1alpha1.ProfileError as err:
+            invalid = conditions.Cond(
+                conditions.CONNECTION_BUDGET, "False", "InvalidSpec", str(err)
+            )
+            return await report.finish([invalid], keep_last=True), True, None
+        try:
+            cluster_facts = await facts.gather(
+                self.cluster,
+                profile,
+                report.refs,
+                key=key,
+                agent_image=self.agent_image,
+                operator_namespace=self.operator_namespace,
+            )
+        except cluster_view.InputError as err:
+            missing = conditions.Cond(
+                conditions.READ_POOLER_READY, "False", err.reason, err.message
+            )
+            return await report.finish([missing], keep_last=True), True, None
+        planned = plan_mod.plan(profile, facts=cluster_facts)
+        budget = report.budget(planned)
+        if not planned.ok:  # nothing is applied: the children keep their last good state
+            refused = outcome.exceeded(planned.problems)
+            return await report.finish([refused], keep_last=True, budget=budget), True, None
+        within = outcome.within_budget(planned)
+        try:
+            found = await inputs.read(self.cluster, planned, report.refs)
+        except cluster_view.InputError as err:
+            missing = conditions.Cond(conditions.POOLER_READY, "False", err.reason, err.message)
+            finished = await report.finish([within, missing], keep_last=True, budget=budget)
+            return finished, True, None
+        creds = credentials.assemble(
+            planned,
+            login=found.login,
+            kept=inputs.kept(self.cluster, planned),
+            new=inputs.new,
+            server_ca_pem=found.server_ca_pem,
+            server_ca_revision=found.server_ca_revision,
+            buckets=found.buckets,
+        )
+        live = await live_checks.check(
+            self.probes,
+            key=key,
+            planned=planned,
+            creds=creds,
+            bucket_problems=found.bucket_problems,
+            previous_status=report.previous_status,
+            events=report.events,
+        )
+        if live.problems:  # the servers' real limits cannot carry the plan
+            refused = outcome.exceeded(live.problems)
+            finished = await report.finish([refused, *live.checks], keep_last=True, budget=budget)
+            return finished, True, live.probe_key
+        try:
+            wanted = desired.build_parts(planned, creds, app_pod_selector=found.app_selector)
+        except ValueError as err:  # builders refuse unsafe credentials
+            invalid = conditions.Cond(
+                conditions.POOLER_READY, "False", "CredentialsInvalid", str(err)
+            )
+            finished = await report.finish(
+                [within, invalid, *live.checks], keep_last=True, budget=budget
+            )
+            return finished, True, live.probe_key
+        applied = await self._apply(
+            key,
+            planned,
+            creds=creds,
+            app_selector=found.app_selector,
+            wanted=wanted,
+            events=report.events,
+        )
+        report.writes += applied.result.writes
+        components = await self._observe(
+            planned, found=found, live=live, creds=creds, applied=applied
+        )
+        finished = await report.finish(
+            [within, *components],
+            **live.read_status,
+            budget=budget,
+            pooler=applied.pooler_status,
+            binding={"name": planned.names.binding},
+        )
+        finished.retry = applied.result.retry
+        clean = not applied.conflicts and not applied.result.failures
+        return finished, clean, live.probe_key
+
+    def _children(self, planned: plan_mod.Plan) -> dict[str, Obj]:
+        """Our children: owned by the profile, and the retained ones that carry
+        its name (no owner reference; a re-created profile adopts them)."""
+        found = self.cluster.children(storage.retained_key(planned.namespace, planned.name))
+        found.update(self.cluster.children(planned.uid))
+        return found
+
+    async def _apply(
+        self,
+        key: str,
+        planned: plan_mod.Plan,
+        *,
+        creds: credentials.Credentials,
+        app_selector: Obj | None,
+        wanted: desired.Desired,
+        events: list[outcome.Event],
+    ) -> _Applied:
+        """Contain the components an object of somebody else's stands in, then
+        apply what differs and prune what is no longer wanted."""
+        children = self._children(planned)
+        conflicts = await self.applier.conflicts(planned, wanted, children)
+        every_component = wanted.component_of
+        contained = desired.contained_closure(planned, {every_component[k] for k in conflicts})
+        if contained:
+            wanted = desired.build_parts(
+                planned, creds, app_pod_selector=app_selector, without=contained
+            )
+        result = await self.applier.apply_all(
+            key,
+            wanted=wanted,
+            children=children,
+            frozen={k for k, c in every_component.items() if c in contained},
+            events=events,
+        )
+        return _Applied(result=result, conflicts=conflicts, contained=contained, wanted=wanted)
+
+    async def _observe(
+        self,
+        planned: plan_mod.Plan,
+        *,
+        found: inputs.Inputs,
+        live: live_checks.LiveChecks,
+        creds: credentials.Credentials,
+        applied: _Applied,
+    ) -> list[conditions.Cond]:
+        """Every component's condition, from the children as they are now."""
+        observed = self._children(planned)
+        pooler, applied.pooler_status = observe.pooler(planned, observed)
+        conflict_text = "objects exist that Headroom did not create: " + ", ".join(
+            applied.conflicts
+        )
+        if desired.POOLER in applied.contained:
+            pooler = conditions.Cond(
+                conditions.POOLER_READY, "False", "NameConflict", conflict_text
+            )
+        components = [pooler, *live.checks]
+        components += observe.components(
+            planned,
+            observed,
+            app_found=found.app is not None,
+            pending_claims=await self._pending_claims(planned, observed),
+            primary=live.primary,
+        )
+        storage_ready = observe.storage_ready(
+            planned,
+            observed,
+            problems=live.bucket_problems,
+            found=creds.buckets,
+            notes=live.bucket_notes,
+        )
+        if storage_ready is not None:
+            components.append(storage_ready)
+        selected = observe.alerts_selected(
+            planned,
+            [k for k in applied.wanted.objects if k.split("/", 1)[0] in MONITORING_KINDS],
+        )
+        if selected is not None:
+            components.append(selected)
+        if applied.contained - {desired.POOLER}:
+            contained = ", ".join(sorted(applied.contained - {desired.POOLER}))
+            components.append(
+                conditions.Cond(
+                    conditions.CHILDREN_OWNED,
+                    "False",
+                    "NameConflict",
+                    f"{conflict_text}; not applied and not in the binding: {contained}",
+                )
+            )
+        components.append(applied.result.condition())
+        if found.app is None:
+            components.append(
+                conditions.Cond(
+                    conditions.APP_FOUND,
+                    "False",
+                    "AppDeploymentNotFound",
+                    f"Deployment {planned.app.deployment} (spec.app.deployment) does not exist",
+                )
+            )
+        return components
+
+    async def _pending_claims(
+        self, planned: plan_mod.Plan, observed: dict[str, Obj]
+    ) -> tuple[observe.PendingClaim, ...]:
+        """The data claims of Redis StatefulSets that are not ready yet and not
+        Bound: read only then (from the API server's cache), so a converged
+        profile costs no request; a claim that binds rolls its pod out, and the
+        StatefulSet's status change brings the next pass."""
+        pending = []
+        classes: dict[str, bool] = {}
+        for name, spec_field in observe.unready_claims(planned, observed):
+            claim = await self.cluster.get_live("PersistentVolumeClaim", planned.namespace, name)
+            if claim is None or (claim.get("status") or {}).get("phase") != "Pending":
+                continue
+            storage_class = (claim.get("spec") or {}).get("storageClassName") or None
+            if storage_class is not None and storage_class not in classes:
+                exists = await self.cluster.get_live("StorageClass", "", storage_class)
+                classes[storage_class] = exists is not None
+            pending.append(
+                observe.PendingClaim(
+                    name=name,
+                    field=spec_field,
+                    storage_class=storage_class,
+                    class_exists=classes.get(storage_class or "", False),
+                )
+            )
+        return tuple(pending)
+
+
+@dataclass
+class _Applied:
+    """What the apply phase did, for the observers."""
+
+    result: apply.ApplyResult
+    conflicts: list[str]  # keys of wanted objects somebody else owns
+    contained: frozenset[str]  # the components left alone because of them
+    wanted: desired.Desired  # as applied (without the contained components)
+    pooler_status: dict[str, Any] = field(default_factory=dict)
