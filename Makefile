@@ -92,7 +92,7 @@ manifests: venv ## render manifests/operator.yaml and manifests/rbac.yaml from t
 	$(PY) hack/sync_chart.py --manifests "$$(hack/build-helm.sh)"
 
 .PHONY: golden
-golden: venv ## regenerate golden YAML under tests/golden (review the diff!)
+golden: venv ## regenerate the golden YAML, tests/golden/<example>[/<integration>]/<component>.yaml (review the diff!)
 	HEADROOM_UPDATE_GOLDEN=1 $(PY) -m pytest -q tests/unit -k golden
 
 .PHONY: lint

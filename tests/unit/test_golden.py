@@ -1,4 +1,8 @@
-"""Golden YAML for every builder: the examples rendered with fixed inputs.
+"""Golden YAML of every builder: each example rendered with fixed inputs, one
+file per component, under ``tests/golden/<example>/``; with an integration
+installed, under ``tests/golden/<example>/<integration>/`` (``keda``, ``cnpg``,
+``prometheus-operator``). A failure names the example, the integration and the
+component; field-level intent is tested in the other unit tests.
 
 Regenerate with ``make golden`` and review the diff.
 """
@@ -89,53 +93,72 @@ def fixed_credentials(planned: plan_mod.Plan) -> credentials.Credentials:
 
 
 APP_SELECTOR = {"matchLabels": {"app": "web"}}
-
-
-APP_SELECTOR = {"matchLabels": {"app": "web"}}
-# The examples again with the engine they compose installed: KEDA for queues,
-# CloudNativePG for a CNPG database.
-CASES = [(p, False) for p in EXAMPLES] + [
-    (p, True) for p in EXAMPLES if "queues:" in p.read_text() or "mode: cnpg" in p.read_text()
-]
 CNPG_CLUSTER = read_replicas.CnpgCluster(name="shop-pg", instances=3, max_connections=200)
 
 
-def _render(example: Path, *, keda: bool) -> str:
-    docs = []
-    for body in yaml.safe_load_all(example.read_text()):
-        body.setdefault("metadata", {})["uid"] = "11111111-2222-3333-4444-555555555555"
-        profile = v1alpha1.parse_profile(body)
-        planned = plan_mod.plan(
-            profile,
-            facts=plan_mod.Facts(
-                keda=keda,
-                cnpg=keda,
-                cnpg_cluster=CNPG_CLUSTER if keda else None,
-                cosi="v1alpha1",
-            ),
-        )
-        if not planned.ok:
-            docs.append({"problems": [str(p) for p in planned.problems]})
-            continue
-        docs.extend(
-            desired.build(
-                planned, fixed_credentials(planned), app_pod_selector=APP_SELECTOR
-            ).values()
-        )
-    return yamlfmt.dump_all(docs)
+# Goldens of one component each; components of a kind share a file.
+_FILES = {"redis": "redis", "queue": "workers", "bucket": "buckets"}
 
 
-@pytest.mark.parametrize(
-    ("example", "keda"), CASES, ids=[p.stem + ("-keda" if k else "") for p, k in CASES]
-)
-def test_golden(example: Path, keda: bool) -> None:
-    engine = ".keda" if "queues:" in example.read_text() else ".cnpg"
-    golden = GOLDEN / f"{example.stem}{engine if keda else ''}.yaml"
-    rendered = _render(example, keda=keda)
+def component_file(component: str) -> str:
+    """``redis/cache`` -> ``redis.yaml``, ``queue/emails`` -> ``workers.yaml``."""
+    return _FILES.get(component.split("/", 1)[0], component) + ".yaml"
+
+
+def _integration(example: Path) -> str:
+    return "keda" if "queues:" in example.read_text() else "cnpg"
+
+
+def _plan(example: Path, facts: plan_mod.Facts) -> plan_mod.Plan:
+    body = yaml.safe_load(example.read_text())
+    body.setdefault("metadata", {})["uid"] = "11111111-2222-3333-4444-555555555555"
+    return plan_mod.plan(v1alpha1.parse_profile(body), facts=facts)
+
+
+def render(planned: plan_mod.Plan, *, kinds: tuple[str, ...] | None = None) -> dict[str, str]:
+    """Golden file name -> its YAML (``problems.yaml`` for a refused profile)."""
+    if not planned.ok:
+        return {
+            "problems.yaml": yamlfmt.dump_all([{"problems": [str(p) for p in planned.problems]}])
+        }
+    wanted = desired.build_parts(planned, fixed_credentials(planned), app_pod_selector=APP_SELECTOR)
+    files: dict[str, list[dict[str, object]]] = {}
+    for key, obj in wanted.objects.items():
+        if kinds is None or obj["kind"] in kinds:
+            files.setdefault(component_file(wanted.component_of[key]), []).append(obj)
+    return {name: yamlfmt.dump_all(docs) for name, docs in files.items()}
+
+
+def _check(folder: Path, rendered: dict[str, str]) -> None:
+    """Every file of ``folder`` (not its subfolders) is what was rendered."""
     if os.environ.get("HEADROOM_UPDATE_GOLDEN"):
-        golden.write_text(rendered)
-    assert golden.exists(), f"missing {golden}; run make golden"
-    assert rendered == golden.read_text(), f"{example.name} differs from {golden}; make golden"
+        folder.mkdir(parents=True, exist_ok=True)
+        for stale in folder.glob("*.yaml"):
+            if stale.name not in rendered:
+                stale.unlink()
+        for name, text in rendered.items():
+            (folder / name).write_text(text)
+    where = folder.relative_to(GOLDEN)
+    present = sorted(p.name for p in folder.glob("*.yaml"))
+    assert present == sorted(rendered), f"{where}: files differ; run make golden"
+    for name, text in rendered.items():
+        assert text == (folder / name).read_text(), f"{where}/{name} differs; run make golden"
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=[p.stem for p in EXAMPLES])
+def test_golden(example: Path) -> None:
+    planned = _plan(example, plan_mod.Facts(cosi="v1alpha1"))
+    _check(GOLDEN / example.stem, render(planned))
+
+
+INTEGRATED = [p for p in EXAMPLES if "queues:" in p.read_text() or "mode: cnpg" in p.read_text()]
+
+
+@pytest.mark.parametrize("example", INTEGRATED, ids=[p.stem for p in INTEGRATED])
+def test_golden_with_keda_and_cloudnative_pg(example: Path) -> None:
+    """The examples that compose one, with KEDA and CloudNativePG installed."""
+    facts = plan_mod.Facts(keda=True, cnpg=True, cnpg_cluster=CNPG_CLUSTER, cosi="v1alpha1")
+    _check(GOLDEN / example.stem / _integration(example), render(_plan(example, facts)))
 
 
 # What a cluster with prometheus-operator gets instead of the rule-file ConfigMap:
@@ -155,10 +178,7 @@ PROMETHEUS = {
 
 def test_golden_prometheus_operator() -> None:
     example = ROOT / "examples" / "shop-scaled.yaml"
-    body = yaml.safe_load(example.read_text())
-    body["metadata"]["uid"] = "11111111-2222-3333-4444-555555555555"
-    profile = v1alpha1.parse_profile(body)
-    planned = plan_mod.plan(profile, facts=plan_mod.Facts(prometheus_operator=True))
+    planned = _plan(example, plan_mod.Facts(prometheus_operator=True))
     selection = monitoring.select(
         [PROMETHEUS],
         namespace=planned.namespace,
@@ -168,11 +188,5 @@ def test_golden_prometheus_operator() -> None:
     planned = dataclasses.replace(
         planned, facts=dataclasses.replace(planned.facts, prometheus_selection=selection)
     )
-    objects = desired.build(planned, fixed_credentials(planned), app_pod_selector=APP_SELECTOR)
     kinds = ("PrometheusRule", "PodMonitor", "ServiceMonitor")
-    rendered = yamlfmt.dump_all([o for o in objects.values() if o["kind"] in kinds])
-    golden = GOLDEN / "shop-scaled.monitoring.yaml"
-    if os.environ.get("HEADROOM_UPDATE_GOLDEN"):
-        golden.write_text(rendered)
-    assert golden.exists(), f"missing {golden}; run make golden"
-    assert rendered == golden.read_text(), f"{golden} differs; make golden"
+    _check(GOLDEN / example.stem / "prometheus-operator", render(planned, kinds=kinds))
