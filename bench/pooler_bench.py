@@ -40,7 +40,7 @@ for path in (REPO / "operator", REPO / "tests" / "conformance"):
 
 import servers  # noqa: E402
 
-from headroom.planning import plan as plan_mod  # noqa: E402
+from headroom.planning import planner  # noqa: E402
 
 DEFAULT_OUT = REPO / "bench" / "results" / "pooler.md"
 MAX_CONNECTIONS = 100
@@ -62,7 +62,7 @@ class Row:
     note: str = ""
 
 
-def make_plan(port: int) -> plan_mod.Plan:
+def make_plan(port: int) -> planner.Plan:
     plan = servers.pooler_plan(
         name="bench",
         uid="bench",
@@ -161,7 +161,7 @@ def run(
 
 
 def render(
-    rows: list[Row], info: dict[str, str], plan: plan_mod.Plan, args: argparse.Namespace
+    rows: list[Row], info: dict[str, str], plan: planner.Plan, args: argparse.Namespace
 ) -> str:
     budget = plan.budget
     lines = [

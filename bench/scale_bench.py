@@ -59,9 +59,8 @@ if str(REPO / "operator") not in sys.path:
 from headroom import yamlfmt  # noqa: E402
 from headroom.api import v1alpha1  # noqa: E402
 from headroom.builders import desired  # noqa: E402
-from headroom.kube import client, config, kinds  # noqa: E402
-from headroom.planning import credentials  # noqa: E402
-from headroom.planning import plan as plan_mod  # noqa: E402
+from headroom.kube import apiserver, kinds, kubeconfig  # noqa: E402
+from headroom.planning import credentials, planner  # noqa: E402
 from headroom.reconcile import watches  # noqa: E402
 
 DEFAULT_OUT = REPO / "bench" / "results" / "scale.md"
@@ -258,7 +257,7 @@ def profile(namespace: str) -> dict[str, Any]:
 def rendered_children(namespace: str) -> list[dict[str, Any]]:
     """What Headroom would apply for the profile in ``namespace`` (no owner)."""
     parsed = v1alpha1.parse_profile(profile(namespace))
-    planned = plan_mod.plan(parsed, facts=plan_mod.Facts(keda=False))
+    planned = planner.plan(parsed, facts=planner.Facts(keda=False))
     creds = credentials.Credentials(
         username="shop",
         password="bench-only-password",
@@ -274,8 +273,10 @@ def rendered_children(namespace: str) -> list[dict[str, Any]]:
 
 
 class Driver:
-    def __init__(self, kubeconfig: str) -> None:
-        self.kube = client.Kube(config.from_kubeconfig(Path(kubeconfig)), timeout_seconds=60)
+    def __init__(self, kubeconfig_path: str) -> None:
+        self.kube = apiserver.Kube(
+            kubeconfig.from_kubeconfig(Path(kubeconfig_path)), timeout_seconds=60
+        )
         self.kube.register(NAMESPACE)
         self.kube.register(VOLUME)
         self.kube.register(watches.PROFILE)
@@ -305,7 +306,7 @@ class Driver:
                             content_type="application/apply-patch+yaml",
                         )
                         return
-                    except client.errors.KubeError:
+                    except apiserver.errors.KubeError:
                         if attempt == 9:
                             raise
                         await asyncio.sleep(1)
@@ -363,9 +364,9 @@ class Driver:
                 query=[("dryRun", "All")] if dry_run else None,
             )
             code = 201
-        except client.errors.ApiError as err:
+        except apiserver.errors.ApiError as err:
             code = err.status
-        except client.errors.UnavailableError:
+        except apiserver.errors.UnavailableError:
             code = 0
         return time.perf_counter() - started, code
 
@@ -396,7 +397,7 @@ class Driver:
         """A dry-run create of a ConfigMap: the same API server path without a webhook."""
         body = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": f"probe-{i}"}}
         started = time.perf_counter()
-        with contextlib.suppress(client.errors.KubeError):
+        with contextlib.suppress(apiserver.errors.KubeError):
             await self.kube.request(
                 "POST", kinds.CONFIG_MAP.path(namespace=namespace), body=body,
                 query=[("dryRun", "All")],
@@ -740,7 +741,7 @@ async def _watch_configmaps(driver: Driver, want: dict[str, str], seen: dict[str
         )
         for item in items:
             _mark(item, want, seen)
-        with contextlib.suppress(client.errors.KubeError):
+        with contextlib.suppress(apiserver.errors.KubeError):
             async for event in driver.kube.watch(
                 kinds.CONFIG_MAP,
                 namespace=None,

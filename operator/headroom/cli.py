@@ -36,9 +36,8 @@ import yaml
 
 from headroom import overview, yamlfmt
 from headroom.api import crd, v1alpha1
-from headroom.builders import alerts, common, desired
-from headroom.planning import credentials, server_shares, storage
-from headroom.planning import plan as plan_mod
+from headroom.builders import alert_rules, common, desired
+from headroom.planning import credentials, object_storage, planner, server_shares
 
 KEDA_HELP = "plan queues for a cluster with KEDA (default: the CPU HPA fallback)"
 WITH_HELP = (
@@ -148,7 +147,7 @@ def _deployments(paths: list[str]) -> dict[tuple[str, str], dict[str, Any]]:
 
 
 def app_selector(
-    plan: plan_mod.Plan,
+    plan: planner.Plan,
     *,
     deployments: dict[tuple[str, str], dict[str, Any]],
     given: dict[str, Any] | None,
@@ -176,7 +175,7 @@ def app_selector(
     return selector
 
 
-def _placeholder_buckets(plan: plan_mod.Plan) -> dict[str, storage.BucketCredentials]:
+def _placeholder_buckets(plan: planner.Plan) -> dict[str, object_storage.BucketCredentials]:
     """What the binding would hold: an s3 bucket's own endpoint and name, the
     Secret keys the operator reads the rest from."""
     found = {}
@@ -184,7 +183,7 @@ def _placeholder_buckets(plan: plan_mod.Plan) -> dict[str, storage.BucketCredent
         source = f"<{bucket.credentials_secret}"
         if bucket.s3 is not None:
             ref = bucket.s3.credentials_secret
-            found[bucket.name] = storage.BucketCredentials(
+            found[bucket.name] = object_storage.BucketCredentials(
                 endpoint=bucket.s3.endpoint,
                 region=bucket.s3.region,
                 bucket=bucket.s3.bucket_name,
@@ -193,7 +192,7 @@ def _placeholder_buckets(plan: plan_mod.Plan) -> dict[str, storage.BucketCredent
                 force_path_style=bucket.s3.force_path_style,
             )
         elif bucket.cosi is not None and bucket.cosi_version:
-            found[bucket.name] = storage.BucketCredentials(
+            found[bucket.name] = object_storage.BucketCredentials(
                 endpoint=f"{source}: endpoint>",
                 region=f"{source}: region>",
                 bucket=f"{source}: bucket name>",
@@ -204,7 +203,7 @@ def _placeholder_buckets(plan: plan_mod.Plan) -> dict[str, storage.BucketCredent
     return found
 
 
-def _placeholder(plan: plan_mod.Plan) -> credentials.New:
+def _placeholder(plan: planner.Plan) -> credentials.New:
     """What ``render`` shows for a value the operator generates (with
     ``secrets``); the builtin server's access keys alphanumeric, as its agent wants."""
 
@@ -220,7 +219,7 @@ def _placeholder(plan: plan_mod.Plan) -> credentials.New:
 
 
 def placeholder_credentials(
-    profile: v1alpha1.ScalingProfile, plan: plan_mod.Plan
+    profile: v1alpha1.ScalingProfile, plan: planner.Plan
 ) -> credentials.Credentials:
     ref = profile.spec.database.credentials_secret
     return credentials.assemble(
@@ -236,7 +235,7 @@ def placeholder_credentials(
     )
 
 
-def format_plan(plan: plan_mod.Plan) -> str:
+def format_plan(plan: planner.Plan) -> str:
     b = plan.budget
     rows = [
         ("profile", f"{plan.namespace}/{plan.name}"),
@@ -286,7 +285,7 @@ def format_plan(plan: plan_mod.Plan) -> str:
     return "\n".join(f"{label:<{width}}  {value}" for label, value in rows)
 
 
-def _bucket_rows(plan: plan_mod.Plan) -> list[tuple[str, str]]:
+def _bucket_rows(plan: planner.Plan) -> list[tuple[str, str]]:
     """One row per bucket: where it comes from, retention, upload limit, CORS."""
     rows = []
     for index, bucket in enumerate(plan.buckets):
@@ -327,7 +326,7 @@ def _bucket_rows(plan: plan_mod.Plan) -> list[tuple[str, str]]:
     return rows
 
 
-def _read_rows(plan: plan_mod.Plan) -> list[tuple[str, str]]:
+def _read_rows(plan: planner.Plan) -> list[tuple[str, str]]:
     """The read side: where reads go and the read budget (smallest replica)."""
     read = plan.read
     if read is None:
@@ -378,7 +377,7 @@ def _mebibytes(size: int) -> str:
     return f"{size / 1024**2:.0f}Mi"
 
 
-def _scaling_rows(plan: plan_mod.Plan) -> list[tuple[str, str]]:
+def _scaling_rows(plan: planner.Plan) -> list[tuple[str, str]]:
     """Redis instances, queue workers and the app's autoscaling, one row each."""
     rows = []
     for r in plan.redis:
@@ -431,7 +430,7 @@ class _Planned:
     """One profile of FILE: its plan, or why it could not be parsed."""
 
     profile: v1alpha1.ScalingProfile | None
-    plan: plan_mod.Plan | None
+    plan: planner.Plan | None
     error: str = ""
 
 
@@ -442,7 +441,7 @@ def _key(body: dict[str, Any]) -> str:
     return f"{meta.get('namespace') or 'default'}/{meta.get('name', '')}"
 
 
-def _plan_all(args: argparse.Namespace, facts: plan_mod.Facts) -> list[_Planned]:
+def _plan_all(args: argparse.Namespace, facts: planner.Facts) -> list[_Planned]:
     """The profiles of FILE planned as the operator plans them on shared servers:
     the ``--with`` files' profiles exist already (older, in the order given),
     FILE's are created after them, one document after the other; each is
@@ -475,14 +474,14 @@ def _plan_all(args: argparse.Namespace, facts: plan_mod.Facts) -> list[_Planned]
             out.append(_Planned(None, None, error))
             continue
         beside = server_shares.older_uses(peers, opened, key=key)
-        planned = plan_mod.plan(parsed, facts=dataclasses.replace(facts, shared=beside))
+        planned = planner.plan(parsed, facts=dataclasses.replace(facts, shared=beside))
         out.append(_Planned(parsed, planned))
     return out
 
 
 def _cmd_plan(args: argparse.Namespace) -> int:
     status = 0
-    facts = plan_mod.Facts(keda=args.keda, cosi=_cosi(args))
+    facts = planner.Facts(keda=args.keda, cosi=_cosi(args))
     for index, found in enumerate(_plan_all(args, facts)):
         if found.plan is None:
             print(f"error: {found.error}", file=sys.stderr)
@@ -498,7 +497,7 @@ def _cmd_plan(args: argparse.Namespace) -> int:
 def _cmd_render(args: argparse.Namespace) -> int:
     out: list[dict[str, Any]] = []
     groups: list[dict[str, Any]] = []
-    facts = plan_mod.Facts(
+    facts = planner.Facts(
         keda=args.keda, prometheus_operator=args.prometheus_operator, cosi=_cosi(args)
     )
     given = parse_selector(args.app_selector) if args.app_selector else None
@@ -511,7 +510,7 @@ def _cmd_render(args: argparse.Namespace) -> int:
         if not plan.ok:
             print(f"error: {plan.problem_text()}", file=sys.stderr)
             return 1
-        groups += alerts.rule_groups(plan)
+        groups += alert_rules.rule_groups(plan)
         if args.rules:
             continue
         selector = app_selector(plan, deployments=deployments, given=given)
@@ -533,11 +532,11 @@ def _cmd_status(args: argparse.Namespace) -> int:
     import asyncio  # noqa: PLC0415 - the cluster client only when talking to a cluster
     import json  # noqa: PLC0415
 
-    from headroom.kube import client, config, errors  # noqa: PLC0415
+    from headroom.kube import apiserver, errors, kubeconfig  # noqa: PLC0415
     from headroom.reconcile import watches  # noqa: PLC0415
 
     async def fetch() -> list[dict[str, Any]]:
-        kube = client.Kube.from_environment(timeout_seconds=args.timeout)
+        kube = apiserver.Kube.from_environment(timeout_seconds=args.timeout)
         try:
             items, _ = await kube.list(watches.PROFILE, namespace=args.namespace)
             return items
@@ -546,7 +545,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
     try:
         profiles = asyncio.run(fetch())
-    except (config.ConfigError, errors.KubeError, OSError) as err:
+    except (kubeconfig.ConfigError, errors.KubeError, OSError) as err:
         print(f"error: cannot list ScalingProfiles: {err}", file=sys.stderr)
         return 1
     groups = overview.build(profiles)

@@ -43,7 +43,7 @@ from typing import Any, Self
 
 from headroom.api import v1alpha1
 from headroom.builders import pgbouncer, standby
-from headroom.planning import plan as plan_mod
+from headroom.planning import planner
 
 HOST = "127.0.0.1"
 DEFAULT_PG_BINDIR = "/usr/lib/postgresql/15/bin"
@@ -714,7 +714,7 @@ class AppDatabase:
         """The PgBouncer auth file Headroom renders: the app user, the stats user
         (``stats_password``) and ``more`` users (name=password)."""
         return pgbouncer.render_userlist(
-            {self.user: self.password, plan_mod.STATS_USER: stats_password, **more}
+            {self.user: self.password, planner.STATS_USER: stats_password, **more}
         )
 
     def pgbench(
@@ -845,7 +845,7 @@ def pooler_plan(
     instances: int = 1,
     reserved_connections: int | None = None,
     read_replicas: Mapping[str, Any] | None = None,
-) -> plan_mod.Plan:
+) -> planner.Plan:
     """Headroom's plan for a ScalingProfile ``name``: an app of up to ``max_replicas``
     pods with ``pool_per_pod`` connections each, through one transaction-mode
     PgBouncer ``version`` (with ``parameters``), to database ``dbname`` on
@@ -885,11 +885,11 @@ def pooler_plan(
             },
         }
     )
-    return plan_mod.plan(profile)
+    return planner.plan(profile)
 
 
 def ini_for(
-    plan: plan_mod.Plan, extra: str = "", *, server_ca_file: str = ""
+    plan: planner.Plan, extra: str = "", *, server_ca_file: str = ""
 ) -> Callable[[int, str], str]:
     """render_ini on HOST for the port and auth file PgBouncer.start picks (plus raw
     ``extra`` lines, and the CA file where the profile has one): the ``ini`` for

@@ -29,9 +29,8 @@ import servers
 from prometheus_servers import Exporter, Prometheus, Target
 
 from headroom.api import v1alpha1
-from headroom.builders import alerts, pgbouncer, redis
-from headroom.planning import credentials
-from headroom.planning import plan as plan_mod
+from headroom.builders import alert_rules, pgbouncer, redis
+from headroom.planning import credentials, planner
 
 pytestmark = pytest.mark.conformance
 
@@ -60,7 +59,7 @@ def pgbouncer_version(tools: servers.Tools) -> str:
     return found.group(0)
 
 
-def make_plan(database_port: int, version: str = "1.18.0") -> plan_mod.Plan:
+def make_plan(database_port: int, version: str = "1.18.0") -> planner.Plan:
     """A profile whose primary is small for its app: 4 pods x 10 connections, and
     max_connections 20 leave each pooler pod 6 server connections for 45 clients.
     ``version``: PgBouncer's, named by the pooler image's tag (never pulled here)."""
@@ -111,7 +110,7 @@ def make_plan(database_port: int, version: str = "1.18.0") -> plan_mod.Plan:
             },
         }
     )
-    plan = plan_mod.plan(profile)
+    plan = planner.plan(profile)
     assert plan.ok, [str(p) for p in plan.problems]
     return plan
 
@@ -121,17 +120,17 @@ def _container(obj: dict[str, Any], name: str) -> dict[str, Any]:
     return found
 
 
-def _rule(plan: plan_mod.Plan, name: str, **labels: str) -> dict[str, Any]:
+def _rule(plan: planner.Plan, name: str, **labels: str) -> dict[str, Any]:
     (found,) = [
         r
-        for g in alerts.rule_groups(plan)
+        for g in alert_rules.rule_groups(plan)
         for r in g["rules"]
         if r.get("alert") == name and all(r["labels"].get(k) == v for k, v in labels.items())
     ]
     return found
 
 
-def _bound(plan: plan_mod.Plan, name: str, **labels: str) -> float:
+def _bound(plan: planner.Plan, name: str, **labels: str) -> float:
     """What the issue promises: firing within the rule's ``for:`` plus two scrapes
     (and one evaluation); reported beside each measurement."""
     duration = _rule(plan, name, **labels).get("for", "0s")
@@ -152,7 +151,7 @@ def pooler(
     start_pgbouncer: servers.StartPgBouncer,
     start_exporter: StartExporter,
     exporters: prometheus_servers.Exporters,
-) -> Iterator[tuple[plan_mod.Plan, servers.PgBouncer, Exporter]]:
+) -> Iterator[tuple[planner.Plan, servers.PgBouncer, Exporter]]:
     database.wait_for_no_app_backends()
     plan = make_plan(database.port, pgbouncer_version(database.server.tools))
     stats_password = secrets.token_hex(16)
@@ -174,7 +173,7 @@ def pooler(
         _container(deployment, "exporter"),
         secrets=rendered_secrets,
         moved={
-            f"127.0.0.1:{plan_mod.POOLER_PORT}": f"{servers.HOST}:{bouncer.port}",
+            f"127.0.0.1:{planner.POOLER_PORT}": f"{servers.HOST}:{bouncer.port}",
         },
     )
     exporter = start_exporter(exporters.pgbouncer, args, env, name="pgbouncer_exporter")
@@ -190,7 +189,7 @@ def _pool_value(exporter: Exporter, metric: str) -> float:
 
 
 def test_pooler_alerts_fire_under_real_load_and_resolve_after_it(
-    pooler: tuple[plan_mod.Plan, servers.PgBouncer, Exporter],
+    pooler: tuple[planner.Plan, servers.PgBouncer, Exporter],
     database: servers.AppDatabase,
     start_prometheus: StartPrometheus,
     tmp_path: Path,
@@ -203,7 +202,7 @@ def test_pooler_alerts_fire_under_real_load_and_resolve_after_it(
     assert exporter.samples("pgbouncer_up") == [({}, 1.0)]
 
     prometheus = start_prometheus(
-        rules={"headroom.rules.yaml": alerts.rule_file(plan)},
+        rules={"headroom.rules.yaml": alert_rules.rule_file(plan)},
         targets=[
             Target(
                 "pgbouncer",
@@ -266,12 +265,12 @@ def test_pooler_alerts_fire_under_real_load_and_resolve_after_it(
 
 
 def test_pooler_down_fires_when_pgbouncer_stops(
-    pooler: tuple[plan_mod.Plan, servers.PgBouncer, Exporter],
+    pooler: tuple[planner.Plan, servers.PgBouncer, Exporter],
     start_prometheus: StartPrometheus,
 ) -> None:
     plan, bouncer, exporter = pooler
     prometheus = start_prometheus(
-        rules={"headroom.rules.yaml": alerts.rule_file(plan)},
+        rules={"headroom.rules.yaml": alert_rules.rule_file(plan)},
         targets=[
             Target("pgbouncer", exporter.address, {"namespace": NAMESPACE, "pod": POOLER_POD})
         ],
@@ -308,11 +307,11 @@ def redis_instance(
     start_exporter: StartExporter,
     exporters: prometheus_servers.Exporters,
     database: servers.AppDatabase,
-) -> Callable[[str], tuple[plan_mod.Plan, redis_servers.RedisProcess, Exporter]]:
+) -> Callable[[str], tuple[planner.Plan, redis_servers.RedisProcess, Exporter]]:
     """``redis_instance(name)``: the rendered redis.conf of instance ``name`` in
     redis-server, and the rendered exporter container in front of it."""
 
-    def start(name: str) -> tuple[plan_mod.Plan, redis_servers.RedisProcess, Exporter]:
+    def start(name: str) -> tuple[planner.Plan, redis_servers.RedisProcess, Exporter]:
         plan = make_plan(database.port)
         inst = plan.redis_named(name)
         password = secrets.token_hex(24)
@@ -340,7 +339,7 @@ def redis_instance(
         args, env = prometheus_servers.container_command(
             _container(statefulset, "exporter"),
             secrets={plan.names.redis_auth(inst.name): {"password": password}},
-            moved={f"127.0.0.1:{plan_mod.REDIS_PORT}": f"{servers.HOST}:{server.port}"},
+            moved={f"127.0.0.1:{planner.REDIS_PORT}": f"{servers.HOST}:{server.port}"},
         )
         exporter = start_exporter(exporters.redis, args, env, name="redis_exporter")
         return plan, server, exporter
@@ -350,8 +349,8 @@ def redis_instance(
 
 @pytest.fixture
 def cache(
-    redis_instance: Callable[[str], tuple[plan_mod.Plan, redis_servers.RedisProcess, Exporter]],
-) -> tuple[plan_mod.Plan, redis_servers.RedisProcess, Exporter]:
+    redis_instance: Callable[[str], tuple[planner.Plan, redis_servers.RedisProcess, Exporter]],
+) -> tuple[planner.Plan, redis_servers.RedisProcess, Exporter]:
     return redis_instance("cache")
 
 
@@ -361,12 +360,12 @@ def _redis_pod(instance: str) -> str:
 
 def _redis_prometheus(
     start_prometheus: StartPrometheus,
-    plan: plan_mod.Plan,
+    plan: planner.Plan,
     exporter: Exporter,
     instance: str = "cache",
 ) -> Prometheus:
     prometheus = start_prometheus(
-        rules={"headroom.rules.yaml": alerts.rule_file(plan)},
+        rules={"headroom.rules.yaml": alert_rules.rule_file(plan)},
         targets=[
             Target("redis", exporter.address, {"namespace": NAMESPACE, "pod": _redis_pod(instance)})
         ],
@@ -380,7 +379,7 @@ def _redis_prometheus(
 
 
 def test_hit_rate_alert_fires_on_misses_and_resolves_on_hits(
-    cache: tuple[plan_mod.Plan, redis_servers.RedisProcess, Exporter],
+    cache: tuple[planner.Plan, redis_servers.RedisProcess, Exporter],
     start_prometheus: StartPrometheus,
 ) -> None:
     plan, server, exporter = cache
@@ -413,7 +412,7 @@ def test_hit_rate_alert_fires_on_misses_and_resolves_on_hits(
 
 
 def test_eviction_alert_fires_when_the_cache_fills_past_maxmemory(
-    cache: tuple[plan_mod.Plan, redis_servers.RedisProcess, Exporter],
+    cache: tuple[planner.Plan, redis_servers.RedisProcess, Exporter],
     start_prometheus: StartPrometheus,
 ) -> None:
     plan, server, exporter = cache
@@ -443,7 +442,7 @@ def test_eviction_alert_fires_when_the_cache_fills_past_maxmemory(
 
 
 def test_redis_down_fires_when_redis_dies(
-    cache: tuple[plan_mod.Plan, redis_servers.RedisProcess, Exporter],
+    cache: tuple[planner.Plan, redis_servers.RedisProcess, Exporter],
     start_prometheus: StartPrometheus,
 ) -> None:
     plan, server, exporter = cache
@@ -463,7 +462,7 @@ def test_redis_down_fires_when_redis_dies(
 
 
 def test_queue_backlog_alert_fires_above_the_workers_ceiling_and_resolves_when_drained(
-    redis_instance: Callable[[str], tuple[plan_mod.Plan, redis_servers.RedisProcess, Exporter]],
+    redis_instance: Callable[[str], tuple[planner.Plan, redis_servers.RedisProcess, Exporter]],
     start_prometheus: StartPrometheus,
 ) -> None:
     """The rendered exporter exports the queue's list length (redis_key_size, from

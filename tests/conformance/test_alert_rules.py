@@ -34,16 +34,15 @@ import yaml
 from tests.unit import test_golden
 
 from headroom.api import v1alpha1
-from headroom.builders import alerts, desired, pgbouncer
-from headroom.planning import monitoring, read_replicas
-from headroom.planning import plan as plan_mod
+from headroom.builders import alert_rules, desired, pgbouncer
+from headroom.planning import monitoring, planner, read_plan
 
 pytestmark = pytest.mark.conformance
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
 APP_SELECTOR = {"matchLabels": {"app": "web"}}
-CNPG_CLUSTER = read_replicas.CnpgCluster(name="shop-pg", instances=3, max_connections=200)
+CNPG_CLUSTER = read_plan.CnpgCluster(name="shop-pg", instances=3, max_connections=200)
 # A Deployment's pods are <name>-<template hash>-<suffix>, a StatefulSet's <name>-<ordinal>.
 POD_HASH = "-7c9d5b8f4-x2k4p"
 INTERVAL_MINUTES = 1
@@ -71,7 +70,7 @@ CUSTOM_ALERTS = {
 
 @dataclass
 class Rendered:
-    plan: plan_mod.Plan
+    plan: planner.Plan
     objects: list[dict[str, Any]]
 
     @property
@@ -138,9 +137,9 @@ def _containers(obj: dict[str, Any]) -> list[dict[str, Any]]:
 
 def render(body: dict[str, Any], *, engines: bool) -> Rendered | None:
     body.setdefault("metadata", {})["uid"] = "11111111-2222-3333-4444-555555555555"
-    planned = plan_mod.plan(
+    planned = planner.plan(
         v1alpha1.parse_profile(body),
-        facts=plan_mod.Facts(
+        facts=planner.Facts(
             keda=engines, cnpg=engines, cnpg_cluster=CNPG_CLUSTER if engines else None
         ),
     )
@@ -603,7 +602,7 @@ def _promtool(promtool: str, *args: str, cwd: Path) -> subprocess.CompletedProce
 def _unit_tests(rendered: Rendered) -> tuple[list[dict[str, Any]], int]:
     """promtool tests: per rule, one per case; and how many rules."""
     tests = []
-    rules = [r for g in alerts.rule_groups(rendered.plan) for r in g["rules"] if "alert" in r]
+    rules = [r for g in alert_rules.rule_groups(rendered.plan) for r in g["rules"] if "alert" in r]
     for rule in rules:
         name = rule["alert"]
         assert name in CASES, f"no promtool case for alert {name}: add one to CASES"
@@ -629,7 +628,7 @@ def _unit_tests(rendered: Rendered) -> tuple[list[dict[str, Any]], int]:
 
 
 def _without_annotations(rendered: Rendered) -> str:
-    groups = alerts.rule_groups(rendered.plan)
+    groups = alert_rules.rule_groups(rendered.plan)
     stripped = [
         {**g, "rules": [{k: v for k, v in r.items() if k != "annotations"} for r in g["rules"]]}
         for g in groups
@@ -642,10 +641,10 @@ def test_rendered_rules_pass_promtool_check(
     promtool: str, tmp_path: Path, case_id: str, rendered: Rendered
 ) -> None:
     path = tmp_path / "rules.yaml"
-    path.write_text(alerts.rule_file(rendered.plan))
+    path.write_text(alert_rules.rule_file(rendered.plan))
     done = _promtool(promtool, "check", "rules", str(path), cwd=tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr
-    count = sum(len(g["rules"]) for g in alerts.rule_groups(rendered.plan))
+    count = sum(len(g["rules"]) for g in alert_rules.rule_groups(rendered.plan))
     assert count > 0
     assert f"SUCCESS: {count} rules found" in done.stdout, done.stdout
 
@@ -672,7 +671,7 @@ def test_a_wrong_threshold_fails_the_promtool_cases(promtool: str, tmp_path: Pat
     """The cases are not vacuous: the shop profile's rules with one threshold moved
     by one connection no longer pass."""
     (_, rendered) = next(p for p in PROFILES if p[0] == "shop")
-    groups = alerts.rule_groups(rendered.plan)
+    groups = alert_rules.rule_groups(rendered.plan)
     (pool,) = [p for p in rendered.alerts.pools if p.role == "rw"]
     for group in groups:
         for rule in group["rules"]:

@@ -12,7 +12,7 @@ from typing import Any
 import s3_servers
 
 from headroom.reconcile import bucket_check
-from headroom.s3 import client as s3_client
+from headroom.s3 import rest
 
 StartGW = Callable[..., s3_servers.VersityGW]
 
@@ -30,7 +30,7 @@ def _target(gateway: s3_servers.VersityGW, bucket: str, *, secret: str | None = 
 
 def test_head_bucket_verdicts_on_a_real_server(start_versitygw: StartGW) -> None:
     gateway = start_versitygw()
-    root = s3_client.Client(
+    root = rest.Client(
         endpoint=gateway.endpoint,
         access_key=gateway.root.access_key,
         secret_key=gateway.root.secret_key,

@@ -8,7 +8,7 @@ non-root versitygw user), a browser's CORS preflight, presigned PUT and
 presigned POST with a size limit.
 
 Provider ``s3`` against the same server: an existing bucket and a Secret with
-the app's keys (seed 004's R2 key names) go through storage.credentials_from
+the app's keys (seed 004's R2 key names) go through object_storage.credentials_from
 and desired.build into a binding that works; a wrong key is still rendered,
 refused by the server with a reason Headroom's S3 client names
 (SignatureDoesNotMatch), never crashing on it (the operator's HEAD check of
@@ -40,13 +40,11 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 from tests import profiles
 
-from headroom.agent import bucket as agent_mod
+from headroom.agent import bucket
 from headroom.api import v1alpha1
-from headroom.builders import bucket_server as bucket_builder
-from headroom.builders import desired
-from headroom.planning import bucket_server, credentials, storage
-from headroom.planning import plan as plan_mod
-from headroom.s3 import client as s3_client
+from headroom.builders import desired, s3_server
+from headroom.planning import credentials, object_storage, planner, versitygw
+from headroom.s3 import rest
 
 ORIGIN = "https://app.example.com"
 OTHER_ORIGIN = "https://evil.example.com"
@@ -54,7 +52,7 @@ MAX_UPLOAD_BYTES = 1024 * 1024  # the declared upload limit signed into POST pol
 StartGW = Callable[..., s3_servers.VersityGW]
 
 
-KEYS = bucket_server.ServerKeys(  # as the engine generates them
+KEYS = versitygw.ServerKeys(  # as the engine generates them
     root_access_key=secrets.token_hex(10),
     root_secret_key=secrets.token_urlsafe(30),
     app_access_key=secrets.token_hex(10),
@@ -105,17 +103,17 @@ class Rendered:
             out[var["name"]] = base64.b64decode(data[ref["key"]]).decode()
         return out
 
-    def agent_config(self) -> bucket_server.BucketServerConfig:
-        data = self.find("ConfigMap", "shop-s3-config")["data"][bucket_builder.CONFIG_FILE]
-        return bucket_server.BucketServerConfig.model_validate_json(data)
+    def agent_config(self) -> versitygw.BucketServerConfig:
+        data = self.find("ConfigMap", "shop-s3-config")["data"][s3_server.CONFIG_FILE]
+        return versitygw.BucketServerConfig.model_validate_json(data)
 
 
-def _render(body: dict[str, Any] | None = None, keys: bucket_server.ServerKeys = KEYS) -> Rendered:
+def _render(body: dict[str, Any] | None = None, keys: versitygw.ServerKeys = KEYS) -> Rendered:
     """Every object Headroom renders for the profile, with the credentials the
     engine derives (the builtin buckets' from the generated keys)."""
     body = body or _profile()
     body["metadata"]["uid"] = "11111111-2222-3333-4444-555555555555"
-    planned = plan_mod.plan(v1alpha1.parse_profile(body))
+    planned = planner.plan(v1alpha1.parse_profile(body))
     assert planned.ok, planned.problems
     creds = credentials.Credentials(
         username="app",
@@ -141,13 +139,13 @@ def _start_rendered(start_versitygw: StartGW, rendered: Rendered) -> s3_servers.
 
     def argv(listen: str, admin: str, directory: Path) -> list[str]:
         addresses = {
-            f":{bucket_server.S3_PORT}": listen,
-            f"127.0.0.1:{bucket_server.ADMIN_PORT}": admin,
+            f":{versitygw.S3_PORT}": listen,
+            f"127.0.0.1:{versitygw.ADMIN_PORT}": admin,
         }
 
         def local(args: list[str]) -> list[str]:
             return s3_servers.localize(
-                args, mount_path=bucket_server.DATA_DIR, directory=directory, addresses=addresses
+                args, mount_path=versitygw.DATA_DIR, directory=directory, addresses=addresses
             )
 
         subprocess.run(local(prepare), check=True, timeout=30)
@@ -157,7 +155,7 @@ def _start_rendered(start_versitygw: StartGW, rendered: Rendered) -> s3_servers.
     return start_versitygw(argv=argv, root=root, env=env)
 
 
-def _agent(rendered: Rendered, gateway: s3_servers.VersityGW, ready_file: Path) -> agent_mod.Agent:
+def _agent(rendered: Rendered, gateway: s3_servers.VersityGW, ready_file: Path) -> bucket.Agent:
     """The sidecar's agent: the rendered buckets.json (its 127.0.0.1 endpoints
     moved to the test's ports) and the rendered environment."""
     config = rendered.agent_config().model_copy(
@@ -167,7 +165,7 @@ def _agent(rendered: Rendered, gateway: s3_servers.VersityGW, ready_file: Path) 
             "ready_file": str(ready_file),
         }
     )
-    return agent_mod.Agent(config=config, keys=agent_mod.Keys.from_env(rendered.env("agent")))
+    return bucket.Agent(config=config, keys=bucket.Keys.from_env(rendered.env("agent")))
 
 
 def _boto(endpoint: str, access_key: str, secret_key: str) -> BaseClient:
@@ -236,12 +234,12 @@ def test_root_keys_are_not_in_the_app_secret_and_the_app_keys_are_no_admin(
             assert root_value not in _decoded(rendered.find("Secret", key))
     assert "shop-s3-root" not in yaml.safe_dump(rendered.container("versitygw")["args"])
     # the app's keys cannot reach the admin API's users (even from inside the pod)
-    app_admin = s3_client.Client(
+    app_admin = rest.Client(
         endpoint=gateway.admin_endpoint,
         access_key=KEYS.app_access_key,
         secret_key=KEYS.app_secret_key,
     )
-    with pytest.raises(s3_client.S3Error) as refused:
+    with pytest.raises(rest.S3Error) as refused:
         app_admin.create_user(access_key="intruder01", secret_key="x" * 30, role="admin")
     assert refused.value.status == 403
 
@@ -251,9 +249,9 @@ def test_app_keys_put_and_get_600kb_in_their_own_buckets_only(
 ) -> None:
     gateway, app = provisioned
     body = secrets.token_bytes(600 * 1024)
-    for bucket in ("meal-photos", "avatars"):
-        app.put_object(Bucket=bucket, Key="u/1.jpg", Body=body)
-        assert app.get_object(Bucket=bucket, Key="u/1.jpg")["Body"].read() == body
+    for name in ("meal-photos", "avatars"):
+        app.put_object(Bucket=name, Key="u/1.jpg", Body=body)
+        assert app.get_object(Bucket=name, Key="u/1.jpg")["Body"].read() == body
     # role "user": no bucket of its own making, and nobody else's bucket
     with pytest.raises(ClientError) as refused:
         app.create_bucket(Bucket="more-space")
@@ -406,7 +404,7 @@ def test_a_new_profile_on_the_retained_volume_gets_the_old_objects(
     server dir) meets new generated keys; the agent hands the buckets over."""
     gateway, old_app = provisioned
     old_app.put_object(Bucket="meal-photos", Key="kept.jpg", Body=b"photo")
-    new_keys = bucket_server.ServerKeys(
+    new_keys = versitygw.ServerKeys(
         root_access_key=KEYS.root_access_key,  # the server process is the same one here
         root_secret_key=KEYS.root_secret_key,
         app_access_key=secrets.token_hex(10),
@@ -428,17 +426,17 @@ def test_a_new_profile_on_the_retained_volume_gets_the_old_objects(
 def test_a_wrong_key_is_an_s3_error_that_names_no_secret(start_versitygw: StartGW) -> None:
     gateway = start_versitygw()
     wrong = secrets.token_urlsafe(30)
-    client = s3_client.Client(
+    client = rest.Client(
         endpoint=gateway.endpoint, access_key=gateway.root.access_key, secret_key=wrong
     )
-    with pytest.raises(s3_client.S3Error) as refused:
+    with pytest.raises(rest.S3Error) as refused:
         client.bucket_exists("anything")
     assert refused.value.status == 403
     assert refused.value.code == "SignatureDoesNotMatch"
     assert wrong not in str(refused.value)
     assert gateway.root.secret_key not in str(refused.value)
-    unknown = s3_client.Client(endpoint=gateway.endpoint, access_key="nobody1234", secret_key=wrong)
-    with pytest.raises(s3_client.S3Error) as no_user:
+    unknown = rest.Client(endpoint=gateway.endpoint, access_key="nobody1234", secret_key=wrong)
+    with pytest.raises(rest.S3Error) as no_user:
         unknown.bucket_exists("anything")
     assert no_user.value.status == 403
     assert no_user.value.code == "InvalidAccessKeyId"
@@ -452,7 +450,7 @@ def test_agent_loop_marks_the_pod_ready_once_the_buckets_exist(
     ready = tmp_path / "run" / "provisioned"
     stop = threading.Event()
     loop = threading.Thread(
-        target=agent_mod.run, args=(_agent(rendered, gateway, ready),), kwargs={"stop": stop}
+        target=bucket.run, args=(_agent(rendered, gateway, ready),), kwargs={"stop": stop}
     )
     loop.start()
     try:
@@ -491,13 +489,13 @@ def _s3_profile(endpoint: str) -> dict[str, Any]:
 
 def _s3_binding(endpoint: str, secret_data: dict[str, str]) -> dict[str, str]:
     """The binding the engine renders: the Secret's data through
-    storage.credentials_from (what the engine calls), then desired.build."""
+    object_storage.credentials_from (what the engine calls), then desired.build."""
     body = _s3_profile(endpoint)
     body["metadata"]["uid"] = "11111111-2222-3333-4444-555555555555"
-    planned = plan_mod.plan(v1alpha1.parse_profile(body))
+    planned = planner.plan(v1alpha1.parse_profile(body))
     assert planned.ok, planned.problems
     (bucket,) = planned.buckets
-    found = storage.credentials_from(bucket, secret_data, secret="space-r2", revision="1")
+    found = object_storage.credentials_from(bucket, secret_data, secret="space-r2", revision="1")
     creds = credentials.Credentials(
         username="app",
         password="app-pw",
@@ -528,7 +526,7 @@ def existing_bucket(start_versitygw: StartGW) -> tuple[s3_servers.VersityGW, str
     """A server with an existing bucket and a user of its own (the R2-style keys)."""
     gateway = start_versitygw()
     access, secret = secrets.token_hex(10), secrets.token_urlsafe(30)
-    admin = s3_client.Client(
+    admin = rest.Client(
         endpoint=gateway.admin_endpoint,
         access_key=gateway.root.access_key,
         secret_key=gateway.root.secret_key,
@@ -551,7 +549,7 @@ def test_an_existing_bucket_and_its_secret_make_a_binding_that_works(
     body = secrets.token_bytes(600 * 1024)
     app.put_object(Bucket=env["S3_BUCKET"], Key="docs/a.pdf", Body=body)
     assert app.get_object(Bucket=env["S3_BUCKET"], Key="docs/a.pdf")["Body"].read() == body
-    checker = s3_client.Client(
+    checker = rest.Client(
         endpoint=env["S3_ENDPOINT"],
         access_key=env["AWS_ACCESS_KEY_ID"],
         secret_key=env["AWS_SECRET_ACCESS_KEY"],
@@ -572,10 +570,10 @@ def test_a_wrong_key_in_the_secret_is_reported_not_crashed_on(
     assert env["AWS_SECRET_ACCESS_KEY"] == wrong
     # ... and the check Headroom's S3 client makes names the server's reason,
     # without the key, where the app's SDK gets the same refusal
-    checker = s3_client.Client(
+    checker = rest.Client(
         endpoint=env["S3_ENDPOINT"], access_key=access, secret_key=wrong, region=env["S3_REGION"]
     )
-    with pytest.raises(s3_client.S3Error) as refused:
+    with pytest.raises(rest.S3Error) as refused:
         checker.bucket_exists(env["S3_BUCKET"])
     assert (refused.value.status, refused.value.code) == (403, "SignatureDoesNotMatch")
     assert wrong not in str(refused.value)

@@ -57,8 +57,7 @@ from conftest import APP_PASSWORD
 
 from headroom.api import v1alpha1
 from headroom.builders import common, desired, redis
-from headroom.planning import credentials
-from headroom.planning import plan as plan_mod
+from headroom.planning import credentials, planner
 
 ROOT = Path(__file__).resolve().parents[2]
 CLIENTS = ROOT / "tests" / "clients"
@@ -302,7 +301,7 @@ def start_pod(name: str, argv: list[str], env: Mapping[str, str], cwd: Path) -> 
 
 @dataclass
 class Rendered:
-    plan: plan_mod.Plan
+    plan: planner.Plan
     objects: dict[str, common.Obj]
     redis_passwords: dict[str, str]
 
@@ -322,7 +321,7 @@ def render(stack: Stack, *, pg_port: int, pgbouncer_version: str) -> Rendered:
     profile = v1alpha1.parse_profile(
         profile_body(stack, pg_port=pg_port, pgbouncer_version=pgbouncer_version)
     )
-    planned = plan_mod.plan(profile)
+    planned = planner.plan(profile)
     assert planned.ok, planned.problem_text()
     passwords = {"cache": secrets.token_hex(16), "jobs": secrets.token_hex(16)}
     creds = credentials.Credentials(
@@ -338,7 +337,7 @@ def render(stack: Stack, *, pg_port: int, pgbouncer_version: str) -> Rendered:
 
 def pool_counts(bouncer: servers.PgBouncer) -> tuple[int, int]:
     """(client, server) connections of the app's pool on one PgBouncer."""
-    rows = bouncer.show("POOLS", user=plan_mod.STATS_USER, password=STATS_PASSWORD)
+    rows = bouncer.show("POOLS", user=planner.STATS_USER, password=STATS_PASSWORD)
     clients = server = 0
     for row in rows:
         if row["database"] != "app":
@@ -353,7 +352,7 @@ def pool_counts(bouncer: servers.PgBouncer) -> tuple[int, int]:
 def named_parses(bouncer: servers.PgBouncer) -> int:
     """Named prepared statements clients created on one PgBouncer (SHOW STATS, 1.21+;
     0 where the column does not exist)."""
-    rows = bouncer.show("STATS", user=plan_mod.STATS_USER, password=STATS_PASSWORD)
+    rows = bouncer.show("STATS", user=planner.STATS_USER, password=STATS_PASSWORD)
     return sum(int(r.get("total_client_parse_count", 0)) for r in rows if r["database"] == "app")
 
 
@@ -399,7 +398,7 @@ def test_every_pod_and_worker_at_its_ceiling(
     redis_ports = {}
     for instance in planned.redis:
 
-        def conf(port: int, workdir: Path, instance: plan_mod.RedisPlan = instance) -> str:
+        def conf(port: int, workdir: Path, instance: planner.RedisPlan = instance) -> str:
             return redis.render_conf(
                 instance,
                 bind=HOST,
@@ -412,7 +411,7 @@ def test_every_pod_and_worker_at_its_ceiling(
         started = start_redis(
             conf, files={"auth.conf": redis.render_auth(password)}, password=password
         )
-        redis_ports[f"{planned.names.redis_host(instance.name)}:{plan_mod.REDIS_PORT}"] = (
+        redis_ports[f"{planned.names.redis_host(instance.name)}:{planner.REDIS_PORT}"] = (
             started.port
         )
 

@@ -12,9 +12,7 @@ from __future__ import annotations
 import pytest
 import servers
 
-from headroom.planning import budget as budget_mod
-from headroom.planning import pgbouncer_params
-from headroom.planning import plan as plan_mod
+from headroom.planning import connection_budget, pgbouncer_params, planner
 
 pytestmark = pytest.mark.conformance
 
@@ -33,7 +31,7 @@ def make_plan(
     *,
     parameters: dict[str, str] | None = None,
     version: str = VERSION,
-) -> plan_mod.Plan:
+) -> planner.Plan:
     return servers.pooler_plan(
         name="conf",
         uid="conformance",
@@ -61,7 +59,7 @@ def pgbench_500_clients(database: servers.AppDatabase, port: int) -> servers.Pgb
 
 
 def show_config(bouncer: servers.PgBouncer) -> dict[str, str]:
-    rows = bouncer.show("CONFIG", user=plan_mod.STATS_USER, password=STATS_PASSWORD)
+    rows = bouncer.show("CONFIG", user=planner.STATS_USER, password=STATS_PASSWORD)
     return {row["key"]: row["value"] for row in rows}
 
 
@@ -119,7 +117,7 @@ def test_rendered_config_runs_with_scram_auth_and_budget_sizes(
     assert int(config["max_client_conn"]) >= CLIENTS
 
     # stats_users may read but not administer.
-    stats = bouncer.psql(plan_mod.STATS_USER, STATS_PASSWORD, "pgbouncer")
+    stats = bouncer.psql(planner.STATS_USER, STATS_PASSWORD, "pgbouncer")
     assert stats.rows("SHOW POOLS")
     pause = stats.run("PAUSE")
     assert pause.returncode != 0
@@ -155,7 +153,7 @@ def test_500_clients_through_the_pooler_stay_within_the_budget(
     # More than one server connection was used (the samples cover the busy
     # phase), yet never more than the budget: 500 clients shared them.
     assert 1 < seen.peak <= limit, f"peak {seen.peak} app backends, budget {limit}"
-    pools = bouncer.show("POOLS", user=plan_mod.STATS_USER, password=STATS_PASSWORD)
+    pools = bouncer.show("POOLS", user=planner.STATS_USER, password=STATS_PASSWORD)
     app_pool = next(row for row in pools if row["database"] == database.name)
     servers_now = sum(int(app_pool[col]) for col in app_pool if col.startswith("sv_"))
     assert servers_now <= limit
@@ -189,7 +187,7 @@ def test_the_same_500_clients_directly_run_out_of_connection_slots(
 def sample_value(key: str, param: pgbouncer_params.Param) -> str:
     """A valid value for ``param``; sizing keys get values that fit the test budget."""
     if key == "max_client_conn":
-        return str(CLIENTS + budget_mod.ADMIN_CLIENT_SLOTS + 95)  # must cover the demand
+        return str(CLIENTS + connection_budget.ADMIN_CLIENT_SLOTS + 95)  # must cover the demand
     if param.kind == "int":
         return str(min(max(param.low, 10), param.high))
     if param.kind == "bool":

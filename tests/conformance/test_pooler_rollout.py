@@ -27,8 +27,7 @@ import pytest
 import servers
 
 from headroom.builders import pgbouncer
-from headroom.planning import credentials
-from headroom.planning import plan as plan_mod
+from headroom.planning import credentials, planner
 
 pytestmark = pytest.mark.conformance
 
@@ -42,7 +41,7 @@ TIME_SCALE = 0.2  # 1 s of the rendered Deployment's timings = 0.2 s here
 SCRIPT = "SELECT pg_sleep(0.05);\n"
 
 
-def _rollout_settings(plan: plan_mod.Plan) -> tuple[dict[str, int], int, int]:
+def _rollout_settings(plan: planner.Plan) -> tuple[dict[str, int], int, int]:
     creds = credentials.Credentials(username="app", password="x", stats_password="y", revision="1")
     (deployment,) = [o for o in pgbouncer.build(plan, creds) if o["kind"] == "Deployment"]
     spec = deployment["spec"]

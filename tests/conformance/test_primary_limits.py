@@ -8,15 +8,14 @@ import servers
 from tests import profiles
 
 from headroom.api import v1alpha1
-from headroom.planning import live_limits
-from headroom.planning import plan as plan_mod
-from headroom.postgres import limits
+from headroom.planning import live_limits, planner
+from headroom.postgres import server_limits
 
 
 def _target(
     database: servers.AppDatabase, *, password: str | None = None, port: int | None = None
-) -> limits.Target:
-    return limits.Target(
+) -> server_limits.Target:
+    return server_limits.Target(
         host=servers.HOST,
         port=port or database.port,
         database=database.name,
@@ -28,7 +27,7 @@ def _target(
 
 def test_reads_the_limits_postgres_runs_with(database: servers.AppDatabase) -> None:
     # Postgres 15 has no reserved_connections (16+); max_slot_wal_keep_size -1 is its default
-    assert limits.read(_target(database)) == plan_mod.PrimaryLimits(
+    assert server_limits.read(_target(database)) == planner.PrimaryLimits(
         max_connections=100,
         superuser_reserved_connections=3,
         reserved_connections=0,
@@ -37,11 +36,11 @@ def test_reads_the_limits_postgres_runs_with(database: servers.AppDatabase) -> N
 
 
 def test_a_declared_limit_above_the_real_one_is_refused(database: servers.AppDatabase) -> None:
-    live = limits.read(_target(database))
-    assert isinstance(live, plan_mod.PrimaryLimits)
+    live = server_limits.read(_target(database))
+    assert isinstance(live, planner.PrimaryLimits)
     body = profiles.base(**{"database.maxConnections": 200, "pooler.instances": 1})
     profile = v1alpha1.parse_profile(body)
-    planned = plan_mod.plan(profile)
+    planned = planner.plan(profile)
     assert planned.ok  # admission trusts the declared 200
     problems = live_limits.primary_problems(planned, live)
     assert [p.field for p in problems] == ["spec.database.maxConnections"]
@@ -54,7 +53,7 @@ def test_a_wrong_password_is_a_reason_without_the_password(
     database: servers.AppDatabase,
 ) -> None:
     wrong = "not-the-password-7f3a"
-    reason = limits.read(_target(database, password=wrong))
+    reason = server_limits.read(_target(database, password=wrong))
     assert isinstance(reason, str)
     assert "password authentication failed" in reason
     assert wrong not in reason
@@ -62,6 +61,6 @@ def test_a_wrong_password_is_a_reason_without_the_password(
 
 def test_nothing_listening_is_a_reason(database: servers.AppDatabase) -> None:
     target = _target(database, port=servers.free_port())
-    reason = limits.read(target, timeout_seconds=2)
+    reason = server_limits.read(target, timeout_seconds=2)
     assert isinstance(reason, str) and "OperationalError" in reason
     assert database.password not in reason and database.password not in repr(target)

@@ -35,8 +35,7 @@ import servers
 
 from headroom.api import v1alpha1
 from headroom.builders import pgbouncer, standby
-from headroom.planning import membership, names, read_replicas
-from headroom.planning import plan as plan_mod
+from headroom.planning import membership, names, planner, read_plan
 
 pytestmark = pytest.mark.conformance
 
@@ -111,7 +110,7 @@ class ReadPool:
         return time.monotonic() - started
 
 
-def _read_ini(plan: plan_mod.Plan, *, port: int, auth_file: Path, include: Path) -> str:
+def _read_ini(plan: planner.Plan, *, port: int, auth_file: Path, include: Path) -> str:
     """The read pooler's pgbouncer.ini as Headroom renders it, on HOST:``port``."""
     return pgbouncer.render_read_ini(
         plan,
@@ -130,7 +129,7 @@ def rendered_standby_settings(primary: servers.Postgres) -> str:
     """The postgresql.conf Headroom renders for its standbys (mode streaming),
     without the addressing lines: hot_standby, max_connections (the primary's),
     hot_standby_feedback, max_standby_streaming_delay."""
-    plan = read_replicas.StandbyPlan(
+    plan = read_plan.StandbyPlan(
         standbys=2,
         image=v1alpha1.POSTGRES_IMAGE,
         max_connections=primary.max_connections,
@@ -269,13 +268,13 @@ def launch(
 
 def pgbouncer_userlist() -> str:
     return servers.pgbouncer.render_userlist(
-        {USER: PASSWORD, plan_mod.STATS_USER: STATS_PASSWORD, membership.AGENT_USER: AGENT_PASSWORD}
+        {USER: PASSWORD, planner.STATS_USER: STATS_PASSWORD, membership.AGENT_USER: AGENT_PASSWORD}
     )
 
 
 class ReadPoolBouncer(servers.PgBouncer):
     def __init__(
-        self, tools: servers.Tools, plan: plan_mod.Plan, port: int, include: Path, userlist: str
+        self, tools: servers.Tools, plan: planner.Plan, port: int, include: Path, userlist: str
     ) -> None:
         super().__init__(
             tools,

@@ -28,8 +28,7 @@ from tests import profiles
 
 from headroom.api import v1alpha1
 from headroom.builders import desired, redis
-from headroom.planning import plan as plan_mod
-from headroom.planning import redis_params
+from headroom.planning import planner, redis_params
 
 pytestmark = pytest.mark.conformance
 
@@ -45,7 +44,7 @@ OOM = "OOM command not allowed when used memory > 'maxmemory'"
 FAILOVER_TIMEOUT = 60
 
 
-def make_plan(*instances: dict[str, Any]) -> plan_mod.Plan:
+def make_plan(*instances: dict[str, Any]) -> planner.Plan:
     profile = v1alpha1.parse_profile(
         {
             "apiVersion": "headroom.dev/v1alpha1",
@@ -58,16 +57,16 @@ def make_plan(*instances: dict[str, Any]) -> plan_mod.Plan:
             },
         }
     )
-    return plan_mod.plan(profile)
+    return planner.plan(profile)
 
 
-def instance(name: str = "cache", use: str = "cache", **extra: Any) -> plan_mod.RedisPlan:
+def instance(name: str = "cache", use: str = "cache", **extra: Any) -> planner.RedisPlan:
     plan = make_plan({"name": name, "use": use, "memory": MEMORY, **extra})
     assert plan.ok, [str(p) for p in plan.problems]
     return plan.redis_named(name)
 
 
-def conf_for(inst: plan_mod.RedisPlan, extra: str = "") -> Callable[[int, Path], str]:
+def conf_for(inst: planner.RedisPlan, extra: str = "") -> Callable[[int, Path], str]:
     """render_conf for the port and private dir the fixture picks (plus raw ``extra``)."""
 
     def render(port: int, workdir: Path) -> str:
@@ -84,7 +83,7 @@ def conf_for(inst: plan_mod.RedisPlan, extra: str = "") -> Callable[[int, Path],
 
 
 def start_instance(
-    start_redis: StartRedis, inst: plan_mod.RedisPlan, extra: str = ""
+    start_redis: StartRedis, inst: planner.RedisPlan, extra: str = ""
 ) -> RedisProcess:
     password = secrets.token_hex(24)
     return start_redis(
@@ -334,8 +333,7 @@ class HaInstance:
         env = _container_env(container)
         # what the pod would have: its own name, the Services' names as 127.0.0.1 ports
         assert env["SENTINELS"].split() == [
-            f"{host}:{plan_mod.SENTINEL_PORT}"
-            for host in redis.sentinel_hosts(self.plan, self.inst)
+            f"{host}:{planner.SENTINEL_PORT}" for host in redis.sentinel_hosts(self.plan, self.inst)
         ]
         assert env["INITIAL_MASTER"] == f"{self.plan.names.redis_pod_host(self.inst.name, 0)}:6379"
 

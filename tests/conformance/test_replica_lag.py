@@ -15,7 +15,7 @@ from collections.abc import Iterator
 import pytest
 import servers
 
-from headroom.postgres import lag, limits
+from headroom.postgres import lag, server_limits
 
 pytestmark = pytest.mark.conformance
 
@@ -42,8 +42,8 @@ def pair(tools: servers.Tools) -> Iterator[tuple[servers.Postgres, servers.Stand
         primary.stop()
 
 
-def _target(server: servers.Postgres) -> limits.Target:
-    return limits.Target(
+def _target(server: servers.Postgres) -> server_limits.Target:
+    return server_limits.Target(
         host=servers.HOST,
         port=server.port,
         database=DBNAME,
@@ -112,7 +112,7 @@ def test_an_unreachable_replica_is_a_reason_not_a_position(
     pair: tuple[servers.Postgres, servers.Standby],
 ) -> None:
     primary, _ = pair
-    wrong = limits.Target(
+    wrong = server_limits.Target(
         host=servers.HOST,
         port=servers.free_port(),
         database=DBNAME,

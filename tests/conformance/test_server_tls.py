@@ -23,8 +23,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from tests import certs
 
 from headroom.api import v1alpha1
-from headroom.planning import plan as plan_mod
-from headroom.postgres import limits
+from headroom.planning import planner
+from headroom.postgres import server_limits
 
 USER, PASSWORD, DBNAME = "tls_app", "tls-app-secret-9", "tlsdb"
 STATS_PASSWORD = "stats-secret-3"
@@ -102,7 +102,7 @@ def tls_primary(tools: servers.Tools) -> Iterator[TLSPrimary]:
         server.stop()
 
 
-def _plan(port: int, **pooler_parameters: str) -> plan_mod.Plan:
+def _plan(port: int, **pooler_parameters: str) -> planner.Plan:
     body = {
         "apiVersion": "headroom.dev/v1alpha1",
         "kind": "ScalingProfile",
@@ -125,7 +125,7 @@ def _plan(port: int, **pooler_parameters: str) -> plan_mod.Plan:
             },
         },
     }
-    planned = plan_mod.plan(v1alpha1.parse_profile(body))
+    planned = planner.plan(v1alpha1.parse_profile(body))
     assert planned.ok, planned.problem_text()
     return planned
 
@@ -155,8 +155,8 @@ def test_the_pooler_refuses_a_primary_another_ca_signed(
 
 
 def test_the_limits_check_verifies_the_same_way(tls_primary: TLSPrimary) -> None:
-    def target(ca_file: Path, ssl_mode: str = "verify-full") -> limits.Target:
-        return limits.Target(
+    def target(ca_file: Path, ssl_mode: str = "verify-full") -> server_limits.Target:
+        return server_limits.Target(
             host=servers.HOST,
             port=tls_primary.server.port,
             database=DBNAME,
@@ -166,12 +166,12 @@ def test_the_limits_check_verifies_the_same_way(tls_primary: TLSPrimary) -> None
             server_ca_pem=ca_file.read_text(),
         )
 
-    assert limits.read(target(tls_primary.ca_file)) == plan_mod.PrimaryLimits(
+    assert server_limits.read(target(tls_primary.ca_file)) == planner.PrimaryLimits(
         max_connections=40, superuser_reserved_connections=3, max_slot_wal_keep_size_mb=-1
     )
-    refused = limits.read(target(tls_primary.other_ca_file))
+    refused = server_limits.read(target(tls_primary.other_ca_file))
     assert isinstance(refused, str) and "certificate verify failed" in refused, refused
     # sslMode require encrypts without checking the chain, in PgBouncer and here alike
     assert isinstance(
-        limits.read(target(tls_primary.other_ca_file, "require")), plan_mod.PrimaryLimits
+        server_limits.read(target(tls_primary.other_ca_file, "require")), planner.PrimaryLimits
     )

@@ -30,8 +30,7 @@ import yaml
 
 from headroom.api import v1alpha1
 from headroom.builders import desired
-from headroom.planning import credentials
-from headroom.planning import plan as plan_mod
+from headroom.planning import credentials, planner
 
 REPO = Path(__file__).resolve().parents[2]
 PROFILES = int(os.environ.get("HEADROOM_CHAOS_PROFILES", "20"))
@@ -65,7 +64,7 @@ def _profile(namespace: str) -> dict[str, Any]:
 
 def _expected(body: dict[str, Any], *, keda: bool) -> tuple[set[str], set[str]]:
     """Keys of the children and of the binding a clean run ends with."""
-    planned = plan_mod.plan(v1alpha1.parse_profile(body), facts=plan_mod.Facts(keda=keda))
+    planned = planner.plan(v1alpha1.parse_profile(body), facts=planner.Facts(keda=keda))
     creds = credentials.Credentials(
         username="u",
         password="p",

@@ -15,8 +15,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from headroom.kube import errors
-from headroom.planning import budget as budget_mod
-from headroom.planning import names, storage
+from headroom.planning import connection_budget, names, object_storage
 from headroom.reconcile import watches
 from headroom.runtime import share_table
 
@@ -82,7 +81,7 @@ class FakeCluster:
             meta = obj["metadata"]
             if any(r.get("uid") == uid for r in meta.get("ownerReferences") or []):
                 yield obj
-            elif storage.is_retained(obj) and uid == storage.retained_key(
+            elif object_storage.is_retained(obj) and uid == object_storage.retained_key(
                 meta.get("namespace", ""), (meta.get("labels") or {}).get(names.PROFILE_LABEL, "")
             ):
                 yield obj  # the retained index of the real cache
@@ -124,7 +123,7 @@ class FakeCluster:
     def prometheuses(self) -> list[Obj]:
         return [copy.deepcopy(o) for o in self.objects.values() if o["kind"] == "Prometheus"]
 
-    def shared_uses(self, key: str) -> tuple[budget_mod.SharedUse, ...]:
+    def shared_uses(self, key: str) -> tuple[connection_budget.SharedUse, ...]:
         return self.shared.older(key)
 
     def version_of(self, ref: tuple[str, str, str]) -> str:

@@ -12,9 +12,8 @@ import pytest
 import yaml
 
 from headroom.api import v1alpha1
-from headroom.builders import alerts, dashboard, desired
-from headroom.planning import credentials, monitoring
-from headroom.planning import plan as plan_mod
+from headroom.builders import alert_rules, dashboard, desired
+from headroom.planning import credentials, monitoring, planner
 from headroom.reconcile import observe
 from tests import profiles
 
@@ -28,20 +27,20 @@ CREDS = credentials.Credentials(
 )
 
 
-def _plan(body: dict[str, Any], **facts: Any) -> plan_mod.Plan:
+def _plan(body: dict[str, Any], **facts: Any) -> planner.Plan:
     body.setdefault("metadata", {})["uid"] = "uid-1"
-    planned = plan_mod.plan(v1alpha1.parse_profile(body), facts=plan_mod.Facts(**facts))
+    planned = planner.plan(v1alpha1.parse_profile(body), facts=planner.Facts(**facts))
     assert planned.ok, planned.problem_text()
     return planned
 
 
-def _scaled(**facts: Any) -> plan_mod.Plan:
+def _scaled(**facts: Any) -> planner.Plan:
     return _plan(yaml.safe_load((EXAMPLES / "shop-scaled.yaml").read_text()), **facts)
 
 
-def _rules(planned: plan_mod.Plan) -> dict[str, list[dict[str, Any]]]:
+def _rules(planned: planner.Plan) -> dict[str, list[dict[str, Any]]]:
     found: dict[str, list[dict[str, Any]]] = {}
-    for group in alerts.rule_groups(planned):
+    for group in alert_rules.rule_groups(planned):
         for rule in group["rules"]:
             found.setdefault(rule["alert"], []).append(rule)
     return found
@@ -188,7 +187,7 @@ def test_without_prometheus_operator_a_rule_file_configmap_and_a_condition_sayin
     objects = desired.build(planned, CREDS)
     rules = objects["ConfigMap/shop-alert-rules"]
     groups = yaml.safe_load(rules["data"]["default-shop.rules.yaml"])["groups"]
-    assert groups == alerts.rule_groups(planned)
+    assert groups == alert_rules.rule_groups(planned)
     assert not [k for k in objects if k.split("/")[0] in ("PrometheusRule", "PodMonitor")]
     condition = observe.alerts_selected(planned, [])
     assert condition is not None
@@ -198,9 +197,9 @@ def test_without_prometheus_operator_a_rule_file_configmap_and_a_condition_sayin
 
 def test_cnpg_poolers_get_no_pgbouncer_rules() -> None:
     body = yaml.safe_load((EXAMPLES / "shop-cnpg.yaml").read_text())
-    from headroom.planning import read_replicas
+    from headroom.planning import read_plan
 
-    cluster = read_replicas.CnpgCluster(name="shop-pg", instances=3, max_connections=200)
+    cluster = read_plan.CnpgCluster(name="shop-pg", instances=3, max_connections=200)
     rules = _rules(_plan(body, cnpg=True, cnpg_cluster=cluster))
     assert not [r for r in rules if r.startswith("HeadroomPooler")]
     assert "HeadroomPrimaryConnectionsHigh" not in rules
@@ -282,7 +281,7 @@ def test_selection_takes_the_first_prometheus_that_admits_the_namespace() -> Non
     assert pick.prometheus == "monitoring/b" and dict(pick.labels) == {"x": "1"}
 
 
-def _selected_plan() -> plan_mod.Plan:
+def _selected_plan() -> planner.Plan:
     planned = _scaled()
     prom = _prometheus(
         ruleSelector={"matchLabels": {"role": "alert-rules"}},
@@ -309,7 +308,7 @@ def test_with_prometheus_operator_rules_and_monitors_carry_the_selected_labels()
     objects = desired.build(planned, CREDS, app_pod_selector={"matchLabels": {"app": "web"}})
     rule = objects["PrometheusRule/shop-alerts"]
     assert rule["metadata"]["labels"]["role"] == "alert-rules"
-    assert rule["spec"]["groups"] == alerts.rule_groups(planned)
+    assert rule["spec"]["groups"] == alert_rules.rule_groups(planned)
     assert "ConfigMap/shop-alert-rules" not in objects
     pooler = objects["ServiceMonitor/shop-pooler-rw"]
     assert pooler["metadata"]["labels"]["release"] == "kps"

@@ -5,17 +5,16 @@ config model refusing what could inject into the XML it sends."""
 from __future__ import annotations
 
 import base64
-import datetime as dt
-import xml.etree.ElementTree as ET
+import datetime
 from typing import Any
+from xml.etree import ElementTree
 
 import pytest
 from pydantic import ValidationError
 
 from headroom.api import v1alpha1
 from headroom.builders import desired
-from headroom.planning import bucket_server, credentials, storage
-from headroom.planning import plan as plan_mod
+from headroom.planning import credentials, object_storage, planner, versitygw
 from headroom.reconcile import observe
 from headroom.s3 import sigv4
 from tests import profiles
@@ -37,7 +36,7 @@ def test_sigv4_matches_the_documented_get_object_example() -> None:
         access_key=EXAMPLE_ACCESS,
         secret_key=EXAMPLE_SECRET,
         region="us-east-1",
-        now=dt.datetime(2013, 5, 24, tzinfo=dt.UTC),
+        now=datetime.datetime(2013, 5, 24, tzinfo=datetime.UTC),
     )
     assert headers["authorization"] == (
         "AWS4-HMAC-SHA256 Credential=AKIAIOSFODNN7EXAMPLE/20130524/us-east-1/s3/aws4_request, "
@@ -54,13 +53,13 @@ def test_sigv4_canonical_query_sorts_and_encodes() -> None:
 
 
 def test_cors_document_lists_every_rule_value() -> None:
-    rule = bucket_server.CorsRule(
+    rule = versitygw.CorsRule(
         allowed_origins=("https://app.example.com", "http://localhost:3000"),
         allowed_methods=("GET", "PUT"),
         allowed_headers=("*",),
         max_age_seconds=600,
     )
-    root = ET.fromstring(bucket_server.render_cors((rule,)))  # noqa: S314 - our own output
+    root = ElementTree.fromstring(versitygw.render_cors((rule,)))  # noqa: S314 - our own output
     (element,) = root.findall("CORSRule")
     assert [e.text for e in element.findall("AllowedOrigin")] == [
         "https://app.example.com",
@@ -88,30 +87,30 @@ def test_cors_rule_refuses_values_outside_the_charset(field: str, value: tuple[s
     }
     fields[field] = value
     with pytest.raises(ValidationError):
-        bucket_server.CorsRule.model_validate(fields)
+        versitygw.CorsRule.model_validate(fields)
 
 
 def test_config_round_trips_and_refuses_bad_names() -> None:
-    config = bucket_server.BucketServerConfig(
+    config = versitygw.BucketServerConfig(
         app_access_key="a1b2c3d4e5f6a7b8c9d0",
-        buckets=(bucket_server.ServedBucket(name="meal-photos"),),
+        buckets=(versitygw.ServedBucket(name="meal-photos"),),
     )
-    assert bucket_server.BucketServerConfig.model_validate_json(config.to_json()) == config
+    assert versitygw.BucketServerConfig.model_validate_json(config.to_json()) == config
     with pytest.raises(ValidationError):
-        bucket_server.ServedBucket(name="Meal_Photos")
+        versitygw.ServedBucket(name="Meal_Photos")
     with pytest.raises(ValidationError):
         config.model_validate({**config.model_dump(), "app_access_key": "short"})
 
 
 def test_server_keeps_the_admin_api_on_localhost() -> None:
-    args = bucket_server.server_args()
+    args = versitygw.server_args()
     assert args[args.index("--admin-port") + 1].startswith("127.0.0.1:")
-    assert args[-4:] == ["posix", "--sidecar", bucket_server.META_DIR, bucket_server.BUCKETS_DIR]
+    assert args[-4:] == ["posix", "--sidecar", versitygw.META_DIR, versitygw.BUCKETS_DIR]
 
 
 # -- the builtin provider through the plan, the builders and StorageReady ------------
 
-KEYS = bucket_server.ServerKeys(
+KEYS = versitygw.ServerKeys(
     root_access_key="0123456789abcdefroot",
     root_secret_key="root-secret-0123456789abcdef0123456789ab",
     app_access_key="0123456789abcdef0app",
@@ -119,13 +118,13 @@ KEYS = bucket_server.ServerKeys(
 )
 
 
-def _planned(*entries: dict[str, Any]) -> plan_mod.Plan:
+def _planned(*entries: dict[str, Any]) -> planner.Plan:
     body = profiles.base(storage=profiles.buckets(*entries))
     body["metadata"]["uid"] = "11111111-2222-3333-4444-555555555555"
-    return plan_mod.plan(v1alpha1.parse_profile(body))
+    return planner.plan(v1alpha1.parse_profile(body))
 
 
-def _objects(planned: plan_mod.Plan) -> dict[str, dict[str, Any]]:
+def _objects(planned: planner.Plan) -> dict[str, dict[str, Any]]:
     found = {
         b.name: credentials.builtin_bucket(planned, b, KEYS)
         for b in planned.buckets
@@ -152,7 +151,7 @@ def test_builtin_buckets_share_one_server_with_the_first_ones_settings() -> None
         profiles.builtin_bucket("photos", cors={"allowedOrigins": ["https://a.example.com"]}),
         profiles.cosi_bucket("other"),
     )
-    server = bucket_server.server_plan(planned.buckets)
+    server = versitygw.server_plan(planned.buckets)
     assert server is not None
     assert [b.name for b in server.buckets] == ["avatars", "photos"]
     assert server.size == "20Gi"
@@ -164,7 +163,7 @@ def test_builtin_buckets_share_one_server_with_the_first_ones_settings() -> None
 
 def test_no_builtin_bucket_no_server() -> None:
     planned = _planned(profiles.cosi_bucket("other"))
-    assert bucket_server.server_plan(planned.buckets) is None
+    assert versitygw.server_plan(planned.buckets) is None
     assert not any("shop-s3" in k for k in _objects(planned))
 
 
@@ -183,7 +182,7 @@ def test_the_servers_volume_follows_its_buckets_deletion_policies(
     spec = statefulset["spec"]
     assert spec["persistentVolumeClaimRetentionPolicy"]["whenDeleted"] == when_deleted
     template = spec["volumeClaimTemplates"][0]["metadata"]
-    retained = template.get("annotations", {}).get(storage.RETAIN_ANNOTATION)
+    retained = template.get("annotations", {}).get(object_storage.RETAIN_ANNOTATION)
     assert retained == ("true" if when_deleted == "Retain" else None)
     # the StatefulSet itself always goes with the profile
     assert statefulset["metadata"]["ownerReferences"][0]["kind"] == "ScalingProfile"
@@ -242,6 +241,6 @@ def test_a_later_builtin_bucket_defaulted_by_the_api_server_shares_the_first_ser
         profiles.builtin_bucket("avatars", builtin={"storage": {"size": "20Gi"}}),
         profiles.builtin_bucket("photos", builtin=defaulted),
     )
-    server = bucket_server.server_plan(planned.buckets)
+    server = versitygw.server_plan(planned.buckets)
     assert server is not None
     assert server.size == "20Gi"

@@ -15,10 +15,8 @@ import pytest
 
 from headroom.api import v1alpha1
 from headroom.builders import buckets, desired
-from headroom.planning import bucket_server as server_plan
-from headroom.planning import credentials, names, storage
-from headroom.planning import plan as plan_mod
-from headroom.reconcile import bucket_check, metrics, outcome, reconciler, watches
+from headroom.planning import credentials, names, object_storage, planner, versitygw
+from headroom.reconcile import bucket_check, outcome, reconciler, telemetry, watches
 from tests import profiles
 from tests.unit import fake_cluster
 
@@ -29,20 +27,20 @@ def _b64(text: str) -> str:
     return base64.b64encode(text.encode()).decode()
 
 
-def _plan(*entries: dict[str, Any], cosi: str = "v1alpha1", uid: str = "uid-1") -> plan_mod.Plan:
+def _plan(*entries: dict[str, Any], cosi: str = "v1alpha1", uid: str = "uid-1") -> planner.Plan:
     body = profiles.base(storage=profiles.buckets(*entries))
     body["metadata"]["uid"] = uid
-    return plan_mod.plan(v1alpha1.parse_profile(body), facts=plan_mod.Facts(cosi=cosi))
+    return planner.plan(v1alpha1.parse_profile(body), facts=planner.Facts(cosi=cosi))
 
 
-def _creds(**found: storage.BucketCredentials) -> credentials.Credentials:
+def _creds(**found: object_storage.BucketCredentials) -> credentials.Credentials:
     return credentials.Credentials(
         username="app", password="pw", stats_password="st", revision="1", buckets=found
     )
 
 
 def _found(bucket: str = "b1", *, endpoint: str = "https://s3.example", key: str = "AK") -> Any:
-    return storage.BucketCredentials(
+    return object_storage.BucketCredentials(
         endpoint=endpoint,
         region="us-east-1",
         bucket=bucket,
@@ -133,7 +131,7 @@ def test_a_retained_claim_has_no_owner_but_our_labels_and_the_annotation() -> No
     claim = desired.build(_plan(profiles.cosi_bucket()), _creds())["BucketClaim/shop-uploads"]
     meta = claim["metadata"]
     assert "ownerReferences" not in meta
-    assert meta["annotations"] == {storage.RETAIN_ANNOTATION: "true"}
+    assert meta["annotations"] == {object_storage.RETAIN_ANNOTATION: "true"}
     assert meta["labels"]["app.kubernetes.io/managed-by"] == "headroom"
     assert meta["labels"][names.PROFILE_LABEL] == "shop"
     # the access (the app's key) always goes with the profile
@@ -206,7 +204,7 @@ def test_a_contained_bucket_is_left_out_of_the_binding() -> None:
 # -- credentials Secrets -----------------------------------------------------------------
 
 
-def _bucket(cosi: str = "v1alpha1") -> storage.BucketPlan:
+def _bucket(cosi: str = "v1alpha1") -> object_storage.BucketPlan:
     return _plan(profiles.cosi_bucket("avatars"), cosi=cosi).buckets[0]
 
 
@@ -226,10 +224,10 @@ def test_cosi_v1alpha1_bucket_info_is_translated() -> None:
             "protocols": ["S3"],
         },
     }
-    found = storage.credentials_from(
+    found = object_storage.credentials_from(
         _bucket(), {"BucketInfo": json.dumps(info)}, secret="shop-bucket-avatars"
     )
-    assert found == storage.BucketCredentials(
+    assert found == object_storage.BucketCredentials(
         endpoint="http://minio.objects:9000",
         region="eu-1",
         bucket="bucketclass-abc123",
@@ -249,7 +247,7 @@ def test_cosi_v1alpha2_keys_are_translated() -> None:
         "COSI_S3_ACCESS_KEY_ID": "AKV2",
         "COSI_S3_ACCESS_SECRET_KEY": "SKV2",
     }
-    found = storage.credentials_from(_bucket("v1alpha2"), data, secret="s")
+    found = object_storage.credentials_from(_bucket("v1alpha2"), data, secret="s")
     assert found.endpoint == "https://s3.objects.svc:8080"
     assert (found.bucket, found.region, found.force_path_style) == ("bkt-42", "r1", False)
     assert (found.access_key_id, found.secret_access_key) == ("AKV2", "SKV2")
@@ -270,25 +268,25 @@ def test_cosi_v1alpha2_keys_are_translated() -> None:
 def test_a_bad_cosi_secret_is_named_without_its_values(
     data: dict[str, str], reason: str, needle: str
 ) -> None:
-    with pytest.raises(storage.CredentialsError) as err:
-        storage.credentials_from(_bucket(), data, secret="shop-bucket-avatars")
+    with pytest.raises(object_storage.CredentialsError) as err:
+        object_storage.credentials_from(_bucket(), data, secret="shop-bucket-avatars")
     assert err.value.reason == reason
     assert needle in str(err.value) and "shop-bucket-avatars" in str(err.value)
 
 
 def test_an_s3_secret_missing_a_key_names_the_field() -> None:
     bucket = _plan(profiles.s3_bucket("files")).buckets[0]
-    with pytest.raises(storage.CredentialsError) as err:
-        storage.credentials_from(bucket, {"AWS_ACCESS_KEY_ID": "x"}, secret="r2-credentials")
+    with pytest.raises(object_storage.CredentialsError) as err:
+        object_storage.credentials_from(bucket, {"AWS_ACCESS_KEY_ID": "x"}, secret="r2-credentials")
     assert err.value.reason == "CredentialsKeyMissing"
     assert "spec.storage.buckets[0].s3.credentialsSecret.secretAccessKeyKey" in str(err.value)
     assert "x" not in str(err.value).split("'")[1::2]  # the value is never in it
 
 
 def test_v1alpha1_is_preferred_when_both_are_served() -> None:
-    assert storage.preferred_cosi_version({"v1alpha1": True, "v1alpha2": True}) == "v1alpha1"
-    assert storage.preferred_cosi_version({"v1alpha2": True}) == "v1alpha2"
-    assert storage.preferred_cosi_version({}) == ""
+    assert object_storage.preferred_cosi_version({"v1alpha1": True, "v1alpha2": True}) == "v1alpha1"
+    assert object_storage.preferred_cosi_version({"v1alpha2": True}) == "v1alpha2"
+    assert object_storage.preferred_cosi_version({}) == ""
 
     def crd(version: str) -> dict[str, Any]:
         return {
@@ -369,7 +367,7 @@ def _set_status(cluster: fake_cluster.FakeCluster, kind: str, name: str, **statu
 
 def test_cosi_bucket_goes_from_claim_pending_to_ready_then_a_pass_writes_nothing() -> None:
     cluster = _cluster(profiles.cosi_bucket("avatars"))
-    eng = reconciler.Reconciler(cluster, metrics.Metrics())
+    eng = reconciler.Reconciler(cluster, telemetry.Metrics())
     _run(eng)
     assert _storage(cluster)["reason"] == "ClaimPending"
     assert cluster.find("BucketClaim", "shop-avatars") is not None
@@ -406,7 +404,7 @@ def test_cosi_bucket_goes_from_claim_pending_to_ready_then_a_pass_writes_nothing
 
 def test_cosi_absent_is_said_in_storage_ready() -> None:
     cluster = _cluster(profiles.cosi_bucket("avatars"), cosi="")
-    _run(reconciler.Reconciler(cluster, metrics.Metrics()))
+    _run(reconciler.Reconciler(cluster, telemetry.Metrics()))
     found = _storage(cluster)
     assert (found["status"], found["reason"]) == ("False", "COSINotInstalled")
     profile = cluster.profile("default", "shop")
@@ -423,7 +421,7 @@ def _r2_secret(cluster: fake_cluster.FakeCluster) -> None:
 
 def test_s3_secret_missing_then_key_missing_then_ready() -> None:
     cluster = _cluster(profiles.s3_bucket("files"))
-    eng = reconciler.Reconciler(cluster, metrics.Metrics())
+    eng = reconciler.Reconciler(cluster, telemetry.Metrics())
     checked: list[bucket_check.Target] = []
     eng.probes.bucket_check = bucket_check.BucketProbe(
         checker=lambda t: checked.append(t) or bucket_check.Verdict()
@@ -453,7 +451,7 @@ def test_the_operators_head_check_reports_a_missing_bucket_and_its_return() -> N
     _r2_secret(cluster)
     answers = [bucket_check.Verdict("BucketNotFound", "bucket space-kontext-files does not exist")]
     changed: list[set[str]] = []
-    eng = reconciler.Reconciler(cluster, metrics.Metrics())
+    eng = reconciler.Reconciler(cluster, telemetry.Metrics())
     eng.probes.bucket_check = bucket_check.BucketProbe(
         ttl_seconds=0.0, checker=lambda _: answers[-1], on_change=changed.append
     )
@@ -477,7 +475,7 @@ def test_a_retained_claim_is_never_pruned_and_a_new_profile_adopts_it() -> None:
     assert profile is not None
     profile["spec"]["storage"]["buckets"][1]["deletionPolicy"] = "Delete"
     cluster.put(profile)
-    eng = reconciler.Reconciler(cluster, metrics.Metrics())
+    eng = reconciler.Reconciler(cluster, telemetry.Metrics())
     _run(eng)
     retained = cluster.find("BucketClaim", "shop-avatars")
     assert retained is not None and "ownerReferences" not in retained["metadata"]
@@ -516,7 +514,7 @@ def test_a_retained_claim_is_never_pruned_and_a_new_profile_adopts_it() -> None:
 
 def test_switching_retain_to_delete_gives_the_claim_an_owner_and_back() -> None:
     cluster = _cluster(profiles.cosi_bucket("avatars"))
-    eng = reconciler.Reconciler(cluster, metrics.Metrics())
+    eng = reconciler.Reconciler(cluster, telemetry.Metrics())
     _run(eng)
     profile = cluster.find("ScalingProfile", "shop")
     assert profile is not None
@@ -526,7 +524,7 @@ def test_switching_retain_to_delete_gives_the_claim_an_owner_and_back() -> None:
     claim = cluster.find("BucketClaim", "shop-avatars")
     assert claim is not None
     assert claim["metadata"]["ownerReferences"][0]["uid"] == "profile-uid"
-    assert storage.RETAIN_ANNOTATION not in (claim["metadata"].get("annotations") or {})
+    assert object_storage.RETAIN_ANNOTATION not in (claim["metadata"].get("annotations") or {})
     profile["spec"]["storage"]["buckets"][0]["deletionPolicy"] = "Retain"
     cluster.put(profile)
     _run(eng)
@@ -563,7 +561,7 @@ def test_a_public_builtin_server_gets_an_ingress_the_policy_admits_and_the_publi
         profiles.builtin_bucket("avatars", builtin={"public": public}),
         profiles.builtin_bucket("meal-photos"),
     )
-    keys = server_plan.ServerKeys(
+    keys = versitygw.ServerKeys(
         root_access_key="rootkey0",
         root_secret_key="r" * 30,
         app_access_key="appkey00",
@@ -598,7 +596,7 @@ def test_a_public_builtin_server_gets_an_ingress_the_policy_admits_and_the_publi
 
 def test_a_private_builtin_server_has_no_ingress() -> None:
     planned = _plan(profiles.builtin_bucket("avatars"))
-    keys = server_plan.ServerKeys("rootkey0", "r" * 30, "appkey00", "a" * 30)
+    keys = versitygw.ServerKeys("rootkey0", "r" * 30, "appkey00", "a" * 30)
     creds = dataclasses.replace(
         _creds(**{b.name: credentials.builtin_bucket(planned, b, keys) for b in planned.buckets}),
         s3_server=keys,
@@ -629,7 +627,7 @@ def test_binding_keys_rename_in_the_app_and_the_worker_bindings() -> None:
         "S3_PUBLIC_URL": "R2_PUBLIC_URL",
         "QUEUE_NAME": "EMAIL_QUEUE",
     }
-    planned = plan_mod.plan(v1alpha1.parse_profile(body))
+    planned = planner.plan(v1alpha1.parse_profile(body))
     creds = dataclasses.replace(
         _creds(files=_found("space-kontext-files")), redis_passwords={"jobs": "j" * 32}
     )

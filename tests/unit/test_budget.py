@@ -5,13 +5,12 @@ from __future__ import annotations
 import pytest
 
 from headroom.api import v1alpha1
-from headroom.planning import admission, budget, live_limits
-from headroom.planning import plan as plan_mod
+from headroom.planning import admission, connection_budget, live_limits, planner
 from tests import profiles
 
 
-def _plan(**overrides: object) -> plan_mod.Plan:
-    return plan_mod.plan(v1alpha1.parse_profile(profiles.base(**overrides)))
+def _plan(**overrides: object) -> planner.Plan:
+    return planner.plan(v1alpha1.parse_profile(profiles.base(**overrides)))
 
 
 @pytest.mark.parametrize(
@@ -172,7 +171,7 @@ def test_capacity_derives_the_ceiling() -> None:
     body = profiles.base()
     del body["spec"]["app"]["replicas"]
     body["spec"]["app"]["capacity"] = {"targetConcurrentUsers": 2001, "usersPerPod": 100}
-    planned = plan_mod.plan(v1alpha1.parse_profile(body))
+    planned = planner.plan(v1alpha1.parse_profile(body))
     assert (planned.app.min_replicas, planned.app.max_replicas) == (2, 21)
     assert planned.budget.client_demand == 21 * 5
 
@@ -225,7 +224,7 @@ def test_an_unknowable_or_contradicted_version_is_rejected(
     body = profiles.base(**{"pooler.image": image})
     if version:
         body["spec"]["pooler"]["version"] = version
-    planned = plan_mod.plan(v1alpha1.parse_profile(body))
+    planned = planner.plan(v1alpha1.parse_profile(body))
     assert [p.field for p in planned.problems] == [field]
     assert needle in planned.problem_text()
 
@@ -246,7 +245,7 @@ def test_good_profile_passes_admission() -> None:
 
 
 def test_problem_str_names_field() -> None:
-    assert str(budget.Problem("spec.x", "too big")) == "spec.x: too big"
+    assert str(connection_budget.Problem("spec.x", "too big")) == "spec.x: too big"
 
 
 @pytest.mark.parametrize(
@@ -254,13 +253,13 @@ def test_problem_str_names_field() -> None:
     [
         # seed 004: a small managed tier allows 20-50 connections, not the declared 100
         (
-            plan_mod.PrimaryLimits(max_connections=50, superuser_reserved_connections=3),
+            planner.PrimaryLimits(max_connections=50, superuser_reserved_connections=3),
             "spec.database.maxConnections",
             "reports max_connections 50 - superuser_reserved_connections 3 - 5 reserved "
             "= 42 available, but the plan opens 90 server connections",
         ),
         (
-            plan_mod.PrimaryLimits(
+            planner.PrimaryLimits(
                 max_connections=100, superuser_reserved_connections=3, reserved_connections=5
             ),
             "spec.database.superuserReservedConnections",
@@ -269,9 +268,9 @@ def test_problem_str_names_field() -> None:
     ],
 )
 def test_real_limits_below_the_declared_ones_stop_the_plan(
-    live: plan_mod.PrimaryLimits, field: str, needle: str
+    live: planner.PrimaryLimits, field: str, needle: str
 ) -> None:
-    planned = plan_mod.plan(v1alpha1.parse_profile(profiles.base()))
+    planned = planner.plan(v1alpha1.parse_profile(profiles.base()))
     problems = live_limits.primary_problems(planned, live)
     assert [p.field for p in problems] == [field]
     assert needle in "; ".join(str(p) for p in problems)
@@ -279,6 +278,6 @@ def test_real_limits_below_the_declared_ones_stop_the_plan(
 
 def test_real_limits_above_the_declared_ones_change_nothing() -> None:
     profile = v1alpha1.parse_profile(profiles.base())
-    roomy = plan_mod.PrimaryLimits(max_connections=500, superuser_reserved_connections=3)
-    planned = plan_mod.plan(profile)
+    roomy = planner.PrimaryLimits(max_connections=500, superuser_reserved_connections=3)
+    planned = planner.plan(profile)
     assert live_limits.primary_problems(planned, roomy) == []  # the declared limits still size it

@@ -6,8 +6,7 @@ import pytest
 
 from headroom.api import v1alpha1
 from headroom.builders import binding, common, desired, pgbouncer
-from headroom.planning import credentials
-from headroom.planning import plan as plan_mod
+from headroom.planning import credentials, planner
 from tests import profiles
 
 CREDS = credentials.Credentials(
@@ -18,7 +17,7 @@ CREDS = credentials.Credentials(
 def _objects(**overrides: object) -> dict[str, common.Obj]:
     body = profiles.base(**overrides)
     body["metadata"]["uid"] = "uid-1"
-    return desired.build(plan_mod.plan(v1alpha1.parse_profile(body)), CREDS)
+    return desired.build(planner.plan(v1alpha1.parse_profile(body)), CREDS)
 
 
 def test_every_child_has_labels_and_owner() -> None:
@@ -159,7 +158,7 @@ def test_binding_urls_follow_the_client_dialect(
 def _pooler_policy(app_selector: common.Obj | None, **overrides: object) -> common.Obj:
     body = profiles.base(**overrides)
     body["metadata"]["uid"] = "uid-1"
-    planned = plan_mod.plan(v1alpha1.parse_profile(body))
+    planned = planner.plan(v1alpha1.parse_profile(body))
     built = desired.build_parts(planned, CREDS, app_pod_selector=app_selector).objects
     policy: common.Obj = built["NetworkPolicy/shop-pooler"]
     return policy

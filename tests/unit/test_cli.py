@@ -11,7 +11,7 @@ import yaml
 from headroom import cli
 from headroom.api import v1alpha1
 from headroom.builders import desired
-from headroom.planning import plan as plan_mod
+from headroom.planning import planner
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
@@ -85,7 +85,7 @@ def test_render_takes_the_app_selector_from_its_deployment_as_the_operator_does(
     from_flag = _policies(capsys.readouterr().out)
     # the operator: the same builders with the Deployment's spec.selector
     body = yaml.safe_load(scaled)
-    planned = plan_mod.plan(v1alpha1.parse_profile(body))
+    planned = planner.plan(v1alpha1.parse_profile(body))
     creds = cli.placeholder_credentials(v1alpha1.parse_profile(body), planned)
     operator = {
         key.split("/", 1)[1]: obj

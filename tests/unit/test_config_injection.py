@@ -13,8 +13,7 @@ import pytest
 
 from headroom.api import v1alpha1
 from headroom.builders import pgbouncer
-from headroom.planning import plan as plan_mod
-from headroom.planning import redis_params
+from headroom.planning import planner, redis_params
 from headroom.reconcile import bucket_check
 from tests import profiles
 
@@ -30,14 +29,14 @@ EVICTING = [
 ]
 
 
-def _pooler_plan(parameters: dict[str, str] | None = None) -> plan_mod.Plan:
+def _pooler_plan(parameters: dict[str, str] | None = None) -> planner.Plan:
     body = profiles.base(**({"pooler.parameters": parameters} if parameters else {}))
-    return plan_mod.plan(v1alpha1.parse_profile(body))
+    return planner.plan(v1alpha1.parse_profile(body))
 
 
-def _cache_plan(*instances: dict[str, Any]) -> plan_mod.Plan:
+def _cache_plan(*instances: dict[str, Any]) -> planner.Plan:
     body = profiles.base(**{"cache": {"instances": list(instances)}})
-    return plan_mod.plan(v1alpha1.parse_profile(body))
+    return planner.plan(v1alpha1.parse_profile(body))
 
 
 @pytest.mark.parametrize(

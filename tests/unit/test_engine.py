@@ -13,9 +13,9 @@ import pytest
 import yaml
 
 from headroom.api import conditions
-from headroom.builders import bucket_server, common
+from headroom.builders import common, s3_server
 from headroom.kube import errors
-from headroom.reconcile import compare, metrics, outcome, reconciler
+from headroom.reconcile import compare, outcome, reconciler, telemetry
 from tests import certs, profiles
 from tests.unit import fake_cluster
 
@@ -61,7 +61,7 @@ def _scaled() -> dict[str, Any]:
 def _run(
     cluster: fake_cluster.FakeCluster, **kwargs: Any
 ) -> tuple[reconciler.Reconciler, outcome.Outcome]:
-    eng = reconciler.Reconciler(cluster, metrics.Metrics())
+    eng = reconciler.Reconciler(cluster, telemetry.Metrics())
     outcome = asyncio.run(eng.reconcile(KEY, **kwargs))
     assert outcome is not None
     return eng, outcome
@@ -453,7 +453,7 @@ def test_a_newer_profile_on_a_full_server_is_refused_and_applies_nothing() -> No
     newer["metadata"] = {"name": "admin", "namespace": "default", "uid": "admin-uid"}
     newer["metadata"]["creationTimestamp"] = "2999-01-01T00:00:00Z"
     cluster.put(newer)
-    eng = reconciler.Reconciler(cluster, metrics.Metrics())
+    eng = reconciler.Reconciler(cluster, telemetry.Metrics())
     asyncio.run(eng.reconcile("default/shop"))
     asyncio.run(eng.reconcile("default/admin"))
     admin = cluster.profile("default", "admin")
@@ -708,11 +708,5 @@ def test_a_deleted_app_secret_makes_a_new_pair_and_rolls_the_server_pod() -> Non
     assert _secret(cluster, "shop-s3-root") == root
     assert _secret(cluster, "shop-binding")["AWS_SECRET_ACCESS_KEY"] == new_app["secretAccessKey"]
     after = _pod_annotations(cluster, "StatefulSet", "shop-s3")
-    assert (
-        after[bucket_server.APP_REVISION_ANNOTATION]
-        != before[bucket_server.APP_REVISION_ANNOTATION]
-    )
-    assert (
-        after[bucket_server.ROOT_REVISION_ANNOTATION]
-        == before[bucket_server.ROOT_REVISION_ANNOTATION]
-    )
+    assert after[s3_server.APP_REVISION_ANNOTATION] != before[s3_server.APP_REVISION_ANNOTATION]
+    assert after[s3_server.ROOT_REVISION_ANNOTATION] == before[s3_server.ROOT_REVISION_ANNOTATION]

@@ -19,8 +19,7 @@ import yaml
 from headroom import yamlfmt
 from headroom.api import v1alpha1
 from headroom.builders import desired
-from headroom.planning import credentials, monitoring, read_replicas, storage
-from headroom.planning import plan as plan_mod
+from headroom.planning import credentials, monitoring, object_storage, planner, read_plan
 
 ROOT = Path(__file__).resolve().parents[2]
 GOLDEN = ROOT / "tests" / "golden"
@@ -41,7 +40,7 @@ S3_ROOT = ("0123456789abcdefroot", "root-secret-0123456789abcdef0123456789ab")
 S3_APP = ("0123456789abcdef0app", "app-secret-0123456789abcdef0123456789abc")
 # as a COSI driver would write them (seed 003) / the R2 Secret (seed 004)
 BUCKETS = {
-    name: storage.BucketCredentials(
+    name: object_storage.BucketCredentials(
         endpoint=endpoint,
         region=region,
         bucket=bucket,
@@ -62,7 +61,7 @@ BUCKETS = {
 }
 
 
-def fixed_credentials(planned: plan_mod.Plan) -> credentials.Credentials:
+def fixed_credentials(planned: planner.Plan) -> credentials.Credentials:
     """The credentials of ``planned`` with every generated value fixed, as
     assembled for the reconcile pass (what Headroom keeps in its Secrets)."""
     names = planned.names
@@ -93,7 +92,7 @@ def fixed_credentials(planned: plan_mod.Plan) -> credentials.Credentials:
 
 
 APP_SELECTOR = {"matchLabels": {"app": "web"}}
-CNPG_CLUSTER = read_replicas.CnpgCluster(name="shop-pg", instances=3, max_connections=200)
+CNPG_CLUSTER = read_plan.CnpgCluster(name="shop-pg", instances=3, max_connections=200)
 
 
 # Goldens of one component each; components of a kind share a file.
@@ -109,13 +108,13 @@ def _integration(example: Path) -> str:
     return "keda" if "queues:" in example.read_text() else "cnpg"
 
 
-def _plan(example: Path, facts: plan_mod.Facts) -> plan_mod.Plan:
+def _plan(example: Path, facts: planner.Facts) -> planner.Plan:
     body = yaml.safe_load(example.read_text())
     body.setdefault("metadata", {})["uid"] = "11111111-2222-3333-4444-555555555555"
-    return plan_mod.plan(v1alpha1.parse_profile(body), facts=facts)
+    return planner.plan(v1alpha1.parse_profile(body), facts=facts)
 
 
-def render(planned: plan_mod.Plan, *, kinds: tuple[str, ...] | None = None) -> dict[str, str]:
+def render(planned: planner.Plan, *, kinds: tuple[str, ...] | None = None) -> dict[str, str]:
     """Golden file name -> its YAML (``problems.yaml`` for a refused profile)."""
     if not planned.ok:
         return {
@@ -147,7 +146,7 @@ def _check(folder: Path, rendered: dict[str, str]) -> None:
 
 @pytest.mark.parametrize("example", EXAMPLES, ids=[p.stem for p in EXAMPLES])
 def test_golden(example: Path) -> None:
-    planned = _plan(example, plan_mod.Facts(cosi="v1alpha1"))
+    planned = _plan(example, planner.Facts(cosi="v1alpha1"))
     _check(GOLDEN / example.stem, render(planned))
 
 
@@ -157,7 +156,7 @@ INTEGRATED = [p for p in EXAMPLES if "queues:" in p.read_text() or "mode: cnpg" 
 @pytest.mark.parametrize("example", INTEGRATED, ids=[p.stem for p in INTEGRATED])
 def test_golden_with_keda_and_cloudnative_pg(example: Path) -> None:
     """The examples that compose one, with KEDA and CloudNativePG installed."""
-    facts = plan_mod.Facts(keda=True, cnpg=True, cnpg_cluster=CNPG_CLUSTER, cosi="v1alpha1")
+    facts = planner.Facts(keda=True, cnpg=True, cnpg_cluster=CNPG_CLUSTER, cosi="v1alpha1")
     _check(GOLDEN / example.stem / _integration(example), render(_plan(example, facts)))
 
 
@@ -178,7 +177,7 @@ PROMETHEUS = {
 
 def test_golden_prometheus_operator() -> None:
     example = ROOT / "examples" / "shop-scaled.yaml"
-    planned = _plan(example, plan_mod.Facts(prometheus_operator=True))
+    planned = _plan(example, planner.Facts(prometheus_operator=True))
     selection = monitoring.select(
         [PROMETHEUS],
         namespace=planned.namespace,

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from headroom.kube import client, config, errors, informer, kinds
+from headroom.kube import apiserver, errors, informer, kinds, kubeconfig
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 SCALED_OBJECT = kinds.Resource("keda.sh/v1alpha1", "ScaledObject", "scaledobjects")
@@ -34,15 +34,17 @@ async def _serve(handler: Handler) -> tuple[web.AppRunner, str]:
     return runner, f"http://127.0.0.1:{port}"
 
 
-def _kube(server: str, *, token_file: Path | None = None, timeout: float = 5) -> client.Kube:
-    creds = config.Credentials(token_file=token_file) if token_file else config.Credentials()
-    cfg = config.ClusterConfig(
+def _kube(server: str, *, token_file: Path | None = None, timeout: float = 5) -> apiserver.Kube:
+    creds = (
+        kubeconfig.Credentials(token_file=token_file) if token_file else kubeconfig.Credentials()
+    )
+    cfg = kubeconfig.ClusterConfig(
         server=server, ssl_context=ssl.create_default_context(), credentials=creds
     )
-    return client.Kube(cfg, timeout_seconds=timeout)
+    return apiserver.Kube(cfg, timeout_seconds=timeout)
 
 
-def _run(handler: Handler, body: Callable[[client.Kube], Awaitable[Any]], **kw: Any) -> Any:
+def _run(handler: Handler, body: Callable[[apiserver.Kube], Awaitable[Any]], **kw: Any) -> Any:
     async def main() -> Any:
         runner, url = await _serve(handler)
         kube = _kube(url, **kw)
@@ -66,7 +68,7 @@ def _answer(status: int, payload: Any) -> Handler:
 
 def test_an_unserved_group_is_not_served() -> None:
     # GET under /apis/keda.sh/... without KEDA: text/plain, not a Status object
-    async def body(kube: client.Kube) -> None:
+    async def body(kube: apiserver.Kube) -> None:
         with pytest.raises(errors.NotServedError):
             await kube.get(SCALED_OBJECT, namespace="d", name="w")
 
@@ -74,7 +76,7 @@ def test_an_unserved_group_is_not_served() -> None:
 
 
 def test_a_plain_text_error_is_an_api_error() -> None:
-    async def body(kube: client.Kube) -> None:
+    async def body(kube: apiserver.Kube) -> None:
         with pytest.raises(errors.ApiError) as caught:
             await kube.request("GET", "/apis/keda.sh/v1alpha1")
         assert caught.value.status == 503 and caught.value.retriable
@@ -86,7 +88,7 @@ def test_a_plain_text_error_is_an_api_error() -> None:
 def test_a_missing_object_is_none_and_a_status_keeps_its_reason() -> None:
     not_found = {"kind": "Status", "reason": "NotFound", "message": 'secrets "x" not found'}
 
-    async def body(kube: client.Kube) -> None:
+    async def body(kube: apiserver.Kube) -> None:
         assert await kube.get(kinds.SECRET, namespace="d", name="x") is None
         with pytest.raises(errors.ApiError) as caught:
             await kube.request("GET", "/api/v1/namespaces/d/secrets/x")
@@ -108,7 +110,7 @@ def test_a_create_refused_by_a_terminating_crd_is_not_served() -> None:
         "metadata": {"name": "w", "namespace": "d"},
     }
 
-    async def body(kube: client.Kube) -> None:
+    async def body(kube: apiserver.Kube) -> None:
         kube.register(SCALED_OBJECT)
         with pytest.raises(errors.NotServedError, match="being removed"):
             await kube.apply(obj)
@@ -132,7 +134,7 @@ def test_a_hung_server_times_out() -> None:
         await asyncio.sleep(30)
         return web.Response()
 
-    async def body(kube: client.Kube) -> float:
+    async def body(kube: apiserver.Kube) -> float:
         loop = asyncio.get_running_loop()
         started = loop.time()
         with pytest.raises(errors.UnavailableError):
@@ -216,7 +218,7 @@ def test_watch_events_split_across_chunks_are_reassembled() -> None:
         await response.write(b'{"type":"BOOKMARK","object":{"metadata":{"resourceVersion":"9"}}}\n')
         return response
 
-    async def body(kube: client.Kube) -> list[dict[str, Any]]:
+    async def body(kube: apiserver.Kube) -> list[dict[str, Any]]:
         return [e async for e in kube.watch(kinds.CONFIG_MAP, namespace="d", resource_version="1")]
 
     events = _run(handler, body)
@@ -273,7 +275,7 @@ def test_informer_relists_after_410_and_reports_the_difference() -> None:
         )
         events.append((kind, entry.name, spec_changed))
 
-    async def body(kube: client.Kube) -> None:
+    async def body(kube: apiserver.Kube) -> None:
         inf = informer.Informer(kube, kinds.CONFIG_MAP, namespace="d", handler=handler)
         inf.start()
         await asyncio.wait_for(inf.synced.wait(), 5)

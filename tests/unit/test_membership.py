@@ -9,12 +9,12 @@ from typing import Any
 import pydantic
 import pytest
 
-from headroom.planning import membership as mb
+from headroom.planning import membership
 
-OK = mb.Observed(lag_bytes=0, lag_seconds=0.0)
+OK = membership.Observed(lag_bytes=0, lag_seconds=0.0)
 
 
-def _config(**changes: Any) -> mb.ReadPoolConfig:
+def _config(**changes: Any) -> membership.ReadPoolConfig:
     raw: dict[str, Any] = {
         "version": 1,
         "database": "shop",
@@ -32,11 +32,11 @@ def _config(**changes: Any) -> mb.ReadPoolConfig:
         "admin": {"host": "127.0.0.1", "port": 6432, "user": "headroom_agent"},
     }
     raw.update(changes)
-    return mb.ReadPoolConfig.model_validate(raw)
+    return membership.ReadPoolConfig.model_validate(raw)
 
 
-def _lag(seconds: float, nbytes: int = 1000) -> mb.Observed:
-    return mb.Observed(lag_bytes=nbytes, lag_seconds=seconds)
+def _lag(seconds: float, nbytes: int = 1000) -> membership.Observed:
+    return membership.Observed(lag_bytes=nbytes, lag_seconds=seconds)
 
 
 def test_the_config_file_round_trips_in_camel_case() -> None:
@@ -48,7 +48,7 @@ def test_the_config_file_round_trips_in_camel_case() -> None:
         "port": 5432,
         "maxDbConnections": 3,
     }
-    assert mb.ReadPoolConfig.model_validate_json(text) == config
+    assert membership.ReadPoolConfig.model_validate_json(text) == config
 
 
 @pytest.mark.parametrize(
@@ -85,8 +85,13 @@ RULES = [
     (_lag(29.9), None, True, "within"),
     (_lag(30.1), None, False, "over maxLagSeconds 30"),
     (_lag(30.1), True, False, "over maxLagSeconds 30"),
-    (mb.Observed.unreachable("OperationalError: refused"), True, False, "unreachable: Oper"),
-    (mb.Observed(in_recovery=False, lag_bytes=0, lag_seconds=0.0), True, False, "promoted"),
+    (
+        membership.Observed.unreachable("OperationalError: refused"),
+        True,
+        False,
+        "unreachable: Oper",
+    ),
+    (membership.Observed(in_recovery=False, lag_bytes=0, lag_seconds=0.0), True, False, "promoted"),
     (_lag(float("inf")), True, False, "nothing replayed yet"),
     # hysteresis: out until within half the bound, in until over the bound
     (_lag(20.0), False, False, "back only within 15 s"),
@@ -94,17 +99,19 @@ RULES = [
     (_lag(20.0), True, True, "within"),
     (OK, False, True, "caught up"),
     # the primary could not be read: nobody moves
-    (mb.Observed(), True, True, "lag unknown"),
-    (mb.Observed(), False, False, "kept out"),
-    (mb.Observed(), None, True, "lag unknown"),
-    (mb.Observed(in_recovery=False), None, False, "promoted"),
+    (membership.Observed(), True, True, "lag unknown"),
+    (membership.Observed(), False, False, "kept out"),
+    (membership.Observed(), None, True, "lag unknown"),
+    (membership.Observed(in_recovery=False), None, False, "promoted"),
 ]
 
 
 @pytest.mark.parametrize(("seen", "before", "after", "reason"), RULES)
-def test_membership_rule(seen: mb.Observed, before: bool | None, after: bool, reason: str) -> None:
+def test_membership_rule(
+    seen: membership.Observed, before: bool | None, after: bool, reason: str
+) -> None:
     previous = None if before is None else {"r0": before, "r1": True}
-    found = mb.decide(_config(), observed={"r0": seen, "r1": OK}, previous=previous)
+    found = membership.decide(_config(), observed={"r0": seen, "r1": OK}, previous=previous)
     verdict = found.verdicts[0]
     assert (verdict.name, verdict.member) == ("r0", after)
     assert reason in verdict.reason
@@ -119,7 +126,7 @@ def test_membership_rule(seen: mb.Observed, before: bool | None, after: bool, re
 )  # fmt: skip
 def test_a_byte_bound_applies_beside_the_seconds(nbytes: int, before: bool, after: bool) -> None:
     config = _config(maxLagBytes=2_000_000)
-    found = mb.decide(
+    found = membership.decide(
         config, observed={"r0": _lag(1.0, nbytes), "r1": OK}, previous={"r0": before, "r1": True}
     )
     assert found.verdicts[0].member is after
@@ -130,7 +137,9 @@ def test_a_replica_at_the_bound_does_not_flap() -> None:
     previous: dict[str, bool] | None = None
     history = []
     for seconds in (5, 31, 29, 31, 29, 16, 14, 29, 31):
-        found = mb.decide(config, observed={"r0": _lag(seconds), "r1": OK}, previous=previous)
+        found = membership.decide(
+            config, observed={"r0": _lag(seconds), "r1": OK}, previous=previous
+        )
         previous = found.previous()
         history.append(found.verdicts[0].member)
     assert history == [True, False, False, False, False, False, True, True, False]
@@ -138,28 +147,30 @@ def test_a_replica_at_the_bound_does_not_flap() -> None:
 
 def test_each_change_is_one_line_with_its_reason() -> None:
     config = _config()
-    found = mb.decide(
+    found = membership.decide(
         config,
         observed={"r0": _lag(45.0), "r1": OK},
         previous={"r0": True, "r1": True},
     )
     assert found.changes == ("replica r0 leaves: lag 45.0 s, 1000 bytes: over maxLagSeconds 30",)
     assert found.members == ("r1",)
-    steady = mb.decide(config, observed={"r0": _lag(45.0), "r1": OK}, previous=found.previous())
+    steady = membership.decide(
+        config, observed={"r0": _lag(45.0), "r1": OK}, previous=found.previous()
+    )
     assert steady.changes == ()
 
 
 def test_every_replica_out_falls_back_to_the_primary_and_comes_back() -> None:
     config = _config()
-    down = mb.Observed.unreachable("timeout")
-    found = mb.decide(
+    down = membership.Observed.unreachable("timeout")
+    found = membership.decide(
         config, observed={"r0": down, "r1": _lag(99.0)}, previous={"r0": True, "r1": True}
     )
     assert found.target == "fallback" and found.members == ()
     assert found.changes[-1] == (
         "every replica is out: reads go to the primary db.default.svc:5432"
     )
-    back = mb.decide(config, observed={"r0": down, "r1": OK}, previous=found.previous())
+    back = membership.decide(config, observed={"r0": down, "r1": OK}, previous=found.previous())
     assert back.target == "replicas" and back.members == ("r1",)
     assert back.changes == ("replica r1 joins: lag 0.0 s, 0 bytes: caught up (within half the "
                             "bound)", "reads go to the replicas again")  # fmt: skip
@@ -167,7 +178,7 @@ def test_every_replica_out_falls_back_to_the_primary_and_comes_back() -> None:
 
 def test_every_replica_out_without_fallback_refuses_reads() -> None:
     config = _config(fallback=None)
-    found = mb.decide(config, observed={}, previous={"r0": True, "r1": False})
+    found = membership.decide(config, observed={}, previous={"r0": True, "r1": False})
     assert found.target == "none"
     assert [v.reason for v in found.verdicts] == ["not probed", "not probed"]
     assert found.changes[-1] == ("every replica is out and there is no fallback: reads are refused")
@@ -175,27 +186,27 @@ def test_every_replica_out_without_fallback_refuses_reads() -> None:
 
 def test_the_include_file_lists_the_members_in_config_order() -> None:
     config = _config()
-    text = mb.render_databases(config, ["r1", "r0"])
+    text = membership.render_databases(config, ["r1", "r0"])
     assert text.splitlines()[1:] == [
         "[databases]",
         "shop = host=db-ro-0.example.com,h1 port=5432 dbname=shop",
     ]
-    assert mb.render_databases(config, ["r1"]).splitlines()[-1] == (
+    assert membership.render_databases(config, ["r1"]).splitlines()[-1] == (
         "shop = host=h1 port=5432 dbname=shop"
     )
 
 
 def test_the_include_file_points_at_the_fallback_or_has_no_entry() -> None:
-    assert mb.render_databases(_config(), []).splitlines()[-1] == (
+    assert membership.render_databases(_config(), []).splitlines()[-1] == (
         "shop = host=db.default.svc port=5432 dbname=shop max_db_connections=3"
     )
-    refused = mb.render_databases(_config(fallback=None), [])
+    refused = membership.render_databases(_config(fallback=None), [])
     assert [line for line in refused.splitlines() if not line.startswith(";")] == ["[databases]"]
 
 
 def test_the_renderer_refuses_a_host_that_bypassed_validation() -> None:
     config = _config()
-    evil = mb.Replica.model_construct(name="r0", host="h\n[pgbouncer]\nadmin_users = x")
+    evil = membership.Replica.model_construct(name="r0", host="h\n[pgbouncer]\nadmin_users = x")
     forged = config.model_copy(update={"replicas": (evil,)})
     with pytest.raises(ValueError, match="not allowed"):
-        mb.render_databases(forged, ["r0"])
+        membership.render_databases(forged, ["r0"])

@@ -9,10 +9,10 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 import headroom
-from headroom.reconcile import metrics as metrics_mod
+from headroom.reconcile import telemetry
 
 
-def _samples(m: metrics_mod.Metrics, name: str) -> dict[tuple[tuple[str, str], ...], float]:
+def _samples(m: telemetry.Metrics, name: str) -> dict[tuple[tuple[str, str], ...], float]:
     text = generate_latest(m.registry).decode()
     return {
         tuple(sorted(s.labels.items())): s.value
@@ -39,15 +39,15 @@ class _Cached:
         return {"status": {"conditions": [{"type": t, "status": s} for t, s in self.conditions]}}
 
 
-def _fed(*cached: _Cached) -> tuple[metrics_mod.Metrics, list[_Cached]]:
-    m = metrics_mod.Metrics()
+def _fed(*cached: _Cached) -> tuple[telemetry.Metrics, list[_Cached]]:
+    m = telemetry.Metrics()
     store = list(cached)
     m.profile_conditions.source = lambda: list(store)
     return m, store
 
 
 def test_build_info_names_the_running_version() -> None:
-    (labels, value), *_ = _samples(metrics_mod.Metrics(), "headroom_build_info").items()
+    (labels, value), *_ = _samples(telemetry.Metrics(), "headroom_build_info").items()
     assert dict(labels)["version"] == headroom.__version__
     assert value == 1.0
 

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from headroom.api import conditions, v1alpha1
-from headroom.planning import plan as plan_mod
+from headroom.planning import planner
 from headroom.reconcile import observe
 from tests import profiles
 
@@ -21,7 +21,7 @@ def _hpa(*hpa_conditions: dict[str, str]) -> dict[str, Any]:
 
 
 def _scaling_active(applied: dict[str, Any]) -> dict[str, str] | None:
-    planned = plan_mod.plan(v1alpha1.parse_profile(profiles.base()))
+    planned = planner.plan(v1alpha1.parse_profile(profiles.base()))
     for found in observe.components(planned, applied, app_found=True):
         if found.type == conditions.APP_SCALING_ACTIVE:
             return {"status": found.status, "reason": found.reason, "message": found.message}

@@ -9,18 +9,17 @@ from typing import Any
 import pytest
 
 from headroom.api import v1alpha1
-from headroom.planning import credentials
-from headroom.planning import plan as plan_mod
+from headroom.planning import credentials, planner
 from headroom.reconcile import primary_limits
 from tests import profiles
 
 CREDS = credentials.Credentials(username="u", password="p", stats_password="s", revision="1")
 
 
-def _plan() -> plan_mod.Plan:
+def _plan() -> planner.Plan:
     body = profiles.base()
     body["metadata"]["uid"] = "uid-1"
-    return plan_mod.plan(v1alpha1.parse_profile(body))
+    return planner.plan(v1alpha1.parse_profile(body))
 
 
 def test_a_pass_reads_once_and_only_a_changed_answer_queues_its_profile(
@@ -33,7 +32,7 @@ def test_a_pass_reads_once_and_only_a_changed_answer_queues_its_profile(
         reads.append(target.host)
         return answers[-1]
 
-    monkeypatch.setattr(primary_limits.postgres_limits, "read", read)
+    monkeypatch.setattr(primary_limits.server_limits, "read", read)
     changed: list[set[str]] = []
     probe = primary_limits.PrimaryLimitsProbe(ttl_seconds=0.0, on_change=changed.append)
 
@@ -44,7 +43,7 @@ def test_a_pass_reads_once_and_only_a_changed_answer_queues_its_profile(
         assert probe.version(key) == 1
         await probe.refresh_due()  # same answer: nobody is queued
         assert changed == [] and probe.version(key) == 1
-        answers.append(plan_mod.PrimaryLimits(max_connections=50, superuser_reserved_connections=3))
+        answers.append(planner.PrimaryLimits(max_connections=50, superuser_reserved_connections=3))
         await probe.refresh_due()
         assert changed == [{"default/shop"}] and probe.version(key) == 2
         live, condition = await probe.check(_plan(), CREDS, user="default/shop")

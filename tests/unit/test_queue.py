@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from headroom.runtime.queue import Trigger, WorkQueue
+from headroom.runtime.work_queue import Trigger, WorkQueue
 
 
 def _drain(queue: WorkQueue) -> list[tuple[str, frozenset[Trigger]]]:

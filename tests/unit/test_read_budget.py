@@ -10,9 +10,8 @@ from typing import Any
 import pytest
 
 from headroom.api import conditions, v1alpha1
-from headroom.builders import cnpg, desired, pgbouncer, readpool
-from headroom.planning import credentials, membership, names, read_replicas
-from headroom.planning import plan as plan_mod
+from headroom.builders import cnpg, desired, pgbouncer, read_pooler
+from headroom.planning import credentials, membership, names, planner, read_plan
 from headroom.reconcile import observe
 from tests import profiles
 
@@ -21,8 +20,8 @@ CREDS = credentials.Credentials(
 )
 
 
-def _plan(**overrides: object) -> plan_mod.Plan:
-    return plan_mod.plan(v1alpha1.parse_profile(profiles.base(**overrides)))
+def _plan(**overrides: object) -> planner.Plan:
+    return planner.plan(v1alpha1.parse_profile(profiles.base(**overrides)))
 
 
 NEON = {  # seed 002: ~100 connections, 10 Cloud Run instances, two read replicas
@@ -197,15 +196,15 @@ def test_read_pooler_config_leaves_databases_to_the_agent() -> None:
     assert "[databases]\n" not in ini
     assert ini.rstrip().endswith(f"%include {pgbouncer.READ_DATABASES_FILE}")
     assert "max_db_connections = 12\n" in ini
-    assert f"admin_users = {plan_mod.AGENT_USER}\n" in ini
-    agent = json.loads(config[readpool.CONFIG_FILE])
+    assert f"admin_users = {planner.AGENT_USER}\n" in ini
+    agent = json.loads(config[read_pooler.CONFIG_FILE])
     assert [r["host"] for r in agent["replicas"]] == [
         "replica-1.render.com",
         "replica-2.render.com",
     ]
     assert agent["fallback"] is None  # whenAllLagging: refuse
     users = _secret(objects, planned.names.read_pooler_auth)["userlist.txt"]
-    assert f'"{plan_mod.AGENT_USER}" "ag"' in users
+    assert f'"{planner.AGENT_USER}" "ag"' in users
     pod = objects[f"Deployment/{planned.names.read_pooler}"]["spec"]["template"]["spec"]
     assert [c["name"] for c in pod["initContainers"]] == ["agent-init"]
     assert [c["name"] for c in pod["containers"]] == ["pgbouncer", "exporter", "agent"]
@@ -267,14 +266,14 @@ CNPG = {
 
 
 def test_cnpg_installed_gives_cnpg_poolers_with_headrooms_sizes() -> None:
-    cluster = read_replicas.cnpg_cluster(
+    cluster = read_plan.cnpg_cluster(
         {
             "metadata": {"name": "shop-pg"},
             "spec": {"instances": 3, "postgresql": {"parameters": {"max_connections": "200"}}},
         }
     )
     profile = v1alpha1.parse_profile(profiles.base(**CNPG, **{"database.maxConnections": 200}))
-    planned = plan_mod.plan(profile, facts=plan_mod.Facts(cnpg=True, cnpg_cluster=cluster))
+    planned = planner.plan(profile, facts=planner.Facts(cnpg=True, cnpg_cluster=cluster))
     assert planned.ok, planned.problem_text()
     objects = desired.build(planned, CREDS)
     assert not [k for k in objects if k.startswith("Deployment/")]  # CNPG runs PgBouncer
@@ -297,7 +296,7 @@ def test_cnpg_absent_falls_back_to_headrooms_pgbouncer_on_the_cluster_services()
     assert planned.ok, planned.problem_text()
     objects = desired.build(planned, CREDS)
     assert "Deployment/shop-pooler-ro" in objects and not [k for k in objects if "Pooler/" in k]
-    agent = json.loads(objects["ConfigMap/shop-pooler-ro-config"]["data"][readpool.CONFIG_FILE])
+    agent = json.loads(objects["ConfigMap/shop-pooler-ro-config"]["data"][read_pooler.CONFIG_FILE])
     assert [r["host"] for r in agent["replicas"]] == ["shop-pg-ro.default.svc"]
 
 
@@ -308,9 +307,9 @@ def test_cnpg_mode_needs_the_clusters_rw_service_as_primary() -> None:
 
 
 def test_cnpg_cluster_below_the_declared_max_connections_is_refused() -> None:
-    cluster = read_replicas.CnpgCluster(name="shop-pg", instances=2, max_connections=50)
+    cluster = read_plan.CnpgCluster(name="shop-pg", instances=2, max_connections=50)
     profile = v1alpha1.parse_profile(profiles.base(**CNPG))
-    planned = plan_mod.plan(profile, facts=plan_mod.Facts(cnpg=True, cnpg_cluster=cluster))
+    planned = planner.plan(profile, facts=planner.Facts(cnpg=True, cnpg_cluster=cluster))
     assert [p.field for p in planned.problems] == ["spec.database.maxConnections"]
 
 
@@ -321,11 +320,11 @@ def test_cnpg_cluster_below_the_declared_max_connections_is_refused() -> None:
 def test_standbys_say_whether_their_slots_can_fill_the_primary(
     keep_size: int | None, expect: tuple[str, str] | None
 ) -> None:
-    live = plan_mod.PrimaryLimits(
+    live = planner.PrimaryLimits(
         max_connections=100, superuser_reserved_connections=3, max_slot_wal_keep_size_mb=keep_size
     )
     profile = v1alpha1.parse_profile(profiles.base(**STREAMING))
-    planned = plan_mod.plan(profile)
+    planned = planner.plan(profile)
     found = {c.type: c for c in observe.components(planned, {}, app_found=True, primary=live)}
     retention = found.get(conditions.SLOT_RETENTION)
     assert (retention.status, retention.reason) == expect if retention else expect is None

@@ -11,7 +11,7 @@ import pytest
 
 from headroom.agent import readpool
 from headroom.planning import membership
-from headroom.postgres import lag, limits
+from headroom.postgres import lag, server_limits
 
 SECRET = "app-secret-that-never-shows"
 PRIMARY = lag.Position(in_recovery=False, lsn=10_000, replay_age_seconds=None, replay_paused=False)
@@ -48,7 +48,7 @@ class Servers:
         self.reloads = 0
         self.reload_error: str | None = None
 
-    def probe(self, target: limits.Target) -> lag.Position | str:
+    def probe(self, target: server_limits.Target) -> lag.Position | str:
         assert target.password == SECRET and target.database == "shop"
         answer = self.answers[target.host]
         if isinstance(answer, Exception):
@@ -150,7 +150,7 @@ def test_the_loop_stops_when_told(tmp_path: Path) -> None:
     stop = threading.Event()
     rounds = []
 
-    def probe(target: limits.Target) -> lag.Position | str:
+    def probe(target: server_limits.Target) -> lag.Position | str:
         if target.host == "primary":
             rounds.append(1)
             if len(rounds) >= 6:  # three polls of two replicas
@@ -174,7 +174,7 @@ def test_the_init_step_writes_the_file_and_exits_0_whatever_the_probes_found(
     monkeypatch.setenv("PGPASSWORD", SECRET)
     monkeypatch.setenv("HEADROOM_AGENT_PASSWORD", "admin")
 
-    def unreachable(target: limits.Target, *, timeout_seconds: int) -> str:
+    def unreachable(target: server_limits.Target, *, timeout_seconds: int) -> str:
         assert timeout_seconds == 3
         return "OperationalError: connection refused"
 

@@ -9,8 +9,7 @@ import pytest
 
 from headroom.api import v1alpha1
 from headroom.builders import binding, common, desired, redis
-from headroom.planning import credentials
-from headroom.planning import plan as plan_mod
+from headroom.planning import credentials, planner
 from tests import profiles
 
 QUEUE = {
@@ -36,15 +35,15 @@ CREDS = credentials.Credentials(
 )
 
 
-def _plan(*, keda: bool = False, **overrides: object) -> plan_mod.Plan:
+def _plan(*, keda: bool = False, **overrides: object) -> planner.Plan:
     body = profiles.base(**{"cache": CACHE, "queues": [QUEUE], **overrides})
     body["metadata"]["uid"] = "uid-1"
-    planned = plan_mod.plan(v1alpha1.parse_profile(body), facts=plan_mod.Facts(keda=keda))
+    planned = planner.plan(v1alpha1.parse_profile(body), facts=planner.Facts(keda=keda))
     assert planned.ok, planned.problem_text()
     return planned
 
 
-def _objects(planned: plan_mod.Plan) -> dict[str, common.Obj]:
+def _objects(planned: planner.Plan) -> dict[str, common.Obj]:
     return desired.build(planned, CREDS, app_pod_selector={"matchLabels": {"app": "web"}})
 
 
@@ -272,7 +271,7 @@ def test_min_replicas_to_write_above_the_replicas_is_rejected() -> None:
             {"name": "jobs", "use": "queue", "sentinel": {"replicas": 1, "minReplicasToWrite": 2}}
         ]
     }
-    planned = plan_mod.plan(v1alpha1.parse_profile(profiles.base(cache=cache)))
+    planned = planner.plan(v1alpha1.parse_profile(profiles.base(cache=cache)))
     assert [p.field for p in planned.problems] == [
         "spec.cache.instances[0].sentinel.minReplicasToWrite"
     ]
@@ -359,7 +358,7 @@ def _label_values(obj: common.Obj) -> list[str]:
     return [*meta_labels.values(), *template.values()]
 
 
-def _longest_accepted(*, profile_name: str, sentinel: bool) -> tuple[plan_mod.Plan, int]:
+def _longest_accepted(*, profile_name: str, sentinel: bool) -> tuple[planner.Plan, int]:
     """The plan with the longest instance/queue name the planner accepts."""
     accepted = None
     for length in range(1, 21):
@@ -372,7 +371,7 @@ def _longest_accepted(*, profile_name: str, sentinel: bool) -> tuple[plan_mod.Pl
             cache={"instances": [instance]},
             queues=[{**QUEUE, "name": short, "redis": short}],
         )
-        planned = plan_mod.plan(v1alpha1.parse_profile(body), facts=plan_mod.Facts(keda=True))
+        planned = planner.plan(v1alpha1.parse_profile(body), facts=planner.Facts(keda=True))
         if not planned.ok:
             assert {p.field for p in planned.problems} <= {
                 "spec.cache.instances[0].name",
@@ -408,7 +407,7 @@ def test_names_too_long_are_rejected_naming_the_field() -> None:
         name="a" * 40,
         cache={"instances": [{"name": "sessions-cache", "use": "cache", "sentinel": {}}]},
     )
-    planned = plan_mod.plan(v1alpha1.parse_profile(body))
+    planned = planner.plan(v1alpha1.parse_profile(body))
     assert [p.field for p in planned.problems] == ["spec.cache.instances[0].name"]
     text = planned.problem_text()
     assert "StatefulSet name" in text and "70 characters (limit 52)" in text
@@ -458,7 +457,7 @@ def test_the_instance_named_after_its_use_is_the_use_url() -> None:
 @pytest.mark.parametrize(("name", "use"), [("cache", "queue"), ("queue", "cache")])
 def test_an_instance_named_after_the_other_use_is_rejected(name: str, use: str) -> None:
     body = profiles.base(cache={"instances": [{"name": name, "use": use}]})
-    planned = plan_mod.plan(v1alpha1.parse_profile(body))
+    planned = planner.plan(v1alpha1.parse_profile(body))
     assert [p.field for p in planned.problems] == ["spec.cache.instances[0].name"]
     assert f"REDIS_{name.upper()}_URL would point at a {use} instance" in planned.problem_text()
 

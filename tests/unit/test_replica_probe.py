@@ -11,14 +11,13 @@ from typing import Any
 
 import pytest
 
-from headroom.planning import membership
-from headroom.planning import plan as plan_mod
-from headroom.reconcile import metrics, primary_limits, reconciler, replica_lag
+from headroom.planning import membership, planner
+from headroom.reconcile import primary_limits, reconciler, replica_lag, telemetry
 from tests import profiles
 from tests.unit import fake_cluster
 from tests.unit.test_engine import KEY, _cluster, _conditions
 
-LIMITS_100 = plan_mod.PrimaryLimits(max_connections=100, superuser_reserved_connections=3)
+LIMITS_100 = planner.PrimaryLimits(max_connections=100, superuser_reserved_connections=3)
 CAUGHT_UP = membership.Observed(in_recovery=True, lag_bytes=0, lag_seconds=0.0)
 
 
@@ -35,7 +34,7 @@ def _profile() -> dict[str, Any]:
 class Reader:
     def __init__(self) -> None:
         self.observed = {"replica-0": CAUGHT_UP, "replica-1": CAUGHT_UP}
-        self.limits: dict[str, plan_mod.PrimaryLimits | None] = {
+        self.limits: dict[str, planner.PrimaryLimits | None] = {
             "replica-0": LIMITS_100,
             "replica-1": LIMITS_100,
         }
@@ -54,11 +53,9 @@ class Reader:
 def setup(
     monkeypatch: pytest.MonkeyPatch,
 ) -> tuple[fake_cluster.FakeCluster, reconciler.Reconciler, Reader]:
-    monkeypatch.setattr(
-        primary_limits.postgres_limits, "read", lambda target: "unreachable in tests"
-    )
+    monkeypatch.setattr(primary_limits.server_limits, "read", lambda target: "unreachable in tests")
     cluster = _cluster(_profile())
-    eng = reconciler.Reconciler(cluster, metrics.Metrics())
+    eng = reconciler.Reconciler(cluster, telemetry.Metrics())
     reader = Reader()
     eng.probes.replica_lag = replica_lag.ReplicaProbe(ttl_seconds=0.0, reader=reader)
     return cluster, eng, reader
@@ -113,7 +110,7 @@ def test_a_replica_below_the_declared_limits_stops_the_plan(
     setup: tuple[fake_cluster.FakeCluster, reconciler.Reconciler, Reader],
 ) -> None:
     cluster, eng, reader = setup
-    reader.limits["replica-1"] = plan_mod.PrimaryLimits(
+    reader.limits["replica-1"] = planner.PrimaryLimits(
         max_connections=40, superuser_reserved_connections=3
     )
     asyncio.run(eng.reconcile(KEY))
@@ -132,7 +129,7 @@ def test_without_read_limits_the_replicas_are_not_measured(
     body = _profile()
     body["spec"]["database"]["readLimits"] = False
     cluster = _cluster(body)
-    eng = reconciler.Reconciler(cluster, metrics.Metrics())
+    eng = reconciler.Reconciler(cluster, telemetry.Metrics())
     reader = Reader()
     eng.probes.replica_lag = replica_lag.ReplicaProbe(ttl_seconds=0.0, reader=reader)
     asyncio.run(eng.reconcile(KEY))

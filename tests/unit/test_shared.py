@@ -9,8 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from headroom.api import v1alpha1
-from headroom.planning import admission, server_shares
-from headroom.planning import plan as plan_mod
+from headroom.planning import admission, connection_budget, planner, server_shares
 from headroom.runtime import share_table
 from tests import profiles
 
@@ -45,8 +44,8 @@ def test_the_second_profile_gets_what_the_first_leaves_and_no_more() -> None:
     (use,) = table.older("shop/admin")
     assert use.profile == "shop/web" and use.server_connections > 0
     assert table.older("shop/web") == ()  # the older one never gives way
-    planned = plan_mod.plan(
-        v1alpha1.parse_profile(second), facts=plan_mod.Facts(shared=table.older("shop/admin"))
+    planned = planner.plan(
+        v1alpha1.parse_profile(second), facts=planner.Facts(shared=table.older("shop/admin"))
     )
     # the newer one is sized to what the older one leaves: together they fit
     total = planned.budget.server_connections + use.server_connections
@@ -64,7 +63,7 @@ def test_a_profile_that_does_not_fit_beside_the_others_is_refused_naming_both() 
     )
     server = "db.shop.svc:5432"
 
-    def lookup(srv: str, key: str) -> tuple[server_shares.budget_mod.SharedUse, ...]:
+    def lookup(srv: str, key: str) -> tuple[connection_budget.SharedUse, ...]:
         return share_table.others(table.table(), srv, key)
 
     message = admission.review(newcomer, shared=lookup)
@@ -134,7 +133,7 @@ def _reader(name: str, *, created: str, primary: str = "db", **spec: Any) -> dic
 
 
 def _lookup(table: share_table.SharedBudgets) -> Any:
-    def lookup(srv: str, key: str) -> tuple[server_shares.budget_mod.SharedUse, ...]:
+    def lookup(srv: str, key: str) -> tuple[connection_budget.SharedUse, ...]:
         return share_table.others(table.table(), srv, key)
 
     return lookup
@@ -171,8 +170,8 @@ def test_a_read_pool_gets_what_the_older_ones_leave_on_the_replica() -> None:
     table.update("shop/second", second)
     (use,) = table.older("shop/second")
     assert use.server == "r1.replicas.example:5432" and use.profile == "shop/first"
-    planned = plan_mod.plan(
-        v1alpha1.parse_profile(second), facts=plan_mod.Facts(shared=table.older("shop/second"))
+    planned = planner.plan(
+        v1alpha1.parse_profile(second), facts=planner.Facts(shared=table.older("shop/second"))
     )
     assert planned.ok, planned.problem_text()
     assert planned.read is not None

@@ -11,8 +11,7 @@ from typing import Any
 import pytest
 
 from headroom.api import v1alpha1
-from headroom.planning import admission
-from headroom.planning import plan as plan_mod
+from headroom.planning import admission, planner
 from tests import profiles
 
 ACCEPTED: list[tuple[str, dict[str, Any]]] = [
@@ -178,10 +177,10 @@ def test_a_map_key_with_a_newline_stays_on_one_line() -> None:
 
 def test_redis_memory_is_sized_from_the_exact_quantity() -> None:
     body = profiles.base(cache=profiles.instance(memory="0.5Gi"))
-    planned = plan_mod.plan(v1alpha1.parse_profile(body))
+    planned = planner.plan(v1alpha1.parse_profile(body))
     assert planned.redis_named("jobs").maxmemory_bytes == 2**29 * 3 // 4
     as_int = profiles.base(cache=profiles.instance(memory=2**29))
-    assert plan_mod.plan(v1alpha1.parse_profile(as_int)).redis_named("jobs").memory == "536870912"
+    assert planner.plan(v1alpha1.parse_profile(as_int)).redis_named("jobs").memory == "536870912"
 
 
 def test_a_capacity_floor_above_the_ceiling_is_not_clamped() -> None:
@@ -191,7 +190,7 @@ def test_a_capacity_floor_above_the_ceiling_is_not_clamped() -> None:
             "app.capacity": {"targetConcurrentUsers": 100, "usersPerPod": 250},  # minReplicas 2
         }
     )
-    planned = plan_mod.plan(v1alpha1.parse_profile(body))
+    planned = planner.plan(v1alpha1.parse_profile(body))
     assert [p.field for p in planned.problems] == ["spec.app.capacity.minReplicas"]
     assert "2 is above the ceiling ceil(targetConcurrentUsers 100 / usersPerPod 250) = 1 pods" in (
         planned.problem_text()
@@ -199,6 +198,6 @@ def test_a_capacity_floor_above_the_ceiling_is_not_clamped() -> None:
 
 
 def test_min_pool_size_above_the_planned_pool_names_both_numbers() -> None:
-    planned = plan_mod.plan(v1alpha1.parse_profile(profiles.bad("min-pool-size-above-pool")))
+    planned = planner.plan(v1alpha1.parse_profile(profiles.bad("min-pool-size-above-pool")))
     assert [p.field for p in planned.problems] == ["spec.pooler.parameters.min_pool_size"]
     assert "60 is above default_pool_size 27" in planned.problem_text()

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Histogram
 
-from headroom import settings as settings_mod
+from headroom import settings
 from headroom.runtime.admission import certificates, registration, review, server
 from tests import certs, profiles
 
@@ -44,9 +44,7 @@ def _free_port() -> int:
 
 def test_the_server_process_answers_admission_reviews(tmp_path: Path) -> None:
     port = _free_port()
-    cfg = settings_mod.Settings(
-        webhook_addr="127.0.0.1", webhook_port=port, webhook_cert_dir=tmp_path
-    )
+    cfg = settings.Settings(webhook_addr="127.0.0.1", webhook_port=port, webhook_cert_dir=tmp_path)
     cert, key = certificates.install(cfg, *certificates.local_certificate(cfg))
     latency = Histogram("t_admission", "t", registry=CollectorRegistry())
     webhook = server.Server(cfg, cert=cert, key=key, latency=latency)
@@ -80,9 +78,7 @@ def _served_certificate(port: int) -> bytes:
 
 def test_a_renewed_certificate_is_served_without_a_restart(tmp_path: Path) -> None:
     port = _free_port()
-    cfg = settings_mod.Settings(
-        webhook_addr="127.0.0.1", webhook_port=port, webhook_cert_dir=tmp_path
-    )
+    cfg = settings.Settings(webhook_addr="127.0.0.1", webhook_port=port, webhook_cert_dir=tmp_path)
     first = certificates.local_certificate(cfg)
     cert, key = certificates.install(cfg, *first)
     # the pair on disk is current: asked again, it is kept
@@ -127,7 +123,7 @@ def test_the_ca_bundle_keeps_valid_distinct_certificates_only() -> None:
 
 
 def test_the_in_cluster_configuration_points_at_the_service_path() -> None:
-    cfg = settings_mod.Settings(webhook_service="headroom-system/headroom-webhook")
+    cfg = settings.Settings(webhook_service="headroom-system/headroom-webhook")
     (hook,) = registration.configuration(cfg, b"-----BEGIN CERTIFICATE-----")["webhooks"]
     service = hook["clientConfig"]["service"]
     assert service["path"] == "/validate/scalingprofile"  # not //scalingprofile

@@ -36,8 +36,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from headroom.planning import bucket_server
-from headroom.s3 import client as s3
+from headroom.planning import versitygw
+from headroom.s3 import rest
 
 log = logging.getLogger("headroom.agent.bucket")
 
@@ -64,13 +64,13 @@ class Agent:
     """The state between passes: whether the user was set up, the CORS
     documents applied so far."""
 
-    config: bucket_server.BucketServerConfig
+    config: versitygw.BucketServerConfig
     keys: Keys
     user_ready: bool = False
     applied_cors: dict[str, str | None] = field(default_factory=dict)
 
-    def _client(self, endpoint: str) -> s3.Client:
-        return s3.Client(
+    def _client(self, endpoint: str) -> rest.Client:
+        return rest.Client(
             endpoint=endpoint,
             access_key=self.keys.root_access_key,
             secret_key=self.keys.root_secret_key,
@@ -79,7 +79,7 @@ class Agent:
 
     def step(self) -> list[str]:
         """One pass; what it changed (empty when everything was in place).
-        Raises s3.S3Error when the server refused or did not answer."""
+        Raises rest.S3Error when the server refused or did not answer."""
         admin = self._client(self.config.admin_endpoint)
         root = self._client(self.config.s3_endpoint)
         app = self.config.app_access_key
@@ -103,7 +103,7 @@ class Agent:
             elif owner != app:
                 admin.change_bucket_owner(bucket.name, owner=app)
                 changes.append(f"bucket {bucket.name}: owner {owner} -> {app}")
-            document = bucket_server.render_cors(bucket.cors) if bucket.cors else None
+            document = versitygw.render_cors(bucket.cors) if bucket.cors else None
             if bucket.name in self.applied_cors and self.applied_cors[bucket.name] == document:
                 continue
             self.applied_cors.pop(bucket.name, None)  # unknown until the call succeeds
@@ -129,7 +129,7 @@ def run(agent: Agent, *, stop: threading.Event) -> None:
         try:
             for change in agent.step():
                 log.info("%s", change)
-        except s3.S3Error as err:
+        except rest.S3Error as err:
             log.warning("pass failed (retried): %s", err)
         except Exception:  # a bug must not end provisioning without a word
             log.exception("pass failed (retried)")
@@ -149,13 +149,13 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         stream=sys.stderr, level=logging.INFO, format="%(asctime)s bucket %(levelname)s %(message)s"
     )
-    config = bucket_server.BucketServerConfig.model_validate_json(args.config.read_text())
+    config = versitygw.BucketServerConfig.model_validate_json(args.config.read_text())
     agent = Agent(config=config, keys=Keys.from_env(os.environ))
     if args.once:
         try:
             for change in agent.step():
                 log.info("%s", change)
-        except s3.S3Error as err:
+        except rest.S3Error as err:
             log.error("pass failed: %s", err)
             return 1
         return 0

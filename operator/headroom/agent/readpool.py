@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from headroom.planning import membership
-from headroom.postgres import lag, limits, replicas
+from headroom.postgres import lag, replicas, server_limits
 
 log = logging.getLogger("headroom.agent.readpool")
 
@@ -185,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     config = membership.ReadPoolConfig.model_validate_json(args.config.read_text())
     creds = Credentials.from_env(os.environ)
 
-    def probe(target: limits.Target) -> lag.Position | str:
+    def probe(target: server_limits.Target) -> lag.Position | str:
         return lag.position(target, timeout_seconds=config.connect_timeout_seconds)
 
     if args.once:

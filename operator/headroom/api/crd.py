@@ -16,8 +16,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from headroom.api import status as status_models
-from headroom.api import v1alpha1
+from headroom.api import status, v1alpha1
 
 _DROP_KEYS = {"title"}
 # Child names such as "<name>-pooler-rw" must stay DNS labels (the API server
@@ -104,7 +103,7 @@ def _strip_defaults(node: Any) -> Any:
 def build_crd() -> dict[str, Any]:
     """The CRD manifest for ScalingProfile, as a plain dict."""
     spec_schema = openapi_schema(v1alpha1.ScalingProfileSpec)
-    status_schema = _strip_defaults(openapi_schema(status_models.ScalingProfileStatus))
+    status_schema = _strip_defaults(openapi_schema(status.ScalingProfileStatus))
     # One default there on purpose: a profile the operator has not written
     # yet reads as status.observedGeneration 0, behind metadata.generation, so
     # kstatus (Flux, kpt) and Argo CD's check see "in progress" instead of

@@ -42,8 +42,7 @@ from dataclasses import dataclass
 from urllib.parse import quote, urlencode
 
 from headroom.builders import buckets, common, redis
-from headroom.planning import credentials, names
-from headroom.planning import plan as plan_mod
+from headroom.planning import credentials, names, planner
 
 COMPONENT = "binding"
 SECRET_TYPE = "servicebinding.io/postgresql"  # noqa: S105 - a Secret type
@@ -56,15 +55,15 @@ class Consumer:
 
     pool_size: int
     read_pool_size: int
-    queue: plan_mod.QueuePlan | None = None
+    queue: planner.QueuePlan | None = None
 
 
-def app_consumer(plan: plan_mod.Plan) -> Consumer:
+def app_consumer(plan: planner.Plan) -> Consumer:
     read = plan.read.pool_size_per_pod if plan.read is not None else 0
     return Consumer(pool_size=plan.app.pool_size_per_pod, read_pool_size=read)
 
 
-def worker_consumer(queue: plan_mod.QueuePlan) -> Consumer:
+def worker_consumer(queue: planner.QueuePlan) -> Consumer:
     return Consumer(
         pool_size=queue.database_pool_size,
         read_pool_size=queue.database_read_pool_size,
@@ -88,7 +87,7 @@ def postgres_uri(
     return f"{uri}?{urlencode(query)}" if query else uri
 
 
-def keeps_prepared_statements(plan: plan_mod.Plan) -> bool:
+def keeps_prepared_statements(plan: planner.Plan) -> bool:
     """PgBouncer >= 1.21 with max_prepared_statements keeps a client's prepared
     statements across transactions; session mode never loses them."""
     if plan.pooler.pool_mode == "session":
@@ -96,7 +95,7 @@ def keeps_prepared_statements(plan: plan_mod.Plan) -> bool:
     return plan.pooler.settings.get("max_prepared_statements", "0") not in ("", "0")
 
 
-def _pooled_query(plan: plan_mod.Plan, *, pool_size: int) -> dict[str, str]:
+def _pooled_query(plan: planner.Plan, *, pool_size: int) -> dict[str, str]:
     if plan.app.client != "prisma":
         return {}
     query = {"connection_limit": str(pool_size)}
@@ -126,7 +125,7 @@ _NODE_POSTGRES_SSL: dict[str, dict[str, str]] = {
 }
 
 
-def _direct_query(plan: plan_mod.Plan) -> dict[str, str]:
+def _direct_query(plan: planner.Plan) -> dict[str, str]:
     mode = plan.database.ssl_mode
     if plan.app.client == "prisma":
         return _PRISMA_SSL.get(mode, {"sslmode": mode})
@@ -136,7 +135,7 @@ def _direct_query(plan: plan_mod.Plan) -> dict[str, str]:
 
 
 def _database_entries(
-    plan: plan_mod.Plan, creds: credentials.Credentials, consumer: Consumer, *, omit: frozenset[str]
+    plan: planner.Plan, creds: credentials.Credentials, consumer: Consumer, *, omit: frozenset[str]
 ) -> dict[str, str]:
     """The direct URL, the pooled one and the pool size, in the app's dialect."""
     if not consumer.pool_size:
@@ -185,7 +184,7 @@ def _database_entries(
 
 
 def build(
-    plan: plan_mod.Plan, creds: credentials.Credentials, *, omit: frozenset[str] = frozenset()
+    plan: planner.Plan, creds: credentials.Credentials, *, omit: frozenset[str] = frozenset()
 ) -> list[common.Obj]:
     """The app's binding and one per queue. ``omit``: components (``pooler``,
     ``redis/<name>``) the bindings must not point at (one of their objects
@@ -204,7 +203,7 @@ def build(
 
 
 def _entries(
-    plan: plan_mod.Plan, creds: credentials.Credentials, consumer: Consumer, *, omit: frozenset[str]
+    plan: planner.Plan, creds: credentials.Credentials, consumer: Consumer, *, omit: frozenset[str]
 ) -> dict[str, str]:
     data = _database_entries(plan, creds, consumer, omit=omit)
     data |= _read_entries(plan, creds, consumer, omit=omit)
@@ -220,7 +219,7 @@ def renamed(data: dict[str, str], names: Mapping[str, str]) -> dict[str, str]:
     return {names.get(key, key): value for key, value in data.items()}
 
 
-def _secret(plan: plan_mod.Plan, *, name: str, data: dict[str, str]) -> common.Obj:
+def _secret(plan: planner.Plan, *, name: str, data: dict[str, str]) -> common.Obj:
     return {
         "apiVersion": "v1",
         "kind": "Secret",
@@ -259,7 +258,7 @@ def _queue_entries(consumer: Consumer) -> dict[str, str]:
 
 
 def _read_entries(
-    plan: plan_mod.Plan, creds: credentials.Credentials, consumer: Consumer, *, omit: frozenset[str]
+    plan: planner.Plan, creds: credentials.Credentials, consumer: Consumer, *, omit: frozenset[str]
 ) -> dict[str, str]:
     """DATABASE_READ_URL: the read pooler (replicas in the read pool; the
     primary or a refusal when every replica is out, by whenAllLagging), and
@@ -282,18 +281,18 @@ def _read_entries(
     return entries
 
 
-def redis_url(plan: plan_mod.Plan, instance: plan_mod.RedisPlan, password: str) -> str:
+def redis_url(plan: planner.Plan, instance: planner.RedisPlan, password: str) -> str:
     host = plan.names.redis_host(instance.name)
     if instance.sentinel_replicas:
         return (
-            f"redis+sentinel://:{quote(password, safe='')}@{host}:{plan_mod.SENTINEL_PORT}"
+            f"redis+sentinel://:{quote(password, safe='')}@{host}:{planner.SENTINEL_PORT}"
             f"/{redis.MASTER_SET}/0"
         )
-    return f"redis://:{quote(password, safe='')}@{host}:{plan_mod.REDIS_PORT}/0"
+    return f"redis://:{quote(password, safe='')}@{host}:{planner.REDIS_PORT}/0"
 
 
 def _redis_entries(
-    plan: plan_mod.Plan, creds: credentials.Credentials, consumer: Consumer, *, omit: frozenset[str]
+    plan: planner.Plan, creds: credentials.Credentials, consumer: Consumer, *, omit: frozenset[str]
 ) -> dict[str, str]:
     """REDIS_CACHE_URL / REDIS_QUEUE_URL for the instance of each use (the one
     named after it, else the first); REDIS_<NAME>_URL for every instance (the
@@ -317,7 +316,7 @@ def _redis_entries(
         entries[f"REDIS_{key}_URL"] = url
         if instance.sentinel_replicas:
             host = plan.names.redis_host(instance.name)
-            entries[f"REDIS_{key}_SENTINELS"] = f"{host}:{plan_mod.SENTINEL_PORT}"
+            entries[f"REDIS_{key}_SENTINELS"] = f"{host}:{planner.SENTINEL_PORT}"
             entries[f"REDIS_{key}_MASTER"] = redis.MASTER_SET
     if instances:
         entries["REDIS_URL"] = entries.get("REDIS_QUEUE_URL") or entries["REDIS_CACHE_URL"]

@@ -15,9 +15,7 @@ is always owned: deleting the profile revokes the key, not the bucket.
 from __future__ import annotations
 
 from headroom.builders import common
-from headroom.planning import bucket_server as server_mod
-from headroom.planning import credentials, storage
-from headroom.planning import plan as plan_mod
+from headroom.planning import credentials, object_storage, planner, versitygw
 
 COMPONENT = "bucket"
 APP_NAME = "headroom-bucket"
@@ -25,20 +23,20 @@ BINDING_TYPE = "servicebinding.io/s3"
 PROTOCOL = "S3"
 
 
-def component(bucket: storage.BucketPlan) -> str:
+def component(bucket: object_storage.BucketPlan) -> str:
     return f"bucket/{bucket.name}"
 
 
 def _meta(
-    plan: plan_mod.Plan, bucket: storage.BucketPlan, name: str, *, retain: bool
+    plan: planner.Plan, bucket: object_storage.BucketPlan, name: str, *, retain: bool
 ) -> common.Obj:
     meta = common.metadata(plan, name=name, component=COMPONENT, app_name=APP_NAME, retain=retain)
-    meta["labels"][storage.BUCKET_LABEL] = bucket.name
+    meta["labels"][object_storage.BUCKET_LABEL] = bucket.name
     return meta
 
 
 def build(
-    plan: plan_mod.Plan, bucket: storage.BucketPlan, creds: credentials.Credentials
+    plan: planner.Plan, bucket: object_storage.BucketPlan, creds: credentials.Credentials
 ) -> list[common.Obj]:
     objects: list[common.Obj] = []
     if bucket.cosi is not None and bucket.cosi_version:
@@ -49,9 +47,9 @@ def build(
     return objects
 
 
-def _cosi(plan: plan_mod.Plan, bucket: storage.BucketPlan) -> list[common.Obj]:
+def _cosi(plan: planner.Plan, bucket: object_storage.BucketPlan) -> list[common.Obj]:
     assert bucket.cosi is not None
-    version = f"{storage.COSI_GROUP}/{bucket.cosi_version}"
+    version = f"{object_storage.COSI_GROUP}/{bucket.cosi_version}"
     claim: common.Obj = {
         "apiVersion": version,
         "kind": "BucketClaim",
@@ -86,7 +84,7 @@ def _cosi(plan: plan_mod.Plan, bucket: storage.BucketPlan) -> list[common.Obj]:
 
 
 def _binding_secret(
-    plan: plan_mod.Plan, bucket: storage.BucketPlan, found: storage.BucketCredentials
+    plan: planner.Plan, bucket: object_storage.BucketPlan, found: object_storage.BucketCredentials
 ) -> common.Obj:
     """servicebinding.io: a directory of keys with ``type``; this one per bucket."""
     data = {
@@ -114,7 +112,7 @@ def _bool(value: bool) -> str:
 
 
 def binding_entries(
-    plan: plan_mod.Plan, creds: credentials.Credentials, *, omit: frozenset[str]
+    plan: planner.Plan, creds: credentials.Credentials, *, omit: frozenset[str]
 ) -> dict[str, str]:
     """The env names S3 SDKs read, for the first bucket of the spec (the
     default): S3_ENDPOINT, S3_BUCKET, S3_REGION, S3_FORCE_PATH_STYLE,
@@ -129,7 +127,7 @@ def binding_entries(
     known yet (or that is contained) has no keys at all: the default's names
     never point at another bucket."""
 
-    def usable(bucket: storage.BucketPlan) -> storage.BucketCredentials | None:
+    def usable(bucket: object_storage.BucketPlan) -> object_storage.BucketCredentials | None:
         if component(bucket) in omit:
             return None
         return creds.buckets.get(bucket.name)
@@ -137,10 +135,14 @@ def binding_entries(
     if not plan.buckets:
         return {}
     entries: dict[str, str] = {}
-    server = server_mod.server_plan(plan.buckets)
-    public = storage.public_endpoint(server.public) if server is not None and server.public else ""
+    server = versitygw.server_plan(plan.buckets)
+    public = (
+        object_storage.public_endpoint(server.public)
+        if server is not None and server.public
+        else ""
+    )
 
-    def browser_entries(bucket: storage.BucketPlan, prefix: str) -> dict[str, str]:
+    def browser_entries(bucket: object_storage.BucketPlan, prefix: str) -> dict[str, str]:
         """Where browsers reach it: the public base URL of its objects, and for a
         builtin bucket the public endpoint to presign with (the URLs then name it)."""
         found: dict[str, str] = {}

@@ -12,7 +12,7 @@ only read, never written.
 from __future__ import annotations
 
 from headroom.builders import common, pgbouncer
-from headroom.planning import plan as plan_mod
+from headroom.planning import planner
 
 API_VERSION = "postgresql.cnpg.io/v1"
 # pgbouncer.ini settings CNPG's admission accepts in spec.pgbouncer.parameters
@@ -39,12 +39,12 @@ ALLOWED = frozenset(
 )
 
 
-def uses_cnpg_poolers(plan: plan_mod.Plan) -> bool:
+def uses_cnpg_poolers(plan: planner.Plan) -> bool:
     return plan.read is not None and plan.read.cnpg_poolers
 
 
 def _pooler(
-    plan: plan_mod.Plan, *, name: str, kind: str, pooler: plan_mod.PoolerPlan, component: str
+    plan: planner.Plan, *, name: str, kind: str, pooler: planner.PoolerPlan, component: str
 ) -> common.Obj:
     assert plan.read is not None and plan.read.cnpg_cluster is not None
     return {
@@ -71,7 +71,7 @@ def _pooler(
     }
 
 
-def build_write(plan: plan_mod.Plan) -> list[common.Obj]:
+def build_write(plan: planner.Plan) -> list[common.Obj]:
     return [
         _pooler(
             plan,
@@ -83,7 +83,7 @@ def build_write(plan: plan_mod.Plan) -> list[common.Obj]:
     ]
 
 
-def build_read(plan: plan_mod.Plan) -> list[common.Obj]:
+def build_read(plan: planner.Plan) -> list[common.Obj]:
     assert plan.read_pooler is not None
     return [
         _pooler(

@@ -12,8 +12,7 @@ import hashlib
 from typing import Any
 
 from headroom.api import v1alpha1
-from headroom.planning import names, storage
-from headroom.planning import plan as plan_mod
+from headroom.planning import names, object_storage, planner
 
 CONFIG_HASH_ANNOTATION = "headroom.dev/config-hash"
 AUTH_REVISION_ANNOTATION = "headroom.dev/auth-revision"
@@ -23,18 +22,18 @@ REDIS_AUTH_REVISION_ANNOTATION = "headroom.dev/redis-auth-revision"
 Obj = dict[str, Any]
 
 
-def selector_labels(plan: plan_mod.Plan, *, component: str, name: str) -> dict[str, str]:
+def selector_labels(plan: planner.Plan, *, component: str, name: str) -> dict[str, str]:
     """Labels a workload selects its pods by; stable for the life of the object."""
     return names.selector_labels(plan.name, component=component, app_name=name)
 
 
-def labels(plan: plan_mod.Plan, *, component: str, name: str) -> dict[str, str]:
+def labels(plan: planner.Plan, *, component: str, name: str) -> dict[str, str]:
     return names.labels(
         plan.name, app_deployment=plan.app.deployment, component=component, app_name=name
     )
 
 
-def owner_reference(plan: plan_mod.Plan) -> Obj:
+def owner_reference(plan: planner.Plan) -> Obj:
     return {
         "apiVersion": v1alpha1.API_VERSION,
         "kind": v1alpha1.KIND,
@@ -46,7 +45,7 @@ def owner_reference(plan: plan_mod.Plan) -> Obj:
 
 
 def metadata(
-    plan: plan_mod.Plan,
+    plan: planner.Plan,
     *,
     name: str,
     component: str,
@@ -64,7 +63,7 @@ def metadata(
         "labels": labels(plan, component=component, name=app_name),
     }
     if retain:
-        annotations = {**(annotations or {}), storage.RETAIN_ANNOTATION: "true"}
+        annotations = {**(annotations or {}), object_storage.RETAIN_ANNOTATION: "true"}
     elif plan.uid:  # rendered offline (headroom render) there is no owner yet
         meta["ownerReferences"] = [owner_reference(plan)]
     if annotations:
@@ -129,7 +128,7 @@ def spread_constraints(selector: dict[str, str]) -> list[Obj]:
     ]
 
 
-def client_peers(plan: plan_mod.Plan, app_pod_selector: Obj | None) -> list[Obj]:
+def client_peers(plan: planner.Plan, app_pod_selector: Obj | None) -> list[Obj]:
     """NetworkPolicy peers that use what Headroom runs: its worker pods and the
     app's pods (when its Deployment was found), in the profile's namespace."""
     workers = selector_labels(plan, component="worker", name="worker")
@@ -140,7 +139,7 @@ def client_peers(plan: plan_mod.Plan, app_pod_selector: Obj | None) -> list[Obj]
     return peers
 
 
-def metrics_peer(plan: plan_mod.Plan) -> Obj:
+def metrics_peer(plan: planner.Plan) -> Obj:
     """Who may scrape the exporters: spec.network.monitoringNamespace, else the
     profile's own namespace."""
     namespace = plan.network.monitoring_namespace
@@ -149,7 +148,7 @@ def metrics_peer(plan: plan_mod.Plan) -> Obj:
     return {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}}}
 
 
-def keda_peer(plan: plan_mod.Plan, operator_pod: dict[str, str]) -> Obj:
+def keda_peer(plan: planner.Plan, operator_pod: dict[str, str]) -> Obj:
     """KEDA's operator pods, in spec.network.kedaNamespace only."""
     return {
         "namespaceSelector": {

@@ -4,7 +4,7 @@ loads (label ``grafana_dashboard: "1"``, the kube-prometheus-stack default).
 Pure. Panels: the connection budget against what the poolers hold, clients
 waiting, each cache's hit rate, each queue's backlog against its drain
 ceiling, the app's and the workers' replicas against their ceilings. The same
-filters as the alert expressions (:mod:`headroom.builders.alerts`).
+filters as the alert expressions (:mod:`headroom.builders.alert_rules`).
 """
 
 from __future__ import annotations
@@ -12,9 +12,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from headroom.builders import alerts, common
-from headroom.planning import monitoring
-from headroom.planning import plan as plan_mod
+from headroom.builders import alert_rules, common
+from headroom.planning import monitoring, planner
 
 LABEL = "grafana_dashboard"
 _WIDTH = 12
@@ -36,14 +35,14 @@ def _panel(index: int, title: str, targets: list[tuple[str, str]], unit: str) ->
     }
 
 
-def dashboard(plan: plan_mod.Plan) -> dict[str, Any]:
+def dashboard(plan: planner.Plan) -> dict[str, Any]:
     """The dashboard JSON model (schemaVersion 39)."""
     assert plan.alerts is not None
     ns = plan.namespace
     panels: list[tuple[str, list[tuple[str, str]], str]] = []
     write = [p for p in plan.alerts.pools if p.role == "rw"]
     if write:
-        sel = alerts.pooler_selector(plan, write[0])
+        sel = alert_rules.pooler_selector(plan, write[0])
         panels.append(
             (
                 "Primary connections: budget vs held",
@@ -59,7 +58,7 @@ def dashboard(plan: plan_mod.Plan) -> dict[str, Any]:
             )
         )
     for pool in plan.alerts.pools:
-        sel = alerts.pooler_selector(plan, pool)
+        sel = alert_rules.pooler_selector(plan, pool)
         panels.append(
             (
                 f"Pooler {pool.role}: clients waiting, server connections per pod",
@@ -78,7 +77,7 @@ def dashboard(plan: plan_mod.Plan) -> dict[str, Any]:
             )
         )
     for inst in plan.alerts.redis:
-        sel = alerts.redis_selector(plan, inst.name)
+        sel = alert_rules.redis_selector(plan, inst.name)
         if inst.use == "cache":
             hits = f"rate(redis_keyspace_hits_total{sel}[5m])"
             misses = f"rate(redis_keyspace_misses_total{sel}[5m])"
@@ -103,7 +102,7 @@ def dashboard(plan: plan_mod.Plan) -> dict[str, Any]:
             )
         )
     for queue in plan.alerts.queues:
-        sel = alerts.redis_selector(plan, queue.redis, key=queue.list_name)
+        sel = alert_rules.redis_selector(plan, queue.redis, key=queue.list_name)
         panels.append(
             (
                 f"Queue {queue.name}: backlog",
@@ -115,7 +114,7 @@ def dashboard(plan: plan_mod.Plan) -> dict[str, Any]:
             )
         )
     hpas = [(plan.names.app_autoscaler, plan.app.deployment)] if plan.alerts.app.autoscaled else []
-    hpas += [(alerts.worker_hpa(plan, q), f"workers {q.name}") for q in plan.alerts.queues]
+    hpas += [(alert_rules.worker_hpa(plan, q), f"workers {q.name}") for q in plan.alerts.queues]
     if hpas:
         targets = []
         for hpa, legend in hpas:
@@ -145,7 +144,7 @@ def dashboard(plan: plan_mod.Plan) -> dict[str, Any]:
     }
 
 
-def build(plan: plan_mod.Plan) -> list[common.Obj]:
+def build(plan: planner.Plan) -> list[common.Obj]:
     if plan.alerts is None:
         return []
     meta = common.metadata(

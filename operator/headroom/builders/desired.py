@@ -13,23 +13,21 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from headroom.builders import (
-    alerts,
-    autoscaling,
+    alert_rules,
+    app_autoscaler,
     binding,
-    bucket_server,
     buckets,
     cnpg,
     common,
     dashboard,
     pgbouncer,
-    readpool,
+    read_pooler,
     redis,
+    s3_server,
     standby,
     workers,
 )
-from headroom.planning import bucket_server as server_mod
-from headroom.planning import credentials
-from headroom.planning import plan as plan_mod
+from headroom.planning import credentials, planner, versitygw
 
 POOLER = "pooler"
 READ_POOLER = "pooler-ro"
@@ -45,11 +43,11 @@ def key_of(obj: common.Obj) -> str:
     return f"{obj['kind']}/{obj['metadata']['name']}"
 
 
-def redis_component(instance: plan_mod.RedisPlan) -> str:
+def redis_component(instance: planner.RedisPlan) -> str:
     return f"redis/{instance.name}"
 
 
-def queue_component(queue: plan_mod.QueuePlan) -> str:
+def queue_component(queue: planner.QueuePlan) -> str:
     return f"queue/{queue.name}"
 
 
@@ -62,7 +60,7 @@ class Desired:
         return [k for k, c in self.component_of.items() if c == component]
 
 
-def dependencies(plan: plan_mod.Plan) -> dict[str, frozenset[str]]:
+def dependencies(plan: planner.Plan) -> dict[str, frozenset[str]]:
     """Components each component needs: queue workers read the binding and
     their Redis instance."""
     deps = {queue_component(q): frozenset({BINDING, f"redis/{q.redis}"}) for q in plan.queues}
@@ -75,7 +73,7 @@ def dependencies(plan: plan_mod.Plan) -> dict[str, frozenset[str]]:
     return deps
 
 
-def contained_closure(plan: plan_mod.Plan, contained: set[str]) -> frozenset[str]:
+def contained_closure(plan: planner.Plan, contained: set[str]) -> frozenset[str]:
     """``contained`` plus every component that depends on one of them."""
     closed = set(contained)
     deps = dependencies(plan)
@@ -90,7 +88,7 @@ def contained_closure(plan: plan_mod.Plan, contained: set[str]) -> frozenset[str
 
 
 def build_parts(
-    plan: plan_mod.Plan,
+    plan: planner.Plan,
     creds: credentials.Credentials,
     *,
     app_pod_selector: common.Obj | None = None,
@@ -107,7 +105,7 @@ def build_parts(
     else:
         parts += [
             (POOLER, pgbouncer.build(plan, creds, app_pod_selector=selector)),
-            (READ_POOLER, readpool.build(plan, creds, app_pod_selector=selector)),
+            (READ_POOLER, read_pooler.build(plan, creds, app_pod_selector=selector)),
         ]
     parts += [
         (STANDBYS, standby.build(plan)),
@@ -134,21 +132,21 @@ def build_parts(
         )
     for bucket in plan.buckets:
         parts.append((buckets.component(bucket), buckets.build(plan, bucket, creds)))
-    server = server_mod.server_plan(plan.buckets)
+    server = versitygw.server_plan(plan.buckets)
     if server is not None:
         if creds.s3_server is None:
             raise ValueError("builtin buckets need the S3 server's generated keys")
         parts.append(
             (
                 OBJECT_STORE,
-                bucket_server.build(plan, server, keys=creds.s3_server, app_pod_selector=selector),
+                s3_server.build(plan, server, keys=creds.s3_server, app_pod_selector=selector),
             )
         )
-    parts.append((AUTOSCALING, autoscaling.build(plan, app_pod_selector=selector)))
+    parts.append((AUTOSCALING, app_autoscaler.build(plan, app_pod_selector=selector)))
     parts.append(
         (
             MONITORING,
-            alerts.build(plan, app_pod_selector=selector) + dashboard.build(plan),
+            alert_rules.build(plan, app_pod_selector=selector) + dashboard.build(plan),
         )
     )
     objects: dict[str, common.Obj] = {}
@@ -168,7 +166,7 @@ def build_parts(
 
 
 def build(
-    plan: plan_mod.Plan,
+    plan: planner.Plan,
     creds: credentials.Credentials,
     *,
     app_pod_selector: common.Obj | None = None,

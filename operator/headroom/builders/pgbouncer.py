@@ -13,8 +13,7 @@ from dataclasses import dataclass, field
 from urllib.parse import quote
 
 from headroom.builders import common
-from headroom.planning import credentials, names
-from headroom.planning import plan as plan_mod
+from headroom.planning import credentials, names, planner
 
 COMPONENT = "pooler"
 APP_NAME = "pgbouncer"
@@ -43,8 +42,8 @@ def _line(key: str, value: str) -> str:
 
 
 def _pgbouncer_lines(
-    plan: plan_mod.Plan,
-    pooler: plan_mod.PoolerPlan,
+    plan: planner.Plan,
+    pooler: planner.PoolerPlan,
     *,
     listen_addr: str,
     listen_port: int,
@@ -58,14 +57,14 @@ def _pgbouncer_lines(
         _line("unix_socket_dir", ""),
         _line("auth_type", "scram-sha-256"),
         _line("auth_file", auth_file),
-        _line("stats_users", plan_mod.STATS_USER),
+        _line("stats_users", planner.STATS_USER),
     ]
     if plan.database.server_ca_secret is not None:
         lines.append(_line("server_tls_ca_file", server_ca_file))
     return lines + [_line(key, value) for key, value in pooler.settings.items()]
 
 
-def _header(plan: plan_mod.Plan) -> list[str]:
+def _header(plan: planner.Plan) -> list[str]:
     return [
         f";; Rendered by Headroom for ScalingProfile {plan.namespace}/{plan.name}.",
         ";; Managed: manual edits are reverted. Tune it through spec.pooler.parameters.",
@@ -73,10 +72,10 @@ def _header(plan: plan_mod.Plan) -> list[str]:
 
 
 def render_ini(
-    plan: plan_mod.Plan,
+    plan: planner.Plan,
     *,
     listen_addr: str = "0.0.0.0",  # noqa: S104 - a pod listens on its own interfaces
-    listen_port: int = plan_mod.POOLER_PORT,
+    listen_port: int = planner.POOLER_PORT,
     auth_file: str = f"{AUTH_DIR}/userlist.txt",
     server_ca_file: str = f"{CA_DIR}/ca.crt",
 ) -> str:
@@ -101,10 +100,10 @@ def render_ini(
 
 
 def render_read_ini(
-    plan: plan_mod.Plan,
+    plan: planner.Plan,
     *,
     listen_addr: str = "0.0.0.0",  # noqa: S104 - a pod listens on its own interfaces
-    listen_port: int = plan_mod.POOLER_PORT,
+    listen_port: int = planner.POOLER_PORT,
     auth_file: str = f"{AUTH_DIR}/userlist.txt",
     server_ca_file: str = f"{CA_DIR}/ca.crt",
     include_file: str = READ_DATABASES_FILE,
@@ -124,7 +123,7 @@ def render_read_ini(
             auth_file=auth_file,
             server_ca_file=server_ca_file,
         ),
-        _line("admin_users", plan_mod.AGENT_USER),
+        _line("admin_users", planner.AGENT_USER),
         "",
         f"%include {include_file}",
     ]
@@ -153,8 +152,8 @@ def render_userlist(users: dict[str, str], *, source: str = "") -> str:
 
 def exporter_dsn(password: str) -> str:
     return (
-        f"postgres://{plan_mod.STATS_USER}:{quote(password, safe='')}"
-        f"@127.0.0.1:{plan_mod.POOLER_PORT}/pgbouncer?sslmode=disable"
+        f"postgres://{planner.STATS_USER}:{quote(password, safe='')}"
+        f"@127.0.0.1:{planner.POOLER_PORT}/pgbouncer?sslmode=disable"
     )
 
 
@@ -163,7 +162,7 @@ class Pool:
     """What differs between the write pooler and the read pooler."""
 
     component: str
-    pooler: plan_mod.PoolerPlan
+    pooler: planner.PoolerPlan
     deployment: str
     config: str
     auth: str
@@ -179,7 +178,7 @@ class Pool:
 
 
 def build(
-    plan: plan_mod.Plan,
+    plan: planner.Plan,
     creds: credentials.Credentials,
     *,
     app_pod_selector: common.Obj | None = None,
@@ -197,14 +196,14 @@ def build(
         service=plan.names.pooler_service,
         config_dir=CONFIG_DIR,
         config_data={"pgbouncer.ini": ini},
-        users={creds.username: creds.password, plan_mod.STATS_USER: creds.stats_password},
+        users={creds.username: creds.password, planner.STATS_USER: creds.stats_password},
         auth_data={credentials.STATS_PASSWORD_KEY: creds.stats_password},
     )
     return pool_objects(plan, creds, pool, app_pod_selector=app_pod_selector)
 
 
 def pool_objects(
-    plan: plan_mod.Plan,
+    plan: planner.Plan,
     creds: credentials.Credentials,
     pool: Pool,
     *,
@@ -239,7 +238,7 @@ def pool_objects(
         common.CONFIG_HASH_ANNOTATION: common.content_hash(*pool.config_data.values()),
         common.AUTH_REVISION_ANNOTATION: creds.revision,
         "prometheus.io/scrape": "true",
-        "prometheus.io/port": str(plan_mod.EXPORTER_PORT),
+        "prometheus.io/port": str(planner.EXPORTER_PORT),
     }
     server_ca = plan.database.server_ca_secret
     mounts = [
@@ -274,7 +273,7 @@ def pool_objects(
         "name": "pgbouncer",
         "image": pool.pooler.image,
         "command": ["pgbouncer", f"{pool.config_dir}/pgbouncer.ini"],
-        "ports": [{"name": "pgbouncer", "containerPort": plan_mod.POOLER_PORT}],
+        "ports": [{"name": "pgbouncer", "containerPort": planner.POOLER_PORT}],
         "readinessProbe": {
             "tcpSocket": {"port": "pgbouncer"},
             "periodSeconds": 5,
@@ -298,7 +297,7 @@ def pool_objects(
         "image": pool.pooler.exporter_image,
         "args": [
             "--pgBouncer.connectionString=$(PGBOUNCER_DSN)",
-            f"--web.listen-address=:{plan_mod.EXPORTER_PORT}",
+            f"--web.listen-address=:{planner.EXPORTER_PORT}",
         ],
         "env": [
             {
@@ -306,7 +305,7 @@ def pool_objects(
                 "valueFrom": {"secretKeyRef": {"name": pool.auth, "key": "exporter-dsn"}},
             }
         ],
-        "ports": [{"name": "metrics", "containerPort": plan_mod.EXPORTER_PORT}],
+        "ports": [{"name": "metrics", "containerPort": planner.EXPORTER_PORT}],
         "readinessProbe": {"httpGet": {"path": "/metrics", "port": "metrics"}},
         "resources": {
             "requests": {"cpu": "10m", "memory": "16Mi"},
@@ -363,7 +362,7 @@ def pool_objects(
                     "targetPort": "pgbouncer",
                     "protocol": "TCP",
                 },
-                {"name": "metrics", "port": plan_mod.EXPORTER_PORT, "targetPort": "metrics"},
+                {"name": "metrics", "port": planner.EXPORTER_PORT, "targetPort": "metrics"},
             ],
         },
     }
@@ -383,11 +382,11 @@ def pool_objects(
             "ingress": [
                 {
                     "from": common.client_peers(plan, app_pod_selector),
-                    "ports": [{"port": plan_mod.POOLER_PORT}],
+                    "ports": [{"port": planner.POOLER_PORT}],
                 },
                 {
                     "from": [common.metrics_peer(plan)],
-                    "ports": [{"port": plan_mod.EXPORTER_PORT}],
+                    "ports": [{"port": planner.EXPORTER_PORT}],
                 },
             ],
         },

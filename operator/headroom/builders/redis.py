@@ -13,8 +13,7 @@ import re
 from collections.abc import Callable
 
 from headroom.builders import common
-from headroom.planning import credentials, names
-from headroom.planning import plan as plan_mod
+from headroom.planning import credentials, names, planner
 
 COMPONENT = "redis"
 RUN_AS = 999  # the redis user of the official image
@@ -37,12 +36,12 @@ _SAFE = re.compile(r"^[A-Za-z0-9_ .:/$*\"-]*$")
 _PASSWORD = re.compile(r"^[A-Za-z0-9_-]{16,128}$")
 
 
-def sentinel_hosts(plan: plan_mod.Plan, redis: plan_mod.RedisPlan) -> list[str]:
+def sentinel_hosts(plan: planner.Plan, redis: planner.RedisPlan) -> list[str]:
     """The sentinel pods, through their headless Service."""
     return [plan.names.sentinel_pod_host(redis.name, ordinal) for ordinal in range(SENTINELS)]
 
 
-def auth_revision(plan: plan_mod.Plan, redis: plan_mod.RedisPlan, password: str) -> str:
+def auth_revision(plan: planner.Plan, redis: planner.RedisPlan, password: str) -> str:
     """What rolls the pods that read ``password`` when it is generated anew."""
     return common.secret_revision(
         password, salt=f"{plan.namespace}/{plan.names.redis_auth(redis.name)}"
@@ -62,10 +61,10 @@ def _check_password(password: str) -> str:
 
 
 def render_conf(
-    redis: plan_mod.RedisPlan,
+    redis: planner.RedisPlan,
     *,
     bind: str = "* -::*",
-    port: int = plan_mod.REDIS_PORT,
+    port: int = planner.REDIS_PORT,
     data_dir: str = DATA_DIR,
     auth_file: str = f"{AUTH_DIR}/auth.conf",
 ) -> str:
@@ -106,9 +105,9 @@ def render_auth(password: str) -> str:
 def render_sentinel_conf(
     *,
     master_host: str,
-    master_port: int = plan_mod.REDIS_PORT,
+    master_port: int = planner.REDIS_PORT,
     bind: str = "* -::*",
-    port: int = plan_mod.SENTINEL_PORT,
+    port: int = planner.SENTINEL_PORT,
     password: str,
 ) -> str:
     """sentinel.conf (Sentinel rewrites it at run time, so it lives on a writable volume)."""
@@ -234,9 +233,9 @@ def _probe(port_name: str) -> common.Obj:
     return {"tcpSocket": {"port": port_name}, "periodSeconds": 5, "failureThreshold": 3}
 
 
-def _exporter(plan: plan_mod.Plan, redis: plan_mod.RedisPlan) -> common.Obj:
+def _exporter(plan: planner.Plan, redis: planner.RedisPlan) -> common.Obj:
     env: list[common.Obj] = [
-        {"name": "REDIS_ADDR", "value": f"redis://127.0.0.1:{plan_mod.REDIS_PORT}"},
+        {"name": "REDIS_ADDR", "value": f"redis://127.0.0.1:{planner.REDIS_PORT}"},
         {
             "name": "REDIS_PASSWORD",
             "valueFrom": {
@@ -259,7 +258,7 @@ def _exporter(plan: plan_mod.Plan, redis: plan_mod.RedisPlan) -> common.Obj:
         "name": "exporter",
         "image": redis.exporter_image,
         "env": env,
-        "ports": [{"name": "metrics", "containerPort": plan_mod.REDIS_EXPORTER_PORT}],
+        "ports": [{"name": "metrics", "containerPort": planner.REDIS_EXPORTER_PORT}],
         "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}, "limits": {"memory": "64Mi"}},
         "securityContext": common.container_security_context(),
     }
@@ -277,18 +276,18 @@ def _env(values: dict[str, str]) -> list[common.Obj]:
     return [{"name": key, "value": value} for key, value in values.items()]
 
 
-def _ha_start(plan: plan_mod.Plan, redis: plan_mod.RedisPlan) -> common.Obj:
+def _ha_start(plan: planner.Plan, redis: planner.RedisPlan) -> common.Obj:
     """The Redis container of an HA instance: the start script and what it reads."""
-    sentinels = " ".join(f"{host}:{plan_mod.SENTINEL_PORT}" for host in sentinel_hosts(plan, redis))
+    sentinels = " ".join(f"{host}:{planner.SENTINEL_PORT}" for host in sentinel_hosts(plan, redis))
     env = _env(
         {
             "REDIS_CONFIG": f"{CONFIG_DIR}/redis.conf",
             "REDIS_RUN_CONFIG": f"{RUN_DIR}/redis.conf",
             "REDIS_PASSWORD_FILE": f"{AUTH_DIR}/password",
-            "REDIS_PORT": str(plan_mod.REDIS_PORT),
+            "REDIS_PORT": str(planner.REDIS_PORT),
             "SENTINELS": sentinels,
             "SENTINEL_MASTER_SET": MASTER_SET,
-            "INITIAL_MASTER": f"{plan.names.redis_pod_host(redis.name, 0)}:{plan_mod.REDIS_PORT}",
+            "INITIAL_MASTER": f"{plan.names.redis_pod_host(redis.name, 0)}:{planner.REDIS_PORT}",
             "FAILOVER_WAIT_SECONDS": str(FAILOVER_TIMEOUT_SECONDS),
         }
     )
@@ -303,7 +302,7 @@ def _ha_start(plan: plan_mod.Plan, redis: plan_mod.RedisPlan) -> common.Obj:
     }
 
 
-def pod_selector(plan: plan_mod.Plan, redis: plan_mod.RedisPlan) -> dict[str, str]:
+def pod_selector(plan: planner.Plan, redis: planner.RedisPlan) -> dict[str, str]:
     """The labels of the instance's Redis pods (not its sentinels)."""
     return {
         **common.selector_labels(plan, component=COMPONENT, name="redis"),
@@ -312,8 +311,8 @@ def pod_selector(plan: plan_mod.Plan, redis: plan_mod.RedisPlan) -> dict[str, st
 
 
 def build(
-    plan: plan_mod.Plan,
-    redis: plan_mod.RedisPlan,
+    plan: planner.Plan,
+    redis: planner.RedisPlan,
     *,
     password: str,
     app_pod_selector: common.Obj,
@@ -369,7 +368,7 @@ def build(
         "name": "redis",
         "image": redis.image,
         "command": ["redis-server", f"{CONFIG_DIR}/redis.conf"],
-        "ports": [{"name": "redis", "containerPort": plan_mod.REDIS_PORT}],
+        "ports": [{"name": "redis", "containerPort": planner.REDIS_PORT}],
         "readinessProbe": _probe("redis"),
         "livenessProbe": {**_probe("redis"), "initialDelaySeconds": 10, "failureThreshold": 6},
         "resources": {
@@ -385,7 +384,7 @@ def build(
         common.CONFIG_HASH_ANNOTATION: common.content_hash(*files.values()),
         common.REDIS_AUTH_REVISION_ANNOTATION: auth_revision(plan, redis, password),
         "prometheus.io/scrape": "true",
-        "prometheus.io/port": str(plan_mod.REDIS_EXPORTER_PORT),
+        "prometheus.io/port": str(planner.REDIS_EXPORTER_PORT),
     }
     statefulset: common.Obj = {
         "apiVersion": "apps/v1",
@@ -414,7 +413,7 @@ def build(
         )
     # In HA mode the client Service fronts the sentinels (clients ask them for the
     # master); standalone it fronts the one Redis pod.
-    client_ports = [{"name": "redis", "port": plan_mod.REDIS_PORT, "targetPort": "redis"}]
+    client_ports = [{"name": "redis", "port": planner.REDIS_PORT, "targetPort": "redis"}]
     service: common.Obj = {
         "apiVersion": "v1",
         "kind": "Service",
@@ -423,7 +422,7 @@ def build(
             "selector": selector,
             "ports": [
                 *client_ports,
-                {"name": "metrics", "port": plan_mod.REDIS_EXPORTER_PORT, "targetPort": "metrics"},
+                {"name": "metrics", "port": planner.REDIS_EXPORTER_PORT, "targetPort": "metrics"},
             ],
         },
     }
@@ -459,10 +458,10 @@ def build(
             "podSelector": {"matchLabels": selector},
             "policyTypes": ["Ingress"],
             "ingress": [
-                {"from": clients + peers, "ports": [{"port": plan_mod.REDIS_PORT}]},
+                {"from": clients + peers, "ports": [{"port": planner.REDIS_PORT}]},
                 {
                     "from": [common.metrics_peer(plan)],
-                    "ports": [{"port": plan_mod.REDIS_EXPORTER_PORT}],
+                    "ports": [{"port": planner.REDIS_EXPORTER_PORT}],
                 },
             ],
         },
@@ -483,14 +482,14 @@ def build(
         # clients find the master through the sentinels
         service["spec"]["selector"] = sentinel_selector
         service["spec"]["ports"] = [
-            {"name": "sentinel", "port": plan_mod.SENTINEL_PORT, "targetPort": "sentinel"}
+            {"name": "sentinel", "port": planner.SENTINEL_PORT, "targetPort": "sentinel"}
         ]
     return objects
 
 
 def _sentinel_objects(
-    plan: plan_mod.Plan,
-    redis: plan_mod.RedisPlan,
+    plan: planner.Plan,
+    redis: planner.RedisPlan,
     *,
     meta: Callable[[str, str], common.Obj],
     selector: dict[str, str],
@@ -550,9 +549,7 @@ def _sentinel_objects(
                             "name": "sentinel",
                             "image": redis.image,
                             "command": ["redis-sentinel", f"{RUN_DIR}/sentinel.conf"],
-                            "ports": [
-                                {"name": "sentinel", "containerPort": plan_mod.SENTINEL_PORT}
-                            ],
+                            "ports": [{"name": "sentinel", "containerPort": planner.SENTINEL_PORT}],
                             "readinessProbe": _probe("sentinel"),
                             "resources": {
                                 "requests": {"cpu": "10m", "memory": "32Mi"},
@@ -582,7 +579,7 @@ def _sentinel_objects(
             "clusterIP": "None",
             "publishNotReadyAddresses": True,
             "selector": selector,
-            "ports": [{"name": "sentinel", "port": plan_mod.SENTINEL_PORT}],
+            "ports": [{"name": "sentinel", "port": planner.SENTINEL_PORT}],
         },
     }
     pdb = {
@@ -598,7 +595,7 @@ def _sentinel_objects(
         "spec": {
             "podSelector": {"matchLabels": selector},
             "policyTypes": ["Ingress"],
-            "ingress": [{"from": clients, "ports": [{"port": plan_mod.SENTINEL_PORT}]}],
+            "ingress": [{"from": clients, "ports": [{"port": planner.SENTINEL_PORT}]}],
         },
     }
     return [statefulset, headless, pdb, network_policy]

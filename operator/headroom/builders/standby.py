@@ -25,8 +25,7 @@ from __future__ import annotations
 import re
 
 from headroom.builders import common
-from headroom.planning import plan as plan_mod
-from headroom.planning import read_replicas
+from headroom.planning import planner, read_plan
 
 _SLOT = re.compile(r"^[a-z0-9_]{1,63}$")  # Postgres: lower case, digits, underscore
 _HOST = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$")
@@ -134,7 +133,7 @@ SOCKET_DIR = "/var/run/postgresql"
 DATA_VOLUME = "data"
 
 
-def render_conf(standby: read_replicas.StandbyPlan) -> str:
+def render_conf(standby: read_plan.StandbyPlan) -> str:
     """postgresql.conf of a standby, given as config_file (a clone of a
     Debian-layout primary holds none). pg_basebackup -R leaves
     primary_conninfo and standby.signal in the data directory."""
@@ -142,7 +141,7 @@ def render_conf(standby: read_replicas.StandbyPlan) -> str:
         [
             "# Rendered by Headroom: a hot standby of the profile's primary.",
             "listen_addresses = '*'",
-            f"port = {read_replicas.STANDBY_PORT}",
+            f"port = {read_plan.STANDBY_PORT}",
             f"unix_socket_directories = '{SOCKET_DIR}'",
             f"hba_file = '{CONFIG_DIR}/pg_hba.conf'",
             "hot_standby = on",
@@ -166,7 +165,7 @@ host all all ::/0 scram-sha-256
 """
 
 
-def build(plan: plan_mod.Plan) -> list[common.Obj]:
+def build(plan: planner.Plan) -> list[common.Obj]:
     """ConfigMap, headless Service, StatefulSet, PDB and NetworkPolicy of the
     hot standbys; nothing unless spec.database.readReplicas.mode is streaming."""
     read = plan.read
@@ -208,7 +207,7 @@ def build(plan: plan_mod.Plan) -> list[common.Obj]:
         "limits": {"memory": "1Gi", **standby.limits},
     }
     probe = {
-        "exec": {"command": ["pg_isready", "-h", SOCKET_DIR, "-p", str(read_replicas.STANDBY_PORT)]}
+        "exec": {"command": ["pg_isready", "-h", SOCKET_DIR, "-p", str(read_plan.STANDBY_PORT)]}
     }
     clone = {
         "name": "clone",
@@ -223,7 +222,7 @@ def build(plan: plan_mod.Plan) -> list[common.Obj]:
         "name": "postgres",
         "image": standby.image,
         "command": ["postgres", "-D", PGDATA, "-c", f"config_file={CONFIG_DIR}/postgresql.conf"],
-        "ports": [{"name": "postgres", "containerPort": read_replicas.STANDBY_PORT}],
+        "ports": [{"name": "postgres", "containerPort": read_plan.STANDBY_PORT}],
         "readinessProbe": {**probe, "periodSeconds": 5},
         "livenessProbe": {
             **probe,
@@ -275,7 +274,7 @@ def build(plan: plan_mod.Plan) -> list[common.Obj]:
             "clusterIP": "None",
             "selector": selector,
             "ports": [
-                {"name": "postgres", "port": read_replicas.STANDBY_PORT, "targetPort": "postgres"}
+                {"name": "postgres", "port": read_plan.STANDBY_PORT, "targetPort": "postgres"}
             ],
         },
     }
@@ -302,7 +301,7 @@ def build(plan: plan_mod.Plan) -> list[common.Obj]:
         "spec": {
             "podSelector": {"matchLabels": selector},
             "policyTypes": ["Ingress"],
-            "ingress": [{"from": peers, "ports": [{"port": read_replicas.STANDBY_PORT}]}],
+            "ingress": [{"from": peers, "ports": [{"port": read_plan.STANDBY_PORT}]}],
         },
     }
     return [config_map, service, statefulset, pdb, network_policy]

@@ -8,30 +8,27 @@ owns that field, and writing it would fight them on every pass.
 from __future__ import annotations
 
 from headroom.builders import common, redis
-from headroom.planning import credentials
-from headroom.planning import plan as plan_mod
+from headroom.planning import credentials, planner
 
 COMPONENT = "worker"
 RUN_AS = 65532
 DEFAULT_REQUESTS = {"cpu": "100m", "memory": "128Mi"}  # an HPA needs a CPU request
 
 
-def pod_selector(plan: plan_mod.Plan, queue: plan_mod.QueuePlan) -> dict[str, str]:
+def pod_selector(plan: planner.Plan, queue: planner.QueuePlan) -> dict[str, str]:
     return {
         **common.selector_labels(plan, component=COMPONENT, name="worker"),
         "headroom.dev/queue": queue.name,
     }
 
 
-def _meta(plan: plan_mod.Plan, queue: plan_mod.QueuePlan, name: str) -> common.Obj:
+def _meta(plan: planner.Plan, queue: planner.QueuePlan, name: str) -> common.Obj:
     meta = common.metadata(plan, name=name, component=COMPONENT, app_name="worker")
     meta["labels"]["headroom.dev/queue"] = queue.name
     return meta
 
 
-def _deployment(
-    plan: plan_mod.Plan, queue: plan_mod.QueuePlan, *, redis_password: str
-) -> common.Obj:
+def _deployment(plan: planner.Plan, queue: planner.QueuePlan, *, redis_password: str) -> common.Obj:
     selector = pod_selector(plan, queue)
     # The binding reaches the workers as environment, read once at start: a new
     # password of their Redis rolls them, as it rolls the Redis pods.
@@ -80,7 +77,7 @@ def _deployment(
     }
 
 
-def _keda(plan: plan_mod.Plan, queue: plan_mod.QueuePlan) -> list[common.Obj]:
+def _keda(plan: planner.Plan, queue: planner.QueuePlan) -> list[common.Obj]:
     target = plan.redis_named(queue.redis)
     secret = plan.names.redis_auth(target.name)
     metadata = {
@@ -93,7 +90,7 @@ def _keda(plan: plan_mod.Plan, queue: plan_mod.QueuePlan) -> list[common.Obj]:
     if target.sentinel_replicas:
         trigger_type = "redis-sentinel"
         metadata |= {
-            "addresses": f"{plan.names.redis_host(target.name)}:{plan_mod.SENTINEL_PORT}",
+            "addresses": f"{plan.names.redis_host(target.name)}:{planner.SENTINEL_PORT}",
             "sentinelMaster": redis.MASTER_SET,
         }
         auth_refs.append(
@@ -101,7 +98,7 @@ def _keda(plan: plan_mod.Plan, queue: plan_mod.QueuePlan) -> list[common.Obj]:
         )
     else:
         trigger_type = "redis"
-        metadata["address"] = f"{plan.names.redis_host(target.name)}:{plan_mod.REDIS_PORT}"
+        metadata["address"] = f"{plan.names.redis_host(target.name)}:{planner.REDIS_PORT}"
     trigger_auth = {
         "apiVersion": "keda.sh/v1alpha1",
         "kind": "TriggerAuthentication",
@@ -130,7 +127,7 @@ def _keda(plan: plan_mod.Plan, queue: plan_mod.QueuePlan) -> list[common.Obj]:
     return [trigger_auth, scaled_object]
 
 
-def _hpa(plan: plan_mod.Plan, queue: plan_mod.QueuePlan) -> common.Obj:
+def _hpa(plan: planner.Plan, queue: planner.QueuePlan) -> common.Obj:
     return common.cpu_hpa(
         metadata=_meta(plan, queue, plan.names.worker(queue.name)),
         deployment=plan.names.worker(queue.name),
@@ -141,9 +138,7 @@ def _hpa(plan: plan_mod.Plan, queue: plan_mod.QueuePlan) -> common.Obj:
     )
 
 
-def build(
-    plan: plan_mod.Plan, queue: plan_mod.QueuePlan, *, redis_password: str
-) -> list[common.Obj]:
+def build(plan: planner.Plan, queue: planner.QueuePlan, *, redis_password: str) -> list[common.Obj]:
     """``redis_password``: the generated password of the queue's Redis instance."""
     scaler = _keda(plan, queue) if queue.scaler == "keda" else [_hpa(plan, queue)]
     return [_deployment(plan, queue, redis_password=redis_password), *scaler]

@@ -26,8 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from headroom.kube import client as kube_client
-from headroom.kube import errors, kinds
+from headroom.kube import apiserver, errors, kinds
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +112,7 @@ class Informer:
 
     def __init__(
         self,
-        kube: kube_client.Kube,
+        kube: apiserver.Kube,
         resource: kinds.Resource,
         *,
         namespace: str | None = None,
@@ -290,7 +289,7 @@ class Informer:
                     version = ""
                 self.last_error = str(err)[:300]
                 log.debug("%s: %s; again in %.0fs", self.describe(), err, backoff)
-                if await kube_client.sleep_or_stop(self._stop, backoff * random.uniform(0.8, 1.2)):  # noqa: S311
+                if await apiserver.sleep_or_stop(self._stop, backoff * random.uniform(0.8, 1.2)):  # noqa: S311
                     return
                 backoff = min(backoff * 2, _MAX_BACKOFF)
 

@@ -18,8 +18,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from headroom.kube import client as kube_client
-from headroom.kube import errors, kinds
+from headroom.kube import apiserver, errors, kinds
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +30,7 @@ def _micro_now() -> str:
 class LeaderElector:
     def __init__(
         self,
-        kube: kube_client.Kube,
+        kube: apiserver.Kube,
         *,
         namespace: str,
         name: str,
@@ -146,7 +145,7 @@ class LeaderElector:
                 if self.leader and time.monotonic() - self._renewed_at > self.lease_seconds:
                     self._set(False)  # another replica may hold it by now
             delay = self.renew_seconds if self.leader else self.retry_seconds
-            if await kube_client.sleep_or_stop(stop, delay):
+            if await apiserver.sleep_or_stop(stop, delay):
                 break
 
     async def release(self) -> None:

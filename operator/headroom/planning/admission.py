@@ -8,15 +8,13 @@ from collections.abc import Callable
 from typing import Any
 
 from headroom.api import v1alpha1
-from headroom.planning import budget as budget_mod
-from headroom.planning import plan as plan_mod
-from headroom.planning import servers
+from headroom.planning import connection_budget, planner, servers
 
 
 def review(
     body: dict[str, Any],
     *,
-    shared: Callable[[str, str], tuple[budget_mod.SharedUse, ...]] | None = None,
+    shared: Callable[[str, str], tuple[connection_budget.SharedUse, ...]] | None = None,
 ) -> str | None:
     """Return the rejection message for ``body``, or None when it can be applied.
     ``shared(server, profile key)``: what the other profiles on that Postgres
@@ -26,11 +24,11 @@ def review(
         profile = v1alpha1.parse_profile(body)
     except v1alpha1.ProfileError as err:
         return str(err)
-    facts = plan_mod.Facts()
+    facts = planner.Facts()
     if shared is not None:
         meta = body.get("metadata") or {}
         key = f"{meta.get('namespace', '')}/{meta.get('name', '')}"
         uses = tuple(use for server in servers.of(profile) for use in shared(server, key))
-        facts = plan_mod.Facts(shared=uses)
-    planned = plan_mod.plan(profile, facts=facts)
+        facts = planner.Facts(shared=uses)
+    planned = planner.plan(profile, facts=facts)
     return None if planned.ok else planned.problem_text()

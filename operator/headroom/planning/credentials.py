@@ -16,8 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-from headroom.planning import bucket_server, storage
-from headroom.planning import plan as plan_mod
+from headroom.planning import object_storage, planner, versitygw
 
 # Keys of the Secrets Headroom keeps its generated values in.
 STATS_PASSWORD_KEY = "stats-password"  # noqa: S105 - a key name (the write pooler's auth Secret)
@@ -66,23 +65,23 @@ class Credentials:
     agent_password: str = ""
     # each bucket's endpoint and key, as read from its credentials Secret (a
     # bucket whose Secret is not there yet has no entry, nor binding keys)
-    buckets: dict[str, storage.BucketCredentials] = field(default_factory=dict)
+    buckets: dict[str, object_storage.BucketCredentials] = field(default_factory=dict)
     # the builtin S3 server's generated root and app keys (builtin buckets only)
-    s3_server: bucket_server.ServerKeys | None = None
+    s3_server: versitygw.ServerKeys | None = None
 
 
-def s3_endpoint(plan: plan_mod.Plan) -> str:
+def s3_endpoint(plan: planner.Plan) -> str:
     """The builtin S3 server's endpoint the app's binding names (in-cluster, plain HTTP)."""
-    return f"http://{plan.names.s3_server_host}:{bucket_server.S3_PORT}"
+    return f"http://{plan.names.s3_server_host}:{versitygw.S3_PORT}"
 
 
 def builtin_bucket(
-    plan: plan_mod.Plan, bucket: storage.BucketPlan, keys: bucket_server.ServerKeys
-) -> storage.BucketCredentials:
+    plan: planner.Plan, bucket: object_storage.BucketPlan, keys: versitygw.ServerKeys
+) -> object_storage.BucketCredentials:
     """What the binding carries for a builtin bucket: the app's keys, never root's."""
-    return storage.BucketCredentials(
+    return object_storage.BucketCredentials(
         endpoint=s3_endpoint(plan),
-        region=bucket_server.REGION,
+        region=versitygw.REGION,
         bucket=bucket.name,
         access_key_id=keys.app_access_key,
         secret_access_key=keys.app_secret_key,
@@ -90,7 +89,7 @@ def builtin_bucket(
     )
 
 
-def _server_keys(plan: plan_mod.Plan, *, kept: Kept, new: New) -> bucket_server.ServerKeys | None:
+def _server_keys(plan: planner.Plan, *, kept: Kept, new: New) -> versitygw.ServerKeys | None:
     """The builtin S3 server's root and app keys: kept once made (a pair is
     made anew only together, when its Secret is gone)."""
     if not any(b.builtin is not None for b in plan.buckets):
@@ -102,7 +101,7 @@ def _server_keys(plan: plan_mod.Plan, *, kept: Kept, new: New) -> bucket_server.
             access, secret = new(name, ACCESS_KEY), new(name, SECRET_KEY)
         pairs.append((access, secret))
     (root_access, root_secret), (app_access, app_secret) = pairs
-    return bucket_server.ServerKeys(
+    return versitygw.ServerKeys(
         root_access_key=root_access,
         root_secret_key=root_secret,
         app_access_key=app_access,
@@ -111,14 +110,14 @@ def _server_keys(plan: plan_mod.Plan, *, kept: Kept, new: New) -> bucket_server.
 
 
 def assemble(
-    plan: plan_mod.Plan,
+    plan: planner.Plan,
     *,
     login: Login,
     kept: Kept,
     new: New,
     server_ca_pem: str | None = None,
     server_ca_revision: str = "",
-    buckets: Mapping[str, storage.BucketCredentials] | None = None,
+    buckets: Mapping[str, object_storage.BucketCredentials] | None = None,
 ) -> Credentials:
     """Everything the builders need of secrets for ``plan``. ``buckets``: the
     credentials read from each cosi/s3 bucket's Secret (a builtin bucket's
@@ -130,7 +129,7 @@ def assemble(
     names = plan.names
     s3_server = _server_keys(plan, kept=kept, new=new)
     read = buckets or {}
-    found: dict[str, storage.BucketCredentials] = {}
+    found: dict[str, object_storage.BucketCredentials] = {}
     for bucket in plan.buckets:
         if bucket.builtin is not None and s3_server is not None:
             found[bucket.name] = builtin_bucket(plan, bucket, s3_server)

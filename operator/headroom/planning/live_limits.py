@@ -12,14 +12,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from headroom.planning import budget as budget_mod
-from headroom.planning import plan as plan_mod
-from headroom.planning import read_replicas
+from headroom.planning import connection_budget, planner, read_plan
 
 
 def primary_problems(
-    plan: plan_mod.Plan, primary: plan_mod.PrimaryLimits | None
-) -> list[budget_mod.Problem]:
+    plan: planner.Plan, primary: planner.PrimaryLimits | None
+) -> list[connection_budget.Problem]:
     """What the primary's real limits cannot carry (none when not read)."""
     if primary is None:
         return []
@@ -34,7 +32,7 @@ def primary_problems(
         else "spec.database.superuserReservedConnections"
     )
     return [
-        budget_mod.Problem(
+        connection_budget.Problem(
             field,
             f"the primary reports {primary.describe()}"
             + (f" - {db.reserved_connections} reserved" if db.reserved_connections else "")
@@ -47,15 +45,15 @@ def primary_problems(
 
 
 def replica_problems(
-    plan: plan_mod.Plan, limits: Mapping[str, plan_mod.PrimaryLimits]
-) -> list[budget_mod.Problem]:
+    plan: planner.Plan, limits: Mapping[str, planner.PrimaryLimits]
+) -> list[connection_budget.Problem]:
     """A replica whose real limits are below the declared ones cannot carry the
     read pool when it is the only one left. ``limits``: by replica name, those
     the operator could read."""
     read, rr = plan.read, plan.database.read_replicas
     if read is None or rr is None:
         return []
-    probes = rr.pooler.instances + budget_mod.ROLLOUT_EXTRA_PODS + read_replicas.OPERATOR_PROBES
+    probes = rr.pooler.instances + connection_budget.ROLLOUT_EXTRA_PODS + read_plan.OPERATOR_PROBES
     reserved = rr.reserved_connections + probes
     budget = read.budget
     problems = []
@@ -79,7 +77,7 @@ def replica_problems(
             else ""
         )
         problems.append(
-            budget_mod.Problem(
+            connection_budget.Problem(
                 replica.field,
                 f"the replica {replica.host}:{replica.port} reports {available} connections "
                 f"available, {available - taken} after {reserved} kept for direct use and "

@@ -32,8 +32,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
-from headroom.planning import agentfile
-from headroom.planning import plan as plan_mod
+from headroom.planning import agentfile, planner
 
 VERSION: Literal[1] = 1
 DEFAULT_OUTPUT = "/run/headroom/readpool-databases.ini"
@@ -276,7 +275,7 @@ def render_databases(config: ReadPoolConfig, members: Iterable[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def read_pool_config(plan: plan_mod.Plan, *, output: str = DEFAULT_OUTPUT) -> ReadPoolConfig:
+def read_pool_config(plan: planner.Plan, *, output: str = DEFAULT_OUTPUT) -> ReadPoolConfig:
     """``readpool.json`` of ``plan``: what the agent measures and how it decides
     (the operator measures and decides the same way)."""
     read = plan.read
@@ -298,5 +297,5 @@ def read_pool_config(plan: plan_mod.Plan, *, output: str = DEFAULT_OUTPUT) -> Re
         poll_seconds=read.poll_seconds,
         sslmode=db.ssl_mode,
         output=output,
-        admin=Admin(port=plan_mod.POOLER_PORT, user=plan_mod.AGENT_USER),
+        admin=Admin(port=planner.POOLER_PORT, user=planner.AGENT_USER),
     )

@@ -2,8 +2,8 @@
 ``max_db_connections``, the primary's ``max_connections - reserved``, each Redis
 ``maxmemory``, each queue's drain ceiling, the app's ceiling.
 
-Pure: called by the planner (:func:`headroom.planning.plan.plan`); the builder
-(:mod:`headroom.builders.alerts`) turns an :class:`AlertsPlan` into rule groups
+Pure: called by the planner (:func:`headroom.planning.planner.plan`); the builder
+(:mod:`headroom.builders.alert_rules`) turns an :class:`AlertsPlan` into rule groups
 and makes no decision of its own.
 """
 

@@ -27,9 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from headroom.api import v1alpha1
-from headroom.planning import budget as budget_mod
-from headroom.planning import plan as plan_mod
-from headroom.planning import servers
+from headroom.planning import connection_budget, planner, servers
 
 
 def planned_since(body: dict[str, Any] | None) -> str:
@@ -72,26 +70,26 @@ class Peer:
 Opened = dict[str, dict[str, int]]  # profile key -> server key -> connections
 
 
-def shares(peers: Iterable[Peer], *, facts: plan_mod.Facts | None = None) -> Opened:
+def shares(peers: Iterable[Peer], *, facts: planner.Facts | None = None) -> Opened:
     """What each profile may open on each server, oldest first: each is planned
     with what the older ones open on its servers; one that does not fit opens
     nothing. ``facts``: the cluster's (the CLI plans without one)."""
-    base = facts or plan_mod.Facts()
+    base = facts or planner.Facts()
     opened: Opened = {}
-    uses: list[budget_mod.SharedUse] = []
+    uses: list[connection_budget.SharedUse] = []
     for peer in sorted(peers, key=lambda p: p.order):
         mine = set(peer.servers)
         beside = tuple(use for use in uses if use.server in mine)
-        planned = plan_mod.plan(peer.profile, facts=dataclasses.replace(base, shared=beside))
+        planned = planner.plan(peer.profile, facts=dataclasses.replace(base, shared=beside))
         counts = {s: n for s, n in planned.opened().items() if n} if planned.ok else {}
         opened[peer.key] = counts
-        uses += [budget_mod.SharedUse(s, peer.key, n) for s, n in sorted(counts.items())]
+        uses += [connection_budget.SharedUse(s, peer.key, n) for s, n in sorted(counts.items())]
     return opened
 
 
 def older_uses(
     peers: Iterable[Peer], opened: Opened, *, key: str
-) -> tuple[budget_mod.SharedUse, ...]:
+) -> tuple[connection_budget.SharedUse, ...]:
     """What the profiles older than ``key`` open on the servers ``key`` uses
     (what ``key`` must fit beside)."""
     ordered = sorted(peers, key=lambda p: p.order)
@@ -100,7 +98,7 @@ def older_uses(
         return ()
     wanted = set(mine.servers)
     return tuple(
-        budget_mod.SharedUse(server, p.key, count)
+        connection_budget.SharedUse(server, p.key, count)
         for p in ordered
         if p.order < mine.order
         for server, count in sorted(opened.get(p.key, {}).items())

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from headroom.postgres import limits
+from headroom.postgres import server_limits
 
 _POSITION = (
     "SELECT pg_is_in_recovery(),"
@@ -57,9 +57,9 @@ def parse_lsn(text: str) -> int:
         raise ValueError(f"not an LSN: {text!r}") from None
 
 
-def position(target: limits.Target, *, timeout_seconds: int = 3) -> Position | str:
+def position(target: server_limits.Target, *, timeout_seconds: int = 3) -> Position | str:
     """Where ``target`` is, or a one-line reason it could not be read."""
-    rows = limits.query(target, _POSITION, timeout_seconds=timeout_seconds)
+    rows = server_limits.query(target, _POSITION, timeout_seconds=timeout_seconds)
     if isinstance(rows, str):
         return rows
     ((in_recovery, lsn, age, paused),) = rows

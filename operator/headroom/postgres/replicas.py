@@ -11,9 +11,9 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from headroom.planning import membership
-from headroom.postgres import lag, limits
+from headroom.postgres import lag, server_limits
 
-Probe = Callable[[limits.Target], "lag.Position | str"]
+Probe = Callable[[server_limits.Target], "lag.Position | str"]
 
 
 def observe(
@@ -27,8 +27,8 @@ def observe(
     """One round of probes. The primary is read just before each replica, so a
     slow replica does not make the next one look further behind than it is."""
 
-    def target(host: str, port: int) -> limits.Target:
-        return limits.Target(
+    def target(host: str, port: int) -> server_limits.Target:
+        return server_limits.Target(
             host=host,
             port=port,
             database=config.dbname,
@@ -59,7 +59,7 @@ def observe(
     return found
 
 
-def _safe(probe: Probe, target: limits.Target) -> lag.Position | str:
+def _safe(probe: Probe, target: server_limits.Target) -> lag.Position | str:
     try:
         return probe(target)
     except Exception as err:  # a probe must never end the loop

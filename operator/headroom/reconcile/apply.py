@@ -21,10 +21,8 @@ from dataclasses import dataclass, field
 from headroom.api import conditions
 from headroom.builders import desired
 from headroom.kube import errors
-from headroom.planning import plan as plan_mod
-from headroom.planning import storage
-from headroom.reconcile import cluster_view, compare, outcome, watches
-from headroom.reconcile import metrics as metrics_mod
+from headroom.planning import object_storage, planner
+from headroom.reconcile import cluster_view, compare, outcome, telemetry, watches
 
 Obj = cluster_view.Obj
 
@@ -71,7 +69,7 @@ class Applier:
     """Applies and prunes for every profile of one process; remembers what it
     applied, so an object the API server normalised is not applied again."""
 
-    def __init__(self, cluster: cluster_view.Cluster, metrics: metrics_mod.Metrics) -> None:
+    def __init__(self, cluster: cluster_view.Cluster, metrics: telemetry.Metrics) -> None:
         self.cluster = cluster
         self.metrics = metrics
         # (profile key, child key) -> (desired hash, resourceVersion after our
@@ -84,7 +82,7 @@ class Applier:
             del self._applied[k]
 
     async def conflicts(
-        self, planned: plan_mod.Plan, wanted: desired.Desired, children: dict[str, Obj]
+        self, planned: planner.Plan, wanted: desired.Desired, children: dict[str, Obj]
     ) -> list[str]:
         """Keys of wanted objects that exist but are not ours. Our own children
         come from the cache; a name the cache does not hold (not carrying our
@@ -128,7 +126,9 @@ class Applier:
         leftovers = sorted(
             k
             for k in children
-            if k not in wanted.objects and k not in frozen and not storage.is_retained(children[k])
+            if k not in wanted.objects
+            and k not in frozen
+            and not object_storage.is_retained(children[k])
         )
         prune_first = [k for k in leftovers if _owned_kind(k).prune_first]
         prune_after = [k for k in leftovers if k not in prune_first]

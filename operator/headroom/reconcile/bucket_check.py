@@ -16,10 +16,9 @@ import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from headroom.planning import plan as plan_mod
-from headroom.planning import storage
+from headroom.planning import object_storage, planner
 from headroom.reconcile import probe
-from headroom.s3 import client as s3_client
+from headroom.s3 import rest
 
 _CONCURRENT_CHECKS = 4
 # what S3 says of a key that is wrong (not of one without the permission)
@@ -49,7 +48,7 @@ class Verdict:
 
 def check(target: Target) -> Verdict:
     """HEAD the bucket with the app's key (blocking)."""
-    client = s3_client.Client(
+    client = rest.Client(
         endpoint=target.endpoint,
         access_key=target.access_key_id,
         secret_key=target.secret_access_key,
@@ -58,7 +57,7 @@ def check(target: Target) -> Verdict:
     )
     try:
         found = client.bucket_exists(target.bucket)
-    except s3_client.S3Error as err:
+    except rest.S3Error as err:
         if err.status == 0:
             return Verdict(note=f"not checked: {target.endpoint} did not answer ({err.code})")
         if err.code in _BAD_KEY:
@@ -78,7 +77,7 @@ def check(target: Target) -> Verdict:
 
 
 def targets(
-    planned: plan_mod.Plan, found: dict[str, storage.BucketCredentials]
+    planned: planner.Plan, found: dict[str, object_storage.BucketCredentials]
 ) -> tuple[Target, ...]:
     return tuple(
         Target(

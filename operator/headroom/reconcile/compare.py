@@ -24,7 +24,7 @@ import hashlib
 import json
 from typing import Any
 
-from headroom.api import quantity as quantity_mod
+from headroom.api import quantity
 
 HASH_ANNOTATION = "headroom.dev/applied-hash"
 Obj = dict[str, Any]
@@ -34,10 +34,10 @@ _QUANTITY_PARENTS = frozenset({"requests", "limits", "capacity"})
 _QUANTITY_KEYS = frozenset({"sizeLimit", "storage"})
 
 
-def quantity(text: str) -> fractions.Fraction | None:
+def quantity_value(text: str) -> fractions.Fraction | None:
     try:
-        return quantity_mod.parse(text.strip())
-    except quantity_mod.QuantityError:
+        return quantity.parse(text.strip())
+    except quantity.QuantityError:
         return None
 
 
@@ -71,7 +71,7 @@ def covers(live: Any, want: Any, *, parent: str = "", key: str = "") -> bool:
         and isinstance(live, str)
         and (parent in _QUANTITY_PARENTS or key in _QUANTITY_KEYS)
     ):
-        a, b = quantity(want), quantity(live)
+        a, b = quantity_value(want), quantity_value(live)
         return a is not None and a == b
     return bool(want == live) and not isinstance(want, bool) and not isinstance(live, bool)
 

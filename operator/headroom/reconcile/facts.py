@@ -13,8 +13,7 @@ are registered in ``refs`` so their changes queue it. Called by
 from __future__ import annotations
 
 from headroom.api import v1alpha1
-from headroom.planning import monitoring, read_replicas, storage
-from headroom.planning import plan as plan_mod
+from headroom.planning import monitoring, object_storage, planner, read_plan
 from headroom.reconcile import cluster_view
 
 
@@ -26,20 +25,20 @@ async def gather(
     key: str,
     agent_image: str,
     operator_namespace: str,
-) -> plan_mod.Facts:
+) -> planner.Facts:
     """The facts of ``profile`` (``key``: its namespace/name). Raises
     :class:`cluster_view.InputError` when its CNPG Cluster does not exist."""
     served = cluster.facts()
     prometheus_operator = served.get("prometheus_operator", False)
-    return plan_mod.Facts(
+    return planner.Facts(
         keda=served.get("keda", False),
         cnpg=served.get("cnpg", False),
         prometheus_operator=prometheus_operator,
         shared=cluster.shared_uses(key),
         agent_image=agent_image,
         operator_namespace=operator_namespace,
-        cosi=storage.preferred_cosi_version(
-            {v: served.get(f"cosi_{v}", False) for v in storage.COSI_VERSIONS}
+        cosi=object_storage.preferred_cosi_version(
+            {v: served.get(f"cosi_{v}", False) for v in object_storage.COSI_VERSIONS}
         ),
         prometheus_selection=await _prometheus_selection(cluster, profile, refs)
         if prometheus_operator and profile.spec.alerts.enabled
@@ -92,7 +91,7 @@ async def _cnpg_cluster(
     refs: set[cluster_view.InputRef],
     *,
     cnpg: bool,
-) -> read_replicas.CnpgCluster | None:
+) -> read_plan.CnpgCluster | None:
     """With readReplicas mode cnpg and CloudNativePG installed, the Cluster's
     instances and max_connections (read, never written)."""
     rr = profile.spec.database.read_replicas
@@ -107,4 +106,4 @@ async def _cnpg_cluster(
             f"CloudNativePG Cluster {rr.cnpg.cluster} "
             "(spec.database.readReplicas.cnpg.cluster) does not exist",
         )
-    return read_replicas.cnpg_cluster(found)
+    return read_plan.cnpg_cluster(found)

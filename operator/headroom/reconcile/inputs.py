@@ -19,8 +19,7 @@ from dataclasses import dataclass, field
 
 from cryptography import x509
 
-from headroom.planning import credentials, storage
-from headroom.planning import plan as plan_mod
+from headroom.planning import credentials, object_storage, planner
 from headroom.reconcile import cluster_view
 
 Obj = cluster_view.Obj
@@ -34,7 +33,7 @@ class Inputs:
     server_ca_pem: str | None = None
     server_ca_revision: str = ""
     # what each cosi/s3 bucket's Secret holds, when usable
-    buckets: dict[str, storage.BucketCredentials] = field(default_factory=dict)
+    buckets: dict[str, object_storage.BucketCredentials] = field(default_factory=dict)
     # why a bucket has none: bucket name -> (reason, message)
     bucket_problems: dict[str, tuple[str, str]] = field(default_factory=dict)
 
@@ -44,9 +43,7 @@ class Inputs:
         return found if isinstance(found, dict) else None
 
 
-async def read(
-    cluster: cluster_view.Cluster, planned: plan_mod.Plan, refs: set[InputRef]
-) -> Inputs:
+async def read(cluster: cluster_view.Cluster, planned: planner.Plan, refs: set[InputRef]) -> Inputs:
     """Raises :class:`cluster_view.InputError` when the login or the CA is
     missing or unusable (a bucket's problem is reported, not raised)."""
     app_ref: InputRef = ("Deployment", planned.namespace, planned.app.deployment)
@@ -67,7 +64,7 @@ async def read(
     )
 
 
-def kept(cluster: cluster_view.Cluster, planned: plan_mod.Plan) -> credentials.Kept:
+def kept(cluster: cluster_view.Cluster, planned: planner.Plan) -> credentials.Kept:
     """A value Headroom generated earlier (kept once made), from its own Secret."""
 
     def lookup(name: str, key: str) -> str | None:
@@ -103,7 +100,7 @@ def _decode(secret: Obj, key: str) -> str | None:
 
 async def _input_secret(
     cluster: cluster_view.Cluster,
-    planned: plan_mod.Plan,
+    planned: planner.Plan,
     refs: set[InputRef],
     name: str,
     *,
@@ -120,7 +117,7 @@ async def _input_secret(
 
 
 async def _login(
-    cluster: cluster_view.Cluster, planned: plan_mod.Plan, refs: set[InputRef]
+    cluster: cluster_view.Cluster, planned: planner.Plan, refs: set[InputRef]
 ) -> credentials.Login:
     ref = planned.database.credentials_secret
     source = await _input_secret(
@@ -174,7 +171,7 @@ def _ca_problem(pem: str) -> str | None:
 
 
 async def _server_ca(
-    cluster: cluster_view.Cluster, planned: plan_mod.Plan, refs: set[InputRef]
+    cluster: cluster_view.Cluster, planned: planner.Plan, refs: set[InputRef]
 ) -> tuple[str, str]:
     """The PEM of spec.database.serverCASecret and its resourceVersion."""
     ref = planned.database.server_ca_secret
@@ -201,12 +198,12 @@ async def _server_ca(
 
 
 async def _bucket_credentials(
-    cluster: cluster_view.Cluster, planned: plan_mod.Plan, refs: set[InputRef]
-) -> tuple[dict[str, storage.BucketCredentials], dict[str, tuple[str, str]]]:
+    cluster: cluster_view.Cluster, planned: planner.Plan, refs: set[InputRef]
+) -> tuple[dict[str, object_storage.BucketCredentials], dict[str, tuple[str, str]]]:
     """Each cosi/s3 bucket's credentials from its Secret (the profile's for s3,
     the one the COSI driver writes for cosi), or why not (reason, message). A
     builtin bucket's are Headroom's own (planning.credentials)."""
-    found: dict[str, storage.BucketCredentials] = {}
+    found: dict[str, object_storage.BucketCredentials] = {}
     problems: dict[str, tuple[str, str]] = {}
     for bucket in planned.buckets:
         if bucket.builtin is not None:
@@ -233,7 +230,7 @@ async def _bucket_credentials(
             continue
         try:
             data = {k: _decode(secret, k) or "" for k in secret.get("data") or {}}
-            found[bucket.name] = storage.credentials_from(
+            found[bucket.name] = object_storage.credentials_from(
                 bucket,
                 data,
                 secret=ref[2],
@@ -243,7 +240,7 @@ async def _bucket_credentials(
             reason = getattr(err, "reason", "CredentialsInvalid")
             text = (
                 str(err)
-                if isinstance(err, storage.CredentialsError)
+                if isinstance(err, object_storage.CredentialsError)
                 else (f"Secret {ref[2]} holds values that are not UTF-8")
             )
             problems[bucket.name] = (reason, text)

@@ -13,9 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from headroom.api import conditions, status
-from headroom.planning import budget as budget_mod
-from headroom.planning import credentials, live_limits, membership
-from headroom.planning import plan as plan_mod
+from headroom.planning import connection_budget, credentials, live_limits, membership, planner
 from headroom.reconcile import bucket_check, outcome, primary_limits, replica_lag
 
 
@@ -24,8 +22,10 @@ class LiveChecks:
     """What the probes said of one profile."""
 
     checks: list[conditions.Cond] = field(default_factory=list)  # informational conditions
-    problems: list[budget_mod.Problem] = field(default_factory=list)  # the plan must not apply
-    primary: plan_mod.PrimaryLimits | None = None  # as the primary reports them
+    problems: list[connection_budget.Problem] = field(
+        default_factory=list
+    )  # the plan must not apply
+    primary: planner.PrimaryLimits | None = None  # as the primary reports them
     read_status: dict[str, Any] = field(default_factory=dict)  # status.readReplicas
     # buckets: the problems a HEAD found (reason, message), and what it could not check
     bucket_problems: dict[str, tuple[str, str]] = field(default_factory=dict)
@@ -49,7 +49,7 @@ async def check(
     probes: Probes,
     *,
     key: str,
-    planned: plan_mod.Plan,
+    planned: planner.Plan,
     creds: credentials.Credentials,
     bucket_problems: dict[str, tuple[str, str]],
     previous_status: dict[str, Any],
@@ -91,7 +91,7 @@ async def check(
     return found
 
 
-def measures_replicas(planned: plan_mod.Plan) -> bool:
+def measures_replicas(planned: planner.Plan) -> bool:
     """The operator measures the replicas the read-pool agent decides on: not
     CNPG's (its own Pooler routes), and only where it may read the servers."""
     return (
@@ -104,7 +104,7 @@ async def _replicas(
     found: LiveChecks,
     *,
     key: str,
-    planned: plan_mod.Plan,
+    planned: planner.Plan,
     creds: credentials.Credentials,
     previous_status: dict[str, Any],
     events: list[outcome.Event],

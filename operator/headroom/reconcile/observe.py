@@ -10,8 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from headroom.api import conditions
-from headroom.planning import plan as plan_mod
-from headroom.planning import storage
+from headroom.planning import object_storage, planner
 
 
 def _rolled_out(obj: dict[str, Any] | None, *, want: int | None = None) -> tuple[bool, str]:
@@ -49,7 +48,7 @@ def _claim_text(claim: PendingClaim) -> str:
 
 
 def _cache(
-    plan: plan_mod.Plan, applied: dict[str, Any], claims: tuple[PendingClaim, ...] = ()
+    plan: planner.Plan, applied: dict[str, Any], claims: tuple[PendingClaim, ...] = ()
 ) -> conditions.Cond:
     if claims:
         return conditions.Cond(
@@ -73,7 +72,7 @@ def _cache(
     return conditions.Cond(conditions.CACHE_READY, "True", "PodsReady", f"Redis ready: {names}")
 
 
-def _workers(plan: plan_mod.Plan, applied: dict[str, Any]) -> list[conditions.Cond]:
+def _workers(plan: planner.Plan, applied: dict[str, Any]) -> list[conditions.Cond]:
     waiting = []
     for queue in plan.queues:
         dep = applied.get(f"Deployment/{plan.names.worker(queue.name)}")
@@ -112,7 +111,7 @@ def _workers(plan: plan_mod.Plan, applied: dict[str, Any]) -> list[conditions.Co
 
 
 def _autoscaling(
-    plan: plan_mod.Plan, applied: dict[str, Any], *, app_found: bool
+    plan: planner.Plan, applied: dict[str, Any], *, app_found: bool
 ) -> conditions.Cond:
     if not plan.autoscaling.enabled:
         return conditions.Cond(
@@ -162,7 +161,7 @@ def _app_scaling_active(hpa: dict[str, Any]) -> conditions.Cond:
     )
 
 
-def pooler(plan: plan_mod.Plan, applied: dict[str, Any]) -> tuple[conditions.Cond, dict[str, Any]]:
+def pooler(plan: planner.Plan, applied: dict[str, Any]) -> tuple[conditions.Cond, dict[str, Any]]:
     """PoolerReady and status.pooler: PgBouncer's Deployment, or CloudNativePG's Pooler."""
     if plan.read is not None and plan.read.cnpg_poolers:
         return _cnpg_pooler(plan, applied.get(f"Pooler/{plan.names.pooler_service}"))
@@ -170,7 +169,7 @@ def pooler(plan: plan_mod.Plan, applied: dict[str, Any]) -> tuple[conditions.Con
 
 
 def _pgbouncer(
-    plan: plan_mod.Plan, deployment: dict[str, Any] | None
+    plan: planner.Plan, deployment: dict[str, Any] | None
 ) -> tuple[conditions.Cond, dict[str, Any]]:
     endpoint = plan.names.pooler_endpoint
     want = plan.pooler.instances
@@ -196,7 +195,7 @@ def _pgbouncer(
 
 
 def _cnpg_pooler(
-    plan: plan_mod.Plan, pooler: dict[str, Any] | None
+    plan: planner.Plan, pooler: dict[str, Any] | None
 ) -> tuple[conditions.Cond, dict[str, Any]]:
     """The write pooler is CloudNativePG's: ready when CNPG reports its pods."""
     endpoint = plan.names.pooler_endpoint
@@ -227,7 +226,7 @@ def cnpg_instances(pooler: dict[str, Any] | None) -> int:
     return value if isinstance(value, int) else 0
 
 
-def _cnpg_read_pool(plan: plan_mod.Plan, applied: dict[str, Any]) -> conditions.Cond:
+def _cnpg_read_pool(plan: planner.Plan, applied: dict[str, Any]) -> conditions.Cond:
     assert plan.read is not None and plan.read_pooler is not None
     name = plan.names.read_pooler_service
     want = plan.read_pooler.instances
@@ -254,7 +253,7 @@ def _cnpg_read_pool(plan: plan_mod.Plan, applied: dict[str, Any]) -> conditions.
     )
 
 
-def _slot_retention(live: plan_mod.PrimaryLimits | None) -> list[conditions.Cond]:
+def _slot_retention(live: planner.PrimaryLimits | None) -> list[conditions.Cond]:
     """Each standby holds a physical slot on the primary: without a
     max_slot_wal_keep_size a standby that is away (or whose profile is gone,
     its slot left behind) keeps WAL there without bound. ``live``: the
@@ -285,7 +284,7 @@ def _slot_retention(live: plan_mod.PrimaryLimits | None) -> list[conditions.Cond
 
 
 def _read_pool(
-    plan: plan_mod.Plan, applied: dict[str, Any], primary: plan_mod.PrimaryLimits | None
+    plan: planner.Plan, applied: dict[str, Any], primary: planner.PrimaryLimits | None
 ) -> list[conditions.Cond]:
     read = plan.read
     assert read is not None
@@ -341,7 +340,7 @@ def _read_pool(
     return found
 
 
-def unready_claims(plan: plan_mod.Plan, applied: dict[str, Any]) -> list[tuple[str, str]]:
+def unready_claims(plan: planner.Plan, applied: dict[str, Any]) -> list[tuple[str, str]]:
     """(claim name, persistence field) of every data claim of a Redis
     StatefulSet that is not rolled out: the engine reads those to say why."""
     wanted = []
@@ -361,7 +360,7 @@ def unready_claims(plan: plan_mod.Plan, applied: dict[str, Any]) -> list[tuple[s
     return wanted
 
 
-def alerts_selected(plan: plan_mod.Plan, wanted: list[str]) -> conditions.Cond | None:
+def alerts_selected(plan: planner.Plan, wanted: list[str]) -> conditions.Cond | None:
     """Informational: where the rules went and whether a Prometheus loads them.
     ``wanted``: the keys (``Kind/name``) of the rules and monitors applied."""
     if plan.alerts is None:
@@ -399,12 +398,12 @@ def alerts_selected(plan: plan_mod.Plan, wanted: list[str]) -> conditions.Cond |
 
 
 def components(
-    plan: plan_mod.Plan,
+    plan: planner.Plan,
     applied: dict[str, Any],
     *,
     app_found: bool,
     pending_claims: tuple[PendingClaim, ...] = (),
-    primary: plan_mod.PrimaryLimits | None = None,
+    primary: planner.PrimaryLimits | None = None,
 ) -> list[conditions.Cond]:
     """Every component's condition but the write pooler's (:func:`pooler`).
     ``primary``: the primary's limits as it reports them (None: not read)."""
@@ -435,11 +434,11 @@ def _access_granted(access: dict[str, Any] | None) -> bool:
 
 
 def _bucket_state(
-    bucket: storage.BucketPlan,
+    bucket: object_storage.BucketPlan,
     applied: dict[str, Any],
     server_name: str,
     problem: tuple[str, str] | None,
-    found: storage.BucketCredentials | None,
+    found: object_storage.BucketCredentials | None,
 ) -> tuple[str, str]:
     """(reason, text) of one bucket; reason "Ready" when it is in the binding
     and the operator's own check (s3) found nothing wrong."""
@@ -472,11 +471,11 @@ def _bucket_state(
 
 
 def storage_ready(
-    plan: plan_mod.Plan,
+    plan: planner.Plan,
     applied: dict[str, Any],
     *,
     problems: dict[str, tuple[str, str]],
-    found: dict[str, storage.BucketCredentials],
+    found: dict[str, object_storage.BucketCredentials],
     notes: dict[str, str] | None = None,
 ) -> conditions.Cond | None:
     """StorageReady: every bucket's credentials are in the binding. The reason

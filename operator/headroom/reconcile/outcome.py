@@ -15,9 +15,7 @@ from typing import Any
 
 from headroom.api import conditions, status, v1alpha1
 from headroom.kube import errors
-from headroom.planning import budget as budget_mod
-from headroom.planning import plan as plan_mod
-from headroom.planning import server_shares
+from headroom.planning import connection_budget, planner, server_shares
 from headroom.reconcile import cluster_view
 
 Obj = cluster_view.Obj
@@ -111,7 +109,7 @@ class Report:
             if err.status != 404:  # deleted meanwhile: nothing to report on
                 raise
 
-    def budget(self, planned: plan_mod.Plan) -> dict[str, Any]:
+    def budget(self, planned: planner.Plan) -> dict[str, Any]:
         """status.budget of ``planned``; plannedSince kept from the first pass."""
         since = server_shares.planned_since({"status": self.previous_status})
         return budget_status(
@@ -133,7 +131,7 @@ def _status_differs(before: dict[str, Any], after: dict[str, Any]) -> bool:
     return bool(_without_nulls(before) != _without_nulls(after))
 
 
-def within_budget(planned: plan_mod.Plan) -> conditions.Cond:
+def within_budget(planned: planner.Plan) -> conditions.Cond:
     return conditions.Cond(
         conditions.CONNECTION_BUDGET,
         "True",
@@ -145,14 +143,14 @@ def within_budget(planned: plan_mod.Plan) -> conditions.Cond:
 
 
 def exceeded(
-    problems: list[budget_mod.Problem] | tuple[budget_mod.Problem, ...],
+    problems: list[connection_budget.Problem] | tuple[connection_budget.Problem, ...],
 ) -> conditions.Cond:
     return conditions.Cond(
         conditions.CONNECTION_BUDGET, "False", "BudgetExceeded", "; ".join(str(p) for p in problems)
     )
 
 
-def budget_status(planned: plan_mod.Plan, *, since: str) -> dict[str, Any]:
+def budget_status(planned: planner.Plan, *, since: str) -> dict[str, Any]:
     b = planned.budget
     model = status.BudgetStatus(
         summary=b.summary,
@@ -181,7 +179,7 @@ def budget_status(planned: plan_mod.Plan, *, since: str) -> dict[str, Any]:
     return model.model_dump(by_alias=True, exclude_none=True)
 
 
-def _read_budget_status(planned: plan_mod.Plan) -> status.ReadBudgetStatus | None:
+def _read_budget_status(planned: planner.Plan) -> status.ReadBudgetStatus | None:
     read = planned.read
     if read is None:
         return None

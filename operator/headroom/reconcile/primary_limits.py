@@ -14,29 +14,28 @@ from collections.abc import Callable
 from typing import Any
 
 from headroom.api import conditions, v1alpha1
-from headroom.planning import credentials, names
-from headroom.planning import plan as plan_mod
-from headroom.postgres import limits as postgres_limits
+from headroom.planning import credentials, names, planner
+from headroom.postgres import server_limits
 from headroom.reconcile import probe
 
 _CONCURRENT_READS = 4
 TIME_LIMIT_SECONDS = 30.0  # each connect is limited to 3 s (postgres.limits)
 
 ProbeKey = tuple[Any, ...]
-Result = plan_mod.PrimaryLimits | str  # limits, or why they could not be read
+Result = planner.PrimaryLimits | str  # limits, or why they could not be read
 
 
-class PrimaryLimitsProbe(probe.PeriodicProbe[postgres_limits.Target, Result]):
+class PrimaryLimitsProbe(probe.PeriodicProbe[server_limits.Target, Result]):
     def __init__(
         self,
         *,
         ttl_seconds: float = 300.0,
         on_change: Callable[[set[str]], None] | None = None,
-        reader: Callable[[postgres_limits.Target], Result] | None = None,
+        reader: Callable[[server_limits.Target], Result] | None = None,
     ) -> None:
-        # (the reader is looked up when called, so a test may replace postgres_limits.read)
-        def read(target: postgres_limits.Target) -> Result:
-            return (reader or postgres_limits.read)(target)
+        # (the reader is looked up when called, so a test may replace server_limits.read)
+        def read(target: server_limits.Target) -> Result:
+            return (reader or server_limits.read)(target)
 
         super().__init__(
             read=probe.in_thread(read, asyncio.Semaphore(_CONCURRENT_READS)),
@@ -49,7 +48,7 @@ class PrimaryLimitsProbe(probe.PeriodicProbe[postgres_limits.Target, Result]):
         )
 
     @staticmethod
-    def key(planned: plan_mod.Plan, creds: credentials.Credentials) -> ProbeKey:
+    def key(planned: planner.Plan, creds: credentials.Credentials) -> ProbeKey:
         db = planned.database
         return (
             db.host,
@@ -62,11 +61,11 @@ class PrimaryLimitsProbe(probe.PeriodicProbe[postgres_limits.Target, Result]):
         )
 
     async def check(
-        self, planned: plan_mod.Plan, creds: credentials.Credentials, *, user: str
-    ) -> tuple[plan_mod.PrimaryLimits | None, conditions.Cond]:
+        self, planned: planner.Plan, creds: credentials.Credentials, *, user: str
+    ) -> tuple[planner.PrimaryLimits | None, conditions.Cond]:
         """The last answer for ``planned``'s primary (read now the first time)."""
         db = planned.database
-        target = postgres_limits.Target(
+        target = server_limits.Target(
             # the pooler resolves a short name in the profile's namespace; so must we
             host=names.resolved_host(db.host, planned.namespace),
             port=db.port,
@@ -82,7 +81,7 @@ class PrimaryLimitsProbe(probe.PeriodicProbe[postgres_limits.Target, Result]):
 
 def _condition(
     db: v1alpha1.Database, result: Result
-) -> tuple[plan_mod.PrimaryLimits | None, conditions.Cond]:
+) -> tuple[planner.PrimaryLimits | None, conditions.Cond]:
     if isinstance(result, str):
         return None, conditions.Cond(
             conditions.PRIMARY_LIMITS,

@@ -6,7 +6,7 @@ is skipped without a request. Otherwise, each phase in a module of its own:
 
 1. parse the profile (:mod:`headroom.api.v1alpha1`);
 2. read the cluster facts the plan depends on (:mod:`.facts`);
-3. plan once (:mod:`headroom.planning.plan`);
+3. plan once (:mod:`headroom.planning.planner`);
 4. read the inputs the build needs: the app, its login, Secrets (:mod:`.inputs`);
 5. assemble the credentials (:mod:`headroom.planning.credentials`);
 6. check the plan against the servers (:mod:`.live_checks`, the periodic probes);
@@ -31,8 +31,7 @@ from typing import Any
 from headroom.api import conditions, v1alpha1
 from headroom.builders import desired
 from headroom.kube import errors
-from headroom.planning import credentials, storage
-from headroom.planning import plan as plan_mod
+from headroom.planning import credentials, object_storage, planner
 from headroom.reconcile import (
     apply,
     bucket_check,
@@ -44,8 +43,8 @@ from headroom.reconcile import (
     outcome,
     primary_limits,
     replica_lag,
+    telemetry,
 )
-from headroom.reconcile import metrics as metrics_mod
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +68,7 @@ class Reconciler:
     def __init__(
         self,
         cluster: cluster_view.Cluster,
-        metrics: metrics_mod.Metrics,
+        metrics: telemetry.Metrics,
         *,
         primary_check_seconds: float = 300.0,
         replica_check_seconds: float = 30.0,
@@ -145,7 +144,9 @@ class Reconciler:
             meta.get("resourceVersion"),
             self.cluster.children_versions(uid),
             self.cluster.children_versions(
-                storage.retained_key(str(meta.get("namespace", "")), str(meta.get("name", "")))
+                object_storage.retained_key(
+                    str(meta.get("namespace", "")), str(meta.get("name", ""))
+                )
             ),
             tuple(sorted((ref, self.cluster.version_of(ref)) for ref in refs)),
             tuple(sorted(self.cluster.facts().items())),
@@ -197,7 +198,7 @@ class Reconciler:
                 conditions.READ_POOLER_READY, "False", err.reason, err.message
             )
             return await report.finish([missing], keep_last=True), True, None
-        planned = plan_mod.plan(profile, facts=cluster_facts)
+        planned = planner.plan(profile, facts=cluster_facts)
         budget = report.budget(planned)
         if not planned.ok:  # nothing is applied: the children keep their last good state
             refused = outcome.exceeded(planned.problems)
@@ -264,17 +265,17 @@ class Reconciler:
         clean = not applied.conflicts and not applied.result.failures
         return finished, clean, live.probe_key
 
-    def _children(self, planned: plan_mod.Plan) -> dict[str, Obj]:
+    def _children(self, planned: planner.Plan) -> dict[str, Obj]:
         """Our children: owned by the profile, and the retained ones that carry
         its name (no owner reference; a re-created profile adopts them)."""
-        found = self.cluster.children(storage.retained_key(planned.namespace, planned.name))
+        found = self.cluster.children(object_storage.retained_key(planned.namespace, planned.name))
         found.update(self.cluster.children(planned.uid))
         return found
 
     async def _apply(
         self,
         key: str,
-        planned: plan_mod.Plan,
+        planned: planner.Plan,
         *,
         creds: credentials.Credentials,
         app_selector: Obj | None,
@@ -302,7 +303,7 @@ class Reconciler:
 
     async def _observe(
         self,
-        planned: plan_mod.Plan,
+        planned: planner.Plan,
         *,
         found: inputs.Inputs,
         live: live_checks.LiveChecks,
@@ -365,7 +366,7 @@ class Reconciler:
         return components
 
     async def _pending_claims(
-        self, planned: plan_mod.Plan, observed: dict[str, Obj]
+        self, planned: planner.Plan, observed: dict[str, Obj]
     ) -> tuple[observe.PendingClaim, ...]:
         """The data claims of Redis StatefulSets that are not ready yet and not
         Bound: read only then (from the API server's cache), so a converged

@@ -16,9 +16,8 @@ import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from headroom.planning import credentials, membership
-from headroom.planning import plan as plan_mod
-from headroom.postgres import limits, replicas
+from headroom.planning import credentials, membership, planner
+from headroom.postgres import replicas, server_limits
 from headroom.reconcile import probe
 
 _CONCURRENT_READS = 4
@@ -33,7 +32,7 @@ _LAG_RESOLUTION_SECONDS = 1.0
 class ReplicaReading:
     name: str
     observed: membership.Observed
-    limits: plan_mod.PrimaryLimits | None  # None: not read (unreachable)
+    limits: planner.PrimaryLimits | None  # None: not read (unreachable)
 
 
 Reading = tuple[ReplicaReading, ...]
@@ -64,7 +63,7 @@ def _rounded(observed: membership.Observed) -> membership.Observed:
 
 
 def read(targets: _Targets) -> Reading:
-    """One round: every replica's lag against the primary, and its limits."""
+    """One round: every replica's lag against the primary, and its server_limits."""
     found = replicas.observe(
         targets.config,
         user=targets.user,
@@ -74,10 +73,10 @@ def read(targets: _Targets) -> Reading:
     readings = []
     for replica in targets.config.replicas:
         observed = found[replica.name]
-        live: plan_mod.PrimaryLimits | str | None = None
+        live: planner.PrimaryLimits | str | None = None
         if observed.error is None:
-            live = limits.read(
-                limits.Target(
+            live = server_limits.read(
+                server_limits.Target(
                     host=replica.host,
                     port=targets.config.port,
                     database=targets.config.dbname,
@@ -91,7 +90,7 @@ def read(targets: _Targets) -> Reading:
             ReplicaReading(
                 name=replica.name,
                 observed=_rounded(observed),
-                limits=live if isinstance(live, plan_mod.PrimaryLimits) else None,
+                limits=live if isinstance(live, planner.PrimaryLimits) else None,
             )
         )
     return tuple(readings)
@@ -124,7 +123,7 @@ class ReplicaProbe(probe.PeriodicProbe[_Targets, Reading]):
         )
 
     async def check(
-        self, planned: plan_mod.Plan, creds: credentials.Credentials, *, user: str
+        self, planned: planner.Plan, creds: credentials.Credentials, *, user: str
     ) -> Reading:
         """The last reading of ``planned``'s replicas (read now the first time,
         and when the replicas or the credentials changed)."""

@@ -31,7 +31,7 @@ from typing import Any
 
 from headroom.api import v1alpha1
 from headroom.kube import kinds
-from headroom.planning import names, storage
+from headroom.planning import names, object_storage
 
 Obj = dict[str, Any]
 
@@ -237,19 +237,19 @@ def prometheuses_watched(crd: Callable[[str], Obj | None]) -> bool:
 def owner_index(obj: Obj) -> tuple[str, ...]:
     """The keys a child is found under: the uid of each owner, and for a
     retained child (no owner reference) the retained key of the profile whose
-    label it carries (:func:`headroom.planning.storage.retained_key`)."""
+    label it carries (:func:`headroom.planning.object_storage.retained_key`)."""
     meta = obj.get("metadata") or {}
     keys = tuple(str(r.get("uid")) for r in meta.get("ownerReferences") or [])
     profile = retained_for(obj)
     if profile:
-        keys += (storage.retained_key(str(meta.get("namespace") or ""), profile),)
+        keys += (object_storage.retained_key(str(meta.get("namespace") or ""), profile),)
     return keys
 
 
 def retained_for(obj: Obj) -> str:
     """The profile a retained child is kept for ("" for any other object)."""
     meta = obj.get("metadata") or {}
-    if ((meta.get("annotations") or {}).get(storage.RETAIN_ANNOTATION)) != "true":
+    if ((meta.get("annotations") or {}).get(object_storage.RETAIN_ANNOTATION)) != "true":
         return ""
     return str((meta.get("labels") or {}).get(names.PROFILE_LABEL) or "")
 
@@ -260,6 +260,6 @@ def profiles_of(
     """The profile keys (namespace/name) a child's event queues: its owning
     profile, and the profile a retained child is kept for."""
     found = [f"{namespace}/{name}" for kind, name, _ in owners if kind == v1alpha1.KIND]
-    prefix = storage.retained_key(namespace, "")
+    prefix = object_storage.retained_key(namespace, "")
     found += [f"{namespace}/{key[len(prefix) :]}" for key in index if key.startswith(prefix)]
     return found

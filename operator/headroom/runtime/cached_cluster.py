@@ -13,10 +13,8 @@ import contextlib
 from collections.abc import Iterable
 from typing import Any
 
-from headroom.kube import cache as cache_mod
-from headroom.kube import client as kube_client
-from headroom.kube import errors, kinds
-from headroom.planning import budget as budget_mod
+from headroom.kube import apiserver, errors, kinds, watch_cache
+from headroom.planning import connection_budget
 from headroom.reconcile import cluster_view, watches
 from headroom.runtime import share_table
 
@@ -31,7 +29,7 @@ class CachedCluster:
     """Reads from the caches, writes through the client (and into the caches)."""
 
     def __init__(
-        self, kube: kube_client.Kube, cache: cache_mod.Cache, shared: share_table.SharedBudgets
+        self, kube: apiserver.Kube, cache: watch_cache.Cache, shared: share_table.SharedBudgets
     ) -> None:
         self.kube = kube
         self.cache = cache
@@ -68,7 +66,7 @@ class CachedCluster:
             self.cache.owned_synced(self._resource(kind))
         )
 
-    def shared_uses(self, key: str) -> tuple[budget_mod.SharedUse, ...]:
+    def shared_uses(self, key: str) -> tuple[connection_budget.SharedUse, ...]:
         return self.shared.older(key)
 
     def prometheuses(self) -> list[Obj]:
@@ -81,7 +79,7 @@ class CachedCluster:
             for e in watches.ENGINES
         }
 
-    def _ref(self, ref: cluster_view.InputRef) -> cache_mod.InputRef:
+    def _ref(self, ref: cluster_view.InputRef) -> watch_cache.InputRef:
         kind, namespace, name = ref
         return (self._resource(kind), namespace, name)
 

@@ -16,12 +16,10 @@ import contextlib
 import logging
 from collections.abc import Callable
 
-from headroom.kube import cache as cache_mod
-from headroom.kube import informer, kinds
+from headroom.kube import informer, kinds, watch_cache
 from headroom.planning import server_shares
 from headroom.reconcile import watches
-from headroom.runtime import queue as queue_mod
-from headroom.runtime import share_table
+from headroom.runtime import share_table, work_queue
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +29,7 @@ class Events:
 
     def __init__(
         self,
-        queue: queue_mod.WorkQueue,
+        queue: work_queue.WorkQueue,
         shares: share_table.SharedBudgets,
         *,
         publish: Callable[[share_table.Table], None],
@@ -39,12 +37,12 @@ class Events:
         self.queue = queue
         self.shares = shares
         self.publish = publish  # tells admission what changed on a server
-        self.cache: cache_mod.Cache | None = None  # set once the caches exist
+        self.cache: watch_cache.Cache | None = None  # set once the caches exist
 
     def profile_keys(self) -> list[str]:
         return self.cache.profile_keys() if self.cache is not None else []
 
-    def enqueue_all(self, trigger: queue_mod.Trigger) -> None:
+    def enqueue_all(self, trigger: work_queue.Trigger) -> None:
         for key in self.profile_keys():
             self.queue.add(key, trigger)
 
@@ -54,15 +52,15 @@ class Events:
         key = f"{entry.namespace}/{entry.name}"
         if kind == "DELETED":
             self.queue.forget(key)
-            self.queue.add(key, queue_mod.Trigger.SPEC)  # the pass releases its input watches
+            self.queue.add(key, work_queue.Trigger.SPEC)  # the pass releases its input watches
             self._share(key, None)
             return
         assert new is not None
         if old is None or old.uid != new.uid:
-            self.queue.add(key, queue_mod.Trigger.SPEC)
+            self.queue.add(key, work_queue.Trigger.SPEC)
             self._share(key, new)
         elif old.spec_fingerprint != new.spec_fingerprint:
-            self.queue.add(key, queue_mod.Trigger.SPEC)  # spec or metadata, not our status
+            self.queue.add(key, work_queue.Trigger.SPEC)  # spec or metadata, not our status
             self._share(key, new)
         elif server_shares.planned_since(old.object()) != server_shares.planned_since(new.object()):
             self._share(key, new)  # its first pass: it now ranks before later ones
@@ -72,7 +70,7 @@ class Events:
         changed and tell admission."""
         requeue, changed = self.shares.update(key, entry.object() if entry is not None else None)
         for other in requeue:
-            self.queue.add(other, queue_mod.Trigger.DRIFT)
+            self.queue.add(other, work_queue.Trigger.DRIFT)
         if changed:
             self.publish(self.shares.table(changed))
 
@@ -91,28 +89,28 @@ class Events:
             and new is not None
             and old.spec_fingerprint == new.spec_fingerprint
         )
-        trigger = queue_mod.Trigger.STATUS if status_only else queue_mod.Trigger.DRIFT
+        trigger = work_queue.Trigger.STATUS if status_only else work_queue.Trigger.DRIFT
         for key in watches.profiles_of(
             namespace=entry.namespace, owners=entry.owners, index=entry.index
         ):
             self.queue.add(key, trigger)
 
-    def on_input(self, ref: cache_mod.InputRef, kind: str) -> None:
+    def on_input(self, ref: watch_cache.InputRef, kind: str) -> None:
         if self.cache is None:
             return
         for user in self.cache.input_users(ref):
-            self.queue.add(user, queue_mod.Trigger.DRIFT)
+            self.queue.add(user, work_queue.Trigger.DRIFT)
 
     def on_prometheus(self) -> None:
-        self.enqueue_all(queue_mod.Trigger.DRIFT)
+        self.enqueue_all(work_queue.Trigger.DRIFT)
 
     def on_probe(self, users: set[str]) -> None:
         """A periodic probe's answer changed for these profiles."""
         for key in users:
-            self.queue.add(key, queue_mod.Trigger.DRIFT)
+            self.queue.add(key, work_queue.Trigger.DRIFT)
 
 
-async def sync_engines(cache: cache_mod.Cache, events: Events) -> None:
+async def sync_engines(cache: watch_cache.Cache, events: Events) -> None:
     """Watch the kinds of every installed engine, and only those (and the
     Prometheus objects while prometheus-operator is installed); re-plan every
     profile once the new caches are filled."""
@@ -148,4 +146,4 @@ async def sync_engines(cache: cache_mod.Cache, events: Events) -> None:
             # (a list that keeps failing, e.g. forbidden, must not hold the engines up)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(prometheuses.synced.wait(), 30)
-        events.enqueue_all(queue_mod.Trigger.DRIFT)
+        events.enqueue_all(work_queue.Trigger.DRIFT)

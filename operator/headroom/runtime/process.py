@@ -2,7 +2,7 @@
 
 ``headroom run`` starts, in one asyncio event loop:
 
-- the watch caches (:mod:`headroom.kube.cache`) of what
+- the watch caches (:mod:`headroom.kube.watch_cache`) of what
   :mod:`headroom.reconcile.watches` declares, whose events only *enqueue*
   profile keys (:mod:`headroom.runtime.events`);
 - a few workers that take the most urgent key from the queue and run one pass
@@ -27,30 +27,26 @@ from typing import Any
 
 from prometheus_client import start_http_server
 
-from headroom import settings as settings_mod
-from headroom.kube import cache as cache_mod
-from headroom.kube import client as kube_client
-from headroom.kube import errors, leader
-from headroom.reconcile import metrics as metrics_mod
-from headroom.reconcile import reconciler, watches
-from headroom.runtime import cached_cluster, events, health, share_table
-from headroom.runtime import queue as queue_mod
+from headroom import settings
+from headroom.kube import apiserver, errors, leader, watch_cache
+from headroom.reconcile import reconciler, telemetry, watches
+from headroom.runtime import cached_cluster, events, health, share_table, work_queue
 from headroom.runtime.admission import lifecycle
 
 log = logging.getLogger("headroom")
 
 
 class Runtime:
-    def __init__(self, cfg: settings_mod.Settings, *, namespaces: tuple[str, ...] = ()) -> None:
+    def __init__(self, cfg: settings.Settings, *, namespaces: tuple[str, ...] = ()) -> None:
         self.cfg = cfg
-        self.metrics = metrics_mod.Metrics()
-        self.kube = kube_client.Kube.from_environment(
+        self.metrics = telemetry.Metrics()
+        self.kube = apiserver.Kube.from_environment(
             timeout_seconds=cfg.api_timeout_seconds, on_request=self._count_request
         )
         self.kube.register(watches.PROFILE)
         for owned in watches.ALL_OWNED:
             self.kube.register(owned.resource)
-        self.queue = queue_mod.WorkQueue()
+        self.queue = work_queue.WorkQueue()
         self.stop = asyncio.Event()
         self.active = asyncio.Event()  # set while this replica is the leader
         self.admission: lifecycle.Admission | None = None
@@ -64,7 +60,7 @@ class Runtime:
             )
         self.shared = share_table.SharedBudgets()
         self.events = events.Events(self.queue, self.shared, publish=self._publish)
-        self.cache = cache_mod.Cache(
+        self.cache = watch_cache.Cache(
             self.kube,
             primary=watches.PROFILE,
             namespaces=namespaces,
@@ -127,7 +123,7 @@ class Runtime:
             try:
                 outcome = await asyncio.wait_for(
                     self.reconciler.reconcile(
-                        item.key, force=queue_mod.Trigger.RETRY in item.triggers
+                        item.key, force=work_queue.Trigger.RETRY in item.triggers
                     ),
                     timeout=self.cfg.pass_timeout_seconds,
                 )
@@ -162,7 +158,7 @@ class Runtime:
     async def _refresh_probes(self) -> None:
         """Read what the periodic probes watch again on their own schedule (a
         fact, like a watch): the primaries' limits, the replicas, the buckets."""
-        while not await kube_client.sleep_or_stop(self.stop, 5):
+        while not await apiserver.sleep_or_stop(self.stop, 5):
             if self.active.is_set():
                 try:
                     for probe in self.reconciler.probes.all():
@@ -171,9 +167,9 @@ class Runtime:
                     log.exception("reading the primaries' limits or the replicas' lag failed")
 
     async def _resync(self) -> None:
-        while not await kube_client.sleep_or_stop(self.stop, self.cfg.resync_seconds):
+        while not await apiserver.sleep_or_stop(self.stop, self.cfg.resync_seconds):
             if self.active.is_set():
-                self.events.enqueue_all(queue_mod.Trigger.RESYNC)
+                self.events.enqueue_all(work_queue.Trigger.RESYNC)
             self.metrics.queue_depth.set(self.queue.depth)
             self.metrics.cached_objects.set(sum(len(i.items) for i in self.cache.all_informers()))
 
@@ -193,7 +189,7 @@ class Runtime:
         else:
             await lifecycle.unregister(self.kube)
         self.active.set()
-        self.events.enqueue_all(queue_mod.Trigger.DRIFT)
+        self.events.enqueue_all(work_queue.Trigger.DRIFT)
 
     def _spawn(self, coro: Any, *, name: str) -> None:
         task = asyncio.get_running_loop().create_task(coro, name=name)
@@ -280,7 +276,7 @@ def run(*, namespace: list[str] | None = None) -> int:
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
-    cfg = settings_mod.Settings()
+    cfg = settings.Settings()
 
     async def main() -> int:
         return await Runtime(cfg, namespaces=tuple(namespace or ())).run()

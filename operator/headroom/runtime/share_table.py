@@ -16,8 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 from headroom.api import v1alpha1
-from headroom.planning import budget as budget_mod
-from headroom.planning import server_shares
+from headroom.planning import connection_budget, server_shares
 
 Obj = dict[str, Any]
 # server -> [(profile key, creationTimestamp, server connections)]
@@ -88,7 +87,7 @@ class SharedBudgets:
         # every other profile linked to what changed may get another share
         return members - {key}, changed
 
-    def older(self, key: str) -> tuple[budget_mod.SharedUse, ...]:
+    def older(self, key: str) -> tuple[connection_budget.SharedUse, ...]:
         peer = self._peers.get(key)
         if peer is None:
             return ()
@@ -100,10 +99,10 @@ class SharedBudgets:
         return {server: rows for server, rows in self._rows(chosen).items() if rows or servers}
 
 
-def others(table: Table, server: str, key: str) -> tuple[budget_mod.SharedUse, ...]:
+def others(table: Table, server: str, key: str) -> tuple[connection_budget.SharedUse, ...]:
     """For the webhook: what every other profile on ``server`` opens."""
     return tuple(
-        budget_mod.SharedUse(server, other, count)
+        connection_budget.SharedUse(server, other, count)
         for other, _, count in table.get(server, [])
         if other != key and count
     )

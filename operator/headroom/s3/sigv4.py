@@ -1,6 +1,6 @@
 """AWS Signature Version 4 for S3 requests (header auth), pure: the request
 parts and a clock reading in, the headers to send out. Used by
-``headroom.s3.client``; checked against a real versitygw in
+``headroom.s3.rest``; checked against a real versitygw in
 tests/conformance/test_buckets_s3.py and against botocore's signer in
 tests/unit/test_sigv4.py.
 
@@ -11,7 +11,7 @@ twice, as for other services), the payload's SHA-256 is sent as
 
 from __future__ import annotations
 
-import datetime as dt
+import datetime
 import hashlib
 import hmac
 from collections.abc import Mapping
@@ -56,12 +56,12 @@ def sign(
     access_key: str,
     secret_key: str,
     region: str,
-    now: dt.datetime,
+    now: datetime.datetime,
 ) -> dict[str, str]:
     """The headers to send: ``headers`` plus host, x-amz-date,
     x-amz-content-sha256 and Authorization. ``path`` is the unencoded path
     (``/bucket/key``); ``host`` is ``host[:port]`` as sent."""
-    amz_date = now.astimezone(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+    amz_date = now.astimezone(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
     date = amz_date[:8]
     payload_hash = hashlib.sha256(body).hexdigest()
     out = {k.lower(): " ".join(str(v).split()) for k, v in headers.items()}

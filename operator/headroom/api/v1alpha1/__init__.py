@@ -34,15 +34,8 @@ from headroom.api.v1alpha1.alerts import (
     QueueAlerts,
     Severity,
 )
-from headroom.api.v1alpha1.app import (
-    CAPACITY_MIN_MESSAGE,
-    App,
-    Capacity,
-    ReplicaRange,
-)
-from headroom.api.v1alpha1.autoscaling import (
-    Autoscaling,
-)
+from headroom.api.v1alpha1.app import CAPACITY_MIN_MESSAGE, App, Capacity, ReplicaRange
+from headroom.api.v1alpha1.autoscaling import Autoscaling
 from headroom.api.v1alpha1.cache import (
     MIN_REDIS_MEMORY,
     Cache,
@@ -50,10 +43,7 @@ from headroom.api.v1alpha1.cache import (
     Persistence,
     Sentinel,
 )
-from headroom.api.v1alpha1.database import (
-    DEFAULT_RESERVED_CONNECTIONS,
-    Database,
-)
+from headroom.api.v1alpha1.database import DEFAULT_RESERVED_CONNECTIONS, Database
 from headroom.api.v1alpha1.images import (
     AGENT_IMAGE,
     PGBOUNCER_EXPORTER_IMAGE,
@@ -63,16 +53,9 @@ from headroom.api.v1alpha1.images import (
     REDIS_IMAGE,
     VERSITYGW_IMAGE,
 )
-from headroom.api.v1alpha1.network import (
-    Network,
-)
-from headroom.api.v1alpha1.pods import (
-    Resources,
-)
-from headroom.api.v1alpha1.pooler import (
-    PGBOUNCER_VERSION,
-    Pooler,
-)
+from headroom.api.v1alpha1.network import Network
+from headroom.api.v1alpha1.pods import Resources
+from headroom.api.v1alpha1.pooler import PGBOUNCER_VERSION, Pooler
 from headroom.api.v1alpha1.profile import (
     API_VERSION,
     GROUP,
@@ -88,11 +71,7 @@ from headroom.api.v1alpha1.profile import (
     format_validation_error,
     parse_profile,
 )
-from headroom.api.v1alpha1.queues import (
-    REDIS_KEY,
-    Queue,
-    WorkerReplicas,
-)
+from headroom.api.v1alpha1.queues import REDIS_KEY, Queue, WorkerReplicas
 from headroom.api.v1alpha1.read_replicas import (
     READ_REPLICAS_MAX,
     CnpgReplicas,
@@ -102,10 +81,7 @@ from headroom.api.v1alpha1.read_replicas import (
     StandbyStorage,
     StreamingReplicas,
 )
-from headroom.api.v1alpha1.references import (
-    CASecretRef,
-    SecretKeyRef,
-)
+from headroom.api.v1alpha1.references import CASecretRef, SecretKeyRef
 from headroom.api.v1alpha1.schema import (
     DNS_LABEL,
     DNS_SUBDOMAIN,

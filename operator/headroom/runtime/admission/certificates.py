@@ -19,15 +19,14 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from headroom import settings as settings_mod
-from headroom.kube import client as kube_client
-from headroom.kube import errors, kinds
+from headroom import settings
+from headroom.kube import apiserver, errors, kinds
 
 _VALIDITY = datetime.timedelta(days=365)
 _RENEW_BEFORE = datetime.timedelta(days=30)
 
 
-def _names(cfg: settings_mod.Settings) -> list[str]:
+def _names(cfg: settings.Settings) -> list[str]:
     names = ["localhost", "127.0.0.1"]
     if cfg.webhook_host:
         names.append(cfg.webhook_host)
@@ -89,7 +88,7 @@ def _write_atomically(path: Path, data: bytes, mode: int) -> None:
     os.replace(tmp, path)
 
 
-def install(cfg: settings_mod.Settings, cert_pem: bytes, key_pem: bytes) -> tuple[Path, Path]:
+def install(cfg: settings.Settings, cert_pem: bytes, key_pem: bytes) -> tuple[Path, Path]:
     """Write the pair the admission process serves; it loads a new pair by
     itself (the key first: a reload that sees a new certificate has its key)."""
     folder = cfg.webhook_cert_dir
@@ -100,7 +99,7 @@ def install(cfg: settings_mod.Settings, cert_pem: bytes, key_pem: bytes) -> tupl
     return cert_path, key_path
 
 
-def local_certificate(cfg: settings_mod.Settings) -> tuple[bytes, bytes]:
+def local_certificate(cfg: settings.Settings) -> tuple[bytes, bytes]:
     """The pair in ``webhook_cert_dir`` while it is current, else a new one
     (not written: ``install`` does, once the API server trusts it)."""
     folder = cfg.webhook_cert_dir
@@ -132,9 +131,7 @@ def ca_bundle(*pems: bytes) -> bytes:
     return b"".join(kept)
 
 
-async def shared_certificate(
-    cfg: settings_mod.Settings, kube: kube_client.Kube
-) -> tuple[bytes, bytes]:
+async def shared_certificate(cfg: settings.Settings, kube: apiserver.Kube) -> tuple[bytes, bytes]:
     """The certificate every replica serves with, from the Secret
     ``webhook_cert_secret`` (the first replica creates it; one that finds it
     due for renewal replaces it)."""

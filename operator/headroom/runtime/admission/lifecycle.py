@@ -16,9 +16,8 @@ from collections.abc import Callable
 
 from prometheus_client import Histogram
 
-from headroom import settings as settings_mod
-from headroom.kube import client as kube_client
-from headroom.kube import errors
+from headroom import settings
+from headroom.kube import apiserver, errors
 from headroom.runtime import share_table
 from headroom.runtime.admission import certificates, registration, server
 
@@ -30,8 +29,8 @@ class Admission:
 
     def __init__(
         self,
-        cfg: settings_mod.Settings,
-        kube: kube_client.Kube,
+        cfg: settings.Settings,
+        kube: apiserver.Kube,
         *,
         latency: Histogram,
         stop: asyncio.Event,
@@ -67,7 +66,7 @@ class Admission:
     async def watchdog(self) -> None:
         """Restart the admission process if it dies (the API server would refuse
         every profile write meanwhile: failurePolicy Fail)."""
-        while not await kube_client.sleep_or_stop(self.stop_event, 2):
+        while not await apiserver.sleep_or_stop(self.stop_event, 2):
             if self.server is not None and not self.server.alive:
                 log.error("the webhook process died; starting it again")
                 await asyncio.to_thread(self.server.start)
@@ -83,7 +82,7 @@ class Admission:
         serves it: the leader registers old + new in caBundle first; another
         replica switches once it sees the new one there."""
         every = self.cfg.webhook_cert_check_seconds
-        while not await kube_client.sleep_or_stop(self.stop_event, every):
+        while not await apiserver.sleep_or_stop(self.stop_event, every):
             try:
                 cert_pem, key_pem = await self._certificate()
                 if cert_pem == self._serving_pem:
@@ -114,11 +113,11 @@ class Admission:
                 return
             except errors.KubeError as err:
                 log.warning("could not register the webhook: %s", err)
-                if await kube_client.sleep_or_stop(self.stop_event, 2):
+                if await apiserver.sleep_or_stop(self.stop_event, 2):
                     return
 
 
-async def unregister(kube: kube_client.Kube) -> None:
+async def unregister(kube: apiserver.Kube) -> None:
     """Admission is off (HEADROOM_WEBHOOK_ENABLED=false): a configuration an
     earlier leader registered would send every profile write to a server that
     is not there (failurePolicy Fail), so it goes."""

@@ -10,10 +10,9 @@ import base64
 import logging
 from typing import Any
 
-from headroom import settings as settings_mod
+from headroom import settings
 from headroom.api import v1alpha1
-from headroom.kube import client as kube_client
-from headroom.kube import kinds
+from headroom.kube import apiserver, kinds
 
 log = logging.getLogger(__name__)
 
@@ -31,11 +30,11 @@ def trusts(configuration_obj: dict[str, Any] | None, cert_pem: bytes) -> bool:
     return False
 
 
-async def registered(kube: kube_client.Kube) -> dict[str, Any] | None:
+async def registered(kube: apiserver.Kube) -> dict[str, Any] | None:
     return await kube.get(kinds.VALIDATING_WEBHOOK, namespace=None, name=CONFIGURATION)
 
 
-def configuration(cfg: settings_mod.Settings, ca_pem: bytes) -> dict[str, Any]:
+def configuration(cfg: settings.Settings, ca_pem: bytes) -> dict[str, Any]:
     """The ValidatingWebhookConfiguration pointing the API server at us."""
     bundle = base64.b64encode(ca_pem).decode()
     if cfg.webhook_service:
@@ -79,7 +78,7 @@ def configuration(cfg: settings_mod.Settings, ca_pem: bytes) -> dict[str, Any]:
     }
 
 
-async def register(cfg: settings_mod.Settings, kube: kube_client.Kube, ca_pem: bytes) -> None:
+async def register(cfg: settings.Settings, kube: apiserver.Kube, ca_pem: bytes) -> None:
     """Apply our configuration; replace one whose webhooks another manager set
     (kopf-era versions), so no stale entry points at a server that is gone."""
     wanted = configuration(cfg, ca_pem)
@@ -96,7 +95,7 @@ async def register(cfg: settings_mod.Settings, kube: kube_client.Kube, ca_pem: b
         await kube.apply(wanted)
 
 
-async def unregister(kube: kube_client.Kube) -> bool:
+async def unregister(kube: apiserver.Kube) -> bool:
     """Delete our configuration if there is one; whether one was deleted."""
     found = await kube.get(kinds.VALIDATING_WEBHOOK, namespace=None, name=CONFIGURATION)
     if found is None:

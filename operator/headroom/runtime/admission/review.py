@@ -7,8 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from headroom.planning import admission
-from headroom.planning import budget as budget_mod
+from headroom.planning import admission, connection_budget
 from headroom.runtime import share_table
 
 
@@ -25,7 +24,7 @@ def review(request: dict[str, Any], table: share_table.Table | None = None) -> d
         if table is not None:
             known = table
 
-            def lookup(server: str, key: str) -> tuple[budget_mod.SharedUse, ...]:
+            def lookup(server: str, key: str) -> tuple[connection_budget.SharedUse, ...]:
                 return share_table.others(known, server, key)
 
         problem = admission.review(body, shared=lookup)

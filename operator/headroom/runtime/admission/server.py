@@ -26,7 +26,7 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import Histogram
 
-from headroom import settings as settings_mod
+from headroom import settings
 from headroom.runtime import share_table
 from headroom.runtime.admission import registration, review
 
@@ -136,7 +136,7 @@ class Server:
     receives its timings for ``/metrics``."""
 
     def __init__(
-        self, cfg: settings_mod.Settings, *, cert: Path, key: Path, latency: Histogram
+        self, cfg: settings.Settings, *, cert: Path, key: Path, latency: Histogram
     ) -> None:
         self.cfg = cfg
         self.cert, self.key = cert, key

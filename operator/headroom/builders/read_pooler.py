@@ -18,18 +18,17 @@ Pure. The pod has three Headroom parts beside PgBouncer and its exporter:
 from __future__ import annotations
 
 from headroom.builders import common, pgbouncer
-from headroom.planning import credentials, membership
-from headroom.planning import plan as plan_mod
+from headroom.planning import credentials, membership, planner
 
 CONFIG_FILE = "readpool.json"
 AGENT_COMMAND = ("python", "-m", "headroom.agent.readpool")
 
 
-def render_agent_config(plan: plan_mod.Plan, **kwargs: str) -> str:
+def render_agent_config(plan: planner.Plan, **kwargs: str) -> str:
     return membership.read_pool_config(plan, **kwargs).to_json()
 
 
-def _agent_container(plan: plan_mod.Plan, *, name: str, once: bool, image: str) -> common.Obj:
+def _agent_container(plan: planner.Plan, *, name: str, once: bool, image: str) -> common.Obj:
     creds = plan.database.credentials_secret
     config = f"{pgbouncer.READ_CONFIG_DIR}/{CONFIG_FILE}"
     env: list[common.Obj] = [
@@ -73,7 +72,7 @@ def _agent_container(plan: plan_mod.Plan, *, name: str, once: bool, image: str) 
 
 
 def build(
-    plan: plan_mod.Plan,
+    plan: planner.Plan,
     creds: credentials.Credentials,
     *,
     app_pod_selector: common.Obj | None = None,
@@ -96,8 +95,8 @@ def build(
         },
         users={
             creds.username: creds.password,
-            plan_mod.STATS_USER: creds.stats_password,
-            plan_mod.AGENT_USER: creds.agent_password,
+            planner.STATS_USER: creds.stats_password,
+            planner.AGENT_USER: creds.agent_password,
         },
         auth_data={
             credentials.STATS_PASSWORD_KEY: creds.stats_password,

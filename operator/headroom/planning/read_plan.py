@@ -18,7 +18,7 @@ entry's own ``max_db_connections``) at ``primaryFallbackConnections`` in
 total, which the primary keeps out of the write pool's budget; ``refuse``
 keeps the primary for writes only.
 
-Pure: called by :func:`headroom.planning.plan.plan`.
+Pure: called by :func:`headroom.planning.planner.plan`.
 """
 
 from __future__ import annotations
@@ -26,8 +26,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from headroom.api import v1alpha1
-from headroom.planning import budget as budget_mod
-from headroom.planning import names, servers
+from headroom.planning import connection_budget, names, servers
 
 FIELD = "spec.database.readReplicas"
 # Every standby Headroom runs listens here; its Service has no other port.
@@ -103,7 +102,7 @@ class ReadPlan:
     poll_seconds: int
     when_all_lagging: str
     pool_size_per_pod: int
-    budget: budget_mod.ConnectionBudget
+    budget: connection_budget.ConnectionBudget
     smallest: Replica
     standby: StandbyPlan | None = None
     cnpg_cluster: str | None = None
@@ -138,8 +137,8 @@ def _replicas(
     profile: str,
     namespace: str,
     cluster: CnpgCluster | None,
-) -> tuple[list[Replica], list[budget_mod.Problem]]:
-    problems: list[budget_mod.Problem] = []
+) -> tuple[list[Replica], list[connection_budget.Problem]]:
+    problems: list[connection_budget.Problem] = []
     replicas: list[Replica] = []
     keys = servers.replicas(namespace, db)
     sections = {"external": rr.hosts is not None, "cnpg": rr.cnpg, "streaming": rr.streaming}
@@ -147,7 +146,7 @@ def _replicas(
         name = "hosts" if mode == "external" else mode
         if (mode == rr.mode) != bool(present):
             problems.append(
-                budget_mod.Problem(
+                connection_budget.Problem(
                     f"{FIELD}.{name}",
                     f"is required with mode {mode}, and only then (mode is {rr.mode})",
                 )
@@ -160,7 +159,7 @@ def _replicas(
             address = (replica.host.lower().rstrip("."), replica.port)
             if address in seen:
                 problems.append(
-                    budget_mod.Problem(
+                    connection_budget.Problem(
                         f"{where}.host",
                         f"{replica.host}:{replica.port} is listed twice "
                         f"(also hosts[{seen[address]}])",
@@ -170,7 +169,7 @@ def _replicas(
             seen[address] = index
             if address == primary:
                 problems.append(
-                    budget_mod.Problem(
+                    connection_budget.Problem(
                         f"{where}.host",
                         f"{replica.host}:{replica.port} is the primary (spec.database.host)",
                     )
@@ -191,7 +190,7 @@ def _replicas(
         if len(ports) > 1:
             index = next(i for i, r in enumerate(rr.hosts) if r.port != rr.hosts[0].port)
             problems.append(
-                budget_mod.Problem(
+                connection_budget.Problem(
                     f"{FIELD}.hosts[{index}].port",
                     f"{rr.hosts[index].port} differs from hosts[0].port {rr.hosts[0].port}: "
                     "the read pool's host list takes one port for every replica (PgBouncer); "
@@ -203,7 +202,7 @@ def _replicas(
         max_connections = st.max_connections or db.max_connections
         if max_connections < db.max_connections:
             problems.append(
-                budget_mod.Problem(
+                connection_budget.Problem(
                     f"{FIELD}.streaming.maxConnections",
                     f"{max_connections} is below spec.database.maxConnections "
                     f"{db.max_connections}: Postgres refuses to run a hot standby with a lower "
@@ -226,7 +225,7 @@ def _replicas(
         name = rr.cnpg.cluster
         if db.host.split(".", 1)[0] != names.cnpg_rw_service(name):
             problems.append(
-                budget_mod.Problem(
+                connection_budget.Problem(
                     "spec.database.host",
                     f"{db.host!r} is not the Cluster's read/write Service: with "
                     f"{FIELD}.cnpg.cluster {name} it is {name}-rw (or {name}-rw.{namespace}.svc)",
@@ -235,7 +234,7 @@ def _replicas(
         live = cluster.max_connections if cluster is not None else None
         if live is not None and live < db.max_connections:
             problems.append(
-                budget_mod.Problem(
+                connection_budget.Problem(
                     "spec.database.maxConnections",
                     f"{db.max_connections} is above the max_connections {live} of CNPG "
                     f"Cluster {name} (spec.postgresql.parameters)",
@@ -265,8 +264,8 @@ def read_plan(
     app_field: str,
     queues: tuple[tuple[int, v1alpha1.Queue, int], ...],
     session_mode: bool,
-    shared: tuple[budget_mod.SharedUse, ...] = (),
-) -> tuple[ReadPlan | None, list[budget_mod.Problem]]:
+    shared: tuple[connection_budget.SharedUse, ...] = (),
+) -> tuple[ReadPlan | None, list[connection_budget.Problem]]:
     """The read side of ``profile``; None when it declares no read replicas.
     ``primary_available``: what the primary has for the poolers (the default
     fallback share is a tenth of it). ``queues``: (index, queue, its worker
@@ -294,7 +293,7 @@ def read_plan(
 
     smallest = min(replicas, key=lambda r: (room(r), r.max_connections, r.name))
     clients = (
-        budget_mod.ClientGroup(
+        connection_budget.ClientGroup(
             label="app",
             field=app_field,
             max_pods=app_max_pods,
@@ -302,7 +301,7 @@ def read_plan(
             pool_field=f"{FIELD}.readPoolSizePerPod",
         ),
         *(
-            budget_mod.ClientGroup(
+            connection_budget.ClientGroup(
                 label=f"worker {queue.name}",
                 field=f"spec.queues[{index}].replicas.max",
                 max_pods=ceiling,
@@ -313,10 +312,10 @@ def read_plan(
             if queue.database_read_pool_size
         ),
     )
-    probes = rr.pooler.instances + budget_mod.ROLLOUT_EXTRA_PODS + OPERATOR_PROBES
+    probes = rr.pooler.instances + connection_budget.ROLLOUT_EXTRA_PODS + OPERATOR_PROBES
     where = "each replica" if len(replicas) > 1 else "the replica"
-    budget, budget_problems = budget_mod.compute(
-        budget_mod.BudgetInput(
+    budget, budget_problems = connection_budget.compute(
+        connection_budget.BudgetInput(
             max_connections=smallest.max_connections,
             superuser_reserved=db.superuser_reserved_connections,
             other_reserved=rr.reserved_connections + probes,
@@ -342,7 +341,7 @@ def read_plan(
         fallback = max(1, total // pods)
         if rr.primary_fallback_connections is not None and total < pods:
             problems.append(
-                budget_mod.Problem(
+                connection_budget.Problem(
                     f"{FIELD}.primaryFallbackConnections",
                     f"{total} is fewer than the {pods} read-pooler pods at peak "
                     f"({FIELD}.pooler.instances {rr.pooler.instances} + 1): each needs one",

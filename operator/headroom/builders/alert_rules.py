@@ -23,8 +23,7 @@ from typing import Any
 
 from headroom import yamlfmt
 from headroom.builders import common, pgbouncer, redis
-from headroom.planning import monitoring
-from headroom.planning import plan as plan_mod
+from headroom.planning import monitoring, planner
 
 RATE_WINDOW = "5m"
 SCRAPE_INTERVAL = "30s"
@@ -47,27 +46,27 @@ def _selector(**labels: str) -> str:
     return "{" + ", ".join(parts) + "}"
 
 
-def _pool_pods(plan: plan_mod.Plan, role: str) -> str:
+def _pool_pods(plan: planner.Plan, role: str) -> str:
     name = plan.names.pooler if role == "rw" else plan.names.read_pooler
     return _regex(name) + _DEPLOYMENT_POD
 
 
-def _redis_pods(plan: plan_mod.Plan, instance: str) -> str:
+def _redis_pods(plan: planner.Plan, instance: str) -> str:
     return _regex(plan.names.redis(instance)) + _STATEFUL_POD
 
 
-def app_pods(plan: plan_mod.Plan) -> str:
+def app_pods(plan: planner.Plan) -> str:
     return _regex(plan.app.deployment) + _DEPLOYMENT_POD
 
 
-def pooler_selector(plan: plan_mod.Plan, pool: monitoring.PoolLimits) -> str:
+def pooler_selector(plan: planner.Plan, pool: monitoring.PoolLimits) -> str:
     """The series of one pooler Deployment's exporters for the app's database."""
     return _selector(
         namespace=plan.namespace, pod=_pool_pods(plan, pool.role), database=pool.database
     )
 
 
-def redis_selector(plan: plan_mod.Plan, instance: str, *, key: str | None = None) -> str:
+def redis_selector(plan: planner.Plan, instance: str, *, key: str | None = None) -> str:
     """The series of one Redis instance's exporters (the sentinels have none)."""
     labels = {"namespace": plan.namespace, "pod": _redis_pods(plan, instance)}
     if key is not None:
@@ -75,7 +74,7 @@ def redis_selector(plan: plan_mod.Plan, instance: str, *, key: str | None = None
     return _selector(**labels)
 
 
-def worker_hpa(plan: plan_mod.Plan, queue: monitoring.QueueLimits) -> str:
+def worker_hpa(plan: planner.Plan, queue: monitoring.QueueLimits) -> str:
     """The HPA that scales the workers: Headroom's, or the one KEDA makes for its ScaledObject."""
     base = plan.names.worker(queue.name)
     return f"keda-hpa-{base}" if queue.scaler == "keda" else base
@@ -84,7 +83,7 @@ def worker_hpa(plan: plan_mod.Plan, queue: monitoring.QueueLimits) -> str:
 class _Rules:
     """Collects the rules of one group with the labels every alert shares."""
 
-    def __init__(self, plan: plan_mod.Plan, component: str, severity: str, wait: str) -> None:
+    def __init__(self, plan: planner.Plan, component: str, severity: str, wait: str) -> None:
         self.plan = plan
         self.component = component
         self.severity = severity
@@ -124,7 +123,7 @@ class _Rules:
         self.rules.append(rule)
 
 
-def _pooler_rules(plan: plan_mod.Plan, alerts: monitoring.AlertsPlan) -> list[Rule]:
+def _pooler_rules(plan: planner.Plan, alerts: monitoring.AlertsPlan) -> list[Rule]:
     group = alerts.settings.pooler
     out = _Rules(plan, "pooler", group.severity, group.for_)
     ns = plan.namespace
@@ -204,7 +203,7 @@ def _pooler_rules(plan: plan_mod.Plan, alerts: monitoring.AlertsPlan) -> list[Ru
     return out.rules
 
 
-def _database_rules(plan: plan_mod.Plan, alerts: monitoring.AlertsPlan) -> list[Rule]:
+def _database_rules(plan: planner.Plan, alerts: monitoring.AlertsPlan) -> list[Rule]:
     group = alerts.settings.database
     write = [p for p in alerts.pools if p.role == "rw"]
     if not write:
@@ -270,7 +269,7 @@ def _database_rules(plan: plan_mod.Plan, alerts: monitoring.AlertsPlan) -> list[
     return out.rules
 
 
-def _cache_rules(plan: plan_mod.Plan, alerts: monitoring.AlertsPlan) -> list[Rule]:
+def _cache_rules(plan: planner.Plan, alerts: monitoring.AlertsPlan) -> list[Rule]:
     group = alerts.settings.cache
     out = _Rules(plan, "cache", group.severity, group.for_)
     for inst in alerts.redis:
@@ -355,7 +354,7 @@ def _hpa_at_max(hpa: str, namespace: str) -> str:
     )
 
 
-def _queue_rules(plan: plan_mod.Plan, alerts: monitoring.AlertsPlan) -> list[Rule]:
+def _queue_rules(plan: planner.Plan, alerts: monitoring.AlertsPlan) -> list[Rule]:
     group = alerts.settings.queues
     out = _Rules(plan, "queue", group.severity, group.for_)
     for index, queue in enumerate(alerts.queues):
@@ -383,7 +382,7 @@ def _queue_rules(plan: plan_mod.Plan, alerts: monitoring.AlertsPlan) -> list[Rul
     return out.rules
 
 
-def _app_rules(plan: plan_mod.Plan, alerts: monitoring.AlertsPlan) -> list[Rule]:
+def _app_rules(plan: planner.Plan, alerts: monitoring.AlertsPlan) -> list[Rule]:
     group = alerts.settings.app
     out = _Rules(plan, "app", group.severity, group.for_)
     ns = plan.namespace
@@ -453,7 +452,7 @@ def _app_rules(plan: plan_mod.Plan, alerts: monitoring.AlertsPlan) -> list[Rule]
     return out.rules
 
 
-def rule_groups(plan: plan_mod.Plan) -> list[Rule]:
+def rule_groups(plan: planner.Plan) -> list[Rule]:
     """The rule file's groups (empty when alerts are off)."""
     alerts = plan.alerts
     if alerts is None:
@@ -474,19 +473,19 @@ def rule_groups(plan: plan_mod.Plan) -> list[Rule]:
     return groups
 
 
-def rule_file(plan: plan_mod.Plan) -> str:
+def rule_file(plan: planner.Plan) -> str:
     """The rule file for a plain Prometheus (``rule_files:``)."""
     return yamlfmt.dump({"groups": rule_groups(plan)})
 
 
-def _meta(plan: plan_mod.Plan, name: str, extra: dict[str, str]) -> common.Obj:
+def _meta(plan: planner.Plan, name: str, extra: dict[str, str]) -> common.Obj:
     meta = common.metadata(plan, name=name, component=monitoring.COMPONENT, app_name="alerts")
     meta["labels"] = {**extra, **meta["labels"]}
     return meta
 
 
 def _monitor(
-    plan: plan_mod.Plan,
+    plan: planner.Plan,
     *,
     kind: str,
     name: str,
@@ -507,7 +506,7 @@ def _monitor(
     }
 
 
-def _monitors(plan: plan_mod.Plan, *, app_pod_selector: common.Obj | None) -> list[common.Obj]:
+def _monitors(plan: planner.Plan, *, app_pod_selector: common.Obj | None) -> list[common.Obj]:
     """A ServiceMonitor per pooler Service (its exporter, 9127), a PodMonitor per
     Redis instance (its exporter sidecar, 9121: in HA no Service fronts the Redis
     pods' metrics) and one for the app's pods."""
@@ -551,7 +550,7 @@ def _monitors(plan: plan_mod.Plan, *, app_pod_selector: common.Obj | None) -> li
     return found
 
 
-def build(plan: plan_mod.Plan, *, app_pod_selector: common.Obj | None) -> list[common.Obj]:
+def build(plan: planner.Plan, *, app_pod_selector: common.Obj | None) -> list[common.Obj]:
     """The rules and scrape targets, as prometheus-operator objects when it is
     installed (``plan.facts.prometheus_operator``), else a rule-file ConfigMap."""
     if plan.alerts is None:

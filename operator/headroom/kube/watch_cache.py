@@ -21,8 +21,7 @@ import logging
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from headroom.kube import client as kube_client
-from headroom.kube import errors, informer, kinds
+from headroom.kube import apiserver, errors, informer, kinds
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +36,7 @@ _INPUT_WATCH_SECONDS = (1200, 2400)  # idle per-object watches: reconnect rarely
 class Cache:
     def __init__(
         self,
-        kube: kube_client.Kube,
+        kube: apiserver.Kube,
         *,
         primary: kinds.Resource,
         namespaces: tuple[str, ...] = (),

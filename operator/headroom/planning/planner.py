@@ -12,15 +12,15 @@ import math
 from dataclasses import dataclass, field
 
 from headroom.api import quantity, v1alpha1
-from headroom.planning import budget as budget_mod
 from headroom.planning import (
+    connection_budget,
     monitoring,
     names,
+    object_storage,
     pgbouncer_params,
-    read_replicas,
+    read_plan,
     redis_params,
     servers,
-    storage,
 )
 
 POOLER_PORT = 6432
@@ -113,10 +113,10 @@ class Facts:
     keda: bool = False  # KEDA's ScaledObject/TriggerAuthentication CRDs are served
     # what the other profiles open on the Postgres servers this one uses (its
     # primary, the replicas it shares): what it must fit beside
-    shared: tuple[budget_mod.SharedUse, ...] = ()
+    shared: tuple[connection_budget.SharedUse, ...] = ()
     cnpg: bool = False  # CloudNativePG's Pooler CRD is served
     # the CNPG Cluster of readReplicas mode cnpg, as read (None: not read, or absent)
-    cnpg_cluster: read_replicas.CnpgCluster | None = None
+    cnpg_cluster: read_plan.CnpgCluster | None = None
     agent_image: str = v1alpha1.AGENT_IMAGE  # HEADROOM_AGENT_IMAGE
     # the operator's namespace: its lag probes may reach the standbys it runs
     operator_namespace: str = ""
@@ -186,20 +186,20 @@ class Plan:
     app: AppPlan
     database: v1alpha1.Database
     pooler: PoolerPlan
-    budget: budget_mod.ConnectionBudget
+    budget: connection_budget.ConnectionBudget
     autoscaling: AutoscalingPlan
     redis: tuple[RedisPlan, ...] = ()
     queues: tuple[QueuePlan, ...] = ()
     network: v1alpha1.Network = field(default_factory=v1alpha1.Network)
     facts: Facts = field(default_factory=Facts)
-    problems: tuple[budget_mod.Problem, ...] = field(default=())
+    problems: tuple[connection_budget.Problem, ...] = field(default=())
     # read replicas: where reads go, and the read pooler in front of them
-    read: read_replicas.ReadPlan | None = None
+    read: read_plan.ReadPlan | None = None
     read_pooler: PoolerPlan | None = None
     # the alerts' numbers (None: spec.alerts.enabled false)
     alerts: monitoring.AlertsPlan | None = None
     # spec.storage.buckets, in order (the first is the binding's default)
-    buckets: tuple[storage.BucketPlan, ...] = ()
+    buckets: tuple[object_storage.BucketPlan, ...] = ()
 
     @property
     def primary_connections(self) -> int:
@@ -232,13 +232,13 @@ class Plan:
         return "; ".join(str(p) for p in self.problems)
 
 
-def _app_plan(app: v1alpha1.App) -> tuple[AppPlan, list[budget_mod.Problem]]:
-    problems: list[budget_mod.Problem] = []
+def _app_plan(app: v1alpha1.App) -> tuple[AppPlan, list[connection_budget.Problem]]:
+    problems: list[connection_budget.Problem] = []
     if app.replicas is not None:
         low, high = app.replicas.min, app.replicas.max
         if low > high:
             problems.append(
-                budget_mod.Problem(
+                connection_budget.Problem(
                     "spec.app.replicas.min",
                     f"{low} must be <= spec.app.replicas.max {high}",
                 )
@@ -250,7 +250,7 @@ def _app_plan(app: v1alpha1.App) -> tuple[AppPlan, list[budget_mod.Problem]]:
         if low > high:
             # A floor above the ceiling is a contradiction, not something to clamp.
             problems.append(
-                budget_mod.Problem(
+                connection_budget.Problem(
                     "spec.app.capacity.minReplicas",
                     v1alpha1.CAPACITY_MIN_MESSAGE
                     % (low, cap.target_concurrent_users, cap.users_per_pod, high),
@@ -258,7 +258,7 @@ def _app_plan(app: v1alpha1.App) -> tuple[AppPlan, list[budget_mod.Problem]]:
             )
         if high > 1000:
             problems.append(
-                budget_mod.Problem(
+                connection_budget.Problem(
                     "spec.app.capacity",
                     f"targetConcurrentUsers {cap.target_concurrent_users} / usersPerPod "
                     f"{cap.users_per_pod} = {high} pods > 1000",
@@ -266,10 +266,14 @@ def _app_plan(app: v1alpha1.App) -> tuple[AppPlan, list[budget_mod.Problem]]:
             )
     else:
         low = high = 1
-        problems.append(budget_mod.Problem("spec.app", "set exactly one of replicas or capacity"))
+        problems.append(
+            connection_budget.Problem("spec.app", "set exactly one of replicas or capacity")
+        )
     if app.replicas is not None and app.capacity is not None:
         problems.append(
-            budget_mod.Problem("spec.app", "set exactly one of replicas or capacity, not both")
+            connection_budget.Problem(
+                "spec.app", "set exactly one of replicas or capacity, not both"
+            )
         )
     return (
         AppPlan(
@@ -291,7 +295,7 @@ _FALLBACK_PGBOUNCER = (1, 18)  # only while reporting a problem: the oldest know
 
 def _pooler_version(
     pooler: v1alpha1.Pooler,
-) -> tuple[tuple[int, int], list[budget_mod.Problem]]:
+) -> tuple[tuple[int, int], list[connection_budget.Problem]]:
     """The PgBouncer version settings are rendered for: declared, or read from
     the image tag; a disagreement is an error, since a setting the running
     PgBouncer does not know stops it at start-up."""
@@ -301,7 +305,7 @@ def _pooler_version(
         if from_tag is not None and from_tag != declared:
             tag = ".".join(map(str, from_tag))
             return declared, [
-                budget_mod.Problem(
+                connection_budget.Problem(
                     "spec.pooler.version",
                     f"{pooler.version} disagrees with the image tag of spec.pooler.image "
                     f"({pooler.image}, PgBouncer {tag})",
@@ -310,7 +314,7 @@ def _pooler_version(
         return declared, []
     if from_tag is None:
         return _FALLBACK_PGBOUNCER, [
-            budget_mod.Problem(
+            connection_budget.Problem(
                 "spec.pooler.version",
                 f"required: the tag of spec.pooler.image ({pooler.image}) does not say "
                 'which PgBouncer it runs (e.g. version: "1.24")',
@@ -320,7 +324,7 @@ def _pooler_version(
     if not low <= from_tag <= high:
         tag = ".".join(map(str, from_tag))
         return _FALLBACK_PGBOUNCER, [
-            budget_mod.Problem(
+            connection_budget.Problem(
                 "spec.pooler.image",
                 f"PgBouncer {tag} (from the image tag) is not supported; use 1.18 to 1.29",
             )
@@ -330,8 +334,8 @@ def _pooler_version(
 
 def _pooler_settings(
     pooler: v1alpha1.Pooler, *, version: tuple[int, int]
-) -> tuple[dict[str, str], dict[str, int], list[budget_mod.Problem]]:
-    problems: list[budget_mod.Problem] = []
+) -> tuple[dict[str, str], dict[str, int], list[connection_budget.Problem]]:
+    problems: list[connection_budget.Problem] = []
     settings = dict(_DEFAULT_SETTINGS)
     if version >= (1, 21) and pooler.pool_mode == "transaction":
         settings["max_prepared_statements"] = _PREPARED_STATEMENTS_DEFAULT
@@ -339,7 +343,7 @@ def _pooler_settings(
     for key, value in sorted(pooler.parameters.items()):
         problem = pgbouncer_params.check(key, value, version=version)
         if problem:
-            problems.append(budget_mod.Problem(f"spec.pooler.parameters.{key}", problem))
+            problems.append(connection_budget.Problem(f"spec.pooler.parameters.{key}", problem))
             continue
         if key in pgbouncer_params.SIZING_KEYS:
             pinned[key] = int(value)
@@ -350,8 +354,8 @@ def _pooler_settings(
 
 def _redis_plans(
     spec: v1alpha1.ScalingProfileSpec,
-) -> tuple[tuple[RedisPlan, ...], list[budget_mod.Problem]]:
-    problems: list[budget_mod.Problem] = []
+) -> tuple[tuple[RedisPlan, ...], list[connection_budget.Problem]]:
+    problems: list[connection_budget.Problem] = []
     if spec.cache is None:
         return (), problems
     plans = []
@@ -359,11 +363,13 @@ def _redis_plans(
     for index, inst in enumerate(spec.cache.instances):
         where = f"spec.cache.instances[{index}]"
         if inst.name in seen:
-            problems.append(budget_mod.Problem(f"{where}.name", f"{inst.name!r} is used twice"))
+            problems.append(
+                connection_budget.Problem(f"{where}.name", f"{inst.name!r} is used twice")
+            )
         seen.add(inst.name)
         if inst.name in ("cache", "queue") and inst.name != inst.use:
             problems.append(
-                budget_mod.Problem(
+                connection_budget.Problem(
                     f"{where}.name",
                     f"{inst.name!r} is kept for an instance with use: {inst.name} (the binding "
                     f"key REDIS_{inst.name.upper()}_URL would point at a {inst.use} instance)",
@@ -373,7 +379,7 @@ def _redis_plans(
         policy = inst.eviction_policy or default_policy
         if inst.use == "queue" and policy != "noeviction":
             problems.append(
-                budget_mod.Problem(
+                connection_budget.Problem(
                     f"{where}.evictionPolicy",
                     f"{policy} on a queue instance ({inst.name}) would silently drop jobs "
                     "when memory is full; queues need noeviction",
@@ -382,14 +388,14 @@ def _redis_plans(
         memory = quantity.parse(inst.memory)  # a valid quantity: the model checked it
         if memory < MIN_REDIS_MEMORY:
             problems.append(
-                budget_mod.Problem(
+                connection_budget.Problem(
                     f"{where}.memory",
                     f"{inst.memory!r} must be at least {v1alpha1.MIN_REDIS_MEMORY}",
                 )
             )
         elif memory.denominator != 1:
             problems.append(
-                budget_mod.Problem(
+                connection_budget.Problem(
                     f"{where}.memory", f"{inst.memory!r} must be a whole number of bytes"
                 )
             )
@@ -398,14 +404,14 @@ def _redis_plans(
         for key, value in sorted(inst.config.items()):
             problem = redis_params.check(key, value)
             if problem:
-                problems.append(budget_mod.Problem(f"{where}.config.{key}", problem))
+                problems.append(connection_budget.Problem(f"{where}.config.{key}", problem))
             else:
                 settings[key] = value
         lists = tuple(sorted({q.list_name for q in spec.queues if q.redis == inst.name}))
         sentinel = inst.sentinel
         if sentinel is not None and sentinel.min_replicas_to_write > sentinel.replicas:
             problems.append(
-                budget_mod.Problem(
+                connection_budget.Problem(
                     f"{where}.sentinel.minReplicasToWrite",
                     f"{sentinel.min_replicas_to_write} must be <= sentinel.replicas "
                     f"{sentinel.replicas}: the master would refuse every write",
@@ -432,28 +438,30 @@ def _redis_plans(
 
 def _queue_plans(
     spec: v1alpha1.ScalingProfileSpec, *, redis: tuple[RedisPlan, ...], facts: Facts
-) -> tuple[tuple[QueuePlan, ...], list[budget_mod.Problem]]:
-    problems: list[budget_mod.Problem] = []
+) -> tuple[tuple[QueuePlan, ...], list[connection_budget.Problem]]:
+    problems: list[connection_budget.Problem] = []
     by_name = {r.name: r for r in redis}
     plans = []
     seen: set[str] = set()
     for index, queue in enumerate(spec.queues):
         where = f"spec.queues[{index}]"
         if queue.name in seen:
-            problems.append(budget_mod.Problem(f"{where}.name", f"{queue.name!r} is used twice"))
+            problems.append(
+                connection_budget.Problem(f"{where}.name", f"{queue.name!r} is used twice")
+            )
         seen.add(queue.name)
         target = by_name.get(queue.redis)
         if target is None:
             known = ", ".join(sorted(by_name)) or "none declared"
             problems.append(
-                budget_mod.Problem(
+                connection_budget.Problem(
                     f"{where}.redis",
                     f"{queue.redis!r} is not a spec.cache.instances name ({known})",
                 )
             )
         elif target.use != "queue":
             problems.append(
-                budget_mod.Problem(
+                connection_budget.Problem(
                     f"{where}.redis",
                     f"{queue.redis!r} has use: cache and evicts keys under memory pressure "
                     "(jobs would be lost); point the queue at an instance with use: queue",
@@ -461,7 +469,7 @@ def _queue_plans(
             )
         if queue.replicas.min > queue.replicas.max:
             problems.append(
-                budget_mod.Problem(
+                connection_budget.Problem(
                     f"{where}.replicas.min",
                     f"{queue.replicas.min} must be <= {where}.replicas.max {queue.replicas.max}",
                 )
@@ -493,15 +501,15 @@ def _queue_plans(
 
 
 def _min_pool_problems(
-    settings: dict[str, str], budget: budget_mod.ConnectionBudget
-) -> list[budget_mod.Problem]:
+    settings: dict[str, str], budget: connection_budget.ConnectionBudget
+) -> list[connection_budget.Problem]:
     """PgBouncer never opens more than the pool, so a larger min_pool_size would
     be capped without a word: say so instead."""
     min_pool = settings.get("min_pool_size")
     if min_pool is None or int(min_pool) <= budget.default_pool_size:
         return []
     return [
-        budget_mod.Problem(
+        connection_budget.Problem(
             "spec.pooler.parameters.min_pool_size",
             f"{min_pool} is above default_pool_size {budget.default_pool_size}, the pool the "
             "plan gives each pooler pod (PgBouncer would silently keep at most the pool); "
@@ -510,7 +518,7 @@ def _min_pool_problems(
     ]
 
 
-def _name_problems(profile: v1alpha1.ScalingProfile) -> list[budget_mod.Problem]:
+def _name_problems(profile: v1alpha1.ScalingProfile) -> list[connection_budget.Problem]:
     """Child names built from the profile's and the instances' names must be
     valid Kubernetes names; say which field to shorten, and by how much."""
     spec = profile.spec
@@ -531,7 +539,7 @@ def _name_problems(profile: v1alpha1.ScalingProfile) -> list[budget_mod.Problem]
         worst = max(derived, key=lambda n: len(n.name) - n.limit)
         if worst.too_long:
             problems.append(
-                budget_mod.Problem(
+                connection_budget.Problem(
                     field_path,
                     f"the {worst.what} name {worst.name!r} would be {len(worst.name)} "
                     f"characters (limit {worst.limit}); shorten metadata.name or this name "
@@ -541,7 +549,7 @@ def _name_problems(profile: v1alpha1.ScalingProfile) -> list[budget_mod.Problem]
     return problems
 
 
-def _sizing(budget: budget_mod.ConnectionBudget) -> dict[str, str]:
+def _sizing(budget: connection_budget.ConnectionBudget) -> dict[str, str]:
     return {
         "default_pool_size": str(budget.default_pool_size),
         "reserve_pool_size": str(budget.reserve_pool_size),
@@ -564,8 +572,8 @@ def _pooler_plan(
         # else one old pod replaced at a time (see budget.ROLLOUT_EXTRA_PODS).
         max_surge=1 if single else 0,
         max_unavailable=0 if single else 1,
-        min_ready_seconds=budget_mod.POOLER_MIN_READY_SECONDS,
-        grace_seconds=budget_mod.POOLER_GRACE_SECONDS,
+        min_ready_seconds=connection_budget.POOLER_MIN_READY_SECONDS,
+        grace_seconds=connection_budget.POOLER_GRACE_SECONDS,
         settings=dict(sorted(settings.items())),
     )
 
@@ -586,7 +594,7 @@ def plan(profile: v1alpha1.ScalingProfile, *, facts: Facts | None = None) -> Pla
     db = spec.database
     if db.ssl_mode in ("verify-ca", "verify-full") and db.server_ca_secret is None:
         problems.append(
-            budget_mod.Problem(
+            connection_budget.Problem(
                 "spec.database.serverCASecret",
                 f"is required when spec.database.sslMode is {db.ssl_mode} (the CA that "
                 "signed the primary's certificate)",
@@ -594,7 +602,7 @@ def plan(profile: v1alpha1.ScalingProfile, *, facts: Facts | None = None) -> Pla
         )
     if db.superuser_reserved_connections + db.reserved_connections >= db.max_connections:
         problems.append(
-            budget_mod.Problem(
+            connection_budget.Problem(
                 "spec.database.maxConnections",
                 f"{db.max_connections} leaves nothing after "
                 f"superuserReservedConnections {db.superuser_reserved_connections} + "
@@ -602,7 +610,7 @@ def plan(profile: v1alpha1.ScalingProfile, *, facts: Facts | None = None) -> Pla
             )
         )
     clients = (
-        budget_mod.ClientGroup(
+        connection_budget.ClientGroup(
             label="app",
             field="spec.app.replicas.max" if spec.app.replicas else "spec.app.capacity",
             max_pods=app.max_replicas,
@@ -610,7 +618,7 @@ def plan(profile: v1alpha1.ScalingProfile, *, facts: Facts | None = None) -> Pla
             pool_field="spec.app.poolSizePerPod",
         ),
         *(
-            budget_mod.ClientGroup(
+            connection_budget.ClientGroup(
                 label=f"worker {q.name}",
                 field=f"spec.queues[{index}].replicas.max",
                 max_pods=q.max_replicas,
@@ -625,7 +633,7 @@ def plan(profile: v1alpha1.ScalingProfile, *, facts: Facts | None = None) -> Pla
     on_primary = tuple(
         use for use in facts.shared if use.server == servers.primary(profile.namespace, db)
     )
-    read, read_problems = read_replicas.read_plan(
+    read, read_problems = read_plan.read_plan(
         profile,
         cnpg=facts.cnpg,
         cnpg_cluster=facts.cnpg_cluster,
@@ -643,8 +651,8 @@ def plan(profile: v1alpha1.ScalingProfile, *, facts: Facts | None = None) -> Pla
         shared=facts.shared,
     )
     problems += read_problems
-    budget, budget_problems = budget_mod.compute(
-        budget_mod.BudgetInput(
+    budget, budget_problems = connection_budget.compute(
+        connection_budget.BudgetInput(
             max_connections=db.max_connections,
             superuser_reserved=db.superuser_reserved_connections,
             other_reserved=db.reserved_connections,
@@ -703,15 +711,15 @@ def plan(profile: v1alpha1.ScalingProfile, *, facts: Facts | None = None) -> Pla
         read=read,
         read_pooler=read_pooler,
         alerts=alerts,
-        buckets=storage.bucket_plans(profile, cosi_version=facts.cosi),
+        buckets=object_storage.bucket_plans(profile, cosi_version=facts.cosi),
     )
 
 
 def _alerts_plan(
     spec: v1alpha1.ScalingProfileSpec,
     *,
-    budget: budget_mod.ConnectionBudget,
-    read: read_replicas.ReadPlan | None,
+    budget: connection_budget.ConnectionBudget,
+    read: read_plan.ReadPlan | None,
     redis: tuple[RedisPlan, ...],
     queues: tuple[QueuePlan, ...],
     app: AppPlan,

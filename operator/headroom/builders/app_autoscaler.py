@@ -10,12 +10,12 @@ from __future__ import annotations
 import copy
 
 from headroom.builders import common
-from headroom.planning import plan as plan_mod
+from headroom.planning import planner
 
 COMPONENT = "autoscaling"
 
 
-def build(plan: plan_mod.Plan, *, app_pod_selector: common.Obj) -> list[common.Obj]:
+def build(plan: planner.Plan, *, app_pod_selector: common.Obj) -> list[common.Obj]:
     auto = plan.autoscaling
     if not auto.enabled:
         return []

@@ -1,7 +1,7 @@
 """Object storage, pure: a plan per bucket of ``spec.storage.buckets`` and the
 translation of whatever Secret delivers a bucket's credentials into one shape.
 
-Called by :mod:`headroom.planning.plan` (the plan), the builders (BucketClaim,
+Called by :mod:`headroom.planning.planner` (the plan), the builders (BucketClaim,
 BucketAccess, the binding's S3 entries) and the engine (which reads the
 credentials Secrets and hands their data to :func:`credentials_from`).
 

@@ -4,7 +4,7 @@ Reads the in-cluster service account (token re-read from disk, since bound
 tokens rotate) or a kubeconfig ($KUBECONFIG, else ~/.kube/config): bearer
 tokens, client certificates (file or inline data), a CA bundle, and exec
 credential plugins (EKS, GKE, AKS), whose tokens are refreshed when they
-expire. Used by :mod:`headroom.kube.client` only; nothing here is logged.
+expire. Used by :mod:`headroom.kube.apiserver` only; nothing here is logged.
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from headroom.planning import plan as plan_mod
+from headroom.planning import planner
 
 _QUERY = (
     "SELECT name, setting FROM pg_settings WHERE name IN "
@@ -37,13 +37,13 @@ class Target:
         return f"Target({self.username}@{self.host}:{self.port}/{self.database})"
 
 
-def read(target: Target, *, timeout_seconds: int = 3) -> plan_mod.PrimaryLimits | str:
+def read(target: Target, *, timeout_seconds: int = 3) -> planner.PrimaryLimits | str:
     """The primary's limits, or a one-line reason why they could not be read."""
     rows = query(target, _QUERY, timeout_seconds=timeout_seconds)
     if isinstance(rows, str):
         return rows
     found = {str(name): str(value) for name, value in rows}
-    return plan_mod.PrimaryLimits(
+    return planner.PrimaryLimits(
         max_connections=int(found["max_connections"]),
         superuser_reserved_connections=int(found.get("superuser_reserved_connections", 0)),
         reserved_connections=int(found.get("reserved_connections", 0)),

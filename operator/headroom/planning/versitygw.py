@@ -20,15 +20,15 @@ any).
 from __future__ import annotations
 
 import re
-import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Annotated, Literal
+from xml.etree import ElementTree
 
 from pydantic import Field
 
 from headroom.api import v1alpha1
-from headroom.planning import agentfile, storage
+from headroom.planning import agentfile, object_storage
 
 VERSION: Literal[1] = 1
 S3_PORT = 7070
@@ -96,9 +96,9 @@ class BucketServerConfig(_Model):
 def render_cors(rules: tuple[CorsRule, ...]) -> str:
     """The ``PutBucketCors`` body for ``rules`` (values already charset-checked;
     ElementTree escapes them anyway)."""
-    root = ET.Element("CORSConfiguration")
+    root = ElementTree.Element("CORSConfiguration")
     for rule in rules:
-        element = ET.SubElement(root, "CORSRule")
+        element = ElementTree.SubElement(root, "CORSRule")
         for tag, values in (
             ("AllowedOrigin", rule.allowed_origins),
             ("AllowedMethod", rule.allowed_methods),
@@ -106,10 +106,10 @@ def render_cors(rules: tuple[CorsRule, ...]) -> str:
             ("ExposeHeader", rule.expose_headers),
         ):
             for value in values:
-                ET.SubElement(element, tag).text = value
+                ElementTree.SubElement(element, tag).text = value
         if rule.max_age_seconds is not None:
-            ET.SubElement(element, "MaxAgeSeconds").text = str(rule.max_age_seconds)
-    return ET.tostring(root, encoding="unicode")
+            ElementTree.SubElement(element, "MaxAgeSeconds").text = str(rule.max_age_seconds)
+    return ElementTree.tostring(root, encoding="unicode")
 
 
 def init_command() -> list[str]:
@@ -187,7 +187,7 @@ def cors_rules(cors: v1alpha1.BucketCors | None) -> tuple[CorsRule, ...]:
     )
 
 
-def server_plan(buckets: Sequence[storage.BucketPlan]) -> ServerPlan | None:
+def server_plan(buckets: Sequence[object_storage.BucketPlan]) -> ServerPlan | None:
     """The profile's builtin server, None when no bucket is builtin. The first
     builtin bucket's settings are the server's (the API refuses others that differ)."""
     builtin = [b for b in buckets if b.builtin is not None]

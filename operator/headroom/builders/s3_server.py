@@ -22,9 +22,7 @@ from __future__ import annotations
 
 from headroom.api import v1alpha1
 from headroom.builders import common
-from headroom.planning import bucket_server as server_mod
-from headroom.planning import credentials, names, storage
-from headroom.planning import plan as plan_mod
+from headroom.planning import credentials, names, object_storage, planner, versitygw
 
 COMPONENT = "object-storage"
 APP_NAME = "versitygw"
@@ -37,9 +35,9 @@ APP_REVISION_ANNOTATION = "headroom.dev/s3-app-revision"
 
 
 def agent_config(
-    server: server_mod.ServerPlan, keys: server_mod.ServerKeys
-) -> server_mod.BucketServerConfig:
-    return server_mod.BucketServerConfig(
+    server: versitygw.ServerPlan, keys: versitygw.ServerKeys
+) -> versitygw.BucketServerConfig:
+    return versitygw.BucketServerConfig(
         app_access_key=keys.app_access_key,
         buckets=server.buckets,
         region=server.region,
@@ -52,10 +50,10 @@ def _secret_env(env_name: str, secret: str, key: str) -> common.Obj:
 
 
 def build(
-    plan: plan_mod.Plan,
-    server: server_mod.ServerPlan,
+    plan: planner.Plan,
+    server: versitygw.ServerPlan,
     *,
-    keys: server_mod.ServerKeys,
+    keys: versitygw.ServerKeys,
     app_pod_selector: common.Obj | None = None,
 ) -> list[common.Obj]:
     base = plan.names.s3_server
@@ -69,23 +67,23 @@ def build(
         _secret_env("ROOT_ACCESS_KEY", plan.names.s3_root_keys, credentials.ACCESS_KEY),
         _secret_env("ROOT_SECRET_KEY", plan.names.s3_root_keys, credentials.SECRET_KEY),
     ]
-    data_mount = {"name": names.DATA_VOLUME, "mountPath": server_mod.DATA_DIR}
+    data_mount = {"name": names.DATA_VOLUME, "mountPath": versitygw.DATA_DIR}
     prepare = {
         "name": "prepare",
         "image": server.image,
-        "command": server_mod.init_command(),
+        "command": versitygw.init_command(),
         "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}, "limits": {"memory": "32Mi"}},
         "securityContext": common.container_security_context(),
         "volumeMounts": [data_mount],
     }
-    health = {"httpGet": {"path": server_mod.HEALTH_PATH, "port": "s3"}, "periodSeconds": 5}
+    health = {"httpGet": {"path": versitygw.HEALTH_PATH, "port": "s3"}, "periodSeconds": 5}
     gateway = {
         "name": "versitygw",
         "image": server.image,
-        "command": [server_mod.BINARY],
-        "args": server_mod.server_args(),
+        "command": [versitygw.BINARY],
+        "args": versitygw.server_args(),
         "env": [*root_env, {"name": "VGW_REGION", "value": server.region}],
-        "ports": [{"name": "s3", "containerPort": server_mod.S3_PORT}],
+        "ports": [{"name": "s3", "containerPort": versitygw.S3_PORT}],
         "readinessProbe": health,
         "livenessProbe": {**health, "initialDelaySeconds": 10, "failureThreshold": 6},
         "resources": {"requests": dict(server.requests), "limits": dict(server.limits)},
@@ -127,7 +125,7 @@ def build(
         claim["storageClassName"] = server.storage_class_name
     claim_meta: common.Obj = {"name": names.DATA_VOLUME, "labels": selector}
     if server.retain:  # the PVC outlives the profile, and says so
-        claim_meta["annotations"] = {storage.RETAIN_ANNOTATION: "true"}
+        claim_meta["annotations"] = {object_storage.RETAIN_ANNOTATION: "true"}
     statefulset = {
         "apiVersion": "apps/v1",
         "kind": "StatefulSet",
@@ -142,7 +140,7 @@ def build(
                     "annotations": pod_annotations,
                 },
                 "spec": common.pod_spec(
-                    uid=server_mod.RUN_AS,
+                    uid=versitygw.RUN_AS,
                     selector=selector,
                     grace_seconds=30,
                     init_containers=[prepare],
@@ -188,7 +186,7 @@ def build(
         "metadata": meta(base),
         "spec": {
             "selector": selector,
-            "ports": [{"name": "s3", "port": server_mod.S3_PORT, "targetPort": "s3"}],
+            "ports": [{"name": "s3", "port": versitygw.S3_PORT, "targetPort": "s3"}],
         },
     }
     peers = common.client_peers(plan, app_pod_selector)
@@ -205,7 +203,7 @@ def build(
         "spec": {
             "podSelector": {"matchLabels": selector},
             "policyTypes": ["Ingress"],
-            "ingress": [{"from": peers, "ports": [{"port": server_mod.S3_PORT}]}],
+            "ingress": [{"from": peers, "ports": [{"port": versitygw.S3_PORT}]}],
         },
     }
     objects = [*secrets, config_map, statefulset, service, network_policy]
@@ -215,7 +213,7 @@ def build(
 
 
 def _ingress(
-    plan: plan_mod.Plan, public: v1alpha1.BuiltinPublic, metadata: common.Obj
+    plan: planner.Plan, public: v1alpha1.BuiltinPublic, metadata: common.Obj
 ) -> common.Obj:
     """The public host to the server's Service. The Host header reaches the server
     unchanged, so the SigV4 signatures of URLs presigned for it verify."""
@@ -231,7 +229,7 @@ def _ingress(
                             "backend": {
                                 "service": {
                                     "name": plan.names.s3_server,
-                                    "port": {"number": server_mod.S3_PORT},
+                                    "port": {"number": versitygw.S3_PORT},
                                 }
                             },
                         }

@@ -11,13 +11,13 @@ error code and message the server sent, and the request's method and path.
 from __future__ import annotations
 
 import base64
-import datetime as dt
+import datetime
 import hashlib
 import http.client
 import urllib.parse
-import xml.etree.ElementTree as ET
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from xml.etree import ElementTree
 
 from headroom.s3 import sigv4
 
@@ -75,7 +75,7 @@ class Client:
             access_key=self.access_key,
             secret_key=self.secret_key,
             region=self.region,
-            now=dt.datetime.now(dt.UTC),
+            now=datetime.datetime.now(datetime.UTC),
         )
         target = urllib.parse.quote(path, safe="/-_.~")
         if query:
@@ -173,7 +173,7 @@ class Client:
 
     def list_bucket_owners(self) -> dict[str, str]:
         """Every bucket's owner (access key), by bucket name."""
-        root = ET.fromstring(self.request("PATCH", "/list-buckets").body)  # noqa: S314 - our server
+        root = ElementTree.fromstring(self.request("PATCH", "/list-buckets").body)  # noqa: S314 - our server
         owners: dict[str, str] = {}
         for bucket in root.iter():
             if _local(bucket.tag) != "Buckets":
@@ -207,10 +207,10 @@ def _local(tag: str) -> str:
 
 
 def _xml(root: str, **fields: str) -> bytes:
-    element = ET.Element(root)
+    element = ElementTree.Element(root)
     for name, value in fields.items():
-        ET.SubElement(element, name).text = value
-    return ET.tostring(element)
+        ElementTree.SubElement(element, name).text = value
+    return ElementTree.tostring(element)
 
 
 def error_of(body: bytes) -> tuple[str, str]:
@@ -218,8 +218,8 @@ def error_of(body: bytes) -> tuple[str, str]:
     if not body.strip():
         return "", ""
     try:
-        root = ET.fromstring(body)  # noqa: S314 - an S3 error document
-    except ET.ParseError:
+        root = ElementTree.fromstring(body)  # noqa: S314 - an S3 error document
+    except ElementTree.ParseError:
         return "", body[:200].decode(errors="replace")
     found = {_local(child.tag): (child.text or "") for child in root}
     return found.get("Code", ""), found.get("Message", "")

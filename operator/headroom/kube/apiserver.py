@@ -20,8 +20,7 @@ from typing import Any
 
 import aiohttp
 
-from headroom.kube import config as config_mod
-from headroom.kube import errors, kinds
+from headroom.kube import errors, kinds, kubeconfig
 
 FIELD_MANAGER = "headroom"
 _EVENT_MESSAGE_MAX = 1024
@@ -50,7 +49,7 @@ class Kube:
 
     def __init__(
         self,
-        cfg: config_mod.ClusterConfig,
+        cfg: kubeconfig.ClusterConfig,
         *,
         timeout_seconds: float = 30.0,
         on_request: RequestHook | None = None,
@@ -64,7 +63,7 @@ class Kube:
 
     @classmethod
     def from_environment(cls, **kwargs: Any) -> Kube:
-        return cls(config_mod.load(), **kwargs)
+        return cls(kubeconfig.load(), **kwargs)
 
     async def close(self) -> None:
         for session in (self._session, self._watch_session):
