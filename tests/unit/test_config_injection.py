@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import socket
+import typing
 from typing import Any
 
 import pytest
@@ -18,15 +19,9 @@ from headroom.reconcile import bucket_check
 from tests import profiles
 
 MEMORY = "32Mi"
-EVICTING = [
-    "allkeys-lru",
-    "allkeys-lfu",
-    "allkeys-random",
-    "volatile-lru",
-    "volatile-lfu",
-    "volatile-random",
-    "volatile-ttl",
-]
+# every maxmemory-policy the API accepts but noeviction
+_POLICIES = typing.get_args(v1alpha1.CacheInstance.model_fields["eviction_policy"].annotation)[0]
+EVICTING = [p for p in typing.get_args(_POLICIES) if p != "noeviction"]
 
 
 def _pooler_plan(parameters: dict[str, str] | None = None) -> planner.Plan:
