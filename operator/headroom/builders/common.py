@@ -56,7 +56,7 @@ def metadata(
     """``retain``: the object must outlive the profile (deletionPolicy Retain):
     no owner reference, so garbage collection leaves it, and the retain
     annotation, so pruning never deletes it and a profile of the same name
-    adopts it again (see :mod:`headroom.reconcile.engine`)."""
+    adopts it again (see :mod:`headroom.reconcile.apply`)."""
     meta: Obj = {
         "name": name,
         "namespace": plan.namespace,
