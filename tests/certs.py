@@ -1,5 +1,5 @@
 """Throwaway X.509 certificates for tests: a self-signed CA (the conformance TLS
-tests sign Postgres' server certificate with it; the engine tests and the e2e
+tests sign Postgres' server certificate with it; the reconcile pass's tests and the e2e
 tests hand it to a profile as spec.database.serverCASecret)."""
 
 from __future__ import annotations

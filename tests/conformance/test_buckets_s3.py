@@ -52,7 +52,7 @@ MAX_UPLOAD_BYTES = 1024 * 1024  # the declared upload limit signed into POST pol
 StartGW = Callable[..., s3_servers.VersityGW]
 
 
-KEYS = versitygw.ServerKeys(  # as the engine generates them
+KEYS = versitygw.ServerKeys(  # as the reconcile pass generates them
     root_access_key=secrets.token_hex(10),
     root_secret_key=secrets.token_urlsafe(30),
     app_access_key=secrets.token_hex(10),
@@ -488,8 +488,8 @@ def _s3_profile(endpoint: str) -> dict[str, Any]:
 
 
 def _s3_binding(endpoint: str, secret_data: dict[str, str]) -> dict[str, str]:
-    """The binding the engine renders: the Secret's data through
-    object_storage.credentials_from (what the engine calls), then desired.build."""
+    """The binding the reconcile pass renders: the Secret's data through
+    object_storage.credentials_from (what the reconcile pass calls), then desired.build."""
     body = _s3_profile(endpoint)
     body["metadata"]["uid"] = "11111111-2222-3333-4444-555555555555"
     planned = planner.plan(v1alpha1.parse_profile(body))

@@ -1,6 +1,6 @@
-"""A fake of the engine's kube layer (:class:`headroom.reconcile.cluster_view.Cluster`).
+"""A fake of the reconcile pass's cluster view (:class:`headroom.reconcile.cluster_view.Cluster`).
 
-It keeps objects like an API server would for the engine's purposes: every
+It keeps objects like an API server would for the reconcile pass's purposes: every
 write that changes an object bumps its resourceVersion, a write that changes
 nothing keeps it (as server-side apply does), a Secret's ``data`` is replaced
 as a whole (what Headroom's apply of ``data`` does for its own keys). Tests

@@ -1,6 +1,6 @@
 """spec.storage.buckets: the schema's refusals, the plan, the COSI objects of
 each served version, the credentials Secrets of COSI v1alpha1 / v1alpha2 and of
-an s3 bucket translated into the binding, retention in the engine, and the
+an s3 bucket translated into the binding, retention in the reconcile pass, and the
 StorageReady condition."""
 
 from __future__ import annotations
@@ -309,7 +309,7 @@ def test_v1alpha1_is_preferred_when_both_are_served() -> None:
     assert watches.crd_names().count("bucketclaims.objectstorage.k8s.io") == 1
 
 
-# -- the engine ----------------------------------------------------------------------------
+# -- the reconcile pass ----------------------------------------------------------------------------
 
 
 def _cluster(*entries: dict[str, Any], cosi: str = "v1alpha1") -> fake_cluster.FakeCluster:

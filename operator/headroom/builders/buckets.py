@@ -7,7 +7,7 @@ and :mod:`headroom.builders.binding` (the S3 entries of the app's binding).
 
 Retention: a ``Retain`` bucket's claim carries no owner reference (garbage
 collection would delete it with the profile) but our labels and the
-``headroom.dev/retain`` annotation; the engine never prunes such an object and
+``headroom.dev/retain`` annotation; the reconcile pass never prunes such an object and
 a profile of the same name adopts it again. The BucketAccess (the app's key)
 is always owned: deleting the profile revokes the key, not the bucket.
 """

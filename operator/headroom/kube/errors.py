@@ -1,5 +1,5 @@
 """Errors of the kube layer. The work queue retries the retriable ones with
-backoff; the engine turns the others into conditions naming the object."""
+backoff; the reconcile pass turns the others into conditions naming the object."""
 
 from __future__ import annotations
 

@@ -342,7 +342,7 @@ def _read_pool(
 
 def unready_claims(plan: planner.Plan, applied: dict[str, Any]) -> list[tuple[str, str]]:
     """(claim name, persistence field) of every data claim of a Redis
-    StatefulSet that is not rolled out: the engine reads those to say why."""
+    StatefulSet that is not rolled out: the reconcile pass reads those to say why."""
     wanted = []
     for index, instance in enumerate(plan.redis):
         if instance.persistence is None:

@@ -1,8 +1,8 @@
 """Operator metrics (prometheus-client), one registry per process, created by the
-runtime at start-up and handed to the engine, the queue's workers and the
+runtime at start-up and handed to the reconcile pass, the queue's workers and the
 webhook; served on ``/metrics``.
 
-Besides the engine's own counters: ``headroom_build_info`` (which build runs) and
+Besides the reconcile pass's own counters: ``headroom_build_info`` (which build runs) and
 ``headroom_profile_condition`` (every profile's status conditions, kube-state-metrics
 style: one series per condition and status, 1 for the current status), fed by the
 runtime from the profile watch cache at scrape time, so every replica (not only the leader)
