@@ -53,7 +53,6 @@ from typing import Any
 import pytest
 import redis_servers
 import servers
-from conftest import APP_PASSWORD
 
 from headroom.api import v1alpha1
 from headroom.builders import common, desired, redis
@@ -317,16 +316,16 @@ class Rendered:
         return container_env(container, self.objects)
 
 
-def render(stack: Stack, *, pg_port: int, pgbouncer_version: str) -> Rendered:
+def render(stack: Stack, *, database: servers.AppDatabase, pgbouncer_version: str) -> Rendered:
     profile = v1alpha1.parse_profile(
-        profile_body(stack, pg_port=pg_port, pgbouncer_version=pgbouncer_version)
+        profile_body(stack, pg_port=database.port, pgbouncer_version=pgbouncer_version)
     )
     planned = planner.plan(profile)
     assert planned.ok, planned.problem_text()
     passwords = {"cache": secrets.token_hex(16), "jobs": secrets.token_hex(16)}
     creds = credentials.Credentials(
-        username="app",
-        password=APP_PASSWORD,
+        username=database.user,
+        password=database.password,
         stats_password=STATS_PASSWORD,
         revision="1",
         redis_passwords=passwords,
@@ -383,7 +382,7 @@ def test_every_pod_and_worker_at_its_ceiling(
     stack = STACKS[stack_name]
     servers.raise_nofile(10_000)
     binary = pgbouncer_binary(version, built_pgbouncer)
-    rendered = render(stack, pg_port=database.port, pgbouncer_version=binary_version(binary))
+    rendered = render(stack, database=database, pgbouncer_version=binary_version(binary))
     planned, budget = rendered.plan, rendered.plan.budget
 
     # The rendered pgbouncer.ini, once per pooler pod, in the PgBouncer of that version.
