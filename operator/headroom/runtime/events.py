@@ -107,7 +107,7 @@ class Events:
     def on_probe(self, users: set[str]) -> None:
         """A periodic probe's answer changed for these profiles."""
         for key in users:
-            self.queue.add(key, work_queue.Trigger.DRIFT)
+            self.queue.add(key, work_queue.Trigger.PROBE)
 
 
 async def sync_engines(cache: watch_cache.Cache, events: Events) -> None:

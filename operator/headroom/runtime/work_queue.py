@@ -1,14 +1,25 @@
-"""A coalescing, prioritised work queue of profile keys (client-go's workqueue,
-with priorities).
+"""A coalescing, fair work queue of profile keys (client-go's workqueue, with
+priorities that age).
 
 - Any number of triggers for one key collapse into one pending item; it keeps
-  the most urgent trigger's priority and the set of every trigger.
+  the set of every trigger.
 - A key is handed to one worker at a time; triggers that arrive while it is
   being processed make it pending again once that worker is done.
-- Priorities: a spec change goes ahead of drift repair, drift ahead of status
-  refreshes, and those ahead of the periodic resync.
+- Priorities without starvation: each trigger has an *allowance*
+  (:data:`ALLOWANCE`), how long work of that kind may let more urgent work
+  that arrives after it go first. An item is due at the time of its trigger
+  plus that allowance (the earliest, over its triggers), and the earliest due
+  item is served first. So a spec change goes ahead of drift repair, status
+  refreshes and the resync that were triggered at about the same time, but a
+  status refresh triggered at ``t`` goes ahead of every spec change triggered
+  after ``t + ALLOWANCE[STATUS]``: however many creates keep arriving, a
+  profile whose children became ready is served within that allowance plus
+  the time to drain what was due before it. With a short queue the allowance
+  delays nothing (it orders, it does not wait).
 - A failed key comes back after an exponential backoff (per key), not at once.
 
+Who goes first is decided by the triggers alone: a caller that needs another
+order (after a restart, say) adds a :class:`Trigger` with its allowance.
 Pure asyncio; used by the runtime's workers.
 """
 
@@ -19,22 +30,35 @@ import enum
 import heapq
 import itertools
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 
 class Trigger(enum.IntEnum):
-    """Why a pass runs; lower is more urgent."""
+    """Why a pass runs; lower is more urgent (a smaller allowance)."""
 
     SPEC = 0  # the profile was created or its spec changed
     DRIFT = 1  # a child or an input changed or vanished; an engine came or went
-    RETRY = 2  # an earlier pass failed
-    STATUS = 3  # only a child's status changed (pods became ready)
-    RESYNC = 4  # the periodic safety net
+    PROBE = 2  # a periodic probe's answer changed (a server's limits, a replica's lag)
+    RETRY = 3  # an earlier pass failed
+    STATUS = 4  # only a child's status changed (pods became ready)
+    RESYNC = 5  # the periodic safety net
+
+
+# Seconds work of each kind lets more urgent work that arrives later go first.
+ALLOWANCE: dict[Trigger, float] = {
+    Trigger.SPEC: 0.0,
+    Trigger.DRIFT: 0.5,
+    Trigger.PROBE: 1.0,
+    Trigger.RETRY: 1.0,  # it has waited out its backoff already
+    Trigger.STATUS: 2.0,
+    Trigger.RESYNC: 30.0,
+}
 
 
 @dataclass
 class _Pending:
-    priority: int
+    due: float  # served in order of this: the earliest trigger time + allowance
     triggers: set[Trigger]
     since: float  # when it first became pending (queue wait is measured from here)
 
@@ -54,7 +78,8 @@ class Item:
 class WorkQueue:
     base_backoff: float = 1.0
     max_backoff: float = 300.0
-    _heap: list[tuple[int, int, str]] = field(default_factory=list)
+    clock: Callable[[], float] = time.monotonic
+    _heap: list[tuple[float, int, str]] = field(default_factory=list)
     _pending: dict[str, _Pending] = field(default_factory=dict)
     _processing: set[str] = field(default_factory=set)
     _dirty: dict[str, _Pending] = field(default_factory=dict)  # re-triggered while processing
@@ -72,19 +97,20 @@ class WorkQueue:
         """Make ``key`` pending (or more urgent) for ``trigger``."""
         if self._closed:
             return
-        now = time.monotonic()
+        now = self.clock()
+        due = now + ALLOWANCE[trigger]
         target = self._dirty if key in self._processing else self._pending
         pending = target.get(key)
         if pending is None:
-            target[key] = _Pending(int(trigger), {trigger}, now)
+            target[key] = _Pending(due, {trigger}, now)
             if target is self._pending:
-                self._push(key, int(trigger))
+                self._push(key, due)
             return
         pending.triggers.add(trigger)
-        if trigger < pending.priority:
-            pending.priority = int(trigger)
+        if due < pending.due:
+            pending.due = due
             if target is self._pending:
-                self._push(key, int(trigger))  # the older heap entry is skipped later
+                self._push(key, due)  # the older heap entry is skipped later
 
     def add_after(self, key: str, trigger: Trigger, delay: float) -> None:
         if key in self._delayed or self._closed:
@@ -97,25 +123,25 @@ class WorkQueue:
 
         self._delayed[key] = loop.call_later(delay, fire)
 
-    def _push(self, key: str, priority: int) -> None:
-        heapq.heappush(self._heap, (priority, next(self._seq), key))
+    def _push(self, key: str, due: float) -> None:
+        heapq.heappush(self._heap, (due, next(self._seq), key))
         self._tokens.put_nowait(None)
 
     # -- consumers --------------------------------------------------------------
 
     def _pop(self) -> Item | None:
         while self._heap:
-            priority, _, key = heapq.heappop(self._heap)
+            due, _, key = heapq.heappop(self._heap)
             pending = self._pending.get(key)
-            if pending is None or pending.priority != priority:
+            if pending is None or pending.due != due:
                 continue  # stale heap entry (coalesced or made more urgent)
             del self._pending[key]
             self._processing.add(key)
-            return Item(key, frozenset(pending.triggers), time.monotonic() - pending.since)
+            return Item(key, frozenset(pending.triggers), self.clock() - pending.since)
         return None
 
     async def get(self) -> Item:
-        """The most urgent pending key (waits for one); CancelledError once closed."""
+        """The pending key due first (waits for one); CancelledError once closed."""
         while True:
             if self._closed:
                 raise asyncio.CancelledError
@@ -139,7 +165,7 @@ class WorkQueue:
         if dirty is not None and (not failed or Trigger.SPEC in dirty.triggers):
             # a new spec may well fix what failed: no reason to wait for it
             self._pending[key] = dirty
-            self._push(key, dirty.priority)
+            self._push(key, dirty.due)
             return None
         if delay is not None:
             self.add_after(key, Trigger.RETRY, delay)
