@@ -83,14 +83,16 @@ def test_multiline_override_is_a_planner_problem(key: str, breaker: str) -> None
 
 
 @pytest.mark.parametrize("policy", EVICTING)
-def test_evicting_queue_is_a_planner_problem(policy: str) -> None:
-    plan = _cache_plan(
-        {"name": "cache", "use": "cache", "memory": MEMORY},
-        {"name": "jobs", "use": "queue", "memory": MEMORY, "evictionPolicy": policy},
+def test_an_evicting_queue_is_refused(policy: str) -> None:
+    # the CRD's rule, and the model's twin: never planned
+    with pytest.raises(v1alpha1.ProfileError) as refused:
+        _cache_plan(
+            {"name": "cache", "use": "cache", "memory": MEMORY},
+            {"name": "jobs", "use": "queue", "memory": MEMORY, "evictionPolicy": policy},
+        )
+    assert str(refused.value).startswith(
+        f"spec.cache.instances[1].evictionPolicy: {policy} on a queue instance (jobs)"
     )
-    assert not plan.ok
-    fields = [p.field for p in plan.problems]
-    assert fields == ["spec.cache.instances[1].evictionPolicy"], fields
 
 
 def test_queue_with_noeviction_is_fine() -> None:

@@ -8,6 +8,7 @@ from typing import Any
 
 from headroom import yamlfmt
 from headroom.api import crd, quantity, v1alpha1
+from headroom.api.v1alpha1 import schema as schema_mod
 
 CRD_FILE = Path(__file__).resolve().parents[2] / "crds" / "headroom.dev_scalingprofiles.yaml"
 
@@ -188,3 +189,48 @@ def test_a_profile_not_yet_written_reads_as_not_observed() -> None:
     assert status["properties"]["observedGeneration"]["default"] == 0
     defaults = [line for line in yamlfmt.dump(status).splitlines() if "default:" in line]
     assert len(defaults) == 2, defaults  # no other invented status value
+
+
+def _models() -> list[type[Any]]:
+    found: list[type[Any]] = []
+    todo: list[type[Any]] = [schema_mod.Model]
+    while todo:
+        cls = todo.pop()
+        found.append(cls)
+        todo += cls.__subclasses__()
+    return found
+
+
+def test_every_rule_of_the_crd_is_checked_by_the_model_too() -> None:
+    """Model and CRD refuse the same: each CEL rule is a model's Rule (Python
+    check beside it) or a type's rule recorded as paired with its validator."""
+    twins = {rule.cel for model in _models() for rule in model.RULES} | schema_mod.paired_rules()
+    rules = [
+        (path, rule["rule"])
+        for path, node in _walk(_spec_schema())
+        for rule in node.get("x-kubernetes-validations") or []
+    ]
+    assert len(rules) > 40
+    missing = [(path, rule) for path, rule in rules if rule not in twins]
+    assert not missing, missing
+
+
+def test_every_model_rule_is_in_the_crd_and_no_model_checks_alone() -> None:
+    """The other way round: every Rule reaches the CRD, and no model has a
+    validator of its own that the CRD would not run (those are the planner's)."""
+    in_crd = {
+        rule["rule"]
+        for _, node in _walk(_spec_schema())
+        for rule in node.get("x-kubernetes-validations") or []
+    }
+    for model in _models():
+        for rule in model.RULES:
+            assert rule.cel in in_crd, (model.__name__, rule.cel)
+        decorators = model.__pydantic_decorators__
+        own = {
+            name
+            for group in (decorators.field_validators, decorators.model_validators)
+            for name in group
+        } - {"_null_is_absent", "_rules"}
+        if model is not v1alpha1.ScalingProfile:  # metadata.name: the CRD's metadata schema
+            assert not own, (model.__name__, own)

@@ -271,11 +271,13 @@ def test_min_replicas_to_write_above_the_replicas_is_rejected() -> None:
             {"name": "jobs", "use": "queue", "sentinel": {"replicas": 1, "minReplicasToWrite": 2}}
         ]
     }
-    planned = planner.plan(v1alpha1.parse_profile(profiles.base(cache=cache)))
-    assert [p.field for p in planned.problems] == [
-        "spec.cache.instances[0].sentinel.minReplicasToWrite"
-    ]
-    assert "would refuse every write" in planned.problem_text()
+    # the CRD's rule, and the model's: refused before any plan
+    with pytest.raises(v1alpha1.ProfileError) as refused:
+        v1alpha1.parse_profile(profiles.base(cache=cache))
+    assert str(refused.value) == (
+        "spec.cache.instances[0].sentinel.minReplicasToWrite: 2 must be <= "
+        "spec.cache.instances[0].sentinel.replicas 1: the master would refuse every write"
+    )
 
 
 def _auth_revisions(objs: dict[str, common.Obj]) -> dict[str, str]:

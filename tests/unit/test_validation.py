@@ -64,7 +64,7 @@ REFUSED: list[tuple[str, dict[str, Any], str]] = [
     (
         "memory-too-small",
         {"cache": profiles.instance(memory="16Mi")},
-        "'16Mi' must be at least 32Mi",
+        "spec.cache.instances[0].memory: must be at least 32Mi",
     ),
     ("memory-negative", {"cache": profiles.instance(memory="-1Gi")}, "must be at least 32Mi"),
     (
@@ -78,7 +78,7 @@ REFUSED: list[tuple[str, dict[str, Any], str]] = [
     (
         "request-negative",
         profiles.worker_resources(requests={"cpu": "-1"}),
-        "requests.cpu -1 must not be negative",
+        "spec.queues[0].resources.requests.cpu: resource quantities must not be negative",
     ),
     (
         "extended-resource-fraction",
@@ -190,10 +190,12 @@ def test_a_capacity_floor_above_the_ceiling_is_not_clamped() -> None:
             "app.capacity": {"targetConcurrentUsers": 100, "usersPerPod": 250},  # minReplicas 2
         }
     )
-    planned = planner.plan(v1alpha1.parse_profile(body))
-    assert [p.field for p in planned.problems] == ["spec.app.capacity.minReplicas"]
-    assert "2 is above the ceiling ceil(targetConcurrentUsers 100 / usersPerPod 250) = 1 pods" in (
-        planned.problem_text()
+    # the CRD's rule, and the model's (the same message)
+    with pytest.raises(v1alpha1.ProfileError) as refused:
+        v1alpha1.parse_profile(body)
+    assert str(refused.value) == (
+        "spec.app.capacity.minReplicas: "
+        "2 is above the ceiling ceil(targetConcurrentUsers 100 / usersPerPod 250) = 1 pods"
     )
 
 

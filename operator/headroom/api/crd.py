@@ -14,9 +14,13 @@ webhook ever sees it.
 from __future__ import annotations
 
 import copy
+import re
 from typing import Any
 
 from headroom.api import status, v1alpha1
+from headroom.api.v1alpha1 import schema
+
+_SELF = re.compile(r"self")
 
 _DROP_KEYS = {"title"}
 # Child names such as "<name>-pooler-rw" must stay DNS labels (the API server
@@ -70,16 +74,43 @@ def _resolve(node: Any, defs: dict[str, Any]) -> Any:
     if "enum" in out and out.get("type") == "string":
         out.setdefault("maxLength", max(len(choice) for choice in out["enum"]))
     keys = out.pop("propertyNames", None)
+    # pydantic states a key pattern as patternProperties, which structural schemas refuse
+    by_pattern = out.pop("patternProperties", None)
+    if by_pattern:
+        ((pattern, values),) = by_pattern.items()
+        out["additionalProperties"] = values
+        keys = {**(keys or {}), "pattern": pattern}
     if keys is not None:
-        rules = out.setdefault("x-kubernetes-validations", [])
-        rules.insert(
-            0,
-            {
-                "rule": f"self.all(k, size(k) <= {keys['maxLength']})",
-                "message": f"keys must be at most {keys['maxLength']} characters",
-            },
-        )
+        out.setdefault("x-kubernetes-validations", [])[:0] = _key_rules(keys)
     return out
+
+
+def _key_rules(keys: dict[str, Any]) -> list[dict[str, Any]]:
+    """A map's key schema as CEL over its keys (structural schemas have no
+    propertyNames): its length, its pattern and its own rules, each with ``self``
+    read as the key. The key type checks the same in the model."""
+    found = []
+    if "maxLength" in keys:
+        found.append(
+            schema.paired(
+                f"self.all(k, size(k) <= {keys['maxLength']})",
+                f"keys must be at most {keys['maxLength']} characters",
+            )
+        )
+    if "pattern" in keys:
+        found.append(
+            schema.paired(
+                f"self.all(k, k.matches('{keys['pattern']}'))",
+                f"keys must match {keys['pattern']}",
+            )
+        )
+    for rule in keys.get("x-kubernetes-validations") or []:
+        found.append(
+            schema.paired(
+                f"self.all(k, {_SELF.sub('k', rule['rule'])})", f"keys: {rule['message']}"
+            )
+        )
+    return found
 
 
 def openapi_schema(model: type[Any]) -> dict[str, Any]:

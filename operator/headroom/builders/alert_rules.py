@@ -33,6 +33,12 @@ _STATEFUL_POD = "-[0-9]+"
 Rule = dict[str, Any]
 
 
+def literal(text: str) -> str:
+    """User text inside a label or an annotation, which Prometheus expands as a
+    Go template: a ``{{`` in it is printed, never parsed."""
+    return text.replace("{{", '{{ "{{" }}')
+
+
 def _regex(name: str) -> str:
     return name.replace(".", "\\\\.")  # a Deployment name may carry dots
 
@@ -113,7 +119,7 @@ class _Rules:
             "profile": self.plan.name,
             "component": self.component,
             **labels,
-            **self.plan.alerts.settings.labels,
+            **{key: literal(value) for key, value in self.plan.alerts.settings.labels.items()},
         }
         rule["annotations"] = {
             "summary": summary,
@@ -363,7 +369,7 @@ def _queue_rules(plan: planner.Plan, alerts: monitoring.AlertsPlan) -> list[Rule
             "HeadroomQueueBacklogHigh",
             f"max by (namespace, key) (redis_key_size{sel}) > {queue.drain_ceiling}",
             summary=f"queue {queue.name} holds more than its workers' ceiling drains",
-            description=f"{{{{ $value }}}} jobs in {queue.list_name}; replicas.max "
+            description=f"{{{{ $value }}}} jobs in {literal(queue.list_name)}; replicas.max "
             f"{queue.max_replicas} x backlogPerWorker {queue.backlog_per_worker} = "
             f"{queue.drain_ceiling}.",
             runbook=f"Raise spec.queues[{index}].replicas.max (mind databasePoolSize in "

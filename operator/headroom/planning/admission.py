@@ -15,15 +15,25 @@ def review(
     body: dict[str, Any],
     *,
     shared: Callable[[str, str], tuple[connection_budget.SharedUse, ...]] | None = None,
+    old: dict[str, Any] | None = None,
 ) -> str | None:
     """Return the rejection message for ``body``, or None when it can be applied.
     ``shared(server, profile key)``: what the other profiles on that Postgres
     server open (the webhook's table; none offline), asked for every server
-    the profile uses (its primary, the replicas it shares)."""
+    the profile uses (its primary, the replicas it shares). ``old``: the stored
+    profile an update replaces (what may not change, as the CRD's oldSelf rules)."""
     try:
         profile = v1alpha1.parse_profile(body)
     except v1alpha1.ProfileError as err:
         return str(err)
+    if old is not None:
+        try:
+            before = v1alpha1.parse_profile(old)
+        except v1alpha1.ProfileError:
+            before = None  # an invalid stored profile: nothing to keep
+        changed = v1alpha1.profile_transition_problems(profile, before) if before else []
+        if changed:
+            return "; ".join(changed)
     facts = planner.Facts()
     if shared is not None:
         meta = body.get("metadata") or {}

@@ -22,7 +22,8 @@ def primary_problems(
     if primary is None:
         return []
     db, budget = plan.database, plan.budget
-    live = primary.available - db.reserved_connections
+    others = sum(use.server_connections for use in budget.shared)
+    live = primary.available - db.reserved_connections - others
     opened = budget.server_connections + budget.read_fallback
     if opened <= live:
         return []
@@ -31,13 +32,20 @@ def primary_problems(
         if primary.max_connections < db.max_connections
         else "spec.database.superuserReservedConnections"
     )
+    parts = f"{budget.server_connections} for the write pool"
+    if budget.read_fallback:
+        parts += (
+            f" + {budget.read_fallback} for the read pool when every replica is out "
+            "(spec.database.readReplicas.primaryFallbackConnections)"
+        )
     return [
         connection_budget.Problem(
             field,
             f"the primary reports {primary.describe()}"
             + (f" - {db.reserved_connections} reserved" if db.reserved_connections else "")
+            + (f" - {others} opened by the other profiles on it" if others else "")
             + f" = {live} available, but the plan opens {opened} server "
-            f"connections (declared maxConnections {db.max_connections}, "
+            f"connections ({parts}; declared maxConnections {db.max_connections}, "
             f"superuserReservedConnections {db.superuser_reserved_connections}); "
             "declare the primary's real limits",
         )

@@ -32,6 +32,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
+from headroom.api import v1alpha1
 from headroom.planning import agentfile, planner
 
 VERSION: Literal[1] = 1
@@ -42,7 +43,7 @@ ADMIN_PORT = 6432
 # A DNS name or IP address, or a UNIX-socket directory (libpq and PgBouncer
 # read a host that starts with "/" as one).
 _HOST = re.compile(r"^(?:[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?|/[A-Za-z0-9_./-]{1,200})$")
-_DATABASE = re.compile(r"^[A-Za-z_][A-Za-z0-9_$-]{0,62}$")  # a pgbouncer.ini key, too
+_DATABASE = re.compile(v1alpha1.PG_IDENTIFIER)  # a pgbouncer.ini key, too
 _NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 _PATH = re.compile(r"^/[A-Za-z0-9_./-]{1,200}$")
 _USER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")

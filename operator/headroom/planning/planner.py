@@ -18,6 +18,7 @@ from headroom.planning import (
     names,
     object_storage,
     pgbouncer_params,
+    profile_checks,
     read_plan,
     redis_params,
     servers,
@@ -586,6 +587,7 @@ def plan(profile: v1alpha1.ScalingProfile, *, facts: Facts | None = None) -> Pla
     redis, redis_problems = _redis_plans(spec)
     queues, queue_problems = _queue_plans(spec, redis=redis, facts=facts)
     problems += redis_problems + queue_problems + _name_problems(profile)
+    problems += profile_checks.problems(spec)
     version, version_problems = _pooler_version(spec.pooler)
     problems += version_problems
     settings, pinned, setting_problems = _pooler_settings(spec.pooler, version=version)

@@ -339,13 +339,13 @@ def read_plan(
     if rr.when_all_lagging == "primary" and not (cnpg and rr.mode == "cnpg"):
         total = rr.primary_fallback_connections or max(pods, primary_available // 10)
         fallback = max(1, total // pods)
-        if rr.primary_fallback_connections is not None and total < pods:
-            problems.append(
-                connection_budget.Problem(
-                    f"{FIELD}.primaryFallbackConnections",
-                    f"{total} is fewer than the {pods} read-pooler pods at peak "
-                    f"({FIELD}.pooler.instances {rr.pooler.instances} + 1): each needs one",
-                )
+        if rr.primary_fallback_connections is not None:
+            problems += _fallback_problems(
+                total,
+                pods=pods,
+                instances=rr.pooler.instances,
+                per_pod=budget.max_db_connections,
+                primary_available=primary_available,
             )
     return (
         ReadPlan(
@@ -368,6 +368,41 @@ def read_plan(
         ),
         problems,
     )
+
+
+def _fallback_problems(
+    total: int, *, pods: int, instances: int, per_pod: int, primary_available: int
+) -> list[connection_budget.Problem]:
+    """A declared fallback share the read pool can use and the primary can give:
+    never cut to fit without a word."""
+    field = f"{FIELD}.primaryFallbackConnections"
+    if total < pods:
+        return [
+            connection_budget.Problem(
+                field,
+                f"{total} is fewer than the {pods} read-pooler pods at peak "
+                f"({FIELD}.pooler.instances {instances} + 1): each needs one",
+            )
+        ]
+    if total > pods * per_pod:
+        return [
+            connection_budget.Problem(
+                field,
+                f"{total} is more than the read pool can open on the primary: {pods} "
+                f"read-pooler pods at peak x {per_pod} server connections each (its "
+                f"max_db_connections) = {pods * per_pod}; at most {pods * per_pod}",
+            )
+        ]
+    if total > primary_available // 2:
+        return [
+            connection_budget.Problem(
+                field,
+                f"{total} is more than half of the {primary_available} connections the primary "
+                "has for the poolers (spec.database.maxConnections - reserved - other "
+                f"profiles'): the write pool keeps at least half; at most {primary_available // 2}",
+            )
+        ]
+    return []
 
 
 def _standby_plan(rr: v1alpha1.ReadReplicas, *, db: v1alpha1.Database) -> StandbyPlan | None:

@@ -70,6 +70,7 @@ from headroom.api.v1alpha1.profile import (
     field_path,
     format_validation_error,
     parse_profile,
+    profile_transition_problems,
 )
 from headroom.api.v1alpha1.queues import REDIS_KEY, Queue, WorkerReplicas
 from headroom.api.v1alpha1.read_replicas import (
@@ -121,6 +122,7 @@ from headroom.api.v1alpha1.storage import (
     Storage,
     bucket_name_problem,
     env_name,
+    one_server,
 )
 
 __all__ = [
@@ -221,5 +223,7 @@ __all__ = [
     "env_name",
     "field_path",
     "format_validation_error",
+    "one_server",
     "parse_profile",
+    "profile_transition_problems",
 ]

@@ -1,24 +1,143 @@
 """``spec.alerts``: Prometheus alerts on the plan's numbers per component
 (pooler, database, cache, queues, app), the labels they carry, and where the
-app serves its metrics."""
+app serves its metrics.
+
+What lands in a rule file is checked as Prometheus reads it
+(:mod:`headroom.api.prometheus`): durations in Prometheus' grammar and range,
+label names Prometheus takes and Headroom does not set itself, a histogram
+name the rules can add ``_bucket`` to."""
 
 from __future__ import annotations
 
-import re
 from typing import Annotated, Literal
 
-from pydantic import ConfigDict, Field, field_validator, model_validator
+from pydantic import Field
 
-from headroom.api.v1alpha1.schema import Model, Quantity, cel, quantity_rule
+from headroom.api import prometheus
+from headroom.api.v1alpha1.schema import Broken, Checked, Model, PositiveQuantity, Rule, paired
 
-# A Prometheus duration (``for:``): what promtool accepts, e.g. 5m, 1h30m, 90s.
-DURATION = r"^(([0-9]+)(ms|s|m|h|d|w|y))+$"
-Duration = Annotated[str, Field(pattern=DURATION, max_length=16)]
-PROM_LABEL = r"^[a-zA-Z_][a-zA-Z0-9_]*$"
+# A Prometheus duration (``for:``): what Prometheus parses, e.g. 5m, 1h30m, 90s.
+DURATION = prometheus.DURATION_PATTERN
+
+
+def _checked_duration(text: str) -> str:
+    problem = prometheus.duration_problem(text)
+    if problem:
+        raise ValueError(problem)
+    return text
+
+
+Duration = Annotated[
+    str,
+    # the pattern is the CRD's; the check says what is wrong in words
+    Field(max_length=prometheus.DURATION_MAX_LENGTH),
+    Checked(
+        _checked_duration,
+        {
+            "type": "string",
+            "minLength": 1,
+            "maxLength": prometheus.DURATION_MAX_LENGTH,
+            "pattern": DURATION,
+            "x-kubernetes-validations": [
+                paired(prometheus.duration_cel(), prometheus.DURATION_RANGE_MESSAGE)
+            ],
+        },
+    ),
+]
+PROM_LABEL = prometheus.LABEL_NAME
+_NOT_RESERVED = paired(
+    "!self.startsWith('__')", "label names starting with __ are reserved for Prometheus"
+)
+
+
+def _label_name(*, max_length: int, taken: tuple[str, ...], why: str) -> Checked:
+    """A Prometheus label name, none of ``taken`` (which the rules set themselves)."""
+
+    def checked(name: str) -> None:
+        problem = prometheus.label_name_problem(name)
+        if problem:
+            raise ValueError(problem)
+        if name in taken:
+            raise ValueError(f"{name!r} {why}")
+
+    listed = ", ".join(f"'{t}'" for t in taken)
+    return Checked(
+        checked,
+        {
+            "type": "string",
+            "maxLength": max_length,
+            "pattern": PROM_LABEL,
+            "x-kubernetes-validations": [
+                _NOT_RESERVED,
+                paired(f"!(self in [{listed}])", f"must not be one of {listed}: {why}"),
+            ],
+        },
+    )
+
+
+# The labels the status-code matcher sits beside in the error-ratio rule.
+SELECTOR_LABELS = ("namespace", "pod", "le")
+StatusLabel = Annotated[
+    str,
+    Field(max_length=128),
+    _label_name(
+        max_length=128,
+        taken=SELECTOR_LABELS,
+        why="is a label the rules select the app's pods and buckets by",
+    ),
+]
+# The rules add these to the histogram's name.
+HISTOGRAM_SUFFIXES = ("_bucket", "_count", "_sum")
+
+
+def _checked_histogram(name: str) -> None:
+    problem = prometheus.label_name_problem(name)
+    if problem:
+        raise ValueError(problem)
+    for suffix in HISTOGRAM_SUFFIXES:
+        if name.endswith(suffix):
+            raise ValueError(
+                f"{name!r}: give the histogram's name without {suffix} (the rules read "
+                f"{name.removesuffix(suffix)}_bucket and _count)"
+            )
+
+
+HistogramName = Annotated[
+    str,
+    Field(max_length=128),
+    Checked(
+        _checked_histogram,
+        {
+            "type": "string",
+            "maxLength": 128,
+            "pattern": PROM_LABEL,
+            "x-kubernetes-validations": [
+                _NOT_RESERVED,
+                paired(
+                    "!(" + " || ".join(f"self.endsWith('{s}')" for s in HISTOGRAM_SUFFIXES) + ")",
+                    "give the histogram's name without _bucket, _count or _sum",
+                ),
+            ],
+        },
+    ),
+]
 # label values are data in the rule file (YAML quoted), never expression text
 LabelValue = Annotated[str, Field(max_length=128, pattern=r"^[^\n\r]*$")]
 URL_PATH = r"^/[A-Za-z0-9._~/-]*$"
 Severity = Literal["info", "warning", "critical"]
+
+# Labels every alert carries from Headroom itself (pool, redis and queue tell the
+# alerts of one profile's pools, instances and queues apart).
+RESERVED_ALERT_LABELS = frozenset(
+    {"alertname", "severity", "namespace", "profile", "component", "pool", "redis", "queue"}
+)
+AlertLabelName = Annotated[
+    str,
+    Field(max_length=64),
+    _label_name(
+        max_length=64, taken=tuple(sorted(RESERVED_ALERT_LABELS)), why="is set by Headroom"
+    ),
+]
 
 
 class _AlertGroup(Model):
@@ -28,12 +147,31 @@ class _AlertGroup(Model):
     for_: Duration = Field(
         default="5m",
         alias="for",
-        description="How long a threshold must be breached before the alert fires.",
+        description="How long a threshold must be breached before the alert fires "
+        "(a Prometheus duration: 90s, 5m, 1h30m).",
     )
     severity: Severity = Field(
         default="warning",
         description="Severity label of the group's threshold alerts (the ones that mean "
         "lost work or a component down are always critical).",
+    )
+
+
+def _warning_below_critical(group: str) -> Rule:
+    def check(alerts: _ConnectionAlerts) -> Broken | None:
+        warning, critical = alerts.connections_warning_percent, alerts.connections_critical_percent
+        if warning < critical:
+            return None
+        return Broken(
+            "connectionsWarningPercent",
+            lambda at: f"{warning} must be < {at('connectionsCriticalPercent')} {critical}",
+        )
+
+    return Rule(
+        "self.connectionsWarningPercent < self.connectionsCriticalPercent",
+        f"spec.alerts.{group}.connectionsWarningPercent must be < "
+        f"spec.alerts.{group}.connectionsCriticalPercent",
+        check,
     )
 
 
@@ -44,31 +182,12 @@ class _ConnectionAlerts(_AlertGroup):
     connections_warning_percent: int = Field(default=50, ge=1, le=100)
     connections_critical_percent: int = Field(default=90, ge=1, le=100)
 
-    @model_validator(mode="after")
-    def _warning_below_critical(self) -> _ConnectionAlerts:
-        if self.connections_warning_percent >= self.connections_critical_percent:
-            raise ValueError(
-                f"connectionsWarningPercent {self.connections_warning_percent} must be < "
-                f"connectionsCriticalPercent {self.connections_critical_percent}"
-            )
-        return self
-
 
 class PoolerAlerts(_ConnectionAlerts):
     """PgBouncer: server connections against each pool's planned max_db_connections,
     clients waiting for one, the pooler's exporter down."""
 
-    model_config = ConfigDict(
-        json_schema_extra={
-            "x-kubernetes-validations": [
-                cel(
-                    "self.connectionsWarningPercent < self.connectionsCriticalPercent",
-                    "spec.alerts.pooler.connectionsWarningPercent must be < "
-                    "connectionsCriticalPercent",
-                )
-            ]
-        }
-    )
+    RULES = (_warning_below_critical("pooler"),)
 
     connections_warning_percent: int = Field(
         default=50,
@@ -97,17 +216,7 @@ class DatabaseAlerts(_ConnectionAlerts):
     """The primary's connections: what the poolers hold against max_connections -
     reserved (nothing Headroom runs reads Postgres' own pg_stat_activity)."""
 
-    model_config = ConfigDict(
-        json_schema_extra={
-            "x-kubernetes-validations": [
-                cel(
-                    "self.connectionsWarningPercent < self.connectionsCriticalPercent",
-                    "spec.alerts.database.connectionsWarningPercent must be < "
-                    "connectionsCriticalPercent",
-                )
-            ]
-        }
-    )
+    RULES = (_warning_below_critical("database"),)
 
     connections_warning_percent: int = Field(
         default=50,
@@ -150,7 +259,7 @@ class QueueAlerts(_AlertGroup):
         default="10m",
         alias="for",
         description="How long the backlog must stay above what the workers' ceiling "
-        "drains before the alert fires.",
+        "drains before the alert fires (a Prometheus duration).",
     )
 
 
@@ -167,32 +276,45 @@ class AppMetrics(Model):
     path: Annotated[str, Field(pattern=URL_PATH, max_length=256)] = Field(
         default="/metrics", description="HTTP path of the metrics endpoint."
     )
-    histogram: Annotated[str, Field(pattern=PROM_LABEL, max_length=128)] = Field(
+    histogram: HistogramName = Field(
         default="http_server_request_duration_seconds",
         description="Request-duration histogram in seconds, without _bucket (OpenTelemetry "
         "HTTP semantic conventions by default).",
     )
-    status_label: Annotated[str, Field(pattern=PROM_LABEL, max_length=128)] = Field(
+    status_label: StatusLabel = Field(
         default="http_response_status_code",
-        description="Label of the histogram carrying the HTTP status code (5xx are errors).",
+        description="Label of the histogram carrying the HTTP status code (5xx are errors); "
+        "not namespace, pod or le, which the rules select by.",
     )
+
+
+DEFAULT_P95_LATENCY_SECONDS = 0.2
+DEFAULT_ERROR_RATIO = 0.001
 
 
 class AppAlerts(_AlertGroup):
     """The app's own pods: p95 latency, error ratio, CPU, memory, HPA at max."""
 
-    p95_latency_seconds: float = Field(
-        default=0.2,
+    # (a target given with metrics null is the planner's to refuse: CEL reads a
+    # null field as absent, so the CRD cannot tell the two apart)
+    NULLABLE = frozenset({"metrics"})
+
+    p95_latency_given: float | None = Field(
+        default=None,
+        alias="p95LatencySeconds",
         gt=0,
         le=600,
         description="Warn when the 95th percentile request duration exceeds this "
-        "(seed 000: p95 < 200 ms; seed 003: p95 < 3 s).",
+        f"(default {DEFAULT_P95_LATENCY_SECONDS}; seed 000: p95 < 200 ms; seed 003: "
+        "p95 < 3 s). Needs metrics.",
     )
-    error_ratio: float = Field(
-        default=0.001,
+    error_ratio_given: float | None = Field(
+        default=None,
+        alias="errorRatio",
         gt=0,
         le=1,
-        description="Warn when this share of requests answers 5xx (seed 000: errors < 0.1%).",
+        description=f"Warn when this share of requests answers 5xx (default "
+        f"{DEFAULT_ERROR_RATIO}; seed 000: errors < 0.1%). Needs metrics.",
     )
     cpu_percent: int = Field(
         default=50,
@@ -201,71 +323,47 @@ class AppAlerts(_AlertGroup):
         description="Warn when the pods' CPU, averaged over them, exceeds this percent of "
         "their CPU requests (what an HPA target means; seed 000: CPU < 50% on average).",
     )
-    memory: Quantity = Field(
+    memory: PositiveQuantity = Field(
         default="2G",
         description="Warn when a pod's working set exceeds this (seed 000: < 2 GB per server).",
-        json_schema_extra={"x-kubernetes-validations": [quantity_rule("> 0", "must be > 0")]},
     )
     metrics: AppMetrics | None = Field(
         default_factory=AppMetrics,
         description="The app's HTTP metrics; null when it serves none (then no latency "
         "and error alerts, and no PodMonitor).",
+        json_schema_extra={"nullable": True},
     )
+
+    @property
+    def p95_latency_seconds(self) -> float:
+        """The latency target, given or the default."""
+        given = self.p95_latency_given
+        return DEFAULT_P95_LATENCY_SECONDS if given is None else given
+
+    @property
+    def error_ratio(self) -> float:
+        given = self.error_ratio_given
+        return DEFAULT_ERROR_RATIO if given is None else given
 
 
 class Alerts(Model):
     """Prometheus alerts on the plan's numbers, scrape targets and a Grafana dashboard."""
-
-    model_config = ConfigDict(
-        json_schema_extra={
-            "x-kubernetes-validations": [
-                cel(
-                    "!has(self.labels) || !self.labels.exists(k, k in "
-                    "['alertname', 'severity', 'namespace', 'profile', 'component'])",
-                    "spec.alerts.labels: alertname, severity, namespace, profile and "
-                    "component are set by Headroom",
-                )
-            ]
-        }
-    )
 
     enabled: bool = Field(
         default=True,
         description="Render the rules (PrometheusRule, or a ConfigMap without "
         "prometheus-operator), the monitors and the dashboard.",
     )
-    # (a key pattern would be patternProperties, which structural schemas refuse: CEL instead)
-    labels: dict[Annotated[str, Field(max_length=64)], LabelValue] = Field(
+    # (a key pattern would be patternProperties, which structural schemas refuse:
+    # the key type's rules become CEL over the map's keys)
+    labels: dict[AlertLabelName, LabelValue] = Field(
         default_factory=dict,
         max_length=16,
-        description="Extra labels on every alert (e.g. team: shop), for routing.",
-        json_schema_extra={
-            "x-kubernetes-validations": [
-                cel(
-                    f"self.all(k, k.matches('{PROM_LABEL}'))",
-                    "spec.alerts.labels: keys must be Prometheus label names "
-                    "([a-zA-Z_][a-zA-Z0-9_]*)",
-                )
-            ]
-        },
+        description="Extra labels on every alert (e.g. team: shop), for routing; not "
+        "the ones Headroom sets (" + ", ".join(sorted(RESERVED_ALERT_LABELS)) + ").",
     )
     pooler: PoolerAlerts = Field(default_factory=PoolerAlerts)
     database: DatabaseAlerts = Field(default_factory=DatabaseAlerts)
     cache: CacheAlerts = Field(default_factory=CacheAlerts)
     queues: QueueAlerts = Field(default_factory=QueueAlerts)
     app: AppAlerts = Field(default_factory=AppAlerts)
-
-    @field_validator("labels")
-    @classmethod
-    def _not_ours(cls, labels: dict[str, str]) -> dict[str, str]:
-        bad = sorted(k for k in labels if not re.match(PROM_LABEL, k))
-        if bad:
-            raise ValueError(f"{', '.join(map(repr, bad))}: not Prometheus label names")
-        taken = sorted(set(labels) & RESERVED_ALERT_LABELS)
-        if taken:
-            raise ValueError(f"{', '.join(taken)} are set by Headroom")
-        return labels
-
-
-# Labels every alert carries from Headroom itself.
-RESERVED_ALERT_LABELS = frozenset({"alertname", "severity", "namespace", "profile", "component"})

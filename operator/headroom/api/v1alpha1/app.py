@@ -3,12 +3,13 @@
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Annotated, Literal
 
-from pydantic import ConfigDict, Field, field_validator
+from pydantic import Field
 
-from headroom.api.v1alpha1.schema import DNS_SUBDOMAIN, ENV_NAME, Model, cel
+from headroom.api.v1alpha1.schema import DNS_SUBDOMAIN, ENV_NAME, Broken, Model, Rule
 
 # The families of keys Headroom writes into a binding (docs/api.md, "The binding"):
 # what spec.app.bindingKeys may rename, and what no new name may take, so a renamed
@@ -35,15 +36,16 @@ _ENV_NAME_MAX = 128
 class ReplicaRange(Model):
     """How many pods of the app may run: the autoscaling floor and ceiling."""
 
-    model_config = ConfigDict(
-        json_schema_extra={
-            "x-kubernetes-validations": [
-                cel(
-                    "self.min <= self.max",
-                    "spec.app.replicas.min must be <= spec.app.replicas.max",
-                )
-            ]
-        }
+    RULES = (
+        Rule(
+            "self.min <= self.max",
+            "spec.app.replicas.min must be <= spec.app.replicas.max",
+            lambda r: (
+                None
+                if r.min <= r.max
+                else Broken("min", lambda at: f"{r.min} must be <= {at('max')} {r.max}")
+            ),
+        ),
     )
 
     min: int = Field(default=2, ge=1, le=1000, description="Fewest app pods (HPA minReplicas).")
@@ -61,23 +63,32 @@ CAPACITY_MIN_MESSAGE = (
 )
 
 
+def _min_within_ceiling(cap: Capacity) -> Broken | None:
+    ceiling = cap.ceiling
+    if cap.min_replicas <= ceiling:
+        return None
+    return Broken(
+        "minReplicas",
+        lambda _: (
+            CAPACITY_MIN_MESSAGE
+            % (cap.min_replicas, cap.target_concurrent_users, cap.users_per_pod, ceiling)
+        ),
+    )
+
+
 class Capacity(Model):
     """Derive the replica ceiling from the load the app must carry."""
 
-    model_config = ConfigDict(
-        json_schema_extra={
-            "x-kubernetes-validations": [
-                {
-                    "rule": "self.minReplicas <= "
-                    "(self.targetConcurrentUsers + self.usersPerPod - 1) / self.usersPerPod",
-                    "messageExpression": "'spec.app.capacity.minReplicas "
-                    + CAPACITY_MIN_MESSAGE
-                    + "'.format(["
-                    "self.minReplicas, self.targetConcurrentUsers, self.usersPerPod, "
-                    "(self.targetConcurrentUsers + self.usersPerPod - 1) / self.usersPerPod])",
-                }
-            ]
-        }
+    RULES = (
+        Rule(
+            "self.minReplicas <= "
+            "(self.targetConcurrentUsers + self.usersPerPod - 1) / self.usersPerPod",
+            "'spec.app.capacity.minReplicas " + CAPACITY_MIN_MESSAGE + "'.format(["
+            "self.minReplicas, self.targetConcurrentUsers, self.usersPerPod, "
+            "(self.targetConcurrentUsers + self.usersPerPod - 1) / self.usersPerPod])",
+            _min_within_ceiling,
+            expression=True,
+        ),
     )
 
     target_concurrent_users: int = Field(
@@ -88,38 +99,93 @@ class Capacity(Model):
     )
     min_replicas: int = Field(default=2, ge=1, le=1000, description="Fewest app pods.")
 
+    @property
+    def ceiling(self) -> int:
+        """ceil(targetConcurrentUsers / usersPerPod) pods."""
+        return math.ceil(self.target_concurrent_users / self.users_per_pod)
+
+
+def _one_of_replicas_or_capacity(app: App) -> Broken | None:
+    if (app.replicas is None) != (app.capacity is None):
+        return None
+    return Broken(
+        "",
+        lambda at: (
+            f"set exactly one of {at('replicas')} or {at('capacity')}"
+            + (", not both" if app.replicas is not None else "")
+        ),
+    )
+
+
+def _renamable_keys(app: App) -> Broken | None:
+    wrong = next((k for k in app.binding_keys if not re.fullmatch(BINDING_KEY, k)), None)
+    if wrong is None:
+        return None
+    return Broken(
+        "bindingKeys",
+        lambda _: (
+            f"{wrong!r} is not a key Headroom writes (DATABASE_*, DIRECT_URL, REDIS_*, "
+            "S3_*, AWS_*, QUEUE_*)"
+        ),
+    )
+
+
+def _new_names(app: App) -> Broken | None:
+    for key, name in app.binding_keys.items():
+        if not re.fullmatch(ENV_NAME, name):
+            return _bad_new_name(key, f"{name!r} is not an environment variable name")
+        if re.fullmatch(BINDING_KEY, name) or name in SERVICE_BINDING_KEYS:
+            return _bad_new_name(
+                key,
+                f"{name!r} is a name Headroom writes itself; choose one outside "
+                "DATABASE_*, DIRECT_URL, REDIS_*, S3_*, AWS_*, QUEUE_*",
+            )
+    return None
+
+
+def _bad_new_name(key: str, text: str) -> Broken:
+    return Broken("bindingKeys", lambda _: f"{key}: {text}")
+
+
+def _distinct_new_names(app: App) -> Broken | None:
+    taken: dict[str, str] = {}
+    for key, name in app.binding_keys.items():
+        if name in taken:
+            return _bad_new_name(key, f"{taken[name]} and {key} are both renamed to {name!r}")
+        taken[name] = key
+    return None
+
 
 class App(Model):
     """The app Headroom scales around. Its Deployment is read, never modified."""
 
-    model_config = ConfigDict(
-        json_schema_extra={
-            "x-kubernetes-validations": [
-                cel(
-                    "has(self.replicas) != has(self.capacity)",
-                    "set exactly one of spec.app.replicas or spec.app.capacity",
-                ),
-                cel(
-                    "!has(self.bindingKeys) || self.bindingKeys.all(k, "
-                    f"k.matches('{BINDING_KEY}'))",
-                    "spec.app.bindingKeys: a key to rename must be one Headroom writes "
-                    "(DATABASE_*, DIRECT_URL, REDIS_*, S3_*, AWS_*, QUEUE_*)",
-                ),
-                cel(
-                    "!has(self.bindingKeys) || self.bindingKeys.all(k, "
-                    f"self.bindingKeys[k].matches('{ENV_NAME}') && "
-                    f"!self.bindingKeys[k].matches('{BINDING_KEY}') && "
-                    f"!(self.bindingKeys[k] in {list(SERVICE_BINDING_KEYS)!r}))".replace('"', "'"),
-                    "spec.app.bindingKeys: a new name must be an environment variable name "
-                    "outside the names Headroom writes",
-                ),
-                cel(
-                    "!has(self.bindingKeys) || self.bindingKeys.all(k, self.bindingKeys.all(j, "
-                    "k == j || self.bindingKeys[k] != self.bindingKeys[j]))",
-                    "spec.app.bindingKeys: two keys renamed to the same name",
-                ),
-            ]
-        }
+    RULES = (
+        Rule(
+            "has(self.replicas) != has(self.capacity)",
+            "set exactly one of spec.app.replicas or spec.app.capacity",
+            _one_of_replicas_or_capacity,
+        ),
+        Rule(
+            f"!has(self.bindingKeys) || self.bindingKeys.all(k, k.matches('{BINDING_KEY}'))",
+            "spec.app.bindingKeys: a key to rename must be one Headroom writes "
+            "(DATABASE_*, DIRECT_URL, REDIS_*, S3_*, AWS_*, QUEUE_*)",
+            _renamable_keys,
+        ),
+        Rule(
+            "!has(self.bindingKeys) || self.bindingKeys.all(k, "
+            f"self.bindingKeys[k].matches('{ENV_NAME}') && "
+            f"!self.bindingKeys[k].matches('{BINDING_KEY}') && "
+            f"!(self.bindingKeys[k] in {list(SERVICE_BINDING_KEYS)!r}))".replace('"', "'"),
+            "spec.app.bindingKeys: a new name must be an environment variable name "
+            "outside the names Headroom writes",
+            _new_names,
+        ),
+        Rule(
+            "!has(self.bindingKeys) || self.bindingKeys.all(k, self.bindingKeys.all(j, "
+            "k == j || self.bindingKeys[k] != self.bindingKeys[j]))",
+            "spec.app.bindingKeys: two keys renamed to the same name",
+            _distinct_new_names,
+        ),
     )
 
     deployment: Annotated[str, Field(pattern=DNS_SUBDOMAIN, max_length=253)] = Field(
@@ -163,25 +229,3 @@ class App(Model):
         "bindings. New names are environment variable names outside those families (so "
         "none collides with a key Headroom writes) and distinct.",
     )
-
-    @field_validator("binding_keys")
-    @classmethod
-    def _binding_keys(cls, keys: dict[str, str]) -> dict[str, str]:
-        taken: dict[str, str] = {}
-        for key, name in keys.items():
-            if not re.fullmatch(BINDING_KEY, key):
-                raise ValueError(
-                    f"{key!r} is not a key Headroom writes (DATABASE_*, DIRECT_URL, REDIS_*, "
-                    "S3_*, AWS_*, QUEUE_*)"
-                )
-            if not re.fullmatch(ENV_NAME, name):
-                raise ValueError(f"{key}: {name!r} is not an environment variable name")
-            if re.fullmatch(BINDING_KEY, name) or name in SERVICE_BINDING_KEYS:
-                raise ValueError(
-                    f"{key}: {name!r} is a name Headroom writes itself; choose one outside "
-                    "DATABASE_*, DIRECT_URL, REDIS_*, S3_*, AWS_*, QUEUE_*"
-                )
-            if name in taken:
-                raise ValueError(f"{taken[name]} and {key} are both renamed to {name!r}")
-            taken[name] = key
-        return keys

@@ -5,63 +5,67 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import ConfigDict, Field
+from pydantic import AfterValidator, Field
 
 from headroom.api.v1alpha1 import images
-from headroom.api.v1alpha1.pods import SAME_CLAIM, Claim
+from headroom.api.v1alpha1.pods import Claim, same_claim
 from headroom.api.v1alpha1.schema import (
     IMAGE,
+    LIST_MAP,
     SHORT_NAME,
     SHORT_NAME_MAX,
+    Broken,
     ConfigKey,
     ConfigValue,
     Model,
-    Quantity,
-    cel,
-    quantity_rule,
+    PositiveQuantity,
+    Rule,
+    bounded_quantity,
+    unique_names,
 )
 
 MIN_REDIS_MEMORY = "32Mi"
+RedisMemory = Annotated[
+    str, bounded_quantity(f">= {MIN_REDIS_MEMORY}", f"must be at least {MIN_REDIS_MEMORY}")
+]
 
 
 class Persistence(Claim):
     """Keep Redis data on a PersistentVolumeClaim (AOF + RDB)."""
 
-    model_config = ConfigDict(
-        json_schema_extra={
-            "x-kubernetes-validations": [
-                # The StatefulSet's volumeClaimTemplates are immutable (see docs/api.md).
-                cel(
-                    SAME_CLAIM,
-                    "spec.cache.instances[].persistence.size and storageClassName cannot "
-                    "change: they are the StatefulSet's volumeClaimTemplates, which Kubernetes "
-                    "never updates. Grow the PVCs themselves (kubectl patch pvc, if the "
-                    "StorageClass allows expansion) or add a new instance under another name",
-                )
-            ]
-        }
+    # The StatefulSet's volumeClaimTemplates are immutable (see docs/api.md).
+    RULES = (
+        same_claim(
+            "spec.cache.instances[].persistence.size and storageClassName cannot "
+            "change: they are the StatefulSet's volumeClaimTemplates, which Kubernetes "
+            "never updates. Grow the PVCs themselves (kubectl patch pvc, if the "
+            "StorageClass allows expansion) or add a new instance under another name"
+        ),
     )
 
-    size: Quantity = Field(
-        default="1Gi",
-        description="PVC size per Redis pod.",
-        json_schema_extra={"x-kubernetes-validations": [quantity_rule("> 0", "must be > 0")]},
-    )
+    size: PositiveQuantity = Field(default="1Gi", description="PVC size per Redis pod.")
 
 
 class Sentinel(Model):
     """Redis Sentinel HA: 3 sentinels watch 1 master and ``replicas`` replicas."""
 
-    model_config = ConfigDict(
-        json_schema_extra={
-            "x-kubernetes-validations": [
-                cel(
-                    "self.minReplicasToWrite <= self.replicas",
-                    "spec.cache.instances[].sentinel.minReplicasToWrite must be <= replicas: "
-                    "the master would refuse every write",
+    RULES = (
+        Rule(
+            "self.minReplicasToWrite <= self.replicas",
+            "spec.cache.instances[].sentinel.minReplicasToWrite must be <= "
+            "spec.cache.instances[].sentinel.replicas: the master would refuse every write",
+            lambda s: (
+                None
+                if s.min_replicas_to_write <= s.replicas
+                else Broken(
+                    "minReplicasToWrite",
+                    lambda at: (
+                        f"{s.min_replicas_to_write} must be <= {at('replicas')} "
+                        f"{s.replicas}: the master would refuse every write"
+                    ),
                 )
-            ]
-        }
+            ),
+        ),
     )
 
     replicas: int = Field(default=2, ge=1, le=5, description="Redis replicas beside the master.")
@@ -80,33 +84,66 @@ class Sentinel(Model):
 class CacheInstance(Model):
     """One Redis instance, declared by what it is used for."""
 
-    model_config = ConfigDict(
-        json_schema_extra={
-            "x-kubernetes-validations": [
-                cel(
-                    "self.use != 'queue' || !has(self.evictionPolicy) || "
-                    "self.evictionPolicy == 'noeviction'",
-                    "spec.cache.instances[].evictionPolicy must be noeviction when use is "
-                    "queue: an evicting queue silently loses jobs",
-                ),
-                # Transition rules: the StatefulSet fields these decide are immutable.
-                cel(
-                    "has(self.persistence) == has(oldSelf.persistence)",
-                    "spec.cache.instances[].persistence cannot be added to or removed from "
-                    "an existing instance: it changes the StatefulSet's immutable "
-                    "volumeClaimTemplates. Remove the instance first (retained PVCs are "
-                    "reused when it comes back under the same name) or add a new instance "
-                    "under another name",
-                ),
-                cel(
-                    "has(self.sentinel) == has(oldSelf.sentinel)",
-                    "spec.cache.instances[].sentinel cannot be added to or removed from an "
-                    "existing instance: it changes the StatefulSet's immutable "
-                    "podManagementPolicy. Add a new instance under another name, move the "
-                    "clients to it, then remove this one",
-                ),
-            ]
-        }
+    RULES = (
+        Rule(
+            "self.use != 'queue' || !has(self.evictionPolicy) || "
+            "self.evictionPolicy == 'noeviction'",
+            "spec.cache.instances[].evictionPolicy must be noeviction when use is "
+            "queue: an evicting queue silently loses jobs",
+            lambda i: (
+                None
+                if i.use != "queue" or i.eviction_policy in (None, "noeviction")
+                else Broken(
+                    "evictionPolicy",
+                    lambda at: (
+                        f"{i.eviction_policy} on a queue instance ({i.name}) would silently "
+                        f"drop jobs when memory is full; {at('use')} queue needs noeviction"
+                    ),
+                )
+            ),
+        ),
+        # Transition rules: the StatefulSet fields these decide are immutable.
+        Rule(
+            "has(self.persistence) == has(oldSelf.persistence)",
+            "spec.cache.instances[].persistence cannot be added to or removed from "
+            "an existing instance: it changes the StatefulSet's immutable "
+            "volumeClaimTemplates. Remove the instance first (retained PVCs are "
+            "reused when it comes back under the same name) or add a new instance "
+            "under another name",
+            lambda new, old: (
+                None
+                if (new.persistence is None) == (old.persistence is None)
+                else Broken(
+                    "persistence",
+                    lambda _: (
+                        "cannot be added to or removed from an existing instance (the "
+                        "StatefulSet's volumeClaimTemplates are immutable); add a new instance "
+                        "under another name"
+                    ),
+                )
+            ),
+            transition=True,
+        ),
+        Rule(
+            "has(self.sentinel) == has(oldSelf.sentinel)",
+            "spec.cache.instances[].sentinel cannot be added to or removed from an "
+            "existing instance: it changes the StatefulSet's immutable "
+            "podManagementPolicy. Add a new instance under another name, move the "
+            "clients to it, then remove this one",
+            lambda new, old: (
+                None
+                if (new.sentinel is None) == (old.sentinel is None)
+                else Broken(
+                    "sentinel",
+                    lambda _: (
+                        "cannot be added to or removed from an existing instance (the "
+                        "StatefulSet's podManagementPolicy is immutable); add a new instance "
+                        "under another name"
+                    ),
+                )
+            ),
+            transition=True,
+        ),
     )
 
     name: Annotated[str, Field(pattern=SHORT_NAME, max_length=SHORT_NAME_MAX)] = Field(
@@ -129,17 +166,12 @@ class CacheInstance(Model):
         ]
         | None
     ) = Field(default=None, description="maxmemory-policy; allkeys-lru for cache by default.")
-    memory: Quantity = Field(
+    # Whole bytes (for maxmemory) is the planner's to check: CEL's isInteger()
+    # says false for 0.5Gi.
+    memory: RedisMemory = Field(
         default="256Mi",
         description="Container memory limit; maxmemory is 75% of it (room for "
         "fragmentation, replication buffers and fork copy-on-write).",
-        # Whole bytes (for maxmemory) is the planner's to check: CEL's isInteger()
-        # says false for 0.5Gi.
-        json_schema_extra={
-            "x-kubernetes-validations": [
-                quantity_rule(f">= {MIN_REDIS_MEMORY}", f"must be at least {MIN_REDIS_MEMORY}")
-            ]
-        },
     )
     persistence: Persistence | None = Field(
         default=None, description="Persist data on a PVC; unset keeps data in memory only."
@@ -159,11 +191,11 @@ class CacheInstance(Model):
 class Cache(Model):
     """Redis for cache, rate limits and queues."""
 
-    instances: list[CacheInstance] = Field(
+    instances: Annotated[list[CacheInstance], AfterValidator(unique_names)] = Field(
         min_length=1,
         max_length=8,
         description="Redis instances; names must be unique.",
-        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
+        json_schema_extra=LIST_MAP,
     )
     exporter_image: Annotated[str, Field(pattern=IMAGE, max_length=512)] = Field(
         default=images.REDIS_EXPORTER_IMAGE,

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import ConfigDict, Field
+from pydantic import Field
 
 from headroom.api.v1alpha1.read_replicas import ReadReplicas
 from headroom.api.v1alpha1.references import CASecretRef, SecretKeyRef
-from headroom.api.v1alpha1.schema import HOST, PG_IDENTIFIER, Model, cel
+from headroom.api.v1alpha1.schema import HOST, PG_IDENTIFIER, Broken, Model, Rule
 
 # Direct sessions a migration (Prisma migrate takes 1-2), an admin console and
 # a cron job need beside the pooler.
@@ -19,23 +19,43 @@ DEFAULT_RESERVED_CONNECTIONS = 5
 class Database(Model):
     """The app's Postgres primary."""
 
-    model_config = ConfigDict(
-        json_schema_extra={
-            "x-kubernetes-validations": [
-                cel(
-                    "self.superuserReservedConnections + self.reservedConnections"
-                    " < self.maxConnections",
-                    "spec.database.superuserReservedConnections + "
-                    "spec.database.reservedConnections must be < spec.database.maxConnections",
-                ),
-                cel(
-                    "!has(self.sslMode) || !(self.sslMode in ['verify-ca', 'verify-full'])"
-                    " || has(self.serverCASecret)",
-                    "spec.database.serverCASecret is required when spec.database.sslMode is "
-                    "verify-ca or verify-full",
-                ),
-            ]
-        }
+    RULES = (
+        Rule(
+            "self.superuserReservedConnections + self.reservedConnections < self.maxConnections",
+            "spec.database.superuserReservedConnections + "
+            "spec.database.reservedConnections must be < spec.database.maxConnections",
+            lambda db: (
+                None
+                if db.superuser_reserved_connections + db.reserved_connections < db.max_connections
+                else Broken(
+                    "maxConnections",
+                    lambda at: (
+                        f"{db.max_connections} leaves nothing after "
+                        f"{at('superuserReservedConnections')} "
+                        f"{db.superuser_reserved_connections} + "
+                        f"{at('reservedConnections')} {db.reserved_connections}"
+                    ),
+                )
+            ),
+        ),
+        Rule(
+            "!has(self.sslMode) || !(self.sslMode in ['verify-ca', 'verify-full'])"
+            " || has(self.serverCASecret)",
+            "spec.database.serverCASecret is required when spec.database.sslMode is "
+            "verify-ca or verify-full",
+            lambda db: (
+                None
+                if db.ssl_mode not in ("verify-ca", "verify-full")
+                or db.server_ca_secret is not None
+                else Broken(
+                    "serverCASecret",
+                    lambda at: (
+                        f"is required when {at('sslMode')} is {db.ssl_mode} (the CA that "
+                        "signed the primary's certificate)"
+                    ),
+                )
+            ),
+        ),
     )
 
     host: Annotated[str, Field(pattern=HOST, max_length=253)] = Field(

@@ -5,9 +5,9 @@ every reader of a profile (the reconcile pass, admission, the CLI) calls."""
 from __future__ import annotations
 
 import re
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, ConfigDict, Field, ValidationError, model_validator
 
 from headroom.api.v1alpha1.alerts import Alerts
 from headroom.api.v1alpha1.app import App
@@ -17,7 +17,18 @@ from headroom.api.v1alpha1.database import Database
 from headroom.api.v1alpha1.network import Network
 from headroom.api.v1alpha1.pooler import Pooler
 from headroom.api.v1alpha1.queues import Queue
-from headroom.api.v1alpha1.schema import DNS_LABEL, NAME_MAX, Model
+from headroom.api.v1alpha1.schema import (
+    DNS_LABEL,
+    LIST_MAP,
+    NAME_MAX,
+    Broken,
+    Model,
+    Rule,
+    RuleError,
+    join,
+    transition_problems,
+    unique_names,
+)
 from headroom.api.v1alpha1.storage import Storage
 
 GROUP = "headroom.dev"
@@ -29,8 +40,34 @@ SINGULAR = "scalingprofile"
 SHORT_NAMES = ("sp",)
 
 
+def _reads_need_replicas(spec: ScalingProfileSpec) -> Broken | None:
+    if spec.database.read_replicas is not None:
+        return None
+    reading = [(i, q.database_read_pool_size) for i, q in enumerate(spec.queues)]
+    index, size = next(((i, n) for i, n in reading if n), (-1, 0))
+    if not size:
+        return None
+    return Broken(
+        f"queues[{index}].databaseReadPoolSize",
+        lambda at: (
+            f"{size}, but {at('database.readReplicas')} is not set: there is no read "
+            "endpoint to open those connections to"
+        ),
+    )
+
+
 class ScalingProfileSpec(Model):
     """What the app needs to scale."""
+
+    RULES = (
+        Rule(
+            "has(self.database.readReplicas) || !has(self.queues) || "
+            "self.queues.all(q, !has(q.databaseReadPoolSize) || q.databaseReadPoolSize == 0)",
+            "spec.queues[].databaseReadPoolSize needs spec.database.readReplicas (the read "
+            "endpoint its connections go to)",
+            _reads_need_replicas,
+        ),
+    )
 
     app: App = Field(description="The app (its Deployment, replica ceiling, client pool).")
     database: Database = Field(description="The app's Postgres primary.")
@@ -38,11 +75,11 @@ class ScalingProfileSpec(Model):
         default_factory=Pooler, description="PgBouncer connection pooling in front of it."
     )
     cache: Cache | None = Field(default=None, description="Redis instances by use.")
-    queues: list[Queue] = Field(
+    queues: Annotated[list[Queue], AfterValidator(unique_names)] = Field(
         default_factory=list,
         max_length=16,
         description="Queues and their workers, scaled on backlog.",
-        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
+        json_schema_extra=LIST_MAP,
     )
     autoscaling: Autoscaling = Field(
         default_factory=Autoscaling, description="HPA and PDB for the app's Deployment."
@@ -73,7 +110,7 @@ class ScalingProfile(Model):
     @model_validator(mode="after")
     def _has_name(self) -> ScalingProfile:
         name = self.metadata.get("name", "")
-        if not isinstance(name, str) or not re.match(DNS_LABEL, name) or len(name) > NAME_MAX:
+        if not isinstance(name, str) or not re.fullmatch(DNS_LABEL, name) or len(name) > NAME_MAX:
             # Child names are "<profile>-pooler-rw" etc. and must stay valid DNS labels.
             raise ValueError(f"metadata.name must be a DNS label of at most {NAME_MAX} characters")
         return self
@@ -109,13 +146,34 @@ def parse_profile(body: dict[str, Any]) -> ScalingProfile:
 
 def format_validation_error(err: ValidationError) -> str:
     """Every problem on one line, each starting with the field path as the API
-    server writes it (camelCase, ``instances[0]``)."""
+    server writes it (camelCase, ``instances[0]``); a broken Rule names its
+    field, and any other it mentions, by the full path."""
     lines = []
     for problem in err.errors():
         path = field_path(problem["loc"])
+        cause = (problem.get("ctx") or {}).get("error")
+        if isinstance(cause, RuleError):
+            lines.append(_broken_text(cause.broken, path))
+            continue
         message = problem["msg"].removeprefix("Value error, ")
         lines.append(f"{path}: {message}" if path else message)
     return "; ".join(lines)
+
+
+def _broken_text(broken: Broken, path: str) -> str:
+    """A broken Rule of the object at ``path``: its field, then its message."""
+
+    def at(name: str) -> str:
+        return join(path, name)
+
+    where = join(path, broken.field)
+    message = broken.text(at)
+    return f"{where}: {message}" if where else message
+
+
+def profile_transition_problems(new: ScalingProfile, old: ScalingProfile) -> list[str]:
+    """What an update from ``old`` to ``new`` may not do (the CRD's oldSelf rules)."""
+    return transition_problems(new.spec, old.spec, path="spec")
 
 
 _PART_MAX = 64

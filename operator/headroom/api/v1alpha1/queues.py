@@ -5,21 +5,25 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import ConfigDict, Field
+from pydantic import Field
 
 from headroom.api.v1alpha1.pods import Resources
-from headroom.api.v1alpha1.schema import IMAGE, SHORT_NAME, SHORT_NAME_MAX, Model, cel
+from headroom.api.v1alpha1.schema import IMAGE, SHORT_NAME, SHORT_NAME_MAX, Broken, Model, Rule
 
 REDIS_KEY = r"^[A-Za-z0-9_:.{}-]{1,128}$"
 
 
 class WorkerReplicas(Model):
-    model_config = ConfigDict(
-        json_schema_extra={
-            "x-kubernetes-validations": [
-                cel("self.min <= self.max", "spec.queues[].replicas.min must be <= max")
-            ]
-        }
+    RULES = (
+        Rule(
+            "self.min <= self.max",
+            "spec.queues[].replicas.min must be <= spec.queues[].replicas.max",
+            lambda r: (
+                None
+                if r.min <= r.max
+                else Broken("min", lambda at: f"{r.min} must be <= {at('max')} {r.max}")
+            ),
+        ),
     )
 
     min: int = Field(default=0, ge=0, le=1000, description="0 scales to zero (KEDA only).")

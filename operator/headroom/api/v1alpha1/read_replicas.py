@@ -6,12 +6,20 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import ConfigDict, Field
+from pydantic import Field
 
 from headroom.api.v1alpha1 import images
-from headroom.api.v1alpha1.pods import SAME_CLAIM, Claim, Resources
+from headroom.api.v1alpha1.pods import Claim, Resources, same_claim
 from headroom.api.v1alpha1.references import SecretKeyRef
-from headroom.api.v1alpha1.schema import DNS_LABEL, HOST, IMAGE, Model, Quantity, cel, quantity_rule
+from headroom.api.v1alpha1.schema import (
+    DNS_LABEL,
+    HOST,
+    IMAGE,
+    Broken,
+    Model,
+    PositiveQuantity,
+    Rule,
+)
 
 READ_REPLICAS_MAX = 8
 
@@ -51,22 +59,15 @@ class CnpgReplicas(Model):
 class StandbyStorage(Claim):
     """The volume of each standby (its copy of the database)."""
 
-    model_config = ConfigDict(
-        json_schema_extra={
-            "x-kubernetes-validations": [
-                cel(
-                    SAME_CLAIM,
-                    "spec.database.readReplicas.streaming.storage.size and storageClassName "
-                    "cannot change: they are the StatefulSet's volumeClaimTemplates",
-                )
-            ]
-        }
+    RULES = (
+        same_claim(
+            "spec.database.readReplicas.streaming.storage.size and storageClassName "
+            "cannot change: they are the StatefulSet's volumeClaimTemplates"
+        ),
     )
 
-    size: Quantity = Field(
-        default="10Gi",
-        description="PVC size per standby: at least the primary's data directory.",
-        json_schema_extra={"x-kubernetes-validations": [quantity_rule("> 0", "must be > 0")]},
+    size: PositiveQuantity = Field(
+        default="10Gi", description="PVC size per standby: at least the primary's data directory."
     )
 
 
@@ -100,28 +101,70 @@ class ReadPooler(Model):
     instances: int = Field(default=2, ge=1, le=50, description="Read-pooler pods.")
 
 
+FIELD = "spec.database.readReplicas"
+
+
+def _section_of(mode: str, section: str) -> Rule:
+    """The section of ``mode`` is given with that mode, and only then."""
+
+    def check(rr: ReadReplicas) -> Broken | None:
+        given = getattr(rr, section) is not None
+        if (rr.mode == mode) == given:
+            return None
+        return Broken(
+            section,
+            lambda at: f"is required with {at('mode')} {mode}, and only then (mode is {rr.mode})",
+        )
+
+    return Rule(
+        f"(self.mode == '{mode}') == has(self.{section})",
+        f"{FIELD}.{section} is required with mode {mode}, and only then",
+        check,
+    )
+
+
+def _fallback_only_to_the_primary(rr: ReadReplicas) -> Broken | None:
+    if rr.when_all_lagging != "refuse" or rr.primary_fallback_connections is None:
+        return None
+    return Broken(
+        "primaryFallbackConnections",
+        lambda at: (
+            f"{rr.primary_fallback_connections} is set, but {at('whenAllLagging')} is "
+            "refuse: the read pool never falls back to the primary (drop one of them)"
+        ),
+    )
+
+
+def _poll_within_lag(rr: ReadReplicas) -> Broken | None:
+    if rr.poll_seconds <= rr.max_lag_seconds:
+        return None
+    return Broken(
+        "pollSeconds",
+        lambda at: (
+            f"{rr.poll_seconds} is above {at('maxLagSeconds')} {rr.max_lag_seconds}: "
+            "a replica could stay in the read pool for a whole poll past the lag bound; poll at "
+            "least as often as the bound"
+        ),
+    )
+
+
 class ReadReplicas(Model):
     """Read replicas and the pooled read endpoint (DATABASE_READ_URL)."""
 
-    model_config = ConfigDict(
-        json_schema_extra={
-            "x-kubernetes-validations": [
-                cel(
-                    "(self.mode == 'external') == has(self.hosts)",
-                    "spec.database.readReplicas.hosts is required with mode external, "
-                    "and only then",
-                ),
-                cel(
-                    "(self.mode == 'cnpg') == has(self.cnpg)",
-                    "spec.database.readReplicas.cnpg is required with mode cnpg, and only then",
-                ),
-                cel(
-                    "(self.mode == 'streaming') == has(self.streaming)",
-                    "spec.database.readReplicas.streaming is required with mode streaming, "
-                    "and only then",
-                ),
-            ]
-        }
+    RULES = (
+        _section_of("external", "hosts"),
+        _section_of("cnpg", "cnpg"),
+        _section_of("streaming", "streaming"),
+        Rule(
+            "self.whenAllLagging != 'refuse' || !has(self.primaryFallbackConnections)",
+            f"{FIELD}.primaryFallbackConnections is only for {FIELD}.whenAllLagging primary",
+            _fallback_only_to_the_primary,
+        ),
+        Rule(
+            "self.pollSeconds <= self.maxLagSeconds",
+            f"{FIELD}.pollSeconds must be <= {FIELD}.maxLagSeconds",
+            _poll_within_lag,
+        ),
     )
 
     mode: Literal["external", "cnpg", "streaming"] = Field(
@@ -150,7 +193,10 @@ class ReadReplicas(Model):
         description="Also take a replica out when its replay is this many bytes of WAL behind.",
     )
     poll_seconds: int = Field(
-        default=5, ge=1, le=300, description="How often each read-pooler pod measures the lag."
+        default=5,
+        ge=1,
+        le=300,
+        description="How often each read-pooler pod measures the lag; at most maxLagSeconds.",
     )
     read_pool_size_per_pod: int = Field(
         default=5,
@@ -176,9 +222,10 @@ class ReadReplicas(Model):
         default=None,
         ge=1,
         le=100_000,
-        description="whenAllLagging primary: server connections the read pool may open on "
-        "the primary while every replica is out, over all read-pooler pods (kept out of the "
-        "write pool's budget). Default: a tenth of what the primary has for the poolers, "
-        "at least one per read-pooler pod.",
+        description="whenAllLagging primary only: server connections the read pool may open "
+        "on the primary while every replica is out, over all read-pooler pods (kept out of "
+        "the write pool's budget). Default: a tenth of what the primary has for the poolers, "
+        "at least one per read-pooler pod; at most half of it, and at most what the read "
+        "pool's pods can open.",
     )
     pooler: ReadPooler = Field(default_factory=ReadPooler)

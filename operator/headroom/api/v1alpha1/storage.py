@@ -1,33 +1,35 @@
 """``spec.storage``: the app's buckets, each from one provider (COSI, an
 existing S3-compatible bucket, or the builtin S3 server Headroom runs), their
-browser access (CORS) and how they are named in the binding."""
+browser access (CORS) and how they are named in the binding.
+
+Endpoints and origins are URLs in :mod:`headroom.api.endpoints`' grammar and
+policy (no address of the cluster's or the cloud's own)."""
 
 from __future__ import annotations
 
 import re
 from typing import Annotated, Literal
 
-from pydantic import (
-    AfterValidator,
-    ConfigDict,
-    Field,
-    WithJsonSchema,
-    field_validator,
-    model_validator,
-)
+from pydantic import AfterValidator, Field
 
+from headroom.api import endpoints
 from headroom.api.v1alpha1 import images
-from headroom.api.v1alpha1.pods import SAME_CLAIM, Resources, Volume
+from headroom.api.v1alpha1.pods import Resources, Volume, same_claim
+from headroom.api.v1alpha1.references import different_keys
 from headroom.api.v1alpha1.schema import (
     DNS_LABEL,
     DNS_SUBDOMAIN,
     IMAGE,
+    LIST_MAP,
     SECRET_KEY,
     SECRET_KEY_MAX,
+    Broken,
+    Checked,
     Model,
-    Quantity,
-    cel,
-    quantity_rule,
+    PositiveQuantity,
+    Rule,
+    paired,
+    unique_names,
 )
 
 # S3's bucket naming rules (general purpose buckets): 3-63 characters of
@@ -44,14 +46,14 @@ def bucket_name_problem(name: str) -> str | None:
     """Why S3 would refuse ``name`` as a bucket name (None: it would not)."""
     if not 3 <= len(name) <= 63:
         return "a bucket name has 3 to 63 characters"
-    if not re.match(BUCKET_NAME, name):
+    if not re.fullmatch(BUCKET_NAME, name):
         return (
             "a bucket name has only lowercase letters, digits, dots and hyphens, "
             "and starts and ends with a letter or digit"
         )
     if ".." in name:
         return "a bucket name has no two adjacent dots"
-    if re.match(_IPV4, name):
+    if re.fullmatch(_IPV4, name):
         return "a bucket name is not an IP address"
     for prefix in _BUCKET_PREFIXES:
         if name.startswith(prefix):
@@ -62,40 +64,94 @@ def bucket_name_problem(name: str) -> str | None:
     return None
 
 
-def _checked_bucket_name(name: str) -> str:
+def _checked_bucket_name(name: str) -> None:
     problem = bucket_name_problem(name)
     if problem:
         raise ValueError(problem)
-    return name
 
 
+_RESERVED_AFFIXES = " || ".join(
+    [f"self.startsWith('{p}')" for p in _BUCKET_PREFIXES]
+    + [f"self.endsWith('{s}')" for s in _BUCKET_SUFFIXES]
+)
 BucketName = Annotated[
     str,
-    Field(min_length=3, max_length=63, pattern=BUCKET_NAME),
-    AfterValidator(_checked_bucket_name),
-    WithJsonSchema(
+    Field(max_length=63),
+    Checked(
+        _checked_bucket_name,
         {
             "type": "string",
             "minLength": 3,
             "maxLength": 63,
             "pattern": BUCKET_NAME,
             "x-kubernetes-validations": [
-                cel("!self.contains('..')", "a bucket name has no two adjacent dots"),
-                cel(f"!self.matches('{_IPV4}')", "a bucket name is not an IP address"),
+                paired("!self.contains('..')", "a bucket name has no two adjacent dots"),
+                paired(f"!self.matches('{_IPV4}')", "a bucket name is not an IP address"),
+                paired(
+                    f"!({_RESERVED_AFFIXES})",
+                    "a bucket name does not start with "
+                    + ", ".join(_BUCKET_PREFIXES)
+                    + " nor end with "
+                    + ", ".join(_BUCKET_SUFFIXES),
+                ),
             ],
-        }
+        },
     ),
 ]
-# An origin a browser sends: scheme://host[:port], one "*." wildcard label at
-# most, or "*" (any origin) when asked for explicitly.
-CORS_ORIGIN = r"^(\*|https?://(\*\.)?[a-z0-9]([-a-z0-9.]*[a-z0-9])?(:[0-9]{1,5})?)$"
+
+
+def _checked_origin(origin: str) -> None:
+    problem = endpoints.origin_problem(origin)
+    if problem:
+        raise ValueError(problem)
+
+
+# An origin a browser sends (headroom.api.endpoints): scheme://host[:port], a
+# "*." wildcard with two labels after it, or "*" (any origin) when asked for.
+CORS_ORIGIN = endpoints.CORS_ORIGIN
+CorsOrigin = Annotated[
+    str,
+    Field(max_length=endpoints.ORIGIN_MAX),  # the pattern is the CRD's; the check says more
+    Checked(
+        _checked_origin,
+        {
+            "type": "string",
+            "maxLength": endpoints.ORIGIN_MAX,
+            "pattern": CORS_ORIGIN,
+            "x-kubernetes-validations": [
+                paired(endpoints.ORIGIN_PORT_CEL, endpoints.ORIGIN_PORT_MESSAGE)
+            ],
+        },
+    ),
+]
+
+
+def _checked_endpoint(url: str) -> None:
+    problem = endpoints.endpoint_problem(url)
+    if problem:
+        raise ValueError(problem)
+
+
+ENDPOINT = endpoints.ENDPOINT
+Endpoint = Annotated[
+    str,
+    Field(max_length=endpoints.ENDPOINT_MAX),  # the pattern is the CRD's; the check says more
+    Checked(
+        _checked_endpoint,
+        {
+            "type": "string",
+            "maxLength": endpoints.ENDPOINT_MAX,
+            "pattern": ENDPOINT,
+            "x-kubernetes-validations": [
+                paired(endpoints.endpoint_cel(), endpoints.INTERNAL_MESSAGE)
+            ],
+        },
+    ),
+]
 HTTP_HEADER = r"^(\*|[A-Za-z0-9!#$%&'*+.^_`|~-]+)$"
-ENDPOINT = r"^https?://[A-Za-z0-9]([-A-Za-z0-9.]*[A-Za-z0-9])?(:[0-9]{1,5})?$"
 REGION = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
-# A base URL objects are served at for browsers: scheme, host, optional port and path.
-PUBLIC_URL = (
-    r"^https?://[A-Za-z0-9]([-A-Za-z0-9.]*[A-Za-z0-9])?(:[0-9]{1,5})?(/[A-Za-z0-9._~%/-]*)?$"
-)
+# A base URL objects are served at for browsers: scheme, host, port 1-65535, a path.
+PUBLIC_URL = endpoints.PUBLIC_URL
 MAX_UPLOAD_BYTES = 5 * 1024**3  # S3's largest single PUT / POST object
 DEFAULT_MAX_UPLOAD_BYTES = 10 * 1024**2
 
@@ -107,29 +163,39 @@ def _upload_methods() -> list[HttpMethod]:
     return ["GET", "PUT", "POST", "HEAD"]
 
 
+def _no_credentials_for_any_origin(cors: BucketCors) -> Broken | None:
+    if not (cors.allow_credentials and "*" in cors.allowed_origins):
+        return None
+    return Broken(
+        "allowedOrigins",
+        lambda at: (
+            f"'*' cannot be combined with {at('allowCredentials')} true (browsers "
+            "refuse credentials for any origin)"
+        ),
+    )
+
+
 class BucketCors(Model):
     """Cross-origin access for browsers that upload and download directly
     (presigned URLs). No origin is allowed unless listed; ``*`` only when
     listed, and never together with allowCredentials."""
 
-    model_config = ConfigDict(
-        json_schema_extra={
-            "x-kubernetes-validations": [
-                cel(
-                    "!(has(self.allowCredentials) && self.allowCredentials && "
-                    "has(self.allowedOrigins) && self.allowedOrigins.exists(o, o == '*'))",
-                    "allowedOrigins: '*' cannot be combined with allowCredentials "
-                    "(browsers refuse credentials for any origin)",
-                )
-            ]
-        }
+    RULES = (
+        Rule(
+            "!(has(self.allowCredentials) && self.allowCredentials && "
+            "has(self.allowedOrigins) && self.allowedOrigins.exists(o, o == '*'))",
+            "spec.storage.buckets[].cors.allowedOrigins: '*' cannot be combined with "
+            "allowCredentials (browsers refuse credentials for any origin)",
+            _no_credentials_for_any_origin,
+        ),
     )
 
-    allowed_origins: list[Annotated[str, Field(pattern=CORS_ORIGIN, max_length=253)]] = Field(
+    allowed_origins: list[CorsOrigin] = Field(
         min_length=1,
         max_length=32,
         description="Origins whose pages may call the bucket, e.g. https://app.example.com "
-        "or https://*.example.com. '*' allows any origin and must be written out.",
+        "or https://*.example.com (no default port: a browser never sends :443). '*' allows "
+        "any origin and must be written out.",
     )
     allowed_methods: list[HttpMethod] = Field(
         default_factory=_upload_methods,
@@ -156,15 +222,6 @@ class BucketCors(Model):
         description="Pages may send cookies or HTTP auth along (never with origin '*').",
     )
 
-    @model_validator(mode="after")
-    def _no_credentials_for_any_origin(self) -> BucketCors:
-        if self.allow_credentials and "*" in self.allowed_origins:
-            raise ValueError(
-                "allowedOrigins: '*' cannot be combined with allowCredentials "
-                "(browsers refuse credentials for any origin)"
-            )
-        return self
-
 
 class CosiBucket(Model):
     """A bucket the cluster's COSI driver provisions (objectstorage.k8s.io
@@ -181,6 +238,14 @@ class CosiBucket(Model):
 class BucketCredentialsRef(Model):
     """Keys of an existing Secret holding an access key for the bucket."""
 
+    RULES = (
+        different_keys(
+            "accessKeyIdKey",
+            "secretAccessKeyKey",
+            what="the access key ID and the secret access key are two values",
+        ),
+    )
+
     name: Annotated[str, Field(pattern=DNS_SUBDOMAIN, max_length=253)] = Field(
         description="Name of a Secret in the profile's namespace. Headroom only reads it."
     )
@@ -196,9 +261,10 @@ class S3Bucket(Model):
     """An existing bucket on an S3-compatible endpoint (AWS S3, Cloudflare R2,
     ...). Headroom neither creates nor deletes it: it hands it to the app."""
 
-    endpoint: Annotated[str, Field(pattern=ENDPOINT, max_length=253)] = Field(
+    endpoint: Endpoint = Field(
         description="Endpoint URL, e.g. https://s3.eu-west-1.amazonaws.com or "
-        "https://<account>.r2.cloudflarestorage.com (scheme and host, no path)."
+        "https://<account>.r2.cloudflarestorage.com (scheme, host and port 1-65535, no "
+        "path); not a loopback, link-local or cloud metadata address."
     )
     region: Annotated[str, Field(pattern=REGION, max_length=32)] = Field(
         default="us-east-1", description="Signing region; Cloudflare R2 uses 'auto'."
@@ -217,25 +283,16 @@ class S3Bucket(Model):
 class BuiltinVolume(Volume):
     """The PVC of the builtin S3 server: the data of every builtin bucket."""
 
-    model_config = ConfigDict(
-        json_schema_extra={
-            "x-kubernetes-validations": [
-                cel(
-                    SAME_CLAIM,
-                    "spec.storage.buckets[].builtin.storage.size and storageClassName cannot "
-                    "change: they are the server StatefulSet's volumeClaimTemplates, which "
-                    "Kubernetes never updates. Grow the PVC itself (kubectl patch pvc, if the "
-                    "StorageClass allows expansion)",
-                )
-            ]
-        }
+    RULES = (
+        same_claim(
+            "spec.storage.buckets[].builtin.storage.size and storageClassName cannot "
+            "change: they are the server StatefulSet's volumeClaimTemplates, which "
+            "Kubernetes never updates. Grow the PVC itself (kubectl patch pvc, if the "
+            "StorageClass allows expansion)"
+        ),
     )
 
-    size: Quantity = Field(
-        default="10Gi",
-        description="Size of the server's PVC.",
-        json_schema_extra={"x-kubernetes-validations": [quantity_rule("> 0", "must be > 0")]},
-    )
+    size: PositiveQuantity = Field(default="10Gi", description="Size of the server's PVC.")
 
 
 class BuiltinPublic(Model):
@@ -294,19 +351,48 @@ class BuiltinBucket(Model):
 BUCKET_PROVIDERS: tuple[str, ...] = ("cosi", "s3", "builtin")
 
 
+def _one_provider(bucket: Bucket) -> Broken | None:
+    chosen = [p for p in BUCKET_PROVIDERS if getattr(bucket, p) is not None]
+    if len(chosen) == 1:
+        return None
+    return Broken(
+        "",
+        lambda _: (
+            "set exactly one provider: "
+            + ", ".join(BUCKET_PROVIDERS)
+            + (f" (got {', '.join(chosen)})" if chosen else "")
+        ),
+    )
+
+
+def _kept_unless_ours(bucket: Bucket) -> Broken | None:
+    if bucket.s3 is None or bucket.deletion_policy != "Delete":
+        return None
+    return Broken(
+        "deletionPolicy",
+        lambda at: (
+            f"Delete, but {at('s3')} is a bucket Headroom never created and never "
+            "deletes: leave Retain"
+        ),
+    )
+
+
 class Bucket(Model):
     """One bucket the app uses, from exactly one provider."""
 
-    model_config = ConfigDict(
-        json_schema_extra={
-            "x-kubernetes-validations": [
-                cel(
-                    "[" + ", ".join(f"has(self.{p})" for p in BUCKET_PROVIDERS) + "]"
-                    ".filter(x, x).size() == 1",
-                    "set exactly one provider: " + ", ".join(BUCKET_PROVIDERS),
-                )
-            ]
-        }
+    RULES = (
+        Rule(
+            "[" + ", ".join(f"has(self.{p})" for p in BUCKET_PROVIDERS) + "]"
+            ".filter(x, x).size() == 1",
+            "set exactly one provider: " + ", ".join(BUCKET_PROVIDERS),
+            _one_provider,
+        ),
+        Rule(
+            "!has(self.s3) || self.deletionPolicy != 'Delete'",
+            "spec.storage.buckets[].deletionPolicy Delete is not for a provider s3 bucket: "
+            "Headroom never deletes a bucket it did not create",
+            _kept_unless_ours,
+        ),
     )
 
     name: BucketName = Field(
@@ -328,7 +414,8 @@ class Bucket(Model):
     deletion_policy: Literal["Retain", "Delete"] = Field(
         default="Retain",
         description="Retain: the bucket (its claim) and its data outlive the profile; "
-        "Delete: deleted with the profile or when removed from it.",
+        "Delete: deleted with the profile or when removed from it (cosi and builtin; an s3 "
+        "bucket is never Headroom's to delete).",
     )
     public_url: Annotated[str, Field(pattern=PUBLIC_URL, max_length=512)] | None = Field(
         default=None,
@@ -344,17 +431,6 @@ class Bucket(Model):
         "(content-length-range); in the binding as S3_MAX_UPLOAD_BYTES.",
     )
 
-    @model_validator(mode="after")
-    def _one_provider(self) -> Bucket:
-        chosen = [p for p in BUCKET_PROVIDERS if getattr(self, p) is not None]
-        if len(chosen) != 1:
-            raise ValueError(
-                "set exactly one provider: "
-                + ", ".join(BUCKET_PROVIDERS)
-                + (f" (got {', '.join(chosen)})" if chosen else "")
-            )
-        return self
-
     @property
     def provider(self) -> str:
         return next(p for p in BUCKET_PROVIDERS if getattr(self, p) is not None)
@@ -365,44 +441,58 @@ def env_name(name: str) -> str:
     return re.sub(r"[.-]", "_", name).upper()
 
 
+def _distinct_binding_names(storage: Storage) -> Broken | None:
+    seen: dict[str, int] = {}
+    for index, bucket in enumerate(storage.buckets):
+        first = seen.setdefault(env_name(bucket.name), index)
+        if first != index:
+            return _shared_binding_name(storage.buckets[first].name, bucket.name, first, index)
+    return None
+
+
+def _shared_binding_name(other: str, mine: str, first: int, index: int) -> Broken:
+    return Broken(
+        f"buckets[{index}].name",
+        lambda at: (
+            f"{mine!r} and {at(f'buckets[{first}].name')} {other!r} share the binding "
+            f"name S3_{env_name(mine)}_BUCKET"
+        ),
+    )
+
+
 class Storage(Model):
     """Object storage: buckets and their credentials in the binding."""
 
-    buckets: list[Bucket] = Field(
-        min_length=1,
-        max_length=16,
-        description="The app's buckets; the first is the default (S3_BUCKET, S3_ENDPOINT...).",
-        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
+    RULES = (
+        Rule(
+            "self.buckets.all(b, self.buckets.filter(c, "
+            "c.name.replace('.', '_').replace('-', '_') == "
+            "b.name.replace('.', '_').replace('-', '_')).size() == 1)",
+            "spec.storage.buckets[].name: two buckets share a binding name "
+            "(S3_<NAME>_BUCKET: '.' and '-' both become '_')",
+            _distinct_binding_names,
+        ),
     )
 
-    @field_validator("buckets")
-    @classmethod
-    def _distinct(cls, buckets: list[Bucket]) -> list[Bucket]:
-        seen: dict[str, str] = {}
-        for bucket in buckets:
-            key = env_name(bucket.name)
-            if key in seen:
-                raise ValueError(
-                    f"buckets {seen[key]!r} and {bucket.name!r} share the binding name "
-                    f"S3_{key}_BUCKET"
-                    if seen[key] != bucket.name
-                    else f"bucket {bucket.name!r} is listed twice"
-                )
-            seen[key] = bucket.name
-        return _one_server(buckets)
+    buckets: Annotated[list[Bucket], AfterValidator(unique_names)] = Field(
+        min_length=1,
+        max_length=16,
+        description="The app's buckets; the first is the default (S3_BUCKET, S3_ENDPOINT...). "
+        "Builtin buckets share one server: the later ones leave builtin {} or repeat the "
+        "first's settings.",
+        json_schema_extra=LIST_MAP,
+    )
 
 
-def _one_server(buckets: list[Bucket]) -> list[Bucket]:
+def one_server(buckets: tuple[Bucket, ...] | list[Bucket]) -> tuple[int, int] | None:
     """Builtin buckets share one server: a later one's settings are the defaults
-    (``{}``, which the API server fills with the defaults) or the first's."""
+    (``{}``, which the API server fills with the defaults) or the first's. The
+    (later, first) index of one that differs, or None (the planner reports it)."""
     builtin = [(i, b.builtin) for i, b in enumerate(buckets) if b.builtin is not None]
     if not builtin:
-        return buckets
+        return None
     first_index, first = builtin[0]
     for index, settings in builtin[1:]:
         if settings not in (first, BuiltinBucket()):
-            raise ValueError(
-                f"buckets[{index}].builtin differs from buckets[{first_index}].builtin: builtin "
-                "buckets share one server; leave the later ones {} or set the same"
-            )
-    return buckets
+            return index, first_index
+    return None
