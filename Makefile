@@ -129,6 +129,10 @@ bench: venv ## benchmarks (pgbench through the poolers vs direct, read-pool evic
 	$(PY) bench/pooler_bench.py --out bench/results/pooler.md
 	$(PY) bench/readpool_bench.py --out bench/results/readpool.md
 
+.PHONY: fuzz
+fuzz: venv cluster ## fuzz the API: $(or $(EXAMPLES),10000) generated profiles judged by the model, the API server and the real programs; bench/results/fuzz.md
+	KUBECONFIG=$(CLUSTER_KUBECONFIG) $(PY) bench/fuzz.py --examples $(or $(EXAMPLES),10000) --out bench/results/fuzz.md
+
 .PHONY: bench-scale
 bench-scale: venv binaries ## N=50 (x3), 100 and 500 full-stack profiles on a bench cluster; results in bench/results/scale.md
 	$(PY) bench/scale_bench.py --sizes $(or $(SIZES),50,50,50,100,500) --out bench/results/scale.md

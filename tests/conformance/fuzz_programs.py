@@ -1,0 +1,238 @@
+"""The real programs as judges of what fuzzed profiles render: every distinct
+pgbouncer.ini in PgBouncer (Debian's 1.18, and 1.24 built from Debian's source
+when the cache has it), every distinct redis.conf in redis-server 7.0, every
+distinct rule file in ``promtool check rules``, every distinct bucket agent
+config through the agent into a real versitygw (bucket names and CORS).
+
+A config is accepted when the program starts with it (PgBouncer, Redis: then
+it is stopped) or says so (promtool, versitygw), and PgBouncer logs no
+parameter it ignored. Each judge returns None or the program's own words.
+
+Used by tests/conformance/test_fuzz_programs.py and bench/fuzz.py (``make
+fuzz``); like servers.py it does not import pytest. Everything listens on
+127.0.0.1, in private temp dirs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import redis_servers
+import s3_servers
+import servers
+from tests import certs
+from tests.fuzzing import oracle
+
+from headroom.agent import bucket as agent_mod
+from headroom.builders import redis as redis_builder
+from headroom.planning import bucket_server
+
+ROOT = Path(__file__).resolve().parents[2]
+# What PgBouncer logs when it skips a line it does not take (and starts anyway).
+_IGNORED = re.compile(
+    r"unknown parameter|invalid value|syntax error|WARNING.*(ignor|invalid)", re.I
+)
+_RULE_BATCH = 200
+
+
+def built_pgbouncer() -> Path | None:
+    """PgBouncer built from Debian's source (hack/build-pgbouncer.sh), if it is
+    built or can be (None without it: the 1.18 judge still runs)."""
+    try:
+        done = subprocess.run(
+            [str(ROOT / "hack" / "build-pgbouncer.sh")],
+            capture_output=True,
+            text=True,
+            timeout=900,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    found = Path(done.stdout.strip().splitlines()[-1]) if done.stdout.strip() else None
+    return found if done.returncode == 0 and found and found.exists() else None
+
+
+def _version_of(binary: Path) -> tuple[int, int]:
+    text = subprocess.run(
+        [str(binary), "--version"], capture_output=True, text=True, timeout=30, check=False
+    ).stdout
+    found = re.search(r"PgBouncer (\d+)\.(\d+)", text)
+    assert found is not None, text
+    return int(found.group(1)), int(found.group(2))
+
+
+@dataclasses.dataclass
+class Judges:
+    """The programs, found once; ``workdir`` holds the files every config names."""
+
+    tools: servers.Tools
+    bouncers: dict[tuple[int, int], Path]  # major.minor -> pgbouncer
+    redis: Path
+    promtool: Path
+    workdir: Path
+    versitygw: Path | None = None
+    gateway: s3_servers.VersityGW | None = None
+
+    @classmethod
+    @contextlib.contextmanager
+    def found(cls, *, pgbouncer_built: Path | None, versitygw: Path | None) -> Iterator[Judges]:
+        tools = servers.find_tools()
+        redis = redis_servers.find_redis().server
+        promtool = shutil.which("promtool") or "/usr/bin/promtool"
+        workdir = Path(tempfile.mkdtemp(prefix="headroom-fuzz-"))
+        bouncers = {_version_of(tools.pgbouncer): tools.pgbouncer}
+        if pgbouncer_built is not None:
+            # a copy the servers' user may run (the cache may be private to us)
+            copy = workdir / "pgbouncer-built"
+            shutil.copy(pgbouncer_built, copy)
+            copy.chmod(0o755)
+            bouncers[_version_of(copy)] = copy
+        judges = cls(tools, bouncers, redis, Path(promtool), workdir, versitygw)
+        try:
+            judges._prepare()
+            yield judges
+        finally:
+            if judges.gateway is not None:
+                judges.gateway.stop()
+            shutil.rmtree(workdir, ignore_errors=True)
+
+    def _prepare(self) -> None:
+        _, ca = certs.ca("headroom-fuzz-ca")
+        for name, text in (("ca.crt", certs.pem(ca)), ("userlist.txt", '"app" "app"\n')):
+            servers.write_private(self.workdir / name, text, self.tools.owner)
+        if self.tools.owner is not None:
+            os.chown(self.workdir, *self.tools.owner)
+
+    # -- PgBouncer ----------------------------------------------------------------
+
+    def bouncer_for(self, version: tuple[int, int]) -> Path | None:
+        """The oldest PgBouncer here that knows every setting of ``version``."""
+        fit = sorted(v for v in self.bouncers if v >= version)
+        return self.bouncers[fit[0]] if fit else None
+
+    def pgbouncer(self, ini: str, include: str, version: tuple[int, int]) -> str | None:
+        binary = self.bouncer_for(version)
+        if binary is None:
+            return None
+        include_path = self.workdir / f"include-{abs(hash(include))}.ini"
+        if include:
+            servers.write_private(include_path, include, self.tools.owner)
+
+        def render(port: int, auth_file: str) -> str:
+            text = ini.replace(oracle.AUTH_FILE, auth_file)
+            text = text.replace(oracle.CA_FILE, str(self.workdir / "ca.crt"))
+            text = text.replace(oracle.INCLUDE_FILE, str(include_path))
+            return re.sub(r"(?m)^listen_port = \d+$", f"listen_port = {port}", text)
+
+        bouncer = servers.PgBouncer(
+            dataclasses.replace(self.tools, pgbouncer=binary), render, '"app" "app"\n'
+        )
+        try:
+            bouncer.start()
+            log = bouncer.log_text()
+        except (servers.ServerError, TimeoutError) as err:
+            return f"PgBouncer {binary} refused it: {err}"
+        finally:
+            bouncer.stop()
+        ignored = [line for line in log.splitlines() if _IGNORED.search(line)]
+        return f"PgBouncer {binary} ignored: {ignored}\n{ini}" if ignored else None
+
+    # -- Redis -------------------------------------------------------------------------
+
+    def redis_conf(self, conf: str) -> str | None:
+        def render(port: int, directory: Path) -> str:
+            text = conf.replace(oracle.DATA_DIR, str(directory))
+            # Debian's redis-server is built without the jemalloc active defrag
+            # needs (the redis image Headroom runs has it; test_redis.py shows
+            # it on a build that does): here it proves the key parses.
+            text = text.replace("\nactivedefrag yes\n", "\nactivedefrag no\n")
+            return re.sub(r"(?m)^port \d+$", f"port {port}", text)
+
+        password = "fuzz-password-0123456789"
+        process = redis_servers.RedisProcess(
+            self.redis,
+            render,
+            files={"auth.conf": redis_builder.render_auth(password)},
+            password=password,
+        )
+        try:
+            process.start()
+        except (servers.ServerError, TimeoutError) as err:
+            return f"redis-server refused it: {err}"
+        finally:
+            process.stop()
+        return None
+
+    # -- promtool ------------------------------------------------------------------------
+
+    def rules(self, files: list[str]) -> list[str | None]:
+        """``promtool check rules`` on each rule file (in batches)."""
+        verdicts: list[str | None] = []
+        for start in range(0, len(files), _RULE_BATCH):
+            batch = files[start : start + _RULE_BATCH]
+            paths = []
+            for index, text in enumerate(batch):
+                path = self.workdir / f"rules-{start + index}.yaml"
+                path.write_text(text)
+                paths.append(path)
+            done = subprocess.run(
+                [str(self.promtool), "check", "rules", *map(str, paths)],
+                capture_output=True,
+                text=True,
+                timeout=600,
+                check=False,
+            )
+            verdicts += _per_file(done.stdout + done.stderr, paths)
+            for path in paths:
+                path.unlink()
+        return verdicts
+
+    # -- the bucket agent and versitygw ----------------------------------------------------------
+
+    def buckets(self, config_json: str) -> str | None:
+        """One pass of the bucket agent with this buckets.json against a real
+        versitygw (started once): every bucket created and its CORS accepted."""
+        if self.versitygw is None:
+            return None
+        if self.gateway is None:
+            self.gateway = s3_servers.VersityGW(self.versitygw).start()
+        gateway = self.gateway
+        config = bucket_server.BucketServerConfig.model_validate_json(config_json).model_copy(
+            update={
+                "s3_endpoint": gateway.endpoint,
+                "admin_endpoint": gateway.admin_endpoint,
+                "ready_file": str(self.workdir / "provisioned"),
+            }
+        )
+        keys = agent_mod.Keys(
+            root_access_key=gateway.root.access_key,
+            root_secret_key=gateway.root.secret_key,
+            app_secret_key="fuzz-app-secret-0123456789abcdef",
+        )
+        try:
+            agent_mod.Agent(config=config, keys=keys).step()
+        except Exception as err:  # any failure is the verdict
+            return f"versitygw or the agent refused it: {type(err).__name__}: {err}"
+        return None
+
+
+def _per_file(output: str, paths: list[Path]) -> list[str | None]:
+    """promtool's verdict on each file: None (SUCCESS) or its FAILED text."""
+    verdicts: list[str | None] = []
+    for path in paths:
+        start = output.find(f"Checking {path}")
+        if start < 0:
+            verdicts.append(f"promtool said nothing about {path}: {output[-2000:]}")
+            continue
+        end = output.find("Checking ", start + 1)
+        section = output[start : end if end > 0 else None]
+        verdicts.append(None if "SUCCESS" in section else section.strip())
+    return verdicts

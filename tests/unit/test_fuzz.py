@@ -1,0 +1,75 @@
+"""Property-based fuzzing of the API without a server (tests/fuzzing): any
+profile is refused with a message naming a field, or it plans and renders
+(`headroom plan`, `headroom render`, the pass's builders, admission) without a
+crash; and the grammars the model checks are Prometheus' own. The real
+programs and the real API server judge the same profiles in
+tests/conformance/test_fuzz_programs.py and tests/e2e/test_fuzz_api.py;
+``make fuzz`` runs all three long."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from hypothesis import example, given
+from hypothesis import strategies as st
+
+from headroom.api import prometheus
+from tests.fuzzing import oracle, strategies
+from tests.fuzzing.settings import fuzz_settings
+
+
+@given(body=strategies.profiles())
+@fuzz_settings(short=150)
+def test_every_profile_is_refused_naming_a_field_or_plans_and_renders(body: Any) -> None:
+    oracle.judge(body)
+
+
+# prometheus/common model.ParseDuration, transliterated (facts, not code: its
+# loop, its order of units and its range), as the reference the model is held to
+_UNITS = {"ms": (7, 1), "s": (6, 1000), "m": (5, 60_000), "h": (4, 3_600_000)}
+_UNITS |= {"d": (3, 86_400_000), "w": (2, 604_800_000), "y": (1, 31_536_000_000)}
+
+
+def prometheus_parses(text: str) -> bool:
+    if text == "0":
+        return True
+    if not text:
+        return False
+    rest, last, total_ns = text, 0, 0
+    while rest:
+        digits = re.match(r"[0-9]*", rest).group()  # type: ignore[union-attr]
+        if not digits:
+            return False
+        rest = rest[len(digits) :]
+        unit = re.match(r"[^0-9]*", rest).group()  # type: ignore[union-attr]
+        rest = rest[len(unit) :]
+        if not unit or unit not in _UNITS or _UNITS[unit][0] <= last:
+            return False
+        last = _UNITS[unit][0]
+        mult_ns = _UNITS[unit][1] * 1_000_000
+        value = int(digits)
+        if value > (1 << 63) // mult_ns:
+            return False
+        total_ns += value * mult_ns
+        if total_ns > (1 << 63) - 1:
+            return False
+    return True
+
+
+def _within_headrooms_bounds(text: str) -> bool:
+    """Headroom's own bounds on top of Prometheus' grammar (see headroom.api.prometheus)."""
+    return len(text) <= prometheus.DURATION_MAX_LENGTH and all(
+        len(d) <= prometheus.DURATION_DIGITS for d in re.findall(r"[0-9]+", text)
+    )
+
+
+@given(text=st.one_of(strategies.durations(), st.text(st.sampled_from("0123456789ymwdhs "))))
+@example(text="106751d23h47m16s854ms")  # the longest duration there is: just in range
+@example(text="106751d23h47m16s855ms")
+@fuzz_settings(short=400)
+def test_a_duration_is_accepted_exactly_when_prometheus_parses_it(text: str) -> None:
+    accepted = prometheus.duration_problem(text) is None
+    assert accepted == (prometheus_parses(text) and _within_headrooms_bounds(text)), text
+    if accepted:  # and the CRD's pattern takes it too (its CEL sum: tests/e2e)
+        assert re.fullmatch(prometheus.DURATION_PATTERN, text)
