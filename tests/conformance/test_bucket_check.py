@@ -6,6 +6,7 @@ not answer only a note; no verdict carries the secret."""
 from __future__ import annotations
 
 import secrets
+import socket
 from collections.abc import Callable
 from typing import Any
 
@@ -37,12 +38,71 @@ def test_head_bucket_verdicts_on_a_real_server(start_versitygw: StartGW) -> None
     )
     root.request("PUT", "/space-kontext-files")
 
-    assert bucket_check.check(_target(gateway, "space-kontext-files")) == bucket_check.Verdict()
-    missing = bucket_check.check(_target(gateway, "not-there"))
+    # the server is on 127.0.0.1, which the operator otherwise never contacts
+    local = {"allow_internal": True}
+    assert (
+        bucket_check.check(_target(gateway, "space-kontext-files"), **local)
+        == bucket_check.Verdict()
+    )
+    missing = bucket_check.check(_target(gateway, "not-there"), **local)
     assert missing.reason == "BucketNotFound"
     assert "not-there" in missing.message
     wrong = secrets.token_urlsafe(30)
-    rejected = bucket_check.check(_target(gateway, "space-kontext-files", secret=wrong))
+    rejected = bucket_check.check(_target(gateway, "space-kontext-files", secret=wrong), **local)
     assert rejected.reason == "CredentialsRejected"
     assert "SignatureDoesNotMatch" in rejected.message
     assert wrong not in repr(rejected) and gateway.root.secret_key not in repr(rejected)
+
+
+def test_an_endpoint_that_does_not_answer_is_a_note_not_a_failure() -> None:
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    verdict = bucket_check.check(
+        bucket_check.Target(
+            name="files",
+            endpoint=f"http://127.0.0.1:{port}",
+            region="auto",
+            bucket="b-1",
+            access_key_id="AK",
+            secret_access_key="SK",
+        ),
+        allow_internal=True,
+    )
+    assert verdict.reason is None
+    assert verdict.note.startswith("not checked:")
+
+
+def test_the_operator_never_contacts_an_internal_address(start_versitygw: StartGW) -> None:
+    """A server that answers on 127.0.0.1, reached by an IP literal or by a name
+    that resolves there (a COSI driver's endpoint, or DNS pointing a public-looking
+    name inside): the operator's check refuses to connect, and says why."""
+    gateway = start_versitygw()
+    port = gateway.endpoint.rsplit(":", 1)[1]
+    for endpoint in (gateway.endpoint, f"http://localhost:{port}", f"http://[::1]:{port}"):
+        target = _target(gateway, "space-kontext-files")
+        verdict = bucket_check.check(
+            bucket_check.Target(
+                name=target.name,
+                endpoint=endpoint,
+                region=target.region,
+                bucket=target.bucket,
+                access_key_id=target.access_key_id,
+                secret_access_key=target.secret_access_key,
+            )
+        )
+        assert verdict.reason is None, endpoint
+        assert "InternalAddress" in verdict.note, verdict
+    # nothing reached the server: its log has no request
+    assert "space-kontext-files" not in gateway.log_text()
+    out_of_range = bucket_check.check(
+        bucket_check.Target(
+            name="files",
+            endpoint="https://s3.example.com:99999",
+            region="auto",
+            bucket="b-1",
+            access_key_id="AK",
+            secret_access_key="SK",
+        )
+    )
+    assert "InvalidEndpoint" in out_of_range.note

@@ -487,10 +487,17 @@ def _s3_profile(endpoint: str) -> dict[str, Any]:
     )
 
 
+# How the profile names the server (a profile may not name a loopback address:
+# the binding's endpoint is moved to the local server, as DNS would point a pod).
+PROFILE_HOST = "objects.example.test"
+
+
 def _s3_binding(endpoint: str, secret_data: dict[str, str]) -> dict[str, str]:
-    """The binding the reconcile pass renders: the Secret's data through
-    object_storage.credentials_from (what the reconcile pass calls), then desired.build."""
-    body = _s3_profile(endpoint)
+    """The binding the engine renders: the Secret's data through
+    storage.credentials_from (what the engine calls), then desired.build; its
+    endpoints moved to ``endpoint`` (the local server)."""
+    declared = endpoint.replace("127.0.0.1", PROFILE_HOST)
+    body = _s3_profile(declared)
     body["metadata"]["uid"] = "11111111-2222-3333-4444-555555555555"
     planned = planner.plan(v1alpha1.parse_profile(body))
     assert planned.ok, planned.problems
@@ -504,7 +511,7 @@ def _s3_binding(endpoint: str, secret_data: dict[str, str]) -> dict[str, str]:
         buckets={"files": found},
     )
     rendered = Rendered(list(desired.build(planned, creds).values()))
-    return _binding(rendered)
+    return {key: value.replace(declared, endpoint) for key, value in _binding(rendered).items()}
 
 
 def _from_binding(env: dict[str, str]) -> BaseClient:

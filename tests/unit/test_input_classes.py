@@ -9,14 +9,16 @@ more of each class.
 
 from __future__ import annotations
 
+import socket
 from typing import Any
 
 import pytest
 
 from headroom import cli, yamlfmt
 from headroom.api import crd, v1alpha1
-from headroom.builders import alert_rules, desired
-from headroom.planning import admission, live_limits, planner
+from headroom.builders import desired
+from headroom.planning import admission
+from headroom.s3 import rest
 from tests import profiles
 
 Case = tuple[str, dict[str, Any], str]
@@ -422,3 +424,46 @@ def test_what_an_update_may_not_change_is_refused_by_admission_too() -> None:
     )
     assert admission.review(grown) is None  # a create has nothing to keep
     assert admission.review(old, old=old) is None
+
+
+@pytest.mark.parametrize(
+    ("resolved", "refused"),
+    [
+        ("127.0.0.1", True),
+        ("169.254.169.254", True),
+        ("0.0.0.0", True),  # noqa: S104 - an address under test
+        ("100.100.100.200", True),
+        ("::1", True),
+        ("::ffff:127.0.0.1", True),
+        ("fe80::1%eth0", True),
+        ("fd00:ec2::254", True),
+        ("10.0.0.12", False),
+        ("192.0.2.10", False),
+        ("2001:db8::1", False),
+    ],
+)
+def test_the_operators_bucket_check_connects_only_to_an_address_it_checked(
+    resolved: str, refused: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A name can resolve anywhere (a COSI driver's endpoint, DNS): the check
+    resolves it itself and connects to that address, or to none."""
+    family = socket.AF_INET6 if ":" in resolved else socket.AF_INET
+    monkeypatch.setattr(
+        socket,
+        "getaddrinfo",
+        lambda *_a, **_k: [(family, socket.SOCK_STREAM, 6, "", (resolved, 443))],
+    )
+    client = rest.Client(
+        endpoint="https://objects.example.com",
+        access_key="AK",
+        secret_key="SK",
+        refuse_internal=True,
+    )
+    if refused:
+        with pytest.raises(rest.S3Error) as err:
+            client._connection("HEAD /b")
+        assert err.value.code == "InternalAddress"
+    else:
+        conn = client._connection("HEAD /b")
+        assert conn._address == resolved  # type: ignore[attr-defined]
+        assert conn.host == "objects.example.com"  # TLS and Host name the endpoint

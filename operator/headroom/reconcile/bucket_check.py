@@ -46,14 +46,18 @@ class Verdict:
     note: str = ""
 
 
-def check(target: Target) -> Verdict:
-    """HEAD the bucket with the app's key (blocking)."""
+def check(target: Target, *, allow_internal: bool = False) -> Verdict:
+    """HEAD the bucket with the app's key (blocking). The endpoint is never a
+    loopback, link-local or metadata address (headroom.s3.rest): one that
+    resolves to such is noted and not contacted (``allow_internal``: tests
+    against a server on 127.0.0.1)."""
     client = rest.Client(
         endpoint=target.endpoint,
         access_key=target.access_key_id,
         secret_key=target.secret_access_key,
         region=target.region,
         timeout_seconds=CHECK_TIMEOUT_SECONDS,
+        refuse_internal=not allow_internal,
     )
     try:
         found = client.bucket_exists(target.bucket)

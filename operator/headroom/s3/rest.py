@@ -6,6 +6,13 @@ sidecar). Paths are always path-style (``/bucket``).
 
 No secret is ever put in an exception or a log line: errors carry the S3
 error code and message the server sent, and the request's method and path.
+
+With ``refuse_internal`` (the operator's own bucket check) the endpoint's name is
+resolved first and the connection goes to an address that was checked: none of
+loopback, link-local, unspecified, multicast or a cloud's metadata service
+(:func:`headroom.api.endpoints.internal_address`), so no profile can make the
+operator call into the cluster's or the cloud's internals, not even by a name
+that resolves there.
 """
 
 from __future__ import annotations
@@ -14,11 +21,14 @@ import base64
 import datetime
 import hashlib
 import http.client
+import socket
+import ssl
 import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from xml.etree import ElementTree
 
+from headroom.api import endpoints
 from headroom.s3 import sigv4
 
 DEFAULT_TIMEOUT_SECONDS = 10.0
@@ -50,6 +60,39 @@ class Client:
     secret_key: str = field(repr=False)
     region: str = "us-east-1"
     timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS
+    refuse_internal: bool = False  # the operator's check: never an internal address
+
+    def _connection(self, what: str) -> http.client.HTTPConnection:
+        url = urllib.parse.urlsplit(self.endpoint)
+        try:
+            port = url.port or (443 if url.scheme == "https" else 80)
+        except ValueError as err:  # a port out of 0-65535
+            raise S3Error(
+                status=0, code="InvalidEndpoint", message=str(err), request=what
+            ) from None
+        host = url.hostname or ""
+        https = url.scheme == "https"
+        if not self.refuse_internal:
+            conn_type = http.client.HTTPSConnection if https else http.client.HTTPConnection
+            return conn_type(host, port, timeout=self.timeout_seconds)
+        try:
+            found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except (OSError, UnicodeError) as err:
+            raise S3Error(
+                status=0, code=type(err).__name__, message=str(err), request=what
+            ) from None
+        addresses = [str(info[4][0]) for info in found]
+        internal = [a for a in addresses if endpoints.internal_address(a)]
+        if internal or not addresses:
+            raise S3Error(
+                status=0,
+                code="InternalAddress",
+                message=f"{host} resolves to {', '.join(internal) or 'nothing'}: "
+                "Headroom does not contact the cluster's or the cloud's own addresses",
+                request=what,
+            )
+        pinned = _PinnedHTTPS if https else _PinnedHTTP
+        return pinned(host, port, address=addresses[0], timeout=self.timeout_seconds)
 
     def request(
         self,
@@ -81,10 +124,7 @@ class Client:
         if query:
             target += "?" + sigv4.canonical_query(query)
         what = f"{method} {path}"
-        conn_type = (
-            http.client.HTTPSConnection if url.scheme == "https" else http.client.HTTPConnection
-        )
-        conn = conn_type(host, timeout=self.timeout_seconds)
+        conn = self._connection(what)
         try:
             conn.request(method, target, body=body, headers=signed)
             raw = conn.getresponse()
@@ -223,3 +263,27 @@ def error_of(body: bytes) -> tuple[str, str]:
         return "", body[:200].decode(errors="replace")
     found = {_local(child.tag): (child.text or "") for child in root}
     return found.get("Code", ""), found.get("Message", "")
+
+
+class _PinnedHTTP(http.client.HTTPConnection):
+    """Connects to ``address`` (checked), says ``host`` in the Host header."""
+
+    def __init__(self, host: str, port: int, *, address: str, timeout: float) -> None:
+        super().__init__(host, port, timeout=timeout)
+        self._address = address
+
+    def connect(self) -> None:
+        self.sock = socket.create_connection((self._address, self.port), self.timeout)
+
+
+class _PinnedHTTPS(http.client.HTTPSConnection):
+    """Connects to ``address`` (checked); TLS verifies the certificate for ``host``."""
+
+    def __init__(self, host: str, port: int, *, address: str, timeout: float) -> None:
+        self._tls = ssl.create_default_context()
+        super().__init__(host, port, timeout=timeout, context=self._tls)
+        self._address = address
+
+    def connect(self) -> None:
+        sock = socket.create_connection((self._address, self.port), self.timeout)
+        self.sock = self._tls.wrap_socket(sock, server_hostname=self.host)
