@@ -35,6 +35,16 @@ def test_a_metadata_only_change_always_passes() -> None:
     assert answer["allowed"] is True
 
 
+def test_an_update_is_held_to_what_may_not_change() -> None:
+    """The CRD's transition rules, in the webhook too (their twins in the model)."""
+    old = profiles.base(cache=profiles.instance())
+    new = profiles.base(cache=profiles.instance(persistence={"size": "1Gi"}))
+    answer = review.review({"uid": "4", "object": new, "oldObject": old})
+    assert answer["allowed"] is False
+    assert answer["status"]["message"].startswith("spec.cache.instances[0].persistence: cannot")
+    assert review.review({"uid": "5", "object": new})["allowed"] is True  # a create
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

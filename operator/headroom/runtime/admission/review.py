@@ -27,7 +27,7 @@ def review(request: dict[str, Any], table: share_table.Table | None = None) -> d
             def lookup(server: str, key: str) -> tuple[connection_budget.SharedUse, ...]:
                 return share_table.others(known, server, key)
 
-        problem = admission.review(body, shared=lookup)
+        problem = admission.review(body, shared=lookup, old=old)
     response: dict[str, Any] = {"uid": uid, "allowed": problem is None}
     if problem is not None:
         response["status"] = {"code": 422, "reason": "Invalid", "message": problem}
