@@ -31,9 +31,9 @@ import servers
 from tests import certs
 from tests.fuzzing import oracle
 
-from headroom.agent import bucket as agent_mod
-from headroom.builders import redis as redis_builder
-from headroom.planning import bucket_server
+from headroom.agent import bucket
+from headroom.builders import redis
+from headroom.planning import versitygw
 
 ROOT = Path(__file__).resolve().parents[2]
 # What PgBouncer logs when it skips a line it does not take (and starts anyway).
@@ -160,7 +160,7 @@ class Judges:
         process = redis_servers.RedisProcess(
             self.redis,
             render,
-            files={"auth.conf": redis_builder.render_auth(password)},
+            files={"auth.conf": redis.render_auth(password)},
             password=password,
         )
         try:
@@ -205,20 +205,20 @@ class Judges:
         if self.gateway is None:
             self.gateway = s3_servers.VersityGW(self.versitygw).start()
         gateway = self.gateway
-        config = bucket_server.BucketServerConfig.model_validate_json(config_json).model_copy(
+        config = versitygw.BucketServerConfig.model_validate_json(config_json).model_copy(
             update={
                 "s3_endpoint": gateway.endpoint,
                 "admin_endpoint": gateway.admin_endpoint,
                 "ready_file": str(self.workdir / "provisioned"),
             }
         )
-        keys = agent_mod.Keys(
+        keys = bucket.Keys(
             root_access_key=gateway.root.access_key,
             root_secret_key=gateway.root.secret_key,
             app_secret_key="fuzz-app-secret-0123456789abcdef",
         )
         try:
-            agent_mod.Agent(config=config, keys=keys).step()
+            bucket.Agent(config=config, keys=keys).step()
         except Exception as err:  # any failure is the verdict
             return f"versitygw or the agent refused it: {type(err).__name__}: {err}"
         return None

@@ -26,8 +26,8 @@ import pydantic
 from tests.fuzzing import oracle
 
 from headroom.api import v1alpha1
-from headroom.kube import config as kube_config
-from headroom.planning import plan as plan_mod
+from headroom.kube import kubeconfig
+from headroom.planning import planner
 
 WEBHOOK_DENIAL = "admission webhook"
 
@@ -57,8 +57,8 @@ class Disagreement:
 class DryRun:
     """Server-side dry-run creates of ScalingProfiles in one namespace."""
 
-    def __init__(self, kubeconfig: str, namespace: str) -> None:
-        cfg = kube_config.from_kubeconfig(Path(kubeconfig))
+    def __init__(self, path: str, namespace: str) -> None:
+        cfg = kubeconfig.from_kubeconfig(Path(path))
         url = urllib.parse.urlsplit(cfg.server)
         self._host, self._port = url.hostname or "127.0.0.1", url.port or 443
         self._ssl = cfg.ssl_context
@@ -173,7 +173,7 @@ def compare(dry_run: DryRun, body: Any) -> Disagreement | None:
             again = v1alpha1.parse_profile(stored)
         except v1alpha1.ProfileError as err:
             return Disagreement("stored-plans-otherwise", "accepted", str(err), body)
-        mine, theirs = plan_mod.plan(profile), plan_mod.plan(again)
+        mine, theirs = planner.plan(profile), planner.plan(again)
         if mine != theirs:
             return Disagreement("stored-plans-otherwise", *_difference(mine, theirs), body)
     return None

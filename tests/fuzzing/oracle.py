@@ -27,10 +27,8 @@ from pydantic import ValidationError
 
 from headroom import cli, yamlfmt
 from headroom.api import v1alpha1
-from headroom.builders import alerts, bucket_server, desired, pgbouncer, readpool, redis
-from headroom.planning import admission, membership, replicas
-from headroom.planning import bucket_server as bucket_server_plan
-from headroom.planning import plan as plan_mod
+from headroom.builders import alert_rules, desired, pgbouncer, redis, s3_server
+from headroom.planning import admission, credentials, membership, planner, read_plan, versitygw
 
 # placeholders the program checks replace with a real port and files
 LISTEN_PORT = 6432
@@ -45,11 +43,11 @@ APP_SELECTOR = {"matchLabels": {"app": "web"}}
 # How the planner is run: alone (CLI, admission), and in a cluster with every
 # composed engine installed and a CloudNativePG Cluster to read.
 FACTS = (
-    plan_mod.Facts(),
-    plan_mod.Facts(
+    planner.Facts(),
+    planner.Facts(
         keda=True,
         cnpg=True,
-        cnpg_cluster=replicas.CnpgCluster(name="pg", instances=3, max_connections=None),
+        cnpg_cluster=read_plan.CnpgCluster(name="pg", instances=3, max_connections=None),
         prometheus_operator=True,
         cosi="v1alpha2",
     ),
@@ -128,7 +126,7 @@ def _judge(body: Any) -> Outcome:
     verdicts = []
     artifacts = Artifacts()
     for facts in FACTS:
-        planned = plan_mod.plan(profile, facts=facts)
+        planned = planner.plan(profile, facts=facts)
         cli.format_plan(planned)  # `headroom plan` prints every plan, refused or not
         for problem in planned.problems:
             if not _FIELD.fullmatch(problem.field):
@@ -139,9 +137,9 @@ def _judge(body: Any) -> Outcome:
         creds = cli.placeholder_credentials(profile, planned)
         objects = desired.build(planned, creds, app_pod_selector=APP_SELECTOR)
         yamlfmt.dump_all(list(objects.values()))
-        groups = alerts.rule_groups(planned)
+        groups = alert_rules.rule_groups(planned)
         if facts == FACTS[0]:
-            artifacts = _artifacts(planned, groups)
+            artifacts = _artifacts(planned, groups, creds)
         verdicts.append(("planned", ""))
     if verdicts[0][0] == "planner":
         if admission.review(body) != verdicts[0][1]:
@@ -152,7 +150,9 @@ def _judge(body: Any) -> Outcome:
     return Outcome("planned", artifacts=artifacts)
 
 
-def _artifacts(planned: plan_mod.Plan, groups: list[dict[str, Any]]) -> Artifacts:
+def _artifacts(
+    planned: planner.Plan, groups: list[dict[str, Any]], creds: credentials.Credentials
+) -> Artifacts:
     ini = pgbouncer.render_ini(
         planned,
         listen_addr="127.0.0.1",
@@ -170,7 +170,7 @@ def _artifacts(planned: plan_mod.Plan, groups: list[dict[str, Any]]) -> Artifact
             server_ca_file=CA_FILE,
             include_file=INCLUDE_FILE,
         )
-        config = readpool.agent_config(planned)
+        config = membership.read_pool_config(planned)
         every = [r.name for r in config.replicas]
         bouncers.append((read_ini, membership.render_databases(config, every)))
         if config.fallback is not None:
@@ -186,11 +186,11 @@ def _artifacts(planned: plan_mod.Plan, groups: list[dict[str, Any]]) -> Artifact
         for instance in planned.redis
     )
     buckets = ""
-    server = bucket_server_plan.server_plan(planned.buckets)
-    if server is not None:
-        buckets = bucket_server.agent_config(server, cli.PLACEHOLDER_S3_KEYS).to_json()
+    server = versitygw.server_plan(planned.buckets)
+    if server is not None and creds.s3_server is not None:
+        buckets = s3_server.agent_config(server, creds.s3_server).to_json()
         # the agent reads what the builder wrote
-        bucket_server_plan.BucketServerConfig.model_validate_json(buckets)
+        versitygw.BucketServerConfig.model_validate_json(buckets)
     return Artifacts(
         pgbouncer=tuple(bouncers),
         redis=confs,

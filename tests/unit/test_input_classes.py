@@ -16,8 +16,8 @@ import pytest
 
 from headroom import cli, yamlfmt
 from headroom.api import crd, v1alpha1
-from headroom.builders import desired
-from headroom.planning import admission
+from headroom.builders import alert_rules, desired
+from headroom.planning import admission, live_limits, planner
 from headroom.s3 import rest
 from tests import profiles
 

@@ -20,7 +20,7 @@ from typing import Any
 from headroom.api import status, v1alpha1
 from headroom.api.v1alpha1 import schema
 
-_SELF = re.compile(r"self")
+_SELF = re.compile(r"\bself\b")
 
 _DROP_KEYS = {"title"}
 # Child names such as "<name>-pooler-rw" must stay DNS labels (the API server
