@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from headroom.api import conditions
-from headroom.builders import common, s3_server
+from headroom.builders import revision
 from headroom.kube import errors
 from headroom.reconcile import compare, outcome, reconciler, telemetry
 from tests import certs, profiles
@@ -432,8 +432,11 @@ def test_a_regenerated_redis_password_rolls_the_redis_pods_and_the_workers() -> 
     assert new_password != password
     for pod, old in zip(pods, before, strict=True):
         annotations = _pod_annotations(cluster, *pod)
-        key = common.REDIS_AUTH_REVISION_ANNOTATION
-        assert annotations[key] != old[key], pod
+        key = revision.INPUTS_REVISION
+        assert (
+            revision.parse(annotations[key])[revision.redis("jobs")]
+            != (revision.parse(old[key])[revision.redis("jobs")])
+        ), pod
         assert new_password not in repr(cluster.find(*pod))
     # the other instance kept its password, so its pods stay as they are
     assert ("apply", "StatefulSet/shop-redis-cache") not in cluster.writes()
@@ -707,6 +710,9 @@ def test_a_deleted_app_secret_makes_a_new_pair_and_rolls_the_server_pod() -> Non
     assert new_app["secretAccessKey"] != app["secretAccessKey"]
     assert _secret(cluster, "shop-s3-root") == root
     assert _secret(cluster, "shop-binding")["AWS_SECRET_ACCESS_KEY"] == new_app["secretAccessKey"]
-    after = _pod_annotations(cluster, "StatefulSet", "shop-s3")
-    assert after[s3_server.APP_REVISION_ANNOTATION] != before[s3_server.APP_REVISION_ANNOTATION]
-    assert after[s3_server.ROOT_REVISION_ANNOTATION] == before[s3_server.ROOT_REVISION_ANNOTATION]
+    after = revision.parse(
+        _pod_annotations(cluster, "StatefulSet", "shop-s3")[revision.INPUTS_REVISION]
+    )
+    old = revision.parse(before[revision.INPUTS_REVISION])
+    assert after[revision.S3_APP] != old[revision.S3_APP]
+    assert after[revision.S3_ROOT] == old[revision.S3_ROOT]

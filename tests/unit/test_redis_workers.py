@@ -8,7 +8,7 @@ import hashlib
 import pytest
 
 from headroom.api import v1alpha1
-from headroom.builders import binding, common, desired, redis
+from headroom.builders import binding, common, desired, redis, revision
 from headroom.planning import credentials, planner
 from tests import profiles
 
@@ -281,13 +281,14 @@ def test_min_replicas_to_write_above_the_replicas_is_rejected() -> None:
 
 
 def _auth_revisions(objs: dict[str, common.Obj]) -> dict[str, str]:
-    """The Redis auth revision on each pod template that carries one."""
+    """The revision of the jobs instance's password on each pod template that reads it."""
     revisions = {}
     for key, obj in objs.items():
         template = obj.get("spec", {}).get("template", {})
         annotations = template.get("metadata", {}).get("annotations", {})
-        if common.REDIS_AUTH_REVISION_ANNOTATION in annotations:
-            revisions[key] = annotations[common.REDIS_AUTH_REVISION_ANNOTATION]
+        reads = revision.parse(annotations.get(revision.INPUTS_REVISION))
+        if revision.redis("jobs") in reads:
+            revisions[key] = reads[revision.redis("jobs")]
     return revisions
 
 
@@ -298,7 +299,6 @@ def test_a_new_redis_password_rolls_every_pod_that_reads_it() -> None:
     assert set(before) == {
         "StatefulSet/shop-redis-jobs",
         "StatefulSet/shop-redis-jobs-sentinel",
-        "StatefulSet/shop-redis-cache",
         "Deployment/shop-worker-emails",  # REDIS_URL reaches the workers as environment
     }
     # the same passwords: nothing rolls

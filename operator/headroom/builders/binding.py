@@ -36,12 +36,13 @@ has its own ``type: s3`` binding Secret.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import quote, urlencode
 
-from headroom.builders import buckets, common, redis
+from headroom.builders import buckets, common, redis, revision
 from headroom.planning import credentials, names, planner
 
 COMPONENT = "binding"
@@ -200,6 +201,53 @@ def build(
         data = _entries(plan, creds, worker_consumer(queue), omit=omit)
         secrets.append(_secret(plan, name=plan.names.worker_binding(queue.name), data=data))
     return secrets
+
+
+def worker_reads(
+    plan: planner.Plan,
+    creds: credentials.Credentials,
+    queue: planner.QueuePlan,
+    *,
+    omit: frozenset[str],
+    available: Mapping[str, str],
+) -> dict[str, str]:
+    """What a queue's workers read from their binding (as environment, at
+    start): the revision of every source (builders.revision) whose value the
+    binding holds, and ``binding``, a hash of the rest: the binding built with
+    each secret replaced by a stand-in naming its source, so a new pool size,
+    host or key name rolls them as a new password does."""
+    stand_ins: dict[str, str] = {}
+
+    def stand_in(source: str) -> str:
+        # letters and digits (URLs keep them as they are); the trailing X keeps
+        # one stand-in from being the start of another
+        return stand_ins.setdefault(source, f"HEADROOMSOURCE{len(stand_ins)}X")
+
+    def bucket_source(name: str) -> str:
+        plan_of = next((b for b in plan.buckets if b.name == name), None)
+        builtin = plan_of is not None and plan_of.builtin is not None
+        return revision.S3_APP if builtin else revision.bucket(name)
+
+    standing = dataclasses.replace(
+        creds,
+        password=stand_in(revision.LOGIN),
+        redis_passwords={name: stand_in(revision.redis(name)) for name in creds.redis_passwords},
+        buckets={
+            name: dataclasses.replace(
+                held,
+                access_key_id=stand_in(bucket_source(name)),
+                secret_access_key=stand_in(bucket_source(name)),
+            )
+            for name, held in creds.buckets.items()
+        },
+    )
+    data = _entries(plan, standing, worker_consumer(queue), omit=omit)
+    text = "\0".join(f"{key}={value}" for key, value in sorted(data.items()))
+    reads = {revision.BINDING: common.content_hash(text)}
+    for source, token in stand_ins.items():
+        if token in text and source in available:
+            reads[source] = available[source]
+    return reads
 
 
 def _entries(

@@ -15,9 +15,6 @@ from headroom.api import v1alpha1
 from headroom.planning import names, object_storage, planner
 
 CONFIG_HASH_ANNOTATION = "headroom.dev/config-hash"
-AUTH_REVISION_ANNOTATION = "headroom.dev/auth-revision"
-CA_REVISION_ANNOTATION = "headroom.dev/server-ca-revision"
-REDIS_AUTH_REVISION_ANNOTATION = "headroom.dev/redis-auth-revision"
 
 Obj = dict[str, Any]
 

@@ -23,6 +23,7 @@ from headroom.builders import (
     pgbouncer,
     read_pooler,
     redis,
+    revision,
     s3_server,
     standby,
     workers,
@@ -123,13 +124,10 @@ def build_parts(
                 ),
             )
         )
+    available = revision.sources(plan, creds)
     for queue in plan.queues:
-        parts.append(
-            (
-                queue_component(queue),
-                workers.build(plan, queue, redis_password=creds.redis_passwords[queue.redis]),
-            )
-        )
+        reads = binding.worker_reads(plan, creds, queue, omit=without, available=available)
+        parts.append((queue_component(queue), workers.build(plan, queue, reads=reads)))
     for bucket in plan.buckets:
         parts.append((buckets.component(bucket), buckets.build(plan, bucket, creds)))
     server = versitygw.server_plan(plan.buckets)

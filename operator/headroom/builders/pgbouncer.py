@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass, field
 from urllib.parse import quote
 
-from headroom.builders import common
+from headroom.builders import common, revision
 from headroom.planning import credentials, names, planner
 
 COMPONENT = "pooler"
@@ -175,6 +175,9 @@ class Pool:
     sidecars: list[common.Obj] = field(default_factory=list)
     mounts: list[common.Obj] = field(default_factory=list)  # of PgBouncer's container
     volumes: list[common.Obj] = field(default_factory=list)
+    # what its pods read at start (builders.revision): the userlist, the
+    # exporter's DSN, the server CA, the agent's logins
+    reads: tuple[str, ...] = (revision.LOGIN, revision.STATS, revision.SERVER_CA)
 
 
 def build(
@@ -236,7 +239,6 @@ def pool_objects(
     }
     pod_annotations = {
         common.CONFIG_HASH_ANNOTATION: common.content_hash(*pool.config_data.values()),
-        common.AUTH_REVISION_ANNOTATION: creds.revision,
         "prometheus.io/scrape": "true",
         "prometheus.io/port": str(planner.EXPORTER_PORT),
     }
@@ -258,7 +260,6 @@ def pool_objects(
         *pool.volumes,
     ]
     if server_ca is not None:
-        pod_annotations[common.CA_REVISION_ANNOTATION] = creds.server_ca_revision
         mounts.append(SERVER_CA_MOUNT)
         volumes.append(
             {
@@ -391,4 +392,5 @@ def pool_objects(
             ],
         },
     }
+    revision.stamp(deployment, revision.of(revision.sources(plan, creds), pool.reads))
     return [config_map, auth, deployment, service, pdb, network_policy]

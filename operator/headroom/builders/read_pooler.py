@@ -17,7 +17,7 @@ Pure. The pod has three Headroom parts beside PgBouncer and its exporter:
 
 from __future__ import annotations
 
-from headroom.builders import common, pgbouncer
+from headroom.builders import common, pgbouncer, revision
 from headroom.planning import credentials, membership, planner
 
 CONFIG_FILE = "readpool.json"
@@ -106,5 +106,6 @@ def build(
         sidecars=[_agent_container(plan, name="agent", once=False, image=image)],
         mounts=[{"name": "run", "mountPath": pgbouncer.RUN_DIR, "readOnly": True}],
         volumes=[{"name": "run", "emptyDir": {"medium": "Memory", "sizeLimit": "1Mi"}}],
+        reads=(revision.LOGIN, revision.STATS, revision.AGENT, revision.SERVER_CA),
     )
     return pgbouncer.pool_objects(plan, creds, pool, app_pod_selector=app_pod_selector)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
-from headroom.builders import common
+from headroom.builders import common, revision
 from headroom.planning import credentials, names, planner
 
 COMPONENT = "redis"
@@ -41,11 +41,10 @@ def sentinel_hosts(plan: planner.Plan, redis: planner.RedisPlan) -> list[str]:
     return [plan.names.sentinel_pod_host(redis.name, ordinal) for ordinal in range(SENTINELS)]
 
 
-def auth_revision(plan: planner.Plan, redis: planner.RedisPlan, password: str) -> str:
+def reads(plan: planner.Plan, redis: planner.RedisPlan, password: str) -> dict[str, str]:
     """What rolls the pods that read ``password`` when it is generated anew."""
-    return common.secret_revision(
-        password, salt=f"{plan.namespace}/{plan.names.redis_auth(redis.name)}"
-    )
+    secret = plan.names.redis_auth(redis.name)
+    return {revision.redis(redis.name): revision.generated_revision(plan, password, secret=secret)}
 
 
 def _line(key: str, value: str) -> str:
@@ -382,7 +381,6 @@ def build(
         redis_container |= _ha_start(plan, redis)
     pod_annotations = {
         common.CONFIG_HASH_ANNOTATION: common.content_hash(*files.values()),
-        common.REDIS_AUTH_REVISION_ANNOTATION: auth_revision(plan, redis, password),
         "prometheus.io/scrape": "true",
         "prometheus.io/port": str(planner.REDIS_EXPORTER_PORT),
     }
@@ -475,15 +473,15 @@ def build(
             selector=sentinel_selector,
             clients=clients + peers,
             config_name=plan.names.redis_config(redis.name),
-            annotations={
-                common.REDIS_AUTH_REVISION_ANNOTATION: auth_revision(plan, redis, password)
-            },
         )
         # clients find the master through the sentinels
         service["spec"]["selector"] = sentinel_selector
         service["spec"]["ports"] = [
             {"name": "sentinel", "port": planner.SENTINEL_PORT, "targetPort": "sentinel"}
         ]
+    for workload in objects:  # Redis and its sentinels read the password at start
+        if workload["kind"] == "StatefulSet":
+            revision.stamp(workload, reads(plan, redis, password))
     return objects
 
 
@@ -495,7 +493,6 @@ def _sentinel_objects(
     selector: dict[str, str],
     clients: list[common.Obj],
     config_name: str,
-    annotations: dict[str, str],
 ) -> list[common.Obj]:
     name = plan.names.sentinel(redis.name)
     headless_service = plan.names.sentinel_headless(redis.name)
@@ -528,7 +525,6 @@ def _sentinel_objects(
                         **common.labels(plan, component="sentinel", name="redis"),
                         **selector,
                     },
-                    "annotations": annotations,
                 },
                 "spec": common.pod_spec(
                     uid=RUN_AS,

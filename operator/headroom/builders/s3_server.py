@@ -21,7 +21,7 @@ per profile holding every ``builtin`` bucket of it. Pure.
 from __future__ import annotations
 
 from headroom.api import v1alpha1
-from headroom.builders import common
+from headroom.builders import common, revision
 from headroom.planning import credentials, names, object_storage, planner, versitygw
 
 COMPONENT = "object-storage"
@@ -30,8 +30,6 @@ CONFIG_DIR = "/etc/headroom-s3"
 CONFIG_FILE = "buckets.json"
 RUN_DIR = "/run/headroom"
 AGENT_COMMAND = ("python", "-m", "headroom.agent.bucket")
-ROOT_REVISION_ANNOTATION = "headroom.dev/s3-root-revision"
-APP_REVISION_ANNOTATION = "headroom.dev/s3-app-revision"
 
 
 def agent_config(
@@ -111,11 +109,6 @@ def build(
     }
     pod_annotations = {
         common.CONFIG_HASH_ANNOTATION: common.content_hash(config),
-        # a Secret made anew rolls the pod, so the agent sets the new app secret
-        ROOT_REVISION_ANNOTATION: common.secret_revision(keys.root_secret_key, salt=base),
-        APP_REVISION_ANNOTATION: common.secret_revision(
-            keys.app_access_key + "\0" + keys.app_secret_key, salt=base
-        ),
     }
     claim = {
         "accessModes": ["ReadWriteOnce"],
@@ -206,6 +199,8 @@ def build(
             "ingress": [{"from": peers, "ports": [{"port": versitygw.S3_PORT}]}],
         },
     }
+    # a pair made anew rolls the pod, so the agent sets the new app secret
+    revision.stamp(statefulset, revision.server_keys(plan, keys))
     objects = [*secrets, config_map, statefulset, service, network_policy]
     if server.public is not None:
         objects.append(_ingress(plan, server.public, meta(base)))

@@ -7,7 +7,9 @@ owns that field, and writing it would fight them on every pass.
 
 from __future__ import annotations
 
-from headroom.builders import common, redis
+from collections.abc import Mapping
+
+from headroom.builders import common, redis, revision
 from headroom.planning import credentials, planner
 
 COMPONENT = "worker"
@@ -28,11 +30,10 @@ def _meta(plan: planner.Plan, queue: planner.QueuePlan, name: str) -> common.Obj
     return meta
 
 
-def _deployment(plan: planner.Plan, queue: planner.QueuePlan, *, redis_password: str) -> common.Obj:
+def _deployment(
+    plan: planner.Plan, queue: planner.QueuePlan, *, reads: Mapping[str, str]
+) -> common.Obj:
     selector = pod_selector(plan, queue)
-    # The binding reaches the workers as environment, read once at start: a new
-    # password of their Redis rolls them, as it rolls the Redis pods.
-    revision = redis.auth_revision(plan, plan.redis_named(queue.redis), redis_password)
     container: common.Obj = {
         "name": "worker",
         "image": queue.image,
@@ -49,7 +50,7 @@ def _deployment(plan: planner.Plan, queue: planner.QueuePlan, *, redis_password:
         container["command"] = list(queue.command)
     if queue.args:
         container["args"] = list(queue.args)
-    return {
+    deployment = {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
         "metadata": _meta(plan, queue, plan.names.worker(queue.name)),
@@ -62,7 +63,6 @@ def _deployment(plan: planner.Plan, queue: planner.QueuePlan, *, redis_password:
                         **common.labels(plan, component=COMPONENT, name="worker"),
                         **selector,
                     },
-                    "annotations": {common.REDIS_AUTH_REVISION_ANNOTATION: revision},
                 },
                 "spec": common.pod_spec(
                     uid=RUN_AS,
@@ -75,6 +75,9 @@ def _deployment(plan: planner.Plan, queue: planner.QueuePlan, *, redis_password:
             },
         },
     }
+    # The binding reaches the workers as environment, read once at start: any
+    # change to it (a password, a pool size) rolls them.
+    return revision.stamp(deployment, reads)
 
 
 def _keda(plan: planner.Plan, queue: planner.QueuePlan) -> list[common.Obj]:
@@ -138,7 +141,10 @@ def _hpa(plan: planner.Plan, queue: planner.QueuePlan) -> common.Obj:
     )
 
 
-def build(plan: planner.Plan, queue: planner.QueuePlan, *, redis_password: str) -> list[common.Obj]:
-    """``redis_password``: the generated password of the queue's Redis instance."""
+def build(
+    plan: planner.Plan, queue: planner.QueuePlan, *, reads: Mapping[str, str]
+) -> list[common.Obj]:
+    """``reads``: what the workers read from their binding, with revisions
+    (:func:`headroom.builders.binding.worker_reads`)."""
     scaler = _keda(plan, queue) if queue.scaler == "keda" else [_hpa(plan, queue)]
-    return [_deployment(plan, queue, redis_password=redis_password), *scaler]
+    return [_deployment(plan, queue, reads=reads), *scaler]

@@ -45,10 +45,10 @@ class Credentials:
 
     ``revision`` changes whenever the source credentials change (the source
     Secret's resourceVersion), so pods that read them are rolled without any
-    hash of a password appearing in an annotation. The Redis passwords are
-    Headroom's own (kept in its Secrets, made anew when such a Secret is gone),
-    so they have no source version: :func:`headroom.builders.common.secret_revision`
-    stands in for one.
+    hash of a password appearing in an annotation. The values Headroom
+    generates (kept in its Secrets, made anew when such a Secret is gone) have
+    no source version: :func:`headroom.builders.revision.sources` stands in a
+    salted hash for one.
     """
 
     username: str

@@ -5,7 +5,9 @@ wanted is pruned, and nothing that is not ours is touched.
   else (the pass contains their components: nothing of them is applied);
 - :meth:`Applier.apply_all`: stage by stage (what pods mount, workloads,
   autoscalers; one stage's objects concurrently), each object applied only
-  when it differs from the cache (:mod:`headroom.reconcile.compare`); leftover
+  when it differs from the cache (:mod:`headroom.reconcile.compare`), a
+  workload's template rolled only for a value its pods hold that changed
+  (:mod:`headroom.reconcile.rollout`); leftover
   autoscalers pruned before, every other leftover after; a retained child (a
   Retain bucket's claim) and a contained component's objects never deleted.
 
@@ -22,7 +24,7 @@ from headroom.api import conditions
 from headroom.builders import desired
 from headroom.kube import errors
 from headroom.planning import object_storage, planner
-from headroom.reconcile import cluster_view, compare, outcome, telemetry, watches
+from headroom.reconcile import cluster_view, compare, outcome, rollout, telemetry, watches
 
 Obj = cluster_view.Obj
 
@@ -76,10 +78,31 @@ class Applier:
         # apply): the object is as we left it, even where the API server
         # normalised a field our comparison does not know about
         self._applied: dict[tuple[str, str], tuple[str, str]] = {}
+        # (profile key, child key) -> the generation a write of a Deployment's
+        # metadata alone gave it: the API server counts an annotation change of
+        # a Deployment as a new generation, though nothing rolls
+        self._metadata_only: dict[tuple[str, str], int] = {}
 
     def forget(self, profile_key: str) -> None:
         for k in [k for k in self._applied if k[0] == profile_key]:
             del self._applied[k]
+        for k in [k for k in self._metadata_only if k[0] == profile_key]:
+            del self._metadata_only[k]
+
+    def settled(self, profile_key: str, observed: dict[str, Obj]) -> dict[str, Obj]:
+        """The children as observed, a Deployment whose generation only a write
+        of its metadata moved taken as observed at it (its controller had
+        observed the generation before, with the same spec): the observers do
+        not report a rollout that is none."""
+        view = dict(observed)
+        for (owner, child_key), generation in self._metadata_only.items():
+            obj = observed.get(child_key) if owner == profile_key else None
+            if obj is None or int(obj["metadata"].get("generation") or 0) != generation:
+                continue
+            status = obj.get("status") or {}
+            if int(status.get("observedGeneration") or 0) == generation - 1:
+                view[child_key] = {**obj, "status": {**status, "observedGeneration": generation}}
+        return view
 
     async def conflicts(
         self, planned: planner.Plan, wanted: desired.Desired, children: dict[str, Obj]
@@ -155,7 +178,8 @@ class Applier:
         if not self.cluster.served(obj["kind"]):
             result.fail(child_key, f"{obj['kind']} is not served by the API server", retry=True)
             return False
-        stamped = compare.stamp(obj)
+        # a workload whose pods hold every value they read keeps its template
+        stamped = compare.stamp(rollout.carry_over(obj, live))
         want_hash = stamped["metadata"]["annotations"][compare.HASH_ANNOTATION]
         reason = compare.difference(stamped, live)
         if reason is None:
@@ -181,6 +205,12 @@ class Applier:
             return False
         result.writes += 1
         self.metrics.applied_objects.labels(kind=obj["kind"]).inc()
+        spec_kept = live is not None and compare.covers(live.get("spec"), stamped.get("spec"))
+        if obj["kind"] == "Deployment" and spec_kept:
+            generation = int(applied["metadata"].get("generation") or 0)
+            self._metadata_only[(profile_key, child_key)] = generation
+        else:
+            self._metadata_only.pop((profile_key, child_key), None)
         self._applied[(profile_key, child_key)] = (
             want_hash,
             str(applied["metadata"].get("resourceVersion", "")),

@@ -79,7 +79,7 @@ def covers(live: Any, want: Any, *, parent: str = "", key: str = "") -> bool:
 def desired_hash(obj: Obj) -> str:
     """Hash of the desired object, Secret values left out (the applied-hash of
     a Secret is never a plain hash of the passwords in it; pods that must roll
-    on a new password carry their own salted revision, builders.common)."""
+    on a new password carry the revision of what they read, builders.revision)."""
     body = {
         k: v for k, v in obj.items() if k not in ("data", "stringData") or obj["kind"] != "Secret"
     }

@@ -252,7 +252,7 @@ class Reconciler:
         )
         report.writes += applied.result.writes
         components = await self._observe(
-            planned, found=found, live=live, creds=creds, applied=applied
+            key, planned, found=found, live=live, creds=creds, applied=applied
         )
         finished = await report.finish(
             [within, *components],
@@ -303,6 +303,7 @@ class Reconciler:
 
     async def _observe(
         self,
+        key: str,
         planned: planner.Plan,
         *,
         found: inputs.Inputs,
@@ -311,7 +312,7 @@ class Reconciler:
         applied: _Applied,
     ) -> list[conditions.Cond]:
         """Every component's condition, from the children as they are now."""
-        observed = self._children(planned)
+        observed = self.applier.settled(key, self._children(planned))
         pooler, applied.pooler_status = observe.pooler(planned, observed)
         conflict_text = "objects exist that Headroom did not create: " + ", ".join(
             applied.conflicts

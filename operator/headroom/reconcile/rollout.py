@@ -1,0 +1,73 @@
+"""Does a workload's pod template roll for what its pods read? (pure)
+
+A workload's template carries the revision of every source its pods read at
+start (:mod:`headroom.builders.revision`), and the workload itself what its
+running pods hold. A template only rolls when a value its pods hold changed:
+
+- a source whose revision differs from what the pods hold: the pods roll
+  (the desired template as built);
+- a source the pods were not known to hold (a release that covers one more
+  value, or a template written by an earlier release that covered fewer):
+  nothing rolls; the template keeps the revision annotations it has, and the
+  workload records what the pods hold from now on.
+
+So a release that adds coverage restarts nothing, and the next change of any
+covered value rolls exactly the pods that read it. Kubernetes' own controllers
+take the same care: a change to a Deployment's metadata never rolls its pods,
+only a change to its template does. Called by :mod:`headroom.reconcile.apply`
+before a workload is compared with the cache.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from headroom.builders import revision
+
+Obj = dict[str, Any]
+WORKLOADS = frozenset({"Deployment", "StatefulSet"})
+_TEMPLATE_REVISIONS = (revision.INPUTS_REVISION, *revision.LEGACY_REVISIONS)
+
+
+def _template_annotations(obj: Obj) -> dict[str, str]:
+    template = (obj.get("spec") or {}).get("template") or {}
+    found = (template.get("metadata") or {}).get("annotations") or {}
+    return dict(found) if isinstance(found, dict) else {}
+
+
+def held(live: Obj) -> dict[str, str]:
+    """What the running pods of ``live`` are known to hold: the workload's
+    record, else its template's revision; nothing for an earlier release's."""
+    annotations = live["metadata"].get("annotations") or {}
+    recorded = annotations.get(revision.INPUTS_HELD)
+    if recorded is None:
+        recorded = _template_annotations(live).get(revision.INPUTS_REVISION)
+    return revision.parse(recorded)
+
+
+def must_roll(desired: Obj, live: Obj) -> bool:
+    """Whether a value the pods of ``live`` hold has a new revision."""
+    wanted = revision.parse(_template_annotations(desired).get(revision.INPUTS_REVISION))
+    holding = held(live)
+    return any(source in holding and holding[source] != rev for source, rev in wanted.items())
+
+
+def carry_over(desired: Obj, live: Obj | None) -> Obj:
+    """``desired`` as it should be applied over ``live``: with the live
+    template's revision annotations unless a value its pods hold changed."""
+    if desired.get("kind") not in WORKLOADS or live is None:
+        return desired
+    if revision.INPUTS_REVISION not in _template_annotations(desired):
+        return desired
+    if must_roll(desired, live):
+        return desired
+    kept = copy.deepcopy(desired)
+    annotations = kept["spec"]["template"]["metadata"]["annotations"]
+    for name in _TEMPLATE_REVISIONS:
+        annotations.pop(name, None)
+    live_annotations = _template_annotations(live)
+    for name in _TEMPLATE_REVISIONS:
+        if name in live_annotations:
+            annotations[name] = live_annotations[name]
+    return kept
