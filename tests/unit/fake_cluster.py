@@ -202,6 +202,14 @@ class FakeCluster:
         live["metadata"]["resourceVersion"] = str(next(self._rv))
         return copy.deepcopy(live)
 
+    async def scale_to_zero(self, workload: Obj) -> Obj:
+        meta = workload["metadata"]
+        self.log.append(("patch", f"{workload['kind']}/{meta['name']}"))
+        live = self.objects[(workload["kind"], meta["namespace"], meta["name"])]
+        live["spec"]["replicas"] = 0
+        live["metadata"]["resourceVersion"] = str(next(self._rv))
+        return copy.deepcopy(live)
+
     async def delete(self, obj: Obj) -> bool:
         meta = obj["metadata"]
         self.log.append(("delete", f"{obj['kind']}/{meta['name']}"))

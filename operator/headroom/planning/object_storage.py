@@ -44,6 +44,13 @@ def retained_key(namespace: str, profile: str) -> str:
     return f"retained:{namespace}/{profile}"
 
 
+def retained_keys(buckets: tuple[BucketPlan, ...]) -> frozenset[str]:
+    """The only children Headroom may have retained (no owner reference): each
+    cosi bucket's BucketClaim, by ``Kind/name`` (its policy may have changed
+    since). Nothing else that carries the retain annotation counts as Headroom's."""
+    return frozenset(f"BucketClaim/{b.claim_name}" for b in buckets if b.cosi is not None)
+
+
 def is_retained(obj: dict[str, object]) -> bool:
     meta = obj.get("metadata")
     annotations = meta.get("annotations") if isinstance(meta, dict) else None

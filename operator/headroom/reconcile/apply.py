@@ -218,6 +218,34 @@ class Applier:
         before = (live or {}).get("metadata", {}).get("resourceVersion")
         return bool(before != applied["metadata"].get("resourceVersion"))
 
+    async def scale_away(
+        self,
+        profile_key: str,
+        workloads: dict[str, Obj],
+        *,
+        result: ApplyResult,
+        events: list[outcome.Event],
+    ) -> None:
+        """Our ``workloads`` (a contained component's) run no pod: a Deployment
+        is deleted (its autoscaler would scale it up again), a StatefulSet is
+        scaled to zero (its volumes stay). Applied again, whole, once the other
+        object is gone."""
+        deployments = sorted(k for k, obj in workloads.items() if obj["kind"] == "Deployment")
+        await self._prune(profile_key, deployments, workloads, result, events)
+        for child_key, obj in sorted(workloads.items()):
+            if obj["kind"] != "StatefulSet" or (obj.get("spec") or {}).get("replicas") == 0:
+                continue
+            try:
+                await self.cluster.scale_to_zero(obj)
+            except errors.KubeError as err:
+                result.fail(child_key, f"scale away: {_api_message(err)}", retry=err.retriable)
+                continue
+            self._applied.pop((profile_key, child_key), None)
+            result.writes += 1
+            events.append(
+                outcome.Event("Normal", "ScaledAway", f"scaled {child_key} to 0 replicas")
+            )
+
     async def _prune(
         self,
         profile_key: str,

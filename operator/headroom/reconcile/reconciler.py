@@ -267,8 +267,13 @@ class Reconciler:
 
     def _children(self, planned: planner.Plan) -> dict[str, Obj]:
         """Our children: owned by the profile, and the retained ones that carry
-        its name (no owner reference; a re-created profile adopts them)."""
-        found = self.cluster.children(object_storage.retained_key(planned.namespace, planned.name))
+        its name (no owner reference; a re-created profile adopts them): only
+        the kinds and names the plan retains, whatever else carries the marks."""
+        retained = self.cluster.children(
+            object_storage.retained_key(planned.namespace, planned.name)
+        )
+        kept = object_storage.retained_keys(planned.buckets)
+        found = {k: obj for k, obj in retained.items() if k in kept}
         found.update(self.cluster.children(planned.uid))
         return found
 
@@ -292,11 +297,16 @@ class Reconciler:
             wanted = desired.build_parts(
                 planned, creds, app_pod_selector=app_selector, without=contained
             )
+        frozen = {k for k, c in every_component.items() if c in contained}
         result = await self.applier.apply_all(
+            key, wanted=wanted, children=children, frozen=frozen, events=events
+        )
+        # our own workloads of a contained component would mount or point at
+        # the other object: they go away (a StatefulSet keeps its volumes)
+        await self.applier.scale_away(
             key,
-            wanted=wanted,
-            children=children,
-            frozen={k for k, c in every_component.items() if c in contained},
+            {k: children[k] for k in frozen if k in children},
+            result=result,
             events=events,
         )
         return _Applied(result=result, conflicts=conflicts, contained=contained, wanted=wanted)
@@ -317,10 +327,6 @@ class Reconciler:
         conflict_text = "objects exist that Headroom did not create: " + ", ".join(
             applied.conflicts
         )
-        if desired.POOLER in applied.contained:
-            pooler = conditions.Cond(
-                conditions.POOLER_READY, "False", "NameConflict", conflict_text
-            )
         components = [pooler, *live.checks]
         components += observe.components(
             planned,
@@ -344,8 +350,8 @@ class Reconciler:
         )
         if selected is not None:
             components.append(selected)
-        if applied.contained - {desired.POOLER}:
-            contained = ", ".join(sorted(applied.contained - {desired.POOLER}))
+        if applied.contained:
+            contained = ", ".join(sorted(applied.contained))
             components.append(
                 conditions.Cond(
                     conditions.CHILDREN_OWNED,
@@ -354,6 +360,7 @@ class Reconciler:
                     f"{conflict_text}; not applied and not in the binding: {contained}",
                 )
             )
+        components = _name_conflicts(components, applied.contained, conflict_text)
         components.append(applied.result.condition())
         if found.app is None:
             components.append(
@@ -392,6 +399,19 @@ class Reconciler:
                 )
             )
         return tuple(pending)
+
+
+def _name_conflicts(
+    found: list[conditions.Cond], contained: frozenset[str], conflict_text: str
+) -> list[conditions.Cond]:
+    """Every condition of a contained component says NameConflict (one that
+    is not reported yet, a component never applied, is added)."""
+    types = {t: c for c in sorted(contained) for t in desired.conditions_of(c)}
+    kept = [c for c in found if c.type not in types]
+    for kind, component in types.items():
+        text = f"{component} is not applied and not in the binding: {conflict_text}"
+        kept.append(conditions.Cond(kind, "False", "NameConflict", text))
+    return kept
 
 
 @dataclass

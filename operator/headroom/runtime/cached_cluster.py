@@ -114,6 +114,18 @@ class CachedCluster:
         self.cache.record_write(result)
         return result
 
+    async def scale_to_zero(self, workload: Obj) -> Obj:
+        meta = workload["metadata"]
+        ops: list[Obj] = [
+            {"op": "test", "path": "/metadata/uid", "value": meta["uid"]},
+            {"op": "replace", "path": "/spec/replicas", "value": 0},
+        ]
+        result = await self.kube.json_patch(
+            self.kube.resource_of(workload), namespace=meta["namespace"], name=meta["name"], ops=ops
+        )
+        self.cache.record_write(result)
+        return result
+
     async def delete(self, obj: Obj) -> bool:
         res = self.kube.resource_of(obj)
         meta = obj["metadata"]
