@@ -14,6 +14,17 @@ APP_NAME = "web"
 CREDENTIALS = "db-credentials"
 
 
+def named_app(namespace: str, name: str) -> dict[str, Any]:
+    """Another app (one replica) under its own name and labels, for tests with
+    several profiles in one namespace."""
+    body = app_deployment(namespace, replicas=1)
+    labels = {"app": name}
+    body["metadata"].update(name=name, labels=labels)
+    body["spec"]["selector"]["matchLabels"] = labels
+    body["spec"]["template"]["metadata"]["labels"] = labels
+    return body
+
+
 def app_deployment(namespace: str, *, replicas: int = 2) -> dict[str, Any]:
     return {
         "apiVersion": "apps/v1",

@@ -188,6 +188,8 @@ def running(
         "HEADROOM_HEALTH_ADDR": "127.0.0.1",
         "HEADROOM_HEALTH_PORT": str(health_port),
         "HEADROOM_RESYNC_SECONDS": "30",
+        # JSON log lines: tests/e2e/test_json_logs.py reads them
+        "HEADROOM_LOG_FORMAT": "json",
         # one identity across restarts: a restarted operator takes its lease at once
         "HEADROOM_IDENTITY": "e2e-operator",
         **(overrides or {}),

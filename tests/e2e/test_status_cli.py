@@ -13,20 +13,10 @@ from typing import Any
 
 import kube
 import operator_process
-from apps import app_deployment, credentials
+from apps import credentials, named_app
 from tests import profiles
 
 SHARED, ALONE = "shared-db", "reports-db"
-
-
-def _app(namespace: str, name: str) -> dict[str, Any]:
-    body = app_deployment(namespace, replicas=1)
-    body["metadata"]["name"] = name
-    labels = {"app": name}
-    body["metadata"]["labels"] = labels
-    body["spec"]["selector"]["matchLabels"] = labels
-    body["spec"]["template"]["metadata"]["labels"] = labels
-    return body
 
 
 def _profile(namespace: str, name: str, host: str, **overrides: Any) -> dict[str, Any]:
@@ -65,7 +55,7 @@ def test_status_groups_profiles_by_server_with_the_right_sums(
     kube.apply(
         kubectl,
         credentials(namespace),
-        *(_app(namespace, f"{n}-web") for n in ("orders", "billing", "reports")),
+        *(named_app(namespace, f"{n}-web") for n in ("orders", "billing", "reports")),
     )
     # orders leaves room on the shared server (3 pods at peak x 20), billing fits beside it
     pinned = {"pooler.parameters": {"max_db_connections": "20", "default_pool_size": "18"}}
@@ -118,7 +108,8 @@ def test_status_groups_profiles_by_server_with_the_right_sums(
     orders = kube.get_json(kubectl, "scalingprofile", "orders", "-n", namespace)["status"]["budget"]
     assert shared["plannedConnections"] == orders["serverConnections"] == 90  # billing not counted
     billing = next(p for p in shared["profiles"] if p["name"] == "billing")
-    assert (billing["ready"], billing["counted"]) == ("False", False)
+    assert (billing["ready"], billing["counted"], billing["stalled"]) == ("False", False, True)
+    assert view["stalled"] == 1
 
     _ready(kubectl, namespace, "orders")  # its pooler rolled to the new size
     table = _status(kubeconfig, "-n", namespace)
@@ -127,4 +118,4 @@ def test_status_groups_profiles_by_server_with_the_right_sums(
         f"SERVER {SHARED}.{namespace}.svc:5432  max_connections 100  available 92  planned 90"
         in (table.stdout)
     )
-    assert "3 profiles on 2 servers: 2 ready" in table.stdout
+    assert "3 profiles on 2 servers: 2 ready, 1 stalled" in table.stdout

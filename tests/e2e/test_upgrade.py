@@ -33,7 +33,7 @@ import kube
 import operator_process
 import pytest
 import yaml
-from apps import app_deployment, credentials
+from apps import credentials, named_app
 from tests import profiles
 
 REPO = Path(__file__).resolve().parents[2]
@@ -110,15 +110,6 @@ def previous(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 # ---------------------------------------------------------------- the profiles
-
-
-def _app(namespace: str, name: str) -> dict[str, Any]:
-    body = app_deployment(namespace, replicas=1)
-    labels = {"app": name}
-    body["metadata"].update(name=name, labels=labels)
-    body["spec"]["selector"]["matchLabels"] = labels
-    body["spec"]["template"]["metadata"]["labels"] = labels
-    return body
 
 
 def _shop(namespace: str) -> dict[str, Any]:
@@ -365,9 +356,12 @@ def test_upgrade_from_the_previous_release_keeps_everything(
     with kube.fresh_namespace(kubectl) as shop_ns, kube.fresh_namespace(kubectl) as other_ns:
         namespaces = [shop_ns, other_ns]
         kube.apply(
-            kubectl, credentials(shop_ns), _app(shop_ns, "shop-web"), _app(shop_ns, "admin-web")
+            kubectl,
+            credentials(shop_ns),
+            named_app(shop_ns, "shop-web"),
+            named_app(shop_ns, "admin-web"),
         )
-        kube.apply(kubectl, credentials(other_ns), _app(other_ns, "sessions-web"))
+        kube.apply(kubectl, credentials(other_ns), named_app(other_ns, "sessions-web"))
         # -- the previous release converges them
         with operator_process.running(
             kubectl,
@@ -436,6 +430,13 @@ def test_upgrade_from_the_previous_release_keeps_everything(
             for key in ("shop", "admin", "sessions"):
                 ns = shop_ns if key != "sessions" else other_ns
                 assert _conditions(after.profiles[f"{ns}/{key}"])["Ready"]["status"] == "True"
+
+            # this release's conditions: the profile waiting for its app now says it stalls
+            lonely = _conditions(after.profiles[f"{other_ns}/lonely"])
+            assert (lonely["Stalled"]["status"], lonely["Stalled"]["reason"]) == (
+                "True",
+                "AppDeploymentNotFound",
+            )
 
             # the upgraded CRD keeps this release's fields, and the operator acts on them
             kube.apply(kubectl, _renamed(_admin(shop_ns)), namespace=shop_ns)

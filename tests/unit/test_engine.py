@@ -793,3 +793,102 @@ def test_a_deleted_app_secret_makes_a_new_pair_and_rolls_the_server_pod() -> Non
     old = revision.parse(before[revision.INPUTS_REVISION])
     assert after[revision.S3_APP] != old[revision.S3_APP]
     assert after[revision.S3_ROOT] == old[revision.S3_ROOT]
+
+
+def _progress(cluster: fake_cluster.FakeCluster) -> dict[str, tuple[str, str]]:
+    return {
+        kind: (c["status"], c["reason"])
+        for kind, c in _conditions(cluster).items()
+        if kind in conditions.PROGRESS_TYPES
+    }
+
+
+def test_a_rollout_reads_reconciling_and_a_refusal_stalled() -> None:
+    """kstatus' two conditions: the first pass leaves children rolling out
+    (Reconciling); an impossible change needs a person (Stalled), and either
+    pass decided on its generation."""
+    cluster = _cluster(profiles.base())
+    eng, _ = _run(cluster)
+    assert _progress(cluster) == {"Reconciling": ("True", "RollingOut")}
+    assert _conditions(cluster)["Reconciling"]["message"].startswith("PoolerReady: ")
+    profile = cluster.profile("default", "shop")
+    assert profile is not None and profile["status"]["observedGeneration"] == 1
+    profile["spec"]["pooler"]["parameters"] = {"default_pool_size": "90"}  # 3 pods x 90 > 92
+    profile["metadata"]["generation"] = 2
+    cluster.put(profile)
+    _again(eng)
+    assert _progress(cluster) == {"Stalled": ("True", "BudgetExceeded")}
+    stalled = _conditions(cluster)["Stalled"]
+    assert stalled["message"].startswith("ConnectionBudget: ")
+    profile = cluster.profile("default", "shop")
+    assert profile is not None and profile["status"]["observedGeneration"] == 2
+
+
+def test_a_missing_app_stalls_and_its_arrival_clears_it() -> None:
+    cluster = _cluster(profiles.base())
+    del cluster.objects[("Deployment", "default", "web")]
+    eng, _ = _run(cluster)
+    assert _progress(cluster) == {"Stalled": ("True", "AppDeploymentNotFound")}
+    cluster.put(
+        {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": "web", "namespace": "default"},
+            "spec": {"selector": {"matchLabels": {"app": "web"}}},
+        }
+    )
+    _again(eng)
+    assert "Stalled" not in _progress(cluster)
+
+
+@pytest.mark.parametrize(
+    ("error", "retriable"),
+    [
+        (KeyError("spec"), False),  # an operator bug on this profile: retrying will not cure it
+        (errors.UnavailableError("the API server did not answer"), True),
+        (TimeoutError(), True),  # the pass timeout
+    ],
+)
+def test_a_pass_that_raises_still_says_so(error: Exception, retriable: bool) -> None:
+    """A profile whose every pass fails must not read as healthy (no status at
+    all is what kstatus calls Current)."""
+    cluster = _cluster(profiles.base())
+    eng = reconciler.Reconciler(cluster, telemetry.Metrics())
+    asyncio.run(eng.report_failure(KEY, error))
+    profile = cluster.profile("default", "shop")
+    assert profile is not None
+    status = profile["status"]
+    by_type = {c["type"]: c for c in status["conditions"]}
+    if retriable:  # on its way: observedGeneration stays behind, Reconciling says why
+        assert status["observedGeneration"] == 0
+        assert (by_type["Reconciling"]["status"], by_type["Reconciling"]["reason"]) == (
+            "True",
+            "RetryingAfterError",
+        )
+        assert "Stalled" not in by_type
+    else:  # a verdict on this generation: Failed for kstatus
+        assert status["observedGeneration"] == 1
+        for kind in ("Ready", "Stalled"):
+            assert by_type[kind]["reason"] == "ReconcileFailed"
+        assert by_type["Ready"]["status"] == "False" and by_type["Stalled"]["status"] == "True"
+        assert type(error).__name__ in by_type["Stalled"]["message"]
+        assert "spec" not in by_type["Stalled"]["message"]  # the error's text stays in the log
+    # the same failure again writes nothing more
+    cluster.log.clear()
+    asyncio.run(eng.report_failure(KEY, error))
+    assert cluster.writes() == []
+
+
+def test_a_failed_pass_keeps_the_rest_of_the_status_and_a_good_pass_clears_it() -> None:
+    cluster = _cluster(profiles.base())
+    eng, _ = _run(cluster)
+    before = cluster.profile("default", "shop")
+    assert before is not None
+    budget = before["status"]["budget"]
+    asyncio.run(eng.report_failure(KEY, ValueError("boom")))
+    failed = cluster.profile("default", "shop")
+    assert failed is not None and failed["status"]["budget"] == budget
+    kinds = {c["type"] for c in before["status"]["conditions"]} - conditions.PROGRESS_TYPES
+    assert kinds <= {c["type"] for c in failed["status"]["conditions"]}
+    _again(eng, force=True)
+    assert "Stalled" not in _progress(cluster)

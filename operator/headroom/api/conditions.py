@@ -27,6 +27,8 @@ RECONCILING = "Reconciling"
 # refused or owned by somebody else, an input missing, or a pass that fails on
 # this profile. kstatus then reports Failed instead of waiting out a timeout.
 STALLED = "Stalled"
+# computed from the components on every pass, never kept from the last one
+PROGRESS_TYPES = frozenset({RECONCILING, STALLED})
 
 # -- components: each holds Ready back while it is not True ------------------
 # The plan fits the primary (and the replicas') connection limits.
@@ -77,9 +79,23 @@ INFORMATIONAL = frozenset(
     }
 )
 
-# Reasons that mean "on its way", not "something is wrong": not worth an Event.
+# Reasons that mean "on its way", not "something is wrong": not worth an Event,
+# and a profile held back by one of them is Reconciling; held back by any other
+# reason of a component below, it is Stalled (a person must act).
 PROGRESSING = frozenset(
-    {"NotCreated", "RollingOut", "PodsNotReady", "NotApplied", "NotReportedYet"}
+    {
+        "NotCreated",
+        "RollingOut",
+        "PodsNotReady",
+        "NotApplied",
+        "NotReportedYet",
+        # a CloudNativePG Pooler rolling out
+        "WaitingForCNPG",
+        # a COSI driver or the builtin S3 server provisioning a bucket
+        "AccessPending",
+        "CredentialsPending",
+        "ServerNotReady",
+    }
 )
 
 
@@ -156,3 +172,38 @@ def transitions(previous: list[dict[str, Any]], current: list[Cond]) -> list[Con
         if (before.get(c.type) or {}).get("status") != c.status
         or (before.get(c.type) or {}).get("reason") != c.reason
     ]
+
+
+# Reconciling's reason when a pass was cut short by a passing error (the API
+# server unavailable, a conflict, the pass timeout): the queue retries it.
+RETRYING = "RetryingAfterError"
+# Stalled's reason when a pass fails on this profile with an error that
+# retrying will not cure; the operator's log has it.
+RECONCILE_FAILED = "ReconcileFailed"
+
+
+def progress(
+    components: list[Cond],
+    *,
+    retry: bool = False,
+    informational: frozenset[str] = INFORMATIONAL,
+) -> list[Cond]:
+    """``Reconciling`` or ``Stalled`` (at most one; none when every component
+    is ready), as kstatus reads them. A component held back for a reason of
+    :data:`PROGRESSING` is on its way; any other reason needs a person, except
+    children the API server refused for a passing error (``retry``)."""
+    held = [c for c in components if c.status != "True" and c.type not in informational]
+    stuck = [
+        c
+        for c in held
+        if c.reason not in PROGRESSING and not (retry and c.type == CHILDREN_APPLIED)
+    ]
+    if stuck:
+        first = stuck[0]
+        return [Cond(STALLED, "True", first.reason, f"{first.type}: {first.message}")]
+    if held:
+        first = held[0]
+        return [Cond(RECONCILING, "True", first.reason, f"{first.type}: {first.message}")]
+    if retry:
+        return [Cond(RECONCILING, "True", RETRYING, "a passing error; the pass is retried")]
+    return []

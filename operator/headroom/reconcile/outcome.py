@@ -65,11 +65,20 @@ class Report:
         self._on_inputs = on_inputs
 
     async def finish(
-        self, components: list[conditions.Cond], *, keep_last: bool = False, **extra: Any
+        self,
+        components: list[conditions.Cond],
+        *,
+        keep_last: bool = False,
+        retry: bool = False,
+        **extra: Any,
     ) -> Outcome:
         """``keep_last``: a failure path; conditions of components this pass
-        did not get to, and the last status.pooler/binding, stay as they were."""
+        did not get to, and the last status.pooler/binding, stay as they were.
+        ``retry``: something failed in passing and the queue runs the pass
+        again. The pass decided on its generation, so observedGeneration is
+        written; Reconciling or Stalled says whether it is still on its way."""
         top = conditions.ready(components)
+        progress = conditions.progress(components, retry=retry)
         self.events.extend(
             Event(
                 "Normal" if c.status == "True" else "Warning",
@@ -79,11 +88,11 @@ class Report:
             for c in conditions.notable(self.previous, [top, *components])
         )
         merged = conditions.merge(
-            self.previous, [top, *components], now=now(), generation=self.generation
+            self.previous, [top, *progress, *components], now=now(), generation=self.generation
         )
         shaped: dict[str, Any] = {}
         if keep_last:
-            seen = {c["type"] for c in merged}
+            seen = {c["type"] for c in merged} | conditions.PROGRESS_TYPES
             merged += [c for c in self.previous if c.get("type") not in seen]
             shaped = {k: v for k, v in self.previous_status.items() if k in ("pooler", "binding")}
         shaped |= {"observedGeneration": self.generation, "conditions": merged, **extra}
@@ -93,8 +102,45 @@ class Report:
             await self._write_status(shaped)
             self.writes += 1
         return Outcome(
-            status=shaped, events=self.events, ready=top.status == "True", writes=self.writes
+            status=shaped,
+            events=self.events,
+            ready=top.status == "True",
+            writes=self.writes,
+            retry=retry,
         )
+
+    async def failed(self, *, error: str, retriable: bool) -> None:
+        """A pass that raised ``error`` (an exception's type) before it could
+        report: the profile must not read as healthy, nor as unchanged. A
+        passing error (``retriable``) leaves Ready and observedGeneration as
+        they were and says Reconciling; any other is a verdict on this
+        generation: Ready=False and Stalled, both ReconcileFailed. Nothing
+        else of the status changes; the message names the error's type only
+        (its text may quote values), the operator's log has the rest."""
+        kept = [c for c in self.previous if c.get("type") not in conditions.PROGRESS_TYPES]
+        if retriable:
+            message = f"the last pass failed ({error}); it is retried"
+            current = [
+                conditions.Cond(conditions.RECONCILING, "True", conditions.RETRYING, message)
+            ]
+            generation = int(self.previous_status.get("observedGeneration") or 0)
+        else:
+            message = (
+                f"every pass fails on this profile ({error}); the operator's log has the "
+                "error, and the pass is retried with backoff"
+            )
+            reason = conditions.RECONCILE_FAILED
+            current = [
+                conditions.Cond(conditions.READY, "False", reason, message),
+                conditions.Cond(conditions.STALLED, "True", reason, message),
+            ]
+            generation = self.generation
+        merged = conditions.merge(self.previous, current, now=now(), generation=generation)
+        replaced = {c["type"] for c in merged}
+        merged += [c for c in kept if c.get("type") not in replaced]
+        shaped = {**self.previous_status, "observedGeneration": generation, "conditions": merged}
+        if _status_differs(self.previous_status, shaped):
+            await self._write_status(shaped)
 
     async def _write_status(self, shaped: dict[str, Any]) -> None:
         patch = {

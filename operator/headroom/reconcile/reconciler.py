@@ -134,6 +134,21 @@ class Reconciler:
         )
         return result
 
+    async def report_failure(self, key: str, err: BaseException) -> None:
+        """Say on the profile that its pass raised ``err`` (the runtime calls
+        this; the queue retries the key with backoff). A profile whose every
+        pass fails must not read as healthy: kstatus calls a profile without
+        conditions Current."""
+        namespace, name = key.split("/", 1)
+        body = self.cluster.profile(namespace, name)
+        if body is None or body["metadata"].get("deletionTimestamp"):
+            return
+        retriable = isinstance(err, TimeoutError) or (
+            isinstance(err, errors.KubeError) and err.retriable
+        )
+        report = outcome.Report(self.cluster, body, key=key, on_inputs=lambda _: None)
+        await report.failed(error=type(err).__name__, retriable=retriable)
+
     def _fingerprint(self, key: str, body: Obj) -> tuple[Any, ...]:
         meta = body["metadata"]
         uid = str(meta.get("uid", ""))
@@ -256,12 +271,12 @@ class Reconciler:
         )
         finished = await report.finish(
             [within, *components],
+            retry=applied.result.retry,
             **live.read_status,
             budget=budget,
             pooler=applied.pooler_status,
             binding={"name": planned.names.binding},
         )
-        finished.retry = applied.result.retry
         clean = not applied.conflicts and not applied.result.failures
         return finished, clean, live.probe_key
 

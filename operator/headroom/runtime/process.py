@@ -27,13 +27,29 @@ from typing import Any
 
 from prometheus_client import start_http_server
 
-from headroom import settings
+from headroom import logs, settings
 from headroom.kube import apiserver, errors, leader, watch_cache
 from headroom.reconcile import reconciler, telemetry, watches
 from headroom.runtime import cached_cluster, events, health, share_table, work_queue
 from headroom.runtime.admission import lifecycle
 
 log = logging.getLogger("headroom")
+
+
+def _pass_fields(
+    key: str, *, trigger: str, result: str, started: float, error: str | None
+) -> dict[str, object]:
+    """A pass's stable log keys (headroom.logs), as it ended."""
+    namespace, _, name = key.partition("/")
+    return logs.fields(
+        namespace=namespace,
+        profile=name,
+        phase="pass",
+        trigger=trigger,
+        result=result,
+        duration=time.monotonic() - started,
+        error=error,
+    )
 
 
 class Runtime:
@@ -119,7 +135,8 @@ class Runtime:
             self.metrics.queue_wait_seconds.labels(trigger=trigger).observe(item.waited)
             self.metrics.in_flight.inc()
             started = time.monotonic()
-            failed, result = False, "failed"
+            failed, result, error = False, "failed", None
+
             try:
                 outcome = await asyncio.wait_for(
                     self.reconciler.reconcile(
@@ -137,23 +154,48 @@ class Runtime:
                     if failed:
                         result = "failed"
             except Exception as err:
-                failed = True
-                reason = type(err).__name__
-                self.metrics.reconcile_errors.labels(reason=reason).inc()
+                failed, error = True, type(err).__name__
+                self.metrics.reconcile_errors.labels(reason=error).inc()
                 quiet = isinstance(err, errors.ApiError) and err.namespace_terminating
                 # during an outage every pass fails the same way: said once, by the lease
                 quiet = quiet or (isinstance(err, errors.UnavailableError) and self._api_down)
                 (log.debug if quiet else log.warning)(
-                    "pass of %s failed: %s: %s", item.key, reason, err
+                    "pass of %s failed: %s: %s",
+                    item.key,
+                    error,
+                    err,
+                    extra=_pass_fields(
+                        item.key, trigger=trigger, result=result, started=started, error=error
+                    ),
                 )
+                if not quiet:
+                    await self._report_failure(item.key, err)
             finally:
                 self.metrics.in_flight.dec()
                 self.metrics.reconcile_seconds.labels(trigger=trigger).observe(
                     time.monotonic() - started
                 )
+                if error is None:
+                    # a pass that wrote or failed is worth a line; the rest only when debugging
+                    (log.info if result in ("applied", "failed") else log.debug)(
+                        "pass of %s: %s",
+                        item.key,
+                        result,
+                        extra=_pass_fields(
+                            item.key, trigger=trigger, result=result, started=started, error=error
+                        ),
+                    )
                 self.metrics.passes.labels(trigger=trigger, result=result).inc()
                 self.queue.done(item.key, failed=failed)
                 self.metrics.queue_depth.set(self.queue.depth)
+
+    async def _report_failure(self, key: str, err: Exception) -> None:
+        """The failed pass said on the profile (best effort: the API server may
+        be the reason it failed)."""
+        try:
+            await self.reconciler.report_failure(key, err)
+        except Exception as write_err:
+            log.debug("could not report the failed pass of %s: %s", key, write_err)
 
     async def _refresh_probes(self) -> None:
         """Read what the periodic probes watch again on their own schedule (a
@@ -272,11 +314,8 @@ class Runtime:
 
 def run(*, namespace: list[str] | None = None) -> int:
     """Run the operator until SIGTERM/SIGINT (``headroom run``)."""
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     cfg = settings.Settings()
+    logs.configure(cfg.log_format)
 
     async def main() -> int:
         return await Runtime(cfg, namespaces=tuple(namespace or ())).run()

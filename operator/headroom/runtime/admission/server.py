@@ -26,7 +26,7 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import Histogram
 
-from headroom import settings
+from headroom import logs, settings
 from headroom.runtime import share_table
 from headroom.runtime.admission import registration, review
 
@@ -81,7 +81,7 @@ def _serve_forever(where: dict[str, Any], timings: Any, ready: Any, tables: Any)
     until SIGTERM; every answer's time goes to ``timings``; ``tables`` brings
     the shared-server table."""
     addr, port, cert, key = where["addr"], where["port"], where["cert"], where["key"]
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s webhook: %(message)s")
+    logs.configure(where["log_format"])
     table: share_table.Table = {}
     threading.Thread(target=_follow, args=(tables, table), daemon=True).start()
 
@@ -170,6 +170,7 @@ class Server:
                     "port": self.cfg.webhook_port,
                     "cert": str(self.cert),
                     "key": str(self.key),
+                    "log_format": self.cfg.log_format,
                 },
                 self._timings,
                 ready,
