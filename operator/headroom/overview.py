@@ -165,6 +165,10 @@ def build(profiles: list[dict[str, Any]]) -> list[ServerGroup]:
     return [groups[name] for name in sorted(groups)]
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
 def _num(value: int | None) -> str:
     return "?" if value is None else str(value)
 
@@ -199,7 +203,7 @@ def format_table(groups: list[ServerGroup]) -> str:
         lines.append("")
     every = [p for g in groups for p in g.profiles]
     lines.append(
-        f"{len(every)} profiles on {len(groups)} servers: "
+        f"{_count(len(every), 'profile')} on {_count(len(groups), 'server')}: "
         f"{sum(p.ready == 'True' for p in every)} ready, "
         f"{sum(p.stalled for p in every)} stalled, "
         f"{sum(bool(p.refusal) for p in every)} refused or stalled"

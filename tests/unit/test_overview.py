@@ -4,6 +4,7 @@ real profiles on the local cluster."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -124,3 +125,25 @@ def test_status_without_a_cluster_is_one_line(
     assert cli.main(["status"]) == 1
     err = capsys.readouterr().err
     assert err.startswith("error: cannot list ScalingProfiles:") and err.count("\n") == 1
+
+
+def test_the_table_in_the_docs_is_what_the_cli_prints() -> None:
+    shared = "shared-db.shop.svc:5432"
+    orders = _profile("orders", server=shared, planned=90, demand=50, since="2026-01-01T00:01Z")
+    billing = _profile(
+        "billing",
+        server=shared,
+        planned=3,
+        demand=20,
+        within=False,
+        stalled=("BudgetExceeded", "spec.pooler.instances: ..."),
+        shared=(("shop/orders", 90),),
+        since="2026-01-01T00:02Z",
+    )
+    billing["status"]["conditions"][1]["message"] = "spec.pooler.instances: ..."
+    for body in (orders, billing):
+        body["metadata"]["namespace"] = "shop"
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "gitops.md").read_text()
+    shown = doc[doc.index("```\nSERVER ") + 4 :]
+    shown = shown[: shown.index("```")]
+    assert overview.format_table(overview.build([orders, billing])) == shown
