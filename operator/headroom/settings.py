@@ -48,6 +48,20 @@ class Settings(BaseSettings):
         description="Re-measure each profile's read replicas (lag, limits) this often; the "
         "read-pool agents decide the data path on their own, every pollSeconds.",
     )
+    probe_concurrency: int = Field(
+        default=128,
+        ge=1,
+        le=4096,
+        description="Reads of the periodic probes (primaries, replicas, buckets) in flight at "
+        "once: each is a non-blocking connection that may wait out a connect timeout; a "
+        "target's first reading goes ahead of refreshes.",
+    )
+    allow_internal_endpoints: bool = Field(
+        default=False,
+        description="Let the operator's bucket check contact an endpoint that resolves to a "
+        "loopback, link-local or metadata address. For tests on 127.0.0.1 only: in a cluster "
+        "it would let a profile make the operator call the cluster's or the cloud's internals.",
+    )
     agent_image: str = Field(
         default=v1alpha1.AGENT_IMAGE,
         max_length=512,

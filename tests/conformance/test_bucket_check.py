@@ -5,6 +5,8 @@ not answer only a note; no verdict carries the secret."""
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import secrets
 import socket
 from collections.abc import Callable
@@ -12,7 +14,7 @@ from typing import Any
 
 import s3_servers
 
-from headroom.reconcile import bucket_check
+from headroom.reconcile import bucket_check, resolver
 from headroom.s3 import rest
 
 StartGW = Callable[..., s3_servers.VersityGW]
@@ -20,7 +22,6 @@ StartGW = Callable[..., s3_servers.VersityGW]
 
 def _target(gateway: s3_servers.VersityGW, bucket: str, *, secret: str | None = None) -> Any:
     return bucket_check.Target(
-        name="files",
         endpoint=gateway.endpoint,
         region="us-east-1",
         bucket=bucket,
@@ -39,16 +40,12 @@ def test_head_bucket_verdicts_on_a_real_server(start_versitygw: StartGW) -> None
     root.request("PUT", "/space-kontext-files")
 
     # the server is on 127.0.0.1, which the operator otherwise never contacts
-    local = {"allow_internal": True}
-    assert (
-        bucket_check.check(_target(gateway, "space-kontext-files"), **local)
-        == bucket_check.Verdict()
-    )
-    missing = bucket_check.check(_target(gateway, "not-there"), **local)
+    assert _check(_target(gateway, "space-kontext-files"), local=True) == bucket_check.Verdict()
+    missing = _check(_target(gateway, "not-there"), local=True)
     assert missing.reason == "BucketNotFound"
     assert "not-there" in missing.message
     wrong = secrets.token_urlsafe(30)
-    rejected = bucket_check.check(_target(gateway, "space-kontext-files", secret=wrong), **local)
+    rejected = _check(_target(gateway, "space-kontext-files", secret=wrong), local=True)
     assert rejected.reason == "CredentialsRejected"
     assert "SignatureDoesNotMatch" in rejected.message
     assert wrong not in repr(rejected) and gateway.root.secret_key not in repr(rejected)
@@ -58,18 +55,17 @@ def test_an_endpoint_that_does_not_answer_is_a_note_not_a_failure() -> None:
     with socket.socket() as sock:  # a port nobody listens on
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    verdict = bucket_check.check(
+    verdict = _check(
         bucket_check.Target(
-            name="files",
             endpoint=f"http://127.0.0.1:{port}",
             region="auto",
             bucket="b-1",
             access_key_id="AK",
             secret_access_key="SK",
         ),
-        allow_internal=True,
+        local=True,
     )
-    assert verdict.reason is None
+    assert verdict.reason is None and not verdict.answered
     assert verdict.note.startswith("not checked:")
 
 
@@ -79,30 +75,23 @@ def test_the_operator_never_contacts_an_internal_address(start_versitygw: StartG
     name inside): the operator's check refuses to connect, and says why."""
     gateway = start_versitygw()
     port = gateway.endpoint.rsplit(":", 1)[1]
+    target = _target(gateway, "space-kontext-files")
     for endpoint in (gateway.endpoint, f"http://localhost:{port}", f"http://[::1]:{port}"):
-        target = _target(gateway, "space-kontext-files")
-        verdict = bucket_check.check(
-            bucket_check.Target(
-                name=target.name,
-                endpoint=endpoint,
-                region=target.region,
-                bucket=target.bucket,
-                access_key_id=target.access_key_id,
-                secret_access_key=target.secret_access_key,
-            )
-        )
+        verdict = _check(dataclasses.replace(target, endpoint=endpoint))
         assert verdict.reason is None, endpoint
         assert "InternalAddress" in verdict.note, verdict
     # nothing reached the server: its log has no request
     assert "space-kontext-files" not in gateway.log_text()
-    out_of_range = bucket_check.check(
-        bucket_check.Target(
-            name="files",
-            endpoint="https://s3.example.com:99999",
-            region="auto",
-            bucket="b-1",
-            access_key_id="AK",
-            secret_access_key="SK",
-        )
-    )
+    out_of_range = _check(dataclasses.replace(target, endpoint="https://s3.example.com:99999"))
     assert "InvalidEndpoint" in out_of_range.note
+
+
+def _check(target: bucket_check.Target, *, local: bool = False) -> bucket_check.Verdict:
+    """The operator's check, through a checker of its own like the probe's
+    (``local``: the operator was told it may contact 127.0.0.1)."""
+
+    async def run() -> bucket_check.Verdict:
+        async with bucket_check.Checker(resolver.Resolver(), allow_internal=local) as check:
+            return await check(target)
+
+    return asyncio.run(run())

@@ -4,18 +4,22 @@ A Postgres 15 primary and a hot standby cloned from it with
 ``pg_basebackup -R -C -S <slot>`` (what the streaming mode of read replicas
 will run), both on 127.0.0.1. Replay is paused on the standby while the
 primary keeps writing: the lag grows in bytes and seconds; resumed, it goes
-back to none. Read with the app's own role, as the operator will.
+back to none. Read with the app's own role, by the read-pool agent's blocking
+reads and by the operator's probe (both servers at once, non-blocking).
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterator
 
 import pytest
 import servers
 
+from headroom.planning import membership
 from headroom.postgres import lag, server_limits
+from headroom.reconcile import replica_lag, resolver
 
 pytestmark = pytest.mark.conformance
 
@@ -71,6 +75,12 @@ def _write(primary: servers.Postgres, seconds: float) -> None:
         time.sleep(0.05)
 
 
+def _probe(primary: servers.Postgres, standby: servers.Postgres) -> replica_lag.ReplicaReading:
+    """The operator's reading of ``standby`` against ``primary``."""
+    read = replica_lag.reader(resolver.Resolver())
+    return asyncio.run(read(replica_lag.Pair(_target(primary), _target(standby))))
+
+
 def _caught_up(primary: servers.Postgres, standby: servers.Postgres) -> bool:
     return _lag(primary, standby).bytes == 0
 
@@ -86,6 +96,11 @@ def test_the_standby_streams_through_its_slot_and_catches_up(
     _write(primary, 0.5)
     servers.wait_until(lambda: _caught_up(primary, standby), timeout=30, what="the standby")
     assert _lag(primary, standby).seconds == 0.0
+    reading = _probe(primary, standby)
+    assert reading.observed == membership.Observed(in_recovery=True, lag_bytes=0, lag_seconds=0.0)
+    assert reading.limits is not None and reading.limits.max_connections == _max_connections(
+        standby
+    )
 
 
 def test_paused_replay_shows_as_lag_in_bytes_and_seconds_until_resumed(
@@ -102,6 +117,9 @@ def test_paused_replay_shows_as_lag_in_bytes_and_seconds_until_resumed(
         # the last replayed transaction is from before the pause, ~2.5 s ago
         assert 1.5 <= behind.seconds < 60, behind
         assert not behind.within(1) and behind.within(60)
+        probed = _probe(primary, standby).observed
+        assert probed.error is None and (probed.lag_bytes or 0) >= behind.bytes
+        assert probed.lag_seconds is not None and 1.0 <= probed.lag_seconds < 60
     finally:
         standby.admin().rows("SELECT pg_wal_replay_resume()")
     servers.wait_until(lambda: _caught_up(primary, standby), timeout=30, what="the standby")
@@ -124,3 +142,12 @@ def test_an_unreachable_replica_is_a_reason_not_a_position(
     assert isinstance(found, str) and "OperationalError" in found
     assert PASSWORD not in found
     assert isinstance(lag.position(_target(primary)), lag.Position)
+    probed = asyncio.run(
+        replica_lag.reader(resolver.Resolver())(replica_lag.Pair(_target(primary), wrong))
+    )
+    assert probed.observed.error is not None and "OperationalError" in probed.observed.error
+    assert PASSWORD not in probed.observed.error and probed.limits is None
+
+
+def _max_connections(server: servers.Postgres) -> int:
+    return int(server.admin().rows("SHOW max_connections")[0][0])

@@ -9,11 +9,13 @@ limits check verifies the same way.
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import ipaddress
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import servers
@@ -25,9 +27,12 @@ from tests import certs
 from headroom.api import v1alpha1
 from headroom.planning import planner
 from headroom.postgres import server_limits
+from headroom.reconcile import primary_limits, resolver
 
 USER, PASSWORD, DBNAME = "tls_app", "tls-app-secret-9", "tlsdb"
 STATS_PASSWORD = "stats-secret-3"
+# the name the operator's probe knows the primary by (it resolves to 127.0.0.1 here)
+PRIMARY_NAME = "primary.headroom.test"
 
 
 def _server_cert(
@@ -44,7 +49,9 @@ def _server_cert(
         .not_valid_before(now - datetime.timedelta(minutes=5))
         .not_valid_after(now + datetime.timedelta(days=1))
         .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(servers.HOST))]),
+            x509.SubjectAlternativeName(
+                [x509.IPAddress(ipaddress.ip_address(servers.HOST)), x509.DNSName(PRIMARY_NAME)]
+            ),
             critical=False,
         )
         .add_extension(
@@ -155,9 +162,13 @@ def test_the_pooler_refuses_a_primary_another_ca_signed(
 
 
 def test_the_limits_check_verifies_the_same_way(tls_primary: TLSPrimary) -> None:
-    def target(ca_file: Path, ssl_mode: str = "verify-full") -> server_limits.Target:
-        return server_limits.Target(
-            host=servers.HOST,
+    """The probe connects to the address it resolved and verifies the
+    certificate for the name the profile gives."""
+    names = resolver.Resolver(lookup=lambda host: [servers.HOST])
+
+    def read(ca_file: Path, ssl_mode: str = "verify-full", host: str = PRIMARY_NAME) -> Any:
+        target = server_limits.Target(
+            host=host,
             port=tls_primary.server.port,
             database=DBNAME,
             username=USER,
@@ -165,13 +176,15 @@ def test_the_limits_check_verifies_the_same_way(tls_primary: TLSPrimary) -> None
             ssl_mode=ssl_mode,
             server_ca_pem=ca_file.read_text(),
         )
+        return asyncio.run(primary_limits.at_address(names, server_limits.read_async)(target))
 
-    assert server_limits.read(target(tls_primary.ca_file)) == planner.PrimaryLimits(
+    assert read(tls_primary.ca_file) == planner.PrimaryLimits(
         max_connections=40, superuser_reserved_connections=3, max_slot_wal_keep_size_mb=-1
     )
-    refused = server_limits.read(target(tls_primary.other_ca_file))
+    refused = read(tls_primary.other_ca_file)
     assert isinstance(refused, str) and "certificate verify failed" in refused, refused
+    # the address alone proves nothing: another name there is refused
+    other = read(tls_primary.ca_file, host="other.headroom.test")
+    assert isinstance(other, str) and "does not match host name" in other, other
     # sslMode require encrypts without checking the chain, in PgBouncer and here alike
-    assert isinstance(
-        server_limits.read(target(tls_primary.other_ca_file, "require")), planner.PrimaryLimits
-    )
+    assert isinstance(read(tls_primary.other_ca_file, "require"), planner.PrimaryLimits)

@@ -18,7 +18,7 @@ from headroom.builders import buckets, desired
 from headroom.planning import credentials, names, object_storage, planner, versitygw
 from headroom.reconcile import bucket_check, outcome, reconciler, telemetry, watches
 from tests import profiles
-from tests.unit import fake_cluster
+from tests.unit import fake_cluster, passes
 
 KEY = "default/shop"
 
@@ -337,7 +337,7 @@ def _cluster(*entries: dict[str, Any], cosi: str = "v1alpha1") -> fake_cluster.F
 
 
 def _run(eng: reconciler.Reconciler, **kwargs: Any) -> outcome.Outcome:
-    outcome = asyncio.run(eng.reconcile(KEY, **kwargs))
+    outcome = passes.run(eng, KEY, **kwargs)
     assert outcome is not None
     return outcome
 
@@ -423,9 +423,12 @@ def test_s3_secret_missing_then_key_missing_then_ready() -> None:
     cluster = _cluster(profiles.s3_bucket("files"))
     eng = reconciler.Reconciler(cluster, telemetry.Metrics())
     checked: list[bucket_check.Target] = []
-    eng.probes.bucket_check = bucket_check.BucketProbe(
-        checker=lambda t: checked.append(t) or bucket_check.Verdict()
-    )
+
+    async def checker(target: bucket_check.Target) -> bucket_check.Verdict:
+        checked.append(target)
+        return bucket_check.Verdict()
+
+    eng.probes.bucket_check = bucket_check.BucketProbe(checker=checker)
     _run(eng)
     found = _storage(cluster)
     assert found["reason"] == "CredentialsSecretMissing"
@@ -452,17 +455,22 @@ def test_the_operators_head_check_reports_a_missing_bucket_and_its_return() -> N
     answers = [bucket_check.Verdict("BucketNotFound", "bucket space-kontext-files does not exist")]
     changed: list[set[str]] = []
     eng = reconciler.Reconciler(cluster, telemetry.Metrics())
+
+    async def checker(_: bucket_check.Target) -> bucket_check.Verdict:
+        return answers[-1]
+
     eng.probes.bucket_check = bucket_check.BucketProbe(
-        ttl_seconds=0.0, checker=lambda _: answers[-1], on_change=changed.append
+        ttl_seconds=0.0, checker=checker, on_change=changed.append
     )
     _run(eng)
     found = _storage(cluster)
     assert (found["status"], found["reason"]) == ("False", "BucketNotFound")
     binding = cluster.find("Secret", "shop-binding")
     assert binding is not None and "S3_BUCKET" in profiles.secret_values(binding)
+    assert changed == [{KEY}]  # the first answer queued the profile
     answers.append(bucket_check.Verdict(note="not checked: no answer"))
-    asyncio.run(eng.probes.bucket_check.refresh_due())
-    assert changed == [{KEY}]
+    asyncio.run(passes.refreshed(eng))
+    assert changed == [{KEY}, {KEY}]
     _run(eng)  # the new version is in the fingerprint: the pass runs
     ready = _storage(cluster)
     assert (ready["status"], ready["reason"]) == ("True", "Ready")

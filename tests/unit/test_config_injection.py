@@ -5,6 +5,7 @@ conformance suite runs what these same plans render in the real programs."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import socket
 import typing
@@ -15,7 +16,7 @@ import pytest
 from headroom.api import v1alpha1
 from headroom.builders import pgbouncer
 from headroom.planning import planner, redis_params
-from headroom.reconcile import bucket_check
+from headroom.reconcile import bucket_check, resolver
 from tests import profiles
 
 MEMORY = "32Mi"
@@ -105,15 +106,18 @@ def test_an_endpoint_that_does_not_answer_is_a_note_not_a_failure() -> None:
     with socket.socket() as sock:  # a port nobody listens on
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    verdict = bucket_check.check(
-        bucket_check.Target(
-            name="files",
-            endpoint=f"http://127.0.0.1:{port}",
-            region="auto",
-            bucket="b-1",
-            access_key_id="AK",
-            secret_access_key="SK",
-        )
+    target = bucket_check.Target(
+        endpoint=f"http://127.0.0.1:{port}",
+        region="auto",
+        bucket="b-1",
+        access_key_id="AK",
+        secret_access_key="SK",
     )
-    assert verdict.reason is None
+
+    async def check() -> bucket_check.Verdict:
+        async with bucket_check.Checker(resolver.Resolver(), allow_internal=True) as checker:
+            return await checker(target)
+
+    verdict = asyncio.run(check())
+    assert verdict.reason is None and not verdict.answered
     assert verdict.note.startswith("not checked:")

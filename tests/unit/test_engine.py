@@ -18,7 +18,7 @@ from headroom.kube import errors
 from headroom.planning import names, object_storage
 from headroom.reconcile import compare, outcome, reconciler, telemetry
 from tests import certs, profiles
-from tests.unit import fake_cluster
+from tests.unit import fake_cluster, passes
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 KEY = "default/shop"
@@ -63,13 +63,13 @@ def _run(
     cluster: fake_cluster.FakeCluster, **kwargs: Any
 ) -> tuple[reconciler.Reconciler, outcome.Outcome]:
     eng = reconciler.Reconciler(cluster, telemetry.Metrics())
-    outcome = asyncio.run(eng.reconcile(KEY, **kwargs))
+    outcome = passes.run(eng, KEY, **kwargs)
     assert outcome is not None
     return eng, outcome
 
 
 def _again(eng: reconciler.Reconciler, **kwargs: Any) -> outcome.Outcome:
-    outcome = asyncio.run(eng.reconcile(KEY, **kwargs))
+    outcome = passes.run(eng, KEY, **kwargs)
     assert outcome is not None
     return outcome
 
@@ -458,7 +458,7 @@ def test_a_deleted_profile_releases_its_input_watches() -> None:
         ("Secret", "default", "shop-db"),
     }
     del cluster.objects[("ScalingProfile", "default", "shop")]
-    assert asyncio.run(eng.reconcile(KEY)) is None
+    assert passes.run(eng, KEY) is None
     assert cluster.inputs_used[KEY] == set()
 
 
@@ -534,8 +534,8 @@ def test_a_newer_profile_on_a_full_server_is_refused_and_applies_nothing() -> No
     newer["metadata"]["creationTimestamp"] = "2999-01-01T00:00:00Z"
     cluster.put(newer)
     eng = reconciler.Reconciler(cluster, telemetry.Metrics())
-    asyncio.run(eng.reconcile("default/shop"))
-    asyncio.run(eng.reconcile("default/admin"))
+    passes.run(eng, "default/shop")
+    passes.run(eng, "default/admin")
     admin = cluster.profile("default", "admin")
     assert admin is not None
     budget = {c["type"]: c for c in admin["status"]["conditions"]}["ConnectionBudget"]

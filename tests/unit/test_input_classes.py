@@ -9,16 +9,16 @@ more of each class.
 
 from __future__ import annotations
 
-import socket
+import asyncio
 from typing import Any
 
 import pytest
 
 from headroom import cli, yamlfmt
-from headroom.api import crd, v1alpha1
+from headroom.api import crd, endpoints, v1alpha1
 from headroom.builders import alert_rules, desired
 from headroom.planning import admission, live_limits, planner
-from headroom.s3 import rest
+from headroom.reconcile import bucket_check, resolver
 from tests import profiles
 
 Case = tuple[str, dict[str, Any], str]
@@ -443,27 +443,30 @@ def test_what_an_update_may_not_change_is_refused_by_admission_too() -> None:
     ],
 )
 def test_the_operators_bucket_check_connects_only_to_an_address_it_checked(
-    resolved: str, refused: bool, monkeypatch: pytest.MonkeyPatch
+    resolved: str, refused: bool
 ) -> None:
     """A name can resolve anywhere (a COSI driver's endpoint, DNS): the check
     resolves it itself and connects to that address, or to none."""
-    family = socket.AF_INET6 if ":" in resolved else socket.AF_INET
-    monkeypatch.setattr(
-        socket,
-        "getaddrinfo",
-        lambda *_a, **_k: [(family, socket.SOCK_STREAM, 6, "", (resolved, 443))],
-    )
-    client = rest.Client(
+    names = resolver.Resolver(lookup=lambda host: [resolved])
+    target = bucket_check.Target(
         endpoint="https://objects.example.com",
-        access_key="AK",
-        secret_key="SK",
-        refuse_internal=True,
+        region="auto",
+        bucket="b",
+        access_key_id="AK",
+        secret_access_key="SK",
     )
-    if refused:
-        with pytest.raises(rest.S3Error) as err:
-            client._connection("HEAD /b")
-        assert err.value.code == "InternalAddress"
-    else:
-        conn = client._connection("HEAD /b")
-        assert conn._address == resolved  # type: ignore[attr-defined]
-        assert conn.host == "objects.example.com"  # TLS and Host name the endpoint
+    connects = resolver.ForHTTP(names, refuse=endpoints.internal_address)
+
+    async def run() -> None:
+        if refused:
+            async with bucket_check.Checker(names) as check:
+                verdict = await check(target)
+            assert verdict.reason is None and "InternalAddress" in verdict.note
+            with pytest.raises(OSError, match="does not contact"):
+                await connects.resolve("objects.example.com", 443)
+        else:
+            (found,) = await connects.resolve("objects.example.com", 443)
+            assert found["host"] == resolved
+            assert found["hostname"] == "objects.example.com"  # TLS and Host name the endpoint
+
+    asyncio.run(run())

@@ -1,8 +1,8 @@
 """The operator's view of the read replicas: status.readReplicas, the
 ReadReplicasInPool condition, an Event per membership change, and a read plan
 refused when a replica's real limits cannot carry it. The reader stands in for
-Postgres here; tests/conformance/test_read_pool.py measures real standbys with
-the same postgres.replicas.observe."""
+Postgres here; tests/conformance/test_replica_lag.py reads real standbys with
+the probe's own reader."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 
 from headroom.planning import membership, planner
-from headroom.reconcile import primary_limits, reconciler, replica_lag, telemetry
+from headroom.reconcile import reconciler, replica_lag, telemetry
 from tests import profiles
-from tests.unit import fake_cluster
+from tests.unit import fake_cluster, passes
 from tests.unit.test_engine import KEY, _cluster, _conditions
 
 LIMITS_100 = planner.PrimaryLimits(max_connections=100, superuser_reserved_connections=3)
@@ -31,6 +31,9 @@ def _profile() -> dict[str, Any]:
     )
 
 
+HOSTS = {"ro-1.example.com": "replica-0", "ro-2.example.com": "replica-1"}
+
+
 class Reader:
     def __init__(self) -> None:
         self.observed = {"replica-0": CAUGHT_UP, "replica-1": CAUGHT_UP}
@@ -40,24 +43,22 @@ class Reader:
         }
         self.reads = 0
 
-    def __call__(self, targets: Any) -> replica_lag.Reading:
+    async def __call__(self, pair: replica_lag.Pair) -> replica_lag.ReplicaReading:
         self.reads += 1
-        assert "s3cret" not in repr(targets)  # the password never in a repr
-        return tuple(
-            replica_lag.ReplicaReading(name=n, observed=o, limits=self.limits[n])
-            for n, o in self.observed.items()
-        )
+        assert "s3cret" not in repr(pair)  # the password never in a repr
+        assert pair.primary.host == "db.default.svc"  # the primary, as the pooler resolves it
+        name = HOSTS[pair.replica.host]
+        return replica_lag.ReplicaReading(observed=self.observed[name], limits=self.limits[name])
 
 
 @pytest.fixture
 def setup(
     monkeypatch: pytest.MonkeyPatch,
 ) -> tuple[fake_cluster.FakeCluster, reconciler.Reconciler, Reader]:
-    monkeypatch.setattr(primary_limits.server_limits, "read", lambda target: "unreachable in tests")
     cluster = _cluster(_profile())
     eng = reconciler.Reconciler(cluster, telemetry.Metrics())
     reader = Reader()
-    eng.probes.replica_lag = replica_lag.ReplicaProbe(ttl_seconds=0.0, reader=reader)
+    eng.probes.replica_lag = replica_lag.ReplicaProbe(ttl_seconds=0.0, read=reader)
     return cluster, eng, reader
 
 
@@ -74,7 +75,8 @@ def test_replicas_in_status_and_a_lagging_one_leaves_with_an_event(
     cluster, eng, reader = setup
     changed: list[set[str]] = []
     eng.probes.replica_lag.on_change = changed.append
-    asyncio.run(eng.reconcile(KEY))
+    passes.run(eng, KEY)
+    assert changed == [{KEY}, {KEY}]  # each replica's first answer queued the profile
     status = _status(cluster)
     assert [(r["name"], r["inPool"]) for r in status["readReplicas"]] == [
         ("replica-0", True),
@@ -85,9 +87,9 @@ def test_replicas_in_status_and_a_lagging_one_leaves_with_an_event(
     reader.observed["replica-1"] = membership.Observed(
         in_recovery=True, lag_bytes=4096, lag_seconds=120.0
     )
-    asyncio.run(eng.probes.replica_lag.refresh_due())
-    assert changed == [{KEY}]  # the profile is queued
-    asyncio.run(eng.reconcile(KEY))
+    asyncio.run(passes.refreshed(eng))
+    assert changed == [{KEY}] * 3  # queued again: one replica's answer changed
+    passes.run(eng, KEY)
     status = _status(cluster)
     lagging = status["readReplicas"][1]
     assert (lagging["inPool"], lagging["lagSeconds"], lagging["lagBytes"]) == (False, 120.0, 4096)
@@ -100,8 +102,8 @@ def test_replicas_in_status_and_a_lagging_one_leaves_with_an_event(
     assert _conditions(cluster)["Ready"]["message"].find("ReadReplicasInPool") == -1
 
     reader.observed["replica-1"] = CAUGHT_UP
-    asyncio.run(eng.probes.replica_lag.refresh_due())
-    asyncio.run(eng.reconcile(KEY))
+    asyncio.run(passes.refreshed(eng))
+    passes.run(eng, KEY)
     assert _status(cluster)["readReplicas"][1]["inPool"] is True
     assert any("replica replica-1 joins" in m for _, _, m in cluster.events)
 
@@ -113,7 +115,7 @@ def test_a_replica_below_the_declared_limits_stops_the_plan(
     reader.limits["replica-1"] = planner.PrimaryLimits(
         max_connections=40, superuser_reserved_connections=3
     )
-    asyncio.run(eng.reconcile(KEY))
+    passes.run(eng, KEY)
     budget = _conditions(cluster)["ConnectionBudget"]
     assert (budget["status"], budget["reason"]) == ("False", "BudgetExceeded")
     assert (
@@ -131,7 +133,7 @@ def test_without_read_limits_the_replicas_are_not_measured(
     cluster = _cluster(body)
     eng = reconciler.Reconciler(cluster, telemetry.Metrics())
     reader = Reader()
-    eng.probes.replica_lag = replica_lag.ReplicaProbe(ttl_seconds=0.0, reader=reader)
-    asyncio.run(eng.reconcile(KEY))
+    eng.probes.replica_lag = replica_lag.ReplicaProbe(ttl_seconds=0.0, read=reader)
+    passes.run(eng, KEY)
     assert reader.reads == 0
     assert "readReplicas" not in _status(cluster)

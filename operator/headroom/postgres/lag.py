@@ -13,11 +13,13 @@ replica cut off from the primary receives nothing and would look current).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from headroom.postgres import server_limits
 
-_POSITION = (
+POSITION_QUERY = (
     "SELECT pg_is_in_recovery(),"
     " CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn()"
     " ELSE pg_current_wal_flush_lsn() END::text,"
@@ -59,9 +61,12 @@ def parse_lsn(text: str) -> int:
 
 def position(target: server_limits.Target, *, timeout_seconds: int = 3) -> Position | str:
     """Where ``target`` is, or a one-line reason it could not be read."""
-    rows = server_limits.query(target, _POSITION, timeout_seconds=timeout_seconds)
-    if isinstance(rows, str):
-        return rows
+    rows = server_limits.query(target, POSITION_QUERY, timeout_seconds=timeout_seconds)
+    return rows if isinstance(rows, str) else position_from(rows)
+
+
+def position_from(rows: Sequence[tuple[Any, ...]]) -> Position | str:
+    """The position in the rows of :data:`POSITION_QUERY`."""
     ((in_recovery, lsn, age, paused),) = rows
     if lsn is None:
         return "the server reports no WAL position (a standby that has not replayed yet)"

@@ -46,17 +46,21 @@ def observe(
         if not primary_down:
             primary = _safe(probe, primary_target)
             primary_down = isinstance(primary, str)
-        seen = _safe(probe, target(replica.host, config.port))
-        if isinstance(seen, str):
-            found[replica.name] = membership.Observed.unreachable(seen)
-        elif isinstance(primary, str):
-            found[replica.name] = membership.Observed(in_recovery=seen.in_recovery)
-        else:
-            behind = lag.lag(primary, seen)
-            found[replica.name] = membership.Observed(
-                in_recovery=seen.in_recovery, lag_bytes=behind.bytes, lag_seconds=behind.seconds
-            )
+        found[replica.name] = judge(primary, _safe(probe, target(replica.host, config.port)))
     return found
+
+
+def judge(primary: lag.Position | str, replica: lag.Position | str) -> membership.Observed:
+    """What one probe of ``replica`` says, given the primary's position read
+    around the same time (text: why either could not be read)."""
+    if isinstance(replica, str):
+        return membership.Observed.unreachable(replica)
+    if isinstance(primary, str):
+        return membership.Observed(in_recovery=replica.in_recovery)
+    behind = lag.lag(primary, replica)
+    return membership.Observed(
+        in_recovery=replica.in_recovery, lag_bytes=behind.bytes, lag_seconds=behind.seconds
+    )
 
 
 def _safe(probe: Probe, target: server_limits.Target) -> lag.Position | str:

@@ -5,16 +5,32 @@ an Event per membership change). A plan the real limits cannot carry is not
 applied (:mod:`headroom.planning.live_limits` says which declared field is
 wrong). Called by :mod:`headroom.reconcile.reconciler` once the plan is within
 its declared budget and the credentials are known.
+
+Nothing here waits for a server: each probe gives its last answer. A target
+not read yet (a new profile, a changed primary or login) is being read in the
+background; since a plan the real limits cannot carry must not be applied,
+the pass does not apply until the limits it depends on have an answer or
+:data:`FIRST_ANSWER_SECONDS` have passed since they were first asked for
+(then it plans with the declared limits, and the answer, when it comes,
+re-plans). The answer (or that deadline) queues the next pass, so a new
+profile waits at most that long for a server, however many profiles are
+probed at once (first readings go ahead of refreshes, and a read is given up
+after its time limit). Buckets are never waited for: a verdict never stops a
+plan.
 """
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from headroom.api import conditions, status
 from headroom.planning import connection_budget, credentials, live_limits, membership, planner
-from headroom.reconcile import bucket_check, outcome, primary_limits, replica_lag
+from headroom.reconcile import bucket_check, outcome, primary_limits, probe, replica_lag, resolver
+
+FIRST_ANSWER_SECONDS = 5.0
 
 
 @dataclass
@@ -30,22 +46,71 @@ class LiveChecks:
     # buckets: the problems a HEAD found (reason, message), and what it could not check
     bucket_problems: dict[str, tuple[str, str]] = field(default_factory=dict)
     bucket_notes: dict[str, str] = field(default_factory=dict)
-    probe_key: primary_limits.ProbeKey | None = None
+    # seconds until the limits the plan depends on are due (not applied before)
+    wait_seconds: float | None = None
 
 
 @dataclass
 class Probes:
-    """The periodic probes of one operator process (one reading per target)."""
+    """The periodic probes of one operator process: one reading per target,
+    one resolver and one set of slots for all."""
 
     primary_limits: primary_limits.PrimaryLimitsProbe
     replica_lag: replica_lag.ReplicaProbe
     bucket_check: bucket_check.BucketProbe
+    resolve: resolver.Resolver = field(default_factory=resolver.Resolver)
+    clock: Callable[[], float] = time.monotonic
 
-    def all(self) -> tuple[Any, ...]:
+    @classmethod
+    def make(
+        cls,
+        *,
+        primary_check_seconds: float = 300.0,
+        replica_check_seconds: float = 30.0,
+        bucket_check_seconds: float = 300.0,
+        slots: int = probe.DEFAULT_SLOTS,
+        allow_internal_endpoints: bool = False,
+    ) -> Probes:
+        resolve = resolver.Resolver()
+        shared = probe.Slots(slots)
+        return cls(
+            primary_limits=primary_limits.PrimaryLimitsProbe(
+                ttl_seconds=primary_check_seconds, resolve=resolve, slots=shared
+            ),
+            replica_lag=replica_lag.ReplicaProbe(
+                ttl_seconds=replica_check_seconds, resolve=resolve, slots=shared
+            ),
+            bucket_check=bucket_check.BucketProbe(
+                ttl_seconds=bucket_check_seconds,
+                resolve=resolve,
+                allow_internal=allow_internal_endpoints,
+                slots=shared,
+            ),
+            resolve=resolve,
+        )
+
+    def all(self) -> tuple[probe.PeriodicProbe[Any, Any], ...]:
         return (self.primary_limits, self.replica_lag, self.bucket_check)
 
+    def version(self, user: str) -> tuple[tuple[int, ...], ...]:
+        """Changes whenever an answer ``user`` relies on does."""
+        return tuple(p.version(user) for p in self.all())
 
-async def check(
+    def release(self, user: str) -> None:
+        for p in self.all():
+            p.release(user)
+
+    def refresh_due(self) -> int:
+        """Start every reading that is due (never waits); how many."""
+        return sum(p.refresh_due() for p in self.all())
+
+    async def close(self) -> None:
+        for p in self.all():
+            await p.close()
+        self.resolve.close()
+
+
+def check(
     probes: Probes,
     *,
     key: str,
@@ -59,36 +124,71 @@ async def check(
     buckets (never refused), the primary, then the replicas."""
     found = LiveChecks(bucket_problems=dict(bucket_problems))
     if planned.buckets:
-        verdicts = await probes.bucket_check.check(
-            bucket_check.targets(planned, creds.buckets), user=key
-        )
+        verdicts = probes.bucket_check.check(bucket_check.targets(planned, creds.buckets), user=key)
         for name, verdict in verdicts.items():
+            if verdict is None:  # not checked yet: said once it is
+                continue
             if verdict.reason is not None:  # in the binding still: the check may be wrong
                 found.bucket_problems[name] = (verdict.reason, verdict.message)
             if verdict.note:
                 found.bucket_notes[name] = verdict.note
     else:
         probes.bucket_check.release(key)
-    if planned.database.read_limits:
-        found.probe_key = probes.primary_limits.key(planned, creds)
-        found.primary, primary_cond = await probes.primary_limits.check(planned, creds, user=key)
-        found.checks.append(primary_cond)
-        found.problems = live_limits.primary_problems(planned, found.primary)
-        if found.problems:  # the declared limits are higher than the real ones
-            return found
+    # both are asked before either is judged: their first reads run at once
+    primary = (
+        probes.primary_limits.check(planned, creds, user=key)
+        if planned.database.read_limits
+        else None
+    )
+    replicas: dict[str, probe.Answer[replica_lag.ReplicaReading]] = {}
     if measures_replicas(planned):
-        await _replicas(
-            probes.replica_lag,
+        replicas = probes.replica_lag.check(planned, creds, user=key)
+    else:
+        probes.replica_lag.release(key)
+    now = probes.clock()
+    waits = [
+        w
+        for a in (primary, *replicas.values())
+        if a is not None and a.result is None and (w := _wait(a, now)) is not None
+    ]
+    if waits:
+        found.wait_seconds = max(waits)
+        return found
+    if primary is not None:
+        if primary.result is None:
+            found.checks.append(_not_read_yet(planned))
+        else:
+            found.primary, primary_cond = primary_limits.condition(planned.database, primary.result)
+            found.checks.append(primary_cond)
+            found.problems = live_limits.primary_problems(planned, found.primary)
+            if found.problems:  # the declared limits are higher than the real ones
+                return found
+    if replicas:
+        _replicas(
             found,
-            key=key,
+            readings={n: a.result for n, a in replicas.items() if a.result is not None},
             planned=planned,
-            creds=creds,
             previous_status=previous_status,
             events=events,
         )
-    else:
-        probes.replica_lag.release(key)
     return found
+
+
+def _wait(answer: probe.Answer[Any], now: float) -> float | None:
+    """Seconds left to wait for a first answer (None: waited long enough)."""
+    left = answer.asked + FIRST_ANSWER_SECONDS - now
+    return left if left > 0 else None
+
+
+def _not_read_yet(planned: planner.Plan) -> conditions.Cond:
+    db = planned.database
+    return conditions.Cond(
+        conditions.PRIMARY_LIMITS,
+        "Unknown",
+        "NotReadYet",
+        f"the limits of {db.host}:{db.port} were not read within "
+        f"{FIRST_ANSWER_SECONDS:g} s; planning with the declared ones until they are",
+    )
 
 
 def measures_replicas(planned: planner.Plan) -> bool:
@@ -99,19 +199,17 @@ def measures_replicas(planned: planner.Plan) -> bool:
     )
 
 
-async def _replicas(
-    probe: replica_lag.ReplicaProbe,
+def _replicas(
     found: LiveChecks,
     *,
-    key: str,
+    readings: dict[str, replica_lag.ReplicaReading],
     planned: planner.Plan,
-    creds: credentials.Credentials,
     previous_status: dict[str, Any],
     events: list[outcome.Event],
 ) -> None:
-    """Measure the replicas (their last reading): the membership the agent
-    would decide, an Event per change since the last status, their own limits."""
-    reading = await probe.check(planned, creds, user=key)
+    """Judge the replicas (their last readings; one not read yet counts as not
+    probed): the membership the agent would decide, an Event per change since
+    the last status, their own limits."""
     config = membership.read_pool_config(planned)
     before = {
         str(r.get("name")): bool(r.get("inPool"))
@@ -121,7 +219,7 @@ async def _replicas(
     names = {r.name for r in config.replicas}
     decided = membership.decide(
         config,
-        observed={r.name: r.observed for r in reading},
+        observed={name: r.observed for name, r in readings.items()},
         previous={n: member for n, member in before.items() if n in names},
     )
     events.extend(
@@ -132,7 +230,7 @@ async def _replicas(
     )
     found.checks.append(_in_pool_condition(decided, config))
     found.problems = live_limits.replica_problems(
-        planned, {r.name: r.limits for r in reading if r.limits is not None}
+        planned, {name: r.limits for name, r in readings.items() if r.limits is not None}
     )
     found.read_status = {
         "readReplicas": [
@@ -140,11 +238,13 @@ async def _replicas(
                 name=v.name,
                 host=v.host,
                 in_pool=v.member,
-                lag_seconds=_finite(r.observed.lag_seconds),
-                lag_bytes=r.observed.lag_bytes,
+                lag_seconds=_finite(readings[v.name].observed.lag_seconds)
+                if v.name in readings
+                else None,
+                lag_bytes=readings[v.name].observed.lag_bytes if v.name in readings else None,
                 reason=v.reason[:1024],
             ).model_dump(by_alias=True, exclude_none=True)
-            for v, r in zip(decided.verdicts, reading, strict=True)
+            for v in decided.verdicts
         ]
     }
 

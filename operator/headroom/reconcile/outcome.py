@@ -36,6 +36,9 @@ class Outcome:
     writes: int = 0
     skipped: bool = False  # nothing changed since the last pass: no work done
     retry: bool = False  # something transient failed: the queue retries with backoff
+    # waiting for a server's first answer: a pass again after this many seconds
+    # at the latest (the answer, when it comes first, queues one itself)
+    recheck_seconds: float | None = None
 
 
 def now() -> str:
@@ -96,8 +99,7 @@ class Report:
             merged += [c for c in self.previous if c.get("type") not in seen]
             shaped = {k: v for k, v in self.previous_status.items() if k in ("pooler", "binding")}
         shaped |= {"observedGeneration": self.generation, "conditions": merged, **extra}
-        await self.cluster.use_inputs(self.key, self.refs)
-        self._on_inputs(frozenset(self.refs))
+        await self._keep_inputs()
         if _status_differs(self.previous_status, shaped):
             await self._write_status(shaped)
             self.writes += 1
@@ -141,6 +143,16 @@ class Report:
         shaped = {**self.previous_status, "observedGeneration": generation, "conditions": merged}
         if _status_differs(self.previous_status, shaped):
             await self._write_status(shaped)
+
+    async def postpone(self, seconds: float) -> Outcome:
+        """End the pass without applying or reporting anything: what it
+        depends on is due within ``seconds`` (the inputs it read stay watched)."""
+        await self._keep_inputs()
+        return Outcome(status=self.previous_status, recheck_seconds=seconds)
+
+    async def _keep_inputs(self) -> None:
+        await self.cluster.use_inputs(self.key, self.refs)
+        self._on_inputs(frozenset(self.refs))
 
     async def _write_status(self, shaped: dict[str, Any]) -> None:
         patch = {

@@ -1,28 +1,55 @@
 """The primary's own connection limits, read with the app's credentials: an
 instance of the periodic probe (:mod:`headroom.reconcile.probe`).
 
-The profiles on one primary share its reading (the key is the primary's
-address and the credentials' revision); a failed read is tried again after a
-fifth of the TTL (the primary may just be starting). Called by the reconcile
-pass (:meth:`PrimaryLimitsProbe.check`) and refreshed by the runtime.
+The profiles on one primary that log in alike share its reading (the key is
+the primary's address, database, TLS mode and a digest of the login and CA);
+a failed read is tried again after a fifth of the TTL (the primary may just
+be starting), backing off while it keeps failing. Called by the reconcile pass
+(:meth:`PrimaryLimitsProbe.check`, which never waits) and refreshed by the
+runtime.
 """
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Callable
+import hashlib
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from headroom.api import conditions, v1alpha1
 from headroom.planning import credentials, names, planner
 from headroom.postgres import server_limits
-from headroom.reconcile import probe
+from headroom.reconcile import probe, resolver
 
-_CONCURRENT_READS = 4
-TIME_LIMIT_SECONDS = 30.0  # each connect is limited to 3 s (postgres.limits)
+CONNECT_TIMEOUT_SECONDS = 3
+TIME_LIMIT_SECONDS = 10.0  # the name's lookup, the connect and the query
 
 ProbeKey = tuple[Any, ...]
 Result = planner.PrimaryLimits | str  # limits, or why they could not be read
+Reader = Callable[[server_limits.Target], Awaitable[Result]]
+
+
+def digest(*secrets: str | None) -> str:
+    """What tells two logins (or CAs) apart in a probe key, without the secret."""
+    hashed = hashlib.sha256()
+    for value in secrets:
+        hashed.update((value or "").encode() + b"\0")
+    return hashed.hexdigest()[:32]
+
+
+def at_address(resolve: resolver.Resolver, read: Reader) -> Reader:
+    """``read`` at the address ``resolve`` gives for the target's host (one
+    lookup per host per refresh, shared); a name that does not resolve is the
+    answer."""
+
+    async def run(target: server_limits.Target) -> Result:
+        found = await resolver.pinned(resolve, target)
+        return found if isinstance(found, str) else await read(found)
+
+    return run
+
+
+def _read_limits(target: server_limits.Target) -> Awaitable[Result]:
+    return server_limits.read_async(target, timeout_seconds=CONNECT_TIMEOUT_SECONDS)
 
 
 class PrimaryLimitsProbe(probe.PeriodicProbe[server_limits.Target, Result]):
@@ -30,40 +57,43 @@ class PrimaryLimitsProbe(probe.PeriodicProbe[server_limits.Target, Result]):
         self,
         *,
         ttl_seconds: float = 300.0,
+        resolve: resolver.Resolver | None = None,
+        slots: probe.Slots | None = None,
         on_change: Callable[[set[str]], None] | None = None,
-        reader: Callable[[server_limits.Target], Result] | None = None,
+        reader: Reader | None = None,  # None: Postgres itself
+        clock: Callable[[], float] | None = None,
     ) -> None:
-        # (the reader is looked up when called, so a test may replace server_limits.read)
-        def read(target: server_limits.Target) -> Result:
-            return (reader or server_limits.read)(target)
-
         super().__init__(
-            read=probe.in_thread(read, asyncio.Semaphore(_CONCURRENT_READS)),
+            read=at_address(resolve or resolver.Resolver(), reader or _read_limits),
             ttl_seconds=ttl_seconds,
             # a failure is retried sooner: the primary may just be starting
-            ttl_for=lambda result: ttl_seconds if not isinstance(result, str) else ttl_seconds / 5,
+            failed=lambda result: isinstance(result, str),
+            failure_ttl_seconds=ttl_seconds / 5,
+            max_backoff_seconds=ttl_seconds,
             time_limit_seconds=TIME_LIMIT_SECONDS,
             on_timeout=lambda _: f"no answer within {TIME_LIMIT_SECONDS:g} s",
+            slots=slots,
             on_change=on_change,
+            clock=clock,
         )
 
     @staticmethod
     def key(planned: planner.Plan, creds: credentials.Credentials) -> ProbeKey:
         db = planned.database
         return (
-            db.host,
+            names.resolved_host(db.host, planned.namespace),
             db.port,
             db.name,
             db.ssl_mode,
             creds.username,
-            creds.revision,
-            creds.server_ca_revision,
+            digest(creds.password, creds.server_ca_pem),
         )
 
-    async def check(
+    def check(
         self, planned: planner.Plan, creds: credentials.Credentials, *, user: str
-    ) -> tuple[planner.PrimaryLimits | None, conditions.Cond]:
-        """The last answer for ``planned``'s primary (read now the first time)."""
+    ) -> probe.Answer[Result]:
+        """The last answer for ``planned``'s primary (result None: not read yet;
+        the read has started)."""
         db = planned.database
         target = server_limits.Target(
             # the pooler resolves a short name in the profile's namespace; so must we
@@ -75,11 +105,11 @@ class PrimaryLimitsProbe(probe.PeriodicProbe[server_limits.Target, Result]):
             ssl_mode=db.ssl_mode,
             server_ca_pem=creds.server_ca_pem,
         )
-        result = await self.reading(self.key(planned, creds), target, user=user)
-        return _condition(db, result)
+        key = self.key(planned, creds)
+        return self.answers(user, {key: target})[key]
 
 
-def _condition(
+def condition(
     db: v1alpha1.Database, result: Result
 ) -> tuple[planner.PrimaryLimits | None, conditions.Cond]:
     if isinstance(result, str):

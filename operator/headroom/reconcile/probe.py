@@ -3,58 +3,110 @@ primary's limits (:mod:`.primary_limits`), the replicas' lag
 (:mod:`.replica_lag`) and the buckets' check (:mod:`.bucket_check`) are
 instances.
 
-A probe reading is a fact observed on its own schedule, like a watch: the
-first pass that needs a target reads it (once; again when the target
-changed), later passes use the last answer, and the runtime calls
-:meth:`PeriodicProbe.refresh_due` every few seconds, which reads every target
-again once its answer is older than its TTL and reports the profiles whose
-answer *changed* (they are queued). So a converged profile's pass never waits
-on a server, and an unreachable one costs one attempt per TTL, not a pass per
-resync. Every read runs in a thread (the clients block), a few at a time, and
-is given up after ``time_limit_seconds`` (the instance says what a reading
-that took too long means).
+A probe reading is a fact observed on its own schedule, like a watch, and a
+pass never waits for one: :meth:`PeriodicProbe.answers` returns at once with
+the last answer for each target a profile needs (None while a target has
+none yet) and starts reading a target it has not seen, in the background. A
+new answer that differs from the last one calls ``on_change`` with the
+profiles that rely on it (the runtime queues them), the first answer
+included. The runtime calls :meth:`PeriodicProbe.refresh_due` every second;
+it starts reading again every target whose next reading is due and returns.
 
-Readings are kept under a key the instance chooses (the primary's address and
-credentials, shared by the profiles on it; a profile's own key for the
-others), with the profiles (users) that rely on each; a user relies on one
-reading per probe at a time. Called by the reconcile pass and the runtime.
+Readings are kept per target under a key the instance chooses (a server's
+address and the credentials that read it; a bucket), shared by every profile
+that relies on it, so the cost of a target does not grow with the number of
+profiles on it. Reads are non-blocking and at most :class:`Slots` of them run
+at once (a slot is an open socket), a target's first reading ahead of
+refreshes; each read is given up after ``time_limit_seconds``. A target is
+read again after its TTL (jittered, so targets first read together spread
+out), and one that keeps failing backs off exponentially. Called by the
+reconcile pass (through the instances) and the runtime.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import heapq
+import itertools
+import logging
+import random
 import time
-from collections.abc import Awaitable, Callable, Hashable
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Mapping
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 T = TypeVar("T")  # what is read: a target
 R = TypeVar("R")  # what a read gives
 
-DEFAULT_CONCURRENCY = 4
+log = logging.getLogger(__name__)
+
+DEFAULT_SLOTS = 128
+JITTER = 0.1  # a delay is stretched or shrunk by up to this share
+
+
+class Slots:
+    """At most ``count`` reads at once, over every probe of a process; a
+    first reading (a profile waits for it) goes ahead of refreshes."""
+
+    def __init__(self, count: int = DEFAULT_SLOTS) -> None:
+        self._free = count
+        self._waiting: list[tuple[int, int, asyncio.Future[None]]] = []
+        self._seq = itertools.count()
+
+    async def acquire(self, *, first: bool) -> None:
+        if self._free > 0 and not self._waiting:
+            self._free -= 1
+            return
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._waiting, (0 if first else 1, next(self._seq), waiter))
+        try:
+            await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():
+                self.release()  # handed a slot as it was cancelled: pass it on
+            raise
+
+    def release(self) -> None:
+        while self._waiting:
+            _, _, waiter = heapq.heappop(self._waiting)
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+        self._free += 1
+
+    @contextlib.asynccontextmanager
+    async def held(self, *, first: bool) -> AsyncIterator[None]:
+        await self.acquire(first=first)
+        try:
+            yield
+        finally:
+            self.release()
+
+
+@dataclass(frozen=True)
+class Answer(Generic[R]):
+    """The last answer for one target: ``result`` None while there is none
+    yet; ``asked`` (the probe's clock) when it was first asked for."""
+
+    result: R | None
+    asked: float
 
 
 @dataclass
 class _Entry(Generic[T, R]):
     target: T
-    result: R
-    expires: float
-    version: int = 1
+    asked: float
+    result: R | None = None
+    version: int = 0  # changes with every answer that differs (0: none yet)
+    due: float = 0.0
+    failures: int = 0  # failed answers in a row
     users: set[str] = field(default_factory=set)
-
-
-def in_thread(read: Callable[[T], R], gate: asyncio.Semaphore) -> Callable[[T], Awaitable[R]]:
-    """A blocking reader as a coroutine: in a thread, at most the gate's count at once."""
-
-    async def run(target: T) -> R:
-        async with gate:
-            return await asyncio.to_thread(read, target)
-
-    return run
+    reading: asyncio.Task[None] | None = None
 
 
 class PeriodicProbe(Generic[T, R]):
-    """The last reading of each target, read again every TTL."""
+    """The last answer for each target, read again every TTL."""
 
     def __init__(
         self,
@@ -63,75 +115,143 @@ class PeriodicProbe(Generic[T, R]):
         ttl_seconds: float,
         time_limit_seconds: float,
         on_timeout: Callable[[T], R],
-        ttl_for: Callable[[R], float] | None = None,
+        failed: Callable[[R], bool] = lambda _: False,
+        failure_ttl_seconds: float | None = None,
+        max_backoff_seconds: float | None = None,
+        slots: Slots | None = None,
         on_change: Callable[[set[str]], None] | None = None,
+        clock: Callable[[], float] | None = None,
     ) -> None:
         self._read_target = read
         self._ttl = ttl_seconds
-        self._ttl_for = ttl_for
         self._time_limit = time_limit_seconds
         self._on_timeout = on_timeout
+        self._failed = failed
+        self._failure_ttl = ttl_seconds if failure_ttl_seconds is None else failure_ttl_seconds
+        self._max_backoff = (
+            max(self._ttl, self._failure_ttl) * 4
+            if max_backoff_seconds is None
+            else max_backoff_seconds
+        )
+        self._slots = slots or Slots()
+        self._clock = clock or time.monotonic
+        self._random = random.Random()  # noqa: S311 - jitter, not a secret
         self._entries: dict[Hashable, _Entry[T, R]] = {}
+        self._held: dict[str, tuple[Hashable, ...]] = {}  # user -> the keys it relies on
         self.on_change = on_change
 
-    def _expires(self, result: R) -> float:
-        ttl = self._ttl_for(result) if self._ttl_for is not None else self._ttl
-        return time.monotonic() + ttl
+    # -- what a pass calls: never waits ------------------------------------------
 
-    async def _read(self, target: T) -> R:
-        try:
-            return await asyncio.wait_for(self._read_target(target), self._time_limit)
-        except TimeoutError:
-            return self._on_timeout(target)
-
-    def version(self, key: Hashable | None) -> int:
-        """Changes whenever the reading under ``key`` does (0: none)."""
-        entry = self._entries.get(key) if key is not None else None
-        return entry.version if entry is not None else 0
-
-    async def reading(self, key: Hashable, target: T, *, user: str) -> R:
-        """The last reading of ``target`` (read now the first time, and when the
-        target under ``key`` changed); ``user`` now relies on it."""
-        entry = self._entries.get(key)
-        if entry is None or entry.target != target:
-            result = await self._read(target)
-            entry = _Entry(
-                target=target,
-                result=result,
-                expires=self._expires(result),
-                version=entry.version + 1 if entry is not None else 1,
-                users=entry.users if entry is not None else set(),
-            )
-            self._entries[key] = entry
-        for other in self._entries.values():  # one reading per user at a time
-            if other is not entry:
-                other.users.discard(user)
-        entry.users.add(user)
-        return entry.result
+    def answers(self, user: str, wanted: Mapping[Hashable, T]) -> dict[Hashable, Answer[R]]:
+        """The last answer for each target of ``wanted`` (key -> target);
+        ``user`` now relies on exactly these. A key not seen before (or whose
+        target changed) is read now, in the background."""
+        now = self._clock()
+        found: dict[Hashable, Answer[R]] = {}
+        for key, target in wanted.items():
+            entry = self._entries.get(key)
+            if entry is None or entry.target != target:
+                if entry is not None and entry.reading is not None:
+                    entry.reading.cancel()  # of a target nobody wants any more
+                entry = _Entry(
+                    target=target,
+                    asked=now,
+                    version=entry.version + 1 if entry is not None else 0,
+                    users=entry.users if entry is not None else set(),
+                )
+                self._entries[key] = entry
+                self._start(key, entry, first=True)
+            entry.users.add(user)
+            found[key] = Answer(entry.result, entry.asked)
+        self._hold(user, tuple(wanted))
+        return found
 
     def release(self, user: str) -> None:
-        """``user`` relies on no reading of this probe any more (its profile is
+        """``user`` relies on no target of this probe any more (its profile is
         gone, or has nothing of this kind to probe)."""
-        for key in [k for k, e in self._entries.items() if user in e.users]:
-            entry = self._entries[key]
+        self._hold(user, ())
+        self._held.pop(user, None)
+
+    def version(self, user: str) -> tuple[int, ...]:
+        """Changes whenever an answer ``user`` relies on does."""
+        return tuple(
+            self._entries[k].version for k in self._held.get(user, ()) if k in self._entries
+        )
+
+    def _hold(self, user: str, keys: tuple[Hashable, ...]) -> None:
+        for key in set(self._held.get(user, ())) - set(keys):
+            entry = self._entries.get(key)
+            if entry is None:
+                continue
             entry.users.discard(user)
             if not entry.users:
+                if entry.reading is not None:
+                    entry.reading.cancel()
                 del self._entries[key]
+        self._held[user] = keys
 
-    async def refresh_due(self) -> None:
-        """Read again every target whose reading is older than its TTL; report
-        the users of those whose reading changed."""
-        now = time.monotonic()
-        due = [e for e in self._entries.values() if e.expires <= now and e.users]
-        results = await asyncio.gather(*(self._read(e.target) for e in due))
-        changed: set[str] = set()
-        for entry, result in zip(due, results, strict=True):
-            entry.expires = self._expires(result)
-            if result != entry.result:
-                entry.result = result
-                entry.version += 1
-                changed |= entry.users
-        for key in [k for k, e in self._entries.items() if not e.users]:
-            del self._entries[key]
-        if changed and self.on_change is not None:
-            self.on_change(changed)
+    # -- what the runtime calls ---------------------------------------------------
+
+    def refresh_due(self) -> int:
+        """Start reading every target whose next reading is due; how many."""
+        now = self._clock()
+        started = 0
+        for key, entry in list(self._entries.items()):
+            if entry.reading is None and entry.due <= now and entry.users:
+                self._start(key, entry, first=entry.result is None)
+                started += 1
+        return started
+
+    async def close(self) -> None:
+        """Stop every read in flight (the process stops)."""
+        tasks = [e.reading for e in self._entries.values() if e.reading is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def settle(self) -> None:
+        """Wait until no read is in flight (tests, and a clean stop)."""
+        while tasks := [e.reading for e in self._entries.values() if e.reading is not None]:
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    # -- reading --------------------------------------------------------------------
+
+    def _start(self, key: Hashable, entry: _Entry[T, R], *, first: bool) -> None:
+        entry.reading = asyncio.get_running_loop().create_task(
+            self._read(key, entry, first=first), name=f"probe {key!r}"[:200]
+        )
+
+    async def _read(self, key: Hashable, entry: _Entry[T, R], *, first: bool) -> None:
+        try:
+            async with self._slots.held(first=first):
+                try:
+                    result = await asyncio.wait_for(
+                        self._read_target(entry.target), self._time_limit
+                    )
+                except TimeoutError:
+                    result = self._on_timeout(entry.target)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # a reader's bug must not stop the probe: try again later
+            log.exception("probe of %r failed", key)
+            entry.due = self._clock() + self._jittered(self._failure_ttl)
+            return
+        finally:
+            entry.reading = None
+        if self._entries.get(key) is not entry:
+            return  # released, or its target changed meanwhile
+        if self._failed(result):
+            entry.failures += 1
+            delay = min(self._failure_ttl * 2 ** (entry.failures - 1), self._max_backoff)
+        else:
+            entry.failures = 0
+            delay = self._ttl
+        entry.due = self._clock() + self._jittered(delay)
+        if entry.result is None or result != entry.result:
+            entry.result = result
+            entry.version += 1
+            if self.on_change is not None and entry.users:
+                self.on_change(set(entry.users))
+
+    def _jittered(self, delay: float) -> float:
+        return delay * self._random.uniform(1 - JITTER, 1 + JITTER)

@@ -9,7 +9,8 @@ is skipped without a request. Otherwise, each phase in a module of its own:
 3. plan once (:mod:`headroom.planning.planner`);
 4. read the inputs the build needs: the app, its login, Secrets (:mod:`.inputs`);
 5. assemble the credentials (:mod:`headroom.planning.credentials`);
-6. check the plan against the servers (:mod:`.live_checks`, the periodic probes);
+6. check the plan against the servers (:mod:`.live_checks`: the periodic
+   probes' last answers; a pass never waits for a server);
 7. build the desired children (:mod:`headroom.builders.desired`);
 8. contain foreign objects, apply what differs, prune (:mod:`.apply`);
 9. observe the children (:mod:`.observe`);
@@ -34,15 +35,13 @@ from headroom.kube import errors
 from headroom.planning import credentials, object_storage, planner
 from headroom.reconcile import (
     apply,
-    bucket_check,
     cluster_view,
     facts,
     inputs,
     live_checks,
     observe,
     outcome,
-    primary_limits,
-    replica_lag,
+    probe,
     telemetry,
 )
 
@@ -59,7 +58,6 @@ class _Memo:
 
     fingerprint: tuple[Any, ...]
     clean: bool  # no failure, no conflict: the pass is a pure function of the fingerprint
-    probe_key: primary_limits.ProbeKey | None = None
 
 
 class Reconciler:
@@ -73,6 +71,8 @@ class Reconciler:
         primary_check_seconds: float = 300.0,
         replica_check_seconds: float = 30.0,
         bucket_check_seconds: float = 300.0,
+        probe_concurrency: int = probe.DEFAULT_SLOTS,
+        allow_internal_endpoints: bool = False,
         agent_image: str = v1alpha1.AGENT_IMAGE,
         operator_namespace: str = "",
     ) -> None:
@@ -80,18 +80,19 @@ class Reconciler:
         self.agent_image = agent_image
         self.operator_namespace = operator_namespace
         self.metrics = metrics
-        self.probes = live_checks.Probes(
-            primary_limits=primary_limits.PrimaryLimitsProbe(ttl_seconds=primary_check_seconds),
-            replica_lag=replica_lag.ReplicaProbe(ttl_seconds=replica_check_seconds),
-            bucket_check=bucket_check.BucketProbe(ttl_seconds=bucket_check_seconds),
+        self.probes = live_checks.Probes.make(
+            primary_check_seconds=primary_check_seconds,
+            replica_check_seconds=replica_check_seconds,
+            bucket_check_seconds=bucket_check_seconds,
+            slots=probe_concurrency,
+            allow_internal_endpoints=allow_internal_endpoints,
         )
         self.applier = apply.Applier(cluster, metrics)
         self._memo: dict[str, _Memo] = {}
         self._inputs: dict[str, frozenset[cluster_view.InputRef]] = {}
 
     def forget(self, key: str) -> None:
-        for probe in self.probes.all():
-            probe.release(key)
+        self.probes.release(key)
         self.applier.forget(key)
         self._memo.pop(key, None)
         self._inputs.pop(key, None)
@@ -116,7 +117,7 @@ class Reconciler:
         fingerprint = self._fingerprint(key, body)
         if not force and memo is not None and memo.clean and memo.fingerprint == fingerprint:
             return outcome.Outcome(status=body.get("status") or {}, skipped=True)
-        result, clean, probe_key = await self._pass(key, body)
+        result, clean = await self._pass(key, body)
         for event in result.events:
             try:
                 await self.cluster.post_event(
@@ -130,7 +131,6 @@ class Reconciler:
         self._memo[key] = _Memo(
             fingerprint=fingerprint,
             clean=clean and not result.retry and result.writes == 0,
-            probe_key=probe_key,
         )
         return result
 
@@ -153,7 +153,6 @@ class Reconciler:
         meta = body["metadata"]
         uid = str(meta.get("uid", ""))
         refs = self._inputs.get(key, frozenset())
-        memo = self._memo.get(key)
         return (
             uid,
             meta.get("resourceVersion"),
@@ -165,9 +164,7 @@ class Reconciler:
             ),
             tuple(sorted((ref, self.cluster.version_of(ref)) for ref in refs)),
             tuple(sorted(self.cluster.facts().items())),
-            self.probes.primary_limits.version(memo.probe_key if memo is not None else None),
-            self.probes.replica_lag.version(key),
-            self.probes.bucket_check.version(key),
+            self.probes.version(key),
             self.cluster.shared_uses(key),
             tuple(
                 sorted(
@@ -183,10 +180,8 @@ class Reconciler:
 
     # -- the pass --------------------------------------------------------------
 
-    async def _pass(
-        self, key: str, body: Obj
-    ) -> tuple[outcome.Outcome, bool, primary_limits.ProbeKey | None]:
-        """The pass: (what it reports, whether it was clean, the primary it probed)."""
+    async def _pass(self, key: str, body: Obj) -> tuple[outcome.Outcome, bool]:
+        """The pass: (what it reports, whether it was clean)."""
 
         def remember(refs: frozenset[cluster_view.InputRef]) -> None:
             self._inputs[key] = refs
@@ -198,7 +193,7 @@ class Reconciler:
             invalid = conditions.Cond(
                 conditions.CONNECTION_BUDGET, "False", "InvalidSpec", str(err)
             )
-            return await report.finish([invalid], keep_last=True), True, None
+            return await report.finish([invalid], keep_last=True), True
         try:
             cluster_facts = await facts.gather(
                 self.cluster,
@@ -212,19 +207,19 @@ class Reconciler:
             missing = conditions.Cond(
                 conditions.READ_POOLER_READY, "False", err.reason, err.message
             )
-            return await report.finish([missing], keep_last=True), True, None
+            return await report.finish([missing], keep_last=True), True
         planned = planner.plan(profile, facts=cluster_facts)
         budget = report.budget(planned)
         if not planned.ok:  # nothing is applied: the children keep their last good state
             refused = outcome.exceeded(planned.problems)
-            return await report.finish([refused], keep_last=True, budget=budget), True, None
+            return await report.finish([refused], keep_last=True, budget=budget), True
         within = outcome.within_budget(planned)
         try:
             found = await inputs.read(self.cluster, planned, report.refs)
         except cluster_view.InputError as err:
             missing = conditions.Cond(conditions.POOLER_READY, "False", err.reason, err.message)
             finished = await report.finish([within, missing], keep_last=True, budget=budget)
-            return finished, True, None
+            return finished, True
         creds = credentials.assemble(
             planned,
             login=found.login,
@@ -234,7 +229,7 @@ class Reconciler:
             server_ca_revision=found.server_ca_revision,
             buckets=found.buckets,
         )
-        live = await live_checks.check(
+        live = live_checks.check(
             self.probes,
             key=key,
             planned=planned,
@@ -243,10 +238,12 @@ class Reconciler:
             previous_status=report.previous_status,
             events=report.events,
         )
+        if live.wait_seconds is not None:  # for the limits the plan depends on, briefly
+            return await report.postpone(live.wait_seconds), False
         if live.problems:  # the servers' real limits cannot carry the plan
             refused = outcome.exceeded(live.problems)
             finished = await report.finish([refused, *live.checks], keep_last=True, budget=budget)
-            return finished, True, live.probe_key
+            return finished, True
         try:
             wanted = desired.build_parts(planned, creds, app_pod_selector=found.app_selector)
         except ValueError as err:  # builders refuse unsafe credentials
@@ -256,7 +253,7 @@ class Reconciler:
             finished = await report.finish(
                 [within, invalid, *live.checks], keep_last=True, budget=budget
             )
-            return finished, True, live.probe_key
+            return finished, True
         applied = await self._apply(
             key,
             planned,
@@ -278,7 +275,7 @@ class Reconciler:
             binding={"name": planned.names.binding},
         )
         clean = not applied.conflicts and not applied.result.failures
-        return finished, clean, live.probe_key
+        return finished, clean
 
     def _children(self, planned: planner.Plan) -> dict[str, Obj]:
         """Our children: owned by the profile, and the retained ones that carry

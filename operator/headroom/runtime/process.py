@@ -9,7 +9,8 @@
   (:meth:`headroom.reconcile.reconciler.Reconciler.reconcile`), at most one per profile at a time;
 - the periodic resync, which enqueues every profile at the lowest priority
   (passes whose inputs did not change are skipped without a request), and the
-  periodic probes' refresh;
+  periodic probes' refresh (reads in the background; a changed answer queues
+  the profiles that rely on it);
 - leader election on a Lease: every replica keeps warm caches and serves
   admission, only the leader runs workers and registers the webhook;
 - health (``/healthz``, ``/readyz``) and metrics endpoints;
@@ -95,6 +96,8 @@ class Runtime:
             self.metrics,
             primary_check_seconds=cfg.primary_check_seconds,
             replica_check_seconds=cfg.replica_check_seconds,
+            probe_concurrency=cfg.probe_concurrency,
+            allow_internal_endpoints=cfg.allow_internal_endpoints,
             agent_image=cfg.agent_image,
             operator_namespace=self.kube.cfg.namespace or "",
         )
@@ -153,6 +156,11 @@ class Runtime:
                     result = "applied" if outcome.writes else "unchanged"
                     if failed:
                         result = "failed"
+                    elif outcome.recheck_seconds is not None:
+                        result = "waiting"
+                        self.queue.add_after(
+                            item.key, work_queue.Trigger.PROBE, outcome.recheck_seconds
+                        )
             except Exception as err:
                 failed, error = True, type(err).__name__
                 self.metrics.reconcile_errors.labels(reason=error).inc()
@@ -199,14 +207,14 @@ class Runtime:
 
     async def _refresh_probes(self) -> None:
         """Read what the periodic probes watch again on their own schedule (a
-        fact, like a watch): the primaries' limits, the replicas, the buckets."""
-        while not await apiserver.sleep_or_stop(self.stop, 5):
+        fact, like a watch): the primaries' limits, the replicas, the buckets.
+        Each reading runs in the background; this never waits for one."""
+        while not await apiserver.sleep_or_stop(self.stop, 1):
             if self.active.is_set():
                 try:
-                    for probe in self.reconciler.probes.all():
-                        await probe.refresh_due()
-                except Exception:  # a probe bug must not stop the others
-                    log.exception("reading the primaries' limits or the replicas' lag failed")
+                    self.reconciler.probes.refresh_due()
+                except Exception:  # a probe bug must not stop the refreshes
+                    log.exception("starting the periodic probes' readings failed")
 
     async def _resync(self) -> None:
         while not await apiserver.sleep_or_stop(self.stop, self.cfg.resync_seconds):
@@ -304,6 +312,7 @@ class Runtime:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.reconciler.probes.close()
         await self.cache.stop()
         if self.admission is not None:
             self.admission.stop()

@@ -1,18 +1,16 @@
-"""A small blocking S3 client over http.client, for what Headroom itself does
-on an S3 server: check a bucket, create one, set its CORS, and versitygw's
-admin API (create/update users, create a bucket for an owner, change a
-bucket's owner). Called by ``headroom.agent.bucket`` (the builtin provider's
-sidecar). Paths are always path-style (``/bucket``).
+"""A small S3 client for what Headroom itself does on an S3 server: create a
+bucket, set its CORS, and versitygw's admin API (create/update users, create a
+bucket for an owner, change a bucket's owner), blocking over http.client, for
+``headroom.agent.bucket`` (the builtin provider's sidecar); and check a bucket
+(:meth:`Client.bucket_exists`), non-blocking over an aiohttp session, for the
+operator's periodic bucket check. Paths are always path-style (``/bucket``).
 
 No secret is ever put in an exception or a log line: errors carry the S3
 error code and message the server sent, and the request's method and path.
 
-With ``refuse_internal`` (the operator's own bucket check) the endpoint's name is
-resolved first and the connection goes to an address that was checked: none of
-loopback, link-local, unspecified, multicast or a cloud's metadata service
-(:func:`headroom.api.endpoints.internal_address`), so no profile can make the
-operator call into the cluster's or the cloud's internals, not even by a name
-that resolves there.
+Where the async requests connect is the session's: the operator's bucket check
+resolves names itself and never connects to an internal address
+(``headroom.reconcile.bucket_check``).
 """
 
 from __future__ import annotations
@@ -21,15 +19,16 @@ import base64
 import datetime
 import hashlib
 import http.client
-import socket
-import ssl
 import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 from xml.etree import ElementTree
 
-from headroom.api import endpoints
 from headroom.s3 import sigv4
+
+if TYPE_CHECKING:
+    import aiohttp
 
 DEFAULT_TIMEOUT_SECONDS = 10.0
 
@@ -60,7 +59,6 @@ class Client:
     secret_key: str = field(repr=False)
     region: str = "us-east-1"
     timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS
-    refuse_internal: bool = False  # the operator's check: never an internal address
 
     def _connection(self, what: str) -> http.client.HTTPConnection:
         url = urllib.parse.urlsplit(self.endpoint)
@@ -70,47 +68,24 @@ class Client:
             raise S3Error(
                 status=0, code="InvalidEndpoint", message=str(err), request=what
             ) from None
-        host = url.hostname or ""
         https = url.scheme == "https"
-        if not self.refuse_internal:
-            conn_type = http.client.HTTPSConnection if https else http.client.HTTPConnection
-            return conn_type(host, port, timeout=self.timeout_seconds)
-        try:
-            found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-        except (OSError, UnicodeError) as err:
-            raise S3Error(
-                status=0, code=type(err).__name__, message=str(err), request=what
-            ) from None
-        addresses = [str(info[4][0]) for info in found]
-        internal = [a for a in addresses if endpoints.internal_address(a)]
-        if internal or not addresses:
-            raise S3Error(
-                status=0,
-                code="InternalAddress",
-                message=f"{host} resolves to {', '.join(internal) or 'nothing'}: "
-                "Headroom does not contact the cluster's or the cloud's own addresses",
-                request=what,
-            )
-        pinned = _PinnedHTTPS if https else _PinnedHTTP
-        return pinned(host, port, address=addresses[0], timeout=self.timeout_seconds)
+        conn_type = http.client.HTTPSConnection if https else http.client.HTTPConnection
+        return conn_type(url.hostname or "", port, timeout=self.timeout_seconds)
 
-    def request(
+    def _prepare(
         self,
         method: str,
         path: str,
         *,
-        query: Mapping[str, str] | None = None,
-        headers: Mapping[str, str] | None = None,
-        body: bytes = b"",
-        ok: tuple[int, ...] = (200, 201, 204),
-    ) -> Response:
-        """Send one signed request; S3Error unless its status is in ``ok``."""
-        url = urllib.parse.urlsplit(self.endpoint)
-        host = url.netloc
+        query: Mapping[str, str] | None,
+        headers: Mapping[str, str] | None,
+        body: bytes,
+    ) -> tuple[str, str, dict[str, str]]:
+        """(what it is, for errors; the request target; the signed headers)."""
         query = dict(query or {})
         signed = sigv4.sign(
             method=method,
-            host=host,
+            host=urllib.parse.urlsplit(self.endpoint).netloc,
             path=path,
             query=query,
             headers={**(headers or {}), "content-length": str(len(body))},
@@ -123,7 +98,20 @@ class Client:
         target = urllib.parse.quote(path, safe="/-_.~")
         if query:
             target += "?" + sigv4.canonical_query(query)
-        what = f"{method} {path}"
+        return f"{method} {path}", target, signed
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        query: Mapping[str, str] | None = None,
+        headers: Mapping[str, str] | None = None,
+        body: bytes = b"",
+        ok: tuple[int, ...] = (200, 201, 204),
+    ) -> Response:
+        """Send one signed request; S3Error unless its status is in ``ok``."""
+        what, target, signed = self._prepare(method, path, query=query, headers=headers, body=body)
         conn = self._connection(what)
         try:
             conn.request(method, target, body=body, headers=signed)
@@ -139,23 +127,52 @@ class Client:
             ) from None
         finally:
             conn.close()
-        if response.status not in ok:
-            code, message = error_of(response.body)
+        return _checked(response, ok=ok, what=what)
+
+    async def request_async(
+        self,
+        session: aiohttp.ClientSession,
+        method: str,
+        path: str,
+        *,
+        query: Mapping[str, str] | None = None,
+        ok: tuple[int, ...] = (200, 201, 204),
+    ) -> Response:
+        """:meth:`request` (without a body), non-blocking: through ``session``,
+        whose connector decides where the endpoint's host is reached."""
+        # imported here: the agent (blocking requests only) never loads them
+        import aiohttp  # noqa: PLC0415
+        import yarl  # noqa: PLC0415
+
+        what, target, signed = self._prepare(method, path, query=query, headers=None, body=b"")
+        url = yarl.URL(self.endpoint.rstrip("/") + target, encoded=True)
+        try:
+            async with session.request(
+                method,
+                url,
+                headers=signed,
+                data=b"",
+                allow_redirects=False,
+                timeout=aiohttp.ClientTimeout(total=self.timeout_seconds),
+            ) as raw:
+                response = Response(
+                    status=raw.status,
+                    headers={k.lower(): v for k, v in raw.headers.items()},
+                    body=await raw.read(),
+                )
+        except (aiohttp.ClientError, OSError, TimeoutError) as err:
             raise S3Error(
-                status=response.status,
-                code=code or http.client.responses.get(response.status, ""),
-                message=message,
-                request=what,
-            )
-        return response
+                status=0, code=type(err).__name__, message=str(err) or "no answer", request=what
+            ) from None
+        return _checked(response, ok=ok, what=what)
 
     # --- S3 ---------------------------------------------------------------
 
-    def bucket_exists(self, bucket: str) -> bool:
+    async def bucket_exists(self, session: aiohttp.ClientSession, bucket: str) -> bool:
         """HEAD the bucket: True (200), False (404); S3Error for anything else
         (403: it exists but these keys may not use it, or the keys are wrong)."""
         try:
-            self.request("HEAD", f"/{bucket}")
+            await self.request_async(session, "HEAD", f"/{bucket}")
         except S3Error as err:
             if err.status == 404:
                 return False
@@ -164,7 +181,7 @@ class Client:
             # a HEAD answer has no body: ask again with a GET to learn why
             # (InvalidAccessKeyId, SignatureDoesNotMatch, AccessDenied, ...)
             try:
-                self.request("GET", f"/{bucket}", query={"location": ""})
+                await self.request_async(session, "GET", f"/{bucket}", query={"location": ""})
             except S3Error as detailed:
                 if detailed.code and detailed.status == err.status:
                     raise detailed from None
@@ -253,6 +270,18 @@ def _xml(root: str, **fields: str) -> bytes:
     return ElementTree.tostring(element)
 
 
+def _checked(response: Response, *, ok: tuple[int, ...], what: str) -> Response:
+    if response.status not in ok:
+        code, message = error_of(response.body)
+        raise S3Error(
+            status=response.status,
+            code=code or http.client.responses.get(response.status, ""),
+            message=message,
+            request=what,
+        )
+    return response
+
+
 def error_of(body: bytes) -> tuple[str, str]:
     """(Code, Message) of an S3 XML error body; empty strings when there is none."""
     if not body.strip():
@@ -263,27 +292,3 @@ def error_of(body: bytes) -> tuple[str, str]:
         return "", body[:200].decode(errors="replace")
     found = {_local(child.tag): (child.text or "") for child in root}
     return found.get("Code", ""), found.get("Message", "")
-
-
-class _PinnedHTTP(http.client.HTTPConnection):
-    """Connects to ``address`` (checked), says ``host`` in the Host header."""
-
-    def __init__(self, host: str, port: int, *, address: str, timeout: float) -> None:
-        super().__init__(host, port, timeout=timeout)
-        self._address = address
-
-    def connect(self) -> None:
-        self.sock = socket.create_connection((self._address, self.port), self.timeout)
-
-
-class _PinnedHTTPS(http.client.HTTPSConnection):
-    """Connects to ``address`` (checked); TLS verifies the certificate for ``host``."""
-
-    def __init__(self, host: str, port: int, *, address: str, timeout: float) -> None:
-        self._tls = ssl.create_default_context()
-        super().__init__(host, port, timeout=timeout, context=self._tls)
-        self._address = address
-
-    def connect(self) -> None:
-        sock = socket.create_connection((self._address, self.port), self.timeout)
-        self.sock = self._tls.wrap_socket(sock, server_hostname=self.host)
