@@ -2,7 +2,8 @@
 """Scale benchmark: N full-stack profiles on one local control plane.
 
 For each N (``--sizes 50,50,50,100,500``), on a fresh bench cluster (its own
-state dir and ports, kwok nodes enough for the pods, an audit log of the
+state dir and ports, movable with HEADROOM_BENCH_CLUSTER_DIR and
+HEADROOM_BENCH_*_PORT; kwok nodes enough for the pods, an audit log of the
 operator's ServiceAccount):
 
 - **floor**: N namespaces, each with its app Deployment and credentials
@@ -65,14 +66,20 @@ from headroom.reconcile import watches  # noqa: E402
 
 DEFAULT_OUT = REPO / "bench" / "results" / "scale.md"
 CACHE = Path(os.environ.get("HEADROOM_CACHE", Path.home() / ".cache" / "headroom"))
-CLUSTER_DIR = CACHE / "bench-cluster"
+# The bench cluster's state dir and ports; HEADROOM_BENCH_CLUSTER_DIR and
+# HEADROOM_BENCH_<COMPONENT>_PORT (e.g. HEADROOM_BENCH_APISERVER_PORT) move them,
+# so two benches (or a bench and someone's own cluster) can run side by side.
+CLUSTER_DIR = Path(os.environ.get("HEADROOM_BENCH_CLUSTER_DIR") or CACHE / "bench-cluster")
 SA_USER = "system:serviceaccount:headroom-system:headroom"
 PORTS = {
-    "HEADROOM_ETCD_CLIENT_PORT": "23890",
-    "HEADROOM_ETCD_PEER_PORT": "23900",
-    "HEADROOM_APISERVER_PORT": "16543",
-    "HEADROOM_KCM_PORT": "20357",
-    "HEADROOM_SCHEDULER_PORT": "20359",
+    key: os.environ.get(key.replace("HEADROOM_", "HEADROOM_BENCH_", 1), default)
+    for key, default in (
+        ("HEADROOM_ETCD_CLIENT_PORT", "23890"),
+        ("HEADROOM_ETCD_PEER_PORT", "23900"),
+        ("HEADROOM_APISERVER_PORT", "16543"),
+        ("HEADROOM_KCM_PORT", "20357"),
+        ("HEADROOM_SCHEDULER_PORT", "20359"),
+    )
 }
 RESYNC_SECONDS = 60
 PODS_PER_NODE = 400
