@@ -123,7 +123,7 @@ def _render(body: dict[str, Any] | None = None, keys: versitygw.ServerKeys = KEY
         stats_password="stats-pw",
         revision="1",
         buckets={
-            b.name: credentials.builtin_bucket(planned, b, keys)
+            b.name: credentials.builtin_bucket(planned, b, keys=keys)
             for b in planned.buckets
             if b.builtin is not None
         },

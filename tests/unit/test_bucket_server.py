@@ -126,7 +126,7 @@ def _planned(*entries: dict[str, Any]) -> planner.Plan:
 
 def _objects(planned: planner.Plan) -> dict[str, dict[str, Any]]:
     found = {
-        b.name: credentials.builtin_bucket(planned, b, KEYS)
+        b.name: credentials.builtin_bucket(planned, b, keys=KEYS)
         for b in planned.buckets
         if b.builtin is not None
     }
@@ -218,7 +218,7 @@ def test_the_binding_carries_the_app_keys_never_the_root_ones() -> None:
 
 def test_storage_ready_waits_for_the_server_pod() -> None:
     planned = _planned(profiles.builtin_bucket("photos"))
-    found = {"photos": credentials.builtin_bucket(planned, planned.buckets[0], KEYS)}
+    found = {"photos": credentials.builtin_bucket(planned, planned.buckets[0], keys=KEYS)}
     statefulset = {"metadata": {"generation": 1}, "spec": {"replicas": 1}, "status": {}}
     waiting = observe.storage_ready(
         planned, {"StatefulSet/shop-s3": statefulset}, problems={}, found=found

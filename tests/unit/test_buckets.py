@@ -576,7 +576,9 @@ def test_a_public_builtin_server_gets_an_ingress_the_policy_admits_and_the_publi
         app_secret_key="a" * 30,
     )
     creds = dataclasses.replace(
-        _creds(**{b.name: credentials.builtin_bucket(planned, b, keys) for b in planned.buckets}),
+        _creds(
+            **{b.name: credentials.builtin_bucket(planned, b, keys=keys) for b in planned.buckets}
+        ),
         s3_server=keys,
     )
     objects = desired.build(planned, creds, app_pod_selector={"matchLabels": {"app": "web"}})
@@ -606,7 +608,9 @@ def test_a_private_builtin_server_has_no_ingress() -> None:
     planned = _plan(profiles.builtin_bucket("avatars"))
     keys = versitygw.ServerKeys("rootkey0", "r" * 30, "appkey00", "a" * 30)
     creds = dataclasses.replace(
-        _creds(**{b.name: credentials.builtin_bucket(planned, b, keys) for b in planned.buckets}),
+        _creds(
+            **{b.name: credentials.builtin_bucket(planned, b, keys=keys) for b in planned.buckets}
+        ),
         s3_server=keys,
     )
     objects = desired.build(planned, creds)

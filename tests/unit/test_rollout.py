@@ -71,7 +71,7 @@ def _rotated(
         buckets = dict(creds.buckets)
         for bucket in planned.buckets:
             if bucket.builtin is not None:
-                buckets[bucket.name] = credentials.builtin_bucket(planned, bucket, keys)
+                buckets[bucket.name] = credentials.builtin_bucket(planned, bucket, keys=keys)
         return dataclasses.replace(creds, s3_server=keys, buckets=buckets), set()
     if source.startswith("bucket/"):
         name = source.split("/", 1)[1]

@@ -76,7 +76,7 @@ def s3_endpoint(plan: planner.Plan) -> str:
 
 
 def builtin_bucket(
-    plan: planner.Plan, bucket: object_storage.BucketPlan, keys: versitygw.ServerKeys
+    plan: planner.Plan, bucket: object_storage.BucketPlan, *, keys: versitygw.ServerKeys
 ) -> object_storage.BucketCredentials:
     """What the binding carries for a builtin bucket: the app's keys, never root's."""
     return object_storage.BucketCredentials(
@@ -132,7 +132,7 @@ def assemble(
     found: dict[str, object_storage.BucketCredentials] = {}
     for bucket in plan.buckets:
         if bucket.builtin is not None and s3_server is not None:
-            found[bucket.name] = builtin_bucket(plan, bucket, s3_server)
+            found[bucket.name] = builtin_bucket(plan, bucket, keys=s3_server)
         elif bucket.name in read:
             found[bucket.name] = read[bucket.name]
     return Credentials(

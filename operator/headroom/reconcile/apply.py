@@ -105,7 +105,7 @@ class Applier:
         return view
 
     async def conflicts(
-        self, planned: planner.Plan, wanted: desired.Desired, children: dict[str, Obj]
+        self, planned: planner.Plan, wanted: desired.Desired, *, children: dict[str, Obj]
     ) -> list[str]:
         """Keys of wanted objects that exist but are not ours. Our own children
         come from the cache; a name the cache does not hold (not carrying our

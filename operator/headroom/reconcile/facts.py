@@ -20,8 +20,8 @@ from headroom.reconcile import cluster_view
 async def gather(
     cluster: cluster_view.Cluster,
     profile: v1alpha1.ScalingProfile,
-    refs: set[cluster_view.InputRef],
     *,
+    refs: set[cluster_view.InputRef],
     key: str,
     agent_image: str,
     operator_namespace: str,
@@ -40,16 +40,19 @@ async def gather(
         cosi=object_storage.preferred_cosi_version(
             {v: served.get(f"cosi_{v}", False) for v in object_storage.COSI_VERSIONS}
         ),
-        prometheus_selection=await _prometheus_selection(cluster, profile, refs)
+        prometheus_selection=await _prometheus_selection(cluster, profile, refs=refs)
         if prometheus_operator and profile.spec.alerts.enabled
         else monitoring.Selection(),
-        cnpg_cluster=await _cnpg_cluster(cluster, profile, refs, cnpg=served.get("cnpg", False)),
+        cnpg_cluster=await _cnpg_cluster(
+            cluster, profile, refs=refs, cnpg=served.get("cnpg", False)
+        ),
     )
 
 
 async def _prometheus_selection(
     cluster: cluster_view.Cluster,
     profile: v1alpha1.ScalingProfile,
+    *,
     refs: set[cluster_view.InputRef],
 ) -> monitoring.Selection:
     """What the cluster's Prometheus objects select, for the rules' and
@@ -88,8 +91,8 @@ def _needs_namespace_labels(prometheus: cluster_view.Obj) -> bool:
 async def _cnpg_cluster(
     cluster: cluster_view.Cluster,
     profile: v1alpha1.ScalingProfile,
-    refs: set[cluster_view.InputRef],
     *,
+    refs: set[cluster_view.InputRef],
     cnpg: bool,
 ) -> read_plan.CnpgCluster | None:
     """With readReplicas mode cnpg and CloudNativePG installed, the Cluster's

@@ -43,17 +43,19 @@ class Inputs:
         return found if isinstance(found, dict) else None
 
 
-async def read(cluster: cluster_view.Cluster, planned: planner.Plan, refs: set[InputRef]) -> Inputs:
+async def read(
+    cluster: cluster_view.Cluster, planned: planner.Plan, *, refs: set[InputRef]
+) -> Inputs:
     """Raises :class:`cluster_view.InputError` when the login or the CA is
     missing or unusable (a bucket's problem is reported, not raised)."""
     app_ref: InputRef = ("Deployment", planned.namespace, planned.app.deployment)
     refs.add(app_ref)
     app = await cluster.read_input(app_ref)
-    login = await _login(cluster, planned, refs)
+    login = await _login(cluster, planned, refs=refs)
     pem, revision = None, ""
     if planned.database.server_ca_secret is not None:
-        pem, revision = await _server_ca(cluster, planned, refs)
-    buckets, problems = await _bucket_credentials(cluster, planned, refs)
+        pem, revision = await _server_ca(cluster, planned, refs=refs)
+    buckets, problems = await _bucket_credentials(cluster, planned, refs=refs)
     return Inputs(
         app=app,
         login=login,
@@ -101,9 +103,9 @@ def _decode(secret: Obj, key: str) -> str | None:
 async def _input_secret(
     cluster: cluster_view.Cluster,
     planned: planner.Plan,
+    *,
     refs: set[InputRef],
     name: str,
-    *,
     field_path: str,
     reason: str,
 ) -> Obj:
@@ -117,14 +119,14 @@ async def _input_secret(
 
 
 async def _login(
-    cluster: cluster_view.Cluster, planned: planner.Plan, refs: set[InputRef]
+    cluster: cluster_view.Cluster, planned: planner.Plan, *, refs: set[InputRef]
 ) -> credentials.Login:
     ref = planned.database.credentials_secret
     source = await _input_secret(
         cluster,
         planned,
-        refs,
-        ref.name,
+        refs=refs,
+        name=ref.name,
         field_path="spec.database.credentialsSecret.name",
         reason="CredentialsNotFound",
     )
@@ -171,7 +173,7 @@ def _ca_problem(pem: str) -> str | None:
 
 
 async def _server_ca(
-    cluster: cluster_view.Cluster, planned: planner.Plan, refs: set[InputRef]
+    cluster: cluster_view.Cluster, planned: planner.Plan, *, refs: set[InputRef]
 ) -> tuple[str, str]:
     """The PEM of spec.database.serverCASecret and its resourceVersion."""
     ref = planned.database.server_ca_secret
@@ -179,8 +181,8 @@ async def _server_ca(
     found = await _input_secret(
         cluster,
         planned,
-        refs,
-        ref.name,
+        refs=refs,
+        name=ref.name,
         field_path="spec.database.serverCASecret.name",
         reason="ServerCANotFound",
     )
@@ -198,7 +200,7 @@ async def _server_ca(
 
 
 async def _bucket_credentials(
-    cluster: cluster_view.Cluster, planned: planner.Plan, refs: set[InputRef]
+    cluster: cluster_view.Cluster, planned: planner.Plan, *, refs: set[InputRef]
 ) -> tuple[dict[str, object_storage.BucketCredentials], dict[str, tuple[str, str]]]:
     """Each cosi/s3 bucket's credentials from its Secret (the profile's for s3,
     the one the COSI driver writes for cosi), or why not (reason, message). A

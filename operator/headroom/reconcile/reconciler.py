@@ -198,7 +198,7 @@ class Reconciler:
             cluster_facts = await facts.gather(
                 self.cluster,
                 profile,
-                report.refs,
+                refs=report.refs,
                 key=key,
                 agent_image=self.agent_image,
                 operator_namespace=self.operator_namespace,
@@ -215,7 +215,7 @@ class Reconciler:
             return await report.finish([refused], keep_last=True, budget=budget), True
         within = outcome.within_budget(planned)
         try:
-            found = await inputs.read(self.cluster, planned, report.refs)
+            found = await inputs.read(self.cluster, planned, refs=report.refs)
         except cluster_view.InputError as err:
             missing = conditions.Cond(conditions.POOLER_READY, "False", err.reason, err.message)
             finished = await report.finish([within, missing], keep_last=True, budget=budget)
@@ -302,7 +302,7 @@ class Reconciler:
         """Contain the components an object of somebody else's stands in, then
         apply what differs and prune what is no longer wanted."""
         children = self._children(planned)
-        conflicts = await self.applier.conflicts(planned, wanted, children)
+        conflicts = await self.applier.conflicts(planned, wanted, children=children)
         every_component = wanted.component_of
         contained = desired.contained_closure(planned, {every_component[k] for k in conflicts})
         if contained:
