@@ -133,9 +133,13 @@ bench: venv ## benchmarks (pgbench through the poolers vs direct, read-pool evic
 fuzz: venv cluster ## fuzz the API: $(or $(EXAMPLES),10000) generated profiles judged by the model, the API server and the real programs; bench/results/fuzz.md
 	KUBECONFIG=$(CLUSTER_KUBECONFIG) $(PY) bench/fuzz.py --examples $(or $(EXAMPLES),10000) --out bench/results/fuzz.md
 
+# ($(or) splits at commas: a default with commas in it must be a variable)
+SIZES ?= 50,50,50,100,500
+SLOW_SIZES ?= 500
+
 .PHONY: bench-scale
-bench-scale: venv binaries ## N=50 (x3), 100 and 500 full-stack profiles on a bench cluster; results in bench/results/scale.md
-	$(PY) bench/scale_bench.py --sizes $(or $(SIZES),50,50,50,100,500) --out bench/results/scale.md
+bench-scale: venv binaries ## N=50 (x3), 100 and 500 full-stack profiles, and 500 with slow dependencies, on a bench cluster (SIZES=, SLOW_SIZES= to choose); results in bench/results/scale.md
+	$(PY) bench/scale_bench.py --sizes "$(SIZES)" --slow-sizes "$(SLOW_SIZES)" --out bench/results/scale.md
 
 .PHONY: chaos
 chaos: deps venv cluster ## 20 kill -9 of the operator over 100 profiles + a 60 s API server outage; results in bench/results/chaos.md

@@ -1,32 +1,55 @@
 #!/usr/bin/env python3
 """Scale benchmark: N full-stack profiles on one local control plane.
 
-For each N (``--sizes 50,50,50,100,500``), on a fresh bench cluster (its own
-state dir and ports, movable with HEADROOM_BENCH_CLUSTER_DIR and
-HEADROOM_BENCH_*_PORT; kwok nodes enough for the pods, an audit log of the
-operator's ServiceAccount):
+The profile is what platform teams run: examples/shop-scaled.yaml (pooler, two
+Redis, a queue with workers, app autoscaling) plus two external read replicas,
+an ``s3`` bucket and the default alerts, with prometheus-operator's CRDs
+installed (PrometheusRule and monitors): 40 children of 11 kinds. Each profile
+has its own primary and replicas (ports on 127.0.0.1: profiles on one server
+would share its max_connections). Two scenarios:
 
-- **floor**: N namespaces, each with its app Deployment and credentials
-  Secret; the children Headroom would render for examples/shop-scaled.yaml,
-  applied in bulk with ``kubectl apply --server-side``, timed until every
-  Deployment and StatefulSet among them has rolled out; then removed.
-- **P1**: N fresh namespaces (app and Secret pre-created), the operator
+- **full** (``--sizes 50,50,50,100,500``): the servers refuse at once (nothing
+  listens on their ports), like a database that is down or not reachable;
+- **slow** (``--slow-sizes 500``): the replicas' and the bucket endpoint's
+  ports accept connections and never answer (a blackhole listener in a process
+  of its own), so every read of them costs the connect timeout, like a server
+  behind a firewall that drops packets.
+
+Only 127.0.0.1 is ever contacted (the bucket endpoint by the machine's own
+host name, which resolves to a loopback address: the API refuses a literal
+one; the operator runs with HEADROOM_ALLOW_INTERNAL_ENDPOINTS for it).
+
+For each N, on a fresh bench cluster (its own state dir and ports, movable
+with HEADROOM_BENCH_CLUSTER_DIR and HEADROOM_BENCH_*_PORT; kwok nodes enough
+for the pods, an audit log of the operator's ServiceAccount):
+
+- **floor**: N namespaces, each with its app Deployment and Secrets; the
+  children Headroom would render, applied in bulk with ``kubectl apply
+  --server-side``, timed until every Deployment and StatefulSet among them has
+  rolled out; then removed.
+- **P1**: N fresh namespaces (app and Secrets pre-created), the operator
   started (webhook on, leader election on, as its ServiceAccount), N profiles
   created; timed until every profile is ``Ready=True``. Meanwhile valid
   profiles are sent as dry-run creates, so admission is measured under load.
-  Ratio = P1 / floor.
+  Ratio = P1 / floor, both measured in the same run (the machine is shared:
+  the load average of each phase is recorded).
 - **admission**: refused creates, and create latency as the client sees it
   (p50/p99, dry-run creates during convergence), plus the API server's own
   webhook histogram.
 - **P2**: two resync periods after convergence: the operator's requests from
   the audit log (writes split into children/status/events vs. its Lease),
-  reads per minute, CPU (% of one core) and peak RSS of the operator process.
-- **P3**: 20 single spec changes (a pooler parameter) until the profile's
-  ConfigMap shows them, p50/p99; a burst of 50 changes until all show.
+  reads per minute, CPU (% of one core) and the peak total RSS (and PSS) of
+  every operator process: the operator, its admission webhook process and the
+  multiprocessing resource tracker.
+- **P3**: 20 single spec changes of ``spec.autoscaling.cpuUtilization`` until
+  the app's HPA shows them (spec -> child) and until the profile reports
+  ``Ready=True`` for that generation (spec -> Ready), p50/p99; 20 pooler
+  parameter changes until the pooler's ConfigMap shows them (that one rolls
+  the pooler, so its Ready waits for the rollout); a burst of 50 changes.
 
 Writes Markdown to --out. Needs the control-plane binaries (make binaries).
 
-    .venv/bin/python bench/scale_bench.py [--sizes 50,100] [--out bench/results/scale.md]
+    .venv/bin/python bench/scale_bench.py [--sizes 50,100] [--slow-sizes 500] [--out ...]
 """
 
 from __future__ import annotations
@@ -47,6 +70,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -61,8 +85,8 @@ from headroom import yamlfmt  # noqa: E402
 from headroom.api import v1alpha1  # noqa: E402
 from headroom.builders import desired  # noqa: E402
 from headroom.kube import apiserver, kinds, kubeconfig  # noqa: E402
-from headroom.planning import credentials, planner  # noqa: E402
-from headroom.reconcile import watches  # noqa: E402
+from headroom.planning import credentials, object_storage, planner  # noqa: E402
+from headroom.reconcile import inputs, watches  # noqa: E402
 
 DEFAULT_OUT = REPO / "bench" / "results" / "scale.md"
 CACHE = Path(os.environ.get("HEADROOM_CACHE", Path.home() / ".cache" / "headroom"))
@@ -83,6 +107,11 @@ PORTS = {
 }
 RESYNC_SECONDS = 60
 PODS_PER_NODE = 400
+PODS_PER_PROFILE = 10  # app 2, pooler 2, read pooler 2, Redis 2, room for workers
+MONITORING_CRDS = sorted(
+    (REPO.parent / "shared" / "fixtures" / "crds").glob("monitoring.coreos.com_*.yaml")
+)
+S3_KEYS = {"AWS_ACCESS_KEY_ID": "BENCHKEY0000", "AWS_SECRET_ACCESS_KEY": "bench-only-secret"}
 WRITE_VERBS = {"create", "update", "patch", "delete", "deletecollection"}
 PROFILE = yaml.safe_load((REPO / "examples" / "shop-scaled.yaml").read_text())
 APP_LABELS = {"app": "shop-web"}
@@ -99,6 +128,11 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def loadavg() -> float:
+    """The machine's 1-minute load average (other engineers share it)."""
+    return float(Path("/proc/loadavg").read_text().split()[0])
 
 
 def pct(values: list[float], q: float) -> float:
@@ -157,6 +191,21 @@ class Cluster:
             raise SystemExit(f"kubectl {' '.join(args[:3])} failed: {proc.stderr[-2000:]}")
         return proc.stdout
 
+    def wait_established(self, crds: list[str]) -> None:
+        deadline = time.monotonic() + 120
+        for crd in crds:
+            while True:
+                found = self.kubectl(
+                    "get", f"crd/{crd}", "-o",
+                    "jsonpath={.status.conditions[?(@.type=='Established')].status}",
+                    check=False,
+                )  # fmt: skip
+                if found.strip() == "True":
+                    break
+                if time.monotonic() > deadline:
+                    raise SystemExit(f"CRD {crd} not Established after 120 s")
+                time.sleep(0.5)
+
     @property
     def audit_log(self) -> Path:
         return CLUSTER_DIR / "logs" / "audit.log"
@@ -187,6 +236,95 @@ class Cluster:
 
 
 # -- objects ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Servers:
+    """Where each profile's primary, replicas and bucket endpoint are: ports
+    on 127.0.0.1 (one primary and one replica port per profile, the bucket
+    endpoint shared). ``slow``: the replica and bucket ports are a blackhole
+    listener's; otherwise nothing listens on any of them."""
+
+    slow: bool
+    primary_ports: tuple[int, ...]
+    replica_ports: tuple[int, ...]
+    bucket_port: int
+    loopback_name: str  # a name of this machine that resolves to a loopback address
+
+    @property
+    def scenario(self) -> str:
+        return "slow" if self.slow else "full"
+
+
+def loopback_name() -> str:
+    """This machine's own name, when it resolves to a loopback address (the
+    API refuses a literal 127.0.0.1 or localhost as an S3 endpoint)."""
+    name = socket.gethostname()
+    try:
+        address = socket.gethostbyname(name)
+    except OSError as err:
+        raise SystemExit(f"the host name {name} does not resolve ({err})") from None
+    if not address.startswith("127."):
+        raise SystemExit(f"the host name {name} resolves to {address}, not a loopback address")
+    return name
+
+
+def free_ports(count: int, *, start: int) -> tuple[int, ...]:
+    """``count`` ports from ``start`` on that nobody listens on now."""
+    found: list[int] = []
+    port = start
+    while len(found) < count:
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+                found.append(port)
+            except OSError:
+                pass
+        port += 1
+    return tuple(found)
+
+
+def servers_for(n: int, *, slow: bool) -> Servers:
+    ports = free_ports(2 * n + 2, start=41000)
+    return Servers(
+        slow=slow,
+        primary_ports=ports[:n],
+        replica_ports=ports[n : 2 * n],
+        bucket_port=ports[2 * n],
+        loopback_name=loopback_name(),
+    )
+
+
+def blackhole(ports: list[int]) -> None:
+    """Accept connections on ``ports`` (127.0.0.1) and never answer; close each
+    when its client gives up (``--blackhole``, in a process of its own)."""
+
+    async def hold(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(OSError):
+            while await reader.read(4096):
+                pass
+        writer.close()
+
+    async def serve() -> None:
+        listeners = [
+            await asyncio.start_server(hold, "127.0.0.1", port, backlog=1024) for port in ports
+        ]
+        print("listening", flush=True)
+        await asyncio.gather(*(srv.serve_forever() for srv in listeners))
+
+    asyncio.run(serve())
+
+
+def start_blackhole(ports: list[int]) -> subprocess.Popen[str]:
+    proc = subprocess.Popen(
+        [sys.executable, __file__, "--blackhole", ",".join(map(str, ports))],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    if proc.stdout.readline().strip() != "listening":
+        raise SystemExit("the blackhole listener did not start")
+    return proc
 
 
 def tenant_objects(namespace: str) -> list[dict[str, Any]]:
@@ -235,6 +373,12 @@ def tenant_objects(namespace: str) -> list[dict[str, Any]]:
             "metadata": {"name": "shop-db", "namespace": namespace},
             "stringData": {"username": "shop", "password": "bench-only-password"},
         },
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "shop-s3", "namespace": namespace},
+            "stringData": S3_KEYS,
+        },
         # the jobs Redis keeps its data on a PVC; there is no provisioner here,
         # so each namespace gets a volume bound to that claim ahead of time
         {
@@ -252,25 +396,48 @@ def tenant_objects(namespace: str) -> list[dict[str, Any]]:
     ]
 
 
-def profile(namespace: str) -> dict[str, Any]:
+def profile(namespace: str, *, index: int, servers: Servers) -> dict[str, Any]:
+    """The full-stack profile of tenant ``index``: its own primary and replicas."""
     body = copy.deepcopy(PROFILE)
     body["metadata"]["namespace"] = namespace
-    # each app its own Postgres (a Service in its namespace): profiles on one
-    # server share its max_connections, and 500 shops do not fit in one
-    body["spec"]["database"]["host"] = "shop-db"
+    database = body["spec"]["database"]
+    database.update(host="127.0.0.1", port=servers.primary_ports[index])
+    replica_port = servers.replica_ports[index]
+    database["readReplicas"] = {
+        "mode": "external",
+        # two names of this machine: the replicas' hosts must differ
+        "hosts": [
+            {"host": "127.0.0.1", "port": replica_port},
+            {"host": servers.loopback_name, "port": replica_port},
+        ],
+    }
+    body["spec"]["storage"] = {
+        "buckets": [
+            {
+                "name": "files",
+                "s3": {
+                    "endpoint": f"http://{servers.loopback_name}:{servers.bucket_port}",
+                    "region": "auto",
+                    "bucketName": f"shop-files-{index}",
+                    "credentialsSecret": {"name": "shop-s3"},
+                },
+            }
+        ]
+    }
     return body
 
 
-def rendered_children(namespace: str) -> list[dict[str, Any]]:
+def rendered_children(namespace: str, *, index: int, servers: Servers) -> list[dict[str, Any]]:
     """What Headroom would apply for the profile in ``namespace`` (no owner)."""
-    parsed = v1alpha1.parse_profile(profile(namespace))
-    planned = planner.plan(parsed, facts=planner.Facts(keda=False))
-    creds = credentials.Credentials(
-        username="shop",
-        password="bench-only-password",
-        stats_password="bench-stats",
-        revision="1",
-        redis_passwords={r.name: f"bench-password-of-{r.name}" for r in planned.redis},
+    parsed = v1alpha1.parse_profile(profile(namespace, index=index, servers=servers))
+    planned = planner.plan(parsed, facts=planner.Facts(keda=False, prometheus_operator=True))
+    bucket = planned.buckets[0]
+    creds = credentials.assemble(
+        planned,
+        login=credentials.Login(username="shop", password="bench-only-password", revision="1"),
+        kept=lambda name, key: None,
+        new=inputs.new,
+        buckets={bucket.name: object_storage.credentials_from(bucket, S3_KEYS, secret="shop-s3")},
     )
     objs = desired.build(planned, creds, app_pod_selector={"matchLabels": APP_LABELS})
     return list(objs.values())
@@ -377,14 +544,15 @@ class Driver:
             code = 0
         return time.perf_counter() - started, code
 
-    async def patch_profile(self, namespace: str, value: int) -> None:
-        patch = {"spec": {"pooler": {"parameters": {"server_idle_timeout": str(value)}}}}
-        await self.kube.request(
+    async def patch_profile(self, namespace: str, spec: dict[str, Any]) -> int:
+        """Merge ``spec`` into the profile's; its new generation."""
+        found = await self.kube.request(
             "PATCH",
             watches.PROFILE.path(namespace=namespace, name="shop"),
-            body=patch,
+            body={"spec": spec},
             content_type="application/merge-patch+json",
         )
+        return int(found["metadata"]["generation"])
 
     async def webhook_histogram(self) -> dict[float, float]:
         """The API server's own histogram of our webhook's CREATE reviews
@@ -426,16 +594,41 @@ class Operator:
     metrics_url: str
     log_path: Path
 
-    def cpu_seconds(self) -> float:
-        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        ticks = os.sysconf("SC_CLK_TCK")
-        return (int(fields[11]) + int(fields[12])) / ticks
+    def pids(self) -> list[int]:
+        """The operator and every process under it (the admission webhook's
+        process, multiprocessing's resource tracker)."""
+        parents: dict[int, int] = {}
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                parents[int(stat.parent.name)] = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        found = [self.proc.pid]
+        for pid in found:
+            found += [child for child, parent in parents.items() if parent == pid]
+        return found
 
-    def rss_mb(self) -> float:
-        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-        return float("nan")
+    def cpu_seconds(self) -> float:
+        """CPU time of every operator process so far."""
+        ticks = os.sysconf("SC_CLK_TCK")
+        total = 0.0
+        for pid in self.pids():
+            with contextlib.suppress(OSError):
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                total += (int(fields[11]) + int(fields[12])) / ticks
+        return total
+
+    def memory_mb(self) -> tuple[float, float, int]:
+        """Total RSS and PSS (shared pages counted once) of every operator
+        process, in MB, and how many processes."""
+        rss = pss = 0
+        pids = self.pids()
+        for pid in pids:
+            with contextlib.suppress(OSError):
+                for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+                    if line.startswith("Rss:"):
+                        rss += int(line.split()[1])
+                    elif line.startswith("Pss:"):
+                        pss += int(line.split()[1])
+        return rss / 1024, pss / 1024, len(pids)
 
     def metric(self, name: str) -> float:
         import urllib.request
@@ -468,6 +661,8 @@ def start_operator(cluster: Cluster, workdir: Path) -> Operator:
         "HEADROOM_HEALTH_PORT": str(free_port()),
         "HEADROOM_RESYNC_SECONDS": str(RESYNC_SECONDS),
         "HEADROOM_IDENTITY": "bench",
+        # the replicas' and buckets' servers are on 127.0.0.1 here
+        "HEADROOM_ALLOW_INTERNAL_ENDPOINTS": "true",
     }
     log_path = workdir / "operator.log"
     with log_path.open("wb") as out:
@@ -500,9 +695,13 @@ def start_operator(cluster: Cluster, workdir: Path) -> Operator:
 @dataclass
 class Run:
     n: int
+    scenario: str
     nodes: int
     children: int
+    kinds: int
     floor_s: float = 0.0
+    floor_load: tuple[float, float] = (0.0, 0.0)  # load average when it started, ended
+    p1_load: tuple[float, float] = (0.0, 0.0)
     p1_s: float = 0.0
     refused: int = 0
     create_p50_ms: float = 0.0
@@ -522,10 +721,19 @@ class Run:
     p2_reads: dict[str, int] = field(default_factory=dict)
     p2_cpu_pct: float = 0.0
     p2_rss_mb: float = 0.0
+    p2_pss_mb: float = 0.0
+    p2_processes: int = 0
     convergence_requests: dict[str, int] = field(default_factory=dict)
-    p3_single: list[float] = field(default_factory=list)
+    p3_child: list[float] = field(default_factory=list)  # spec -> the app's HPA
+    p3_ready: list[float] = field(default_factory=list)  # spec -> Ready for its generation
+    p3_single: list[float] = field(default_factory=list)  # pooler parameter -> ConfigMap
     p3_burst_s: float = 0.0
     p3_burst_n: int = 0
+    p3_load: tuple[float, float] = (0.0, 0.0)
+
+    @property
+    def steady_writes(self) -> int:
+        return sum(self.p2_writes.values())
 
     @property
     def ratio(self) -> float:
@@ -554,18 +762,33 @@ def audit_counts(path: Path, *, start: int, end: int | None = None) -> tuple[dic
     return counts, start + len(data)
 
 
-async def run_once(n: int, *, workdir: Path) -> Run:
-    children = len(rendered_children("x"))
-    nodes = max(2, math.ceil(n * 8 / PODS_PER_NODE))
-    result = Run(n=n, nodes=nodes, children=children)
+async def run_once(n: int, *, slow: bool, workdir: Path) -> Run:
+    servers = servers_for(n, slow=slow)
+    one = rendered_children("x", index=0, servers=servers)
+    nodes = max(2, math.ceil(n * PODS_PER_PROFILE / PODS_PER_NODE))
+    result = Run(
+        n=n,
+        scenario=servers.scenario,
+        nodes=nodes,
+        children=len(one),
+        kinds=len({o["kind"] for o in one}),
+    )
+    name = f"N={n} {servers.scenario}"
     cluster = Cluster(nodes=nodes)
-    log(f"N={n}: fresh cluster with {nodes} kwok nodes")
+    log(f"{name}: fresh cluster with {nodes} kwok nodes")
     cluster.up()
     cluster.kubectl("apply", "--server-side", "-f", str(REPO / "crds"))
+    cluster.kubectl("apply", "--server-side", *(f"-f{crd}" for crd in MONITORING_CRDS))
+    cluster.wait_established(
+        [f"{c.stem.split('_', 1)[1]}.{c.stem.split('_', 1)[0]}" for c in MONITORING_CRDS]
+    )
     cluster.kubectl(
         "apply", "--server-side", "-f", str(REPO / "manifests" / "namespace.yaml"),
         "-f", str(REPO / "manifests" / "rbac.yaml"),
     )  # fmt: skip
+    listener = (
+        start_blackhole([*servers.replica_ports, servers.bucket_port]) if servers.slow else None
+    )
     driver = Driver(cluster.kubeconfig)
     try:
         # -- floor ----------------------------------------------------------------
@@ -574,19 +797,24 @@ async def run_once(n: int, *, workdir: Path) -> Run:
         await driver.wait_workloads(floor_ns, expected=n)
         bulk = workdir / f"floor-{n}.yaml"
         bulk.write_text(
-            yamlfmt.dump_all([o for ns in sorted(floor_ns) for o in rendered_children(ns)])
+            yamlfmt.dump_all(
+                [
+                    o
+                    for i in range(n)
+                    for o in rendered_children(f"floor-{i}", index=i, servers=servers)
+                ]
+            )
         )
-        workloads = sum(
-            1 for o in rendered_children("x") if o["kind"] in ("Deployment", "StatefulSet")
-        )
-        log(f"N={n}: floor: kubectl apply --server-side of {n * children} objects")
-        started = time.monotonic()
+        workloads = sum(1 for o in one if o["kind"] in ("Deployment", "StatefulSet"))
+        log(f"{name}: floor: kubectl apply --server-side of {n * len(one)} objects")
+        started, load = time.monotonic(), loadavg()
         cluster.kubectl("apply", "--server-side", "--field-manager=bench", "-f", str(bulk))
         await driver.wait_workloads(
             floor_ns, expected=n * workloads, label="app.kubernetes.io/managed-by=headroom"
         )
         result.floor_s = time.monotonic() - started
-        log(f"N={n}: floor {result.floor_s:.1f}s; removing it")
+        result.floor_load = (load, loadavg())
+        log(f"{name}: floor {result.floor_s:.1f}s; removing it")
         cluster.kubectl(
             "delete", "namespace", "-l", "bench=scale", "--wait=true", "--timeout=900s", check=False
         )
@@ -597,13 +825,13 @@ async def run_once(n: int, *, workdir: Path) -> Run:
         await driver.wait_workloads(set(hr_ns), expected=n)
         op = start_operator(cluster, workdir)
         audit_start = cluster.audit_log.stat().st_size
-        log(f"N={n}: creating {n} profiles")
-        started = time.monotonic()
+        log(f"{name}: creating {n} profiles")
+        started, load = time.monotonic(), loadavg()
         gate = asyncio.Semaphore(8)
 
-        async def create(ns: str) -> tuple[float, int]:
+        async def create(i: int) -> tuple[float, int]:
             async with gate:
-                return await driver.create_profile(profile(ns))
+                return await driver.create_profile(profile(hr_ns[i], index=i, servers=servers))
 
         converged = asyncio.Event()
         dry: list[tuple[float, int]] = []
@@ -613,11 +841,14 @@ async def run_once(n: int, *, workdir: Path) -> Run:
         async def probe_admission() -> None:
             i = 0
             while not converged.is_set():
-                body = profile(hr_ns[i % n])
+                body = profile(hr_ns[i % n], index=i % n, servers=servers)
                 body["metadata"]["name"] = f"probe-{i}"
-                # its own Postgres server: beside the namespace's profile on shop-db
+                # servers of its own: beside the namespace's profile on the same ones
                 # it would be refused (they would share max_connections)
-                body["spec"]["database"]["host"] = "probe-db"
+                database = body["spec"]["database"]
+                database["host"] = "probe-db"
+                for k, replica in enumerate(database["readReplicas"]["hosts"]):
+                    replica["host"] = f"probe-ro-{k}"
                 dry.append(await driver.create_profile(body, dry_run=True))
                 baseline.append(await driver.create_configmap(hr_ns[i % n], i))
                 i += 1
@@ -626,7 +857,7 @@ async def run_once(n: int, *, workdir: Path) -> Run:
         histogram_before = await driver.webhook_histogram()
 
         prober = asyncio.create_task(probe_admission())
-        creates = await asyncio.gather(*(create(ns) for ns in hr_ns))
+        creates = await asyncio.gather(*(create(i) for i in range(n)))
         result.refused = sum(1 for _, code in creates if code != 201)
         latencies = [t for t, _ in creates]
         result.create_p50_ms, result.create_p99_ms = (
@@ -639,12 +870,16 @@ async def run_once(n: int, *, workdir: Path) -> Run:
             if ready == n:
                 break
             if time.monotonic() - last_report > 30:
-                log(f"N={n}: {ready}/{total} Ready after {time.monotonic() - started:.0f}s")
+                log(
+                    f"{name}: {ready}/{total} Ready after {time.monotonic() - started:.0f}s "
+                    f"(load {loadavg():.1f})"
+                )
                 last_report = time.monotonic()
             if time.monotonic() - started > 3600:
-                raise SystemExit(f"N={n}: not converged after an hour")
+                raise SystemExit(f"{name}: not converged after an hour")
             await asyncio.sleep(1)
         result.p1_s = time.monotonic() - started
+        result.p1_load = (load, loadavg())
         converged.set()
         await prober
         result.dry_count = len(dry)
@@ -664,7 +899,7 @@ async def run_once(n: int, *, workdir: Path) -> Run:
             result.apiserver_webhook_p99 = f"{int(reviews)} reviews: " + ", ".join(
                 f"{share:.0f} % <= {bound * 1000:.0f} ms" for bound, share in under.items()
             )
-        log(f"N={n}: all Ready in {result.p1_s:.1f}s (ratio {result.ratio:.2f})")
+        log(f"{name}: all Ready in {result.p1_s:.1f}s (ratio {result.ratio:.2f})")
 
         # -- P2 -------------------------------------------------------------------------
         # Settled: the queue is empty and no write for 30 s (the HPA controller
@@ -683,15 +918,16 @@ async def run_once(n: int, *, workdir: Path) -> Run:
                 quiet_since = time.monotonic()
         result.convergence_requests = conv
         cpu0, t0 = op.cpu_seconds(), time.monotonic()
-        rss = op.rss_mb()
+        rss, pss, result.p2_processes = op.memory_mb()
         window = 2 * RESYNC_SECONDS + 5
-        log(f"N={n}: steady state for {window}s")
+        log(f"{name}: steady state for {window}s")
         while time.monotonic() - t0 < window:
             await asyncio.sleep(5)
-            rss = max(rss, op.rss_mb())
+            now_rss, now_pss, _ = op.memory_mb()
+            rss, pss = max(rss, now_rss), max(pss, now_pss)
         elapsed = time.monotonic() - t0
         result.p2_cpu_pct = (op.cpu_seconds() - cpu0) / elapsed * 100
-        result.p2_rss_mb = rss
+        result.p2_rss_mb, result.p2_pss_mb = rss, pss
         result.p2_minutes = elapsed / 60
         steady, offset = audit_counts(cluster.audit_log, start=offset)
         result.p2_lease_writes = sum(
@@ -711,13 +947,19 @@ async def run_once(n: int, *, workdir: Path) -> Run:
         )
 
         # -- P3 -------------------------------------------------------------------------
+        load = loadavg()
+        result.p3_child, result.p3_ready = await autoscaling_changes(driver, hr_ns)
         result.p3_single = await spec_changes(driver, hr_ns)
         result.p3_burst_n = min(50, n)
         result.p3_burst_s = await burst(driver, hr_ns[: result.p3_burst_n])
+        result.p3_load = (load, loadavg())
         result.admission_inside_p99_ms = admission_inside_p99(op)
         op.stop()
     finally:
         await driver.close()
+        if listener is not None:
+            listener.terminate()
+            listener.wait(timeout=30)
         cluster.down()
     return result
 
@@ -769,6 +1011,79 @@ def _mark(item: dict[str, Any], want: dict[str, str], seen: dict[str, float]) ->
             seen[ns] = time.monotonic()
 
 
+async def _first(
+    driver: Driver,
+    res: kinds.Resource,
+    *,
+    namespace: str,
+    name: str,
+    shows: Callable[[dict[str, Any]], bool],
+    ready: asyncio.Event,
+) -> float:
+    """When the object first shows what ``shows`` looks for (a watch; ``ready``
+    is set once it is open)."""
+    items, version = await driver.kube.list(res, namespace=namespace)
+    for item in items:
+        if item["metadata"]["name"] == name and shows(item):
+            ready.set()
+            return time.monotonic()
+    ready.set()
+    async for event in driver.kube.watch(
+        res, namespace=namespace, resource_version=version, timeout_seconds=300
+    ):
+        found = event.get("object") or {}
+        if (found.get("metadata") or {}).get("name") == name and shows(found):
+            return time.monotonic()
+    raise TimeoutError(f"{res.kind} {namespace}/{name} never showed the change")
+
+
+def _target_utilization(hpa: dict[str, Any]) -> int | None:
+    for metric in (hpa.get("spec") or {}).get("metrics") or []:
+        found = ((metric.get("resource") or {}).get("target") or {}).get("averageUtilization")
+        if found is not None:
+            return int(found)
+    return None
+
+
+def _ready_for(generation: int) -> Callable[[dict[str, Any]], bool]:
+    def ready(body: dict[str, Any]) -> bool:
+        st = body.get("status") or {}
+        return int(st.get("observedGeneration") or 0) >= generation and any(
+            c.get("type") == "Ready" and c.get("status") == "True"
+            for c in st.get("conditions") or []
+        )
+
+    return ready
+
+
+async def autoscaling_changes(
+    driver: Driver, namespaces: list[str], count: int = 20
+) -> tuple[list[float], list[float]]:
+    """``count`` changes of spec.autoscaling.cpuUtilization (no pod rolls):
+    seconds until the app's HPA shows it, and until the profile reports
+    Ready=True for that generation."""
+    to_child, to_ready = [], []
+    for i in range(count):
+        ns = random.choice(namespaces)
+        value = 41 + i
+        opened = asyncio.Event()
+        child = asyncio.create_task(
+            _first(driver, kinds.HPA, namespace=ns, name="shop-app",
+                   shows=lambda hpa, v=value: _target_utilization(hpa) == v, ready=opened)
+        )  # fmt: skip
+        await asyncio.wait_for(opened.wait(), timeout=60)
+        started = time.monotonic()
+        generation = await driver.patch_profile(ns, {"autoscaling": {"cpuUtilization": value}})
+        # (opened after the change: a status already Ready counts from when it is read)
+        reported = asyncio.create_task(
+            _first(driver, watches.PROFILE, namespace=ns, name="shop",
+                   shows=_ready_for(generation), ready=asyncio.Event())
+        )  # fmt: skip
+        to_child.append(await asyncio.wait_for(child, timeout=300) - started)
+        to_ready.append(await asyncio.wait_for(reported, timeout=300) - started)
+    return to_child, to_ready
+
+
 async def spec_changes(driver: Driver, namespaces: list[str], count: int = 20) -> list[float]:
     latencies = []
     for i in range(count):
@@ -778,10 +1093,14 @@ async def spec_changes(driver: Driver, namespaces: list[str], count: int = 20) -
         watcher = asyncio.create_task(_watch_configmaps(driver, {ns: value}, seen))
         await asyncio.sleep(0.3)  # the watch is open
         started = time.monotonic()
-        await driver.patch_profile(ns, int(value))
+        await driver.patch_profile(ns, _pooler_parameter(value))
         await asyncio.wait_for(watcher, timeout=300)
         latencies.append(seen[ns] - started)
     return latencies
+
+
+def _pooler_parameter(value: str) -> dict[str, Any]:
+    return {"pooler": {"parameters": {"server_idle_timeout": value}}}
 
 
 async def burst(driver: Driver, namespaces: list[str]) -> float:
@@ -790,7 +1109,7 @@ async def burst(driver: Driver, namespaces: list[str]) -> float:
     watcher = asyncio.create_task(_watch_configmaps(driver, want, seen))
     await asyncio.sleep(0.5)
     started = time.monotonic()
-    await asyncio.gather(*(driver.patch_profile(ns, 321) for ns in namespaces))
+    await asyncio.gather(*(driver.patch_profile(ns, _pooler_parameter("321")) for ns in namespaces))
     await asyncio.wait_for(watcher, timeout=600)
     return max(seen.values()) - started
 
@@ -809,6 +1128,10 @@ def machine() -> str:
     return f"{os.cpu_count()} cores ({cpu}), {mem:.0f} GiB, {platform.system()} {platform.release()}, Python {platform.python_version()}"
 
 
+def _ms(values: list[float], q: float) -> str:
+    return f"{pct(values, q) * 1000:.0f}"
+
+
 def summarize(runs: list[Run]) -> str:
     def fmt(counts: dict[str, int]) -> str:
         return (
@@ -816,47 +1139,67 @@ def summarize(runs: list[Run]) -> str:
             or "none"
         )
 
+    first = runs[0]
     lines = [
         "# Scale benchmark (`make bench-scale`)",
         "",
         f"Run {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC on {machine()}.",
         "Everything shares the 2 cores: etcd, kube-apiserver, controller-manager, scheduler,",
-        "kwok, the operator and this driver. Profile: examples/shop-scaled.yaml (pooler,",
-        "2 Redis, 1 queue with workers, app HPA/PDB; no KEDA), each in its own namespace",
-        "with its app Deployment (2 pods) pre-created. Webhook and leader election on;",
-        f"resync every {RESYNC_SECONDS} s. Requests are counted from the API server's audit",
-        "log (the operator's ServiceAccount), not from the operator's own counters.",
+        "kwok, the operator, this driver, and whatever else runs on the machine (its load",
+        "average is given per phase). Profile: examples/shop-scaled.yaml plus two external read",
+        "replicas, an `s3` bucket and the default alerts, prometheus-operator's CRDs installed",
+        f"({first.children} children of {first.kinds} kinds per profile), each in its own",
+        "namespace with its app Deployment (2 pods) pre-created and servers of its own on",
+        "127.0.0.1. Scenario *full*: nothing listens on the servers' ports (they refuse at",
+        "once); *slow*: the replicas' and the bucket endpoint's ports accept and never answer",
+        "(each read costs its connect timeout). Webhook and leader election on; resync every",
+        f"{RESYNC_SECONDS} s. Requests are counted from the API server's audit log (the",
+        "operator's ServiceAccount), not from the operator's own counters.",
         "",
-        "## P1: time to all Ready vs. a bulk server-side apply of the same children",
-        "",
-        "| N | children | kwok nodes | floor (kubectl apply --server-side + rollout) | Headroom (create -> all Ready) | ratio |",
-        "|---|---|---|---|---|---|",
+        "| N | scenario | floor | Headroom, all Ready | ratio | refused creates | writes in 2 resyncs | spec -> child p99 | spec -> Ready p99 | total RSS (PSS), processes | load (floor / Headroom) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in runs:
         lines.append(
-            f"| {r.n} | {r.n * r.children} | {r.nodes} | {r.floor_s:.1f} s | {r.p1_s:.1f} s | {r.ratio:.2f} |"
+            f"| {r.n} | {r.scenario} | {r.floor_s:.1f} s | {r.p1_s:.1f} s | **{r.ratio:.2f}** | "
+            f"{r.refused} | {r.steady_writes} | {_ms(r.p3_child, 0.99)} ms | "
+            f"{_ms(r.p3_ready, 0.99)} ms | {r.p2_rss_mb:.0f} MB ({r.p2_pss_mb:.0f} MB), "
+            f"{r.p2_processes} | {r.floor_load[0]:.1f}-{r.floor_load[1]:.1f} / "
+            f"{r.p1_load[0]:.1f}-{r.p1_load[1]:.1f} |"
         )
-    by_n: dict[int, list[Run]] = {}
+    groups: dict[tuple[int, str], list[Run]] = {}
     for r in runs:
-        by_n.setdefault(r.n, []).append(r)
-    for n, group in sorted(by_n.items()):
+        groups.setdefault((r.n, r.scenario), []).append(r)
+    for (n, scenario), group in sorted(groups.items()):
         if len(group) > 1:
             ratios = [g.ratio for g in group]
-            lines.append("")
-            lines.append(
-                f"N={n}, {len(group)} runs: ratio min {min(ratios):.2f} / median "
-                f"{statistics.median(ratios):.2f} / max {max(ratios):.2f}"
-            )
+            lines += [
+                "",
+                f"N={n} {scenario}, {len(group)} runs: ratio min {min(ratios):.2f} / median "
+                f"{statistics.median(ratios):.2f} / max {max(ratios):.2f}",
+            ]
     lines += [
         "",
-        "## Admission during convergence",
+        "## P1: time to all Ready vs. a bulk server-side apply of the same children",
         "",
-        "| N | refused creates | create p50 / p99 | dry-run profile creates during convergence (p50 / p99, refused) | same for a ConfigMap (no webhook) | the API server's webhook histogram (during convergence) | inside the webhook p99 |",
+        "| N | scenario | children | kwok nodes | floor (kubectl apply --server-side + rollout) | Headroom (create -> all Ready) | ratio |",
         "|---|---|---|---|---|---|---|",
     ]
     for r in runs:
         lines.append(
-            f"| {r.n} | {r.refused} | {r.create_p50_ms:.0f} / {r.create_p99_ms:.0f} ms | "
+            f"| {r.n} | {r.scenario} | {r.n * r.children} | {r.nodes} | {r.floor_s:.1f} s | "
+            f"{r.p1_s:.1f} s | {r.ratio:.2f} |"
+        )
+    lines += [
+        "",
+        "## Admission during convergence",
+        "",
+        "| N | scenario | refused creates | create p50 / p99 | dry-run profile creates during convergence (p50 / p99, refused) | same for a ConfigMap (no webhook) | the API server's webhook histogram (during convergence) | inside the webhook p99 |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in runs:
+        lines.append(
+            f"| {r.n} | {r.scenario} | {r.refused} | {r.create_p50_ms:.0f} / {r.create_p99_ms:.0f} ms | "
             f"{r.dry_count} probes: {r.dry_p50_ms:.0f} / {r.dry_p99_ms:.0f} ms, {r.dry_refused} refused | "
             f"{r.baseline_p50_ms:.0f} / {r.baseline_p99_ms:.0f} ms | "
             f"{r.apiserver_webhook_p99} | <= {r.admission_inside_p99_ms:.1f} ms |"
@@ -865,14 +1208,15 @@ def summarize(runs: list[Run]) -> str:
         "",
         "## P2: steady state, two resync periods after convergence",
         "",
-        "| N | window | writes (children, status, events) | Lease renewals | reads / min | operator CPU | operator RSS |",
-        "|---|---|---|---|---|---|---|",
+        "| N | scenario | window | writes (children, status, events) | Lease renewals | reads / min | CPU of the operator's processes | their total RSS (PSS) |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in runs:
         lines.append(
-            f"| {r.n} | {r.p2_minutes:.1f} min | {sum(r.p2_writes.values())} ({fmt(r.p2_writes)}) | "
+            f"| {r.n} | {r.scenario} | {r.p2_minutes:.1f} min | {r.steady_writes} ({fmt(r.p2_writes)}) | "
             f"{r.p2_lease_writes} | {r.p2_reads_per_min:.1f} ({fmt(r.p2_reads)}) | "
-            f"{r.p2_cpu_pct:.1f} % of a core | {r.p2_rss_mb:.0f} MB |"
+            f"{r.p2_cpu_pct:.1f} % of a core | {r.p2_rss_mb:.0f} MB ({r.p2_pss_mb:.0f} MB) "
+            f"in {r.p2_processes} processes |"
         )
     lines += [
         "",
@@ -882,35 +1226,40 @@ def summarize(runs: list[Run]) -> str:
     for r in runs:
         total = sum(r.convergence_requests.values())
         lines.append(
-            f"- N={r.n}: {total} requests, {total / r.n:.1f} per profile: {fmt(r.convergence_requests)}"
+            f"- N={r.n} {r.scenario}: {total} requests, {total / r.n:.1f} per profile: "
+            f"{fmt(r.convergence_requests)}"
         )
     lines += [
         "",
-        "## P3: a spec change until its ConfigMap shows it",
+        "## P3: spec changes in steady state",
         "",
-        "| N | 20 single changes p50 / p99 | burst: changes | burst: until all show |",
-        "|---|---|---|---|",
+        "`spec.autoscaling.cpuUtilization` (20 changes, one at a time) until the app's HPA shows",
+        "it and until the profile reports Ready for its generation; a pooler parameter (20",
+        "changes) until the pooler's ConfigMap shows it; a burst of pooler parameter changes",
+        "until every ConfigMap shows its own.",
+        "",
+        "| N | scenario | HPA: spec -> child p50 / p99 | spec -> Ready p50 / p99 | pooler parameter -> ConfigMap p50 / p99 | burst: changes | burst: until all show | load |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in runs:
         lines.append(
-            f"| {r.n} | {pct(r.p3_single, 0.5) * 1000:.0f} / {pct(r.p3_single, 0.99) * 1000:.0f} ms | "
-            f"{r.p3_burst_n} | {r.p3_burst_s:.2f} s |"
+            f"| {r.n} | {r.scenario} | {_ms(r.p3_child, 0.5)} / {_ms(r.p3_child, 0.99)} ms | "
+            f"{_ms(r.p3_ready, 0.5)} / {_ms(r.p3_ready, 0.99)} ms | "
+            f"{_ms(r.p3_single, 0.5)} / {_ms(r.p3_single, 0.99)} ms | "
+            f"{r.p3_burst_n} | {r.p3_burst_s:.2f} s | {r.p3_load[0]:.1f}-{r.p3_load[1]:.1f} |"
         )
     return "\n".join(lines) + "\n"
 
 
-async def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", default="50,50,50,100,500")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
-    args = parser.parse_args()
-    sizes = [int(s) for s in args.sizes.split(",") if s]
+async def main(args: argparse.Namespace) -> int:
+    plan = [(int(n), False) for n in args.sizes.split(",") if n]
+    plan += [(int(n), True) for n in args.slow_sizes.split(",") if n]
     runs = []
     with tempfile.TemporaryDirectory(prefix="headroom-bench-") as tmp:
-        for i, n in enumerate(sizes):
-            workdir = Path(tmp) / f"run-{i}"
-            workdir.mkdir()
-            runs.append(await run_once(n, workdir=workdir))
+        for i, (n, slow) in enumerate(plan):
+            workdir = (args.keep or Path(tmp)) / f"run-{i}"
+            workdir.mkdir(parents=True)
+            runs.append(await run_once(n, slow=slow, workdir=workdir))
             args.out.parent.mkdir(parents=True, exist_ok=True)
             args.out.write_text(summarize(runs))  # after every run: a long bench keeps what it has
     print(summarize(runs))
@@ -918,4 +1267,14 @@ async def main() -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(asyncio.run(main()))
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="50,50,50,100,500", help="full-stack runs")
+    parser.add_argument("--slow-sizes", default="500", help="slow-dependency runs")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    parser.add_argument("--keep", type=Path, help="keep each run's operator log here")
+    parser.add_argument("--blackhole", help=argparse.SUPPRESS)  # ports: the listener's process
+    cli = parser.parse_args()
+    if cli.blackhole:
+        blackhole([int(port) for port in cli.blackhole.split(",")])
+        raise SystemExit(0)
+    raise SystemExit(asyncio.run(main(cli)))
