@@ -53,7 +53,7 @@ gitopscheck: ## build gitopscheck (kstatus, Argo CD's Lua runtime, Flux's CEL: h
 	hack/build-gitopscheck.sh >/dev/null
 
 .PHONY: pgbouncer
-pgbouncer: ## build PgBouncer from Debian's source package (1.24.1 with Debian's CVE backports: it renders what the default 1.26.0 image gets; the client tests run it) into $(HEADROOM_CACHE) (cached)
+pgbouncer: ## PgBouncer of the default image's release (1.26.1) from Debian's archive into $(HEADROOM_CACHE): built from sid's source package, or sid's binary package on sid's own loader and libraries when the archive does not serve the source (cached; the conformance and client tests run it)
 	hack/build-pgbouncer.sh >/dev/null
 
 .PHONY: node-clients

@@ -9,7 +9,7 @@ judges, and its figures.
    installed from crds/), compared with the model both ways, and what the API
    server would store planned again;
 3. every distinct config the planned ones render run in the real programs:
-   pgbouncer.ini in PgBouncer 1.18 (and 1.24 from Debian's source), redis.conf
+   pgbouncer.ini in PgBouncer 1.18 (and the default image's 1.26), redis.conf
    in redis-server, rule files in ``promtool check rules``, the bucket agent's
    config through the agent into versitygw.
 
@@ -144,7 +144,7 @@ def _programs(run: Run) -> dict[str, Any]:
     unchecked = 0
     versions: dict[str, str] = {}
     with fuzz_programs.Judges.found(
-        pgbouncer_built=fuzz_programs.built_pgbouncer(),
+        default_pgbouncer=True,
         versitygw=s3_servers.find_versitygw(build=True),
     ) as judges:
         versions = _versions(judges)

@@ -5,8 +5,8 @@
 # uses), openssl for the control plane's certificates, then the
 # Python venv, the Go-built control plane, helm, versitygw (the bucket conformance
 # tests' S3 server), the exporters the alert tests scrape (pgbouncer_exporter,
-# redis_exporter), PgBouncer built from Debian's source package (the settings
-# of the default image) and the client tests' Node packages; all cached, so a re-run
+# redis_exporter), PgBouncer of the default image's release from Debian's archive
+# and the client tests' Node packages; all cached, so a re-run
 # is quick.
 # `hack/install-deps.sh packages` installs the Debian packages only (`make deps`).
 # Every step is skipped when already done, so a re-run takes about a second.
@@ -53,6 +53,6 @@ step "control-plane binaries" hack/build-binaries.sh
 step "helm (the chart's tests)" hack/build-helm.sh
 step "versitygw" hack/build-versitygw.sh
 step "exporters (the alert tests)" hack/build-exporters.sh
-step "pgbouncer (Debian's source package)" hack/build-pgbouncer.sh
+step "pgbouncer 1.26 (Debian sid: the default image's release)" hack/build-pgbouncer.sh
 step "node client packages (tests/clients)" hack/install-node-clients.sh
 step "gitopscheck (kstatus, Argo CD Lua, Flux CEL: the GitOps tests)" hack/build-gitopscheck.sh

@@ -6,9 +6,13 @@ real programs (Postgres 15, PgBouncer, redis-server and redis-sentinel 7.0) on
   100, superuser_reserved_connections 3) with role and database ``app``,
   initialised by ``pgbench -i -s 1``; stopped (``-m immediate``) and removed at
   the end of the session.
-* ``start_pgbouncer`` (per test): ``start_pgbouncer(ini, userlist)`` runs
-  pgbouncer in a private dir, returns once it accepts connections and stops it
-  at teardown. ``ini`` may be a function of (listen_port, auth_file).
+* ``start_pgbouncer`` (per test): ``start_pgbouncer(ini, userlist, pgbouncer=None)``
+  runs pgbouncer (Debian 12's 1.18, the oldest supported, unless ``pgbouncer``
+  names another) in a private dir, returns once it accepts connections and stops
+  it at teardown. ``ini`` may be a function of (listen_port, auth_file).
+* ``default_pgbouncer`` (session): PgBouncer of the default image's release
+  (1.26, from Debian's archive by hack/build-pgbouncer.sh), runnable by the
+  servers' user.
 * ``start_redis`` (per test): ``start_redis(conf, files=..., password=...,
   sentinel=False)`` runs redis-server (or redis-sentinel) on a free port in a
   private dir, returns once it answers PING and stops it at teardown. ``conf``
@@ -36,8 +40,11 @@ it used are attached to the report.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
+import shutil
 import sys
+import tempfile
 from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -165,11 +172,23 @@ def database(tools: servers.Tools, request: pytest.FixtureRequest) -> Iterator[s
         server.stop()
 
 
+@pytest.fixture(scope="session")
+def default_pgbouncer(tools: servers.Tools) -> Iterator[Path]:
+    """PgBouncer of the default image's release (hack/build-pgbouncer.sh, fetched or
+    built now when the cache lacks it); skip (fail on CI) when it cannot be had."""
+    where = Path(tempfile.mkdtemp(prefix="headroom-pgbouncer-bin-"))
+    try:
+        yield _found(lambda: servers.default_pgbouncer(where, tools.owner), "PgBouncer 1.26")
+    finally:
+        shutil.rmtree(where, ignore_errors=True)
+
+
 @pytest.fixture
 def start_pgbouncer(
     tools: servers.Tools, request: pytest.FixtureRequest
 ) -> Iterator[servers.StartPgBouncer]:
-    """``start_pgbouncer(ini, userlist) -> PgBouncer``, accepting connections.
+    """``start_pgbouncer(ini, userlist, pgbouncer=None) -> PgBouncer``, accepting
+    connections; ``pgbouncer``: another binary than Debian's 1.18.
 
     Raises servers.ServerError (with pgbouncer's log) when it does not start.
     Every PgBouncer started is stopped at teardown.
@@ -177,8 +196,11 @@ def start_pgbouncer(
     servers.raise_nofile(NOFILE)
     with _stopped_at_teardown(request, _BOUNCERS) as started:
 
-        def start(ini: str | Callable[[int, str], str], userlist: str) -> servers.PgBouncer:
-            bouncer = servers.PgBouncer(tools, ini, userlist)
+        def start(
+            ini: str | Callable[[int, str], str], userlist: str, pgbouncer: Path | None = None
+        ) -> servers.PgBouncer:
+            chosen = tools if pgbouncer is None else dataclasses.replace(tools, pgbouncer=pgbouncer)
+            bouncer = servers.PgBouncer(chosen, ini, userlist)
             started.append(bouncer)
             return bouncer.start()
 

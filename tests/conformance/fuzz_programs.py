@@ -1,6 +1,6 @@
 """The real programs as judges of what fuzzed profiles render: every distinct
-pgbouncer.ini in PgBouncer (Debian's 1.18, and 1.24 built from Debian's source
-when the cache has it), every distinct redis.conf in redis-server 7.0, every
+pgbouncer.ini in PgBouncer (Debian's 1.18, and the default image's 1.26 from
+Debian's archive when it can be had), every distinct redis.conf in redis-server 7.0, every
 distinct rule file in ``promtool check rules``, every distinct bucket agent
 config through the agent into a real versitygw (bucket names and CORS).
 
@@ -35,38 +35,11 @@ from headroom.agent import bucket
 from headroom.builders import redis
 from headroom.planning import versitygw
 
-ROOT = Path(__file__).resolve().parents[2]
 # What PgBouncer logs when it skips a line it does not take (and starts anyway).
 _IGNORED = re.compile(
     r"unknown parameter|invalid value|syntax error|WARNING.*(ignor|invalid)", re.I
 )
 _RULE_BATCH = 200
-
-
-def built_pgbouncer() -> Path | None:
-    """PgBouncer built from Debian's source (hack/build-pgbouncer.sh), if it is
-    built or can be (None without it: the 1.18 judge still runs)."""
-    try:
-        done = subprocess.run(
-            [str(ROOT / "hack" / "build-pgbouncer.sh")],
-            capture_output=True,
-            text=True,
-            timeout=900,
-            check=False,
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    found = Path(done.stdout.strip().splitlines()[-1]) if done.stdout.strip() else None
-    return found if done.returncode == 0 and found and found.exists() else None
-
-
-def _version_of(binary: Path) -> tuple[int, int]:
-    text = subprocess.run(
-        [str(binary), "--version"], capture_output=True, text=True, timeout=30, check=False
-    ).stdout
-    found = re.search(r"PgBouncer (\d+)\.(\d+)", text)
-    assert found is not None, text
-    return int(found.group(1)), int(found.group(2))
 
 
 @dataclasses.dataclass
@@ -83,18 +56,19 @@ class Judges:
 
     @classmethod
     @contextlib.contextmanager
-    def found(cls, *, pgbouncer_built: Path | None, versitygw: Path | None) -> Iterator[Judges]:
+    def found(cls, *, default_pgbouncer: bool, versitygw: Path | None) -> Iterator[Judges]:
+        """The judges; with ``default_pgbouncer``, PgBouncer of the default image's
+        release beside Debian's 1.18 (when hack/build-pgbouncer.sh cannot have it,
+        the 1.18 judge still runs)."""
         tools = servers.find_tools()
         redis = redis_servers.find_redis().server
         promtool = shutil.which("promtool") or "/usr/bin/promtool"
         workdir = Path(tempfile.mkdtemp(prefix="headroom-fuzz-"))
-        bouncers = {_version_of(tools.pgbouncer): tools.pgbouncer}
-        if pgbouncer_built is not None:
-            # a copy the servers' user may run (the cache may be private to us)
-            copy = workdir / "pgbouncer-built"
-            shutil.copy(pgbouncer_built, copy)
-            copy.chmod(0o755)
-            bouncers[_version_of(copy)] = copy
+        bouncers = {servers.pgbouncer_version(tools.pgbouncer): tools.pgbouncer}
+        if default_pgbouncer:
+            with contextlib.suppress(servers.ToolsMissingError):
+                built = servers.default_pgbouncer(workdir, tools.owner)
+                bouncers[servers.pgbouncer_version(built)] = built
         judges = cls(tools, bouncers, redis, Path(promtool), workdir, versitygw)
         try:
             judges._prepare()

@@ -13,7 +13,9 @@ the base of redis_servers.RedisProcess.
 
 Binaries: ``$HEADROOM_PG_BINDIR`` (default /usr/lib/postgresql/15/bin) for
 initdb, pg_ctl, postgres, psql, pg_isready and pgbench; ``$HEADROOM_PGBOUNCER``
-(default: ``pgbouncer`` on PATH, then /usr/sbin/pgbouncer) for PgBouncer.
+(default: ``pgbouncer`` on PATH, then /usr/sbin/pgbouncer: Debian 12's 1.18, the
+oldest release Headroom supports) for PgBouncer; ``default_pgbouncer`` for the
+release of the default image (hack/build-pgbouncer.sh).
 """
 
 from __future__ import annotations
@@ -39,13 +41,14 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Self
+from typing import Any, Protocol, Self
 
 from headroom.api import v1alpha1
 from headroom.builders import pgbouncer, standby
 from headroom.planning import planner
 
 HOST = "127.0.0.1"
+ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_PG_BINDIR = "/usr/lib/postgresql/15/bin"
 SERVICE_USER = "postgres"
 PG_TOOLS = ("initdb", "pg_ctl", "postgres", "psql", "pg_isready", "pgbench")
@@ -127,6 +130,44 @@ def find_tools() -> Tools:
         owner = (entry.pw_uid, entry.pw_gid)
     assert bouncer is not None
     return Tools(bindir=bindir, pgbouncer=bouncer, run_as=run_as, owner=owner)
+
+
+def default_pgbouncer(where: Path, owner: tuple[int, int] | None) -> Path:
+    """PgBouncer of the default image's release from Debian's archive
+    (hack/build-pgbouncer.sh, which fetches or builds it into the cache when it is
+    not there), copied into ``where`` with what it runs on (sid's loader and
+    libraries beside a wrapper, or one binary) so that ``owner``, the servers'
+    user, may run it: the cache may be private to the user running the tests.
+    Raises ToolsMissingError when it cannot be had."""
+    script = ROOT / "hack" / "build-pgbouncer.sh"
+    try:
+        done = subprocess.run(
+            [str(script)], capture_output=True, text=True, timeout=900, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired) as err:
+        raise ToolsMissingError(f"{script}: {err}") from None
+    lines = done.stdout.strip().splitlines()
+    built = Path(lines[-1]) if lines else None
+    if done.returncode != 0 or built is None or not os.access(built, os.X_OK):
+        raise ToolsMissingError(f"{script} failed:\n{done.stderr[-3000:]}")
+    copy = where / "pgbouncer-default"
+    shutil.copytree(built.parent, copy, symlinks=True)
+    for folder in (where, copy):
+        folder.chmod(0o755)
+        if owner is not None:
+            os.chown(folder, *owner)
+    return copy / built.name
+
+
+def pgbouncer_version(binary: Path) -> tuple[int, int]:
+    """The major.minor ``binary --version`` names."""
+    out = subprocess.run(
+        [str(binary), "--version"], capture_output=True, text=True, timeout=30, check=False
+    )
+    found = re.search(r"PgBouncer (\d+)\.(\d+)", out.stdout)
+    if found is None:
+        raise ServerError(f"{binary} --version: {out.stdout}{out.stderr}")
+    return int(found.group(1)), int(found.group(2))
 
 
 def free_port() -> int:
@@ -725,10 +766,11 @@ class AppDatabase:
         jobs: int,
         duration: int | None = None,
         transactions: int | None = None,
+        extra: tuple[str, ...] = ("-S",),
         timeout: float = 600,
     ) -> PgbenchResult:
-        """run_pgbench (select-only) as the app user on its database, at ``port``:
-        Postgres itself or a PgBouncer in front of it."""
+        """run_pgbench (select-only unless ``extra`` says otherwise) as the app user
+        on its database, at ``port``: Postgres itself or a PgBouncer in front of it."""
         return run_pgbench(
             self.server.tools,
             port=port,
@@ -739,6 +781,7 @@ class AppDatabase:
             jobs=jobs,
             duration=duration,
             transactions=transactions,
+            extra=extra,
             timeout=timeout,
         )
 
@@ -826,8 +869,16 @@ class PgBouncer(ServerProcess):
         return self.psql(user, password, "pgbouncer").table(f"SHOW {what}")
 
 
-# The conformance ``start_pgbouncer`` fixture: (ini or ini(port, auth_file), userlist).
-StartPgBouncer = Callable[[str | Callable[[int, str], str], str], PgBouncer]
+class StartPgBouncer(Protocol):
+    """The conformance ``start_pgbouncer`` fixture: (ini or ini(port, auth_file),
+    userlist), in Debian's 1.18 unless ``pgbouncer`` names another binary."""
+
+    def __call__(
+        self,
+        ini: str | Callable[[int, str], str],
+        userlist: str,
+        pgbouncer: Path | None = None,
+    ) -> PgBouncer: ...
 
 
 def pooler_plan(

@@ -1,6 +1,6 @@
 """Fuzzed profiles (tests/fuzzing) judged by the real programs: every profile
-the model and the planner accept renders configs PgBouncer (1.18, and 1.24
-from Debian's source when built), redis-server, promtool and versitygw (through
+the model and the planner accept renders configs PgBouncer (1.18, and the
+default image's 1.26 from Debian's archive), redis-server, promtool and versitygw (through
 the bucket agent) accept; and Prometheus' own grammar for durations and label
 names agrees with the model's in promtool itself. ``make fuzz`` runs the same
 long (bench/fuzz.py).
@@ -29,9 +29,7 @@ pytestmark = pytest.mark.conformance
 @pytest.fixture(scope="module")
 def judges() -> Iterator[fuzz_programs.Judges]:
     versitygw = s3_servers.find_versitygw(build=False)
-    with fuzz_programs.Judges.found(
-        pgbouncer_built=fuzz_programs.built_pgbouncer(), versitygw=versitygw
-    ) as found:
+    with fuzz_programs.Judges.found(default_pgbouncer=True, versitygw=versitygw) as found:
         yield found
 
 

@@ -1,22 +1,35 @@
-"""The pgbouncer.ini and auth file Headroom renders, run in Debian's PgBouncer 1.18
-in front of a real Postgres 15 (max_connections 100, 3 reserved).
+"""The pgbouncer.ini and auth file Headroom renders, run in PgBouncer in front of a
+real Postgres 15 (max_connections 100, 3 reserved): Debian 12's 1.18, the oldest
+release Headroom supports, and the default image's release (1.26, from Debian's
+archive: hack/build-pgbouncer.sh).
 
 These prove what the unit tests can only assume: that the rendered keys exist
-in PgBouncer 1.18 and mean what the planner thinks, that SCRAM logins work
-with the rendered auth file, and that the connection budget holds under 500
-concurrent clients, which the same Postgres refuses when they connect directly.
+in each release and mean what the planner thinks, that SCRAM logins work with
+the rendered auth file, that the connection budget holds under 500 concurrent
+clients, which the same Postgres refuses when they connect directly, and that
+named prepared statements survive transaction pooling exactly where the binding
+says they do (the default image's release, with the max_prepared_statements the
+planner renders for it), not on 1.18.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from pathlib import Path
+
 import pytest
 import servers
 
+from headroom.api import v1alpha1
+from headroom.builders import binding
 from headroom.planning import connection_budget, pgbouncer_params, planner
 
 pytestmark = pytest.mark.conformance
 
 VERSION = "1.18"
+# The default image's tag (1.26.0) and the major.minor it names.
+DEFAULT_TAG = v1alpha1.PGBOUNCER_IMAGE.rsplit(":", 1)[1]
+DEFAULT_VERSION = pgbouncer_params.parse_version(DEFAULT_TAG)
 STATS_PASSWORD = "stats-secret-1"
 # replicas.max 50 x poolSizePerPod 10 = 500 client connections at peak.
 MAX_REPLICAS = 50
@@ -72,17 +85,42 @@ def unknown_parameter_lines(bouncer: servers.PgBouncer) -> list[str]:
     return [line for line in bouncer.log_text().splitlines() if "unknown parameter" in line]
 
 
+@dataclass(frozen=True)
+class Release:
+    """A PgBouncer release the tests run: the image tag a profile names for it and
+    its binary (None: Debian's 1.18, start_pgbouncer's own)."""
+
+    tag: str
+    binary: Path | None
+
+    @property
+    def version(self) -> tuple[int, int]:
+        return pgbouncer_params.parse_version(self.tag)
+
+
+@pytest.fixture(params=["1.18", "default"])
+def release(request: pytest.FixtureRequest) -> Release:
+    """Debian 12's 1.18 (the oldest supported) or the default image's release."""
+    if request.param == "1.18":
+        return Release(VERSION, None)
+    return Release(DEFAULT_TAG, request.getfixturevalue("default_pgbouncer"))
+
+
+def test_the_default_release_is_the_default_images(default_pgbouncer: Path) -> None:
+    assert servers.pgbouncer_version(default_pgbouncer) == DEFAULT_VERSION
+
+
 # --- the rendered config ----------------------------------------------------------------
 
 
 def test_rendered_config_runs_with_scram_auth_and_budget_sizes(
-    database: servers.AppDatabase, start_pgbouncer: servers.StartPgBouncer
+    database: servers.AppDatabase, start_pgbouncer: servers.StartPgBouncer, release: Release
 ) -> None:
-    plan = make_plan(database)
+    plan = make_plan(database, version=release.tag)
     assert plan.ok, plan.problem_text()
     budget = plan.budget
     assert budget.client_demand == CLIENTS
-    bouncer = start_pgbouncer(servers.ini_for(plan), userlist_for(database))
+    bouncer = start_pgbouncer(servers.ini_for(plan), userlist_for(database), release.binary)
 
     # PgBouncer asks for SCRAM-SHA-256 (AuthenticationSASL), not md5 or a clear password.
     assert servers.startup_auth_request(bouncer.port, database.user, database.name) == (
@@ -128,12 +166,12 @@ def test_rendered_config_runs_with_scram_auth_and_budget_sizes(
 
 
 def test_500_clients_through_the_pooler_stay_within_the_budget(
-    database: servers.AppDatabase, start_pgbouncer: servers.StartPgBouncer
+    database: servers.AppDatabase, start_pgbouncer: servers.StartPgBouncer, release: Release
 ) -> None:
-    plan = make_plan(database)
+    plan = make_plan(database, version=release.tag)
     assert plan.ok, plan.problem_text()
     limit = plan.budget.max_db_connections
-    bouncer = start_pgbouncer(servers.ini_for(plan), userlist_for(database))
+    bouncer = start_pgbouncer(servers.ini_for(plan), userlist_for(database), release.binary)
     database.wait_for_no_app_backends()
 
     with servers.Sampler(database.backends, interval=0.1) as seen:
@@ -181,6 +219,57 @@ def test_the_same_500_clients_directly_run_out_of_connection_slots(
         assert any(slot_error in message for slot_error in servers.SLOT_ERRORS), probe
 
 
+# --- named prepared statements under transaction pooling -------------------------------
+
+PREPARED_TRANSACTIONS = 20  # per client
+
+
+def test_named_prepared_statements_survive_transaction_pooling_where_the_binding_says(
+    database: servers.AppDatabase, start_pgbouncer: servers.StartPgBouncer, release: Release
+) -> None:
+    """pgbench -M prepared: each of the 500 clients prepares its statement by name
+    (the extended protocol's Parse, as psycopg after prepare_threshold runs, Prisma
+    and node-postgres' named queries do) once, then runs it in transactions that
+    PgBouncer hands to whichever server connection is free. The default image's
+    release keeps the statements (the max_prepared_statements the planner renders
+    for it), so its binding says DATABASE_PREPARED_STATEMENTS=true and leaves
+    Prisma's pgbouncer=true out; 1.18 loses them, and its binding says so."""
+    plan = make_plan(database, version=release.tag)
+    assert plan.ok, plan.problem_text()
+    keeps = binding.keeps_prepared_statements(plan)
+    assert keeps is (release.version >= (1, 21))
+    assert ("max_prepared_statements" in plan.pooler.settings) is keeps
+    bouncer = start_pgbouncer(servers.ini_for(plan), userlist_for(database), release.binary)
+    database.wait_for_no_app_backends()
+
+    with servers.Sampler(database.backends, interval=0.1) as seen:
+        result = database.pgbench(
+            bouncer.port,
+            clients=CLIENTS,
+            jobs=PGBENCH_JOBS,
+            transactions=PREPARED_TRANSACTIONS,
+            extra=("-S", "-M", "prepared"),
+        )
+
+    report = f"{result.args}\n{result.output}"
+    if not keeps:
+        # a transaction on another server connection than the one it was prepared on
+        assert result.returncode != 0, report
+        assert "does not exist" in result.output, report
+        return
+    assert result.returncode == 0, report
+    assert result.processed == result.expected == CLIENTS * PREPARED_TRANSACTIONS, report
+    assert result.failed_transactions == 0, report
+    assert not result.aborted, report
+    # 500 clients shared at most the budget's server connections, so their
+    # statements moved between them: PgBouncer prepared them on the servers itself.
+    assert 1 < seen.peak <= plan.budget.max_db_connections, seen.values
+    stats = bouncer.show("STATS", user=planner.STATS_USER, password=STATS_PASSWORD)
+    (app,) = [row for row in stats if row["database"] == database.name]
+    assert int(app["total_client_parse_count"]) >= CLIENTS, app
+    assert int(app["total_server_parse_count"]) >= seen.peak, app
+
+
 # --- the parameter allowlist against PgBouncer 1.18 -------------------------------------
 
 
@@ -209,6 +298,7 @@ NEWER_THAN_1_18 = sorted(k for k, p in pgbouncer_params.ALLOWED.items() if p.min
 def test_allowlist_splits_by_version() -> None:
     assert len(KNOWN_TO_1_18) > 30
     assert NEWER_THAN_1_18  # otherwise the rejection test below tests nothing
+    assert NEWER_INT_BOUNDS  # and the bounds test of the default release
 
 
 @pytest.mark.parametrize("key", KNOWN_TO_1_18)
@@ -226,13 +316,19 @@ def test_allowlisted_parameter_is_accepted_by_pgbouncer_1_18(
     assert show_config(bouncer).get(key) == value
 
 
+def known_to(version: tuple[int, int]) -> list[str]:
+    return sorted(k for k, p in pgbouncer_params.ALLOWED.items() if p.min_version <= version)
+
+
 def test_all_allowlisted_parameters_together(
-    database: servers.AppDatabase, start_pgbouncer: servers.StartPgBouncer
+    database: servers.AppDatabase, start_pgbouncer: servers.StartPgBouncer, release: Release
 ) -> None:
-    parameters = {key: sample_value(key, pgbouncer_params.ALLOWED[key]) for key in KNOWN_TO_1_18}
-    plan = make_plan(database, parameters=parameters)
+    """Every setting a profile may give for the release, at once, read as written."""
+    keys = known_to(release.version)
+    parameters = {key: sample_value(key, pgbouncer_params.ALLOWED[key]) for key in keys}
+    plan = make_plan(database, parameters=parameters, version=release.tag)
     assert plan.ok, plan.problem_text()
-    bouncer = start_pgbouncer(servers.ini_for(plan), userlist_for(database))
+    bouncer = start_pgbouncer(servers.ini_for(plan), userlist_for(database), release.binary)
     assert_serves(bouncer, database)
     assert unknown_parameter_lines(bouncer) == []
     config = show_config(bouncer)
@@ -263,6 +359,33 @@ def test_int_parameter_bounds_are_accepted_by_pgbouncer_1_18(
     plan = make_plan(database, parameters={key: value})
     assert plan.ok, plan.problem_text()
     bouncer = start_pgbouncer(servers.ini_for(plan), userlist_for(database))
+    assert_serves(bouncer, database)
+    assert show_config(bouncer).get(key) == value
+
+
+# The keys newer than 1.18 (which the tests above cannot start), at their bounds
+# in the default image's release.
+NEWER_INT_BOUNDS = [
+    pytest.param(key, end, id=f"{key}-{end}")
+    for key in known_to(DEFAULT_VERSION)
+    if pgbouncer_params.ALLOWED[key].kind == "int" and key not in KNOWN_TO_1_18
+    for end in ("low", "high")
+]
+
+
+@pytest.mark.parametrize(("key", "end"), NEWER_INT_BOUNDS)
+def test_newer_int_parameter_bounds_are_accepted_by_the_default_release(
+    key: str,
+    end: str,
+    database: servers.AppDatabase,
+    start_pgbouncer: servers.StartPgBouncer,
+    default_pgbouncer: Path,
+) -> None:
+    param = pgbouncer_params.ALLOWED[key]
+    value = str(param.low if end == "low" else param.high)
+    plan = make_plan(database, parameters={key: value}, version=DEFAULT_TAG)
+    assert plan.ok, plan.problem_text()
+    bouncer = start_pgbouncer(servers.ini_for(plan), userlist_for(database), default_pgbouncer)
     assert_serves(bouncer, database)
     assert show_config(bouncer).get(key) == value
 

@@ -69,7 +69,6 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--client", choices=("psycopg", "sqlalchemy"), required=True)
     parser.add_argument("--pod", required=True)
-    parser.add_argument("--until", type=float, required=True)  # epoch ms
     parser.add_argument("--jobs", type=int, default=0)
     opts = parser.parse_args()
     size = int(os.environ["DATABASE_POOL_SIZE"])
@@ -84,7 +83,7 @@ def main() -> None:
         work()
         pod.count("queries")
 
-    pod.at_ceiling(size, opts.until, step)
+    pod.at_ceiling(size, step)
     close()
     pod.done()
 

@@ -1,10 +1,13 @@
-"""What the Python test apps share: a pool's worth of threads looping until
-the test's deadline, every failure counted, and the one-line report the test
-reads (``REPORT {json}``). Imported by app.py and worker.py."""
+"""What the Python test apps share: the start signal (``READY`` once set up,
+then ``GO <deadline>`` on stdin, so every pod's load starts at once however long
+each took to start), a pool's worth of threads looping until the deadline, every
+failure counted, and the one-line report the test reads (``REPORT {json}``).
+Imported by app.py and worker.py."""
 
 from __future__ import annotations
 
 import json
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -32,11 +35,30 @@ class Pod:
             if len(self.report["firstErrors"]) < 5:
                 self.report["firstErrors"].append(str(err))
 
-    def at_ceiling(self, size: int, until_ms: float, step: Callable[[], None]) -> None:
-        """``size`` threads (the whole pool) run ``step`` until ``until_ms``."""
+    @staticmethod
+    def ready() -> tuple[float, float]:
+        """Say READY; the end of the load and of a worker's draining (epoch ms) the
+        test sends with GO."""
+        print("READY", flush=True)
+        for line in sys.stdin:
+            word, *times = line.split()
+            if word == "GO":
+                return float(times[0]), float(times[1])
+        raise RuntimeError("stdin closed before GO")
+
+    def at_ceiling(
+        self, size: int, step: Callable[[], None], *, busy: Callable[[], bool] | None = None
+    ) -> None:
+        """``size`` threads (the whole pool) run ``step`` from GO until the end of the
+        load, and on while ``busy()`` (a worker's queue not empty) until the drain ends."""
+        until_ms, drain_ms = self.ready()
+
+        def going() -> bool:
+            now = time.time() * 1000
+            return now < until_ms or (busy is not None and now < drain_ms and busy())
 
         def loop() -> None:
-            while time.time() * 1000 < until_ms:
+            while going():
                 try:
                     step()
                 except Exception as err:

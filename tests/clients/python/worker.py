@@ -17,7 +17,6 @@ from psycopg_pool import ConnectionPool
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--pod", required=True)
-    parser.add_argument("--until", type=float, required=True)  # epoch ms
     opts = parser.parse_args()
     size = int(os.environ["DATABASE_POOL_SIZE"])
     keep = os.environ["DATABASE_PREPARED_STATEMENTS"] == "true"
@@ -46,7 +45,7 @@ def main() -> None:
         queue.lrem(processing, 1, job)
         pod.count("processed")
 
-    pod.at_ceiling(size, opts.until, step)
+    pod.at_ceiling(size, step, busy=lambda: queue.llen(source) > 0)
     pool.close()
     pod.done()
 

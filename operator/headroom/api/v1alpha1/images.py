@@ -9,8 +9,8 @@ from headroom import __version__
 
 # PgBouncer and its exporter (spec.pooler.image, spec.pooler.exporterImage). 1.26.0:
 # CloudNativePG's image of the release that fixed CVE-2026-6664..6667 (and 1.25.1's
-# CVE-2025-12819). The tests run Debian's patched 1.24.1 built from source
-# (hack/build-pgbouncer.sh), which renders the same settings (a unit test checks it).
+# CVE-2025-12819). The tests run Debian's 1.26.1 (hack/build-pgbouncer.sh), which
+# takes the same settings (a unit test checks it).
 PGBOUNCER_IMAGE = "ghcr.io/cloudnative-pg/pgbouncer:1.26.0"
 PGBOUNCER_EXPORTER_IMAGE = "quay.io/prometheuscommunity/pgbouncer-exporter:v0.12.1"
 # Redis and its exporter (spec.cache.instances[].image, spec.cache.exporterImage).

@@ -1,5 +1,8 @@
-// What every test app shares: its command line (the test's timeline, never
-// configuration: that comes from the binding alone) and its one-line report.
+// What every test app shares: its command line (its name and jobs, never
+// configuration: that comes from the binding alone), the start signal and its
+// one-line report.
+import { createInterface } from "node:readline";
+
 export type Report = {
   pod: string;
   queries: number;
@@ -14,12 +17,39 @@ export type Report = {
 // the test box, not a refusal, so the apps allow what a loaded production would.
 export const TX_LIMITS = { maxWait: 30_000, timeout: 60_000 };
 
-export function args(): { pod: string; until: number; jobs: number } {
+export function args(): { pod: string; jobs: number } {
   const get = (flag: string, fallback: string) => {
     const at = process.argv.indexOf(flag);
     return at >= 0 ? process.argv[at + 1] : fallback;
   };
-  return { pod: get("--pod", "pod"), until: Number(get("--until", "0")), jobs: Number(get("--jobs", "0")) };
+  return { pod: get("--pod", "pod"), jobs: Number(get("--jobs", "0")) };
+}
+
+// The test starts every pod's load at once, however long each took to start: a
+// pod set up says READY and waits for "GO <until> <drain until>" on stdin (epoch
+// ms: the end of the load, and how long a worker may go on with what is queued).
+export async function ready(): Promise<{ until: number; drainUntil: number }> {
+  process.stdout.write("READY\n");
+  for await (const line of createInterface({ input: process.stdin })) {
+    const [word, until, drainUntil] = line.split(" ");
+    if (word === "GO") return { until: Number(until), drainUntil: Number(drainUntil) };
+  }
+  throw new Error("stdin closed before GO");
+}
+
+// A worker's timeline: the load, then until its queue has nothing waiting or
+// running (every job enqueued is processed, however slow the test box is).
+export async function workUntilDrained(queue: {
+  getJobCounts(...types: string[]): Promise<Record<string, number>>;
+}): Promise<void> {
+  const { until, drainUntil } = await ready();
+  const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+  await sleep(Math.max(0, until - Date.now()));
+  while (Date.now() < drainUntil) {
+    const counts = await queue.getJobCounts("wait", "active", "delayed", "prioritized");
+    if (Object.values(counts).every((n) => n === 0)) return;
+    await sleep(200);
+  }
 }
 
 export function need(name: string): string {

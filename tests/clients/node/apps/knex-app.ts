@@ -3,9 +3,9 @@
 import { Queue } from "bullmq";
 import IORedis from "ioredis";
 import knex from "knex";
-import { args, atCeiling, counter, done, need } from "./common.ts";
+import { args, atCeiling, counter, done, need, ready } from "./common.ts";
 
-const { pod, until, jobs } = args();
+const { pod, jobs } = args();
 const report = counter(pod);
 const size = Number(need("DATABASE_POOL_SIZE"));
 const db = knex({
@@ -20,6 +20,7 @@ for (let i = 0; i < jobs; i++) {
 }
 report.jobs = jobs;
 
+const { until } = await ready();
 await atCeiling(
   size,
   until,

@@ -1,11 +1,11 @@
 // A queue worker pod on node-postgres (pg.Pool) and BullMQ, configured by its
 // own binding.
-import { Worker } from "bullmq";
+import { Queue, Worker } from "bullmq";
 import IORedis from "ioredis";
 import pg from "pg";
-import { args, counter, done, need, track } from "./common.ts";
+import { args, counter, done, need, track, workUntilDrained } from "./common.ts";
 
-const { pod, until } = args();
+const { pod } = args();
 const report = counter(pod);
 const size = Number(need("DATABASE_POOL_SIZE"));
 const pool = new pg.Pool({ connectionString: need("DATABASE_URL_POOLED"), max: size });
@@ -29,7 +29,9 @@ const worker = new Worker(
   { connection, prefix: process.env.QUEUE_PREFIX, concurrency: size },
 );
 track(worker, report);
-await new Promise((resolve) => setTimeout(resolve, Math.max(0, until - Date.now())));
+const queue = new Queue(need("QUEUE_NAME"), { connection, prefix: process.env.QUEUE_PREFIX });
+await workUntilDrained(queue);
+await queue.close();
 await worker.close();
 await connection.quit();
 await pool.end();

@@ -4,9 +4,9 @@ import { PrismaPg } from "@prisma/adapter-pg";
 import { Queue } from "bullmq";
 import IORedis from "ioredis";
 import { PrismaClient } from "../generated/prisma/client.ts";
-import { TX_LIMITS, args, atCeiling, counter, done, need } from "./common.ts";
+import { TX_LIMITS, args, atCeiling, counter, done, need, ready } from "./common.ts";
 
-const { pod, until, jobs } = args();
+const { pod, jobs } = args();
 const report = counter(pod);
 
 // Prisma 7 hands the URL to pg.Pool, which ignores connection_limit: pass max.
@@ -24,6 +24,7 @@ for (let i = 0; i < jobs; i++) {
 report.jobs = jobs;
 
 const size = Number(need("DATABASE_POOL_SIZE"));
+const { until } = await ready();
 await atCeiling(
   size,
   until,

@@ -1,12 +1,12 @@
 // A queue worker pod of seed 000's kind: BullMQ on ioredis, Prisma 7 with
 // adapter-pg, configured by its own binding (<profile>-worker-<queue>-binding).
 import { PrismaPg } from "@prisma/adapter-pg";
-import { Worker } from "bullmq";
+import { Queue, Worker } from "bullmq";
 import IORedis from "ioredis";
 import { PrismaClient } from "../generated/prisma/client.ts";
-import { TX_LIMITS, args, counter, done, need, track } from "./common.ts";
+import { TX_LIMITS, args, counter, done, need, track, workUntilDrained } from "./common.ts";
 
-const { pod, until } = args();
+const { pod } = args();
 const report = counter(pod);
 
 const size = Number(need("DATABASE_POOL_SIZE"));
@@ -26,7 +26,9 @@ const worker = new Worker(
 );
 track(worker, report);
 
-await new Promise((resolve) => setTimeout(resolve, Math.max(0, until - Date.now())));
+const queue = new Queue(need("QUEUE_NAME"), { connection, prefix: process.env.QUEUE_PREFIX });
+await workUntilDrained(queue);
+await queue.close();
 await worker.close(); // waits for the jobs in flight
 await connection.quit();
 await prisma.$disconnect();
