@@ -64,6 +64,9 @@ class Run:
         self.planned: list[tuple[Any, oracle.Artifacts]] = []
 
     def judge(self, body: Any) -> None:
+        done = sum(self.verdicts.values())
+        if done and done % 1000 == 0:
+            print(f"fuzz: {done} examples: {dict(self.verdicts)}", flush=True)
         try:
             outcome = oracle.judge(body)
         except oracle.OracleError as err:
@@ -141,24 +144,29 @@ def _programs(run: Run) -> dict[str, Any]:
             distinct["buckets"].setdefault(art.buckets, body)
     refused: dict[str, list[str]] = {name: [] for name in distinct}
     seconds: dict[str, float] = {}
-    unchecked = 0
     versions: dict[str, str] = {}
     with fuzz_programs.Judges.found(
         default_pgbouncer=True,
         versitygw=s3_servers.find_versitygw(build=True),
     ) as judges:
         versions = _versions(judges)
+        print(f"fuzz: { ({k: len(v) for k, v in distinct.items()}) } distinct configs", flush=True)
         started = time.monotonic()
-        for (ini, include, version), body in distinct["pgbouncer"].items():
-            if judges.bouncer_for(version) is None:
-                unchecked += 1
-            elif problem := judges.pgbouncer(ini, include, version):
-                refused["pgbouncer"].append(f"{problem}\n{oracle.dump(body)}")
+        unchecked = sum(1 for _, _, v in distinct["pgbouncer"] if judges.bouncer_for(v) is None)
+        verdicts = fuzz_programs.judge_all(judges.pgbouncer, distinct["pgbouncer"])
+        refused["pgbouncer"] = [
+            f"{problem}\n{oracle.dump(body)}"
+            for problem, body in zip(verdicts, distinct["pgbouncer"].values(), strict=True)
+            if problem
+        ]
         seconds["pgbouncer"] = time.monotonic() - started
         started = time.monotonic()
-        for conf, body in distinct["redis"].items():
-            if problem := judges.redis_conf(conf):
-                refused["redis"].append(f"{problem}\n{oracle.dump(body)}")
+        verdicts = fuzz_programs.judge_all(judges.redis_conf, [(c,) for c in distinct["redis"]])
+        refused["redis"] = [
+            f"{problem}\n{oracle.dump(body)}"
+            for problem, body in zip(verdicts, distinct["redis"].values(), strict=True)
+            if problem
+        ]
         seconds["redis"] = time.monotonic() - started
         started = time.monotonic()
         texts = list(distinct["rules"])

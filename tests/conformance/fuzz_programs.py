@@ -22,8 +22,11 @@ import re
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import redis_servers
 import s3_servers
@@ -40,6 +43,7 @@ _IGNORED = re.compile(
     r"unknown parameter|invalid value|syntax error|WARNING.*(ignor|invalid)", re.I
 )
 _RULE_BATCH = 200
+START_TIMEOUT_SECONDS = 30
 
 
 @dataclasses.dataclass
@@ -96,54 +100,55 @@ class Judges:
         binary = self.bouncer_for(version)
         if binary is None:
             return None
-        include_path = self.workdir / f"include-{abs(hash(include))}.ini"
-        if include:
-            servers.write_private(include_path, include, self.tools.owner)
-
-        def render(port: int, auth_file: str) -> str:
-            text = ini.replace(oracle.AUTH_FILE, auth_file)
+        for _ in range(3):  # a port taken between choosing it and binding it: again
+            folder = self._private("pgbouncer-")
+            include_path = folder / "include.ini"
+            if include:
+                servers.write_private(include_path, include, self.tools.owner)
+            text = ini.replace(oracle.AUTH_FILE, str(self.workdir / "userlist.txt"))
             text = text.replace(oracle.CA_FILE, str(self.workdir / "ca.crt"))
             text = text.replace(oracle.INCLUDE_FILE, str(include_path))
-            return re.sub(r"(?m)^listen_port = \d+$", f"listen_port = {port}", text)
-
-        bouncer = servers.PgBouncer(
-            dataclasses.replace(self.tools, pgbouncer=binary), render, '"app" "app"\n'
-        )
-        try:
-            bouncer.start()
-            log = bouncer.log_text()
-        except (servers.ServerError, TimeoutError) as err:
-            return f"PgBouncer {binary} refused it: {err}"
-        finally:
-            bouncer.stop()
+            text = re.sub(r"(?m)^listen_port = \d+$", f"listen_port = {servers.free_port()}", text)
+            config = servers.write_private(folder / "pgbouncer.ini", text, self.tools.owner)
+            up, log = _started(
+                [str(binary), str(config)], folder, ready="process up", run_as=self.tools.run_as
+            )
+            if "Address already in use" not in log:
+                break
+        if not up:
+            return f"PgBouncer {binary} refused it:\n{log[-3000:]}\n--- pgbouncer.ini ---\n{text}"
         ignored = [line for line in log.splitlines() if _IGNORED.search(line)]
         return f"PgBouncer {binary} ignored: {ignored}\n{ini}" if ignored else None
 
     # -- Redis -------------------------------------------------------------------------
 
     def redis_conf(self, conf: str) -> str | None:
-        def render(port: int, directory: Path) -> str:
-            text = conf.replace(oracle.DATA_DIR, str(directory))
+        for _ in range(3):
+            folder = self._private("redis-")
+            text = conf.replace(oracle.DATA_DIR, str(folder))
             # Debian's redis-server is built without the jemalloc active defrag
             # needs (the redis image Headroom runs has it; test_redis.py shows
             # it on a build that does): here it proves the key parses.
             text = text.replace("\nactivedefrag yes\n", "\nactivedefrag no\n")
-            return re.sub(r"(?m)^port \d+$", f"port {port}", text)
-
-        password = "fuzz-password-0123456789"
-        process = redis_servers.RedisProcess(
-            self.redis,
-            render,
-            files={"auth.conf": redis.render_auth(password)},
-            password=password,
+            text = re.sub(r"(?m)^port \d+$", f"port {servers.free_port()}", text)
+            (folder / "auth.conf").write_text(redis.render_auth("fuzz-password-0123456789"))
+            (folder / "redis.conf").write_text(text)
+            up, log = _started(
+                [str(self.redis), str(folder / "redis.conf")],
+                folder,
+                ready="Ready to accept connections",
+            )
+            if "Address already in use" not in log:
+                break
+        return (
+            None if up else f"redis-server refused it:\n{log[-3000:]}\n--- redis.conf ---\n{text}"
         )
-        try:
-            process.start()
-        except (servers.ServerError, TimeoutError) as err:
-            return f"redis-server refused it: {err}"
-        finally:
-            process.stop()
-        return None
+
+    def _private(self, prefix: str) -> Path:
+        folder = Path(tempfile.mkdtemp(prefix=prefix, dir=self.workdir))
+        if self.tools.owner is not None:
+            os.chown(folder, *self.tools.owner)
+        return folder
 
     # -- promtool ------------------------------------------------------------------------
 
@@ -164,7 +169,7 @@ class Judges:
                 timeout=600,
                 check=False,
             )
-            verdicts += _per_file(done.stdout + done.stderr, paths)
+            verdicts += _per_file(done.stdout, done.stderr, paths)
             for path in paths:
                 path.unlink()
         return verdicts
@@ -198,15 +203,58 @@ class Judges:
         return None
 
 
-def _per_file(output: str, paths: list[Path]) -> list[str | None]:
-    """promtool's verdict on each file: None (SUCCESS) or its FAILED text."""
+def _started(
+    argv: list[str], folder: Path, *, ready: str, run_as: Mapping[str, Any] | None = None
+) -> tuple[bool, str]:
+    """Run a server until its log says ``ready`` (True) or it exits (False),
+    then stop it; its log either way. Cheaper than a client's probe: thousands
+    of configs go through this."""
+    log_path = folder / "server.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            argv, cwd=folder, stdout=log, stderr=subprocess.STDOUT, **dict(run_as or {})
+        )
+    deadline = time.monotonic() + START_TIMEOUT_SECONDS
+    try:
+        while True:
+            text = log_path.read_text(errors="replace")
+            if ready in text:
+                return True, text
+            if process.poll() is not None or time.monotonic() > deadline:
+                return False, log_path.read_text(errors="replace")
+            time.sleep(0.02)
+    finally:
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def judge_all(
+    check: Callable[..., str | None], items: Iterable[tuple[Any, ...]], *, workers: int = 4
+) -> list[str | None]:
+    """``check(*item)`` for every item, a few at once (each mostly waits on a process)."""
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return list(pool.map(lambda item: check(*item), items))
+
+
+def _per_file(stdout: str, stderr: str, paths: list[Path]) -> list[str | None]:
+    """promtool's verdict on each file: None (SUCCESS on stdout) or the lines
+    it wrote about the file on stderr (``<file>: <what is wrong>``)."""
     verdicts: list[str | None] = []
     for path in paths:
-        start = output.find(f"Checking {path}")
+        start = stdout.find(f"Checking {path}")
         if start < 0:
-            verdicts.append(f"promtool said nothing about {path}: {output[-2000:]}")
+            verdicts.append(f"promtool said nothing about {path}: {stdout[-1000:]}{stderr[-1000:]}")
             continue
-        end = output.find("Checking ", start + 1)
-        section = output[start : end if end > 0 else None]
-        verdicts.append(None if "SUCCESS" in section else section.strip())
+        end = stdout.find("Checking ", start + 1)
+        if "SUCCESS" in stdout[start : end if end > 0 else None]:
+            verdicts.append(None)
+            continue
+        said = [line for line in stderr.splitlines() if str(path) in line]
+        verdicts.append("promtool check rules: " + ("\n".join(said) or stderr[-2000:]))
     return verdicts

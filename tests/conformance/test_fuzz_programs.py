@@ -68,12 +68,14 @@ def _judged(judges: fuzz_programs.Judges, found: list[tuple[Any, oracle.Artifact
         if art.buckets:
             buckets.setdefault(art.buckets, body)
     refused = []
-    for (ini, include, version), body in bouncers.items():
-        if problem := judges.pgbouncer(ini, include, version):
-            refused.append(f"{problem}\n{oracle.dump(body)}")
-    for conf, body in confs.items():
-        if problem := judges.redis_conf(conf):
-            refused.append(f"{problem}\n{oracle.dump(body)}")
+    verdicts = fuzz_programs.judge_all(judges.pgbouncer, bouncers)
+    refused += [
+        f"{p}\n{oracle.dump(b)}" for p, b in zip(verdicts, bouncers.values(), strict=True) if p
+    ]
+    verdicts = fuzz_programs.judge_all(judges.redis_conf, [(conf,) for conf in confs])
+    refused += [
+        f"{p}\n{oracle.dump(b)}" for p, b in zip(verdicts, confs.values(), strict=True) if p
+    ]
     texts = list(rules)
     for text, problem in zip(texts, judges.rules(texts), strict=True):
         if problem:
@@ -147,3 +149,25 @@ def test_durations_and_label_names_are_prometheus_own(judges: fuzz_programs.Judg
     assert by_duration["5m1h"] is not None
     assert by_duration["106751d23h47m16s855ms"] is not None
     assert by_duration["106751d23h47m16s854ms"] is None
+
+
+def test_the_judges_refuse_what_the_programs_refuse(judges: fuzz_programs.Judges) -> None:
+    """The judges can fail: configs each program refuses (or ignores a line of)."""
+    # rendered for 1.18: valid in every PgBouncer here
+    body = profiles.base(cache=profiles.instance(), **{"pooler.image": "x/pgbouncer:1.18.0"})
+    outcome = oracle.judge(body)
+    assert outcome.verdict == "planned"
+    ini, _ = outcome.artifacts.pgbouncer[0]
+    conf = outcome.artifacts.redis[0]
+    rules = outcome.artifacts.rules
+    for version in judges.bouncers:
+        bad_key = ini.replace("shop = host=", "shop$db = host=")
+        assert "syntax error" in (judges.pgbouncer(bad_key, "", version) or "")
+        unknown = ini.replace("[pgbouncer]\n", "[pgbouncer]\nno_such_setting = 1\n")
+        assert "unknown parameter" in (judges.pgbouncer(unknown, "", version) or "")
+        assert judges.pgbouncer(ini, "", version) is None
+    assert "FATAL CONFIG FILE ERROR" in (judges.redis_conf(conf + "maxmemory lots\n") or "")
+    assert judges.redis_conf(conf) is None
+    bad_for, good = judges.rules([rules.replace("for: 5m", "for: 5m1h"), rules])
+    assert bad_for is not None and "5m1h" in bad_for
+    assert good is None
