@@ -222,6 +222,7 @@ def placeholder_credentials(
     profile: v1alpha1.ScalingProfile, plan: planner.Plan
 ) -> credentials.Credentials:
     ref = profile.spec.database.credentials_secret
+    ca = profile.spec.database.server_ca_secret
     return credentials.assemble(
         plan,
         login=credentials.Login(
@@ -232,6 +233,7 @@ def placeholder_credentials(
         kept=lambda name, key: None,
         new=_placeholder(plan),
         buckets=_placeholder_buckets(plan),
+        server_ca_pem=None if ca is None else f"<{ca.name}/{ca.key}>",
     )
 
 

@@ -10,6 +10,9 @@ real programs (Postgres 15, PgBouncer, redis-server and redis-sentinel 7.0) on
   runs pgbouncer (Debian 12's 1.18, the oldest supported, unless ``pgbouncer``
   names another) in a private dir, returns once it accepts connections and stops
   it at teardown. ``ini`` may be a function of (listen_port, auth_file).
+* ``tls_primary`` (module): a Postgres 15 on 127.0.0.1 serving a certificate for
+  127.0.0.1 and servers.TLS_PRIMARY_NAME from a private CA (servers.TLSPrimary:
+  the CA's file and another's).
 * ``default_pgbouncer`` (session): PgBouncer of the default image's release
   (1.26, from Debian's archive by hack/build-pgbouncer.sh), runnable by the
   servers' user.
@@ -60,6 +63,7 @@ import prometheus_servers  # noqa: E402
 import redis_servers  # noqa: E402
 import s3_servers  # noqa: E402
 import servers  # noqa: E402
+from tests import certs  # noqa: E402
 
 APP_USER = "app"
 APP_PASSWORD = "app-secret-1"
@@ -170,6 +174,38 @@ def database(tools: servers.Tools, request: pytest.FixtureRequest) -> Iterator[s
         yield servers.AppDatabase(server, APP_USER, APP_PASSWORD, APP_DB)
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="module")
+def tls_primary(tools: servers.Tools) -> Iterator[servers.TLSPrimary]:
+    """Postgres 15 with TLS (max_connections 40) on 127.0.0.1, its certificate from a
+    private CA; role servers.TLS_USER owns database servers.TLS_DBNAME."""
+    folder = servers.private_dir("headroom-tls-", tools.owner)
+    ca_key, ca = certs.ca("headroom test CA")
+    _, other_ca = certs.ca("some other CA")
+    key, cert = certs.server(ca_key, ca, ip=servers.HOST, dns=(servers.TLS_PRIMARY_NAME,))
+    servers.write_private(folder / "server.key", certs.key_pem(key), tools.owner)
+    servers.write_private(folder / "server.crt", certs.pem(cert), tools.owner)
+    ca_file = servers.write_private(folder / "ca.crt", certs.pem(ca), tools.owner)
+    other = servers.write_private(folder / "other-ca.crt", certs.pem(other_ca), tools.owner)
+    server = servers.Postgres(
+        tools,
+        max_connections=40,
+        extra_conf=(
+            "ssl = on\n"
+            f"ssl_cert_file = '{folder / 'server.crt'}'\n"
+            f"ssl_key_file = '{folder / 'server.key'}'\n"
+        ),
+    )
+    try:
+        server.start()
+        server.create_role(servers.TLS_USER, servers.TLS_PASSWORD)
+        owner = servers.quote_ident(servers.TLS_USER)
+        server.admin().rows(f"CREATE DATABASE {servers.TLS_DBNAME} OWNER {owner}")
+        yield servers.TLSPrimary(server, ca_file, other)
+    finally:
+        server.stop()
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -630,6 +630,26 @@ class Postgres(ServerProcess):
         )
 
 
+# The role and database of the TLS primary (the conformance ``tls_primary`` fixture),
+# and the name its certificate has beside HOST (the operator's probe resolves it).
+TLS_USER, TLS_PASSWORD, TLS_DBNAME = "tls_app", "tls-app-secret-9", "tlsdb"
+TLS_PRIMARY_NAME = "primary.headroom.test"
+
+
+@dataclass(frozen=True)
+class TLSPrimary:
+    """A Postgres serving a certificate for HOST that ``ca_file`` signed and
+    ``other_ca_file`` did not, with role TLS_USER owning database TLS_DBNAME."""
+
+    server: Postgres
+    ca_file: Path
+    other_ca_file: Path
+
+    @property
+    def database(self) -> AppDatabase:
+        return AppDatabase(self.server, TLS_USER, TLS_PASSWORD, TLS_DBNAME)
+
+
 class Standby(Postgres):
     """A hot standby of ``primary``, cloned with ``pg_basebackup -R -C -S <slot>``
     (a physical replication slot on the primary) and streaming from it on

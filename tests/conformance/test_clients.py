@@ -23,9 +23,15 @@ once; PgBouncer's SHOW POOLS and Postgres' pg_stat_activity are sampled
 throughout. Asserted: no query refused or failed in any pod, client
 connections never above the plan's client demand, server connections never
 above max_db_connections per pooler pod nor the plan's total, every job
-processed exactly once (0 lost). On PgBouncer of the default image's release
-(1.26, hack/build-pgbouncer.sh) and Debian 12's 1.18 (the oldest supported: no
-prepared statements across transactions, which the binding then says).
+processed exactly once (0 lost: workers drain what is queued when the load
+ends). On PgBouncer of the default image's release (1.26,
+hack/build-pgbouncer.sh) and Debian 12's 1.18 (the oldest supported: no prepared
+statements across transactions, which the binding then says).
+
+node-postgres against a Postgres whose certificate a private CA signed: the app
+pod as docs/api.md shows its Deployment, a worker pod as rendered, the CA only
+from the binding (DATABASE_CA_CERT, mounted where the direct URL's sslrootcert
+looks), every connection encrypted and verified, refused with another CA.
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ import contextlib
 import dataclasses
 import json
 import os
+import re
 import secrets
 import shutil
 import subprocess
@@ -52,9 +59,10 @@ from typing import Any
 import pytest
 import redis_servers
 import servers
+import yaml
 
 from headroom.api import v1alpha1
-from headroom.builders import common, desired, redis
+from headroom.builders import binding, common, desired, redis
 from headroom.planning import credentials, planner
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -165,7 +173,15 @@ def binary_version(binary: Path) -> str:
     return ".".join(map(str, servers.pgbouncer_version(binary)))
 
 
-def profile_body(stack: Stack, *, pg_port: int, pgbouncer_version: str) -> dict[str, Any]:
+def profile_body(
+    stack: Stack,
+    *,
+    pg_port: int,
+    pgbouncer_version: str,
+    database: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The profile of ``stack``'s app; ``database``: spec.database fields over the
+    defaults (the session's Postgres, without TLS)."""
     return {
         "apiVersion": "headroom.dev/v1alpha1",
         "kind": "ScalingProfile",
@@ -186,6 +202,7 @@ def profile_body(stack: Stack, *, pg_port: int, pgbouncer_version: str) -> dict[
                 "maxConnections": 30,
                 "superuserReservedConnections": 3,
                 "sslMode": "prefer",  # the default; this Postgres has no TLS
+                **(database or {}),
             },
             "pooler": {
                 "instances": 2,
@@ -234,17 +251,47 @@ def container_env(container: common.Obj, objects: Mapping[str, common.Obj]) -> d
     return env
 
 
-def localize(env: Mapping[str, str], addresses: Mapping[str, int]) -> dict[str, str]:
-    """Service ``host:port`` -> 127.0.0.1:port in every value; nothing else changes."""
+def pod_files(pod: common.Obj, objects: Mapping[str, common.Obj], root: Path) -> dict[str, Path]:
+    """The Secret volumes the kubelet mounts into ``pod``'s container, written under
+    ``root`` (the pod's file system): {mountPath: where it is here}. A key a volume
+    names that its Secret lacks fails, as the kubelet would not start the pod."""
+    (container,) = pod["containers"]
+    volumes = {volume["name"]: volume for volume in pod.get("volumes", [])}
+    mounted = {}
+    for mount in container.get("volumeMounts", []):
+        secret = volumes[mount["name"]].get("secret")
+        if secret is None:
+            continue
+        data = secret_env(objects[f"Secret/{secret['secretName']}"])
+        items = secret.get("items") or [{"key": key, "path": key} for key in data]
+        here = root / mount["mountPath"].lstrip("/")
+        here.mkdir(parents=True, exist_ok=True)
+        for item in items:
+            assert item["key"] in data, f"Secret {secret['secretName']} has no {item['key']}"
+            (here / item["path"]).write_text(data[item["key"]])
+        mounted[mount["mountPath"]] = here
+    return mounted
+
+
+def localize(
+    env: Mapping[str, str],
+    addresses: Mapping[str, int],
+    files: Mapping[str, Path] | None = None,
+) -> dict[str, str]:
+    """Service ``host:port`` -> 127.0.0.1:port and a mount path -> where its files
+    are here (pod_files), in every value; nothing else changes."""
     out = {}
     for key, value in env.items():
         local = value
         for address, port in addresses.items():
             local = local.replace(address, f"{HOST}:{port}")
+        for mount_path, here in (files or {}).items():
+            local = local.replace(mount_path, str(here))
         out[key] = local
-    host, _, port = next(iter(addresses)).partition(":")
-    if out.get("host") == host:  # the servicebinding.io keys of the pooler
-        out["host"], out["port"] = HOST, str(addresses[f"{host}:{port}"])
+    for address, port in addresses.items():
+        host = address.partition(":")[0]
+        if out.get("host") == host:  # the servicebinding.io keys of the pooler
+            out["host"], out["port"] = HOST, str(port)
     return out
 
 
@@ -341,16 +388,36 @@ class Rendered:
         return secret_env(self.objects[f"Secret/{self.plan.names.binding}"])
 
     @property
-    def worker_env(self) -> dict[str, str]:
+    def worker_pod(self) -> common.Obj:
         (queue,) = self.plan.queues
         deployment = self.objects[f"Deployment/{self.plan.names.worker(queue.name)}"]
-        (container,) = deployment["spec"]["template"]["spec"]["containers"]
+        pod: common.Obj = deployment["spec"]["template"]["spec"]
+        return pod
+
+    @property
+    def worker_env(self) -> dict[str, str]:
+        (container,) = self.worker_pod["containers"]
         return container_env(container, self.objects)
 
 
-def render(stack: Stack, *, database: servers.AppDatabase, pgbouncer_version: str) -> Rendered:
+def render(
+    stack: Stack,
+    *,
+    database: servers.AppDatabase,
+    pgbouncer_version: str,
+    database_spec: Mapping[str, Any] | None = None,
+    server_ca_pem: str | None = None,
+) -> Rendered:
+    """Plan and build the profile of ``stack`` (``database_spec`` over its
+    spec.database) with the credentials of ``database`` (and the CA's PEM the
+    operator reads from spec.database.serverCASecret)."""
     profile = v1alpha1.parse_profile(
-        profile_body(stack, pg_port=database.port, pgbouncer_version=pgbouncer_version)
+        profile_body(
+            stack,
+            pg_port=database.port,
+            pgbouncer_version=pgbouncer_version,
+            database={"name": database.name, **(database_spec or {})},
+        )
     )
     planned = planner.plan(profile)
     assert planned.ok, planned.problem_text()
@@ -361,6 +428,7 @@ def render(stack: Stack, *, database: servers.AppDatabase, pgbouncer_version: st
         stats_password=STATS_PASSWORD,
         revision="1",
         redis_passwords=passwords,
+        server_ca_pem=server_ca_pem,
     )
     objects = desired.build(planned, creds, app_pod_selector={"matchLabels": {"app": "web"}})
     return Rendered(planned, objects, passwords)
@@ -530,6 +598,75 @@ def test_every_pod_and_worker_at_its_ceiling(
 
     # Jobs: every one enqueued was processed exactly once.
     assert (enqueued, done) == (APP_PODS * JOBS_PER_POD, enqueued), "jobs lost"
+
+
+# --- TLS to the primary with a private CA --------------------------------------------
+
+
+def documented_app_pod() -> common.Obj:
+    """The app Deployment's pod template docs/api.md shows for a private CA."""
+    text = (ROOT / "docs" / "api.md").read_text()
+    (block,) = [b for b in re.findall(r"```yaml\n(.*?)```", text, re.S) if binding.CA_KEY in b]
+    pod: common.Obj = yaml.safe_load(block)["spec"]["template"]["spec"]
+    return pod
+
+
+def test_node_postgres_verifies_the_private_ca_the_binding_delivers(
+    tls_primary: servers.TLSPrimary, node_dir: Path, tmp_path: Path
+) -> None:
+    """A Postgres whose certificate a private CA signed, a node-postgres profile with
+    sslMode verify-full and that CA in serverCASecret. The app pod is the Deployment
+    docs/api.md shows (envFrom the binding, its DATABASE_CA_CERT mounted), a worker
+    pod its rendered Deployment; both get nothing else (no NODE_EXTRA_CA_CERTS).
+    Knex's migration and pg.Pool (drizzle-kit's way) on the direct DATABASE_URL
+    connect over TLS, verified; with another CA in the file they are refused."""
+    database = tls_primary.database
+    admin = tls_primary.server.admin(database.name)
+    admin.run(TABLES[1])
+    admin.run(f"ALTER TABLE orders OWNER TO {database.user}")
+    rendered = render(
+        STACKS["knex"],
+        database=database,
+        pgbouncer_version="1.26",
+        database_spec={"sslMode": "verify-full", "serverCASecret": {"name": "db-ca"}},
+        server_ca_pem=tls_primary.ca_file.read_text(),
+    )
+    app_env, worker_env = rendered.app_env, rendered.worker_env
+    for env in (app_env, worker_env):
+        assert env["DATABASE_URL"].endswith(f"?sslmode=verify-full&sslrootcert={binding.CA_FILE}")
+        assert env[binding.CA_KEY] == tls_primary.ca_file.read_text()
+        assert not any(key.startswith("NODE_") for key in env)
+    pods = {
+        "app-0": (app_env, pod_files(documented_app_pod(), rendered.objects, tmp_path / "app")),
+        "worker-0": (worker_env, pod_files(rendered.worker_pod, rendered.objects, tmp_path / "w")),
+    }
+    for files in (files for _, files in pods.values()):
+        assert list(files) == [binding.CA_DIR]
+
+    app_files = pods["app-0"][1]
+    knex_migrate = STACKS["knex"].migrate
+    assert knex_migrate is not None
+
+    def migrate() -> dict[str, Any]:
+        argv = knex_migrate(node_dir)
+        return start_pod("migrate", argv, localize(app_env, {}, app_files), node_dir).report(120)
+
+    migrated = migrate()
+    assert (migrated["queries"], migrated["errors"]) == (1, 0), migrated
+    for name, (env, files) in pods.items():
+        report = start_pod(
+            name, _node("pg-direct.ts")(node_dir), localize(env, {}, files), node_dir
+        ).report(timeout=120)
+        size = int(env["DATABASE_POOL_SIZE"])
+        # the whole pool, every connection encrypted as the server itself reports
+        assert (report["queries"], report["encrypted"], report["errors"]) == (size, size, 0), report
+
+    # The same pod with another CA's certificate where the URL looks: refused.
+    (app_files[binding.CA_DIR] / "ca.crt").write_text(tls_primary.other_ca_file.read_text())
+    refused = migrate()
+    assert (refused["queries"], refused["errors"]) == (0, 1), refused
+    # Node's words for a chain no CA it was given signed
+    assert refused["firstErrors"] == ["unable to verify the first certificate"], refused
 
 
 # --- object storage: what a browser gets from the app ------------------------------

@@ -10,103 +10,20 @@ limits check verifies the same way.
 from __future__ import annotations
 
 import asyncio
-import datetime
-import ipaddress
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pytest
 import servers
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from tests import certs
 
 from headroom.api import v1alpha1
 from headroom.planning import planner
 from headroom.postgres import server_limits
 from headroom.reconcile import primary_limits, resolver
 
-USER, PASSWORD, DBNAME = "tls_app", "tls-app-secret-9", "tlsdb"
+USER, PASSWORD, DBNAME = servers.TLS_USER, servers.TLS_PASSWORD, servers.TLS_DBNAME
 STATS_PASSWORD = "stats-secret-3"
 # the name the operator's probe knows the primary by (it resolves to 127.0.0.1 here)
-PRIMARY_NAME = "primary.headroom.test"
-
-
-def _server_cert(
-    ca_key: ec.EllipticCurvePrivateKey, ca: x509.Certificate
-) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(certs.name(servers.HOST))
-        .issuer_name(ca.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.IPAddress(ipaddress.ip_address(servers.HOST)), x509.DNSName(PRIMARY_NAME)]
-            ),
-            critical=False,
-        )
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
-            critical=False,
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
-    return key, cert
-
-
-def _pem(cert: x509.Certificate) -> str:
-    return cert.public_bytes(serialization.Encoding.PEM).decode()
-
-
-@dataclass(frozen=True)
-class TLSPrimary:
-    server: servers.Postgres
-    ca_file: Path  # the CA that signed the server's certificate
-    other_ca_file: Path  # a CA that did not
-
-    @property
-    def database(self) -> servers.AppDatabase:
-        return servers.AppDatabase(self.server, USER, PASSWORD, DBNAME)
-
-
-@pytest.fixture(scope="module")
-def tls_primary(tools: servers.Tools) -> Iterator[TLSPrimary]:
-    folder = servers.private_dir("headroom-tls-", tools.owner)
-    ca_key, ca = certs.ca("headroom test CA")
-    _, other_ca = certs.ca("some other CA")
-    key, cert = _server_cert(ca_key, ca)
-    key_pem = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    ).decode()
-    servers.write_private(folder / "server.key", key_pem, tools.owner)
-    servers.write_private(folder / "server.crt", _pem(cert), tools.owner)
-    ca_file = servers.write_private(folder / "ca.crt", _pem(ca), tools.owner)
-    other = servers.write_private(folder / "other-ca.crt", _pem(other_ca), tools.owner)
-    server = servers.Postgres(
-        tools,
-        max_connections=40,
-        extra_conf=(
-            "ssl = on\n"
-            f"ssl_cert_file = '{folder / 'server.crt'}'\n"
-            f"ssl_key_file = '{folder / 'server.key'}'\n"
-        ),
-    )
-    try:
-        server.start()
-        server.create_role(USER, PASSWORD)
-        server.admin().rows(f"CREATE DATABASE {DBNAME} OWNER {servers.quote_ident(USER)}")
-        yield TLSPrimary(server, ca_file, other)
-    finally:
-        server.stop()
+PRIMARY_NAME = servers.TLS_PRIMARY_NAME
 
 
 def _plan(port: int, **pooler_parameters: str) -> planner.Plan:
@@ -138,7 +55,7 @@ def _plan(port: int, **pooler_parameters: str) -> planner.Plan:
 
 
 def test_the_pooler_verifies_the_primary_with_the_named_ca(
-    tls_primary: TLSPrimary, start_pgbouncer: servers.StartPgBouncer
+    tls_primary: servers.TLSPrimary, start_pgbouncer: servers.StartPgBouncer
 ) -> None:
     planned = _plan(tls_primary.server.port)
     ini = servers.ini_for(planned, server_ca_file=str(tls_primary.ca_file))
@@ -150,7 +67,7 @@ def test_the_pooler_verifies_the_primary_with_the_named_ca(
 
 
 def test_the_pooler_refuses_a_primary_another_ca_signed(
-    tls_primary: TLSPrimary, start_pgbouncer: servers.StartPgBouncer
+    tls_primary: servers.TLSPrimary, start_pgbouncer: servers.StartPgBouncer
 ) -> None:
     # clients give up after 5 s instead of the default 120 s
     planned = _plan(tls_primary.server.port, query_wait_timeout="5")
@@ -161,7 +78,7 @@ def test_the_pooler_refuses_a_primary_another_ca_signed(
     assert "certificate verify failed" in bouncer.log_text(), bouncer.log_text()[-2000:]
 
 
-def test_the_limits_check_verifies_the_same_way(tls_primary: TLSPrimary) -> None:
+def test_the_limits_check_verifies_the_same_way(tls_primary: servers.TLSPrimary) -> None:
     """The probe connects to the address it resolved and verifies the
     certificate for the name the profile gives."""
     names = resolver.Resolver(lookup=lambda host: [servers.HOST])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from headroom.api import v1alpha1
@@ -89,7 +91,7 @@ def test_userlist_doubles_quotes() -> None:
     [
         # generic clients: plain URLs, the pool size beside them
         ({}, "", "?sslmode=prefer"),
-        # Prisma on PgBouncer 1.24 with max_prepared_statements: no pgbouncer=true
+        # Prisma on PgBouncer 1.26 with max_prepared_statements: no pgbouncer=true
         ({"app.client": "prisma"}, "?connection_limit=5", "?sslmode=prefer"),
         # Prisma on 1.18 (no prepared statements across transactions)
         (
@@ -109,7 +111,8 @@ def test_userlist_doubles_quotes() -> None:
             "?connection_limit=5",
             "?sslmode=prefer",
         ),
-        # Prisma has no verify-full; sslaccept=strict verifies the server
+        # Prisma has no verify-full; sslaccept=strict verifies the server against
+        # sslcert, the CA's file in the pod
         (
             {
                 "app.client": "prisma",
@@ -117,7 +120,19 @@ def test_userlist_doubles_quotes() -> None:
                 "database.serverCASecret": {"name": "ca"},
             },
             "?connection_limit=5",
-            "?sslmode=require&sslaccept=strict",
+            "?sslmode=require&sslaccept=strict&sslcert=/etc/headroom/database-ca/ca.crt",
+        ),
+        # libpq (psycopg, asyncpg, Django) verifies against sslrootcert
+        (
+            {"database.sslMode": "verify-ca", "database.serverCASecret": {"name": "ca"}},
+            "",
+            "?sslmode=verify-ca&sslrootcert=/etc/headroom/database-ca/ca.crt",
+        ),
+        # a CA without verification: in the binding, not in the URL
+        (
+            {"database.sslMode": "require", "database.serverCASecret": {"name": "ca"}},
+            "",
+            "?sslmode=require",
         ),
         # node-postgres: no sslmode for prefer (it has no opportunistic TLS and reads
         # prefer as verify-full), no-verify for require, verify-full for both verify modes
@@ -131,7 +146,7 @@ def test_userlist_doubles_quotes() -> None:
                 "database.serverCASecret": {"name": "ca"},
             },
             "",
-            "?sslmode=verify-full",
+            "?sslmode=verify-full&sslrootcert=/etc/headroom/database-ca/ca.crt",
         ),
     ],
 )
@@ -153,6 +168,81 @@ def test_binding_urls_follow_the_client_dialect(
         assert data["DATABASE_URL"] == direct
         assert "DIRECT_URL" not in data
     assert data["uri"] == f"{user}@shop-pooler-rw.default.svc:5432/shop"  # servicebinding: plain
+
+
+CA_PEM = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
+
+
+def _ca_plan(*, pool: int, **overrides: object) -> planner.Plan:
+    """verify-full with a CA, a queue whose workers have ``pool`` database connections."""
+    body = profiles.base(
+        **{"database.sslMode": "verify-full", "database.serverCASecret": {"name": "db-ca"}},
+        cache=profiles.instance(),
+        queues=[
+            {
+                "name": "mail",
+                "redis": "jobs",
+                "listName": "mail",
+                "image": "w:1",
+                "databasePoolSize": pool,
+            }
+        ],
+        **overrides,
+    )
+    body["metadata"]["uid"] = "uid-1"
+    return planner.plan(v1alpha1.parse_profile(body))
+
+
+def _with_ca(planned: planner.Plan, pem: str = CA_PEM) -> dict[str, common.Obj]:
+    creds = dataclasses.replace(
+        CREDS, server_ca_pem=pem, server_ca_revision="3", redis_passwords={"jobs": "r" * 16}
+    )
+    return desired.build(planned, creds)
+
+
+@pytest.mark.parametrize("renamed", [None, "PG_CA"])
+def test_the_primary_ca_reaches_app_and_worker_pods_through_their_bindings(
+    renamed: str | None,
+) -> None:
+    """The binding carries the CA; the direct URL names the file a pod mounts it as;
+    the workers' pods mount it from their own binding (under the app's key name)."""
+    keys = {"app.bindingKeys": {binding.CA_KEY: renamed}} if renamed else {}
+    objects = _with_ca(_ca_plan(pool=2, **keys))
+    key = renamed or binding.CA_KEY
+    for secret in ("Secret/shop-binding", "Secret/shop-worker-mail-binding"):
+        data = profiles.secret_values(objects[secret])
+        assert data[key] == CA_PEM, secret
+        assert data["DATABASE_URL"].endswith(f"?sslmode=verify-full&sslrootcert={binding.CA_FILE}")
+    pod = objects["Deployment/shop-worker-mail"]["spec"]["template"]["spec"]
+    (volume,) = [v for v in pod["volumes"] if v["name"] == "database-ca"]
+    assert volume["secret"] == {
+        "secretName": "shop-worker-mail-binding",
+        "items": [{"key": key, "path": "ca.crt"}],
+    }
+    (container,) = pod["containers"]
+    assert {"name": "database-ca", "mountPath": binding.CA_DIR, "readOnly": True} in container[
+        "volumeMounts"
+    ]
+    assert f"{binding.CA_DIR}/ca.crt" == binding.CA_FILE
+
+
+def test_a_worker_without_a_database_pool_gets_no_ca() -> None:
+    objects = _with_ca(_ca_plan(pool=0))
+    assert binding.CA_KEY not in profiles.secret_values(objects["Secret/shop-worker-mail-binding"])
+    pod = objects["Deployment/shop-worker-mail"]["spec"]["template"]["spec"]
+    assert [v["name"] for v in pod["volumes"]] == ["tmp"]
+
+
+def test_a_new_ca_rolls_the_workers() -> None:
+    """The CA reaches the workers' pods as a file their URL is read with at start."""
+    planned = _ca_plan(pool=2)
+
+    def template(pem: str) -> common.Obj:
+        deployment = _with_ca(planned, pem)["Deployment/shop-worker-mail"]
+        template: common.Obj = deployment["spec"]["template"]["metadata"]
+        return template
+
+    assert template(CA_PEM) != template(CA_PEM.replace("MIIB", "MIIC"))
 
 
 def _pooler_policy(app_selector: common.Obj | None, **overrides: object) -> common.Obj:

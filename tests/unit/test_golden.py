@@ -26,6 +26,8 @@ GOLDEN = ROOT / "tests" / "golden"
 EXAMPLES = sorted(p for p in (ROOT / "examples").glob("*.yaml"))
 LOGIN = credentials.Login(username="app", password='p@ss w"rd', revision="42")
 SERVER_CA_REVISION = "7"
+# what the operator reads from spec.database.serverCASecret (never parsed by builders)
+SERVER_CA_PEM = "-----BEGIN CERTIFICATE-----\nMIIBgolden\n-----END CERTIFICATE-----\n"
 # the values Headroom generates, fixed
 REDIS_PASSWORDS = {
     "cache": "0123456789abcdef0123",
@@ -87,6 +89,7 @@ def fixed_credentials(planned: planner.Plan) -> credentials.Credentials:
         kept=lambda name, key: kept.get((name, key)),
         new=new,
         server_ca_revision=SERVER_CA_REVISION,
+        server_ca_pem=SERVER_CA_PEM,
         buckets=BUCKETS,
     )
 

@@ -20,6 +20,13 @@ names apps already read, in the dialect of ``spec.app.client`` (docs/api.md,
   ``sslmode`` node-postgres understands (it reads ``prefer``/``require`` as
   full verification).
 
+With ``spec.database.serverCASecret``, every binding with database keys carries
+the CA's PEM as ``DATABASE_CA_CERT``, and for sslMode verify-ca/verify-full the
+direct URL names the file a pod mounts it as (:data:`CA_FILE`: ``sslrootcert``,
+which libpq, asyncpg and node-postgres read; Prisma's ``sslcert``): Headroom
+mounts it in the workers' pods, the app's Deployment mounts it from the binding
+as docs/api.md shows.
+
 ``spec.app.bindingKeys`` renames keys to the names the app already reads
 (seed 004's ``R2_*``), in every binding. Every dialect has
 ``DATABASE_POOL_SIZE`` (and ``DATABASE_READ_POOL_SIZE`` beside
@@ -47,6 +54,10 @@ from headroom.planning import credentials, names, planner
 
 COMPONENT = "binding"
 SECRET_TYPE = "servicebinding.io/postgresql"  # noqa: S105 - a Secret type
+# The primary's CA in the binding, and where a pod mounts it (the direct URL names it).
+CA_KEY = "DATABASE_CA_CERT"
+CA_DIR = "/etc/headroom/database-ca"
+CA_FILE = f"{CA_DIR}/ca.crt"
 
 
 @dataclass(frozen=True)
@@ -85,7 +96,8 @@ def postgres_uri(
         f"postgresql://{quote(user, safe='')}:{quote(password, safe='')}"
         f"@{host}:{port}/{quote(database, safe='')}"
     )
-    return f"{uri}?{urlencode(query)}" if query else uri
+    # "/" kept: a file path (sslrootcert) reads as one; every client decodes either
+    return f"{uri}?{urlencode(query, safe='/')}" if query else uri
 
 
 def keeps_prepared_statements(plan: planner.Plan) -> bool:
@@ -128,11 +140,18 @@ _NODE_POSTGRES_SSL: dict[str, dict[str, str]] = {
 
 def _direct_query(plan: planner.Plan) -> dict[str, str]:
     mode = plan.database.ssl_mode
+    # verify-ca/verify-full check the chain against the profile's CA, as a file
+    verify = mode in ("verify-ca", "verify-full") and carries_ca(plan)
     if plan.app.client == "prisma":
-        return _PRISMA_SSL.get(mode, {"sslmode": mode})
+        return _PRISMA_SSL.get(mode, {"sslmode": mode}) | ({"sslcert": CA_FILE} if verify else {})
     if plan.app.client == "node-postgres":
-        return _NODE_POSTGRES_SSL[mode]
-    return {"sslmode": mode}
+        return _NODE_POSTGRES_SSL[mode] | ({"sslrootcert": CA_FILE} if verify else {})
+    return {"sslmode": mode} | ({"sslrootcert": CA_FILE} if verify else {})
+
+
+def carries_ca(plan: planner.Plan) -> bool:
+    """Whether bindings with database keys carry CA_KEY (the profile names a CA)."""
+    return plan.database.server_ca_secret is not None
 
 
 def _database_entries(
@@ -152,6 +171,8 @@ def _database_entries(
     entries = {"DATABASE_URL": direct, "DATABASE_POOL_SIZE": str(consumer.pool_size)}
     if plan.app.client == "prisma":
         entries["DIRECT_URL"] = direct
+    if carries_ca(plan):
+        entries[CA_KEY] = creds.server_ca_pem or ""
     if "pooler" in omit:
         return entries
     host = plan.names.pooler_host

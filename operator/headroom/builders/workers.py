@@ -2,14 +2,16 @@
 ScaledObject when KEDA is installed, or on CPU by an HPA when it is not.
 
 Pure. The worker Deployment never carries ``spec.replicas``: KEDA or the HPA
-owns that field, and writing it would fight them on every pass.
+owns that field, and writing it would fight them on every pass. Workers read
+their own binding as environment; with a database CA in it, its key is also
+mounted where the binding's direct URL looks for it (binding.CA_FILE).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
-from headroom.builders import common, redis, revision
+from headroom.builders import binding, common, redis, revision
 from headroom.planning import credentials, planner
 
 COMPONENT = "worker"
@@ -46,6 +48,21 @@ def _deployment(
         "securityContext": common.container_security_context(),
         "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],  # noqa: S108 - pod-local
     }
+    volumes: list[common.Obj] = [{"name": "tmp", "emptyDir": {}}]
+    if binding.carries_ca(plan) and queue.database_pool_size:
+        key = plan.app.binding_keys.get(binding.CA_KEY, binding.CA_KEY)
+        volumes.append(
+            {
+                "name": "database-ca",
+                "secret": {
+                    "secretName": plan.names.worker_binding(queue.name),
+                    "items": [{"key": key, "path": "ca.crt"}],
+                },
+            }
+        )
+        container["volumeMounts"].append(
+            {"name": "database-ca", "mountPath": binding.CA_DIR, "readOnly": True}
+        )
     if queue.command:
         container["command"] = list(queue.command)
     if queue.args:
@@ -70,7 +87,7 @@ def _deployment(
                     # scale-down must not kill jobs in flight
                     grace_seconds=queue.grace_seconds,
                     containers=[container],
-                    volumes=[{"name": "tmp", "emptyDir": {}}],
+                    volumes=volumes,
                 ),
             },
         },

@@ -10,6 +10,7 @@ export type Report = {
   firstErrors: string[];
   jobs?: number;
   processed?: number;
+  encrypted?: number;
 };
 
 // Prisma's interactive transactions give up after 2 s waiting for a connection and
@@ -84,8 +85,9 @@ export async function atCeiling(size: number, until: number, work: () => Promise
 }
 
 export function done(report: Report): void {
-  const { pod, queries, errors, firstErrors, jobs, processed } = report;
-  process.stdout.write(`REPORT ${JSON.stringify({ pod, queries, errors, firstErrors, jobs, processed })}\n`);
+  const { pod, queries, errors, firstErrors, jobs, processed, encrypted } = report;
+  const fields = { pod, queries, errors, firstErrors, jobs, processed, encrypted };
+  process.stdout.write(`REPORT ${JSON.stringify(fields)}\n`);
 }
 
 // A BullMQ worker's outcome into the report: completed jobs, failures, errors.
