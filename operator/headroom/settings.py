@@ -79,6 +79,11 @@ class Settings(BaseSettings):
         default="", description="Namespace of the Lease; default: the operator's own."
     )
     lease_name: str = "headroom"
+    ownership_key_secret: str = Field(
+        default="",
+        description="namespace/name of the Secret with the key that proves a retained child "
+        "is Headroom's; default: headroom-ownership-key in the operator's namespace.",
+    )
     lease_seconds: int = Field(default=15, ge=2)
     identity: str = Field(default_factory=_identity, description="This replica's Lease identity.")
 

@@ -36,6 +36,8 @@ REPO = Path(__file__).resolve().parents[2]
 PROFILES = int(os.environ.get("HEADROOM_CHAOS_PROFILES", "20"))
 KILLS = int(os.environ.get("HEADROOM_CHAOS_KILLS", "5"))
 OUTAGE_SECONDS = int(os.environ.get("HEADROOM_CHAOS_OUTAGE_SECONDS", "60"))
+# How long every fifth operator process lives between two kills (the others 0.5-3 s).
+LONG_LIFE = (8.0, 12.0)
 REPORT = os.environ.get("HEADROOM_CHAOS_REPORT", "")
 OWNED = (
     "configmaps",
@@ -60,6 +62,19 @@ def _profile(namespace: str) -> dict[str, Any]:
     for instance in body["spec"]["cache"]["instances"]:
         instance.pop("persistence", None)
     return body
+
+
+def _passed(operator: operator_process.OperatorProcess, namespaces: list[str]) -> set[str]:
+    """The namespaces of the profiles the running process has ended a pass of."""
+    prefix = "headroom_profile_last_pass_timestamp_seconds{"
+    found = set()
+    for line in operator.metrics().splitlines():
+        if line.startswith(prefix):
+            labels = dict(
+                part.split("=", 1) for part in line[len(prefix) : line.index("}")].split(",")
+            )
+            found.add(labels["namespace"].strip('"'))
+    return found & set(namespaces)
 
 
 def _expected(body: dict[str, Any], *, keda: bool) -> tuple[set[str], set[str]]:
@@ -142,10 +157,16 @@ def test_converges_through_kills_and_an_api_server_outage(
         started = time.monotonic()
         kube.apply(kubectl, *(_profile(ns) for ns in namespaces))
         kills = []
-        for _ in range(KILLS):
-            time.sleep(rng.uniform(0.5, 3.0))  # a random moment of the convergence
+        lives: list[tuple[float, int]] = []  # (seconds a process led, profiles it passed)
+        led_from = started
+        for kill in range(1, KILLS + 1):
+            # a random moment of the convergence; every fifth process lives longer
+            time.sleep(rng.uniform(*(LONG_LIFE if kill % 5 == 0 else (0.5, 3.0))))
+            passed = _passed(operator, namespaces)
+            lives.append((time.monotonic() - led_from, len(passed)))
             kills.append(round(time.monotonic() - started, 1))
             operator.kill_and_restart()
+            led_from = time.monotonic()
         kube.wait_for(
             lambda: _all_ready(kubectl, namespaces),
             timeout=600,
@@ -236,6 +257,9 @@ def test_converges_through_kills_and_an_api_server_outage(
             [
                 f"- {KILLS} kill -9 of the operator at {kills} s; "
                 f"all Ready after {converged:.1f} s",
+                "- profiles each process ended a pass of before it was killed "
+                "(seconds it led: profiles): "
+                + ", ".join(f"{led:.1f} s: {count}" for led, count in lives),
                 f"- API server outage: {outage}; every ConfigMap had the change "
                 f"{applied:.1f} s after it was back, every profile Ready (pods rolled by "
                 f"the controller-manager and kwok) after {recovered:.1f} s",

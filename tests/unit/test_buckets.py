@@ -16,7 +16,7 @@ import pytest
 from headroom.api import v1alpha1
 from headroom.builders import buckets, desired
 from headroom.planning import credentials, names, object_storage, planner, versitygw
-from headroom.reconcile import bucket_check, outcome, reconciler, telemetry, watches
+from headroom.reconcile import bucket_check, outcome, ownership, reconciler, telemetry, watches
 from tests import profiles
 from tests.unit import fake_cluster, passes
 
@@ -394,7 +394,9 @@ def test_cosi_bucket_goes_from_claim_pending_to_ready_then_a_pass_writes_nothing
     assert binding is not None
     data = profiles.secret_values(binding)
     assert data["S3_BUCKET"] == "b-1" and data["AWS_SECRET_ACCESS_KEY"] == "SKCOSI-very-secret"
-    # converged: a pass writes nothing, and no secret is in status or events
+    # converged: a pass writes nothing (after the one that records so in
+    # status.converged), and no secret is in status or events
+    _run(eng, force=True)
     cluster.log.clear()
     outcome = _run(eng, force=True)
     assert cluster.writes() == [] and outcome.writes == 0
@@ -671,3 +673,83 @@ def test_binding_keys_are_refused_naming_the_field(keys: dict[str, str], needle:
         v1alpha1.parse_profile(body)
     assert str(refused.value).startswith("spec.app.bindingKeys: ")
     assert needle in str(refused.value)
+
+
+def _binding_keys(cluster: fake_cluster.FakeCluster) -> list[str]:
+    binding = cluster.find("Secret", "shop-binding")
+    assert binding is not None
+    return sorted(binding.get("data") or {})
+
+
+def _forged_claim(name: str, **annotations: str) -> dict[str, Any]:
+    """A BucketClaim somebody else made under our name, with our labels and
+    the retain annotation (anyone who may create a claim can write them)."""
+    return {
+        "apiVersion": "objectstorage.k8s.io/v1alpha1",
+        "kind": "BucketClaim",
+        "metadata": {
+            "name": name,
+            "namespace": "default",
+            "labels": names.labels(
+                "shop", app_deployment="web", component="storage", app_name="bucket"
+            ),
+            "annotations": {object_storage.RETAIN_ANNOTATION: "true", **annotations},
+        },
+        "spec": {"bucketClassName": "theirs", "protocols": ["s3"]},
+    }
+
+
+@pytest.mark.parametrize("proof", ["none", "copied"])
+def test_a_forged_retained_claim_is_not_adopted(proof: str) -> None:
+    key = b"k" * 32
+    cluster = _cluster(profiles.cosi_bucket("avatars"))
+    # a proof copied from another of our claims does not fit this one
+    copied = ownership.proof(
+        key, kind="BucketClaim", namespace="default", name="shop-other", profile="shop"
+    )
+    extra = {ownership.PROOF_ANNOTATION: copied} if proof == "copied" else {}
+    cluster.put(_forged_claim("shop-avatars", **extra))
+    _run(reconciler.Reconciler(cluster, telemetry.Metrics(), ownership_key=key))
+    claim = cluster.find("BucketClaim", "shop-avatars")
+    assert claim is not None and claim["spec"]["bucketClassName"] == "theirs"
+    assert ("apply", "BucketClaim/shop-avatars") not in cluster.log
+    assert _storage(cluster)["reason"] == "NameConflict"
+    assert not [k for k in _binding_keys(cluster) if k.startswith("S3_")]
+
+
+def test_a_retained_claim_is_adopted_again_only_under_the_operators_key() -> None:
+    key = b"k" * 32
+    cluster = _cluster(profiles.cosi_bucket("avatars"))
+    _run(reconciler.Reconciler(cluster, telemetry.Metrics(), ownership_key=key))
+    claim = cluster.find("BucketClaim", "shop-avatars")
+    assert claim is not None and ownership.PROOF_ANNOTATION in claim["metadata"]["annotations"]
+    # the profile is deleted and made anew: its owned children are gone
+    for k, obj in list(cluster.objects.items()):
+        if any(r["uid"] == "profile-uid" for r in obj["metadata"].get("ownerReferences") or []):
+            del cluster.objects[k]
+    profile = cluster.find("ScalingProfile", "shop")
+    assert profile is not None
+    profile["metadata"]["uid"] = "profile-uid-2"
+    cluster.put(profile)
+    # an operator whose key was lost cannot prove it: a conflict, not a takeover
+    _run(reconciler.Reconciler(cluster, telemetry.Metrics(), ownership_key=b"x" * 32))
+    assert _storage(cluster)["reason"] == "NameConflict"
+    # the operator's key proves it
+    _run(reconciler.Reconciler(cluster, telemetry.Metrics(), ownership_key=key))
+    _run(reconciler.Reconciler(cluster, telemetry.Metrics(), ownership_key=key))
+    assert _storage(cluster)["reason"] != "NameConflict"
+    assert cluster.find("BucketAccess", "shop-avatars") is not None
+
+
+def test_a_claim_made_before_proofs_is_vouched_for_by_our_bucket_access() -> None:
+    cluster = _cluster(profiles.cosi_bucket("avatars"))
+    eng = reconciler.Reconciler(cluster, telemetry.Metrics(), ownership_key=b"k" * 32)
+    _run(eng)
+    claim = cluster.find("BucketClaim", "shop-avatars")
+    assert claim is not None
+    del claim["metadata"]["annotations"][ownership.PROOF_ANNOTATION]  # an earlier release's
+    cluster.put(claim)
+    _run(eng, force=True)
+    stamped = cluster.find("BucketClaim", "shop-avatars")
+    assert stamped is not None and ownership.PROOF_ANNOTATION in stamped["metadata"]["annotations"]
+    assert _storage(cluster)["reason"] != "NameConflict"

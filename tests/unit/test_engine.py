@@ -17,6 +17,7 @@ from headroom.builders import revision
 from headroom.kube import errors
 from headroom.planning import names, object_storage
 from headroom.reconcile import compare, outcome, reconciler, telemetry
+from headroom.runtime import events, work_queue
 from tests import certs, profiles
 from tests.unit import fake_cluster, passes
 
@@ -95,9 +96,14 @@ def test_first_pass_creates_every_child_then_a_pass_writes_nothing() -> None:
     assert len(applied) == 28  # the worker binding included
     assert first.writes == 29  # and the status
     cluster.log.clear()
-    # The pass's own writes changed its inputs: one more pass finds nothing to do...
+    # The pass's own writes changed its inputs: one more pass changes no child
+    # and leaves what it read in status (status.converged, for a restart)...
     settled = _again(eng)
-    assert not settled.skipped and settled.writes == 0
+    assert not settled.skipped and settled.writes == 1
+    assert cluster.writes() == [("apply", "ScalingProfile/shop/status")]
+    cluster.log.clear()
+    # ...the next finds nothing to do at all...
+    assert _again(eng).writes == 0
     # ...and from then on, with nothing changed, a trigger is skipped without any work
     assert _again(eng).skipped
     # ...and a forced pass compares every child and writes none of them.
@@ -389,6 +395,7 @@ def test_failure_paths_keep_the_last_known_status() -> None:
 def test_status_is_written_only_when_it_changes() -> None:
     cluster = _cluster(_scaled())
     eng, _ = _run(cluster)
+    _again(eng, force=True)  # changes no child: status.converged
     cluster.log.clear()
     _again(eng, force=True)
     _again(eng, force=True)
@@ -405,6 +412,7 @@ def test_a_normalised_field_is_applied_once_not_forever() -> None:
 
     cluster.normalise = drop_service_links
     eng, _ = _run(cluster)
+    _again(eng, force=True)  # changes no child: status.converged
     cluster.log.clear()
     _again(eng, force=True)
     assert cluster.writes() == []
@@ -892,3 +900,82 @@ def test_a_failed_pass_keeps_the_rest_of_the_status_and_a_good_pass_clears_it() 
     assert kinds <= {c["type"] for c in failed["status"]["conditions"]}
     _again(eng, force=True)
     assert "Stalled" not in _progress(cluster)
+
+
+def _converged_cluster() -> tuple[fake_cluster.FakeCluster, reconciler.Reconciler]:
+    cluster = _cluster(_scaled())
+    eng, _ = _run(cluster)
+    for _ in range(3):  # until a pass changes no child
+        _again(eng, force=True)
+    profile = cluster.profile("default", "shop")
+    assert profile is not None and profile["status"].get("converged")
+    return cluster, eng
+
+
+def test_a_restarted_operator_confirms_a_converged_profile_without_a_pass() -> None:
+    cluster, _ = _converged_cluster()
+    cluster.log.clear()
+    restarted = reconciler.Reconciler(cluster, telemetry.Metrics())
+    confirmed = _again(restarted)
+    assert confirmed.confirmed and confirmed.writes == 0
+    assert cluster.writes() == [] and not [e for e in cluster.log if e[0] == "get"]
+    assert cluster.inputs_used[KEY]  # its inputs' changes still queue it
+    # the next pass (the resync's) is a full one: it reads the probes again
+    later = _again(restarted)
+    assert not later.confirmed and not later.skipped
+
+
+@pytest.mark.parametrize("change", ["login", "child", "spec"])
+def test_a_profile_that_changed_while_the_operator_was_down_is_passed(change: str) -> None:
+    cluster, _ = _converged_cluster()
+    if change == "login":  # the app's password rotated
+        secret = cluster.find("Secret", "shop-db")
+        assert secret is not None
+        secret["data"]["password"] = _b64("rotated")
+        cluster.put(secret)
+    elif change == "child":  # somebody edited a child
+        config = cluster.find("ConfigMap", "shop-pooler-config")
+        assert config is not None
+        config["data"]["pgbouncer.ini"] += "\n; edited\n"
+        cluster.put(config)
+    else:  # a new generation of the spec
+        profile = cluster.profile("default", "shop")
+        assert profile is not None
+        profile["metadata"]["generation"] = 2
+        cluster.put(profile)
+    restarted = reconciler.Reconciler(cluster, telemetry.Metrics())
+    result = _again(restarted)
+    assert not result.confirmed and not result.skipped
+
+
+def test_after_a_restart_unconverged_profiles_go_first() -> None:
+    def body(generation: int, status: dict[str, Any] | None) -> dict[str, Any]:
+        return {"metadata": {"generation": generation}, **({"status": status} if status else {})}
+
+    def ready(value: str, at: str, *, converged: bool) -> dict[str, Any]:
+        return {
+            "observedGeneration": 1,
+            "conditions": [{"type": "Ready", "status": value, "lastTransitionTime": at}],
+            **({"converged": {"fingerprint": "f", "inputs": []}} if converged else {}),
+        }
+
+    ranked = sorted(
+        (*events.resume_rank(b), name)
+        for name, b in {
+            "converged": body(1, ready("True", "2026-01-01T00:00:00Z", converged=True)),
+            "new": body(1, None),
+            "changed-spec": body(2, ready("True", "2026-01-01T00:00:00Z", converged=True)),
+            "rolling-recent": body(1, ready("False", "2026-01-02T00:00:00Z", converged=False)),
+            "rolling-old": body(1, ready("False", "2026-01-01T00:00:00Z", converged=False)),
+            "ready-unsettled": body(1, ready("True", "2026-01-03T00:00:00Z", converged=False)),
+        }.items()
+    )
+    assert [name for *_, name in ranked] == [
+        "changed-spec",
+        "new",
+        "rolling-old",
+        "rolling-recent",
+        "ready-unsettled",
+        "converged",
+    ]
+    assert ranked[-1][0] == work_queue.Trigger.CONFIRM

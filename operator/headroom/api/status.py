@@ -6,7 +6,7 @@ Nothing secret ever lands here: only sizes, names and conditions.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
@@ -141,6 +141,23 @@ class ReadReplicaStatus(_Status):
     reason: str = Field(max_length=1024, description="Why it is in or out.")
 
 
+class ConvergedStatus(_Status):
+    """What the last pass that found nothing to change read: a restarted
+    operator confirms the profile from it instead of a full pass, and passes
+    it fully later (after the profiles that need it)."""
+
+    fingerprint: str = Field(
+        max_length=64,
+        description="A hash of the spec's generation and the resourceVersions of the "
+        "children, the inputs and the cluster facts that pass read.",
+    )
+    inputs: list[Annotated[str, Field(max_length=ADDRESS_MAX)]] = Field(
+        default_factory=list,
+        max_length=64,
+        description="The objects that pass read besides its children (Kind/namespace/name).",
+    )
+
+
 class ScalingProfileStatus(_Status):
     observed_generation: int = Field(default=0, ge=0)
     conditions: list[Condition] = Field(default_factory=list, max_length=64)
@@ -150,3 +167,4 @@ class ScalingProfileStatus(_Status):
         default=None, max_length=16, description="The read replicas and their lag."
     )
     binding: BindingStatus | None = None
+    converged: ConvergedStatus | None = None

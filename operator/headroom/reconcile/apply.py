@@ -24,7 +24,15 @@ from headroom.api import conditions
 from headroom.builders import desired
 from headroom.kube import errors
 from headroom.planning import object_storage, planner
-from headroom.reconcile import cluster_view, compare, outcome, rollout, telemetry, watches
+from headroom.reconcile import (
+    cluster_view,
+    compare,
+    outcome,
+    ownership,
+    rollout,
+    telemetry,
+    watches,
+)
 
 Obj = cluster_view.Obj
 
@@ -51,10 +59,6 @@ class ApplyResult:
             "ApplyFailed",
             f"{len(self.failures)} child object(s) not applied: {text}"[:2000],
         )
-
-
-def owned_by(obj: Obj, uid: str) -> bool:
-    return any(ref.get("uid") == uid for ref in obj["metadata"].get("ownerReferences") or [])
 
 
 def _api_message(err: Exception) -> str:
@@ -129,7 +133,7 @@ class Applier:
             )
         )
         for key, obj in zip(unknown, live, strict=True):
-            if obj is not None and not owned_by(obj, planned.uid):
+            if obj is not None and not ownership.owned_by(obj, planned.uid):
                 found.append(key)
         return sorted(found)
 

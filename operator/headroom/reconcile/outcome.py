@@ -35,6 +35,9 @@ class Outcome:
     ready: bool = False
     writes: int = 0
     skipped: bool = False  # nothing changed since the last pass: no work done
+    # skipped by a restarted operator: nothing changed since the last pass
+    # that found nothing to change (status.converged); a full pass comes later
+    confirmed: bool = False
     retry: bool = False  # something transient failed: the queue retries with backoff
     # waiting for a server's first answer: a pass again after this many seconds
     # at the latest (the answer, when it comes first, queues one itself)

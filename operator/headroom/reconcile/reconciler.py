@@ -25,7 +25,11 @@ others, and the profile's status always says what happened.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+import secrets
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,6 +45,7 @@ from headroom.reconcile import (
     live_checks,
     observe,
     outcome,
+    ownership,
     probe,
     telemetry,
 )
@@ -75,8 +80,12 @@ class Reconciler:
         allow_internal_endpoints: bool = False,
         agent_image: str = v1alpha1.AGENT_IMAGE,
         operator_namespace: str = "",
+        ownership_key: bytes = b"",
     ) -> None:
+        """``ownership_key``: the operator's key of retained children's proofs
+        (:mod:`.ownership`; without one, a key of this process alone)."""
         self.cluster = cluster
+        self.ownership_key = ownership_key or secrets.token_bytes(32)
         self.agent_image = agent_image
         self.operator_namespace = operator_namespace
         self.metrics = metrics
@@ -90,12 +99,16 @@ class Reconciler:
         self.applier = apply.Applier(cluster, metrics)
         self._memo: dict[str, _Memo] = {}
         self._inputs: dict[str, frozenset[cluster_view.InputRef]] = {}
+        # profiles this process has tried to confirm from status.converged: the
+        # next pass of each is a full one (it reads the probes again)
+        self._resumed: set[str] = set()
 
     def forget(self, key: str) -> None:
         self.probes.release(key)
         self.applier.forget(key)
         self._memo.pop(key, None)
         self._inputs.pop(key, None)
+        self._resumed.discard(key)
 
     # -- entry point ---------------------------------------------------------
 
@@ -117,6 +130,11 @@ class Reconciler:
         fingerprint = self._fingerprint(key, body)
         if not force and memo is not None and memo.clean and memo.fingerprint == fingerprint:
             return outcome.Outcome(status=body.get("status") or {}, skipped=True)
+        if not force and memo is None and key not in self._resumed:
+            self._resumed.add(key)
+            if await self._confirm(key, body):
+                status = body.get("status") or {}
+                return outcome.Outcome(status=status, skipped=True, confirmed=True)
         result, clean = await self._pass(key, body)
         for event in result.events:
             try:
@@ -177,6 +195,68 @@ class Reconciler:
                 )
             ),
         )
+
+    # -- resuming after a restart ---------------------------------------------------
+
+    def _settled(self, key: str, body: Obj, refs: Iterable[cluster_view.InputRef]) -> str:
+        """What a pass that changed nothing was a function of, as it can be
+        computed again by another process: the spec's generation and the
+        resourceVersions of the children, the inputs and the cluster facts
+        (status.converged.fingerprint)."""
+        meta = body["metadata"]
+        uid = str(meta.get("uid", ""))
+        retained = object_storage.retained_key(
+            str(meta.get("namespace", "")), str(meta.get("name", ""))
+        )
+        parts = [
+            uid,
+            meta.get("generation"),
+            sorted(self.cluster.children_versions(uid)),
+            sorted(self.cluster.children_versions(retained)),
+            sorted((list(ref), self.cluster.version_of(ref)) for ref in refs),
+            sorted(self.cluster.facts().items()),
+            [repr(use) for use in self.cluster.shared_uses(key)],
+            sorted(
+                (
+                    p["metadata"].get("namespace", ""),
+                    p["metadata"]["name"],
+                    p["metadata"].get("resourceVersion"),
+                )
+                for p in self.cluster.prometheuses()
+            ),
+        ]
+        text = json.dumps(parts, sort_keys=True, default=str)
+        return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+    def _converged(self, key: str, body: Obj, refs: set[cluster_view.InputRef]) -> dict[str, Any]:
+        return {
+            "fingerprint": self._settled(key, body, refs),
+            "inputs": sorted("/".join(ref) for ref in refs),
+        }
+
+    async def _confirm(self, key: str, body: Obj) -> bool:
+        """Whether the profile is as its last pass that changed nothing left it
+        (status.converged), read from the caches and its inputs' watches: then
+        a restarted operator need not pass it before the others."""
+        status = body.get("status") or {}
+        converged = status.get("converged") or {}
+        generation = body["metadata"].get("generation")
+        if not converged.get("fingerprint") or status.get("observedGeneration") != generation:
+            return False
+        refs: set[cluster_view.InputRef] = set()
+        for text in converged.get("inputs") or []:
+            kind, namespace, name = [*str(text).split("/", 2), "", ""][:3]
+            refs.add((kind, namespace, name))
+        try:
+            for ref in sorted(refs):
+                await self.cluster.read_input(ref)
+        except (cluster_view.InputError, errors.KubeError):
+            return False
+        if self._settled(key, body, refs) != converged["fingerprint"]:
+            return False
+        await self.cluster.use_inputs(key, refs)
+        self._inputs[key] = frozenset(refs)
+        return True
 
     # -- the pass --------------------------------------------------------------
 
@@ -266,28 +346,35 @@ class Reconciler:
         components = await self._observe(
             key, planned, found=found, live=live, creds=creds, applied=applied
         )
+        clean = not applied.conflicts and not applied.result.failures
+        # a pass that changed no child leaves what it read in status, so a
+        # restarted operator can confirm the profile without passing it
+        extra: dict[str, Any] = dict(live.read_status)
+        if clean and not applied.result.retry and applied.result.writes == 0:
+            extra["converged"] = self._converged(key, body, report.refs)
         finished = await report.finish(
             [within, *components],
             retry=applied.result.retry,
-            **live.read_status,
+            **extra,
             budget=budget,
             pooler=applied.pooler_status,
             binding={"name": planned.names.binding},
         )
-        clean = not applied.conflicts and not applied.result.failures
         return finished, clean
 
     def _children(self, planned: planner.Plan) -> dict[str, Obj]:
         """Our children: owned by the profile, and the retained ones that carry
         its name (no owner reference; a re-created profile adopts them): only
         the kinds and names the plan retains, whatever else carries the marks."""
-        retained = self.cluster.children(
-            object_storage.retained_key(planned.namespace, planned.name)
+        owned = self.cluster.children(planned.uid)
+        retained = ownership.retained_children(
+            self.cluster.children(object_storage.retained_key(planned.namespace, planned.name)),
+            allowed=object_storage.retained_keys(planned.buckets),
+            owned=owned,
+            key=self.ownership_key,
+            profile=planned.name,
         )
-        kept = object_storage.retained_keys(planned.buckets)
-        found = {k: obj for k, obj in retained.items() if k in kept}
-        found.update(self.cluster.children(planned.uid))
-        return found
+        return {**retained, **owned}
 
     async def _apply(
         self,
@@ -310,8 +397,14 @@ class Reconciler:
                 planned, creds, app_pod_selector=app_selector, without=contained
             )
         frozen = {k for k, c in every_component.items() if c in contained}
+        proven = desired.Desired(
+            objects=ownership.stamp_proofs(
+                wanted.objects, key=self.ownership_key, profile=planned.name
+            ),
+            component_of=wanted.component_of,
+        )
         result = await self.applier.apply_all(
-            key, wanted=wanted, children=children, frozen=frozen, events=events
+            key, wanted=proven, children=children, frozen=frozen, events=events
         )
         # our own workloads of a contained component would mount or point at
         # the other object: they go away (a StatefulSet keeps its volumes)

@@ -116,8 +116,16 @@ class Metrics:
         )
         self.passes = Counter(
             "headroom_passes_total",
-            "Passes by most urgent trigger and result (applied, unchanged, skipped, failed).",
+            "Passes by most urgent trigger and result "
+            "(applied, unchanged, skipped, confirmed, failed).",
             ["trigger", "result"],
+            registry=r,
+        )
+        self.last_pass = Gauge(
+            "headroom_profile_last_pass_timestamp_seconds",
+            "When this process last ended a pass of the profile (one confirmed as "
+            "unchanged included): a profile whose time lags the others is starved.",
+            ["namespace", "profile"],
             registry=r,
         )
         self.queue_depth = Gauge("headroom_queue_depth", "Profiles waiting for a pass.", registry=r)

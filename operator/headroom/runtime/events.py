@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
+from typing import Any
 
 from headroom.kube import informer, kinds, watch_cache
 from headroom.planning import server_shares
@@ -44,6 +45,25 @@ class Events:
 
     def enqueue_all(self, trigger: work_queue.Trigger) -> None:
         for key in self.profile_keys():
+            self.queue.add(key, trigger)
+
+    def resume(self) -> None:
+        """Queue every profile once this process leads, the ones that need a
+        pass first (a restart must not start again from the same end):
+
+        - SPEC: its status says no pass saw its spec's generation;
+        - DRIFT: passed, not converged (not Ready, or no status.converged),
+          the one whose status changed longest ago first;
+        - CONFIRM: its last pass changed nothing (status.converged) and it is
+          Ready: the pass confirms it from the caches, without the work.
+        """
+        if self.cache is None:
+            return
+        ranked = sorted(
+            (*resume_rank(entry.object()), f"{entry.namespace}/{entry.name}")
+            for entry in self.cache.profile_entries()
+        )
+        for trigger, _, key in ranked:
             self.queue.add(key, trigger)
 
     def on_profile(self, kind: str, old: informer.Entry | None, new: informer.Entry | None) -> None:
@@ -108,6 +128,20 @@ class Events:
         """A periodic probe's answer changed for these profiles."""
         for key in users:
             self.queue.add(key, work_queue.Trigger.PROBE)
+
+
+def resume_rank(body: dict[str, Any]) -> tuple[work_queue.Trigger, str]:
+    """Where a profile goes in the queue after a restart (:meth:`Events.resume`):
+    its trigger, and when its status last changed."""
+    status = body.get("status") or {}
+    if status.get("observedGeneration") != body["metadata"].get("generation"):
+        return work_queue.Trigger.SPEC, ""
+    found = [c for c in status.get("conditions") or [] if isinstance(c, dict)]
+    changed = max((str(c.get("lastTransitionTime") or "") for c in found), default="")
+    ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in found)
+    if ready and status.get("converged"):
+        return work_queue.Trigger.CONFIRM, changed
+    return work_queue.Trigger.DRIFT, changed
 
 
 async def sync_engines(cache: watch_cache.Cache, events: Events) -> None:

@@ -31,7 +31,14 @@ from prometheus_client import start_http_server
 from headroom import logs, settings
 from headroom.kube import apiserver, errors, leader, watch_cache
 from headroom.reconcile import reconciler, telemetry, watches
-from headroom.runtime import cached_cluster, events, health, share_table, work_queue
+from headroom.runtime import (
+    cached_cluster,
+    events,
+    health,
+    ownership_key,
+    share_table,
+    work_queue,
+)
 from headroom.runtime.admission import lifecycle
 
 log = logging.getLogger("headroom")
@@ -149,6 +156,8 @@ class Runtime:
                 )
                 if outcome is None:
                     result = "gone"
+                elif outcome.confirmed:
+                    result = "confirmed"
                 elif outcome.skipped:
                     result = "skipped"
                 else:
@@ -194,6 +203,14 @@ class Runtime:
                         ),
                     )
                 self.metrics.passes.labels(trigger=trigger, result=result).inc()
+                namespace, name = item.key.split("/", 1)
+                if result == "gone":
+                    with contextlib.suppress(KeyError):
+                        self.metrics.last_pass.remove(namespace, name)
+                else:
+                    self.metrics.last_pass.labels(namespace=namespace, profile=name).set(
+                        time.time()
+                    )
                 self.queue.done(item.key, failed=failed)
                 self.metrics.queue_depth.set(self.queue.depth)
 
@@ -232,14 +249,28 @@ class Runtime:
         else:
             self.active.clear()
 
+    def _namespace(self) -> str:
+        return self.cfg.lease_namespace or self.kube.cfg.namespace or "headroom-system"
+
     async def _lead(self) -> None:
         await self.cache.wait_synced()
+        where = self.cfg.ownership_key_secret or f"{self._namespace()}/headroom-ownership-key"
+        namespace, name = where.split("/", 1)
+        while not self.stop.is_set():
+            try:
+                self.reconciler.ownership_key = await ownership_key.settle(
+                    self.kube, namespace=namespace, name=name
+                )
+                break
+            except errors.KubeError as err:
+                log.warning("reading the ownership key %s failed: %s", where, err)
+                await apiserver.sleep_or_stop(self.stop, 2)
         if self.admission is not None:
             await self.admission.register()
         else:
             await lifecycle.unregister(self.kube)
         self.active.set()
-        self.events.enqueue_all(work_queue.Trigger.DRIFT)
+        self.events.resume()
 
     def _spawn(self, coro: Any, *, name: str) -> None:
         task = asyncio.get_running_loop().create_task(coro, name=name)
@@ -289,7 +320,7 @@ class Runtime:
         if self.cfg.leader_election:
             self._elector = leader.LeaderElector(
                 self.kube,
-                namespace=self.cfg.lease_namespace or self.kube.cfg.namespace or "headroom-system",
+                namespace=self._namespace(),
                 name=self.cfg.lease_name,
                 identity=self.cfg.identity,
                 lease_seconds=self.cfg.lease_seconds,

@@ -42,7 +42,8 @@ class Trigger(enum.IntEnum):
     PROBE = 2  # a periodic probe's answer changed (a server's limits, a replica's lag)
     RETRY = 3  # an earlier pass failed
     STATUS = 4  # only a child's status changed (pods became ready)
-    RESYNC = 5  # the periodic safety net
+    CONFIRM = 5  # a restarted operator confirms a profile its status says converged
+    RESYNC = 6  # the periodic safety net
 
 
 # Seconds work of each kind lets more urgent work that arrives later go first.
@@ -52,6 +53,8 @@ ALLOWANCE: dict[Trigger, float] = {
     Trigger.PROBE: 1.0,
     Trigger.RETRY: 1.0,  # it has waited out its backoff already
     Trigger.STATUS: 2.0,
+    # after the profiles a restart left unconverged, but never far behind them
+    Trigger.CONFIRM: 5.0,
     Trigger.RESYNC: 30.0,
 }
 

@@ -12,7 +12,6 @@ import datetime
 import ipaddress
 import os
 from pathlib import Path
-from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -20,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from headroom import settings
-from headroom.kube import apiserver, errors, kinds
+from headroom.kube import apiserver, shared_secret
 
 _VALIDITY = datetime.timedelta(days=365)
 _RENEW_BEFORE = datetime.timedelta(days=30)
@@ -137,39 +136,29 @@ async def shared_certificate(cfg: settings.Settings, kube: apiserver.Kube) -> tu
     due for renewal replaces it)."""
     namespace, name = cfg.webhook_cert_secret.split("/", 1)
     names = _names(cfg)
-    for _ in range(3):
-        found = await kube.get(kinds.SECRET, namespace=namespace, name=name)
-        data = (found or {}).get("data") or {}
-        if found is not None and "tls.crt" in data and "tls.key" in data:
-            cert_pem = base64.b64decode(data["tls.crt"])
-            if _current(cert_pem, names):
-                return cert_pem, base64.b64decode(data["tls.key"])
+
+    def read(data: dict[str, str]) -> tuple[bytes, bytes] | None:
+        if "tls.crt" not in data or "tls.key" not in data:
+            return None
+        cert_pem = base64.b64decode(data["tls.crt"])
+        if not _current(cert_pem, names):
+            return None  # expired or for other names
+        return cert_pem, base64.b64decode(data["tls.key"])
+
+    def make() -> tuple[dict[str, str], tuple[bytes, bytes]]:
         cert_pem, key_pem = generate(names)
-        secret: dict[str, Any] = {
-            "apiVersion": "v1",
-            "kind": "Secret",
-            "metadata": {
-                "name": name,
-                "namespace": namespace,
-                "labels": {"app.kubernetes.io/name": "headroom"},
-            },
-            "type": "kubernetes.io/tls",
-            "data": {
-                "tls.crt": base64.b64encode(cert_pem).decode(),
-                "tls.key": base64.b64encode(key_pem).decode(),
-            },
+        data = {
+            "tls.crt": base64.b64encode(cert_pem).decode(),
+            "tls.key": base64.b64encode(key_pem).decode(),
         }
-        try:
-            if found is None:
-                await kube.create(secret)
-            else:  # expired or for other names: replace, unless another replica just did
-                secret["metadata"]["resourceVersion"] = found["metadata"]["resourceVersion"]
-                await kube.replace(secret)
-        except errors.ApiError as err:
-            if err.status == 409:
-                continue  # another replica won: read its certificate
-            raise
-        return cert_pem, key_pem
-    raise errors.UnavailableError(
-        f"could not settle the webhook certificate in Secret {namespace}/{name}"
+        return data, (cert_pem, key_pem)
+
+    return await shared_secret.settle(
+        kube,
+        namespace=namespace,
+        name=name,
+        data_type="kubernetes.io/tls",
+        labels={"app.kubernetes.io/name": "headroom"},
+        read=read,
+        make=make,
     )
