@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import copy
+import itertools
 import json
 import os
 import random
@@ -64,17 +65,33 @@ def _profile(namespace: str) -> dict[str, Any]:
     return body
 
 
-def _passed(operator: operator_process.OperatorProcess, namespaces: list[str]) -> set[str]:
-    """The namespaces of the profiles the running process has ended a pass of."""
+def _passed(operator: operator_process.OperatorProcess, namespaces: list[str]) -> dict[str, float]:
+    """When the running process last ended a pass of each profile (by namespace)."""
     prefix = "headroom_profile_last_pass_timestamp_seconds{"
-    found = set()
+    found = {}
     for line in operator.metrics().splitlines():
         if line.startswith(prefix):
             labels = dict(
                 part.split("=", 1) for part in line[len(prefix) : line.index("}")].split(",")
             )
-            found.add(labels["namespace"].strip('"'))
-    return found & set(namespaces)
+            found[labels["namespace"].strip('"')] = float(line.rsplit(" ", 1)[1])
+    return {ns: at for ns, at in found.items() if ns in set(namespaces)}
+
+
+def _longest_without_a_pass(
+    namespaces: list[str], passes: list[dict[str, float]], *, since: float, until: float
+) -> tuple[float, list[str]]:
+    """The longest time (wall clock) any profile went without a pass between
+    ``since`` and ``until``, counted from the last pass each process reported
+    (so an upper bound), and the profiles that got none at all."""
+    longest, never = 0.0, []
+    for ns in namespaces:
+        times = sorted(at for seen in passes if (at := seen.get(ns)) is not None)
+        if not times:
+            never.append(ns)
+        edges = [since, *times, until]
+        longest = max(longest, *(b - a for a, b in itertools.pairwise(edges)))
+    return longest, never
 
 
 def _expected(body: dict[str, Any], *, keda: bool) -> tuple[set[str], set[str]]:
@@ -156,17 +173,25 @@ def test_converges_through_kills_and_an_api_server_outage(
         kube.apply(kubectl, *tenants)
         started = time.monotonic()
         kube.apply(kubectl, *(_profile(ns) for ns in namespaces))
+        created = time.time()
         kills = []
-        lives: list[tuple[float, int]] = []  # (seconds a process led, profiles it passed)
-        led_from = started
+        lives: list[float] = []  # seconds each process led
+        passes: list[dict[str, float]] = []  # what it reported before its kill
+        led_from = time.monotonic()
         for kill in range(1, KILLS + 1):
             # a random moment of the convergence; every fifth process lives longer
             time.sleep(rng.uniform(*(LONG_LIFE if kill % 5 == 0 else (0.5, 3.0))))
-            passed = _passed(operator, namespaces)
-            lives.append((time.monotonic() - led_from, len(passed)))
+            passes.append(_passed(operator, namespaces))
+            lives.append(time.monotonic() - led_from)
             kills.append(round(time.monotonic() - started, 1))
+            last_kill = time.time()
             operator.kill_and_restart()
             led_from = time.monotonic()
+        # No profile starves behind the others across restarts: each one got a
+        # pass while the kills went on (the back of the queue got none at all
+        # when every restart started from the same end)
+        longest, never = _longest_without_a_pass(namespaces, passes, since=created, until=last_kill)
+        assert never == [], f"{len(never)} profiles got no pass through {KILLS} restarts"
         kube.wait_for(
             lambda: _all_ready(kubectl, namespaces),
             timeout=600,
@@ -259,7 +284,12 @@ def test_converges_through_kills_and_an_api_server_outage(
                 f"all Ready after {converged:.1f} s",
                 "- profiles each process ended a pass of before it was killed "
                 "(seconds it led: profiles): "
-                + ", ".join(f"{led:.1f} s: {count}" for led, count in lives),
+                + ", ".join(
+                    f"{led:.1f} s: {len(seen)}" for led, seen in zip(lives, passes, strict=True)
+                ),
+                f"- every profile got a pass while the kills went on; the longest any went "
+                f"without one: {longest:.1f} s (from the profiles' creation to the last kill: "
+                f"{last_kill - created:.1f} s)",
                 f"- API server outage: {outage}; every ConfigMap had the change "
                 f"{applied:.1f} s after it was back, every profile Ready (pods rolled by "
                 f"the controller-manager and kwok) after {recovered:.1f} s",
