@@ -25,7 +25,7 @@ from __future__ import annotations
 import re
 
 from headroom.builders import common
-from headroom.planning import planner, read_plan
+from headroom.planning import names, planner, read_plan
 
 _SLOT = re.compile(r"^[a-z0-9_]{1,63}$")  # Postgres: lower case, digits, underscore
 _HOST = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$")
@@ -130,7 +130,6 @@ CONFIG_DIR = "/etc/headroom-standby"
 DATA_MOUNT = "/var/lib/postgresql/data"
 PGDATA = f"{DATA_MOUNT}/pgdata"  # a subdirectory: a fresh volume's lost+found is no cluster
 SOCKET_DIR = "/var/run/postgresql"
-DATA_VOLUME = "data"
 
 
 def render_conf(standby: read_plan.StandbyPlan) -> str:
@@ -198,7 +197,7 @@ def build(plan: planner.Plan) -> list[common.Obj]:
     env.append({"name": "PGSSLMODE", "value": plan.database.ssl_mode})
     mounts = [
         {"name": "config", "mountPath": CONFIG_DIR, "readOnly": True},
-        {"name": DATA_VOLUME, "mountPath": DATA_MOUNT},
+        {"name": names.DATA_VOLUME, "mountPath": DATA_MOUNT},
         {"name": "run", "mountPath": SOCKET_DIR},
         {"name": "tmp", "mountPath": "/tmp"},  # noqa: S108 - pod-local scratch
     ]
@@ -263,7 +262,9 @@ def build(plan: planner.Plan) -> list[common.Obj]:
                     ],
                 ),
             },
-            **common.claim_templates(volume=DATA_VOLUME, labels=selector, claim=standby.storage),
+            **common.claim_templates(
+                volume=names.DATA_VOLUME, labels=selector, claim=standby.storage
+            ),
         },
     }
     service = {
