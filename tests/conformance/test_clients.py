@@ -15,8 +15,9 @@ Service spreads them). Stacks:
   BullMQ/ioredis workers writing through Prisma 7 (seed 000);
 * ``knex``: Knex app pods (seed 002), node-postgres + BullMQ workers;
   its migration connects with the direct ``DATABASE_URL`` (sslmode as rendered);
-* ``python``: psycopg_pool and SQLAlchemy app pods, redis-py list workers on
-  psycopg_pool; its migration uses the direct ``DATABASE_URL`` too.
+* ``python``: psycopg_pool, SQLAlchemy, asyncpg and Django (its own pool) app
+  pods, one each, redis-py list workers on psycopg_pool; its migration uses the
+  direct ``DATABASE_URL`` too.
 
 Every app pod and worker pod of the plan's maximum runs its whole pool at
 once; PgBouncer's SHOW POOLS and Postgres' pg_stat_activity are sampled
@@ -90,6 +91,7 @@ class Stack:
     app: Callable[[Path, int], list[str]]  # (node dir, pod index) -> argv
     worker: Callable[[Path], list[str]]
     migrate: Callable[[Path], list[str]] | None  # through the direct DATABASE_URL
+    app_pods: int = APP_PODS  # spec.app.replicas.max: every one runs at once
 
 
 def _node(script: str) -> Callable[..., list[str]]:
@@ -99,9 +101,13 @@ def _node(script: str) -> Callable[..., list[str]]:
     return argv
 
 
+# One app pod per Python client (tests/clients/python/app.py --client).
+PYTHON_CLIENTS = ("psycopg", "sqlalchemy", "asyncpg", "django")
+
+
 def _python(script: str, *extra: str) -> Callable[..., list[str]]:
     def argv(_node_dir: Path, index: int = 0) -> list[str]:
-        client = ("psycopg", "sqlalchemy")[index % 2]
+        client = PYTHON_CLIENTS[index % len(PYTHON_CLIENTS)]
         more = [arg.format(client=client) for arg in extra]
         return [sys.executable, str(CLIENTS / "python" / script), *more]
 
@@ -129,6 +135,7 @@ STACKS = {
         app=_python("app.py", "--client", "{client}"),
         worker=_python("worker.py"),
         migrate=_python("migrate.py"),
+        app_pods=len(PYTHON_CLIENTS),
     ),
 }
 
@@ -189,7 +196,7 @@ def profile_body(
         "spec": {
             "app": {
                 "deployment": "web",
-                "replicas": {"min": 1, "max": APP_PODS},
+                "replicas": {"min": 1, "max": stack.app_pods},
                 "poolSizePerPod": POOL_PER_POD,
                 "client": stack.client,
             },
@@ -524,7 +531,7 @@ def test_every_pod_and_worker_at_its_ceiling(
     # What each consumer is told is what the plan counts for it.
     assert app_env["DATABASE_POOL_SIZE"] == str(POOL_PER_POD)
     assert worker_env["DATABASE_POOL_SIZE"] == str(WORKER_POOL)
-    assert budget.client_demand == APP_PODS * POOL_PER_POD + WORKER_PODS * WORKER_POOL
+    assert budget.client_demand == stack.app_pods * POOL_PER_POD + WORKER_PODS * WORKER_POOL
 
     try:
         if stack.migrate is not None:
@@ -538,7 +545,7 @@ def test_every_pod_and_worker_at_its_ceiling(
                 pod_env(app_env, i),
                 node_dir,
             )
-            for i in range(APP_PODS)
+            for i in range(stack.app_pods)
         ] + [
             start_pod(f"worker-{i}", stack.worker(node_dir), pod_env(worker_env, i), node_dir)
             for i in range(WORKER_PODS)
@@ -581,7 +588,8 @@ def test_every_pod_and_worker_at_its_ceiling(
         f"(demand {budget.client_demand}); server connections peak {servers_peak} per pooler "
         f"(max_db_connections {budget.max_db_connections}), Postgres {postgres_peak} "
         f"(plan {budget.server_connections}); jobs {done}/{enqueued}; "
-        f"named prepared statements {parses}"
+        f"named prepared statements {parses}; transactions per app pod "
+        f"{[r['queries'] for r in reports if r['pod'].startswith('app-')]}"
     )
     failed = [r for r in reports if r["errors"]]
     assert not failed, json.dumps(failed, indent=1)
@@ -597,7 +605,7 @@ def test_every_pod_and_worker_at_its_ceiling(
     assert clients_peak >= budget.client_demand * 0.8, (clients_peak, budget.client_demand)
 
     # Jobs: every one enqueued was processed exactly once.
-    assert (enqueued, done) == (APP_PODS * JOBS_PER_POD, enqueued), "jobs lost"
+    assert (enqueued, done) == (stack.app_pods * JOBS_PER_POD, enqueued), "jobs lost"
 
 
 # --- TLS to the primary with a private CA --------------------------------------------

@@ -2,15 +2,17 @@
 then ``GO <deadline>`` on stdin, so every pod's load starts at once however long
 each took to start), a pool's worth of threads looping until the deadline, every
 failure counted, and the one-line report the test reads (``REPORT {json}``).
-Imported by app.py and worker.py."""
+Imported by app.py and worker.py; asyncio apps run their tasks with
+``at_ceiling_async``."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 
@@ -69,6 +71,19 @@ class Pod:
             thread.start()
         for thread in threads:
             thread.join()
+
+    async def at_ceiling_async(self, size: int, step: Callable[[], Awaitable[None]]) -> None:
+        """``size`` tasks (the whole pool) run ``step`` from GO until the end of the load."""
+        until_ms, _ = self.ready()
+
+        async def loop() -> None:
+            while time.time() * 1000 < until_ms:
+                try:
+                    await step()
+                except Exception as err:
+                    self.fail(err)
+
+        await asyncio.gather(*(loop() for _ in range(size)))
 
     def done(self) -> None:
         print("REPORT " + json.dumps(self.report), flush=True)
