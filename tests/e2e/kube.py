@@ -89,6 +89,35 @@ def get_json(kubectl: Kubectl, *args: str) -> dict[str, Any]:
     return data
 
 
+def can_i(kubectl: Kubectl, user: str, verb: str, resource: str, *, namespace: str) -> bool:
+    """Whether ServiceAccount ``user`` may ``verb`` ``resource`` in ``namespace``,
+    asked of the API server's authorizer with a SubjectAccessReview.
+
+    ``resource`` is ``plural[.group]``, optionally ``/status`` or ``/scale`` for
+    a subresource or ``/<name>`` for one named object. Unlike ``kubectl auth
+    can-i`` this needs no discovery: a kind whose CRD is not installed (KEDA's,
+    prometheus-operator's) is still judged by RBAC alone.
+    """
+    kind, _, rest = resource.partition("/")
+    plural, _, group = kind.partition(".")
+    attributes = {"namespace": namespace, "verb": verb, "group": group, "resource": plural}
+    if rest:
+        attributes["subresource" if rest in {"status", "scale"} else "name"] = rest
+    sa_namespace = user.split(":")[2]  # system:serviceaccount:<namespace>:<name>
+    groups = ["system:serviceaccounts", f"system:serviceaccounts:{sa_namespace}"]
+    review: dict[str, Any] = {
+        "apiVersion": "authorization.k8s.io/v1",
+        "kind": "SubjectAccessReview",
+        "spec": {
+            "user": user,
+            "groups": [*groups, "system:authenticated"],
+            "resourceAttributes": attributes,
+        },
+    }
+    proc = kubectl("create", "-o", "json", "-f", "-", input=json.dumps(review))
+    return bool(json.loads(proc.stdout)["status"].get("allowed", False))
+
+
 def exists(kubectl: Kubectl, *args: str) -> bool:
     """Whether ``kubectl get ARGS`` finds the object (False on NotFound)."""
     proc = kubectl("get", *args, "-o", "name", check=False)
