@@ -21,7 +21,7 @@ endif
 
 .PHONY: help
 help: ## list targets
-	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -86,6 +86,10 @@ cluster-kind: ## (needs Docker) create a kind cluster instead; then export KUBEC
 crds: venv ## regenerate crds/ (and the chart's CRD template) from the pydantic models
 	$(PY) -m headroom.cli crd > crds/headroom.dev_scalingprofiles.yaml
 	$(PY) hack/sync_chart.py
+
+.PHONY: docs
+docs: venv ## regenerate docs/api.md's tables that mirror code: every CRD field, the settings a profile may override, the binding's keys
+	$(PY) hack/docs_tables.py
 
 .PHONY: manifests
 manifests: venv ## render manifests/operator.yaml and manifests/rbac.yaml from the Helm chart (helm template; helm is built when absent)

@@ -6,7 +6,6 @@ PodMonitor and PrometheusRule are validated too."""
 
 from __future__ import annotations
 
-import importlib.util
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +14,7 @@ from typing import Any
 import kube
 import pytest
 import yaml
+from tests import hack_scripts
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "headroom"
@@ -121,11 +121,7 @@ def test_operator_podmonitor_and_rules_are_valid_when_prometheus_operator_is_ins
 
 
 def _sync_chart() -> Any:
-    spec = importlib.util.spec_from_file_location("sync_chart", REPO / "hack" / "sync_chart.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return hack_scripts.load("sync_chart")
 
 
 def test_manifests_are_the_chart_rendered(helm: str) -> None:

@@ -9,6 +9,7 @@ from typing import Any
 from headroom import yamlfmt
 from headroom.api import crd, quantity, v1alpha1
 from headroom.api.v1alpha1 import schema as schema_mod
+from tests import hack_scripts
 
 CRD_FILE = Path(__file__).resolve().parents[2] / "crds" / "headroom.dev_scalingprofiles.yaml"
 
@@ -35,12 +36,7 @@ def test_cross_field_rules_name_fields() -> None:
 def test_chart_crd_template_matches() -> None:
     root = CRD_FILE.parents[1]
     chart = root / "charts" / "headroom"
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("sync_chart", root / "hack" / "sync_chart.py")
-    assert spec is not None and spec.loader is not None
-    sync = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(sync)
+    sync = hack_scripts.load("sync_chart")
     assert (chart / "templates" / "crd.yaml").read_text() == sync.crd_template_text(), "make crds"
     # Helm installs a chart's crds/ once and never upgrades it: the CRD must be a template
     assert not (chart / "crds").exists()
