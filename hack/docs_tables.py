@@ -5,6 +5,8 @@
   generates its API reference from its OpenAPI;
 - ``parameters``: the pgbouncer.ini and redis.conf keys a profile may set
   (planning.pgbouncer_params, planning.redis_params);
+- ``settings``: the operator's HEADROOM_* settings (headroom.settings), in
+  docs/operations.md;
 - ``binding``: every key of the binding Secrets, per client dialect and for a
   queue's workers, as ``headroom render`` writes them for one profile that uses
   every section (read replicas, a cache, a Sentinel queue instance, a worker
@@ -30,7 +32,7 @@ from typing import Any
 
 import yaml
 
-from headroom import cli
+from headroom import cli, settings
 from headroom.builders import desired
 from headroom.planning import pgbouncer_params, planner, redis_params
 
@@ -327,7 +329,30 @@ def binding_table() -> str:
     return "\n".join(rows)
 
 
-TABLES = {"fields": fields_table, "parameters": parameters_table, "binding": binding_table}
+def settings_table() -> str:
+    """The operator's settings (HEADROOM_<NAME>), from the one settings object."""
+    rows = ["| environment | default | what it does |", "|---|---|---|"]
+    home = str(Path.home())
+    for name, field in settings.Settings.model_fields.items():
+        if field.default_factory is not None:
+            default = "(computed)"
+        elif isinstance(field.default, bool):
+            default = f"`{str(field.default).lower()}`"
+        elif field.default == "":
+            default = "(unset)"
+        else:
+            default = f"`{str(field.default).replace(home, '~')}`"
+        env = f"`HEADROOM_{name.upper()}`"
+        rows.append(f"| {env} | {default} | {_cell(field.description or '')} |")
+    return "\n".join(rows)
+
+
+TABLES = {
+    "fields": fields_table,
+    "parameters": parameters_table,
+    "binding": binding_table,
+    "settings": settings_table,
+}
 _SECTION = re.compile(
     r"(<!-- generated: (?P<name>[a-z]+) \(make docs\) -->\n)(?P<body>(?:.*?\n)?)"
     r"(<!-- end generated: (?P=name) -->)",

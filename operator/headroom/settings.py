@@ -67,10 +67,16 @@ class Settings(BaseSettings):
         max_length=512,
         description="Image of the read pooler's lag agent (Headroom's own image).",
     )
-    metrics_addr: str = "0.0.0.0"  # noqa: S104 - scraped from inside the cluster
-    metrics_port: int = Field(default=8000, ge=0, le=65535)
-    health_addr: str = "0.0.0.0"  # noqa: S104
-    health_port: int = Field(default=8080, ge=0, le=65535)
+    metrics_addr: str = Field(
+        default="0.0.0.0",  # noqa: S104 - scraped from inside the cluster
+        description="Address /metrics (Prometheus) listens on.",
+    )
+    metrics_port: int = Field(default=8000, ge=0, le=65535, description="Port of /metrics.")
+    health_addr: str = Field(
+        default="0.0.0.0",  # noqa: S104 - probed by the kubelet
+        description="Address /healthz (alive) and /readyz (caches synced) listen on.",
+    )
+    health_port: int = Field(default=8080, ge=0, le=65535, description="Port of the probes.")
 
     leader_election: bool = Field(
         default=True, description="Reconcile only while holding the Lease (run 2 replicas for HA)."
@@ -78,18 +84,26 @@ class Settings(BaseSettings):
     lease_namespace: str = Field(
         default="", description="Namespace of the Lease; default: the operator's own."
     )
-    lease_name: str = "headroom"
+    lease_name: str = Field(default="headroom", description="Name of the Lease.")
     ownership_key_secret: str = Field(
         default="",
         description="namespace/name of the Secret with the key that proves a retained child "
         "is Headroom's; default: headroom-ownership-key in the operator's namespace.",
     )
-    lease_seconds: int = Field(default=15, ge=2)
+    lease_seconds: int = Field(
+        default=15, ge=2, description="A leader that has not renewed for this long is replaced."
+    )
     identity: str = Field(default_factory=_identity, description="This replica's Lease identity.")
 
-    webhook_enabled: bool = True
+    webhook_enabled: bool = Field(
+        default=True,
+        description="Serve admission (and, as the leader, register it); false removes a "
+        "registration an earlier leader made.",
+    )
     webhook_addr: str = Field(default="127.0.0.1", description="Address the webhook listens on.")
-    webhook_port: int = Field(default=9443, ge=1, le=65535)
+    webhook_port: int = Field(
+        default=9443, ge=1, le=65535, description="Port the webhook listens on."
+    )
     webhook_cert_check_seconds: float = Field(
         default=3600,
         gt=0,

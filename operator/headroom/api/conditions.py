@@ -207,3 +207,75 @@ def progress(
     if retry:
         return [Cond(RECONCILING, "True", RETRYING, "a passing error; the pass is retried")]
     return []
+
+
+# Every reason a condition can carry, with the types that carry it (Ready and
+# Stalled repeat the reason of the component holding them back, AppScalingActive
+# the HPA controller's own reasons besides NotReportedYet). docs/operations.md
+# has a runbook entry for each; tests/unit/test_operations_doc.py holds both to
+# the reasons the code writes.
+_MISSING_INPUT = frozenset({POOLER_READY, READ_POOLER_READY})
+_CONTAINED = frozenset(
+    {
+        POOLER_READY,
+        READ_POOLER_READY,
+        STANDBYS_READY,
+        CACHE_READY,
+        WORKERS_READY,
+        STORAGE_READY,
+        CHILDREN_OWNED,
+    }
+)
+REASONS: dict[str, frozenset[str]] = {
+    "AllComponentsReady": frozenset({READY}),
+    RETRYING: frozenset({RECONCILING}),
+    RECONCILE_FAILED: frozenset({READY, STALLED}),
+    "WithinBudget": frozenset({CONNECTION_BUDGET}),
+    "BudgetExceeded": frozenset({CONNECTION_BUDGET}),
+    "InvalidSpec": frozenset({CONNECTION_BUDGET}),
+    "PodsReady": frozenset({POOLER_READY, READ_POOLER_READY, STANDBYS_READY, CACHE_READY}),
+    "PodsNotReady": frozenset({READ_POOLER_READY, STANDBYS_READY, CACHE_READY, WORKERS_READY}),
+    "RollingOut": frozenset({POOLER_READY}),
+    "NotCreated": frozenset({POOLER_READY}),
+    "CNPGPoolerReady": frozenset({POOLER_READY, READ_POOLER_READY}),
+    "WaitingForCNPG": frozenset({POOLER_READY, READ_POOLER_READY}),
+    "CNPGClusterNotFound": frozenset({READ_POOLER_READY}),
+    "CredentialsNotFound": _MISSING_INPUT,
+    "CredentialsInvalid": _MISSING_INPUT | {STORAGE_READY},
+    "ServerCANotFound": _MISSING_INPUT,
+    "ServerCAInvalid": _MISSING_INPUT,
+    "NameConflict": _CONTAINED,
+    "ClaimPending": frozenset({CACHE_READY, STORAGE_READY}),
+    "ScaledByKEDA": frozenset({WORKERS_READY}),
+    "ScaledByHPA": frozenset({WORKERS_READY}),
+    "HPAReady": frozenset({AUTOSCALING_READY}),
+    "Disabled": frozenset({AUTOSCALING_READY}),
+    "NotApplied": frozenset({AUTOSCALING_READY}),
+    "AppDeploymentNotFound": frozenset({AUTOSCALING_READY, APP_FOUND}),
+    "Ready": frozenset({STORAGE_READY}),
+    "COSINotInstalled": frozenset({STORAGE_READY}),
+    "AccessPending": frozenset({STORAGE_READY}),
+    "CredentialsPending": frozenset({STORAGE_READY}),
+    "CredentialsSecretMissing": frozenset({STORAGE_READY}),
+    "CredentialsKeyMissing": frozenset({STORAGE_READY}),
+    "ServerNotReady": frozenset({STORAGE_READY}),
+    "BucketNotFound": frozenset({STORAGE_READY}),
+    "CredentialsRejected": frozenset({STORAGE_READY}),
+    "Applied": frozenset({CHILDREN_APPLIED}),
+    "ApplyFailed": frozenset({CHILDREN_APPLIED}),
+    "KEDAInstalled": frozenset({BACKLOG_SCALING}),
+    "KEDANotInstalled": frozenset({BACKLOG_SCALING}),
+    "LimitsRead": frozenset({PRIMARY_LIMITS}),
+    "PrimaryUnreachable": frozenset({PRIMARY_LIMITS}),
+    "NotReadYet": frozenset({PRIMARY_LIMITS}),
+    "NotReportedYet": frozenset({APP_SCALING_ACTIVE}),
+    "AllInPool": frozenset({READ_REPLICAS_IN_POOL}),
+    "SomeOut": frozenset({READ_REPLICAS_IN_POOL}),
+    "AllOut": frozenset({READ_REPLICAS_IN_POOL}),
+    "Bounded": frozenset({SLOT_RETENTION}),
+    "Unbounded": frozenset({SLOT_RETENTION}),
+    "Selected": frozenset({ALERTS_SELECTED}),
+    "NotSelected": frozenset({ALERTS_SELECTED}),
+    "NoPrometheus": frozenset({ALERTS_SELECTED}),
+    "NoPrometheusOperator": frozenset({ALERTS_SELECTED}),
+}
