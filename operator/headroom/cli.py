@@ -4,7 +4,8 @@
   message when the profile is impossible. Several profiles (documents of
   FILE, and ``--with OTHER`` files of profiles already on the cluster) are
   planned as the operator plans them when they share a Postgres server
-  (primary or read replica): each beside what the older ones open there.
+  (primary or read replica): every server divided among every profile on
+  it by weight (``planning.server_shares``), as admission and the pass divide it.
 - ``headroom render FILE``: every child object as YAML (no cluster needed).
   Secret values the operator reads from the cluster are placeholders. The
   NetworkPolicies admit the app's pods as the operator's do: by the selector of
@@ -41,8 +42,8 @@ from headroom.planning import credentials, object_storage, planner, server_share
 
 KEDA_HELP = "plan queues for a cluster with KEDA (default: the CPU HPA fallback)"
 WITH_HELP = (
-    "a file of other profiles already on the cluster (repeatable): FILE's profiles are "
-    "planned beside what these open on the Postgres servers they share; render also "
+    "a file of other profiles already on the cluster (repeatable): FILE's profiles share "
+    "the Postgres servers they use with these, as on the cluster; render also "
     "reads the app's Deployment from it"
 )
 
@@ -271,13 +272,18 @@ def format_plan(plan: planner.Plan) -> str:
                 (
                     "beside",
                     "; ".join(
-                        f"{u.profile} opens {u.server_connections} on {u.server}"
+                        f"{u.profile} holds {u.server_connections} on {u.server}"
                         for u in plan.facts.shared
                     ),
                 )
             ]
             if plan.facts.shared
             else []
+        ),
+        *(
+            ("share", f"{g.connections} on {server} (weight {plan.share_weight})")
+            for server, g in sorted(plan.facts.grants.items())
+            if not g.refusal
         ),
     ]
     rows += _read_rows(plan)
@@ -360,7 +366,11 @@ def _read_rows(plan: planner.Plan) -> list[tuple[str, str]]:
         (
             "read available",
             f"{b.available} on the smallest replica "
-            f"({b.max_connections} - {b.reserved} reserved and lag probes)",
+            + (
+                "(its share there, see share)"
+                if b.shared
+                else f"({b.max_connections} - {b.reserved} reserved and lag probes)"
+            ),
         ),
         ("read pooler instances", f"{read.instances} ({b.pooler_pods_at_peak} at peak)"),
         ("read max_db_connections", f"{b.max_db_connections} per read-pooler pod"),
@@ -445,9 +455,10 @@ def _key(body: dict[str, Any]) -> str:
 
 def _plan_all(args: argparse.Namespace, facts: planner.Facts) -> list[_Planned]:
     """The profiles of FILE planned as the operator plans them on shared servers:
-    the ``--with`` files' profiles exist already (older, in the order given),
-    FILE's are created after them, one document after the other; each is
-    planned beside what the older ones open on every server it uses."""
+    every server divided among every profile on it (server_shares). The
+    ``--with`` files' profiles exist already (older, in the order given);
+    FILE's are created after them in one go (one apply: the same second, so
+    by name when minimums do not fit, as the API server would stamp them)."""
     others = [body for path in args.beside for body in _load_beside(path)]
     mine = _load(args.file)
     peers: list[server_shares.Peer] = []
@@ -465,18 +476,18 @@ def _plan_all(args: argparse.Namespace, facts: planner.Facts) -> list[_Planned]:
                 raise InputError(f"--with: {key}: {err}") from None
             found.append((key, None, str(err)))
             continue
-        # ordered as created one after the other (the order's text only compares)
-        peers.append(server_shares.Peer(key=key, created=f"{index:09d}", profile=profile))
+        # the order's text only compares: existing ones first, then FILE's
+        created = f"{index:09d}" if index < len(others) else "new"
+        peers.append(server_shares.peer(profile, body=body, facts=facts, created=created))
         if index >= len(others):
             found.append((key, profile, ""))
-    opened = server_shares.shares(peers, facts=facts)
+    grants = server_shares.shares(peers)
     out = []
     for key, parsed, error in found:
         if parsed is None:
             out.append(_Planned(None, None, error))
             continue
-        beside = server_shares.older_uses(peers, opened, key=key)
-        planned = planner.plan(parsed, facts=dataclasses.replace(facts, shared=beside))
+        planned = planner.plan(parsed, facts=dataclasses.replace(facts, grants=grants[key]))
         out.append(_Planned(parsed, planned))
     return out
 

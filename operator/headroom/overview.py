@@ -33,7 +33,9 @@ class ProfileRow:
     reconciling: bool
     planned: int | None  # server connections its poolers may open (rollout peak included)
     ceiling: int | None  # connections its clients could open at their replica ceilings
-    counted: bool  # part of the server's shared total (its budget was accepted)
+    # part of the server's shared total: its budget was accepted, or it is
+    # refused and its poolers still hold what its last applied plan opens
+    counted: bool
     refusal: str  # why it is refused or stalled, "" when it is not
     planned_since: str
 
@@ -123,6 +125,12 @@ def row(profile: dict[str, Any]) -> tuple[str, ProfileRow, dict[str, Any]]:
     within = _condition(status, conditions.CONNECTION_BUDGET)
     is_stalled = stalled.get("status") == "True"
     refused_budget = within.get("status") == "False"
+    server = _server_of(profile, budget)
+    held = sum(
+        _int(h.get("connections")) or 0
+        for h in budget.get("held") or []
+        if isinstance(h, dict) and h.get("server") == server
+    )
     refusal = ""
     if refused_budget:
         refusal = f"{within.get('reason', '')}: {within.get('message', '')}"
@@ -135,13 +143,13 @@ def row(profile: dict[str, Any]) -> tuple[str, ProfileRow, dict[str, Any]]:
         reason=str(ready.get("reason", "")),
         stalled=is_stalled,
         reconciling=reconciling.get("status") == "True",
-        planned=_primary_connections(budget),
+        planned=held if refused_budget and held else _primary_connections(budget),
         ceiling=_int(budget.get("clientDemand")),
-        counted=within.get("status") == "True",
+        counted=within.get("status") == "True" or bool(refused_budget and held),
         refusal=refusal,
         planned_since=str(budget.get("plannedSince") or meta.get("creationTimestamp") or ""),
     )
-    return _server_of(profile, budget), entry, budget
+    return server, entry, budget
 
 
 def build(profiles: list[dict[str, Any]]) -> list[ServerGroup]:
@@ -209,8 +217,9 @@ def format_table(groups: list[ServerGroup]) -> str:
         f"{sum(bool(p.refusal) for p in every)} refused or stalled"
     )
     lines.append(
-        "PLANNED: server connections a profile's poolers may open (in parentheses: refused, "
-        "not counted); CEILING: connections its clients could open at their replica ceilings"
+        "PLANNED: server connections a profile's poolers may open (refused: what its running "
+        "poolers hold; in parentheses: refused with nothing running, not counted); CEILING: "
+        "connections its clients could open at their replica ceilings"
     )
     return "\n".join(lines) + "\n"
 

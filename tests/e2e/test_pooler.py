@@ -357,7 +357,7 @@ def test_server_ca_is_mounted_and_a_missing_one_reported(
     } in mounts
 
 
-def test_a_second_profile_on_the_same_server_is_refused_naming_the_first(
+def test_a_second_profile_on_the_same_server_shares_it_by_weight(
     operator: operator_process.OperatorProcess, kubectl: kube.Kubectl, namespace: str
 ) -> None:
     kube.apply(kubectl, app_deployment(namespace), credentials(namespace))
@@ -367,32 +367,43 @@ def test_a_second_profile_on_the_same_server_is_refused_naming_the_first(
     )
     sp = _sp(kubectl, namespace)
     assert sp["status"]["budget"]["server"] == f"db.{namespace}.svc:5432"
-    # The admin app of the same shop, on the same Postgres: 90 of its 92
-    # connections are the shop's already.
-    admin = profiles.base(name="admin", namespace=namespace, **{"app.replicas.max": 4})
-    refused = kube.create(kubectl, admin, namespace=namespace, check=False)
-    assert refused.returncode != 0
-    assert f"{namespace}/{NAME} 90" in refused.stderr, refused.stderr
-    assert "spec.pooler.instances" in refused.stderr or "spec.app" in refused.stderr
-    # Once the shop leaves room (its pool pinned to 3 pods at peak x 20), the admin app fits
-    # beside it, sized to what is left, and says with whom it shares.
-    kube.apply(
-        kubectl,
-        _profile(
-            namespace,
-            **{"pooler.parameters": {"max_db_connections": "20", "default_pool_size": "18"}},
-        ),
-        namespace=namespace,
-    )
-    kube.wait_for(
-        lambda: kube.create(kubectl, admin, namespace=namespace, check=False).returncode == 0,
-        timeout=30,
-        what="the admin profile to be admitted beside the smaller shop",
-    )
+    assert sp["status"]["budget"]["serverConnections"] == 90  # alone: all of its 92
+    # The admin app of the same shop, on the same Postgres, with twice the weight:
+    # 97 - 2 x 5 kept for direct use = 87, divided 1:2 in steps of 3 pooler pods
+    # (29:58; the last 3 go to the shop, which runs its spec and is older)
+    admin = profiles.base(name="admin", namespace=namespace, **{"database.share": {"weight": 2}})
+    kube.apply(kubectl, admin, namespace=namespace)
+
+    def shared() -> dict[str, Any] | None:
+        found = {
+            sp["metadata"]["name"]: sp["status"].get("budget") or {}
+            for sp in kube.get_json(kubectl, "scalingprofiles", "-n", namespace)["items"]
+        }
+        done = found.get("admin", {}).get("sharedWith") and found[NAME].get("sharedWith")
+        return found if done else None
+
+    budgets = kube.wait_for(shared, timeout=60, what="both profiles to share db")
+    assert budgets[NAME]["serverConnections"] == 30 and budgets["admin"]["serverConnections"] == 57
+    assert budgets["admin"]["sharedWith"] == [
+        {"profile": f"{namespace}/{NAME}", "serverConnections": 30 + 5}
+    ]
     kubectl(
-        "wait", "--for=condition=Ready", "scalingprofile/admin", "-n", namespace, "--timeout=120s"
+        "wait", "--for=condition=Ready", "scalingprofile/admin", f"scalingprofile/{NAME}",
+        "-n", namespace, "--timeout=120s",
+    )  # fmt: skip
+    # the shop's pooler now opens its share: 10 per pod
+    config = kube.get_json(kubectl, "configmap", f"{NAME}-pooler-config", "-n", namespace)
+    assert "max_db_connections = 10\n" in config["data"]["pgbouncer.ini"]
+    # a session-mode app whose sessions do not fit beside both minimums is refused,
+    # naming the profiles that hold them and a fix
+    reports = profiles.base(
+        name="reports",
+        namespace=namespace,
+        **{"pooler.poolMode": "session", "app.replicas.max": 6, "app.poolSizePerPod": 10},
     )
-    budget = kube.get_json(kubectl, "scalingprofile", "admin", "-n", namespace)["status"]["budget"]
-    assert budget["sharedWith"] == [{"profile": f"{namespace}/{NAME}", "serverConnections": 60}]
-    assert budget["available"] == 92 - 60
-    assert budget["serverConnections"] <= budget["available"]
+    refused = kube.create(kubectl, reports, namespace=namespace, check=False)
+    assert refused.returncode != 0
+    assert "the guaranteed minimums on" in refused.stderr, refused.stderr
+    assert f"{namespace}/{NAME} 8 (transaction mode" in refused.stderr
+    assert f"{namespace}/admin 8 (transaction mode" in refused.stderr
+    assert "spec.pooler.poolMode transaction" in refused.stderr

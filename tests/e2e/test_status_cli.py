@@ -38,6 +38,28 @@ def _status(kubeconfig: str, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+def _without_admission(
+    operator: operator_process.OperatorProcess, kubectl: kube.Kubectl, change: Any
+) -> None:
+    """Make ``change`` as if two changes had been admitted at the same moment:
+    the operator restarted without admission (it removes its webhook), then
+    with it again."""
+    operator.env["HEADROOM_WEBHOOK_ENABLED"] = "false"
+    try:
+        operator.kill_and_restart()
+        kube.wait_for(
+            lambda: kubectl(
+                "get", "validatingwebhookconfiguration", "headroom.dev", check=False
+            ).returncode != 0,
+            timeout=60,
+            what="the webhook to be removed",
+        )  # fmt: skip
+        change()
+    finally:
+        operator.env.pop("HEADROOM_WEBHOOK_ENABLED")
+        operator.kill_and_restart()
+
+
 def _ready(kubectl: kube.Kubectl, namespace: str, *names: str) -> None:
     for name in names:
         kubectl(
@@ -57,18 +79,23 @@ def test_status_groups_profiles_by_server_with_the_right_sums(
         credentials(namespace),
         *(named_app(namespace, f"{n}-web") for n in ("orders", "billing", "reports")),
     )
-    # orders leaves room on the shared server (3 pods at peak x 20), billing fits beside it
-    pinned = {"pooler.parameters": {"max_db_connections": "20", "default_pool_size": "18"}}
-    kube.apply(kubectl, _profile(namespace, "orders", SHARED, **pinned), namespace=namespace)
+    # orders and billing share a server by weight; reports is alone on its own
+    kube.apply(kubectl, _profile(namespace, "orders", SHARED), namespace=namespace)
     _ready(kubectl, namespace, "orders")
     small = {"app.replicas": {"min": 1, "max": 4}}
     kube.apply(kubectl, _profile(namespace, "billing", SHARED, **small), namespace=namespace)
     kube.apply(kubectl, _profile(namespace, "reports", ALONE), namespace=namespace)
     _ready(kubectl, namespace, "billing", "reports")
 
-    done = _status(kubeconfig, "-n", namespace, "-o", "json")
-    assert done.returncode == 0, done.stderr
-    view = json.loads(done.stdout)
+    def shared_view() -> dict[str, Any] | None:
+        found = json.loads(_status(kubeconfig, "-n", namespace, "-o", "json").stdout)
+        server = next(s for s in found["servers"] if s["server"].startswith(SHARED))
+        return found if server["plannedConnections"] == 45 + 42 else None
+
+    # 97 - 2 x 5 kept for direct use = 87: 45 and 42 (the odd 3 to the older one)
+    kube.wait_for(shared_view, timeout=60, what="orders and billing at their shares")
+    _ready(kubectl, namespace, "orders", "billing", "reports")  # resized poolers rolled out
+    view = json.loads(_status(kubeconfig, "-n", namespace, "-o", "json").stdout)
     servers = {s["server"]: s for s in view["servers"]}
     shared, alone = (
         servers[f"{SHARED}.{namespace}.svc:5432"],
@@ -80,12 +107,12 @@ def test_status_groups_profiles_by_server_with_the_right_sums(
     listed = kube.get_json(kubectl, "scalingprofiles", "-n", namespace)["items"]
     budgets = {sp["metadata"]["name"]: sp["status"]["budget"] for sp in listed}
     # the shared total is what both profiles' statuses plan on the server
-    both = budgets["orders"]["serverConnections"] + budgets["billing"]["serverConnections"]
-    assert budgets["orders"]["serverConnections"] == 60
-    assert shared["plannedConnections"] == both
-    assert shared["available"] == 100 - 3 - 5 == budgets["orders"]["available"]
-    assert shared["freeConnections"] == 92 - both >= 0
-    assert budgets["billing"]["available"] == 92 - 60
+    assert budgets["orders"]["serverConnections"] == 45
+    assert budgets["billing"]["serverConnections"] == 42
+    assert shared["plannedConnections"] == 87
+    # a profile's share and what the other holds (its pool and its 5 direct)
+    assert shared["available"] == 100 - 3 - 5 == budgets["orders"]["available"] + 42 + 5
+    assert shared["freeConnections"] == 92 - 87
     for p in shared["profiles"] + alone["profiles"]:
         assert p["plannedConnections"] == budgets[p["name"]]["serverConnections"]
         assert p["ceilingConnections"] == budgets[p["name"]]["clientDemand"]
@@ -93,8 +120,23 @@ def test_status_groups_profiles_by_server_with_the_right_sums(
     assert budgets["billing"]["clientDemand"] == 4 * 5  # 4 pods x a pool of 5
     assert view["ready"] == view["profiles"] == 3 and view["refused"] == []
 
-    # orders grows into the whole server: it is the older one, so billing is the one refused
-    kube.apply(kubectl, _profile(namespace, "orders", SHARED), namespace=namespace)
+    # billing changes to session mode: its 60 sessions (30 per pooler pod, 3 at peak)
+    # do not fit beside orders' minimum. Admission would refuse it; with the webhook
+    # off (two changes admitted at once) the pass refuses it, and its running pooler
+    # keeps its size and is counted at it
+    sessions = {
+        "app.replicas": {"min": 1, "max": 6},
+        "app.poolSizePerPod": 10,
+        "pooler.poolMode": "session",
+    }
+    refused_change = _profile(namespace, "billing", SHARED, **sessions)
+    denied = kubectl(
+        "apply", "--server-side", "--field-manager=e2e", "-n", namespace, "-f", "-",
+        input=json.dumps(refused_change), check=False,
+    )  # fmt: skip
+    assert denied.returncode != 0 and "do not fit" in denied.stderr, denied.stderr
+    _without_admission(operator, kubectl, lambda: kube.apply(
+        kubectl, refused_change, namespace=namespace))  # fmt: skip
 
     def billing_refused() -> dict[str, Any] | None:
         found = json.loads(_status(kubeconfig, "-n", namespace, "-o", "json").stdout)
@@ -104,18 +146,24 @@ def test_status_groups_profiles_by_server_with_the_right_sums(
     (refused,) = view["refused"]
     assert (refused["name"], refused["server"]) == ("billing", f"{SHARED}.{namespace}.svc:5432")
     assert refused["refusal"].startswith("BudgetExceeded: ")
+    assert "do not fit" in refused["refusal"]
     shared = next(s for s in view["servers"] if s["server"] == refused["server"])
     orders = kube.get_json(kubectl, "scalingprofile", "orders", "-n", namespace)["status"]["budget"]
-    assert shared["plannedConnections"] == orders["serverConnections"] == 90  # billing not counted
+    assert orders["serverConnections"] == 45  # orders keeps its share
     billing = next(p for p in shared["profiles"] if p["name"] == "billing")
-    assert (billing["ready"], billing["counted"], billing["stalled"]) == ("False", False, True)
+    # billing's running pooler is counted at what it holds: 42 and its 5 direct
+    assert (billing["ready"], billing["counted"], billing["stalled"]) == ("False", True, True)
+    assert billing["plannedConnections"] == 47
+    assert shared["plannedConnections"] == 45 + 47
     assert view["stalled"] == 1
+    config = kube.get_json(kubectl, "configmap", "billing-pooler-config", "-n", namespace)
+    assert "pool_mode = transaction\n" in config["data"]["pgbouncer.ini"]  # not applied
 
-    _ready(kubectl, namespace, "orders")  # its pooler rolled to the new size
+    _ready(kubectl, namespace, "orders")
     table = _status(kubeconfig, "-n", namespace)
     assert table.returncode == 0, table.stderr
     assert (
-        f"SERVER {SHARED}.{namespace}.svc:5432  max_connections 100  available 92  planned 90"
+        f"SERVER {SHARED}.{namespace}.svc:5432  max_connections 100  available 92  planned 92"
         in (table.stdout)
     )
     assert "3 profiles on 2 servers: 2 ready, 1 stalled" in table.stdout

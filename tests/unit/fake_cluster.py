@@ -123,8 +123,8 @@ class FakeCluster:
     def prometheuses(self) -> list[Obj]:
         return [copy.deepcopy(o) for o in self.objects.values() if o["kind"] == "Prometheus"]
 
-    def shared_uses(self, key: str) -> tuple[connection_budget.SharedUse, ...]:
-        return self.shared.older(key)
+    def grants(self, key: str) -> dict[str, connection_budget.Grant]:
+        return self.shared.grants(key)
 
     def version_of(self, ref: tuple[str, str, str]) -> str:
         found = self.objects.get(ref)
@@ -191,6 +191,8 @@ class FakeCluster:
             return copy.deepcopy(live)  # nothing changed: same resourceVersion
         merged["metadata"]["resourceVersion"] = str(next(self._rv))
         self.objects[key] = merged
+        if obj["kind"] == "ScalingProfile":  # as the runtime's on_profile_written
+            self.shared.update(f"{key[1]}/{key[2]}", merged)
         return copy.deepcopy(merged)
 
     async def remove_keys(self, secret: Obj, keys: list[str]) -> Obj:

@@ -227,24 +227,20 @@ spec:
 def test_plan_plans_several_documents_as_the_operator_does_on_shared_servers(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """Two apps on their own primaries read from the same replica: the first
-    takes what its read pool needs there, the second is refused naming both."""
+    """Two apps on their own primaries read from the same replica: it is
+    divided between their read pools, whichever document comes first."""
     path = tmp_path / "two.yaml"
-    path.write_text(
-        READER.format(name="first", primary="db-1")
-        + "---\n"
-        + READER.format(name="second", primary="db-2")
-    )
-    assert cli.main(["plan", str(path)]) == 1
-    out, err = capsys.readouterr()
+    first, second = (READER.format(name=n, primary=f"db-{n}") for n in ("first", "second"))
+    path.write_text(first + "---\n" + second)
+    assert cli.main(["plan", str(path)]) == 0
+    out = capsys.readouterr().out
     assert out.count("profile ") == 2  # both planned, in order
-    assert err.startswith("error: spec.database.readReplicas.pooler.instances: ")
-    assert "(gym/first 91, beside gym/second)" in err and "ep-read-1.example.tech:5432" in err
-    # each file alone plans fine: the refusal comes from the sharing
-    single = tmp_path / "second.yaml"
-    single.write_text(READER.format(name="second", primary="db-2"))
-    assert cli.main(["plan", str(single)]) == 0
-    capsys.readouterr()
+    # 100 - 3 superuser - 2 x (5 direct + 4 lag probes) = 79: 3 read-pooler pods x 13 each
+    assert out.count("share                    39 on ep-read-1.example.tech:5432 (weight 1)") == 2
+    assert "beside                   gym/second holds 48 on ep-read-1.example.tech:5432" in out
+    path.write_text(second + "---\n" + first)
+    assert cli.main(["plan", str(path)]) == 0
+    assert capsys.readouterr().out.count("share                    39 on ep-read") == 2
 
 
 def test_plan_with_names_the_profiles_already_on_the_server(
@@ -260,15 +256,20 @@ def test_plan_with_names_the_profiles_already_on_the_server(
         .replace("max: 10}", "max: 2}")
     )
     assert "name: admin" in newcomer.read_text()
-    # shop takes 90 of the 92: beside it, admin's 3 pooler pods get nothing
-    assert cli.main(["plan", str(newcomer), "--with", str(existing)]) == 1
-    out, err = capsys.readouterr()
+    # shop alone plans 90 of 92; beside it, both get a share by weight
+    assert cli.main(["plan", str(newcomer), "--with", str(existing)]) == 0
+    out = capsys.readouterr().out
     assert "profile             default/admin" in out
-    assert "beside              default/shop opens 90 on shop-db.default.svc:5432" in out
-    assert (
-        "90 opened by the other profiles on this server (default/shop 90, beside default/admin)"
-        in err
-    )
+    assert "beside              default/shop holds 50 on shop-db.default.svc:5432" in out
+    assert "share               42 on shop-db.default.svc:5432 (weight 1)" in out
+    # in session mode its 60 sessions (30 per pod, 3 at peak) do not fit beside
+    # shop's minimum: refused, naming shop
+    session = newcomer.read_text().replace("poolMode: transaction", "poolMode: session")
+    newcomer.write_text(session.replace("max: 2}", "max: 6}"))
+    assert cli.main(["plan", str(newcomer), "--with", str(existing)]) == 1
+    err = capsys.readouterr().err
+    assert "the guaranteed minimums on shop-db.default.svc:5432 do not fit" in err, err
+    assert "default/shop 8 (transaction mode: 1 server connection per pooler pod" in err
     assert cli.main(["plan", str(newcomer)]) == 0
     capsys.readouterr()
     # and a profile given twice is an input error, not a plan

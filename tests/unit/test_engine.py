@@ -535,11 +535,52 @@ def test_desired_hash_leaves_secret_values_out(kind: str) -> None:
     assert same is (kind == "Secret")
 
 
-def test_a_newer_profile_on_a_full_server_is_refused_and_applies_nothing() -> None:
-    cluster = _cluster(_scaled())  # shop, 90 of the 92 connections of shop-db
+def _two_on_one_server(order: tuple[str, str]) -> fake_cluster.FakeCluster:
+    """shop (examples/shop-scaled.yaml) and admin on shop-db, passes in ``order``."""
+    cluster = _cluster(_scaled())
     newer = _scaled()
     newer["metadata"] = {"name": "admin", "namespace": "default", "uid": "admin-uid"}
-    newer["metadata"]["creationTimestamp"] = "2999-01-01T00:00:00Z"
+    newer["metadata"].update(creationTimestamp="2999-01-01T00:00:00Z", generation=1)
+    cluster.put(newer)
+    eng = reconciler.Reconciler(cluster, telemetry.Metrics())
+    for _ in range(2):  # the second round: what the first one's statuses changed
+        for key in order:
+            passes.run(eng, f"default/{key}")
+    return cluster
+
+
+def test_two_profiles_on_one_server_share_it_whatever_order_the_passes_run_in() -> None:
+    budgets = []
+    for order in (("shop", "admin"), ("admin", "shop")):
+        cluster = _two_on_one_server(order)
+        found = {}
+        for name in ("shop", "admin"):
+            body = cluster.profile("default", name)
+            assert body is not None
+            conditions = {c["type"]: c for c in body["status"]["conditions"]}
+            assert conditions["ConnectionBudget"]["status"] == "True", conditions
+            budget = body["status"]["budget"]
+            found[name] = (budget["serverConnections"], budget["sharedWith"], budget["held"])
+        budgets.append(found)
+    assert budgets[0] == budgets[1]
+    shop, admin = budgets[0]["shop"], budgets[0]["admin"]
+    # both within the server's 97 beside what each keeps for direct use
+    assert shop[0] + admin[0] + 2 * 5 <= 97
+    assert shop[1] == [{"profile": "default/admin", "serverConnections": admin[0] + 5}]
+    # what it holds there: its pool and the 5 it keeps for direct use
+    assert shop[2] == [{"server": "shop-db.default.svc:5432", "connections": shop[0] + 5}]
+
+
+def test_a_profile_whose_minimum_does_not_fit_is_refused_and_applies_nothing() -> None:
+    cluster = _cluster(_scaled())  # shop: 1 server connection per pooler pod guaranteed
+    newer = _scaled()
+    newer["metadata"] = {"name": "admin", "namespace": "default", "uid": "admin-uid"}
+    newer["metadata"].update(creationTimestamp="2999-01-01T00:00:00Z", generation=1)
+    newer["spec"]["pooler"]["poolMode"] = "session"  # 60 sessions: 30 per pod, 3 at peak
+    newer["spec"]["app"]["replicas"]["max"] = 6
+    newer["spec"]["app"]["poolSizePerPod"] = 10
+    del newer["spec"]["cache"]
+    newer["spec"]["queues"] = []
     cluster.put(newer)
     eng = reconciler.Reconciler(cluster, telemetry.Metrics())
     passes.run(eng, "default/shop")
@@ -548,6 +589,7 @@ def test_a_newer_profile_on_a_full_server_is_refused_and_applies_nothing() -> No
     assert admin is not None
     budget = {c["type"]: c for c in admin["status"]["conditions"]}["ConnectionBudget"]
     assert budget["reason"] == "BudgetExceeded" and "default/shop" in budget["message"]
+    assert "do not fit" in budget["message"]
     assert cluster.children("admin-uid") == {}  # nothing of it was applied
     shop = cluster.profile("default", "shop")
     assert shop is not None and _conditions(cluster)["ConnectionBudget"]["status"] == "True"

@@ -43,6 +43,13 @@ class SharedProfile(_Status):
     server_connections: int
 
 
+class HeldConnections(_Status):
+    """What the poolers of the last applied plan may open on one server."""
+
+    server: str = Field(max_length=ADDRESS_MAX, description="host:port of the server.")
+    connections: int
+
+
 class ReadBudgetStatus(_Status):
     """The read budget: the read pool against the smallest replica (any one
     replica must carry all of it when the others are out)."""
@@ -97,7 +104,8 @@ class BudgetStatus(_Status):
     )
     shared_with: list[SharedProfile] = Field(
         default_factory=list,
-        description="Older profiles on the same server; available is what they leave.",
+        description="The other profiles on the same server and what each holds there; "
+        "available is this profile's share.",
     )
     read_fallback: int = Field(
         default=0,
@@ -108,8 +116,18 @@ class BudgetStatus(_Status):
     planned_since: str = Field(
         default="",
         max_length=40,
-        description="When Headroom first planned this profile (RFC 3339, microseconds): "
-        "orders profiles on one server that were created in the same second.",
+        description="When Headroom first planned this profile (RFC 3339, microseconds).",
+    )
+    held: list[HeldConnections] = Field(
+        default_factory=list,
+        max_length=64,
+        description="What the last applied plan may open on each server (its poolers at "
+        "the rollout peak, direct connections, lag probes, read fallback): while a change "
+        "is refused it keeps running so, and is counted so in the shares of every other "
+        "profile there.",
+    )
+    held_generation: int = Field(
+        default=0, ge=0, description="The generation whose plan was last applied."
     )
 
 

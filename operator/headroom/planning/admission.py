@@ -4,24 +4,30 @@ pass (for profiles that predate the webhook) and ``headroom plan``."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from headroom.api import v1alpha1
-from headroom.planning import connection_budget, planner, servers
+from headroom.planning import planner, server_shares
+
+# the servers a profile uses -> every other profile whose share there a
+# newcomer could change (the webhook's table; none offline)
+Beside = Callable[[set[str], str], Iterable[server_shares.Peer]]
 
 
 def review(
     body: dict[str, Any],
     *,
-    shared: Callable[[str, str], tuple[connection_budget.SharedUse, ...]] | None = None,
+    beside: Beside | None = None,
     old: dict[str, Any] | None = None,
 ) -> str | None:
     """Return the rejection message for ``body``, or None when it can be applied.
-    ``shared(server, profile key)``: what the other profiles on that Postgres
-    server open (the webhook's table; none offline), asked for every server
-    the profile uses (its primary, the replicas it shares). ``old``: the stored
-    profile an update replaces (what may not change, as the CRD's oldSelf rules)."""
+    ``beside(servers, profile key)``: the other profiles on the Postgres
+    servers the profile uses (its primary, the replicas it lists) and on those
+    linked to them; the profile is divided among them as the pass will divide
+    it, and refused only when its guaranteed minimum does not fit. ``old``:
+    the stored profile an update replaces (what may not change, as the CRD's
+    oldSelf rules)."""
     try:
         profile = v1alpha1.parse_profile(body)
     except v1alpha1.ProfileError as err:
@@ -35,10 +41,11 @@ def review(
         if changed:
             return "; ".join(changed)
     facts = planner.Facts()
-    if shared is not None:
-        meta = body.get("metadata") or {}
-        key = f"{meta.get('namespace', '')}/{meta.get('name', '')}"
-        uses = tuple(use for server in servers.of(profile) for use in shared(server, key))
-        facts = planner.Facts(shared=uses)
+    if beside is not None:
+        mine = server_shares.peer(profile, body=body, reviewed=True)
+        others = [p for p in beside(set(mine.servers), mine.key) if p.key != mine.key]
+        if others:
+            grants = server_shares.shares([*others, mine])
+            facts = planner.Facts(grants=grants.get(mine.key, {}))
     planned = planner.plan(profile, facts=facts)
     return None if planned.ok else planned.problem_text()

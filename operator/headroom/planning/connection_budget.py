@@ -4,9 +4,11 @@ This is the seeds' first wall: every app pod opens its own pool, autoscaling
 multiplies them, and ``max_connections`` runs out (10 instances x 10 = 100
 against a ~100 limit). The rules, in order:
 
-1. ``available = max_connections - superuser_reserved - other reserved``, minus
-   what the other profiles on the same Postgres server may open (its
-   ``max_connections`` is server-wide, whatever database each profile uses).
+1. ``available = max_connections - superuser_reserved - other reserved``; on a
+   server other profiles use too (its ``max_connections`` is server-wide,
+   whatever database each profile uses), ``available`` is this pool's share
+   of it (:mod:`headroom.planning.server_shares`), which lies between the
+   bounds :func:`pool_range` gives.
 2. The server side must fit: every pooler pod that can hold connections at
    once (``instances`` + 1 during a rolling update, see ROLLOUT_EXTRA_PODS)
    opens at most ``max_db_connections``, and their sum is at most
@@ -26,6 +28,7 @@ share.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 
 # Client slots on each pooler pod kept for the exporter and an admin console.
 ADMIN_CLIENT_SLOTS = 5
@@ -67,6 +70,49 @@ class SharedUse:
 
 
 @dataclass(frozen=True)
+class PoolRange:
+    """What a pool may be given on its server, over every pooler pod at peak:
+    at least ``minimum`` (guaranteed: a profile is refused when the minimums
+    on a server do not fit), at most ``maximum`` (what its clients could ask
+    for, or a declared cap), in whole connections per pod (``step`` = pods)."""
+
+    minimum: int
+    maximum: int
+    step: int
+    why: str  # how the minimum comes about, for other profiles' messages
+    field: str  # the field that sets the minimum: what to lower to make room
+    fix: str = ""  # how to lower it
+
+
+@dataclass(frozen=True)
+class Grant:
+    """A pool's share of one server, divided among every profile there
+    (:func:`headroom.planning.server_shares.divide`)."""
+
+    server: str  # planning.servers key
+    connections: int  # the pool's share, over every pooler pod at peak
+    text: str  # how it came about, for messages
+    others: tuple[SharedUse, ...] = ()  # what the other profiles there hold
+    refusal: str = ""  # why the guaranteed minimum does not fit ("": granted)
+    refusal_field: str = ""
+
+
+@dataclass(frozen=True)
+class Demand:
+    """What one profile asks of one server, known from the profile alone: the
+    input of the division among every profile on it."""
+
+    server: str
+    max_connections: int
+    superuser_reserved: int
+    max_connections_field: str
+    # counted, never divided: direct connections, lag probes, the read fallback
+    fixed: int
+    fixed_text: str
+    pool: PoolRange
+
+
+@dataclass(frozen=True)
 class BudgetInput:
     max_connections: int
     superuser_reserved: int
@@ -83,6 +129,14 @@ class BudgetInput:
     # server connections the read pool may open here when every replica is out
     read_fallback: int = 0
     profile: str = ""  # namespace/name of the profile planned, for messages
+    # this pool's share of the server (server_shares), over every pod at peak:
+    # when set, it is what the pool has, and ``shared`` is what the others hold
+    share: int | None = None
+    share_text: str = ""  # how the share came about, for messages
+    # spec.database.share's bounds (total server connections), and its path
+    declared_minimum: int | None = None
+    declared_maximum: int | None = None
+    share_field: str = ""
 
     @property
     def shared_connections(self) -> int:
@@ -120,7 +174,89 @@ class Problem:
         return f"{self.field}: {self.message}"
 
 
+def _reserve_for(per_pod: int, *, session: bool, pinned: dict[str, int]) -> int:
+    if "reserve_pool_size" in pinned:
+        return pinned["reserve_pool_size"]
+    return 0 if session else min(5, per_pod // 10)
+
+
+def _per_pod_for(pool: int, *, session: bool, pinned: dict[str, int]) -> int:
+    """The fewest server connections per pod whose plan has a pool of
+    ``pool`` (the reserve on top grows with the connections per pod)."""
+    per_pod = pool
+    while per_pod - _reserve_for(per_pod, session=session, pinned=pinned) < pool:
+        per_pod += 1
+    return per_pod
+
+
+def pool_range(given: BudgetInput) -> tuple[PoolRange, list[Problem]]:
+    """The bounds of this pool's share of its server: a pure function of the
+    profile alone, so every profile's bounds are known before any is sized."""
+    pods = given.pooler_instances + ROLLOUT_EXTRA_PODS
+    pinned, session = given.pinned, given.session_mode
+    demand = sum(c.connections for c in given.clients)
+    per_pod = partial(_per_pod_for, session=session, pinned=pinned)
+    if "max_db_connections" in pinned:
+        low = high = pinned["max_db_connections"]
+        field = f"{given.pooler_field}.parameters.max_db_connections"
+        why = f"max_db_connections {low} pinned"
+        fix = f"lower {field}"
+    elif "default_pool_size" in pinned:
+        low = high = per_pod(pinned["default_pool_size"])
+        field = f"{given.pooler_field}.parameters.default_pool_size"
+        why = f"default_pool_size {pinned['default_pool_size']} pinned"
+        fix = f"lower {field}"
+    elif session:
+        sessions = -(-demand // given.pooler_instances)
+        low = high = per_pod(sessions)
+        first = given.clients[0] if given.clients else None
+        field = first.field if first else "spec.app"
+        why = f"session mode: {demand} sessions over {given.pooler_instances} pooler pods"
+        fix = (
+            f"lower {_ceiling_fields(given.clients, first=first)} (fewer sessions), or use "
+            "spec.pooler.poolMode transaction"
+        )
+    else:
+        low, high = per_pod(1), per_pod(max(demand, 1))
+        field = f"{given.pooler_field}.instances"
+        why = "transaction mode: 1 server connection per pooler pod"
+        fix = f"lower {field}"
+    problems: list[Problem] = []
+    if given.declared_minimum is not None:
+        wanted = -(-given.declared_minimum // pods)
+        if wanted > high:
+            problems.append(
+                Problem(
+                    f"{given.share_field}.minimum",
+                    f"{given.declared_minimum} over {pods} pooler pods at peak is more than "
+                    f"this pool can use: {high} per pod x {pods} = {high * pods} "
+                    f"({'what its clients could ask for' if high > low else why})",
+                )
+            )
+        elif wanted > low:
+            low = wanted
+            field = f"{given.share_field}.minimum"
+            why = f"{field} {given.declared_minimum}"
+            fix = f"lower {field}"
+    if given.declared_maximum is not None:
+        cap = given.declared_maximum // pods
+        if cap < low:
+            problems.append(
+                Problem(
+                    f"{given.share_field}.maximum",
+                    f"{given.declared_maximum} over {pods} pooler pods at peak leaves {cap} per "
+                    f"pod, fewer than the {low} per pod this pool needs ({why})",
+                )
+            )
+        else:
+            high = min(high, cap)
+    why += f", {low} per pod x {pods} pods at peak"
+    return PoolRange(low * pods, max(high, low) * pods, pods, why, field, fix), problems
+
+
 def _available_text(given: BudgetInput, available: int) -> str:
+    if given.share is not None:
+        return f"{available} available to this pool on {given.server} ({given.share_text})"
     parts = f"max_connections {given.max_connections} - {given.superuser_reserved} reserved"
     if given.other_reserved:
         parts += f" - {given.other_reserved} {given.reserved_label}"
@@ -171,6 +307,8 @@ def compute(given: BudgetInput) -> tuple[ConnectionBudget, list[Problem]]:
     problems: list[Problem] = []
     reserved = given.superuser_reserved + given.other_reserved
     available = given.max_connections - reserved - given.shared_connections - given.read_fallback
+    if given.share is not None:
+        available = given.share
     demand = sum(c.connections for c in given.clients)
     instances = given.pooler_instances
     pods_at_peak = instances + ROLLOUT_EXTRA_PODS

@@ -8,7 +8,9 @@ decisions of their own.
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from headroom.api import quantity, v1alpha1
@@ -112,9 +114,11 @@ class Facts:
     and about the operator that runs it."""
 
     keda: bool = False  # KEDA's ScaledObject/TriggerAuthentication CRDs are served
-    # what the other profiles open on the Postgres servers this one uses (its
-    # primary, the replicas it shares): what it must fit beside
-    shared: tuple[connection_budget.SharedUse, ...] = ()
+    # this profile's share of each Postgres server it uses with other profiles
+    # (its primary, the replicas it lists), by server key (planning.servers):
+    # divided among every profile there (planning.server_shares); a server
+    # it has to itself has none
+    grants: Mapping[str, connection_budget.Grant] = field(default_factory=dict)
     cnpg: bool = False  # CloudNativePG's Pooler CRD is served
     # the CNPG Cluster of readReplicas mode cnpg, as read (None: not read, or absent)
     cnpg_cluster: read_plan.CnpgCluster | None = None
@@ -127,6 +131,11 @@ class Facts:
     prometheus_selection: monitoring.Selection = field(default_factory=monitoring.Selection)
     # the COSI version whose BucketClaim and BucketAccess are served ("": none)
     cosi: str = ""
+
+    @property
+    def shared(self) -> tuple[connection_budget.SharedUse, ...]:
+        """What the other profiles hold on every server this one shares."""
+        return tuple(use for grant in self.grants.values() for use in grant.others)
 
 
 @dataclass(frozen=True)
@@ -201,6 +210,9 @@ class Plan:
     alerts: monitoring.AlertsPlan | None = None
     # spec.storage.buckets, in order (the first is the binding's default)
     buckets: tuple[object_storage.BucketPlan, ...] = ()
+    # what it asks of each server other profiles may share (server_shares)
+    demands: tuple[connection_budget.Demand, ...] = ()
+    share_weight: int = 1  # spec.database.share.weight
 
     @property
     def primary_connections(self) -> int:
@@ -220,6 +232,19 @@ class Plan:
         found = dict(self.read.opened_on_replicas()) if self.read else {}
         primary = servers.primary(self.namespace, self.database)
         found[primary] = found.get(primary, 0) + self.primary_connections
+        return found
+
+    def holds(self) -> dict[str, int]:
+        """Server key -> everything this profile may open there: its pool at
+        the rollout peak and what it keeps (direct connections, lag probes,
+        the read fallback). While a later change is refused, its running
+        poolers are counted at this in every other profile's share."""
+        found: dict[str, int] = {}
+        for index, demand in enumerate(self.demands):
+            pool = self.budget if index == 0 or self.read is None else self.read.budget
+            found[demand.server] = (
+                found.get(demand.server, 0) + demand.fixed + pool.server_connections
+            )
         return found
 
     def redis_named(self, name: str) -> RedisPlan:
@@ -288,6 +313,8 @@ def _app_plan(app: v1alpha1.App) -> tuple[AppPlan, list[connection_budget.Proble
         problems,
     )
 
+
+SHARE_FIELD = "spec.database.share"
 
 # The PgBouncer releases whose settings Headroom knows (1.18 is Debian 12's).
 SUPPORTED_PGBOUNCER = ((1, 18), (1, 29))
@@ -632,17 +659,16 @@ def plan(profile: v1alpha1.ScalingProfile, *, facts: Facts | None = None) -> Pla
         ),
     )
     key = f"{profile.namespace}/{profile.name}"
-    on_primary = tuple(
-        use for use in facts.shared if use.server == servers.primary(profile.namespace, db)
-    )
+    primary = servers.primary(profile.namespace, db)
+    grant = facts.grants.get(primary)
+    # the room the primary has for every pooler; the read fallback's default
+    # is a tenth of it, whoever else is there
+    primary_room = db.max_connections - db.superuser_reserved_connections - db.reserved_connections
     read, read_problems = read_plan.read_plan(
         profile,
         cnpg=facts.cnpg,
         cnpg_cluster=facts.cnpg_cluster,
-        primary_available=db.max_connections
-        - db.superuser_reserved_connections
-        - db.reserved_connections
-        - sum(use.server_connections for use in on_primary),
+        primary_available=primary_room,
         app_max_pods=app.max_replicas,
         app_field=clients[0].field,
         queues=tuple(
@@ -650,22 +676,44 @@ def plan(profile: v1alpha1.ScalingProfile, *, facts: Facts | None = None) -> Pla
             for index, (queue, plan) in enumerate(zip(spec.queues, queues, strict=True))
         ),
         session_mode=spec.pooler.pool_mode == "session",
-        shared=facts.shared,
+        grants=facts.grants,
     )
     problems += read_problems
-    budget, budget_problems = connection_budget.compute(
-        connection_budget.BudgetInput(
+    fallback = read.fallback_connections if read else 0
+    given = connection_budget.BudgetInput(
+        max_connections=db.max_connections,
+        superuser_reserved=db.superuser_reserved_connections,
+        other_reserved=db.reserved_connections,
+        pooler_instances=spec.pooler.instances,
+        session_mode=spec.pooler.pool_mode == "session",
+        clients=clients,
+        pinned=pinned,
+        shared=grant.others if grant else (),
+        read_fallback=fallback,
+        profile=key,
+        declared_minimum=db.share.minimum,
+        declared_maximum=db.share.maximum,
+        share_field=SHARE_FIELD,
+    )
+    pool, range_problems = connection_budget.pool_range(given)
+    problems += range_problems
+    if grant is not None:
+        if grant.refusal:
+            problems.append(connection_budget.Problem(grant.refusal_field, grant.refusal))
+        share = pool.minimum if grant.refusal else grant.connections
+        given = dataclasses.replace(given, share=share, share_text=grant.text)
+    budget, budget_problems = connection_budget.compute(given)
+    demands = (
+        connection_budget.Demand(
+            server=primary,
             max_connections=db.max_connections,
             superuser_reserved=db.superuser_reserved_connections,
-            other_reserved=db.reserved_connections,
-            pooler_instances=spec.pooler.instances,
-            session_mode=spec.pooler.pool_mode == "session",
-            clients=clients,
-            pinned=pinned,
-            shared=on_primary,
-            read_fallback=read.fallback_connections if read else 0,
-            profile=key,
-        )
+            max_connections_field="spec.database.maxConnections",
+            fixed=db.reserved_connections + fallback,
+            fixed_text=_fixed_text(db.reserved_connections, fallback),
+            pool=pool,
+        ),
+        *(read.demands if read else ()),
     )
     problems += budget_problems
     problems += _min_pool_problems(settings, budget)
@@ -714,7 +762,16 @@ def plan(profile: v1alpha1.ScalingProfile, *, facts: Facts | None = None) -> Pla
         read_pooler=read_pooler,
         alerts=alerts,
         buckets=object_storage.bucket_plans(profile, cosi_version=facts.cosi),
+        demands=demands,
+        share_weight=db.share.weight,
     )
+
+
+def _fixed_text(reserved: int, fallback: int) -> str:
+    parts = [f"{reserved} kept for direct connections"] if reserved else []
+    if fallback:
+        parts.append(f"{fallback} for its read pool when every replica is out")
+    return " and ".join(parts)
 
 
 def _alerts_plan(

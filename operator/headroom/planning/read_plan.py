@@ -23,6 +23,8 @@ Pure: called by :func:`headroom.planning.planner.plan`.
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from headroom.api import v1alpha1
@@ -112,6 +114,8 @@ class ReadPlan:
     # whenAllLagging primary: server connections per read-pooler pod on the
     # primary while every replica is out (0: refuse)
     fallback_per_pod: int = 0
+    # what the read pool asks of each replica other profiles may list too
+    demands: tuple[connection_budget.Demand, ...] = ()
 
     @property
     def lag_probes(self) -> int:
@@ -264,14 +268,14 @@ def read_plan(
     app_field: str,
     queues: tuple[tuple[int, v1alpha1.Queue, int], ...],
     session_mode: bool,
-    shared: tuple[connection_budget.SharedUse, ...] = (),
+    grants: Mapping[str, connection_budget.Grant] | None = None,
 ) -> tuple[ReadPlan | None, list[connection_budget.Problem]]:
     """The read side of ``profile``; None when it declares no read replicas.
     ``primary_available``: what the primary has for the poolers (the default
     fallback share is a tenth of it). ``queues``: (index, queue, its worker
-    ceiling) for the workers that read. ``shared``: what other profiles open
-    on the servers this one uses; the read budget fits the replica with the
-    least room left."""
+    ceiling) for the workers that read. ``grants``: the read pool's share of
+    each replica it shares with other profiles; the read budget fits the
+    replica that leaves it the least."""
     rr = profile.spec.database.read_replicas
     if rr is None:
         return None, []
@@ -283,15 +287,10 @@ def read_plan(
         replicas = [
             Replica("none", db.host, db.port, db.max_connections, "spec.database.maxConnections")
         ]
-    beside = {
-        r.name: tuple(use for use in shared if r.server and use.server == r.server)
-        for r in replicas
-    }
-
-    def room(replica: Replica) -> int:
-        return replica.max_connections - sum(u.server_connections for u in beside[replica.name])
-
-    smallest = min(replicas, key=lambda r: (room(r), r.max_connections, r.name))
+    given_grants = grants or {}
+    granted = {r.name: given_grants[r.server] for r in replicas if r.server in given_grants}
+    probes = rr.pooler.instances + connection_budget.ROLLOUT_EXTRA_PODS + OPERATOR_PROBES
+    fixed = rr.reserved_connections + probes
     clients = (
         connection_budget.ClientGroup(
             label="app",
@@ -312,25 +311,63 @@ def read_plan(
             if queue.database_read_pool_size
         ),
     )
-    probes = rr.pooler.instances + connection_budget.ROLLOUT_EXTRA_PODS + OPERATOR_PROBES
-    where = "each replica" if len(replicas) > 1 else "the replica"
-    budget, budget_problems = connection_budget.compute(
-        connection_budget.BudgetInput(
-            max_connections=smallest.max_connections,
+
+    def given_on(replica: Replica) -> connection_budget.BudgetInput:
+        grant = granted.get(replica.name)
+        where = "each replica" if len(replicas) > 1 else "the replica"
+        return connection_budget.BudgetInput(
+            max_connections=replica.max_connections,
             superuser_reserved=db.superuser_reserved_connections,
-            other_reserved=rr.reserved_connections + probes,
+            other_reserved=fixed,
             pooler_instances=rr.pooler.instances,
             session_mode=session_mode,
             clients=clients,
             pinned={},
-            shared=beside[smallest.name],
+            shared=grant.others if grant else (),
             profile=f"{profile.namespace}/{profile.name}",
             pooler_field=f"{FIELD}.pooler",
-            server=f"{where} ({smallest.host}:{smallest.port}, {smallest.field}; any one "
+            server=f"{where} ({replica.host}:{replica.port}, {replica.field}; any one "
             "replica must carry the whole read pool when the others are out)",
             reserved_label=f"kept for direct use ({FIELD}.reservedConnections "
             f"{rr.reserved_connections}) and {probes} lag probes",
         )
+
+    pool, problems_of_range = connection_budget.pool_range(given_on(replicas[0]))
+    problems += problems_of_range
+
+    def room(replica: Replica) -> int:
+        """What the read pool has on ``replica``: its share where others list
+        it too, else the replica's room (whole connections per pod)."""
+        grant = granted.get(replica.name)
+        if grant is not None:
+            return pool.minimum if grant.refusal else grant.connections
+        alone = replica.max_connections - db.superuser_reserved_connections - fixed
+        return alone // pool.step * pool.step
+
+    smallest = min(replicas, key=lambda r: (room(r), r.max_connections, r.name))
+    given = given_on(smallest)
+    if granted:
+        mine = granted.get(smallest.name)
+        text = mine.text if mine else f"the room {smallest.host}:{smallest.port} leaves it"
+        given = dataclasses.replace(given, share=room(smallest), share_text=text)
+    problems += [
+        connection_budget.Problem(grant.refusal_field, grant.refusal)
+        for grant in granted.values()
+        if grant.refusal
+    ]
+    budget, budget_problems = connection_budget.compute(given)
+    demands = tuple(
+        connection_budget.Demand(
+            server=r.server,
+            max_connections=r.max_connections,
+            superuser_reserved=db.superuser_reserved_connections,
+            max_connections_field=r.field,
+            fixed=fixed,
+            fixed_text=f"{rr.reserved_connections} kept for direct use and {probes} lag probes",
+            pool=pool,
+        )
+        for r in replicas
+        if r.server
     )
     problems += budget_problems
     pods = budget.pooler_pods_at_peak
@@ -365,6 +402,7 @@ def read_plan(
             cnpg_poolers=cnpg and rr.mode == "cnpg",
             cnpg_instances=cnpg_cluster.instances if cnpg_cluster else None,
             fallback_per_pod=min(fallback, budget.max_db_connections),
+            demands=demands,
         ),
         problems,
     )

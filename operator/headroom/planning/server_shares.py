@@ -2,38 +2,47 @@
 
 ``max_connections`` is per server, whatever database each profile uses, so
 every profile that opens connections on a server shares it: the primary its
-``spec.database`` points at (write pool and read fallback), and the read
-replicas it lists (its read pool, which any one replica must carry whole, and
-the lag probes). Servers are keyed by :mod:`headroom.planning.servers`; one
-rule serves primaries and replicas alike.
+``spec.database`` points at (write pool, direct connections, read fallback),
+and the read replicas it lists (its read pool, which any one replica must
+carry whole, and the lag probes). Servers are keyed by
+:mod:`headroom.planning.servers`; one rule serves primaries and replicas.
 
-The rule is first come, first served: profiles are ordered by creation (then
-name), each is planned with what the older ones open on every server it uses,
-and a newer one that no longer fits is refused (at admission when the webhook
-sees it, by the reconcile pass when two were admitted at once). An older
-profile never gives way to a newer one, so nothing oscillates. A refused
-profile opens nothing anywhere, so profiles linked through any shared server
-are planned together.
+The rule is shares, not first come: what every profile asks of a server is
+known from the profile alone (a :class:`headroom.planning.connection_budget.Demand`:
+what it keeps for itself, and the bounds of its pool); :func:`divide` gives
+every pool its guaranteed minimum, then the rest by weight in whole
+connections per pooler pod, never past a pool's maximum (what its clients
+could ask for), and leaves what nobody needs free. The result depends on the
+set of profiles, never on the order they arrived in.
 
-Pure; the runtime keeps the table (:class:`headroom.runtime.server_shares.SharedBudgets`),
-admission, the pass and ``headroom plan`` read it.
+Only when the minimums do not fit is someone refused: the profiles that run
+their current spec keep theirs first, then the older (creationTimestamp,
+then name: facts stored on the object). A refused profile changes nothing
+that runs, so it is counted at what its poolers hold (``status.budget.held``,
+written by the pass that applied them) on every server it uses, and the
+others are divided beside it.
+
+Pure. Inputs are plain data (:class:`Peer`), so the same function serves the
+runtime's table (:mod:`headroom.runtime.share_table`), admission (in its own
+process) and ``headroom plan`` over several documents.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable
-from dataclasses import dataclass
+import heapq
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from fractions import Fraction
 from typing import Any
 
 from headroom.api import v1alpha1
 from headroom.planning import connection_budget, planner, servers
 
-
-def planned_since(body: dict[str, Any] | None) -> str:
-    """status.budget.plannedSince of a profile body ("" before its first pass)."""
-    budget = ((body or {}).get("status") or {}).get("budget") or {}
-    return str(budget.get("plannedSince") or "")
+Rank = tuple[int, str, str]
+# rounds of refusals and read-pool caps: each round refuses one more profile
+# or lowers a cap, so far fewer are ever needed
+_ROUNDS = 64
 
 
 def server_key(namespace: str, database: v1alpha1.Database) -> str:
@@ -42,77 +51,303 @@ def server_key(namespace: str, database: v1alpha1.Database) -> str:
 
 
 @dataclass(frozen=True)
-class Peer:
-    key: str  # namespace/name
-    created: str  # creationTimestamp (RFC 3339); "" for one not created yet
-    profile: v1alpha1.ScalingProfile
-    # status.budget.plannedSince: creationTimestamp has whole seconds, so two
-    # profiles created in the same second are ordered by when Headroom first
-    # planned them (one already planned before one not yet), then by name
-    planned_since: str = ""
+class Claim:
+    """One pool on one server: the input of :func:`divide`."""
 
-    @property
-    def order(self) -> tuple[int, str, int, str, str]:
-        # not created yet (admission of a new profile): after every existing one
-        return (
-            0 if self.created else 1,
-            self.created,
-            0 if self.planned_since else 1,
-            self.planned_since,
-            self.key,
+    profile: str  # namespace/name
+    pool: connection_budget.PoolRange
+    weight: int = 1
+    fixed: int = 0  # counted, never divided (direct connections, probes, fallback)
+    # who keeps its minimum first when not all fit (lower first)
+    rank: Rank = (0, "", "")
+    # counted as it is, never refused nor resized (a refused profile's poolers)
+    held: bool = False
+
+
+@dataclass(frozen=True)
+class Division:
+    shares: dict[str, int]  # profile -> its pool's share (over every pod at peak)
+    refused: tuple[str, ...]  # profiles whose minimum does not fit, in rank order
+    capacity: int
+    fixed: int  # what every profile there keeps for itself, the held included
+
+
+def divide(capacity: int, claims: Iterable[Claim]) -> Division:
+    """Divide ``capacity`` server connections among ``claims``: each pool its
+    minimum, then the rest by weight, one whole connection per pooler pod at a
+    time to the pool furthest below its weighted part (ties by rank), never
+    past its maximum; what no pool can take stays free. When the minimums do
+    not fit, the lowest-ranked pools are refused until they do (the held are
+    never refused). Deterministic: the same claims in any order, the same
+    result."""
+    every = sorted(claims, key=lambda c: (not c.held, c.rank, c.profile))
+    held = [c for c in every if c.held]
+    kept = [c for c in every if not c.held]
+    refused: list[Claim] = []
+
+    def need() -> int:
+        return sum(c.fixed for c in held) + sum(c.fixed + c.pool.minimum for c in kept)
+
+    # a refused pool's poolers keep running as they are: the caller counts
+    # them as held at the next division
+    while kept and need() > capacity:
+        refused.insert(0, kept.pop())
+    shares = {c.profile: c.pool.minimum for c in kept}
+    left = capacity - sum(c.fixed for c in held) - sum(c.fixed + c.pool.minimum for c in kept)
+    queue = [(Fraction(c.pool.minimum + c.pool.step, c.weight), c.rank, c.profile, c) for c in kept]
+    heapq.heapify(queue)
+    while queue and left > 0:
+        _, rank, profile, claim = heapq.heappop(queue)
+        grown = shares[profile] + claim.pool.step
+        if grown > claim.pool.maximum or claim.pool.step > left:
+            continue  # full, or no whole connection per pod left for it
+        shares[profile] = grown
+        left -= claim.pool.step
+        heapq.heappush(
+            queue, (Fraction(grown + claim.pool.step, claim.weight), rank, profile, claim)
         )
+    fixed = sum(c.fixed for c in [*held, *kept])
+    return Division(
+        shares=shares,
+        refused=tuple(c.profile for c in refused),
+        capacity=capacity,
+        fixed=fixed,
+    )
+
+
+@dataclass(frozen=True)
+class Peer:
+    """A profile as the division sees it: plain data, what admission gets too."""
+
+    key: str  # namespace/name
+    rank: Rank
+    weight: int
+    demands: tuple[connection_budget.Demand, ...]
+    # server -> what its running poolers may open (status.budget.held)
+    held: Mapping[str, int] = field(default_factory=dict)
+    problem: str = ""  # its plan's own problems: applied nowhere, counted as held
 
     @property
     def servers(self) -> tuple[str, ...]:
-        return servers.of(self.profile)
+        return tuple(d.server for d in self.demands)
 
 
-Opened = dict[str, dict[str, int]]  # profile key -> server key -> connections
+def rank(*, created: str, key: str, current: bool) -> Rank:
+    """``current``: it runs the generation it has (status.budget.heldGeneration).
+    One not created yet (admission of a new profile) comes after every other."""
+    return (0 if current else 1, created or "~", key)
 
 
-def shares(peers: Iterable[Peer], *, facts: planner.Facts | None = None) -> Opened:
-    """What each profile may open on each server, oldest first: each is planned
-    with what the older ones open on its servers; one that does not fit opens
-    nothing. ``facts``: the cluster's (the CLI plans without one)."""
-    base = facts or planner.Facts()
-    opened: Opened = {}
-    uses: list[connection_budget.SharedUse] = []
-    for peer in sorted(peers, key=lambda p: p.order):
-        mine = set(peer.servers)
-        beside = tuple(use for use in uses if use.server in mine)
-        planned = planner.plan(peer.profile, facts=dataclasses.replace(base, shared=beside))
-        counts = {s: n for s, n in planned.opened().items() if n} if planned.ok else {}
-        opened[peer.key] = counts
-        uses += [connection_budget.SharedUse(s, peer.key, n) for s, n in sorted(counts.items())]
-    return opened
+def held_of(body: dict[str, Any] | None) -> tuple[dict[str, int], int]:
+    """status.budget.held of a profile body: (server -> connections, the
+    generation they were planned for; 0 before its first applied plan)."""
+    budget = ((body or {}).get("status") or {}).get("budget") or {}
+    rows = budget.get("held") or []
+    found = {
+        str(row.get("server")): int(row.get("connections") or 0)
+        for row in rows
+        if isinstance(row, dict) and row.get("server")
+    }
+    return found, int(budget.get("heldGeneration") or 0)
 
 
-def older_uses(
-    peers: Iterable[Peer], opened: Opened, *, key: str
-) -> tuple[connection_budget.SharedUse, ...]:
-    """What the profiles older than ``key`` open on the servers ``key`` uses
-    (what ``key`` must fit beside)."""
-    ordered = sorted(peers, key=lambda p: p.order)
-    mine = next((p for p in ordered if p.key == key), None)
-    if mine is None:
-        return ()
-    wanted = set(mine.servers)
-    return tuple(
-        connection_budget.SharedUse(server, p.key, count)
-        for p in ordered
-        if p.order < mine.order
-        for server, count in sorted(opened.get(p.key, {}).items())
-        if server in wanted and count
+def peer(
+    profile: v1alpha1.ScalingProfile,
+    *,
+    body: dict[str, Any] | None = None,
+    facts: planner.Facts | None = None,
+    created: str | None = None,
+    reviewed: bool = False,
+) -> Peer:
+    """``profile`` planned alone: what it asks of every server it uses.
+    ``body``: the stored object (its creation time and what it runs, from its
+    status); ``created`` stands in for the creation time of one not stored;
+    ``reviewed``: a change under admission (not what it runs yet)."""
+    meta = (body or {}).get("metadata") or {}
+    key = f"{profile.namespace}/{profile.name}"
+    held, generation = held_of(body)
+    alone = planner.plan(profile, facts=facts or planner.Facts())
+    current = not reviewed and bool(generation) and generation == int(meta.get("generation") or 0)
+    return Peer(
+        key=key,
+        rank=rank(
+            created=created if created is not None else str(meta.get("creationTimestamp") or ""),
+            key=key,
+            current=current,
+        ),
+        weight=profile.spec.database.share.weight,
+        demands=alone.demands,
+        held=held,
+        problem=alone.problem_text(),
     )
+
+
+Grants = dict[str, dict[str, connection_budget.Grant]]  # profile -> server -> its grant
+
+
+def _held_claim(p: Peer, server: str) -> Claim:
+    nothing = connection_budget.PoolRange(0, 0, 1, "", "")
+    return Claim(p.key, nothing, fixed=p.held.get(server, 0), rank=p.rank, held=True)
+
+
+def _claim(p: Peer, demand: connection_budget.Demand, cap: int | None) -> Claim:
+    pool = demand.pool
+    if cap is not None and cap < pool.maximum:
+        pool = dataclasses.replace(pool, maximum=max(pool.minimum, cap))
+    return Claim(p.key, pool, weight=p.weight, fixed=demand.fixed, rank=p.rank)
+
+
+def _contradictions(users: list[tuple[Peer, connection_budget.Demand]]) -> dict[str, str]:
+    """One server has one max_connections: a profile that declares another than
+    the first-ranked one's is refused, naming both."""
+    first, said = users[0]
+    return {
+        p.key: f"{d.max_connections} for {d.server}, but {first.key} declares "
+        f"{said.max_connections} for the same server ({said.max_connections_field}); "
+        "one server has one max_connections: declare the same value"
+        for p, d in users[1:]
+        if d.max_connections != said.max_connections
+    }
+
+
+def _refusal(
+    server: str,
+    mine: Claim,
+    *,
+    capacity: int,
+    claims: list[Claim],
+    demand: connection_budget.Demand,
+) -> str:
+    held = [c for c in claims if c.profile != mine.profile]
+    taken = sum(c.fixed + (0 if c.held else c.pool.minimum) for c in held)
+    short = taken + mine.fixed + mine.pool.minimum - capacity
+    rows = ", ".join(
+        f"{c.profile} {c.fixed} (what its poolers run now: its spec is refused)"
+        if c.held
+        else f"{c.profile} {c.pool.minimum + c.fixed} ({c.pool.why}"
+        + (f"; +{c.fixed} it keeps" if c.fixed else "")
+        + ")"
+        for c in held
+        if c.fixed or c.pool.minimum
+    )
+    return (
+        f"the guaranteed minimums on {server} do not fit: {capacity} connections there "
+        f"(max_connections {demand.max_connections} - {demand.superuser_reserved} "
+        f"superuser-reserved) hold {rows or 'nothing else'}, and this profile needs "
+        f"{mine.pool.minimum + mine.fixed} ({mine.pool.why}"
+        + (f"; +{demand.fixed} {demand.fixed_text}" if demand.fixed else "")
+        + f"): {short} short; {mine.pool.fix or 'lower ' + mine.pool.field}, or free "
+        f"{short} among the others (their sessions, pins or spec.database.share.minimum)"
+    )
+
+
+def shares(peers: Iterable[Peer]) -> Grants:
+    """Every profile's share of every server it uses with other profiles."""
+    everyone = {p.key: p for p in peers}
+    by_server: dict[str, list[tuple[Peer, connection_budget.Demand]]] = {}
+    for p in sorted(everyone.values(), key=lambda p: p.rank):
+        for demand in p.demands:
+            by_server.setdefault(demand.server, []).append((p, demand))
+    shared = {s: users for s, users in by_server.items() if len(users) > 1}
+    refused: dict[str, tuple[str, str]] = {}  # profile -> (field, why)
+    for p in everyone.values():
+        if p.problem:
+            refused[p.key] = ("", p.problem)
+    for users in shared.values():
+        for key, why in _contradictions(users).items():
+            declared = next(d for p, d in users if p.key == key)
+            refused.setdefault(key, (declared.max_connections_field, why))
+    caps: dict[tuple[str, str], int] = {}  # (profile, server): its read pool's least share
+    divisions: dict[str, tuple[Division, list[Claim]]] = {}
+    for _ in range(_ROUNDS):
+        divisions = {}
+        newly = False
+        for server, users in sorted(shared.items()):
+            claims = [
+                _held_claim(p, server)
+                if p.key in refused
+                else _claim(p, d, caps.get((p.key, server)))
+                for p, d in users
+            ]
+            capacity = users[0][1].max_connections - max(d.superuser_reserved for _, d in users)
+            division = divide(capacity, claims)
+            divisions[server] = (division, claims)
+            for key in division.refused:
+                claim = next(c for c in claims if c.profile == key)
+                demand = next(d for p, d in users if p.key == key)
+                text = _refusal(server, claim, capacity=capacity, claims=claims, demand=demand)
+                refused[key] = (claim.pool.field, text)
+                newly = True
+        if newly:
+            continue
+        # a read pool must fit the replica that gives it the least: what it
+        # cannot use elsewhere goes back to the others there
+        tighter = False
+        for p in everyone.values():
+            read = [
+                d.server
+                for d in p.demands[1:]
+                if d.server in divisions and p.key in divisions[d.server][0].shares
+            ]
+            if not read:
+                continue
+            least = min(divisions[server][0].shares[p.key] for server in read)
+            for server in read:
+                if divisions[server][0].shares[p.key] > least:
+                    caps[(p.key, server)] = least
+                    tighter = True
+        if not tighter:
+            break
+    return _grants(everyone, shared, divisions, refused)
+
+
+def _grants(
+    everyone: dict[str, Peer],
+    shared: dict[str, list[tuple[Peer, connection_budget.Demand]]],
+    divisions: dict[str, tuple[Division, list[Claim]]],
+    refused: dict[str, tuple[str, str]],
+) -> Grants:
+    found: Grants = {key: {} for key in everyone}
+    for server, users in shared.items():
+        division, claims = divisions[server]
+        holds = {
+            c.profile: c.fixed + (0 if c.held else division.shares.get(c.profile, 0))
+            for c in claims
+        }
+        weights = ", ".join(
+            f"{p.key} {division.shares[p.key]} (weight {p.weight})"
+            for p, _ in users
+            if p.key in division.shares
+        )
+        for p, _ in users:
+            if p.problem:
+                continue  # planned alone: its own problems are what it is told
+            others = tuple(
+                connection_budget.SharedUse(server, q.key, holds[q.key])
+                for q, _ in users
+                if q.key != p.key and holds[q.key]
+            )
+            field_, why = refused.get(p.key, ("", ""))
+            found[p.key][server] = connection_budget.Grant(
+                server=server,
+                connections=division.shares.get(p.key, 0),
+                text=f"its share of {server}: {division.capacity} there, "
+                f"{division.fixed} kept by the profiles for direct use, probes and fallbacks, "
+                f"the pools by weight: {weights}",
+                others=others,
+                refusal=why if field_ else "",
+                refusal_field=field_,
+            )
+    return found
 
 
 def linked(peers: Iterable[Peer], start: Iterable[str]) -> set[str]:
     """The servers linked to ``start`` through the peers that use them (a
-    refused profile frees every server it uses, so these are planned together)."""
+    share on one depends on what a peer gets on the others)."""
     by_server: dict[str, list[Peer]] = {}
-    for peer in peers:
-        for server in peer.servers:
-            by_server.setdefault(server, []).append(peer)
+    for p in peers:
+        for server in p.servers:
+            by_server.setdefault(server, []).append(p)
     found: set[str] = set()
     todo = list(start)
     while todo:
@@ -120,6 +355,6 @@ def linked(peers: Iterable[Peer], start: Iterable[str]) -> set[str]:
         if server in found:
             continue
         found.add(server)
-        for peer in by_server.get(server, []):
-            todo += [s for s in peer.servers if s not in found]
+        for p in by_server.get(server, []):
+            todo += [s for s in p.servers if s not in found]
     return found

@@ -2,8 +2,8 @@
 read before anything is planned.
 
 Which composed engines are served (KEDA, CloudNativePG, prometheus-operator,
-COSI: from the cached CRDs), what the older profiles on the same Postgres
-server open, the CloudNativePG Cluster of readReplicas mode cnpg (read, never
+COSI: from the cached CRDs), its share of every Postgres server it uses
+with other profiles, the CloudNativePG Cluster of readReplicas mode cnpg (read, never
 written), and what the cluster's Prometheus objects select (for the alerts'
 labels). Everything comes from the watch caches; the inputs a profile names
 are registered in ``refs`` so their changes queue it. Called by
@@ -34,7 +34,7 @@ async def gather(
         keda=served.get("keda", False),
         cnpg=served.get("cnpg", False),
         prometheus_operator=prometheus_operator,
-        shared=cluster.shared_uses(key),
+        grants=cluster.grants(key),
         agent_image=agent_image,
         operator_namespace=operator_namespace,
         cosi=object_storage.preferred_cosi_version(

@@ -170,12 +170,29 @@ class Report:
             if err.status != 404:  # deleted meanwhile: nothing to report on
                 raise
 
-    def budget(self, planned: planner.Plan) -> dict[str, Any]:
-        """status.budget of ``planned``; plannedSince kept from the first pass."""
-        since = server_shares.planned_since({"status": self.previous_status})
+    def budget(self, planned: planner.Plan, *, applied: bool = False) -> dict[str, Any]:
+        """status.budget of ``planned``; plannedSince kept from the first pass.
+        ``applied``: its children were applied, so its poolers hold what it
+        opens; else they hold what the status said before."""
+        previous = self.previous_status.get("budget") or {}
+        since = str(previous.get("plannedSince") or "")
+        if applied:
+            held = [
+                status.HeldConnections(server=server, connections=count)
+                for server, count in sorted(planned.holds().items())
+            ]
+            generation = self.generation
+        else:
+            found, generation = server_shares.held_of({"status": self.previous_status})
+            held = [
+                status.HeldConnections(server=server, connections=count)
+                for server, count in sorted(found.items())
+            ]
         return budget_status(
             planned,
             since=since or datetime.datetime.now(datetime.UTC).isoformat(timespec="microseconds"),
+            held=held,
+            held_generation=generation,
         )
 
 
@@ -211,7 +228,13 @@ def exceeded(
     )
 
 
-def budget_status(planned: planner.Plan, *, since: str) -> dict[str, Any]:
+def budget_status(
+    planned: planner.Plan,
+    *,
+    since: str,
+    held: list[status.HeldConnections] | None = None,
+    held_generation: int = 0,
+) -> dict[str, Any]:
     b = planned.budget
     model = status.BudgetStatus(
         summary=b.summary,
@@ -236,6 +259,8 @@ def budget_status(planned: planner.Plan, *, since: str) -> dict[str, Any]:
         read_fallback=b.read_fallback,
         read=_read_budget_status(planned),
         planned_since=since,
+        held=held or [],
+        held_generation=held_generation,
     )
     return model.model_dump(by_alias=True, exclude_none=True)
 

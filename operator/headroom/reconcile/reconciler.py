@@ -183,7 +183,7 @@ class Reconciler:
             tuple(sorted((ref, self.cluster.version_of(ref)) for ref in refs)),
             tuple(sorted(self.cluster.facts().items())),
             self.probes.version(key),
-            self.cluster.shared_uses(key),
+            tuple(sorted(self.cluster.grants(key).items())),
             tuple(
                 sorted(
                     (
@@ -215,7 +215,7 @@ class Reconciler:
             sorted(self.cluster.children_versions(retained)),
             sorted((list(ref), self.cluster.version_of(ref)) for ref in refs),
             sorted(self.cluster.facts().items()),
-            [repr(use) for use in self.cluster.shared_uses(key)],
+            sorted((server, repr(grant)) for server, grant in self.cluster.grants(key).items()),
             sorted(
                 (
                     p["metadata"].get("namespace", ""),
@@ -356,7 +356,7 @@ class Reconciler:
             [within, *components],
             retry=applied.result.retry,
             **extra,
-            budget=budget,
+            budget=report.budget(planned, applied=True),
             pooler=applied.pooler_status,
             binding={"name": planned.names.binding},
         )

@@ -10,7 +10,7 @@ installed version's). Built by :mod:`headroom.runtime.process`.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from headroom.kube import apiserver, errors, kinds, watch_cache
@@ -29,11 +29,19 @@ class CachedCluster:
     """Reads from the caches, writes through the client (and into the caches)."""
 
     def __init__(
-        self, kube: apiserver.Kube, cache: watch_cache.Cache, shared: share_table.SharedBudgets
+        self,
+        kube: apiserver.Kube,
+        cache: watch_cache.Cache,
+        shared: share_table.SharedBudgets,
+        *,
+        on_profile_written: Callable[[Obj], None] = lambda _: None,
     ) -> None:
         self.kube = kube
         self.cache = cache
         self.shared = shared
+        # our writes reach the cache without a watch event; the shares must
+        # still see what a profile's status says its poolers hold
+        self.on_profile_written = on_profile_written
 
     def profile(self, namespace: str, name: str) -> Obj | None:
         return self.cache.profile(namespace, name)
@@ -66,8 +74,8 @@ class CachedCluster:
             self.cache.owned_synced(self._resource(kind))
         )
 
-    def shared_uses(self, key: str) -> tuple[connection_budget.SharedUse, ...]:
-        return self.shared.older(key)
+    def grants(self, key: str) -> dict[str, connection_budget.Grant]:
+        return self.shared.grants(key)
 
     def prometheuses(self) -> list[Obj]:
         return self.cache.all_of(watches.PROMETHEUS)
@@ -102,6 +110,8 @@ class CachedCluster:
     async def apply(self, obj: Obj, *, subresource: str | None = None) -> Obj:
         result = await self.kube.apply(obj, subresource=subresource)
         self.cache.record_write(result)
+        if result.get("kind") == watches.PROFILE.kind:
+            self.on_profile_written(result)
         return result
 
     async def remove_keys(self, secret: Obj, keys: list[str]) -> Obj:

@@ -82,13 +82,22 @@ class Events:
         elif old.spec_fingerprint != new.spec_fingerprint:
             self.queue.add(key, work_queue.Trigger.SPEC)  # spec or metadata, not our status
             self._share(key, new)
-        elif server_shares.planned_since(old.object()) != server_shares.planned_since(new.object()):
-            self._share(key, new)  # its first pass: it now ranks before later ones
+        elif server_shares.held_of(old.object()) != server_shares.held_of(new.object()):
+            self._share(key, new)  # what its poolers hold: counted if it is refused
+
+    def profile_written(self, body: dict[str, Any]) -> None:
+        """The operator wrote a profile (its status, into the cache without an
+        event): what its poolers hold may have changed."""
+        meta = body.get("metadata") or {}
+        self._share_body(f"{meta.get('namespace', '')}/{meta.get('name', '')}", body)
 
     def _share(self, key: str, entry: informer.Entry | None) -> None:
+        self._share_body(key, entry.object() if entry is not None else None)
+
+    def _share_body(self, key: str, body: dict[str, Any] | None) -> None:
         """Keep the shared-server table current; queue the profiles whose share
         changed and tell admission."""
-        requeue, changed = self.shares.update(key, entry.object() if entry is not None else None)
+        requeue, changed = self.shares.update(key, body)
         for other in requeue:
             self.queue.add(other, work_queue.Trigger.DRIFT)
         if changed:

@@ -97,7 +97,9 @@ class Runtime:
         )
         self.events.cache = self.cache
         self.metrics.profile_conditions.source = self.cache.profile_entries
-        self.cluster = cached_cluster.CachedCluster(self.kube, self.cache, self.shared)
+        self.cluster = cached_cluster.CachedCluster(
+            self.kube, self.cache, self.shared, on_profile_written=self.events.profile_written
+        )
         self.reconciler = reconciler.Reconciler(
             self.cluster,
             self.metrics,

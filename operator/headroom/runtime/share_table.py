@@ -2,13 +2,15 @@
 the profile cache by the runtime (every replica: admission needs it too).
 
 A server is a primary or a read replica (:mod:`headroom.planning.servers`);
-a profile may use several. On every change of a profile's spec the servers
-it uses (and used before), with every server linked to them through another
-profile, are planned again, oldest profile first
-(:func:`headroom.planning.server_shares.shares`); the profiles whose share changed
-are returned so the runtime queues them. The pass asks what the older
-profiles open on its servers (:meth:`SharedBudgets.older`); admission what
-all the others open (:meth:`SharedBudgets.table`).
+a profile may use several. On every change of a profile (its spec, or what
+its status says its poolers hold) it is planned alone once
+(:func:`headroom.planning.server_shares.peer`), and the servers it uses (and
+used before), with every server linked to them through another profile, are
+divided again (:func:`headroom.planning.server_shares.shares`); the profiles
+whose share changed are returned so the runtime queues them. The pass asks
+for its grants (:meth:`SharedBudgets.grants`); admission gets the peers of
+every server (:meth:`SharedBudgets.table`) and divides with the reviewed
+profile among them (:func:`beside`).
 """
 
 from __future__ import annotations
@@ -19,46 +21,44 @@ from headroom.api import v1alpha1
 from headroom.planning import connection_budget, server_shares
 
 Obj = dict[str, Any]
-# server -> [(profile key, creationTimestamp, server connections)]
-Table = dict[str, list[tuple[str, str, int]]]
+# server -> the profiles that use it, as the division sees them
+Table = dict[str, list[server_shares.Peer]]
 
 
 class SharedBudgets:
     def __init__(self) -> None:
         self._peers: dict[str, server_shares.Peer] = {}
         self._by_server: dict[str, set[str]] = {}  # server -> profile keys using it
-        self._opened: server_shares.Opened = {}
+        self._grants: server_shares.Grants = {}
 
     def _add(self, peer: server_shares.Peer) -> None:
         self._peers[peer.key] = peer
         for server in peer.servers:
             self._by_server.setdefault(server, set()).add(peer.key)
 
-    def _remove(self, key: str) -> set[str]:
+    def _remove(self, key: str) -> None:
         peer = self._peers.pop(key, None)
-        self._opened.pop(key, None)
+        self._grants.pop(key, None)
         if peer is None:
-            return set()
+            return
         for server in peer.servers:
             users = self._by_server.get(server, set())
             users.discard(key)
             if not users:
                 self._by_server.pop(server, None)
-        return set(peer.servers)
 
     def _rows(self, servers: set[str]) -> Table:
         return {
             server: sorted(
-                (key, self._peers[key].created, self._opened.get(key, {}).get(server, 0))
-                for key in self._by_server.get(server, set())
-                if self._opened.get(key, {}).get(server)
+                (self._peers[k] for k in self._by_server.get(server, set())),
+                key=lambda p: p.rank,
             )
             for server in servers
         }
 
     def update(self, key: str, body: Obj | None) -> tuple[set[str], set[str]]:
         """Profile ``key`` is now ``body`` (None: deleted). Returns the other
-        profiles to look at again and the servers whose table changed."""
+        profiles whose share changed and the servers whose table changed."""
         peer = None
         if body is not None and not (body.get("metadata") or {}).get("deletionTimestamp"):
             try:
@@ -66,13 +66,10 @@ class SharedBudgets:
             except v1alpha1.ProfileError:
                 profile = None  # invalid: opens nothing
             if profile is not None:
-                peer = server_shares.Peer(
-                    key=key,
-                    created=str(body["metadata"].get("creationTimestamp") or ""),
-                    profile=profile,
-                    planned_since=server_shares.planned_since(body),
-                )
+                peer = server_shares.peer(profile, body=body)
         old = self._peers.get(key)
+        if old == peer:
+            return set(), set()
         everyone = [*self._peers.values(), *([peer] if peer else [])]
         start = {*(old.servers if old else ()), *(peer.servers if peer else ())}
         servers = server_shares.linked(everyone, start)
@@ -81,28 +78,25 @@ class SharedBudgets:
         if peer is not None:
             self._add(peer)
         members = {k for server in servers for k in self._by_server.get(server, set())}
-        self._opened.update(server_shares.shares(self._peers[k] for k in members))
+        before = {k: self._grants.get(k) for k in members}
+        self._grants.update(server_shares.shares(self._peers[k] for k in members))
         rows_after = self._rows(servers)
         changed = {s for s in servers if rows_before.get(s) != rows_after.get(s)}
-        # every other profile linked to what changed may get another share
-        return members - {key}, changed
+        moved = {k for k in members if self._grants.get(k) != before.get(k)}
+        return moved - {key}, changed
 
-    def older(self, key: str) -> tuple[connection_budget.SharedUse, ...]:
-        peer = self._peers.get(key)
-        if peer is None:
-            return ()
-        near = {k for server in peer.servers for k in self._by_server.get(server, set())}
-        return server_shares.older_uses((self._peers[k] for k in near), self._opened, key=key)
+    def grants(self, key: str) -> dict[str, connection_budget.Grant]:
+        """The shares of ``key`` on the servers it uses with other profiles."""
+        return dict(self._grants.get(key) or {})
 
     def table(self, servers: set[str] | None = None) -> Table:
         chosen = set(self._by_server) if servers is None else servers
         return {server: rows for server, rows in self._rows(chosen).items() if rows or servers}
 
 
-def others(table: Table, server: str, key: str) -> tuple[connection_budget.SharedUse, ...]:
-    """For the webhook: what every other profile on ``server`` opens."""
-    return tuple(
-        connection_budget.SharedUse(server, other, count)
-        for other, _, count in table.get(server, [])
-        if other != key and count
-    )
+def beside(table: Table, servers: set[str], key: str) -> list[server_shares.Peer]:
+    """For the webhook: every other profile on ``servers`` and on the servers
+    linked to them through those profiles (what a share there depends on)."""
+    everyone = {peer.key: peer for rows in table.values() for peer in rows if peer.key != key}
+    reached = server_shares.linked(everyone.values(), servers)
+    return [peer for peer in everyone.values() if reached.intersection(peer.servers)]

@@ -43,7 +43,7 @@ from headroom.api.v1alpha1.cache import (
     Persistence,
     Sentinel,
 )
-from headroom.api.v1alpha1.database import DEFAULT_RESERVED_CONNECTIONS, Database
+from headroom.api.v1alpha1.database import DEFAULT_RESERVED_CONNECTIONS, Database, Share
 from headroom.api.v1alpha1.images import (
     AGENT_IMAGE,
     PGBOUNCER_EXPORTER_IMAGE,
@@ -215,6 +215,7 @@ __all__ = [
     "SecretKeyRef",
     "Sentinel",
     "Severity",
+    "Share",
     "StandbyStorage",
     "Storage",
     "StreamingReplicas",

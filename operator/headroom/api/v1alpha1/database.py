@@ -16,6 +16,51 @@ from headroom.api.v1alpha1.schema import HOST, PG_IDENTIFIER, Broken, Model, Rul
 DEFAULT_RESERVED_CONNECTIONS = 5
 
 
+class Share(Model):
+    """This profile's share of a Postgres server that other profiles use too."""
+
+    RULES = (
+        Rule(
+            "!has(self.minimum) || !has(self.maximum) || self.minimum <= self.maximum",
+            "spec.database.share.minimum must be <= spec.database.share.maximum",
+            lambda share: (
+                None
+                if share.minimum is None or share.maximum is None or share.minimum <= share.maximum
+                else Broken(
+                    "minimum",
+                    lambda at: f"{share.minimum} must be <= {at('maximum')} {share.maximum}",
+                )
+            ),
+        ),
+    )
+
+    weight: int = Field(
+        default=1,
+        ge=1,
+        le=1000,
+        description="The room of a shared server beyond every profile's guaranteed minimum "
+        "is divided by weight (2 gets twice what 1 gets), never past what a profile's "
+        "clients could ask for; the rest stays free. Applies on the primary and on every "
+        "read replica other profiles list too.",
+    )
+    minimum: int | None = Field(
+        default=None,
+        ge=1,
+        le=262_143,
+        description="Server connections on the primary guaranteed to this profile's write "
+        "pooler (every pod at peak, rounded up to whole connections per pod). Unset: one per "
+        "pooler pod in transaction mode, every session in session mode. Admission refuses "
+        "a profile whose guaranteed minimum no longer fits beside the others'.",
+    )
+    maximum: int | None = Field(
+        default=None,
+        ge=1,
+        le=262_143,
+        description="The most server connections the write pooler may hold on the primary "
+        "(every pod at peak), whatever its weight. Unset: what its clients could ask for.",
+    )
+
+
 class Database(Model):
     """The app's Postgres primary."""
 
@@ -106,6 +151,11 @@ class Database(Model):
         "pooler pods as server_tls_ca_file. Required for sslMode verify-ca/verify-full.",
     )
 
+    share: Share = Field(
+        default_factory=Share,
+        description="How this profile shares the primary (and the read replicas it lists) "
+        "with the other profiles on them: weight, guaranteed minimum, maximum.",
+    )
     read_replicas: ReadReplicas | None = Field(
         default=None,
         description="Read replicas behind a pooled, lag-aware read endpoint (DATABASE_READ_URL).",

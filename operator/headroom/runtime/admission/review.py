@@ -7,13 +7,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from headroom.planning import admission, connection_budget
+from headroom.planning import admission, server_shares
 from headroom.runtime import share_table
 
 
 def review(request: dict[str, Any], table: share_table.Table | None = None) -> dict[str, Any]:
     """AdmissionReview request -> response (pure). ``table``: the Postgres
-    servers and what each profile on them opens (the operator keeps it)."""
+    servers and the profiles on them (the operator keeps it)."""
     uid = request.get("uid", "")
     body = request.get("object") or {}
     old = request.get("oldObject")
@@ -24,10 +24,10 @@ def review(request: dict[str, Any], table: share_table.Table | None = None) -> d
         if table is not None:
             known = table
 
-            def lookup(server: str, key: str) -> tuple[connection_budget.SharedUse, ...]:
-                return share_table.others(known, server, key)
+            def lookup(servers: set[str], key: str) -> list[server_shares.Peer]:
+                return share_table.beside(known, servers, key)
 
-        problem = admission.review(body, shared=lookup, old=old)
+        problem = admission.review(body, beside=lookup, old=old)
     response: dict[str, Any] = {"uid": uid, "allowed": problem is None}
     if problem is not None:
         response["status"] = {"code": 422, "reason": "Invalid", "message": problem}
