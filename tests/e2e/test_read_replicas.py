@@ -215,13 +215,15 @@ def test_cnpg_mode_composes_cnpg_poolers_and_falls_back_without_cnpg(
     assert f"shop-pg-ro.{namespace}.svc" in config["data"]["readpool.json"]
 
 
-def test_two_profiles_read_pools_on_one_replica_share_it(
+def test_two_profiles_read_pools_on_one_replica_share_it_a_third_is_refused_naming_both(
     operator: operator_process.OperatorProcess, kubectl: kube.Kubectl, namespace: str
 ) -> None:
     """Two apps on their own primaries read from the same managed replica: its
     max_connections is divided like a primary's. The first read pool takes what
     it needs there alone; the second is admitted beside it, and both read
-    pools get their share, whose sum fits the replica."""
+    pools get their share, whose sum fits the replica. A third whose guaranteed
+    minimum no longer fits beside theirs is refused at admission, naming both
+    with their numbers and by how much to lower; lowered by that, it is admitted."""
     kube.apply(kubectl, app_deployment(namespace), credentials(namespace))
     replica = profiles.external_replicas({"host": "ro-shared.db.example.com"})
 
@@ -256,3 +258,41 @@ def test_two_profiles_read_pools_on_one_replica_share_it(
     )  # fmt: skip
     config = kube.get_json(kubectl, "configmap", f"{NAME}-pooler-ro-config", "-n", namespace)
     assert "max_db_connections = 13\n" in config["data"]["pgbouncer.ini"]
+
+    # a third keeps 80 for direct use there: 80 + 4 probes + 3 (1 per read-pooler pod)
+    # beside the two minimums, 2 x (9 kept + 3), is 14 more than the replica's 97
+    greedy = reader("greedy", "db-three", reservedConnections=80)
+    refused = kube.create(kubectl, greedy, namespace=namespace, check=False)
+    assert refused.returncode != 0
+    message = refused.stderr
+    assert "spec.database.readReplicas.pooler.instances: the guaranteed minimums on " in message
+    assert "ro-shared.db.example.com:5432 do not fit: 97 connections there" in message
+    for holder in (NAME, "second"):
+        assert f"{namespace}/{holder} 12 (transaction mode" in message, message
+    assert "spec.database.readReplicas.reservedConnections" in message, message
+    assert "14 short. To fit: lower " in message and "(14 fewer in all)" in message, message
+    # the change the message names: 14 fewer kept, and the three minimums fill the replica
+    kube.create(kubectl, reader("greedy", "db-three", reservedConnections=66), namespace=namespace)
+
+    def all_minimums() -> dict[str, Any] | None:
+        found = {
+            sp["metadata"]["name"]: ((sp.get("status") or {}).get("budget") or {}).get("read")
+            for sp in kube.get_json(kubectl, "scalingprofiles", "-n", namespace)["items"]
+        }
+        done = len(found) == 3 and all(
+            r and r.get("serverConnections") == 3 and len(r.get("sharedWith") or ()) == 2
+            for r in found.values()
+        )
+        return found if done else None
+
+    kube.wait_for(all_minimums, timeout=60, what="three read pools at their minimums")
+    kube.wait_for(
+        lambda: (
+            "max_db_connections = 1\n"
+            in kube.get_json(kubectl, "configmap", f"{NAME}-pooler-ro-config", "-n", namespace)[
+                "data"
+            ]["pgbouncer.ini"]
+        ),
+        timeout=60,
+        what="the first read pool shrunk to its minimum",
+    )

@@ -213,8 +213,9 @@ def test_admission_refuses_only_when_the_minimums_do_not_fit_naming_the_holders(
     assert message.startswith("spec.app.replicas.max: ")
     assert f"the guaranteed minimums on {SERVER} do not fit" in message
     assert "shop/web 65 (session mode: 40 sessions over 2 pooler pods" in message
-    assert "33 short" in message  # 65 + 65 - 97
+    assert "33 short" in message, message  # 65 + 65 - 97
     assert "lower spec.app.replicas.max or spec.app.poolSizePerPod" in message
+    assert "(33 fewer in all)" in message
     # alone on its server, the same profile is fine
     assert admission.review(newcomer) is None
 

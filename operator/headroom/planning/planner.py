@@ -768,9 +768,16 @@ def plan(profile: v1alpha1.ScalingProfile, *, facts: Facts | None = None) -> Pla
 
 
 def _fixed_text(reserved: int, fallback: int) -> str:
-    parts = [f"{reserved} kept for direct connections"] if reserved else []
+    parts = (
+        [f"{reserved} kept for direct connections (spec.database.reservedConnections)"]
+        if reserved
+        else []
+    )
     if fallback:
-        parts.append(f"{fallback} for its read pool when every replica is out")
+        parts.append(
+            f"{fallback} for its read pool when every replica is out "
+            "(spec.database.readReplicas.whenAllLagging primary)"
+        )
     return " and ".join(parts)
 
 

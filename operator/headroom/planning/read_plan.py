@@ -363,7 +363,8 @@ def read_plan(
             superuser_reserved=db.superuser_reserved_connections,
             max_connections_field=r.field,
             fixed=fixed,
-            fixed_text=f"{rr.reserved_connections} kept for direct use and {probes} lag probes",
+            fixed_text=f"{rr.reserved_connections} kept for direct use "
+            f"({FIELD}.reservedConnections) and {probes} lag probes",
             pool=pool,
         )
         for r in replicas

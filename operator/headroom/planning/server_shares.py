@@ -25,6 +25,12 @@ others are divided beside it.
 Pure. Inputs are plain data (:class:`Peer`), so the same function serves the
 runtime's table (:mod:`headroom.runtime.share_table`), admission (in its own
 process) and ``headroom plan`` over several documents.
+
+Entry point: :func:`shares` (``[peer(profile, body=...) for each profile]`` ->
+every profile's :class:`headroom.planning.connection_budget.Grant` on every
+server it shares); the planner takes a profile's grants as
+``planner.Facts(grants=...)``. :func:`divide` is the rule on one server, for a
+caller that has its own claims (a pool's bounds from measured load, say).
 """
 
 from __future__ import annotations
@@ -235,9 +241,11 @@ def _refusal(
         f"(max_connections {demand.max_connections} - {demand.superuser_reserved} "
         f"superuser-reserved) hold {rows or 'nothing else'}, and this profile needs "
         f"{mine.pool.minimum + mine.fixed} ({mine.pool.why}"
-        + (f"; +{demand.fixed} {demand.fixed_text}" if demand.fixed else "")
-        + f"): {short} short; {mine.pool.fix or 'lower ' + mine.pool.field}, or free "
-        f"{short} among the others (their sessions, pins or spec.database.share.minimum)"
+        + (f"; +{demand.fixed}: {demand.fixed_text}" if demand.fixed else "")
+        + f"): {short} short. To fit: {mine.pool.fix or 'lower ' + mine.pool.field}"
+        + ("; or lower what this profile keeps" if demand.fixed else "")
+        + f" ({short} fewer in all); or free {short} among the others (their sessions, "
+        "pins, kept connections or spec.database.share.minimum)"
     )
 
 
