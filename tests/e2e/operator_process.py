@@ -14,7 +14,7 @@ import socket
 import subprocess
 import sys
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,6 +63,25 @@ class OperatorProcess:
         self.proc = _spawn(self.env, self.log_path)
         if wait_for_lease:
             self.wait_leader()
+
+    def without_admission(self, kubectl: kube.Kubectl, change: Callable[[], object]) -> None:
+        """Make ``change`` as if two changes had been admitted at the same moment:
+        the operator restarted without admission (it removes its webhook), then
+        with it again."""
+        self.env["HEADROOM_WEBHOOK_ENABLED"] = "false"
+        try:
+            self.kill_and_restart()
+            kube.wait_for(
+                lambda: kubectl(
+                    "get", "validatingwebhookconfiguration", WEBHOOK_CONFIG, check=False
+                ).returncode != 0,
+                timeout=60,
+                what="the webhook to be removed",
+            )  # fmt: skip
+            change()
+        finally:
+            self.env.pop("HEADROOM_WEBHOOK_ENABLED")
+            self.kill_and_restart()
 
     def wait_leader(self, timeout: float = 60) -> None:
         kube.wait_for(

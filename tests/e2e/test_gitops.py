@@ -106,16 +106,22 @@ def test_every_state_reads_the_same_in_kstatus_argo_cd_and_flux(
     kube.apply(kubectl, _profile(ns, "app-missing"), namespace=ns)
     states["app-missing"] = _until(kubectl, ns, "app-missing", _stalled("AppDeploymentNotFound"))
 
-    # the budget: an older profile on the same server grows into all of it
-    pinned = {"pooler.parameters": {"max_db_connections": "20", "default_pool_size": "18"}}
+    # the budget: two profiles share a server; a change to session mode whose 60
+    # sessions (30 per pooler pod, 3 at peak) do not fit beside the other's minimum,
+    # admitted at the same moment as another change (the webhook off), is refused
     shared = {"database.host": "shared-db"}
-    older = _profile(ns, "older", **shared, **pinned)
-    kube.apply(kubectl, older, namespace=ns)
+    kube.apply(kubectl, _profile(ns, "older", **shared), namespace=ns)
     _until(kubectl, ns, "older", lambda sp: kube.condition(sp, "Ready") == "True")
     small = {"app.replicas": {"min": 1, "max": 4}}
     kube.apply(kubectl, _profile(ns, "refused", **shared, **small), namespace=ns)
     _until(kubectl, ns, "refused", lambda sp: kube.condition(sp, "Ready") == "True")
-    kube.apply(kubectl, _profile(ns, "older", **shared), namespace=ns)
+    sessions = {
+        "app.replicas": {"min": 1, "max": 6},
+        "app.poolSizePerPod": 10,
+        "pooler.poolMode": "session",
+    }
+    change = _profile(ns, "refused", **shared, **sessions)
+    operator.without_admission(kubectl, lambda: kube.apply(kubectl, change, namespace=ns))
     states["budget-refused"] = _until(kubectl, ns, "refused", _stalled("BudgetExceeded"))
 
     # rolling out: a quota keeps the pooler's pods from being created

@@ -38,28 +38,6 @@ def _status(kubeconfig: str, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def _without_admission(
-    operator: operator_process.OperatorProcess, kubectl: kube.Kubectl, change: Any
-) -> None:
-    """Make ``change`` as if two changes had been admitted at the same moment:
-    the operator restarted without admission (it removes its webhook), then
-    with it again."""
-    operator.env["HEADROOM_WEBHOOK_ENABLED"] = "false"
-    try:
-        operator.kill_and_restart()
-        kube.wait_for(
-            lambda: kubectl(
-                "get", "validatingwebhookconfiguration", "headroom.dev", check=False
-            ).returncode != 0,
-            timeout=60,
-            what="the webhook to be removed",
-        )  # fmt: skip
-        change()
-    finally:
-        operator.env.pop("HEADROOM_WEBHOOK_ENABLED")
-        operator.kill_and_restart()
-
-
 def _ready(kubectl: kube.Kubectl, namespace: str, *names: str) -> None:
     for name in names:
         kubectl(
@@ -135,8 +113,9 @@ def test_status_groups_profiles_by_server_with_the_right_sums(
         input=json.dumps(refused_change), check=False,
     )  # fmt: skip
     assert denied.returncode != 0 and "do not fit" in denied.stderr, denied.stderr
-    _without_admission(operator, kubectl, lambda: kube.apply(
-        kubectl, refused_change, namespace=namespace))  # fmt: skip
+    operator.without_admission(
+        kubectl, lambda: kube.apply(kubectl, refused_change, namespace=namespace)
+    )
 
     def billing_refused() -> dict[str, Any] | None:
         found = json.loads(_status(kubeconfig, "-n", namespace, "-o", "json").stdout)
