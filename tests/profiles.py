@@ -409,6 +409,29 @@ BAD: list[tuple[str, dict[str, Any], str]] = [
         },
         "spec.database.readReplicas.streaming.maxConnections",
     ),
+    (
+        "load-rate-and-users",
+        {
+            "load": {
+                "peakRequestsPerSecond": 100,
+                "users": {"concurrent": 1000, "thinkSeconds": 5},
+                "databaseSecondsPerRequest": 0.05,
+            }
+        },
+        "set exactly one of spec.load.peakRequestsPerSecond or spec.load.users",
+    ),
+    (
+        # 2,000 requests/s x 50 ms = 100 connections busy on average > 92 available
+        "load-beyond-the-budget",
+        {"load": {"peakRequestsPerSecond": 2000, "databaseSecondsPerRequest": 0.05}},
+        "spec.load.peakRequestsPerSecond",
+    ),
+    (
+        # 200 requests/s x 50 ms = 10 busy, 5 on each of the 2 app pods' 5 connections
+        "load-app-pool-too-small",
+        {"load": {"peakRequestsPerSecond": 200, "databaseSecondsPerRequest": 0.05}},
+        "spec.app.poolSizePerPod: 5 connections per app pod",
+    ),
 ]
 
 

@@ -645,6 +645,36 @@ def queues_section(draw: st.DrawFn, *, cache: Body, reads: bool) -> list[Body]:
 
 
 @st.composite
+def load_section(draw: st.DrawFn) -> Body:
+    """spec.load: a rate or users (now and then both, or neither), near and past the
+    budget of the profiles drawn here, and past the fields' bounds."""
+    load: Body = {
+        "databaseSecondsPerRequest": draw(
+            st.sampled_from((0.001, 0.02, 0.05, 0.2, 1, 60, 61, 0))
+            | st.floats(min_value=0.0005, max_value=2, allow_nan=False)
+        )
+    }
+    shape = draw(st.integers(0, 9))
+    if shape <= 5 or shape == 9:
+        load["peakRequestsPerSecond"] = draw(
+            st.sampled_from((1, 200, 660.5, 1_000_000, 1_000_001, 0, -1))
+            | st.floats(min_value=0.01, max_value=5000, allow_nan=False)
+        )
+    if shape >= 6:
+        load["users"] = {
+            "concurrent": draw(st.sampled_from((1, 4000, 10_000_000, 0)) | st.integers(1, 50_000)),
+            "thinkSeconds": draw(st.sampled_from((0, 6, 3600, 3601)) | st.floats(0, 60)),
+        }
+    _maybe(
+        draw,
+        load,
+        "waitProbability",
+        st.sampled_from((1e-12, 0.0001, 0.05, 0.5, 0.51, 0, 1)) | st.floats(0, 0.5),
+    )
+    return load
+
+
+@st.composite
 def cors(draw: st.DrawFn) -> Body:
     rules: Body = {"allowedOrigins": draw(st.lists(origins(), min_size=1, max_size=2))}
     _maybe(
@@ -805,6 +835,8 @@ def valid_profile(draw: st.DrawFn, *, name: str | None = None) -> Body:
         }
     if draw(st.integers(0, 4)) == 4:
         spec["network"] = {"monitoringNamespace": "monitoring"}
+    if draw(st.integers(0, 2)) == 2:
+        spec["load"] = draw(load_section())
     if draw(st.booleans()):
         spec["storage"] = draw(storage_section())
     if draw(st.integers(0, 2)):

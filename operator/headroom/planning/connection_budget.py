@@ -20,6 +20,11 @@ against a ~100 limit). The rules, in order:
    the client demand itself must fit the server side.
 5. Values the user pinned in ``spec.pooler.parameters`` are honoured, and are
    errors when they break rules 2-4.
+6. With a declared load (``spec.load``, transaction mode), each pooler pod's pool
+   is the fewest server connections that serve its share of the peak with the
+   stated chance of waiting (planning.load_sizing), plus the workers' pools at
+   their ceiling, instead of all the room there is; a load the room cannot serve
+   (or a pinned pool that cannot) is an error naming the load and the shortfall.
 
 Pure: called by the planner, which the webhook, the reconcile pass and the CLI
 share.
@@ -27,8 +32,11 @@ share.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from functools import partial
+
+from headroom.planning import load_sizing, queueing
 
 # Client slots on each pooler pod kept for the exporter and an admin console.
 ADMIN_CLIENT_SLOTS = 5
@@ -137,6 +145,10 @@ class BudgetInput:
     declared_minimum: int | None = None
     declared_maximum: int | None = None
     share_field: str = ""
+    # spec.load, and the client connections whose load it does not declare (the
+    # workers' pools at their ceiling), which keep their whole share
+    load: load_sizing.Load | None = None
+    undeclared_load_connections: int = 0
 
     @property
     def shared_connections(self) -> int:
@@ -159,6 +171,10 @@ class ConnectionBudget:
     clients: tuple[ClientGroup, ...]
     shared: tuple[SharedUse, ...] = ()
     read_fallback: int = 0
+    # each pooler pod's server pool against spec.load (None: no load declared, or
+    # session mode, where the app's pools are the server connections)
+    load_pool: load_sizing.PoolCheck | None = None
+    undeclared_per_pod: int = 0  # of default_pool_size, kept for the workers' pools
 
     @property
     def summary(self) -> str:
@@ -216,6 +232,14 @@ def pool_range(given: BudgetInput) -> tuple[PoolRange, list[Problem]]:
             f"lower {_ceiling_fields(given.clients, first=first)} (fewer sessions), or use "
             "spec.pooler.poolMode transaction"
         )
+    elif (needed := _load_needed(given)) is not None:
+        # Rule 6: what the load needs is both what the pool is guaranteed and all it
+        # takes; the rest of the server stays free for the others
+        low = high = per_pod(min(needed, max(demand, 1)))
+        assert given.load is not None
+        field = given.load.field
+        why = f"spec.load: {needed} per pooler pod for a {given.load.target_text} chance of waiting"
+        fix = f"lower {field}, or raise spec.load.waitProbability"
     else:
         low, high = per_pod(1), per_pod(max(demand, 1))
         field = f"{given.pooler_field}.instances"
@@ -252,6 +276,21 @@ def pool_range(given: BudgetInput) -> tuple[PoolRange, list[Problem]]:
             high = min(high, cap)
     why += f", {low} per pod x {pods} pods at peak"
     return PoolRange(low * pods, max(high, low) * pods, pods, why, field, fix), problems
+
+
+def _load_needed(given: BudgetInput) -> int | None:
+    """Rule 6: the server connections each pooler pod needs for its share of the
+    declared load, the workers' pools included (None: no load, session mode, or a
+    load beyond any server, which compute refuses)."""
+    if given.load is None or given.session_mode:
+        return None
+    busy = given.load.offered_load / given.pooler_instances
+    if busy > queueing.MAX_OFFERED_LOAD:
+        return None
+    needed, _ = queueing.servers_needed(
+        offered_load=busy, target_wait_probability=given.load.target_wait_probability
+    )
+    return needed + math.ceil(given.undeclared_load_connections / given.pooler_instances)
 
 
 def _available_text(given: BudgetInput, available: int) -> str:
@@ -330,8 +369,25 @@ def compute(given: BudgetInput) -> tuple[ConnectionBudget, list[Problem]]:
     default_reserve = 0 if given.session_mode else min(5, per_pod // 10)
     reserve = pinned.get("reserve_pool_size", default_reserve)
     max_db = pinned.get("max_db_connections", per_pod)
+    undeclared = 0
+    load_pool = None
+    if given.load is not None and not given.session_mode:
+        undeclared = math.ceil(given.undeclared_load_connections / instances)
+        load_pool = _load_pool(
+            given,
+            problems=problems,
+            room=min(pinned.get("default_pool_size", per_pod), max_db) - undeclared,
+            pods_at_peak=pods_at_peak,
+            available=available,
+            undeclared=undeclared,
+        )
     if "default_pool_size" in pinned:
         pool = pinned["default_pool_size"]
+    elif load_pool is not None and load_pool.staffing is not None and load_pool.fits:
+        # Rule 6: what the load needs, not all the room there is.
+        pool = max(1, min(load_pool.staffing.needed + undeclared, demand))
+        if "reserve_pool_size" not in pinned:
+            reserve = max(0, min(reserve, per_pod - pool))
     else:
         # No more server connections than clients could ever ask for.
         pool = max(1, min(max_db - reserve, demand))
@@ -420,5 +476,42 @@ def compute(given: BudgetInput) -> tuple[ConnectionBudget, list[Problem]]:
         clients=given.clients,
         shared=given.shared,
         read_fallback=given.read_fallback,
+        load_pool=load_pool,
+        undeclared_per_pod=undeclared,
     )
     return budget, problems
+
+
+def _load_pool(
+    given: BudgetInput,
+    *,
+    problems: list[Problem],
+    room: int,
+    pods_at_peak: int,
+    available: int,
+    undeclared: int,
+) -> load_sizing.PoolCheck:
+    """Rule 6: each pooler pod's pool for its share of the declared load, within
+    ``room``; a problem naming the load (or the pinned pool) when it does not fit."""
+    assert given.load is not None
+    checked = load_sizing.server_pool(
+        load=given.load, pooler_pods=given.pooler_instances, room_per_pod=max(room, 0)
+    )
+    if checked.fits:
+        return checked
+    pinned = [k for k in ("default_pool_size", "max_db_connections") if k in given.pinned]
+    if pinned:
+        field = f"{given.pooler_field}.parameters.{pinned[0]}"
+        why = f"{pinned[0]} {given.pinned[pinned[0]]}"
+    else:
+        field = given.load.field
+        why = (
+            f"{_available_text(given, available)} / {pods_at_peak} pooler pods at peak "
+            "(one more during a rolling update)"
+        )
+    if undeclared:
+        why += f", less {undeclared} per pooler pod for the workers' pools at their ceiling"
+    problems.append(
+        Problem(field, f"{load_sizing.shortfall_text(checked, load=given.load)}; room: {why}")
+    )
+    return checked

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from headroom.api import quantity, v1alpha1
 from headroom.planning import (
     connection_budget,
+    load_sizing,
     monitoring,
     names,
     object_storage,
@@ -213,6 +214,10 @@ class Plan:
     # what it asks of each server other profiles may share (server_shares)
     demands: tuple[connection_budget.Demand, ...] = ()
     share_weight: int = 1  # spec.database.share.weight
+    # spec.load, and the app pod's client pool against it (the pooler pod's is the
+    # budget's load_pool)
+    load: load_sizing.Load | None = None
+    app_load_pool: load_sizing.PoolCheck | None = None
 
     @property
     def primary_connections(self) -> int:
@@ -679,6 +684,22 @@ def plan(profile: v1alpha1.ScalingProfile, *, facts: Facts | None = None) -> Pla
         grants=facts.grants,
     )
     problems += read_problems
+    load = load_sizing.declared(spec.load)
+    app_load_pool = None
+    if load is not None:
+        app_load_pool = load_sizing.app_pool(
+            load=load, floor=app.min_replicas, pool_size_per_pod=app.pool_size_per_pod
+        )
+        if not app_load_pool.fits:
+            problems.append(
+                connection_budget.Problem(
+                    "spec.app.poolSizePerPod",
+                    f"{app.pool_size_per_pod} connections per app pod; "
+                    + load_sizing.shortfall_text(app_load_pool, load=load)
+                    + f"; the peak is taken as carried by the app's floor, {app.min_replicas} "
+                    "pods, before an autoscaler adds any",
+                )
+            )
     fallback = read.fallback_connections if read else 0
     given = connection_budget.BudgetInput(
         max_connections=db.max_connections,
@@ -694,6 +715,8 @@ def plan(profile: v1alpha1.ScalingProfile, *, facts: Facts | None = None) -> Pla
         declared_minimum=db.share.minimum,
         declared_maximum=db.share.maximum,
         share_field=SHARE_FIELD,
+        load=load,
+        undeclared_load_connections=sum(group.connections for group in clients[1:]),
     )
     pool, range_problems = connection_budget.pool_range(given)
     problems += range_problems
@@ -764,6 +787,8 @@ def plan(profile: v1alpha1.ScalingProfile, *, facts: Facts | None = None) -> Pla
         buckets=object_storage.bucket_plans(profile, cosi_version=facts.cosi),
         demands=demands,
         share_weight=db.share.weight,
+        load=load,
+        app_load_pool=app_load_pool,
     )
 
 

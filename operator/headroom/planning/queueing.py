@@ -25,6 +25,8 @@ from dataclasses import dataclass
 # No Postgres server holds more connections than this (max_connections' upper bound),
 # so a load needing more busy connections on average can be refused without a search.
 MAX_OFFERED_LOAD = 262_143.0
+# math.exp overflows a float above this
+_EXP_MAX = 709.0
 
 
 @dataclass(frozen=True)
@@ -173,9 +175,13 @@ def square_root_staffing(*, offered_load: float, target_wait_probability: float)
 
 
 def _halfin_whitt_wait(beta: float) -> float:
-    density = math.exp(-beta * beta / 2) / math.sqrt(2 * math.pi)
+    # beta Phi(beta) / phi(beta), with phi's exp(-beta**2 / 2) moved up so a large beta
+    # (a tiny target) gives 0 instead of dividing by an underflowed density
+    exponent = beta * beta / 2
+    if exponent > _EXP_MAX:
+        return 0.0
     cumulative = 0.5 * (1 + math.erf(beta / math.sqrt(2)))
-    return 1 / (1 + beta * cumulative / density)
+    return 1 / (1 + beta * cumulative * math.sqrt(2 * math.pi) * math.exp(exponent))
 
 
 def _c_from_b(*, servers: int, offered_load: float, blocking: float) -> float:

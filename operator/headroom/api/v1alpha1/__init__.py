@@ -9,7 +9,7 @@ can check itself (CEL), the rest is enforced by the planner through the webhook.
 
 Where things are: :mod:`.profile` (the object, its identity, ``parse_profile``),
 :mod:`.app`, :mod:`.database` and :mod:`.read_replicas`, :mod:`.pooler`,
-:mod:`.cache`, :mod:`.queues`, :mod:`.autoscaling`, :mod:`.network`,
+:mod:`.cache`, :mod:`.queues`, :mod:`.load`, :mod:`.autoscaling`, :mod:`.network`,
 :mod:`.storage`, :mod:`.alerts` (one per spec section); :mod:`.images` (every
 default image), :mod:`.pods` (resources, volumes), :mod:`.references` (Secret
 references) and :mod:`.schema` (base model, patterns, CEL helpers). Callers
@@ -53,6 +53,7 @@ from headroom.api.v1alpha1.images import (
     REDIS_IMAGE,
     VERSITYGW_IMAGE,
 )
+from headroom.api.v1alpha1.load import DEFAULT_WAIT_PROBABILITY, Load, Users
 from headroom.api.v1alpha1.network import Network
 from headroom.api.v1alpha1.pods import Resources
 from headroom.api.v1alpha1.pooler import PGBOUNCER_VERSION, Pooler
@@ -134,6 +135,7 @@ __all__ = [
     "CORS_ORIGIN",
     "DEFAULT_MAX_UPLOAD_BYTES",
     "DEFAULT_RESERVED_CONNECTIONS",
+    "DEFAULT_WAIT_PROBABILITY",
     "DNS_LABEL",
     "DNS_SUBDOMAIN",
     "DURATION",
@@ -195,6 +197,7 @@ __all__ = [
     "Duration",
     "HttpMethod",
     "LabelValue",
+    "Load",
     "Network",
     "Persistence",
     "Pooler",
@@ -219,6 +222,7 @@ __all__ = [
     "StandbyStorage",
     "Storage",
     "StreamingReplicas",
+    "Users",
     "WorkerReplicas",
     "bucket_name_problem",
     "env_name",

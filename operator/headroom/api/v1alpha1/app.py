@@ -9,7 +9,14 @@ from typing import Annotated, Literal
 
 from pydantic import Field
 
-from headroom.api.v1alpha1.schema import DNS_SUBDOMAIN, ENV_NAME, Broken, Model, Rule
+from headroom.api.v1alpha1.schema import (
+    DNS_SUBDOMAIN,
+    ENV_NAME,
+    Broken,
+    Model,
+    Rule,
+    exactly_one_of,
+)
 
 # The families of keys Headroom writes into a binding (docs/api.md, "The binding"):
 # what spec.app.bindingKeys may rename, and what no new name may take, so a renamed
@@ -105,18 +112,6 @@ class Capacity(Model):
         return math.ceil(self.target_concurrent_users / self.users_per_pod)
 
 
-def _one_of_replicas_or_capacity(app: App) -> Broken | None:
-    if (app.replicas is None) != (app.capacity is None):
-        return None
-    return Broken(
-        "",
-        lambda at: (
-            f"set exactly one of {at('replicas')} or {at('capacity')}"
-            + (", not both" if app.replicas is not None else "")
-        ),
-    )
-
-
 def _renamable_keys(app: App) -> Broken | None:
     wrong = next((k for k in app.binding_keys if not re.fullmatch(BINDING_KEY, k)), None)
     if wrong is None:
@@ -160,11 +155,7 @@ class App(Model):
     """The app Headroom scales around. Its Deployment is read, never modified."""
 
     RULES = (
-        Rule(
-            "has(self.replicas) != has(self.capacity)",
-            "set exactly one of spec.app.replicas or spec.app.capacity",
-            _one_of_replicas_or_capacity,
-        ),
+        exactly_one_of("replicas", "capacity", path="spec.app"),
         Rule(
             f"!has(self.bindingKeys) || self.bindingKeys.all(k, k.matches('{BINDING_KEY}'))",
             "spec.app.bindingKeys: a key to rename must be one Headroom writes "

@@ -14,6 +14,7 @@ from headroom.api.v1alpha1.app import App
 from headroom.api.v1alpha1.autoscaling import Autoscaling
 from headroom.api.v1alpha1.cache import Cache
 from headroom.api.v1alpha1.database import Database
+from headroom.api.v1alpha1.load import Load
 from headroom.api.v1alpha1.network import Network
 from headroom.api.v1alpha1.pooler import Pooler
 from headroom.api.v1alpha1.queues import Queue
@@ -80,6 +81,11 @@ class ScalingProfileSpec(Model):
         max_length=16,
         description="Queues and their workers, scaled on backlog.",
         json_schema_extra=LIST_MAP,
+    )
+    load: Load | None = Field(
+        default=None,
+        description="The peak load and the accepted chance of waiting: the pools are sized "
+        "from it (queueing theory) instead of filling the budget.",
     )
     autoscaling: Autoscaling = Field(
         default_factory=Autoscaling, description="HPA and PDB for the app's Deployment."

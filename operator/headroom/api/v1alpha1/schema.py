@@ -111,6 +111,33 @@ class Rule:
         }
 
 
+def exactly_one_of(first: str, second: str, *, path: str) -> Rule:
+    """The Rule of two exclusive optional fields (camelCase names) of the object at
+    ``path``: exactly one is set."""
+
+    def check(model: BaseModel) -> Broken | None:
+        given = _field_by_alias(model, first) is not None
+        if given != (_field_by_alias(model, second) is not None):
+            return None
+        return Broken(
+            "",
+            lambda at: (
+                f"set exactly one of {at(first)} or {at(second)}" + (", not both" if given else "")
+            ),
+        )
+
+    return Rule(
+        f"has(self.{first}) != has(self.{second})",
+        f"set exactly one of {path}.{first} or {path}.{second}",
+        check,
+    )
+
+
+def _field_by_alias(model: BaseModel, alias: str) -> Any:
+    name = next(n for n, info in type(model).model_fields.items() if (info.alias or n) == alias)
+    return getattr(model, name)
+
+
 # CEL rules the CRD carries beside the models' Rules, each with a Python twin
 # in the same type (see paired)
 _PAIRED: set[str] = set()
