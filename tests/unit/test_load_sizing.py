@@ -6,8 +6,6 @@ Field-level intent, with the seeds' numbers: seed 003's 4,000 gym members, a req
 
 from __future__ import annotations
 
-import re
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -211,19 +209,3 @@ def test_sizes_fit_the_budget_meet_the_target_and_grow_with_the_load(
     if high.ok:
         assert low.ok
         assert low.budget.default_pool_size <= high.budget.default_pool_size
-
-
-def test_docs_show_what_plan_prints_for_the_seed_003_example(
-    capsys: pytest.CaptureFixture[str], tmp_path: Any
-) -> None:
-    doc = (Path(__file__).resolve().parents[2] / "docs" / "api.md").read_text()
-    section = doc.split("### Sizing from the load (`spec.load`)", 1)[1].split("\n## ", 1)[0]
-    blocks = re.findall(r"```(?:yaml)?\n(.*?)```", section, flags=re.DOTALL)
-    profile, shown, refusal = blocks[0], blocks[1], blocks[2]
-    path = tmp_path / "gym-load.yaml"
-    path.write_text(profile)
-    assert cli.main(["plan", str(path)]) == 0
-    assert shown == "$ headroom plan gym-load.yaml\n" + capsys.readouterr().out
-    path.write_text(profile.replace("maxConnections: 100", "maxConnections: 60"))
-    assert cli.main(["plan", str(path)]) == 1
-    assert capsys.readouterr().err == f"error: {' '.join(refusal.split())}\n"
