@@ -6,6 +6,7 @@ Field-level intent, with the seeds' numbers: seed 003's 4,000 gym members, a req
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -50,9 +51,11 @@ def test_seed_003_sizes_the_pooler_from_the_load_not_the_budget() -> None:
     assert sized.budget.default_pool_size == needed == 25
     assert waiting <= 0.05 < queueing.erlang_c(servers=24, offered_load=sized.load.offered_load / 2)
     assert _server_wait(sized) <= 0.05
-    # filling the budget gives each pooler pod 27 (+3): connections this load never needs
+    # filling the budget gives each pooler pod 27 + 3 (90): connections this load never
+    # needs; sized, 25 + 2 (81), the reserve of its own connections
     assert filled.budget.default_pool_size == 27
-    assert sized.budget.server_connections < filled.budget.server_connections
+    assert filled.budget.server_connections == 90
+    assert sized.budget.server_connections == 81
     assert sized.pooler.settings["default_pool_size"] == "25"
 
 
@@ -209,3 +212,28 @@ def test_sizes_fit_the_budget_meet_the_target_and_grow_with_the_load(
     if high.ok:
         assert low.ok
         assert low.budget.default_pool_size <= high.budget.default_pool_size
+
+
+def test_on_a_shared_server_the_load_is_the_pools_minimum_and_all_it_takes(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    gym = profiles.base(name="gym", **GYM, load=SEED_003)
+    admin = profiles.base(name="admin", **{"app.replicas": {"min": 1, "max": 2}})
+    path = tmp_path / "two.yaml"
+    path.write_text(yaml.safe_dump_all([gym, admin]))
+    assert cli.main(["plan", str(path)]) == 0
+    out = capsys.readouterr().out
+    alone = _plan(**GYM, load=SEED_003).budget
+    # the same pool as alone: 25 + 2 in reserve on each of 3 pods at peak
+    assert alone.server_connections == 81
+    assert "default_pool_size   25\n" in out.split("profile", 2)[1]
+    assert "server connections  81 of 81" in out
+    # the other profile gets the rest (97 - 5 kept - 81 held by gym - its own 5 kept)
+    assert "share               6 on db.default.svc:5432" in out
+    # a second copy of the load does not fit: refused naming the load and the holders
+    twin = profiles.base(name="twin", **GYM, load=SEED_003)
+    path.write_text(yaml.safe_dump_all([gym, twin]))
+    assert cli.main(["plan", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert "spec.load.users.concurrent: the guaranteed minimums on db.default.svc:5432" in err
+    assert "default/gym 86 (spec.load: 25 per pooler pod for a 5% chance of waiting" in err

@@ -387,7 +387,10 @@ def compute(given: BudgetInput) -> tuple[ConnectionBudget, list[Problem]]:
         # Rule 6: what the load needs, not all the room there is.
         pool = max(1, min(load_pool.staffing.needed + undeclared, demand))
         if "reserve_pool_size" not in pinned:
-            reserve = max(0, min(reserve, per_pod - pool))
+            # the reserve of the pool's own connections per pod, as pool_range counts it
+            # (not of all the room), so alone or sharing the server it plans the same
+            own = _per_pod_for(pool, session=False, pinned=pinned) - pool
+            reserve = max(0, min(own, per_pod - pool))
     else:
         # No more server connections than clients could ever ask for.
         pool = max(1, min(max_db - reserve, demand))
