@@ -27,6 +27,7 @@ and report a bad file or profile as one line naming the field, with exit code 1.
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 import re
 import sys
@@ -47,6 +48,14 @@ from headroom.planning import (
     server_shares,
 )
 
+USERS_HELP = (
+    "what-if: plan FILE's profiles that declare spec.load.users with N concurrent users "
+    "instead (their think time kept): the sizes, the budget, the first bottleneck"
+)
+RPS_HELP = (
+    "what-if: plan FILE's profiles that declare spec.load at R requests/s at peak instead "
+    "(their database time per request kept)"
+)
 KEDA_HELP = "plan queues for a cluster with KEDA (default: the CPU HPA fallback)"
 WITH_HELP = (
     "a file of other profiles already on the cluster (repeatable): FILE's profiles share "
@@ -245,10 +254,11 @@ def placeholder_credentials(
     )
 
 
-def format_plan(plan: planner.Plan) -> str:
+def format_plan(plan: planner.Plan, *, what_if: str = "") -> str:
     b = plan.budget
     rows = [
         ("profile", f"{plan.namespace}/{plan.name}"),
+        *([("what-if", what_if)] if what_if else []),
         ("app deployment", plan.app.deployment),
         ("app replicas", f"{plan.app.min_replicas}..{plan.app.max_replicas}"),
     ]
@@ -526,6 +536,43 @@ class _Planned:
     profile: v1alpha1.ScalingProfile | None
     plan: planner.Plan | None
     error: str = ""
+    what_if: str = ""  # the load --users/--rps put in place of the declared one
+
+
+def what_if(
+    body: dict[str, Any], *, users: int | None, rps: float | None
+) -> tuple[dict[str, Any], str]:
+    """``headroom plan --users N`` / ``--rps R``: the profile with its declared load
+    replaced, and what changed ("": none asked, or the profile declares no load).
+    --users keeps the declared think time, --rps the declared time per request."""
+    spec = body.get("spec")
+    load = spec.get("load") if isinstance(spec, dict) else None
+    if (users is None and rps is None) or not isinstance(load, dict):
+        return body, ""
+    changed = copy.deepcopy(body)
+    new_load = changed["spec"]["load"]
+    if users is not None:
+        declared = load.get("users")
+        if not isinstance(declared, dict):
+            raise InputError(
+                f"--users: {_key(body)} declares spec.load.peakRequestsPerSecond, not "
+                "spec.load.users (whose thinkSeconds --users needs); use --rps"
+            )
+        new_load["users"] = {**declared, "concurrent": users}
+        return changed, (
+            f"spec.load.users.concurrent {users} (declared {declared.get('concurrent')})"
+        )
+    declared_rate = load.get("peakRequestsPerSecond")
+    new_load.pop("users", None)
+    new_load["peakRequestsPerSecond"] = rps
+    before = (
+        f"declared {declared_rate}"
+        if declared_rate is not None
+        else "declared as users: " + ", ".join(f"{k} {v}" for k, v in load["users"].items())
+        if isinstance(load.get("users"), dict)
+        else "declared none"
+    )
+    return changed, f"spec.load.peakRequestsPerSecond {rps:g} ({before})"
 
 
 def _key(body: dict[str, Any]) -> str:
@@ -542,7 +589,14 @@ def _plan_all(args: argparse.Namespace, facts: planner.Facts) -> list[_Planned]:
     FILE's are created after them in one go (one apply: the same second, so
     by name when minimums do not fit, as the API server would stamp them)."""
     others = [body for path in args.beside for body in _load_beside(path)]
-    mine = _load(args.file)
+    users, rps = getattr(args, "users", None), getattr(args, "rps", None)
+    mine, changes = [], {}
+    for body in _load(args.file):
+        changed, change = what_if(body, users=users, rps=rps)
+        mine.append(changed)
+        changes[_key(body)] = change
+    if (users is not None or rps is not None) and not any(changes.values()):
+        raise InputError(f"--users/--rps: no profile in {args.file} declares spec.load")
     peers: list[server_shares.Peer] = []
     found: list[tuple[str, v1alpha1.ScalingProfile | None, str]] = []
     seen: set[str] = set()
@@ -570,7 +624,7 @@ def _plan_all(args: argparse.Namespace, facts: planner.Facts) -> list[_Planned]:
             out.append(_Planned(None, None, error))
             continue
         planned = planner.plan(parsed, facts=dataclasses.replace(facts, grants=grants[key]))
-        out.append(_Planned(parsed, planned))
+        out.append(_Planned(parsed, planned, what_if=changes.get(key, "")))
     return out
 
 
@@ -582,7 +636,8 @@ def _cmd_plan(args: argparse.Namespace) -> int:
             print(f"error: {found.error}", file=sys.stderr)
             status = 1
             continue
-        print(("\n" if index else "") + format_plan(found.plan), flush=True)
+        text = format_plan(found.plan, what_if=found.what_if)
+        print(("\n" if index else "") + text, flush=True)
         if not found.plan.ok:
             print(f"error: {found.plan.problem_text()}", file=sys.stderr, flush=True)
             status = 1
@@ -676,6 +731,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--with", dest="beside", action="append", default=[], help=WITH_HELP)
     p.add_argument("--keda", action="store_true", help=KEDA_HELP)
     p.add_argument("--cosi", choices=COSI_CHOICES, default="v1alpha1", help=COSI_HELP)
+    peak = p.add_mutually_exclusive_group()
+    peak.add_argument("--users", type=int, metavar="N", help=USERS_HELP)
+    peak.add_argument("--rps", type=float, metavar="R", help=RPS_HELP)
     p.set_defaults(func=_cmd_plan)
     r = sub.add_parser("render", help="print every child object of FILE's profile(s) as YAML")
     r.add_argument("file")

@@ -237,3 +237,61 @@ def test_on_a_shared_server_the_load_is_the_pools_minimum_and_all_it_takes(
     err = capsys.readouterr().err
     assert "spec.load.users.concurrent: the guaranteed minimums on db.default.svc:5432" in err
     assert "default/gym 86 (spec.load: 25 per pooler pod for a 5% chance of waiting" in err
+
+
+@pytest.fixture
+def run(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> Any:
+    def plan(*bodies: dict[str, Any], argv: list[str]) -> tuple[int, str, str]:
+        path = tmp_path / "profiles.yaml"
+        path.write_text(yaml.safe_dump_all(list(bodies)))
+        code = cli.main(["plan", str(path), *argv])
+        captured = capsys.readouterr()
+        return code, captured.out, captured.err
+
+    return plan
+
+
+def test_what_if_another_peak_shows_the_sizes_and_where_it_breaks(run: Any) -> None:
+    gym = profiles.base(name="gym", **GYM, load=SEED_003)
+    code, out, _ = run(gym, argv=["--users", "4300"])
+    assert code == 0
+    assert "what-if             spec.load.users.concurrent 4300 (declared 4000)" in out
+    # 4,300 / 6.05 x 0.05 = 35.5 busy, 17.8 on each pooler pod: 26 for 5 %
+    assert "default_pool_size   26\n" in out
+    assert "(1.02x the peak)" in out
+    # 6,000 users break the app's pool first (20 needed of 15), then the database
+    code, out, err = run(gym, argv=["--users", "6000"])
+    assert code == 1
+    assert "first bottleneck    app pool (spec.app.poolSizePerPod 15 on 4 pods)" in out
+    assert "spec.app.poolSizePerPod: 15 connections per app pod; 6000 users" in err
+    assert "needs 35 connections per pooler pod, 5 more than the 30 each may have" in err
+    # a rate in place of the users
+    code, out, _ = run(gym, argv=["--rps", "300"])
+    assert code == 0
+    assert "load                300 requests/s x 0.05 s = 15 connections busy on average" in out
+    assert "(declared as users: concurrent 4000, thinkSeconds 6)" in out
+
+
+def test_what_if_touches_only_the_profiles_with_a_load_and_says_what_it_cannot_do(
+    run: Any,
+) -> None:
+    gym = profiles.base(name="gym", **GYM, load=SEED_003)
+    admin = profiles.base(name="admin", **{"app.replicas": {"min": 1, "max": 2}})
+    code, out, _ = run(gym, admin, argv=["--users", "4300"])
+    assert code == 0
+    first, second = out.split("\nprofile ", 1)
+    assert "what-if" in first
+    assert "what-if" not in second
+    code, _, err = run(admin, argv=["--rps", "10"])
+    assert code == 1
+    assert err.startswith("error: --users/--rps: no profile in ")
+    assert err.strip().endswith("declares spec.load")
+    rated = profiles.base(name="api", load={"peakRequestsPerSecond": 50, **_SECONDS})
+    code, _, err = run(rated, argv=["--users", "100"])
+    assert code == 1
+    assert "--users: default/api declares spec.load.peakRequestsPerSecond" in err
+    with pytest.raises(SystemExit):
+        run(gym, argv=["--users", "100", "--rps", "10"])
+
+
+_SECONDS = {"databaseSecondsPerRequest": 0.05}
