@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -166,3 +167,60 @@ def test_rules_and_monitors_labelled_for_the_prometheus_and_the_configmap_withou
     ]
     if monitoring:
         kube.install_crds(kubectl, monitoring)
+
+
+def _alert_names(rule_file: str) -> set[str]:
+    return {r["alert"] for g in yaml.safe_load(rule_file)["groups"] for r in g["rules"]}
+
+
+def test_app_metrics_off_means_the_same_in_every_apply_plan_and_render(
+    operator: operator_process.OperatorProcess,
+    kubectl: kube.Kubectl,
+    namespace: str,
+    tmp_path: Path,
+) -> None:
+    """`metrics: {enabled: false}` switches the app's metrics off and a null is
+    the default, whether the profile comes by server-side apply, client-side
+    apply, `headroom plan` or `headroom render`: the operator's rule file (no
+    prometheus-operator here) holds the alerts render prints for the same body."""
+    kube.apply(kubectl, app_deployment(namespace), credentials(namespace))
+    served = kube.exists(kubectl, "crd", "prometheusrules.monitoring.coreos.com")
+    cases = {
+        "off-ssa": ("server", {"enabled": False}),
+        "off-csa": ("client", {"enabled": False}),
+        "null-ssa": ("server", None),
+        "null-csa": ("client", None),
+    }
+    for name, (side, metrics) in cases.items():
+        body = profiles.base(name=name, namespace=namespace, **{"database.readLimits": False})
+        body["spec"]["alerts"] = {"app": {"metrics": metrics}}
+        kubectl(
+            "apply", f"--server-side={'true' if side == 'server' else 'false'}",
+            "--field-manager=e2e", "-n", namespace, "-f", "-",
+            input=yaml.safe_dump(body),
+        )  # fmt: skip
+        document = tmp_path / f"{name}.yaml"
+        document.write_text(yaml.safe_dump(body))
+        rendered = subprocess.run(
+            [str(Path(sys.executable).parent / "headroom"), "render", "--rules", str(document)],
+            capture_output=True, text=True, check=True,
+        ).stdout  # fmt: skip
+        expected = _alert_names(rendered)
+        off = metrics is not None
+        assert ("HeadroomAppLatencyHigh" in expected) is not off, (name, sorted(expected))
+        assert ("HeadroomAppErrorRatioHigh" in expected) is not off, (name, sorted(expected))
+
+        def alerts(name: str = name) -> set[str] | None:
+            # a PrometheusRule where another test left prometheus-operator's CRDs
+            if served and kube.exists(
+                kubectl, "prometheusrules", f"{name}-alerts", "-n", namespace
+            ):
+                rule = kube.get_json(kubectl, "prometheusrules", f"{name}-alerts", "-n", namespace)
+                return {r["alert"] for g in rule["spec"]["groups"] for r in g["rules"]}
+            if kube.exists(kubectl, "configmap", f"{name}-alert-rules", "-n", namespace):
+                found = kube.get_json(kubectl, "configmap", f"{name}-alert-rules", "-n", namespace)
+                return _alert_names(found["data"][f"{namespace}-{name}.rules.yaml"])
+            return None
+
+        found = kube.wait_for(alerts, timeout=90, what=f"{name}'s alerting rules")
+        assert found == expected, name

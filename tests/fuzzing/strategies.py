@@ -787,7 +787,7 @@ def alerts_section(draw: st.DrawFn) -> Body:
             _maybe(draw, settings, "cpuPercent", st.integers(1, 1000))
             kind = draw(st.integers(0, 3))
             if kind == 0:
-                settings["metrics"] = None
+                settings["metrics"] = draw(st.sampled_from((None, {"enabled": False})))
             elif kind >= 2:
                 metrics: Body = {}
                 _maybe(

@@ -158,14 +158,21 @@ def test_the_model_refuses_what_the_crd_refuses(
     _check(overrides, needle)
 
 
-def test_null_app_metrics_survives_the_api_server() -> None:
-    """metrics: null switches the app's metrics off; the CRD keeps the null
-    (nullable), so the operator reads what the user wrote."""
+def test_app_metrics_off_has_one_meaning_and_null_is_the_default() -> None:
+    """enabled: false switches the app's metrics off, a plain boolean every path
+    keeps; a null is what server-side apply, client-side apply (which drops it)
+    and the API server (which prunes it) make of it: absent, the default."""
     spec = crd.build_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]
     crd_app = spec["spec"]["properties"]["alerts"]["properties"]["app"]
+    # server-side apply refuses a null the schema does not allow: allowed, and absent
     assert crd_app["properties"]["metrics"]["nullable"] is True
-    planned = planner.plan(v1alpha1.parse_profile(profiles.base(**{"alerts.app.metrics": None})))
-    assert planned.alerts is not None and planned.alerts.settings.app.metrics is None
+    off = planner.plan(
+        v1alpha1.parse_profile(profiles.base(**{"alerts.app.metrics": {"enabled": False}}))
+    )
+    assert off.alerts is not None and off.alerts.settings.app.served_metrics is None
+    for given in ({"alerts.app.metrics": None}, {}):
+        planned = planner.plan(v1alpha1.parse_profile(profiles.base(**given)))
+        assert planned.alerts is not None and planned.alerts.settings.app.served_metrics
 
 
 # -- silent clamps and contradictions --------------------------------------------------------
@@ -264,15 +271,15 @@ CONTRADICTIONS: list[Case] = [
     ),
     (
         "latency-target-without-metrics",
-        {"alerts.app": {"metrics": None, "p95LatencySeconds": 3}},
-        "spec.alerts.app.p95LatencySeconds: is set, but spec.alerts.app.metrics is null",
+        {"alerts.app": {"metrics": {"enabled": False}, "p95LatencySeconds": 3}},
+        "spec.alerts.app.p95LatencySeconds: is set, but spec.alerts.app.metrics.enabled is false",
     ),
     (
         "error-target-without-metrics",
-        {"alerts.app": {"metrics": None, "errorRatio": 0.01}},
-        "spec.alerts.app.errorRatio: is set, but spec.alerts.app.metrics is null",
+        {"alerts.app": {"metrics": {"enabled": False}, "errorRatio": 0.01}},
+        "spec.alerts.app.errorRatio: is set, but spec.alerts.app.metrics.enabled is false",
     ),
-    ("no-metrics-no-targets", {"alerts.app": {"metrics": None}}, "ACCEPTED"),
+    ("no-metrics-no-targets", {"alerts.app": {"metrics": {"enabled": False}}}, "ACCEPTED"),
 ]
 
 

@@ -404,7 +404,7 @@ def _app_rules(plan: planner.Plan, alerts: monitoring.AlertsPlan) -> list[Rule]:
             runbook="Raise spec.app.replicas.max (or capacity.targetConcurrentUsers); the "
             "plan must still fit the primary's connections.",
         )
-    metrics = group.metrics
+    metrics = group.served_metrics
     if metrics is not None:
         sel = _selector(namespace=ns, pod=pods)
         errors = _selector(namespace=ns, pod=pods, **{metrics.status_label: "5.."}).replace(
@@ -542,7 +542,7 @@ def _monitors(plan: planner.Plan, *, app_pod_selector: common.Obj | None) -> lis
                 endpoint=metrics_port,
             )
         )
-    metrics = plan.alerts.settings.app.metrics
+    metrics = plan.alerts.settings.app.served_metrics
     if metrics is not None and app_pod_selector:
         found.append(
             _monitor(

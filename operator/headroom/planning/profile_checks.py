@@ -46,7 +46,7 @@ def problems(spec: v1alpha1.ScalingProfileSpec) -> list[connection_budget.Proble
 
 
 def _targets_without_metrics(app: v1alpha1.AppAlerts) -> list[connection_budget.Problem]:
-    if app.metrics is not None or "metrics" not in app.model_fields_set:
+    if app.metrics.enabled:
         return []
     given = [
         field
@@ -59,8 +59,9 @@ def _targets_without_metrics(app: v1alpha1.AppAlerts) -> list[connection_budget.
     return [
         connection_budget.Problem(
             f"spec.alerts.app.{field}",
-            "is set, but spec.alerts.app.metrics is null: without the app's metrics there is "
-            "no latency or error alert (drop the target, or say where the metrics are)",
+            "is set, but spec.alerts.app.metrics.enabled is false: without the app's metrics "
+            "there is no latency or error alert (drop the target, or say where the metrics "
+            "are)",
         )
         for field in given
     ]

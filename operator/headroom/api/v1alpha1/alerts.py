@@ -266,6 +266,13 @@ class QueueAlerts(_AlertGroup):
 class AppMetrics(Model):
     """Where the app's pods serve their HTTP metrics (a PodMonitor scrapes them)."""
 
+    enabled: bool = Field(
+        default=True,
+        description="false: the app serves no HTTP metrics (then no latency and error "
+        "alerts, and no PodMonitor). A plain field, so server-side apply, client-side "
+        "apply, headroom plan and render read it alike (a null is absent: the default).",
+    )
+
     port: int = Field(
         default=9464,
         ge=1,
@@ -295,10 +302,6 @@ DEFAULT_ERROR_RATIO = 0.001
 class AppAlerts(_AlertGroup):
     """The app's own pods: p95 latency, error ratio, CPU, memory, HPA at max."""
 
-    # (a target given with metrics null is the planner's to refuse: CEL reads a
-    # null field as absent, so the CRD cannot tell the two apart)
-    NULLABLE = frozenset({"metrics"})
-
     p95_latency_given: float | None = Field(
         default=None,
         alias="p95LatencySeconds",
@@ -327,12 +330,19 @@ class AppAlerts(_AlertGroup):
         default="2G",
         description="Warn when a pod's working set exceeds this (seed 000: < 2 GB per server).",
     )
-    metrics: AppMetrics | None = Field(
+    # nullable in the CRD only so that server-side apply takes a null as the
+    # other paths do (client-side apply drops it): absent, the default
+    metrics: AppMetrics = Field(
         default_factory=AppMetrics,
-        description="The app's HTTP metrics; null when it serves none (then no latency "
-        "and error alerts, and no PodMonitor).",
+        description="The app's HTTP metrics; enabled: false when it serves none (a null "
+        "is the default, metrics on).",
         json_schema_extra={"nullable": True},
     )
+
+    @property
+    def served_metrics(self) -> AppMetrics | None:
+        """Where the app serves its metrics; None when it serves none."""
+        return self.metrics if self.metrics.enabled else None
 
     @property
     def p95_latency_seconds(self) -> float:

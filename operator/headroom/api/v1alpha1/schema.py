@@ -164,8 +164,9 @@ def _rules_schema(schema: dict[str, Any], cls: type[Any]) -> None:
 class Model(BaseModel):
     """Base: camelCase on the wire, unknown fields rejected, snake_case in Python.
     Strict, as the API server is: "10" is not an integer, "false" not a boolean.
-    A field given as null is absent (the API server prunes nulls before defaulting),
-    unless the model lists it in NULLABLE (the CRD then keeps the null)."""
+    A field given as null is absent, as the API server prunes nulls before
+    defaulting and client-side apply drops them: a null means the default on
+    every path."""
 
     model_config = ConfigDict(
         alias_generator=to_camel,
@@ -177,13 +178,12 @@ class Model(BaseModel):
     )
 
     RULES: ClassVar[tuple[Rule, ...]] = ()
-    NULLABLE: ClassVar[frozenset[str]] = frozenset()
 
     @model_validator(mode="before")
     @classmethod
     def _null_is_absent(cls, data: Any) -> Any:
         if isinstance(data, dict) and any(v is None for v in data.values()):
-            return {k: v for k, v in data.items() if v is not None or k in cls.NULLABLE}
+            return {k: v for k, v in data.items() if v is not None}
         return data
 
     @model_validator(mode="after")
