@@ -87,8 +87,9 @@ def test_profile_lifecycle(
     direct = base64.b64decode(binding["data"]["DATABASE_URL"]).decode()
     assert direct == "postgresql://shop_app:p%40ss%3Aw%2Frd@db:5432/shop?sslmode=prefer"
     assert base64.b64decode(binding["data"]["DATABASE_POOL_SIZE"]) == b"5"
-    # No finalizer: deleting the profile never waits for the operator.
-    assert not sp["metadata"].get("finalizers")
+    # In-use protection's finalizer only: a deletion waits for the pods that
+    # read the binding (tests/e2e/test_deletion.py), none here.
+    assert sp["metadata"].get("finalizers") == ["headroom.dev/in-use-protection"]
     # Decisions are recorded as Events on the profile.
     recorded = kube.get_json(
         kubectl,

@@ -223,5 +223,20 @@ class FakeCluster:
         live = self.objects[("ScalingProfile", meta["namespace"], meta["name"])]
         live["metadata"]["finalizers"].remove(finalizer)
 
+    async def add_finalizer(self, profile: Obj, finalizer: str) -> None:
+        meta = profile["metadata"]
+        self.log.append(("patch", f"ScalingProfile/{meta['name']}"))
+        live = self.objects[("ScalingProfile", meta["namespace"], meta["name"])]
+        live["metadata"].setdefault("finalizers", []).append(finalizer)
+        live["metadata"]["resourceVersion"] = str(next(self._rv))
+
+    async def running_pods(self, namespace: str) -> list[Obj]:
+        self.log.append(("list", "Pod"))
+        return [
+            copy.deepcopy(obj)
+            for (kind, ns, _), obj in self.objects.items()
+            if kind == "Pod" and ns == namespace
+        ]
+
     async def post_event(self, involved: Obj, *, type: str, reason: str, message: str) -> None:
         self.events.append((type, reason, message))

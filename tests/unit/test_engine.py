@@ -476,7 +476,8 @@ def test_the_legacy_finalizer_is_removed() -> None:
     cluster = _cluster(body)
     _run(cluster)
     profile = cluster.profile("default", "shop")
-    assert profile is not None and profile["metadata"]["finalizers"] == []
+    assert profile is not None
+    assert profile["metadata"]["finalizers"] == ["headroom.dev/in-use-protection"]
 
 
 def test_generated_passwords_are_kept_and_never_in_status_or_events() -> None:

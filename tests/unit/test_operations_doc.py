@@ -25,7 +25,9 @@ NOT_REASONS = {
     *("BucketAccess", "BucketClaim", "Cluster", "Deployment", "Namespace", "PodMonitor"),
     *("PersistentVolumeClaim", "Pooler", "Prometheus", "PrometheusRule", "ScaledObject"),
     *("Secret", "ServiceMonitor", "StatefulSet", "StorageClass", "TriggerAuthentication"),
-    *("Established", "Pending", "Retain", "ScalingActive", "BucketInfo"),
+    *("Established", "Pending", "Retain", "ScalingActive", "BucketInfo", "ReplicaSet"),
+    # pod phases
+    *("Succeeded", "Failed"),
     # statuses and Event types
     *("True", "False", "Unknown", "Normal", "Warning"),
     # Event reasons (not conditions)

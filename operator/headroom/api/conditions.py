@@ -53,6 +53,9 @@ CHILDREN_APPLIED = "ChildrenApplied"
 CHILDREN_OWNED = "ChildrenOwned"
 # The app's Deployment (spec.app.deployment) exists; only written when it does not.
 APP_FOUND = "AppFound"
+# Only on a profile being deleted: False while pods that are not Headroom's read
+# its bindings (spec.inUseProtection), naming their workloads.
+DELETABLE = "Deletable"
 
 # -- informational: said, never part of Ready ---------------------------------
 # Whether the workers scale on the queue's backlog (KEDA) or on CPU.
@@ -278,4 +281,5 @@ REASONS: dict[str, frozenset[str]] = {
     "NotSelected": frozenset({ALERTS_SELECTED}),
     "NoPrometheus": frozenset({ALERTS_SELECTED}),
     "NoPrometheusOperator": frozenset({ALERTS_SELECTED}),
+    "InUse": frozenset({DELETABLE}),
 }

@@ -60,6 +60,7 @@ VALIDATING_WEBHOOK = Resource(
     False,
 )
 NAMESPACE = Resource("v1", "Namespace", "namespaces", False)
+POD = Resource("v1", "Pod", "pods")
 
 BUILTIN: tuple[Resource, ...] = (
     CONFIG_MAP,
@@ -76,6 +77,7 @@ BUILTIN: tuple[Resource, ...] = (
     PVC,
     STORAGE_CLASS,
     NAMESPACE,
+    POD,
     CRD,
     VALIDATING_WEBHOOK,
 )

@@ -40,6 +40,7 @@ from headroom.planning import credentials, object_storage, planner
 from headroom.reconcile import (
     apply,
     cluster_view,
+    deletion,
     facts,
     inputs,
     live_checks,
@@ -115,15 +116,25 @@ class Reconciler:
     async def reconcile(self, key: str, *, force: bool = False) -> outcome.Outcome | None:
         """One pass of the profile ``key`` (namespace/name) as the cache has it.
         None when it is gone or being deleted (owner references take the
-        children away). ``force``: run even if nothing changed (a retry)."""
+        children away); while its deletion waits for the pods that read its
+        binding (:mod:`.deletion`), that wait's outcome. ``force``: run even
+        if nothing changed (a retry)."""
         namespace, name = key.split("/", 1)
         body = self.cluster.profile(namespace, name)
-        if body is None or body["metadata"].get("deletionTimestamp"):
+        waiting = None
+        if body is not None and body["metadata"].get("deletionTimestamp"):
+            waiting = await deletion.settle(self.cluster, body, key=key)
+        if body is None or waiting is not None or body["metadata"].get("deletionTimestamp"):
             self.forget(key)
             await self.cluster.use_inputs(key, ())
-            return None
+            return waiting
         if LEGACY_FINALIZER in (body["metadata"].get("finalizers") or []):
             await self.cluster.remove_finalizer(body, LEGACY_FINALIZER)
+        change = deletion.finalizer_change(body)
+        if change == "add":
+            await self.cluster.add_finalizer(body, deletion.FINALIZER)
+        elif change == "remove":
+            await self.cluster.remove_finalizer(body, deletion.FINALIZER)
         memo = self._memo.get(key)
         # What this pass is a function of, taken before it reads anything:
         # anything that changes from here on makes the next trigger run.

@@ -158,5 +158,32 @@ class CachedCluster:
             )
             self.cache.record_write(result)
 
+    async def add_finalizer(self, profile: Obj, finalizer: str) -> None:
+        meta = profile["metadata"]
+        present = meta.get("finalizers")
+        ops: list[dict[str, Any]] = [
+            {"op": "test", "path": "/metadata/resourceVersion", "value": meta["resourceVersion"]}
+        ]
+        if present:
+            ops.append({"op": "add", "path": "/metadata/finalizers/-", "value": finalizer})
+        else:
+            ops.append({"op": "add", "path": "/metadata/finalizers", "value": [finalizer]})
+        with contextlib.suppress(errors.ApiError):  # changed meanwhile: the next pass retries
+            result = await self.kube.json_patch(
+                watches.PROFILE, namespace=meta["namespace"], name=meta["name"], ops=ops
+            )
+            self.cache.record_write(result)
+
+    async def running_pods(self, namespace: str) -> list[Obj]:
+        """The namespace's pods that have not finished: read only while one of
+        its profiles is being deleted (in-use protection), so no pod of the
+        cluster is ever cached."""
+        items, _ = await self.kube.list(
+            kinds.POD,
+            namespace=namespace,
+            field_selector="status.phase!=Succeeded,status.phase!=Failed",
+        )
+        return items
+
     async def post_event(self, involved: Obj, *, type: str, reason: str, message: str) -> None:
         await self.kube.post_event(involved, type=type, reason=reason, message=message)

@@ -101,6 +101,15 @@ class ScalingProfileSpec(Model):
         description="Alerts on the plan's numbers (PrometheusRule or a rule-file ConfigMap), "
         "monitors for the exporters and the app, a Grafana dashboard.",
     )
+    in_use_protection: bool = Field(
+        default=True,
+        description="While pods that are not Headroom's read the binding (env, envFrom or a "
+        "volume of <name>-binding or a worker binding), deleting the profile waits: the "
+        "binding and the pooler stay, the Deletable condition names the workloads, and the "
+        "deletion completes once they are gone. false: deleting the profile removes them "
+        'at once. The annotation headroom.dev/force-delete: "true" ends one wait '
+        "(docs/operations.md).",
+    )
 
 
 class ScalingProfile(Model):

@@ -71,6 +71,14 @@ def configuration(cfg: settings.Settings, ca_pem: bytes) -> dict[str, Any]:
                 "admissionReviewVersions": ["v1"],
                 "sideEffects": "None",
                 "failurePolicy": "Fail",
+                # a profile being deleted is not reviewed: its finalizer can be
+                # removed (or the force annotation set) while no replica serves
+                "matchConditions": [
+                    {
+                        "name": "not-being-deleted",
+                        "expression": "!has(object.metadata.deletionTimestamp)",
+                    }
+                ],
                 "matchPolicy": "Equivalent",
                 "timeoutSeconds": 10,
             }
