@@ -39,6 +39,7 @@ class OperatorProcess:
     metrics_url: str
     health_url: str
     env: dict[str, str]
+    args: tuple[str, ...] = ()  # after `headroom run` (--namespace NS ...)
     restarts: int = 0
 
     def alive(self) -> bool:
@@ -60,7 +61,7 @@ class OperatorProcess:
         self.proc.kill()
         self.proc.wait()
         self.restarts += 1
-        self.proc = _spawn(self.env, self.log_path)
+        self.proc = _spawn(self.env, self.log_path, self.args)
         if wait_for_lease:
             self.wait_leader()
 
@@ -158,10 +159,12 @@ def service_account_kubeconfig(
     return str(path)
 
 
-def _spawn(env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
+def _spawn(
+    env: dict[str, str], log_path: Path, args: tuple[str, ...] = ()
+) -> subprocess.Popen[bytes]:
     with log_path.open("ab") as log:
         return subprocess.Popen(
-            [sys.executable, "-m", "headroom.cli", "run"],
+            [sys.executable, "-m", "headroom.cli", "run", *args],
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -178,12 +181,14 @@ def running(
     install: bool = True,
     source: Path | None = None,
     overrides: dict[str, str] | None = None,
+    args: tuple[str, ...] = (),
 ) -> Iterator[OperatorProcess]:
     """Run the operator as its ServiceAccount against the cluster of
     ``kubeconfig``: the CRD from crds/ and the RBAC from manifests/, unless
     ``install`` is false (then they are there already, e.g. from the chart).
     ``source``: the ``operator/`` folder of another release to run instead of
-    this checkout's (the upgrade test's previous release)."""
+    this checkout's (the upgrade test's previous release). ``args``: after
+    ``headroom run`` (``--namespace NS``, repeated, for a namespaced install)."""
     if install:
         _install(kubectl, REPO / "crds")
     kube.wait_for(
@@ -215,11 +220,12 @@ def running(
     }
     log_path = workdir / "operator.log"
     op = OperatorProcess(
-        proc=_spawn(env, log_path),
+        proc=_spawn(env, log_path, args),
         log_path=log_path,
         metrics_url=f"http://127.0.0.1:{metrics_port}/metrics",
         health_url=f"http://127.0.0.1:{health_port}/healthz",
         env=env,
+        args=args,
     )
 
     def webhook_ready() -> bool:

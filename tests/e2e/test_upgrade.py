@@ -31,6 +31,7 @@ from typing import Any
 
 import kube
 import operator_process
+import own_cluster
 import pytest
 import yaml
 from apps import credentials, named_app
@@ -50,44 +51,15 @@ CONFIG = "config"
 CREDENTIALS = "credentials"
 
 
-@dataclass
-class Cluster:
-    kubeconfig: str
-    kubectl: kube.Kubectl
+Cluster = own_cluster.Cluster
 
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     """A local control plane of its own on free ports (whatever cluster the
     session uses), deleted afterwards."""
-    built = subprocess.run(
-        [str(REPO / "hack" / "build-binaries.sh")], capture_output=True, text=True, check=False
-    )
-    assert built.returncode == 0, built.stderr[-3000:]
-    bin_dir = built.stdout.strip().splitlines()[-1]
-    state = tmp_path_factory.mktemp("upgrade-cluster")
-    env = {
-        **os.environ,
-        "CLUSTER_DIR": str(state),
-        "HEADROOM_ETCD_CLIENT_PORT": str(operator_process.free_port()),
-        "HEADROOM_ETCD_PEER_PORT": str(operator_process.free_port()),
-        "HEADROOM_APISERVER_PORT": str(operator_process.free_port()),
-        "HEADROOM_KCM_PORT": str(operator_process.free_port()),
-        "HEADROOM_SCHEDULER_PORT": str(operator_process.free_port()),
-    }
-    script = str(REPO / "hack" / "cluster.sh")
-    up = subprocess.run([script, "up"], env=env, capture_output=True, text=True, check=False)
-    try:
-        assert up.returncode == 0, up.stderr[-4000:]
-        kubeconfig = up.stdout.strip().splitlines()[-1]
-        base = [
-            str(Path(bin_dir) / "kubectl"),
-            f"--kubeconfig={kubeconfig}",
-            f"--cache-dir={state / 'kubectl-cache'}",
-        ]
-        yield Cluster(kubeconfig=kubeconfig, kubectl=kube.kubectl_runner(base))
-    finally:
-        subprocess.run([script, "down"], env=env, capture_output=True, check=False)
+    with own_cluster.running(tmp_path_factory.mktemp("upgrade-cluster")) as found:
+        yield found
 
 
 @pytest.fixture(scope="module")
