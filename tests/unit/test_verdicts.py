@@ -1,0 +1,267 @@
+"""Verdicts that do not depend on timing: several profiles on one Postgres
+server, created, changed and deleted in any order, with passes in any order
+and the operator restarted anywhere, end where a fresh operator on the same
+stored objects would: it changes nothing, and the shares are those the
+stored objects give. The pass runs without admission here (as when two
+changes are admitted at the same moment), the hardest case for the rule.
+
+Driven by Hypothesis through the reconcile pass on the fake cluster of
+tests/unit/fake_cluster.py; the share table is rebuilt from the stored
+profiles on a restart, as the runtime's informer does.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+from dataclasses import dataclass
+from typing import Any
+
+from hypothesis import example, given
+from hypothesis import strategies as st
+
+from headroom.planning import admission, server_shares
+from headroom.reconcile import reconciler, telemetry
+from headroom.runtime import share_table
+from tests import profiles
+from tests.fuzzing.settings import fuzz_settings
+from tests.unit import fake_cluster, passes
+
+SERVER = "db.default.svc:5432"
+CAPACITY = 100 - 3  # max_connections - superuser-reserved of every variant
+NAMES = ("a", "b", "c")
+# two profiles created in the same second are ordered by name, never by arrival
+CREATED = ("2026-01-01T00:00:00Z", "2026-01-01T00:00:00Z", "2026-01-01T00:00:05Z")
+VARIANTS: dict[str, dict[str, Any]] = {
+    "transaction": {},
+    "weight-2": {"database.share": {"weight": 2}},
+    "capped": {"database.share": {"maximum": 12}},
+    "minimum-30": {"database.share": {"minimum": 30}},
+    "pinned": {"pooler.parameters": {"max_db_connections": "4"}},
+    # 20 sessions over 2 pooler pods: 10 per pod, 3 pods at peak = 30
+    "sessions": {"pooler.poolMode": "session", "app.replicas": {"min": 1, "max": 4}},
+    # 60 sessions: 90, beside anything else more than the server holds
+    "sessions-60": {
+        "pooler.poolMode": "session",
+        "app.replicas": {"min": 1, "max": 6},
+        "app.poolSizePerPod": 10,
+    },
+}
+
+
+@dataclass(frozen=True)
+class Op:
+    verb: str  # create, update, delete, pass, restart
+    name: str = ""
+    variant: str = ""
+    created: str = ""
+
+
+def _ops() -> st.SearchStrategy[Op]:
+    names, variants = st.sampled_from(NAMES), st.sampled_from(sorted(VARIANTS))
+    return st.one_of(
+        st.builds(Op, st.just("create"), names, variants, st.sampled_from(CREATED)),
+        st.builds(Op, st.just("update"), names, variants),
+        st.builds(Op, st.just("delete"), names),
+        st.builds(Op, st.just("pass"), names),
+        st.just(Op("restart")),
+    )
+
+
+class World:
+    """One cluster, one operator: what the API server stores and what runs."""
+
+    def __init__(self, objects: dict[fake_cluster.Key, fake_cluster.Obj] | None = None) -> None:
+        self.cluster = fake_cluster.FakeCluster()
+        self._uids = itertools.count(1)
+        if objects is None:
+            self.cluster.put(
+                {
+                    "apiVersion": "apps/v1",
+                    "kind": "Deployment",
+                    "metadata": {"name": "web", "namespace": "default"},
+                    "spec": {"selector": {"matchLabels": {"app": "web"}}},
+                }
+            )
+            self.cluster.put(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Secret",
+                    "metadata": {"name": "db-credentials", "namespace": "default"},
+                    "data": {"username": "c2hvcF9hcHA=", "password": "czNjcmV0"},
+                }
+            )
+        else:
+            self.cluster.objects = copy.deepcopy(objects)
+        self.restart()
+
+    def restart(self) -> None:
+        """A new operator process: a new share table from the stored profiles,
+        a new pass engine (nothing remembered)."""
+        self.cluster.shared = share_table.SharedBudgets()
+        for key in self.profile_keys():
+            self.cluster.shared.update(key, self.cluster.profile("default", key.split("/")[1]))
+        self.engine = reconciler.Reconciler(self.cluster, telemetry.Metrics())
+
+    def profile_keys(self) -> list[str]:
+        return sorted(
+            f"default/{name}" for kind, _, name in self.cluster.objects if kind == "ScalingProfile"
+        )
+
+    def apply(self, op: Op) -> None:
+        stored = self.cluster.profile("default", op.name) if op.name else None
+        if op.verb == "create" and stored is None:
+            body = profiles.base(name=op.name, **VARIANTS[op.variant])
+            body["metadata"].update(
+                uid=f"{op.name}-uid-{next(self._uids)}",
+                generation=1,
+                creationTimestamp=op.created,
+            )
+            self.cluster.put(body)
+        elif op.verb == "update" and stored is not None:
+            spec = profiles.base(name=op.name, **VARIANTS[op.variant])["spec"]
+            if spec != stored["spec"]:
+                stored["spec"] = spec
+                stored["metadata"]["generation"] += 1
+                self.cluster.put(stored)
+        elif op.verb == "delete" and stored is not None:
+            uid = stored["metadata"]["uid"]
+            del self.cluster.objects[("ScalingProfile", "default", op.name)]
+            for key, obj in list(self.cluster.objects.items()):  # the garbage collector
+                if any(r.get("uid") == uid for r in obj["metadata"].get("ownerReferences") or []):
+                    del self.cluster.objects[key]
+            self.cluster.shared.update(f"default/{op.name}", None)
+        elif op.verb == "pass" and stored is not None:
+            passes.run(self.engine, f"default/{op.name}")
+        elif op.verb == "restart":
+            self.restart()
+
+    def settle(self, rounds: int = 8) -> None:
+        """Passes of every profile until a round writes nothing."""
+        for _ in range(rounds):
+            before = len(self.cluster.writes())
+            for key in self.profile_keys():
+                passes.run(self.engine, key)
+            if len(self.cluster.writes()) == before:
+                return
+        raise AssertionError(f"no fixpoint after {rounds} rounds: {self.cluster.writes()[-12:]}")
+
+    def budgets(self) -> dict[str, dict[str, Any]]:
+        found = {}
+        for key in self.profile_keys():
+            body = self.cluster.profile("default", key.split("/")[1])
+            assert body is not None
+            status = body.get("status") or {}
+            conditions = {c["type"]: c for c in status.get("conditions") or []}
+            found[key] = {
+                "budget": conditions["ConnectionBudget"]["status"],
+                "share": (status.get("budget") or {}).get("serverConnections"),
+                "held": server_shares.held_of(body)[0].get(SERVER, 0),
+            }
+        return found
+
+    def pool_sizes(self) -> dict[str, int]:
+        """What every pooler pod may open, as its config says (what runs)."""
+        found = {}
+        for key in self.profile_keys():
+            config = self.cluster.find("ConfigMap", f"{key.split('/')[1]}-pooler-config")
+            if config is not None:
+                ini = config["data"]["pgbouncer.ini"]
+                found[key] = next(
+                    int(line.split("=")[1])
+                    for line in ini.splitlines()
+                    if line.startswith("max_db_connections")
+                )
+        return found
+
+
+@given(ops=st.lists(_ops(), max_size=10))
+@example(  # the issue's flip: two created in the same second, a restart between passes
+    ops=[
+        Op("create", "b", "sessions-60", CREATED[0]),
+        Op("create", "a", "sessions-60", CREATED[1]),
+        Op("pass", "b"),
+        Op("restart"),
+        Op("pass", "a"),
+    ]
+)
+@example(  # a running profile's change that no longer fits beside a newer one
+    ops=[
+        Op("create", "a", "transaction", CREATED[0]),
+        Op("pass", "a"),
+        Op("create", "b", "sessions", CREATED[2]),
+        Op("pass", "b"),
+        Op("update", "a", "sessions-60"),
+        Op("restart"),
+        Op("delete", "b"),
+    ]
+)
+@example(  # the same without a restart: the verdict comes from the stored status
+    ops=[
+        Op("create", "b", "transaction", CREATED[0]),
+        Op("pass", "b"),
+        Op("create", "a", "sessions", CREATED[2]),
+        Op("pass", "a"),
+        Op("update", "b", "sessions-60"),
+    ]
+)
+@fuzz_settings(short=30)
+def test_any_order_ends_where_a_fresh_operator_on_the_same_objects_would(ops: list[Op]) -> None:
+    world = World()
+    for op in ops:
+        world.apply(op)
+    world.settle()
+    ended = world.budgets()
+
+    # a fresh operator on the same stored objects changes nothing
+    fresh = World(world.cluster.objects)
+    writes = len(fresh.cluster.writes())
+    for key in fresh.profile_keys():
+        passes.run(fresh.engine, key)
+    assert fresh.cluster.writes()[writes:] == [], ended
+    assert fresh.budgets() == ended
+
+    # what runs is what the status says it holds, refused or not: every
+    # pooler's pool at its 3 pods at peak, and the 5 direct connections its
+    # binding hands out
+    runs = world.pool_sizes()
+    assert {k: 3 * size + 5 for k, size in runs.items()} == {
+        k: b["held"] for k, b in ended.items() if b["held"]
+    }, (runs, ended)
+    # the ones it accepts at their shares, the refused at what they ran before
+    for key, b in ended.items():
+        if b["budget"] == "True":
+            assert b["share"] is not None and b["held"] >= b["share"], (key, ended)
+
+    # admission gives the verdict the pass gives: a newcomer of each kind is
+    # refused at admission exactly when, let in anyway, its first passes refuse it
+    table = world.cluster.shared
+    for variant in ("transaction", "minimum-30", "sessions-60"):
+        body = profiles.base(name="new", **VARIANTS[variant])
+        message = admission.review(
+            body, beside=lambda servers, key: share_table.beside(table.table(), servers, key)
+        )
+        late = World(world.cluster.objects)
+        late.apply(Op("create", "new", variant, "2026-01-01T00:00:09Z"))
+        late.settle()
+        verdict = late.budgets()["default/new"]["budget"]
+        assert (message is None) == (verdict == "True"), (variant, message, late.budgets())
+
+    # with nothing refused, history leaves no trace: the same specs, created at
+    # the same times in one go, get the same shares and the same pooler sizes
+    if all(b["budget"] == "True" for b in ended.values()):
+        again = World()
+        for key in world.profile_keys():
+            body = world.cluster.profile("default", key.split("/")[1])
+            assert body is not None
+            body.pop("status", None)
+            body["metadata"] = {
+                k: body["metadata"][k]
+                for k in ("name", "namespace", "uid", "generation", "creationTimestamp")
+            }
+            again.cluster.put(body)
+        again.settle()
+        assert {k: b["share"] for k, b in again.budgets().items()} == {
+            k: b["share"] for k, b in ended.items()
+        }
+        assert again.pool_sizes() == world.pool_sizes()
