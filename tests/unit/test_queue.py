@@ -4,7 +4,10 @@ per key, backoff."""
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
+from typing import Any
 
+from headroom.runtime import events, share_table
 from headroom.runtime.work_queue import ALLOWANCE, Trigger, WorkQueue
 
 
@@ -217,3 +220,77 @@ def test_a_more_urgent_trigger_brings_a_pending_item_forward() -> None:
         return await _take(queue, 2)
 
     assert asyncio.run(run()) == ["ns/a", "ns/b"]
+
+
+@dataclass
+class _Entry:
+    """What runtime.events.Events.resume reads of a cached profile."""
+
+    namespace: str
+    name: str
+    body: dict[str, Any]
+
+    def object(self) -> dict[str, Any]:
+        return self.body
+
+
+@dataclass
+class _Profiles:
+    entries: list[_Entry]
+
+    def profile_entries(self) -> list[_Entry]:
+        return self.entries
+
+
+def _resumed(observed: int | None, *, converged: bool) -> dict[str, Any]:
+    """A profile at generation 1 as a restart finds it: never passed at it
+    (``observed`` None), rolling out, or converged and Ready."""
+    ready = {
+        "type": "Ready",
+        "status": str(converged),
+        "lastTransitionTime": "2026-01-01T00:00:00Z",
+    }
+    status: dict[str, Any] = {"conditions": [ready]}
+    if observed is not None:
+        status["observedGeneration"] = observed
+    if converged:
+        status["converged"] = {"fingerprint": "f", "inputs": []}
+    return {"metadata": {"generation": 1}, "status": status}
+
+
+def test_after_a_restart_every_profile_is_passed_before_any_is_passed_again() -> None:
+    """A restarted operator queues every profile (Events.resume): the new and
+    unconverged ones first, the converged ones (confirmed from the caches) last.
+    The first pass of an unconverged profile brings more work for it at once (a
+    server's first answer, the recheck of a pass that waited for it); none of it
+    may go ahead of a profile not passed yet, or a process that leads a few
+    seconds works on the same profiles again while the converged ones get
+    nothing (every restart alike: they starve)."""
+    now = [0.0]
+    queue = WorkQueue(clock=lambda: now[0])
+    found = {"new": (10, None, False), "rolling": (40, 1, False), "converged": (50, 1, True)}
+    entries = [
+        _Entry(f"{kind}-{i}", "p", _resumed(observed, converged=converged))
+        for kind, (count, observed, converged) in found.items()
+        for i in range(count)
+    ]
+    ev = events.Events(queue, share_table.SharedBudgets(), publish=lambda _: None)
+    ev.cache = _Profiles(entries)  # type: ignore[assignment]
+
+    async def run() -> list[str]:
+        ev.resume()
+        served: list[str] = []
+        while len(served) < len(entries):
+            item = await queue.get()
+            now[0] += 0.05  # the pass
+            if item.key not in served and Trigger.CONFIRM not in item.triggers:
+                queue.add(item.key, Trigger.PROBE)  # its server answered meanwhile
+            queue.done(item.key)
+            served.append(item.key)
+        return served
+
+    served = asyncio.run(run())
+    assert len(set(served)) == len(entries), [k for k in served if served.count(k) > 1][:5]
+    # and in the order the restart ranked them: new, unconverged, converged
+    kinds = [key.split("-", 1)[0] for key in served]
+    assert kinds == ["new"] * 10 + ["rolling"] * 40 + ["converged"] * 50

@@ -53,8 +53,11 @@ ALLOWANCE: dict[Trigger, float] = {
     Trigger.PROBE: 1.0,
     Trigger.RETRY: 1.0,  # it has waited out its backoff already
     Trigger.STATUS: 2.0,
-    # after the profiles a restart left unconverged, but never far behind them
-    Trigger.CONFIRM: 5.0,
+    # After the profiles a restart left unconverged, and before the work their
+    # first passes bring at once (a server's first answer, a recheck: PROBE's
+    # allowance, triggered later): every profile gets a pass before any gets a
+    # second, so a process that leads a few seconds confirms every converged one.
+    Trigger.CONFIRM: 1.0,
     Trigger.RESYNC: 30.0,
 }
 
