@@ -37,6 +37,8 @@ import yaml
 from apps import credentials, named_app
 from tests import profiles
 
+from headroom.api import v1alpha1
+
 REPO = Path(__file__).resolve().parents[2]
 # main when the upgrade test was written: the release this one upgrades from
 PREVIOUS = "50119f2"
@@ -402,6 +404,31 @@ def test_upgrade_from_the_previous_release_keeps_everything(
             for key in ("shop", "admin", "sessions"):
                 ns = shop_ns if key != "sessions" else other_ns
                 assert _conditions(after.profiles[f"{ns}/{key}"])["Ready"]["status"] == "True"
+            # Redis: same image, config and credentials, so no restart; nothing restarts
+            # for a revision annotation with no credential changed (the workers roll
+            # for their renamed binding, the poolers for their image: real changes)
+            assert not [k for k in report["restarts"] if "-redis-" in k], report["restarts"]
+            by_revision = {
+                k: causes
+                for k, causes in report["restarts"].items()
+                if CREDENTIALS in causes and not report["changed_credentials"]
+            }
+            assert not by_revision, by_revision
+            # the previous CRD stored its PgBouncer default into every profile: read as
+            # unset, so this release's default (a CVE fix) reaches them
+            for key in ("shop", "admin", "sessions"):
+                ns = shop_ns if key != "sessions" else other_ns
+                pooler = after.objects[f"{ns}/Deployment/{key}-pooler"]
+                assert _images(pooler)[0] == v1alpha1.PGBOUNCER_IMAGE, key
+            # the shared server is inside its budget: what the two profiles hold there
+            server = f"db.{shop_ns}.svc:5432"
+            held = [
+                h["connections"]
+                for key in ("shop", "admin")
+                for h in after.profiles[f"{shop_ns}/{key}"]["status"]["budget"]["held"]
+                if h["server"] == server
+            ]
+            assert len(held) == 2 and sum(held) <= 100 - 3, held
 
             # this release's conditions: the profile waiting for its app now says it stalls
             lonely = _conditions(after.profiles[f"{other_ns}/lonely"])

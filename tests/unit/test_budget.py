@@ -191,7 +191,7 @@ def test_plan_settings_reflect_the_budget() -> None:
 @pytest.mark.parametrize(
     ("image", "version", "expected"),
     [
-        ("ghcr.io/cloudnative-pg/pgbouncer:1.24.1", None, (1, 24)),
+        ("ghcr.io/cloudnative-pg/pgbouncer:1.24.0", None, (1, 24)),
         ("registry.example:5000/team/pgbouncer:v1.21.0-p2", None, (1, 21)),
         ("registry.example/pgbouncer:1.18", None, (1, 18)),
         ("registry.example/pgbouncer:1.23.1@sha256:" + "a" * 64, None, (1, 23)),

@@ -177,8 +177,12 @@ class CacheInstance(Model):
         default=None, description="Persist data on a PVC; unset keeps data in memory only."
     )
     sentinel: Sentinel | None = Field(default=None, description="Sentinel HA when set.")
-    image: Annotated[str, Field(pattern=IMAGE, max_length=512)] = Field(
-        default=images.REDIS_IMAGE, description="Redis image (7.x)."
+    image: Annotated[
+        str, images.defaulted(images.REDIS_IMAGE), Field(pattern=IMAGE, max_length=512)
+    ] = Field(
+        default=None,
+        validate_default=True,
+        description=f"Redis image (7.x). Unset: this release's default ({images.REDIS_IMAGE}).",
     )
     config: dict[ConfigKey, ConfigValue] = Field(
         default_factory=dict,
@@ -197,7 +201,11 @@ class Cache(Model):
         description="Redis instances; names must be unique.",
         json_schema_extra=LIST_MAP,
     )
-    exporter_image: Annotated[str, Field(pattern=IMAGE, max_length=512)] = Field(
-        default=images.REDIS_EXPORTER_IMAGE,
-        description="redis_exporter sidecar image (metrics on port 9121).",
+    exporter_image: Annotated[
+        str, images.defaulted(images.REDIS_EXPORTER_IMAGE), Field(pattern=IMAGE, max_length=512)
+    ] = Field(
+        default=None,
+        validate_default=True,
+        description="redis_exporter sidecar image (metrics on port 9121). Unset: this "
+        f"release's default ({images.REDIS_EXPORTER_IMAGE}).",
     )

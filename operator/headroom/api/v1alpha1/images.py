@@ -1,9 +1,18 @@
 """Every image Headroom runs by default, in one place: the defaults of the
 profile's ``image`` fields and of the operator's own agent image. A test checks
 the exporters' tags against the versions the alert tests build (hack/versions.env).
+
+The CRD sets no image default: one the API server wrote into a profile would
+stay there when a later release (a CVE fix) changes it. An unset image is
+this release's default, resolved when the profile is read (:func:`defaulted`);
+so is a value equal to a default an earlier release's CRD wrote into stored
+profiles (:data:`EARLIER_DEFAULTS`, listed per release in docs/api.md), since
+nobody can tell it from one the user never set.
 """
 
 from __future__ import annotations
+
+from pydantic import BeforeValidator
 
 from headroom import __version__
 
@@ -24,3 +33,29 @@ VERSITYGW_IMAGE = "ghcr.io/versity/versitygw:v1.8.0"
 # Headroom's own image: the read pooler's lag agent and the S3 server's bucket
 # agent run it (HEADROOM_AGENT_IMAGE overrides it).
 AGENT_IMAGE = f"ghcr.io/headroom-dev/headroom:{__version__}"
+
+# What the CRDs of earlier releases wrote into the profiles they stored, by the
+# default that replaces it now (this release's own default is there too: the
+# release before this one still wrote it).
+EARLIER_DEFAULTS: dict[str, tuple[str, ...]] = {
+    PGBOUNCER_IMAGE: ("ghcr.io/cloudnative-pg/pgbouncer:1.24.1", PGBOUNCER_IMAGE),
+    PGBOUNCER_EXPORTER_IMAGE: (
+        "quay.io/prometheuscommunity/pgbouncer-exporter:v0.10.2",
+        PGBOUNCER_EXPORTER_IMAGE,
+    ),
+    REDIS_IMAGE: (REDIS_IMAGE,),
+    REDIS_EXPORTER_IMAGE: (REDIS_EXPORTER_IMAGE,),
+    POSTGRES_IMAGE: (POSTGRES_IMAGE,),
+    VERSITYGW_IMAGE: (VERSITYGW_IMAGE,),
+}
+
+
+def defaulted(current: str) -> BeforeValidator:
+    """The validator of an image field whose default is ``current``: unset, or
+    a default an earlier release stored, is ``current``."""
+    earlier = frozenset(EARLIER_DEFAULTS.get(current, ()))
+
+    def resolve(value: object) -> object:
+        return current if value is None or value in earlier else value
+
+    return BeforeValidator(resolve)

@@ -25,9 +25,14 @@ class Pooler(Model):
         "session gives each client its own server connection (then the client demand must "
         "fit the server budget).",
     )
-    image: Annotated[str, Field(pattern=IMAGE, max_length=512)] = Field(
-        default=images.PGBOUNCER_IMAGE,
-        description="PgBouncer image; its entrypoint is ignored, `pgbouncer` must be on PATH.",
+    image: Annotated[
+        str, images.defaulted(images.PGBOUNCER_IMAGE), Field(pattern=IMAGE, max_length=512)
+    ] = Field(
+        default=None,
+        validate_default=True,
+        description="PgBouncer image; its entrypoint is ignored, `pgbouncer` must be on PATH. "
+        f"Unset: this release's default ({images.PGBOUNCER_IMAGE}; docs/api.md lists them "
+        "per release).",
     )
     version: Annotated[str, Field(pattern=PGBOUNCER_VERSION, max_length=4)] | None = Field(
         default=None,
@@ -42,7 +47,13 @@ class Pooler(Model):
         "keys (default_pool_size, reserve_pool_size, max_db_connections, max_client_conn) "
         "pin the planner and must fit the budget.",
     )
-    exporter_image: Annotated[str, Field(pattern=IMAGE, max_length=512)] = Field(
-        default=images.PGBOUNCER_EXPORTER_IMAGE,
-        description="pgbouncer_exporter sidecar image (metrics on port 9127).",
+    exporter_image: Annotated[
+        str,
+        images.defaulted(images.PGBOUNCER_EXPORTER_IMAGE),
+        Field(pattern=IMAGE, max_length=512),
+    ] = Field(
+        default=None,
+        validate_default=True,
+        description="pgbouncer_exporter sidecar image (metrics on port 9127). Unset: "
+        f"this release's default ({images.PGBOUNCER_EXPORTER_IMAGE}).",
     )

@@ -80,9 +80,13 @@ class StreamingReplicas(Model):
         description="Secret with a role that has REPLICATION on the primary (and a "
         "pg_hba.conf entry for replication): the standbys clone and stream with it."
     )
-    image: Annotated[str, Field(pattern=IMAGE, max_length=512)] = Field(
-        default=images.POSTGRES_IMAGE,
-        description="Postgres image of the standbys: the primary's major version.",
+    image: Annotated[
+        str, images.defaulted(images.POSTGRES_IMAGE), Field(pattern=IMAGE, max_length=512)
+    ] = Field(
+        default=None,
+        validate_default=True,
+        description="Postgres image of the standbys: the primary's major version. Unset: "
+        f"this release's default ({images.POSTGRES_IMAGE}).",
     )
     max_connections: int | None = Field(
         default=None,

@@ -331,9 +331,13 @@ class BuiltinBucket(Model):
     storage: BuiltinVolume = Field(
         default_factory=BuiltinVolume, description="The server's volume (all builtin buckets)."
     )
-    image: Annotated[str, Field(pattern=IMAGE, max_length=512)] = Field(
-        default=images.VERSITYGW_IMAGE,
-        description="versitygw image; /usr/local/bin/versitygw and mkdir must be in it.",
+    image: Annotated[
+        str, images.defaulted(images.VERSITYGW_IMAGE), Field(pattern=IMAGE, max_length=512)
+    ] = Field(
+        default=None,
+        validate_default=True,
+        description="versitygw image; /usr/local/bin/versitygw and mkdir must be in it. "
+        f"Unset: this release's default ({images.VERSITYGW_IMAGE}).",
     )
     resources: Resources | None = Field(
         default=None,
