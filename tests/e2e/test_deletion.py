@@ -9,6 +9,7 @@ the API server holds their specs as a kubelet would read them.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 from pathlib import Path
@@ -191,3 +192,37 @@ def test_helm_uninstall_keeps_the_crd_and_the_profiles(
             "meta.helm.sh/release-namespace-",
             check=False,
         )
+
+
+def test_a_deleting_profile_is_let_go_while_no_webhook_answers(
+    operator: operator_process.OperatorProcess, kubectl: kube.Kubectl, namespace: str
+) -> None:
+    """The force path works with no replica serving admission (the operator
+    down, or uninstalled with its webhook configuration left behind): the API
+    server does not call the webhook for a profile being deleted."""
+    _ready_profile(kubectl, namespace)
+    kubectl("delete", "scalingprofile", NAME, "-n", namespace, "--wait=false")
+    kube.wait_for(
+        lambda: _deletable(_profile(kubectl, namespace)),
+        timeout=30,
+        what="the deletion to wait for the app",
+    )
+    config = "validatingwebhookconfiguration/" + operator_process.WEBHOOK_CONFIG
+    url = kube.get_json(kubectl, config)["webhooks"][0]["clientConfig"]["url"]
+
+    def point_at(target: str) -> None:
+        patch = [{"op": "replace", "path": "/webhooks/0/clientConfig/url", "value": target}]
+        kubectl("patch", config, "--type=json", "-p", json.dumps(patch))
+
+    point_at("https://127.0.0.1:1/validate")  # nothing listens there
+    try:
+        # a profile not being deleted is refused: the webhook does not answer
+        spare = profiles.base(name="spare", namespace=namespace)
+        refused = kube.create(kubectl, spare, namespace=namespace, check=False)
+        assert refused.returncode != 0 and "failed calling webhook" in refused.stderr
+        kubectl(
+            "annotate", "scalingprofile", NAME, "-n", namespace, "headroom.dev/force-delete=true"
+        )
+        _gone(kubectl, namespace, what="forced with no webhook answering", timeout=20)
+    finally:
+        point_at(url)
