@@ -129,9 +129,10 @@ test: deps venv cluster ## everything: lint, unit, conformance, e2e, dependency 
 	$(MAKE) floors
 
 .PHONY: bench
-bench: venv ## benchmarks (pgbench through the poolers vs direct, read-pool eviction); results in bench/results/
+bench: venv ## benchmarks (pgbench through the poolers vs direct, read-pool eviction, planned vs measured chance of waiting for declared loads); results in bench/results/
 	$(PY) bench/pooler_bench.py --out bench/results/pooler.md
 	$(PY) bench/readpool_bench.py --out bench/results/readpool.md
+	$(PY) bench/load_bench.py --out bench/results/load.md
 
 .PHONY: fuzz
 fuzz: venv cluster ## fuzz the API: $(or $(EXAMPLES),10000) generated profiles judged by the model, the API server and the real programs; bench/results/fuzz.md

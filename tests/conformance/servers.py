@@ -916,11 +916,13 @@ def pooler_plan(
     instances: int = 1,
     reserved_connections: int | None = None,
     read_replicas: Mapping[str, Any] | None = None,
+    load: Mapping[str, Any] | None = None,
 ) -> planner.Plan:
     """Headroom's plan for a ScalingProfile ``name``: an app of up to ``max_replicas``
     pods with ``pool_per_pod`` connections each, through one transaction-mode
     PgBouncer ``version`` (with ``parameters``), to database ``dbname`` on
-    HOST:``port`` (``max_connections``, ``superuser_reserved_connections``)."""
+    HOST:``port`` (``max_connections``, ``superuser_reserved_connections``), sized from
+    ``load`` (spec.load) when given."""
     profile = v1alpha1.parse_profile(
         {
             "apiVersion": "headroom.dev/v1alpha1",
@@ -953,6 +955,7 @@ def pooler_plan(
                     "image": f"registry.example/pgbouncer:{version}",
                     "parameters": dict(parameters or {}),
                 },
+                **({} if load is None else {"load": dict(load)}),
             },
         }
     )

@@ -106,6 +106,18 @@ def test_edges() -> None:
             queueing.servers_needed(offered_load=1, target_wait_probability=target)
 
 
+def test_the_tail_of_the_wait() -> None:
+    def tail(seconds: float) -> float:
+        return queueing.wait_longer_than(
+            servers=12, offered_load=10, seconds_per_request=0.1, seconds=seconds
+        )
+
+    # no time at all: every wait counts (Erlang C); then e^(-(12 - 10) t / 0.1)
+    assert tail(0) == queueing.erlang_c(servers=12, offered_load=10)
+    assert tail(0.05) == pytest.approx(0.44938822 * math.exp(-1), rel=1e-6)
+    assert tail(0.1) < tail(0.05) < tail(0)
+
+
 def test_load_from_rate_and_from_users() -> None:
     assert queueing.offered_load(arrivals_per_second=200, seconds_per_request=0.05) == 10
     # seed 003: 4,000 members, a request every 6 s, 50 ms of database each under load

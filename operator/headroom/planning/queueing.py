@@ -108,6 +108,17 @@ def mean_wait_seconds(*, servers: int, offered_load: float, seconds_per_request:
     return waiting * seconds_per_request / (servers - offered_load)
 
 
+def wait_longer_than(
+    *, servers: int, offered_load: float, seconds_per_request: float, seconds: float
+) -> float:
+    """The chance that a request waits longer than ``seconds``: ``C e^(-(s - a) t / W)``
+    (a wait, when there is one, is exponential with rate ``(s - a) / W``)."""
+    waiting = erlang_c(servers=servers, offered_load=offered_load)
+    if servers <= offered_load:
+        return waiting
+    return waiting * math.exp(-(servers - offered_load) * seconds / seconds_per_request)
+
+
 def servers_needed(*, offered_load: float, target_wait_probability: float) -> tuple[int, float]:
     """The fewest servers whose chance of waiting is at most the target, and that chance.
 
