@@ -14,8 +14,12 @@ from typing import Any
 import kube
 import operator_process
 import pytest
+import yaml
 from apps import app_deployment, credentials
 from tests import certs, profiles
+
+from headroom.api import v1alpha1
+from headroom.planning import planner, queueing
 
 NAME = "shop"
 # Drift is repaired by the watch on our children, in a second or two. The
@@ -408,3 +412,55 @@ def test_a_second_profile_on_the_same_server_shares_it_by_weight(
     assert f"{namespace}/{NAME} 8 (transaction mode" in refused.stderr
     assert f"{namespace}/admin 8 (transaction mode" in refused.stderr
     assert "spec.pooler.poolMode transaction" in refused.stderr
+
+
+def test_a_declared_load_sizes_the_pooler_and_leaves_the_rest_to_others(
+    operator: operator_process.OperatorProcess, kubectl: kube.Kubectl, namespace: str
+) -> None:
+    # 200 requests/s x 50 ms = 10 connections busy on average, 5 on each pooler pod
+    # and on each of the app's 2 pods (12 connections each); at most 5 % may wait
+    load = {"peakRequestsPerSecond": 200, "databaseSecondsPerRequest": 0.05}
+    body = _profile(namespace, **{"app.poolSizePerPod": 12}, load=load)
+    planned = planner.plan(v1alpha1.parse_profile(body))
+    assert planned.ok, planned.problem_text()
+    needed, _ = queueing.servers_needed(offered_load=5, target_wait_probability=0.05)
+    assert planned.budget.default_pool_size == needed
+    kube.apply(kubectl, app_deployment(namespace), credentials(namespace))
+    kube.apply(kubectl, body, namespace=namespace)
+    kubectl(
+        "wait", "--for=condition=Ready", f"scalingprofile/{NAME}", "-n", namespace, "--timeout=120s"
+    )
+    budget = _sp(kubectl, namespace)["status"]["budget"]
+    # what the load needs, not the 90 of 92 that filling the budget takes
+    assert budget["serverConnections"] == planned.budget.server_connections < 90
+    ini = kube.get_json(kubectl, "configmap", f"{NAME}-pooler-config", "-n", namespace)
+    assert f"default_pool_size = {needed}\n" in ini["data"]["pgbouncer.ini"]
+
+    # another app on the same server gets all the rest, not a half
+    admin = profiles.base(name="admin", namespace=namespace)
+    kube.apply(kubectl, admin, namespace=namespace)
+
+    def admin_budget() -> dict[str, Any] | None:
+        found = kube.get_json(kubectl, "scalingprofile", "admin", "-n", namespace)
+        shared = (found.get("status") or {}).get("budget") or {}
+        return shared if shared.get("sharedWith") else None
+
+    shared = kube.wait_for(admin_budget, timeout=60, what="admin to share db")
+    # 97 - 2 x 5 kept for direct use - what the load holds
+    assert shared["serverConnections"] > 87 - planned.budget.server_connections - 3
+    assert _sp(kubectl, namespace)["status"]["budget"]["serverConnections"] == (
+        planned.budget.server_connections
+    )
+
+    # a peak the server cannot serve is refused at admission, naming the load
+    more = _profile(
+        namespace, **{"app.poolSizePerPod": 12}, load={**load, "peakRequestsPerSecond": 2000}
+    )
+    refused = kubectl(
+        "apply", "--server-side", "--field-manager=e2e", "--force-conflicts", "-f", "-",
+        "-n", namespace, input=yaml.safe_dump(more), check=False,
+    )  # fmt: skip
+    assert refused.returncode != 0
+    assert "spec.load.peakRequestsPerSecond: 2000 requests/s x 0.05 s" in refused.stderr
+    stored = _sp(kubectl, namespace)["spec"]["load"]["peakRequestsPerSecond"]
+    assert stored == 200
