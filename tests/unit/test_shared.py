@@ -375,3 +375,35 @@ def test_any_order_of_creates_updates_deletes_and_restarts_ends_where_a_fresh_ta
             if s == server and not g.refusal
         )
         assert held <= 97, (server, held)
+
+
+def _holding(body: dict[str, Any], connections: int) -> dict[str, Any]:
+    """``body`` as its pass leaves it: its poolers hold ``connections``."""
+    held = copy.deepcopy(body)
+    held["status"] = {"budget": {"held": [{"server": SERVER, "connections": connections}],
+                                 "heldGeneration": 1}}  # fmt: skip
+    return held
+
+
+def test_a_pool_grows_only_into_what_the_others_no_longer_hold() -> None:
+    """A rebalance moves connections between profiles without the server's sum
+    passing its capacity: the one that shrinks does so at once, the one that
+    grows waits for what the other's poolers still hold."""
+    table = share_table.SharedBudgets()
+    web = _profile("web", created="2026-01-01T00:00:00Z")
+    table.update("shop/web", _holding(web, 95))  # alone: 30 per pod x 3, and 5 kept
+    sessions = {"pooler.poolMode": "session", "app.replicas": {"min": 1, "max": 4}}
+    report = _profile("report", created="2026-01-02T00:00:00Z", **sessions)
+    table.update("shop/report", report)
+    # report's minimum (10 sessions per pod x 3) fits beside web's (3): web shrinks at once
+    shrink = table.grants("shop/web")[SERVER]
+    assert not shrink.wait and shrink.connections < 90
+    # report waits while web's poolers hold 95: 97 - 95 - 5 leaves nothing for its 30
+    (wait,) = (g.wait for g in table.grants("shop/report").values())
+    assert f"waiting for room on {SERVER}: the others' poolers hold shop/web 95" in wait
+    assert "its minimum is 30" in wait
+    # web's pass applied its share: report may now have all of its own
+    table.update("shop/web", _holding(web, shrink.connections + 5))
+    grown = table.grants("shop/report")[SERVER]
+    assert not grown.wait
+    assert grown.connections + 5 + shrink.connections + 5 <= 97

@@ -2,8 +2,9 @@
 server, created, changed and deleted in any order, with passes in any order
 and the operator restarted anywhere, end where a fresh operator on the same
 stored objects would: it changes nothing, and the shares are those the
-stored objects give. The pass runs without admission here (as when two
-changes are admitted at the same moment), the hardest case for the rule.
+stored objects give; at every step, what the poolers run fits the server.
+The pass runs without admission here (as when two changes are admitted at
+the same moment), the hardest case for the rule.
 
 Driven by Hypothesis through the reconcile pass on the fake cluster of
 tests/unit/fake_cluster.py; the share table is rebuilt from the stored
@@ -136,12 +137,21 @@ class World:
         elif op.verb == "restart":
             self.restart()
 
-    def settle(self, rounds: int = 8) -> None:
-        """Passes of every profile until a round writes nothing."""
+    def running(self, runs: dict[str, int]) -> int:
+        """Server connections the poolers may open at peak (3 pods), and the
+        5 direct connections each binding hands out."""
+        return sum(3 * size + 5 for size in runs.values())
+
+    def settle(self, rounds: int = 8, *, check: bool = False) -> None:
+        """Passes of every profile until a round writes nothing (``check``:
+        what runs fits the server after every pass)."""
         for _ in range(rounds):
             before = len(self.cluster.writes())
             for key in self.profile_keys():
                 passes.run(self.engine, key)
+                if check:
+                    runs = self.pool_sizes()
+                    assert self.running(runs) <= CAPACITY, (key, runs, self.budgets())
             if len(self.cluster.writes()) == before:
                 return
         raise AssertionError(f"no fixpoint after {rounds} rounds: {self.cluster.writes()[-12:]}")
@@ -210,7 +220,10 @@ def test_any_order_ends_where_a_fresh_operator_on_the_same_objects_would(ops: li
     world = World()
     for op in ops:
         world.apply(op)
-    world.settle()
+        # at every step, what the poolers run fits the server
+        runs = world.pool_sizes()
+        assert world.running(runs) <= CAPACITY, (op, runs, world.budgets())
+    world.settle(check=True)
     ended = world.budgets()
 
     # a fresh operator on the same stored objects changes nothing
@@ -225,6 +238,7 @@ def test_any_order_ends_where_a_fresh_operator_on_the_same_objects_would(ops: li
     # pooler's pool at its 3 pods at peak, and the 5 direct connections its
     # binding hands out
     runs = world.pool_sizes()
+    assert world.running(runs) <= CAPACITY, (runs, ended)
     assert {k: 3 * size + 5 for k, size in runs.items()} == {
         k: b["held"] for k, b in ended.items() if b["held"]
     }, (runs, ended)

@@ -85,8 +85,12 @@ INFORMATIONAL = frozenset(
 # Reasons that mean "on its way", not "something is wrong": not worth an Event,
 # and a profile held back by one of them is Reconciling; held back by any other
 # reason of a component below, it is Stalled (a person must act).
+# the connection budget: a profile's share is there once the others' poolers
+# on the server have shrunk to theirs (a rebalance in progress)
+WAITING_FOR_ROOM = "WaitingForRoom"
 PROGRESSING = frozenset(
     {
+        WAITING_FOR_ROOM,
         "NotCreated",
         "RollingOut",
         "PodsNotReady",
@@ -235,6 +239,7 @@ REASONS: dict[str, frozenset[str]] = {
     RECONCILE_FAILED: frozenset({READY, STALLED}),
     "WithinBudget": frozenset({CONNECTION_BUDGET}),
     "BudgetExceeded": frozenset({CONNECTION_BUDGET}),
+    WAITING_FOR_ROOM: frozenset({CONNECTION_BUDGET}),
     "InvalidSpec": frozenset({CONNECTION_BUDGET}),
     "PodsReady": frozenset({POOLER_READY, READ_POOLER_READY, STANDBYS_READY, CACHE_READY}),
     "PodsNotReady": frozenset({READ_POOLER_READY, STANDBYS_READY, CACHE_READY, WORKERS_READY}),

@@ -103,6 +103,9 @@ class Grant:
     others: tuple[SharedUse, ...] = ()  # what the other profiles there hold
     refusal: str = ""  # why the guaranteed minimum does not fit ("": granted)
     refusal_field: str = ""
+    # why the pool may not reach even its minimum yet: others still hold more
+    # than their shares until their poolers shrink ("": it may apply now)
+    wait: str = ""
 
 
 @dataclass(frozen=True)

@@ -327,9 +327,11 @@ def _grants(
             for p, _ in users
             if p.key in division.shares
         )
+        mine = {c.profile: c for c in claims}
         for p, _ in users:
             if p.problem:
                 continue  # planned alone: its own problems are what it is told
+            connections, wait = _now(p, mine[p.key], server=server, users=users, division=division)
             others = tuple(
                 connection_budget.SharedUse(server, q.key, holds[q.key])
                 for q, _ in users
@@ -338,15 +340,50 @@ def _grants(
             field_, why = refused.get(p.key, ("", ""))
             found[p.key][server] = connection_budget.Grant(
                 server=server,
-                connections=division.shares.get(p.key, 0),
+                connections=connections,
                 text=f"its share of {server}: {division.capacity} there, "
                 f"{division.fixed} kept by the profiles for direct use, probes and fallbacks, "
                 f"the pools by weight: {weights}",
                 others=others,
                 refusal=why if field_ else "",
                 refusal_field=field_,
+                wait=wait,
             )
     return found
+
+
+def _now(
+    p: Peer,
+    claim: Claim,
+    *,
+    server: str,
+    users: list[tuple[Peer, connection_budget.Demand]],
+    division: Division,
+) -> tuple[int, str]:
+    """What ``p``'s pool may hold now, and why it must wait ("": it need not).
+    A pool shrinks to its share at once; it grows only into what the others'
+    poolers do not hold now (their status.budget.held, written once their
+    shrink is applied), so the server's sum never passes its capacity while
+    a rebalance moves connections from one profile to another. Below its
+    minimum it waits: the others are shrinking to make room."""
+    share = division.shares.get(p.key, 0)
+    if claim.held:
+        return share, ""
+    others = {q.key: q.held.get(server, 0) for q, _ in users if q.key != p.key}
+    room = division.capacity - sum(others.values()) - claim.fixed
+    running = max(p.held.get(server, 0) - claim.fixed, 0)
+    if share <= running:
+        return share, ""
+    step = claim.pool.step
+    allowed = min(share, max(running, room // step * step))
+    if allowed >= claim.pool.minimum:
+        return allowed, ""
+    holders = ", ".join(f"{key} {held}" for key, held in sorted(others.items()) if held)
+    return share, (
+        f"waiting for room on {server}: the others' poolers hold {holders} "
+        f"until they shrink to their shares, which leaves {max(room, 0)} for this pool "
+        f"and its minimum is {claim.pool.minimum} ({claim.pool.why}); it grows as they shrink"
+    )
 
 
 def linked(peers: Iterable[Peer], start: Iterable[str]) -> set[str]:

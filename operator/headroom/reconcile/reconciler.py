@@ -304,6 +304,12 @@ class Reconciler:
         if not planned.ok:  # nothing is applied: the children keep their last good state
             refused = outcome.exceeded(planned.problems)
             return await report.finish([refused], keep_last=True, budget=budget), True
+        waits = [grant.wait for _, grant in sorted(planned.facts.grants.items()) if grant.wait]
+        if waits:  # its share is there once the others' poolers have shrunk
+            waiting = conditions.Cond(
+                conditions.CONNECTION_BUDGET, "False", conditions.WAITING_FOR_ROOM, "; ".join(waits)
+            )
+            return await report.finish([waiting], keep_last=True, budget=budget), True
         within = outcome.within_budget(planned)
         try:
             found = await inputs.read(self.cluster, planned, refs=report.refs)
