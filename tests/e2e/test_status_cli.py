@@ -108,6 +108,7 @@ def test_status_groups_profiles_by_server_with_the_right_sums(
         "pooler.poolMode": "session",
     }
     refused_change = _profile(namespace, "billing", SHARED, **sessions)
+    running = kube.get_json(kubectl, "deployment", "billing-pooler", "-n", namespace)
     denied = kubectl(
         "apply", "--server-side", "--field-manager=e2e", "-n", namespace, "-f", "-",
         input=json.dumps(refused_change), check=False,
@@ -137,6 +138,11 @@ def test_status_groups_profiles_by_server_with_the_right_sums(
     assert view["stalled"] == 1
     config = kube.get_json(kubectl, "configmap", "billing-pooler-config", "-n", namespace)
     assert "pool_mode = transaction\n" in config["data"]["pgbouncer.ini"]  # not applied
+    # the running pooler is the same object with the same pods' template: not resized
+    kept = kube.get_json(kubectl, "deployment", "billing-pooler", "-n", namespace)
+    assert kept["metadata"]["uid"] == running["metadata"]["uid"]
+    assert kept["spec"]["template"] == running["spec"]["template"]
+    assert kept["metadata"]["generation"] == running["metadata"]["generation"]
 
     _ready(kubectl, namespace, "orders")
     table = _status(kubeconfig, "-n", namespace)
