@@ -435,6 +435,11 @@ def test_a_declared_load_sizes_the_pooler_and_leaves_the_rest_to_others(
     assert budget["serverConnections"] == planned.budget.server_connections < 90
     ini = kube.get_json(kubectl, "configmap", f"{NAME}-pooler-config", "-n", namespace)
     assert f"default_pool_size = {needed}\n" in ini["data"]["pgbouncer.ini"]
+    # the status says it with the stated chance, as headroom plan does
+    assert budget["load"]["poolerPool"].startswith(
+        f"{needed} per pooler pod, 5 busy on each of 2 pooler pods: "
+    )
+    assert budget["load"]["target"] == "5% chance a request waits for a connection"
 
     # another app on the same server gets all the rest, not a half
     admin = profiles.base(name="admin", namespace=namespace)

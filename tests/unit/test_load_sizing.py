@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from headroom import cli
 from headroom.api import v1alpha1
 from headroom.planning import planner, queueing
+from headroom.reconcile import outcome
 from tests import profiles
 
 SEED_003 = {"users": {"concurrent": 4000, "thinkSeconds": 6}, "databaseSecondsPerRequest": 0.05}
@@ -295,3 +296,16 @@ def test_what_if_touches_only_the_profiles_with_a_load_and_says_what_it_cannot_d
 
 
 _SECONDS = {"databaseSecondsPerRequest": 0.05}
+
+
+def test_status_says_what_plan_says_of_the_load(capsys: pytest.CaptureFixture[str]) -> None:
+    plan = _plan(**GYM, load=SEED_003)
+    shown = outcome.budget_status(plan, since="")["load"]
+    assert list(shown) == ["offered", "target", "appPool", "poolerPool", "firstBottleneck"]
+    assert cli.main(["plan", "examples/gym-load.yaml"]) == 0
+    printed = capsys.readouterr().out
+    for text in shown.values():
+        assert f"  {text}\n" in printed
+    assert shown["poolerPool"].startswith("25 per pooler pod, 16.5 busy on each of 2 pooler")
+    # without a load, no such section (nothing changes for the profiles that have none)
+    assert "load" not in outcome.budget_status(_plan(**GYM), since="")

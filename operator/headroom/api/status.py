@@ -80,6 +80,33 @@ class ReadBudgetStatus(_Status):
     )
 
 
+_LOAD_TEXT_MAX = 1024
+
+
+class LoadStatus(_Status):
+    """spec.load against the plan, as ``headroom plan`` says it (see docs/api.md)."""
+
+    offered: str = Field(
+        max_length=_LOAD_TEXT_MAX, description="The peak: rate x time = connections busy."
+    )
+    target: str = Field(max_length=_LOAD_TEXT_MAX, description="The accepted chance of waiting.")
+    app_pool: str = Field(
+        default="",
+        max_length=_LOAD_TEXT_MAX,
+        description="The app pod's pool against the peak: its chance of waiting.",
+    )
+    pooler_pool: str = Field(
+        default="",
+        max_length=_LOAD_TEXT_MAX,
+        description="Each pooler pod's server pool against the peak: its chance of waiting.",
+    )
+    first_bottleneck: str = Field(
+        default="",
+        max_length=_LOAD_TEXT_MAX,
+        description="How far the peak may grow before each limit breaks, first first.",
+    )
+
+
 class BudgetStatus(_Status):
     """The connection budget the planner computed (see docs/api.md)."""
 
@@ -113,6 +140,9 @@ class BudgetStatus(_Status):
         "is out (whenAllLagging: primary); not available to the write pool.",
     )
     read: ReadBudgetStatus | None = Field(default=None, description="The read side.")
+    load: LoadStatus | None = Field(
+        default=None, description="spec.load: the pools against the declared peak."
+    )
     planned_since: str = Field(
         default="",
         max_length=40,

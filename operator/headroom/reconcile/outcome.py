@@ -15,7 +15,7 @@ from typing import Any
 
 from headroom.api import conditions, status, v1alpha1
 from headroom.kube import errors
-from headroom.planning import connection_budget, planner, server_shares
+from headroom.planning import connection_budget, load_report, planner, server_shares
 from headroom.reconcile import cluster_view
 
 Obj = cluster_view.Obj
@@ -258,11 +258,18 @@ def budget_status(
         ],
         read_fallback=b.read_fallback,
         read=_read_budget_status(planned),
+        load=_load_status(planned),
         planned_since=since,
         held=held or [],
         held_generation=held_generation,
     )
     return model.model_dump(by_alias=True, exclude_none=True)
+
+
+def _load_status(planned: planner.Plan) -> status.LoadStatus | None:
+    """spec.load against the plan: the lines ``headroom plan`` prints for it."""
+    found = {load_report.LABELS[label]: text for label, text in load_report.rows(planned)}
+    return status.LoadStatus.model_validate(found) if found else None
 
 
 def _read_budget_status(planned: planner.Plan) -> status.ReadBudgetStatus | None:
