@@ -170,6 +170,20 @@ def test_binding_urls_follow_the_client_dialect(
     assert data["uri"] == f"{user}@shop-pooler-rw.default.svc:5432/shop"  # servicebinding: plain
 
 
+@pytest.mark.parametrize("client", ["generic", "node-postgres", "prisma"])
+def test_no_direct_url_without_connections_kept_for_it(client: str) -> None:
+    """reservedConnections 0 gives the pooler everything: a direct URL would
+    open connections nothing counts."""
+    kept = profiles.secret_values(_objects(**{"app.client": client})["Secret/shop-binding"])
+    assert kept["DATABASE_URL"].startswith("postgresql://app:s3cr%3At%2F%40@")
+    none = {"app.client": client, "database.reservedConnections": 0}
+    data = profiles.secret_values(_objects(**none)["Secret/shop-binding"])
+    assert "DIRECT_URL" not in data
+    assert "@db:5432/" not in data.get("DATABASE_URL", "")
+    assert ("DATABASE_URL" in data) is (client == "prisma")  # prisma's is the pooled one
+    assert data["DATABASE_URL_POOLED"].startswith("postgresql://app:s3cr%3At%2F%40@shop-pooler")
+
+
 CA_PEM = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
 
 

@@ -160,16 +160,23 @@ def _database_entries(
     """The direct URL, the pooled one and the pool size, in the app's dialect."""
     if not consumer.pool_size:
         return {}
-    direct = postgres_uri(
-        user=creds.username,
-        password=creds.password,
-        host=plan.database.host,
-        port=plan.database.port,
-        database=plan.database.name,
-        query=_direct_query(plan),
+    # a direct URL only where connections are kept for it: with none kept,
+    # every connection the app opened on it would come out of the pooler's share
+    direct = (
+        postgres_uri(
+            user=creds.username,
+            password=creds.password,
+            host=plan.database.host,
+            port=plan.database.port,
+            database=plan.database.name,
+            query=_direct_query(plan),
+        )
+        if plan.database.reserved_connections
+        else None
     )
-    entries = {"DATABASE_URL": direct, "DATABASE_POOL_SIZE": str(consumer.pool_size)}
-    if plan.app.client == "prisma":
+    entries = {"DATABASE_URL": direct} if direct else {}
+    entries["DATABASE_POOL_SIZE"] = str(consumer.pool_size)
+    if direct and plan.app.client == "prisma":
         entries["DIRECT_URL"] = direct
     if carries_ca(plan):
         entries[CA_KEY] = creds.server_ca_pem or ""

@@ -131,7 +131,8 @@ class Database(Model):
         description="Connections kept free for everything that does not go through the "
         "pooler: migrations (the binding's direct DATABASE_URL), admin consoles, cron jobs, "
         f"replication. Default {DEFAULT_RESERVED_CONNECTIONS}; 0 gives the pooler "
-        "everything.",
+        "everything, and the binding then has no direct URL (DATABASE_URL, Prisma's "
+        "DIRECT_URL): nothing would count its connections.",
     )
     read_limits: bool = Field(
         default=True,
