@@ -174,7 +174,11 @@ def test_helm_uninstall_keeps_the_crd_and_the_profiles(
     try:
         chart = str(REPO / "charts" / "headroom")
         # its own names, so the session's RBAC is not touched; the CRD is taken over
-        run_helm("install", release, chart, "-n", system, "--take-ownership")
+        # no monitors: whether this cluster serves prometheus-operator's kinds
+        # depends on the tests before; the CRD's keep policy does not
+        off = ["--set", "metrics.podMonitor.enabled=false"]
+        off += ["--set", "metrics.prometheusRule.enabled=false"]
+        run_helm("install", release, chart, "-n", system, "--take-ownership", *off)
         crd = kube.get_json(kubectl, "crd", "scalingprofiles.headroom.dev")
         assert crd["metadata"]["annotations"]["meta.helm.sh/release-name"] == release
         run_helm("uninstall", release, "-n", system, "--wait")
