@@ -14,7 +14,8 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from headroom.kube import apiserver, errors, informer, kinds, kubeconfig
+from headroom.kube import apiserver, errors, informer, kinds, kubeconfig, watch_cache
+from headroom.reconcile import watches
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 SCALED_OBJECT = kinds.Resource("keda.sh/v1alpha1", "ScaledObject", "scaledobjects")
@@ -290,3 +291,70 @@ def test_informer_relists_after_410_and_reports_the_difference() -> None:
     _run(server, body)
     # the initial list reports nothing; the relist reports what changed
     assert sorted(events) == [("DELETED", "b", False), ("MODIFIED", "a", False)]
+
+
+def _crd(version: str, *, served: bool = True, deleting: bool = False) -> dict[str, Any]:
+    meta: dict[str, Any] = {"name": "widgets.example.com", "resourceVersion": version}
+    if deleting:
+        meta["deletionTimestamp"] = "2026-01-01T00:00:00Z"
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": meta,
+        "spec": {
+            "group": "example.com",
+            "versions": [
+                {"name": "v1", "served": served, "schema": {"openAPIV3Schema": {"x": "y" * 1000}}},
+                {"name": "v1beta1", "served": False},
+            ],
+        },
+        "status": {"conditions": [{"type": "Established", "status": "True"}]},
+    }
+
+
+def test_a_cached_crd_is_decoded_once_per_version_and_keeps_what_says_it_is_served(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    decoded: list[str] = []
+    whole = informer.Entry.object
+
+    def counting(entry: informer.Entry) -> dict[str, Any]:
+        decoded.append(entry.resource_version)
+        return whole(entry)
+
+    monkeypatch.setattr(informer.Entry, "object", counting)
+
+    async def body() -> None:
+        kube = _kube("https://127.0.0.1:1")
+        cache = watch_cache.Cache(
+            kube,
+            primary=kinds.CONFIG_MAP,
+            owned_selector="",
+            on_profile=lambda *a: None,
+            on_child=lambda *a: None,
+            on_input=lambda *a: None,
+            on_crd=lambda *a: None,
+        )
+        name = "widgets.example.com"
+        inf = informer.Informer(kube, kinds.CRD, field_selector=f"metadata.name={name}")
+        cache.crds[name] = inf  # never started: filled by hand
+        assert cache.crd(name) is None
+        for version, kwargs in (
+            ("1", {}),
+            ("2", {"served": False}),
+            ("3", {"deleting": True}),
+        ):
+            full = _crd(version, **kwargs)
+            inf.upsert(full)
+            first = cache.crd(name)
+            for _ in range(50):  # every pass asks: decoded once per version
+                assert cache.crd(name) is first
+            assert decoded.count(version) == 1
+            for asked in ("v1", "v1beta1", "v2"):
+                assert watches.crd_served(first, asked) == watches.crd_served(full, asked)
+            assert first is not None and "schema" not in json.dumps(first)
+        inf.forget(None, name)
+        assert cache.crd(name) is None
+        await kube.close()
+
+    asyncio.run(body())

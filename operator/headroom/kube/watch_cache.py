@@ -61,6 +61,7 @@ class Cache:
         ]
         self.owned: dict[kinds.Resource, list[informer.Informer]] = {}
         self.crds: dict[str, informer.Informer] = {}
+        self._crd_objects: dict[str, tuple[informer.Entry, Obj]] = {}
         self.inputs: dict[InputRef, informer.Informer] = {}
         self._input_users: dict[InputRef, set[str]] = {}
         self._uses: dict[str, set[InputRef]] = {}
@@ -178,9 +179,22 @@ class Cache:
         return [f"{ns}/{name}" for inf in self.profiles for (ns, name) in inf.items]
 
     def crd(self, name: str) -> Obj | None:
+        """What the cached CRD says of serving its kinds: its metadata (name,
+        resourceVersion, deletionTimestamp), ``spec.versions`` (each one's
+        name and served) and ``status.conditions``; None when there is none.
+        Decoded once per version of the CRD (every pass asks, and some CRDs,
+        prometheus-operator's, are megabytes of JSON), and shared: read it,
+        never change it."""
         inf = self.crds.get(name)
         entry = inf.get(None, name) if inf is not None else None
-        return entry.object() if entry is not None else None
+        if entry is None:
+            self._crd_objects.pop(name, None)
+            return None
+        known = self._crd_objects.get(name)
+        if known is None or known[0] is not entry:
+            known = (entry, _serving(entry.object()))
+            self._crd_objects[name] = known
+        return known[1]
 
     def owned_informer(self, res: kinds.Resource, namespace: str) -> informer.Informer | None:
         for inf in self.owned.get(res) or []:
@@ -292,3 +306,21 @@ class Cache:
         inf = self.owned_informer(res, namespace)
         if inf is not None:
             inf.forget(namespace, name)
+
+
+def _serving(crd: Obj) -> Obj:
+    """The part of a CRD that says whether (and which versions of) its kinds
+    are served: kept instead of the whole, whose schemas can be megabytes."""
+    meta = crd.get("metadata") or {}
+    return {
+        "metadata": {
+            k: meta[k] for k in ("name", "resourceVersion", "deletionTimestamp") if k in meta
+        },
+        "spec": {
+            "versions": [
+                {"name": v.get("name"), "served": v.get("served")}
+                for v in (crd.get("spec") or {}).get("versions") or []
+            ]
+        },
+        "status": {"conditions": list((crd.get("status") or {}).get("conditions") or [])},
+    }
