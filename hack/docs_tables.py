@@ -33,7 +33,7 @@ from typing import Any
 import yaml
 
 from headroom import cli, settings
-from headroom.builders import desired
+from headroom.builders import desired, pgbouncer, redis
 from headroom.planning import pgbouncer_params, planner, redis_params
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -234,19 +234,58 @@ def _allowed(*, kind: str, low: int, high: int, choices: tuple[str, ...]) -> str
     return words.get(kind, kind)
 
 
+def _defaults() -> tuple[dict[str, str], dict[str, str]]:
+    """What Headroom renders for a profile that sets nothing (transaction mode,
+    the default image's PgBouncer; a cache instance): pgbouncer.ini, redis.conf."""
+    spec = EVERYTHING["spec"]
+    bare = {
+        **EVERYTHING,
+        "spec": {
+            "app": spec["app"],
+            "database": {k: spec["database"][k] for k in ("host", "name", "credentialsSecret")},
+            "cache": {"instances": [{"name": "sessions", "use": "cache"}]},
+        },
+    }
+    profile = cli.v1alpha1.parse_profile(bare)
+    plan = planner.plan(profile, facts=planner.Facts(keda=True, cosi="v1alpha1"))
+    ini = pgbouncer.render_ini(plan)
+    section = ini[ini.index("[pgbouncer]") :]
+    pooler = {}
+    for line in section.splitlines()[1:]:
+        key, sep, value = line.partition(" = ")
+        if sep:
+            pooler[key.strip()] = value.strip()
+    conf = {}
+    for line in redis.render_conf(plan.redis[0]).splitlines():
+        if line and not line.startswith("#"):
+            key, _, value = line.partition(" ")
+            conf[key] = value  # the last line of a key is what redis-server keeps
+    return pooler, conf
+
+
 def parameters_table() -> str:
-    rows = ["| file | key | value | PgBouncer from |", "|---|---|---|---|"]
+    pooler, conf = _defaults()
+    rows = [
+        "| file | key | value | PgBouncer from | Headroom's default |",
+        "|---|---|---|---|---|",
+    ]
     for key, param in pgbouncer_params.ALLOWED.items():
         value = _allowed(kind=param.kind, low=param.low, high=param.high, choices=param.choices)
-        pinned = " (pins the planner)" if key in pgbouncer_params.SIZING_KEYS else ""
+        sizing = key in pgbouncer_params.SIZING_KEYS
+        pinned = " (pins the planner)" if sizing else ""
         since = ".".join(map(str, param.min_version))
-        rows.append(f"| pgbouncer.ini | `{key}`{pinned} | {value} | {since} |")
+        default = "planned (the budget)" if sizing else _shown_default(pooler.get(key))
+        rows.append(f"| pgbouncer.ini | `{key}`{pinned} | {value} | {since} | {default} |")
     for key, setting in redis_params.ALLOWED.items():
         value = _allowed(
             kind=setting.kind, low=setting.low, high=setting.high, choices=setting.choices
         )
-        rows.append(f"| redis.conf | `{key}` | {value} | |")
+        rows.append(f"| redis.conf | `{key}` | {value} | | {_shown_default(conf.get(key))} |")
     return "\n".join(rows)
+
+
+def _shown_default(value: str | None) -> str:
+    return "the program's own" if value is None else f"`{value}`"
 
 
 def _render_bindings(body: dict[str, Any]) -> dict[str, dict[str, str]]:
