@@ -45,7 +45,7 @@ versitygw: ## build versitygw (the builtin object storage's S3 server, used by t
 	hack/build-versitygw.sh >/dev/null
 
 .PHONY: exporters
-exporters: ## build pgbouncer_exporter and redis_exporter (the versions the pods run; the alert tests scrape them) into $(HEADROOM_CACHE) (cached)
+exporters: ## build pgbouncer_exporter, redis_exporter and postgres_exporter (the versions the pods run; the alert tests scrape them) into $(HEADROOM_CACHE) (cached)
 	hack/build-exporters.sh >/dev/null
 
 .PHONY: gitopscheck

@@ -5,7 +5,7 @@
 # uses), openssl for the control plane's certificates, then the
 # Python venv, the Go-built control plane, helm, versitygw (the bucket conformance
 # tests' S3 server), the exporters the alert tests scrape (pgbouncer_exporter,
-# redis_exporter), PgBouncer of the default image's release from Debian's archive
+# redis_exporter, postgres_exporter), PgBouncer of the default image's release from Debian's archive
 # and the client tests' Node packages; all cached, so a re-run
 # is quick.
 # `hack/install-deps.sh packages` installs the Debian packages only (`make deps`).

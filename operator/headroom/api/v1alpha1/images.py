@@ -25,6 +25,9 @@ PGBOUNCER_EXPORTER_IMAGE = "quay.io/prometheuscommunity/pgbouncer-exporter:v0.12
 # Redis and its exporter (spec.cache.instances[].image, spec.cache.exporterImage).
 REDIS_IMAGE = "docker.io/library/redis:7.2.5"
 REDIS_EXPORTER_IMAGE = "docker.io/oliver006/redis_exporter:v1.62.0"
+# postgres_exporter, one per database server a profile uses (spec.database.metrics.image).
+# v0.17.1: the newest release the Go module proxy serves to the tests that build it.
+POSTGRES_EXPORTER_IMAGE = "quay.io/prometheuscommunity/postgres-exporter:v0.17.1"
 # Postgres images the standbys run: the primary's major version (a standby
 # replays the primary's WAL, which only the same major version can read).
 POSTGRES_IMAGE = "docker.io/library/postgres:15.8"
