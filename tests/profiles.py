@@ -178,9 +178,9 @@ BAD: list[tuple[str, dict[str, Any], str]] = [
     (
         "session-ceiling-over-budget",
         {"app.replicas.max": 40, "app.poolSizePerPod": 10, "pooler.poolMode": "session"},
-        "app ceiling 40 pods x 10 connections per pod = 400 session connections > 92 "
-        "available on the primary (max_connections 100 - 3 reserved - 5 kept for direct "
-        "connections)",
+        "app ceiling 40 pods x 10 connections per pod = 400 session connections > 89 "
+        "available on the primary (max_connections 100 - 3 reserved - 8 kept for direct "
+        "connections (spec.database.reservedConnections 5) and 3 for postgres_exporter)",
     ),
     ("min-over-max", {"app.replicas.min": 8, "app.replicas.max": 4}, "spec.app.replicas.min"),
     ("negative-pool", {"app.poolSizePerPod": -1}, "poolSizePerPod"),
@@ -291,9 +291,9 @@ BAD: list[tuple[str, dict[str, Any], str]] = [
                 }
             ],
         },
-        # the app alone fits (50 of 92): the queue tips it over and is named
+        # the app alone fits (50 of 89): the queue tips it over and is named
         "spec.queues[0].replicas.max: app ceiling 10 pods x 5 connections per pod + worker mail "
-        "ceiling 30 pods x 2 connections per pod = 110 session connections > 92 available",
+        "ceiling 30 pods x 2 connections per pod = 110 session connections > 89 available",
     ),
     (
         "too-many-pooler-pods",
@@ -388,11 +388,12 @@ BAD: list[tuple[str, dict[str, Any], str]] = [
         "spec.database.readReplicas.hosts[1].port",
     ),
     (
-        # 10 - 3 superuser - 5 reserved - 4 lag probes leaves nothing for 3 read-pooler pods
+        # 10 - 3 superuser - 5 reserved - 4 lag probes - 3 for postgres_exporter leaves
+        # nothing for 3 read-pooler pods
         "read-pool-cannot-fit-replica",
         {"database.readReplicas": external_replicas({"host": "r1", "maxConnections": 10})},
         "spec.database.readReplicas.pooler.instances: 3 pooler pods need at least 1 server "
-        "connection each, but only -2 available on the replica",
+        "connection each, but only -5 available on the replica",
     ),
     (
         "replica-mode-without-its-section",

@@ -41,6 +41,7 @@ from headroom.api import crd, v1alpha1
 from headroom.builders import alert_rules, common, desired
 from headroom.planning import (
     credentials,
+    database_metrics,
     load_report,
     object_storage,
     planner,
@@ -304,6 +305,7 @@ def format_plan(plan: planner.Plan, *, what_if: str = "") -> str:
     ]
     rows += load_report.rows(plan)
     rows += _read_rows(plan)
+    rows += _metrics_rows(plan)
     rows += _scaling_rows(plan)
     rows += _bucket_rows(plan)
     width = max(len(label) for label, _ in rows)
@@ -386,7 +388,8 @@ def _read_rows(plan: planner.Plan) -> list[tuple[str, str]]:
             + (
                 "(its share there, see share)"
                 if b.shared
-                else f"({b.max_connections} - {b.reserved} reserved and lag probes)"
+                else f"({b.max_connections} - {b.reserved} reserved, lag probes"
+                + (" and postgres_exporter)" if read.exporter_connections else ")")
             ),
         ),
         ("read pooler instances", f"{read.instances} ({b.pooler_pods_at_peak} at peak)"),
@@ -400,6 +403,26 @@ def _read_rows(plan: planner.Plan) -> list[tuple[str, str]]:
         ("read margin", str(b.margin)),
     ]
     return rows
+
+
+def _metrics_rows(plan: planner.Plan) -> list[tuple[str, str]]:
+    """Where the database servers' own metrics come from, and what they cost."""
+    metrics = plan.database_metrics
+    if metrics is None:
+        return [("database metrics", "off")]
+    if metrics.source == database_metrics.CNPG:
+        return [("database metrics", f"CloudNativePG Cluster {metrics.cnpg_cluster}'s own")]
+    role = f"role from Secret {metrics.credentials.name}"
+    statements = "with" if metrics.statements else "without"
+    return [
+        (
+            "database metrics",
+            f"postgres_exporter on {len(metrics.servers)} server"
+            f"{'s' if len(metrics.servers) > 1 else ''} "
+            f"({database_metrics.EXPORTER_CONNECTIONS} connections each, in its budget), "
+            f"{role}, {statements} per-statement times",
+        )
+    ]
 
 
 def _mebibytes(size: int) -> str:

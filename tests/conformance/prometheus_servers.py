@@ -1,9 +1,9 @@
 """Debian's Prometheus and the exporters Headroom's pods run (pgbouncer_exporter,
-redis_exporter), on 127.0.0.1, for the alert tests.
+redis_exporter, postgres_exporter), on 127.0.0.1, for the alert tests.
 
 The exporters are the versions of the default exporter images, built from the Go
 module proxy into a version-keyed cache by hack/build-exporters.sh (built here
-when absent; ``$HEADROOM_EXPORTERS`` names another folder holding both). An
+when absent; ``$HEADROOM_EXPORTERS`` names another folder holding them). An
 exporter runs what the rendered pod's ``exporter`` container says
 (:func:`container_command`: its args and env, the Secret keys it reads, with the
 pod's 127.0.0.1 ports moved to the test's), so a flag or variable the builder
@@ -62,6 +62,7 @@ def cached_exporters_dir() -> Path:
     return cache / (
         f"exporters-pgbouncer-{found['PGBOUNCER_EXPORTER_VERSION']}"
         f"-redis-{found['REDIS_EXPORTER_VERSION']}"
+        f"-postgres-{found['POSTGRES_EXPORTER_VERSION']}"
     )
 
 
@@ -69,6 +70,7 @@ def cached_exporters_dir() -> Path:
 class Exporters:
     pgbouncer: Path
     redis: Path
+    postgres: Path
 
 
 def find_exporters(*, build: bool = False) -> Exporters:
@@ -76,10 +78,12 @@ def find_exporters(*, build: bool = False) -> Exporters:
     when absent and ``build``); ToolsMissingError when a binary is missing."""
     override = os.environ.get("HEADROOM_EXPORTERS")
     folder = Path(override) if override else cached_exporters_dir()
-    found = Exporters(folder / "pgbouncer_exporter", folder / "redis_exporter")
+    found = Exporters(
+        folder / "pgbouncer_exporter", folder / "redis_exporter", folder / "postgres_exporter"
+    )
 
     def present() -> bool:
-        return all(os.access(p, os.X_OK) for p in (found.pgbouncer, found.redis))
+        return all(os.access(p, os.X_OK) for p in (found.pgbouncer, found.redis, found.postgres))
 
     if not present() and build and not override:
         proc = subprocess.run(
@@ -358,6 +362,13 @@ class Prometheus(ServerProcess):
         """An instant query's vector as (labels, value)."""
         data = self.api("query", query=expr)
         return [(dict(r["metric"]), float(r["value"][1])) for r in data["result"]]
+
+    def history(self, expr: str, *, seconds: float) -> list[tuple[dict[str, str], list[float]]]:
+        """The timestamps (unix seconds) of the samples of a range-vector selector
+        ``expr`` over the last ``seconds`` (e.g. an alert's ALERTS series, which
+        Prometheus writes at every evaluation while it is pending or firing)."""
+        data = self.api("query", query=f"{expr}[{max(1, round(seconds))}s]")
+        return [(dict(r["metric"]), [float(ts) for ts, _ in r["values"]]) for r in data["result"]]
 
     def alerts(self) -> list[Alert]:
         return [Alert.parse(raw) for raw in self.api("alerts")["alerts"]]

@@ -23,13 +23,14 @@ from pathlib import Path
 from typing import Any
 
 import prometheus_servers
+import psycopg
 import pytest
 import redis_servers
 import servers
 from prometheus_servers import Exporter, Prometheus, Target
 
 from headroom.api import v1alpha1
-from headroom.builders import alert_rules, pgbouncer, redis
+from headroom.builders import alert_rules, pgbouncer, postgres_metrics, redis
 from headroom.planning import credentials, planner
 
 pytestmark = pytest.mark.conformance
@@ -91,6 +92,7 @@ def make_plan(database_port: int, version: str = "1.18.0") -> planner.Plan:
                     "instances": [
                         {"name": "cache", "use": "cache", "memory": "32Mi"},
                         {"name": "jobs", "use": "queue", "memory": "32Mi"},
+                        {"name": "limits", "use": "counters", "memory": "32Mi"},
                     ]
                 },
                 "queues": [
@@ -499,3 +501,332 @@ def test_queue_backlog_alert_fires_above_the_workers_ceiling_and_resolves_when_d
             "HeadroomQueueBacklogHigh", timeout=DEADLINE, **labels
         )
         print(f"HeadroomQueueBacklogHigh resolved {waited:.1f} s after the queue drained")
+
+
+# --- the database servers' own metrics (postgres_exporter) -----------------------
+
+DB_POD = f"{PROFILE}-pg-metrics-7c9d5b8f4-x2k4p"
+SLOW_SECONDS = 1
+SLEEP_SECONDS = 2
+# Direct sessions warn from this many on the server (the absolute count, below
+# the share: 50% of max_connections 20 - 3 superuser-reserved would be 9).
+WARNING_SESSIONS = 7
+
+
+def database_plan(database: servers.AppDatabase, *, monitoring_role: bool = False) -> planner.Plan:
+    """A profile on ``database`` with the database alerts' thresholds of the
+    tests: slow queries at 1 s, a warning at WARNING_SESSIONS sessions."""
+    metrics: dict[str, Any] = {"credentialsSecret": {"name": "monitor"}} if monitoring_role else {}
+    profile = v1alpha1.parse_profile(
+        {
+            "apiVersion": "headroom.dev/v1alpha1",
+            "kind": "ScalingProfile",
+            "metadata": {"name": PROFILE, "namespace": NAMESPACE, "uid": "alert-fire"},
+            "spec": {
+                "app": {"deployment": "web", "replicas": {"min": 1, "max": 2}, "poolSizePerPod": 4},
+                "database": {
+                    "host": servers.HOST,
+                    "port": database.port,
+                    "name": database.name,
+                    "credentialsSecret": {"name": "db"},
+                    "maxConnections": database.server.max_connections,
+                    "superuserReservedConnections": 3,
+                    "sslMode": "disable",
+                    "metrics": metrics,
+                },
+                "pooler": {"instances": 1, "image": "registry.example/pgbouncer:1.18.0"},
+                "alerts": {
+                    "database": {
+                        "for": f"{FOR_SECONDS}s",
+                        "slowQuerySeconds": SLOW_SECONDS,
+                        "connectionsWarningCount": WARNING_SESSIONS,
+                    },
+                    "pooler": {"for": f"{FOR_SECONDS}s"},
+                },
+            },
+        }
+    )
+    plan = planner.plan(profile)
+    assert plan.ok, [str(p) for p in plan.problems]
+    return plan
+
+
+@pytest.fixture(scope="module")
+def metrics_database(
+    tools: servers.Tools, request: pytest.FixtureRequest
+) -> Iterator[servers.AppDatabase]:
+    """A Postgres of its own: 20 connections (so a few direct sessions fill it),
+    pg_stat_statements preloaded and created in the app's database, a monitoring
+    role granted pg_monitor."""
+    server = servers.Postgres(
+        tools,
+        max_connections=20,
+        superuser_reserved_connections=3,
+        extra_conf="shared_preload_libraries = 'pg_stat_statements'\n",
+    )
+    try:
+        server.start()
+        server.create_app("app", "app-pw", "app")
+        server.admin("app").rows("CREATE EXTENSION pg_stat_statements")
+        server.create_role("monitor", "monitor-pw")
+        server.admin().rows("GRANT pg_monitor TO monitor")
+        yield servers.AppDatabase(server, "app", "app-pw", "app")
+    finally:
+        server.stop()
+
+
+def _start_postgres_exporter(
+    plan: planner.Plan,
+    database: servers.AppDatabase,
+    start_exporter: StartExporter,
+    exporters: prometheus_servers.Exporters,
+) -> Exporter:
+    """The primary's exporter, as its rendered Deployment starts it: its args,
+    and DATA_SOURCE_* from the Secrets the profile names."""
+    objects = postgres_metrics.build(plan, _creds(database))
+    (deployment,) = [o for o in objects if o["kind"] == "Deployment"]
+    assert deployment["metadata"]["name"] == plan.names.pg_metrics("primary")
+    args, env = prometheus_servers.container_command(
+        _container(deployment, "exporter"),
+        secrets={
+            "db": {"username": database.user, "password": database.password},
+            "monitor": {"username": "monitor", "password": "monitor-pw"},
+        },
+        moved={},
+    )
+    return start_exporter(exporters.postgres, args, env, name="postgres_exporter")
+
+
+def _creds(database: servers.AppDatabase) -> credentials.Credentials:
+    return credentials.Credentials(
+        username=database.user,
+        password=database.password,
+        stats_password=secrets.token_hex(16),
+        revision="1",
+    )
+
+
+def _database_prometheus(
+    start_prometheus: StartPrometheus, plan: planner.Plan, targets: list[Target]
+) -> Prometheus:
+    prometheus = start_prometheus(
+        rules={"headroom.rules.yaml": alert_rules.rule_file(plan)},
+        targets=targets,
+        scrape_interval=SCRAPE,
+        evaluation_interval=SCRAPE,
+    )
+    prometheus.wait_for_targets_up(timeout=DEADLINE)
+    health = prometheus.rule_health()
+    assert not [h for h in health.values() if h.startswith("err")], health
+    return prometheus
+
+
+def test_a_slow_query_fires_the_slow_query_alert_and_it_resolves_after(
+    metrics_database: servers.AppDatabase,
+    start_exporter: StartExporter,
+    start_prometheus: StartPrometheus,
+    exporters: prometheus_servers.Exporters,
+) -> None:
+    """pg_sleep(2) with slowQuerySeconds 1: the exporter's longest active
+    transaction of the app's database passes 1 s while it runs (the rule has no
+    ``for``: the threshold is a duration), and drops when it ends."""
+    database = metrics_database
+    plan = database_plan(database)
+    exporter = _start_postgres_exporter(plan, database, start_exporter, exporters)
+    assert exporter.samples("pg_up") == [({}, 1.0)]
+    prometheus = _database_prometheus(
+        start_prometheus,
+        plan,
+        [Target("postgres", exporter.address, {"namespace": NAMESPACE, "pod": DB_POD})],
+    )
+    labels = {"namespace": NAMESPACE, "server": "primary"}
+    assert not prometheus.matching("HeadroomQuerySlow")
+    psql = servers.Psql(
+        database.server.tools, database.port, database.user, database.password, database.name
+    )
+    started = time.time()
+    psql.rows(f"SELECT pg_sleep({SLEEP_SECONDS})")
+    ended = time.time()
+    # Prometheus writes ALERTS at every evaluation while the alert fires: read
+    # when it fired from there, not from a poll that a short alert could slip past
+    expr = 'ALERTS{alertname="HeadroomQuerySlow", alertstate="firing", server="primary"}'
+
+    def firing() -> list[float]:
+        return sorted(ts for _, stamps in prometheus.history(expr, seconds=60) for ts in stamps)
+
+    servers.wait_until(
+        lambda: bool(firing()),
+        timeout=DEADLINE,
+        what="HeadroomQuerySlow firing while pg_sleep ran",
+        interval=0.5,
+    )
+    fired = firing()
+    print(
+        f"HeadroomQuerySlow firing {fired[0] - started:.1f} s after pg_sleep({SLEEP_SECONDS}) "
+        f"began (threshold {SLOW_SECONDS} s + up to 1 scrape + 1 evaluation), for "
+        f"{len(fired)} evaluation(s)"
+    )
+    assert started + SLOW_SECONDS <= fired[0] <= ended + 2 * SCRAPE + SCRAPE
+    waited = prometheus.wait_for_no_alert("HeadroomQuerySlow", timeout=DEADLINE, **labels)
+    print(f"HeadroomQuerySlow resolved {time.time() - ended:.1f} s after the query ended")
+    assert waited < DEADLINE
+    (alert_rule,) = [
+        r
+        for g in alert_rules.rule_groups(plan)
+        for r in g["rules"]
+        if r["alert"] == "HeadroomQuerySlow"
+    ]
+    assert "for" not in alert_rule
+    # the app's role sees its own sessions' state; the exporter's runs are not slow
+    assert prometheus.query(alert_rule["expr"]) == []
+
+
+def test_direct_sessions_fire_the_servers_connections_alert_the_poolers_sum_misses(
+    metrics_database: servers.AppDatabase,
+    start_pgbouncer: servers.StartPgBouncer,
+    start_exporter: StartExporter,
+    start_prometheus: StartPrometheus,
+    exporters: prometheus_servers.Exporters,
+) -> None:
+    """Sessions straight to Postgres (a migration, a console, another app) fill
+    the server while the poolers hold nothing: the poolers' sum stays below its
+    threshold, the server's own count (pg_stat_database) fires at the absolute
+    connectionsWarningCount, and resolves when they leave."""
+    database = metrics_database
+    database.wait_for_no_app_backends()
+    plan = database_plan(database)
+    creds = _creds(database)
+    bouncer = start_pgbouncer(servers.ini_for(plan), database.userlist(creds.stats_password))
+    objects = pgbouncer.build(plan, creds)
+    (deployment,) = [o for o in objects if o["kind"] == "Deployment"]
+    args, env = prometheus_servers.container_command(
+        _container(deployment, "exporter"),
+        secrets={
+            o["metadata"]["name"]: prometheus_servers.secret_values(o)
+            for o in objects
+            if o["kind"] == "Secret"
+        },
+        moved={f"127.0.0.1:{planner.POOLER_PORT}": f"{servers.HOST}:{bouncer.port}"},
+    )
+    pooler_exporter = start_exporter(exporters.pgbouncer, args, env, name="pgbouncer_exporter")
+    postgres_exporter = _start_postgres_exporter(plan, database, start_exporter, exporters)
+    prometheus = _database_prometheus(
+        start_prometheus,
+        plan,
+        [
+            Target(
+                "pgbouncer", pooler_exporter.address, {"namespace": NAMESPACE, "pod": POOLER_POD}
+            ),
+            Target("postgres", postgres_exporter.address, {"namespace": NAMESPACE, "pod": DB_POD}),
+        ],
+    )
+    assert plan.alerts is not None and plan.alerts.database is not None
+    pooled = _rule(plan, "HeadroomPrimaryConnectionsHigh")
+    (server,) = plan.alerts.database.servers
+    assert server.warning == WARNING_SESSIONS
+    assert not prometheus.matching("HeadroomDatabaseConnectionsHigh")
+    sessions = [
+        psycopg.connect(
+            host=servers.HOST,
+            port=database.port,
+            user=database.user,
+            password=database.password,
+            dbname=database.name,
+            application_name="migration",
+        )
+        for _ in range(WARNING_SESSIONS)
+    ]
+    try:
+        opened = time.monotonic()
+        labels = {"namespace": NAMESPACE, "server": "primary", "pod": DB_POD}
+        alert, _ = prometheus.wait_for_alert(
+            "HeadroomDatabaseConnectionsHigh", timeout=DEADLINE, **labels
+        )
+        _report(
+            f"HeadroomDatabaseConnectionsHigh firing after {WARNING_SESSIONS} direct sessions",
+            time.monotonic() - opened,
+            _bound(plan, "HeadroomDatabaseConnectionsHigh"),
+        )
+        assert float(alert.value) >= WARNING_SESSIONS
+        # the poolers hold nothing: their sum is far from its own threshold
+        held = prometheus.query(pooled["expr"].rsplit(" >= ", 1)[0])
+        assert [v for _, v in held] == [0.0], held
+        assert not prometheus.matching("HeadroomPrimaryConnectionsHigh")
+    finally:
+        for session in sessions:
+            session.close()
+    left = time.monotonic()
+    prometheus.wait_for_no_alert("HeadroomDatabaseConnectionsHigh", timeout=DEADLINE, **labels)
+    print(
+        f"HeadroomDatabaseConnectionsHigh resolved {time.monotonic() - left:.1f} s after the "
+        "sessions closed"
+    )
+
+
+def test_per_statement_times_come_through_a_monitoring_role_only(
+    metrics_database: servers.AppDatabase,
+    start_exporter: StartExporter,
+    exporters: prometheus_servers.Exporters,
+) -> None:
+    """With a monitoring role (pg_monitor) the rendered exporter runs the
+    pg_stat_statements collector and its scrape stays whole; with the app's role
+    it is not run (postgres_exporter 0.17 would fail the whole scrape on the
+    other roles' hidden query ids)."""
+    database = metrics_database
+    psql = servers.Psql(
+        database.server.tools, database.port, database.user, database.password, database.name
+    )
+    psql.rows("SELECT count(*) FROM pgbench_accounts")
+    database.server.admin("app").rows("SELECT count(*) FROM pgbench_branches")
+    monitored = database_plan(database, monitoring_role=True)
+    assert monitored.database_metrics is not None and monitored.database_metrics.statements
+    exporter = _start_postgres_exporter(monitored, database, start_exporter, exporters)
+    calls = exporter.samples("pg_stat_statements_calls_total")
+    assert calls and all(labels["queryid"] != "unknown" for labels, _ in calls)
+    assert {labels["user"] for labels, _ in calls} >= {"app", "postgres"}
+    assert exporter.samples("pg_up") == [({}, 1.0)]
+    plain = database_plan(database)
+    assert plain.database_metrics is not None and not plain.database_metrics.statements
+    app_role = _start_postgres_exporter(plain, database, start_exporter, exporters)
+    assert app_role.samples("pg_stat_statements_calls_total") == []
+    assert app_role.samples("pg_up") == [({}, 1.0)]
+
+
+def test_a_counters_instance_never_fires_the_hit_rate_alert(
+    redis_instance: Callable[[str], tuple[planner.Plan, redis_servers.RedisProcess, Exporter]],
+    start_prometheus: StartPrometheus,
+) -> None:
+    """A rate limiter's counters: mostly lookups of keys not there yet (a miss,
+    then INCR), a hit rate a cache would alert on; the counters instance has no
+    hit-rate (nor eviction-as-cache) rule, never evicts, and never fires."""
+    plan, server, exporter = redis_instance("limits")
+    assert plan.redis_named("limits").eviction_policy == "noeviction"
+    prometheus = _redis_prometheus(start_prometheus, plan, exporter, "limits")
+    rules = [r for g in alert_rules.rule_groups(plan) for r in g["rules"]]
+    names = {r["alert"] for r in rules if r["labels"].get("redis") == "limits"}
+    assert "HeadroomRedisHitRateLow" not in names and "HeadroomRedisEvicting" not in names
+    assert "HeadroomCountersRedisEvicting" in names and "HeadroomRedisMemoryHigh" in names
+    with server.client() as conn:
+        assert conn.config_get("maxmemory-policy") == "noeviction"
+        for n in range(300):
+            key = f"rl:user:{n}"
+            conn.pipeline([["GET", key], ["INCR", key], ["EXPIRE", key, "60"]])
+    pod = _redis_pod("limits")
+    ratio = (
+        f'sum(rate(redis_keyspace_hits_total{{pod="{pod}"}}[5m])) / '
+        f'sum(rate(redis_keyspace_hits_total{{pod="{pod}"}}[5m]) + '
+        f'rate(redis_keyspace_misses_total{{pod="{pod}"}}[5m]))'
+    )
+    servers.wait_until(
+        lambda: [v for _, v in prometheus.query(ratio)] != [],
+        timeout=DEADLINE,
+        what="Prometheus to compute the counters' hit rate",
+        interval=0.5,
+    )
+    (low,) = [v for _, v in prometheus.query(ratio)]
+    assert low < 0.8  # a cache with this hit rate would alert
+    # and over more than the cache group's for + 2 scrapes, nothing fires for it
+    deadline = time.monotonic() + FOR_SECONDS + 4 * SCRAPE
+    while time.monotonic() < deadline:
+        assert not [a for a in prometheus.alerts() if a.labels.get("redis") == "limits"]
+        time.sleep(0.5)

@@ -34,8 +34,8 @@ import yaml
 from tests.unit import test_golden
 
 from headroom.api import v1alpha1
-from headroom.builders import alert_rules, desired, pgbouncer
-from headroom.planning import monitoring, planner, read_plan
+from headroom.builders import alert_rules, desired, pgbouncer, postgres_metrics
+from headroom.planning import database_metrics, monitoring, planner, read_plan
 
 pytestmark = pytest.mark.conformance
 
@@ -55,15 +55,35 @@ CUSTOM_ALERTS = {
         "maxWaitSeconds": 5,
         "for": "2m",
     },
-    "database": {"connectionsWarningPercent": 30, "connectionsCriticalPercent": 60},
-    "cache": {"hitRateMin": 0.95, "memoryPercent": 75, "severity": "critical", "for": "1m"},
+    "database": {
+        "connectionsWarningPercent": 30,
+        "connectionsCriticalPercent": 60,
+        "connectionsCriticalCount": 80,
+        "slowQuerySeconds": 2.5,
+        "queryRatePerSecond": 250,
+    },
+    "cache": {
+        "hitRateMin": 0.95,
+        "memoryPercent": 75,
+        "severity": "critical",
+        "for": "1m",
+        "instances": {"cache": {"hitRateMin": 0.6, "memoryPercent": 50}},
+    },
     "queues": {"for": "15m"},
     "app": {
         "p95LatencySeconds": 3,
         "errorRatio": 0.02,
         "cpuPercent": 80,
         "memory": "1Gi",
-        "metrics": {"histogram": "http_request_duration_seconds", "statusLabel": "code"},
+        "metrics": {
+            "histogram": "http_request_duration_seconds",
+            "statusLabel": "code",
+            "routeLabel": "route",
+        },
+        "routes": [
+            {"route": "/checkout", "p95LatencySeconds": 0.5},
+            {"prefix": "/api.v2/(beta)/", "p95LatencySeconds": 0.08},
+        ],
     },
 }
 
@@ -130,6 +150,19 @@ class Rendered:
     def app_pod(self) -> str:
         return f"{self.plan.app.deployment}{POD_HASH}"
 
+    def server_pod(self, server: str) -> str:
+        """A pod whose metrics are the database server's: its exporter's (as the
+        rendered Deployment names it), or a CloudNativePG Cluster's instance."""
+        limits = self.alerts.database
+        assert limits is not None
+        if limits.source == database_metrics.CNPG:
+            return f"{limits.cnpg_cluster}-2"
+        (deployment,) = self.named(
+            "Deployment",
+            **{"app.kubernetes.io/component": "pg-metrics", postgres_metrics.SERVER_LABEL: server},
+        )
+        return f"{deployment['metadata']['name']}{POD_HASH}"
+
 
 def _containers(obj: dict[str, Any]) -> list[dict[str, Any]]:
     return list(obj["spec"]["template"]["spec"]["containers"])
@@ -161,6 +194,14 @@ def _profiles() -> Iterator[tuple[str, dict[str, Any], bool]]:
     for name in ("shop-scaled", "shop-standbys"):
         body = yaml.safe_load((ROOT / "examples" / f"{name}.yaml").read_text())
         body["spec"]["alerts"] = CUSTOM_ALERTS
+        if name == "shop-standbys":  # its own settings for the read pooler, a monitoring role
+            body["spec"]["alerts"] = {
+                **CUSTOM_ALERTS,
+                "pooler": {**CUSTOM_ALERTS["pooler"], "read": {"maxWaitSeconds": 0.5}},
+                "database": {**CUSTOM_ALERTS["database"], "replicaLagSeconds": 4},
+                "cache": {k: v for k, v in CUSTOM_ALERTS["cache"].items() if k != "instances"},
+            }
+            body["spec"]["database"]["metrics"] = {"credentialsSecret": {"name": "monitor"}}
         yield f"{name}-custom-thresholds", body, False
 
 
@@ -169,6 +210,10 @@ PROFILES = [
     for case_id, body, engines in _profiles()
     if (rendered := render(body, engines=engines)) is not None
 ]
+# the thresholds away from the defaults must plan (a refused one would go untested)
+assert {"shop-scaled-custom-thresholds", "shop-standbys-custom-thresholds"} <= {
+    case_id for case_id, _ in PROFILES
+}
 
 
 # --- series -----------------------------------------------------------------------
@@ -218,6 +263,20 @@ class Context:
         (found,) = [r for r in self.rendered.alerts.redis if r.name == self.rule["labels"]["redis"]]
         return found
 
+    def server(self) -> monitoring.ServerLimits:
+        """The database server the rule is about (by its ``server`` label)."""
+        limits = self.rendered.alerts.database
+        assert limits is not None
+        if limits.source == database_metrics.CNPG:
+            (found,) = limits.servers
+            return found
+        (found,) = [s for s in limits.servers if s.name == self.rule["labels"]["server"]]
+        return found
+
+    def server_labels(self, server: str | None = None) -> dict[str, str]:
+        pod = self.rendered.server_pod(server or self.server().name)
+        return {"namespace": self.ns, "pod": pod}
+
     def queue(self) -> monitoring.QueueLimits:
         (found,) = [
             q for q in self.rendered.alerts.queues if q.name == self.rule["labels"]["queue"]
@@ -238,7 +297,7 @@ def _pool_gauge(metric: str, breach: float, healthy: float, *, pools: bool) -> C
         labels = {"namespace": ctx.ns, "pod": pod, "database": pool.database}
         labels |= {"user": "app"} if pools else {"name": pool.database, "pool_mode": "transaction"}
         value = {"breach": breach, "healthy": healthy}
-        limits = {"pool": pool, "max_wait": ctx.rendered.alerts.settings.pooler.max_wait_seconds}
+        limits = {"pool": pool, "max_wait": pool.max_wait_seconds}
         return [
             Case(
                 "breach",
@@ -335,7 +394,7 @@ def _evicting(ctx: Context) -> list[Case]:
 
 
 def _hit_rate(ctx: Context) -> list[Case]:
-    target = ctx.rendered.alerts.settings.cache.hit_rate_min
+    target = ctx.redis().hit_rate_min
     labels = {"namespace": ctx.ns, "pod": ctx.rendered.redis_pod(ctx.redis().name)}
     lookups = 10_000  # per minute; one percent of the target either side
     margin = max(1, math.ceil(target * lookups / 100))
@@ -533,6 +592,183 @@ def _replica_lag(ctx: Context) -> list[Case]:
     ]
 
 
+def _db(ctx: Context) -> monitoring.DatabaseLimits:
+    found = ctx.rendered.alerts.database
+    assert found is not None
+    return found
+
+
+def _metric(ctx: Context, what: str) -> str:
+    return alert_rules.server_metric(_db(ctx), what)
+
+
+def _activity(ctx: Context, extra: dict[str, str]) -> dict[str, str]:
+    """A pg_stat_activity group as the exporter labels it (CNPG's has no
+    backend type or wait event)."""
+    labels = {"usename": "app", "application_name": "web"} | extra
+    if _db(ctx).source == database_metrics.EXPORTER:
+        labels |= {"backend_type": "client backend", "wait_event_type": "", "wait_event": ""}
+    return labels
+
+
+def _server_connections(level: str) -> Cases:
+    """Every session on the server, split over two databases and two states."""
+
+    def cases(ctx: Context) -> list[Case]:
+        server = ctx.server()
+        threshold = getattr(server, level)
+        base = ctx.server_labels()
+        exporter = _db(ctx).source == database_metrics.EXPORTER
+
+        def sessions(total: int) -> list[dict[str, str]]:
+            first = total // 2
+            if exporter:  # pg_stat_database: one series per database
+                return [
+                    ctx.gauge(
+                        "pg_stat_database_numbackends",
+                        base | {"datid": str(16384 + i), "datname": name},
+                        count,
+                    )
+                    for i, (name, count) in enumerate(
+                        ((_db(ctx).database, first), ("admin", total - first))
+                    )
+                ]
+            return [
+                ctx.gauge(
+                    "cnpg_backends_total",
+                    base | _activity(ctx, {"datname": _db(ctx).database, "state": state}),
+                    count,
+                )
+                for state, count in (("idle", first), ("active", total - first))
+            ]
+
+        return [
+            Case("breach", sessions(threshold), {"namespace": ctx.ns, "pod": base["pod"]}),
+            Case("healthy", sessions(threshold - 1)),
+        ]
+
+    return cases
+
+
+def _slow_query(ctx: Context) -> list[Case]:
+    limits = _db(ctx)
+    slow = limits.slow_query_seconds
+    base = ctx.server_labels()
+    metric = _metric(ctx, "active")
+    # never the rule's: a long idle transaction, another database's long query
+    noise = [
+        ctx.gauge(
+            metric,
+            base | _activity(ctx, {"datname": limits.database, "state": "idle in transaction"}),
+            600,
+        ),
+        ctx.gauge(metric, base | _activity(ctx, {"datname": "admin", "state": "active"}), 600),
+    ]
+    if limits.source == database_metrics.EXPORTER:  # an autovacuum worker's long run
+        vacuum = _activity(ctx, {"datname": limits.database, "state": "active"})
+        noise.append(ctx.gauge(metric, base | vacuum | {"backend_type": "autovacuum worker"}, 600))
+    labels = base | _activity(ctx, {"datname": limits.database, "state": "active"})
+    return [
+        Case("breach", [*noise, ctx.gauge(metric, labels, slow * 1.05)], dict(base)),
+        Case("healthy", [*noise, ctx.gauge(metric, labels, slow)]),
+    ]
+
+
+def _slow_statements(ctx: Context) -> list[Case]:
+    limits = _db(ctx)
+    slow = limits.slow_query_seconds
+    base = ctx.server_labels() | {"datname": limits.database, "user": "app", "queryid": "42"}
+    calls = 600  # a minute
+
+    def taking(mean: float) -> list[dict[str, str]]:
+        return [
+            ctx.counter("pg_stat_statements_calls_total", base, calls),
+            ctx.counter("pg_stat_statements_seconds_total", base, calls * mean),
+        ]
+
+    fired = {"namespace": ctx.ns, "pod": base["pod"], "queryid": "42", "user": "app"}
+    return [Case("breach", taking(slow * 1.05), fired), Case("healthy", taking(slow * 0.95))]
+
+
+def _replica_lag_reported(ctx: Context) -> list[Case]:
+    limits = _db(ctx)
+    assert limits.replica_lag_seconds is not None
+    base = ctx.server_labels()
+    metric = _metric(ctx, "lag")
+    return [
+        Case("breach", [ctx.gauge(metric, base, limits.replica_lag_seconds + 1)], dict(base)),
+        Case("healthy", [ctx.gauge(metric, base, limits.replica_lag_seconds)]),
+    ]
+
+
+def _database_down(ctx: Context) -> list[Case]:
+    return _down(_metric(ctx, "up"), lambda c: c.server_labels()["pod"])(ctx)
+
+
+def _query_rate(ctx: Context) -> list[Case]:
+    """Transactions over every server of the profile (two of them when it has replicas)."""
+    limits = _db(ctx)
+    assert limits.query_rate_per_second is not None
+    servers = [s.name for s in limits.servers][:2]
+
+    def per_second(rate: float) -> list[dict[str, str]]:
+        out = []
+        for index, name in enumerate(servers):
+            share = rate / len(servers) * 60  # a minute
+            labels = ctx.server_labels(name) | {"datname": limits.database}
+            if limits.source == database_metrics.EXPORTER:
+                labels["datid"] = "16384"
+            out.append(ctx.counter(_metric(ctx, "commits"), labels, share * 0.9))
+            out.append(ctx.counter(_metric(ctx, "rollbacks"), labels, share * 0.1))
+            # another database of the server is not the app's
+            other = labels | {"datname": "admin"}
+            out.append(ctx.counter(_metric(ctx, "commits"), other, 10 * rate * 60 + index))
+        return out
+
+    target = limits.query_rate_per_second
+    return [
+        Case("breach", per_second(target * 1.02), {"namespace": ctx.ns}),
+        Case("healthy", per_second(target * 0.98)),
+    ]
+
+
+def _route_latency(ctx: Context) -> list[Case]:
+    """Each route target's p95 on either side of its threshold, at a route the
+    target matches (a prefix: a route under it); the rule judges a route by the
+    first target that names it."""
+    app = ctx.rendered.alerts.settings.app
+    metrics = _app_metrics(ctx)
+    label = metrics.route_label
+    cases = []
+    for index, target in enumerate(app.routes):
+        route = target.route if target.route is not None else f"{target.prefix}orders/[id]"
+        first = next(
+            t
+            for t in app.routes
+            if t.route == route or (t.prefix is not None and route.startswith(t.prefix))
+        )
+        assert first == target, f"route target {index} is shadowed by an earlier one"
+        limit = target.p95_latency_seconds
+        base = {"namespace": ctx.ns, "pod": ctx.rendered.app_pod(), label: route}
+        bounds = [0.95 * limit, limit, 1.05 * limit]
+
+        def requests_in(
+            upper: float, base: dict[str, str] = base, bounds: list[float] = bounds
+        ) -> list[dict[str, str]]:
+            out = []
+            for le in [*bounds, math.inf]:
+                count = 60 if le >= upper else 0
+                name = "+Inf" if le == math.inf else f"{le:g}"
+                out.append(ctx.counter(f"{metrics.histogram}_bucket", base | {"le": name}, count))
+            return out
+
+        cases += [
+            Case(f"breach {route}", requests_in(1.05 * limit), {"namespace": ctx.ns, label: route}),
+            Case(f"healthy {route}", requests_in(limit)),
+        ]
+    return cases
+
+
 CASES: dict[str, Cases] = {
     "HeadroomPoolerConnectionsHigh": _pool_gauge(
         "pgbouncer_databases_current_connections",
@@ -574,6 +810,15 @@ CASES: dict[str, Cases] = {
     "HeadroomAppErrorRatioHigh": _errors,
     "HeadroomAppCPUHigh": _cpu,
     "HeadroomAppMemoryHigh": _memory,
+    "HeadroomDatabaseConnectionsHigh": _server_connections("warning"),
+    "HeadroomDatabaseConnectionsCritical": _server_connections("critical"),
+    "HeadroomQuerySlow": _slow_query,
+    "HeadroomStatementsSlow": _slow_statements,
+    "HeadroomReplicaLagHigh": _replica_lag_reported,
+    "HeadroomDatabaseDown": _database_down,
+    "HeadroomDatabaseQueryRateHigh": _query_rate,
+    "HeadroomCountersRedisEvicting": _evicting,
+    "HeadroomRouteLatencyHigh": _route_latency,
 }
 
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 31536000}

@@ -1,8 +1,11 @@
 """Alerts end to end: with prometheus-operator's upstream CRDs installed, the
 PrometheusRule, ServiceMonitor and PodMonitor Headroom renders are accepted by
 the API server's schema validation and labelled from a ``Prometheus`` object
-created here; ``AlertsSelected`` follows what that Prometheus selects. Without
-the CRDs: the rule-file ConfigMap (promtool accepts it) and its condition.
+created here; ``AlertsSelected`` follows what that Prometheus selects. The
+database's postgres_exporter (Deployment, NetworkPolicy, PodMonitor) is
+accepted too, reads its login from the profile's Secret only, and
+``DatabaseMetrics`` says when it is ready. Without the CRDs: the rule-file
+ConfigMap (promtool accepts it) and its condition.
 
 Nothing runs Prometheus here (the operator's output is what is checked); the
 rules firing in a real Prometheus is tests/conformance' business.
@@ -74,6 +77,45 @@ def _wait_selected(
     return kube.wait_for(reached, timeout=90, what=f"AlertsSelected={status} ({reason})")
 
 
+def _database_exporter_accepted(
+    kubectl: kube.Kubectl, namespace: str, alerts: dict[str, Any]
+) -> None:
+    """The primary's postgres_exporter: its pods run under the restricted Pod
+    Security Standard with the login taken from the profile's Secret by
+    reference, only the scrapers reach it, a PodMonitor scrapes it, and its
+    rules are in the PrometheusRule."""
+    name = f"{NAME}-pg-metrics"
+    exporter = kube.get_json(kubectl, "deployment", name, "-n", namespace)
+    pod = exporter["spec"]["template"]
+    (container,) = pod["spec"]["containers"]
+    env = {e["name"]: e for e in container["env"]}
+    for key, secret_key in (("DATA_SOURCE_USER", "username"), ("DATA_SOURCE_PASS", "password")):
+        assert env[key] == {
+            "name": key,
+            "valueFrom": {"secretKeyRef": {"name": "db-credentials", "key": secret_key}},
+        }
+    assert pod["spec"]["automountServiceAccountToken"] is False
+    assert container["securityContext"]["allowPrivilegeEscalation"] is False
+    policy = kube.get_json(kubectl, "networkpolicy", name, "-n", namespace)
+    assert policy["spec"]["ingress"] == [
+        {"from": [{"podSelector": {}}], "ports": [{"port": 9187, "protocol": "TCP"}]}
+    ]
+    monitor = kube.get_json(kubectl, "podmonitors", name, "-n", namespace)
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= pod["metadata"]["labels"].items()
+    assert monitor["spec"]["podMetricsEndpoints"][0]["port"] == "metrics"
+    for alert in ("HeadroomDatabaseConnectionsHigh", "HeadroomQuerySlow", "HeadroomDatabaseDown"):
+        assert alerts[alert]["labels"]["server"] == "primary"
+
+    def ready() -> dict[str, Any] | None:
+        sp = kube.get_json(kubectl, "scalingprofile", NAME, "-n", namespace)
+        conds = {c["type"]: c for c in sp.get("status", {}).get("conditions") or []}
+        found = conds.get("DatabaseMetrics")
+        return conds if found and found["reason"] == "ExportersReady" else None
+
+    conds = kube.wait_for(ready, timeout=90, what="DatabaseMetrics=True (ExportersReady)")
+    assert conds["StatementStats"]["reason"] == "NeedsMonitoringRole"
+
+
 def test_rules_and_monitors_labelled_for_the_prometheus_and_the_configmap_without_it(
     operator: operator_process.OperatorProcess,
     kubectl: kube.Kubectl,
@@ -125,6 +167,7 @@ def test_rules_and_monitors_labelled_for_the_prometheus_and_the_configmap_withou
         assert app["spec"]["podMetricsEndpoints"][0]["portNumber"] == 9464
         assert not kube.exists(kubectl, "configmap", f"{NAME}-alert-rules", "-n", namespace)
         assert kube.exists(kubectl, "configmap", f"{NAME}-dashboard", "-n", namespace)
+        _database_exporter_accepted(kubectl, namespace, alerts)
 
         # The namespace is labelled for monitoring: selected, naming the Prometheus.
         kubectl("label", "namespace", namespace, "monitoring=on")

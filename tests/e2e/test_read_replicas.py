@@ -204,6 +204,10 @@ def test_cnpg_mode_composes_cnpg_poolers_and_falls_back_without_cnpg(
         pooler_cond = next(c for c in sp["status"]["conditions"] if c["type"] == "PoolerReady")
         assert pooler_cond["reason"] == "WaitingForCNPG"  # nobody runs CNPG here
         assert not _owned(kubectl, namespace, "deployment", "pooler-ro")
+        # the Cluster's own exporter is scraped: Headroom runs no postgres_exporter
+        assert not _owned(kubectl, namespace, "deployment", "pg-metrics")
+        metrics = next(c for c in sp["status"]["conditions"] if c["type"] == "DatabaseMetrics")
+        assert metrics["reason"] == "CloudNativePGMetrics"
     finally:
         kube.uninstall_crds(kubectl, names)
 
@@ -213,6 +217,13 @@ def test_cnpg_mode_composes_cnpg_poolers_and_falls_back_without_cnpg(
     assert "CloudNativePG is not installed" in message["message"]
     config = kube.get_json(kubectl, "configmap", f"{NAME}-pooler-ro-config", "-n", namespace)
     assert f"shop-pg-ro.{namespace}.svc" in config["data"]["readpool.json"]
+    # and its own postgres_exporter in front of the primary and the -ro Service
+    exporters = kube.wait_for(
+        lambda: _owned(kubectl, namespace, "deployment", "pg-metrics") or None,
+        timeout=60,
+        what="postgres_exporter Deployments without CNPG",
+    )
+    assert sorted(exporters) == [f"{NAME}-pg-metrics", f"{NAME}-pg-metrics-cnpg-ro"]
 
 
 def test_two_profiles_read_pools_on_one_replica_share_it_a_third_is_refused_naming_both(

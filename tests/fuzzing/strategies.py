@@ -578,6 +578,17 @@ def database_section(draw: st.DrawFn, *, replicas: bool) -> Body:
         db["readReplicas"] = draw(read_replicas(queues_read=False))
         if db["readReplicas"]["mode"] == "cnpg":
             db["host"] = "pg-rw"
+    if draw(st.integers(0, 3)) == 3:
+        metrics: Body = {}
+        _maybe(draw, metrics, "enabled", st.booleans())
+        _maybe(draw, metrics, "credentialsSecret", st.just({"name": "db-monitor"}))
+        _maybe(
+            draw,
+            metrics,
+            "image",
+            st.sampled_from(("quay.io/prometheuscommunity/postgres-exporter:v0.17.1", "x:1")),
+        )
+        db["metrics"] = metrics
     return db
 
 
@@ -600,8 +611,8 @@ def cache_section(draw: st.DrawFn) -> Body:
     names = draw(st.lists(short_name(), min_size=1, max_size=3, unique=True))
     instances = []
     for name in names:
-        inst: Body = {"name": name, "use": draw(st.sampled_from(("cache", "queue")))}
-        if name in ("cache", "queue"):
+        inst: Body = {"name": name, "use": draw(st.sampled_from(("cache", "queue", "counters")))}
+        if name in ("cache", "queue", "counters"):
             inst["use"] = name
         _maybe(draw, inst, "memory", st.sampled_from(("64Mi", "256Mi", "1Gi", "512M")))
         if draw(st.integers(0, 3)) == 3:
@@ -749,8 +760,12 @@ def storage_section(draw: st.DrawFn) -> Body:
     return {"buckets": buckets}
 
 
+_ROUTES = ("/week/[n]", "/api/", "/api/users/:id", "/posts/{slug}", "/a.b(c)*", "/")
+
+
 @st.composite
-def alerts_section(draw: st.DrawFn) -> Body:
+def alerts_section(draw: st.DrawFn, *, instances: tuple[str, ...] = ()) -> Body:
+    """``instances``: the profile's Redis instance names (per-instance settings)."""
     alerts: Body = {}
     if draw(st.integers(0, 9)) == 9:
         alerts["enabled"] = False
@@ -777,14 +792,50 @@ def alerts_section(draw: st.DrawFn) -> Body:
             settings["connectionsCriticalPercent"] = draw(st.integers(warning, 100))
         if group == "pooler":
             _maybe(draw, settings, "maxWaitSeconds", st.sampled_from((0.5, 1, 5, 3600)))
+            for side in ("write", "read"):
+                if draw(st.integers(0, 3)) == 3:
+                    own: Body = {}
+                    _maybe(draw, own, "enabled", st.booleans())
+                    _maybe(draw, own, "connectionsCriticalPercent", st.integers(95, 100))
+                    _maybe(draw, own, "maxWaitSeconds", st.sampled_from((0.5, 2, 3600)))
+                    settings[side] = own
+        if group == "database":
+            if draw(st.booleans()):
+                count = draw(st.integers(1, 500))
+                settings["connectionsWarningCount"] = count
+                _maybe(draw, settings, "connectionsCriticalCount", st.integers(count + 1, 1000))
+            _maybe(draw, settings, "slowQuerySeconds", st.sampled_from((0.1, 1, 2.5, 86400)))
+            _maybe(draw, settings, "queryRatePerSecond", st.sampled_from((100, 0.5, 10**7)))
         if group == "cache":
             _maybe(draw, settings, "hitRateMin", st.sampled_from((0.5, 0.8, 1)))
             _maybe(draw, settings, "memoryPercent", st.integers(1, 100))
+            chosen = draw(st.lists(st.sampled_from(instances), unique=True)) if instances else []
+            if chosen:
+                settings["instances"] = {
+                    name: draw(
+                        st.fixed_dictionaries(
+                            {},
+                            optional={
+                                "enabled": st.booleans(),
+                                "memoryPercent": st.integers(1, 100),
+                            },
+                        )
+                    )
+                    for name in chosen
+                }
         if group == "app":
             _maybe(draw, settings, "memory", quantities())
             _maybe(draw, settings, "p95LatencySeconds", st.sampled_from((0.2, 3, 600)))
             _maybe(draw, settings, "errorRatio", st.sampled_from((0.001, 0.5, 1)))
             _maybe(draw, settings, "cpuPercent", st.integers(1, 1000))
+            if draw(st.integers(0, 2)) == 2:
+                settings["routes"] = [
+                    {
+                        draw(st.sampled_from(("route", "prefix"))): draw(st.sampled_from(_ROUTES)),
+                        "p95LatencySeconds": draw(st.sampled_from((0.05, 0.1, 2, 600))),
+                    }
+                    for _ in range(draw(st.integers(1, 3)))
+                ]
             kind = draw(st.integers(0, 3))
             if kind == 0:
                 settings["metrics"] = draw(st.sampled_from((None, {"enabled": False})))
@@ -800,6 +851,7 @@ def alerts_section(draw: st.DrawFn) -> Body:
                     ),
                 )
                 _maybe(draw, metrics, "statusLabel", label_names())
+                _maybe(draw, metrics, "routeLabel", label_names())
                 _maybe(draw, metrics, "port", st.sampled_from((9464, 8080, 0, 65536)))
                 _maybe(
                     draw,
@@ -840,7 +892,8 @@ def valid_profile(draw: st.DrawFn, *, name: str | None = None) -> Body:
     if draw(st.booleans()):
         spec["storage"] = draw(storage_section())
     if draw(st.integers(0, 2)):
-        spec["alerts"] = draw(alerts_section())
+        instances = tuple(i["name"] for i in spec.get("cache", {}).get("instances", []))
+        spec["alerts"] = draw(alerts_section(instances=instances))
     return {
         "apiVersion": "headroom.dev/v1alpha1",
         "kind": "ScalingProfile",

@@ -38,7 +38,7 @@ def _scaled(**facts: Any) -> planner.Plan:
     return _plan(yaml.safe_load((EXAMPLES / "shop-scaled.yaml").read_text()), **facts)
 
 
-def _rules(planned: planner.Plan) -> dict[str, list[dict[str, Any]]]:
+def rules_by_name(planned: planner.Plan) -> dict[str, list[dict[str, Any]]]:
     found: dict[str, list[dict[str, Any]]] = {}
     for group in alert_rules.rule_groups(planned):
         for rule in group["rules"]:
@@ -48,29 +48,30 @@ def _rules(planned: planner.Plan) -> dict[str, list[dict[str, Any]]]:
 
 def test_pool_thresholds_are_shares_of_the_planned_max_db_connections() -> None:
     planned = _scaled()
-    assert planned.budget.max_db_connections == 30
-    rules = _rules(planned)
+    assert planned.budget.max_db_connections == 29
+    rules = rules_by_name(planned)
     (high,) = rules["HeadroomPoolerConnectionsHigh"]
     (critical,) = rules["HeadroomPoolerConnectionsCritical"]
-    assert high["expr"].endswith(">= 15")  # 50% of 30 (seed 004)
+    assert high["expr"].endswith(">= 15")  # 50% of 29, rounded up (seed 004)
     assert critical["expr"].endswith(">= 27") and critical["labels"]["severity"] == "critical"
-    assert "max_db_connections 30" in high["annotations"]["description"]
+    assert "max_db_connections 29" in high["annotations"]["description"]
     assert "spec.database.maxConnections" in high["annotations"]["runbook"]
 
 
 def test_primary_alert_compares_the_poolers_sum_with_max_connections_minus_reserved() -> None:
-    rules = _rules(_scaled())
+    rules = rules_by_name(_scaled())
     (high,) = rules["HeadroomPrimaryConnectionsHigh"]
     assert high["expr"].startswith("sum by (namespace) (pgbouncer_databases_current_connections")
-    assert high["expr"].endswith(">= 46")  # 50% of 100 - 3 - 5 = 92
-    assert "max_connections 100 - reserved 8 = 92" in high["annotations"]["description"]
+    # 50% of 100 - 3 superuser - 5 direct - 3 postgres_exporter = 89
+    assert high["expr"].endswith(">= 45")
+    assert "max_connections 100 - reserved 11 = 89" in high["annotations"]["description"]
 
 
 def test_every_rule_is_filtered_to_the_profile_and_labelled_with_it() -> None:
     body = yaml.safe_load((EXAMPLES / "shop-scaled.yaml").read_text())
     body["metadata"]["namespace"] = "tenant-a"
     body["spec"]["alerts"] = {"labels": {"team": "shop"}}
-    rules = [r for rs in _rules(_plan(body)).values() for r in rs]
+    rules = [r for rs in rules_by_name(_plan(body)).values() for r in rs]
     assert len(rules) > 15
     for rule in rules:
         assert rule["expr"].count('namespace="tenant-a"') >= 1, rule["alert"]
@@ -84,7 +85,7 @@ def test_every_rule_is_filtered_to_the_profile_and_labelled_with_it() -> None:
 
 def test_queue_backlog_alert_uses_the_workers_ceiling_and_the_exporter_key() -> None:
     planned = _scaled()
-    (backlog,) = _rules(planned)["HeadroomQueueBacklogHigh"]
+    (backlog,) = rules_by_name(planned)["HeadroomQueueBacklogHigh"]
     assert 'key="bull:emails:wait"' in backlog["expr"]
     assert backlog["expr"].endswith("> 500")  # replicas.max 20 x backlogPerWorker 25
     assert backlog["for"] == "10m"
@@ -96,15 +97,15 @@ def test_queue_backlog_alert_uses_the_workers_ceiling_and_the_exporter_key() -> 
 
 
 def test_workers_at_max_names_the_hpa_that_scales_them() -> None:
-    hpa = _rules(_scaled())["HeadroomWorkersAtMax"][0]["expr"]
+    hpa = rules_by_name(_scaled())["HeadroomWorkersAtMax"][0]["expr"]
     assert 'horizontalpodautoscaler="shop-worker-emails"' in hpa
     assert "kube_horizontalpodautoscaler_spec_max_replicas" in hpa
-    keda = _rules(_scaled(keda=True))["HeadroomWorkersAtMax"][0]["expr"]
+    keda = rules_by_name(_scaled(keda=True))["HeadroomWorkersAtMax"][0]["expr"]
     assert 'horizontalpodautoscaler="keda-hpa-shop-worker-emails"' in keda
 
 
 def test_evictions_on_a_queue_instance_are_critical_at_once() -> None:
-    rules = _rules(_scaled())
+    rules = rules_by_name(_scaled())
     (queue,) = rules["HeadroomQueueRedisEvicting"]
     assert queue["labels"] == queue["labels"] | {"severity": "critical", "redis": "jobs"}
     assert "for" not in queue
@@ -123,7 +124,7 @@ def test_app_rules_use_the_declared_histogram_and_seed_thresholds() -> None:
             "metrics": {"histogram": "http_request_duration_seconds", "statusLabel": "code"},
         }
     }
-    rules = _rules(_plan(body))
+    rules = rules_by_name(_plan(body))
     latency = rules["HeadroomAppLatencyHigh"][0]["expr"]
     assert latency.startswith("histogram_quantile(0.95, sum by (namespace, le) (rate(")
     assert "http_request_duration_seconds_bucket" in latency and latency.endswith("> 3")
@@ -134,7 +135,7 @@ def test_app_rules_use_the_declared_histogram_and_seed_thresholds() -> None:
 
 
 def test_default_histogram_is_opentelemetry_semconv() -> None:
-    rules = _rules(_plan(profiles.base()))
+    rules = rules_by_name(_plan(profiles.base()))
     errors = rules["HeadroomAppErrorRatioHigh"][0]["expr"]
     assert "http_server_request_duration_seconds_count" in errors
     assert 'http_response_status_code=~"5.."' in errors
@@ -142,7 +143,7 @@ def test_default_histogram_is_opentelemetry_semconv() -> None:
 
 def test_a_dotted_deployment_name_is_escaped_in_the_pod_pattern() -> None:
     body = profiles.base(**{"app.deployment": "web.v2"})
-    cpu = _rules(_plan(body))["HeadroomAppCPUHigh"][0]["expr"]
+    cpu = rules_by_name(_plan(body))["HeadroomAppCPUHigh"][0]["expr"]
     assert 'pod=~"web\\\\.v2-[a-z0-9]+-[a-z0-9]+"' in cpu
 
 
@@ -158,9 +159,9 @@ def test_a_dotted_deployment_name_is_escaped_in_the_pod_pattern() -> None:
 )
 def test_a_group_switch_removes_only_that_group(group: str, gone: str) -> None:
     body = yaml.safe_load((EXAMPLES / "shop-scaled.yaml").read_text())
-    before = set(_rules(_plan(body)))
+    before = set(rules_by_name(_plan(body)))
     body["spec"]["alerts"] = {group: {"enabled": False}}
-    after = set(_rules(_plan(body)))
+    after = set(rules_by_name(_plan(body)))
     assert gone in before and gone not in after
     assert after < before
 
@@ -168,7 +169,7 @@ def test_a_group_switch_removes_only_that_group(group: str, gone: str) -> None:
 def test_for_and_severity_come_from_the_group() -> None:
     body = profiles.base()
     body["spec"]["alerts"] = {"pooler": {"for": "2m", "severity": "critical"}}
-    rules = _rules(_plan(body))
+    rules = rules_by_name(_plan(body))
     (waiting,) = rules["HeadroomPoolerClientsWaiting"]
     assert waiting["for"] == "2m" and waiting["labels"]["severity"] == "critical"
 
@@ -200,7 +201,7 @@ def test_cnpg_poolers_get_no_pgbouncer_rules() -> None:
     from headroom.planning import read_plan
 
     cluster = read_plan.CnpgCluster(name="shop-pg", instances=3, max_connections=200)
-    rules = _rules(_plan(body, cnpg=True, cnpg_cluster=cluster))
+    rules = rules_by_name(_plan(body, cnpg=True, cnpg_cluster=cluster))
     assert not [r for r in rules if r.startswith("HeadroomPooler")]
     assert "HeadroomPrimaryConnectionsHigh" not in rules
 
@@ -208,7 +209,9 @@ def test_cnpg_poolers_get_no_pgbouncer_rules() -> None:
 def test_read_pool_gets_its_own_pool_alerts() -> None:
     body = yaml.safe_load((EXAMPLES / "gym-neon-reads.yaml").read_text())
     planned = _plan(body)
-    pools = {r["labels"]["pool"]: r for r in _rules(planned)["HeadroomPoolerConnectionsHigh"]}
+    pools = {
+        r["labels"]["pool"]: r for r in rules_by_name(planned)["HeadroomPoolerConnectionsHigh"]
+    }
     assert set(pools) == {"rw", "ro"}
     assert f'pod=~"{planned.name}-pooler-ro-[a-z0-9]+-[a-z0-9]+"' in pools["ro"]["expr"]
 
@@ -369,7 +372,7 @@ def test_dashboard_is_a_sidecar_configmap_with_the_plan_numbers() -> None:
     assert titles[0] == "Primary connections: budget vs held"
     assert "Redis cache: hit rate" in titles and "Queue emails: backlog" in titles
     exprs = [t["expr"] for p in model["panels"] for t in p["targets"]]
-    assert "vector(92)" in exprs and "vector(500)" in exprs
+    assert "vector(89)" in exprs and "vector(500)" in exprs
     assert any("kube_horizontalpodautoscaler_status_current_replicas" in e for e in exprs)
 
 
@@ -390,11 +393,11 @@ def test_labels_are_carried_while_the_namespace_is_not_admitted() -> None:
 def test_replica_lag_alert_reads_the_operators_condition_gauge() -> None:
     body = yaml.safe_load((EXAMPLES / "shop-standbys.yaml").read_text())
     planned = _plan(body)
-    (lagging,) = _rules(planned)["HeadroomReadReplicaLagging"]
+    (lagging,) = rules_by_name(planned)["HeadroomReadReplicaLagging"]
     assert 'condition="ReadReplicasInPool", status="False"' in lagging["expr"]
     assert f'profile="{planned.name}"' in lagging["expr"]
     assert planned.read is not None
     assert f"maxLagSeconds {planned.read.max_lag_seconds}" in lagging["annotations"]["description"]
     # where the operator does not measure the replicas (readLimits false) there is no verdict
     body["spec"]["database"]["readLimits"] = False
-    assert "HeadroomReadReplicaLagging" not in _rules(_plan(body))
+    assert "HeadroomReadReplicaLagging" not in rules_by_name(_plan(body))

@@ -22,12 +22,12 @@ def _plan(**overrides: object) -> planner.Plan:
             {"app.replicas.max": 10, "app.poolSizePerPod": 10},
             {
                 "client_demand": 100,
-                # 100 - 3 superuser - 5 default reserve
-                "available": 92,
+                # 100 - 3 superuser - 5 default reserve - 3 for postgres_exporter
+                "available": 89,
                 # 2 pooler pods + 1 during a rollout
                 "pooler_pods_at_peak": 3,
-                "max_db_connections": 30,
-                "server_connections": 90,
+                "max_db_connections": 29,
+                "server_connections": 87,
                 "max_client_conn": 105,
                 "margin": 2,
             },
@@ -36,7 +36,7 @@ def _plan(**overrides: object) -> planner.Plan:
             # seed 002's fix: pool max 5 per instance.
             "seed-002-pool-5",
             {"app.replicas.max": 10, "app.poolSizePerPod": 5},
-            {"client_demand": 50, "default_pool_size": 27, "reserve_pool_size": 3},
+            {"client_demand": 50, "default_pool_size": 27, "reserve_pool_size": 2},
         ),
         (
             # seed 003: 2,560-7,100 connections against 100-200 Postgres.
@@ -44,9 +44,9 @@ def _plan(**overrides: object) -> planner.Plan:
             {"app.replicas.max": 710, "app.poolSizePerPod": 10, "database.maxConnections": 200},
             {
                 "client_demand": 7100,
-                "available": 192,
-                "max_db_connections": 64,
-                "server_connections": 192,
+                "available": 189,
+                "max_db_connections": 63,
+                "server_connections": 189,
                 "max_client_conn": 7105,
             },
         ),
@@ -55,11 +55,11 @@ def _plan(**overrides: object) -> planner.Plan:
             "seed-004-small-tier",
             {"database.maxConnections": 25, "app.replicas.max": 4, "app.poolSizePerPod": 5},
             {
-                "available": 17,
-                "max_db_connections": 5,
+                "available": 14,
+                "max_db_connections": 4,
                 "reserve_pool_size": 0,
-                "default_pool_size": 5,
-                "server_connections": 15,
+                "default_pool_size": 4,
+                "server_connections": 12,
                 "margin": 2,
             },
         ),
@@ -67,25 +67,26 @@ def _plan(**overrides: object) -> planner.Plan:
             # one pooler pod surges a second during a rollout: both must fit.
             "single-instance-counts-surge",
             {"pooler.instances": 1},
-            {"pooler_pods_at_peak": 2, "max_db_connections": 46, "server_connections": 92},
+            {"pooler_pods_at_peak": 2, "max_db_connections": 44, "server_connections": 88},
         ),
         (
             # other clients (migrations, admin) keep their share.
             "other-reserved",
             {"database.reservedConnections": 17},
-            {"reserved": 20, "available": 80, "max_db_connections": 26},
+            # 3 superuser + 17 + 3 for postgres_exporter
+            {"reserved": 23, "available": 77, "max_db_connections": 25},
         ),
         (
             # tiny demand: no more server connections than clients can use.
             "demand-caps-pool",
             {"app.replicas.max": 2, "app.poolSizePerPod": 3},
-            {"client_demand": 6, "default_pool_size": 6, "max_db_connections": 9},
+            {"client_demand": 6, "default_pool_size": 6, "max_db_connections": 8},
         ),
         (
             "session-mode-fits",
-            # 2 pods x 30 hold the 60 sessions; 3 x 30 fit during a rollout
-            {"pooler.poolMode": "session", "app.replicas.max": 6, "app.poolSizePerPod": 10},
-            {"client_demand": 60, "reserve_pool_size": 0, "default_pool_size": 30},
+            # 2 pods x 29 hold the 50 sessions; 3 x 29 fit during a rollout
+            {"pooler.poolMode": "session", "app.replicas.max": 5, "app.poolSizePerPod": 10},
+            {"client_demand": 50, "reserve_pool_size": 0, "default_pool_size": 29},
         ),
         (
             "pinned-values-honoured",
@@ -120,7 +121,7 @@ def test_seed_002_session_mode_is_the_outage() -> None:
         **{"app.replicas.max": 10, "app.poolSizePerPod": 10, "pooler.poolMode": "session"}
     )
     assert not planned.ok
-    assert "100 session connections > 92 available" in planned.problem_text()
+    assert "100 session connections > 89 available" in planned.problem_text()
 
 
 def test_seed_003_session_mode_rejected_with_numbers() -> None:
@@ -133,7 +134,7 @@ def test_seed_003_session_mode_rejected_with_numbers() -> None:
         }
     )
     assert [p.field for p in planned.problems] == ["spec.app.replicas.max"]
-    assert "7100 session connections > 192 available" in planned.problem_text()
+    assert "7100 session connections > 189 available" in planned.problem_text()
 
 
 def test_session_mode_single_pooler_cannot_hold_demand() -> None:
@@ -141,12 +142,12 @@ def test_session_mode_single_pooler_cannot_hold_demand() -> None:
         **{
             "pooler.poolMode": "session",
             "pooler.instances": 1,
-            "app.replicas.max": 9,
+            "app.replicas.max": 8,
             "app.poolSizePerPod": 10,
         }
     )
     assert [p.field for p in planned.problems] == ["spec.pooler.instances"]
-    assert "1 pooler pods x 46 server connections = 46 < 90" in planned.problem_text()
+    assert "1 pooler pods x 44 server connections = 44 < 80" in planned.problem_text()
 
 
 def test_session_mode_with_a_pinned_max_db_below_the_pool_is_refused() -> None:
@@ -256,14 +257,14 @@ def test_problem_str_names_field() -> None:
             planner.PrimaryLimits(max_connections=50, superuser_reserved_connections=3),
             "spec.database.maxConnections",
             "reports max_connections 50 - superuser_reserved_connections 3 - 5 reserved "
-            "= 42 available, but the plan opens 90 server connections",
+            "- 3 for postgres_exporter = 39 available, but the plan opens 87 server connections",
         ),
         (
             planner.PrimaryLimits(
                 max_connections=100, superuser_reserved_connections=3, reserved_connections=5
             ),
             "spec.database.superuserReservedConnections",
-            "- reserved_connections 5 - 5 reserved = 87 available",
+            "- reserved_connections 5 - 5 reserved - 3 for postgres_exporter = 84 available",
         ),
     ],
 )

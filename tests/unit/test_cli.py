@@ -20,14 +20,15 @@ def test_plan_prints_table(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["plan", str(EXAMPLES / "shop.yaml")]) == 0
     out = capsys.readouterr().out
     assert "client demand       100" in out
-    assert "server connections  90 of 92" in out
+    assert "server connections  87 of 89" in out
+    assert "database metrics    postgres_exporter on 1 server (3 connections each" in out
 
 
 def test_plan_exits_1_with_admission_message(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["plan", str(EXAMPLES / "gym-session.yaml")]) == 1
     err = capsys.readouterr().err
     assert "spec.app.capacity: app ceiling 20 pods x 5 connections per pod" in err
-    assert "100 session connections > 92 available" in err
+    assert "100 session connections > 89 available" in err
 
 
 def test_render_outputs_every_child(capsys: pytest.CaptureFixture[str]) -> None:
@@ -38,8 +39,10 @@ def test_render_outputs_every_child(capsys: pytest.CaptureFixture[str]) -> None:
         "ConfigMap/shop-alert-rules",
         "ConfigMap/shop-dashboard",
         "ConfigMap/shop-pooler-config",
+        "Deployment/shop-pg-metrics",
         "Deployment/shop-pooler",
         "HorizontalPodAutoscaler/shop-app",
+        "NetworkPolicy/shop-pg-metrics",
         "NetworkPolicy/shop-pooler",
         "PodDisruptionBudget/shop-app",
         "PodDisruptionBudget/shop-pooler",
@@ -96,10 +99,15 @@ def test_render_takes_the_app_selector_from_its_deployment_as_the_operator_does(
     }
     assert from_file == from_with == from_flag == operator
     # every policy in front of something the binding names admits the app's pods
-    assert set(operator) == {"shop-pooler", "shop-redis-cache", "shop-redis-jobs"}
-    for policy in operator.values():
-        peers = [peer for rule in policy["spec"]["ingress"] for peer in rule["from"]]
-        assert {"podSelector": {"matchLabels": {"app": "shop-web", "tier": "web"}}} in peers
+    served = {"shop-pooler", "shop-redis-cache", "shop-redis-jobs"}
+    assert set(operator) == served | {"shop-pg-metrics"}
+    app_pods = {"podSelector": {"matchLabels": {"app": "shop-web", "tier": "web"}}}
+    for name in served:
+        peers = [peer for rule in operator[name]["spec"]["ingress"] for peer in rule["from"]]
+        assert app_pods in peers
+    # the database exporter's admits only the scrapers (the profile's namespace)
+    exporter = operator["shop-pg-metrics"]["spec"]["ingress"]
+    assert exporter == [{"from": [{"podSelector": {}}], "ports": [{"port": 9187}]}]
 
 
 def test_render_refuses_policies_that_would_cut_the_app_off(

@@ -92,9 +92,10 @@ def test_first_pass_creates_every_child_then_a_pass_writes_nothing() -> None:
     eng, first = _run(cluster)
     applied = [key for verb, key in cluster.writes() if verb == "apply" and "/status" not in key]
     assert sorted(applied) == sorted(cluster.children("profile-uid"))
-    # shop-scaled without KEDA, its app Deployment found; alert rules and dashboard
-    assert len(applied) == 28  # the worker binding included
-    assert first.writes == 29  # and the status
+    # shop-scaled without KEDA, its app Deployment found; alert rules and dashboard,
+    # the database exporter (Deployment, NetworkPolicy)
+    assert len(applied) == 30  # the worker binding included
+    assert first.writes == 31  # and the status
     cluster.log.clear()
     # The pass's own writes changed its inputs: one more pass changes no child
     # and leaves what it read in status (status.converged, for a restart)...

@@ -98,3 +98,9 @@ def test_the_docs_list_every_default_and_every_earlier_one() -> None:
         assert f"`{current}`" in section, current
         for old in earlier:
             assert _tag(old) in section, old
+
+
+def test_postgres_exporter_image_is_the_version_the_tests_build() -> None:
+    default = v1alpha1.DatabaseMetrics().image
+    assert "postgres-exporter" in default
+    assert _tag(default) == _versions()["POSTGRES_EXPORTER_VERSION"]

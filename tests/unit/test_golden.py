@@ -34,6 +34,9 @@ REDIS_PASSWORDS = {
     "jobs": "fedcba9876543210fedc",
     "sessions": "00112233445566778899",
     "push": "99887766554433221100",
+    "quotas": "a1b2c3d4e5f6a7b8c9d0",
+    "counters": "0f1e2d3c4b5a69788796",
+    "limits": "5a5a5a5a5a5a5a5a5a5a",
 }
 STATS_PASSWORD = "stats-pw"
 AGENT_PASSWORD = "agent-pw"

@@ -183,10 +183,10 @@ S3 = profiles.s3_bucket()
 CONTRADICTIONS: list[Case] = [
     (
         "fallback-more-than-the-read-pool-opens",
-        # 3 read-pooler pods at peak x 29 = 87 at most
+        # 3 read-pooler pods at peak x 28 = 84 at most
         {"database.readReplicas": {**READS, "primaryFallbackConnections": 90}},
         "spec.database.readReplicas.primaryFallbackConnections: 90 is more than the read pool "
-        "can open on the primary: 3 read-pooler pods at peak x 29",
+        "can open on the primary: 3 read-pooler pods at peak x 28",
     ),
     (
         "fallback-more-than-half-the-primary",
@@ -200,7 +200,7 @@ CONTRADICTIONS: list[Case] = [
     (
         "fallback-takes-the-write-pool",
         {"database.readReplicas": {**READS, "primaryFallbackConnections": 50}},
-        "50 is more than half of the 92 connections the primary has for the poolers",
+        "50 is more than half of the 89 connections the primary has for the poolers",
     ),
     (
         "refuse-with-a-fallback",
@@ -407,8 +407,9 @@ def test_a_refusal_by_the_primarys_real_limits_says_what_the_read_fallback_takes
     (problem,) = live_limits.primary_problems(planned, real)
     assert str(problem) == (
         "spec.database.maxConnections: the primary reports max_connections 80 - "
-        "superuser_reserved_connections 3 - 5 reserved = 72 available, but the plan opens 90 "
-        "server connections (81 for the write pool + 9 for the read pool when every replica "
+        "superuser_reserved_connections 3 - 5 reserved - 3 for postgres_exporter = 69 "
+        "available, but the plan opens 87 server connections (78 for the write pool + 9 for "
+        "the read pool when every replica "
         "is out (spec.database.readReplicas.primaryFallbackConnections); declared "
         "maxConnections 100, superuserReservedConnections 3); declare the primary's real limits"
     )

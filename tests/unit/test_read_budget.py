@@ -54,16 +54,18 @@ RENDER = {  # seed 004: a 50-connection tier, 1-2 replicas, 20 serverless instan
             "seed-002-neon-two-replicas",
             NEON,
             # 100 - 3 superuser - 5 reservedConnections - 4 lag probes (3 pods + operator)
-            {"available": 88, "client_demand": 50, "max_db_connections": 29},
-            # a tenth of the primary's 92 is kept for reads when both replicas are out
-            {"read_fallback": 9, "available": 83},
+            # - 3 for the replica's postgres_exporter
+            {"available": 85, "client_demand": 50, "max_db_connections": 28},
+            # a tenth of the primary's 89 (8), 2 per read-pooler pod at peak, is kept for
+            # reads when both replicas are out
+            {"read_fallback": 6, "available": 83},
         ),
         (
             "seed-004-render-refuse",
             RENDER,
-            {"available": 38, "client_demand": 20, "max_db_connections": 12},
+            {"available": 35, "client_demand": 20, "max_db_connections": 11},
             # refuse: the primary keeps everything for writes
-            {"read_fallback": 0, "available": 42},
+            {"read_fallback": 0, "available": 39},
         ),
         (
             "smallest-replica-sizes-the-pool",
@@ -72,7 +74,7 @@ RENDER = {  # seed 004: a 50-connection tier, 1-2 replicas, 20 serverless instan
                     {"host": "big", "maxConnections": 400}, {"host": "small", "maxConnections": 40}
                 )
             },
-            {"max_connections": 40, "available": 28, "max_db_connections": 9},
+            {"max_connections": 40, "available": 25, "max_db_connections": 8},
             {},
         ),
         (
@@ -115,8 +117,9 @@ def test_read_budget_table(
     assert planned.read.smallest.max_connections == min(
         r.max_connections for r in planned.read.replicas
     )
-    # and the fallback share fits on the primary beside the write pool
-    assert planned.primary_connections <= planned.budget.available + planned.budget.read_fallback
+    # and the fallback share fits on the primary beside the write pool (and the exporter)
+    pools = planned.primary_connections - planned.exporter_connections
+    assert pools <= planned.budget.available + planned.budget.read_fallback
 
 
 def test_read_pool_in_session_mode_must_fit_the_replica() -> None:
@@ -152,10 +155,12 @@ def test_a_fallback_share_below_one_per_pod_is_refused() -> None:
 
 
 def test_the_fallback_share_counts_on_a_shared_server() -> None:
-    """Another profile on the same primary sees the read fallback as opened."""
+    """Another profile on the same primary sees the read fallback (and the
+    profile's postgres_exporter) as opened."""
     planned = _plan(**NEON)
+    assert planned.exporter_connections == 3
     assert planned.primary_connections == (
-        planned.budget.server_connections + planned.budget.read_fallback
+        planned.budget.server_connections + planned.budget.read_fallback + 3
     )
 
 
@@ -195,7 +200,7 @@ def test_read_pooler_config_leaves_databases_to_the_agent() -> None:
     ini = config["pgbouncer.ini"]
     assert "[databases]\n" not in ini
     assert ini.rstrip().endswith(f"%include {pgbouncer.READ_DATABASES_FILE}")
-    assert "max_db_connections = 12\n" in ini
+    assert "max_db_connections = 11\n" in ini
     assert f"admin_users = {planner.AGENT_USER}\n" in ini
     agent = json.loads(config[read_pooler.CONFIG_FILE])
     assert [r["host"] for r in agent["replicas"]] == [
@@ -216,8 +221,8 @@ def test_fallback_entry_is_capped_at_the_share_the_primary_keeps() -> None:
     assert planned.read is not None
     fallback = membership.read_pool_config(planned).fallback
     assert fallback is not None
-    assert (fallback.host, fallback.port, fallback.max_db_connections) == ("db", 5432, 3)
-    assert planned.read.fallback_connections == 9 == planned.budget.read_fallback
+    assert (fallback.host, fallback.port, fallback.max_db_connections) == ("db", 5432, 2)
+    assert planned.read.fallback_connections == 6 == planned.budget.read_fallback
 
 
 STREAMING = {

@@ -71,6 +71,11 @@ READ_REPLICAS_IN_POOL = "ReadReplicasInPool"
 SLOT_RETENTION = "SlotRetention"
 # Whether an installed Prometheus picks the alerts and monitors up.
 ALERTS_SELECTED = "AlertsSelected"
+# Whether the database servers' own metrics are collected (postgres_exporter
+# ready on every server, or CloudNativePG's).
+DATABASE_METRICS = "DatabaseMetrics"
+# Whether the database metrics carry per-statement times (pg_stat_statements).
+STATEMENT_STATS = "StatementStats"
 INFORMATIONAL = frozenset(
     {
         BACKLOG_SCALING,
@@ -79,6 +84,8 @@ INFORMATIONAL = frozenset(
         READ_REPLICAS_IN_POOL,
         SLOT_RETENTION,
         ALERTS_SELECTED,
+        DATABASE_METRICS,
+        STATEMENT_STATS,
     }
 )
 
@@ -242,7 +249,9 @@ REASONS: dict[str, frozenset[str]] = {
     WAITING_FOR_ROOM: frozenset({CONNECTION_BUDGET}),
     "InvalidSpec": frozenset({CONNECTION_BUDGET}),
     "PodsReady": frozenset({POOLER_READY, READ_POOLER_READY, STANDBYS_READY, CACHE_READY}),
-    "PodsNotReady": frozenset({READ_POOLER_READY, STANDBYS_READY, CACHE_READY, WORKERS_READY}),
+    "PodsNotReady": frozenset(
+        {READ_POOLER_READY, STANDBYS_READY, CACHE_READY, WORKERS_READY, DATABASE_METRICS}
+    ),
     "RollingOut": frozenset({POOLER_READY}),
     "NotCreated": frozenset({POOLER_READY}),
     "CNPGPoolerReady": frozenset({POOLER_READY, READ_POOLER_READY}),
@@ -287,4 +296,11 @@ REASONS: dict[str, frozenset[str]] = {
     "NoPrometheus": frozenset({ALERTS_SELECTED}),
     "NoPrometheusOperator": frozenset({ALERTS_SELECTED}),
     "InUse": frozenset({DELETABLE}),
+    "ExportersReady": frozenset({DATABASE_METRICS}),
+    "CloudNativePGMetrics": frozenset({DATABASE_METRICS, STATEMENT_STATS}),
+    "MonitoringCredentialsNotFound": frozenset({DATABASE_METRICS}),
+    "Collected": frozenset({STATEMENT_STATS}),
+    "NeedsMonitoringRole": frozenset({STATEMENT_STATS}),
+    "NotChecked": frozenset({STATEMENT_STATS}),
+    "ExtensionMissing": frozenset({STATEMENT_STATS}),
 }

@@ -13,8 +13,11 @@ apart. The thresholds are numbers from the plan, repeated in the annotations
 with a runbook line saying what to change in the profile.
 
 Metric names are those of the exporters the pods run: pgbouncer_exporter
-(v0.10 to v0.12 share every name used here), redis_exporter v1.62, cAdvisor
-through the kubelet and kube-state-metrics.
+(v0.10 to v0.12 share every name used here), redis_exporter v1.62,
+postgres_exporter v0.17 (its names are unchanged through v0.20), CloudNativePG's
+own exporter (its default queries: cnpg_backends_*, cnpg_pg_replication_lag,
+cnpg_pg_stat_database_*, cnpg_collector_up), cAdvisor through the kubelet and
+kube-state-metrics.
 """
 
 from __future__ import annotations
@@ -22,8 +25,9 @@ from __future__ import annotations
 from typing import Any
 
 from headroom import yamlfmt
-from headroom.builders import common, pgbouncer, redis
-from headroom.planning import monitoring, planner
+from headroom.api import v1alpha1
+from headroom.builders import common, pgbouncer, postgres_metrics, redis
+from headroom.planning import database_metrics, monitoring, planner
 
 RATE_WINDOW = "5m"
 SCRAPE_INTERVAL = "30s"
@@ -63,6 +67,28 @@ def _redis_pods(plan: planner.Plan, instance: str) -> str:
 
 def app_pods(plan: planner.Plan) -> str:
     return _regex(plan.app.deployment) + _DEPLOYMENT_POD
+
+
+def server_pods(plan: planner.Plan, server: str) -> str:
+    """The pods whose metrics are the database server ``server``'s: its
+    exporter's, or with CloudNativePG's metrics every pod of the Cluster."""
+    limits = plan.alerts.database if plan.alerts else None
+    if limits is not None and limits.source == database_metrics.CNPG:
+        assert limits.cnpg_cluster is not None
+        return _regex(limits.cnpg_cluster) + _STATEFUL_POD
+    return _regex(plan.names.pg_metrics(server)) + _DEPLOYMENT_POD
+
+
+def server_selector(plan: planner.Plan, server: str, **labels: str) -> str:
+    """The series of one database server (see :func:`server_pods`)."""
+    return _selector(namespace=plan.namespace, pod=server_pods(plan, server), **labels)
+
+
+def every_server_selector(plan: planner.Plan, **labels: str) -> str:
+    """The series of every database server of the profile."""
+    assert plan.alerts is not None and plan.alerts.database is not None
+    pods = "|".join(server_pods(plan, s.name) for s in plan.alerts.database.servers)
+    return _selector(namespace=plan.namespace, pod=pods, **labels)
 
 
 def pooler_selector(plan: planner.Plan, pool: monitoring.PoolLimits) -> str:
@@ -134,6 +160,8 @@ def _pooler_rules(plan: planner.Plan, alerts: monitoring.AlertsPlan) -> list[Rul
     out = _Rules(plan, "pooler", group.severity, group.for_)
     ns = plan.namespace
     for pool in alerts.pools:
+        if not pool.enabled:
+            continue
         pods = _pool_pods(plan, pool.role)
         where = "write" if pool.role == "rw" else "read"
         sel = pooler_selector(plan, pool)
@@ -150,7 +178,7 @@ def _pooler_rules(plan: planner.Plan, alerts: monitoring.AlertsPlan) -> list[Rul
             "HeadroomPoolerConnectionsHigh",
             f"{current} >= {pool.warning}",
             summary=f"{where} pooler pod {{{{ $labels.pod }}}} uses "
-            f"{alerts.settings.pooler.connections_warning_percent}% of its server connections",
+            f"{pool.warning_percent}% of its server connections",
             description=f"{{{{ $value }}}} server connections of max_db_connections {limit} "
             f"on {{{{ $labels.pod }}}} (warning at {pool.warning}); at {limit} clients "
             "queue for a server connection.",
@@ -161,7 +189,7 @@ def _pooler_rules(plan: planner.Plan, alerts: monitoring.AlertsPlan) -> list[Rul
             "HeadroomPoolerConnectionsCritical",
             f"{current} >= {pool.critical}",
             summary=f"{where} pooler pod {{{{ $labels.pod }}}} is at "
-            f"{alerts.settings.pooler.connections_critical_percent}% of its server connections",
+            f"{pool.critical_percent}% of its server connections",
             description=f"{{{{ $value }}}} server connections of max_db_connections {limit} "
             f"on {{{{ $labels.pod }}}} (critical at {pool.critical}).",
             runbook=f"The pool is about to be exhausted: {size}.",
@@ -180,14 +208,15 @@ def _pooler_rules(plan: planner.Plan, alerts: monitoring.AlertsPlan) -> list[Rul
             "find the slow queries (seed 004: over 1 s).",
             pool=pool.role,
         )
+        max_wait = pool.max_wait_seconds
         out.add(
             "HeadroomPoolerMaxWaitHigh",
             f"max by (namespace, pod) (pgbouncer_pools_client_maxwait_seconds{waiting}) "
-            f"> {group.max_wait_seconds:g}",
-            summary=f"a client waited over {group.max_wait_seconds:g} s for a server "
+            f"> {max_wait:g}",
+            summary=f"a client waited over {max_wait:g} s for a server "
             f"connection on {where} pooler pod {{{{ $labels.pod }}}}",
             description="The oldest waiting client has waited {{ $value }} s (threshold "
-            f"{group.max_wait_seconds:g} s, spec.alerts.pooler.maxWaitSeconds); PgBouncer "
+            f"{max_wait:g} s, spec.alerts.pooler.maxWaitSeconds); PgBouncer "
             "drops it after query_wait_timeout.",
             runbook=f"Clients time out soon: {size}.",
             severity="critical",
@@ -211,12 +240,47 @@ def _pooler_rules(plan: planner.Plan, alerts: monitoring.AlertsPlan) -> list[Rul
 
 def _database_rules(plan: planner.Plan, alerts: monitoring.AlertsPlan) -> list[Rule]:
     group = alerts.settings.database
-    write = [p for p in alerts.pools if p.role == "rw"]
-    if not write:
-        return []
     out = _Rules(plan, "database", group.severity, group.for_)
+    write = [p for p in alerts.pools if p.role == "rw"]
+    if write:
+        _pooled_primary_rules(out, plan, alerts, write[0])
+    if alerts.database is not None:
+        _server_rules(out, plan, alerts.database)
+    replicas = alerts.read_replicas
+    if replicas is not None:
+        # The operator measures the replicas' lag too, and exports its verdict
+        # with every condition (headroom_profile_condition).
+        sel = _selector(
+            namespace=plan.namespace, profile=plan.name, condition="ReadReplicasInPool"
+        )[:-1]
+        fallback = (
+            "reads go to the primary (primaryFallbackConnections)"
+            if replicas.when_all_lagging == "primary"
+            else "the read endpoint refuses new connections"
+        )
+        out.add(
+            "HeadroomReadReplicaLagging",
+            f'max by (namespace, profile) (headroom_profile_condition{sel}, status="False"}}) == 1',
+            summary="a read replica lags more than "
+            f"maxLagSeconds {replicas.max_lag_seconds} s and is out of the read pool",
+            description="The operator measured a replica further behind the primary than "
+            f"spec.database.readReplicas.maxLagSeconds {replicas.max_lag_seconds}; the "
+            f"read pool goes on with the others, and when every replica is out {fallback}. "
+            "status.readReplicas[] has each one's lag.",
+            runbook="Look at the replica's replay (disk, CPU, long queries on it); the "
+            "ReadReplicasInPool condition names it. Raise maxLagSeconds only if the app "
+            "can read that stale.",
+        )
+    return out.rules
+
+
+def _pooled_primary_rules(
+    out: _Rules, plan: planner.Plan, alerts: monitoring.AlertsPlan, write: monitoring.PoolLimits
+) -> None:
+    """What the write poolers hold against the primary's budget (``available``)."""
+    group = alerts.settings.database
     primary = alerts.primary
-    sel = pooler_selector(plan, write[0])
+    sel = pooler_selector(plan, write)
     held = f"sum by (namespace) (pgbouncer_databases_current_connections{sel})"
     limits = (
         f"max_connections {plan.budget.max_connections} - reserved {plan.budget.reserved}"
@@ -247,62 +311,222 @@ def _database_rules(plan: planner.Plan, alerts: monitoring.AlertsPlan) -> list[R
         runbook=runbook,
         severity="critical",
     )
-    replicas = alerts.read_replicas
-    if replicas is not None:
-        # No exporter Headroom runs sees a standby's lag; the operator measures it
-        # and exports its verdict with every condition (headroom_profile_condition).
-        sel = _selector(
-            namespace=plan.namespace, profile=plan.name, condition="ReadReplicasInPool"
-        )[:-1]
-        fallback = (
-            "reads go to the primary (primaryFallbackConnections)"
-            if replicas.when_all_lagging == "primary"
-            else "the read endpoint refuses new connections"
+
+
+# The series of the server's own metrics, by source: connections (every
+# session, whatever its database), the longest running transaction of an active
+# query of the app's database, replication lag, whether the exporter reads the
+# server, transactions committed and rolled back.
+_METRICS = {
+    database_metrics.EXPORTER: {
+        "connections": "pg_stat_database_numbackends",
+        "active": "pg_stat_activity_max_tx_duration",
+        "lag": "pg_replication_lag_seconds",
+        "up": "pg_up",
+        "commits": "pg_stat_database_xact_commit",
+        "rollbacks": "pg_stat_database_xact_rollback",
+        "by_state": "pg_stat_activity_count",
+        "hits": "pg_stat_database_blks_hit",
+        "reads": "pg_stat_database_blks_read",
+    },
+    database_metrics.CNPG: {
+        "connections": "cnpg_backends_total",
+        "active": "cnpg_backends_max_tx_duration_seconds",
+        "lag": "cnpg_pg_replication_lag",
+        "up": "cnpg_collector_up",
+        "commits": "cnpg_pg_stat_database_xact_commit",
+        "rollbacks": "cnpg_pg_stat_database_xact_rollback",
+        "by_state": "cnpg_backends_total",
+        "hits": "cnpg_pg_stat_database_blks_hit",
+        "reads": "cnpg_pg_stat_database_blks_read",
+    },
+}
+
+
+def server_metric(limits: monitoring.DatabaseLimits, what: str) -> str:
+    return _METRICS[limits.source][what]
+
+
+def _server_label(limits: monitoring.DatabaseLimits, server: monitoring.ServerLimits) -> str:
+    """The ``server`` label: the primary, a replica's name, or the CNPG Cluster."""
+    if limits.source == database_metrics.CNPG and limits.cnpg_cluster is not None:
+        return limits.cnpg_cluster
+    return server.name
+
+
+def _server_rules(out: _Rules, plan: planner.Plan, limits: monitoring.DatabaseLimits) -> None:
+    """The servers' own connections, slow queries and statements, replication
+    lag, the exporter reaching each, and the query rate of the app's database."""
+    group = plan.alerts.settings.database if plan.alerts else None
+    assert group is not None
+    cnpg = limits.source == database_metrics.CNPG
+    source = "CloudNativePG's metrics" if cnpg else "postgres_exporter"
+    for server in limits.servers:
+        label = _server_label(limits, server)
+        sel = server_selector(plan, server.name)
+        where = (
+            f"the pods of CloudNativePG Cluster {limits.cnpg_cluster}"
+            if cnpg
+            else "the primary"
+            if server.primary
+            else f"replica {server.name}"
+        )
+        held = f"sum by (namespace, pod) ({server_metric(limits, 'connections')}{sel})"
+        usable = (
+            f"max_connections {server.max_connections} - superuser_reserved_connections "
+            f"{server.max_connections - server.usable} = {server.usable}"
+        )
+        by = {
+            "warning": "connectionsWarningCount"
+            if group.connections_warning_count
+            else f"{group.connections_warning_percent}%",
+            "critical": "connectionsCriticalCount"
+            if group.connections_critical_count
+            else f"{group.connections_critical_percent}%",
+        }
+        direct = (
+            f" The poolers may hold {plan.primary_connections - plan.exporter_connections} of "
+            "them; the rest are direct sessions (migrations, consoles, cron jobs, other apps)."
+            if server.primary
+            else ""
+        )
+        runbook = (
+            "Find who holds them (pg_stat_activity by usename, application_name, state; the "
+            "dashboard's connections panel): direct sessions belong behind the pooler "
+            "(DATABASE_URL_POOLED); else raise max_connections and spec.database.maxConnections."
         )
         out.add(
-            "HeadroomReadReplicaLagging",
-            f'max by (namespace, profile) (headroom_profile_condition{sel}, status="False"}}) == 1',
-            summary="a read replica lags more than "
-            f"maxLagSeconds {replicas.max_lag_seconds} s and is out of the read pool",
-            description="The operator measured a replica further behind the primary than "
-            f"spec.database.readReplicas.maxLagSeconds {replicas.max_lag_seconds}; the "
-            f"read pool goes on with the others, and when every replica is out {fallback}. "
-            "status.readReplicas[] has each one's lag.",
-            runbook="Look at the replica's replay (disk, CPU, long queries on it); the "
-            "ReadReplicasInPool condition names it. Raise maxLagSeconds only if the app "
-            "can read that stale.",
+            "HeadroomDatabaseConnectionsHigh",
+            f"{held} >= {server.warning}",
+            summary=f"{{{{ $value }}}} connections on {where}: warning at {server.warning}",
+            description=f"The server's own count ({source}) of every session: {usable} for "
+            f"non-superusers; warning at {server.warning} ({by['warning']}).{direct}",
+            runbook=runbook,
+            server=label,
         )
-    return out.rules
+        out.add(
+            "HeadroomDatabaseConnectionsCritical",
+            f"{held} >= {server.critical}",
+            summary=f"{{{{ $value }}}} connections on {where}: critical at {server.critical}",
+            description=f"The server's own count ({source}); {usable}: at {server.usable} new "
+            f"sessions get 'too many clients'. Critical at {server.critical} "
+            f"({by['critical']}).{direct}",
+            runbook=runbook,
+            severity="critical",
+            server=label,
+        )
+        active = {"datname": limits.database, "state": "active"}
+        if not cnpg:
+            active["backend_type"] = "client backend"
+        slow = limits.slow_query_seconds
+        out.add(
+            "HeadroomQuerySlow",
+            f"max by (namespace, pod) ({server_metric(limits, 'active')}"
+            f"{server_selector(plan, server.name, **active)}) > {slow:g}",
+            summary=f"a query on {where} has been running for more than {slow:g} s",
+            description="The oldest transaction of an active query in database "
+            f"{limits.database} is {{{{ $value | humanizeDuration }}}} old (threshold "
+            f"{slow:g} s, spec.alerts.database.slowQuerySeconds; seed 004: slow query > 1 s).",
+            runbook="SELECT pid, now() - xact_start, query FROM pg_stat_activity WHERE state = "
+            "'active' ORDER BY 2 DESC; then EXPLAIN ANALYZE it: a missing index, an N+1 "
+            "loop, an unbounded list.",
+            wait="",  # the threshold is a duration already
+            server=label,
+        )
+        if limits.statements:
+            seconds = server_selector(plan, server.name, datname=limits.database)
+            out.add(
+                "HeadroomStatementsSlow",
+                f"max by (namespace, pod, queryid, user) "
+                f"(rate(pg_stat_statements_seconds_total{seconds}[{RATE_WINDOW}]) / "
+                f"rate(pg_stat_statements_calls_total{seconds}[{RATE_WINDOW}])) > {slow:g}",
+                summary=f"statement {{{{ $labels.queryid }}}} on {where} takes more than "
+                f"{slow:g} s on average",
+                description="Its mean execution time over the last 5 minutes is "
+                "{{ $value | humanizeDuration }} (pg_stat_statements; threshold "
+                f"{slow:g} s, spec.alerts.database.slowQuerySeconds).",
+                runbook="SELECT query, calls, mean_exec_time FROM pg_stat_statements WHERE "
+                "queryid = <queryid>; EXPLAIN ANALYZE it.",
+                server=label,
+            )
+        lag = limits.replica_lag_seconds
+        if lag is not None and (cnpg or not server.primary):
+            out.add(
+                "HeadroomReplicaLagHigh",
+                f"max by (namespace, pod) ({server_metric(limits, 'lag')}{sel}) > {lag:g}",
+                summary=f"{where} replays {{{{ $value | humanizeDuration }}}} behind the primary",
+                description=f"The replica's own replay lag ({source}) is above {lag:g} s "
+                "(spec.alerts.database.replicaLagSeconds, else readReplicas.maxLagSeconds).",
+                runbook="Look at the replica's disk, CPU and long queries (they hold replay "
+                "back); the read pool takes a replica out past maxLagSeconds.",
+                server=label,
+            )
+        up = server_metric(limits, "up")
+        out.add(
+            "HeadroomDatabaseDown",
+            f"max by (namespace, pod) ({up}{sel}) == 0 or max by (namespace, pod) (up{sel}) == 0",
+            summary=f"{where} does not answer its exporter",
+            description=f"{source} cannot reach the server ({up} 0), or Prometheus cannot "
+            "scrape it (up 0).",
+            runbook="Is the server up and reachable from the profile's namespace? kubectl "
+            "logs of the exporter pod name the error (login, TLS, network).",
+            severity="critical",
+            server=label,
+        )
+    rate_limit = limits.query_rate_per_second
+    if rate_limit is not None:
+        sel = every_server_selector(plan, datname=limits.database)
+        commits, rollbacks = server_metric(limits, "commits"), server_metric(limits, "rollbacks")
+        out.add(
+            "HeadroomDatabaseQueryRateHigh",
+            f"sum by (namespace) (rate({commits}{sel}[{RATE_WINDOW}])) + "
+            f"sum by (namespace) (rate({rollbacks}{sel}[{RATE_WINDOW}])) > {rate_limit:g}",
+            summary=f"database {limits.database} runs more than {rate_limit:g} queries a second",
+            description="{{ $value | humanize }} transactions a second over every server "
+            "(each statement outside a transaction is one; threshold "
+            f"{rate_limit:g}, spec.alerts.database.queryRatePerSecond; seed 000: < 100/s at "
+            "1,000 users).",
+            runbook="Look for N+1 loops and lookups a cache could answer (seed 000: 7 queries "
+            "a page where 2 do); spec.cache holds what is read often.",
+        )
+
+
+# What evicting means on an instance that must never evict, by use.
+_NEVER_EVICTS = {
+    "queue": ("HeadroomQueueRedisEvicting", "jobs are lost"),
+    "counters": ("HeadroomCountersRedisEvicting", "rate limits and quotas reset"),
+}
 
 
 def _cache_rules(plan: planner.Plan, alerts: monitoring.AlertsPlan) -> list[Rule]:
     group = alerts.settings.cache
     out = _Rules(plan, "cache", group.severity, group.for_)
-    for inst in alerts.redis:
+    instances = [inst for inst in alerts.redis if inst.enabled]
+    for inst in instances:
         where = f"spec.cache.instances {inst.name}"
         sel = redis_selector(plan, inst.name)
+        full = {
+            "queue": "a queue instance refuses writes when full (noeviction).",
+            "counters": "a counters instance refuses increments when full (noeviction).",
+        }
         out.add(
             "HeadroomRedisMemoryHigh",
             f"max by (namespace, pod) (redis_memory_used_bytes{sel}) >= "
             f"{inst.memory_warning_bytes}",
-            summary=f"Redis {inst.name} uses {group.memory_percent}% of maxmemory",
+            summary=f"Redis {inst.name} uses {inst.memory_percent}% of maxmemory",
             description=f"{{{{ $value | humanize1024 }}}}B used of maxmemory "
             f"{inst.maxmemory_bytes} bytes on {{{{ $labels.pod }}}} (warning at "
-            f"{inst.memory_warning_bytes}); "
-            + (
-                "a queue instance refuses writes when full (noeviction)."
-                if inst.use == "queue"
-                else "then it evicts keys."
-            ),
+            f"{inst.memory_warning_bytes}); " + full.get(inst.use, "then it evicts keys."),
             runbook=f"Raise {where} memory (maxmemory is 75% of it).",
             redis=inst.name,
         )
         evicted = f"sum by (namespace) (rate(redis_evicted_keys_total{sel}[{RATE_WINDOW}])) > 0"
-        if inst.use == "queue":
+        if inst.use in _NEVER_EVICTS:
+            name, lost = _NEVER_EVICTS[inst.use]
             out.add(
-                "HeadroomQueueRedisEvicting",
+                name,
                 evicted,
-                summary=f"Redis {inst.name} (use: queue) evicts keys: jobs are lost",
+                summary=f"Redis {inst.name} (use: {inst.use}) evicts keys: {lost}",
                 description="{{ $value }} keys evicted per second on an instance that must "
                 "never evict (its policy is noeviction unless changed outside Headroom).",
                 runbook=f"Check maxmemory-policy on the pods; raise {where} memory.",
@@ -311,29 +535,32 @@ def _cache_rules(plan: planner.Plan, alerts: monitoring.AlertsPlan) -> list[Rule
                 redis=inst.name,
             )
             continue
-        out.add(
-            "HeadroomRedisEvicting",
-            evicted,
-            summary=f"Redis {inst.name} evicts keys",
-            description=f"{{{{ $value }}}} keys evicted per second: the cache is full at "
-            f"maxmemory {inst.maxmemory_bytes} bytes.",
-            runbook=f"Raise {where} memory, or give keys shorter TTLs.",
-            redis=inst.name,
-        )
+        if inst.evictions:
+            out.add(
+                "HeadroomRedisEvicting",
+                evicted,
+                summary=f"Redis {inst.name} evicts keys",
+                description=f"{{{{ $value }}}} keys evicted per second: the cache is full at "
+                f"maxmemory {inst.maxmemory_bytes} bytes.",
+                runbook=f"Raise {where} memory, or give keys shorter TTLs; a cache meant "
+                f"to run full turns this off (spec.alerts.cache.instances.{inst.name}"
+                ".evictions).",
+                redis=inst.name,
+            )
         hits = f"rate(redis_keyspace_hits_total{sel}[{RATE_WINDOW}])"
         misses = f"rate(redis_keyspace_misses_total{sel}[{RATE_WINDOW}])"
         out.add(
             "HeadroomRedisHitRateLow",
             f"sum by (namespace) ({hits}) / sum by (namespace) ({hits} + {misses}) "
-            f"< {group.hit_rate_min:g}",
-            summary=f"Redis {inst.name} hit rate is below {group.hit_rate_min:.0%}",
+            f"< {inst.hit_rate_min:g}",
+            summary=f"Redis {inst.name} hit rate is below {inst.hit_rate_min:.0%}",
             description=f"{{{{ $value | humanizePercentage }}}} of lookups hit (target "
-            f"> {group.hit_rate_min:.0%}, seed 000).",
+            f"> {inst.hit_rate_min:.0%}, seed 000).",
             runbook=f"Keys expire or are evicted before they are read again: raise {where} "
             "memory, lengthen TTLs, or cache what is read often.",
             redis=inst.name,
         )
-    for inst in alerts.redis:
+    for inst in instances:
         sel = redis_selector(plan, inst.name)
         out.add(
             "HeadroomRedisDown",
@@ -421,6 +648,7 @@ def _app_rules(plan: planner.Plan, alerts: monitoring.AlertsPlan) -> list[Rule]:
             runbook="If clients wait on the pooler or CPU is high, scale out (replicas.max); "
             "else find the slow endpoints and queries.",
         )
+        _route_rules(out, plan, metrics=metrics, pods=pods)
         out.add(
             "HeadroomAppErrorRatioHigh",
             f"sum by (namespace) (rate({metrics.histogram}_count{errors}{rate})) / "
@@ -456,6 +684,59 @@ def _app_rules(plan: planner.Plan, alerts: monitoring.AlertsPlan) -> list[Rule]:
         "spec.cache); or raise the pods' memory limit.",
     )
     return out.rules
+
+
+# RE2's special characters among those a route may hold (v1alpha1.alerts.ROUTE).
+_ROUTE_SPECIAL = frozenset(".()*+$[]{}")
+
+
+def route_matcher(label: str, target: v1alpha1.RouteLatency) -> str:
+    """The label matcher of a route target: the route exactly, or every route
+    that starts with the prefix (its special characters escaped for RE2, the
+    backslash doubled for the PromQL string)."""
+    if target.route is not None:
+        return f'{label}="{target.route}"'
+    assert target.prefix is not None
+    escaped = "".join(f"\\\\{c}" if c in _ROUTE_SPECIAL else c for c in target.prefix)
+    return f'{label}=~"{escaped}.*"'
+
+
+def _route_rules(
+    out: _Rules, plan: planner.Plan, *, metrics: v1alpha1.AppMetrics, pods: str
+) -> None:
+    """A p95 per route (the histogram's route label), beside the app-wide one:
+    one rule, each target's expression joined by ``or`` (a route two targets
+    name is judged by the first)."""
+    group = plan.alerts.settings.app if plan.alerts else None
+    assert group is not None
+    if not group.routes:
+        return
+    label = metrics.route_label
+    parts = []
+    targets = []
+    for target in group.routes:
+        sel = _selector(namespace=plan.namespace, pod=pods)[:-1]
+        sel += f", {route_matcher(label, target)}}}"
+        limit = target.p95_latency_seconds
+        parts.append(
+            f"histogram_quantile(0.95, sum by (namespace, {label}, le) "
+            f"(rate({metrics.histogram}_bucket{sel}[{RATE_WINDOW}]))) > {limit:g}"
+        )
+        where = (
+            literal(target.route)
+            if target.route is not None
+            else f"{literal(target.prefix or '')}*"
+        )
+        targets.append(f"{where} < {limit:g} s")
+    out.add(
+        "HeadroomRouteLatencyHigh",
+        " or ".join(f"({part})" for part in parts) if len(parts) > 1 else parts[0],
+        summary=f"{plan.app.deployment} {{{{ $labels.{label} }}}} p95 latency is above its target",
+        description="95th percentile request duration {{ $value | humanizeDuration }} on "
+        f"{{{{ $labels.{label} }}}} (targets: {'; '.join(targets)}; spec.alerts.app.routes).",
+        runbook="Profile the route: its queries (HeadroomQuerySlow, the dashboard's "
+        "statements), its calls out, what a cache could answer.",
+    )
 
 
 def rule_groups(plan: planner.Plan) -> list[Rule]:
@@ -515,7 +796,8 @@ def _monitor(
 def _monitors(plan: planner.Plan, *, app_pod_selector: common.Obj | None) -> list[common.Obj]:
     """A ServiceMonitor per pooler Service (its exporter, 9127), a PodMonitor per
     Redis instance (its exporter sidecar, 9121: in HA no Service fronts the Redis
-    pods' metrics) and one for the app's pods."""
+    pods' metrics), per database server's exporter (9187) or for the CNPG
+    Cluster's pods, and one for the app's pods."""
     assert plan.alerts is not None
     metrics_port = {"port": "metrics", "path": "/metrics"}
     found = []
@@ -542,6 +824,7 @@ def _monitors(plan: planner.Plan, *, app_pod_selector: common.Obj | None) -> lis
                 endpoint=metrics_port,
             )
         )
+    found += _database_monitors(plan, endpoint=metrics_port)
     metrics = plan.alerts.settings.app.served_metrics
     if metrics is not None and app_pod_selector:
         found.append(
@@ -554,6 +837,39 @@ def _monitors(plan: planner.Plan, *, app_pod_selector: common.Obj | None) -> lis
             )
         )
     return found
+
+
+# CloudNativePG labels every pod of a Cluster with its name.
+CNPG_CLUSTER_LABEL = "cnpg.io/cluster"
+
+
+def _database_monitors(plan: planner.Plan, *, endpoint: common.Obj) -> list[common.Obj]:
+    """A PodMonitor per exporter; with CloudNativePG's metrics one for the
+    Cluster's pods (CNPG deprecates making its own: users are to write one)."""
+    metrics = plan.database_metrics
+    if metrics is None:
+        return []
+    if metrics.source == database_metrics.CNPG:
+        assert metrics.cnpg_cluster is not None
+        return [
+            _monitor(
+                plan,
+                kind="PodMonitor",
+                name=plan.names.pg_metrics(database_metrics.PRIMARY),
+                selector={"matchLabels": {CNPG_CLUSTER_LABEL: metrics.cnpg_cluster}},
+                endpoint=endpoint,
+            )
+        ]
+    return [
+        _monitor(
+            plan,
+            kind="PodMonitor",
+            name=plan.names.pg_metrics(server.name),
+            selector={"matchLabels": postgres_metrics.pod_selector(plan, server)},
+            endpoint=endpoint,
+        )
+        for server in metrics.servers
+    ]
 
 
 def build(plan: planner.Plan, *, app_pod_selector: common.Obj | None) -> list[common.Obj]:

@@ -370,14 +370,15 @@ def redis_url(plan: planner.Plan, instance: planner.RedisPlan, password: str) ->
 def _redis_entries(
     plan: planner.Plan, creds: credentials.Credentials, consumer: Consumer, *, omit: frozenset[str]
 ) -> dict[str, str]:
-    """REDIS_CACHE_URL / REDIS_QUEUE_URL for the instance of each use (the one
-    named after it, else the first); REDIS_<NAME>_URL for every instance (the
-    planner keeps the names "cache" and "queue" for instances of that use, so
-    nothing collides); REDIS_URL, the one an app that reads a single URL uses:
-    never an evicting instance when there is a queue (BullMQ on allkeys-lru
-    loses jobs), so the queue instance then, else the cache. Sentinel instances
-    also get REDIS_<NAME>_SENTINELS and _MASTER. A worker gets its own queue's
-    instance as REDIS_QUEUE_URL and REDIS_URL."""
+    """REDIS_CACHE_URL / REDIS_QUEUE_URL / REDIS_COUNTERS_URL for the instance of
+    each use (the one named after it, else the first); REDIS_<NAME>_URL for
+    every instance (the planner keeps the names "cache", "queue" and "counters"
+    for instances of that use, so nothing collides); REDIS_URL, the one an app
+    that reads a single URL uses: never an evicting instance when there is a
+    queue (BullMQ on allkeys-lru loses jobs), so the queue instance then, else
+    the cache, else the counters. Sentinel instances also get
+    REDIS_<NAME>_SENTINELS and _MASTER. A worker gets its own queue's instance
+    as REDIS_QUEUE_URL and REDIS_URL."""
     entries: dict[str, str] = {}
     instances = [r for r in plan.redis if f"redis/{r.name}" not in omit]
     urls = {r.name: redis_url(plan, r, creds.redis_passwords[r.name]) for r in instances}
@@ -395,5 +396,9 @@ def _redis_entries(
             entries[f"REDIS_{key}_SENTINELS"] = f"{host}:{planner.SENTINEL_PORT}"
             entries[f"REDIS_{key}_MASTER"] = redis.MASTER_SET
     if instances:
-        entries["REDIS_URL"] = entries.get("REDIS_QUEUE_URL") or entries["REDIS_CACHE_URL"]
+        entries["REDIS_URL"] = next(
+            entries[key]
+            for key in ("REDIS_QUEUE_URL", "REDIS_CACHE_URL", "REDIS_COUNTERS_URL")
+            if key in entries
+        )
     return entries

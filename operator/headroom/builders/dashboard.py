@@ -2,9 +2,13 @@
 loads (label ``grafana_dashboard: "1"``, the kube-prometheus-stack default).
 
 Pure. Panels: the connection budget against what the poolers hold, clients
-waiting, each cache's hit rate, each queue's backlog against its drain
-ceiling, the app's and the workers' replicas against their ceilings. The same
-filters as the alert expressions (:mod:`headroom.builders.alert_rules`).
+waiting, each database server's own connections (by state, by user and
+application), its longest running query, the slowest statements, the query
+rate, replication lag, the buffer cache and what the server exposes of CPU and
+memory, each cache's hit rate, each queue's backlog against its drain ceiling,
+the app's p95 per route, the app's and the workers' replicas against their
+ceilings. The same filters as the alert expressions
+(:mod:`headroom.builders.alert_rules`).
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ import json
 from typing import Any
 
 from headroom.builders import alert_rules, common
-from headroom.planning import monitoring, planner
+from headroom.planning import database_metrics, monitoring, planner
 
 LABEL = "grafana_dashboard"
 _WIDTH = 12
@@ -35,11 +39,158 @@ def _panel(index: int, title: str, targets: list[tuple[str, str]], unit: str) ->
     }
 
 
+Panel = tuple[str, list[tuple[str, str]], str]
+
+
+def _database_panels(plan: planner.Plan, limits: monitoring.DatabaseLimits) -> list[Panel]:
+    """The servers' own metrics (postgres_exporter's or CloudNativePG's)."""
+    panels: list[Panel] = []
+
+    def metric(what: str) -> str:
+        return alert_rules.server_metric(limits, what)
+
+    db = limits.database
+    for server in limits.servers:
+        name = limits.cnpg_cluster if limits.source == database_metrics.CNPG else server.name
+        sel = alert_rules.server_selector(plan, server.name)
+        in_db = alert_rules.server_selector(plan, server.name, datname=db)
+        panels.append(
+            (
+                f"Database {name}: connections by state",
+                [
+                    (f"sum by (state) ({metric('by_state')}{sel})", "{{state}}"),
+                    (f"sum({metric('connections')}{sel})", "every session"),
+                    (f"vector({server.warning})", "warning"),
+                    (f"vector({server.usable})", "max_connections - superuser reserved"),
+                ],
+                "short",
+            )
+        )
+        panels.append(
+            (
+                f"Database {name}: connections by user and application",
+                [
+                    (
+                        f"sum by (usename, application_name) ({metric('by_state')}{sel})",
+                        "{{usename}} {{application_name}}",
+                    )
+                ],
+                "short",
+            )
+        )
+        active = {"datname": db, "state": "active"}
+        if limits.source == database_metrics.EXPORTER:
+            active["backend_type"] = "client backend"
+        panels.append(
+            (
+                f"Database {name}: longest running query, buffer cache hit ratio",
+                [
+                    (
+                        f"max({metric('active')}"
+                        f"{alert_rules.server_selector(plan, server.name, **active)})",
+                        "longest active (s)",
+                    ),
+                    (f"vector({limits.slow_query_seconds:g})", "slowQuerySeconds"),
+                    (
+                        f"sum(rate({metric('hits')}{in_db}[5m])) / (sum(rate({metric('hits')}"
+                        f"{in_db}[5m])) + sum(rate({metric('reads')}{in_db}[5m])))",
+                        "buffer cache hit ratio",
+                    ),
+                ],
+                "s",
+            )
+        )
+        if limits.statements:
+            panels.append(
+                (
+                    f"Database {name}: slowest statements (mean over 5m)",
+                    [
+                        (
+                            f"topk(10, rate(pg_stat_statements_seconds_total{in_db}[5m]) / "
+                            f"rate(pg_stat_statements_calls_total{in_db}[5m]))",
+                            "{{queryid}} {{user}}",
+                        ),
+                        (f"vector({limits.slow_query_seconds:g})", "slowQuerySeconds"),
+                    ],
+                    "s",
+                )
+            )
+        if limits.replica_lag_seconds is not None and not server.primary:
+            panels.append(
+                (
+                    f"Database {name}: replication lag",
+                    [
+                        (f"max by (pod) ({metric('lag')}{sel})", "{{pod}}"),
+                        (f"vector({limits.replica_lag_seconds:g})", "replicaLagSeconds"),
+                    ],
+                    "s",
+                )
+            )
+    every = alert_rules.every_server_selector(plan, datname=db)
+    rate = [
+        (
+            f"sum(rate({metric('commits')}{every}[5m])) + "
+            f"sum(rate({metric('rollbacks')}{every}[5m]))",
+            "transactions / s",
+        )
+    ]
+    if limits.query_rate_per_second is not None:
+        rate.append((f"vector({limits.query_rate_per_second:g})", "queryRatePerSecond"))
+    panels.append((f"Database {db}: queries per second, every server", rate, "reqps"))
+    pods = _database_pods(plan, limits)
+    if pods:
+        sel = f'{{namespace="{plan.namespace}", pod=~"{pods}", container!="", container!="POD"}}'
+        panels.append(
+            (
+                "Database pods: CPU (cores) and memory",
+                [
+                    (f"sum by (pod) (rate(container_cpu_usage_seconds_total{sel}[5m]))", "{{pod}}"),
+                    (f"sum by (pod) (container_memory_working_set_bytes{sel})", "{{pod}} bytes"),
+                ],
+                "short",
+            )
+        )
+    return panels
+
+
+def _database_pods(plan: planner.Plan, limits: monitoring.DatabaseLimits) -> str:
+    """The pods the servers run in, when they run in the cluster (the standbys
+    Headroom runs, a CNPG Cluster's): only their containers' CPU and memory
+    are known (a managed server exposes neither through SQL)."""
+    if limits.cnpg_cluster is not None:
+        return f"{limits.cnpg_cluster}-[0-9]+"
+    if plan.read is not None and plan.read.standby is not None:
+        return f"{plan.names.standbys}-[0-9]+"
+    return ""
+
+
+def _route_panels(plan: planner.Plan) -> list[Panel]:
+    assert plan.alerts is not None
+    app = plan.alerts.settings.app
+    metrics = app.served_metrics
+    if metrics is None or not app.routes:
+        return []
+    sel = f'{{namespace="{plan.namespace}", pod=~"{alert_rules.app_pods(plan)}"}}'
+    label = metrics.route_label
+    targets = [
+        (
+            f"histogram_quantile(0.95, sum by ({label}, le) "
+            f"(rate({metrics.histogram}_bucket{sel}[5m])))",
+            f"{{{{{label}}}}}",
+        )
+    ]
+    targets += [
+        (f"vector({t.p95_latency_seconds:g})", f"target {t.route or f'{t.prefix}*'}")
+        for t in app.routes
+    ]
+    return [(f"{plan.app.deployment}: p95 per route", targets, "s")]
+
+
 def dashboard(plan: planner.Plan) -> dict[str, Any]:
     """The dashboard JSON model (schemaVersion 39)."""
     assert plan.alerts is not None
     ns = plan.namespace
-    panels: list[tuple[str, list[tuple[str, str]], str]] = []
+    panels: list[Panel] = []
     write = [p for p in plan.alerts.pools if p.role == "rw"]
     if write:
         sel = alert_rules.pooler_selector(plan, write[0])
@@ -76,6 +227,8 @@ def dashboard(plan: planner.Plan) -> dict[str, Any]:
                 "short",
             )
         )
+    if plan.alerts.database is not None:
+        panels += _database_panels(plan, plan.alerts.database)
     for inst in plan.alerts.redis:
         sel = alert_rules.redis_selector(plan, inst.name)
         if inst.use == "cache":
@@ -113,6 +266,7 @@ def dashboard(plan: planner.Plan) -> dict[str, Any]:
                 "short",
             )
         )
+    panels += _route_panels(plan)
     hpas = [(plan.names.app_autoscaler, plan.app.deployment)] if plan.alerts.app.autoscaled else []
     hpas += [(alert_rules.worker_hpa(plan, q), f"workers {q.name}") for q in plan.alerts.queues]
     if hpas:

@@ -22,6 +22,7 @@ from headroom.builders import (
     common,
     dashboard,
     pgbouncer,
+    postgres_metrics,
     read_pooler,
     redis,
     revision,
@@ -37,6 +38,7 @@ STANDBYS = "standbys"
 BINDING = "binding"
 AUTOSCALING = "autoscaling"
 MONITORING = "monitoring"
+DATABASE_METRICS = "pg-metrics"  # postgres_exporter, one per database server
 OBJECT_STORE = "object-store"  # the builtin S3 server (every builtin bucket's)
 
 
@@ -162,6 +164,7 @@ def build_parts(
             )
         )
     parts.append((AUTOSCALING, app_autoscaler.build(plan, app_pod_selector=selector)))
+    parts.append((DATABASE_METRICS, postgres_metrics.build(plan, creds)))
     parts.append(
         (
             MONITORING,

@@ -12,6 +12,8 @@ the value does (:func:`sources`):
 - ``login``: the app's login (spec.database.credentialsSecret), by the
   Secret's resourceVersion: a value the user chose is never hashed into an
   annotation, where a weak one could be guessed offline;
+- ``monitor-login``: spec.database.metrics.credentialsSecret (the exporters'
+  monitoring role), by resourceVersion;
 - ``server-ca``: spec.database.serverCASecret, by resourceVersion;
 - ``bucket/<name>``: a cosi/s3 bucket's credentials Secret, by resourceVersion;
 - ``stats``, ``agent``, ``redis/<instance>``, ``s3-root``, ``s3-app``: values
@@ -46,6 +48,7 @@ LEGACY_REVISIONS = (
 )
 
 LOGIN = "login"
+MONITOR_LOGIN = "monitor-login"
 SERVER_CA = "server-ca"
 STATS = "stats"
 AGENT = "agent"
@@ -91,6 +94,8 @@ def sources(plan: planner.Plan, creds: credentials.Credentials) -> dict[str, str
     }
     if plan.database.server_ca_secret is not None:
         found[SERVER_CA] = creds.server_ca_revision
+    if creds.monitor_revision:
+        found[MONITOR_LOGIN] = creds.monitor_revision
     if creds.agent_password:
         found[AGENT] = generated(creds.agent_password, names.read_pooler_auth)
     for instance, password in creds.redis_passwords.items():

@@ -53,6 +53,10 @@ POOLER_GRACE_SECONDS = 30
 POOLER_MIN_READY_SECONDS = POOLER_GRACE_SECONDS + 5
 
 
+# What the primary's reserved connections are kept for (messages).
+DIRECT_LABEL = "kept for direct connections"
+
+
 @dataclass(frozen=True)
 class ClientGroup:
     """Something that opens database connections through the pooler."""
@@ -136,7 +140,7 @@ class BudgetInput:
     # the pooler section the messages name, and the server the budget is on
     pooler_field: str = "spec.pooler"
     server: str = "the primary"
-    reserved_label: str = "kept for direct connections"
+    reserved_label: str = DIRECT_LABEL
     # server connections the read pool may open here when every replica is out
     read_fallback: int = 0
     profile: str = ""  # namespace/name of the profile planned, for messages

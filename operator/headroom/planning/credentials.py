@@ -68,6 +68,9 @@ class Credentials:
     buckets: dict[str, object_storage.BucketCredentials] = field(default_factory=dict)
     # the builtin S3 server's generated root and app keys (builtin buckets only)
     s3_server: versitygw.ServerKeys | None = None
+    # resourceVersion of spec.database.metrics.credentialsSecret (rolls the
+    # exporters when it changes; its values are never read)
+    monitor_revision: str = ""
 
 
 def s3_endpoint(plan: planner.Plan) -> str:
@@ -118,6 +121,7 @@ def assemble(
     server_ca_pem: str | None = None,
     server_ca_revision: str = "",
     buckets: Mapping[str, object_storage.BucketCredentials] | None = None,
+    monitor_revision: str = "",
 ) -> Credentials:
     """Everything the builders need of secrets for ``plan``. ``buckets``: the
     credentials read from each cosi/s3 bucket's Secret (a builtin bucket's
@@ -150,4 +154,5 @@ def assemble(
         else "",
         buckets=found,
         s3_server=s3_server,
+        monitor_revision=monitor_revision,
     )

@@ -23,7 +23,8 @@ def primary_problems(
         return []
     db, budget = plan.database, plan.budget
     others = sum(use.server_connections for use in budget.shared)
-    live = primary.available - db.reserved_connections - others
+    exporter = plan.exporter_connections
+    live = primary.available - db.reserved_connections - exporter - others
     opened = budget.server_connections + budget.read_fallback
     if opened <= live:
         return []
@@ -43,6 +44,7 @@ def primary_problems(
             field,
             f"the primary reports {primary.describe()}"
             + (f" - {db.reserved_connections} reserved" if db.reserved_connections else "")
+            + (f" - {exporter} for postgres_exporter" if exporter else "")
             + (f" - {others} opened by the other profiles on it" if others else "")
             + f" = {live} available, but the plan opens {opened} server "
             f"connections ({parts}; declared maxConnections {db.max_connections}, "
@@ -62,7 +64,7 @@ def replica_problems(
     if read is None or rr is None:
         return []
     probes = rr.pooler.instances + connection_budget.ROLLOUT_EXTRA_PODS + read_plan.OPERATOR_PROBES
-    reserved = rr.reserved_connections + probes
+    reserved = rr.reserved_connections + probes + read.exporter_connections
     budget = read.budget
     problems = []
     for replica in read.replicas:

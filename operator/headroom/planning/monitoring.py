@@ -1,6 +1,8 @@
 """The numbers the alerts compare with, from the plan: each pool's
-``max_db_connections``, the primary's ``max_connections - reserved``, each Redis
-``maxmemory``, each queue's drain ceiling, the app's ceiling.
+``max_db_connections``, the primary's ``max_connections - reserved``, each
+database server's own ``max_connections``, each Redis ``maxmemory``, each
+queue's drain ceiling, the app's ceiling; and the settings each pool and each
+Redis instance ends up with (its own over its group's).
 
 Pure: called by the planner (:func:`headroom.planning.planner.plan`); the builder
 (:mod:`headroom.builders.alert_rules`) turns an :class:`AlertsPlan` into rule groups
@@ -14,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from headroom.api import quantity, v1alpha1
-from headroom.planning import names
+from headroom.planning import database_metrics, names
 
 # The component label of the rules, monitors and dashboard.
 COMPONENT = "monitoring"
@@ -36,13 +38,18 @@ def share(total: int, percent: int) -> int:
 
 @dataclass(frozen=True)
 class PoolLimits:
-    """One pooler Deployment (write, or read) and its per-pod server limit."""
+    """One pooler Deployment (write, or read), its per-pod server limit and
+    the settings it ends up with (spec.alerts.pooler.write/read over the group's)."""
 
     role: str  # "rw" | "ro"
     database: str  # the database entry PgBouncer exports (its ``database`` label)
     max_db_connections: int  # per pooler pod
     warning: int  # server connections of one pod that warn
     critical: int
+    warning_percent: int = 50
+    critical_percent: int = 90
+    max_wait_seconds: float = 1.0
+    enabled: bool = True
 
 
 @dataclass(frozen=True)
@@ -57,10 +64,17 @@ class PrimaryLimits:
 
 @dataclass(frozen=True)
 class RedisLimits:
+    """One Redis instance's numbers and the settings it ends up with
+    (spec.alerts.cache.instances[name] over the group's)."""
+
     name: str
-    use: str  # cache | queue
+    use: str  # cache | queue | counters
     maxmemory_bytes: int
     memory_warning_bytes: int
+    memory_percent: int = 90
+    hit_rate_min: float = 0.8
+    evictions: bool = True  # HeadroomRedisEvicting (use: cache)
+    enabled: bool = True
 
 
 @dataclass(frozen=True)
@@ -97,6 +111,37 @@ class ReadReplicaLimits:
 
 
 @dataclass(frozen=True)
+class ServerLimits:
+    """A database server's own connections that warn and go critical: the
+    group's absolute count when it gives one, else its share of
+    ``max_connections - superuser_reserved`` (what non-superusers may open)."""
+
+    name: str  # "primary", a replica's name, or "cnpg" (every pod of the Cluster)
+    max_connections: int
+    usable: int  # max_connections - superuser_reserved_connections
+    warning: int
+    critical: int
+
+    @property
+    def primary(self) -> bool:
+        return self.name == database_metrics.PRIMARY
+
+
+@dataclass(frozen=True)
+class DatabaseLimits:
+    """What the rules on the servers' own metrics compare with."""
+
+    source: str  # database_metrics.EXPORTER | database_metrics.CNPG
+    database: str  # the app's database (datname)
+    servers: tuple[ServerLimits, ...]
+    statements: bool  # per-statement times are collected (pg_stat_statements)
+    slow_query_seconds: float
+    query_rate_per_second: float | None
+    replica_lag_seconds: float | None  # None: no replica
+    cnpg_cluster: str | None = None
+
+
+@dataclass(frozen=True)
 class AlertsPlan:
     settings: v1alpha1.Alerts
     pools: tuple[PoolLimits, ...]
@@ -105,6 +150,124 @@ class AlertsPlan:
     queues: tuple[QueueLimits, ...]
     app: AppLimits
     read_replicas: ReadReplicaLimits | None = None
+    database: DatabaseLimits | None = None  # None: no server metrics
+
+
+def _pool(pooler: v1alpha1.PoolerAlerts, *, role: str, database: str, limit: int) -> PoolLimits:
+    own = (pooler.write if role == "rw" else pooler.read) or v1alpha1.PoolAlerts()
+    warning = own.connections_warning_percent or pooler.connections_warning_percent
+    critical = own.connections_critical_percent or pooler.connections_critical_percent
+    return PoolLimits(
+        role=role,
+        database=database,
+        max_db_connections=limit,
+        warning=share(limit, warning),
+        critical=share(limit, critical),
+        warning_percent=warning,
+        critical_percent=critical,
+        max_wait_seconds=own.max_wait_seconds or pooler.max_wait_seconds,
+        enabled=own.enabled if own.enabled is not None else True,
+    )
+
+
+def _redis(cache: v1alpha1.CacheAlerts, *, name: str, use: str, maxmemory: int) -> RedisLimits:
+    own = cache.instances.get(name) or v1alpha1.CacheInstanceAlerts()
+    percent = own.memory_percent or cache.memory_percent
+    return RedisLimits(
+        name=name,
+        use=use,
+        maxmemory_bytes=maxmemory,
+        memory_warning_bytes=maxmemory * percent // 100,
+        memory_percent=percent,
+        hit_rate_min=own.hit_rate_min or cache.hit_rate_min,
+        evictions=own.evictions if own.evictions is not None else True,
+        enabled=own.enabled if own.enabled is not None else True,
+    )
+
+
+def count_problems(
+    alerts: v1alpha1.DatabaseAlerts, servers: tuple[tuple[str, int], ...]
+) -> list[tuple[str, str]]:
+    """(field, message) for an absolute count no server can reach: its alert
+    would never fire. ``servers``: (name, max_connections)."""
+    found = []
+    for field, count in (
+        ("connectionsWarningCount", alerts.connections_warning_count),
+        ("connectionsCriticalCount", alerts.connections_critical_count),
+    ):
+        over = [(name, most) for name, most in servers if count is not None and count > most]
+        if over:
+            name, most = over[0]
+            found.append(
+                (
+                    f"spec.alerts.database.{field}",
+                    f"{count} is above max_connections {most} of the {name} server: its "
+                    "connections never reach it, so the alert could never fire",
+                )
+            )
+    return found
+
+
+def server_limits(
+    alerts: v1alpha1.DatabaseAlerts, *, name: str, max_connections: int, superuser_reserved: int
+) -> ServerLimits:
+    usable = max(1, max_connections - superuser_reserved)
+    warning = alerts.connections_warning_count or share(usable, alerts.connections_warning_percent)
+    critical = alerts.connections_critical_count or share(
+        usable, alerts.connections_critical_percent
+    )
+    return ServerLimits(
+        name=name,
+        max_connections=max_connections,
+        usable=usable,
+        warning=warning,
+        critical=critical,
+    )
+
+
+def _database(
+    alerts: v1alpha1.DatabaseAlerts,
+    *,
+    metrics: database_metrics.DatabaseMetricsPlan | None,
+    database: str,
+    superuser_reserved: int,
+    cnpg_max_connections: int,
+    max_lag_seconds: int | None,
+) -> DatabaseLimits | None:
+    if metrics is None:
+        return None
+    servers: tuple[ServerLimits, ...]
+    if metrics.source == database_metrics.CNPG:
+        servers = (
+            server_limits(
+                alerts,
+                name=database_metrics.CNPG,
+                max_connections=cnpg_max_connections,
+                superuser_reserved=superuser_reserved,
+            ),
+        )
+    else:
+        servers = tuple(
+            server_limits(
+                alerts,
+                name=s.name,
+                max_connections=s.max_connections,
+                superuser_reserved=superuser_reserved,
+            )
+            for s in metrics.servers
+        )
+    replicas = metrics.source == database_metrics.CNPG or len(metrics.servers) > 1
+    lag = alerts.replica_lag_seconds or max_lag_seconds
+    return DatabaseLimits(
+        source=metrics.source,
+        database=database,
+        servers=servers,
+        statements=metrics.statements,
+        slow_query_seconds=alerts.slow_query_seconds,
+        query_rate_per_second=alerts.query_rate_per_second,
+        replica_lag_seconds=lag if replicas and lag is not None else None,
+        cnpg_cluster=metrics.cnpg_cluster,
+    )
 
 
 def plan(
@@ -118,23 +281,21 @@ def plan(
     queues: tuple[QueueLimits, ...],
     app: AppLimits,
     read_replicas: ReadReplicaLimits | None = None,
+    metrics: database_metrics.DatabaseMetricsPlan | None = None,
+    superuser_reserved: int = 0,
+    cnpg_max_connections: int = 0,
+    max_lag_seconds: int | None = None,
 ) -> AlertsPlan | None:
     """``pools``: (role, max_db_connections per pod); ``redis``: (name, use,
-    maxmemory bytes). None when the profile turns alerts off."""
+    maxmemory bytes); ``metrics``: where the servers' own metrics come from.
+    None when the profile turns alerts off."""
     if not settings.enabled:
         return None
     pooler, db, cache = settings.pooler, settings.database, settings.cache
     return AlertsPlan(
         settings=settings,
         pools=tuple(
-            PoolLimits(
-                role=role,
-                database=database,
-                max_db_connections=limit,
-                warning=share(limit, pooler.connections_warning_percent),
-                critical=share(limit, pooler.connections_critical_percent),
-            )
-            for role, limit in pools
+            _pool(pooler, role=role, database=database, limit=limit) for role, limit in pools
         ),
         primary=PrimaryLimits(
             available=available,
@@ -143,17 +304,19 @@ def plan(
             critical=share(available, db.connections_critical_percent),
         ),
         redis=tuple(
-            RedisLimits(
-                name=name,
-                use=use,
-                maxmemory_bytes=maxmemory,
-                memory_warning_bytes=maxmemory * cache.memory_percent // 100,
-            )
-            for name, use, maxmemory in redis
+            _redis(cache, name=name, use=use, maxmemory=maxmemory) for name, use, maxmemory in redis
         ),
         queues=queues,
         app=app,
         read_replicas=read_replicas,
+        database=_database(
+            db,
+            metrics=metrics,
+            database=database,
+            superuser_reserved=superuser_reserved,
+            cnpg_max_connections=cnpg_max_connections,
+            max_lag_seconds=max_lag_seconds,
+        ),
     )
 
 

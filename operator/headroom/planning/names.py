@@ -34,6 +34,8 @@ POOLER_SERVICE_PORT = 5432
 DATA_VOLUME = "data"
 # Replication slots Headroom makes on a primary start with this.
 SLOT_PREFIX = "headroom_"
+# The database server a profile writes to, among those whose metrics it reads.
+PRIMARY_SERVER = "primary"
 _SLOT = re.compile(r"^[a-z0-9_]{1,63}$")  # Postgres: lower case, digits, underscore
 
 
@@ -287,6 +289,16 @@ class ChildNames:
     @property
     def s3_config(self) -> str:
         return f"{self.profile}-s3-config"
+
+    # -- the database servers' own metrics
+
+    def pg_metrics(self, server: str) -> str:
+        """postgres_exporter of one database server (PRIMARY_SERVER, or a
+        replica's name: replica-0, standby-1, cnpg-ro): its Deployment,
+        NetworkPolicy and PodMonitor. With CloudNativePG's metrics, the
+        PodMonitor of the Cluster's pods has the primary's name."""
+        base = f"{self.profile}-pg-metrics"
+        return base if server == PRIMARY_SERVER else f"{base}-{server}"
 
     # -- monitoring
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from headroom.api import quantity, v1alpha1
 from headroom.planning import (
     connection_budget,
+    database_metrics,
     load_sizing,
     monitoring,
     names,
@@ -39,6 +40,9 @@ REDIS_EXPORTER_PORT = 9121
 # fragmentation, client and replication buffers, and fork copy-on-write.
 MAXMEMORY_PERCENT = 75
 MIN_REDIS_MEMORY = int(quantity.parse(v1alpha1.MIN_REDIS_MEMORY))
+# Redis uses; an instance named after one must have that use (the binding key
+# REDIS_<USE>_URL names it).
+USES = ("cache", "queue", "counters")
 
 # Defaults Headroom renders unless the profile overrides them. query_wait_timeout
 # bounds how long a client queues for a server connection before it gets an
@@ -92,6 +96,8 @@ class PrimaryLimits:
     reserved_connections: int = 0  # Postgres 16+
     # MB of WAL a replication slot may hold back (-1: unlimited; None: not reported)
     max_slot_wal_keep_size_mb: int | None = None
+    # why pg_stat_statements cannot be read in the app's database ("": it can)
+    statements_missing: str = ""
 
     @property
     def available(self) -> int:
@@ -218,13 +224,21 @@ class Plan:
     # budget's load_pool)
     load: load_sizing.Load | None = None
     app_load_pool: load_sizing.PoolCheck | None = None
+    # where the servers' own metrics come from (None: spec.database.metrics off)
+    database_metrics: database_metrics.DatabaseMetricsPlan | None = None
+
+    @property
+    def exporter_connections(self) -> int:
+        """What the primary's postgres_exporter holds there (0: none runs)."""
+        found = self.database_metrics
+        return found.connections_on(database_metrics.PRIMARY) if found else 0
 
     @property
     def primary_connections(self) -> int:
-        """Most connections this profile's poolers may open on the primary:
-        the write pool, and the read pool when it falls back to the primary."""
+        """Most connections this profile may open on the primary: the write
+        pool, the read pool when it falls back to the primary, the exporter."""
         fallback = self.read.fallback_connections if self.read else 0
-        return self.budget.server_connections + fallback
+        return self.budget.server_connections + fallback + self.exporter_connections
 
     @property
     def names(self) -> names.ChildNames:
@@ -400,7 +414,7 @@ def _redis_plans(
                 connection_budget.Problem(f"{where}.name", f"{inst.name!r} is used twice")
             )
         seen.add(inst.name)
-        if inst.name in ("cache", "queue") and inst.name != inst.use:
+        if inst.name in USES and inst.name != inst.use:
             problems.append(
                 connection_budget.Problem(
                     f"{where}.name",
@@ -408,14 +422,15 @@ def _redis_plans(
                     f"key REDIS_{inst.name.upper()}_URL would point at a {inst.use} instance)",
                 )
             )
-        default_policy = "noeviction" if inst.use == "queue" else "allkeys-lru"
+        default_policy = "allkeys-lru" if inst.use == "cache" else "noeviction"
         policy = inst.eviction_policy or default_policy
-        if inst.use == "queue" and policy != "noeviction":
+        if inst.use != "cache" and policy != "noeviction":
             problems.append(
                 connection_budget.Problem(
                     f"{where}.evictionPolicy",
-                    f"{policy} on a queue instance ({inst.name}) would silently drop jobs "
-                    "when memory is full; queues need noeviction",
+                    f"{policy} on a {inst.use} instance ({inst.name}) would silently "
+                    f"{v1alpha1.LOST[inst.use]} when memory is full; use {inst.use} needs "
+                    "noeviction",
                 )
             )
         memory = quantity.parse(inst.memory)  # a valid quantity: the model checked it
@@ -493,11 +508,16 @@ def _queue_plans(
                 )
             )
         elif target.use != "queue":
+            why = (
+                "evicts keys under memory pressure (jobs would be lost)"
+                if target.use == "cache"
+                else "keeps rate limits and quotas, not jobs"
+            )
             problems.append(
                 connection_budget.Problem(
                     f"{where}.redis",
-                    f"{queue.redis!r} has use: cache and evicts keys under memory pressure "
-                    "(jobs would be lost); point the queue at an instance with use: queue",
+                    f"{queue.redis!r} has use: {target.use} and {why}; point the queue at an "
+                    "instance with use: queue",
                 )
             )
         if queue.replicas.min > queue.replicas.max:
@@ -666,14 +686,20 @@ def plan(profile: v1alpha1.ScalingProfile, *, facts: Facts | None = None) -> Pla
     key = f"{profile.namespace}/{profile.name}"
     primary = servers.primary(profile.namespace, db)
     grant = facts.grants.get(primary)
+    metrics_source = database_metrics.source(spec, cnpg=facts.cnpg)
+    # what postgres_exporter holds on each server (kept, like direct connections)
+    exporter = database_metrics.exporter_connections(metrics_source)
     # the room the primary has for every pooler; the read fallback's default
     # is a tenth of it, whoever else is there
-    primary_room = db.max_connections - db.superuser_reserved_connections - db.reserved_connections
+    primary_room = (
+        db.max_connections - db.superuser_reserved_connections - db.reserved_connections - exporter
+    )
     read, read_problems = read_plan.read_plan(
         profile,
         cnpg=facts.cnpg,
         cnpg_cluster=facts.cnpg_cluster,
         primary_available=primary_room,
+        exporter_connections=exporter,
         app_max_pods=app.max_replicas,
         app_field=clients[0].field,
         queues=tuple(
@@ -704,12 +730,19 @@ def plan(profile: v1alpha1.ScalingProfile, *, facts: Facts | None = None) -> Pla
     given = connection_budget.BudgetInput(
         max_connections=db.max_connections,
         superuser_reserved=db.superuser_reserved_connections,
-        other_reserved=db.reserved_connections,
+        other_reserved=db.reserved_connections + exporter,
         pooler_instances=spec.pooler.instances,
         session_mode=spec.pooler.pool_mode == "session",
         clients=clients,
         pinned=pinned,
         shared=grant.others if grant else (),
+        reserved_label=connection_budget.DIRECT_LABEL
+        + (
+            f" (spec.database.reservedConnections {db.reserved_connections}) and "
+            f"{exporter} for postgres_exporter"
+            if exporter
+            else ""
+        ),
         read_fallback=fallback,
         profile=key,
         declared_minimum=db.share.minimum,
@@ -732,8 +765,8 @@ def plan(profile: v1alpha1.ScalingProfile, *, facts: Facts | None = None) -> Pla
             max_connections=db.max_connections,
             superuser_reserved=db.superuser_reserved_connections,
             max_connections_field="spec.database.maxConnections",
-            fixed=db.reserved_connections + fallback,
-            fixed_text=_fixed_text(db.reserved_connections, fallback),
+            fixed=db.reserved_connections + exporter + fallback,
+            fixed_text=_fixed_text(db.reserved_connections, fallback, exporter=exporter),
             pool=pool,
         ),
         *(read.demands if read else ()),
@@ -757,7 +790,40 @@ def plan(profile: v1alpha1.ScalingProfile, *, facts: Facts | None = None) -> Pla
         read_pooler = _pooler_plan(
             spec.pooler, instances=read.instances, version=version, settings=read_settings
         )
-    alerts = _alerts_plan(spec, budget=budget, read=read, redis=redis, queues=queues, app=app)
+    metrics = database_metrics.plan(
+        spec,
+        found=metrics_source,
+        replicas=tuple(
+            database_metrics.Server(r.name, r.host, r.port, r.max_connections)
+            for r in (read.replicas if read else ())
+            if r.name != read_plan.NO_REPLICA
+        ),
+    )
+    if metrics is not None and spec.alerts.enabled:
+        problems += [
+            connection_budget.Problem(field, message)
+            for field, message in monitoring.count_problems(
+                spec.alerts.database,
+                tuple((s.name, s.max_connections) for s in metrics.servers)
+                or (
+                    (
+                        "CloudNativePG",
+                        (facts.cnpg_cluster.max_connections if facts.cnpg_cluster else None)
+                        or db.max_connections,
+                    ),
+                ),
+            )
+        ]
+    alerts = _alerts_plan(
+        spec,
+        budget=budget,
+        read=read,
+        redis=redis,
+        queues=queues,
+        app=app,
+        metrics=metrics,
+        cnpg_cluster=facts.cnpg_cluster,
+    )
     return Plan(
         name=profile.name,
         namespace=profile.namespace,
@@ -789,15 +855,18 @@ def plan(profile: v1alpha1.ScalingProfile, *, facts: Facts | None = None) -> Pla
         share_weight=db.share.weight,
         load=load,
         app_load_pool=app_load_pool,
+        database_metrics=metrics,
     )
 
 
-def _fixed_text(reserved: int, fallback: int) -> str:
+def _fixed_text(reserved: int, fallback: int, *, exporter: int) -> str:
     parts = (
         [f"{reserved} kept for direct connections (spec.database.reservedConnections)"]
         if reserved
         else []
     )
+    if exporter:
+        parts.append(f"{exporter} for postgres_exporter")
     if fallback:
         parts.append(
             f"{fallback} for its read pool when every replica is out "
@@ -814,6 +883,8 @@ def _alerts_plan(
     redis: tuple[RedisPlan, ...],
     queues: tuple[QueuePlan, ...],
     app: AppPlan,
+    metrics: database_metrics.DatabaseMetricsPlan | None,
+    cnpg_cluster: read_plan.CnpgCluster | None,
 ) -> monitoring.AlertsPlan | None:
     pools: list[tuple[str, int]] = []
     # CloudNativePG runs the poolers of mode cnpg: its own exporter, its own names
@@ -852,4 +923,9 @@ def _alerts_plan(
         )
         if read is not None and not read.cnpg_poolers and spec.database.read_limits
         else None,
+        metrics=metrics,
+        superuser_reserved=spec.database.superuser_reserved_connections,
+        cnpg_max_connections=(cnpg_cluster.max_connections if cnpg_cluster else None)
+        or spec.database.max_connections,
+        max_lag_seconds=read.max_lag_seconds if read is not None else None,
     )

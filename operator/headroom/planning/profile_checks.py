@@ -1,8 +1,10 @@
 """The checks of a profile that its schema does not state, because a CRD cannot:
 containers' resources as the API server checks a Pod's (whole numbers, huge
 pages, extended resources that cannot be overcommitted, the full grammar of a
-resource name), the one server every builtin bucket shares, and alert targets
-that need the app's metrics when they are null (CEL reads a null as absent).
+resource name), the one server every builtin bucket shares, alert targets
+that need the app's metrics when they are null (CEL reads a null as absent),
+and alert settings that name what another section declares (a Redis instance,
+the read pooler, read replicas).
 
 The model (and so the CRD) refuses exactly what the API server refuses of a
 ScalingProfile; these are refused by the planner, which admission, the
@@ -42,6 +44,61 @@ def problems(spec: v1alpha1.ScalingProfileSpec) -> list[connection_budget.Proble
                 )
             )
     found += _targets_without_metrics(spec.alerts.app)
+    found += _alerts_for_what_is_declared(spec)
+    return found
+
+
+def _alerts_for_what_is_declared(
+    spec: v1alpha1.ScalingProfileSpec,
+) -> list[connection_budget.Problem]:
+    """Per-instance and per-pooler alert settings name something the profile
+    declares, and a setting that cannot apply is refused rather than ignored."""
+    found: list[connection_budget.Problem] = []
+    alerts = spec.alerts
+    uses = {inst.name: inst.use for inst in (spec.cache.instances if spec.cache else [])}
+    for name, own in sorted(alerts.cache.instances.items()):
+        where = f"spec.alerts.cache.instances.{name}"
+        if name not in uses:
+            known = ", ".join(sorted(uses)) or "none declared"
+            found.append(
+                connection_budget.Problem(
+                    where, f"{name!r} is not a spec.cache.instances name ({known})"
+                )
+            )
+            continue
+        for field, value in (("hitRateMin", own.hit_rate_min), ("evictions", own.evictions)):
+            if value is not None and uses[name] != "cache":
+                found.append(
+                    connection_budget.Problem(
+                        f"{where}.{field}",
+                        f"applies to use: cache only; {name} has use: {uses[name]} (it never "
+                        "evicts, and its hit rate means nothing)",
+                    )
+                )
+    replicas = spec.database.read_replicas
+    if alerts.pooler.read is not None and replicas is None:
+        found.append(
+            connection_budget.Problem(
+                "spec.alerts.pooler.read",
+                "there is no read pooler without spec.database.readReplicas",
+            )
+        )
+    if alerts.database.replica_lag_seconds is not None and replicas is None:
+        found.append(
+            connection_budget.Problem(
+                "spec.alerts.database.replicaLagSeconds",
+                "there is no replica without spec.database.readReplicas",
+            )
+        )
+    metrics = alerts.app.served_metrics
+    if metrics is not None and alerts.app.routes and metrics.route_label in alerts.labels:
+        found.append(
+            connection_budget.Problem(
+                f"spec.alerts.labels.{metrics.route_label}",
+                "is spec.alerts.app.metrics.routeLabel, which the route alerts carry from "
+                "the histogram; a label of the same name would hide the route",
+            )
+        )
     return found
 
 
@@ -53,6 +110,7 @@ def _targets_without_metrics(app: v1alpha1.AppAlerts) -> list[connection_budget.
         for field, value in (
             ("p95LatencySeconds", app.p95_latency_given),
             ("errorRatio", app.error_ratio_given),
+            ("routes", app.routes or None),
         )
         if value is not None
     ]

@@ -35,6 +35,8 @@ FIELD = "spec.database.readReplicas"
 STANDBY_PORT = 5432
 # The operator's own lag probe, beside one per read-pooler pod.
 OPERATOR_PROBES = 1
+# Stands in for the replicas of a section that names none (the plan has problems).
+NO_REPLICA = "none"
 
 
 @dataclass(frozen=True)
@@ -116,15 +118,18 @@ class ReadPlan:
     fallback_per_pod: int = 0
     # what the read pool asks of each replica other profiles may list too
     demands: tuple[connection_budget.Demand, ...] = ()
+    # what the profile's postgres_exporter holds on each replica (0: none runs)
+    exporter_connections: int = 0
 
     @property
     def lag_probes(self) -> int:
         return self.budget.pooler_pods_at_peak + OPERATOR_PROBES
 
     def opened_on_replicas(self) -> dict[str, int]:
-        """Server key -> what this read pool may open on each replica others may
-        share: the whole read pool (any one replica may carry it) and its lag probes."""
-        each = self.budget.server_connections + self.lag_probes
+        """Server key -> what this profile may open on each replica others may
+        share: the whole read pool (any one replica may carry it), its lag
+        probes and the replica's exporter."""
+        each = self.budget.server_connections + self.lag_probes + self.exporter_connections
         return {r.server: each for r in self.replicas if r.server}
 
     @property
@@ -269,13 +274,15 @@ def read_plan(
     queues: tuple[tuple[int, v1alpha1.Queue, int], ...],
     session_mode: bool,
     grants: Mapping[str, connection_budget.Grant] | None = None,
+    exporter_connections: int = 0,
 ) -> tuple[ReadPlan | None, list[connection_budget.Problem]]:
     """The read side of ``profile``; None when it declares no read replicas.
     ``primary_available``: what the primary has for the poolers (the default
     fallback share is a tenth of it). ``queues``: (index, queue, its worker
     ceiling) for the workers that read. ``grants``: the read pool's share of
     each replica it shares with other profiles; the read budget fits the
-    replica that leaves it the least."""
+    replica that leaves it the least. ``exporter_connections``: what
+    postgres_exporter holds on each replica (0: none runs there)."""
     rr = profile.spec.database.read_replicas
     if rr is None:
         return None, []
@@ -285,12 +292,17 @@ def read_plan(
     )
     if not replicas:
         replicas = [
-            Replica("none", db.host, db.port, db.max_connections, "spec.database.maxConnections")
+            Replica(
+                NO_REPLICA, db.host, db.port, db.max_connections, "spec.database.maxConnections"
+            )
         ]
     given_grants = grants or {}
     granted = {r.name: given_grants[r.server] for r in replicas if r.server in given_grants}
     probes = rr.pooler.instances + connection_budget.ROLLOUT_EXTRA_PODS + OPERATOR_PROBES
-    fixed = rr.reserved_connections + probes
+    fixed = rr.reserved_connections + probes + exporter_connections
+    exporter_text = (
+        f" and {exporter_connections} for postgres_exporter" if exporter_connections else ""
+    )
     clients = (
         connection_budget.ClientGroup(
             label="app",
@@ -329,7 +341,7 @@ def read_plan(
             server=f"{where} ({replica.host}:{replica.port}, {replica.field}; any one "
             "replica must carry the whole read pool when the others are out)",
             reserved_label=f"kept for direct use ({FIELD}.reservedConnections "
-            f"{rr.reserved_connections}) and {probes} lag probes",
+            f"{rr.reserved_connections}) and {probes} lag probes{exporter_text}",
         )
 
     pool, problems_of_range = connection_budget.pool_range(given_on(replicas[0]))
@@ -364,7 +376,7 @@ def read_plan(
             max_connections_field=r.field,
             fixed=fixed,
             fixed_text=f"{rr.reserved_connections} kept for direct use "
-            f"({FIELD}.reservedConnections) and {probes} lag probes",
+            f"({FIELD}.reservedConnections) and {probes} lag probes{exporter_text}",
             pool=pool,
         )
         for r in replicas
@@ -404,6 +416,7 @@ def read_plan(
             cnpg_instances=cnpg_cluster.instances if cnpg_cluster else None,
             fallback_per_pod=min(fallback, budget.max_db_connections),
             demands=demands,
+            exporter_connections=exporter_connections,
         ),
         problems,
     )

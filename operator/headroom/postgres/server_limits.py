@@ -6,8 +6,10 @@ The operator's probes call :func:`read_async` and :func:`session_async`
 with the app's own credentials (the ones the pooler uses); :func:`query` is the
 blocking twin the read-pool agent uses.
 The limits are one read-only query on ``pg_settings``, which every role may
-read. Nothing here raises for an unreachable or refusing server: the failure
-comes back as text for a condition (no password in it, ever).
+read; beside them, one row of ``pg_stat_statements`` says whether the app's
+database has per-statement times. Nothing here raises for an unreachable or
+refusing server: the failure comes back as text for a condition (no password
+in it, ever).
 """
 
 from __future__ import annotations
@@ -45,13 +47,27 @@ class Target:
         return f"Target({self.username}@{self.host}:{self.port}/{self.database})"
 
 
+# Fails when the extension is not created in the database ("relation ... does
+# not exist") or its library is not preloaded ("must be loaded via
+# shared_preload_libraries"): the reason is the StatementStats message.
+STATEMENTS_QUERY = "SELECT 1 FROM pg_stat_statements LIMIT 1"
+
+
 async def read_async(target: Target, *, timeout_seconds: int = 3) -> planner.PrimaryLimits | str:
-    """The primary's limits, or a one-line reason why they could not be read."""
-    found = await session_async(target, (LIMITS_QUERY,), timeout_seconds=timeout_seconds)
-    return found if isinstance(found, str) else limits_from(found[0])
+    """The primary's limits (and whether pg_stat_statements can be read), or a
+    one-line reason why they could not be read."""
+    found = await _session(
+        target, (LIMITS_QUERY,), then=STATEMENTS_QUERY, timeout_seconds=timeout_seconds
+    )
+    if isinstance(found, str):
+        return found
+    (limits,), statements = found
+    return limits_from(limits, statements_missing=statements if isinstance(statements, str) else "")
 
 
-def limits_from(rows: Sequence[tuple[Any, ...]]) -> planner.PrimaryLimits:
+def limits_from(
+    rows: Sequence[tuple[Any, ...]], *, statements_missing: str = ""
+) -> planner.PrimaryLimits:
     """The limits in the rows of :data:`LIMITS_QUERY`."""
     found = {str(name): str(value) for name, value in rows}
     return planner.PrimaryLimits(
@@ -61,6 +77,7 @@ def limits_from(rows: Sequence[tuple[Any, ...]]) -> planner.PrimaryLimits:
         max_slot_wal_keep_size_mb=int(found["max_slot_wal_keep_size"])
         if "max_slot_wal_keep_size" in found
         else None,
+        statements_missing=statements_missing,
     )
 
 
@@ -87,6 +104,15 @@ async def session_async(
 ) -> list[list[tuple[Any, ...]]] | str:
     """The rows of each read-only statement, run in one connection to
     ``target`` (non-blocking), or a one-line reason why they could not run."""
+    found = await _session(target, statements, then="", timeout_seconds=timeout_seconds)
+    return found if isinstance(found, str) else found[0]
+
+
+async def _session(
+    target: Target, statements: Sequence[str], *, then: str, timeout_seconds: int
+) -> tuple[list[list[tuple[Any, ...]]], list[tuple[Any, ...]] | str] | str:
+    """:func:`session_async`, and ``then``: one more statement whose failure is
+    its answer (the reason, as text) rather than the session's."""
     import psycopg  # noqa: PLC0415
 
     with _tls(target) as tls:
@@ -98,9 +124,18 @@ async def session_async(
                 for sql in statements:
                     cursor = await conn.execute(sql)
                     found.append(await cursor.fetchall())
+                last: list[tuple[Any, ...]] | str = []
+                if then:
+                    try:
+                        cursor = await conn.execute(then)
+                        last = await cursor.fetchall()
+                    except psycopg.errors.DatabaseError as err:
+                        if conn.closed:  # the connection failed, not the statement
+                            raise
+                        last = _reason(err, target)
         except psycopg.Error as err:
             return _reason(err, target)
-    return found
+    return found, last
 
 
 @contextlib.contextmanager

@@ -36,6 +36,9 @@ class Inputs:
     buckets: dict[str, object_storage.BucketCredentials] = field(default_factory=dict)
     # why a bucket has none: bucket name -> (reason, message)
     bucket_problems: dict[str, tuple[str, str]] = field(default_factory=dict)
+    # spec.database.metrics.credentialsSecret's resourceVersion ("": none given;
+    # None: it does not exist)
+    monitor_revision: str | None = ""
 
     @property
     def app_selector(self) -> Obj | None:
@@ -63,7 +66,24 @@ async def read(
         server_ca_revision=revision,
         buckets=buckets,
         bucket_problems=problems,
+        monitor_revision=await _monitor_revision(cluster, planned, refs),
     )
+
+
+async def _monitor_revision(
+    cluster: cluster_view.Cluster, planned: planner.Plan, refs: set[InputRef]
+) -> str | None:
+    """The monitoring role's Secret revision (its values are never read: the
+    exporters get them through secretKeyRef); None when it does not exist."""
+    metrics = planned.database_metrics
+    if metrics is None or not metrics.monitoring_role:
+        return ""
+    ref: InputRef = ("Secret", planned.namespace, metrics.credentials.name)
+    refs.add(ref)
+    found = await cluster.read_input(ref)
+    if found is None:
+        return None
+    return str(found["metadata"].get("resourceVersion", ""))
 
 
 def kept(cluster: cluster_view.Cluster, planned: planner.Plan) -> credentials.Kept:

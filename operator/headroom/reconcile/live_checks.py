@@ -1,7 +1,8 @@
 """The plan against the servers themselves, through the periodic probes: each
 ``s3`` bucket's HEAD (StorageReady), the primary's real limits (PrimaryLimits)
-and the read replicas' lag and limits (ReadReplicasInPool, status.readReplicas,
-an Event per membership change). A plan the real limits cannot carry is not
+and whether it has per-statement times (StatementStats), and the read replicas'
+lag and limits (ReadReplicasInPool, status.readReplicas, an Event per
+membership change). A plan the real limits cannot carry is not
 applied (:mod:`headroom.planning.live_limits` says which declared field is
 wrong). Called by :mod:`headroom.reconcile.reconciler` once the plan is within
 its declared budget and the credentials are known.
@@ -27,7 +28,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from headroom.api import conditions, status
-from headroom.planning import connection_budget, credentials, live_limits, membership, planner
+from headroom.planning import (
+    connection_budget,
+    credentials,
+    database_metrics,
+    live_limits,
+    membership,
+    planner,
+)
 from headroom.reconcile import bucket_check, outcome, primary_limits, probe, replica_lag, resolver
 
 FIRST_ANSWER_SECONDS = 5.0
@@ -163,6 +171,9 @@ def check(
             found.problems = live_limits.primary_problems(planned, found.primary)
             if found.problems:  # the declared limits are higher than the real ones
                 return found
+    statements = statement_stats(planned, found.primary)
+    if statements is not None:
+        found.checks.append(statements)
     if replicas:
         _replicas(
             found,
@@ -188,6 +199,60 @@ def _not_read_yet(planned: planner.Plan) -> conditions.Cond:
         "NotReadYet",
         f"the limits of {db.host}:{db.port} were not read within "
         f"{FIRST_ANSWER_SECONDS:g} s; planning with the declared ones until they are",
+    )
+
+
+def statement_stats(
+    planned: planner.Plan, primary: planner.PrimaryLimits | None
+) -> conditions.Cond | None:
+    """Informational: whether the database metrics carry per-statement times
+    (None: no database metrics)."""
+    metrics = planned.database_metrics
+    if metrics is None:
+        return None
+
+    def cond(status: str, reason: str, message: str) -> conditions.Cond:
+        return conditions.Cond(conditions.STATEMENT_STATS, status, reason, message)
+
+    if metrics.source == database_metrics.CNPG:
+        return cond(
+            "False",
+            "CloudNativePGMetrics",
+            f"CloudNativePG's default metrics of Cluster {metrics.cnpg_cluster} have no "
+            "pg_stat_statements: no per-statement times (HeadroomQuerySlow still reads the "
+            "running queries)",
+        )
+    if not metrics.monitoring_role:
+        return cond(
+            "False",
+            "NeedsMonitoringRole",
+            "postgres_exporter logs in with the app's role, which pg_stat_statements hides "
+            "the other roles' query ids from (postgres_exporter 0.17 then fails the whole "
+            "scrape): no per-statement times. Give spec.database.metrics.credentialsSecret a "
+            "role granted pg_monitor",
+        )
+    db = planned.database
+    if primary is None:
+        return cond(
+            "Unknown",
+            "NotChecked",
+            f"whether pg_stat_statements exists in database {db.name} is read with the "
+            "primary's limits (PrimaryLimits)",
+        )
+    if primary.statements_missing:
+        return cond(
+            "False",
+            "ExtensionMissing",
+            f"pg_stat_statements cannot be read in database {db.name} "
+            f"({primary.statements_missing}): set shared_preload_libraries = "
+            "'pg_stat_statements' and CREATE EXTENSION pg_stat_statements there; until "
+            "then no per-statement times",
+        )
+    return cond(
+        "True",
+        "Collected",
+        f"postgres_exporter collects per-statement times from pg_stat_statements in "
+        f"database {db.name} (HeadroomStatementsSlow)",
     )
 
 

@@ -1,6 +1,7 @@
 """Pure observation of the applied children -> component conditions
 (PoolerReady with status.pooler, ReadPoolerReady, StandbysReady, CacheReady,
-WorkersReady, BacklogScaling, AutoscalingReady, StorageReady, AlertsSelected).
+WorkersReady, BacklogScaling, AutoscalingReady, StorageReady, AlertsSelected,
+DatabaseMetrics).
 Called by the reconcile pass with the children as cached after its apply
 (status changes arrive as child events and trigger another pass)."""
 
@@ -10,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from headroom.api import conditions
-from headroom.planning import object_storage, planner
+from headroom.planning import database_metrics, object_storage, planner
 
 
 def _rolled_out(obj: dict[str, Any] | None, *, want: int | None = None) -> tuple[bool, str]:
@@ -397,6 +398,51 @@ def alerts_selected(plan: planner.Plan, wanted: list[str]) -> conditions.Cond | 
     return conditions.Cond(conditions.ALERTS_SELECTED, "True", "Selected", by_whom[:2000])
 
 
+def _database_metrics(
+    plan: planner.Plan, applied: dict[str, Any], *, monitor_found: bool
+) -> conditions.Cond | None:
+    """Informational: the exporters are ready (their alerts are silent when they
+    are not: a pod that never starts has no series to alert on)."""
+    metrics = plan.database_metrics
+    if metrics is None:
+        return None
+
+    def cond(status: str, reason: str, message: str) -> conditions.Cond:
+        return conditions.Cond(conditions.DATABASE_METRICS, status, reason, message)
+
+    if metrics.source == database_metrics.CNPG:
+        return cond(
+            "True",
+            "CloudNativePGMetrics",
+            f"the pods of CloudNativePG Cluster {metrics.cnpg_cluster} export the metrics "
+            f"(PodMonitor {plan.names.pg_metrics(database_metrics.PRIMARY)}); no exporter",
+        )
+    login = metrics.credentials
+    if not monitor_found:
+        return cond(
+            "False",
+            "MonitoringCredentialsNotFound",
+            f"Secret {login.name} (spec.database.metrics.credentialsSecret) does not exist: "
+            "the exporters cannot start, and the database alerts stay silent",
+        )
+    waiting: list[str] = []
+    ready: list[str] = []
+    for server in metrics.servers:
+        name = plan.names.pg_metrics(server.name)
+        done, text = _rolled_out(applied.get(f"Deployment/{name}"))
+        where = f"{server.name} ({server.host}:{server.port})"
+        (ready if done else waiting).append(where if done else f"{name} {text}")
+    role = "a monitoring role" if metrics.monitoring_role else "the app's role"
+    if waiting:
+        return cond(
+            "False",
+            "PodsNotReady",
+            "postgres_exporter not ready (the database alerts are silent until it is): "
+            + "; ".join(waiting),
+        )
+    return cond("True", "ExportersReady", f"postgres_exporter ({role}) on " + ", ".join(ready))
+
+
 def components(
     plan: planner.Plan,
     applied: dict[str, Any],
@@ -404,6 +450,7 @@ def components(
     app_found: bool,
     pending_claims: tuple[PendingClaim, ...] = (),
     primary: planner.PrimaryLimits | None = None,
+    monitor_found: bool = True,
 ) -> list[conditions.Cond]:
     """Every component's condition but the write pooler's (:func:`pooler`).
     ``primary``: the primary's limits as it reports them (None: not read)."""
@@ -418,6 +465,9 @@ def components(
     hpa = applied.get(f"HorizontalPodAutoscaler/{plan.names.app_autoscaler}")
     if plan.autoscaling.enabled and app_found and hpa is not None:
         found.append(_app_scaling_active(hpa))
+    metrics = _database_metrics(plan, applied, monitor_found=monitor_found)
+    if metrics is not None:
+        found.append(metrics)
     return found
 
 

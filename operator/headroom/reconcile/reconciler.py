@@ -325,6 +325,7 @@ class Reconciler:
             server_ca_pem=found.server_ca_pem,
             server_ca_revision=found.server_ca_revision,
             buckets=found.buckets,
+            monitor_revision=found.monitor_revision or "",
         )
         live = live_checks.check(
             self.probes,
@@ -456,6 +457,7 @@ class Reconciler:
             app_found=found.app is not None,
             pending_claims=await self._pending_claims(planned, observed),
             primary=live.primary,
+            monitor_found=found.monitor_revision is not None,
         )
         storage_ready = observe.storage_ready(
             planned,

@@ -14,7 +14,16 @@ from typing import Annotated, Literal
 from pydantic import Field
 
 from headroom.api import prometheus
-from headroom.api.v1alpha1.schema import Broken, Checked, Model, PositiveQuantity, Rule, paired
+from headroom.api.v1alpha1.schema import (
+    SHORT_NAME,
+    SHORT_NAME_MAX,
+    Broken,
+    Checked,
+    Model,
+    PositiveQuantity,
+    Rule,
+    paired,
+)
 
 # A Prometheus duration (``for:``): what Prometheus parses, e.g. 5m, 1h30m, 90s.
 DURATION = prometheus.DURATION_PATTERN
@@ -126,10 +135,20 @@ LabelValue = Annotated[str, Field(max_length=128, pattern=r"^[^\n\r]*$")]
 URL_PATH = r"^/[A-Za-z0-9._~/-]*$"
 Severity = Literal["info", "warning", "critical"]
 
-# Labels every alert carries from Headroom itself (pool, redis and queue tell the
-# alerts of one profile's pools, instances and queues apart).
+# Labels every alert carries from Headroom itself (pool, redis, queue and server
+# tell the alerts of one profile's pools, instances, queues and database servers apart).
 RESERVED_ALERT_LABELS = frozenset(
-    {"alertname", "severity", "namespace", "profile", "component", "pool", "redis", "queue"}
+    {
+        "alertname",
+        "severity",
+        "namespace",
+        "profile",
+        "component",
+        "pool",
+        "redis",
+        "queue",
+        "server",
+    }
 )
 AlertLabelName = Annotated[
     str,
@@ -154,6 +173,43 @@ class _AlertGroup(Model):
         default="warning",
         description="Severity label of the group's threshold alerts (the ones that mean "
         "lost work or a component down are always critical).",
+    )
+
+
+def _percent_of(side: str, field: str) -> str:
+    """CEL: a pool's own ``field`` when it sets one, else the group's."""
+    return f"(has(self.{side}.{field}) ? self.{side}.{field} : self.{field})"
+
+
+def _pool_warning_below_critical(side: str) -> Rule:
+    """The warning share a pool ends up with (its own or the group's) is below its
+    critical share."""
+
+    def check(alerts: PoolerAlerts) -> Broken | None:
+        own: PoolAlerts | None = getattr(alerts, side)
+        if own is None:
+            return None
+        warning = own.connections_warning_percent or alerts.connections_warning_percent
+        critical = own.connections_critical_percent or alerts.connections_critical_percent
+        if warning < critical:
+            return None
+        which = "connectionsWarningPercent"
+        named = which if own.connections_warning_percent else "connectionsCriticalPercent"
+        return Broken(
+            f"{side}.{named}",
+            lambda at: (
+                f"the {side} pooler's warning share {warning} must be < its critical "
+                f"share {critical} ({at(side)} over {at('connectionsWarningPercent')} and "
+                f"{at('connectionsCriticalPercent')})"
+            ),
+        )
+
+    return Rule(
+        f"!has(self.{side}) || {_percent_of(side, 'connectionsWarningPercent')} < "
+        f"{_percent_of(side, 'connectionsCriticalPercent')}",
+        f"spec.alerts.pooler.{side}: its connectionsWarningPercent (or the group's) must be "
+        "< its connectionsCriticalPercent (or the group's)",
+        check,
     )
 
 
@@ -183,11 +239,30 @@ class _ConnectionAlerts(_AlertGroup):
     connections_critical_percent: int = Field(default=90, ge=1, le=100)
 
 
+class PoolAlerts(Model):
+    """One pooler's own settings; what it leaves unset is the group's."""
+
+    enabled: bool | None = Field(default=None, description="Render this pooler's alerts.")
+    connections_warning_percent: int | None = Field(
+        default=None, ge=1, le=100, description="Its own warning share of max_db_connections."
+    )
+    connections_critical_percent: int | None = Field(
+        default=None, ge=1, le=100, description="Its own critical share of max_db_connections."
+    )
+    max_wait_seconds: float | None = Field(
+        default=None, gt=0, le=3600, description="Its own longest wait for a server connection."
+    )
+
+
 class PoolerAlerts(_ConnectionAlerts):
     """PgBouncer: server connections against each pool's planned max_db_connections,
     clients waiting for one, the pooler's exporter down."""
 
-    RULES = (_warning_below_critical("pooler"),)
+    RULES = (
+        _warning_below_critical("pooler"),
+        _pool_warning_below_critical("write"),
+        _pool_warning_below_critical("read"),
+    )
 
     connections_warning_percent: int = Field(
         default=50,
@@ -210,27 +285,116 @@ class PoolerAlerts(_ConnectionAlerts):
         description="Critical when the oldest waiting client has waited longer than this "
         "(seed 004: queries over 1 s are slow).",
     )
+    write: PoolAlerts | None = Field(
+        default=None,
+        description="The write pooler's own settings (<name>-pooler-rw), over the group's.",
+    )
+    read: PoolAlerts | None = Field(
+        default=None,
+        description="The read pooler's own settings (<name>-pooler-ro), over the group's.",
+    )
+
+
+def _count_warning_below_critical() -> Rule:
+    def check(alerts: DatabaseAlerts) -> Broken | None:
+        warning, critical = alerts.connections_warning_count, alerts.connections_critical_count
+        if warning is None or critical is None or warning < critical:
+            return None
+        return Broken(
+            "connectionsWarningCount",
+            lambda at: f"{warning} must be < {at('connectionsCriticalCount')} {critical}",
+        )
+
+    return Rule(
+        "!has(self.connectionsWarningCount) || !has(self.connectionsCriticalCount) || "
+        "self.connectionsWarningCount < self.connectionsCriticalCount",
+        "spec.alerts.database.connectionsWarningCount must be < "
+        "spec.alerts.database.connectionsCriticalCount",
+        check,
+    )
 
 
 class DatabaseAlerts(_ConnectionAlerts):
-    """The primary's connections: what the poolers hold against max_connections -
-    reserved (nothing Headroom runs reads Postgres' own pg_stat_activity)."""
+    """The database servers: their own connections (postgres_exporter, or
+    CloudNativePG's metrics) against max_connections, and what the poolers hold
+    of the primary's budget; slow queries and statements, the query rate, the
+    replicas' own replication lag."""
 
-    RULES = (_warning_below_critical("database"),)
+    RULES = (_warning_below_critical("database"), _count_warning_below_critical())
 
     connections_warning_percent: int = Field(
         default=50,
         ge=1,
         le=100,
-        description="Warn when the poolers' server connections reach this share of "
-        "max_connections - reserved (seed 004: safe limit 50 of 100).",
+        description="Warn when a server's own connections reach this share of its "
+        "max_connections - superuser_reserved_connections, and when the poolers' server "
+        "connections reach it of the primary's max_connections - reserved (seed 004: safe "
+        "limit 50 of 100).",
     )
     connections_critical_percent: int = Field(
         default=90,
         ge=1,
         le=100,
-        description="Critical at this share of max_connections - reserved.",
+        description="Critical at this share (of the same two limits).",
     )
+    connections_warning_count: int | None = Field(
+        default=None,
+        ge=1,
+        le=262_143,
+        description="Warn when a server holds this many connections, instead of at "
+        "connectionsWarningPercent of its max_connections (seed 004: safe limit 50 of 100).",
+    )
+    connections_critical_count: int | None = Field(
+        default=None,
+        ge=1,
+        le=262_143,
+        description="Critical when a server holds this many connections, instead of at "
+        "connectionsCriticalPercent (seed 004: breaking point 100).",
+    )
+    slow_query_seconds: float = Field(
+        default=1.0,
+        gt=0,
+        le=86_400,
+        description="Warn while a query of the app's database has been running longer than "
+        "this (its transaction's age; the threshold is the wait, no `for`), and when a "
+        "statement's mean time over 5 minutes exceeds it (pg_stat_statements; seed 004: "
+        "slow query > 1 s; seeds 000/002: log queries > 100 ms).",
+    )
+    query_rate_per_second: float | None = Field(
+        default=None,
+        gt=0,
+        le=10_000_000,
+        description="Warn when the app's database commits and rolls back more transactions "
+        "per second than this, over every server (each statement outside a transaction is "
+        "one; seed 000: < 100 queries/s at 1,000 users). Unset: no alert.",
+    )
+    replica_lag_seconds: float | None = Field(
+        default=None,
+        gt=0,
+        le=86_400,
+        description="Warn when a replica reports replaying this far behind the primary "
+        "(pg_replication_lag_seconds). Default: spec.database.readReplicas.maxLagSeconds.",
+    )
+
+
+class CacheInstanceAlerts(Model):
+    """One Redis instance's own settings; what it leaves unset is the group's."""
+
+    enabled: bool | None = Field(default=None, description="Render this instance's alerts.")
+    memory_percent: int | None = Field(
+        default=None, ge=1, le=100, description="Its own warning share of maxmemory."
+    )
+    hit_rate_min: float | None = Field(
+        default=None, gt=0, le=1, description="Its own hit-rate target (use: cache only)."
+    )
+    evictions: bool | None = Field(
+        default=None,
+        description="Warn when it evicts (use: cache only; default true). False for a cache "
+        "meant to run full, where evicting the least-recently-used keys is its job.",
+    )
+
+
+InstanceName = Annotated[str, Field(pattern=SHORT_NAME, max_length=SHORT_NAME_MAX)]
 
 
 class CacheAlerts(_AlertGroup):
@@ -249,6 +413,12 @@ class CacheAlerts(_AlertGroup):
         le=100,
         description="Warn when used memory reaches this share of maxmemory (a queue "
         "instance then refuses writes, a cache evicts).",
+    )
+    instances: dict[InstanceName, CacheInstanceAlerts] = Field(
+        default_factory=dict,
+        max_length=8,
+        description="Per instance (by spec.cache.instances name), its own settings over the "
+        "group's: a switch, thresholds.",
     )
 
 
@@ -293,6 +463,55 @@ class AppMetrics(Model):
         description="Label of the histogram carrying the HTTP status code (5xx are errors); "
         "not namespace, pod or le, which the rules select by.",
     )
+    route_label: StatusLabel = Field(
+        default="http_route",
+        description="Label of the histogram carrying the route (OpenTelemetry's http.route "
+        "by default), for the per-route targets (routes).",
+    )
+
+
+# A route as routers name it (/week/:n, /api/users/{id}, /posts/[slug]): URL path
+# characters and brackets, never a quote or a backslash (it lands in a PromQL string).
+ROUTE = r"^/[A-Za-z0-9._~:@!$&'()*+,;=/\[\]{}%-]*$"
+ROUTE_MAX = 256
+
+
+def _one_of_route_or_prefix(latency: RouteLatency) -> Broken | None:
+    if (latency.route is None) != (latency.prefix is None):
+        return None
+    return Broken(
+        "route",
+        lambda at: (
+            f"give exactly one of {at('route')} (one route) and {at('prefix')} "
+            "(every route starting with it)"
+        ),
+    )
+
+
+class RouteLatency(Model):
+    """A p95 target for one route, or for each route under a prefix."""
+
+    RULES = (
+        Rule(
+            "has(self.route) != has(self.prefix)",
+            "spec.alerts.app.routes[]: give exactly one of route and prefix",
+            _one_of_route_or_prefix,
+        ),
+    )
+
+    route: Annotated[str, Field(pattern=ROUTE, max_length=ROUTE_MAX)] | None = Field(
+        default=None, description="The route label's value, exactly (e.g. /week/[n])."
+    )
+    prefix: Annotated[str, Field(pattern=ROUTE, max_length=ROUTE_MAX)] | None = Field(
+        default=None,
+        description="Every route starting with this (e.g. /api/), each with its own p95.",
+    )
+    p95_latency_seconds: float = Field(
+        gt=0,
+        le=600,
+        description="Warn when the route's 95th percentile request duration exceeds this "
+        "(seed 000: week pages < 100 ms, API < 50 ms; seed 003: coach dashboard < 2 s).",
+    )
 
 
 DEFAULT_P95_LATENCY_SECONDS = 0.2
@@ -329,6 +548,12 @@ class AppAlerts(_AlertGroup):
     memory: PositiveQuantity = Field(
         default="2G",
         description="Warn when a pod's working set exceeds this (seed 000: < 2 GB per server).",
+    )
+    routes: list[RouteLatency] = Field(
+        default_factory=list,
+        max_length=16,
+        description="p95 targets per route (the histogram's metrics.routeLabel), beside "
+        "the app-wide p95LatencySeconds. Needs metrics.",
     )
     # nullable in the CRD only so that server-side apply takes a null as the
     # other paths do (client-side apply drops it): absent, the default

@@ -1,5 +1,6 @@
-"""``spec.cache``: Redis instances declared by use (cache evicts, queue never
-does), their memory, persistence, Sentinel HA and allowlisted redis.conf."""
+"""``spec.cache``: Redis instances declared by use (cache evicts, queue and
+counters never do), their memory, persistence, Sentinel HA and allowlisted
+redis.conf."""
 
 from __future__ import annotations
 
@@ -81,23 +82,29 @@ class Sentinel(Model):
     )
 
 
+# What evicting would silently lose on an instance of each use that must not evict.
+LOST = {"queue": "drop jobs", "counters": "reset rate limits and quotas"}
+
+
 class CacheInstance(Model):
     """One Redis instance, declared by what it is used for."""
 
     RULES = (
         Rule(
-            "self.use != 'queue' || !has(self.evictionPolicy) || "
+            "self.use == 'cache' || !has(self.evictionPolicy) || "
             "self.evictionPolicy == 'noeviction'",
             "spec.cache.instances[].evictionPolicy must be noeviction when use is "
-            "queue: an evicting queue silently loses jobs",
+            "queue or counters: an evicting queue silently loses jobs, evicted counters "
+            "silently reset their limits",
             lambda i: (
                 None
-                if i.use != "queue" or i.eviction_policy in (None, "noeviction")
+                if i.use == "cache" or i.eviction_policy in (None, "noeviction")
                 else Broken(
                     "evictionPolicy",
                     lambda at: (
-                        f"{i.eviction_policy} on a queue instance ({i.name}) would silently "
-                        f"drop jobs when memory is full; {at('use')} queue needs noeviction"
+                        f"{i.eviction_policy} on a {i.use} instance ({i.name}) would silently "
+                        f"{LOST[i.use]} when memory is full; {at('use')} {i.use} needs "
+                        "noeviction"
                     ),
                 )
             ),
@@ -149,9 +156,11 @@ class CacheInstance(Model):
     name: Annotated[str, Field(pattern=SHORT_NAME, max_length=SHORT_NAME_MAX)] = Field(
         description="Instance name (DNS label, at most 20 characters)."
     )
-    use: Literal["cache", "queue"] = Field(
+    use: Literal["cache", "queue", "counters"] = Field(
         description="cache: evicts least-recently-used keys when full. queue: never "
-        "evicts (writes fail when full, no job is lost)."
+        "evicts (writes fail when full, no job is lost). counters: rate limits and quotas "
+        "(INCR with a TTL), never evicts (an evicted counter would reset a limit); no "
+        "hit-rate or eviction alerts, persistence optional."
     )
     eviction_policy: (
         Literal[

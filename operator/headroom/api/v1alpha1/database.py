@@ -7,9 +7,10 @@ from typing import Annotated, Literal
 
 from pydantic import Field
 
+from headroom.api.v1alpha1 import images
 from headroom.api.v1alpha1.read_replicas import ReadReplicas
 from headroom.api.v1alpha1.references import CASecretRef, SecretKeyRef
-from headroom.api.v1alpha1.schema import HOST, PG_IDENTIFIER, Broken, Model, Rule
+from headroom.api.v1alpha1.schema import HOST, IMAGE, PG_IDENTIFIER, Broken, Model, Rule
 
 # Direct sessions a migration (Prisma migrate takes 1-2), an admin console and
 # a cron job need beside the pooler.
@@ -58,6 +59,33 @@ class Share(Model):
         le=262_143,
         description="The most server connections the write pooler may hold on the primary "
         "(every pod at peak), whatever its weight. Unset: what its clients could ask for.",
+    )
+
+
+class DatabaseMetrics(Model):
+    """postgres_exporter in front of every database server the profile uses."""
+
+    enabled: bool = Field(
+        default=True,
+        description="Run postgres_exporter (one Deployment per server: the primary and each "
+        "read replica; its connections count in the budget of each). With readReplicas mode "
+        "cnpg and CloudNativePG installed, the Cluster's own metrics are scraped instead.",
+    )
+    image: Annotated[
+        str,
+        images.defaulted(images.POSTGRES_EXPORTER_IMAGE),
+        Field(pattern=IMAGE, max_length=512),
+    ] = Field(
+        default=None,
+        validate_default=True,
+        description="postgres_exporter image (metrics on port 9187). Unset: this release's "
+        f"default ({images.POSTGRES_EXPORTER_IMAGE}).",
+    )
+    credentials_secret: SecretKeyRef | None = Field(
+        default=None,
+        description="A monitoring role's Secret (a role granted pg_monitor sees every "
+        "session's state and every statement's text). Default: spec.database.credentialsSecret "
+        "(the app's role: its own sessions in full, the others' counted without their state).",
     )
 
 
@@ -160,4 +188,9 @@ class Database(Model):
     read_replicas: ReadReplicas | None = Field(
         default=None,
         description="Read replicas behind a pooled, lag-aware read endpoint (DATABASE_READ_URL).",
+    )
+    metrics: DatabaseMetrics = Field(
+        default_factory=DatabaseMetrics,
+        description="The servers' own metrics (connections by state, slow queries, "
+        "per-statement times, query rate, replication lag) for the alerts and the dashboard.",
     )
