@@ -796,6 +796,7 @@ def alerts_section(draw: st.DrawFn, *, instances: tuple[str, ...] = ()) -> Body:
                 if draw(st.integers(0, 3)) == 3:
                     own: Body = {}
                     _maybe(draw, own, "enabled", st.booleans())
+                    _maybe(draw, own, "connectionsWarningPercent", st.integers(1, 94))
                     _maybe(draw, own, "connectionsCriticalPercent", st.integers(95, 100))
                     _maybe(draw, own, "maxWaitSeconds", st.sampled_from((0.5, 2, 3600)))
                     settings[side] = own
@@ -806,6 +807,7 @@ def alerts_section(draw: st.DrawFn, *, instances: tuple[str, ...] = ()) -> Body:
                 _maybe(draw, settings, "connectionsCriticalCount", st.integers(count + 1, 1000))
             _maybe(draw, settings, "slowQuerySeconds", st.sampled_from((0.1, 1, 2.5, 86400)))
             _maybe(draw, settings, "queryRatePerSecond", st.sampled_from((100, 0.5, 10**7)))
+            _maybe(draw, settings, "replicaLagSeconds", st.sampled_from((0.5, 10, 86400)))
         if group == "cache":
             _maybe(draw, settings, "hitRateMin", st.sampled_from((0.5, 0.8, 1)))
             _maybe(draw, settings, "memoryPercent", st.integers(1, 100))
@@ -818,6 +820,8 @@ def alerts_section(draw: st.DrawFn, *, instances: tuple[str, ...] = ()) -> Body:
                             optional={
                                 "enabled": st.booleans(),
                                 "memoryPercent": st.integers(1, 100),
+                                "hitRateMin": st.sampled_from((0.5, 0.9, 1)),
+                                "evictions": st.booleans(),
                             },
                         )
                     )
