@@ -366,18 +366,10 @@ def _redis_prometheus(
     exporter: Exporter,
     instance: str = "cache",
 ) -> Prometheus:
-    prometheus = start_prometheus(
-        rules={"headroom.rules.yaml": alert_rules.rule_file(plan)},
-        targets=[
-            Target("redis", exporter.address, {"namespace": NAMESPACE, "pod": _redis_pod(instance)})
-        ],
-        scrape_interval=SCRAPE,
-        evaluation_interval=SCRAPE,
+    target = Target(
+        "redis", exporter.address, {"namespace": NAMESPACE, "pod": _redis_pod(instance)}
     )
-    prometheus.wait_for_targets_up(timeout=DEADLINE)
-    health = prometheus.rule_health()
-    assert not [h for h in health.values() if h.startswith("err")], health
-    return prometheus
+    return _prometheus_over(start_prometheus, plan, [target])
 
 
 def test_hit_rate_alert_fires_on_misses_and_resolves_on_hits(
@@ -606,7 +598,7 @@ def _creds(database: servers.AppDatabase) -> credentials.Credentials:
     )
 
 
-def _database_prometheus(
+def _prometheus_over(
     start_prometheus: StartPrometheus, plan: planner.Plan, targets: list[Target]
 ) -> Prometheus:
     prometheus = start_prometheus(
@@ -634,7 +626,7 @@ def test_a_slow_query_fires_the_slow_query_alert_and_it_resolves_after(
     plan = database_plan(database)
     exporter = _start_postgres_exporter(plan, database, start_exporter, exporters)
     assert exporter.samples("pg_up") == [({}, 1.0)]
-    prometheus = _database_prometheus(
+    prometheus = _prometheus_over(
         start_prometheus,
         plan,
         [Target("postgres", exporter.address, {"namespace": NAMESPACE, "pod": DB_POD})],
@@ -710,7 +702,7 @@ def test_direct_sessions_fire_the_servers_connections_alert_the_poolers_sum_miss
     )
     pooler_exporter = start_exporter(exporters.pgbouncer, args, env, name="pgbouncer_exporter")
     postgres_exporter = _start_postgres_exporter(plan, database, start_exporter, exporters)
-    prometheus = _database_prometheus(
+    prometheus = _prometheus_over(
         start_prometheus,
         plan,
         [
