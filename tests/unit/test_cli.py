@@ -243,12 +243,13 @@ def test_plan_plans_several_documents_as_the_operator_does_on_shared_servers(
     assert cli.main(["plan", str(path)]) == 0
     out = capsys.readouterr().out
     assert out.count("profile ") == 2  # both planned, in order
-    # 100 - 3 superuser - 2 x (5 direct + 4 lag probes) = 79: 3 read-pooler pods x 13 each
-    assert out.count("share                    39 on ep-read-1.example.tech:5432 (weight 1)") == 2
+    # 100 - 3 superuser - 2 x (5 direct + 4 lag probes + 3 postgres_exporter) = 73:
+    # 3 read-pooler pods x 12 each
+    assert out.count("share                    36 on ep-read-1.example.tech:5432 (weight 1)") == 2
     assert "beside                   gym/second holds 48 on ep-read-1.example.tech:5432" in out
     path.write_text(second + "---\n" + first)
     assert cli.main(["plan", str(path)]) == 0
-    assert capsys.readouterr().out.count("share                    39 on ep-read") == 2
+    assert capsys.readouterr().out.count("share                    36 on ep-read") == 2
 
 
 def test_plan_with_names_the_profiles_already_on_the_server(
@@ -264,20 +265,23 @@ def test_plan_with_names_the_profiles_already_on_the_server(
         .replace("max: 10}", "max: 2}")
     )
     assert "name: admin" in newcomer.read_text()
-    # shop alone plans 90 of 92; beside it, both get a share by weight
+    # shop alone plans 87 of 89; beside it, both get a share by weight of
+    # 100 - 3 superuser - 2 x (5 direct + 3 postgres_exporter) = 81
     assert cli.main(["plan", str(newcomer), "--with", str(existing)]) == 0
     out = capsys.readouterr().out
     assert "profile             default/admin" in out
     assert "beside              default/shop holds 50 on shop-db.default.svc:5432" in out
-    assert "share               42 on shop-db.default.svc:5432 (weight 1)" in out
-    # in session mode its 60 sessions (30 per pod, 3 at peak) do not fit beside
-    # shop's minimum: refused, naming shop
+    assert "share               39 on shop-db.default.svc:5432 (weight 1)" in out
+    # in session mode its 55 sessions (28 per pod, 3 at peak: 84, and 8 it keeps) do
+    # not fit beside shop's minimum (3, and 8 it keeps) in 97: refused, naming shop
     session = newcomer.read_text().replace("poolMode: transaction", "poolMode: session")
-    newcomer.write_text(session.replace("max: 2}", "max: 6}"))
+    session = session.replace("poolSizePerPod: 10", "poolSizePerPod: 11")
+    newcomer.write_text(session.replace("max: 2}", "max: 5}"))
     assert cli.main(["plan", str(newcomer), "--with", str(existing)]) == 1
     err = capsys.readouterr().err
     assert "the guaranteed minimums on shop-db.default.svc:5432 do not fit" in err, err
-    assert "default/shop 8 (transaction mode: 1 server connection per pooler pod" in err
+    assert "default/shop 11 (transaction mode: 1 server connection per pooler pod" in err
+    assert "this profile needs 92 (session mode: 55 sessions" in err
     assert cli.main(["plan", str(newcomer)]) == 0
     capsys.readouterr()
     # and a profile given twice is an input error, not a plan

@@ -154,12 +154,13 @@ def test_five_apps_on_one_server_get_the_documented_shares() -> None:
         table.update(key, body)
     plans = {body["metadata"]["name"]: _plan(table, body) for body in bodies}
     assert all(p.ok for p in plans.values()), [p.problem_text() for p in plans.values()]
-    # 100 - 3 superuser-reserved - 5 x 2 kept for direct use = 87 for the poolers;
-    # reports (session) and billing (pinned) get what they need, orders twice what
-    # web and admin get; what is left is less than a connection for each of 3 pods
+    # 100 - 3 superuser-reserved - 5 x (2 kept for direct use + 3 postgres_exporter) = 72
+    # for the poolers; reports (session) and billing (pinned) get what they need, the
+    # 37 left go 2:1:1 in steps of 3 (the step weight cannot split goes by rank); what
+    # is left is less than a connection for each of 3 pods
     opened = {name: p.budget.server_connections for name, p in plans.items()}
-    assert opened == {"orders": 30, "web": 15, "admin": 15, "reports": 18, "billing": 8}
-    assert sum(opened.values()) + 5 * 2 <= 97
+    assert opened == {"orders": 24, "web": 9, "admin": 12, "reports": 18, "billing": 8}
+    assert sum(opened.values()) + 5 * (2 + 3) <= 97
     assert plans["reports"].budget.max_db_connections == 6  # 12 sessions over 2 pods
     assert plans["billing"].budget.max_db_connections == 4  # as pinned
 
@@ -174,12 +175,13 @@ def test_shares_do_not_depend_on_which_profile_came_first() -> None:
     second.update("shop/admin", admin)
     second.update("shop/web", web)
     assert first.grants("shop/web") == second.grants("shop/web")
-    # equal weights: 97 - 2 x 5 direct = 87, 3 pods at peak each, so 14 and 15
-    # per pod; the odd 3 go to the older one (a tie is settled by rank, never by order)
-    assert first.grants("shop/web")[SERVER].connections == 45
-    assert first.grants("shop/admin")[SERVER].connections == 42
+    # equal weights: 97 - 2 x (5 direct + 3 postgres_exporter) = 81, 3 pods at peak
+    # each, so 13 and 14 per pod; the odd 3 go to the older one (a tie is settled by
+    # rank, never by order)
+    assert first.grants("shop/web")[SERVER].connections == 42
+    assert first.grants("shop/admin")[SERVER].connections == 39
     plan = _plan(first, web)
-    assert plan.ok and plan.budget.server_connections == 45
+    assert plan.ok and plan.budget.server_connections == 42
     assert plan.budget.shared == (connection_budget.SharedUse(SERVER, "shop/admin", 47),)
 
 
@@ -212,10 +214,11 @@ def test_admission_refuses_only_when_the_minimums_do_not_fit_naming_the_holders(
     assert message is not None
     assert message.startswith("spec.app.replicas.max: ")
     assert f"the guaranteed minimums on {SERVER} do not fit" in message
-    assert "shop/web 65 (session mode: 40 sessions over 2 pooler pods" in message
-    assert "33 short" in message, message  # 65 + 65 - 97
+    assert "shop/web 68 (session mode: 40 sessions over 2 pooler pods" in message
+    assert "and 3 for postgres_exporter" in message
+    assert "39 short" in message, message  # 68 + 68 - 97
     assert "lower spec.app.replicas.max or spec.app.poolSizePerPod" in message
-    assert "(33 fewer in all)" in message
+    assert "(39 fewer in all)" in message
     # alone on its server, the same profile is fine
     assert admission.review(newcomer) is None
 
@@ -283,9 +286,10 @@ def test_two_read_pools_on_one_replica_share_it() -> None:
     plans = [_plan(table, first), _plan(table, second)]
     assert all(p.ok for p in plans)
     reads = [p.read.budget for p in plans if p.read is not None]
-    # 100 - 3 superuser - 2 x (5 direct + 4 lag probes) = 79: 39 each, 3 pods x 13
-    assert [b.server_connections for b in reads] == [39, 39]
-    assert sum(b.server_connections for b in reads) + 2 * 9 <= 97
+    # 100 - 3 superuser - 2 x (5 direct + 4 lag probes + 3 postgres_exporter) = 73:
+    # 36 each, 3 pods x 12
+    assert [b.server_connections for b in reads] == [36, 36]
+    assert sum(b.server_connections for b in reads) + 2 * 12 <= 97
     # their primaries are their own
     assert set(table.grants("shop/first")) == {REPLICA}
 
@@ -299,9 +303,10 @@ def test_a_profile_whose_replica_is_another_profiles_primary_counts_both() -> No
     reader = _reader("reader", created="2026-01-02T00:00:00Z", **{"app.replicas.max": 20})
     assert admission.review(reader, beside=_beside(table)) is None
     table.update("shop/reader", reader)
-    # the writer's 60 sessions and 5 direct, the reader's 5 direct and 4 lag probes:
-    # 97 - 65 - 9 = 23 left, 21 in whole connections for 3 read-pooler pods
-    assert table.grants("shop/reader")[REPLICA].connections == 21
+    # the writer's 60 sessions, 5 direct and its postgres_exporter's 3, the reader's 5
+    # direct, 4 lag probes and its postgres_exporter's 3 there: 97 - 68 - 12 = 17 left,
+    # 15 in whole connections for 3 read-pooler pods
+    assert table.grants("shop/reader")[REPLICA].connections == 15
     assert table.grants("shop/writer")[REPLICA].connections == 60
 
 
