@@ -275,7 +275,10 @@ def test_settings_that_cannot_apply_are_refused_naming_the_field() -> None:
             "alerts.cache": {"instances": {"jobs": {"hitRateMin": 0.5}}},
         },
         "spec.alerts.app.routes": {
-            "alerts.app": {"metrics": None, "routes": [{"route": "/", "p95LatencySeconds": 1}]}
+            "alerts.app": {
+                "metrics": {"enabled": False},
+                "routes": [{"route": "/", "p95LatencySeconds": 1}],
+            }
         },
     }
     for field, overrides in cases.items():

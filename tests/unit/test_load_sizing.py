@@ -52,10 +52,10 @@ def test_seed_003_sizes_the_pooler_from_the_load_not_the_budget() -> None:
     assert sized.budget.default_pool_size == needed == 25
     assert waiting <= 0.05 < queueing.erlang_c(servers=24, offered_load=sized.load.offered_load / 2)
     assert _server_wait(sized) <= 0.05
-    # filling the budget gives each pooler pod 27 + 3 (90): connections this load never
-    # needs; sized, 25 + 2 (81), the reserve of its own connections
+    # filling the budget gives each pooler pod 27 + 2 (87 of 89): connections this load
+    # never needs; sized, 25 + 2 (81), the reserve of its own connections
     assert filled.budget.default_pool_size == 27
-    assert filled.budget.server_connections == 90
+    assert filled.budget.server_connections == 87
     assert sized.budget.server_connections == 81
     assert sized.pooler.settings["default_pool_size"] == "25"
 
@@ -86,9 +86,10 @@ def test_a_load_the_budget_cannot_serve_is_refused_with_the_limit_and_the_shortf
     assert not plan.ok
     text = plan.problem_text()
     assert "spec.load.users.concurrent: 4000 users thinking 6 s" in text
-    # 52 available / 3 pooler pods at peak = 17 per pod; 25 needed: 8 short
-    assert "needs 25 connections per pooler pod, 8 more than the 17 each may have" in text
-    assert "52 available on the primary (max_connections 60" in text
+    # 60 - 3 - 5 direct - 3 postgres_exporter = 49 available / 3 pooler pods at peak = 16
+    # per pod; 25 needed: 9 short
+    assert "needs 25 connections per pooler pod, 9 more than the 16 each may have" in text
+    assert "49 available on the primary (max_connections 60" in text
 
 
 def test_an_app_pool_too_small_for_the_load_is_refused_naming_it() -> None:
@@ -121,7 +122,8 @@ def test_workers_keep_their_whole_pools_beside_the_load() -> None:
 
 
 def test_session_mode_checks_the_app_pool_and_keeps_the_session_rule() -> None:
-    session = {"pooler.poolMode": "session", "app.replicas.max": 4, **GYM}
+    # 4 pods x 15 = 60 sessions on 3 pooler pods x 22 (89 / 4 pods at peak)
+    session = {"pooler.poolMode": "session", "app.replicas.max": 4, "pooler.instances": 3, **GYM}
     sized = _plan(**session, load=SEED_003)
     assert sized.ok, sized.problem_text()
     assert sized.budget.load_pool is None  # the sessions are the app's pools
@@ -159,12 +161,12 @@ def test_plan_shows_the_load_the_pools_and_the_first_bottleneck(
         "15 per app pod, 8.26 busy on each of 4 app pods: 2.5% chance of waiting"
     )
     # 15 connections on each of 4 app pods carry 9.05 erlangs each at 5 %: 724 requests/s;
-    # 30 per pooler pod on 2 pooler pods carry 21.3 each: 850 requests/s
+    # 29 per pooler pod on 2 pooler pods carry 20.4 each: 816 requests/s
     assert rows["first bottleneck"].startswith(
         "app pool (spec.app.poolSizePerPod 15 on 4 pods): up to 724 requests/s (1.09x the peak)"
     )
     assert (
-        "; then database (max_connections 100: 30 per pooler pod): up to 8"
+        "; then database (max_connections 100: 29 per pooler pod): up to 816"
         in (rows["first bottleneck"])
     )
 
@@ -219,7 +221,9 @@ def test_on_a_shared_server_the_load_is_the_pools_minimum_and_all_it_takes(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     gym = profiles.base(name="gym", **GYM, load=SEED_003)
-    admin = profiles.base(name="admin", **{"app.replicas": {"min": 1, "max": 2}})
+    admin = profiles.base(
+        name="admin", **{"app.replicas": {"min": 1, "max": 2}, "database.reservedConnections": 2}
+    )
     path = tmp_path / "two.yaml"
     path.write_text(yaml.safe_dump_all([gym, admin]))
     assert cli.main(["plan", str(path)]) == 0
@@ -229,15 +233,16 @@ def test_on_a_shared_server_the_load_is_the_pools_minimum_and_all_it_takes(
     assert alone.server_connections == 81
     assert "default_pool_size   25\n" in out.split("profile", 2)[1]
     assert "server connections  81 of 81" in out
-    # the other profile gets the rest (97 - 5 kept - 81 held by gym - its own 5 kept)
-    assert "share               6 on db.default.svc:5432" in out
+    # the other profile gets the rest: 97 - 81 held by gym and the 5 + 3 it keeps (direct,
+    # postgres_exporter) - its own 2 + 3 kept
+    assert "share               3 on db.default.svc:5432" in out
     # a second copy of the load does not fit: refused naming the load and the holders
     twin = profiles.base(name="twin", **GYM, load=SEED_003)
     path.write_text(yaml.safe_dump_all([gym, twin]))
     assert cli.main(["plan", str(path)]) == 1
     err = capsys.readouterr().err
     assert "spec.load.users.concurrent: the guaranteed minimums on db.default.svc:5432" in err
-    assert "default/gym 86 (spec.load: 25 per pooler pod for a 5% chance of waiting" in err
+    assert "default/gym 89 (spec.load: 25 per pooler pod for a 5% chance of waiting" in err
 
 
 @pytest.fixture
@@ -265,7 +270,7 @@ def test_what_if_another_peak_shows_the_sizes_and_where_it_breaks(run: Any) -> N
     assert code == 1
     assert "first bottleneck    app pool (spec.app.poolSizePerPod 15 on 4 pods)" in out
     assert "spec.app.poolSizePerPod: 15 connections per app pod; 6000 users" in err
-    assert "needs 35 connections per pooler pod, 5 more than the 30 each may have" in err
+    assert "needs 35 connections per pooler pod, 6 more than the 29 each may have" in err
     # a rate in place of the users
     code, out, _ = run(gym, argv=["--rps", "300"])
     assert code == 0
@@ -278,7 +283,8 @@ def test_what_if_touches_only_the_profiles_with_a_load_and_says_what_it_cannot_d
 ) -> None:
     gym = profiles.base(name="gym", **GYM, load=SEED_003)
     admin = profiles.base(name="admin", **{"app.replicas": {"min": 1, "max": 2}})
-    code, out, _ = run(gym, admin, argv=["--users", "4300"])
+    # a lower peak, so that admin's minimum fits beside gym's on the server
+    code, out, _ = run(gym, admin, argv=["--users", "3000"])
     assert code == 0
     first, second = out.split("\nprofile ", 1)
     assert "what-if" in first

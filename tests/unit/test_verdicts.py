@@ -138,9 +138,10 @@ class World:
             self.restart()
 
     def running(self, runs: dict[str, int]) -> int:
-        """Server connections the poolers may open at peak (3 pods), and the
-        5 direct connections each binding hands out."""
-        return sum(3 * size + 5 for size in runs.values())
+        """Server connections the poolers may open at peak (3 pods), the 5
+        direct connections each binding hands out and the 3 each
+        postgres_exporter holds."""
+        return sum(3 * size + 5 + 3 for size in runs.values())
 
     def settle(self, rounds: int = 8, *, check: bool = False) -> None:
         """Passes of every profile until a round writes nothing (``check``:
@@ -235,11 +236,11 @@ def test_any_order_ends_where_a_fresh_operator_on_the_same_objects_would(ops: li
     assert fresh.budgets() == ended
 
     # what runs is what the status says it holds, refused or not: every
-    # pooler's pool at its 3 pods at peak, and the 5 direct connections its
-    # binding hands out
+    # pooler's pool at its 3 pods at peak, the 5 direct connections its
+    # binding hands out and the 3 its postgres_exporter holds
     runs = world.pool_sizes()
     assert world.running(runs) <= CAPACITY, (runs, ended)
-    assert {k: 3 * size + 5 for k, size in runs.items()} == {
+    assert {k: 3 * size + 5 + 3 for k, size in runs.items()} == {
         k: b["held"] for k, b in ended.items() if b["held"]
     }, (runs, ended)
     # the ones it accepts at their shares, the refused at what they ran before
