@@ -69,7 +69,8 @@ def test_profile_lifecycle(
     assert kube.condition(sp, "PoolerReady") == "True"
     assert kube.condition(sp, "ConnectionBudget") == "True"
     budget = sp["status"]["budget"]
-    assert budget["summary"] == "90/92"  # 3 pods at peak x 30 of 100 - 3 - 5
+    # 3 pods at peak x 29 of 100 - 3 - 5 direct - 3 postgres_exporter
+    assert budget["summary"] == "87/89"
     assert budget["clientDemand"] == 50  # 10 pods x 5
     assert sp["status"]["pooler"]["endpoint"] == f"{NAME}-pooler-rw.{namespace}.svc:5432"
 
@@ -78,7 +79,7 @@ def test_profile_lifecycle(
     assert len(pods) == 2 and all(_ready(p) for p in pods)
     assert all(p["spec"]["nodeName"].startswith("kwok-node") for p in pods)
     ini = kube.get_json(kubectl, "configmap", f"{NAME}-pooler-config", "-n", namespace)
-    assert "max_db_connections = 30" in ini["data"]["pgbouncer.ini"]
+    assert "max_db_connections = 29" in ini["data"]["pgbouncer.ini"]
     assert kube.exists(kubectl, "pdb", f"{NAME}-pooler", "-n", namespace)
 
     binding = kube.get_json(kubectl, "secret", sp["status"]["binding"]["name"], "-n", namespace)
@@ -372,10 +373,10 @@ def test_a_second_profile_on_the_same_server_shares_it_by_weight(
     )
     sp = _sp(kubectl, namespace)
     assert sp["status"]["budget"]["server"] == f"db.{namespace}.svc:5432"
-    assert sp["status"]["budget"]["serverConnections"] == 90  # alone: all of its 92
+    assert sp["status"]["budget"]["serverConnections"] == 87  # alone: all of its 89
     # The admin app of the same shop, on the same Postgres, with twice the weight:
-    # 97 - 2 x 5 kept for direct use = 87, divided 1:2 in steps of 3 pooler pods
-    # (29:58; the last 3 go to the shop, which runs its spec and is older)
+    # 97 - 2 x (5 kept for direct use + 3 postgres_exporter) = 81, divided 1:2 in steps
+    # of 3 pooler pods (27:54)
     admin = profiles.base(name="admin", namespace=namespace, **{"database.share": {"weight": 2}})
     kube.apply(kubectl, admin, namespace=namespace)
 
@@ -388,29 +389,29 @@ def test_a_second_profile_on_the_same_server_shares_it_by_weight(
         return found if done else None
 
     budgets = kube.wait_for(shared, timeout=60, what="both profiles to share db")
-    assert budgets[NAME]["serverConnections"] == 30 and budgets["admin"]["serverConnections"] == 57
+    assert budgets[NAME]["serverConnections"] == 27 and budgets["admin"]["serverConnections"] == 54
     assert budgets["admin"]["sharedWith"] == [
-        {"profile": f"{namespace}/{NAME}", "serverConnections": 30 + 5}
+        {"profile": f"{namespace}/{NAME}", "serverConnections": 27 + 5 + 3}
     ]
     kubectl(
         "wait", "--for=condition=Ready", "scalingprofile/admin", f"scalingprofile/{NAME}",
         "-n", namespace, "--timeout=120s",
     )  # fmt: skip
-    # the shop's pooler now opens its share: 10 per pod
+    # the shop's pooler now opens its share: 9 per pod
     config = kube.get_json(kubectl, "configmap", f"{NAME}-pooler-config", "-n", namespace)
-    assert "max_db_connections = 10\n" in config["data"]["pgbouncer.ini"]
+    assert "max_db_connections = 9\n" in config["data"]["pgbouncer.ini"]
     # a session-mode app whose sessions do not fit beside both minimums is refused,
-    # naming the profiles that hold them and a fix
+    # naming the profiles that hold them and a fix (55 sessions: 28 per pod x 3 at peak)
     reports = profiles.base(
         name="reports",
         namespace=namespace,
-        **{"pooler.poolMode": "session", "app.replicas.max": 6, "app.poolSizePerPod": 10},
+        **{"pooler.poolMode": "session", "app.replicas.max": 5, "app.poolSizePerPod": 11},
     )
     refused = kube.create(kubectl, reports, namespace=namespace, check=False)
     assert refused.returncode != 0
     assert "the guaranteed minimums on" in refused.stderr, refused.stderr
-    assert f"{namespace}/{NAME} 8 (transaction mode" in refused.stderr
-    assert f"{namespace}/admin 8 (transaction mode" in refused.stderr
+    assert f"{namespace}/{NAME} 11 (transaction mode" in refused.stderr
+    assert f"{namespace}/admin 11 (transaction mode" in refused.stderr
     assert "spec.pooler.poolMode transaction" in refused.stderr
 
 

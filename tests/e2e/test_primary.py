@@ -76,7 +76,7 @@ def test_declared_limits_above_the_primary_are_refused_until_corrected(
     budget = kube.wait_for(refused, timeout=60, what="ConnectionBudget=False from the real limits")
     assert budget["message"].startswith(
         "spec.database.maxConnections: the primary reports max_connections 20 - "
-        "superuser_reserved_connections 3 - 5 reserved = 12 available"
+        "superuser_reserved_connections 3 - 5 reserved - 3 for postgres_exporter = 9 available"
     ), budget["message"]
     conditions = _conditions(kubectl, namespace)
     assert conditions["PrimaryLimits"]["status"] == "True"

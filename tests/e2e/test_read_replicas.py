@@ -89,11 +89,13 @@ def test_read_replica_modes_apply_switch_and_leave_nothing_behind(
     )
     sp = _wait_ready(kubectl, namespace)
     read = sp["status"]["budget"]["read"]
-    # the smallest replica: 60 - 3 superuser - 5 reserved - 4 lag probes
+    # the smallest replica: 60 - 3 superuser - 5 reserved - 4 lag probes - 3 postgres_exporter
     assert read["mode"] == "external"
     assert read["smallest"] == "ro-2.db.example.com:5432"
-    assert (read["available"], read["clientDemand"], read["maxDbConnections"]) == (48, 40, 16)
-    assert sp["status"]["budget"]["readFallback"] == 9  # a tenth of the primary's 92
+    assert (read["available"], read["clientDemand"], read["maxDbConnections"]) == (45, 40, 15)
+    # a tenth of the primary's 89 (100 - 3 superuser - 5 reserved - 3 postgres_exporter),
+    # in whole connections per read-pooler pod: 3 pods at peak x 2
+    assert sp["status"]["budget"]["readFallback"] == 6
     assert kube.condition(sp, "ReadPoolerReady") == "True"
     assert kube.get_json(kubectl, "deployment", f"{NAME}-pooler-ro", "-n", namespace)
     config = kube.get_json(kubectl, "configmap", f"{NAME}-pooler-ro-config", "-n", namespace)
@@ -246,8 +248,9 @@ def test_two_profiles_read_pools_on_one_replica_share_it_a_third_is_refused_nami
 
     kube.apply(kubectl, reader(NAME, "db-one"), namespace=namespace)
     sp = _wait_ready(kubectl, namespace)
-    # 100 - 3 superuser - 5 reserved - 4 lag probes = 88: 3 read-pooler pods x 29
-    assert sp["status"]["budget"]["read"]["serverConnections"] == 87
+    # 100 - 3 superuser - 5 reserved - 4 lag probes - 3 postgres_exporter = 85:
+    # 3 read-pooler pods x 28
+    assert sp["status"]["budget"]["read"]["serverConnections"] == 84
     kube.apply(kubectl, reader("second", "db-two"), namespace=namespace)
 
     def both_shared() -> dict[str, Any] | None:
@@ -259,19 +262,21 @@ def test_two_profiles_read_pools_on_one_replica_share_it_a_third_is_refused_nami
         return found if done else None
 
     reads = kube.wait_for(both_shared, timeout=60, what="both read pools to share the replica")
-    # 100 - 3 superuser - 2 x (5 reserved + 4 lag probes) = 79: 39 each (3 pods x 13)
-    assert reads[NAME]["serverConnections"] == reads["second"]["serverConnections"] == 39
+    # 100 - 3 superuser - 2 x (5 reserved + 4 lag probes + 3 postgres_exporter) = 73:
+    # 36 each (3 pods x 12)
+    assert reads[NAME]["serverConnections"] == reads["second"]["serverConnections"] == 36
     (first,) = reads["second"]["sharedWith"]
-    assert first == {"profile": f"{namespace}/{NAME}", "serverConnections": 39 + 9}
+    assert first == {"profile": f"{namespace}/{NAME}", "serverConnections": 36 + 12}
     kubectl(
         "wait", "--for=condition=Ready", "scalingprofile/second", f"scalingprofile/{NAME}",
         "-n", namespace, "--timeout=120s",
     )  # fmt: skip
     config = kube.get_json(kubectl, "configmap", f"{NAME}-pooler-ro-config", "-n", namespace)
-    assert "max_db_connections = 13\n" in config["data"]["pgbouncer.ini"]
+    assert "max_db_connections = 12\n" in config["data"]["pgbouncer.ini"]
 
-    # a third keeps 80 for direct use there: 80 + 4 probes + 3 (1 per read-pooler pod)
-    # beside the two minimums, 2 x (9 kept + 3), is 14 more than the replica's 97
+    # a third keeps 80 for direct use there: 80 + 4 probes + 3 postgres_exporter + 3 (1 per
+    # read-pooler pod) beside the two minimums, 2 x (12 kept + 3), is 23 more than the
+    # replica's 97
     greedy = reader("greedy", "db-three", reservedConnections=80)
     refused = kube.create(kubectl, greedy, namespace=namespace, check=False)
     assert refused.returncode != 0
@@ -279,11 +284,11 @@ def test_two_profiles_read_pools_on_one_replica_share_it_a_third_is_refused_nami
     assert "spec.database.readReplicas.pooler.instances: the guaranteed minimums on " in message
     assert "ro-shared.db.example.com:5432 do not fit: 97 connections there" in message
     for holder in (NAME, "second"):
-        assert f"{namespace}/{holder} 12 (transaction mode" in message, message
+        assert f"{namespace}/{holder} 15 (transaction mode" in message, message
     assert "spec.database.readReplicas.reservedConnections" in message, message
-    assert "14 short. To fit: lower " in message and "(14 fewer in all)" in message, message
-    # the change the message names: 14 fewer kept, and the three minimums fill the replica
-    kube.create(kubectl, reader("greedy", "db-three", reservedConnections=66), namespace=namespace)
+    assert "23 short. To fit: lower " in message and "(23 fewer in all)" in message, message
+    # the change the message names: 23 fewer kept, and the three minimums fill the replica
+    kube.create(kubectl, reader("greedy", "db-three", reservedConnections=57), namespace=namespace)
 
     def all_minimums() -> dict[str, Any] | None:
         found = {

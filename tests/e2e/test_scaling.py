@@ -439,8 +439,8 @@ def test_raising_the_app_ceiling_beyond_the_budget_is_rejected(
     operator: operator_process.OperatorProcess, kubectl: kube.Kubectl, namespace: str
 ) -> None:
     # session mode: every client holds a server connection, workers included:
-    # 10 x 5 + 10 x 2 = 70 sessions on 4 pooler pods x 18 (92 / 5 pods at peak)
-    profile = scaled_profile(namespace, **{"pooler.poolMode": "session", "pooler.instances": 4})
+    # 10 x 5 + 10 x 2 = 70 sessions on 5 pooler pods x 14 (89 / 6 pods at peak)
+    profile = scaled_profile(namespace, **{"pooler.poolMode": "session", "pooler.instances": 5})
     profile["spec"]["queues"][0]["replicas"]["max"] = 10
     kube.apply(kubectl, profile, namespace=namespace)
     stored = _sp(kubectl, namespace)
@@ -453,7 +453,7 @@ def test_raising_the_app_ceiling_beyond_the_budget_is_rejected(
     assert "spec.app.replicas.max: " in proc.stderr, proc.stderr
     assert (
         "app ceiling 20 pods x 5 connections per pod + worker emails ceiling 10 pods x 2 "
-        "connections per pod = 120 session connections > 92 available on the primary"
+        "connections per pod = 120 session connections > 89 available on the primary"
     ) in proc.stderr, proc.stderr
 
     # The app still fits; the workers' ceiling is what tips it over, and is named.

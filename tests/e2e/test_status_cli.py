@@ -68,9 +68,10 @@ def test_status_groups_profiles_by_server_with_the_right_sums(
     def shared_view() -> dict[str, Any] | None:
         found = json.loads(_status(kubeconfig, "-n", namespace, "-o", "json").stdout)
         server = next(s for s in found["servers"] if s["server"].startswith(SHARED))
-        return found if server["plannedConnections"] == 45 + 42 else None
+        return found if server["plannedConnections"] == 42 + 39 else None
 
-    # 97 - 2 x 5 kept for direct use = 87: 45 and 42 (the odd 3 to the older one)
+    # 97 - 2 x (5 kept for direct use + 3 postgres_exporter) = 81: 42 and 39 (the odd 3
+    # to the older one)
     kube.wait_for(shared_view, timeout=60, what="orders and billing at their shares")
     _ready(kubectl, namespace, "orders", "billing", "reports")  # resized poolers rolled out
     view = json.loads(_status(kubeconfig, "-n", namespace, "-o", "json").stdout)
@@ -85,12 +86,13 @@ def test_status_groups_profiles_by_server_with_the_right_sums(
     listed = kube.get_json(kubectl, "scalingprofiles", "-n", namespace)["items"]
     budgets = {sp["metadata"]["name"]: sp["status"]["budget"] for sp in listed}
     # the shared total is what both profiles' statuses plan on the server
-    assert budgets["orders"]["serverConnections"] == 45
-    assert budgets["billing"]["serverConnections"] == 42
-    assert shared["plannedConnections"] == 87
-    # a profile's share and what the other holds (its pool and its 5 direct)
-    assert shared["available"] == 100 - 3 - 5 == budgets["orders"]["available"] + 42 + 5
-    assert shared["freeConnections"] == 92 - 87
+    assert budgets["orders"]["serverConnections"] == 42
+    assert budgets["billing"]["serverConnections"] == 39
+    assert shared["plannedConnections"] == 81
+    # a profile's share and what the other holds (its pool, its 5 direct and its
+    # postgres_exporter's 3)
+    assert shared["available"] == 100 - 3 - 5 - 3 == budgets["orders"]["available"] + 39 + 8
+    assert shared["freeConnections"] == 89 - 81
     for p in shared["profiles"] + alone["profiles"]:
         assert p["plannedConnections"] == budgets[p["name"]]["serverConnections"]
         assert p["ceilingConnections"] == budgets[p["name"]]["clientDemand"]
@@ -98,13 +100,13 @@ def test_status_groups_profiles_by_server_with_the_right_sums(
     assert budgets["billing"]["clientDemand"] == 4 * 5  # 4 pods x a pool of 5
     assert view["ready"] == view["profiles"] == 3 and view["refused"] == []
 
-    # billing changes to session mode: its 60 sessions (30 per pooler pod, 3 at peak)
+    # billing changes to session mode: its 55 sessions (28 per pooler pod, 3 at peak)
     # do not fit beside orders' minimum. Admission would refuse it; with the webhook
     # off (two changes admitted at once) the pass refuses it, and its running pooler
     # keeps its size and is counted at it
     sessions = {
-        "app.replicas": {"min": 1, "max": 6},
-        "app.poolSizePerPod": 10,
+        "app.replicas": {"min": 1, "max": 5},
+        "app.poolSizePerPod": 11,
         "pooler.poolMode": "session",
     }
     refused_change = _profile(namespace, "billing", SHARED, **sessions)
@@ -129,12 +131,13 @@ def test_status_groups_profiles_by_server_with_the_right_sums(
     assert "do not fit" in refused["refusal"]
     shared = next(s for s in view["servers"] if s["server"] == refused["server"])
     orders = kube.get_json(kubectl, "scalingprofile", "orders", "-n", namespace)["status"]["budget"]
-    assert orders["serverConnections"] == 45  # orders keeps its share
+    assert orders["serverConnections"] == 42  # orders keeps its share
     billing = next(p for p in shared["profiles"] if p["name"] == "billing")
-    # billing's running pooler is counted at what it holds: 42 and its 5 direct
+    # billing's running pooler is counted at what it holds: 39, its 5 direct and its
+    # postgres_exporter's 3
     assert (billing["ready"], billing["counted"], billing["stalled"]) == ("False", True, True)
     assert billing["plannedConnections"] == 47
-    assert shared["plannedConnections"] == 45 + 47
+    assert shared["plannedConnections"] == 42 + 47
     assert view["stalled"] == 1
     config = kube.get_json(kubectl, "configmap", "billing-pooler-config", "-n", namespace)
     assert "pool_mode = transaction\n" in config["data"]["pgbouncer.ini"]  # not applied
@@ -148,7 +151,7 @@ def test_status_groups_profiles_by_server_with_the_right_sums(
     table = _status(kubeconfig, "-n", namespace)
     assert table.returncode == 0, table.stderr
     assert (
-        f"SERVER {SHARED}.{namespace}.svc:5432  max_connections 100  available 92  planned 92"
+        f"SERVER {SHARED}.{namespace}.svc:5432  max_connections 100  available 89  planned 89"
         in (table.stdout)
     )
     assert "3 profiles on 2 servers: 2 ready, 1 stalled" in table.stdout
