@@ -106,8 +106,8 @@ def test_every_state_reads_the_same_in_kstatus_argo_cd_and_flux(
     kube.apply(kubectl, _profile(ns, "app-missing"), namespace=ns)
     states["app-missing"] = _until(kubectl, ns, "app-missing", _stalled("AppDeploymentNotFound"))
 
-    # the budget: two profiles share a server; a change to session mode whose 60
-    # sessions (30 per pooler pod, 3 at peak) do not fit beside the other's minimum,
+    # the budget: two profiles share a server; a change to session mode whose 55
+    # sessions (28 per pooler pod, 3 at peak) do not fit beside the other's minimum,
     # admitted at the same moment as another change (the webhook off), is refused
     shared = {"database.host": "shared-db"}
     kube.apply(kubectl, _profile(ns, "older", **shared), namespace=ns)
@@ -116,8 +116,8 @@ def test_every_state_reads_the_same_in_kstatus_argo_cd_and_flux(
     kube.apply(kubectl, _profile(ns, "refused", **shared, **small), namespace=ns)
     _until(kubectl, ns, "refused", lambda sp: kube.condition(sp, "Ready") == "True")
     sessions = {
-        "app.replicas": {"min": 1, "max": 6},
-        "app.poolSizePerPod": 10,
+        "app.replicas": {"min": 1, "max": 5},
+        "app.poolSizePerPod": 11,
         "pooler.poolMode": "session",
     }
     change = _profile(ns, "refused", **shared, **sessions)
