@@ -124,7 +124,11 @@ def row(profile: dict[str, Any]) -> tuple[str, ProfileRow, dict[str, Any]]:
     reconciling = _condition(status, conditions.RECONCILING)
     within = _condition(status, conditions.CONNECTION_BUDGET)
     is_stalled = stalled.get("status") == "True"
-    refused_budget = within.get("status") == "False"
+    # waiting for others to shrink is a rebalance on its way, not a refusal;
+    # either way what its poolers run is what it holds
+    waiting = within.get("reason") == conditions.WAITING_FOR_ROOM
+    refused_budget = within.get("status") == "False" and not waiting
+    held_only = within.get("status") == "False"
     server = _server_of(profile, budget)
     held = sum(
         _int(h.get("connections")) or 0
@@ -143,9 +147,9 @@ def row(profile: dict[str, Any]) -> tuple[str, ProfileRow, dict[str, Any]]:
         reason=str(ready.get("reason", "")),
         stalled=is_stalled,
         reconciling=reconciling.get("status") == "True",
-        planned=held if refused_budget and held else _primary_connections(budget),
+        planned=held if held_only and held else _primary_connections(budget),
         ceiling=_int(budget.get("clientDemand")),
-        counted=within.get("status") == "True" or bool(refused_budget and held),
+        counted=within.get("status") == "True" or bool(held_only and held),
         refusal=refusal,
         planned_since=str(budget.get("plannedSince") or meta.get("creationTimestamp") or ""),
     )

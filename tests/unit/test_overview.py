@@ -95,6 +95,18 @@ def test_shared_total_counts_accepted_profiles_only() -> None:
     assert "(50)" in table  # a refused profile's plan is shown, not counted
 
 
+def test_a_profile_waiting_for_room_is_counted_at_what_it_holds_not_refused() -> None:
+    waiting = _profile("w", planned=40, within=False)
+    budget = waiting["status"]["conditions"][1]
+    budget.update(reason="WaitingForRoom", message="waiting for room on db-1")
+    waiting["status"]["budget"]["held"] = [{"server": "db-1.data.svc:5432", "connections": 20}]
+    (group,) = overview.build([_profile("a", planned=30), waiting])
+    assert group.refused == []
+    row = next(p for p in group.profiles if p.name == "w")
+    assert row.counted and row.planned == 20 and row.refusal == ""
+    assert group.planned == 30 + 20
+
+
 def test_stalled_and_unplanned_profiles() -> None:
     never = {
         "metadata": {"namespace": "apps", "name": "new"},
