@@ -912,6 +912,17 @@ def test_each_alert_fires_on_a_breach_and_stays_silent_when_healthy(
     assert "SUCCESS" in done.stdout
 
 
+def test_every_alert_is_rendered_by_some_profile_so_its_cases_run() -> None:
+    rendered = {
+        r["alert"]
+        for _, found in PROFILES
+        for g in alert_rules.rule_groups(found.plan)
+        for r in g["rules"]
+        if "alert" in r
+    }
+    assert set(CASES) - rendered == set(), "alerts no profile here renders: their cases never run"
+
+
 def test_a_wrong_threshold_fails_the_promtool_cases(promtool: str, tmp_path: Path) -> None:
     """The cases are not vacuous: the shop profile's rules with one threshold moved
     by one connection no longer pass."""
