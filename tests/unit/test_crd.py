@@ -230,3 +230,28 @@ def test_every_model_rule_is_in_the_crd_and_no_model_checks_alone() -> None:
         } - {"_null_is_absent", "_rules"}
         if model is not v1alpha1.ScalingProfile:  # metadata.name: the CRD's metadata schema
             assert not own, (model.__name__, own)
+
+
+def _patterns(node: Any) -> set[str]:
+    if isinstance(node, dict):
+        own = {node["pattern"]} if isinstance(node.get("pattern"), str) else set()
+        return own.union(*(_patterns(v) for v in node.values()))
+    if isinstance(node, list):
+        return set().union(*(_patterns(v) for v in node))
+    return set()
+
+
+def test_every_pattern_a_model_checks_reaches_its_schema() -> None:
+    """A BeforeValidator placed before a Field's pattern in ``Annotated`` keeps
+    the check in pydantic but drops the pattern from the JSON schema, so the CRD
+    would accept what the model refuses (an empty spec.pooler.image did)."""
+    lost = []
+    for model in _models():
+        if not model.model_fields:
+            continue
+        properties = model.model_json_schema(by_alias=True).get("properties", {})
+        for name, field in model.model_fields.items():
+            wanted = {getattr(m, "pattern", None) for m in field.metadata} - {None}
+            shown = _patterns(properties.get(field.alias or name, {}))
+            lost += [(model.__name__, name, p) for p in wanted if p not in shown]
+    assert not lost, lost

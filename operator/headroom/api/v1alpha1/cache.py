@@ -187,7 +187,7 @@ class CacheInstance(Model):
     )
     sentinel: Sentinel | None = Field(default=None, description="Sentinel HA when set.")
     image: Annotated[
-        str, images.defaulted(images.REDIS_IMAGE), Field(pattern=IMAGE, max_length=512)
+        str, Field(pattern=IMAGE, max_length=512), images.defaulted(images.REDIS_IMAGE)
     ] = Field(
         default=None,
         validate_default=True,
@@ -211,7 +211,7 @@ class Cache(Model):
         json_schema_extra=LIST_MAP,
     )
     exporter_image: Annotated[
-        str, images.defaulted(images.REDIS_EXPORTER_IMAGE), Field(pattern=IMAGE, max_length=512)
+        str, Field(pattern=IMAGE, max_length=512), images.defaulted(images.REDIS_EXPORTER_IMAGE)
     ] = Field(
         default=None,
         validate_default=True,

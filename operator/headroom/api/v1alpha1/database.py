@@ -73,8 +73,8 @@ class DatabaseMetrics(Model):
     )
     image: Annotated[
         str,
-        images.defaulted(images.POSTGRES_EXPORTER_IMAGE),
         Field(pattern=IMAGE, max_length=512),
+        images.defaulted(images.POSTGRES_EXPORTER_IMAGE),
     ] = Field(
         default=None,
         validate_default=True,

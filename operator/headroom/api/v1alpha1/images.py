@@ -55,7 +55,11 @@ EARLIER_DEFAULTS: dict[str, tuple[str, ...]] = {
 
 def defaulted(current: str) -> BeforeValidator:
     """The validator of an image field whose default is ``current``: unset, or
-    a default an earlier release stored, is ``current``."""
+    a default an earlier release stored, is ``current``.
+
+    Put it after the field's ``Field(pattern=...)`` in ``Annotated``: placed
+    before it, pydantic still checks the pattern but leaves it out of the JSON
+    schema, so the CRD would accept what the model refuses."""
     earlier = frozenset(EARLIER_DEFAULTS.get(current, ()))
 
     def resolve(value: object) -> object:

@@ -26,7 +26,7 @@ class Pooler(Model):
         "fit the server budget).",
     )
     image: Annotated[
-        str, images.defaulted(images.PGBOUNCER_IMAGE), Field(pattern=IMAGE, max_length=512)
+        str, Field(pattern=IMAGE, max_length=512), images.defaulted(images.PGBOUNCER_IMAGE)
     ] = Field(
         default=None,
         validate_default=True,
@@ -49,8 +49,8 @@ class Pooler(Model):
     )
     exporter_image: Annotated[
         str,
-        images.defaulted(images.PGBOUNCER_EXPORTER_IMAGE),
         Field(pattern=IMAGE, max_length=512),
+        images.defaulted(images.PGBOUNCER_EXPORTER_IMAGE),
     ] = Field(
         default=None,
         validate_default=True,

@@ -81,7 +81,7 @@ class StreamingReplicas(Model):
         "pg_hba.conf entry for replication): the standbys clone and stream with it."
     )
     image: Annotated[
-        str, images.defaulted(images.POSTGRES_IMAGE), Field(pattern=IMAGE, max_length=512)
+        str, Field(pattern=IMAGE, max_length=512), images.defaulted(images.POSTGRES_IMAGE)
     ] = Field(
         default=None,
         validate_default=True,

@@ -332,7 +332,7 @@ class BuiltinBucket(Model):
         default_factory=BuiltinVolume, description="The server's volume (all builtin buckets)."
     )
     image: Annotated[
-        str, images.defaulted(images.VERSITYGW_IMAGE), Field(pattern=IMAGE, max_length=512)
+        str, Field(pattern=IMAGE, max_length=512), images.defaulted(images.VERSITYGW_IMAGE)
     ] = Field(
         default=None,
         validate_default=True,
