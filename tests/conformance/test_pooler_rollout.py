@@ -27,7 +27,7 @@ import pytest
 import servers
 
 from headroom.builders import pgbouncer
-from headroom.planning import credentials, planner
+from headroom.planning import credentials, database_metrics, planner
 
 pytestmark = pytest.mark.conformance
 
@@ -68,10 +68,12 @@ def test_a_pooler_rollout_under_load_never_runs_out_of_connection_slots(
     )
     assert plan.ok, plan.problem_text()
     budget = plan.budget
-    # No reserve was asked for: the default keeps RESERVED direct sessions.
-    assert budget.reserved == 3 + RESERVED
+    # No reserve was asked for: the default keeps RESERVED direct sessions, and
+    # the profile's postgres_exporter (on by default) its own.
+    kept = RESERVED + database_metrics.EXPORTER_CONNECTIONS
+    assert budget.reserved == 3 + kept
     assert budget.pooler_pods_at_peak == INSTANCES + 1
-    assert budget.server_connections + RESERVED <= 100 - 3
+    assert budget.server_connections + kept <= 100 - 3
     strategy, min_ready, grace = _rollout_settings(plan)
     assert (strategy["maxSurge"], strategy["maxUnavailable"]) == (0, 1)
     assert min_ready > grace  # one draining pod at a time
