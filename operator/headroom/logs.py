@@ -22,9 +22,14 @@ LogFormat = Literal["text", "json"]
 # The keys a JSON line may carry besides time/level/logger/message, in order.
 # profile and namespace: the ScalingProfile a line is about; phase: what the
 # operator was doing (a pass, one of its phases, a probe); duration: seconds it
-# took; trigger: why a pass ran; result: applied, unchanged, skipped, failed;
-# error: the exception's type.
+# took; trigger: why a pass ran; result: how it ended (RESULTS); error: the
+# exception's type.
 KEYS = ("namespace", "profile", "phase", "trigger", "result", "duration", "error")
+# How a pass ends: it wrote (applied) or had nothing to write (unchanged); it
+# wrote what it could and waits for an answer it needs, a server's limits say
+# (waiting); it was not needed (skipped) or a restarted operator found the
+# profile as its status says (confirmed); the profile is gone; or it failed.
+RESULTS = ("applied", "unchanged", "waiting", "skipped", "confirmed", "gone", "failed")
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 

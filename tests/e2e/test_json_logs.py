@@ -73,7 +73,9 @@ def test_json_log_lines_have_stable_keys_and_no_secret(
         assert set(line) <= {*BASE_KEYS, *logs.KEYS, "exception"}, line
         text = json.dumps(line)
         assert PASSWORD not in text and "break-s3cr3t" not in text, line
-    logged = next(line for line in lines if line["profile"] == "logged")
-    assert logged["result"] in {"applied", "unchanged", "skipped"}
-    assert isinstance(logged["duration"], float) and logged["duration"] >= 0
-    assert logged["trigger"]
+    assert {line["result"] for line in lines} <= set(logs.RESULTS), lines
+    logged = [line for line in lines if line["profile"] == "logged"]
+    # its first pass may wait for the primary's limits; one of them created its children
+    assert "applied" in {line["result"] for line in logged}, logged
+    assert all(isinstance(line["duration"], float) and line["duration"] >= 0 for line in logged)
+    assert all(line["trigger"] for line in logged)
