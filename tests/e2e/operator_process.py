@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -56,10 +57,17 @@ class OperatorProcess:
                 return float(line.split()[1])
         return None
 
+    def kill(self) -> None:
+        """kill -9 the operator and every process it started (its admission
+        server, multiprocessing's resource tracker), as a container's crash
+        does: none is left to serve or to write into the log."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
+
     def kill_and_restart(self, *, wait_for_lease: bool = True) -> None:
         """kill -9 the operator and start it again, as a crash loop would."""
-        self.proc.kill()
-        self.proc.wait()
+        self.kill()
         self.restarts += 1
         self.proc = _spawn(self.env, self.log_path, self.args)
         if wait_for_lease:
@@ -169,6 +177,7 @@ def _spawn(
             stdout=log,
             stderr=subprocess.STDOUT,
             cwd=REPO,
+            start_new_session=True,  # its own process group, killed whole (kill())
         )
 
 
@@ -248,7 +257,6 @@ def running(
         try:
             op.proc.wait(timeout=20)
         except subprocess.TimeoutExpired:
-            op.proc.kill()
-            op.proc.wait()
+            op.kill()
         for kind in ("validatingwebhookconfiguration", "mutatingwebhookconfiguration"):
             kubectl("delete", kind, WEBHOOK_CONFIG, "--ignore-not-found", check=False)

@@ -103,8 +103,7 @@ def test_a_child_replaced_while_the_operator_was_down_contains_its_component(
     assert kube.exists(kubectl, "deployment", f"{NAME}-pooler-ro", "-n", namespace)
 
     # the operator is down; the read pooler's config becomes somebody else's
-    operator.proc.kill()
-    operator.proc.wait()
+    operator.kill()
     config = f"{NAME}-pooler-ro-config"
     kubectl("delete", "configmap", config, "-n", namespace)
     kube.apply(kubectl, _marked_config(namespace, config, "pooler-ro"))

@@ -411,8 +411,7 @@ def test_the_standby_takes_over_when_the_leader_dies(
             what="the second replica to run as a standby",
         )
         # The leader dies without a word (kill -9): its lease runs out first.
-        operator.proc.kill()
-        operator.proc.wait()
+        operator.kill()
         died = time.monotonic()
         kube.wait_for(
             lambda: second.metric("headroom_leader") == 1,
