@@ -82,6 +82,17 @@ def _deletable(profile: dict[str, Any] | None) -> dict[str, Any] | None:
     return None
 
 
+def _delete_held(kubectl: kube.Kubectl, namespace: str) -> dict[str, Any]:
+    """Delete the profile without waiting, and return its Deletable condition
+    once the deletion waits for the app that reads its binding."""
+    kubectl("delete", "scalingprofile", NAME, "-n", namespace, "--wait=false")
+    return kube.wait_for(
+        lambda: _deletable(_profile(kubectl, namespace)),
+        timeout=30,
+        what="the deletion to wait for the app",
+    )
+
+
 def test_deleting_a_profile_whose_binding_is_read_waits_for_its_readers(
     operator: operator_process.OperatorProcess, kubectl: kube.Kubectl, namespace: str
 ) -> None:
@@ -89,12 +100,7 @@ def test_deleting_a_profile_whose_binding_is_read_waits_for_its_readers(
     profile = _profile(kubectl, namespace)
     assert profile is not None and FINALIZER in profile["metadata"]["finalizers"]
 
-    kubectl("delete", "scalingprofile", NAME, "-n", namespace, "--wait=false")
-    held = kube.wait_for(
-        lambda: _deletable(_profile(kubectl, namespace)),
-        timeout=30,
-        what="Deletable on the profile being deleted",
-    )
+    held = _delete_held(kubectl, namespace)
     assert (held["status"], held["reason"]) == ("False", "InUse")
     assert "Deployment/web (2 pods)" in held["message"], held["message"]
     assert f"{NAME}-binding" in held["message"]
@@ -141,12 +147,7 @@ def test_the_opt_out_and_the_force_annotation_delete_at_once(
     assert len(_running_app_pods(kubectl, namespace)) == 2  # the app still runs
 
     _ready_profile(kubectl, namespace)
-    kubectl("delete", "scalingprofile", NAME, "-n", namespace, "--wait=false")
-    kube.wait_for(
-        lambda: _deletable(_profile(kubectl, namespace)),
-        timeout=30,
-        what="the deletion to wait for the app",
-    )
+    _delete_held(kubectl, namespace)
     kubectl("annotate", "scalingprofile", NAME, "-n", namespace, "headroom.dev/force-delete=true")
     _gone(kubectl, namespace, what="forced", timeout=20)
     assert len(_running_app_pods(kubectl, namespace)) == 2
@@ -205,12 +206,7 @@ def test_a_deleting_profile_is_let_go_while_no_webhook_answers(
     down, or uninstalled with its webhook configuration left behind): the API
     server does not call the webhook for a profile being deleted."""
     _ready_profile(kubectl, namespace)
-    kubectl("delete", "scalingprofile", NAME, "-n", namespace, "--wait=false")
-    kube.wait_for(
-        lambda: _deletable(_profile(kubectl, namespace)),
-        timeout=30,
-        what="the deletion to wait for the app",
-    )
+    _delete_held(kubectl, namespace)
     config = "validatingwebhookconfiguration/" + operator_process.WEBHOOK_CONFIG
     url = kube.get_json(kubectl, config)["webhooks"][0]["clientConfig"]["url"]
 
