@@ -58,15 +58,6 @@ def _rendered(helm: str) -> list[dict[str, Any]]:
     return [d for d in yaml.safe_load_all(done.stdout) if d]
 
 
-def _can_i(kubectl: kube.Kubectl, verb: str, resource: str, namespace: str) -> bool:
-    """``kubectl auth can-i`` as the operator's ServiceAccount ("yes"/"no", exit 0/1)."""
-    proc = kubectl(
-        "auth", "can-i", verb, resource, "-n", namespace, f"--as={OPERATOR}", check=False
-    )
-    assert proc.stdout.strip() in ("yes", "no"), proc.stderr
-    return proc.stdout.strip() == "yes"
-
-
 def _status(kubectl: kube.Kubectl, namespace: str) -> dict[str, Any]:
     found: dict[str, Any] = kube.get_json(kubectl, "scalingprofile", "shop", "-n", namespace)
     return found.get("status") or {}
@@ -83,17 +74,17 @@ def test_a_namespaced_install_serves_its_namespaces_and_reads_no_other_secret(
 
     # RBAC as the API server's authorizer judges it
     for namespace in SERVED:
-        assert _can_i(kubectl, "get", "secrets", namespace)
-        assert _can_i(kubectl, "create", "deployments.apps", namespace)
+        assert kube.can_i(kubectl, OPERATOR, "get", "secrets", namespace=namespace)
+        assert kube.can_i(kubectl, OPERATOR, "create", "deployments.apps", namespace=namespace)
     for verb in ("get", "list", "watch", "create", "delete"):
-        assert not _can_i(kubectl, verb, "secrets", OTHER), verb
-    assert not _can_i(kubectl, "list", "secrets", "kube-system")
-    assert not _can_i(kubectl, "list", "pods", OTHER)
-    assert not _can_i(kubectl, "get", "secrets/db-credentials", OTHER)
+        assert not kube.can_i(kubectl, OPERATOR, verb, "secrets", namespace=OTHER), verb
+    assert not kube.can_i(kubectl, OPERATOR, "list", "secrets", namespace="kube-system")
+    assert not kube.can_i(kubectl, OPERATOR, "list", "pods", namespace=OTHER)
+    assert not kube.can_i(kubectl, OPERATOR, "get", "secrets/db-credentials", namespace=OTHER)
     # its own namespace: the Lease and the two Secrets it shares, by name
-    assert _can_i(kubectl, "get", "secrets/headroom-webhook-tls", SYSTEM)
-    assert not _can_i(kubectl, "get", "secrets/db-credentials", SYSTEM)
-    assert not _can_i(kubectl, "list", "secrets", SYSTEM)
+    assert kube.can_i(kubectl, OPERATOR, "get", "secrets/headroom-webhook-tls", namespace=SYSTEM)
+    assert not kube.can_i(kubectl, OPERATOR, "get", "secrets/db-credentials", namespace=SYSTEM)
+    assert not kube.can_i(kubectl, OPERATOR, "list", "secrets", namespace=SYSTEM)
 
     args = tuple(f"--namespace={namespace}" for namespace in SERVED)
     with operator_process.running(
