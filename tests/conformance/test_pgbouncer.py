@@ -21,7 +21,7 @@ import pytest
 import servers
 
 from headroom.api import v1alpha1
-from headroom.builders import binding
+from headroom.builders import binding, pgbouncer
 from headroom.planning import connection_budget, pgbouncer_params, planner
 
 pytestmark = pytest.mark.conformance
@@ -454,3 +454,27 @@ def test_userlist_password_with_quotes_round_trips(
         refused = bouncer.psql(QUOTED_USER, prefix, database.name).run("SELECT 1")
         assert refused.returncode != 0
         assert "SASL authentication failed" in refused.stderr
+
+
+# --- what RELOAD takes -------------------------------------------------------------------
+
+
+def test_the_settings_that_need_a_restart_are_those_the_default_release_says(
+    database: servers.AppDatabase, start_pgbouncer: servers.StartPgBouncer, default_pgbouncer: Path
+) -> None:
+    """builders.pgbouncer.RESTART_SETTINGS (what rolls the write pooler's pods)
+    is what the default image's release marks not changeable on RELOAD: a
+    release that changes the list fails here, naming the settings."""
+    plan = make_plan(database, version=DEFAULT_TAG)
+    bouncer = start_pgbouncer(servers.ini_for(plan), userlist_for(database), default_pgbouncer)
+    rows = bouncer.show("CONFIG", user=planner.STATS_USER, password=STATS_PASSWORD)
+    assert rows and {"key", "changeable"} <= set(rows[0]), rows[:1]
+    refused = {row["key"] for row in rows if row["changeable"] == "no"}
+    assert refused == pgbouncer.RESTART_SETTINGS, (
+        f"PgBouncer {DEFAULT_TAG} refuses on RELOAD {sorted(refused - pgbouncer.RESTART_SETTINGS)} "
+        f"beyond the list, and takes {sorted(pgbouncer.RESTART_SETTINGS - refused)} on RELOAD"
+    )
+    # every setting the write pooler's pgbouncer.ini sets is one SHOW CONFIG knows,
+    # so the split between reloaded and restart settings covers all of them
+    rendered = pgbouncer.ini_settings(pgbouncer.render_ini(plan))
+    assert set(rendered) <= {row["key"] for row in rows}, sorted(rendered)

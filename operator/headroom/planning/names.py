@@ -117,6 +117,18 @@ class ChildNames:
         return f"{self.profile}-pooler-auth"
 
     @property
+    def pooler_state(self) -> str:
+        """The ConfigMap each write pooler pod's agent reports what it runs into
+        (a key per pod: the config it loaded, its server connections)."""
+        return f"{self.profile}-pooler-state"
+
+    @property
+    def pooler_agent(self) -> str:
+        """The ServiceAccount, Role and RoleBinding of the write pooler's agent
+        (it reads the pooler's ConfigMap and writes its own report)."""
+        return self.pooler
+
+    @property
     def pooler_service(self) -> str:
         """The read/write endpoint (also the CloudNativePG Pooler's name)."""
         return f"{self.profile}-pooler-rw"
