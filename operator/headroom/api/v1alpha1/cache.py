@@ -11,13 +11,13 @@ from pydantic import AfterValidator, Field
 from headroom.api.v1alpha1 import images
 from headroom.api.v1alpha1.pods import Claim, same_claim
 from headroom.api.v1alpha1.schema import (
-    IMAGE,
     LIST_MAP,
     SHORT_NAME,
     SHORT_NAME_MAX,
     Broken,
     ConfigKey,
     ConfigValue,
+    ImageRef,
     Model,
     PositiveQuantity,
     Rule,
@@ -186,12 +186,9 @@ class CacheInstance(Model):
         default=None, description="Persist data on a PVC; unset keeps data in memory only."
     )
     sentinel: Sentinel | None = Field(default=None, description="Sentinel HA when set.")
-    image: Annotated[
-        str, Field(pattern=IMAGE, max_length=512), images.defaulted(images.REDIS_IMAGE)
-    ] = Field(
-        default=None,
-        validate_default=True,
-        description=f"Redis image (7.x). Unset: this release's default ({images.REDIS_IMAGE}).",
+    image: Annotated[ImageRef, images.defaulted(images.REDIS_IMAGE)] = images.field(
+        images.REDIS_IMAGE,
+        what="Redis image (7.x).",
     )
     config: dict[ConfigKey, ConfigValue] = Field(
         default_factory=dict,
@@ -210,11 +207,9 @@ class Cache(Model):
         description="Redis instances; names must be unique.",
         json_schema_extra=LIST_MAP,
     )
-    exporter_image: Annotated[
-        str, Field(pattern=IMAGE, max_length=512), images.defaulted(images.REDIS_EXPORTER_IMAGE)
-    ] = Field(
-        default=None,
-        validate_default=True,
-        description="redis_exporter sidecar image (metrics on port 9121). Unset: this "
-        f"release's default ({images.REDIS_EXPORTER_IMAGE}).",
+    exporter_image: Annotated[ImageRef, images.defaulted(images.REDIS_EXPORTER_IMAGE)] = (
+        images.field(
+            images.REDIS_EXPORTER_IMAGE,
+            what="redis_exporter sidecar image (metrics on port 9121).",
+        )
     )

@@ -10,7 +10,7 @@ from pydantic import Field
 from headroom.api.v1alpha1 import images
 from headroom.api.v1alpha1.read_replicas import ReadReplicas
 from headroom.api.v1alpha1.references import CASecretRef, SecretKeyRef
-from headroom.api.v1alpha1.schema import HOST, IMAGE, PG_IDENTIFIER, Broken, Model, Rule
+from headroom.api.v1alpha1.schema import HOST, PG_IDENTIFIER, Broken, ImageRef, Model, Rule
 
 # Direct sessions a migration (Prisma migrate takes 1-2), an admin console and
 # a cron job need beside the pooler.
@@ -71,15 +71,9 @@ class DatabaseMetrics(Model):
         "read replica; its connections count in the budget of each). With readReplicas mode "
         "cnpg and CloudNativePG installed, the Cluster's own metrics are scraped instead.",
     )
-    image: Annotated[
-        str,
-        Field(pattern=IMAGE, max_length=512),
-        images.defaulted(images.POSTGRES_EXPORTER_IMAGE),
-    ] = Field(
-        default=None,
-        validate_default=True,
-        description="postgres_exporter image (metrics on port 9187). Unset: this release's "
-        f"default ({images.POSTGRES_EXPORTER_IMAGE}).",
+    image: Annotated[ImageRef, images.defaulted(images.POSTGRES_EXPORTER_IMAGE)] = images.field(
+        images.POSTGRES_EXPORTER_IMAGE,
+        what="postgres_exporter image (metrics on port 9187).",
     )
     credentials_secret: SecretKeyRef | None = Field(
         default=None,

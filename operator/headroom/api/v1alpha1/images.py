@@ -12,7 +12,9 @@ nobody can tell it from one the user never set.
 
 from __future__ import annotations
 
-from pydantic import BeforeValidator
+from typing import Any
+
+from pydantic import BeforeValidator, Field
 
 from headroom import __version__
 
@@ -66,3 +68,14 @@ def defaulted(current: str) -> BeforeValidator:
         return current if value is None or value in earlier else value
 
     return BeforeValidator(resolve)
+
+
+def field(current: str, *, what: str) -> Any:
+    """The ``Field`` of an image field whose default is ``current`` (pair it
+    with :func:`defaulted` and ``schema.ImageRef``): unset in the stored
+    object, resolved when read; ``what`` begins its description."""
+    return Field(
+        default=None,
+        validate_default=True,
+        description=f"{what} Unset: this release's default ({current}).",
+    )

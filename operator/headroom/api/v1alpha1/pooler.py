@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 from pydantic import Field
 
 from headroom.api.v1alpha1 import images
-from headroom.api.v1alpha1.schema import IMAGE, ConfigKey, ConfigValue, Model
+from headroom.api.v1alpha1.schema import ConfigKey, ConfigValue, ImageRef, Model
 
 PGBOUNCER_VERSION = r"^1\.(1[89]|2[0-9])$"
 
@@ -25,14 +25,10 @@ class Pooler(Model):
         "session gives each client its own server connection (then the client demand must "
         "fit the server budget).",
     )
-    image: Annotated[
-        str, Field(pattern=IMAGE, max_length=512), images.defaulted(images.PGBOUNCER_IMAGE)
-    ] = Field(
-        default=None,
-        validate_default=True,
-        description="PgBouncer image; its entrypoint is ignored, `pgbouncer` must be on PATH. "
-        f"Unset: this release's default ({images.PGBOUNCER_IMAGE}; docs/api.md lists them "
-        "per release).",
+    image: Annotated[ImageRef, images.defaulted(images.PGBOUNCER_IMAGE)] = images.field(
+        images.PGBOUNCER_IMAGE,
+        what="PgBouncer image; its entrypoint is ignored, `pgbouncer` must be on PATH "
+        "(docs/api.md lists the defaults per release).",
     )
     version: Annotated[str, Field(pattern=PGBOUNCER_VERSION, max_length=4)] | None = Field(
         default=None,
@@ -47,13 +43,9 @@ class Pooler(Model):
         "keys (default_pool_size, reserve_pool_size, max_db_connections, max_client_conn) "
         "pin the planner and must fit the budget.",
     )
-    exporter_image: Annotated[
-        str,
-        Field(pattern=IMAGE, max_length=512),
-        images.defaulted(images.PGBOUNCER_EXPORTER_IMAGE),
-    ] = Field(
-        default=None,
-        validate_default=True,
-        description="pgbouncer_exporter sidecar image (metrics on port 9127). Unset: "
-        f"this release's default ({images.PGBOUNCER_EXPORTER_IMAGE}).",
+    exporter_image: Annotated[ImageRef, images.defaulted(images.PGBOUNCER_EXPORTER_IMAGE)] = (
+        images.field(
+            images.PGBOUNCER_EXPORTER_IMAGE,
+            what="pgbouncer_exporter sidecar image (metrics on port 9127).",
+        )
     )

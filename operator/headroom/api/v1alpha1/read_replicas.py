@@ -14,8 +14,8 @@ from headroom.api.v1alpha1.references import SecretKeyRef
 from headroom.api.v1alpha1.schema import (
     DNS_LABEL,
     HOST,
-    IMAGE,
     Broken,
+    ImageRef,
     Model,
     PositiveQuantity,
     Rule,
@@ -80,13 +80,9 @@ class StreamingReplicas(Model):
         description="Secret with a role that has REPLICATION on the primary (and a "
         "pg_hba.conf entry for replication): the standbys clone and stream with it."
     )
-    image: Annotated[
-        str, Field(pattern=IMAGE, max_length=512), images.defaulted(images.POSTGRES_IMAGE)
-    ] = Field(
-        default=None,
-        validate_default=True,
-        description="Postgres image of the standbys: the primary's major version. Unset: "
-        f"this release's default ({images.POSTGRES_IMAGE}).",
+    image: Annotated[ImageRef, images.defaulted(images.POSTGRES_IMAGE)] = images.field(
+        images.POSTGRES_IMAGE,
+        what="Postgres image of the standbys: the primary's major version.",
     )
     max_connections: int | None = Field(
         default=None,

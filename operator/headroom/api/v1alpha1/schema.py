@@ -52,6 +52,8 @@ PG_IDENTIFIER = r"^[A-Za-z_][A-Za-z0-9_-]{0,62}$"
 SECRET_KEY = r"^\.?[-_a-zA-Z0-9][-._a-zA-Z0-9]*$"  # noqa: S105 - a key-name pattern
 SECRET_KEY_MAX = 253
 IMAGE = r"^[a-z0-9][a-z0-9./_:@-]*$"
+# An image field's type; a defaulted one adds ``images.defaulted(...)`` after it.
+ImageRef = Annotated[str, Field(pattern=IMAGE, max_length=512)]
 # Names of cache instances and queues: short, as they end up inside child names.
 SHORT_NAME = r"^[a-z]([-a-z0-9]{0,18}[a-z0-9])?$"
 SHORT_NAME_MAX = 20

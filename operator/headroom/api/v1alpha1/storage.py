@@ -19,12 +19,12 @@ from headroom.api.v1alpha1.references import different_keys
 from headroom.api.v1alpha1.schema import (
     DNS_LABEL,
     DNS_SUBDOMAIN,
-    IMAGE,
     LIST_MAP,
     SECRET_KEY,
     SECRET_KEY_MAX,
     Broken,
     Checked,
+    ImageRef,
     Model,
     PositiveQuantity,
     Rule,
@@ -331,13 +331,9 @@ class BuiltinBucket(Model):
     storage: BuiltinVolume = Field(
         default_factory=BuiltinVolume, description="The server's volume (all builtin buckets)."
     )
-    image: Annotated[
-        str, Field(pattern=IMAGE, max_length=512), images.defaulted(images.VERSITYGW_IMAGE)
-    ] = Field(
-        default=None,
-        validate_default=True,
-        description="versitygw image; /usr/local/bin/versitygw and mkdir must be in it. "
-        f"Unset: this release's default ({images.VERSITYGW_IMAGE}).",
+    image: Annotated[ImageRef, images.defaulted(images.VERSITYGW_IMAGE)] = images.field(
+        images.VERSITYGW_IMAGE,
+        what="versitygw image; /usr/local/bin/versitygw and mkdir must be in it.",
     )
     resources: Resources | None = Field(
         default=None,
