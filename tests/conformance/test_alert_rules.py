@@ -53,6 +53,8 @@ CUSTOM_ALERTS = {
         "connectionsWarningPercent": 70,
         "connectionsCriticalPercent": 95,
         "maxWaitSeconds": 5,
+        "queryTimeBaselineFactor": 2,
+        "queryTimeFloorSeconds": 0.2,
         "for": "2m",
     },
     "database": {
@@ -197,7 +199,14 @@ def _profiles() -> Iterator[tuple[str, dict[str, Any], bool]]:
         if name == "shop-standbys":  # its own settings for the read pooler, a monitoring role
             body["spec"]["alerts"] = {
                 **CUSTOM_ALERTS,
-                "pooler": {**CUSTOM_ALERTS["pooler"], "read": {"maxWaitSeconds": 0.5}},
+                "pooler": {
+                    **CUSTOM_ALERTS["pooler"],
+                    "read": {
+                        "maxWaitSeconds": 0.5,
+                        "queryTimeBaselineFactor": 4,
+                        "queryTimeFloorSeconds": 0.01,
+                    },
+                },
                 "database": {**CUSTOM_ALERTS["database"], "replicaLagSeconds": 4},
                 "cache": {k: v for k, v in CUSTOM_ALERTS["cache"].items() if k != "instances"},
             }
@@ -242,6 +251,7 @@ class Context:
     rendered: Rendered
     rule: dict[str, Any]
     samples: int  # per series
+    history: int = 0  # minutes of series before the rate windows and `for:` (baselines)
 
     @property
     def ns(self) -> str:
@@ -769,6 +779,49 @@ def _route_latency(ctx: Context) -> list[Case]:
     return cases
 
 
+def _query_time(ctx: Context) -> list[Case]:
+    """A day at a usual database time per query, then the rate window and the whole
+    `for:` at another: fires only when the rise passes the factor and the floor."""
+    pool = ctx.pool()  # its own settings over the group's
+    factor, floor = pool.query_time_baseline_factor, pool.query_time_floor_seconds
+    pod = ctx.rendered.pooler_pod(pool.role)
+    labels = {"namespace": ctx.ns, "pod": pod, "database": pool.database}
+    queries = 60  # a minute
+    after = ctx.samples - 1  # minutes at the new time per query, up to the evaluation
+
+    def per_query(usual: float, now: float, *, prefix: str = "totals_") -> list[dict[str, str]]:
+        """v0.11 and later name the counters pgbouncer_stats_totals_*, v0.10 pgbouncer_stats_*."""
+        step, later = usual * queries, now * queries
+        reached = step * ctx.history
+        return [
+            series(
+                f"pgbouncer_stats_{prefix}queries_duration_seconds_total",
+                labels,
+                f"0+{_number(step)}x{ctx.history} "
+                f"{_number(reached + later)}+{_number(later)}x{after - 1}",
+            ),
+            series(
+                f"pgbouncer_stats_{prefix}queries_pooled_total",
+                labels,
+                f"0+{queries}x{ctx.history + after}",
+            ),
+        ]
+
+    usual = 10 * floor
+    # The day's average takes in the rise itself: risen = factor x (usual x history +
+    # risen x after) / (history + after) at the threshold; 1.25 x that clears it.
+    assert ctx.history + after > factor * after
+    risen = 1.25 * factor * usual * ctx.history / (ctx.history + after - factor * after)
+    return [
+        Case("breach", per_query(usual, risen), {"namespace": ctx.ns}),
+        Case("breach, v0.10 names", per_query(usual, risen, prefix=""), {"namespace": ctx.ns}),
+        Case("below the factor", per_query(usual, 0.9 * factor * usual)),
+        Case("steady", per_query(usual, usual)),
+        # far above its baseline, but under the floor: a fast app's noise
+        Case("below the floor", per_query(floor / 10, 0.9 * floor)),
+    ]
+
+
 CASES: dict[str, Cases] = {
     "HeadroomPoolerConnectionsHigh": _pool_gauge(
         "pgbouncer_databases_current_connections",
@@ -792,6 +845,7 @@ CASES: dict[str, Cases] = {
         lambda x: math.floor(x["max_wait"]),
         pools=True,
     ),
+    "HeadroomPoolerQueryTimeAboveBaseline": _query_time,
     "HeadroomPoolerDown": _down(
         "pgbouncer_up", lambda ctx: ctx.rendered.pooler_pod(ctx.pool().role)
     ),
@@ -821,6 +875,8 @@ CASES: dict[str, Cases] = {
     "HeadroomRouteLatencyHigh": _route_latency,
 }
 
+# Minutes of series before the rate windows: a day for the rules that compare with one.
+HISTORY_MINUTES = {"HeadroomPoolerQueryTimeAboveBaseline": 24 * 60}
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 31536000}
 
 
@@ -853,8 +909,10 @@ def _unit_tests(rendered: Rendered) -> tuple[list[dict[str, Any]], int]:
         assert name in CASES, f"no promtool case for alert {name}: add one to CASES"
         wait = seconds(rule.get("for", "0s"))
         # the rate windows (5m) filled, then the whole `for:` breached
-        eval_minutes = math.ceil(wait / 60) + 10
-        ctx = Context(rendered, rule, samples=eval_minutes // INTERVAL_MINUTES + 1)
+        history = HISTORY_MINUTES.get(name, 0)
+        breached = math.ceil(wait / 60) + 10
+        eval_minutes = history + breached
+        ctx = Context(rendered, rule, samples=breached // INTERVAL_MINUTES + 1, history=history)
         cases = CASES[name](ctx)
         assert any(c.labels for c in cases) and any(c.labels is None for c in cases), name
         for case in cases:

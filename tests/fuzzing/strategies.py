@@ -792,6 +792,8 @@ def alerts_section(draw: st.DrawFn, *, instances: tuple[str, ...] = ()) -> Body:
             settings["connectionsCriticalPercent"] = draw(st.integers(warning, 100))
         if group == "pooler":
             _maybe(draw, settings, "maxWaitSeconds", st.sampled_from((0.5, 1, 5, 3600)))
+            _maybe(draw, settings, "queryTimeBaselineFactor", st.sampled_from((1.0001, 3, 100)))
+            _maybe(draw, settings, "queryTimeFloorSeconds", st.sampled_from((1e-6, 0.05, 3600)))
             for side in ("write", "read"):
                 if draw(st.integers(0, 3)) == 3:
                     own: Body = {}
@@ -799,6 +801,8 @@ def alerts_section(draw: st.DrawFn, *, instances: tuple[str, ...] = ()) -> Body:
                     _maybe(draw, own, "connectionsWarningPercent", st.integers(1, 94))
                     _maybe(draw, own, "connectionsCriticalPercent", st.integers(95, 100))
                     _maybe(draw, own, "maxWaitSeconds", st.sampled_from((0.5, 2, 3600)))
+                    _maybe(draw, own, "queryTimeBaselineFactor", st.sampled_from((1.5, 10)))
+                    _maybe(draw, own, "queryTimeFloorSeconds", st.sampled_from((0.01, 1)))
                     settings[side] = own
         if group == "database":
             if draw(st.booleans()):

@@ -196,6 +196,54 @@ def test_without_prometheus_operator_a_rule_file_configmap_and_a_condition_sayin
     assert "ConfigMap shop-alert-rules" in condition.message
 
 
+def test_query_time_baseline_compares_each_pool_with_its_own_last_day() -> None:
+    body = yaml.safe_load((EXAMPLES / "gym-neon-reads.yaml").read_text())
+    body["spec"]["alerts"] = {
+        "pooler": {
+            "queryTimeBaselineFactor": 1.0000001,
+            "queryTimeFloorSeconds": 0.25,
+            "write": {"queryTimeBaselineFactor": 4, "queryTimeFloorSeconds": 0.5},
+        }
+    }
+    planned = _plan(body)
+    by_pool = rules_by_name(planned)["HeadroomPoolerQueryTimeAboveBaseline"]
+    pools = {r["labels"]["pool"]: r for r in by_pool}
+    assert set(pools) == {"rw", "ro"}
+    # the write pooler's own settings over the group's
+    assert "> 4.0 * (" in pools["rw"]["expr"] and pools["rw"]["expr"].endswith(") > 0.5")
+    assert "4x" in pools["rw"]["annotations"]["summary"]
+    expr = pools["ro"]["expr"]
+    recent, _, floor = expr.rpartition(" and ")
+    # the model's exact factor, against the same ratio over the baseline window
+    assert "> 1.0000001 * (" in recent
+    assert recent.count("[5m]") == 2 and recent.count("[1d]") == 2
+    assert floor.endswith("[5m]))) > 0.25")
+    assert f'pod=~"{planned.name}-pooler-ro-[a-z0-9]+-[a-z0-9]+"' in expr
+    # both exporter namings: v0.10's pgbouncer_stats_*, v0.11's pgbouncer_stats_totals_*
+    assert '__name__=~"pgbouncer_stats_(totals_)?queries_duration_seconds_total"' in expr
+    assert '__name__=~"pgbouncer_stats_(totals_)?queries_pooled_total"' in expr
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("queryTimeBaselineFactor", 1),
+        ("queryTimeBaselineFactor", 101),
+        ("queryTimeFloorSeconds", 0),
+        ("write.queryTimeBaselineFactor", 0.5),
+    ],
+)
+def test_query_time_settings_out_of_range_are_refused_naming_the_field(
+    field: str, value: float
+) -> None:
+    body = profiles.base()
+    side, _, name = field.rpartition(".")
+    body["spec"]["alerts"] = {"pooler": {side: {name: value}} if side else {name: value}}
+    body.setdefault("metadata", {})["uid"] = "uid-1"
+    with pytest.raises(ValueError, match=name):
+        v1alpha1.parse_profile(body)
+
+
 def test_cnpg_poolers_get_no_pgbouncer_rules() -> None:
     body = yaml.safe_load((EXAMPLES / "shop-cnpg.yaml").read_text())
     from headroom.planning import read_plan

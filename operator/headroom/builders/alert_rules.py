@@ -13,7 +13,8 @@ apart. The thresholds are numbers from the plan, repeated in the annotations
 with a runbook line saying what to change in the profile.
 
 Metric names are those of the exporters the pods run: pgbouncer_exporter
-(v0.10 to v0.12 share every name used here), redis_exporter v1.62,
+(v0.10 to v0.12 share every name used here but the SHOW STATS counters, which v0.11
+renamed to pgbouncer_stats_totals_*: the baseline rule matches both), redis_exporter v1.62,
 postgres_exporter v0.17 (its names are unchanged through v0.20), CloudNativePG's
 own exporter (its default queries: cnpg_backends_*, cnpg_pg_replication_lag,
 cnpg_pg_stat_database_*, cnpg_collector_up), cAdvisor through the kubelet and
@@ -30,6 +31,9 @@ from headroom.builders import common, pgbouncer, postgres_metrics, redis
 from headroom.planning import database_metrics, monitoring, planner
 
 RATE_WINDOW = "5m"
+# The profile's own baseline: long enough to span a day's traffic pattern, so a
+# deviation is measured against what this app usually does, not a fixed number.
+BASELINE_WINDOW = "1d"
 SCRAPE_INTERVAL = "30s"
 # pod names: a Deployment's <name>-<template hash>-<suffix>, a StatefulSet's <name>-<ordinal>
 _DEPLOYMENT_POD = "-[a-z0-9]+-[a-z0-9]+"
@@ -110,6 +114,31 @@ def worker_hpa(plan: planner.Plan, queue: monitoring.QueueLimits) -> str:
     """The HPA that scales the workers: Headroom's, or the one KEDA makes for its ScaledObject."""
     base = plan.names.worker(queue.name)
     return f"keda-hpa-{base}" if queue.scaler == "keda" else base
+
+
+def query_time_above_baseline(selector: str, pool: monitoring.PoolLimits) -> str:
+    """Database time per query through one pooler (PgBouncer's SHOW STATS
+    total_query_time / total_query_count, summed over its pods) over the rate
+    window, above ``factor`` x the same ratio over the baseline window and above the
+    floor. Without queries the ratio is NaN and compares false: no alert."""
+
+    def counter(name: str) -> str:
+        # v0.11 of the exporter renamed pgbouncer_stats_* to pgbouncer_stats_totals_*;
+        # the images Headroom accepts span both
+        return f'{{__name__=~"pgbouncer_stats_(totals_)?{name}", {selector[1:]}'
+
+    def per_query(window: str) -> str:
+        return (
+            f"sum by (namespace) (rate({counter('queries_duration_seconds_total')}[{window}]))"
+            f" / sum by (namespace) (rate({counter('queries_pooled_total')}[{window}]))"
+        )
+
+    recent = per_query(RATE_WINDOW)
+    return (
+        # repr: the model's exact numbers (a factor of 1.0000001 must not print as 1)
+        f"({recent}) > {pool.query_time_baseline_factor!r} * ({per_query(BASELINE_WINDOW)})"
+        f" and ({recent}) > {pool.query_time_floor_seconds!r}"
+    )
 
 
 class _Rules:
@@ -220,6 +249,21 @@ def _pooler_rules(plan: planner.Plan, alerts: monitoring.AlertsPlan) -> list[Rul
             "drops it after query_wait_timeout.",
             runbook=f"Clients time out soon: {size}.",
             severity="critical",
+            pool=pool.role,
+        )
+        out.add(
+            "HeadroomPoolerQueryTimeAboveBaseline",
+            query_time_above_baseline(sel, pool),
+            summary=f"queries through the {where} pooler take "
+            f"{pool.query_time_baseline_factor:g}x their usual database time",
+            description="{{ $value | humanizeDuration }} of database time per query over "
+            f"{RATE_WINDOW}, above {pool.query_time_baseline_factor:g}x the average of "
+            f"the last {BASELINE_WINDOW} (spec.alerts.pooler.queryTimeBaselineFactor) and "
+            f"above {pool.query_time_floor_seconds:g} s (queryTimeFloorSeconds).",
+            runbook="The database got slower for this app, before the pool runs out: look "
+            "for a new slow query or missing index (pg_stat_statements), locks, or load "
+            f"from elsewhere on the database; slower queries hold the pool's {limit} server "
+            "connections longer, so clients start waiting next.",
             pool=pool.role,
         )
         pod_sel = _selector(namespace=ns, pod=pods)

@@ -49,6 +49,8 @@ class PoolLimits:
     warning_percent: int = 50
     critical_percent: int = 90
     max_wait_seconds: float = 1.0
+    query_time_baseline_factor: float = 3.0
+    query_time_floor_seconds: float = 0.05
     enabled: bool = True
 
 
@@ -166,6 +168,9 @@ def _pool(pooler: v1alpha1.PoolerAlerts, *, role: str, database: str, limit: int
         warning_percent=warning,
         critical_percent=critical,
         max_wait_seconds=own.max_wait_seconds or pooler.max_wait_seconds,
+        query_time_baseline_factor=own.query_time_baseline_factor
+        or pooler.query_time_baseline_factor,
+        query_time_floor_seconds=own.query_time_floor_seconds or pooler.query_time_floor_seconds,
         enabled=own.enabled if own.enabled is not None else True,
     )
 

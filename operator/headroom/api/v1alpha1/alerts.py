@@ -252,11 +252,18 @@ class PoolAlerts(Model):
     max_wait_seconds: float | None = Field(
         default=None, gt=0, le=3600, description="Its own longest wait for a server connection."
     )
+    query_time_baseline_factor: float | None = Field(
+        default=None, gt=1, le=100, description="Its own factor over its baseline."
+    )
+    query_time_floor_seconds: float | None = Field(
+        default=None, gt=0, le=3600, description="Its own floor of database time per query."
+    )
 
 
 class PoolerAlerts(_ConnectionAlerts):
     """PgBouncer: server connections against each pool's planned max_db_connections,
-    clients waiting for one, the pooler's exporter down."""
+    clients waiting for one, database time per query against its own baseline, the
+    pooler's exporter down."""
 
     RULES = (
         _warning_below_critical("pooler"),
@@ -284,6 +291,20 @@ class PoolerAlerts(_ConnectionAlerts):
         le=3600,
         description="Critical when the oldest waiting client has waited longer than this "
         "(seed 004: queries over 1 s are slow).",
+    )
+    query_time_baseline_factor: float = Field(
+        default=3.0,
+        gt=1,
+        le=100,
+        description="Warn when the database time per query through a pooler (5 minutes) "
+        "rises above this many times its own baseline (the last day).",
+    )
+    query_time_floor_seconds: float = Field(
+        default=0.05,
+        gt=0,
+        le=3600,
+        description="The baseline alert fires only above this database time per query "
+        "(seconds), so that a fast or idle app's noise never fires it.",
     )
     write: PoolAlerts | None = Field(
         default=None,
