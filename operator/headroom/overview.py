@@ -38,6 +38,8 @@ class ProfileRow:
     counted: bool
     refusal: str  # why it is refused or stalled, "" when it is not
     planned_since: str
+    # status.recommendations: what its write pooler's own figures say to change
+    recommendations: tuple[dict[str, Any], ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -51,6 +53,7 @@ class ProfileRow:
             "ceilingConnections": self.ceiling,
             "counted": self.counted,
             "refusal": self.refusal,
+            "recommendations": list(self.recommendations),
         }
 
 
@@ -152,6 +155,9 @@ def row(profile: dict[str, Any]) -> tuple[str, ProfileRow, dict[str, Any]]:
         counted=within.get("status") == "True" or bool(held_only and held),
         refusal=refusal,
         planned_since=str(budget.get("plannedSince") or meta.get("creationTimestamp") or ""),
+        recommendations=tuple(
+            r for r in status.get("recommendations") or [] if isinstance(r, dict)
+        ),
     )
     return server, entry, budget
 
@@ -185,6 +191,16 @@ def _num(value: int | None) -> str:
     return "?" if value is None else str(value)
 
 
+def recommended(entry: dict[str, Any]) -> str:
+    """One status.recommendations entry in a line: the field, from what to what,
+    the confidence, and why."""
+    return (
+        f"recommend {entry.get('field', '?')} {entry.get('current', '?')} -> "
+        f"{entry.get('recommended', '?')} ({entry.get('confidence', '?')} confidence): "
+        f"{entry.get('why', '')}"
+    )
+
+
 def format_table(groups: list[ServerGroup]) -> str:
     """The human view: one block per server, then a summary line."""
     if not groups:
@@ -212,6 +228,8 @@ def format_table(groups: list[ServerGroup]) -> str:
                 f"  {p.namespace + '/' + p.name:<{width}}  {p.ready or '-':<7}  {state:<11}  "
                 f"{planned:>7}  {_num(p.ceiling):>7}  {p.refusal or '-'}"
             )
+        for p in group.profiles:
+            lines.extend(f"  {p.namespace}/{p.name}: {recommended(r)}" for r in p.recommendations)
         lines.append("")
     every = [p for g in groups for p in g.profiles]
     lines.append(

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from headroom import cli, overview
+from headroom.planning import recommendations
 
 
 def _profile(
@@ -159,3 +160,47 @@ def test_the_table_in_the_docs_is_what_the_cli_prints() -> None:
     shown = doc[doc.index("```\nSERVER ") + 4 :]
     shown = shown[: shown.index("```")]
     assert overview.format_table(overview.build([orders, billing])) == shown
+
+
+def test_recommendations_are_shown_under_their_server() -> None:
+    tuned = _profile("a", planned=30)
+    entry = {
+        "field": "spec.pooler.parameters.default_pool_size",
+        "current": 9,
+        "recommended": 12,
+        "why": "raise default_pool_size to 12 (fits the budget 27): 32 transactions/s x 0.25 s",
+        "confidence": "high",
+    }
+    tuned["status"]["recommendations"] = [entry]
+    groups = overview.build([tuned, _profile("b", planned=10)])
+    table = overview.format_table(groups)
+    assert (
+        "  apps/a: recommend spec.pooler.parameters.default_pool_size 9 -> 12 (high "
+        "confidence): raise default_pool_size to 12 (fits the budget 27)" in table
+    )
+    assert "apps/b: recommend" not in table
+    rows = overview.to_json(groups)["servers"][0]["profiles"]
+    assert [r["recommendations"] for r in rows] == [[entry], []]
+
+
+def test_the_recommendation_line_in_the_docs_is_what_status_prints() -> None:
+    seen = recommendations.PoolObservation(
+        pool_size=9,
+        budget=27,
+        transactions_per_second=32.0,
+        seconds_per_transaction=0.25,
+        clients_waiting=3,
+        max_wait_seconds=0.2,
+        servers_active=9,
+        servers_idle=0,
+    )
+    entry = recommendations.settle(
+        None,
+        recommendations.combine(
+            {"pod": recommendations.recommend(seen, target_wait_probability=0.2)}
+        ),
+    )
+    assert entry is not None
+    shown = f"  shop/orders: {overview.recommended(entry)}\n"
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "api.md").read_text()
+    assert shown in docs

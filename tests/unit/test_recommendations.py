@@ -4,13 +4,17 @@ built on published Erlang C values (10 erlangs: 12 connections wait 44.94 %, 13 
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from headroom.planning import queueing, recommendations
+from headroom.api import status, v1alpha1
+from headroom.planning import planner, queueing, recommendations
+from headroom.reconcile import observe
+from tests import profiles
 
 TARGET = 0.2  # 14 connections for 10 erlangs (17.41 %); 13 wait 28.53 %
 
@@ -19,8 +23,8 @@ def observed(**figures: Any) -> recommendations.PoolObservation:
     base: dict[str, Any] = {
         "pool_size": 10,
         "budget": 20,
-        "queries_per_second": 100.0,
-        "seconds_per_query": 0.1,  # 10 erlangs
+        "transactions_per_second": 100.0,
+        "seconds_per_transaction": 0.1,  # 10 erlangs
         "clients_waiting": 0,
         "max_wait_seconds": 0.0,
         "servers_active": 10,
@@ -48,17 +52,22 @@ def test_the_table_value_behind_the_tables() -> None:
             "needs 14 server connections, the budget allows 12 (2 short",
         ),
         ({"pool_size": 12, "budget": 12}, 12, 14, False, "the budget is the limit"),
-        # clients seen waiting count beyond the averages: 12 active + 6 waiting
+        # a wait the averages cannot explain (2 s at 12 for 10 erlangs): 12 active + 6 waiting
         (
             {"pool_size": 12, "servers_active": 12, "clients_waiting": 6, "max_wait_seconds": 2},
             18,
             18,
             True,
-            "6 clients waiting (oldest 2 s)",
+            "6 clients waiting (oldest 2 s, more than the load explains)",
         ),
         # a burst the averages miss (1 erlang needs 3): 8 busy and 4 waiting at once
         (
-            {"pool_size": 8, "queries_per_second": 10.0, "servers_active": 8, "clients_waiting": 4},
+            {
+                "pool_size": 8,
+                "transactions_per_second": 10.0,
+                "servers_active": 8,
+                "clients_waiting": 4,
+            },
             12,
             12,
             True,
@@ -73,7 +82,12 @@ def test_the_table_value_behind_the_tables() -> None:
             "lower default_pool_size to 14: the pool is 64% idle",
         ),
         (
-            {"pool_size": 20, "queries_per_second": 0.0, "servers_active": 0, "servers_idle": 20},
+            {
+                "pool_size": 20,
+                "transactions_per_second": 0.0,
+                "servers_active": 0,
+                "servers_idle": 20,
+            },
             1,
             0,
             True,
@@ -94,7 +108,10 @@ def test_recommendation_table(
     )
     assert says in found.reason
     # the figures behind it
-    rate = f"{figures_in.queries_per_second:g} queries/s x {figures_in.seconds_per_query:g} s"
+    rate = (
+        f"{figures_in.transactions_per_second:g} transactions/s x "
+        f"{figures_in.seconds_per_transaction:g} s"
+    )
     assert rate in found.reason
     assert f"{figures_in.clients_waiting} clients waiting" in found.reason
 
@@ -106,6 +123,8 @@ def test_recommendation_table(
         {"pool_size": 27, "budget": 30},  # idle, but under twice the need: no swing
         # idle on average, but a client waited: never lower then
         {"pool_size": 28, "budget": 30, "max_wait_seconds": 1.0, "servers_active": 2},
+        # waiting as the target allows it (17 % wait at 14): a queue of 2, 50 ms old
+        {"pool_size": 14, "servers_active": 14, "clients_waiting": 2, "max_wait_seconds": 0.05},
     ],
 )
 def test_nothing_to_change(figures: dict[str, Any]) -> None:
@@ -117,7 +136,7 @@ def test_nothing_to_change(figures: dict[str, Any]) -> None:
     [
         ({"pool_size": 21}, "pool_size 21 is above the budget 20"),
         ({"clients_waiting": -1}, "clients_waiting"),
-        ({"seconds_per_query": float("nan")}, "seconds_per_query"),
+        ({"seconds_per_transaction": float("nan")}, "seconds_per_transaction"),
     ],
 )
 def test_impossible_figures_are_refused_naming_them(figures: dict[str, Any], field: str) -> None:
@@ -131,8 +150,8 @@ def observations(draw: st.DrawFn) -> recommendations.PoolObservation:
     return recommendations.PoolObservation(
         pool_size=draw(st.integers(0, budget)),
         budget=budget,
-        queries_per_second=draw(st.floats(0, 5000)),
-        seconds_per_query=draw(st.floats(0, 0.5)),
+        transactions_per_second=draw(st.floats(0, 5000)),
+        seconds_per_transaction=draw(st.floats(0, 0.5)),
         clients_waiting=draw(st.integers(0, 1000)),
         max_wait_seconds=draw(st.floats(0, 120)),
         servers_active=draw(st.integers(0, budget)),
@@ -146,7 +165,7 @@ def test_never_above_the_budget_and_always_the_right_way(
 ) -> None:
     found = recommendations.recommend(figures, target_wait_probability=target)
     assert len(found) <= 1
-    load = figures.queries_per_second * figures.seconds_per_query
+    load = figures.transactions_per_second * figures.seconds_per_transaction
     for rec in found:
         assert 1 <= rec.proposed <= figures.budget
         assert rec.current == figures.pool_size
@@ -161,3 +180,218 @@ def test_never_above_the_budget_and_always_the_right_way(
             assert rec.proposed == rec.needed > rec.current
         else:
             assert rec.proposed == figures.budget
+
+
+def figures(**values: Any) -> recommendations.PoolFigures:
+    base: dict[str, Any] = {
+        "transactions_per_second": 100.0,
+        "seconds_per_transaction": 0.1,
+        "clients_waiting": 0,
+        "max_wait_seconds": 0.0,
+        "servers_active": 10,
+        "servers_idle": 0,
+    }
+    return recommendations.PoolFigures(**(base | values))
+
+
+def test_figures_from_pgbouncer_rows_of_the_app_database() -> None:
+    # columns as PgBouncer 1.26 names them (times in microseconds)
+    stats = [
+        {"database": "pgbouncer", "avg_xact_count": 1, "avg_xact_time": 10},
+        {"database": "app", "avg_xact_count": 32, "avg_xact_time": 250_000},
+    ]
+    pools = [
+        {
+            "database": "app",
+            "user": "app",
+            "cl_waiting": 3,
+            "sv_active": 9,
+            "sv_idle": 0,
+            "sv_used": 1,
+            "maxwait": 1,
+            "maxwait_us": 500_000,
+        },
+        {
+            "database": "app",
+            "user": "other",
+            "cl_waiting": 1,
+            "sv_active": 1,
+            "sv_idle": 2,
+            "sv_used": 0,
+            "maxwait": 0,
+            "maxwait_us": 10,
+        },
+        {"database": "pgbouncer", "user": "pgbouncer", "cl_waiting": 9, "sv_active": 0},
+    ]
+    found = recommendations.figures_from_show(stats=stats, pools=pools, database="app")
+    # the console's rows as text (a simple-protocol client's) give the same figures
+    as_text = [{k: str(v) for k, v in row.items()} for row in pools]
+    stats_text = [{k: str(v) for k, v in row.items()} for row in stats]
+    assert found == recommendations.figures_from_show(
+        stats=stats_text, pools=as_text, database="app"
+    )
+    assert found == recommendations.PoolFigures(
+        transactions_per_second=32.0,
+        seconds_per_transaction=0.25,
+        clients_waiting=4,
+        max_wait_seconds=1.5,
+        servers_active=10,
+        servers_idle=3,
+    )
+    assert found.offered_load == pytest.approx(8.0)
+    assert recommendations.figures_from_show(stats=stats, pools=pools, database="x") is None
+
+
+def test_the_report_round_trips_and_bad_values_are_named() -> None:
+    seen = figures(clients_waiting=2, max_wait_seconds=0.25)
+    assert recommendations.PoolFigures.from_report(seen.report()) == seen
+    bad = seen.report() | {"clientsWaiting": "2"}
+    with pytest.raises(ValueError, match=r"observed\.clientsWaiting"):
+        recommendations.PoolFigures.from_report(bad)
+    with pytest.raises(ValueError, match=r"observed\.serversIdle must be a whole number"):
+        recommendations.PoolFigures.from_report(seen.report() | {"serversIdle": 1.5})
+    with pytest.raises(ValueError, match="seconds_per_transaction"):
+        figures(seconds_per_transaction=float("inf"))
+
+
+def test_figures_from_the_state_configmap_skip_what_is_not_a_report() -> None:
+    report = figures().report()
+    data = {
+        "pooler-a": json.dumps({"config": "h", "serverConnections": 4, "observed": report}),
+        "pooler-b": json.dumps({"config": "h", "serverConnections": 4}),  # no figures
+        "pooler-c": "{not json",
+        "pooler-d": json.dumps({"observed": {**report, "serversActive": -1}}),
+        "pooler-gone": json.dumps({"observed": report}),
+    }
+    found = recommendations.figures_from_state(
+        data, pods=["pooler-a", "pooler-b", "pooler-c", "pooler-d"]
+    )
+    assert found == {"pooler-a": figures()}
+    assert set(recommendations.figures_from_state(data)) == {"pooler-a", "pooler-gone"}
+    assert recommendations.figures_from_state(None) == {}
+
+
+@pytest.mark.parametrize(
+    ("after", "moved"),
+    [
+        ({"transactions_per_second": 110.0}, False),  # 10 % more load: noise
+        ({"servers_active": 3, "servers_idle": 7}, False),  # the same load
+        ({"transactions_per_second": 130.0}, True),  # 30 % more
+        ({"clients_waiting": 1}, True),  # waiting started
+        ({"max_wait_seconds": 0.5}, True),
+    ],
+)
+def test_figures_move_materially_only_past_the_band(after: dict[str, Any], moved: bool) -> None:
+    assert recommendations.moved(figures(), figures(**after)) is moved
+    assert recommendations.moved(None, figures())
+    # a small load's wobble under half a connection is never material
+    small = figures(transactions_per_second=1.0)
+    assert not recommendations.moved(small, figures(transactions_per_second=3.0))
+
+
+def _rec(current: int, proposed: int, **more: Any) -> recommendations.Recommendation:
+    return recommendations.Recommendation(
+        parameter="default_pool_size",
+        current=current,
+        proposed=proposed,
+        needed=more.pop("needed", proposed),
+        fits_budget=True,
+        reason=more.pop("reason", f"to {proposed}"),
+        **more,
+    )
+
+
+def test_combine_raises_for_the_busiest_pod_and_lowers_only_when_all_agree() -> None:
+    lower, raise_ = _rec(20, 8), _rec(20, 24)
+    assert recommendations.combine({"a": [lower], "b": [raise_]}) == raise_
+    assert recommendations.combine({"a": [lower], "b": []}) is None
+    assert recommendations.combine({"a": [lower], "b": [_rec(20, 10)]}) == _rec(20, 10)
+    assert recommendations.combine({}) is None
+
+
+def test_settle_keeps_the_last_recommendation_inside_its_band() -> None:
+    first = recommendations.settle(None, _rec(10, 20, reason="raise to 20: 100 tx/s"))
+    assert first is not None and first["recommended"] == 20
+    assert set(first) == {"field", "current", "recommended", "why", "confidence"}
+    # 21 and 22 are within max(1, 10 % of 20) = 2: the status stays as it was
+    for near in (21, 22, 18):
+        assert recommendations.settle(first, _rec(10, near, reason="other figures")) == first
+    moved_on = recommendations.settle(first, _rec(10, 23))
+    assert moved_on is not None and moved_on["recommended"] == 23
+    # the other way, or after the pool changed: a new entry
+    assert recommendations.settle(first, _rec(30, 22)) != first
+    assert recommendations.settle(first, None) is None
+
+
+@pytest.mark.parametrize(
+    ("values", "expected"),
+    [
+        ({"transactions_per_second": 10.0}, "high"),  # 600 in a stats period
+        ({"transactions_per_second": 1.0}, "medium"),  # 60
+        ({"transactions_per_second": 0.2}, "low"),  # 12
+    ],
+)
+def test_confidence_from_the_transactions_behind_the_averages(
+    values: dict[str, Any], expected: str
+) -> None:
+    seen = recommendations.PoolObservation.of(figures(**values), pool_size=1, budget=50)
+    assert recommendations.confidence(seen, unexplained=False) == expected
+    assert recommendations.confidence(seen, unexplained=True) == "high"
+
+
+def test_pool_ceiling_is_the_share_per_pod_at_peak_less_the_reserve() -> None:
+    assert (
+        recommendations.pool_ceiling(
+            available=89, pooler_pods_at_peak=3, reserve_pool_size=2, client_demand=300
+        )
+        == 27
+    )
+    assert (
+        recommendations.pool_ceiling(
+            available=89, pooler_pods_at_peak=3, reserve_pool_size=2, client_demand=10
+        )
+        == 10
+    )
+
+
+def _state(plan: planner.Plan, **pods: recommendations.PoolFigures) -> dict[str, Any]:
+    """The write pooler's state ConfigMap as the agents leave it."""
+    data = {
+        pod: json.dumps({"config": "h", "serverConnections": 1, "observed": seen.report()})
+        for pod, seen in pods.items()
+    }
+    return {f"ConfigMap/{plan.names.pooler_state}": {"data": data}}
+
+
+def test_the_pass_recommends_from_the_agents_report_and_holds_it_on_a_wobble() -> None:
+    # 32 transactions/s x 0.25 s = 8 busy per pod, at a target of 20 %: 12 each
+    plan = planner.plan(
+        v1alpha1.parse_profile(
+            profiles.base(
+                load={
+                    "peakRequestsPerSecond": 32,
+                    "databaseSecondsPerRequest": 0.05,
+                    "waitProbability": 0.2,
+                },
+            )
+        )
+    )
+    size = plan.budget.default_pool_size
+    assert size < 12
+    seen = figures(transactions_per_second=32.0, seconds_per_transaction=0.25, servers_active=size)
+    applied = _state(plan, **{"pooler-a": seen, "pooler-b": figures(transactions_per_second=1.0)})
+    (entry,) = observe.recommendations_of(plan, applied, previous=None)
+    assert entry["field"] == "spec.pooler.parameters.default_pool_size"
+    assert (entry["current"], entry["recommended"], entry["confidence"]) == (size, 12, "high")
+    assert "32 transactions/s x 0.25 s = 8 connections busy" in entry["why"]
+    status.RecommendationStatus.model_validate(entry)  # what the CRD holds
+    # 5 % more load: 12 still, or one above: the entry as status holds it, no write
+    wobble = _state(
+        plan, **{"pooler-a": figures(transactions_per_second=34.0, seconds_per_transaction=0.25)}
+    )
+    assert observe.recommendations_of(plan, wobble, previous=[entry]) == [entry]
+    # no report (the agent of an older release, or none yet): nothing
+    assert observe.recommendations_of(plan, {}, previous=[entry]) == []
+    # a session-mode pooler's pool is its clients: nothing to recommend
+    session = planner.plan(v1alpha1.parse_profile(profiles.base(**{"pooler.poolMode": "session"})))
+    assert observe.recommendations_of(session, _state(session, a=seen), previous=None) == []

@@ -206,6 +206,21 @@ class ConvergedStatus(_Status):
     )
 
 
+class RecommendationStatus(_Status):
+    """One change the pooler's own figures call for (see docs/api.md, Recommendations)."""
+
+    field: str = Field(max_length=256, description="The spec field to change.")
+    current: int = Field(ge=0, description="Its value in the plan that runs.")
+    recommended: int = Field(ge=0, description="The value the observed load calls for.")
+    why: str = Field(
+        max_length=_LOAD_TEXT_MAX, description="The figures behind it, and the budget."
+    )
+    confidence: Literal["low", "medium", "high"] = Field(
+        description="high: a measured wait the averages cannot explain, or averages over "
+        "400+ transactions; medium: 25+; low: fewer."
+    )
+
+
 class ScalingProfileStatus(_Status):
     observed_generation: int = Field(default=0, ge=0)
     conditions: list[Condition] = Field(default_factory=list, max_length=64)
@@ -215,4 +230,10 @@ class ScalingProfileStatus(_Status):
         default=None, max_length=16, description="The read replicas and their lag."
     )
     binding: BindingStatus | None = None
+    recommendations: list[RecommendationStatus] | None = Field(
+        default=None,
+        max_length=8,
+        description="What the write pooler's own figures (its agent's report) say to "
+        "change, inside the budget; absent while there are none.",
+    )
     converged: ConvergedStatus | None = None

@@ -209,3 +209,15 @@ def _check(*, servers: int, offered_load: float) -> None:
 def _check_target(target: float) -> None:
     if not (0 < target < 1):
         raise ValueError("target wait probability must be between 0 and 1 (exclusive)")
+
+
+def queue_at_least(*, servers: int, offered_load: float, waiting: int) -> float:
+    """The chance that, at a random moment, ``waiting`` or more requests queue:
+    ``C x (a / s)^q`` (M/M/s; 1 when the load is at or above the servers)."""
+    if waiting <= 0:
+        return 1.0
+    if servers <= offered_load:
+        return 1.0
+    return (
+        erlang_c(servers=servers, offered_load=offered_load) * (offered_load / servers) ** waiting
+    )

@@ -1,60 +1,223 @@
 """What a pooler's observed figures say its pool should be, always inside the budget.
 
-One pooler pod's PgBouncer reports, for the app's database, the queries it served per
-second and their mean database time (``SHOW STATS``: ``avg_query_count``,
-``avg_query_time``), the clients waiting and the oldest wait (``SHOW POOLS``:
-``cl_waiting``, ``maxwait``), and its server connections busy and idle (``sv_active``,
-``sv_idle``). From the first two the observed offered load is ``a = lambda x W`` (Little's
-law), and Erlang C (:mod:`headroom.planning.queueing`) gives the fewest server connections
-whose chance of waiting meets the target. :func:`recommend` compares that with the pool
-the pod has and the most the budget lets it have, and says what to change with the
-figures behind it: raise the pool (it fits the budget), the budget is the limit (by how
-much), or lower an idle pool. A proposed size is never above the budget.
+One write-pooler pod's PgBouncer counts, for the app's database, the transactions it
+served per second and their mean time on a server connection (``SHOW STATS``:
+``avg_xact_count``, ``avg_xact_time``, averages over its ``stats_period``), the clients
+waiting and the oldest wait (``SHOW POOLS``: ``cl_waiting``, ``maxwait``), and its server
+connections busy and idle (``sv_active``, ``sv_idle``). In transaction mode a client holds
+a server connection for a transaction, so the observed offered load is ``a = lambda x W``
+over transactions (Little's law), and Erlang C (:mod:`headroom.planning.queueing`) gives
+the fewest server connections whose chance of waiting meets the target.
+:func:`recommend` compares that with the pool the pod has and the most the budget lets
+it have, and says what to change with the figures behind it: raise the pool (it fits the
+budget), the budget is the limit (by how much), or lower an idle pool. A proposed size
+is never above the budget.
 
-Clients seen waiting count even when the averages say the pool suffices: averages over a
-stats period hide bursts, and a waiting client is a measured fact. Lowering needs the
-pool to be at least twice what the load needs, so that sizes do not swing on noise.
+Waiting clients are expected at a target chance of waiting above 0; a snapshot counts
+beyond the averages only when the model at the pool's size cannot explain it (a queue
+that long, or a wait that old, has less than :data:`UNEXPLAINED` chance): then the busy
+connections and the waiting clients all wanted one at once (a burst the averages hide).
+Lowering needs the pool to be at least twice what the load needs, so that sizes do not
+swing on noise.
 
-Pure: figures in, recommendations out. Nothing calls it yet outside the tests; it is the
-logic ``status.recommendations`` is meant to be written from.
+The figures reach the operator through the write pooler's agent, which reads them from
+PgBouncer's admin console (:func:`figures_from_show`) and reports them in its entry of
+the pooler's state ConfigMap (:meth:`PoolFigures.report`, rewritten only when
+:func:`moved` says they moved materially, so a steady pooler writes nothing). The
+reconcile pass reads them back (:func:`figures_from_state`), recommends per pod and
+combines (:func:`combine`), and :func:`settle` keeps the last recommendation in status
+while a new one is within a small band of it: the status changes when the figures move
+materially, not on every pass.
+
+Pure: rows and report text in, recommendations out.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import dataclasses
+import json
+import math
+from collections.abc import Iterable, Mapping
+from typing import Any, Literal
 
-from headroom.planning import queueing
+from headroom.api import v1alpha1
+from headroom.planning import planner, queueing
 
 POOL_SIZE = "default_pool_size"
+FIELD = "spec.pooler.parameters.default_pool_size"
 # lower only when the pool is at least this many times what the load needs (hysteresis)
 LOWER_WHEN_OVER = 2
+# a queue or a wait the model gives less than this chance is one the averages miss
+UNEXPLAINED = 0.001
+# PgBouncer's stats_period default: the averages are over this many seconds
+STATS_PERIOD_SECONDS = 60
+# transactions in one stats period behind a "high" (5 % error on the mean time of an
+# exponential holding time: 1 / sqrt(400)) and a "medium" (20 %: 1 / sqrt(25)) answer
+HIGH_CONFIDENCE_SAMPLES = 400
+MEDIUM_CONFIDENCE_SAMPLES = 25
+# figures move materially when the offered load moves by this share (and by at least
+# half a connection), or waiting starts or stops
+MOVED_SHARE = 0.25
+MOVED_CONNECTIONS = 0.5
+# status keeps the last recommended size while a new one is within this share of it
+# (and within one connection)
+SETTLE_SHARE = 0.1
+# the key of the figures in an agent's entry of the state ConfigMap
+REPORT_KEY = "observed"
+# status.recommendations[].why holds this much (the CRD's maxLength)
+WHY_MAX = 1024
+
+Confidence = Literal["low", "medium", "high"]
 
 
-@dataclass(frozen=True)
-class PoolObservation:
+@dataclasses.dataclass(frozen=True)
+class PoolFigures:
+    """What one pooler pod counts itself for the app's database."""
+
+    transactions_per_second: float  # avg_xact_count
+    seconds_per_transaction: float  # avg_xact_time, in seconds
+    clients_waiting: int  # cl_waiting
+    max_wait_seconds: float  # maxwait + maxwait_us
+    servers_active: int  # sv_active
+    servers_idle: int  # sv_idle + sv_used (connected, not serving a client)
+
+    def __post_init__(self) -> None:
+        for name in ("clients_waiting", "servers_active", "servers_idle"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must not be negative")
+        for name in ("transactions_per_second", "seconds_per_transaction", "max_wait_seconds"):
+            value = getattr(self, name)
+            if not value >= 0 or math.isinf(value):  # NaN too
+                raise ValueError(f"{name} must be a finite number >= 0")
+
+    @property
+    def offered_load(self) -> float:
+        return queueing.offered_load(
+            arrivals_per_second=self.transactions_per_second,
+            seconds_per_request=self.seconds_per_transaction,
+        )
+
+    def report(self) -> dict[str, float | int]:
+        """The figures as the agent writes them (JSON, camelCase like the rest)."""
+        return {
+            "transactionsPerSecond": round(self.transactions_per_second, 3),
+            "secondsPerTransaction": round(self.seconds_per_transaction, 6),
+            "clientsWaiting": self.clients_waiting,
+            "maxWaitSeconds": round(self.max_wait_seconds, 6),
+            "serversActive": self.servers_active,
+            "serversIdle": self.servers_idle,
+        }
+
+    @classmethod
+    def from_report(cls, found: Mapping[str, Any]) -> PoolFigures:
+        """The figures of one report; ValueError naming the key that is missing or wrong."""
+        numbers: dict[str, float] = {}
+        for key in (
+            "transactionsPerSecond",
+            "secondsPerTransaction",
+            "clientsWaiting",
+            "maxWaitSeconds",
+            "serversActive",
+            "serversIdle",
+        ):
+            value = found.get(key)
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise ValueError(f"{REPORT_KEY}.{key} must be a number, not {value!r}")
+            numbers[key] = value
+        for key in ("clientsWaiting", "serversActive", "serversIdle"):
+            if numbers[key] != int(numbers[key]):
+                raise ValueError(f"{REPORT_KEY}.{key} must be a whole number")
+        return cls(
+            transactions_per_second=float(numbers["transactionsPerSecond"]),
+            seconds_per_transaction=float(numbers["secondsPerTransaction"]),
+            clients_waiting=int(numbers["clientsWaiting"]),
+            max_wait_seconds=float(numbers["maxWaitSeconds"]),
+            servers_active=int(numbers["serversActive"]),
+            servers_idle=int(numbers["serversIdle"]),
+        )
+
+
+def figures_from_show(
+    *, stats: Iterable[Mapping[str, Any]], pools: Iterable[Mapping[str, Any]], database: str
+) -> PoolFigures | None:
+    """The figures of ``database`` from PgBouncer's ``SHOW STATS`` and ``SHOW POOLS``
+    rows (column name -> value); None when PgBouncer has no stats for it yet."""
+    row = next((r for r in stats if r.get("database") == database), None)
+    if row is None:
+        return None
+    mine = [p for p in pools if p.get("database") == database]
+    oldest = max(
+        (int(p.get("maxwait") or 0) + int(p.get("maxwait_us") or 0) / 1e6 for p in mine),
+        default=0.0,
+    )
+    return PoolFigures(
+        transactions_per_second=float(row["avg_xact_count"]),
+        seconds_per_transaction=float(row["avg_xact_time"]) / 1e6,
+        clients_waiting=sum(int(p.get("cl_waiting") or 0) for p in mine),
+        max_wait_seconds=oldest,
+        servers_active=sum(int(p.get("sv_active") or 0) for p in mine),
+        servers_idle=sum(int(p.get("sv_idle") or 0) + int(p.get("sv_used") or 0) for p in mine),
+    )
+
+
+def moved(before: PoolFigures | None, after: PoolFigures) -> bool:
+    """Whether ``after`` is worth reporting over ``before``: the offered load moved by
+    :data:`MOVED_SHARE` (and :data:`MOVED_CONNECTIONS`), or clients started or stopped
+    waiting. A steady pooler's averages wobble inside that band, and write nothing."""
+    if before is None:
+        return True
+    if (before.clients_waiting > 0) != (after.clients_waiting > 0):
+        return True
+    if (before.max_wait_seconds > 0) != (after.max_wait_seconds > 0):
+        return True
+    was, now = before.offered_load, after.offered_load
+    change = abs(now - was)
+    return change >= MOVED_CONNECTIONS and change > MOVED_SHARE * min(was, now)
+
+
+def figures_from_state(
+    data: Mapping[str, str] | None, *, pods: Iterable[str] | None = None
+) -> dict[str, PoolFigures]:
+    """Each pod's figures from the state ConfigMap's ``data`` (a key per pod, a JSON
+    object with the figures under ``observed``); only ``pods`` when given (entries of
+    pods that are gone are ignored). An entry without figures, or with figures that do
+    not parse, is skipped: the agent of an older release writes none."""
+    wanted = None if pods is None else set(pods)
+    found: dict[str, PoolFigures] = {}
+    for pod, text in sorted((data or {}).items()):
+        if wanted is not None and pod not in wanted:
+            continue
+        try:
+            entry = json.loads(text)
+            figures = entry.get(REPORT_KEY) if isinstance(entry, dict) else None
+            if isinstance(figures, dict):
+                found[pod] = PoolFigures.from_report(figures)
+        except ValueError:
+            continue
+    return found
+
+
+@dataclasses.dataclass(frozen=True)
+class PoolObservation(PoolFigures):
     """One pooler pod's figures for the app's pool, and what the plan allows it."""
 
     pool_size: int  # its default_pool_size now
-    budget: int  # the most server connections the plan lets this pod hold
-    queries_per_second: float  # avg_query_count
-    seconds_per_query: float  # avg_query_time, in seconds
-    clients_waiting: int  # cl_waiting
-    max_wait_seconds: float  # maxwait
-    servers_active: int  # sv_active
-    servers_idle: int  # sv_idle
+    budget: int  # the most the pool may be given inside the profile's share
 
     def __post_init__(self) -> None:
-        for name in ("pool_size", "budget", "clients_waiting", "servers_active", "servers_idle"):
+        super().__post_init__()
+        for name in ("pool_size", "budget"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must not be negative")
-        for name in ("queries_per_second", "seconds_per_query", "max_wait_seconds"):
-            if not getattr(self, name) >= 0:  # NaN too
-                raise ValueError(f"{name} must be a number >= 0")
         if self.pool_size > self.budget:
             raise ValueError(f"pool_size {self.pool_size} is above the budget {self.budget}")
 
+    @classmethod
+    def of(cls, figures: PoolFigures, *, pool_size: int, budget: int) -> PoolObservation:
+        return cls(**dataclasses.asdict(figures), pool_size=pool_size, budget=budget)
 
-@dataclass(frozen=True)
+
+@dataclasses.dataclass(frozen=True)
 class Recommendation:
     """One change, and why, in the figures that led to it."""
 
@@ -64,28 +227,76 @@ class Recommendation:
     needed: int  # the fewest connections that meet the target, observed load
     fits_budget: bool  # whether ``needed`` fits; ``proposed`` always does
     reason: str
+    confidence: Confidence = "medium"
 
 
-def recommend(observed: PoolObservation, *, target_wait_probability: float) -> list[Recommendation]:
+def confidence(
+    observed: PoolObservation,
+    *,
+    unexplained: bool,
+    stats_period_seconds: int = STATS_PERIOD_SECONDS,
+) -> Confidence:
+    """How far the figures can be trusted: a wait the model cannot explain is a
+    measured fact ("high"); else the transactions one stats period averaged over."""
+    if unexplained:
+        return "high"
+    samples = observed.transactions_per_second * stats_period_seconds
+    if samples >= HIGH_CONFIDENCE_SAMPLES:
+        return "high"
+    return "medium" if samples >= MEDIUM_CONFIDENCE_SAMPLES else "low"
+
+
+def _unexplained(observed: PoolObservation, load: float) -> bool:
+    """Whether the snapshot's queue or oldest wait is one the model at the pool's
+    size gives less than :data:`UNEXPLAINED` chance."""
+    size = observed.pool_size
+    if size <= load:  # overloaded: any queue is what the model says
+        return False
+    longest = observed.clients_waiting > 0 and (
+        queueing.queue_at_least(servers=size, offered_load=load, waiting=observed.clients_waiting)
+        < UNEXPLAINED
+    )
+    oldest = observed.max_wait_seconds > 0 and (
+        load == 0
+        or queueing.wait_longer_than(
+            servers=size,
+            offered_load=load,
+            seconds_per_request=observed.seconds_per_transaction,
+            seconds=observed.max_wait_seconds,
+        )
+        < UNEXPLAINED
+    )
+    return longest or oldest
+
+
+def recommend(
+    observed: PoolObservation,
+    *,
+    target_wait_probability: float,
+    stats_period_seconds: int = STATS_PERIOD_SECONDS,
+) -> list[Recommendation]:
     """What to change in one pod's pool (nothing when it suits the observed load)."""
     load = queueing.offered_load(
-        arrivals_per_second=observed.queries_per_second,
-        seconds_per_request=observed.seconds_per_query,
+        arrivals_per_second=observed.transactions_per_second,
+        seconds_per_request=observed.seconds_per_transaction,
     )
     staffing = queueing.staff(
         offered_load=load,
         target_wait_probability=target_wait_probability,
         budget=observed.budget,
     )
+    unexplained = _unexplained(observed, load)
     # every busy connection and every waiting client wanted one at the same moment
     seen = observed.servers_active + observed.clients_waiting
+    needed = max(staffing.needed, seen if unexplained else 0)
     waited = observed.clients_waiting > 0 or observed.max_wait_seconds > 0
-    needed = max(staffing.needed, seen if waited else 0)
     figures = (
-        f"{observed.queries_per_second:g} queries/s x {observed.seconds_per_query:g} s = "
-        f"{load:.3g} connections busy on average; {observed.clients_waiting} clients "
-        f"waiting (oldest {observed.max_wait_seconds:g} s), {observed.servers_active} "
-        f"active and {observed.servers_idle} idle server connections"
+        f"{observed.transactions_per_second:g} transactions/s x "
+        f"{observed.seconds_per_transaction:g} s = {load:.3g} connections busy on average; "
+        f"{observed.clients_waiting} clients waiting (oldest {observed.max_wait_seconds:g} s"
+        + (", more than the load explains" if unexplained else "")
+        + f"), {observed.servers_active} active and {observed.servers_idle} idle server "
+        "connections"
     )
     target = f"{target_wait_probability:.3g}"
     size = observed.pool_size
@@ -122,5 +333,101 @@ def recommend(observed: PoolObservation, *, target_wait_probability: float) -> l
             needed=needed,
             fits_budget=needed <= observed.budget,
             reason=reason,
+            confidence=confidence(
+                observed, unexplained=unexplained, stats_period_seconds=stats_period_seconds
+            ),
         )
     ]
+
+
+def combine(per_pod: Mapping[str, list[Recommendation]]) -> Recommendation | None:
+    """One recommendation for the pooler from each pod's: the largest raise when any
+    pod needs one (the Service spreads clients, the busiest pod sets the size), a
+    lowering only when every pod asks for one (then the least of a lowering)."""
+    found = [recs[0] for recs in per_pod.values() if recs]
+    raises = [r for r in found if r.proposed > r.current]
+    if raises:
+        return max(raises, key=lambda r: (r.proposed, r.needed))
+    if per_pod and len(found) == len(per_pod):
+        return max(found, key=lambda r: r.proposed)
+    return None
+
+
+def settle(
+    previous: Mapping[str, Any] | None, fresh: Recommendation | None
+) -> dict[str, Any] | None:
+    """``status.recommendations[]``'s entry: ``previous`` (as status holds it) while
+    ``fresh`` goes the same way to a size within :data:`SETTLE_SHARE` (and one
+    connection) of it, else ``fresh`` shaped for status; None when there is none."""
+    if fresh is None:
+        return None
+    shaped = {
+        "field": FIELD,
+        "current": fresh.current,
+        "recommended": fresh.proposed,
+        "why": fresh.reason[:WHY_MAX],
+        "confidence": fresh.confidence,
+    }
+    if not previous or previous.get("field") != FIELD:
+        return shaped
+    try:
+        before, was = int(previous["recommended"]), int(previous["current"])
+    except (KeyError, TypeError, ValueError):
+        return shaped
+    same_way = (before > was) == (fresh.proposed > fresh.current) and was == fresh.current
+    band = max(1, math.ceil(SETTLE_SHARE * before))
+    if same_way and abs(fresh.proposed - before) <= band:
+        return dict(previous)
+    return shaped
+
+
+def pool_ceiling(
+    *, available: int, pooler_pods_at_peak: int, reserve_pool_size: int, client_demand: int
+) -> int:
+    """The most ``default_pool_size`` the profile's share lets each pooler pod have
+    (the planner's "fill the budget" answer): its share per pod at the rollout's peak,
+    less the reserve, and never more than every client could ask for."""
+    per_pod = max(available, 0) // max(pooler_pods_at_peak, 1)
+    return max(1, min(per_pod - reserve_pool_size, client_demand))
+
+
+def for_plan(
+    plan: planner.Plan,
+    *,
+    state: Mapping[str, str] | None,
+    previous: Iterable[Mapping[str, Any]] | None,
+    pods: Iterable[str] | None = None,
+) -> list[dict[str, Any]]:
+    """``status.recommendations`` of ``plan`` from its write pooler's state ConfigMap
+    (``state``: its data) and the entries status holds now (``previous``). Only a
+    transaction-mode pooler Headroom runs (session mode's pool is its clients; a
+    CloudNativePG Pooler has no agent)."""
+    if plan.pooler.pool_mode != "transaction" or (plan.read and plan.read.cnpg_poolers):
+        return []
+    seen = figures_from_state(state, pods=pods)
+    if not seen:
+        return []
+    budget = plan.budget
+    ceiling = pool_ceiling(
+        available=budget.available,
+        pooler_pods_at_peak=budget.pooler_pods_at_peak,
+        reserve_pool_size=budget.reserve_pool_size,
+        client_demand=budget.client_demand,
+    )
+    target = plan.load.target_wait_probability if plan.load else v1alpha1.DEFAULT_WAIT_PROBABILITY
+    period = int(plan.pooler.settings.get("stats_period") or STATS_PERIOD_SECONDS)
+    per_pod = {
+        pod: recommend(
+            PoolObservation.of(
+                found,
+                pool_size=budget.default_pool_size,
+                budget=max(ceiling, budget.default_pool_size),
+            ),
+            target_wait_probability=target,
+            stats_period_seconds=period,
+        )
+        for pod, found in seen.items()
+    }
+    before = next((p for p in previous or () if p.get("field") == FIELD), None)
+    entry = settle(before, combine(per_pod))
+    return [entry] if entry is not None else []

@@ -1,7 +1,7 @@
 """Pure observation of the applied children -> component conditions
 (PoolerReady with status.pooler, ReadPoolerReady, StandbysReady, CacheReady,
 WorkersReady, BacklogScaling, AutoscalingReady, StorageReady, AlertsSelected,
-DatabaseMetrics).
+DatabaseMetrics), and status.recommendations from the write pooler's report.
 Called by the reconcile pass with the children as cached after its apply
 (status changes arrive as child events and trigger another pass)."""
 
@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from headroom.api import conditions
-from headroom.planning import database_metrics, object_storage, planner
+from headroom.planning import database_metrics, object_storage, planner, recommendations
 
 
 def _rolled_out(obj: dict[str, Any] | None, *, want: int | None = None) -> tuple[bool, str]:
@@ -159,6 +159,23 @@ def _app_scaling_active(hpa: dict[str, Any]) -> conditions.Cond:
         "Unknown",
         "NotReportedYet",
         f"HPA {hpa['metadata']['name']} has not been evaluated by the HPA controller yet",
+    )
+
+
+def recommendations_of(
+    plan: planner.Plan, applied: dict[str, Any], *, previous: Any
+) -> list[dict[str, Any]]:
+    """status.recommendations: what the write pooler's agents report in its state
+    ConfigMap (their pods' own figures), against the plan; the entries status holds
+    stay while the new ones are within their band (no write on a wobble)."""
+    state = applied.get(f"ConfigMap/{plan.names.pooler_state}") or {}
+    data = state.get("data")
+    return recommendations.for_plan(
+        plan,
+        state=data if isinstance(data, dict) else None,
+        previous=[p for p in previous if isinstance(p, dict)]
+        if isinstance(previous, list)
+        else None,
     )
 
 

@@ -370,6 +370,13 @@ class Reconciler:
         extra: dict[str, Any] = dict(live.read_status)
         if clean and not applied.result.retry and applied.result.writes == 0:
             extra["converged"] = self._converged(key, body, report.refs)
+        recommended = observe.recommendations_of(
+            planned,
+            self._children(planned),
+            previous=report.previous_status.get("recommendations"),
+        )
+        if recommended:
+            extra["recommendations"] = recommended
         finished = await report.finish(
             [within, *components],
             retry=applied.result.retry,
