@@ -462,7 +462,7 @@ def test_userlist_password_with_quotes_round_trips(
 def test_the_settings_that_need_a_restart_are_those_the_default_release_says(
     database: servers.AppDatabase, start_pgbouncer: servers.StartPgBouncer, default_pgbouncer: Path
 ) -> None:
-    """builders.pgbouncer.RESTART_SETTINGS (what rolls the write pooler's pods)
+    """planning.pgbouncer_params.RESTART_SETTINGS (what rolls the write pooler's pods)
     is what the default image's release marks not changeable on RELOAD: a
     release that changes the list fails here, naming the settings."""
     plan = make_plan(database, version=DEFAULT_TAG)
@@ -470,11 +470,12 @@ def test_the_settings_that_need_a_restart_are_those_the_default_release_says(
     rows = bouncer.show("CONFIG", user=planner.STATS_USER, password=STATS_PASSWORD)
     assert rows and {"key", "changeable"} <= set(rows[0]), rows[:1]
     refused = {row["key"] for row in rows if row["changeable"] == "no"}
-    assert refused == pgbouncer.RESTART_SETTINGS, (
-        f"PgBouncer {DEFAULT_TAG} refuses on RELOAD {sorted(refused - pgbouncer.RESTART_SETTINGS)} "
-        f"beyond the list, and takes {sorted(pgbouncer.RESTART_SETTINGS - refused)} on RELOAD"
+    listed = pgbouncer_params.RESTART_SETTINGS
+    assert refused == listed, (
+        f"PgBouncer {DEFAULT_TAG} refuses on RELOAD {sorted(refused - listed)} beyond the "
+        f"list, and takes {sorted(listed - refused)} on RELOAD"
     )
     # every setting the write pooler's pgbouncer.ini sets is one SHOW CONFIG knows,
     # so the split between reloaded and restart settings covers all of them
-    rendered = pgbouncer.ini_settings(pgbouncer.render_ini(plan))
+    rendered = pgbouncer_params.ini_settings(pgbouncer.render_ini(plan))
     assert set(rendered) <= {row["key"] for row in rows}, sorted(rendered)

@@ -109,22 +109,76 @@ def test_profile_lifecycle(
     events = kubectl("get", "events", "-n", namespace, "-o", "json").stdout
     assert "p@ss:w/rd" not in json.dumps(sp) and "p@ss:w/rd" not in events
 
-    # Change a pooler parameter: the config changes and the pods roll.
-    old_pods = {p["metadata"]["name"] for p in pods}
+    # The pooler's agent: its identity, its rights (by name: the config it reads,
+    # the state it writes, nothing else), and the state ConfigMap it writes into.
+    agent = f"system:serviceaccount:{namespace}:{NAME}-pooler"
+    allowed = {
+        (verb, resource): kube.can_i(kubectl, agent, verb, resource, namespace=namespace)
+        for verb, resource in (
+            ("watch", f"configmaps/{NAME}-pooler-config"),
+            ("patch", f"configmaps/{NAME}-pooler-state"),
+            ("patch", f"configmaps/{NAME}-pooler-config"),
+            ("get", f"secrets/{NAME}-pooler-auth"),
+            ("list", "configmaps"),
+        )
+    }
+    assert [k for k, ok in allowed.items() if ok] == [
+        ("watch", f"configmaps/{NAME}-pooler-config"),
+        ("patch", f"configmaps/{NAME}-pooler-state"),
+    ], allowed
+    state = kube.get_json(kubectl, "configmap", f"{NAME}-pooler-state", "-n", namespace)
+    assert not state.get("data"), state  # the agents' keys; the operator writes none
+
+    # A pool parameter changes by RELOAD: the ConfigMap changes, the pods stay.
+    old_pods = {p["metadata"]["uid"] for p in pods}
     kube.apply(
         kubectl,
         _profile(namespace, **{"pooler.parameters": {"server_idle_timeout": "120"}}),
         namespace=namespace,
     )
+    kube.wait_for(
+        lambda: (
+            "server_idle_timeout = 120"
+            in kube.get_json(kubectl, "configmap", f"{NAME}-pooler-config", "-n", namespace)[
+                "data"
+            ]["pgbouncer.ini"]
+        ),
+        timeout=60,
+        what="the new parameter in pgbouncer.ini",
+    )
+    kubectl(
+        "wait", "--for=condition=Ready", f"scalingprofile/{NAME}", "-n", namespace, "--timeout=60s"
+    )
+    assert {p["metadata"]["uid"] for p in _pooler_pods(kubectl, namespace)} == old_pods
+
+    # A setting PgBouncer takes only at start rolls the pods, and an Event says why.
+    kube.apply(
+        kubectl,
+        _profile(
+            namespace, **{"pooler.parameters": {"server_idle_timeout": "120", "pkt_buf": "8192"}}
+        ),
+        namespace=namespace,
+    )
 
     def rolled() -> bool:
         current = _pooler_pods(kubectl, namespace)
-        names = {p["metadata"]["name"] for p in current}
-        return len(current) == 2 and not names & old_pods and all(_ready(p) for p in current)
+        uids = {p["metadata"]["uid"] for p in current}
+        return len(current) == 2 and not uids & old_pods and all(_ready(p) for p in current)
 
-    kube.wait_for(rolled, timeout=120, what="pooler pods to roll after a parameter change")
-    ini = kube.get_json(kubectl, "configmap", f"{NAME}-pooler-config", "-n", namespace)
-    assert "server_idle_timeout = 120" in ini["data"]["pgbouncer.ini"]
+    kube.wait_for(rolled, timeout=120, what="pooler pods to roll after a restart setting")
+    said = [
+        e["message"]
+        for e in kube.get_json(
+            kubectl,
+            "events",
+            "-n",
+            namespace,
+            "--field-selector",
+            f"involvedObject.kind=ScalingProfile,involvedObject.name={NAME}",
+        )["items"]
+        if e["reason"] == "PoolerRestart"
+    ]
+    assert said and "pkt_buf" in said[0], said
     kubectl(
         "wait", "--for=condition=Ready", f"scalingprofile/{NAME}", "-n", namespace, "--timeout=60s"
     )

@@ -7,8 +7,8 @@ import dataclasses
 import pytest
 
 from headroom.api import v1alpha1
-from headroom.builders import binding, common, desired, pgbouncer
-from headroom.planning import credentials, planner
+from headroom.builders import binding, common, desired, pgbouncer, revision
+from headroom.planning import credentials, pgbouncer_params, planner
 from tests import profiles
 
 CREDS = credentials.Credentials(
@@ -42,13 +42,69 @@ def test_pooler_pods_are_restricted() -> None:
         assert sc["capabilities"]["drop"] == ["ALL"]
 
 
-def test_config_change_changes_pod_template_hash() -> None:
-    def template_hash(**o: object) -> str:
-        dep = _objects(**o)["Deployment/shop-pooler"]
-        return str(dep["spec"]["template"]["metadata"]["annotations"]["headroom.dev/config-hash"])
+def _pooler(**o: object) -> tuple[common.Obj, str]:
+    objects = _objects(**o)
+    return objects["Deployment/shop-pooler"]["spec"]["template"], objects[
+        "ConfigMap/shop-pooler-config"
+    ]["data"]["pgbouncer.ini"]
 
-    assert template_hash() == template_hash()
-    assert template_hash() != template_hash(**{"pooler.parameters": {"server_idle_timeout": "30"}})
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"pooler.parameters": {"server_idle_timeout": "30"}},
+        {"app.replicas": {"min": 2, "max": 4}},  # smaller pools and limits
+        {"pooler.parameters": {"max_db_connections": "20", "default_pool_size": "18"}},
+    ],
+)
+def test_a_change_pgbouncer_takes_on_reload_keeps_the_pooler_pods(
+    change: dict[str, object],
+) -> None:
+    """The agent RELOADs it: the ConfigMap changes, the pod template does not."""
+    template, ini = _pooler()
+    changed_template, changed_ini = _pooler(**change)
+    assert changed_ini != ini
+    assert changed_template == template
+
+
+def test_a_change_pgbouncer_takes_only_at_start_rolls_the_pooler_pods() -> None:
+    template, _ = _pooler()
+    changed, _ = _pooler(**{"pooler.parameters": {"pkt_buf": "8192"}})
+    assert "pkt_buf" in pgbouncer_params.RESTART_SETTINGS
+    key = "headroom.dev/inputs-revision"
+    before = revision.parse(template["metadata"]["annotations"][key])
+    after = revision.parse(changed["metadata"]["annotations"][key])
+    assert {k for k in after if after[k] != before.get(k)} == {revision.POOLER_CONFIG}
+
+
+def test_restart_changes_names_the_settings() -> None:
+    before = "[databases]\nx = host=a\n[pgbouncer]\nlisten_port = 6432\npool_mode = session\n"
+    after = before.replace("6432", "6433").replace("session", "transaction")
+    assert pgbouncer_params.restart_changes(before, after) == ["listen_port"]
+    assert pgbouncer_params.restart_changes(before, before.replace("host=a", "host=b")) == []
+
+
+def test_only_the_agent_containers_hold_an_api_token() -> None:
+    objects = _objects()
+    pod = objects["Deployment/shop-pooler"]["spec"]["template"]["spec"]
+    assert pod["automountServiceAccountToken"] is False
+    assert pod["serviceAccountName"] == "shop-pooler"
+    holding = [
+        c["name"]
+        for c in [*pod["initContainers"], *pod["containers"]]
+        if any(m["name"] == "agent-token" for m in c.get("volumeMounts") or [])
+    ]
+    assert holding == ["agent"]
+    # the PgBouncer runs the file its agent writes, not the mounted ConfigMap
+    (bouncer,) = [c for c in pod["containers"] if c["name"] == "pgbouncer"]
+    assert bouncer["command"] == ["pgbouncer", pgbouncer.START_FILE]
+    role = objects["Role/shop-pooler"]
+    assert {(r["resourceNames"][0], tuple(r["verbs"])) for r in role["rules"]} == {
+        ("shop-pooler-config", ("get", "list", "watch")),
+        ("shop-pooler-state", ("get", "patch")),
+    }
+    # the operator creates the state ConfigMap without data: the agents' keys are theirs
+    assert "data" not in objects["ConfigMap/shop-pooler-state"]
 
 
 def test_no_password_outside_secrets() -> None:

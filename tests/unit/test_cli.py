@@ -39,6 +39,7 @@ def test_render_outputs_every_child(capsys: pytest.CaptureFixture[str]) -> None:
         "ConfigMap/shop-alert-rules",
         "ConfigMap/shop-dashboard",
         "ConfigMap/shop-pooler-config",
+        "ConfigMap/shop-pooler-state",
         "Deployment/shop-pg-metrics",
         "Deployment/shop-pooler",
         "HorizontalPodAutoscaler/shop-app",
@@ -46,9 +47,12 @@ def test_render_outputs_every_child(capsys: pytest.CaptureFixture[str]) -> None:
         "NetworkPolicy/shop-pooler",
         "PodDisruptionBudget/shop-app",
         "PodDisruptionBudget/shop-pooler",
+        "Role/shop-pooler",
+        "RoleBinding/shop-pooler",
         "Secret/shop-binding",
         "Secret/shop-pooler-auth",
         "Service/shop-pooler-rw",
+        "ServiceAccount/shop-pooler",
     ]
     assert all("ownerReferences" not in d["metadata"] for d in docs)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import copy
 import datetime
 from pathlib import Path
 from typing import Any
@@ -94,8 +95,8 @@ def test_first_pass_creates_every_child_then_a_pass_writes_nothing() -> None:
     assert sorted(applied) == sorted(cluster.children("profile-uid"))
     # shop-scaled without KEDA, its app Deployment found; alert rules and dashboard,
     # the database exporter (Deployment, NetworkPolicy)
-    assert len(applied) == 30  # the worker binding included
-    assert first.writes == 31  # and the status
+    assert len(applied) == 34  # the worker binding, the pooler agent's four objects included
+    assert first.writes == 35  # and the status
     cluster.log.clear()
     # The pass's own writes changed its inputs: one more pass changes no child
     # and leaves what it read in status (status.converged, for a restart)...
@@ -1026,3 +1027,40 @@ def test_after_a_restart_unconverged_profiles_go_first() -> None:
         "converged",
     ]
     assert ranked[-1][0] == work_queue.Trigger.CONFIRM
+
+
+def _pooler_change(
+    eng: reconciler.Reconciler, cluster: fake_cluster.FakeCluster, **params: str
+) -> None:
+    profile = cluster.profile("default", "shop")
+    assert profile is not None
+    profile["spec"]["pooler"].setdefault("parameters", {}).update(params)
+    profile["metadata"]["generation"] = int(profile["metadata"].get("generation", 1)) + 1
+    cluster.put(profile)
+    cluster.log.clear()
+    cluster.events.clear()
+    _again(eng)
+
+
+def test_pool_sizes_change_by_reload_and_a_restart_setting_rolls_the_pooler_saying_why() -> None:
+    cluster = _cluster(_scaled())
+    eng, _ = _run(cluster)
+    _again(eng)
+    template = copy.deepcopy(_pooler_template(cluster))
+    # smaller pools and limits: the ConfigMap the agent watches changes, the pods do not
+    _pooler_change(eng, cluster, default_pool_size="10", max_db_connections="12")
+    assert ("apply", "ConfigMap/shop-pooler-config") in cluster.writes()
+    assert _pooler_template(cluster) == template
+    assert not [e for e in cluster.events if e[1] == outcome.POOLER_RESTART]
+    # a setting PgBouncer reads only at start: the pods roll, and an Event says why
+    _pooler_change(eng, cluster, pkt_buf="8192")
+    assert _pooler_template(cluster) != template
+    (event,) = [e for e in cluster.events if e[1] == outcome.POOLER_RESTART]
+    assert "pkt_buf" in event[2] and "only at start" in event[2], event
+
+
+def _pooler_template(cluster: fake_cluster.FakeCluster) -> dict[str, Any]:
+    found = cluster.find("Deployment", "shop-pooler")
+    assert found is not None
+    template: dict[str, Any] = found["spec"]["template"]
+    return template

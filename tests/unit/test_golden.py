@@ -40,6 +40,7 @@ REDIS_PASSWORDS = {
 }
 STATS_PASSWORD = "stats-pw"
 AGENT_PASSWORD = "agent-pw"
+POOLER_AGENT_PASSWORD = "golden-pooler-agent-password"
 # the builtin S3 server's keys: (access, secret) of root and of the app
 S3_ROOT = ("0123456789abcdefroot", "root-secret-0123456789abcdef0123456789ab")
 S3_APP = ("0123456789abcdef0app", "app-secret-0123456789abcdef0123456789abc")
@@ -73,6 +74,7 @@ def fixed_credentials(planned: planner.Plan) -> credentials.Credentials:
     kept = {
         (names.pooler_auth, credentials.STATS_PASSWORD_KEY): STATS_PASSWORD,
         (names.read_pooler_auth, credentials.AGENT_PASSWORD_KEY): AGENT_PASSWORD,
+        (names.pooler_auth, credentials.AGENT_PASSWORD_KEY): POOLER_AGENT_PASSWORD,
         (names.s3_root_keys, credentials.ACCESS_KEY): S3_ROOT[0],
         (names.s3_root_keys, credentials.SECRET_KEY): S3_ROOT[1],
         (names.s3_app_keys, credentials.ACCESS_KEY): S3_APP[0],

@@ -57,6 +57,8 @@ def _rotated(
         return dataclasses.replace(creds, stats_password="new-stats-pw"), set()
     if source == revision.AGENT:
         return dataclasses.replace(creds, agent_password="new-agent-pw"), set()
+    if source == revision.POOLER_AGENT:
+        return dataclasses.replace(creds, pooler_agent_password="new-pooler-agent-pw"), set()
     if source.startswith("redis/"):
         name = source.split("/", 1)[1]
         passwords = {**creds.redis_passwords, name: "Z" * 24}

@@ -31,6 +31,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from headroom.agent import console
 from headroom.planning import membership
 from headroom.postgres import lag, replicas, server_limits
 
@@ -81,28 +82,13 @@ def write_if_changed(path: Path, text: str) -> bool:
 
 def admin_reload(config: membership.ReadPoolConfig, creds: Credentials) -> str | None:
     """RELOAD on PgBouncer's admin console; None when done, else why not."""
-    import psycopg  # noqa: PLC0415 - the init step and the unit tests never reload
-
-    try:
-        with psycopg.connect(
-            host=config.admin.host,
-            port=config.admin.port,
-            dbname="pgbouncer",
-            user=config.admin.user,
-            password=creds.admin_password,
-            sslmode="disable",  # localhost, inside the pod
-            connect_timeout=config.connect_timeout_seconds,
-            autocommit=True,
-        ) as conn:
-            # the admin console speaks the simple query protocol only
-            result = conn.pgconn.exec_(b"RELOAD")
-            if result.status != psycopg.pq.ExecStatus.COMMAND_OK:
-                message = (result.error_message or b"").decode(errors="replace").strip()
-                return f"RELOAD refused: {message or f'status {result.status}'}"
-    except psycopg.Error as err:
-        text = str(err).strip().splitlines()[0] if str(err).strip() else "no detail"
-        return f"{type(err).__name__}: {text}".replace(creds.admin_password, "***")[:300]
-    return None
+    return console.Console(
+        host=config.admin.host,
+        port=config.admin.port,
+        user=config.admin.user,
+        password=creds.admin_password,
+        connect_timeout_seconds=config.connect_timeout_seconds,
+    ).reload()
 
 
 @dataclass

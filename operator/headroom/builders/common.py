@@ -12,9 +12,11 @@ import hashlib
 from typing import Any
 
 from headroom.api import v1alpha1
-from headroom.planning import names, object_storage, planner
+from headroom.planning import agentfile, names, object_storage, planner
 
 CONFIG_HASH_ANNOTATION = "headroom.dev/config-hash"
+# one function for the hash of a config file, in the builders and the agents
+content_hash = agentfile.content_hash
 
 Obj = dict[str, Any]
 
@@ -66,15 +68,6 @@ def metadata(
     if annotations:
         meta["annotations"] = annotations
     return meta
-
-
-def content_hash(*parts: str) -> str:
-    """Short stable hash of non-secret content (rolls pods when config changes)."""
-    digest = hashlib.sha256()
-    for part in parts:
-        digest.update(part.encode())
-        digest.update(b"\0")
-    return digest.hexdigest()[:16]
 
 
 def secret_revision(secret: str, *, salt: str) -> str:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from urllib.parse import quote
 
 from headroom.builders import common, revision
-from headroom.planning import credentials, names, planner
+from headroom.planning import credentials, names, pgbouncer_params, planner
 
 COMPONENT = "pooler"
 APP_NAME = "pgbouncer"
@@ -34,30 +34,18 @@ READ_CONFIG_DIR = "/etc/headroom-readpool"
 RUN_DIR = "/run/headroom"
 READ_DATABASES_FILE = f"{RUN_DIR}/readpool-databases.ini"
 
-# The settings PgBouncer does not take on RELOAD: those its ``SHOW CONFIG``
-# marks ``changeable = no`` (1.26.1, the default image's release;
-# tests/conformance/test_pgbouncer_settings.py compares this with the running
-# program). Every other setting, and the [databases] section, is taken by
-# RELOAD: the write pooler's agent reloads them, and only a change of one of
-# these rolls the pooler's pods.
-RESTART_SETTINGS = frozenset(
-    {
-        "disable_pqexec",
-        "job_name",
-        "listen_addr",
-        "listen_backlog",
-        "listen_port",
-        "pidfile",
-        "pkt_buf",
-        "resolv_conf",
-        "so_reuseport",
-        "track_extra_parameters",
-        "unix_socket_dir",
-        "unix_socket_group",
-        "unix_socket_mode",
-        "user",
-    }
-)
+# The write pooler's agent (headroom.agent.pooler): its init step copies the
+# mounted pgbouncer.ini to START_FILE, which PgBouncer runs from; the sidecar
+# keeps that file as the ConfigMap says, through the API server, and RELOADs.
+AGENT_COMMAND = ("python", "-m", "headroom.agent.pooler")
+START_FILE = f"{RUN_DIR}/pgbouncer.ini"
+TOKEN_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"  # noqa: S105 - a path
+TOKEN_SECONDS = 3607  # what kubelet asks for an automounted token (rotated at 80%)
+
+
+def agent_resources() -> common.Obj:
+    """Requests and limits of an agent container (both poolers')."""
+    return {"requests": {"cpu": "10m", "memory": "48Mi"}, "limits": {"memory": "128Mi"}}
 
 
 def _line(key: str, value: str) -> str:
@@ -120,6 +108,7 @@ def render_ini(
             auth_file=auth_file,
             server_ca_file=server_ca_file,
         ),
+        _line("admin_users", planner.AGENT_USER),
     ]
     return "\n".join(lines) + "\n"
 
@@ -155,34 +144,6 @@ def render_read_ini(
     if not _PATH.match(include_file):
         raise ValueError(f"refusing to include {include_file!r}")
     return "\n".join(lines) + "\n"
-
-
-def ini_settings(ini: str) -> dict[str, str]:
-    """The ``[pgbouncer]`` section's settings of a rendered pgbouncer.ini."""
-    found: dict[str, str] = {}
-    section = ""
-    for raw in ini.splitlines():
-        line = raw.strip()
-        if not line or line.startswith((";", "#", "%")):
-            continue
-        if line.startswith("[") and line.endswith("]"):
-            section = line[1:-1].strip().lower()
-            continue
-        key, sep, value = line.partition("=")
-        if sep and section == "pgbouncer":
-            found[key.strip()] = value.strip()
-    return found
-
-
-def restart_settings(ini: str) -> dict[str, str]:
-    """The settings of ``ini`` that PgBouncer takes only at start (RESTART_SETTINGS)."""
-    return {k: v for k, v in ini_settings(ini).items() if k in RESTART_SETTINGS}
-
-
-def restart_changes(before: str, after: str) -> list[str]:
-    """The restart settings whose value differs between two pgbouncer.ini texts."""
-    old, new = restart_settings(before), restart_settings(after)
-    return sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
 
 
 def _quote(text: str, *, what: str) -> str:
@@ -231,6 +192,13 @@ class Pool:
     # what its pods read at start (builders.revision): the userlist, the
     # exporter's DSN, the server CA, the agent's logins
     reads: tuple[str, ...] = (revision.LOGIN, revision.STATS, revision.SERVER_CA)
+    # sources of this pool's own (a revision by source name)
+    own_sources: dict[str, str] = field(default_factory=dict)
+    # where PgBouncer reads pgbouncer.ini when an agent writes it (not the
+    # mounted ConfigMap); the template then carries no hash of the whole file
+    start_file: str | None = None
+    service_account: str | None = None
+    extra_objects: list[common.Obj] = field(default_factory=list)
 
 
 def build(
@@ -240,9 +208,17 @@ def build(
     app_pod_selector: common.Obj | None = None,
 ) -> list[common.Obj]:
     """ConfigMap, auth Secret, Deployment, Service, PDB and NetworkPolicy of the
-    write pooler. ``app_pod_selector``: the app's pods (usable_selector),
-    admitted with the workers on the PgBouncer port; None admits only the workers."""
+    write pooler, and what its agent needs (ServiceAccount, Role, RoleBinding,
+    the state ConfigMap it reports into). ``app_pod_selector``: the app's pods
+    (usable_selector), admitted with the workers on the PgBouncer port; None
+    admits only the workers."""
     ini = render_ini(plan)
+    users = {creds.username: creds.password, planner.STATS_USER: creds.stats_password}
+    auth_data = {credentials.STATS_PASSWORD_KEY: creds.stats_password}
+    if creds.pooler_agent_password:
+        users[planner.AGENT_USER] = creds.pooler_agent_password
+        auth_data[credentials.AGENT_PASSWORD_KEY] = creds.pooler_agent_password
+    restart = pgbouncer_params.restart_settings(ini)
     pool = Pool(
         component=COMPONENT,
         pooler=plan.pooler,
@@ -252,10 +228,178 @@ def build(
         service=plan.names.pooler_service,
         config_dir=CONFIG_DIR,
         config_data={"pgbouncer.ini": ini},
-        users={creds.username: creds.password, planner.STATS_USER: creds.stats_password},
-        auth_data={credentials.STATS_PASSWORD_KEY: creds.stats_password},
+        users=users,
+        auth_data=auth_data,
+        init_containers=[_agent_init(plan)],
+        sidecars=[_agent(plan)],
+        mounts=[{"name": "run", "mountPath": RUN_DIR, "readOnly": True}],
+        volumes=[
+            {"name": "run", "emptyDir": {"medium": "Memory", "sizeLimit": "1Mi"}},
+            _token_volume(),
+        ],
+        reads=(
+            revision.LOGIN,
+            revision.STATS,
+            revision.SERVER_CA,
+            revision.POOLER_AGENT,
+            revision.POOLER_CONFIG,
+        ),
+        own_sources={
+            revision.POOLER_CONFIG: common.content_hash(
+                *(f"{key}={restart[key]}" for key in sorted(restart))
+            )
+        },
+        start_file=START_FILE,
+        service_account=plan.names.pooler_agent,
+        extra_objects=_agent_objects(plan),
     )
     return pool_objects(plan, creds, pool, app_pod_selector=app_pod_selector)
+
+
+def _agent_init(plan: planner.Plan) -> common.Obj:
+    """Copies the mounted pgbouncer.ini to START_FILE before PgBouncer starts."""
+    return {
+        "name": "agent-init",
+        "image": plan.facts.agent_image,
+        "command": [
+            *AGENT_COMMAND,
+            "--once",
+            "--source",
+            f"{CONFIG_DIR}/pgbouncer.ini",
+            "--output",
+            START_FILE,
+        ],
+        "resources": agent_resources(),
+        "securityContext": common.container_security_context(),
+        "volumeMounts": [
+            {"name": "config", "mountPath": CONFIG_DIR, "readOnly": True},
+            {"name": "run", "mountPath": RUN_DIR},
+        ],
+    }
+
+
+def _agent(plan: planner.Plan) -> common.Obj:
+    """Watches the pooler's ConfigMap, RELOADs PgBouncer, reports into the
+    state ConfigMap; the only container with an API token."""
+    return {
+        "name": "agent",
+        "image": plan.facts.agent_image,
+        "command": [
+            *AGENT_COMMAND,
+            "--config-map",
+            plan.names.pooler_config,
+            "--state",
+            plan.names.pooler_state,
+            "--output",
+            START_FILE,
+            "--token-dir",
+            TOKEN_DIR,
+        ],
+        "env": [
+            {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+            {
+                "name": "HEADROOM_AGENT_PASSWORD",
+                "valueFrom": {
+                    "secretKeyRef": {
+                        "name": plan.names.pooler_auth,
+                        "key": credentials.AGENT_PASSWORD_KEY,
+                    }
+                },
+            },
+        ],
+        "resources": agent_resources(),
+        "securityContext": common.container_security_context(),
+        "volumeMounts": [
+            {"name": "run", "mountPath": RUN_DIR},
+            {"name": "agent-token", "mountPath": TOKEN_DIR, "readOnly": True},
+        ],
+    }
+
+
+def _token_volume() -> common.Obj:
+    """The agent's service-account token, CA and namespace, as kubelet mounts
+    an automounted token (the pod automounts none: only the agent gets it)."""
+    return {
+        "name": "agent-token",
+        "projected": {
+            "sources": [
+                {"serviceAccountToken": {"path": "token", "expirationSeconds": TOKEN_SECONDS}},
+                {
+                    "configMap": {
+                        "name": "kube-root-ca.crt",
+                        "items": [{"key": "ca.crt", "path": "ca.crt"}],
+                    }
+                },
+                {
+                    "downwardAPI": {
+                        "items": [
+                            {
+                                "path": "namespace",
+                                "fieldRef": {"fieldPath": "metadata.namespace"},
+                            }
+                        ]
+                    }
+                },
+            ]
+        },
+    }
+
+
+def _agent_objects(plan: planner.Plan) -> list[common.Obj]:
+    """The agent's ServiceAccount, its Role (the pooler's ConfigMap read and
+    watched by name, its state ConfigMap patched by name) and RoleBinding,
+    and the state ConfigMap, created empty: the agents write its data, the
+    operator never applies any."""
+    names = plan.names
+
+    def meta(name: str) -> common.Obj:
+        return common.metadata(plan, name=name, component=COMPONENT, app_name=APP_NAME)
+
+    return [
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": meta(names.pooler_state),
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "ServiceAccount",
+            "metadata": meta(names.pooler_agent),
+            "automountServiceAccountToken": False,
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "Role",
+            "metadata": meta(names.pooler_agent),
+            "rules": [
+                {
+                    "apiGroups": [""],
+                    "resources": ["configmaps"],
+                    "resourceNames": [names.pooler_config],
+                    "verbs": ["get", "list", "watch"],
+                },
+                {
+                    "apiGroups": [""],
+                    "resources": ["configmaps"],
+                    "resourceNames": [names.pooler_state],
+                    "verbs": ["get", "patch"],
+                },
+            ],
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "RoleBinding",
+            "metadata": meta(names.pooler_agent),
+            "roleRef": {
+                "apiGroup": "rbac.authorization.k8s.io",
+                "kind": "Role",
+                "name": names.pooler_agent,
+            },
+            "subjects": [
+                {"kind": "ServiceAccount", "name": names.pooler_agent, "namespace": plan.namespace}
+            ],
+        },
+    ]
 
 
 def pool_objects(
@@ -290,14 +434,24 @@ def pool_objects(
             }
         ),
     }
-    pod_annotations = {
-        common.CONFIG_HASH_ANNOTATION: common.content_hash(*pool.config_data.values()),
+    # PgBouncer reading the mounted file rolls for any change of it; one that
+    # reads its agent's file rolls only for a restart setting (pool.own_sources)
+    pod_annotations = (
+        {common.CONFIG_HASH_ANNOTATION: common.content_hash(*pool.config_data.values())}
+        if pool.start_file is None
+        else {}
+    )
+    pod_annotations |= {
         "prometheus.io/scrape": "true",
         "prometheus.io/port": str(planner.EXPORTER_PORT),
     }
     server_ca = plan.database.server_ca_secret
     mounts = [
-        {"name": "config", "mountPath": pool.config_dir, "readOnly": True},
+        *(
+            [{"name": "config", "mountPath": pool.config_dir, "readOnly": True}]
+            if pool.start_file is None
+            else []
+        ),
         {"name": "auth", "mountPath": AUTH_DIR, "readOnly": True},
         *pool.mounts,
     ]
@@ -326,7 +480,7 @@ def pool_objects(
     pgbouncer_container = {
         "name": "pgbouncer",
         "image": pool.pooler.image,
-        "command": ["pgbouncer", f"{pool.config_dir}/pgbouncer.ini"],
+        "command": ["pgbouncer", pool.start_file or f"{pool.config_dir}/pgbouncer.ini"],
         "ports": [{"name": "pgbouncer", "containerPort": planner.POOLER_PORT}],
         "readinessProbe": {
             "tcpSocket": {"port": "pgbouncer"},
@@ -375,6 +529,8 @@ def pool_objects(
         volumes=volumes,
         init_containers=pool.init_containers,
     )
+    if pool.service_account is not None:
+        pod["serviceAccountName"] = pool.service_account
     deployment = {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -445,5 +601,6 @@ def pool_objects(
             ],
         },
     }
-    revision.stamp(deployment, revision.of(revision.sources(plan, creds), pool.reads))
-    return [config_map, auth, deployment, service, pdb, network_policy]
+    available = {**revision.sources(plan, creds), **pool.own_sources}
+    revision.stamp(deployment, revision.of(available, pool.reads))
+    return [config_map, auth, *pool.extra_objects, deployment, service, pdb, network_policy]

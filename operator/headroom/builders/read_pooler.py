@@ -62,10 +62,7 @@ def _agent_container(plan: planner.Plan, *, name: str, once: bool, image: str) -
         "image": image,
         "command": [*AGENT_COMMAND, "--config", config, *(["--once"] if once else [])],
         "env": env,
-        "resources": {
-            "requests": {"cpu": "10m", "memory": "48Mi"},
-            "limits": {"memory": "128Mi"},
-        },
+        "resources": pgbouncer.agent_resources(),
         "securityContext": common.container_security_context(),
         "volumeMounts": mounts,
     }

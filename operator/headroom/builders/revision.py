@@ -16,9 +16,12 @@ the value does (:func:`sources`):
   monitoring role), by resourceVersion;
 - ``server-ca``: spec.database.serverCASecret, by resourceVersion;
 - ``bucket/<name>``: a cosi/s3 bucket's credentials Secret, by resourceVersion;
-- ``stats``, ``agent``, ``redis/<instance>``, ``s3-root``, ``s3-app``: values
-  Headroom generated (192 bits or more), by a salted hash
+- ``stats``, ``agent``, ``pooler-agent``, ``redis/<instance>``, ``s3-root``,
+  ``s3-app``: values Headroom generated (192 bits or more), by a salted hash
   (:func:`headroom.builders.common.secret_revision`);
+- ``pooler-config``: the settings of the write pooler's pgbouncer.ini that
+  PgBouncer takes only at start (planning.pgbouncer_params.RESTART_SETTINGS),
+  by a hash; every other setting reaches its pods by RELOAD (its agent);
 - ``binding``: for a worker, everything else its binding holds (its pools,
   hosts, keys), as a hash of the binding with each secret replaced by its
   source's name (:func:`headroom.builders.binding.worker_reads`).
@@ -52,6 +55,8 @@ MONITOR_LOGIN = "monitor-login"
 SERVER_CA = "server-ca"
 STATS = "stats"
 AGENT = "agent"
+POOLER_AGENT = "pooler-agent"
+POOLER_CONFIG = "pooler-config"
 S3_ROOT = "s3-root"
 S3_APP = "s3-app"
 BINDING = "binding"
@@ -98,6 +103,8 @@ def sources(plan: planner.Plan, creds: credentials.Credentials) -> dict[str, str
         found[MONITOR_LOGIN] = creds.monitor_revision
     if creds.agent_password:
         found[AGENT] = generated(creds.agent_password, names.read_pooler_auth)
+    if creds.pooler_agent_password:
+        found[POOLER_AGENT] = generated(creds.pooler_agent_password, names.pooler_auth)
     for instance, password in creds.redis_passwords.items():
         found[redis(instance)] = generated(password, names.redis_auth(instance))
     if creds.s3_server is not None:

@@ -61,6 +61,9 @@ VALIDATING_WEBHOOK = Resource(
 )
 NAMESPACE = Resource("v1", "Namespace", "namespaces", False)
 POD = Resource("v1", "Pod", "pods")
+SERVICE_ACCOUNT = Resource("v1", "ServiceAccount", "serviceaccounts")
+ROLE = Resource("rbac.authorization.k8s.io/v1", "Role", "roles")
+ROLE_BINDING = Resource("rbac.authorization.k8s.io/v1", "RoleBinding", "rolebindings")
 
 BUILTIN: tuple[Resource, ...] = (
     CONFIG_MAP,
@@ -78,6 +81,9 @@ BUILTIN: tuple[Resource, ...] = (
     STORAGE_CLASS,
     NAMESPACE,
     POD,
+    SERVICE_ACCOUNT,
+    ROLE,
+    ROLE_BINDING,
     CRD,
     VALIDATING_WEBHOOK,
 )

@@ -112,21 +112,24 @@ def _material(entry: dict[str, Any], key: str, *, base: Path) -> Path | None:
     return None
 
 
-def in_cluster() -> ClusterConfig | None:
+def in_cluster(sa_dir: Path = SA_DIR) -> ClusterConfig | None:
+    """The service account's token, CA and namespace in ``sa_dir`` (a pod's
+    automounted or projected token), and KUBERNETES_SERVICE_HOST/PORT; None
+    outside a pod."""
     host, port = (
         os.environ.get("KUBERNETES_SERVICE_HOST"),
         os.environ.get("KUBERNETES_SERVICE_PORT"),
     )
-    if not host or not port or not (SA_DIR / "token").exists():
+    if not host or not port or not (sa_dir / "token").exists():
         return None
-    context = ssl.create_default_context(cafile=str(SA_DIR / "ca.crt"))
-    namespace_file = SA_DIR / "namespace"
+    context = ssl.create_default_context(cafile=str(sa_dir / "ca.crt"))
+    namespace_file = sa_dir / "namespace"
     namespace = namespace_file.read_text().strip() if namespace_file.exists() else ""
     server = f"https://{host}:{port}" if ":" not in host else f"https://[{host}]:{port}"
     return ClusterConfig(
         server=server,
         ssl_context=context,
-        credentials=Credentials(token_file=SA_DIR / "token"),
+        credentials=Credentials(token_file=sa_dir / "token"),
         namespace=namespace,
     )
 

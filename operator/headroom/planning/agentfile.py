@@ -2,10 +2,13 @@
 planning.membership, ``buckets.json`` in planning.bucket_server): a frozen
 camelCase pydantic model that refuses unknown keys, and string fields held to
 a charset, so a value the agent later writes into a config file or an XML
-body can never carry a newline or a metacharacter. Pure."""
+body can never carry a newline or a metacharacter; and :func:`content_hash`,
+the hash of a config file that the builders put on a pod template and an agent
+reports for the file it loaded (headroom.agent.pooler). Pure."""
 
 from __future__ import annotations
 
+import hashlib
 import re
 
 from pydantic import AfterValidator, BaseModel, ConfigDict
@@ -32,3 +35,12 @@ class AgentFile(BaseModel):
     def to_json(self) -> str:
         """The file as the builder writes it (camelCase keys, every field)."""
         return self.model_dump_json(by_alias=True, indent=2) + "\n"
+
+
+def content_hash(*parts: str) -> str:
+    """Short stable hash of non-secret content (rolls pods when config changes)."""
+    digest = hashlib.sha256()
+    for part in parts:
+        digest.update(part.encode())
+        digest.update(b"\0")
+    return digest.hexdigest()[:16]

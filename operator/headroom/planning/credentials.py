@@ -20,7 +20,7 @@ from headroom.planning import object_storage, planner, versitygw
 
 # Keys of the Secrets Headroom keeps its generated values in.
 STATS_PASSWORD_KEY = "stats-password"  # noqa: S105 - a key name (the write pooler's auth Secret)
-AGENT_PASSWORD_KEY = "agent-password"  # noqa: S105 - a key name (the read pooler's auth Secret)
+AGENT_PASSWORD_KEY = "agent-password"  # noqa: S105 - a key name (each pooler's auth Secret)
 REDIS_PASSWORD_KEY = "password"  # noqa: S105 - a key name (each Redis instance's auth Secret)
 ACCESS_KEY = "accessKeyId"  # the builtin S3 server's root and app key Secrets
 SECRET_KEY = "secretAccessKey"  # noqa: S105 - a Secret key name
@@ -63,6 +63,9 @@ class Credentials:
     server_ca_pem: str | None = None
     # generated admin password of the read pooler's lag agent (read replicas only)
     agent_password: str = ""
+    # generated admin password of the write pooler's agent (the assembled
+    # credentials always have one; without it the pod's agent cannot log in)
+    pooler_agent_password: str = ""
     # each bucket's endpoint and key, as read from its credentials Secret (a
     # bucket whose Secret is not there yet has no entry, nor binding keys)
     buckets: dict[str, object_storage.BucketCredentials] = field(default_factory=dict)
@@ -152,6 +155,7 @@ def assemble(
         agent_password=generated(names.read_pooler_auth, AGENT_PASSWORD_KEY)
         if plan.read is not None
         else "",
+        pooler_agent_password=generated(names.pooler_auth, AGENT_PASSWORD_KEY),
         buckets=found,
         s3_server=s3_server,
         monitor_revision=monitor_revision,

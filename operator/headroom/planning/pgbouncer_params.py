@@ -23,6 +23,32 @@ _IDENT_LIST = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(,\s*[A-Za-z_][A-Za-z0-9_]*)*$
 SIZING_KEYS = ("default_pool_size", "reserve_pool_size", "max_db_connections", "max_client_conn")
 
 
+# The settings PgBouncer does not take on RELOAD: those its ``SHOW CONFIG``
+# marks ``changeable = no`` (1.26.1, the default image's release;
+# tests/conformance/test_pgbouncer_settings.py compares this with the running
+# program). Every other setting, and the [databases] section, is taken by
+# RELOAD: the write pooler's agent (headroom.agent.pooler) reloads them, and only a change of one of
+# these rolls the pooler's pods.
+RESTART_SETTINGS = frozenset(
+    {
+        "disable_pqexec",
+        "job_name",
+        "listen_addr",
+        "listen_backlog",
+        "listen_port",
+        "pidfile",
+        "pkt_buf",
+        "resolv_conf",
+        "so_reuseport",
+        "track_extra_parameters",
+        "unix_socket_dir",
+        "unix_socket_group",
+        "unix_socket_mode",
+        "user",
+    }
+)
+
+
 @dataclass(frozen=True)
 class Param:
     kind: str  # "int", "bool", "enum", "text", "idents"
@@ -129,3 +155,31 @@ def check(key: str, value: str, *, version: tuple[int, int]) -> str | None:
     elif not _SAFE_TEXT.fullmatch(value):
         return "may only contain letters, digits, spaces and _ , . : ; ( ) = * ' -"
     return None
+
+
+def ini_settings(ini: str) -> dict[str, str]:
+    """The ``[pgbouncer]`` section's settings of a rendered pgbouncer.ini."""
+    found: dict[str, str] = {}
+    section = ""
+    for raw in ini.splitlines():
+        line = raw.strip()
+        if not line or line.startswith((";", "#", "%")):
+            continue
+        if line.startswith("[") and line.endswith("]"):
+            section = line[1:-1].strip().lower()
+            continue
+        key, sep, value = line.partition("=")
+        if sep and section == "pgbouncer":
+            found[key.strip()] = value.strip()
+    return found
+
+
+def restart_settings(ini: str) -> dict[str, str]:
+    """The settings of ``ini`` that PgBouncer takes only at start (RESTART_SETTINGS)."""
+    return {k: v for k, v in ini_settings(ini).items() if k in RESTART_SETTINGS}
+
+
+def restart_changes(before: str, after: str) -> list[str]:
+    """The restart settings whose value differs between two pgbouncer.ini texts."""
+    old, new = restart_settings(before), restart_settings(after)
+    return sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))

@@ -21,6 +21,11 @@ from headroom.reconcile import cluster_view
 Obj = cluster_view.Obj
 
 
+# An Event reason of its own (the others are condition reasons, and Applied,
+# Pruned, ScaledAway, ReadPool): a change the write pooler takes only by a restart.
+POOLER_RESTART = "PoolerRestart"
+
+
 @dataclass(frozen=True)
 class Event:
     type: str  # Normal | Warning

@@ -48,6 +48,7 @@ from headroom.reconcile import (
     outcome,
     ownership,
     probe,
+    rollout,
     telemetry,
 )
 
@@ -428,6 +429,17 @@ class Reconciler:
             ),
             component_of=wanted.component_of,
         )
+        config_key = f"ConfigMap/{planned.names.pooler_config}"
+        if config_key in proven.objects:
+            restart = rollout.restart_settings_changed(
+                proven.objects[config_key], children.get(config_key)
+            )
+            if restart:
+                events.append(
+                    outcome.Event(
+                        "Normal", outcome.POOLER_RESTART, rollout.restart_message(restart)
+                    )
+                )
         result = await self.applier.apply_all(
             key, wanted=proven, children=children, frozen=frozen, events=events
         )

@@ -16,6 +16,11 @@ covered value rolls exactly the pods that read it. Kubernetes' own controllers
 take the same care: a change to a Deployment's metadata never rolls its pods,
 only a change to its template does. Called by :mod:`headroom.reconcile.apply`
 before a workload is compared with the cache.
+
+The write pooler's pods take every pgbouncer.ini change by RELOAD (their
+agent) except a setting PgBouncer reads only at start;
+:func:`restart_settings_changed` names those a new pgbouncer.ini changes, for
+the Event that says why its pods roll (:mod:`headroom.reconcile.reconciler`).
 """
 
 from __future__ import annotations
@@ -24,8 +29,10 @@ import copy
 from typing import Any
 
 from headroom.builders import revision
+from headroom.planning import pgbouncer_params
 
 Obj = dict[str, Any]
+PGBOUNCER_INI = "pgbouncer.ini"
 WORKLOADS = frozenset({"Deployment", "StatefulSet"})
 _TEMPLATE_REVISIONS = (revision.INPUTS_REVISION, *revision.LEGACY_REVISIONS)
 
@@ -71,3 +78,23 @@ def carry_over(desired: Obj, live: Obj | None) -> Obj:
         if name in live_annotations:
             annotations[name] = live_annotations[name]
     return kept
+
+
+def restart_settings_changed(desired: Obj, live: Obj | None) -> list[str]:
+    """The settings PgBouncer takes only at start whose value the desired
+    pgbouncer.ini ConfigMap changes over the live one (none when it is new)."""
+    if live is None:
+        return []
+    new = (desired.get("data") or {}).get(PGBOUNCER_INI)
+    old = (live.get("data") or {}).get(PGBOUNCER_INI)
+    if not isinstance(new, str) or not isinstance(old, str):
+        return []
+    return pgbouncer_params.restart_changes(old, new)
+
+
+def restart_message(settings: list[str]) -> str:
+    return (
+        f"pgbouncer.ini changes {', '.join(settings)}, which PgBouncer takes only at start "
+        "(SHOW CONFIG: changeable no): the write pooler's pods roll; every other setting "
+        "is taken by RELOAD"
+    )

@@ -43,7 +43,7 @@ OWNED_SELECTOR = f"app.kubernetes.io/managed-by={names.MANAGED_BY},{names.PROFIL
 class Stage(enum.IntEnum):
     """Apply order; objects of one stage are applied concurrently."""
 
-    CONFIG = 0  # what pods mount: ConfigMaps, Secrets
+    CONFIG = 0  # what pods mount or run as: ConfigMaps, Secrets, ServiceAccounts, RBAC
     WORKLOAD = 1  # workloads and what routes to or protects them
     AUTOSCALER = 2  # what scales a workload that must exist first
 
@@ -81,6 +81,10 @@ class ComposedEngine:
 BUILTIN_OWNED: tuple[OwnedKind, ...] = (
     OwnedKind(kinds.CONFIG_MAP, Stage.CONFIG),
     OwnedKind(kinds.SECRET, Stage.CONFIG),
+    # what a pod's agent is allowed: before the pods that use it
+    OwnedKind(kinds.SERVICE_ACCOUNT, Stage.CONFIG),
+    OwnedKind(kinds.ROLE, Stage.CONFIG),
+    OwnedKind(kinds.ROLE_BINDING, Stage.CONFIG),
     OwnedKind(kinds.STATEFUL_SET, Stage.WORKLOAD),
     OwnedKind(kinds.DEPLOYMENT, Stage.WORKLOAD),
     OwnedKind(kinds.SERVICE, Stage.WORKLOAD),

@@ -1,0 +1,385 @@
+"""The write pooler's agent: PgBouncer takes a new pgbouncer.ini by RELOAD,
+never by a restart, and says when it runs it. Runs in the write-pooler pod, as
+
+- ``python -m headroom.agent.pooler --once --source <mounted ini> --output
+  /run/headroom/pgbouncer.ini`` (init container ``agent-init``): copies the
+  pooler's ConfigMap, as mounted, into the file PgBouncer starts from (an
+  emptyDir; kubelet updates a mounted ConfigMap lazily, a minute or more late);
+- ``python -m headroom.agent.pooler --config-map <name> --state <name>
+  --output /run/headroom/pgbouncer.ini --token-dir <dir>`` (container
+  ``agent``): watches that one ConfigMap through the API server; when its
+  ``pgbouncer.ini`` changes, writes the file atomically and RELOADs PgBouncer
+  on its admin console (127.0.0.1, the port the file names). A change of a
+  setting PgBouncer takes only at start (planning.pgbouncer_params
+  .RESTART_SETTINGS) is not applied here: the pod rolls for it. When the
+  server connections exceed the new ``max_db_connections`` it issues
+  ``RECONNECT`` (each server connection is closed when its client releases
+  it, so no transaction fails) and reads ``SHOW POOLS`` until they are within
+  it, for ``--shrink-seconds`` at most. Then it reports into the state
+  ConfigMap (planning.pooler_state): at start, after every applied change,
+  and when its server connections cross the limit; never on a timer.
+
+Environment: HEADROOM_AGENT_PASSWORD (the admin console's), POD_NAME (the
+key of its report), KUBERNETES_SERVICE_HOST/PORT. The namespace, token and CA
+come from ``--token-dir`` (a projected service-account token). One log line
+per change; a password never appears in one. A failed RELOAD, API request or
+report is retried and never ends the loop; SIGTERM ends it at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from headroom.agent import console, readpool
+from headroom.kube import errors, kubeconfig, sync_client
+from headroom.planning import agentfile, pgbouncer_params, planner, pooler_state
+
+log = logging.getLogger("headroom.agent.pooler")
+
+CONFIG_KEY = "pgbouncer.ini"
+ADMIN_HOST = "127.0.0.1"
+TICK_SECONDS = 1.0  # retries of a failed RELOAD or report
+CHECK_SECONDS = 10.0  # the server connections against the limit, between changes
+RETRY_SECONDS = 2.0  # after a failed list or watch
+SHRINK_POLL_SECONDS = 0.1
+
+
+class Console(Protocol):
+    def run(self, command: str) -> list[dict[str, str]]: ...
+
+
+Report = Callable[[pooler_state.Entry], None]  # raises on failure
+
+
+def _limit(config: list[dict[str, str]]) -> int:
+    for row in config:
+        if row.get("key") == "max_db_connections":
+            value = row.get("value", "0")
+            return int(value) if value.isdigit() else 0
+    return 0
+
+
+@dataclass
+class Agent:
+    """What PgBouncer runs and what is still to do. ``offer`` is called by the
+    watch (another thread); ``step`` by the loop."""
+
+    output: Path
+    console: Console
+    report: Report
+    shrink_seconds: float = 30.0
+    clock: Callable[[], float] = time.monotonic
+    loaded: str = ""  # the text PgBouncer has loaded
+    reload_pending: str | None = None  # written, not yet RELOADed
+    report_pending: bool = True  # the start is reported
+    refused: str | None = None  # a wanted text that needs a restart (logged once)
+    last: pooler_state.Entry | None = None  # what was reported last
+    next_check: float = 0.0
+    _wanted: str | None = field(default=None, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    wake: threading.Event = field(default_factory=threading.Event, repr=False)
+
+    def start(self) -> None:
+        self.loaded = self.output.read_text()
+
+    def offer(self, text: str) -> None:
+        """The ConfigMap's pgbouncer.ini, as the watch saw it."""
+        with self._lock:
+            self._wanted = text
+        self.wake.set()
+
+    def _take_wanted(self) -> str | None:
+        with self._lock:
+            wanted, self._wanted = self._wanted, None
+        return wanted
+
+    def step(self, stop: threading.Event) -> None:
+        wanted = self._take_wanted()
+        in_file = self.loaded if self.reload_pending is None else self.reload_pending
+        if wanted is not None and wanted != in_file:
+            self._write(wanted)
+        if self.reload_pending is not None:
+            self._reload(self.reload_pending, stop)
+        if self.clock() >= self.next_check:
+            self.next_check = self.clock() + CHECK_SECONDS
+            self._check()
+        if self.report_pending:
+            self._report()
+
+    def _write(self, wanted: str) -> None:
+        needs_restart = pgbouncer_params.restart_changes(self.loaded, wanted)
+        if needs_restart:
+            if wanted != self.refused:
+                self.refused = wanted
+                log.info(
+                    "not reloaded: %s change only at start (the pod rolls for it)",
+                    ", ".join(needs_restart),
+                )
+            return
+        try:
+            readpool.write_if_changed(self.output, wanted)
+        except OSError as err:
+            log.warning("could not write %s (retried at the next check): %s", self.output, err)
+            with self._lock:  # unless the watch has a newer one
+                self._wanted = wanted if self._wanted is None else self._wanted
+            return
+        log.info("wrote %s (config %s)", self.output, agentfile.content_hash(wanted))
+        self.reload_pending = wanted
+
+    def _reload(self, text: str, stop: threading.Event) -> None:
+        failed = _reload(self.console)
+        if failed is not None:
+            log.warning("PgBouncer RELOAD failed (retried): %s", failed)
+            return
+        self.loaded, self.reload_pending = text, None
+        log.info("PgBouncer reloaded (config %s)", agentfile.content_hash(text))
+        try:
+            limit = _limit(self.console.run("SHOW CONFIG"))
+            held = self._held()
+            if limit and held > limit:
+                self._bring_within(limit, held, stop)
+        except console.ConsoleError as err:
+            log.warning("after RELOAD: %s", err)
+        self.report_pending = True
+
+    def _held(self) -> int:
+        return pooler_state.server_connections(self.console.run("SHOW POOLS"))
+
+    def _bring_within(self, limit: int, held: int, stop: threading.Event) -> None:
+        """RECONNECT (the pooler's one database), then wait (bounded) until
+        the server connections are within ``limit``."""
+        started = self.clock()
+        self.console.run("RECONNECT")
+        while held > limit and self.clock() - started < self.shrink_seconds:
+            if stop.wait(SHRINK_POLL_SECONDS):
+                return
+            held = self._held()
+        seconds = self.clock() - started
+        if held > limit:
+            log.warning(
+                "%d server connections after %.1fs, over max_db_connections %d (checked again)",
+                held,
+                seconds,
+                limit,
+            )
+        else:
+            log.info(
+                "server connections within max_db_connections %d after %.1fs (%d)",
+                limit,
+                seconds,
+                held,
+            )
+
+    def _entry(self) -> pooler_state.Entry:
+        return pooler_state.Entry(
+            config=agentfile.content_hash(self.loaded),
+            max_db_connections=_limit(self.console.run("SHOW CONFIG")),
+            server_connections=self._held(),
+            at=pooler_state.now(),
+        )
+
+    def _check(self) -> None:
+        """Between changes: a report when the pod crossed its limit (either
+        way); over it, RECONNECT again."""
+        if self.last is None or self.report_pending:
+            return
+        try:
+            found = self._entry()
+            if found.within_limit != self.last.within_limit:
+                self.report_pending = True
+            if not found.within_limit:
+                self.console.run("RECONNECT")
+        except console.ConsoleError as err:
+            log.warning("checking the server connections: %s", err)
+
+    def _report(self) -> None:
+        try:
+            entry = self._entry()
+        except console.ConsoleError as err:
+            log.warning("reading what PgBouncer runs (retried): %s", err)
+            return
+        try:
+            self.report(entry)
+        except errors.KubeError as err:
+            log.warning("report not written (retried): %s", err)
+            return
+        self.last, self.report_pending = entry, False
+        log.info("reported %s", entry.text())
+
+    @property
+    def idle(self) -> bool:
+        return self.reload_pending is None and not self.report_pending
+
+
+def _reload(admin: Console) -> str | None:
+    try:
+        admin.run("RELOAD")
+    except console.ConsoleError as err:
+        return str(err)
+    return None
+
+
+def run(agent: Agent, *, stop: threading.Event) -> None:
+    """Step until ``stop`` is set: at once when the watch offers a config,
+    else every TICK_SECONDS while something is pending, else at the next check."""
+    while not stop.is_set():
+        agent.wake.clear()  # an offer during the step wakes the next wait at once
+        try:
+            agent.step(stop)
+        except Exception:  # a bug must not leave the pooler unmanaged without a word
+            log.exception("step failed; trying again")
+        wait = TICK_SECONDS if not agent.idle else max(0.0, agent.next_check - agent.clock())
+        agent.wake.wait(wait)
+
+
+def watch_config_map(
+    client: sync_client.Client,
+    *,
+    namespace: str,
+    name: str,
+    offer: Callable[[str], None],
+    stop: threading.Event,
+) -> None:
+    """List, then watch, the one ConfigMap ``name``; offer each pgbouncer.ini
+    it holds. Errors are logged (once per kind in a row) and retried."""
+    path = f"/api/v1/namespaces/{namespace}/configmaps"
+    selector = {"fieldSelector": f"metadata.name={name}"}
+    last_error = ""
+    version = ""
+
+    def take(obj: dict[str, Any]) -> None:
+        text = (obj.get("data") or {}).get(CONFIG_KEY)
+        if isinstance(text, str):
+            offer(text)
+
+    while not stop.is_set():
+        try:
+            if not version:
+                listed = client.request("GET", path, query=selector)
+                for item in listed.get("items") or []:
+                    take(item)
+                version = str((listed.get("metadata") or {}).get("resourceVersion") or "")
+            for event in client.watch(
+                path,
+                query={**selector, "resourceVersion": version, "allowWatchBookmarks": "true"},
+            ):
+                obj = event.get("object") or {}
+                version = str((obj.get("metadata") or {}).get("resourceVersion") or version)
+                if event.get("type") in ("ADDED", "MODIFIED"):
+                    take(obj)
+            last_error = ""
+        except errors.KubeError as err:
+            if isinstance(err, errors.ApiError) and err.status == 410:
+                version = ""  # too old: list again
+                continue
+            if str(err) != last_error:
+                log.warning("watching ConfigMap %s (retried): %s", name, err)
+                last_error = str(err)
+            version = ""
+            stop.wait(RETRY_SECONDS)
+
+
+def report_to(client: sync_client.Client, *, namespace: str, state: str, pod: str) -> Report:
+    """Merge this pod's entry into the state ConfigMap: a merge patch of its
+    own key, so the pods of one pooler (one field manager) never take each
+    other's keys away, as one apply configuration per pod would."""
+
+    def write(entry: pooler_state.Entry) -> None:
+        client.request(
+            "PATCH",
+            f"/api/v1/namespaces/{namespace}/configmaps/{state}",
+            query={"fieldManager": pooler_state.FIELD_MANAGER},
+            body={"data": {pod: entry.text()}},
+            content_type="application/merge-patch+json",
+        )
+
+    return write
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m headroom.agent.pooler")
+    parser.add_argument("--output", required=True, type=Path, help="the file PgBouncer reads")
+    parser.add_argument("--once", action="store_true", help="copy --source to --output, exit")
+    parser.add_argument("--source", type=Path, help="the mounted pgbouncer.ini (--once)")
+    parser.add_argument("--config-map", help="the pooler's ConfigMap (its pgbouncer.ini)")
+    parser.add_argument("--state", help="the ConfigMap this pod reports into")
+    parser.add_argument(
+        "--token-dir", type=Path, default=kubeconfig.SA_DIR, help="token, ca.crt, namespace"
+    )
+    parser.add_argument("--shrink-seconds", type=float, default=30.0)
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        stream=sys.stderr,
+        level=logging.INFO,
+        format="%(asctime)s pooler-agent %(levelname)s %(message)s",
+    )
+    if args.once:
+        if args.source is None:
+            parser.error("--once needs --source")
+        readpool.write_if_changed(args.output, args.source.read_text())
+        log.info("wrote %s from %s", args.output, args.source)
+        return 0
+    if not args.config_map or not args.state:
+        parser.error("--config-map and --state are needed without --once")
+    password, pod = os.environ.get("HEADROOM_AGENT_PASSWORD"), os.environ.get("POD_NAME")
+    if not password or not pod:
+        raise SystemExit("pooler agent: HEADROOM_AGENT_PASSWORD and POD_NAME must be set")
+    cluster = kubeconfig.in_cluster(args.token_dir)
+    if cluster is None or not cluster.namespace:
+        raise SystemExit(
+            f"pooler agent: no service-account token, CA and namespace in {args.token_dir}, "
+            "or no KUBERNETES_SERVICE_HOST/PORT"
+        )
+    client = sync_client.Client(cluster)
+    loaded = args.output.read_text()
+    port = int(pgbouncer_params.ini_settings(loaded).get("listen_port") or planner.POOLER_PORT)
+    agent = Agent(
+        output=args.output,
+        console=console.Console(
+            host=ADMIN_HOST, port=port, user=planner.AGENT_USER, password=password
+        ),
+        report=report_to(client, namespace=cluster.namespace, state=args.state, pod=pod),
+        shrink_seconds=args.shrink_seconds,
+    )
+    agent.start()
+    # A RELOAD first: an agent that restarted between writing the file and
+    # RELOADing it must not report a config PgBouncer has not loaded.
+    agent.reload_pending = agent.loaded
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    log.info(
+        "watching ConfigMap %s/%s; PgBouncer's console on %s:%d",
+        cluster.namespace,
+        args.config_map,
+        ADMIN_HOST,
+        port,
+    )
+    for target in (
+        lambda: watch_config_map(
+            client,
+            namespace=cluster.namespace,
+            name=args.config_map,
+            offer=agent.offer,
+            stop=stop,
+        ),
+        lambda: run(agent, stop=stop),
+    ):
+        threading.Thread(target=target, daemon=True).start()
+    stop.wait()  # SIGTERM: the threads end with the process, at once
+    log.info("stopped")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
