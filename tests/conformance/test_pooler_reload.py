@@ -38,7 +38,7 @@ import yaml
 from tests.e2e import kube
 
 from headroom.builders import pgbouncer
-from headroom.planning import agentfile, credentials, planner, pooler_state
+from headroom.planning import agentfile, credentials, planner, pooler_state, recommendations
 
 pytestmark = pytest.mark.conformance
 
@@ -305,6 +305,9 @@ def test_pool_sizes_change_online_by_reload_under_load(
             kube.wait_for(lambda: len(after.values) >= 10, timeout=30, what="10 samples")
         assert report.confirmed_at(agentfile.content_hash(texts["small"])), report
         assert report.max_db_connections == SMALL
+        # the load figures the operator's recommendations read (from SHOW STATS/POOLS)
+        assert report.observed is not None, report
+        recommendations.PoolFigures.from_report(report.observed)
         assert after.peak <= SMALL, after.values
 
         # growth: the pool takes the room again, still without a restart

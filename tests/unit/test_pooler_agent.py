@@ -38,6 +38,7 @@ class FakeBouncer:
         self.fail_reload = 0
         self.drain_steps = 2
         self._draining: int | None = None
+        self.transactions_per_second = 100.0  # at 20 ms each: 2 connections busy
 
     def run(self, command: str) -> list[dict[str, str]]:
         self.commands.append(command)
@@ -50,6 +51,15 @@ class FakeBouncer:
         if command == "RECONNECT":
             self._draining = self.drain_steps
             return []
+        if command == "SHOW STATS":
+            return [
+                {
+                    "database": "shop",
+                    "avg_xact_count": str(self.transactions_per_second),
+                    "avg_xact_time": "20000",
+                },
+                {"database": "pgbouncer", "avg_xact_count": "0", "avg_xact_time": "0"},
+            ]
         if command == "SHOW CONFIG":
             return [{"key": "max_db_connections", "value": str(self.limit), "changeable": "yes"}]
         if command == "SHOW POOLS":
@@ -104,7 +114,7 @@ def test_the_start_is_reported_once_and_a_steady_pooler_writes_nothing(tmp_path:
         agent.step(NO_STOP)
     assert len(reports.written) == 1
     parsed = json.loads(entry.text())
-    assert set(parsed) == {"config", "maxDbConnections", "serverConnections", "at"}
+    assert set(parsed) == {"config", "maxDbConnections", "serverConnections", "at", "observed"}
 
 
 def test_a_shrink_is_reloaded_reconnected_and_reported_within_the_new_limit(
@@ -232,3 +242,19 @@ def test_a_change_undone_before_its_reload_goes_back_to_what_runs(tmp_path: Path
     assert (tmp_path / "pgbouncer.ini").read_text() == _ini(30)
     assert agent.reload_pending is None
     assert reports.written[-1].max_db_connections == 30
+
+
+def test_load_figures_are_reported_when_they_move_not_when_they_wobble(tmp_path: Path) -> None:
+    agent, bouncer, reports = _agent(tmp_path)
+    agent.step(NO_STOP)
+    observed = reports.written[-1].observed
+    assert observed is not None and observed["transactionsPerSecond"] == 100.0
+    for tps, written in ((110.0, 1), (300.0, 2), (290.0, 2)):
+        bouncer.transactions_per_second = tps
+        agent.next_check = 0
+        agent.step(NO_STOP)
+        assert len(reports.written) == written, tps
+    assert reports.written[-1].observed == {
+        **observed,
+        "transactionsPerSecond": 300.0,
+    }

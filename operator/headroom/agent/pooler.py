@@ -17,7 +17,9 @@ never by a restart, and says when it runs it. Runs in the write-pooler pod, as
   it, so no transaction fails) and reads ``SHOW POOLS`` until they are within
   it, for ``--shrink-seconds`` at most. Then it reports into the state
   ConfigMap (planning.pooler_state): at start, after every applied change,
-  and when its server connections cross the limit; never on a timer.
+  when its server connections cross the limit, and when its load figures
+  (SHOW STATS/POOLS, planning.recommendations) move materially; never on a
+  timer.
 
 Environment: HEADROOM_AGENT_PASSWORD (the admin console's), POD_NAME (the
 key of its report), KUBERNETES_SERVICE_HOST/PORT. The namespace, token and CA
@@ -42,7 +44,13 @@ from typing import Any, Protocol
 
 from headroom.agent import console, readpool
 from headroom.kube import errors, kubeconfig, sync_client
-from headroom.planning import agentfile, pgbouncer_params, planner, pooler_state
+from headroom.planning import (
+    agentfile,
+    pgbouncer_params,
+    planner,
+    pooler_state,
+    recommendations,
+)
 
 log = logging.getLogger("headroom.agent.pooler")
 
@@ -84,6 +92,7 @@ class Agent:
     report_pending: bool = True  # the start is reported
     refused: str | None = None  # a wanted text that needs a restart (logged once)
     last: pooler_state.Entry | None = None  # what was reported last
+    figures: recommendations.PoolFigures | None = None  # the load figures reported last
     next_check: float = 0.0
     _wanted: str | None = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -180,22 +189,37 @@ class Agent:
                 held,
             )
 
-    def _entry(self) -> pooler_state.Entry:
-        return pooler_state.Entry(
+    def _entry(self) -> tuple[pooler_state.Entry, recommendations.PoolFigures | None]:
+        pools = self.console.run("SHOW POOLS")
+        stats = self.console.run("SHOW STATS")
+        database = pooler_state.database_of(stats)
+        try:
+            figures = (
+                None
+                if database is None
+                else recommendations.figures_from_show(stats=stats, pools=pools, database=database)
+            )
+        except (KeyError, ValueError):  # a PgBouncer whose columns differ: no figures
+            figures = None
+        entry = pooler_state.Entry(
             config=agentfile.content_hash(self.loaded),
             max_db_connections=_limit(self.console.run("SHOW CONFIG")),
-            server_connections=self._held(),
+            server_connections=pooler_state.server_connections(pools),
             at=pooler_state.now(),
+            observed=None if figures is None else figures.report(),
         )
+        return entry, figures
 
     def _check(self) -> None:
         """Between changes: a report when the pod crossed its limit (either
-        way); over it, RECONNECT again."""
+        way) or its load figures moved; over the limit, RECONNECT again."""
         if self.last is None or self.report_pending:
             return
         try:
-            found = self._entry()
+            found, figures = self._entry()
             if found.within_limit != self.last.within_limit:
+                self.report_pending = True
+            if figures is not None and recommendations.moved(self.figures, figures):
                 self.report_pending = True
             if not found.within_limit:
                 self.console.run("RECONNECT")
@@ -204,7 +228,7 @@ class Agent:
 
     def _report(self) -> None:
         try:
-            entry = self._entry()
+            entry, figures = self._entry()
         except console.ConsoleError as err:
             log.warning("reading what PgBouncer runs (retried): %s", err)
             return
@@ -213,7 +237,7 @@ class Agent:
         except errors.KubeError as err:
             log.warning("report not written (retried): %s", err)
             return
-        self.last, self.report_pending = entry, False
+        self.last, self.figures, self.report_pending = entry, figures, False
         log.info("reported %s", entry.text())
 
     @property

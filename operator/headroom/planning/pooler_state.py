@@ -7,7 +7,9 @@ name), whose value is a compact JSON object
 - ``config``: :func:`headroom.planning.agentfile.content_hash` of the
   pgbouncer.ini text PgBouncer has loaded (what the builders hash too);
 - ``maxDbConnections``: the loaded ``max_db_connections`` (0: no limit);
-- ``serverConnections``: the server connections the pod holds (SHOW POOLS).
+- ``serverConnections``: the server connections the pod holds (SHOW POOLS);
+- ``observed`` (when PgBouncer has stats for its database): its load figures,
+  :meth:`headroom.planning.recommendations.PoolFigures.report`.
 
 A pod is *confirmed* at a config when its entry names that config and its
 server connections are within its limit. The agent (headroom.agent.pooler)
@@ -19,7 +21,8 @@ from __future__ import annotations
 import datetime
 import json
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 # The agents' field manager on the state ConfigMap (the operator's never owns its data).
 FIELD_MANAGER = "headroom-agent"
@@ -38,6 +41,7 @@ class Entry:
     max_db_connections: int
     server_connections: int
     at: str
+    observed: Mapping[str, Any] | None = field(default=None, compare=False)
 
     @property
     def within_limit(self) -> bool:
@@ -49,15 +53,15 @@ class Entry:
         return self.config == config and self.server_connections <= self.max_db_connections
 
     def text(self) -> str:
-        return json.dumps(
-            {
-                "config": self.config,
-                "maxDbConnections": self.max_db_connections,
-                "serverConnections": self.server_connections,
-                "at": self.at,
-            },
-            separators=(",", ":"),
-        )
+        found: dict[str, Any] = {
+            "config": self.config,
+            "maxDbConnections": self.max_db_connections,
+            "serverConnections": self.server_connections,
+            "at": self.at,
+        }
+        if self.observed is not None:
+            found["observed"] = dict(self.observed)
+        return json.dumps(found, separators=(",", ":"))
 
     @classmethod
     def parse(cls, text: str) -> Entry | None:
@@ -81,7 +85,14 @@ class Entry:
         ):
             return None
         assert isinstance(limit, int) and isinstance(held, int)
-        return cls(config=config, max_db_connections=limit, server_connections=held, at=at)
+        observed = found.get("observed")
+        return cls(
+            config=config,
+            max_db_connections=limit,
+            server_connections=held,
+            at=at,
+            observed=observed if isinstance(observed, dict) else None,
+        )
 
 
 def entries(data: Mapping[str, str] | None) -> dict[str, Entry]:
@@ -104,6 +115,14 @@ def server_connections(pools: Iterable[Mapping[str, str]]) -> int:
             value = row.get(column, "0") or "0"
             total += int(value) if value.isdigit() else 0
     return total
+
+
+def database_of(rows: Iterable[Mapping[str, str]]) -> str | None:
+    """The pooler's database in SHOW STATS or SHOW POOLS rows (the console's aside)."""
+    return next(
+        (r["database"] for r in rows if r.get("database") not in (None, "", ADMIN_DATABASE)),
+        None,
+    )
 
 
 def now() -> str:
