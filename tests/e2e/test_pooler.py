@@ -128,6 +128,21 @@ def test_profile_lifecycle(
     ], allowed
     state = kube.get_json(kubectl, "configmap", f"{NAME}-pooler-state", "-n", namespace)
     assert not state.get("data"), state  # the agents' keys; the operator writes none
+    # an agent's report, as the agent writes it (a merge patch of its key, as its
+    # ServiceAccount): kept by the operator's passes that follow
+    report = {"pooler-pod-1": '{"config":"x","maxDbConnections":29,"serverConnections":0,"at":"t"}'}
+    kubectl(
+        "patch",
+        "configmap",
+        f"{NAME}-pooler-state",
+        "-n",
+        namespace,
+        f"--as={agent}",
+        "--type=merge",
+        "--field-manager=headroom-agent",
+        "-p",
+        json.dumps({"data": report}),
+    )
 
     # A pool parameter changes by RELOAD: the ConfigMap changes, the pods stay.
     old_pods = {p["metadata"]["uid"] for p in pods}
@@ -150,6 +165,8 @@ def test_profile_lifecycle(
         "wait", "--for=condition=Ready", f"scalingprofile/{NAME}", "-n", namespace, "--timeout=60s"
     )
     assert {p["metadata"]["uid"] for p in _pooler_pods(kubectl, namespace)} == old_pods
+    state = kube.get_json(kubectl, "configmap", f"{NAME}-pooler-state", "-n", namespace)
+    assert state.get("data") == report, state
 
     # A setting PgBouncer takes only at start rolls the pods, and an Event says why.
     kube.apply(

@@ -172,6 +172,21 @@ def test_a_field_another_manager_adds_is_not_drift() -> None:
     assert [k for _, k in cluster.writes() if not k.endswith("/status")] == []
 
 
+def test_the_pooler_agents_reports_are_theirs_not_drift() -> None:
+    cluster = _cluster(_scaled())
+    eng, _ = _run(cluster)
+    state = cluster.find("ConfigMap", "shop-pooler-state")
+    assert state is not None and not state.get("data")
+    report = '{"config":"abc","maxDbConnections":29,"serverConnections":3,"at":"x"}'
+    state["data"] = {"shop-pooler-6d5f-abcde": report}  # an agent's merge patch
+    cluster.put(state)
+    cluster.log.clear()
+    _again(eng)
+    assert [k for _, k in cluster.writes() if not k.endswith("/status")] == []
+    kept = cluster.find("ConfigMap", "shop-pooler-state")
+    assert kept is not None and kept["data"] == {"shop-pooler-6d5f-abcde": report}
+
+
 def test_a_spec_change_writes_only_what_it_changes() -> None:
     body = _scaled()
     cluster = _cluster(body)
