@@ -44,7 +44,7 @@ class FakeCluster:
         self.inputs_used: dict[str, set[tuple[str, str, str]]] = {}
         # a server-side rewrite applied to every stored object (normalisation)
         self.normalise: Callable[[Obj], None] | None = None
-        self.shared = share_table.SharedBudgets()
+        self.shared = share_table.SharedBudgets(children=self.children)
         self._rv = itertools.count(100)
         self._uid = itertools.count(1)
 
@@ -60,7 +60,18 @@ class FakeCluster:
         self.objects[(obj["kind"], meta.get("namespace", ""), meta["name"])] = obj
         if obj["kind"] == "ScalingProfile":  # what the runtime's profile handler does
             self.shared.update(f"{meta.get('namespace', '')}/{meta['name']}", obj)
+        self.pooler_changed(obj)
         return obj
+
+    def pooler_changed(self, obj: Obj) -> None:
+        """What the runtime's child handler does for a pooler's ConfigMap or
+        Deployment: the profile that owns it is counted again at what runs."""
+        if obj["kind"] not in ("ConfigMap", "Deployment"):
+            return
+        meta = obj["metadata"]
+        for ref in meta.get("ownerReferences") or []:
+            if ref.get("kind") == "ScalingProfile":
+                self.shared.refresh(f"{meta.get('namespace', '')}/{ref['name']}")
 
     def find(self, kind: str, name: str, namespace: str = "default") -> Obj | None:
         return self.objects.get((kind, namespace, name))
@@ -191,8 +202,9 @@ class FakeCluster:
             return copy.deepcopy(live)  # nothing changed: same resourceVersion
         merged["metadata"]["resourceVersion"] = str(next(self._rv))
         self.objects[key] = merged
-        if obj["kind"] == "ScalingProfile":  # as the runtime's on_profile_written
+        if obj["kind"] == "ScalingProfile":  # as the runtime's on_written
             self.shared.update(f"{key[1]}/{key[2]}", merged)
+        self.pooler_changed(merged)
         return copy.deepcopy(merged)
 
     async def remove_keys(self, secret: Obj, keys: list[str]) -> Obj:
@@ -210,12 +222,16 @@ class FakeCluster:
         live = self.objects[(workload["kind"], meta["namespace"], meta["name"])]
         live["spec"]["replicas"] = 0
         live["metadata"]["resourceVersion"] = str(next(self._rv))
+        self.pooler_changed(live)
         return copy.deepcopy(live)
 
     async def delete(self, obj: Obj) -> bool:
         meta = obj["metadata"]
         self.log.append(("delete", f"{obj['kind']}/{meta['name']}"))
-        return self.objects.pop((obj["kind"], meta["namespace"], meta["name"]), None) is not None
+        gone = self.objects.pop((obj["kind"], meta["namespace"], meta["name"]), None)
+        if gone is not None:
+            self.pooler_changed(gone)
+        return gone is not None
 
     async def remove_finalizer(self, profile: Obj, finalizer: str) -> None:
         meta = profile["metadata"]

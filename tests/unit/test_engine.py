@@ -587,7 +587,9 @@ def test_two_profiles_on_one_server_share_it_whatever_order_the_passes_run_in() 
     assert shop[0] + admin[0] + 2 * (5 + 3) <= 97
     assert shop[1] == [{"profile": "default/admin", "serverConnections": admin[0] + 5 + 3}]
     # what it holds there: its pool and what it keeps
-    assert shop[2] == [{"server": "shop-db.default.svc:5432", "connections": shop[0] + 5 + 3}]
+    assert shop[2] == [
+        {"server": "shop-db.default.svc:5432", "connections": shop[0] + 5 + 3, "pooled": shop[0]}
+    ]
 
 
 def test_a_profile_whose_minimum_does_not_fit_is_refused_and_applies_nothing() -> None:

@@ -31,7 +31,7 @@ NOT_REASONS = {
     # statuses and Event types
     *("True", "False", "Unknown", "Normal", "Warning"),
     # Event reasons (not conditions)
-    *("Pruned", "ReadPool", "ScaledAway", "PoolerRestart"),
+    *("Pruned", "ReadPool", "ScaledAway", "PoolerRestart", "ServerOverBudget"),
     # S3 error codes the bucket check reads
     *("InvalidAccessKeyId", "InvalidToken", "SignatureDoesNotMatch"),
 }

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from headroom.api import v1alpha1
-from headroom.planning import admission, connection_budget, planner, server_shares
+from headroom.planning import admission, connection_budget, names, planner, server_shares
 from headroom.runtime import share_table
 from tests import profiles
 
@@ -412,3 +412,79 @@ def test_a_pool_grows_only_into_what_the_others_no_longer_hold() -> None:
     grown = table.grants("shop/report")[SERVER]
     assert not grown.wait
     assert grown.connections + 5 + shrink.connections + 5 <= 97
+
+
+# --- what runs is what is counted ------------------------------------------------------
+
+
+def _pooler(name: str, *, max_db: int, replicas: int = 2, now: int | None = None) -> dict[str, Any]:
+    """A write pooler's ConfigMap and Deployment as the cache holds them
+    ("Kind/name" -> object): ``max_db`` per pod, ``now`` pods running."""
+    ini = (
+        f";; Rendered by Headroom for ScalingProfile shop/{name}.\n[databases]\n"
+        "shop = host=db port=5432 dbname=shop\n\n[pgbouncer]\nlisten_port = 6432\n"
+        f"default_pool_size = 20\nmax_db_connections = {max_db}\n"
+    )
+    deployment: dict[str, Any] = {
+        "metadata": {"name": f"{name}-pooler"},
+        "spec": {"replicas": replicas},
+    }
+    if now is not None:
+        deployment["status"] = {"replicas": now}
+    return {
+        f"ConfigMap/{name}-pooler-config": {"data": {"pgbouncer.ini": ini}},
+        f"Deployment/{name}-pooler": deployment,
+    }
+
+
+def test_what_a_pooler_runs_is_read_from_its_objects() -> None:
+    web = names.ChildNames("web", "shop")
+    # max_db_connections x (2 replicas + the one more of a rollout), on the server its ini names
+    assert server_shares.running(web, _pooler("web", max_db=30)) == {SERVER: 90}
+    # a rollout that runs more pods than that counts them
+    assert server_shares.running(web, _pooler("web", max_db=30, now=4)) == {SERVER: 120}
+    # scaled to nothing while its last pods go: what still runs
+    assert server_shares.running(web, _pooler("web", max_db=30, replicas=0, now=1)) == {SERVER: 30}
+    # half a pooler (a ConfigMap without its Deployment) is not read: the status stands in
+    config_only = {k: v for k, v in _pooler("web", max_db=30).items() if k.startswith("ConfigMap")}
+    assert server_shares.running(web, config_only) == {}
+    # the read pooler: all of it on every replica it may use
+    read = {
+        "ConfigMap/web-pooler-ro-config": _pooler("x", max_db=10)["ConfigMap/x-pooler-config"],
+        "Deployment/web-pooler-ro": {"spec": {"replicas": 1}},
+    }
+    assert server_shares.running(web, read, read_servers=[REPLICA]) == {REPLICA: 20}
+
+
+def test_a_pooler_that_runs_larger_than_its_status_says_is_counted_as_it_runs() -> None:
+    """After an upgrade (a status without held connections) or with a pooler
+    sized before the shares, the live objects say what runs: another profile
+    grows only into what they leave."""
+    running = {"shop/web": _pooler("web", max_db=30)}  # 90 at peak, whatever its status says
+    table = share_table.SharedBudgets(
+        children=lambda uid: running.get(uid.removesuffix("-uid"), {})
+    )
+    web = _profile("web", created="2026-01-01T00:00:00Z")
+    web["metadata"]["uid"] = "shop/web-uid"
+    web["status"] = {"budget": {"held": [{"server": SERVER, "connections": 20, "pooled": 12}],
+                                "heldGeneration": 1}}  # fmt: skip
+    table.update("shop/web", web)
+    sessions = {"pooler.poolMode": "session", "app.replicas": {"min": 1, "max": 4}}
+    report = _profile("report", created="2026-01-02T00:00:00Z", **sessions)
+    table.update("shop/report", report)
+    # web counted at 8 kept (20 - 12) + the 90 its pooler runs, not the 20 of its status
+    (peer,) = (p for p in table.table()[SERVER] if p.key == "shop/web")
+    assert peer.held == {SERVER: 98} and peer.recorded == {SERVER: 20}
+    (wait,) = (g.wait for g in table.grants("shop/report").values())
+    assert "the others' poolers hold shop/web 98" in wait
+    # its pass shrank it to its share: the table sees the objects change, report may grow
+    share = table.grants("shop/web")[SERVER].connections
+    running["shop/web"] = _pooler("web", max_db=share // 3)
+    table.refresh("shop/web")
+    grown = table.grants("shop/report")[SERVER]
+    assert not grown.wait and grown.others_now == 8 + share // 3 * 3
+    # gone: the status stands in for what no longer runs
+    running.clear()
+    table.refresh("shop/web")
+    (peer,) = (p for p in table.table()[SERVER] if p.key == "shop/web")
+    assert peer.held == {SERVER: 20}

@@ -48,6 +48,13 @@ class HeldConnections(_Status):
 
     server: str = Field(max_length=ADDRESS_MAX, description="host:port of the server.")
     connections: int
+    pooled: int | None = Field(
+        default=None,
+        ge=0,
+        description="Of which its poolers' (max_db_connections x pods at the rollout peak); "
+        "the rest it keeps (direct connections, probes, read fallback). While the pooler "
+        "objects exist, the shares count them as they run instead.",
+    )
 
 
 class ReadBudgetStatus(_Status):

@@ -110,6 +110,9 @@ class Grant:
     # why the pool may not reach even its minimum yet: others still hold more
     # than their shares until their poolers shrink ("": it may apply now)
     wait: str = ""
+    # what the other profiles' running poolers and kept connections hold
+    # there now (their shares once they have shrunk or grown to them)
+    others_now: int = 0
 
 
 @dataclass(frozen=True)

@@ -18,9 +18,18 @@ set of profiles, never on the order they arrived in.
 Only when the minimums do not fit is someone refused: the profiles that run
 their current spec keep theirs first, then the older (creationTimestamp,
 then name: facts stored on the object). A refused profile changes nothing
-that runs, so it is counted at what its poolers hold (``status.budget.held``,
-written by the pass that applied them) on every server it uses, and the
-others are divided beside it.
+that runs, so it is counted at what its poolers hold on every server it
+uses, and the others are divided beside it.
+
+What a profile holds is what runs (:func:`running`): its pooler ConfigMap's
+``max_db_connections`` x its Deployment's pods at the rollout peak, read
+from the live objects, plus what it keeps for itself (direct connections,
+probes, the read fallback: ``status.budget.held[].connections - pooled``).
+Only where the pooler objects are not there (not cached yet, or composed
+by CloudNativePG) does the status (``status.budget.held``, written by the
+pass that applied them) stand in. So a pooler that runs larger than any
+plan (an upgrade, one sized before shares) is counted as it is, and the
+others grow only into what it does not hold.
 
 Pure. Inputs are plain data (:class:`Peer`), so the same function serves the
 runtime's table (:mod:`headroom.runtime.share_table`), admission (in its own
@@ -43,7 +52,7 @@ from fractions import Fraction
 from typing import Any
 
 from headroom.api import v1alpha1
-from headroom.planning import connection_budget, planner, servers
+from headroom.planning import connection_budget, names, planner, servers
 
 Rank = tuple[int, str, str]
 # rounds of refusals and read-pool caps: each round refuses one more profile
@@ -129,9 +138,15 @@ class Peer:
     rank: Rank
     weight: int
     demands: tuple[connection_budget.Demand, ...]
-    # server -> what its running poolers may open (status.budget.held)
+    # server -> what it may open there now, counted in everyone's shares:
+    # its running poolers as they run (see :func:`counted`), else its status
     held: Mapping[str, int] = field(default_factory=dict)
     problem: str = ""  # its plan's own problems: applied nowhere, counted as held
+    # server -> status.budget.held (what the last applied plan may open)
+    recorded: Mapping[str, int] = field(default_factory=dict)
+    # server -> what it keeps beside its poolers (direct connections, probes,
+    # the read fallback): recorded minus pooled, else its plan's
+    kept: Mapping[str, int] = field(default_factory=dict)
 
     @property
     def servers(self) -> tuple[str, ...]:
@@ -144,17 +159,138 @@ def rank(*, created: str, key: str, current: bool) -> Rank:
     return (0 if current else 1, created or "~", key)
 
 
+def _held_rows(body: dict[str, Any] | None) -> list[dict[str, Any]]:
+    budget = ((body or {}).get("status") or {}).get("budget") or {}
+    return [row for row in budget.get("held") or [] if isinstance(row, dict) and row.get("server")]
+
+
 def held_of(body: dict[str, Any] | None) -> tuple[dict[str, int], int]:
     """status.budget.held of a profile body: (server -> connections, the
     generation they were planned for; 0 before its first applied plan)."""
     budget = ((body or {}).get("status") or {}).get("budget") or {}
-    rows = budget.get("held") or []
-    found = {
-        str(row.get("server")): int(row.get("connections") or 0)
-        for row in rows
-        if isinstance(row, dict) and row.get("server")
-    }
+    found = {str(row["server"]): int(row.get("connections") or 0) for row in _held_rows(body)}
     return found, int(budget.get("heldGeneration") or 0)
+
+
+def _kept_of(
+    body: dict[str, Any] | None, demands: Iterable[connection_budget.Demand]
+) -> dict[str, int]:
+    """What the profile keeps beside its poolers on each server: from its
+    status rows (connections - pooled), else (a row written before rows said
+    what was pooled, or no row) what its plan keeps there."""
+    found = {d.server: d.fixed for d in demands}
+    for row in _held_rows(body):
+        if "pooled" in row:
+            pooled = int(row.get("pooled") or 0)
+            found[str(row["server"])] = max(int(row.get("connections") or 0) - pooled, 0)
+    return found
+
+
+def held_rows(planned: planner.Plan) -> list[tuple[str, int, int]]:
+    """(server, connections, pooled) of what ``planned`` may open on each
+    server once applied: status.budget.held."""
+    pooled: dict[str, int] = {}
+    for index, demand in enumerate(planned.demands):
+        pool = planned.budget if index == 0 or planned.read is None else planned.read.budget
+        pooled[demand.server] = pooled.get(demand.server, 0) + pool.server_connections
+    return [
+        (server, connections, pooled.get(server, 0))
+        for server, connections in sorted(planned.holds().items())
+    ]
+
+
+# -- what runs ----------------------------------------------------------------
+
+_INI_SETTING = "max_db_connections"
+
+
+def _ini_values(ini: str) -> tuple[int | None, str]:
+    """(max_db_connections, ``host:port`` of the one database) of a rendered
+    pgbouncer.ini; None / "" where it does not say."""
+    limit: int | None = None
+    target = ""
+    section = ""
+    for raw in ini.splitlines():
+        line = raw.strip()
+        if not line or line.startswith((";", "#")):
+            continue
+        if line.startswith("["):
+            section = line.strip("[]").strip().lower()
+            continue
+        key, _, value = (part.strip() for part in line.partition("="))
+        if section == "pgbouncer" and key == _INI_SETTING and value.isdigit():
+            limit = int(value)
+        elif section == "databases" and not target:
+            words = dict(w.split("=", 1) for w in value.split() if "=" in w)
+            if words.get("host") and words.get("port", "").isdigit():
+                target = f"{words['host']}:{words['port']}"
+    return limit, target
+
+
+def pooler_pods(deployment: dict[str, Any]) -> int:
+    """The pods of a pooler Deployment at its rollout peak: its replicas and
+    the one more a rollout may run (see
+    :data:`headroom.planning.connection_budget.ROLLOUT_EXTRA_PODS`), or the
+    pods it has now when a rollout runs more."""
+    spec = deployment.get("spec") or {}
+    replicas = spec.get("replicas")
+    wanted = 1 if replicas is None else int(replicas)
+    now = int((deployment.get("status") or {}).get("replicas") or 0)
+    return max(wanted + connection_budget.ROLLOUT_EXTRA_PODS if wanted else 0, now)
+
+
+def _pool(
+    config: dict[str, Any] | None, deployment: dict[str, Any] | None
+) -> tuple[int, str] | None:
+    """(what the pooler may open at its peak, the server its ini names) of
+    one running pooler; None when it is not there to read (or says no limit)."""
+    if config is None or deployment is None:
+        return None
+    if (deployment.get("metadata") or {}).get("deletionTimestamp"):
+        return None
+    limit, target = _ini_values(str((config.get("data") or {}).get("pgbouncer.ini") or ""))
+    if limit is None or limit <= 0:
+        return None
+    return limit * pooler_pods(deployment), target
+
+
+def running(
+    child_names: names.ChildNames,
+    children: Mapping[str, dict[str, Any]],
+    *,
+    read_servers: Iterable[str] = (),
+) -> dict[str, int]:
+    """Server -> what a profile's running poolers may open there, from its
+    live children ("Kind/name" -> object): the write pooler on the server
+    its pgbouncer.ini names, the read pooler on each of ``read_servers``
+    (any one replica may carry all of it). A pooler not there is left out."""
+    found: dict[str, int] = {}
+    write = _pool(
+        children.get(f"ConfigMap/{child_names.pooler_config}"),
+        children.get(f"Deployment/{child_names.pooler}"),
+    )
+    if write is not None and write[1]:
+        host, _, port = write[1].rpartition(":")
+        server = servers.key(child_names.namespace, host, int(port))
+        found[server] = found.get(server, 0) + write[0]
+    read = _pool(
+        children.get(f"ConfigMap/{child_names.read_pooler_config}"),
+        children.get(f"Deployment/{child_names.read_pooler}"),
+    )
+    if read is not None:
+        for server in read_servers:
+            found[server] = found.get(server, 0) + read[0]
+    return found
+
+
+def counted(peer: Peer, pools: Mapping[str, int]) -> Peer:
+    """``peer`` counted at what its poolers run (``pools``, from
+    :func:`running`): on a server where they run, what it keeps there plus
+    them; elsewhere what its status says."""
+    held = dict(peer.recorded)
+    for server, pooled in pools.items():
+        held[server] = peer.kept.get(server, 0) + pooled
+    return dataclasses.replace(peer, held=held)
 
 
 def peer(
@@ -175,6 +311,8 @@ def peer(
     alone = planner.plan(profile, facts=facts or planner.Facts())
     current = not reviewed and bool(generation) and generation == int(meta.get("generation") or 0)
     return Peer(
+        recorded=held,
+        kept=_kept_of(body, alone.demands),
         key=key,
         rank=rank(
             created=created if created is not None else str(meta.get("creationTimestamp") or ""),
@@ -348,6 +486,7 @@ def _grants(
                 refusal=why if field_ else "",
                 refusal_field=field_,
                 wait=wait,
+                others_now=sum(q.held.get(server, 0) for q, _ in users if q.key != p.key),
             )
     return found
 
@@ -384,6 +523,36 @@ def _now(
         f"until they shrink to their shares, which leaves {max(room, 0)} for this pool "
         f"and its minimum is {claim.pool.minimum} ({claim.pool.why}); it grows as they shrink"
     )
+
+
+def overruns(planned: planner.Plan, pools: Mapping[str, int]) -> list[str]:
+    """What ``planned``, applied, does on each server that its running
+    poolers (``pools``, from :func:`running`) and the others' hold more of
+    than it has (an upgrade, a pooler sized before the shares): its poolers
+    shrink to its share, and the others' passes do likewise, so the server
+    comes back inside its budget. Empty where it already is inside."""
+    found = []
+    holds = planned.holds()
+    for server, pooled_before in sorted(pools.items()):
+        demand = next((d for d in planned.demands if d.server == server), None)
+        if demand is None or server not in holds:
+            continue
+        capacity = demand.max_connections - demand.superuser_reserved
+        grant = planned.facts.grants.get(server)
+        others = grant.others_now if grant is not None else 0
+        pooled_after = holds[server] - demand.fixed
+        now = demand.fixed + pooled_before + others
+        if now <= capacity or pooled_after >= pooled_before:
+            continue
+        found.append(
+            f"{server} was over its budget: {now} server connections at the rollout peak "
+            f"(this profile's poolers {pooled_before}, what it keeps {demand.fixed}, the "
+            f"other profiles {others}) against {capacity} (max_connections "
+            f"{demand.max_connections} - {demand.superuser_reserved} superuser-reserved); "
+            f"its poolers go from {pooled_before} to {pooled_after}, its share, and the "
+            "others' to theirs"
+        )
+    return found
 
 
 def linked(peers: Iterable[Peer], start: Iterable[str]) -> set[str]:

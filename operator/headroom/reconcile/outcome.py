@@ -183,22 +183,44 @@ class Report:
         since = str(previous.get("plannedSince") or "")
         if applied:
             held = [
-                status.HeldConnections(server=server, connections=count)
-                for server, count in sorted(planned.holds().items())
+                status.HeldConnections(server=server, connections=count, pooled=pooled)
+                for server, count, pooled in server_shares.held_rows(planned)
             ]
             generation = self.generation
         else:
-            found, generation = server_shares.held_of({"status": self.previous_status})
-            held = [
-                status.HeldConnections(server=server, connections=count)
-                for server, count in sorted(found.items())
-            ]
+            previous_rows = previous.get("held") or []
+            held = [status.HeldConnections.model_validate(row) for row in previous_rows]
+            generation = int(previous.get("heldGeneration") or 0)
         return budget_status(
             planned,
             since=since or datetime.datetime.now(datetime.UTC).isoformat(timespec="microseconds"),
             held=held,
             held_generation=generation,
         )
+
+    def refused(
+        self, problems: list[connection_budget.Problem] | tuple[connection_budget.Problem, ...]
+    ) -> conditions.Cond:
+        """ConnectionBudget False for ``problems``: nothing of this generation
+        is applied, and what the last accepted plan made keeps running as it
+        is (counted at what it runs in every other profile's share)."""
+        cond = exceeded(problems)
+        budget = self.previous_status.get("budget") or {}
+        accepted = int(budget.get("heldGeneration") or 0)
+        if not accepted:
+            return cond
+        rows = ", ".join(
+            f"{row.get('connections')} on {row.get('server')}"
+            for row in budget.get("held") or []
+            if isinstance(row, dict)
+        )
+        holding = f", holding {rows}" if rows else ""
+        message = (
+            f"{cond.message}. Nothing of this change is applied: the profile runs its last "
+            f"accepted plan (generation {accepted}{holding}), its poolers and binding as they "
+            "are, until a change fits"
+        )
+        return conditions.Cond(cond.type, cond.status, cond.reason, message)
 
 
 def _without_nulls(value: Any) -> Any:

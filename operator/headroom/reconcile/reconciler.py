@@ -36,7 +36,7 @@ from typing import Any
 from headroom.api import conditions, v1alpha1
 from headroom.builders import desired
 from headroom.kube import errors
-from headroom.planning import credentials, object_storage, planner
+from headroom.planning import credentials, object_storage, planner, server_shares
 from headroom.reconcile import (
     apply,
     cluster_view,
@@ -57,6 +57,8 @@ log = logging.getLogger(__name__)
 Obj = cluster_view.Obj
 LEGACY_FINALIZER = "headroom.dev/finalizer"  # put on profiles by kopf-based versions
 MONITORING_KINDS = ("PrometheusRule", "PodMonitor", "ServiceMonitor")
+# the Event of a pass that shrank poolers on a server that was over its budget
+OVER_BUDGET = "ServerOverBudget"
 
 
 @dataclass
@@ -303,7 +305,7 @@ class Reconciler:
         planned = planner.plan(profile, facts=cluster_facts)
         budget = report.budget(planned)
         if not planned.ok:  # nothing is applied: the children keep their last good state
-            refused = outcome.exceeded(planned.problems)
+            refused = report.refused(planned.problems)
             return await report.finish([refused], keep_last=True, budget=budget), True
         waits = [grant.wait for _, grant in sorted(planned.facts.grants.items()) if grant.wait]
         if waits:  # its share is there once the others' poolers have shrunk
@@ -340,7 +342,7 @@ class Reconciler:
         if live.wait_seconds is not None:  # for the limits the plan depends on, briefly
             return await report.postpone(live.wait_seconds), False
         if live.problems:  # the servers' real limits cannot carry the plan
-            refused = outcome.exceeded(live.problems)
+            refused = report.refused(live.problems)
             finished = await report.finish([refused, *live.checks], keep_last=True, budget=budget)
             return finished, True
         try:
@@ -353,6 +355,16 @@ class Reconciler:
                 [within, invalid, *live.checks], keep_last=True, budget=budget
             )
             return finished, True
+        # what its poolers run before this pass: a server found over its
+        # budget is brought back inside it by the shares, and the pass says so
+        overruns = server_shares.overruns(
+            planned,
+            server_shares.running(
+                planned.names,
+                self.cluster.children(planned.uid),
+                read_servers=[d.server for d in planned.demands[1:]],
+            ),
+        )
         applied = await self._apply(
             key,
             planned,
@@ -362,6 +374,8 @@ class Reconciler:
             events=report.events,
         )
         report.writes += applied.result.writes
+        if applied.result.writes and not applied.result.failures:
+            report.events += [outcome.Event("Warning", OVER_BUDGET, text) for text in overruns]
         components = await self._observe(
             key, planned, found=found, live=live, creds=creds, applied=applied
         )

@@ -34,14 +34,14 @@ class CachedCluster:
         cache: watch_cache.Cache,
         shared: share_table.SharedBudgets,
         *,
-        on_profile_written: Callable[[Obj], None] = lambda _: None,
+        on_written: Callable[[Obj], None] = lambda _: None,
     ) -> None:
         self.kube = kube
         self.cache = cache
         self.shared = shared
         # our writes reach the cache without a watch event; the shares must
-        # still see what a profile's status says its poolers hold
-        self.on_profile_written = on_profile_written
+        # still see what a profile's status and its poolers' objects say
+        self.on_written = on_written
 
     def profile(self, namespace: str, name: str) -> Obj | None:
         return self.cache.profile(namespace, name)
@@ -110,8 +110,7 @@ class CachedCluster:
     async def apply(self, obj: Obj, *, subresource: str | None = None) -> Obj:
         result = await self.kube.apply(obj, subresource=subresource)
         self.cache.record_write(result)
-        if result.get("kind") == watches.PROFILE.kind:
-            self.on_profile_written(result)
+        self.on_written(result)
         return result
 
     async def remove_keys(self, secret: Obj, keys: list[str]) -> Obj:
@@ -134,6 +133,7 @@ class CachedCluster:
             self.kube.resource_of(workload), namespace=meta["namespace"], name=meta["name"], ops=ops
         )
         self.cache.record_write(result)
+        self.on_written(result)
         return result
 
     async def delete(self, obj: Obj) -> bool:
@@ -143,6 +143,7 @@ class CachedCluster:
             res, namespace=meta["namespace"], name=meta["name"], uid=meta["uid"]
         )
         self.cache.record_delete(res, meta["namespace"], meta["name"])
+        self.on_written(obj)  # a pooler that goes holds nothing
         return deleted
 
     async def remove_finalizer(self, profile: Obj, finalizer: str) -> None:

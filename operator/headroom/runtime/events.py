@@ -23,6 +23,9 @@ from headroom.reconcile import watches
 from headroom.runtime import share_table, work_queue
 
 log = logging.getLogger(__name__)
+# the kinds whose objects say what a profile's poolers run (its ConfigMaps and
+# Deployments): a change of one counts the profile again in the shares
+POOLER_KINDS = (kinds.CONFIG_MAP.kind, kinds.DEPLOYMENT.kind)
 
 
 class Events:
@@ -85,11 +88,30 @@ class Events:
         elif server_shares.held_of(old.object()) != server_shares.held_of(new.object()):
             self._share(key, new)  # what its poolers hold: counted if it is refused
 
-    def profile_written(self, body: dict[str, Any]) -> None:
-        """The operator wrote a profile (its status, into the cache without an
-        event): what its poolers hold may have changed."""
+    def written(self, body: dict[str, Any]) -> None:
+        """The operator wrote an object into the cache (no event comes for
+        it): a profile's status, or a pooler's ConfigMap or Deployment, may
+        change what it holds."""
         meta = body.get("metadata") or {}
-        self._share_body(f"{meta.get('namespace', '')}/{meta.get('name', '')}", body)
+        if body.get("kind") == watches.PROFILE.kind:
+            self._share_body(f"{meta.get('namespace', '')}/{meta.get('name', '')}", body)
+        elif body.get("kind") in POOLER_KINDS:
+            owners = tuple(
+                (str(r.get("kind")), str(r.get("name")), str(r.get("uid")))
+                for r in meta.get("ownerReferences") or []
+            )
+            for key in watches.profiles_of(
+                namespace=str(meta.get("namespace") or ""), owners=owners, index=()
+            ):
+                self._share_running(key)
+
+    def _share_running(self, key: str) -> None:
+        """What the pooler objects of ``key`` run changed: count it again."""
+        requeue, changed = self.shares.refresh(key)
+        for other in requeue:
+            self.queue.add(other, work_queue.Trigger.DRIFT)
+        if changed:
+            self.publish(self.shares.table(changed))
 
     def _share(self, key: str, entry: informer.Entry | None) -> None:
         self._share_body(key, entry.object() if entry is not None else None)
@@ -123,6 +145,8 @@ class Events:
             namespace=entry.namespace, owners=entry.owners, index=entry.index
         ):
             self.queue.add(key, trigger)
+            if res.kind in POOLER_KINDS:  # what its poolers run is what it holds
+                self._share_running(key)
 
     def on_input(self, ref: watch_cache.InputRef, kind: str) -> None:
         if self.cache is None:

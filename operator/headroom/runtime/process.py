@@ -29,7 +29,7 @@ from typing import Any
 from prometheus_client import start_http_server
 
 from headroom import logs, settings
-from headroom.kube import apiserver, errors, leader, watch_cache
+from headroom.kube import apiserver, errors, kinds, leader, watch_cache
 from headroom.reconcile import reconciler, telemetry, watches
 from headroom.runtime import (
     cached_cluster,
@@ -98,8 +98,9 @@ class Runtime:
         self.events.cache = self.cache
         self.metrics.profile_conditions.source = self.cache.profile_entries
         self.cluster = cached_cluster.CachedCluster(
-            self.kube, self.cache, self.shared, on_profile_written=self.events.profile_written
+            self.kube, self.cache, self.shared, on_written=self.events.written
         )
+        self.shared.children = self.cluster.children
         self.reconciler = reconciler.Reconciler(
             self.cluster,
             self.metrics,
@@ -306,6 +307,14 @@ class Runtime:
         )
         await asyncio.gather(*(c.synced.wait() for c in self.cache.crds.values()))
         await asyncio.gather(*(p.synced.wait() for p in self.cache.profiles))
+        # the poolers' objects too: what they run is what a profile holds
+        await asyncio.gather(
+            *(
+                inf.synced.wait()
+                for res in (kinds.CONFIG_MAP, kinds.DEPLOYMENT)
+                for inf in self.cache.owned.get(res, [])
+            )
+        )
         for profiles in self.cache.profiles:  # the first listing sends no events
             for (namespace, name), entry in list(profiles.items.items()):
                 self.shared.update(f"{namespace}/{name}", entry.object())

@@ -4,8 +4,11 @@ the profile cache by the runtime (every replica: admission needs it too).
 A server is a primary or a read replica (:mod:`headroom.planning.servers`);
 a profile may use several. On every change of a profile (its spec, or what
 its status says its poolers hold) it is planned alone once
-(:func:`headroom.planning.server_shares.peer`), and the servers it uses (and
-used before), with every server linked to them through another profile, are
+(:func:`headroom.planning.server_shares.peer`); on every change of its
+pooler objects (:meth:`SharedBudgets.refresh`) it is counted again at what
+they run (:func:`headroom.planning.server_shares.running`, read from the
+children the runtime's cache holds). Then the servers it uses (and used
+before), with every server linked to them through another profile, are
 divided again (:func:`headroom.planning.server_shares.shares`); the profiles
 whose share changed are returned so the runtime queues them. The pass asks
 for its grants (:meth:`SharedBudgets.grants`); admission gets the peers of
@@ -15,19 +18,29 @@ profile among them (:func:`beside`).
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from headroom.api import v1alpha1
-from headroom.planning import connection_budget, server_shares
+from headroom.planning import connection_budget, names, server_shares
 
 Obj = dict[str, Any]
 # server -> the profiles that use it, as the division sees them
 Table = dict[str, list[server_shares.Peer]]
+# a profile's uid -> its children as the cache has them ("Kind/name" -> object)
+Children = Callable[[str], Mapping[str, Obj]]
+
+
+def _no_children(uid: str) -> Mapping[str, Obj]:
+    return {}
 
 
 class SharedBudgets:
-    def __init__(self) -> None:
+    def __init__(self, children: Children = _no_children) -> None:
+        self.children = children  # set by the runtime once its caches exist
         self._peers: dict[str, server_shares.Peer] = {}
+        # a profile planned alone (before it is counted at what runs), and its uid
+        self._alone: dict[str, tuple[server_shares.Peer, str]] = {}
         self._by_server: dict[str, set[str]] = {}  # server -> profile keys using it
         self._grants: server_shares.Grants = {}
 
@@ -38,6 +51,7 @@ class SharedBudgets:
 
     def _remove(self, key: str) -> None:
         peer = self._peers.pop(key, None)
+        self._alone.pop(key, None)
         self._grants.pop(key, None)
         if peer is None:
             return
@@ -66,7 +80,32 @@ class SharedBudgets:
             except v1alpha1.ProfileError:
                 profile = None  # invalid: opens nothing
             if profile is not None:
-                peer = server_shares.peer(profile, body=body)
+                alone = server_shares.peer(profile, body=body)
+                uid = str(body["metadata"].get("uid") or "")
+                self._alone[key] = (alone, uid)
+                peer = self._counted(key, alone, uid)
+        if peer is None:
+            self._alone.pop(key, None)
+        return self._set(key, peer)
+
+    def refresh(self, key: str) -> tuple[set[str], set[str]]:
+        """The pooler objects of profile ``key`` changed: count it again at
+        what they run. Returns what :meth:`update` returns."""
+        found = self._alone.get(key)
+        if found is None:
+            return set(), set()
+        return self._set(key, self._counted(key, *found))
+
+    def _counted(self, key: str, alone: server_shares.Peer, uid: str) -> server_shares.Peer:
+        namespace, name = key.split("/", 1)
+        pools = server_shares.running(
+            names.ChildNames(name, namespace),
+            self.children(uid) if uid else {},
+            read_servers=alone.servers[1:],
+        )
+        return server_shares.counted(alone, pools)
+
+    def _set(self, key: str, peer: server_shares.Peer | None) -> tuple[set[str], set[str]]:
         old = self._peers.get(key)
         if old == peer:
             return set(), set()
@@ -74,9 +113,12 @@ class SharedBudgets:
         start = {*(old.servers if old else ()), *(peer.servers if peer else ())}
         servers = server_shares.linked(everyone, start)
         rows_before = self._rows(servers)
+        alone = self._alone.get(key)
         self._remove(key)
         if peer is not None:
             self._add(peer)
+            if alone is not None:
+                self._alone[key] = alone
         members = {k for server in servers for k in self._by_server.get(server, set())}
         before = {k: self._grants.get(k) for k in members}
         self._grants.update(server_shares.shares(self._peers[k] for k in members))

@@ -1,0 +1,184 @@
+"""What runs is what is counted, through the reconcile pass on the fake
+cluster: a refused change leaves the running pooler as it is (same object,
+same size), its status says it runs its last accepted plan, and the other
+profile on the server counts it at what its objects say it runs; a server
+found over its budget (a pooler that grew before the shares) is brought back
+inside it by the passes, and an Event says what was done."""
+
+from __future__ import annotations
+
+import copy
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from headroom.reconcile import reconciler, telemetry
+from tests.unit import fake_cluster, passes
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+SERVER = "shop-db.default.svc:5432"
+CAPACITY = 100 - 3
+
+
+def _body(name: str, *, created: str, **spec: Any) -> dict[str, Any]:
+    body: dict[str, Any] = yaml.safe_load((EXAMPLES / "shop-scaled.yaml").read_text())
+    body["metadata"] = {
+        "name": name,
+        "namespace": "default",
+        "uid": f"{name}-uid",
+        "generation": 1,
+        "creationTimestamp": created,
+    }
+    body["spec"].pop("cache", None)
+    body["spec"]["queues"] = []
+    for path, value in spec.items():
+        *parents, last = path.split(".")
+        node = body["spec"]
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[last] = value
+    return body
+
+
+def _world(*bodies: dict[str, Any]) -> tuple[fake_cluster.FakeCluster, reconciler.Reconciler]:
+    cluster = fake_cluster.FakeCluster()
+    for body in bodies:
+        cluster.put(body)
+    app = bodies[0]["spec"]["app"]["deployment"]
+    cluster.put(
+        {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": app, "namespace": "default"},
+            "spec": {"selector": {"matchLabels": {"app": app}}},
+        }
+    )
+    secret = bodies[0]["spec"]["database"]["credentialsSecret"]["name"]
+    cluster.put(
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": secret, "namespace": "default"},
+            "data": {"username": "c2hvcF9hcHA=", "password": "czNjcmV0"},
+        }
+    )
+    return cluster, reconciler.Reconciler(cluster, telemetry.Metrics())
+
+
+def _settle(cluster: fake_cluster.FakeCluster, eng: reconciler.Reconciler) -> None:
+    for _ in range(6):
+        before = len(cluster.writes())
+        for name in ("shop", "admin"):
+            if cluster.profile("default", name) is not None:
+                passes.run(eng, f"default/{name}")
+                assert _at_peak(cluster) <= CAPACITY, _at_peak(cluster)
+        if len(cluster.writes()) == before:
+            return
+    raise AssertionError("no fixpoint")
+
+
+def _max_db(cluster: fake_cluster.FakeCluster, name: str) -> int:
+    config = cluster.find("ConfigMap", f"{name}-pooler-config")
+    assert config is not None
+    found = re.search(r"^max_db_connections = (\d+)$", config["data"]["pgbouncer.ini"], re.M)
+    assert found is not None
+    return int(found[1])
+
+
+def _at_peak(cluster: fake_cluster.FakeCluster) -> int:
+    """What the running poolers may open at peak (2 pods + 1 of a rollout) and
+    what each profile keeps (5 direct, 3 postgres_exporter)."""
+    return sum(
+        3 * _max_db(cluster, name) + 8
+        for name in ("shop", "admin")
+        if cluster.find("ConfigMap", f"{name}-pooler-config") is not None
+    )
+
+
+def _conditions(cluster: fake_cluster.FakeCluster, name: str) -> dict[str, dict[str, Any]]:
+    body = cluster.profile("default", name)
+    assert body is not None
+    return {c["type"]: c for c in body["status"]["conditions"]}
+
+
+def test_a_refused_change_leaves_what_runs_and_is_counted_as_it_runs() -> None:
+    shop = _body("shop", created="2026-01-01T00:00:00Z")
+    admin = _body("admin", created="2026-01-02T00:00:00Z", **{"pooler.poolMode": "session"})
+    cluster, eng = _world(shop, admin)
+    _settle(cluster, eng)
+    assert _conditions(cluster, "shop")["ConnectionBudget"]["status"] == "True"
+    deployment = cluster.find("Deployment", "shop-pooler")
+    assert deployment is not None
+    uid, size = deployment["metadata"]["uid"], _max_db(cluster, "shop")
+
+    # shop's change wants 40 sessions (3 pods x 20): admin's minimum no longer fits beside it
+    changed = copy.deepcopy(cluster.profile("default", "shop"))
+    assert changed is not None
+    changed["spec"]["pooler"]["poolMode"] = "session"
+    changed["spec"]["app"]["replicas"]["max"] = 4
+    changed["spec"]["app"]["poolSizePerPod"] = 10
+    changed["metadata"]["generation"] = 2
+    cluster.put(changed)
+    _settle(cluster, eng)
+
+    found = _conditions(cluster, "shop")
+    assert found["ConnectionBudget"]["reason"] == "BudgetExceeded"
+    assert found["Stalled"]["status"] == "True"
+    stalled = found["Stalled"]["message"]
+    assert "do not fit" in stalled and "To fit:" in stalled  # the field and the fix
+    assert "runs its last accepted plan (generation 1" in stalled
+    # what runs stays as it was: the same pooler, the same size
+    deployment = cluster.find("Deployment", "shop-pooler")
+    assert deployment is not None and deployment["metadata"]["uid"] == uid
+    assert _max_db(cluster, "shop") == size
+    assert _conditions(cluster, "admin")["ConnectionBudget"]["status"] == "True"
+
+    # admin's plan counts shop at what its objects say, not at what shop's status says
+    def counted() -> int:
+        return cluster.shared.grants("default/admin")[SERVER].others_now
+
+    assert counted() == 3 * size + 8
+    config = cluster.find("ConfigMap", "shop-pooler-config")
+    assert config is not None
+    grown = copy.deepcopy(config)  # somebody's edit: the refused profile's pass leaves it
+    grown["data"]["pgbouncer.ini"] = grown["data"]["pgbouncer.ini"].replace(
+        f"max_db_connections = {size}", f"max_db_connections = {size + 2}"
+    )
+    cluster.put(grown)
+    assert counted() == 3 * (size + 2) + 8
+    shop_status = cluster.profile("default", "shop")
+    assert shop_status is not None
+    assert shop_status["status"]["budget"]["held"][0]["connections"] == 3 * size + 8
+
+
+def test_a_server_over_its_budget_is_brought_inside_it_and_an_event_says_so() -> None:
+    shop = _body("shop", created="2026-01-01T00:00:00Z")
+    admin = _body("admin", created="2026-01-02T00:00:00Z")
+    cluster, eng = _world(shop, admin)
+    _settle(cluster, eng)
+    size = _max_db(cluster, "shop")
+    # a pooler sized before the shares: 40 per pod, with admin's the server is over
+    config = cluster.find("ConfigMap", "shop-pooler-config")
+    assert config is not None
+    grown = copy.deepcopy(config)
+    grown["data"]["pgbouncer.ini"] = grown["data"]["pgbouncer.ini"].replace(
+        f"max_db_connections = {size}", "max_db_connections = 40"
+    )
+    cluster.put(grown)
+    assert _at_peak(cluster) > CAPACITY
+    # admin's share does not move, and nothing grows into what shop's pooler holds
+    passes.run(eng, "default/admin")
+    assert _conditions(cluster, "admin")["ConnectionBudget"]["status"] == "True"
+    events = len(cluster.events)
+    passes.run(eng, "default/shop")
+    assert _max_db(cluster, "shop") == size and _at_peak(cluster) <= CAPACITY
+    (said,) = [e for e in cluster.events[events:] if e[1] == reconciler.OVER_BUDGET]
+    assert said[0] == "Warning"
+    assert (
+        f"{SERVER} was over its budget: {3 * 40 + 8 + 3 * _max_db(cluster, 'admin') + 8}"
+        in (said[2])
+    )
+    assert f"its poolers go from 120 to {3 * size}, its share" in said[2]
+    _settle(cluster, eng)
