@@ -4,7 +4,6 @@ built on published Erlang C values (10 erlangs: 12 connections wait 44.94 %, 13 
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import pytest
@@ -12,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from headroom.api import status, v1alpha1
-from headroom.planning import planner, queueing, recommendations
+from headroom.planning import planner, pooler_state, queueing, recommendations
 from headroom.reconcile import observe
 from tests import profiles
 
@@ -198,7 +197,13 @@ def test_figures_from_pgbouncer_rows_of_the_app_database() -> None:
     # columns as PgBouncer 1.26 names them (times in microseconds)
     stats = [
         {"database": "pgbouncer", "avg_xact_count": 1, "avg_xact_time": 10},
-        {"database": "app", "avg_xact_count": 32, "avg_xact_time": 250_000},
+        # the transaction's time includes its wait for a server: 250 ms held
+        {
+            "database": "app",
+            "avg_xact_count": 32,
+            "avg_xact_time": 390_000,
+            "avg_wait_time": 140_000,
+        },
     ]
     pools = [
         {
@@ -254,14 +259,25 @@ def test_the_report_round_trips_and_bad_values_are_named() -> None:
         figures(seconds_per_transaction=float("inf"))
 
 
+def _entry(observed: dict[str, Any] | None) -> str:
+    """A pod's entry in the state ConfigMap as its agent writes it."""
+    return pooler_state.Entry(
+        config="h",
+        max_db_connections=4,
+        server_connections=1,
+        at="2026-12-07T15:00:00Z",
+        observed=observed,
+    ).text()
+
+
 def test_figures_from_the_state_configmap_skip_what_is_not_a_report() -> None:
     report = figures().report()
     data = {
-        "pooler-a": json.dumps({"config": "h", "serverConnections": 4, "observed": report}),
-        "pooler-b": json.dumps({"config": "h", "serverConnections": 4}),  # no figures
+        "pooler-a": _entry(report),
+        "pooler-b": _entry(None),  # no figures
         "pooler-c": "{not json",
-        "pooler-d": json.dumps({"observed": {**report, "serversActive": -1}}),
-        "pooler-gone": json.dumps({"observed": report}),
+        "pooler-d": _entry({**report, "serversActive": -1}),
+        "pooler-gone": _entry(report),
     }
     found = recommendations.figures_from_state(
         data, pods=["pooler-a", "pooler-b", "pooler-c", "pooler-d"]
@@ -356,10 +372,7 @@ def test_pool_ceiling_is_the_share_per_pod_at_peak_less_the_reserve() -> None:
 
 def _state(plan: planner.Plan, **pods: recommendations.PoolFigures) -> dict[str, Any]:
     """The write pooler's state ConfigMap as the agents leave it."""
-    data = {
-        pod: json.dumps({"config": "h", "serverConnections": 1, "observed": seen.report()})
-        for pod, seen in pods.items()
-    }
+    data = {pod: _entry(seen.report()) for pod, seen in pods.items()}
     return {f"ConfigMap/{plan.names.pooler_state}": {"data": data}}
 
 
@@ -395,3 +408,47 @@ def test_the_pass_recommends_from_the_agents_report_and_holds_it_on_a_wobble() -
     # a session-mode pooler's pool is its clients: nothing to recommend
     session = planner.plan(v1alpha1.parse_profile(profiles.base(**{"pooler.poolMode": "session"})))
     assert observe.recommendations_of(session, _state(session, a=seen), previous=None) == []
+
+
+def _loaded(**alerts: Any) -> planner.Plan:
+    body = profiles.base(load={"peakRequestsPerSecond": 32, "databaseSecondsPerRequest": 0.05})
+    if alerts:
+        body["spec"]["alerts"] = {"pooler": alerts}
+    return planner.plan(v1alpha1.parse_profile(body))
+
+
+@pytest.mark.parametrize(
+    ("seconds", "alerts", "status", "reason"),
+    [
+        (0.06, {}, "True", "WithinBaseline"),  # 1.2 x the declared 0.05 s
+        (0.16, {}, "False", "AboveBaseline"),  # 3.2 x, above the 0.05 s floor
+        (0.16, {"write": {"queryTimeBaselineFactor": 4}}, "True", "WithinBaseline"),
+        # far above its declared time, but under the floor: noise
+        (0.16, {"queryTimeFloorSeconds": 0.5}, "True", "WithinBaseline"),
+    ],
+)
+def test_load_baseline_compares_the_slowest_pod_with_the_declared_time(
+    seconds: float, alerts: dict[str, Any], status: str, reason: str
+) -> None:
+    plan = _loaded(**alerts)
+    applied = _state(
+        plan,
+        **{
+            "pooler-a": figures(transactions_per_second=16.0, seconds_per_transaction=0.05),
+            "pooler-b": figures(transactions_per_second=16.0, seconds_per_transaction=seconds),
+            # an idle pod has no time per transaction to speak of
+            "pooler-c": figures(transactions_per_second=0.0, seconds_per_transaction=9.0),
+        },
+    )
+    found = observe.load_baseline(plan, applied)
+    assert found is not None
+    assert (found.type, found.status, found.reason) == ("LoadBaseline", status, reason)
+    assert found.message.startswith(f"pooler-b: {seconds:g} s per transaction")
+    assert "spec.load.databaseSecondsPerRequest" in found.message
+
+
+def test_load_baseline_is_absent_without_a_load_or_figures() -> None:
+    plan = _loaded()
+    assert observe.load_baseline(plan, {}) is None
+    unloaded = planner.plan(v1alpha1.parse_profile(profiles.base()))
+    assert observe.load_baseline(unloaded, _state(unloaded, a=figures())) is None

@@ -76,6 +76,9 @@ ALERTS_SELECTED = "AlertsSelected"
 DATABASE_METRICS = "DatabaseMetrics"
 # Whether the database metrics carry per-statement times (pg_stat_statements).
 STATEMENT_STATS = "StatementStats"
+# With spec.load: whether the time per transaction the write pooler observes stays
+# within the alert's factor of the declared databaseSecondsPerRequest.
+LOAD_BASELINE = "LoadBaseline"
 INFORMATIONAL = frozenset(
     {
         BACKLOG_SCALING,
@@ -86,6 +89,7 @@ INFORMATIONAL = frozenset(
         ALERTS_SELECTED,
         DATABASE_METRICS,
         STATEMENT_STATS,
+        LOAD_BASELINE,
     }
 )
 
@@ -303,4 +307,6 @@ REASONS: dict[str, frozenset[str]] = {
     "NeedsMonitoringRole": frozenset({STATEMENT_STATS}),
     "NotChecked": frozenset({STATEMENT_STATS}),
     "ExtensionMissing": frozenset({STATEMENT_STATS}),
+    "WithinBaseline": frozenset({LOAD_BASELINE}),
+    "AboveBaseline": frozenset({LOAD_BASELINE}),
 }

@@ -2,7 +2,8 @@
 
 One write-pooler pod's PgBouncer counts, for the app's database, the transactions it
 served per second and their mean time on a server connection (``SHOW STATS``:
-``avg_xact_count``, ``avg_xact_time``, averages over its ``stats_period``), the clients
+``avg_xact_count``, and ``avg_xact_time`` less ``avg_wait_time``, which it includes;
+averages over its ``stats_period``), the clients
 waiting and the oldest wait (``SHOW POOLS``: ``cl_waiting``, ``maxwait``), and its server
 connections busy and idle (``sv_active``, ``sv_idle``). In transaction mode a client holds
 a server connection for a transaction, so the observed offered load is ``a = lambda x W``
@@ -35,13 +36,12 @@ Pure: rows and report text in, recommendations out.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 from collections.abc import Iterable, Mapping
 from typing import Any, Literal
 
 from headroom.api import v1alpha1
-from headroom.planning import planner, queueing
+from headroom.planning import planner, pooler_state, queueing
 
 POOL_SIZE = "default_pool_size"
 FIELD = "spec.pooler.parameters.default_pool_size"
@@ -75,7 +75,7 @@ class PoolFigures:
     """What one pooler pod counts itself for the app's database."""
 
     transactions_per_second: float  # avg_xact_count
-    seconds_per_transaction: float  # avg_xact_time, in seconds
+    seconds_per_transaction: float  # avg_xact_time - avg_wait_time, in seconds
     clients_waiting: int  # cl_waiting
     max_wait_seconds: float  # maxwait + maxwait_us
     servers_active: int  # sv_active
@@ -150,9 +150,13 @@ def figures_from_show(
         (int(p.get("maxwait") or 0) + int(p.get("maxwait_us") or 0) / 1e6 for p in mine),
         default=0.0,
     )
+    # avg_xact_time runs from the client's first query, its wait for a server included
+    # (measured on 1.26: 557 ms of which 291 ms waiting, for a 250 ms hold); the hold
+    # is what is left after the mean wait per assignment, one per transaction here
+    held = float(row["avg_xact_time"]) - float(row.get("avg_wait_time") or 0)
     return PoolFigures(
         transactions_per_second=float(row["avg_xact_count"]),
-        seconds_per_transaction=float(row["avg_xact_time"]) / 1e6,
+        seconds_per_transaction=max(held, 0.0) / 1e6,
         clients_waiting=sum(int(p.get("cl_waiting") or 0) for p in mine),
         max_wait_seconds=oldest,
         servers_active=sum(int(p.get("sv_active") or 0) for p in mine),
@@ -178,20 +182,18 @@ def moved(before: PoolFigures | None, after: PoolFigures) -> bool:
 def figures_from_state(
     data: Mapping[str, str] | None, *, pods: Iterable[str] | None = None
 ) -> dict[str, PoolFigures]:
-    """Each pod's figures from the state ConfigMap's ``data`` (a key per pod, a JSON
-    object with the figures under ``observed``); only ``pods`` when given (entries of
-    pods that are gone are ignored). An entry without figures, or with figures that do
-    not parse, is skipped: the agent of an older release writes none."""
+    """Each pod's figures from the state ConfigMap's ``data`` (a key per pod, its
+    :class:`~headroom.planning.pooler_state.Entry` with the figures under ``observed``);
+    only ``pods`` when given (entries of pods that are gone are ignored). An entry
+    without figures, or with figures that do not parse, is skipped: the agent of an
+    older release writes none."""
     wanted = None if pods is None else set(pods)
     found: dict[str, PoolFigures] = {}
-    for pod, text in sorted((data or {}).items()):
-        if wanted is not None and pod not in wanted:
+    for pod, entry in sorted(pooler_state.entries(data).items()):
+        if entry.observed is None or (wanted is not None and pod not in wanted):
             continue
         try:
-            entry = json.loads(text)
-            figures = entry.get(REPORT_KEY) if isinstance(entry, dict) else None
-            if isinstance(figures, dict):
-                found[pod] = PoolFigures.from_report(figures)
+            found[pod] = PoolFigures.from_report(entry.observed)
         except ValueError:
             continue
     return found
@@ -431,3 +433,46 @@ def for_plan(
     before = next((p for p in previous or () if p.get("field") == FIELD), None)
     entry = settle(before, combine(per_pod))
     return [entry] if entry is not None else []
+
+
+@dataclasses.dataclass(frozen=True)
+class Baseline:
+    """The observed time per transaction against the declared one (spec.load)."""
+
+    above: bool
+    message: str
+
+
+def baseline(plan: planner.Plan, *, state: Mapping[str, str] | None) -> Baseline | None:
+    """Whether the write pooler's pods hold a server connection per transaction well
+    above what spec.load declares (``databaseSecondsPerRequest``): above the write
+    pooler's ``queryTimeBaselineFactor`` times it and above its ``queryTimeFloorSeconds``,
+    the thresholds of the HeadroomPoolerQueryTimeAboveBaseline alert (which compares with
+    the last day instead). None without a declared load or figures."""
+    if plan.load is None or plan.pooler.pool_mode != "transaction":
+        return None
+    seen = figures_from_state(state)
+    busy = {pod: f for pod, f in seen.items() if f.transactions_per_second > 0}
+    if not busy:
+        return None
+    # the write pooler's alert thresholds as planned (its own over the group's)
+    write = next((p for p in plan.alerts.pools if p.role == "rw"), None) if plan.alerts else None
+    defaults = v1alpha1.PoolerAlerts()
+    factor = write.query_time_baseline_factor if write else defaults.query_time_baseline_factor
+    floor = write.query_time_floor_seconds if write else defaults.query_time_floor_seconds
+    declared = plan.load.seconds_per_request
+    pod, slowest = max(busy.items(), key=lambda item: item[1].seconds_per_transaction)
+    observed = slowest.seconds_per_transaction
+    above = observed > factor * declared and observed > floor
+    message = (
+        f"{pod}: {observed:.3g} s per transaction over {slowest.transactions_per_second:g} "
+        f"transactions/s, {'above' if above else 'within'} {factor:g} x the declared "
+        f"{declared:g} s (spec.load.databaseSecondsPerRequest)"
+        + (f" and the floor {floor:g} s" if above else "")
+    )
+    if above:
+        message += (
+            ": the database got slower for this app, or the declared time is off; the "
+            "pools sized from it are too small (status.recommendations says how much)"
+        )
+    return Baseline(above=above, message=message)

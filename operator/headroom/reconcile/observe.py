@@ -1,7 +1,8 @@
 """Pure observation of the applied children -> component conditions
 (PoolerReady with status.pooler, ReadPoolerReady, StandbysReady, CacheReady,
 WorkersReady, BacklogScaling, AutoscalingReady, StorageReady, AlertsSelected,
-DatabaseMetrics), and status.recommendations from the write pooler's report.
+DatabaseMetrics, LoadBaseline), and status.recommendations from the write
+pooler's report.
 Called by the reconcile pass with the children as cached after its apply
 (status changes arrive as child events and trigger another pass)."""
 
@@ -162,17 +163,32 @@ def _app_scaling_active(hpa: dict[str, Any]) -> conditions.Cond:
     )
 
 
+def _state_data(plan: planner.Plan, applied: dict[str, Any]) -> dict[str, str] | None:
+    state = applied.get(f"ConfigMap/{plan.names.pooler_state}") or {}
+    data = state.get("data")
+    return data if isinstance(data, dict) else None
+
+
+def load_baseline(plan: planner.Plan, applied: dict[str, Any]) -> conditions.Cond | None:
+    """LoadBaseline (informational, with spec.load): the write pooler's observed time
+    per transaction against the declared one; None until its agents report figures."""
+    found = recommendations.baseline(plan, state=_state_data(plan, applied))
+    if found is None:
+        return None
+    if found.above:
+        return conditions.Cond(conditions.LOAD_BASELINE, "False", "AboveBaseline", found.message)
+    return conditions.Cond(conditions.LOAD_BASELINE, "True", "WithinBaseline", found.message)
+
+
 def recommendations_of(
     plan: planner.Plan, applied: dict[str, Any], *, previous: Any
 ) -> list[dict[str, Any]]:
     """status.recommendations: what the write pooler's agents report in its state
     ConfigMap (their pods' own figures), against the plan; the entries status holds
     stay while the new ones are within their band (no write on a wobble)."""
-    state = applied.get(f"ConfigMap/{plan.names.pooler_state}") or {}
-    data = state.get("data")
     return recommendations.for_plan(
         plan,
-        state=data if isinstance(data, dict) else None,
+        state=_state_data(plan, applied),
         previous=[p for p in previous if isinstance(p, dict)]
         if isinstance(previous, list)
         else None,

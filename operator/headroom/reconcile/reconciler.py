@@ -484,6 +484,9 @@ class Reconciler:
             applied.conflicts
         )
         components = [pooler, *live.checks]
+        baseline = observe.load_baseline(planned, observed)
+        if baseline is not None:
+            components.append(baseline)
         components += observe.components(
             planned,
             observed,

@@ -1,0 +1,153 @@
+"""status.recommendations from what a real PgBouncer counts: a Poisson load at a known
+rate through the PgBouncer (the default image's release) Headroom renders, in front of a
+real Postgres 15, on 127.0.0.1 (tests/conformance/open_loop.py: 32 transactions/s holding
+a connection 250 ms each, 8 busy on average; at the default target chance of waiting,
+5 %, Erlang C needs 14).
+
+The figures are read as the write pooler's agent reads them: ``SHOW STATS`` and ``SHOW
+POOLS`` on the admin console, once per ``stats_period`` (10 s here, so a 50 s run gives a
+few readings), through planning.recommendations.figures_from_show, and reported in the
+state ConfigMap's entry that the pass reads (recommendations.for_plan):
+
+- a pool pinned below the load (9) is told to rise, to what the load needs (14, one
+  either way for the noise of 10 s averages);
+- the pool "fill the budget" gives (over twice what the load needs) is told to come down
+  to it; nobody waited there.
+"""
+
+from __future__ import annotations
+
+import statistics
+import threading
+from pathlib import Path
+
+import open_loop
+import pytest
+import servers
+
+from headroom.api import v1alpha1
+from headroom.planning import planner, pooler_state, queueing, recommendations
+
+pytestmark = pytest.mark.conformance
+
+STATS_PASSWORD = "stats-secret-1"
+TAG = v1alpha1.PGBOUNCER_IMAGE.rsplit(":", 1)[1]
+RATE, SECONDS = 32.0, 0.25
+TARGET = v1alpha1.DEFAULT_WAIT_PROBABILITY  # no spec.load: the default target
+STATS_PERIOD = 10
+OFFERED = open_loop.Offered(
+    requests_per_second=RATE,
+    seconds_per_request=SECONDS,
+    warmup_seconds=3,
+    measured_requests=1600,  # 50 s: four or five stats periods
+    clients=90,  # a queue at 9 connections can pass 40 on a busy machine
+    threshold_seconds=0.01,
+)
+NEEDED, _ = queueing.servers_needed(offered_load=RATE * SECONDS, target_wait_probability=TARGET)
+
+
+def _plan(database: servers.AppDatabase, **parameters: str) -> planner.Plan:
+    plan = servers.pooler_plan(
+        name="tuned",
+        uid="tuned",
+        port=database.port,
+        dbname=database.name,
+        max_replicas=5,
+        pool_per_pod=20,
+        max_connections=100,
+        superuser_reserved_connections=3,
+        version=TAG,
+        parameters={"stats_period": str(STATS_PERIOD), **parameters},
+    )
+    assert plan.ok, plan.problem_text()
+    return plan
+
+
+def _readings(
+    database: servers.AppDatabase,
+    start_pgbouncer: servers.StartPgBouncer,
+    default_pgbouncer: Path,
+    plan: planner.Plan,
+) -> list[recommendations.PoolFigures]:
+    """The load through a PgBouncer configured by ``plan``, and its figures read once
+    per stats period while the load runs (the first period, which began before it,
+    left out)."""
+    database.wait_for_no_app_backends()
+    bouncer = start_pgbouncer(
+        servers.ini_for(plan), database.userlist(STATS_PASSWORD), default_pgbouncer
+    )
+    found: list[recommendations.PoolFigures] = []
+    done = threading.Event()
+
+    def read() -> None:
+        if done.wait(OFFERED.warmup_seconds + STATS_PERIOD + 1):
+            return
+        while not done.wait(STATS_PERIOD):
+            stats, pools = (
+                bouncer.show(what, user=planner.STATS_USER, password=STATS_PASSWORD)
+                for what in ("STATS", "POOLS")
+            )
+            seen = recommendations.figures_from_show(
+                stats=stats, pools=pools, database=database.name
+            )
+            if seen is not None and not done.is_set():
+                found.append(seen)
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    try:
+        measured = open_loop.run(open_loop.conninfo(bouncer, database), OFFERED)
+    finally:
+        done.set()
+        reader.join()
+        bouncer.stop()
+    assert measured.errors == 0 and measured.client_short == 0
+    assert len(found) >= 3, found
+    return found
+
+
+def _recommended(plan: planner.Plan, seen: recommendations.PoolFigures) -> dict[str, object]:
+    """What the pass writes to status from one reading, reported as the agent does."""
+    entry = pooler_state.Entry(
+        config="h", max_db_connections=9, server_connections=0, at="", observed=seen.report()
+    ).text()
+    (found,) = recommendations.for_plan(plan, state={"pooler-0": entry}, previous=None)
+    return found
+
+
+def test_an_under_sized_pool_is_told_to_rise_to_what_the_load_needs(
+    database: servers.AppDatabase,
+    start_pgbouncer: servers.StartPgBouncer,
+    default_pgbouncer: Path,
+) -> None:
+    tight = _plan(database, default_pool_size="9")
+    assert tight.budget.default_pool_size == 9 < NEEDED == 14
+    readings = _readings(database, start_pgbouncer, default_pgbouncer, tight)
+    entries = [_recommended(tight, seen) for seen in readings]
+    loads = [round(seen.offered_load, 2) for seen in readings]
+    for entry in entries:
+        assert entry["field"] == "spec.pooler.parameters.default_pool_size"
+        assert entry["current"] == 9
+        assert int(str(entry["recommended"])) > 9, (entry, loads)
+        assert "fits the budget" in str(entry["why"])
+    sizes = [int(str(e["recommended"])) for e in entries]
+    # a measured queue can push one reading higher; what the readings agree on is the load's
+    assert NEEDED - 1 <= statistics.median_low(sizes) <= NEEDED + 1, (sizes, loads)
+
+
+def test_the_filled_pool_is_told_to_come_down_to_what_the_load_needs(
+    database: servers.AppDatabase,
+    start_pgbouncer: servers.StartPgBouncer,
+    default_pgbouncer: Path,
+) -> None:
+    filled = _plan(database)
+    size = filled.budget.default_pool_size
+    assert size >= 2 * (NEEDED + 1)
+    readings = _readings(database, start_pgbouncer, default_pgbouncer, filled)
+    entries = [_recommended(filled, seen) for seen in readings]
+    loads = [round(seen.offered_load, 2) for seen in readings]
+    assert all(seen.clients_waiting == 0 for seen in readings)
+    sizes = [int(str(e["recommended"])) for e in entries]
+    assert all(e["current"] == size for e in entries)
+    assert all("lower default_pool_size" in str(e["why"]) for e in entries), entries
+    assert NEEDED - 1 <= statistics.median_low(sizes) <= NEEDED + 1, (sizes, loads)
