@@ -11,6 +11,7 @@ import re
 from pathlib import Path
 
 from headroom.api import conditions
+from headroom.reconcile import outcome
 
 ROOT = Path(__file__).resolve().parents[2]
 DOC = (ROOT / "docs" / "operations.md").read_text()
@@ -30,8 +31,8 @@ NOT_REASONS = {
     *("Succeeded", "Failed"),
     # statuses and Event types
     *("True", "False", "Unknown", "Normal", "Warning"),
-    # Event reasons (not conditions)
-    *("Pruned", "ReadPool", "ScaledAway", "PoolerRestart", "ServerOverBudget"),
+    # Event reasons (not conditions: reconcile.outcome.EVENT_REASONS)
+    *outcome.EVENT_REASONS,
     # S3 error codes the bucket check reads
     *("InvalidAccessKeyId", "InvalidToken", "SignatureDoesNotMatch"),
 }
@@ -73,3 +74,9 @@ def test_every_reason_the_code_writes_is_in_the_vocabulary() -> None:
 
 def test_the_operations_guide_is_linked_from_the_readme() -> None:
     assert "docs/operations.md" in (ROOT / "README.md").read_text()
+
+
+def test_every_event_reason_is_named_in_the_operations_guide() -> None:
+    section = DOC[DOC.index("## Runbook") :]
+    missing = sorted(r for r in outcome.EVENT_REASONS if f"`{r}`" not in section)
+    assert not missing, f"docs/operations.md does not name the Event reasons {missing}"

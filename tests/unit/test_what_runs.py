@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from headroom.reconcile import reconciler, telemetry
+from headroom.reconcile import outcome, reconciler, telemetry
 from tests.unit import fake_cluster, passes
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -174,7 +174,7 @@ def test_a_server_over_its_budget_is_brought_inside_it_and_an_event_says_so() ->
     events = len(cluster.events)
     passes.run(eng, "default/shop")
     assert _max_db(cluster, "shop") == size and _at_peak(cluster) <= CAPACITY
-    (said,) = [e for e in cluster.events[events:] if e[1] == reconciler.OVER_BUDGET]
+    (said,) = [e for e in cluster.events[events:] if e[1] == outcome.SERVER_OVER_BUDGET]
     assert said[0] == "Warning"
     assert (
         f"{SERVER} was over its budget: {3 * 40 + 8 + 3 * _max_db(cluster, 'admin') + 8}"

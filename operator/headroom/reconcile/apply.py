@@ -169,7 +169,7 @@ class Applier:
             changed += [k for k, did in zip(batch, applied, strict=True) if did]
         if changed:
             events.append(
-                outcome.Event("Normal", "Applied", "created or updated " + ", ".join(changed))
+                outcome.Event("Normal", outcome.APPLIED, "created or updated " + ", ".join(changed))
             )
         await self._prune(key, prune_after, children, result, events)
         return result
@@ -247,7 +247,7 @@ class Applier:
             self._applied.pop((profile_key, child_key), None)
             result.writes += 1
             events.append(
-                outcome.Event("Normal", "ScaledAway", f"scaled {child_key} to 0 replicas")
+                outcome.Event("Normal", outcome.SCALED_AWAY, f"scaled {child_key} to 0 replicas")
             )
 
     async def _prune(
@@ -269,5 +269,7 @@ class Applier:
                 result.writes += 1
                 self.metrics.pruned_objects.labels(kind=child_key.split("/")[0]).inc()
                 events.append(
-                    outcome.Event("Normal", "Pruned", f"deleted {child_key}, no longer wanted")
+                    outcome.Event(
+                        "Normal", outcome.PRUNED, f"deleted {child_key}, no longer wanted"
+                    )
                 )

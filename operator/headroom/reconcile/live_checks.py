@@ -289,7 +289,9 @@ def _replicas(
     )
     events.extend(
         outcome.Event(
-            "Normal" if "joins" in line or "again" in line else "Warning", "ReadPool", line
+            "Normal" if "joins" in line or "again" in line else "Warning",
+            outcome.READ_POOL,
+            line,
         )
         for line in decided.changes
     )

@@ -21,9 +21,17 @@ from headroom.reconcile import cluster_view
 Obj = cluster_view.Obj
 
 
-# An Event reason of its own (the others are condition reasons, and Applied,
-# Pruned, ScaledAway, ReadPool): a change the write pooler takes only by a restart.
-POOLER_RESTART = "PoolerRestart"
+# The reasons of the Events a pass records that are not a condition's reason
+# (a condition's change is recorded with its own reason, api.conditions.REASONS).
+APPLIED = "Applied"  # children created or updated
+PRUNED = "Pruned"  # a child no longer wanted, deleted
+SCALED_AWAY = "ScaledAway"  # a contained component's StatefulSet scaled to 0
+READ_POOL = "ReadPool"  # a replica joins or leaves the read pool
+POOLER_RESTART = "PoolerRestart"  # a pgbouncer.ini setting taken only at start rolls the pooler
+SERVER_OVER_BUDGET = "ServerOverBudget"  # a pass shrank poolers on a server over its budget
+EVENT_REASONS = frozenset(
+    {APPLIED, PRUNED, SCALED_AWAY, READ_POOL, POOLER_RESTART, SERVER_OVER_BUDGET}
+)
 
 
 @dataclass(frozen=True)

@@ -57,8 +57,6 @@ log = logging.getLogger(__name__)
 Obj = cluster_view.Obj
 LEGACY_FINALIZER = "headroom.dev/finalizer"  # put on profiles by kopf-based versions
 MONITORING_KINDS = ("PrometheusRule", "PodMonitor", "ServiceMonitor")
-# the Event of a pass that shrank poolers on a server that was over its budget
-OVER_BUDGET = "ServerOverBudget"
 
 
 @dataclass
@@ -375,7 +373,9 @@ class Reconciler:
         )
         report.writes += applied.result.writes
         if applied.result.writes and not applied.result.failures:
-            report.events += [outcome.Event("Warning", OVER_BUDGET, text) for text in overruns]
+            report.events += [
+                outcome.Event("Warning", outcome.SERVER_OVER_BUDGET, text) for text in overruns
+            ]
         components = await self._observe(
             key, planned, found=found, live=live, creds=creds, applied=applied
         )
