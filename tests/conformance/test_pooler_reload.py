@@ -21,6 +21,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -73,10 +74,9 @@ def cluster() -> Cluster:
     """$KUBECONFIG's cluster, else the local control plane (hack/cluster.sh up,
     as the e2e suite reaches it)."""
     path = os.environ.get("KUBECONFIG") or _last_line(str(REPO / "hack" / "cluster.sh"), "up")
-    if os.environ.get("KUBECONFIG"):
-        binary = "kubectl"
-    else:
-        binary = str(Path(_last_line(str(REPO / "hack" / "build-binaries.sh"))) / "kubectl")
+    binary = (os.environ.get("KUBECONFIG") and shutil.which("kubectl")) or str(
+        Path(_last_line(str(REPO / "hack" / "build-binaries.sh"))) / "kubectl"
+    )
     config = yaml.safe_load(Path(path).read_text())
     entry = config["clusters"][0]["cluster"]
     server = urllib.parse.urlsplit(entry["server"])
