@@ -60,7 +60,15 @@ def test_operator_pod_runs_under_restricted_pod_security(
         ("create", "horizontalpodautoscalers.autoscaling", True),
         ("create", "events", True),
         ("watch", "customresourcedefinitions.apiextensions.k8s.io", True),
+        # the write pooler's agent: its ServiceAccount, Role and RoleBinding, which grant
+        # only ConfigMap verbs the operator holds itself (no escalate, no bind)
+        ("create", "serviceaccounts", True),
+        ("create", "roles.rbac.authorization.k8s.io", True),
+        ("create", "rolebindings.rbac.authorization.k8s.io", True),
         # what it never needs
+        ("escalate", "roles.rbac.authorization.k8s.io", False),
+        ("bind", "roles.rbac.authorization.k8s.io", False),
+        ("create", "clusterroles.rbac.authorization.k8s.io", False),
         ("delete", "scalingprofiles.headroom.dev", False),
         ("delete", "customresourcedefinitions.apiextensions.k8s.io", False),
         ("delete", "persistentvolumeclaims", False),
