@@ -29,7 +29,7 @@ import yaml
 from tests.conformance import servers
 
 from headroom.api import v1alpha1
-from headroom.planning import planner, server_shares
+from headroom.planning import agentfile, planner, pooler_state, server_shares
 
 HOST = "pg-main"  # the server's Service name, resolved to 127.0.0.1 in the pooler pods
 USER, PASSWORD = "shop_app", "p@ss:w/rd"  # apps.credentials
@@ -291,12 +291,14 @@ class Traffic:
         assert {n: v for n, v in after.items() if len(v) > before.get(n, 0)} == {}
 
 
-def pooler_state(
+def poolers_running(
     kubectl: kube.Kubectl, namespace: str, pods: pooler_pods.PoolerPods, tools: servers.Tools
 ) -> dict[str, str] | None:
     """The pooler pods' uids by name once every pooler Deployment has rolled
-    out, the harness runs exactly its pods, and each running PgBouncer reports
-    the max_db_connections of its ConfigMap (SHOW CONFIG, as the stats user)."""
+    out, the harness runs exactly its pods, each running PgBouncer reports the
+    max_db_connections of its ConfigMap (SHOW CONFIG, as the stats user), and
+    each pod's agent has reported it confirmed at that config (the state
+    ConfigMap: its hash, its server connections within the limit)."""
     listed = kube.get_json(kubectl, "deployments,pods,configmaps,secrets", "-n", namespace)["items"]
     by = {(o["kind"], o["metadata"]["name"]): o for o in listed}
     found = {}
@@ -319,6 +321,10 @@ def pooler_state(
             return None
         ini = by[("ConfigMap", f"{name}-config")]["data"]["pgbouncer.ini"]
         configured = MAX_DB.search(ini)
+        state = pooler_state.entries((by.get(("ConfigMap", f"{name}-state")) or {}).get("data"))
+        config = agentfile.content_hash(ini)
+        if not all(r.name in state and state[r.name].confirmed_at(config) for r in runs):
+            return None
         stats = base64.b64decode(by[("Secret", f"{name}-auth")]["data"]["stats-password"])
         for run in runs:
             psql = servers.Psql(
@@ -343,12 +349,12 @@ def converged(
     timeout: float = 180,
 ) -> dict[str, str]:
     """Until every profile is Ready at its share and every pooler runs its
-    config (pooler_state); the pooler pods' uids."""
+    config (poolers_running); the pooler pods' uids."""
     settled(kubectl, namespace, expected, timeout=timeout)
 
     def running() -> dict[str, str] | None:
         assert pods.errors == [], pods.errors
-        return pooler_state(kubectl, namespace, pods, tools)
+        return poolers_running(kubectl, namespace, pods, tools)
 
     return kube.wait_for(
         running, timeout=timeout, what="every pooler pod running its ConfigMap's config"

@@ -120,7 +120,7 @@ def test_five_apps_share_one_server_as_headroom_plan_says_whatever_the_order(
             with traffic.held():
                 _restart(operator, namespace, list(expected))
                 assert shared_server.shares(kubectl, namespace) == expected
-                assert shared_server.pooler_state(kubectl, namespace, pods, tools) == poolers
+                assert shared_server.poolers_running(kubectl, namespace, pods, tools) == poolers
 
         try:
             kube.apply(kubectl, *documents, namespace=namespace)  # one file
