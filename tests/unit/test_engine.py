@@ -16,7 +16,7 @@ import yaml
 from headroom.api import conditions
 from headroom.builders import revision
 from headroom.kube import errors
-from headroom.planning import names, object_storage
+from headroom.planning import names, object_storage, pooler_state, queueing, recommendations
 from headroom.reconcile import compare, outcome, reconciler, telemetry
 from headroom.runtime import events, work_queue
 from tests import certs, profiles
@@ -185,6 +185,105 @@ def test_the_pooler_agents_reports_are_theirs_not_drift() -> None:
     assert [k for _, k in cluster.writes() if not k.endswith("/status")] == []
     kept = cluster.find("ConfigMap", "shop-pooler-state")
     assert kept is not None and kept["data"] == {"shop-pooler-6d5f-abcde": report}
+
+
+def _pool_size(cluster: fake_cluster.FakeCluster) -> int:
+    config = cluster.find("ConfigMap", "shop-pooler-config")
+    assert config is not None
+    (line,) = [
+        x for x in config["data"]["pgbouncer.ini"].splitlines() if x.startswith("default_pool_size")
+    ]
+    return int(line.split("=")[1])
+
+
+def _report(cluster: fake_cluster.FakeCluster, *, per_second: float, seconds: float) -> None:
+    """The write pooler's agents report a load (each pod the same share of it)."""
+    state = cluster.find("ConfigMap", "shop-pooler-state")
+    assert state is not None
+    figures = recommendations.PoolFigures(
+        transactions_per_second=per_second,
+        seconds_per_transaction=seconds,
+        clients_waiting=0,
+        max_wait_seconds=0.0,
+        servers_active=1,
+        servers_idle=3,
+    )
+    state["data"] = {
+        pod: pooler_state.Entry(
+            config="abc",
+            max_db_connections=29,
+            server_connections=4,
+            at="x",
+            observed=figures.report(),
+        ).text()
+        for pod in ("shop-pooler-6d5f-abcde", "shop-pooler-6d5f-fghij")
+    }
+    cluster.put(state)
+
+
+def test_auto_tune_applies_the_recommendation_once_then_writes_nothing() -> None:
+    body = _scaled()
+    body["spec"]["pooler"]["autoTune"] = {"enabled": True}
+    cluster = _cluster(body)
+    eng, _ = _run(cluster)
+    filled = _pool_size(cluster)
+    # 20 transactions/s x 0.1 s = 2 busy per pod: 5 meet the default 5 %
+    needed, _ = queueing.servers_needed(offered_load=2.0, target_wait_probability=0.05)
+    assert filled >= 2 * needed
+    _report(cluster, per_second=20.0, seconds=0.1)
+    cluster.log.clear()
+    tuned = _again(eng)
+    # with a quarter of headroom (the agent's reporting band), at least one
+    size = needed + max(1, round(recommendations.TUNE_HEADROOM * needed))
+    assert _pool_size(cluster) == size
+    (event,) = [e for e in tuned.events if e.reason == "PoolTuned"]
+    assert f"default_pool_size {filled} -> {size}" in event.message
+    assert "20 transactions/s x 0.1 s" in event.message
+    profile = cluster.profile("default", "shop")
+    assert profile is not None
+    tuning = profile["status"]["tuning"]
+    assert tuning["defaultPoolSize"] == size and len(tuning["changes"]) == 1
+    # the load is what the pool is now sized for: no recommendation, no change, no write
+    assert "recommendations" not in profile["status"]
+    _again(eng)  # the pass that changes nothing records status.converged
+    cluster.log.clear()
+    steady = _again(eng)
+    assert [k for _, k in cluster.writes()] == [] and steady.writes == 0
+    # the same figures wobbling inside the band: still nothing
+    _report(cluster, per_second=21.0, seconds=0.1)
+    cluster.log.clear()
+    _again(eng)
+    assert [k for _, k in cluster.writes() if not k.endswith("/status")] == []
+    assert _pool_size(cluster) == size
+    # off again: back to the plan's size, status.tuning gone
+    profile = cluster.profile("default", "shop")
+    assert profile is not None
+    profile["spec"]["pooler"]["autoTune"] = {"enabled": False}
+    profile["metadata"]["generation"] = 2
+    cluster.put(profile)
+    _again(eng)
+    assert _pool_size(cluster) == filled
+    profile = cluster.profile("default", "shop")
+    assert profile is not None and "tuning" not in profile["status"]
+
+
+def test_auto_tune_is_bound_by_changes_per_hour() -> None:
+    body = _scaled()
+    body["spec"]["pooler"]["autoTune"] = {"enabled": True, "maxChangesPerHour": 1}
+    cluster = _cluster(body)
+    eng, _ = _run(cluster)
+    _report(cluster, per_second=20.0, seconds=0.1)
+    _again(eng)
+    first = _pool_size(cluster)
+    # the load doubles within the hour: recommended, not applied
+    _report(cluster, per_second=80.0, seconds=0.1)
+    later = _again(eng)
+    assert _pool_size(cluster) == first
+    assert not [e for e in later.events if e.reason == "PoolTuned"]
+    profile = cluster.profile("default", "shop")
+    assert profile is not None
+    (entry,) = profile["status"]["recommendations"]
+    assert entry["recommended"] > first
 
 
 def test_a_spec_change_writes_only_what_it_changes() -> None:

@@ -4,6 +4,8 @@ built on published Erlang C values (10 erlangs: 12 connections wait 44.94 %, 13 
 
 from __future__ import annotations
 
+import datetime
+import itertools
 from typing import Any
 
 import pytest
@@ -452,3 +454,164 @@ def test_load_baseline_is_absent_without_a_load_or_figures() -> None:
     assert observe.load_baseline(plan, {}) is None
     unloaded = planner.plan(v1alpha1.parse_profile(profiles.base()))
     assert observe.load_baseline(unloaded, _state(unloaded, a=figures())) is None
+
+
+NOW = datetime.datetime(2026, 12, 7, 15, 0, tzinfo=datetime.UTC)
+
+
+def _tuned_profile(**auto: Any) -> v1alpha1.ScalingProfile:
+    return v1alpha1.parse_profile(profiles.base(**{"pooler.autoTune": {"enabled": True, **auto}}))
+
+
+def _entry_of(current: int, proposed: int, confidence: str = "high") -> dict[str, Any]:
+    return {
+        "field": recommendations.FIELD,
+        "current": current,
+        "recommended": proposed,
+        "why": f"to {proposed}",
+        "confidence": confidence,
+    }
+
+
+def test_tune_applies_a_confident_recommendation_that_fits() -> None:
+    profile = _tuned_profile()
+
+    def tune(entry: dict[str, Any], *, current: int, most: int, previous: Any = None) -> Any:
+        return recommendations.tune(
+            profile,
+            previous=previous,
+            recommended=[entry],
+            current=current,
+            now=NOW,
+            fits=lambda size: size <= most,
+        )
+
+    done = tune(_entry_of(10, 14), current=10, most=20)
+    # 14 and a quarter of headroom (the agent's reporting band)
+    assert done.size == 18 and done.status is not None
+    assert done.status == {
+        "defaultPoolSize": 18,
+        "changes": ["2026-12-07T15:00:00+00:00"],
+        "why": "to 14",
+    }
+    assert done.change is not None
+    assert "default_pool_size 10 -> 18 (1 of at most 2" in done.change
+    status.TuningStatus.model_validate(done.status)  # what the CRD holds
+    # where only the bare size fits, the bare size
+    assert tune(_entry_of(10, 14), current=10, most=14).size == 14
+    # 31 + 8 does not fit, and 31 alone is within a tenth of 30: no change
+    assert tune(_entry_of(30, 31), current=30, most=33).size is None
+    kept = {"defaultPoolSize": 10, "changes": [], "why": ""}
+    # low confidence, no fit, nothing new: status.tuning as it was, no change
+    for entry, most in (
+        (_entry_of(10, 14, "low"), 99),
+        (_entry_of(10, 14), 12),
+        (_entry_of(10, 10), 99),
+    ):
+        same = tune(entry, current=10, most=most, previous=kept)
+        assert (same.status, same.change) == (kept, None)
+
+
+def test_tune_keeps_to_its_changes_per_hour() -> None:
+    profile = _tuned_profile(maxChangesPerHour=2)
+    earlier = ["2026-12-07T14:10:00+00:00", "2026-12-07T14:40:00+00:00"]
+    previous = {"defaultPoolSize": 12, "changes": earlier, "why": ""}
+    held = recommendations.tune(
+        profile,
+        previous=previous,
+        recommended=[_entry_of(12, 16)],
+        current=12,
+        now=NOW,
+        fits=lambda _: True,
+    )
+    assert held.change is None and held.status == previous
+    # an hour after the first, one is free again; the old stamp is dropped
+    later = NOW + datetime.timedelta(minutes=11)
+    moved = recommendations.tune(
+        profile,
+        previous=previous,
+        recommended=[_entry_of(12, 16)],
+        current=12,
+        now=later,
+        fits=lambda _: True,
+    )
+    assert moved.status is not None
+    assert moved.status["changes"] == [earlier[1], "2026-12-07T15:11:00+00:00"]
+
+
+def test_tune_is_off_without_the_switch_or_with_a_pin() -> None:
+    off = v1alpha1.parse_profile(profiles.base())
+    pinned = v1alpha1.parse_profile(
+        profiles.base(
+            **{
+                "pooler.autoTune": {"enabled": True},
+                "pooler.parameters": {"default_pool_size": "8"},
+            }
+        )
+    )
+    for profile in (off, pinned):
+        done = recommendations.tune(
+            profile,
+            previous={"defaultPoolSize": 3},
+            recommended=[_entry_of(8, 14)],
+            current=8,
+            now=NOW,
+            fits=lambda _: True,
+        )
+        assert (done.status, done.change) == (None, None)
+        assert recommendations.tuned_size(profile, {"tuning": {"defaultPoolSize": 3}}) is None
+    assert recommendations.tuned_size(_tuned_profile(), {"tuning": {"defaultPoolSize": 3}}) == 3
+
+
+@pytest.mark.parametrize("load", [0.5, 2.0, 8.0, 20.0])
+@pytest.mark.parametrize("start", [1, 5, 28])
+def test_auto_tune_converges_without_oscillation(load: float, start: int) -> None:
+    """The loop on the M/M/s model: each pass the pool's figures (the load's averages,
+    a 10 % wobble either way, and the queue Erlang C expects at the pool's size), its
+    recommendation, the status band and autoTune. It settles within two changes at a
+    size that meets the target, never goes back the way it came, and stays."""
+    profile = _tuned_profile(maxChangesPerHour=12)
+    budget, target = 30, 0.05
+    size, previous, tuning = start, None, None
+    sizes = [size]
+    for step in range(40):
+        wobble = 1 + 0.1 * ((step % 3) - 1)
+        offered = load * wobble
+        queue = 0
+        if size > offered:
+            queue = round(
+                queueing.erlang_c(servers=size, offered_load=offered) * offered / (size - offered)
+            )
+        seen = recommendations.PoolObservation(
+            pool_size=size,
+            budget=budget,
+            transactions_per_second=offered * 10,
+            seconds_per_transaction=0.1,
+            clients_waiting=queue,
+            max_wait_seconds=0.0,
+            servers_active=min(size, round(offered)),
+            servers_idle=max(0, size - round(offered)),
+        )
+        fresh = recommendations.combine(
+            {"pod": recommendations.recommend(seen, target_wait_probability=target)}
+        )
+        entry = recommendations.settle(previous, fresh)
+        previous = entry
+        done = recommendations.tune(
+            profile,
+            previous=tuning,
+            recommended=[entry] if entry else [],
+            current=size,
+            now=NOW + datetime.timedelta(minutes=10 * step),
+            fits=lambda s: s <= budget,
+        )
+        tuning = done.status
+        if done.size is not None:
+            size = done.size
+            sizes.append(size)
+    changes = len(sizes) - 1
+    assert changes <= 2, sizes
+    steps = [b - a for a, b in itertools.pairwise(sizes)]
+    assert all(s > 0 for s in steps) or all(s < 0 for s in steps) or not steps, sizes
+    worst = load * 1.1
+    assert size >= worst or queueing.erlang_c(servers=size, offered_load=load) <= target, sizes

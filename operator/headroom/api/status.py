@@ -228,6 +228,18 @@ class RecommendationStatus(_Status):
     )
 
 
+class TuningStatus(_Status):
+    """What spec.pooler.autoTune applied, and when (for its bound on changes per hour)."""
+
+    default_pool_size: int = Field(ge=1, description="The write pooler's tuned pool size.")
+    changes: list[Annotated[str, Field(max_length=40)]] = Field(
+        default_factory=list,
+        max_length=12,
+        description="When it changed within the hour before its last change (RFC 3339).",
+    )
+    why: str = Field(default="", max_length=_LOAD_TEXT_MAX, description="The figures behind it.")
+
+
 class ScalingProfileStatus(_Status):
     observed_generation: int = Field(default=0, ge=0)
     conditions: list[Condition] = Field(default_factory=list, max_length=64)
@@ -242,5 +254,8 @@ class ScalingProfileStatus(_Status):
         max_length=8,
         description="What the write pooler's own figures (its agent's report) say to "
         "change, inside the budget; absent while there are none.",
+    )
+    tuning: TuningStatus | None = Field(
+        default=None, description="spec.pooler.autoTune: the size it runs, absent when off."
     )
     converged: ConvergedStatus | None = None

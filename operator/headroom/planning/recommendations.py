@@ -36,8 +36,9 @@ Pure: rows and report text in, recommendations out.
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Literal
 
 from headroom.api import v1alpha1
@@ -476,3 +477,102 @@ def baseline(plan: planner.Plan, *, state: Mapping[str, str] | None) -> Baseline
             "pools sized from it are too small (status.recommendations says how much)"
         )
     return Baseline(above=above, message=message)
+
+
+# autoTune: a change needs at least this confidence
+TUNE_CONFIDENCE = frozenset({"medium", "high"})
+# autoTune applies a recommendation with headroom of the agent's reporting band
+# (at least one connection): the figures may be that far off before a new report
+# comes, and without the margin each high reading would walk the pool up a
+# connection at a time (the tests run the loop on the M/M/s model); it leaves a
+# pool alone when the change is within TUNE_BAND of it
+TUNE_HEADROOM = MOVED_SHARE
+TUNE_BAND = SETTLE_SHARE
+_HOUR = datetime.timedelta(hours=1)
+
+
+def tuned_size(
+    profile: v1alpha1.ScalingProfile, previous_status: Mapping[str, Any] | None
+) -> int | None:
+    """The pool size spec.pooler.autoTune applied last (status.tuning), while it is on
+    and the user pins no default_pool_size of their own; None otherwise."""
+    pooler = profile.spec.pooler
+    if not pooler.auto_tune.enabled or POOL_SIZE in pooler.parameters:
+        return None
+    found = (previous_status or {}).get("tuning")
+    size = found.get("defaultPoolSize") if isinstance(found, dict) else None
+    return size if isinstance(size, int) and not isinstance(size, bool) and size >= 1 else None
+
+
+def with_pool_size(profile: v1alpha1.ScalingProfile, size: int) -> v1alpha1.ScalingProfile:
+    """``profile`` with its write pooler's default_pool_size pinned at ``size``: the
+    plan then checks it against the budget (and spec.load) as it checks a user's pin."""
+    pooler = profile.spec.pooler
+    tuned = pooler.model_copy(update={"parameters": {**pooler.parameters, POOL_SIZE: str(size)}})
+    spec = profile.spec.model_copy(update={"pooler": tuned})
+    return profile.model_copy(update={"spec": spec})
+
+
+@dataclasses.dataclass(frozen=True)
+class Tuning:
+    """What autoTune decided in one pass: status.tuning, and the change (None: none)."""
+
+    status: dict[str, Any] | None
+    change: str | None = None
+    size: int | None = None
+
+
+def _when(text: Any) -> datetime.datetime | None:
+    try:
+        return datetime.datetime.fromisoformat(str(text))
+    except ValueError:
+        return None
+
+
+def tune(
+    profile: v1alpha1.ScalingProfile,
+    *,
+    previous: Mapping[str, Any] | None,
+    recommended: Iterable[Mapping[str, Any]],
+    current: int,
+    now: datetime.datetime,
+    fits: Callable[[int], bool],
+) -> Tuning:
+    """Apply a recommendation to the write pooler's pool when autoTune is on: one of
+    medium confidence or better, with as much of :data:`TUNE_HEADROOM` on top as
+    ``fits`` the plan (the budget, the share, spec.load), when it moves the pool by
+    more than :data:`TUNE_BAND` of it, while fewer than ``maxChangesPerHour`` changes
+    were made in the hour before ``now``. The recommendations' own hysteresis (a raise
+    only above what the target needs, a lowering only from twice it, the status band)
+    keeps it from swinging; ``previous`` (status.tuning) is kept as it is when nothing
+    changes."""
+    pooler = profile.spec.pooler
+    if not pooler.auto_tune.enabled or POOL_SIZE in pooler.parameters:
+        return Tuning(status=None)
+    kept = dict(previous) if previous else None
+    entry = next((r for r in recommended if r.get("field") == FIELD), None)
+    if entry is None or entry.get("confidence") not in TUNE_CONFIDENCE:
+        return Tuning(status=kept)
+    proposed = entry.get("recommended")
+    if not isinstance(proposed, int) or proposed < 1 or proposed == current:
+        return Tuning(status=kept)
+    headroom = max(1, round(TUNE_HEADROOM * proposed))
+    recent = [
+        str(t)
+        for t in (kept or {}).get("changes") or []
+        if (when := _when(t)) is not None and now - when < _HOUR
+    ]
+    if len(recent) >= pooler.auto_tune.max_changes_per_hour:
+        return Tuning(status=kept)
+    # as much of the headroom as fits (the plan checks each: budget, share, spec.load)
+    size = next((n for n in range(proposed + headroom, proposed - 1, -1) if fits(n)), None)
+    if size is None or size == current or abs(size - current) <= int(TUNE_BAND * current):
+        return Tuning(status=kept)
+    why = str(entry.get("why", ""))[:WHY_MAX]
+    stamp = now.astimezone(datetime.UTC).isoformat(timespec="seconds")
+    return Tuning(
+        status={"defaultPoolSize": size, "changes": [*recent, stamp], "why": why},
+        change=f"autoTune: {POOL_SIZE} {current} -> {size} ({len(recent) + 1} of at most "
+        f"{pooler.auto_tune.max_changes_per_hour} an hour): {why}",
+        size=size,
+    )

@@ -29,8 +29,9 @@ SCALED_AWAY = "ScaledAway"  # a contained component's StatefulSet scaled to 0
 READ_POOL = "ReadPool"  # a replica joins or leaves the read pool
 POOLER_RESTART = "PoolerRestart"  # a pgbouncer.ini setting taken only at start rolls the pooler
 SERVER_OVER_BUDGET = "ServerOverBudget"  # a pass shrank poolers on a server over its budget
+POOL_TUNED = "PoolTuned"  # spec.pooler.autoTune changed the write pooler's pool size
 EVENT_REASONS = frozenset(
-    {APPLIED, PRUNED, SCALED_AWAY, READ_POOL, POOLER_RESTART, SERVER_OVER_BUDGET}
+    {APPLIED, PRUNED, SCALED_AWAY, READ_POOL, POOLER_RESTART, SERVER_OVER_BUDGET, POOL_TUNED}
 )
 
 

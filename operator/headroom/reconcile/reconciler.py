@@ -25,6 +25,7 @@ others, and the profile's status always says what happened.
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import json
 import logging
@@ -36,7 +37,7 @@ from typing import Any
 from headroom.api import conditions, v1alpha1
 from headroom.builders import desired
 from headroom.kube import errors
-from headroom.planning import credentials, object_storage, planner, server_shares
+from headroom.planning import credentials, object_storage, planner, recommendations, server_shares
 from headroom.reconcile import (
     apply,
     cluster_view,
@@ -301,6 +302,7 @@ class Reconciler:
             )
             return await report.finish([missing], keep_last=True), True
         planned = planner.plan(profile, facts=cluster_facts)
+        planned, tuning = self._tune(profile, planned, cluster_facts=cluster_facts, report=report)
         budget = report.budget(planned)
         if not planned.ok:  # nothing is applied: the children keep their last good state
             refused = report.refused(planned.problems)
@@ -392,6 +394,8 @@ class Reconciler:
         )
         if recommended:
             extra["recommendations"] = recommended
+        if tuning is not None:
+            extra["tuning"] = tuning
         finished = await report.finish(
             [within, *components],
             retry=applied.result.retry,
@@ -401,6 +405,60 @@ class Reconciler:
             binding={"name": planned.names.binding},
         )
         return finished, clean
+
+    def _tune(
+        self,
+        profile: v1alpha1.ScalingProfile,
+        planned: planner.Plan,
+        *,
+        cluster_facts: planner.Facts,
+        report: outcome.Report,
+    ) -> tuple[planner.Plan, dict[str, Any] | None]:
+        """spec.pooler.autoTune: the plan at the size it applied last (status.tuning)
+        while that still fits, then a change the write pooler's recommendation calls
+        for (an Event each); the plan to apply and status.tuning."""
+        if not planned.ok or not profile.spec.pooler.auto_tune.enabled:
+            return planned, None
+        previous = report.previous_status.get("tuning")
+        stored = recommendations.tuned_size(profile, report.previous_status)
+        if stored is not None:
+            tuned = planner.plan(
+                recommendations.with_pool_size(profile, stored), facts=cluster_facts
+            )
+            if tuned.ok:
+                planned = tuned
+            else:
+                previous = None
+                report.events.append(
+                    outcome.Event(
+                        "Warning",
+                        outcome.POOL_TUNED,
+                        f"autoTune: default_pool_size {stored} no longer fits "
+                        f"({tuned.problem_text()}); back to the plan's "
+                        f"{planned.budget.default_pool_size}",
+                    )
+                )
+        found = observe.recommendations_of(
+            planned,
+            self._children(planned),
+            previous=report.previous_status.get("recommendations"),
+        )
+        decided = recommendations.tune(
+            profile,
+            previous=previous if isinstance(previous, dict) else None,
+            recommended=found,
+            current=planned.budget.default_pool_size,
+            now=datetime.datetime.now(datetime.UTC),
+            fits=lambda size: (
+                planner.plan(recommendations.with_pool_size(profile, size), facts=cluster_facts).ok
+            ),
+        )
+        if decided.change is not None and decided.size is not None:
+            report.events.append(outcome.Event("Normal", outcome.POOL_TUNED, decided.change))
+            planned = planner.plan(
+                recommendations.with_pool_size(profile, decided.size), facts=cluster_facts
+            )
+        return planned, decided.status
 
     def _children(self, planned: planner.Plan) -> dict[str, Obj]:
         """Our children: owned by the profile, and the retained ones that carry

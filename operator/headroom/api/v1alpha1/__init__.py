@@ -66,7 +66,7 @@ from headroom.api.v1alpha1.images import (
 from headroom.api.v1alpha1.load import DEFAULT_WAIT_PROBABILITY, Load, Users
 from headroom.api.v1alpha1.network import Network
 from headroom.api.v1alpha1.pods import Resources
-from headroom.api.v1alpha1.pooler import PGBOUNCER_VERSION, Pooler
+from headroom.api.v1alpha1.pooler import PGBOUNCER_VERSION, AutoTune, Pooler
 from headroom.api.v1alpha1.profile import (
     API_VERSION,
     GROUP,
@@ -187,6 +187,7 @@ __all__ = [
     "App",
     "AppAlerts",
     "AppMetrics",
+    "AutoTune",
     "Autoscaling",
     "Bucket",
     "BucketCors",

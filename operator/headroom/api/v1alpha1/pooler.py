@@ -13,6 +13,23 @@ from headroom.api.v1alpha1.schema import ConfigKey, ConfigValue, ImageRef, Model
 PGBOUNCER_VERSION = r"^1\.(1[89]|2[0-9])$"
 
 
+class AutoTune(Model):
+    """Apply status.recommendations to the write pooler's default_pool_size."""
+
+    enabled: bool = Field(
+        default=False,
+        description="Size the write pooler's default_pool_size from what its pods observe "
+        "(status.recommendations, medium confidence or better), inside the profile's share "
+        "of the budget; an Event per change. Off: the plan's size.",
+    )
+    max_changes_per_hour: int = Field(
+        default=2,
+        ge=1,
+        le=12,
+        description="At most this many changes in any hour (PgBouncer takes each by RELOAD).",
+    )
+
+
 class Pooler(Model):
     """PgBouncer in front of the primary."""
 
@@ -42,6 +59,11 @@ class Pooler(Model):
         description="pgbouncer.ini [pgbouncer] overrides. Only allowlisted keys; sizing "
         "keys (default_pool_size, reserve_pool_size, max_db_connections, max_client_conn) "
         "pin the planner and must fit the budget.",
+    )
+    auto_tune: AutoTune = Field(
+        default_factory=AutoTune,
+        description="Opt-in: the write pooler's pool follows its observed load (docs/api.md, "
+        "Recommendations). A pinned parameters.default_pool_size is never tuned.",
     )
     exporter_image: Annotated[ImageRef, images.defaulted(images.PGBOUNCER_EXPORTER_IMAGE)] = (
         images.field(
