@@ -485,6 +485,8 @@ class _Planned:
     plan: planner.Plan | None
     error: str = ""
     what_if: str = ""  # the load --users/--rps put in place of the declared one
+    # status.recommendations of a profile read back from the cluster (kubectl get -o yaml)
+    recommended: tuple[str, ...] = ()
 
 
 def what_if(
@@ -538,11 +540,16 @@ def _plan_all(args: argparse.Namespace, facts: planner.Facts) -> list[_Planned]:
     by name when minimums do not fit, as the API server would stamp them)."""
     others = [body for path in args.beside for body in _load_beside(path)]
     users, rps = getattr(args, "users", None), getattr(args, "rps", None)
-    mine, changes = [], {}
+    mine, changes, recommended = [], {}, {}
     for body in _load(args.file):
         changed, change = what_if(body, users=users, rps=rps)
         mine.append(changed)
         changes[_key(body)] = change
+        found_status = body.get("status")
+        entries = found_status.get("recommendations") if isinstance(found_status, dict) else None
+        recommended[_key(body)] = tuple(
+            overview.recommended(e) for e in entries or [] if isinstance(e, dict)
+        )
     if (users is not None or rps is not None) and not any(changes.values()):
         raise InputError(f"--users/--rps: no profile in {args.file} declares spec.load")
     peers: list[server_shares.Peer] = []
@@ -572,7 +579,14 @@ def _plan_all(args: argparse.Namespace, facts: planner.Facts) -> list[_Planned]:
             out.append(_Planned(None, None, error))
             continue
         planned = planner.plan(parsed, facts=dataclasses.replace(facts, grants=grants[key]))
-        out.append(_Planned(parsed, planned, what_if=changes.get(key, "")))
+        out.append(
+            _Planned(
+                parsed,
+                planned,
+                what_if=changes.get(key, ""),
+                recommended=recommended.get(key, ()),
+            )
+        )
     return out
 
 
@@ -585,6 +599,8 @@ def _cmd_plan(args: argparse.Namespace) -> int:
             status = 1
             continue
         text = format_plan(found.plan, what_if=found.what_if)
+        # what the cluster observed, when FILE is a profile read back with its status
+        text += "".join(f"\n{'observed':<20}{line}" for line in found.recommended)
         print(("\n" if index else "") + text, flush=True)
         if not found.plan.ok:
             print(f"error: {found.plan.problem_text()}", file=sys.stderr, flush=True)

@@ -901,7 +901,12 @@ class StartPgBouncer(Protocol):
     ) -> PgBouncer: ...
 
 
-def pooler_plan(
+def pooler_plan(**given: Any) -> planner.Plan:
+    """Headroom's plan for :func:`pooler_profile` (the same arguments)."""
+    return planner.plan(pooler_profile(**given))
+
+
+def pooler_profile(
     *,
     name: str,
     uid: str,
@@ -917,13 +922,13 @@ def pooler_plan(
     reserved_connections: int | None = None,
     read_replicas: Mapping[str, Any] | None = None,
     load: Mapping[str, Any] | None = None,
-) -> planner.Plan:
-    """Headroom's plan for a ScalingProfile ``name``: an app of up to ``max_replicas``
+) -> v1alpha1.ScalingProfile:
+    """A ScalingProfile ``name``: an app of up to ``max_replicas``
     pods with ``pool_per_pod`` connections each, through one transaction-mode
     PgBouncer ``version`` (with ``parameters``), to database ``dbname`` on
     HOST:``port`` (``max_connections``, ``superuser_reserved_connections``), sized from
     ``load`` (spec.load) when given."""
-    profile = v1alpha1.parse_profile(
+    return v1alpha1.parse_profile(
         {
             "apiVersion": "headroom.dev/v1alpha1",
             "kind": "ScalingProfile",
@@ -959,7 +964,6 @@ def pooler_plan(
             },
         }
     )
-    return planner.plan(profile)
 
 
 def ini_for(

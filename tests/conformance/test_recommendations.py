@@ -17,6 +17,7 @@ state ConfigMap's entry that the pass reads (recommendations.for_plan):
 
 from __future__ import annotations
 
+import datetime
 import statistics
 import threading
 from pathlib import Path
@@ -46,8 +47,8 @@ OFFERED = open_loop.Offered(
 NEEDED, _ = queueing.servers_needed(offered_load=RATE * SECONDS, target_wait_probability=TARGET)
 
 
-def _plan(database: servers.AppDatabase, **parameters: str) -> planner.Plan:
-    plan = servers.pooler_plan(
+def _profile(database: servers.AppDatabase, **parameters: str) -> v1alpha1.ScalingProfile:
+    return servers.pooler_profile(
         name="tuned",
         uid="tuned",
         port=database.port,
@@ -59,6 +60,10 @@ def _plan(database: servers.AppDatabase, **parameters: str) -> planner.Plan:
         version=TAG,
         parameters={"stats_period": str(STATS_PERIOD), **parameters},
     )
+
+
+def _plan(database: servers.AppDatabase, **parameters: str) -> planner.Plan:
+    plan = planner.plan(_profile(database, **parameters))
     assert plan.ok, plan.problem_text()
     return plan
 
@@ -151,3 +156,54 @@ def test_the_filled_pool_is_told_to_come_down_to_what_the_load_needs(
     assert all(e["current"] == size for e in entries)
     assert all("lower default_pool_size" in str(e["why"]) for e in entries), entries
     assert NEEDED - 1 <= statistics.median_low(sizes) <= NEEDED + 1, (sizes, loads)
+
+
+def test_auto_tune_converges_on_the_real_pooler(
+    database: servers.AppDatabase,
+    start_pgbouncer: servers.StartPgBouncer,
+    default_pgbouncer: Path,
+) -> None:
+    """autoTune's loop with the real program in it: the pool it last applied (9, under
+    the load) runs the load, the readings go through the pass's reader, autoTune picks
+    a size, the pooler runs that, and the next readings ask for nothing more."""
+    base = _profile(database)
+    pooler = base.spec.pooler.model_copy(
+        update={"auto_tune": v1alpha1.AutoTune(enabled=True, max_changes_per_hour=12)}
+    )
+    tuned = base.model_copy(update={"spec": base.spec.model_copy(update={"pooler": pooler})})
+    previous: dict[str, object] | None = {"defaultPoolSize": 9, "changes": [], "why": ""}
+    sizes = []
+    now = datetime.datetime(2026, 12, 7, 15, 0, tzinfo=datetime.UTC)
+    for step in range(3):
+        size = recommendations.tuned_size(tuned, {"tuning": previous})
+        assert size is not None
+        plan = planner.plan(recommendations.with_pool_size(tuned, size))
+        assert plan.ok and plan.budget.default_pool_size == size
+        sizes.append(size)
+        readings = _readings(database, start_pgbouncer, default_pgbouncer, plan)
+        # what status holds after the run: the readings' median figures, reported
+        middle = sorted(readings, key=lambda seen: seen.offered_load)[len(readings) // 2]
+        entry = pooler_state.Entry(
+            config="h",
+            max_db_connections=size,
+            server_connections=0,
+            at="",
+            observed=middle.report(),
+        ).text()
+        found = recommendations.for_plan(plan, state={"pooler-0": entry}, previous=None)
+        decided = recommendations.tune(
+            tuned,
+            previous=previous,
+            recommended=found,
+            current=size,
+            now=now + datetime.timedelta(minutes=step),
+            fits=lambda n: planner.plan(recommendations.with_pool_size(tuned, n)).ok,
+        )
+        if decided.size is None:
+            break
+        previous = decided.status
+    else:
+        pytest.fail(f"autoTune did not settle: {sizes}")
+    # one change, upwards, to a size that meets the target for the load (14), and no more
+    assert sizes[0] == 9 and len(sizes) == 2, sizes
+    assert sizes[1] >= NEEDED, sizes

@@ -4,10 +4,13 @@ real profiles on the local cluster."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from headroom import cli, overview
 from headroom.planning import recommendations
@@ -204,3 +207,22 @@ def test_the_recommendation_line_in_the_docs_is_what_status_prints() -> None:
     shown = f"  shop/orders: {overview.recommended(entry)}\n"
     docs = (Path(__file__).resolve().parents[2] / "docs" / "api.md").read_text()
     assert shown in docs
+
+
+def test_plan_of_a_profile_read_back_shows_what_the_cluster_observed(tmp_path: Path) -> None:
+    body = yaml.safe_load((Path(__file__).resolve().parents[2] / "examples/shop.yaml").read_text())
+    entry = {
+        "field": "spec.pooler.parameters.default_pool_size",
+        "current": 9,
+        "recommended": 12,
+        "why": "raise default_pool_size to 12 (fits the budget 27)",
+        "confidence": "high",
+    }
+    body["status"] = {"recommendations": [entry]}
+    path = tmp_path / "shop.yaml"
+    path.write_text(yaml.safe_dump(body))
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert cli.main(["plan", str(path)]) == 0
+    last = out.getvalue().rstrip("\n").splitlines()[-1]
+    assert last == f"{'observed':<20}{overview.recommended(entry)}"
