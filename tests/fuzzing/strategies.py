@@ -603,6 +603,11 @@ def pooler_section(draw: st.DrawFn) -> Body:
     keys = draw(st.lists(st.sampled_from(sorted(_PGBOUNCER_VALUES)), max_size=3, unique=True))
     if keys:
         pooler["parameters"] = {key: draw(_PGBOUNCER_VALUES[key]) for key in keys}
+    if draw(st.integers(0, 3)) == 3:
+        tune: Body = {}
+        _maybe(draw, tune, "enabled", st.booleans())
+        _maybe(draw, tune, "maxChangesPerHour", st.sampled_from((1, 2, 12)))
+        pooler["autoTune"] = tune
     return pooler
 
 
