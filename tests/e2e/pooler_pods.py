@@ -123,6 +123,7 @@ class Forwarder:
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._thread.start()
         self._servers: dict[str, list[asyncio.base_events.Server]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
 
     def listen(self, *, owner: str, netns: str | None, port: int, target: Target) -> int:
         """Listen on 127.0.0.1:``port`` (0: a free one) in ``netns`` until
@@ -139,10 +140,14 @@ class Forwarder:
         sock = _in_netns(netns, make)
         bound: int = sock.getsockname()[1]
 
+        def connected(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            # held here: the server keeps only a weak reference to a handler's task
+            task = self._loop.create_task(self._pipe(reader, writer, target))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
         async def serve() -> asyncio.base_events.Server:
-            return await asyncio.start_server(
-                lambda r, w: self._pipe(r, w, target), sock=sock, limit=1 << 16
-            )
+            return await asyncio.start_server(connected, sock=sock, limit=1 << 16)
 
         server = asyncio.run_coroutine_threadsafe(serve(), self._loop).result(30)
         self._servers.setdefault(owner, []).append(server)
@@ -195,8 +200,18 @@ class Forwarder:
             w.close()
 
     def shutdown(self) -> None:
+        """Close every listener and connection, then end the loop's thread."""
         for owner in list(self._servers):
             self.close(owner)
+
+        async def cancel_all() -> None:
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+        with contextlib.suppress(TimeoutError, RuntimeError):
+            asyncio.run_coroutine_threadsafe(cancel_all(), self._loop).result(30)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=10)
 
