@@ -129,10 +129,11 @@ test: deps venv cluster ## everything: lint, unit, conformance, e2e, dependency 
 	$(MAKE) floors
 
 .PHONY: bench
-bench: venv ## benchmarks (pgbench through the poolers vs direct, read-pool eviction, planned vs measured chance of waiting for declared loads); results in bench/results/
+bench: venv cluster ## benchmarks (pgbench through the poolers vs direct, read-pool eviction, planned vs measured chance of waiting for declared loads, a server shared by 20 profiles when a 21st arrives); results in bench/results/
 	$(PY) bench/pooler_bench.py --out bench/results/pooler.md
 	$(PY) bench/readpool_bench.py --out bench/results/readpool.md
 	$(PY) bench/load_bench.py --out bench/results/load.md
+	KUBECONFIG=$(CLUSTER_KUBECONFIG) $(PY) bench/shares_bench.py --out bench/results/shares.md
 
 .PHONY: fuzz
 fuzz: venv cluster ## fuzz the API: $(or $(EXAMPLES),10000) generated profiles judged by the model, the API server and the real programs; bench/results/fuzz.md
