@@ -62,8 +62,6 @@ from typing import Any
 import kube
 from tests.conformance import servers
 
-POOLER_SELECTOR = "app.kubernetes.io/component=pooler"
-SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 CLONE_NEWNET = 0x40000000
 POLL_SECONDS = 0.5
 DEFAULT_UID = 65534  # an image with no USER and a pod with no runAsUser: nobody
