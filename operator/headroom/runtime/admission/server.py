@@ -55,17 +55,24 @@ _TIMINGS: web.AppKey[Any] = web.AppKey("timings")
 _TABLE: web.AppKey[share_table.Table] = web.AppKey("table")
 
 
-def _follow(tables: Any, table: share_table.Table) -> None:
-    """In the child: apply the operator's table updates as they come."""
+def _apply(table: share_table.Table, delta: share_table.Table) -> None:
+    for server, peers in delta.items():
+        if peers:
+            table[server] = peers
+        else:
+            table.pop(server, None)
+
+
+def _follow(tables: Any, table: share_table.Table, loop: asyncio.AbstractEventLoop) -> None:
+    """In the child, on a thread of its own: take the operator's table updates
+    as they come and apply each on the event loop, where the reviews read the
+    table (a review iterates it; a change from this thread meanwhile failed
+    the review with "dictionary changed size during iteration")."""
     while True:
         delta = tables.get()
         if delta is None:
             return
-        for server, peers in delta.items():
-            if peers:
-                table[server] = peers
-            else:
-                table.pop(server, None)
+        loop.call_soon_threadsafe(_apply, table, delta)
 
 
 def _stamp(path: str) -> tuple[int, int]:
@@ -83,9 +90,10 @@ def _serve_forever(where: dict[str, Any], timings: Any, ready: Any, tables: Any)
     addr, port, cert, key = where["addr"], where["port"], where["cert"], where["key"]
     logs.configure(where["log_format"])
     table: share_table.Table = {}
-    threading.Thread(target=_follow, args=(tables, table), daemon=True).start()
 
     async def main() -> None:
+        loop = asyncio.get_running_loop()
+        threading.Thread(target=_follow, args=(tables, table, loop), daemon=True).start()
         app = web.Application(client_max_size=_MAX_BODY)
         app[_TIMINGS] = timings
         app[_TABLE] = table
@@ -103,7 +111,6 @@ def _serve_forever(where: dict[str, Any], timings: Any, ready: Any, tables: Any)
                     raise
                 await asyncio.sleep(0.25)
         stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         ready.set()
