@@ -21,7 +21,7 @@ from typing import Any
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from headroom.planning import admission, server_shares
+from headroom.planning import admission, agentfile, pooler_state, server_shares
 from headroom.reconcile import reconciler, telemetry
 from headroom.runtime import share_table
 from tests import profiles
@@ -52,7 +52,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
 
 @dataclass(frozen=True)
 class Op:
-    verb: str  # create, update, delete, pass, restart, upgrade
+    verb: str  # create, update, delete, pass, restart, upgrade, report (the agents')
     name: str = ""
     variant: str = ""
     created: str = ""
@@ -67,6 +67,7 @@ def _ops() -> st.SearchStrategy[Op]:
         st.builds(Op, st.just("pass"), names),
         st.just(Op("restart")),
         st.just(Op("upgrade")),
+        st.builds(Op, st.just("report"), names),
     )
 
 
@@ -137,6 +138,8 @@ class World:
             passes.run(self.engine, f"default/{op.name}")
         elif op.verb == "restart":
             self.restart()
+        elif op.verb == "report":
+            self.report(op.name)
         elif op.verb == "upgrade":
             # the previous release: statuses that say nothing of what the
             # poolers hold, read by a new operator; the poolers run as they were
@@ -154,11 +157,35 @@ class World:
         postgres_exporter holds."""
         return sum(3 * size + 5 + 3 for size in runs.values())
 
+    def report(self, name: str) -> None:
+        """What the agents of ``name``'s pooler pods do once they have loaded
+        its pgbouncer.ini: each writes its entry into the state ConfigMap (the
+        pool within the new limit), as somebody else's write."""
+        config = self.cluster.find("ConfigMap", f"{name}-pooler-config")
+        state = self.cluster.find("ConfigMap", f"{name}-pooler-state")
+        deployment = self.cluster.find("Deployment", f"{name}-pooler")
+        if config is None or state is None or deployment is None:
+            return
+        ini = config["data"]["pgbouncer.ini"]
+        entry = pooler_state.Entry(
+            config=agentfile.content_hash(ini),
+            max_db_connections=_max_db(ini),
+            server_connections=0,
+            at="2026-01-01T00:00:00Z",
+        )
+        pods = deployment["spec"]["replicas"]
+        data = {f"{name}-pooler-{i}": entry.text() for i in range(pods)}
+        if (state.get("data") or {}) != data:
+            self.cluster.put({**state, "data": data})
+
     def settle(self, rounds: int = 8, *, check: bool = False) -> None:
         """Passes of every profile until a round writes nothing (``check``:
-        what runs fits the server after every pass)."""
+        what runs fits the server after every pass); the agents report what
+        their pods loaded before each round."""
         for _ in range(rounds):
             before = len(self.cluster.writes())
+            for key in self.profile_keys():
+                self.report(key.split("/")[1])
             for key in self.profile_keys():
                 passes.run(self.engine, key)
                 if check:
@@ -191,18 +218,32 @@ class World:
         }
 
     def pool_sizes(self) -> dict[str, int]:
-        """What every pooler pod may open, as its config says (what runs)."""
+        """What every pooler pod may open (what runs): the limit of its config,
+        or the larger one a pod still runs until it has loaded it (its last
+        report at another config)."""
         found = {}
         for key in self.profile_keys():
-            config = self.cluster.find("ConfigMap", f"{key.split('/')[1]}-pooler-config")
-            if config is not None:
-                ini = config["data"]["pgbouncer.ini"]
-                found[key] = next(
-                    int(line.split("=")[1])
-                    for line in ini.splitlines()
-                    if line.startswith("max_db_connections")
-                )
+            name = key.split("/")[1]
+            config = self.cluster.find("ConfigMap", f"{name}-pooler-config")
+            if config is None:
+                continue
+            ini = config["data"]["pgbouncer.ini"]
+            state = self.cluster.find("ConfigMap", f"{name}-pooler-state") or {}
+            stale = [
+                entry.max_db_connections
+                for entry in pooler_state.entries(state.get("data")).values()
+                if entry.config != agentfile.content_hash(ini)
+            ]
+            found[key] = max([_max_db(ini), *stale])
         return found
+
+
+def _max_db(ini: str) -> int:
+    return next(
+        int(line.split("=")[1])
+        for line in ini.splitlines()
+        if line.startswith("max_db_connections")
+    )
 
 
 @given(ops=st.lists(_ops(), max_size=10))
@@ -242,6 +283,20 @@ class World:
         Op("upgrade"),
         Op("create", "b", "weight-2", CREATED[2]),
         Op("pass", "b"),
+        Op("pass", "a"),
+        Op("pass", "b"),
+    ]
+)
+@example(  # a pool grows only once the pods of the one that shrank have confirmed it
+    ops=[
+        Op("create", "a", "transaction", CREATED[0]),
+        Op("pass", "a"),
+        Op("report", "a"),
+        Op("create", "b", "weight-2", CREATED[2]),
+        Op("pass", "a"),
+        Op("pass", "b"),
+        Op("pass", "b"),
+        Op("report", "a"),
         Op("pass", "a"),
         Op("pass", "b"),
     ]

@@ -52,7 +52,7 @@ from fractions import Fraction
 from typing import Any
 
 from headroom.api import v1alpha1
-from headroom.planning import connection_budget, names, planner, servers
+from headroom.planning import agentfile, connection_budget, names, planner, pooler_state, servers
 
 Rank = tuple[int, str, str]
 # rounds of refusals and read-pool caps: each round refuses one more profile
@@ -186,17 +186,28 @@ def _kept_of(
     return found
 
 
-def held_rows(planned: planner.Plan) -> list[tuple[str, int, int]]:
+def held_rows(
+    planned: planner.Plan,
+    *,
+    before: dict[str, Any] | None = None,
+    confirmed: bool = True,
+) -> list[tuple[str, int, int]]:
     """(server, connections, pooled) of what ``planned`` may open on each
-    server once applied: status.budget.held."""
+    server once applied: status.budget.held. Until every running pod of the
+    write pooler has ``confirmed`` the new config, a pool that shrank is held
+    at what ``before`` (the profile's stored body) said it held: its pods may
+    still run the larger size, so nobody else grows into it yet."""
     pooled: dict[str, int] = {}
     for index, demand in enumerate(planned.demands):
         pool = planned.budget if index == 0 or planned.read is None else planned.read.budget
         pooled[demand.server] = pooled.get(demand.server, 0) + pool.server_connections
-    return [
-        (server, connections, pooled.get(server, 0))
-        for server, connections in sorted(planned.holds().items())
-    ]
+    kept = {server: held - pooled.get(server, 0) for server, held in planned.holds().items()}
+    if not confirmed:
+        for row in _held_rows(before):
+            server = str(row["server"])
+            if server in pooled and "pooled" in row:
+                pooled[server] = max(pooled[server], int(row.get("pooled") or 0))
+    return [(server, kept[server] + pooled[server], pooled[server]) for server in sorted(kept)]
 
 
 # -- what runs ----------------------------------------------------------------
@@ -283,13 +294,37 @@ def running(
     return found
 
 
+def confirmed(child_names: names.ChildNames, children: Mapping[str, dict[str, Any]]) -> bool:
+    """Whether every running pod of the write pooler has reported (its state
+    ConfigMap, :mod:`headroom.planning.pooler_state`) that it runs the
+    pgbouncer.ini its ConfigMap holds now, with its server connections
+    within that config's limit. A pod that never reports is not confirmed;
+    a pooler that is not there has nothing to confirm."""
+    config = children.get(f"ConfigMap/{child_names.pooler_config}")
+    deployment = children.get(f"Deployment/{child_names.pooler}")
+    if config is None or deployment is None:
+        return True
+    ini = str((config.get("data") or {}).get("pgbouncer.ini") or "")
+    state = children.get(f"ConfigMap/{child_names.pooler_state}") or {}
+    reports = pooler_state.entries(state.get("data"))
+    at = agentfile.content_hash(ini)
+    status = deployment.get("status") or {}
+    # the pods there are now: the rollout's old ones too
+    pods = max(
+        int(status.get("replicas") or 0), int((deployment.get("spec") or {}).get("replicas") or 0)
+    )
+    return sum(1 for entry in reports.values() if entry.confirmed_at(at)) >= pods
+
+
 def counted(peer: Peer, pools: Mapping[str, int]) -> Peer:
     """``peer`` counted at what its poolers run (``pools``, from
     :func:`running`): on a server where they run, what it keeps there plus
-    them; elsewhere what its status says."""
+    them, and never less than its status says until the running pods have
+    confirmed a shrink (the status keeps the larger size until then, see
+    :func:`held_rows`); elsewhere what its status says."""
     held = dict(peer.recorded)
     for server, pooled in pools.items():
-        held[server] = peer.kept.get(server, 0) + pooled
+        held[server] = max(peer.kept.get(server, 0) + pooled, peer.recorded.get(server, 0))
     return dataclasses.replace(peer, held=held)
 
 

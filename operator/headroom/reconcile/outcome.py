@@ -184,16 +184,21 @@ class Report:
             if err.status != 404:  # deleted meanwhile: nothing to report on
                 raise
 
-    def budget(self, planned: planner.Plan, *, applied: bool = False) -> dict[str, Any]:
+    def budget(
+        self, planned: planner.Plan, *, applied: bool = False, confirmed: bool = True
+    ) -> dict[str, Any]:
         """status.budget of ``planned``; plannedSince kept from the first pass.
         ``applied``: its children were applied, so its poolers hold what it
-        opens; else they hold what the status said before."""
+        opens (a shrink not yet ``confirmed`` by every pod: what they held
+        before); else they hold what the status said before."""
         previous = self.previous_status.get("budget") or {}
         since = str(previous.get("plannedSince") or "")
         if applied:
             held = [
                 status.HeldConnections(server=server, connections=count, pooled=pooled)
-                for server, count, pooled in server_shares.held_rows(planned)
+                for server, count, pooled in server_shares.held_rows(
+                    planned, before={"status": self.previous_status}, confirmed=confirmed
+                )
             ]
             generation = self.generation
         else:

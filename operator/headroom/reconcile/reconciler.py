@@ -400,7 +400,11 @@ class Reconciler:
             [within, *components],
             retry=applied.result.retry,
             **extra,
-            budget=report.budget(planned, applied=True),
+            budget=report.budget(
+                planned,
+                applied=True,
+                confirmed=server_shares.confirmed(planned.names, self._children(planned)),
+            ),
             pooler=applied.pooler_status,
             binding={"name": planned.names.binding},
         )
