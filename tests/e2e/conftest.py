@@ -149,6 +149,21 @@ def namespace(kubectl: kube.Kubectl) -> Iterator[str]:
         yield name
 
 
+@pytest.fixture
+def pooler_agents(kubectl: kube.Kubectl, namespace: str) -> Iterator[Any]:
+    """The namespace's write-pooler pods run here for real (tests/e2e/pooler_pods.py:
+    PgBouncer and its agent), for a test where one profile's pool shrinks so that
+    another's grows: the growth waits until the agents have confirmed the shrink.
+    Nobody connects through them, so no database server is needed; the hosts
+    the tests' profiles name resolve to 127.0.0.1 in them."""
+    import shared_server
+
+    shared_server.needs_root()
+    hosts = ("db", "pg-main", "shared-db", "reports-db")
+    with shared_server.pooler_pods_here(kubectl, namespace, hosts=hosts) as pods:
+        yield pods
+
+
 @pytest.fixture(scope="session")
 def operator(
     kubectl: kube.Kubectl, kubeconfig: str, tmp_path_factory: pytest.TempPathFactory

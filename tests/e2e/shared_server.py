@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import os
 import re
 import subprocess
 import sys
@@ -25,6 +26,7 @@ from typing import Any
 import kube
 import pooler_pods
 import psycopg
+import pytest
 import yaml
 from tests.conformance import servers
 
@@ -56,19 +58,37 @@ def pooler_pods_of(
 ) -> Iterator[pooler_pods.PoolerPods]:
     """The pooler pods of ``namespace`` run here, their database host (HOST)
     resolving to ``pg`` and the API server the one of ``kubectl``."""
+    with pooler_pods_here(kubectl, namespace, hosts=(HOST,), ports=(pg.port,)) as pods:
+        yield pods
+
+
+@contextlib.contextmanager
+def pooler_pods_here(
+    kubectl: kube.Kubectl, namespace: str, *, hosts: tuple[str, ...], ports: tuple[int, ...] = ()
+) -> Iterator[pooler_pods.PoolerPods]:
+    """The pooler pods of ``namespace`` run here: ``hosts`` resolve to
+    127.0.0.1 in them, where ``ports`` (and the API server of ``kubectl``)
+    are reached. Without a database server, the agents still load every
+    config and report it (nobody connects through the poolers)."""
     address = kubectl("config", "view", "--minify", "-o", "jsonpath={.clusters[0].cluster.server}")
     apiserver = int(address.stdout.rsplit(":", 1)[1])
     with pooler_pods.node_dir() as workdir:
         node = pooler_pods.Node(
             kubectl=kubectl,
             apiserver_port=apiserver,
-            hosts=(HOST,),
-            egress_ports=(pg.port, apiserver),
+            hosts=hosts,
+            egress_ports=(*ports, apiserver),
             programs=pooler_pods.default_programs(workdir),
             workdir=workdir,
         )
         with pooler_pods.running(node, namespace) as pods:
             yield pods
+
+
+def needs_root() -> None:
+    """pooler_pods runs each pod in namespaces of its own."""
+    if os.geteuid() != 0:
+        pytest.skip("pooler_pods runs each pooler pod in namespaces of its own: needs root")
 
 
 def planned(documents: list[dict[str, Any]], tmp_path: Path) -> dict[str, int]:

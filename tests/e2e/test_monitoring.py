@@ -221,6 +221,7 @@ def test_app_metrics_off_means_the_same_in_every_apply_plan_and_render(
     kubectl: kube.Kubectl,
     namespace: str,
     tmp_path: Path,
+    pooler_agents: object,  # four profiles on one server: each arrival shrinks the others
 ) -> None:
     """`metrics: {enabled: false}` switches the app's metrics off and a null is
     the default, whether the profile comes by server-side apply, client-side

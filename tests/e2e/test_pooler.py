@@ -435,7 +435,10 @@ def test_server_ca_is_mounted_and_a_missing_one_reported(
 
 
 def test_a_second_profile_on_the_same_server_shares_it_by_weight(
-    operator: operator_process.OperatorProcess, kubectl: kube.Kubectl, namespace: str
+    operator: operator_process.OperatorProcess,
+    kubectl: kube.Kubectl,
+    namespace: str,
+    pooler_agents: object,
 ) -> None:
     kube.apply(kubectl, app_deployment(namespace), credentials(namespace))
     kube.apply(kubectl, _profile(namespace), namespace=namespace)

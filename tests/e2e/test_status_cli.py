@@ -51,6 +51,7 @@ def test_status_groups_profiles_by_server_with_the_right_sums(
     kubectl: kube.Kubectl,
     kubeconfig: str,
     namespace: str,
+    pooler_agents: object,
 ) -> None:
     kube.apply(
         kubectl,

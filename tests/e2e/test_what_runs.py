@@ -5,9 +5,11 @@ accepted plan, and the other profile's plan counts it at what it runs; a
 server found over its budget (a pooler grown while the operator was away) is
 brought back inside it by the shares, and an Event says what was done.
 
-The server is not reachable from kwok's pods: what runs is read from the
-objects the API server holds (the pooler ConfigMap's max_db_connections x the
-Deployment's pods at peak), as the operator reads it.
+What runs is read from the objects the API server holds (the pooler
+ConfigMap's max_db_connections x the Deployment's pods at peak), as the
+operator reads it; the pooler pods run for real (tests/e2e/pooler_pods.py:
+PgBouncer and its agent), so a pool grows only once the agents of the one
+that shrank have confirmed it in their state ConfigMap.
 """
 
 from __future__ import annotations
@@ -104,7 +106,10 @@ def _pooler(kubectl: kube.Kubectl, namespace: str, name: str) -> dict[str, str]:
 
 
 def test_a_refused_change_keeps_what_runs_and_is_counted_as_it_runs(
-    operator: operator_process.OperatorProcess, kubectl: kube.Kubectl, namespace: str
+    operator: operator_process.OperatorProcess,
+    kubectl: kube.Kubectl,
+    namespace: str,
+    pooler_agents: object,
 ) -> None:
     shop = _profile(namespace, "shop")
     # 20 sessions: 10 per pooler pod, 3 pods at peak
@@ -159,7 +164,10 @@ def test_a_refused_change_keeps_what_runs_and_is_counted_as_it_runs(
 
 
 def test_a_server_over_its_budget_is_brought_inside_it(
-    operator: operator_process.OperatorProcess, kubectl: kube.Kubectl, namespace: str
+    operator: operator_process.OperatorProcess,
+    kubectl: kube.Kubectl,
+    namespace: str,
+    pooler_agents: object,
 ) -> None:
     shop, admin = _profile(namespace, "shop"), _profile(namespace, "admin")
     _start(kubectl, namespace, shop, admin)
