@@ -14,7 +14,10 @@ from typing import Any
 
 import yaml
 
+from headroom.api import v1alpha1
+from headroom.planning import planner, server_shares
 from headroom.reconcile import outcome, reconciler, telemetry
+from tests import profiles
 from tests.unit import fake_cluster, passes
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -182,3 +185,37 @@ def test_a_server_over_its_budget_is_brought_inside_it_and_an_event_says_so() ->
     )
     assert f"its poolers go from 120 to {3 * size}, its share" in said[2]
     _settle(cluster, eng)
+
+
+def test_an_unconfirmed_write_pooler_holds_its_primary_not_the_replicas_read_pool() -> None:
+    """A read pool that shrank on a shared replica is held at its new size even
+    while the write pooler's pods have not confirmed their config: that
+    confirmation is about the primary only (a kwok e2e without agents found a
+    second profile never admitted to the room the first's read pool left)."""
+    body = profiles.base(name="reads")
+    body["spec"]["database"]["readLimits"] = False
+    body["spec"]["database"]["readReplicas"] = profiles.external_replicas(
+        {"host": "ro-shared.db.example.com"}
+    )
+    planned = planner.plan(v1alpha1.ScalingProfile.model_validate(body))
+    assert planned.read is not None and len(planned.demands) == 2
+    primary, replica = planned.demands[0].server, planned.demands[1].server
+    fresh = {s: (c, p) for s, c, p in server_shares.held_rows(planned)}
+    # what the status said before: both pools larger by 10
+    before = {
+        "status": {
+            "budget": {
+                "held": [
+                    {"server": s, "connections": c + 10, "pooled": p + 10}
+                    for s, (c, p) in fresh.items()
+                ]
+            }
+        }
+    }
+    rows = {
+        s: (c, p) for s, c, p in server_shares.held_rows(planned, before=before, confirmed=False)
+    }
+    assert rows[primary] == (fresh[primary][0] + 10, fresh[primary][1] + 10)
+    assert rows[replica] == fresh[replica]
+    confirmed = {s: (c, p) for s, c, p in server_shares.held_rows(planned, before=before)}
+    assert confirmed == fresh

@@ -194,18 +194,22 @@ def held_rows(
 ) -> list[tuple[str, int, int]]:
     """(server, connections, pooled) of what ``planned`` may open on each
     server once applied: status.budget.held. Until every running pod of the
-    write pooler has ``confirmed`` the new config, a pool that shrank is held
-    at what ``before`` (the profile's stored body) said it held: its pods may
-    still run the larger size, so nobody else grows into it yet."""
+    write pooler has ``confirmed`` the new config, the write pool, if it
+    shrank, is held on its primary at what ``before`` (the profile's stored
+    body) said it held: its pods may still run the larger size, so nobody
+    else grows into it yet. The write pooler's confirmation says nothing of
+    the read pools on the replicas (their agents report nothing): they are
+    held at their new size."""
     pooled: dict[str, int] = {}
     for index, demand in enumerate(planned.demands):
         pool = planned.budget if index == 0 or planned.read is None else planned.read.budget
         pooled[demand.server] = pooled.get(demand.server, 0) + pool.server_connections
     kept = {server: held - pooled.get(server, 0) for server, held in planned.holds().items()}
-    if not confirmed:
+    if not confirmed and planned.demands:
+        primary = planned.demands[0].server
         for row in _held_rows(before):
             server = str(row["server"])
-            if server in pooled and "pooled" in row:
+            if server == primary and server in pooled and "pooled" in row:
                 pooled[server] = max(pooled[server], int(row.get("pooled") or 0))
     return [(server, kept[server] + pooled[server], pooled[server]) for server in sorted(kept)]
 
