@@ -77,6 +77,7 @@ def test_every_state_reads_the_same_in_kstatus_argo_cd_and_flux(
     kubectl: kube.Kubectl,
     checker: str,
     namespace: str,
+    pooler_agents: object,  # older's pool shrinks for refused's: its agents confirm it
 ) -> None:
     ns = namespace
     apps = ("healthy-web", "older-web", "refused-web")

@@ -14,6 +14,7 @@ that shrank have confirmed it in their state ConfigMap.
 
 from __future__ import annotations
 
+import datetime
 import json
 import re
 from typing import Any
@@ -44,7 +45,19 @@ def _start(kubectl: kube.Kubectl, namespace: str, *bodies: dict[str, Any]) -> No
     kube.apply(kubectl, credentials(namespace), *apps)
     for body in bodies:
         kube.apply(kubectl, body, namespace=namespace)
-        _wait(kubectl, namespace, body["metadata"]["name"], "Ready", "True")
+        name = body["metadata"]["name"]
+        _wait(kubectl, namespace, name, "Ready", "True")
+        # creationTimestamp has whole seconds, and within one the names rank: the
+        # next profile is created in a later second, so it is the newer
+        stored = kube.get_json(kubectl, "scalingprofile", name, "-n", namespace)
+        later = datetime.datetime.fromisoformat(
+            stored["metadata"]["creationTimestamp"]
+        ) + datetime.timedelta(seconds=1)
+        kube.wait_for(
+            lambda at=later: datetime.datetime.now(datetime.UTC) >= at,
+            timeout=5,
+            what=f"a second later than {name}'s creation",
+        )
 
 
 def _profile_status(kubectl: kube.Kubectl, namespace: str, name: str) -> dict[str, Any]:
