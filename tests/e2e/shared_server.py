@@ -91,6 +91,19 @@ def needs_root() -> None:
         pytest.skip("pooler_pods runs each pooler pod in namespaces of its own: needs root")
 
 
+@contextlib.contextmanager
+def server_for_pods(databases: list[str]) -> Iterator[servers.Postgres]:
+    """:func:`server` for a test whose pooler pods run here (pooler_pods); the
+    test is skipped, saying why, where they or Postgres cannot run."""
+    needs_root()
+    try:
+        servers.find_tools()
+    except servers.ToolsMissingError as err:
+        pytest.skip(str(err))
+    with server(databases) as pg:
+        yield pg
+
+
 def planned(documents: list[dict[str, Any]], tmp_path: Path) -> dict[str, int]:
     """Each profile's share as `headroom plan` prints it for ``documents``."""
     path = tmp_path / "apps.yaml"

@@ -10,7 +10,6 @@ by RELOAD (the same pod, no container restarted).
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 from collections.abc import Iterator
@@ -36,13 +35,7 @@ POOL = re.compile(r"^default_pool_size\s*=\s*(\d+)", re.M)
 
 @pytest.fixture
 def postgres() -> Iterator[servers.Postgres]:
-    if os.geteuid() != 0:
-        pytest.skip("pooler_pods runs each pooler pod in namespaces of its own: needs root")
-    try:
-        servers.find_tools()
-    except servers.ToolsMissingError as err:
-        pytest.skip(str(err))
-    with shared_server.server([NAME]) as pg:
+    with shared_server.server_for_pods([NAME]) as pg:
         yield pg
 
 

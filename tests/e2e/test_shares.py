@@ -14,7 +14,6 @@ restarted.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -38,13 +37,7 @@ CLIENTS = {"orders": 30, "web": 14, "admin": 16, "reports": 6, "billing": 8}
 
 @pytest.fixture
 def postgres() -> Iterator[servers.Postgres]:
-    if os.geteuid() != 0:
-        pytest.skip("pooler_pods runs each pooler pod in namespaces of its own: needs root")
-    try:
-        servers.find_tools()
-    except servers.ToolsMissingError as err:
-        pytest.skip(str(err))
-    with shared_server.server(list(CLIENTS)) as pg:
+    with shared_server.server_for_pods(list(CLIENTS)) as pg:
         yield pg
 
 
