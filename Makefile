@@ -125,7 +125,7 @@ floors: deps venv ## unit + Postgres-client tests on the lowest dependency versi
 .PHONY: test
 test: deps venv cluster ## everything: lint, unit, conformance, e2e, dependency floors
 	$(MAKE) lint
-	KUBECONFIG=$(CLUSTER_KUBECONFIG) $(PY) -m pytest tests
+	KUBECONFIG=$(CLUSTER_KUBECONFIG) $(PY) -m pytest --durations=40 tests
 	$(MAKE) floors
 
 .PHONY: bench
