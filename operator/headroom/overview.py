@@ -193,10 +193,11 @@ def _num(value: int | None) -> str:
 
 def recommended(entry: dict[str, Any]) -> str:
     """One status.recommendations entry in a line: the field, from what to what,
-    the confidence, and why."""
+    its kind and confidence, and why."""
+    kind = f"{entry['kind']}, " if entry.get("kind") else ""
     return (
         f"recommend {entry.get('field', '?')} {entry.get('current', '?')} -> "
-        f"{entry.get('recommended', '?')} ({entry.get('confidence', '?')} confidence): "
+        f"{entry.get('recommended', '?')} ({kind}{entry.get('confidence', '?')} confidence): "
         f"{entry.get('why', '')}"
     )
 

@@ -211,6 +211,7 @@ def test_figures_from_pgbouncer_rows_of_the_app_database() -> None:
         {
             "database": "app",
             "user": "app",
+            "cl_active": 12,
             "cl_waiting": 3,
             "sv_active": 9,
             "sv_idle": 0,
@@ -221,6 +222,7 @@ def test_figures_from_pgbouncer_rows_of_the_app_database() -> None:
         {
             "database": "app",
             "user": "other",
+            "cl_active": 2,
             "cl_waiting": 1,
             "sv_active": 1,
             "sv_idle": 2,
@@ -244,14 +246,22 @@ def test_figures_from_pgbouncer_rows_of_the_app_database() -> None:
         max_wait_seconds=1.5,
         servers_active=10,
         servers_idle=3,
+        # as the clients see it: the wait included, and every client connection
+        client_seconds_per_transaction=0.39,
+        clients_open=18,
     )
     assert found.offered_load == pytest.approx(8.0)
+    assert found.clients_in_transaction == pytest.approx(32 * 0.39)
     assert recommendations.figures_from_show(stats=stats, pools=pools, database="x") is None
 
 
 def test_the_report_round_trips_and_bad_values_are_named() -> None:
     seen = figures(clients_waiting=2, max_wait_seconds=0.25)
     assert recommendations.PoolFigures.from_report(seen.report()) == seen
+    client = figures(client_seconds_per_transaction=0.3, clients_open=7)
+    assert recommendations.PoolFigures.from_report(client.report()) == client
+    with pytest.raises(ValueError, match=r"observed\.clientsOpen must be a whole number"):
+        recommendations.PoolFigures.from_report(client.report() | {"clientsOpen": 0.5})
     bad = seen.report() | {"clientsWaiting": "2"}
     with pytest.raises(ValueError, match=r"observed\.clientsWaiting"):
         recommendations.PoolFigures.from_report(bad)
@@ -310,6 +320,7 @@ def test_figures_move_materially_only_past_the_band(after: dict[str, Any], moved
 def _rec(current: int, proposed: int, **more: Any) -> recommendations.Recommendation:
     return recommendations.Recommendation(
         parameter="default_pool_size",
+        kind=more.pop("kind", "RaiseServerPool" if proposed > current else "LowerServerPool"),
         current=current,
         proposed=proposed,
         needed=more.pop("needed", proposed),
@@ -330,7 +341,7 @@ def test_combine_raises_for_the_busiest_pod_and_lowers_only_when_all_agree() -> 
 def test_settle_keeps_the_last_recommendation_inside_its_band() -> None:
     first = recommendations.settle(None, _rec(10, 20, reason="raise to 20: 100 tx/s"))
     assert first is not None and first["recommended"] == 20
-    assert set(first) == {"field", "current", "recommended", "why", "confidence"}
+    assert set(first) == {"kind", "field", "current", "recommended", "why", "confidence"}
     # 21 and 22 are within max(1, 10 % of 20) = 2: the status stays as it was
     for near in (21, 22, 18):
         assert recommendations.settle(first, _rec(10, near, reason="other figures")) == first
@@ -338,6 +349,11 @@ def test_settle_keeps_the_last_recommendation_inside_its_band() -> None:
     assert moved_on is not None and moved_on["recommended"] == 23
     # the other way, or after the pool changed: a new entry
     assert recommendations.settle(first, _rec(30, 22)) != first
+    # another kind (the budget became the limit), or an entry of before kinds: a new one
+    over = recommendations.settle(first, _rec(10, 21, kind="ServerPoolOverBudget"))
+    assert over is not None and over["kind"] == "ServerPoolOverBudget"
+    old = {k: v for k, v in first.items() if k != "kind"}
+    assert recommendations.settle(old, _rec(10, 21)) == {**first, "recommended": 21, "why": "to 21"}
     assert recommendations.settle(first, None) is None
 
 
@@ -615,3 +631,156 @@ def test_auto_tune_converges_without_oscillation(load: float, start: int) -> Non
     assert all(s > 0 for s in steps) or all(s < 0 for s in steps) or not steps, sizes
     worst = load * 1.1
     assert size >= worst or queueing.erlang_c(servers=size, offered_load=load) <= target, sizes
+
+
+def _app_plan(**overrides: Any) -> planner.Plan:
+    """2 write-pooler pods, the app's floor 2 pods of 20, a small load at a 20 % target."""
+    body = profiles.base(
+        **{"app.poolSizePerPod": 20},
+        load={
+            "peakRequestsPerSecond": 32,
+            "databaseSecondsPerRequest": 0.05,
+            "waitProbability": 0.2,
+        },
+    )
+    for path, value in overrides.items():
+        profiles.set_path(body["spec"], path, value)
+    return planner.plan(v1alpha1.parse_profile(body))
+
+
+def _app_entry(plan: planner.Plan, **pods: recommendations.PoolFigures) -> dict[str, Any] | None:
+    found = observe.recommendations_of(plan, _state(plan, **pods), previous=None)
+    app = [e for e in found if e["field"] == "spec.app.poolSizePerPod"]
+    for entry in app:
+        status.RecommendationStatus.model_validate(entry)  # what the CRD holds
+    return app[0] if app else None
+
+
+def test_an_idle_app_pool_is_lowered_to_what_erlang_c_needs_on_the_floor() -> None:
+    # each pooler pod: 20 transactions/s x 0.1 s as the clients see it = 2 in a
+    # transaction; 2 pods: 4, over the app's floor of 2 pods: 2 erlangs on each, which
+    # 4 connections carry within 20 % (published: 2 erlangs wait 44.4 % at 3, 17.4 % at 4)
+    plan = _app_plan()
+    assert queueing.erlang_c(servers=4, offered_load=2) == pytest.approx(0.1739, abs=5e-5)
+    busy = figures(
+        transactions_per_second=20.0,
+        seconds_per_transaction=0.08,
+        client_seconds_per_transaction=0.1,
+        clients_open=16,
+    )
+    entry = _app_entry(plan, a=busy, b=busy)
+    assert entry is not None
+    assert (entry["kind"], entry["current"], entry["recommended"]) == ("LowerAppPool", 20, 4)
+    assert "the app's pool is 90% idle: lower poolSizePerPod to 4" in entry["why"]
+    assert "40 transactions/s x 0.1 s" in entry["why"]
+    assert (
+        "2 on each of the app's floor of 2 pods of 20 (32 client connections open on the 2 "
+        "pooler pods that report)" in entry["why"]
+    )
+    # one pod reported (the other not yet): its figures stand for both
+    alone = _app_entry(plan, a=busy)
+    assert alone is not None and alone["recommended"] == 4
+    # 7 is under twice the 4 it needs: no swing
+    assert _app_entry(_app_plan(**{"app.poolSizePerPod": 7}), a=busy, b=busy) is None
+    # an agent that reports no client-side figures: nothing said of the app's pool
+    old = figures(transactions_per_second=20.0, seconds_per_transaction=0.08)
+    assert _app_entry(plan, a=old, b=old) is None
+
+
+def test_the_app_pool_is_never_lowered_below_what_the_declared_load_needs() -> None:
+    # 400 requests/s x 0.05 s = 20 erlangs over the floor of 2 pods: 10 on each
+    plan = _app_plan(**{"app.poolSizePerPod": 40, "load.peakRequestsPerSecond": 400})
+    assert plan.app_load_pool is not None and plan.app_load_pool.staffing is not None
+    declared = plan.app_load_pool.staffing.needed
+    assert declared == 14  # published: 10 erlangs wait 17.41 % at 14, 28.53 % at 13
+    quiet = figures(
+        transactions_per_second=2.0,
+        seconds_per_transaction=0.05,
+        client_seconds_per_transaction=0.05,
+    )
+    entry = _app_entry(plan, a=quiet, b=quiet)
+    assert entry is not None and entry["recommended"] == declared
+    assert "spec.load needs 14" in entry["why"]
+
+
+def test_auto_tune_never_applies_the_app_pool_or_max_connections() -> None:
+    profile = _tuned_profile()
+    for field in ("spec.app.poolSizePerPod", "spec.database.maxConnections"):
+        entry = _entry_of(20, 4) | {"field": field}
+        done = recommendations.tune(
+            profile, previous=None, recommended=[entry], current=10, now=NOW, fits=lambda _: True
+        )
+        assert (done.change, done.size) == (None, None)
+
+
+def test_max_connections_is_the_limit_says_what_the_plan_needs() -> None:
+    # max_connections 40 - 3 superuser - 5 reservedConnections - 3 for postgres_exporter
+    # = 29 over 3 pooler pods at peak: 9 each (the load's small pool has no reserve);
+    # 10 erlangs on a pod need 14 at 20 % (published: 17.41 %)
+    plan = _app_plan(**{"database.maxConnections": 40})
+    budget = plan.budget
+    assert (budget.available, budget.pooler_pods_at_peak, budget.reserve_pool_size) == (29, 3, 0)
+    seen = figures(transactions_per_second=100.0, seconds_per_transaction=0.1)
+    found = observe.recommendations_of(plan, _state(plan, a=seen), previous=None)
+    by_kind = {e["kind"]: e for e in found}
+    for entry in found:
+        status.RecommendationStatus.model_validate(entry)
+    assert by_kind["ServerPoolOverBudget"]["recommended"] == 9
+    limit = by_kind["MaxConnectionsLimit"]
+    # 14 + the reserve the plan keeps at that size (1) = 15 per pod x 3 pods = 45, 16
+    # more than the 29 available
+    assert (limit["field"], limit["current"], limit["recommended"]) == (
+        "spec.database.maxConnections",
+        40,
+        56,
+    )
+    assert "max_connections is the limit: the plan needs 56 (now 40)" in limit["why"]
+    assert "14 server connections per pooler pod + 1 reserve" in limit["why"]
+    assert "= 45, 16 more than the 29 available" in limit["why"]
+    # what it says holds: at 56 the plan takes a pool of 14 per pod, at 55 it does not
+    pin = {"pooler.parameters": {"default_pool_size": "14"}}
+    assert _app_plan(**{"database.maxConnections": 56}, **pin).problems == ()
+    assert _app_plan(**{"database.maxConnections": 55}, **pin).problems != ()
+    # inside the budget: no such entry
+    fits = figures(transactions_per_second=50.0, seconds_per_transaction=0.1)
+    kinds = {
+        e["kind"] for e in observe.recommendations_of(plan, _state(plan, a=fits), previous=None)
+    }
+    assert "MaxConnectionsLimit" not in kinds
+    # the clients' own pools are the limit (10 pods x 1): not max_connections
+    small = _app_plan(**{"database.maxConnections": 40, "app.poolSizePerPod": 1})
+    found = observe.recommendations_of(small, _state(small, a=seen), previous=None)
+    assert "MaxConnectionsLimit" not in {e["kind"] for e in found}
+
+
+@given(
+    rate=st.floats(min_value=0, max_value=2000),
+    client_seconds=st.floats(min_value=0, max_value=2),
+    size=st.integers(min_value=1, max_value=200),
+    floor=st.integers(min_value=1, max_value=8),
+)
+def test_an_app_pool_recommendation_only_ever_lowers_and_meets_the_target(
+    rate: float, client_seconds: float, size: int, floor: int
+) -> None:
+    plan = planner.plan(
+        v1alpha1.parse_profile(
+            profiles.base(**{"app.poolSizePerPod": size, "app.replicas": {"min": floor, "max": 10}})
+        )
+    )
+    seen = figures(
+        transactions_per_second=rate,
+        seconds_per_transaction=0.0,
+        client_seconds_per_transaction=client_seconds,
+    )
+    found = recommendations.app_pool(
+        [seen], plan=plan, target_wait_probability=v1alpha1.DEFAULT_WAIT_PROBABILITY
+    )
+    per_pod = rate * client_seconds * plan.pooler.instances / floor
+    if found is None:
+        return
+    assert 1 <= found.proposed < size and found.proposed * 2 <= size
+    if per_pod > 0:
+        assert (
+            queueing.erlang_c(servers=found.proposed, offered_load=per_pod)
+            <= v1alpha1.DEFAULT_WAIT_PROBABILITY
+        )

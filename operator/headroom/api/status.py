@@ -213,9 +213,23 @@ class ConvergedStatus(_Status):
     )
 
 
+# status.recommendations[].kind: what a recommendation says, stable for tools to match on
+RecommendationKind = Literal[
+    "RaiseServerPool",  # raise the write pooler's default_pool_size: it fits the budget
+    "ServerPoolOverBudget",  # the load needs more server connections than the budget
+    "LowerServerPool",  # the server pool is at least twice what the load needs
+    "MaxConnectionsLimit",  # the server's max_connections is what limits: the plan needs more
+    "LowerAppPool",  # the app's client pool is mostly idle: lower spec.app.poolSizePerPod
+]
+
+
 class RecommendationStatus(_Status):
     """One change the pooler's own figures call for (see docs/api.md, Recommendations)."""
 
+    kind: RecommendationKind = Field(
+        description="What it says: RaiseServerPool, ServerPoolOverBudget, LowerServerPool, "
+        "MaxConnectionsLimit or LowerAppPool."
+    )
     field: str = Field(max_length=256, description="The spec field to change.")
     current: int = Field(ge=0, description="Its value in the plan that runs.")
     recommended: int = Field(ge=0, description="The value the observed load calls for.")

@@ -206,7 +206,7 @@ def _reserve_for(per_pod: int, *, session: bool, pinned: dict[str, int]) -> int:
     return 0 if session else min(5, per_pod // 10)
 
 
-def _per_pod_for(pool: int, *, session: bool, pinned: dict[str, int]) -> int:
+def per_pod_for(pool: int, *, session: bool, pinned: dict[str, int]) -> int:
     """The fewest server connections per pod whose plan has a pool of
     ``pool`` (the reserve on top grows with the connections per pod)."""
     per_pod = pool
@@ -221,7 +221,7 @@ def pool_range(given: BudgetInput) -> tuple[PoolRange, list[Problem]]:
     pods = given.pooler_instances + ROLLOUT_EXTRA_PODS
     pinned, session = given.pinned, given.session_mode
     demand = sum(c.connections for c in given.clients)
-    per_pod = partial(_per_pod_for, session=session, pinned=pinned)
+    per_pod = partial(per_pod_for, session=session, pinned=pinned)
     if "max_db_connections" in pinned:
         low = high = pinned["max_db_connections"]
         field = f"{given.pooler_field}.parameters.max_db_connections"
@@ -399,7 +399,7 @@ def compute(given: BudgetInput) -> tuple[ConnectionBudget, list[Problem]]:
         if "reserve_pool_size" not in pinned:
             # the reserve of the pool's own connections per pod, as pool_range counts it
             # (not of all the room), so alone or sharing the server it plans the same
-            own = _per_pod_for(pool, session=False, pinned=pinned) - pool
+            own = per_pod_for(pool, session=False, pinned=pinned) - pool
             reserve = max(0, min(own, per_pod - pool))
     else:
         # No more server connections than clients could ever ask for.

@@ -12,7 +12,12 @@ the fewest server connections whose chance of waiting meets the target.
 :func:`recommend` compares that with the pool the pod has and the most the budget lets
 it have, and says what to change with the figures behind it: raise the pool (it fits the
 budget), the budget is the limit (by how much), or lower an idle pool. A proposed size
-is never above the budget.
+is never above the budget. When the server's room is what limits it,
+:func:`max_connections` says what ``max_connections`` the plan needs; from the same
+figures, with the transactions' time as the clients see it (``avg_xact_time``, the wait
+included) and their connections (``cl_active`` + ``cl_waiting``), :func:`app_pool` says
+when the app's own client pool is mostly idle and how far to lower it. Each has a stable
+kind (api.status.RecommendationKind); only the server pool's is ever applied (autoTune).
 
 Waiting clients are expected at a target chance of waiting above 0; a snapshot counts
 beyond the averages only when the model at the pool's size cannot explain it (a queue
@@ -41,11 +46,13 @@ import math
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Literal
 
-from headroom.api import v1alpha1
-from headroom.planning import planner, pooler_state, queueing
+from headroom.api import status, v1alpha1
+from headroom.planning import connection_budget, planner, pooler_state, queueing
 
 POOL_SIZE = "default_pool_size"
 FIELD = "spec.pooler.parameters.default_pool_size"
+APP_POOL_FIELD = "spec.app.poolSizePerPod"
+MAX_CONNECTIONS_FIELD = "spec.database.maxConnections"
 # lower only when the pool is at least this many times what the load needs (hysteresis)
 LOWER_WHEN_OVER = 2
 # a queue or a wait the model gives less than this chance is one the averages miss
@@ -81,15 +88,33 @@ class PoolFigures:
     max_wait_seconds: float  # maxwait + maxwait_us
     servers_active: int  # sv_active
     servers_idle: int  # sv_idle + sv_used (connected, not serving a client)
+    # avg_xact_time, its wait for a server included: how long a client connection is
+    # inside a transaction (None: from an agent that does not report it)
+    client_seconds_per_transaction: float | None = None
+    clients_open: int | None = None  # cl_active + cl_waiting: the clients' connections
 
     def __post_init__(self) -> None:
-        for name in ("clients_waiting", "servers_active", "servers_idle"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must not be negative")
-        for name in ("transactions_per_second", "seconds_per_transaction", "max_wait_seconds"):
+        for name in ("clients_waiting", "servers_active", "servers_idle", "clients_open"):
             value = getattr(self, name)
-            if not value >= 0 or math.isinf(value):  # NaN too
+            if value is not None and value < 0:
+                raise ValueError(f"{name} must not be negative")
+        for name in (
+            "transactions_per_second",
+            "seconds_per_transaction",
+            "max_wait_seconds",
+            "client_seconds_per_transaction",
+        ):
+            value = getattr(self, name)
+            if value is not None and (not value >= 0 or math.isinf(value)):  # NaN too
                 raise ValueError(f"{name} must be a finite number >= 0")
+
+    @property
+    def clients_in_transaction(self) -> float | None:
+        """Little's law on the client side: the client connections inside a
+        transaction on average, waiting for a server or holding one."""
+        if self.client_seconds_per_transaction is None:
+            return None
+        return self.transactions_per_second * self.client_seconds_per_transaction
 
     @property
     def offered_load(self) -> float:
@@ -100,7 +125,7 @@ class PoolFigures:
 
     def report(self) -> dict[str, float | int]:
         """The figures as the agent writes them (JSON, camelCase like the rest)."""
-        return {
+        found: dict[str, float | int] = {
             "transactionsPerSecond": round(self.transactions_per_second, 3),
             "secondsPerTransaction": round(self.seconds_per_transaction, 6),
             "clientsWaiting": self.clients_waiting,
@@ -108,11 +133,18 @@ class PoolFigures:
             "serversActive": self.servers_active,
             "serversIdle": self.servers_idle,
         }
+        if self.client_seconds_per_transaction is not None:
+            found["clientSecondsPerTransaction"] = round(self.client_seconds_per_transaction, 6)
+        if self.clients_open is not None:
+            found["clientsOpen"] = self.clients_open
+        return found
 
     @classmethod
     def from_report(cls, found: Mapping[str, Any]) -> PoolFigures:
         """The figures of one report; ValueError naming the key that is missing or wrong."""
         numbers: dict[str, float] = {}
+        # the client-side figures are optional: an agent of an older release has none
+        optional = ("clientSecondsPerTransaction", "clientsOpen")
         for key in (
             "transactionsPerSecond",
             "secondsPerTransaction",
@@ -120,14 +152,19 @@ class PoolFigures:
             "maxWaitSeconds",
             "serversActive",
             "serversIdle",
+            *optional,
         ):
             value = found.get(key)
+            if value is None and key in optional:
+                continue
             if isinstance(value, bool) or not isinstance(value, int | float):
                 raise ValueError(f"{REPORT_KEY}.{key} must be a number, not {value!r}")
             numbers[key] = value
-        for key in ("clientsWaiting", "serversActive", "serversIdle"):
-            if numbers[key] != int(numbers[key]):
+        for key in ("clientsWaiting", "serversActive", "serversIdle", "clientsOpen"):
+            if key in numbers and numbers[key] != int(numbers[key]):
                 raise ValueError(f"{REPORT_KEY}.{key} must be a whole number")
+        client = numbers.get("clientSecondsPerTransaction")
+        clients = numbers.get("clientsOpen")
         return cls(
             transactions_per_second=float(numbers["transactionsPerSecond"]),
             seconds_per_transaction=float(numbers["secondsPerTransaction"]),
@@ -135,6 +172,8 @@ class PoolFigures:
             max_wait_seconds=float(numbers["maxWaitSeconds"]),
             servers_active=int(numbers["serversActive"]),
             servers_idle=int(numbers["serversIdle"]),
+            client_seconds_per_transaction=None if client is None else float(client),
+            clients_open=None if clients is None else int(clients),
         )
 
 
@@ -162,6 +201,10 @@ def figures_from_show(
         max_wait_seconds=oldest,
         servers_active=sum(int(p.get("sv_active") or 0) for p in mine),
         servers_idle=sum(int(p.get("sv_idle") or 0) + int(p.get("sv_used") or 0) for p in mine),
+        client_seconds_per_transaction=float(row["avg_xact_time"]) / 1e6,
+        clients_open=sum(
+            int(p.get("cl_active") or 0) + int(p.get("cl_waiting") or 0) for p in mine
+        ),
     )
 
 
@@ -200,7 +243,7 @@ def figures_from_state(
     return found
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class PoolObservation(PoolFigures):
     """One pooler pod's figures for the app's pool, and what the plan allows it."""
 
@@ -230,7 +273,9 @@ class Recommendation:
     needed: int  # the fewest connections that meet the target, observed load
     fits_budget: bool  # whether ``needed`` fits; ``proposed`` always does
     reason: str
+    kind: status.RecommendationKind
     confidence: Confidence = "medium"
+    field: str = FIELD  # the spec field it changes
 
 
 def confidence(
@@ -243,7 +288,11 @@ def confidence(
     measured fact ("high"); else the transactions one stats period averaged over."""
     if unexplained:
         return "high"
-    samples = observed.transactions_per_second * stats_period_seconds
+    return _sampled(observed.transactions_per_second, stats_period_seconds=stats_period_seconds)
+
+
+def _sampled(transactions_per_second: float, *, stats_period_seconds: int) -> Confidence:
+    samples = transactions_per_second * stats_period_seconds
     if samples >= HIGH_CONFIDENCE_SAMPLES:
         return "high"
     return "medium" if samples >= MEDIUM_CONFIDENCE_SAMPLES else "low"
@@ -303,8 +352,10 @@ def recommend(
     )
     target = f"{target_wait_probability:.3g}"
     size = observed.pool_size
+    kind: status.RecommendationKind
     if needed > size:
         proposed = min(needed, observed.budget)
+        kind = "RaiseServerPool" if needed <= observed.budget else "ServerPoolOverBudget"
         if needed <= observed.budget:
             reason = (
                 f"raise {POOL_SIZE} to {proposed} (fits the budget {observed.budget}): "
@@ -320,6 +371,7 @@ def recommend(
             )
     elif not waited and size >= LOWER_WHEN_OVER * max(needed, 1) and size > 1:
         proposed = max(needed, 1)
+        kind = "LowerServerPool"
         servers = observed.servers_active + observed.servers_idle
         idle = f"{observed.servers_idle / servers:.0%}" if servers else "all"
         reason = (
@@ -336,6 +388,7 @@ def recommend(
             needed=needed,
             fits_budget=needed <= observed.budget,
             reason=reason,
+            kind=kind,
             confidence=confidence(
                 observed, unexplained=unexplained, stats_period_seconds=stats_period_seconds
             ),
@@ -360,18 +413,20 @@ def settle(
     previous: Mapping[str, Any] | None, fresh: Recommendation | None
 ) -> dict[str, Any] | None:
     """``status.recommendations[]``'s entry: ``previous`` (as status holds it) while
-    ``fresh`` goes the same way to a size within :data:`SETTLE_SHARE` (and one
-    connection) of it, else ``fresh`` shaped for status; None when there is none."""
+    ``fresh`` is of its kind and field and goes the same way to a size within
+    :data:`SETTLE_SHARE` (and one connection) of it, else ``fresh`` shaped for status;
+    None when there is none."""
     if fresh is None:
         return None
     shaped = {
-        "field": FIELD,
+        "kind": fresh.kind,
+        "field": fresh.field,
         "current": fresh.current,
         "recommended": fresh.proposed,
         "why": fresh.reason[:WHY_MAX],
         "confidence": fresh.confidence,
     }
-    if not previous or previous.get("field") != FIELD:
+    if not previous or previous.get("field") != fresh.field or previous.get("kind") != fresh.kind:
         return shaped
     try:
         before, was = int(previous["recommended"]), int(previous["current"])
@@ -431,9 +486,145 @@ def for_plan(
         )
         for pod, found in seen.items()
     }
-    before = next((p for p in previous or () if p.get("field") == FIELD), None)
-    entry = settle(before, combine(per_pod))
-    return [entry] if entry is not None else []
+    server = combine(per_pod)
+    fresh = [
+        server,
+        None if server is None else max_connections(plan, server=server),
+        app_pool(
+            seen.values(),
+            plan=plan,
+            target_wait_probability=target,
+            stats_period_seconds=period,
+        ),
+    ]
+    held = {p.get("field"): p for p in previous or ()}
+    found = [settle(held.get(rec.field), rec) for rec in fresh if rec is not None]
+    return [entry for entry in found if entry is not None]
+
+
+def max_connections(plan: planner.Plan, *, server: Recommendation) -> Recommendation | None:
+    """ "max_connections is the limit: the plan needs Z", beside a server-pool
+    recommendation the budget cannot hold when the server's room is what limits it
+    (not the clients' own pools, nor a declared spec.database.share.maximum): the
+    ``max_connections`` at which every pooler pod at the rollout's peak gets what the
+    load needs plus its reserve, the rest of the server kept as it is (what is
+    reserved, the read fallback, and the other profiles' shares there)."""
+    budget = plan.budget
+    pods = budget.pooler_pods_at_peak
+    room = max(budget.available, 0) // pods - budget.reserve_pool_size
+    if server.fits_budget or server.needed <= room or server.needed > budget.client_demand:
+        return None
+    # the reserve grows with the connections per pod as the plan counts it (never less
+    # than the plan's own)
+    per_pod = max(
+        connection_budget.per_pod_for(server.needed, session=False, pinned={}),
+        server.needed + budget.reserve_pool_size,
+    )
+    short = per_pod * pods - budget.available
+    share = plan.database.share.maximum
+    if short <= 0 or (share is not None and per_pod * pods > share):
+        return None
+    needed = budget.max_connections + short
+    others = ", the other profiles on this server keeping their shares" if budget.shared else ""
+    reason = (
+        f"max_connections is the limit: the plan needs {needed} (now "
+        f"{budget.max_connections}): {server.needed} server connections per pooler pod + "
+        f"{per_pod - server.needed} reserve, x {pods} pooler pods at peak (one more during a "
+        f"rolling update) = {per_pod * pods}, {short} more than the {budget.available} "
+        f"available{others}; raise the server's max_connections and {MAX_CONNECTIONS_FIELD} "
+        f"with it (the observed load: {server.reason})"
+    )
+    return Recommendation(
+        parameter="max_connections",
+        current=budget.max_connections,
+        proposed=needed,
+        needed=needed,
+        fits_budget=False,
+        reason=reason,
+        kind="MaxConnectionsLimit",
+        confidence=server.confidence,
+        field=MAX_CONNECTIONS_FIELD,
+    )
+
+
+def app_pool(
+    seen: Iterable[PoolFigures],
+    *,
+    plan: planner.Plan,
+    target_wait_probability: float,
+    stats_period_seconds: int = STATS_PERIOD_SECONDS,
+) -> Recommendation | None:
+    """ "The app's pool is idle N %: lower poolSizePerPod to Y", from what the write
+    pooler sees of the app's clients; None when the pool is not at least
+    :data:`LOWER_WHEN_OVER` times what they need.
+
+    The estimator: a client connection is in use by the app while it is inside a
+    transaction, waiting for a server or holding one (transaction mode, one statement
+    outside ``BEGIN`` being a transaction of its own), so by Little's law the app's
+    connections in use are, per pooler pod, its transactions per second times
+    ``avg_xact_time`` (the wait included), summed over the pooler's ``instances``
+    (the pods' mean times the instances: a gone pod's report counts once at most).
+    They spread over the app's floor (``replicas.min``: the fewest pods that carry it,
+    so the most per pod), and Erlang C at the profile's target gives the fewest per
+    app pod, never fewer than spec.load needs (admission would refuse it), nor than 1.
+
+    Its limits, all of which make it err towards a larger pool except the first: an app
+    that checks a connection out and holds it between separate statements
+    (node-postgres ``pool.connect()`` without a transaction) uses it longer than the
+    pooler sees; the workers' transactions through the same pooler count as the app's;
+    more app pods than the floor each need fewer; the averages are a stats period's.
+    The pooler cannot see a request waiting in the app pod for its own pool, so it
+    never recommends raising the app's pool: spec.load's check does (planning.load_sizing).
+    autoTune never applies it: the app's pool is the user's.
+    """
+    seen = list(seen)
+    clients = [(f.transactions_per_second, f.clients_in_transaction) for f in seen]
+    known = [(rate, busy) for rate, busy in clients if busy is not None]
+    if not known:
+        return None
+    instances = max(plan.pooler.instances, 1)
+    in_use = sum(busy for _, busy in known) / len(known) * instances
+    rate = sum(r for r, _ in known) / len(known) * instances
+    floor = max(plan.app.min_replicas, 1)
+    per_pod = in_use / floor
+    size = plan.app.pool_size_per_pod
+    needed, _ = queueing.servers_needed(
+        offered_load=min(per_pod, queueing.MAX_OFFERED_LOAD),
+        target_wait_probability=target_wait_probability,
+    )
+    staffing = plan.app_load_pool.staffing if plan.app_load_pool else None
+    declared = staffing.needed if staffing else 0
+    proposed = max(needed, declared, 1)
+    if size <= proposed or size < LOWER_WHEN_OVER * proposed:
+        return None
+    opened = [f.clients_open for f in seen if f.clients_open is not None]
+    workers = any(q.database_pool_size for q in plan.queues)
+    reason = (
+        f"the app's pool is {1 - per_pod / size:.0%} idle: lower poolSizePerPod to "
+        f"{proposed}: {rate:.3g} transactions/s x {in_use / rate if rate else 0:.3g} s "
+        f"(a server's wait included) = {in_use:.3g} client connections in a transaction "
+        f"on average over {instances} pooler pods"
+        + (" (the workers' transactions counted too)" if workers else "")
+        + f", {per_pod:.3g} on each of the app's floor of {floor} pods of {size}"
+        + (
+            f" ({sum(opened)} client connections open on the {len(opened)} pooler pods that report)"
+            if opened
+            else ""
+        )
+        + f"; {needed} meet a chance of waiting of {target_wait_probability:.3g}"
+        + (f", spec.load needs {declared}" if declared > needed else "")
+    )
+    return Recommendation(
+        parameter="poolSizePerPod",
+        current=size,
+        proposed=proposed,
+        needed=proposed,
+        fits_budget=True,
+        reason=reason,
+        kind="LowerAppPool",
+        confidence=_sampled(rate, stats_period_seconds=stats_period_seconds),
+        field=APP_POOL_FIELD,
+    )
 
 
 @dataclasses.dataclass(frozen=True)
