@@ -70,6 +70,14 @@ def set_path(root: dict[str, Any], dotted: str, value: Any) -> None:
 _DELETE = object()
 
 
+def queue_with_load(*, pool: int = 1, most: int = 10, **load: Any) -> dict[str, Any]:
+    """spec.cache (``jobs``, 128Mi) and one queue ``mail`` whose workers (at most
+    ``most``, ``pool`` database connections each) declare ``load``."""
+    queue = {"name": "mail", "redis": "jobs", "listName": "mail", "image": "w:1"}
+    queue |= {"replicas": {"min": 1, "max": most}, "databasePoolSize": pool, "load": load}
+    return {"cache": instance(memory="128Mi"), "queues": [queue]}
+
+
 def instance(**fields: Any) -> dict[str, Any]:
     """spec.cache with one queue instance ``jobs`` carrying ``fields``."""
     return {"instances": [{"name": "jobs", "use": "queue", **fields}]}
@@ -294,6 +302,17 @@ BAD: list[tuple[str, dict[str, Any], str]] = [
         # the app alone fits (50 of 89): the queue tips it over and is named
         "spec.queues[0].replicas.max: app ceiling 10 pods x 5 connections per pod + worker mail "
         "ceiling 30 pods x 2 connections per pod = 110 session connections > 89 available",
+    ),
+    (
+        "queue-database-time-longer-than-the-job",
+        queue_with_load(peakJobsPerSecond=5, secondsPerJob=0.2, databaseSecondsPerJob=0.5),
+        # the model's message and the CRD rule's (spec.queues[]) share this
+        "].load.secondsPerJob",
+    ),
+    (
+        "queue-database-time-without-a-pool",
+        queue_with_load(pool=0, peakJobsPerSecond=5, secondsPerJob=0.2, databaseSecondsPerJob=0.1),
+        "].databasePoolSize > 0",
     ),
     (
         "too-many-pooler-pods",

@@ -425,10 +425,6 @@ def _metrics_rows(plan: planner.Plan) -> list[tuple[str, str]]:
     ]
 
 
-def _mebibytes(size: int) -> str:
-    return f"{size / 1024**2:.0f}Mi"
-
-
 def _scaling_rows(plan: planner.Plan) -> list[tuple[str, str]]:
     """Redis instances, queue workers and the app's autoscaling, one row each."""
     rows = []
@@ -445,7 +441,7 @@ def _scaling_rows(plan: planner.Plan) -> list[tuple[str, str]]:
         rows.append(
             (
                 f"redis {r.name}",
-                f"{r.use}, {r.eviction_policy}, maxmemory {_mebibytes(r.maxmemory_bytes)} of "
+                f"{r.use}, {r.eviction_policy}, maxmemory {r.maxmemory_text} of "
                 f"{r.memory}, {topology}, {persistence}",
             )
         )

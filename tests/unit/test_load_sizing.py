@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from headroom import cli
 from headroom.api import v1alpha1
-from headroom.planning import planner, queueing
+from headroom.planning import load_report, load_sizing, planner, queueing
 from headroom.reconcile import outcome
 from tests import profiles
 
@@ -119,6 +119,40 @@ def test_workers_keep_their_whole_pools_beside_the_load() -> None:
     # 3 workers x 2 = 6 connections whose load is not declared: 3 more on each pooler pod
     assert plan.budget.undeclared_per_pod == 3
     assert plan.budget.default_pool_size == 25 + 3
+
+
+def test_workers_that_declare_their_database_time_count_as_load_not_as_a_ceiling() -> None:
+    queue = {"name": "mail", "redis": "jobs", "listName": "mail", "image": "w:1"}
+    queue |= {"replicas": {"min": 1, "max": 3}, "databasePoolSize": 2}
+    # 40 jobs/s, each 0.5 s in a worker and 0.05 s on a connection: 2 busy on average
+    queue["load"] = {
+        "peakJobsPerSecond": 40,
+        "secondsPerJob": 0.5,
+        "concurrencyPerPod": 10,
+        "databaseSecondsPerJob": 0.05,
+    }
+    plan = _plan(**GYM, cache=profiles.instance(), queues=[queue], load=SEED_003)
+    assert plan.ok, plan.problem_text()
+    assert plan.budget.undeclared_per_pod == 0
+    # the requests' 33.1 and the jobs' 2 on one pool: 17.5 busy on each of 2 pooler pods
+    busy = (4000 / 6.05 * 0.05 + 2) / 2
+    needed, _ = queueing.servers_needed(offered_load=busy, target_wait_probability=0.05)
+    assert plan.budget.default_pool_size == needed
+    # fewer than the 25 + 3 the same workers' ceiling keeps (the test above), more than
+    # the requests' 25 alone
+    assert 25 < needed < 28
+    rows = dict(load_report.rows(plan))
+    assert rows["server pool"].startswith(f"{needed} per pooler pod, 17.5 busy on each of 2")
+    assert "the workers' jobs' 2 busy included" in rows["server pool"]
+    # a refusal names the jobs in the load
+    tight = _plan(
+        **GYM,
+        **{"database.maxConnections": 60},
+        cache=profiles.instance(),
+        queues=[queue],
+        load=SEED_003,
+    )
+    assert "x 0.05 s + 2 for the workers' jobs = 35.1 connections busy" in tight.problem_text()
 
 
 def test_session_mode_checks_the_app_pool_and_keeps_the_session_rule() -> None:
@@ -315,3 +349,110 @@ def test_status_says_what_plan_says_of_the_load(capsys: pytest.CaptureFixture[st
     assert shown["poolerPool"].startswith("25 per pooler pod, 16.5 busy on each of 2 pooler")
     # without a load, no such section (nothing changes for the profiles that have none)
     assert "load" not in outcome.budget_status(_plan(**GYM), since="")
+
+
+def _queue(**load: Any) -> dict[str, Any]:
+    """spec.cache and one queue ``mail`` that declares its jobs (at most 7 workers)."""
+    return profiles.queue_with_load(most=load.pop("max", 7), **load)
+
+
+# 50 jobs/s x 0.2 s = 10 slots busy: published Erlang C, 14 slots wait 17.41 %, 13 28.53 %
+JOBS = {"peakJobsPerSecond": 50, "secondsPerJob": 0.2, "concurrencyPerPod": 2}
+AT_20 = {**SEED_003, "waitProbability": 0.2}
+
+
+def test_workers_slots_are_sized_by_erlang_c_and_a_short_fleet_is_refused() -> None:
+    plan = _plan(**GYM, load=AT_20, **_queue(**JOBS))
+    assert plan.ok, plan.problem_text()
+    (workers,) = plan.worker_loads
+    assert (workers.slots, workers.pool.staffing and workers.pool.staffing.needed) == (14, 14)
+    assert workers.pods_needed == 7
+    assert workers.text() == (
+        "mail: 50 jobs/s x 0.2 s = 10 slots busy on average; 7 pods x 2 = 14 slots: 17% "
+        "chance a job waits, mean wait 8.7 ms (fewest for 20%: 14 slots, 7 pods)"
+    )
+    # 6 pods of 2: 12 slots, 2 short of the 14 the target needs
+    short = _plan(**GYM, load=AT_20, **_queue(**JOBS, max=6))
+    assert [p.field for p in short.problems] == ["spec.queues[0].replicas.max"]
+    assert "needs 14 slots (7 pods of 2), 2 more" in short.problem_text()
+
+
+def test_plan_names_workers_and_redis_memory_among_the_bottlenecks(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    body = profiles.base(**GYM, load=AT_20, **_queue(**JOBS))
+    body["spec"]["queues"].append(
+        {"name": "thumbs", "redis": "jobs", "listName": "t", "image": "w:1"}
+    )
+    path = tmp_path / "gym.yaml"
+    path.write_text(yaml.safe_dump(body))
+    assert cli.main(["plan", str(path)]) == 0
+    rows = dict(
+        (line[:20].strip(), line[20:].strip()) for line in capsys.readouterr().out.splitlines()
+    )
+    # the slots carry up to capacity(14) / 0.2 s jobs/s within 20 %: a factor of the peak,
+    # as the app's limits are (the jobs taken to grow with the requests)
+    most = load_sizing.capacity(servers=14, target_wait_probability=0.2) / 0.2
+    found = rows["first bottleneck"].split("; then ")
+    worker = next(f for f in found if f.startswith("workers mail"))
+    assert worker.startswith(
+        f"workers mail (spec.queues[0].replicas.max 7 x concurrencyPerPod 2): up to {most:.0f} "
+        f"jobs/s ({most / 50:.2f}x the peak) at 20%"
+    )
+    factors = [float(f.split("(")[-1].split("x the peak")[0]) for f in found]
+    assert factors == sorted(factors)
+    assert rows["first bottleneck"].endswith("; workers thumbs: no spec.queues[].load declared")
+    # nothing declares what the app keeps in Redis: no invented estimate
+    assert rows["redis memory"] == (
+        "not declared (no bytes per user or job in spec.load): jobs (queue: maxmemory 96Mi, "
+        "noeviction when full)"
+    )
+
+
+def test_workers_are_checked_without_an_app_load_at_the_default_target() -> None:
+    plan = _plan(**_queue(**JOBS, max=9))
+    assert plan.load is None and plan.ok, plan.problem_text()
+    (workers,) = plan.worker_loads
+    assert workers.load.target_wait_probability == v1alpha1.DEFAULT_WAIT_PROBABILITY
+    # 10 erlangs within 5 %: 17 slots (16 leave 5.7 %)
+    assert queueing.erlang_c(servers=16, offered_load=10) > 0.05
+    assert queueing.erlang_c(servers=17, offered_load=10) <= 0.05
+    shown = dict(load_report.rows(plan))
+    assert set(shown) == {"workers", "first bottleneck", "redis memory"}
+    assert "(fewest for 5%: 17 slots, 9 pods)" in shown["workers"]
+    # 8 pods of 2: 16 slots, one short
+    short = _plan(**_queue(**JOBS, max=8))
+    assert "needs 17 slots (9 pods of 2), 1 more" in short.problem_text()
+    # what status holds of it
+    found = outcome.budget_status(plan, since="")["load"]
+    assert set(found) == {"workers", "firstBottleneck", "redisMemory"}
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    jobs=st.floats(min_value=0.1, max_value=500, allow_nan=False),
+    seconds=st.floats(min_value=0.01, max_value=5, allow_nan=False),
+    concurrency=st.integers(1, 20),
+    pods=st.integers(1, 60),
+)
+def test_workers_fit_exactly_when_their_slots_meet_the_target(
+    jobs: float, seconds: float, concurrency: int, pods: int
+) -> None:
+    checked = load_sizing.workers(
+        queue="q",
+        index=0,
+        spec=v1alpha1.QueueLoad(
+            peak_jobs_per_second=jobs, seconds_per_job=seconds, concurrency_per_pod=concurrency
+        ),
+        max_pods=pods,
+        target=0.05,
+    )
+    busy = jobs * seconds
+    meets = pods * concurrency > busy and (
+        queueing.erlang_c(servers=pods * concurrency, offered_load=busy) <= 0.05
+    )
+    assert checked.fits == meets
+    if checked.pods_needed is not None:
+        # the fewest pods: one fewer would not meet it
+        assert checked.pods_needed * concurrency >= checked.pool.staffing.needed  # type: ignore[union-attr]
+        assert (checked.pods_needed - 1) * concurrency < checked.pool.staffing.needed  # type: ignore[union-attr]

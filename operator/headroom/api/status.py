@@ -87,30 +87,44 @@ class ReadBudgetStatus(_Status):
     )
 
 
-_LOAD_TEXT_MAX = 1024
+LOAD_TEXT_MAX = 1024
 
 
 class LoadStatus(_Status):
     """spec.load against the plan, as ``headroom plan`` says it (see docs/api.md)."""
 
-    offered: str = Field(
-        max_length=_LOAD_TEXT_MAX, description="The peak: rate x time = connections busy."
+    offered: str | None = Field(
+        default=None,
+        max_length=LOAD_TEXT_MAX,
+        description="The peak: rate x time = connections busy.",
     )
-    target: str = Field(max_length=_LOAD_TEXT_MAX, description="The accepted chance of waiting.")
-    app_pool: str = Field(
-        default="",
-        max_length=_LOAD_TEXT_MAX,
+    target: str | None = Field(
+        default=None, max_length=LOAD_TEXT_MAX, description="The accepted chance of waiting."
+    )
+    app_pool: str | None = Field(
+        default=None,
+        max_length=LOAD_TEXT_MAX,
         description="The app pod's pool against the peak: its chance of waiting.",
     )
-    pooler_pool: str = Field(
-        default="",
-        max_length=_LOAD_TEXT_MAX,
+    pooler_pool: str | None = Field(
+        default=None,
+        max_length=LOAD_TEXT_MAX,
         description="Each pooler pod's server pool against the peak: its chance of waiting.",
     )
-    first_bottleneck: str = Field(
-        default="",
-        max_length=_LOAD_TEXT_MAX,
+    first_bottleneck: str | None = Field(
+        default=None,
+        max_length=LOAD_TEXT_MAX,
         description="How far the peak may grow before each limit breaks, first first.",
+    )
+    workers: str | None = Field(
+        default=None,
+        max_length=LOAD_TEXT_MAX,
+        description="Each queue's worker slots against its declared jobs (spec.queues[].load).",
+    )
+    redis_memory: str | None = Field(
+        default=None,
+        max_length=LOAD_TEXT_MAX,
+        description="Redis memory: not estimated (no load declares bytes), each maxmemory.",
     )
 
 
@@ -233,9 +247,7 @@ class RecommendationStatus(_Status):
     field: str = Field(max_length=256, description="The spec field to change.")
     current: int = Field(ge=0, description="Its value in the plan that runs.")
     recommended: int = Field(ge=0, description="The value the observed load calls for.")
-    why: str = Field(
-        max_length=_LOAD_TEXT_MAX, description="The figures behind it, and the budget."
-    )
+    why: str = Field(max_length=LOAD_TEXT_MAX, description="The figures behind it, and the budget.")
     confidence: Literal["low", "medium", "high"] = Field(
         description="high: a measured wait the averages cannot explain, or averages over "
         "400+ transactions; medium: 25+; low: fewer."
@@ -251,7 +263,7 @@ class TuningStatus(_Status):
         max_length=12,
         description="When it changed within the hour before its last change (RFC 3339).",
     )
-    why: str = Field(default="", max_length=_LOAD_TEXT_MAX, description="The figures behind it.")
+    why: str = Field(default="", max_length=LOAD_TEXT_MAX, description="The figures behind it.")
 
 
 class ScalingProfileStatus(_Status):

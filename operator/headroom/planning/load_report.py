@@ -16,62 +16,101 @@ LABELS = {
     "wait target": "target",
     "app pool": "appPool",
     "server pool": "poolerPool",
+    "workers": "workers",
     "first bottleneck": "firstBottleneck",
+    "redis memory": "redisMemory",
 }
 
 
 def rows(plan: planner.Plan) -> list[tuple[str, str]]:
-    """spec.load: the peak, each pool against it, and how far it may grow."""
+    """spec.load: the peak, each pool against it, the workers against their jobs, and
+    how far each may grow; Redis memory, which no load declares, said as such."""
     load, b = plan.load, plan.budget
-    if load is None:
+    if load is None and not plan.worker_loads:
         return []
-    target = load.target_wait_probability
-    rows = [
-        ("load", load.describe()),
-        ("wait target", f"{load.target_text} chance a request waits for a connection"),
-    ]
-    limits: list[tuple[str, int, int]] = []
-    app = plan.app_load_pool
-    if app is not None:
-        rows.append(("app pool", _pool_text(app, size=plan.app.pool_size_per_pod, load=load)))
-        limits.append(
-            (
-                f"app pool (spec.app.poolSizePerPod {plan.app.pool_size_per_pod} on "
-                f"{app.pods} pods)",
-                plan.app.pool_size_per_pod,
-                app.pods,
+    rows: list[tuple[str, str]] = []
+    found: list[load_sizing.Limit] = []
+    if load is not None:
+        rows += [
+            ("load", load.describe()),
+            ("wait target", f"{load.target_text} chance a request waits for a connection"),
+        ]
+        limits: list[tuple[str, int, int]] = []
+        app = plan.app_load_pool
+        if app is not None:
+            rows.append(("app pool", _pool_text(app, size=plan.app.pool_size_per_pod, load=load)))
+            limits.append(
+                (
+                    f"app pool (spec.app.poolSizePerPod {plan.app.pool_size_per_pod} on "
+                    f"{app.pods} pods)",
+                    plan.app.pool_size_per_pod,
+                    app.pods,
+                )
             )
-        )
-    server = b.load_pool
-    if server is not None:
-        size = b.default_pool_size - b.undeclared_per_pod
-        text = _pool_text(server, size=size, load=load)
-        if b.undeclared_per_pod:
-            text += f"; + {b.undeclared_per_pod} for the workers' pools"
-        rows.append(("server pool", text))
-        room = b.available // b.pooler_pods_at_peak - b.undeclared_per_pod
-        limits.append(
-            (
-                f"database (max_connections {b.max_connections}: {room} per pooler pod)",
-                room,
-                server.pods,
+        found += load_sizing.headroom(load=load, limits=limits)
+        server = b.load_pool
+        if server is not None:
+            # the requests and the jobs that declare their database time, on one pool
+            both = load.with_jobs(planner.job_loads(plan.queues))
+            size = b.default_pool_size - b.undeclared_per_pod
+            text = _pool_text(server, size=size, load=both)
+            if both.jobs_offered_load:
+                text += f"; the workers' jobs' {both.jobs_offered_load:.3g} busy included"
+            if b.undeclared_per_pod:
+                text += f"; + {b.undeclared_per_pod} for the workers' pools"
+            rows.append(("server pool", text))
+            room = b.available // b.pooler_pods_at_peak - b.undeclared_per_pod
+            found += load_sizing.headroom(
+                load=both,
+                limits=[
+                    (
+                        f"database (max_connections {b.max_connections}: {room} per pooler pod)",
+                        room,
+                        server.pods,
+                    )
+                ],
             )
-        )
-    elif plan.pooler.pool_mode == "session":
-        rows.append(("server pool", "session mode: the app's pools are the server connections"))
-    found = load_sizing.headroom(load=load, limits=limits)
+        elif plan.pooler.pool_mode == "session":
+            rows.append(("server pool", "session mode: the app's pools are the server connections"))
+    if plan.worker_loads:
+        rows.append(("workers", "; ".join(w.text() for w in plan.worker_loads)))
+        found += [w.limit() for w in plan.worker_loads]
+    undeclared = [q.name for q in plan.queues if q.load is None]
     if found:
+        target = (
+            load.target_wait_probability
+            if load
+            else plan.worker_loads[0].load.target_wait_probability
+        )
         rows.append(
             (
                 "first bottleneck",
                 "; then ".join(
-                    f"{limit.what}: up to {limit.requests_per_second:.0f} requests/s "
-                    f"({limit.factor(load):.2f}x the peak) at {load_sizing.percent(target)}"
-                    for limit in found
+                    f"{limit.what}: up to {limit.rate:.0f} {limit.unit} "
+                    f"({limit.factor:.2f}x the peak) at {load_sizing.percent(target)}"
+                    for limit in sorted(found, key=lambda limit: limit.factor)
+                )
+                + (
+                    f"; workers {', '.join(undeclared)}: no spec.queues[].load declared"
+                    if undeclared
+                    else ""
                 ),
             )
         )
+    if plan.redis:
+        rows.append(("redis memory", _redis_text(plan)))
     return rows
+
+
+def _redis_text(plan: planner.Plan) -> str:
+    """Redis memory as a bottleneck: not estimated, since nothing declares what the app
+    keeps there per user, request or job; the maxmemory each instance has, and its
+    policy when full (a cache evicts, a queue's and counters' noeviction refuses writes)."""
+    each = ", ".join(
+        f"{r.name} ({r.use}: maxmemory {r.maxmemory_text}, {r.eviction_policy} when full)"
+        for r in plan.redis
+    )
+    return f"not declared (no bytes per user or job in spec.load): {each}"
 
 
 def _pool_text(pool: load_sizing.PoolCheck, *, size: int, load: load_sizing.Load) -> str:
@@ -80,7 +119,7 @@ def _pool_text(pool: load_sizing.PoolCheck, *, size: int, load: load_sizing.Load
         return f"{size} per {pool.what}, {busy}: the queue grows without bound"
     waiting = queueing.erlang_c(servers=size, offered_load=pool.busy_per_pod)
     wait = queueing.mean_wait_seconds(
-        servers=size, offered_load=pool.busy_per_pod, seconds_per_request=load.seconds_per_request
+        servers=size, offered_load=pool.busy_per_pod, seconds_per_request=load.mean_seconds
     )
     text = (
         f"{size} per {pool.what}, {busy}: {load_sizing.percent(waiting)} chance of waiting, "

@@ -23,6 +23,8 @@ Pure: called by the planner and the budget.
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from headroom.api import v1alpha1
@@ -43,21 +45,50 @@ class Load:
     target_wait_probability: float
     users: int = 0  # given as users (else a rate)
     think_seconds: float = 0.0
+    # the workers' jobs that declare their database time (spec.queues[].load), which
+    # share the pooler's server pool with the requests: their rate and busy connections
+    jobs_per_second: float = 0.0
+    jobs_offered_load: float = 0.0
 
     @property
     def offered_load(self) -> float:
-        return queueing.offered_load(
-            arrivals_per_second=self.requests_per_second,
-            seconds_per_request=self.seconds_per_request,
+        return (
+            queueing.offered_load(
+                arrivals_per_second=self.requests_per_second,
+                seconds_per_request=self.seconds_per_request,
+            )
+            + self.jobs_offered_load
         )
+
+    @property
+    def mean_seconds(self) -> float:
+        """The mean time a connection is held, requests and jobs together."""
+        return self.offered_load / (self.requests_per_second + self.jobs_per_second)
 
     def describe(self) -> str:
         rate = f"{_number(self.requests_per_second)} requests/s"
         if self.users:
             rate = f"{self.users} users thinking {_number(self.think_seconds)} s (at most {rate})"
+        jobs = (
+            f" + {_number(self.jobs_offered_load)} for the workers' jobs"
+            if self.jobs_offered_load
+            else ""
+        )
         return (
-            f"{rate} x {_number(self.seconds_per_request)} s = "
+            f"{rate} x {_number(self.seconds_per_request)} s{jobs} = "
             f"{_number(self.offered_load)} connections busy on average"
+        )
+
+    def with_jobs(self, queues: Iterable[tuple[v1alpha1.QueueLoad, int]]) -> Load:
+        """This load with the database time of ``queues`` (their load, and their
+        databasePoolSize) that declare it, on the same server pool."""
+        declared = [q for q, pool in queues if pool and q.database_seconds_per_job is not None]
+        return dataclasses.replace(
+            self,
+            jobs_per_second=sum(q.peak_jobs_per_second for q in declared),
+            jobs_offered_load=sum(
+                q.peak_jobs_per_second * (q.database_seconds_per_job or 0.0) for q in declared
+            ),
         )
 
     @property
@@ -178,36 +209,140 @@ def capacity(*, servers: int, target_wait_probability: float) -> float:
 
 @dataclass(frozen=True)
 class Limit:
-    """How far the declared load may grow before one limit breaks."""
+    """How far a declared load may grow before one limit breaks."""
 
     what: str  # "app pool (spec.app.poolSizePerPod 10)"
-    requests_per_second: float  # the largest peak this limit carries within the target
-
-    def factor(self, load: Load) -> float:
-        return self.requests_per_second / load.requests_per_second
+    rate: float  # the largest peak this limit carries within the target
+    factor: float  # that peak over the declared one
+    unit: str = "requests/s"
 
 
 def headroom(*, load: Load, limits: list[tuple[str, int, int]]) -> list[Limit]:
     """``limits``: (what, connections per pod, pods the load spreads over) -> the largest
     rate each carries within the target, lowest (the first bottleneck) first."""
-    found = [
-        Limit(
-            what=what,
-            requests_per_second=capacity(
-                servers=servers, target_wait_probability=load.target_wait_probability
-            )
+    found = []
+    for what, servers, pods in limits:
+        # the requests and any jobs on the pool taken to grow together
+        factor = (
+            capacity(servers=servers, target_wait_probability=load.target_wait_probability)
             * pods
-            / load.seconds_per_request,
+            / load.offered_load
         )
-        for what, servers, pods in limits
-    ]
-    return sorted(found, key=lambda limit: limit.requests_per_second)
+        found.append(Limit(what=what, rate=factor * load.requests_per_second, factor=factor))
+    return sorted(found, key=lambda limit: limit.factor)
+
+
+@dataclass(frozen=True)
+class WorkerCheck:
+    """One queue's worker slots (replicas.max x concurrencyPerPod) against its jobs.
+
+    Every free slot takes the next job from the one Redis list, so the slots are one
+    M/M/s queue of ``slots`` servers; at peak the workers are taken at their ceiling (an
+    autoscaler on the backlog gets there, the backlog growing meanwhile)."""
+
+    queue: str
+    index: int  # in spec.queues
+    load: Load  # the jobs, as a rate: requests_per_second = jobs/s
+    pods: int  # replicas.max
+    concurrency: int
+    pool: PoolCheck  # the slots, as one pool
+
+    @property
+    def slots(self) -> int:
+        return self.pods * self.concurrency
+
+    @property
+    def fits(self) -> bool:
+        return self.pool.fits
+
+    @property
+    def pods_needed(self) -> int | None:
+        staffing = self.pool.staffing
+        return None if staffing is None else -(-staffing.needed // self.concurrency)
+
+    def limit(self) -> Limit:
+        """How far the jobs may grow before the slots break (as a factor of the peak)."""
+        rate = (
+            capacity(servers=self.slots, target_wait_probability=self.load.target_wait_probability)
+            / self.load.seconds_per_request
+        )
+        return Limit(
+            what=f"workers {self.queue} (spec.queues[{self.index}].replicas.max {self.pods} x "
+            f"concurrencyPerPod {self.concurrency})",
+            rate=rate,
+            factor=rate / self.load.requests_per_second,
+            unit="jobs/s",
+        )
+
+    def _head(self) -> str:
+        return (
+            f"{_number(self.load.requests_per_second)} jobs/s x "
+            f"{_number(self.load.seconds_per_request)} s = {_number(self.pool.busy_per_pod)} "
+            f"slots busy on average; {self.pods} pods x {self.concurrency} = {self.slots} slots"
+        )
+
+    def text(self) -> str:
+        """The slots against the jobs: the chance a job waits, what would do."""
+        busy = self.pool.busy_per_pod
+        head = f"{self.queue}: {self._head()}"
+        if self.slots <= busy:
+            return f"{head}: the backlog grows without bound"
+        waiting = queueing.erlang_c(servers=self.slots, offered_load=busy)
+        wait = queueing.mean_wait_seconds(
+            servers=self.slots, offered_load=busy, seconds_per_request=self.load.seconds_per_request
+        )
+        text = f"{head}: {percent(waiting)} chance a job waits, mean wait {_seconds(wait)}"
+        if self.pool.staffing is not None:
+            text += (
+                f" (fewest for {self.load.target_text}: {self.pool.staffing.needed} slots, "
+                f"{self.pods_needed} pods)"
+            )
+        return text
+
+    def shortfall(self) -> str:
+        """Why the slots do not carry the jobs (for the refusal)."""
+        if self.pool.staffing is None:
+            return f"{self._head()}: more jobs at once than any worker fleet is sized for"
+        needed = self.pool.staffing.needed
+        return (
+            f"{self._head()}: a {self.load.target_text} chance that a job waits needs "
+            f"{needed} slots ({self.pods_needed} pods of {self.concurrency}), "
+            f"{needed - self.slots} more"
+        )
+
+
+def workers(
+    *, queue: str, index: int, spec: v1alpha1.QueueLoad, max_pods: int, target: float
+) -> WorkerCheck:
+    """A queue's worker slots against its declared jobs, at ``target`` (spec.load's, or
+    the default chance of waiting)."""
+    jobs = Load(
+        field=f"spec.queues[{index}].load.peakJobsPerSecond",
+        requests_per_second=spec.peak_jobs_per_second,
+        seconds_per_request=spec.seconds_per_job,
+        target_wait_probability=target,
+    )
+    slots = max_pods * spec.concurrency_per_pod
+    pool = check(load=jobs, what="worker slot", pods=1, budget=slots)
+    return WorkerCheck(
+        queue=queue,
+        index=index,
+        load=jobs,
+        pods=max_pods,
+        concurrency=spec.concurrency_per_pod,
+        pool=pool,
+    )
 
 
 def percent(probability: float) -> str:
     """Two significant digits: 0.05 -> "5%", 0.0394 -> "3.9%", 0.00012 -> "0.012%"."""
     value = probability * 100
     return "100%" if value >= 99.5 else f"{value:.2g}%"
+
+
+def _seconds(value: float) -> str:
+    """A wait: "0.19 ms" below a second, "2.5 s" above."""
+    return f"{value * 1000:.2g} ms" if value < 1 else f"{value:.2g} s"
 
 
 def _number(value: float) -> str:

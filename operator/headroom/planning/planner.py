@@ -161,6 +161,11 @@ class RedisPlan:
     # HA: the master refuses writes with fewer connected replicas (0: standalone, or off)
     min_replicas_to_write: int
 
+    @property
+    def maxmemory_text(self) -> str:
+        """maxmemory in whole mebibytes, as plan and status print it ("96Mi")."""
+        return f"{self.maxmemory_bytes / 1024**2:.0f}Mi"
+
 
 @dataclass(frozen=True)
 class QueuePlan:
@@ -181,6 +186,7 @@ class QueuePlan:
     cpu_utilization: int
     scaler: str  # "keda" | "hpa"
     database_read_pool_size: int = 0
+    load: v1alpha1.QueueLoad | None = None  # its jobs at peak (spec.queues[].load)
 
 
 @dataclass(frozen=True)
@@ -224,6 +230,8 @@ class Plan:
     # budget's load_pool)
     load: load_sizing.Load | None = None
     app_load_pool: load_sizing.PoolCheck | None = None
+    # each queue that declares its jobs (spec.queues[].load): its slots against them
+    worker_loads: tuple[load_sizing.WorkerCheck, ...] = ()
     # where the servers' own metrics come from (None: spec.database.metrics off)
     database_metrics: database_metrics.DatabaseMetricsPlan | None = None
 
@@ -484,6 +492,30 @@ def _redis_plans(
     return tuple(plans), problems
 
 
+def _declares_database_time(queue: QueuePlan) -> bool:
+    return queue.load is not None and queue.load.database_seconds_per_job is not None
+
+
+def job_loads(queues: tuple[QueuePlan, ...]) -> list[tuple[v1alpha1.QueueLoad, int]]:
+    """Each queue's declared jobs and its workers' database pool (load_sizing.Load.with_jobs)."""
+    return [(q.load, q.database_pool_size) for q in queues if q.load is not None]
+
+
+def _worker_loads(
+    queues: tuple[QueuePlan, ...], *, load: load_sizing.Load | None
+) -> tuple[load_sizing.WorkerCheck, ...]:
+    """The worker slots of each queue that declares its jobs, at spec.load's chance of
+    waiting (the default without one)."""
+    target = load.target_wait_probability if load else v1alpha1.DEFAULT_WAIT_PROBABILITY
+    return tuple(
+        load_sizing.workers(
+            queue=q.name, index=index, spec=q.load, max_pods=q.max_replicas, target=target
+        )
+        for index, q in enumerate(queues)
+        if q.load is not None
+    )
+
+
 def _queue_plans(
     spec: v1alpha1.ScalingProfileSpec, *, redis: tuple[RedisPlan, ...], facts: Facts
 ) -> tuple[tuple[QueuePlan, ...], list[connection_budget.Problem]]:
@@ -548,6 +580,7 @@ def _queue_plans(
                 cpu_utilization=queue.cpu_utilization,
                 scaler=scaler,
                 database_read_pool_size=queue.database_read_pool_size,
+                load=queue.load,
             )
         )
     return tuple(plans), problems
@@ -726,6 +759,12 @@ def plan(profile: v1alpha1.ScalingProfile, *, facts: Facts | None = None) -> Pla
                     "pods, before an autoscaler adds any",
                 )
             )
+    worker_loads = _worker_loads(queues, load=load)
+    problems += [
+        connection_budget.Problem(f"spec.queues[{w.index}].replicas.max", w.shortfall())
+        for w in worker_loads
+        if not w.fits
+    ]
     fallback = read.fallback_connections if read else 0
     given = connection_budget.BudgetInput(
         max_connections=db.max_connections,
@@ -748,8 +787,14 @@ def plan(profile: v1alpha1.ScalingProfile, *, facts: Facts | None = None) -> Pla
         declared_minimum=db.share.minimum,
         declared_maximum=db.share.maximum,
         share_field=SHARE_FIELD,
-        load=load,
-        undeclared_load_connections=sum(group.connections for group in clients[1:]),
+        # the workers' jobs that declare their database time share the server pool as
+        # load; the other workers' pools keep their whole ceiling
+        load=load.with_jobs(job_loads(queues)) if load else None,
+        undeclared_load_connections=sum(
+            q.max_replicas * q.database_pool_size
+            for q in queues
+            if q.database_pool_size and not _declares_database_time(q)
+        ),
     )
     pool, range_problems = connection_budget.pool_range(given)
     problems += range_problems
@@ -855,6 +900,7 @@ def plan(profile: v1alpha1.ScalingProfile, *, facts: Facts | None = None) -> Pla
         share_weight=db.share.weight,
         load=load,
         app_load_pool=app_load_pool,
+        worker_loads=worker_loads,
         database_metrics=metrics,
     )
 

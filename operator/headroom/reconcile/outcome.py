@@ -309,7 +309,11 @@ def budget_status(
 
 def _load_status(planned: planner.Plan) -> status.LoadStatus | None:
     """spec.load against the plan: the lines ``headroom plan`` prints for it."""
-    found = {load_report.LABELS[label]: text for label, text in load_report.rows(planned)}
+    # cut to what the CRD holds: several queues' workers can say more than that
+    found = {
+        load_report.LABELS[label]: text[: status.LOAD_TEXT_MAX]
+        for label, text in load_report.rows(planned)
+    }
     return status.LoadStatus.model_validate(found) if found else None
 
 

@@ -83,7 +83,7 @@ from headroom.api.v1alpha1.profile import (
     parse_profile,
     profile_transition_problems,
 )
-from headroom.api.v1alpha1.queues import REDIS_KEY, Queue, WorkerReplicas
+from headroom.api.v1alpha1.queues import REDIS_KEY, Queue, QueueLoad, WorkerReplicas
 from headroom.api.v1alpha1.read_replicas import (
     READ_REPLICAS_MAX,
     CnpgReplicas,
@@ -222,6 +222,7 @@ __all__ = [
     "Quantity",
     "Queue",
     "QueueAlerts",
+    "QueueLoad",
     "ReadPooler",
     "ReadReplicas",
     "ReplicaHost",

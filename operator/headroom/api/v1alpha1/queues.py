@@ -30,8 +30,74 @@ class WorkerReplicas(Model):
     max: int = Field(default=10, ge=1, le=1000, description="Most worker pods.")
 
 
+def _database_time_within_job(load: QueueLoad) -> Broken | None:
+    held, job = load.database_seconds_per_job, load.seconds_per_job
+    if held is None or held <= job:
+        return None
+    return Broken(
+        "databaseSecondsPerJob",
+        lambda at: (
+            f"{held} must be <= {at('secondsPerJob')} {job}: a job holds a database "
+            "connection only while it runs"
+        ),
+    )
+
+
+class QueueLoad(Model):
+    """The jobs the queue's workers must carry at peak: Erlang C sizes their slots (and,
+    with databaseSecondsPerJob beside spec.load, their share of the pooler) as it sizes
+    the app's requests."""
+
+    RULES = (
+        Rule(
+            "!has(self.databaseSecondsPerJob) || self.databaseSecondsPerJob <= self.secondsPerJob",
+            "spec.queues[].load.databaseSecondsPerJob must be <= spec.queues[].load.secondsPerJob",
+            _database_time_within_job,
+        ),
+    )
+
+    peak_jobs_per_second: float = Field(
+        gt=0, le=1_000_000, description="Jobs added to the list per second at peak."
+    )
+    seconds_per_job: float = Field(
+        gt=0, le=86_400, description="Seconds one job keeps a worker slot busy."
+    )
+    concurrency_per_pod: int = Field(
+        default=1,
+        ge=1,
+        le=10_000,
+        description="Jobs one worker pod runs at once (BullMQ's Worker concurrency, default 1).",
+    )
+    database_seconds_per_job: float | None = Field(
+        default=None,
+        gt=0,
+        le=86_400,
+        description="Seconds one job holds a database connection (needs databasePoolSize); "
+        "with spec.load the pooler counts this load instead of the workers' whole pools.",
+    )
+
+
+def _database_time_needs_a_pool(queue: Queue) -> Broken | None:
+    if queue.load is None or queue.load.database_seconds_per_job is None:
+        return None
+    if queue.database_pool_size > 0:
+        return None
+    return Broken(
+        "load.databaseSecondsPerJob",
+        lambda at: f"needs {at('databasePoolSize')} > 0: these workers open no database connection",
+    )
+
+
 class Queue(Model):
     """A Redis list drained by worker pods that scale on its backlog."""
+
+    RULES = (
+        Rule(
+            "!has(self.load) || !has(self.load.databaseSecondsPerJob) || self.databasePoolSize > 0",
+            "spec.queues[].load.databaseSecondsPerJob needs spec.queues[].databasePoolSize > 0",
+            _database_time_needs_a_pool,
+        ),
+    )
 
     name: Annotated[str, Field(pattern=SHORT_NAME, max_length=SHORT_NAME_MAX)] = Field(
         description="Queue name."
@@ -77,4 +143,9 @@ class Queue(Model):
     )
     cpu_utilization: int = Field(
         default=70, ge=1, le=100, description="CPU target of the HPA fallback (no KEDA)."
+    )
+    load: QueueLoad | None = Field(
+        default=None,
+        description="The jobs at peak: the workers' slots (replicas.max x concurrencyPerPod) "
+        "are checked against them with the profile's chance of waiting.",
     )
