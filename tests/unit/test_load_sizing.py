@@ -251,6 +251,44 @@ def test_sizes_fit_the_budget_meet_the_target_and_grow_with_the_load(
         assert low.budget.default_pool_size <= high.budget.default_pool_size
 
 
+@settings(max_examples=100, deadline=None)
+@given(
+    rate=st.floats(min_value=1, max_value=600, allow_nan=False),
+    jobs=st.floats(min_value=0.1, max_value=200, allow_nan=False),
+    more=st.floats(min_value=1, max_value=4, allow_nan=False),
+    job_seconds=st.floats(min_value=0.001, max_value=0.2, allow_nan=False),
+)
+def test_jobs_on_the_server_pool_fit_meet_the_target_and_grow_with_the_jobs(
+    rate: float, jobs: float, more: float, job_seconds: float
+) -> None:
+    def plan_for(jobs_per_second: float) -> planner.Plan:
+        return _plan(
+            **{"app.poolSizePerPod": 1000},
+            load={"peakRequestsPerSecond": rate, "databaseSecondsPerRequest": 0.01},
+            **profiles.queue_with_load(
+                most=1000,
+                peakJobsPerSecond=jobs_per_second,
+                secondsPerJob=job_seconds,
+                concurrencyPerPod=1000,
+                databaseSecondsPerJob=job_seconds,
+            ),
+        )
+
+    low, high = plan_for(jobs), plan_for(jobs * more)
+    for plan in (low, high):
+        b = plan.budget
+        busy = (rate * 0.01 + plan.queues[0].load.peak_jobs_per_second * job_seconds) / 2  # type: ignore[union-attr]
+        if plan.ok:
+            assert b.server_connections <= b.available
+            assert b.undeclared_per_pod == 0
+            assert queueing.erlang_c(servers=b.default_pool_size, offered_load=busy) <= 0.05
+        else:
+            assert any(p.field == "spec.load.peakRequestsPerSecond" for p in plan.problems)
+    if high.ok:
+        assert low.ok
+        assert low.budget.default_pool_size <= high.budget.default_pool_size
+
+
 def test_on_a_shared_server_the_load_is_the_pools_minimum_and_all_it_takes(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
