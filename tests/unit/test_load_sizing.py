@@ -415,6 +415,38 @@ def test_workers_slots_are_sized_by_erlang_c_and_a_short_fleet_is_refused() -> N
     assert "needs 14 slots (7 pods of 2), 2 more" in short.problem_text()
 
 
+@pytest.mark.parametrize(
+    ("pool", "says"),
+    [
+        # as many connections as jobs at once: none ever waits for one
+        (4, "databasePoolSize 4 >= concurrencyPerPod 4: no job waits for its pod's database pool"),
+        # 20 jobs/s x 0.05 s = 1 busy over the fewest pods for the slots (11 of 4: 3):
+        # 0.333 on each; one connection leaves a third of the jobs waiting (M/M/1: rho)
+        (
+            1,
+            "databasePoolSize 1, 0.333 busy on each of 3 pods: 33% chance a job waits for it "
+            "(fewest for 5%: 2)",
+        ),
+    ],
+)
+def test_a_worker_pods_database_pool_is_checked_against_the_jobs_database_time(
+    pool: int, says: str
+) -> None:
+    plan = _plan(
+        **profiles.queue_with_load(
+            pool=pool,
+            most=4,
+            peakJobsPerSecond=20,
+            secondsPerJob=0.3,
+            concurrencyPerPod=4,
+            databaseSecondsPerJob=0.05,
+        )
+    )
+    (workers,) = plan.worker_loads
+    assert workers.pods_needed == 3
+    assert workers.text().endswith(says)
+
+
 def test_plan_names_workers_and_redis_memory_among_the_bottlenecks(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:

@@ -238,7 +238,14 @@ class WorkerCheck:
 
     Every free slot takes the next job from the one Redis list, so the slots are one
     M/M/s queue of ``slots`` servers; at peak the workers are taken at their ceiling (an
-    autoscaler on the backlog gets there, the backlog growing meanwhile)."""
+    autoscaler on the backlog gets there, the backlog growing meanwhile).
+
+    With ``databaseSecondsPerJob``, each worker pod's database pool (``databasePoolSize``)
+    is checked as the app pod's is: a pool of ``concurrencyPerPod`` or more never makes a
+    job wait; a smaller one is an M/M/s queue of its own, the jobs' database time spread
+    over the fewest pods that meet the target (the most per pod). Erlang C takes the
+    arrivals as unlimited where a pod runs at most ``concurrencyPerPod`` jobs, so it
+    overstates the wait: the fewest it gives never under-sizes."""
 
     queue: str
     index: int  # in spec.queues
@@ -246,6 +253,8 @@ class WorkerCheck:
     pods: int  # replicas.max
     concurrency: int
     pool: PoolCheck  # the slots, as one pool
+    database_pool_size: int = 0
+    database_seconds_per_job: float | None = None
 
     @property
     def slots(self) -> int:
@@ -297,6 +306,39 @@ class WorkerCheck:
                 f" (fewest for {self.load.target_text}: {self.pool.staffing.needed} slots, "
                 f"{self.pods_needed} pods)"
             )
+        return text + self._database_text()
+
+    def database_pool(self) -> PoolCheck | None:
+        """Each worker pod's database pool against the jobs' database time (None: not
+        declared, or a pool of concurrencyPerPod or more, where no job ever waits)."""
+        seconds, size = self.database_seconds_per_job, self.database_pool_size
+        if seconds is None or not size or size >= self.concurrency:
+            return None
+        pods = min(self.pods_needed or self.pods, self.pods)
+        held = dataclasses.replace(self.load, seconds_per_request=seconds)
+        return check(load=held, what="worker pod", pods=pods, budget=size)
+
+    def _database_text(self) -> str:
+        size = self.database_pool_size
+        if self.database_seconds_per_job is None or not size:
+            return ""
+        pool = self.database_pool()
+        if pool is None:
+            return (
+                f"; databasePoolSize {size} >= concurrencyPerPod {self.concurrency}: no job "
+                "waits for its pod's database pool"
+            )
+        busy = pool.busy_per_pod
+        text = f"; databasePoolSize {size}, {_number(busy)} busy on each of {pool.pods} pods: "
+        if size <= busy:
+            return text + "the jobs' queue for it grows without bound"
+        text += (
+            f"{percent(queueing.erlang_c(servers=size, offered_load=busy))} chance a job waits "
+            "for it"
+        )
+        if pool.staffing is not None:
+            fewest = min(pool.staffing.needed, self.concurrency)
+            text += f" (fewest for {self.load.target_text}: {fewest})"
         return text
 
     def shortfall(self) -> str:
@@ -312,10 +354,16 @@ class WorkerCheck:
 
 
 def workers(
-    *, queue: str, index: int, spec: v1alpha1.QueueLoad, max_pods: int, target: float
+    *,
+    queue: str,
+    index: int,
+    spec: v1alpha1.QueueLoad,
+    max_pods: int,
+    target: float,
+    database_pool_size: int = 0,
 ) -> WorkerCheck:
-    """A queue's worker slots against its declared jobs, at ``target`` (spec.load's, or
-    the default chance of waiting)."""
+    """A queue's worker slots (and its pods' database pools) against its declared jobs,
+    at ``target`` (spec.load's, or the default chance of waiting)."""
     jobs = Load(
         field=f"spec.queues[{index}].load.peakJobsPerSecond",
         requests_per_second=spec.peak_jobs_per_second,
@@ -331,6 +379,8 @@ def workers(
         pods=max_pods,
         concurrency=spec.concurrency_per_pod,
         pool=pool,
+        database_pool_size=database_pool_size,
+        database_seconds_per_job=spec.database_seconds_per_job,
     )
 
 

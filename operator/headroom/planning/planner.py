@@ -509,7 +509,12 @@ def _worker_loads(
     target = load.target_wait_probability if load else v1alpha1.DEFAULT_WAIT_PROBABILITY
     return tuple(
         load_sizing.workers(
-            queue=q.name, index=index, spec=q.load, max_pods=q.max_replicas, target=target
+            queue=q.name,
+            index=index,
+            spec=q.load,
+            max_pods=q.max_replicas,
+            target=target,
+            database_pool_size=q.database_pool_size,
         )
         for index, q in enumerate(queues)
         if q.load is not None
