@@ -38,7 +38,7 @@ import servers
 import yaml
 from tests.e2e import kube
 
-from headroom.builders import pgbouncer
+from headroom.builders import agent_pod, pgbouncer
 from headroom.planning import agentfile, credentials, planner, pooler_state, recommendations
 
 pytestmark = pytest.mark.conformance
@@ -235,7 +235,7 @@ def test_pool_sizes_change_online_by_reload_under_load(
     agent_log = (tmp_path / "agent.log").open("w")
     paths = {
         pgbouncer.START_FILE: str(bouncer.in_dir("pgbouncer.ini")),
-        pgbouncer.TOKEN_DIR: str(token_dir),
+        agent_pod.TOKEN_DIR: str(token_dir),
     }
     agent = subprocess.Popen(
         _command(_container(deployment, "agent"), paths),

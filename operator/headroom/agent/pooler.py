@@ -30,20 +30,17 @@ report is retried and never ends the loop; SIGTERM ends it at once.
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
-import signal
 import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Protocol
+from dataclasses import dataclass
+from typing import Protocol
 
-from headroom.agent import console, readpool
-from headroom.kube import errors, kubeconfig, sync_client
+from headroom.agent import configmap, console
+from headroom.kube import errors, sync_client
 from headroom.planning import (
     agentfile,
     pgbouncer_params,
@@ -58,7 +55,6 @@ CONFIG_KEY = "pgbouncer.ini"
 ADMIN_HOST = "127.0.0.1"
 TICK_SECONDS = 1.0  # retries of a failed RELOAD or report
 CHECK_SECONDS = 10.0  # the server connections against the limit, between changes
-RETRY_SECONDS = 2.0  # after a failed list or watch
 SHRINK_POLL_SECONDS = 0.1
 
 
@@ -77,46 +73,31 @@ def _limit(config: list[dict[str, str]]) -> int:
     return 0
 
 
-@dataclass
-class Agent:
-    """What PgBouncer runs and what is still to do. ``offer`` is called by the
-    watch (another thread); ``step`` by the loop."""
+@dataclass(kw_only=True)
+class Agent(configmap.FileAgent):
+    """What PgBouncer runs (``loaded``: the text it has loaded) and what is
+    still to do."""
 
-    output: Path
     console: Console
     report: Report
     shrink_seconds: float = 30.0
     clock: Callable[[], float] = time.monotonic
-    loaded: str = ""  # the text PgBouncer has loaded
     reload_pending: str | None = None  # written, not yet RELOADed
     report_pending: bool = True  # the start is reported
-    refused: str | None = None  # a wanted text that needs a restart (logged once)
     last: pooler_state.Entry | None = None  # what was reported last
     figures: recommendations.PoolFigures | None = None  # the load figures reported last
     next_check: float = 0.0
-    _wanted: str | None = field(default=None, repr=False)
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
-    wake: threading.Event = field(default_factory=threading.Event, repr=False)
 
-    def start(self) -> None:
-        self.loaded = self.output.read_text()
+    log = log
 
-    def offer(self, text: str) -> None:
-        """The ConfigMap's pgbouncer.ini, as the watch saw it."""
-        with self._lock:
-            self._wanted = text
-        self.wake.set()
-
-    def _take_wanted(self) -> str | None:
-        with self._lock:
-            wanted, self._wanted = self._wanted, None
-        return wanted
+    def start_only_changes(self, before: str, after: str) -> list[str]:
+        return pgbouncer_params.restart_changes(before, after)
 
     def step(self, stop: threading.Event) -> None:
-        wanted = self._take_wanted()
+        wanted = self.take_wanted()
         in_file = self.loaded if self.reload_pending is None else self.reload_pending
-        if wanted is not None and wanted != in_file:
-            self._write(wanted)
+        if wanted is not None and wanted != in_file and self.write(wanted):
+            self.reload_pending = wanted
         if self.reload_pending is not None:
             self._reload(self.reload_pending, stop)
         if self.clock() >= self.next_check:
@@ -124,26 +105,6 @@ class Agent:
             self._check()
         if self.report_pending:
             self._report()
-
-    def _write(self, wanted: str) -> None:
-        needs_restart = pgbouncer_params.restart_changes(self.loaded, wanted)
-        if needs_restart:
-            if wanted != self.refused:
-                self.refused = wanted
-                log.info(
-                    "not reloaded: %s change only at start (the pod rolls for it)",
-                    ", ".join(needs_restart),
-                )
-            return
-        try:
-            readpool.write_if_changed(self.output, wanted)
-        except OSError as err:
-            log.warning("could not write %s (retried at the next check): %s", self.output, err)
-            with self._lock:  # unless the watch has a newer one
-                self._wanted = wanted if self._wanted is None else self._wanted
-            return
-        log.info("wrote %s (config %s)", self.output, agentfile.content_hash(wanted))
-        self.reload_pending = wanted
 
     def _reload(self, text: str, stop: threading.Event) -> None:
         failed = _reload(self.console)
@@ -244,6 +205,15 @@ class Agent:
     def idle(self) -> bool:
         return self.reload_pending is None and not self.report_pending
 
+    def next_wait(self) -> float:
+        """Every TICK_SECONDS while something is pending, else until the next check."""
+        return TICK_SECONDS if not self.idle else max(0.0, self.next_check - self.clock())
+
+
+def run(agent: Agent, *, stop: threading.Event) -> None:
+    """Step until ``stop`` is set (configmap.run)."""
+    configmap.run(agent, stop=stop)
+
 
 def _reload(admin: Console) -> str | None:
     try:
@@ -251,66 +221,6 @@ def _reload(admin: Console) -> str | None:
     except console.ConsoleError as err:
         return str(err)
     return None
-
-
-def run(agent: Agent, *, stop: threading.Event) -> None:
-    """Step until ``stop`` is set: at once when the watch offers a config,
-    else every TICK_SECONDS while something is pending, else at the next check."""
-    while not stop.is_set():
-        agent.wake.clear()  # an offer during the step wakes the next wait at once
-        try:
-            agent.step(stop)
-        except Exception:  # a bug must not leave the pooler unmanaged without a word
-            log.exception("step failed; trying again")
-        wait = TICK_SECONDS if not agent.idle else max(0.0, agent.next_check - agent.clock())
-        agent.wake.wait(wait)
-
-
-def watch_config_map(
-    client: sync_client.Client,
-    *,
-    namespace: str,
-    name: str,
-    offer: Callable[[str], None],
-    stop: threading.Event,
-) -> None:
-    """List, then watch, the one ConfigMap ``name``; offer each pgbouncer.ini
-    it holds. Errors are logged (once per kind in a row) and retried."""
-    path = f"/api/v1/namespaces/{namespace}/configmaps"
-    selector = {"fieldSelector": f"metadata.name={name}"}
-    last_error = ""
-    version = ""
-
-    def take(obj: dict[str, Any]) -> None:
-        text = (obj.get("data") or {}).get(CONFIG_KEY)
-        if isinstance(text, str):
-            offer(text)
-
-    while not stop.is_set():
-        try:
-            if not version:
-                listed = client.request("GET", path, query=selector)
-                for item in listed.get("items") or []:
-                    take(item)
-                version = str((listed.get("metadata") or {}).get("resourceVersion") or "")
-            for event in client.watch(
-                path,
-                query={**selector, "resourceVersion": version, "allowWatchBookmarks": "true"},
-            ):
-                obj = event.get("object") or {}
-                version = str((obj.get("metadata") or {}).get("resourceVersion") or version)
-                if event.get("type") in ("ADDED", "MODIFIED"):
-                    take(obj)
-            last_error = ""
-        except errors.KubeError as err:
-            if isinstance(err, errors.ApiError) and err.status == 410:
-                version = ""  # too old: list again
-                continue
-            if str(err) != last_error:
-                log.warning("watching ConfigMap %s (retried): %s", name, err)
-                last_error = str(err)
-            version = ""
-            stop.wait(RETRY_SECONDS)
 
 
 def report_to(client: sync_client.Client, *, namespace: str, state: str, pod: str) -> Report:
@@ -331,40 +241,18 @@ def report_to(client: sync_client.Client, *, namespace: str, state: str, pod: st
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m headroom.agent.pooler")
-    parser.add_argument("--output", required=True, type=Path, help="the file PgBouncer reads")
-    parser.add_argument("--once", action="store_true", help="copy --source to --output, exit")
-    parser.add_argument("--source", type=Path, help="the mounted pgbouncer.ini (--once)")
-    parser.add_argument("--config-map", help="the pooler's ConfigMap (its pgbouncer.ini)")
+    parser = configmap.arguments(agent="pooler", program="PgBouncer", config_file=CONFIG_KEY)
     parser.add_argument("--state", help="the ConfigMap this pod reports into")
-    parser.add_argument(
-        "--token-dir", type=Path, default=kubeconfig.SA_DIR, help="token, ca.crt, namespace"
-    )
     parser.add_argument("--shrink-seconds", type=float, default=30.0)
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        stream=sys.stderr,
-        level=logging.INFO,
-        format="%(asctime)s pooler-agent %(levelname)s %(message)s",
-    )
-    if args.once:
-        if args.source is None:
-            parser.error("--once needs --source")
-        readpool.write_if_changed(args.output, args.source.read_text())
-        log.info("wrote %s from %s", args.output, args.source)
+    if configmap.begin(parser, args, name="pooler-agent"):
         return 0
-    if not args.config_map or not args.state:
-        parser.error("--config-map and --state are needed without --once")
+    if not args.state:
+        parser.error("--state is needed without --once")
     password, pod = os.environ.get("HEADROOM_AGENT_PASSWORD"), os.environ.get("POD_NAME")
     if not password or not pod:
         raise SystemExit("pooler agent: HEADROOM_AGENT_PASSWORD and POD_NAME must be set")
-    cluster = kubeconfig.in_cluster(args.token_dir)
-    if cluster is None or not cluster.namespace:
-        raise SystemExit(
-            f"pooler agent: no service-account token, CA and namespace in {args.token_dir}, "
-            "or no KUBERNETES_SERVICE_HOST/PORT"
-        )
-    client = sync_client.Client(cluster)
+    client, namespace = configmap.in_pod_client(args.token_dir, who="pooler agent")
     loaded = args.output.read_text()
     port = int(pgbouncer_params.ini_settings(loaded).get("listen_port") or planner.POOLER_PORT)
     agent = Agent(
@@ -372,35 +260,21 @@ def main(argv: list[str] | None = None) -> int:
         console=console.Console(
             host=ADMIN_HOST, port=port, user=planner.AGENT_USER, password=password
         ),
-        report=report_to(client, namespace=cluster.namespace, state=args.state, pod=pod),
+        report=report_to(client, namespace=namespace, state=args.state, pod=pod),
         shrink_seconds=args.shrink_seconds,
     )
     agent.start()
     # A RELOAD first: an agent that restarted between writing the file and
     # RELOADing it must not report a config PgBouncer has not loaded.
     agent.reload_pending = agent.loaded
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
     log.info(
         "watching ConfigMap %s/%s; PgBouncer's console on %s:%d",
-        cluster.namespace,
+        namespace,
         args.config_map,
         ADMIN_HOST,
         port,
     )
-    for target in (
-        lambda: watch_config_map(
-            client,
-            namespace=cluster.namespace,
-            name=args.config_map,
-            offer=agent.offer,
-            stop=stop,
-        ),
-        lambda: run(agent, stop=stop),
-    ):
-        threading.Thread(target=target, daemon=True).start()
-    stop.wait()  # SIGTERM: the threads end with the process, at once
+    configmap.follow(client, namespace=namespace, name=args.config_map, key=CONFIG_KEY, agent=agent)
     log.info("stopped")
     return 0
 

@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass, field
 from urllib.parse import quote
 
-from headroom.builders import common, revision
+from headroom.builders import agent_pod, common, revision
 from headroom.planning import credentials, names, pgbouncer_params, planner
 
 COMPONENT = "pooler"
@@ -31,21 +31,13 @@ _PATH = re.compile(r"^/[A-Za-z0-9_./-]+$")
 # The read pooler (read replicas): its pod runs the lag agent beside PgBouncer.
 READ_COMPONENT = "pooler-ro"
 READ_CONFIG_DIR = "/etc/headroom-readpool"
-RUN_DIR = "/run/headroom"
-READ_DATABASES_FILE = f"{RUN_DIR}/readpool-databases.ini"
+READ_DATABASES_FILE = f"{agent_pod.RUN_DIR}/readpool-databases.ini"
 
 # The write pooler's agent (headroom.agent.pooler): its init step copies the
 # mounted pgbouncer.ini to START_FILE, which PgBouncer runs from; the sidecar
 # keeps that file as the ConfigMap says, through the API server, and RELOADs.
-AGENT_COMMAND = ("python", "-m", "headroom.agent.pooler")
-START_FILE = f"{RUN_DIR}/pgbouncer.ini"
-TOKEN_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"  # noqa: S105 - a path
-TOKEN_SECONDS = 3607  # what kubelet asks for an automounted token (rotated at 80%)
-
-
-def agent_resources() -> common.Obj:
-    """Requests and limits of an agent container (both poolers')."""
-    return {"requests": {"cpu": "10m", "memory": "48Mi"}, "limits": {"memory": "128Mi"}}
+AGENT_MODULE = "headroom.agent.pooler"
+START_FILE = f"{agent_pod.RUN_DIR}/pgbouncer.ini"
 
 
 def _line(key: str, value: str) -> str:
@@ -230,13 +222,14 @@ def build(
         config_data={"pgbouncer.ini": ini},
         users=users,
         auth_data=auth_data,
-        init_containers=[_agent_init(plan)],
-        sidecars=[_agent(plan)],
-        mounts=[{"name": "run", "mountPath": RUN_DIR, "readOnly": True}],
-        volumes=[
-            {"name": "run", "emptyDir": {"medium": "Memory", "sizeLimit": "1Mi"}},
-            _token_volume(),
+        init_containers=[
+            agent_pod.copy_init(
+                plan, module=AGENT_MODULE, config_dir=CONFIG_DIR, config_file="pgbouncer.ini"
+            )
         ],
+        sidecars=[_agent(plan)],
+        mounts=[agent_pod.run_mount()],
+        volumes=agent_pod.volumes(),
         reads=(
             revision.LOGIN,
             revision.STATS,
@@ -256,46 +249,21 @@ def build(
     return pool_objects(plan, creds, pool, app_pod_selector=app_pod_selector)
 
 
-def _agent_init(plan: planner.Plan) -> common.Obj:
-    """Copies the mounted pgbouncer.ini to START_FILE before PgBouncer starts."""
-    return {
-        "name": "agent-init",
-        "image": plan.facts.agent_image,
-        "command": [
-            *AGENT_COMMAND,
-            "--once",
-            "--source",
-            f"{CONFIG_DIR}/pgbouncer.ini",
-            "--output",
-            START_FILE,
-        ],
-        "resources": agent_resources(),
-        "securityContext": common.container_security_context(),
-        "volumeMounts": [
-            {"name": "config", "mountPath": CONFIG_DIR, "readOnly": True},
-            {"name": "run", "mountPath": RUN_DIR},
-        ],
-    }
-
-
 def _agent(plan: planner.Plan) -> common.Obj:
     """Watches the pooler's ConfigMap, RELOADs PgBouncer, reports into the
     state ConfigMap; the only container with an API token."""
-    return {
-        "name": "agent",
-        "image": plan.facts.agent_image,
-        "command": [
-            *AGENT_COMMAND,
+    return agent_pod.sidecar(
+        plan,
+        module=AGENT_MODULE,
+        args=[
             "--config-map",
             plan.names.pooler_config,
             "--state",
             plan.names.pooler_state,
             "--output",
             START_FILE,
-            "--token-dir",
-            TOKEN_DIR,
         ],
-        "env": [
+        env=[
             {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
             {
                 "name": "HEADROOM_AGENT_PASSWORD",
@@ -307,42 +275,7 @@ def _agent(plan: planner.Plan) -> common.Obj:
                 },
             },
         ],
-        "resources": agent_resources(),
-        "securityContext": common.container_security_context(),
-        "volumeMounts": [
-            {"name": "run", "mountPath": RUN_DIR},
-            {"name": "agent-token", "mountPath": TOKEN_DIR, "readOnly": True},
-        ],
-    }
-
-
-def _token_volume() -> common.Obj:
-    """The agent's service-account token, CA and namespace, as kubelet mounts
-    an automounted token (the pod automounts none: only the agent gets it)."""
-    return {
-        "name": "agent-token",
-        "projected": {
-            "sources": [
-                {"serviceAccountToken": {"path": "token", "expirationSeconds": TOKEN_SECONDS}},
-                {
-                    "configMap": {
-                        "name": "kube-root-ca.crt",
-                        "items": [{"key": "ca.crt", "path": "ca.crt"}],
-                    }
-                },
-                {
-                    "downwardAPI": {
-                        "items": [
-                            {
-                                "path": "namespace",
-                                "fieldRef": {"fieldPath": "metadata.namespace"},
-                            }
-                        ]
-                    }
-                },
-            ]
-        },
-    }
+    )
 
 
 def _agent_objects(plan: planner.Plan) -> list[common.Obj]:
@@ -356,49 +289,21 @@ def _agent_objects(plan: planner.Plan) -> list[common.Obj]:
         return common.metadata(plan, name=name, component=COMPONENT, app_name=APP_NAME)
 
     return [
-        {
-            "apiVersion": "v1",
-            "kind": "ConfigMap",
-            "metadata": meta(names.pooler_state),
-        },
-        {
-            "apiVersion": "v1",
-            "kind": "ServiceAccount",
-            "metadata": meta(names.pooler_agent),
-            "automountServiceAccountToken": False,
-        },
-        {
-            "apiVersion": "rbac.authorization.k8s.io/v1",
-            "kind": "Role",
-            "metadata": meta(names.pooler_agent),
-            "rules": [
-                {
-                    "apiGroups": [""],
-                    "resources": ["configmaps"],
-                    "resourceNames": [names.pooler_config],
-                    "verbs": ["get", "list", "watch"],
-                },
+        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta(names.pooler_state)},
+        *agent_pod.reader_objects(
+            plan,
+            name=names.pooler_agent,
+            config_map=names.pooler_config,
+            meta=meta,
+            more_rules=[
                 {
                     "apiGroups": [""],
                     "resources": ["configmaps"],
                     "resourceNames": [names.pooler_state],
                     "verbs": ["get", "patch"],
-                },
+                }
             ],
-        },
-        {
-            "apiVersion": "rbac.authorization.k8s.io/v1",
-            "kind": "RoleBinding",
-            "metadata": meta(names.pooler_agent),
-            "roleRef": {
-                "apiGroup": "rbac.authorization.k8s.io",
-                "kind": "Role",
-                "name": names.pooler_agent,
-            },
-            "subjects": [
-                {"kind": "ServiceAccount", "name": names.pooler_agent, "namespace": plan.namespace}
-            ],
-        },
+        ),
     ]
 
 

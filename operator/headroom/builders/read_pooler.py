@@ -17,7 +17,7 @@ Pure. The pod has three Headroom parts beside PgBouncer and its exporter:
 
 from __future__ import annotations
 
-from headroom.builders import common, pgbouncer, revision
+from headroom.builders import agent_pod, common, pgbouncer, revision
 from headroom.planning import credentials, membership, planner
 
 CONFIG_FILE = "readpool.json"
@@ -52,7 +52,7 @@ def _agent_container(plan: planner.Plan, *, name: str, once: bool, image: str) -
     ]
     mounts = [
         {"name": "config", "mountPath": pgbouncer.READ_CONFIG_DIR, "readOnly": True},
-        {"name": "run", "mountPath": pgbouncer.RUN_DIR},
+        {"name": "run", "mountPath": agent_pod.RUN_DIR},
     ]
     if plan.database.server_ca_secret is not None:
         env.append({"name": "PGSSLROOTCERT", "value": f"{pgbouncer.CA_DIR}/ca.crt"})
@@ -62,7 +62,7 @@ def _agent_container(plan: planner.Plan, *, name: str, once: bool, image: str) -
         "image": image,
         "command": [*AGENT_COMMAND, "--config", config, *(["--once"] if once else [])],
         "env": env,
-        "resources": pgbouncer.agent_resources(),
+        "resources": agent_pod.resources(),
         "securityContext": common.container_security_context(),
         "volumeMounts": mounts,
     }
@@ -101,7 +101,7 @@ def build(
         },
         init_containers=[_agent_container(plan, name="agent-init", once=True, image=image)],
         sidecars=[_agent_container(plan, name="agent", once=False, image=image)],
-        mounts=[{"name": "run", "mountPath": pgbouncer.RUN_DIR, "readOnly": True}],
+        mounts=[agent_pod.run_mount()],
         volumes=[{"name": "run", "emptyDir": {"medium": "Memory", "sizeLimit": "1Mi"}}],
         reads=(revision.LOGIN, revision.STATS, revision.AGENT, revision.SERVER_CA),
     )
