@@ -83,6 +83,15 @@ def instance(**fields: Any) -> dict[str, Any]:
     return {"instances": [{"name": "jobs", "use": "queue", **fields}]}
 
 
+def cache_profile(*, uid: str, **fields: Any) -> dict[str, Any]:
+    """A profile (with ``uid``, as stored) whose spec.cache has one ``use: cache``
+    instance ``cache`` of 256Mi carrying ``fields``."""
+    cache = {"name": "cache", "use": "cache", "memory": "256Mi", **fields}
+    body = base(cache={"instances": [cache]})
+    body["metadata"]["uid"] = uid
+    return body
+
+
 def worker_resources(**resources: dict[str, Any]) -> dict[str, Any]:
     """spec.cache and one queue ``mail`` whose workers ask for ``resources``."""
     queue = {"name": "mail", "redis": "jobs", "listName": "mail", "image": "w:1"}

@@ -15,6 +15,8 @@ from __future__ import annotations
 import base64
 import itertools
 import secrets
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -318,7 +320,9 @@ class HaInstance:
         (self.redis_container,) = [
             c for c in pods["template"]["spec"]["containers"] if c["name"] == "redis"
         ]
-        assert "initContainers" not in pods["template"]["spec"]
+        # its one init step copies the ConfigMap into the file the start script reads
+        (self.redis_init,) = pods["template"]["spec"]["initContainers"]
+        assert self.redis_init["command"][:3] == ["python", "-m", redis.AGENT_MODULE]
         sentinel_pods = objects[f"StatefulSet/{self.plan.names.sentinel(self.inst.name)}"]
         sentinel_spec = sentinel_pods["spec"]["template"]["spec"]
         (self.sentinel_init,) = sentinel_spec["initContainers"]
@@ -347,8 +351,17 @@ class HaInstance:
                     "include": str(workdir / "auth.conf"),
                 },
             )
+            mounted = workdir / "configmap" / "redis.conf"
+            mounted.parent.mkdir()
+            mounted.write_text(rendered)
+            paths = {
+                f"{redis.CONFIG_DIR}/redis.conf": str(mounted),
+                redis.START_FILE: str(workdir / "redis.rendered.conf"),
+            }
+            init = [sys.executable, *(paths.get(a, a) for a in self.redis_init["command"][1:])]
+            subprocess.run(init, check=True, capture_output=True, timeout=60)
+            assert env["REDIS_CONFIG"] == redis.START_FILE
             files = {
-                "redis.rendered.conf": rendered,
                 "auth.conf": self.secret_files["auth.conf"],
                 "password": self.secret_files["password"],
             }

@@ -95,8 +95,9 @@ def test_first_pass_creates_every_child_then_a_pass_writes_nothing() -> None:
     assert sorted(applied) == sorted(cluster.children("profile-uid"))
     # shop-scaled without KEDA, its app Deployment found; alert rules and dashboard,
     # the database exporter (Deployment, NetworkPolicy)
-    assert len(applied) == 34  # the worker binding, the pooler agent's four objects included
-    assert first.writes == 35  # and the status
+    # the worker binding, the pooler agent's four objects and each Redis agent's three included
+    assert len(applied) == 40
+    assert first.writes == 41  # and the status
     cluster.log.clear()
     # The pass's own writes changed its inputs: one more pass changes no child
     # and leaves what it read in status (status.converged, for a restart)...
@@ -1180,3 +1181,42 @@ def _pooler_template(cluster: fake_cluster.FakeCluster) -> dict[str, Any]:
     assert found is not None
     template: dict[str, Any] = found["spec"]["template"]
     return template
+
+
+def _cache_change(
+    eng: reconciler.Reconciler, cluster: fake_cluster.FakeCluster, **fields: Any
+) -> None:
+    profile = cluster.profile("default", "shop")
+    assert profile is not None
+    (cache,) = [i for i in profile["spec"]["cache"]["instances"] if i["name"] == "cache"]
+    cache.update(fields)
+    profile["metadata"]["generation"] = int(profile["metadata"].get("generation", 1)) + 1
+    cluster.put(profile)
+    cluster.log.clear()
+    cluster.events.clear()
+    _again(eng)
+
+
+def _redis_template(cluster: fake_cluster.FakeCluster) -> dict[str, Any]:
+    found = cluster.find("StatefulSet", "shop-redis-cache")
+    assert found is not None
+    template: dict[str, Any] = found["spec"]["template"]
+    return template
+
+
+def test_redis_config_changes_reach_the_configmap_and_roll_no_redis_pod() -> None:
+    cluster = _cluster(_scaled())
+    eng, _ = _run(cluster)
+    _again(eng)
+    template = copy.deepcopy(_redis_template(cluster))
+    # eviction policy and allowed settings: the ConfigMap its agent watches changes,
+    # the pods do not (their agent CONFIG SETs them)
+    _cache_change(eng, cluster, evictionPolicy="allkeys-lfu", config={"hz": "50"})
+    assert ("apply", "ConfigMap/shop-redis-cache-config") in cluster.writes()
+    conf = (cluster.find("ConfigMap", "shop-redis-cache-config") or {})["data"]["redis.conf"]
+    assert "maxmemory-policy allkeys-lfu" in conf and "hz 50" in conf
+    assert _redis_template(cluster) == template
+    # a setting removed again goes back online too
+    _cache_change(eng, cluster, config={})
+    assert _redis_template(cluster) == template
+    assert not [e for e in cluster.events if e[1] == outcome.REDIS_RESTART]

@@ -230,7 +230,10 @@ def test_ha_redis_asks_the_sentinel_pods_through_their_headless_service() -> Non
     # the start script runs in the Redis container itself, so a restart in place asks too
     assert redis_container["command"][:2] == ["sh", "-c"]
     assert redis_container["command"][2] == redis.redis_start_script()
-    assert "initContainers" not in objs["StatefulSet/shop-redis-jobs"]["spec"]["template"]["spec"]
+    # its only init step copies the config; the role is picked at every start
+    init = objs["StatefulSet/shop-redis-jobs"]["spec"]["template"]["spec"]["initContainers"]
+    assert [c["name"] for c in init] == ["agent-init"]
+    assert env["REDIS_CONFIG"] == redis.START_FILE
     probe = redis_container["startupProbe"]
     assert probe["periodSeconds"] * probe["failureThreshold"] > redis.FAILOVER_TIMEOUT_SECONDS
 

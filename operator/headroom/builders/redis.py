@@ -1,5 +1,7 @@
 """Redis instances: redis.conf, auth, StatefulSet (standalone or Sentinel HA),
-Services, PDB and a NetworkPolicy that admits only the app and the workers.
+Services, PDB and a NetworkPolicy that admits only the app and the workers;
+the Redis pods' config agent (headroom.agent.redis: redis.conf by CONFIG SET,
+only a directive Redis reads at start rolls the pods) and its Role.
 
 Pure. ``render_conf``/``render_auth``/``render_sentinel_conf`` are what the
 conformance tests run in Debian's redis-server and redis-sentinel. Every value
@@ -12,8 +14,8 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
-from headroom.builders import common, revision
-from headroom.planning import credentials, names, planner
+from headroom.builders import agent_pod, common, revision
+from headroom.planning import credentials, names, planner, redis_params
 
 COMPONENT = "redis"
 RUN_AS = 999  # the redis user of the official image
@@ -21,6 +23,12 @@ CONFIG_DIR = "/etc/redis"
 AUTH_DIR = "/etc/redis-auth"
 DATA_DIR = "/data"
 RUN_DIR = "/work"  # HA: the configs the processes run (Sentinel rewrites its own)
+# The Redis pods' agent (headroom.agent.redis): its init step copies the mounted
+# redis.conf to START_FILE, which redis-server (or, in HA, the start script)
+# runs from; the sidecar keeps that file as the ConfigMap says, through the
+# API server, and CONFIG SETs what changed.
+AGENT_MODULE = "headroom.agent.redis"
+START_FILE = f"{agent_pod.RUN_DIR}/redis.conf"
 MASTER_SET = "headroom"
 SENTINELS = 3
 SENTINEL_QUORUM = 2
@@ -45,6 +53,17 @@ def reads(plan: planner.Plan, redis: planner.RedisPlan, password: str) -> dict[s
     """What rolls the pods that read ``password`` when it is generated anew."""
     secret = plan.names.redis_auth(redis.name)
     return {revision.redis(redis.name): revision.generated_revision(plan, password, secret=secret)}
+
+
+def config_reads(redis: planner.RedisPlan, conf: str) -> dict[str, str]:
+    """What rolls the Redis pods for their config: only the directives Redis
+    takes at start (every other setting reaches them by CONFIG SET)."""
+    restart = redis_params.restart_settings(conf)
+    return {
+        revision.redis_config(redis.name): common.content_hash(
+            *(f"{key}={restart[key]}" for key in sorted(restart))
+        )
+    }
 
 
 def _line(key: str, value: str) -> str:
@@ -280,7 +299,7 @@ def _ha_start(plan: planner.Plan, redis: planner.RedisPlan) -> common.Obj:
     sentinels = " ".join(f"{host}:{planner.SENTINEL_PORT}" for host in sentinel_hosts(plan, redis))
     env = _env(
         {
-            "REDIS_CONFIG": f"{CONFIG_DIR}/redis.conf",
+            "REDIS_CONFIG": START_FILE,
             "REDIS_RUN_CONFIG": f"{RUN_DIR}/redis.conf",
             "REDIS_PASSWORD_FILE": f"{AUTH_DIR}/password",
             "REDIS_PORT": str(planner.REDIS_PORT),
@@ -352,8 +371,9 @@ def build(
         {"name": "auth", "secret": {"secretName": plan.names.redis_auth(redis.name)}},
         {"name": "tmp", "emptyDir": {}},
     ]
+    volumes += agent_pod.volumes()
     mounts = [
-        {"name": "config", "mountPath": CONFIG_DIR, "readOnly": True},
+        agent_pod.run_mount(),
         {"name": "auth", "mountPath": AUTH_DIR, "readOnly": True},
         {"name": "data", "mountPath": DATA_DIR},
         {"name": "tmp", "mountPath": "/tmp"},  # noqa: S108 - redis-cli history, pod-local
@@ -366,7 +386,7 @@ def build(
     redis_container = {
         "name": "redis",
         "image": redis.image,
-        "command": ["redis-server", f"{CONFIG_DIR}/redis.conf"],
+        "command": ["redis-server", START_FILE],
         "ports": [{"name": "redis", "containerPort": planner.REDIS_PORT}],
         "readinessProbe": _probe("redis"),
         "livenessProbe": {**_probe("redis"), "initialDelaySeconds": 10, "failureThreshold": 6},
@@ -379,8 +399,9 @@ def build(
     }
     if ha:
         redis_container |= _ha_start(plan, redis)
+    # no hash of the whole redis.conf: the agent applies it online, and only
+    # a directive Redis takes at start rolls the pods (config_reads)
     pod_annotations = {
-        common.CONFIG_HASH_ANNOTATION: common.content_hash(*files.values()),
         "prometheus.io/scrape": "true",
         "prometheus.io/port": str(planner.REDIS_EXPORTER_PORT),
     }
@@ -395,13 +416,24 @@ def build(
             "selector": {"matchLabels": selector},
             "template": {
                 "metadata": {"labels": pod_labels, "annotations": pod_annotations},
-                "spec": common.pod_spec(
-                    uid=RUN_AS,
-                    selector=selector,
-                    grace_seconds=30,
-                    containers=[redis_container, _exporter(plan, redis)],
-                    volumes=volumes,
-                ),
+                "spec": {
+                    **common.pod_spec(
+                        uid=RUN_AS,
+                        selector=selector,
+                        grace_seconds=30,
+                        init_containers=[
+                            agent_pod.copy_init(
+                                plan,
+                                module=AGENT_MODULE,
+                                config_dir=CONFIG_DIR,
+                                config_file="redis.conf",
+                            )
+                        ],
+                        containers=[redis_container, _exporter(plan, redis), _agent(plan, redis)],
+                        volumes=volumes,
+                    ),
+                    "serviceAccountName": plan.names.redis_agent(redis.name),
+                },
             },
         },
     }
@@ -464,7 +496,14 @@ def build(
             ],
         },
     }
-    objects = [config_map, auth, statefulset, service, headless, pdb, network_policy]
+    agent_objects = agent_pod.reader_objects(
+        plan,
+        name=plan.names.redis_agent(redis.name),
+        config_map=plan.names.redis_config(redis.name),
+        meta=meta,
+    )
+    objects = [config_map, auth, *agent_objects, statefulset, service, headless, pdb]
+    objects.append(network_policy)
     if ha:
         objects += _sentinel_objects(
             plan,
@@ -479,10 +518,31 @@ def build(
         service["spec"]["ports"] = [
             {"name": "sentinel", "port": planner.SENTINEL_PORT, "targetPort": "sentinel"}
         ]
-    for workload in objects:  # Redis and its sentinels read the password at start
-        if workload["kind"] == "StatefulSet":
+    # Redis and its sentinels read the password at start; Redis its config too
+    for workload in objects:
+        if workload["kind"] == "StatefulSet" and workload is not statefulset:
             revision.stamp(workload, reads(plan, redis, password))
+    revision.stamp(statefulset, {**reads(plan, redis, password), **config_reads(redis, conf)})
     return objects
+
+
+def _agent(plan: planner.Plan, redis: planner.RedisPlan) -> common.Obj:
+    """Watches the instance's ConfigMap, CONFIG SETs what changed; the only
+    container with an API token. It logs in as the app does (the password
+    file of the mounted auth Secret)."""
+    return agent_pod.sidecar(
+        plan,
+        module=AGENT_MODULE,
+        args=[
+            "--config-map",
+            plan.names.redis_config(redis.name),
+            "--output",
+            START_FILE,
+            "--password-file",
+            f"{AUTH_DIR}/{credentials.REDIS_PASSWORD_KEY}",
+        ],
+        mounts=[{"name": "auth", "mountPath": AUTH_DIR, "readOnly": True}],
+    )
 
 
 def _sentinel_objects(

@@ -22,6 +22,9 @@ the value does (:func:`sources`):
 - ``pooler-config``: the settings of the write pooler's pgbouncer.ini that
   PgBouncer takes only at start (planning.pgbouncer_params.RESTART_SETTINGS),
   by a hash; every other setting reaches its pods by RELOAD (its agent);
+- ``redis-config/<instance>``: the directives of an instance's redis.conf
+  that Redis takes only at start (planning.redis_params.restart_settings),
+  by a hash; every other setting reaches its pods by CONFIG SET (their agent);
 - ``binding``: for a worker, everything else its binding holds (its pools,
   hosts, keys), as a hash of the binding with each secret replaced by its
   source's name (:func:`headroom.builders.binding.worker_reads`).
@@ -64,6 +67,10 @@ BINDING = "binding"
 
 def redis(instance: str) -> str:
     return f"redis/{instance}"
+
+
+def redis_config(instance: str) -> str:
+    return f"redis-config/{instance}"
 
 
 def bucket(name: str) -> str:

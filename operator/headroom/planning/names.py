@@ -225,6 +225,11 @@ class ChildNames:
     def redis_auth(self, instance: str) -> str:
         return f"{self.redis(instance)}-auth"
 
+    def redis_agent(self, instance: str) -> str:
+        """The ServiceAccount, Role and RoleBinding of the Redis pods' agent
+        (it reads and watches the instance's ConfigMap, nothing else)."""
+        return self.redis(instance)
+
     def redis_host(self, instance: str) -> str:
         return service_host(self.redis(instance), self.namespace)
 

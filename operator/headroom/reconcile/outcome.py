@@ -28,10 +28,20 @@ PRUNED = "Pruned"  # a child no longer wanted, deleted
 SCALED_AWAY = "ScaledAway"  # a contained component's StatefulSet scaled to 0
 READ_POOL = "ReadPool"  # a replica joins or leaves the read pool
 POOLER_RESTART = "PoolerRestart"  # a pgbouncer.ini setting taken only at start rolls the pooler
+REDIS_RESTART = "RedisRestart"  # a redis.conf directive taken only at start rolls the Redis pods
 SERVER_OVER_BUDGET = "ServerOverBudget"  # a pass shrank poolers on a server over its budget
 POOL_TUNED = "PoolTuned"  # spec.pooler.autoTune changed the write pooler's pool size
 EVENT_REASONS = frozenset(
-    {APPLIED, PRUNED, SCALED_AWAY, READ_POOL, POOLER_RESTART, SERVER_OVER_BUDGET, POOL_TUNED}
+    {
+        APPLIED,
+        PRUNED,
+        SCALED_AWAY,
+        READ_POOL,
+        POOLER_RESTART,
+        REDIS_RESTART,
+        SERVER_OVER_BUDGET,
+        POOL_TUNED,
+    }
 )
 
 

@@ -505,17 +505,7 @@ class Reconciler:
             ),
             component_of=wanted.component_of,
         )
-        config_key = f"ConfigMap/{planned.names.pooler_config}"
-        if config_key in proven.objects:
-            restart = rollout.restart_settings_changed(
-                proven.objects[config_key], children.get(config_key)
-            )
-            if restart:
-                events.append(
-                    outcome.Event(
-                        "Normal", outcome.POOLER_RESTART, rollout.restart_message(restart)
-                    )
-                )
+        events += _restart_events(planned, proven.objects, children)
         result = await self.applier.apply_all(
             key, wanted=proven, children=children, frozen=frozen, events=events
         )
@@ -621,6 +611,30 @@ class Reconciler:
                 )
             )
         return tuple(pending)
+
+
+def _restart_events(
+    planned: planner.Plan, wanted: dict[str, Obj], children: dict[str, Obj]
+) -> list[outcome.Event]:
+    """An Event for each config whose change rolls pods: a pgbouncer.ini
+    setting PgBouncer takes only at start, a redis.conf directive Redis takes
+    only at start (everything else reaches the running pods by their agents)."""
+    found = []
+    pooler = f"ConfigMap/{planned.names.pooler_config}"
+    if pooler in wanted:
+        restart = rollout.restart_settings_changed(wanted[pooler], children.get(pooler))
+        if restart:
+            found.append(
+                outcome.Event("Normal", outcome.POOLER_RESTART, rollout.restart_message(restart))
+            )
+    for instance in planned.redis:
+        config = f"ConfigMap/{planned.names.redis_config(instance.name)}"
+        if config in wanted:
+            restart = rollout.redis_restart_changed(wanted[config], children.get(config))
+            if restart:
+                text = rollout.redis_restart_message(instance.name, restart)
+                found.append(outcome.Event("Normal", outcome.REDIS_RESTART, text))
+    return found
 
 
 def _name_conflicts(

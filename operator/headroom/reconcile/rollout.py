@@ -21,18 +21,22 @@ The write pooler's pods take every pgbouncer.ini change by RELOAD (their
 agent) except a setting PgBouncer reads only at start;
 :func:`restart_settings_changed` names those a new pgbouncer.ini changes, for
 the Event that says why its pods roll (:mod:`headroom.reconcile.reconciler`).
+Redis pods take every redis.conf change by CONFIG SET (their agent) except a
+directive Redis reads only at start: :func:`redis_restart_changed` names those.
 """
 
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from typing import Any
 
 from headroom.builders import revision
-from headroom.planning import pgbouncer_params
+from headroom.planning import pgbouncer_params, redis_params
 
 Obj = dict[str, Any]
 PGBOUNCER_INI = "pgbouncer.ini"
+REDIS_CONF = "redis.conf"
 WORKLOADS = frozenset({"Deployment", "StatefulSet"})
 _TEMPLATE_REVISIONS = (revision.INPUTS_REVISION, *revision.LEGACY_REVISIONS)
 
@@ -80,16 +84,26 @@ def carry_over(desired: Obj, live: Obj | None) -> Obj:
     return kept
 
 
+def _start_only_changes(
+    desired: Obj, live: Obj | None, *, key: str, changes: Callable[[str, str], list[str]]
+) -> list[str]:
+    """``changes`` of the config file ``key`` from the live ConfigMap to the
+    desired one (none when it is new or holds no such file)."""
+    if live is None:
+        return []
+    new = (desired.get("data") or {}).get(key)
+    old = (live.get("data") or {}).get(key)
+    if not isinstance(new, str) or not isinstance(old, str):
+        return []
+    return changes(old, new)
+
+
 def restart_settings_changed(desired: Obj, live: Obj | None) -> list[str]:
     """The settings PgBouncer takes only at start whose value the desired
     pgbouncer.ini ConfigMap changes over the live one (none when it is new)."""
-    if live is None:
-        return []
-    new = (desired.get("data") or {}).get(PGBOUNCER_INI)
-    old = (live.get("data") or {}).get(PGBOUNCER_INI)
-    if not isinstance(new, str) or not isinstance(old, str):
-        return []
-    return pgbouncer_params.restart_changes(old, new)
+    return _start_only_changes(
+        desired, live, key=PGBOUNCER_INI, changes=pgbouncer_params.restart_changes
+    )
 
 
 def restart_message(settings: list[str]) -> str:
@@ -97,4 +111,18 @@ def restart_message(settings: list[str]) -> str:
         f"pgbouncer.ini changes {', '.join(settings)}, which PgBouncer takes only at start "
         "(SHOW CONFIG: changeable no): the write pooler's pods roll; every other setting "
         "is taken by RELOAD"
+    )
+
+
+def redis_restart_changed(desired: Obj, live: Obj | None) -> list[str]:
+    """The directives Redis takes only at start whose value the desired
+    redis.conf ConfigMap changes over the live one (none when it is new)."""
+    return _start_only_changes(desired, live, key=REDIS_CONF, changes=redis_params.restart_changes)
+
+
+def redis_restart_message(instance: str, settings: list[str]) -> str:
+    return (
+        f"redis.conf of instance {instance} changes {', '.join(settings)}, which Redis takes "
+        "only at start (CONFIG SET refuses it): its Redis pods roll; every other setting "
+        "is taken by CONFIG SET"
     )

@@ -1,0 +1,206 @@
+"""Redis takes its config online, for real: redis-server (the conformance
+suite's, Debian's 7.0; the default image ships 7.2.5) started from the file
+the Redis pod's init step writes (its command, as the StatefulSet Headroom
+renders gives it), and the pod's agent (headroom.agent.redis, its loop and
+its own RESP client) offered each new redis.conf of the instance's ConfigMap
+as its watch would offer it.
+
+A profile's eviction policy and memory (maxmemory), and its allowed config
+settings, reach the running Redis by CONFIG SET: the same process (run_id in
+INFO server, pid), every key kept. A setting removed from the config goes
+back to Redis's default, online. A directive Redis takes only at start
+(``dir``) is refused by CONFIG SET, and the agent leaves it to the pod's
+roll. The classification the builder hashes into the pod template
+(planning.redis_params.ONLINE_DEFAULTS) is held to this binary: every online
+setting is accepted by CONFIG SET at the value Headroom renders, with the
+default the binary reports, and every other directive is refused. Only
+addresses differ from a pod's: the bind address, the port, the data dir and
+the auth include's path.
+"""
+
+from __future__ import annotations
+
+import secrets
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from redis_servers import HOST, RedisProcess, ReplyError, wait_until
+from tests import profiles
+
+from headroom.agent import configmap
+from headroom.agent import redis as redis_agent
+from headroom.api import v1alpha1
+from headroom.builders import desired, redis
+from headroom.planning import credentials, planner, redis_params
+
+pytestmark = pytest.mark.conformance
+
+StartRedis = Callable[..., RedisProcess]
+KEYS = 500
+DEADLINE = 10.0  # seconds from an offer to the setting in the running Redis
+
+
+def _plan(**cache: Any) -> planner.Plan:
+    body = profiles.cache_profile(uid="online", **{"memory": "32Mi", **cache})
+    planned = planner.plan(v1alpha1.parse_profile(body))
+    assert planned.ok, planned.problem_text()
+    return planned
+
+
+def _conf(planned: planner.Plan, *, port: int, workdir: Path) -> str:
+    """The instance's ConfigMap text with this machine's addresses."""
+    return redis.render_conf(
+        planned.redis_named("cache"),
+        bind=HOST,
+        port=port,
+        data_dir=str(workdir),
+        auth_file=str(workdir / "auth.conf"),
+    )
+
+
+def _init_command(planned: planner.Plan, password: str) -> list[str]:
+    creds = credentials.Credentials(
+        username="app",
+        password="pw",
+        stats_password="stats",
+        revision="1",
+        redis_passwords={"cache": password},
+    )
+    objs = desired.build(planned, creds, app_pod_selector=None)
+    (init,) = objs["StatefulSet/shop-redis-cache"]["spec"]["template"]["spec"]["initContainers"]
+    argv: list[str] = init["command"]
+    assert argv[:3] == ["python", "-m", redis.AGENT_MODULE], argv
+    return argv
+
+
+class Pod:
+    """redis-server started from the init step's file, and its agent's loop."""
+
+    def __init__(self, start_redis: StartRedis, planned: planner.Plan) -> None:
+        self.password = secrets.token_hex(24)
+        argv = _init_command(planned, self.password)
+
+        def config(port: int, workdir: Path) -> str:
+            # the init step copies the mounted ConfigMap into the file Redis runs
+            mounted = workdir / "configmap" / "redis.conf"
+            mounted.parent.mkdir()
+            mounted.write_text(_conf(planned, port=port, workdir=workdir))
+            paths = {f"{redis.CONFIG_DIR}/redis.conf": str(mounted)}
+            paths[redis.START_FILE] = str(workdir / "redis.conf")
+            command = [sys.executable, *(paths.get(arg, arg) for arg in argv[1:])]
+            subprocess.run(command, check=True, capture_output=True, timeout=60)
+            return (workdir / "redis.conf").read_text()
+
+        self.server = start_redis(
+            config, files={"auth.conf": redis.render_auth(self.password)}, password=self.password
+        )
+        assert self.server.dir is not None
+        self.workdir = self.server.dir
+        self.agent = redis_agent.Agent(
+            output=self.server.conf_path,
+            server=redis_agent.Local(port=self.server.port, password=self.password),
+        )
+        self.agent.start()
+        self.stop = threading.Event()
+        self.loop = threading.Thread(
+            target=configmap.run, args=(self.agent,), kwargs={"stop": self.stop}
+        )
+        self.loop.start()
+
+    def offer(self, planned: planner.Plan) -> str:
+        text = _conf(planned, port=self.server.port, workdir=self.workdir)
+        self.agent.offer(text)
+        return text
+
+    def get(self, key: str) -> str:
+        with self.server.client() as conn:
+            return conn.config_get(key)
+
+    def wait_for(self, key: str, value: str) -> None:
+        wait_until(lambda: self.get(key) == value, timeout=DEADLINE, what=f"{key} {value}")
+
+    def identity(self) -> tuple[str, int | None]:
+        with self.server.client() as conn:
+            run_id = conn.info("server")["run_id"]
+        assert self.server.proc is not None
+        return run_id, self.server.proc.pid
+
+    def halt(self) -> None:
+        self.stop.set()
+        self.agent.wake.set()
+        self.loop.join(timeout=30)
+
+
+@pytest.fixture
+def pod(start_redis: StartRedis) -> Iterator[Pod]:
+    running = Pod(start_redis, _plan())
+    yield running
+    running.halt()
+
+
+def test_memory_policy_and_settings_change_online_in_the_same_redis(pod: Pod) -> None:
+    planned = _plan()
+    assert pod.get("maxmemory") == str(planned.redis_named("cache").maxmemory_bytes)
+    assert pod.get("maxmemory-policy") == "allkeys-lru"
+    with pod.server.client() as conn:
+        conn.pipeline([["SET", f"key:{n}", "v" * 100] for n in range(KEYS)])
+    before = pod.identity()
+
+    larger = _plan(memory="64Mi", evictionPolicy="allkeys-lfu", config={"hz": "50"})
+    text = pod.offer(larger)
+    pod.wait_for("maxmemory", str(larger.redis_named("cache").maxmemory_bytes))
+    pod.wait_for("maxmemory-policy", "allkeys-lfu")
+    pod.wait_for("hz", "50")
+    assert pod.server.conf_path.read_text() == text  # what a restarted container would run
+
+    pod.offer(_plan(memory="64Mi", evictionPolicy="allkeys-lfu"))  # hz removed
+    pod.wait_for("hz", redis_params.ONLINE_DEFAULTS["hz"])
+
+    assert pod.identity() == before  # the same process: nothing restarted
+    with pod.server.client() as conn:
+        assert conn.call("DBSIZE") == KEYS
+        assert conn.call("GET", "key:7") == "v" * 100
+
+
+def test_a_start_only_directive_is_refused_online_and_left_to_the_roll(pod: Pod) -> None:
+    with pod.server.client() as conn:
+        refused = conn.try_call("CONFIG", "SET", "dir", str(pod.workdir / "elsewhere"))
+    assert isinstance(refused, ReplyError) and "protected config" in str(refused), refused
+    running = pod.server.conf_path.read_text()
+    moved = running.replace(f"dir {pod.workdir}", f"dir {pod.workdir}/elsewhere")
+    moved = moved.replace("maxmemory-policy allkeys-lru", "maxmemory-policy allkeys-random")
+    assert redis_params.restart_changes(running, moved) == ["dir"]
+    pod.agent.offer(moved)
+    wait_until(lambda: pod.agent.refused == moved, timeout=DEADLINE, what="the offer taken")
+    assert pod.server.conf_path.read_text() == running  # left for the new pod's init step
+    # the agent goes on with online changes
+    pod.offer(_plan(config={"hz": "20"}))
+    pod.wait_for("hz", "20")
+    assert pod.get("dir") == str(pod.workdir)
+    assert pod.get("maxmemory-policy") == "allkeys-lru"
+
+
+def test_the_online_classification_holds_for_this_redis_server(
+    start_redis: StartRedis, pod: Pod
+) -> None:
+    rendered = redis_params.conf_settings(pod.server.conf_path.read_text())
+    with pod.server.client() as conn:
+        for key, default in redis_params.ONLINE_DEFAULTS.items():
+            value = rendered.get(key, default)
+            reply = conn.try_call("CONFIG", "SET", key, value)
+            assert reply == "OK", (key, value, reply)
+        for key, value in redis_params.restart_settings(pod.server.conf_path.read_text()).items():
+            reply = conn.try_call("CONFIG", "SET", key, value)
+            assert isinstance(reply, ReplyError), (key, reply)
+    # a server started without them reports Headroom's table of defaults
+    bare = start_redis(lambda port, workdir: f"bind {HOST}\nport {port}\ndir {workdir}\n")
+    with bare.client() as conn:
+        found = {k: conn.config_get(k) for k in redis_params.ONLINE_DEFAULTS}
+    expected = dict(redis_params.ONLINE_DEFAULTS)
+    expected |= {"bind": HOST, "port": str(bare.port)}  # what this test had to choose
+    assert found == expected
