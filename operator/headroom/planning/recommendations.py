@@ -502,6 +502,10 @@ def for_plan(
     return [entry for entry in found if entry is not None]
 
 
+def _pods(count: int, noun: str) -> str:
+    return f"{count} {noun}" + ("" if count == 1 else "s")
+
+
 def max_connections(plan: planner.Plan, *, server: Recommendation) -> Recommendation | None:
     """ "max_connections is the limit: the plan needs Z", beside a server-pool
     recommendation the budget cannot hold when the server's room is what limits it
@@ -603,11 +607,12 @@ def app_pool(
         f"the app's pool is {1 - per_pod / size:.0%} idle: lower poolSizePerPod to "
         f"{proposed}: {rate:.3g} transactions/s x {in_use / rate if rate else 0:.3g} s "
         f"(a server's wait included) = {in_use:.3g} client connections in a transaction "
-        f"on average over {instances} pooler pods"
+        f"on average over {_pods(instances, 'pooler pod')}"
         + (" (the workers' transactions counted too)" if workers else "")
-        + f", {per_pod:.3g} on each of the app's floor of {floor} pods of {size}"
+        + f", {per_pod:.3g} on each of the app's floor of {_pods(floor, 'pod')} of {size}"
         + (
-            f" ({sum(opened)} client connections open on the {len(opened)} pooler pods that report)"
+            f" ({sum(opened)} client connections open on the {_pods(len(opened), 'pooler pod')} "
+            "that report)"
             if opened
             else ""
         )
