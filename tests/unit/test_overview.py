@@ -226,3 +226,23 @@ def test_plan_of_a_profile_read_back_shows_what_the_cluster_observed(tmp_path: P
         assert cli.main(["plan", str(path)]) == 0
     last = out.getvalue().rstrip("\n").splitlines()[-1]
     assert last == f"{'observed':<20}{overview.recommended(entry)}"
+
+
+def test_every_kind_of_recommendation_is_one_line_naming_its_kind() -> None:
+    entry = {
+        "kind": "LowerAppPool",
+        "field": "spec.app.poolSizePerPod",
+        "current": 40,
+        "recommended": 14,
+        "why": "the app's pool is 80% idle: lower poolSizePerPod to 14",
+        "confidence": "high",
+    }
+    assert overview.recommended(entry) == (
+        "recommend spec.app.poolSizePerPod 40 -> 14 (LowerAppPool, high confidence): "
+        "the app's pool is 80% idle: lower poolSizePerPod to 14"
+    )
+    # an entry written before kinds existed still prints
+    older = {k: v for k, v in entry.items() if k != "kind"}
+    assert overview.recommended(older).startswith(
+        "recommend spec.app.poolSizePerPod 40 -> 14 (high confidence)"
+    )
