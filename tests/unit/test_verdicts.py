@@ -38,6 +38,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "weight-2": {"database.share": {"weight": 2}},
     "capped": {"database.share": {"maximum": 12}},
     "minimum-30": {"database.share": {"minimum": 30}},
+    # beside a running transaction-mode profile's half, more than the server holds
+    "minimum-54": {"database.share": {"minimum": 54}},
     "pinned": {"pooler.parameters": {"max_db_connections": "4"}},
     # 20 sessions over 2 pooler pods: 10 per pod, 3 pods at peak = 30
     "sessions": {"pooler.poolMode": "session", "app.replicas": {"min": 1, "max": 4}},
@@ -301,6 +303,18 @@ def _max_db(ini: str) -> int:
         Op("pass", "b"),
     ]
 )
+@example(  # two changes admitted at once, each beside the other's running plan
+    ops=[
+        Op("create", "a", "transaction", CREATED[0]),
+        Op("create", "b", "transaction", CREATED[1]),
+        Op("pass", "a"),
+        Op("pass", "b"),
+        Op("update", "a", "minimum-54"),
+        Op("update", "b", "minimum-30"),
+        Op("pass", "a"),
+        Op("pass", "b"),
+    ]
+)
 @fuzz_settings(short=30)
 def test_any_order_ends_where_a_fresh_operator_on_the_same_objects_would(ops: list[Op]) -> None:
     world = World()
@@ -366,3 +380,34 @@ def test_any_order_ends_where_a_fresh_operator_on_the_same_objects_would(ops: li
             k: b["share"] for k, b in ended.items()
         }
         assert again.pool_sizes() == world.pool_sizes()
+
+
+def test_of_two_changes_admitted_at_once_the_one_that_fits_beside_the_other_goes_ahead() -> None:
+    """a and b run halves of the server; a's change (a minimum of 54) and b's (30)
+    are each admitted beside the other's running plan, and do not fit together.
+    The pass refuses one and counts it at what its poolers run: b's change fits
+    beside a's running half, a's does not beside b's, so b goes ahead whatever
+    their ranks (a first: created in the same second, by name), not both refused."""
+    world = World()
+    for op in (
+        Op("create", "a", "transaction", CREATED[0]),
+        Op("create", "b", "transaction", CREATED[1]),
+    ):
+        world.apply(op)
+    world.settle(check=True)
+    table = world.cluster.shared
+    beside = lambda servers, key: share_table.beside(table.table(), servers, key)  # noqa: E731
+    for name, variant in (("a", "minimum-54"), ("b", "minimum-30")):
+        body = profiles.base(name=name, **VARIANTS[variant])
+        old = world.cluster.profile("default", name)
+        assert admission.review(body, beside=beside, old=old) is None, name
+    world.apply(Op("update", "a", "minimum-54"))
+    world.apply(Op("update", "b", "minimum-30"))
+    world.settle(check=True)
+    ended = world.budgets()
+    assert ended["default/b"]["budget"] == "True", ended
+    assert ended["default/a"]["budget"] == "False", ended
+    body = world.cluster.profile("default", "a")
+    assert body is not None
+    (budget,) = [c for c in body["status"]["conditions"] if c["type"] == "ConnectionBudget"]
+    assert "default/b 38 (spec.database.share.minimum 30" in budget["message"], budget

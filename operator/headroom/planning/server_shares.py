@@ -427,21 +427,62 @@ def _refusal(
 
 
 def shares(peers: Iterable[Peer]) -> Grants:
-    """Every profile's share of every server it uses with other profiles."""
+    """Every profile's share of every server it uses with other profiles.
+
+    When the minimums do not fit, the lowest-ranked are refused and counted
+    at what they run; that can refuse a higher-ranked one in turn (two
+    changes admitted at once, each beside the other's running plan). Then a
+    refused profile whose change fits beside what the others run is
+    accepted, and the ones it displaces are ranked after it: of two changes
+    that do not fit together, the one that fits beside the other's running
+    poolers goes ahead, as admission accepted it, instead of both being
+    refused. Deterministic: it depends on the stored ranks, not on order."""
     everyone = {p.key: p for p in peers}
     by_server: dict[str, list[tuple[Peer, connection_budget.Demand]]] = {}
     for p in sorted(everyone.values(), key=lambda p: p.rank):
         for demand in p.demands:
             by_server.setdefault(demand.server, []).append((p, demand))
     shared = {s: users for s, users in by_server.items() if len(users) > 1}
-    refused: dict[str, tuple[str, str]] = {}  # profile -> (field, why)
+    given: dict[str, tuple[str, str]] = {}  # profile -> (field, why)
     for p in everyone.values():
         if p.problem:
-            refused[p.key] = ("", p.problem)
+            given[p.key] = ("", p.problem)
     for users in shared.values():
         for key, why in _contradictions(users).items():
             declared = next(d for p, d in users if p.key == key)
-            refused.setdefault(key, (declared.max_connections_field, why))
+            given.setdefault(key, (declared.max_connections_field, why))
+    demoted: set[str] = set()
+    divisions, refused = _settle(everyone, shared, given, demoted)
+    for _ in range(len(everyone)):
+        divided = [k for k in refused if k not in given]
+        for key in sorted(divided, key=lambda k: everyone[k].rank):
+            others = {k: refused[k] for k in divided if k != key}
+            start = {**given, **others}
+            _, tried = _settle(everyone, shared, start, demoted)
+            if tried.keys() == start.keys():  # it fits beside what the others run
+                demoted |= others.keys()
+                break
+        else:
+            break
+        divisions, refused = _settle(everyone, shared, given, demoted)
+    return _grants(everyone, shared, divisions, refused)
+
+
+def _settle(
+    everyone: dict[str, Peer],
+    shared: dict[str, list[tuple[Peer, connection_budget.Demand]]],
+    start: dict[str, tuple[str, str]],
+    demoted: set[str],
+) -> tuple[dict[str, tuple[Division, list[Claim]]], dict[str, tuple[str, str]]]:
+    """The divisions of every shared server and who is refused (profile ->
+    (field, why)), from the refusals in ``start``: rounds until no one more
+    is refused and no read pool's cap is lowered. ``demoted``: ranked after
+    every other profile (see :func:`shares`)."""
+    refused = dict(start)
+
+    def ranked(p: Peer) -> Peer:
+        return dataclasses.replace(p, rank=(2, *p.rank[1:])) if p.key in demoted else p
+
     caps: dict[tuple[str, str], int] = {}  # (profile, server): its read pool's least share
     divisions: dict[str, tuple[Division, list[Claim]]] = {}
     for _ in range(_ROUNDS):
@@ -449,9 +490,9 @@ def shares(peers: Iterable[Peer]) -> Grants:
         newly = False
         for server, users in sorted(shared.items()):
             claims = [
-                _held_claim(p, server)
+                _held_claim(ranked(p), server)
                 if p.key in refused
-                else _claim(p, d, caps.get((p.key, server)))
+                else _claim(ranked(p), d, caps.get((p.key, server)))
                 for p, d in users
             ]
             capacity = users[0][1].max_connections - max(d.superuser_reserved for _, d in users)
@@ -483,7 +524,7 @@ def shares(peers: Iterable[Peer]) -> Grants:
                     tighter = True
         if not tighter:
             break
-    return _grants(everyone, shared, divisions, refused)
+    return divisions, refused
 
 
 def _grants(
