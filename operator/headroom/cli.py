@@ -533,7 +533,9 @@ def _plan_all(args: argparse.Namespace, facts: planner.Facts) -> list[_Planned]:
     every server divided among every profile on it (server_shares). The
     ``--with`` files' profiles exist already (older, in the order given);
     FILE's are created after them in one go (one apply: the same second, so
-    by name when minimums do not fit, as the API server would stamp them)."""
+    by name when minimums do not fit, as the API server would stamp them). A
+    document that carries metadata.creationTimestamp (read back from the
+    cluster) is ranked by it, as the pass ranks it."""
     others = [body for path in args.beside for body in _load_beside(path)]
     users, rps = getattr(args, "users", None), getattr(args, "rps", None)
     mine, changes, recommended = [], {}, {}
@@ -563,8 +565,12 @@ def _plan_all(args: argparse.Namespace, facts: planner.Facts) -> list[_Planned]:
                 raise InputError(f"--with: {key}: {err}") from None
             found.append((key, None, str(err)))
             continue
-        # the order's text only compares: existing ones first, then FILE's
-        created = f"{index:09d}" if index < len(others) else "new"
+        # the order the pass ranks by when minimums do not fit: a document read
+        # back from the cluster carries its creationTimestamp; else the order's
+        # text only compares: existing ones first, then FILE's (one apply: the
+        # same second, so by name)
+        stamped = str((body.get("metadata") or {}).get("creationTimestamp") or "")
+        created = stamped or (f"{index:09d}" if index < len(others) else "new")
         peers.append(server_shares.peer(profile, body=body, facts=facts, created=created))
         if index >= len(others):
             found.append((key, profile, ""))

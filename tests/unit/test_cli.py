@@ -256,6 +256,43 @@ def test_plan_plans_several_documents_as_the_operator_does_on_shared_servers(
     assert capsys.readouterr().out.count("share                    36 on ep-read") == 2
 
 
+def test_plan_ranks_documents_read_back_by_their_creation_time_as_the_pass_does(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Two session-mode apps whose sessions do not fit together: without a
+    creation time (one apply: the same second) the name decides, as in the
+    pass; read back from the cluster, the older keeps its minimum, as in the
+    pass, though its name comes later."""
+    session = (
+        (EXAMPLES / "shop.yaml")
+        .read_text()
+        .replace("poolMode: transaction", "poolMode: session")
+        .replace("poolSizePerPod: 10", "poolSizePerPod: 11")
+        .replace("max: 10}", "max: 5}")
+    )
+    assert "poolMode: session" in session
+
+    def doc(name: str, created: str = "") -> str:
+        text = session.replace("name: shop\n", f"name: {name}\n", 1)
+        if created:
+            text = text.replace(
+                f"name: {name}\n", f"name: {name}\n  creationTimestamp: {created}\n", 1
+            )
+        return text
+
+    path = tmp_path / "two.yaml"
+    path.write_text(doc("b-old") + "---\n" + doc("a-new"))
+    assert cli.main(["plan", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert "hold default/a-new 92 (session mode" in err, err
+    path.write_text(
+        doc("b-old", "2026-01-01T00:00:00Z") + "---\n" + doc("a-new", "2026-01-01T00:00:05Z")
+    )
+    assert cli.main(["plan", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert "hold default/b-old 92 (session mode" in err, err
+
+
 def test_plan_with_names_the_profiles_already_on_the_server(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
