@@ -43,8 +43,12 @@ OWNED_SELECTOR = f"app.kubernetes.io/managed-by={names.MANAGED_BY},{names.PROFIL
 class Stage(enum.IntEnum):
     """Apply order; objects of one stage are applied concurrently."""
 
-    CONFIG = 0  # what pods mount or run as: ConfigMaps, Secrets, ServiceAccounts, RBAC
-    WORKLOAD = 1  # workloads and what routes to or protects them
+    CONFIG = 0  # what pods mount or run as: ConfigMaps, Secrets, ServiceAccounts, Roles
+    # workloads, what routes to or protects them, and RoleBindings: the API server
+    # checks a binding against its Role as its RBAC cache holds it, so a binding
+    # sent beside its new Role is refused ("404 NotFound" of the binding) until
+    # that cache has the Role (every new profile's first pass failed so at N=500)
+    WORKLOAD = 1
     AUTOSCALER = 2  # what scales a workload that must exist first
 
 
@@ -84,7 +88,7 @@ BUILTIN_OWNED: tuple[OwnedKind, ...] = (
     # what a pod's agent is allowed: before the pods that use it
     OwnedKind(kinds.SERVICE_ACCOUNT, Stage.CONFIG),
     OwnedKind(kinds.ROLE, Stage.CONFIG),
-    OwnedKind(kinds.ROLE_BINDING, Stage.CONFIG),
+    OwnedKind(kinds.ROLE_BINDING, Stage.WORKLOAD),  # after its Role (Stage)
     OwnedKind(kinds.STATEFUL_SET, Stage.WORKLOAD),
     OwnedKind(kinds.DEPLOYMENT, Stage.WORKLOAD),
     OwnedKind(kinds.SERVICE, Stage.WORKLOAD),
