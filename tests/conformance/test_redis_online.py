@@ -5,9 +5,10 @@ renders gives it), and the pod's agent (headroom.agent.redis, its loop and
 its own RESP client) offered each new redis.conf of the instance's ConfigMap
 as its watch would offer it.
 
-A profile's eviction policy and memory (maxmemory), and its allowed config
-settings, reach the running Redis by CONFIG SET: the same process (run_id in
-INFO server, pid), every key kept. A setting removed from the config goes
+A profile's eviction policy and memory (maxmemory, up to what the pod's
+memory limit holds: more waits for the roll a larger limit brings), and its
+allowed config settings, reach the running Redis by CONFIG SET: the same
+process (run_id in INFO server, pid), every key kept. A setting removed from the config goes
 back to Redis's default, online. A directive Redis takes only at start
 (``dir``) is refused by CONFIG SET, and the agent leaves it to the pod's
 roll. The classification the builder hashes into the pod template
@@ -43,10 +44,12 @@ pytestmark = pytest.mark.conformance
 StartRedis = Callable[..., RedisProcess]
 KEYS = 500
 DEADLINE = 10.0  # seconds from an offer to the setting in the running Redis
+MEMORY = "64Mi"  # the pod's: its Redis container's memory limit
+MEMORY_LIMIT = 64 * 1024**2
 
 
 def _plan(**cache: Any) -> planner.Plan:
-    body = profiles.cache_profile(uid="online", **{"memory": "32Mi", **cache})
+    body = profiles.cache_profile(uid="online", **{"memory": MEMORY, **cache})
     planned = planner.plan(v1alpha1.parse_profile(body))
     assert planned.ok, planned.problem_text()
     return planned
@@ -63,7 +66,9 @@ def _conf(planned: planner.Plan, *, port: int, workdir: Path) -> str:
     )
 
 
-def _init_command(planned: planner.Plan, password: str) -> list[str]:
+def _built(planned: planner.Plan, password: str, namespace: str) -> dict[str, Any]:
+    """The instance's objects by Kind/name, in ``namespace``, with no owner
+    (the profile is not in the cluster: its garbage collector would take them)."""
     creds = credentials.Credentials(
         username="app",
         password="pw",
@@ -72,48 +77,85 @@ def _init_command(planned: planner.Plan, password: str) -> list[str]:
         redis_passwords={"cache": password},
     )
     objs = desired.build(planned, creds, app_pod_selector=None)
-    (init,) = objs["StatefulSet/shop-redis-cache"]["spec"]["template"]["spec"]["initContainers"]
-    argv: list[str] = init["command"]
-    assert argv[:3] == ["python", "-m", redis.AGENT_MODULE], argv
-    return argv
+    for obj in objs.values():
+        obj["metadata"]["namespace"] = namespace
+        obj["metadata"].pop("ownerReferences", None)
+        for subject in obj.get("subjects") or []:
+            subject["namespace"] = namespace
+    return objs
+
+
+def _container(objs: dict[str, Any], name: str) -> dict[str, Any]:
+    spec = objs["StatefulSet/shop-redis-cache"]["spec"]["template"]["spec"]
+    (found,) = [c for c in [*spec["initContainers"], *spec["containers"]] if c["name"] == name]
+    assert found["command"][:3] == ["python", "-m", redis.AGENT_MODULE], found
+    return found
+
+
+def _command(container: dict[str, Any], paths: dict[str, str]) -> list[str]:
+    """The container's command on this machine: this interpreter, and each
+    path the pod has (a mount) at this test's place for it."""
+    return [sys.executable, *(paths.get(arg, arg) for arg in container["command"][1:])]
 
 
 class Pod:
-    """redis-server started from the init step's file, and its agent's loop."""
+    """redis-server started from the init step's file. ``on_config`` sees the
+    ConfigMap's text (this port, this dir) before the init step copies it."""
 
-    def __init__(self, start_redis: StartRedis, planned: planner.Plan) -> None:
+    def __init__(
+        self,
+        start_redis: StartRedis,
+        planned: planner.Plan,
+        *,
+        namespace: str = "default",
+        on_config: Callable[[dict[str, Any]], None] = lambda _: None,
+    ) -> None:
         self.password = secrets.token_hex(24)
-        argv = _init_command(planned, self.password)
+        self.objects = _built(planned, self.password, namespace)
+        self.config_map = self.objects["ConfigMap/shop-redis-cache-config"]
 
         def config(port: int, workdir: Path) -> str:
+            self.config_map["data"] = {"redis.conf": _conf(planned, port=port, workdir=workdir)}
+            on_config(self.config_map)
             # the init step copies the mounted ConfigMap into the file Redis runs
             mounted = workdir / "configmap" / "redis.conf"
             mounted.parent.mkdir()
-            mounted.write_text(_conf(planned, port=port, workdir=workdir))
-            paths = {f"{redis.CONFIG_DIR}/redis.conf": str(mounted)}
-            paths[redis.START_FILE] = str(workdir / "redis.conf")
-            command = [sys.executable, *(paths.get(arg, arg) for arg in argv[1:])]
-            subprocess.run(command, check=True, capture_output=True, timeout=60)
+            mounted.write_text(self.config_map["data"]["redis.conf"])
+            paths = {
+                f"{redis.CONFIG_DIR}/redis.conf": str(mounted),
+                redis.START_FILE: str(workdir / "redis.conf"),
+            }
+            init = _command(_container(self.objects, "agent-init"), paths)
+            subprocess.run(init, check=True, capture_output=True, timeout=60)
             return (workdir / "redis.conf").read_text()
 
         self.server = start_redis(
-            config, files={"auth.conf": redis.render_auth(self.password)}, password=self.password
+            config,
+            files={"auth.conf": redis.render_auth(self.password), "password": self.password},
+            password=self.password,
         )
         assert self.server.dir is not None
         self.workdir = self.server.dir
+        self.stop = threading.Event()
         self.agent = redis_agent.Agent(
             output=self.server.conf_path,
             server=redis_agent.Local(port=self.server.port, password=self.password),
         )
+
+    def run_agent(self) -> None:
+        """The agent's loop in this process, offered texts by the test."""
         self.agent.start()
-        self.stop = threading.Event()
         self.loop = threading.Thread(
             target=configmap.run, args=(self.agent,), kwargs={"stop": self.stop}
         )
         self.loop.start()
 
+    def text(self, planned: planner.Plan) -> str:
+        """``planned``'s redis.conf with this pod's addresses."""
+        return _conf(planned, port=self.server.port, workdir=self.workdir)
+
     def offer(self, planned: planner.Plan) -> str:
-        text = _conf(planned, port=self.server.port, workdir=self.workdir)
+        text = self.text(planned)
         self.agent.offer(text)
         return text
 
@@ -139,6 +181,8 @@ class Pod:
 @pytest.fixture
 def pod(start_redis: StartRedis) -> Iterator[Pod]:
     running = Pod(start_redis, _plan())
+    running.agent.memory_limit = MEMORY_LIMIT  # as kubelet's Downward API gives it
+    running.run_agent()
     yield running
     running.halt()
 
@@ -151,15 +195,22 @@ def test_memory_policy_and_settings_change_online_in_the_same_redis(pod: Pod) ->
         conn.pipeline([["SET", f"key:{n}", "v" * 100] for n in range(KEYS)])
     before = pod.identity()
 
-    larger = _plan(memory="64Mi", evictionPolicy="allkeys-lfu", config={"hz": "50"})
-    text = pod.offer(larger)
-    pod.wait_for("maxmemory", str(larger.redis_named("cache").maxmemory_bytes))
+    smaller = _plan(memory="32Mi", evictionPolicy="allkeys-lfu", config={"hz": "50"})
+    text = pod.offer(smaller)
+    pod.wait_for("maxmemory", str(smaller.redis_named("cache").maxmemory_bytes))
     pod.wait_for("maxmemory-policy", "allkeys-lfu")
     pod.wait_for("hz", "50")
     assert pod.server.conf_path.read_text() == text  # what a restarted container would run
 
-    pod.offer(_plan(memory="64Mi", evictionPolicy="allkeys-lfu"))  # hz removed
+    pod.offer(_plan(evictionPolicy="allkeys-lfu"))  # back to the pod's size, hz removed
+    pod.wait_for("maxmemory", str(planned.redis_named("cache").maxmemory_bytes))
     pod.wait_for("hz", redis_params.ONLINE_DEFAULTS["hz"])
+
+    # more memory than this pod's limit holds: left for the roll a larger limit brings
+    larger = pod.offer(_plan(memory="128Mi", evictionPolicy="allkeys-lfu", config={"hz": "20"}))
+    pod.wait_for("hz", "20")
+    assert pod.get("maxmemory") == str(planned.redis_named("cache").maxmemory_bytes)
+    assert pod.server.conf_path.read_text() == larger  # the new pod starts with it
 
     assert pod.identity() == before  # the same process: nothing restarted
     with pod.server.client() as conn:

@@ -267,3 +267,35 @@ def test_the_password_is_in_no_log_line_or_repr(
     with pytest.raises(redis_agent.RedisError) as failed:
         local.config_get("maxmemory")
     assert PASSWORD not in str(failed.value)
+
+
+def test_a_maxmemory_the_pods_limit_cannot_hold_waits_for_the_roll(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    server = FakeRedis(_running(CONF))
+    output = tmp_path / "redis.conf"
+    output.write_text(CONF)
+    agent = redis_agent.Agent(output=output, server=server, memory_limit=2000)  # room: 1500
+    agent.start()
+    agent.step(NO_STOP)
+    grown = CONF.replace("maxmemory 1000", "maxmemory 3000").replace("allkeys-lru", "allkeys-lfu")
+    with caplog.at_level(logging.INFO, logger="headroom.agent.redis"):
+        agent.offer(grown)
+        agent.step(NO_STOP)
+    assert server.sets == [{"maxmemory-policy": "allkeys-lfu"}]
+    assert output.read_text() == grown  # the new pod starts with it
+    assert any("left for the pod's roll" in r.message for r in caplog.records)
+    agent.offer(CONF.replace("maxmemory 1000", "maxmemory 800"))  # a shrink fits: online
+    agent.step(NO_STOP)
+    assert server.sets[-1] == {"maxmemory": "800", "maxmemory-policy": "allkeys-lru"}
+
+
+def test_the_agent_reads_its_containers_memory_limit_from_the_downward_api() -> None:
+    pod = _template(_objects(_plan()))["spec"]
+    (agent,) = [c for c in pod["containers"] if c["name"] == "agent"]
+    (env,) = agent["env"]
+    assert env["name"] == redis_agent.MEMORY_LIMIT_ENV
+    assert env["valueFrom"]["resourceFieldRef"] == {
+        "containerName": "redis",
+        "resource": "limits.memory",
+    }

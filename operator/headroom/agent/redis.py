@@ -19,8 +19,12 @@ a restart, wherever Redis can. Runs in each Redis pod of an instance, as
   sets each setting the file holds and the server runs otherwise (an agent
   that restarted between writing the file and setting it).
 
-Environment: KUBERNETES_SERVICE_HOST/PORT; the namespace, token and CA come
-from ``--token-dir`` (a projected service-account token). One log line per
+A larger ``maxmemory`` than the Redis container's memory limit allows
+(REDIS_MEMORY_LIMIT, from the Downward API) is left to the pod's roll, which a
+larger ``memory`` brings anyway: the data must not outgrow the old limit.
+
+Environment: KUBERNETES_SERVICE_HOST/PORT, REDIS_MEMORY_LIMIT; the namespace,
+token and CA come from ``--token-dir`` (a projected service-account token). One log line per
 change; the password never appears in one. A CONFIG SET that could not reach
 Redis is retried; one Redis refuses is logged; neither ends the loop;
 SIGTERM ends it at once.
@@ -30,6 +34,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import socket
 import sys
 import threading
@@ -48,6 +53,7 @@ HOST = "127.0.0.1"
 TICK_SECONDS = 1.0  # retries while Redis does not answer
 IDLE_SECONDS = 3600.0  # nothing pending: only the watch wakes the loop
 TIMEOUT_SECONDS = 5.0
+MEMORY_LIMIT_ENV = "REDIS_MEMORY_LIMIT"  # the Redis container's limit (Downward API)
 
 
 class RedisError(Exception):
@@ -143,6 +149,7 @@ class Agent(configmap.FileAgent):
     pending: dict[str, str] = field(default_factory=dict)  # still to CONFIG SET
     checked: bool = False  # what Redis runs compared with the file (at start)
     failures: dict[str, str] = field(default_factory=dict)  # refusals, by key, logged
+    memory_limit: int | None = None  # the Redis container's, in bytes (None: unknown)
 
     log = log
 
@@ -168,7 +175,7 @@ class Agent(configmap.FileAgent):
             self._check()
         wanted = self.take_wanted()
         if wanted is not None and wanted != self.loaded and self.write(wanted):
-            changes = redis_params.online_changes(self.loaded, wanted)
+            changes = self._within_limit(redis_params.online_changes(self.loaded, wanted))
             self.loaded, self.pending = wanted, {**self.pending, **changes}
         if self.checked and self.pending and not stop.is_set():
             self._apply()
@@ -176,6 +183,25 @@ class Agent(configmap.FileAgent):
     def next_wait(self) -> float:
         busy = self.pending or not self.checked or self.offered
         return TICK_SECONDS if busy else IDLE_SECONDS
+
+    def _within_limit(self, changes: dict[str, str]) -> dict[str, str]:
+        """``changes`` without a ``maxmemory`` this pod's container could not
+        hold: a larger ``memory`` raises the limit too, which only the pod's
+        roll gives (the new pod starts from the file); until then the data
+        must not grow past the old limit, or the kernel kills Redis."""
+        wanted = changes.get("maxmemory", "")
+        if self.memory_limit is None or not wanted.isdigit():
+            return changes
+        room = self.memory_limit * planner.MAXMEMORY_PERCENT // 100
+        if int(wanted) <= room:
+            return changes
+        self.log.info(
+            "maxmemory %s left for the pod's roll: above %d%% of its memory limit (%d bytes)",
+            wanted,
+            planner.MAXMEMORY_PERCENT,
+            self.memory_limit,
+        )
+        return {k: v for k, v in changes.items() if k != "maxmemory"}
 
     def _apply(self) -> None:
         """CONFIG SET what is pending. Redis unreachable: all of it stays
@@ -212,7 +238,12 @@ def main(argv: list[str] | None = None) -> int:
     port = int(
         redis_params.conf_settings(args.output.read_text()).get("port") or planner.REDIS_PORT
     )
-    agent = Agent(output=args.output, server=Local(port=port, password=password))
+    limit = os.environ.get(MEMORY_LIMIT_ENV, "")
+    agent = Agent(
+        output=args.output,
+        server=Local(port=port, password=password),
+        memory_limit=int(limit) if limit.isdigit() else None,
+    )
     agent.start()
     log.info("watching ConfigMap %s/%s; Redis on %s:%d", namespace, args.config_map, HOST, port)
     configmap.follow(client, namespace=namespace, name=args.config_map, key=CONFIG_KEY, agent=agent)

@@ -541,6 +541,14 @@ def _agent(plan: planner.Plan, redis: planner.RedisPlan) -> common.Obj:
             "--password-file",
             f"{AUTH_DIR}/{credentials.REDIS_PASSWORD_KEY}",
         ],
+        env=[
+            {
+                "name": "REDIS_MEMORY_LIMIT",  # a larger maxmemory waits for the roll
+                "valueFrom": {
+                    "resourceFieldRef": {"containerName": "redis", "resource": "limits.memory"}
+                },
+            }
+        ],
         mounts=[{"name": "auth", "mountPath": AUTH_DIR, "readOnly": True}],
     )
 
