@@ -299,3 +299,33 @@ def test_the_agent_reads_its_containers_memory_limit_from_the_downward_api() -> 
         "containerName": "redis",
         "resource": "limits.memory",
     }
+
+
+def test_the_upgrade_rolls_redis_once_for_its_agent_and_then_never_for_the_new_revision() -> None:
+    """A StatefulSet of the previous layout: the whole redis.conf hashed on its
+    template, only the password's revision held. The new template differs
+    (the agent): it rolls once; the revision it newly covers is recorded, not
+    rolled for, and the next pass over what was applied changes nothing."""
+    wanted = _objects(_plan())["StatefulSet/shop-redis-cache"]
+    password_only = revision.text(
+        {
+            k: v
+            for k, v in revision.parse(
+                wanted["metadata"]["annotations"][revision.INPUTS_HELD]
+            ).items()
+            if k == revision.redis("cache")
+        }
+    )
+    live = copy.deepcopy(wanted)
+    live["metadata"]["annotations"][revision.INPUTS_HELD] = password_only
+    live["spec"]["template"]["metadata"]["annotations"] = {
+        common.CONFIG_HASH_ANNOTATION: "0123456789abcdef",
+        revision.INPUTS_REVISION: password_only,
+    }
+    applied = rollout.carry_over(wanted, live)
+    annotations = applied["spec"]["template"]["metadata"]["annotations"]
+    assert annotations[revision.INPUTS_REVISION] == password_only  # kept: no roll for it
+    assert revision.parse(applied["metadata"]["annotations"][revision.INPUTS_HELD]) == (
+        revision.parse(wanted["metadata"]["annotations"][revision.INPUTS_HELD])
+    )
+    assert rollout.carry_over(wanted, applied) == applied  # converged: no second roll
