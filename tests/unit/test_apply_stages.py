@@ -82,3 +82,53 @@ def test_a_new_role_binding_is_applied_after_its_role_and_accepted() -> None:
     assert result.failures == []
     assert cluster.order.index("RoleBinding/shop-pooler") > cluster.order.index("Role/shop-pooler")
     assert result.writes == len(objects)
+
+
+class SlowServices(RbacCheckingCluster):
+    """A Service's create waits for its cluster IP: here until the pass has
+    applied its autoscaler (on a busy API server, seconds)."""
+
+    async def apply(self, obj: Obj) -> Obj:
+        if obj["kind"] == "Service":
+            while "HorizontalPodAutoscaler/shop-app" not in self.stored:
+                await asyncio.sleep(0.01)
+        return await super().apply(obj)
+
+
+def test_what_nothing_waits_for_is_applied_beside_the_stages() -> None:
+    objects = [
+        _obj("ConfigMap", "shop-pooler-config", data={"pgbouncer.ini": "[pgbouncer]\n"}),
+        _obj("Service", "shop-pooler-rw", spec={"ports": [{"port": 5432}]}),
+        {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": "shop-pooler", "namespace": "team", "annotations": {}},
+            "spec": {"replicas": 2},
+        },
+        {
+            "apiVersion": "autoscaling/v2",
+            "kind": "HorizontalPodAutoscaler",
+            "metadata": {"name": "shop-app", "namespace": "team", "annotations": {}},
+            "spec": {"maxReplicas": 4},
+        },
+    ]
+    wanted = desired.Desired(
+        objects={desired.key_of(o): o for o in objects},
+        component_of={desired.key_of(o): "pooler" for o in objects},
+    )
+    cluster = SlowServices()
+    applier = apply.Applier(cluster, telemetry.Metrics())  # type: ignore[arg-type]
+
+    async def run() -> apply.ApplyResult:
+        return await asyncio.wait_for(
+            applier.apply_all("team/shop", wanted=wanted, children={}, frozen=set(), events=[]),
+            timeout=10,
+        )
+
+    result = asyncio.run(run())  # a Service between the stages would never finish
+
+    assert result.failures == []
+    order = cluster.order
+    assert order.index("ConfigMap/shop-pooler-config") < order.index("Deployment/shop-pooler")
+    assert order.index("Deployment/shop-pooler") < order.index("HorizontalPodAutoscaler/shop-app")
+    assert order[-1] == "Service/shop-pooler-rw"

@@ -4,7 +4,8 @@ wanted is pruned, and nothing that is not ours is touched.
 - :meth:`Applier.conflicts`: wanted names that exist but belong to somebody
   else (the pass contains their components: nothing of them is applied);
 - :meth:`Applier.apply_all`: stage by stage (what pods mount, workloads,
-  autoscalers; one stage's objects concurrently), each object applied only
+  autoscalers; one stage's objects concurrently; what nothing waits for,
+  such as Services, beside the stages), each object applied only
   when it differs from the cache (:mod:`headroom.reconcile.compare`), a
   workload's template rolled only for a value its pods hold that changed
   (:mod:`headroom.reconcile.rollout`); leftover
@@ -160,13 +161,30 @@ class Applier:
         prune_first = [k for k in leftovers if _owned_kind(k).prune_first]
         prune_after = [k for k in leftovers if k not in prune_first]
         await self._prune(key, prune_first, children, result, events)
-        changed: list[str] = []
-        for stage in watches.Stage:
-            batch = [k for k in wanted.objects if _owned_kind(k).stage == stage]
-            applied = await asyncio.gather(
+
+        def batch_of(stage: watches.Stage) -> list[str]:
+            return [k for k in wanted.objects if _owned_kind(k).stage == stage]
+
+        def applying(batch: list[str]) -> asyncio.Future[list[bool]]:
+            return asyncio.gather(
                 *(self._apply_one(key, wanted.objects[k], children.get(k), result) for k in batch)
             )
-            changed += [k for k, did in zip(batch, applied, strict=True) if did]
+
+        beside = batch_of(watches.Stage.ALONGSIDE)
+        beside_applied = applying(beside)
+        changed: list[str] = []
+        try:
+            for stage in watches.Stage:
+                if stage == watches.Stage.ALONGSIDE:
+                    continue
+                batch = batch_of(stage)
+                applied = await applying(batch)
+                changed += [k for k, did in zip(batch, applied, strict=True) if did]
+            changed += [k for k, did in zip(beside, await beside_applied, strict=True) if did]
+        finally:
+            if not beside_applied.done():  # a stage raised: nothing is left running
+                beside_applied.cancel()
+                await asyncio.gather(beside_applied, return_exceptions=True)
         if changed:
             events.append(
                 outcome.Event("Normal", outcome.APPLIED, "created or updated " + ", ".join(changed))

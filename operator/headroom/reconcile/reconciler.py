@@ -25,6 +25,7 @@ others, and the profile's status always says what happened.
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import hashlib
 import json
@@ -149,13 +150,17 @@ class Reconciler:
                 status = body.get("status") or {}
                 return outcome.Outcome(status=status, skipped=True, confirmed=True)
         result, clean = await self._pass(key, body)
-        for event in result.events:
+
+        async def post(event: outcome.Event) -> None:
             try:
                 await self.cluster.post_event(
                     body, type=event.type, reason=event.reason, message=event.message
                 )
             except errors.KubeError as err:  # an Event is a courtesy; never fail the pass for it
                 log.debug("could not record event %s on %s: %s", event.reason, key, err)
+
+        # at once, not one after the other: a first pass has eight or more
+        await asyncio.gather(*(post(event) for event in result.events))
         # A pass that wrote changed its own inputs (children, status): the next
         # trigger runs once more and, finding nothing to do, becomes the one
         # whose fingerprint later triggers are compared with.

@@ -43,13 +43,19 @@ OWNED_SELECTOR = f"app.kubernetes.io/managed-by={names.MANAGED_BY},{names.PROFIL
 class Stage(enum.IntEnum):
     """Apply order; objects of one stage are applied concurrently."""
 
-    CONFIG = 0  # what pods mount or run as: ConfigMaps, Secrets, ServiceAccounts, Roles
-    # workloads, what routes to or protects them, and RoleBindings: the API server
-    # checks a binding against its Role as its RBAC cache holds it, so a binding
-    # sent beside its new Role is refused ("404 NotFound" of the binding) until
-    # that cache has the Role (every new profile's first pass failed so at N=500)
+    # what pods mount or run as (ConfigMaps, Secrets, ServiceAccounts, Roles) and
+    # what protects them (NetworkPolicies): in place before any pod starts
+    CONFIG = 0
+    # workloads, and RoleBindings: the API server checks a binding against its
+    # Role as its RBAC cache holds it, so a binding sent beside its new Role is
+    # refused ("404 NotFound" of the binding) until that cache has the Role
+    # (every new profile's first pass failed so at N=500)
     WORKLOAD = 1
     AUTOSCALER = 2  # what scales a workload that must exist first
+    # what no other object of the pass waits for (Services, PDBs, Ingresses,
+    # monitors): applied beside the stages, from the pass's start. A Service's
+    # create waits for its cluster IP, seconds when many are created at once
+    ALONGSIDE = 3
 
 
 @dataclass(frozen=True)
@@ -91,10 +97,10 @@ BUILTIN_OWNED: tuple[OwnedKind, ...] = (
     OwnedKind(kinds.ROLE_BINDING, Stage.WORKLOAD),  # after its Role (Stage)
     OwnedKind(kinds.STATEFUL_SET, Stage.WORKLOAD),
     OwnedKind(kinds.DEPLOYMENT, Stage.WORKLOAD),
-    OwnedKind(kinds.SERVICE, Stage.WORKLOAD),
-    OwnedKind(kinds.PDB, Stage.WORKLOAD),
-    OwnedKind(kinds.NETWORK_POLICY, Stage.WORKLOAD),
-    OwnedKind(kinds.INGRESS, Stage.WORKLOAD),
+    OwnedKind(kinds.NETWORK_POLICY, Stage.CONFIG),
+    OwnedKind(kinds.SERVICE, Stage.ALONGSIDE),
+    OwnedKind(kinds.PDB, Stage.ALONGSIDE),
+    OwnedKind(kinds.INGRESS, Stage.ALONGSIDE),
     OwnedKind(kinds.HPA, Stage.AUTOSCALER, prune_first=True),
 )
 
@@ -130,7 +136,7 @@ PROMETHEUS_OPERATOR = ComposedEngine(
     name="prometheus-operator",
     fact="prometheus_operator",
     kinds=tuple(
-        OwnedKind(kinds.Resource("monitoring.coreos.com/v1", kind, plural), Stage.WORKLOAD)
+        OwnedKind(kinds.Resource("monitoring.coreos.com/v1", kind, plural), Stage.ALONGSIDE)
         for kind, plural in (
             ("PrometheusRule", "prometheusrules"),
             ("PodMonitor", "podmonitors"),
