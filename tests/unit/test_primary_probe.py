@@ -92,8 +92,8 @@ def test_a_probe_that_hangs_delays_no_pass_and_a_new_profile_waits_a_bounded_tim
     eng.probes.primary_limits.on_change = queued.append
 
     async def run() -> None:
-        # The first pass does not wait for the primary: it ends at once, applies
-        # nothing its limits could refuse, and says when to look again.
+        # The first pass does not wait for the primary past IN_PASS_SECONDS: it
+        # ends, applies nothing its limits could refuse, and says when to look again.
         first = await asyncio.wait_for(eng.reconcile(KEY), timeout=30)
         assert first is not None and first.recheck_seconds == live_checks.FIRST_ANSWER_SECONDS
         # nothing but in-use protection's finalizer on the profile itself
@@ -117,6 +117,25 @@ def test_a_probe_that_hangs_delays_no_pass_and_a_new_profile_waits_a_bounded_tim
         await eng.probes.primary_limits.settle()
         assert queued == [{KEY}]
         assert await eng.reconcile(KEY) is not None
+        assert _conditions(cluster)["PrimaryLimits"]["reason"] == "LimitsRead"
+
+    asyncio.run(run())
+
+
+def test_a_primary_that_answers_at_once_is_used_by_the_first_pass() -> None:
+    cluster = _cluster(profiles.base())
+    clock = Clock()
+
+    async def answers(target: Any) -> Any:
+        await asyncio.sleep(0.01)  # a round trip
+        return LIMITS
+
+    eng = _engine(cluster, clock, primary=answers)
+
+    async def run() -> None:
+        first = await asyncio.wait_for(eng.reconcile(KEY), timeout=30)
+        assert first is not None and first.recheck_seconds is None  # no second pass needed
+        assert "Deployment/shop-pooler" in _applied(cluster)
         assert _conditions(cluster)["PrimaryLimits"]["reason"] == "LimitsRead"
 
     asyncio.run(run())

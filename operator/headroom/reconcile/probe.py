@@ -166,6 +166,16 @@ class PeriodicProbe(Generic[T, R]):
         self._hold(user, tuple(wanted))
         return found
 
+    def first_readings(self, user: str) -> list[asyncio.Task[None]]:
+        """The reads in flight of targets ``user`` relies on that have no answer
+        yet (to be awaited, never cancelled, by whoever waits for them)."""
+        entries = (self._entries.get(k) for k in self._held.get(user, ()))
+        return [
+            e.reading
+            for e in entries
+            if e is not None and e.result is None and e.reading is not None
+        ]
+
     def release(self, user: str) -> None:
         """``user`` relies on no target of this probe any more (its profile is
         gone, or has nothing of this kind to probe)."""

@@ -335,16 +335,27 @@ class Reconciler:
             buckets=found.buckets,
             monitor_revision=found.monitor_revision or "",
         )
-        live = live_checks.check(
-            self.probes,
-            key=key,
-            planned=planned,
-            creds=creds,
-            bucket_problems=found.bucket_problems,
-            previous_status=report.previous_status,
-            events=report.events,
-        )
-        if live.wait_seconds is not None:  # for the limits the plan depends on, briefly
+
+        def checked() -> live_checks.LiveChecks:
+            return live_checks.check(
+                self.probes,
+                key=key,
+                planned=planned,
+                creds=creds,
+                bucket_problems=found.bucket_problems,
+                previous_status=report.previous_status,
+                events=report.events,
+            )
+
+        live = checked()
+        # For the limits the plan depends on, briefly: a server that answers at
+        # once is used in this pass; one that does not frees the worker, and its
+        # answer queues the profile again.
+        if live.wait_seconds is not None and await self.probes.first_answers(
+            key, within=live_checks.IN_PASS_SECONDS
+        ):
+            live = checked()
+        if live.wait_seconds is not None:
             return await report.postpone(live.wait_seconds), False
         if live.problems:  # the servers' real limits cannot carry the plan
             refused = report.refused(live.problems)
