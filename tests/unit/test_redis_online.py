@@ -329,3 +329,13 @@ def test_the_upgrade_rolls_redis_once_for_its_agent_and_then_never_for_the_new_r
         revision.parse(wanted["metadata"]["annotations"][revision.INPUTS_HELD])
     )
     assert rollout.carry_over(wanted, applied) == applied  # converged: no second roll
+
+
+def test_a_restarted_agent_also_leaves_a_maxmemory_beyond_the_limit(tmp_path: Path) -> None:
+    server = FakeRedis(_running(CONF))
+    output = tmp_path / "redis.conf"
+    output.write_text(CONF.replace("maxmemory 1000", "maxmemory 3000"))  # written, held back
+    agent = redis_agent.Agent(output=output, server=server, memory_limit=2000)
+    agent.start()
+    agent.step(NO_STOP)
+    assert server.sets == [] and agent.checked

@@ -159,7 +159,7 @@ class Agent(configmap.FileAgent):
     def _check(self) -> None:
         """Once Redis answers: each online setting of the file whose running
         value differs is set (CONFIG GET answers in the file's own forms)."""
-        wanted = redis_params.online_changes("", self.loaded)  # all, defaults included
+        wanted = self._within_limit(redis_params.online_changes("", self.loaded))  # all
         try:
             differ = {k: v for k, v in wanted.items() if self.server.config_get(k) != v}
         except RedisError as err:
