@@ -216,6 +216,16 @@ class FakeCluster:
         live["metadata"]["resourceVersion"] = str(next(self._rv))
         return copy.deepcopy(live)
 
+    async def remove_data_keys(self, config_map: Obj, keys: list[str]) -> Obj:
+        meta = config_map["metadata"]
+        self.log.append(("patch", f"ConfigMap/{meta['name']}"))
+        live = self.objects[("ConfigMap", meta["namespace"], meta["name"])]
+        assert live["metadata"]["uid"] == meta["uid"]
+        for k in keys:
+            (live.get("data") or {}).pop(k, None)
+        live["metadata"]["resourceVersion"] = str(next(self._rv))
+        return copy.deepcopy(live)
+
     async def scale_to_zero(self, workload: Obj) -> Obj:
         meta = workload["metadata"]
         self.log.append(("patch", f"{workload['kind']}/{meta['name']}"))
@@ -246,12 +256,15 @@ class FakeCluster:
         live["metadata"].setdefault("finalizers", []).append(finalizer)
         live["metadata"]["resourceVersion"] = str(next(self._rv))
 
-    async def running_pods(self, namespace: str) -> list[Obj]:
+    async def running_pods(self, namespace: str, *, selector: str = "") -> list[Obj]:
         self.log.append(("list", "Pod"))
+        wanted = dict(pair.split("=", 1) for pair in selector.split(",") if pair)
         return [
             copy.deepcopy(obj)
             for (kind, ns, _), obj in self.objects.items()
-            if kind == "Pod" and ns == namespace
+            if kind == "Pod"
+            and ns == namespace
+            and wanted.items() <= ((obj["metadata"].get("labels") or {}).items())
         ]
 
     async def post_event(self, involved: Obj, *, type: str, reason: str, message: str) -> None:

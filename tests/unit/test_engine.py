@@ -188,6 +188,67 @@ def test_the_pooler_agents_reports_are_theirs_not_drift() -> None:
     assert kept is not None and kept["data"] == {"shop-pooler-6d5f-abcde": report}
 
 
+def _pooler_pod(cluster: fake_cluster.FakeCluster, name: str) -> None:
+    deployment = cluster.find("Deployment", "shop-pooler")
+    assert deployment is not None
+    labels = deployment["spec"]["selector"]["matchLabels"]
+    cluster.put(
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": name, "namespace": "default", "labels": dict(labels)},
+        }
+    )
+
+
+def test_the_reports_of_pooler_pods_that_are_gone_are_removed_by_a_merge_patch() -> None:
+    cluster = _cluster(_scaled())
+    eng, _ = _run(cluster)
+    _again(eng)
+    deployment = cluster.find("Deployment", "shop-pooler")
+    assert deployment is not None
+    pods = pooler_state.pods_of(deployment)
+    report = '{"config":"abc","maxDbConnections":29,"serverConnections":3,"at":"x"}'
+    now = [f"shop-pooler-new-{i}" for i in range(pods)]
+    for name in now:
+        _pooler_pod(cluster, name)
+    # another profile's pod with a name the ConfigMap could hold: never counted as ours
+    cluster.put(
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": "shop-pooler-old-0", "namespace": "default", "labels": {}},
+        }
+    )
+    state = cluster.find("ConfigMap", "shop-pooler-state")
+    assert state is not None
+    # as many keys as pods: nothing is listed, nothing written (a steady pooler)
+    state["data"] = {name: report for name in now[:-1]} | {"shop-pooler-old-0": report}
+    cluster.put(state)
+    cluster.log.clear()
+    _again(eng)
+    assert ("list", "Pod") not in cluster.log
+    assert [k for _, k in cluster.writes() if not k.endswith("/status")] == []
+    # a rollout: the last new pod reports beside the old one's key
+    state = cluster.find("ConfigMap", "shop-pooler-state")
+    assert state is not None
+    state["data"] = {**state["data"], now[-1]: report, "shop-pooler-old-1": "not json"}
+    cluster.put(state)
+    cluster.log.clear()
+    _again(eng)
+    assert cluster.log.count(("list", "Pod")) == 1
+    assert [k for _, k in cluster.writes() if not k.endswith("/status")] == [
+        "ConfigMap/shop-pooler-state"
+    ]
+    kept = cluster.find("ConfigMap", "shop-pooler-state")
+    assert kept is not None and sorted(kept["data"]) == now
+    # and then it is steady again: no list, no write
+    _again(eng)
+    cluster.log.clear()
+    _again(eng)
+    assert ("list", "Pod") not in cluster.log and cluster.writes() == []
+
+
 def _pool_size(cluster: fake_cluster.FakeCluster) -> int:
     config = cluster.find("ConfigMap", "shop-pooler-config")
     assert config is not None

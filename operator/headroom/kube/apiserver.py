@@ -191,13 +191,43 @@ class Kube:
         self, res: kinds.Resource, *, namespace: str | None, name: str, ops: list[Obj]
     ) -> Obj:
         """An RFC 6902 patch (with ``test`` ops as preconditions)."""
+        return await self._patch(
+            res,
+            namespace=namespace,
+            name=name,
+            body=ops,
+            content_type="application/json-patch+json",
+        )
+
+    async def merge_patch(
+        self, res: kinds.Resource, *, namespace: str | None, name: str, body: Obj
+    ) -> Obj:
+        """An RFC 7386 merge patch: a null removes a key, and only the keys
+        named change (nothing else is taken over, as an apply would)."""
+        return await self._patch(
+            res,
+            namespace=namespace,
+            name=name,
+            body=body,
+            content_type="application/merge-patch+json",
+        )
+
+    async def _patch(
+        self,
+        res: kinds.Resource,
+        *,
+        namespace: str | None,
+        name: str,
+        body: Any,
+        content_type: str,
+    ) -> Obj:
         result: Obj = await self._call(
             res,
             "PATCH",
             res.path(namespace=namespace, name=name),
-            body=ops,
+            body=body,
             query=[("fieldManager", FIELD_MANAGER)],
-            content_type="application/json-patch+json",
+            content_type=content_type,
             verb="patch",
         )
         return result

@@ -13,7 +13,8 @@ name), whose value is a compact JSON object
 
 A pod is *confirmed* at a config when its entry names that config and its
 server connections are within its limit. The agent (headroom.agent.pooler)
-writes entries; the operator reads them. Pure.
+writes entries; the operator reads them, and removes the entries of pods that
+are gone (:func:`crowded` says when to look, :func:`gone` which). Pure.
 """
 
 from __future__ import annotations
@@ -103,6 +104,28 @@ def entries(data: Mapping[str, str] | None) -> dict[str, Entry]:
         if entry is not None:
             found[pod] = entry
     return found
+
+
+def pods_of(deployment: Mapping[str, Any]) -> int:
+    """The pods a pooler Deployment runs now, a rollout's old ones too: the
+    larger of what it asks for and what its status counts."""
+    spec = deployment.get("spec") or {}
+    status = deployment.get("status") or {}
+    return max(int(spec.get("replicas") or 0), int(status.get("replicas") or 0))
+
+
+def crowded(data: Mapping[str, str] | None, *, pods: int) -> bool:
+    """Whether the state ConfigMap has more keys than its Deployment has pods
+    (:func:`pods_of`): then some are of pods that are gone. Only then are the
+    pods listed, so a steady pooler costs no request."""
+    return len(data or {}) > pods
+
+
+def gone(data: Mapping[str, str] | None, *, pods: Iterable[str]) -> list[str]:
+    """The keys of ``data`` that name none of ``pods`` (the names of the
+    pooler's pods that exist): entries of pods that are gone, to remove."""
+    there = set(pods)
+    return sorted(k for k in (data or {}) if k not in there)
 
 
 def server_connections(pools: Iterable[Mapping[str, str]]) -> int:

@@ -312,11 +312,7 @@ def confirmed(child_names: names.ChildNames, children: Mapping[str, dict[str, An
     state = children.get(f"ConfigMap/{child_names.pooler_state}") or {}
     reports = pooler_state.entries(state.get("data"))
     at = agentfile.content_hash(ini)
-    status = deployment.get("status") or {}
-    # the pods there are now: the rollout's old ones too
-    pods = max(
-        int(status.get("replicas") or 0), int((deployment.get("spec") or {}).get("replicas") or 0)
-    )
+    pods = pooler_state.pods_of(deployment)
     return sum(1 for entry in reports.values() if entry.confirmed_at(at)) >= pods
 
 

@@ -12,7 +12,8 @@ is skipped without a request. Otherwise, each phase in a module of its own:
 6. check the plan against the servers (:mod:`.live_checks`: the periodic
    probes' last answers; a pass never waits for a server);
 7. build the desired children (:mod:`headroom.builders.desired`);
-8. contain foreign objects, apply what differs, prune (:mod:`.apply`);
+8. contain foreign objects, apply what differs, prune (:mod:`.apply`), and
+   the write pooler's reports of pods that are gone (:mod:`.pooler_reports`);
 9. observe the children (:mod:`.observe`);
 10. report: conditions, status, Events (:mod:`.outcome`).
 
@@ -49,6 +50,7 @@ from headroom.reconcile import (
     observe,
     outcome,
     ownership,
+    pooler_reports,
     probe,
     rollout,
     telemetry,
@@ -389,11 +391,18 @@ class Reconciler:
             wanted=wanted,
             events=report.events,
         )
-        report.writes += applied.result.writes
         if applied.result.writes and not applied.result.failures:
             report.events += [
                 outcome.Event("Warning", outcome.SERVER_OVER_BUDGET, text) for text in overruns
             ]
+        # the agents' reports of pods that are gone (read only when there are more)
+        await pooler_reports.prune(
+            self.cluster,
+            planned.names,
+            children=self._children(planned),
+            result=applied.result,
+        )
+        report.writes += applied.result.writes
         components = await self._observe(
             key, planned, found=found, live=live, creds=creds, applied=applied
         )

@@ -123,6 +123,22 @@ class CachedCluster:
         self.cache.record_write(result)
         return result
 
+    async def remove_data_keys(self, config_map: Obj, keys: list[str]) -> Obj:
+        """Remove ``keys`` of a ConfigMap whose data others write (the pooler
+        agents' reports): a merge patch that sets them to null, so our field
+        manager owns none of its keys; the uid (immutable) makes it fail on a
+        ConfigMap of the same name created since."""
+        meta = config_map["metadata"]
+        body: Obj = {
+            "metadata": {"uid": meta["uid"]},
+            "data": {k: None for k in keys},
+        }
+        result = await self.kube.merge_patch(
+            kinds.CONFIG_MAP, namespace=meta["namespace"], name=meta["name"], body=body
+        )
+        self.cache.record_write(result)
+        return result
+
     async def scale_to_zero(self, workload: Obj) -> Obj:
         meta = workload["metadata"]
         ops: list[Obj] = [
@@ -175,13 +191,15 @@ class CachedCluster:
             )
             self.cache.record_write(result)
 
-    async def running_pods(self, namespace: str) -> list[Obj]:
-        """The namespace's pods that have not finished: read only while one of
-        its profiles is being deleted (in-use protection), so no pod of the
-        cluster is ever cached."""
+    async def running_pods(self, namespace: str, *, selector: str = "") -> list[Obj]:
+        """The namespace's pods that have not finished (``selector``: those
+        with these labels): read only while one of its profiles is being
+        deleted (in-use protection) or a pooler's state ConfigMap has more
+        entries than it has pods, so no pod of the cluster is ever cached."""
         items, _ = await self.kube.list(
             kinds.POD,
             namespace=namespace,
+            label_selector=selector,
             field_selector="status.phase!=Succeeded,status.phase!=Failed",
         )
         return items
