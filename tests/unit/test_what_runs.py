@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 
 from headroom.api import v1alpha1
-from headroom.planning import planner, server_shares
+from headroom.planning import agentfile, planner, pooler_state, server_shares
 from headroom.reconcile import outcome, reconciler, telemetry
 from tests import profiles
 from tests.unit import fake_cluster, passes
@@ -170,6 +170,7 @@ def test_a_server_over_its_budget_is_brought_inside_it_and_an_event_says_so() ->
         f"max_db_connections = {size}", "max_db_connections = 40"
     )
     cluster.put(grown)
+    _confirm(cluster, "shop")  # its pods' agents loaded it and say so
     assert _at_peak(cluster) > CAPACITY
     # admin's share does not move, and nothing grows into what shop's pooler holds
     passes.run(eng, "default/admin")
@@ -184,7 +185,49 @@ def test_a_server_over_its_budget_is_brought_inside_it_and_an_event_says_so() ->
         in (said[2])
     )
     assert f"its poolers go from 120 to {3 * size}, its share" in said[2]
+    # until its pods confirm the smaller size, shop holds what they report, and says so
+    budget = _conditions(cluster, "shop")["ConnectionBudget"]
+    assert (budget["status"], budget["reason"]) == ("False", "OverBudget")
+    others = 3 * _max_db(cluster, "admin") + 8
+    assert (
+        f"{SERVER} is over its budget: {3 * 40 + 8 + others} server connections held "
+        f"(this profile {3 * 40 + 8}, the other profiles {others}) against {CAPACITY}"
+    ) in budget["message"]
+    assert f"this profile's poolers go to {3 * size + 8}" in budget["message"]
+    assert _held(cluster, "shop") == 3 * 40 + 8
+    found = _conditions(cluster, "shop")
+    assert (found["Reconciling"]["status"], found["Ready"]["status"]) == ("True", "False")
+    assert "Stalled" not in found or found["Stalled"]["status"] == "False"
     _settle(cluster, eng)
+    assert _held(cluster, "shop") == 3 * 40 + 8  # no pod has confirmed yet
+    # the agents report the new config loaded: inside, and the condition clears
+    _confirm(cluster, "shop")
+    passes.run(eng, "default/shop")
+    budget = _conditions(cluster, "shop")["ConnectionBudget"]
+    assert (budget["status"], budget["reason"]) == ("True", "WithinBudget")
+    assert _held(cluster, "shop") == 3 * size + 8
+    _settle(cluster, eng)
+    assert _conditions(cluster, "admin")["ConnectionBudget"]["status"] == "True"
+
+
+def _held(cluster: fake_cluster.FakeCluster, name: str) -> int:
+    return server_shares.held_of(cluster.profile("default", name))[0][SERVER]
+
+
+def _confirm(cluster: fake_cluster.FakeCluster, name: str) -> None:
+    """Every pod of ``name``'s pooler reports its config loaded, within its limit."""
+    config = cluster.find("ConfigMap", f"{name}-pooler-config")
+    state = cluster.find("ConfigMap", f"{name}-pooler-state")
+    deployment = cluster.find("Deployment", f"{name}-pooler")
+    assert config is not None and state is not None and deployment is not None
+    entry = pooler_state.Entry(
+        config=agentfile.content_hash(config["data"]["pgbouncer.ini"]),
+        max_db_connections=_max_db(cluster, name),
+        server_connections=0,
+        at="2026-01-01T00:00:00Z",
+    )
+    pods = pooler_state.pods_of(deployment)
+    cluster.put({**state, "data": {f"{name}-pooler-{i}": entry.text() for i in range(pods)}})
 
 
 def test_an_unconfirmed_write_pooler_holds_its_primary_not_the_replicas_read_pool() -> None:

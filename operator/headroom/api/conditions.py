@@ -99,9 +99,14 @@ INFORMATIONAL = frozenset(
 # the connection budget: a profile's share is there once the others' poolers
 # on the server have shrunk to theirs (a rebalance in progress)
 WAITING_FOR_ROOM = "WaitingForRoom"
+# the connection budget: a server runs over its budget (an upgrade, a pooler
+# sized before the shares) and this profile's poolers are being brought down
+# to its share, held at their larger size until their pods confirm it
+OVER_BUDGET = "OverBudget"
 PROGRESSING = frozenset(
     {
         WAITING_FOR_ROOM,
+        OVER_BUDGET,
         "NotCreated",
         "RollingOut",
         "PodsNotReady",
@@ -251,6 +256,7 @@ REASONS: dict[str, frozenset[str]] = {
     "WithinBudget": frozenset({CONNECTION_BUDGET}),
     "BudgetExceeded": frozenset({CONNECTION_BUDGET}),
     WAITING_FOR_ROOM: frozenset({CONNECTION_BUDGET}),
+    OVER_BUDGET: frozenset({CONNECTION_BUDGET}),
     "InvalidSpec": frozenset({CONNECTION_BUDGET}),
     "PodsReady": frozenset({POOLER_READY, READ_POOLER_READY, STANDBYS_READY, CACHE_READY}),
     "PodsNotReady": frozenset(

@@ -191,13 +191,16 @@ def held_rows(
     *,
     before: dict[str, Any] | None = None,
     confirmed: bool = True,
+    reported: int = 0,
 ) -> list[tuple[str, int, int]]:
     """(server, connections, pooled) of what ``planned`` may open on each
     server once applied: status.budget.held. Until every running pod of the
     write pooler has ``confirmed`` the new config, the write pool, if it
     shrank, is held on its primary at what ``before`` (the profile's stored
-    body) said it held: its pods may still run the larger size, so nobody
-    else grows into it yet. The write pooler's confirmation says nothing of
+    body) said it held, or at what its pods report they run (``reported``,
+    from :func:`reported`) where that is more (a pooler that grew past its
+    plan): its pods may still run the larger size, so nobody else grows
+    into it yet. The write pooler's confirmation says nothing of
     the read pools on the replicas (their agents report nothing): they are
     held at their new size."""
     pooled: dict[str, int] = {}
@@ -211,6 +214,8 @@ def held_rows(
             server = str(row["server"])
             if server == primary and server in pooled and "pooled" in row:
                 pooled[server] = max(pooled[server], int(row.get("pooled") or 0))
+        if primary in pooled:
+            pooled[primary] = max(pooled[primary], reported)
     return [(server, kept[server] + pooled[server], pooled[server]) for server in sorted(kept)]
 
 
@@ -314,6 +319,19 @@ def confirmed(child_names: names.ChildNames, children: Mapping[str, dict[str, An
     at = agentfile.content_hash(ini)
     pods = pooler_state.pods_of(deployment)
     return sum(1 for entry in reports.values() if entry.confirmed_at(at)) >= pods
+
+
+def reported(child_names: names.ChildNames, children: Mapping[str, dict[str, Any]]) -> int:
+    """What the write pooler's pods report they may open on its primary, at
+    its rollout peak: the largest ``max_db_connections`` among their entries
+    (:mod:`headroom.planning.pooler_state`) x its pods at peak; 0 when none
+    reports (no agent yet: a release before them)."""
+    deployment = children.get(f"Deployment/{child_names.pooler}")
+    state = children.get(f"ConfigMap/{child_names.pooler_state}") or {}
+    limits = [e.max_db_connections for e in pooler_state.entries(state.get("data")).values()]
+    if deployment is None or not limits:
+        return 0
+    return max(limits) * pooler_pods(deployment)
 
 
 def counted(peer: Peer, pools: Mapping[str, int]) -> Peer:
@@ -627,6 +645,36 @@ def overruns(planned: planner.Plan, pools: Mapping[str, int]) -> list[str]:
             f"{demand.max_connections} - {demand.superuser_reserved} superuser-reserved); "
             f"its poolers go from {pooled_before} to {pooled_after}, its share, and the "
             "others' to theirs"
+        )
+    return found
+
+
+def over_budget(planned: planner.Plan, held: Iterable[tuple[str, int, int]]) -> list[str]:
+    """What ``planned``'s profile is told while a server it uses is over its
+    budget and its poolers are the ones brought down: ``held`` (its
+    :func:`held_rows`: what it holds there until its pods confirm the smaller
+    size) and what the others hold there (its grant's ``others_now``) pass
+    the server's budget, and it holds more than its plan. Empty once the
+    pods have confirmed (then it holds its plan) or the server is inside."""
+    found = []
+    holds = planned.holds()
+    for server, connections, _ in held:
+        demand = next((d for d in planned.demands if d.server == server), None)
+        if demand is None or connections <= holds.get(server, 0):
+            continue
+        capacity = demand.max_connections - demand.superuser_reserved
+        grant = planned.facts.grants.get(server)
+        others = grant.others_now if grant is not None else 0
+        if connections + others <= capacity:
+            continue
+        found.append(
+            f"{server} is over its budget: {connections + others} server connections held "
+            f"(this profile {connections}, the other profiles {others}) against {capacity} "
+            f"(max_connections {demand.max_connections} - {demand.superuser_reserved} "
+            f"superuser-reserved). Bringing it inside online: this profile's poolers go to "
+            f"{holds[server]} with what it keeps (its share) by RELOAD, the others' to "
+            "theirs; held at the larger size until every pooler pod's agent confirms the "
+            "new config"
         )
     return found
 

@@ -194,31 +194,42 @@ class Report:
             if err.status != 404:  # deleted meanwhile: nothing to report on
                 raise
 
+    def held(
+        self, planned: planner.Plan, *, confirmed: bool, reported: int
+    ) -> list[tuple[str, int, int]]:
+        """What ``planned``'s poolers hold once applied
+        (:func:`headroom.planning.server_shares.held_rows`): a shrink not yet
+        ``confirmed`` by every pod at what they held before, in the status
+        or as the pods report they run (``reported``)."""
+        return server_shares.held_rows(
+            planned,
+            before={"status": self.previous_status},
+            confirmed=confirmed,
+            reported=reported,
+        )
+
     def budget(
-        self, planned: planner.Plan, *, applied: bool = False, confirmed: bool = True
+        self, planned: planner.Plan, *, held: list[tuple[str, int, int]] | None = None
     ) -> dict[str, Any]:
         """status.budget of ``planned``; plannedSince kept from the first pass.
-        ``applied``: its children were applied, so its poolers hold what it
-        opens (a shrink not yet ``confirmed`` by every pod: what they held
-        before); else they hold what the status said before."""
+        ``held``: its children were applied, so its poolers hold these rows
+        (:meth:`held`); else they hold what the status said before."""
         previous = self.previous_status.get("budget") or {}
         since = str(previous.get("plannedSince") or "")
-        if applied:
-            held = [
+        if held is not None:
+            rows = [
                 status.HeldConnections(server=server, connections=count, pooled=pooled)
-                for server, count, pooled in server_shares.held_rows(
-                    planned, before={"status": self.previous_status}, confirmed=confirmed
-                )
+                for server, count, pooled in held
             ]
             generation = self.generation
         else:
             previous_rows = previous.get("held") or []
-            held = [status.HeldConnections.model_validate(row) for row in previous_rows]
+            rows = [status.HeldConnections.model_validate(row) for row in previous_rows]
             generation = int(previous.get("heldGeneration") or 0)
         return budget_status(
             planned,
             since=since or datetime.datetime.now(datetime.UTC).isoformat(timespec="microseconds"),
-            held=held,
+            held=rows,
             held_generation=generation,
         )
 
@@ -268,6 +279,19 @@ def within_budget(planned: planner.Plan) -> conditions.Cond:
         f"{planned.budget.server_connections} server connections of "
         f"{planned.budget.available} available, margin {planned.budget.margin}; "
         f"client demand {planned.budget.client_demand}",
+    )
+
+
+def budget_condition(planned: planner.Plan, held: list[tuple[str, int, int]]) -> conditions.Cond:
+    """ConnectionBudget of an applied plan: within it, or, while a server it
+    uses runs over its budget and this profile's poolers are brought down to
+    its share (``held``: what they hold until their pods confirm), what is
+    held against the budget and what is being done."""
+    over = server_shares.over_budget(planned, held)
+    if not over:
+        return within_budget(planned)
+    return conditions.Cond(
+        conditions.CONNECTION_BUDGET, "False", conditions.OVER_BUDGET, "; ".join(over)
     )
 
 

@@ -421,15 +421,17 @@ class Reconciler:
             extra["recommendations"] = recommended
         if tuning is not None:
             extra["tuning"] = tuning
+        observed = self._children(planned)
+        held = report.held(
+            planned,
+            confirmed=server_shares.confirmed(planned.names, observed),
+            reported=server_shares.reported(planned.names, observed),
+        )
         finished = await report.finish(
-            [within, *components],
+            [outcome.budget_condition(planned, held), *components],
             retry=applied.result.retry,
             **extra,
-            budget=report.budget(
-                planned,
-                applied=True,
-                confirmed=server_shares.confirmed(planned.names, self._children(planned)),
-            ),
+            budget=report.budget(planned, held=held),
             pooler=applied.pooler_status,
             binding={"name": planned.names.binding},
         )
