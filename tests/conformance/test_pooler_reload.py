@@ -307,7 +307,10 @@ def test_pool_sizes_change_online_by_reload_under_load(
         assert report.max_db_connections == SMALL
         # the load figures the operator's recommendations read (from SHOW STATS/POOLS)
         assert report.observed is not None, report
-        recommendations.PoolFigures.from_report(report.observed)
+        seen = recommendations.PoolFigures.from_report(report.observed)
+        # and what the app's pool is judged by: the clients' time and connections
+        assert seen.client_seconds_per_transaction is not None, report.observed
+        assert seen.clients_open is not None and seen.clients_open >= 1, report.observed
         assert after.peak <= SMALL, after.values
 
         # growth: the pool takes the room again, still without a restart
