@@ -13,14 +13,20 @@ profiles on a restart, as the runtime's informer does.
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import io
 import itertools
+import re
+import tempfile
 from dataclasses import dataclass
 from typing import Any
 
+import yaml
 from hypothesis import example, given
 from hypothesis import strategies as st
 
+from headroom import cli
 from headroom.planning import admission, agentfile, pooler_state, server_shares
 from headroom.reconcile import reconciler, telemetry
 from headroom.runtime import share_table
@@ -240,6 +246,26 @@ class World:
         return found
 
 
+def _plan_read_back(world: World) -> dict[str, tuple[bool, int | None]]:
+    """``headroom plan`` of every stored profile, as ``kubectl get -o yaml``
+    gives them: profile -> (its verdict, its pool's server connections)."""
+    bodies = [world.cluster.profile("default", k.split("/")[1]) for k in world.profile_keys()]
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml") as file:
+        file.write(yaml.safe_dump_all(bodies))
+        file.flush()
+        # one stream: a refused plan's error follows its own block
+        printed = io.StringIO()
+        with contextlib.redirect_stdout(printed), contextlib.redirect_stderr(printed):
+            cli.main(["plan", file.name])
+    found = {}
+    for block in re.split(r"\n(?=profile )", printed.getvalue()):
+        key = re.search(r"^profile +(\S+)$", block, re.M)
+        pooled = re.search(r"^server connections +(\d+) of", block, re.M)
+        assert key is not None, block
+        found[key[1]] = ("\nerror: " not in block, int(pooled[1]) if pooled else None)
+    return found
+
+
 def _max_db(ini: str) -> int:
     return next(
         int(line.split("=")[1])
@@ -347,6 +373,14 @@ def test_any_order_ends_where_a_fresh_operator_on_the_same_objects_would(ops: li
     for key, b in ended.items():
         if b["budget"] == "True":
             assert b["share"] is not None and b["held"] >= b["share"], (key, ended)
+
+    # headroom plan over the stored profiles read back (their creation times and
+    # statuses) ranks and divides as the pass did, where every status says what
+    # its poolers hold (after an upgrade a refused one's status does not)
+    if ended and all(b["held"] for b in ended.values()):
+        assert _plan_read_back(world) == {
+            k: (b["budget"] == "True", b["share"]) for k, b in ended.items()
+        }, ended
 
     # admission gives the verdict the pass gives: a newcomer of each kind is
     # refused at admission exactly when, let in anyway, its first passes refuse it
