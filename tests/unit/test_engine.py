@@ -232,7 +232,18 @@ def test_the_reports_of_pooler_pods_that_are_gone_are_removed_by_a_merge_patch()
     # a rollout: the last new pod reports beside the old one's key
     state = cluster.find("ConfigMap", "shop-pooler-state")
     assert state is not None
-    state["data"] = {**state["data"], now[-1]: report, "shop-pooler-old-1": "not json"}
+    # (one more old pod still terminating: gone too, nothing triggers a pass when it goes)
+    _pooler_pod(cluster, "shop-pooler-old-2")
+    terminating = cluster.find("Pod", "shop-pooler-old-2")
+    assert terminating is not None
+    terminating["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:00Z"
+    cluster.put(terminating)
+    state["data"] = {
+        **state["data"],
+        now[-1]: report,
+        "shop-pooler-old-1": "not json",
+        "shop-pooler-old-2": report,
+    }
     cluster.put(state)
     cluster.log.clear()
     _again(eng)

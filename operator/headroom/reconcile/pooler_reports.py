@@ -54,7 +54,11 @@ async def prune(
     key = f"ConfigMap/{child_names.pooler_state}"
     try:
         pods = await cluster.running_pods(child_names.namespace, selector=selector)
-        stale = pooler_state.gone(data, pods=[p["metadata"]["name"] for p in pods])
+        # a terminating pod is gone too: nothing triggers a pass when it
+        # finally disappears (no pod is watched), the rollout's status does
+        # when it starts terminating
+        there = [p["metadata"]["name"] for p in pods if not p["metadata"].get("deletionTimestamp")]
+        stale = pooler_state.gone(data, pods=there)
         if not stale:
             return
         await cluster.remove_data_keys(state, stale)
