@@ -544,3 +544,38 @@ def test_a_declared_load_sizes_the_pooler_and_leaves_the_rest_to_others(
     assert "spec.load.peakRequestsPerSecond: 2000 requests/s x 0.05 s" in refused.stderr
     stored = _sp(kubectl, namespace)["spec"]["load"]["peakRequestsPerSecond"]
     assert stored == 200
+
+
+def test_a_rollout_leaves_only_the_new_pods_reports_in_the_state_configmap(
+    operator: operator_process.OperatorProcess,
+    kubectl: kube.Kubectl,
+    namespace: str,
+    pooler_agents: object,
+) -> None:
+    kube.apply(kubectl, app_deployment(namespace), credentials(namespace))
+    kube.apply(kubectl, _profile(namespace), namespace=namespace)
+    state = f"{NAME}-pooler-state"
+
+    def reported() -> set[str] | None:
+        """The pooler's pods when each has its entry and no other entry is left."""
+        pods = {p["metadata"]["name"] for p in _pooler_pods(kubectl, namespace)}
+        data = kube.get_json(kubectl, "configmap", state, "-n", namespace).get("data") or {}
+        return pods if pods and set(data) == pods else None
+
+    before = kube.wait_for(reported, timeout=120, what="every pooler pod's report")
+    # every pod replaced: the old ones' agents wrote their keys and are gone
+    kubectl("rollout", "restart", f"deployment/{NAME}-pooler", "-n", namespace)
+    after = kube.wait_for(
+        lambda: (found := reported()) and not found & before and found,
+        timeout=180,
+        what="only the new pods' reports in the state ConfigMap",
+    )
+    assert len(after) == len(before)
+    # the operator removed keys without taking any: its field manager owns no data key
+    stored = kube.get_json(kubectl, "configmap", state, "-n", namespace)
+    ours = [
+        m
+        for m in stored["metadata"].get("managedFields") or []
+        if m.get("manager") == "headroom" and "f:data" in (m.get("fieldsV1") or {})
+    ]
+    assert not ours, ours

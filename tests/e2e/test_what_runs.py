@@ -209,6 +209,15 @@ def test_a_server_over_its_budget_is_brought_inside_it(
         what="shop's pooler back at its share",
     )
     assert 3 * size + KEPT + 3 * other + KEPT <= CAPACITY
+
+    # held at what its pods ran (ConnectionBudget OverBudget) until their agents confirm
+    # the smaller size; then inside, and the condition says so
+    def inside() -> bool:
+        sp = kube.get_json(kubectl, "scalingprofile", "shop", "-n", namespace)
+        held = [h["connections"] for h in sp["status"]["budget"]["held"]]
+        return kube.condition(sp, "ConnectionBudget") == "True" and held == [3 * size + KEPT]
+
+    kube.wait_for(inside, timeout=60, what="shop's ConnectionBudget back to WithinBudget")
     # the other profile's pooler was not touched
     assert _max_db(kubectl, namespace, "admin") == other
     assert _pooler(kubectl, namespace, "admin") == admin_pooler
