@@ -27,6 +27,10 @@ real programs (Postgres 15, PgBouncer, redis-server and redis-sentinel 7.0) on
   the cached versitygw build (built by hack/build-versitygw.sh when absent) on
   free ports in a private dir, returns once GET /health answers and stops it
   at teardown.
+* ``cluster`` (session): a real API server (api_server.find: $KUBECONFIG's,
+  else the local control plane, started when down); ``namespace`` (per test):
+  a fresh namespace there, deleted at teardown. The agents' tests watch
+  ConfigMaps through it with their ServiceAccount's token.
 * ``exporters`` / ``prometheus_tools`` (session): the cached pgbouncer_exporter and
   redis_exporter builds (hack/build-exporters.sh when absent), Debian's prometheus
   and promtool. ``start_exporter(binary, args, env, name=...)`` and
@@ -59,11 +63,13 @@ CONF_DIR = Path(__file__).resolve().parent
 if str(CONF_DIR) not in sys.path:
     sys.path.insert(0, str(CONF_DIR))
 
+import api_server  # noqa: E402
 import prometheus_servers  # noqa: E402
 import redis_servers  # noqa: E402
 import s3_servers  # noqa: E402
 import servers  # noqa: E402
 from tests import certs  # noqa: E402
+from tests.e2e import kube  # noqa: E402
 
 APP_USER = "app"
 APP_PASSWORD = "app-secret-1"
@@ -396,3 +402,14 @@ def start_prometheus(
             return server.start()
 
         yield start
+
+
+@pytest.fixture(scope="session")
+def cluster() -> api_server.Cluster:
+    return api_server.find()
+
+
+@pytest.fixture
+def namespace(cluster: api_server.Cluster) -> Iterator[str]:
+    with kube.fresh_namespace(cluster.kubectl) as name:
+        yield name

@@ -18,24 +18,20 @@ agent's paths are this test's directories.
 
 from __future__ import annotations
 
-import base64
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
 import threading
 import time
-import urllib.parse
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import api_server
 import pytest
 import servers
-import yaml
+from api_server import Cluster
 from tests.e2e import kube
 
 from headroom.builders import agent_pod, pgbouncer
@@ -43,7 +39,6 @@ from headroom.planning import agentfile, credentials, planner, pooler_state, rec
 
 pytestmark = pytest.mark.conformance
 
-REPO = Path(__file__).resolve().parents[2]
 STATS_PASSWORD, AGENT_PASSWORD = "stats-secret-5", "agent-secret-7-never-logged"
 POD = "shop-pooler-7d9f-abcde"
 LARGE, SMALL = 20, 5
@@ -51,53 +46,6 @@ CLIENTS = 30  # more than the large pool: PgBouncer holds all it may
 SHRINK_BOUND = 10.0  # seconds from the ConfigMap's change to the new limit on Postgres
 LOAD_SECONDS = 45
 SCRIPT = "SELECT pg_sleep(0.02);\n"
-
-
-@dataclass(frozen=True)
-class Cluster:
-    kubeconfig: Path
-    kubectl: kube.Kubectl
-    host: str
-    port: int
-    ca_pem: bytes
-
-
-def _last_line(*argv: str) -> str:
-    done = subprocess.run(argv, capture_output=True, text=True, cwd=REPO, check=False)
-    if done.returncode != 0:
-        pytest.fail(f"{' '.join(argv)} failed:\n{done.stderr[-3000:]}", pytrace=False)
-    return done.stdout.strip().splitlines()[-1]
-
-
-@pytest.fixture(scope="module")
-def cluster() -> Cluster:
-    """$KUBECONFIG's cluster, else the local control plane (hack/cluster.sh up,
-    as the e2e suite reaches it)."""
-    path = os.environ.get("KUBECONFIG") or _last_line(str(REPO / "hack" / "cluster.sh"), "up")
-    binary = (os.environ.get("KUBECONFIG") and shutil.which("kubectl")) or str(
-        Path(_last_line(str(REPO / "hack" / "build-binaries.sh"))) / "kubectl"
-    )
-    config = yaml.safe_load(Path(path).read_text())
-    entry = config["clusters"][0]["cluster"]
-    server = urllib.parse.urlsplit(entry["server"])
-    if "certificate-authority-data" in entry:
-        ca = base64.b64decode(entry["certificate-authority-data"])
-    else:
-        ca = Path(entry["certificate-authority"]).read_bytes()
-    assert server.hostname and server.port
-    return Cluster(
-        kubeconfig=Path(path),
-        kubectl=kube.kubectl_runner([binary, f"--kubeconfig={path}"]),
-        host=server.hostname,
-        port=server.port,
-        ca_pem=ca,
-    )
-
-
-@pytest.fixture
-def namespace(cluster: Cluster) -> Iterator[str]:
-    with kube.fresh_namespace(cluster.kubectl) as name:
-        yield name
 
 
 def _plan(database: servers.AppDatabase, pool: int) -> planner.Plan:
@@ -200,13 +148,9 @@ def test_pool_sizes_change_online_by_reload_under_load(
             )
         ),
     )
-    # the projected token, CA and namespace, as kubelet writes them
-    token_dir = tmp_path / "token"
-    token_dir.mkdir()
-    token = cluster.kubectl("create", "token", names.pooler_agent, "-n", namespace).stdout
-    (token_dir / "token").write_text(token.strip())
-    (token_dir / "ca.crt").write_bytes(cluster.ca_pem)
-    (token_dir / "namespace").write_text(namespace)
+    token_dir = api_server.token_dir(
+        cluster, service_account=names.pooler_agent, namespace=namespace, path=tmp_path / "token"
+    )
     mounted = tmp_path / "config"  # the ConfigMap as kubelet mounts it
     mounted.mkdir()
     userlist = database.userlist(STATS_PASSWORD, **{planner.AGENT_USER: AGENT_PASSWORD})
@@ -241,8 +185,7 @@ def test_pool_sizes_change_online_by_reload_under_load(
         _command(_container(deployment, "agent"), paths),
         env={
             **os.environ,
-            "KUBERNETES_SERVICE_HOST": cluster.host,
-            "KUBERNETES_SERVICE_PORT": str(cluster.port),
+            **api_server.agent_env(cluster),
             "POD_NAME": POD,
             "HEADROOM_AGENT_PASSWORD": AGENT_PASSWORD,
         },

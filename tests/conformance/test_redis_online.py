@@ -3,7 +3,9 @@ suite's, Debian's 7.0; the default image ships 7.2.5) started from the file
 the Redis pod's init step writes (its command, as the StatefulSet Headroom
 renders gives it), and the pod's agent (headroom.agent.redis, its loop and
 its own RESP client) offered each new redis.conf of the instance's ConfigMap
-as its watch would offer it.
+as its watch would offer it; and once as its pod runs it, the sidecar's
+command watching the ConfigMap on a real API server (the session's local
+control plane, or $KUBECONFIG) with its ServiceAccount's token and Role.
 
 A profile's eviction policy and memory (maxmemory, up to what the pod's
 memory limit holds: more waits for the roll a larger limit brings), and its
@@ -21,7 +23,9 @@ the auth include's path.
 
 from __future__ import annotations
 
+import os
 import secrets
+import signal
 import subprocess
 import sys
 import threading
@@ -29,14 +33,16 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import api_server
 import pytest
 from redis_servers import HOST, RedisProcess, ReplyError, wait_until
 from tests import profiles
+from tests.e2e import kube
 
 from headroom.agent import configmap
 from headroom.agent import redis as redis_agent
 from headroom.api import v1alpha1
-from headroom.builders import desired, redis
+from headroom.builders import agent_pod, desired, redis
 from headroom.planning import credentials, planner, redis_params
 
 pytestmark = pytest.mark.conformance
@@ -255,3 +261,60 @@ def test_the_online_classification_holds_for_this_redis_server(
     expected = dict(redis_params.ONLINE_DEFAULTS)
     expected |= {"bind": HOST, "port": str(bare.port)}  # what this test had to choose
     assert found == expected
+
+
+def test_the_agent_follows_its_configmap_through_the_api_server(
+    start_redis: StartRedis, cluster: api_server.Cluster, namespace: str, tmp_path: Path
+) -> None:
+    """The sidecar as its pod runs it: its command line, its ServiceAccount's
+    token bound by the Role Headroom renders (that one ConfigMap, get/list/
+    watch), the auth Secret's password file; the ConfigMap changed by kubectl."""
+    names = _plan().names
+    pod = Pod(
+        start_redis,
+        _plan(),
+        namespace=namespace,
+        on_config=lambda config_map: kube.apply(cluster.kubectl, config_map),
+    )
+    agent_name = names.redis_agent("cache")
+    identity = ("ServiceAccount", "Role", "RoleBinding")
+    kube.apply(cluster.kubectl, *(pod.objects[f"{kind}/{agent_name}"] for kind in identity))
+    token_dir = api_server.token_dir(
+        cluster, service_account=agent_name, namespace=namespace, path=tmp_path / "token"
+    )
+    paths = {
+        redis.START_FILE: str(pod.server.conf_path),
+        agent_pod.TOKEN_DIR: str(token_dir),
+        f"{redis.AUTH_DIR}/password": str(pod.workdir / "password"),
+    }
+    container = _container(pod.objects, "agent")
+    # kubelet's Downward API: the Redis container's memory limit, in bytes
+    (limit,) = container["env"]
+    assert limit["valueFrom"]["resourceFieldRef"]["containerName"] == "redis"
+    downward = {limit["name"]: str(MEMORY_LIMIT)}
+    log_path = tmp_path / "agent.log"
+    with log_path.open("w") as log:
+        agent = subprocess.Popen(
+            _command(container, paths),
+            env={**os.environ, **api_server.agent_env(cluster), **downward},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        wait_until(
+            lambda: "watching ConfigMap" in log_path.read_text(), timeout=30, what="the agent"
+        )
+        before = pod.identity()
+        smaller = _plan(memory="32Mi", evictionPolicy="allkeys-lfu")
+        pod.config_map["data"] = {"redis.conf": pod.text(smaller)}
+        kube.apply(cluster.kubectl, pod.config_map)
+        pod.wait_for("maxmemory", str(smaller.redis_named("cache").maxmemory_bytes))
+        pod.wait_for("maxmemory-policy", "allkeys-lfu")
+        assert pod.identity() == before
+    finally:
+        agent.send_signal(signal.SIGTERM)
+        agent.wait(timeout=30)
+    text = log_path.read_text()
+    assert agent.returncode == 0, text
+    assert "CONFIG SET maxmemory-policy 'allkeys-lfu'" in text, text
+    assert pod.password not in text

@@ -536,6 +536,43 @@ def test_bad_scaling_profile_rejected_at_admission(
     assert not kube.exists(kubectl, "scalingprofile", case_id, "-n", namespace)
 
 
+def test_a_cache_policy_or_setting_change_reaches_the_configmap_and_replaces_no_redis_pod(
+    operator: operator_process.OperatorProcess, kubectl: kube.Kubectl, namespace: str
+) -> None:
+    """The Redis pods' agent takes a redis.conf change by CONFIG SET
+    (tests/conformance/test_redis_online.py runs it with a real redis-server):
+    here, on the cluster, the change reaches the ConfigMap it watches, the
+    StatefulSet's template is not touched and the Redis pod keeps its uid."""
+    kube.apply(kubectl, app_deployment(namespace), credentials(namespace))
+    profile = scaled_profile(namespace)
+    kube.apply(kubectl, profile, namespace=namespace)
+    _wait_ready(kubectl, namespace)
+    selector = f"headroom.dev/redis=cache,{PROFILE_SELECTOR}"
+    (pod,) = _live_pods(kubectl, namespace, selector)
+    sts = _get(kubectl, namespace, "statefulset", f"{NAME}-redis-cache")
+
+    changed = copy.deepcopy(profile)
+    cache = changed["spec"]["cache"]["instances"][0]
+    cache |= {"evictionPolicy": "allkeys-lfu", "config": {"hz": "50"}}
+    kube.apply(kubectl, changed, namespace=namespace)
+    generation = _sp(kubectl, namespace)["metadata"]["generation"]
+    kube.wait_for(
+        lambda: _sp(kubectl, namespace).get("status", {}).get("observedGeneration") == generation,
+        timeout=60,
+        what="the pass of the changed profile",
+    )
+    conf = _get(kubectl, namespace, "configmap", f"{NAME}-redis-cache-config")["data"]
+    assert "maxmemory-policy allkeys-lfu\n" in conf["redis.conf"], conf
+    assert "hz 50\n" in conf["redis.conf"], conf
+    after = _get(kubectl, namespace, "statefulset", f"{NAME}-redis-cache")
+    assert after["metadata"]["generation"] == sts["metadata"]["generation"]
+    assert after["spec"]["template"] == sts["spec"]["template"]
+    assert [p["metadata"]["uid"] for p in _live_pods(kubectl, namespace, selector)] == [
+        pod["metadata"]["uid"]
+    ]
+    _wait_ready(kubectl, namespace)
+
+
 @pytest.mark.parametrize(
     ("field", "value", "needle"),
     [
