@@ -656,8 +656,35 @@ def queues_section(draw: st.DrawFn, *, cache: Body, reads: bool) -> list[Body]:
             _maybe(draw, queue, "databaseReadPoolSize", st.integers(0, 3))
         if draw(st.integers(0, 3)) == 3:
             queue["args"] = draw(st.lists(st.sampled_from(("--once", "a b", "$(X)")), max_size=2))
+        if draw(st.integers(0, 2)) == 2:
+            queue["load"] = draw(queue_load())
         queues.append(queue)
     return queues
+
+
+@st.composite
+def queue_load(draw: st.DrawFn) -> Body:
+    """spec.queues[].load: jobs near and past what the slots carry, the fields' bounds,
+    and a database time beside, equal to or past the job's."""
+    seconds = draw(
+        st.sampled_from((0.05, 1, 30, 86_400, 86_401, 0))
+        | st.floats(min_value=0.001, max_value=120, allow_nan=False)
+    )
+    load: Body = {
+        "peakJobsPerSecond": draw(
+            st.sampled_from((0.1, 5, 1_000_000, 1_000_001, 0, -1))
+            | st.floats(min_value=0.01, max_value=500, allow_nan=False)
+        ),
+        "secondsPerJob": seconds,
+    }
+    _maybe(draw, load, "concurrencyPerPod", st.sampled_from((1, 5, 50, 10_000, 10_001, 0)))
+    _maybe(
+        draw,
+        load,
+        "databaseSecondsPerJob",
+        st.sampled_from((seconds, 0.01, 0)) | st.floats(min_value=0.001, max_value=150),
+    )
+    return load
 
 
 @st.composite

@@ -18,8 +18,21 @@ from headroom.api import prometheus
 from tests.fuzzing import oracle, strategies
 from tests.fuzzing.settings import fuzz_settings
 
+# found by a long run: an image field given a list crashed its default's lookup
+_LIST_IMAGE = {
+    "apiVersion": "headroom.dev/v1alpha1",
+    "kind": "ScalingProfile",
+    "metadata": {"name": "a", "namespace": "default"},
+    "spec": {
+        "app": {"deployment": "web"},
+        "database": {"host": "db", "name": "shop", "credentialsSecret": {"name": "db-creds"}},
+        "pooler": {"image": []},
+    },
+}
+
 
 @given(body=strategies.profiles())
+@example(body=_LIST_IMAGE)
 @fuzz_settings(short=150)
 def test_every_profile_is_refused_naming_a_field_or_plans_and_renders(body: Any) -> None:
     oracle.judge(body)

@@ -65,7 +65,11 @@ def defaulted(current: str) -> BeforeValidator:
     earlier = frozenset(EARLIER_DEFAULTS.get(current, ()))
 
     def resolve(value: object) -> object:
-        return current if value is None or value in earlier else value
+        if value is None:
+            return current
+        # anything but a string is left to the field's type check (a list is
+        # not hashable: it must be refused naming the field, not crash here)
+        return current if isinstance(value, str) and value in earlier else value
 
     return BeforeValidator(resolve)
 
