@@ -165,6 +165,89 @@ def test_a_start_only_directive_is_named_in_the_event_why_the_pods_roll() -> Non
     assert "dir" in text and "only at start" in text and "cache" in text
 
 
+# -- pods an earlier release started without the agent
+
+
+def _earlier(objs: dict[str, common.Obj]) -> common.Obj:
+    """The Redis StatefulSet as a release without the agent wrote it (as the
+    API server returns it): redis-server reading the mounted ConfigMap, the
+    whole redis.conf hashed into the template, no init container, no token."""
+    live = copy.deepcopy(objs["StatefulSet/shop-redis-cache"])
+    template = live["spec"]["template"]
+    template["metadata"]["creationTimestamp"] = None
+    pod = template["spec"]
+    pod.pop("initContainers")
+    pod.pop("serviceAccountName")
+    pod["containers"] = [c for c in pod["containers"] if c["name"] != agent_pod.SIDECAR]
+    pod["volumes"] = [v for v in pod["volumes"] if v["name"] in ("config", "auth", "tmp", "data")]
+    (server,) = [c for c in pod["containers"] if c["name"] == "redis"]
+    server["command"] = ["redis-server", f"{redis.CONFIG_DIR}/redis.conf"]
+    server["volumeMounts"] = [
+        {"name": "config", "mountPath": redis.CONFIG_DIR, "readOnly": True},
+        *(m for m in server["volumeMounts"] if m["name"] != "run"),
+    ]
+    conf = objs["ConfigMap/shop-redis-cache-config"]["data"]["redis.conf"]
+    template["metadata"]["annotations"][common.CONFIG_HASH_ANNOTATION] = common.content_hash(conf)
+    server["resources"]["limits"]["memory"] = "0.25Gi"  # as the API server may write 256Mi
+    return live
+
+
+def _rolls(objs: dict[str, common.Obj], live: common.Obj) -> list[str]:
+    conf = objs["ConfigMap/shop-redis-cache-config"]["data"]["redis.conf"]
+    return rollout.agentless_redis_rolls(objs["StatefulSet/shop-redis-cache"], live, conf=conf)
+
+
+def test_an_earlier_releases_redis_keeps_its_pods_when_only_the_agent_is_new() -> None:
+    objs = _objects(_plan())
+    live = _earlier(objs)
+    assert rollout.is_agentless_redis(live)
+    assert not rollout.is_agentless_redis(objs["StatefulSet/shop-redis-cache"])
+    assert _rolls(objs, live) == []
+    kept = rollout.with_live_template(objs["StatefulSet/shop-redis-cache"], live)
+    assert kept["spec"]["template"]["spec"] == live["spec"]["template"]["spec"]
+    assert "creationTimestamp" not in kept["spec"]["template"]["metadata"]
+    # everything but the template is this release's (the held record, the replicas)
+    wanted = objs["StatefulSet/shop-redis-cache"]
+    assert kept["metadata"] == wanted["metadata"]
+    assert kept["spec"]["replicas"] == wanted["spec"]["replicas"]
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ({"evictionPolicy": "allkeys-lfu"}, "redis.conf"),
+        ({"config": {"hz": "50"}}, "redis.conf"),
+        ({"image": "docker.io/library/redis:7.2.6"}, "the Redis image"),
+    ],
+)
+def test_an_earlier_releases_redis_rolls_for_what_it_runs_and_gains_the_agent(
+    change: dict[str, Any], reason: str
+) -> None:
+    live = _earlier(_objects(_plan()))
+    assert reason in _rolls(_objects(_plan(**change)), live)
+
+
+def test_an_earlier_releases_redis_rolls_when_its_exporter_reads_new_keys() -> None:
+    objs = _objects(_plan())
+    live = _earlier(objs)
+    template = objs["StatefulSet/shop-redis-cache"]["spec"]["template"]
+    (exporter,) = [c for c in template["spec"]["containers"] if c["name"] == "exporter"]
+    exporter["env"].append({"name": "REDIS_EXPORTER_CHECK_SINGLE_KEYS", "value": "db0=mail"})
+    assert _rolls(objs, live) == ["its exporter container"]
+
+
+def test_an_earlier_releases_redis_rolls_for_its_memory_and_its_password() -> None:
+    live = _earlier(_objects(_plan()))
+    larger = _objects(_plan(memory="512Mi"))
+    assert "memory" in _rolls(larger, live)
+    live["metadata"]["annotations"][revision.INPUTS_HELD] = revision.text(
+        {revision.redis("cache"): "an-older-password"}
+    )
+    assert _rolls(_objects(_plan()), live) == ["credentials"]
+    text = rollout.agentless_redis_message("cache", ["credentials"])
+    assert "cache" in text and "credentials" in text and "CONFIG SET" in text
+
+
 # -- the agent, Redis faked
 
 

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from headroom.builders import common
 from headroom.planning import planner
 
+SIDECAR = "agent"  # the container name of every agent sidecar
 RUN_DIR = "/run/headroom"  # the emptyDir the agent writes and the program reads
 TOKEN_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"  # noqa: S105 - a path
 TOKEN_SECONDS = 3607  # what kubelet asks for an automounted token (rotated at 80%)
@@ -100,7 +101,7 @@ def sidecar(
     """``agent``: ``python -m <module> <args> --token-dir TOKEN_DIR``, with
     the run dir, the token and ``mounts``; the only container with a token."""
     container: common.Obj = {
-        "name": "agent",
+        "name": SIDECAR,
         "image": plan.facts.agent_image,
         "command": ["python", "-m", module, *args, "--token-dir", TOKEN_DIR],
     }

@@ -45,6 +45,9 @@ INPUTS_REVISION = "headroom.dev/inputs-revision"  # the pod template's: rolls th
 INPUTS_HELD = "headroom.dev/inputs-held"  # the workload's: what its pods hold now
 # Template annotations of earlier releases, each covering one source; the
 # apply phase keeps them on a template it does not need to roll.
+# An earlier release's hash of a whole config on a template (today the Redis
+# pods' of a release before their agent: reconcile.rollout keeps such pods).
+WHOLE_CONFIG_HASH = common.CONFIG_HASH_ANNOTATION
 LEGACY_REVISIONS = (
     "headroom.dev/auth-revision",
     "headroom.dev/server-ca-revision",

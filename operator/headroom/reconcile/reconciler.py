@@ -533,6 +533,7 @@ class Reconciler:
             component_of=wanted.component_of,
         )
         events += _restart_events(planned, proven.objects, children)
+        proven = _agentless_redis(planned, proven, children, events)
         result = await self.applier.apply_all(
             key, wanted=proven, children=children, frozen=frozen, events=events
         )
@@ -662,6 +663,34 @@ def _restart_events(
                 text = rollout.redis_restart_message(instance.name, restart)
                 found.append(outcome.Event("Normal", outcome.REDIS_RESTART, text))
     return found
+
+
+def _agentless_redis(
+    planned: planner.Plan,
+    wanted: desired.Desired,
+    children: dict[str, Obj],
+    events: list[outcome.Event],
+) -> desired.Desired:
+    """Redis pods an earlier release started without the agent keep their
+    template until something they run changes; then an Event says why they
+    roll (rollout.agentless_redis_rolls)."""
+    objects = dict(wanted.objects)
+    for instance in planned.redis:
+        workload = f"StatefulSet/{planned.names.redis(instance.name)}"
+        config = f"ConfigMap/{planned.names.redis_config(instance.name)}"
+        live = children.get(workload)
+        if workload not in objects or config not in objects or live is None:
+            continue
+        if not rollout.is_agentless_redis(live):
+            continue
+        conf = objects[config]["data"][rollout.REDIS_CONF]
+        reasons = rollout.agentless_redis_rolls(objects[workload], live, conf=conf)
+        if reasons:
+            text = rollout.agentless_redis_message(instance.name, reasons)
+            events.append(outcome.Event("Normal", outcome.REDIS_RESTART, text))
+        else:
+            objects[workload] = rollout.with_live_template(objects[workload], live)
+    return desired.Desired(objects=objects, component_of=wanted.component_of)
 
 
 def _name_conflicts(

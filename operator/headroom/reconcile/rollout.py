@@ -23,6 +23,14 @@ agent) except a setting PgBouncer reads only at start;
 the Event that says why its pods roll (:mod:`headroom.reconcile.reconciler`).
 Redis pods take every redis.conf change by CONFIG SET (their agent) except a
 directive Redis reads only at start: :func:`redis_restart_changed` names those.
+
+Redis pods started by a release without that agent keep their template
+(:func:`agentless_redis_rolls`, :func:`with_live_template`) as long as it
+would roll for nothing: their image, memory, credentials and whole redis.conf
+unchanged. The first change that restarts them anyway brings the agent; from
+then on config goes online.
+A cache's pods restart only when what Redis runs changes, never because a
+release added a sidecar (a cache without persistence would start empty).
 """
 
 from __future__ import annotations
@@ -31,8 +39,9 @@ import copy
 from collections.abc import Callable
 from typing import Any
 
-from headroom.builders import revision
-from headroom.planning import pgbouncer_params, redis_params
+from headroom.builders import agent_pod, revision
+from headroom.planning import agentfile, pgbouncer_params, redis_params
+from headroom.reconcile import compare
 
 Obj = dict[str, Any]
 PGBOUNCER_INI = "pgbouncer.ini"
@@ -125,4 +134,73 @@ def redis_restart_message(instance: str, settings: list[str]) -> str:
         f"redis.conf of instance {instance} changes {', '.join(settings)}, which Redis takes "
         "only at start (CONFIG SET refuses it): its Redis pods roll; every other setting "
         "is taken by CONFIG SET"
+    )
+
+
+# what a container runs and reads: a change of any rolls its pod
+_RUNS = ("image", "command", "args", "env", "volumeMounts")
+
+
+def _containers(workload: Obj) -> dict[str, Obj]:
+    spec = ((workload.get("spec") or {}).get("template") or {}).get("spec") or {}
+    return {c["name"]: c for c in spec.get("containers") or [] if isinstance(c, dict)}
+
+
+def _runs_sentinel_start(container: Obj | None) -> bool:
+    """Whether a Redis container runs the HA start script (not redis-server)."""
+    return container is not None and (container.get("command") or [""])[0] != "redis-server"
+
+
+def agentless_redis_rolls(desired: Obj, live: Obj, *, conf: str) -> list[str]:
+    """Why the Redis pods of ``live``, written by a release without the
+    Redis agent, must roll now (nothing: they would roll for the agent alone).
+    ``conf`` is the desired redis.conf; the earlier template carries the hash
+    of the whole redis.conf its pods read at start. Beside Redis (whose start
+    command and mounts the agent changes) a container rolls them for anything
+    it runs or reads: the exporter's keys follow the queues."""
+    wanted, running = _containers(desired), _containers(live)
+    reasons = []
+    held_conf = _template_annotations(live).get(revision.WHOLE_CONFIG_HASH)
+    if held_conf != agentfile.content_hash(conf):
+        reasons.append("redis.conf")
+    for name, container in running.items():
+        want = wanted.get(name) or {}
+        if name == "redis":
+            if not compare.covers(container.get("image"), want.get("image")):
+                reasons.append("the Redis image")
+            elif not compare.covers(container.get("resources"), want.get("resources")):
+                reasons.append("memory")
+        elif not compare.covers(container, {k: want.get(k) for k in _RUNS}):
+            reasons.append(f"its {name} container")
+    if _runs_sentinel_start(wanted.get("redis")) != _runs_sentinel_start(running.get("redis")):
+        reasons.append("high availability")
+    if must_roll(desired, live):
+        reasons.append("credentials")
+    return reasons
+
+
+def is_agentless_redis(live: Obj) -> bool:
+    """Whether ``live`` is a Redis StatefulSet of a release without the agent."""
+    containers = _containers(live)
+    return (
+        live.get("kind") == "StatefulSet"
+        and "redis" in containers
+        and (agent_pod.SIDECAR not in containers)
+    )
+
+
+def with_live_template(desired: Obj, live: Obj) -> Obj:
+    """``desired`` keeping the pod template ``live`` runs (its pods stay)."""
+    kept = copy.deepcopy(desired)
+    template = copy.deepcopy(live["spec"]["template"])
+    template.get("metadata", {}).pop("creationTimestamp", None)
+    kept["spec"]["template"] = template
+    return kept
+
+
+def agentless_redis_message(instance: str, reasons: list[str]) -> str:
+    return (
+        f"Redis pods of instance {instance}, started by a release without the config agent, "
+        f"roll for {', '.join(reasons)}; they come back with the agent, and from now on "
+        "redis.conf changes are taken by CONFIG SET"
     )
