@@ -20,7 +20,7 @@ from headroom.planning import names, object_storage, pooler_state, queueing, rec
 from headroom.reconcile import compare, outcome, reconciler, telemetry
 from headroom.runtime import events, work_queue
 from tests import certs, profiles
-from tests.unit import fake_cluster, passes
+from tests.unit import fake_cluster, passes, test_redis_online
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 KEY = "default/shop"
@@ -1292,3 +1292,45 @@ def test_redis_config_changes_reach_the_configmap_and_roll_no_redis_pod() -> Non
     _cache_change(eng, cluster, config={})
     assert _redis_template(cluster) == template
     assert not [e for e in cluster.events if e[1] == outcome.REDIS_RESTART]
+
+
+def test_a_memory_change_rolls_the_redis_pods_with_an_event_saying_why() -> None:
+    cluster = _cluster(_scaled())
+    eng, _ = _run(cluster)
+    _again(eng)
+    template = copy.deepcopy(_redis_template(cluster))
+    _cache_change(eng, cluster, memory="1Gi")
+    assert _redis_template(cluster) != template
+    (event,) = [e for e in cluster.events if e[1] == outcome.REDIS_RESTART]
+    assert "memory" in event[2] and "-> 1Gi" in event[2], event
+
+
+def test_redis_pods_of_an_earlier_release_keep_their_template_until_a_change_restarts_them() -> (
+    None
+):
+    cluster = _cluster(_scaled())
+    eng, _ = _run(cluster)
+    _again(eng)
+    conf = (cluster.find("ConfigMap", "shop-redis-cache-config") or {})["data"]["redis.conf"]
+    written = cluster.find("StatefulSet", "shop-redis-cache")
+    assert written is not None
+    cluster.put(test_redis_online.earlier(written, conf))
+    before = copy.deepcopy(_redis_template(cluster))
+    before["metadata"].pop("creationTimestamp")
+
+    def running() -> dict[str, Any]:
+        template = copy.deepcopy(_redis_template(cluster))
+        template["metadata"].pop("creationTimestamp", None)  # the server's, null
+        return template
+
+    # passes that change nothing Redis runs: its pods stay, without the agent
+    _again(eng)
+    _cache_change(eng, cluster)
+    assert running() == before
+    assert not [e for e in cluster.events if e[1] == outcome.REDIS_RESTART]
+    # a change the earlier pods can only take by a restart: they roll, with the agent
+    _cache_change(eng, cluster, evictionPolicy="allkeys-lfu")
+    containers = _redis_template(cluster)["spec"]["containers"]
+    assert "agent" in [c["name"] for c in containers]
+    (event,) = [e for e in cluster.events if e[1] == outcome.REDIS_RESTART]
+    assert "without the config agent" in event[2] and "redis.conf" in event[2], event

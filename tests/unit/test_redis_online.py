@@ -165,14 +165,32 @@ def test_a_start_only_directive_is_named_in_the_event_why_the_pods_roll() -> Non
     assert "dir" in text and "only at start" in text and "cache" in text
 
 
+def test_the_redis_container_itself_rolls_its_pods_with_an_event_saying_what_changed() -> None:
+    objs = _objects(_plan())
+    live = objs["StatefulSet/shop-redis-cache"]
+    assert rollout.redis_pod_changes(live, live) == []
+    assert rollout.redis_pod_changes(live, None) == []
+    larger = _objects(_plan(memory="512Mi", image="docker.io/library/redis:7.2.6"))
+    changes = rollout.redis_pod_changes(larger["StatefulSet/shop-redis-cache"], live)
+    assert changes == [
+        f"the Redis image {v1alpha1.REDIS_IMAGE} -> docker.io/library/redis:7.2.6",
+        "memory 256Mi -> 512Mi",
+    ]
+    text = rollout.redis_pod_message("cache", changes)
+    assert "cache" in text and "memory 256Mi -> 512Mi" in text and "CONFIG SET" in text
+    # settings Redis takes online change no pod
+    tuned = _objects(_plan(evictionPolicy="allkeys-lfu", config={"hz": "50"}))
+    assert rollout.redis_pod_changes(tuned["StatefulSet/shop-redis-cache"], live) == []
+
+
 # -- pods an earlier release started without the agent
 
 
-def _earlier(objs: dict[str, common.Obj]) -> common.Obj:
-    """The Redis StatefulSet as a release without the agent wrote it (as the
-    API server returns it): redis-server reading the mounted ConfigMap, the
-    whole redis.conf hashed into the template, no init container, no token."""
-    live = copy.deepcopy(objs["StatefulSet/shop-redis-cache"])
+def earlier(statefulset: common.Obj, conf: str) -> common.Obj:
+    """A Redis StatefulSet as a release without the agent wrote it (as the API
+    server returns it): redis-server reading the mounted ConfigMap, the whole
+    redis.conf (``conf``) hashed into the template, no init container, no token."""
+    live = copy.deepcopy(statefulset)
     template = live["spec"]["template"]
     template["metadata"]["creationTimestamp"] = None
     pod = template["spec"]
@@ -186,8 +204,14 @@ def _earlier(objs: dict[str, common.Obj]) -> common.Obj:
         {"name": "config", "mountPath": redis.CONFIG_DIR, "readOnly": True},
         *(m for m in server["volumeMounts"] if m["name"] != "run"),
     ]
+    template["metadata"]["annotations"][revision.WHOLE_CONFIG_HASH] = common.content_hash(conf)
+    return live
+
+
+def _earlier(objs: dict[str, common.Obj]) -> common.Obj:
     conf = objs["ConfigMap/shop-redis-cache-config"]["data"]["redis.conf"]
-    template["metadata"]["annotations"][common.CONFIG_HASH_ANNOTATION] = common.content_hash(conf)
+    live = earlier(objs["StatefulSet/shop-redis-cache"], conf)
+    (server,) = [c for c in live["spec"]["template"]["spec"]["containers"] if c["name"] == "redis"]
     server["resources"]["limits"]["memory"] = "0.25Gi"  # as the API server may write 256Mi
     return live
 
@@ -224,7 +248,7 @@ def test_an_earlier_releases_redis_rolls_for_what_it_runs_and_gains_the_agent(
     change: dict[str, Any], reason: str
 ) -> None:
     live = _earlier(_objects(_plan()))
-    assert reason in _rolls(_objects(_plan(**change)), live)
+    assert any(found.startswith(reason) for found in _rolls(_objects(_plan(**change)), live))
 
 
 def test_an_earlier_releases_redis_rolls_when_its_exporter_reads_new_keys() -> None:
@@ -239,7 +263,7 @@ def test_an_earlier_releases_redis_rolls_when_its_exporter_reads_new_keys() -> N
 def test_an_earlier_releases_redis_rolls_for_its_memory_and_its_password() -> None:
     live = _earlier(_objects(_plan()))
     larger = _objects(_plan(memory="512Mi"))
-    assert "memory" in _rolls(larger, live)
+    assert "memory 0.25Gi -> 512Mi" in _rolls(larger, live)
     live["metadata"]["annotations"][revision.INPUTS_HELD] = revision.text(
         {revision.redis("cache"): "an-older-password"}
     )

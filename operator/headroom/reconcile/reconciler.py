@@ -646,7 +646,8 @@ def _restart_events(
 ) -> list[outcome.Event]:
     """An Event for each config whose change rolls pods: a pgbouncer.ini
     setting PgBouncer takes only at start, a redis.conf directive Redis takes
-    only at start (everything else reaches the running pods by their agents)."""
+    only at start, a Redis container's image or memory (everything else
+    reaches the running pods by their agents)."""
     found = []
     pooler = f"ConfigMap/{planned.names.pooler_config}"
     if pooler in wanted:
@@ -661,6 +662,13 @@ def _restart_events(
             restart = rollout.redis_restart_changed(wanted[config], children.get(config))
             if restart:
                 text = rollout.redis_restart_message(instance.name, restart)
+                found.append(outcome.Event("Normal", outcome.REDIS_RESTART, text))
+        workload = f"StatefulSet/{planned.names.redis(instance.name)}"
+        live = children.get(workload)
+        if workload in wanted and live is not None and not rollout.is_agentless_redis(live):
+            changes = rollout.redis_pod_changes(wanted[workload], live)
+            if changes:
+                text = rollout.redis_pod_message(instance.name, changes)
                 found.append(outcome.Event("Normal", outcome.REDIS_RESTART, text))
     return found
 

@@ -151,6 +151,38 @@ def _runs_sentinel_start(container: Obj | None) -> bool:
     return container is not None and (container.get("command") or [""])[0] != "redis-server"
 
 
+def _memory(container: Obj) -> str:
+    return str(((container.get("resources") or {}).get("limits") or {}).get("memory", ""))
+
+
+def _redis_changes(want: Obj, running: Obj) -> list[str]:
+    """What of the Redis container itself, part of the pod, changes: its image,
+    its memory (the container's limit), each ``from -> to``."""
+    found = []
+    if not compare.covers(running.get("image"), want.get("image")):
+        found.append(f"the Redis image {running.get('image')} -> {want.get('image')}")
+    if not compare.covers(running.get("resources"), want.get("resources")):
+        found.append(f"memory {_memory(running)} -> {_memory(want)}")
+    return found
+
+
+def redis_pod_changes(desired: Obj, live: Obj | None) -> list[str]:
+    """Why the Redis pods of ``live`` (with their agent) roll for the Redis
+    container itself, which no CONFIG SET changes: its image and its memory."""
+    if live is None:
+        return []
+    running = _containers(live).get("redis")
+    want = _containers(desired).get("redis")
+    return _redis_changes(want, running) if running and want else []
+
+
+def redis_pod_message(instance: str, changes: list[str]) -> str:
+    return (
+        f"Redis pods of instance {instance} roll for {', '.join(changes)}: the container "
+        "itself changes, which CONFIG SET cannot; redis.conf settings are taken online"
+    )
+
+
 def agentless_redis_rolls(desired: Obj, live: Obj, *, conf: str) -> list[str]:
     """Why the Redis pods of ``live``, written by a release without the
     Redis agent, must roll now (nothing: they would roll for the agent alone).
@@ -166,10 +198,7 @@ def agentless_redis_rolls(desired: Obj, live: Obj, *, conf: str) -> list[str]:
     for name, container in running.items():
         want = wanted.get(name) or {}
         if name == "redis":
-            if not compare.covers(container.get("image"), want.get("image")):
-                reasons.append("the Redis image")
-            elif not compare.covers(container.get("resources"), want.get("resources")):
-                reasons.append("memory")
+            reasons += _redis_changes(want, container)
         elif not compare.covers(container, {k: want.get(k) for k in _RUNS}):
             reasons.append(f"its {name} container")
     if _runs_sentinel_start(wanted.get("redis")) != _runs_sentinel_start(running.get("redis")):
