@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import copy
 import dataclasses
+import math
 import re
 import sys
 from pathlib import Path
@@ -55,6 +56,10 @@ USERS_HELP = (
 RPS_HELP = (
     "what-if: plan FILE's profiles that declare spec.load at R requests/s at peak instead "
     "(their database time per request kept)"
+)
+SCALE_HELP = (
+    "what-if: plan FILE's profiles with every load they declare F times (the app's users "
+    "or requests/s, each queue's jobs/s): where it breaks first as traffic grows"
 )
 KEDA_HELP = "plan queues for a cluster with KEDA (default: the CPU HPA fallback)"
 WITH_HELP = (
@@ -485,12 +490,52 @@ class _Planned:
     recommended: tuple[str, ...] = ()
 
 
+def _scaled(body: dict[str, Any], factor: float) -> tuple[dict[str, Any], str]:
+    """``--scale F``: every load the profile declares (the app's users or
+    requests, each queue's jobs) F times; what changed ("": it declares none)."""
+    changed = copy.deepcopy(body)
+    spec = changed.get("spec")
+    if not isinstance(spec, dict):
+        return body, ""
+    said = []
+    load = spec.get("load")
+    if isinstance(load, dict):
+        users = load.get("users")
+        if isinstance(users, dict) and isinstance(users.get("concurrent"), int):
+            declared = users["concurrent"]
+            users["concurrent"] = math.ceil(declared * factor)
+            said.append(f"spec.load.users.concurrent {users['concurrent']} (declared {declared})")
+        elif isinstance(load.get("peakRequestsPerSecond"), int | float):
+            declared = load["peakRequestsPerSecond"]
+            load["peakRequestsPerSecond"] = round(declared * factor, 6)
+            said.append(
+                f"spec.load.peakRequestsPerSecond {load['peakRequestsPerSecond']:g} "
+                f"(declared {declared:g})"
+            )
+    queues = spec.get("queues")
+    for index, queue in enumerate(queues if isinstance(queues, list) else []):
+        jobs = queue.get("load") if isinstance(queue, dict) else None
+        if isinstance(jobs, dict) and isinstance(jobs.get("peakJobsPerSecond"), int | float):
+            declared = jobs["peakJobsPerSecond"]
+            jobs["peakJobsPerSecond"] = round(declared * factor, 6)
+            said.append(
+                f"spec.queues[{index}].load.peakJobsPerSecond "
+                f"{jobs['peakJobsPerSecond']:g} (declared {declared:g})"
+            )
+    if not said:
+        return body, ""
+    return changed, f"{factor:g}x the declared load: " + ", ".join(said)
+
+
 def what_if(
-    body: dict[str, Any], *, users: int | None, rps: float | None
+    body: dict[str, Any], *, users: int | None, rps: float | None, scale: float | None = None
 ) -> tuple[dict[str, Any], str]:
-    """``headroom plan --users N`` / ``--rps R``: the profile with its declared load
-    replaced, and what changed ("": none asked, or the profile declares no load).
-    --users keeps the declared think time, --rps the declared time per request."""
+    """``headroom plan --users N`` / ``--rps R`` / ``--scale F``: the profile
+    with its declared load replaced, and what changed ("": none asked, or the
+    profile declares no load). --users keeps the declared think time, --rps the
+    declared time per request; --scale multiplies the app's and the queues' loads."""
+    if scale is not None:
+        return _scaled(body, scale)
     spec = body.get("spec")
     load = spec.get("load") if isinstance(spec, dict) else None
     if (users is None and rps is None) or not isinstance(load, dict):
@@ -538,15 +583,20 @@ def _plan_all(args: argparse.Namespace, facts: planner.Facts) -> list[_Planned]:
     cluster) is ranked by it, as the pass ranks it."""
     others = [body for path in args.beside for body in _load_beside(path)]
     users, rps = getattr(args, "users", None), getattr(args, "rps", None)
+    scale = getattr(args, "scale", None)
     mine, changes, recommended = [], {}, {}
     for body in _load(args.file):
-        changed, change = what_if(body, users=users, rps=rps)
+        changed, change = what_if(body, users=users, rps=rps, scale=scale)
         mine.append(changed)
         changes[_key(body)] = change
         found_status = body.get("status")
         entries = found_status.get("recommendations") if isinstance(found_status, dict) else None
         recommended[_key(body)] = tuple(
             overview.recommended(e) for e in entries or [] if isinstance(e, dict)
+        )
+    if scale is not None and not any(changes.values()):
+        raise InputError(
+            f"--scale: no profile in {args.file} declares spec.load or spec.queues[].load"
         )
     if (users is not None or rps is not None) and not any(changes.values()):
         raise InputError(f"--users/--rps: no profile in {args.file} declares spec.load")
@@ -685,6 +735,17 @@ COSI_HELP = (
 )
 
 
+def _factor(text: str) -> float:
+    """--scale's F: a finite number above 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a factor above 0 (e.g. 2 or 0.5)")
+    return value
+
+
 def _cosi(args: argparse.Namespace) -> str:
     return "" if args.cosi == "none" else str(args.cosi)
 
@@ -700,6 +761,7 @@ def main(argv: list[str] | None = None) -> int:
     peak = p.add_mutually_exclusive_group()
     peak.add_argument("--users", type=int, metavar="N", help=USERS_HELP)
     peak.add_argument("--rps", type=float, metavar="R", help=RPS_HELP)
+    peak.add_argument("--scale", type=_factor, metavar="F", help=SCALE_HELP)
     p.set_defaults(func=_cmd_plan)
     r = sub.add_parser("render", help="print every child object of FILE's profile(s) as YAML")
     r.add_argument("file")

@@ -373,6 +373,38 @@ def test_what_if_touches_only_the_profiles_with_a_load_and_says_what_it_cannot_d
         run(gym, argv=["--users", "100", "--rps", "10"])
 
 
+def test_what_if_scale_grows_every_declared_load_and_shows_where_it_breaks(run: Any) -> None:
+    gym = profiles.base(name="gym", **GYM, load=AT_20, **_queue(**JOBS, max=10))
+    code, out, _ = run(gym, argv=["--scale", "1.1"])
+    assert code == 0, out
+    assert (
+        "1.1x the declared load: spec.load.users.concurrent 4400 "
+        "(declared 4000), spec.queues[0].load.peakJobsPerSecond 55 (declared 50)"
+    ) in out
+    # 55 jobs/s x 0.2 s = 11 slots busy: 15 slots keep 20 % (Erlang C), 8 pods of 2
+    assert "mail: 55 jobs/s x 0.2 s = 11 slots busy on average" in out
+    assert "(fewest for 20%: 15 slots, 8 pods)" in out
+    # twice the load: the jobs fill every slot the workers may have, and the app's
+    # requests need more than its pool and the database give: refused naming them
+    code, out, err = run(gym, argv=["--scale", "2"])
+    assert code == 1
+    assert "10 pods x 2 = 20 slots: the backlog grows without bound" in out
+    assert "spec.app.poolSizePerPod" in err and "spec.queues[0].replicas.max" in err
+    # a rate is scaled as a rate; a profile with no load is left alone and said so
+    rated = profiles.base(name="api", load={"peakRequestsPerSecond": 50, **_SECONDS})
+    code, out, _ = run(rated, argv=["--scale", "0.5"])
+    assert code == 0
+    assert "spec.load.peakRequestsPerSecond 25 (declared 50)" in out
+    admin = profiles.base(name="admin")
+    code, _, err = run(admin, argv=["--scale", "2"])
+    assert code == 1 and "--scale: no profile in " in err
+    for bad in ("0", "-1", "nan", "inf", "x"):
+        with pytest.raises(SystemExit):
+            run(gym, argv=["--scale", bad])
+    with pytest.raises(SystemExit):
+        run(gym, argv=["--scale", "2", "--users", "10"])
+
+
 _SECONDS = {"databaseSecondsPerRequest": 0.05}
 
 
