@@ -324,6 +324,30 @@ BAD: list[tuple[str, dict[str, Any], str]] = [
         "].databasePoolSize > 0",
     ),
     (
+        "load-reads-as-long-as-the-request",
+        {
+            "database.readReplicas": external_replicas({"host": "r1"}),
+            "load": {
+                "peakRequestsPerSecond": 10,
+                "databaseSecondsPerRequest": 0.05,
+                "readSecondsPerRequest": 0.05,
+            },
+        },
+        # the model's message and the CRD rule's share this
+        "must be < spec.load.databaseSecondsPerRequest",
+    ),
+    (
+        "load-reads-without-read-replicas",
+        {
+            "load": {
+                "peakRequestsPerSecond": 10,
+                "databaseSecondsPerRequest": 0.05,
+                "readSecondsPerRequest": 0.02,
+            }
+        },
+        "spec.load.readSecondsPerRequest: the profile declares no spec.database.readReplicas",
+    ),
+    (
         "too-many-pooler-pods",
         {"database.maxConnections": 10, "pooler.instances": 4},
         "spec.pooler.instances",

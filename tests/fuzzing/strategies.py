@@ -708,6 +708,14 @@ def load_section(draw: st.DrawFn) -> Body:
             "concurrent": draw(st.sampled_from((1, 4000, 10_000_000, 0)) | st.integers(1, 50_000)),
             "thinkSeconds": draw(st.sampled_from((0, 6, 3600, 3601)) | st.floats(0, 60)),
         }
+    # the reads' part of the request's database time: below, equal to and past it
+    _maybe(
+        draw,
+        load,
+        "readSecondsPerRequest",
+        st.sampled_from((load["databaseSecondsPerRequest"], 0.001, 60, 61, 0))
+        | st.floats(min_value=0.0005, max_value=2, allow_nan=False),
+    )
     _maybe(
         draw,
         load,

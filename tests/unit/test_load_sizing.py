@@ -558,3 +558,88 @@ def test_workers_fit_exactly_when_their_slots_meet_the_target(
         # the fewest pods: one fewer would not meet it
         assert checked.pods_needed * concurrency >= checked.pool.staffing.needed  # type: ignore[union-attr]
         assert (checked.pods_needed - 1) * concurrency < checked.pool.staffing.needed  # type: ignore[union-attr]
+
+
+# -- the reads of a request on the read pool (spec.load.readSecondsPerRequest)
+
+# 300 requests/s: 0.03 s on the primary (9 busy) and 0.02 s on the read pool (6 busy),
+# over 2 pods each: 3 read connections busy on each pod. Published Erlang C for 3
+# erlangs: 5 servers 23.62 %, 6 9.91 %, 7 3.78 %: 7 meet 5 %, 5 leave 24 % waiting.
+READS = {"peakRequestsPerSecond": 300, "databaseSecondsPerRequest": 0.05}
+REPLICAS = {
+    "database.readReplicas": {
+        **profiles.external_replicas({"host": "r1"}),
+        "readPoolSizePerPod": 10,
+    }
+}
+TWO_PODS = {"app.replicas.min": 2, "app.poolSizePerPod": 10}
+
+
+def test_reads_are_sized_on_the_read_pool_and_the_rest_on_the_primary() -> None:
+    plan = _plan(**TWO_PODS, **REPLICAS, load={**READS, "readSecondsPerRequest": 0.02})
+    assert plan.ok, plan.problem_text()
+    assert plan.load is not None and plan.read_load is not None and plan.read is not None
+    assert plan.load.seconds_per_request == pytest.approx(0.03)
+    assert plan.budget.load_pool is not None
+    assert plan.budget.load_pool.busy_per_pod == pytest.approx(4.5)
+    assert plan.read.budget.max_db_connections == 7
+    assert plan.app_read_pool is not None
+    assert plan.app_read_pool.busy_per_pod == pytest.approx(3)
+    # without the split the primary carries every request's whole database time
+    whole = _plan(**TWO_PODS, **REPLICAS, load=READS)
+    assert whole.read_load is None and whole.budget.load_pool is not None
+    assert whole.budget.load_pool.busy_per_pod == pytest.approx(7.5)
+    assert whole.budget.max_db_connections > plan.budget.max_db_connections
+    # the app's read pool of 5 leaves 24 % waiting: refused naming it
+    small = {**REPLICAS["database.readReplicas"], "readPoolSizePerPod": 5}
+    short = _plan(
+        **TWO_PODS,
+        **{"database.readReplicas": small},
+        load={**READS, "readSecondsPerRequest": 0.02},
+    )
+    assert [p.field for p in short.problems] == [planner.READ_POOL_FIELD]
+    assert "needs 7 connections per app pod, 2 more than the 5" in short.problem_text()
+    assert "(5 leave 24% waiting)" in short.problem_text()
+
+
+def test_reads_without_read_replicas_or_longer_than_the_request_are_refused() -> None:
+    alone = _plan(**TWO_PODS, load={**READS, "readSecondsPerRequest": 0.02})
+    assert [p.field for p in alone.problems] == [planner.READ_SECONDS_FIELD]
+    assert "declares no spec.database.readReplicas" in alone.problem_text()
+    with pytest.raises(v1alpha1.ProfileError, match=r"spec\.load\.readSecondsPerRequest: 0\.05"):
+        _plan(**TWO_PODS, **REPLICAS, load={**READS, "readSecondsPerRequest": 0.05})
+
+
+@given(st.floats(min_value=0.001, max_value=0.03), st.floats(min_value=0.001, max_value=0.03))
+@settings(max_examples=40, deadline=None)
+def test_the_read_pool_grows_with_the_reads_and_the_write_pool_shrinks(a: float, b: float) -> None:
+    low, high = sorted((a, b))
+    roomy = {**REPLICAS["database.readReplicas"], "readPoolSizePerPod": 20}
+    plans = [
+        _plan(
+            **{**TWO_PODS, "app.poolSizePerPod": 20, "database.readReplicas": roomy},
+            load={**READS, "readSecondsPerRequest": s},
+        )
+        for s in (low, high)
+    ]
+    assert all(p.ok and p.read is not None for p in plans), [p.problem_text() for p in plans]
+    reads = [p.read.budget.max_db_connections for p in plans if p.read]
+    writes = [p.budget.max_db_connections for p in plans]
+    assert reads[0] <= reads[1] and writes[0] >= writes[1]
+
+
+def test_plan_shows_the_read_pool_and_the_replica_among_the_bottlenecks(run: Any) -> None:
+    body = profiles.base(**TWO_PODS, **REPLICAS, load={**READS, "readSecondsPerRequest": 0.02})
+    code, out, err = run(body, argv=[])
+    assert code == 0, err
+    rows = {line[:25].strip(): line[25:].strip() for line in out.splitlines()}
+    assert rows["load"].endswith("; reads: 300 requests/s x 0.02 s = 6 connections busy on average")
+    assert rows["read pool"].startswith("app 10 per app pod, 3 busy on each of 2 app pods: ")
+    assert (
+        "read pooler 7 per pooler pod, 3 busy on each of 2 pooler pods: 3.8%" in rows["read pool"]
+    )
+    assert "replica replica-0 (max_connections 100:" in rows["first bottleneck"]
+    assert (
+        "app read pool (spec.database.readReplicas.readPoolSizePerPod 10 on 2 pods)"
+        in rows["first bottleneck"]
+    )

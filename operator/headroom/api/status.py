@@ -111,6 +111,12 @@ class LoadStatus(_Status):
         max_length=LOAD_TEXT_MAX,
         description="Each pooler pod's server pool against the peak: its chance of waiting.",
     )
+    read_pool: str | None = Field(
+        default=None,
+        max_length=LOAD_TEXT_MAX,
+        description="The app pod's read pool and each read-pooler pod's against the "
+        "declared reads (spec.load.readSecondsPerRequest): their chance of waiting.",
+    )
     first_bottleneck: str | None = Field(
         default=None,
         max_length=LOAD_TEXT_MAX,

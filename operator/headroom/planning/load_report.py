@@ -16,6 +16,7 @@ LABELS = {
     "wait target": "target",
     "app pool": "appPool",
     "server pool": "poolerPool",
+    "read pool": "readPool",
     "workers": "workers",
     "first bottleneck": "firstBottleneck",
     "redis memory": "redisMemory",
@@ -31,8 +32,9 @@ def rows(plan: planner.Plan) -> list[tuple[str, str]]:
     rows: list[tuple[str, str]] = []
     found: list[load_sizing.Limit] = []
     if load is not None:
+        reads = plan.read_load
         rows += [
-            ("load", load.describe()),
+            ("load", load.describe() + (f"; reads: {reads.describe()}" if reads else "")),
             ("wait target", f"{load.target_text} chance a request waits for a connection"),
         ]
         limits: list[tuple[str, int, int]] = []
@@ -72,6 +74,9 @@ def rows(plan: planner.Plan) -> list[tuple[str, str]]:
             )
         elif plan.pooler.pool_mode == "session":
             rows.append(("server pool", "session mode: the app's pools are the server connections"))
+        read_rows, read_limits = _read_pool(plan)
+        rows += read_rows
+        found += read_limits
     if plan.worker_loads:
         rows.append(("workers", "; ".join(w.text() for w in plan.worker_loads)))
         found += [w.limit() for w in plan.worker_loads]
@@ -100,6 +105,39 @@ def rows(plan: planner.Plan) -> list[tuple[str, str]]:
     if plan.redis:
         rows.append(("redis memory", _redis_text(plan)))
     return rows
+
+
+def _read_pool(plan: planner.Plan) -> tuple[list[tuple[str, str]], list[load_sizing.Limit]]:
+    """The reads (spec.load.readSecondsPerRequest): the app pod's read pool and each
+    read-pooler pod's against them, and how far they may grow (the smallest replica
+    carries the whole read pool when the others are out)."""
+    reads, read, app = plan.read_load, plan.read, plan.app_read_pool
+    if reads is None or read is None or app is None:
+        return [], []
+    size = read.pool_size_per_pod
+    texts = [f"app {_pool_text(app, size=size, load=reads)}"]
+    limits = [
+        (
+            f"app read pool ({planner.READ_POOL_FIELD} {size} on {app.pods} pods)",
+            size,
+            app.pods,
+        )
+    ]
+    b = read.budget
+    pooler = b.load_pool
+    if pooler is not None:
+        each = b.default_pool_size - b.undeclared_per_pod
+        texts.append(f"read pooler {_pool_text(pooler, size=each, load=reads)}")
+        room = b.available // b.pooler_pods_at_peak - b.undeclared_per_pod
+        limits.append(
+            (
+                f"replica {read.smallest.name} (max_connections {b.max_connections}: {room} "
+                "per read-pooler pod)",
+                room,
+                pooler.pods,
+            )
+        )
+    return [("read pool", "; ".join(texts))], load_sizing.headroom(load=reads, limits=limits)
 
 
 def _redis_text(plan: planner.Plan) -> str:

@@ -123,6 +123,18 @@ def declared(spec: v1alpha1.Load | None) -> Load | None:
     )
 
 
+def split_reads(load: Load, *, read_seconds: float | None) -> tuple[Load, Load | None]:
+    """``load`` on the write pool and on the read pool: each request holds a
+    read-pool connection ``read_seconds`` of its database time (spec.load.
+    readSecondsPerRequest) and a primary connection the rest (None: no split)."""
+    if read_seconds is None:
+        return load, None
+    on_primary = dataclasses.replace(
+        load, seconds_per_request=load.seconds_per_request - read_seconds
+    )
+    return on_primary, dataclasses.replace(load, seconds_per_request=read_seconds)
+
+
 @dataclass(frozen=True)
 class PoolCheck:
     """One pool (an app pod's, a pooler pod's) against the load it carries."""

@@ -230,6 +230,11 @@ class Plan:
     # budget's load_pool)
     load: load_sizing.Load | None = None
     app_load_pool: load_sizing.PoolCheck | None = None
+    # the reads of spec.load (readSecondsPerRequest) and the app pod's read pool
+    # against them (each read-pooler pod's is read.budget.load_pool); ``load`` is
+    # then what the primary carries
+    read_load: load_sizing.Load | None = None
+    app_read_pool: load_sizing.PoolCheck | None = None
     # each queue that declares its jobs (spec.queues[].load): its slots against them
     worker_loads: tuple[load_sizing.WorkerCheck, ...] = ()
     # where the servers' own metrics come from (None: spec.database.metrics off)
@@ -496,6 +501,54 @@ def _declares_database_time(queue: QueuePlan) -> bool:
     return queue.load is not None and queue.load.database_seconds_per_job is not None
 
 
+READ_SECONDS_FIELD = "spec.load.readSecondsPerRequest"
+READ_POOL_FIELD = "spec.database.readReplicas.readPoolSizePerPod"
+
+
+def _app_read_pool(
+    spec: v1alpha1.ScalingProfileSpec, app: AppPlan, read_load: load_sizing.Load | None
+) -> load_sizing.PoolCheck | None:
+    """The app pod's read pool (readPoolSizePerPod) against the declared reads,
+    carried by the app's floor as its write pool is."""
+    rr = spec.database.read_replicas
+    if read_load is None or rr is None:
+        return None
+    return load_sizing.app_pool(
+        load=read_load, floor=app.min_replicas, pool_size_per_pod=rr.read_pool_size_per_pod
+    )
+
+
+def _read_load_problems(
+    spec: v1alpha1.ScalingProfileSpec,
+    app: AppPlan,
+    app_read_pool: load_sizing.PoolCheck | None,
+    read_load: load_sizing.Load | None,
+) -> list[connection_budget.Problem]:
+    """Reads declared without a read pool, or more than the app's read pool carries."""
+    if read_load is None:
+        return []
+    rr = spec.database.read_replicas
+    if rr is None:
+        return [
+            connection_budget.Problem(
+                READ_SECONDS_FIELD,
+                "the profile declares no spec.database.readReplicas: there is no read pool "
+                "to carry the reads (leave it out and databaseSecondsPerRequest is all "
+                "on the primary)",
+            )
+        ]
+    if app_read_pool is None or app_read_pool.fits:
+        return []
+    return [
+        connection_budget.Problem(
+            READ_POOL_FIELD,
+            f"{rr.read_pool_size_per_pod} read connections per app pod; "
+            + load_sizing.shortfall_text(app_read_pool, load=read_load)
+            + f"; the peak is taken as carried by the app's floor, {app.min_replicas} pods",
+        )
+    ]
+
+
 def job_loads(queues: tuple[QueuePlan, ...]) -> list[tuple[v1alpha1.QueueLoad, int]]:
     """Each queue's declared jobs and its workers' database pool (load_sizing.Load.with_jobs)."""
     return [(q.load, q.database_pool_size) for q in queues if q.load is not None]
@@ -732,6 +785,13 @@ def plan(profile: v1alpha1.ScalingProfile, *, facts: Facts | None = None) -> Pla
     primary_room = (
         db.max_connections - db.superuser_reserved_connections - db.reserved_connections - exporter
     )
+    declared = load_sizing.declared(spec.load)
+    # a request's reads (readSecondsPerRequest) go to the read pool, the rest to the primary
+    load, read_load = (
+        load_sizing.split_reads(declared, read_seconds=spec.load.read_seconds_per_request)
+        if declared is not None and spec.load is not None
+        else (None, None)
+    )
     read, read_problems = read_plan.read_plan(
         profile,
         cnpg=facts.cnpg,
@@ -746,9 +806,11 @@ def plan(profile: v1alpha1.ScalingProfile, *, facts: Facts | None = None) -> Pla
         ),
         session_mode=spec.pooler.pool_mode == "session",
         grants=facts.grants,
+        load=read_load,
     )
     problems += read_problems
-    load = load_sizing.declared(spec.load)
+    app_read_pool = _app_read_pool(spec, app, read_load)
+    problems += _read_load_problems(spec, app, app_read_pool, read_load)
     app_load_pool = None
     if load is not None:
         app_load_pool = load_sizing.app_pool(
@@ -905,6 +967,8 @@ def plan(profile: v1alpha1.ScalingProfile, *, facts: Facts | None = None) -> Pla
         share_weight=db.share.weight,
         load=load,
         app_load_pool=app_load_pool,
+        read_load=read_load if read is not None else None,
+        app_read_pool=app_read_pool,
         worker_loads=worker_loads,
         database_metrics=metrics,
     )

@@ -28,7 +28,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from headroom.api import v1alpha1
-from headroom.planning import connection_budget, names, servers
+from headroom.planning import connection_budget, load_sizing, names, servers
 
 FIELD = "spec.database.readReplicas"
 # Every standby Headroom runs listens here; its Service has no other port.
@@ -275,6 +275,7 @@ def read_plan(
     session_mode: bool,
     grants: Mapping[str, connection_budget.Grant] | None = None,
     exporter_connections: int = 0,
+    load: load_sizing.Load | None = None,
 ) -> tuple[ReadPlan | None, list[connection_budget.Problem]]:
     """The read side of ``profile``; None when it declares no read replicas.
     ``primary_available``: what the primary has for the poolers (the default
@@ -282,7 +283,9 @@ def read_plan(
     ceiling) for the workers that read. ``grants``: the read pool's share of
     each replica it shares with other profiles; the read budget fits the
     replica that leaves it the least. ``exporter_connections``: what
-    postgres_exporter holds on each replica (0: none runs there)."""
+    postgres_exporter holds on each replica (0: none runs there). ``load``:
+    the reads of spec.load (readSecondsPerRequest), which size the read pool as
+    the write pool is sized (the workers' read pools at their whole ceiling)."""
     rr = profile.spec.database.read_replicas
     if rr is None:
         return None, []
@@ -342,6 +345,10 @@ def read_plan(
             "replica must carry the whole read pool when the others are out)",
             reserved_label=f"kept for direct use ({FIELD}.reservedConnections "
             f"{rr.reserved_connections}) and {probes} lag probes{exporter_text}",
+            load=load,
+            undeclared_load_connections=sum(
+                ceiling * queue.database_read_pool_size for _, queue, ceiling in queues
+            ),
         )
 
     pool, problems_of_range = connection_budget.pool_range(given_on(replicas[0]))

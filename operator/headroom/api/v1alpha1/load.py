@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from headroom.api.v1alpha1.schema import Model, exactly_one_of
+from headroom.api.v1alpha1.schema import Broken, Model, Rule, exactly_one_of
 
 DEFAULT_WAIT_PROBABILITY = 0.05
 
@@ -31,10 +31,31 @@ class Users(Model):
     )
 
 
+def _reads_within_request(load: Load) -> Broken | None:
+    reads, held = load.read_seconds_per_request, load.database_seconds_per_request
+    if reads is None or reads < held:
+        return None
+    return Broken(
+        "readSecondsPerRequest",
+        lambda at: (
+            f"{reads} must be < {at('databaseSecondsPerRequest')} {held}: it is the part of "
+            "a request's database time spent on the read pool, the rest is on the primary"
+        ),
+    )
+
+
 class Load(Model):
     """The peak load, as a request rate or as users with a think time."""
 
-    RULES = (exactly_one_of("peakRequestsPerSecond", "users", path="spec.load"),)
+    RULES = (
+        exactly_one_of("peakRequestsPerSecond", "users", path="spec.load"),
+        Rule(
+            "!has(self.readSecondsPerRequest) || "
+            "self.readSecondsPerRequest < self.databaseSecondsPerRequest",
+            "spec.load.readSecondsPerRequest must be < spec.load.databaseSecondsPerRequest",
+            _reads_within_request,
+        ),
+    )
 
     peak_requests_per_second: float | None = Field(
         default=None,
@@ -53,6 +74,14 @@ class Load(Model):
         le=60,
         description="Seconds one request holds a database connection (its queries' time; "
         "seed 003: 20 ms a query, 50 ms under load).",
+    )
+    read_seconds_per_request: float | None = Field(
+        default=None,
+        gt=0,
+        le=60,
+        description="Of databaseSecondsPerRequest, the seconds a request's reads hold a "
+        "read-pool connection (DATABASE_URL_READ, spec.database.readReplicas): the read "
+        "pool is sized for them and the write pool for the rest.",
     )
     wait_probability: float = Field(
         default=DEFAULT_WAIT_PROBABILITY,
