@@ -348,6 +348,25 @@ BAD: list[tuple[str, dict[str, Any], str]] = [
         "spec.load.readSecondsPerRequest: the profile declares no spec.database.readReplicas",
     ),
     (
+        "queue-jobs-past-maxmemory",
+        queue_with_load(
+            peakJobsPerSecond=5,
+            secondsPerJob=0.2,
+            redis={"bytesPerJob": 4096, "keptCompleted": 100_000, "keptFailed": 1000},
+        ),
+        # 100,000 kept jobs of 4 KiB against the 96Mi maxmemory of a 128Mi instance
+        "spec.cache.instances[0].memory: its queues need",
+    ),
+    (
+        "queue-job-of-no-bytes",
+        queue_with_load(
+            peakJobsPerSecond=5,
+            secondsPerJob=0.2,
+            redis={"bytesPerJob": 0, "keptCompleted": 10, "keptFailed": 10},
+        ),
+        "].load.redis.bytesPerJob",
+    ),
+    (
         "too-many-pooler-pods",
         {"database.maxConnections": 10, "pooler.instances": 4},
         "spec.pooler.instances",

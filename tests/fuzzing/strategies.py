@@ -684,7 +684,41 @@ def queue_load(draw: st.DrawFn) -> Body:
         "databaseSecondsPerJob",
         st.sampled_from((seconds, 0.01, 0)) | st.floats(min_value=0.001, max_value=150),
     )
+    _maybe(draw, load, "redis", queue_memory())
     return load
+
+
+@st.composite
+def queue_memory(draw: st.DrawFn) -> Body:
+    """spec.queues[].load.redis: jobs from a few bytes to past the largest, kept counts
+    from none to past what any maxmemory holds (and past the bounds), now and then a
+    required field missing."""
+    memory: Body = {
+        "bytesPerJob": draw(
+            st.sampled_from((1, 64, 65, 536_870_912, 536_870_913, 0, -1)) | st.integers(1, 100_000)
+        ),
+        "keptCompleted": draw(
+            st.sampled_from((0, 1000, 100_000_000, 100_000_001, -1)) | st.integers(0, 50_000)
+        ),
+        "keptFailed": draw(
+            st.sampled_from((0, 5000, 100_000_000, 100_000_001, -1)) | st.integers(0, 50_000)
+        ),
+    }
+    _maybe(
+        draw,
+        memory,
+        "returnBytesPerJob",
+        st.sampled_from((0, 64, 65, 536_870_912, 536_870_913, -1)) | st.integers(0, 10_000),
+    )
+    _maybe(
+        draw,
+        memory,
+        "eventsMaxLen",
+        st.sampled_from((0, 10_000, 100_000_000, 100_000_001, -1)) | st.integers(0, 20_000),
+    )
+    if draw(st.integers(0, 9)) == 0:
+        del memory[draw(st.sampled_from(sorted(memory)))]
+    return memory
 
 
 @st.composite

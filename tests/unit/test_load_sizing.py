@@ -504,9 +504,9 @@ def test_plan_names_workers_and_redis_memory_among_the_bottlenecks(
     factors = [float(f.split("(")[-1].split("x the peak")[0]) for f in found]
     assert factors == sorted(factors)
     assert rows["first bottleneck"].endswith("; workers thumbs: no spec.queues[].load declared")
-    # nothing declares what the app keeps in Redis: no invented estimate
+    # nothing declares what the jobs keep in Redis: no invented estimate
     assert rows["redis memory"] == (
-        "not declared (no bytes per user or job in spec.load): jobs (queue: maxmemory 96Mi, "
+        "not declared (no spec.queues[].load.redis on it): jobs (queue: maxmemory 96Mi, "
         "noeviction when full)"
     )
 

@@ -130,7 +130,8 @@ class LoadStatus(_Status):
     redis_memory: str | None = Field(
         default=None,
         max_length=LOAD_TEXT_MAX,
-        description="Redis memory: not estimated (no load declares bytes), each maxmemory.",
+        description="Each queue instance's maxmemory against what its queues' jobs hold at "
+        "peak (spec.queues[].load.redis); the others' maxmemory, not estimated.",
     )
 
 

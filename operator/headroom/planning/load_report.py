@@ -8,7 +8,7 @@ Pure: ``headroom plan`` prints the lines (cli), the reconcile pass writes them i
 
 from __future__ import annotations
 
-from headroom.planning import load_sizing, planner, queueing
+from headroom.planning import load_sizing, planner, queue_memory, queueing
 
 # the labels of rows(), as status.budget.load names them
 LABELS = {
@@ -24,8 +24,8 @@ LABELS = {
 
 
 def rows(plan: planner.Plan) -> list[tuple[str, str]]:
-    """spec.load: the peak, each pool against it, the workers against their jobs, and
-    how far each may grow; Redis memory, which no load declares, said as such."""
+    """spec.load: the peak, each pool against it, the workers against their jobs, the
+    queues' Redis memory against what their jobs hold, and how far each may grow."""
     load, b = plan.load, plan.budget
     if load is None and not plan.worker_loads:
         return []
@@ -80,6 +80,7 @@ def rows(plan: planner.Plan) -> list[tuple[str, str]]:
     if plan.worker_loads:
         rows.append(("workers", "; ".join(w.text() for w in plan.worker_loads)))
         found += [w.limit() for w in plan.worker_loads]
+    found += [_memory_limit(check) for check in plan.queue_memory]
     undeclared = [q.name for q in plan.queues if q.load is None]
     if found:
         target = (
@@ -140,15 +141,33 @@ def _read_pool(plan: planner.Plan) -> tuple[list[tuple[str, str]], list[load_siz
     return [("read pool", "; ".join(texts))], load_sizing.headroom(load=reads, limits=limits)
 
 
+def _memory_limit(check: queue_memory.InstanceCheck) -> load_sizing.Limit:
+    """How far the jobs on a queue instance may grow before its maxmemory is full."""
+    factor = check.limit_factor()
+    return load_sizing.Limit(
+        what=f"Redis {check.name} memory (spec.cache.instances[{check.index}].memory "
+        f"{check.memory}: maxmemory {queue_memory.size_text(check.maxmemory_bytes)})",
+        rate=factor * check.jobs_per_second,
+        factor=factor,
+        unit="jobs/s",
+    )
+
+
 def _redis_text(plan: planner.Plan) -> str:
-    """Redis memory as a bottleneck: not estimated, since nothing declares what the app
-    keeps there per user, request or job; the maxmemory each instance has, and its
-    policy when full (a cache evicts, a queue's and counters' noeviction refuses writes)."""
-    each = ", ".join(
+    """Each queue instance whose queues declare their jobs' bytes: what they hold at
+    peak against its maxmemory. The others: not estimated, since nothing declares what
+    the app keeps there, with the maxmemory each has and its policy when full (a cache
+    evicts, a queue's and counters' noeviction refuses writes)."""
+    checked = {check.name: check.text() for check in plan.queue_memory}
+    others = [
         f"{r.name} ({r.use}: maxmemory {r.maxmemory_text}, {r.eviction_policy} when full)"
         for r in plan.redis
-    )
-    return f"not declared (no bytes per user or job in spec.load): {each}"
+        if r.name not in checked
+    ]
+    parts = list(checked.values())
+    if others:
+        parts.append("not declared (no spec.queues[].load.redis on it): " + ", ".join(others))
+    return "; ".join(parts)
 
 
 def _pool_text(pool: load_sizing.PoolCheck, *, size: int, load: load_sizing.Load) -> str:

@@ -23,6 +23,7 @@ from headroom.planning import (
     object_storage,
     pgbouncer_params,
     profile_checks,
+    queue_memory,
     read_plan,
     redis_params,
     servers,
@@ -237,6 +238,9 @@ class Plan:
     app_read_pool: load_sizing.PoolCheck | None = None
     # each queue that declares its jobs (spec.queues[].load): its slots against them
     worker_loads: tuple[load_sizing.WorkerCheck, ...] = ()
+    # each queue instance whose queues declare what their jobs hold: its maxmemory
+    # against them at peak
+    queue_memory: tuple[queue_memory.InstanceCheck, ...] = ()
     # where the servers' own metrics come from (None: spec.database.metrics off)
     database_metrics: database_metrics.DatabaseMetricsPlan | None = None
 
@@ -460,7 +464,7 @@ def _redis_plans(
                     f"{where}.memory", f"{inst.memory!r} must be a whole number of bytes"
                 )
             )
-        limit = max(math.ceil(memory), MIN_REDIS_MEMORY)
+        limit = _memory_limit(inst.memory)
         settings: dict[str, str] = {}
         for key, value in sorted(inst.config.items()):
             problem = redis_params.check(key, value)
@@ -572,6 +576,49 @@ def _worker_loads(
         for index, q in enumerate(queues)
         if q.load is not None
     )
+
+
+def _queue_memory(
+    queues: tuple[QueuePlan, ...], *, redis: tuple[RedisPlan, ...]
+) -> tuple[queue_memory.InstanceCheck, ...]:
+    """Each queue instance that a queue declaring its jobs' bytes (load.redis) points at:
+    its maxmemory against every such queue on it at peak."""
+    found = []
+    for index, instance in enumerate(redis):
+        on_it = [(i, q) for i, q in enumerate(queues) if q.redis == instance.name]
+        declared = [
+            queue_memory.QueueJobs(
+                queue=q.name,
+                index=i,
+                memory=q.load.redis,
+                jobs_per_second=q.load.peak_jobs_per_second,
+                seconds_per_job=q.load.seconds_per_job,
+                slots=q.max_replicas * q.load.concurrency_per_pod,
+            )
+            for i, q in on_it
+            if q.load is not None and q.load.redis is not None
+        ]
+        if instance.use != "queue" or not declared:
+            continue
+        found.append(
+            queue_memory.InstanceCheck(
+                name=instance.name,
+                index=index,
+                maxmemory_bytes=instance.maxmemory_bytes,
+                memory=instance.memory,
+                limit_bytes=_memory_limit(instance.memory),
+                queues=tuple(declared),
+                undeclared=tuple(
+                    q.name for _, q in on_it if q.load is None or q.load.redis is None
+                ),
+            )
+        )
+    return tuple(found)
+
+
+def _memory_limit(memory: str) -> int:
+    """A Redis container's memory limit in bytes (at least the smallest allowed)."""
+    return max(math.ceil(quantity.parse(memory)), MIN_REDIS_MEMORY)
 
 
 def _queue_plans(
@@ -832,6 +879,13 @@ def plan(profile: v1alpha1.ScalingProfile, *, facts: Facts | None = None) -> Pla
         for w in worker_loads
         if not w.fits
     ]
+    memory_checks = _queue_memory(queues, redis=redis)
+    problems += [
+        connection_budget.Problem(f"spec.cache.instances[{m.index}].memory", m.shortfall())
+        for m in memory_checks
+        # a backlog without bound is the workers' refusal (replicas.max), not the memory's
+        if not m.fits and math.isfinite(m.needed())
+    ]
     fallback = read.fallback_connections if read else 0
     given = connection_budget.BudgetInput(
         max_connections=db.max_connections,
@@ -970,6 +1024,7 @@ def plan(profile: v1alpha1.ScalingProfile, *, facts: Facts | None = None) -> Pla
         read_load=read_load if read is not None else None,
         app_read_pool=app_read_pool,
         worker_loads=worker_loads,
+        queue_memory=memory_checks,
         database_metrics=metrics,
     )
 

@@ -83,7 +83,14 @@ from headroom.api.v1alpha1.profile import (
     parse_profile,
     profile_transition_problems,
 )
-from headroom.api.v1alpha1.queues import REDIS_KEY, Queue, QueueLoad, WorkerReplicas
+from headroom.api.v1alpha1.queues import (
+    DEFAULT_EVENTS_MAX_LEN,
+    REDIS_KEY,
+    Queue,
+    QueueLoad,
+    QueueMemory,
+    WorkerReplicas,
+)
 from headroom.api.v1alpha1.read_replicas import (
     READ_REPLICAS_MAX,
     CnpgReplicas,
@@ -143,6 +150,7 @@ __all__ = [
     "BUCKET_PROVIDERS",
     "CAPACITY_MIN_MESSAGE",
     "CORS_ORIGIN",
+    "DEFAULT_EVENTS_MAX_LEN",
     "DEFAULT_MAX_UPLOAD_BYTES",
     "DEFAULT_RESERVED_CONNECTIONS",
     "DEFAULT_WAIT_PROBABILITY",
@@ -223,6 +231,7 @@ __all__ = [
     "Queue",
     "QueueAlerts",
     "QueueLoad",
+    "QueueMemory",
     "ReadPooler",
     "ReadReplicas",
     "ReplicaHost",

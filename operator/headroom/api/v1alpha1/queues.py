@@ -43,6 +43,50 @@ def _database_time_within_job(load: QueueLoad) -> Broken | None:
     )
 
 
+DEFAULT_EVENTS_MAX_LEN = 10_000  # BullMQ's streams.events.maxLen
+
+
+class QueueMemory(Model):
+    """What the queue's jobs hold in its Redis (BullMQ): the planner adds the jobs
+    waiting at peak (Erlang C), running and kept, and the events stream, and checks
+    them against the instance's maxmemory (a queue's Redis never evicts: full, it
+    refuses new jobs)."""
+
+    bytes_per_job: int = Field(
+        ge=1,
+        le=536_870_912,
+        description="Bytes of one job's data as JSON (what queue.add is given); "
+        "BullMQ's own fields, ids and indexes are added by the planner.",
+    )
+    return_bytes_per_job: int = Field(
+        default=0,
+        ge=0,
+        le=536_870_912,
+        description="Bytes of the processor's return value as JSON, kept in each completed "
+        "job and in its completed event (0: none).",
+    )
+    kept_completed: int = Field(
+        ge=0,
+        le=100_000_000,
+        description="Completed jobs the app keeps (BullMQ's removeOnComplete count; "
+        "{age: s} keeps about peakJobsPerSecond x s). BullMQ keeps every one unless "
+        "removeOnComplete says otherwise, which no maxmemory holds.",
+    )
+    kept_failed: int = Field(
+        ge=0,
+        le=100_000_000,
+        description="Failed jobs the app keeps (removeOnFail), each with its failure "
+        "reason and stack trace.",
+    )
+    events_max_len: int = Field(
+        default=DEFAULT_EVENTS_MAX_LEN,
+        ge=0,
+        le=100_000_000,
+        description="The queue's events stream length (BullMQ's streams.events.maxLen, "
+        "default 10000).",
+    )
+
+
 class QueueLoad(Model):
     """The jobs the queue's workers must carry at peak: Erlang C sizes their slots (and,
     with databaseSecondsPerJob beside spec.load, their share of the pooler) as it sizes
@@ -74,6 +118,11 @@ class QueueLoad(Model):
         le=86_400,
         description="Seconds one job holds a database connection (needs databasePoolSize); "
         "with spec.load the pooler counts this load instead of the workers' whole pools.",
+    )
+    redis: QueueMemory | None = Field(
+        default=None,
+        description="What a job holds in the queue's Redis: the jobs waiting at peak, "
+        "running and kept are checked against its maxmemory.",
     )
 
 
