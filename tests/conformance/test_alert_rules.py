@@ -14,6 +14,14 @@ promtool compares annotations exactly; the annotations' Go templates are checked
 by `promtool check rules` and expanded by a real Prometheus in
 test_alert_fire.py, so here the rules are tested without them (expressions,
 ``for:`` and labels untouched).
+
+promtool evaluates every rule of a test file's rule files at every step of every
+test, and the query-time baseline's tests step through a day of minutes: so each
+alert name's tests get a file of their own whose rule file holds that name's rules
+(every pool's, every instance's: a breach must still fire no other rule of the
+name) and any recording rules, all the files in one promtool run. No alert reads
+another's output (ALERTS), which is checked, so each alert sees what it would in
+the whole file.
 """
 
 from __future__ import annotations
@@ -930,6 +938,39 @@ def _unit_tests(rendered: Rendered) -> tuple[list[dict[str, Any]], int]:
     return tests, len(rules)
 
 
+def _promtool_tests(
+    promtool: str, rule_file: str, tests: list[dict[str, Any]], *, cwd: Path
+) -> subprocess.CompletedProcess[str]:
+    """``promtool test rules`` of ``tests`` against ``rule_file``: one test file per
+    alert name, whose rule file keeps that name's rules and the recording rules."""
+    groups = yaml.safe_load(rule_file)["groups"]
+    exprs = [str(r["expr"]) for g in groups for r in g["rules"]]
+    assert not any("ALERTS" in e for e in exprs), "a rule reads ALERTS: test the whole file"
+    by_name: dict[str, list[dict[str, Any]]] = {}
+    for test in tests:
+        by_name.setdefault(test["alert_rule_test"][0]["alertname"], []).append(test)
+    files = []
+    for index, (name, named) in enumerate(sorted(by_name.items())):
+        kept = [
+            {**g, "rules": [r for r in g["rules"] if r.get("alert", name) == name]} for g in groups
+        ]
+        (cwd / f"rules-{index}.yaml").write_text(
+            yaml.safe_dump({"groups": [g for g in kept if g["rules"]]}, sort_keys=False)
+        )
+        files.append(f"tests-{index}.yaml")
+        (cwd / files[-1]).write_text(
+            yaml.safe_dump(
+                {
+                    "rule_files": [f"rules-{index}.yaml"],
+                    "evaluation_interval": "1m",
+                    "tests": named,
+                },
+                sort_keys=False,
+            )
+        )
+    return _promtool(promtool, "test", "rules", *files, cwd=cwd)
+
+
 def _without_annotations(rendered: Rendered) -> str:
     groups = alert_rules.rule_groups(rendered.plan)
     stripped = [
@@ -956,18 +997,13 @@ def test_rendered_rules_pass_promtool_check(
 def test_each_alert_fires_on_a_breach_and_stays_silent_when_healthy(
     promtool: str, tmp_path: Path, case_id: str, rendered: Rendered
 ) -> None:
-    (tmp_path / "rules.yaml").write_text(_without_annotations(rendered))
     tests, rules = _unit_tests(rendered)
     assert rules > 0
-    (tmp_path / "tests.yaml").write_text(
-        yaml.safe_dump(
-            {"rule_files": ["rules.yaml"], "evaluation_interval": "1m", "tests": tests},
-            sort_keys=False,
-        )
-    )
-    done = _promtool(promtool, "test", "rules", "tests.yaml", cwd=tmp_path)
+    done = _promtool_tests(promtool, _without_annotations(rendered), tests, cwd=tmp_path)
     assert done.returncode == 0, (done.stdout + done.stderr)[-8000:]
-    assert "SUCCESS" in done.stdout
+    # one SUCCESS per alert name's file
+    names = {t["alert_rule_test"][0]["alertname"] for t in tests}
+    assert done.stdout.count("SUCCESS") == len(names), done.stdout[-8000:]
 
 
 def test_every_alert_is_rendered_by_some_profile_so_its_cases_run() -> None:
@@ -992,11 +1028,9 @@ def test_a_wrong_threshold_fails_the_promtool_cases(promtool: str, tmp_path: Pat
             rule.pop("annotations", None)
             if rule.get("alert") == "HeadroomPoolerConnectionsHigh":
                 rule["expr"] = rule["expr"].replace(f">= {pool.warning}", f">= {pool.warning + 1}")
-    (tmp_path / "rules.yaml").write_text(yaml.safe_dump({"groups": groups}, sort_keys=False))
     tests, _ = _unit_tests(rendered)
-    (tmp_path / "tests.yaml").write_text(
-        yaml.safe_dump({"rule_files": ["rules.yaml"], "evaluation_interval": "1m", "tests": tests})
+    done = _promtool_tests(
+        promtool, yaml.safe_dump({"groups": groups}, sort_keys=False), tests, cwd=tmp_path
     )
-    done = _promtool(promtool, "test", "rules", "tests.yaml", cwd=tmp_path)
     assert done.returncode != 0
     assert "HeadroomPoolerConnectionsHigh" in done.stdout + done.stderr
