@@ -65,7 +65,8 @@ class Settings(BaseSettings):
     agent_image: str = Field(
         default=v1alpha1.AGENT_IMAGE,
         max_length=512,
-        description="Image of the read pooler's lag agent (Headroom's own image).",
+        description="Image of the poolers', Redis's and the S3 server's agents "
+        "(Headroom's own image).",
     )
     metrics_addr: str = Field(
         default="0.0.0.0",  # noqa: S104 - scraped from inside the cluster

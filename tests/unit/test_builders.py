@@ -107,6 +107,100 @@ def test_only_the_agent_containers_hold_an_api_token() -> None:
     assert "data" not in objects["ConfigMap/shop-pooler-state"]
 
 
+READS = {"database.readReplicas": profiles.external_replicas({"host": "r1.example.com"})}
+READ_CREDS = dataclasses.replace(CREDS, agent_password="ag")
+
+
+def _read_objects(**overrides: object) -> dict[str, common.Obj]:
+    body = profiles.base(**{**READS, **overrides})
+    body["metadata"]["uid"] = "uid-1"
+    return desired.build(planner.plan(v1alpha1.parse_profile(body)), READ_CREDS)
+
+
+def _read_pooler(**o: object) -> tuple[common.Obj, dict[str, str]]:
+    objects = _read_objects(**o)
+    return (
+        objects["Deployment/shop-pooler-ro"]["spec"]["template"],
+        objects["ConfigMap/shop-pooler-ro-config"]["data"],
+    )
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"pooler.parameters": {"server_idle_timeout": "30"}},
+        {"app.replicas": {"min": 2, "max": 4}},  # smaller read pool and limit
+    ],
+)
+def test_a_change_pgbouncer_takes_on_reload_keeps_the_read_pooler_pods(
+    change: dict[str, object],
+) -> None:
+    """Its agent RELOADs it: the ConfigMap's pgbouncer.ini changes, the pod template does not."""
+    template, data = _read_pooler()
+    changed_template, changed_data = _read_pooler(**change)
+    assert changed_data["pgbouncer.ini"] != data["pgbouncer.ini"]
+    assert changed_template == template
+
+
+def test_a_change_pgbouncer_takes_only_at_start_rolls_the_read_pooler_pods() -> None:
+    template, _ = _read_pooler()
+    changed, _ = _read_pooler(**{"pooler.parameters": {"pkt_buf": "8192"}})
+    key = "headroom.dev/inputs-revision"
+    before = revision.parse(template["metadata"]["annotations"][key])
+    after = revision.parse(changed["metadata"]["annotations"][key])
+    assert {k for k in after if after[k] != before.get(k)} == {revision.READ_POOLER_CONFIG}
+
+
+def test_a_new_replica_list_rolls_the_read_pooler_pods() -> None:
+    """readpool.json is read by the agent at start: a replica more rolls the pods."""
+    template, data = _read_pooler()
+    replicas = profiles.external_replicas({"host": "r1.example.com"}, {"host": "r2.example.com"})
+    changed, changed_data = _read_pooler(**{"database.readReplicas": replicas})
+    assert changed_data["readpool.json"] != data["readpool.json"]
+    key = "headroom.dev/inputs-revision"
+    before = revision.parse(template["metadata"]["annotations"][key])
+    after = revision.parse(changed["metadata"]["annotations"][key])
+    assert revision.READ_POOL in {k for k in after if after[k] != before.get(k)}
+
+
+def test_the_read_pooler_agent_follows_its_configmap_with_the_only_token() -> None:
+    objects = _read_objects()
+    template = objects["Deployment/shop-pooler-ro"]["spec"]["template"]
+    pod = template["spec"]
+    assert common.CONFIG_HASH_ANNOTATION not in template["metadata"]["annotations"]
+    assert pod["automountServiceAccountToken"] is False
+    assert pod["serviceAccountName"] == "shop-pooler-ro"
+    containers = {c["name"]: c for c in [*pod["initContainers"], *pod["containers"]]}
+    holding = [
+        n
+        for n, c in containers.items()
+        if any(m["name"] == "agent-token" for m in c.get("volumeMounts") or [])
+    ]
+    assert holding == ["agent"]
+    assert containers["pgbouncer"]["command"] == ["pgbouncer", pgbouncer.START_FILE]
+    init, agent = containers["agent-init"]["command"], containers["agent"]["command"]
+    # one process per container does both: the lag loop (--config) and the config loop
+    assert init[:3] == agent[:3] == ["python", "-m", "headroom.agent.readpool"]
+    assert "--config" in init and "--config" in agent
+    assert init[init.index("--source") + 1] == "/etc/headroom-readpool/pgbouncer.ini"
+    assert init[init.index("--output") + 1] == agent[agent.index("--output") + 1]
+    assert agent[agent.index("--output") + 1] == pgbouncer.START_FILE
+    assert agent[agent.index("--config-map") + 1] == "shop-pooler-ro-config"
+    assert agent[agent.index("--state") + 1] == "shop-pooler-ro-state"
+    env = {e["name"]: e for e in containers["agent"]["env"]}
+    assert env["POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+    assert (
+        env["HEADROOM_AGENT_PASSWORD"]["valueFrom"]["secretKeyRef"]["name"] == "shop-pooler-ro-auth"
+    )
+    role = objects["Role/shop-pooler-ro"]
+    assert {(r["resourceNames"][0], tuple(r["verbs"])) for r in role["rules"]} == {
+        ("shop-pooler-ro-config", ("get", "list", "watch")),
+        ("shop-pooler-ro-state", ("get", "patch")),
+    }
+    assert objects["RoleBinding/shop-pooler-ro"]["subjects"][0]["name"] == "shop-pooler-ro"
+    assert "data" not in objects["ConfigMap/shop-pooler-ro-state"]
+
+
 def test_no_password_outside_secrets() -> None:
     for key, obj in _objects().items():
         if obj["kind"] != "Secret":

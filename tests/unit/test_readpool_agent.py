@@ -179,7 +179,11 @@ def test_the_init_step_writes_the_file_and_exits_0_whatever_the_probes_found(
         return "OperationalError: connection refused"
 
     monkeypatch.setattr(lag, "position", unreachable)
-    assert readpool.main(["--config", str(config_file), "--once"]) == 0
+    (tmp_path / "mounted.ini").write_text("[pgbouncer]\nlisten_port = 6432\n")
+    started = tmp_path / "pgbouncer.ini"
+    argv = ["--config", str(config_file), "--once", "--source", str(tmp_path / "mounted.ini")]
+    assert readpool.main([*argv, "--output", str(started)]) == 0
+    assert started.read_text() == "[pgbouncer]\nlisten_port = 6432\n"  # what PgBouncer starts from
     assert (tmp_path / "out.ini").read_text().splitlines()[-1] == (
         "shop = host=db port=5432 dbname=shop"
     )
@@ -193,4 +197,9 @@ def test_missing_credentials_stop_the_agent_naming_them(
     for name in ("PGUSER", "PGPASSWORD", "HEADROOM_AGENT_PASSWORD"):
         monkeypatch.delenv(name, raising=False)
     with pytest.raises(SystemExit, match="PGUSER, PGPASSWORD, HEADROOM_AGENT_PASSWORD"):
-        readpool.main(["--config", str(config_file)])
+        readpool.main(
+            [
+                *("--config", str(config_file), "--config-map", "shop-pooler-ro-config"),
+                *("--state", "shop-pooler-ro-state", "--output", str(tmp_path / "pgbouncer.ini")),
+            ]
+        )

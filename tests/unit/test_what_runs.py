@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 
 from headroom.api import v1alpha1
-from headroom.planning import agentfile, planner, pooler_state, server_shares
+from headroom.planning import agentfile, names, planner, pooler_state, server_shares
 from headroom.reconcile import outcome, reconciler, telemetry
 from tests import profiles
 from tests.unit import fake_cluster, passes
@@ -82,8 +82,8 @@ def _settle(cluster: fake_cluster.FakeCluster, eng: reconciler.Reconciler) -> No
     raise AssertionError("no fixpoint")
 
 
-def _max_db(cluster: fake_cluster.FakeCluster, name: str) -> int:
-    config = cluster.find("ConfigMap", f"{name}-pooler-config")
+def _max_db(cluster: fake_cluster.FakeCluster, name: str, *, pooler: str = "pooler") -> int:
+    config = cluster.find("ConfigMap", f"{name}-{pooler}-config")
     assert config is not None
     found = re.search(r"^max_db_connections = (\d+)$", config["data"]["pgbouncer.ini"], re.M)
     assert found is not None
@@ -214,20 +214,35 @@ def _held(cluster: fake_cluster.FakeCluster, name: str) -> int:
     return server_shares.held_of(cluster.profile("default", name))[0][SERVER]
 
 
-def _confirm(cluster: fake_cluster.FakeCluster, name: str) -> None:
-    """Every pod of ``name``'s pooler reports its config loaded, within its limit."""
-    config = cluster.find("ConfigMap", f"{name}-pooler-config")
-    state = cluster.find("ConfigMap", f"{name}-pooler-state")
-    deployment = cluster.find("Deployment", f"{name}-pooler")
+def _pooled(cluster: fake_cluster.FakeCluster, name: str, *, server: str) -> int:
+    """status.budget.held[].pooled of ``name`` on ``server``: its poolers, held."""
+    body = cluster.profile("default", name)
+    assert body is not None
+    (row,) = [r for r in body["status"]["budget"]["held"] if r["server"] == server]
+    return int(row["pooled"])
+
+
+def _confirm(cluster: fake_cluster.FakeCluster, name: str, *, pooler: str = "pooler") -> None:
+    """Every pod of ``name``'s ``pooler`` (``pooler-ro``: the read pooler)
+    reports its config loaded, within its limit."""
+    config = cluster.find("ConfigMap", f"{name}-{pooler}-config")
+    state = cluster.find("ConfigMap", f"{name}-{pooler}-state")
+    deployment = cluster.find("Deployment", f"{name}-{pooler}")
     assert config is not None and state is not None and deployment is not None
     entry = pooler_state.Entry(
         config=agentfile.content_hash(config["data"]["pgbouncer.ini"]),
-        max_db_connections=_max_db(cluster, name),
+        max_db_connections=_max_db(cluster, name, pooler=pooler),
         server_connections=0,
         at="2026-01-01T00:00:00Z",
     )
     pods = pooler_state.pods_of(deployment)
-    cluster.put({**state, "data": {f"{name}-pooler-{i}": entry.text() for i in range(pods)}})
+    cluster.put({**state, "data": {f"{name}-{pooler}-{i}": entry.text() for i in range(pods)}})
+
+
+def _larger_by_10(rows: dict[str, tuple[int, int]]) -> dict[str, Any]:
+    """A stored body whose status held every pool of ``rows`` larger by 10."""
+    held = [{"server": s, "connections": c + 10, "pooled": p + 10} for s, (c, p) in rows.items()]
+    return {"status": {"budget": {"held": held}}}
 
 
 def test_an_unconfirmed_write_pooler_holds_its_primary_not_the_replicas_read_pool() -> None:
@@ -244,17 +259,7 @@ def test_an_unconfirmed_write_pooler_holds_its_primary_not_the_replicas_read_poo
     assert planned.read is not None and len(planned.demands) == 2
     primary, replica = planned.demands[0].server, planned.demands[1].server
     fresh = {s: (c, p) for s, c, p in server_shares.held_rows(planned)}
-    # what the status said before: both pools larger by 10
-    before = {
-        "status": {
-            "budget": {
-                "held": [
-                    {"server": s, "connections": c + 10, "pooled": p + 10}
-                    for s, (c, p) in fresh.items()
-                ]
-            }
-        }
-    }
+    before = _larger_by_10(fresh)
     rows = {
         s: (c, p) for s, c, p in server_shares.held_rows(planned, before=before, confirmed=False)
     }
@@ -262,3 +267,116 @@ def test_an_unconfirmed_write_pooler_holds_its_primary_not_the_replicas_read_poo
     assert rows[replica] == fresh[replica]
     confirmed = {s: (c, p) for s, c, p in server_shares.held_rows(planned, before=before)}
     assert confirmed == fresh
+
+
+def test_an_unconfirmed_read_pooler_holds_its_replicas_not_the_primary() -> None:
+    """A read pool that shrank is held on each of its replicas at the larger
+    of what the status said and what its pods report they run, until every
+    read pooler pod confirms the new config; the primary is the write
+    pooler's to confirm."""
+    body = profiles.base(name="reads")
+    body["spec"]["database"]["readLimits"] = False
+    body["spec"]["database"]["readReplicas"] = profiles.external_replicas(
+        {"host": "ro-1.db.example.com"}, {"host": "ro-2.db.example.com"}
+    )
+    planned = planner.plan(v1alpha1.ScalingProfile.model_validate(body))
+    assert planned.read is not None and len(planned.demands) == 3
+    primary, *replicas = (d.server for d in planned.demands)
+    fresh = {s: (c, p) for s, c, p in server_shares.held_rows(planned)}
+    before = _larger_by_10(fresh)
+
+    def rows(**given: Any) -> dict[str, tuple[int, int]]:
+        return {s: (c, p) for s, c, p in server_shares.held_rows(planned, before=before, **given)}
+
+    held = rows(read_confirmed=False)
+    for replica in replicas:
+        assert held[replica] == (fresh[replica][0] + 10, fresh[replica][1] + 10)
+    assert held[primary] == fresh[primary]
+    # its pods report a larger size than the status said (a pooler that grew past its plan)
+    reported = fresh[replicas[0]][1] + 25
+    held = rows(read_confirmed=False, read_reported=reported)
+    for replica in replicas:
+        assert held[replica][1] == reported
+    assert rows() == fresh
+
+
+def _read_pooler(pods: int, *, ini: str, entries: dict[str, pooler_state.Entry]) -> dict[str, Any]:
+    child = names.ChildNames("shop", "default")
+    return {
+        f"ConfigMap/{child.read_pooler_config}": {"data": {"pgbouncer.ini": ini}},
+        f"Deployment/{child.read_pooler}": {"spec": {"replicas": pods}, "status": {}},
+        f"ConfigMap/{child.read_pooler_state}": {
+            "data": {pod: e.text() for pod, e in entries.items()}
+        },
+    }
+
+
+def test_a_read_pooler_is_confirmed_when_every_pod_reports_the_config_within_its_limit() -> None:
+    child = names.ChildNames("shop", "default")
+    ini = "[pgbouncer]\nmax_db_connections = 8\n"
+    at = agentfile.content_hash(ini)
+
+    def entry(config: str, held: int) -> pooler_state.Entry:
+        return pooler_state.Entry(
+            config=config, max_db_connections=8, server_connections=held, at="t"
+        )
+
+    def confirmed(**entries: pooler_state.Entry) -> bool:
+        children = _read_pooler(2, ini=ini, entries=entries)
+        return server_shares.confirmed(child, children, read=True)
+
+    assert confirmed(a=entry(at, 8), b=entry(at, 0))
+    assert not confirmed(a=entry(at, 8))  # one pod has not reported
+    assert not confirmed(a=entry(at, 9), b=entry(at, 0))  # over its new limit still
+    assert not confirmed(a=entry("old", 0), b=entry(at, 0))  # runs the old config
+    # the write pooler's confirmation is another pooler's: none here, nothing to confirm
+    assert server_shares.confirmed(child, _read_pooler(2, ini=ini, entries={}))
+    children = _read_pooler(2, ini=ini, entries={"a": entry(at, 0)})
+    assert server_shares.reported(child, children, read=True) == 8 * (2 + 1)  # at rollout peak
+
+
+def test_a_read_pool_grows_on_a_shared_replica_only_once_the_others_shrink_is_confirmed() -> None:
+    """Two profiles on different primaries read from one replica: when the
+    second arrives, the first's read pool shrinks by RELOAD, and the second's
+    grows there only once every pod of the first's read pooler has confirmed
+    the smaller size (its agents' reports in ``<name>-pooler-ro-state``)."""
+    replica = {"mode": "external", "hosts": [{"host": "ro-1.default.svc"}]}
+    server = "ro-1.default.svc:5432"
+    shop = _body("shop", created="2026-01-01T00:00:00Z", **{"database.readReplicas": replica})
+    cluster, eng = _world(shop)
+    passes.run(eng, "default/shop")
+    _confirm(cluster, "shop", pooler="pooler-ro")
+    passes.run(eng, "default/shop")
+    alone = _max_db(cluster, "shop", pooler="pooler-ro")
+    deployment = cluster.find("Deployment", "shop-pooler-ro")
+    assert deployment is not None
+    template, uid = copy.deepcopy(deployment["spec"]["template"]), deployment["metadata"]["uid"]
+
+    admin = _body(
+        "admin",
+        created="2026-01-02T00:00:00Z",
+        **{"database.readReplicas": replica, "database.host": "admin-db.default.svc"},
+    )
+    cluster.put(admin)
+    passes.run(eng, "default/shop")
+    shrunk = _max_db(cluster, "shop", pooler="pooler-ro")
+    assert shrunk < alone
+    # online: the same pods, the template untouched; held at the old size until confirmed
+    deployment = cluster.find("Deployment", "shop-pooler-ro")
+    assert deployment is not None
+    assert (deployment["metadata"]["uid"], deployment["spec"]["template"]) == (uid, template)
+    assert _pooled(cluster, "shop", server=server) == 3 * alone
+    passes.run(eng, "default/admin")
+    budget = _conditions(cluster, "admin")["ConnectionBudget"]
+    assert (budget["status"], budget["reason"]) == ("False", "WaitingForRoom")
+    assert f"waiting for room on {server}" in budget["message"]
+    assert cluster.find("ConfigMap", "admin-pooler-ro-config") is None  # nothing grew
+
+    _confirm(cluster, "shop", pooler="pooler-ro")
+    passes.run(eng, "default/shop")
+    assert _pooled(cluster, "shop", server=server) == 3 * shrunk
+    passes.run(eng, "default/admin")
+    assert _conditions(cluster, "admin")["ConnectionBudget"]["status"] == "True"
+    grown = _max_db(cluster, "admin", pooler="pooler-ro")
+    assert grown > 0
+    assert 3 * shrunk + 3 * grown <= 100 - 3  # the replica's budget at the rollout peak

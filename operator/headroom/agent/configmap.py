@@ -1,5 +1,6 @@
 """What the agents that follow a ConfigMap share (headroom.agent.pooler for
-PgBouncer, headroom.agent.redis for Redis): the watch of that one ConfigMap
+PgBouncer, also run by headroom.agent.readpool in the read pooler's pod,
+headroom.agent.redis for Redis): the watch of that one ConfigMap
 through the API server, what they do with the text it offers
 (:class:`FileAgent`: the newest is taken, one that changes a setting the
 program reads only at start is left to the pod's roll, any other is written
@@ -16,21 +17,36 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
-from headroom.agent import readpool
 from headroom.kube import errors, kubeconfig, sync_client
 from headroom.planning import agentfile
 
 log = logging.getLogger("headroom.agent.configmap")
 
 RETRY_SECONDS = 2.0  # after a failed list or watch
+
+
+def write_if_changed(path: Path, text: str) -> bool:
+    """Write ``text`` to ``path`` atomically (temp file + rename in its dir)
+    unless it holds that already; whether it wrote."""
+    try:
+        if path.read_text() == text:
+            return False
+    except OSError:
+        pass
+    partial = path.with_name(f".{path.name}.tmp")
+    partial.write_text(text)
+    partial.chmod(0o644)
+    os.replace(partial, path)
+    return True
 
 
 class Stepped(Protocol):
@@ -100,7 +116,7 @@ class FileAgent:
                 )
             return False
         try:
-            readpool.write_if_changed(self.output, wanted)
+            write_if_changed(self.output, wanted)
         except OSError as err:
             self.log.warning("could not write %s (retried): %s", self.output, err)
             with self._lock:  # unless the watch has a newer one
@@ -183,10 +199,17 @@ def in_pod_client(token_dir: Path, *, who: str) -> tuple[sync_client.Client, str
 
 
 def follow(
-    client: sync_client.Client, *, namespace: str, name: str, key: str, agent: Stepped
+    client: sync_client.Client,
+    *,
+    namespace: str,
+    name: str,
+    key: str,
+    agent: Stepped,
+    beside: Iterable[Callable[[threading.Event], None]] = (),
 ) -> None:
-    """Watch ``key`` of the ConfigMap ``name`` for ``agent`` and run it, until
-    SIGTERM or SIGINT; both threads end with the process, at once."""
+    """Watch ``key`` of the ConfigMap ``name`` for ``agent`` and run it, and
+    the loops ``beside`` it (the read pool's lag loop), until SIGTERM or
+    SIGINT; every thread ends with the process, at once."""
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
@@ -195,16 +218,22 @@ def follow(
             client, namespace=namespace, name=name, key=key, offer=agent.offer, stop=stop
         ),
         lambda: run(agent, stop=stop),
+        *(lambda loop=loop: loop(stop) for loop in beside),
     ):
         threading.Thread(target=target, daemon=True).start()
     stop.wait()
 
 
-def arguments(*, agent: str, program: str, config_file: str) -> argparse.ArgumentParser:
-    """The command line both agents share: ``--once --source --output`` (the
-    init step's copy) and ``--config-map --output --token-dir`` (the sidecar)."""
+def arguments(
+    *, agent: str, program: str, config_file: str, optional: bool = False
+) -> argparse.ArgumentParser:
+    """The command line the agents share: ``--once --source --output`` (the
+    init step's copy) and ``--config-map --output --token-dir`` (the sidecar);
+    ``optional``: an agent that also runs without following a ConfigMap."""
     found = argparse.ArgumentParser(prog=f"python -m headroom.agent.{agent}")
-    found.add_argument("--output", required=True, type=Path, help=f"the file {program} reads")
+    found.add_argument(
+        "--output", required=not optional, type=Path, help=f"the file {program} reads"
+    )
     found.add_argument("--once", action="store_true", help="copy --source to --output, exit")
     found.add_argument("--source", type=Path, help=f"the mounted {config_file} (--once)")
     found.add_argument("--config-map", help=f"the ConfigMap holding {config_file}")
@@ -214,20 +243,31 @@ def arguments(*, agent: str, program: str, config_file: str) -> argparse.Argumen
     return found
 
 
-def begin(parser: argparse.ArgumentParser, args: argparse.Namespace, *, name: str) -> bool:
+def begin(
+    parser: argparse.ArgumentParser,
+    args: argparse.Namespace,
+    *,
+    name: str,
+    follows: bool = True,
+) -> bool:
     """Log to stderr as ``name``; with ``--once``, copy ``--source`` to
-    ``--output`` (the init step) and say so: True when that was all."""
+    ``--output`` (the init step) and say so: True when that was all.
+    ``follows``: the agent follows a ConfigMap (else only ``--once`` counts)."""
     logging.basicConfig(
         stream=sys.stderr,
         level=logging.INFO,
         format=f"%(asctime)s {name} %(levelname)s %(message)s",
     )
+    if not follows:
+        return bool(args.once)
+    if args.output is None:
+        parser.error("--output is needed")
     if not args.once:
         if not args.config_map:
             parser.error("--config-map is needed without --once")
         return False
     if args.source is None:
         parser.error("--once needs --source")
-    readpool.write_if_changed(args.output, args.source.read_text())
+    write_if_changed(args.output, args.source.read_text())
     log.info("wrote %s from %s", args.output, args.source)
     return True

@@ -30,6 +30,7 @@ report is retried and never ends the loop; SIGTERM ends it at once.
 
 from __future__ import annotations
 
+import argparse
 import logging
 import os
 import sys
@@ -240,19 +241,29 @@ def report_to(client: sync_client.Client, *, namespace: str, state: str, pod: st
     return write
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = configmap.arguments(agent="pooler", program="PgBouncer", config_file=CONFIG_KEY)
+def arguments(*, agent: str, optional: bool = False) -> argparse.ArgumentParser:
+    """The command line of an agent that follows a pooler's pgbouncer.ini
+    (this one, and headroom.agent.readpool that runs one beside its lag
+    loop: ``optional``, see :func:`headroom.agent.configmap.arguments`)."""
+    parser = configmap.arguments(
+        agent=agent, program="PgBouncer", config_file=CONFIG_KEY, optional=optional
+    )
     parser.add_argument("--state", help="the ConfigMap this pod reports into")
     parser.add_argument("--shrink-seconds", type=float, default=30.0)
-    args = parser.parse_args(argv)
-    if configmap.begin(parser, args, name="pooler-agent"):
-        return 0
+    return parser
+
+
+def in_pod(
+    parser: argparse.ArgumentParser, args: argparse.Namespace, *, who: str
+) -> tuple[sync_client.Client, str, Agent]:
+    """The API client, namespace and agent of the sidecar ``args`` describe,
+    from its pod's environment and token; exits naming what is missing."""
     if not args.state:
         parser.error("--state is needed without --once")
     password, pod = os.environ.get("HEADROOM_AGENT_PASSWORD"), os.environ.get("POD_NAME")
     if not password or not pod:
-        raise SystemExit("pooler agent: HEADROOM_AGENT_PASSWORD and POD_NAME must be set")
-    client, namespace = configmap.in_pod_client(args.token_dir, who="pooler agent")
+        raise SystemExit(f"{who}: HEADROOM_AGENT_PASSWORD and POD_NAME must be set")
+    client, namespace = configmap.in_pod_client(args.token_dir, who=who)
     loaded = args.output.read_text()
     port = int(pgbouncer_params.ini_settings(loaded).get("listen_port") or planner.POOLER_PORT)
     agent = Agent(
@@ -274,6 +285,15 @@ def main(argv: list[str] | None = None) -> int:
         ADMIN_HOST,
         port,
     )
+    return client, namespace, agent
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = arguments(agent="pooler")
+    args = parser.parse_args(argv)
+    if configmap.begin(parser, args, name="pooler-agent"):
+        return 0
+    client, namespace, agent = in_pod(parser, args, who="pooler agent")
     configmap.follow(client, namespace=namespace, name=args.config_map, key=CONFIG_KEY, agent=agent)
     log.info("stopped")
     return 0

@@ -1,27 +1,41 @@
-"""The read-pool agent: keeps lagging or lost replicas out of the read
-pooler's PgBouncer (issue 10). Runs in the read-pooler pod, as
+"""The read pooler's agent: keeps lagging or lost replicas out of the read
+pooler's PgBouncer, and gives it a changed pgbouncer.ini by RELOAD. Runs in
+the read-pooler pod, as
 
-- ``python -m headroom.agent.readpool --config /etc/headroom-readpool/readpool.json``
-  (container ``agent``): every ``pollSeconds``, read the primary's WAL position
-  and each replica's (``postgres.lag``), decide the membership
-  (``planning.membership.decide``), write the ``[databases]`` include file
-  atomically when it changed, and RELOAD PgBouncer through its admin console on
-  localhost. A RELOAD that changes the host list closes the server connections
-  to a removed host at the end of their transaction; no pod restarts.
-- the same with ``--once`` (init container ``agent-init``): probe once and
-  write the include file before PgBouncer starts; no RELOAD; exit 0 whatever
-  the probes found (PgBouncer must start, with the fallback if need be).
+- ``python -m headroom.agent.readpool --config <readpool.json> --once
+  --source <mounted pgbouncer.ini> --output /run/headroom/pgbouncer.ini``
+  (init container ``agent-init``): copies the mounted pgbouncer.ini into the
+  file PgBouncer starts from, probes the replicas once and writes the
+  include file; no RELOAD; exit 0 whatever the probes found (PgBouncer must
+  start, with the fallback if need be);
+- ``python -m headroom.agent.readpool --config <readpool.json> --config-map
+  <name> --state <name> --output /run/headroom/pgbouncer.ini --token-dir
+  <dir>`` (container ``agent``), one process with two loops:
+
+  - the lag loop (:class:`Agent`): every ``pollSeconds``, read the primary's
+    WAL position and each replica's (``postgres.lag``), decide the membership
+    (``planning.membership.decide``), write the ``[databases]`` include file
+    atomically when it changed, and RELOAD PgBouncer through its admin console
+    on localhost. A RELOAD that changes the host list closes the server
+    connections to a removed host at the end of their transaction;
+  - the config loop: :mod:`headroom.agent.pooler`'s agent, as in the write
+    pooler's pod: follows the ConfigMap's pgbouncer.ini through the API
+    server, writes it and RELOADs (a setting taken only at start is left to
+    the pod's roll), RECONNECTs when the pool shrank, and reports into the
+    state ConfigMap (planning.pooler_state).
+
+  Both RELOAD the same PgBouncer: a RELOAD reads both files, so either
+  loop's RELOAD is right for the other's file too.
 
 Environment: PGUSER/PGPASSWORD (the app's database role, to probe replicas
-and primary), HEADROOM_AGENT_PASSWORD (the admin console's), PGSSLROOTCERT
-(optional: the servers' CA file). One log line per change; a password never
-appears in one. A failed probe or RELOAD never ends the loop; SIGTERM does,
-at once.
+and primary), HEADROOM_AGENT_PASSWORD (the admin console's), POD_NAME (the
+key of its report), PGSSLROOTCERT (optional: the servers' CA file). One log
+line per change; a password never appears in one. A failed probe, RELOAD,
+API request or report never ends a loop; SIGTERM ends them at once.
 """
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import signal
@@ -31,7 +45,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from headroom.agent import console
+from headroom.agent import configmap, console, pooler
 from headroom.planning import membership
 from headroom.postgres import lag, replicas, server_limits
 
@@ -63,21 +77,6 @@ class Credentials:
             admin_password=env["HEADROOM_AGENT_PASSWORD"],
             server_ca_pem=Path(ca_file).read_text() if ca_file else None,
         )
-
-
-def write_if_changed(path: Path, text: str) -> bool:
-    """Write ``text`` to ``path`` atomically (temp file + rename in its dir)
-    unless it holds that already; whether it wrote."""
-    try:
-        if path.read_text() == text:
-            return False
-    except OSError:
-        pass
-    partial = path.with_name(f".{path.name}.tmp")
-    partial.write_text(text)
-    partial.chmod(0o644)
-    os.replace(partial, path)
-    return True
 
 
 def admin_reload(config: membership.ReadPoolConfig, creds: Credentials) -> str | None:
@@ -124,7 +123,7 @@ class Agent:
         self.last = found
         text = membership.render_databases(self.config, found.members)
         try:
-            wrote = write_if_changed(Path(self.config.output), text)
+            wrote = configmap.write_if_changed(Path(self.config.output), text)
         except OSError as err:
             log.warning("could not write %s: %s", self.config.output, err)
             return found
@@ -159,30 +158,25 @@ def run(agent: Agent, *, stop: threading.Event) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m headroom.agent.readpool")
+    parser = pooler.arguments(agent="readpool", optional=True)
     parser.add_argument("--config", required=True, type=Path, help="readpool.json")
-    parser.add_argument("--once", action="store_true", help="probe once, write, exit 0")
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        stream=sys.stderr,
-        level=logging.INFO,
-        format="%(asctime)s readpool %(levelname)s %(message)s",
-    )
+    # without --config-map (or --source with --once) the lag loop runs alone,
+    # as in a pod whose template predates the config loop
+    follows = args.config_map is not None or args.source is not None
+    once = configmap.begin(parser, args, name="readpool", follows=follows)
     config = membership.ReadPoolConfig.model_validate_json(args.config.read_text())
     creds = Credentials.from_env(os.environ)
 
     def probe(target: server_limits.Target) -> lag.Position | str:
         return lag.position(target, timeout_seconds=config.connect_timeout_seconds)
 
-    if args.once:
+    if once:
         try:
             Agent(config=config, creds=creds, probe=probe, reload=None).step()
         except Exception:
             log.exception("init probe failed; PgBouncer starts without the include file")
         return 0
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
     agent = Agent(
         config=config, creds=creds, probe=probe, reload=lambda: admin_reload(config, creds)
     )
@@ -192,7 +186,22 @@ def main(argv: list[str] | None = None) -> int:
         config.poll_seconds,
         config.max_lag_seconds,
     )
-    run(agent, stop=stop)
+    if not follows:
+        stop = threading.Event()
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        signal.signal(signal.SIGINT, lambda *_: stop.set())
+        run(agent, stop=stop)
+        log.info("stopped")
+        return 0
+    client, namespace, online = pooler.in_pod(parser, args, who="readpool agent")
+    configmap.follow(
+        client,
+        namespace=namespace,
+        name=args.config_map,
+        key=pooler.CONFIG_KEY,
+        agent=online,
+        beside=[lambda stop: run(agent, stop=stop)],
+    )
     log.info("stopped")
     return 0
 

@@ -65,27 +65,44 @@ def token_volume() -> common.Obj:
     }
 
 
-def copy_init(plan: planner.Plan, *, module: str, config_dir: str, config_file: str) -> common.Obj:
+def copy_init(
+    plan: planner.Plan,
+    *,
+    module: str,
+    config_dir: str,
+    config_file: str,
+    args: list[str] | None = None,
+    env: list[common.Obj] | None = None,
+    mounts: list[common.Obj] | None = None,
+) -> common.Obj:
     """``agent-init``: copies the mounted ``config_file`` into the run dir
-    before the program starts (``python -m <module> --once``)."""
-    return {
+    before the program starts (``python -m <module> --once``); ``args``,
+    ``env`` and ``mounts``: what else the init step does (the read pooler's
+    first measure of its replicas)."""
+    container: common.Obj = {
         "name": "agent-init",
         "image": plan.facts.agent_image,
         "command": [
             "python",
             "-m",
             module,
+            *(args or []),
             "--once",
             "--source",
             f"{config_dir}/{config_file}",
             "--output",
             f"{RUN_DIR}/{config_file}",
         ],
+    }
+    if env:
+        container["env"] = env
+    return container | {
         "resources": resources(),
         "securityContext": common.container_security_context(),
         "volumeMounts": [
             {"name": "config", "mountPath": config_dir, "readOnly": True},
             {"name": "run", "mountPath": RUN_DIR},
+            *(mounts or []),
         ],
     }
 

@@ -28,14 +28,16 @@ _SAFE_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_$-]*$")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _PATH = re.compile(r"^/[A-Za-z0-9_./-]+$")
 
-# The read pooler (read replicas): its pod runs the lag agent beside PgBouncer.
+# The read pooler (read replicas): its pod runs the read pool's agent beside
+# PgBouncer (the lag loop and, as in the write pooler's pod, the config loop).
 READ_COMPONENT = "pooler-ro"
 READ_CONFIG_DIR = "/etc/headroom-readpool"
 READ_DATABASES_FILE = f"{agent_pod.RUN_DIR}/readpool-databases.ini"
 
-# The write pooler's agent (headroom.agent.pooler): its init step copies the
-# mounted pgbouncer.ini to START_FILE, which PgBouncer runs from; the sidecar
-# keeps that file as the ConfigMap says, through the API server, and RELOADs.
+# The write pooler's agent (headroom.agent.pooler; the read pooler's runs it
+# too): its init step copies the mounted pgbouncer.ini to START_FILE, which
+# PgBouncer runs from; the sidecar keeps that file as the ConfigMap says,
+# through the API server, and RELOADs.
 AGENT_MODULE = "headroom.agent.pooler"
 START_FILE = f"{agent_pod.RUN_DIR}/pgbouncer.ini"
 
@@ -179,15 +181,14 @@ class Pool:
     auth_data: dict[str, str]
     init_containers: list[common.Obj] = field(default_factory=list)
     sidecars: list[common.Obj] = field(default_factory=list)
-    mounts: list[common.Obj] = field(default_factory=list)  # of PgBouncer's container
-    volumes: list[common.Obj] = field(default_factory=list)
     # what its pods read at start (builders.revision): the userlist, the
     # exporter's DSN, the server CA, the agent's logins
     reads: tuple[str, ...] = (revision.LOGIN, revision.STATS, revision.SERVER_CA)
     # sources of this pool's own (a revision by source name)
     own_sources: dict[str, str] = field(default_factory=dict)
     # where PgBouncer reads pgbouncer.ini when an agent writes it (not the
-    # mounted ConfigMap); the template then carries no hash of the whole file
+    # mounted ConfigMap): the pod gets the agent's run dir and token, and the
+    # template carries no hash of the whole file
     start_file: str | None = None
     service_account: str | None = None
     extra_objects: list[common.Obj] = field(default_factory=list)
@@ -210,7 +211,6 @@ def build(
     if creds.pooler_agent_password:
         users[planner.AGENT_USER] = creds.pooler_agent_password
         auth_data[credentials.AGENT_PASSWORD_KEY] = creds.pooler_agent_password
-    restart = pgbouncer_params.restart_settings(ini)
     pool = Pool(
         component=COMPONENT,
         pooler=plan.pooler,
@@ -227,9 +227,16 @@ def build(
                 plan, module=AGENT_MODULE, config_dir=CONFIG_DIR, config_file="pgbouncer.ini"
             )
         ],
-        sidecars=[_agent(plan)],
-        mounts=[agent_pod.run_mount()],
-        volumes=agent_pod.volumes(),
+        sidecars=[
+            agent_pod.sidecar(
+                plan,
+                module=AGENT_MODULE,
+                args=online_args(
+                    config_map=plan.names.pooler_config, state=plan.names.pooler_state
+                ),
+                env=agent_env(auth=plan.names.pooler_auth),
+            )
+        ],
         reads=(
             revision.LOGIN,
             revision.STATS,
@@ -237,69 +244,68 @@ def build(
             revision.POOLER_AGENT,
             revision.POOLER_CONFIG,
         ),
-        own_sources={
-            revision.POOLER_CONFIG: common.content_hash(
-                *(f"{key}={restart[key]}" for key in sorted(restart))
-            )
-        },
+        own_sources={revision.POOLER_CONFIG: restart_revision(ini)},
         start_file=START_FILE,
         service_account=plan.names.pooler_agent,
-        extra_objects=_agent_objects(plan),
+        extra_objects=agent_objects(
+            plan,
+            component=COMPONENT,
+            agent=plan.names.pooler_agent,
+            config=plan.names.pooler_config,
+            state=plan.names.pooler_state,
+        ),
     )
     return pool_objects(plan, creds, pool, app_pod_selector=app_pod_selector)
 
 
-def _agent(plan: planner.Plan) -> common.Obj:
-    """Watches the pooler's ConfigMap, RELOADs PgBouncer, reports into the
-    state ConfigMap; the only container with an API token."""
-    return agent_pod.sidecar(
-        plan,
-        module=AGENT_MODULE,
-        args=[
-            "--config-map",
-            plan.names.pooler_config,
-            "--state",
-            plan.names.pooler_state,
-            "--output",
-            START_FILE,
-        ],
-        env=[
-            {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
-            {
-                "name": "HEADROOM_AGENT_PASSWORD",
-                "valueFrom": {
-                    "secretKeyRef": {
-                        "name": plan.names.pooler_auth,
-                        "key": credentials.AGENT_PASSWORD_KEY,
-                    }
-                },
-            },
-        ],
-    )
+def restart_revision(ini: str) -> str:
+    """The revision of the settings of ``ini`` PgBouncer takes only at start
+    (a pooler whose agent RELOADs rolls only when it changes)."""
+    restart = pgbouncer_params.restart_settings(ini)
+    return common.content_hash(*(f"{key}={restart[key]}" for key in sorted(restart)))
 
 
-def _agent_objects(plan: planner.Plan) -> list[common.Obj]:
-    """The agent's ServiceAccount, its Role (the pooler's ConfigMap read and
-    watched by name, its state ConfigMap patched by name) and RoleBinding,
-    and the state ConfigMap, created empty: the agents write its data, the
-    operator never applies any."""
-    names = plan.names
+def online_args(*, config_map: str, state: str) -> list[str]:
+    """The sidecar's arguments that make it follow ``config_map``'s
+    pgbouncer.ini into START_FILE, RELOAD, and report into ``state``."""
+    return ["--config-map", config_map, "--state", state, "--output", START_FILE]
+
+
+def agent_env(*, auth: str) -> list[common.Obj]:
+    """What a pooler's agent reports as (its pod's name) and logs in to the
+    admin console with (the agent password of the pooler's auth Secret)."""
+    return [
+        {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+        {
+            "name": "HEADROOM_AGENT_PASSWORD",
+            "valueFrom": {"secretKeyRef": {"name": auth, "key": credentials.AGENT_PASSWORD_KEY}},
+        },
+    ]
+
+
+def agent_objects(
+    plan: planner.Plan, *, component: str, agent: str, config: str, state: str
+) -> list[common.Obj]:
+    """A pooler agent's ServiceAccount ``agent``, its Role (the pooler's
+    ConfigMap ``config`` read and watched by name, its ``state`` ConfigMap
+    patched by name) and RoleBinding, and the state ConfigMap, created
+    empty: the agents write its data, the operator never applies any."""
 
     def meta(name: str) -> common.Obj:
-        return common.metadata(plan, name=name, component=COMPONENT, app_name=APP_NAME)
+        return common.metadata(plan, name=name, component=component, app_name=APP_NAME)
 
     return [
-        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta(names.pooler_state)},
+        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta(state)},
         *agent_pod.reader_objects(
             plan,
-            name=names.pooler_agent,
-            config_map=names.pooler_config,
+            name=agent,
+            config_map=config,
             meta=meta,
             more_rules=[
                 {
                     "apiGroups": [""],
                     "resources": ["configmaps"],
-                    "resourceNames": [names.pooler_state],
+                    "resourceNames": [state],
                     "verbs": ["get", "patch"],
                 }
             ],
@@ -358,7 +364,7 @@ def pool_objects(
             else []
         ),
         {"name": "auth", "mountPath": AUTH_DIR, "readOnly": True},
-        *pool.mounts,
+        *([] if pool.start_file is None else [agent_pod.run_mount()]),
     ]
     volumes: list[common.Obj] = [
         {"name": "config", "configMap": {"name": pool.config}},
@@ -369,7 +375,7 @@ def pool_objects(
                 "items": [{"key": "userlist.txt", "path": "userlist.txt"}],
             },
         },
-        *pool.volumes,
+        *([] if pool.start_file is None else agent_pod.volumes()),
     ]
     if server_ca is not None:
         mounts.append(SERVER_CA_MOUNT)

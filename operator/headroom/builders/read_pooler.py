@@ -1,16 +1,22 @@
 """The read pooler (``<name>-pooler-ro``): PgBouncer in front of the read
-replicas, with the lag agent that keeps lagging replicas out of its host list.
+replicas, with the agent that keeps lagging replicas out of its host list and
+gives PgBouncer a new pgbouncer.ini by RELOAD.
 
 Pure. The pod has three Headroom parts beside PgBouncer and its exporter:
 
-- ``agent-init`` (init container) measures every replica once and writes the
-  read pool's ``[databases]`` entry into ``/run/headroom`` (an emptyDir), so
-  PgBouncer starts with a host list;
-- ``agent`` (sidecar) measures again every ``pollSeconds`` and, when the set
-  of replicas in the pool changes, rewrites that file and RELOADs PgBouncer
-  through its admin console on 127.0.0.1 (no restart; a RELOAD that changes
-  the host list closes the affected server connections after their
-  transaction);
+- ``agent-init`` (init container) copies the mounted pgbouncer.ini into
+  ``/run/headroom`` (an emptyDir, which PgBouncer starts from), measures
+  every replica once and writes the read pool's ``[databases]`` entry there,
+  so PgBouncer starts with a host list;
+- ``agent`` (sidecar, ``headroom.agent.readpool``) measures again every
+  ``pollSeconds`` and, when the set of replicas in the pool changes,
+  rewrites that include file and RELOADs PgBouncer through its admin console
+  on 127.0.0.1 (a RELOAD that changes the host list closes the affected
+  server connections after their transaction); and, as the write pooler's
+  agent does (headroom.agent.pooler), follows the ConfigMap's pgbouncer.ini
+  through the API server with the pod's only token, RELOADs, RECONNECTs on a
+  shrink and reports into ``<name>-pooler-ro-state``. Only a setting
+  PgBouncer takes at start (or a new ``readpool.json``) rolls the pods;
 - ``readpool.json`` in the ConfigMap: the replicas, the lag bounds, and what
   to do when every replica is out. The agent is Headroom's own image.
 """
@@ -21,16 +27,18 @@ from headroom.builders import agent_pod, common, pgbouncer, revision
 from headroom.planning import credentials, membership, planner
 
 CONFIG_FILE = "readpool.json"
-AGENT_COMMAND = ("python", "-m", "headroom.agent.readpool")
+AGENT_MODULE = "headroom.agent.readpool"
 
 
 def render_agent_config(plan: planner.Plan, **kwargs: str) -> str:
     return membership.read_pool_config(plan, **kwargs).to_json()
 
 
-def _agent_container(plan: planner.Plan, *, name: str, once: bool, image: str) -> common.Obj:
+def _agent_parts(plan: planner.Plan) -> tuple[list[str], list[common.Obj], list[common.Obj]]:
+    """What both agent containers are given beside the write pooler agent's
+    parts: ``--config readpool.json``, the database login they probe the
+    replicas with (and the server CA), the console's agent password."""
     creds = plan.database.credentials_secret
-    config = f"{pgbouncer.READ_CONFIG_DIR}/{CONFIG_FILE}"
     env: list[common.Obj] = [
         {
             "name": "PGUSER",
@@ -40,32 +48,12 @@ def _agent_container(plan: planner.Plan, *, name: str, once: bool, image: str) -
             "name": "PGPASSWORD",
             "valueFrom": {"secretKeyRef": {"name": creds.name, "key": creds.password_key}},
         },
-        {
-            "name": "HEADROOM_AGENT_PASSWORD",
-            "valueFrom": {
-                "secretKeyRef": {
-                    "name": plan.names.read_pooler_auth,
-                    "key": credentials.AGENT_PASSWORD_KEY,
-                }
-            },
-        },
     ]
-    mounts = [
-        {"name": "config", "mountPath": pgbouncer.READ_CONFIG_DIR, "readOnly": True},
-        {"name": "run", "mountPath": agent_pod.RUN_DIR},
-    ]
+    mounts: list[common.Obj] = []
     if plan.database.server_ca_secret is not None:
         env.append({"name": "PGSSLROOTCERT", "value": f"{pgbouncer.CA_DIR}/ca.crt"})
         mounts.append(pgbouncer.SERVER_CA_MOUNT)
-    return {
-        "name": name,
-        "image": image,
-        "command": [*AGENT_COMMAND, "--config", config, *(["--once"] if once else [])],
-        "env": env,
-        "resources": agent_pod.resources(),
-        "securityContext": common.container_security_context(),
-        "volumeMounts": mounts,
-    }
+    return ["--config", f"{pgbouncer.READ_CONFIG_DIR}/{CONFIG_FILE}"], env, mounts
 
 
 def build(
@@ -77,19 +65,26 @@ def build(
     """The read pooler's objects; nothing when the profile has no read replicas."""
     if plan.read is None or plan.read_pooler is None:
         return []
-    image = plan.facts.agent_image
+    names = plan.names
+    ini = pgbouncer.render_read_ini(plan)
+    agent_json = render_agent_config(plan)
+    args, env, mounts = _agent_parts(plan)
+    _, sidecar_env, sidecar_mounts = _agent_parts(plan)  # objects of its own, not aliases
+    password = {
+        "name": "HEADROOM_AGENT_PASSWORD",
+        "valueFrom": {
+            "secretKeyRef": {"name": names.read_pooler_auth, "key": credentials.AGENT_PASSWORD_KEY}
+        },
+    }
     pool = pgbouncer.Pool(
         component=pgbouncer.READ_COMPONENT,
         pooler=plan.read_pooler,
-        deployment=plan.names.read_pooler,
-        config=plan.names.read_pooler_config,
-        auth=plan.names.read_pooler_auth,
-        service=plan.names.read_pooler_service,
+        deployment=names.read_pooler,
+        config=names.read_pooler_config,
+        auth=names.read_pooler_auth,
+        service=names.read_pooler_service,
         config_dir=pgbouncer.READ_CONFIG_DIR,
-        config_data={
-            "pgbouncer.ini": pgbouncer.render_read_ini(plan),
-            CONFIG_FILE: render_agent_config(plan),
-        },
+        config_data={"pgbouncer.ini": ini, CONFIG_FILE: agent_json},
         users={
             creds.username: creds.password,
             planner.STATS_USER: creds.stats_password,
@@ -99,10 +94,54 @@ def build(
             credentials.STATS_PASSWORD_KEY: creds.stats_password,
             credentials.AGENT_PASSWORD_KEY: creds.agent_password,
         },
-        init_containers=[_agent_container(plan, name="agent-init", once=True, image=image)],
-        sidecars=[_agent_container(plan, name="agent", once=False, image=image)],
-        mounts=[agent_pod.run_mount()],
-        volumes=[{"name": "run", "emptyDir": {"medium": "Memory", "sizeLimit": "1Mi"}}],
-        reads=(revision.LOGIN, revision.STATS, revision.AGENT, revision.SERVER_CA),
+        init_containers=[
+            agent_pod.copy_init(
+                plan,
+                module=AGENT_MODULE,
+                config_dir=pgbouncer.READ_CONFIG_DIR,
+                config_file="pgbouncer.ini",
+                args=args,
+                env=[*env, password],
+                mounts=mounts,
+            )
+        ],
+        sidecars=[
+            agent_pod.sidecar(
+                plan,
+                module=AGENT_MODULE,
+                args=[
+                    *args,
+                    *pgbouncer.online_args(
+                        config_map=names.read_pooler_config, state=names.read_pooler_state
+                    ),
+                ],
+                env=[*sidecar_env, *pgbouncer.agent_env(auth=names.read_pooler_auth)],
+                mounts=[
+                    {"name": "config", "mountPath": pgbouncer.READ_CONFIG_DIR, "readOnly": True},
+                    *sidecar_mounts,
+                ],
+            )
+        ],
+        reads=(
+            revision.LOGIN,
+            revision.STATS,
+            revision.AGENT,
+            revision.SERVER_CA,
+            revision.READ_POOLER_CONFIG,
+            revision.READ_POOL,
+        ),
+        own_sources={
+            revision.READ_POOLER_CONFIG: pgbouncer.restart_revision(ini),
+            revision.READ_POOL: common.content_hash(agent_json),
+        },
+        start_file=pgbouncer.START_FILE,
+        service_account=names.read_pooler_agent,
+        extra_objects=pgbouncer.agent_objects(
+            plan,
+            component=pgbouncer.READ_COMPONENT,
+            agent=names.read_pooler_agent,
+            config=names.read_pooler_config,
+            state=names.read_pooler_state,
+        ),
     )
     return pgbouncer.pool_objects(plan, creds, pool, app_pod_selector=app_pod_selector)

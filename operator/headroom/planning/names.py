@@ -156,6 +156,18 @@ class ChildNames:
         return f"{self.profile}-pooler-ro-auth"
 
     @property
+    def read_pooler_state(self) -> str:
+        """The ConfigMap each read pooler pod's agent reports what it runs into
+        (as :attr:`pooler_state` for the write pooler)."""
+        return f"{self.profile}-pooler-ro-state"
+
+    @property
+    def read_pooler_agent(self) -> str:
+        """The ServiceAccount, Role and RoleBinding of the read pooler's agent
+        (it reads the read pooler's ConfigMap and writes its own report)."""
+        return self.read_pooler
+
+    @property
     def read_pooler_service(self) -> str:
         """The read endpoint (also the CloudNativePG read Pooler's name)."""
         return self.read_pooler

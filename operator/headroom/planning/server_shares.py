@@ -192,6 +192,8 @@ def held_rows(
     before: dict[str, Any] | None = None,
     confirmed: bool = True,
     reported: int = 0,
+    read_confirmed: bool = True,
+    read_reported: int = 0,
 ) -> list[tuple[str, int, int]]:
     """(server, connections, pooled) of what ``planned`` may open on each
     server once applied: status.budget.held. Until every running pod of the
@@ -200,22 +202,27 @@ def held_rows(
     body) said it held, or at what its pods report they run (``reported``,
     from :func:`reported`) where that is more (a pooler that grew past its
     plan): its pods may still run the larger size, so nobody else grows
-    into it yet. The write pooler's confirmation says nothing of
-    the read pools on the replicas (their agents report nothing): they are
-    held at their new size."""
+    into it yet. The read pool is held likewise on each of its replicas
+    until the read pooler's pods have confirmed (``read_confirmed``,
+    ``read_reported``)."""
     pooled: dict[str, int] = {}
     for index, demand in enumerate(planned.demands):
         pool = planned.budget if index == 0 or planned.read is None else planned.read.budget
         pooled[demand.server] = pooled.get(demand.server, 0) + pool.server_connections
     kept = {server: held - pooled.get(server, 0) for server, held in planned.holds().items()}
+    unconfirmed: dict[str, int] = {}  # server -> what its pods report they run
     if not confirmed and planned.demands:
-        primary = planned.demands[0].server
-        for row in _held_rows(before):
-            server = str(row["server"])
-            if server == primary and server in pooled and "pooled" in row:
-                pooled[server] = max(pooled[server], int(row.get("pooled") or 0))
-        if primary in pooled:
-            pooled[primary] = max(pooled[primary], reported)
+        unconfirmed[planned.demands[0].server] = reported
+    if not read_confirmed:
+        for demand in planned.demands[1:]:
+            unconfirmed[demand.server] = max(unconfirmed.get(demand.server, 0), read_reported)
+    rows = {str(row["server"]): row for row in _held_rows(before) if "pooled" in row}
+    for server, running_now in unconfirmed.items():
+        if server not in pooled:
+            continue
+        if server in rows:
+            pooled[server] = max(pooled[server], int(rows[server].get("pooled") or 0))
+        pooled[server] = max(pooled[server], running_now)
     return [(server, kept[server] + pooled[server], pooled[server]) for server in sorted(kept)]
 
 
@@ -303,31 +310,64 @@ def running(
     return found
 
 
-def confirmed(child_names: names.ChildNames, children: Mapping[str, dict[str, Any]]) -> bool:
-    """Whether every running pod of the write pooler has reported (its state
-    ConfigMap, :mod:`headroom.planning.pooler_state`) that it runs the
-    pgbouncer.ini its ConfigMap holds now, with its server connections
-    within that config's limit. A pod that never reports is not confirmed;
-    a pooler that is not there has nothing to confirm."""
-    config = children.get(f"ConfigMap/{child_names.pooler_config}")
-    deployment = children.get(f"Deployment/{child_names.pooler}")
+@dataclass(frozen=True)
+class Pooler:
+    """One of a profile's two poolers, as its children name it."""
+
+    config: str  # its ConfigMap (pgbouncer.ini)
+    deployment: str
+    state: str  # the ConfigMap its pods' agents report into
+
+
+def write_pooler(child_names: names.ChildNames) -> Pooler:
+    return Pooler(child_names.pooler_config, child_names.pooler, child_names.pooler_state)
+
+
+def read_pooler(child_names: names.ChildNames) -> Pooler:
+    return Pooler(
+        child_names.read_pooler_config, child_names.read_pooler, child_names.read_pooler_state
+    )
+
+
+def confirmed(
+    child_names: names.ChildNames,
+    children: Mapping[str, dict[str, Any]],
+    *,
+    read: bool = False,
+) -> bool:
+    """Whether every running pod of the write pooler (``read``: the read
+    pooler) has reported (its state ConfigMap,
+    :mod:`headroom.planning.pooler_state`) that it runs the pgbouncer.ini
+    its ConfigMap holds now, with its server connections within that
+    config's limit. A pod that never reports is not confirmed; a pooler that
+    is not there has nothing to confirm."""
+    pooler = read_pooler(child_names) if read else write_pooler(child_names)
+    config = children.get(f"ConfigMap/{pooler.config}")
+    deployment = children.get(f"Deployment/{pooler.deployment}")
     if config is None or deployment is None:
         return True
     ini = str((config.get("data") or {}).get("pgbouncer.ini") or "")
-    state = children.get(f"ConfigMap/{child_names.pooler_state}") or {}
+    state = children.get(f"ConfigMap/{pooler.state}") or {}
     reports = pooler_state.entries(state.get("data"))
     at = agentfile.content_hash(ini)
     pods = pooler_state.pods_of(deployment)
     return sum(1 for entry in reports.values() if entry.confirmed_at(at)) >= pods
 
 
-def reported(child_names: names.ChildNames, children: Mapping[str, dict[str, Any]]) -> int:
-    """What the write pooler's pods report they may open on its primary, at
-    its rollout peak: the largest ``max_db_connections`` among their entries
+def reported(
+    child_names: names.ChildNames,
+    children: Mapping[str, dict[str, Any]],
+    *,
+    read: bool = False,
+) -> int:
+    """What the write pooler's pods (``read``: the read pooler's) report they
+    may open on its server (each replica, for the read pooler), at its
+    rollout peak: the largest ``max_db_connections`` among their entries
     (:mod:`headroom.planning.pooler_state`) x its pods at peak; 0 when none
     reports (no agent yet: a release before them)."""
-    deployment = children.get(f"Deployment/{child_names.pooler}")
-    state = children.get(f"ConfigMap/{child_names.pooler_state}") or {}
+    pooler = read_pooler(child_names) if read else write_pooler(child_names)
+    deployment = children.get(f"Deployment/{pooler.deployment}")
+    state = children.get(f"ConfigMap/{pooler.state}") or {}
     limits = [e.max_db_connections for e in pooler_state.entries(state.get("data")).values()]
     if deployment is None or not limits:
         return 0

@@ -9,7 +9,7 @@ was. Called by :mod:`headroom.reconcile.reconciler`.
 from __future__ import annotations
 
 import datetime
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -195,17 +195,21 @@ class Report:
                 raise
 
     def held(
-        self, planned: planner.Plan, *, confirmed: bool, reported: int
+        self, planned: planner.Plan, *, children: Mapping[str, dict[str, Any]]
     ) -> list[tuple[str, int, int]]:
         """What ``planned``'s poolers hold once applied
-        (:func:`headroom.planning.server_shares.held_rows`): a shrink not yet
-        ``confirmed`` by every pod at what they held before, in the status
-        or as the pods report they run (``reported``)."""
+        (:func:`headroom.planning.server_shares.held_rows`): a shrink of either
+        pooler not yet confirmed by every pod of it (its state ConfigMap among
+        the live ``children``) at what they held before, in the status or as
+        the pods report they run."""
+        names = planned.names
         return server_shares.held_rows(
             planned,
             before={"status": self.previous_status},
-            confirmed=confirmed,
-            reported=reported,
+            confirmed=server_shares.confirmed(names, children),
+            reported=server_shares.reported(names, children),
+            read_confirmed=server_shares.confirmed(names, children, read=True),
+            read_reported=server_shares.reported(names, children, read=True),
         )
 
     def budget(

@@ -1,7 +1,7 @@
-"""The write pooler's state ConfigMap kept to the pods that exist.
+"""The poolers' state ConfigMaps kept to the pods that exist.
 
-Each pod's agent writes its own key (its pod name) into
-``<pooler>-state`` (:mod:`headroom.planning.pooler_state`); a pod that goes
+Each pod's agent (the write pooler's and the read pooler's) writes its own
+key (its pod name) into ``<pooler>-state`` (:mod:`headroom.planning.pooler_state`); a pod that goes
 (a rollout, an eviction, a scale-in) leaves its key behind, so the ConfigMap
 would grow with every rollout, and an entry of a pod that is gone still
 reads as a pod's report. :func:`prune` removes those keys.
@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 
 from headroom.kube import errors
-from headroom.planning import names, pooler_state
+from headroom.planning import names, pooler_state, server_shares
 from headroom.reconcile import apply, cluster_view
 
 log = logging.getLogger(__name__)
@@ -40,9 +40,21 @@ async def prune(
     children: dict[str, Obj],
     result: apply.ApplyResult,
 ) -> None:
-    """Remove the entries of the write pooler's pods that no longer exist."""
-    state = children.get(f"ConfigMap/{child_names.pooler_state}")
-    deployment = children.get(f"Deployment/{child_names.pooler}")
+    """Remove the entries of both poolers' pods that no longer exist."""
+    for pooler in (server_shares.write_pooler(child_names), server_shares.read_pooler(child_names)):
+        await _prune(cluster, child_names, pooler=pooler, children=children, result=result)
+
+
+async def _prune(
+    cluster: cluster_view.Cluster,
+    child_names: names.ChildNames,
+    *,
+    pooler: server_shares.Pooler,
+    children: dict[str, Obj],
+    result: apply.ApplyResult,
+) -> None:
+    state = children.get(f"ConfigMap/{pooler.state}")
+    deployment = children.get(f"Deployment/{pooler.deployment}")
     if state is None or deployment is None:
         return
     data = state.get("data")
@@ -51,7 +63,7 @@ async def prune(
     selector = _selector(deployment)
     if not selector:  # never list every pod of the namespace
         return
-    key = f"ConfigMap/{child_names.pooler_state}"
+    key = f"ConfigMap/{pooler.state}"
     try:
         pods = await cluster.running_pods(child_names.namespace, selector=selector)
         # a terminating pod is gone too: nothing triggers a pass when it

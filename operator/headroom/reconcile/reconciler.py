@@ -422,11 +422,7 @@ class Reconciler:
         if tuning is not None:
             extra["tuning"] = tuning
         observed = self._children(planned)
-        held = report.held(
-            planned,
-            confirmed=server_shares.confirmed(planned.names, observed),
-            reported=server_shares.reported(planned.names, observed),
-        )
+        held = report.held(planned, children=observed)
         finished = await report.finish(
             [outcome.budget_condition(planned, held), *components],
             retry=applied.result.retry,
@@ -649,13 +645,16 @@ def _restart_events(
     only at start, a Redis container's image or memory (everything else
     reaches the running pods by their agents)."""
     found = []
-    pooler = f"ConfigMap/{planned.names.pooler_config}"
-    if pooler in wanted:
-        restart = rollout.restart_settings_changed(wanted[pooler], children.get(pooler))
-        if restart:
-            found.append(
-                outcome.Event("Normal", outcome.POOLER_RESTART, rollout.restart_message(restart))
-            )
+    for which, config_map in (
+        ("write", planned.names.pooler_config),
+        ("read", planned.names.read_pooler_config),
+    ):
+        pooler = f"ConfigMap/{config_map}"
+        if pooler in wanted:
+            restart = rollout.restart_settings_changed(wanted[pooler], children.get(pooler))
+            if restart:
+                text = rollout.restart_message(restart, which=which)
+                found.append(outcome.Event("Normal", outcome.POOLER_RESTART, text))
     for instance in planned.redis:
         config = f"ConfigMap/{planned.names.redis_config(instance.name)}"
         if config in wanted:

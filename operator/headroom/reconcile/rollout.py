@@ -17,7 +17,7 @@ take the same care: a change to a Deployment's metadata never rolls its pods,
 only a change to its template does. Called by :mod:`headroom.reconcile.apply`
 before a workload is compared with the cache.
 
-The write pooler's pods take every pgbouncer.ini change by RELOAD (their
+Both poolers' pods take every pgbouncer.ini change by RELOAD (their
 agent) except a setting PgBouncer reads only at start;
 :func:`restart_settings_changed` names those a new pgbouncer.ini changes, for
 the Event that says why its pods roll (:mod:`headroom.reconcile.reconciler`).
@@ -115,10 +115,11 @@ def restart_settings_changed(desired: Obj, live: Obj | None) -> list[str]:
     )
 
 
-def restart_message(settings: list[str]) -> str:
+def restart_message(settings: list[str], *, which: str = "write") -> str:
+    """The Event's text: ``which`` pooler (write, read) rolls for ``settings``."""
     return (
         f"pgbouncer.ini changes {', '.join(settings)}, which PgBouncer takes only at start "
-        "(SHOW CONFIG: changeable no): the write pooler's pods roll; every other setting "
+        f"(SHOW CONFIG: changeable no): the {which} pooler's pods roll; every other setting "
         "is taken by RELOAD"
     )
 
