@@ -18,24 +18,20 @@ agent's paths are this test's directories.
 
 from __future__ import annotations
 
-import json
 import os
-import signal
 import subprocess
-import sys
-import threading
-import time
 from pathlib import Path
 from typing import Any
 
 import api_server
+import pooler_agents
 import pytest
 import servers
 from api_server import Cluster
 from tests.e2e import kube
 
 from headroom.builders import agent_pod, pgbouncer
-from headroom.planning import agentfile, credentials, planner, pooler_state, recommendations
+from headroom.planning import credentials, planner, recommendations
 
 pytestmark = pytest.mark.conformance
 
@@ -76,36 +72,12 @@ def _creds(database: servers.AppDatabase) -> credentials.Credentials:
 
 
 def _built(plan: planner.Plan, creds: credentials.Credentials, namespace: str) -> dict[str, Any]:
-    """The write pooler's objects by Kind/name, in ``namespace``, with no owner
-    (the profile is not in this cluster: its garbage collector would take them)."""
-    found = {}
-    for obj in pgbouncer.build(plan, creds):
-        obj["metadata"]["namespace"] = namespace
-        obj["metadata"].pop("ownerReferences", None)
-        if obj["kind"] == "RoleBinding":
-            for subject in obj["subjects"]:
-                subject["namespace"] = namespace
-        found[f"{obj['kind']}/{obj['metadata']['name']}"] = obj
-    return found
+    """The write pooler's objects by Kind/name, applicable in ``namespace``."""
+    return pooler_agents.in_namespace(pgbouncer.build(plan, creds), namespace)
 
 
-def _container(deployment: dict[str, Any], name: str) -> dict[str, Any]:
-    spec = deployment["spec"]["template"]["spec"]
-    (found,) = [c for c in [*spec["initContainers"], *spec["containers"]] if c["name"] == name]
-    return found
-
-
-def _command(container: dict[str, Any], paths: dict[str, str]) -> list[str]:
-    """The container's command on this machine: this interpreter, and each
-    path the pod has (a mount) at this test's place for it."""
-    argv = list(container["command"])
-    assert argv[:3] == ["python", "-m", "headroom.agent.pooler"], argv
-    return [sys.executable, *(paths.get(arg, arg) for arg in argv[1:])]
-
-
-def _state(cluster: Cluster, namespace: str, name: str) -> dict[str, pooler_state.Entry]:
-    found = kube.get_json(cluster.kubectl, "configmap", name, "-n", namespace)
-    return pooler_state.entries(found.get("data"))
+def _command(deployment: dict[str, Any], name: str, paths: dict[str, str]) -> list[str]:
+    return pooler_agents.command(deployment, name, paths, module=pgbouncer.AGENT_MODULE)
 
 
 def _ini_for(plan: planner.Plan, *, port: int, auth_file: str) -> str:
@@ -134,22 +106,13 @@ def test_pool_sizes_change_online_by_reload_under_load(
     names = large.names
     deployment = objects[f"Deployment/{names.pooler}"]
     config_map = objects[f"ConfigMap/{names.pooler_config}"]
-    # what the operator creates before the pods: the agent's identity and rights,
-    # the empty state ConfigMap
-    kube.apply(
-        cluster.kubectl,
-        *(
-            objects[key]
-            for key in (
-                f"ServiceAccount/{names.pooler_agent}",
-                f"Role/{names.pooler_agent}",
-                f"RoleBinding/{names.pooler_agent}",
-                f"ConfigMap/{names.pooler_state}",
-            )
-        ),
-    )
-    token_dir = api_server.token_dir(
-        cluster, service_account=names.pooler_agent, namespace=namespace, path=tmp_path / "token"
+    token_dir = pooler_agents.identity(
+        cluster,
+        objects,
+        agent=names.pooler_agent,
+        state=names.pooler_state,
+        namespace=namespace,
+        path=tmp_path / "token",
     )
     mounted = tmp_path / "config"  # the ConfigMap as kubelet mounts it
     mounted.mkdir()
@@ -168,9 +131,7 @@ def test_pool_sizes_change_online_by_reload_under_load(
             f"{pgbouncer.CONFIG_DIR}/pgbouncer.ini": str(mounted / "pgbouncer.ini"),
             pgbouncer.START_FILE: str(output),
         }
-        subprocess.run(
-            _command(_container(deployment, "agent-init"), paths), check=True, timeout=60
-        )
+        subprocess.run(_command(deployment, "agent-init", paths), check=True, timeout=60)
         return output.read_text()
 
     bouncer = start_pgbouncer(start_file, userlist, default_pgbouncer)
@@ -182,7 +143,7 @@ def test_pool_sizes_change_online_by_reload_under_load(
         agent_pod.TOKEN_DIR: str(token_dir),
     }
     agent = subprocess.Popen(
-        _command(_container(deployment, "agent"), paths),
+        _command(deployment, "agent", paths),
         env={
             **os.environ,
             **api_server.agent_env(cluster),
@@ -194,113 +155,37 @@ def test_pool_sizes_change_online_by_reload_under_load(
     )
     script = tmp_path / "sleep.sql"
     script.write_text(SCRIPT)
-    result: list[servers.PgbenchResult] = []
-    load = threading.Thread(
-        target=lambda: result.append(
-            database.pgbench(
-                bouncer.port,
-                clients=CLIENTS,
-                jobs=2,
-                duration=LOAD_SECONDS,
-                extra=("-f", str(script)),
-            )
-        )
+    load = pooler_agents.Load(
+        database, port=bouncer.port, clients=CLIENTS, seconds=LOAD_SECONDS, script=script
+    )
+
+    resize = pooler_agents.Resize(
+        cluster=cluster,
+        namespace=namespace,
+        state=names.pooler_state,
+        pod=POD,
+        texts=texts,
+        large=LARGE,
+        small=SMALL,
+        set_config=lambda ini: _set_config(cluster, config_map, ini),
+        backends=database.backends,
+        shrink_bound=SHRINK_BOUND,
     )
     try:
-        # started: the report names the config PgBouncer runs
-        started = kube.wait_for(
-            lambda: _state(cluster, namespace, names.pooler_state).get(POD),
-            timeout=30,
-            what="the agent's report at start",
-        )
-        assert started.config == agentfile.content_hash(texts["large"])
-        assert started.max_db_connections == LARGE
-        load.start()
-        kube.wait_for(
-            lambda: database.backends() >= LARGE - 2,
-            timeout=20,
-            interval=0.1,
-            what="the large pool filled by pgbench",
-        )
-
-        # shrink: the server connections on Postgres within the new limit, online
-        _set_config(cluster, config_map, texts["small"])
-        changed = time.monotonic()
-        kube.wait_for(
-            lambda: database.backends() <= SMALL,
-            timeout=SHRINK_BOUND,
-            interval=0.05,
-            what=f"at most {SMALL} server connections on Postgres",
-        )
-        shrink_seconds = time.monotonic() - changed
-        with servers.Sampler(database.backends, interval=0.1) as after:
-            report = kube.wait_for(
-                lambda: (
-                    entry
-                    if (entry := _state(cluster, namespace, names.pooler_state).get(POD))
-                    and entry.config == agentfile.content_hash(texts["small"])
-                    else None
-                ),
-                timeout=20,
-                what="the report of the small config",
-            )
-            # a second of samples at least, every one within the new limit
-            kube.wait_for(lambda: len(after.values) >= 10, timeout=30, what="10 samples")
-        assert report.confirmed_at(agentfile.content_hash(texts["small"])), report
-        assert report.max_db_connections == SMALL
+        resized = pooler_agents.resize_under_load(resize, load)
+        report = resized.report
         # the load figures the operator's recommendations read (from SHOW STATS/POOLS)
         assert report.observed is not None, report
         seen = recommendations.PoolFigures.from_report(report.observed)
         # and what the app's pool is judged by: the clients' time and connections
         assert seen.client_seconds_per_transaction is not None, report.observed
         assert seen.clients_open is not None and seen.clients_open >= 1, report.observed
-        assert after.peak <= SMALL, after.values
-
-        # growth: the pool takes the room again, still without a restart
-        _set_config(cluster, config_map, texts["large"])
-        kube.wait_for(
-            lambda: database.backends() > SMALL + 5,
-            timeout=20,
-            interval=0.1,
-            what="the pool grown past the small limit",
-        )
-        grown = kube.wait_for(
-            lambda: (
-                entry
-                if (entry := _state(cluster, namespace, names.pooler_state).get(POD))
-                and entry.max_db_connections == LARGE
-                else None
-            ),
-            timeout=20,
-            what="the report of the large config",
-        )
-        assert grown.config == agentfile.content_hash(texts["large"])
-        assert load.is_alive(), "pgbench ended before the test was done: raise LOAD_SECONDS"
-        load.join(timeout=LOAD_SECONDS + 60)
-        (bench,) = result
-        assert bench.returncode == 0, bench.output[-2000:]
-        assert bench.failed_transactions == 0, bench.output[-2000:]
-        assert bench.processed and bench.processed > 0
         assert bouncer.proc.poll() is None and bouncer.proc.pid == pid  # never restarted
         assert agent.poll() is None
-        print(
-            json.dumps(
-                {
-                    "shrink_seconds": round(shrink_seconds, 2),
-                    "transactions": bench.processed,
-                    "failed": bench.failed_transactions,
-                }
-            )
-        )
+        print(resized.figures())
     finally:
-        agent.send_signal(signal.SIGTERM)
-        try:
-            code = agent.wait(timeout=5)  # SIGTERM ends it at once
-        finally:
-            if agent.poll() is None:
-                agent.kill()
-            agent_log.close()
-        load.join(timeout=LOAD_SECONDS + 60)
+        code = pooler_agents.stop(agent, agent_log)
+        load.join()
     log = (tmp_path / "agent.log").read_text()
     assert code == 0, log
     assert AGENT_PASSWORD not in log and database.password not in log
