@@ -8,6 +8,7 @@ rotated; exactly the workloads whose pods read it get a new template revision.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,9 +16,11 @@ from typing import Any
 
 import pytest
 
-from headroom.builders import desired, revision
+from headroom.api import v1alpha1
+from headroom.builders import common, desired, pgbouncer, read_pooler, revision
 from headroom.planning import credentials, planner
 from headroom.reconcile import rollout
+from tests import profiles
 from tests.unit import test_golden
 
 Obj = dict[str, Any]
@@ -192,3 +195,109 @@ def test_a_new_workload_or_another_kind_is_applied_as_built() -> None:
     assert rollout.carry_over(wanted, None) == wanted
     config_map: Obj = {"kind": "ConfigMap", "metadata": {"name": "x"}, "data": {}}
     assert rollout.carry_over(config_map, {"kind": "ConfigMap", "metadata": {}}) == config_map
+
+
+# -- a read pooler whose agent did not yet RELOAD pgbouncer.ini
+
+
+def earlier_read_pooler(written: Obj, data: dict[str, str]) -> Obj:
+    """The read pooler's Deployment as the release before its config loop
+    wrote it (as the API server returns it): PgBouncer reading the mounted
+    ConfigMap, the whole ConfigMap (``data``) hashed into the template, the
+    agent with the lag loop only, no ServiceAccount, no token."""
+    live = copy.deepcopy(written)
+    template = live["spec"]["template"]
+    template["metadata"]["creationTimestamp"] = None
+    annotations = template["metadata"]["annotations"]
+    annotations[revision.WHOLE_CONFIG_HASH] = common.content_hash(
+        data["pgbouncer.ini"], data[read_pooler.CONFIG_FILE]
+    )
+    held = revision.parse(annotations[revision.INPUTS_REVISION])
+    for source in (revision.READ_POOLER_CONFIG, revision.READ_POOL):
+        held.pop(source)
+    annotations[revision.INPUTS_REVISION] = revision.text(held)
+    live["metadata"]["annotations"][revision.INPUTS_HELD] = revision.text(held)
+    pod = template["spec"]
+    pod.pop("serviceAccountName")
+    pod["volumes"] = [v for v in pod["volumes"] if v["name"] != "agent-token"]
+    config = f"{pgbouncer.READ_CONFIG_DIR}/{read_pooler.CONFIG_FILE}"
+    for container in [*pod["initContainers"], *pod["containers"]]:
+        if "volumeMounts" not in container:
+            continue
+        mounts = [m for m in container["volumeMounts"] if m["name"] != "agent-token"]
+        container["volumeMounts"] = mounts
+        if container["name"] == "pgbouncer":
+            container["command"] = ["pgbouncer", f"{pgbouncer.READ_CONFIG_DIR}/pgbouncer.ini"]
+            container["volumeMounts"] = [
+                {"name": "config", "mountPath": pgbouncer.READ_CONFIG_DIR, "readOnly": True},
+                *mounts,
+            ]
+        elif container["name"] in ("agent", "agent-init"):
+            once = ["--once"] if container["name"] == "agent-init" else []
+            container["command"] = ["python", "-m", read_pooler.AGENT_MODULE, "--config", config]
+            container["command"] += once
+            container["env"] = [e for e in container["env"] if e["name"] != "POD_NAME"]
+            container["volumeMounts"] = sorted(mounts, key=lambda m: m["name"] != "config")
+    return live
+
+
+READS = {"database.readReplicas": profiles.external_replicas({"host": "r1.example.com"})}
+READ_CREDS = credentials.Credentials(
+    username="app", password="p", stats_password="x", revision="7", agent_password="ag"
+)
+
+
+def _read_objects(**overrides: object) -> dict[str, Obj]:
+    body = profiles.base(**{**READS, **overrides})
+    body["metadata"]["uid"] = "uid-1"
+    return desired.build(planner.plan(v1alpha1.parse_profile(body)), READ_CREDS)
+
+
+def _read_rolls(objects: dict[str, Obj], live: Obj) -> list[str]:
+    data = objects["ConfigMap/shop-pooler-ro-config"]["data"]
+    return rollout.reloadless_read_pooler_rolls(
+        objects["Deployment/shop-pooler-ro"], live, data=data
+    )
+
+
+def _earlier_of(objects: dict[str, Obj]) -> Obj:
+    data = objects["ConfigMap/shop-pooler-ro-config"]["data"]
+    return earlier_read_pooler(objects["Deployment/shop-pooler-ro"], data)
+
+
+def test_an_earlier_read_pooler_keeps_its_pods_when_only_the_agents_new_loop_is_new() -> None:
+    objects = _read_objects()
+    live = _earlier_of(objects)
+    assert rollout.is_reloadless_read_pooler(live)
+    assert not rollout.is_reloadless_read_pooler(objects["Deployment/shop-pooler-ro"])
+    assert _read_rolls(objects, live) == []
+    kept = rollout.with_live_template(objects["Deployment/shop-pooler-ro"], live)
+    assert kept["spec"]["template"]["spec"] == live["spec"]["template"]["spec"]
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ({"app.replicas": {"min": 2, "max": 4}}, "pgbouncer.ini or readpool.json"),
+        (
+            {"database.readReplicas": profiles.external_replicas({"host": "r2.example.com"})},
+            "pgbouncer.ini or readpool.json",
+        ),
+        ({"pooler.image": "ghcr.io/cloudnative-pg/pgbouncer:1.26.1"}, "the PgBouncer image"),
+    ],
+)
+def test_an_earlier_read_pooler_rolls_for_what_it_runs_and_gains_the_agent(
+    change: dict[str, object], reason: str
+) -> None:
+    live = _earlier_of(_read_objects())
+    assert any(r.startswith(reason) for r in _read_rolls(_read_objects(**change), live))
+
+
+def test_an_earlier_read_pooler_rolls_for_a_new_credential() -> None:
+    objects = _read_objects()
+    live = _earlier_of(objects)
+    held = revision.parse(live["metadata"]["annotations"][revision.INPUTS_HELD])
+    live["metadata"]["annotations"][revision.INPUTS_HELD] = revision.text(held | {"login": "6"})
+    assert _read_rolls(objects, live) == ["credentials"]
+    text = rollout.reloadless_read_pooler_message(["credentials"])
+    assert "read pooler" in text and "credentials" in text and "RELOAD" in text

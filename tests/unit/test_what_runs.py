@@ -18,7 +18,7 @@ from headroom.api import v1alpha1
 from headroom.planning import agentfile, names, planner, pooler_state, server_shares
 from headroom.reconcile import outcome, reconciler, telemetry
 from tests import profiles
-from tests.unit import fake_cluster, passes
+from tests.unit import fake_cluster, passes, test_rollout
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 SERVER = "shop-db.default.svc:5432"
@@ -380,3 +380,46 @@ def test_a_read_pool_grows_on_a_shared_replica_only_once_the_others_shrink_is_co
     grown = _max_db(cluster, "admin", pooler="pooler-ro")
     assert grown > 0
     assert 3 * shrunk + 3 * grown <= 100 - 3  # the replica's budget at the rollout peak
+
+
+def test_an_earlier_releases_read_pooler_keeps_its_pods_until_a_change_rolls_them() -> None:
+    """A read pooler whose agent did not RELOAD pgbouncer.ini (the release
+    before) is not rolled for the agent's new loop alone: passes that change
+    nothing it runs keep its template; a pool-size change, which its pods could
+    only take by a roll, rolls them with the agent, and an Event says why."""
+    replica = {"mode": "external", "hosts": [{"host": "ro-1.default.svc"}]}
+    shop = _body("shop", created="2026-01-01T00:00:00Z", **{"database.readReplicas": replica})
+    cluster, eng = _world(shop)
+    passes.run(eng, "default/shop")
+    config = cluster.find("ConfigMap", "shop-pooler-ro-config")
+    written = cluster.find("Deployment", "shop-pooler-ro")
+    assert config is not None and written is not None
+    cluster.put(test_rollout.earlier_read_pooler(written, config["data"]))
+
+    def template() -> dict[str, Any]:
+        found = cluster.find("Deployment", "shop-pooler-ro")
+        assert found is not None
+        kept = copy.deepcopy(found["spec"]["template"])
+        kept["metadata"].pop("creationTimestamp", None)
+        return kept
+
+    before = template()
+    for _ in range(2):
+        passes.run(eng, "default/shop")
+    assert template() == before
+    assert not [e for e in cluster.events if e[1] == outcome.POOLER_RESTART]
+
+    # another profile on the replica: shop's read pool shrinks, which these pods
+    # can only take by a roll: they roll, with the agent that RELOADs from now on
+    admin = _body(
+        "admin",
+        created="2026-01-02T00:00:00Z",
+        **{"database.readReplicas": replica, "database.host": "admin-db.default.svc"},
+    )
+    cluster.put(admin)
+    passes.run(eng, "default/shop")
+    rolled = template()
+    assert rolled != before
+    assert rolled["spec"]["serviceAccountName"] == "shop-pooler-ro"
+    (event,) = [e for e in cluster.events if e[1] == outcome.POOLER_RESTART]
+    assert "read pooler" in event[2] and "pgbouncer.ini or readpool.json" in event[2], event

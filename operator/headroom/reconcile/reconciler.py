@@ -678,9 +678,10 @@ def _agentless_redis(
     children: dict[str, Obj],
     events: list[outcome.Event],
 ) -> desired.Desired:
-    """Redis pods an earlier release started without the agent keep their
+    """Redis pods an earlier release started without the agent, and read
+    pooler pods whose agent did not RELOAD pgbouncer.ini, keep their
     template until something they run changes; then an Event says why they
-    roll (rollout.agentless_redis_rolls)."""
+    roll (rollout.agentless_redis_rolls, rollout.reloadless_read_pooler_rolls)."""
     objects = dict(wanted.objects)
     for instance in planned.redis:
         workload = f"StatefulSet/{planned.names.redis(instance.name)}"
@@ -695,6 +696,22 @@ def _agentless_redis(
         if reasons:
             text = rollout.agentless_redis_message(instance.name, reasons)
             events.append(outcome.Event("Normal", outcome.REDIS_RESTART, text))
+        else:
+            objects[workload] = rollout.with_live_template(objects[workload], live)
+    workload = f"Deployment/{planned.names.read_pooler}"
+    config = f"ConfigMap/{planned.names.read_pooler_config}"
+    live = children.get(workload)
+    if (
+        workload in objects
+        and config in objects
+        and live is not None
+        and rollout.is_reloadless_read_pooler(live)
+    ):
+        data = objects[config]["data"]
+        reasons = rollout.reloadless_read_pooler_rolls(objects[workload], live, data=data)
+        if reasons:
+            text = rollout.reloadless_read_pooler_message(reasons)
+            events.append(outcome.Event("Normal", outcome.POOLER_RESTART, text))
         else:
             objects[workload] = rollout.with_live_template(objects[workload], live)
     return desired.Desired(objects=objects, component_of=wanted.component_of)

@@ -24,6 +24,11 @@ the Event that says why its pods roll (:mod:`headroom.reconcile.reconciler`).
 Redis pods take every redis.conf change by CONFIG SET (their agent) except a
 directive Redis reads only at start: :func:`redis_restart_changed` names those.
 
+A read pooler whose agent did not yet follow its ConfigMap
+(:func:`is_reloadless_read_pooler`) keeps its template the same way, until a
+change of its pgbouncer.ini (which its pods could only take by a roll) or of
+what it runs (:func:`reloadless_read_pooler_rolls`).
+
 Redis pods started by a release without that agent keep their template
 (:func:`agentless_redis_rolls`, :func:`with_live_template`) as long as it
 would roll for nothing: their image, memory, credentials and whole redis.conf
@@ -46,6 +51,7 @@ from headroom.reconcile import compare
 Obj = dict[str, Any]
 PGBOUNCER_INI = "pgbouncer.ini"
 REDIS_CONF = "redis.conf"
+READ_POOLER_FILES = (PGBOUNCER_INI, "readpool.json")  # the read pooler's ConfigMap
 WORKLOADS = frozenset({"Deployment", "StatefulSet"})
 _TEMPLATE_REVISIONS = (revision.INPUTS_REVISION, *revision.LEGACY_REVISIONS)
 
@@ -191,22 +197,97 @@ def agentless_redis_rolls(desired: Obj, live: Obj, *, conf: str) -> list[str]:
     of the whole redis.conf its pods read at start. Beside Redis (whose start
     command and mounts the agent changes) a container rolls them for anything
     it runs or reads: the exporter's keys follow the queues."""
+    reasons = _earlier_rolls(
+        desired,
+        live,
+        config_hash=agentfile.content_hash(conf),
+        config_name="redis.conf",
+        own={"redis": _redis_changes},
+    )
     wanted, running = _containers(desired), _containers(live)
-    reasons = []
-    held_conf = _template_annotations(live).get(revision.WHOLE_CONFIG_HASH)
-    if held_conf != agentfile.content_hash(conf):
-        reasons.append("redis.conf")
-    for name, container in running.items():
-        want = wanted.get(name) or {}
-        if name == "redis":
-            reasons += _redis_changes(want, container)
-        elif not compare.covers(container, {k: want.get(k) for k in _RUNS}):
-            reasons.append(f"its {name} container")
     if _runs_sentinel_start(wanted.get("redis")) != _runs_sentinel_start(running.get("redis")):
         reasons.append("high availability")
+    return reasons
+
+
+def _earlier_rolls(
+    desired: Obj,
+    live: Obj,
+    *,
+    config_hash: str,
+    config_name: str,
+    own: dict[str, Callable[[Obj, Obj], list[str]]],
+) -> list[str]:
+    """Why the pods of ``live``, written by a release whose pods read their
+    whole config at start (its hash on the template), must roll now: that
+    config changed (``config_hash`` is the desired one's), a container ``own``
+    names changed as its function says (``want``, ``running``: the program
+    itself, whose start command and mounts the agent changes), any other
+    container changed what it runs or reads, or a credential changed."""
+    wanted, running = _containers(desired), _containers(live)
+    reasons = []
+    if _template_annotations(live).get(revision.WHOLE_CONFIG_HASH) != config_hash:
+        reasons.append(config_name)
+    for name, container in running.items():
+        want = wanted.get(name) or {}
+        if name in own:
+            reasons += own[name](want, container)
+        elif not compare.covers(container, {k: want.get(k) for k in _RUNS}):
+            reasons.append(f"its {name} container")
     if must_roll(desired, live):
         reasons.append("credentials")
     return reasons
+
+
+def _image_change(what: str) -> Callable[[Obj, Obj], list[str]]:
+    def changes(want: Obj, running: Obj) -> list[str]:
+        if compare.covers(running.get("image"), want.get("image")):
+            return []
+        return [f"{what} {running.get('image')} -> {want.get('image')}"]
+
+    return changes
+
+
+def _pgbouncer_changes(want: Obj, running: Obj) -> list[str]:
+    found = _image_change("the PgBouncer image")(want, running)
+    if not compare.covers(running.get("resources"), want.get("resources")):
+        found.append("PgBouncer's resources")
+    return found
+
+
+def is_reloadless_read_pooler(live: Obj) -> bool:
+    """Whether ``live`` is a read-pooler Deployment of a release whose agent
+    did not follow its ConfigMap: PgBouncer read the mounted pgbouncer.ini,
+    and the pods rolled for any change of it."""
+    agent = _containers(live).get(agent_pod.SIDECAR)
+    return (
+        live.get("kind") == "Deployment"
+        and agent is not None
+        and "--config-map" not in (agent.get("command") or [])
+    )
+
+
+def reloadless_read_pooler_rolls(desired: Obj, live: Obj, *, data: dict[str, str]) -> list[str]:
+    """Why the read-pooler pods of ``live`` (:func:`is_reloadless_read_pooler`)
+    must roll now; nothing when they would roll for the agent's new loop
+    alone. ``data``: the desired ConfigMap's (pgbouncer.ini and readpool.json,
+    whose hash the earlier template carries)."""
+    return _earlier_rolls(
+        desired,
+        live,
+        # in the order the earlier release hashed them
+        config_hash=agentfile.content_hash(*(data.get(key, "") for key in READ_POOLER_FILES)),
+        config_name="pgbouncer.ini or readpool.json",
+        own={"pgbouncer": _pgbouncer_changes, agent_pod.SIDECAR: _image_change("the agent image")},
+    )
+
+
+def reloadless_read_pooler_message(reasons: list[str]) -> str:
+    return (
+        f"the read pooler's pods, started by a release whose agent did not RELOAD "
+        f"pgbouncer.ini, roll for {', '.join(reasons)}; they come back with the agent that "
+        "does, and from now on pool sizes and limits are taken by RELOAD"
+    )
 
 
 def is_agentless_redis(live: Obj) -> bool:
