@@ -10,6 +10,8 @@ real programs (Postgres 15, PgBouncer, redis-server and redis-sentinel 7.0) on
   runs pgbouncer (Debian 12's 1.18, the oldest supported, unless ``pgbouncer``
   names another) in a private dir, returns once it accepts connections and stops
   it at teardown. ``ini`` may be a function of (listen_port, auth_file).
+* ``start_module_pgbouncer`` (module): the same, for a module's fixtures; every
+  PgBouncer started is stopped after the module's last test.
 * ``tls_primary`` (module): a Postgres 15 on 127.0.0.1 serving a certificate for
   127.0.0.1 and servers.TLS_PRIMARY_NAME from a private CA (servers.TLSPrimary:
   the CA's file and another's).
@@ -107,7 +109,9 @@ def pytest_runtest_makereport(
 ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     report = yield
     if report.failed and report.when == "call" and _in_conformance(item):
-        for bouncer in item.stash.get(_BOUNCERS, []):
+        module = item.getparent(pytest.Module)
+        module_bouncers = module.stash.get(_BOUNCERS, []) if module is not None else []
+        for bouncer in [*item.stash.get(_BOUNCERS, []), *module_bouncers]:
             report.sections.append(
                 (f"pgbouncer log (port {bouncer.port})", bouncer.log_text()[-LOG_TAIL:])
             )
@@ -225,16 +229,9 @@ def default_pgbouncer(tools: servers.Tools) -> Iterator[Path]:
         shutil.rmtree(where, ignore_errors=True)
 
 
-@pytest.fixture
-def start_pgbouncer(
+def _pgbouncers(
     tools: servers.Tools, request: pytest.FixtureRequest
 ) -> Iterator[servers.StartPgBouncer]:
-    """``start_pgbouncer(ini, userlist, pgbouncer=None) -> PgBouncer``, accepting
-    connections; ``pgbouncer``: another binary than Debian's 1.18.
-
-    Raises servers.ServerError (with pgbouncer's log) when it does not start.
-    Every PgBouncer started is stopped at teardown.
-    """
     servers.raise_nofile(NOFILE)
     with _stopped_at_teardown(request, _BOUNCERS) as started:
 
@@ -247,6 +244,29 @@ def start_pgbouncer(
             return bouncer.start()
 
         yield start
+
+
+@pytest.fixture
+def start_pgbouncer(
+    tools: servers.Tools, request: pytest.FixtureRequest
+) -> Iterator[servers.StartPgBouncer]:
+    """``start_pgbouncer(ini, userlist, pgbouncer=None) -> PgBouncer``, accepting
+    connections; ``pgbouncer``: another binary than Debian's 1.18.
+
+    Raises servers.ServerError (with pgbouncer's log) when it does not start.
+    Every PgBouncer started is stopped at teardown.
+    """
+    yield from _pgbouncers(tools, request)
+
+
+@pytest.fixture(scope="module")
+def start_module_pgbouncer(
+    tools: servers.Tools, request: pytest.FixtureRequest
+) -> Iterator[servers.StartPgBouncer]:
+    """``start_pgbouncer`` for a module's own fixtures (loads run once for several
+    tests): its PgBouncers stop after the module's last test, and their logs go
+    with any of its tests' failure reports."""
+    yield from _pgbouncers(tools, request)
 
 
 @pytest.fixture(scope="session")

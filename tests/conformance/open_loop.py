@@ -14,7 +14,8 @@ longer than it, queueing.wait_longer_than). The server connections PgBouncer ope
 (it opens one only when none is idle, and keeps them idle afterwards) give the
 most the load needed at once.
 
-Used by tests/conformance/test_load_sizing.py and bench/load_bench.py.
+Used by tests/conformance/test_load_sizing.py, test_recommendations.py and
+bench/load_bench.py.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import psycopg
@@ -130,7 +132,19 @@ async def _run(conninfo: str, offered: Offered) -> Measured:
 
 def run(conninfo: str, offered: Offered) -> Measured:
     """Offer the load through ``conninfo`` (PgBouncer) and measure the waits."""
-    return asyncio.run(_run(conninfo, offered))
+    (measured,) = run_together([(conninfo, offered)])
+    return measured
+
+
+def run_together(loads: Sequence[tuple[str, Offered]]) -> list[Measured]:
+    """Each (conninfo, offered) load at once, on one event loop: each its own
+    arrivals, client connections and measurements, as if run alone, provided the
+    server connections the pools behind them open fit the server together."""
+
+    async def every() -> list[Measured]:
+        return list(await asyncio.gather(*(_run(c, offered) for c, offered in loads)))
+
+    return asyncio.run(every())
 
 
 def conninfo(bouncer: servers.PgBouncer, database: servers.AppDatabase) -> str:

@@ -9,10 +9,13 @@ in front of a real Postgres 15, on 127.0.0.1 (tests/conformance/open_loop.py).
 - the pool from "fill the budget" serves the same load with no more waiting but
   opens more server connections than the load needs (PgBouncer opens one only when
   none is idle): connections taken from every other app on the server.
+
+The three loads run at once (the ``runs`` fixture), each through its own PgBouncer.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import open_loop
@@ -74,38 +77,67 @@ def _plan(
     return plan
 
 
-def _offer(
+@dataclass(frozen=True)
+class Run:
+    plan: planner.Plan
+    measured: open_loop.Measured
+    opened: int  # the server connections the load opened (the most it needed at once)
+
+
+@pytest.fixture(scope="module")
+def runs(
     database: servers.AppDatabase,
-    start_pgbouncer: servers.StartPgBouncer,
+    start_module_pgbouncer: servers.StartPgBouncer,
     default_pgbouncer: Path,
-    plan: planner.Plan,
-) -> tuple[open_loop.Measured, int]:
-    """The load through a PgBouncer configured by ``plan``; the server connections
-    it opened (the most the load needed at once, up to the pool)."""
+) -> dict[str, Run]:
+    """The load through the planned pool, a pool of 9 and the pool "fill the budget"
+    gives, the three at once: each its own PgBouncer, clients and arrivals, so each
+    measures its own pool as if alone. They share no server connection (each
+    PgBouncer opens its own, at most its max_db_connections: 13 + 13 + 44, under the
+    server's 97) and little CPU (the requests are pg_sleep; the 10 ms threshold keeps
+    the hops out). Each still counts all its 1,600 requests: run one after the
+    other, the three took 160 s; at once, a third of that."""
+    plans = {
+        "planned": _plan(database, load=True),
+        "tight": _plan(database, load=False, parameters={"default_pool_size": "9"}),
+        "filled": _plan(database, load=False),
+    }
+    assert sum(p.budget.max_db_connections for p in plans.values()) <= 97, plans
     database.wait_for_no_app_backends()
     userlist = database.userlist(STATS_PASSWORD)
-    bouncer = start_pgbouncer(servers.ini_for(plan), userlist, default_pgbouncer)
-    measured = open_loop.run(open_loop.conninfo(bouncer, database), OFFERED)
-    opened = open_loop.opened(bouncer, database, stats_password=STATS_PASSWORD)
-    bouncer.stop()
+    bouncers = {
+        name: start_module_pgbouncer(servers.ini_for(plan), userlist, default_pgbouncer)
+        for name, plan in plans.items()
+    }
+    measured = open_loop.run_together(
+        [(open_loop.conninfo(bouncer, database), OFFERED) for bouncer in bouncers.values()]
+    )
+    found = {}
+    for (name, plan), bouncer, one in zip(plans.items(), bouncers.values(), measured, strict=True):
+        opened = open_loop.opened(bouncer, database, stats_password=STATS_PASSWORD)
+        bouncer.stop()
+        found[name] = Run(plan, one, opened)
+    return found
+
+
+def _measured(run: Run) -> open_loop.Measured:
+    measured = run.measured
     assert measured.errors == 0
     assert measured.client_short == 0, "the generator ran out of client connections"
     assert measured.requests == OFFERED.measured_requests
-    return measured, opened
+    return measured
 
 
 def test_the_planned_pool_meets_the_stated_chance_and_a_smaller_one_does_not(
-    database: servers.AppDatabase,
-    start_pgbouncer: servers.StartPgBouncer,
-    default_pgbouncer: Path,
+    runs: dict[str, Run],
 ) -> None:
-    planned = _plan(database, load=True)
+    planned = runs["planned"].plan
     size = planned.budget.default_pool_size
     needed, chance = queueing.servers_needed(
         offered_load=RATE * SECONDS, target_wait_probability=TARGET
     )
     assert size == needed == 12
-    measured, opened = _offer(database, start_pgbouncer, default_pgbouncer, planned)
+    measured, opened = _measured(runs["planned"]), runs["planned"].opened
     # Erlang C: 14 % wait at all, 12 % longer than 10 ms
     assert chance <= TARGET
     assert measured.wait_share <= TARGET + SLACK, (
@@ -115,11 +147,11 @@ def test_the_planned_pool_meets_the_stated_chance_and_a_smaller_one_does_not(
     assert opened <= size + planned.budget.reserve_pool_size
 
     # one connection above the load: Erlang C says 65 % wait; far above the target
-    tight = _plan(database, load=False, parameters={"default_pool_size": "9"})
+    tight = runs["tight"].plan
     assert tight.budget.default_pool_size == 9
     expected = queueing.erlang_c(servers=9, offered_load=RATE * SECONDS)
     assert expected > 0.5
-    small, _ = _offer(database, start_pgbouncer, default_pgbouncer, tight)
+    small = _measured(runs["tight"])
     assert _longer(9) > 0.6
     assert small.wait_share > TARGET + SLACK, (
         f"{small.waited} of {small.requests} waited ({small.wait_share:.1%}) with 9"
@@ -128,14 +160,12 @@ def test_the_planned_pool_meets_the_stated_chance_and_a_smaller_one_does_not(
 
 
 def test_filling_the_budget_opens_connections_the_load_does_not_need(
-    database: servers.AppDatabase,
-    start_pgbouncer: servers.StartPgBouncer,
-    default_pgbouncer: Path,
+    database: servers.AppDatabase, runs: dict[str, Run]
 ) -> None:
-    filled = _plan(database, load=False)
+    filled = runs["filled"].plan
     sized = _plan(database, load=True).budget
     assert filled.budget.default_pool_size > 3 * sized.default_pool_size
-    measured, opened = _offer(database, start_pgbouncer, default_pgbouncer, filled)
+    measured, opened = _measured(runs["filled"]), runs["filled"].opened
     # no more waiting than the sized pool allows, on more server connections than it has
     assert measured.wait_share <= TARGET + SLACK
     assert opened > sized.default_pool_size + sized.reserve_pool_size, (

@@ -16,6 +16,9 @@ state ConfigMap's entry that the pass reads (recommendations.for_plan):
   client connections are more, so that none is ever short) is estimated from the same
   readings, as the clients see a transaction: about the 8 the load keeps busy, so 40 is
   told to come down to 14 too.
+
+The pool at 9, the filled pool and autoTune's first size run their loads at once (the
+``runs`` fixture), each through its own PgBouncer; autoTune's second size runs alone.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from __future__ import annotations
 import datetime
 import statistics
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 
 import open_loop
@@ -71,23 +75,45 @@ def _plan(database: servers.AppDatabase, **parameters: str) -> planner.Plan:
     return plan
 
 
+# autoTune's state before its loop: it last applied 9, under the load
+START_TUNING: dict[str, object] = {"defaultPoolSize": 9, "changes": [], "why": ""}
+
+
+def _tuned(database: servers.AppDatabase) -> v1alpha1.ScalingProfile:
+    base = _profile(database)
+    pooler = base.spec.pooler.model_copy(
+        update={"auto_tune": v1alpha1.AutoTune(enabled=True, max_changes_per_hour=12)}
+    )
+    return base.model_copy(update={"spec": base.spec.model_copy(update={"pooler": pooler})})
+
+
+def _tuned_plan(tuned: v1alpha1.ScalingProfile, previous: dict[str, object] | None) -> planner.Plan:
+    """The plan at the size autoTune picks from its ``previous`` state."""
+    size = recommendations.tuned_size(tuned, {"tuning": previous})
+    assert size is not None
+    plan = planner.plan(recommendations.with_pool_size(tuned, size))
+    assert plan.ok and plan.budget.default_pool_size == size
+    return plan
+
+
 def _readings(
     database: servers.AppDatabase,
     start_pgbouncer: servers.StartPgBouncer,
     default_pgbouncer: Path,
-    plan: planner.Plan,
-) -> list[recommendations.PoolFigures]:
-    """The load through a PgBouncer configured by ``plan``, and its figures read once
-    per stats period while the load runs (the first period, which began before it,
-    left out)."""
+    plans: list[planner.Plan],
+) -> list[list[recommendations.PoolFigures]]:
+    """The load through a PgBouncer configured by each plan, all at once (each its
+    own PgBouncer, clients and arrivals), and each one's figures read once per stats
+    period while the loads run (the first period, which began before them, left out)."""
     database.wait_for_no_app_backends()
-    bouncer = start_pgbouncer(
-        servers.ini_for(plan), database.userlist(STATS_PASSWORD), default_pgbouncer
-    )
-    found: list[recommendations.PoolFigures] = []
+    bouncers = [
+        start_pgbouncer(servers.ini_for(plan), database.userlist(STATS_PASSWORD), default_pgbouncer)
+        for plan in plans
+    ]
+    found: list[list[recommendations.PoolFigures]] = [[] for _ in plans]
     done = threading.Event()
 
-    def read() -> None:
+    def read(bouncer: servers.PgBouncer, into: list[recommendations.PoolFigures]) -> None:
         if done.wait(OFFERED.warmup_seconds + STATS_PERIOD + 1):
             return
         while not done.wait(STATS_PERIOD):
@@ -99,19 +125,59 @@ def _readings(
                 stats=stats, pools=pools, database=database.name
             )
             if seen is not None and not done.is_set():
-                found.append(seen)
+                into.append(seen)
 
-    reader = threading.Thread(target=read)
-    reader.start()
+    readers = [
+        threading.Thread(target=read, args=(bouncer, into))
+        for bouncer, into in zip(bouncers, found, strict=True)
+    ]
+    for reader in readers:
+        reader.start()
     try:
-        measured = open_loop.run(open_loop.conninfo(bouncer, database), OFFERED)
+        measured = open_loop.run_together(
+            [(open_loop.conninfo(bouncer, database), OFFERED) for bouncer in bouncers]
+        )
     finally:
         done.set()
-        reader.join()
-        bouncer.stop()
-    assert measured.errors == 0 and measured.client_short == 0
-    assert len(found) >= 3, found
+        for reader in readers:
+            reader.join()
+        for bouncer in bouncers:
+            bouncer.stop()
+    for one, readings in zip(measured, found, strict=True):
+        assert one.errors == 0 and one.client_short == 0
+        assert len(readings) >= 3, readings
     return found
+
+
+@dataclass(frozen=True)
+class Run:
+    plan: planner.Plan
+    readings: list[recommendations.PoolFigures]
+
+
+@pytest.fixture(scope="module")
+def runs(
+    database: servers.AppDatabase,
+    start_module_pgbouncer: servers.StartPgBouncer,
+    default_pgbouncer: Path,
+) -> dict[str, Run]:
+    """The load through a pool pinned at 9, the filled pool and autoTune's first
+    size, the three at once. Each PgBouncer opens server connections of its own, at
+    most its max_db_connections (together under the server's 97), so no load waits
+    for another's; the requests are pg_sleep, so they hardly share CPU; and each
+    stats period's figures are its own PgBouncer's. Run one after the other, the
+    three took 160 s; at once, a third of that."""
+    plans = {
+        "tight": _plan(database, default_pool_size="9"),
+        "filled": _plan(database),
+        "auto-tune": _tuned_plan(_tuned(database), START_TUNING),
+    }
+    assert sum(p.budget.max_db_connections for p in plans.values()) <= 97, plans
+    found = _readings(database, start_module_pgbouncer, default_pgbouncer, list(plans.values()))
+    return {
+        name: Run(plan, readings)
+        for (name, plan), readings in zip(plans.items(), found, strict=True)
+    }
 
 
 def _entries(plan: planner.Plan, seen: recommendations.PoolFigures) -> list[dict[str, object]]:
@@ -129,13 +195,10 @@ def _recommended(plan: planner.Plan, seen: recommendations.PoolFigures) -> dict[
 
 
 def test_an_under_sized_pool_is_told_to_rise_to_what_the_load_needs(
-    database: servers.AppDatabase,
-    start_pgbouncer: servers.StartPgBouncer,
-    default_pgbouncer: Path,
+    runs: dict[str, Run],
 ) -> None:
-    tight = _plan(database, default_pool_size="9")
+    tight, readings = runs["tight"].plan, runs["tight"].readings
     assert tight.budget.default_pool_size == 9 < NEEDED == 14
-    readings = _readings(database, start_pgbouncer, default_pgbouncer, tight)
     entries = [_recommended(tight, seen) for seen in readings]
     loads = [round(seen.offered_load, 2) for seen in readings]
     for entry in entries:
@@ -149,14 +212,11 @@ def test_an_under_sized_pool_is_told_to_rise_to_what_the_load_needs(
 
 
 def test_the_filled_pool_is_told_to_come_down_to_what_the_load_needs(
-    database: servers.AppDatabase,
-    start_pgbouncer: servers.StartPgBouncer,
-    default_pgbouncer: Path,
+    runs: dict[str, Run],
 ) -> None:
-    filled = _plan(database)
+    filled, readings = runs["filled"].plan, runs["filled"].readings
     size = filled.budget.default_pool_size
     assert size >= 2 * (NEEDED + 1)
-    readings = _readings(database, start_pgbouncer, default_pgbouncer, filled)
     entries = [_recommended(filled, seen) for seen in readings]
     loads = [round(seen.offered_load, 2) for seen in readings]
     assert all(seen.clients_waiting == 0 for seen in readings)
@@ -182,25 +242,25 @@ def test_auto_tune_converges_on_the_real_pooler(
     database: servers.AppDatabase,
     start_pgbouncer: servers.StartPgBouncer,
     default_pgbouncer: Path,
+    runs: dict[str, Run],
 ) -> None:
     """autoTune's loop with the real program in it: the pool it last applied (9, under
     the load) runs the load, the readings go through the pass's reader, autoTune picks
     a size, the pooler runs that, and the next readings ask for nothing more."""
-    base = _profile(database)
-    pooler = base.spec.pooler.model_copy(
-        update={"auto_tune": v1alpha1.AutoTune(enabled=True, max_changes_per_hour=12)}
-    )
-    tuned = base.model_copy(update={"spec": base.spec.model_copy(update={"pooler": pooler})})
-    previous: dict[str, object] | None = {"defaultPoolSize": 9, "changes": [], "why": ""}
+    tuned = _tuned(database)
+    previous: dict[str, object] | None = START_TUNING
     sizes = []
     now = datetime.datetime(2026, 12, 7, 15, 0, tzinfo=datetime.UTC)
     for step in range(3):
-        size = recommendations.tuned_size(tuned, {"tuning": previous})
-        assert size is not None
-        plan = planner.plan(recommendations.with_pool_size(tuned, size))
-        assert plan.ok and plan.budget.default_pool_size == size
+        plan = _tuned_plan(tuned, previous)
+        size = plan.budget.default_pool_size
         sizes.append(size)
-        readings = _readings(database, start_pgbouncer, default_pgbouncer, plan)
+        if step == 0:  # the first size's load ran with the module's others
+            first = runs["auto-tune"]
+            assert servers.ini_for(plan)(0, "") == servers.ini_for(first.plan)(0, ""), sizes
+            readings = first.readings
+        else:
+            (readings,) = _readings(database, start_pgbouncer, default_pgbouncer, [plan])
         # what status holds after the run: the readings' median figures, reported
         middle = sorted(readings, key=lambda seen: seen.offered_load)[len(readings) // 2]
         entry = pooler_state.Entry(
