@@ -151,8 +151,9 @@ def namespace(kubectl: kube.Kubectl) -> Iterator[str]:
 
 @pytest.fixture
 def pooler_agents(kubectl: kube.Kubectl, namespace: str) -> Iterator[Any]:
-    """The namespace's write-pooler pods run here for real (tests/e2e/pooler_pods.py:
-    PgBouncer and its agent), for a test where one profile's pool shrinks so that
+    """The namespace's pooler pods (write and read) run here for real
+    (tests/e2e/pooler_pods.py: PgBouncer and its agent), for a test where one
+    profile's pool (on a primary or a replica) shrinks so that
     another's grows: the growth waits until the agents have confirmed the shrink.
     Nobody connects through them, so no database server is needed; the hosts
     the tests' profiles name resolve to 127.0.0.1 in them."""

@@ -1,5 +1,6 @@
 """Runs the pooler pods of a real API server on this machine, as kubelet would:
-the kwok pods of every write-pooler Deployment in a namespace get their
+the kwok pods of every pooler Deployment in a namespace (the write pooler's
+and the read pooler's, COMPONENTS) get their
 containers run for real (PgBouncer of the default image's release, Headroom's
 agent, the exporter when its binary is cached), so that e2e tests can send
 pgbench through the poolers the operator sized and count what reaches a real
@@ -64,6 +65,10 @@ from tests.conformance import servers
 
 CLONE_NEWNET = 0x40000000
 POLL_SECONDS = 0.5
+# the poolers' pods (app.kubernetes.io/component): the write pooler and the read
+# pooler, whose agent measures its replicas (unreachable here: it keeps the
+# fallback) and RELOADs PgBouncer as the write pooler's does
+COMPONENTS = ("pooler", "pooler-ro")
 DEFAULT_UID = 65534  # an image with no USER and a pod with no runAsUser: nobody
 # Roots under which a mountPath may be created: /etc is an overlay and /run a
 # tmpfs in every container, so nothing is made on this machine's own tree.
@@ -681,7 +686,7 @@ class PodRun:
 
 
 class PoolerPods:
-    """Runs every write-pooler pod of ``namespace`` while entered: started
+    """Runs every pooler pod of ``namespace`` while entered: started
     when the API server has it, stopped when it is deleted or being deleted,
     its ConfigMap and Secret volumes kept as the objects are."""
 
@@ -726,7 +731,7 @@ class PoolerPods:
             o["metadata"]["uid"]: o
             for o in listed
             if o["kind"] == "Pod"
-            and o["metadata"].get("labels", {}).get("app.kubernetes.io/component") == "pooler"
+            and o["metadata"].get("labels", {}).get("app.kubernetes.io/component") in COMPONENTS
             and not o["metadata"].get("deletionTimestamp")
         }
         for uid in set(self.pods) - set(pods):
