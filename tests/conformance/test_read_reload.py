@@ -15,12 +15,13 @@ share of the replica grows): the server connections the standby itself
 counts fall to 5 or fewer within SHRINK_BOUND seconds, PgBouncer keeps its
 pid (a RELOAD, no restart), no query fails, the report says the pod runs the
 new config within its limit, and the lag loop's include file still sends the
-reads to the standby. Then back: the pool grows again. Only addresses differ
-from a cluster's.
+reads to the standby. Then back: the pool grows again. A new readpool.json
+reaches the lag loop the same way. Only addresses differ from a cluster's.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 from collections.abc import Iterator
@@ -238,6 +239,16 @@ def test_a_read_pool_resizes_online_by_reload_under_load(
         assert agent.poll() is None
         # the lag loop kept its include: reads still go to the standby
         assert f"host={servers.HOST}" in include.read_text()
+        # and takes a new readpool.json from the ConfigMap as it runs (a watch of its own)
+        changed = json.loads(config_map["data"][read_pooler.CONFIG_FILE]) | {"maxLagSeconds": 4}
+        config_map["data"][read_pooler.CONFIG_FILE] = json.dumps(changed)
+        kube.apply(cluster.kubectl, config_map)
+        kube.wait_for(
+            lambda: "readpool.json changed: 1 replicas, maxLagSeconds 4" in log_path.read_text(),
+            timeout=30,
+            what="the lag loop's new readpool.json",
+        )
+        assert agent.poll() is None and bouncer.proc.pid == pid
         print(resized.figures())
     finally:
         code = pooler_agents.stop(agent, agent_log)  # SIGTERM ends both loops at once

@@ -203,3 +203,32 @@ def test_missing_credentials_stop_the_agent_naming_them(
                 *("--state", "shop-pooler-ro-state", "--output", str(tmp_path / "pgbouncer.ini")),
             ]
         )
+
+
+def test_a_new_readpool_json_from_the_configmap_is_taken_at_the_next_poll(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The watch offers the ConfigMap's readpool.json: a replica fewer and a
+    tighter bound apply at once, without a restart; a text that does not parse,
+    or one that would move the include file, is refused and the running one kept."""
+    caplog.set_level(logging.INFO)
+    servers = Servers()
+    agent = _agent(tmp_path, servers)
+    agent.step()
+    assert _entry(tmp_path) == "shop = host=h0,h1 port=5432 dbname=shop"
+    running = agent.config
+    agent.offer("{not json")
+    agent.step()
+    assert agent.config == running and "readpool.json refused" in caplog.text
+    moved = running.model_copy(update={"output": str(tmp_path / "elsewhere.ini")})
+    agent.offer(moved.to_json())
+    agent.step()
+    assert agent.config == running and "not applied" in caplog.text
+    fewer = running.model_copy(update={"replicas": running.replicas[:1], "max_lag_seconds": 5})
+    agent.offer(fewer.to_json())
+    found = agent.step()
+    assert agent.config == fewer
+    assert found.members == ("r0",)
+    assert _entry(tmp_path) == "shop = host=h0 port=5432 dbname=shop"
+    assert servers.reloads == 2  # the new include RELOADed, no restart
+    assert "readpool.json changed: 1 replicas, maxLagSeconds 5" in caplog.text

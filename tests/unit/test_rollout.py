@@ -213,8 +213,7 @@ def earlier_read_pooler(written: Obj, data: dict[str, str]) -> Obj:
         data["pgbouncer.ini"], data[read_pooler.CONFIG_FILE]
     )
     held = revision.parse(annotations[revision.INPUTS_REVISION])
-    for source in (revision.READ_POOLER_CONFIG, revision.READ_POOL):
-        held.pop(source)
+    held.pop(revision.READ_POOLER_CONFIG)
     annotations[revision.INPUTS_REVISION] = revision.text(held)
     live["metadata"]["annotations"][revision.INPUTS_HELD] = revision.text(held)
     pod = template["spec"]

@@ -12,7 +12,9 @@ the read-pooler pod, as
   <name> --state <name> --output /run/headroom/pgbouncer.ini --token-dir
   <dir>`` (container ``agent``), one process with two loops:
 
-  - the lag loop (:class:`Agent`): every ``pollSeconds``, read the primary's
+  - the lag loop (:class:`Agent`): takes a changed ``readpool.json`` from
+    the same ConfigMap (a watch of its own) at its next poll; every
+    ``pollSeconds``, read the primary's
     WAL position and each replica's (``postgres.lag``), decide the membership
     (``planning.membership.decide``), write the ``[databases]`` include file
     atomically when it changed, and RELOAD PgBouncer through its admin console
@@ -92,8 +94,9 @@ def admin_reload(config: membership.ReadPoolConfig, creds: Credentials) -> str |
 
 @dataclass
 class Agent:
-    """The state between polls: the last membership and whether PgBouncer
-    still has to RELOAD a file written earlier (the RELOAD failed)."""
+    """The state between polls: the last membership, whether PgBouncer
+    still has to RELOAD a file written earlier (the RELOAD failed), and the
+    newest readpool.json the ConfigMap's watch offered (taken at the next poll)."""
 
     config: membership.ReadPoolConfig
     creds: Credentials
@@ -102,8 +105,43 @@ class Agent:
     previous: dict[str, bool] | None = None
     reload_pending: bool = False
     last: membership.Membership | None = field(default=None, repr=False)
+    _offered: str | None = field(default=None, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def offer(self, text: str) -> None:
+        """readpool.json as the watch saw it (another thread)."""
+        with self._lock:
+            self._offered = text
+
+    def _take_offered(self) -> None:
+        """A new readpool.json (the replicas, the lag bounds, the fallback's
+        limit) replaces the config at once; one that does not parse, or would
+        move the include file or the console, is refused with a log line (the
+        pod rolls for those)."""
+        with self._lock:
+            text, self._offered = self._offered, None
+        if text is None:
+            return
+        try:
+            found = membership.ReadPoolConfig.model_validate_json(text)
+        except ValueError as err:
+            log.warning("readpool.json refused (kept the one running): %s", err)
+            return
+        if found == self.config:
+            return
+        if (found.output, found.admin) != (self.config.output, self.config.admin):
+            log.warning("readpool.json moves the include file or the console: not applied")
+            return
+        self.config = found
+        log.info(
+            "readpool.json changed: %d replicas, maxLagSeconds %g, poll %gs",
+            len(found.replicas),
+            found.max_lag_seconds,
+            found.poll_seconds,
+        )
 
     def step(self) -> membership.Membership:
+        self._take_offered()
         observed = replicas.observe(
             self.config,
             user=self.creds.user,
@@ -200,7 +238,18 @@ def main(argv: list[str] | None = None) -> int:
         name=args.config_map,
         key=pooler.CONFIG_KEY,
         agent=online,
-        beside=[lambda stop: run(agent, stop=stop)],
+        beside=[
+            lambda stop: run(agent, stop=stop),
+            # readpool.json too: replicas, lag bounds and the fallback's limit online
+            lambda stop: configmap.watch(
+                client,
+                namespace=namespace,
+                name=args.config_map,
+                key=membership.CONFIG_FILE,
+                offer=agent.offer,
+                stop=stop,
+            ),
+        ],
     )
     log.info("stopped")
     return 0

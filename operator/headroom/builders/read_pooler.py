@@ -15,8 +15,9 @@ Pure. The pod has three Headroom parts beside PgBouncer and its exporter:
   server connections after their transaction); and, as the write pooler's
   agent does (headroom.agent.pooler), follows the ConfigMap's pgbouncer.ini
   through the API server with the pod's only token, RELOADs, RECONNECTs on a
-  shrink and reports into ``<name>-pooler-ro-state``. Only a setting
-  PgBouncer takes at start (or a new ``readpool.json``) rolls the pods;
+  shrink and reports into ``<name>-pooler-ro-state``; it takes a new
+  ``readpool.json`` from the ConfigMap too. Only a setting PgBouncer takes
+  at start rolls the pods;
 - ``readpool.json`` in the ConfigMap: the replicas, the lag bounds, and what
   to do when every replica is out. The agent is Headroom's own image.
 """
@@ -26,7 +27,7 @@ from __future__ import annotations
 from headroom.builders import agent_pod, common, pgbouncer, revision
 from headroom.planning import credentials, membership, planner
 
-CONFIG_FILE = "readpool.json"
+CONFIG_FILE = membership.CONFIG_FILE
 AGENT_MODULE = "headroom.agent.readpool"
 
 
@@ -128,12 +129,8 @@ def build(
             revision.AGENT,
             revision.SERVER_CA,
             revision.READ_POOLER_CONFIG,
-            revision.READ_POOL,
         ),
-        own_sources={
-            revision.READ_POOLER_CONFIG: pgbouncer.restart_revision(ini),
-            revision.READ_POOL: common.content_hash(agent_json),
-        },
+        own_sources={revision.READ_POOLER_CONFIG: pgbouncer.restart_revision(ini)},
         start_file=pgbouncer.START_FILE,
         service_account=names.read_pooler_agent,
         extra_objects=pgbouncer.agent_objects(

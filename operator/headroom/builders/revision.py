@@ -24,8 +24,6 @@ the value does (:func:`sources`):
   by a hash; every other setting reaches its pods by RELOAD (its agent);
 - ``pooler-ro-config``: the same of the read pooler's pgbouncer.ini (its
   agent RELOADs every other setting);
-- ``read-pool``: the read pooler's ``readpool.json`` (the replicas and lag
-  bounds its agent reads at start), by a hash;
 - ``redis-config/<instance>``: the directives of an instance's redis.conf
   that Redis takes only at start (planning.redis_params.restart_settings),
   by a hash; every other setting reaches its pods by CONFIG SET (their agent);
@@ -68,7 +66,6 @@ AGENT = "agent"
 POOLER_AGENT = "pooler-agent"
 POOLER_CONFIG = "pooler-config"
 READ_POOLER_CONFIG = "pooler-ro-config"
-READ_POOL = "read-pool"
 S3_ROOT = "s3-root"
 S3_APP = "s3-app"
 BINDING = "binding"

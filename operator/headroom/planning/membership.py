@@ -36,6 +36,7 @@ from headroom.api import v1alpha1
 from headroom.planning import agentfile, planner
 
 VERSION: Literal[1] = 1
+CONFIG_FILE = "readpool.json"  # its key in the read pooler's ConfigMap, its file in the pod
 DEFAULT_OUTPUT = "/run/headroom/readpool-databases.ini"
 AGENT_USER = "headroom_agent"
 ADMIN_PORT = 6432

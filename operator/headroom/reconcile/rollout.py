@@ -45,13 +45,13 @@ from collections.abc import Callable
 from typing import Any
 
 from headroom.builders import agent_pod, revision
-from headroom.planning import agentfile, pgbouncer_params, redis_params
+from headroom.planning import agentfile, membership, pgbouncer_params, redis_params
 from headroom.reconcile import compare
 
 Obj = dict[str, Any]
 PGBOUNCER_INI = "pgbouncer.ini"
 REDIS_CONF = "redis.conf"
-READ_POOLER_FILES = (PGBOUNCER_INI, "readpool.json")  # the read pooler's ConfigMap
+READ_POOLER_FILES = (PGBOUNCER_INI, membership.CONFIG_FILE)  # the read pooler's ConfigMap
 WORKLOADS = frozenset({"Deployment", "StatefulSet"})
 _TEMPLATE_REVISIONS = (revision.INPUTS_REVISION, *revision.LEGACY_REVISIONS)
 
