@@ -260,9 +260,12 @@ class Traffic:
         tools: servers.Tools,
         clients: dict[str, int],
         workdir: Path,
+        pooler: str = "pooler",
     ) -> None:
-        """``clients``: how many pgbench clients each profile has."""
+        """``clients``: how many pgbench clients each profile has; ``pooler``:
+        through which of its poolers (``pooler-ro``: its read pooler)."""
         self._pods = pods
+        self._pooler = pooler
         self._tools = tools
         self.clients = clients
         self._dir = workdir / "traffic"
@@ -276,7 +279,7 @@ class Traffic:
     def start(self, *names: str) -> None:
         for name in names:
             if name not in self._ports:
-                self._ports[name] = self._pods.service(f"{name}-pooler", "pgbouncer")
+                self._ports[name] = self._pods.service(f"{name}-{self._pooler}", "pgbouncer")
             servers.raise_nofile(sum(self.clients.values()) + 256)
             log = self._dir / f"{name}-{len(self._logs)}.log"
             self._logs.append(log)
@@ -392,3 +395,71 @@ def converged(
     return kube.wait_for(
         running, timeout=timeout, what="every pooler pod running its ConfigMap's config"
     )
+
+
+READ_POD = "app.kubernetes.io/component=pooler-ro"
+
+
+def read_pooler_pods(kubectl: kube.Kubectl, namespace: str, name: str) -> set[str]:
+    """The uids of profile ``name``'s read-pooler pods."""
+    found = kube.get_json(
+        kubectl, "pods", "-n", namespace, "-l", f"headroom.dev/profile={name},{READ_POD}"
+    )
+    return {p["metadata"]["uid"] for p in found["items"]}
+
+
+class ReadOrder:
+    """Samples the namespace's ConfigMaps every 100 ms while a second profile
+    arrives on a replica the ``first`` reads from: the first's read pool size
+    (its ConfigMap's max_db_connections), whether all its read-pooler pods have
+    confirmed that config (their reports in ``<first>-pooler-ro-state``), and
+    whether the ``second``'s read pooler ConfigMap exists (its read pool grew)."""
+
+    def __init__(self, kubectl: kube.Kubectl, namespace: str, *, first: str, second: str) -> None:
+        self.kubectl, self.namespace = kubectl, namespace
+        self.first, self.second = first, second
+        self.samples: list[tuple[int | None, bool, bool]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    @property
+    def seen_second(self) -> bool:
+        return any(second for _, _, second in self.samples)
+
+    def _sample(self) -> tuple[int | None, bool, bool]:
+        maps = {
+            c["metadata"]["name"]: c.get("data") or {}
+            for c in kube.get_json(self.kubectl, "configmaps", "-n", self.namespace)["items"]
+        }
+        ini = maps.get(f"{self.first}-pooler-ro-config", {}).get("pgbouncer.ini", "")
+        limit = MAX_DB.search(ini)
+        reports = pooler_state.entries(maps.get(f"{self.first}-pooler-ro-state"))
+        pods = len(read_pooler_pods(self.kubectl, self.namespace, self.first))
+        at = agentfile.content_hash(ini)
+        confirmed = sum(1 for e in reports.values() if e.confirmed_at(at)) >= pods > 0
+        return (
+            int(limit[1]) if limit else None,
+            confirmed,
+            f"{self.second}-pooler-ro-config" in maps,
+        )
+
+    def _loop(self) -> None:
+        while not self._stop.wait(0.1):
+            self.samples.append(self._sample())
+
+    def check(self, *, limit: int) -> None:
+        """Every sample where the second's read pool exists shows the first's
+        at its new size (``limit``) and confirmed by all its pods, and the
+        second waited for it (some sample shows the first unconfirmed)."""
+        grown = [(size, confirmed) for size, confirmed, second in self.samples if second]
+        assert grown, self.samples
+        assert all(size == limit and confirmed for size, confirmed in grown), self.samples
+        assert any(not confirmed for _, confirmed, _ in self.samples), self.samples
+
+    def __enter__(self) -> ReadOrder:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)

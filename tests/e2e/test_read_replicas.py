@@ -10,16 +10,14 @@ standbys, real PgBouncer, the lag agent) is in tests/conformance.
 from __future__ import annotations
 
 import base64
-import threading
 from pathlib import Path
 from typing import Any
 
 import kube
 import operator_process
+import shared_server
 from apps import app_deployment, credentials
 from tests import profiles
-
-from headroom.planning import agentfile, pooler_state
 
 NAME = "reads"
 READY_TIMEOUT = "120s"
@@ -231,61 +229,6 @@ def test_cnpg_mode_composes_cnpg_poolers_and_falls_back_without_cnpg(
     assert sorted(exporters) == [f"{NAME}-pg-metrics", f"{NAME}-pg-metrics-cnpg-ro"]
 
 
-def _read_pooler_pods(kubectl: kube.Kubectl, namespace: str, name: str) -> set[str]:
-    found = kube.get_json(
-        kubectl, "pods", "-n", namespace, "-l", f"headroom.dev/profile={name},{_READ_POD}"
-    )
-    return {p["metadata"]["uid"] for p in found["items"]}
-
-
-_READ_POD = "app.kubernetes.io/component=pooler-ro"
-
-
-class _Order:
-    """Samples the namespace's ConfigMaps every 100 ms: the first profile's
-    read pool size (its ConfigMap's max_db_connections), whether its read
-    pooler pods have all confirmed that config (their reports in
-    ``<name>-pooler-ro-state``), and whether the second profile's read pooler
-    ConfigMap exists (its read pool has grown on the replica)."""
-
-    def __init__(self, kubectl: kube.Kubectl, namespace: str) -> None:
-        self.kubectl, self.namespace = kubectl, namespace
-        self.samples: list[tuple[str, bool, bool]] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, daemon=True)
-
-    @property
-    def seen_second(self) -> bool:
-        return any(second for _, _, second in self.samples)
-
-    def _sample(self) -> tuple[str, bool, bool]:
-        maps = {
-            c["metadata"]["name"]: c.get("data") or {}
-            for c in kube.get_json(self.kubectl, "configmaps", "-n", self.namespace)["items"]
-        }
-        ini = maps.get(f"{NAME}-pooler-ro-config", {}).get("pgbouncer.ini", "")
-        limit = next(
-            (line for line in ini.splitlines() if line.startswith("max_db_connections")), ""
-        )
-        reports = pooler_state.entries(maps.get(f"{NAME}-pooler-ro-state"))
-        pods = len(_read_pooler_pods(self.kubectl, self.namespace, NAME))
-        at = agentfile.content_hash(ini)
-        confirmed = sum(1 for e in reports.values() if e.confirmed_at(at)) >= pods > 0
-        return limit, confirmed, "second-pooler-ro-config" in maps
-
-    def _loop(self) -> None:
-        while not self._stop.wait(0.1):
-            self.samples.append(self._sample())
-
-    def __enter__(self) -> _Order:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=30)
-
-
 def test_two_profiles_read_pools_on_one_replica_share_it_a_third_is_refused_naming_both(
     operator: operator_process.OperatorProcess,
     kubectl: kube.Kubectl,
@@ -314,19 +257,15 @@ def test_two_profiles_read_pools_on_one_replica_share_it_a_third_is_refused_nami
     # 100 - 3 superuser - 5 reserved - 4 lag probes - 3 postgres_exporter = 85:
     # 3 read-pooler pods x 28
     assert sp["status"]["budget"]["read"]["serverConnections"] == 84
-    pods_before = _read_pooler_pods(kubectl, namespace, NAME)
-    with _Order(kubectl, namespace) as order:
+    pods_before = shared_server.read_pooler_pods(kubectl, namespace, NAME)
+    with shared_server.ReadOrder(kubectl, namespace, first=NAME, second="second") as order:
         kube.apply(kubectl, reader("second", "db-two"), namespace=namespace)
         kube.wait_for(
             lambda: order.seen_second, timeout=120, what="the second's read pooler applied"
         )
     # the first's read pool shrank in its running pods, confirmed before the second's grew
-    grown = [(limit, confirmed) for limit, confirmed, second in order.samples if second]
-    assert grown and all(
-        limit == "max_db_connections = 12" and confirmed for limit, confirmed in grown
-    ), order.samples
-    assert any(not confirmed for _, confirmed, _ in order.samples), order.samples  # it waited
-    assert _read_pooler_pods(kubectl, namespace, NAME) == pods_before  # no pod rolled
+    order.check(limit=12)
+    assert shared_server.read_pooler_pods(kubectl, namespace, NAME) == pods_before  # no roll
 
     def both_shared() -> dict[str, Any] | None:
         found = {
