@@ -215,9 +215,8 @@ def main(argv: list[str] | None = None) -> int:
         except Exception:
             log.exception("init probe failed; PgBouncer starts without the include file")
         return 0
-    agent = Agent(
-        config=config, creds=creds, probe=probe, reload=lambda: admin_reload(config, creds)
-    )
+    agent = Agent(config=config, creds=creds, probe=probe, reload=None)
+    agent.reload = lambda: admin_reload(agent.config, creds)  # as readpool.json says now
     log.info(
         "watching %d replicas every %gs (maxLagSeconds %g)",
         len(config.replicas),
