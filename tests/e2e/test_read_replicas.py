@@ -184,8 +184,18 @@ def test_cnpg_mode_composes_cnpg_poolers_and_falls_back_without_cnpg(
         kube.apply(kubectl, body, namespace=namespace)
 
         def poolers_applied() -> bool:
+            # until the Cluster is in the operator's cache a pass may run its own
+            # pooler (PoolerReady RollingOut): wait for the verdict CNPG's Poolers get
             sp = kube.get_json(kubectl, "scalingprofile", NAME, "-n", namespace)
-            return kube.condition(sp, "PoolerReady") == "False" and bool(
+            reason = next(
+                (
+                    c["reason"]
+                    for c in sp["status"].get("conditions", [])
+                    if c["type"] == "PoolerReady" and c["status"] == "False"
+                ),
+                None,
+            )
+            return reason == "WaitingForCNPG" and bool(
                 _owned(kubectl, namespace, "poolers.postgresql.cnpg.io", "pooler-ro")
             )
 
