@@ -62,3 +62,10 @@ _DISAGREED = [
 def test_the_model_and_the_crd_agree_both_ways(dry_run: fuzz_api.DryRun, body: Any) -> None:
     disagreement = fuzz_api.compare(dry_run, body)
     assert disagreement is None, str(disagreement)
+
+
+@given(body=strategies.queue_load_profiles())
+@fuzz_settings(short=60)
+def test_the_model_and_the_crd_agree_on_a_queues_load(dry_run: fuzz_api.DryRun, body: Any) -> None:
+    disagreement = fuzz_api.compare(dry_run, body)
+    assert disagreement is None, str(disagreement)

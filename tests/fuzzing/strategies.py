@@ -1143,6 +1143,33 @@ def mutated(draw: st.DrawFn, body: Body) -> Body:
 
 
 @st.composite
+def queue_load_profiles(draw: st.DrawFn) -> Body:
+    """A plausible profile whose queue declares its jobs (spec.queues[].load, with what
+    they hold in Redis more often than not) on a queue instance of a drawn memory:
+    profiles() reaches a queue's load rarely, past a valid profile's other fields."""
+    memory = draw(st.sampled_from(("32Mi", "64Mi", "256Mi", "1Gi", "16Gi")))
+    load = draw(queue_load())
+    if "redis" not in load and draw(st.booleans()):
+        load["redis"] = draw(queue_memory())
+    queue: Body = {"name": "mail", "redis": "jobs", "listName": "bull:mail:wait", "image": "w:1"}
+    queue["replicas"] = {"min": 0, "max": draw(st.sampled_from((1, 4, 30, 1000)))}
+    if "databaseSecondsPerJob" in load:
+        queue["databasePoolSize"] = 1
+    spec: Body = {
+        "app": {"deployment": "web", "replicas": {"min": 1, "max": 4}},
+        "database": {"host": "db", "name": "shop", "credentialsSecret": {"name": "db-creds"}},
+        "cache": {"instances": [{"name": "jobs", "use": "queue", "memory": memory}]},
+        "queues": [{**queue, "load": load}],
+    }
+    return {
+        "apiVersion": "headroom.dev/v1alpha1",
+        "kind": "ScalingProfile",
+        "metadata": {"name": "queued", "namespace": "default"},
+        "spec": spec,
+    }
+
+
+@st.composite
 def profiles(draw: st.DrawFn) -> Body:
     """The fuzzer's input: a plausible profile, mutated at up to three places."""
     return draw(mutated(draw(valid_profile())))

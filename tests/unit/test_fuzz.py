@@ -8,6 +8,7 @@ tests/conformance/test_fuzz_programs.py and tests/e2e/test_fuzz_api.py;
 
 from __future__ import annotations
 
+import copy
 import re
 from typing import Any
 
@@ -35,6 +36,46 @@ _LIST_IMAGE = {
 @example(body=_LIST_IMAGE)
 @fuzz_settings(short=150)
 def test_every_profile_is_refused_naming_a_field_or_plans_and_renders(body: Any) -> None:
+    oracle.judge(body)
+
+
+# found by a long run: 30 pods x 10,000 slots, past what Erlang C is computed for,
+# crashed the workers' headroom in headroom plan
+_GIANT_FLEET = {
+    **_LIST_IMAGE,
+    "spec": {
+        "app": {"deployment": "web", "replicas": {"min": 1, "max": 4}},
+        "database": _LIST_IMAGE["spec"]["database"],
+        "cache": {"instances": [{"name": "jobs", "use": "queue", "memory": "32Mi"}]},
+        "queues": [
+            {
+                "name": "mail",
+                "redis": "jobs",
+                "listName": "bull:mail:wait",
+                "image": "w:1",
+                "replicas": {"min": 0, "max": 30},
+                "load": {
+                    "peakJobsPerSecond": 0.1,
+                    "secondsPerJob": 0.05,
+                    "concurrencyPerPod": 10000,
+                },
+            }
+        ],
+    },
+}
+
+
+# and 8 jobs/s of a day each on 1,000 pods of 10,000: its workers' row
+_DAY_LONG_JOBS = copy.deepcopy(_GIANT_FLEET)
+_DAY_LONG_JOBS["spec"]["queues"][0]["replicas"]["max"] = 1000
+_DAY_LONG_JOBS["spec"]["queues"][0]["load"] |= {"peakJobsPerSecond": 8.0, "secondsPerJob": 86400}
+
+
+@given(body=strategies.queue_load_profiles())
+@example(body=_GIANT_FLEET)
+@example(body=_DAY_LONG_JOBS)
+@fuzz_settings(short=100)
+def test_every_queue_load_is_refused_naming_a_field_or_plans_and_renders(body: Any) -> None:
     oracle.judge(body)
 
 

@@ -37,7 +37,9 @@ PATTERN = r"^[+-]?([0-9]+([.][0-9]*)?|[.][0-9]+)([KMGTPE]i|[numkMGTPE]|[eE][+-]?
 # Longer texts are refused before they are converted; 64 characters hold any
 # useful quantity (2^63 - 1 has 19 digits).
 MAX_LENGTH = 64
-# The largest quantity Kubernetes represents (it caps larger ones).
+# The largest quantity Kubernetes represents. It reads a larger binary-suffixed one
+# (8Ei) as exactly this (resource.ParseQuantity caps it), so a CRD rule cannot tell
+# 8Ei from 2^63 - 1: both judges refuse this value and above.
 MAX_VALUE = 2**63 - 1
 EXAMPLES = "e.g. 512Mi, 0.5Gi, 64000k, 1e9, 250m"
 
@@ -66,8 +68,8 @@ def parse(text: str) -> Fraction:
     else:
         exponent = _DECIMAL[suffix] if suffix in _DECIMAL else int(suffix[1:])
         value = mantissa * Fraction(10) ** exponent
-    if value > MAX_VALUE:
-        raise QuantityError(f"{text!r} is out of range (at most {MAX_VALUE})")
+    if value >= MAX_VALUE:
+        raise QuantityError(f"{text!r} is out of range (below {MAX_VALUE})")
     return sign * value
 
 

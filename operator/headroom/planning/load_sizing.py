@@ -209,7 +209,13 @@ def capacity(*, servers: int, target_wait_probability: float) -> float:
     """
     if servers <= 0:
         return 0.0
-    low, high = 0.0, float(servers)
+    # Erlang C is computed up to MAX_OFFERED_LOAD: a pool larger than that (worker slots
+    # may be) carries at least it
+    low, high = 0.0, min(float(servers), queueing.MAX_OFFERED_LOAD)
+    if servers > high and queueing.erlang_c(servers=servers, offered_load=high) <= (
+        target_wait_probability
+    ):
+        return high
     for _ in range(_CAPACITY_STEPS):
         middle = (low + high) / 2
         if queueing.erlang_c(servers=servers, offered_load=middle) <= target_wait_probability:
@@ -308,6 +314,8 @@ class WorkerCheck:
         head = f"{self.queue}: {self._head()}"
         if self.slots <= busy:
             return f"{head}: the backlog grows without bound"
+        if busy > queueing.MAX_OFFERED_LOAD:
+            return f"{head}: more jobs at once than any worker fleet is sized for"
         waiting = queueing.erlang_c(servers=self.slots, offered_load=busy)
         wait = queueing.mean_wait_seconds(
             servers=self.slots, offered_load=busy, seconds_per_request=self.load.seconds_per_request

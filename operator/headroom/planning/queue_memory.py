@@ -133,11 +133,14 @@ def mean_waiting(*, slots: int, offered_load: float) -> float:
         return 0.0
     if slots <= offered_load:
         return math.inf
-    return (
+    # past what Erlang C is computed for (the workers' check refuses such a load), the
+    # bound C <= 1
+    waiting = (
         queueing.erlang_c(servers=slots, offered_load=offered_load)
-        * offered_load
-        / (slots - offered_load)
+        if offered_load <= queueing.MAX_OFFERED_LOAD
+        else 1.0
     )
+    return waiting * offered_load / (slots - offered_load)
 
 
 def _compact(memory: v1alpha1.QueueMemory) -> bool:

@@ -83,6 +83,9 @@ def erlang_b(*, servers: int, offered_load: float) -> float:
     blocking = 1.0
     for k in range(1, servers + 1):
         blocking = offered_load * blocking / (k + offered_load * blocking)
+        if blocking == 0.0:
+            # underflowed: every later step keeps it 0 (far more servers than load)
+            break
     return blocking
 
 

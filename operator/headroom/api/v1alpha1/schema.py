@@ -258,12 +258,12 @@ def within_range(text: str) -> str:
     (quantity.parse refuses a larger one as out of range)."""
     return (
         f"!{is_quantity(text)} || "
-        f"(quantity({text}).compareTo(quantity('{quantity.MAX_VALUE}')) <= 0 && "
-        f"quantity({text}).compareTo(quantity('-{quantity.MAX_VALUE}')) >= 0)"
+        f"(quantity({text}).compareTo(quantity('{quantity.MAX_VALUE}')) < 0 && "
+        f"quantity({text}).compareTo(quantity('-{quantity.MAX_VALUE}')) > 0)"
     )
 
 
-QUANTITY_RANGE = paired(within_range(_AS_TEXT), f"must be at most {quantity.MAX_VALUE}")
+QUANTITY_RANGE = paired(within_range(_AS_TEXT), f"must be below {quantity.MAX_VALUE}")
 
 
 @dataclass(frozen=True)
