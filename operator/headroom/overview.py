@@ -38,7 +38,7 @@ class ProfileRow:
     counted: bool
     refusal: str  # why it is refused or stalled, "" when it is not
     planned_since: str
-    # status.recommendations: what its write pooler's own figures say to change
+    # status.recommendations: what its poolers' own figures (write and read) say to change
     recommendations: tuple[dict[str, Any], ...] = ()
 
     def to_json(self) -> dict[str, Any]:

@@ -5,6 +5,7 @@ real profiles on the local cluster."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,10 @@ import pytest
 import yaml
 
 from headroom import cli, overview
-from headroom.planning import recommendations
+from headroom.api import v1alpha1
+from headroom.planning import planner, pooler_state, recommendations
+from headroom.reconcile import observe
+from tests import profiles
 
 
 def _profile(
@@ -246,3 +250,44 @@ def test_every_kind_of_recommendation_is_one_line_naming_its_kind() -> None:
     assert overview.recommended(older).startswith(
         "recommend spec.app.poolSizePerPod 40 -> 14 (high confidence)"
     )
+
+
+def test_the_read_poolers_recommendations_are_shown_beside_the_write_ones() -> None:
+    """What the pass writes from both poolers' reports, a line each under the profile."""
+    body = profiles.base(
+        **{
+            "database.readReplicas": {
+                **profiles.external_replicas({"host": "r1", "maxConnections": 40}),
+                "readPoolSizePerPod": 20,
+            }
+        }
+    )
+    plan = planner.plan(v1alpha1.parse_profile(body))
+    assert plan.ok, plan.problem_text()
+
+    # each read-pooler pod: 100 transactions/s x 0.1 s = 10 busy, more than r1's room
+    # per pod gives; the write pooler's pod: 40 x 0.1 s = 4, its filled pool idle
+    def report(rate: float) -> str:
+        # as the agent writes it (recommendations.PoolFigures.report)
+        busy = {"transactionsPerSecond": rate, "secondsPerTransaction": 0.1}
+        busy |= {"clientsWaiting": 0, "maxWaitSeconds": 0.0, "serversActive": 8, "serversIdle": 0}
+        entry = pooler_state.Entry(config="h", max_db_connections=8, server_connections=8, at="")
+        return dataclasses.replace(entry, observed=busy).text()
+
+    applied = {
+        f"ConfigMap/{plan.names.pooler_state}": {"data": {"a": report(40.0)}},
+        f"ConfigMap/{plan.names.read_pooler_state}": {"data": {"b": report(100.0)}},
+    }
+    entries = observe.recommendations_of(plan, applied, previous=None)
+    kinds = [e["kind"] for e in entries]
+    assert "ReadPoolOverBudget" in kinds and len(kinds) >= 2, kinds
+    shown = _profile("a", planned=30)
+    shown["status"]["recommendations"] = entries
+    table = overview.format_table(overview.build([shown]))
+    lines = [line for line in table.splitlines() if line.startswith("  apps/a: recommend")]
+    assert lines == [f"  apps/a: {overview.recommended(e)}" for e in entries]
+    assert any(
+        "spec.database.readReplicas.hosts[0].maxConnections 40 -> " in line
+        and "(ReadPoolOverBudget, high confidence)" in line
+        for line in lines
+    ), lines

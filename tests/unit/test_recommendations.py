@@ -13,7 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from headroom.api import status, v1alpha1
-from headroom.planning import planner, pooler_state, queueing, recommendations
+from headroom.planning import planner, pooler_state, queueing, read_plan, recommendations
 from headroom.reconcile import observe
 from tests import profiles
 
@@ -784,3 +784,228 @@ def test_an_app_pool_recommendation_only_ever_lowers_and_meets_the_target(
             queueing.erlang_c(servers=found.proposed, offered_load=per_pod)
             <= v1alpha1.DEFAULT_WAIT_PROBABILITY
         )
+
+
+# the read side: the read pooler's agents report the same figures into its own state
+# ConfigMap, read against the read plan (planning.read_plan)
+
+READ_LOAD = {"peakRequestsPerSecond": 32, "databaseSecondsPerRequest": 0.05, "waitProbability": 0.2}
+
+
+def _read_plan(**overrides: Any) -> planner.Plan:
+    """Two external replicas, the smaller (r1) with max_connections 40; 2 read-pooler pods;
+    the app's floor 2 pods of 20 read connections each; a 20 % target (spec.load)."""
+    body = profiles.base(
+        load=dict(READ_LOAD),
+        **{
+            "database.readReplicas": {
+                **profiles.external_replicas({"host": "r1", "maxConnections": 40}, {"host": "r2"}),
+                "readPoolSizePerPod": 20,
+            }
+        },
+    )
+    for path, value in overrides.items():
+        profiles.set_path(body["spec"], path, value)
+    plan = planner.plan(v1alpha1.parse_profile(body))
+    assert plan.ok, plan.problem_text()
+    return plan
+
+
+def _read_state(plan: planner.Plan, **pods: recommendations.PoolFigures) -> dict[str, Any]:
+    """The read pooler's state ConfigMap as its agents leave it."""
+    data = {pod: _entry(seen.report()) for pod, seen in pods.items()}
+    return {f"ConfigMap/{plan.names.read_pooler_state}": {"data": data}}
+
+
+def _read_entries(
+    plan: planner.Plan, previous: list[dict[str, Any]] | None = None, **pods: Any
+) -> dict[str, dict[str, Any]]:
+    found = observe.recommendations_of(plan, _read_state(plan, **pods), previous=previous)
+    for entry in found:
+        status.RecommendationStatus.model_validate(entry)  # what the CRD holds
+    return {e["kind"]: e for e in found}
+
+
+def _read_pool_with_r1_at(max_connections: int) -> int:
+    """Each read-pooler pod's pool when r1 declares ``max_connections``."""
+    hosts = [{"host": "r1", "maxConnections": max_connections}, {"host": "r2"}]
+    read = _read_plan(**{"database.readReplicas.hosts": hosts}).read
+    assert read is not None
+    return read.budget.default_pool_size
+
+
+def test_the_smallest_replica_is_the_read_pools_limit_and_says_by_how_much() -> None:
+    # r1: max_connections 40 - 3 superuser - 5 reservedConnections - 4 lag probes (3
+    # read-pooler pods at peak + the operator's) - 3 for its postgres_exporter = 25
+    # over 3 read-pooler pods at peak: 8 each, no reserve (8 // 10 = 0)
+    plan = _read_plan()
+    read = plan.read
+    assert read is not None and read.smallest.host == "r1"
+    budget = read.budget
+    assert (budget.available, budget.pooler_pods_at_peak, budget.default_pool_size) == (25, 3, 8)
+    # 100 reads/s x 0.1 s = 10 erlangs on each read-pooler pod: 14 at 20 % (published:
+    # 14 wait 17.41 %, 13 28.53 %); 14 + the reserve at that size (15 // 10 = 1) = 15 per
+    # pod x 3 = 45, 20 more than the 25 available: r1 needs 40 + 20 = 60
+    busy = figures(transactions_per_second=100.0, seconds_per_transaction=0.1, servers_active=8)
+    found = _read_entries(plan, a=busy, b=busy)
+    assert set(found) == {"ReadPoolOverBudget"}, found
+    entry = found["ReadPoolOverBudget"]
+    assert (entry["field"], entry["current"], entry["recommended"]) == (
+        "spec.database.readReplicas.hosts[0].maxConnections",
+        40,
+        60,
+    )
+    why = entry["why"]
+    assert "the max_connections of replica r1:5432 is the read pool's limit" in why
+    assert "it needs 60 (now 40): 14 server connections per read-pooler pod + 1 reserve" in why
+    assert "x 3 read-pooler pods at peak (one more during a rolling update) = 45" in why
+    assert "20 more than the 25 available" in why
+    assert "100 transactions/s x 0.1 s = 10 connections busy" in why
+    assert entry["confidence"] == "high"  # 6000 transactions in a stats period
+    # what it says holds: at 60 the read pool is 14 per pod, at 59 it is less
+    assert _read_pool_with_r1_at(60) == 14
+    assert _read_pool_with_r1_at(59) < 14
+    # within the room (5 erlangs need 8 at 20 %: 8 wait 16.7 %, 7 32.4 %): nothing about it
+    fits = figures(transactions_per_second=50.0, seconds_per_transaction=0.1, servers_active=6)
+    assert _read_entries(plan, a=fits) == {}
+    # the write pooler's report is its own: the read figures say nothing of its pool
+    assert all(
+        e["field"].startswith("spec.database.readReplicas")
+        for e in observe.recommendations_of(plan, _read_state(plan, a=busy), previous=None)
+    )
+
+
+def test_a_standbys_limit_names_the_standbys_own_max_connections() -> None:
+    plan = _read_plan(
+        **{
+            "database.readReplicas": {
+                "mode": "streaming",
+                "streaming": {
+                    "standbys": 2,
+                    "replicationSecret": {"name": "repl"},
+                    "maxConnections": 100,
+                },
+                "readPoolSizePerPod": 20,
+            }
+        }
+    )
+    assert plan.read is not None
+    per_pod = plan.read.budget.default_pool_size
+    # 80 erlangs a pod: more than the standby's room per pod gives
+    heavy = figures(transactions_per_second=800.0, seconds_per_transaction=0.1)
+    (entry,) = _read_entries(plan, a=heavy).values()
+    assert entry["kind"] == "ReadPoolOverBudget"
+    assert entry["field"] == "spec.database.readReplicas.streaming.maxConnections"
+    assert entry["current"] == 100 and entry["recommended"] > 100, entry
+    assert "server connections per read-pooler pod" in entry["why"] and per_pod < 80
+
+
+def test_an_idle_app_read_pool_is_lowered_and_never_below_the_declared_reads() -> None:
+    # each read-pooler pod: 20 reads/s x 0.1 s as the clients see it = 2 in a
+    # transaction; 2 pods: 4, over the app's floor of 2 pods: 2 erlangs on each, which 4
+    # connections carry within 20 % (published: 2 erlangs wait 17.4 % at 4, 44.4 % at 3)
+    plan = _read_plan()
+    quiet = figures(
+        transactions_per_second=20.0,
+        seconds_per_transaction=0.08,
+        servers_active=2,
+        client_seconds_per_transaction=0.1,
+        clients_open=16,
+    )
+    found = _read_entries(plan, a=quiet, b=quiet)
+    assert set(found) == {"LowerAppReadPool"}, found
+    entry = found["LowerAppReadPool"]
+    assert (entry["field"], entry["current"], entry["recommended"]) == (
+        "spec.database.readReplicas.readPoolSizePerPod",
+        20,
+        4,
+    )
+    assert "the app's read pool is 90% idle: lower readPoolSizePerPod to 4" in entry["why"]
+    assert "40 transactions/s x 0.1 s" in entry["why"]
+    assert "over 2 read-pooler pods" in entry["why"]
+    # 7 is under twice the 4 it needs: no swing
+    assert (
+        _read_entries(_read_plan(**{"database.readReplicas.readPoolSizePerPod": 7}), a=quiet) == {}
+    )
+    # the declared reads (spec.load.readSecondsPerRequest 0.4 s): 32 requests/s x 0.4 s
+    # = 12.8 erlangs over the app's floor of 2 pods, 6.4 on each: 10 at 20 % (Erlang C
+    # by hand: 10 wait 14.2 %, 9 26.2 %); r1 large enough for the read pool it sizes
+    slow = _read_plan(
+        **{
+            "load.readSecondsPerRequest": 0.4,
+            "load.databaseSecondsPerRequest": 0.5,
+            "database.readReplicas.hosts": [{"host": "r1", "maxConnections": 100}, {"host": "r2"}],
+        }
+    )
+    assert slow.app_read_pool is not None and slow.app_read_pool.staffing is not None
+    assert slow.app_read_pool.staffing.needed == 10
+    entry = _read_entries(slow, a=quiet, b=quiet)["LowerAppReadPool"]
+    assert entry["recommended"] == 10 and "spec.load needs 10" in entry["why"]
+
+
+def test_read_entries_hold_on_a_wobble_beside_the_write_ones() -> None:
+    plan = _read_plan()
+    busy = figures(transactions_per_second=100.0, seconds_per_transaction=0.1, servers_active=8)
+    write = figures(transactions_per_second=32.0, seconds_per_transaction=0.25, servers_active=4)
+    applied = {**_state(plan, w=write), **_read_state(plan, a=busy)}
+    first = observe.recommendations_of(plan, applied, previous=None)
+    kinds = [e["kind"] for e in first]
+    assert "ReadPoolOverBudget" in kinds and any(k != "ReadPoolOverBudget" for k in kinds), kinds
+    # 5 % more reads: 60 still, or within its band: every entry as status holds it
+    wobble = figures(transactions_per_second=105.0, seconds_per_transaction=0.1, servers_active=8)
+    again = {**_state(plan, w=write), **_read_state(plan, a=wobble)}
+    assert observe.recommendations_of(plan, again, previous=first) == first
+    # a load that moved: a new read entry, the write ones kept
+    heavier = figures(transactions_per_second=150.0, seconds_per_transaction=0.1)
+    moved_on = observe.recommendations_of(
+        plan, {**_state(plan, w=write), **_read_state(plan, a=heavier)}, previous=first
+    )
+    read_of = {e["kind"]: e for e in moved_on}["ReadPoolOverBudget"]
+    assert read_of["recommended"] > 60
+    assert [e for e in moved_on if e["kind"] != "ReadPoolOverBudget"] == [
+        e for e in first if e["kind"] != "ReadPoolOverBudget"
+    ]
+
+
+def test_no_read_recommendation_without_figures_or_an_agent() -> None:
+    plan = _read_plan()
+    busy = figures(transactions_per_second=100.0, seconds_per_transaction=0.1)
+    # no report, or a report without figures (an agent of an older release)
+    assert _read_entries(plan) == {}
+    no_figures = {f"ConfigMap/{plan.names.read_pooler_state}": {"data": {"a": _entry(None)}}}
+    assert observe.recommendations_of(plan, no_figures, previous=None) == []
+    # no read replicas: the read pooler's state (were it there) is nobody's
+    bare = planner.plan(v1alpha1.parse_profile(profiles.base(load=dict(READ_LOAD))))
+    assert (
+        recommendations.for_plan(bare, state={"a": _entry(busy.report())}, previous=None, read=True)
+        == []
+    )
+    # a session-mode read pooler's pool is its clients
+    session = _read_plan(
+        **{
+            "pooler.poolMode": "session",
+            "database.readReplicas.readPoolSizePerPod": 2,
+            "database.readReplicas.hosts": [{"host": "r1"}],
+        }
+    )
+    assert observe.recommendations_of(session, _read_state(session, a=busy), previous=None) == []
+
+
+def test_no_read_recommendation_for_cloudnativepgs_poolers() -> None:
+    """CloudNativePG runs the poolers of mode cnpg when it is installed: no agent
+    reports, and Headroom does not size a pool it does not run from figures."""
+    body = profiles.base(
+        **{
+            "database.host": "shop-pg-rw",
+            "database.maxConnections": 200,
+            "database.readReplicas": {"mode": "cnpg", "cnpg": {"cluster": "shop-pg"}},
+        }
+    )
+    cluster = read_plan.CnpgCluster(name="shop-pg", instances=3, max_connections=200)
+    plan = planner.plan(
+        v1alpha1.parse_profile(body), facts=planner.Facts(cnpg=True, cnpg_cluster=cluster)
+    )
+    assert plan.ok and plan.read is not None and plan.read.cnpg_poolers
+    heavy = figures(transactions_per_second=2000.0, seconds_per_transaction=0.1)
+    state = {"a": _entry(heavy.report())}
+    assert recommendations.for_plan(plan, state=state, previous=None, read=True) == []

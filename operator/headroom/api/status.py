@@ -241,15 +241,20 @@ RecommendationKind = Literal[
     "LowerServerPool",  # the server pool is at least twice what the load needs
     "MaxConnectionsLimit",  # the server's max_connections is what limits: the plan needs more
     "LowerAppPool",  # the app's client pool is mostly idle: lower spec.app.poolSizePerPod
+    # the read load needs more than the smallest replica's room: raise its max_connections
+    "ReadPoolOverBudget",
+    # the app's read pool is mostly idle: lower spec.database.readReplicas.readPoolSizePerPod
+    "LowerAppReadPool",
 ]
 
 
 class RecommendationStatus(_Status):
-    """One change the pooler's own figures call for (see docs/api.md, Recommendations)."""
+    """One change a pooler's own figures call for (see docs/api.md, Recommendations)."""
 
     kind: RecommendationKind = Field(
         description="What it says: RaiseServerPool, ServerPoolOverBudget, LowerServerPool, "
-        "MaxConnectionsLimit or LowerAppPool."
+        "MaxConnectionsLimit or LowerAppPool (the write pooler's figures); ReadPoolOverBudget "
+        "or LowerAppReadPool (the read pooler's)."
     )
     field: str = Field(max_length=256, description="The spec field to change.")
     current: int = Field(ge=0, description="Its value in the plan that runs.")
@@ -285,7 +290,7 @@ class ScalingProfileStatus(_Status):
     recommendations: list[RecommendationStatus] | None = Field(
         default=None,
         max_length=8,
-        description="What the write pooler's own figures (its agent's report) say to "
+        description="What the poolers' own figures (their agents' reports) say to "
         "change, inside the budget; absent while there are none.",
     )
     tuning: TuningStatus | None = Field(

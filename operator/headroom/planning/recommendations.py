@@ -47,11 +47,12 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Literal
 
 from headroom.api import status, v1alpha1
-from headroom.planning import connection_budget, planner, pooler_state, queueing
+from headroom.planning import connection_budget, planner, pooler_state, queueing, read_plan
 
 POOL_SIZE = "default_pool_size"
 FIELD = "spec.pooler.parameters.default_pool_size"
 APP_POOL_FIELD = "spec.app.poolSizePerPod"
+READ_APP_POOL_FIELD = f"{read_plan.FIELD}.readPoolSizePerPod"
 MAX_CONNECTIONS_FIELD = "spec.database.maxConnections"
 # lower only when the pool is at least this many times what the load needs (hysteresis)
 LOWER_WHEN_OVER = 2
@@ -276,6 +277,7 @@ class Recommendation:
     kind: status.RecommendationKind
     confidence: Confidence = "medium"
     field: str = FIELD  # the spec field it changes
+    figures: str = ""  # the observed figures behind it, in words
 
 
 def confidence(
@@ -392,6 +394,7 @@ def recommend(
             confidence=confidence(
                 observed, unexplained=unexplained, stats_period_seconds=stats_period_seconds
             ),
+            figures=figures,
         )
     ]
 
@@ -449,71 +452,140 @@ def pool_ceiling(
     return max(1, min(per_pod - reserve_pool_size, client_demand))
 
 
-def for_plan(
-    plan: planner.Plan,
+def _target(plan: planner.Plan) -> float:
+    return plan.load.target_wait_probability if plan.load else v1alpha1.DEFAULT_WAIT_PROBABILITY
+
+
+def _stats_period(pooler: planner.PoolerPlan) -> int:
+    return int(pooler.settings.get("stats_period") or STATS_PERIOD_SECONDS)
+
+
+def _server_pool(
+    seen: Mapping[str, PoolFigures],
     *,
-    state: Mapping[str, str] | None,
-    previous: Iterable[Mapping[str, Any]] | None,
-    pods: Iterable[str] | None = None,
-) -> list[dict[str, Any]]:
-    """``status.recommendations`` of ``plan`` from its write pooler's state ConfigMap
-    (``state``: its data) and the entries status holds now (``previous``). Only a
-    transaction-mode pooler Headroom runs (session mode's pool is its clients; a
-    CloudNativePG Pooler has no agent)."""
-    if plan.pooler.pool_mode != "transaction" or (plan.read and plan.read.cnpg_poolers):
-        return []
-    seen = figures_from_state(state, pods=pods)
-    if not seen:
-        return []
-    budget = plan.budget
+    budget: connection_budget.ConnectionBudget,
+    target_wait_probability: float,
+    stats_period_seconds: int,
+) -> Recommendation | None:
+    """One recommendation for a pooler's server pool (``budget``'s) from each of its
+    pods' figures (:func:`recommend`, :func:`combine`)."""
     ceiling = pool_ceiling(
         available=budget.available,
         pooler_pods_at_peak=budget.pooler_pods_at_peak,
         reserve_pool_size=budget.reserve_pool_size,
         client_demand=budget.client_demand,
     )
-    target = plan.load.target_wait_probability if plan.load else v1alpha1.DEFAULT_WAIT_PROBABILITY
-    period = int(plan.pooler.settings.get("stats_period") or STATS_PERIOD_SECONDS)
-    per_pod = {
-        pod: recommend(
-            PoolObservation.of(
-                found,
-                pool_size=budget.default_pool_size,
-                budget=max(ceiling, budget.default_pool_size),
-            ),
-            target_wait_probability=target,
-            stats_period_seconds=period,
-        )
-        for pod, found in seen.items()
-    }
-    server = combine(per_pod)
-    fresh = [
-        server,
-        None if server is None else max_connections(plan, server=server),
-        app_pool(
-            seen.values(),
-            plan=plan,
-            target_wait_probability=target,
-            stats_period_seconds=period,
-        ),
-    ]
-    held = {p.get("field"): p for p in previous or ()}
-    found = [settle(held.get(rec.field), rec) for rec in fresh if rec is not None]
+    return combine(
+        {
+            pod: recommend(
+                PoolObservation.of(
+                    found,
+                    pool_size=budget.default_pool_size,
+                    budget=max(ceiling, budget.default_pool_size),
+                ),
+                target_wait_probability=target_wait_probability,
+                stats_period_seconds=stats_period_seconds,
+            )
+            for pod, found in seen.items()
+        }
+    )
+
+
+def _settled(
+    fresh: Iterable[Recommendation | None], previous: Iterable[Mapping[str, Any]] | None
+) -> list[dict[str, Any]]:
+    """The status entries of ``fresh``, each :func:`settle`d against the one status
+    holds for its field and kind."""
+    held = {(p.get("field"), p.get("kind")): p for p in previous or ()}
+    found = [settle(held.get((rec.field, rec.kind)), rec) for rec in fresh if rec is not None]
     return [entry for entry in found if entry is not None]
+
+
+def for_plan(
+    plan: planner.Plan,
+    *,
+    state: Mapping[str, str] | None,
+    previous: Iterable[Mapping[str, Any]] | None,
+    pods: Iterable[str] | None = None,
+    read: bool = False,
+) -> list[dict[str, Any]]:
+    """``status.recommendations`` of ``plan`` from its write pooler's state ConfigMap
+    (``state``: its data) and the entries status holds now (``previous``). Only a
+    transaction-mode pooler Headroom runs (session mode's pool is its clients; a
+    CloudNativePG Pooler has no agent).
+
+    ``read``: the read side's, from the read pooler's state ConfigMap (each
+    read-pooler pod's agent reports the same figures): :func:`replica_max_connections`
+    when the read load needs more than the smallest replica's room, and
+    :func:`app_pool` when the app's read pool is mostly idle. There is no "raise" or
+    "lower" of the read server pool itself: no field sets it. Its ``default_pool_size``
+    is the replica's room per read-pooler pod (or what spec.load's reads need, when
+    declared), never more than the read clients could open. A larger pool than the load
+    needs costs nothing it does not use on a replica that serves only reads: PgBouncer
+    opens a server connection only when no idle one is free, and closes idle ones after
+    ``server_idle_timeout``; where the clients' own pools cap it, lowering the app's
+    read pool lowers it. A pool sized from spec.load's reads that the observed load
+    outgrows inside the room says the declared reads are off (readSecondsPerRequest),
+    which no integer in status can carry: nothing is said of it here."""
+    pooler, budget = plan.pooler, plan.budget
+    if read:
+        if plan.read is None or plan.read_pooler is None:
+            return []
+        pooler, budget = plan.read_pooler, plan.read.budget
+    if pooler.pool_mode != "transaction" or (plan.read and plan.read.cnpg_poolers):
+        return []
+    seen = figures_from_state(state, pods=pods)
+    if not seen:
+        return []
+    target = _target(plan)
+    period = _stats_period(pooler)
+    server = _server_pool(
+        seen, budget=budget, target_wait_probability=target, stats_period_seconds=period
+    )
+    limit = replica_max_connections if read else max_connections
+    return _settled(
+        [
+            None if read else server,
+            None if server is None else limit(plan, server=server),
+            app_pool(
+                seen.values(),
+                plan=plan,
+                target_wait_probability=target,
+                stats_period_seconds=period,
+                read=read,
+            ),
+        ],
+        previous,
+    )
 
 
 def _pods(count: int, noun: str) -> str:
     return f"{count} {noun}" + ("" if count == 1 else "s")
 
 
-def max_connections(plan: planner.Plan, *, server: Recommendation) -> Recommendation | None:
-    """ "max_connections is the limit: the plan needs Z", beside a server-pool
-    recommendation the budget cannot hold when the server's room is what limits it
-    (not the clients' own pools, nor a declared spec.database.share.maximum): the
-    ``max_connections`` at which every pooler pod at the rollout's peak gets what the
-    load needs plus its reserve, the rest of the server kept as it is (what is
-    reserved, the read fallback, and the other profiles' shares there)."""
-    budget = plan.budget
+@dataclasses.dataclass(frozen=True)
+class _Limit:
+    """How a server-room recommendation reads for one pooler (the write pooler's on the
+    primary, the read pooler's on the smallest replica)."""
+
+    lead: str  # what limits, and what needs more
+    pods: str  # the pooler's pods, singular
+    fix: str  # what to raise
+    field: str
+    kind: status.RecommendationKind
+    observed: str  # what the figures are of, and the figures
+
+
+def _room_limit(
+    budget: connection_budget.ConnectionBudget,
+    *,
+    server: Recommendation,
+    share_maximum: int | None,
+    limit: _Limit,
+) -> Recommendation | None:
+    """The ``max_connections`` of ``budget``'s server at which every pooler pod at the
+    rollout's peak gets what ``server`` says the load needs plus its reserve, the rest
+    of the server kept as it is; None when the room is not what limits it."""
     pods = budget.pooler_pods_at_peak
     room = max(budget.available, 0) // pods - budget.reserve_pool_size
     if server.fits_budget or server.needed <= room or server.needed > budget.client_demand:
@@ -525,18 +597,16 @@ def max_connections(plan: planner.Plan, *, server: Recommendation) -> Recommenda
         server.needed + budget.reserve_pool_size,
     )
     short = per_pod * pods - budget.available
-    share = plan.database.share.maximum
-    if short <= 0 or (share is not None and per_pod * pods > share):
+    if short <= 0 or (share_maximum is not None and per_pod * pods > share_maximum):
         return None
     needed = budget.max_connections + short
     others = ", the other profiles on this server keeping their shares" if budget.shared else ""
     reason = (
-        f"max_connections is the limit: the plan needs {needed} (now "
-        f"{budget.max_connections}): {server.needed} server connections per pooler pod + "
-        f"{per_pod - server.needed} reserve, x {pods} pooler pods at peak (one more during a "
-        f"rolling update) = {per_pod * pods}, {short} more than the {budget.available} "
-        f"available{others}; raise the server's max_connections and {MAX_CONNECTIONS_FIELD} "
-        f"with it (the observed load: {server.reason})"
+        f"{limit.lead} {needed} (now {budget.max_connections}): {server.needed} server "
+        f"connections per {limit.pods} + {per_pod - server.needed} reserve, x {pods} "
+        f"{limit.pods}s at peak (one more during a rolling update) = {per_pod * pods}, "
+        f"{short} more than the {budget.available} available{others}; {limit.fix} "
+        f"({limit.observed})"
     )
     return Recommendation(
         parameter="max_connections",
@@ -545,10 +615,94 @@ def max_connections(plan: planner.Plan, *, server: Recommendation) -> Recommenda
         needed=needed,
         fits_budget=False,
         reason=reason,
-        kind="MaxConnectionsLimit",
+        kind=limit.kind,
         confidence=server.confidence,
-        field=MAX_CONNECTIONS_FIELD,
+        field=limit.field,
     )
+
+
+def max_connections(plan: planner.Plan, *, server: Recommendation) -> Recommendation | None:
+    """ "max_connections is the limit: the plan needs Z", beside a server-pool
+    recommendation the budget cannot hold when the server's room is what limits it
+    (not the clients' own pools, nor a declared spec.database.share.maximum): the
+    ``max_connections`` at which every pooler pod at the rollout's peak gets what the
+    load needs plus its reserve, the rest of the server kept as it is (what is
+    reserved, the read fallback, and the other profiles' shares there)."""
+    return _room_limit(
+        plan.budget,
+        server=server,
+        share_maximum=plan.database.share.maximum,
+        limit=_Limit(
+            lead="max_connections is the limit: the plan needs",
+            pods="pooler pod",
+            fix=f"raise the server's max_connections and {MAX_CONNECTIONS_FIELD} with it",
+            field=MAX_CONNECTIONS_FIELD,
+            kind="MaxConnectionsLimit",
+            observed=f"the observed load: {server.reason}",
+        ),
+    )
+
+
+def replica_field(read: read_plan.ReadPlan) -> str:
+    """The spec field that sets the smallest replica's max_connections as the read
+    plan counts it: the standbys' own (Headroom runs them; raising the primary's would
+    raise both), an external replica's own entry (declare what the server runs), or,
+    with mode cnpg, where the plan read it from."""
+    smallest = read.smallest
+    if read.mode == "streaming":
+        return f"{read_plan.FIELD}.streaming.maxConnections"
+    if read.mode == "external" and smallest.name.startswith("replica-"):
+        return f"{read_plan.FIELD}.hosts[{smallest.name.removeprefix('replica-')}].maxConnections"
+    return smallest.field
+
+
+def replica_max_connections(plan: planner.Plan, *, server: Recommendation) -> Recommendation | None:
+    """ "The replica's max_connections is the limit: the read pool needs Z", when the
+    read load (``server``: the read pooler's pods' figures, :func:`recommend` and
+    :func:`combine` against the read budget) needs more server connections per
+    read-pooler pod than the smallest replica's room gives: any one replica must carry
+    the whole read pool when the others are out, so the smallest sets the read budget
+    (planning.read_plan). The arithmetic is the write side's (:func:`max_connections`),
+    on that replica; where other profiles share it, its share grows with it (or with
+    spec.database.share.weight, which the reason names)."""
+    read = plan.read
+    if read is None:
+        return None
+    smallest = read.smallest
+    weight = " (or raise spec.database.share.weight)" if read.budget.shared else ""
+    return _room_limit(
+        read.budget,
+        server=server,
+        share_maximum=None,
+        limit=_Limit(
+            lead=f"the max_connections of replica {smallest.host}:{smallest.port} is the read "
+            "pool's limit (the smallest: any one replica must carry the whole read pool): it "
+            "needs",
+            pods="read-pooler pod",
+            fix=f"raise the replica's max_connections and {replica_field(read)} with it{weight}",
+            field=replica_field(read),
+            kind="ReadPoolOverBudget",
+            observed=f"the observed read load: {server.figures}; {server.needed} meet a chance "
+            "of waiting at the target",
+        ),
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class _AppPool:
+    """How one of the app's client pools is named, and the pooler that sees it."""
+
+    noun: str  # "pool", "read pool"
+    parameter: str
+    field: str
+    kind: status.RecommendationKind
+    pooler: str  # the pooler's pods, singular
+
+
+_APP_POOL = _AppPool("pool", "poolSizePerPod", APP_POOL_FIELD, "LowerAppPool", "pooler pod")
+_APP_READ_POOL = _AppPool(
+    "read pool", "readPoolSizePerPod", READ_APP_POOL_FIELD, "LowerAppReadPool", "read-pooler pod"
+)
 
 
 def app_pool(
@@ -557,6 +711,7 @@ def app_pool(
     plan: planner.Plan,
     target_wait_probability: float,
     stats_period_seconds: int = STATS_PERIOD_SECONDS,
+    read: bool = False,
 ) -> Recommendation | None:
     """ "The app's pool is idle N %: lower poolSizePerPod to Y", from what the write
     pooler sees of the app's clients; None when the pool is not at least
@@ -580,38 +735,50 @@ def app_pool(
     The pooler cannot see a request waiting in the app pod for its own pool, so it
     never recommends raising the app's pool: spec.load's check does (planning.load_sizing).
     autoTune never applies it: the app's pool is the user's.
+
+    ``read``: the app's read pool (spec.database.readReplicas.readPoolSizePerPod), from
+    what the read pooler sees of the app's read clients, over its instances, never
+    below what spec.load's reads need (readSecondsPerRequest); the workers' read pools
+    count as the app's.
     """
+    if read:
+        if plan.read is None:
+            return None
+        pool, size, instances = _APP_READ_POOL, plan.read.pool_size_per_pod, plan.read.instances
+        check = plan.app_read_pool
+        workers = any(q.database_read_pool_size for q in plan.queues)
+    else:
+        pool, size, instances = _APP_POOL, plan.app.pool_size_per_pod, plan.pooler.instances
+        check = plan.app_load_pool
+        workers = any(q.database_pool_size for q in plan.queues)
     seen = list(seen)
     clients = [(f.transactions_per_second, f.clients_in_transaction) for f in seen]
     known = [(rate, busy) for rate, busy in clients if busy is not None]
     if not known:
         return None
-    instances = max(plan.pooler.instances, 1)
+    instances = max(instances, 1)
     in_use = sum(busy for _, busy in known) / len(known) * instances
     rate = sum(r for r, _ in known) / len(known) * instances
     floor = max(plan.app.min_replicas, 1)
     per_pod = in_use / floor
-    size = plan.app.pool_size_per_pod
     needed, _ = queueing.servers_needed(
         offered_load=min(per_pod, queueing.MAX_OFFERED_LOAD),
         target_wait_probability=target_wait_probability,
     )
-    staffing = plan.app_load_pool.staffing if plan.app_load_pool else None
-    declared = staffing.needed if staffing else 0
+    declared = check.staffing.needed if check and check.staffing else 0
     proposed = max(needed, declared, 1)
     if size <= proposed or size < LOWER_WHEN_OVER * proposed:
         return None
     opened = [f.clients_open for f in seen if f.clients_open is not None]
-    workers = any(q.database_pool_size for q in plan.queues)
     reason = (
-        f"the app's pool is {1 - per_pod / size:.0%} idle: lower poolSizePerPod to "
+        f"the app's {pool.noun} is {1 - per_pod / size:.0%} idle: lower {pool.parameter} to "
         f"{proposed}: {rate:.3g} transactions/s x {in_use / rate if rate else 0:.3g} s "
         f"(a server's wait included) = {in_use:.3g} client connections in a transaction "
-        f"on average over {_pods(instances, 'pooler pod')}"
+        f"on average over {_pods(instances, pool.pooler)}"
         + (" (the workers' transactions counted too)" if workers else "")
         + f", {per_pod:.3g} on each of the app's floor of {_pods(floor, 'pod')} of {size}"
         + (
-            f" ({sum(opened)} client connections open on the {_pods(len(opened), 'pooler pod')} "
+            f" ({sum(opened)} client connections open on the {_pods(len(opened), pool.pooler)} "
             "that report)"
             if opened
             else ""
@@ -620,15 +787,15 @@ def app_pool(
         + (f", spec.load needs {declared}" if declared > needed else "")
     )
     return Recommendation(
-        parameter="poolSizePerPod",
+        parameter=pool.parameter,
         current=size,
         proposed=proposed,
         needed=proposed,
         fits_budget=True,
         reason=reason,
-        kind="LowerAppPool",
+        kind=pool.kind,
         confidence=_sampled(rate, stats_period_seconds=stats_period_seconds),
-        field=APP_POOL_FIELD,
+        field=pool.field,
     )
 
 

@@ -1,8 +1,8 @@
 """Pure observation of the applied children -> component conditions
 (PoolerReady with status.pooler, ReadPoolerReady, StandbysReady, CacheReady,
 WorkersReady, BacklogScaling, AutoscalingReady, StorageReady, AlertsSelected,
-DatabaseMetrics, LoadBaseline), and status.recommendations from the write
-pooler's report.
+DatabaseMetrics, LoadBaseline), and status.recommendations from the
+poolers' reports (write and read).
 Called by the reconcile pass with the children as cached after its apply
 (status changes arrive as child events and trigger another pass)."""
 
@@ -163,8 +163,8 @@ def _app_scaling_active(hpa: dict[str, Any]) -> conditions.Cond:
     )
 
 
-def _state_data(plan: planner.Plan, applied: dict[str, Any]) -> dict[str, str] | None:
-    state = applied.get(f"ConfigMap/{plan.names.pooler_state}") or {}
+def _state_data(applied: dict[str, Any], name: str) -> dict[str, str] | None:
+    state = applied.get(f"ConfigMap/{name}") or {}
     data = state.get("data")
     return data if isinstance(data, dict) else None
 
@@ -172,7 +172,7 @@ def _state_data(plan: planner.Plan, applied: dict[str, Any]) -> dict[str, str] |
 def load_baseline(plan: planner.Plan, applied: dict[str, Any]) -> conditions.Cond | None:
     """LoadBaseline (informational, with spec.load): the write pooler's observed time
     per transaction against the declared one; None until its agents report figures."""
-    found = recommendations.baseline(plan, state=_state_data(plan, applied))
+    found = recommendations.baseline(plan, state=_state_data(applied, plan.names.pooler_state))
     if found is None:
         return None
     if found.above:
@@ -183,16 +183,21 @@ def load_baseline(plan: planner.Plan, applied: dict[str, Any]) -> conditions.Con
 def recommendations_of(
     plan: planner.Plan, applied: dict[str, Any], *, previous: Any
 ) -> list[dict[str, Any]]:
-    """status.recommendations: what the write pooler's agents report in its state
-    ConfigMap (their pods' own figures), against the plan; the entries status holds
-    stay while the new ones are within their band (no write on a wobble)."""
-    return recommendations.for_plan(
-        plan,
-        state=_state_data(plan, applied),
-        previous=[p for p in previous if isinstance(p, dict)]
-        if isinstance(previous, list)
-        else None,
-    )
+    """status.recommendations: what the write and the read poolers' agents report in
+    their state ConfigMaps (their pods' own figures), against the plan; the entries
+    status holds stay while the new ones are within their band (no write on a wobble)."""
+    held = [p for p in previous if isinstance(p, dict)] if isinstance(previous, list) else None
+    return [
+        *recommendations.for_plan(
+            plan, state=_state_data(applied, plan.names.pooler_state), previous=held
+        ),
+        *recommendations.for_plan(
+            plan,
+            state=_state_data(applied, plan.names.read_pooler_state),
+            previous=held,
+            read=True,
+        ),
+    ]
 
 
 def pooler(plan: planner.Plan, applied: dict[str, Any]) -> tuple[conditions.Cond, dict[str, Any]]:
