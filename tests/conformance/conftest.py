@@ -66,6 +66,7 @@ if str(CONF_DIR) not in sys.path:
     sys.path.insert(0, str(CONF_DIR))
 
 import api_server  # noqa: E402
+import pooler_agents  # noqa: E402
 import prometheus_servers  # noqa: E402
 import redis_servers  # noqa: E402
 import s3_servers  # noqa: E402
@@ -184,6 +185,62 @@ def database(tools: servers.Tools, request: pytest.FixtureRequest) -> Iterator[s
         yield servers.AppDatabase(server, APP_USER, APP_PASSWORD, APP_DB)
     finally:
         server.stop()
+
+
+# the read poolers' primary and hot standby (hot_standby)
+READ_USER, READ_PASSWORD, READ_DB = "ro_app", "ro-app-secret-3", "rodb"
+READ_SLOT = "headroom_readreload_0"
+
+
+@pytest.fixture(scope="session")
+def hot_standby(tools: servers.Tools) -> Iterator[tuple[servers.AppDatabase, servers.Standby]]:
+    """The app's database (role ``ro_app``, database ``rodb``, pgbench tables) on a
+    Postgres 15 primary, and a hot standby streaming from it (max_connections 100
+    each): what the read poolers' tests put their read pooler in front of
+    (test_read_reload.py, test_read_recommendations.py)."""
+    primary = servers.Postgres(tools, max_connections=100, superuser_reserved_connections=3)
+    standby: servers.Standby | None = None
+    try:
+        primary.start()
+        primary.create_app(READ_USER, READ_PASSWORD, READ_DB, scale=1)
+        standby = servers.Standby(primary, slot=READ_SLOT).start()
+        yield servers.AppDatabase(primary, READ_USER, READ_PASSWORD, READ_DB), standby
+    finally:
+        if standby is not None:
+            standby.stop()
+        primary.stop()
+
+
+@pytest.fixture
+def read_pod(
+    hot_standby: tuple[servers.AppDatabase, servers.Standby],
+    start_pgbouncer: servers.StartPgBouncer,
+    default_pgbouncer: Path,
+    cluster: api_server.Cluster,
+    namespace: str,
+    tmp_path: Path,
+) -> Iterator[Callable[..., pooler_agents.ReadPod]]:
+    """``read_pod(plans=..., start=..., pod=...) -> ReadPod``: a read-pooler pod in
+    front of the hot standby (pooler_agents.read_pod), its agent stopped (and its
+    log checked) when the test ends."""
+    database, standby = hot_standby
+    with contextlib.ExitStack() as stack:
+
+        def start(**given: Any) -> pooler_agents.ReadPod:
+            return stack.enter_context(
+                pooler_agents.read_pod(
+                    database=database,
+                    standby=standby,
+                    cluster=cluster,
+                    namespace=namespace,
+                    tmp_path=tmp_path,
+                    start_pgbouncer=start_pgbouncer,
+                    pgbouncer_binary=default_pgbouncer,
+                    **given,
+                )
+            )
+
+        yield start
 
 
 @pytest.fixture(scope="module")

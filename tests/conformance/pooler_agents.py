@@ -5,19 +5,23 @@ builder's objects made applicable without their profile, the agent's
 identity and report ConfigMap applied as the operator applies them, a
 container's command as this machine runs it, pgbench under way through the
 pooler, the agent's report awaited, the resize under load both tests run
-(:func:`resize_under_load`), and the agent stopped as kubelet stops it.
+(:func:`resize_under_load`), and the agent stopped as kubelet stops it;
+and a read-pooler pod as its Deployment runs it in front of a hot standby
+(:func:`read_pod`: test_read_reload.py, test_read_recommendations.py).
 Like servers.py it must not import pytest.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import signal
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -27,9 +31,13 @@ import servers
 from api_server import Cluster
 from tests.e2e import kube
 
-from headroom.planning import agentfile, pooler_state
+from headroom.builders import agent_pod, pgbouncer, read_pooler
+from headroom.planning import agentfile, credentials, membership, names, planner, pooler_state
 
 Obj = dict[str, Any]
+
+# the read pooler's stats user's and agent's passwords (read_pod)
+READ_STATS_PASSWORD, READ_AGENT_PASSWORD = "stats-secret-5", "agent-secret-11-never-logged"
 
 
 def in_namespace(objects: Iterable[Obj], namespace: str) -> dict[str, Obj]:
@@ -247,3 +255,210 @@ def resize_under_load(pod: Resize, load: Load) -> Resized:
     assert pod.report_at("large").max_db_connections == pod.large
     assert load.running, "pgbench ended before the test was done: raise its seconds"
     return Resized(shrink_seconds=shrink_seconds, report=report, bench=load.result())
+
+
+@dataclass(frozen=True)
+class ReadPod:
+    """A read-pooler pod running on 127.0.0.1: PgBouncer, the agent (its lag loop
+    and its config loop, reporting into the read pooler's state ConfigMap), the
+    ConfigMap it follows, and each plan's pgbouncer.ini as rendered for this pod."""
+
+    bouncer: servers.PgBouncer
+    agent: subprocess.Popen[bytes]
+    log_path: Path
+    config_map: Obj
+    texts: dict[str, str]
+    names: names.ChildNames
+    cluster: Cluster
+    pod: str
+
+    def set_config(self, ini: str) -> None:
+        self.config_map["data"]["pgbouncer.ini"] = ini
+        kube.apply(self.cluster.kubectl, self.config_map)
+
+    def report(self) -> dict[str, str]:
+        """The read pooler's state ConfigMap's data, as the operator's cache holds it."""
+        found = kube.get_json(
+            self.cluster.kubectl,
+            "configmap",
+            self.names.read_pooler_state,
+            "-n",
+            self.config_map["metadata"]["namespace"],
+        )
+        return dict(found.get("data") or {})
+
+
+@contextlib.contextmanager
+def read_pod(
+    *,
+    plans: dict[str, planner.Plan],
+    start: str,
+    database: servers.AppDatabase,
+    standby: servers.Standby,
+    cluster: Cluster,
+    namespace: str,
+    tmp_path: Path,
+    start_pgbouncer: servers.StartPgBouncer,
+    pgbouncer_binary: Path,
+    pod: str,
+) -> Iterator[ReadPod]:
+    """The read pooler of ``plans[start]`` as its pod runs it, in front of
+    ``standby``: the operator's objects for its agent applied in ``namespace`` (the
+    ConfigMap carries this pod's port), the agent-init step's command, PgBouncer,
+    then the agent sidecar's command, each as the Deployment Headroom renders gives
+    it; the lag loop has put the standby in the read pool before this yields. The
+    other plans' pgbouncer.ini are rendered for the same pod (:meth:`ReadPod.set_config`
+    applies one). On exit the agent is stopped as kubelet stops it; it must end
+    cleanly, with no password and no failed step in its log."""
+    stats_password, agent_password = READ_STATS_PASSWORD, READ_AGENT_PASSWORD
+    creds = credentials.Credentials(
+        username=database.user,
+        password=database.password,
+        stats_password=stats_password,
+        revision="1",
+        agent_password=agent_password,
+    )
+    chosen = plans[start]
+    objects = in_namespace(read_pooler.build(chosen, creds), namespace)
+    names_of = chosen.names
+    deployment = objects[f"Deployment/{names_of.read_pooler}"]
+    config_map = objects[f"ConfigMap/{names_of.read_pooler_config}"]
+    token_dir = identity(
+        cluster,
+        objects,
+        agent=names_of.read_pooler_agent,
+        state=names_of.read_pooler_state,
+        namespace=namespace,
+        path=tmp_path / "token",
+    )
+    mounted = tmp_path / "config"  # the ConfigMap as kubelet mounts it
+    mounted.mkdir()
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("PG")},
+        "PGUSER": database.user,
+        "PGPASSWORD": database.password,
+        "HEADROOM_AGENT_PASSWORD": agent_password,
+    }
+    texts: dict[str, str] = {}
+    paths: dict[str, str] = {}
+
+    def run(name: str) -> list[str]:
+        return command(deployment, name, paths, module=read_pooler.AGENT_MODULE)
+
+    def start_file(port: int, auth_file: str) -> str:
+        """The pod's start: the ConfigMap (this port, this auth file, the
+        include in PgBouncer's dir), the agent-init step's copy of it and its
+        include file, which PgBouncer then runs."""
+        run_dir = Path(auth_file).parent
+        include = run_dir / "readpool-databases.ini"
+        for size, plan in plans.items():
+            texts[size] = pgbouncer.render_read_ini(
+                plan,
+                listen_addr=servers.HOST,
+                listen_port=port,
+                auth_file=auth_file,
+                include_file=str(include),
+            )
+        rendered = membership.read_pool_config(chosen, output=str(include))
+        agent_config = rendered.model_copy(
+            update={
+                "port": standby.port,
+                "replicas": (membership.Replica(name="replica-0", host=servers.HOST),),
+                "connect_timeout_seconds": 2,
+                "admin": rendered.admin.model_copy(update={"port": port}),
+            }
+        ).to_json()
+        config_map["data"] = {
+            "pgbouncer.ini": texts[start],
+            read_pooler.CONFIG_FILE: agent_config,
+        }
+        kube.apply(cluster.kubectl, config_map)
+        (mounted / "pgbouncer.ini").write_text(texts[start])
+        (mounted / read_pooler.CONFIG_FILE).write_text(agent_config)
+        paths.update(
+            {
+                f"{pgbouncer.READ_CONFIG_DIR}/pgbouncer.ini": str(mounted / "pgbouncer.ini"),
+                f"{pgbouncer.READ_CONFIG_DIR}/{read_pooler.CONFIG_FILE}": str(
+                    mounted / read_pooler.CONFIG_FILE
+                ),
+                pgbouncer.START_FILE: str(run_dir / "pgbouncer.ini"),
+                agent_pod.TOKEN_DIR: str(token_dir),
+            }
+        )
+        init = subprocess.run(
+            run("agent-init"), env=env, capture_output=True, text=True, timeout=60, check=False
+        )
+        assert init.returncode == 0, init.stderr
+        assert f"host={servers.HOST}" in include.read_text()  # the standby is in the pool
+        return (run_dir / "pgbouncer.ini").read_text()
+
+    userlist = database.userlist(stats_password, **{planner.AGENT_USER: agent_password})
+    bouncer = start_pgbouncer(start_file, userlist, pgbouncer_binary)
+    log_path = tmp_path / "agent.log"
+    agent_log = log_path.open("w")
+    agent = subprocess.Popen(
+        run("agent"),
+        env={**env, **api_server.agent_env(cluster), "POD_NAME": pod},
+        stdout=agent_log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        kube.wait_for(
+            lambda: "membership: reads go to replica-0" in log_path.read_text(),
+            timeout=30,
+            what="the lag loop's first membership",
+        )
+        yield ReadPod(
+            bouncer=bouncer,
+            agent=agent,
+            log_path=log_path,
+            config_map=config_map,
+            texts=texts,
+            names=names_of,
+            cluster=cluster,
+            pod=pod,
+        )
+    finally:
+        code = stop(agent, agent_log)  # SIGTERM ends both loops at once
+    log = log_path.read_text()
+    assert code == 0, log
+    assert agent_password not in log and database.password not in log
+    assert "step failed" not in log and "poll failed" not in log, log
+
+
+def read_plan(
+    database: servers.AppDatabase,
+    *,
+    uid: str,
+    version: str,
+    reserved: int,
+    max_replicas: int = 10,
+    parameters: dict[str, str] | None = None,
+    **read_replicas: Any,
+) -> planner.Plan:
+    """Profile ``shop`` with its reads on one external replica (``standby-0.example``,
+    the hot standby :func:`read_pod` puts at 127.0.0.1) that keeps ``reserved``
+    connections (readReplicas.reservedConnections), and ``read_replicas`` besides."""
+    plan = servers.pooler_plan(
+        name="shop",
+        uid=uid,
+        port=database.port,
+        dbname=database.name,
+        max_replicas=max_replicas,
+        pool_per_pod=5,
+        max_connections=100,
+        superuser_reserved_connections=3,
+        version=version,
+        parameters=parameters,
+        read_replicas={
+            "mode": "external",
+            "hosts": [{"host": "standby-0.example"}],
+            "maxLagSeconds": 5,
+            "pollSeconds": 1,
+            "reservedConnections": reserved,
+            "whenAllLagging": "refuse",
+            **read_replicas,
+        },
+    )
+    assert plan.ok, plan.problem_text()
+    return plan
