@@ -269,9 +269,16 @@ def _pool_size(cluster: fake_cluster.FakeCluster) -> int:
     return int(line.split("=")[1])
 
 
-def _report(cluster: fake_cluster.FakeCluster, *, per_second: float, seconds: float) -> None:
-    """The write pooler's agents report a load (each pod the same share of it)."""
-    state = cluster.find("ConfigMap", "shop-pooler-state")
+def _report(
+    cluster: fake_cluster.FakeCluster,
+    *,
+    per_second: float,
+    seconds: float,
+    pooler: str = "shop-pooler",
+) -> None:
+    """The write pooler's agents (or ``pooler``'s) report a load (each pod the same
+    share of it)."""
+    state = cluster.find("ConfigMap", f"{pooler}-state")
     assert state is not None
     figures = recommendations.PoolFigures(
         transactions_per_second=per_second,
@@ -289,7 +296,7 @@ def _report(cluster: fake_cluster.FakeCluster, *, per_second: float, seconds: fl
             at="x",
             observed=figures.report(),
         ).text()
-        for pod in ("shop-pooler-6d5f-abcde", "shop-pooler-6d5f-fghij")
+        for pod in (f"{pooler}-6d5f-abcde", f"{pooler}-6d5f-fghij")
     }
     cluster.put(state)
 
@@ -357,6 +364,40 @@ def test_auto_tune_is_bound_by_changes_per_hour() -> None:
     assert profile is not None
     (entry,) = profile["status"]["recommendations"]
     assert entry["recommended"] > first
+
+
+def test_the_read_poolers_report_reaches_status() -> None:
+    """The pass reads the read pooler's state ConfigMap (a child, cached like the
+    rest) and status.recommendations says what the read figures call for; the same
+    figures wobbling inside their band leave the entry as it is (its figures too) and
+    write no child."""
+    body = _scaled()
+    body["spec"]["database"]["readReplicas"] = {
+        "mode": "external",
+        "hosts": [{"host": "shop-replica.default.svc", "maxConnections": 40}],
+        "readPoolSizePerPod": 20,
+    }
+    cluster = _cluster(body)
+    eng, _ = _run(cluster)
+
+    # 100 reads/s x 0.1 s = 10 busy on each read-pooler pod: more than the replica's
+    # room per pod (40 max_connections) gives
+    _report(cluster, per_second=100.0, seconds=0.1, pooler="shop-pooler-ro")
+    _again(eng)
+    profile = cluster.profile("default", "shop")
+    assert profile is not None
+    (entry,) = [
+        e for e in profile["status"]["recommendations"] if e["kind"] == "ReadPoolOverBudget"
+    ]
+    assert entry["field"] == "spec.database.readReplicas.hosts[0].maxConnections"
+    assert entry["current"] == 40 and entry["recommended"] > 40
+    _report(cluster, per_second=104.0, seconds=0.1, pooler="shop-pooler-ro")
+    cluster.log.clear()
+    _again(eng)
+    assert [k for _, k in cluster.writes() if not k.endswith("/status")] == []
+    profile = cluster.profile("default", "shop")
+    assert profile is not None
+    assert entry in profile["status"]["recommendations"]
 
 
 def test_a_spec_change_writes_only_what_it_changes() -> None:
