@@ -9,7 +9,7 @@ import itertools
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from headroom.api import status, v1alpha1
@@ -827,8 +827,12 @@ def _read_entries(
 
 
 def _read_pool_with_r1_at(max_connections: int) -> int:
-    """Each read-pooler pod's pool when r1 declares ``max_connections``."""
-    hosts = [{"host": "r1", "maxConnections": max_connections}, {"host": "r2"}]
+    """Each read-pooler pod's pool when r1 declares ``max_connections`` (and r2, at the
+    profile's 100, as many when that is more, as the recommendation says)."""
+    hosts = [
+        {"host": "r1", "maxConnections": max_connections},
+        {"host": "r2", "maxConnections": max(max_connections, 100)},
+    ]
     read = _read_plan(**{"database.readReplicas.hosts": hosts}).read
     assert read is not None
     return read.budget.default_pool_size
@@ -1009,3 +1013,61 @@ def test_no_read_recommendation_for_cloudnativepgs_poolers() -> None:
     heavy = figures(transactions_per_second=2000.0, seconds_per_transaction=0.1)
     state = {"a": _entry(heavy.report())}
     assert recommendations.for_plan(plan, state=state, previous=None, read=True) == []
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    rate=st.floats(min_value=0, max_value=400),
+    seconds=st.floats(min_value=0.001, max_value=0.5),
+    extra=st.floats(min_value=0, max_value=0.2),
+)
+def test_read_recommendations_raise_only_the_room_and_lower_only_the_app_pool(
+    rate: float, seconds: float, extra: float
+) -> None:
+    """Whatever the read figures: the replica's max_connections only ever rises, to one
+    at which the plan gives each read-pooler pod what the observed load needs (never a
+    pool the budget does not hold), and the app's read pool only ever comes down, to at
+    most half."""
+    plan = _read_plan()
+    seen = figures(
+        transactions_per_second=rate,
+        seconds_per_transaction=seconds,
+        servers_active=0,
+        client_seconds_per_transaction=seconds + extra,
+    )
+    for entry in _read_entries(plan, a=seen).values():
+        if entry["kind"] == "ReadPoolOverBudget":
+            assert entry["recommended"] > entry["current"] == 40
+            needed, _ = queueing.servers_needed(
+                offered_load=min(seen.offered_load, queueing.MAX_OFFERED_LOAD),
+                target_wait_probability=0.2,
+            )
+            assert _read_pool_with_r1_at(entry["recommended"]) >= needed
+        else:
+            assert entry["kind"] == "LowerAppReadPool"
+            assert entry["recommended"] >= 1 and 2 * entry["recommended"] <= entry["current"]
+
+
+def test_the_smaller_replica_is_the_one_named() -> None:
+    # r2 (hosts[1], 30) is smaller than r1 (hosts[0], the profile's 100): its field
+    hosts = [{"host": "r1"}, {"host": "r2", "maxConnections": 30}]
+    plan = _read_plan(**{"database.readReplicas.hosts": hosts})
+    busy = figures(transactions_per_second=100.0, seconds_per_transaction=0.1)
+    entry = _read_entries(plan, a=busy)["ReadPoolOverBudget"]
+    assert (entry["field"], entry["current"]) == (
+        "spec.database.readReplicas.hosts[1].maxConnections",
+        30,
+    )
+    assert "replica r2:5432" in entry["why"]
+    # r1 stays above what it needs: nothing said of it
+    assert "hosts[0]" not in entry["why"]
+    # r2 at 30 and r1 at 50: r1 must rise as far as r2, or it is the limit next
+    hosts = [{"host": "r1", "maxConnections": 50}, {"host": "r2", "maxConnections": 30}]
+    plan = _read_plan(**{"database.readReplicas.hosts": hosts})
+    entry = _read_entries(plan, a=busy)["ReadPoolOverBudget"]
+    assert entry["field"] == "spec.database.readReplicas.hosts[1].maxConnections"
+    assert entry["recommended"] > 50
+    assert (
+        f"raise spec.database.readReplicas.hosts[0].maxConnections (r1:5432, 50) to "
+        f"{entry['recommended']} too, or it is the limit next" in entry["why"]
+    )

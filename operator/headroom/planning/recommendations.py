@@ -643,17 +643,16 @@ def max_connections(plan: planner.Plan, *, server: Recommendation) -> Recommenda
     )
 
 
-def replica_field(read: read_plan.ReadPlan) -> str:
-    """The spec field that sets the smallest replica's max_connections as the read
-    plan counts it: the standbys' own (Headroom runs them; raising the primary's would
-    raise both), an external replica's own entry (declare what the server runs), or,
-    with mode cnpg, where the plan read it from."""
-    smallest = read.smallest
+def replica_field(read: read_plan.ReadPlan, replica: read_plan.Replica) -> str:
+    """The spec field that sets ``replica``'s max_connections as the read plan counts
+    it: the standbys' own (Headroom runs them; raising the primary's would raise both),
+    an external replica's own entry (declare what the server runs), or, with mode
+    cnpg, where the plan read it from."""
     if read.mode == "streaming":
         return f"{read_plan.FIELD}.streaming.maxConnections"
-    if read.mode == "external" and smallest.name.startswith("replica-"):
-        return f"{read_plan.FIELD}.hosts[{smallest.name.removeprefix('replica-')}].maxConnections"
-    return smallest.field
+    if read.mode == "external" and replica.name.startswith("replica-"):
+        return f"{read_plan.FIELD}.hosts[{replica.name.removeprefix('replica-')}].maxConnections"
+    return replica.field
 
 
 def replica_max_connections(plan: planner.Plan, *, server: Recommendation) -> Recommendation | None:
@@ -669,8 +668,9 @@ def replica_max_connections(plan: planner.Plan, *, server: Recommendation) -> Re
     if read is None:
         return None
     smallest = read.smallest
+    field = replica_field(read, smallest)
     weight = " (or raise spec.database.share.weight)" if read.budget.shared else ""
-    return _room_limit(
+    found = _room_limit(
         read.budget,
         server=server,
         share_maximum=None,
@@ -679,12 +679,30 @@ def replica_max_connections(plan: planner.Plan, *, server: Recommendation) -> Re
             "pool's limit (the smallest: any one replica must carry the whole read pool): it "
             "needs",
             pods="read-pooler pod",
-            fix=f"raise the replica's max_connections and {replica_field(read)} with it{weight}",
-            field=replica_field(read),
+            fix=f"raise the replica's max_connections and {field} with it{weight}",
+            field=field,
             kind="ReadPoolOverBudget",
             observed=f"the observed read load: {server.figures}; {server.needed} meet a chance "
             "of waiting at the target",
         ),
+    )
+    # every other replica below it would be the limit next: it must rise as far
+    below = [
+        r
+        for r in read.replicas
+        if r is not smallest
+        and found is not None
+        and r.max_connections < found.proposed
+        and replica_field(read, r) != field
+    ]
+    if found is None or not below:
+        return found
+    others = ", ".join(
+        f"{replica_field(read, r)} ({r.host}:{r.port}, {r.max_connections})" for r in below
+    )
+    return dataclasses.replace(
+        found,
+        reason=f"{found.reason}; raise {others} to {found.proposed} too, or it is the limit next",
     )
 
 
