@@ -35,6 +35,11 @@ combines (:func:`combine`), and :func:`settle` keeps the last recommendation in 
 while a new one is within a small band of it: the status changes when the figures move
 materially, not on every pass.
 
+The read pooler's agents report the same figures for its pods (``for_plan(read=True)``):
+against the read plan they say when the smallest replica's ``max_connections`` is what
+limits the read pool (:func:`replica_max_connections`, the write side's arithmetic on
+that replica) and when the app's read pool is mostly idle (:func:`app_pool`).
+
 Pure: rows and report text in, recommendations out.
 """
 
@@ -452,14 +457,6 @@ def pool_ceiling(
     return max(1, min(per_pod - reserve_pool_size, client_demand))
 
 
-def _target(plan: planner.Plan) -> float:
-    return plan.load.target_wait_probability if plan.load else v1alpha1.DEFAULT_WAIT_PROBABILITY
-
-
-def _stats_period(pooler: planner.PoolerPlan) -> int:
-    return int(pooler.settings.get("stats_period") or STATS_PERIOD_SECONDS)
-
-
 def _server_pool(
     seen: Mapping[str, PoolFigures],
     *,
@@ -537,8 +534,8 @@ def for_plan(
     seen = figures_from_state(state, pods=pods)
     if not seen:
         return []
-    target = _target(plan)
-    period = _stats_period(pooler)
+    target = plan.load.target_wait_probability if plan.load else v1alpha1.DEFAULT_WAIT_PROBABILITY
+    period = int(pooler.settings.get("stats_period") or STATS_PERIOD_SECONDS)
     server = _server_pool(
         seen, budget=budget, target_wait_probability=target, stats_period_seconds=period
     )
