@@ -16,20 +16,20 @@ reserve: under the load (it queues, stably: 10 > 8), and at the room's limit, so
 
 - the smallest replica's max_connections is the limit (ReadPoolOverBudget): 14 per pod
   and the reserve at that size (1) = 15, x 2 pods = 30, 7 more than the 23 available: 107
-  for the load offered; the figure is the measured load's (measured: a report at 27
-  reads/s x 0.274 s, 7.4 busy, needs 13 and 105), checked as a user would: the plan at
+  for the load offered; the figure is the measured load's (four runs: reports at 27-29
+  reads/s x 0.228-0.280 s, 6.6-7.6 busy, asked for 103-107), checked as a user would: the plan at
   the recommended max_connections gives each read-pooler pod what meets the target for
   the measured load, and at one less a smaller pool;
 - the app's read pool (readPoolSizePerPod 40, one app pod at its floor) is mostly idle
   (LowerAppReadPool): the clients hold a connection for a transaction and its wait, a
-  little more than the server side's 8 on average; the fewest that meet the target for
-  that, far under half of 40 (measured: 13 or 14).
+  little more than the server side's busy connections; the fewest that meet the target for
+  that, far under half of 40 (the same runs: 12-14).
 
 The figures are read once, from the first report the agent wrote while most of the
 offered rate went through (it reports when its figures move materially; its check runs
 every 10 s and stats_period is 5 s here, so within about 20 s of the load's start): a
-stored fact, not a moving state caught by polling. 36 s with the cluster up (measured
-with ``pytest tests/conformance/test_read_recommendations.py``).
+stored fact, not a moving state caught by polling. 33-36 s with the cluster up
+(``nice -n 10 pytest tests/conformance/test_read_recommendations.py``).
 """
 
 from __future__ import annotations
