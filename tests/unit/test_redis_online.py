@@ -217,8 +217,8 @@ def _earlier(objs: dict[str, common.Obj]) -> common.Obj:
 
 
 def _rolls(objs: dict[str, common.Obj], live: common.Obj) -> list[str]:
-    conf = objs["ConfigMap/shop-redis-cache-config"]["data"]["redis.conf"]
-    return rollout.agentless_redis_rolls(objs["StatefulSet/shop-redis-cache"], live, conf=conf)
+    data = objs["ConfigMap/shop-redis-cache-config"]["data"]
+    return rollout.agentless_redis_rolls(objs["StatefulSet/shop-redis-cache"], live, data=data)
 
 
 def test_an_earlier_releases_redis_keeps_its_pods_when_only_the_agent_is_new() -> None:

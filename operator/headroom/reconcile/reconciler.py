@@ -28,13 +28,14 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import functools
 import hashlib
 import json
 import logging
 import secrets
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from headroom.api import conditions, v1alpha1
 from headroom.builders import desired
@@ -529,7 +530,7 @@ class Reconciler:
             component_of=wanted.component_of,
         )
         events += _restart_events(planned, proven.objects, children)
-        proven = _agentless_redis(planned, proven, children, events)
+        proven = _earlier_templates(planned, proven, children, events)
         result = await self.applier.apply_all(
             key, wanted=proven, children=children, frozen=frozen, events=events
         )
@@ -672,48 +673,63 @@ def _restart_events(
     return found
 
 
-def _agentless_redis(
+class _Earlier(NamedTuple):
+    """A workload whose pods an earlier release may have started: how to tell
+    (``is_earlier``), why they must roll now (``rolls``: nothing while they
+    would roll for the new release alone), and the Event when they do."""
+
+    workload: str  # its key among the children
+    config: str  # the key of the ConfigMap whose data it reads
+    is_earlier: Callable[[Obj], bool]
+    rolls: Callable[..., list[str]]  # (desired, live, *, data) -> reasons
+    reason: str  # the Event's
+    message: Callable[[list[str]], str]
+
+
+def _earlier_workloads(planned: planner.Plan) -> Iterable[_Earlier]:
+    names = planned.names
+    for instance in planned.redis:
+        yield _Earlier(
+            f"StatefulSet/{names.redis(instance.name)}",
+            f"ConfigMap/{names.redis_config(instance.name)}",
+            rollout.is_agentless_redis,
+            rollout.agentless_redis_rolls,
+            outcome.REDIS_RESTART,
+            functools.partial(rollout.agentless_redis_message, instance.name),
+        )
+    yield _Earlier(
+        f"Deployment/{names.read_pooler}",
+        f"ConfigMap/{names.read_pooler_config}",
+        rollout.is_reloadless_read_pooler,
+        rollout.reloadless_read_pooler_rolls,
+        outcome.POOLER_RESTART,
+        rollout.reloadless_read_pooler_message,
+    )
+
+
+def _earlier_templates(
     planned: planner.Plan,
     wanted: desired.Desired,
     children: dict[str, Obj],
     events: list[outcome.Event],
 ) -> desired.Desired:
-    """Redis pods an earlier release started without the agent, and read
-    pooler pods whose agent did not RELOAD pgbouncer.ini, keep their
-    template until something they run changes; then an Event says why they
-    roll (rollout.agentless_redis_rolls, rollout.reloadless_read_pooler_rolls)."""
+    """Pods an earlier release started (Redis without the config agent, read
+    poolers whose agent did not RELOAD pgbouncer.ini) keep their template
+    until something they run changes; then an Event says why they roll
+    (rollout.agentless_redis_rolls, rollout.reloadless_read_pooler_rolls)."""
     objects = dict(wanted.objects)
-    for instance in planned.redis:
-        workload = f"StatefulSet/{planned.names.redis(instance.name)}"
-        config = f"ConfigMap/{planned.names.redis_config(instance.name)}"
-        live = children.get(workload)
-        if workload not in objects or config not in objects or live is None:
+    for earlier in _earlier_workloads(planned):
+        live = children.get(earlier.workload)
+        if earlier.workload not in objects or earlier.config not in objects or live is None:
             continue
-        if not rollout.is_agentless_redis(live):
+        if not earlier.is_earlier(live):
             continue
-        conf = objects[config]["data"][rollout.REDIS_CONF]
-        reasons = rollout.agentless_redis_rolls(objects[workload], live, conf=conf)
+        data = objects[earlier.config]["data"]
+        reasons = earlier.rolls(objects[earlier.workload], live, data=data)
         if reasons:
-            text = rollout.agentless_redis_message(instance.name, reasons)
-            events.append(outcome.Event("Normal", outcome.REDIS_RESTART, text))
+            events.append(outcome.Event("Normal", earlier.reason, earlier.message(reasons)))
         else:
-            objects[workload] = rollout.with_live_template(objects[workload], live)
-    workload = f"Deployment/{planned.names.read_pooler}"
-    config = f"ConfigMap/{planned.names.read_pooler_config}"
-    live = children.get(workload)
-    if (
-        workload in objects
-        and config in objects
-        and live is not None
-        and rollout.is_reloadless_read_pooler(live)
-    ):
-        data = objects[config]["data"]
-        reasons = rollout.reloadless_read_pooler_rolls(objects[workload], live, data=data)
-        if reasons:
-            text = rollout.reloadless_read_pooler_message(reasons)
-            events.append(outcome.Event("Normal", outcome.POOLER_RESTART, text))
-        else:
-            objects[workload] = rollout.with_live_template(objects[workload], live)
+            objects[earlier.workload] = rollout.with_live_template(objects[earlier.workload], live)
     return desired.Desired(objects=objects, component_of=wanted.component_of)
 
 

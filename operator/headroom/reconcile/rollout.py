@@ -190,17 +190,18 @@ def redis_pod_message(instance: str, changes: list[str]) -> str:
     )
 
 
-def agentless_redis_rolls(desired: Obj, live: Obj, *, conf: str) -> list[str]:
+def agentless_redis_rolls(desired: Obj, live: Obj, *, data: dict[str, str]) -> list[str]:
     """Why the Redis pods of ``live``, written by a release without the
     Redis agent, must roll now (nothing: they would roll for the agent alone).
-    ``conf`` is the desired redis.conf; the earlier template carries the hash
-    of the whole redis.conf its pods read at start. Beside Redis (whose start
-    command and mounts the agent changes) a container rolls them for anything
-    it runs or reads: the exporter's keys follow the queues."""
+    ``data``: the desired ConfigMap's (its redis.conf); the earlier template
+    carries the hash of the whole redis.conf its pods read at start. Beside
+    Redis (whose start command and mounts the agent changes) a container
+    rolls them for anything it runs or reads: the exporter's keys follow the
+    queues."""
     reasons = _earlier_rolls(
         desired,
         live,
-        config_hash=agentfile.content_hash(conf),
+        config_hash=agentfile.content_hash(data.get(REDIS_CONF, "")),
         config_name="redis.conf",
         own={"redis": _redis_changes},
     )
