@@ -211,11 +211,12 @@ def uninstall_crds(kubectl: Kubectl, names: Iterable[str], *, timeout: float = 1
 
 
 @contextlib.contextmanager
-def fresh_namespace(kubectl: Kubectl) -> Iterator[str]:
+def fresh_namespace(kubectl: Kubectl, *, timeout: float = 60) -> Iterator[str]:
     """Create a namespace enforcing the restricted Pod Security Standard.
 
     Yields once its ``default`` ServiceAccount exists (pods are rejected
-    before that); deleted without waiting afterwards.
+    before that; the controller-manager creates it, within ``timeout``
+    seconds); deleted without waiting afterwards.
     """
     name = f"e2e-{uuid.uuid4().hex[:10]}"
     manifest = {
@@ -234,7 +235,7 @@ def fresh_namespace(kubectl: Kubectl) -> Iterator[str]:
     try:
         wait_for(
             lambda: exists(kubectl, "serviceaccount", "default", "-n", name),
-            timeout=60,
+            timeout=timeout,
             interval=0.2,
             what=f"ServiceAccount {name}/default",
         )

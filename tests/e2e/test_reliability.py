@@ -260,6 +260,12 @@ def test_converges_through_kills_and_an_api_server_outage(
         )
         recovered = time.monotonic() - back
         assert operator.alive(), "the operator died in the outage:\n" + operator.log_tail()
+        # The controller-manager's controllers come back at their own pace (their
+        # reflectors and rate-limited queues back off while the API server is
+        # away): the next test needs a namespace's default ServiceAccount, so the
+        # outage ends when a new namespace gets one.
+        with kube.fresh_namespace(kubectl, timeout=300):
+            controllers = time.monotonic() - back
 
         # The end state of a clean run: exactly the desired children, owned by
         # their profile, and bindings with exactly the desired keys.
@@ -310,7 +316,9 @@ def test_converges_through_kills_and_an_api_server_outage(
                 f"{lives[0]:.1f} s): {len(passes[0][0])}/{PROFILES}",
                 f"- API server outage: {outage}; every ConfigMap had the change "
                 f"{applied:.1f} s after it was back, every profile Ready (pods rolled by "
-                f"the controller-manager and kwok) after {recovered:.1f} s",
+                f"the controller-manager and kwok) after {recovered:.1f} s; a new "
+                f"namespace's default ServiceAccount (the controller-manager's "
+                f"serviceaccount controller) after {controllers:.1f} s",
                 f"- end state: {PROFILES} x {len(want_children)} children exactly as desired, "
                 "0 duplicates, 0 orphans, every binding with exactly the desired keys",
             ],
