@@ -1015,6 +1015,106 @@ def test_no_read_recommendation_for_cloudnativepgs_poolers() -> None:
     assert recommendations.for_plan(plan, state=state, previous=None, read=True) == []
 
 
+# LoadBaseline for the read pooler: with readSecondsPerRequest 0.04 s of the declared
+# 0.1 s, the read pool's baseline is 0.04 s and the write pool's the other 0.06 s
+
+
+def _split_plan(**alerts: Any) -> planner.Plan:
+    split = {"load.readSecondsPerRequest": 0.04, "load.databaseSecondsPerRequest": 0.1}
+    return _read_plan(**split, **({"alerts.pooler": alerts} if alerts else {}))
+
+
+def _baseline(plan: planner.Plan, *, write: float | None, read: float | None) -> Any:
+    """LoadBaseline from one busy pod per pooler at ``write`` / ``read`` seconds per
+    transaction (None: that pooler reports nothing), beside an idle pod of each."""
+    idle = figures(transactions_per_second=0.0, seconds_per_transaction=9.0)
+    applied: dict[str, Any] = {}
+    if write is not None:
+        busy = figures(transactions_per_second=16.0, seconds_per_transaction=write)
+        applied |= _state(plan, **{"pooler-a": busy, "pooler-idle": idle})
+    if read is not None:
+        busy = figures(transactions_per_second=16.0, seconds_per_transaction=read)
+        applied |= _read_state(plan, **{"pooler-ro-a": busy, "pooler-ro-idle": idle})
+    return observe.load_baseline(plan, applied)
+
+
+@pytest.mark.parametrize(
+    ("seconds", "alerts", "status", "says"),
+    [
+        # 1.25 x the declared 0.04 s
+        (0.05, {}, "True", "within 3 x the declared 0.04 s"),
+        # 5 x, above the floor 0.05 s
+        (0.2, {}, "False", "above 3 x the declared 0.04 s (spec.load.readSecondsPerRequest) and"),
+        # the read pooler's own factor, over the group's: 0.2 is within 6 x 0.04
+        (0.2, {"read": {"queryTimeBaselineFactor": 6}}, "True", "within 6 x"),
+        (0.2, {"queryTimeBaselineFactor": 6}, "True", "within 6 x"),
+        (0.2, {"queryTimeBaselineFactor": 6, "read": {"queryTimeBaselineFactor": 4}}, "False", ""),
+        # the write pooler's settings are its own
+        (0.2, {"write": {"queryTimeBaselineFactor": 6}}, "False", "above 3 x"),
+        # far above its declared time, but under the read pooler's floor: noise
+        (0.2, {"read": {"queryTimeFloorSeconds": 0.5}}, "True", "within 3 x"),
+    ],
+)
+def test_load_baseline_judges_the_read_pool_against_the_declared_reads(
+    seconds: float, alerts: dict[str, Any], status: str, says: str
+) -> None:
+    plan = _split_plan(**alerts)
+    found = _baseline(plan, write=None, read=seconds)
+    assert found is not None
+    assert (found.type, found.status) == ("LoadBaseline", status)
+    assert found.reason == ("WithinBaseline" if status == "True" else "AboveBaseline")
+    # the read pooler's slowest busy pod, named as the read pooler's
+    assert found.message.startswith(f"read pooler pooler-ro-a: {seconds:g} s per transaction")
+    assert says in found.message and "spec.load.readSecondsPerRequest" in found.message
+    assert ("the replicas got slower" in found.message) == (status == "False")
+
+
+@pytest.mark.parametrize(
+    ("write", "read", "status", "above"),
+    [
+        (0.07, 0.05, "True", []),  # 0.07 is within 3 x the write pool's 0.06 s
+        (0.07, 0.2, "False", ["read"]),
+        (0.2, 0.05, "False", ["write"]),  # 0.2 is above 3 x 0.06 s
+        (0.2, 0.2, "False", ["write", "read"]),
+    ],
+)
+def test_load_baseline_names_both_poolers_when_both_report(
+    write: float, read: float, status: str, above: list[str]
+) -> None:
+    found = _baseline(_split_plan(), write=write, read=read)
+    assert found is not None and found.status == status
+    first, second = found.message.split("; read pooler ")
+    assert first.startswith(f"write pooler pooler-a: {write:g} s per transaction")
+    # the write pool's baseline is what the reads leave of the request's database time
+    assert "the declared 0.06 s (spec.load.databaseSecondsPerRequest less readSecondsPerReq" in (
+        first
+    )
+    assert second.startswith(f"pooler-ro-a: {read:g} s per transaction")
+    assert ("above 3 x" in first) == ("write" in above)
+    assert ("above 3 x" in second) == ("read" in above)
+
+
+def test_load_baseline_without_read_figures_is_the_write_poolers_alone() -> None:
+    found = _baseline(_split_plan(), write=0.07, read=None)
+    assert found is not None and found.status == "True"
+    assert found.message.startswith("pooler-a: 0.07 s per transaction")
+    assert "read pooler" not in found.message
+    # no figures from either: no condition
+    assert _baseline(_split_plan(), write=None, read=None) is None
+
+
+def test_load_baseline_does_not_judge_reads_nobody_declared() -> None:
+    # spec.load without readSecondsPerRequest: nothing says how long the reads hold a
+    # read-pool connection, so the read pooler's figures, however slow, are not judged
+    plan = _read_plan()
+    assert plan.load is not None and plan.read_load is None
+    assert _baseline(plan, write=None, read=9.0) is None
+    found = _baseline(plan, write=0.06, read=9.0)
+    assert found is not None and found.status == "True"
+    assert found.message.startswith("pooler-a: 0.06 s per transaction")
+    assert "read pooler" not in found.message and "readSecondsPerRequest" not in found.message
+
+
 @settings(max_examples=40, deadline=None)
 @given(
     rate=st.floats(min_value=0, max_value=400),

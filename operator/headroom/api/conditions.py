@@ -77,7 +77,8 @@ DATABASE_METRICS = "DatabaseMetrics"
 # Whether the database metrics carry per-statement times (pg_stat_statements).
 STATEMENT_STATS = "StatementStats"
 # With spec.load: whether the time per transaction the write pooler observes stays
-# within the alert's factor of the declared databaseSecondsPerRequest.
+# within the alert's factor of the declared databaseSecondsPerRequest (less the reads),
+# and the read pooler's within its factor of readSecondsPerRequest when declared.
 LOAD_BASELINE = "LoadBaseline"
 INFORMATIONAL = frozenset(
     {

@@ -38,7 +38,9 @@ materially, not on every pass.
 The read pooler's agents report the same figures for its pods (``for_plan(read=True)``):
 against the read plan they say when the smallest replica's ``max_connections`` is what
 limits the read pool (:func:`replica_max_connections`, the write side's arithmetic on
-that replica) and when the app's read pool is mostly idle (:func:`app_pool`).
+that replica) and when the app's read pool is mostly idle (:func:`app_pool`); with
+``readSecondsPerRequest`` declared, :func:`baseline` judges its time per transaction as
+it judges the write pooler's against the rest of the request.
 
 Pure: rows and report text in, recommendations out.
 """
@@ -822,39 +824,108 @@ class Baseline:
     message: str
 
 
-def baseline(plan: planner.Plan, *, state: Mapping[str, str] | None) -> Baseline | None:
-    """Whether the write pooler's pods hold a server connection per transaction well
-    above what spec.load declares (``databaseSecondsPerRequest``): above the write
-    pooler's ``queryTimeBaselineFactor`` times it and above its ``queryTimeFloorSeconds``,
-    the thresholds of the HeadroomPoolerQueryTimeAboveBaseline alert (which compares with
-    the last day instead). None without a declared load or figures."""
-    if plan.load is None or plan.pooler.pool_mode != "transaction":
-        return None
-    seen = figures_from_state(state)
-    busy = {pod: f for pod, f in seen.items() if f.transactions_per_second > 0}
+def _query_time_thresholds(plan: planner.Plan, role: str) -> tuple[float, float]:
+    """The pooler ``role``'s (rw, ro) alert thresholds as planned, its own over the
+    group's: queryTimeBaselineFactor and queryTimeFloorSeconds."""
+    pool = next((p for p in plan.alerts.pools if p.role == role), None) if plan.alerts else None
+    if pool is not None:
+        return pool.query_time_baseline_factor, pool.query_time_floor_seconds
+    defaults = v1alpha1.PoolerAlerts()
+    return defaults.query_time_baseline_factor, defaults.query_time_floor_seconds
+
+
+def _judge(
+    state: Mapping[str, str] | None,
+    *,
+    declared: float,
+    field: str,
+    thresholds: tuple[float, float],
+    slower: str,
+) -> Baseline | None:
+    """The slowest busy pod of a pooler's report against ``declared`` seconds (what
+    ``field`` says); None without figures of a pod that served transactions."""
+    busy = {pod: f for pod, f in figures_from_state(state).items() if f.transactions_per_second > 0}
     if not busy:
         return None
-    # the write pooler's alert thresholds as planned (its own over the group's)
-    write = next((p for p in plan.alerts.pools if p.role == "rw"), None) if plan.alerts else None
-    defaults = v1alpha1.PoolerAlerts()
-    factor = write.query_time_baseline_factor if write else defaults.query_time_baseline_factor
-    floor = write.query_time_floor_seconds if write else defaults.query_time_floor_seconds
-    declared = plan.load.seconds_per_request
+    factor, floor = thresholds
     pod, slowest = max(busy.items(), key=lambda item: item[1].seconds_per_transaction)
     observed = slowest.seconds_per_transaction
     above = observed > factor * declared and observed > floor
     message = (
         f"{pod}: {observed:.3g} s per transaction over {slowest.transactions_per_second:g} "
         f"transactions/s, {'above' if above else 'within'} {factor:g} x the declared "
-        f"{declared:g} s (spec.load.databaseSecondsPerRequest)"
-        + (f" and the floor {floor:g} s" if above else "")
+        f"{declared:g} s ({field})" + (f" and the floor {floor:g} s" if above else "")
     )
     if above:
-        message += (
-            ": the database got slower for this app, or the declared time is off; the "
-            "pools sized from it are too small (status.recommendations says how much)"
-        )
+        message += f": {slower}"
     return Baseline(above=above, message=message)
+
+
+def baseline(
+    plan: planner.Plan,
+    *,
+    state: Mapping[str, str] | None,
+    read_state: Mapping[str, str] | None = None,
+) -> Baseline | None:
+    """Whether a pooler's pods hold a server connection per transaction well above what
+    spec.load declares: above the pooler's ``queryTimeBaselineFactor`` times it and
+    above its ``queryTimeFloorSeconds``, the thresholds of its
+    HeadroomPoolerQueryTimeAboveBaseline alert (which compares with the last day
+    instead), its own (``write``/``read``) over the group's. The slowest pod that served
+    transactions speaks for each pooler.
+
+    The write pooler (``state``: its state ConfigMap's data) against
+    ``databaseSecondsPerRequest``, less ``readSecondsPerRequest`` when that is declared
+    (the part of a request on the read pool; the plan sizes the write pool for the
+    rest). The read pooler (``read_state``) against ``readSecondsPerRequest``, only when
+    that is declared: without it nothing declares how long a request's reads hold a
+    read-pool connection, and no baseline is invented for them (the read pooler's alert
+    still compares with its own last day).
+
+    Above when either is; the message names each pooler judged, by its slowest pod, with
+    the figures. None without a declared load, or when neither pooler has figures."""
+    if plan.load is None:
+        return None
+    judged: list[tuple[str, Baseline]] = []
+    if plan.pooler.pool_mode == "transaction":
+        split = plan.read_load is not None
+        write = _judge(
+            state,
+            declared=plan.load.seconds_per_request,
+            field="spec.load.databaseSecondsPerRequest"
+            + (" less readSecondsPerRequest" if split else ""),
+            thresholds=_query_time_thresholds(plan, "rw"),
+            slower="the database got slower for this app, or the declared time is off; the "
+            "pools sized from it are too small (status.recommendations says how much)",
+        )
+        if write is not None:
+            judged.append(("write pooler", write))
+    reads = plan.read_load
+    if (
+        reads is not None
+        and plan.read is not None
+        and plan.read_pooler is not None
+        and plan.read_pooler.pool_mode == "transaction"
+        and not plan.read.cnpg_poolers
+    ):
+        read = _judge(
+            read_state,
+            declared=reads.seconds_per_request,
+            field="spec.load.readSecondsPerRequest",
+            thresholds=_query_time_thresholds(plan, "ro"),
+            slower="the replicas got slower for this app's reads, or the declared read time "
+            "is off; the read pools sized from it (each read-pooler pod's, the app's "
+            "readPoolSizePerPod) are too small for the declared rate",
+        )
+        if read is not None:
+            judged.append(("read pooler", read))
+    if not judged:
+        return None
+    above = any(j.above for _, j in judged)
+    if len(judged) == 1 and judged[0][0] == "write pooler":
+        # no read side judged: the write pooler's pod names itself
+        return Baseline(above=above, message=judged[0][1].message)
+    return Baseline(above=above, message="; ".join(f"{which} {j.message}" for which, j in judged))
 
 
 # autoTune: a change needs at least this confidence

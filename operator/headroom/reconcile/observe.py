@@ -171,8 +171,14 @@ def _state_data(applied: dict[str, Any], name: str) -> dict[str, str] | None:
 
 def load_baseline(plan: planner.Plan, applied: dict[str, Any]) -> conditions.Cond | None:
     """LoadBaseline (informational, with spec.load): the write pooler's observed time
-    per transaction against the declared one; None until its agents report figures."""
-    found = recommendations.baseline(plan, state=_state_data(applied, plan.names.pooler_state))
+    per transaction against the declared one, and the read pooler's against
+    readSecondsPerRequest when that is declared (recommendations.baseline); None until
+    an agent reports figures."""
+    found = recommendations.baseline(
+        plan,
+        state=_state_data(applied, plan.names.pooler_state),
+        read_state=_state_data(applied, plan.names.read_pooler_state),
+    )
     if found is None:
         return None
     if found.above:
