@@ -434,11 +434,13 @@ def read_plan(
     reserved: int,
     max_replicas: int = 10,
     parameters: dict[str, str] | None = None,
+    load: dict[str, Any] | None = None,
     **read_replicas: Any,
 ) -> planner.Plan:
     """Profile ``shop`` with its reads on one external replica (``standby-0.example``,
     the hot standby :func:`read_pod` puts at 127.0.0.1) that keeps ``reserved``
-    connections (readReplicas.reservedConnections), and ``read_replicas`` besides."""
+    connections (readReplicas.reservedConnections), and ``read_replicas`` besides;
+    sized from ``load`` (spec.load) when given."""
     plan = servers.pooler_plan(
         name="shop",
         uid=uid,
@@ -450,6 +452,7 @@ def read_plan(
         superuser_reserved_connections=3,
         version=version,
         parameters=parameters,
+        load=load,
         read_replicas={
             "mode": "external",
             "hosts": [{"host": "standby-0.example"}],

@@ -4,7 +4,8 @@ real hot standby of a Postgres 15 primary (conftest's hot_standby), with its age
 as its pod runs it (conftest's read_pod, pooler_agents.read_pod: the lag loop puts the
 standby in the read pool, the config loop reads SHOW STATS/POOLS and reports the
 figures into ``<name>-pooler-ro-state`` on a real API server), and the pass's reader of
-that report (observe.recommendations_of).
+that report (observe.recommendations_of), and of LoadBaseline from the same report
+(observe.load_baseline, against a declared spec.load.readSecondsPerRequest).
 
 An open-loop Poisson load of reads through it (tests/conformance/open_loop.py): 32
 reads/s holding a connection 250 ms each, 8 busy on average; at the default target
@@ -36,6 +37,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from typing import Any
 
 import open_loop
 import pooler_agents
@@ -43,7 +45,7 @@ import pytest
 import servers
 from tests.e2e import kube
 
-from headroom.api import status, v1alpha1
+from headroom.api import conditions, status, v1alpha1
 from headroom.planning import planner, pooler_state, queueing, recommendations
 from headroom.reconcile import observe
 
@@ -69,7 +71,12 @@ OFFERED = open_loop.Offered(
 LOADED_SHARE = 0.75
 
 
-def _plan(database: servers.AppDatabase, *, replica_max_connections: int = 100) -> planner.Plan:
+def _plan(
+    database: servers.AppDatabase,
+    *,
+    replica_max_connections: int = 100,
+    load: dict[str, Any] | None = None,
+) -> planner.Plan:
     return pooler_agents.read_plan(
         database,
         uid="read-recommendations",
@@ -80,6 +87,7 @@ def _plan(database: servers.AppDatabase, *, replica_max_connections: int = 100) 
         hosts=[{"host": "standby-0.example", "maxConnections": replica_max_connections}],
         readPoolSizePerPod=APP_READ_POOL,
         pooler={"instances": 1},
+        load=load,
     )
 
 
@@ -158,3 +166,19 @@ def test_an_under_sized_read_pool_and_an_idle_app_read_pool_are_told_from_the_re
     lowered = int(str(app["recommended"]))
     assert queueing.erlang_c(servers=lowered, offered_load=in_use) <= TARGET, (app, in_use)
     assert queueing.erlang_c(servers=lowered - 1, offered_load=in_use) > TARGET, (app, in_use)
+
+    # LoadBaseline from the same report: the read pool's time per transaction against
+    # a declared spec.load.readSecondsPerRequest (the ro pool's default thresholds: 3x
+    # and 0.05 s). Declared at what the load offers, within; at a fifth of it, above.
+    def judged(read_seconds: float) -> conditions.Cond | None:
+        declared = {
+            "peakRequestsPerSecond": 1,
+            "databaseSecondsPerRequest": 1.0,
+            "readSecondsPerRequest": read_seconds,
+        }
+        return observe.load_baseline(_plan(database, load=declared), applied)
+
+    within, above = judged(SECONDS), judged(SECONDS / 5)
+    assert within is not None and (within.status, within.reason) == ("True", "WithinBaseline")
+    assert above is not None and (above.status, above.reason) == ("False", "AboveBaseline")
+    assert f"read pooler {POD}" in above.message, above
