@@ -500,6 +500,22 @@ def _settled(
     return [entry for entry in found if entry is not None]
 
 
+def _reporting(
+    plan: planner.Plan, *, read: bool
+) -> tuple[planner.PoolerPlan, connection_budget.ConnectionBudget] | None:
+    """The pooler whose agents report the figures read here, with its budget: the
+    write pooler, or (``read``) the read pooler, when Headroom runs it in transaction
+    mode (session mode's pool is its clients; a CloudNativePG Pooler has no agent)."""
+    if plan.read is not None and plan.read.cnpg_poolers:
+        return None
+    found = (plan.pooler, plan.budget)
+    if read:
+        if plan.read is None or plan.read_pooler is None:
+            return None
+        found = (plan.read_pooler, plan.read.budget)
+    return found if found[0].pool_mode == "transaction" else None
+
+
 def for_plan(
     plan: planner.Plan,
     *,
@@ -526,13 +542,10 @@ def for_plan(
     read pool lowers it. A pool sized from spec.load's reads that the observed load
     outgrows inside the room says the declared reads are off (readSecondsPerRequest),
     which no integer in status can carry: nothing is said of it here."""
-    pooler, budget = plan.pooler, plan.budget
-    if read:
-        if plan.read is None or plan.read_pooler is None:
-            return []
-        pooler, budget = plan.read_pooler, plan.read.budget
-    if pooler.pool_mode != "transaction" or (plan.read and plan.read.cnpg_poolers):
+    reporting = _reporting(plan, read=read)
+    if reporting is None:
         return []
+    pooler, budget = reporting
     seen = figures_from_state(state, pods=pods)
     if not seen:
         return []
@@ -685,16 +698,17 @@ def replica_max_connections(plan: planner.Plan, *, server: Recommendation) -> Re
             "of waiting at the target",
         ),
     )
+    if found is None:
+        return None
     # every other replica below it would be the limit next: it must rise as far
     below = [
         r
         for r in read.replicas
         if r is not smallest
-        and found is not None
         and r.max_connections < found.proposed
         and replica_field(read, r) != field
     ]
-    if found is None or not below:
+    if not below:
         return found
     others = ", ".join(
         f"{replica_field(read, r)} ({r.host}:{r.port}, {r.max_connections})" for r in below
@@ -887,7 +901,7 @@ def baseline(
     if plan.load is None:
         return None
     judged: list[tuple[str, Baseline]] = []
-    if plan.pooler.pool_mode == "transaction":
+    if _reporting(plan, read=False) is not None:
         split = plan.read_load is not None
         write = _judge(
             state,
@@ -901,13 +915,7 @@ def baseline(
         if write is not None:
             judged.append(("write pooler", write))
     reads = plan.read_load
-    if (
-        reads is not None
-        and plan.read is not None
-        and plan.read_pooler is not None
-        and plan.read_pooler.pool_mode == "transaction"
-        and not plan.read.cnpg_poolers
-    ):
+    if reads is not None and _reporting(plan, read=True) is not None:
         read = _judge(
             read_state,
             declared=reads.seconds_per_request,
